@@ -1,0 +1,16 @@
+.PHONY: test lint bench bench-quick sample
+
+# Installs everything the tests need (apt packages, pip packages, dockerd, base images), then runs them.
+test:
+	bash tests/setup.sh
+	python3 -m ruff check builder cache grammar tests bench
+	python3 -m pytest
+
+lint:
+	python3 -m ruff check builder cache grammar tests bench
+
+bench:
+	python3 -m bench
+
+bench-quick:
+	python3 -m bench --quick

@@ -1,0 +1,154 @@
+"""The ``pybuild`` command line: docker-compatible flags, build as the default command.
+
+Each command group lives in its own module of this package with a
+``register(subparsers, common)`` function that adds its sub-commands and sets
+``func`` on them; modules are found automatically and listed in ``ORDER``
+(default 50). Command modules import heavy dependencies inside their handlers
+so that ``pybuild`` starts fast. ``main`` turns
+every :class:`~builder.errors.PybuildError` into one message and a non-zero
+exit; a traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import signal
+import sys
+from collections.abc import Sequence
+
+from builder import __version__
+from builder.errors import PybuildError, UsageError
+
+
+class DockerStyleParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors read like docker's and exit 125."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(_docker_message(message, self.prog) + f"\nSee '{self.prog} --help'.")
+
+
+def _docker_message(message: str, prog: str) -> str:
+    """Rephrase argparse's wording in docker's ("unknown flag: --foo")."""
+    if message.startswith("unrecognized arguments: "):
+        extra = message.removeprefix("unrecognized arguments: ").split()
+        flags = [a for a in extra if a.startswith("-")]
+        if flags:
+            return f"unknown flag: {flags[0]}"
+        return f"accepts at most the given arguments, received extra: {' '.join(extra)}"
+    if message.startswith("the following arguments are required: "):
+        names = message.removeprefix("the following arguments are required: ")
+        return f'"{prog}" requires at least 1 argument ({names}).'
+    if message.startswith("argument ") and ": expected one argument" in message:
+        flag = message.removeprefix("argument ").split(":")[0].split("/")[-1]
+        return f"flag needs an argument: {flag}"
+    return message
+
+
+def _common_parent() -> argparse.ArgumentParser:
+    """Options every sub-command accepts, wherever they are written."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS,
+        help="show tracebacks and debug output",
+    )
+    return common
+
+
+def build_parser() -> DockerStyleParser:
+    parser = DockerStyleParser(
+        prog="pybuild",
+        description="Build OCI images from Dockerfiles, without a daemon. "
+        "With no command, `pybuild [OPTIONS] PATH` builds, like `pybuild build`.",
+    )
+    parser.add_argument("--version", action="version", version=f"pybuild version {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug output")
+    parser.add_argument(
+        "--root", metavar="DIR",
+        help="store root (default $PYBUILD_ROOT, /var/lib/pybuild as root, "
+        "~/.local/share/pybuild otherwise)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=DockerStyleParser)
+    common = _common_parent()
+    for module in _command_modules():
+        module.register(subparsers, common)
+    return parser
+
+
+def _command_modules() -> list:
+    modules = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "register"):
+            modules.append(module)
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
+
+
+def _command_names(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+def _insert_default_command(argv: list[str], commands: set[str]) -> list[str]:
+    """``pybuild -t app:1 .`` means ``pybuild build -t app:1 .``."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--debug" or arg.startswith("--root="):
+            i += 1
+        elif arg == "--root":
+            i += 2
+        else:
+            break
+    if i >= len(argv):
+        return argv
+    head = argv[i]
+    if head in commands or head in ("-h", "--help", "--version"):
+        return argv
+    return [*argv[:i], "build", *argv[i:]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PYBUILD_DEBUG") == "1"
+    try:
+        parser = build_parser()
+        argv = _insert_default_command(argv, _command_names(parser))
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            sub = f"pybuild {args.command}" if args.command else "pybuild"
+            raise UsageError(_docker_message(f"unrecognized arguments: {' '.join(extra)}", sub)
+                             + f"\nSee '{sub} --help'.")
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if args.root:
+            os.environ["PYBUILD_ROOT"] = args.root
+        return int(args.func(args) or 0)
+    except PybuildError as err:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"ERROR: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("ERROR: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # `pybuild images | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        return 0
+    except Exception as err:  # the last line of defence for the user
+        if debug:
+            raise
+        print(
+            f"ERROR: internal error: {type(err).__name__}: {err}\n"
+            "This is a bug in pybuild; run again with --debug for the traceback.",
+            file=sys.stderr,
+        )
+        return 1

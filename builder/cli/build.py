@@ -1,0 +1,62 @@
+"""``pybuild build`` (also the default command): the flags of ``docker build``."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 10
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "build",
+        parents=[common],
+        help="build an image from a Dockerfile (the default command)",
+        description="Build an image from a Dockerfile. PATH is the build context: a directory, "
+        "or - to read a tar archive from stdin.",
+        usage="pybuild build [OPTIONS] PATH | -",
+    )
+    p.add_argument("context", metavar="PATH", help="build context directory, or - for a tar on stdin")
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                   help="name and optionally a tag (may be given several times)")
+    p.add_argument("-f", "--file", metavar="FILE",
+                   help="name of the Dockerfile (default: PATH/Dockerfile; - reads stdin)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set a build-time variable (KEY alone takes it from the environment)")
+    p.add_argument("--target", metavar="STAGE", help="build this stage and what it needs, not the last")
+    p.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
+    p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                   help="do not use the cache for these stages")
+    p.add_argument("--pull", action="store_true", help="always look for newer base images")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="set metadata on the image")
+    p.add_argument("--platform", metavar="OS/ARCH", help="target platform (the host's by default)")
+    p.add_argument("--network", choices=("host", "none", "default"), default="default",
+                   help="networking for RUN steps (default host)")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
+                   help="expose a secret to RUN --mount=type=secret")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,dest=PATH]",
+                   help="output: type=image|oci|docker|tar|local[,dest=PATH][,push=true]")
+    p.add_argument("--push", action="store_true", help="push the image to its registry (-o type=image,push=true)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    p.add_argument("--metadata-file", metavar="FILE", help="write build result metadata (JSON) to FILE")
+    p.add_argument("--progress", choices=("auto", "plain", "tty", "quiet"), default="auto",
+                   help="progress output (plain: one line per step, for CI logs)")
+    p.add_argument("--jobs", type=int, metavar="N", help="steps to run at once (default: CPU count)")
+    p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto",
+                   help="how RUN steps are isolated (default: the first of runc, crun, chroot found)")
+    p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=REF",
+                   help="import build cache (type=registry,ref=REF or type=local,src=DIR)")
+    p.add_argument("--cache-to", action="append", default=[], metavar="type=registry,ref=REF",
+                   help="export build cache (type=registry,ref=REF or type=local,dest=DIR)")
+    p.add_argument("--explain", action="store_true", help="print why each step missed the cache, then stop")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="allow plain HTTP and unverified TLS for this registry")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from builder.cli.buildcmd import run_build
+
+    return run_build(args)

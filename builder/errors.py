@@ -1,0 +1,142 @@
+"""One error hierarchy whose messages are written for the user.
+
+The CLI prints ``str(error)`` and exits with ``error.exit_code``; it never
+shows a traceback unless ``--debug`` is given. Raise the most specific class
+so that tests and callers can tell failures apart without parsing text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class PybuildError(Exception):
+    """Base of every error a user can cause or needs to read."""
+
+    exit_code = 1
+
+
+class UsageError(PybuildError):
+    """Bad command-line arguments; docker exits 125 for these, and so do we."""
+
+    exit_code = 125
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where in a Dockerfile something was written (1-based lines and columns)."""
+
+    file: str
+    start_line: int
+    end_line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.column:
+            return f"{self.file}:{self.start_line}:{self.column}"
+        return f"{self.file}:{self.start_line}"
+
+
+class DockerfileError(PybuildError):
+    """An error in a Dockerfile: names file:line, quotes the line, may suggest a fix."""
+
+    def __init__(
+        self,
+        message: str,
+        location: SourceLocation | None = None,
+        *,
+        source_line: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.location = location
+        self.source_line = source_line
+        self.hint = hint
+        super().__init__(self._render())
+
+    @property
+    def line(self) -> int | None:
+        return self.location.start_line if self.location else None
+
+    def _render(self) -> str:
+        text = f"{self.location}: {self.message}" if self.location else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        if self.source_line is not None and self.location is not None:
+            text += f"\n  {self.location.start_line:>4} | {self.source_line.rstrip()}"
+        return text
+
+
+class ParseError(DockerfileError):
+    """The Dockerfile text cannot be parsed."""
+
+
+class InstructionError(DockerfileError):
+    """The Dockerfile parses, but an instruction's arguments or flags are invalid."""
+
+
+class ExpansionError(DockerfileError):
+    """Variable expansion failed (bad syntax, or ``${VAR:?message}`` with VAR unset)."""
+
+
+class LintError(DockerfileError):
+    """A build check configured with ``# check=error=true`` failed."""
+
+
+class IgnoreFileError(PybuildError):
+    """A .dockerignore pattern is invalid."""
+
+
+class ImageError(PybuildError):
+    """An image, manifest or config is missing or malformed."""
+
+
+class ImageNotFoundError(ImageError):
+    """No image of that name or ID in the store (or the source)."""
+
+
+class DigestMismatchError(ImageError):
+    """Content did not hash to the digest it was stored or announced under."""
+
+    def __init__(self, expected: str, actual: str, what: str = "content") -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"digest mismatch for {what}: expected {expected}, got {actual}")
+
+
+class UnsafeLayerError(ImageError):
+    """A layer entry would land outside its target; extraction is refused."""
+
+
+class StoreError(PybuildError):
+    """The local store is unusable (locked, corrupt, wrong version, out of space)."""
+
+
+class RegistryError(PybuildError):
+    """A registry operation failed; the message names registry, repository and operation."""
+
+
+class AuthError(RegistryError):
+    """Credentials were missing or rejected."""
+
+
+class BuildError(PybuildError):
+    """A build step failed."""
+
+
+class StepFailedError(BuildError):
+    """A RUN step exited non-zero; the message names the step, line, exit code and output tail."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        self.step_exit_code = exit_code
+        super().__init__(message)
+
+
+class RuntimeNotFoundError(BuildError):
+    """No usable isolation (runc, crun or chroot) on this machine."""
+
+
+def describe_path(path: Path | str) -> str:
+    """Quote a path for an error message."""
+    return f"'{path}'"

@@ -1,0 +1,1 @@
+"""Layer tarballs: deterministic writing, safe extraction, compression, whiteouts."""

@@ -1,0 +1,104 @@
+"""Layer compression: gzip through ISA-L (fast, gzip-compatible) and zstd through zstandard.
+
+Output is deterministic for a given input and level: no file name, mtime 0,
+single-threaded, so two machines produce the same compressed digest.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from typing import BinaryIO
+
+import zstandard
+from isal import igzip
+
+from builder.errors import ImageError
+from builder.image.mediatypes import Compression
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+CHUNK = 1 << 20
+
+# ISA-L levels are 0-3; 1 is about 15x faster than zlib's default here for ~12% more bytes.
+DEFAULT_GZIP_LEVEL = 1
+DEFAULT_ZSTD_LEVEL = 3
+
+
+def detect(head: bytes) -> Compression:
+    """Guess the compression of a blob from its first bytes (docker-archive layers are unlabelled)."""
+    if head.startswith(GZIP_MAGIC):
+        return Compression.GZIP
+    if head.startswith(ZSTD_MAGIC):
+        return Compression.ZSTD
+    return Compression.NONE
+
+
+def open_decompressed(stream: BinaryIO, compression: Compression) -> BinaryIO:
+    """A readable stream of the uncompressed bytes; closing it closes ``stream``."""
+    if compression is Compression.NONE:
+        return stream
+    if compression is Compression.GZIP:
+        return _ClosingGzip(stream)
+    if compression is Compression.ZSTD:
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=CHUNK, closefd=True)
+        return io.BufferedReader(reader, CHUNK)  # type: ignore[arg-type]
+    raise ImageError(f"unknown compression {compression!r}")
+
+
+class _ClosingGzip(igzip.IGzipFile):
+    """igzip reader that also closes the underlying stream and reports corruption clearly."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__(fileobj=stream, mode="rb")
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return super().read(size)
+        except (EOFError, OSError) as err:
+            raise ImageError(f"corrupt gzip layer: {err}") from None
+
+    def readinto(self, b):  # type: ignore[no-untyped-def]
+        try:
+            return super().readinto(b)
+        except (EOFError, OSError) as err:
+            raise ImageError(f"corrupt gzip layer: {err}") from None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._stream.close()
+
+
+def compressor(dst: BinaryIO, compression: Compression, level: int | None = None) -> BinaryIO:
+    """A writable stream that compresses into ``dst``. Close it to flush (``dst`` stays open)."""
+    if compression is Compression.NONE:
+        return _NoClose(dst)
+    if compression is Compression.GZIP:
+        lvl = DEFAULT_GZIP_LEVEL if level is None else level
+        return igzip.IGzipFile(fileobj=dst, mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]
+    if compression is Compression.ZSTD:
+        lvl = DEFAULT_ZSTD_LEVEL if level is None else level
+        cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=False)
+        return cctx.stream_writer(dst, closefd=False)  # type: ignore[return-value]
+    raise ImageError(f"unknown compression {compression!r}")
+
+
+def compress_stream(
+    src: BinaryIO, dst: BinaryIO, compression: Compression, level: int | None = None
+) -> None:
+    with compressor(dst, compression, level) as out:
+        shutil.copyfileobj(src, out, CHUNK)
+
+
+class _NoClose(io.RawIOBase):
+    def __init__(self, dst: BinaryIO) -> None:
+        self._dst = dst
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        return self._dst.write(b)

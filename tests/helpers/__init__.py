@@ -1,0 +1,1 @@
+"""Shared test helpers: real tools, started on loopback, never mocks."""
