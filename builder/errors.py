@@ -38,6 +38,10 @@ class SourceLocation:
         return f"{self.file}:{self.start_line}"
 
 
+class InvalidReferenceError(UsageError):
+    """An image reference (``name[:tag][@digest]``) does not follow docker's grammar."""
+
+
 class DockerfileError(PybuildError):
     """An error in a Dockerfile: names file:line, quotes the line, may suggest a fix."""
 
