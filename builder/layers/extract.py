@@ -1,0 +1,721 @@
+"""Reading layer tars, and extracting them so that nothing lands outside the target.
+
+:class:`TarReader` parses the tar stream itself (ustar, GNU long names, PAX,
+base-256 numbers) with hard limits on metadata sizes, and clear errors for
+corrupt or truncated streams. :func:`extract_layer` applies a layer to a
+directory the way the OCI image spec says, resolving every path one component
+at a time with ``O_NOFOLLOW`` directory descriptors: ``..`` is refused, a
+leading ``/`` is dropped (the layer root is ``/``), a symlink met on the way is
+followed only while it stays inside the target and refused otherwise, and an
+existing entry is always unlinked before a new one is created, never written
+through. Errors leave only partial content inside ``target``: callers extract
+into a temporary directory and rename it.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote_to_bytes
+
+from builder.errors import ImageError, UnsafeLayerError
+from builder.image.mediatypes import Compression
+from builder.layers import whiteout
+from builder.layers.compression import detect, open_decompressed
+from builder.layers.tarwriter import BLOCK, EntryType, TarEntry
+
+_CHUNK = 1 << 20
+# PAX and GNU long-name headers are read into memory: bound them.
+MAX_META_SIZE = 8 << 20
+# Symlinks followed while resolving one path, as Linux's MAXSYMLINKS.
+MAX_SYMLINKS = 40
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_TYPES = {
+    b"0": EntryType.FILE, b"\0": EntryType.FILE, b"7": EntryType.FILE,
+    b"1": EntryType.HARDLINK, b"2": EntryType.SYMLINK, b"3": EntryType.CHAR,
+    b"4": EntryType.BLOCK, b"5": EntryType.DIR, b"6": EntryType.FIFO,
+}
+_UNSUPPORTED = {
+    b"S": "GNU sparse file", b"M": "GNU multi-volume continuation", b"V": "GNU volume label",
+    b"D": "GNU dump directory", b"N": "GNU old long name",
+}
+
+
+class _Corrupt(ImageError):
+    """Internal shorthand: a tar stream that cannot be read, with the offset."""
+
+
+def _num(field_bytes: bytes, what: str, offset: int) -> int:
+    if field_bytes and field_bytes[0] & 0x80:
+        value = int.from_bytes(field_bytes[1:], "big")
+        if field_bytes[0] == 0xFF:
+            value -= 1 << (8 * (len(field_bytes) - 1))
+        return value
+    text = field_bytes.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise _Corrupt(
+            f"corrupt layer tar: bad {what} field {text!r} in the header at byte {offset}"
+        ) from None
+
+
+def _cstr(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
+
+
+def _parse_pax(data: bytes, offset: int) -> dict[str, bytes]:
+    records: dict[str, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        if data[pos] == 0:
+            break
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            length = 0
+        end = pos + length
+        if space < 0 or length <= 0 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise _Corrupt(f"corrupt layer tar: bad PAX record in the header at byte {offset}")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
+        if not eq:
+            raise _Corrupt(f"corrupt layer tar: bad PAX record in the header at byte {offset}")
+        records[key.decode("utf-8", "surrogateescape")] = value
+        pos = end
+    return records
+
+
+def _pax_int(records: dict[str, bytes], key: str, offset: int) -> int | None:
+    raw = records.get(key)
+    if raw is None:
+        return None
+    try:
+        return int(raw.split(b".", 1)[0]) if key == "mtime" else int(raw)
+    except ValueError:
+        raise _Corrupt(f"corrupt layer tar: bad PAX {key} {raw!r} at byte {offset}") from None
+
+
+class TarReader:
+    """Iterates over the entries of an uncompressed tar stream.
+
+    After each entry is yielded, its content may be consumed with
+    :meth:`copy_to_fd` or :meth:`read_data`; whatever is left is skipped before
+    the next header. Iteration stops at the end-of-archive blocks (or at a
+    clean end of stream between entries, as Go's archive/tar allows).
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._buf = b""
+        self._pos = 0
+        self.offset = 0  # stream offset of the next unread byte
+        self._remaining = 0  # unread content bytes of the current entry
+        self._padding = 0
+        self._current = ""
+
+    def _refill(self) -> bool:
+        chunk = self._stream.read(_CHUNK)
+        if not chunk:
+            return False
+        self._buf = chunk if self._pos >= len(self._buf) else self._buf[self._pos :] + chunk
+        self._pos = 0
+        return True
+
+    def _take(self, n: int) -> bytes:
+        while len(self._buf) - self._pos < n:
+            if not self._refill():
+                got = len(self._buf) - self._pos
+                self._pos = len(self._buf)
+                self.offset += got
+                return self._buf[len(self._buf) - got :] if got else b""
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        self.offset += n
+        return out
+
+    def _skip(self, n: int) -> int:
+        skipped = 0
+        while skipped < n:
+            avail = len(self._buf) - self._pos
+            if not avail:
+                if not self._refill():
+                    break
+                continue
+            k = min(avail, n - skipped)
+            self._pos += k
+            skipped += k
+        self.offset += skipped
+        return skipped
+
+    def _truncated(self, what: str) -> _Corrupt:
+        return _Corrupt(f"layer tar is truncated: stream ended at byte {self.offset} inside {what}")
+
+    def _meta(self, size: int, kind: str, offset: int) -> bytes:
+        if size < 0 or size > MAX_META_SIZE:
+            raise _Corrupt(
+                f"corrupt layer tar: {kind} header at byte {offset} claims {size} bytes "
+                f"(limit {MAX_META_SIZE})"
+            )
+        data = self._take(size)
+        if len(data) != size:
+            raise self._truncated(f"the {kind} header at byte {offset}")
+        pad = -size % BLOCK
+        if self._skip(pad) != pad:
+            raise self._truncated(f"the {kind} header at byte {offset}")
+        return data
+
+    def __iter__(self) -> Iterator[TarEntry]:
+        pax: dict[str, bytes] = {}
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        while True:
+            self.skip_data()
+            offset = self.offset
+            block = self._take(BLOCK)
+            if not block:
+                return
+            if len(block) < BLOCK:
+                raise self._truncated(f"the header at byte {offset}")
+            if block.count(0) == BLOCK:
+                return  # end of archive; a second zero block and padding may follow
+            stored = _num(block[148:156], "checksum", offset)
+            if stored != sum(block) - sum(block[148:156]) + 8 * 32:
+                raise _Corrupt(
+                    f"corrupt layer tar: header checksum mismatch at byte {offset} (not a tar, "
+                    "or damaged)"
+                )
+            typeflag = block[156:157]
+            size = _num(block[124:136], "size", offset)
+            if typeflag in (b"x", b"g", b"L", b"K"):
+                kind = {b"x": "PAX", b"g": "PAX global", b"L": "GNU long name", b"K": "GNU long link"}
+                data = self._meta(size, kind[typeflag], offset)
+                if typeflag == b"x":
+                    pax.update(_parse_pax(data, offset))
+                elif typeflag == b"L":
+                    long_name = _cstr(data)
+                elif typeflag == b"K":
+                    long_link = _cstr(data)
+                continue
+            name_raw = _cstr(block[0:100])
+            magic = block[257:263]
+            if magic == b"ustar\0":
+                prefix = _cstr(block[345:500])
+                if prefix:
+                    name_raw = prefix + b"/" + name_raw
+            if long_name is not None:
+                name_raw = long_name
+            link_raw = long_link if long_link is not None else _cstr(block[157:257])
+            if "path" in pax:
+                name_raw = pax["path"]
+            if "linkpath" in pax:
+                link_raw = pax["linkpath"]
+            name = os.fsdecode(name_raw)
+            kind_type = _TYPES.get(typeflag)
+            if kind_type is None:
+                what = _UNSUPPORTED.get(typeflag, f"unknown type {typeflag!r}")
+                raise ImageError(f"layer entry '{name}' is a {what}, which pybuild does not support")
+            if any(k.startswith("GNU.sparse.") for k in pax):
+                raise ImageError(f"layer entry '{name}' is a sparse file, which pybuild does not support")
+            pax_size = _pax_int(pax, "size", offset)
+            if pax_size is not None:
+                size = pax_size
+            if size < 0:
+                raise _Corrupt(f"corrupt layer tar: negative size for '{name}' at byte {offset}")
+            if kind_type is EntryType.FILE and typeflag != b"7" and name.endswith("/"):
+                kind_type = EntryType.DIR  # pre-POSIX tars mark directories by the slash
+            uid = _pax_int(pax, "uid", offset)
+            gid = _pax_int(pax, "gid", offset)
+            mtime = _pax_int(pax, "mtime", offset)
+            xattrs = _xattrs_from_pax(pax)
+            entry = TarEntry(
+                name=name.rstrip("/") if len(name) > 1 else name,
+                type=kind_type,
+                mode=_num(block[100:108], "mode", offset) & 0o7777,
+                uid=_num(block[108:116], "uid", offset) if uid is None else uid,
+                gid=_num(block[116:124], "gid", offset) if gid is None else gid,
+                size=size if kind_type is EntryType.FILE else 0,
+                mtime=_num(block[136:148], "mtime", offset) if mtime is None else mtime,
+                linkname=os.fsdecode(link_raw),
+                devmajor=_num(block[329:337], "devmajor", offset) if magic.startswith(b"ustar") else 0,
+                devminor=_num(block[337:345], "devminor", offset) if magic.startswith(b"ustar") else 0,
+                xattrs=xattrs,
+            )
+            pax = {}
+            long_name = long_link = None
+            # Hardlinks and others may still carry a size; its bytes are skipped.
+            self._remaining = size
+            self._padding = -size % BLOCK
+            self._current = entry.name
+            yield entry
+
+    def copy_to_fd(self, fd: int) -> int:
+        """Write the current entry's content to ``fd``; returns the byte count."""
+        done = 0
+        while self._remaining:
+            avail = len(self._buf) - self._pos
+            if not avail:
+                if not self._refill():
+                    raise self._truncated(f"the content of '{self._current}'")
+                continue
+            k = min(avail, self._remaining)
+            view = memoryview(self._buf)[self._pos : self._pos + k]
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            self._pos += k
+            self.offset += k
+            self._remaining -= k
+            done += k
+        return done
+
+    def read_data(self) -> bytes:
+        """The current entry's content, for small entries only."""
+        data = self._take(self._remaining)
+        if len(data) != self._remaining:
+            raise self._truncated(f"the content of '{self._current}'")
+        self._remaining = 0
+        return data
+
+    def skip_data(self) -> None:
+        """Skip what is left of the current entry's content and padding."""
+        want = self._remaining + self._padding
+        if want and self._skip(want) != want:
+            raise self._truncated(f"the content of '{self._current}'")
+        self._remaining = self._padding = 0
+
+    def drain(self) -> None:
+        """Read the stream to its end, so that a verifying reader checks the digest."""
+        self._pos = len(self._buf)
+        while self._stream.read(_CHUNK):
+            pass
+
+
+def _xattrs_from_pax(pax: dict[str, bytes]) -> tuple[tuple[str, bytes], ...]:
+    if not pax:
+        return ()
+    out: dict[str, bytes] = {}
+    for key, value in pax.items():
+        if key.startswith("SCHILY.xattr."):
+            out[key[13:]] = value
+        elif key.startswith("LIBARCHIVE.xattr."):
+            name = unquote_to_bytes(key[17:]).decode("utf-8", "surrogateescape")
+            try:
+                out[name] = base64.b64decode(value + b"=" * (-len(value) % 4))
+            except ValueError:
+                continue
+    return tuple(sorted(out.items()))
+
+
+def open_layer_stream(stream: BinaryIO, compression: Compression | None = None) -> BinaryIO:
+    """The uncompressed tar of a layer blob; ``compression`` None means: detect it."""
+    if compression is not None:
+        return open_decompressed(stream, compression)
+    head = stream.read(4)
+    return open_decompressed(_Prefixed(head, stream), detect(head))  # type: ignore[arg-type]
+
+
+class _Prefixed:
+    """A stream with some already-read bytes put back in front."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0:
+                data, self._head = self._head + self._stream.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            if len(data) < n:
+                data += self._stream.read(n - len(data))
+            return data
+        return self._stream.read(n)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stream.close()
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+@dataclass
+class ExtractStats:
+    """What an extraction did, by kind of entry."""
+
+    entries: int = 0
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    devices: int = 0
+    fifos: int = 0
+    whiteouts: int = 0
+    opaques: int = 0
+    skipped: int = 0  # devices without root, reserved .wh..wh. names
+    bytes: int = 0
+    skipped_names: list[str] = field(default_factory=list)
+
+
+def _split(name: str, what: str, entry: str) -> list[str]:
+    """Components of a layer path; refuses '..' and NUL, drops a leading '/' and '.'."""
+    if "\0" in name:
+        raise UnsafeLayerError(f"layer entry '{entry}' has a NUL byte in its {what}")
+    parts = [c for c in name.split("/") if c and c != "."]
+    if ".." in parts:
+        raise UnsafeLayerError(
+            f"layer entry '{entry}' has a '..' in its {what} '{name}': it would leave the "
+            "extraction root; refusing the layer"
+        )
+    return parts
+
+
+class _Extractor:
+    """One extraction: owns the root descriptor and a cache of resolved parent directories."""
+
+    def __init__(
+        self, target: Path, *, apply_whiteouts: bool, overlay_whiteouts: bool, same_owner: bool
+    ) -> None:
+        self.root_fd = os.open(target, _DIR_FLAGS)
+        self.apply_whiteouts = apply_whiteouts
+        self.overlay_whiteouts = overlay_whiteouts
+        self.is_root = os.geteuid() == 0
+        self.same_owner = same_owner
+        self.dirs: dict[tuple[str, ...], TarEntry] = {}
+        self.written: set[tuple[str, ...]] = set()
+        self.cache: dict[tuple[str, ...], int] = {}
+        self.stats = ExtractStats()
+
+    def close(self) -> None:
+        self._forget()
+        os.close(self.root_fd)
+
+    def _forget(self) -> None:
+        for fd in self.cache.values():
+            os.close(fd)
+        self.cache.clear()
+
+    # -- path resolution -------------------------------------------------------------------
+
+    def parent_fd(self, parts: tuple[str, ...], entry: str, *, create: bool) -> int:
+        """A descriptor of the directory ``parts`` inside the root (cached; do not close)."""
+        fd = self.cache.get(parts)
+        if fd is not None:
+            return fd
+        if len(self.cache) > 256:
+            self._forget()
+        fd = self._resolve(parts, entry, create=create)
+        self.cache[parts] = fd
+        return fd
+
+    def _resolve(self, parts: tuple[str, ...], entry: str, *, create: bool) -> int:
+        pending = list(reversed(parts))
+        resolved: list[str] = []
+        fds = [os.dup(self.root_fd)]
+        links = 0
+        try:
+            while pending:
+                comp = pending.pop()
+                if comp in ("", "."):
+                    continue
+                if comp == "..":  # only from a symlink's target
+                    if not resolved:
+                        raise UnsafeLayerError(
+                            f"layer entry '{entry}' goes through a symlink that leads outside "
+                            "the extraction root; refusing the layer"
+                        )
+                    resolved.pop()
+                    os.close(fds.pop())
+                    continue
+                try:
+                    fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
+                except FileNotFoundError:
+                    if not create:
+                        raise UnsafeLayerError(
+                            f"layer entry '{entry}' refers to "
+                            f"'{'/'.join([*resolved, comp])}', which does not exist in the root"
+                        ) from None
+                    os.mkdir(comp, 0o755, dir_fd=fds[-1])
+                    self.written.add((*resolved, comp))
+                    fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
+                except OSError as err:
+                    if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    st = os.lstat(comp, dir_fd=fds[-1])
+                    if not stat.S_ISLNK(st.st_mode):
+                        raise ImageError(
+                            f"cannot extract layer entry '{entry}': "
+                            f"'{'/'.join([*resolved, comp])}' is not a directory"
+                        ) from None
+                    links += 1
+                    target = os.readlink(comp, dir_fd=fds[-1])
+                    if links > MAX_SYMLINKS or target.startswith("/") or "\0" in target:
+                        raise UnsafeLayerError(
+                            f"layer entry '{entry}' goes through the symlink "
+                            f"'{'/'.join([*resolved, comp])}' -> '{target}', which leads outside "
+                            "the extraction root; refusing the layer"
+                        ) from None
+                    pending.extend(reversed(target.split("/")))
+                    continue
+                fds.append(fd)
+                resolved.append(comp)
+            result = fds.pop()
+            return result
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    # -- entries -----------------------------------------------------------------------------
+
+    def remove(self, parent: int, base: str) -> None:
+        """Remove ``base`` in ``parent`` without following anything."""
+        try:
+            st = os.lstat(base, dir_fd=parent)
+        except FileNotFoundError:
+            return
+        self._forget()
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(base, dir_fd=parent)
+        else:
+            os.unlink(base, dir_fd=parent)
+
+    def entry(self, e: TarEntry, reader: TarReader) -> None:
+        parts = tuple(_split(e.name, "name", e.name))
+        self.stats.entries += 1
+        if not parts:
+            return  # the root itself ("./"): its metadata belongs to the target
+        base = parts[-1]
+        parent_parts = parts[:-1]
+        if base.startswith(whiteout.WHITEOUT_PREFIX) and (self.apply_whiteouts or self.overlay_whiteouts):
+            self.whiteout(e, parent_parts, base)
+            return
+        parent = self.parent_fd(parent_parts, e.name, create=True)
+        self.written.add(parts)
+        kind = e.type
+        if kind is EntryType.DIR:
+            try:
+                st = os.lstat(base, dir_fd=parent)
+                if not stat.S_ISDIR(st.st_mode):
+                    self.remove(parent, base)
+                    os.mkdir(base, 0o700, dir_fd=parent)
+            except FileNotFoundError:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            self.dirs[parts] = e
+            self.stats.dirs += 1
+            return
+        self.remove(parent, base)
+        if kind is EntryType.FILE:
+            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                self.stats.bytes += reader.copy_to_fd(fd)
+                self._metadata_fd(fd, e)
+            finally:
+                os.close(fd)
+            self.stats.files += 1
+            return
+        if kind is EntryType.HARDLINK:
+            self.hardlink(e, parent, base)
+            return
+        if kind is EntryType.SYMLINK:
+            os.symlink(e.linkname, base, dir_fd=parent)
+            self.stats.symlinks += 1
+        elif kind in (EntryType.CHAR, EntryType.BLOCK):
+            if not self.is_root:
+                self.stats.skipped += 1
+                self.stats.skipped_names.append(e.name)
+                return
+            flag = stat.S_IFCHR if kind is EntryType.CHAR else stat.S_IFBLK
+            os.mknod(base, flag | 0o600, os.makedev(e.devmajor, e.devminor), dir_fd=parent)
+            self.stats.devices += 1
+        elif kind is EntryType.FIFO:
+            os.mkfifo(base, 0o600, dir_fd=parent)
+            self.stats.fifos += 1
+        self._metadata_path(parent, base, e)
+
+    def hardlink(self, e: TarEntry, parent: int, base: str) -> None:
+        target = _split(e.linkname, "link target", e.name)
+        if not target:
+            raise UnsafeLayerError(f"layer entry '{e.name}' is a hardlink to the root directory")
+        src_parent = self.parent_fd(tuple(target[:-1]), e.name, create=False)
+        try:
+            st = os.lstat(target[-1], dir_fd=src_parent)
+        except FileNotFoundError:
+            raise UnsafeLayerError(
+                f"layer entry '{e.name}' is a hardlink to '{e.linkname}', which does not exist "
+                "in the extraction root"
+            ) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise UnsafeLayerError(f"layer entry '{e.name}' is a hardlink to a directory '{e.linkname}'")
+        os.link(target[-1], base, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
+        self.stats.hardlinks += 1
+
+    def whiteout(self, e: TarEntry, parent_parts: tuple[str, ...], base: str) -> None:
+        if base == whiteout.OPAQUE_MARKER:
+            parent = self.parent_fd(parent_parts, e.name, create=True)
+            self.stats.opaques += 1
+            if self.overlay_whiteouts:
+                whiteout.set_overlay_opaque(parent)
+                return
+            self._empty_lower(parent, parent_parts)
+            return
+        victim = whiteout.whiteout_target(base)
+        if victim is None:
+            self.stats.skipped += 1  # reserved .wh..wh. names are not files
+            self.stats.skipped_names.append(e.name)
+            return
+        if victim in ("", ".", ".."):
+            raise UnsafeLayerError(
+                f"layer entry '{e.name}' is a whiteout of '{victim}', which is not a file name; "
+                "refusing the layer"
+            )
+        parent = self.parent_fd(parent_parts, e.name, create=True)
+        self.stats.whiteouts += 1
+        if self.overlay_whiteouts:
+            self.remove(parent, victim)
+            whiteout.make_overlay_whiteout(victim, parent)
+            self.written.add((*parent_parts, victim))
+            return
+        if (*parent_parts, victim) in self.written:
+            return  # a whiteout only hides lower layers' files, never its own layer's
+        self.remove(parent, victim)
+
+    def _empty_lower(self, dir_fd: int, parts: tuple[str, ...]) -> None:
+        """Delete what lower layers put under a directory, keeping this layer's entries."""
+        for name in os.listdir(dir_fd):
+            child = (*parts, name)
+            if child not in self.written:
+                self.remove(dir_fd, name)
+                continue
+            st = os.lstat(name, dir_fd=dir_fd)
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    self._empty_lower(fd, child)
+                finally:
+                    os.close(fd)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _set_xattrs(self, target: int | str, e: TarEntry, dir_fd: int | None = None) -> None:
+        for key, value in e.xattrs:
+            if whiteout.is_overlay_xattr(key):
+                continue  # a layer must not steer overlayfs (redirects, opaque, metacopy)
+            try:
+                if dir_fd is None:
+                    os.setxattr(target, key, value)
+                else:
+                    # No *xattrat syscalls: go through /proc so the path is not re-resolved.
+                    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                    try:
+                        os.setxattr(f"/proc/self/fd/{fd}", key, value)
+                    finally:
+                        os.close(fd)
+            except OSError as err:
+                if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
+                    err.errno == errno.EPERM and (not self.is_root or dir_fd is not None)
+                ):
+                    continue
+                raise
+
+    def _owner(self, chown: Callable[[], None]) -> None:
+        if not self.same_owner:
+            return
+        try:
+            chown()
+        except PermissionError:
+            if self.is_root:
+                raise
+
+    def _metadata_fd(self, fd: int, e: TarEntry) -> None:
+        # chown clears setuid bits and file capabilities: owner, then mode, then xattrs.
+        self._owner(lambda: os.fchown(fd, e.uid, e.gid))
+        os.fchmod(fd, e.mode)
+        if e.xattrs:
+            self._set_xattrs(fd, e)
+        os.utime(fd, ns=(e.mtime * 1_000_000_000, e.mtime * 1_000_000_000))
+
+    def _metadata_path(self, parent: int, base: str, e: TarEntry) -> None:
+        self._owner(lambda: os.chown(base, e.uid, e.gid, dir_fd=parent, follow_symlinks=False))
+        if e.type is not EntryType.SYMLINK:
+            os.chmod(base, e.mode, dir_fd=parent, follow_symlinks=False)
+        if e.xattrs:
+            self._set_xattrs(base, e, dir_fd=parent)
+        mtime = e.mtime * 1_000_000_000
+        os.utime(base, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory metadata last, deepest first, so children do not disturb modes or mtimes."""
+        self._forget()
+        for parts in sorted(self.dirs, key=len, reverse=True):
+            e = self.dirs[parts]
+            try:
+                parent = self._resolve(parts[:-1], e.name, create=False)
+            except ImageError:
+                continue  # deleted or replaced later in the same layer
+            try:
+                fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+            except OSError:
+                continue
+            finally:
+                os.close(parent)
+            try:
+                self._metadata_fd(fd, e)
+            finally:
+                os.close(fd)
+
+
+def extract_layer(
+    stream: BinaryIO,
+    target: Path,
+    *,
+    apply_whiteouts: bool = True,
+    overlay_whiteouts: bool = False,
+    same_owner: bool = True,
+) -> ExtractStats:
+    """Apply one layer (plain, gzip or zstd tar) onto ``target``, refusing any escape.
+
+    ``apply_whiteouts`` deletes what ``.wh.`` entries name from the lower content
+    already in ``target``; ``overlay_whiteouts`` instead writes overlayfs
+    whiteouts (0/0 character devices, ``trusted.overlay.opaque``) for a snapshot
+    that will be an overlay lower dir. ``same_owner`` sets owners from the tar.
+    The stream is read to its end, so a VerifyingReader checks the blob digest.
+    """
+    raw = open_layer_stream(stream)
+    reader = TarReader(raw)
+    ex = _Extractor(
+        target, apply_whiteouts=apply_whiteouts, overlay_whiteouts=overlay_whiteouts,
+        same_owner=same_owner,
+    )
+    try:
+        for entry in reader:
+            ex.entry(entry, reader)
+        ex.finish()
+    except _Corrupt:
+        # A damaged blob shows up as a bad tar first; its digest names the real cause.
+        reader.drain()
+        raise
+    finally:
+        ex.close()
+    reader.drain()
+    return ex.stats

@@ -1,0 +1,492 @@
+"""Deterministic layer tars: the same tree gives the same bytes (and DiffID) on any machine.
+
+Entries are written in path order (each directory's names sorted by their
+bytes, parents before children, like docker's and BuildKit's walks), as PAX
+with numeric owners only, whole-second mtimes (clamped to SOURCE_DATE_EPOCH
+when given), xattrs as ``SCHILY.xattr.*`` records and hardlinks as links to the
+first path seen. The sha256 of the stream (the DiffID) is computed while
+writing, so a layer is read from disk exactly once.
+
+Two entry points share one header encoder: :func:`write_layer` for a whole
+tree (a snapshot or an overlay upper dir) and :class:`TarStreamWriter` for an
+explicit entry list (COPY/ADD with ``--chown``/``--chmod`` overrides, no temp
+copy needed).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import ImageError
+from builder.image.digest import Digest
+from builder.layers import whiteout
+
+BLOCK = 512
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+_ZEROS = b"\0" * BLOCK
+_BUFFER = 1 << 20
+_MAX_OCTAL_8 = 0o7777777
+_MAX_OCTAL_12 = 0o77777777777
+_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12s")
+PAX_HEADER_NAME = "././@PaxHeader"
+
+
+class EntryType(Enum):
+    """The tar entry kinds a layer may hold; the value is the typeflag byte."""
+
+    FILE = b"0"
+    HARDLINK = b"1"
+    SYMLINK = b"2"
+    CHAR = b"3"
+    BLOCK = b"4"
+    DIR = b"5"
+    FIFO = b"6"
+
+
+@dataclass(frozen=True, slots=True)
+class TarEntry:
+    """One tar header. ``name`` is relative (no leading '/', no trailing '/')."""
+
+    name: str
+    type: EntryType
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime: int = 0
+    linkname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatOverride:
+    """What COPY/ADD ``--chown``/``--chmod`` replace in a source file's metadata."""
+
+    uid: int | None = None
+    gid: int | None = None
+    mode: int | None = None
+    mtime: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStats:
+    """The DiffID and byte size of an uncompressed layer tar, and how many entries it holds."""
+
+    diff_id: Digest
+    size: int
+    files: int
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _pax_record(key: str, value: bytes) -> bytes:
+    body = key.encode("utf-8", "surrogateescape") + b"=" + value + b"\n"
+    length = len(body) + 1
+    length += len(str(length))
+    if len(str(length)) + 1 + len(body) != length:
+        length += 1
+    return b"%d " % length + body
+
+
+def _fits(raw: bytes, limit: int) -> bool:
+    return len(raw) <= limit and raw.isascii()
+
+
+def encode_header(entry: TarEntry) -> bytes:
+    """The header block(s) for ``entry``: a PAX extended header first when a field needs one."""
+    raw_name = os.fsencode(entry.name)
+    if entry.type is EntryType.DIR and not raw_name.endswith(b"/"):
+        raw_name += b"/"
+    raw_link = os.fsencode(entry.linkname)
+    pax: list[tuple[str, bytes]] = []
+    binary = False
+    if not _fits(raw_name, 100):
+        pax.append(("path", raw_name))
+        binary = binary or not _is_utf8(raw_name)
+        field_name = raw_name[-100:].decode("ascii", "replace").encode("ascii", "replace")
+    else:
+        field_name = raw_name
+    if not _fits(raw_link, 100):
+        pax.append(("linkpath", raw_link))
+        binary = binary or not _is_utf8(raw_link)
+        field_link = b""
+    else:
+        field_link = raw_link
+    uid, gid, size, mtime = entry.uid, entry.gid, entry.size, entry.mtime
+    if not 0 <= uid <= _MAX_OCTAL_8:
+        pax.append(("uid", b"%d" % uid))
+        uid = 0
+    if not 0 <= gid <= _MAX_OCTAL_8:
+        pax.append(("gid", b"%d" % gid))
+        gid = 0
+    if size > _MAX_OCTAL_12:
+        pax.append(("size", b"%d" % size))
+        size = 0
+    if not 0 <= mtime <= _MAX_OCTAL_12:
+        pax.append(("mtime", b"%d" % mtime))
+        mtime = 0
+    for key, value in entry.xattrs:
+        pax.append(("SCHILY.xattr." + key, value))
+    block = _ustar_block(
+        field_name, entry.mode & 0o7777, uid, gid, size, mtime, entry.type.value, field_link,
+        entry.devmajor, entry.devminor,
+    )
+    if not pax:
+        return block
+    if binary:
+        pax.insert(0, ("hdrcharset", b"BINARY"))
+    records = b"".join(_pax_record(k, v) for k, v in pax)
+    head = _ustar_block(os.fsencode(PAX_HEADER_NAME), 0o644, 0, 0, len(records), 0, b"x", b"", 0, 0)
+    return head + records + _ZEROS[: -len(records) % BLOCK] + block
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _ustar_block(
+    name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
+    linkname: bytes, devmajor: int, devminor: int,
+) -> bytes:
+    block = _USTAR.pack(
+        name, _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12),
+        _octal(mtime, 12), b"        ", typeflag, linkname, b"ustar\0", b"00", b"", b"",
+        _octal(devmajor, 8), _octal(devminor, 8), b"", b"",
+    )
+    checksum = b"%06o\0 " % sum(block)
+    return block[:148] + checksum + block[156:]
+
+
+class _HashingSink:
+    """A fixed output buffer that hashes and writes itself when full (no per-write allocations)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._buf = bytearray(_BUFFER)
+        self._view = memoryview(self._buf)
+        self._pos = 0
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        n = len(data)
+        if self._pos + n > _BUFFER:
+            self.flush()
+            if n > _BUFFER:
+                self.hasher.update(data)
+                self._out.write(data)
+                self.size += n
+                return
+        self._view[self._pos : self._pos + n] = data
+        self._pos += n
+
+    def copy_from_fd(self, fd: int, n: int) -> int:
+        """Read up to ``n`` bytes from ``fd`` straight into the buffer; returns the count read."""
+        done = 0
+        while done < n:
+            if self._pos == _BUFFER:
+                self.flush()
+            want = min(n - done, _BUFFER - self._pos)
+            got = os.readv(fd, [self._view[self._pos : self._pos + want]])
+            if got == 0:
+                break
+            self._pos += got
+            done += got
+        return done
+
+    def flush(self) -> None:
+        if self._pos:
+            chunk = self._view[: self._pos]
+            self.hasher.update(chunk)
+            self._out.write(chunk)
+            self.size += self._pos
+            self._pos = 0
+
+
+def xattr_names(path: str | Path) -> list[str]:
+    """The xattr names of ``path`` (not following symlinks); none where the fs has no xattrs."""
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            return []
+        raise
+
+
+def read_xattrs(path: str | Path, names: list[str] | None = None) -> tuple[tuple[str, bytes], ...]:
+    """All xattrs of ``path`` (not following symlinks), sorted, minus overlayfs bookkeeping."""
+    if names is None:
+        names = xattr_names(path)
+    if not names:
+        return ()
+    out = []
+    for key in sorted(names):
+        if whiteout.is_overlay_xattr(key):
+            continue
+        try:
+            out.append((key, os.getxattr(path, key, follow_symlinks=False)))
+        except OSError as err:
+            if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
+                raise
+    return tuple(out)
+
+
+def _type_of(mode: int) -> EntryType | None:
+    if stat.S_ISREG(mode):
+        return EntryType.FILE
+    if stat.S_ISDIR(mode):
+        return EntryType.DIR
+    if stat.S_ISLNK(mode):
+        return EntryType.SYMLINK
+    if stat.S_ISCHR(mode):
+        return EntryType.CHAR
+    if stat.S_ISBLK(mode):
+        return EntryType.BLOCK
+    if stat.S_ISFIFO(mode):
+        return EntryType.FIFO
+    return None  # sockets (and doors) have no place in a layer, as in tar
+
+
+@dataclass
+class TarStreamWriter:
+    """Writes tar entries to ``out`` while hashing them; ``close()`` returns the LayerStats.
+
+    ``add`` takes a ready header and its content stream; ``add_path`` builds the
+    header from a file on disk (with an optional StatOverride) and turns a second
+    sighting of the same inode into a hardlink. Callers give entries in the order
+    they want them in the tar; :func:`walk_tree` yields a tree in canonical order.
+    """
+
+    out: BinaryIO
+    source_date_epoch: int | None = None
+    _sink: _HashingSink = field(init=False)
+    _inodes: dict[tuple[int, int], str] = field(init=False, default_factory=dict)
+    _count: int = field(init=False, default=0)
+    _closed: LayerStats | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._sink = _HashingSink(self.out)
+
+    def _clamp(self, mtime: int) -> int:
+        if self.source_date_epoch is not None and mtime > self.source_date_epoch:
+            return self.source_date_epoch
+        return mtime
+
+    def add(self, entry: TarEntry, content: BinaryIO | None = None) -> None:
+        """Write ``entry``; a FILE entry's ``entry.size`` bytes come from ``content``."""
+        entry = replace(entry, mtime=self._clamp(entry.mtime))
+        self._sink.write(encode_header(entry))
+        self._count += 1
+        if entry.type is not EntryType.FILE or entry.size == 0:
+            return
+        remaining = entry.size
+        if content is None:
+            raise ImageError(f"no content given for layer file '{entry.name}'")
+        while remaining:
+            chunk = content.read(min(remaining, _BUFFER))
+            if not chunk:
+                raise ImageError(
+                    f"content of layer file '{entry.name}' ended {remaining} bytes early"
+                )
+            self._sink.write(chunk)
+            remaining -= len(chunk)
+        self._sink.write(_ZEROS[: -entry.size % BLOCK])
+
+    def add_path(
+        self,
+        name: str,
+        source: str | Path,
+        *,
+        override: StatOverride | None = None,
+        st: os.stat_result | None = None,
+        xattrs: tuple[tuple[str, bytes], ...] | None = None,
+    ) -> None:
+        """Write the file, directory, link or device at ``source`` as ``name`` in the layer."""
+        if st is None:
+            st = os.lstat(source)
+        kind = _type_of(st.st_mode)
+        if kind is None:
+            return
+        if xattrs is None:
+            xattrs = read_xattrs(source)
+        mode = stat.S_IMODE(st.st_mode)
+        uid, gid, mtime = st.st_uid, st.st_gid, st.st_mtime_ns // 1_000_000_000
+        if override is not None:
+            uid = uid if override.uid is None else override.uid
+            gid = gid if override.gid is None else override.gid
+            mode = mode if override.mode is None else override.mode
+            mtime = mtime if override.mtime is None else override.mtime
+        mtime = self._clamp(mtime)
+        if kind is not EntryType.DIR and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self._inodes.get(key)
+            if first is not None:
+                self._sink.write(encode_header(TarEntry(
+                    name, EntryType.HARDLINK, mode, uid, gid, 0, mtime, first, xattrs=xattrs,
+                )))
+                self._count += 1
+                return
+            self._inodes[key] = name
+        linkname = ""
+        size = 0
+        devmajor = devminor = 0
+        if kind is EntryType.SYMLINK:
+            linkname = os.readlink(source)
+        elif kind is EntryType.FILE:
+            size = st.st_size
+        elif kind in (EntryType.CHAR, EntryType.BLOCK):
+            devmajor, devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        self._sink.write(encode_header(TarEntry(
+            name, kind, mode, uid, gid, size, mtime, linkname, devmajor, devminor, xattrs,
+        )))
+        self._count += 1
+        if size:
+            self._copy_file(name, source, size)
+
+    def _copy_file(self, name: str, source: str | Path, size: int) -> None:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            got = self._sink.copy_from_fd(fd, size)
+        finally:
+            os.close(fd)
+        if got != size:
+            raise ImageError(f"'{source}' shrank while it was written into the layer as '{name}'")
+        self._sink.write(_ZEROS[: -size % BLOCK])
+
+    def close(self) -> LayerStats:
+        """Write the end-of-archive blocks and flush; idempotent."""
+        if self._closed is None:
+            self._sink.write(END_OF_ARCHIVE)
+            self._sink.flush()
+            self._closed = LayerStats(
+                Digest.from_hasher(self._sink.hasher), self._sink.size, self._count
+            )
+        return self._closed
+
+    def __enter__(self) -> TarStreamWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+
+
+def _name_key(entry: os.DirEntry[str]) -> bytes:
+    return os.fsencode(entry.name)
+
+
+def walk_tree(
+    root: Path | str, paths: Iterable[str] | None = None
+) -> Iterator[tuple[str, str, os.stat_result]]:
+    """Yield ``(relative name, absolute path, lstat)`` for everything under ``root`` in layer order.
+
+    With ``paths`` (relative to root), only those paths, everything below the
+    directories among them, and their parent directories are yielded.
+    """
+    selected: set[str] | None = None
+    ancestors: set[str] = set()
+    if paths is not None:
+        selected = set()
+        for p in paths:
+            parts = [c for c in p.strip("/").split("/") if c not in ("", ".")]
+            if ".." in parts:
+                raise ImageError(f"path '{p}' leaves the layer root")
+            if not parts:
+                selected = None  # the root itself: everything
+                break
+            selected.add("/".join(parts))
+            for i in range(1, len(parts)):
+                ancestors.add("/".join(parts[:i]))
+    yield from _walk(os.fspath(root), "", selected, ancestors, selected is None)
+
+
+def _walk(
+    dirpath: str, prefix: str, selected: set[str] | None, ancestors: set[str], covered: bool
+) -> Iterator[tuple[str, str, os.stat_result]]:
+    with os.scandir(dirpath) as it:
+        entries = sorted(it, key=_name_key)
+    for e in entries:
+        rel = prefix + e.name
+        inside = covered or (selected is not None and rel in selected)
+        if not inside and rel not in ancestors:
+            continue
+        st = e.stat(follow_symlinks=False)
+        yield rel, e.path, st
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(e.path, rel + "/", selected, ancestors, inside)
+
+
+def write_layer(
+    root: Path,
+    out: BinaryIO,
+    *,
+    source_date_epoch: int | None = None,
+    overlay_upper: bool = False,
+    paths: Iterable[str] | None = None,
+    prefix: str = "",
+) -> LayerStats:
+    """Write the tree at ``root`` as an uncompressed layer tar to ``out``; returns its DiffID.
+
+    ``overlay_upper`` reads ``root`` as an overlayfs upper dir: 0/0 character
+    devices become ``.wh.`` whiteouts and opaque directories get a
+    ``.wh..wh..opq`` entry first inside them. ``prefix`` puts the tree under a
+    directory of the layer (whose entry is root itself).
+    """
+    writer = TarStreamWriter(out, source_date_epoch=source_date_epoch)
+    prefix = prefix.strip("/")
+    base = prefix + "/" if prefix else ""
+    if prefix:
+        writer.add_path(prefix, root)
+    for rel, path, st in walk_tree(root, paths):
+        name = base + rel
+        if not overlay_upper:
+            writer.add_path(name, path, st=st)
+            continue
+        if whiteout.is_overlay_whiteout(st):
+            head, _, tail = name.rpartition("/")
+            marker = (head + "/" if head else "") + whiteout.whiteout_name(tail)
+            writer.add(TarEntry(
+                marker, EntryType.FILE, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0,
+                st.st_mtime_ns // 1_000_000_000,
+            ))
+            continue
+        names = xattr_names(path)
+        opaque = _check_overlay_xattrs(path, st, names) if names else False
+        xattrs = read_xattrs(path, names)
+        writer.add_path(name, path, st=st, xattrs=xattrs)
+        if opaque:
+            writer.add(TarEntry(
+                name + "/" + whiteout.OPAQUE_MARKER, EntryType.FILE, stat.S_IMODE(st.st_mode),
+                st.st_uid, st.st_gid, 0, st.st_mtime_ns // 1_000_000_000,
+            ))
+    return writer.close()
+
+
+def _check_overlay_xattrs(path: str, st: os.stat_result, names: list[str]) -> bool:
+    """Whether an upper-dir directory is opaque; refuse features a plain tree cannot express."""
+    for key in whiteout.OVERLAY_UNSUPPORTED_XATTRS:
+        if key in names:
+            raise ImageError(
+                f"overlay upper dir entry '{path}' has {key}: mount the build overlay with "
+                "redirect_dir=off,metacopy=off"
+            )
+    if stat.S_ISDIR(st.st_mode) and whiteout.OVERLAY_OPAQUE_XATTR in names:
+        return os.getxattr(path, whiteout.OVERLAY_OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    return False
