@@ -125,6 +125,14 @@ class AuthError(RegistryError):
     """Credentials were missing or rejected."""
 
 
+class RemoteImageNotFoundError(RegistryError, ImageNotFoundError):
+    """The registry has no manifest for that tag or digest (or no such repository)."""
+
+
+class TLSError(RegistryError):
+    """The registry's TLS certificate could not be verified, or it does not speak TLS."""
+
+
 class BuildError(PybuildError):
     """A build step failed."""
 
@@ -139,6 +147,18 @@ class StepFailedError(BuildError):
 
 class RuntimeNotFoundError(BuildError):
     """No usable isolation (runc, crun or chroot) on this machine."""
+
+
+class ContainerError(BuildError):
+    """A build container could not be set up, started or cleaned up."""
+
+
+class ContainerStartError(ContainerError):
+    """The container's process could not be started (e.g. executable not found)."""
+
+
+class UserNotFoundError(ContainerError):
+    """USER names a user or group that the image's /etc/passwd or /etc/group lacks."""
 
 
 def describe_path(path: Path | str) -> str:

@@ -1,0 +1,290 @@
+"""Registry credentials and authentication: docker's config.json, credential helpers, tokens.
+
+Credentials come from ``$DOCKER_CONFIG/config.json`` (default ``~/.docker``),
+exactly as docker keeps them: ``credHelpers`` per registry, then ``credsStore``,
+then base64 ``auths`` entries. Secrets never reach a log line, an exception
+message or a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.errors import AuthError, RegistryError
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", DOCKER_HUB_KEY,
+                "https://index.docker.io/v1", "https://registry-1.docker.io"}
+IDENTITY_TOKEN_USER = "<token>"
+
+
+def config_key(registry: str) -> str:
+    """The key docker uses for a registry in config.json (Docker Hub's is a URL)."""
+    return DOCKER_HUB_KEY if registry in _HUB_ALIASES else registry
+
+
+def _normalise_key(key: str) -> str:
+    """``https://host:5000/v1/`` and ``host:5000`` name the same registry."""
+    if key in _HUB_ALIASES:
+        return DOCKER_HUB_KEY
+    key = re.sub(r"^https?://", "", key)
+    return key.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user name and secret (password or identity token); the secret never shows in a repr."""
+
+    username: str
+    password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)
+
+    def basic(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+
+class CredentialHelper:
+    """A ``docker-credential-NAME`` program speaking docker's get/store/erase protocol."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.program = f"docker-credential-{name}"
+
+    def _run(self, action: str, payload: bytes) -> bytes:
+        path = shutil.which(self.program)
+        if path is None:
+            raise AuthError(f"credential helper {self.program} not found in PATH")
+        try:
+            proc = subprocess.run([path, action], input=payload, capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AuthError(f"credential helper {self.program} {action} timed out") from None
+        if proc.returncode != 0:
+            text = proc.stdout.decode(errors="replace").strip() or proc.stderr.decode(errors="replace").strip()
+            if "credentials not found" in text.lower():
+                raise KeyError(action)
+            # The helper's own message; it is about the helper, never the secret.
+            raise AuthError(f"credential helper {self.program} {action} failed: {text[:200]}")
+        return proc.stdout
+
+    def get(self, server: str) -> Credentials | None:
+        try:
+            out = self._run("get", server.encode())
+        except KeyError:
+            return None
+        try:
+            data = json.loads(out)
+            user, secret = data.get("Username", ""), data.get("Secret", "")
+        except (ValueError, AttributeError):
+            raise AuthError(f"credential helper {self.program} returned invalid JSON") from None
+        if not secret:
+            return None
+        if user == IDENTITY_TOKEN_USER:
+            return Credentials(user, "", identity_token=secret)
+        return Credentials(user, secret)
+
+    def store(self, server: str, credentials: Credentials) -> None:
+        payload = {"ServerURL": server, "Username": credentials.username,
+                   "Secret": credentials.identity_token or credentials.password}
+        self._run("store", json.dumps(payload).encode())
+
+    def erase(self, server: str) -> bool:
+        try:
+            self._run("erase", server.encode())
+        except KeyError:
+            return False
+        return True
+
+
+class DockerConfig:
+    """``config.json`` as docker reads and writes it; unknown keys are kept untouched."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        if directory is None:
+            env = os.environ.get("DOCKER_CONFIG")
+            directory = Path(env) if env else Path.home() / ".docker"
+        self.directory = directory
+        self.path = directory / "config.json"
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            raise AuthError(f"cannot read {self.path}: {type(err).__name__}") from None
+        if not isinstance(data, dict):
+            raise AuthError(f"cannot read {self.path}: not a JSON object")
+        return data
+
+    def _save(self, data: dict[str, Any]) -> None:
+        """Atomic, private write: temp file in the same dir, fsync, rename, mode 0600."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=self.directory)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent="\t")
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _helper_for(self, data: dict[str, Any], registry: str) -> CredentialHelper | None:
+        helpers = data.get("credHelpers") or {}
+        for key, name in helpers.items():
+            if _normalise_key(key) == _normalise_key(config_key(registry)) and name:
+                return CredentialHelper(name)
+        if data.get("credsStore"):
+            return CredentialHelper(data["credsStore"])
+        return None
+
+    def get(self, registry: str) -> Credentials | None:
+        """Credentials for a registry (``host[:port]`` or ``docker.io``), or None (anonymous)."""
+        data = self._load()
+        key = config_key(registry)
+        helper = self._helper_for(data, registry)
+        if helper is not None:
+            return helper.get(key)
+        for entry_key, entry in (data.get("auths") or {}).items():
+            if _normalise_key(entry_key) != _normalise_key(key) or not isinstance(entry, dict):
+                continue
+            if entry.get("identitytoken"):
+                return Credentials(entry.get("username", ""), "", identity_token=entry["identitytoken"])
+            if entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    raise AuthError(f"invalid auth entry for {registry} in {self.path}") from None
+                return Credentials(user, password)
+            if entry.get("username") and entry.get("password"):
+                return Credentials(entry["username"], entry["password"])
+        return None
+
+    def store(self, registry: str, credentials: Credentials) -> str:
+        """Save credentials (in the creds store if one is configured); returns where."""
+        data = self._load()
+        key = config_key(registry)
+        helper = self._helper_for(data, registry)
+        if helper is not None:
+            helper.store(key, credentials)
+            data.setdefault("auths", {}).setdefault(key, {})
+            self._save(data)
+            return helper.program
+        auths = data.setdefault("auths", {})
+        for existing in [k for k in auths if _normalise_key(k) == _normalise_key(key)]:
+            del auths[existing]
+        if credentials.identity_token:
+            auths[key] = {"identitytoken": credentials.identity_token}
+        else:
+            raw = f"{credentials.username}:{credentials.password}".encode()
+            auths[key] = {"auth": base64.b64encode(raw).decode()}
+        self._save(data)
+        return str(self.path)
+
+    def erase(self, registry: str) -> bool:
+        """Forget credentials for a registry; False when there were none."""
+        data = self._load()
+        key = config_key(registry)
+        found = False
+        helper = self._helper_for(data, registry)
+        if helper is not None:
+            found = helper.erase(key)
+        auths = data.get("auths") or {}
+        for existing in [k for k in auths if _normalise_key(k) == _normalise_key(key)]:
+            del auths[existing]
+            found = True
+        if found:
+            self._save(data)
+        return found
+
+
+# --- WWW-Authenticate challenges and tokens ------------------------------------------------
+
+_PARAM_RE = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A parsed ``WWW-Authenticate`` header: scheme (``bearer``/``basic``) and its parameters."""
+
+    scheme: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, header: str) -> Challenge | None:
+        header = header.strip()
+        if not header:
+            return None
+        scheme, _, rest = header.partition(" ")
+        params = {m[1].lower(): (m[2] if m[2] is not None else m[3]).replace('\\"', '"')
+                  for m in _PARAM_RE.finditer(rest)}
+        return cls(scheme.lower(), params)
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float
+
+
+class TokenCache:
+    """Bearer tokens per (realm, service, scope), kept until shortly before they expire."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._tokens: dict[tuple[str, str, str], _Token] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def get(self, key: tuple[str, str, str]) -> str | None:
+        with self._lock:
+            token = self._tokens.get(key)
+            if token is None or token.expires <= self._clock():
+                self._tokens.pop(key, None)
+                return None
+            return token.value
+
+    def put(self, key: tuple[str, str, str], value: str, expires_in: float) -> None:
+        # Renew 10% (at least 5 s) early so a token never expires mid-request.
+        margin = max(5.0, expires_in * 0.1)
+        with self._lock:
+            self._tokens[key] = _Token(value, self._clock() + max(1.0, expires_in - margin))
+
+    def drop(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._tokens.pop(key, None)
+
+
+def repository_scope(repository: str, actions: tuple[str, ...]) -> str:
+    return f"repository:{repository}:{','.join(actions)}"
+
+
+def parse_token_response(body: bytes, realm_host: str) -> tuple[str, float]:
+    """The token and its lifetime (seconds) from a token server's JSON answer."""
+    try:
+        data = json.loads(body)
+        token = data.get("token") or data.get("access_token")
+    except (ValueError, AttributeError):
+        token, data = None, {}
+    if not token or not isinstance(token, str):
+        raise RegistryError(f"token server {realm_host} returned no token")
+    try:
+        expires_in = float(data.get("expires_in") or 60)
+    except (TypeError, ValueError):
+        expires_in = 60.0
+    return token, max(expires_in, 60.0)

@@ -1,0 +1,560 @@
+"""One registry over HTTP(S): scheme detection, authentication, retries, errors for people.
+
+:class:`RegistryClient` speaks the OCI distribution API for one registry
+(``host[:port]``): it pings ``/v2/`` once to learn the scheme and the auth
+challenge, adds basic or bearer credentials (tokens cached per scope),
+retries what a flaky network or a busy registry gets wrong (connection
+errors, 429/502/503/504, honouring Retry-After) with exponential backoff and
+jitter, and turns every failure into one :class:`~builder.errors.RegistryError`
+naming the operation, registry, repository and status. URLs in messages and
+debug logs have their query strings (which may carry tokens) removed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+import requests.adapters
+
+from builder import __version__
+from builder.errors import AuthError, RegistryError, RemoteImageNotFoundError, TLSError
+from builder.image.reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback_host
+from builder.registry.auth import (
+    Challenge,
+    Credentials,
+    DockerConfig,
+    TokenCache,
+    parse_token_response,
+    repository_scope,
+)
+from builder.registry.certs import RegistryTLS
+
+log = logging.getLogger("builder.registry")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+USER_AGENT = f"pybuild/{__version__}"
+_QUERY_RE = re.compile(r"\?[^\s'\")]*")
+
+
+def redact(text: str) -> str:
+    """Drop query strings (signed URLs, tokens) from a URL or a message that quotes one."""
+    return _QUERY_RE.sub("?…", text)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry (delays in seconds)."""
+
+    attempts: int = 5
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Exponential backoff with full jitter; a server's Retry-After wins (capped)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        ceiling = min(self.max_delay, self.base_delay * (2 ** attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Settings shared by every registry client of one command."""
+
+    insecure_registries: frozenset[str] = frozenset()
+    docker_config: DockerConfig | None = None
+    certs_d: Path | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    pool_size: int = 16
+
+
+class TransientRegistryError(RegistryError):
+    """Retries ran out on failures that another try later might not hit (network, 5xx)."""
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way another attempt may fix."""
+
+    def __init__(self, description: str, retry_after: float | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def describe_exception(err: BaseException) -> str:
+    """A short, secret-free description of a network failure."""
+    text = str(err)
+    lowered = text.lower()
+    if isinstance(err, requests.exceptions.SSLError):
+        return "TLS error: " + redact(_innermost(text))
+    if isinstance(err, requests.Timeout) or "timed out" in lowered:
+        return "timed out"
+    if "connection refused" in lowered:
+        return "connection refused"
+    if "reset by peer" in lowered or "connection aborted" in lowered or "remotedisconnected" in lowered:
+        return "connection reset"
+    if "incompleteread" in lowered or "prematurely" in lowered or "connection broken" in lowered:
+        return "connection broken mid-transfer"
+    return redact(_innermost(text))[:200]
+
+
+def _innermost(text: str) -> str:
+    """urllib3 nests causes as ``(Caused by X(...))``; keep the last, most specific part."""
+    if "Caused by" in text:
+        text = text.rsplit("Caused by", 1)[1].strip(" ()")
+    return text
+
+
+def registry_error_detail(response: requests.Response) -> str:
+    """The registry's own error message (``{"errors":[{"code","message"}]}``), if any."""
+    try:
+        errors = response.json().get("errors") or []
+        parts = []
+        for e in errors[:3]:
+            code, message = e.get("code", ""), e.get("message", "")
+            parts.append(message or code.lower())
+        return "; ".join(p for p in parts if p)
+    except (ValueError, AttributeError, TypeError):
+        return ""
+
+
+class _TLSAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections use our SSL context (system CAs + certs.d)."""
+
+    def __init__(self, context: ssl.SSLContext | None, pool_size: int) -> None:
+        self._context = context
+        super().__init__(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: Any) -> None:
+        if self._context is not None:
+            pool_kwargs["ssl_context"] = self._context
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a request is, in words: for error messages and logs."""
+
+    operation: str          # "pull", "push", "search", "login"
+    repository: str | None  # None for registry-wide calls
+    what: str               # "manifest 1.0", "blob sha256:ab12…", "catalog"
+
+
+class RegistryClient:
+    """The distribution API of one registry; thread-safe, one per registry per command."""
+
+    def __init__(self, registry: str, options: ClientOptions | None = None,
+                 credentials: Credentials | None = None,
+                 session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.registry = DOCKER_HUB if registry in ("index.docker.io", DOCKER_HUB_API) else registry
+        self.options = options or ClientOptions()
+        self.api_host = DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
+        self._explicit_credentials = credentials
+        self._credentials_loaded = credentials is not None
+        self._credentials = credentials
+        self._tokens = TokenCache()
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._base: str | None = None
+        self._challenge: Challenge | None = None
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        tls = RegistryTLS.for_registry(self.registry, self.options.certs_d)
+        adapter = _TLSAdapter(tls.ssl_context(), self.options.pool_size)
+        self.session.mount(f"https://{self.api_host}/", adapter)
+        self.session.mount(f"http://{self.api_host}/", _TLSAdapter(None, self.options.pool_size))
+        self._verify_tls = True
+
+    # --- scheme, ping and credentials ------------------------------------------------------
+
+    @property
+    def plain_http_allowed(self) -> bool:
+        return is_loopback_host(self.registry) or self.registry in self.options.insecure_registries
+
+    @property
+    def credentials(self) -> Credentials | None:
+        with self._lock:
+            if not self._credentials_loaded:
+                config = self.options.docker_config or DockerConfig()
+                self._credentials = config.get(self.registry)
+                self._credentials_loaded = True
+            return self._credentials
+
+    def base_url(self, call: Call) -> str:
+        """``https://host`` (or ``http://`` for loopback/insecure registries without TLS)."""
+        with self._lock:
+            if self._base is None:
+                self._base, self._challenge = self._ping(call)
+            return self._base
+
+    def _ping(self, call: Call) -> tuple[str, Challenge | None]:
+        try:
+            response = self._with_retries(call, "GET", lambda: self._raw_ping("https"))
+            scheme = "https"
+        except TLSError as err:
+            if not self.plain_http_allowed or err.args[0].startswith("TLS certificate"):
+                raise
+            response = self._with_retries(call, "GET", lambda: self._raw_ping("http"))
+            scheme = "http"
+        challenge = None
+        if response.status_code == 401:
+            challenge = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
+        log.debug("ping %s://%s/v2/ -> %s (auth: %s)", scheme, self.api_host, response.status_code,
+                  challenge.scheme if challenge else "none")
+        response.close()
+        return f"{scheme}://{self.api_host}", challenge
+
+    def _raw_ping(self, scheme: str) -> requests.Response:
+        url = f"{scheme}://{self.api_host}/v2/"
+        try:
+            response = self.session.get(url, timeout=self._timeout(), allow_redirects=True,
+                                        verify=self._verify_tls)
+        except requests.exceptions.SSLError as err:
+            text = str(err)
+            if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+                if self.registry in self.options.insecure_registries:
+                    # docker skips verification for registries the user declared insecure.
+                    self._verify_tls = False
+                    return self._raw_ping(scheme)
+                raise TLSError(
+                    f"TLS certificate of {self.registry} is not trusted "
+                    f"({redact(_innermost(text))[:160]}); add its CA as "
+                    f"/etc/docker/certs.d/{self.registry}/ca.crt or use --insecure-registry "
+                    f"{self.registry}"
+                ) from None
+            raise TLSError(f"{self.registry} does not speak TLS: {describe_exception(err)}") from None
+        except requests.RequestException as err:
+            raise _Retryable(describe_exception(err)) from None
+        if response.status_code in RETRY_STATUSES:
+            response.close()
+            raise _Retryable(f"{response.status_code} {response.reason}",
+                             retry_after_seconds(response))
+        return response
+
+    def _timeout(self) -> tuple[float, float]:
+        return (self.options.connect_timeout, self.options.read_timeout)
+
+    # --- authentication --------------------------------------------------------------------
+
+    def _authorization(self, call: Call, scopes: tuple[str, ...], force: bool = False) -> str | None:
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            creds = self.credentials
+            return creds.basic() if creds else None
+        if challenge.scheme != "bearer":
+            return None
+        realm = challenge.params.get("realm", "")
+        service = challenge.params.get("service", "")
+        key = (realm, service, " ".join(scopes))
+        if not force:
+            token = self._tokens.get(key)
+            if token:
+                return f"Bearer {token}"
+        token, expires_in = self._fetch_token(call, realm, service, scopes)
+        self._tokens.put(key, token, expires_in)
+        return f"Bearer {token}"
+
+    def _fetch_token(self, call: Call, realm: str, service: str,
+                     scopes: tuple[str, ...]) -> tuple[str, float]:
+        if not realm.startswith(("https://", "http://")):
+            raise AuthError(f"{self._prefix(call)}: registry sent an invalid token realm")
+        realm_host = urlsplit(realm).netloc
+        if realm.startswith("http://") and not is_loopback_host(realm_host) \
+                and realm_host not in self.options.insecure_registries:
+            raise AuthError(f"{self._prefix(call)}: refusing to send credentials to plain-HTTP "
+                            f"token server {realm_host}")
+        creds = self.credentials
+        params: list[tuple[str, str]] = []
+        if service:
+            params.append(("service", service))
+        params.extend(("scope", s) for s in scopes)
+
+        def attempt() -> requests.Response:
+            try:
+                if creds and creds.identity_token:
+                    data = dict(params)
+                    data.update(grant_type="refresh_token", refresh_token=creds.identity_token,
+                                client_id="pybuild")
+                    data["scope"] = " ".join(scopes)
+                    return self.session.post(realm, data=data, timeout=self._timeout())
+                headers = {"Authorization": creds.basic()} if creds else {}
+                return self.session.get(realm, params=params, headers=headers,
+                                        timeout=self._timeout())
+            except requests.RequestException as err:
+                raise _Retryable(describe_exception(err)) from None
+
+        token_call = Call(call.operation, call.repository, f"token from {realm_host}")
+        response = self._with_retries(token_call, "GET", attempt)
+        if response.status_code in (401, 403):
+            raise self._auth_error(call, rejected=creds is not None)
+        if response.status_code != 200:
+            raise RegistryError(f"{self._prefix(call)}: token server {realm_host} answered "
+                                f"{response.status_code} {response.reason}")
+        return parse_token_response(response.content, realm_host)
+
+    def _auth_error(self, call: Call, rejected: bool) -> AuthError:
+        if rejected:
+            return AuthError(f"{self._prefix(call)}: unauthorized: incorrect username or password "
+                             f"(check `pybuild login {self.registry}`)")
+        return AuthError(f"{self._prefix(call)}: unauthorized: authentication required "
+                         f"(check `pybuild login {self.registry}`)")
+
+    def check_login(self) -> None:
+        """Verify the credentials against the registry, as ``docker login`` does."""
+        call = Call("login", None, "/v2/")
+        self.base_url(call)
+        if self._challenge is None:
+            return
+        if self.credentials is None:
+            raise self._auth_error(call, rejected=False)
+        response = self.request("GET", "/v2/", call, scopes=())
+        response.close()
+
+    # --- requests --------------------------------------------------------------------------
+
+    def _prefix(self, call: Call) -> str:
+        where = f"{self.registry}/{call.repository}" if call.repository else self.registry
+        return f"{call.operation} {where}"
+
+    def url(self, call: Call, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return urljoin(self.base_url(call) + "/", path.lstrip("/"))
+
+    def request(
+        self, method: str, path: str, call: Call, *,
+        scopes: tuple[str, ...] | None = None, actions: tuple[str, ...] = ("pull",),
+        headers: dict[str, str] | None = None,
+        body: bytes | Callable[[], Any] | None = None,
+        stream: bool = False, ok: Iterable[int] = (200,), allow: Iterable[int] = (),
+        params: dict[str, str] | None = None, retry: bool = True,
+    ) -> requests.Response:
+        """Send one API request with auth and retries; raise a RegistryError unless ``ok``/``allow``.
+
+        ``body`` may be a callable giving a fresh body for each attempt (a stream
+        cannot be sent twice). ``scopes`` defaults to this repository with ``actions``.
+        """
+        ok, allow = frozenset(ok), frozenset(allow)
+        if scopes is None:
+            scopes = (repository_scope(call.repository, actions),) if call.repository else ()
+        url = self.url(call, path)
+        if params:
+            url = add_query(url, params)
+        state = {"force": False}
+
+        def attempt() -> requests.Response:
+            auth = self._authorization(call, scopes, force=state["force"])
+            send_headers = dict(headers or {})
+            if auth:
+                send_headers["Authorization"] = auth
+            data = body() if callable(body) else body
+            try:
+                response = self.session.request(
+                    method, url, headers=send_headers, data=data, stream=stream,
+                    timeout=self._timeout(), allow_redirects=method in ("GET", "HEAD"),
+                    verify=self._verify_tls,
+                )
+            except requests.RequestException as err:
+                raise _Retryable(describe_exception(err)) from None
+            finally:
+                if hasattr(data, "close"):
+                    data.close()
+            log.debug("%s %s -> %s", method, redact(response.url), response.status_code)
+            if response.status_code == 401 and not state["force"] and self._challenge:
+                # Expired token or a scope we did not ask for: fetch a fresh token, once.
+                fresh = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
+                if fresh is not None and fresh.scheme == self._challenge.scheme:
+                    self._challenge = Challenge(fresh.scheme, {**self._challenge.params,
+                                                               **{k: v for k, v in fresh.params.items()
+                                                                  if k in ("realm", "service")}})
+                state["force"] = True
+                response.close()
+                raise _Retryable("unauthorized", retry_after=0.0)
+            if response.status_code in RETRY_STATUSES and response.status_code not in allow:
+                description = f"{response.status_code} {response.reason}"
+                response.close()
+                raise _Retryable(description, retry_after_seconds(response))
+            return response
+
+        response = self._with_retries(call, method, attempt, attempts=None if retry else 1)
+        if response.status_code in ok or response.status_code in allow:
+            return response
+        raise self._status_error(call, method, response)
+
+    def _status_error(self, call: Call, method: str, response: requests.Response) -> RegistryError:
+        status = response.status_code
+        detail = registry_error_detail(response)
+        response.close()
+        if status == 401:
+            return self._auth_error(call, rejected=self.credentials is not None)
+        if status == 403:
+            return AuthError(f"{self._prefix(call)}: denied: {detail or 'access forbidden'} "
+                             f"(check `pybuild login {self.registry}`)")
+        text = f"{self._prefix(call)}: {method} {call.what}: {status} {response.reason}"
+        if detail:
+            text += f" ({detail})"
+        if status == 404:
+            return RemoteImageNotFoundError(text)
+        return RegistryError(text)
+
+    def _with_retries(self, call: Call, method: str, attempt: Callable[[], requests.Response],
+                      attempts: int | None = None) -> requests.Response:
+        policy = self.options.retry
+        total = attempts or policy.attempts
+        last = "failed"
+        auth_retries = 0
+        n = 0
+        while True:
+            try:
+                return attempt()
+            except _Retryable as err:
+                last = err.description
+                if last == "unauthorized" and auth_retries == 0:
+                    auth_retries += 1  # a token refresh is not a failed attempt
+                    continue
+                n += 1
+                if n >= total:
+                    break
+                delay = policy.delay(n - 1, err.retry_after)
+                log.debug("%s: %s %s: %s; retrying in %.2fs (attempt %d/%d)", self._prefix(call),
+                          method, call.what, last, delay, n + 1, total)
+                self._sleep(delay)
+        suffix = f" after {total} attempts" if total > 1 else ""
+        raise TransientRegistryError(f"{self._prefix(call)}: {method} {call.what}: {last}{suffix}")
+
+    # --- the API: manifests -----------------------------------------------------------------
+
+    def get_manifest(self, repository: str, identifier: str, accept: Iterable[str],
+                     operation: str = "pull") -> tuple[bytes, str]:
+        """The manifest's exact bytes and its media type (Content-Type, or sniffed later)."""
+        call = Call(operation, repository, f"manifest {identifier}")
+        response = self.request("GET", f"/v2/{repository}/manifests/{identifier}", call,
+                                headers={"Accept": ", ".join(accept)}, allow=(404,))
+        if response.status_code == 404:
+            response.close()
+            sep = "@" if identifier.startswith("sha256:") else ":"
+            raise RemoteImageNotFoundError(
+                f"{operation} {self.registry}/{repository}{sep}{identifier}: image "
+                f"{self.registry}/{repository}{sep}{identifier} not found"
+            )
+        content = response.content
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return content, media_type
+
+    def head_manifest(self, repository: str, identifier: str, accept: Iterable[str],
+                      operation: str = "pull") -> tuple[str, str, int] | None:
+        """(digest, media type, size) of a manifest, or None if absent."""
+        call = Call(operation, repository, f"manifest {identifier}")
+        response = self.request("HEAD", f"/v2/{repository}/manifests/{identifier}", call,
+                                headers={"Accept": ", ".join(accept)}, allow=(404,))
+        response.close()
+        if response.status_code == 404:
+            return None
+        return (response.headers.get("Docker-Content-Digest", ""),
+                response.headers.get("Content-Type", ""),
+                int(response.headers.get("Content-Length", "0") or 0))
+
+    def put_manifest(self, repository: str, identifier: str, raw: bytes, media_type: str,
+                     operation: str = "push") -> str:
+        """Upload a manifest under a tag or digest; returns the digest the registry computed."""
+        call = Call(operation, repository, f"manifest {identifier}")
+        response = self.request(
+            "PUT", f"/v2/{repository}/manifests/{identifier}", call, actions=("pull", "push"),
+            headers={"Content-Type": media_type}, body=raw, ok=(200, 201, 202),
+        )
+        response.close()
+        return response.headers.get("Docker-Content-Digest", "")
+
+    # --- the API: blobs ---------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str, operation: str = "pull",
+                    actions: tuple[str, ...] = ("pull",)) -> bool:
+        call = Call(operation, repository, f"blob {digest[:19]}")
+        response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", call, actions=actions,
+                                allow=(404,))
+        response.close()
+        return response.status_code == 200
+
+    def open_blob_response(self, repository: str, digest: str, offset: int = 0,
+                           operation: str = "pull") -> requests.Response:
+        """GET a blob (from ``offset`` with a Range header); the caller reads and closes it."""
+        call = Call(operation, repository, f"blob {digest[:19]}")
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        return self.request("GET", f"/v2/{repository}/blobs/{digest}", call, headers=headers,
+                            stream=True, ok=(200, 206))
+
+    # --- the API: catalog and tags ---------------------------------------------------------
+
+    def paginate(self, path: str, call: Call, key: str, page_size: int = 1000) -> Iterator[str]:
+        """Follow ``Link: <...>; rel="next"`` through a paginated list (catalog, tags)."""
+        url: str | None = add_query(path, {"n": str(page_size)})
+        scopes = ("registry:catalog:*",) if key == "repositories" else None
+        while url:
+            response = self.request("GET", url, call, scopes=scopes)
+            try:
+                items = response.json().get(key) or []
+            except ValueError:
+                raise RegistryError(f"{self._prefix(call)}: GET {call.what}: invalid JSON") from None
+            yield from items
+            nxt = response.links.get("next", {}).get("url")
+            url = urljoin(response.url, nxt) if nxt else None
+
+    def catalog(self, operation: str = "search") -> Iterator[str]:
+        return self.paginate("/v2/_catalog", Call(operation, None, "catalog"), "repositories")
+
+    def tags(self, repository: str, operation: str = "search") -> list[str]:
+        call = Call(operation, repository, "tags")
+        return list(self.paginate(f"/v2/{repository}/tags/list", call, "tags"))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def add_query(url: str, params: dict[str, str]) -> str:
+    """Add query parameters to a URL that may already have some (upload ``_state``)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.extend(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+

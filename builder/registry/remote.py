@@ -1,0 +1,684 @@
+"""A registry as a source and a sink of images, like go-containerregistry's ``remote``.
+
+Source: :func:`resolve` turns a reference into a :class:`RemoteImage` (a lazy
+SourceImage whose blobs stream from the registry, resuming with ``Range``
+after a broken connection); :func:`pull` copies one into the local store,
+downloading blobs concurrently, each verified before the store keeps it.
+Sink: :func:`push` uploads blobs the registry lacks (mounting them from another
+repository when it can), then the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import requests
+import urllib3
+
+from builder.errors import (
+    DigestMismatchError,
+    ImageError,
+    RegistryError,
+    RemoteImageNotFoundError,
+)
+from builder.image.descriptor import Descriptor
+from builder.image.digest import Digest, VerifyingReader
+from builder.image.image import Image, Layer, SourceImage
+from builder.image.manifest import Index, Manifest, parse_manifest
+from builder.image.mediatypes import (
+    Compression,
+    MediaType,
+    is_docker,
+    layer_compression,
+    layer_media_type,
+)
+from builder.image.platform import Platform
+from builder.image.reference import Reference
+from builder.layers.compression import CHUNK, compress_stream
+from builder.registry.client import (
+    Call,
+    ClientOptions,
+    RegistryClient,
+    TransientRegistryError,
+    add_query,
+    describe_exception,
+)
+from builder.registry.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from cache.store import Store
+
+MANIFEST_ACCEPT = (
+    MediaType.OCI_INDEX.value, MediaType.DOCKER_MANIFEST_LIST.value,
+    MediaType.OCI_MANIFEST.value, MediaType.DOCKER_MANIFEST.value,
+)
+ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
+DEFAULT_WORKERS = 4
+UPLOAD_CHUNK = 8 << 20
+_STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException,
+                  OSError)
+
+
+def short(digest: str) -> str:
+    """The 12-hex-digit key docker prints per layer."""
+    return Digest(digest).short
+
+
+# --- reading blobs ---------------------------------------------------------------------------
+
+class BlobReader(io.RawIOBase):
+    """A blob's bytes from the registry; a broken connection resumes where it stopped (Range).
+
+    Yields exactly ``descriptor.size`` bytes or raises; the digest is checked by the
+    VerifyingReader callers wrap around it.
+    """
+
+    def __init__(self, client: RegistryClient, repository: str, descriptor: Descriptor,
+                 operation: str = "pull", progress: Progress | None = None) -> None:
+        super().__init__()
+        self._client = client
+        self._repository = repository
+        self._descriptor = descriptor
+        self._operation = operation
+        self._progress = progress or NullProgress()
+        self._key = short(descriptor.digest)
+        self._offset = 0
+        self._response: requests.Response | None = None
+        self._failures = 0
+        self.resumes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        response = self._client.open_blob_response(
+            self._repository, self._descriptor.digest, self._offset, self._operation)
+        skip = 0
+        if self._offset and response.status_code == 200:
+            skip = self._offset  # the server ignored Range: drop what we already have
+        elif response.status_code == 206:
+            match = re.match(r"bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
+            start = int(match[1]) if match else -1
+            if start != self._offset:
+                response.close()
+                raise TransientRegistryError(
+                    f"{self._operation} {self._client.registry}/{self._repository}: GET blob "
+                    f"{self._descriptor.digest[:19]}: range answer starts at {start}, "
+                    f"not {self._offset}")
+        response.raw.decode_content = False
+        while skip:
+            dropped = response.raw.read(min(skip, CHUNK))
+            if not dropped:
+                response.close()
+                raise OSError("connection ended while skipping to the resume offset")
+            skip -= len(dropped)
+        self._response = response
+
+    def readinto(self, buffer: Any) -> int:
+        if len(buffer) == 0:
+            return 0
+        policy = self._client.options.retry
+        while True:
+            try:
+                if self._response is None:
+                    self._open()
+                assert self._response is not None
+                n = self._response.raw.readinto(buffer)
+                if n == 0 and self._offset < self._descriptor.size:
+                    raise http.client.IncompleteRead(b"", self._descriptor.size - self._offset)
+            except _STREAM_ERRORS as err:
+                if isinstance(err, TransientRegistryError):
+                    raise
+                self._drop()
+                self._failures += 1
+                if self._failures >= policy.attempts:
+                    raise TransientRegistryError(
+                        f"{self._operation} {self._client.registry}/{self._repository}: GET blob "
+                        f"{self._descriptor.digest[:19]}: {describe_exception(err)} after "
+                        f"{self._failures} attempts (at byte {self._offset} of "
+                        f"{self._descriptor.size})") from None
+                self.resumes += 1
+                self._client._sleep(policy.delay(self._failures - 1))
+                continue
+            if n:
+                self._failures = 0
+                self._offset += n
+                self._progress.advance(self._key, n)
+            return n
+
+    def _drop(self) -> None:
+        if self._response is not None:
+            with contextlib.suppress(Exception):
+                self._response.close()
+            self._response = None
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+class RemoteBlobSource:
+    """One repository's blobs as a BlobSource (unverified streams, as the protocol says)."""
+
+    def __init__(self, client: RegistryClient, repository: str, operation: str = "pull",
+                 progress: Progress | None = None) -> None:
+        self.client = client
+        self.repository = repository
+        self.operation = operation
+        self.progress = progress
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        if descriptor.data is not None and Digest.of(descriptor.data) == descriptor.digest:
+            return io.BytesIO(descriptor.data)
+        reader = BlobReader(self.client, self.repository, descriptor, self.operation, self.progress)
+        return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
+
+
+class RemoteImage(SourceImage):
+    """An image in a registry: manifest in hand, config and layers fetched when read."""
+
+    def __init__(self, source: RemoteBlobSource, raw_manifest: bytes, media_type: str | None,
+                 reference: Reference, index_digest: Digest | None = None) -> None:
+        super().__init__(source, raw_manifest, media_type)
+        self.source = source
+        self.reference = reference
+        self.index_digest = index_digest
+
+    @property
+    def repository(self) -> str:
+        return self.source.repository
+
+    @property
+    def registry(self) -> str:
+        return self.source.client.registry
+
+    def __repr__(self) -> str:
+        return f"RemoteImage({self.reference}, {self.digest().short})"
+
+
+# --- resolving a reference -------------------------------------------------------------------
+
+def is_attestation(descriptor: Descriptor) -> bool:
+    """BuildKit's provenance/SBOM entries (platform unknown/unknown) are not runnable images."""
+    annotations = descriptor.annotations or {}
+    if annotations.get(ATTESTATION_ANNOTATION) == "attestation-manifest":
+        return True
+    p = descriptor.platform
+    return p is not None and p.os == "unknown" and p.architecture == "unknown"
+
+
+def select_platform(index: Index, platform: Platform, where: str) -> Descriptor:
+    """The index entry for ``platform`` (an exact variant beats one that leaves it open)."""
+    candidates = [d for d in index.manifests if not is_attestation(d)]
+    with_platform = [d for d in candidates if d.platform is not None]
+    if not with_platform:
+        images = [d for d in candidates if d.media_type in (MediaType.OCI_MANIFEST,
+                                                            MediaType.DOCKER_MANIFEST)]
+        if len(images) == 1:
+            return images[0]
+    matching = [d for d in with_platform if platform.matches(d.platform)]  # type: ignore[arg-type]
+    if not matching:
+        available = ", ".join(sorted({str(d.platform) for d in with_platform})) or "none"
+        raise RemoteImageNotFoundError(
+            f"{where}: no matching manifest for {platform} in the manifest list entries "
+            f"(available: {available})"
+        )
+    exact = [d for d in matching if d.platform.variant == platform.variant]  # type: ignore[union-attr]
+    return (exact or matching)[0]
+
+
+def resolve(client: RegistryClient, reference: Reference, platform: Platform | None = None,
+            operation: str = "pull", progress: Progress | None = None) -> RemoteImage:
+    """Fetch the manifest for a reference and pick the image for ``platform`` (default: host)."""
+    repository = reference.repository
+    where = f"{operation} {reference.familiar}"
+    raw, media_type = client.get_manifest(repository, reference.identifier, MANIFEST_ACCEPT, operation)
+    if reference.digest is not None and Digest.of(raw) != reference.digest:
+        raise DigestMismatchError(reference.digest, Digest.of(raw), f"manifest of {reference.familiar}")
+    parsed = _parse(raw, media_type, where)
+    index_digest = None
+    while isinstance(parsed, Index):
+        index_digest = Digest.of(raw)
+        chosen = select_platform(parsed, platform or Platform.host(), where)
+        raw, media_type = client.get_manifest(repository, chosen.digest, MANIFEST_ACCEPT, operation)
+        if Digest.of(raw) != chosen.digest:
+            raise DigestMismatchError(chosen.digest, Digest.of(raw), f"manifest of {reference.familiar}")
+        parsed = _parse(raw, media_type or chosen.media_type, where)
+    source = RemoteBlobSource(client, repository, operation, progress)
+    return RemoteImage(source, raw, parsed.media_type, reference, index_digest)
+
+
+def _parse(raw: bytes, media_type: str, where: str) -> Manifest | Index:
+    declared = media_type if media_type in MANIFEST_ACCEPT else None
+    try:
+        return parse_manifest(raw, declared)
+    except ImageError as err:
+        raise ImageError(f"{where}: {err}") from None
+
+
+# --- pulling into the store ------------------------------------------------------------------
+
+def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int) -> None:
+    """Run tasks on a thread pool; the first failure cancels what has not started and is raised."""
+    if not tasks:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks))),
+                            thread_name_prefix="pybuild-transfer") as pool:
+        futures: list[Future[None]] = [pool.submit(task) for task in tasks]
+        _done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+
+
+def download_blobs(image: RemoteImage, store: Store, progress: Progress,
+                   workers: int = DEFAULT_WORKERS) -> int:
+    """Copy the image's config and layers the store lacks into it; returns bytes downloaded.
+
+    Each blob streams through a VerifyingReader into the store's verified write
+    (temp file, fsync, rename): a blob with the wrong digest never lands.
+    """
+    manifest = image.manifest()
+    descriptors = [manifest.config, *manifest.layers]
+    seen: set[str] = set()
+    tasks: list[Callable[[], None]] = []
+    total = [0]
+    lock = threading.Lock()
+    for descriptor in descriptors:
+        if descriptor.digest in seen:
+            continue
+        seen.add(descriptor.digest)
+        is_config = descriptor is manifest.config
+        if store.blobs.exists(descriptor.digest):
+            if not is_config:
+                progress.done(short(descriptor.digest), "Already exists")
+            continue
+
+        def task(d: Descriptor = descriptor, quiet: bool = is_config) -> None:
+            key = short(d.digest)
+            if not quiet:
+                progress.start(key, "Downloading", d.size)
+            reader = BlobReader(image.source.client, image.repository, d, image.source.operation,
+                                None if quiet else progress)
+            with VerifyingReader(reader, d.digest, d.size, f"blob {d.digest} of {image.reference.familiar}") \
+                    as verifying:
+                store.blobs.write(verifying, d.digest, d.size)  # type: ignore[arg-type]
+            with lock:
+                total[0] += d.size
+            if not quiet:
+                progress.done(key, "Pull complete")
+
+        tasks.append(task)
+    _run_concurrently(tasks, workers)
+    return total[0]
+
+
+@dataclass(frozen=True)
+class PullResult:
+    reference: Reference
+    digest: Digest          # the manifest digest (the index's, when pulled through one)
+    image_digest: Digest    # the platform image's manifest digest, as stored
+    image_id: Digest        # the config digest
+    downloaded: int
+
+
+def pull(reference: Reference | str, store: Store, platform: Platform | str | None = None, *,
+         client: RegistryClient | None = None, options: ClientOptions | None = None,
+         progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
+         tag: bool = True) -> RemoteImage:
+    """Pull an image into the local store and tag it; the single entry point ``FROM`` uses.
+
+    Returns the RemoteImage; the store now holds its blobs, so ``store.image(str(ref))``
+    (or by digest) reads it locally.
+    """
+    return pull_with_result(reference, store, platform, client=client, options=options,
+                            progress=progress, workers=workers, tag=tag)[0]
+
+
+def pull_with_result(reference: Reference | str, store: Store, platform: Platform | str | None = None,
+                     *, client: RegistryClient | None = None, options: ClientOptions | None = None,
+                     progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
+                     tag: bool = True) -> tuple[RemoteImage, PullResult]:
+    ref = Reference.parse(reference) if isinstance(reference, str) else reference
+    plat = Platform.parse(platform) if isinstance(platform, str) else platform
+    progress = progress or NullProgress()
+    own_client = client is None
+    client = client or RegistryClient(ref.registry, options)
+    try:
+        if ref.tag:
+            progress.message(f"{ref.tag}: Pulling from {ref.familiar_name}")
+        image = resolve(client, ref, plat, "pull", progress)
+        downloaded = download_blobs(image, store, progress, workers)
+        tags = [str(replace(ref, digest=None))] if tag and ref.tag else []
+        store.write_image(image, tags)
+    finally:
+        progress.close()
+        if own_client:
+            client.close()
+    digest = image.index_digest or image.digest()
+    progress.message(f"Digest: {digest}")
+    progress.message(f"Status: Downloaded newer image for {ref.familiar}" if downloaded
+                     else f"Status: Image is up to date for {ref.familiar}")
+    return image, PullResult(ref, digest, image.digest(), image.config_digest(), downloaded)
+
+
+# --- pushing ---------------------------------------------------------------------------------
+
+class _SizedBody:
+    """A request body of known length that requests streams without buffering (no ``read``)."""
+
+    def __init__(self, opener: Callable[[], BinaryIO], size: int, on_chunk: Callable[[int], None],
+                 offset: int = 0, length: int | None = None) -> None:
+        self._opener = opener
+        self._size = size
+        self._offset = offset
+        self._length = size - offset if length is None else length
+        self._on_chunk = on_chunk
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self._opener() as stream:
+            if self._offset:
+                _skip(stream, self._offset)
+            remaining = self._length
+            while remaining > 0:
+                chunk = stream.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise ImageError(f"blob ended {remaining} bytes early while uploading")
+                remaining -= len(chunk)
+                self._on_chunk(len(chunk))
+                yield chunk
+            # Read to EOF so that a VerifyingReader checks the digest before the PUT ends.
+            if self._offset + self._length == self._size and stream.read(1):
+                raise ImageError("blob is longer than its descriptor says")
+
+
+def _skip(stream: BinaryIO, n: int) -> None:
+    if stream.seekable() if hasattr(stream, "seekable") else False:
+        stream.seek(n)
+        return
+    while n:
+        data = stream.read(min(CHUNK, n))
+        if not data:
+            raise ImageError("blob ended early")
+        n -= len(data)
+
+
+@dataclass(frozen=True)
+class PushBlob:
+    """A blob to push and how to open it (again, for a retry)."""
+
+    descriptor: Descriptor
+    opener: Callable[[], BinaryIO]
+    label: str = "layer"
+
+
+def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
+                mount_from: Sequence[str] = (), chunk_size: int | None = None,
+                progress: Progress | None = None, operation: str = "push") -> str:
+    """Make the registry hold a blob: skip if present, else mount, else upload.
+
+    Returns "exists", "mounted" or "uploaded". A failure part-way restarts the
+    upload session (a registry may have kept half a PATCH), up to the retry policy.
+    """
+    progress = progress or NullProgress()
+    policy = client.options.retry
+    digest = blob.descriptor.digest
+    key = short(digest)
+    for attempt in range(policy.attempts):
+        try:
+            return _upload_once(client, repository, blob, mount_from, chunk_size, progress,
+                                operation, key)
+        except TransientRegistryError:
+            if attempt + 1 >= policy.attempts:
+                raise
+            client._sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")
+
+
+def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_from: Sequence[str],
+                 chunk_size: int | None, progress: Progress, operation: str, key: str) -> str:
+    digest = blob.descriptor.digest
+    size = blob.descriptor.size
+    push_actions = ("pull", "push")
+    if client.blob_exists(repository, digest, operation, actions=push_actions):
+        return "exists"
+    what = f"blob {digest[:19]}"
+    location: str | None = None
+    for source in mount_from:
+        if source == repository:
+            continue
+        call = Call(operation, repository, f"mount of {digest[:19]} from {source}")
+        scopes = (f"repository:{repository}:pull,push", f"repository:{source}:pull")
+        response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
+                                  params={"mount": digest, "from": source}, ok=(201, 202))
+        response.close()
+        if response.status_code == 201:
+            return "mounted:" + source
+        location = response.headers.get("Location")  # 202: mount refused, upload here instead
+        break
+    call = Call(operation, repository, what)
+    if location is None:
+        response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call,
+                                  actions=push_actions, ok=(202,))
+        response.close()
+        location = response.headers.get("Location")
+    if not location:
+        raise RegistryError(f"{operation} {client.registry}/{repository}: POST {what}: "
+                            "registry gave no upload location")
+    location = _absolute(client, call, response.url, location)
+    progress.start(key, "Pushing", size)
+    advance = _advancer(progress, key)
+    if chunk_size and size > chunk_size:
+        offset = 0
+        while offset < size:
+            length = min(chunk_size, size - offset)
+            body = _SizedBody(blob.opener, size, advance, offset, length)
+            response = client.request(
+                "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
+                headers={"Content-Type": "application/octet-stream",
+                         "Content-Range": f"{offset}-{offset + length - 1}"},
+                body=lambda b=body: b,
+            )
+            response.close()
+            received = parse_range_end(response.headers.get("Range", ""))
+            if received is not None and received + 1 != offset + length:
+                raise TransientRegistryError(
+                    f"{operation} {client.registry}/{repository}: PATCH {what}: registry has "
+                    f"{received + 1} bytes, expected {offset + length}")
+            location = _absolute(client, call, response.url,
+                                 response.headers.get("Location") or location)
+            offset += length
+        response = client.request(
+            "PUT", add_query(location, {"digest": digest}), call, actions=push_actions, retry=False,
+            ok=(201, 204), headers={"Content-Type": "application/octet-stream"}, body=b"",
+        )
+    else:
+        body = _SizedBody(blob.opener, size, advance)
+        response = client.request(
+            "PUT", add_query(location, {"digest": digest}), call, actions=push_actions, retry=False,
+            ok=(201, 204), headers={"Content-Type": "application/octet-stream"},
+            body=lambda: body,
+        )
+    response.close()
+    return "uploaded"
+
+
+def _advancer(progress: Progress, key: str) -> Callable[[int], None]:
+    return lambda n: progress.advance(key, n)
+
+
+def _absolute(client: RegistryClient, call: Call, base: str | None, location: str) -> str:
+    if location.startswith(("http://", "https://")):
+        return location
+    from urllib.parse import urljoin
+
+    return urljoin(base or client.base_url(call) + "/", location)
+
+
+def parse_range_end(header: str) -> int | None:
+    """The last byte a registry says it holds: ``0-N`` or ``bytes=0-N`` (None if absent)."""
+    match = re.match(r"^\s*(?:bytes=)?(\d+)-(\d+)\s*$", header)
+    return int(match[2]) if match else None
+
+
+def _pushable_layers(image: Image, store: Store | None, workdir: Path,
+                     ) -> tuple[list[tuple[Descriptor, Callable[[], BinaryIO]]], bool]:
+    """Each layer as it will be pushed; uncompressed layers become gzip (once, kept in the store)."""
+    out: list[tuple[Descriptor, Callable[[], BinaryIO]]] = []
+    changed = False
+    manifest = image.manifest()
+    docker = is_docker(manifest.media_type)
+    for layer, desc in zip(image.layers(), manifest.layers, strict=True):
+        if layer_compression(desc.media_type) is not Compression.NONE:
+            out.append((desc, layer.compressed))
+            continue
+        changed = True
+        if store is not None and hasattr(store, "layer_blob"):
+            gz = store.layer_blob(layer.diff_id(), Compression.GZIP, docker=docker)
+            out.append((gz, lambda d=gz: store.blobs.open(d.digest, d.size)))
+            continue
+        gz_desc, path = _gzip_to_file(layer, workdir, docker)
+        out.append((gz_desc, lambda p=path: open(p, "rb")))  # noqa: SIM115
+    return out, changed
+
+
+def _gzip_to_file(layer: Layer, workdir: Path, docker: bool) -> tuple[Descriptor, Path]:
+    fd, name = tempfile.mkstemp(prefix="layer-", suffix=".tar.gz", dir=workdir)
+    path = Path(name)
+    with os.fdopen(fd, "wb") as out:
+        hashing = _HashingWriter(out)
+        with layer.uncompressed() as raw:
+            compress_stream(raw, hashing, Compression.GZIP)  # type: ignore[arg-type]
+    media_type = layer_media_type(Compression.GZIP, docker=docker)
+    return Descriptor(media_type, hashing.digest(), hashing.size), path
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, out: BinaryIO) -> None:
+        import hashlib
+
+        self._out = out
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._hasher.update(data)
+        self.size += len(data)
+        return self._out.write(data)
+
+    def digest(self) -> Digest:
+        return Digest.from_hasher(self._hasher)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: Reference
+    digest: Digest
+    size: int
+    uploaded: int
+    mounted: int
+    existing: int
+
+
+def push(image: Image, reference: Reference | str, *, client: RegistryClient | None = None,
+         options: ClientOptions | None = None, progress: Progress | None = None,
+         workers: int = DEFAULT_WORKERS, mount_from: Sequence[str] = (),
+         chunk_size: int | None = None, store: Store | None = None) -> PushResult:
+    """Upload an image's blobs and then its manifest under ``reference``'s tag (or digest).
+
+    Layers go in the compression they are held in; uncompressed ones are pushed
+    as gzip (the manifest is rewritten to match). Blobs of an image pulled from the
+    same registry are mounted from their repository instead of uploaded.
+    """
+    ref = Reference.parse(reference) if isinstance(reference, str) else reference
+    progress = progress or NullProgress()
+    own_client = client is None
+    client = client or RegistryClient(ref.registry, options)
+    sources = list(mount_from)
+    if isinstance(image, RemoteImage) and image.registry == client.registry:
+        sources.insert(0, image.repository)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pybuild-push-") as tmp:
+            layers, changed = _pushable_layers(image, store, Path(tmp))
+            raw_manifest, media_type = image.raw_manifest(), image.manifest().media_type
+            if changed:
+                manifest = replace(image.manifest(), layers=tuple(d for d, _ in layers))
+                raw_manifest = manifest.to_bytes()
+            config_bytes = image.raw_config()
+            config_desc = image.manifest().config
+            blobs = [PushBlob(config_desc, lambda: io.BytesIO(config_bytes), "config")]
+            blobs += [PushBlob(d, opener) for d, opener in layers]
+            counts = {"uploaded": 0, "mounted": 0, "exists": 0}
+            lock = threading.Lock()
+            seen: set[str] = set()
+            tasks: list[Callable[[], None]] = []
+            for blob in blobs:
+                if blob.descriptor.digest in seen:
+                    continue
+                seen.add(blob.descriptor.digest)
+
+                def task(b: PushBlob = blob) -> None:
+                    key = short(b.descriptor.digest)
+                    quiet = b.label == "config"
+                    outcome = upload_blob(client, ref.repository, b, mount_from=sources,
+                                          chunk_size=chunk_size,
+                                          progress=NullProgress() if quiet else progress)
+                    kind = outcome.split(":", 1)[0]
+                    with lock:
+                        counts[kind] += 1
+                    if quiet:
+                        return
+                    if kind == "exists":
+                        progress.done(key, "Layer already exists")
+                    elif kind == "mounted":
+                        progress.done(key, f"Mounted from {outcome.split(':', 1)[1]}")
+                    else:
+                        progress.done(key, "Pushed")
+
+                tasks.append(task)
+            if ref.tag:
+                progress.message(f"The push refers to repository [{ref.name}]")
+            _run_concurrently(tasks, workers)
+            digest = Digest.of(raw_manifest)
+            if ref.digest is not None and ref.digest != digest:
+                raise DigestMismatchError(ref.digest, digest, f"manifest pushed as {ref.familiar}")
+            identifier = ref.tag or str(digest)
+            answered = client.put_manifest(ref.repository, identifier, raw_manifest, media_type)
+            if answered and answered != digest:
+                raise DigestMismatchError(digest, answered, f"manifest stored by {client.registry}")
+    finally:
+        progress.close()
+        if own_client:
+            client.close()
+    progress.message(f"{ref.tag or 'digest'}: digest: {digest} size: {len(raw_manifest)}")
+    return PushResult(ref, digest, len(raw_manifest), counts["uploaded"], counts["mounted"],
+                      counts["exists"])
+
+
+def pull_manifest_digest(client: RegistryClient, reference: Reference) -> Digest | None:
+    """The digest a tag points at (HEAD, no body), or None if absent."""
+    head = client.head_manifest(reference.repository, reference.identifier, MANIFEST_ACCEPT)
+    if head is None or not head[0]:
+        return None
+    return Digest(head[0])
+
+
