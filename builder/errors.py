@@ -88,6 +88,10 @@ class LintError(DockerfileError):
     """A build check configured with ``# check=error=true`` failed."""
 
 
+class StagePlanError(DockerfileError):
+    """The stages cannot be planned: unknown --target, a cycle, a stage used before it is defined."""
+
+
 class IgnoreFileError(PybuildError):
     """A .dockerignore pattern is invalid."""
 
