@@ -1,0 +1,556 @@
+"""Local image commands, as docker has them: load, save, images, inspect, history, tag, rmi,
+prune, and ``store check``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from builder.errors import PybuildError, UsageError
+
+if TYPE_CHECKING:
+    from cache.store import Store
+
+ORDER = 30
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("load", parents=[common], help="load images from a tar archive or stdin",
+                              description="Load images from an OCI layout or docker-archive tar "
+                              "(plain, gzip or zstd), or from stdin.")
+    p.add_argument("-i", "--input", metavar="FILE", help="read from a tar archive file, instead of stdin")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
+    p.set_defaults(func=_load)
+
+    p = subparsers.add_parser("save", parents=[common], help="save images to a tar archive",
+                              description="Save one or more images to a tar archive "
+                              "(streamed to stdout by default).")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to a file, instead of stdout")
+    p.add_argument("--format", choices=("docker", "oci"), default="docker",
+                   help="docker: OCI layout plus docker's manifest.json (default); oci: OCI layout only")
+    p.set_defaults(func=_save)
+
+    p = subparsers.add_parser("images", parents=[common], help="list images",
+                              usage="pybuild images [OPTIONS] [REPOSITORY[:TAG]]")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("--format", metavar="FORMAT", help="'table' (default) or 'json'")
+    p.add_argument("-a", "--all", action="store_true", help="show all images (same as default)")
+    p.set_defaults(func=_images)
+
+    p = subparsers.add_parser("inspect", parents=[common], help="show details of images as JSON")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--format", metavar="FORMAT", help="'json' (default)")
+    p.set_defaults(func=_inspect)
+
+    p = subparsers.add_parser("history", parents=[common], help="show the history of an image")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("--format", metavar="FORMAT", help="'table' (default) or 'json'")
+    p.add_argument("-H", "--human", nargs="?", const="true", default="true", metavar="BOOL",
+                   help="print sizes and dates in human readable format (default true)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+    p.add_argument("--files", action="store_true",
+                   help="per layer: files added, changed and deleted, and bytes later layers hide")
+    p.set_defaults(func=_history)
+
+    p = subparsers.add_parser("tag", parents=[common], help="create a tag TARGET that refers to SOURCE",
+                              usage="pybuild tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]")
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    p.set_defaults(func=_tag)
+
+    p = subparsers.add_parser("rmi", parents=[common], help="remove images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--force", action="store_true", help="force removal of the image")
+    p.set_defaults(func=_rmi)
+
+    p = subparsers.add_parser("prune", parents=[common], help="remove unused data from the store",
+                              description="Remove blobs and snapshots no image needs. With "
+                              "--keep-storage, remove least recently used data (then untagged "
+                              "images) only until the store fits.")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="also remove untagged images and every snapshot")
+    p.add_argument("--keep-storage", metavar="SIZE", help="amount of disk space to keep (e.g. 10GB, 512MB)")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.set_defaults(func=_prune)
+
+    p = subparsers.add_parser("store", parents=[common], help="manage the local store")
+    sub = p.add_subparsers(dest="store_command", metavar="COMMAND")
+    c = sub.add_parser("check", parents=[common], help="verify every blob and reference")
+    c.add_argument("--repair", action="store_true", help="remove what is broken and say what was done")
+    c.set_defaults(func=_store_check)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def _open_store() -> Store:
+    from cache.store import Store
+
+    return Store()
+
+
+# --- formatting, as docker's go-units does it ------------------------------------------------
+
+def human_size(size: float) -> str:
+    """docker's HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """docker's HumanDuration (``About an hour``, ``3 days``, ``2 months``)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """docker's RAMInBytes: ``10GB`` = 10 GiB, ``512m``, ``1024`` (binary units, as docker)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise UsageError(f"invalid size: {text!r} (expected e.g. 10GB, 512MB, 1024)")
+    number = float(match.group(1))
+    power = " kmgtp".index(match.group(2).lower() or " ")
+    return int(number * 1024 ** power)
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """An RFC 3339 time as images carry it (nanoseconds allowed)."""
+    if not value:
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def since(value: str | None, now: dt.datetime | None = None) -> str:
+    created = parse_time(value)
+    if created is None or created.year <= 1:
+        return "N/A"
+    now = now or dt.datetime.now(dt.UTC)
+    return human_duration((now - created).total_seconds()) + " ago"
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns as docker's tabwriter lays them out (min width 10, padding 3)."""
+    if not rows:
+        return ""
+    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append(("".join(cells) + row[-1]).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _short(digest: str, no_trunc: bool) -> str:
+    return digest if no_trunc else digest[7:19]
+
+
+def _is_json(fmt: str | None) -> bool:
+    if fmt in (None, "", "table"):
+        return False
+    if fmt in ("json", "{{json .}}"):
+        return True
+    raise UsageError(f"unsupported --format {fmt!r}: use 'table' or 'json'")
+
+
+# --- load / save ---------------------------------------------------------------------------
+
+def _load(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from builder.export.archive import open_archive, read_images
+    from cache.store import familiar_name, normalize_name
+
+    store = _open_store()
+    spooled: Path | None = None
+    try:
+        if args.input:
+            path = Path(args.input)
+        else:
+            if sys.stdin.isatty():
+                raise UsageError("requested load from stdin, but stdin is empty (use -i FILE or redirect)")
+            spooled = path = store.temp_path(".load.tar")
+            with open(spooled, "wb") as out:
+                while chunk := sys.stdin.buffer.read(1 << 20):
+                    out.write(chunk)
+            if spooled.stat().st_size == 0:
+                raise UsageError("requested load from stdin, but stdin is empty")
+        with open_archive(path, store.tmp_dir) as files:
+            loaded = read_images(files)
+            lines = []
+            for tagged in loaded:
+                names = [normalize_name(n) for n in tagged.names]
+                store.write_image(tagged.image, names)
+                if names:
+                    lines += [f"Loaded image: {familiar_name(n)}" for n in names]
+                else:
+                    lines.append(f"Loaded image ID: {tagged.image.config_digest()}")
+        if not args.quiet:
+            print("\n".join(lines))
+    finally:
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+        store.close()
+    return 0
+
+
+def _save(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from builder.export import TaggedImage
+    from builder.export.archive import save
+    from cache.store import normalize_name
+
+    store = _open_store()
+    try:
+        chosen: dict[str, tuple[Any, list[str]]] = {}
+        for arg in args.images:
+            image = store.image(arg)
+            name = None
+            try:
+                name = normalize_name(arg)
+            except PybuildError:
+                pass
+            key = image.digest()
+            entry = chosen.setdefault(key, (image, []))
+            if name is not None and name in image.record.names and name not in entry[1]:
+                entry[1].append(name)
+        images = [TaggedImage(image, tuple(names)) for image, names in chosen.values()]
+        if args.output and args.output != "-":
+            save(images, Path(args.output), args.format)
+        else:
+            if sys.stdout.isatty():
+                raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+            save(images, sys.stdout.buffer, args.format)
+        for image, _ in chosen.values():
+            store.touch(image.record)
+    finally:
+        store.close()
+    return 0
+
+
+# --- listing and inspecting --------------------------------------------------------------------
+
+def _images(args: argparse.Namespace) -> int:
+    from cache.store import split_familiar
+
+    as_json = _is_json(args.format)
+    store = _open_store()
+    try:
+        records = store.images()
+    finally:
+        store.close()
+    want_repo = want_tag = None
+    if args.reference:
+        want_repo, _, want_tag = args.reference.partition(":")
+        if "/" in want_tag:  # host:port/repo
+            want_repo, want_tag = args.reference, ""
+    now = dt.datetime.now(dt.UTC)
+    rows: list[dict[str, str]] = []
+    for record in sorted(records, key=lambda r: (parse_time(r.created) or dt.datetime.min.replace(tzinfo=dt.UTC)), reverse=True):
+        pairs = [split_familiar(n) for n in record.names] or [("<none>", "<none>")]
+        for repo, tag in pairs:
+            if want_repo is not None and (repo != want_repo and repo != _familiar_repo(want_repo)):
+                continue
+            if want_tag and tag != want_tag:
+                continue
+            rows.append({
+                "Containers": "N/A",
+                "CreatedAt": _created_at(record.created),
+                "CreatedSince": since(record.created, now),
+                "Digest": record.manifest_digest if repo != "<none>" else "<none>",
+                "ID": _short(record.id, args.no_trunc),
+                "Repository": repo,
+                "SharedSize": "N/A",
+                "Size": human_size(record.size),
+                "Tag": tag,
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(record.size),
+            })
+    if args.quiet:
+        seen = dict.fromkeys(r["ID"] for r in rows)
+        print("\n".join(seen) if seen else "", end="\n" if seen else "")
+    elif as_json:
+        for row in rows:
+            print(json.dumps(row, separators=(",", ":")))
+    else:
+        out = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+        out += [(r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]) for r in rows]
+        sys.stdout.write(table(out))
+    return 0
+
+
+def _familiar_repo(text: str) -> str:
+    from builder.image.reference import Reference
+
+    ref = Reference.try_parse(text)
+    return ref.familiar_name if ref else text
+
+
+def _created_at(value: str | None) -> str:
+    created = parse_time(value)
+    if created is None:
+        return ""
+    return created.strftime("%Y-%m-%d %H:%M:%S %z ") + (created.tzname() or "UTC")
+
+
+_DOCKER_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
+    "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+    "OnBuild": None, "Labels": None,
+}
+
+
+def inspect_image(store: Store, name: str) -> dict[str, Any]:
+    """One object shaped like ``docker image inspect``'s."""
+    from cache.store import familiar_name, split_familiar
+
+    record = store.resolve(name)
+    config = store.image_config(record)
+    tag_rows = store.db.query(
+        "SELECT MAX(created) AS t FROM images WHERE manifest_digest=?", (record.manifest_digest,))
+    last_tag = tag_rows[0]["t"] if tag_rows and tag_rows[0]["t"] else None
+    repos = list(dict.fromkeys(split_familiar(n)[0] for n in record.names))
+    container = dict(_DOCKER_CONFIG_DEFAULTS)
+    container.update(config.config.to_dict())
+    out: dict[str, Any] = {
+        "Id": str(record.id),
+        "RepoTags": [familiar_name(n) for n in record.names],
+        "RepoDigests": [f"{repo}@{record.manifest_digest}" for repo in repos],
+        "Parent": "",
+        "Comment": config.extra.get("comment", "") or "",
+        "Created": config.created or "0001-01-01T00:00:00Z",
+        "DockerVersion": config.extra.get("docker_version", "") or "",
+        "Author": config.author or "",
+        "Config": container,
+        "Architecture": config.architecture,
+    }
+    if config.variant:
+        out["Variant"] = config.variant
+    out.update({
+        "Os": config.os,
+        "Size": record.size,
+        "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
+        "Metadata": {"LastTagTime": (
+            dt.datetime.fromtimestamp(last_tag, dt.UTC).isoformat().replace("+00:00", "Z")
+            if last_tag else "0001-01-01T00:00:00Z")},
+        "Descriptor": {"mediaType": record.media_type, "digest": str(record.manifest_digest),
+                       "size": store._blob_size(record.manifest_digest)},
+    })
+    return out
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from builder.errors import ImageNotFoundError
+
+    if args.format not in (None, "json", "{{json .}}"):
+        raise UsageError(f"unsupported --format {args.format!r}: only json")
+    store = _open_store()
+    results, missing = [], []
+    try:
+        for name in args.images:
+            try:
+                results.append(inspect_image(store, name))
+            except ImageNotFoundError:
+                missing.append(name)
+    finally:
+        store.close()
+    print(json.dumps(results, indent=4))
+    if missing:
+        print("\n".join(f"Error: No such image: {m}" for m in missing), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    as_json = _is_json(args.format)
+    human = str(args.human).lower() not in ("false", "0", "no")
+    store = _open_store()
+    try:
+        record = store.resolve(args.image)
+        config = store.image_config(record)
+        if args.files:
+            return _history_files(store, args.image, human)
+        entries = []
+        for index, (entry, layer) in enumerate(config.layer_history()):
+            size = 0
+            if layer is not None:
+                size = store.diff_size(config.diff_ids[layer]) or 0
+            entries.append((index, entry, size))
+        if not config.history:  # images without history: one row per layer, as docker shows
+            from builder.image.config import History
+
+            entries = [(i, History(), store.diff_size(d) or 0) for i, d in enumerate(config.diff_ids)]
+    finally:
+        store.close()
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    last = len(entries) - 1
+    for index, entry, size in reversed(entries):
+        image_id = _short(record.id, args.no_trunc) if index == last else "<missing>"
+        created_by = (entry.created_by or "").replace("\t", " ")
+        if not args.no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        rows.append({
+            "Comment": entry.comment or "",
+            "CreatedAt": (_created_at(entry.created) if human else entry.created or ""),
+            "CreatedBy": created_by,
+            "CreatedSince": since(entry.created, now) if human else (entry.created or ""),
+            "ID": image_id,
+            "Size": human_size(size) if human else str(size),
+        })
+    if args.quiet:
+        print("\n".join(r["ID"] for r in rows))
+    elif as_json:
+        for row in rows:
+            print(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
+    else:
+        out = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
+        out += [(r["ID"], r["CreatedSince"], r["CreatedBy"], r["Size"], r["Comment"]) for r in rows]
+        sys.stdout.write(table(out))
+    return 0
+
+
+def _history_files(store: Store, name: str, human: bool) -> int:
+    """Per layer: what it adds, changes and deletes, and what later layers hide of it."""
+    try:
+        from builder.layers import changes
+    except ImportError:
+        raise PybuildError("history --files is not available: builder/layers/changes.py is missing") from None
+    image = store.image(name)
+    diff_ids = list(image.config_file().diff_ids)
+    streams = [lambda d=d: store.open_layer(d) for d in diff_ids]
+    report = changes.layer_changes(streams)  # type: ignore[attr-defined]
+    size = human_size if human else str
+    for number, layer in enumerate(report, start=1):
+        print(f"layer {number} {diff_ids[number - 1]}")
+        print(f"  added {len(layer.added)}, changed {len(layer.changed)}, deleted {len(layer.deleted)}, "
+              f"hidden by later layers: {size(layer.hidden_bytes)}")
+        for kind, paths in (("+", layer.added), ("~", layer.changed), ("-", layer.deleted)):
+            for path in paths:
+                print(f"  {kind} {path}")
+    return 0
+
+
+# --- tags, removal, maintenance --------------------------------------------------------------
+
+def _tag(args: argparse.Namespace) -> int:
+    store = _open_store()
+    try:
+        store.tag(args.source, args.target)
+    finally:
+        store.close()
+    return 0
+
+
+def _rmi(args: argparse.Namespace) -> int:
+    from builder.errors import ImageNotFoundError
+
+    store = _open_store()
+    failed: list[str] = []
+    try:
+        for name in args.images:
+            try:
+                for event in store.rmi(name, force=args.force):
+                    print(event)
+            except ImageNotFoundError as err:
+                if not args.force:
+                    failed.append(f"Error response from daemon: {err}")
+            except PybuildError as err:
+                failed.append(f"Error response from daemon: {err}")
+    finally:
+        store.close()
+    if failed:
+        print("\n".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    keep = parse_size(args.keep_storage) if args.keep_storage else None
+    if not args.force:
+        what = "all untagged images, all snapshots and all unused blobs" if args.all else "all unused blobs and snapshots"
+        sys.stderr.write(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            return 0
+    store = _open_store()
+    try:
+        report = store.prune(keep, remove_all=args.all)
+    finally:
+        store.close()
+    if report.images:
+        print("Deleted Images:")
+        for digest in report.images:
+            print(f"deleted: {digest}")
+        print()
+    if report.blobs or report.snapshots:
+        print(f"Deleted {len(report.blobs)} blob(s) and {len(report.snapshots)} snapshot(s)")
+        print()
+    print(f"Total reclaimed space: {human_size(report.reclaimed)}")
+    return 0
+
+
+def _store_check(args: argparse.Namespace) -> int:
+    store = _open_store()
+    try:
+        report = store.check(repair=args.repair)
+        for action in report.repaired:
+            print(f"repaired: {action}")
+        if args.repair and report.problems:
+            report = store.check(repair=False)
+    finally:
+        store.close()
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    status = "clean" if report.clean else f"{len(report.problems)} problem(s)"
+    print(f"checked {report.blobs_checked} blob(s), {report.snapshots_checked} snapshot(s): {status}")
+    if not report.clean:
+        hint = "" if args.repair else " (run `pybuild store check --repair`)"
+        print(f"ERROR: the store has {len(report.problems)} problem(s){hint}", file=sys.stderr)
+        return 1
+    return 0

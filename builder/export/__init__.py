@@ -1,0 +1,23 @@
+"""Images in files: OCI image layouts, docker-archives, and the combined tar that is both.
+
+Sources and sinks of :class:`~builder.image.Image` like the store and the
+registry: ``read_archive`` turns a file into images, ``save`` writes images
+into one (see :mod:`builder.export.archive`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from builder.image.image import Image
+
+
+@dataclass(frozen=True)
+class TaggedImage:
+    """An image with the names it is saved or was loaded under (``busybox:latest`` style)."""
+
+    image: Image
+    names: tuple[str, ...] = ()
+
+
+__all__ = ["TaggedImage"]

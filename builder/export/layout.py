@@ -1,0 +1,223 @@
+"""OCI image layouts (``oci-layout``, ``index.json``, ``blobs/``), as a directory or a tar.
+
+Reading follows nested indexes, picks the host's platform where an index
+offers several, and takes names from ``io.containerd.image.name`` or a full
+``org.opencontainers.image.ref.name``. Writing converts docker schema2
+manifests to OCI media types (the config bytes, and so the image ID, stay the
+same) and names each image as BuildKit does: ``io.containerd.image.name`` =
+the full reference, ``org.opencontainers.image.ref.name`` = the tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from builder.errors import ImageError
+from builder.export import TaggedImage
+from builder.export.archive import ArchiveError, ArchiveFiles, Entry, bytes_entry, write_tar
+from builder.image.descriptor import Descriptor, canonical_json
+from builder.image.digest import Digest
+from builder.image.image import Image, SourceImage, read_verified
+from builder.image.manifest import Index, Manifest, parse_manifest
+from builder.image.mediatypes import MediaType, is_index, is_manifest
+from builder.image.platform import Platform
+
+LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
+NAME_ANNOTATION = "io.containerd.image.name"
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+MAX_INDEX_DEPTH = 8
+
+
+def blob_path(digest: str) -> str:
+    d = Digest(digest)
+    return f"blobs/{d.algorithm}/{d.hex}"
+
+
+class LayoutBlobSource:
+    """Blobs of a layout, opened by digest (never by a path the archive chose)."""
+
+    def __init__(self, files: ArchiveFiles) -> None:
+        self.files = files
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        try:
+            return self.files.open(blob_path(descriptor.digest))
+        except ArchiveError:
+            raise ArchiveError(
+                f"{self.files.description}: blob {descriptor.digest} is missing from the layout"
+            ) from None
+
+
+# --- reading ---------------------------------------------------------------------------
+
+def read_oci_layout(files: ArchiveFiles, platform: Platform | None = None) -> list[TaggedImage]:
+    """Every image the layout's index.json names (one per entry; indexes resolved to ``platform``)."""
+    want = platform or Platform.host()
+    source = LayoutBlobSource(files)
+    try:
+        top = Index.from_bytes(files.read("index.json"))
+    except ImageError as err:
+        raise ArchiveError(f"{files.description}: index.json: {err}") from None
+    candidates = [d for d in top.manifests if is_manifest(d.media_type) or is_index(d.media_type)]
+    # A top-level index that is itself one multi-platform image: keep the host's entries.
+    platformed = [d for d in candidates if d.platform is not None and is_manifest(d.media_type)]
+    if platformed and len(platformed) == len(candidates) and not any(_names(d) for d in candidates):
+        matching = [d for d in platformed if want.matches(d.platform)]  # type: ignore[arg-type]
+        if not matching:
+            raise ArchiveError(
+                f"{files.description}: no image for {want} (it has "
+                f"{', '.join(sorted({str(d.platform) for d in platformed}))})"
+            )
+        candidates = matching[:1]
+    out: dict[str, TaggedImage] = {}
+    for desc in candidates:
+        image = _resolve(source, desc, want, 0)
+        key = image.digest()
+        names = _names(desc)
+        if key in out:
+            names = tuple(dict.fromkeys((*out[key].names, *names)))
+        out[key] = TaggedImage(image, names)
+    if not out:
+        raise ArchiveError(f"{files.description}: index.json lists no images")
+    return list(out.values())
+
+
+def _names(desc: Descriptor) -> tuple[str, ...]:
+    from builder.image.reference import Reference
+
+    annotations = desc.annotations or {}
+    for key in (NAME_ANNOTATION, REF_ANNOTATION):
+        value = annotations.get(key)
+        # A bare ref.name ("latest") is only a tag: without a repository it names nothing.
+        if value and ("/" in value or ":" in value or key == NAME_ANNOTATION):
+            ref = Reference.try_parse(value)
+            if ref is not None and ref.tag is not None:
+                return (str(ref.without_tag().with_tag(ref.tag)),)
+    return ()
+
+
+def _resolve(source: LayoutBlobSource, desc: Descriptor, want: Platform, depth: int) -> Image:
+    if depth > MAX_INDEX_DEPTH:
+        raise ArchiveError("image indexes nested too deeply")
+    raw = read_verified(source, desc, "manifest")
+    parsed = parse_manifest(raw, desc.media_type)
+    if isinstance(parsed, Manifest):
+        return SourceImage(source, raw, desc.media_type)
+    children = [d for d in parsed.manifests if is_manifest(d.media_type) or is_index(d.media_type)]
+    matching = [d for d in children if d.platform is None or want.matches(d.platform)]
+    matching = [d for d in matching if not _is_attestation(d)]
+    if not matching:
+        have = ", ".join(sorted({str(d.platform) for d in children if d.platform}))
+        raise ArchiveError(f"no image for {want} in index {desc.digest.short} (it has {have or 'none'})")
+    return _resolve(source, matching[0], want, depth + 1)
+
+
+def _is_attestation(desc: Descriptor) -> bool:
+    return bool(desc.annotations and "vnd.docker.reference.type" in desc.annotations)
+
+
+# --- writing ---------------------------------------------------------------------------
+
+def oci_manifest_bytes(image: Image) -> bytes:
+    """The manifest to write into a layout: as it is if OCI, else converted (same config)."""
+    manifest = image.manifest()
+    if manifest.media_type == MediaType.OCI_MANIFEST:
+        return image.raw_manifest()
+    return manifest.as_oci().to_bytes()
+
+
+def _platform(image: Image) -> Platform | None:
+    config = image.config_file()
+    if not config.architecture or not config.os:
+        return None
+    return Platform(os=config.os, architecture=config.architecture, variant=config.variant)
+
+
+def _index_entries(tagged: TaggedImage, manifest: bytes) -> list[dict[str, Any]]:
+    from builder.image.reference import Reference
+
+    base = Descriptor.of(MediaType.OCI_MANIFEST, manifest, platform=_platform(tagged.image))
+    if not tagged.names:
+        return [base.to_dict()]
+    out = []
+    for name in tagged.names:
+        ref = Reference.parse(name)
+        annotations = {NAME_ANNOTATION: str(ref)}
+        if ref.tag:
+            annotations[REF_ANNOTATION] = ref.tag
+        out.append(base.with_annotations(**annotations).to_dict())
+    return out
+
+
+def blob_entries(images: Sequence[TaggedImage]) -> tuple[list[Entry], list[bytes]]:
+    """Entries for every blob of the images (deduplicated), and each image's layout manifest."""
+    entries: dict[str, Entry] = {}
+    manifests: list[bytes] = []
+    for tagged in images:
+        image = tagged.image
+        manifest_bytes = oci_manifest_bytes(image)
+        manifests.append(manifest_bytes)
+        raw_config = image.raw_config()
+        config_digest = Digest.of(raw_config)
+        if config_digest != image.config_digest():
+            raise ImageError(f"image config does not match its digest {image.config_digest()}")
+        entries[blob_path(config_digest)] = bytes_entry(blob_path(config_digest), raw_config)
+        m_digest = Digest.of(manifest_bytes)
+        entries[blob_path(m_digest)] = bytes_entry(blob_path(m_digest), manifest_bytes)
+        for layer in image.layers():
+            name = blob_path(layer.digest())
+            if name not in entries:
+                entries[name] = Entry(name, layer.size(), layer.compressed, layer.digest())
+    return list(entries.values()), manifests
+
+
+def layout_entries(images: Sequence[TaggedImage]) -> list[Entry]:
+    """All files of an OCI layout holding ``images``: blobs, index.json, oci-layout."""
+    entries, manifests = blob_entries(images)
+    index_manifests: list[dict[str, Any]] = []
+    for tagged, manifest in zip(images, manifests, strict=True):
+        index_manifests += _index_entries(tagged, manifest)
+    index = {"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX, "manifests": index_manifests}
+    entries.append(bytes_entry("index.json", canonical_json(index)))
+    entries.append(bytes_entry("oci-layout", LAYOUT_FILE))
+    return entries
+
+
+def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, tar: bool = True) -> None:
+    """Write an OCI layout: a tar file (default) or stream, or, with ``tar=False``, a directory."""
+    entries = layout_entries(images)
+    if tar or not isinstance(dest, Path):
+        write_tar(entries, dest)
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    # Blobs first, index.json last: a reader never sees an index naming a missing blob.
+    for entry in sorted(entries, key=lambda e: (e.name == "index.json", e.name)):
+        target = dest / entry.name
+        if entry.name.startswith("blobs/") and target.is_file() and target.stat().st_size == entry.size:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with entry.open() as src, open(tmp, "wb") as out:
+                remaining = entry.size
+                while remaining:
+                    chunk = src.read(min(1 << 20, remaining))
+                    if not chunk:
+                        raise ImageError(f"{entry.name}: content ended early")
+                    out.write(chunk)
+                    remaining -= len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def index_json(files: ArchiveFiles) -> dict[str, Any]:
+    return json.loads(files.read("index.json"))

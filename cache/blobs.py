@@ -1,0 +1,190 @@
+"""Content-addressed blob files: ``blobs/sha256/<hex>``, written atomically, verified on read.
+
+A blob is written to ``tmp/`` (same file system), hashed while written,
+fsynced, renamed into place, and its directory fsynced: a crash leaves either
+no file or a complete one. Temp files carry the writer's pid so that a later
+writer can sweep those of dead processes. Files are never changed once in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import DigestMismatchError, StoreError
+from builder.image.digest import Digest, VerifyingReader, is_digest
+
+CHUNK = 1 << 20
+STALE_TMP_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class WrittenBlob:
+    digest: Digest
+    size: int
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(tmp_dir: Path, suffix: str = "") -> Path:
+    """A fresh temp path naming its owner's pid (``<pid>-<random><suffix>``)."""
+    return tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale_temp(path: Path, now: float | None = None) -> bool:
+    """A temp entry whose owner died, or that nobody touched for a minute."""
+    pid_text = path.name.split("-", 1)[0]
+    if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+        return True
+    try:
+        age = (now or time.time()) - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > STALE_TMP_SECONDS and not (pid_text.isdigit() and int(pid_text) == os.getpid())
+
+
+def sweep_temp(tmp_dir: Path) -> list[Path]:
+    """Remove stale temp files and directories (left by killed processes); return them."""
+    removed = []
+    now = time.time()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in tmp_dir.iterdir():
+            if is_stale_temp(entry, now):
+                remove_tree(entry)
+                removed.append(entry)
+    return removed
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or directory tree, whatever its permissions; missing is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onerror=_force_remove)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _force_remove(func, path, _exc) -> None:  # type: ignore[no-untyped-def]
+    parent = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        os.chmod(parent, 0o755)
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=_force_remove)
+        else:
+            os.unlink(path)
+
+
+class BlobFiles:
+    """The ``blobs/`` tree of a store root; knows nothing of the database."""
+
+    def __init__(self, root: Path, tmp_dir: Path) -> None:
+        self.root = root
+        self.tmp_dir = tmp_dir
+        (root / "sha256").mkdir(parents=True, exist_ok=True)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.root / "sha256" / Digest(digest).hex
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        return self.path(digest).stat().st_size
+
+    def open(self, digest: str, size: int | None = None) -> BinaryIO:
+        """Open a blob for reading; reading it to the end verifies its digest."""
+        try:
+            raw = open(self.path(digest), "rb")  # noqa: SIM115 - the caller closes the reader
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store (run `pybuild store check`)") from None
+        return VerifyingReader(raw, digest, size, f"stored blob {digest}")  # type: ignore[return-value]
+
+    def write(self, stream: BinaryIO, expected: str | None = None, size: int | None = None) -> WrittenBlob:
+        """Copy a stream into the store; with ``expected``, refuse content with another digest."""
+        tmp = temp_name(self.tmp_dir, ".blob")
+        hasher = hashlib.sha256()
+        written = 0
+        try:
+            with open(tmp, "wb") as out:
+                while True:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        break
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+                    if size is not None and written > size:
+                        raise DigestMismatchError(str(expected), f"more than {size} bytes", "blob")
+                out.flush()
+                os.fsync(out.fileno())
+            digest = Digest.from_hasher(hasher)
+            if expected is not None and digest != expected:
+                raise DigestMismatchError(expected, digest, "blob")
+            if size is not None and written != size:
+                raise DigestMismatchError(
+                    str(expected or digest), f"{written} bytes instead of {size}", "blob"
+                )
+            return self._install(tmp, digest, written)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def write_bytes(self, data: bytes, expected: str | None = None) -> WrittenBlob:
+        import io
+
+        return self.write(io.BytesIO(data), expected, len(data) if expected else None)
+
+    def _install(self, tmp: Path, digest: Digest, size: int) -> WrittenBlob:
+        final = self.path(digest)
+        if final.is_file():
+            # Written twice (another process, or an earlier crash): identical content by definition.
+            tmp.unlink()
+            return WrittenBlob(digest, size)
+        tmp.chmod(0o444)
+        try:
+            os.rename(tmp, final)
+        except OSError as err:
+            raise StoreError(f"cannot store blob {digest}: {err}") from None
+        fsync_dir(final.parent)
+        return WrittenBlob(digest, size)
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+
+    def __iter__(self) -> Iterator[Digest]:
+        for entry in sorted((self.root / "sha256").iterdir()):
+            name = "sha256:" + entry.name
+            if is_digest(name):
+                yield Digest(name)
+
+    def stray_files(self) -> list[Path]:
+        """Entries under blobs/ that are not named like a blob."""
+        return [e for e in (self.root / "sha256").iterdir() if not is_digest("sha256:" + e.name)]

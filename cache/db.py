@@ -1,0 +1,142 @@
+"""The store's metadata in SQLite: schema, migrations, and transactions.
+
+WAL mode lets readers run while one process writes; ``busy_timeout`` makes a
+second writer wait instead of failing. Every change happens inside
+:meth:`Database.transaction` (``BEGIN IMMEDIATE``), so a process killed at any
+point leaves either the old or the new state. Later issues add tables by
+appending to :data:`MIGRATIONS`; a store written by newer code is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from builder.errors import StoreError
+
+BUSY_TIMEOUT_MS = 60_000
+
+# Each entry upgrades the schema by one version; never edit a released entry, append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE blobs (
+        digest     TEXT PRIMARY KEY,
+        size       INTEGER NOT NULL,
+        media_type TEXT NOT NULL DEFAULT '',
+        last_used  REAL NOT NULL
+    );
+    CREATE TABLE manifests (
+        digest        TEXT PRIMARY KEY,
+        media_type    TEXT NOT NULL,
+        config_digest TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        image_size    INTEGER NOT NULL DEFAULT 0,
+        created       TEXT,
+        added         REAL NOT NULL,
+        last_used     REAL NOT NULL
+    );
+    CREATE INDEX manifests_config ON manifests(config_digest);
+    CREATE TABLE manifest_blobs (
+        manifest_digest TEXT NOT NULL REFERENCES manifests(digest) ON DELETE CASCADE,
+        blob_digest     TEXT NOT NULL,
+        PRIMARY KEY (manifest_digest, blob_digest)
+    );
+    CREATE INDEX manifest_blobs_blob ON manifest_blobs(blob_digest);
+    CREATE TABLE images (
+        name            TEXT PRIMARY KEY,
+        manifest_digest TEXT NOT NULL,
+        created         REAL NOT NULL
+    );
+    CREATE INDEX images_manifest ON images(manifest_digest);
+    CREATE TABLE layers (
+        diff_id     TEXT NOT NULL,
+        compression TEXT NOT NULL,
+        blob_digest TEXT NOT NULL,
+        PRIMARY KEY (diff_id, compression)
+    );
+    CREATE INDEX layers_blob ON layers(blob_digest);
+    CREATE TABLE diffs (
+        diff_id TEXT PRIMARY KEY,
+        size    INTEGER NOT NULL
+    );
+    CREATE TABLE snapshots (
+        chain_id  TEXT PRIMARY KEY,
+        diff_id   TEXT NOT NULL,
+        parent    TEXT,
+        size      INTEGER NOT NULL,
+        last_used REAL NOT NULL
+    );
+    """,
+)
+
+
+class Database:
+    """One connection to ``meta.db``; open one per process (connections are not shared)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"cannot open the store database {path}: {err}") from None
+        self._migrate()
+
+    @property
+    def version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"the store at {self.path.parent} has schema version {current}, but this pybuild "
+                f"only knows up to {len(MIGRATIONS)}: upgrade pybuild or use another --root"
+            )
+        if current == len(MIGRATIONS):
+            return
+        with self.transaction() as conn:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for number in range(current, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the lock up front (no upgrade deadlocks)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            raise StoreError(f"the store database is busy or broken ({self.path}): {err}") from None
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: tuple | list = ()) -> sqlite3.Row | None:
+        return self._conn.execute(sql, params).fetchone()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,323 @@
+"""Garbage collection and consistency checks of the store.
+
+Both take ``locks/gc.lock`` exclusively when they delete, so no writer is
+between writing a blob and referencing it. Deletes remove the row first, then
+the file: a crash in between leaves an unrecorded file, which is harmless
+garbage that the next prune removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from builder.errors import StoreError
+from builder.image.config import ConfigFile
+from builder.image.digest import Digest
+from builder.image.manifest import Manifest
+from cache.blobs import CHUNK, remove_tree, sweep_temp
+from cache.snapshots import chain_ids
+from cache.store import CheckReport, Problem, PruneReport, Store
+
+# Queries that list blobs something still needs. The cache issue adds its own here.
+BLOB_REFERENCES: tuple[str, ...] = (
+    "SELECT blob_digest FROM manifest_blobs",
+    "SELECT digest FROM manifests",
+)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    last_used: float
+    kind: str  # "blob" | "snapshot"
+    key: str
+    size: int
+
+
+def referenced_blobs(store: Store) -> set[str]:
+    out: set[str] = set()
+    for sql in BLOB_REFERENCES:
+        out.update(row[0] for row in store.db.query(sql))
+    return out
+
+
+def _held_chains(store: Store) -> set[str]:
+    """Chain IDs of every layer stack of a held image (their snapshots are in use)."""
+    chains: set[str] = set()
+    for row in store.db.query("SELECT DISTINCT config_digest FROM manifests"):
+        path = store.blobs.path(row[0])
+        try:
+            config = ConfigFile.from_bytes(path.read_bytes())
+        except (OSError, ValueError, Exception):
+            continue
+        chains.update(chain_ids(config.diff_ids))
+    return chains
+
+
+def prune(store: Store, keep_storage: int | None = None, remove_all: bool = False) -> PruneReport:
+    """Remove what no image needs; with ``keep_storage``, only as much as needed, oldest first.
+
+    Without a budget: every unreferenced blob, unrecorded file, and snapshot of
+    no held image (``remove_all``: also untagged images and every snapshot).
+    With a budget: unreferenced blobs and snapshots least recently used first,
+    then untagged images, until the store uses at most ``keep_storage`` bytes.
+    """
+    report = PruneReport()
+    with store.gc_lock.exclusive():
+        sweep_temp(store.tmp_dir)
+        _remove_unrecorded(store, report)
+        if remove_all:
+            for row in store.db.query(
+                "SELECT digest, config_digest FROM manifests m WHERE NOT EXISTS "
+                "(SELECT 1 FROM images i WHERE i.manifest_digest = m.digest) ORDER BY last_used"
+            ):
+                _delete_manifest(store, row["digest"])
+                report.images.append(Digest(row["config_digest"]))
+        budget = keep_storage
+        while True:
+            candidates = _candidates(store, remove_all=remove_all or budget is not None)
+            if budget is None:
+                for cand in candidates:
+                    _evict(store, cand, report)
+                break
+            usage = store.usage()
+            for cand in candidates:
+                if usage <= budget:
+                    break
+                _evict(store, cand, report)
+                usage -= cand.size
+            if store.usage() <= budget:
+                break
+            dangling = store.db.query_one(
+                "SELECT digest, config_digest FROM manifests m WHERE NOT EXISTS "
+                "(SELECT 1 FROM images i WHERE i.manifest_digest = m.digest) ORDER BY last_used LIMIT 1"
+            )
+            if dangling is None:
+                break  # only tagged images are left: those are never pruned
+            _delete_manifest(store, dangling["digest"])
+            report.images.append(Digest(dangling["config_digest"]))
+    return report
+
+
+def _candidates(store: Store, remove_all: bool) -> list[_Candidate]:
+    used = referenced_blobs(store)
+    out = [
+        _Candidate(row["last_used"], "blob", row["digest"], row["size"])
+        for row in store.db.query("SELECT digest, size, last_used FROM blobs")
+        if row["digest"] not in used
+    ]
+    held = set() if remove_all else _held_chains(store)
+    # Children before parents at equal age, so a chain is never left without its base.
+    out += [
+        _Candidate(row["last_used"], "snapshot", row["chain_id"], row["size"])
+        for row in store.db.query("SELECT chain_id, size, last_used FROM snapshots")
+        if row["chain_id"] not in held
+    ]
+    return sorted(out, key=lambda c: (c.last_used, c.kind, c.key))
+
+
+def _evict(store: Store, cand: _Candidate, report: PruneReport) -> None:
+    if cand.kind == "blob":
+        with store.db.transaction() as conn:
+            conn.execute("DELETE FROM layers WHERE blob_digest=?", (cand.key,))
+            conn.execute("DELETE FROM blobs WHERE digest=?", (cand.key,))
+        store.blobs.delete(cand.key)
+        report.blobs.append(Digest(cand.key))
+    else:
+        with store.db.transaction() as conn:
+            conn.execute("DELETE FROM snapshots WHERE chain_id=?", (cand.key,))
+        store.snapshots.delete(cand.key)
+        report.snapshots.append(Digest(cand.key))
+    report.reclaimed += cand.size
+
+
+def _delete_manifest(store: Store, digest: str) -> None:
+    with store.db.transaction() as conn:
+        conn.execute("DELETE FROM images WHERE manifest_digest=?", (digest,))
+        conn.execute("DELETE FROM manifests WHERE digest=?", (digest,))
+
+
+def _remove_unrecorded(store: Store, report: PruneReport) -> None:
+    """Blob files and snapshot dirs without a row: what a crash between file and row leaves."""
+    recorded = {row[0] for row in store.db.query("SELECT digest FROM blobs")}
+    for digest in store.blobs:
+        if digest not in recorded:
+            size = _size(store.blobs.path(digest))
+            store.blobs.delete(digest)
+            report.blobs.append(digest)
+            report.reclaimed += size
+    snaps = {row[0] for row in store.db.query("SELECT chain_id FROM snapshots")}
+    for chain in store.snapshots:
+        if chain not in snaps:
+            store.snapshots.delete(chain)
+            report.snapshots.append(chain)
+
+
+def _size(path: os.PathLike[str]) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _hash_file(path: os.PathLike[str]) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return "sha256:" + hasher.hexdigest(), size
+
+
+def check(store: Store, repair: bool = False) -> CheckReport:
+    """Verify every blob's digest and every reference between rows, blobs and snapshots.
+
+    Temp files are not problems (a live writer may own them). Unrecorded blob
+    files and snapshot dirs are noted, not problems: prune collects them.
+    ``repair`` deletes what is broken and the rows that pointed at it.
+    """
+    report = CheckReport()
+    if repair:
+        with store.gc_lock.exclusive():
+            _check(store, report)
+            if report.problems:
+                _repair(store, report)
+            removed = sweep_temp(store.tmp_dir)
+            if removed:
+                report.repaired.append(f"removed {len(removed)} stale temp file(s)")
+    else:
+        with store.gc_lock.shared():
+            _check(store, report)
+    return report
+
+
+def _check(store: Store, report: CheckReport) -> None:
+    db = store.db
+    # One read transaction: a consistent view even while other processes write.
+    db.query("BEGIN")
+    try:
+        blobs = {row["digest"]: row for row in db.query("SELECT * FROM blobs")}
+        manifests = db.query("SELECT * FROM manifests")
+        refs = db.query("SELECT * FROM manifest_blobs")
+        images = db.query("SELECT * FROM images")
+        layers = db.query("SELECT * FROM layers")
+        snapshots = db.query("SELECT * FROM snapshots")
+    finally:
+        db.query("COMMIT")
+
+    for digest, row in sorted(blobs.items()):
+        path = store.blobs.path(digest)
+        report.blobs_checked += 1
+        if not path.is_file():
+            report.problems.append(Problem("missing-blob", digest, "recorded but its file is gone"))
+            continue
+        actual, size = _hash_file(path)
+        if actual != digest:
+            report.problems.append(Problem("corrupt-blob", digest, f"content hashes to {actual}"))
+        elif size != row["size"]:
+            report.problems.append(Problem("corrupt-blob", digest, f"{size} bytes, recorded {row['size']}"))
+    manifest_digests = {row["digest"] for row in manifests}
+    for row in manifests:
+        digest = row["digest"]
+        if digest not in blobs:
+            report.problems.append(Problem("dangling-manifest", digest, "its manifest blob is not recorded"))
+            continue
+        if not _manifest_consistent(store, row, refs, report):
+            continue
+    for ref in refs:
+        if ref["manifest_digest"] in manifest_digests and ref["blob_digest"] not in blobs:
+            report.problems.append(Problem(
+                "dangling-reference", ref["manifest_digest"],
+                f"refers to blob {ref['blob_digest']}, which is not recorded"))
+    for row in images:
+        if row["manifest_digest"] not in manifest_digests:
+            report.problems.append(Problem(
+                "dangling-tag", row["name"], f"points at manifest {row['manifest_digest']}, which is not held"))
+    for row in layers:
+        if row["blob_digest"] not in blobs:
+            report.problems.append(Problem(
+                "dangling-layer", row["diff_id"], f"its {row['compression']} blob {row['blob_digest']} is not recorded"))
+    chains = {row["chain_id"] for row in snapshots}
+    for row in snapshots:
+        report.snapshots_checked += 1
+        if not store.snapshots.exists(row["chain_id"]):
+            report.problems.append(Problem("missing-snapshot", row["chain_id"], "recorded but its directory is gone"))
+        if row["parent"] and row["parent"] not in chains:
+            report.problems.append(Problem(
+                "dangling-snapshot", row["chain_id"], f"its parent {row['parent']} is not recorded"))
+    stray = store.blobs.stray_files()
+    for path in stray:
+        report.problems.append(Problem("stray-file", str(path), "not named like a blob"))
+    unrecorded = [d for d in store.blobs if d not in blobs]
+    if unrecorded:
+        report.notes.append(f"{len(unrecorded)} unrecorded blob file(s) (left by interrupted writes; prune removes them)")
+    loose = [c for c in store.snapshots if c not in chains]
+    if loose:
+        report.notes.append(f"{len(loose)} unrecorded snapshot(s) (prune removes them)")
+
+
+def _manifest_consistent(store: Store, row, refs, report: CheckReport) -> bool:  # type: ignore[no-untyped-def]
+    """The manifest blob parses, and what it names is what manifest_blobs records."""
+    path = store.blobs.path(row["digest"])
+    try:
+        manifest = Manifest.from_bytes(path.read_bytes())
+    except (OSError, Exception) as err:  # a corrupt blob is already reported by digest
+        if isinstance(err, StoreError):
+            raise
+        return False
+    named = {str(manifest.config.digest), *(str(d.digest) for d in manifest.layers)}
+    recorded = {r["blob_digest"] for r in refs if r["manifest_digest"] == row["digest"]}
+    missing = named - recorded
+    if missing:
+        report.problems.append(Problem(
+            "unrecorded-reference", row["digest"], f"names {len(missing)} blob(s) not recorded as references"))
+        return False
+    if row["config_digest"] != manifest.config.digest:
+        report.problems.append(Problem(
+            "wrong-config", row["digest"], f"recorded config {row['config_digest']}, manifest says {manifest.config.digest}"))
+        return False
+    return True
+
+
+def _repair(store: Store, report: CheckReport) -> None:
+    """Delete broken blobs and every row that pointed at something missing; say what was done."""
+    bad_blobs = {p.subject for p in report.problems if p.kind in ("missing-blob", "corrupt-blob")}
+    with store.db.transaction() as conn:
+        for digest in sorted(bad_blobs):
+            conn.execute("DELETE FROM blobs WHERE digest=?", (digest,))
+            report.repaired.append(f"removed broken blob {digest}")
+        recorded = {row[0] for row in conn.execute("SELECT digest FROM blobs")}
+        for row in conn.execute("SELECT digest FROM manifests").fetchall():
+            needed = {r[0] for r in conn.execute(
+                "SELECT blob_digest FROM manifest_blobs WHERE manifest_digest=?", (row[0],))}
+            broken = row[0] not in recorded or not needed <= recorded or any(
+                p.subject == row[0] and p.kind in ("unrecorded-reference", "wrong-config")
+                for p in report.problems)
+            if broken:
+                names = [r[0] for r in conn.execute(
+                    "SELECT name FROM images WHERE manifest_digest=?", (row[0],))]
+                conn.execute("DELETE FROM images WHERE manifest_digest=?", (row[0],))
+                conn.execute("DELETE FROM manifests WHERE digest=?", (row[0],))
+                report.repaired.append(
+                    f"removed image manifest {row[0]} (its content is damaged)"
+                    + (f" and its tags {', '.join(names)}" if names else ""))
+        cur = conn.execute("DELETE FROM images WHERE manifest_digest NOT IN (SELECT digest FROM manifests)")
+        if cur.rowcount:
+            report.repaired.append(f"removed {cur.rowcount} tag(s) of missing images")
+        cur = conn.execute("DELETE FROM manifest_blobs WHERE manifest_digest NOT IN (SELECT digest FROM manifests)")
+        cur = conn.execute("DELETE FROM layers WHERE blob_digest NOT IN (SELECT digest FROM blobs)")
+        if cur.rowcount:
+            report.repaired.append(f"removed {cur.rowcount} layer record(s) of missing blobs")
+        missing_snaps = [p.subject for p in report.problems if p.kind in ("missing-snapshot", "dangling-snapshot")]
+        for chain in missing_snaps:
+            conn.execute("DELETE FROM snapshots WHERE chain_id=?", (chain,))
+            report.repaired.append(f"removed snapshot record {chain}")
+    for digest in sorted(bad_blobs):
+        store.blobs.delete(digest)
+    for path in store.blobs.stray_files():
+        remove_tree(path)
+        report.repaired.append(f"removed stray file {path}")
+    for chain in [p.subject for p in report.problems if p.kind == "dangling-snapshot"]:
+        store.snapshots.delete(chain)

@@ -1,0 +1,597 @@
+"""The local image store: a source and a sink of :class:`~builder.image.Image`.
+
+Layout under the root (``$PYBUILD_ROOT``)::
+
+    blobs/sha256/<hex>   immutable, content-addressed (configs, manifests, layers)
+    snapshots/<hex>/     unpacked layers for overlay lower dirs, by chain ID
+    meta.db              SQLite (WAL): tags, manifests, blob use, layer forms, snapshots
+    tmp/                 temp files of writers (``<pid>-...``), swept when stale
+    locks/gc.lock        flock: shared by writers, exclusive by prune and repair
+
+Rules that keep it consistent whatever happens: rows are committed only after
+the files they name are durable; deletes remove the row first, then the file;
+a blob file without a row is garbage that prune collects and check ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import ImageError, ImageNotFoundError, StoreError
+from builder.image.config import ConfigFile
+from builder.image.descriptor import Descriptor
+from builder.image.digest import Digest, HashingReader, is_digest
+from builder.image.image import Image, SourceImage, read_verified
+from builder.image.manifest import Manifest
+from builder.image.mediatypes import Compression, layer_compression, layer_media_type
+from builder.layers.compression import CHUNK, compress_stream, open_decompressed
+from cache.blobs import BlobFiles, sweep_temp, temp_name
+from cache.db import Database, now
+from cache.snapshots import SnapshotDirs, chain_ids
+
+
+def default_root() -> Path:
+    """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` as root, else ``~/.local/share/pybuild``."""
+    env = os.environ.get("PYBUILD_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/pybuild")
+    return Path.home() / ".local" / "share" / "pybuild"
+
+
+# --- names: the one place that knows how image names are normalised -----------------------
+
+def normalize_name(text: str) -> str:
+    """``busybox`` -> ``docker.io/library/busybox:latest`` (how tags are keyed in the store)."""
+    from builder.image.reference import Reference
+
+    ref = Reference.parse(text)
+    if ref.digest is not None:
+        raise ImageError(f"cannot use a digest reference as a tag: {text}")
+    return str(ref)
+
+
+def familiar_name(name: str) -> str:
+    """A stored name as docker prints it: ``busybox:latest``."""
+    from builder.image.reference import Reference
+
+    return Reference.parse(name).familiar
+
+
+def split_familiar(name: str) -> tuple[str, str]:
+    """``(repository, tag)`` in docker's short form, for the REPOSITORY and TAG columns."""
+    from builder.image.reference import Reference
+
+    ref = Reference.parse(name)
+    return ref.familiar_name, ref.tag or "<none>"
+
+
+# --- values -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image manifest held in the store, with the tags that point at it."""
+
+    manifest_digest: Digest
+    config_digest: Digest
+    media_type: str
+    names: tuple[str, ...]
+    created: str | None
+    added: float
+    last_used: float
+    size: int
+
+    @property
+    def id(self) -> Digest:
+        """The image ID as docker shows it: the config digest."""
+        return self.config_digest
+
+
+@dataclass(frozen=True)
+class RemoveEvent:
+    """One line of ``rmi`` output: ``Untagged: name`` or ``Deleted: sha256:...``."""
+
+    action: str
+    subject: str
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.subject}"
+
+
+@dataclass
+class PruneReport:
+    images: list[Digest] = field(default_factory=list)
+    blobs: list[Digest] = field(default_factory=list)
+    snapshots: list[Digest] = field(default_factory=list)
+    reclaimed: int = 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One inconsistency found by check; ``kind`` is a short word, ``subject`` what it concerns."""
+
+    kind: str
+    subject: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}: {self.detail}"
+
+
+@dataclass
+class CheckReport:
+    blobs_checked: int = 0
+    snapshots_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+
+class _StoreBlobSource:
+    """Blobs opened from the store's files (the caller verifies, e.g. via SourceImage)."""
+
+    def __init__(self, blobs: BlobFiles) -> None:
+        self._blobs = blobs
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        try:
+            return open(self._blobs.path(descriptor.digest), "rb")
+        except FileNotFoundError:
+            raise StoreError(
+                f"blob {descriptor.digest} is missing from the store (run `pybuild store check`)"
+            ) from None
+
+
+class StoreImage(SourceImage):
+    """An image read from the store; ``record`` says what the store knows about it."""
+
+    def __init__(self, store: Store, raw_manifest: bytes, record: ImageRecord) -> None:
+        super().__init__(_StoreBlobSource(store.blobs), raw_manifest, record.media_type)
+        self.record = record
+
+
+class _GcLock:
+    """``locks/gc.lock``: writers hold it shared while their blobs are not yet referenced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def _hold(self, mode: int) -> Iterator[None]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def shared(self) -> contextlib.AbstractContextManager[None]:
+        return self._hold(fcntl.LOCK_SH)
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        return self._hold(fcntl.LOCK_EX)
+
+
+def _marks(values: Sequence[object]) -> str:
+    """SQL placeholders for an IN (...) list."""
+    return ",".join("?" * len(values))
+
+
+_HEX_RE = re.compile(r"^[a-f0-9]{1,64}$")
+
+
+class Store:
+    """The content-addressed store at ``root``; one object per process, passed around."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        try:
+            for sub in ("blobs", "snapshots", "tmp", "locks"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot use {self.root} as the store root: {err.strerror}") from None
+        self.tmp_dir = self.root / "tmp"
+        self.blobs = BlobFiles(self.root / "blobs", self.tmp_dir)
+        self.snapshots = SnapshotDirs(self.root / "snapshots", self.tmp_dir)
+        self.gc_lock = _GcLock(self.root / "locks" / "gc.lock")
+        self.db = Database(self.root / "meta.db")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def temp_path(self, suffix: str = "") -> Path:
+        """A temp path inside the store (same file system as the blobs, swept if abandoned)."""
+        return temp_name(self.tmp_dir, suffix)
+
+    # --- writing ---------------------------------------------------------------------
+
+    def write_image(self, image: Image, tags: Sequence[str] = ()) -> Digest:
+        """Copy the image's missing blobs in, record its manifest, then point ``tags`` at it.
+
+        Returns the manifest digest. Layers are kept as they are (any compression);
+        each new layer's content is checked against the config's diff_id.
+        """
+        names = [normalize_name(t) for t in tags]
+        raw_manifest = image.raw_manifest()
+        manifest_digest = Digest.of(raw_manifest)
+        manifest = image.manifest()
+        raw_config = image.raw_config()
+        config = ConfigFile.from_bytes(raw_config)
+        layers = list(image.layers())
+        if len(layers) != len(config.diff_ids):
+            raise ImageError(
+                f"image {manifest_digest.short}: {len(layers)} layers but the config lists "
+                f"{len(config.diff_ids)} diff_ids"
+            )
+        with self.gc_lock.shared():
+            sweep_temp(self.tmp_dir)
+            if not self.blobs.exists(manifest.config.digest):
+                self.blobs.write_bytes(raw_config, manifest.config.digest)
+            diff_sizes: dict[str, int] = {}
+            layer_rows: list[tuple[str, str, str]] = []
+            for layer, desc, diff_id in zip(layers, manifest.layers, config.diff_ids, strict=True):
+                compression = layer_compression(desc.media_type)
+                if not self.blobs.exists(desc.digest):
+                    with layer.compressed() as stream:
+                        self.blobs.write(stream, desc.digest, desc.size)
+                known = self.db.query_one("SELECT size FROM diffs WHERE diff_id=?", (diff_id,))
+                if known is None:
+                    diff_sizes[diff_id] = self._verify_diff(desc, diff_id)
+                layer_rows.append((diff_id, compression.value, desc.digest))
+            if not self.blobs.exists(manifest_digest):
+                self.blobs.write_bytes(raw_manifest, manifest_digest)
+            sizes = {row["diff_id"]: row["size"] for row in self.db.query(
+                f"SELECT diff_id, size FROM diffs WHERE diff_id IN ({_marks(config.diff_ids)})",
+                list(config.diff_ids))}
+            sizes.update(diff_sizes)
+            image_size = sum(sizes.get(d, 0) for d in config.diff_ids)
+            t = now()
+            with self.db.transaction() as conn:
+                blob_rows = [(manifest.config.digest, manifest.config.size, manifest.config.media_type)]
+                blob_rows += [(d.digest, d.size, d.media_type) for d in manifest.layers]
+                blob_rows.append((manifest_digest, len(raw_manifest), manifest.media_type))
+                for digest, size, media_type in blob_rows:
+                    conn.execute(
+                        "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
+                        "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                        (digest, size, media_type, t),
+                    )
+                conn.executemany("INSERT OR IGNORE INTO layers VALUES (?,?,?)", layer_rows)
+                conn.executemany("INSERT OR IGNORE INTO diffs VALUES (?,?)", list(diff_sizes.items()))
+                conn.execute(
+                    "INSERT INTO manifests(digest, media_type, config_digest, size, image_size, "
+                    "created, added, last_used) VALUES (?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                    (manifest_digest, manifest.media_type, manifest.config.digest, len(raw_manifest),
+                     image_size, config.created, t, t),
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO manifest_blobs VALUES (?,?)",
+                    [(manifest_digest, digest) for digest, _, _ in blob_rows if digest != manifest_digest],
+                )
+                for name in names:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO images(name, manifest_digest, created) VALUES (?,?,?)",
+                        (name, manifest_digest, t),
+                    )
+        return manifest_digest
+
+    def _verify_diff(self, desc: Descriptor, diff_id: str) -> int:
+        """Decompress a stored layer blob, check it against its diff_id, return the tar size."""
+        compression = layer_compression(desc.media_type)
+        with open_decompressed(self.blobs.open(desc.digest, desc.size), compression) as raw:
+            reader = HashingReader(raw)
+            while reader.read(CHUNK):
+                pass
+        if reader.digest() != diff_id:
+            raise ImageError(
+                f"layer {desc.digest} does not match the image config: its content hashes to "
+                f"{reader.digest()}, the config says {diff_id}"
+            )
+        return reader.size
+
+    def layer_blob(self, diff_id: str, compression: Compression, *, docker: bool = False) -> Descriptor:
+        """The layer ``diff_id`` as a blob with ``compression``, compressing it once if needed."""
+        compression = Compression(compression)
+        media_type = layer_media_type(compression, docker=docker)
+        row = self._layer_row(diff_id, compression)
+        if row is not None:
+            return Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
+        forms = self.db.query(
+            "SELECT l.compression, l.blob_digest, b.size, b.media_type FROM layers l "
+            "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? ORDER BY l.compression",
+            (diff_id,),
+        )
+        if not forms:
+            raise ImageNotFoundError(f"layer {diff_id} is not in the store")
+        with self.gc_lock.shared():
+            source = forms[0]
+            tmp = self.temp_path(".layer")
+            try:
+                src_desc = Descriptor(source["media_type"], Digest(source["blob_digest"]), source["size"])
+                with open_decompressed(
+                    self.blobs.open(src_desc.digest, src_desc.size), Compression(source["compression"])
+                ) as raw, open(tmp, "wb") as out:
+                    reader = HashingReader(raw)
+                    compress_stream(reader, out, compression)  # type: ignore[arg-type]
+                if reader.digest() != diff_id:
+                    raise ImageError(f"layer {diff_id} is corrupt: it hashes to {reader.digest()}")
+                with open(tmp, "rb") as data:
+                    written = self.blobs.write(data)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
+                    "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                    (written.digest, written.size, media_type, now()),
+                )
+                conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
+                             (diff_id, compression.value, written.digest))
+        row = self._layer_row(diff_id, compression)
+        assert row is not None
+        return Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
+
+    def _layer_row(self, diff_id: str, compression: Compression) -> sqlite3.Row | None:
+        return self.db.query_one(
+            "SELECT l.blob_digest, b.size FROM layers l JOIN blobs b ON b.digest = l.blob_digest "
+            "WHERE l.diff_id=? AND l.compression=?",
+            (diff_id, compression.value),
+        )
+
+    def open_layer(self, diff_id: str) -> BinaryIO:
+        """The uncompressed tar of a held layer (verified against its digest while read)."""
+        row = self.db.query_one(
+            "SELECT l.compression, l.blob_digest, b.size FROM layers l "
+            "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? ORDER BY l.compression",
+            (diff_id,),
+        )
+        if row is None:
+            raise ImageNotFoundError(f"layer {diff_id} is not in the store")
+        return open_decompressed(
+            self.blobs.open(row["blob_digest"], row["size"]), Compression(row["compression"])
+        )
+
+    def diff_size(self, diff_id: str) -> int | None:
+        """The uncompressed size of a layer, when the store has seen its content."""
+        row = self.db.query_one("SELECT size FROM diffs WHERE diff_id=?", (diff_id,))
+        return None if row is None else int(row["size"])
+
+    # --- reading ---------------------------------------------------------------------
+
+    def resolve(self, name_or_id: str) -> ImageRecord:
+        """Find an image by name[:tag], name@digest, full or short ID, or manifest digest."""
+        text = name_or_id.strip()
+        digest_row = None
+        if "@" in text:
+            _, _, digest = text.rpartition("@")
+            if is_digest(digest):
+                digest_row = self._manifest_row(digest)
+        elif is_digest(text):
+            digest_row = self._by_config(text) or self._manifest_row(text)
+        else:
+            name = self._try_normalize(text)
+            if name is not None:
+                row = self.db.query_one("SELECT manifest_digest FROM images WHERE name=?", (name,))
+                if row is not None:
+                    digest_row = self._manifest_row(row["manifest_digest"])
+            if digest_row is None and _HEX_RE.match(text):
+                digest_row = self._by_config_prefix(text)
+        if digest_row is None:
+            raise ImageNotFoundError(f"No such image: {name_or_id}")
+        return self._record(digest_row)
+
+    def image(self, name_or_id: str) -> StoreImage:
+        """The image for ``name_or_id`` (see :meth:`resolve`), read lazily and verified."""
+        record = self.resolve(name_or_id)
+        raw = read_verified(
+            _StoreBlobSource(self.blobs),
+            Descriptor(record.media_type, record.manifest_digest, self._blob_size(record.manifest_digest)),
+            "manifest",
+        )
+        return StoreImage(self, raw, record)
+
+    def images(self) -> list[ImageRecord]:
+        """Every image held, newest first (untagged ones too: docker's dangling images)."""
+        rows = self.db.query("SELECT * FROM manifests ORDER BY added DESC, digest")
+        return [self._record(row) for row in rows]
+
+    def touch(self, image: ImageRecord | str) -> None:
+        """Record a use of the image and its blobs (prune evicts the least recently used)."""
+        record = image if isinstance(image, ImageRecord) else self.resolve(image)
+        t = now()
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE manifests SET last_used=? WHERE digest=?", (t, record.manifest_digest))
+            conn.execute(
+                "UPDATE blobs SET last_used=? WHERE digest=? OR digest IN "
+                "(SELECT blob_digest FROM manifest_blobs WHERE manifest_digest=?)",
+                (t, record.manifest_digest, record.manifest_digest),
+            )
+
+    def _try_normalize(self, text: str) -> str | None:
+        try:
+            return normalize_name(text)
+        except Exception:
+            return None
+
+    def _manifest_row(self, digest: str) -> sqlite3.Row | None:
+        return self.db.query_one("SELECT * FROM manifests WHERE digest=?", (digest,))
+
+    def _by_config(self, config_digest: str) -> sqlite3.Row | None:
+        return self.db.query_one(
+            "SELECT m.* FROM manifests m WHERE m.config_digest=? ORDER BY "
+            "EXISTS(SELECT 1 FROM images i WHERE i.manifest_digest=m.digest) DESC, m.added DESC",
+            (config_digest,),
+        )
+
+    def _by_config_prefix(self, prefix: str) -> sqlite3.Row | None:
+        rows = self.db.query(
+            "SELECT DISTINCT config_digest FROM manifests WHERE substr(config_digest, 8, ?) = ?",
+            (len(prefix), prefix),
+        )
+        if len(rows) > 1:
+            raise ImageError(f"short ID {prefix} is ambiguous: it matches {len(rows)} images")
+        return self._by_config(rows[0]["config_digest"]) if rows else None
+
+    def _blob_size(self, digest: str) -> int:
+        row = self.db.query_one("SELECT size FROM blobs WHERE digest=?", (digest,))
+        if row is None:
+            raise StoreError(f"blob {digest} is not recorded in the store (run `pybuild store check`)")
+        return int(row["size"])
+
+    def _record(self, row: sqlite3.Row) -> ImageRecord:
+        names = tuple(r["name"] for r in self.db.query(
+            "SELECT name FROM images WHERE manifest_digest=? ORDER BY name", (row["digest"],)))
+        return ImageRecord(
+            manifest_digest=Digest(row["digest"]), config_digest=Digest(row["config_digest"]),
+            media_type=row["media_type"], names=names, created=row["created"], added=row["added"],
+            last_used=row["last_used"], size=row["image_size"],
+        )
+
+    # --- tags and removal --------------------------------------------------------------
+
+    def tag(self, source: str, target: str) -> Digest:
+        """Point ``target`` at the image ``source`` names; returns the manifest digest."""
+        name = normalize_name(target)
+        with self.db.transaction() as conn:
+            record = self.resolve(source)
+            conn.execute(
+                "INSERT OR REPLACE INTO images(name, manifest_digest, created) VALUES (?,?,?)",
+                (name, record.manifest_digest, now()),
+            )
+        return record.manifest_digest
+
+    def untag(self, name: str) -> bool:
+        """Remove one tag (the image stays, dangling, if nothing else names it)."""
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM images WHERE name=?", (normalize_name(name),))
+            return cur.rowcount > 0
+
+    def rmi(self, name_or_id: str, force: bool = False) -> list[RemoveEvent]:
+        """Docker's ``rmi``: a name untags (and deletes the image when no tag is left);
+        an ID deletes the image, which needs ``force`` when tags of several repositories
+        point at it. Blobs are left for :meth:`prune` to collect.
+        """
+        events: list[RemoveEvent] = []
+        with self.db.transaction() as conn:
+            record = self.resolve(name_or_id)
+            name = self._try_normalize(name_or_id)
+            by_name = name is not None and name in record.names
+            if by_name:
+                conn.execute("DELETE FROM images WHERE name=?", (name,))
+                events.append(RemoveEvent("Untagged", familiar_name(name)))
+                remaining = [n for n in record.names if n != name]
+                if remaining:
+                    return events
+            else:
+                repos = {split_familiar(n)[0] for n in record.names}
+                if len(repos) > 1 and not force:
+                    raise ImageError(
+                        f"conflict: unable to delete {record.id.short} (must be forced) - "
+                        "image is referenced in multiple repositories"
+                    )
+                for tagged in record.names:
+                    conn.execute("DELETE FROM images WHERE name=?", (tagged,))
+                    events.append(RemoveEvent("Untagged", familiar_name(tagged)))
+            # The image goes: every manifest of this ID that no tag still names.
+            conn.execute(
+                "DELETE FROM manifests WHERE config_digest=? AND NOT EXISTS "
+                "(SELECT 1 FROM images i WHERE i.manifest_digest = manifests.digest)",
+                (record.config_digest,),
+            )
+            events.append(RemoveEvent("Deleted", record.config_digest))
+        return events
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def snapshot(self, image: Image) -> list[Path]:
+        """The image's layers unpacked, one dir per layer, base first (overlay lower dirs).
+
+        Missing snapshots are extracted; processes that race for the same one
+        each extract it and the first rename wins.
+        """
+        diff_ids = list(image.config_file().diff_ids)
+        chains = chain_ids(diff_ids)
+        layers = list(image.layers())
+        paths: list[Path] = []
+        parent: Digest | None = None
+        with self.gc_lock.shared():
+            for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
+                row = self.db.query_one("SELECT size FROM snapshots WHERE chain_id=?", (chain,))
+                if row is None or not self.snapshots.exists(chain):
+                    if self.snapshots.exists(chain):  # left by a crash before its row: adopt it
+                        size = self.diff_size(diff_id) or 0
+                    else:
+                        with layer.uncompressed() as stream:
+                            size = self.snapshots.create(chain, diff_id, stream)
+                    with self.db.transaction() as conn:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO snapshots VALUES (?,?,?,?,?)",
+                            (chain, diff_id, parent, size, now()),
+                        )
+                paths.append(self.snapshots.path(chain))
+                parent = chain
+            if chains:
+                with self.db.transaction() as conn:
+                    conn.execute(
+                        f"UPDATE snapshots SET last_used=? WHERE chain_id IN ({_marks(chains)})",
+                        [now(), *chains],
+                    )
+        return paths
+
+    # --- maintenance -------------------------------------------------------------------
+
+    def usage(self) -> int:
+        """Bytes the store holds: blobs, snapshots (tar size) and metadata."""
+        blobs = self.db.query_one("SELECT COALESCE(SUM(size), 0) AS s FROM blobs")["s"]
+        snaps = self.db.query_one("SELECT COALESCE(SUM(size), 0) AS s FROM snapshots")["s"]
+        meta = sum(p.stat().st_size for p in self.root.glob("meta.db*") if p.is_file())
+        return int(blobs) + int(snaps) + meta
+
+    def prune(self, keep_storage: int | None = None, *, remove_all: bool = False) -> PruneReport:
+        from cache.gc import prune
+
+        return prune(self, keep_storage=keep_storage, remove_all=remove_all)
+
+    def check(self, repair: bool = False) -> CheckReport:
+        from cache.gc import check
+
+        return check(self, repair=repair)
+
+    def image_config(self, record: ImageRecord) -> ConfigFile:
+        return ConfigFile.from_bytes(
+            read_verified(_StoreBlobSource(self.blobs),
+                          Descriptor("", record.config_digest, self._blob_size(record.config_digest)),
+                          "image config")
+        )
+
+    def manifest(self, record: ImageRecord) -> Manifest:
+        raw = read_verified(_StoreBlobSource(self.blobs),
+                            Descriptor(record.media_type, record.manifest_digest,
+                                       self._blob_size(record.manifest_digest)), "manifest")
+        parsed = Manifest.from_bytes(raw)
+        return parsed
+
+
+def open_store(root: Path | None = None) -> Store:
+    return Store(root)
