@@ -405,16 +405,23 @@ class _Extractor:
         self.dirs: dict[tuple[str, ...], TarEntry] = {}
         self.written: set[tuple[str, ...]] = set()
         self.cache: dict[tuple[str, ...], int] = {}
+        self.retired: list[int] = []  # dropped from the cache, maybe still in use this entry
         self.stats = ExtractStats()
 
     def close(self) -> None:
         self._forget()
+        self._close_retired()
         os.close(self.root_fd)
 
     def _forget(self) -> None:
-        for fd in self.cache.values():
-            os.close(fd)
+        """Drop every cached resolution (after a removal they may be stale); close them later."""
+        self.retired.extend(self.cache.values())
         self.cache.clear()
+
+    def _close_retired(self) -> None:
+        for fd in self.retired:
+            os.close(fd)
+        self.retired.clear()
 
     # -- path resolution -------------------------------------------------------------------
 
@@ -423,8 +430,6 @@ class _Extractor:
         fd = self.cache.get(parts)
         if fd is not None:
             return fd
-        if len(self.cache) > 256:
-            self._forget()
         fd = self._resolve(parts, entry, create=create)
         self.cache[parts] = fd
         return fd
@@ -501,6 +506,9 @@ class _Extractor:
             os.unlink(base, dir_fd=parent)
 
     def entry(self, e: TarEntry, reader: TarReader) -> None:
+        if self.retired or len(self.cache) > 256:
+            self._forget()
+            self._close_retired()
         parts = tuple(_split(e.name, "name", e.name))
         self.stats.entries += 1
         if not parts:
@@ -667,6 +675,7 @@ class _Extractor:
     def finish(self) -> None:
         """Directory metadata last, deepest first, so children do not disturb modes or mtimes."""
         self._forget()
+        self._close_retired()
         for parts in sorted(self.dirs, key=len, reverse=True):
             e = self.dirs[parts]
             try:

@@ -1,0 +1,282 @@
+"""The deterministic layer writer: round trips, readers other than ours, digests, overlay uppers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from builder.errors import ImageError
+from builder.layers.extract import extract_layer
+from builder.layers.tarwriter import (
+    EntryType,
+    StatOverride,
+    TarEntry,
+    TarStreamWriter,
+    write_layer,
+)
+from tests.helpers.tools import require_tool
+from tests.layers import snapshot
+
+# cap_net_raw=ep, as setcap writes it (VFS_CAP_REVISION_2).
+CAPABILITY = b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\x00" * 12
+LONG_DIR = "d" * 60 + "/" + "e" * 70 + "/" + "f" * 90
+EPOCH = 1_700_000_000
+
+
+def make_tree(root: Path) -> Path:
+    """A tree with every kind of entry and metadata a layer carries."""
+    root.mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (root / "empty").write_bytes(b"")
+    (root / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    (root / "bin").mkdir()
+    (root / "bin" / "ping").write_bytes(b"\x7fELF fake")
+    os.setxattr(root / "bin" / "ping", "security.capability", CAPABILITY)
+    os.setxattr(root / "etc" / "hosts", "user.origin", b"test")
+    (root / "bin" / "su").write_bytes(b"su")
+    os.chmod(root / "bin" / "su", 0o4755)
+    (root / "shared").mkdir()
+    os.chmod(root / "shared", 0o2775)
+    (root / "tmp").mkdir()
+    os.chmod(root / "tmp", 0o1777)
+    (root / "home" / "app").mkdir(parents=True)
+    (root / "home" / "app" / "data").write_text("mine")
+    os.chown(root / "home" / "app", 1000, 1000)
+    os.chown(root / "home" / "app" / "data", 1000, 1001)
+    os.chown(root / "etc" / "hosts", 3_000_000, 65534)  # needs PAX uid
+    (root / "link").symlink_to("etc/hosts")
+    (root / "dangling").symlink_to("/nowhere/at/all")
+    (root / "longlink").symlink_to("/" + "x" * 150)
+    os.link(root / "bin" / "su", root / "bin" / "su2")
+    os.link(root / "bin" / "su", root / "hard3")
+    os.mknod(root / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    os.mknod(root / "sda", 0o660 | 0o060000, os.makedev(8, 0))
+    os.mkfifo(root / "fifo", 0o640)
+    deep = root / LONG_DIR
+    deep.mkdir(parents=True)
+    (deep / ("g" * 120)).write_text("long name")
+    (root / "naïve café.txt").write_text("unicode")
+    (root / b"raw-\xff".decode("utf-8", "surrogateescape")).write_text("not utf-8")
+    for i, p in enumerate(sorted(root.rglob("*"), reverse=True)):
+        os.utime(p, (EPOCH - 1000 * i, EPOCH - 1000 * i), follow_symlinks=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("tree") / "root")
+
+
+@pytest.fixture(scope="module")
+def layer(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("layer") / "layer.tar"
+    with open(out, "wb") as f:
+        write_layer(tree, f)
+    return out
+
+
+def test_round_trip_keeps_every_kind_and_metadata(tree: Path, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    stats = write_layer(tree, buf)
+    data = buf.getvalue()
+    assert stats.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert stats.size == len(data)
+    assert stats.files == len(snapshot(tree))
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_layer(io.BytesIO(data), target)
+    assert snapshot(target) == snapshot(tree)
+    assert os.getxattr(target / "bin" / "ping", "security.capability") == CAPABILITY
+    assert (target / "bin" / "su").stat().st_mode & 0o7777 == 0o4755
+    assert (target / "bin" / "su").stat().st_ino == (target / "hard3").stat().st_ino
+
+
+def test_gnu_tar_extracts_the_same_tree(layer: Path, tree: Path, tmp_path: Path) -> None:
+    tar = require_tool("tar")
+    listing = subprocess.run([tar, "--quoting-style=literal", "-tf", layer], capture_output=True, check=True).stdout
+    names = set(os.fsdecode(n).rstrip("/") for n in listing.splitlines())
+    assert names == set(snapshot(tree))
+    target = tmp_path / "gnu"
+    target.mkdir()
+    subprocess.run(
+        [tar, "-xpf", layer, "-C", target, "--numeric-owner", "--xattrs",
+         "--xattrs-include=*"],
+        check=True, capture_output=True,
+    )
+    assert snapshot(target) == snapshot(tree)
+
+
+def test_python_tarfile_reads_headers(layer: Path, tree: Path) -> None:
+    with tarfile.open(layer) as tf:
+        members = {m.name: m for m in tf}
+    assert set(members) == set(snapshot(tree))
+    hosts = members["etc/hosts"]
+    assert (hosts.uid, hosts.gid, hosts.uname, hosts.gname) == (3_000_000, 65534, "", "")
+    assert members["bin/ping"].pax_headers["SCHILY.xattr.security.capability"]
+    assert members["bin/su2"].islnk() and members["bin/su2"].linkname == "bin/su"
+    assert members["null"].ischr() and (members["null"].devmajor, members["null"].devminor) == (1, 3)
+    assert members["sda"].isblk() and members["fifo"].isfifo()
+    assert members["longlink"].linkname == "/" + "x" * 150
+    assert members[LONG_DIR + "/" + "g" * 120].size == len("long name")
+    assert members["bin/su"].mode == 0o4755 and members["tmp"].mode == 0o1777
+
+
+def test_entries_sorted_parents_first_dirs_with_slash(layer: Path) -> None:
+    tar = require_tool("tar")
+    raw = subprocess.run([tar, "--quoting-style=literal", "-tf", layer], capture_output=True, check=True).stdout.splitlines()
+    names = [n.rstrip(b"/").split(b"/") for n in raw]
+    assert names == sorted(names)
+    assert b"etc/" in raw and b"bin/ping" in raw
+
+
+def test_same_content_same_digest_across_inode_order_and_mtimes(tmp_path: Path) -> None:
+    files = {f"dir{i % 7}/file{i:03d}": os.urandom(i * 13) for i in range(60)}
+    digests = set()
+    for attempt, order in enumerate((sorted(files), sorted(files, reverse=True))):
+        root = tmp_path / f"root{attempt}"
+        for name in order:
+            p = root / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(files[name])
+            os.utime(p, (EPOCH + 5000 + attempt * 777, EPOCH + 5000 + attempt * 777))
+        for d in root.iterdir():
+            os.utime(d, (EPOCH + 9999 * (attempt + 1),) * 2)
+        os.link(root / "dir0/file000", root / "hard")
+        buf = io.BytesIO()
+        digests.add(write_layer(root, buf, source_date_epoch=EPOCH).diff_id)
+    assert len(digests) == 1
+    without = set()
+    for attempt in (0, 1):
+        without.add(write_layer(tmp_path / f"root{attempt}", io.BytesIO()).diff_id)
+    assert len(without) == 2
+
+
+def test_epoch_clamps_only_newer_mtimes(tmp_path: Path) -> None:
+    (tmp_path / "old").write_text("o")
+    (tmp_path / "new").write_text("n")
+    os.utime(tmp_path / "old", (EPOCH - 50, EPOCH - 50))
+    os.utime(tmp_path / "new", (EPOCH + 50, EPOCH + 50))
+    buf = io.BytesIO()
+    write_layer(tmp_path, buf, source_date_epoch=EPOCH)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tf:
+        assert {m.name: m.mtime for m in tf} == {"new": EPOCH, "old": EPOCH - 50}
+
+
+def test_paths_and_prefix_select_part_of_a_tree(tree: Path) -> None:
+    buf = io.BytesIO()
+    write_layer(tree, buf, paths=["bin/ping", "home"], prefix="/app/")
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tf:
+        names = [m.name for m in tf]
+    assert names == ["app", "app/bin", "app/bin/ping", "app/home", "app/home/app",
+                     "app/home/app/data"]
+
+
+def test_stream_writer_applies_overrides_and_synthetic_entries(tree: Path) -> None:
+    buf = io.BytesIO()
+    with TarStreamWriter(buf, source_date_epoch=EPOCH) as w:
+        w.add(TarEntry("app", EntryType.DIR, 0o755, 0, 0, mtime=EPOCH + 10))
+        w.add_path("app/hosts", tree / "etc" / "hosts", override=StatOverride(uid=10, gid=20, mode=0o600))
+        w.add_path("app/su", tree / "bin" / "su", override=StatOverride(uid=10, gid=20))
+        w.add_path("app/su-again", tree / "hard3")
+        w.add(TarEntry("app/generated", EntryType.FILE, 0o644, size=5), io.BytesIO(b"hello"))
+    stats = w.close()
+    assert stats.files == 5
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tf:
+        m = {x.name: x for x in tf}
+        assert tf.extractfile(m["app/generated"]).read() == b"hello"  # type: ignore[union-attr]
+    assert m["app"].mtime == EPOCH
+    assert (m["app/hosts"].uid, m["app/hosts"].gid, m["app/hosts"].mode) == (10, 20, 0o600)
+    assert m["app/su"].mode == 0o4755
+    assert m["app/su-again"].islnk() and m["app/su-again"].linkname == "app/su"
+    assert stats.diff_id == "sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def test_stream_writer_refuses_short_content() -> None:
+    w = TarStreamWriter(io.BytesIO())
+    with pytest.raises(ImageError, match="'short' ended 3 bytes early"):
+        w.add(TarEntry("short", EntryType.FILE, size=5), io.BytesIO(b"he"))
+
+
+def test_big_files_are_streamed_not_read_whole(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(96 * 1024 * 1024)
+    sink = hashlib.sha256()
+
+    class HashOnly(io.RawIOBase):
+        def write(self, b) -> int:  # type: ignore[no-untyped-def, override]
+            sink.update(b)
+            return len(b)
+
+    tracemalloc.start()
+    stats = write_layer(tmp_path, HashOnly())  # type: ignore[arg-type]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert stats.size > 96 * 1024 * 1024
+    assert peak < 8 * 1024 * 1024
+    assert stats.diff_id == "sha256:" + sink.hexdigest()
+
+
+def _mount_overlay(lower: Path, upper: Path, work: Path, merged: Path) -> None:
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off",
+         merged],
+        check=True, capture_output=True,
+    )
+
+
+def test_overlay_upper_becomes_oci_whiteouts(tmp_path: Path) -> None:
+    """A real overlayfs: delete and re-create under it, turn the upper dir into a layer, apply it."""
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (upper, work, merged):
+        d.mkdir()
+    lower.mkdir()
+    (lower / "keep").write_text("keep")
+    (lower / "gone").write_text("gone")
+    (lower / "olddir" / "sub").mkdir(parents=True)
+    (lower / "olddir" / "sub" / "f").write_text("x")
+    (lower / "opq").mkdir()
+    (lower / "opq" / "lowerfile").write_text("lower")
+    _mount_overlay(lower, upper, work, merged)
+    try:
+        (merged / "gone").unlink()
+        subprocess.run(["rm", "-rf", merged / "olddir", merged / "opq"], check=True)
+        (merged / "opq").mkdir()
+        (merged / "opq" / "newfile").write_text("new")
+        (merged / "keep").write_text("changed")
+        expected = snapshot(merged, mtimes=False)
+    finally:
+        subprocess.run(["umount", merged], check=True)
+    buf = io.BytesIO()
+    write_layer(upper, buf, overlay_upper=True)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tf:
+        members = tf.getmembers()
+    names = [m.name for m in members]
+    assert names.index("opq/.wh..wh..opq") == names.index("opq") + 1
+    assert {".wh.gone", ".wh.olddir", "opq", "opq/.wh..wh..opq", "opq/newfile", "keep"} <= set(names)
+    assert all(not k.startswith("SCHILY.xattr.trusted.overlay") for m in members for k in m.pax_headers)
+    applied = tmp_path / "applied"
+    subprocess.run(["cp", "-a", lower, applied], check=True)
+    buf.seek(0)
+    extract_layer(buf, applied)
+    assert snapshot(applied, mtimes=False) == expected
+
+
+def test_overlay_redirects_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "moved").mkdir()
+    os.setxattr(tmp_path / "moved", "trusted.overlay.redirect", b"/old")
+    with pytest.raises(ImageError, match="redirect_dir=off"):
+        write_layer(tmp_path, io.BytesIO(), overlay_upper=True)
