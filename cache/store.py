@@ -565,7 +565,8 @@ class Store:
         """Bytes the store holds: blobs, snapshots (tar size) and metadata."""
         blobs = self.db.query_one("SELECT COALESCE(SUM(size), 0) AS s FROM blobs")["s"]
         snaps = self.db.query_one("SELECT COALESCE(SUM(size), 0) AS s FROM snapshots")["s"]
-        meta = sum(p.stat().st_size for p in self.root.glob("meta.db*") if p.is_file())
+        # The database file itself; its WAL is transient (checkpointed back into it).
+        meta = (self.root / "meta.db").stat().st_size
         return int(blobs) + int(snaps) + meta
 
     def prune(self, keep_storage: int | None = None, *, remove_all: bool = False) -> PruneReport:

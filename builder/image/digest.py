@@ -113,9 +113,10 @@ class VerifyingReader(HashingReader):
             if actual != self.expected:
                 raise DigestMismatchError(self.expected, actual, self.what)
 
-    def read(self, n: int = -1) -> bytes:
-        data = super().read(n)
-        self._check(eof=not data and n != 0)
+    def read(self, n: int | None = -1) -> bytes:
+        data = super().read(-1 if n is None else n)
+        # read() / read(-1) returns everything up to EOF in one call: verify now.
+        self._check(eof=(not data and n != 0) or n is None or n < 0)
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:

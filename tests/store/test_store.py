@@ -1,0 +1,354 @@
+"""The store as a library: write and read images, names and IDs, layers in several
+compressions, snapshots, check/repair, prune, and what a crash leaves behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.errors import DigestMismatchError, ImageError, ImageNotFoundError, StoreError
+from builder.image.digest import Digest
+from builder.image.mediatypes import Compression
+from builder.image.mutate import DerivedImage
+from cache import Store
+from cache.snapshots import chain_ids
+from tests.store.imagegen import image_of, make_image, make_layer, noise
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(tmp_path / "root")
+    yield s
+    s.close()
+
+
+def test_write_and_read_back(store: Store):
+    img = make_image("a")
+    digest = store.write_image(img, ["app:1"])
+    assert digest == img.digest()
+    back = store.image("app:1")
+    assert back.raw_manifest() == img.raw_manifest()
+    assert back.raw_config() == img.raw_config()
+    assert [layer.diff_id() for layer in back.layers()] == [layer.diff_id() for layer in img.layers()]
+    with back.layers()[0].uncompressed() as f:
+        assert f.read() == img.layers()[0].tar
+    assert store.check().clean
+
+
+def test_lookup_by_name_id_prefix_and_digest(store: Store):
+    img = make_image("b")
+    store.write_image(img, ["docker.io/library/thing:2", "other/app"])
+    config = img.config_digest()
+    for ref in ("thing:2", "docker.io/library/thing:2", "other/app:latest", "other/app",
+                str(config), config.hex, config.hex[:12], config.hex[:5],
+                str(img.digest()), f"thing@{img.digest()}"):
+        assert store.resolve(ref).manifest_digest == img.digest(), ref
+    record = store.resolve("thing:2")
+    assert record.id == config
+    assert record.names == ("docker.io/library/thing:2", "docker.io/other/app:latest")
+    with pytest.raises(ImageNotFoundError, match="No such image: thing:3"):
+        store.image("thing:3")
+    with pytest.raises(ImageNotFoundError, match="No such image: nothing"):
+        store.image("nothing")
+
+
+def test_writing_twice_is_idempotent_and_blobs_are_shared(store: Store):
+    one = make_image("shared")
+    store.write_image(one, ["a:1"])
+    store.write_image(one, ["a:2"])
+    files = sorted(p.name for p in (store.root / "blobs" / "sha256").iterdir())
+    assert len(files) == 4  # config, manifest, two layers
+    assert len(store.images()) == 1
+    assert store.resolve("a:1").names == ("docker.io/library/a:1", "docker.io/library/a:2")
+
+
+def test_layer_content_must_match_the_config_diff_id(store: Store):
+    good = make_image("c")
+    bad_layer = make_layer({"evil": b"not what the config says"})
+    layers = list(good.layers())
+    # A layer whose content is not what the config's diff_id claims.
+    liar = type(bad_layer)(bad_layer.blob, layers[1].tar, bad_layer.mediatype)
+    img = DerivedImage([layers[0], liar], good.config_file())
+    with pytest.raises(ImageError, match="does not match the image config"):
+        store.write_image(img, ["liar:1"])
+    assert store.images() == []
+    with pytest.raises(ImageNotFoundError):
+        store.image("liar:1")
+    assert store.check().clean
+
+
+def test_blobs_are_verified_on_read_and_check_finds_corruption(store: Store):
+    img = make_image("d")
+    store.write_image(img, ["corrupt:1"])
+    layer = img.layers()[0]
+    path = store.blobs.path(layer.digest())
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DigestMismatchError), store.image("corrupt:1").layers()[0].compressed() as f:
+        f.read()
+    report = store.check()
+    assert not report.clean
+    assert [p.kind for p in report.problems] == ["corrupt-blob"]
+    repaired = store.check(repair=True)
+    assert any("removed broken blob" in line for line in repaired.repaired)
+    assert any("corrupt:1" in line for line in repaired.repaired)
+    assert store.check().clean
+    with pytest.raises(ImageNotFoundError):
+        store.image("corrupt:1")
+
+
+def test_check_finds_missing_blobs_and_dangling_rows(store: Store):
+    img = make_image("e")
+    store.write_image(img, ["gone:1"])
+    store.blobs.path(img.config_digest()).unlink()
+    with store.db.transaction() as conn:
+        conn.execute("INSERT INTO images VALUES ('docker.io/library/ghost:1', ?, 0)", ("sha256:" + "0" * 64,))
+    (store.root / "blobs" / "sha256" / "junk").write_text("x")
+    kinds = sorted(p.kind for p in store.check().problems)
+    assert kinds == ["dangling-tag", "missing-blob", "stray-file"]
+    store.check(repair=True)
+    assert store.check().clean
+    assert store.images() == []
+
+
+def test_tmp_files_are_ignored_by_check_and_swept_when_stale(store: Store):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = store.tmp_dir / f"{dead.stdout.strip()}-abc.blob"
+    stale.write_bytes(b"half a blob")
+    old = store.tmp_dir / f"{os.getpid()}-old.blob"
+    old.write_bytes(b"x")
+    live = store.tmp_dir / f"{os.getppid()}-live.blob"
+    live.write_bytes(b"being written")
+    assert store.check().clean
+    store.write_image(make_image("f"), ["f:1"])  # a writer sweeps
+    assert not stale.exists()
+    assert live.exists() and old.exists()  # live owners are left alone
+
+
+def test_unrecorded_blob_file_is_harmless_and_pruned(store: Store):
+    # What a crash between renaming a blob into place and committing its row leaves.
+    written = store.blobs.write_bytes(b"orphan content")
+    report = store.check()
+    assert report.clean
+    assert any("unrecorded blob" in note for note in report.notes)
+    pruned = store.prune()
+    assert written.digest in pruned.blobs
+    assert not store.blobs.exists(written.digest)
+
+
+def test_tag_untag_and_rmi_follow_docker(store: Store):
+    img = make_image("g")
+    store.write_image(img, ["one:1"])
+    store.tag("one:1", "two:1")
+    store.tag(img.config_digest().hex[:12], "one:2")
+    assert set(store.resolve("one:1").names) == {
+        "docker.io/library/one:1", "docker.io/library/one:2", "docker.io/library/two:1"}
+    assert [str(e) for e in store.rmi("one:2")] == ["Untagged: one:2"]
+    with pytest.raises(ImageError, match="must be forced"):
+        store.rmi(img.config_digest().hex[:12])
+    assert [str(e) for e in store.rmi("two:1")] == ["Untagged: two:1"]
+    events = [str(e) for e in store.rmi("one:1")]
+    assert events == ["Untagged: one:1", f"Deleted: {img.config_digest()}"]
+    assert store.images() == []
+    with pytest.raises(ImageNotFoundError):
+        store.rmi("one:1")
+
+
+def test_rmi_force_by_id_removes_every_tag(store: Store):
+    img = make_image("h")
+    store.write_image(img, ["x/a:1", "y/b:1"])
+    events = [str(e) for e in store.rmi(str(img.config_digest()), force=True)]
+    assert events == ["Untagged: x/a:1", "Untagged: y/b:1", f"Deleted: {img.config_digest()}"]
+    assert store.images() == []
+
+
+def test_untagged_image_stays_until_removed(store: Store):
+    img = make_image("i")
+    store.write_image(img, ["dangle:1"])
+    store.untag("dangle:1")
+    (record,) = store.images()
+    assert record.names == ()
+    assert store.image(record.id.hex[:12]).digest() == img.digest()
+    store.prune()
+    assert store.images() and store.check().clean
+    store.prune(remove_all=True)
+    assert store.images() == []
+
+
+def test_layer_blob_compresses_once_and_reuses(store: Store):
+    img = make_image("j", compression=Compression.GZIP)
+    store.write_image(img, ["j:1"])
+    diff_id = img.layers()[0].diff_id()
+    zstd = store.layer_blob(diff_id, Compression.ZSTD)
+    again = store.layer_blob(diff_id, Compression.ZSTD)
+    assert zstd == again
+    assert zstd.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
+    plain = store.layer_blob(diff_id, Compression.NONE, docker=True)
+    assert plain.digest == diff_id
+    assert plain.media_type == "application/vnd.docker.image.rootfs.diff.tar"
+    gz = store.layer_blob(diff_id, Compression.GZIP)
+    assert gz.digest == img.layers()[0].digest()  # the form already held
+    with store.open_layer(diff_id) as f:
+        assert Digest.of(f.read()) == diff_id
+    assert store.check().clean
+
+
+def test_layer_blob_is_race_free_across_processes(tmp_path: Path):
+    root = tmp_path / "root"
+    with Store(root) as s:
+        img = make_image("k", size=300_000, compression=Compression.GZIP)
+        s.write_image(img, ["k:1"])
+        diff_id = img.layers()[0].diff_id()
+    code = ("import sys; from cache import Store; from builder.image.mediatypes import Compression; "
+            f"s = Store(sys.argv[1]); print(s.layer_blob('{diff_id}', Compression.ZSTD).digest)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(outs) == 1
+    with Store(root) as s:
+        rows = s.db.query("SELECT * FROM layers WHERE diff_id=? AND compression='zstd'", (diff_id,))
+        assert len(rows) == 1
+        assert s.check().clean
+
+
+def test_snapshots_unpack_each_layer_with_overlay_whiteouts(store: Store):
+    img = image_of([
+        {"etc/a": b"a1", "etc/b": b"b1", "keep": b"k"},
+        {"etc/a": b"a2", "etc/b": None},
+    ])
+    store.write_image(img, ["snap:1"])
+    paths = store.snapshot(store.image("snap:1"))
+    chains = chain_ids([layer.diff_id() for layer in img.layers()])
+    assert paths == [store.root / "snapshots" / c.hex for c in chains]
+    assert (paths[0] / "etc" / "b").read_bytes() == b"b1"
+    assert (paths[1] / "etc" / "a").read_bytes() == b"a2"
+    whiteout = os.lstat(paths[1] / "etc" / "b")
+    assert (os.major(whiteout.st_rdev), os.minor(whiteout.st_rdev)) == (0, 0)
+    assert not (paths[1] / "keep").exists()
+    assert store.snapshot(img) == paths  # reused
+    assert store.check().clean
+
+
+def test_chain_ids_follow_the_oci_definition():
+    a, b = Digest.of(b"a"), Digest.of(b"b")
+    import hashlib
+
+    assert chain_ids([a, b]) == [a, "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()]
+
+
+def test_concurrent_snapshots_of_one_layer(tmp_path: Path):
+    root = tmp_path / "root"
+    with Store(root) as s:
+        s.write_image(image_of([{f"f{i}": noise(str(i), 20_000) for i in range(50)}]), ["snap:2"])
+    code = ("import sys; from cache import Store; s = Store(sys.argv[1]); "
+            "print(s.snapshot(s.image('snap:2'))[0])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    assert len({out.strip() for out, _ in results}) == 1
+    snap = Path(results[0][0].strip())
+    assert len(list(snap.iterdir())) == 50
+    assert not [p for p in (root / "tmp").iterdir() if p.name.endswith(".snapshot")]
+    with Store(root) as s:
+        assert s.check().clean
+
+
+def test_snapshot_of_corrupt_layer_is_refused_and_leaves_nothing(store: Store):
+    img = make_image("l")
+    store.write_image(img, ["l:1"])
+    path = store.blobs.path(img.layers()[0].digest())
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-12] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError):
+        store.snapshot(store.image("l:1"))
+    assert list(store.snapshots) == []
+    assert not [p for p in store.tmp_dir.iterdir() if p.name.endswith(".snapshot")]
+
+
+def test_prune_removes_unreferenced_blobs_and_snapshots(store: Store):
+    keep, drop = make_image("keep"), make_image("drop")
+    store.write_image(keep, ["keep:1"])
+    store.write_image(drop, ["drop:1"])
+    store.snapshot(keep)
+    store.snapshot(drop)
+    store.rmi("drop:1")
+    report = store.prune()
+    assert set(report.blobs) == {drop.digest(), drop.config_digest(), *(lay.digest() for lay in drop.layers())}
+    assert len(report.snapshots) == 2
+    assert report.reclaimed > 4096
+    assert store.image("keep:1").raw_config() == keep.raw_config()
+    assert len(list(store.snapshots)) == 2
+    assert store.check().clean
+
+
+def test_prune_keep_storage_evicts_least_recently_used_first(store: Store):
+    images = [make_image(f"lru{i}", size=200_000) for i in range(3)]
+    for i, img in enumerate(images):
+        store.write_image(img, [f"lru:{i}"])
+        time.sleep(0.01)
+    for i in range(3):
+        store.untag(f"lru:{i}")
+    store.touch(str(images[0].config_digest()))  # the oldest written is now the most recently used
+    budget = store.usage() - 250_000
+    report = store.prune(keep_storage=budget)
+    assert store.usage() <= budget
+    left = {r.config_digest for r in store.images()}
+    assert images[0].config_digest() in left
+    assert images[1].config_digest() not in left
+    assert report.images == [images[1].config_digest()]
+    assert store.check().clean
+
+
+def test_prune_never_removes_tagged_images(store: Store):
+    img = make_image("tagged", size=100_000)
+    store.write_image(img, ["tagged:1"])
+    store.prune(keep_storage=0)
+    assert store.image("tagged:1").layers()[0].compressed().read()
+    assert store.check().clean
+
+
+def test_store_newer_than_the_code_is_refused(tmp_path: Path):
+    root = tmp_path / "root"
+    Store(root).close()
+    conn = sqlite3.connect(root / "meta.db")
+    conn.execute("PRAGMA user_version=999")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 999"):
+        Store(root)
+
+
+def test_unusable_root_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot use"):
+        Store(tmp_path / "file" / "root")
+
+
+def test_blob_written_with_wrong_digest_leaves_nothing(store: Store):
+    with pytest.raises(DigestMismatchError):
+        store.blobs.write(io.BytesIO(b"abc"), Digest.of(b"abd"))
+    assert list(store.blobs) == []
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from cache.store import default_root
+
+    monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path))
+    assert default_root() == tmp_path
+    monkeypatch.delenv("PYBUILD_ROOT")
+    expected = Path("/var/lib/pybuild") if os.geteuid() == 0 else Path.home() / ".local/share/pybuild"
+    assert default_root() == expected
