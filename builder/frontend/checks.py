@@ -1,0 +1,499 @@
+"""Build checks: BuildKit's statically decidable lint rules, with its rule names and messages.
+
+The rules come from BuildKit's ``frontend/dockerfile/linter/ruleset.go``; the
+conditions from where ``dockerfile2llb`` runs them. Some need the variables a
+stage sees (UndefinedVar, WorkdirRelativePath, the EXPOSE rules), so the
+stages are walked with :mod:`builder.frontend.expand` scopes. UndefinedVar
+also needs the base image's environment: the caller passes a resolver
+``base_env(image) -> env | None``; when it returns None nothing is reported
+for that stage, since the image might define any name.
+
+``# check=skip=A,B;error=true;experimental=C`` (or the ``BUILDKIT_DOCKERFILE_CHECK``
+build arg) selects rules; with ``error=true`` any warning fails the build.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder.errors import DockerfileError, LintError, SourceLocation
+from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
+from builder.frontend.instructions import (
+    Arg,
+    Cmd,
+    Dockerfile,
+    Entrypoint,
+    Env,
+    Expose,
+    Healthcheck,
+    Instruction,
+    Label,
+    Maintainer,
+    Shell,
+    Stage,
+    Workdir,
+    closest,
+)
+from builder.image.reference import Reference
+
+BaseEnvResolver = Callable[[str], Mapping[str, str] | Sequence[str] | None]
+
+_URL = "https://docs.docker.com/go/dockerfile/rule/{}/"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    slug: str
+    experimental: bool = False
+
+    @property
+    def url(self) -> str:
+        return _URL.format(self.slug)
+
+
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        Rule("StageNameCasing", "Stage names should be lowercase", "stage-name-casing"),
+        Rule("FromAsCasing", "The 'as' keyword should match the case of the 'from' keyword",
+             "from-as-casing"),
+        Rule("NoEmptyContinuation",
+             "Empty continuation lines will become errors in a future release",
+             "no-empty-continuation"),
+        Rule("ConsistentInstructionCasing",
+             "All commands within the Dockerfile should use the same casing (either upper or lower)",
+             "consistent-instruction-casing"),
+        Rule("DuplicateStageName", "Stage names should be unique", "duplicate-stage-name"),
+        Rule("ReservedStageName", "Reserved words should not be used as stage names",
+             "reserved-stage-name"),
+        Rule("JSONArgsRecommended",
+             "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior "
+             "related to OS signals", "json-args-recommended"),
+        Rule("MaintainerDeprecated",
+             "The MAINTAINER instruction is deprecated, use a label instead to define an image "
+             "author", "maintainer-deprecated"),
+        Rule("UndefinedArgInFrom", "FROM command must use declared ARGs", "undefined-arg-in-from"),
+        Rule("WorkdirRelativePath",
+             "Relative workdir without an absolute workdir declared within the build can have "
+             "unexpected results if the base image changes", "workdir-relative-path"),
+        Rule("UndefinedVar", "Variables should be defined before their use", "undefined-var"),
+        Rule("MultipleInstructionsDisallowed",
+             "Multiple instructions of the same type should not be used in the same stage",
+             "multiple-instructions-disallowed"),
+        Rule("LegacyKeyValueFormat",
+             "Legacy key/value format with whitespace separator should not be used",
+             "legacy-key-value-format"),
+        Rule("SecretsUsedInArgOrEnv",
+             "Sensitive data should not be used in the ARG or ENV commands",
+             "secrets-used-in-arg-or-env"),
+        Rule("InvalidDefaultArgInFrom",
+             "Default value for global ARG results in an empty or invalid base image name",
+             "invalid-default-arg-in-from"),
+        Rule("ExposeProtoCasing", "Protocol in EXPOSE instruction should be lowercase",
+             "expose-proto-casing"),
+        Rule("ExposeInvalidFormat",
+             "IP address and host-port mapping should not be used in EXPOSE instruction. "
+             "This will become an error in a future release", "expose-invalid-format"),
+        Rule("InvalidDefinitionDescription",
+             "Comment for build stage or argument should follow the format: "
+             "`# <arg/stage name> <description>`. If this is not intended to be a description "
+             "comment, add an empty line or comment between the instruction and the comment.",
+             "invalid-definition-description", experimental=True),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Warning:
+    """One rule violation, located in the Dockerfile."""
+
+    rule: str
+    message: str
+    file: str
+    start_line: int
+    end_line: int
+    url: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.start_line}: {self.rule}: {self.message}"
+
+    def short(self) -> str:
+        """BuildKit's one-line form, as ``docker build`` prints it after ``WARN:``."""
+        return f"{self.rule}: {self.message} (line {self.start_line})"
+
+    def to_json(self) -> dict[str, Any]:
+        rule = RULES.get(self.rule)
+        return {
+            "rule": self.rule,
+            "message": self.message,
+            "description": rule.description if rule else "",
+            "url": self.url,
+            "file": self.file,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+        }
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """What ``# check=`` asks: rules to skip, experimental rules to run, and whether to fail."""
+
+    skip: frozenset[str] = frozenset()
+    skip_all: bool = False
+    error: bool = False
+    experimental: frozenset[str] = frozenset()
+    experimental_all: bool = False
+
+    @classmethod
+    def parse(cls, text: str | None, location: SourceLocation | None = None) -> CheckConfig:
+        """BuildKit's ParseLintOptions: ``skip=A,B|all;error=<bool>;experimental=C|all``."""
+        text = (text or "").strip()
+        if not text:
+            return cls()
+        skip: set[str] = set()
+        experimental: set[str] = set()
+        skip_all = error = experimental_all = False
+        for part in text.split(";", 2):
+            key, has_value, value = part.partition("=")
+            if not has_value:
+                raise DockerfileError(f'invalid check option "{part}"', location)
+            key, value = key.strip(), value.strip()
+            if key == "skip":
+                if value == "all":
+                    skip_all = True
+                else:
+                    skip = {r.strip() for r in value.split(",")}
+            elif key == "experimental":
+                if value == "all":
+                    experimental_all = True
+                else:
+                    experimental = {r.strip() for r in value.split(",")}
+            elif key == "error":
+                parsed = _parse_bool(value)
+                if parsed is None:
+                    raise DockerfileError(
+                        f'failed to parse check option "{part}": '
+                        f'strconv.ParseBool: parsing "{value}": invalid syntax', location,
+                    )
+                error = parsed
+            else:
+                raise DockerfileError(f'invalid check option "{key}"', location)
+        return cls(frozenset(skip), skip_all, error, frozenset(experimental), experimental_all)
+
+    def enabled(self, rule: str) -> bool:
+        if self.skip_all or rule in self.skip:
+            return False
+        info = RULES.get(rule)
+        if info is not None and info.experimental:
+            return self.experimental_all or rule in self.experimental
+        return True
+
+
+def _parse_bool(value: str) -> bool | None:
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return None
+
+
+@dataclass
+class CheckResult:
+    """The warnings of one run, and whether they fail the build."""
+
+    warnings: list[Warning]
+    config: CheckConfig
+    file: str = "Dockerfile"
+
+    @property
+    def failed(self) -> bool:
+        return self.config.error and bool(self.warnings)
+
+    def error(self) -> LintError | None:
+        """BuildKit's ``lint violation found for rules: ...`` when ``error=true`` and anything fired."""
+        if not self.failed:
+            return None
+        rules = ", ".join(dict.fromkeys(w.rule for w in self.warnings))
+        return LintError(f"lint violation found for rules: {rules}")
+
+
+@dataclass
+class _Collector:
+    config: CheckConfig
+    file: str
+    found: list[tuple[int, int, Warning]] = field(default_factory=list)
+
+    def add(self, rule: str, message: str, start: int, end: int | None = None) -> None:
+        if not self.config.enabled(rule):
+            return
+        info = RULES[rule]
+        warning = Warning(rule, message, self.file, start, end or start, info.url)
+        if any(w == warning for _, _, w in self.found):
+            return
+        self.found.append((start, len(self.found), warning))
+
+    def at(self, rule: str, message: str, ins: Instruction) -> None:
+        self.add(rule, message, ins.start_line, ins.end_line)
+
+    def warnings(self) -> list[Warning]:
+        return [w for _, _, w in sorted(self.found, key=lambda t: (t[0], t[1]))]
+
+
+_SECRET_DENY = re.compile(
+    r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)"
+)
+_SECRET_ALLOW = re.compile(r"(?i)(?:_|^)(?:public)(?:_|$)")
+_RESERVED_STAGE_NAMES = ("context", "scratch")
+
+
+def run_checks(
+    dockerfile: Dockerfile,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    base_env: BaseEnvResolver | None = None,
+    platforms: PlatformArgs | None = None,
+    stages: Collection[int] | None = None,
+    config: str | None = None,
+) -> CheckResult:
+    """Every enabled rule over ``dockerfile``; ``stages`` limits the per-stage walk (None: all).
+
+    ``config`` overrides the ``# check=`` directive (the BUILDKIT_DOCKERFILE_CHECK build arg).
+    """
+    parsed = dockerfile.parsed
+    directive_line = next((d.line for d in parsed.directives if d.name == "check"), None)
+    text = config if config is not None else parsed.directive("check")
+    location = SourceLocation(parsed.file, directive_line) if directive_line and config is None else None
+    out = _Collector(CheckConfig.parse(text, location), parsed.file)
+
+    for w in parsed.warnings:
+        if w.rule in RULES:
+            out.add(w.rule, "Empty continuation line" if w.rule == "NoEmptyContinuation" else w.message,
+                    w.start_line, w.end_line)
+    _check_casing(dockerfile, out)
+    _check_static(dockerfile, out)
+    _check_from_args(dockerfile, build_args or {}, platforms, out)
+    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out)
+    return CheckResult(out.warnings(), out.config, parsed.file)
+
+
+def _keyword_text(node: Any) -> str:
+    text = node.keyword_text or (node.original.split(None, 1)[0] if node.original.strip() else "")
+    return text or node.keyword
+
+
+def _check_casing(dockerfile: Dockerfile, out: _Collector) -> None:
+    nodes = dockerfile.parsed.nodes
+    words = [_keyword_text(n) for n in nodes]
+    lower = sum(1 for w in words if w == w.lower())
+    upper = sum(1 for w in words if w == w.upper())
+    majority_lower = lower > upper
+    for node, word in zip(nodes, words, strict=True):
+        if majority_lower and word.lower() != word:
+            casing = "lowercase"
+        elif not majority_lower and word.upper() != word:
+            casing = "uppercase"
+        else:
+            continue
+        out.add("ConsistentInstructionCasing",
+                f"Command '{word}' should match the case of the command majority ({casing})",
+                node.start_line, node.end_line)
+
+
+def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
+    """Rules decided by the text alone (BuildKit runs them while parsing instructions)."""
+    seen_names: dict[str, Stage] = {}
+    for stage in dockerfile.stages:
+        from_ = stage.from_
+        node = from_.source
+        if node is not None and len(node.args) == 3:
+            as_word = node.args[1]
+            from_word = _keyword_text(node)
+            from_lower = from_word[:1].islower()
+            if (from_lower and as_word != as_word.lower()) or (
+                not from_lower and as_word != as_word.upper()
+            ):
+                out.at("FromAsCasing", f"'{as_word}' and '{from_word}' keywords' casing do not match",
+                       from_)
+            written = node.args[2]
+            if written != written.lower():
+                out.at("StageNameCasing", f"Stage name '{written}' should be lowercase", from_)
+        if stage.name:
+            if stage.name in _RESERVED_STAGE_NAMES:
+                out.at("ReservedStageName",
+                       f'Stage name should not use the same name as reserved stage "{stage.name}"',
+                       from_)
+            if stage.name in seen_names:
+                out.at("DuplicateStageName",
+                       f'Duplicate stage name "{stage.name}", stage names should be unique', from_)
+            seen_names[stage.name] = stage
+            _check_description(from_, "FROM", [stage.name], out)
+        _check_stage_commands(stage, out)
+    for arg in dockerfile.meta_args:
+        _check_arg(arg, out)
+
+
+def _check_description(ins: Instruction, keyword: str, keys: list[str], out: _Collector) -> None:
+    node = ins.source
+    if node is None or not node.comments or not keys:
+        return
+    first_word = node.comments[-1].strip().split(" ")[0]
+    if first_word in keys:
+        return
+    example = keys[0] if len(keys) == 1 else "<arg_key>"
+    out.at("InvalidDefinitionDescription",
+           f"Comment for {keyword} should follow the format: `# {example} <description>`", ins)
+
+
+def _check_arg(arg: Arg, out: _Collector) -> None:
+    for spec in arg.args:
+        _check_secret("ARG", spec.key, arg, out)
+    _check_description(arg, "ARG", [s.key for s in arg.args], out)
+
+
+def _check_secret(keyword: str, key: str, ins: Instruction, out: _Collector) -> None:
+    if _SECRET_DENY.search(key) and not _SECRET_ALLOW.search(key):
+        out.at("SecretsUsedInArgOrEnv",
+               f'Do not use ARG or ENV instructions for sensitive data ({keyword} "{key}")', ins)
+
+
+def _check_stage_commands(stage: Stage, out: _Collector) -> None:
+    last: dict[str, Instruction] = {}
+    for ins in stage.commands:
+        if isinstance(ins, Maintainer):
+            out.at("MaintainerDeprecated",
+                   "Maintainer instruction is deprecated in favor of using label", ins)
+        elif isinstance(ins, Env | Label):
+            if any(p.no_delim for p in ins.pairs):
+                out.at("LegacyKeyValueFormat",
+                       f'"{ins.name} key=value" should be used instead of legacy '
+                       f'"{ins.name} key value" format', ins)
+            if isinstance(ins, Env):
+                for pair in ins.pairs:
+                    _check_secret("ENV", pair.key, ins, out)
+        elif isinstance(ins, Arg):
+            _check_arg(ins, out)
+        if isinstance(ins, Cmd | Entrypoint | Healthcheck):
+            previous = last.get(ins.keyword)
+            if previous is not None:
+                out.at("MultipleInstructionsDisallowed",
+                       f"Multiple {ins.name} instructions should not be used in the same stage "
+                       "because only the last one will be used", previous)
+            last[ins.keyword] = ins
+
+
+def _check_from_args(
+    dockerfile: Dockerfile, build_args: Mapping[str, str], platforms: PlatformArgs | None,
+    out: _Collector,
+) -> None:
+    """UndefinedArgInFrom and InvalidDefaultArgInFrom: FROM lines against the global ARGs."""
+    escape = dockerfile.parsed.escape
+    actual = GlobalScope(dockerfile.meta_args, build_args, platforms=platforms, escape=escape)
+    declared = set(actual.declared) | set(PLATFORM_ARGS)
+    names = actual.meta_arg_names()
+    for stage in dockerfile.stages:
+        actual.unmatched.clear()
+        actual.expand_from(stage.from_)
+        for _ins, unmatched in actual.unmatched:
+            for name in sorted(unmatched):
+                if name in declared:
+                    continue
+                message = f"FROM argument '{name}' is not declared"
+                guess = closest(name, names, case_sensitive=True)
+                if guess:
+                    message += f" (did you mean {guess}?)"
+                out.at("UndefinedArgInFrom", message, stage.from_)
+    defaults = GlobalScope(dockerfile.meta_args, {}, platforms=platforms, escape=escape)
+    for stage in dockerfile.stages:
+        if "$" not in stage.base_name:
+            continue
+        base = defaults.expand_from(stage.from_).base_name
+        if not base or (
+            dockerfile.find_stage(base) is None and Reference.try_parse(base) is None
+        ):
+            out.at("InvalidDefaultArgInFrom",
+                   f"Default value for ARG {stage.base_name} results in empty or invalid base "
+                   "image name", stage.from_)
+
+
+def _walk_stages(
+    dockerfile: Dockerfile,
+    build_args: Mapping[str, str],
+    base_env: BaseEnvResolver | None,
+    platforms: PlatformArgs | None,
+    selected: Collection[int] | None,
+    out: _Collector,
+) -> None:
+    """Rules that need each stage's variables: UndefinedVar, WorkdirRelativePath, EXPOSE, JSON args."""
+    global_scope = GlobalScope(
+        dockerfile.meta_args, build_args, platforms=platforms, escape=dockerfile.parsed.escape
+    )
+    finals: dict[int, tuple[Scope, bool, bool]] = {}  # stage -> (scope, workdir set, shell set)
+    for stage in dockerfile.stages:
+        base = global_scope.expand_from(stage.from_).base_name
+        parent = dockerfile.find_stage(base) if base else None
+        if parent is not None and parent.index < stage.index and parent.index in finals:
+            parent_scope, workdir_set, shell_set = finals[parent.index]
+            scope = parent_scope.child()
+        else:
+            workdir_set = shell_set = False
+            if base.lower() == "scratch":
+                env: Mapping[str, str] | Sequence[str] | None = {}
+            else:
+                env = base_env(base) if base_env is not None else None
+            scope = global_scope.stage_scope(env)
+        for ins in stage.commands:
+            expanded = scope.apply(ins)
+            if isinstance(expanded, Workdir):
+                if not workdir_set and not _is_abs(expanded.path):
+                    out.at("WorkdirRelativePath",
+                           f'Relative workdir "{expanded.path}" can have unexpected results if '
+                           "the base image changes", ins)
+                workdir_set = True
+            elif isinstance(expanded, Shell):
+                shell_set = True
+            elif isinstance(expanded, Cmd | Entrypoint) and expanded.prepend_shell and not shell_set:
+                out.at("JSONArgsRecommended",
+                       f"JSON arguments recommended for {expanded.name} to prevent unintended "
+                       "behavior related to OS signals", ins)
+            elif isinstance(expanded, Expose):
+                _check_expose(expanded, ins, out)
+        finals[stage.index] = (scope, workdir_set, shell_set)
+        if (selected is None or stage.index in selected) and scope.base_env_known:
+            for undefined in scope.undefined:
+                message = f"Usage of undefined variable '${undefined.name}'"
+                if undefined.suggestion:
+                    message += f" (did you mean ${undefined.suggestion}?)"
+                out.at("UndefinedVar", message, undefined.instruction)
+        if selected is not None and stage.index not in selected:
+            _drop_stage_warnings(out, stage)
+
+
+def _drop_stage_warnings(out: _Collector, stage: Stage) -> None:
+    """Forget per-stage walk findings for a stage the build does not run."""
+    lines = {ins.start_line for ins in stage.commands}
+    walk_rules = {"WorkdirRelativePath", "JSONArgsRecommended", "ExposeProtoCasing",
+                  "ExposeInvalidFormat", "UndefinedVar"}
+    out.found = [t for t in out.found if not (t[2].rule in walk_rules and t[0] in lines)]
+
+
+def _is_abs(path: str) -> bool:
+    """Absolute on Linux, or on Windows (``C:\\go``, ``\\go``): a Windows base image's paths."""
+    return path.startswith(("/", "\\")) or bool(re.match(r"^[a-zA-Z]:[\\/]", path))
+
+
+def _check_expose(expose: Expose, ins: Instruction, out: _Collector) -> None:
+    for port in expose.ports:
+        spec, _, proto = port.partition("/")
+        if proto and proto != proto.lower():
+            out.at("ExposeProtoCasing",
+                   f"Defined protocol '{port}' in EXPOSE instruction should be lowercase", ins)
+        if ":" in spec:
+            out.at("ExposeInvalidFormat",
+                   "EXPOSE instruction should not define an IP address or host-port mapping, "
+                   f"found '{port}'", ins)
+
