@@ -1,0 +1,142 @@
+"""One container's life on the host: its directory, root file system and clean-up.
+
+Shared by the OCI and chroot runtimes. :func:`prepare` writes the state file,
+makes the short lower-dir links, builds the init layer (mount-point stubs in a
+lower dir of its own, as docker's ``-init`` layer, so the upper dir only ever
+holds what the process changed), mounts the overlay, resolves USER, writes
+``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf``, and on the way out
+(any way out) unmounts and removes all of it except the upper dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import ContainerError
+from builder.runtime.cleanup import (
+    ID_PREFIX,
+    ContainerState,
+    StateFile,
+    containers_dir,
+    process_start_time,
+    remove_tree,
+)
+from builder.runtime.overlay import make_links, mount_overlay, unmount_all_under
+from builder.runtime.rootfs import Stub, make_stubs, resolve_in_root
+from builder.runtime.spec import ETC_FILES, ContainerSpec, MountType, Network, hosts_file
+from builder.runtime.users import ExecUser, lookup_user
+
+SYSTEM_DIRS = ("/proc", "/dev", "/sys")
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+@dataclass
+class Container:
+    """A prepared container: rootfs mounted, everything resolved, ready for a runtime to start."""
+
+    id: str
+    hostname: str
+    dir: Path
+    rootfs: Path
+    user: ExecUser
+    etc_files: dict[str, Path]
+    mount_targets: list[str]
+    state: StateFile
+
+
+def _workdir_for(upperdir: Path, cdir: Path) -> Path:
+    """overlay's work dir must share the upper dir's file system."""
+    if os.stat(upperdir).st_dev == os.stat(cdir.parent).st_dev:
+        return cdir / "work"
+    return upperdir.parent / f".{cdir.name}-work"
+
+
+def _resolv_conf(network: Network) -> bytes:
+    try:
+        return HOST_RESOLV_CONF.read_bytes()
+    except OSError:
+        return b""
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    path.chmod(0o644)
+    return path
+
+
+@contextlib.contextmanager
+def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Container]:
+    """Set up the container for ``spec`` under ``work_root``; tear everything down on exit."""
+    cid = ID_PREFIX + secrets.token_hex(6)
+    hostname = spec.hostname or cid.removeprefix(ID_PREFIX)
+    cdirs = containers_dir(work_root)
+    cdirs.mkdir(parents=True, exist_ok=True)
+    cdir = cdirs / cid
+    upper = Path(spec.upperdir).absolute()
+    upper.mkdir(parents=True, exist_ok=True)
+    workdir = _workdir_for(upper, cdir)
+    state = StateFile(work_root, ContainerState(
+        id=cid, runtime=runtime, container_dir=str(cdir),
+        owner_start=process_start_time(os.getpid()),
+        workdir="" if workdir.parent == cdir else str(workdir),
+    ))
+    try:
+        cdir.mkdir()
+        rootfs = cdir / "rootfs"
+        rootfs.mkdir()
+        links = cdir / "l"
+        lowers = make_links(links, spec.lowerdirs)
+        init, initwork = cdir / "init", cdir / "initwork"
+        init.mkdir()
+        initwork.mkdir()
+        (links / "i").symlink_to(init)
+        if not lowers:
+            (cdir / "empty").mkdir()
+            (links / "e").symlink_to(cdir / "empty")
+        stubs = [Stub(p, True) for p in SYSTEM_DIRS] + [Stub(p, False) for p in ETC_FILES]
+        stubs += [
+            Stub(m.target, m.type is MountType.TMPFS or (m.source is not None and m.source.is_dir()))
+            for m in spec.mounts
+        ]
+        stubs.append(Stub(spec.process.cwd, True))
+        mount_overlay(rootfs, link_dir=links, lowers=lowers or ["e"], upperdir=init, workdir=initwork)
+        try:
+            make_stubs(rootfs, stubs)
+        finally:
+            unmount_all_under(rootfs)
+        workdir.mkdir()
+        mount_overlay(rootfs, link_dir=links, lowers=["i", *lowers], upperdir=upper, workdir=workdir)
+        user = lookup_user(rootfs, spec.process.user)
+        etc_sources = {
+            "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),
+            "/etc/hostname": _write(cdir / "hostname", f"{hostname}\n".encode()),
+            "/etc/resolv.conf": _write(cdir / "resolv.conf", _resolv_conf(spec.network)),
+        }
+        etc_files = {_in_root(rootfs, target): source for target, source in etc_sources.items()}
+        mount_targets = [_in_root(rootfs, m.target) for m in spec.mounts]
+        yield Container(cid, hostname, cdir, rootfs, user, etc_files, mount_targets, state)
+    finally:
+        _teardown(state, cdir, workdir, failing=sys.exc_info()[0] is not None)
+
+
+def _in_root(rootfs: Path, path: str) -> str:
+    rel = resolve_in_root(rootfs, path).relative_to(rootfs)
+    return "/" + "/".join(rel.parts)
+
+
+def _teardown(state: StateFile, cdir: Path, workdir: Path, *, failing: bool) -> None:
+    """Remove the container's mounts and directories; keep the state file if that fails."""
+    try:
+        remove_tree(cdir)
+        remove_tree(workdir)
+    except (ContainerError, OSError):
+        if not failing:
+            raise
+        return  # the original error matters more; recover() retries from the state file
+    state.remove()

@@ -1,0 +1,114 @@
+"""The chroot isolation: namespaces and pivot_root without an OCI runtime (``--isolation chroot``).
+
+The fallback where neither runc nor crun is installed. pybuild prepares the
+rootfs as for runc (same overlay, init layer, /etc files, USER resolution);
+:mod:`builder.runtime.nsinit`, started as a small stdlib-only Python process,
+does what runc's init would: namespaces, mounts, pivot_root, capabilities,
+user, exec. There is no seccomp filter and no cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import ContainerError, ContainerStartError
+from builder.runtime.bundle import Container, prepare
+from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
+from builder.runtime.output import Sink, pump
+from builder.runtime.spec import (
+    DEFAULT_CAPABILITIES,
+    MASKED_PATHS,
+    READONLY_PATHS,
+    ContainerSpec,
+    MountType,
+    nofile_limit,
+    process_env,
+)
+
+NSINIT = Path(__file__).with_name("nsinit.py")
+
+
+class ChrootRuntime:
+    """Runs containers with unshare + pivot_root, no OCI runtime needed."""
+
+    name = "chroot"
+
+    def __init__(self, *, work_root: Path) -> None:
+        self.work_root = Path(work_root)
+
+    def __repr__(self) -> str:
+        return "ChrootRuntime()"
+
+    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
+        """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
+        with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
+            return self._run(spec, container, stdout, stdin)
+
+    def _plan(self, spec: ContainerSpec, container: Container) -> dict:
+        user = container.user
+        return {
+            "rootfs": str(container.rootfs),
+            "hostname": container.hostname,
+            "network": spec.network.value,
+            "readonly_rootfs": spec.readonly_rootfs,
+            "etc": [{"source": str(src), "target": dst} for dst, src in container.etc_files.items()],
+            "mounts": [
+                {"type": m.type.value, "source": str(m.source) if m.type is MountType.BIND else "",
+                 "target": target, "readonly": m.readonly, "options": m.options()}
+                for m, target in zip(spec.mounts, container.mount_targets, strict=True)
+            ],
+            "masked": list(MASKED_PATHS),
+            "readonly": list(READONLY_PATHS),
+            "capabilities": list(DEFAULT_CAPABILITIES),
+            "nofile": nofile_limit(),
+            "user": {"uid": user.uid, "gid": user.gid, "sgids": list(user.sgids)},
+            "cwd": spec.process.cwd,
+            "args": list(spec.process.args),
+            "env": process_env(spec.process.env, user),
+        }
+
+    def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
+             stdin: BinaryIO | int | None) -> int:
+        plan_path = container.dir / "plan.json"
+        plan_path.write_text(json.dumps(self._plan(spec, container)))
+        err_read, err_write = os.pipe()
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(NSINIT), str(plan_path), str(err_write),
+                 str(os.getpid())],
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=write_end, stderr=write_end, pass_fds=(err_write,),
+                start_new_session=not spec.process.terminal,
+            )
+        except BaseException:
+            os.close(read_end)
+            os.close(err_read)
+            raise
+        finally:
+            os.close(write_end)
+            os.close(err_write)
+        try:
+            container.state.update(helper_pid=proc.pid, helper_start=process_start_time(proc.pid))
+            pump(read_end, stdout)
+            code = proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            os.close(err_read)
+            raise
+        with os.fdopen(err_read, "rb") as f:
+            report = f.read()
+        if report:
+            error = json.loads(report)
+            cls = ContainerStartError if error.get("start") else ContainerError
+            raise cls(f"chroot: {error['error']}")
+        return code

@@ -1,0 +1,213 @@
+"""Tracking of running build containers, and recovery from a pybuild that was killed.
+
+Before it creates anything, a container writes a state file
+(``<work_root>/state/<id>.json``) naming its owner (pid and process start
+time, so a reused pid is not mistaken for the owner), its runtime and its
+directories; the state file is removed last. :func:`recover`, run at the start
+of every pybuild command, removes what a dead owner left: the runtime's
+container, mounts under the container directory, the directories themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from builder.errors import ContainerError
+from builder.runtime.overlay import mounts_under, unmount_all_under
+
+ID_PREFIX = "pybuild-"
+OCI_RUNTIMES = ("runc", "crun")
+
+
+def containers_dir(work_root: Path) -> Path:
+    return work_root / "containers"
+
+
+def state_dir(work_root: Path) -> Path:
+    return work_root / "state"
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, or None if no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(text.rsplit(")", 1)[1].split()[19])
+
+
+def is_alive(pid: int | None, start_time: int | None) -> bool:
+    return pid is not None and pid > 0 and process_start_time(pid) == start_time
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What one container made on the machine, and who owns it."""
+
+    id: str
+    runtime: str
+    container_dir: str
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_start: int | None = None
+    workdir: str = ""
+    helper_pid: int | None = None
+    helper_start: int | None = None
+    created: float = field(default_factory=time.time)
+
+    def owner_alive(self) -> bool:
+        return is_alive(self.owner_pid, self.owner_start)
+
+
+class StateFile:
+    """The state file of one container; every write is atomic."""
+
+    def __init__(self, work_root: Path, state: ContainerState) -> None:
+        self.path = state_dir(work_root) / f"{state.id}.json"
+        self.state = state
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write()
+
+    def update(self, **changes: object) -> None:
+        self.state = replace(self.state, **changes)
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self.state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def load_state(path: Path) -> ContainerState | None:
+    try:
+        data = json.loads(path.read_text())
+        return ContainerState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a container's directory, unmounting first: never delete through a live mount."""
+    if not os.path.lexists(path):
+        return
+    unmount_all_under(path)
+    if mounts_under(path):
+        raise ContainerError(f"{path} is still mounted; not removing it")
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        raise ContainerError(f"cannot remove {path}")
+
+
+def delete_runtime_container(runtime: str, container_id: str) -> None:
+    """Kill and delete an OCI runtime's container; a container that does not exist is fine."""
+    binary = shutil.which(runtime)
+    if binary is None:
+        return
+    subprocess.run([binary, "delete", "--force", container_id], capture_output=True, timeout=60)
+
+
+def _runtime_containers(runtime: str) -> list[dict]:
+    binary = shutil.which(runtime)
+    if binary is None:
+        return []
+    proc = subprocess.run([binary, "list", "--format", "json"], capture_output=True, timeout=60)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return []
+    try:
+        return json.loads(proc.stdout) or []
+    except ValueError:
+        return []
+
+
+@dataclass
+class RecoveryReport:
+    """What :func:`recover` removed."""
+
+    containers: list[str] = field(default_factory=list)
+    runtime_containers: list[str] = field(default_factory=list)
+
+
+def release(state: ContainerState) -> None:
+    """Undo everything ``state`` records: processes, runtime container, mounts, directories."""
+    if state.helper_pid and is_alive(state.helper_pid, state.helper_start):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.helper_pid, signal.SIGKILL)
+    if state.runtime in OCI_RUNTIMES:
+        delete_runtime_container(state.runtime, state.id)
+    remove_tree(Path(state.container_dir))
+    if state.workdir:
+        remove_tree(Path(state.workdir))
+
+
+def recover(work_root: Path) -> RecoveryReport:
+    """Remove what containers of dead pybuild processes left under ``work_root``."""
+    report = RecoveryReport()
+    live: set[str] = set()
+    states = state_dir(work_root)
+    for path in sorted(states.glob("*.json")) if states.is_dir() else ():
+        state = load_state(path)
+        if state is None:
+            cid = path.stem
+            state = ContainerState(id=cid, runtime="", container_dir=str(containers_dir(work_root) / cid),
+                                   owner_pid=0)
+        if state.owner_alive():
+            live.add(state.id)
+            continue
+        for runtime in OCI_RUNTIMES:
+            delete_runtime_container(runtime, state.id)
+        release(state)
+        path.unlink(missing_ok=True)
+        report.containers.append(state.id)
+    cdirs = containers_dir(work_root)
+    for cdir in sorted(cdirs.iterdir()) if cdirs.is_dir() else ():
+        if cdir.name in live or (states / f"{cdir.name}.json").exists():
+            continue
+        remove_tree(cdir)
+        report.containers.append(cdir.name)
+    root = str(cdirs.absolute()) + "/"
+    for runtime in OCI_RUNTIMES:
+        for entry in _runtime_containers(runtime):
+            cid = entry.get("id", "")
+            if not cid.startswith(ID_PREFIX) or cid in live:
+                continue
+            if not str(entry.get("bundle", "")).startswith(root):
+                continue
+            delete_runtime_container(runtime, cid)
+            report.runtime_containers.append(cid)
+    return report
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """In the main thread, turn SIGTERM into KeyboardInterrupt so clean-up runs as for Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

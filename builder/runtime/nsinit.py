@@ -1,0 +1,270 @@
+"""The in-namespace half of the chroot isolation; run as a script, standard library only.
+
+``python -I -S nsinit.py PLAN.json ERRFD``: unshare mount, pid, ipc, uts (and
+net) namespaces, fork the container's pid 1, mount /proc, /dev, /sys, the
+/etc files and the extra mounts onto the already mounted overlay rootfs,
+pivot_root into it, drop to docker's capability bounding set, become the
+user and exec. A setup failure is written to ERRFD as JSON
+(``{"error": ..., "start": bool}``) and never reaches the process output.
+Both processes die with their parent (PR_SET_PDEATHSIG), so a killed pybuild
+leaves no process behind, and the namespaces, mounts included, vanish with them.
+"""
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import stat
+import struct
+import sys
+import warnings  # noqa: F401  (os.execvpe imports it; after pivot_root the stdlib is gone)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
+
+CAPS = {
+    "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_KILL": 5,
+    "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETPCAP": 8, "CAP_NET_BIND_SERVICE": 10,
+    "CAP_NET_RAW": 13, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27, "CAP_AUDIT_WRITE": 29,
+    "CAP_SETFCAP": 31,
+}
+
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+           ("urandom", 1, 9), ("tty", 5, 0))
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    def __init__(self, message, start=False):
+        super().__init__(message)
+        self.start = start
+
+
+def check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(err)}")
+
+
+def mount(source, target, fstype, flags, data=""):
+    check(libc.mount(source.encode() if source else None, target.encode(),
+                     fstype.encode() if fstype else None, flags, data.encode() if data else None),
+          f"mount {fstype or 'bind'} on {target}")
+
+
+def ensure(path, is_dir):
+    if os.path.lexists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if is_dir:
+        os.mkdir(path, 0o755)
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+
+
+def loopback_up():
+    """``ip link set lo up``, as docker's none network has it."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, siocgifflags, ifreq))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
+
+
+def mount_system(root):
+    mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
+    dev = f"{root}/dev"
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    for name, major, minor in DEVICES:
+        os.mknod(f"{dev}/{name}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(f"{dev}/{name}", 0o666)
+    for name, target in DEV_LINKS:
+        os.symlink(target, f"{dev}/{name}")
+    for sub in ("pts", "shm", "mqueue"):
+        os.mkdir(f"{dev}/{sub}", 0o755)
+    mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+          "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=1777,size=67108864")
+    mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NOEXEC | MS_NODEV)
+    mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY)
+
+
+def bind(source, target, readonly):
+    mount(source, target, None, MS_BIND | MS_REC)
+    if readonly:
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def mount_extra(root, plan):
+    for item in plan["mounts"]:
+        target = root + item["target"]
+        if item["type"] == "bind":
+            ensure(target, os.path.isdir(item["source"]))
+            bind(item["source"], target, item["readonly"])
+        else:
+            ensure(target, True)
+            data = ",".join(o for o in item["options"] if "=" in o)
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
+
+
+def mask_paths(root, plan):
+    for path in plan["masked"]:
+        target = root + path
+        if not os.path.exists(target):
+            continue
+        if os.path.isdir(target):
+            mount("tmpfs", target, "tmpfs", MS_RDONLY)
+        else:
+            bind(f"{root}/dev/null", target, False)
+    for path in plan["readonly"]:
+        target = root + path
+        if os.path.exists(target):
+            bind(target, target, True)
+
+
+def pivot(root):
+    os.chdir(root)
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise SetupError(f"pivot_root: unsupported architecture {platform.machine()}")
+    check(libc.syscall(number, b".", b"."), "pivot_root")
+    check(libc.umount2(b".", MNT_DETACH), "unmount the old root")
+    os.chdir("/")
+
+
+def drop_capabilities(keep):
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    wanted = {CAPS[name] for name in keep}
+    for cap in range(last + 1):
+        if cap not in wanted:
+            check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap}")
+
+
+def become_user(plan):
+    user = plan["user"]
+    os.setgroups(user["sgids"])
+    os.setgid(user["gid"])
+    os.setuid(user["uid"])
+
+
+def exec_process(plan):
+    args, env = plan["args"], plan["env"]
+    try:
+        os.chdir(plan["cwd"])
+    except OSError as err:
+        raise SetupError(f"chdir to cwd ({plan['cwd']!r}) failed: {err.strerror}", start=True) from None
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    environ = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    try:
+        if "/" in args[0]:
+            os.execve(args[0], args, environ)
+        os.execvpe(args[0], args, environ)
+    except FileNotFoundError:
+        where = "" if "/" in args[0] else " in $PATH"
+        raise SetupError(f'exec: "{args[0]}": executable file not found{where}', start=True) from None
+    except OSError as err:
+        raise SetupError(f'exec: "{args[0]}": {err.strerror}', start=True) from None
+
+
+def container_init(plan, errfd):
+    """pid 1 of the new pid namespace: set up the mounts, then become the process."""
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    root = plan["rootfs"]
+    name = plan["hostname"].encode()
+    check(libc.sethostname(name, len(name)), "sethostname")
+    if plan["network"] == "none":
+        loopback_up()
+    mount_system(root)
+    for item in plan["etc"]:
+        bind(item["source"], root + item["target"], False)
+    mount_extra(root, plan)
+    mask_paths(root, plan)
+    pivot(root)
+    if plan["readonly_rootfs"]:
+        mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    nofile = plan["nofile"]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    drop_capabilities(plan["capabilities"])
+    become_user(plan)
+    os.set_inheritable(errfd, False)
+    exec_process(plan)
+
+
+def report(errfd, error):
+    os.write(errfd, json.dumps({"error": str(error), "start": getattr(error, "start", False)}).encode())
+
+
+def main():
+    plan_path, errfd, parent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)  # pybuild is already gone
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with open(plan_path) as f:
+        plan = json.load(f)
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if plan["network"] == "none":
+        flags |= CLONE_NEWNET
+    try:
+        check(libc.unshare(flags), "unshare")
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+    except SetupError as err:
+        report(errfd, err)
+        os._exit(1)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            container_init(plan, errfd)
+        except (SetupError, OSError) as err:
+            report(errfd, err)
+        except BaseException as err:  # never let pid 1 fall back into the helper's code
+            report(errfd, SetupError(f"internal error: {type(err).__name__}: {err}"))
+        os._exit(127)
+    os.close(errfd)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(1)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else code)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except OSError as err:
+        if err.errno == errno.EPIPE:
+            os._exit(1)
+        raise

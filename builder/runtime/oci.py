@@ -1,0 +1,109 @@
+"""The OCI runtime driver: a bundle run by ``runc`` or ``crun`` in the foreground.
+
+The runtime's state lives in its default root (``/run/runc``, ``/run/crun``)
+so that ``runc list`` shows build containers to an operator; their ids start
+with ``pybuild-`` and their bundles lie under the work root, which is how
+:func:`~builder.runtime.cleanup.recover` tells ours apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import ContainerStartError, RuntimeNotFoundError
+from builder.runtime.bundle import Container, prepare
+from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
+from builder.runtime.output import Sink, pump
+from builder.runtime.spec import ContainerSpec, oci_config
+
+
+class OciRuntime:
+    """Runs containers with an OCI runtime binary (``runc`` or ``crun``)."""
+
+    def __init__(self, binary: str = "runc", *, work_root: Path) -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise RuntimeNotFoundError(
+                f"isolation {binary!r} is not available: {binary} is not installed "
+                "(install it, or choose another with --isolation runc|crun|chroot)"
+            )
+        self.binary = path
+        self.name = Path(binary).name
+        self.work_root = Path(work_root)
+
+    def __repr__(self) -> str:
+        return f"OciRuntime({self.name!r})"
+
+    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
+        """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
+        with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
+            return self._run(spec, container, stdout, stdin)
+
+    def _command(self, container: Container, log: Path) -> list[str]:
+        if self.name == "crun":
+            logging = [f"--log=file:{log}", "--log-format=json"]
+        else:
+            logging = ["--log", str(log), "--log-format", "json"]
+        return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
+
+    def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
+             stdin: BinaryIO | int | None) -> int:
+        config = oci_config(
+            spec, rootfs=str(container.rootfs), user=container.user, hostname=container.hostname,
+            etc_files=container.etc_files, mount_targets=container.mount_targets,
+        )
+        (container.dir / "config.json").write_text(json.dumps(config))
+        log = container.dir / "runtime.log"
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                self._command(container, log),
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=write_end, stderr=write_end,
+                start_new_session=not spec.process.terminal,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        try:
+            pump(read_end, stdout)
+            code = proc.wait()
+        except BaseException:
+            self._kill(container.id, proc)
+            raise
+        error = _start_error(log)
+        if error:
+            raise ContainerStartError(f"{self.name}: {error}")
+        return code
+
+    def _kill(self, container_id: str, proc: subprocess.Popen) -> None:
+        """Stop the container now (Ctrl-C, a failing sink); the state is deleted with it."""
+        delete_runtime_container(self.name, container_id)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+def _start_error(log: Path) -> str:
+    """The runtime's own error (not the process's), from its JSON log; empty if none."""
+    try:
+        lines = log.read_text().splitlines()
+    except FileNotFoundError:
+        return ""
+    messages = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") in ("error", "fatal"):
+            messages.append(str(entry.get("msg", "")).removeprefix("runc run failed: "))
+    return "; ".join(messages)

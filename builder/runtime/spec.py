@@ -1,0 +1,228 @@
+"""What to run in a build container, as typed values, and its OCI ``config.json``.
+
+The engine describes a RUN step (or ``pybuild run``) with a :class:`ContainerSpec`;
+a runtime turns it into an overlay mount plus either an OCI bundle
+(:func:`oci_config`) or the chroot isolation's plan. The defaults follow what
+docker gives a container: its capability set, masked and read-only paths,
+``/dev``, ``/dev/shm`` and ``/sys`` as docker mounts them, NOFILE 1048576.
+"""
+
+from __future__ import annotations
+
+import enum
+import resource
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.runtime.users import ExecUser
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# docker's default capability set (moby/oci/caps/defaults.go).
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+NOFILE = 1048576
+
+
+def nofile_limit() -> int:
+    """docker's NOFILE (1048576), capped at our own hard limit: raising it needs CAP_SYS_RESOURCE."""
+    return min(NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+
+# Files every container gets by bind mount; they never reach the upper dir.
+ETC_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+
+
+class Network(enum.Enum):
+    """The network a container sees: the host's, or only its own loopback."""
+
+    HOST = "host"
+    NONE = "none"
+
+
+class MountType(enum.Enum):
+    BIND = "bind"
+    TMPFS = "tmpfs"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An extra mount in the container (RUN --mount bind/cache/secret are binds, tmpfs is tmpfs).
+
+    Use :meth:`bind` and :meth:`tmpfs` to make one. ``target`` is an absolute
+    path inside the container; a missing target is created as a stub that is
+    never left in the upper dir.
+    """
+
+    target: str
+    type: MountType
+    source: Path | None = None
+    readonly: bool = False
+    size: int | None = None
+    mode: int | None = None
+
+    @classmethod
+    def bind(cls, source: Path, target: str, *, readonly: bool = False) -> Mount:
+        return cls(target=target, type=MountType.BIND, source=Path(source), readonly=readonly)
+
+    @classmethod
+    def tmpfs(cls, target: str, *, size: int | None = None, mode: int = 0o1777) -> Mount:
+        return cls(target=target, type=MountType.TMPFS, size=size, mode=mode)
+
+    def __post_init__(self) -> None:
+        if not self.target.startswith("/"):
+            raise ValueError(f"mount target must be absolute: {self.target!r}")
+        if self.type is MountType.BIND and self.source is None:
+            raise ValueError("a bind mount needs a source")
+
+    def options(self) -> list[str]:
+        """Mount options as OCI runtimes and mount(8) spell them."""
+        if self.type is MountType.BIND:
+            return ["rbind", "rprivate", "ro" if self.readonly else "rw"]
+        opts = ["nosuid", "nodev"]
+        if self.mode is not None:
+            opts.append(f"mode={self.mode:o}")
+        if self.size is not None:
+            opts.append(f"size={self.size}")
+        return opts
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """The process to run: argv, environment (``K=V``), working directory, docker USER string."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    terminal: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.args:
+            raise ValueError("a process needs at least one argument")
+        if not self.cwd.startswith("/"):
+            raise ValueError(f"working directory must be absolute: {self.cwd!r}")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One build container: overlay of ``lowerdirs`` (base first) with ``upperdir`` on top.
+
+    ``upperdir`` receives exactly what the process changed (overlay whiteouts
+    for deletions); the engine turns it into a layer. An empty ``hostname``
+    means a docker-like 12-hex-digit name derived from the container id.
+    """
+
+    lowerdirs: Sequence[Path]
+    upperdir: Path
+    process: ProcessSpec
+    mounts: Sequence[Mount] = ()
+    network: Network = Network.HOST
+    hostname: str = ""
+    readonly_rootfs: bool = False
+    extra_hosts: Sequence[tuple[str, str]] = field(default=())
+
+
+def process_env(env: Sequence[str], user: ExecUser) -> list[str]:
+    """The environment as docker gives it: PATH and HOME filled in when the image sets none."""
+    names = {item.split("=", 1)[0] for item in env}
+    result = list(env)
+    if "PATH" not in names:
+        result.insert(0, f"PATH={DEFAULT_PATH}")
+    if "HOME" not in names:
+        result.append(f"HOME={user.home}")
+    return result
+
+
+def hosts_file(hostname: str, extra_hosts: Sequence[tuple[str, str]] = ()) -> str:
+    """``/etc/hosts`` as BuildKit writes it for a sandbox with no address of its own."""
+    lines = [
+        f"127.0.0.1\tlocalhost {hostname}",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "ff00::0\tip6-mcastprefix",
+        "ff02::1\tip6-allnodes",
+        "ff02::2\tip6-allrouters",
+    ]
+    lines.extend(f"{address}\t{name}" for name, address in extra_hosts)
+    return "\n".join(lines) + "\n"
+
+
+def system_mounts(network: Network) -> list[dict[str, Any]]:
+    """``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue``, ``/sys`` as docker mounts them."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]},
+    ]
+
+
+def oci_config(
+    spec: ContainerSpec, *, rootfs: str, user: ExecUser, hostname: str,
+    etc_files: dict[str, Path], mount_targets: Sequence[str],
+) -> dict[str, Any]:
+    """An OCI runtime-spec 1.0 ``config.json`` for ``spec``.
+
+    ``etc_files`` maps ``/etc/hosts`` etc. to the host files to bind;
+    ``mount_targets`` are the in-root resolved targets of ``spec.mounts``
+    (symlinks already followed inside the rootfs), in the same order.
+    """
+    caps = list(DEFAULT_CAPABILITIES)
+    nofile = nofile_limit()
+    process: dict[str, Any] = {
+        "terminal": spec.process.terminal,
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.sgids)},
+        "args": list(spec.process.args),
+        "env": process_env(spec.process.env, user),
+        "cwd": spec.process.cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "noNewPrivileges": False,
+    }
+    mounts = system_mounts(spec.network)
+    for target, source in etc_files.items():
+        mounts.append({"destination": target, "type": "bind", "source": str(source),
+                       "options": ["rbind", "rprivate", "rw"]})
+    for mount, target in zip(spec.mounts, mount_targets, strict=True):
+        entry: dict[str, Any] = {"destination": target, "type": mount.type.value,
+                                 "options": mount.options()}
+        entry["source"] = str(mount.source) if mount.type is MountType.BIND else "tmpfs"
+        mounts.append(entry)
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if spec.network is Network.NONE:
+        namespaces.append({"type": "network"})
+    return {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
