@@ -439,6 +439,7 @@ class _Extractor:
         resolved: list[str] = []
         fds = [os.dup(self.root_fd)]
         links = 0
+        via = ""
         try:
             while pending:
                 comp = pending.pop()
@@ -447,8 +448,8 @@ class _Extractor:
                 if comp == "..":  # only from a symlink's target
                     if not resolved:
                         raise UnsafeLayerError(
-                            f"layer entry '{entry}' goes through a symlink that leads outside "
-                            "the extraction root; refusing the layer"
+                            f"layer entry '{entry}' goes through the symlink {via}, which leads "
+                            "outside the extraction root; refusing the layer"
                         )
                     resolved.pop()
                     os.close(fds.pop())
@@ -458,8 +459,8 @@ class _Extractor:
                 except FileNotFoundError:
                     if not create:
                         raise UnsafeLayerError(
-                            f"layer entry '{entry}' refers to "
-                            f"'{'/'.join([*resolved, comp])}', which does not exist in the root"
+                            f"layer entry '{entry}' refers to '{'/'.join(parts)}', but "
+                            f"'{'/'.join([*resolved, comp])}' does not exist in the extraction root"
                         ) from None
                     os.mkdir(comp, 0o755, dir_fd=fds[-1])
                     self.written.add((*resolved, comp))
@@ -475,12 +476,18 @@ class _Extractor:
                         ) from None
                     links += 1
                     target = os.readlink(comp, dir_fd=fds[-1])
-                    if links > MAX_SYMLINKS or target.startswith("/") or "\0" in target:
+                    if links > MAX_SYMLINKS:
+                        raise UnsafeLayerError(
+                            f"layer entry '{entry}' goes through more than {MAX_SYMLINKS} "
+                            "symlinks (a loop?); refusing the layer"
+                        ) from None
+                    if target.startswith("/"):
                         raise UnsafeLayerError(
                             f"layer entry '{entry}' goes through the symlink "
                             f"'{'/'.join([*resolved, comp])}' -> '{target}', which leads outside "
                             "the extraction root; refusing the layer"
                         ) from None
+                    via = f"'{'/'.join([*resolved, comp])}' -> '{target}'"
                     pending.extend(reversed(target.split("/")))
                     continue
                 fds.append(fd)

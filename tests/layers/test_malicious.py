@@ -1,0 +1,93 @@
+"""Every crafted layer in the corpus is refused, and nothing beside the target changes."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.errors import PybuildError
+from builder.layers.extract import extract_layer
+from tests.layers import hash_tree
+from tests.layers.malicious import SENTINEL_FILES, corpus, mismatched_blob_layer
+
+CASE_NAMES = [c.name for c in corpus(Path("/placeholder/sentinel"))]
+
+
+@pytest.fixture
+def arena(tmp_path: Path) -> tuple[Path, Path]:
+    """A target with some lower content and a sentinel directory next to it."""
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    for name, data in SENTINEL_FILES.items():
+        (sentinel / name).write_bytes(data)
+    os.chmod(sentinel / "secret", 0o600)
+    target = tmp_path / "target"
+    (target / "lower").mkdir(parents=True)
+    (target / "lower" / "file").write_text("lower layer")
+    return sentinel, target
+
+
+def _outside_state(tmp_path: Path, target: Path) -> dict[str, str]:
+    return {p.name: hash_tree(p) for p in tmp_path.iterdir() if p != target and p.is_dir()}
+
+
+def _no_links_to(target: Path, victims: list[Path]) -> None:
+    """No inode inside target is one of the victims' (a hardlink would let a reader get at them)."""
+    inodes = {(v.stat().st_dev, v.stat().st_ino) for v in victims if v.exists()}
+    for p in target.rglob("*"):
+        st = p.lstat()
+        assert (st.st_dev, st.st_ino) not in inodes, f"{p} is linked to a file outside the target"
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(CASE_NAMES) >= 15
+    assert len(set(CASE_NAMES)) == len(CASE_NAMES)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_crafted_layer_is_refused(
+    case_name: str, compress: bool, arena: tuple[Path, Path], tmp_path: Path
+) -> None:
+    sentinel, target = arena
+    case = next(c for c in corpus(sentinel) if c.name == case_name)
+    blob = case.blob
+    if compress and blob[:2] != b"\x1f\x8b":
+        blob = gzip.compress(blob, mtime=0)
+    before = _outside_state(tmp_path, target)
+    with pytest.raises(case.error) as info:
+        extract_layer(io.BytesIO(blob), target)
+    message = str(info.value)
+    assert isinstance(info.value, PybuildError)
+    assert case.mentions in message
+    assert "Traceback" not in message and message.strip()
+    assert _outside_state(tmp_path, target) == before
+    _no_links_to(target, [sentinel / n for n in SENTINEL_FILES] + [Path("/etc/shadow")])
+    assert (target / "lower" / "file").read_text() == "lower layer"
+
+
+def test_blob_with_the_wrong_digest_is_refused(arena: tuple[Path, Path], tmp_path: Path) -> None:
+    sentinel, target = arena
+    opener, error = mismatched_blob_layer(sentinel)
+    before = _outside_state(tmp_path, target)
+    with pytest.raises(error, match="digest mismatch"):
+        extract_layer(opener(), target)  # type: ignore[arg-type]
+    assert _outside_state(tmp_path, target) == before
+
+
+def test_truncated_blob_reports_the_digest_not_the_tar(arena: tuple[Path, Path]) -> None:
+    """A cut-off download is a digest problem first; the message should say so."""
+    from builder.errors import DigestMismatchError
+    from builder.image import BlobLayer, Descriptor, Digest, MediaType
+    from tests.layers.malicious import _Blobs, _reg, build_tar
+
+    _, target = arena
+    full = build_tar([_reg("big", os.urandom(200_000))])
+    desc = Descriptor(media_type=MediaType.OCI_LAYER, digest=Digest.of(full), size=len(full))
+    layer = BlobLayer(_Blobs(full[:100_000]), desc, Digest.of(full))
+    with pytest.raises(DigestMismatchError):
+        extract_layer(layer.compressed(), target)  # type: ignore[arg-type]
