@@ -47,6 +47,7 @@ class ParserWarning:
     message: str
     start_line: int
     end_line: int
+    detail: str = ""  # longer explanation, e.g. "will become errors in a future release"
 
 
 @dataclass(frozen=True)

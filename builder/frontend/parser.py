@@ -1,0 +1,900 @@
+"""Dockerfile text -> :class:`ParsedDockerfile`, exactly as BuildKit's parser forms its nodes.
+
+The Lark grammar (``grammar/dockerfile.lark``) cuts the file into directives,
+comment lines, blank runs and whole logical instructions; this module turns
+each instruction token into a :class:`Node` (keyword, flags, arguments by the
+per-instruction rules of BuildKit's ``line_parsers.go``), reads heredoc bodies
+and reports errors with file:line. It gives no meaning to instructions: that is
+:mod:`builder.frontend.instructions`' job.
+
+Reference: moby/buildkit ``frontend/dockerfile/parser`` (parser.go,
+line_parsers.go, split_command.go, directives.go, parser_heredoc.go) and the
+corpus in ``shared/conformance/buildkit-parser`` (see its FORMAT.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, replace
+
+from lark import Lark, Token
+from lark.exceptions import LarkError
+
+import grammar
+from builder.errors import ParseError, SourceLocation
+from builder.frontend.ast import Directive, Heredoc, Node, ParsedDockerfile, ParserWarning
+from builder.frontend.dump import go_quote
+
+DEFAULT_ESCAPE = "\\"
+ESCAPE_CHARS = ("\\", "`")
+DIRECTIVE_NAMES = ("syntax", "escape", "check")
+# BuildKit reads lines with a 64 KiB bufio.Scanner buffer; longer lines are an error.
+MAX_LINE_BYTES = 65535
+
+# Go's unicode.IsSpace. Python's str.isspace also counts \x1c-\x1f, so it is spelled out.
+GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_SPACES = frozenset(GO_SPACE)
+_SPACE_RUN = re.compile(f"[{GO_SPACE}]+")
+_TOKEN_WS = re.compile(r"[\t\v\f\r ]+")  # BuildKit's reWhitespace / tokenWhitespace
+_DIRECTIVE_BODY = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
+_HEREDOC_WORD = re.compile(r"([0-9]*)<<(-?)([^<]*)\Z", re.DOTALL)
+_HEREDOC_GLUE = re.compile(f"<<[{GO_SPACE}]*\\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTINUATION = {e: re.compile(f"(?<!{re.escape(e)}){re.escape(e)}[ \\t]*\\Z") for e in ESCAPE_CHARS}
+
+_MAYBE_JSON = frozenset({"run", "cmd", "entrypoint", "shell"})
+_MAYBE_JSON_LIST = frozenset({"add", "copy", "volume"})
+_WHITESPACE_LIST = frozenset({"from", "expose"})
+_WHOLE_STRING = frozenset({"maintainer", "stopsignal", "user", "workdir"})
+_HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
+
+
+class _ArgumentError(Exception):
+    """An instruction's text breaks a parser rule; becomes a ParseError with the location."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class _LexError(Exception):
+    """The heredoc word lexer met an unterminated quote or a bad ${...}."""
+
+
+@functools.cache
+def _lark(escape: str) -> Lark:
+    """The LALR parser for one escape character; built once per process and escape."""
+    text = grammar.load().replace("%ESC%", re.escape(escape))
+    return Lark(text, parser="lalr", lexer="contextual", start=["start", "body"])
+
+
+@dataclass(frozen=True)
+class DetectedDirective:
+    """A directive found by :func:`detect_syntax` / :func:`parse_directive`."""
+
+    ref: str  # the value up to the first space ("docker/dockerfile:1")
+    cmdline: str  # the whole value
+    line: int  # 1-based; 0 for a JSON-object Dockerfile without shebang
+
+
+class Parser:
+    """Parses Dockerfiles. Stateless: the LALR parsers are cached per escape character."""
+
+    def parse(self, source: str | bytes, file: str = "Dockerfile") -> ParsedDockerfile:
+        text = _decode(source)
+        raw_lines = text.split("\n")
+        count = len(raw_lines) - 1 if text.endswith("\n") or not text else len(raw_lines)
+        lines = tuple(line.rstrip("\r") for line in raw_lines[:count])
+        too_long = _first_long_line(text, raw_lines, count)
+        if too_long is not None:
+            text = "\n".join(raw_lines[: too_long - 1]) + "\n" if too_long > 1 else ""
+        run = _Run(file, lines, raw_lines, count if too_long is None else too_long - 1)
+        try:
+            result = run.parse(text)
+        except ParseError as error:
+            if too_long is None or error.message != "file with no instructions":
+                raise
+            result = None
+        if too_long is not None:
+            raise ParseError(
+                f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
+                SourceLocation(file, too_long),
+                hint="split it with line continuations",
+            )
+        assert result is not None
+        return result
+
+
+def parse(source: str | bytes, file: str = "Dockerfile") -> ParsedDockerfile:
+    """Parse a Dockerfile; raises ParseError naming file:line for anything BuildKit rejects."""
+    return Parser().parse(source, file)
+
+
+class _Run:
+    """The state of one parse: location data, directives, comments seen, nodes so far."""
+
+    def __init__(self, file: str, lines: tuple[str, ...], raw_lines: list[str], count: int) -> None:
+        self.file = file
+        self.lines = lines
+        self.raw_lines = raw_lines
+        self.count = count  # physical lines this run may read
+        self.escape = DEFAULT_ESCAPE
+        self.directives: list[Directive] = []
+        self.nodes: list[Node] = []
+        self.warnings: list[ParserWarning] = []
+        self.comments: list[str] = []
+
+    def error(
+        self, message: str, start: int, end: int | None = None, hint: str | None = None,
+        *, quote: bool = True,
+    ) -> ParseError:
+        line = max(start, 1)
+        return ParseError(
+            message,
+            SourceLocation(self.file, line, end if end and end > line else None),
+            source_line=self.lines[line - 1] if quote and line <= len(self.lines) else None,
+            hint=hint,
+        )
+
+    def parse(self, text: str) -> ParsedDockerfile:
+        tree_children = self._lark_parse(DEFAULT_ESCAPE, text, "start", 0)
+        self._read_directives(tree_children)
+        if self.escape != DEFAULT_ESCAPE:
+            tree_children = self._lark_parse(self.escape, text, "start", 0)
+        offset = 0
+        while True:
+            resume = self._walk(tree_children, offset)
+            if resume is None or resume >= self.count:
+                break
+            offset = resume
+            rest = "\n".join(self.raw_lines[resume : self.count])
+            if self.count < len(self.raw_lines):
+                rest += "\n"
+            tree_children = self._lark_parse(self.escape, rest, "body", offset)
+        if not self.nodes:
+            raise self.error(
+                "file with no instructions", self.count,
+                hint="a Dockerfile needs at least one instruction, such as FROM", quote=False,
+            )
+        return ParsedDockerfile(
+            nodes=tuple(self.nodes),
+            directives=tuple(self.directives),
+            warnings=tuple(self.warnings),
+            escape=self.escape,
+            file=self.file,
+            lines=self.lines,
+        )
+
+    def _lark_parse(self, escape: str, text: str, start: str, offset: int) -> list[Token]:
+        try:
+            return _lark(escape).parse(text, start=start).children  # type: ignore[return-value]
+        except LarkError as error:  # the grammar accepts every text; this is a bug guard
+            line = getattr(error, "line", 0) or 0
+            raise self.error(f"cannot parse: {error}", offset + max(line, 1)) from None
+
+    def _read_directives(self, children: list[Token]) -> None:
+        seen: set[str] = set()
+        for token in children:
+            if token.type != "DIRECTIVE":
+                break
+            body = token.value.rstrip("\r\n").lstrip(GO_SPACE)[1:].lstrip(GO_SPACE)
+            match = _DIRECTIVE_BODY.match(body)
+            assert match is not None, body
+            name, value = match.group(1).lower(), match.group(2)
+            if name in seen:
+                raise self.error(
+                    f"only one {name} parser directive can be used", token.line,
+                    hint="remove the repeated directive",
+                )
+            seen.add(name)
+            if name == "escape":
+                if value not in ESCAPE_CHARS:
+                    raise self.error(
+                        f"invalid escape token '{value}' does not match ` or \\", token.line,
+                        hint="write # escape=\\ or # escape=`",
+                    )
+                self.escape = value
+            self.directives.append(Directive(name, value, token.line))
+
+    def _walk(self, children: list[Token], offset: int) -> int | None:
+        """Build nodes from tokens; returns the 0-based line to re-parse from after a heredoc."""
+        for token in children:
+            kind = token.type
+            if kind == "INSTRUCTION":
+                resume = self._instruction(token, offset)
+                if resume is not None:
+                    return resume
+            elif kind == "COMMENT":
+                # BuildKit keeps the text after the line's first character, trimmed, and an
+                # empty comment ("#") forgets the comments gathered so far.
+                comment = token.value[1:].strip(GO_SPACE)
+                if comment:
+                    self.comments.append(comment)
+                else:
+                    self.comments.clear()
+        return None
+
+    def _instruction(self, token: Token, offset: int) -> int | None:
+        start = token.line + offset
+        physical = token.value.split("\n")
+        if token.value.endswith("\n"):
+            physical.pop()
+        end = start + len(physical) - 1
+        continuation = _CONTINUATION[self.escape]
+        first = physical[0].rstrip("\r").lstrip(GO_SPACE)
+        match = continuation.search(first)
+        empty_continuation = False
+        if match is None:
+            line = first
+        else:
+            parts = [first[: match.start()]]
+            for raw in physical[1:]:
+                text = raw.rstrip("\r")
+                stripped = text.lstrip(GO_SPACE)
+                if not stripped:
+                    empty_continuation = True
+                    continue
+                if stripped[0] == "#":
+                    continue
+                match = continuation.search(text)
+                parts.append(text if match is None else text[: match.start()])
+            line = "".join(parts)
+        if empty_continuation:
+            self.warnings.append(ParserWarning(
+                rule="NoEmptyContinuation",
+                message=f"Empty continuation line found in: {line}",
+                start_line=end,
+                end_line=end,
+                detail="Empty continuation lines will become errors in a future release",
+            ))
+        try:
+            node = _node_from_line(line, self.escape, start, end)
+        except _ArgumentError as error:
+            raise self.error(error.message, start, end, error.hint) from None
+        comments = tuple(self.comments)
+        self.comments.clear()
+        resume = None
+        if "<<" in line and _can_have_heredocs(node):
+            try:
+                heredocs = heredocs_from_line(line)
+            except _ArgumentError as error:
+                raise self.error(error.message, start, end, error.hint) from None
+            if heredocs:
+                filled, end = self._read_heredoc_bodies(heredocs, start, end)
+                resume = end
+                inner = node.inner
+                if inner is not None:
+                    inner = replace(inner, heredocs=filled, end_line=end)
+                node = replace(node, heredocs=filled, inner=inner, end_line=end)
+        self.nodes.append(replace(node, comments=comments) if comments else node)
+        return resume
+
+    def _read_heredoc_bodies(
+        self, heredocs: list[Heredoc], start: int, end: int
+    ) -> tuple[tuple[Heredoc, ...], int]:
+        """Take each body from the lines after the instruction, in marker order."""
+        index = end  # 0-based index of the first line after the instruction
+        last_with_newline = len(self.raw_lines) - 1
+        filled = []
+        for heredoc in heredocs:
+            content: list[str] = []
+            terminated = False
+            while index < self.count:
+                raw = self.raw_lines[index]
+                index += 1
+                candidate = raw.rstrip("\r")
+                if heredoc.chomp:
+                    candidate = candidate.lstrip("\t")
+                if candidate == heredoc.name:
+                    terminated = True
+                    break
+                content.append(raw + "\n" if index <= last_with_newline else raw)
+            if not terminated:
+                raise self.error(
+                    "unterminated heredoc", start, index,
+                    hint=f"end it with a line that is exactly {heredoc.name}",
+                )
+            filled.append(Heredoc(
+                name=heredoc.name, content="".join(content), expand=heredoc.expand,
+                chomp=heredoc.chomp, file_descriptor=heredoc.file_descriptor,
+            ))
+        return tuple(filled), index
+
+
+def _decode(source: str | bytes) -> str:
+    if isinstance(source, bytes | bytearray | memoryview):
+        text = bytes(source).decode("utf-8", "surrogateescape")
+    else:
+        text = source
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _byte_length(line: str) -> int:
+    try:
+        return len(line.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return len(line.encode("utf-8", "surrogatepass"))
+
+
+def _first_long_line(text: str, raw_lines: list[str], count: int) -> int | None:
+    """The 1-based number of the first line BuildKit's 64 KiB line buffer cannot hold."""
+    if len(text) <= MAX_LINE_BYTES // 4:
+        return None
+    for number, line in enumerate(raw_lines[:count], 1):
+        if len(line) * 4 > MAX_LINE_BYTES and _byte_length(line) > MAX_LINE_BYTES:
+            return number
+    return None
+
+
+# --- one logical line -> Node (BuildKit's newNodeFromLine and line parsers) ---------------
+
+
+def _node_from_line(line: str, escape: str, start: int, end: int) -> Node:
+    trimmed = line.strip(GO_SPACE)
+    parts = _TOKEN_WS.split(trimmed, maxsplit=1)
+    keyword_text = parts[0]
+    keyword = keyword_text.lower()
+    flags: tuple[str, ...] = ()
+    rest = ""
+    if len(parts) == 2:
+        rest, flags = _extract_flags(parts[1])
+        rest = rest.strip(GO_SPACE)
+    args: tuple[str, ...] = ()
+    json_form = False
+    inner: Node | None = None
+    if keyword in _MAYBE_JSON:
+        args, json_form = _maybe_json(rest)
+    elif keyword in _MAYBE_JSON_LIST:
+        decoded = parse_json_array(rest)
+        if decoded is None:
+            args = _whitespace_split(rest)
+        else:
+            args, json_form = decoded, True
+    elif keyword in _WHITESPACE_LIST:
+        args = _whitespace_split(rest)
+    elif keyword in _WHOLE_STRING:
+        args = (rest,) if rest else ()
+    elif keyword == "arg":
+        args = tuple(parse_words(rest, escape))
+    elif keyword in ("env", "label"):
+        args = _name_values(rest, keyword.upper(), escape)
+    elif keyword == "healthcheck":
+        args, json_form = _healthcheck(rest)
+    elif keyword == "onbuild":
+        if rest:
+            inner = _node_from_line(rest, escape, start, end)
+    else:
+        args = ("",)  # BuildKit keeps unknown instructions with one empty argument
+    return Node(
+        keyword=keyword, args=args, flags=flags, json_form=json_form, original=line,
+        start_line=start, end_line=end, inner=inner, keyword_text=keyword_text,
+    )
+
+
+def _extract_flags(line: str) -> tuple[str, tuple[str, ...]]:
+    """Leading ``--flag`` words (quotes removed, ``\\`` escapes) and the rest of the line.
+
+    Works on code points where BuildKit works on bytes (FORMAT.md 3.2 says a new
+    engine need not copy that quirk).
+    """
+    stripped = line.lstrip(GO_SPACE)
+    if not stripped.startswith("--"):
+        return stripped, ()
+    words: list[str] = []
+    n = len(line)
+    pos = 0
+    in_spaces, in_word, in_quote = 0, 1, 2
+    phase = in_spaces
+    word: list[str] = []
+    quote = ""
+    blank_ok = False
+    while pos <= n:
+        ch = line[pos] if pos < n else ""
+        if phase == in_spaces:
+            if pos == n:
+                break
+            if ch in _SPACES:
+                pos += 1
+                continue
+            if ch != "-" or pos + 1 == n or line[pos + 1] != "-":
+                return line[pos:], tuple(words)
+            phase = in_word
+        if pos == n:
+            text = "".join(word)
+            if text != "--" and (blank_ok or text):
+                words.append(text)
+            break
+        if phase == in_word:
+            if ch in _SPACES:
+                phase = in_spaces
+                text = "".join(word)
+                if text == "--":
+                    return line[pos:], tuple(words)
+                if blank_ok or text:
+                    words.append(text)
+                word = []
+                blank_ok = False
+                pos += 1
+                continue
+            if ch in "'\"":
+                quote = ch
+                blank_ok = True
+                phase = in_quote
+                pos += 1
+                continue
+            if ch == "\\":
+                if pos + 1 == n:
+                    pos += 1
+                    continue
+                pos += 1
+                ch = line[pos]
+            word.append(ch)
+            pos += 1
+            continue
+        # in_quote
+        if ch == quote:
+            phase = in_word
+            pos += 1
+            continue
+        if ch == "\\":
+            if pos + 1 == n:
+                phase = in_word
+                pos += 1
+                continue
+            pos += 1
+            ch = line[pos]
+        word.append(ch)
+        pos += 1
+    return "", tuple(words)
+
+
+def _whitespace_split(rest: str) -> tuple[str, ...]:
+    return tuple(_TOKEN_WS.split(rest)) if rest else ()
+
+
+def _maybe_json(rest: str) -> tuple[tuple[str, ...], bool]:
+    if not rest:
+        return (), False
+    decoded = parse_json_array(rest)
+    if decoded is None:
+        return (rest,), False
+    return decoded, True
+
+
+def _healthcheck(rest: str) -> tuple[tuple[str, ...], bool]:
+    """``HEALTHCHECK [flags] TYPE [command]``: the type word, then the RUN/CMD rule."""
+    sep = 0
+    while sep < len(rest) and rest[sep] not in _SPACES:
+        sep += 1
+    if sep == 0:
+        return (), False
+    following = sep
+    while following < len(rest) and rest[following] in _SPACES:
+        following += 1
+    command, json_form = _maybe_json(rest[following:])
+    return (rest[:sep], *command), json_form
+
+
+def _reject_number(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")  # Go's float64 decoding fails here
+    return value
+
+
+def _reject_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON")
+
+
+_JSON = json.JSONDecoder(parse_float=_reject_number, parse_int=_reject_number, parse_constant=_reject_constant)
+
+
+def parse_json_array(rest: str) -> tuple[str, ...] | None:
+    """The strings of an exec-form array, or None when ``rest`` is not a JSON array.
+
+    A valid array with a non-string element is an error (BuildKit refuses it
+    rather than falling back to shell form).
+    """
+    text = rest.lstrip(GO_SPACE)
+    if not text.startswith("["):
+        return None
+    try:
+        value = _JSON.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, list):
+        return None
+    if not all(isinstance(item, str) for item in value):
+        raise _ArgumentError(
+            "when using JSON array syntax, arrays must be comprised of strings only",
+            hint='quote every element, as in ["executable", "arg"]',
+        )
+    # Go decodes invalid UTF-8 and lone surrogate escapes to U+FFFD.
+    return tuple(_SURROGATE.sub("\ufffd", item) if _SURROGATE.search(item) else item for item in value)
+
+
+def parse_words(rest: str, escape: str = DEFAULT_ESCAPE) -> list[str]:
+    """Split on whitespace outside quotes, keeping quotes and escapes (BuildKit's parseWords)."""
+    if "'" not in rest and '"' not in rest and escape not in rest:
+        return [word for word in _SPACE_RUN.split(rest) if word]
+    words: list[str] = []
+    in_spaces, in_word, in_quote = 0, 1, 2
+    phase = in_spaces
+    quote = ""
+    blank_ok = False
+    buf: list[str] = []
+    n = len(rest)
+    pos = 0
+    while pos <= n:
+        ch = rest[pos] if pos < n else ""
+        if phase == in_spaces:
+            if pos == n:
+                break
+            if ch in _SPACES:
+                pos += 1
+                continue
+            phase = in_word
+        if pos == n:
+            if blank_ok or buf:
+                words.append("".join(buf))
+            break
+        if phase == in_word:
+            if ch in _SPACES:
+                phase = in_spaces
+                if blank_ok or buf:
+                    words.append("".join(buf))
+                buf = []
+                blank_ok = False
+                pos += 1
+                continue
+            if ch in "'\"":
+                quote = ch
+                blank_ok = True
+                phase = in_quote
+            if ch == escape:
+                if pos + 1 == n:
+                    pos += 1
+                    continue  # a lone escape at the very end is dropped
+                buf.append(ch)
+                pos += 1
+                ch = rest[pos]
+            buf.append(ch)
+            pos += 1
+            continue
+        # in_quote
+        if ch == quote:
+            phase = in_word
+        if ch == escape and quote != "'":
+            if pos + 1 == n:
+                phase = in_word
+                pos += 1
+                continue
+            buf.append(ch)
+            pos += 1
+            ch = rest[pos]
+        buf.append(ch)
+        pos += 1
+    return words
+
+
+def _name_values(rest: str, key: str, escape: str) -> tuple[str, ...]:
+    """ENV/LABEL: ``name value`` (old form) or ``k=v ...``; values keep quotes and escapes."""
+    words = parse_words(rest, escape)
+    if not words:
+        return ()
+    if "=" not in words[0]:
+        parts = _TOKEN_WS.split(rest, maxsplit=1)
+        if len(parts) < 2:
+            raise _ArgumentError(f"{key} must have two arguments", hint=f"write {key} name=value")
+        return (parts[0], parts[1], "")
+    values: list[str] = []
+    for word in words:
+        if "=" not in word:
+            raise _ArgumentError(
+                f"Syntax error - can't find = in {go_quote(word)}. Must be of the form: name=value",
+                hint='quote values that contain spaces: name="a b"',
+            )
+        name, value = word.split("=", 1)
+        values += (name, value, "=")
+    return tuple(values)
+
+
+# --- heredocs (BuildKit's parser_heredoc.go with the shell lexer's raw modes) -------------
+
+
+def _can_have_heredocs(node: Node) -> bool:
+    if node.keyword == "onbuild" and node.inner is not None:
+        node = node.inner
+    return node.keyword in _HEREDOC_KEYWORDS and not node.json_form
+
+
+def heredocs_from_line(line: str) -> list[Heredoc]:
+    """The heredocs an instruction line announces (bodies not yet read), in marker order."""
+    try:
+        words = _ShellWords(line, raw_quotes=True, raw_escapes=True).words()
+    except _LexError:
+        return []  # BuildKit ignores lexing errors of the whole line
+    found = []
+    for word in words:
+        heredoc = parse_heredoc_word(word)
+        if heredoc is not None:
+            found.append(heredoc)
+    return found
+
+
+def parse_heredoc_word(word: str) -> Heredoc | None:
+    """``[n]<<[-]NAME`` as one raw word -> Heredoc (empty content), None if not a heredoc."""
+    match = _HEREDOC_WORD.match(word)
+    if match is None:
+        return None
+    digits, dash, rest = match.groups()
+    if not rest:
+        return None
+    try:
+        words = _ShellWords(rest, raw_quotes=False, raw_escapes=False).words()
+        if len(words) != 1:
+            return None
+        raw = _ShellWords(rest, raw_quotes=True, raw_escapes=False).words()
+    except _LexError as error:
+        raise _ArgumentError(f"invalid heredoc {word}: {error}", hint="close the quotes of the heredoc name") from None
+    if len(raw) != 1:
+        raise _ArgumentError(f"internal lexing of heredoc produced inconsistent results: {rest}")
+    name = words[0]
+    quotes = name.count("'") + name.count('"')
+    raw_quotes = raw[0].count("'") + raw[0].count('"')
+    fd = min(int(digits), 2**64 - 1) if digits else 0
+    return Heredoc(name=name, content="", expand=quotes == raw_quotes, chomp=dash == "-", file_descriptor=fd)
+
+
+class _ShellWords:
+    """The word splitting of BuildKit's shell lexer with an empty environment, unset
+    variables kept as written (SkipUnsetEnv), and optionally raw quotes and escapes.
+
+    Only heredoc detection uses it; as there, the escape character is always ``\\``.
+    Whitespace directly after ``<<`` stays in the word, so ``<<  EOF`` is one word.
+    """
+
+    escape = "\\"
+
+    def __init__(self, text: str, *, raw_quotes: bool, raw_escapes: bool) -> None:
+        self.text = text
+        self.pos = 0
+        self.raw_quotes = raw_quotes
+        self.raw_escapes = raw_escapes
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def next(self) -> str:
+        ch = self.peek()
+        if ch:
+            self.pos += 1
+        return ch
+
+    def words(self) -> list[str]:
+        return self.process_until("", self.raw_escapes)[1]
+
+    def process_until(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+        saved = self.raw_escapes
+        self.raw_escapes = raw_escapes
+        try:
+            return self._process_until(stop)
+        finally:
+            self.raw_escapes = saved
+
+    def _process_until(self, stop: str) -> tuple[str, list[str]]:
+        result: list[str] = []
+        words: list[str] = []
+        word = ""
+        in_word = False
+
+        def add_char(ch: str) -> None:
+            nonlocal word, in_word
+            if ch in _SPACES:
+                if in_word and word:
+                    if _HEREDOC_GLUE.search(word):
+                        word += ch
+                    else:
+                        words.append(word)
+                        word = ""
+                        in_word = False
+            else:
+                word += ch
+                in_word = True
+
+        while (ch := self.peek()) != "":
+            if stop and ch == stop:
+                self.next()
+                if word:
+                    words.append(word)
+                return "".join(result), words
+            if ch == "$":
+                text = self.dollar()
+                result.append(text)
+                for c in text:
+                    add_char(c)
+            elif ch == "'":
+                text = self.single_quoted()
+                result.append(text)
+                word += text
+                in_word = True
+            elif ch == '"':
+                text = self.double_quoted()
+                result.append(text)
+                word += text
+                in_word = True
+            else:
+                ch = self.next()
+                if ch == self.escape:
+                    if self.raw_escapes:
+                        word += ch
+                        in_word = True
+                        result.append(ch)
+                    ch = self.next()
+                    if not ch:
+                        break
+                    word += ch
+                    in_word = True
+                else:
+                    add_char(ch)
+                result.append(ch)
+        if stop:
+            raise _LexError(f"unexpected end of statement while looking for matching {stop}")
+        if word:
+            words.append(word)
+        return "".join(result), words
+
+    def single_quoted(self) -> str:
+        opening = self.next()
+        out = [opening] if self.raw_quotes else []
+        while True:
+            ch = self.next()
+            if not ch:
+                raise _LexError("unexpected end of statement while looking for matching single-quote")
+            if ch == "'":
+                if self.raw_quotes:
+                    out.append(ch)
+                return "".join(out)
+            out.append(ch)
+
+    def double_quoted(self) -> str:
+        opening = self.next()
+        out = [opening] if self.raw_quotes else []
+        while True:
+            ch = self.peek()
+            if not ch:
+                raise _LexError("unexpected end of statement while looking for matching double-quote")
+            if ch == '"':
+                self.next()
+                if self.raw_quotes:
+                    out.append(ch)
+                return "".join(out)
+            if ch == "$":
+                out.append(self.dollar())
+                continue
+            ch = self.next()
+            if ch == self.escape:
+                if self.raw_escapes:
+                    out.append(ch)
+                following = self.peek()
+                if not following:
+                    continue
+                if following in ('"', "$", self.escape):
+                    ch = self.next()
+            out.append(ch)
+
+    def name(self) -> str:
+        name = ""
+        while (ch := self.peek()) != "":
+            if not name and ch.isdecimal():
+                while (ch := self.peek()) != "" and ch.isdecimal():
+                    name += self.next()
+                return name
+            if not name and ch in "@*#?-$!0":
+                return self.next()
+            if not (ch.isalpha() or ch.isdecimal() or ch == "_"):
+                break
+            name += self.next()
+        return name
+
+    def dollar(self) -> str:
+        """``$x`` / ``${...}`` with every variable unset: the text comes back as written."""
+        self.next()
+        if self.peek() != "{":
+            name = self.name()
+            return f"${name}" if name else "$"
+        self.next()
+        following = self.peek()
+        if not following:
+            raise _LexError("syntax error: missing '}'")
+        if following in "{}:":
+            raise _LexError("syntax error: bad substitution")
+        name = self.name()
+        ch = self.next()
+        if ch == "}":
+            return f"${{{name}}}"
+        modifier = ch
+        colon = ch == ":"
+        if colon:
+            ch = self.next()
+            modifier += ch or "\ufffd"
+            if ch in ("#", "%"):
+                raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+        elif not ch or ch not in ("+", "-", "?", "#", "%", "/"):
+            raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+        if ch == "/" and not colon:
+            if self.peek() == "/":
+                self.next()
+            pattern = self._until("/", True, "syntax error: missing '/' in ${}")
+            replacement = self._until("}", True, "syntax error: missing '}'")
+            return f"${{{name}/{pattern}/{replacement}}}"
+        word = self._until("}", ch in ("#", "%"), "syntax error: missing '}'")
+        return f"${{{name}{modifier}{word}}}"
+
+    def _until(self, stop: str, raw_escapes: bool, missing: str) -> str:
+        try:
+            return self.process_until(stop, raw_escapes)[0]
+        except _LexError:
+            if not self.peek():
+                raise _LexError(missing) from None
+            raise
+
+
+# --- directives outside the parse (BuildKit's DetectSyntax / ParseDirective) --------------
+
+
+def detect_syntax(source: str | bytes) -> DetectedDirective | None:
+    """The ``syntax`` directive: ``#``, ``//`` or a whole-file JSON object; shebang skipped."""
+    return _detect_directive("syntax", source, any_format=True)
+
+
+def parse_directive(key: str, source: str | bytes) -> DetectedDirective | None:
+    """Another directive (``check``), ``#`` comments only, shebang skipped."""
+    return _detect_directive(key, source, any_format=False)
+
+
+def _detect_directive(key: str, source: str | bytes, any_format: bool) -> DetectedDirective | None:
+    text = _decode(source)
+    first, _, remainder = text.partition("\n")
+    line = 0
+    if first.startswith("#!"):
+        text = remainder
+        line = 1
+    prefixes = ("#", "//") if any_format else ("#",)
+    for prefix in prefixes:
+        found = _scan_directives(key, text, prefix, line)
+        if found is not None:
+            return found
+    if any_format:
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        if isinstance(value, dict) and isinstance(value.get(key), str):
+            return DetectedDirective(value[key].split(" ", 1)[0], value[key], line)
+    return None
+
+
+def _scan_directives(key: str, text: str, prefix: str, line: int) -> DetectedDirective | None:
+    seen: set[str] = set()
+    for raw in text.split("\n"):
+        line += 1
+        if not raw.startswith(prefix):
+            return None
+        match = _DIRECTIVE_BODY.match(raw[len(prefix) :].rstrip("\r").lstrip(GO_SPACE))
+        if match is None:
+            return None
+        name = match.group(1).lower()
+        if name not in DIRECTIVE_NAMES or name in seen:
+            return None
+        seen.add(name)
+        if name == key:
+            value = match.group(2)
+            return DetectedDirective(value.split(" ", 1)[0], value, line)
+    return None
