@@ -1,0 +1,190 @@
+"""``pybuild parse`` and ``pybuild lint``: the frontend on its own, for people, tools and editors.
+
+``parse`` prints BuildKit's AST dump (``--format buildkit``, byte-compatible
+with BuildKit's parser tests) or the typed instructions as JSON. ``lint`` runs
+the build checks; it exits 1 when a rule is configured with ``error=true`` or
+the Dockerfile does not parse, 0 when there are only warnings.
+
+The Dockerfile is found as docker finds it: ``-f FILE`` (relative to the
+current directory; ``-`` reads stdin), else ``PATH/Dockerfile``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.errors import DockerfileError, UsageError
+
+if TYPE_CHECKING:
+    from builder.frontend.checks import CheckResult
+    from builder.frontend.instructions import Dockerfile
+
+ORDER = 60
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "parse", parents=[common], help="print how a Dockerfile parses",
+        description="Parse a Dockerfile and print BuildKit's AST dump (buildkit) or the typed "
+        "instructions with their lines, flags and heredocs (json).",
+        usage="pybuild parse [-f FILE] [--format buildkit|json] [PATH]",
+    )
+    p.add_argument("path", nargs="?", default=".", metavar="PATH",
+                   help="directory holding the Dockerfile (default: .)")
+    p.add_argument("-f", "--file", metavar="FILE",
+                   help="the Dockerfile (default: PATH/Dockerfile; - reads stdin)")
+    p.add_argument("--format", choices=("buildkit", "json"), default="buildkit",
+                   help="buildkit: BuildKit's AST dump (default); json: typed instructions")
+    p.set_defaults(func=_parse)
+
+    p = subparsers.add_parser(
+        "lint", parents=[common], help="run the build checks on a Dockerfile",
+        description="Run BuildKit's build checks. Exits 1 when a rule is configured with "
+        "# check=error=true and fires, or the Dockerfile is invalid.",
+        usage="pybuild lint [-f FILE] [--format text|json] [--build-arg KEY=VALUE] [PATH]",
+    )
+    p.add_argument("path", nargs="?", default=".", metavar="PATH",
+                   help="directory holding the Dockerfile (default: .)")
+    p.add_argument("-f", "--file", metavar="FILE",
+                   help="the Dockerfile (default: PATH/Dockerfile; - reads stdin)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: one line per warning (default); json: for tools")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="a build-time variable, as for build (affects FROM and ARG checks)")
+    p.add_argument("--target", metavar="STAGE", help="check only the stages this target needs")
+    p.set_defaults(func=_lint)
+
+
+@dataclass(frozen=True)
+class DockerfileSource:
+    """The bytes of a Dockerfile and the name messages use for it."""
+
+    data: bytes
+    name: str
+
+
+def read_dockerfile(path: str, file: str | None, stdin: bytes | None = None) -> DockerfileSource:
+    """Find the Dockerfile as docker does: ``-f`` (``-`` = stdin) or ``PATH/Dockerfile``."""
+    if file == "-":
+        data = stdin if stdin is not None else sys.stdin.buffer.read()
+        return DockerfileSource(data, "Dockerfile")
+    target = Path(file) if file else Path(path) / "Dockerfile"
+    try:
+        return DockerfileSource(target.read_bytes(), str(target))
+    except FileNotFoundError:
+        raise DockerfileError(
+            f"failed to read dockerfile: open {target}: no such file or directory"
+        ) from None
+    except IsADirectoryError:
+        raise DockerfileError(f"failed to read dockerfile: {target} is a directory") from None
+    except OSError as err:
+        raise DockerfileError(f"failed to read dockerfile {target}: {err.strerror}") from None
+
+
+def load_dockerfile(source: DockerfileSource) -> Dockerfile:
+    """Parse and type the Dockerfile; errors name file:line."""
+    from builder.frontend.instructions import parse_dockerfile
+    from builder.frontend.parser import parse
+
+    return parse_dockerfile(parse(source.data, source.name))
+
+
+def parse_build_args(values: Sequence[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``KEY=VALUE``, or ``KEY`` alone to take the value from the environment (skipped if unset)."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    for item in values:
+        key, has_value, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid argument \"{item}\" for \"--build-arg\" flag: "
+                             "key must not be empty")
+        if has_value:
+            out[key] = value
+        elif key in environ:
+            out[key] = environ[key]
+    return out
+
+
+def local_base_env(name: str) -> list[str] | None:
+    """A base image's config env from the local store, or None when unknown (never creates a store)."""
+    try:
+        from cache.store import Store, default_root
+
+        root = default_root()
+        if not (root / "meta.db").exists():
+            return None
+        with Store(root) as store:
+            return list(store.image_config(store.resolve(name)).config.env)
+    except Exception:  # any failure means "unknown": the check then stays quiet
+        return None
+
+
+def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str | None = None,
+             stages: Sequence[int] | None = None) -> CheckResult:
+    """The checks the way build and lint both run them (BUILDKIT_DOCKERFILE_CHECK overrides # check=)."""
+    from builder.frontend.checks import run_checks
+
+    return run_checks(
+        dockerfile,
+        build_args=build_args,
+        base_env=local_base_env,
+        stages=stages,
+        config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
+    )
+
+
+def _parse(args: argparse.Namespace) -> int:
+    source = read_dockerfile(args.path, args.file)
+    if args.format == "buildkit":
+        from builder.frontend.dump import dump_buildkit
+        from builder.frontend.parser import parse
+
+        text = dump_buildkit(parse(source.data, source.name))
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        return 0
+    dockerfile = load_dockerfile(source)
+    json.dump(dockerfile.to_json(), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _lint(args: argparse.Namespace) -> int:
+    source = read_dockerfile(args.path, args.file)
+    dockerfile = load_dockerfile(source)
+    build_args = parse_build_args(args.build_arg)
+    stages = None
+    if args.target:
+        from builder.plan.stages import plan_stages
+
+        stages = [s.index for s in plan_stages(dockerfile, target=args.target,
+                                               build_args=build_args).stages]
+    result = run_lint(dockerfile, build_args, stages=stages)
+    error = result.error()
+    if args.format == "json":
+        json.dump({
+            "file": source.name,
+            "warnings": [w.to_json() for w in result.warnings],
+            "error": str(error) if error else None,
+        }, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 1 if error else 0
+    debug = getattr(args, "debug", False)
+    for w in result.warnings:
+        print(w)
+        if debug:
+            print(f"  {w.url}")
+    count = len(result.warnings)
+    if count == 0:
+        print("Check complete, no warnings found.")
+    else:
+        print(f"Check complete, {count} warning{'s have' if count != 1 else ' has'} been found!")
+    if error:
+        raise error
+    return 0
