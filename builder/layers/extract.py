@@ -224,7 +224,9 @@ class TarReader:
             name = os.fsdecode(name_raw)
             kind_type = _TYPES.get(typeflag)
             if kind_type is None:
-                what = _UNSUPPORTED.get(typeflag, f"unknown type {typeflag!r}")
+                what = _UNSUPPORTED.get(typeflag)
+                if what is None:
+                    raise ImageError(f"layer entry '{name}' has the unknown tar type {typeflag!r}")
                 raise ImageError(f"layer entry '{name}' is a {what}, which pybuild does not support")
             if any(k.startswith("GNU.sparse.") for k in pax):
                 raise ImageError(f"layer entry '{name}' is a sparse file, which pybuild does not support")
