@@ -96,6 +96,10 @@ class IgnoreFileError(PybuildError):
     """A .dockerignore pattern is invalid."""
 
 
+class BuildContextError(PybuildError):
+    """The build context cannot be read: missing, not a directory, or an unreadable directory."""
+
+
 class ImageError(PybuildError):
     """An image, manifest or config is missing or malformed."""
 

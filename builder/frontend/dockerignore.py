@@ -21,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import NamedTuple
 
-from builder.errors import IgnoreFileError, PybuildError
+from builder.errors import BuildContextError, IgnoreFileError
 
 # Go's strings.TrimSpace trims unicode.IsSpace characters; Python's strip() also
 # trims \x1c-\x1f, so the set is explicit.
@@ -53,10 +53,6 @@ _POSIX_CLASSES: dict[str, tuple[tuple[int, int], ...]] = {
     "word": ((0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)),
     "xdigit": ((0x30, 0x39), (0x41, 0x46), (0x61, 0x66)),
 }
-
-
-class BuildContextError(PybuildError):
-    """The build context cannot be read (a directory is unreadable, or the root is not a directory)."""
 
 
 # -- reading the file --------------------------------------------------------------
