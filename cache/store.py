@@ -29,9 +29,9 @@ from builder.errors import ImageError, ImageNotFoundError, StoreError
 from builder.image.config import ConfigFile
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest, HashingReader, is_digest
-from builder.image.image import Image, SourceImage, read_verified
+from builder.image.image import BlobLayer, Image, SourceImage, read_verified
 from builder.image.manifest import Manifest
-from builder.image.mediatypes import Compression, layer_compression, layer_media_type
+from builder.image.mediatypes import Compression, MediaType, layer_compression, layer_media_type
 from builder.layers.compression import CHUNK, compress_stream, open_decompressed
 from cache.blobs import BlobFiles, sweep_temp, temp_name
 from cache.db import Database, now
@@ -161,6 +161,42 @@ class StoreImage(SourceImage):
     def __init__(self, store: Store, raw_manifest: bytes, record: ImageRecord) -> None:
         super().__init__(_StoreBlobSource(store.blobs), raw_manifest, record.media_type)
         self.record = record
+
+
+class RecompressedImage:
+    """An image with other blobs for the same layers; the config bytes (the image ID) are kept."""
+
+    def __init__(self, base: Image, layers: Sequence[BlobLayer]) -> None:
+        self._base = base
+        self._layers = tuple(layers)
+        manifest = base.manifest()
+        self._manifest = Manifest(
+            config=manifest.config,
+            layers=tuple(layer.descriptor() for layer in self._layers),
+            media_type=manifest.media_type, annotations=manifest.annotations,
+        )
+        self._raw = self._manifest.to_bytes()
+
+    def raw_manifest(self) -> bytes:
+        return self._raw
+
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def digest(self) -> Digest:
+        return Digest.of(self._raw)
+
+    def raw_config(self) -> bytes:
+        return self._base.raw_config()
+
+    def config_file(self) -> ConfigFile:
+        return self._base.config_file()
+
+    def config_digest(self) -> Digest:
+        return self._base.config_digest()
+
+    def layers(self) -> tuple[BlobLayer, ...]:
+        return self._layers
 
 
 class _GcLock:
@@ -351,6 +387,24 @@ class Store:
         row = self._layer_row(diff_id, compression)
         assert row is not None
         return Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
+
+    def docker_compatible(self, image: Image) -> Image:
+        """The image with zstd layers as gzip (docker < 23 cannot load zstd), compressed once."""
+        layers = list(image.layers())
+        if not any(layer_compression(layer.media_type()) is Compression.ZSTD for layer in layers):
+            return image
+        docker = image.manifest().media_type == MediaType.DOCKER_MANIFEST
+        source = _StoreBlobSource(self.blobs)
+        out = []
+        for layer in layers:
+            if layer_compression(layer.media_type()) is Compression.ZSTD:
+                desc = self.layer_blob(layer.diff_id(), Compression.GZIP, docker=docker)
+            else:
+                desc = Descriptor(layer.media_type(), layer.digest(), layer.size())
+                if not self.blobs.exists(desc.digest):
+                    raise ImageNotFoundError(f"layer {desc.digest} is not in the store")
+            out.append(BlobLayer(source, desc, layer.diff_id()))
+        return RecompressedImage(image, out)
 
     def _layer_row(self, diff_id: str, compression: Compression) -> sqlite3.Row | None:
         return self.db.query_one(
@@ -592,6 +646,82 @@ class Store:
                                        self._blob_size(record.manifest_digest)), "manifest")
         parsed = Manifest.from_bytes(raw)
         return parsed
+
+
+class BuildLayers:
+    """How the build engine puts the layers it makes into a Store.
+
+    A RUN or COPY step writes its layer tar into the store's tmp/ (hashing it
+    as it goes); ``add_tar`` renames that file into blobs/ instead of copying
+    it, and ``adopt_snapshot`` turns a RUN step's overlay upper dir, which
+    already holds the layer in snapshot form, into the next snapshot, so the
+    following step does not extract it again. The engine holds
+    ``store.gc_lock.shared()`` for the whole build, so prune cannot collect
+    these layers before the image that references them is written.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add_tar(self, path: Path, diff_id: str, size: int) -> BlobLayer:
+        """Install an uncompressed layer tar (already hashed to ``diff_id``) by rename."""
+        store = self.store
+        digest = Digest(diff_id)
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        store.blobs._install(path, digest, size)
+        t = now()
+        with store.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
+                "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                (digest, size, MediaType.OCI_LAYER.value, t),
+            )
+            conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
+                         (digest, Compression.NONE.value, digest))
+            conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (digest, size))
+        return self.layer(digest)
+
+    def layer(self, diff_id: str) -> BlobLayer:
+        """A held layer as a Layer value, in the form the store has (uncompressed preferred)."""
+        store = self.store
+        row = store.db.query_one(
+            "SELECT l.blob_digest, l.compression, b.size FROM layers l JOIN blobs b "
+            "ON b.digest = l.blob_digest WHERE l.diff_id=? ORDER BY l.compression = 'none' DESC",
+            (diff_id,),
+        )
+        if row is None:
+            raise ImageNotFoundError(f"layer {diff_id} is not in the store")
+        media_type = layer_media_type(Compression(row["compression"]))
+        desc = Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
+        return BlobLayer(_StoreBlobSource(store.blobs), desc, Digest(diff_id))
+
+    def has_snapshot(self, chain_id: str) -> bool:
+        return self.store.snapshots.exists(chain_id)
+
+    def adopt_snapshot(self, chain_id: str, diff_id: str, parent: str | None, directory: Path,
+                       size: int) -> Path:
+        """Make ``directory`` (in the store's tmp/) the snapshot ``chain_id``; returns its path."""
+        store = self.store
+        final = store.snapshots.path(chain_id)
+        if final.is_dir():
+            from cache.blobs import remove_tree
+
+            remove_tree(directory)
+        else:
+            os.sync()
+            try:
+                os.rename(directory, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                from cache.blobs import remove_tree
+
+                remove_tree(directory)
+        with store.db.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?,?,?)",
+                         (chain_id, diff_id, parent, size, now()))
+        return final
 
 
 def open_store(root: Path | None = None) -> Store:

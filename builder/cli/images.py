@@ -255,7 +255,10 @@ def _save(args: argparse.Namespace) -> int:
             entry = chosen.setdefault(key, (image, []))
             if name is not None and name in image.record.names and name not in entry[1]:
                 entry[1].append(name)
-        images = [TaggedImage(image, tuple(names)) for image, names in chosen.values()]
+        images = [
+            TaggedImage(store.docker_compatible(image) if args.format == "docker" else image, tuple(names))
+            for image, names in chosen.values()
+        ]
         if args.output and args.output != "-":
             save(images, Path(args.output), args.format)
         else:
@@ -411,7 +414,7 @@ def _history(args: argparse.Namespace) -> int:
         record = store.resolve(args.image)
         config = store.image_config(record)
         if args.files:
-            return _history_files(store, args.image, human)
+            return _history_files(store, args.image, human, as_json)
         entries = []
         for index, (entry, layer) in enumerate(config.layer_history()):
             size = 0
@@ -452,24 +455,34 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history_files(store: Store, name: str, human: bool) -> int:
+def _history_files(store: Store, name: str, human: bool, as_json: bool) -> int:
     """Per layer: what it adds, changes and deletes, and what later layers hide of it."""
-    try:
-        from builder.layers import changes
-    except ImportError:
-        raise PybuildError("history --files is not available: builder/layers/changes.py is missing") from None
+    from builder.layers.changes import layer_changes
+
     image = store.image(name)
-    diff_ids = list(image.config_file().diff_ids)
-    streams = [lambda d=d: store.open_layer(d) for d in diff_ids]
-    report = changes.layer_changes(streams)  # type: ignore[attr-defined]
+    config = image.config_file()
+    created_by = {layer: entry.created_by or "" for entry, layer in config.layer_history() if layer is not None}
+    layers = image.layers()
+    report = layer_changes([layer.compressed for layer in layers])
     size = human_size if human else str
-    for number, layer in enumerate(report, start=1):
-        print(f"layer {number} {diff_ids[number - 1]}")
-        print(f"  added {len(layer.added)}, changed {len(layer.changed)}, deleted {len(layer.deleted)}, "
-              f"hidden by later layers: {size(layer.hidden_bytes)}")
-        for kind, paths in (("+", layer.added), ("~", layer.changed), ("-", layer.deleted)):
-            for path in paths:
-                print(f"  {kind} {path}")
+    total = len(report)
+    for layer in report:
+        diff_id = str(config.diff_ids[layer.index])
+        if as_json:
+            print(json.dumps({
+                "Layer": layer.index + 1, "DiffID": diff_id, "CreatedBy": created_by.get(layer.index, ""),
+                "Size": layer.size, "Added": layer.added, "Modified": layer.modified,
+                "Deleted": layer.deleted, "OverwrittenBytes": layer.overwritten_bytes,
+                "DeletedBytes": layer.deleted_bytes,
+            }, separators=(",", ":"), ensure_ascii=False))
+            continue
+        print(f"LAYER {layer.index + 1}/{total}  {diff_id[7:19]}  {size(layer.size)}  "
+              f"{created_by.get(layer.index, '')}".rstrip())
+        print(f"  {len(layer.added)} added, {len(layer.modified)} modified, {len(layer.deleted)} deleted; "
+              f"later layers overwrite {size(layer.overwritten_bytes)} and delete "
+              f"{size(layer.deleted_bytes)} of it")
+        for change in layer.changes:
+            print(f"  {change.kind.value} /{change.path}" + (f"  {size(change.size)}" if change.size else ""))
     return 0
 
 

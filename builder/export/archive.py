@@ -206,14 +206,16 @@ def read_images(files: ArchiveFiles) -> list[TaggedImage]:
         docker_names = dockerarchive.repo_tags_by_config(files)
     if files.exists("index.json"):
         images = layout.read_oci_layout(files)
-        out = []
-        for tagged in images:
-            extra = docker_names.get(tagged.image.config_digest(), ())
-            names = tuple(dict.fromkeys((*tagged.names, *extra)))
-            out.append(TaggedImage(tagged.image, names))
-        return out
-    if files.exists("manifest.json"):
-        return dockerarchive.read_docker_archive(files)
+        images = [
+            TaggedImage(t.image, (*t.names, *docker_names.get(t.image.config_digest(), ())))
+            for t in images
+        ]
+    elif files.exists("manifest.json"):
+        images = dockerarchive.read_docker_archive(files)
+    else:
+        images = []
+    if images:
+        return [TaggedImage(t.image, _normalized(t.names, files)) for t in images]
     if files.exists("repositories"):
         raise ArchiveError(
             f"{files.description} is a legacy docker-archive (no manifest.json, docker < 1.10): "
@@ -223,6 +225,19 @@ def read_images(files: ArchiveFiles) -> list[TaggedImage]:
         f"{files.description} is neither an OCI image layout (no index.json) "
         "nor a docker-archive (no manifest.json)"
     )
+
+
+def _normalized(names: Sequence[str], files: ArchiveFiles) -> tuple[str, ...]:
+    """Full names (``docker.io/library/busybox:latest``), each once, in archive order."""
+    from builder.image.reference import Reference
+
+    out: dict[str, None] = {}
+    for name in names:
+        ref = Reference.try_parse(name)
+        if ref is None or ref.tag is None:
+            raise ArchiveError(f"{files.description}: invalid image name {name!r} in the archive")
+        out[str(ref.without_tag().with_tag(ref.tag))] = None
+    return tuple(out)
 
 
 # --- writing: deterministic tar ----------------------------------------------------------
