@@ -43,7 +43,7 @@ from builder.registry.certs import RegistryTLS
 
 log = logging.getLogger("builder.registry")
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 USER_AGENT = f"pybuild/{__version__}"
 _QUERY_RE = re.compile(r"\?[^\s'\")]*")
 
@@ -141,7 +141,7 @@ def registry_error_detail(response: requests.Response) -> str:
         for e in errors[:3]:
             code, message = e.get("code", ""), e.get("message", "")
             parts.append(message or code.lower())
-        return "; ".join(p for p in parts if p)
+        return "; ".join(dict.fromkeys(p for p in parts if p))
     except (ValueError, AttributeError, TypeError):
         return ""
 

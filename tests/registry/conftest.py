@@ -1,0 +1,390 @@
+"""Registries with TLS and auth, a token server, and a fault-injecting proxy, all on loopback.
+
+Every server here is real: Debian's ``docker-registry`` configured with
+``http.tls`` + ``auth.htpasswd`` or ``auth.token``; the token server and the
+proxy are small Python servers started in threads on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.helpers.tools import free_port, require_tool
+
+USER = "alice"
+PASSWORD = "s3cret-Pa55word"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    openssl = require_tool("openssl")
+    proc = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)} failed: {proc.stderr.decode()}")
+
+
+@dataclass(frozen=True)
+class CA:
+    directory: Path
+    cert: Path
+    key: Path
+
+    def issue(self, name: str, san: str) -> tuple[Path, Path]:
+        """A server certificate for ``san`` (e.g. ``IP:127.0.0.1``) signed by this CA."""
+        key, csr, cert = (self.directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+        ext = self.directory / f"{name}.ext"
+        ext.write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+                       "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-subj", f"/CN={name}",
+                 "-out", str(csr), cwd=self.directory)
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
+                 "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(cert),
+                 cwd=self.directory)
+        return cert, key
+
+
+def make_ca(directory: Path, name: str = "pybuild-test-ca") -> CA:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "ca.crt", directory / "ca.key"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "2", "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", cwd=directory)
+    return CA(directory, cert, key)
+
+
+def start_registry(root: Path, extra_config: str, tls: bool = False) -> tuple[str, subprocess.Popen]:
+    """docker-registry on a free loopback port with extra YAML (auth, tls); returns host:port."""
+    binary = require_tool("docker-registry")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog: {level: error}\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + extra_config
+    )
+    log = open(root / "registry.log", "wb")  # noqa: SIM115 - kept open for the process
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
+        time.sleep(0.05)
+    return address, proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@dataclass(frozen=True)
+class SecureRegistry:
+    address: str
+    certs_d: Path
+    ca: CA
+    user: str = USER
+    password: str = PASSWORD
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRegistry]:
+    """TLS with a self-signed CA (trusted through a certs.d dir) and htpasswd basic auth."""
+    root = tmp_path_factory.mktemp("tls-registry")
+    ca = make_ca(root / "ca")
+    cert, key = ca.issue("registry", "IP:127.0.0.1,DNS:localhost")
+    htpasswd = root / "htpasswd"
+    proc = subprocess.run([require_tool("htpasswd"), "-Bbn", USER, PASSWORD], capture_output=True,
+                          check=True)
+    htpasswd.write_bytes(proc.stdout)
+    address, server = start_registry(root / "reg", (
+        f"  tls:\n    certificate: {cert}\n    key: {key}\n"
+        f"auth:\n  htpasswd:\n    realm: pybuild-test\n    path: {htpasswd}\n"
+    ))
+    certs_d = root / "certs.d"
+    (certs_d / address).mkdir(parents=True)
+    (certs_d / address / "ca.crt").write_bytes(ca.cert.read_bytes())
+    yield SecureRegistry(address, certs_d, ca)
+    stop(server)
+
+
+# --- a token server (the registry's auth.token realm) -------------------------------------------
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def libtrust_key_id(public_der: bytes) -> str:
+    """The ``kid`` the registry derives from a trusted key: base32 of sha256, 4-char groups."""
+    digest = hashlib.sha256(public_der).digest()[:30]
+    text = base64.b32encode(digest).decode().rstrip("=")
+    return ":".join(text[i:i + 4] for i in range(0, len(text), 4))
+
+
+@dataclass
+class TokenServer:
+    """Issues RS256 JWTs (signed by ``openssl dgst``) for the right user; logs requests."""
+
+    key: Path
+    kid: str
+    issuer: str = "pybuild-test-issuer"
+    service: str = "pybuild-test-registry"
+    requests: list[dict[str, object]] = field(default_factory=list)
+    expires_in: int = 300
+    anonymous_pull: tuple[str, ...] = ("public/",)
+    address: str = ""
+
+    def sign(self, claims: dict[str, object]) -> str:
+        header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        proc = subprocess.run([require_tool("openssl"), "dgst", "-sha256", "-sign", str(self.key)],
+                              input=signing_input.encode(), capture_output=True, check=True)
+        return f"{signing_input}.{_b64url(proc.stdout)}"
+
+    def grant(self, authorization: str | None, scopes: list[str]) -> tuple[int, dict[str, object]]:
+        user = None
+        if authorization:
+            if not authorization.startswith("Basic "):
+                return 401, {"details": "bad auth"}
+            name, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+            if (name, password) != (USER, PASSWORD):
+                return 401, {"details": "incorrect username or password"}
+            user = name
+        access = []
+        for scope in scopes:
+            for one in scope.split(" "):
+                parts = one.split(":")
+                if len(parts) < 3:
+                    continue
+                kind, name, actions = parts[0], ":".join(parts[1:-1]), parts[-1].split(",")
+                if user is None:
+                    if kind != "repository" or not name.startswith(self.anonymous_pull):
+                        continue
+                    actions = [a for a in actions if a == "pull"]
+                access.append({"type": kind, "name": name, "actions": actions})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": user or "", "aud": self.service, "exp": now + self.expires_in,
+                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        return 200, {"token": self.sign(claims), "expires_in": self.expires_in}
+
+
+def start_token_server(server: TokenServer) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = parse_qs(urlsplit(self.path).query)
+            authorization = self.headers.get("Authorization")
+            server.requests.append({"path": self.path, "authorization": authorization,
+                                    "scope": query.get("scope", [])})
+            status, body = server.grant(authorization, query.get("scope", []))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server.address = f"127.0.0.1:{httpd.server_address[1]}"
+    return httpd
+
+
+@dataclass(frozen=True)
+class TokenRegistry:
+    address: str
+    tokens: TokenServer
+    user: str = USER
+    password: str = PASSWORD
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRegistry]:
+    """A plain-HTTP loopback registry whose auth is a bearer-token flow against our token server."""
+    root = tmp_path_factory.mktemp("token-registry")
+    key, cert = root / "token.key", root / "token.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "2", "-subj", "/CN=pybuild-token-signer", cwd=root)
+    der = subprocess.run([require_tool("openssl"), "x509", "-in", str(cert), "-pubkey", "-noout"],
+                         capture_output=True, check=True).stdout
+    public_der = subprocess.run([require_tool("openssl"), "pkey", "-pubin", "-outform", "DER"],
+                                input=der, capture_output=True, check=True).stdout
+    tokens = TokenServer(key=key, kid=libtrust_key_id(public_der))
+    httpd = start_token_server(tokens)
+    address, proc = start_registry(root / "reg", (
+        f"auth:\n  token:\n    realm: http://{tokens.address}/token\n    service: {tokens.service}\n"
+        f"    issuer: {tokens.issuer}\n    rootcertbundle: {cert}\n"
+    ))
+    yield TokenRegistry(address, tokens)
+    stop(proc)
+    httpd.shutdown()
+
+
+# --- a fault-injecting HTTP proxy -------------------------------------------------------------
+
+@dataclass
+class Faults:
+    """Per-request fault probabilities (0..1); ``seed`` makes a run repeatable."""
+
+    reset: float = 0.0          # RST the connection (half-way through the body, if any)
+    stall: float = 0.0          # sleep ``stall_seconds`` before answering
+    unavailable: float = 0.0    # answer 503 with Retry-After
+    flip_blob_bytes: bool = False
+    stall_seconds: float = 2.0
+    retry_after: str = "1"
+    seed: int = 6
+    counts: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    def roll(self, name: str, probability: float) -> bool:
+        with self.lock:
+            hit = self.random.random() < probability
+            if hit:
+                self.counts[name] = self.counts.get(name, 0) + 1
+            return hit
+
+
+def _read_head(stream: socket.SocketIO | object) -> bytes | None:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = stream.readline(65537)  # type: ignore[attr-defined]
+        if not line:
+            return None
+        head += line
+    return head
+
+
+def _headers(head: bytes) -> dict[str, str]:
+    out = {}
+    for line in head.split(b"\r\n")[1:]:
+        if b":" in line:
+            k, _, v = line.partition(b":")
+            out[k.decode().strip().lower()] = v.decode().strip()
+    return out
+
+
+class FaultProxy:
+    """An HTTP/1.1 proxy on loopback in front of ``upstream`` that breaks things on purpose."""
+
+    def __init__(self, upstream: str, faults: Faults) -> None:
+        self.upstream = upstream
+        self.faults = faults
+        self.requests = 0
+        proxy = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                proxy._serve(self.connection, self.rfile)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _serve(self, conn: socket.socket, rfile: object) -> None:
+        while True:
+            head = _read_head(rfile)
+            if head is None:
+                return
+            headers = _headers(head)
+            body = rfile.read(int(headers.get("content-length", "0") or 0))  # type: ignore[attr-defined]
+            request_line = head.split(b"\r\n", 1)[0].decode()
+            method, path = request_line.split(" ")[:2]
+            self.requests += 1
+            faults = self.faults
+            is_blob_get = method == "GET" and "/blobs/sha256:" in path
+            if faults.roll("unavailable", faults.unavailable):
+                conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: " + faults.retry_after.encode()
+                             + b"\r\nContent-Length: 0\r\n\r\n")
+                continue
+            if faults.roll("stall", faults.stall):
+                time.sleep(faults.stall_seconds)
+            response = self._forward(head, body)
+            resp_head, _, resp_body = response.partition(b"\r\n\r\n")
+            if is_blob_get and faults.flip_blob_bytes and resp_head.split(b" ")[1] in (b"200", b"206") \
+                    and len(resp_body) > 10:
+                index = len(resp_body) // 2
+                resp_body = resp_body[:index] + bytes([resp_body[index] ^ 0xFF]) + resp_body[index + 1:]
+                faults.counts["flip"] = faults.counts.get("flip", 0) + 1
+            if faults.roll("reset", faults.reset):
+                cut = len(resp_head) + 4 + len(resp_body) // 2 if resp_body else 0
+                conn.sendall((resp_head + b"\r\n\r\n" + resp_body)[:cut])
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()
+                return
+            resp_headers = _headers(resp_head + b"\r\n")
+            keep = "content-length" in resp_headers or "chunked" in resp_headers.get("transfer-encoding", "")
+            conn.sendall(resp_head + b"\r\n\r\n" + resp_body)
+            if not keep and method != "HEAD":
+                conn.close()
+                return
+
+    def _forward(self, head: bytes, body: bytes) -> bytes:
+        """Send one request upstream on a fresh connection and return the raw response."""
+        lines = [line for line in head.rstrip(b"\r\n").split(b"\r\n")
+                 if not line.lower().startswith(b"connection:")]
+        lines.append(b"Connection: close")
+        host, port = self.upstream.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as up:
+            up.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+            chunks = []
+            while True:
+                data = up.recv(1 << 20)
+                if not data:
+                    break
+                chunks.append(data)
+        raw = b"".join(chunks)
+        resp_head, _, resp_body = raw.partition(b"\r\n\r\n")
+        kept = [line for line in resp_head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+        return b"\r\n".join(kept) + b"\r\n\r\n" + resp_body
+
+
+@pytest.fixture
+def fault_proxy(registry: str) -> Iterator[callable]:
+    """Make proxies in front of the plain registry: ``fault_proxy(Faults(reset=0.2))``."""
+    made: list[FaultProxy] = []
+
+    def make(faults: Faults, upstream: str | None = None) -> FaultProxy:
+        proxy = FaultProxy(upstream or registry, faults)
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.close()
