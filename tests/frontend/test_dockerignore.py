@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from builder.errors import IgnoreFileError, PybuildError
+from builder.errors import BuildContextError, IgnoreFileError, PybuildError
 from builder.frontend import dockerignore
 from builder.frontend.dockerignore import (
     ContextEntry,
@@ -350,6 +354,67 @@ def test_walk_everything_but(tmp_path: Path) -> None:
     ]
 
 
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp dir other users can enter (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="pybuild-ignore-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def _as_nobody(fn: Callable[[], object]) -> object:
+    """Run ``fn`` in a forked child with uid/gid 65534, so permissions apply even under root."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, run, send back the result or the exception
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                result: object = ("ok", fn())
+            except Exception as err:
+                result = ("error", err)
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(result, pipe)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        kind, value = pickle.load(pipe)
+    os.waitpid(pid, 0)
+    if kind == "error":
+        raise value
+    return value
+
+
+def test_walk_unreadable_directories(shared_tmp: Path) -> None:
+    context = shared_tmp / "ctx"
+    _tree(context, ["ok/f", "secret/s", "data/private/p", "data/pub"])
+    for name in ("secret", "data/private"):
+        (context / name).chmod(0o700)  # root's: unreadable for the walking user
+
+    def walk(patterns: list[str]) -> Callable[[], object]:
+        return lambda: _paths(context, patterns)
+
+    # Excluded and pruned: never opened.
+    assert _as_nobody(walk(["secret", "data/private"])) == ["data", "data/pub", "ok", "ok/f"]
+    # Excluded but opened (a wildcard exception might re-include): the error is ignored.
+    assert _as_nobody(walk(["secret", "data/private", "!**/f"])) == [
+        "data",
+        "data/pub",
+        "ok",
+        "ok/f",
+    ]
+    # Needed: a clear error naming the directory.
+    with pytest.raises(BuildContextError, match="cannot read secret in the build context"):
+        _as_nobody(walk(["data/private"]))
+    with pytest.raises(BuildContextError, match="cannot read data/private"):
+        _as_nobody(lambda: [e.path for e in walk_context(context, PatternMatcher())])
+
+
 def test_walk_does_not_follow_symlinks(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     _tree(outside, ["secret"])
@@ -384,9 +449,9 @@ def test_walk_late_pattern_error(tmp_path: Path) -> None:
 
 def test_walk_root_must_be_a_directory(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
-    with pytest.raises(dockerignore.BuildContextError, match="not a directory"):
+    with pytest.raises(BuildContextError, match="not a directory"):
         list(walk_context(tmp_path / "f", PatternMatcher()))
-    with pytest.raises(dockerignore.BuildContextError, match="does not exist"):
+    with pytest.raises(BuildContextError, match="does not exist"):
         list(walk_context(tmp_path / "missing", PatternMatcher()))
 
 
