@@ -45,6 +45,7 @@ _DIRECTIVE_BODY = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.
 _HEREDOC_WORD = re.compile(r"([0-9]*)<<(-?)([^<]*)\Z", re.DOTALL)
 _HEREDOC_GLUE = re.compile(f"<<[{GO_SPACE}]*\\Z")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _CONTINUATION = {e: re.compile(f"(?<!{re.escape(e)}){re.escape(e)}[ \\t]*\\Z") for e in ESCAPE_CHARS}
 
 _MAYBE_JSON = frozenset({"run", "cmd", "entrypoint", "shell"})
@@ -606,6 +607,11 @@ def _name_values(rest: str, key: str, escape: str) -> tuple[str, ...]:
 
 
 # --- heredocs (BuildKit's parser_heredoc.go with the shell lexer's raw modes) -------------
+
+
+def chomp_heredoc(content: str) -> str:
+    """Strip the leading tabs of every line, as ``<<-`` asks; the parser stores content unchomped."""
+    return _LEADING_TABS.sub("", content)
 
 
 def _can_have_heredocs(node: Node) -> bool:
