@@ -1,0 +1,287 @@
+"""Basic auth over TLS (certs.d CA), the bearer-token flow, docker's config.json and helpers, login/logout."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.errors import AuthError, TLSError
+from builder.registry import ClientOptions, RegistryClient, pull, push
+from builder.registry.auth import Challenge, Credentials, DockerConfig, TokenCache
+from cache.store import Store
+from tests.helpers.tools import run_pybuild
+from tests.registry.conftest import PASSWORD, USER, SecureRegistry, TokenRegistry
+from tests.registry.images import make_image, random_name
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "store") as s:
+        yield s
+
+
+def tls_options(reg: SecureRegistry, config_dir: Path) -> ClientOptions:
+    return ClientOptions(docker_config=DockerConfig(config_dir), certs_d=reg.certs_d)
+
+
+def write_config(directory: Path, registry: str, user: str = USER, password: str = PASSWORD) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {registry: {"auth": auth}}}))
+    return directory
+
+
+# --- basic auth over TLS ---------------------------------------------------------------------
+
+def test_tls_and_basic_auth_round_trip(tls_registry: SecureRegistry, tmp_path: Path, store: Store) -> None:
+    config = write_config(tmp_path / "docker", tls_registry.address)
+    options = tls_options(tls_registry, config)
+    image = make_image(2, 20_000, seed=random_name())
+    ref = f"{tls_registry.address}/{random_name('tls')}/app:1"
+    assert push(image, ref, options=options).digest == image.digest()
+    assert pull(ref, store, options=options).digest() == image.digest()
+    client = RegistryClient(tls_registry.address, options)
+    assert client.base_url(__import__("builder.registry.client", fromlist=["Call"]).Call("t", None, "x")) \
+        == f"https://{tls_registry.address}"
+
+
+def test_untrusted_certificate_is_a_clear_error(tls_registry: SecureRegistry, tmp_path: Path,
+                                                store: Store) -> None:
+    options = ClientOptions(docker_config=DockerConfig(tmp_path / "none"), certs_d=tmp_path / "empty")
+    with pytest.raises(TLSError) as err:
+        pull(f"{tls_registry.address}/x/app:1", store, options=options)
+    assert f"TLS certificate of {tls_registry.address} is not trusted" in str(err.value)
+    assert "certs.d" in str(err.value)
+
+
+def test_insecure_registry_skips_verification(tls_registry: SecureRegistry, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "docker", tls_registry.address)
+    options = ClientOptions(docker_config=DockerConfig(config), certs_d=tmp_path / "empty",
+                            insecure_registries=frozenset({tls_registry.address}))
+    image = make_image(1, 1000, seed=random_name())
+    push(image, f"{tls_registry.address}/{random_name('ins')}/app:1", options=options)
+
+
+def test_wrong_password_and_no_credentials(tls_registry: SecureRegistry, tmp_path: Path,
+                                           store: Store) -> None:
+    config = write_config(tmp_path / "docker", tls_registry.address, password="wrong-password")
+    with pytest.raises(AuthError) as err:
+        pull(f"{tls_registry.address}/x/app:1", store, options=tls_options(tls_registry, config))
+    assert "incorrect username or password" in str(err.value)
+    assert f"pybuild login {tls_registry.address}" in str(err.value)
+    assert "wrong-password" not in str(err.value)
+    with pytest.raises(AuthError) as err:
+        pull(f"{tls_registry.address}/x/app:1", store,
+             options=tls_options(tls_registry, tmp_path / "empty-config"))
+    assert "authentication required" in str(err.value)
+
+
+def test_cli_login_logout_over_tls(tls_registry: SecureRegistry, tmp_path: Path) -> None:
+    docker_dir = tmp_path / "docker"
+    env = {"DOCKER_CONFIG": str(docker_dir), "PYBUILD_CERTS_D": str(tls_registry.certs_d)}
+    root = tmp_path / "root"
+    proc = run_pybuild("login", "-u", USER, "--password-stdin", tls_registry.address,
+                       input=b"wrong\n", env=env)
+    assert proc.returncode == 1
+    assert "incorrect username or password" in proc.stderr.decode()
+    assert not (docker_dir / "config.json").exists()
+    proc = run_pybuild("login", "-u", USER, "--password-stdin", tls_registry.address,
+                       input=PASSWORD.encode() + b"\n", env=env, check=True)
+    assert "Login Succeeded" in proc.stdout.decode()
+    assert PASSWORD not in proc.stdout.decode() + proc.stderr.decode()
+    config_file = docker_dir / "config.json"
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+    entry = json.loads(config_file.read_text())["auths"][tls_registry.address]
+    assert base64.b64decode(entry["auth"]).decode() == f"{USER}:{PASSWORD}"
+
+    image = make_image(1, 5000, seed=random_name())
+    with Store(root) as s:
+        s.write_image(image, [f"{tls_registry.address}/cli/app:1"])
+    run_pybuild("push", f"{tls_registry.address}/cli/app:1", root=root, env=env, check=True)
+    proc = run_pybuild("pull", f"{tls_registry.address}/cli/app:1", root=tmp_path / "root2", env=env,
+                       check=True)
+    assert str(image.digest()) in proc.stdout.decode()
+
+    proc = run_pybuild("logout", tls_registry.address, env=env, check=True)
+    assert f"Removing login credentials for {tls_registry.address}" in proc.stdout.decode()
+    assert json.loads(config_file.read_text())["auths"] == {}
+    proc = run_pybuild("logout", tls_registry.address, env=env, check=True)
+    assert f"Not logged in to {tls_registry.address}" in proc.stdout.decode()
+    proc = run_pybuild("pull", f"{tls_registry.address}/cli/app:1", root=tmp_path / "root3", env=env)
+    assert proc.returncode == 1 and "authentication required" in proc.stderr.decode()
+
+
+def test_login_needs_a_tty_or_stdin(tmp_path: Path) -> None:
+    proc = run_pybuild("login", "127.0.0.1:9", env={"DOCKER_CONFIG": str(tmp_path)}, input=b"")
+    assert proc.returncode == 125 and "non TTY" in proc.stderr.decode()
+    proc = run_pybuild("login", "--password-stdin", "127.0.0.1:9", input=b"x")
+    assert proc.returncode == 125 and "--username" in proc.stderr.decode()
+
+
+# --- bearer tokens ---------------------------------------------------------------------------
+
+def test_token_flow_push_and_pull(token_registry: TokenRegistry, tmp_path: Path, store: Store) -> None:
+    config = write_config(tmp_path / "docker", token_registry.address)
+    options = ClientOptions(docker_config=DockerConfig(config))
+    image = make_image(3, 10_000, seed=random_name())
+    ref = f"{token_registry.address}/{random_name('tok')}/app:1"
+    before = len(token_registry.tokens.requests)
+    client = RegistryClient(token_registry.address, options)
+    push(image, ref, client=client)
+    pull(ref, store, client=client)
+    issued = token_registry.tokens.requests[before:]
+    # Tokens are cached per scope: one for pull+push, one for pull; not one per request.
+    assert 1 <= len(issued) <= 3, issued
+    assert all(r["authorization"] for r in issued)
+    scopes = {s for r in issued for s in r["scope"]}  # type: ignore[union-attr]
+    assert f"repository:{ref.split('/', 1)[1].rsplit(':', 1)[0]}:pull,push" in scopes
+
+
+def test_token_flow_anonymous_and_denied(token_registry: TokenRegistry, tmp_path: Path,
+                                         store: Store) -> None:
+    config = write_config(tmp_path / "docker", token_registry.address)
+    image = make_image(1, 1000, seed=random_name())
+    public = f"{token_registry.address}/public/{random_name('pub')}:1"
+    private = f"{token_registry.address}/{random_name('priv')}/app:1"
+    push(image, public, options=ClientOptions(docker_config=DockerConfig(config)))
+    push(image, private, options=ClientOptions(docker_config=DockerConfig(config)))
+    anonymous = ClientOptions(docker_config=DockerConfig(tmp_path / "nobody"))
+    assert pull(public, store, options=anonymous).digest() == image.digest()
+    with pytest.raises(AuthError) as err:
+        pull(private, store, options=anonymous)
+    assert "authentication required" in str(err.value)
+    with pytest.raises(AuthError):
+        push(image, f"{token_registry.address}/public/{random_name('pub')}:1", options=anonymous)
+    wrong = write_config(tmp_path / "wrong", token_registry.address, password="nope-nope")
+    with pytest.raises(AuthError) as err:
+        pull(private, store, options=ClientOptions(docker_config=DockerConfig(wrong)))
+    assert "incorrect username or password" in str(err.value)
+
+
+def test_debug_output_never_shows_secrets(token_registry: TokenRegistry, tmp_path: Path) -> None:
+    docker_dir = write_config(tmp_path / "docker", token_registry.address)
+    env = {"DOCKER_CONFIG": str(docker_dir)}
+    root = tmp_path / "root"
+    image = make_image(1, 2000, seed=random_name())
+    ref = f"{token_registry.address}/{random_name('dbg')}/app:1"
+    with Store(root) as s:
+        s.write_image(image, [ref])
+    before = len(token_registry.tokens.requests)
+    proc = run_pybuild("--debug", "push", ref, root=root, env=env, check=True)
+    run_pybuild("--debug", "pull", ref, root=tmp_path / "r2", env=env, check=True)
+    output = proc.stdout.decode() + proc.stderr.decode()
+    assert "DEBU[registry]" in output
+    secrets = [PASSWORD, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()]
+    assert token_registry.tokens.requests[before:], "no token was issued"
+    for secret in secrets:
+        assert secret not in output
+    assert "Bearer " not in output and "eyJ" not in output
+
+
+# --- config.json and credential helpers ------------------------------------------------------
+
+HELPER = """#!{python}
+import json, sys
+store = {store!r}
+action = sys.argv[1]
+data = json.load(open(store)) if __import__("os").path.exists(store) else {{}}
+if action == "get":
+    server = sys.stdin.read().strip()
+    if server not in data:
+        print("credentials not found in native keychain"); sys.exit(1)
+    print(json.dumps({{"ServerURL": server, "Username": data[server][0], "Secret": data[server][1]}}))
+elif action == "store":
+    req = json.load(sys.stdin)
+    data[req["ServerURL"]] = [req["Username"], req["Secret"]]
+    json.dump(data, open(store, "w"))
+elif action == "erase":
+    server = sys.stdin.read().strip()
+    if server not in data:
+        print("credentials not found in native keychain"); sys.exit(1)
+    del data[server]; json.dump(data, open(store, "w"))
+"""
+
+
+def make_helper(tmp_path: Path, name: str = "pbtest") -> tuple[Path, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    store_file = tmp_path / f"{name}-creds.json"
+    helper = bin_dir / f"docker-credential-{name}"
+    helper.write_text(HELPER.format(python=sys.executable, store=str(store_file)))
+    helper.chmod(0o755)
+    return bin_dir, store_file
+
+
+def test_credential_helper_and_creds_store(tls_registry: SecureRegistry, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
+    bin_dir, store_file = make_helper(tmp_path)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    store_file.write_text(json.dumps({tls_registry.address: [USER, PASSWORD]}))
+    docker_dir = tmp_path / "docker"
+    docker_dir.mkdir()
+    (docker_dir / "config.json").write_text(json.dumps({"credHelpers": {tls_registry.address: "pbtest"}}))
+    config = DockerConfig(docker_dir)
+    assert config.get(tls_registry.address) == Credentials(USER, PASSWORD)
+    assert config.get("other.example:5000") is None
+    image = make_image(1, 1000, seed=random_name())
+    push(image, f"{tls_registry.address}/{random_name('helper')}/app:1",
+         options=tls_options(tls_registry, docker_dir))
+
+    # `pybuild login` with a credsStore stores through the helper, never in config.json.
+    (docker_dir / "config.json").write_text(json.dumps({"credsStore": "pbtest"}))
+    store_file.write_text("{}")
+    env = {"DOCKER_CONFIG": str(docker_dir), "PYBUILD_CERTS_D": str(tls_registry.certs_d),
+           "PATH": os.environ["PATH"]}
+    proc = run_pybuild("login", "-u", USER, "--password-stdin", tls_registry.address,
+                       input=PASSWORD.encode(), env=env, check=True)
+    assert "unencrypted" not in proc.stderr.decode()
+    assert json.loads(store_file.read_text()) == {tls_registry.address: [USER, PASSWORD]}
+    assert PASSWORD not in (docker_dir / "config.json").read_text()
+    run_pybuild("logout", tls_registry.address, env=env, check=True)
+    assert json.loads(store_file.read_text()) == {}
+
+
+def test_config_json_forms(tmp_path: Path) -> None:
+    config = DockerConfig(tmp_path)
+    assert config.get("docker.io") is None
+    config.store("docker.io", Credentials("bob", "pw:with:colons"))
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert list(data["auths"]) == ["https://index.docker.io/v1/"]
+    assert config.get("docker.io") == Credentials("bob", "pw:with:colons")
+    assert config.get("index.docker.io") == Credentials("bob", "pw:with:colons")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "auths": {"https://myhost:5000/v1/": {"auth": base64.b64encode(b"u:p").decode()},
+                  "tok.example": {"identitytoken": "abc"}},
+        "proxies": {"default": {}}}))
+    assert config.get("myhost:5000") == Credentials("u", "p")
+    assert config.get("tok.example").identity_token == "abc"  # type: ignore[union-attr]
+    config.store("myhost:5000", Credentials("v", "q"))
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["proxies"] == {"default": {}}  # unknown keys survive
+    assert list(data["auths"]) == ["tok.example", "myhost:5000"]
+    assert config.erase("myhost:5000") and not config.erase("myhost:5000")
+    assert "pw" not in repr(Credentials("bob", "pw"))
+
+
+def test_challenge_parsing_and_token_cache() -> None:
+    c = Challenge.parse('Bearer realm="https://auth.example/token",service="registry.example",'
+                        'scope="repository:a/b:pull,push"')
+    assert c is not None and c.scheme == "bearer"
+    assert c.params == {"realm": "https://auth.example/token", "service": "registry.example",
+                        "scope": "repository:a/b:pull,push"}
+    assert Challenge.parse('Basic realm="x"').scheme == "basic"  # type: ignore[union-attr]
+    now = [0.0]
+    cache = TokenCache(clock=lambda: now[0])
+    cache.put(("r", "s", "scope"), "tok", 300)
+    assert cache.get(("r", "s", "scope")) == "tok"
+    assert cache.get(("r", "s", "other")) is None
+    now[0] = 269
+    assert cache.get(("r", "s", "scope")) == "tok"
+    now[0] = 271
+    assert cache.get(("r", "s", "scope")) is None
