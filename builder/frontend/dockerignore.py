@@ -35,7 +35,7 @@ _WILDCARDS = frozenset("*?[]\\^")  # where a pattern's literal prefix ends
 _FSUTIL_PATTERN_CHARS = frozenset("*[]?^\\")
 # Go regexp escapes of ASCII letters/digits that Python's re reads the same way
 # (with re.ASCII, \d \w \s \b are ASCII-only as in Go).
-_CLASS_ESCAPES = frozenset("afnrtvdDsSwWx01234567")
+_CLASS_ESCAPES = frozenset("afnrtvdDsSwWx0")  # \1-\7: octal in Go, backreferences in Python
 _ASSERTION_ESCAPES = frozenset("bBA")
 _POSIX_CLASSES: dict[str, tuple[tuple[int, int], ...]] = {
     "alnum": ((0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A)),

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from builder.errors import BuildContextError, IgnoreFileError, PybuildError
 from builder.frontend import dockerignore
@@ -473,11 +475,22 @@ def test_walk_agrees_with_matches(tmp_path: Path) -> None:
 
 def test_walk_matches_docker_classic_builder(tmp_path: Path, docker: str) -> None:
     """The same context through docker's own builder lists the same files."""
-    _tree(
-        tmp_path,
-        ["keep/a", "keep/b.log", "skip/c", "skip/d.md", "deep/er/x.log", "deep/er/y", "top.txt"],
-    )
-    ignore = "*.log\nskip\n!skip/d.md\n!deep/er/x.log\n"
+    files = [
+        "keep/a", "keep/b.log", "skip/c", "skip/d.md", "deep/er/x.log", "deep/er/y", "top.txt",
+        "top.log", "x/y.tmp", "x/z/w.tmp", "a1b.txt", "a12.txt", "a1.txt", "bz", "bx", "b/c",
+        "v/cache/q", "cache/r", "docs/v1/old/o", "docs/v1/new", "lit(eral).txt", "litXeralX.txt",
+        "sp ace", "abs/file", "abs/other", "dir/in", "dir2/in", "k/.hidden", "k/visible",
+        "m/n/o/p.md", "m/n/keep.md", "q+r.txt", "q$.txt", "caf\u00e9/x", "t/1", "t/2", "u/[x]",
+    ]  # fmt: skip
+    _tree(tmp_path, files)
+    ignore = "\n".join(
+        [
+            "# comment", "*.log", "skip", "!skip/d.md", "!deep/er/x.log", "**/*.tmp",
+            "a[0-9]?.txt", "b[^x]", "b/", "**/cache/**", "docs/*/old", "lit(eral).txt",
+            "  sp ace  ", "/abs/file", "dir/**", "k/.*", "m/**/*.md", "!m/n/keep.md",
+            "q+r.txt", "q$.txt", "caf\u00e9", "t/[!1]", "u/\\[x\\]",
+        ]
+    )  # fmt: skip
     (tmp_path / ".dockerignore").write_text(ignore)
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
     expected = sorted(
@@ -517,3 +530,26 @@ def test_walk_matches_docker_classic_builder(tmp_path: Path, docker: str) -> Non
     assert [p for p in sent if p not in (".dockerignore", "Dockerfile")] == [
         p for p in expected if p not in (".dockerignore", "Dockerfile")
     ]
+
+
+# -- robustness ------------------------------------------------------------------------------
+
+_PATTERN_CHARS = st.sampled_from([*"ab/*?[]^!-\\.:{}() ", "[:digit:]", "**", "\\1"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.lists(_PATTERN_CHARS, max_size=8).map("".join), max_size=4),
+    st.lists(st.sampled_from(["a", "b", "ab", "a.b", "[", "*", "-"]), min_size=1, max_size=4),
+)
+def test_random_patterns_match_or_raise_ignore_file_error(
+    patterns: list[str], parts: list[str]
+) -> None:
+    path = "/".join(parts)
+    try:
+        matcher = PatternMatcher.from_patterns(patterns)
+        walked = _walk_style_match(matcher, path)
+        direct = matcher.matches(path)
+    except IgnoreFileError:
+        return
+    assert isinstance(direct, bool) and isinstance(walked, bool)
