@@ -1,0 +1,148 @@
+"""Layer tar speed: pybuild's writer and extractor against GNU tar, same tree, same run.
+
+    python -m bench.layers [--files N] [--total-mb MB] [--runs N] [--workdir DIR]
+
+A deterministic tree (default 20,000 files / 400 MB: mostly small files and a
+few large ones, incompressible) is written as a layer and extracted again,
+pybuild and tar alternating, ``sync`` before every timed step so that neither
+pays for the other's writeback. tar runs with the same features pybuild has
+(xattrs, numeric owners, permissions). The writer's time includes computing
+the DiffID; tar's does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from builder.layers.extract import extract_layer
+from builder.layers.tarwriter import write_layer
+
+REPO = Path(__file__).resolve().parents[1]
+TAR_FLAGS = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
+
+
+def generate_tree(dest: Path, files: int, total_mb: int) -> Path:
+    """(Re)create the tree unless an identical one is already there; returns its root."""
+    stamp = dest / ".stamp"
+    expected = f"{files}:{total_mb}:v1"
+    root = dest / "tree"
+    if stamp.exists() and stamp.read_text() == expected:
+        return root
+    shutil.rmtree(dest, ignore_errors=True)
+    root.mkdir(parents=True)
+    rng = random.Random(f"pybuild-bench-layers-{files}-{total_mb}")
+    sizes = [rng.choice((512, 2048, 4096, 8192, 16384)) for _ in range(files)]
+    big = max(1, files // 500)
+    rest = total_mb * 1024 * 1024 - sum(sizes[big:])
+    for i in range(big):
+        sizes[i] = max(1, rest // big)
+    rng.shuffle(sizes)
+    pool = rng.randbytes(8 * 1024 * 1024)
+    for i, size in enumerate(sizes):
+        d = root / f"d{i // 200:03d}" / f"s{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        off = (i * 7919) % len(pool)
+        with open(d / f"f{i:05d}.bin", "wb") as f:
+            while size > 0:
+                chunk = pool[off : off + size] or pool[:size]
+                f.write(chunk)
+                size -= len(chunk)
+                off = 0
+        if i % 1000 == 0:
+            os.symlink(f"f{i:05d}.bin", d / f"link{i:05d}")
+    stamp.write_text(expected)
+    return root
+
+
+def _timed(step: Callable[[], object]) -> float:
+    subprocess.run(["sync"], check=True)
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int = 5) -> dict:
+    """Medians of ``runs`` alternating runs of write and extract, pybuild vs tar, and the ratios."""
+    workdir = Path(workdir)
+    tar = shutil.which("tar")
+    if tar is None:
+        raise RuntimeError("GNU tar is not installed")
+    tree = generate_tree(workdir / "src", files, total_mb)
+    out = workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    ours_tar, their_tar = out / "pybuild.tar", out / "gnu.tar"
+    times: dict[str, list[float]] = {k: [] for k in ("write_pybuild", "write_tar", "extract_pybuild", "extract_tar")}
+
+    def write_ours() -> None:
+        with open(ours_tar, "wb") as f:
+            write_layer(tree, f)
+
+    def write_theirs() -> None:
+        subprocess.run([tar, *TAR_FLAGS, "-cf", their_tar, "-C", tree, "."], check=True)
+
+    def extract_ours(target: Path) -> Callable[[], object]:
+        def step() -> None:
+            with open(ours_tar, "rb") as f:
+                extract_layer(f, target)
+        return step
+
+    def extract_theirs(target: Path) -> Callable[[], object]:
+        return lambda: subprocess.run(
+            [tar, *TAR_FLAGS, "-xpf", ours_tar, "-C", target], check=True
+        )
+
+    write_ours()  # warm the page cache with the tree once, for both
+    for i in range(runs):
+        order = [("write_pybuild", write_ours), ("write_tar", write_theirs)]
+        for name, step in order if i % 2 == 0 else reversed(order):
+            times[name].append(_timed(step))
+        ext = [("extract_pybuild", extract_ours), ("extract_tar", extract_theirs)]
+        for name, make in ext if i % 2 == 0 else reversed(ext):
+            target = _fresh(out / name)
+            times[name].append(_timed(make(target)))
+    layer_bytes = ours_tar.stat().st_size
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result: dict = {
+        "files": files, "total_mb": total_mb, "runs": runs, "layer_mb": round(layer_bytes / 2**20, 1),
+    }
+    for key, value in med.items():
+        result[f"{key}_s"] = round(value, 3)
+    result["write_ratio"] = round(med["write_pybuild"] / med["write_tar"], 2)
+    result["extract_ratio"] = round(med["extract_pybuild"] / med["extract_tar"], 2)
+    result["write_pybuild_mb_s"] = round(layer_bytes / 2**20 / med["write_pybuild"], 1)
+    result["extract_pybuild_mb_s"] = round(layer_bytes / 2**20 / med["extract_pybuild"], 1)
+    result["all_s"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
+    return result
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__)
+    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--total-mb", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "layers")
+    args = parser.parse_args(argv)
+    result = run(args.workdir, args.files, args.total_mb, args.runs)
+    for key, value in result.items():
+        print(f"{key:>22}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
