@@ -76,6 +76,10 @@ class ShellLex:
     skip_unset_env: bool = False  # leave $VAR / ${VAR...} as written when VAR is unset
     skip_process_quotes: bool = False  # quotes are ordinary characters
 
+    def __post_init__(self) -> None:
+        if len(self.escape) != 1:
+            raise ValueError(f"escape must be one character, not {self.escape!r}")
+
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
         """Expand one word without splitting it (BuildKit's ProcessWord)."""
         return self.process_word_with_matches(word, env).result

@@ -258,6 +258,9 @@ def test_load_ignore_lookup(tmp_path: Path) -> None:
     assert load_ignore(context, elsewhere / "app.Dockerfile").patterns == ["outside"]
     assert load_ignore(context, elsewhere / "other.Dockerfile").patterns == ["from-context"]
     assert load_ignore(context, None).patterns == ["from-context"]
+    # An empty <name>.dockerignore still wins: nothing is excluded.
+    (context / "Dockerfile.dockerignore").write_text("# nothing\n")
+    assert not load_ignore(context, context / "Dockerfile")
 
 
 def test_load_ignore_directory_is_an_error(tmp_path: Path) -> None:

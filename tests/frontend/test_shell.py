@@ -232,6 +232,11 @@ def test_backtick_escape() -> None:
     assert lex.process_words("a` b c", {}) == ["a b", "c"]
 
 
+def test_escape_must_be_one_character() -> None:
+    with pytest.raises(ValueError):
+        ShellLex(escape="")
+
+
 def test_plain_words_fast_path() -> None:
     result = LEX.process_word_with_matches("  a\tb  c ", {})
     assert result.result == "  a\tb  c "
