@@ -439,6 +439,9 @@ def test_walk_does_not_follow_symlinks(tmp_path: Path) -> None:
 def test_walk_include_patterns(tmp_path: Path) -> None:
     _tree(tmp_path, ["src/a.py", "src/b.txt", "docs/x", "setup.py"])
     assert _paths(tmp_path, [], include=["src"]) == ["src", "src/a.py", "src/b.txt"]
+    # A directory that only leads to an included file comes along with it.
+    assert _paths(tmp_path, [], include=["src/a.py"]) == ["src", "src/a.py"]
+    assert _paths(tmp_path, [], include=["*/x"]) == ["docs", "docs/x"]
     assert _paths(tmp_path, ["**/*.txt"], include=["src", "setup.py"]) == [
         "setup.py",
         "src",
