@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +22,8 @@ from builder.runtime.bundle import Container, prepare
 from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
 from builder.runtime.output import Sink, pump
 from builder.runtime.spec import ContainerSpec, oci_config
+
+SHIM = Path(__file__).with_name("shim.py")
 
 
 class OciRuntime:
@@ -50,6 +53,10 @@ class OciRuntime:
             logging = [f"--log=file:{log}", "--log-format=json"]
         else:
             logging = ["--log", str(log), "--log-format", "json"]
+        if self.name == "runc":
+            # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream
+            return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), self.binary,
+                    str(container.dir), container.id, *logging]
         return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
 
     def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,

@@ -1,0 +1,218 @@
+"""A RUN step's container, as a user sees it from inside and in the upper dir, on each runtime."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from builder.errors import ContainerStartError, UserNotFoundError
+from builder.runtime import Mount, Network
+from tests.runtime.conftest import tree
+
+
+def test_exit_code_and_combined_output_in_order(run):
+    result = run("echo one; echo two >&2; echo three; exit 7")
+    assert result.code == 7
+    assert result.text == "one\ntwo\nthree\n"
+    assert run("true").code == 0
+
+
+def test_output_is_streamed_as_it_comes(run):
+    result = run("echo first; sleep 0.3; echo second")
+    assert result.chunks[0] == b"first\n"
+    assert len(result.chunks) >= 2
+
+
+def test_exit_codes_pass_through(run):
+    assert [run(f"exit {n}").code for n in (1, 2, 126, 255)] == [1, 2, 126, 255]
+
+
+def test_env_cwd_and_defaults(run):
+    result = run('pwd; echo "$FOO"; echo "$PATH"; echo "$HOME"', env=("FOO=bar baz",), cwd="/tmp")
+    assert result.text.splitlines() == [
+        "/tmp", "bar baz", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "/root",
+    ]
+    assert run('echo "$PATH $HOME"', env=("PATH=/bin", "HOME=/x")).text == "/bin /x\n"
+
+
+def test_missing_workdir_is_made_but_not_left_in_the_layer(run):
+    result = run("pwd", cwd="/no/such/dir")
+    assert result.text == "/no/such/dir\n"
+    assert tree(result.upper) == []
+
+
+@pytest.mark.parametrize(("user", "expected"), [
+    ("", "0 0 0 /root"),
+    ("app", "1000 1000 1000 /home/app"),
+    ("1000", "1000 1000 1000 /home/app"),
+    ("app:nogroup", "1000 65534 65534 /home/app"),
+    ("1000:65534", "1000 65534 65534 /home/app"),
+    ("4242", "4242 0 0 /"),
+    ("4242:4343", "4242 4343 4343 /"),
+])
+def test_user(run, user, expected):
+    assert run('echo $(id -u) $(id -g) $(id -G) "$HOME"', user=user).text == expected + "\n"
+
+
+def test_supplementary_groups_come_from_etc_group(run, busybox_rootfs, tmp_path):
+    extra = tmp_path / "groups-layer"
+    (extra / "etc").mkdir(parents=True)
+    (extra / "etc" / "group").write_text(
+        "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nstaff:x:50:app,other\naudio:x:29:app\n"
+    )
+    result = run("id -G", user="app", lowers=[busybox_rootfs, extra])
+    assert sorted(result.text.split()) == ["1000", "29", "50"]
+    # an explicit group replaces the supplementary groups, as in docker
+    assert run("id -G", user="app:app", lowers=[busybox_rootfs, extra]).text == "1000\n"
+
+
+def test_missing_user_or_group_is_docker_s_error(run):
+    with pytest.raises(UserNotFoundError, match=r"^unable to find user nosuch: no matching entries in passwd file$"):
+        run("true", user="nosuch")
+    with pytest.raises(UserNotFoundError, match=r"^unable to find group nosuch: no matching entries in group file$"):
+        run("true", user="app:nosuch")
+
+
+def test_missing_executable_is_a_start_error(run):
+    with pytest.raises(ContainerStartError, match=r"executable file .*not found"):
+        run(("no-such-command",))
+
+
+def test_hostname_hosts_and_resolv_conf_are_given_but_never_in_the_layer(run):
+    result = run("hostname; cat /etc/hostname; cat /etc/hosts; cat /etc/resolv.conf", hostname="box1")
+    lines = result.text.splitlines()
+    assert lines[:2] == ["box1", "box1"]
+    assert "127.0.0.1\tlocalhost box1" in lines
+    assert any(line.startswith("::1\tlocalhost") for line in lines)
+    assert result.text.endswith(Path("/etc/resolv.conf").read_text())
+    assert tree(result.upper) == []
+
+
+def test_default_hostname_is_twelve_hex_digits(run):
+    name = run("hostname").text.strip()
+    assert len(name) == 12 and int(name, 16) >= 0
+
+
+def test_scratch_rootfs_without_etc_gets_etc_files_and_a_clean_layer(run, busybox_rootfs, tmp_path):
+    scratch = tmp_path / "scratch"
+    (scratch / "bin").mkdir(parents=True)
+    shutil.copy2(busybox_rootfs / "bin" / "busybox", scratch / "bin" / "busybox")
+    (scratch / "bin" / "sh").symlink_to("busybox")
+    result = run("/bin/busybox cat /etc/hosts /etc/hostname; /bin/busybox ls -d /proc/1 /dev/null /sys/kernel",
+                 lowers=[scratch])
+    assert result.code == 0, result.text
+    assert "localhost" in result.text
+    assert tree(result.upper) == []  # no /etc, /proc, /dev, /sys stubs in the layer
+
+
+def test_from_scratch_with_no_lower_dirs(run, busybox_rootfs, tmp_path):
+    bind = Mount.bind(busybox_rootfs / "bin", "/bin", readonly=True)
+    result = run("echo made > /made; ls /", lowers=[], mounts=[bind])
+    assert result.code == 0, result.text
+    assert tree(result.upper) == ["made"]
+
+
+def test_changes_land_in_the_upper_dir_and_nothing_else(run):
+    result = run("echo x > /etc/new; mkdir -p /a/b; echo y > /a/b/c; touch /tmp/t")
+    assert result.code == 0, result.text
+    assert tree(result.upper) == ["a", "a/b", "a/b/c", "etc", "etc/new", "tmp", "tmp/t"]
+
+
+def test_deleting_a_lower_file_leaves_a_whiteout(run):
+    result = run("rm /bin/ls && rm -rf /root && mkdir /root && rm -r /var")
+    assert result.code == 0, result.text
+    for name in ("bin/ls", "var"):
+        st = os.lstat(result.upper / name)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0, name
+    assert os.getxattr(result.upper / "root", "trusted.overlay.opaque") == b"y"
+
+
+def test_namespaces_pid_one_and_only_our_processes(run):
+    result = run("echo $$; readlink /proc/1/ns/mnt; ps -o pid,comm; true")
+    pid, mnt, *table = result.text.splitlines()
+    assert pid == "1"
+    assert mnt != os.readlink("/proc/self/ns/mnt")
+    assert [line.split()[1] for line in table[1:]] == ["sh", "ps"]  # nothing of the host
+
+
+def test_mounts_proc_dev_sys_as_docker(run):
+    result = run(
+        "ls /dev; echo; grep -E ' /(proc|dev|sys|dev/shm|dev/pts|dev/mqueue) ' /proc/mounts | cut -d' ' -f2,3,4;"
+        " echo; touch /sys/x 2>&1 >/dev/null | wc -l; ulimit -n; grep CapBnd /proc/self/status"
+    )
+    devs, mounts, rest = result.text.split("\n\n")
+    assert {"null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "mqueue"} <= set(devs.split())
+    table = {line.split()[0]: line.split()[1:] for line in mounts.splitlines()}
+    assert table["/proc"][0] == "proc"
+    assert table["/dev"][0] == "tmpfs"
+    assert table["/dev/shm"][0] == "tmpfs" and "size=65536k" in table["/dev/shm"][1]
+    assert table["/dev/pts"][0] == "devpts"
+    assert table["/dev/mqueue"][0] == "mqueue"
+    assert table["/sys"][0] == "sysfs" and table["/sys"][1].startswith("ro")
+    failed, nofile, capbnd = rest.splitlines()
+    assert failed == "1"
+    assert int(nofile) == min(1048576, __import__("resource").getrlimit(7)[1])
+    assert capbnd.split()[1] == "00000000a80425fb"  # docker's 14 default capabilities
+
+
+def test_network_none_has_only_loopback_and_it_is_up(run):
+    result = run("ls /sys/class/net; cat /sys/class/net/lo/flags", network=Network.NONE)
+    names, flags = result.text.split()
+    assert names == "lo"
+    assert int(flags, 16) & 0x1  # IFF_UP
+
+
+def test_network_host_sees_the_host_interfaces(run):
+    result = run("ls /sys/class/net", network=Network.HOST)
+    assert sorted(result.text.split()) == sorted(os.listdir("/sys/class/net"))
+
+
+def test_bind_mounts_rw_ro_and_tmpfs(run, tmp_path):
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "in").write_text("secret")
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t")
+    secret.chmod(0o400)
+    result = run(
+        "echo written > /mnt/rw/out; cat /mnt/ro/in; echo; touch /mnt/ro/x 2>/dev/null || echo ro;"
+        " cat /run/secrets/token; echo; echo t > /cache/t; grep ' /cache ' /proc/mounts | cut -d' ' -f3",
+        mounts=[Mount.bind(rw, "/mnt/rw"), Mount.bind(ro, "/mnt/ro", readonly=True),
+                Mount.bind(secret, "/run/secrets/token", readonly=True),
+                Mount.tmpfs("/cache", size=1 << 20)],
+    )
+    assert result.text.splitlines() == ["secret", "ro", "s3cr3t", "tmpfs"]
+    assert (rw / "out").read_text() == "written\n"
+    assert not (ro / "x").exists()
+    assert tree(result.upper) == []  # mount points are stubs of the init layer, not of the layer
+
+
+def test_readonly_rootfs(run):
+    result = run("touch /x 2>/dev/null || echo refused; (echo ok > /tmp/t) 2>/dev/null || echo refused",
+                 readonly_rootfs=True)
+    assert result.text == "refused\nrefused\n"
+    assert tree(result.upper) == []
+
+
+def test_symlinks_in_the_image_do_not_lead_outside(run, busybox_rootfs, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    evil = tmp_path / "evil"
+    (evil / "etc").mkdir(parents=True)
+    (evil / "etc" / "hosts").symlink_to(f"{outside}/hosts")
+    (evil / "etc" / "passwd").symlink_to("../../../../../../../etc/passwd-of-the-host")
+    (evil / "mnt").symlink_to(str(outside))
+    result = run("head -1 /etc/hosts; id -u; ls /mnt", lowers=[busybox_rootfs, evil], user="",
+                 mounts=[Mount.tmpfs("/mnt/t")])
+    assert result.code == 0, result.text
+    hosts, uid, *listing = result.text.splitlines()
+    assert hosts.startswith("127.0.0.1\tlocalhost ")
+    assert uid == "0"
+    assert listing == ["hosts", "t"]  # both links were followed inside the rootfs
+    assert list(outside.iterdir()) == []  # neither the /etc/hosts nor the /mnt/t stub reached the host
+    assert tree(result.upper) == []
