@@ -27,8 +27,9 @@ from builder.frontend.dockerignore import (
     read_ignore_lines,
     walk_context,
 )
+from tests.helpers.tools import CONFORMANCE
 
-CORPUS = Path("/work/shared/conformance/dockerignore")
+CORPUS = CONFORMANCE / "dockerignore"
 VECTORS = json.loads((CORPUS / "vectors.json").read_text("utf-8"))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,10 +10,9 @@ from hypothesis import strategies as st
 
 from builder.errors import ExpansionError, PybuildError
 from builder.frontend.shell import ShellLex, WordResult, env_from_list
+from tests.helpers.tools import CONFORMANCE
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "buildkit-shell"
-if not CORPUS.is_dir():  # the repo may be checked out elsewhere; the corpus sits in /work/shared
-    CORPUS = Path("/work/shared/conformance/buildkit-shell")
+CORPUS = CONFORMANCE / "buildkit-shell"
 
 LEX = ShellLex()
 ENV_VAR_TEST_ENV = {"PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": ""}
