@@ -1,0 +1,194 @@
+"""Build checks: every rule, firing and not firing, with BuildKit's names and messages; # check= directives."""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.errors import DockerfileError, LintError
+from builder.frontend.checks import RULES, CheckConfig, Warning, run_checks
+from builder.frontend.instructions import parse_dockerfile
+from builder.frontend.parser import parse
+
+KNOWN_ENV = {"busybox": ["PATH=/bin", "HOME=/root"], "golang:1": ["PATH=/go/bin:/bin", "GOPATH=/go"]}
+
+
+def base_env(image: str):
+    return KNOWN_ENV.get(image)
+
+
+def check(source: str, **kwargs) -> list[Warning]:
+    kwargs.setdefault("base_env", base_env)
+    return run_checks(parse_dockerfile(parse(source)), **kwargs).warnings
+
+
+def fired(source: str, rule: str, **kwargs) -> list[tuple[int, str]]:
+    return [(w.start_line, w.message) for w in check(source, **kwargs) if w.rule == rule]
+
+
+CASES = [
+    # (rule, bad Dockerfile, [(line, message)], good Dockerfile)
+    ("JSONArgsRecommended", "FROM busybox\nCMD echo hi\nENTRYPOINT run.sh\n",
+     [(2, "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"),
+      (3, "JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals")],
+     'FROM busybox\nCMD ["echo", "hi"]\nSHELL ["/bin/bash", "-c"]\nENTRYPOINT run.sh\n'),
+    ("StageNameCasing", "FROM busybox AS Builder\n", [(1, "Stage name 'Builder' should be lowercase")],
+     "FROM busybox AS builder\n"),
+    ("FromAsCasing", "FROM busybox as build\n",
+     [(1, "'as' and 'FROM' keywords' casing do not match")], "from busybox as build\n"),
+    ("ConsistentInstructionCasing", "FROM busybox\nrun true\nRUN true\n",
+     [(2, "Command 'run' should match the case of the command majority (uppercase)")],
+     "from busybox\nrun true\n"),
+    ("DuplicateStageName", "FROM busybox AS a\nFROM busybox AS A\n",
+     [(2, 'Duplicate stage name "a", stage names should be unique')],
+     "FROM busybox AS a\nFROM busybox AS b\n"),
+    ("ReservedStageName", "FROM busybox AS scratch\nFROM busybox AS context\n",
+     [(1, 'Stage name should not use the same name as reserved stage "scratch"'),
+      (2, 'Stage name should not use the same name as reserved stage "context"')],
+     "FROM busybox AS scratchpad\n"),
+    ("MaintainerDeprecated", "FROM busybox\nMAINTAINER me\n",
+     [(2, "Maintainer instruction is deprecated in favor of using label")],
+     "FROM busybox\nLABEL org.opencontainers.image.authors=me\n"),
+    ("UndefinedVar", "FROM busybox\nENV A=$HOME B=$NOT_DEFINED\nWORKDIR $HOMR\nRUN echo $NOPE_IN_RUN\n",
+     [(2, "Usage of undefined variable '$NOT_DEFINED'"),
+      (3, "Usage of undefined variable '$HOMR' (did you mean $HOME?)")],
+     "FROM busybox\nARG V\nENV A=$HOME B=$V C=${HOME:-x}\nCOPY $A /x\n"),
+    ("UndefinedArgInFrom", "ARG VERSION=1\nFROM golang:${VERSON}\n",
+     [(2, "FROM argument 'VERSON' is not declared (did you mean VERSION?)")],
+     "ARG VERSION=1\nFROM golang:${VERSION}\nFROM --platform=$BUILDPLATFORM busybox\n"),
+    ("InvalidDefaultArgInFrom", "ARG TAG\nFROM busybox:${TAG}\nARG IMG\nFROM $IMG\n",
+     [(2, "Default value for ARG busybox:${TAG} results in empty or invalid base image name"),
+      (4, "Default value for ARG $IMG results in empty or invalid base image name")],
+     "ARG TAG=1\nFROM busybox:${TAG}\nARG TAG2\nFROM busybox:latest${TAG2}\n"),
+    ("WorkdirRelativePath", "FROM busybox\nWORKDIR app\n",
+     [(2, 'Relative workdir "app" can have unexpected results if the base image changes')],
+     "FROM busybox\nWORKDIR /srv\nWORKDIR app\n"),
+    ("LegacyKeyValueFormat", "FROM busybox\nENV A 1\nLABEL b 2\n",
+     [(2, '"ENV key=value" should be used instead of legacy "ENV key value" format'),
+      (3, '"LABEL key=value" should be used instead of legacy "LABEL key value" format')],
+     "FROM busybox\nENV A=1\nLABEL b=2\n"),
+    ("MultipleInstructionsDisallowed",
+     'FROM busybox\nCMD ["a"]\nCMD ["b"]\nHEALTHCHECK NONE\nHEALTHCHECK NONE\nENTRYPOINT ["x"]\n',
+     [(2, "Multiple CMD instructions should not be used in the same stage because only the last one will be used"),
+      (4, "Multiple HEALTHCHECK instructions should not be used in the same stage because only the last one will be used")],
+     'FROM busybox\nCMD ["a"]\nFROM busybox\nCMD ["b"]\n'),
+    ("SecretsUsedInArgOrEnv", "ARG API_KEY\nFROM busybox\nARG DB_PASSWORD=x\nENV GITHUB_TOKEN=t\n",
+     [(1, 'Do not use ARG or ENV instructions for sensitive data (ARG "API_KEY")'),
+      (3, 'Do not use ARG or ENV instructions for sensitive data (ARG "DB_PASSWORD")'),
+      (4, 'Do not use ARG or ENV instructions for sensitive data (ENV "GITHUB_TOKEN")')],
+     "FROM busybox\nARG PUBLIC_KEY\nENV KEYBOARD=us TOKENIZER=x MONKEY=1\n"),
+    ("NoEmptyContinuation", "FROM busybox\nRUN echo a \\\n\n  b\n",
+     [(4, "Empty continuation line")], "FROM busybox\nRUN echo a \\\n# comment\n  b\n"),
+    ("ExposeProtoCasing", "FROM busybox\nEXPOSE 80/TcP\n",
+     [(2, "Defined protocol '80/TcP' in EXPOSE instruction should be lowercase")],
+     "FROM busybox\nEXPOSE 80/tcp 53/udp 8080\n"),
+    ("ExposeInvalidFormat", "FROM busybox\nENV P=8080:80\nEXPOSE 127.0.0.1:80:80 $P\n",
+     [(3, "EXPOSE instruction should not define an IP address or host-port mapping, found '8080:80'"),
+      (3, "EXPOSE instruction should not define an IP address or host-port mapping, found '127.0.0.1:80:80'")],
+     "FROM busybox\nEXPOSE 80 443/tcp 1000-2000/udp\n"),
+    ("InvalidDefinitionDescription",
+     "# check=experimental=InvalidDefinitionDescription\n\n# a comment\nFROM busybox AS base\n# another\nARG VERSION=1\n",
+     [(4, "Comment for FROM should follow the format: `# base <description>`"),
+      (6, "Comment for ARG should follow the format: `# VERSION <description>`")],
+     "# check=experimental=InvalidDefinitionDescription\n\n# base is the base\nFROM busybox AS base\n"
+     "# VERSION picks the release\nARG VERSION=1\nARG OTHER\n"),
+]
+
+
+def test_every_rule_has_a_case():
+    assert {c[0] for c in CASES} == set(RULES)
+
+
+@pytest.mark.parametrize(("rule", "bad", "expected", "good"), CASES, ids=[c[0] for c in CASES])
+def test_rule_fires_and_does_not(rule, bad, expected, good):
+    assert fired(bad, rule) == expected
+    assert fired(good, rule) == []
+
+
+def test_warning_rendering():
+    (w,) = [w for w in check("FROM busybox as build\n") if w.rule == "FromAsCasing"]
+    assert str(w) == "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match"
+    assert w.short() == "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"
+    assert w.url == "https://docs.docker.com/go/dockerfile/rule/from-as-casing/"
+    assert w.to_json()["description"] == RULES["FromAsCasing"].description
+    assert (w.file, w.start_line, w.end_line) == ("Dockerfile", 1, 1)
+
+
+def test_experimental_rule_is_off_by_default():
+    assert fired("# nope\nFROM busybox AS base\n", "InvalidDefinitionDescription") == []
+    assert RULES["InvalidDefinitionDescription"].experimental
+
+
+def test_undefined_var_is_quiet_when_the_base_env_is_unknown():
+    source = "FROM unknown-image\nENV A=$MAYBE_FROM_BASE\n"
+    assert fired(source, "UndefinedVar") == []
+    assert fired("FROM scratch\nENV A=$NOPE\n", "UndefinedVar") == [
+        (2, "Usage of undefined variable '$NOPE'")]
+
+
+def test_undefined_var_counts_names_with_a_default():
+    """BuildKit's lexer reports ${X:-default} as an unmatched name, so the rule fires."""
+    assert fired("FROM scratch\nENV A=${UNSET:-default}\n", "UndefinedVar") == [
+        (2, "Usage of undefined variable '$UNSET'")]
+
+
+def test_undefined_var_follows_the_parent_stage():
+    source = "FROM busybox AS base\nENV FROM_BASE=1\nFROM base\nENV A=$FROM_BASE B=$NOT_SET\n"
+    assert fired(source, "UndefinedVar") == [(4, "Usage of undefined variable '$NOT_SET'")]
+
+
+def test_checks_limited_to_the_built_stages():
+    source = "FROM busybox AS unused\nWORKDIR rel\nFROM busybox\nWORKDIR other\n"
+    assert [line for line, _ in fired(source, "WorkdirRelativePath")] == [2, 4]
+    assert [line for line, _ in fired(source, "WorkdirRelativePath", stages=[1])] == [4]
+
+
+def test_check_directive_skip_and_error():
+    source = "# check=skip=FromAsCasing,StageNameCasing\nFROM busybox as Build\nMAINTAINER me\n"
+    assert [w.rule for w in check(source)] == ["MaintainerDeprecated"]
+    assert check("# check=skip=all\nFROM busybox as Build\nMAINTAINER me\n") == []
+    result = run_checks(parse_dockerfile(parse("# check=error=true\nFROM busybox as b\nMAINTAINER x\n")))
+    assert result.failed
+    err = result.error()
+    assert isinstance(err, LintError)
+    assert str(err) == "lint violation found for rules: FromAsCasing, MaintainerDeprecated"
+    clean = run_checks(parse_dockerfile(parse("# check=error=true\nFROM busybox\n")))
+    assert not clean.failed and clean.error() is None
+
+
+def test_build_arg_config_overrides_the_directive():
+    source = "# check=error=true\nFROM busybox as b\n"
+    df = parse_dockerfile(parse(source))
+    assert run_checks(df).failed
+    assert run_checks(df, config="skip=FromAsCasing;error=true").warnings == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("skip", 'invalid check option "skip"'),
+        ("error=maybe", 'failed to parse check option "error=maybe"'),
+        ("color=red", 'invalid check option "color"'),
+    ],
+)
+def test_invalid_check_directive(text, message):
+    with pytest.raises(DockerfileError) as info:
+        run_checks(parse_dockerfile(parse(f"# check={text}\nFROM busybox\n")))
+    assert message in str(info.value)
+    assert str(info.value).startswith("Dockerfile:1: ")
+
+
+def test_check_config_parsing():
+    config = CheckConfig.parse(" skip = A, B ; error = true ; experimental=all")
+    assert config == CheckConfig(frozenset({"A", "B"}), False, True, frozenset(), True)
+    assert not config.enabled("A") and config.enabled("C") and config.enabled("InvalidDefinitionDescription")
+
+
+def test_real_world_corpus_lint_counts():
+    """BuildKit-style findings over the 208 real Dockerfiles: the legacy ENV form dominates."""
+    from tests.helpers.tools import CONFORMANCE
+
+    counts: dict[str, int] = {}
+    for path in sorted((CONFORMANCE / "real-world").glob("*/*/Dockerfile")):
+        for w in run_checks(parse_dockerfile(parse(path.read_text(), str(path)))).warnings:
+            counts[w.rule] = counts.get(w.rule, 0) + 1
+    assert counts == {"LegacyKeyValueFormat": 750, "SecretsUsedInArgOrEnv": 24}
