@@ -1,0 +1,347 @@
+"""The build: Dockerfile + context in, an image in the store (and the requested outputs) out.
+
+parse -> typed instructions -> stage plan -> stages run as a DAG (independent
+stages at once) -> the target's image written to the store, tagged, exported.
+Everything a build creates on the machine (mounts, containers, temp dirs) is
+removed on every exit path; what a SIGKILLed build left is removed by the
+next build's :func:`builder.runtime.recover`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from builder.errors import BuildError, InstructionError, UsageError
+from builder.execute.base import BaseResolver
+from builder.execute.run import Secret
+from builder.execute.stage import BuildEnv, StageResult, StageRunner
+from builder.frontend import instructions as ins_
+from builder.image.digest import Digest
+from builder.image.image import Image
+from builder.image.mutate import DerivedImage
+from builder.image.platform import Platform
+from builder.progress import Progress, ProgressMode
+from builder.scheduler import run_dag
+from cache.store import BuildLayers, Store
+
+
+@dataclass
+class BuildOptions:
+    context: str
+    dockerfile: str | None = None
+    tags: Sequence[str] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: Sequence[str] = ()
+    pull: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    platform: str | None = None
+    network: str = "default"
+    secrets: Sequence[str] = ()
+    outputs: Sequence[str] = ()
+    push: bool = False
+    quiet: bool = False
+    iidfile: str | None = None
+    metadata_file: str | None = None
+    progress: str = "auto"
+    jobs: int | None = None
+    isolation: str = "auto"
+    insecure_registries: Sequence[str] = ()
+    stdin: object = None  # a binary stream for `-` context or `-f -`
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: Digest  # the config digest, as docker shows it
+    manifest_digest: Digest
+    tags: tuple[str, ...]
+    image: Image
+    seconds: float
+
+
+def parse_build_args(items: Sequence[str]) -> dict[str, str]:
+    """``--build-arg K=V``; a bare ``K`` takes the value from the environment (skipped if unset)."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid argument {item!r} for --build-arg: expected KEY=VALUE")
+        if sep:
+            result[key] = value
+        elif key in os.environ:
+            result[key] = os.environ[key]
+    return result
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid argument {item!r} for --label: expected KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def _source_date_epoch() -> int | None:
+    text = os.environ.get("SOURCE_DATE_EPOCH")
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a number of seconds, got {text!r}") from None
+
+
+class Build:
+    """One build; create, call :meth:`run`, read the result."""
+
+    def __init__(self, options: BuildOptions, store: Store | None = None) -> None:
+        self.options = options
+        self.store = store or Store()
+        self.progress = Progress(ProgressMode.QUIET if options.quiet else ProgressMode(options.progress))
+        self.started = time.monotonic()
+
+    def run(self) -> BuildResult:
+        from builder.runtime import recover
+
+        recover(self.store.root / "run")
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.progress.close)
+            stack.enter_context(self.store.gc_lock.shared())
+            context, dockerfile_text, dockerfile_name = self._load_context(stack)
+            return self._build(context, dockerfile_text, dockerfile_name)
+        raise AssertionError("unreachable")
+
+    # -- inputs
+
+    def _load_context(self, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
+        from builder.execute.context import BuildContext
+
+        opts = self.options
+        stdin = opts.stdin if opts.stdin is not None else sys.stdin.buffer
+        dockerfile_bytes: bytes | None = None
+        if opts.dockerfile == "-":
+            if opts.context == "-":
+                raise UsageError("invalid argument: can't use stdin for both build context and dockerfile")
+            dockerfile_bytes = stdin.read()  # type: ignore[attr-defined]
+        if opts.context == "-":
+            context = BuildContext.from_tar(stdin, self.store.root / "run" / "tmp",
+                                            dockerfile_name=opts.dockerfile)
+        else:
+            root = Path(opts.context)
+            if not root.is_dir():
+                raise UsageError(f'unable to prepare context: path "{opts.context}" not found')
+            dockerfile_path = None
+            if opts.dockerfile and opts.dockerfile != "-":
+                dockerfile_path = Path(opts.dockerfile)
+                if not dockerfile_path.is_absolute() and not dockerfile_path.exists():
+                    dockerfile_path = root / opts.dockerfile
+            context = BuildContext.from_dir(root, dockerfile_path)
+        stack.callback(context.close)
+        if dockerfile_bytes is None:
+            path = context.dockerfile or (context.root / (opts.dockerfile or "Dockerfile"))
+            try:
+                dockerfile_bytes = path.read_bytes()
+            except FileNotFoundError:
+                raise UsageError(
+                    f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
+                    f"lstat {path}: no such file or directory"
+                ) from None
+            name = path.name
+        else:
+            name = "Dockerfile"
+        return context, dockerfile_bytes, name
+
+    # -- the build
+
+    def _build(self, context, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult:  # type: ignore[no-untyped-def]
+        from builder.frontend.checks import run_checks
+        from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
+        from builder.frontend.instructions import parse_dockerfile
+        from builder.frontend.parser import parse
+        from builder.plan.stages import plan_stages
+
+        opts = self.options
+        host = Platform.host()
+        if opts.platform:
+            wanted = Platform.parse(opts.platform)
+            if not host.matches(wanted):
+                raise UsageError(
+                    f"pybuild builds for the host platform {host} only; --platform {opts.platform} "
+                    "would need emulation, which pybuild does not do"
+                )
+        parsed = parse(dockerfile_bytes, file=dockerfile_name)
+        dockerfile = parse_dockerfile(parsed)
+        build_args = dict(opts.build_args)
+        global_scope = GlobalScope(dockerfile.meta_args, build_args,
+                                   platforms=PlatformArgs.host(), escape=parsed.escape)
+        plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args)
+        checks = run_checks(dockerfile, build_args=build_args, base_env=self._base_env,
+                            stages=[p.index for p in plan.stages])
+        for warning in checks.warnings:
+            self.progress.warning(str(warning))
+        if (failure := checks.error()) is not None:
+            raise failure
+        secrets = {s.id: s for s in (Secret.parse(t) for t in opts.secrets)}
+        env = BuildEnv(
+            store=self.store, layers=BuildLayers(self.store), progress=self.progress,
+            runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
+            network=opts.network, source_date_epoch=_source_date_epoch(),
+            copy_context=context, dockerfile_name=dockerfile_name,
+        )
+        resolver = BaseResolver(self.store, host, pull=opts.pull,
+                                insecure_registries=tuple(opts.insecure_registries))
+        stages = {s.index: s for s in dockerfile.stages}
+        needed = {p.index: p for p in plan.stages}
+        total_steps = sum(len(stages[i].commands) + 1 for i in needed)
+        self.progress.set_total(total_steps)
+        declared: set[str] = set(global_scope.declared)
+
+        def stage_lookup_for(current: int, results: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
+            def lookup(name: str) -> StageResult | Image:
+                index = _stage_index(dockerfile.stages, name, current)
+                if index is not None:
+                    if index not in results:
+                        raise BuildError(f"stage {name} is not built yet (internal planning error)")
+                    return results[index]
+                return resolver.resolve(name)
+            return lookup
+
+        def work(index: int, results: Mapping[int, StageResult], cancel: threading.Event) -> StageResult:
+            stage = stages[index]
+            planned = needed[index]
+            from_ = global_scope.expand_from(stage.from_)
+            if from_.platform:
+                wanted = Platform.parse(from_.platform)
+                if not host.matches(wanted):
+                    raise from_.error(
+                        f"FROM --platform={from_.platform}: pybuild builds for the host platform "
+                        f"{host} only", InstructionError)
+            label = planned.display_name()
+            handle = self.progress.start(f"[{label} 1/{len(stage.commands) + 1}] FROM {from_.base_name}")
+            if planned.base_stage is not None:
+                parent = results[planned.base_stage]
+                base_image, scope = parent.image, parent.scope.child()
+            else:
+                base_image = resolver.resolve(from_.base_name)
+                scope = global_scope.stage_scope(base_image.config_file().config.env)
+            self.progress.done(handle)
+            triggers = _triggers(base_image, dockerfile_name, from_)
+            runner = StageRunner(env, label=label, base=base_image, scope=scope,
+                                 stage_lookup=stage_lookup_for(index, results), cancel=cancel,
+                                 total=len(stage.commands) + len(triggers) + 1)
+            runner.step = 1
+            runner.run(stage.commands, triggers=triggers)
+            declared.update(scope.visible_args())
+            return StageResult(image=runner.image(), scope=runner.scope, lowers=runner.lowers)
+
+        deps = {p.index: tuple(d for d in p.deps if d in needed) for p in plan.stages}
+        jobs = opts.jobs or os.cpu_count() or 1
+        results = run_dag(deps, work, jobs=jobs)
+        final = results[plan.target].image
+        if opts.labels:
+            config = final.config_file()
+            labels = {**config.config.labels, **opts.labels}
+            final = DerivedImage(list(final.layers()), replace(config, config=replace(config.config, labels=labels)))
+        for name in unused_build_args(build_args, declared):
+            self.progress.warning(f"build-arg {name} was not consumed")
+        tags = tuple(opts.tags)
+        manifest_digest = self.store.write_image(final, tags)
+        stored = self.store.image(str(manifest_digest))
+        self._outputs(stored, tags)
+        result = BuildResult(
+            image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
+            image=stored, seconds=time.monotonic() - self.started,
+        )
+        self._report(result)
+        return result
+
+    def _base_env(self, name: str) -> list[str] | None:
+        """A base image's env for the UndefinedVar check, if the store already has it."""
+        if name == "scratch":
+            return []
+        try:
+            return list(self.store.image(name).config_file().config.env)
+        except Exception:  # unknown here (not pulled yet, or a stage): the check stays quiet
+            return None
+
+    def _runtime(self):  # type: ignore[no-untyped-def]
+        from builder.runtime import detect
+
+        return detect(self.options.isolation, work_root=self.store.root / "run")
+
+    # -- results
+
+    def _outputs(self, image: Image, tags: tuple[str, ...]) -> None:
+        from builder.export.outputs import export_outputs
+
+        export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
+                       insecure_registries=tuple(self.options.insecure_registries),
+                       progress=self.progress)
+
+    def _report(self, result: BuildResult) -> None:
+        opts = self.options
+        if opts.iidfile:
+            _write_atomic(Path(opts.iidfile), str(result.image_id).encode())
+        if opts.metadata_file:
+            data = {
+                "containerimage.config.digest": str(result.image_id),
+                "containerimage.digest": str(result.manifest_digest),
+                "image.name": ",".join(result.tags),
+            }
+            _write_atomic(Path(opts.metadata_file), json.dumps(data, indent=2).encode())
+        if opts.quiet:
+            print(result.image_id)
+            return
+        self.progress.message(f"writing image {result.image_id} done ({result.seconds:.1f}s)")
+        for tag in result.tags:
+            self.progress.message(f"naming to {tag} done")
+        print(result.image_id)
+
+
+def _stage_index(stages: Sequence[ins_.Stage], name: str, before: int) -> int | None:
+    if name.isdigit():
+        index = int(name)
+        return index if index < len(stages) else None
+    found = None
+    for stage in stages:
+        if stage.index >= before:
+            break
+        if stage.name is not None and stage.name == name.lower():
+            found = stage.index
+    return found
+
+
+def _triggers(base: Image, dockerfile_name: str, from_: ins_.From) -> list[ins_.Instruction]:
+    """The base image's ONBUILD triggers, parsed as instructions of this Dockerfile."""
+    from builder.frontend.instructions import parse_instruction
+    from builder.frontend.parser import parse
+
+    result = []
+    for expression in base.config_file().config.on_build:
+        parsed = parse(expression.encode(), file=f"{dockerfile_name} (ONBUILD of {from_.base_name})")
+        for node in parsed.nodes:
+            ins = parse_instruction(node, parsed)
+            if isinstance(ins, ins_.From | ins_.Onbuild) or ins.keyword == "maintainer":
+                raise from_.error(f"{ins.name} isn't allowed as an ONBUILD trigger", InstructionError)
+            result.append(replace(ins, location=from_.location))
+    return result
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,318 @@
+"""RUN: one process in an isolated build container; its overlay upper dir becomes the layer.
+
+Also the ``RUN --mount`` types: ``cache`` (directories kept in the store
+between builds, shared/private/locked), ``bind`` (from the context, a stage or
+an image; read-only, or writable with writes discarded), ``tmpfs`` and
+``secret`` (a 0400 file that exists only while the step runs: it never
+reaches the layer, the history, the config or the log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.errors import InstructionError
+from builder.frontend.instructions import CacheSharing, MountType, NetworkMode, Run
+from builder.frontend.instructions import Mount as MountSpec
+from builder.runtime import ContainerSpec, Mount, Network, ProcessSpec
+
+SECRETS_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """``--secret id=ID,src=FILE`` or ``id=ID,env=VAR``: the value is read only when a step mounts it."""
+
+    id: str
+    src: Path | None = None
+    env: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Secret:
+        from builder.errors import UsageError
+
+        fields: dict[str, str] = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise UsageError(f"invalid --secret {text!r}: expected id=ID,src=FILE or id=ID,env=VAR")
+            fields[key.strip().lower()] = value.strip()
+        sid = fields.get("id")
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if not sid:
+            raise UsageError(f"invalid --secret {text!r}: missing id=")
+        if src is None and env is None:
+            if sid in os.environ:
+                env = sid
+            else:
+                src = sid
+        return cls(sid, Path(src).expanduser() if src else None, env)
+
+    def value(self) -> bytes:
+        from builder.errors import UsageError
+
+        if self.env is not None:
+            if self.env not in os.environ:
+                raise UsageError(f"secret {self.id}: environment variable {self.env} is not set")
+            return os.environ[self.env].encode()
+        assert self.src is not None
+        try:
+            return self.src.read_bytes()
+        except OSError as err:
+            raise UsageError(f"secret {self.id}: cannot read {self.src}: {err.strerror}") from None
+
+
+@dataclass
+class RunResources:
+    """What RUN mounts can draw on; the stage runner fills it in per step."""
+
+    store_root: Path
+    work_root: Path
+    context_root: Path | None
+    secrets: Mapping[str, Secret]
+    lowers_of: Callable[[str], Sequence[Path]]  # a stage name/index or image -> its lower dirs
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+def shell_command(ins: Run, shell: Sequence[str]) -> tuple[list[str], list[tuple[str, bytes]]]:
+    """The argv a RUN executes, and files (heredocs with a shebang) to provide at /dev/pipes.
+
+    BuildKit's rules: a lone heredoc runs as the shell's script (or, with a
+    ``#!`` line, as an executable file); a heredoc inside a longer command is
+    put back into the command text for the shell to read.
+    """
+    if not ins.files:
+        return ([*shell, ins.command[0]] if ins.prepend_shell else list(ins.command)), []
+    first = ins.files[0]
+    text = ins.command[0].strip() if ins.command else ""
+    data = _chomp(first.data) if first.chomp else first.data
+    if len(ins.files) == 1 and text.lstrip("0123456789").startswith("<<") and " " not in text:
+        if data.startswith("#!"):
+            return [f"/dev/pipes/{first.name}"], [(first.name, data.encode())]
+        return [*shell, data], []
+    full = ins.command[0]
+    for f in ins.files:
+        full += "\n" + (_chomp(f.data) if f.chomp else f.data) + f.name
+    return [*shell, full], []
+
+
+def _chomp(text: str) -> str:
+    return "".join(line.lstrip("\t") for line in text.splitlines(keepends=True))
+
+
+def history_text(ins: Run, shell: Sequence[str], args: Mapping[str, str | None]) -> str:
+    """docker's ``created_by`` for a RUN: ``|N K=V ... /bin/sh -c cmd``."""
+    if ins.prepend_shell:
+        body = " ".join([*shell, ins.command[0] if ins.command else ""])
+    else:
+        body = " ".join(ins.command)
+    valued = sorted((k, v) for k, v in args.items() if v is not None)
+    if valued:
+        return f"|{len(valued)} " + " ".join(f"{k}={v}" for k, v in valued) + " " + body
+    return body
+
+
+def network_for(ins: Run, default: str) -> Network:
+    mode = ins.network.value if ins.network is not None else "default"
+    if mode == NetworkMode.DEFAULT.value:
+        mode = default if default != "default" else "host"
+    return Network.NONE if mode == "none" else Network.HOST
+
+
+@contextlib.contextmanager
+def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
+                    pipes: Sequence[tuple[str, bytes]]) -> Iterator[list[Mount]]:
+    """The runtime mounts for a RUN's ``--mount`` flags; everything is undone on exit."""
+    mounts: list[Mount] = []
+    with contextlib.ExitStack() as stack:
+        if pipes:
+            pipe_dir = _temp_dir(res.work_root, "pipes")
+            stack.callback(shutil.rmtree, pipe_dir, True)
+            for name, data in pipes:
+                path = pipe_dir / name
+                path.write_bytes(data)
+                path.chmod(0o755)
+            mounts.append(Mount.bind(pipe_dir, "/dev/pipes", readonly=True))
+        for spec in ins.mounts:
+            mounts.append(_one_mount(ins, spec, res, env, stack))
+        yield mounts
+
+
+def _temp_dir(work_root: Path, kind: str) -> Path:
+    base = work_root / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / f"{os.getpid()}-{kind}-{os.urandom(6).hex()}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def _target(ins: Run, spec: MountSpec, default: str | None = None) -> str:
+    target = spec.target or default
+    if not target:
+        raise ins.error(f"RUN --mount=type={spec.type.value} needs target=")
+    return target if target.startswith("/") else "/" + target
+
+
+def _one_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],
+               stack: contextlib.ExitStack) -> Mount:
+    if spec.type is MountType.TMPFS:
+        return Mount.tmpfs(_target(ins, spec), size=spec.size)
+    if spec.type is MountType.SECRET:
+        return _secret_mount(ins, spec, res, env, stack)
+    if spec.type is MountType.CACHE:
+        return _cache_mount(ins, spec, res, stack)
+    if spec.type is MountType.BIND:
+        return _bind_mount(ins, spec, res, stack)
+    raise ins.error(
+        "RUN --mount=type=ssh forwards an SSH agent, which pybuild does not do: "
+        "use --mount=type=secret for keys", InstructionError)
+
+
+def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],
+                  stack: contextlib.ExitStack) -> Mount:
+    sid = spec.id or (Path(spec.target).name if spec.target else None)
+    if not sid:
+        raise ins.error("RUN --mount=type=secret needs id= or target=")
+    secret = res.secrets.get(sid)
+    if secret is None:
+        if spec.required:
+            raise ins.error(f"secret {sid} is required but was not given (use --secret id={sid},src=FILE)")
+        # An optional secret that is absent: BuildKit mounts nothing.
+        return Mount.tmpfs(_target(ins, spec, f"{SECRETS_DIR}/{sid}") + ".absent", size=4096)
+    value = secret.value()
+    holder = _temp_dir(res.work_root, "secret")
+    stack.callback(shutil.rmtree, holder, True)
+    path = holder / "value"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)
+    os.chown(path, spec.uid or 0, spec.gid or 0)
+    path.chmod(spec.mode if spec.mode is not None else 0o400)
+    if spec.env:
+        env[spec.env] = value.decode(errors="replace")
+    if spec.env and not spec.target:
+        return Mount.tmpfs(f"{SECRETS_DIR}/.env-{sid}", size=4096)
+    return Mount.bind(path, _target(ins, spec, f"{SECRETS_DIR}/{sid}"), readonly=True)
+
+
+def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:
+    target = _target(ins, spec)
+    cache_id = spec.id or target
+    root = res.store_root / "cachemounts"
+    root.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+    path = root / key
+    if spec.from_:
+        raise ins.error("RUN --mount=type=cache,from= is not supported by pybuild; drop from=")
+    sharing = spec.sharing or CacheSharing.SHARED
+    lock_path = root / f"{key}.lock"
+    if sharing is not CacheSharing.SHARED:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        stack.callback(os.close, fd)
+        if sharing is CacheSharing.LOCKED:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                path = _temp_dir(res.work_root, "cache-private")
+                stack.callback(shutil.rmtree, path, True)
+    if not path.exists():
+        fresh = root / f".{key}.{os.getpid()}.new"
+        fresh.mkdir(mode=spec.mode if spec.mode is not None else 0o755)
+        os.chown(fresh, spec.uid or 0, spec.gid or 0)
+        fresh.chmod(spec.mode if spec.mode is not None else 0o755)
+        (root / f"{key}.id").write_text(cache_id)
+        try:
+            os.rename(fresh, path)
+        except OSError:
+            shutil.rmtree(fresh, ignore_errors=True)
+    os.utime(path)  # last use, for prune
+    return Mount.bind(path, target, readonly=spec.readonly)
+
+
+def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:
+    target = _target(ins, spec)
+    source = (spec.source or "/").lstrip("/")
+    if spec.from_:
+        lowers = res.lowers_of(spec.from_)
+        root = _merged_view(lowers, res, stack)
+    else:
+        if res.context_root is None:
+            raise ins.error("RUN --mount=type=bind without from= needs a build context")
+        root = res.context_root
+    host = _inside(root, source, ins)
+    if not spec.readonly:
+        # Writable bind: the step may write, but nothing it writes is kept.
+        copy = _temp_dir(res.work_root, "bind-rw")
+        stack.callback(shutil.rmtree, copy, True)
+        dest = copy / "data"
+        if host.is_dir():
+            shutil.copytree(host, dest, symlinks=True)
+        else:
+            shutil.copy2(host, dest, follow_symlinks=False)
+        host = dest
+    return Mount.bind(host, target, readonly=spec.readonly)
+
+
+def _inside(root: Path, relative: str, ins: Run) -> Path:
+    """``root/relative`` with symlinks resolved inside ``root``; refused if it leaves it."""
+    root_real = Path(os.path.realpath(root))
+    candidate = Path(os.path.realpath(root_real / relative))
+    if candidate != root_real and root_real not in candidate.parents:
+        raise ins.error(f"RUN --mount source {relative!r} is outside of its root")
+    if not os.path.lexists(candidate):
+        raise ins.error(f"RUN --mount source {relative!r} not found")
+    return candidate
+
+
+def _merged_view(lowers: Sequence[Path], res: RunResources, stack: contextlib.ExitStack) -> Path:
+    from builder.runtime.overlay import make_links, mount_overlay, unmount
+
+    if not lowers:
+        empty = _temp_dir(res.work_root, "empty")
+        stack.callback(shutil.rmtree, empty, True)
+        return empty
+    base = _temp_dir(res.work_root, "view")
+    stack.callback(shutil.rmtree, base, True)
+    links = base / "l"
+    target = base / "merged"
+    target.mkdir()
+    names = make_links(links, lowers)
+    mount_overlay(target, link_dir=links, lowers=names)
+    stack.callback(unmount, target)
+    return target
+
+
+def container_spec(*, lowers: Sequence[Path], upper: Path, argv: Sequence[str], env: Mapping[str, str],
+                   cwd: str, user: str, mounts: Sequence[Mount], network: Network,
+                   hostname: str = "buildkitsandbox") -> ContainerSpec:
+    return ContainerSpec(
+        lowerdirs=list(lowers), upperdir=upper,
+        process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
+                            cwd=cwd or "/", user=user),
+        mounts=tuple(mounts), network=network, hostname=hostname,
+    )
+
+
+def failure_message(label: str, location: str, argv_text: str, code: int, tail: Sequence[str]) -> str:
+    lines = [line for line in tail if line.strip()][-10:]
+    text = f"{location}: {label} failed: `{argv_text}` exited with code {code}"
+    if lines:
+        text += "\n" + "\n".join(f"  | {line}" for line in lines)
+    return text
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    return shlex.join(argv) if len(argv) != 3 or argv[1] != "-c" else argv[2]
