@@ -1,0 +1,285 @@
+"""What ADD does beyond COPY: unpack local archives, download URLs, clone git repositories.
+
+- A local source is an archive when its content is a tar, plain or compressed
+  with gzip, bzip2, xz or zstd (detected by content as docker does, never by
+  name); it is unpacked into dest with the layer extractor's rules (nothing
+  escapes dest), keeping the owners written in the tar, as docker does even
+  with ``--chown``. ``--unpack=false`` copies it as a file.
+- A URL is downloaded (never unpacked): the file is named after the last
+  segment of the URL path (or dest when dest does not end in '/'), mode 0600,
+  mtime from Last-Modified; ``--checksum=<algo>:<hex>`` is verified.
+- A git URL (``git@host:repo``, ``git://``, ``https://host/repo.git#ref:subdir``,
+  ``file://.../repo.git``) is cloned with the ``git`` binary; ``.git`` is
+  dropped unless ``--keep-git-dir``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import email.utils
+import hashlib
+import lzma
+import os
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+import requests
+import zstandard
+
+from builder.errors import ImageError
+from builder.execute.copy import (
+    CopySpec,
+    SourceFile,
+    SourceItem,
+    SourceKind,
+    synthetic_stat,
+)
+from builder.execute.rootfs import RootfsView
+from builder.layers.compression import GZIP_MAGIC, ZSTD_MAGIC
+
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+URL_MODE = 0o600
+DOWNLOAD_TIMEOUT = 60
+_CHUNK = 1 << 20
+_GIT_URL = re.compile(r"^(git@[^:]+:|git://|ssh://|(https?|file)://[^#]*\.git(#.*)?$)")
+
+
+def is_url(source: str) -> bool:
+    """``http://`` or ``https://`` (docker's urlutil.IsURL)."""
+    return source.startswith(("http://", "https://"))
+
+
+def is_git_source(source: str) -> bool:
+    """BuildKit's notion of a git source: git@, git://, ssh://, or an http(s)/file URL of a .git repo."""
+    return bool(_GIT_URL.match(source))
+
+
+# -- archives -----------------------------------------------------------------------------
+
+
+def open_archive(path: Path) -> BinaryIO | None:
+    """The uncompressed tar stream of ``path`` if it is an archive, else None (stream closed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    raw = os.fdopen(fd, "rb")
+    try:
+        stream = _decompressed(raw)
+        if _looks_like_tar(stream):
+            raw.seek(0)
+            return _decompressed(raw)
+    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ImageError, ValueError):
+        pass
+    raw.close()
+    return None
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    head = raw.read(6)
+    raw.seek(0)
+    if head.startswith(GZIP_MAGIC):
+        import gzip
+
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if head.startswith(BZIP2_MAGIC):
+        return bz2.BZ2File(raw)  # type: ignore[return-value]
+    if head.startswith(XZ_MAGIC):
+        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+    if head.startswith(ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)  # type: ignore[return-value]
+    return raw
+
+
+def _looks_like_tar(stream: BinaryIO) -> bool:
+    """Go's tar.Reader.Next() succeeds: the first block is a valid header (checksum right)."""
+    block = stream.read(512)
+    if len(block) < 512 or block.count(0) == 512:
+        return False
+    try:
+        stored = int(block[148:156].split(b"\0", 1)[0].strip(b" ") or b"-1", 8)
+    except ValueError:
+        return False
+    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+    signed = unsigned - 2 * sum(b for b in block if b > 127)  # old tars summed signed bytes
+    signed -= 2 * sum(b for b in block[148:156] if b > 127)
+    return stored in (unsigned, signed)
+
+
+def extract_archive(path: Path, into: Path) -> bool:
+    """Unpack the archive at ``path`` into ``into``; False when it is not an archive."""
+    from builder.layers.extract import extract_layer
+
+    stream = open_archive(path)
+    if stream is None:
+        return False
+    with stream:
+        extract_layer(stream, into, apply_whiteouts=False, same_owner=True)
+    return True
+
+
+def tree_files(root: Path) -> list[SourceFile]:
+    """Everything below ``root`` as SourceFiles (a plain tree: no overlay semantics)."""
+    view = RootfsView([root], overlay=False)
+    files = []
+    for rel, host, st in view.walk_parts(()):
+        link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
+        files.append(SourceFile(rel, host, st, link))
+    return files
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+
+def _url_filename(url: str, response: requests.Response | None) -> str:
+    path = urlsplit(url).path
+    name = unquote(path.rsplit("/", 1)[-1]) if path else ""
+    if not name and response is not None:
+        disposition = response.headers.get("Content-Disposition", "")
+        m = re.search(r'filename="?([^";]+)"?', disposition)
+        if m:
+            name = os.path.basename(m.group(1))
+    return name
+
+
+def _checksum(spec: CopySpec) -> tuple[str, str] | None:
+    if not spec.checksum:
+        return None
+    algo, sep, value = spec.checksum.partition(":")
+    if not sep or algo not in ("sha256", "sha384", "sha512") or not re.fullmatch(r"[0-9a-f]+", value):
+        raise spec.error(
+            f"invalid --checksum={spec.checksum}: expected sha256:<hex> (or sha384:, sha512:)"
+        )
+    return algo, value
+
+
+def download(url: str, spec: CopySpec, scratch: Path, *, now: int) -> SourceItem:
+    """Fetch ``url`` into ``scratch`` and describe it as a file source (mode 0600)."""
+    want = _checksum(spec)
+    target = scratch / f"download-{len(list(scratch.iterdir()))}"
+    hasher = hashlib.new(want[0]) if want else None
+    try:
+        with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
+            if response.status_code != 200:
+                raise spec.error(
+                    f"downloading {url}: HTTP {response.status_code} {response.reason or ''}".rstrip()
+                )
+            name = _url_filename(url, response)
+            modified = response.headers.get("Last-Modified")
+            with open(target, "wb") as f:
+                for chunk in response.iter_content(_CHUNK):
+                    f.write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+    except requests.RequestException as err:
+        raise spec.error(f"downloading {url}: {err}") from None
+    if want is not None and hasher is not None and hasher.hexdigest() != want[1]:
+        raise spec.error(
+            f"checksum of {url} does not match: expected {want[0]}:{want[1]}, "
+            f"got {want[0]}:{hasher.hexdigest()}"
+        )
+    if not name and not spec.dest.endswith("/"):
+        name = spec.dest.rstrip("/").rsplit("/", 1)[-1]
+    if not name:
+        raise spec.error(
+            f"cannot determine a file name from {url}: give a destination path that does not end in /"
+        )
+    mtime = now
+    if modified:
+        try:
+            mtime = int(email.utils.parsedate_to_datetime(modified).timestamp())
+        except (TypeError, ValueError):
+            pass
+    size = target.stat().st_size
+    st = synthetic_stat(stat.S_IFREG | URL_MODE, size, mtime)
+    return SourceItem(url, name, SourceKind.FILE, [SourceFile("", target, st)])
+
+
+# -- git -----------------------------------------------------------------------------------
+
+
+def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
+    """Clone ``url`` (``#ref[:subdir]`` as BuildKit) with the git binary; a DIR-like item."""
+    git = shutil.which("git")
+    if git is None:
+        raise spec.error(
+            f"{url} is a git repository, and git is not installed: install git, or download an "
+            "archive with ADD <https URL>"
+        )
+    repo, _, fragment = url.partition("#")
+    ref, _, subdir = fragment.partition(":")
+    target = scratch / f"git-{len(list(scratch.iterdir()))}"
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+
+    def run(*args: str, cwd: Path | None = None) -> None:
+        proc = subprocess.run(
+            [git, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        )
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise spec.error(
+                f"cloning {repo}: git {args[0]} failed (a git source needs network access to the "
+                f"git server, or a local file:// repository):\n{tail}"
+            )
+
+    run("init", "-q", str(target))
+    run("remote", "add", "origin", repo, cwd=target)
+    run("fetch", "-q", "--depth", "1", "origin", ref or "HEAD", cwd=target)
+    run("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD", cwd=target)
+    run("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=target)
+    root = target
+    if subdir:
+        view = RootfsView([target], overlay=False)
+        resolved = view.resolve(subdir)
+        if resolved.clamped or resolved.absolute:
+            raise spec.error(f"the subdirectory '{subdir}' of {url} leaves the repository")
+        root = target.joinpath(*resolved.parts)
+        if not root.is_dir():
+            raise spec.error(f"{url}: no directory '{subdir}' in the repository")
+    files = [
+        f for f in tree_files(root)
+        if spec.keep_git_dir or subdir or not (f.rel == ".git" or f.rel.startswith(".git/"))
+    ]
+    return SourceItem(url, url, SourceKind.GIT, files)
+
+
+# -- putting it together ----------------------------------------------------------------------
+
+
+def prepare_add_items(
+    spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, now: int
+) -> list[SourceItem]:
+    """Turn ADD's remote sources and local archives into items COPY's planner can place."""
+    if spec.checksum and not all(i.kind in (SourceKind.URL, SourceKind.GIT) for i in items):
+        raise spec.error("--checksum can only be used with a URL source")
+    out: list[SourceItem] = []
+    for item in items:
+        if item.kind is SourceKind.URL:
+            out.append(download(item.arg, spec, scratch, now=now))
+        elif item.kind is SourceKind.GIT:
+            out.append(clone(item.arg, spec, scratch))
+        elif item.kind is SourceKind.FILE and spec.unpack is not False and spec.from_ is None:
+            host = item.files[0].host if item.files else None
+            st = item.files[0].stat if item.files else None
+            if host is None or st is None or not stat.S_ISREG(os.stat(host).st_mode):
+                out.append(item)
+                continue
+            into = scratch / f"archive-{len(out)}"
+            into.mkdir()
+            try:
+                unpacked = extract_archive(host, into)
+            except ImageError as err:
+                raise spec.error(f"unpacking '{item.path}': {err}") from None
+            if not unpacked:
+                shutil.rmtree(into)
+                out.append(item)
+                continue
+            out.append(SourceItem(item.arg, item.path, SourceKind.ARCHIVE, tree_files(into), keep_owner=True))
+        else:
+            out.append(item)
+    return out
+

@@ -1,0 +1,107 @@
+"""The build context: a directory, or a tar on stdin (``pybuild build -``), with its ignore rules.
+
+A tar context is extracted once into a private temp dir with the same safe
+extractor as layers (nothing lands outside it); ``close()`` removes it. The
+``.dockerignore`` matcher is found as BuildKit finds it: ``<Dockerfile
+name>.dockerignore`` beside the Dockerfile wins over the context's own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import ImageError, PybuildError
+from builder.execute.rootfs import RootfsView
+from builder.frontend.dockerignore import BuildContextError, PatternMatcher, load_ignore
+
+DEFAULT_DOCKERFILE = "Dockerfile"
+
+
+@dataclass
+class BuildContext:
+    """The files COPY and ADD read, and which of them ``.dockerignore`` hides."""
+
+    root: Path
+    dockerfile: Path | None  # the Dockerfile found for this context (None: given elsewhere, e.g. -f -)
+    ignore: PatternMatcher
+    _temp: Path | None = field(default=None, repr=False)
+    _view: RootfsView | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_dir(cls, path: Path, dockerfile: Path | None = None) -> BuildContext:
+        """A directory context; ``dockerfile`` defaults to ``<path>/Dockerfile`` when it exists."""
+        root = Path(path).resolve()
+        try:
+            st = root.stat()
+        except FileNotFoundError:
+            raise BuildContextError(f"build context {path} does not exist") from None
+        except PermissionError:
+            raise BuildContextError(f"build context {path} is not readable") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise BuildContextError(f"build context {path} is not a directory")
+        if dockerfile is None and (root / DEFAULT_DOCKERFILE).is_file():
+            dockerfile = root / DEFAULT_DOCKERFILE
+        return cls(root, dockerfile, load_ignore(root, dockerfile))
+
+    @classmethod
+    def from_tar(
+        cls, stream: BinaryIO, workdir: Path, dockerfile_name: str | None = None
+    ) -> BuildContext:
+        """A context sent as a tar (plain, gzip or zstd) on ``stream``, extracted under ``workdir``.
+
+        ``dockerfile_name`` (``-f`` relative to the context) defaults to
+        ``Dockerfile``; it is looked up inside the extracted context.
+        """
+        from builder.layers.extract import extract_layer
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
+        try:
+            extract_layer(stream, temp, apply_whiteouts=False, same_owner=False)
+        except PybuildError as err:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise BuildContextError(f"cannot read the build context from the tar stream: {err}") from None
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        name = dockerfile_name or DEFAULT_DOCKERFILE
+        view = RootfsView([temp], overlay=False)
+        dockerfile: Path | None = None
+        try:
+            host = view.real_path(name)
+        except ImageError:
+            host = None
+        if host is not None and host.is_file():
+            dockerfile = host
+        elif dockerfile_name is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise BuildContextError(f"the Dockerfile '{dockerfile_name}' is not in the build context tar")
+        return cls(temp, dockerfile, load_ignore(temp, dockerfile), _temp=temp, _view=view)
+
+    @property
+    def view(self) -> RootfsView:
+        """The context as a tree (symlinks resolved with the context as '/')."""
+        if self._view is None:
+            self._view = RootfsView([self.root], overlay=False)
+        return self._view
+
+    def excluded_by(self, path: str) -> str | None:
+        """The ignore rule that hides ``path`` (relative to the context), for messages; None if kept."""
+        return self.ignore.match_rule(path)
+
+    def close(self) -> None:
+        """Remove what ``from_tar`` extracted; a directory context is left alone."""
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+
+    def __enter__(self) -> BuildContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,745 @@
+"""COPY (and the COPY part of ADD): which files are read, where they land, and the layer tar.
+
+The rules are docker's classic builder's, checked against it in
+tests/execute/test_copy_docker.py, with BuildKit's flags on top
+(``--chmod``, ``--parents``, ``--exclude``, ``--link``, heredocs):
+
+- ``dest`` is relative to WORKDIR; it names a directory when it ends in '/',
+  or when it already is one in the image (symlinks in it followed inside the
+  image, so ``/usr/local/bin/`` -> ``/usr/bin`` lands in /usr/bin).
+- More than one source (after wildcards) needs a dest ending in '/'.
+- A source directory copies its contents; a top-level source symlink is
+  followed inside the source tree (a link that leaves the context is refused);
+  symlinks further down are copied as symlinks; hardlinks inside one source
+  stay hardlinks.
+- Owners become 0:0, or the ``--chown`` user (looked up in the destination
+  image's /etc/passwd and /etc/group; a user alone also names the group), also
+  for ``COPY --from``; modes and mtimes are kept unless ``--chmod``.
+- Directories the copy creates are 0755: for a file, all of them belong to the
+  ``--chown`` user; for a directory source only the dest directory does (its
+  parents are root's). Directories that exist are left as they are.
+
+Selection (wildcards, .dockerignore, ``--exclude``, directory contents) is one
+function, :func:`select_sources`, used both to write the layer and by
+:func:`copy_sources_digest` for the cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import posixpath
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import xxhash
+
+from builder.errors import CopyError, ImageError, SourceLocation
+from builder.execute.context import BuildContext
+from builder.execute.rootfs import Parts, RootfsView, split_path
+from builder.frontend.dockerignore import PatternMatcher, go_clean
+from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter, read_xattrs
+
+if TYPE_CHECKING:
+    from builder.frontend.instructions import Add, Copy
+
+MULTI_SOURCE_ERROR = (
+    "When using {cmd} with more than one source file, the destination must be a directory and "
+    "end with a /"
+)
+_WILDCARD = re.compile(r"[*?\[\\]")
+_HEREDOC_MODE = 0o644
+_DIR_MODE = 0o755
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class HeredocSource:
+    """``COPY <<EOF /dest``: a file named ``name`` holding ``data`` (``<<-`` tabs already stripped)."""
+
+    name: str
+    data: str
+    expand: bool = True  # False when the delimiter was quoted
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    """One COPY or ADD, its words already expanded by the engine."""
+
+    sources: tuple[str, ...]
+    dest: str
+    workdir: str = "/"
+    chown: str | None = None
+    chmod: str | None = None
+    link: bool = False
+    parents: bool = False
+    excludes: tuple[str, ...] = ()
+    is_add: bool = False
+    unpack: bool | None = None  # ADD: None = extract local archives (docker's default)
+    checksum: str | None = None  # ADD <url> --checksum=sha256:...
+    keep_git_dir: bool = False
+    heredocs: tuple[HeredocSource, ...] = ()
+    # Applied to heredoc bodies whose delimiter was unquoted; None when already expanded.
+    expand: Callable[[str], str] | None = field(default=None, compare=False)
+    location: SourceLocation | None = None
+    from_: str | None = None  # COPY --from, for messages only
+
+    @property
+    def command(self) -> str:
+        return "ADD" if self.is_add else "COPY"
+
+    @classmethod
+    def from_instruction(
+        cls, inst: Copy | Add, *, workdir: str = "/", expand: Callable[[str], str] | None = None
+    ) -> CopySpec:
+        """The spec of a parsed (and expanded) COPY/ADD instruction."""
+        from builder.frontend.instructions import Add
+
+        is_add = isinstance(inst, Add)
+        return cls(
+            sources=tuple(inst.sources),
+            dest=inst.dest,
+            workdir=workdir,
+            chown=inst.chown,
+            chmod=inst.chmod,
+            link=inst.link,
+            parents=getattr(inst, "parents", False),
+            excludes=tuple(inst.excludes),
+            is_add=is_add,
+            unpack=getattr(inst, "unpack", None),
+            checksum=getattr(inst, "checksum", None),
+            keep_git_dir=getattr(inst, "keep_git_dir", False),
+            heredocs=tuple(HeredocSource(c.path, c.data, c.expand) for c in inst.contents),
+            expand=expand,
+            location=inst.location,
+            from_=getattr(inst, "from_", None),
+        )
+
+    def error(self, message: str) -> CopyError:
+        return CopyError(f"{self.command} failed: {message}", self.location)
+
+
+class SourceKind(Enum):
+    """What one source argument turned out to be."""
+
+    FILE = "file"
+    DIR = "dir"
+    HEREDOC = "heredoc"
+    URL = "url"
+    ARCHIVE = "archive"  # ADD of a local tar: its contents land in dest
+    GIT = "git"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file a COPY reads, with what the cache key and the layer need of it."""
+
+    rel: str  # path below the source item ("" for the item itself)
+    host: Path | None  # the file holding the content (None for heredocs)
+    stat: os.stat_result
+    link: str = ""  # symlink target
+    data: bytes | None = None  # heredoc content
+
+    @property
+    def type(self) -> EntryType | None:
+        return _entry_type(self.stat.st_mode)
+
+    def content_hash(self) -> str:
+        """XXH3-128 of the content (regular files and heredocs), the link target for symlinks."""
+        h = xxhash.xxh3_128()
+        if self.data is not None:
+            h.update(self.data)
+        elif stat.S_ISREG(self.stat.st_mode) and self.host is not None:
+            fd = os.open(self.host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+        else:
+            h.update(os.fsencode(self.link))
+        return h.hexdigest()
+
+
+@dataclass
+class SourceItem:
+    """One source after wildcard expansion: a file or directory (and its files), a heredoc..."""
+
+    arg: str  # the source as written
+    path: str  # where in the source tree (context-relative, or absolute in an image); name for heredocs
+    kind: SourceKind
+    files: list[SourceFile] = field(default_factory=list)  # FILE/HEREDOC: one; DIR: the contents
+    keep_parts: Parts = ()  # --parents: the path kept below dest
+    keep_owner: bool = False  # ADD archives keep the owners written in the tar
+
+    @property
+    def base_name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/")) or self.path
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int = 0
+    gid: int = 0
+
+
+def synthetic_stat(mode: int, size: int, mtime: int, uid: int = 0, gid: int = 0) -> os.stat_result:
+    """A stat for content that has no file of its own (heredocs, downloads before they land)."""
+    ns = mtime * 1_000_000_000
+    return os.stat_result(
+        (mode, 0, 0, 1, uid, gid, size, mtime, mtime, mtime, float(mtime), float(mtime),
+         float(mtime), ns, ns, ns)
+    )
+
+
+def _entry_type(mode: int) -> EntryType | None:
+    if stat.S_ISREG(mode):
+        return EntryType.FILE
+    if stat.S_ISDIR(mode):
+        return EntryType.DIR
+    if stat.S_ISLNK(mode):
+        return EntryType.SYMLINK
+    if stat.S_ISCHR(mode):
+        return EntryType.CHAR
+    if stat.S_ISBLK(mode):
+        return EntryType.BLOCK
+    if stat.S_ISFIFO(mode):
+        return EntryType.FIFO
+    return None
+
+
+# -- flags ---------------------------------------------------------------------------------
+
+
+_SYMBOLIC = re.compile(r"^[ugoa]*[-+=][rwxXst]*$")
+
+
+def parse_chmod(text: str, spec: CopySpec) -> Callable[[int, bool], int]:
+    """``--chmod``: octal (``0755``) or symbolic (``u+x,g-w``) as BuildKit; returns mode(old, is_dir)."""
+    if re.fullmatch(r"[0-7]{1,4}", text):
+        value = int(text, 8)
+        return lambda _old, _is_dir: value
+    clauses = text.split(",")
+    if not clauses or not all(_SYMBOLIC.match(c) for c in clauses):
+        raise spec.error(
+            f"invalid --chmod={text}: use an octal mode such as 0755, or symbolic modes such as u+x,g-w"
+        )
+
+    def apply(old: int, is_dir: bool) -> int:
+        mode = old & 0o7777
+        for clause in clauses:
+            m = re.match(r"^([ugoa]*)([-+=])([rwxXst]*)$", clause)
+            assert m is not None
+            who, op, perms = m.groups()
+            who = who or "a"
+            mask = 0
+            for w in who:
+                mask |= {"u": 0o4700, "g": 0o2070, "o": 0o0007, "a": 0o6777}[w]
+            bits = 0
+            for p in perms:
+                if p == "r":
+                    bits |= 0o444
+                elif p == "w":
+                    bits |= 0o222
+                elif p == "x" or (p == "X" and (is_dir or old & 0o111)):
+                    bits |= 0o111
+                elif p == "s":
+                    bits |= 0o6000
+                elif p == "t":
+                    bits |= 0o1000
+            bits &= mask | (0o1000 if "t" in perms else 0)
+            if op == "+":
+                mode |= bits
+            elif op == "-":
+                mode &= ~bits
+            else:
+                mode = (mode & ~mask) | bits
+        return mode
+
+    return apply
+
+
+def _atoi(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def resolve_chown(chown: str, dest_view: RootfsView, spec: CopySpec) -> Identity:
+    """``--chown=user[:group]`` against the destination image, as docker's parseChownFlag.
+
+    Numbers are used as they are; names are looked up in the image's
+    /etc/passwd and /etc/group; a user without a group also names the group.
+    """
+    from builder.runtime.users import parse_group, parse_passwd
+
+    parts = chown.split(":")
+    if len(parts) > 2 or not parts[0]:
+        raise spec.error(f"invalid --chown={chown}: use user, user:group, uid or uid:gid")
+    user = parts[0]
+    group = parts[1] if len(parts) == 2 and parts[1] else user
+    uid = _atoi(user)
+    if uid is None:
+        passwd = parse_passwd(dest_view.read_text("/etc/passwd") or "")
+        found = [u for u in passwd if u.name == user]
+        if not found:
+            raise spec.error(
+                f"--chown={chown}: no user named '{user}' in the image's /etc/passwd"
+            )
+        uid = found[0].uid
+    gid = _atoi(group)
+    if gid is None:
+        groups = parse_group(dest_view.read_text("/etc/group") or "")
+        found_groups = [g for g in groups if g.name == group]
+        if not found_groups:
+            raise spec.error(
+                f"--chown={chown}: no group named '{group}' in the image's /etc/group"
+            )
+        gid = found_groups[0].gid
+    return Identity(uid, gid)
+
+
+# -- selecting the sources -------------------------------------------------------------------
+
+
+def _glob_component(pattern: str) -> Callable[[str], bool]:
+    """Go's filepath.Match for one path component ('**' is just '*')."""
+    collapsed = re.sub(r"\*+", "*", pattern)
+    rules = PatternMatcher.from_patterns([collapsed]).rules
+    if not rules:
+        return lambda name: False
+    rule = rules[0]
+    return lambda name: rule.match(name)
+
+
+@dataclass
+class _Tree:
+    """A source tree: the build context (with its ignore rules) or another stage's root."""
+
+    view: RootfsView
+    context: BuildContext | None
+
+    @property
+    def is_context(self) -> bool:
+        return self.context is not None
+
+    def ignored(self, parts: Parts) -> str | None:
+        if self.context is None or not parts:
+            return None
+        return self.context.ignore.match_rule("/".join(parts))
+
+
+def _source_parts(arg: str, tree: _Tree, spec: CopySpec) -> Parts:
+    """A source argument as components inside the tree; '..' out of the context is refused."""
+    if tree.is_context:
+        depth = 0
+        for comp in split_path(arg):
+            depth = depth - 1 if comp == ".." else depth + 1
+            if depth < 0:
+                raise spec.error(f"forbidden path outside the build context: {arg}")
+    return split_path(go_clean("/" + arg))
+
+
+def _expand_wildcards(parts: Parts, tree: _Tree) -> list[Parts]:
+    """The paths a source with wildcards matches, sorted as docker walks them."""
+    matches: list[Parts] = [()]
+    for comp in parts:
+        if not _WILDCARD.search(comp):
+            matches = [(*m, comp) for m in matches]
+            continue
+        match = _glob_component(comp)
+        nxt: list[Parts] = []
+        for m in matches:
+            resolved = tree.view.resolve("/".join(m)).parts if m else ()
+            for name in tree.view.listdir(resolved):
+                if match(name) and tree.ignored((*m, name)) is None:
+                    nxt.append((*m, name))
+        matches = nxt
+    return [m for m in matches if tree.view.exists("/".join(m))]
+
+
+def _parents_keep(arg: str, parts: Parts) -> Parts:
+    """``--parents``: the part of a source path kept below dest (after a '/./' pivot)."""
+    raw = arg.replace("\\", "/")
+    if "/./" in raw:
+        before = raw.split("/./", 1)[0]
+        skip = len(split_path(go_clean(before))) if go_clean(before) not in (".", "/") else 0
+        return parts[skip:]
+    return parts
+
+
+def select_sources(
+    spec: CopySpec, source: BuildContext | RootfsView | None
+) -> list[SourceItem]:
+    """Every local file the COPY reads, grouped by source: wildcards expanded, ignored files gone.
+
+    ADD's remote sources (URLs, git) are returned as items without files;
+    heredocs are items of their own.
+    """
+    items: list[SourceItem] = []
+    tree: _Tree | None = None
+    if isinstance(source, BuildContext):
+        tree = _Tree(source.view, source)
+    elif isinstance(source, RootfsView):
+        tree = _Tree(source, None)
+    excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
+    for arg in spec.sources:
+        if spec.is_add and spec.from_ is None:
+            from builder.execute.add import is_git_source, is_url
+
+            if is_git_source(arg):
+                items.append(SourceItem(arg, arg, SourceKind.GIT))
+                continue
+            if is_url(arg):
+                items.append(SourceItem(arg, arg, SourceKind.URL))
+                continue
+        if tree is None:
+            raise spec.error(f"no build context to copy '{arg}' from")
+        items.extend(_select_local(arg, tree, spec, excludes))
+    now = _now(None)
+    for doc in spec.heredocs:
+        data = doc.data
+        if doc.expand and spec.expand is not None:
+            data = spec.expand(data)
+        raw = data.encode("utf-8", "surrogateescape")
+        st = synthetic_stat(stat.S_IFREG | _HEREDOC_MODE, len(raw), now)
+        items.append(SourceItem(doc.name, doc.name, SourceKind.HEREDOC, [SourceFile("", None, st, data=raw)]))
+    return items
+
+
+def _select_local(
+    arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None
+) -> list[SourceItem]:
+    parts = _source_parts(arg, tree, spec)
+    wildcard = any(_WILDCARD.search(c) for c in parts)
+    if wildcard:
+        candidates = _expand_wildcards(parts, tree)
+        if excludes is not None:
+            candidates = [c for c in candidates if not excludes.matches("/".join(c))]
+        if not candidates:
+            raise spec.error(f"no source files were specified (nothing matches '{arg}')")
+    else:
+        candidates = [parts]
+    items: list[SourceItem] = []
+    for cand in candidates:
+        shown = "/".join(cand) or "."
+        rule = tree.ignored(cand)
+        if rule is not None:
+            raise spec.error(
+                f"file not found in build context or excluded by .dockerignore: '{shown}' "
+                f"(excluded by {rule})"
+            )
+        resolved = tree.view.resolve("/".join(cand))
+        if tree.is_context and (resolved.clamped or resolved.absolute):
+            raise spec.error(
+                f"'{shown}' is a symlink that points outside the build context; refusing to follow it"
+            )
+        found = tree.view.entry(resolved.parts)
+        if found is None:
+            if tree.is_context:
+                raise spec.error(
+                    f"file not found in build context or excluded by .dockerignore: '{shown}'"
+                )
+            raise spec.error(f"'{'/' + shown.lstrip('/')}' not found in '{spec.from_}'")
+        rule = tree.ignored(resolved.parts)
+        if rule is not None:
+            raise spec.error(
+                f"file not found in build context or excluded by .dockerignore: '{shown}' "
+                f"(through a symlink to '{'/'.join(resolved.parts)}', excluded by {rule})"
+            )
+        keep = _parents_keep(arg, cand) if spec.parents else ()
+        if stat.S_ISDIR(found.stat.st_mode):
+            item = SourceItem(arg, shown, SourceKind.DIR, keep_parts=keep)
+            item.files = list(_walk_dir(tree, resolved.parts, excludes))
+        else:
+            if excludes is not None and not wildcard and excludes.matches(shown):
+                continue
+            link = os.readlink(found.host) if stat.S_ISLNK(found.stat.st_mode) else ""
+            item = SourceItem(arg, shown, SourceKind.FILE, [SourceFile("", found.host, found.stat, link)],
+                              keep_parts=keep)
+        items.append(item)
+    return items
+
+
+def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iterator[SourceFile]:
+    """A directory's contents minus ignored and ``--exclude``d paths (their kept children stay)."""
+    ignore = tree.context.ignore if tree.context is not None else None
+    check_ignore = bool(ignore)
+    pending_dirs: list[tuple[int, SourceFile]] = []  # excluded directories a kept child may bring
+    for rel, host, st in tree.view.walk_parts(base):
+        depth = rel.count("/")
+        while pending_dirs and pending_dirs[-1][0] >= depth:
+            pending_dirs.pop()
+        skip = (check_ignore and ignore is not None and ignore.matches("/".join((*base, rel)))) or (
+            excludes is not None and excludes.matches(rel)
+        )
+        link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
+        entry = SourceFile(rel, host, st, link)
+        if skip:
+            if stat.S_ISDIR(st.st_mode):
+                pending_dirs.append((depth, entry))
+            continue
+        for _, parent in pending_dirs:
+            yield parent
+        pending_dirs.clear()
+        yield entry
+
+
+def iter_source_files(
+    spec: CopySpec, source: BuildContext | RootfsView | None
+) -> Iterator[tuple[SourceItem, SourceFile]]:
+    """Every (item, file) the COPY reads, in order: what the cache key hashes."""
+    for item in select_sources(spec, source):
+        for f in item.files:
+            yield item, f
+
+
+def copy_sources_digest(spec: CopySpec, source: BuildContext | RootfsView | None) -> str:
+    """A sha256 over exactly the files COPY reads: path, type, mode, owner, size, link, content.
+
+    mtimes are left out (docker's cache ignores them too); URL and git
+    sources contribute their address and ``--checksum`` only.
+    """
+    h = hashlib.sha256()
+    for item in select_sources(spec, source):
+        h.update(f"item\0{item.kind.value}\0{item.arg}\0{item.path}\0{'/'.join(item.keep_parts)}\n".encode(
+            "utf-8", "surrogateescape"))
+        if item.kind in (SourceKind.URL, SourceKind.GIT):
+            h.update(f"remote\0{spec.checksum or ''}\0{spec.keep_git_dir}\n".encode())
+        for f in item.files:
+            st = f.stat
+            kind = f.type.name if f.type else "OTHER"
+            h.update(
+                f"{f.rel}\0{kind}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}\0{st.st_gid}\0"
+                f"{st.st_size if kind == 'FILE' else 0}\0{f.link}\0".encode("utf-8", "surrogateescape")
+            )
+            h.update(f.content_hash().encode() if kind in ("FILE", "SYMLINK") else b"-")
+            h.update(b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+# -- planning the layer ----------------------------------------------------------------------
+
+
+@dataclass
+class _Planned:
+    """One layer entry to write; content from ``host`` or ``data``."""
+
+    entry: TarEntry
+    host: Path | None = None
+    data: bytes | None = None
+    group: int = -1  # hardlinks are kept within one source item only
+    inode: tuple[int, int] | None = None
+    xattrs_from: Path | None = None
+
+
+def _now(source_date_epoch: int | None) -> int:
+    now = int(time.time())
+    if source_date_epoch is not None:
+        return min(now, source_date_epoch)
+    return now
+
+
+@dataclass
+class _Planner:
+    spec: CopySpec
+    dest_view: RootfsView
+    identity: Identity
+    chmod: Callable[[int, bool], int] | None
+    now: int
+    entries: dict[Parts, _Planned] = field(default_factory=dict)
+
+    def dest_exists_dir(self, parts: Parts) -> bool:
+        planned = self.entries.get(parts)
+        if planned is not None:
+            return planned.entry.type is EntryType.DIR
+        found = self.dest_view.entry(parts)
+        return found is not None and stat.S_ISDIR(found.stat.st_mode)
+
+    def ensure_dirs(self, parts: Parts, owner: Identity, *, top: Identity | None = None) -> None:
+        """Entries for ``parts`` and its ancestors: existing ones as they are, new ones 0755."""
+        for i in range(1, len(parts) + 1):
+            sub = parts[:i]
+            if sub in self.entries:
+                continue
+            found = None if self.spec.link else self.dest_view.entry(sub)
+            name = "/".join(sub)
+            if found is not None and stat.S_ISDIR(found.stat.st_mode):
+                st = found.stat
+                self.entries[sub] = _Planned(
+                    TarEntry(name, EntryType.DIR, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0,
+                             st.st_mtime_ns // 1_000_000_000),
+                    xattrs_from=found.host,
+                )
+                continue
+            who = top if (top is not None and i == len(parts)) else owner
+            self.entries[sub] = _Planned(
+                TarEntry(name, EntryType.DIR, _DIR_MODE, who.uid, who.gid, 0, self.now)
+            )
+
+    def add_file(self, parts: Parts, f: SourceFile, group: int, keep_owner: bool) -> None:
+        st = f.stat
+        kind = f.type
+        if kind is None:
+            return  # sockets have no place in a layer
+        is_dir = kind is EntryType.DIR
+        mode = stat.S_IMODE(st.st_mode)
+        if kind is EntryType.SYMLINK:
+            mode = 0o777
+        elif self.chmod is not None:
+            mode = self.chmod(mode, is_dir)
+        uid, gid = (st.st_uid, st.st_gid) if keep_owner else (self.identity.uid, self.identity.gid)
+        entry = TarEntry(
+            "/".join(parts), kind, mode, uid, gid,
+            st.st_size if kind is EntryType.FILE else 0,
+            st.st_mtime_ns // 1_000_000_000 if f.data is None else self.now,
+            f.link,
+            os.major(st.st_rdev) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
+            os.minor(st.st_rdev) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
+        )
+        inode = (st.st_dev, st.st_ino) if kind is EntryType.FILE and st.st_nlink > 1 and f.host else None
+        # A file replacing a planned directory drops what was planned below it.
+        old = self.entries.get(parts)
+        if old is not None and old.entry.type is EntryType.DIR and not is_dir:
+            for key in [k for k in self.entries if k[: len(parts)] == parts and k != parts]:
+                del self.entries[key]
+        self.entries[parts] = _Planned(
+            entry, f.host if f.data is None else None, f.data, group, inode,
+            f.host if f.data is None and kind is not EntryType.SYMLINK else None,
+        )
+
+
+def _dest_parts(spec: CopySpec, dest_view: RootfsView) -> tuple[Parts, bool]:
+    """The resolved dest path inside the image, and whether it was written as a directory."""
+    dest = spec.dest
+    if not dest:
+        raise spec.error("no destination given")
+    full = dest if dest.startswith("/") else posixpath.join(spec.workdir or "/", dest)
+    is_dir = dest.endswith("/") or dest.endswith("/.") or dest == "."
+    resolved = dest_view.resolve(full)
+    return resolved.parts, is_dir
+
+
+def plan_copy(
+    spec: CopySpec,
+    items: Sequence[SourceItem],
+    dest_view: RootfsView,
+    *,
+    now: int,
+) -> dict[Parts, _Planned]:
+    """Where every selected file lands, plus the directories around them."""
+    count = len(items)
+    if count > 1 and not spec.dest.endswith("/"):
+        raise spec.error(MULTI_SOURCE_ERROR.format(cmd=spec.command))
+    chmod = parse_chmod(spec.chmod, spec) if spec.chmod else None
+    identity = resolve_chown(spec.chown, dest_view, spec) if spec.chown else Identity()
+    dest, dest_is_dir = _dest_parts(spec, dest_view)
+    planner = _Planner(spec, dest_view, identity, chmod, now)
+    root = Identity()
+    for group, item in enumerate(items):
+        if item.kind in (SourceKind.DIR, SourceKind.ARCHIVE, SourceKind.GIT):
+            base = (*dest, *item.keep_parts)
+            if item.kind is SourceKind.ARCHIVE:
+                planner.ensure_dirs(base, root)
+            else:
+                planner.ensure_dirs(base, root, top=identity)
+            for f in item.files:
+                planner.add_file((*base, *split_path(f.rel)), f, group, item.keep_owner)
+            continue
+        if spec.parents and item.keep_parts:
+            target = (*dest, *item.keep_parts)
+        elif dest_is_dir or planner.dest_exists_dir(dest):
+            target = (*dest, item.base_name)
+        else:
+            target = dest
+        if not target:
+            raise spec.error(f"cannot copy '{item.arg}' over the root directory")
+        planner.ensure_dirs(target[:-1], identity)
+        for f in item.files:
+            planner.add_file(target, f, group, item.keep_owner)
+    return planner.entries
+
+
+def _sort_key(parts: Parts) -> tuple[bytes, ...]:
+    return tuple(os.fsencode(p) for p in parts)
+
+
+def write_planned(
+    entries: dict[Parts, _Planned], out: BinaryIO, *, source_date_epoch: int | None = None
+) -> LayerStats:
+    """The layer tar: parents before children, names sorted by their bytes."""
+    writer = TarStreamWriter(out, source_date_epoch=source_date_epoch)
+    first: dict[tuple[int, int, int], str] = {}
+    for parts in sorted(entries, key=_sort_key):
+        p = entries[parts]
+        entry = p.entry
+        if p.xattrs_from is not None:
+            try:
+                xattrs = read_xattrs(p.xattrs_from)
+            except OSError:
+                xattrs = ()
+            if xattrs:
+                entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
+        if p.inode is not None:
+            key = (p.group, *p.inode)
+            target = first.get(key)
+            if target is not None:
+                writer.add(TarEntry(**{**_fields(entry), "type": EntryType.HARDLINK, "size": 0,
+                                       "linkname": target}))
+                continue
+            first[key] = entry.name
+        if entry.type is EntryType.FILE and entry.size:
+            if p.data is not None:
+                writer.add(entry, io.BytesIO(p.data))
+            else:
+                assert p.host is not None
+                fd = os.open(p.host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
+                    writer.add(entry, f)  # type: ignore[arg-type]
+        else:
+            writer.add(entry)
+    return writer.close()
+
+
+def _fields(entry: TarEntry) -> dict[str, object]:
+    return {name: getattr(entry, name) for name in TarEntry.__slots__}  # type: ignore[attr-defined]
+
+
+def copy_layer(
+    spec: CopySpec,
+    *,
+    source: BuildContext | RootfsView | None,
+    dest_view: RootfsView,
+    out: BinaryIO,
+    source_date_epoch: int | None = None,
+    workdir: Path | None = None,
+) -> LayerStats:
+    """Write the layer tar of one COPY/ADD to ``out`` and return its DiffID and size.
+
+    ``source`` is the build context, or the RootfsView of ``--from``'s stage or
+    image; ``dest_view`` is the stage's file system before this step. ADD
+    downloads, clones and unpacks into temp dirs under ``workdir`` (removed
+    before returning).
+    """
+    now = _now(source_date_epoch)
+    with ExitStack() as stack:
+        items = select_sources(spec, source)
+        if spec.is_add:
+            from builder.execute.add import prepare_add_items
+
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
+            items = prepare_add_items(spec, items, scratch, now=now)
+        elif spec.checksum:
+            raise spec.error("--checksum is only supported with ADD")
+        try:
+            entries = plan_copy(spec, items, dest_view, now=now)
+            return write_planned(entries, out, source_date_epoch=source_date_epoch)
+        except ImageError as err:
+            raise spec.error(str(err)) from None
+        except FileNotFoundError as err:
+            raise spec.error(f"'{err.filename}' disappeared while it was copied") from None
