@@ -153,6 +153,11 @@ class StepFailedError(BuildError):
         super().__init__(message)
 
 
+class CopyError(BuildError, DockerfileError):
+    """A COPY/ADD cannot be done (missing or ignored source, path outside the context, bad
+    --chown/--chmod, failed download or checksum); names the Dockerfile line."""
+
+
 class RuntimeNotFoundError(BuildError):
     """No usable isolation (runc, crun or chroot) on this machine."""
 
