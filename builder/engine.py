@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -120,7 +121,6 @@ class Build:
             stack.enter_context(self.store.gc_lock.shared())
             context, dockerfile_text, dockerfile_name = self._load_context(stack)
             return self._build(context, dockerfile_text, dockerfile_name)
-        raise AssertionError("unreachable")
 
     # -- inputs
 
@@ -135,8 +135,9 @@ class Build:
                 raise UsageError("invalid argument: can't use stdin for both build context and dockerfile")
             dockerfile_bytes = stdin.read()  # type: ignore[attr-defined]
         if opts.context == "-":
-            context = BuildContext.from_tar(stdin, self.store.root / "run" / "tmp",
-                                            dockerfile_name=opts.dockerfile)
+            context, stdin_dockerfile = self._stdin_context(stdin, stack)
+            if stdin_dockerfile is not None:
+                dockerfile_bytes = stdin_dockerfile
         else:
             root = Path(opts.context)
             if not root.is_dir():
@@ -161,6 +162,31 @@ class Build:
         else:
             name = "Dockerfile"
         return context, dockerfile_bytes, name
+
+    def _stdin_context(self, stdin, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
+        """``pybuild build -``: a tar (plain, gzip, zstd) is the context; anything else is the
+        Dockerfile itself with an empty context, as docker does."""
+        import tarfile
+        import tempfile
+
+        from builder.execute.context import BuildContext
+        from builder.layers.compression import ZSTD_MAGIC
+
+        work = self.store.root / "run" / "tmp"
+        work.mkdir(parents=True, exist_ok=True)
+        spool = Path(tempfile.mkdtemp(prefix="stdin-", dir=work))
+        stack.callback(shutil.rmtree, spool, True)
+        data_path = spool / "stdin"
+        with open(data_path, "wb") as out:
+            shutil.copyfileobj(stdin, out, 1 << 20)
+        with open(data_path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(ZSTD_MAGIC) or tarfile.is_tarfile(data_path):
+            with open(data_path, "rb") as f:
+                return BuildContext.from_tar(f, work, dockerfile_name=self.options.dockerfile), None
+        empty = spool / "context"
+        empty.mkdir()
+        return BuildContext.from_dir(empty, None), data_path.read_bytes()
 
     # -- the build
 

@@ -53,10 +53,30 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--explain", action="store_true", help="print why each step missed the cache, then stop")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="allow plain HTTP and unverified TLS for this registry")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the Dockerfile and print its parse and stage plan; build nothing")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from builder.cli.buildcmd import run_build
+    if args.dry_run:
+        from builder.cli.buildcmd import run_build
 
-    return run_build(args)
+        return run_build(args)
+    from builder.engine import Build, BuildOptions, parse_build_args, parse_labels
+
+    options = BuildOptions(
+        context=args.context, dockerfile=args.file, tags=tuple(args.tag),
+        build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
+        no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
+        platform=args.platform, network=args.network, secrets=tuple(args.secret),
+        outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
+        metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
+        isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),
+    )
+    if args.jobs is not None and args.jobs < 1:
+        from builder.errors import UsageError
+
+        raise UsageError(f"invalid argument {args.jobs!r} for --jobs: must be at least 1")
+    Build(options).run()
+    return 0

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from builder.errors import BuildError, InstructionError, StepFailedError
+from builder.errors import StepFailedError
 from builder.execute.run import (
     RunResources,
     Secret,
@@ -35,7 +35,7 @@ from builder.execute.run import (
 )
 from builder.frontend import instructions as ins_
 from builder.frontend.expand import Scope
-from builder.image.config import ConfigFile, ContainerConfig, Healthcheck, History
+from builder.image.config import ContainerConfig, Healthcheck, History
 from builder.image.image import Image, Layer
 from builder.image.mutate import DerivedImage
 from builder.layers.tarwriter import write_layer
@@ -308,7 +308,7 @@ class StageRunner:
             writer = TarStreamWriter(out, source_date_epoch=self.env.source_date_epoch)
             mtime = self.env.source_date_epoch if self.env.source_date_epoch is not None else int(time.time())
             for d in dirs:
-                writer.add(TarEntry(name=d, type=EntryType.DIRECTORY, mode=0o755, uid=0, gid=0, mtime=mtime))
+                writer.add(TarEntry(name=d, type=EntryType.DIR, mode=0o755, uid=0, gid=0, mtime=mtime))
             stats = writer.close()
         return self.env.layers.add_tar(tmp, stats.diff_id, stats.size)
 
@@ -381,15 +381,27 @@ class StageRunner:
         self._copy(ins, handle, is_add=True)
 
     def _copy(self, ins: ins_.Copy | ins_.Add, handle: StepHandle, *, is_add: bool) -> None:
-        from builder.execute.copy import run_copy
+        from builder.execute.copy import CopySpec, copy_layer
+        from builder.execute.rootfs import RootfsView
 
+        # Heredoc bodies were expanded with the instruction (Scope.apply): no expand here.
+        spec = CopySpec.from_instruction(ins, workdir=self.config.working_dir or "/")
+        source: object = self.env.copy_context
+        from_ = getattr(ins, "from_", None)
+        if from_:
+            source = RootfsView(list(self._lowers_of(from_)))
         layer_tar = self.env.store.temp_path(".layer.tar")
         try:
-            stats, summary = run_copy(self, ins, layer_tar, is_add=is_add)
+            with open(layer_tar, "wb") as out:
+                stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,  # type: ignore[arg-type]
+                                   source_date_epoch=self.env.source_date_epoch,
+                                   workdir=self.env.store.tmp_dir)
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
             layer_tar.unlink(missing_ok=True)
-        self._commit(f"{' '.join(self._shell())} #(nop) {ins.name} {summary} in {ins.dest} ", layer)
+        kind = "file" if len(ins.sources) + len(ins.contents) == 1 else "multi"
+        self._commit(
+            f"{' '.join(self._shell())} #(nop) {ins.name} {kind}:{stats.diff_id.hex} in {ins.dest} ", layer)
 
 
 def _summary(ins: ins_.Instruction) -> str:
@@ -412,11 +424,3 @@ def _go_duration(ns: int) -> str:
         return (f"{h}h" if h else "") + (f"{m}m" if m or h else "") + f"{s}s"
     return f"{seconds:g}s"
 
-
-def require_instruction(obj: object) -> ins_.Instruction:
-    if not isinstance(obj, ins_.Instruction):
-        raise BuildError(f"not an instruction: {obj!r}")
-    return obj
-
-
-__all__ = ["BuildEnv", "ConfigFile", "InstructionError", "StageResult", "StageRunner"]

@@ -1,0 +1,87 @@
+"""``pybuild run``: start a container from an image with the build's isolation, so users try what they built.
+
+The container's writable layer is thrown away when it exits (``--rm`` is
+accepted and is what always happens: pybuild keeps no containers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+ORDER = 20
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "run", parents=[common], help="run a command in a new container from an image",
+        description="Run a command in a new container from an image (its ENTRYPOINT/CMD by default).",
+        usage="pybuild run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+    )
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits (always done)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable (KEY alone takes it from your environment)")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    p.add_argument("-u", "--user", metavar="USER[:GROUP]", help="user name or uid (and group)")
+    p.add_argument("--network", choices=("host", "none"), default="host", help="network (default host)")
+    p.add_argument("--entrypoint", metavar="CMD", help="override the image's ENTRYPOINT")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from builder.errors import UsageError
+    from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
+    from cache.store import Store
+
+    store = Store()
+    recover(store.root / "run")
+    image = store.image(args.image)
+    store.touch(image.record)
+    config = image.config_file().config
+    entrypoint = list(config.entrypoint or ())
+    if args.entrypoint is not None:
+        entrypoint = [args.entrypoint] if args.entrypoint else []
+    cmd = list(args.command) if args.command else list(config.cmd or ())
+    if args.entrypoint is not None and not args.command:
+        cmd = []
+    argv = entrypoint + cmd
+    if not argv:
+        raise UsageError(f"no command given and image {args.image} has no ENTRYPOINT or CMD")
+    env = dict(item.partition("=")[::2] for item in config.env)
+    if "PATH" not in env:
+        env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        env[key] = value
+    runtime = detect(args.isolation, work_root=store.root / "run")
+    with store.gc_lock.shared():
+        lowers = store.snapshot(image)
+        scratch = store.temp_path(".container")
+        (scratch / "upper").mkdir(parents=True)
+        try:
+            spec = ContainerSpec(
+                lowerdirs=lowers, upperdir=scratch / "upper",
+                process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
+                                    cwd=args.workdir or config.working_dir or "/",
+                                    user=args.user if args.user is not None else config.user),
+                network=Network.NONE if args.network == "none" else Network.HOST,
+            )
+            out = sys.stdout.buffer
+
+            def write(data: bytes) -> None:
+                out.write(data)
+                out.flush()
+
+            return runtime.run(spec, stdout=write, stdin=sys.stdin.buffer if args.interactive else None)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
