@@ -1,6 +1,6 @@
-"""The interim ``pybuild build``: find the Dockerfile, check it, print its parse and stage plan.
+"""``pybuild build --dry-run``: find the Dockerfile, check it, print its parse and stage plan.
 
-Until the build engine lands this is what ``build`` does. It resolves the
+This was ``build`` until the engine landed; it is now its dry run. It resolves the
 Dockerfile and context the way docker does (``-f``, ``PATH/Dockerfile``,
 ``-f -``, context ``-`` = a tar on stdin, or a Dockerfile on stdin with an
 empty context), runs the build checks (``WARN: ...`` on stderr, as BuildKit
@@ -110,6 +110,5 @@ def run_build(args: argparse.Namespace) -> int:
     print()
     print(plan.render())
     print()
-    print("No image was built: the build engine is not part of this version yet "
-          "(this run parsed, checked and planned the build).")
+    print("No image was built: this run parsed, checked and planned the build (--dry-run).")
     return 0
