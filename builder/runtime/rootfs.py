@@ -64,9 +64,10 @@ def read_in_root(root: Path, path: str) -> str | None:
         return None
     except OSError as err:
         raise ContainerError(f"cannot read {path} in the image: {err.strerror}") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
         return f.read().decode("utf-8", errors="replace")
 
 

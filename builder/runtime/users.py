@@ -121,7 +121,7 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> ExecUser:
                 gid = _check_range(gid_arg)
         else:
             sgids = tuple(g.gid for g in groups if matched_name in g.members)
-    return ExecUser(uid=uid, gid=gid, sgids=sgids, home=home or "/")
+    return ExecUser(uid=uid, gid=gid, sgids=sgids, home=home)
 
 
 def lookup_user(rootfs: Path, spec: str) -> ExecUser:

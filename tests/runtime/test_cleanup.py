@@ -1,0 +1,140 @@
+"""Nothing left behind: Ctrl-C and SIGTERM clean up at once; a SIGKILLed owner is cleaned by recover()."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.runtime import recover
+from builder.runtime.overlay import mounts_under
+from tests.helpers.tools import REPO
+
+OWNER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from builder.runtime import ContainerSpec, ProcessSpec, detect
+
+    isolation, work_root, lower, upper, command = sys.argv[1:]
+
+    def out(chunk):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    runtime = detect(isolation, work_root=Path(work_root))
+    try:
+        code = runtime.run(ContainerSpec([Path(lower)], Path(upper), ProcessSpec(("sh", "-c", command))),
+                           stdout=out)
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        sys.exit(130)
+    print(f"EXIT {{code}}", flush=True)
+""")
+
+
+class Owner:
+    """A pybuild-like process running one container until told otherwise."""
+
+    def __init__(self, tmp_path: Path, isolation: str, work_root: Path, lower: Path, command: str):
+        script = tmp_path / "owner.py"
+        script.write_text(OWNER.format(repo=str(REPO)))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), isolation, str(work_root), str(lower),
+             str(tmp_path / "upper"), command],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+
+    def wait_for(self, line: bytes) -> None:
+        got = self.proc.stdout.readline()
+        assert got == line, (got, self.proc.stderr.read() if got == b"" else b"")
+
+    def finish(self) -> tuple[int, bytes]:
+        out, _ = self.proc.communicate(timeout=60)
+        return self.proc.returncode, out
+
+
+def marker() -> str:
+    """A sleep argument that names exactly this test's container process."""
+    return f"30.{random.randrange(10**8):08d}"
+
+
+def processes_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def runtime_containers(work_root: Path) -> list[str]:
+    ids = []
+    for binary in ("runc", "crun"):
+        proc = subprocess.run([binary, "list", "--format", "json"], capture_output=True, check=True)
+        for entry in json.loads(proc.stdout or b"null") or []:
+            if str(entry.get("bundle", "")).startswith(str(work_root)):
+                ids.append(entry["id"])
+    return ids
+
+
+def assert_nothing_left(work_root: Path, text: str) -> None:
+    assert mounts_under(work_root) == []
+    assert runtime_containers(work_root) == []
+    for sub in ("containers", "state"):
+        assert not (work_root / sub).exists() or list((work_root / sub).iterdir()) == []
+    deadline = time.monotonic() + 10
+    while processes_with(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_with(text) == []
+
+
+ISOLATIONS = ("runc", "crun", "chroot")
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_sigkilled_owner_is_cleaned_by_recover(isolation, tmp_path, busybox_rootfs):
+    work_root = tmp_path / "run"
+    sleep = marker()
+    owner = Owner(tmp_path, isolation, work_root, busybox_rootfs, f"echo READY; exec sleep {sleep}")
+    owner.wait_for(b"READY\n")
+    assert mounts_under(work_root) != []  # the container is really there
+    owner.proc.kill()
+    owner.finish()
+    report = recover(work_root)
+    assert len(report.containers) == 1
+    assert_nothing_left(work_root, sleep)
+    assert recover(work_root).containers == []  # a second run finds nothing
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_owner_cleans_up_before_exiting(isolation, signum, tmp_path, busybox_rootfs):
+    work_root = tmp_path / "run"
+    sleep = marker()
+    owner = Owner(tmp_path, isolation, work_root, busybox_rootfs, f"echo READY; sleep {sleep}; true")
+    owner.wait_for(b"READY\n")
+    owner.proc.send_signal(signum)
+    code, out = owner.finish()
+    assert (code, out) == (130, b"INTERRUPTED\n")
+    assert_nothing_left(work_root, sleep)
+
+
+def test_recover_leaves_live_containers_alone(tmp_path, busybox_rootfs):
+    work_root = tmp_path / "run"
+    owner = Owner(tmp_path, "runc", work_root, busybox_rootfs, "echo READY; read x < /dev/null; sleep 1; echo done")
+    owner.wait_for(b"READY\n")
+    assert recover(work_root).containers == []
+    code, out = owner.finish()
+    assert (code, out) == (0, b"done\nEXIT 0\n")
+    assert_nothing_left(work_root, "no-such-process-marker")

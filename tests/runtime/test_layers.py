@@ -1,0 +1,46 @@
+"""Overlay root file systems: 150 lower dirs in order, and a real Debian base with apt and dpkg."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.runtime.conftest import tree
+
+
+@pytest.fixture(scope="module")
+def many_layers(tmp_path_factory, busybox_rootfs):
+    """busybox plus 149 layers; layer i writes /layers/i and overwrites /layers/top."""
+    root = tmp_path_factory.mktemp("layers")
+    lowers = [busybox_rootfs]
+    for i in range(1, 150):
+        # long directory names, as a store's snapshot paths are: together far beyond one page
+        layer = root / f"snapshot-{i:03d}-{'x' * 64}" / "fs"
+        (layer / "layers").mkdir(parents=True)
+        (layer / "layers" / str(i)).write_text(str(i))
+        (layer / "layers" / "top").write_text(str(i))
+        lowers.append(layer)
+    return lowers
+
+
+def test_150_lower_dirs(run, many_layers):
+    assert len(many_layers) == 150
+    assert sum(len(str(p)) + 1 for p in many_layers) > 4096
+    result = run("ls /layers | wc -l; cat /layers/top; echo; cat /layers/1; echo; rm /layers/7", lowers=many_layers)
+    assert result.text.split() == ["150", "149", "1"]
+    assert tree(result.upper) == ["layers", "layers/7"]  # a whiteout, and nothing else
+
+
+def test_debian_bookworm_base(run, bookworm_rootfs):
+    result = run("apt-get --version | head -1; dpkg -l | head -6 | tail -1 | cut -c1-3; id -nu _apt",
+                 lowers=[bookworm_rootfs])
+    assert result.code == 0, result.text
+    apt, status, user = result.text.splitlines()
+    assert apt.startswith("apt ")
+    assert status == "ii "
+    assert user == "_apt"
+    assert tree(result.upper) == []
+
+
+def test_debian_user_by_name(run, bookworm_rootfs):
+    result = run('id; echo "$HOME"', lowers=[bookworm_rootfs], user="nobody")
+    assert result.text == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n/nonexistent\n"
