@@ -15,7 +15,7 @@ import os
 import re
 import stat as stat_module
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -158,6 +158,7 @@ class IgnoreRule:
     regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     compile_error: str | None = field(default=None, compare=False)
     literal_prefix: str = field(default="", compare=False, repr=False)
+    depth: int | None = field(default=None, compare=False, repr=False)  # components it can match
 
     def describe(self) -> str:
         """``.dockerignore line 3: `*.log``` or, for a pattern not from a file, ```*.log```."""
@@ -168,27 +169,46 @@ class IgnoreRule:
     def __str__(self) -> str:
         return self.describe()
 
+    def __post_init__(self) -> None:
+        # The test for one path, chosen once: the walk calls it for every entry.
+        object.__setattr__(self, "_test", self._make_test())
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_test", None)  # a closure: rebuilt on unpickling
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        object.__setattr__(self, "_test", self._make_test())
+
+    def _make_test(self) -> Callable[[str], object]:
+        kind = self.match_type
+        pattern = self.pattern
+        if kind is MatchType.EXACT:
+            return pattern.__eq__
+        if kind is MatchType.PREFIX:
+            return _starts(pattern[:-2])
+        if kind is MatchType.SUFFIX:
+            return _ends(pattern[2:])
+        if self.regex is not None:
+            return self.regex.fullmatch
+        return self._fail
+
+    def _fail(self, path: str) -> bool:
+        raise IgnoreFileError(
+            f"invalid .dockerignore pattern {self.describe()}: syntax error in pattern"
+            + (f" ({self.compile_error})" if self.compile_error else "")
+        )
+
     def match(self, path: str) -> bool:
         """Whether this pattern matches ``path`` itself (no parent-directory rule)."""
-        kind = self.match_type
-        if kind is MatchType.EXACT:
-            return path == self.pattern
-        if kind is MatchType.PREFIX:
-            return path.startswith(self.pattern[:-2])
-        if kind is MatchType.SUFFIX:
-            suffix = self.pattern[2:]
-            if path.endswith(suffix):
-                return True
-            return suffix.startswith("/") and path == suffix[1:]
-        if self.regex is None:
-            raise IgnoreFileError(
-                f"invalid .dockerignore pattern {self.describe()}: syntax error in pattern"
-                + (f" ({self.compile_error})" if self.compile_error else "")
-            )
-        return self.regex.fullmatch(path) is not None
+        return bool(self._test(path))  # type: ignore[attr-defined]
 
     def could_match_under(self, dir_slash: str) -> bool:
-        """Whether some path starting with ``dir_slash`` ("a/b/") might match this pattern."""
+        """Whether an entry directly inside ``dir_slash`` ("a/b/", "" for the root) might match."""
+        if self.depth is not None and self.depth != dir_slash.count("/") + 1:
+            return False
         if self.match_type is MatchType.SUFFIX:
             return True
         prefix = self.literal_prefix
@@ -197,6 +217,16 @@ class IgnoreRule:
     def without_trailing_glob(self) -> str:
         """fsutil's patternWithoutTrailingGlob: "a/**" and "a/*" become "a"."""
         return self.pattern.removesuffix("/**").removesuffix("/*")
+
+
+def _starts(prefix: str) -> Callable[[str], bool]:
+    return lambda path: path.startswith(prefix)
+
+
+def _ends(suffix: str) -> Callable[[str], bool]:
+    """patternmatcher's suffix match: "**/foo" also matches "foo" itself."""
+    bare = suffix[1:] if suffix.startswith("/") else None
+    return lambda path: path.endswith(suffix) or path == bare
 
 
 def _make_rule(
@@ -231,6 +261,11 @@ def _make_rule(
         except re.error as err:
             error = str(err)
     literal_end = next((i for i, ch in enumerate(pattern) if ch in _WILDCARDS), len(pattern))
+    # Without "**", brackets (which may match "/") or escapes (\W), a pattern only
+    # matches paths with as many components as it has.
+    fixed_depth = match_type in (MatchType.EXACT, MatchType.REGEXP) and not any(
+        token in pattern for token in ("**", "[", "\\")
+    )
     return IgnoreRule(
         pattern=pattern,
         exclusion=exclusion,
@@ -241,6 +276,7 @@ def _make_rule(
         regex=regex,
         compile_error=error,
         literal_prefix=pattern[:literal_end],
+        depth=pattern.count("/") + 1 if fixed_depth else None,
     )
 
 
@@ -571,7 +607,7 @@ class PatternMatcher:
             else:
                 if rule.exclusion != matched:
                     continue
-                hit = rule.match(path)
+                hit = bool(rule._test(path))  # type: ignore[attr-defined]
             if hit:
                 info[i] = True
                 matched = not rule.exclusion
@@ -725,8 +761,19 @@ def _scan(path: Path | str, rel: str, *, skipped: bool) -> list[os.DirEntry[str]
         return []  # removed while walking: fsutil skips it too
     except NotADirectoryError:
         return []
-    entries.sort(key=lambda e: e.name)
+    if all(entry.name.isascii() for entry in entries):
+        entries.sort(key=_name)
+    else:
+        entries.sort(key=_byte_order)  # as Go sorts names: by their bytes
     return entries
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _byte_order(entry: os.DirEntry[str]) -> bytes:
+    return entry.name.encode("utf-8", "surrogateescape")
 
 
 def _walk_plain(root: Path) -> Iterator[ContextEntry]:
