@@ -324,6 +324,16 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+def test_walk_sorts_names_by_bytes(tmp_path: Path) -> None:
+    # U+E000 is EE 80 80 in UTF-8, below the undecodable byte FF; as str it sorts above it.
+    for name in (b"\xff", "\ue000".encode(), b"a", "é".encode()):
+        (Path(os.fsdecode(tmp_path)) / os.fsdecode(name)).write_bytes(b"")
+    names = [e.path for e in walk_context(tmp_path, PatternMatcher())]
+    assert [os.fsencode(n) for n in names] == [b"a", "é".encode(), "\ue000".encode(), b"\xff"]
+    filtered = [e.path for e in walk_context(tmp_path, PatternMatcher.from_patterns(["a"]))]
+    assert filtered == names[1:]
+
+
 def test_walk_prunes_excluded_directories(tmp_path: Path, opened: list[str]) -> None:
     _tree(
         tmp_path, ["node_modules/x/y.js", "src/main.py", "src/debug.log", "top.log", "Dockerfile"]
