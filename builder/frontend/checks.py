@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.errors import DockerfileError, LintError, SourceLocation
+from builder.errors import DockerfileError, ExpansionError, LintError, SourceLocation, UsageError
 from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
 from builder.frontend.instructions import (
     Arg,
@@ -37,6 +37,8 @@ from builder.frontend.instructions import (
     Workdir,
     closest,
 )
+from builder.frontend.shell import ShellLex
+from builder.image.platform import Platform
 from builder.image.reference import Reference
 
 BaseEnvResolver = Callable[[str], Mapping[str, str] | Sequence[str] | None]
@@ -99,6 +101,11 @@ RULES: dict[str, Rule] = {
         Rule("ExposeInvalidFormat",
              "IP address and host-port mapping should not be used in EXPOSE instruction. "
              "This will become an error in a future release", "expose-invalid-format"),
+        Rule("RedundantTargetPlatform",
+             "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the "
+             "default behavior", "redundant-target-platform"),
+        Rule("FromPlatformFlagConstDisallowed", "FROM --platform flag should not use a constant value",
+             "from-platform-flag-const-disallowed"),
         Rule("InvalidDefinitionDescription",
              "Comment for build stage or argument should follow the format: "
              "`# <arg/stage name> <description>`. If this is not intended to be a description "
@@ -286,22 +293,27 @@ def _keyword_text(node: Any) -> str:
     return text or node.keyword
 
 
+def _written(ins: Instruction) -> str:
+    """The keyword as the Dockerfile spells it (BuildKit's Command.Name())."""
+    return _keyword_text(ins.source) if ins.source is not None else ins.name
+
+
 def _check_casing(dockerfile: Dockerfile, out: _Collector) -> None:
-    nodes = dockerfile.parsed.nodes
-    words = [_keyword_text(n) for n in nodes]
+    """ConsistentInstructionCasing over the stages' FROM lines and instructions (not global ARGs)."""
+    instructions = [ins for stage in dockerfile.stages for ins in (stage.from_, *stage.commands)]
+    words = [_written(ins) for ins in instructions]
     lower = sum(1 for w in words if w == w.lower())
-    upper = sum(1 for w in words if w == w.upper())
+    upper = sum(1 for w in words if w == w.upper() and w != w.lower())
     majority_lower = lower > upper
-    for node, word in zip(nodes, words, strict=True):
+    for ins, word in zip(instructions, words, strict=True):
         if majority_lower and word.lower() != word:
             casing = "lowercase"
         elif not majority_lower and word.upper() != word:
             casing = "uppercase"
         else:
             continue
-        out.add("ConsistentInstructionCasing",
-                f"Command '{word}' should match the case of the command majority ({casing})",
-                node.start_line, node.end_line)
+        out.at("ConsistentInstructionCasing",
+               f"Command '{word}' should match the case of the command majority ({casing})", ins)
 
 
 def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
@@ -334,7 +346,7 @@ def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
             _check_description(from_, "FROM", [stage.name], out)
         _check_stage_commands(stage, out)
     for arg in dockerfile.meta_args:
-        _check_arg(arg, out)
+        _check_description(arg, "ARG", [s.key for s in arg.args], out)
 
 
 def _check_description(ins: Instruction, keyword: str, keys: list[str], out: _Collector) -> None:
@@ -370,8 +382,8 @@ def _check_stage_commands(stage: Stage, out: _Collector) -> None:
         elif isinstance(ins, Env | Label):
             if any(p.no_delim for p in ins.pairs):
                 out.at("LegacyKeyValueFormat",
-                       f'"{ins.name} key=value" should be used instead of legacy '
-                       f'"{ins.name} key value" format', ins)
+                       f'"{_written(ins)} key=value" should be used instead of legacy '
+                       f'"{_written(ins)} key value" format', ins)
             if isinstance(ins, Env):
                 for pair in ins.pairs:
                     _check_secret("ENV", pair.key, ins, out)
@@ -381,7 +393,7 @@ def _check_stage_commands(stage: Stage, out: _Collector) -> None:
             previous = last.get(ins.keyword)
             if previous is not None:
                 out.at("MultipleInstructionsDisallowed",
-                       f"Multiple {ins.name} instructions should not be used in the same stage "
+                       f"Multiple {_written(ins)} instructions should not be used in the same stage "
                        "because only the last one will be used", previous)
             last[ins.keyword] = ins
 
@@ -407,17 +419,43 @@ def _check_from_args(
                 if guess:
                     message += f" (did you mean {guess}?)"
                 out.at("UndefinedArgInFrom", message, stage.from_)
+    _check_from_platforms(dockerfile, actual, out)
     defaults = GlobalScope(dockerfile.meta_args, {}, platforms=platforms, escape=escape)
     for stage in dockerfile.stages:
-        if "$" not in stage.base_name:
-            continue
         base = defaults.expand_from(stage.from_).base_name
-        if not base or (
-            dockerfile.find_stage(base) is None and Reference.try_parse(base) is None
-        ):
+        if Reference.try_parse(base) is None:
             out.at("InvalidDefaultArgInFrom",
                    f"Default value for ARG {stage.base_name} results in empty or invalid base "
                    "image name", stage.from_)
+
+
+def _check_from_platforms(dockerfile: Dockerfile, scope: GlobalScope, out: _Collector) -> None:
+    """RedundantTargetPlatform and FromPlatformFlagConstDisallowed, on FROM --platform values."""
+    lex = ShellLex(escape=dockerfile.parsed.escape)
+    for stage in dockerfile.stages:
+        written = stage.from_.platform
+        if not written:
+            continue
+        try:
+            result = lex.process_word_with_matches(written, scope.values)
+        except ExpansionError:
+            continue  # the planner reports it, with the line
+        if (result.matched == {"TARGETPLATFORM"} and not result.unmatched
+                and result.result == scope.values.get("TARGETPLATFORM")):
+            out.at("RedundantTargetPlatform",
+                   f"Setting platform to predefined {written} in FROM is redundant as this is the "
+                   "default behavior", stage.from_)
+        if result.matched or result.unmatched:
+            continue
+        try:
+            platform = Platform.parse(result.result)
+        except UsageError:
+            continue
+        name = stage.name or ""
+        if platform.os in name or platform.architecture in name:
+            continue
+        out.at("FromPlatformFlagConstDisallowed",
+               f'FROM --platform flag should not use constant value "{result.result}"', stage.from_)
 
 
 def _walk_stages(
@@ -458,7 +496,7 @@ def _walk_stages(
                 shell_set = True
             elif isinstance(expanded, Cmd | Entrypoint) and expanded.prepend_shell and not shell_set:
                 out.at("JSONArgsRecommended",
-                       f"JSON arguments recommended for {expanded.name} to prevent unintended "
+                       f"JSON arguments recommended for {_written(ins)} to prevent unintended "
                        "behavior related to OS signals", ins)
             elif isinstance(expanded, Expose):
                 _check_expose(expanded, ins, out)
@@ -477,7 +515,8 @@ def _drop_stage_warnings(out: _Collector, stage: Stage) -> None:
     """Forget per-stage walk findings for a stage the build does not run."""
     lines = {ins.start_line for ins in stage.commands}
     walk_rules = {"WorkdirRelativePath", "JSONArgsRecommended", "ExposeProtoCasing",
-                  "ExposeInvalidFormat", "UndefinedVar"}
+                  "ExposeInvalidFormat", "UndefinedVar", "LegacyKeyValueFormat",
+                  "SecretsUsedInArgOrEnv", "MultipleInstructionsDisallowed"}
     out.found = [t for t in out.found if not (t[2].rule in walk_rules and t[0] in lines)]
 
 

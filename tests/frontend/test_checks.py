@@ -35,9 +35,10 @@ CASES = [
      "FROM busybox AS builder\n"),
     ("FromAsCasing", "FROM busybox as build\n",
      [(1, "'as' and 'FROM' keywords' casing do not match")], "from busybox as build\n"),
-    ("ConsistentInstructionCasing", "FROM busybox\nrun true\nRUN true\n",
-     [(2, "Command 'run' should match the case of the command majority (uppercase)")],
-     "from busybox\nrun true\n"),
+    ("ConsistentInstructionCasing", "FROM busybox\nrun true\nRUN true\nRun x\n",
+     [(2, "Command 'run' should match the case of the command majority (uppercase)"),
+      (4, "Command 'Run' should match the case of the command majority (uppercase)")],
+     "ARG X\nfrom busybox\nrun true\n"),
     ("DuplicateStageName", "FROM busybox AS a\nFROM busybox AS A\n",
      [(2, 'Duplicate stage name "a", stage names should be unique')],
      "FROM busybox AS a\nFROM busybox AS b\n"),
@@ -71,11 +72,17 @@ CASES = [
      [(2, "Multiple CMD instructions should not be used in the same stage because only the last one will be used"),
       (4, "Multiple HEALTHCHECK instructions should not be used in the same stage because only the last one will be used")],
      'FROM busybox\nCMD ["a"]\nFROM busybox\nCMD ["b"]\n'),
-    ("SecretsUsedInArgOrEnv", "ARG API_KEY\nFROM busybox\nARG DB_PASSWORD=x\nENV GITHUB_TOKEN=t\n",
-     [(1, 'Do not use ARG or ENV instructions for sensitive data (ARG "API_KEY")'),
-      (3, 'Do not use ARG or ENV instructions for sensitive data (ARG "DB_PASSWORD")'),
-      (4, 'Do not use ARG or ENV instructions for sensitive data (ENV "GITHUB_TOKEN")')],
-     "FROM busybox\nARG PUBLIC_KEY\nENV KEYBOARD=us TOKENIZER=x MONKEY=1\n"),
+    ("SecretsUsedInArgOrEnv", "FROM busybox\nARG DB_PASSWORD=x\nENV GITHUB_TOKEN=t\n",
+     [(2, 'Do not use ARG or ENV instructions for sensitive data (ARG "DB_PASSWORD")'),
+      (3, 'Do not use ARG or ENV instructions for sensitive data (ENV "GITHUB_TOKEN")')],
+     # BuildKit checks ARGs as stages declare them, not the global ones.
+     "ARG API_KEY\nFROM busybox\nARG PUBLIC_KEY\nENV KEYBOARD=us TOKENIZER=x MONKEY=1\n"),
+    ("RedundantTargetPlatform", "FROM --platform=$TARGETPLATFORM busybox\n",
+     [(1, "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior")],
+     "FROM --platform=$BUILDPLATFORM busybox\nFROM --platform=${TARGETOS}/${TARGETARCH} busybox\n"),
+    ("FromPlatformFlagConstDisallowed", "FROM --platform=linux/amd64 busybox AS build\n",
+     [(1, 'FROM --platform flag should not use constant value "linux/amd64"')],
+     "FROM --platform=linux/amd64 busybox AS build-amd64\nFROM --platform=$BUILDPLATFORM busybox\n"),
     ("NoEmptyContinuation", "FROM busybox\nRUN echo a \\\n\n  b\n",
      [(4, "Empty continuation line")], "FROM busybox\nRUN echo a \\\n# comment\n  b\n"),
     ("ExposeProtoCasing", "FROM busybox\nEXPOSE 80/TcP\n",
@@ -111,6 +118,15 @@ def test_warning_rendering():
     assert w.url == "https://docs.docker.com/go/dockerfile/rule/from-as-casing/"
     assert w.to_json()["description"] == RULES["FromAsCasing"].description
     assert (w.file, w.start_line, w.end_line) == ("Dockerfile", 1, 1)
+
+
+def test_messages_use_the_keyword_as_written():
+    source = "from busybox\ncmd echo a\ncmd echo b\nenv A 1\n"
+    messages = [w.message for w in check(source)]
+    assert "JSON arguments recommended for cmd to prevent unintended behavior related to OS signals" in messages
+    assert ("Multiple cmd instructions should not be used in the same stage because only the last "
+            "one will be used") in messages
+    assert '"env key=value" should be used instead of legacy "env key value" format' in messages
 
 
 def test_experimental_rule_is_off_by_default():
