@@ -55,16 +55,18 @@ class _Corrupt(ImageError):
 
 
 def _num(field_bytes: bytes, what: str, offset: int) -> int:
-    if field_bytes and field_bytes[0] & 0x80:
+    if field_bytes[:1] >= b"\x80":
         value = int.from_bytes(field_bytes[1:], "big")
         if field_bytes[0] == 0xFF:
             value -= 1 << (8 * (len(field_bytes) - 1))
         return value
-    text = field_bytes.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
     try:
-        return int(text, 8)
+        return int(field_bytes.strip(b" \0") or b"0", 8)
+    except ValueError:
+        pass
+    text = field_bytes.split(b"\0", 1)[0].strip(b" ")
+    try:
+        return int(text or b"0", 8)
     except ValueError:
         raise _Corrupt(
             f"corrupt layer tar: bad {what} field {text!r} in the header at byte {offset}"
@@ -241,6 +243,7 @@ class TarReader:
             gid = _pax_int(pax, "gid", offset)
             mtime = _pax_int(pax, "mtime", offset)
             xattrs = _xattrs_from_pax(pax)
+            device = kind_type in (EntryType.CHAR, EntryType.BLOCK) and magic.startswith(b"ustar")
             entry = TarEntry(
                 name=name.rstrip("/") if len(name) > 1 else name,
                 type=kind_type,
@@ -250,8 +253,8 @@ class TarReader:
                 size=size if kind_type is EntryType.FILE else 0,
                 mtime=_num(block[136:148], "mtime", offset) if mtime is None else mtime,
                 linkname=os.fsdecode(link_raw),
-                devmajor=_num(block[329:337], "devmajor", offset) if magic.startswith(b"ustar") else 0,
-                devminor=_num(block[337:345], "devminor", offset) if magic.startswith(b"ustar") else 0,
+                devmajor=_num(block[329:337], "devmajor", offset) if device else 0,
+                devminor=_num(block[337:345], "devminor", offset) if device else 0,
                 xattrs=xattrs,
             )
             pax = {}
@@ -541,9 +544,12 @@ class _Extractor:
             self.dirs[parts] = e
             self.stats.dirs += 1
             return
-        self.remove(parent, base)
         if kind is EntryType.FILE:
-            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
+            except FileExistsError:  # never write through what is there: replace it
+                self.remove(parent, base)
+                fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
             try:
                 self.stats.bytes += reader.copy_to_fd(fd)
                 self._metadata_fd(fd, e)
@@ -551,6 +557,7 @@ class _Extractor:
                 os.close(fd)
             self.stats.files += 1
             return
+        self.remove(parent, base)
         if kind is EntryType.HARDLINK:
             self.hardlink(e, parent, base)
             return

