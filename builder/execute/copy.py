@@ -429,7 +429,7 @@ def _select_local(
     for cand in candidates:
         shown = "/".join(cand) or "."
         rule = tree.ignored(cand)
-        if rule is not None:
+        if rule is not None and not _brought_along(tree, cand):
             raise spec.error(
                 f"file not found in build context or excluded by .dockerignore: '{shown}' "
                 f"(excluded by {rule})"
@@ -447,7 +447,7 @@ def _select_local(
                 )
             raise spec.error(f"'{'/' + shown.lstrip('/')}' not found in '{spec.from_}'")
         rule = tree.ignored(resolved.parts)
-        if rule is not None:
+        if rule is not None and not _brought_along(tree, resolved.parts):
             raise spec.error(
                 f"file not found in build context or excluded by .dockerignore: '{shown}' "
                 f"(through a symlink to '{'/'.join(resolved.parts)}', excluded by {rule})"
@@ -464,6 +464,16 @@ def _select_local(
                               keep_parts=keep)
         items.append(item)
     return items
+
+
+def _brought_along(tree: _Tree, parts: Parts) -> bool:
+    """An ignored directory is still in the context when a "!" rule keeps something inside it."""
+    if tree.context is None or not tree.context.ignore.has_exclusions:
+        return False
+    found = tree.view.entry(tree.view.resolve("/".join(parts)).parts)
+    if found is None or not stat.S_ISDIR(found.stat.st_mode):
+        return False
+    return next(_walk_dir(tree, parts, None), None) is not None
 
 
 def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iterator[SourceFile]:

@@ -87,7 +87,7 @@ class RootfsView:
         if not tops:
             empty = os.stat_result((stat.S_IFDIR | 0o755, 0, 0, 1, 0, 0, 0, 0, 0, 0))
             return Found(Path("/nonexistent-empty-rootfs"), empty, ())  # FROM scratch
-        st = os.lstat(tops[0])
+        st = os.stat(tops[0])  # the lower dirs themselves are ours: they may be symlinks
         layers: list[Path] = []
         for layer in tops:
             layers.append(layer)
