@@ -657,20 +657,9 @@ def closest(
     return best
 
 
-_PARSERS: dict[str, Callable[[_Req], Instruction]] = {}
-
-
-def _parser(keyword: str) -> Callable[[Callable[[_Req], Instruction]], Callable[[_Req], Instruction]]:
-    def register(fn: Callable[[_Req], Instruction]) -> Callable[[_Req], Instruction]:
-        _PARSERS[keyword] = fn
-        return fn
-
-    return register
-
-
 def parse_instruction(node: Node, parsed: ParsedDockerfile) -> Instruction:
     """One node to its typed instruction; InstructionError (file:line) when it is invalid."""
-    fn = _PARSERS.get(node.keyword)
+    fn = _PARSERS.get(node.keyword)  # the table is at the end of this module
     if fn is None:
         raise unknown_instruction_error(node, parsed)
     return fn(_Req(node, parsed))
@@ -704,7 +693,6 @@ def _comment_for(node: Node, name: str) -> str:
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9-_.]*$")
 
 
-@_parser("from")
 def _parse_from(req: _Req) -> From:
     args = req.args
     stage_name = None
@@ -741,7 +729,6 @@ def _cmdline(req: _Req, args: list[str] | None = None) -> tuple[str, ...]:
     return (" ".join(args),)
 
 
-@_parser("run")
 def _parse_run(req: _Req) -> Run:
     flags = req.flags({"mount": _SS, "network": _S, "security": _S, "device": _SS})
     specs = tuple(flags.get("mount", ()))
@@ -790,7 +777,6 @@ def _parse_run(req: _Req) -> Run:
     )
 
 
-@_parser("cmd")
 def _parse_cmd(req: _Req) -> Cmd:
     _no_flags(req)
     return Cmd(
@@ -801,7 +787,6 @@ def _parse_cmd(req: _Req) -> Cmd:
     )
 
 
-@_parser("entrypoint")
 def _parse_entrypoint(req: _Req) -> Entrypoint:
     _no_flags(req)
     command = _cmdline(req)
@@ -813,7 +798,6 @@ def _parse_entrypoint(req: _Req) -> Entrypoint:
     )
 
 
-@_parser("shell")
 def _parse_shell(req: _Req) -> Shell:
     _no_flags(req)
     if not req.args:
@@ -837,26 +821,22 @@ def _kvps(req: _Req, name: str) -> tuple[KeyValue, ...]:
     return tuple(pairs)
 
 
-@_parser("env")
 def _parse_env(req: _Req) -> Env:
     _no_flags(req)
     return Env(**req.base(), pairs=_kvps(req, "ENV"))
 
 
-@_parser("label")
 def _parse_label(req: _Req) -> Label:
     _no_flags(req)
     return Label(**req.base(), pairs=_kvps(req, "LABEL"))
 
 
-@_parser("maintainer")
 def _parse_maintainer(req: _Req) -> Maintainer:
     maintainer = _exactly_one(req, "MAINTAINER")
     _no_flags(req)
     return Maintainer(**req.base(), maintainer=maintainer)
 
 
-@_parser("expose")
 def _parse_expose(req: _Req) -> Expose:
     _at_least_one(req, "EXPOSE")
     _no_flags(req)
@@ -914,7 +894,6 @@ def _check_chmod(req: _Req, chmod: str | None) -> None:
     )
 
 
-@_parser("add")
 def _parse_add(req: _Req) -> Add:
     flags = req.flags({
         "chown": _S, "chmod": _S, "link": _B, "checksum": _S, "keep-git-dir": _B,
@@ -941,7 +920,6 @@ def _parse_add(req: _Req) -> Add:
 _VARIABLE_RE = re.compile(r"\$.")
 
 
-@_parser("copy")
 def _parse_copy(req: _Req) -> Copy:
     flags = req.flags({
         "from": _S, "chown": _S, "chmod": _S, "link": _B, "parents": _B, "exclude": _SS,
@@ -969,7 +947,6 @@ def _parse_copy(req: _Req) -> Copy:
     )
 
 
-@_parser("volume")
 def _parse_volume(req: _Req) -> Volume:
     _at_least_one(req, "VOLUME")
     _no_flags(req)
@@ -982,21 +959,18 @@ def _parse_volume(req: _Req) -> Volume:
     return Volume(**req.base(), volumes=tuple(volumes))
 
 
-@_parser("user")
 def _parse_user(req: _Req) -> User:
     user = _exactly_one(req, "USER")
     _no_flags(req)
     return User(**req.base(), user=user)
 
 
-@_parser("workdir")
 def _parse_workdir(req: _Req) -> Workdir:
     path = _exactly_one(req, "WORKDIR")
     _no_flags(req)
     return Workdir(**req.base(), path=path)
 
 
-@_parser("arg")
 def _parse_arg(req: _Req) -> Arg:
     _at_least_one(req, "ARG")
     _no_flags(req)
@@ -1012,7 +986,6 @@ def _parse_arg(req: _Req) -> Arg:
 _ONBUILD_PREFIX_RE = re.compile(r"(?i)^\s*ONBUILD\s*")
 
 
-@_parser("onbuild")
 def _parse_onbuild(req: _Req) -> Onbuild:
     inner = req.node.inner
     if inner is None:
@@ -1038,14 +1011,12 @@ def _parse_onbuild(req: _Req) -> Onbuild:
     )
 
 
-@_parser("stopsignal")
 def _parse_stopsignal(req: _Req) -> StopSignal:
     signal = _exactly_one(req, "STOPSIGNAL")
     _no_flags(req)
     return StopSignal(**req.base(), signal=signal)
 
 
-@_parser("healthcheck")
 def _parse_healthcheck(req: _Req) -> Healthcheck:
     if not req.args:
         raise req.error("HEALTHCHECK requires at least one argument")
@@ -1096,6 +1067,29 @@ def _parse_healthcheck(req: _Req) -> Healthcheck:
         retries=retries,
     )
     return Healthcheck(**req.base(), health=health)
+
+
+# Keyword -> parser; a constant table, filled once at import.
+_PARSERS: dict[str, Callable[[_Req], Instruction]] = {
+    "from": _parse_from,
+    "run": _parse_run,
+    "cmd": _parse_cmd,
+    "entrypoint": _parse_entrypoint,
+    "shell": _parse_shell,
+    "env": _parse_env,
+    "label": _parse_label,
+    "maintainer": _parse_maintainer,
+    "expose": _parse_expose,
+    "add": _parse_add,
+    "copy": _parse_copy,
+    "volume": _parse_volume,
+    "user": _parse_user,
+    "workdir": _parse_workdir,
+    "arg": _parse_arg,
+    "onbuild": _parse_onbuild,
+    "stopsignal": _parse_stopsignal,
+    "healthcheck": _parse_healthcheck,
+}
 
 
 # --------------------------------------------------------------------------- value parsers

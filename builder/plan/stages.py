@@ -4,7 +4,8 @@ BuildKit's rules (``dockerfile2llb``): a FROM may name an *earlier* stage (a
 later duplicate name rebinds it); ``COPY --from`` takes a stage name, a 0-based
 index or, failing both, an image, and the stage must come before the current
 one; ``RUN --mount=from=`` takes a stage name (any position, as long as no
-cycle forms) or an image. ``--target`` picks the last stage of that name,
+cycle forms) or an image. ONBUILD triggers of a parent stage count as the
+child's own instructions. ``--target`` picks the last stage of that name,
 otherwise the last stage is built. Only the stages the target reaches are
 planned; ``levels`` groups them so that a stage runs after all it needs.
 """
@@ -143,6 +144,13 @@ def _commands(stage: Stage) -> list[Instruction]:
     return [c for c in stage.commands if not isinstance(c, Onbuild)]
 
 
+def _inherited_triggers(stages: tuple[Stage, ...], base_stage: int | None) -> list[Instruction]:
+    """ONBUILD triggers of the stage this one builds on: they run first here (BuildKit's initOnBuildTriggers)."""
+    if base_stage is None:
+        return []
+    return [c.trigger for c in stages[base_stage].commands if isinstance(c, Onbuild)]
+
+
 def plan_stages(
     dockerfile: Dockerfile,
     global_scope: GlobalScope | None = None,
@@ -183,7 +191,7 @@ def plan_stages(
             found.append(Dependency(DepKind.FROM, stage.from_.start_line, stage=base_stage))
         elif base.lower() != "scratch":
             found.append(Dependency(DepKind.FROM, stage.from_.start_line, image=base))
-        for ins in _commands(stage):
+        for ins in _commands(stage) + _inherited_triggers(stages, base_stage):
             if isinstance(ins, Copy) and ins.from_:
                 found.append(_copy_source(stages, stage, ins))
             elif isinstance(ins, Run):

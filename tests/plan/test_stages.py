@@ -114,6 +114,14 @@ def test_run_mount_from_stage_or_image_and_forward_reference():
     assert p.levels == ((1,), (0,), (2,))
 
 
+def test_onbuild_triggers_of_a_parent_stage_add_dependencies():
+    p = plan("FROM a AS assets\nRUN x\nFROM b AS base\nONBUILD COPY --from=assets /a /a\n"
+             "FROM base\nRUN y\n")
+    assert p.stage(1).deps == ()  # the trigger does not run in the stage that declares it
+    assert p.stage(2).deps == (0, 1)
+    assert p.levels == ((0, 1), (2,))
+
+
 def test_cycle_through_mounts_is_an_error():
     source = ("FROM a AS one\nRUN --mount=from=two,target=/t ls\n"
               "FROM b AS two\nRUN --mount=from=one,target=/o ls\n")
