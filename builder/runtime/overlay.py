@@ -29,6 +29,7 @@ from builder.errors import ContainerError
 MAX_LOWERS = 500
 OVERLAY_OPTIONS = "index=off,redirect_dir=off,metacopy=off"
 MNT_DETACH = 2
+MS_RDONLY = 1
 
 
 @cache
@@ -55,23 +56,43 @@ def make_links(link_dir: Path, lowerdirs: Sequence[Path]) -> list[str]:
     return names
 
 
+def _options(lowers: Sequence[str], upperdir: Path | None, workdir: Path | None) -> str:
+    options = f"lowerdir={':'.join(lowers)}"
+    if upperdir is not None and workdir is not None:
+        options += f",upperdir={upperdir.absolute()},workdir={workdir.absolute()}"
+    return options + "," + OVERLAY_OPTIONS
+
+
 def mount_overlay(
     target: Path, *, link_dir: Path, lowers: Sequence[str], upperdir: Path | None = None,
     workdir: Path | None = None,
 ) -> None:
-    """Mount an overlay at ``target``; ``lowers`` are names in ``link_dir``, top-most first."""
+    """Mount an overlay at ``target``; ``lowers`` are names in ``link_dir``, top-most first.
+
+    Without ``upperdir`` the overlay is read-only. When the options fit in a
+    page with absolute link paths, mount(2) is called directly; otherwise a
+    ``mount`` process resolves the names relative to ``link_dir``.
+    """
     if not lowers:
         raise ContainerError("an overlay needs at least one lower dir")
-    options = f"lowerdir={':'.join(lowers)}"
-    if upperdir is not None and workdir is not None:
-        options += f",upperdir={upperdir.absolute()},workdir={workdir.absolute()}"
-    options += "," + OVERLAY_OPTIONS
-    if len(options) >= os.sysconf("SC_PAGESIZE"):
+    page = os.sysconf("SC_PAGESIZE")
+    absolute = _options([str(link_dir.absolute() / name) for name in lowers], upperdir, workdir)
+    if len(absolute) < page:
+        flags = 0 if upperdir is not None else MS_RDONLY
+        if _libc().mount(b"overlay", os.fsencode(str(target.absolute())), b"overlay", flags,
+                         absolute.encode()) == 0:
+            return
+        err = ctypes.get_errno()
+        raise ContainerError(
+            f"cannot mount the container's root file system (overlay at {target}): {os.strerror(err)}"
+        )
+    options = _options(lowers, upperdir, workdir)
+    if len(options) >= page:
         raise ContainerError(f"overlay mount options too long ({len(options)} bytes)")
-    proc = subprocess.run(
-        ["mount", "-i", "-n", "-t", "overlay", "overlay", "-o", options, str(target.absolute())],
-        cwd=link_dir, capture_output=True, text=True,
-    )
+    command = ["mount", "-i", "-n", "-t", "overlay", "overlay", "-o", options, str(target.absolute())]
+    if upperdir is None:
+        command.insert(1, "-r")
+    proc = subprocess.run(command, cwd=link_dir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ContainerError(
             f"cannot mount the container's root file system (overlay at {target}): "
