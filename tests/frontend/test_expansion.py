@@ -241,3 +241,67 @@ def test_unused_build_args():
     assert unused_build_args(
         {"USED": "1", "UNUSED": "2", "HTTP_PROXY": "x", "BUILDKIT_INLINE_CACHE": "1"}, ["USED"]
     ) == ["UNUSED"]
+
+
+# --------------------------------------------------------------------------- against docker's builder
+
+DIFFERENTIAL = """\
+ARG GREETING=hello
+FROM scratch
+ARG GREETING
+ARG NAME=world
+ENV MSG="${GREETING} ${NAME}" PATH_EXTRA=/opt/${NAME:-x}/bin
+ENV NAME=env-name
+ENV AFTER=$NAME Q='$NAME' E=\\$NAME
+LABEL msg="$MSG" "quoted key"=v other=${UNSET:-dflt}
+WORKDIR /srv/${NAME}
+WORKDIR sub
+USER ${NAME}:${GREETING}
+EXPOSE 8080/udp ${PORT:-80}
+VOLUME ["/data/${NAME}"]
+STOPSIGNAL SIG${SIG:-TERM}
+"""
+
+
+@pytest.mark.docker
+def test_expansion_matches_docker_builder(docker, tmp_path):
+    """The config docker's builder writes equals what our scopes expand (same build args)."""
+    import json
+    import posixpath
+    import subprocess
+    import uuid
+
+    from builder.frontend.instructions import Expose, Label, StopSignal, User, Volume
+
+    (tmp_path / "Dockerfile").write_text(DIFFERENTIAL)
+    tag = f"pybuild-expansion-test:{uuid.uuid4().hex[:12]}"
+    subprocess.run(
+        [docker, "build", "--network", "host", "-q", "--build-arg", "NAME=cli", "-t", tag, str(tmp_path)],
+        check=True, capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    try:
+        inspect = subprocess.run([docker, "inspect", tag, "--format", "{{json .Config}}"],
+                                 check=True, capture_output=True, timeout=60)
+        config = json.loads(inspect.stdout)
+    finally:
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True, timeout=60)
+
+    scope, expanded = walk(DIFFERENTIAL, build_args={"NAME": "cli"}, base_env={})
+    assert [f"{k}={v}" for k, v in scope.config_env.items()] == config["Env"]
+    labels = {p.key: p.value for ins in expanded if isinstance(ins, Label) for p in ins.pairs}
+    assert labels == config["Labels"]
+    workdir = "/"
+    for ins in expanded:
+        if isinstance(ins, Workdir):
+            workdir = posixpath.join(workdir, ins.path)
+    assert workdir == config["WorkingDir"]
+    (user,) = [ins.user for ins in expanded if isinstance(ins, User)]
+    assert user == config["User"]
+    (expose,) = [ins for ins in expanded if isinstance(ins, Expose)]
+    ports = {p if "/" in p else p + "/tcp" for p in expose.ports}
+    assert ports == set(config["ExposedPorts"])
+    (volume,) = [ins for ins in expanded if isinstance(ins, Volume)]
+    assert set(volume.volumes) == set(config["Volumes"])
+    (signal,) = [ins.signal for ins in expanded if isinstance(ins, StopSignal)]
+    assert signal == config["StopSignal"]
