@@ -39,7 +39,7 @@ def walk(source: str, build_args: dict[str, str] | None = None, base_env=None,
          platforms: PlatformArgs = PLATFORMS) -> tuple[Scope, list]:
     """Apply every instruction of the last stage; returns its scope and the expanded instructions."""
     df = typed(source)
-    gs = GlobalScope(df.meta_args, build_args, platforms=platforms)
+    gs = GlobalScope(df.meta_args, build_args, platforms=platforms, escape=df.parsed.escape)
     scope = gs.stage_scope(base_env if base_env is not None else {})
     return scope, [scope.apply(ins) for ins in df.stages[-1].commands]
 
@@ -235,6 +235,30 @@ def test_expand_is_pure_apply_records():
     assert "A" not in scope.env
     scope.apply(env)
     assert scope.env["A"] == "1"
+
+
+def test_escape_directive_applies_to_expansion():
+    scope, _ = walk("# escape=`\nFROM scratch\nENV HOME=/root\n"
+                    "ENV A=`$HOME B=\"x`\"y\" C=c:\\dir D=$HOME\n")
+    env = scope.config_env
+    assert (env["A"], env["B"], env["C"], env["D"]) == ("$HOME", 'x"y', "c:\\dir", "/root")
+
+
+def test_real_world_stages_expand_without_error():
+    """Every instruction of the 208 real Dockerfiles (Windows ones included) goes through a scope."""
+    from tests.helpers.tools import CONFORMANCE
+
+    applied = 0
+    for path in sorted((CONFORMANCE / "real-world").glob("*/*/Dockerfile")):
+        df = parse_dockerfile(parse(path.read_text(), str(path)))
+        gs = GlobalScope(df.meta_args, escape=df.parsed.escape, platforms=PLATFORMS)
+        for stage in df.stages:
+            gs.expand_from(stage.from_)
+            scope = gs.stage_scope(None)
+            for ins in stage.commands:
+                scope.apply(ins)
+                applied += 1
+    assert applied == 3031 - 222 - 2  # every instruction but the 222 FROMs and the 2 global ARGs
 
 
 def test_unused_build_args():
