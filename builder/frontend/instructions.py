@@ -887,8 +887,11 @@ def _check_chmod(req: _Req, chmod: str | None) -> None:
     """Reject what BuildKit rejects; values with variables are checked after expansion."""
     if chmod is None or "$" in chmod:
         return
-    if re.fullmatch(r"[0-7]{1,4}", chmod) or re.fullmatch(r"([ugoa]*[-+=][rwxXst]*,?)+", chmod):
-        return
+    if re.fullmatch(r"[0-7]+", chmod):
+        if int(chmod, 8) <= 0o7777:
+            return
+    elif re.fullmatch(r"[ugoa]*[-+=][rwxXst]*(,[ugoa]*[-+=][rwxXst]*)*", chmod):
+        return  # symbolic modes (dockerfile 1.14)
     raise req.error(
         f"invalid chmod parameter: '{chmod}'. it should be octal string and between 0 and 07777"
     )

@@ -343,6 +343,10 @@ def test_add_flags():
         ("COPY --chmod=64a a b",
          "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777"),
         ("COPY --from=a --from=b x y", "duplicate flag specified: from"),
+        ("COPY --chmod=10000 a b",
+         "invalid chmod parameter: '10000'. it should be octal string and between 0 and 07777"),
+        ("ADD --chmod=u+q a b",
+         "invalid chmod parameter: 'u+q'. it should be octal string and between 0 and 07777"),
     ],
 )
 def test_copy_add_errors(line, message):
