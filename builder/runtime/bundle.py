@@ -48,6 +48,7 @@ class Container:
     etc_files: dict[str, Path]
     mount_targets: list[str]
     state: StateFile
+    terminal: bool = False
 
 
 def _workdir_for(upperdir: Path, cdir: Path) -> Path:
@@ -120,7 +121,8 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         }
         etc_files = {_in_root(rootfs, target): source for target, source in etc_sources.items()}
         mount_targets = [_in_root(rootfs, m.target) for m in spec.mounts]
-        yield Container(cid, hostname, cdir, rootfs, user, etc_files, mount_targets, state)
+        yield Container(cid, hostname, cdir, rootfs, user, etc_files, mount_targets, state,
+                        terminal=spec.process.terminal)
     finally:
         _teardown(state, cdir, workdir, failing=sys.exc_info()[0] is not None)
 

@@ -48,6 +48,8 @@ class ChrootRuntime:
 
     def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
+        if spec.process.terminal:
+            raise ContainerError("a terminal (-t) needs the runc or crun isolation, not chroot")
         with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
             return self._run(spec, container, stdout, stdin)
 

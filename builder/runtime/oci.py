@@ -53,7 +53,7 @@ class OciRuntime:
             logging = [f"--log=file:{log}", "--log-format=json"]
         else:
             logging = ["--log", str(log), "--log-format", "json"]
-        if self.name == "runc":
+        if self.name == "runc" and not container.terminal:
             # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream
             return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), self.binary,
                     str(container.dir), container.id, *logging]

@@ -102,7 +102,11 @@ class Mount:
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """The process to run: argv, environment (``K=V``), working directory, docker USER string."""
+    """The process to run: argv, environment (``K=V``), working directory, docker USER string.
+
+    ``terminal`` gives the process a pseudo-terminal on the caller's own
+    terminal (``pybuild run -t``); it needs runc or crun and a terminal.
+    """
 
     args: tuple[str, ...]
     env: tuple[str, ...] = ()

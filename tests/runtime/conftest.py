@@ -68,6 +68,7 @@ def run(runtime: Runtime, tmp_path: Path, busybox_rootfs: Path) -> Callable[...,
         )
         return Result(code, b"".join(chunks), chunks, upper)
 
+    _run.runtime = runtime  # type: ignore[attr-defined]
     return _run
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from builder.errors import ContainerStartError, UserNotFoundError
-from builder.runtime import Mount, Network
+from builder.runtime import ContainerSpec, Mount, Network, ProcessSpec
 from tests.runtime.conftest import tree
 
 
@@ -216,3 +218,33 @@ def test_symlinks_in_the_image_do_not_lead_outside(run, busybox_rootfs, tmp_path
     assert listing == ["hosts", "t"]  # both links were followed inside the rootfs
     assert list(outside.iterdir()) == []  # neither the /etc/hosts nor the /mnt/t stub reached the host
     assert tree(result.upper) == []
+
+
+def test_masked_and_readonly_proc_paths(run):
+    assert Path("/proc/timer_list").stat().st_size or Path("/proc/timer_list").read_bytes()
+    result = run("wc -c < /proc/timer_list; ls -A /sys/firmware | wc -l; ls -A /proc/acpi | wc -l;"
+                 " (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null || echo ro")
+    assert result.text.split() == ["0", "0", "0", "ro"]
+
+
+def test_upper_dir_on_another_file_system(run, tmp_path, busybox_rootfs):
+    other = tmp_path / "tmpfs"
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(other)], check=True)
+    try:
+        chunks: list[bytes] = []
+        code = run.runtime.run(ContainerSpec([busybox_rootfs], other / "upper",
+                                             ProcessSpec(("sh", "-c", "echo hi > /hi"))),
+                               stdout=chunks.append)
+        assert code == 0, chunks
+        assert sorted(os.listdir(other)) == ["upper"]  # overlay's work dir was made and removed
+        assert tree(other / "upper") == ["hi"]
+    finally:
+        subprocess.run(["umount", str(other)], check=True)
+
+
+def test_containers_in_parallel_threads(run):
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: run(f"sleep 0.2; echo {n}; touch /f{n}"), range(4)))
+    assert [r.text for r in results] == ["0\n", "1\n", "2\n", "3\n"]
+    assert [tree(r.upper) for r in results] == [["f0"], ["f1"], ["f2"], ["f3"]]
