@@ -434,7 +434,10 @@ def _select_local(
                 f"file not found in build context or excluded by .dockerignore: '{shown}' "
                 f"(excluded by {rule})"
             )
-        resolved = tree.view.resolve("/".join(cand))
+        try:
+            resolved = tree.view.resolve("/".join(cand), stop_at_absolute=tree.is_context)
+        except ImageError as err:
+            raise spec.error(f"'{shown}': {err}") from None
         if tree.is_context and (resolved.clamped or resolved.absolute):
             raise spec.error(
                 f"'{shown}' is a symlink that points outside the build context; refusing to follow it"

@@ -153,11 +153,12 @@ class RootfsView:
 
     # -- resolution ---------------------------------------------------------------------------
 
-    def resolve(self, path: str, *, follow_last: bool = True) -> Resolved:
+    def resolve(self, path: str, *, follow_last: bool = True, stop_at_absolute: bool = False) -> Resolved:
         """Resolve ``path`` (absolute, or relative to /) inside the root, like a chroot would.
 
         Components that do not exist are kept as written, so the result is where
-        a new file would be created.
+        a new file would be created. ``stop_at_absolute`` stops at the first
+        absolute symlink (for trees where '/' means the host).
         """
         pending = list(reversed(split_path(path)))
         current: list[str] = []
@@ -184,6 +185,8 @@ class RootfsView:
                 raise ImageError(f"too many levels of symbolic links resolving '{path}'")
             target = os.readlink(found.host)
             if target.startswith("/"):
+                if stop_at_absolute:  # a build context: an absolute link leaves it
+                    return Resolved((*current, comp, *reversed(pending)), clamped, True)
                 current = []
                 absolute = True
             pending.extend(reversed(split_path(target)))

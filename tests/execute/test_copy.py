@@ -1,0 +1,302 @@
+"""COPY's rules on real trees: what the layer tar holds, and the errors a user sees."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from builder.errors import CopyError, SourceLocation
+from builder.execute.context import BuildContext
+from builder.execute.copy import (
+    CopySpec,
+    HeredocSource,
+    copy_layer,
+    copy_sources_digest,
+    iter_source_files,
+)
+from builder.execute.rootfs import RootfsView
+from builder.layers import whiteout
+from builder.layers.extract import extract_layer
+
+LOC = SourceLocation("Dockerfile", 7)
+
+
+def spec(*sources: str, dest: str, **kw: object) -> CopySpec:
+    return CopySpec(sources=tuple(sources), dest=dest, location=LOC, **kw)  # type: ignore[arg-type]
+
+
+def layer(
+    s: CopySpec, source: BuildContext | RootfsView | None, dest: RootfsView, **kw: object
+) -> dict[str, SimpleNamespace]:
+    """The layer's entries by name: tarfile's fields and methods, plus ``data`` for files."""
+    buf = io.BytesIO()
+    copy_layer(s, source=source, dest_view=dest, out=buf, **kw)  # type: ignore[arg-type]
+    buf.seek(0)
+    out = {}
+    with tarfile.open(fileobj=buf) as tar:
+        for m in tar.getmembers():
+            data = tar.extractfile(m).read() if m.isreg() else None  # type: ignore[union-attr]
+            out[m.name] = SimpleNamespace(
+                name=m.name, mode=m.mode, uid=m.uid, gid=m.gid, mtime=m.mtime, size=m.size,
+                linkname=m.linkname, data=data, isdir=m.isdir, isfile=m.isfile, issym=m.issym,
+                islnk=m.islnk,
+            )
+    return out
+
+
+@pytest.fixture
+def ctx(copy_context: Path) -> BuildContext:
+    return BuildContext.from_dir(copy_context)
+
+
+@pytest.fixture
+def base(copy_base: Path) -> RootfsView:
+    return RootfsView([copy_base])
+
+
+# -- heredocs, --chmod, --parents, --exclude, --link ---------------------------------------------
+
+
+def test_heredoc_files(ctx: BuildContext, base: RootfsView) -> None:
+    s = spec(dest="/app/", heredocs=(
+        HeredocSource("a.sh", "echo $HOME\n"), HeredocSource("b.txt", "raw $HOME\n", expand=False),
+    ), expand=lambda text: text.replace("$HOME", "/root"))
+    out = layer(s, ctx, base)
+    assert out["app/a.sh"].data == b"echo /root\n"
+    assert out["app/b.txt"].data == b"raw $HOME\n"
+    assert out["app/a.sh"].mode == 0o644 and out["app/a.sh"].uid == 0
+    assert out["app"].isdir() and out["app"].mode == 0o755
+
+
+def test_heredoc_to_file_name_with_chmod_and_chown(ctx: BuildContext, base: RootfsView) -> None:
+    s = spec(dest="/usr/local/bin/hello", chmod="0755", chown="app",
+             heredocs=(HeredocSource("EOF", "#!/bin/sh\necho hi\n"),))
+    out = layer(s, ctx, base)
+    f = out["usr/bin/hello"]
+    assert (f.mode, f.uid, f.gid) == (0o755, 1000, 1000)
+    assert out["usr/bin"].uid == 0  # existing directories are kept as they are
+
+
+def test_chmod_octal_applies_to_copied_files_and_dirs_only(ctx: BuildContext, base: RootfsView) -> None:
+    out = layer(spec("dir", dest="/new/deep/", chmod="0640"), ctx, base)
+    assert out["new/deep/a"].mode == 0o640
+    assert out["new/deep/sub"].mode == 0o640
+    assert out["new/deep/lnk"].issym()
+    assert out["new"].mode == 0o755 and out["new/deep"].mode == 0o755
+
+
+def test_chmod_symbolic(ctx: BuildContext, base: RootfsView) -> None:
+    out = layer(spec("f1", "dir", dest="/s/", chmod="u+x,g+r,o="), ctx, base)
+    assert out["s/f1"].mode == 0o740  # 0600 + u+x + g+r
+    assert out["s/sub"].mode == 0o750
+
+
+@pytest.mark.parametrize("bad", ["999", "u+q", "rwx", "0o755", "a+z", "u+x,"])
+def test_chmod_invalid(ctx: BuildContext, base: RootfsView, bad: str) -> None:
+    with pytest.raises(CopyError, match=re.escape(f"Dockerfile:7: COPY failed: invalid --chmod={bad}")):
+        layer(spec("f1", dest="/x", chmod=bad), ctx, base)
+
+
+def test_parents_keeps_source_directories(ctx: BuildContext, base: RootfsView) -> None:
+    out = layer(spec("dir/sub/b", "d2", dest="/p/", parents=True), ctx, base)
+    assert out["p/dir/sub/b"].data == b"x\n"
+    assert out["p/d2/c"].isfile()
+    out = layer(spec("dir/./sub/b", "*/c", dest="/q/", parents=True), ctx, base)
+    assert "q/sub/b" in out and "q/dir" not in out
+    assert "q/d2/c" in out
+
+
+def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
+    out = layer(spec("dir", dest="/e/", excludes=("sub", "lnk")), ctx, base)
+    assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/hard"]
+    out = layer(spec("*.tar", "a.t*", dest="/e/", excludes=("*.tgz", "*.tbz")), ctx, base)
+    assert sorted(n for n in out if n.startswith("e/")) == ["e/a.tar", "e/a.txz", "e/a.tzst"]
+
+
+def test_link_does_not_copy_existing_parent_metadata(ctx: BuildContext, base: RootfsView) -> None:
+    plain = layer(spec("f1", dest="/existing/"), ctx, base)
+    assert (plain["existing"].uid, plain["existing"].mode) == (1000, 0o755)
+    linked = layer(spec("f1", dest="/existing/", link=True), ctx, base)
+    assert (linked["existing"].uid, linked["existing"].mode) == (0, 0o755)
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+
+def test_owners_become_root_modes_and_mtimes_kept(ctx: BuildContext, base: RootfsView, copy_context: Path) -> None:
+    out = layer(spec("f1", "dir", dest="/o/"), ctx, base)
+    assert (out["o/f1"].uid, out["o/f1"].gid, out["o/f1"].mode) == (0, 0, 0o600)
+    assert out["o/a"].uid == 0
+    assert out["o/f1"].mtime == int((copy_context / "f1").stat().st_mtime)
+
+
+def test_hardlinks_within_one_source_only(ctx: BuildContext, base: RootfsView) -> None:
+    out = layer(spec("dir", dest="/h1/"), ctx, base)
+    assert out["h1/hard"].islnk() and out["h1/hard"].linkname == "h1/a"
+    out = layer(spec("dir/a", "dir/hard", dest="/h2/"), ctx, base)
+    assert out["h2/a"].isfile() and out["h2/hard"].isfile()
+
+
+def test_copy_from_stage_with_whiteouts(tmp_path: Path, base: RootfsView) -> None:
+    lower, upper = tmp_path / "l", tmp_path / "u"
+    (lower / "app").mkdir(parents=True)
+    (lower / "app/keep").write_text("keep\n")
+    (lower / "app/gone").write_text("gone\n")
+    os.chown(lower / "app/keep", 33, 33)
+    upper.mkdir()
+    (upper / "app").mkdir()
+    fd = os.open(upper / "app", os.O_RDONLY)
+    try:
+        whiteout.make_overlay_whiteout("gone", fd)
+    finally:
+        os.close(fd)
+    stage = RootfsView([lower, upper])
+    out = layer(spec("/app", dest="/srv/", from_="build"), stage, base)
+    assert sorted(n for n in out if n.startswith("srv")) == ["srv", "srv/keep"]
+    assert out["srv/keep"].uid == 0  # docker's classic builder: owners become root
+    with pytest.raises(CopyError, match="'/app/gone' not found in 'build'"):
+        layer(spec("/app/gone", dest="/srv/", from_="build"), stage, base)
+    # A stage's paths resolve inside the stage: '..' stays at its root.
+    out = layer(spec("../../app/keep", dest="/k", from_="build"), stage, base)
+    assert out["k"].data == b"keep\n"
+
+
+def test_dockerignore_exception_keeps_ignored_dir(ctx: BuildContext, base: RootfsView) -> None:
+    out = layer(spec("secret", dest="/s/"), ctx, base)
+    assert sorted(n for n in out if n.startswith("s/")) == ["s/keep"]
+    out = layer(spec(".", dest="/all/"), ctx, base)
+    assert "all/x.log" not in out and "all/secret/k" not in out and "all/secret/keep" in out
+    assert out["all/abslink"].issym() and out["all/abslink"].linkname == "/etc/passwd"
+
+
+def test_file_to_existing_dir_and_workdir(ctx: BuildContext, base: RootfsView) -> None:
+    out = layer(spec("f1", dest="/existing"), ctx, base)
+    assert "existing/f1" in out
+    out = layer(spec("f1", dest=".", workdir="/existing"), ctx, base)
+    assert "existing/f1" in out
+    out = layer(spec("f1", dest="new", workdir="/w/d"), ctx, base)
+    assert out["w/d/new"].isfile() and out["w"].isdir()
+
+
+# -- escapes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dest, landed", [
+    ("/evil/x", "proc/self/x"),
+    ("/fdlink/x", "proc/self/fd/3/x"),
+    ("/up/x", "x"),
+    ("/../../x", "x"),
+    ("/usr/local/bin/../lib/x", "usr/lib/x"),
+])
+def test_dest_symlink_tricks_stay_in_the_image(
+    ctx: BuildContext, base: RootfsView, fresh_base: Path, dest: str, landed: str
+) -> None:
+    out = layer(spec("f1", dest=dest), ctx, base)
+    assert landed in out
+    for name in out:
+        assert not name.startswith(("/", "../")) and "/../" not in name
+    buf = io.BytesIO()
+    copy_layer(spec("f1", dest=dest), source=ctx, dest_view=RootfsView([fresh_base]), out=buf)
+    buf.seek(0)
+    extract_layer(buf, fresh_base)
+    assert (fresh_base / landed).read_text() == "hello\n"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("../f1", "forbidden path outside the build context: ../f1"),
+    ("dir/../../f1", "forbidden path outside the build context: dir/../../f1"),
+    ("abslink", "'abslink' is a symlink that points outside the build context"),
+    ("rellink", "'rellink' is a symlink that points outside the build context"),
+    ("x.log", "excluded by .dockerignore: 'x.log' (excluded by .dockerignore line 2: `*.log`)"),
+    ("secret/k", "'secret/k' (excluded by .dockerignore line 3: `secret/`)"),
+    ("missing", "file not found in build context or excluded by .dockerignore: 'missing'"),
+    ("nomatch*", "no source files were specified (nothing matches 'nomatch*')"),
+])
+def test_source_errors(ctx: BuildContext, base: RootfsView, source: str, message: str) -> None:
+    with pytest.raises(CopyError) as info:
+        layer(spec(source, dest="/x/"), ctx, base)
+    assert str(info.value).startswith("Dockerfile:7: COPY failed: ")
+    assert message in str(info.value)
+
+
+def test_source_through_symlinked_dir_outside(tmp_path: Path, base: RootfsView) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c/etc").symlink_to("/etc")
+    with pytest.raises(CopyError, match="points outside the build context"):
+        layer(spec("etc/passwd", dest="/x"), BuildContext.from_dir(tmp_path / "c"), base)
+
+
+def test_multiple_sources_need_a_directory_dest(ctx: BuildContext, base: RootfsView) -> None:
+    with pytest.raises(CopyError, match="the destination must be a directory and end with a /"):
+        layer(spec("f1", "d2", dest="/m"), ctx, base)
+    with pytest.raises(CopyError, match="When using COPY with more than one source file"):
+        layer(spec("d*", dest="/m"), ctx, base)
+    with pytest.raises(CopyError, match="When using ADD"):
+        layer(spec(dest="/m", is_add=True, heredocs=(HeredocSource("a", ""), HeredocSource("b", ""))), ctx, base)
+
+
+@pytest.mark.parametrize("chown, message", [
+    ("nosuch", "no user named 'nosuch' in the image's /etc/passwd"),
+    ("app:nosuch", "no group named 'nosuch' in the image's /etc/group"),
+    ("a:b:c", "invalid --chown=a:b:c"),
+])
+def test_chown_errors(ctx: BuildContext, base: RootfsView, chown: str, message: str) -> None:
+    with pytest.raises(CopyError, match=message):
+        layer(spec("f1", dest="/x", chown=chown), ctx, base)
+
+
+def test_chown_forms(ctx: BuildContext, base: RootfsView) -> None:
+    assert (lambda m: (m.uid, m.gid))(layer(spec("f1", dest="/x", chown="42"), ctx, base)["x"]) == (42, 42)
+    assert (lambda m: (m.uid, m.gid))(layer(spec("f1", dest="/x", chown="app:0"), ctx, base)["x"]) == (1000, 0)
+    assert (lambda m: (m.uid, m.gid))(layer(spec("f1", dest="/x", chown="7:app"), ctx, base)["x"]) == (7, 1000)
+
+
+# -- listing and the cache key ----------------------------------------------------------------
+
+
+def test_listing_is_what_the_layer_holds(ctx: BuildContext, base: RootfsView) -> None:
+    s = spec("dir", "f*", dest="/l/")
+    listed = [(item.path, f.rel) for item, f in iter_source_files(s, ctx)]
+    assert listed == [("dir", "a"), ("dir", "hard"), ("dir", "lnk"), ("dir", "sub"),
+                      ("dir", "sub/b"), ("f1", ""), ("f1link", ""), ("fake.tar.gz", "")]
+
+
+def test_sources_digest_tracks_content_and_mode_not_mtime(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    (root / "src").mkdir(parents=True)
+    (root / "src/a").write_text("1")
+    (root / "x.log").write_text("ignored")
+    (root / ".dockerignore").write_text("*.log\n")
+    s = spec(".", dest="/app/")
+
+    def digest() -> str:
+        return copy_sources_digest(s, BuildContext.from_dir(root))
+
+    first = digest()
+    assert digest() == first
+    os.utime(root / "src/a", (1, 1))
+    assert digest() == first
+    (root / "x.log").write_text("changed, but ignored")
+    assert digest() == first
+    (root / "src/a").write_text("2")
+    second = digest()
+    assert second != first
+    (root / "src/a").chmod(0o600)
+    assert digest() != second
+
+
+def test_same_input_same_layer_with_source_date_epoch(ctx: BuildContext, base: RootfsView) -> None:
+    s = spec("dir", "f1", dest="/deep/new/", heredocs=(HeredocSource("h", "x"),))
+    a, b = io.BytesIO(), io.BytesIO()
+    first = copy_layer(s, source=ctx, dest_view=base, out=a, source_date_epoch=1000)
+    second = copy_layer(s, source=ctx, dest_view=base, out=b, source_date_epoch=1000)
+    assert first.diff_id == second.diff_id and a.getvalue() == b.getvalue()
+    a.seek(0)
+    with tarfile.open(fileobj=a) as tar:
+        assert max(m.mtime for m in tar.getmembers()) <= 1000
