@@ -1,0 +1,283 @@
+"""The local image commands as a user runs them: load, save, images, inspect, history, tag,
+rmi, prune and store check; their output and errors; a store that survives SIGKILL at any
+point and several pybuild processes at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.image.mediatypes import Compression
+from tests.helpers.tools import REPO, run_pybuild
+from tests.store.imagegen import image_of, make_image, noise, write_archive
+
+
+def ok(*args: str, root: Path, input: bytes | None = None) -> str:
+    return run_pybuild(*args, root=root, input=input, check=True).stdout.decode()
+
+
+def fails(*args: str, root: Path, code: int = 1) -> str:
+    proc = run_pybuild(*args, root=root)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert "Traceback" not in err and "internal error" not in err, err
+    return err
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    img = image_of([
+        {"etc/app.conf": b"a=1\n", "bin/tool": noise("tool", 3000), "tmp/cache": noise("cache", 5000)},
+        {"etc/app.conf": b"a=2\n", "tmp/cache": None, "data/new": b"new"},
+    ], docker=True, created="2020-01-01T00:00:00Z")
+    return write_archive(tmp_path / "app.tar", img, ("app:1",))
+
+
+def test_load_images_and_inspect(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    assert ok("load", "-i", str(archive), root=root) == "Loaded image: app:1\n"
+    lines = ok("images", root=root).splitlines()
+    assert re.split(r"\s{3,}", lines[0]) == ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    info = json.loads(ok("inspect", "app:1", root=root))
+    assert len(info) == 1
+    image_id = info[0]["Id"]
+    assert re.match(r"^app\s+1\s+" + image_id[7:19] + r"\s+\d+ years ago\s+\d+(\.\d+)?kB$", lines[1]), lines[1]
+    assert info[0]["RepoTags"] == ["app:1"]
+    assert info[0]["RepoDigests"][0].startswith("app@sha256:")
+    assert info[0]["Created"] == "2020-01-01T00:00:00Z"
+    assert info[0]["Config"]["Env"] == ["A=1"] and info[0]["Config"]["Cmd"] == ["/bin/sh"]
+    assert info[0]["Config"]["Hostname"] == "" and info[0]["Config"]["Volumes"] is None
+    assert info[0]["RootFS"]["Type"] == "layers" and len(info[0]["RootFS"]["Layers"]) == 2
+    assert info[0]["Parent"] == "" and info[0]["Size"] > 8000
+    # Every way to name it.
+    for ref in (image_id, image_id[7:19], "docker.io/library/app:1", "app@" + info[0]["RepoDigests"][0].split("@")[1]):
+        assert json.loads(ok("inspect", ref, root=root))[0]["Id"] == image_id
+    rows = [json.loads(line) for line in ok("images", "--format", "json", root=root).splitlines()]
+    assert rows[0]["Repository"] == "app" and rows[0]["Tag"] == "1" and rows[0]["ID"] == image_id[7:19]
+    assert ok("images", "-q", root=root) == image_id[7:19] + "\n"
+    assert ok("images", "-q", "--no-trunc", root=root) == image_id + "\n"
+    assert ok("images", "-q", "other", root=root) == ""
+    assert ok("images", "-q", "app:1", root=root) == image_id[7:19] + "\n"
+
+
+def test_history(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    lines = ok("history", "app:1", root=root).splitlines()
+    assert re.split(r"\s{3,}", lines[0]) == ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+    assert lines[1].startswith(image_id[7:19] + "   ")
+    assert '/bin/sh -c #(nop)  CMD ["/bin/sh"]' in lines[1] and " 0B" in lines[1]
+    assert all(line.startswith("<missing>") for line in lines[2:])
+    assert len(lines) == 4
+    rows = [json.loads(line) for line in ok("history", "--format", "json", "-H=false", "app:1", root=root).splitlines()]
+    assert rows[-1]["CreatedBy"] == "/bin/sh -c #(nop) COPY layer 0"
+    assert int(rows[-1]["Size"]) > 8000 and rows[0]["Size"] == "0"
+    long = ok("history", "--no-trunc", "-q", "app:1", root=root).splitlines()
+    assert long[0] == image_id
+
+
+def test_history_files_shows_what_later_layers_hide(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    out = ok("history", "--files", "-H=false", "app:1", root=root)
+    assert "A /tmp/cache  5000" in out and "D /tmp/cache" in out and "M /etc/app.conf" in out
+    assert "later layers overwrite 4 and delete 5000 of it" in out
+    rows = [json.loads(line) for line in ok("history", "--files", "--format", "json", "app:1", root=root).splitlines()]
+    assert rows[1]["Deleted"] == ["tmp/cache"] and rows[0]["DeletedBytes"] == 5000
+
+
+def test_load_from_stdin_and_save_to_stdout(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    assert ok("load", root=root, input=archive.read_bytes()) == "Loaded image: app:1\n"
+    out = run_pybuild("save", "app:1", root=root, check=True).stdout
+    assert out == archive.read_bytes()
+    assert list((root / "tmp").iterdir()) == []
+
+
+def test_tag_rmi_and_prune(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    ok("tag", "app:1", "localhost:5000/team/app:2", root=root)
+    ok("tag", image_id[7:19], "app:3", root=root)
+    assert json.loads(ok("inspect", "app:1", root=root))[0]["RepoTags"] == [
+        "app:1", "app:3", "localhost:5000/team/app:2"]
+    err = fails("rmi", image_id[7:19], root=root)
+    assert "unable to delete" in err and "must be forced" in err
+    assert ok("rmi", "app:3", root=root) == "Untagged: app:3\n"
+    out = ok("rmi", "-f", image_id, root=root)
+    assert out == f"Untagged: app:1\nUntagged: localhost:5000/team/app:2\nDeleted: {image_id}\n"
+    assert ok("images", "-q", root=root) == ""
+    out = ok("prune", "-f", root=root)
+    assert "Deleted 4 blob(s)" in out and "Total reclaimed space:" in out
+    assert list((root / "blobs" / "sha256").iterdir()) == []
+    assert "clean" in ok("store", "check", root=root)
+
+
+def test_prune_keep_storage_and_all(tmp_path: Path):
+    root = tmp_path / "root"
+    for i in range(3):
+        write_archive(tmp_path / f"{i}.tar", make_image(f"p{i}", size=300_000), ())
+        ok("load", "-i", str(tmp_path / f"{i}.tar"), root=root)
+    assert len(ok("images", "-q", root=root).split()) == 3
+    out = ok("prune", "-f", "--keep-storage", "1500kB", root=root)
+    assert "Deleted Images:" in out and out.count("deleted: sha256:") == 1
+    assert len(ok("images", "-q", root=root).split()) == 2
+    ok("prune", "-a", "-f", root=root)
+    assert ok("images", "-q", root=root) == ""
+    assert "invalid size" in fails("prune", "-f", "--keep-storage", "lots", root=root, code=125)
+
+
+def test_prune_asks_first(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    ok("rmi", "app:1", root=root)
+    proc = run_pybuild("prune", root=root, input=b"n\n")
+    assert proc.returncode == 0 and "Are you sure" in proc.stderr.decode()
+    assert len(list((root / "blobs" / "sha256").iterdir())) == 4
+    run_pybuild("prune", root=root, input=b"y\n", check=True)
+    assert list((root / "blobs" / "sha256").iterdir()) == []
+
+
+def test_store_check_finds_and_repairs_damage(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    assert ok("store", "check", root=root).endswith(": clean\n")
+    blob = max((root / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    blob.chmod(0o644)
+    blob.write_bytes(b"damaged")
+    proc = run_pybuild("store", "check", root=root)
+    assert proc.returncode == 1
+    assert f"corrupt-blob: sha256:{blob.name}" in proc.stdout.decode()
+    assert "store check --repair" in proc.stderr.decode()
+    out = ok("store", "check", "--repair", root=root)
+    assert "repaired: removed broken blob" in out and "app:1" in out and out.endswith(": clean\n")
+    fails("inspect", "app:1", root=root)
+    # Loading again brings it back.
+    ok("load", "-i", str(archive), root=root)
+    assert ok("store", "check", root=root).endswith(": clean\n")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (("inspect", "nope:1"), 1, "No such image: nope:1"),
+    (("history", "nope"), 1, "No such image: nope"),
+    (("rmi", "nope"), 1, "No such image: nope"),
+    (("tag", "nope", "x:1"), 1, "No such image: nope"),
+    (("save", "-o", "/tmp/x.tar", "nope"), 1, "No such image: nope"),
+    (("load", "-i", "/nonexistent.tar"), 125, "no such file"),
+    (("tag", "a", "UPPER:1"), 125, "invalid reference format"),
+    (("images", "--format", "{{.ID}}"), 125, "unsupported --format"),
+])
+def test_errors_are_one_clear_message(tmp_path: Path, args: tuple[str, ...], code: int, message: str):
+    err = fails(*args, root=tmp_path / "root", code=code)
+    assert message in err
+
+
+def test_loading_garbage_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"garbage" * 100)
+    assert "not a tar archive" in fails("load", "-i", str(bad), root=tmp_path / "root")
+    assert "stdin is empty" in fails("load", root=tmp_path / "root", code=125)
+
+
+def test_newer_store_is_refused(tmp_path: Path):
+    import sqlite3
+
+    root = tmp_path / "root"
+    ok("images", root=root)
+    conn = sqlite3.connect(root / "meta.db")
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    assert "upgrade pybuild" in fails("images", root=root)
+
+
+# --- crash safety and concurrency --------------------------------------------------------------
+
+def _spawn(*args: str, root: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYBUILD_ROOT": str(root)}
+    return subprocess.Popen([sys.executable, "-m", "builder", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_leaves_a_clean_store(tmp_path: Path):
+    rng = random.Random(int(os.environ.get("PYBUILD_CRASH_SEED", "1234")))
+    root = tmp_path / "root"
+    archives = []
+    for i in range(3):
+        compression = (Compression.NONE, Compression.GZIP, Compression.ZSTD)[i]
+        img = make_image(f"crash{i}", layers=3, size=2_500_000, compression=compression)
+        archives.append(write_archive(tmp_path / f"c{i}.tar", img, (f"crash{i}:1",)))
+    started = time.monotonic()
+    ok("load", "-i", str(archives[0]), root=root)
+    # Kill 0-300 ms into the command's work, after the interpreter has started.
+    startup = min(time.monotonic() - started, 0.3)
+    kinds: dict[str, int] = {}
+    for n in range(50):
+        kind = ("load", "save", "tag", "rmi", "prune")[n % 5]
+        kinds[kind] = kinds.get(kind, 0) + 1
+        out = tmp_path / f"out{n}.tar"
+        args = {
+            "load": ("load", "-i", str(archives[rng.randrange(3)])),
+            "save": ("save", "-o", str(out), "crash0:1"),
+            "tag": ("tag", "crash0:1", f"tagged{n}:x"),
+            "rmi": ("rmi", "-f", rng.choice(("crash1:1", "crash2:1", f"tagged{n - 2}:x"))),
+            "prune": ("prune", "-f", *rng.choice(((), ("-a",), ("--keep-storage", "2MB")))),
+        }[kind]
+        proc = _spawn(*args, root=root)
+        time.sleep(startup * 0.8 + rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        check = run_pybuild("store", "check", root=root)
+        assert check.returncode == 0 and check.stdout.decode().rstrip().endswith(": clean"), (
+            n, args, check.stdout.decode(), check.stderr.decode())
+        if out.exists():  # save is atomic: a file there is a whole archive
+            with tarfile.open(out) as tar:
+                assert "manifest.json" in tar.getnames()
+        # The next command succeeds, and the image is whole.
+        ok("load", "-i", str(archives[0]), root=root)
+        if n % 5 == 4:
+            ok("save", "-o", str(tmp_path / "check.tar"), "crash0:1", root=root)
+    assert ok("store", "check", root=root).rstrip().endswith(": clean")
+    assert kinds == {"load": 10, "save": 10, "tag": 10, "rmi": 10, "prune": 10}
+
+
+@pytest.mark.slow
+def test_eight_processes_at_once(tmp_path: Path):
+    root = tmp_path / "root"
+    write_archive(tmp_path / "shared.tar", make_image("shared", size=500_000), ("shared:1",))
+    for i in range(8):
+        write_archive(tmp_path / f"own{i}.tar", make_image(f"own{i}", size=200_000, layers=2), (f"own{i}:1",))
+    py = f"{sys.executable} -m builder"
+    scripts = []
+    for i in range(8):
+        steps = [
+            f"load -i {tmp_path}/shared.tar", f"load -i {tmp_path}/own{i}.tar",
+            f"tag own{i}:1 extra{i}:1", f"tag shared:1 s{i}:1", f"rmi extra{i}:1",
+            f"rmi own{i}:1", f"save -o {tmp_path}/s{i}.tar s{i}:1", "images -q",
+        ]
+        if i % 4 == 3:
+            steps.insert(3, "prune -f")
+        scripts.append(" && ".join(f"{py} {step} >/dev/null" for step in steps))
+    env = {**os.environ, "PYBUILD_ROOT": str(root)}
+    procs = [subprocess.Popen(["sh", "-ec", s], cwd=REPO, env=env, stderr=subprocess.PIPE) for s in scripts]
+    errors = [p.communicate(timeout=300)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    names = {json.loads(line)["Repository"] + ":" + json.loads(line)["Tag"]
+             for line in ok("images", "--format", "json", root=root).splitlines()}
+    assert names == {"shared:1", *(f"s{i}:1" for i in range(8))}
+    assert ok("store", "check", root=root).rstrip().endswith(": clean")
+    for i in range(8):
+        with tarfile.open(tmp_path / f"s{i}.tar") as tar:
+            assert "index.json" in tar.getnames()
