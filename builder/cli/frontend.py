@@ -159,12 +159,11 @@ def _lint(args: argparse.Namespace) -> int:
     source = read_dockerfile(args.path, args.file)
     dockerfile = load_dockerfile(source)
     build_args = parse_build_args(args.build_arg)
-    stages = None
-    if args.target:
-        from builder.plan.stages import plan_stages
+    from builder.plan.stages import plan_stages
 
-        stages = [s.index for s in plan_stages(dockerfile, target=args.target,
-                                               build_args=build_args).stages]
+    # Planning also finds what BuildKit's lint reports as errors (no stages, cycles, bad --from).
+    plan = plan_stages(dockerfile, target=args.target, build_args=build_args)
+    stages = [s.index for s in plan.stages] if args.target else None
     result = run_lint(dockerfile, build_args, stages=stages)
     error = result.error()
     if args.format == "json":

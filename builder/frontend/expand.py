@@ -149,6 +149,9 @@ class GlobalScope:
         self.build_args: dict[str, str] = dict(build_args or {})
         self.platforms = platforms or PlatformArgs.host()
         self.values: dict[str, str] = self.platforms.values()
+        for name in PLATFORM_ARGS:  # a build arg of the same name overrides each (defaultArgs)
+            if name in self.build_args:
+                self.values[name] = self.build_args[name]
         self.declared: dict[str, str | None] = {}
         self.unmatched: list[tuple[Instruction, set[str]]] = []
         for arg in meta_args:

@@ -77,6 +77,13 @@ def test_lint_prints_warnings_and_exits_0(tmp_path: Path):
     assert out(clean) == "Check complete, no warnings found.\n"
 
 
+def test_lint_reports_plan_errors(tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text("ARG A=1\n")
+    proc = run_pybuild("lint", str(tmp_path))
+    assert proc.returncode == 1
+    assert "dockerfile contains no stages to build" in err(proc)
+
+
 def test_lint_error_directive_fails_and_json_output(tmp_path: Path):
     (tmp_path / "Dockerfile").write_text("# check=error=true\nFROM busybox as build\n")
     proc = run_pybuild("lint", str(tmp_path))

@@ -76,6 +76,12 @@ def test_undeclared_build_arg_is_not_visible_in_from():
     assert [names for _, names in gs.unmatched] == [{"TAG"}]
 
 
+def test_build_args_override_platform_args_in_from():
+    df = typed("FROM --platform=$BUILDPLATFORM img:$TARGETARCH\n")
+    gs = GlobalScope(df.meta_args, {"TARGETARCH": "riscv64"}, platforms=PLATFORMS)
+    assert gs.expand_from(df.stages[0].from_).base_name == "img:riscv64"
+
+
 def test_platform_args_in_global_scope():
     df = typed("FROM --platform=$BUILDPLATFORM golang:1-$TARGETARCH$TARGETVARIANT\n")
     gs = GlobalScope(df.meta_args, platforms=PlatformArgs(AMD64, ARMV7))
