@@ -93,23 +93,19 @@ class Parser:
         count = len(raw_lines) - 1 if text.endswith("\n") or not text else len(raw_lines)
         lines = tuple(line.rstrip("\r") for line in raw_lines[:count])
         too_long = _first_long_line(text, raw_lines, count)
-        if too_long is not None:
-            text = "\n".join(raw_lines[: too_long - 1]) + "\n" if too_long > 1 else ""
-        run = _Run(file, lines, raw_lines, count if too_long is None else too_long - 1)
+        if too_long is None:
+            return _Run(file, lines, raw_lines, count).parse(text)
+        # BuildKit reports what goes wrong before the long line first, as its scanner would.
         try:
-            result = run.parse(text)
+            _Run(file, lines, raw_lines, too_long - 1).parse("\n".join(raw_lines[: too_long - 1]) + "\n")
         except ParseError as error:
-            if too_long is None or error.message != "file with no instructions":
+            if error.message != "file with no instructions":
                 raise
-            result = None
-        if too_long is not None:
-            raise ParseError(
-                f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
-                SourceLocation(file, too_long),
-                hint="split it with line continuations",
-            )
-        assert result is not None
-        return result
+        raise ParseError(
+            f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
+            SourceLocation(file, too_long),
+            hint="split it with line continuations",
+        )
 
 
 def parse(source: str | bytes, file: str = "Dockerfile") -> ParsedDockerfile:
@@ -186,7 +182,8 @@ class _Run:
                 break
             body = token.value.rstrip("\r\n").lstrip(GO_SPACE)[1:].lstrip(GO_SPACE)
             match = _DIRECTIVE_BODY.match(body)
-            assert match is not None, body
+            if match is None:  # cannot happen while the grammar and this regex agree
+                break
             name, value = match.group(1).lower(), match.group(2)
             if name in seen:
                 raise self.error(

@@ -323,6 +323,8 @@ def test_directives_recorded_with_lines() -> None:
         "FROM a\n# escape=`\n",  # after an instruction
         "# unknown=1\n# escape=`\nFROM a\n",  # after an unknown directive name
         "# escapes=`\nFROM a\n",  # not the name escape
+        "# e\u017fcape=`\nFROM a\n",  # names are ASCII: no Unicode case folding
+        "# escape=\r\nFROM a\n",  # no value
     ],
 )
 def test_directives_only_at_the_top(text: str) -> None:
