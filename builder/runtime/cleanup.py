@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -140,6 +141,27 @@ class RecoveryReport:
 
     containers: list[str] = field(default_factory=list)
     runtime_containers: list[str] = field(default_factory=list)
+    temp_dirs: list[str] = field(default_factory=list)
+
+
+def temp_dir(work_root: Path, kind: str) -> Path:
+    """A private scratch dir ``<work_root>/tmp/<pid>-<kind>-<random>`` that recover() removes
+    (unmounting what is mounted in it) once process ``pid`` is gone."""
+    base = work_root / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / f"{os.getpid()}-{kind}-{secrets.token_hex(6)}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def release(state: ContainerState) -> None:
@@ -155,21 +177,25 @@ def release(state: ContainerState) -> None:
 
 
 def recover(work_root: Path) -> RecoveryReport:
-    """Remove what containers of dead pybuild processes left under ``work_root``."""
+    """Remove what dead pybuild processes left under ``work_root``.
+
+    Containers (by their state files), our runtime containers that no live
+    state file claims, and :func:`temp_dir` directories of dead processes.
+    """
     report = RecoveryReport()
     live: set[str] = set()
     states = state_dir(work_root)
     for path in sorted(states.glob("*.json")) if states.is_dir() else ():
         state = load_state(path)
-        if state is None:
+        if state is None:  # unreadable: assume the worst of a dead owner
             cid = path.stem
             state = ContainerState(id=cid, runtime="", container_dir=str(containers_dir(work_root) / cid),
                                    owner_pid=0)
+            for runtime in OCI_RUNTIMES:
+                delete_runtime_container(runtime, state.id)
         if state.owner_alive():
             live.add(state.id)
             continue
-        for runtime in OCI_RUNTIMES:
-            delete_runtime_container(runtime, state.id)
         release(state)
         path.unlink(missing_ok=True)
         report.containers.append(state.id)
@@ -189,6 +215,12 @@ def recover(work_root: Path) -> RecoveryReport:
                 continue
             delete_runtime_container(runtime, cid)
             report.runtime_containers.append(cid)
+    temps = work_root / "tmp"
+    for entry in sorted(temps.iterdir()) if temps.is_dir() else ():
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            remove_tree(entry)
+            report.temp_dirs.append(entry.name)
     return report
 
 

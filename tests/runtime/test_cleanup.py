@@ -138,3 +138,21 @@ def test_recover_leaves_live_containers_alone(tmp_path, busybox_rootfs):
     code, out = owner.finish()
     assert (code, out) == (0, b"done\nEXIT 0\n")
     assert_nothing_left(work_root, "no-such-process-marker")
+
+
+def test_recover_removes_temp_dirs_of_dead_processes_only(tmp_path, busybox_rootfs):
+    from builder.runtime.cleanup import temp_dir
+    from builder.runtime.overlay import make_links, mount_overlay
+
+    work_root = tmp_path / "run"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = temp_dir(work_root, "view")
+    theirs = work_root / "tmp" / f"{dead.pid}-view-0123456789ab"
+    (theirs / "merged").mkdir(parents=True)
+    mount_overlay(theirs / "merged", link_dir=theirs / "l", lowers=make_links(theirs / "l", [busybox_rootfs]))
+    assert (theirs / "merged" / "bin" / "sh").exists()
+    report = recover(work_root)
+    assert report.temp_dirs == [theirs.name]
+    assert not theirs.exists() and mine.is_dir()
+    assert mounts_under(work_root) == []
