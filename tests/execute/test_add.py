@@ -1,0 +1,236 @@
+"""ADD: local archives unpacked (by content), URLs downloaded, git repositories cloned."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from builder.errors import CopyError, SourceLocation
+from builder.execute.add import is_git_source, is_url
+from builder.execute.context import BuildContext
+from builder.execute.copy import CopySpec, copy_layer
+from builder.execute.rootfs import RootfsView
+from tests.helpers.tools import require_tool
+
+LOC = SourceLocation("Dockerfile", 3)
+
+
+def add(*sources: str, dest: str, **kw: object) -> CopySpec:
+    return CopySpec(sources=tuple(sources), dest=dest, is_add=True, location=LOC, **kw)  # type: ignore[arg-type]
+
+
+def layer(s: CopySpec, source: BuildContext | None, dest: RootfsView, tmp: Path) -> dict[str, SimpleNamespace]:
+    buf = io.BytesIO()
+    copy_layer(s, source=source, dest_view=dest, out=buf, workdir=tmp)
+    buf.seek(0)
+    out = {}
+    with tarfile.open(fileobj=buf) as tar:
+        for m in tar.getmembers():
+            data = tar.extractfile(m).read() if m.isreg() else None  # type: ignore[union-attr]
+            out[m.name] = SimpleNamespace(
+                mode=m.mode, uid=m.uid, gid=m.gid, mtime=m.mtime, linkname=m.linkname, data=data,
+                isdir=m.isdir, isfile=m.isfile, issym=m.issym, islnk=m.islnk,
+            )
+    assert list(tmp.iterdir()) == []  # downloads, clones and unpacked archives are removed
+    return out
+
+
+@pytest.fixture
+def ctx(copy_context: Path) -> BuildContext:
+    return BuildContext.from_dir(copy_context)
+
+
+@pytest.fixture
+def base(copy_base: Path) -> RootfsView:
+    return RootfsView([copy_base])
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path
+
+
+# -- archives -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a.tar", "a.tgz", "a.tbz", "a.txz", "a.tzst"])
+def test_archives_are_unpacked_keeping_their_owners(
+    ctx: BuildContext, base: RootfsView, scratch: Path, name: str
+) -> None:
+    out = layer(add(name, dest="/t/", chown="app"), ctx, base, scratch)
+    assert (out["t"].uid, out["t"].mode) == (0, 0o755)
+    assert (out["t/t/a"].uid, out["t/t/a"].gid) == (1234, 5678)  # the tar's owners, even with --chown
+    assert out["t/t/sub"].mode == 0o700
+    assert out["t/t/l"].issym() and out["t/t/l"].linkname == "a"
+    assert out["t/t/h"].islnk() and out["t/t/h"].linkname == "t/t/a"
+    assert out["t/t/sub/b"].data == b"b\n"
+
+
+def test_not_an_archive_by_content_is_copied(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
+    out = layer(add("fake.tar.gz", dest="/t/"), ctx, base, scratch)
+    assert out["t/fake.tar.gz"].data == b"notatar\n"
+
+
+def test_unpack_false_copies_the_archive(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
+    out = layer(add("a.tgz", dest="/t/", unpack=False), ctx, base, scratch)
+    assert out["t/a.tgz"].isfile() and "t/t" not in out
+
+
+def test_copy_never_unpacks(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
+    s = CopySpec(sources=("a.tar",), dest="/t/", location=LOC)
+    out = layer(s, ctx, base, scratch)
+    assert out["t/a.tar"].isfile()
+
+
+def _archive(path: Path, entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for info in entries:
+            body = data.get(info.name)
+            if body is not None:
+                info.size = len(body)
+            tar.addfile(info, io.BytesIO(body) if body is not None else None)
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.mode = 0o644
+    return info
+
+
+@pytest.mark.parametrize("entries, data", [
+    ([_info("../evil")], {"../evil": b"x"}),
+    ([_info("l", tarfile.SYMTYPE, "/etc"), _info("l/passwd")], {"l/passwd": b"x"}),
+    ([_info("l", tarfile.SYMTYPE, "../../.."), _info("l/evil")], {"l/evil": b"x"}),
+    ([_info("h", tarfile.LNKTYPE, "/etc/passwd")], {}),
+])
+def test_archive_escapes_are_refused(
+    tmp_path: Path, base: RootfsView, scratch: Path, entries: list[tarfile.TarInfo], data: dict[str, bytes]
+) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    _archive(root / "evil.tar", entries, data)
+    with pytest.raises(CopyError, match=r"Dockerfile:3: ADD failed: unpacking 'evil.tar'"):
+        layer(add("evil.tar", dest="/x/"), BuildContext.from_dir(root), base, scratch)
+    assert not (tmp_path / "evil").exists()
+
+
+# -- URLs -------------------------------------------------------------------------------------
+
+
+def test_url_download(base: RootfsView, scratch: Path, web: tuple[str, Path]) -> None:
+    url, _ = web
+    out = layer(add(f"{url}/file.txt", dest="/u/"), None, base, scratch)
+    f = out["u/file.txt"]
+    assert (f.mode, f.uid, f.data, f.mtime) == (0o600, 0, b"content\n", 1577934245)
+    out = layer(add(f"{url}/file.txt", dest="/u/named", chown="app"), None, base, scratch)
+    assert (out["u/named"].uid, out["u"].uid) == (1000, 1000)
+    out = layer(add(f"{url}/file.txt", dest="/existing"), None, base, scratch)
+    assert "existing/file.txt" in out
+
+
+def test_url_archives_are_not_unpacked(
+    base: RootfsView, scratch: Path, web: tuple[str, Path], copy_context: Path
+) -> None:
+    url, served = web
+    shutil.copy(copy_context / "a.tgz", served / "b.tgz")
+    out = layer(add(f"{url}/b.tgz", dest="/u/"), None, base, scratch)
+    assert out["u/b.tgz"].isfile() and out["u/b.tgz"].mode == 0o600
+
+
+def test_url_checksum(base: RootfsView, scratch: Path, web: tuple[str, Path]) -> None:
+    url, _ = web
+    good = "sha256:" + hashlib.sha256(b"content\n").hexdigest()
+    out = layer(add(f"{url}/file.txt", dest="/c", checksum=good), None, base, scratch)
+    assert out["c"].data == b"content\n"
+    bad = "sha256:" + "0" * 64
+    with pytest.raises(CopyError, match=r"ADD failed: checksum of .*/file.txt does not match: expected sha256:0+, got " + good):
+        layer(add(f"{url}/file.txt", dest="/c", checksum=bad), None, base, scratch)
+    with pytest.raises(CopyError, match="invalid --checksum=md5:abc"):
+        layer(add(f"{url}/file.txt", dest="/c", checksum="md5:abc"), None, base, scratch)
+
+
+def test_url_errors(base: RootfsView, scratch: Path, web: tuple[str, Path], ctx: BuildContext) -> None:
+    url, _ = web
+    with pytest.raises(CopyError, match=r"Dockerfile:3: ADD failed: downloading .*/missing: HTTP 404"):
+        layer(add(f"{url}/missing", dest="/m"), None, base, scratch)
+    with pytest.raises(CopyError, match="cannot determine a file name"):
+        layer(add(f"{url}/dir/", dest="/m/"), None, base, scratch)
+    with pytest.raises(CopyError, match=r"downloading http://127\.0\.0\.1:9/x"):
+        layer(add("http://127.0.0.1:9/x", dest="/m"), None, base, scratch)
+    with pytest.raises(CopyError, match="--checksum can only be used with a URL source"):
+        layer(add("f1", dest="/m", checksum="sha256:" + "0" * 64), ctx, base, scratch)
+
+
+# -- git ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bare repository with a tag and a subdirectory, reachable as file://.../repo.git."""
+    git = require_tool("git")
+    top = tmp_path_factory.mktemp("git")
+    work = top / "work"
+    work.mkdir()
+    env_args = ["-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+
+    def run(*args: str, cwd: Path = work) -> None:
+        subprocess.run([git, *env_args, *args], cwd=cwd, check=True, capture_output=True)
+
+    run("init", "-q")
+    (work / "README").write_text("v1\n")
+    (work / "src").mkdir()
+    (work / "src/main.c").write_text("int main(){}\n")
+    run("add", ".")
+    run("commit", "-q", "-m", "one")
+    run("tag", "v1")
+    (work / "README").write_text("v2\n")
+    run("commit", "-q", "-am", "two")
+    run("clone", "-q", "--bare", str(work), str(top / "repo.git"), cwd=top)
+    return top / "repo.git"
+
+
+def test_git_clone(base: RootfsView, scratch: Path, git_repo: Path) -> None:
+    url = f"file://{git_repo}"
+    out = layer(add(url, dest="/src/"), None, base, scratch)
+    assert out["src/README"].data == b"v2\n"
+    assert not any(name.startswith("src/.git") for name in out)
+    out = layer(add(url + "#v1", dest="/src/", keep_git_dir=True), None, base, scratch)
+    assert out["src/README"].data == b"v1\n"
+    assert "src/.git/HEAD" in out
+    out = layer(add(url + "#v1:src", dest="/s/", chown="app"), None, base, scratch)
+    assert sorted(n for n in out if n.startswith("s")) == ["s", "s/main.c"]
+    assert out["s/main.c"].uid == 1000
+
+
+def test_git_errors(base: RootfsView, scratch: Path, git_repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(CopyError, match=r"cloning file://.*/nothing.git: git fetch failed \(a git source needs"):
+        layer(add(f"file://{tmp_path}/nothing.git", dest="/g/"), None, base, scratch)
+    with pytest.raises(CopyError, match="no directory 'nope'"):
+        layer(add(f"file://{git_repo}#main:nope", dest="/g/"), None, base, scratch)
+    with pytest.raises(CopyError, match="leaves the repository"):
+        layer(add(f"file://{git_repo}#main:../..", dest="/g/"), None, base, scratch)
+
+
+@pytest.mark.parametrize("source, git, url", [
+    ("git@github.com:moby/moby.git", True, False),
+    ("git://example.com/repo", True, False),
+    ("https://example.com/repo.git", True, True),
+    ("https://example.com/repo.git#v1:sub", True, True),
+    ("https://example.com/file.tar.gz", False, True),
+    ("http://example.com/x", False, True),
+    ("file.txt", False, False),
+])
+def test_source_kinds(source: str, git: bool, url: bool) -> None:
+    assert is_git_source(source) is git
+    assert is_url(source) is url
