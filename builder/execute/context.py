@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.errors import ImageError, PybuildError
+from builder.errors import BuildContextError, ImageError, PybuildError
 from builder.execute.rootfs import RootfsView
-from builder.frontend.dockerignore import BuildContextError, PatternMatcher, load_ignore
+from builder.frontend.dockerignore import PatternMatcher, load_ignore
 
 DEFAULT_DOCKERFILE = "Dockerfile"
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import ImageError
+from builder.errors import BuildContextError, ImageError
 from builder.execute.context import BuildContext
 from builder.execute.rootfs import RootfsView
-from builder.frontend.dockerignore import BuildContextError
 from builder.layers import whiteout
 
 # -- RootfsView ---------------------------------------------------------------------------
