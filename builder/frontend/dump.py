@@ -62,13 +62,19 @@ def go_quote(text: str) -> str:
 
 def dump_node(node: Node) -> str:
     """One node without the surrounding parentheses: ``run ["--mount=..."] "echo hi"``."""
-    parts = [node.keyword]
-    if node.flags:
-        parts.append("[" + " ".join(go_quote(f) for f in node.flags) + "]")
-    if node.inner is not None:
-        parts.append("(" + dump_node(node.inner) + ")")
-    parts.extend(go_quote(a) for a in node.args)
-    return " ".join(parts).strip(_GO_SPACE)
+    chain = [node]
+    while chain[-1].inner is not None:
+        chain.append(chain[-1].inner)  # type: ignore[arg-type]
+    text = ""
+    for current in reversed(chain):  # innermost first; no recursion for deep ONBUILD chains
+        parts = [current.keyword]
+        if current.flags:
+            parts.append("[" + " ".join(go_quote(f) for f in current.flags) + "]")
+        if current.inner is not None:
+            parts.append(f"({text})")
+        parts.extend(go_quote(a) for a in current.args)
+        text = " ".join(parts).strip(_GO_SPACE)
+    return text
 
 
 def dump_buildkit(parsed: ParsedDockerfile) -> str:

@@ -68,6 +68,12 @@ class _LexError(Exception):
     """The heredoc word lexer met an unterminated quote or a bad ${...}."""
 
 
+def _too_deep() -> _ArgumentError:
+    return _ArgumentError(
+        "${...} nested too deeply to look for heredocs", hint="nest variable references less deeply"
+    )
+
+
 @functools.cache
 def _lark(escape: str) -> Lark:
     """The LALR parser for one escape character; built once per process and escape."""
@@ -334,18 +340,21 @@ def _first_long_line(text: str, raw_lines: list[str], count: int) -> int | None:
 
 
 def _node_from_line(line: str, escape: str, start: int, end: int) -> Node:
-    trimmed = line.strip(GO_SPACE)
-    parts = _TOKEN_WS.split(trimmed, maxsplit=1)
-    keyword_text = parts[0]
-    keyword = keyword_text.lower()
-    flags: tuple[str, ...] = ()
-    rest = ""
-    if len(parts) == 2:
-        rest, flags = _extract_flags(parts[1])
-        rest = rest.strip(GO_SPACE)
+    # ONBUILD nests a whole instruction; the chain is built inside out without recursion,
+    # so that ``ONBUILD ONBUILD ...`` as deep as a line allows cannot exhaust the stack.
+    outer: list[tuple[str, str, tuple[str, ...]]] = []
+    while True:
+        keyword_text, keyword, flags, rest = _split_command(line)
+        if keyword != "onbuild":
+            break
+        if not rest:
+            node = Node(keyword=keyword, args=(), flags=flags, original=line,
+                        start_line=start, end_line=end, keyword_text=keyword_text)
+            return _wrap_onbuild(node, outer, start, end)
+        outer.append((line, keyword_text, flags))
+        line = rest
     args: tuple[str, ...] = ()
     json_form = False
-    inner: Node | None = None
     if keyword in _MAYBE_JSON:
         args, json_form = _maybe_json(rest)
     elif keyword in _MAYBE_JSON_LIST:
@@ -364,15 +373,30 @@ def _node_from_line(line: str, escape: str, start: int, end: int) -> Node:
         args = _name_values(rest, keyword.upper(), escape)
     elif keyword == "healthcheck":
         args, json_form = _healthcheck(rest)
-    elif keyword == "onbuild":
-        if rest:
-            inner = _node_from_line(rest, escape, start, end)
     else:
         args = ("",)  # BuildKit keeps unknown instructions with one empty argument
-    return Node(
+    node = Node(
         keyword=keyword, args=args, flags=flags, json_form=json_form, original=line,
-        start_line=start, end_line=end, inner=inner, keyword_text=keyword_text,
+        start_line=start, end_line=end, keyword_text=keyword_text,
     )
+    return _wrap_onbuild(node, outer, start, end)
+
+
+def _split_command(line: str) -> tuple[str, str, tuple[str, ...], str]:
+    """Keyword as written, keyword lower-cased, flags, and the trimmed rest (splitCommand)."""
+    parts = _TOKEN_WS.split(line.strip(GO_SPACE), maxsplit=1)
+    keyword_text = parts[0]
+    if len(parts) == 1:
+        return keyword_text, keyword_text.lower(), (), ""
+    rest, flags = _extract_flags(parts[1])
+    return keyword_text, keyword_text.lower(), flags, rest.strip(GO_SPACE)
+
+
+def _wrap_onbuild(node: Node, outer: list[tuple[str, str, tuple[str, ...]]], start: int, end: int) -> Node:
+    for original, keyword_text, flags in reversed(outer):
+        node = Node(keyword="onbuild", args=(), flags=flags, original=original,
+                    start_line=start, end_line=end, inner=node, keyword_text=keyword_text)
+    return node
 
 
 def _extract_flags(line: str) -> tuple[str, tuple[str, ...]]:
@@ -623,6 +647,8 @@ def heredocs_from_line(line: str) -> list[Heredoc]:
         words = _ShellWords(line, raw_quotes=True, raw_escapes=True).words()
     except _LexError:
         return []  # BuildKit ignores lexing errors of the whole line
+    except RecursionError:
+        raise _too_deep() from None
     found = []
     for word in words:
         heredoc = parse_heredoc_word(word)
@@ -646,6 +672,8 @@ def parse_heredoc_word(word: str) -> Heredoc | None:
         raw = _ShellWords(rest, raw_quotes=True, raw_escapes=False).words()
     except _LexError as error:
         raise _ArgumentError(f"invalid heredoc {word}: {error}", hint="close the quotes of the heredoc name") from None
+    except RecursionError:
+        raise _too_deep() from None
     if len(raw) != 1:
         raise _ArgumentError(f"internal lexing of heredoc produced inconsistent results: {rest}")
     name = words[0]

@@ -663,3 +663,26 @@ def test_parse_in_a_fresh_interpreter() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[2], check=True)
     assert out.stdout == '(from "a")\n'
+
+
+# --- inputs that would exhaust Python's stack if handled recursively ---------------------------------
+
+
+def test_deep_onbuild_chain() -> None:
+    parsed = parse("FROM a\n" + "ONBUILD " * 5000 + "RUN x\n")
+    dump = dump_buildkit(parsed)
+    assert dump.startswith('(from "a")\n(onbuild (onbuild (') and dump.endswith('(run "x")' + ")" * 5000 + "\n")
+    assert dump_buildkit(parse("ONBUILD ONBUILD\n")) == "(onbuild (onbuild))\n"
+
+
+def test_deeply_nested_variables_on_a_heredoc_line() -> None:
+    with pytest.raises(ParseError) as caught:
+        parse("FROM a\nRUN <<EOF " + "${a:-" * 3000 + "\nEOF\n")
+    assert caught.value.line == 2 and "nested too deeply" in caught.value.message
+    parsed = parse("FROM a\nRUN <<EOF " + "${a:-" * 50 + "}" * 50 + "\nbody\nEOF\n")
+    assert parsed.nodes[1].heredocs == (Heredoc("EOF", "body\n"),)
+
+
+def test_deeply_nested_json_is_shell_form() -> None:
+    node = parse("CMD " + "[" * 20000 + "]" * 20000).nodes[0]
+    assert not node.json_form and len(node.args[0]) == 40000
