@@ -19,7 +19,14 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.errors import DockerfileError, ExpansionError, LintError, SourceLocation, UsageError
+from builder.errors import (
+    DockerfileError,
+    ExpansionError,
+    InstructionError,
+    LintError,
+    SourceLocation,
+    UsageError,
+)
 from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
 from builder.frontend.instructions import (
     Arg,
@@ -485,7 +492,12 @@ def _walk_stages(
                 env = base_env(base) if base_env is not None else None
             scope = global_scope.stage_scope(env)
         for ins in stage.commands:
-            expanded = scope.apply(ins)
+            try:
+                expanded = scope.apply(ins)
+            except (ExpansionError, InstructionError):
+                if scope.base_env_known:
+                    raise
+                continue  # the unknown base image might define what is missing: not our call
             if isinstance(expanded, Workdir):
                 if not workdir_set and not _is_abs(expanded.path):
                     out.at("WorkdirRelativePath",

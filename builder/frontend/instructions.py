@@ -87,6 +87,7 @@ class Instruction:
             "instruction": self.name,
             "start_line": self.start_line,
             "end_line": self.end_line,
+            "original": self.original,
         }
         for f in fields(self):
             if f.name in ("location", "original", "source"):

@@ -147,6 +147,13 @@ def test_undefined_var_counts_names_with_a_default():
         (2, "Usage of undefined variable '$UNSET'")]
 
 
+def test_expansion_failures_wait_for_a_known_base_env():
+    source = "FROM unknown-image\nRUN --mount=type=cache,target=/c,uid=$MAYBE x\nWORKDIR ${MAYBE:?}\n"
+    assert fired(source, "UndefinedVar") == []  # no error either: the image might set MAYBE
+    with pytest.raises(DockerfileError, match="invalid value  for uid"):
+        check(source.replace("unknown-image", "busybox"))
+
+
 def test_undefined_var_follows_the_parent_stage():
     source = "FROM busybox AS base\nENV FROM_BASE=1\nFROM base\nENV A=$FROM_BASE B=$NOT_SET\n"
     assert fired(source, "UndefinedVar") == [(4, "Usage of undefined variable '$NOT_SET'")]

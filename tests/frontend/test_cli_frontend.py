@@ -42,6 +42,7 @@ def test_parse_json_has_stages_lines_flags_and_heredocs(tmp_path: Path):
         "build", "$BASE", 2, 5)
     run = build["commands"][0]
     assert (run["instruction"], run["start_line"], run["end_line"]) == ("RUN", 3, 5)
+    assert run["original"] == "RUN --mount=type=cache,target=/c <<EOF"
     assert run["mounts"][0]["type"] == "cache" and run["mounts"][0]["target"] == "/c"
     assert run["files"] == [{"name": "EOF", "data": "make\n", "chomp": False, "expand": True}]
     copy = final["commands"][0]
