@@ -30,6 +30,9 @@ MAX_LOWERS = 500
 OVERLAY_OPTIONS = "index=off,redirect_dir=off,metacopy=off"
 MNT_DETACH = 2
 MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
 
 
 @cache
@@ -75,6 +78,9 @@ def mount_overlay(
     """
     if not lowers:
         raise ContainerError("an overlay needs at least one lower dir")
+    if upperdir is None and len(lowers) == 1:
+        _bind_readonly((link_dir / lowers[0]).resolve(), target)  # overlay wants two lowers here
+        return
     page = os.sysconf("SC_PAGESIZE")
     absolute = _options([str(link_dir.absolute() / name) for name in lowers], upperdir, workdir)
     if len(absolute) < page:
@@ -98,6 +104,17 @@ def mount_overlay(
             f"cannot mount the container's root file system (overlay at {target}): "
             f"{proc.stderr.strip() or f'mount exited {proc.returncode}'}"
         )
+
+
+def _bind_readonly(source: Path, target: Path) -> None:
+    libc = _libc()
+    src, dst = os.fsencode(str(source)), os.fsencode(str(target.absolute()))
+    if libc.mount(src, dst, None, MS_BIND | MS_REC, None) != 0 or libc.mount(
+        None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None
+    ) != 0:
+        err = ctypes.get_errno()
+        unmount(target)
+        raise ContainerError(f"cannot bind {source} at {target}: {os.strerror(err)}")
 
 
 def unmount(target: Path, *, attempts: int = 20) -> None:
