@@ -582,7 +582,9 @@ class _Planner:
                 continue
             found = None if self.spec.link else self.dest_view.entry(sub)
             name = "/".join(sub)
-            if found is not None and stat.S_ISDIR(found.stat.st_mode):
+            if found is not None and not stat.S_ISDIR(found.stat.st_mode):
+                raise self.spec.error(f"cannot copy into '/{name}': it is not a directory in the image")
+            if found is not None:
                 st = found.stat
                 self.entries[sub] = _Planned(
                     TarEntry(name, EntryType.DIR, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0,

@@ -232,6 +232,18 @@ def test_source_through_symlinked_dir_outside(tmp_path: Path, base: RootfsView) 
         layer(spec("etc/passwd", dest="/x"), BuildContext.from_dir(tmp_path / "c"), base)
 
 
+@pytest.mark.parametrize("source, dest, what", [
+    ("f1", "/etc/passwd/x", "/etc/passwd"),
+    ("d2", "/etc/group", "/etc/group"),
+    ("f1", "/bin/sh/", "/bin/busybox"),
+])
+def test_dest_through_a_file_is_an_error(
+    ctx: BuildContext, base: RootfsView, source: str, dest: str, what: str
+) -> None:
+    with pytest.raises(CopyError, match=f"cannot copy into '{what}': it is not a directory in the image"):
+        layer(spec(source, dest=dest), ctx, base)
+
+
 def test_multiple_sources_need_a_directory_dest(ctx: BuildContext, base: RootfsView) -> None:
     with pytest.raises(CopyError, match="the destination must be a directory and end with a /"):
         layer(spec("f1", "d2", dest="/m"), ctx, base)

@@ -76,6 +76,10 @@ CASES = [
     Case("symlink-out-of-context", ("COPY abslink /x",), fails=True),
     Case("relative-symlink-out-of-context", ("COPY rellink /x",), fails=True),
     Case("unknown-chown-user", ("COPY --chown=nobody2 f1 /x",), fails=True),
+    Case("dest-parent-is-a-file", ("COPY f1 /etc/passwd/x",), fails=True),
+    Case("dir-onto-a-file", ("COPY d2 /etc/group",), fails=True),
+    Case("archive-onto-a-file", ("ADD a.tar /etc/group",), fails=True),
+    Case("dest-dir-through-symlink-to-file", ("COPY f1 /bin/sh/",), fails=True),
 ]
 
 
