@@ -31,6 +31,9 @@ from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
 from builder.progress import Progress, ProgressMode
 from builder.scheduler import run_dag
+from cache.keys import base_key
+from cache.records import CacheRecords
+from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
 
 
@@ -57,6 +60,9 @@ class BuildOptions:
     jobs: int | None = None
     isolation: str = "auto"
     insecure_registries: Sequence[str] = ()
+    explain: bool = False  # print why steps miss the cache; build nothing
+    cache_from: Sequence[str] = ()
+    cache_to: Sequence[str] = ()
     stdin: object = None  # a binary stream for `-` context or `-f -`
 
 
@@ -112,7 +118,7 @@ class Build:
         self.progress = Progress(ProgressMode.QUIET if options.quiet else ProgressMode(options.progress))
         self.started = time.monotonic()
 
-    def run(self) -> BuildResult:
+    def run(self) -> BuildResult | None:
         from builder.runtime import recover
 
         recover(self.store.root / "run")
@@ -190,7 +196,7 @@ class Build:
 
     # -- the build
 
-    def _build(self, context, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult:  # type: ignore[no-untyped-def]
+    def _build(self, context, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult | None:  # type: ignore[no-untyped-def]
         from builder.frontend.checks import run_checks
         from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
         from builder.frontend.instructions import parse_dockerfile
@@ -219,11 +225,17 @@ class Build:
         if (failure := checks.error()) is not None:
             raise failure
         secrets = {s.id: s for s in (Secret.parse(t) for t in opts.secrets)}
+        no_cache_stages = {n.lower() for n in opts.no_cache_filter}
         env = BuildEnv(
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
             runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
             network=opts.network, source_date_epoch=_source_date_epoch(),
             copy_context=context, dockerfile_name=dockerfile_name,
+            records=CacheRecords(self.store.db), statcache=StatCache(self.store.db),
+            no_cache=lambda stage: opts.no_cache or stage.lower() in no_cache_stages,
+            explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
+            dry_run=opts.explain,
+            lineage_prefix=f"{context.root}\0{dockerfile_name}",
         )
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries))
@@ -258,22 +270,36 @@ class Build:
             if planned.base_stage is not None:
                 parent = results[planned.base_stage]
                 base_image, scope = parent.image, parent.scope.child()
+                key, base_text = parent.key, f"stage {parent.key}"
             else:
                 base_image = resolver.resolve(from_.base_name)
                 scope = global_scope.stage_scope(base_image.config_file().config.env)
+                digest = "" if from_.base_name == "scratch" else str(base_image.digest())
+                key = base_key(from_.base_name, digest)
+                base_text = f"{from_.base_name}@{digest}" if digest else "scratch"
             self.progress.done(handle)
             triggers = _triggers(base_image, dockerfile_name, from_)
             runner = StageRunner(env, label=label, base=base_image, scope=scope,
                                  stage_lookup=stage_lookup_for(index, results), cancel=cancel,
-                                 total=len(stage.commands) + len(triggers) + 1)
+                                 total=len(stage.commands) + len(triggers) + 1, key=key,
+                                 stage_index=index)
+            runner.first_step_sources = {"base": base_text}
             runner.step = 1
             runner.run(stage.commands, triggers=triggers)
             declared.update(scope.visible_args())
-            return StageResult(image=runner.image(), scope=runner.scope, lowers=runner.lowers)
+            return StageResult(image=runner.image(), scope=runner.scope, lowers=runner.lowers,
+                               key=runner.key)
 
         deps = {p.index: tuple(d for d in p.deps if d in needed) for p in plan.stages}
         jobs = opts.jobs or os.cpu_count() or 1
-        results = run_dag(deps, work, jobs=jobs)
+        try:
+            results = run_dag(deps, work, jobs=jobs)
+        finally:
+            env.statcache.flush()  # type: ignore[union-attr]
+        if opts.explain:
+            for line in env.explained or ["every step is cached"]:
+                print(line)
+            return None
         final = results[plan.target].image
         if opts.labels:
             config = final.config_file()

@@ -71,6 +71,30 @@ MIGRATIONS: tuple[str, ...] = (
         last_used REAL NOT NULL
     );
     """,
+    # 2: the build cache (cache/records.py) and the stat cache of context files (cache/statcache.py).
+    """
+    CREATE TABLE cache_records (
+        key       TEXT PRIMARY KEY,
+        parent    TEXT NOT NULL,
+        lineage   TEXT NOT NULL,
+        diff_id   TEXT,
+        result    BLOB NOT NULL,
+        inputs    BLOB NOT NULL,
+        created   REAL NOT NULL,
+        last_used REAL NOT NULL
+    );
+    CREATE INDEX cache_records_lineage ON cache_records(lineage, created);
+    CREATE INDEX cache_records_diff ON cache_records(diff_id);
+    CREATE TABLE stat_cache (
+        dev      INTEGER NOT NULL,
+        ino      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        hash     TEXT NOT NULL,
+        PRIMARY KEY (dev, ino)
+    );
+    """,
 )
 
 
@@ -130,6 +154,16 @@ class Database:
                 self._conn.execute("ROLLBACK")
                 raise
             else:
+                self._conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent view across several queries."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
                 self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:

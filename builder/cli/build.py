@@ -73,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
         isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),
+        explain=args.explain, cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
     )
     if args.jobs is not None and args.jobs < 1:
         from builder.errors import UsageError

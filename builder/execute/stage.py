@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import shutil
+import stat as stat_
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +42,10 @@ from builder.image.mutate import DerivedImage
 from builder.layers.tarwriter import write_layer
 from builder.progress import Progress, StepHandle
 from builder.scheduler import Cancelled
+from cache.keys import StepInputs
+from cache.records import CacheRecords, StepResult
 from cache.snapshots import chain_ids
+from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -61,6 +65,13 @@ class BuildEnv:
     source_date_epoch: int | None = None
     copy_context: object = None  # builder.execute.context.BuildContext (COPY/ADD sources)
     dockerfile_name: str = "Dockerfile"
+    records: CacheRecords | None = None  # None: the cache is not used at all
+    statcache: StatCache | None = None
+    no_cache: Callable[[str], bool] = lambda stage: False  # --no-cache / --no-cache-filter
+    explain_misses: bool = False  # say why each miss missed (--progress plain, --explain)
+    dry_run: bool = False  # --explain: compute keys and explain misses, run nothing
+    lineage_prefix: str = ""  # identifies the Dockerfile, for finding a step's earlier builds
+    explained: list[str] = field(default_factory=list)
     _runtime: object = None
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,6 +97,7 @@ class StageResult:
     image: Image
     scope: Scope
     lowers: Callable[[], Sequence[Path]]
+    key: str = ""  # the cache key of the stage's last step
 
 
 class StageRunner:
@@ -93,9 +105,12 @@ class StageRunner:
 
     def __init__(self, env: BuildEnv, *, label: str, base: Image, scope: Scope,
                  stage_lookup: Callable[[str], StageResult | Image], cancel: threading.Event,
-                 total: int) -> None:
+                 total: int, key: str = "", stage_index: int = 0) -> None:
         self.env = env
         self.label = label
+        self.key = key
+        self.stage_index = stage_index
+        self.first_step_sources: dict[str, str] = {}
         self.scope = scope
         self.stage_lookup = stage_lookup
         self.cancel = cancel
@@ -116,7 +131,8 @@ class StageRunner:
     def image(self) -> DerivedImage:
         config = replace(
             self.file_config, config=self.config, history=tuple(self.history),
-            author=self.author, created=self.env.created() if self.changed else self.file_config.created,
+            author=self.author,
+            created=self.history[-1].created if self.changed and self.history else self.file_config.created,
         )
         return DerivedImage(self.layers, config)
 
@@ -164,11 +180,140 @@ class StageRunner:
         expanded = self.scope.apply(ins)
         handle = self.env.progress.start(f"[{self.label} {self.step}/{self.total}] {_summary(ins)}")
         try:
+            inputs = self._inputs(expanded, ins) if self.env.records is not None else None
+            key = inputs.key() if inputs is not None else ""
+            if inputs is not None and not self.env.no_cache(self.label):
+                record = self.env.records.get(key)  # type: ignore[union-attr]
+                if record is not None and self._replay(record.result):
+                    self.key = key
+                    self.env.records.touch(key)  # type: ignore[union-attr]
+                    self.env.progress.done(handle, cached=True)
+                    return
+            if inputs is not None and self.env.explain_misses:
+                self._explain(handle, inputs, key)
+            if self.env.dry_run:
+                self.key = key
+                self.env.progress.done(handle, note="would run")
+                return
+            layers_before = len(self.layers)
             self._dispatch(expanded, handle)
+            if inputs is not None:
+                made = self.layers[-1].diff_id() if len(self.layers) > layers_before else None
+                result = StepResult(made, self.config, self.author, self.history[-1])
+                self.env.records.put(key, inputs.parent, self._lineage(), result, inputs.to_json())  # type: ignore[union-attr]
+                self.key = key
         except BaseException as err:
             self.env.progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
         self.env.progress.done(handle)
+
+    # -- the cache
+
+    def _lineage(self) -> str:
+        import hashlib
+
+        text = f"{self.env.lineage_prefix}\0{self.stage_index}\0{self.step}"
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def _replay(self, result: StepResult) -> bool:
+        """Apply a cached step's result; False when its layer is no longer held (then it reruns)."""
+        from builder.errors import ImageNotFoundError
+
+        layer = None
+        if result.diff_id is not None:
+            try:
+                layer = self.env.layers.layer(result.diff_id)
+            except ImageNotFoundError:
+                return False
+        self.config = result.config
+        self.author = result.author
+        self.history.append(result.history)
+        if layer is not None:
+            self.layers.append(layer)
+        self.changed = True
+        return True
+
+    def _explain(self, handle: StepHandle, inputs: StepInputs, key: str) -> None:
+        from cache.keys import explain
+
+        old = self.env.records.closest(self._lineage(), key)  # type: ignore[union-attr]
+        reason = explain(old.inputs, inputs) if old is not None else "not built before"
+        if reason == "an earlier step changed":
+            return
+        text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"
+        self.env.explained.append(text)
+        self.env.progress.message(f"#{handle.number} cache miss: {reason}")
+
+    def _inputs(self, ins: ins_.Instruction, written: ins_.Instruction) -> StepInputs:
+        from builder.frontend.expand import FRONTEND_ARGS, PROXY_ARGS
+        from cache.keys import instruction_text, visible_args
+
+        inputs = StepInputs(
+            parent=self.key, instruction=instruction_text(ins), display=_summary(written),
+            args=visible_args(self.scope.visible_args(), PROXY_ARGS | FRONTEND_ARGS),
+        )
+        if self.first_step_sources:
+            inputs.sources.update(self.first_step_sources)
+            self.first_step_sources = {}
+        if isinstance(ins, ins_.Copy | ins_.Add):
+            self._copy_inputs(ins, inputs)
+        elif isinstance(ins, ins_.Run):
+            self._run_inputs(ins, inputs)
+        return inputs
+
+    def _source_key(self, name: str) -> str:
+        found = self.stage_lookup(name)
+        if isinstance(found, StageResult):
+            return f"stage {found.key}"
+        return f"image {found.digest()}"
+
+    def _copy_inputs(self, ins: ins_.Copy | ins_.Add, inputs: StepInputs) -> None:
+        from builder.execute.copy import CopySpec
+
+        from_ = getattr(ins, "from_", None)
+        if from_:
+            inputs.sources["from"] = self._source_key(from_)
+            return
+        spec = CopySpec.from_instruction(ins, workdir=self.config.working_dir or "/")
+        inputs.files.extend(self._context_files(spec))
+        for src in ins.sources:
+            if src.startswith(("http://", "https://")) and not getattr(ins, "checksum", None):
+                inputs.sources[f"url {src}"] = _url_validator(src)
+
+    def _context_files(self, spec: object, prefix: str = "") -> list[list[str]]:
+        from builder.execute.copy import SourceKind, select_sources
+        from cache.keys import file_line
+
+        files: list[list[str]] = []
+        for item in select_sources(spec, self.env.copy_context):  # type: ignore[arg-type]
+            if item.kind in (SourceKind.URL, SourceKind.GIT):
+                continue
+            for f in item.files:
+                st = f.stat
+                if f.data is not None:
+                    import xxhash
+
+                    content = xxhash.xxh3_128_hexdigest(f.data)
+                elif f.host is not None and stat_.S_ISREG(st.st_mode):
+                    content = self.env.statcache.content_hash(f.host, st)  # type: ignore[union-attr]
+                else:
+                    content = "-"
+                path = f"{prefix}{item.path}/{f.rel}".rstrip("/") if f.rel else f"{prefix}{item.path}"
+                files.append([path, file_line(st.st_mode, st.st_size, f.link, content)])
+        return files
+
+    def _run_inputs(self, ins: ins_.Run, inputs: StepInputs) -> None:
+        from builder.execute.copy import CopySpec
+
+        for mount in ins.mounts:
+            if mount.type is ins_.MountType.BIND:
+                if mount.from_:
+                    inputs.sources[f"mount {mount.target}"] = self._source_key(mount.from_)
+                elif self.env.copy_context is not None:
+                    spec = CopySpec(sources=(mount.source or ".",), dest="/")
+                    inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:"))
+            elif mount.type is ins_.MountType.CACHE and mount.from_:
+                inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
 
     def _dispatch(self, ins: ins_.Instruction, handle: StepHandle) -> None:
         method = getattr(self, f"_do_{ins.keyword}", None)
@@ -402,6 +547,21 @@ class StageRunner:
         kind = "file" if len(ins.sources) + len(ins.contents) == 1 else "multi"
         self._commit(
             f"{' '.join(self._shell())} #(nop) {ins.name} {kind}:{stats.diff_id.hex} in {ins.dest} ", layer)
+
+
+def _summary_inputs(inputs: StepInputs) -> str:
+    return inputs.display
+
+
+def _url_validator(url: str) -> str:
+    """What says a URL's content changed without downloading it: ETag, else Last-Modified."""
+    import requests
+
+    try:
+        response = requests.head(url, allow_redirects=True, timeout=30)
+    except requests.RequestException as err:
+        return f"unreachable ({type(err).__name__})"
+    return response.headers.get("ETag") or response.headers.get("Last-Modified") or "unknown"
 
 
 def _summary(ins: ins_.Instruction) -> str:

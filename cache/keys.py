@@ -1,0 +1,125 @@
+"""Cache keys: what a step depends on, hashed; and the same inputs kept to explain a miss.
+
+A step's key hashes its parent's key (the chain holds the base image digest
+and every earlier step), the instruction after expansion (source lines and
+comments excluded: moving a step does not change it), the build args it can
+see (proxy args excluded, as BuildKit does) and, for COPY/ADD and RUN bind
+mounts, exactly the files read: path, type, mode, link target and content
+hash, never mtime, so a ``touch`` or a fresh checkout does not miss. Owners of
+context files are left out because COPY from the context writes 0:0 (or the
+``--chown`` owner) whatever they are; sources from stages and images count
+by the stage's key or the image's digest instead of their files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat as stat_
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder.frontend.instructions import Instruction
+
+KEY_VERSION = "pybuild-cache-v1"
+
+
+def _scrub(value: Any) -> Any:
+    """The instruction's JSON without what does not change its result (lines, comments)."""
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()
+                if k not in ("start_line", "end_line", "comment", "mount_specs")}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def instruction_text(ins: Instruction) -> str:
+    """The expanded instruction as canonical JSON: the part of the key a Dockerfile edit changes."""
+    return json.dumps(_scrub(ins.to_json()), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class StepInputs:
+    """Everything one step's cache key is made of."""
+
+    parent: str
+    instruction: str  # canonical JSON of the expanded instruction
+    display: str  # the instruction as written, for people
+    args: dict[str, str] = field(default_factory=dict)
+    files: list[list[str]] = field(default_factory=list)  # [path, "type mode size link hash"]
+    sources: dict[str, str] = field(default_factory=dict)  # stage keys, image digests, URL validators
+
+    def key(self) -> str:
+        h = hashlib.sha256(KEY_VERSION.encode())
+        for part in (self.parent, self.instruction,
+                     json.dumps(self.args, sort_keys=True), json.dumps(self.sources, sort_keys=True)):
+            h.update(b"\0" + part.encode("utf-8", "surrogateescape"))
+        for path, line in self.files:
+            h.update(b"\0" + path.encode("utf-8", "surrogateescape") + b"\x01" + line.encode())
+        return "sha256:" + h.hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"parent": self.parent, "instruction": self.instruction, "display": self.display,
+                "args": self.args, "files": self.files, "sources": self.sources}
+
+
+def base_key(description: str, digest: str) -> str:
+    """The key a stage starts from: its base image's manifest digest (or scratch, or a stage's key)."""
+    return "sha256:" + hashlib.sha256(f"{KEY_VERSION}\0base\0{description}\0{digest}".encode()).hexdigest()
+
+
+def file_line(mode: int, size: int, link: str, content: str, owner: str = "") -> str:
+    kind = ("dir" if stat_.S_ISDIR(mode) else "link" if stat_.S_ISLNK(mode)
+            else "file" if stat_.S_ISREG(mode) else "other")
+    return f"{kind} {stat_.S_IMODE(mode):o} {size if kind == 'file' else 0} {link} {content} {owner}".rstrip()
+
+
+def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
+    """Why ``new`` missed, compared with the closest earlier build of the same step."""
+    if old.get("parent") != new.parent:
+        if new.sources.get("base") and old.get("sources", {}).get("base") != new.sources.get("base"):
+            return (f"base image changed: {old.get('sources', {}).get('base', '?')} -> "
+                    f"{new.sources['base']}")
+        return "an earlier step changed"
+    if old.get("instruction") != new.instruction:
+        if old.get("display") != new.display:
+            return f"instruction changed: `{old.get('display')}` -> `{new.display}`"
+        return f"variables in `{new.display}` expand differently"
+    old_args: dict[str, str] = old.get("args", {})
+    changed = [f"build arg {k} changed: {old_args.get(k)!r} -> {new.args.get(k)!r}"
+               for k in sorted(set(old_args) | set(new.args)) if old_args.get(k) != new.args.get(k)]
+    if changed:
+        return "; ".join(changed[:limit])
+    old_sources: dict[str, str] = old.get("sources", {})
+    changed = [f"{k} changed: {old_sources.get(k, 'none')} -> {new.sources.get(k, 'none')}"
+               for k in sorted(set(old_sources) | set(new.sources)) if old_sources.get(k) != new.sources.get(k)]
+    if changed:
+        return "; ".join(changed[:limit])
+    before = {p: line for p, line in old.get("files", [])}
+    after = {p: line for p, line in new.files}
+    notes = _file_changes(before, after)
+    if notes:
+        more = f" (and {len(notes) - limit} more)" if len(notes) > limit else ""
+        return ", ".join(notes[:limit]) + more
+    return "no earlier build of this step to compare with"
+
+
+def _file_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    notes = []
+    for path in sorted(set(before) | set(after)):
+        if path not in before:
+            notes.append(f"file added: {path}")
+        elif path not in after:
+            notes.append(f"file removed: {path}")
+        elif before[path] != after[path]:
+            old, new = before[path].split(" "), after[path].split(" ")
+            what = "content" if old[-1] != new[-1] else "mode" if old[1:2] != new[1:2] else "metadata"
+            notes.append(f"file changed ({what}): {path}")
+    return notes
+
+
+def visible_args(args: Mapping[str, str | None], excluded: Iterable[str]) -> dict[str, str]:
+    skip = set(excluded)
+    return {k: v for k, v in sorted(args.items()) if v is not None and k not in skip}

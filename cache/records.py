@@ -1,0 +1,107 @@
+"""The build cache: what each step produced, by cache key.
+
+A record holds the step's layer (by diff_id, or none), the container config
+after it, and its history entry with the original timestamp, so a build
+made entirely of hits reproduces the same config and image ID, as docker's
+builder does. Its ``inputs`` (what went into the key) let a later miss say
+what changed since the closest earlier build of the same step (``lineage``:
+the same Dockerfile position).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from builder.image.config import ContainerConfig, History
+from builder.image.digest import Digest
+from cache.db import Database, now
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step left behind; enough to replay it without running it."""
+
+    diff_id: Digest | None
+    config: ContainerConfig
+    author: str | None
+    history: History
+
+    def to_json(self) -> dict[str, Any]:
+        return {"diff_id": self.diff_id, "config": self.config.to_dict(), "author": self.author,
+                "history": self.history.to_dict()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepResult:
+        return cls(
+            diff_id=Digest(data["diff_id"]) if data.get("diff_id") else None,
+            config=ContainerConfig.from_dict(data.get("config")),
+            author=data.get("author"),
+            history=History.from_dict(data.get("history") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    key: str
+    parent: str
+    lineage: str
+    result: StepResult
+    inputs: dict[str, Any]
+    created: float
+
+
+def _pack(obj: Any) -> bytes:
+    return zlib.compress(json.dumps(obj, separators=(",", ":"), sort_keys=True).encode(), 6)
+
+
+def _unpack(data: bytes) -> Any:
+    return json.loads(zlib.decompress(data))
+
+
+class CacheRecords:
+    """The ``cache_records`` table of a store."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, key: str) -> CacheRecord | None:
+        row = self.db.query_one(
+            "SELECT key, parent, lineage, result, inputs, created FROM cache_records WHERE key=?", (key,))
+        return self._record(row) if row else None
+
+    def touch(self, key: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE cache_records SET last_used=? WHERE key=?", (now(), key))
+
+    def put(self, key: str, parent: str, lineage: str, result: StepResult, inputs: dict[str, Any]) -> None:
+        t = now()
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO cache_records VALUES (?,?,?,?,?,?,?,?)",
+                (key, parent, lineage, result.diff_id, _pack(result.to_json()), _pack(inputs), t, t),
+            )
+
+    def closest(self, lineage: str, exclude: str) -> CacheRecord | None:
+        """The most recent record of the same step position (for explaining a miss)."""
+        row = self.db.query_one(
+            "SELECT key, parent, lineage, result, inputs, created FROM cache_records "
+            "WHERE lineage=? AND key<>? ORDER BY created DESC LIMIT 1", (lineage, exclude))
+        return self._record(row) if row else None
+
+    def all(self) -> list[CacheRecord]:
+        rows = self.db.query("SELECT key, parent, lineage, result, inputs, created FROM cache_records")
+        return [self._record(r) for r in rows]
+
+    def delete(self, keys: list[str]) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany("DELETE FROM cache_records WHERE key=?", [(k,) for k in keys])
+
+    @staticmethod
+    def _record(row: Any) -> CacheRecord:
+        return CacheRecord(
+            key=row[0], parent=row[1], lineage=row[2],
+            result=StepResult.from_json(_unpack(row[3])), inputs=_unpack(row[4]), created=row[5],
+        )
