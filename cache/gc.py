@@ -196,16 +196,13 @@ def check(store: Store, repair: bool = False) -> CheckReport:
 def _check(store: Store, report: CheckReport) -> None:
     db = store.db
     # One read transaction: a consistent view even while other processes write.
-    db.query("BEGIN")
-    try:
-        blobs = {row["digest"]: row for row in db.query("SELECT * FROM blobs")}
-        manifests = db.query("SELECT * FROM manifests")
-        refs = db.query("SELECT * FROM manifest_blobs")
-        images = db.query("SELECT * FROM images")
-        layers = db.query("SELECT * FROM layers")
-        snapshots = db.query("SELECT * FROM snapshots")
-    finally:
-        db.query("COMMIT")
+    with db.read() as conn:
+        blobs = {row["digest"]: row for row in conn.execute("SELECT * FROM blobs")}
+        manifests = conn.execute("SELECT * FROM manifests").fetchall()
+        refs = conn.execute("SELECT * FROM manifest_blobs").fetchall()
+        images = conn.execute("SELECT * FROM images").fetchall()
+        layers = conn.execute("SELECT * FROM layers").fetchall()
+        snapshots = conn.execute("SELECT * FROM snapshots").fetchall()
 
     for digest, row in sorted(blobs.items()):
         path = store.blobs.path(digest)

@@ -285,8 +285,8 @@ def _images(args: argparse.Namespace) -> int:
         store.close()
     want_repo = want_tag = None
     if args.reference:
-        want_repo, _, want_tag = args.reference.partition(":")
-        if "/" in want_tag:  # host:port/repo
+        want_repo, sep, want_tag = args.reference.rpartition(":")
+        if not sep or "/" in want_tag:  # no tag, or the colon was a registry's port
             want_repo, want_tag = args.reference, ""
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, str]] = []

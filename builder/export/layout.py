@@ -31,6 +31,7 @@ LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 MAX_INDEX_DEPTH = 8
+MAX_JSON_SIZE = 16 << 20
 
 
 def blob_path(digest: str) -> str:
@@ -104,9 +105,11 @@ def _names(desc: Descriptor) -> tuple[str, ...]:
 def _resolve(source: LayoutBlobSource, desc: Descriptor, want: Platform, depth: int) -> Image:
     if depth > MAX_INDEX_DEPTH:
         raise ArchiveError("image indexes nested too deeply")
+    _limit(desc, "manifest")
     raw = read_verified(source, desc, "manifest")
     parsed = parse_manifest(raw, desc.media_type)
     if isinstance(parsed, Manifest):
+        _limit(parsed.config, "image config")
         return SourceImage(source, raw, desc.media_type)
     children = [d for d in parsed.manifests if is_manifest(d.media_type) or is_index(d.media_type)]
     matching = [d for d in children if d.platform is None or want.matches(d.platform)]
@@ -115,6 +118,12 @@ def _resolve(source: LayoutBlobSource, desc: Descriptor, want: Platform, depth: 
         have = ", ".join(sorted({str(d.platform) for d in children if d.platform}))
         raise ArchiveError(f"no image for {want} in index {desc.digest.short} (it has {have or 'none'})")
     return _resolve(source, matching[0], want, depth + 1)
+
+
+def _limit(desc: Descriptor, what: str) -> None:
+    """JSON documents are read whole: refuse absurd sizes before allocating them."""
+    if desc.size > MAX_JSON_SIZE:
+        raise ArchiveError(f"{what} {desc.digest} claims {desc.size} bytes: more than {MAX_JSON_SIZE} is refused")
 
 
 def _is_attestation(desc: Descriptor) -> bool:

@@ -113,6 +113,9 @@ def test_tag_rmi_and_prune(tmp_path: Path, archive: Path):
     ok("tag", image_id[7:19], "app:3", root=root)
     assert json.loads(ok("inspect", "app:1", root=root))[0]["RepoTags"] == [
         "app:1", "app:3", "localhost:5000/team/app:2"]
+    assert ok("images", "-q", "localhost:5000/team/app", root=root) == image_id[7:19] + "\n"
+    assert ok("images", "-q", "localhost:5000/team/app:2", root=root) == image_id[7:19] + "\n"
+    assert ok("images", "-q", "localhost:5000/team/app:3", root=root) == ""
     err = fails("rmi", image_id[7:19], root=root)
     assert "unable to delete" in err and "must be forced" in err
     assert ok("rmi", "app:3", root=root) == "Untagged: app:3\n"

@@ -352,3 +352,38 @@ def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.delenv("PYBUILD_ROOT")
     expected = Path("/var/lib/pybuild") if os.geteuid() == 0 else Path.home() / ".local/share/pybuild"
     assert default_root() == expected
+
+
+def test_one_store_shared_by_threads(store: Store):
+    """Parallel build stages share one Store: writes, tags and reads from several threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [make_image(f"thread{i}", size=20_000) for i in range(6)]
+
+    def work(i: int) -> str:
+        store.write_image(images[i], [f"thr:{i}"])
+        store.tag(f"thr:{i}", f"thr:copy{i}")
+        store.layer_blob(images[i].layers()[0].diff_id(), Compression.ZSTD)
+        return str(store.image(f"thr:copy{i}").config_digest())
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(work, range(6)))
+    assert got == [str(img.config_digest()) for img in images]
+    assert len(store.images()) == 6
+    assert store.check().clean
+
+
+def test_huge_json_sizes_are_refused_before_reading(tmp_path: Path):
+    import json
+
+    from builder.export import TaggedImage
+    from builder.export.archive import ArchiveError, open_archive, read_images
+    from builder.export.layout import write_oci_layout
+
+    root = tmp_path / "layout"
+    write_oci_layout([TaggedImage(make_image("huge"))], root, tar=False)
+    index = json.loads((root / "index.json").read_text())
+    index["manifests"][0]["size"] = 1 << 40
+    (root / "index.json").write_text(json.dumps(index))
+    with open_archive(root, tmp_path) as files, pytest.raises(ArchiveError, match="is refused"):
+        read_images(files)
