@@ -159,7 +159,7 @@ def test_build_fails_on_lint_error_and_on_expansion_error(tmp_path: Path):
     assert "WARN: MaintainerDeprecated" in err(proc)
     assert "ERROR: lint violation found for rules: MaintainerDeprecated" in err(proc)
     assert "No image was built" not in out(proc)
-    (tmp_path / "Dockerfile").write_text("FROM busybox\nWORKDIR ${DIR:?set DIR with --build-arg}\n")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nWORKDIR ${DIR:?set DIR with --build-arg}\n")
     proc = run_pybuild("build", "--dry-run", str(tmp_path))
     assert proc.returncode == 1
     assert "Dockerfile:2: " in err(proc) and "set DIR with --build-arg" in err(proc)
