@@ -115,7 +115,8 @@ class Build:
     def __init__(self, options: BuildOptions, store: Store | None = None) -> None:
         self.options = options
         self.store = store or Store()
-        self.progress = Progress(ProgressMode.QUIET if options.quiet else ProgressMode(options.progress))
+        quiet = options.quiet or options.explain
+        self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
         self.started = time.monotonic()
 
     def run(self) -> BuildResult | None:

@@ -83,15 +83,15 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
             return (f"base image changed: {old.get('sources', {}).get('base', '?')} -> "
                     f"{new.sources['base']}")
         return "an earlier step changed"
-    if old.get("instruction") != new.instruction:
-        if old.get("display") != new.display:
-            return f"instruction changed: `{old.get('display')}` -> `{new.display}`"
-        return f"variables in `{new.display}` expand differently"
+    if old.get("instruction") != new.instruction and old.get("display") != new.display:
+        return f"instruction changed: `{old.get('display')}` -> `{new.display}`"
     old_args: dict[str, str] = old.get("args", {})
     changed = [f"build arg {k} changed: {old_args.get(k)!r} -> {new.args.get(k)!r}"
                for k in sorted(set(old_args) | set(new.args)) if old_args.get(k) != new.args.get(k)]
     if changed:
         return "; ".join(changed[:limit])
+    if old.get("instruction") != new.instruction:
+        return f"variables in `{new.display}` expand differently"
     old_sources: dict[str, str] = old.get("sources", {})
     changed = [f"{k} changed: {old_sources.get(k, 'none')} -> {new.sources.get(k, 'none')}"
                for k in sorted(set(old_sources) | set(new.sources)) if old_sources.get(k) != new.sources.get(k)]
