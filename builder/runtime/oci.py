@@ -86,8 +86,11 @@ class OciRuntime:
         except BaseException:
             self._kill(container.id, proc)
             raise
-        error = _start_error(log)
+        error = _start_error(log) if code != 0 else ""
         if error:
+            if "cgroups in hybrid mode" in error:
+                error += (" (crun refuses hosts whose cgroup v2 hierarchy holds controllers in"
+                          " hybrid mode; use --isolation runc or chroot)")
             raise ContainerStartError(f"{self.name}: {error}")
         return code
 

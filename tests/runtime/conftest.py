@@ -87,3 +87,14 @@ def bookworm_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tree(path: Path) -> list[str]:
     """Every entry under ``path``, relative, sorted: what a layer made from it would hold."""
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.fixture(scope="session")
+def docker_busybox(docker: str, busybox_rootfs: Path) -> Iterator[str]:
+    """The busybox rootfs imported into docker, to compare containers with docker's."""
+    tag = "pybuild-test/runtime-busybox:1"
+    tar = subprocess.run(["tar", "--numeric-owner", "-C", str(busybox_rootfs), "-c", "."],
+                         capture_output=True, check=True).stdout
+    subprocess.run([docker, "import", "-", tag], input=tar, capture_output=True, check=True)
+    yield tag
+    subprocess.run([docker, "rmi", "-f", tag], capture_output=True)

@@ -248,3 +248,24 @@ def test_containers_in_parallel_threads(run):
         results = list(pool.map(lambda n: run(f"sleep 0.2; echo {n}; touch /f{n}"), range(4)))
     assert [r.text for r in results] == ["0\n", "1\n", "2\n", "3\n"]
     assert [tree(r.upper) for r in results] == [["f0"], ["f1"], ["f2"], ["f3"]]
+
+
+DIFF_SCRIPT = (
+    "rm /bin/ls; echo x > /etc/new; mkdir -p /a/b; rm -rf /root; mkdir /root; touch /root/r;"
+    " rm -rf /var; echo hi > /tmp/t; cat /etc/hosts /etc/resolv.conf > /dev/null"
+)
+
+
+@pytest.mark.docker
+def test_upper_dir_holds_what_docker_diff_reports(run, docker, docker_busybox):
+    name = f"pybuild-diff-{os.getpid()}-{run.runtime.name}"
+    subprocess.run([docker, "run", "--name", name, "--network", "host", docker_busybox, "sh", "-c", DIFF_SCRIPT],
+                   check=True, capture_output=True)
+    try:
+        diff = subprocess.run([docker, "diff", name], check=True, capture_output=True, text=True).stdout
+    finally:
+        subprocess.run([docker, "rm", "-f", name], capture_output=True)
+    expected = sorted(line.split(" ", 1)[1].lstrip("/") for line in diff.splitlines())
+    result = run(DIFF_SCRIPT)
+    assert result.code == 0, result.text
+    assert tree(result.upper) == expected
