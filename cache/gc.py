@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from dataclasses import dataclass
 
 from builder.errors import StoreError
@@ -35,11 +36,27 @@ class _Candidate:
     size: int
 
 
+# Layer blobs the build cache (cache_records) can replay: kept by a plain prune, evicted
+# least recently used under --keep-storage, and removed by prune --all.
+CACHE_REFERENCES = (
+    "SELECT l.blob_digest, MAX(c.last_used) FROM layers l "
+    "JOIN cache_records c ON c.diff_id = l.diff_id GROUP BY l.blob_digest"
+)
+
+
 def referenced_blobs(store: Store) -> set[str]:
     out: set[str] = set()
     for sql in BLOB_REFERENCES:
         out.update(row[0] for row in store.db.query(sql))
     return out
+
+
+def cache_blob_use(store: Store) -> dict[str, float]:
+    """Blob digest -> when the build cache last used it (empty before the cache tables exist)."""
+    try:
+        return {row[0]: row[1] for row in store.db.query(CACHE_REFERENCES)}
+    except sqlite3.OperationalError:
+        return {}
 
 
 def _held_chains(store: Store) -> set[str]:
@@ -58,8 +75,9 @@ def _held_chains(store: Store) -> set[str]:
 def prune(store: Store, keep_storage: int | None = None, remove_all: bool = False) -> PruneReport:
     """Remove what no image needs; with ``keep_storage``, only as much as needed, oldest first.
 
-    Without a budget: every unreferenced blob, unrecorded file, and snapshot of
-    no held image (``remove_all``: also untagged images and every snapshot).
+    Without a budget: every blob no image or build-cache record needs, unrecorded
+    files, and snapshots of no held image (``remove_all``: also untagged images,
+    the build cache's layers and every snapshot).
     With a budget: unreferenced blobs and snapshots least recently used first,
     then untagged images, until the store uses at most ``keep_storage`` bytes.
     """
@@ -76,7 +94,8 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
                 report.images.append(Digest(row["config_digest"]))
         budget = keep_storage
         while True:
-            candidates = _candidates(store, remove_all=remove_all or budget is not None)
+            candidates = _candidates(store, remove_all=remove_all or budget is not None,
+                                     keep_cache=not remove_all and budget is None)
             if budget is None:
                 for cand in candidates:
                     _evict(store, cand, report)
@@ -100,10 +119,13 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     return report
 
 
-def _candidates(store: Store, remove_all: bool) -> list[_Candidate]:
+def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candidate]:
     used = referenced_blobs(store)
+    cached = cache_blob_use(store)
+    if keep_cache:
+        used |= set(cached)
     out = [
-        _Candidate(row["last_used"], "blob", row["digest"], row["size"])
+        _Candidate(max(row["last_used"], cached.get(row["digest"], 0)), "blob", row["digest"], row["size"])
         for row in store.db.query("SELECT digest, size, last_used FROM blobs")
         if row["digest"] not in used
     ]

@@ -387,3 +387,19 @@ def test_huge_json_sizes_are_refused_before_reading(tmp_path: Path):
     (root / "index.json").write_text(json.dumps(index))
     with open_archive(root, tmp_path) as files, pytest.raises(ArchiveError, match="is refused"):
         read_images(files)
+
+
+def test_prune_keeps_build_cache_layers_unless_all(store: Store):
+    img = make_image("cached", layers=1)
+    store.write_image(img, ["cached:1"])
+    diff_id = img.layers()[0].diff_id()
+    with store.db.transaction() as conn:
+        conn.execute("INSERT INTO cache_records VALUES ('k', 'p', 'l', ?, x'00', x'00', 0, ?)",
+                     (diff_id, time.time()))
+    store.rmi("cached:1")
+    report = store.prune()
+    assert img.layers()[0].digest() not in report.blobs  # the build cache can still replay it
+    assert store.blobs.exists(img.layers()[0].digest())
+    report = store.prune(remove_all=True)
+    assert img.layers()[0].digest() in report.blobs
+    assert store.check().clean
