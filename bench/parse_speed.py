@@ -2,15 +2,19 @@
 
     python -m bench.parse_speed [CORPUS_DIR]
 
-Each file is parsed REPEAT times and its best time kept (the machines are noisy);
-the LALR parsers are built before timing starts, as a long-running process would.
+Each file is parsed REPEAT times and its best time kept (the machines are
+noisy); the LALR parsers are built before timing starts, as in a long-running
+process. When dockerfile-parse is installed it is timed in the same run,
+alternating with pybuild file by file, as a reference point.
 """
 
 from __future__ import annotations
 
+import io
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from builder.frontend.parser import Parser
@@ -19,41 +23,68 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "confor
 REPEAT = 20
 
 
-def run(corpus_dir: Path | str = DEFAULT_CORPUS, repeat: int = REPEAT) -> dict[str, float]:
-    """Time Parser.parse on every Dockerfile under corpus_dir."""
+def _best(action: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _summary(prefix: str, times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {
+        f"{prefix}files_per_s": len(times) / sum(times),
+        f"{prefix}median_ms": statistics.median(ordered) * 1000,
+        f"{prefix}p95_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] * 1000,
+        f"{prefix}max_ms": ordered[-1] * 1000,
+    }
+
+
+def _dockerfile_parse() -> Callable[[bytes], object] | None:
+    try:
+        from dockerfile_parse import DockerfileParser
+    except ImportError:
+        return None
+
+    def structure(source: bytes) -> object:
+        return DockerfileParser(fileobj=io.BytesIO(source)).structure
+
+    return structure
+
+
+def run(corpus_dir: Path | str = DEFAULT_CORPUS, repeat: int = REPEAT, reference: bool = True) -> dict[str, float]:
+    """Time Parser.parse (and dockerfile-parse, if wanted and installed) on every Dockerfile."""
     files = sorted(p for p in Path(corpus_dir).rglob("Dockerfile*") if p.is_file())
     sources = [p.read_bytes() for p in files]
     if not sources:
         raise SystemExit(f"no Dockerfiles under {corpus_dir}")
     parser = Parser()
     parser.parse(b"FROM scratch\n")  # build the LALR parser outside the timing
-    best: list[float] = []
+    other = _dockerfile_parse() if reference else None
+    ours: list[float] = []
+    theirs: list[float] = []
     for source in sources:
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            parser.parse(source)
-            times.append(time.perf_counter() - start)
-        best.append(min(times))
-    ordered = sorted(best)
-    sizes = sorted(len(s) for s in sources)
-    lines = sorted(s.count(b"\n") for s in sources)
-    return {
+        ours.append(_best(lambda source=source: parser.parse(source), repeat))
+        if other is not None:
+            theirs.append(_best(lambda source=source: other(source), repeat))
+    result: dict[str, float] = {
         "files": len(sources),
-        "median_lines": statistics.median(lines),
-        "median_bytes": statistics.median(sizes),
-        "files_per_s": len(sources) / sum(best),
-        "median_ms": statistics.median(ordered) * 1000,
-        "p95_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] * 1000,
-        "max_ms": ordered[-1] * 1000,
+        "median_lines": statistics.median(s.count(b"\n") for s in sources),
+        "median_bytes": statistics.median(len(s) for s in sources),
+        **_summary("", ours),
     }
+    if theirs:
+        result.update(_summary("dockerfile_parse_", theirs))
+        result["speedup_vs_dockerfile_parse"] = statistics.median(t / o for o, t in zip(ours, theirs, strict=True))
+    return result
 
 
 def main(argv: list[str]) -> int:
     corpus = Path(argv[0]) if argv else DEFAULT_CORPUS
-    result = run(corpus)
-    for key, value in result.items():
-        print(f"{key:>13}: {value:,.3f}" if isinstance(value, float) else f"{key:>13}: {value}")
+    for key, value in run(corpus).items():
+        print(f"{key:>32}: {value:,.3f}" if isinstance(value, float) else f"{key:>32}: {value}")
     return 0
 
 

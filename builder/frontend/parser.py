@@ -46,7 +46,6 @@ _HEREDOC_WORD = re.compile(r"([0-9]*)<<(-?)([^<]*)\Z", re.DOTALL)
 _HEREDOC_GLUE = re.compile(f"<<[{GO_SPACE}]*\\Z")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
-_CONTINUATION = {e: re.compile(f"(?<!{re.escape(e)}){re.escape(e)}[ \\t]*\\Z") for e in ESCAPE_CHARS}
 
 _MAYBE_JSON = frozenset({"run", "cmd", "entrypoint", "shell"})
 _MAYBE_JSON_LIST = frozenset({"add", "copy", "volume"})
@@ -97,7 +96,7 @@ class Parser:
         text = _decode(source)
         raw_lines = text.split("\n")
         count = len(raw_lines) - 1 if text.endswith("\n") or not text else len(raw_lines)
-        lines = tuple(line.rstrip("\r") for line in raw_lines[:count])
+        lines = tuple(line.rstrip("\r") for line in raw_lines[:count]) if "\r" in text else tuple(raw_lines[:count])
         too_long = _first_long_line(text, raw_lines, count)
         if too_long is None:
             return _Run(file, lines, raw_lines, count).parse(text)
@@ -230,14 +229,14 @@ class _Run:
         if token.value.endswith("\n"):
             physical.pop()
         end = start + len(physical) - 1
-        continuation = _CONTINUATION[self.escape]
+        escape = self.escape
         first = physical[0].rstrip("\r").lstrip(GO_SPACE)
-        match = continuation.search(first)
+        line = _without_continuation(first, escape)
         empty_continuation = False
-        if match is None:
+        if line is None:
             line = first
         else:
-            parts = [first[: match.start()]]
+            parts = [line]
             for raw in physical[1:]:
                 text = raw.rstrip("\r")
                 stripped = text.lstrip(GO_SPACE)
@@ -246,8 +245,8 @@ class _Run:
                     continue
                 if stripped[0] == "#":
                     continue
-                match = continuation.search(text)
-                parts.append(text if match is None else text[: match.start()])
+                cut = _without_continuation(text, escape)
+                parts.append(text if cut is None else cut)
             line = "".join(parts)
         if empty_continuation:
             self.warnings.append(ParserWarning(
@@ -309,6 +308,18 @@ class _Run:
                 chomp=heredoc.chomp, file_descriptor=heredoc.file_descriptor,
             ))
         return tuple(filled), index
+
+
+def _without_continuation(line: str, escape: str) -> str | None:
+    """The line without its continuation escape (and the blanks after it); None if it does not continue.
+
+    BuildKit's rule: an escape character, not itself preceded by one, then only
+    spaces and tabs to the end of the line (``RUN a \\\\`` does not continue).
+    """
+    core = line.rstrip(" \t")
+    if core[-1:] == escape and core[-2:-1] != escape:
+        return core[:-1]
+    return None
 
 
 def _decode(source: str | bytes) -> str:
