@@ -129,9 +129,7 @@ def _relocated(ins: Instruction, err: ExpansionError) -> ExpansionError:
     """An expansion error from the lexer, now naming the instruction's file:line."""
     if err.location is not None:
         return err
-    located = ins.error(err.message, ExpansionError)
-    assert isinstance(located, ExpansionError)
-    return located
+    return ins.error(err.message, ExpansionError)
 
 
 class GlobalScope:

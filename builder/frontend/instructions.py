@@ -19,11 +19,13 @@ import enum
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
-from builder.errors import ExpansionError, InstructionError, SourceLocation
+from builder.errors import DockerfileError, ExpansionError, InstructionError, SourceLocation
 from builder.frontend.ast import Heredoc, Node, ParsedDockerfile
 from builder.frontend.suggest import levenshtein, unknown_instruction_error
+
+_E = TypeVar("_E", bound=DockerfileError)
 
 # --------------------------------------------------------------------------- expansion
 
@@ -76,8 +78,8 @@ class Instruction:
         """The keyword in upper case, as messages show it (``COPY``)."""
         return self.keyword.upper()
 
-    def error(self, message: str, cls: type[InstructionError] = InstructionError) -> InstructionError:
-        """An error at this instruction's line, quoting it."""
+    def error(self, message: str, cls: type[_E] = InstructionError) -> _E:  # type: ignore[assignment]
+        """An error of class ``cls`` at this instruction's line, quoting it."""
         line = self.original.splitlines()[0] if self.original else None
         return cls(message, self.location, source_line=line)
 
