@@ -64,6 +64,7 @@ class Instruction:
     location: SourceLocation
     original: str = field(default="", compare=False)  # the logical line as written
     source: Node | None = field(default=None, compare=False, repr=False)
+    first_line: str = field(default="", compare=False, repr=False)  # physical line, for quotes
 
     @property
     def start_line(self) -> int:
@@ -80,7 +81,7 @@ class Instruction:
 
     def error(self, message: str, cls: type[_E] = InstructionError) -> _E:  # type: ignore[assignment]
         """An error of class ``cls`` at this instruction's line, quoting it."""
-        line = self.original.splitlines()[0] if self.original else None
+        line = self.first_line or (self.original.splitlines()[0] if self.original else None)
         return cls(message, self.location, source_line=line)
 
     def to_json(self) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class Instruction:
             "original": self.original,
         }
         for f in fields(self):
-            if f.name in ("location", "original", "source"):
+            if f.name in ("location", "original", "source", "first_line"):
                 continue
             out[f.name] = _plain(getattr(self, f.name))
         return out
@@ -589,7 +590,10 @@ class _Req:
         return InstructionError(message, self.location, source_line=line)
 
     def base(self) -> dict[str, Any]:
-        return {"location": self.location, "original": self.node.original, "source": self.node}
+        return {
+            "location": self.location, "original": self.node.original, "source": self.node,
+            "first_line": self.parsed.source_line(self.node.start_line) or "",
+        }
 
     def flags(self, spec: dict[str, _FlagKind]) -> dict[str, Any]:
         return _parse_flags(self, spec)

@@ -125,8 +125,8 @@ class StagePlan:
 def _error(message: str, ins: Instruction | None = None, hint: str | None = None) -> StagePlanError:
     if ins is None:
         return StagePlanError(message, hint=hint)
-    line = ins.original.splitlines()[0] if ins.original else None
-    return StagePlanError(message, ins.location, source_line=line, hint=hint)
+    error = ins.error(message, StagePlanError)
+    return StagePlanError(message, ins.location, source_line=error.source_line, hint=hint)
 
 
 def _last_by_name(stages: tuple[Stage, ...], name: str, before: int | None = None) -> Stage | None:
