@@ -7,6 +7,10 @@ per-instruction rules of BuildKit's ``line_parsers.go``), reads heredoc bodies
 and reports errors with file:line. It gives no meaning to instructions: that is
 :mod:`builder.frontend.instructions`' job.
 
+The smaller public helpers (parse_words, parse_json_array, heredocs_from_line,
+parse_heredoc_word, detect_syntax, parse_directive) work on one piece of text;
+those that can fail raise ParseError without a location, which parse() fills in.
+
 Reference: moby/buildkit ``frontend/dockerfile/parser`` (parser.go,
 line_parsers.go, split_command.go, directives.go, parser_heredoc.go) and the
 corpus in ``shared/conformance/buildkit-parser`` (see its FORMAT.md).
@@ -54,21 +58,12 @@ _WHOLE_STRING = frozenset({"maintainer", "stopsignal", "user", "workdir"})
 _HEREDOC_KEYWORDS = frozenset({"run", "copy", "add"})
 
 
-class _ArgumentError(Exception):
-    """An instruction's text breaks a parser rule; becomes a ParseError with the location."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
 class _LexError(Exception):
     """The heredoc word lexer met an unterminated quote or a bad ${...}."""
 
 
-def _too_deep() -> _ArgumentError:
-    return _ArgumentError(
+def _too_deep() -> ParseError:
+    return ParseError(
         "${...} nested too deeply to look for heredocs", hint="nest variable references less deeply"
     )
 
@@ -258,7 +253,7 @@ class _Run:
             ))
         try:
             node = _node_from_line(line, self.escape, start, end)
-        except _ArgumentError as error:
+        except ParseError as error:  # raised without a location below
             raise self.error(error.message, start, end, error.hint) from None
         comments = tuple(self.comments)
         self.comments.clear()
@@ -266,7 +261,7 @@ class _Run:
         if "<<" in line and _can_have_heredocs(node):
             try:
                 heredocs = heredocs_from_line(line)
-            except _ArgumentError as error:
+            except ParseError as error:  # raised without a location below
                 raise self.error(error.message, start, end, error.hint) from None
             if heredocs:
                 filled, end = self._read_heredoc_bodies(heredocs, start, end)
@@ -544,7 +539,7 @@ def parse_json_array(rest: str) -> tuple[str, ...] | None:
     if not isinstance(value, list):
         return None
     if not all(isinstance(item, str) for item in value):
-        raise _ArgumentError(
+        raise ParseError(
             "when using JSON array syntax, arrays must be comprised of strings only",
             hint='quote every element, as in ["executable", "arg"]',
         )
@@ -624,12 +619,12 @@ def _name_values(rest: str, key: str, escape: str) -> tuple[str, ...]:
     if "=" not in words[0]:
         parts = _TOKEN_WS.split(rest, maxsplit=1)
         if len(parts) < 2:
-            raise _ArgumentError(f"{key} must have two arguments", hint=f"write {key} name=value")
+            raise ParseError(f"{key} must have two arguments", hint=f"write {key} name=value")
         return (parts[0], parts[1], "")
     values: list[str] = []
     for word in words:
         if "=" not in word:
-            raise _ArgumentError(
+            raise ParseError(
                 f"Syntax error - can't find = in {go_quote(word)}. Must be of the form: name=value",
                 hint='quote values that contain spaces: name="a b"',
             )
@@ -682,11 +677,11 @@ def parse_heredoc_word(word: str) -> Heredoc | None:
             return None
         raw = _ShellWords(rest, raw_quotes=True, raw_escapes=False).words()
     except _LexError as error:
-        raise _ArgumentError(f"invalid heredoc {word}: {error}", hint="close the quotes of the heredoc name") from None
+        raise ParseError(f"invalid heredoc {word}: {error}", hint="close the quotes of the heredoc name") from None
     except RecursionError:
         raise _too_deep() from None
     if len(raw) != 1:
-        raise _ArgumentError(f"internal lexing of heredoc produced inconsistent results: {rest}")
+        raise ParseError(f"internal lexing of heredoc produced inconsistent results: {rest}")
     name = words[0]
     quotes = name.count("'") + name.count('"')
     raw_quotes = raw[0].count("'") + raw[0].count('"')
