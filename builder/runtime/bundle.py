@@ -93,8 +93,10 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         rootfs.mkdir()
         links = cdir / "l"
         lowers = make_links(links, spec.lowerdirs)
-        init, initwork = cdir / "init", cdir / "initwork"
+        init = cdir / "init"
         init.mkdir()
+        # one overlay work dir serves both mounts when the upper dir shares cdir's file system
+        initwork = workdir if workdir.parent == cdir else cdir / "initwork"
         initwork.mkdir()
         (links / "i").symlink_to(init)
         if not lowers:
@@ -111,7 +113,7 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
             make_stubs(rootfs, stubs)
         finally:
             unmount_all_under(rootfs)
-        workdir.mkdir()
+        workdir.mkdir(exist_ok=True)
         mount_overlay(rootfs, link_dir=links, lowers=["i", *lowers], upperdir=upper, workdir=workdir)
         user = lookup_user(rootfs, spec.process.user)
         etc_sources = {

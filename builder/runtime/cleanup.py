@@ -83,11 +83,10 @@ class StateFile:
         self._write()
 
     def _write(self) -> None:
+        # No fsync: the file only has to outlive pybuild, not the machine (whose reboot
+        # takes the mounts and processes with it); a torn file reads as a dead owner's.
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(self.state), f)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_text(json.dumps(asdict(self.state)))
         os.replace(tmp, self.path)
 
     def remove(self) -> None:
