@@ -53,10 +53,16 @@ def closest_instruction(word: str) -> str | None:
 def unknown_instruction_error(node: Node, parsed: ParsedDockerfile) -> ParseError:
     """``Dockerfile:3: unknown instruction: FORM (did you mean FROM?)`` with the line quoted."""
     written = node.keyword_text or node.keyword
+    location = SourceLocation(parsed.file, node.start_line, node.end_line)
+    if not written:  # a continuation that runs into nothing: BuildKit keeps an empty keyword
+        return ParseError(
+            "unknown instruction: (empty)", location, source_line=parsed.source_line(node.start_line),
+            hint="a line ends in a line continuation with no instruction after it",
+        )
     suggestion = closest_instruction(written)
     return ParseError(
         f"unknown instruction: {written}",
-        SourceLocation(parsed.file, node.start_line, node.end_line),
+        location,
         source_line=parsed.source_line(node.start_line),
         hint=f"did you mean {suggestion}?" if suggestion else None,
     )

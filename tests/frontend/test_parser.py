@@ -687,3 +687,9 @@ def test_deeply_nested_variables_on_a_heredoc_line() -> None:
 def test_deeply_nested_json_is_shell_form() -> None:
     node = parse("CMD " + "[" * 20000 + "]" * 20000).nodes[0]
     assert not node.json_form and len(node.args[0]) == 40000
+
+
+def test_unknown_instruction_error_for_an_empty_keyword() -> None:
+    parsed = parse("FROM a\n\\\n")
+    error = unknown_instruction_error(parsed.nodes[1], parsed)
+    assert str(error).startswith("Dockerfile:2: unknown instruction: (empty) (a line ends in a line continuation")
