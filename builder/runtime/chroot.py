@@ -10,7 +10,7 @@ user, exec. There is no seccomp filter and no cgroup.
 from __future__ import annotations
 
 import contextlib
-import json
+import marshal
 import os
 import signal
 import subprocess
@@ -70,7 +70,7 @@ class ChrootRuntime:
             "readonly": list(READONLY_PATHS),
             "capabilities": list(DEFAULT_CAPABILITIES),
             "nofile": nofile_limit(),
-            "user": {"uid": user.uid, "gid": user.gid, "sgids": list(user.sgids)},
+            "user": {"uid": user.uid, "gid": user.gid, "sgids": list(user.additional_gids)},
             "cwd": spec.process.cwd,
             "args": list(spec.process.args),
             "env": process_env(spec.process.env, user),
@@ -78,8 +78,8 @@ class ChrootRuntime:
 
     def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
              stdin: BinaryIO | int | None) -> int:
-        plan_path = container.dir / "plan.json"
-        plan_path.write_text(json.dumps(self._plan(spec, container)))
+        plan_path = container.dir / "plan"
+        plan_path.write_bytes(marshal.dumps(self._plan(spec, container)))
         err_read, err_write = os.pipe()
         read_end, write_end = os.pipe()
         try:
@@ -110,7 +110,7 @@ class ChrootRuntime:
         with os.fdopen(err_read, "rb") as f:
             report = f.read()
         if report:
-            error = json.loads(report)
+            error = marshal.loads(report)
             cls = ContainerStartError if error.get("start") else ContainerError
             raise cls(f"chroot: {error['error']}")
         return code

@@ -197,7 +197,7 @@ def oci_config(
     nofile = nofile_limit()
     process: dict[str, Any] = {
         "terminal": spec.process.terminal,
-        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.sgids)},
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
         "args": list(spec.process.args),
         "env": process_env(spec.process.env, user),
         "cwd": spec.process.cwd,

@@ -26,6 +26,11 @@ class ExecUser:
     sgids: tuple[int, ...] = ()
     home: str = "/"
 
+    @property
+    def additional_gids(self) -> tuple[int, ...]:
+        """The groups a container process gets: docker (moby's getUser) puts the primary one first."""
+        return tuple(dict.fromkeys((self.gid, *self.sgids)))
+
 
 @dataclass(frozen=True)
 class PasswdEntry:
