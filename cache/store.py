@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.errors import ImageError, ImageNotFoundError, StoreError
+from builder.errors import DigestMismatchError, ImageError, ImageNotFoundError, StoreError
 from builder.image.config import ConfigFile
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest, HashingReader, is_digest
@@ -271,6 +271,8 @@ class Store:
         manifest_digest = Digest.of(raw_manifest)
         manifest = image.manifest()
         raw_config = image.raw_config()
+        if Digest.of(raw_config) != manifest.config.digest:
+            raise DigestMismatchError(manifest.config.digest, Digest.of(raw_config), "image config")
         config = ConfigFile.from_bytes(raw_config)
         layers = list(image.layers())
         if len(layers) != len(config.diff_ids):
@@ -289,8 +291,11 @@ class Store:
                 if not self.blobs.exists(desc.digest):
                     with layer.compressed() as stream:
                         self.blobs.write(stream, desc.digest, desc.size)
-                known = self.db.query_one("SELECT size FROM diffs WHERE diff_id=?", (diff_id,))
-                if known is None:
+                # Check each new (diff_id, blob) pairing: a blob is only trusted as the form
+                # of a layer once its content has been seen to be that layer.
+                paired = self.db.query_one(
+                    "SELECT 1 FROM layers WHERE diff_id=? AND blob_digest=?", (diff_id, desc.digest))
+                if paired is None:
                     diff_sizes[diff_id] = self._verify_diff(desc, diff_id)
                 layer_rows.append((diff_id, compression.value, desc.digest))
             if not self.blobs.exists(manifest_digest):
@@ -334,6 +339,14 @@ class Store:
     def _verify_diff(self, desc: Descriptor, diff_id: str) -> int:
         """Decompress a stored layer blob, check it against its diff_id, return the tar size."""
         compression = layer_compression(desc.media_type)
+        if compression is Compression.NONE:
+            # The blob is the tar: its digest, checked when it was written, is the diff_id.
+            if desc.digest != diff_id:
+                raise ImageError(
+                    f"layer {desc.digest} does not match the image config: it is uncompressed, "
+                    f"so its digest must be the config's diff_id {diff_id}"
+                )
+            return desc.size
         with open_decompressed(self.blobs.open(desc.digest, desc.size), compression) as raw:
             reader = HashingReader(raw)
             while reader.read(CHUNK):

@@ -403,3 +403,15 @@ def test_prune_keeps_build_cache_layers_unless_all(store: Store):
     report = store.prune(remove_all=True)
     assert img.layers()[0].digest() in report.blobs
     assert store.check().clean
+
+
+def test_a_known_diff_id_does_not_vouch_for_a_new_blob(store: Store):
+    """A second image may not smuggle other content under a diff_id the store already holds."""
+    good = make_image("vouch", layers=1, compression=Compression.GZIP)
+    store.write_image(good, ["good:1"])
+    evil = make_layer({"evil": b"other content"}, Compression.ZSTD)
+    liar = type(evil)(evil.blob, good.layers()[0].tar, evil.mediatype)  # claims good's diff_id
+    with pytest.raises(ImageError, match="does not match the image config"):
+        store.write_image(DerivedImage([liar], good.config_file()), ["evil:1"])
+    assert [r[0] for r in store.db.query("SELECT compression FROM layers")] == ["gzip"]
+    assert store.check().clean
