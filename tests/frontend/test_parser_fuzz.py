@@ -1,7 +1,7 @@
 """Fuzzing the parser: generated and mutated Dockerfiles either parse or raise ParseError with a line.
 
 Never any other exception (a traceback in the CLI) and never a result that
-breaks the parser's own invariants. About 10,000 examples in all.
+breaks the parser's own invariants; 11,500 examples in all, under a minute.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ FRAGMENTS = [
     b"<<", b"<<EOF\n", b"<<-EOF\n", b"<<'EOF'\n", b'<<"EOF"', b"3<<X ", b"<<  EOF", b"EOF\n", b"\tEOF\n",
     b"X\n", b"ONBUILD ", b"ONBUILD RUN <<EOF\n", b"RUN <<EOF\n", b"COPY <<A <<B /d\n", b"HEALTHCHECK ",
     b"ENV ", b"ENV a", b"LABEL a=b c", b"ARG ", b"FROM ", b"CMD ", b"SHELL ", b"unknown ", b"\xc2\xa0",
-    b"\xe3\x80\x80", b"\x1c", b"\\ \t\n",
+    b"\xe3\x80\x80", b"\x1c", b"\\ \t\n", b"ONBUILD " * 40, b"${a:-" * 30, b"}" * 30, b"[" * 50,
 ]
 KEYWORDS = [
     "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
@@ -165,6 +165,26 @@ def test_generated_dockerfiles(rng: random.Random) -> None:
 @given(st.binary(max_size=300) | st.text(max_size=200))
 def test_arbitrary_input(source: bytes | str) -> None:
     check(source)
+
+
+def _outcome(source: bytes) -> tuple[str, object]:
+    try:
+        parsed = parse(source)
+    except ParseError as error:
+        return "error", (error.message, error.line)
+    spans = [(n.start_line, n.end_line, n.comments, n.flags, n.args) for n in parsed.nodes]
+    return dump_buildkit(parsed), (spans, parsed.directives, parsed.escape, len(parsed.warnings))
+
+
+@fuzz(1500)
+@given(st.randoms(use_true_random=True), st.sampled_from(BUILDKIT + REAL_WORLD[::8]))
+def test_crlf_and_bom_do_not_change_the_parse(rng: random.Random, seed: bytes) -> None:
+    """BuildKit trims CR before a line's newline and a BOM before the first line."""
+    source = generate(rng) if rng.random() < 0.5 else mutate(seed, rng)
+    source = source.replace(b"\r", b"").lstrip(b"\xef\xbb\xbf")
+    expected = _outcome(source)
+    assert _outcome(source.replace(b"\n", b"\r\n")) == expected
+    assert _outcome(b"\xef\xbb\xbf" + source) == expected
 
 
 def test_fuzz_corpora_loaded() -> None:
