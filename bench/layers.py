@@ -7,7 +7,8 @@ few large ones, incompressible) is written as a layer and extracted again,
 pybuild and tar alternating, ``sync`` before every timed step so that neither
 pays for the other's writeback. tar runs with the same features pybuild has
 (xattrs, numeric owners, permissions). The writer's time includes computing
-the DiffID; tar's does not.
+the DiffID; tar's does not. Wall time (what a user waits) and CPU time (what
+a busy machine cannot hide) are both reported, as medians and ratios.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -63,11 +65,20 @@ def generate_tree(dest: Path, files: int, total_mb: int) -> Path:
     return root
 
 
-def _timed(step: Callable[[], object]) -> float:
+def _cpu() -> float:
+    """CPU seconds (user + system) used so far by this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed(step: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of one step, after a sync that is not counted."""
     subprocess.run(["sync"], check=True)
+    cpu = _cpu()
     start = time.perf_counter()
     step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
 
 
 def _fresh(path: Path) -> Path:
@@ -87,7 +98,9 @@ def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int 
     out = workdir / "out"
     out.mkdir(parents=True, exist_ok=True)
     ours_tar, their_tar = out / "pybuild.tar", out / "gnu.tar"
-    times: dict[str, list[float]] = {k: [] for k in ("write_pybuild", "write_tar", "extract_pybuild", "extract_tar")}
+    steps = ("write_pybuild", "write_tar", "extract_pybuild", "extract_tar")
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
 
     def write_ours() -> None:
         with open(ours_tar, "wb") as f:
@@ -111,11 +124,15 @@ def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int 
     for i in range(runs):
         order = [("write_pybuild", write_ours), ("write_tar", write_theirs)]
         for name, step in order if i % 2 == 0 else reversed(order):
-            times[name].append(_timed(step))
+            wall, used = _timed(step)
+            times[name].append(wall)
+            cpu[name].append(used)
         ext = [("extract_pybuild", extract_ours), ("extract_tar", extract_theirs)]
         for name, make in ext if i % 2 == 0 else reversed(ext):
             target = _fresh(out / name)
-            times[name].append(_timed(make(target)))
+            wall, used = _timed(make(target))
+            times[name].append(wall)
+            cpu[name].append(used)
     layer_bytes = ours_tar.stat().st_size
     med = {k: statistics.median(v) for k, v in times.items()}
     result: dict = {
@@ -127,6 +144,12 @@ def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int 
     result["extract_ratio"] = round(med["extract_pybuild"] / med["extract_tar"], 2)
     result["write_pybuild_mb_s"] = round(layer_bytes / 2**20 / med["write_pybuild"], 1)
     result["extract_pybuild_mb_s"] = round(layer_bytes / 2**20 / med["extract_pybuild"], 1)
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    for key, value in cpu_med.items():
+        result[f"{key}_cpu_s"] = round(value, 3)
+    result["write_cpu_ratio"] = round(cpu_med["write_pybuild"] / cpu_med["write_tar"], 2)
+    result["extract_cpu_ratio"] = round(cpu_med["extract_pybuild"] / cpu_med["extract_tar"], 2)
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["all_s"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
     return result
 

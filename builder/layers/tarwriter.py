@@ -19,7 +19,6 @@ import errno
 import hashlib
 import os
 import stat
-import struct
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -37,7 +36,6 @@ _ZEROS = b"\0" * BLOCK
 _BUFFER = 1 << 20
 _MAX_OCTAL_8 = 0o7777777
 _MAX_OCTAL_12 = 0o77777777777
-_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12s")
 PAX_HEADER_NAME = "././@PaxHeader"
 
 
@@ -162,17 +160,26 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
+_USTAR_FIELDS = b"%07o\0%07o\0%07o\0%011o\0%011o\0"
+_USTAR_MAGIC = b"ustar\x0000" + b"\0" * 64  # magic, version, empty uname and gname
+_USTAR_TAIL = b"\0" * 167  # prefix and padding
+_CHECKSUM_BLANK = sum(b" " * 8) + sum(_USTAR_MAGIC)
+
+
 def _ustar_block(
     name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
     linkname: bytes, devmajor: int, devminor: int,
 ) -> bytes:
-    block = _USTAR.pack(
-        name, _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12),
-        _octal(mtime, 12), b"        ", typeflag, linkname, b"ustar\0", b"00", b"", b"",
-        _octal(devmajor, 8), _octal(devminor, 8), b"", b"",
+    """One ustar header; formatted in one go and summed piecewise (this is the hot path)."""
+    numbers = _USTAR_FIELDS % (mode, uid, gid, size, mtime)
+    devices = b"%07o\0%07o\0" % (devmajor, devminor)
+    checksum = (
+        sum(name) + sum(numbers) + typeflag[0] + sum(linkname) + sum(devices) + _CHECKSUM_BLANK
     )
-    checksum = b"%06o\0 " % sum(block)
-    return block[:148] + checksum + block[156:]
+    return b"".join((
+        name.ljust(100, b"\0"), numbers, b"%06o\0 " % checksum, typeflag,
+        linkname.ljust(100, b"\0"), _USTAR_MAGIC, devices, _USTAR_TAIL,
+    ))
 
 
 class _HashingSink:
