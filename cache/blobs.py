@@ -56,15 +56,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_stale_temp(path: Path, now: float | None = None) -> bool:
-    """A temp entry whose owner died, or that nobody touched for a minute."""
+    """A temp entry whose owner died; one not named by a pid once nobody touched it for a minute.
+
+    Age alone never condemns a live owner's entry: a RUN step's upper dir or a
+    large download can stay in tmp/ far longer than a minute.
+    """
     pid_text = path.name.split("-", 1)[0]
-    if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
-        return True
+    if pid_text.isdigit():
+        return int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
     try:
         age = (now or time.time()) - path.lstat().st_mtime
     except FileNotFoundError:
         return False
-    return age > STALE_TMP_SECONDS and not (pid_text.isdigit() and int(pid_text) == os.getpid())
+    return age > STALE_TMP_SECONDS
 
 
 def sweep_temp(tmp_dir: Path) -> list[Path]:

@@ -125,14 +125,19 @@ def test_tmp_files_are_ignored_by_check_and_swept_when_stale(store: Store):
                           capture_output=True, text=True, check=True)
     stale = store.tmp_dir / f"{dead.stdout.strip()}-abc.blob"
     stale.write_bytes(b"half a blob")
-    old = store.tmp_dir / f"{os.getpid()}-old.blob"
-    old.write_bytes(b"x")
+    own = store.tmp_dir / f"{os.getpid()}-old.blob"
+    own.write_bytes(b"x")
     live = store.tmp_dir / f"{os.getppid()}-live.blob"
     live.write_bytes(b"being written")
+    anonymous = store.tmp_dir / "stray.part"
+    anonymous.write_bytes(b"x")
+    long_ago = time.time() - 3600
+    for path in (own, live, anonymous):
+        os.utime(path, (long_ago, long_ago))
     assert store.check().clean
     store.write_image(make_image("f"), ["f:1"])  # a writer sweeps
-    assert not stale.exists()
-    assert live.exists() and old.exists()  # live owners are left alone
+    assert not stale.exists() and not anonymous.exists()
+    assert live.exists() and own.exists()  # live owners are left alone, however old
 
 
 def test_unrecorded_blob_file_is_harmless_and_pruned(store: Store):
