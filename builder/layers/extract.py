@@ -15,10 +15,12 @@ into a temporary directory and rename it.
 from __future__ import annotations
 
 import base64
+import ctypes
 import errno
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -744,3 +746,51 @@ def extract_layer(
         ex.close()
     reader.drain()
     return ex.stats
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the file system holding ``path`` (one call instead of an fsync per file)."""
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+
+
+def extract_to_directory(
+    stream: BinaryIO, dest: Path, *, durable: bool = True, **options: bool
+) -> ExtractStats:
+    """Extract a layer into the new directory ``dest``: all of it or nothing.
+
+    The layer goes into a temporary directory beside ``dest`` that is renamed
+    into place only after the whole stream (and its digest) checked out; on
+    any error it is removed. ``durable`` flushes the file system before the
+    rename so that a crash cannot leave a renamed but empty snapshot.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        stats = extract_layer(stream, tmp, **options)
+        os.chmod(tmp, 0o755)
+        if durable:
+            _syncfs(tmp)
+        try:
+            os.rename(tmp, dest)
+        except OSError as err:
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise ImageError(f"cannot extract layer into '{dest}': it already exists") from None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if durable:
+        parent = os.open(dest.parent, _DIR_FLAGS)
+        try:
+            os.fsync(parent)
+        finally:
+            os.close(parent)
+    return stats

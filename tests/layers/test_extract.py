@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from builder.errors import ImageError
-from builder.layers.extract import TarReader, extract_layer
+from builder.errors import ImageError, UnsafeLayerError
+from builder.layers.extract import TarReader, extract_layer, extract_to_directory
 from builder.layers.tarwriter import EntryType, TarEntry, TarStreamWriter, write_layer
 from tests.helpers.tools import require_tool
 from tests.layers import snapshot
@@ -273,3 +273,17 @@ def test_unknown_entry_type_is_a_clear_error(tmp_path: Path) -> None:
     data[148:156] = b"%06o\0 " % (sum(data[:148]) + sum(data[156:512]) + 8 * 32)
     with pytest.raises(ImageError, match="'weird' has the unknown tar type"):
         extract_layer(io.BytesIO(bytes(data)), tmp_path)
+
+
+def test_extract_to_directory_is_all_or_nothing(tmp_path: Path) -> None:
+    good = build_tar([_dir("etc"), _reg("etc/motd", b"hi")])
+    dest = tmp_path / "snapshots" / "one"
+    stats = extract_to_directory(io.BytesIO(good), dest)
+    assert stats.files == 1 and (dest / "etc" / "motd").read_text() == "hi"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
+    with pytest.raises(ImageError, match="already exists"):
+        extract_to_directory(io.BytesIO(good), dest, durable=False)
+    bad = build_tar([_reg("fine", b"x"), _reg("../escape", b"y")])
+    with pytest.raises(UnsafeLayerError):
+        extract_to_directory(io.BytesIO(bad), tmp_path / "snapshots" / "two", durable=False)
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["one"]
