@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,8 +126,20 @@ def local_base_env(name: str) -> list[str] | None:
         return None
 
 
+def context_ignored(context: str, file: str | None) -> Callable[[str], bool] | None:
+    """Whether the context's .dockerignore excludes a path (None: no context directory)."""
+    from builder.frontend.dockerignore import load_ignore
+
+    if context == "-" or not Path(context).is_dir():
+        return None
+    dockerfile = Path(file) if file and file != "-" else Path(context) / "Dockerfile"
+    matcher = load_ignore(Path(context), dockerfile if file != "-" else None)
+    return matcher.matches if matcher else None
+
+
 def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str | None = None,
-             stages: Sequence[int] | None = None) -> CheckResult:
+             stages: Sequence[int] | None = None,
+             ignored: Callable[[str], bool] | None = None) -> CheckResult:
     """The checks the way build and lint both run them (BUILDKIT_DOCKERFILE_CHECK overrides # check=)."""
     from builder.frontend.checks import run_checks
 
@@ -137,6 +149,7 @@ def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str 
         base_env=local_base_env,
         stages=stages,
         config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
+        ignored=ignored,
     )
 
 
@@ -164,7 +177,8 @@ def _lint(args: argparse.Namespace) -> int:
     # Planning also finds what BuildKit's lint reports as errors (no stages, cycles, bad --from).
     plan = plan_stages(dockerfile, target=args.target, build_args=build_args)
     stages = [s.index for s in plan.stages] if args.target else None
-    result = run_lint(dockerfile, build_args, stages=stages)
+    result = run_lint(dockerfile, build_args, stages=stages,
+                      ignored=context_ignored(args.path, args.file))
     error = result.error()
     if args.format == "json":
         json.dump({

@@ -14,6 +14,7 @@ build arg) selects rules; with ``error=true`` any warning fails the build.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ from builder.errors import (
 )
 from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
 from builder.frontend.instructions import (
+    Add,
     Arg,
     Cmd,
+    Copy,
     Dockerfile,
     Entrypoint,
     Env,
@@ -113,6 +116,8 @@ RULES: dict[str, Rule] = {
              "default behavior", "redundant-target-platform"),
         Rule("FromPlatformFlagConstDisallowed", "FROM --platform flag should not use a constant value",
              "from-platform-flag-const-disallowed"),
+        Rule("CopyIgnoredFile", "Attempting to Copy file that is excluded by .dockerignore",
+             "copy-ignored-file", experimental=True),
         Rule("InvalidDefinitionDescription",
              "Comment for build stage or argument should follow the format: "
              "`# <arg/stage name> <description>`. If this is not intended to be a description "
@@ -273,10 +278,12 @@ def run_checks(
     platforms: PlatformArgs | None = None,
     stages: Collection[int] | None = None,
     config: str | None = None,
+    ignored: Callable[[str], bool] | None = None,
 ) -> CheckResult:
     """Every enabled rule over ``dockerfile``; ``stages`` limits the per-stage walk (None: all).
 
     ``config`` overrides the ``# check=`` directive (the BUILDKIT_DOCKERFILE_CHECK build arg).
+    ``ignored(path)`` tells whether .dockerignore excludes a context path (CopyIgnoredFile).
     """
     parsed = dockerfile.parsed
     directive_line = next((d.line for d in parsed.directives if d.name == "check"), None)
@@ -291,7 +298,7 @@ def run_checks(
     _check_casing(dockerfile, out)
     _check_static(dockerfile, out)
     _check_from_args(dockerfile, build_args or {}, platforms, out)
-    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out)
+    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignored)
     return CheckResult(out.warnings(), out.config, parsed.file)
 
 
@@ -472,6 +479,7 @@ def _walk_stages(
     platforms: PlatformArgs | None,
     selected: Collection[int] | None,
     out: _Collector,
+    ignored: Callable[[str], bool] | None = None,
 ) -> None:
     """Rules that need each stage's variables: UndefinedVar, WorkdirRelativePath, EXPOSE, JSON args."""
     global_scope = GlobalScope(
@@ -512,6 +520,8 @@ def _walk_stages(
                        "behavior related to OS signals", ins)
             elif isinstance(expanded, Expose):
                 _check_expose(expanded, ins, out)
+            elif isinstance(expanded, Copy | Add) and ignored is not None:
+                _check_ignored(expanded, ins, ignored, out)
         finals[stage.index] = (scope, workdir_set, shell_set)
         if (selected is None or stage.index in selected) and scope.base_env_known:
             for undefined in scope.undefined:
@@ -526,10 +536,26 @@ def _walk_stages(
 def _drop_stage_warnings(out: _Collector, stage: Stage) -> None:
     """Forget per-stage walk findings for a stage the build does not run."""
     lines = {ins.start_line for ins in stage.commands}
-    walk_rules = {"WorkdirRelativePath", "JSONArgsRecommended", "ExposeProtoCasing",
+    walk_rules = {"WorkdirRelativePath", "CopyIgnoredFile", "JSONArgsRecommended", "ExposeProtoCasing",
                   "ExposeInvalidFormat", "UndefinedVar", "LegacyKeyValueFormat",
                   "SecretsUsedInArgOrEnv", "MultipleInstructionsDisallowed"}
     out.found = [t for t in out.found if not (t[2].rule in walk_rules and t[0] in lines)]
+
+
+def _check_ignored(
+    ins: Copy | Add, original: Instruction, ignored: Callable[[str], bool], out: _Collector
+) -> None:
+    """CopyIgnoredFile: a context source that .dockerignore excludes (BuildKit's validateCopySourcePath)."""
+    if isinstance(ins, Copy) and ins.from_:
+        return
+    verb = "Copy" if isinstance(ins, Copy) else "Add"
+    for src in ins.sources:
+        if "://" in src or src.startswith("git@"):
+            continue
+        path = posixpath.normpath("/" + src).lstrip("/") or "."
+        if path != "." and ignored(path):
+            out.at("CopyIgnoredFile",
+                   f'Attempting to {verb} file "{src}" that is excluded by .dockerignore', original)
 
 
 def _is_abs(path: str) -> bool:

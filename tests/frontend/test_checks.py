@@ -102,7 +102,21 @@ CASES = [
 
 
 def test_every_rule_has_a_case():
-    assert {c[0] for c in CASES} == set(RULES)
+    assert {c[0] for c in CASES} | {"CopyIgnoredFile"} == set(RULES)
+
+
+def test_copy_ignored_file_needs_the_ignore_rules_and_opting_in():
+    from builder.frontend.dockerignore import PatternMatcher
+
+    ignored = PatternMatcher.from_file_text("secret.txt\nlogs\n").matches
+    source = ("# check=experimental=CopyIgnoredFile\nFROM scratch\nCOPY secret.txt ./app /x/\n"
+              "COPY --from=other secret.txt /y\nADD logs/a.log https://example.com/x /z\n")
+    assert fired(source, "CopyIgnoredFile", ignored=ignored) == [
+        (3, 'Attempting to Copy file "secret.txt" that is excluded by .dockerignore'),
+        (5, 'Attempting to Add file "logs/a.log" that is excluded by .dockerignore'),
+    ]
+    assert fired(source.split("\n", 1)[1], "CopyIgnoredFile", ignored=ignored) == []  # experimental
+    assert RULES["CopyIgnoredFile"].experimental
 
 
 @pytest.mark.parametrize(("rule", "bad", "expected", "good"), CASES, ids=[c[0] for c in CASES])

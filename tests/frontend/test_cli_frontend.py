@@ -78,6 +78,14 @@ def test_lint_prints_warnings_and_exits_0(tmp_path: Path):
     assert out(clean) == "Check complete, no warnings found.\n"
 
 
+def test_lint_reads_the_dockerignore(tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text("# check=experimental=all\nFROM scratch\nCOPY secret.txt /\n")
+    (tmp_path / ".dockerignore").write_text("secret.txt\n")
+    proc = run_pybuild("lint", str(tmp_path), check=True)
+    assert (f"{tmp_path}/Dockerfile:3: CopyIgnoredFile: Attempting to Copy file \"secret.txt\" "
+            "that is excluded by .dockerignore") in out(proc)
+
+
 def test_lint_reports_plan_errors(tmp_path: Path):
     (tmp_path / "Dockerfile").write_text("ARG A=1\n")
     proc = run_pybuild("lint", str(tmp_path))
