@@ -11,9 +11,11 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from builder.errors import ImageError
-from builder.layers.extract import extract_layer
+from builder.layers.extract import TarReader, extract_layer
 from builder.layers.tarwriter import (
     EntryType,
     StatOverride,
@@ -280,3 +282,54 @@ def test_overlay_redirects_are_refused(tmp_path: Path) -> None:
     os.setxattr(tmp_path / "moved", "trusted.overlay.redirect", b"/old")
     with pytest.raises(ImageError, match="redirect_dir=off"):
         write_layer(tmp_path, io.BytesIO(), overlay_upper=True)
+
+
+_NAME_PART = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"), min_size=1, max_size=60
+).filter(lambda s: s not in (".", ".."))
+
+
+@st.composite
+def _entries(draw: st.DrawFn) -> list[TarEntry]:
+    out = []
+    for i, kind in enumerate(draw(st.lists(st.sampled_from(list(EntryType)), max_size=8))):
+        name = "/".join(draw(st.lists(_NAME_PART, min_size=1, max_size=4))) + f"-{i}"
+        out.append(TarEntry(
+            name=name,
+            type=kind,
+            mode=draw(st.integers(0, 0o7777)),
+            uid=draw(st.integers(0, 2**31)),
+            gid=draw(st.integers(0, 2**31)),
+            size=draw(st.integers(0, 3000)) if kind is EntryType.FILE else 0,
+            mtime=draw(st.integers(0, 2**34)),
+            linkname="/".join(draw(st.lists(_NAME_PART, max_size=5)))
+            if kind in (EntryType.SYMLINK, EntryType.HARDLINK) else "",
+            devmajor=draw(st.integers(0, 4095)) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
+            devminor=draw(st.integers(0, 2**20 - 1)) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
+            xattrs=tuple(sorted(draw(st.dictionaries(
+                st.sampled_from(["user.a", "user.b", "security.capability", "trusted.x"]),
+                st.binary(max_size=300), max_size=3,
+            )).items())),
+        ))
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(_entries())
+def test_reader_returns_exactly_what_the_writer_wrote(entries: list[TarEntry]) -> None:
+    buf = io.BytesIO()
+    contents = {e.name: (e.name.encode() * 3000)[: e.size] for e in entries}
+    with TarStreamWriter(buf) as w:
+        for e in entries:
+            w.add(e, io.BytesIO(contents[e.name]))
+    data = buf.getvalue()
+    assert len(data) % 512 == 0
+    reader = TarReader(io.BytesIO(data))
+    seen = []
+    for entry in reader:
+        seen.append(entry)
+        if entry.type is EntryType.FILE:
+            assert reader.read_data() == contents[entry.name]
+    assert seen == entries
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        assert [m.name for m in tf] == [e.name for e in entries]
