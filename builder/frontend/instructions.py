@@ -95,7 +95,7 @@ class Instruction:
         for f in fields(self):
             if f.name in ("location", "original", "source", "first_line"):
                 continue
-            out[f.name] = _plain(getattr(self, f.name))
+            out[f.name.rstrip("_")] = _plain(getattr(self, f.name))  # from_ -> "from"
         return out
 
 
@@ -105,7 +105,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Instruction):
         return value.to_json()
     if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {f.name.rstrip("_"): _plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value

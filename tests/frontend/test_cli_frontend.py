@@ -46,7 +46,7 @@ def test_parse_json_has_stages_lines_flags_and_heredocs(tmp_path: Path):
     assert run["mounts"][0]["type"] == "cache" and run["mounts"][0]["target"] == "/c"
     assert run["files"] == [{"name": "EOF", "data": "make\n", "chomp": False, "expand": True}]
     copy = final["commands"][0]
-    assert (copy["from_"], copy["link"], copy["sources"], copy["dest"]) == ("build", True, ["/out"], "/")
+    assert (copy["from"], copy["link"], copy["sources"], copy["dest"]) == ("build", True, ["/out"], "/")
 
 
 def test_parse_reads_stdin_and_reports_errors_with_lines():
