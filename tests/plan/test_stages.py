@@ -162,3 +162,34 @@ def test_real_world_multi_stage_files_plan():
         assert p.target == len(df.stages) - 1
         planned += len(df.stages) > 1
     assert planned == 14
+
+
+def test_levels_respect_dependencies_for_random_dags():
+    """Any DAG of stages: a stage's level is one more than its deepest dependency's."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @st.composite
+    def dags(draw):
+        n = draw(st.integers(min_value=1, max_value=8))
+        edges = {i: draw(st.sets(st.integers(0, i - 1), max_size=3)) if i else set() for i in range(n)}
+        return n, edges
+
+    @settings(max_examples=60, deadline=None)
+    @given(dags())
+    def check(dag):
+        n, edges = dag
+        lines = []
+        for i in range(n):
+            lines.append(f"FROM busybox AS s{i}")
+            lines += [f"COPY --from=s{d} /x /x{d}" for d in sorted(edges[i])]
+        p = plan("\n".join(lines) + "\n")
+        level = {s.index: s.level for s in p.stages}
+        for s in p.stages:
+            assert set(s.deps) == edges[s.index]
+            expected = 1 + max((level[d] for d in s.deps), default=-1)
+            assert s.level == expected
+        assert sorted(i for group in p.levels for i in group) == sorted(level)
+        assert p.target == n - 1
+
+    check()
