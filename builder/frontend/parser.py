@@ -216,6 +216,10 @@ class _Run:
                     self.comments.append(comment)
                 else:
                     self.comments.clear()
+            elif kind == "BLANK":
+                # A blank line separates comments from the next instruction: they do not
+                # describe it (BuildKit's InvalidDefinitionDescription documentation).
+                self.comments.clear()
         return None
 
     def _instruction(self, token: Token, offset: int) -> int | None:

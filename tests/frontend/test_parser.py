@@ -440,7 +440,7 @@ def test_comments_above_instructions() -> None:
         "ARG B\n"
     )
     parsed = parse(text)
-    assert parsed.nodes[0].comments == ("base stage", "builds things")
+    assert parsed.nodes[0].comments == ("builds things",)  # the blank line separates "base stage"
     assert parsed.nodes[1].comments == ()
     assert parsed.nodes[2].comments == ("second",)
 
@@ -693,3 +693,9 @@ def test_unknown_instruction_error_for_an_empty_keyword() -> None:
     parsed = parse("FROM a\n\\\n")
     error = unknown_instruction_error(parsed.nodes[1], parsed)
     assert str(error).startswith("Dockerfile:2: unknown instruction: (empty) (a line ends in a line continuation")
+
+
+def test_comment_text_is_buildkits() -> None:
+    # BuildKit drops the line's first character and trims: an indented comment keeps its '#'.
+    parsed = parse("#  plain  \n  # indented\nFROM a\n")
+    assert parsed.nodes[0].comments == ("plain", "# indented")
