@@ -522,3 +522,21 @@ def test_real_world_corpus_totals():
             copy_from += sum(1 for c in stage.commands if isinstance(c, Copy) and c.from_)
             run_mounts += sum(len(c.mounts) for c in stage.commands if isinstance(c, Run))
     assert (total, exec_form, multi_stage, copy_from, run_mounts) == (3031, 268, 14, 20, 2)
+
+
+def test_go_duration_sums_its_parts():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    units = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000,
+             "us": 1_000, "ns": 1}
+    parts = st.lists(st.tuples(st.integers(0, 999), st.sampled_from(sorted(units))), min_size=1, max_size=4)
+
+    @settings(max_examples=100, deadline=None)
+    @given(parts)
+    def check(items):
+        text = "".join(f"{n}{u}" for n, u in items)
+        assert parse_go_duration(text) == sum(n * units[u] for n, u in items)
+        assert parse_go_duration("-" + text) == -parse_go_duration(text)
+
+    check()
