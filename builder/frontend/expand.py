@@ -54,7 +54,10 @@ FRONTEND_ARGS = frozenset({
     "BUILDKIT_SYNTAX", "BUILDKIT_DOCKERFILE_CHECK", "BUILDKIT_INLINE_CACHE",
     "BUILDKIT_MULTI_PLATFORM", "BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_CACHE_MOUNT_NS",
     "BUILDKIT_CONTEXT_KEEP_GIT_DIR", "SOURCE_DATE_EPOCH",
+    "BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE",
 })
+# Declared ARGs that never enter the environment (BuildKit's nonEnvArgs).
+NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
 
 
 def format_platform(p: Platform) -> str:
@@ -227,7 +230,7 @@ class Scope:
 
     def _record(self, ins: Instruction, names: set[str]) -> None:
         for name in sorted(names):
-            if name in self.args or name in FRONTEND_ARGS:
+            if name in self.args or name in NON_ENV_ARGS:
                 continue
             self.undefined.append(Undefined(name, ins, closest_var(name, list(self.env))))
 
@@ -275,7 +278,7 @@ class Scope:
                 if value is None and spec.key in PLATFORM_ARGS:
                     value = self.global_scope.values[spec.key]
             self.args[spec.key] = value
-            if value is not None and spec.key not in FRONTEND_ARGS:
+            if value is not None and spec.key not in NON_ENV_ARGS:
                 self.env.pop(spec.key, None)
                 self.env[spec.key] = value
             resolved.append(replace(spec, default=value))
