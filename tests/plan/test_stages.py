@@ -67,6 +67,13 @@ def test_base_names_are_expanded_with_global_args():
     assert p.stage(0).dependencies[0].image == "alpine:3"
 
 
+def test_from_an_arg_that_names_a_stage():
+    p = plan("ARG PARENT=base\nFROM busybox AS base\nFROM busybox AS other\nFROM $PARENT\n")
+    assert p.stage(2).base_stage == 0 and p.stage(2).base == "base"
+    assert plan("ARG PARENT=base\nFROM busybox AS base\nFROM busybox AS other\nFROM $PARENT\n",
+                build_args={"PARENT": "other"}).stage(2).base_stage == 1
+
+
 def test_copy_from_index_name_and_image():
     p = plan("FROM a AS one\nFROM b\nCOPY --from=0 /x /x\nCOPY --from=ONE /y /y\n"
              "COPY --from=registry.example:5000/img:1 /z /z\n")
