@@ -699,3 +699,58 @@ def test_comment_text_is_buildkits() -> None:
     # BuildKit drops the line's first character and trims: an indented comment keeps its '#'.
     parsed = parse("#  plain  \n  # indented\nFROM a\n")
     assert parsed.nodes[0].comments == ("plain", "# indented")
+
+
+# --- the reference engine: docker's classic builder uses BuildKit's parser ------------------------------
+
+DOCKER_PARSE_ERRORS = [
+    "FROM scratch\nENV PATH\n",
+    "FROM scratch\nLABEL a\n",
+    "FROM scratch\nLABEL a=b c\n",
+    "FROM scratch\nONBUILD ENV x\n",
+    'FROM scratch\nCMD ["a", 1]\n',
+    'FROM scratch\nHEALTHCHECK CMD ["a", true]\n',
+    "# escape=x\nFROM scratch\n",
+    "# escape=\\\n# ESCAPE=`\nFROM scratch\n",
+    "# syntax=a\n# syntax=b\nFROM scratch\n",
+    "# comment\n\n",
+    "FROM scratch\nLABEL a=" + "x" * 70000 + "\n",
+]
+
+
+def _docker_build(docker: str, context: Path, text: str) -> subprocess.CompletedProcess[str]:
+    (context / "Dockerfile").write_text(text)
+    return subprocess.run(
+        [docker, "build", "--network", "host", "-q", str(context)], capture_output=True, text=True,
+        timeout=120, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("text", DOCKER_PARSE_ERRORS, ids=lambda t: t[:40])
+def test_parse_errors_match_docker(docker: str, tmp_path: Path, text: str) -> None:
+    result = _docker_build(docker, tmp_path, text)
+    assert result.returncode != 0
+    with pytest.raises(ParseError) as caught:
+        parse(text)
+    assert f"failed to parse Dockerfile: {caught.value.message}" in result.stderr
+
+
+@pytest.mark.docker
+def test_accepted_like_docker(docker: str, tmp_path: Path) -> None:
+    text = 'FROM scratch\nLABEL a=b \\\n\n  c=d \\\n# x\n  e=f\nEXPOSE 80 \\\n# c\n 81/udp\nlabel "q"=r\n'
+    result = _docker_build(docker, tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    image = result.stdout.strip()
+    inspect = subprocess.run([docker, "image", "inspect", image], capture_output=True, text=True, check=True)
+    config = json.loads(inspect.stdout)[0]["Config"]
+    parsed = parse(text)
+    labels = {}
+    for node in parsed.nodes:
+        if node.keyword == "label":
+            for i in range(0, len(node.args), 3):
+                labels[node.args[i].strip('"')] = node.args[i + 1]
+    assert config["Labels"] == labels == {"a": "b", "c": "d", "e": "f", "q": "r"}
+    exposed = sorted(a if "/" in a else f"{a}/tcp" for n in parsed.nodes if n.keyword == "expose" for a in n.args)
+    assert sorted(config["ExposedPorts"]) == exposed == ["80/tcp", "81/udp"]
+    subprocess.run([docker, "image", "rm", "-f", image], capture_output=True, check=False)
