@@ -1,21 +1,26 @@
-"""The extractor: OCI whiteout semantics, overlayfs-native whiteouts, replacement rules, formats."""
+"""The extractor: OCI whiteout semantics, overlayfs-native whiteouts, replacement rules, formats,
+and layers written by docker's own builder."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import json
 import os
 import shutil
 import stat
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from builder.errors import ImageError, UnsafeLayerError
+from builder.layers.changes import layer_changes
 from builder.layers.extract import TarReader, extract_layer, extract_to_directory
 from builder.layers.tarwriter import EntryType, TarEntry, TarStreamWriter, write_layer
 from tests.helpers.tools import require_tool
@@ -287,3 +292,126 @@ def test_extract_to_directory_is_all_or_nothing(tmp_path: Path) -> None:
     with pytest.raises(UnsafeLayerError):
         extract_to_directory(io.BytesIO(bad), tmp_path / "snapshots" / "two", durable=False)
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["one"]
+
+
+# -- layers written by docker ---------------------------------------------------------------
+
+BASE_TAG = "pybuild-test/layers-busybox:1"
+IMAGE_TAG = "pybuild-test/layers-diff:1"
+# Paths docker itself puts into every container; they are not part of the image.
+RUNTIME_ONLY = {".dockerenv", "dev", "proc", "sys", "etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/mtab"}
+DOCKERFILE = f"""\
+FROM {BASE_TAG}
+RUN mkdir -p /data/sub /data/gone && echo one > /data/sub/a && echo two > /data/b \\
+ && echo x > /data/gone/x && echo keep > /keep && ln /keep /keep2 && ln -s /keep /keep.link \\
+ && chown 1000:1000 /data/b && chmod 0640 /data/b
+RUN rm /data/b && rm -rf /data/sub /data/gone && mkdir /data/sub && echo new > /data/sub/c \\
+ && echo changed > /keep && chmod 4755 /keep2 && rm /bin/sed
+"""
+
+
+def _image_only(snap: dict[str, tuple]) -> dict[str, tuple]:
+    return {
+        p: v for p, v in snap.items()
+        if p not in RUNTIME_ONLY and p.split("/", 1)[0] not in {"dev", "proc", "sys"}
+    }
+
+
+@pytest.fixture(scope="module")
+def docker_image(docker: str, busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """docker save of an image built by docker's classic builder; yields the unpacked archive."""
+    base = subprocess.run(["tar", "--numeric-owner", "-C", busybox_rootfs, "-c", "."],
+                          capture_output=True, check=True).stdout
+    subprocess.run([docker, "import", "-", BASE_TAG], input=base, capture_output=True, check=True)
+    ctx = tmp_path_factory.mktemp("docker-ctx")
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    build = subprocess.run(
+        [docker, "build", "--network", "host", "-q", "-t", IMAGE_TAG, ctx],
+        capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert build.returncode == 0, build.stderr.decode()
+    out = tmp_path_factory.mktemp("docker-save")
+    saved = subprocess.run([docker, "save", IMAGE_TAG], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tf:
+        tf.extractall(out, filter="data")
+    try:
+        yield out
+    finally:
+        subprocess.run([docker, "rmi", "-f", IMAGE_TAG, BASE_TAG], capture_output=True)
+
+
+def _layers(saved: Path) -> list[Path]:
+    manifest = json.loads((saved / "manifest.json").read_text())
+    return [saved / p for p in manifest[0]["Layers"]]
+
+
+def _docker_rootfs(docker: str, dest: Path) -> Path:
+    cid = subprocess.run([docker, "create", IMAGE_TAG, "true"], capture_output=True, check=True,
+                         text=True).stdout.strip()
+    try:
+        exported = subprocess.run([docker, "export", cid], capture_output=True, check=True).stdout
+    finally:
+        subprocess.run([docker, "rm", "-f", cid], capture_output=True)
+    dest.mkdir()
+    subprocess.run(["tar", "--numeric-owner", "-xpf", "-", "-C", dest], input=exported, check=True)
+    return dest
+
+
+@pytest.mark.docker
+def test_docker_layers_apply_to_dockers_file_system(docker: str, docker_image: Path, tmp_path: Path) -> None:
+    expected = _image_only(snapshot(_docker_rootfs(docker, tmp_path / "docker"), mtimes=False))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for layer in _layers(docker_image):
+        with open(layer, "rb") as f:
+            extract_layer(f, flat)
+    assert _image_only(snapshot(flat, mtimes=False)) == expected
+    assert "data/b" not in expected and "data/sub/c" in expected and "data/gone" not in expected
+
+
+@pytest.mark.docker
+def test_docker_layers_as_overlay_lower_dirs(docker: str, docker_image: Path, tmp_path: Path) -> None:
+    expected = _image_only(snapshot(_docker_rootfs(docker, tmp_path / "docker"), mtimes=False))
+    snaps = []
+    for i, layer in enumerate(_layers(docker_image)):
+        snap = tmp_path / f"snap{i}"
+        snap.mkdir()
+        with open(layer, "rb") as f:
+            extract_layer(f, snap, overlay_whiteouts=True)
+        snaps.append(snap)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    lowers = ":".join(str(s) for s in reversed(snaps))
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lowers}", merged],
+                   check=True, capture_output=True)
+    try:
+        seen = _image_only(snapshot(merged, mtimes=False))
+    finally:
+        subprocess.run(["umount", merged], check=True)
+    assert seen == expected
+
+
+@pytest.mark.docker
+def test_changes_of_docker_layers(docker_image: Path) -> None:
+    paths = _layers(docker_image)
+    base, first, second = layer_changes([functools.partial(open, p, "rb") for p in paths])
+    assert "bin/busybox" in base.added
+    assert {"data/b", "data/sub/a", "keep", "keep2", "keep.link"} <= set(first.added)
+    assert {"data/b", "data/gone", "bin/sed"} <= set(second.deleted)
+    assert "data/sub/c" in second.added and "keep" in second.modified
+    assert first.deleted_bytes >= len("two\n") + len("one\n") + len("x\n")
+    assert first.overwritten_bytes >= len("keep\n")
+    assert second.wasted_bytes == 0
+
+
+@pytest.mark.docker
+def test_rewriting_a_docker_layer_is_deterministic(docker_image: Path, tmp_path: Path) -> None:
+    """Extract docker's layer twice, in different places, and write both: one DiffID."""
+    digests = set()
+    for name in ("one", "two"):
+        root = tmp_path / name
+        root.mkdir()
+        with open(_layers(docker_image)[1], "rb") as f:
+            extract_layer(f, root)
+        digests.add(write_layer(root, io.BytesIO(), source_date_epoch=1_700_000_000).diff_id)
+    assert len(digests) == 1
