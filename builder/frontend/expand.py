@@ -105,7 +105,8 @@ class _LexExpander:
         self, escape: str, env: Mapping[str, str], on_unmatched: Callable[[set[str]], None]
     ) -> None:
         self._lex = ShellLex(escape=escape)
-        self._raw = ShellLex(escape=escape, skip_process_quotes=True)
+        # Heredoc bodies: BuildKit's ExpandRaw lexes with '\\' whatever the escape directive says.
+        self._raw = ShellLex(escape="\\", skip_process_quotes=True)
         self._env = env
         self._on_unmatched = on_unmatched
 

@@ -250,6 +250,11 @@ def test_escape_directive_applies_to_expansion():
     assert (env["A"], env["B"], env["C"], env["D"]) == ("$HOME", 'x"y', "c:\\dir", "/root")
 
 
+def test_heredoc_bodies_use_backslash_whatever_the_escape_directive():
+    _, expanded = walk('# escape=`\nFROM scratch\nENV N=x\nCOPY <<EOF /f\n\\$N `$N "$N"\nEOF\n')
+    assert expanded[-1].contents[0].data == '$N `x "x"\n'
+
+
 def test_real_world_stages_expand_without_error():
     """Every instruction of the 208 real Dockerfiles (Windows ones included) goes through a scope."""
     from tests.helpers.tools import CONFORMANCE
