@@ -748,15 +748,15 @@ def _parse_run(req: _Req) -> Run:
         try:
             network = NetworkMode(flags["network"])
         except ValueError:
-            raise req.error(f"unsupported network mode {flags['network']!r}: "
-                            "use default, none or host") from None
+            raise req.error(f'invalid network mode "{flags["network"]}" '
+                            "(use default, none or host)") from None
     security = None
     if "security" in flags:
         try:
             security = SecurityMode(flags["security"])
         except ValueError:
-            raise req.error(f"unsupported security mode {flags['security']!r}: "
-                            "use sandbox or insecure") from None
+            raise req.error(f'security "{flags["security"]}" is not valid '
+                            "(use sandbox or insecure)") from None
     devices = []
     for spec in flags.get("device", ()):
         name, _, rest = spec.partition(",")
