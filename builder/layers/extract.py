@@ -193,9 +193,20 @@ class TarReader:
             if len(block) < BLOCK:
                 raise self._truncated(f"the header at byte {offset}")
             if block.count(0) == BLOCK:
-                return  # end of archive; a second zero block and padding may follow
+                # End of archive. As Go's archive/tar: the next block must be zeros too (or
+                # missing); anything else is an error, so no reader sees entries another skips.
+                second = self._take(BLOCK)
+                if second and second.count(0) != len(second):
+                    raise _Corrupt(
+                        f"corrupt layer tar: data after the end-of-archive block at byte {offset}"
+                    )
+                return
             stored = _num(block[148:156], "checksum", offset)
-            if stored != sum(block) - sum(block[148:156]) + 8 * 32:
+            unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+            # Some old writers summed signed chars; accept that spelling as GNU tar does.
+            if stored != unsigned and stored != unsigned - 256 * sum(
+                1 for b in block[:148] + block[156:] if b >= 0x80
+            ):
                 raise _Corrupt(
                     f"corrupt layer tar: header checksum mismatch at byte {offset} (not a tar, "
                     "or damaged)"
@@ -472,6 +483,7 @@ class _Extractor:
                     os.mkdir(comp, 0o755, dir_fd=fds[-1])
                     self.written.add((*resolved, comp))
                     fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
+                    os.fchmod(fd, 0o755)  # whatever the umask: parents a layer implies are 0755
                 except OSError as err:
                     if err.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
@@ -736,8 +748,17 @@ def extract_layer(
     )
     try:
         for entry in reader:
-            ex.entry(entry, reader)
-        ex.finish()
+            try:
+                ex.entry(entry, reader)
+            except OSError as err:
+                raise ImageError(
+                    f"cannot extract layer entry '{entry.name}' into '{target}': "
+                    f"{err.strerror or err}"
+                ) from err
+        try:
+            ex.finish()
+        except OSError as err:
+            raise ImageError(f"cannot set directory metadata in '{target}': {err.strerror or err}") from err
     except _Corrupt:
         # A damaged blob shows up as a bad tar first; its digest names the real cause.
         reader.drain()

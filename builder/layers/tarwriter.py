@@ -368,6 +368,21 @@ class TarStreamWriter:
         xattrs: tuple[tuple[str, bytes], ...] | None = None,
     ) -> None:
         """Write the file, directory, link or device at ``source`` as ``name`` in the layer."""
+        try:
+            self._add_path(name, source, override, st, xattrs)
+        except OSError as err:
+            raise ImageError(
+                f"cannot read '{source}' for layer entry '{name}': {err.strerror or err}"
+            ) from err
+
+    def _add_path(
+        self,
+        name: str,
+        source: str | Path,
+        override: StatOverride | None,
+        st: os.stat_result | None,
+        xattrs: tuple[tuple[str, bytes], ...] | None,
+    ) -> None:
         if st is None:
             st = os.lstat(source)
         kind = _type_of(st.st_mode)
@@ -505,7 +520,11 @@ def write_layer(
     directory of the layer (whose entry is root itself).
     """
     with TarStreamWriter(out, source_date_epoch=source_date_epoch) as writer:
-        _write_tree(writer, root, overlay_upper, paths, prefix)
+        try:
+            _write_tree(writer, root, overlay_upper, paths, prefix)
+        except OSError as err:
+            where = err.filename or root
+            raise ImageError(f"cannot read '{where}' for the layer: {err.strerror or err}") from err
     return writer.close()
 
 

@@ -147,6 +147,7 @@ def corpus(sentinel: Path) -> list[MaliciousCase]:
         MaliciousCase("not-a-tar", b"GIF89a" + bytes(range(256)) * 4, ImageError, "checksum"),
         MaliciousCase("truncated-gzip", gz[: len(gz) // 2], ImageError, "gzip"),
         MaliciousCase("corrupt-gzip", bytes(flipped), ImageError, ""),
+        MaliciousCase("name-too-long", build_tar([_reg("x" * 300)]), ImageError, "too long"),
         MaliciousCase("gnu-sparse", _header(b"sparse", b"00000000000\0", b"S") + b"\0" * 1024,
                       ImageError, "sparse"),
     ]

@@ -91,3 +91,31 @@ def test_truncated_blob_reports_the_digest_not_the_tar(arena: tuple[Path, Path])
     layer = BlobLayer(_Blobs(full[:100_000]), desc, Digest.of(full))
     with pytest.raises(DigestMismatchError):
         extract_layer(layer.compressed(), target)  # type: ignore[arg-type]
+
+
+def test_entries_hidden_after_one_zero_block_are_an_error(arena: tuple[Path, Path]) -> None:
+    """Readers disagree on tars with data after a zero block; refuse rather than pick one."""
+    from builder.errors import ImageError
+    from tests.layers.malicious import _reg, build_tar
+
+    _, target = arena
+    first = build_tar([_reg("seen", b"1")])
+    hidden = build_tar([_reg("hidden", b"2")])
+    blob = first[:1024] + b"\0" * 512 + hidden
+    with pytest.raises(ImageError, match="after the end-of-archive"):
+        extract_layer(io.BytesIO(blob), target)
+
+
+def test_symlink_from_a_lower_layer_is_not_written_through(arena: tuple[Path, Path], tmp_path: Path) -> None:
+    """The escape is split over two layers: the first one is fine on its own, the second is not."""
+    from builder.errors import UnsafeLayerError
+    from tests.layers.malicious import _reg, _sym, build_tar
+
+    sentinel, target = arena
+    before = _outside_state(tmp_path, target)
+    extract_layer(io.BytesIO(build_tar([_sym("loophole", f"../{sentinel.name}")])), target)
+    with pytest.raises(UnsafeLayerError, match="loophole"):
+        extract_layer(io.BytesIO(build_tar([_reg("loophole/hello", b"pwned")])), target)
+    with pytest.raises(UnsafeLayerError, match="loophole"):
+        extract_layer(io.BytesIO(build_tar([_reg("loophole/.wh.hello", b"")])), target)
+    assert _outside_state(tmp_path, target) == before
