@@ -41,19 +41,24 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
-    p.add_argument("--format", metavar="FORMAT", help="'table' (default) or 'json'")
+    p.add_argument("--format", metavar="FORMAT",
+                   help="'table' (default), 'json', 'table TEMPLATE' or a Go TEMPLATE like '{{.ID}}'")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
+                   help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE")
     p.add_argument("-a", "--all", action="store_true", help="show all images (same as default)")
     p.set_defaults(func=_images)
 
     p = subparsers.add_parser("inspect", parents=[common], help="show details of images as JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("-f", "--format", metavar="FORMAT", help="'json' (default)")
+    p.add_argument("-f", "--format", metavar="FORMAT", help="'json' (default) or a Go TEMPLATE like '{{.Id}}'")
     p.set_defaults(func=_inspect)
 
     p = subparsers.add_parser("history", parents=[common], help="show the history of an image")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
-    p.add_argument("--format", metavar="FORMAT", help="'table' (default) or 'json'")
+    p.add_argument("--format", metavar="FORMAT",
+                   help="'table' (default), 'json', 'table TEMPLATE' or a Go TEMPLATE like '{{.CreatedBy}}'")
     p.add_argument("-H", "--human", nargs="?", const="true", default="true", metavar="BOOL",
                    help="print sizes and dates in human readable format (default true)")
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
@@ -186,11 +191,95 @@ def _short(digest: str, no_trunc: bool) -> str:
 
 
 def _is_json(fmt: str | None) -> bool:
+    return fmt in ("json", "{{json .}}")
+
+
+# --- --format: docker's Go templates, the part scripts use -----------------------------------
+
+_ACTION_RE = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
+_FIELD_RE = re.compile(r"^\.(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)?$")
+
+
+def go_value(value: Any) -> str:
+    """A value printed as Go's text/template prints it (``[a b]``, ``map[k:v]``)."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + " ".join(go_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{go_value(v)}" for k, v in sorted(value.items())) + "]"
+    return str(value)
+
+
+def _lookup(obj: Any, path: str, template: str) -> Any:
+    value = obj
+    for part in [p for p in path.split(".") if p]:
+        if not isinstance(value, dict):
+            raise UsageError(f"template {template!r}: can't evaluate field {part} in {type(value).__name__}")
+        if part not in value:
+            raise UsageError(f"template {template!r}: can't evaluate field {part}")
+        value = value[part]
+    return value
+
+
+def render(template: str, obj: dict[str, Any] | None) -> str:
+    """Render ``{{.Field.Sub}}``, ``{{json .X}}``, ``{{index .X "key"}}``, ``{{upper/lower .X}}``."""
+
+    def action(match: re.Match[str]) -> str:
+        words = re.findall(r'"(?:[^"\\]|\\.)*"|\S+', match.group(1))
+        if not words:
+            return ""
+        func, args = (words[0], words[1:]) if not words[0].startswith(".") else ("", words)
+        if not args or not _FIELD_RE.match(args[0]):
+            raise UsageError(f"unsupported template {template!r}: pybuild understands "
+                             "{{.Field}}, {{json .Field}}, {{index .Field \"key\"}}, {{upper|lower .Field}}")
+        if func not in ("", "index", "json", "upper", "lower"):
+            raise UsageError(f"unsupported template function {func!r} in {template!r}")
+        if obj is None:  # only checking the template
+            return ""
+        value = _lookup(obj, args[0], template)
+        if func == "index":
+            if len(args) != 2:
+                raise UsageError(f"template {template!r}: index needs a map and a key")
+            key = json.loads(args[1]) if args[1].startswith('"') else args[1]
+            # Go's index of a missing key (or of a nil map) is the zero value: "".
+            found = value.get(key) if isinstance(value, dict) else None
+            return "" if found is None else go_value(found)
+        if func == "json":
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if func in ("upper", "lower"):
+            text = go_value(value)
+            return text.upper() if func == "upper" else text.lower()
+        return go_value(value)
+
+    return _ACTION_RE.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
+
+
+def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[tuple[str, str]]) -> None:
+    """Rows as docker prints them: a table (default or ``table TEMPLATE``), JSON lines, or a template."""
     if fmt in (None, "", "table"):
-        return False
-    if fmt in ("json", "{{json .}}"):
-        return True
-    raise UsageError(f"unsupported --format {fmt!r}: use 'table' or 'json'")
+        out = [tuple(header for header, _ in columns)]
+        out += [tuple(str(row[field]) for _, field in columns) for row in rows]
+        sys.stdout.write(table(out))
+    elif _is_json(fmt):
+        for row in rows:
+            print(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
+    elif fmt.startswith("table "):
+        template = fmt[len("table "):]
+        render(template, None)
+        headers = dict((field, header) for header, field in columns)
+        header_line = _ACTION_RE.sub(
+            lambda m: headers.get(m.group(1).lstrip("."), m.group(1).lstrip(".").upper()),
+            template.replace("\\t", "\t"))
+        lines = [header_line.split("\t")] + [render(template, row).split("\t") for row in rows]
+        width = max(len(line) for line in lines)
+        sys.stdout.write(table([line + [""] * (width - len(line)) for line in lines]))
+    else:
+        render(fmt, None)  # a bad template is an error even when there is nothing to show
+        for row in rows:
+            print(render(fmt, row))
 
 
 # --- load / save ---------------------------------------------------------------------------
@@ -277,7 +366,7 @@ def _save(args: argparse.Namespace) -> int:
 def _images(args: argparse.Namespace) -> int:
     from cache.store import split_familiar
 
-    as_json = _is_json(args.format)
+    filters = _image_filters(args.filter)
     store = _open_store()
     try:
         records = store.images()
@@ -297,6 +386,8 @@ def _images(args: argparse.Namespace) -> int:
                 continue
             if want_tag and tag != want_tag:
                 continue
+            if not filters(record, repo, tag):
+                continue
             rows.append({
                 "Containers": "N/A",
                 "CreatedAt": _created_at(record.created),
@@ -313,14 +404,69 @@ def _images(args: argparse.Namespace) -> int:
     if args.quiet:
         seen = dict.fromkeys(r["ID"] for r in rows)
         print("\n".join(seen) if seen else "", end="\n" if seen else "")
-    elif as_json:
-        for row in rows:
-            print(json.dumps(row, separators=(",", ":")))
-    else:
-        out = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
-        out += [(r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]) for r in rows]
-        sys.stdout.write(table(out))
+        return 0
+    columns = [("REPOSITORY", "Repository"), ("TAG", "Tag")]
+    if args.digests:
+        columns.append(("DIGEST", "Digest"))
+    columns += [("IMAGE ID", "ID"), ("CREATED", "CreatedSince"), ("SIZE", "Size"),
+                ("CREATED AT", "CreatedAt")]
+    emit(rows, args.format, columns if args.format and args.format.startswith("table ") else columns[:-1])
     return 0
+
+
+def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
+    """docker's ``images --filter``: every filter must hold (values of one key: any may)."""
+    import fnmatch
+
+    wanted: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or key not in ("dangling", "reference", "label", "before", "since"):
+            raise UsageError(f"invalid filter {spec!r}: use dangling=, reference=, label=, before= or since=")
+        if key == "dangling" and value not in ("true", "false", "1", "0"):
+            raise UsageError(f"invalid filter {spec!r}: dangling takes true or false")
+        wanted.setdefault(key, []).append(value)
+    if not wanted:
+        return lambda record, repo, tag: True
+    store = _open_store() if ("before" in wanted or "since" in wanted or "label" in wanted) else None
+    bounds: dict[str, list[float]] = {}
+    labels: dict[str, dict[str, str]] = {}
+    try:
+        for key in ("before", "since"):
+            bounds[key] = [store.resolve(v).added for v in wanted.get(key, [])]  # type: ignore[union-attr]
+        if "label" in wanted:
+            for record in store.images():  # type: ignore[union-attr]
+                labels[record.manifest_digest] = dict(store.image_config(record).config.labels)  # type: ignore[union-attr]
+    finally:
+        if store is not None:
+            store.close()
+
+    def keep(record, repo: str, tag: str) -> bool:  # type: ignore[no-untyped-def]
+        if "dangling" in wanted:
+            dangling = not record.names
+            if any((v in ("true", "1")) != dangling for v in wanted["dangling"]):
+                return False
+        if "reference" in wanted:
+            name = f"{repo}:{tag}"
+            if not any(fnmatch.fnmatchcase(name, p) or fnmatchcase_repo(repo, p) for p in wanted["reference"]):
+                return False
+        if "label" in wanted:
+            have = labels.get(record.manifest_digest, {})
+            for spec in wanted["label"]:
+                k, sep, v = spec.partition("=")
+                if k not in have or (sep and have[k] != v):
+                    return False
+        if any(record.added >= b for b in bounds.get("before", [])):
+            return False
+        return not any(record.added <= b for b in bounds.get("since", []))
+
+    return keep
+
+
+def fnmatchcase_repo(repo: str, pattern: str) -> bool:
+    import fnmatch
+
+    return ":" not in pattern.rsplit("/", 1)[-1] and fnmatch.fnmatchcase(repo, pattern)
 
 
 def _familiar_repo(text: str) -> str:
@@ -387,8 +533,6 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
 def _inspect(args: argparse.Namespace) -> int:
     from builder.errors import ImageNotFoundError
 
-    if args.format not in (None, "json", "{{json .}}"):
-        raise UsageError(f"unsupported --format {args.format!r}: only json")
     store = _open_store()
     results, missing = [], []
     try:
@@ -399,7 +543,11 @@ def _inspect(args: argparse.Namespace) -> int:
                 missing.append(name)
     finally:
         store.close()
-    print(json.dumps(results, indent=4))
+    if args.format and not _is_json(args.format):
+        for result in results:
+            print(render(args.format, result))
+    else:
+        print(json.dumps(results, indent=4))
     if missing:
         print("\n".join(f"Error: No such image: {m}" for m in missing), file=sys.stderr)
         return 1
@@ -408,6 +556,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     as_json = _is_json(args.format)
+    if args.files and args.format and not as_json:
+        raise UsageError("history --files supports --format json only")
     human = str(args.human).lower() not in ("false", "0", "no")
     store = _open_store()
     try:
@@ -445,13 +595,10 @@ def _history(args: argparse.Namespace) -> int:
         })
     if args.quiet:
         print("\n".join(r["ID"] for r in rows))
-    elif as_json:
-        for row in rows:
-            print(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
-    else:
-        out = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
-        out += [(r["ID"], r["CreatedSince"], r["CreatedBy"], r["Size"], r["Comment"]) for r in rows]
-        sys.stdout.write(table(out))
+        return 0
+    columns = [("IMAGE", "ID"), ("CREATED", "CreatedSince"), ("CREATED BY", "CreatedBy"),
+               ("SIZE", "Size"), ("COMMENT", "Comment"), ("CREATED AT", "CreatedAt")]
+    emit(rows, args.format, columns if args.format and args.format.startswith("table ") else columns[:-1])
     return 0
 
 

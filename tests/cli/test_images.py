@@ -180,7 +180,7 @@ def test_store_check_finds_and_repairs_damage(tmp_path: Path, archive: Path):
     (("save", "-o", "/tmp/x.tar", "nope"), 1, "No such image: nope"),
     (("load", "-i", "/nonexistent.tar"), 125, "no such file"),
     (("tag", "a", "UPPER:1"), 125, "invalid reference format"),
-    (("images", "--format", "{{.ID}}"), 125, "unsupported --format"),
+    (("images", "--format", "{{.ID}} {{call .X}}"), 125, "unsupported template"),
 ])
 def test_errors_are_one_clear_message(tmp_path: Path, args: tuple[str, ...], code: int, message: str):
     err = fails(*args, root=tmp_path / "root", code=code)
@@ -284,3 +284,44 @@ def test_eight_processes_at_once(tmp_path: Path):
     for i in range(8):
         with tarfile.open(tmp_path / f"s{i}.tar") as tar:
             assert "index.json" in tar.getnames()
+
+
+def test_format_templates_filters_and_digests(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    info = json.loads(ok("inspect", "app:1", root=root))[0]
+    image_id = info["Id"]
+    out = ok("inspect", "-f", '{{.Id}} {{json .RepoTags}} {{.Config.Env}} {{index .Config.Labels "x"}}|{{.Os}}',
+             "app:1", root=root)
+    assert out == f'{image_id} ["app:1"] [A=1] |linux\n'
+    assert ok("images", "--format", "{{.Repository}}:{{.Tag}}\\t{{.ID}}", root=root) == f"app:1\t{image_id[7:19]}\n"
+    lines = ok("images", "--format", "table {{.Repository}}\\t{{.Size}}", root=root).splitlines()
+    assert re.split(r"\s{3,}", lines[0]) == ["REPOSITORY", "SIZE"] and lines[1].startswith("app   ")
+    digest_line = ok("images", "--digests", root=root).splitlines()
+    assert re.split(r"\s{3,}", digest_line[0]) == ["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"]
+    assert info["RepoDigests"][0].split("@")[1] in digest_line[1]
+    history = ok("history", "--format", "{{.ID}}|{{.CreatedBy}}", "app:1", root=root).splitlines()
+    assert history[0] == f'{image_id[7:19]}|/bin/sh -c #(nop)  CMD ["/bin/sh"]'
+    # Filters.
+    ok("tag", "app:1", "other:2", root=root)
+    assert ok("images", "-q", "-f", "reference=app*", "--format", "{{.Tag}}", root=root) == image_id[7:19] + "\n"
+    assert ok("images", "--format", "{{.Repository}}", "-f", "reference=oth*", root=root) == "other\n"
+    assert ok("images", "--format", "{{.Repository}}", "-f", "dangling=true", root=root) == ""
+    assert ok("images", "--format", "{{.Repository}}", "-f", "label=nope", root=root) == ""
+    assert "invalid filter" in fails("images", "-f", "colour=red", root=root, code=125)
+    assert "unsupported template" in fails("images", "--format", '{{printf "%s" .ID}}', root=root, code=125)
+    assert "can't evaluate field Nope" in fails("inspect", "-f", "{{.Nope}}", "app:1", root=root, code=125)
+
+
+def test_history_of_an_image_without_history(tmp_path: Path):
+    from dataclasses import replace
+
+    from builder.image.mutate import DerivedImage
+
+    img = make_image("nohist", layers=2)
+    bare = DerivedImage(img.layers(), replace(img.config_file(), history=()))
+    write_archive(tmp_path / "bare.tar", bare, ("bare:1",))
+    root = tmp_path / "root"
+    ok("load", "-i", str(tmp_path / "bare.tar"), root=root)
+    rows = ok("history", "--format", "{{.ID}} {{.Size}}", "-H=false", "bare:1", root=root).splitlines()
+    assert len(rows) == 2 and rows[0].startswith(bare.config_digest().hex[:12]) and rows[1].startswith("<missing>")
