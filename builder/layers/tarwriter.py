@@ -79,6 +79,15 @@ class StatOverride:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerSource:
+    """One COPY/ADD entry: a file on disk written as ``name``, with optional metadata overrides."""
+
+    name: str
+    source: str | Path
+    override: StatOverride | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LayerStats:
     """The DiffID and byte size of an uncompressed layer tar, and how many entries it holds."""
 
@@ -501,6 +510,20 @@ def _walk(
         yield rel, e.path, st
         if stat.S_ISDIR(st.st_mode):
             yield from _walk(e.path, rel + "/", selected, ancestors, inside)
+
+
+def write_entries(
+    entries: Iterable[LayerSource], out: BinaryIO, *, source_date_epoch: int | None = None
+) -> LayerStats:
+    """Write an explicit list of files (in the order given) as a layer tar; returns its DiffID.
+
+    This is how COPY/ADD write a layer straight from the build context: with
+    ``--chown``/``--chmod`` as StatOverrides, no temporary copy is made.
+    """
+    with TarStreamWriter(out, source_date_epoch=source_date_epoch) as writer:
+        for item in entries:
+            writer.add_path(item.name, item.source, override=item.override)
+    return writer.close()
 
 
 def write_layer(

@@ -18,9 +18,12 @@ from builder.errors import ImageError
 from builder.layers.extract import TarReader, extract_layer
 from builder.layers.tarwriter import (
     EntryType,
+    LayerSource,
     StatOverride,
     TarEntry,
     TarStreamWriter,
+    walk_tree,
+    write_entries,
     write_layer,
 )
 from tests.helpers.tools import require_tool
@@ -333,3 +336,21 @@ def test_reader_returns_exactly_what_the_writer_wrote(entries: list[TarEntry]) -
     assert seen == entries
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         assert [m.name for m in tf] == [e.name for e in entries]
+
+
+def test_write_entries_copies_a_context_with_chown_and_chmod(tree: Path, tmp_path: Path) -> None:
+    """What COPY --chown=10:20 --chmod=0750 etc/ /app/ writes, without copying the files first."""
+    override = StatOverride(uid=10, gid=20, mode=0o750)
+    entries = [LayerSource("app", tree / "etc", override)] + [
+        LayerSource(f"app/{rel}", path, override) for rel, path, _ in walk_tree(tree / "etc")
+    ]
+    buf = io.BytesIO()
+    stats = write_entries(entries, buf, source_date_epoch=EPOCH)
+    buf.seek(0)
+    target = tmp_path / "t"
+    target.mkdir()
+    extract_layer(buf, target)
+    st = (target / "app" / "hosts").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (10, 20, 0o750)
+    assert (target / "app" / "hosts").read_text() == "127.0.0.1 localhost\n"
+    assert stats.files == 2
