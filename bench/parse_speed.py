@@ -21,6 +21,7 @@ from builder.frontend.parser import Parser
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "real-world"
 REPEAT = 20
+HEREDOC_BLOCKS = 300
 
 
 def _best(action: Callable[[], object], repeat: int) -> float:
@@ -75,6 +76,13 @@ def run(corpus_dir: Path | str = DEFAULT_CORPUS, repeat: int = REPEAT, reference
         "median_bytes": statistics.median(len(s) for s in sources),
         **_summary("", ours),
     }
+    # A synthetic file with many heredocs: each body is cut out of the token stream, which
+    # must stay linear in the number of heredocs.
+    heredocs = "FROM a\n" + "".join(
+        f"RUN <<EOF\necho {i} \\\nEOF\n# note\n\nENV A{i}=1\n" for i in range(HEREDOC_BLOCKS)
+    )
+    result["heredoc_file_lines"] = heredocs.count("\n")
+    result["heredoc_file_ms"] = _best(lambda: parser.parse(heredocs), max(3, repeat // 4)) * 1000
     if theirs:
         result.update(_summary("dockerfile_parse_", theirs))
         result["speedup_vs_dockerfile_parse"] = statistics.median(t / o for o, t in zip(ours, theirs, strict=True))

@@ -145,11 +145,19 @@ class _Run:
         if self.escape != DEFAULT_ESCAPE:
             tree_children = self._lark_parse(self.escape, text, "start", 0)
         offset = 0
+        position = 0
         while True:
-            resume = self._walk(tree_children, offset)
+            resume, position = self._walk(tree_children, offset, position)
             if resume is None or resume >= self.count:
                 break
+            # After heredoc bodies, carry on with the tokens already made if one starts
+            # right after the last body; otherwise the bodies split a token: lex again.
+            while position < len(tree_children) and tree_children[position].line + offset <= resume:
+                position += 1
+            if position < len(tree_children) and tree_children[position].line + offset == resume + 1:
+                continue
             offset = resume
+            position = 0
             rest = "\n".join(self.raw_lines[resume : self.count])
             if self.count < len(self.raw_lines):
                 rest += "\n"
@@ -200,14 +208,16 @@ class _Run:
                 self.escape = value
             self.directives.append(Directive(name, value, token.line))
 
-    def _walk(self, children: list[Token], offset: int) -> int | None:
-        """Build nodes from tokens; returns the 0-based line to re-parse from after a heredoc."""
-        for token in children:
+    def _walk(self, children: list[Token], offset: int, position: int) -> tuple[int | None, int]:
+        """Build nodes from tokens[position:]; stops after an instruction with heredocs and
+        returns the 0-based line after its bodies and the position of the next token."""
+        for index in range(position, len(children)):
+            token = children[index]
             kind = token.type
             if kind == "INSTRUCTION":
                 resume = self._instruction(token, offset)
                 if resume is not None:
-                    return resume
+                    return resume, index + 1
             elif kind == "COMMENT":
                 # BuildKit keeps the text after the line's first character, trimmed, and an
                 # empty comment ("#") forgets the comments gathered so far.
@@ -220,7 +230,7 @@ class _Run:
                 # A blank line separates comments from the next instruction: they do not
                 # describe it (BuildKit's InvalidDefinitionDescription documentation).
                 self.comments.clear()
-        return None
+        return None, len(children)
 
     def _instruction(self, token: Token, offset: int) -> int | None:
         start = token.line + offset

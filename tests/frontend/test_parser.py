@@ -754,3 +754,22 @@ def test_accepted_like_docker(docker: str, tmp_path: Path) -> None:
     exposed = sorted(a if "/" in a else f"{a}/tcp" for n in parsed.nodes if n.keyword == "expose" for a in n.args)
     assert sorted(config["ExposedPorts"]) == exposed == ["80/tcp", "81/udp"]
     subprocess.run([docker, "image", "rm", "-f", image], capture_output=True, check=False)
+
+
+def test_many_heredocs_keep_lines_and_order() -> None:
+    blocks = "".join(f"RUN <<EOF\necho {i} \\\nEOF\n# note {i}\n\nENV A{i}=1\n" for i in range(50))
+    parsed = parse("FROM a\n" + blocks)
+    assert len(parsed.nodes) == 101
+    for i in range(50):
+        run, env = parsed.nodes[1 + 2 * i], parsed.nodes[2 + 2 * i]
+        assert run.heredocs == (Heredoc("EOF", f"echo {i} \\\n"),)
+        assert (run.start_line, run.end_line) == (2 + 6 * i, 4 + 6 * i)
+        assert env.args == (f"A{i}", "1", "=") and env.start_line == 7 + 6 * i and env.comments == ()
+
+
+def test_heredoc_terminator_that_looks_like_a_continuation() -> None:
+    # The terminator "A\" ends in the escape character: the first lexing joined it with the
+    # lines after it, so the rest of the file is lexed again after the body.
+    parsed = parse("FROM a\nRUN <<'A\\'\nbody\nA\\\nRUN b \\\n  c\n")
+    assert parsed.nodes[1].heredocs == (Heredoc("A\\", "body\n", expand=False),)
+    assert [(n.args, n.start_line, n.end_line) for n in parsed.nodes[2:]] == [(("b   c",), 5, 6)]
