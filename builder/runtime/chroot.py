@@ -9,11 +9,8 @@ user, exec. There is no seccomp filter and no cgroup.
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -21,7 +18,8 @@ from typing import BinaryIO
 from builder.errors import ContainerError, ContainerStartError
 from builder.runtime.bundle import Container, prepare
 from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
-from builder.runtime.output import Sink, pump
+from builder.runtime.output import Sink, pump, stdin_fd
+from builder.runtime.spawn import kill, spawn, wait
 from builder.runtime.spec import (
     DEFAULT_CAPABILITIES,
     MASKED_PATHS,
@@ -83,13 +81,10 @@ class ChrootRuntime:
         err_read, err_write = os.pipe()
         read_end, write_end = os.pipe()
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(NSINIT), str(plan_path), str(err_write),
-                 str(os.getpid())],
-                stdin=subprocess.DEVNULL if stdin is None else stdin,
-                stdout=write_end, stderr=write_end, pass_fds=(err_write,),
-                start_new_session=not spec.process.terminal,
-            )
+            proc = spawn([sys.executable, "-I", "-S", str(NSINIT), str(plan_path), str(err_write),
+                          str(os.getpid())],
+                         stdin=stdin_fd(stdin), output=write_end, pass_fds=(err_write,),
+                         new_session=not spec.process.terminal)
         except BaseException:
             os.close(read_end)
             os.close(err_read)
@@ -100,11 +95,9 @@ class ChrootRuntime:
         try:
             container.state.update(helper_pid=proc.pid, helper_start=process_start_time(proc.pid))
             pump(read_end, stdout)
-            code = proc.wait()
+            code = wait(proc)
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill(proc)  # pid 1 of the container dies with it (PR_SET_PDEATHSIG), then all the rest
             os.close(err_read)
             raise
         with os.fdopen(err_read, "rb") as f:

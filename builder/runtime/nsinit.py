@@ -1,24 +1,24 @@
 """The in-namespace half of the chroot isolation; run as a script, standard library only.
 
-``python -I -S nsinit.py PLAN.json ERRFD``: unshare mount, pid, ipc, uts (and
+``python -I -S nsinit.py PLAN ERRFD PARENT_PID`` (PLAN: a :mod:`marshal` file): unshare mount, pid, ipc, uts (and
 net) namespaces, fork the container's pid 1, mount /proc, /dev, /sys, the
 /etc files and the extra mounts onto the already mounted overlay rootfs,
 pivot_root into it, drop to docker's capability bounding set, become the
-user and exec. A setup failure is written to ERRFD as JSON
-(``{"error": ..., "start": bool}``) and never reaches the process output.
+user and exec. A setup failure is written to ERRFD (marshalled
+``{"error": ..., "start": bool}``) and never reaches the process output.
+Imports are kept to fast ones (marshal, not json; _signal, not signal):
+this process starts for every RUN step.
 Both processes die with their parent (PR_SET_PDEATHSIG), so a killed pybuild
 leaves no process behind, and the namespaces, mounts included, vanish with them.
 """
 
+import _signal as signal
 import ctypes
 import errno
 import fcntl
-import json
+import marshal
 import os
-import platform
 import resource
-import signal
-import socket
 import stat
 import struct
 import sys
@@ -91,6 +91,8 @@ def ensure(path, is_dir):
 def loopback_up():
     """``ip link set lo up``, as docker's none network has it."""
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         ifreq = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(sock, siocgifflags, ifreq))[1]
@@ -150,9 +152,10 @@ def mask_paths(root, plan):
 
 def pivot(root):
     os.chdir(root)
-    number = SYS_PIVOT_ROOT.get(platform.machine())
+    machine = os.uname().machine
+    number = SYS_PIVOT_ROOT.get(machine)
     if number is None:
-        raise SetupError(f"pivot_root: unsupported architecture {platform.machine()}")
+        raise SetupError(f"pivot_root: unsupported architecture {machine}")
     check(libc.syscall(number, b".", b"."), "pivot_root")
     check(libc.umount2(b".", MNT_DETACH), "unmount the old root")
     os.chdir("/")
@@ -180,8 +183,13 @@ def exec_process(plan):
         os.chdir(plan["cwd"])
     except OSError as err:
         raise SetupError(f"chdir to cwd ({plan['cwd']!r}) failed: {err.strerror}", start=True) from None
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in signal.valid_signals():  # nothing ignored or blocked, as under docker
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     environ = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     try:
         if "/" in args[0]:
@@ -219,7 +227,7 @@ def container_init(plan, errfd):
 
 
 def report(errfd, error):
-    os.write(errfd, json.dumps({"error": str(error), "start": getattr(error, "start", False)}).encode())
+    os.write(errfd, marshal.dumps({"error": str(error), "start": getattr(error, "start", False)}))
 
 
 def main():
@@ -228,8 +236,8 @@ def main():
     if os.getppid() != parent:
         os._exit(1)  # pybuild is already gone
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with open(plan_path) as f:
-        plan = json.load(f)
+    with open(plan_path, "rb") as f:
+        plan = marshal.load(f)
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if plan["network"] == "none":
         flags |= CLONE_NEWNET

@@ -8,11 +8,9 @@ with ``pybuild-`` and their bundles lie under the work root, which is how
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +18,8 @@ from typing import BinaryIO
 from builder.errors import ContainerStartError, RuntimeNotFoundError
 from builder.runtime.bundle import Container, prepare
 from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
-from builder.runtime.output import Sink, pump
+from builder.runtime.output import Sink, pump, stdin_fd
+from builder.runtime.spawn import kill, spawn, wait
 from builder.runtime.spec import ContainerSpec, oci_config
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -69,12 +68,8 @@ class OciRuntime:
         log = container.dir / "runtime.log"
         read_end, write_end = os.pipe()
         try:
-            proc = subprocess.Popen(
-                self._command(container, log),
-                stdin=subprocess.DEVNULL if stdin is None else stdin,
-                stdout=write_end, stderr=write_end,
-                start_new_session=not spec.process.terminal,
-            )
+            proc = spawn(self._command(container, log), stdin=stdin_fd(stdin), output=write_end,
+                         new_session=not spec.process.terminal)
         except BaseException:
             os.close(read_end)
             raise
@@ -82,9 +77,10 @@ class OciRuntime:
             os.close(write_end)
         try:
             pump(read_end, stdout)
-            code = proc.wait()
+            code = wait(proc)
         except BaseException:
-            self._kill(container.id, proc)
+            delete_runtime_container(self.name, container.id)  # Ctrl-C, a failing sink: stop now
+            kill(proc)
             raise
         error = _start_error(log) if code != 0 else ""
         if error:
@@ -93,13 +89,6 @@ class OciRuntime:
                           " hybrid mode; use --isolation runc or chroot)")
             raise ContainerStartError(f"{self.name}: {error}")
         return code
-
-    def _kill(self, container_id: str, proc: subprocess.Popen) -> None:
-        """Stop the container now (Ctrl-C, a failing sink); the state is deleted with it."""
-        delete_runtime_container(self.name, container_id)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
 
 
 def _start_error(log: Path) -> str:

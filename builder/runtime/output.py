@@ -31,3 +31,10 @@ def pump(fd: int, sink: Sink, chunk: int = 65536) -> None:
             emit(data)
     finally:
         os.close(fd)
+
+
+def stdin_fd(stdin: BinaryIO | int | None) -> int | None:
+    """The descriptor of a caller's stdin (a file or a descriptor), None for none."""
+    if stdin is None or isinstance(stdin, int):
+        return stdin
+    return stdin.fileno()

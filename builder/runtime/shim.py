@@ -5,58 +5,78 @@ pipes, which reorders a RUN step's combined output. ``runc create`` instead
 hands the container our file descriptors as they are, so this shim does what
 containerd's shim does: become a child subreaper, ``create`` (the container's
 init is re-parented to us when runc exits), ``start``, wait for the init,
-``delete``, and exit with the init's status (128+N for signal N).
+``delete``, and exit with the init's status (128+N for signal N). It starts
+for every RUN step, so it imports only fast modules (no subprocess).
+
 
 ``python -I -S shim.py PARENT_PID RUNTIME BUNDLE ID [GLOBAL_OPTION...]``
 """
 
+import _signal as signal
+import ctypes
 import os
-import signal
-import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+CATCHABLE = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
 
 
-def prctl(option, value):
-    import ctypes
+def spawn(argv, quiet=False):
+    """Start ``argv`` with our stdio (or /dev/null) and every signal at its default; its pid."""
+    pid = os.fork()  # this process has one thread: fork is safe (posix_spawn would leave
+    if pid:          # glibc's internal signals ignored in the child)
+        return pid
+    try:
+        for sig in CATCHABLE:
+            signal.signal(sig, signal.SIG_DFL)
+        if quiet:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
 
-    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+EXITED = {}  # pid -> exit code of every child reaped so far (the init may exit before start's)
+
+
+def wait_for(pid):
+    """Wait for ``pid``, reaping any orphan that exits meanwhile; its exit code."""
+    while pid not in EXITED:
+        try:
+            reaped, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return None
+        code = os.waitstatus_to_exitcode(status)
+        EXITED[reaped] = 128 - code if code < 0 else code
+    return EXITED.pop(pid)
 
 
 def main():
     parent, runtime, bundle, cid, *global_options = sys.argv[1:]
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != int(parent):
         return 1  # pybuild is already gone
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pid_file = os.path.join(bundle, "init.pid")
-    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # our stdio become the container's, as they are
     create = [runtime, *global_options, "create", "--bundle", bundle, "--pid-file", pid_file, cid]
-    if subprocess.call(create) != 0:  # our stdio: the container's, as they are
+    if wait_for(spawn(create)) != 0:
         return 1  # the runtime's log says why
     with open(pid_file) as f:
         init = int(f.read())
-    if subprocess.call([runtime, *global_options, "start", cid], **quiet) != 0:
-        subprocess.call([runtime, "delete", "--force", cid], **quiet)
+    if wait_for(spawn([runtime, *global_options, "start", cid], quiet=True)) != 0:
+        wait_for(spawn([runtime, "delete", "--force", cid], quiet=True))
         return 1
-    status = None
-    while status is None:
-        try:
-            pid, wait_status = os.waitpid(-1, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            break
-        if pid == init:
-            status = wait_status
-    subprocess.call([runtime, "delete", "--force", cid], **quiet)
-    if status is None:
-        return 1
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    code = wait_for(init)
+    wait_for(spawn([runtime, "delete", "--force", cid], quiet=True))
+    return 1 if code is None else code
 
 
 if __name__ == "__main__":

@@ -269,3 +269,10 @@ def test_upper_dir_holds_what_docker_diff_reports(run, docker, docker_busybox):
     result = run(DIFF_SCRIPT)
     assert result.code == 0, result.text
     assert tree(result.upper) == expected
+
+
+def test_process_ignores_no_signals(run):
+    # neither pybuild's, nor the shim's, nor Python's SIG_IGN may leak into the container
+    assert run(("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status")).text.split() == [
+        "SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000",
+    ]
