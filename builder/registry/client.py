@@ -189,6 +189,7 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._token_lock = threading.Lock()
         self._base: str | None = None
+        self._ping_error: RegistryError | None = None
         self._challenge: Challenge | None = None
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
@@ -216,19 +217,39 @@ class RegistryClient:
     def base_url(self, call: Call) -> str:
         """``https://host`` (or ``http://`` for loopback/insecure registries without TLS)."""
         with self._lock:
+            if self._ping_error is not None:
+                raise self._ping_error
             if self._base is None:
-                self._base, self._challenge = self._ping(call)
+                try:
+                    self._base, self._challenge = self._ping(call)
+                except RegistryError as err:
+                    self._ping_error = err  # every transfer thread gets the same answer, once
+                    raise
             return self._base
 
     def _ping(self, call: Call) -> tuple[str, Challenge | None]:
-        try:
+        """Find the scheme (HTTPS first, as docker does) and the auth challenge."""
+        scheme = "https"
+        if not self.plain_http_allowed:
             response = self._with_retries(call, "GET", lambda: self._raw_ping("https"))
-            scheme = "https"
-        except TLSError as err:
-            if not self.plain_http_allowed or err.args[0].startswith("TLS certificate"):
-                raise
-            response = self._with_retries(call, "GET", lambda: self._raw_ping("http"))
-            scheme = "http"
+        else:
+            try:
+                response = self._with_retries(call, "GET", lambda: self._raw_ping("https", probe=True),
+                                              attempts=1)
+            except TLSError as err:
+                if err.args[0].startswith("TLS certificate"):
+                    raise
+                response = None
+            except TransientRegistryError:
+                response = None
+            if response is None:
+                # No TLS here (or it failed once): a loopback or declared-insecure registry
+                # may speak plain HTTP. Go's TLS servers answer plain HTTP with a 400.
+                scheme = "http"
+                response = self._with_retries(call, "GET", lambda: self._raw_ping("http"))
+                if response.status_code == 400 and "HTTPS" in response.text:
+                    scheme = "https"
+                    response = self._with_retries(call, "GET", lambda: self._raw_ping("https"))
         challenge = None
         if response.status_code == 401:
             challenge = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
@@ -237,10 +258,13 @@ class RegistryClient:
         response.close()
         return f"{scheme}://{self.api_host}", challenge
 
-    def _raw_ping(self, scheme: str) -> requests.Response:
+    def _raw_ping(self, scheme: str, probe: bool = False) -> requests.Response:
         url = f"{scheme}://{self.api_host}/v2/"
+        # A plain-HTTP server may never answer a TLS hello: do not wait long for it.
+        timeout = (self.options.connect_timeout, min(self.options.read_timeout, 5.0)) if probe \
+            else self._timeout()
         try:
-            response = self.session.get(url, timeout=self._timeout(), allow_redirects=True,
+            response = self.session.get(url, timeout=timeout, allow_redirects=True,
                                         verify=self._verify_tls)
         except requests.exceptions.SSLError as err:
             text = str(err)

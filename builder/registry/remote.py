@@ -27,6 +27,7 @@ import requests
 import urllib3
 
 from builder.errors import (
+    AuthError,
     DigestMismatchError,
     ImageError,
     RegistryError,
@@ -485,16 +486,28 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
     progress.start(key, "Pushing", size)
     advance = _advancer(progress, key)
     if chunk_size and size > chunk_size:
-        offset = 0
+        offset, failures = 0, 0
+        policy = client.options.retry
         while offset < size:
             length = min(chunk_size, size - offset)
             body = _SizedBody(blob.opener, size, advance, offset, length)
-            response = client.request(
-                "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
-                headers={"Content-Type": "application/octet-stream",
-                         "Content-Range": f"{offset}-{offset + length - 1}"},
-                body=lambda b=body: b,
-            )
+            try:
+                response = client.request(
+                    "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Range": f"{offset}-{offset + length - 1}"},
+                    body=lambda b=body: b,
+                )
+            except TransientRegistryError:
+                # Ask the registry how much it kept and go on from there.
+                failures += 1
+                if failures >= policy.attempts:
+                    raise
+                client._sleep(policy.delay(failures - 1))
+                offset, location = _upload_status(client, call, location)
+                progress.start(key, "Pushing", size)
+                progress.advance(key, offset)
+                continue
             response.close()
             received = parse_range_end(response.headers.get("Range", ""))
             if received is not None and received + 1 != offset + length:
@@ -504,6 +517,7 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
             location = _absolute(client, call, response.url,
                                  response.headers.get("Location") or location)
             offset += length
+            failures = 0
         response = client.request(
             "PUT", add_query(location, {"digest": digest}), call, actions=push_actions, retry=False,
             ok=(201, 204), headers={"Content-Type": "application/octet-stream"}, body=b"",
@@ -517,6 +531,21 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         )
     response.close()
     return "uploaded"
+
+
+def _upload_status(client: RegistryClient, call: Call, location: str) -> tuple[int, str]:
+    """How many bytes an upload session holds (``GET`` on it: 204 with ``Range``), and its URL."""
+    try:
+        response = client.request("GET", location, call, actions=("pull", "push"), ok=(204,))
+    except AuthError:
+        raise
+    except RegistryError as err:
+        # The registry dropped the session (it does after a failed write): start over.
+        raise TransientRegistryError(str(err)) from None
+    response.close()
+    end = parse_range_end(response.headers.get("Range", ""))
+    return (end + 1 if end is not None else 0,
+            _absolute(client, call, response.url, response.headers.get("Location") or location))
 
 
 def _advancer(progress: Progress, key: str) -> Callable[[int], None]:

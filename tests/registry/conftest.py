@@ -303,7 +303,10 @@ class FaultProxy:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                proxy._serve(self.connection, self.rfile)
+                try:
+                    proxy._serve(self.connection, self.rfile)
+                except OSError:
+                    pass  # the client or the registry went away: so does this connection
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True

@@ -1,0 +1,92 @@
+"""A flaky network and a lying proxy: transfers survive the first, and refuse the second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.errors import DigestMismatchError, RegistryError
+from builder.registry import ClientOptions, RegistryClient, RetryPolicy, pull, push
+from cache.store import Store
+from tests.registry.conftest import Faults
+from tests.registry.images import make_image, random_name
+
+FAST = RetryPolicy(attempts=5, base_delay=0.05, max_delay=0.5, max_retry_after=1.0)
+# The product tries 5 times; under 20% resets per request a test run must not be a lottery.
+PATIENT = RetryPolicy(attempts=8, base_delay=0.05, max_delay=0.5, max_retry_after=1.0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "store") as s:
+        yield s
+
+
+def test_flaky_network_pull_and_push_succeed(registry: str, fault_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    faults = Faults(reset=0.2, stall=0.05, unavailable=0.1, stall_seconds=1.5, retry_after="0.2")
+    proxy = fault_proxy(faults)
+    options = ClientOptions(retry=PATIENT, read_timeout=0.75, connect_timeout=2)
+    image = make_image(6, 400_000, seed=random_name())
+    ref = f"{proxy.address}/{random_name('flaky')}/app:1"
+    result = push(image, ref, client=RegistryClient(proxy.address, options), chunk_size=256 * 1024)
+    assert result.digest == image.digest()
+    pulled = pull(ref, store, client=RegistryClient(proxy.address, options))
+    assert pulled.digest() == image.digest()
+    stored = store.image(ref)
+    assert [layer.digest() for layer in stored.layers()] == [layer.digest() for layer in image.layers()]
+    for layer in stored.layers():
+        with layer.compressed() as blob:
+            blob.read()  # reading to the end verifies the digest
+    assert store.check().clean
+    assert faults.counts.get("reset", 0) >= 3, faults.counts
+    assert faults.counts.get("unavailable", 0) >= 1, faults.counts
+
+
+def test_resets_mid_blob_resume_with_range(registry: str, fault_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    image = make_image(2, 1_000_000, seed=random_name())
+    ref_path = f"{random_name('resume')}/app:1"
+    push(image, f"{registry}/{ref_path}")
+    faults = Faults(reset=0.5, seed=3)
+    proxy = fault_proxy(faults)
+    options = ClientOptions(retry=RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.05))
+    assert pull(f"{proxy.address}/{ref_path}", store,
+                client=RegistryClient(proxy.address, options)).digest() == image.digest()
+    assert faults.counts.get("reset", 0) >= 2
+    assert store.check().clean
+
+
+def test_byte_flipping_proxy_fails_the_pull_and_stores_nothing(registry: str, fault_proxy,  # type: ignore[no-untyped-def]
+                                                               store: Store) -> None:
+    image = make_image(2, 50_000, seed=random_name())
+    ref_path = f"{random_name('flip')}/app:1"
+    push(image, f"{registry}/{ref_path}")
+    proxy = fault_proxy(Faults(flip_blob_bytes=True))
+    with pytest.raises(DigestMismatchError) as err:
+        pull(f"{proxy.address}/{ref_path}", store, client=RegistryClient(proxy.address))
+    assert "digest mismatch" in str(err.value)
+    for layer in image.layers():
+        assert not store.blobs.exists(layer.digest())
+    assert not store.blobs.exists(image.config_digest())
+    assert list(store.tmp_dir.iterdir()) == []
+    assert store.check().clean
+    assert store.images() == []
+
+
+def test_retries_run_out_with_a_clear_message(registry: str, fault_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    proxy = fault_proxy(Faults(unavailable=1.0, retry_after="0"))
+    with pytest.raises(RegistryError) as err:
+        pull(f"{proxy.address}/app:1.0", store,
+             client=RegistryClient(proxy.address, ClientOptions(retry=FAST)))
+    assert str(err.value) == (f"pull {proxy.address}/app: GET manifest 1.0: "
+                              "503 Service Unavailable after 5 attempts")
+
+
+def test_retry_after_is_honoured(registry: str, fault_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    proxy = fault_proxy(Faults(unavailable=1.0, retry_after="3"))
+    slept: list[float] = []
+    client = RegistryClient(proxy.address, ClientOptions(retry=RetryPolicy(attempts=3)),
+                            sleep=slept.append)
+    with pytest.raises(RegistryError, match="after 3 attempts"):
+        pull(f"{proxy.address}/app:1", store, client=client)
+    assert slept == [3.0, 3.0]
