@@ -56,6 +56,10 @@ class _Corrupt(ImageError):
     """Internal shorthand: a tar stream that cannot be read, with the offset."""
 
 
+class _Missing(UnsafeLayerError):
+    """A path a layer entry refers to (a link target, a parent) is not in the root."""
+
+
 def _num(field_bytes: bytes, what: str, offset: int) -> int:
     if field_bytes[:1] >= b"\x80":
         value = int.from_bytes(field_bytes[1:], "big")
@@ -476,7 +480,7 @@ class _Extractor:
                     fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
                 except FileNotFoundError:
                     if not create:
-                        raise UnsafeLayerError(
+                        raise _Missing(
                             f"layer entry '{entry}' refers to '{'/'.join(parts)}', but "
                             f"'{'/'.join([*resolved, comp])}' does not exist in the extraction root"
                         ) from None
@@ -627,8 +631,12 @@ class _Extractor:
                 f"layer entry '{e.name}' is a whiteout of '{victim}', which is not a file name; "
                 "refusing the layer"
             )
-        parent = self.parent_fd(parent_parts, e.name, create=True)
         self.stats.whiteouts += 1
+        try:
+            # Applying: a missing parent means nothing to delete (and none to create).
+            parent = self.parent_fd(parent_parts, e.name, create=self.overlay_whiteouts)
+        except _Missing:
+            return
         if self.overlay_whiteouts:
             self.remove(parent, victim)
             whiteout.make_overlay_whiteout(victim, parent)

@@ -415,3 +415,8 @@ def test_rewriting_a_docker_layer_is_deterministic(docker_image: Path, tmp_path:
             extract_layer(f, root)
         digests.add(write_layer(root, io.BytesIO(), source_date_epoch=1_700_000_000).diff_id)
     assert len(digests) == 1
+
+
+def test_whiteout_in_a_missing_directory_creates_nothing(tmp_path: Path) -> None:
+    apply(tmp_path, [_reg("no/such/dir/.wh.file", b"")])
+    assert list(tmp_path.iterdir()) == []
