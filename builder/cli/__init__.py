@@ -80,6 +80,8 @@ def build_parser() -> DockerStyleParser:
 def _command_modules() -> list:
     modules = []
     for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue  # private helpers of a command, imported by it when needed
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "register"):
             modules.append(module)

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        from builder.cli.buildcmd import run_build
+        from builder.cli._dryrun import run_build
 
         return run_build(args)
     from builder.engine import Build, BuildOptions, parse_build_args, parse_labels

@@ -345,9 +345,7 @@ class StageRunner:
     def _do_expose(self, ins: ins_.Expose, handle: StepHandle) -> None:
         ports = list(self.config.exposed_ports)
         added = []
-        for port in ins.ports:
-            spec = port if "/" in port else f"{port}/tcp"
-            spec = spec.lower()
+        for spec in (s for port in ins.ports for s in _port_specs(port)):
             added.append(spec)
             if spec not in ports:
                 ports.append(spec)
@@ -508,10 +506,10 @@ class StageRunner:
             shutil.rmtree(upper_root, ignore_errors=True)
 
     def _history_args(self) -> dict[str, str | None]:
-        from builder.frontend.expand import FRONTEND_ARGS, PROXY_ARGS
+        from builder.frontend.expand import FRONTEND_ARGS
 
-        return {k: v for k, v in self.scope.visible_args().items()
-                if k not in PROXY_ARGS and k not in FRONTEND_ARGS}
+        # Declared ARGs appear in history, proxy ones too once declared (BuildKit keeps them then).
+        return {k: v for k, v in self.scope.visible_args().items() if k not in FRONTEND_ARGS}
 
     def _lowers_of(self, name: str) -> Sequence[Path]:
         found = self.stage_lookup(name)
@@ -562,6 +560,15 @@ def _url_validator(url: str) -> str:
     except requests.RequestException as err:
         return f"unreachable ({type(err).__name__})"
     return response.headers.get("ETag") or response.headers.get("Last-Modified") or "unknown"
+
+
+def _port_specs(port: str) -> list[str]:
+    """``8000-8002/udp`` -> one spec per port, as docker's nat.ParsePortSpecs expands a range."""
+    number, _, proto = port.lower().partition("/")
+    start, sep, end = number.partition("-")
+    if sep and start.isdigit() and end.isdigit() and int(start) <= int(end):
+        return [f"{n}/{proto or 'tcp'}" for n in range(int(start), int(end) + 1)]
+    return [f"{number}/{proto or 'tcp'}"]
 
 
 def _summary(ins: ins_.Instruction) -> str:
