@@ -115,6 +115,19 @@ def _fits(raw: bytes, limit: int) -> bool:
 
 def encode_header(entry: TarEntry) -> bytes:
     """The header block(s) for ``entry``: a PAX extended header first when a field needs one."""
+    name, link = entry.name, entry.linkname
+    if (  # the common case, a plain ustar header, without building the PAX list
+        len(name) < 100 and name.isascii() and len(link) <= 100 and link.isascii()
+        and not entry.xattrs and 0 <= entry.uid <= _MAX_OCTAL_8 and 0 <= entry.gid <= _MAX_OCTAL_8
+        and entry.size <= _MAX_OCTAL_12 and 0 <= entry.mtime <= _MAX_OCTAL_12
+    ):
+        raw = name.encode("ascii")
+        if entry.type is EntryType.DIR and not raw.endswith(b"/"):
+            raw += b"/"
+        return _ustar_block(
+            raw, entry.mode & 0o7777, entry.uid, entry.gid, entry.size, entry.mtime,
+            entry.type.value, link.encode("ascii"), entry.devmajor, entry.devminor,
+        )
     raw_name = os.fsencode(entry.name)
     if entry.type is EntryType.DIR and not raw_name.endswith(b"/"):
         raw_name += b"/"
