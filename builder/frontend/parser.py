@@ -364,7 +364,7 @@ def _node_from_line(line: str, escape: str, start: int, end: int) -> Node:
     # so that ``ONBUILD ONBUILD ...`` as deep as a line allows cannot exhaust the stack.
     outer: list[tuple[str, str, tuple[str, ...]]] = []
     while True:
-        keyword_text, keyword, flags, rest = _split_command(line)
+        keyword_text, keyword, flags, rest = _split_command(line, escape)
         if keyword != "onbuild":
             break
         if not rest:
@@ -402,13 +402,13 @@ def _node_from_line(line: str, escape: str, start: int, end: int) -> Node:
     return _wrap_onbuild(node, outer, start, end)
 
 
-def _split_command(line: str) -> tuple[str, str, tuple[str, ...], str]:
+def _split_command(line: str, escape: str) -> tuple[str, str, tuple[str, ...], str]:
     """Keyword as written, keyword lower-cased, flags, and the trimmed rest (splitCommand)."""
     parts = _TOKEN_WS.split(line.strip(GO_SPACE), maxsplit=1)
     keyword_text = parts[0]
     if len(parts) == 1:
         return keyword_text, keyword_text.lower(), (), ""
-    rest, flags = _extract_flags(parts[1])
+    rest, flags = _extract_flags(parts[1], escape)
     return keyword_text, keyword_text.lower(), flags, rest.strip(GO_SPACE)
 
 
@@ -419,8 +419,8 @@ def _wrap_onbuild(node: Node, outer: list[tuple[str, str, tuple[str, ...]]], sta
     return node
 
 
-def _extract_flags(line: str) -> tuple[str, tuple[str, ...]]:
-    """Leading ``--flag`` words (quotes removed, ``\\`` escapes) and the rest of the line.
+def _extract_flags(line: str, escape: str) -> tuple[str, tuple[str, ...]]:
+    """Leading ``--flag`` words (quotes removed, escapes applied) and the rest of the line.
 
     Works on code points where BuildKit works on bytes (FORMAT.md 3.2 says a new
     engine need not copy that quirk).
@@ -470,7 +470,7 @@ def _extract_flags(line: str) -> tuple[str, tuple[str, ...]]:
                 phase = in_quote
                 pos += 1
                 continue
-            if ch == "\\":
+            if ch == escape:
                 if pos + 1 == n:
                     pos += 1
                     continue
@@ -484,7 +484,7 @@ def _extract_flags(line: str) -> tuple[str, tuple[str, ...]]:
             phase = in_word
             pos += 1
             continue
-        if ch == "\\":
+        if ch == escape:
             if pos + 1 == n:
                 phase = in_word
                 pos += 1

@@ -773,3 +773,11 @@ def test_heredoc_terminator_that_looks_like_a_continuation() -> None:
     parsed = parse("FROM a\nRUN <<'A\\'\nbody\nA\\\nRUN b \\\n  c\n")
     assert parsed.nodes[1].heredocs == (Heredoc("A\\", "body\n", expand=False),)
     assert [(n.args, n.start_line, n.end_line) for n in parsed.nodes[2:]] == [(("b   c",), 5, 6)]
+
+
+def test_flags_use_the_escape_character() -> None:
+    # BuildKit passes the directives to extractBuilderFlags: with escape=` a backslash in a
+    # flag is an ordinary character (Windows paths) and the backtick escapes.
+    parsed = parse("# escape=`\nFROM a\nCOPY --from=C:\\src --x=a`\"b --y=\"c d\" e f\n")
+    assert parsed.nodes[1].flags == ("--from=C:\\src", '--x=a"b', "--y=c d")
+    assert parse("COPY --x=a\\ b c d\n").nodes[0].flags == ("--x=a b",)
