@@ -603,6 +603,8 @@ class Store:
         paths: list[Path] = []
         parent: Digest | None = None
         with self.gc_lock.shared():
+            if any(not self.snapshots.exists(chain) for chain in chains):
+                sweep_temp(self.tmp_dir)  # half-extracted snapshots of killed processes
             for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
                 row = self.db.query_one("SELECT size FROM snapshots WHERE chain_id=?", (chain,))
                 if row is None or not self.snapshots.exists(chain):

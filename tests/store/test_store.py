@@ -420,3 +420,31 @@ def test_a_known_diff_id_does_not_vouch_for_a_new_blob(store: Store):
         store.write_image(DerivedImage([liar], good.config_file()), ["evil:1"])
     assert [r[0] for r in store.db.query("SELECT compression FROM layers")] == ["gzip"]
     assert store.check().clean
+
+
+def test_sigkill_during_snapshot_extraction(tmp_path: Path):
+    import random
+    import signal
+
+    root = tmp_path / "root"
+    files = {f"dir{i // 100}/f{i}": noise(f"s{i}", 4000) for i in range(600)}
+    img = image_of([files, {"dir0/f0": None, "extra": b"x"}])
+    with Store(root) as s:
+        s.write_image(img, ["snapkill:1"])
+    code = "import sys; from cache import Store; s = Store(sys.argv[1]); s.snapshot(s.image('snapkill:1'))"
+    rng = random.Random(7)
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(root)])
+        time.sleep(rng.uniform(0.15, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with Store(root) as s:
+            assert s.check().clean
+    with Store(root) as s:
+        paths = s.snapshot(s.image("snapkill:1"))
+        assert len(list(paths[0].rglob("f*"))) == 600
+        assert (paths[1] / "extra").read_bytes() == b"x"
+        assert s.check().clean
+        assert not [p for p in s.tmp_dir.iterdir() if p.name.endswith(".snapshot")]  # swept
+        s.prune(remove_all=True)
+        assert list(s.snapshots) == [] and s.check().clean
