@@ -1,0 +1,220 @@
+"""``pybuild build`` behaves as ``docker build`` on the command line: inputs, outputs, flags.
+
+One lean test per behaviour, each against the shared session store (busybox:local).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import io
+import json
+import subprocess
+import tarfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import require_tool, run_pybuild
+
+
+def _out(proc: subprocess.CompletedProcess[bytes]) -> str:
+    return proc.stdout.decode().strip()
+
+
+def _inspect(builder: Builder, image: str) -> dict:
+    return json.loads(run_pybuild("inspect", image, root=builder.root, check=True).stdout)[0]
+
+
+def test_failing_run_names_step_line_code_and_output(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nENV X=1\n"
+                           "RUN echo first line; echo last words >&2; exit 7\n"})
+    p = builder.build(ctx, "--no-cache", check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1
+    assert "Traceback" not in err
+    message = err[err.rindex("ERROR:"):]
+    assert "Dockerfile:3" in message
+    assert "[stage-0 3/3] RUN" in message
+    assert "exited with code 7" in message
+    assert "echo first line; echo last words >&2; exit 7" in message
+    assert "first line" in message and "last words" in message
+
+
+def test_dockerfile_on_stdin(builder: Builder) -> None:
+    ctx = builder.context({"a.txt": "from the context\n"})
+    p = builder.build(ctx, "-f", "-", "-t", "cli-stdin-df:1",
+                      input=b"FROM busybox:local\nCOPY a.txt /a.txt\n")
+    assert p.returncode == 0
+    out = builder.run("cli-stdin-df:1", "cat", "/a.txt")
+    assert out.stdout == b"from the context\n"
+
+
+def test_context_tar_on_stdin(builder: Builder) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tf:
+        for name, data in (("Dockerfile", b"FROM busybox:local\nCOPY f /f\n"), ("f", b"in the tar\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    p = run_pybuild("build", "-q", "-t", "cli-stdin-tar:1", "-", root=builder.root, input=raw.getvalue())
+    assert p.returncode == 0, p.stderr.decode()
+    assert builder.run("cli-stdin-tar:1", "cat", "/f").stdout == b"in the tar\n"
+
+
+def test_plain_dockerfile_on_stdin_is_an_empty_context(builder: Builder) -> None:
+    p = run_pybuild("build", "-q", "-t", "cli-stdin-plain:1", "-", root=builder.root,
+                    input=b"FROM busybox:local\nRUN echo plain > /p\n")
+    assert p.returncode == 0, p.stderr.decode()
+    assert builder.run("cli-stdin-plain:1", "cat", "/p").stdout == b"plain\n"
+    p = run_pybuild("build", "-", root=builder.root, input=b"FROM busybox:local\nCOPY x /x\n")
+    assert p.returncode == 1 and b"Traceback" not in p.stderr
+    assert b"x" in p.stderr and b"not found" in p.stderr.lower()
+
+
+def test_quiet_prints_only_the_id_and_files_agree(builder: Builder, tmp_path: Path) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nLABEL from=dockerfile\n"})
+    iid, meta = tmp_path / "iid", tmp_path / "meta.json"
+    p = run_pybuild("build", "-q", "-t", "cli-quiet:1", "--label", "extra=yes", "--iidfile", str(iid),
+                    "--metadata-file", str(meta), str(ctx), root=builder.root)
+    assert p.returncode == 0, p.stderr.decode()
+    image_id = _out(p)
+    assert image_id.startswith("sha256:") and len(image_id) == 71 and "\n" not in image_id
+    assert p.stderr == b""
+    assert iid.read_text() == image_id
+    data = json.loads(meta.read_text())
+    assert data["containerimage.config.digest"] == image_id
+    assert data["containerimage.digest"].startswith("sha256:")
+    info = _inspect(builder, "cli-quiet:1")
+    assert info["Id"] == image_id
+    assert info["Config"]["Labels"] == {"from": "dockerfile", "extra": "yes"}
+
+
+def test_target_builds_only_what_it_needs(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local AS broken\nRUN exit 1\n"
+                           "FROM busybox:local AS wanted\nRUN echo wanted > /w\n"
+                           "FROM wanted\nRUN exit 2\n"})
+    p = builder.build(ctx, "--target", "wanted", "-t", "cli-target:1")
+    assert b"broken" not in p.stderr
+    assert builder.run("cli-target:1", "cat", "/w").stdout == b"wanted\n"
+    p = builder.build(ctx, "--target", "nosuch", check=False)
+    assert p.returncode == 1 and b"nosuch" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_outputs_local_tar_oci_docker(builder: Builder, docker: str, tmp_path: Path) -> None:
+    skopeo = require_tool("skopeo")
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY hello /srv/hello\nCMD [\"cat\", \"/srv/hello\"]\n",
+                           "hello": "hello output\n"})
+    local, flat, oci, dock = tmp_path / "local", tmp_path / "flat.tar", tmp_path / "oci.tar", tmp_path / "docker.tar"
+    builder.build(ctx, "-t", "cli-out:1", "-o", f"type=local,dest={local}", "-o", f"type=tar,dest={flat}",
+                  "-o", f"type=oci,dest={oci}", "-o", f"type=docker,dest={dock}")
+    assert (local / "srv" / "hello").read_text() == "hello output\n"
+    assert (local / "bin" / "busybox").is_file()
+    with tarfile.open(flat) as tf:
+        member = tf.extractfile("srv/hello")
+        assert member is not None and member.read() == b"hello output\n"
+    info = json.loads(subprocess.run([skopeo, "inspect", "--config", f"oci-archive:{oci}"], check=True,
+                                     capture_output=True).stdout)
+    assert info["config"]["Cmd"] == ["cat", "/srv/hello"]
+    loaded = subprocess.run([docker, "load", "-i", str(dock)], check=True, capture_output=True, text=True)
+    assert "cli-out:1" in loaded.stdout
+    try:
+        run = subprocess.run([docker, "run", "--rm", "--network", "none", "cli-out:1"], check=True,
+                             capture_output=True)
+        assert run.stdout == b"hello output\n"
+    finally:
+        subprocess.run([docker, "rmi", "-f", "cli-out:1"], capture_output=True)
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 that answers every GET with 'reachable'."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"reachable\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_network_none_cannot_reach_the_host(builder: Builder, loopback_server: int) -> None:
+    # busybox-static's wget crashes (exit 139) in docker too; nc speaks HTTP well enough.
+    fetch = (f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 127.0.0.1 {loopback_server} > /got"
+             " && grep -q reachable /got")
+    dockerfile = f"FROM busybox:local\nRUN {fetch} # {uuid.uuid4()}\n"
+    ctx = builder.context({"Dockerfile": dockerfile})
+    builder.build(ctx, "-t", "cli-net-host:1")  # the default (host) reaches the server
+    assert builder.run("cli-net-host:1", "tail", "-n1", "/got").stdout == b"reachable\n"
+    p = builder.build(ctx, "--network", "none", "--no-cache", check=False)
+    assert p.returncode == 1 and b"Traceback" not in p.stderr
+    assert b"exited with code" in p.stderr
+    ctx2 = builder.context({"Dockerfile": f"FROM busybox:local\nRUN --network=none {fetch}\n"}, "ctx2")
+    assert builder.build(ctx2, "--no-cache", check=False).returncode == 1
+
+
+def _all_bytes(archive: Path) -> Iterator[tuple[str, bytes]]:
+    """Every member of an image tarball, layers decompressed (and their members too)."""
+    with tarfile.open(archive) as tf:
+        for m in tf:
+            f = tf.extractfile(m) if m.isfile() else None
+            if f is None:
+                continue
+            data = f.read()
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            yield m.name, data
+
+
+def test_secret_readable_in_run_and_nowhere_in_the_image(builder: Builder, tmp_path: Path) -> None:
+    value = f"s3cr3t-{uuid.uuid4().hex}"
+    secret = tmp_path / "secret.txt"
+    secret.write_text(value)
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\n"
+                           "RUN --mount=type=secret,id=x cat /run/secrets/x | wc -c > /len && "
+                           "test \"$(cat /run/secrets/x)\" = \"$(cat /run/secrets/x)\" && ls -d /run/secrets/x\n"
+                           "RUN --mount=type=secret,id=x,env=TOKEN test -n \"$TOKEN\" && echo ok > /env\n"})
+    p = builder.build(ctx, "--no-cache", "-t", "cli-secret:1", "--secret", f"id=x,src={secret}")
+    assert value.encode() not in p.stdout + p.stderr
+    assert builder.run("cli-secret:1", "cat", "/len").stdout.strip() == str(len(value)).encode()
+    assert builder.run("cli-secret:1", "cat", "/env").stdout == b"ok\n"
+    saved = tmp_path / "saved.tar"
+    run_pybuild("save", "-o", str(saved), "cli-secret:1", root=builder.root, check=True)
+    for name, data in _all_bytes(saved):
+        assert value.encode() not in data, f"the secret leaked into {name}"
+    history = run_pybuild("history", "--no-trunc", "cli-secret:1", root=builder.root, check=True)
+    assert value.encode() not in history.stdout
+    assert builder.run("cli-secret:1", "test", "-e", "/run/secrets/x", check=False).returncode == 1
+
+
+def test_cache_mount_reused_across_builds(builder: Builder) -> None:
+    cache_id = f"cli-cache-{uuid.uuid4().hex[:8]}"
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\n"
+                           f"RUN --mount=type=cache,id={cache_id},target=/cache "
+                           "echo run >> /cache/log && wc -l < /cache/log > /count\n"})
+    builder.build(ctx, "--no-cache", "-t", "cli-cache:1")
+    assert builder.run("cli-cache:1", "cat", "/count").stdout.strip() == b"1"
+    builder.build(ctx, "--no-cache", "-t", "cli-cache:2")
+    assert builder.run("cli-cache:2", "cat", "/count").stdout.strip() == b"2"
+    assert b"cache" not in builder.run("cli-cache:2", "ls", "/").stdout.split()
+
+
+def test_unused_build_arg_warns(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nARG USED\nRUN echo $USED > /u\n"})
+    p = builder.build(ctx, "--build-arg", "USED=1", "--build-arg", "NOTUSED=2")
+    err = p.stderr.decode()
+    assert "NOTUSED" in err and "not consumed" in err
+    assert "USED was not" not in err.replace("NOTUSED", "")
