@@ -29,7 +29,7 @@ from builder.runtime.cleanup import (
 )
 from builder.runtime.overlay import make_links, mount_overlay, unmount_all_under
 from builder.runtime.rootfs import Stub, make_stubs, resolve_in_root
-from builder.runtime.spec import ETC_FILES, ContainerSpec, MountType, Network, hosts_file
+from builder.runtime.spec import ETC_FILES, ContainerSpec, MountType, hosts_file
 from builder.runtime.users import ExecUser, lookup_user
 
 SYSTEM_DIRS = ("/proc", "/dev", "/sys")
@@ -58,7 +58,8 @@ def _workdir_for(upperdir: Path, cdir: Path) -> Path:
     return upperdir.parent / f".{cdir.name}-work"
 
 
-def _resolv_conf(network: Network) -> bytes:
+def _resolv_conf() -> bytes:
+    """The host's resolver configuration: right for the host network, harmless for none."""
     try:
         return HOST_RESOLV_CONF.read_bytes()
     except OSError:
@@ -119,7 +120,7 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         etc_sources = {
             "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),
             "/etc/hostname": _write(cdir / "hostname", f"{hostname}\n".encode()),
-            "/etc/resolv.conf": _write(cdir / "resolv.conf", _resolv_conf(spec.network)),
+            "/etc/resolv.conf": _write(cdir / "resolv.conf", _resolv_conf()),
         }
         etc_files = {_in_root(rootfs, target): source for target, source in etc_sources.items()}
         mount_targets = [_in_root(rootfs, m.target) for m in spec.mounts]

@@ -121,9 +121,24 @@ def delete_runtime_container(runtime: str, container_id: str) -> None:
     subprocess.run([binary, "delete", "--force", container_id], capture_output=True, timeout=60)
 
 
+# Where runc and crun keep a directory per container, by default; a glance there
+# spares recover() two process starts on every pybuild command.
+RUNTIME_STATE_ROOTS = {"runc": Path("/run/runc"), "crun": Path("/run/crun")}
+
+
+def _may_hold_ours(runtime: str) -> bool:
+    root = RUNTIME_STATE_ROOTS.get(runtime)
+    try:
+        return root is None or any(p.startswith(ID_PREFIX) for p in os.listdir(root))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
 def _runtime_containers(runtime: str) -> list[dict]:
     binary = shutil.which(runtime)
-    if binary is None:
+    if binary is None or not _may_hold_ours(runtime):
         return []
     proc = subprocess.run([binary, "list", "--format", "json"], capture_output=True, timeout=60)
     if proc.returncode != 0 or not proc.stdout.strip():

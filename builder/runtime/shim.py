@@ -8,7 +8,6 @@ init is re-parented to us when runc exits), ``start``, wait for the init,
 ``delete``, and exit with the init's status (128+N for signal N). It starts
 for every RUN step, so it imports only fast modules (no subprocess).
 
-
 ``python -I -S shim.py PARENT_PID RUNTIME BUNDLE ID [GLOBAL_OPTION...]``
 """
 

@@ -165,7 +165,7 @@ def hosts_file(hostname: str, extra_hosts: Sequence[tuple[str, str]] = ()) -> st
     return "\n".join(lines) + "\n"
 
 
-def system_mounts(network: Network) -> list[dict[str, Any]]:
+def system_mounts() -> list[dict[str, Any]]:
     """``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue``, ``/sys`` as docker mounts them."""
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -205,7 +205,7 @@ def oci_config(
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
         "noNewPrivileges": False,
     }
-    mounts = system_mounts(spec.network)
+    mounts = system_mounts()
     for target, source in etc_files.items():
         mounts.append({"destination": target, "type": "bind", "source": str(source),
                        "options": ["rbind", "rprivate", "rw"]})

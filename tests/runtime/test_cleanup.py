@@ -156,3 +156,25 @@ def test_recover_removes_temp_dirs_of_dead_processes_only(tmp_path, busybox_root
     assert report.temp_dirs == [theirs.name]
     assert not theirs.exists() and mine.is_dir()
     assert mounts_under(work_root) == []
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_recover_deletes_runtime_containers_no_state_file_claims(runtime, tmp_path, busybox_rootfs):
+    from builder.runtime import ContainerSpec, ExecUser, ProcessSpec
+    from builder.runtime.spec import oci_config
+
+    work_root = tmp_path / "run"
+    cid = f"pybuild-orphan{random.randrange(10**6)}"
+    bundle = work_root / "containers" / cid
+    bundle.mkdir(parents=True)
+    spec = ContainerSpec([busybox_rootfs], tmp_path / "upper", ProcessSpec(("sleep", "30")),
+                         readonly_rootfs=True)
+    config = oci_config(spec, rootfs=str(busybox_rootfs), user=ExecUser(), hostname="orphan",
+                        etc_files={}, mount_targets=[])
+    (bundle / "config.json").write_text(json.dumps(config))
+    subprocess.run([runtime, "create", "--bundle", str(bundle), cid], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert runtime_containers(work_root) == [cid]
+    report = recover(work_root)
+    assert report.runtime_containers == [cid]
+    assert_nothing_left(work_root, "no-such-process-marker")
