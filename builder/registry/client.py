@@ -261,8 +261,11 @@ class RegistryClient:
     def _raw_ping(self, scheme: str, probe: bool = False) -> requests.Response:
         url = f"{scheme}://{self.api_host}/v2/"
         # A plain-HTTP server may never answer a TLS hello: do not wait long for it.
-        timeout = (self.options.connect_timeout, min(self.options.read_timeout, 5.0)) if probe \
-            else self._timeout()
+        if probe:
+            limit = 2.0 if is_loopback_host(self.registry) else 5.0
+            timeout = (min(self.options.connect_timeout, limit), min(self.options.read_timeout, limit))
+        else:
+            timeout = self._timeout()
         try:
             response = self.session.get(url, timeout=timeout, allow_redirects=True,
                                         verify=self._verify_tls)

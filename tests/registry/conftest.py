@@ -321,6 +321,8 @@ class FaultProxy:
         self._server.server_close()
 
     def _serve(self, conn: socket.socket, rfile: object) -> None:
+        if rfile.peek(1)[:1] == b"\x16":  # type: ignore[attr-defined]
+            return  # a TLS hello: this proxy speaks plain HTTP only, say so at once by closing
         while True:
             head = _read_head(rfile)
             if head is None:
