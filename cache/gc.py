@@ -17,7 +17,7 @@ from builder.errors import StoreError
 from builder.image.config import ConfigFile
 from builder.image.digest import Digest
 from builder.image.manifest import Manifest
-from cache.blobs import CHUNK, remove_tree, sweep_temp
+from cache.blobs import CHUNK, is_stale_temp, remove_tree, sweep_temp
 from cache.snapshots import chain_ids
 from cache.store import CheckReport, Problem, PruneReport, Store
 
@@ -272,6 +272,9 @@ def _check(store: Store, report: CheckReport) -> None:
     unrecorded = [d for d in store.blobs if d not in blobs]
     if unrecorded:
         report.notes.append(f"{len(unrecorded)} unrecorded blob file(s) (left by interrupted writes; prune removes them)")
+    stale = [p for p in store.tmp_dir.iterdir() if is_stale_temp(p)]
+    if stale:
+        report.notes.append(f"{len(stale)} temp file(s) of dead processes (the next writer sweeps them)")
     loose = [c for c in store.snapshots if c not in chains]
     if loose:
         report.notes.append(f"{len(loose)} unrecorded snapshot(s) (prune removes them)")

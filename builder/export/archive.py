@@ -40,6 +40,10 @@ class ArchiveError(ImageError):
     """An archive is not a readable OCI layout or docker-archive."""
 
 
+class MissingFileError(ArchiveError):
+    """A file the archive's own index names is not in it."""
+
+
 # --- reading: one interface over a tar file and a directory --------------------------------
 
 class ArchiveFiles:
@@ -104,8 +108,10 @@ class TarFiles(ArchiveFiles):
             name = _normalize_link(target)
             member = self._members.get(name)
             depth += 1
-        if member is None or not member.isfile():
-            raise ArchiveError(f"{self.description}: no file {name!r} in the archive")
+        if member is None:
+            raise MissingFileError(f"{self.description}: no file {name!r} in the archive")
+        if not member.isfile():
+            raise ArchiveError(f"{self.description}: {name!r} is not a regular file")
         return member
 
     def exists(self, name: str) -> bool:
@@ -161,13 +167,16 @@ class DirFiles(ArchiveFiles):
         try:
             return self._path(name).stat().st_size
         except FileNotFoundError:
-            raise ArchiveError(f"{self.description}: no file {name!r}") from None
+            raise MissingFileError(f"{self.description}: no file {name!r}") from None
 
     def open(self, name: str) -> BinaryIO:
+        path = self._path(name)
+        if path.exists() and not path.is_file():  # a FIFO or device would block or lie
+            raise ArchiveError(f"{self.description}: {name!r} is not a regular file")
         try:
-            return open(self._path(name), "rb")
+            return open(path, "rb")
         except FileNotFoundError:
-            raise ArchiveError(f"{self.description}: no file {name!r}") from None
+            raise MissingFileError(f"{self.description}: no file {name!r}") from None
 
 
 @contextlib.contextmanager

@@ -19,7 +19,14 @@ from typing import Any, BinaryIO
 
 from builder.errors import ImageError
 from builder.export import TaggedImage
-from builder.export.archive import ArchiveError, ArchiveFiles, Entry, bytes_entry, write_tar
+from builder.export.archive import (
+    ArchiveError,
+    ArchiveFiles,
+    Entry,
+    MissingFileError,
+    bytes_entry,
+    write_tar,
+)
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest
 from builder.image.image import Image, SourceImage, read_verified
@@ -48,7 +55,7 @@ class LayoutBlobSource:
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         try:
             return self.files.open(blob_path(descriptor.digest))
-        except ArchiveError:
+        except MissingFileError:
             raise ArchiveError(
                 f"{self.files.description}: blob {descriptor.digest} is missing from the layout"
             ) from None

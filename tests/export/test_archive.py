@@ -267,3 +267,21 @@ def test_oci_archive_accepted_by_skopeo_and_umoci(tmp_path: Path):
     # umoci checks every diff_id while unpacking; check them ourselves too.
     for layer in img.layers():
         assert hashlib.sha256(layer.tar).hexdigest() == layer.diff_id().hex
+
+
+def test_layout_dir_entries_must_be_regular_files_inside_it(tmp_path: Path):
+    import os
+
+    img = make_image("fifo")
+    root = tmp_path / "layout"
+    write_oci_layout([TaggedImage(img, ("fifo:1",))], root, tar=False)
+    config = root / "blobs" / "sha256" / img.config_digest().hex
+    config.unlink()
+    os.mkfifo(config)
+    with pytest.raises(ArchiveError, match="not a regular file"):
+        _read(root, tmp_path)
+    config.unlink()
+    (tmp_path / "outside").write_bytes(img.raw_config())
+    config.symlink_to(tmp_path / "outside")
+    with pytest.raises(ArchiveError, match="outside the layout"):
+        _read(root, tmp_path)
