@@ -1,0 +1,189 @@
+"""Nothing in a Dockerfile, its context or an archive reads or writes outside where it belongs.
+
+Every case builds next to a sentinel directory outside the context holding a
+secret file. A case either fails with a clear error or builds harmlessly; in
+both, the secret appears nowhere (output, image layers, config) and nothing
+new appears outside the context.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import run_pybuild
+
+
+@dataclass
+class Sentinel:
+    dir: Path
+    value: bytes
+
+    def snapshot(self) -> dict[str, bytes]:
+        return {str(p.relative_to(self.dir)): (p.read_bytes() if p.is_file() else b"<dir>")
+                for p in sorted(self.dir.rglob("*"))}
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Sentinel:
+    value = f"SENTINEL-{uuid.uuid4().hex}".encode()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(value)
+    return Sentinel(outside, value)
+
+
+def _image_bytes(builder: Builder, image: str, work: Path) -> Iterator[bytes]:
+    saved = work / "escape-saved.tar"
+    run_pybuild("save", "-o", str(saved), image, root=builder.root, check=True)
+    with tarfile.open(saved) as tf:
+        for m in tf:
+            f = tf.extractfile(m) if m.isfile() else None
+            if f is not None:
+                data = f.read()
+                yield gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def _check(builder: Builder, sentinel: Sentinel, tmp_path: Path, files: dict[str, str | bytes],
+           *, must_fail: bool, expect: str = "", symlinks: dict[str, str] | None = None,
+           image_check: dict[str, bytes] | None = None) -> None:
+    before = sentinel.snapshot()
+    outside_before = sorted(p.name for p in tmp_path.iterdir())
+    ctx = builder.context(files)
+    for name, target in (symlinks or {}).items():
+        (ctx / name).symlink_to(target)
+    tag = f"escape-{uuid.uuid4().hex[:8]}:1"
+    p = builder.build(ctx, "--no-cache", "-t", tag, check=False)
+    err = p.stderr.decode()
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert sentinel.value not in p.stdout + p.stderr
+    if must_fail:
+        assert p.returncode == 1, err
+        assert expect in err, err
+    else:
+        assert p.returncode == 0, err
+        for data in _image_bytes(builder, tag, tmp_path):
+            assert sentinel.value not in data
+        for path, content in (image_check or {}).items():
+            assert builder.run(tag, "cat", path).stdout == content
+    assert sentinel.snapshot() == before
+    after = {p.name for p in tmp_path.iterdir()} - {"escape-saved.tar", "ctx"}
+    assert after == set(outside_before) - {"ctx"}
+
+
+def test_copy_parent_path_refused(builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:
+    _check(builder, sentinel, tmp_path, {"Dockerfile": "FROM busybox:local\nCOPY ../outside/secret /s\n"},
+           must_fail=True, expect="outside the build context")
+
+
+def test_context_symlink_to_outside_is_copied_as_a_link(builder: Builder, sentinel: Sentinel,
+                                                        tmp_path: Path) -> None:
+    """Inside a copied directory a symlink stays a symlink (its target never read)."""
+    target = str(sentinel.dir / "secret")
+    _check(builder, sentinel, tmp_path,
+           {"Dockerfile": "FROM busybox:local\nCOPY . /all/\n"
+            "RUN test -L /all/link && readlink /all/link > /where && readlink /all/rel >> /where\n"},
+           symlinks={"link": target, "rel": "../outside/secret"}, must_fail=False,
+           image_check={"/where": (target + "\n../outside/secret\n").encode()})
+
+
+def test_symlink_source_to_outside_refused(builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:
+    """Named as a source, a symlink is followed (as docker does), and outside the context that is an error."""
+    _check(builder, sentinel, tmp_path, {"Dockerfile": "FROM busybox:local\nCOPY link /link\n"},
+           symlinks={"link": str(sentinel.dir / "secret")}, must_fail=True, expect="outside the build context")
+
+
+def test_source_through_symlinked_dir_is_not_followed_outside(builder: Builder, sentinel: Sentinel,
+                                                              tmp_path: Path) -> None:
+    for i, link_target in enumerate((str(sentinel.dir), "../outside")):
+        files = {"Dockerfile": "FROM busybox:local\nCOPY dirlink/secret /s\n"}
+        p_ctx = tmp_path / "ctx"
+        if p_ctx.exists():
+            import shutil
+
+            shutil.rmtree(p_ctx)
+        _check(builder, sentinel, tmp_path, files, symlinks={"dirlink": link_target}, must_fail=True,
+               expect="'dirlink/secret' is a symlink that points outside the build context")
+        assert i in (0, 1)
+
+
+def test_symlinked_dir_source_refused_after_wildcards(builder: Builder, sentinel: Sentinel,
+                                                       tmp_path: Path) -> None:
+    _check(builder, sentinel, tmp_path,
+           {"Dockerfile": "FROM busybox:local\nCOPY dir*/* /w/\nCOPY dirlink /d\n", "dir1/a": "a"},
+           symlinks={"dirlink": str(sentinel.dir)}, must_fail=True, expect="outside the build context")
+
+
+def test_proc_self_tricks_stay_in_the_image(builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:
+    escape_dir = sentinel.dir / "written"
+    _check(builder, sentinel, tmp_path,
+           {"Dockerfile": f"FROM busybox:local\nWORKDIR /proc/self/root{sentinel.dir}/written\n"
+            f"COPY x .\nCOPY x /proc/self/root{sentinel.dir}/x2\nCOPY x /proc/self/fd/3/x3\n"
+            "WORKDIR /\n", "x": "x"},
+           must_fail=False)
+    assert not escape_dir.exists()
+
+
+def test_image_symlink_to_host_path_writes_into_the_image(builder: Builder, sentinel: Sentinel,
+                                                          tmp_path: Path) -> None:
+    _check(builder, sentinel, tmp_path,
+           {"Dockerfile": f"FROM busybox:local\nRUN ln -s {sentinel.dir} /hostdir && ln -s / /up\n"
+            "COPY x /hostdir/secret\nCOPY x /up/../../..//hostdir/new\nWORKDIR /hostdir/wd\n", "x": "from ctx"},
+           must_fail=False, image_check={f"{sentinel.dir}/secret": b"from ctx", f"{sentinel.dir}/new": b"from ctx"})
+
+
+def test_bind_mount_source_outside_context(builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:
+    files = {"Dockerfile": "FROM busybox:local\nRUN --mount=type=bind,source=../..,target=/m "
+             f"cat /m{sentinel.dir}/secret /m/outside/secret /m/../outside/secret > /leak; ls -R /m > /list; true\n"}
+    p_ctx_files = dict(files)
+    before = sentinel.snapshot()
+    ctx = builder.context(p_ctx_files)
+    tag = f"escape-{uuid.uuid4().hex[:8]}:1"
+    p = builder.build(ctx, "--no-cache", "-t", tag, check=False)
+    assert b"Traceback" not in p.stderr
+    assert sentinel.value not in p.stdout + p.stderr
+    if p.returncode == 0:
+        for data in _image_bytes(builder, tag, tmp_path):
+            assert sentinel.value not in data
+    else:
+        assert b"outside" in p.stderr or b"context" in p.stderr, p.stderr.decode()
+    assert sentinel.snapshot() == before
+
+
+def _evil_tar() -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        def add(name: str, data: bytes = b"evil", kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = link
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            tf.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        add("../../../escape-dotdot")
+        add("/escape-abs")
+        add("ok.txt", b"ok")
+        add("uplink", kind=tarfile.SYMTYPE, link="../../../../..")
+        add("uplink/escape-via-link")
+        add("hard", kind=tarfile.LNKTYPE, link="../../../../../etc/passwd")
+    return raw.getvalue()
+
+
+def test_add_archive_with_escaping_entries(builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:
+    before_root = {p.name for p in Path("/").iterdir()}
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nADD evil.tar /x/y/\n", "evil.tar": _evil_tar()})
+    p = builder.build(ctx, "--no-cache", "-t", "escape-tar:1", check=False)
+    assert b"Traceback" not in p.stderr, p.stderr.decode()
+    assert {p.name for p in Path("/").iterdir()} == before_root
+    assert not (tmp_path / "escape-dotdot").exists() and not (ctx / "escape-via-link").exists()
+    if p.returncode == 0:
+        assert builder.run("escape-tar:1", "cat", "/x/y/ok.txt").stdout == b"ok"
+        passwd = builder.run("escape-tar:1", "cat", "/etc/passwd").stdout
+        assert b"evil" not in passwd
