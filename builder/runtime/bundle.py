@@ -34,6 +34,9 @@ from builder.runtime.users import ExecUser, lookup_user
 
 SYSTEM_DIRS = ("/proc", "/dev", "/sys")
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+# The upper dir is a scratch area until the layer writer has read it, and a step cut short
+# by a crash runs again: fsyncs inside a RUN step (dpkg makes one per file) buy nothing.
+VOLATILE = True
 
 
 @dataclass
@@ -115,7 +118,8 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         finally:
             unmount_all_under(rootfs)
         workdir.mkdir(exist_ok=True)
-        mount_overlay(rootfs, link_dir=links, lowers=["i", *lowers], upperdir=upper, workdir=workdir)
+        mount_overlay(rootfs, link_dir=links, lowers=["i", *lowers], upperdir=upper, workdir=workdir,
+                      volatile=VOLATILE)
         user = lookup_user(rootfs, spec.process.user)
         etc_sources = {
             "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),

@@ -59,30 +59,48 @@ def make_links(link_dir: Path, lowerdirs: Sequence[Path]) -> list[str]:
     return names
 
 
-def _options(lowers: Sequence[str], upperdir: Path | None, workdir: Path | None) -> str:
+def _options(lowers: Sequence[str], upperdir: Path | None, workdir: Path | None,
+             volatile: bool = False) -> str:
     options = f"lowerdir={':'.join(lowers)}"
     if upperdir is not None and workdir is not None:
         options += f",upperdir={upperdir.absolute()},workdir={workdir.absolute()}"
+        if volatile:
+            options += ",volatile"
     return options + "," + OVERLAY_OPTIONS
 
 
 def mount_overlay(
     target: Path, *, link_dir: Path, lowers: Sequence[str], upperdir: Path | None = None,
-    workdir: Path | None = None,
+    workdir: Path | None = None, volatile: bool = False,
 ) -> None:
     """Mount an overlay at ``target``; ``lowers`` are names in ``link_dir``, top-most first.
 
     Without ``upperdir`` the overlay is read-only. When the options fit in a
     page with absolute link paths, mount(2) is called directly; otherwise a
     ``mount`` process resolves the names relative to ``link_dir``.
+    ``volatile`` (kernels from 5.10) turns the process's fsyncs on the upper
+    dir into no-ops; ``workdir`` cannot be used again after such a mount.
+    Where the kernel refuses it, the mount is made without.
     """
+    if volatile and upperdir is not None:
+        try:
+            _mount(target, link_dir, lowers, upperdir, workdir, volatile=True)
+            return
+        except ContainerError:
+            pass
+    _mount(target, link_dir, lowers, upperdir, workdir, volatile=False)
+
+
+def _mount(target: Path, link_dir: Path, lowers: Sequence[str], upperdir: Path | None,
+           workdir: Path | None, *, volatile: bool) -> None:
     if not lowers:
         raise ContainerError("an overlay needs at least one lower dir")
     if upperdir is None and len(lowers) == 1:
         _bind_readonly((link_dir / lowers[0]).resolve(), target)  # overlay wants two lowers here
         return
     page = os.sysconf("SC_PAGESIZE")
-    absolute = _options([str(link_dir.absolute() / name) for name in lowers], upperdir, workdir)
+    absolute = _options([str(link_dir.absolute() / name) for name in lowers], upperdir, workdir,
+                        volatile)
     if len(absolute) < page:
         flags = 0 if upperdir is not None else MS_RDONLY
         if _libc().mount(b"overlay", os.fsencode(str(target.absolute())), b"overlay", flags,
@@ -92,7 +110,7 @@ def mount_overlay(
         raise ContainerError(
             f"cannot mount the container's root file system (overlay at {target}): {os.strerror(err)}"
         )
-    options = _options(lowers, upperdir, workdir)
+    options = _options(lowers, upperdir, workdir, volatile)
     if len(options) >= page:
         raise ContainerError(f"overlay mount options too long ({len(options)} bytes)")
     command = ["mount", "-i", "-n", "-t", "overlay", "overlay", "-o", options, str(target.absolute())]

@@ -276,3 +276,10 @@ def test_process_ignores_no_signals(run):
     assert run(("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status")).text.split() == [
         "SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000",
     ]
+
+
+def test_upper_dir_is_mounted_volatile(run):
+    # fsyncs inside a step (dpkg makes one per file) are no-ops; the layer writer syncs the layer
+    result = run("dd if=/dev/zero of=/f bs=4k count=1 conv=fsync 2>/dev/null; grep -c ' / overlay .*volatile' /proc/mounts")
+    assert result.text == "1\n"
+    assert tree(result.upper) == ["f"]
