@@ -46,7 +46,7 @@ def docker_image(docker: str, busybox_rootfs: Path, tmp_path_factory: pytest.Tem
     _docker(docker, "build", "--network", "host", "-q", "-t", name, str(work / "ctx"))
     inspect = json.loads(_docker(docker, "image", "inspect", name))[0]
     _docker(docker, "save", "-o", str(work / "saved.tar"), name)
-    yield {"name": name, "inspect": inspect, "saved": work / "saved.tar", "work": work}
+    yield {"name": name, "base": base, "inspect": inspect, "saved": work / "saved.tar", "work": work}
     subprocess.run([docker, "rmi", "-f", name, base], capture_output=True)
 
 
@@ -133,3 +133,25 @@ def test_saving_twice_gives_identical_files(docker_image: dict, tmp_path: Path):
         run_pybuild("save", "--format", fmt, "-o", str(a), docker_image["name"], root=root, check=True)
         run_pybuild("save", "--format", fmt, "-o", str(b), docker_image["name"], root=root, check=True)
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_two_images_sharing_a_base_in_one_archive(docker_image: dict, docker: str, tmp_path: Path):
+    both = tmp_path / "both.tar"
+    _docker(docker, "save", "-o", str(both), docker_image["name"], docker_image["base"])
+    base_id = json.loads(_docker(docker, "image", "inspect", docker_image["base"]))[0]["Id"]
+    root = tmp_path / "root"
+    out = run_pybuild("load", "-i", str(both), root=root, check=True).stdout.decode().splitlines()
+    assert sorted(out) == sorted([f"Loaded image: {docker_image['name']}", f"Loaded image: {docker_image['base']}"])
+    # The base layer is stored once.
+    base_layer = docker_image["inspect"]["RootFS"]["Layers"][0]
+    assert (root / "blobs" / "sha256" / base_layer[7:]).is_file()
+    copies = {docker_image["name"]: docker_image["name"] + "-two", docker_image["base"]: docker_image["base"] + "-two"}
+    for source, target in copies.items():
+        run_pybuild("tag", source, target, root=root, check=True)
+    run_pybuild("save", "-o", str(tmp_path / "out.tar"), *copies.values(), root=root, check=True)
+    _docker(docker, "load", "-i", str(tmp_path / "out.tar"))
+    try:
+        ids = {json.loads(_docker(docker, "image", "inspect", t))[0]["Id"] for t in copies.values()}
+        assert ids == {docker_image["inspect"]["Id"], base_id}
+    finally:
+        subprocess.run([docker, "rmi", *copies.values()], capture_output=True)
