@@ -48,6 +48,13 @@ def test_positive_dump_matches_buildkit(case: str) -> None:
     assert dump_buildkit(parsed).encode("utf-8") == (folder / "result").read_bytes()
 
 
+@pytest.mark.parametrize("case", POSITIVE)
+def test_positive_dump_with_crlf_and_bom(case: str) -> None:
+    folder = CORPUS / "positive" / case
+    source = b"\xef\xbb\xbf" + (folder / "Dockerfile").read_bytes().replace(b"\n", b"\r\n")
+    assert dump_buildkit(parse(source)).encode("utf-8") == (folder / "result").read_bytes()
+
+
 @pytest.mark.parametrize("case", NEGATIVE)
 def test_negative_case_fails_with_a_line(case: str) -> None:
     path = CORPUS / "negative" / case / "Dockerfile"
