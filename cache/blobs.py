@@ -155,6 +155,10 @@ class BlobFiles:
                     str(expected or digest), f"{written} bytes instead of {size}", "blob"
                 )
             return self._install(tmp, digest, written)
+        except OSError as err:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise StoreError(f"cannot write a blob into {self.root}: {err.strerror or err}") from None
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

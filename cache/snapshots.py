@@ -78,6 +78,9 @@ class SnapshotDirs:
                 raise StoreError(f"cannot store snapshot {chain_id}: {err}") from None
             fsync_dir(self.root)
             return reader.size
+        except OSError as err:
+            remove_tree(work)
+            raise StoreError(f"cannot unpack layer {diff_id} into {self.root}: {err.strerror or err}") from None
         except BaseException:
             remove_tree(work)
             raise

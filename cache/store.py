@@ -207,7 +207,10 @@ class _GcLock:
 
     @contextlib.contextmanager
     def _hold(self, mode: int) -> Iterator[None]:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise StoreError(f"cannot lock the store ({self.path}): {err.strerror or err}") from None
         try:
             fcntl.flock(fd, mode)
             yield

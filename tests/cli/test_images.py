@@ -325,3 +325,18 @@ def test_history_of_an_image_without_history(tmp_path: Path):
     ok("load", "-i", str(tmp_path / "bare.tar"), root=root)
     rows = ok("history", "--format", "{{.ID}} {{.Size}}", "-H=false", "bare:1", root=root).splitlines()
     assert len(rows) == 2 and rows[0].startswith(bare.config_digest().hex[:12]) and rows[1].startswith("<missing>")
+
+
+def test_full_disk_is_a_clear_error_and_leaves_a_clean_store(tmp_path: Path):
+    root = tmp_path / "small"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)], check=True)
+    try:
+        ok("images", root=root)
+        write_archive(tmp_path / "big.tar", make_image("big", layers=2, size=1_500_000), ("big:1",))
+        err = fails("load", "-i", str(tmp_path / "big.tar"), root=root)
+        assert "No space left on device" in err
+        assert ok("store", "check", root=root).rstrip().endswith(": clean")
+        assert list((root / "tmp").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
