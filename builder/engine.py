@@ -225,6 +225,7 @@ class Build:
             self.progress.warning(str(warning))
         if (failure := checks.error()) is not None:
             raise failure
+        imported = self._import_cache()
         secrets = {s.id: s for s in (Secret.parse(t) for t in opts.secrets)}
         no_cache_stages = {n.lower() for n in opts.no_cache_filter}
         env = BuildEnv(
@@ -237,6 +238,7 @@ class Build:
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
             lineage_prefix=f"{context.root}\0{dockerfile_name}",
+            imported=imported,
         )
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries))
@@ -311,6 +313,7 @@ class Build:
         tags = tuple(opts.tags)
         manifest_digest = self.store.write_image(final, tags)
         stored = self.store.image(str(manifest_digest))
+        self._export_cache(env, results[plan.target].key, imported)
         self._outputs(stored, tags)
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
@@ -318,6 +321,29 @@ class Build:
         )
         self._report(result)
         return result
+
+    def _import_cache(self):  # type: ignore[no-untyped-def]
+        """--cache-from: read each cache's records (not its layers) before any lookup."""
+        from cache.remote import CacheSpec, load_imports
+
+        for text in self.options.cache_to:  # a bad --cache-to fails now, not after the build
+            CacheSpec.parse(text, export=True)
+        if not self.options.cache_from or self.options.no_cache:
+            return None
+
+        return load_imports(self.options.cache_from, self.store, self.progress,
+                            tuple(self.options.insecure_registries))
+
+    def _export_cache(self, env: BuildEnv, final_key: str, imported) -> None:  # type: ignore[no-untyped-def]
+        """--cache-to: write the records (and their layers) of this build's steps."""
+        from cache.remote import CacheSpec, export_cache, select_keys
+
+        for text in self.options.cache_to:
+            spec = CacheSpec.parse(text, export=True)
+            keys = select_keys(env.records, env.used_keys, final_key, spec.mode)  # type: ignore[arg-type]
+            export_cache(spec, self.store, env.records, keys, imported=imported,  # type: ignore[arg-type]
+                         mount_ids=env.cache_mount_ids, progress=self.progress,
+                         insecure_registries=tuple(self.options.insecure_registries))
 
     def _base_env(self, name: str) -> list[str] | None:
         """A base image's env for the UndefinedVar check, if the store already has it."""

@@ -125,6 +125,10 @@ class StoreError(PybuildError):
     """The local store is unusable (locked, corrupt, wrong version, out of space)."""
 
 
+class CacheError(PybuildError):
+    """A shared build cache (--cache-from/--cache-to) cannot be read or written."""
+
+
 class RegistryError(PybuildError):
     """A registry operation failed; the message names registry, repository and operation."""
 

@@ -54,7 +54,7 @@ class CacheRecord:
 
 
 def _pack(obj: Any) -> bytes:
-    return zlib.compress(json.dumps(obj, separators=(",", ":"), sort_keys=True).encode(), 6)
+    return zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 6)  # key order kept: it is in the image ID
 
 
 def _unpack(data: bytes) -> Any:

@@ -72,6 +72,9 @@ class BuildEnv:
     dry_run: bool = False  # --explain: compute keys and explain misses, run nothing
     lineage_prefix: str = ""  # identifies the Dockerfile, for finding a step's earlier builds
     explained: list[str] = field(default_factory=list)
+    imported: object = None  # cache.remote.ImportedCache of --cache-from, asked after a local miss
+    used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
+    cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
     _runtime: object = None
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -186,7 +189,13 @@ class StageRunner:
                 record = self.env.records.get(key)  # type: ignore[union-attr]
                 if record is not None and self._replay(record.result):
                     self.key = key
+                    self.env.used_keys.append(key)
                     self.env.records.touch(key)  # type: ignore[union-attr]
+                    self.env.progress.done(handle, cached=True)
+                    return
+                if self._replay_imported(key):
+                    self.key = key
+                    self.env.used_keys.append(key)
                     self.env.progress.done(handle, cached=True)
                     return
             if inputs is not None and self.env.explain_misses:
@@ -202,6 +211,7 @@ class StageRunner:
                 result = StepResult(made, self.config, self.author, self.history[-1])
                 self.env.records.put(key, inputs.parent, self._lineage(), result, inputs.to_json())  # type: ignore[union-attr]
                 self.key = key
+                self.env.used_keys.append(key)
         except BaseException as err:
             self.env.progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
@@ -215,12 +225,22 @@ class StageRunner:
         text = f"{self.env.lineage_prefix}\0{self.stage_index}\0{self.step}"
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
-    def _replay(self, result: StepResult) -> bool:
+    def _replay_imported(self, key: str) -> bool:
+        """A hit in a --cache-from cache: replay it with a layer fetched only if read; keep the record."""
+        imported = self.env.imported
+        found = imported.get(key) if imported is not None else None  # type: ignore[attr-defined]
+        if found is None:
+            return False
+        layer = imported.layer(found) if found.result.diff_id is not None else None  # type: ignore[attr-defined]
+        self._replay(found.result, layer=layer)
+        self.env.records.put(key, found.parent, self._lineage(), found.result, found.inputs)  # type: ignore[union-attr]
+        return True
+
+    def _replay(self, result: StepResult, layer: Layer | None = None) -> bool:
         """Apply a cached step's result; False when its layer is no longer held (then it reruns)."""
         from builder.errors import ImageNotFoundError
 
-        layer = None
-        if result.diff_id is not None:
+        if result.diff_id is not None and layer is None:
             try:
                 layer = self.env.layers.layer(result.diff_id)
             except ImageNotFoundError:
@@ -459,6 +479,7 @@ class StageRunner:
         from builder.runtime import Runtime
 
         runtime: Runtime = self.env.runtime  # type: ignore[assignment]
+        self._cache_mounts(ins)
         argv, pipes = shell_command(ins, self._shell())
         env = self.scope.run_env()
         lowers = self.lowers()
@@ -504,6 +525,17 @@ class StageRunner:
             if not keep_upper:
                 shutil.rmtree(upper, ignore_errors=True)
             shutil.rmtree(upper_root, ignore_errors=True)
+
+    def _cache_mounts(self, ins: ins_.Run) -> None:
+        """Note the RUN's cache mounts (for --cache-to); seed new ones from --cache-from."""
+        for mount in ins.mounts:
+            if mount.type is not ins_.MountType.CACHE or mount.from_:
+                continue
+            target = mount.target or ""
+            cache_id = mount.id or (target if target.startswith("/") else "/" + target)
+            self.env.cache_mount_ids.add(cache_id)
+            if self.env.imported is not None:
+                self.env.imported.seed_mount(cache_id)  # type: ignore[attr-defined]
 
     def _history_args(self) -> dict[str, str | None]:
         from builder.frontend.expand import FRONTEND_ARGS

@@ -78,7 +78,8 @@ def compressor(dst: BinaryIO, compression: Compression, level: int | None = None
         return _NoClose(dst)
     if compression is Compression.GZIP:
         lvl = DEFAULT_GZIP_LEVEL if level is None else level
-        return igzip.IGzipFile(fileobj=dst, mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]
+        # filename="": no FNAME header (it would be the temp file's name; digests must not depend on it)
+        return igzip.IGzipFile(fileobj=dst, filename="", mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]
     if compression is Compression.ZSTD:
         lvl = DEFAULT_ZSTD_LEVEL if level is None else level
         cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=False)

@@ -1,0 +1,136 @@
+"""RUN cache-mount directories: listing, sizing, packing for a shared cache, seeding from one.
+
+A ``RUN --mount=type=cache,id=X`` directory lives in
+``$PYBUILD_ROOT/cachemounts/<sha256(X)[:32]>`` with its id in ``<key>.id``
+(see :func:`builder.execute.run._cache_mount`). The shared cache carries a
+mount as a gzip tar blob; a machine that has no such directory yet gets the
+exported content, extracted with the layer extractor (which refuses any path
+that escapes the directory), into a temp dir renamed into place, so a
+concurrent RUN sees either nothing or all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import ImageError
+
+MOUNTS_DIR = "cachemounts"
+ID_ANNOTATION = "dev.pybuild.cache.mount.id"
+
+
+def mount_key(cache_id: str) -> str:
+    """The directory name of a cache id (the same rule as the RUN step's)."""
+    return hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+
+
+def mounts_root(store_root: Path) -> Path:
+    return Path(store_root) / MOUNTS_DIR
+
+
+def mount_path(store_root: Path, cache_id: str) -> Path:
+    return mounts_root(store_root) / mount_key(cache_id)
+
+
+@dataclass(frozen=True)
+class CacheMount:
+    """One cache-mount directory of a store."""
+
+    id: str
+    key: str
+    path: Path
+    size: int  # bytes of its files (apparent size), plus its id file
+    last_used: float  # the directory's mtime: RUN touches it on each use
+
+
+def tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in (*dirnames, *filenames):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def list_mounts(store_root: Path) -> list[CacheMount]:
+    """Every cache-mount directory, least recently used first."""
+    root = mounts_root(store_root)
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in os.scandir(root):
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        id_file = root / f"{entry.name}.id"
+        try:
+            cache_id = id_file.read_text()
+        except OSError:
+            cache_id = ""
+        try:
+            last_used = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        out.append(CacheMount(cache_id, entry.name, Path(entry.path), tree_size(Path(entry.path)) + 4096,
+                              last_used))
+    return sorted(out, key=lambda m: (m.last_used, m.key))
+
+
+def usage(store_root: Path) -> int:
+    return sum(m.size for m in list_mounts(store_root))
+
+
+def remove_mount(store_root: Path, key: str) -> None:
+    """Delete one cache-mount directory (renamed aside first, so no RUN sees half of it)."""
+    root = mounts_root(store_root)
+    path = root / key
+    aside = root / f".{key}.{os.getpid()}.{time.monotonic_ns()}.gone"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (root / f"{key}.id").unlink()
+
+
+def pack_mount(path: Path, out: BinaryIO) -> None:
+    """Write the directory as a gzip tar (sorted entries, numeric owners, fixed gzip header)."""
+    from builder.image.mediatypes import Compression
+    from builder.layers.compression import compressor
+    from builder.layers.tarwriter import write_layer
+
+    with compressor(out, Compression.GZIP) as gz:
+        write_layer(path, gz)  # type: ignore[arg-type]
+
+
+def seed_mount(store_root: Path, cache_id: str, stream: BinaryIO) -> bool:
+    """Fill the cache mount ``cache_id`` from a packed stream if it does not exist yet.
+
+    Returns False (and reads nothing) when the directory is already there, or
+    when another process created it meanwhile.
+    """
+    from builder.layers.extract import extract_to_directory
+
+    root = mounts_root(store_root)
+    root.mkdir(parents=True, exist_ok=True)
+    key = mount_key(cache_id)
+    dest = root / key
+    if dest.exists():
+        return False
+    try:
+        extract_to_directory(stream, dest, apply_whiteouts=False)
+    except ImageError:
+        if dest.exists():  # a RUN or another build made it first: keep theirs
+            return False
+        raise
+    tmp = root / f".{key}.id.{os.getpid()}.tmp"
+    tmp.write_text(cache_id)
+    os.replace(tmp, root / f"{key}.id")
+    return True

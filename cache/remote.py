@@ -1,0 +1,729 @@
+"""The shared build cache: export to and import from a registry or an OCI layout directory.
+
+The cache is an OCI artifact: an image manifest whose config blob
+(``application/vnd.pybuild.cache.config.v1+json``) lists records, key ->
+{parent, diff_id, the layer blob, container config, author, history entry,
+inputs}, in the spirit of BuildKit's ``application/vnd.buildkit.cacheconfig.v0``,
+and whose layers are the compressed layer blobs those records need (plus, with
+``cache-mounts=true``, one gzip tar per RUN cache mount).
+
+Import is cheap: only the manifest and the config are fetched. A lookup that
+misses the local records asks the imported ones; a hit replays the record with
+a :class:`FetchingLayer`, which downloads its blob into the store the first
+time something reads it: when the final image is written, or when a later
+miss needs the layer as a lower dir. Layers nothing reads never travel.
+
+Writers never leave a ref unreadable: blobs go first and the manifest last (a
+registry's manifest PUT is atomic); a layout directory's ``index.json`` is
+replaced by rename under a lock file, merged with what other writers put there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from builder.errors import CacheError, ImageNotFoundError, PybuildError, UsageError
+from builder.image.descriptor import Descriptor, canonical_json
+from builder.image.digest import Digest, HashingReader, VerifyingReader
+from builder.image.image import BlobLayer, BlobSource, read_verified
+from builder.image.manifest import Manifest
+from builder.image.mediatypes import Compression, MediaType, layer_compression
+from builder.layers.compression import CHUNK, open_decompressed
+from cache.db import now
+from cache.records import CacheRecords, StepResult
+
+CONFIG_VERSION = 1
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
+MAX_CONFIG_SIZE = 256 << 20
+TRANSFER_WORKERS = 4
+
+
+class CacheType(StrEnum):
+    REGISTRY = "registry"
+    LOCAL = "local"
+
+
+class CacheMode(StrEnum):
+    MIN = "min"  # the final image's steps only
+    MAX = "max"  # every step of every stage built
+
+
+# --- specs ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """One ``--cache-from`` or ``--cache-to`` value."""
+
+    type: CacheType
+    ref: str = ""  # type=registry
+    path: Path | None = None  # type=local: the layout directory
+    tag: str = "latest"  # type=local: the index.json entry's ref name
+    mode: CacheMode = CacheMode.MIN
+    compression: Compression = Compression.GZIP
+    cache_mounts: bool = False
+
+    @property
+    def description(self) -> str:
+        if self.type is CacheType.REGISTRY:
+            return self.ref
+        return f"{self.path}:{self.tag}"
+
+    @classmethod
+    def parse(cls, text: str, *, export: bool) -> CacheSpec:
+        """``type=registry,ref=R[,mode=..][,compression=..][,cache-mounts=true]``, ``type=local,
+        dest=DIR`` / ``src=DIR``; a bare ``REF`` means ``type=registry,ref=REF``."""
+        flag = "--cache-to" if export else "--cache-from"
+        if "=" not in text.split(",", 1)[0]:
+            text = f"type=registry,ref={text}"
+        fields: dict[str, str] = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"invalid {flag} value {text!r}: expected key=value pairs, got {part!r}")
+            fields[key.strip().lower()] = value.strip()
+        try:
+            kind = CacheType(fields.pop("type", "registry"))
+        except ValueError:
+            raise UsageError(f"invalid {flag} value {text!r}: type must be registry or local") from None
+        mode = _choice(fields.pop("mode", "min"), CacheMode, flag, "mode")
+        compression = _choice(fields.pop("compression", "gzip"), Compression, flag, "compression")
+        if compression is Compression.NONE:
+            raise UsageError(f"invalid {flag} value {text!r}: compression must be gzip or zstd")
+        mounts_text = fields.pop("cache-mounts", "false").lower()
+        if mounts_text not in ("true", "false", "1", "0"):
+            raise UsageError(f"invalid {flag} value {text!r}: cache-mounts must be true or false")
+        for ignored in ("ignore-error", "oci-mediatypes", "image-manifest", "compression-level",
+                        "force-compression", "name"):
+            fields.pop(ignored, None)
+        common = {"mode": mode, "compression": compression, "cache_mounts": mounts_text in ("true", "1")}
+        if kind is CacheType.REGISTRY:
+            ref = fields.pop("ref", "")
+            if not ref:
+                raise UsageError(f"invalid {flag} value {text!r}: type=registry needs ref=")
+            spec = cls(CacheType.REGISTRY, ref=ref, **common)  # type: ignore[arg-type]
+        else:
+            where = fields.pop("dest" if export else "src", "")
+            if not where:
+                raise UsageError(
+                    f"invalid {flag} value {text!r}: type=local needs {'dest' if export else 'src'}=DIR")
+            spec = cls(CacheType.LOCAL, path=Path(where), tag=fields.pop("tag", "latest") or "latest",
+                       **common)  # type: ignore[arg-type]
+        if fields:
+            raise UsageError(f"invalid {flag} value {text!r}: unknown option {sorted(fields)[0]!r}")
+        return spec
+
+
+def _choice(value: str, enum: Any, flag: str, what: str) -> Any:
+    try:
+        return enum(value.lower())
+    except ValueError:
+        allowed = "|".join(m.value for m in enum)
+        raise UsageError(f"invalid {flag} {what} {value!r}: expected {allowed}") from None
+
+
+# --- where a cache lives ------------------------------------------------------------------
+
+class CacheTarget(Protocol):
+    """A place holding one cache artifact: its manifest, and blobs by digest."""
+
+    description: str
+
+    def read_manifest(self) -> bytes | None:
+        """The artifact's manifest bytes, or None when there is none yet."""
+
+    def blob_source(self) -> BlobSource:
+        """Where the artifact's blobs are opened."""
+
+    def put_blob(self, descriptor: Descriptor, opener: Callable[[], BinaryIO]) -> None:
+        """Make the target hold the blob (skipped when it already does)."""
+
+    def put_manifest(self, raw: bytes) -> None:
+        """Point the ref at this manifest, atomically; every blob it names is already there."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class RegistryTarget:
+    """A cache under a registry ref (a tag or digest)."""
+
+    def __init__(self, ref: str, insecure_registries: Sequence[str] = ()) -> None:
+        from builder.image.reference import Reference
+        from builder.registry.client import ClientOptions, RegistryClient
+
+        try:
+            self.ref = Reference.parse(ref)
+        except PybuildError as err:
+            raise UsageError(f"invalid cache ref {ref!r}: {err}") from None
+        self.description = ref
+        self.client = RegistryClient(
+            self.ref.registry, ClientOptions(insecure_registries=frozenset(insecure_registries)))
+
+    def read_manifest(self) -> bytes | None:
+        from builder.errors import RemoteImageNotFoundError
+
+        try:
+            raw, _ = self.client.get_manifest(self.ref.repository, self.ref.identifier,
+                                              (MediaType.OCI_MANIFEST.value,))
+        except RemoteImageNotFoundError:
+            return None
+        if self.ref.digest is not None and Digest.of(raw) != self.ref.digest:
+            raise CacheError(f"cache {self.description}: the registry sent a manifest with another digest")
+        return raw
+
+    def blob_source(self) -> BlobSource:
+        from builder.registry.remote import RemoteBlobSource
+
+        return RemoteBlobSource(self.client, self.ref.repository)
+
+    def put_blob(self, descriptor: Descriptor, opener: Callable[[], BinaryIO]) -> None:
+        from builder.registry.remote import PushBlob, upload_blob
+
+        upload_blob(self.client, self.ref.repository, PushBlob(descriptor, opener, "cache"))
+
+    def put_manifest(self, raw: bytes) -> None:
+        identifier = self.ref.tag or str(Digest.of(raw))
+        self.client.put_manifest(self.ref.repository, identifier, raw, MediaType.OCI_MANIFEST.value)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _DirBlobSource:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        d = Digest(descriptor.digest)
+        try:
+            return open(self.root / "blobs" / d.algorithm / d.hex, "rb")
+        except FileNotFoundError:
+            raise CacheError(f"cache {self.root}: blob {d} is missing") from None
+
+
+class LocalTarget:
+    """A cache in an OCI image layout directory (a shared file system), as entry ``tag``."""
+
+    def __init__(self, path: Path, tag: str = "latest") -> None:
+        self.root = Path(path)
+        self.tag = tag
+        self.description = f"{self.root}:{tag}"
+
+    def _index(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX.value, "manifests": []}
+        except (OSError, ValueError) as err:
+            raise CacheError(f"cache {self.root}: index.json is unreadable: {err}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
+            raise CacheError(f"cache {self.root}: index.json is not an OCI index")
+        return data
+
+    def read_manifest(self) -> bytes | None:
+        if not self.root.is_dir():
+            return None
+        for entry in self._index().get("manifests", []):
+            if (entry.get("annotations") or {}).get(REF_ANNOTATION) == self.tag:
+                desc = Descriptor.from_dict(entry)
+                return read_verified(_DirBlobSource(self.root), desc, "cache manifest")
+        return None
+
+    def blob_source(self) -> BlobSource:
+        return _DirBlobSource(self.root)
+
+    def put_blob(self, descriptor: Descriptor, opener: Callable[[], BinaryIO]) -> None:
+        d = Digest(descriptor.digest)
+        final = self.root / "blobs" / d.algorithm / d.hex
+        with contextlib.suppress(FileNotFoundError):
+            if final.stat().st_size == descriptor.size:
+                return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{d.hex}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with opener() as src, open(tmp, "wb") as out:
+                reader = VerifyingReader(src, d, descriptor.size, f"cache blob {d.short}")
+                while chunk := reader.read(CHUNK):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def put_manifest(self, raw: bytes) -> None:
+        desc = Descriptor.of(MediaType.OCI_MANIFEST.value, raw,
+                             annotations={REF_ANNOTATION: self.tag},
+                             artifact_type=MediaType.PYBUILD_CACHE_CONFIG.value)
+        self.put_blob(desc, lambda: io.BytesIO(raw))
+        _write_file(self.root / "oci-layout", LAYOUT_FILE, keep=True)
+        with _locked(self.root / ".pybuild-cache.lock"):
+            index = self._index()
+            kept = [e for e in index.get("manifests", [])
+                    if (e.get("annotations") or {}).get(REF_ANNOTATION) != self.tag]
+            index["manifests"] = [*kept, desc.to_dict()]
+            index.setdefault("schemaVersion", 2)
+            index.setdefault("mediaType", MediaType.OCI_INDEX.value)
+            _write_file(self.root / "index.json", json.dumps(index, indent=2).encode())
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _locked(path: Path):  # type: ignore[no-untyped-def]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes, keep: bool = False) -> None:
+    """Temp file in the same dir, fsync, rename: readers see the old file or the new one."""
+    if keep and path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def open_target(spec: CacheSpec, insecure_registries: Sequence[str] = ()) -> CacheTarget:
+    if spec.type is CacheType.REGISTRY:
+        return RegistryTarget(spec.ref, insecure_registries)
+    assert spec.path is not None
+    return LocalTarget(spec.path, spec.tag)
+
+
+# --- import -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportedRecord:
+    """A cache record read from a shared cache; its layer stays there until read."""
+
+    key: str
+    parent: str
+    result: StepResult
+    layer: Descriptor | None
+    inputs: dict[str, Any]
+    source: BlobSource
+    origin: str
+
+
+class FetchingLayer:
+    """A layer of an imported record: downloaded into the store the first time it is read.
+
+    After that it is an ordinary store layer (blob + layer-form rows), so the
+    final image's write and later builds find it there and nothing is fetched twice.
+    """
+
+    def __init__(self, cache: ImportedCache, record: ImportedRecord) -> None:
+        assert record.layer is not None and record.result.diff_id is not None
+        self._cache = cache
+        self._record = record
+        self._desc: Descriptor = record.layer
+        self._diff_id = Digest(record.result.diff_id)
+
+    def digest(self) -> Digest:
+        return self._desc.digest
+
+    def diff_id(self) -> Digest:
+        return self._diff_id
+
+    def size(self) -> int:
+        return self._desc.size
+
+    def media_type(self) -> str:
+        return self._desc.media_type
+
+    def descriptor(self) -> Descriptor:
+        return self._desc
+
+    def compressed(self) -> BinaryIO:
+        return self._cache.fetch(self._record).compressed()
+
+    def uncompressed(self) -> BinaryIO:
+        return self._cache.fetch(self._record).uncompressed()
+
+    def __repr__(self) -> str:
+        return f"FetchingLayer({self._desc.digest.short}, diff_id={self._diff_id.short})"
+
+
+@dataclass
+class ImportStats:
+    records: int = 0
+    hits: int = 0
+    layers_fetched: int = 0
+    bytes_fetched: int = 0
+    mounts_seeded: int = 0
+
+
+class ImportedCache:
+    """The records of every ``--cache-from``, merged (the first source naming a key wins)."""
+
+    def __init__(self, store: Any, progress: Any = None) -> None:
+        self.store = store
+        self.progress = progress
+        self.records: dict[str, ImportedRecord] = {}
+        self.mounts: dict[str, tuple[Descriptor, BlobSource]] = {}
+        self.stats = ImportStats()
+        self._targets: list[CacheTarget] = []
+        self._lock = threading.Lock()
+        self._fetch_locks: dict[str, threading.Lock] = {}
+
+    def load(self, spec: CacheSpec, insecure_registries: Sequence[str] = ()) -> int:
+        """Read one cache's manifest and config; returns how many records it added.
+
+        A cache that does not exist yet is not an error (the first build of a
+        farm has nothing to import): BuildKit only warns, and so does this.
+        """
+        target = open_target(spec, insecure_registries)
+        self._targets.append(target)
+        raw = target.read_manifest()
+        if raw is None:
+            self._warn(f"cache {target.description} not found: building without it")
+            return 0
+        manifest = Manifest.from_bytes(raw)
+        if manifest.config.media_type != MediaType.PYBUILD_CACHE_CONFIG:
+            raise CacheError(
+                f"cache {target.description} is not a pybuild cache (its config is "
+                f"{manifest.config.media_type or 'untyped'})")
+        if manifest.config.size > MAX_CONFIG_SIZE:
+            raise CacheError(f"cache {target.description}: config of {manifest.config.size} bytes is too large")
+        source = target.blob_source()
+        config = read_cache_config(read_verified(source, manifest.config, "cache config"),
+                                   target.description)
+        blobs = {str(d.digest): d for d in manifest.layers}
+        added = 0
+        for item in config.get("records", []):
+            try:
+                record = _record_from_json(item, blobs, source, target.description)
+            except (KeyError, TypeError, ValueError) as err:
+                raise CacheError(f"cache {target.description}: invalid record: {err}") from None
+            if record.key not in self.records:
+                self.records[record.key] = record
+                added += 1
+        for desc in manifest.layers:
+            cache_id = (desc.annotations or {}).get(_mount_annotation())
+            if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id and cache_id not in self.mounts:
+                self.mounts[cache_id] = (desc, source)
+        self.stats.records += added
+        return added
+
+    def _warn(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.warning(text)
+
+    def get(self, key: str) -> ImportedRecord | None:
+        return self.records.get(key)
+
+    def layer(self, record: ImportedRecord) -> Any:
+        """The record's layer: the store's when it holds it, else one fetched when read."""
+        assert record.result.diff_id is not None
+        from cache.store import BuildLayers
+
+        try:
+            return BuildLayers(self.store).layer(record.result.diff_id)
+        except ImageNotFoundError:
+            return FetchingLayer(self, record)
+
+    def fetch(self, record: ImportedRecord) -> BlobLayer:
+        """Download the record's layer blob into the store (once), checking it against its diff_id."""
+        from cache.store import BuildLayers
+
+        assert record.layer is not None and record.result.diff_id is not None
+        desc, diff_id = record.layer, record.result.diff_id
+        with self._lock:
+            lock = self._fetch_locks.setdefault(str(desc.digest), threading.Lock())
+        with lock:
+            layers = BuildLayers(self.store)
+            row = self.store.db.query_one(
+                "SELECT 1 FROM layers l JOIN blobs b ON b.digest=l.blob_digest WHERE l.blob_digest=? "
+                "AND l.diff_id=?", (desc.digest, diff_id))
+            if row is None or not self.store.blobs.exists(desc.digest):
+                self._download(record)
+            return BlobLayer(_store_source(self.store), desc, Digest(diff_id)) if self.store.blobs.exists(
+                desc.digest) else layers.layer(diff_id)
+
+    def _download(self, record: ImportedRecord) -> None:
+        assert record.layer is not None and record.result.diff_id is not None
+        desc, diff_id, store = record.layer, Digest(record.result.diff_id), self.store
+        if self.progress is not None:
+            self.progress.message(f"importing cache layer {desc.digest.short} ({desc.size} bytes) "
+                                  f"from {record.origin}")
+        with store.gc_lock.shared():
+            if not store.blobs.exists(desc.digest):
+                with record.source.open_blob(desc) as stream:
+                    store.blobs.write(stream, desc.digest, desc.size)
+            compression = layer_compression(desc.media_type)
+            with open_decompressed(store.blobs.open(desc.digest, desc.size), compression) as raw:
+                reader = HashingReader(raw)
+                while reader.read(CHUNK):
+                    pass
+            if reader.digest() != diff_id:
+                store.blobs.delete(desc.digest)
+                raise CacheError(
+                    f"cache {record.origin}: layer {desc.digest} holds {reader.digest()}, "
+                    f"not the diff_id {diff_id} its record names")
+            t = now()
+            with store.db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
+                    "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                    (desc.digest, desc.size, desc.media_type, t))
+                conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
+                             (diff_id, compression.value, desc.digest))
+                conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (diff_id, reader.size))
+        with self._lock:
+            self.stats.layers_fetched += 1
+            self.stats.bytes_fetched += desc.size
+
+    def seed_mount(self, cache_id: str) -> bool:
+        """Give a cache mount that does not exist here yet the exported content."""
+        from cache.mounts import mount_path, seed_mount
+
+        found = self.mounts.get(cache_id)
+        if found is None or mount_path(self.store.root, cache_id).exists():
+            return False
+        desc, source = found
+        with self._lock:
+            lock = self._fetch_locks.setdefault(f"mount {cache_id}", threading.Lock())
+        with lock:
+            stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
+                                     f"cache mount {cache_id}")
+            with stream:
+                seeded = seed_mount(self.store.root, cache_id, stream)  # type: ignore[arg-type]
+        if seeded:
+            with self._lock:
+                self.stats.mounts_seeded += 1
+            if self.progress is not None:
+                self.progress.message(f"imported cache mount {cache_id}")
+        return seeded
+
+    def close(self) -> None:
+        for target in self._targets:
+            target.close()
+
+
+def _mount_annotation() -> str:
+    from cache.mounts import ID_ANNOTATION
+
+    return ID_ANNOTATION
+
+
+def _store_source(store: Any) -> BlobSource:
+    from cache.store import _StoreBlobSource
+
+    return _StoreBlobSource(store.blobs)
+
+
+def read_cache_config(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CacheError(f"cache {where}: the config is not JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise CacheError(f"cache {where}: the config has no records list")
+    if data.get("version") != CONFIG_VERSION:
+        raise CacheError(f"cache {where}: config version {data.get('version')!r} is not supported "
+                         f"(this pybuild reads version {CONFIG_VERSION})")
+    return data
+
+
+def _record_from_json(item: dict[str, Any], blobs: dict[str, Descriptor], source: BlobSource,
+                      where: str) -> ImportedRecord:
+    result = StepResult.from_json(item["result"])
+    layer = None
+    if result.diff_id is not None:
+        digest = item["layer"]
+        if digest not in blobs:
+            raise ValueError(f"record {item['key']} names layer {digest}, which the manifest does not list")
+        layer = blobs[digest]
+        layer_compression(layer.media_type)  # refuse unknown layer types now, not mid-build
+    key = str(item["key"])
+    if not key.startswith("sha256:"):
+        raise ValueError(f"bad key {key!r}")
+    return ImportedRecord(key=key, parent=str(item.get("parent", "")), result=result, layer=layer,
+                          inputs=dict(item.get("inputs") or {}), source=source, origin=where)
+
+
+def load_imports(specs: Iterable[str], store: Any, progress: Any = None,
+                 insecure_registries: Sequence[str] = ()) -> ImportedCache:
+    cache = ImportedCache(store, progress)
+    for text in specs:
+        cache.load(CacheSpec.parse(text, export=False), insecure_registries)
+    return cache
+
+
+# --- export -----------------------------------------------------------------------------
+
+@dataclass
+class ExportReport:
+    target: str
+    manifest_digest: Digest
+    records: int
+    layers: int
+    mounts: int
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Blob:
+    descriptor: Descriptor
+    opener: Callable[[], BinaryIO]
+
+
+def select_keys(records: CacheRecords, used: Sequence[str], final_key: str, mode: CacheMode) -> list[str]:
+    """mode=max: every step key the build used; mode=min: the chain that led to the final image."""
+    if mode is CacheMode.MAX:
+        return list(dict.fromkeys(k for k in used if k))
+    chain: list[str] = []
+    key, seen = final_key, set()
+    while key and key not in seen:
+        seen.add(key)
+        record = records.get(key)
+        if record is None:
+            break
+        chain.append(key)
+        key = record.parent
+    return list(reversed(chain))
+
+
+def export_cache(spec: CacheSpec, store: Any, records: CacheRecords, keys: Sequence[str], *,
+                 imported: ImportedCache | None = None, mount_ids: Iterable[str] = (),
+                 progress: Any = None, insecure_registries: Sequence[str] = ()) -> ExportReport:
+    """Write the records ``keys`` (and their layers, compressed once, deterministically) as
+    the cache artifact of ``spec``: blobs first, the manifest last."""
+    from cache.mounts import ID_ANNOTATION, mount_path, pack_mount
+
+    target = open_target(spec, insecure_registries)
+    temps: list[Path] = []
+    try:
+        blobs: dict[str, _Blob] = {}
+        entries: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        for key in keys:
+            entry, blob = _export_record(key, spec, store, records, imported)
+            if entry is None:
+                skipped.append(key)
+                continue
+            entries.append(entry)
+            if blob is not None:
+                blobs.setdefault(str(blob.descriptor.digest), blob)
+        layer_count = len(blobs)
+        mounts: list[_Blob] = []
+        if spec.cache_mounts:
+            for cache_id in sorted(set(mount_ids)):
+                path = mount_path(store.root, cache_id)
+                if not path.is_dir():
+                    continue
+                tmp = store.temp_path(".mount.tar.gz")
+                temps.append(tmp)
+                with open(tmp, "wb") as out:
+                    pack_mount(path, out)
+                desc = Descriptor(MediaType.PYBUILD_CACHE_MOUNT.value, _file_digest(tmp), tmp.stat().st_size,
+                                  annotations={ID_ANNOTATION: cache_id})
+                mounts.append(_Blob(desc, lambda p=tmp: open(p, "rb")))  # type: ignore[misc]  # noqa: SIM115
+        config = {"version": CONFIG_VERSION, "records": entries}
+        raw_config = canonical_json(config)
+        config_desc = Descriptor.of(MediaType.PYBUILD_CACHE_CONFIG.value, raw_config)
+        layer_descs = [b.descriptor for b in blobs.values()] + [m.descriptor for m in mounts]
+        manifest = Manifest(config=config_desc, layers=tuple(layer_descs),
+                            media_type=MediaType.OCI_MANIFEST,
+                            artifact_type=MediaType.PYBUILD_CACHE_CONFIG.value,
+                            annotations={"dev.pybuild.cache.mode": spec.mode.value})
+        raw_manifest = manifest.to_bytes()
+        uploads = [*blobs.values(), *mounts, _Blob(config_desc, lambda: io.BytesIO(raw_config))]
+        if progress is not None:
+            progress.message(f"exporting cache to {target.description}: {len(entries)} record(s), "
+                             f"{layer_count} layer(s), {len(mounts)} cache mount(s)")
+        _run_all([lambda b=b: target.put_blob(b.descriptor, b.opener) for b in uploads])  # type: ignore[misc]
+        target.put_manifest(raw_manifest)
+        return ExportReport(target.description, Digest.of(raw_manifest), len(entries), layer_count,
+                            len(mounts), skipped)
+    finally:
+        target.close()
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _export_record(key: str, spec: CacheSpec, store: Any, records: CacheRecords,
+                   imported: ImportedCache | None) -> tuple[dict[str, Any] | None, _Blob | None]:
+    local = records.get(key)
+    remote = imported.get(key) if imported is not None else None
+    if local is not None:
+        parent, result, inputs = local.parent, local.result, local.inputs
+    elif remote is not None:
+        parent, result, inputs = remote.parent, remote.result, remote.inputs
+    else:
+        return None, None
+    entry: dict[str, Any] = {"key": key, "parent": parent, "result": result.to_json(), "inputs": inputs}
+    if result.diff_id is None:
+        return entry, None
+    try:
+        desc = store.layer_blob(result.diff_id, spec.compression)
+        blob = _Blob(desc, lambda d=desc: store.blobs.open(d.digest, d.size))
+    except ImageNotFoundError:
+        # Not held here (an imported hit nothing read): pass the other cache's blob through.
+        if remote is None or remote.layer is None:
+            return None, None
+        desc = remote.layer
+        blob = _Blob(desc, lambda d=desc, s=remote.source: s.open_blob(d))
+    entry["layer"] = str(desc.digest)
+    return entry, blob
+
+
+def _file_digest(path: Path) -> Digest:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return Digest.from_hasher(hasher)
+
+
+def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
+    if not tasks:
+        return
+    with ThreadPoolExecutor(max_workers=min(TRANSFER_WORKERS, len(tasks)),
+                            thread_name_prefix="pybuild-cache") as pool:
+        futures = [pool.submit(t) for t in tasks]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+
+
+__all__ = [
+    "CacheError", "CacheMode", "CacheSpec", "CacheTarget", "CacheType", "ExportReport", "FetchingLayer",
+    "ImportedCache", "ImportedRecord", "LocalTarget", "RegistryTarget", "export_cache", "load_imports",
+    "select_keys",
+]

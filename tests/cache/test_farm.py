@@ -1,0 +1,153 @@
+"""Issue 5's farm: two stores share one cache (a registry, or a shared directory)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cache.conftest import CountingProxy, Machine, ran, steps, write_context
+
+DOCKERFILE = """\
+FROM busybox:local AS builder
+WORKDIR /src
+COPY a.txt .
+RUN --mount=type=cache,id=pkgs,target=/var/cache/pkgs \\
+    cat /var/cache/pkgs/marker 2>/dev/null || echo "cache mount empty"; \\
+    cat a.txt > out.txt && echo built >> out.txt && \\
+    echo "package cache of $(cat a.txt)" > /var/cache/pkgs/marker && date +%s%N > /src/stamp
+RUN echo intermediate > /src/tmp.txt && head -c 50000 /dev/urandom > /src/noise
+
+FROM busybox:local
+COPY --from=builder /src/out.txt /out.txt
+RUN cat /out.txt > /final.txt && date +%s%N >> /final.txt
+ENV GREETING=hello
+CMD ["cat", "/final.txt"]
+"""
+
+
+def _inspect(machine: Machine, image: str) -> dict:
+    out = machine.run("inspect", image, check=True).stdout
+    data = json.loads(out)
+    return data[0] if isinstance(data, list) else data
+
+
+def push_digest(machine: Machine, image: str, ref: str) -> str:
+    """Push (layers gzip, compressed once) and return the manifest digest the registry holds."""
+    import re
+
+    machine.run("tag", image, ref, check=True)
+    out = machine.run("push", ref, check=True)
+    found = re.search(rb"digest: (sha256:[0-9a-f]{64})", out.stdout + out.stderr)
+    assert found, out
+    return found[1].decode()
+
+
+def manifest_of(registry: str, repo: str, digest: str) -> dict:
+    import requests
+
+    r = requests.get(f"http://{registry}/v2/{repo}/manifests/{digest}",
+                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                              "application/vnd.docker.distribution.manifest.v2+json"}, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def _farm(machines, tmp_path: Path, cache_to: str, cache_from: str):  # type: ignore[no-untyped-def]
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    built_a = a.build(ctx, "-t", "app:1", "--cache-to", cache_to)
+    assert steps(built_a.stdout + built_a.stderr)["cached"] == 0
+    built_b = b.build(ctx, "-t", "app:1", "--cache-from", cache_from)
+    log = built_b.stdout + built_b.stderr
+    counts = steps(log)
+    assert counts["done"] == 0 or ran(log) == [], log.decode()
+    assert counts["cached"] == 8, log.decode()  # every step after the two FROMs
+    ia, ib = _inspect(a, "app:1"), _inspect(b, "app:1")
+    assert ia["Id"] == ib["Id"]
+    assert ia["RootFS"]["Layers"] == ib["RootFS"]["Layers"]
+    assert ia["Config"]["Env"] == ib["Config"]["Env"]
+    return a, b, ctx, log
+
+
+def test_registry_farm_reuses_everything_and_fetches_only_final_layers(
+        machines, tmp_path: Path, registry: str, proxy: CountingProxy) -> None:
+    a, b, ctx, log = _farm(machines, tmp_path, f"type=registry,ref={registry}/farm/cache:1,mode=max",
+                           f"type=registry,ref={proxy.address}/farm/cache:1")
+    ia = _inspect(a, "app:1")
+    base = _inspect(b, "busybox:local")["RootFS"]["Layers"]
+    final_layers = [d for d in ia["RootFS"]["Layers"] if d not in base]
+    # B fetched the cache config, then only the final image's own layers (not the builder stage's).
+    fetched = proxy.blob_gets()
+    # Pushed, both give the same manifest: the same gzip blobs (deterministic, compressed once).
+    da = push_digest(a, "app:1", f"{registry}/farm/app-a:1")
+    db = push_digest(b, "app:1", f"{registry}/farm/app-b:1")
+    assert da == db
+    manifest = manifest_of(registry, "farm/app-a", da)
+    wanted = {layer["digest"] for layer in manifest["layers"][len(base):]}
+    layer_gets = [d for d in fetched if d in wanted]
+    assert sorted(layer_gets) == sorted(wanted), fetched
+    assert len(fetched) == len(wanted) + 1, fetched  # + the cache config
+    assert len(final_layers) == len(wanted) == 2
+
+
+def test_local_farm(machines, tmp_path: Path) -> None:
+    shared = tmp_path / "shared-cache"
+    a, b, ctx, log = _farm(machines, tmp_path, f"type=local,dest={shared},mode=max", f"type=local,src={shared}")
+    index = json.loads((shared / "index.json").read_text())
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == ["latest"]
+    assert (shared / "oci-layout").is_file()
+
+
+def test_mode_min_exports_only_the_final_chain(machines, tmp_path: Path) -> None:
+    shared = tmp_path / "min-cache"
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    a.build(ctx, "-t", "app:1", "--cache-to", f"type=local,dest={shared}")
+    built = b.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={shared}")
+    log = (built.stdout + built.stderr).decode()
+    # The final stage hits (its COPY --from keys on the builder's key), the builder stage reruns.
+    assert [line.split("] ", 1)[1][:4] for line in ran(built.stdout + built.stderr)] == ["WORK", "COPY", "RUN ", "RUN "], log
+    assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"]
+
+
+def test_cache_mounts_travel(machines, tmp_path: Path, registry: str) -> None:
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    ref = f"{registry}/farm/mounts:1"
+    first = a.build(ctx, "--cache-to", f"type=registry,ref={ref},mode=max,cache-mounts=true")
+    assert b"cache mount empty" in first.stdout + first.stderr
+    # B's input differs, so its RUN runs: with A's package cache already in place.
+    (ctx / "a.txt").write_text("two\n")
+    second = b.build(ctx, "--cache-from", f"type=registry,ref={ref}")
+    log = (second.stdout + second.stderr).decode()
+    assert "package cache of one" in log, log
+    assert "cache mount empty" not in log
+    # Without cache-mounts=true the mount stays home.
+    c = machines()
+    a.build(ctx, "--cache-to", f"type=registry,ref={registry}/farm/nomounts:1,mode=max")
+    third = c.build(ctx, "--no-cache-filter", "builder", "--cache-from", f"type=registry,ref={registry}/farm/nomounts:1")
+    assert b"cache mount empty" in third.stdout + third.stderr
+
+
+@pytest.mark.parametrize("spec", [
+    "type=s3,ref=x", "type=registry", "type=local", "type=registry,ref=r/x:1,mode=huge",
+    "type=registry,ref=r/x:1,compression=lz4", "type=registry,ref=r/x:1,bogus=1",
+])
+def test_bad_cache_specs_are_one_clear_error(machines, tmp_path: Path, spec: str) -> None:
+    m = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN true\n"})
+    result = m.build(ctx, "--cache-to", spec, check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "--cache-to" in err and "Traceback" not in err, err
+    assert b"#2 DONE" not in result.stdout + result.stderr  # refused before building
+
+
+def test_missing_cache_from_is_a_warning(machines, tmp_path: Path, registry: str) -> None:
+    m = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN true\n"})
+    result = m.build(ctx, "--cache-from", f"type=registry,ref={registry}/nothing/here:1",
+                     "--cache-from", f"type=local,src={tmp_path / 'none'}")
+    assert b"not found" in result.stdout + result.stderr
