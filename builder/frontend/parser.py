@@ -18,10 +18,13 @@ corpus in ``shared/conformance/buildkit-parser`` (see its FORMAT.md).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from lark import Lark, Token
 from lark.exceptions import LarkError
@@ -70,9 +73,34 @@ def _too_deep() -> ParseError:
 
 @functools.cache
 def _lark(escape: str) -> Lark:
-    """The LALR parser for one escape character; built once per process and escape."""
+    """The LALR parser for one escape character; built once per process and escape.
+
+    Building the LALR tables costs ~0.1 s, so Lark keeps them in a cache file,
+    checked against the grammar's hash. The file is a pickle: it lives in a
+    directory only this user can write (never a shared /tmp).
+    """
     text = grammar.load().replace("%ESC%", re.escape(escape))
-    return Lark(text, parser="lalr", lexer="contextual", start=["start", "body"])
+    options: dict[str, object] = {"parser": "lalr", "lexer": "contextual", "start": ["start", "body"]}
+    cache = _grammar_cache_file(escape)
+    if cache is not None:
+        try:
+            return Lark(text, cache=str(cache), **options)  # type: ignore[arg-type]
+        except Exception:  # a damaged or foreign cache file: build without it
+            with contextlib.suppress(OSError):
+                cache.unlink()
+    return Lark(text, **options)  # type: ignore[arg-type]
+
+
+def _grammar_cache_file(escape: str) -> Path | None:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pybuild"
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = base.stat()
+    except OSError:
+        return None
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return None  # someone else could plant a pickle there
+    return base / f"lark-dockerfile-{ord(escape):x}.cache"
 
 
 @dataclass(frozen=True)
