@@ -95,6 +95,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (dev, ino)
     );
     """,
+    # 3: what a layer's files occupy (regular files + symlink targets), the size docker shows;
+    # where a layer has no row here, only its tar size (diffs.size) is known.
+    """
+    CREATE TABLE diff_content (
+        diff_id TEXT PRIMARY KEY,
+        size    INTEGER NOT NULL
+    );
+    """,
 )
 
 

@@ -224,6 +224,28 @@ class _GcLock:
         return self._hold(fcntl.LOCK_EX)
 
 
+def _shown_size(tar_size: int, content: int | None) -> int:
+    return int(tar_size if content is None else content)
+
+
+def content_size(stream: BinaryIO) -> int | None:
+    """What a layer tar's files take on disk as docker counts it: regular files (hardlinks
+    once) and symlink targets. Reads the tar's entries from ``stream``; None if unparsable."""
+    import tarfile
+
+    total = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                if member.isreg():
+                    total += member.size
+                elif member.issym():
+                    total += len(member.linkname.encode("utf-8", "surrogateescape"))
+    except (tarfile.TarError, EOFError, OSError, UnicodeError):
+        return None
+    return total
+
+
 def _marks(values: Sequence[object]) -> str:
     """SQL placeholders for an IN (...) list."""
     return ",".join("?" * len(values))
@@ -287,7 +309,7 @@ class Store:
             sweep_temp(self.tmp_dir)
             if not self.blobs.exists(manifest.config.digest):
                 self.blobs.write_bytes(raw_config, manifest.config.digest)
-            diff_sizes: dict[str, int] = {}
+            diff_sizes: dict[str, tuple[int, int | None]] = {}
             layer_rows: list[tuple[str, str, str]] = []
             for layer, desc, diff_id in zip(layers, manifest.layers, config.diff_ids, strict=True):
                 compression = layer_compression(desc.media_type)
@@ -303,11 +325,12 @@ class Store:
                 layer_rows.append((diff_id, compression.value, desc.digest))
             if not self.blobs.exists(manifest_digest):
                 self.blobs.write_bytes(raw_manifest, manifest_digest)
-            sizes = {row["diff_id"]: row["size"] for row in self.db.query(
-                f"SELECT diff_id, size FROM diffs WHERE diff_id IN ({_marks(config.diff_ids)})",
+            sizes = {row["diff_id"]: (row["size"], row["content"]) for row in self.db.query(
+                "SELECT d.diff_id, d.size, c.size AS content FROM diffs d LEFT JOIN diff_content c "
+                f"ON c.diff_id = d.diff_id WHERE d.diff_id IN ({_marks(config.diff_ids)})",
                 list(config.diff_ids))}
             sizes.update(diff_sizes)
-            image_size = sum(sizes.get(d, 0) for d in config.diff_ids)
+            image_size = sum(_shown_size(*sizes.get(d, (0, None))) for d in config.diff_ids)
             t = now()
             with self.db.transaction() as conn:
                 blob_rows = [(manifest.config.digest, manifest.config.size, manifest.config.media_type)]
@@ -320,7 +343,10 @@ class Store:
                         (digest, size, media_type, t),
                     )
                 conn.executemany("INSERT OR IGNORE INTO layers VALUES (?,?,?)", layer_rows)
-                conn.executemany("INSERT OR IGNORE INTO diffs VALUES (?,?)", list(diff_sizes.items()))
+                conn.executemany("INSERT OR IGNORE INTO diffs VALUES (?,?)",
+                                 [(d, size) for d, (size, _) in diff_sizes.items()])
+                conn.executemany("INSERT OR IGNORE INTO diff_content VALUES (?,?)",
+                                 [(d, c) for d, (_, c) in diff_sizes.items() if c is not None])
                 conn.execute(
                     "INSERT INTO manifests(digest, media_type, config_digest, size, image_size, "
                     "created, added, last_used) VALUES (?,?,?,?,?,?,?,?) "
@@ -339,19 +365,18 @@ class Store:
                     )
         return manifest_digest
 
-    def _verify_diff(self, desc: Descriptor, diff_id: str) -> int:
-        """Decompress a stored layer blob, check it against its diff_id, return the tar size."""
+    def _verify_diff(self, desc: Descriptor, diff_id: str) -> tuple[int, int | None]:
+        """Read a stored layer blob as a tar: check it against its diff_id; return the tar's size
+        and what its files occupy (None when the tar cannot be parsed; extraction will say why)."""
         compression = layer_compression(desc.media_type)
-        if compression is Compression.NONE:
-            # The blob is the tar: its digest, checked when it was written, is the diff_id.
-            if desc.digest != diff_id:
-                raise ImageError(
-                    f"layer {desc.digest} does not match the image config: it is uncompressed, "
-                    f"so its digest must be the config's diff_id {diff_id}"
-                )
-            return desc.size
+        if compression is Compression.NONE and desc.digest != diff_id:
+            raise ImageError(
+                f"layer {desc.digest} does not match the image config: it is uncompressed, "
+                f"so its digest must be the config's diff_id {diff_id}"
+            )
         with open_decompressed(self.blobs.open(desc.digest, desc.size), compression) as raw:
             reader = HashingReader(raw)
+            content = content_size(reader)
             while reader.read(CHUNK):
                 pass
         if reader.digest() != diff_id:
@@ -359,7 +384,7 @@ class Store:
                 f"layer {desc.digest} does not match the image config: its content hashes to "
                 f"{reader.digest()}, the config says {diff_id}"
             )
-        return reader.size
+        return reader.size, content
 
     def layer_blob(self, diff_id: str, compression: Compression, *, docker: bool = False) -> Descriptor:
         """The layer ``diff_id`` as a blob with ``compression``, compressing it once if needed."""
@@ -443,9 +468,11 @@ class Store:
         )
 
     def diff_size(self, diff_id: str) -> int | None:
-        """The uncompressed size of a layer, when the store has seen its content."""
-        row = self.db.query_one("SELECT size FROM diffs WHERE diff_id=?", (diff_id,))
-        return None if row is None else int(row["size"])
+        """A layer's size as docker shows it (its files; the tar's size where that is unknown)."""
+        row = self.db.query_one(
+            "SELECT d.size, c.size AS content FROM diffs d LEFT JOIN diff_content c "
+            "ON c.diff_id = d.diff_id WHERE d.diff_id=?", (diff_id,))
+        return None if row is None else _shown_size(row["size"], row["content"])
 
     # --- reading ---------------------------------------------------------------------
 

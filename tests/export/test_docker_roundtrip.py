@@ -56,7 +56,7 @@ def test_docker_save_loads_into_pybuild(docker_image: dict, tmp_path: Path):
     assert out.strip() == f"Loaded image: {docker_image['name']}"
     ours = json.loads(run_pybuild("inspect", docker_image["name"], root=root, check=True).stdout)[0]
     theirs = docker_image["inspect"]
-    for key in ("Id", "RepoTags", "Created", "Architecture", "Os", "RootFS", "Comment", "Author"):
+    for key in ("Id", "RepoTags", "Created", "Architecture", "Os", "RootFS", "Comment", "Author", "Size"):
         assert ours[key] == theirs[key], key
     for key in ("Env", "Cmd", "Labels", "Entrypoint", "WorkingDir", "User"):
         assert ours["Config"][key] == theirs["Config"][key], key
@@ -65,6 +65,10 @@ def test_docker_save_loads_into_pybuild(docker_image: dict, tmp_path: Path):
     theirs_history = _docker(require_tool("docker"), "history", "--no-trunc", "--format", "{{json .}}",
                              docker_image["name"]).splitlines()
     assert [json.loads(h)["CreatedBy"] for h in history] == [json.loads(h)["CreatedBy"] for h in theirs_history]
+    assert [json.loads(h)["Size"] for h in history] == [json.loads(h)["Size"] for h in theirs_history]
+    ours_table = run_pybuild("images", docker_image["name"], root=root, check=True).stdout.decode()
+    theirs_table = _docker(require_tool("docker"), "images", docker_image["name"])
+    assert ours_table.split()[-1] == theirs_table.split()[-1]  # SIZE, as docker rounds it
     assert run_pybuild("store", "check", root=root).returncode == 0
 
 
