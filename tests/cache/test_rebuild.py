@@ -1,0 +1,106 @@
+"""Issue 5 on one machine: what a change reruns, and why a step missed, as the user reads it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.cache.conftest import Machine, ran, steps, write_context
+from tests.helpers.tools import require_tool
+
+DOCKERFILE = """\
+FROM busybox:local
+ARG FLAVOUR=plain
+RUN echo "base setup" > /setup.txt
+COPY deps/ /deps/
+RUN cat /deps/* > /deps.txt
+COPY src/ /src/
+RUN cat /src/* > /app.txt && echo "$FLAVOUR" >> /app.txt
+LABEL done=yes
+"""
+
+FILES = {
+    "Dockerfile": DOCKERFILE,
+    "deps/a.txt": "dep a\n",
+    "deps/b.txt": "dep b\n",
+    "src/main.txt": "main\n",
+    "src/util.txt": "util\n",
+}
+
+
+def _titles(output: bytes) -> list[str]:
+    return [t.split("] ", 1)[1] for t in ran(output)]
+
+
+def test_one_file_change_reruns_exactly_from_its_copy(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", FILES)
+    first = m.build(ctx, "-t", "app:1")
+    assert steps(first.stdout + first.stderr)["cached"] == 0
+    (ctx / "src" / "util.txt").write_text("util, edited\n")
+    second = m.build(ctx, "-t", "app:1")
+    log = second.stdout + second.stderr
+    # ARG, RUN, COPY deps, RUN deps hit; COPY src and everything after it rerun.
+    assert steps(log) == {"cached": 4, "done": 3 + 1}, log.decode()  # +1: the FROM line
+    assert _titles(log) == ["COPY src/ /src/", "RUN cat /src/* > /app.txt && echo \"$FLAVOUR\" >> /app.txt",
+                            "LABEL done=yes"]
+    # An edit of a file the first COPY reads reruns from there.
+    (ctx / "deps" / "a.txt").write_text("dep a, edited\n")
+    third = m.build(ctx, "-t", "app:1")
+    assert steps(third.stdout + third.stderr) == {"cached": 2, "done": 5 + 1}
+
+
+def test_touching_every_file_reruns_nothing(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", FILES)
+    first = m.build(ctx, "--iidfile", str(tmp_path / "id1"))
+    for path in ctx.rglob("*"):
+        os.utime(path, (1_000_000, 1_000_000))
+    subprocess.run([require_tool("touch"), *map(str, ctx.rglob("*"))], check=True)
+    second = m.build(ctx, "--iidfile", str(tmp_path / "id2"))
+    assert steps(second.stdout + second.stderr) == {"cached": 7, "done": 0 + 1}
+    assert (tmp_path / "id1").read_text() == (tmp_path / "id2").read_text()
+    assert steps(first.stdout + first.stderr)["cached"] == 0
+
+
+def _explain(m: Machine, ctx: Path, *args: str) -> str:
+    result = m.run("build", "--explain", *args, str(ctx), check=True)
+    return result.stdout.decode()
+
+
+def test_explained_misses_name_what_changed(machines, tmp_path: Path, docker: str) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", FILES)
+    m.build(ctx)
+    assert _explain(m, ctx).strip() == "every step is cached"
+
+    (ctx / "src" / "main.txt").write_text("main, edited\n")
+    text = _explain(m, ctx)
+    assert "COPY src/ /src/: cache miss: file changed (content): src/main.txt" in text, text
+    assert text.count("cache miss") == 1, text  # later steps miss because this one did: not repeated
+    m.build(ctx)
+
+    (ctx / "deps" / "c.txt").write_text("dep c\n")
+    text = _explain(m, ctx)
+    assert "COPY deps/ /deps/: cache miss: file added: deps/c.txt" in text, text
+    m.build(ctx)
+
+    text = _explain(m, ctx, "--build-arg", "FLAVOUR=spicy")
+    assert "build arg FLAVOUR changed: 'plain' -> 'spicy'" in text, text
+
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace('echo "base setup"', 'echo "base setup v2"'))
+    text = _explain(m, ctx)
+    assert ("instruction changed: `RUN echo \"base setup\" > /setup.txt` -> "
+            "`RUN echo \"base setup v2\" > /setup.txt`") in text, text
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+
+    # The base image changes: busybox:local retagged to another image.
+    other = write_context(tmp_path / "other", {"Dockerfile": "FROM busybox:local\nRUN echo other > /other\n"})
+    m.build(other, "-t", "busybox:local")
+    text = _explain(m, ctx)
+    assert "cache miss: base image changed: busybox:local@sha256:" in text, text
+
+    # The plain progress of a real build says the same.
+    built = m.build(ctx, "--build-arg", "FLAVOUR=spicy")
+    assert b"cache miss: base image changed" in built.stdout + built.stderr
