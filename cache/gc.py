@@ -13,7 +13,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
-from builder.errors import StoreError
+from builder.errors import PybuildError
 from builder.image.config import ConfigFile
 from builder.image.digest import Digest
 from builder.image.manifest import Manifest
@@ -66,8 +66,8 @@ def _held_chains(store: Store) -> set[str]:
         path = store.blobs.path(row[0])
         try:
             config = ConfigFile.from_bytes(path.read_bytes())
-        except (OSError, ValueError, Exception):
-            continue
+        except (OSError, PybuildError):
+            continue  # a missing or broken config: check reports it; its snapshots are unprotected
         chains.update(chain_ids(config.diff_ids))
     return chains
 
@@ -238,13 +238,15 @@ def _check(store: Store, report: CheckReport) -> None:
         elif size != row["size"]:
             report.problems.append(Problem("corrupt-blob", digest, f"{size} bytes, recorded {row['size']}"))
     manifest_digests = {row["digest"] for row in manifests}
+    refs_by_manifest: dict[str, set[str]] = {}
+    for ref in refs:
+        refs_by_manifest.setdefault(ref["manifest_digest"], set()).add(ref["blob_digest"])
     for row in manifests:
         digest = row["digest"]
         if digest not in blobs:
             report.problems.append(Problem("dangling-manifest", digest, "its manifest blob is not recorded"))
             continue
-        if not _manifest_consistent(store, row, refs, report):
-            continue
+        _manifest_consistent(store, row, refs_by_manifest, report)
     for ref in refs:
         if ref["manifest_digest"] in manifest_digests and ref["blob_digest"] not in blobs:
             report.problems.append(Problem(
@@ -280,17 +282,15 @@ def _check(store: Store, report: CheckReport) -> None:
         report.notes.append(f"{len(loose)} unrecorded snapshot(s) (prune removes them)")
 
 
-def _manifest_consistent(store: Store, row, refs, report: CheckReport) -> bool:  # type: ignore[no-untyped-def]
+def _manifest_consistent(store: Store, row, refs: dict[str, set[str]], report: CheckReport) -> bool:  # type: ignore[no-untyped-def]
     """The manifest blob parses, and what it names is what manifest_blobs records."""
     path = store.blobs.path(row["digest"])
     try:
         manifest = Manifest.from_bytes(path.read_bytes())
-    except (OSError, Exception) as err:  # a corrupt blob is already reported by digest
-        if isinstance(err, StoreError):
-            raise
+    except (OSError, PybuildError):  # a missing or corrupt blob is already reported by digest
         return False
     named = {str(manifest.config.digest), *(str(d.digest) for d in manifest.layers)}
-    recorded = {r["blob_digest"] for r in refs if r["manifest_digest"] == row["digest"]}
+    recorded = refs.get(row["digest"], set())
     missing = named - recorded
     if missing:
         report.problems.append(Problem(

@@ -25,13 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.errors import DigestMismatchError, ImageError, ImageNotFoundError, StoreError
+from builder.errors import (
+    DigestMismatchError,
+    ImageError,
+    ImageNotFoundError,
+    PybuildError,
+    StoreError,
+)
 from builder.image.config import ConfigFile
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest, HashingReader, is_digest
 from builder.image.image import BlobLayer, Image, SourceImage, read_verified
 from builder.image.manifest import Manifest
 from builder.image.mediatypes import Compression, MediaType, layer_compression, layer_media_type
+from builder.image.reference import Reference
 from builder.layers.compression import CHUNK, compress_stream, open_decompressed
 from cache.blobs import BlobFiles, sweep_temp, temp_name
 from cache.db import Database, now
@@ -52,8 +59,6 @@ def default_root() -> Path:
 
 def normalize_name(text: str) -> str:
     """``busybox`` -> ``docker.io/library/busybox:latest`` (how tags are keyed in the store)."""
-    from builder.image.reference import Reference
-
     ref = Reference.parse(text)
     if ref.digest is not None:
         raise ImageError(f"cannot use a digest reference as a tag: {text}")
@@ -62,15 +67,11 @@ def normalize_name(text: str) -> str:
 
 def familiar_name(name: str) -> str:
     """A stored name as docker prints it: ``busybox:latest``."""
-    from builder.image.reference import Reference
-
     return Reference.parse(name).familiar
 
 
 def split_familiar(name: str) -> tuple[str, str]:
     """``(repository, tag)`` in docker's short form, for the REPOSITORY and TAG columns."""
-    from builder.image.reference import Reference
-
     ref = Reference.parse(name)
     return ref.familiar_name, ref.tag or "<none>"
 
@@ -528,7 +529,7 @@ class Store:
     def _try_normalize(self, text: str) -> str | None:
         try:
             return normalize_name(text)
-        except Exception:
+        except PybuildError:
             return None
 
     def _manifest_row(self, digest: str) -> sqlite3.Row | None:
