@@ -177,12 +177,15 @@ def become_user(plan):
     os.setuid(user["uid"])
 
 
+def change_dir(cwd):
+    try:
+        os.chdir(cwd)
+    except OSError as err:
+        raise SetupError(f"chdir to cwd ({cwd!r}) failed: {err.strerror}", start=True) from None
+
+
 def exec_process(plan):
     args, env = plan["args"], plan["env"]
-    try:
-        os.chdir(plan["cwd"])
-    except OSError as err:
-        raise SetupError(f"chdir to cwd ({plan['cwd']!r}) failed: {err.strerror}", start=True) from None
     for sig in signal.valid_signals():  # nothing ignored or blocked, as under docker
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
             try:
@@ -221,7 +224,17 @@ def container_init(plan, errfd):
     nofile = plan["nofile"]
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     drop_capabilities(plan["capabilities"])
+    # as runc: chdir as root first (a cwd only root can enter is fine), else as the user
+    try:
+        os.chdir(plan["cwd"])
+        entered = True
+    except PermissionError:
+        entered = False
+    except OSError as err:
+        raise SetupError(f"chdir to cwd ({plan['cwd']!r}) failed: {err.strerror}", start=True) from None
     become_user(plan)
+    if not entered:
+        change_dir(plan["cwd"])
     os.set_inheritable(errfd, False)
     exec_process(plan)
 

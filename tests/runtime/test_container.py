@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import ContainerStartError, UserNotFoundError
+from builder.errors import ContainerError, ContainerStartError, UserNotFoundError
 from builder.runtime import ContainerSpec, Mount, Network, ProcessSpec
 from tests.runtime.conftest import tree
 
@@ -283,3 +283,31 @@ def test_upper_dir_is_mounted_volatile(run):
     result = run("dd if=/dev/zero of=/f bs=4k count=1 conv=fsync 2>/dev/null; grep -c ' / overlay .*volatile' /proc/mounts")
     assert result.text == "1\n"
     assert tree(result.upper) == ["f"]
+
+
+def test_workdir_only_root_can_enter_is_entered_as_runc_does(run, busybox_rootfs, tmp_path):
+    private = tmp_path / "private-layer"
+    (private / "private").mkdir(parents=True)
+    (private / "private").chmod(0o700)
+    result = run("pwd; ls . 2>/dev/null || echo unreadable", cwd="/private", user="app",
+                 lowers=[busybox_rootfs, private])
+    assert result.text == "/private\nunreadable\n"
+
+
+def test_missing_workdir_under_a_file_is_an_error(run):
+    with pytest.raises(ContainerError, match="not a directory"):
+        run("pwd", cwd="/bin/busybox/x")
+
+
+def test_large_output_and_stdin(runtime, tmp_path, busybox_rootfs):
+    data = os.urandom(3 << 20)
+    source = tmp_path / "in"
+    source.write_bytes(data)
+    chunks: list[bytes] = []
+    with open(source, "rb") as stdin:
+        code = runtime.run(ContainerSpec([busybox_rootfs], tmp_path / "upper",
+                                         ProcessSpec(("sh", "-c", "cat; cat /bin/busybox >&2"))),
+                           stdout=chunks.append, stdin=stdin)
+    assert code == 0
+    output = b"".join(chunks)
+    assert output == data + (busybox_rootfs / "bin" / "busybox").read_bytes()
