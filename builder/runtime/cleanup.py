@@ -27,6 +27,7 @@ from builder.errors import ContainerError
 from builder.runtime.overlay import mounts_under, unmount_all_under
 
 ID_PREFIX = "pybuild-"
+STALE_SECONDS = 60
 OCI_RUNTIMES = ("runc", "crun")
 
 
@@ -213,6 +214,11 @@ def recover(work_root: Path) -> RecoveryReport:
         release(state)
         path.unlink(missing_ok=True)
         report.containers.append(state.id)
+        Path(path.parent, f".{path.name}.tmp").unlink(missing_ok=True)
+    for tmp in states.glob(".*.json.tmp") if states.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - tmp.stat().st_mtime > STALE_SECONDS:  # a write cut short
+                tmp.unlink()
     cdirs = containers_dir(work_root)
     for cdir in sorted(cdirs.iterdir()) if cdirs.is_dir() else ():
         if cdir.name in live or (states / f"{cdir.name}.json").exists():
