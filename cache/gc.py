@@ -86,37 +86,35 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
         sweep_temp(store.tmp_dir)
         _remove_unrecorded(store, report)
         if remove_all:
-            for row in store.db.query(
-                "SELECT digest, config_digest FROM manifests m WHERE NOT EXISTS "
-                "(SELECT 1 FROM images i WHERE i.manifest_digest = m.digest) ORDER BY last_used"
-            ):
-                _delete_manifest(store, row["digest"])
-                report.images.append(Digest(row["config_digest"]))
+            _delete_manifests(store, store.db.query(_DANGLING), report)
         budget = keep_storage
         while True:
             candidates = _candidates(store, remove_all=remove_all or budget is not None,
                                      keep_cache=not remove_all and budget is None)
             if budget is None:
-                for cand in candidates:
-                    _evict(store, cand, report)
+                _evict(store, candidates, report)
                 break
             usage = store.usage()
+            chosen = []
             for cand in candidates:
                 if usage <= budget:
                     break
-                _evict(store, cand, report)
+                chosen.append(cand)
                 usage -= cand.size
+            _evict(store, chosen, report)
             if store.usage() <= budget:
                 break
-            dangling = store.db.query_one(
-                "SELECT digest, config_digest FROM manifests m WHERE NOT EXISTS "
-                "(SELECT 1 FROM images i WHERE i.manifest_digest = m.digest) ORDER BY last_used LIMIT 1"
-            )
-            if dangling is None:
+            dangling = store.db.query(_DANGLING + " LIMIT 1")
+            if not dangling:
                 break  # only tagged images are left: those are never pruned
-            _delete_manifest(store, dangling["digest"])
-            report.images.append(Digest(dangling["config_digest"]))
+            _delete_manifests(store, dangling, report)
     return report
+
+
+_DANGLING = (
+    "SELECT digest, config_digest FROM manifests m WHERE NOT EXISTS "
+    "(SELECT 1 FROM images i WHERE i.manifest_digest = m.digest) ORDER BY last_used"
+)
 
 
 def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candidate]:
@@ -139,25 +137,31 @@ def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candi
     return sorted(out, key=lambda c: (c.last_used, c.kind, c.key))
 
 
-def _evict(store: Store, cand: _Candidate, report: PruneReport) -> None:
-    if cand.kind == "blob":
-        with store.db.transaction() as conn:
-            conn.execute("DELETE FROM layers WHERE blob_digest=?", (cand.key,))
-            conn.execute("DELETE FROM blobs WHERE digest=?", (cand.key,))
-        store.blobs.delete(cand.key)
-        report.blobs.append(Digest(cand.key))
-    else:
-        with store.db.transaction() as conn:
-            conn.execute("DELETE FROM snapshots WHERE chain_id=?", (cand.key,))
-        store.snapshots.delete(cand.key)
-        report.snapshots.append(Digest(cand.key))
-    report.reclaimed += cand.size
-
-
-def _delete_manifest(store: Store, digest: str) -> None:
+def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> None:
+    """Delete the rows in one transaction, then the files (a crash between leaves only garbage)."""
+    if not candidates:
+        return
+    blobs = [c.key for c in candidates if c.kind == "blob"]
+    snaps = [c.key for c in candidates if c.kind == "snapshot"]
     with store.db.transaction() as conn:
-        conn.execute("DELETE FROM images WHERE manifest_digest=?", (digest,))
-        conn.execute("DELETE FROM manifests WHERE digest=?", (digest,))
+        conn.executemany("DELETE FROM layers WHERE blob_digest=?", [(b,) for b in blobs])
+        conn.executemany("DELETE FROM blobs WHERE digest=?", [(b,) for b in blobs])
+        conn.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in snaps])
+    for digest in blobs:
+        store.blobs.delete(digest)
+        report.blobs.append(Digest(digest))
+    for chain in snaps:
+        store.snapshots.delete(chain)
+        report.snapshots.append(Digest(chain))
+    report.reclaimed += sum(c.size for c in candidates)
+
+
+def _delete_manifests(store: Store, rows: list, report: PruneReport) -> None:  # type: ignore[type-arg]
+    with store.db.transaction() as conn:
+        for row in rows:
+            conn.execute("DELETE FROM images WHERE manifest_digest=?", (row["digest"],))
+            conn.execute("DELETE FROM manifests WHERE digest=?", (row["digest"],))
+    report.images += [Digest(row["config_digest"]) for row in rows]
 
 
 def _remove_unrecorded(store: Store, report: PruneReport) -> None:
