@@ -624,6 +624,8 @@ def export_cache(spec: CacheSpec, store: Any, records: CacheRecords, keys: Seque
 
     target = open_target(spec, insecure_registries)
     temps: list[Path] = []
+    if progress is not None:
+        progress.message(f"exporting cache to {target.description} (mode={spec.mode.value})")
     try:
         blobs: dict[str, _Blob] = {}
         entries: list[dict[str, Any]] = []
@@ -660,11 +662,11 @@ def export_cache(spec: CacheSpec, store: Any, records: CacheRecords, keys: Seque
                             annotations={"dev.pybuild.cache.mode": spec.mode.value})
         raw_manifest = manifest.to_bytes()
         uploads = [*blobs.values(), *mounts, _Blob(config_desc, lambda: io.BytesIO(raw_config))]
-        if progress is not None:
-            progress.message(f"exporting cache to {target.description}: {len(entries)} record(s), "
-                             f"{layer_count} layer(s), {len(mounts)} cache mount(s)")
         _run_all([lambda b=b: target.put_blob(b.descriptor, b.opener) for b in uploads])  # type: ignore[misc]
         target.put_manifest(raw_manifest)
+        if progress is not None:
+            progress.message(f"exported cache {target.description}: {len(entries)} record(s), "
+                             f"{layer_count} layer(s), {len(mounts)} cache mount(s)")
         return ExportReport(target.description, Digest.of(raw_manifest), len(entries), layer_count,
                             len(mounts), skipped)
     finally:

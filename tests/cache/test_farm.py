@@ -68,12 +68,12 @@ def _farm(machines, tmp_path: Path, cache_to: str, cache_from: str):  # type: ig
     assert ia["Id"] == ib["Id"]
     assert ia["RootFS"]["Layers"] == ib["RootFS"]["Layers"]
     assert ia["Config"]["Env"] == ib["Config"]["Env"]
-    return a, b, ctx, log
+    return a, b
 
 
 def test_registry_farm_reuses_everything_and_fetches_only_final_layers(
         machines, tmp_path: Path, registry: str, proxy: CountingProxy) -> None:
-    a, b, ctx, log = _farm(machines, tmp_path, f"type=registry,ref={registry}/farm/cache:1,mode=max",
+    a, b = _farm(machines, tmp_path, f"type=registry,ref={registry}/farm/cache:1,mode=max",
                            f"type=registry,ref={proxy.address}/farm/cache:1")
     ia = _inspect(a, "app:1")
     base = _inspect(b, "busybox:local")["RootFS"]["Layers"]
@@ -94,7 +94,7 @@ def test_registry_farm_reuses_everything_and_fetches_only_final_layers(
 
 def test_local_farm(machines, tmp_path: Path) -> None:
     shared = tmp_path / "shared-cache"
-    a, b, ctx, log = _farm(machines, tmp_path, f"type=local,dest={shared},mode=max", f"type=local,src={shared}")
+    _farm(machines, tmp_path, f"type=local,dest={shared},mode=max", f"type=local,src={shared}")
     index = json.loads((shared / "index.json").read_text())
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == ["latest"]
     assert (shared / "oci-layout").is_file()
