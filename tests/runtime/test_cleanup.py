@@ -178,3 +178,20 @@ def test_recover_deletes_runtime_containers_no_state_file_claims(runtime, tmp_pa
     report = recover(work_root)
     assert report.runtime_containers == [cid]
     assert_nothing_left(work_root, "no-such-process-marker")
+
+
+@pytest.mark.slow
+def test_owners_killed_at_random_moments_leave_nothing_after_recover(tmp_path, busybox_rootfs):
+    """Signals land anywhere: in prepare, in the runtime's start, in the step, in teardown."""
+    work_root = tmp_path / "run"
+    rng = random.Random(4)
+    sleep = marker()
+    for n in range(18):
+        isolation = ISOLATIONS[n % 3]
+        signum = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)[n // 3 % 3]
+        owner = Owner(tmp_path, isolation, work_root, busybox_rootfs, f"sleep {sleep}")
+        time.sleep(rng.uniform(0.0, 0.4))
+        owner.proc.send_signal(signum)
+        owner.finish()
+    recover(work_root)
+    assert_nothing_left(work_root, sleep)
