@@ -34,7 +34,7 @@ from builder.errors import (
     RemoteImageNotFoundError,
 )
 from builder.image.descriptor import Descriptor
-from builder.image.digest import Digest, VerifyingReader
+from builder.image.digest import Digest
 from builder.image.image import Image, Layer, SourceImage
 from builder.image.manifest import Index, Manifest, parse_manifest
 from builder.image.mediatypes import (
@@ -289,34 +289,39 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
                    workers: int = DEFAULT_WORKERS) -> int:
     """Copy the image's config and layers the store lacks into it; returns bytes downloaded.
 
-    Each blob streams through a VerifyingReader into the store's verified write
-    (temp file, fsync, rename): a blob with the wrong digest never lands.
+    Each layer streams into the store's verified write (temp file, hash, fsync,
+    rename): a blob with the wrong digest or size never lands. The config is read
+    once, verified, through the image (which keeps it for ``store.write_image``).
     """
     manifest = image.manifest()
-    descriptors = [manifest.config, *manifest.layers]
-    seen: set[str] = set()
+    raw_config = image.raw_config()
+    total = [len(raw_config)] if not store.blobs.exists(manifest.config.digest) else [0]
+    seen: set[str] = {manifest.config.digest}
     tasks: list[Callable[[], None]] = []
-    total = [0]
     lock = threading.Lock()
-    for descriptor in descriptors:
+    for descriptor in manifest.layers:
         if descriptor.digest in seen:
             continue
         seen.add(descriptor.digest)
-        is_config = descriptor is manifest.config
         if store.blobs.exists(descriptor.digest):
-            if not is_config:
-                progress.done(short(descriptor.digest), "Already exists")
+            progress.done(short(descriptor.digest), "Already exists")
             continue
 
-        def task(d: Descriptor = descriptor, quiet: bool = is_config) -> None:
+        def task(d: Descriptor = descriptor, quiet: bool = False) -> None:
             key = short(d.digest)
             if not quiet:
                 progress.start(key, "Downloading", d.size)
             reader = BlobReader(image.source.client, image.repository, d, image.source.operation,
                                 None if quiet else progress)
-            with VerifyingReader(reader, d.digest, d.size, f"blob {d.digest} of {image.reference.familiar}") \
-                    as verifying:
-                store.blobs.write(verifying, d.digest, d.size)  # type: ignore[arg-type]
+            # The store's write hashes what it copies and installs the file only if the
+            # digest and size match; our message names the image the blob belongs to.
+            try:
+                with io.BufferedReader(reader, CHUNK) as stream:
+                    store.blobs.write(stream, d.digest, d.size)  # type: ignore[arg-type]
+            except DigestMismatchError as err:
+                raise DigestMismatchError(
+                    d.digest, err.actual, f"blob {d.digest} of {image.reference.familiar} "
+                    f"(from {image.registry}; the registry or the network altered it)") from None
             with lock:
                 total[0] += d.size
             if not quiet:

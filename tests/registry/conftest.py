@@ -256,6 +256,7 @@ class Faults:
     stall: float = 0.0          # sleep ``stall_seconds`` before answering
     unavailable: float = 0.0    # answer 503 with Retry-After
     flip_blob_bytes: bool = False
+    redirect_blobs: bool = False  # answer blob GETs with 307 to a "storage" server on 127.0.0.2
     stall_seconds: float = 2.0
     retry_after: str = "1"
     seed: int = 6
@@ -315,10 +316,13 @@ class FaultProxy:
         self._server = Server(("127.0.0.1", 0), Handler)
         self.address = f"127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.storage = StorageServer() if faults.redirect_blobs else None
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self.storage is not None:
+            self.storage.close()
 
     def _serve(self, conn: socket.socket, rfile: object) -> None:
         if rfile.peek(1)[:1] == b"\x16":  # type: ignore[attr-defined]
@@ -342,6 +346,12 @@ class FaultProxy:
                 time.sleep(faults.stall_seconds)
             response = self._forward(head, body)
             resp_head, _, resp_body = response.partition(b"\r\n\r\n")
+            if is_blob_get and self.storage is not None and resp_head.split(b" ")[1] == b"200":
+                # As registries backed by S3 do: send the client to signed storage URLs.
+                location = self.storage.put(resp_body)
+                conn.sendall(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: " + location.encode()
+                             + b"\r\nContent-Length: 0\r\n\r\n")
+                continue
             if is_blob_get and faults.flip_blob_bytes and resp_head.split(b" ")[1] in (b"200", b"206") \
                     and len(resp_body) > 10:
                 index = len(resp_body) // 2
@@ -378,6 +388,56 @@ class FaultProxy:
         resp_head, _, resp_body = raw.partition(b"\r\n\r\n")
         kept = [line for line in resp_head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
         return b"\r\n".join(kept) + b"\r\n\r\n" + resp_body
+
+
+class StorageServer:
+    """Blob storage on another host (127.0.0.2) serving signed URLs; records what it was sent."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.seen: list[dict[str, str]] = []
+        storage = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                storage.seen.append({k.lower(): v for k, v in self.headers.items()} | {"path": self.path})
+                key = urlsplit(self.path).path.rsplit("/", 1)[-1]
+                data = storage.blobs.get(key)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    start = int(rng[6:].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.2:{self._httpd.server_address[1]}"
+
+    def put(self, data: bytes) -> str:
+        key = uuid.uuid4().hex
+        self.blobs[key] = data
+        return f"http://{self.address}/bucket/{key}?X-Amz-Signature=SIGNED-{key}&X-Amz-Expires=300"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
 
 
 @pytest.fixture

@@ -285,3 +285,25 @@ def test_challenge_parsing_and_token_cache() -> None:
     assert cache.get(("r", "s", "scope")) == "tok"
     now[0] = 271
     assert cache.get(("r", "s", "scope")) is None
+
+
+def test_redirected_blobs_get_no_credentials(token_registry: TokenRegistry, fault_proxy,  # type: ignore[no-untyped-def]
+                                             tmp_path: Path, store: Store,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    from tests.registry.conftest import Faults
+
+    config = write_config(tmp_path / "docker", token_registry.address)
+    options = ClientOptions(docker_config=DockerConfig(config))
+    image = make_image(2, 20_000, seed=random_name())
+    path = f"{random_name('redir')}/app:1"
+    push(image, f"{token_registry.address}/{path}", options=options)
+    proxy = fault_proxy(Faults(redirect_blobs=True), upstream=token_registry.address)
+    write_config(config, proxy.address)
+    caplog.set_level("DEBUG", logger="builder.registry")
+    pulled = pull(f"{proxy.address}/{path}", store,
+                  client=RegistryClient(proxy.address, ClientOptions(docker_config=DockerConfig(config))))
+    assert pulled.digest() == image.digest()
+    assert len(proxy.storage.seen) == 3  # config and two layers, all from storage
+    assert all("authorization" not in seen for seen in proxy.storage.seen)
+    assert "SIGNED-" not in caplog.text and "X-Amz-Signature" not in caplog.text
+    assert "127.0.0.2" in caplog.text
