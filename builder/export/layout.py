@@ -73,15 +73,16 @@ def read_oci_layout(files: ArchiveFiles, platform: Platform | None = None) -> li
         raise ArchiveError(f"{files.description}: index.json: {err}") from None
     candidates = [d for d in top.manifests if is_manifest(d.media_type) or is_index(d.media_type)]
     # A top-level index that is itself one multi-platform image: keep the host's entries.
+    candidates = [d for d in candidates if not _is_attestation(d)]
     platformed = [d for d in candidates if d.platform is not None and is_manifest(d.media_type)]
-    if platformed and len(platformed) == len(candidates) and not any(_names(d) for d in candidates):
+    platforms = {str(d.platform) for d in platformed}
+    if platformed and len(platformed) == len(candidates) and len(platforms) > 1:
         matching = [d for d in platformed if want.matches(d.platform)]  # type: ignore[arg-type]
         if not matching:
             raise ArchiveError(
-                f"{files.description}: no image for {want} (it has "
-                f"{', '.join(sorted({str(d.platform) for d in platformed}))})"
+                f"{files.description}: no image for {want} (it has {', '.join(sorted(platforms))})"
             )
-        candidates = matching[:1]
+        candidates = matching
     out: dict[str, TaggedImage] = {}
     for desc in candidates:
         image = _resolve(source, desc, want, 0)
@@ -118,9 +119,11 @@ def _resolve(source: LayoutBlobSource, desc: Descriptor, want: Platform, depth: 
     if isinstance(parsed, Manifest):
         _limit(parsed.config, "image config")
         return SourceImage(source, raw, desc.media_type)
-    children = [d for d in parsed.manifests if is_manifest(d.media_type) or is_index(d.media_type)]
+    children = [d for d in parsed.manifests
+                if (is_manifest(d.media_type) or is_index(d.media_type)) and not _is_attestation(d)]
     matching = [d for d in children if d.platform is None or want.matches(d.platform)]
-    matching = [d for d in matching if not _is_attestation(d)]
+    if not matching and len(children) == 1:
+        matching = children  # an index of one image for another platform: that image
     if not matching:
         have = ", ".join(sorted({str(d.platform) for d in children if d.platform}))
         raise ArchiveError(f"no image for {want} in index {desc.digest.short} (it has {have or 'none'})")

@@ -194,14 +194,37 @@ def test_nested_index_picks_the_host_platform(tmp_path: Path):
 
 
 def test_index_without_the_host_platform_is_a_clear_error(tmp_path: Path):
+    s390x = make_image("p", platform=Platform.parse("linux/s390x"))
+    arm = make_image("q", platform=Platform.parse("linux/arm/v7"))
+    root = _layout_dir(tmp_path, s390x, [(Platform.parse("linux/arm/v7"), arm)])
+    # Relabel the entry _layout_dir gave the host's platform: now no entry fits this machine.
+    nested_digest = json.loads((root / "index.json").read_text())["manifests"][0]["digest"]
+    nested = json.loads((root / "blobs" / "sha256" / nested_digest[7:]).read_text())
+    nested["manifests"][-1]["platform"] = {"os": "linux", "architecture": "s390x"}
+    data = canonical_json(nested)
+    (root / "blobs" / "sha256" / Digest.of(data).hex).write_bytes(data)
+    top = {"schemaVersion": 2, "manifests": [Descriptor.of(MediaType.OCI_INDEX, data).to_dict()]}
+    (root / "index.json").write_text(json.dumps(top))
+    with pytest.raises(ArchiveError, match=r"no image for linux/\w+ in index .* \(it has linux/arm/v7, linux/s390x\)"):
+        _read(root, tmp_path)
+
+
+def test_a_single_image_of_another_platform_loads(tmp_path: Path):
+    """As docker load does: an arm64 image on an amd64 machine is still an image to hold."""
     img = make_image("p", platform=Platform.parse("linux/s390x"))
     root = tmp_path / "layout"
-    write_oci_layout([TaggedImage(img)], root, tar=False)
-    index = json.loads((root / "index.json").read_text())
-    index["manifests"][0]["platform"] = {"os": "linux", "architecture": "s390x"}
-    (root / "index.json").write_text(json.dumps(index))
-    with pytest.raises(ArchiveError, match="no image for linux/"):
-        _read(root, tmp_path)
+    write_oci_layout([TaggedImage(img, ("s390x/app:1",))], root, tar=False)
+    (tagged,) = _read(root, tmp_path)
+    assert tagged.image.digest() == img.digest()
+    assert tagged.names == ("docker.io/s390x/app:1",)
+
+
+def test_top_level_platform_entries_pick_the_host(tmp_path: Path):
+    host, other = make_image("h"), make_image("o", platform=Platform.parse("linux/s390x"))
+    root = tmp_path / "layout"
+    write_oci_layout([TaggedImage(host, ("multi:1",)), TaggedImage(other, ("multi:1",))], root, tar=False)
+    (tagged,) = _read(root, tmp_path)
+    assert tagged.image.digest() == host.digest()
 
 
 @pytest.mark.parametrize("case, message", [
