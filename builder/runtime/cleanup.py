@@ -229,9 +229,10 @@ def recover(work_root: Path) -> RecoveryReport:
     for runtime in OCI_RUNTIMES:
         for entry in _runtime_containers(runtime):
             cid = entry.get("id", "")
-            if not cid.startswith(ID_PREFIX) or cid in live:
+            if not cid.startswith(ID_PREFIX) or not str(entry.get("bundle", "")).startswith(root):
                 continue
-            if not str(entry.get("bundle", "")).startswith(root):
+            state = load_state(states / f"{cid}.json")  # read now: it may have started meanwhile
+            if cid in live or (state is not None and state.owner_alive()):
                 continue
             delete_runtime_container(runtime, cid)
             report.runtime_containers.append(cid)
