@@ -307,3 +307,19 @@ def test_redirected_blobs_get_no_credentials(token_registry: TokenRegistry, faul
     assert all("authorization" not in seen for seen in proxy.storage.seen)
     assert "SIGNED-" not in caplog.text and "X-Amz-Signature" not in caplog.text
     assert "127.0.0.2" in caplog.text
+
+
+def test_rejected_token_is_refreshed_once(token_registry: TokenRegistry, tmp_path: Path,
+                                          store: Store) -> None:
+    config = write_config(tmp_path / "docker", token_registry.address)
+    options = ClientOptions(docker_config=DockerConfig(config))
+    image = make_image(1, 1000, seed=random_name())
+    ref = f"{token_registry.address}/{random_name('exp')}/app:1"
+    push(image, ref, options=options)
+    before = len(token_registry.tokens.requests)
+    token_registry.tokens.expired_grants = 1
+    try:
+        assert pull(ref, store, options=options).digest() == image.digest()
+    finally:
+        token_registry.tokens.expired_grants = 0
+    assert len(token_registry.tokens.requests) - before == 2
