@@ -31,7 +31,7 @@ BLOB_REFERENCES: tuple[str, ...] = (
 @dataclass(frozen=True)
 class _Candidate:
     last_used: float
-    kind: str  # "blob" | "snapshot"
+    kind: str  # "blob" | "snapshot" | "cachemount"
     key: str
     size: int
 
@@ -80,6 +80,8 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     the build cache's layers and every snapshot).
     With a budget: unreferenced blobs and snapshots least recently used first,
     then untagged images, until the store uses at most ``keep_storage`` bytes.
+    RUN cache mounts count against the budget and go by last use (``remove_all``:
+    all of them); cache records whose layer went are dropped.
     """
     report = PruneReport()
     with store.gc_lock.exclusive():
@@ -94,7 +96,7 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
             if budget is None:
                 _evict(store, candidates, report)
                 break
-            usage = store.usage()
+            usage = _usage(store)
             chosen = []
             for cand in candidates:
                 if usage <= budget:
@@ -102,13 +104,30 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
                 chosen.append(cand)
                 usage -= cand.size
             _evict(store, chosen, report)
-            if store.usage() <= budget:
+            if _usage(store) <= budget:
                 break
             dangling = store.db.query(_DANGLING + " LIMIT 1")
             if not dangling:
                 break  # only tagged images are left: those are never pruned
             _delete_manifests(store, dangling, report)
+        _drop_orphan_records(store)
     return report
+
+
+def _usage(store: Store) -> int:
+    """What counts against --keep-storage: the store (blobs, snapshots, metadata) and cache mounts."""
+    from cache.mounts import usage
+
+    return store.usage() + usage(store.root)
+
+
+def _drop_orphan_records(store: Store) -> int:
+    """Cache records whose layer is gone in every form: a lookup would miss anyway."""
+    with store.db.transaction() as conn:
+        cur = conn.execute(
+            "DELETE FROM cache_records WHERE diff_id IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM layers l WHERE l.diff_id = cache_records.diff_id)")
+        return cur.rowcount
 
 
 _DANGLING = (
@@ -134,6 +153,10 @@ def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candi
         for row in store.db.query("SELECT chain_id, size, last_used FROM snapshots")
         if row["chain_id"] not in held
     ]
+    if not keep_cache:  # RUN cache mounts go by last use, like the cache's layers
+        from cache.mounts import list_mounts
+
+        out += [_Candidate(m.last_used, "cachemount", m.key, m.size) for m in list_mounts(store.root)]
     return sorted(out, key=lambda c: (c.last_used, c.kind, c.key))
 
 
@@ -153,6 +176,11 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> N
     for chain in snaps:
         store.snapshots.delete(chain)
         report.snapshots.append(Digest(chain))
+    for cand in candidates:
+        if cand.kind == "cachemount":
+            from cache.mounts import remove_mount
+
+            remove_mount(store.root, cand.key)
     report.reclaimed += sum(c.size for c in candidates)
 
 
