@@ -13,8 +13,11 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
   symlinks further down are copied as symlinks; hardlinks inside one source
   stay hardlinks.
 - Owners become 0:0, or the ``--chown`` user (looked up in the destination
-  image's /etc/passwd and /etc/group; a user alone also names the group), also
-  for ``COPY --from``; modes and mtimes are kept unless ``--chmod``.
+  image's /etc/passwd and /etc/group; a user alone also names the group);
+  ``COPY --from`` without ``--chown`` keeps the source's owners. Modes and
+  mtimes are kept unless ``--chmod``, except that a file docker chowns loses
+  its setuid bit (and setgid with group exec) and file capabilities, as
+  chown(2) does to it there.
 - Directories the copy creates are 0755: for a file, all of them belong to the
   ``--chown`` user; for a directory source only the dest directory does (its
   parents are root's). Directories that exist are left as they are.
@@ -177,7 +180,7 @@ class SourceItem:
     kind: SourceKind
     files: list[SourceFile] = field(default_factory=list)  # FILE/HEREDOC: one; DIR: the contents
     keep_parts: Parts = ()  # --parents: the path kept below dest
-    keep_owner: bool = False  # ADD archives keep the owners written in the tar
+    keep_owner: bool = False  # COPY --from (without --chown) and ADD archives keep the owners
 
     @property
     def base_name(self) -> str:
@@ -456,15 +459,16 @@ def _select_local(
                 f"(through a symlink to '{'/'.join(resolved.parts)}', excluded by {rule})"
             )
         keep = _parents_keep(arg, cand) if spec.parents else ()
+        keep_owner = not tree.is_context and not spec.chown  # COPY --from keeps owners
         if stat.S_ISDIR(found.stat.st_mode):
-            item = SourceItem(arg, shown, SourceKind.DIR, keep_parts=keep)
+            item = SourceItem(arg, shown, SourceKind.DIR, keep_parts=keep, keep_owner=keep_owner)
             item.files = list(_walk_dir(tree, resolved.parts, excludes))
         else:
             if excludes is not None and not wildcard and excludes.matches(shown):
                 continue
             link = os.readlink(found.host) if stat.S_ISLNK(found.stat.st_mode) else ""
             item = SourceItem(arg, shown, SourceKind.FILE, [SourceFile("", found.host, found.stat, link)],
-                              keep_parts=keep)
+                              keep_parts=keep, keep_owner=keep_owner)
         items.append(item)
     return items
 
@@ -549,6 +553,7 @@ class _Planned:
     group: int = -1  # hardlinks are kept within one source item only
     inode: tuple[int, int] | None = None
     xattrs_from: Path | None = None
+    drop_caps: bool = False  # chown(2) drops file capabilities too
 
 
 def _now(source_date_epoch: int | None) -> int:
@@ -609,6 +614,12 @@ class _Planner:
         elif self.chmod is not None:
             mode = self.chmod(mode, is_dir)
         uid, gid = (st.st_uid, st.st_gid) if keep_owner else (self.identity.uid, self.identity.gid)
+        chowned = not keep_owner and kind is EntryType.FILE
+        if chowned and self.chmod is None:
+            # docker chowns the copy, and chown(2) clears setuid (and setgid with group exec).
+            mode &= ~stat.S_ISUID
+            if mode & stat.S_IXGRP:
+                mode &= ~stat.S_ISGID
         entry = TarEntry(
             "/".join(parts), kind, mode, uid, gid,
             st.st_size if kind is EntryType.FILE else 0,
@@ -625,7 +636,7 @@ class _Planner:
                 del self.entries[key]
         self.entries[parts] = _Planned(
             entry, f.host if f.data is None else None, f.data, group, inode,
-            f.host if f.data is None and kind is not EntryType.SYMLINK else None,
+            f.host if f.data is None and kind is not EntryType.SYMLINK else None, chowned,
         )
 
 
@@ -698,6 +709,8 @@ def write_planned(
                 xattrs = read_xattrs(p.xattrs_from)
             except OSError:
                 xattrs = ()
+            if p.drop_caps:
+                xattrs = tuple(x for x in xattrs if x[0] != "security.capability")
             if xattrs:
                 entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
         if p.inode is not None:

@@ -159,7 +159,8 @@ def test_copy_from_stage_with_whiteouts(tmp_path: Path, base: RootfsView) -> Non
     stage = RootfsView([lower, upper])
     out = layer(spec("/app", dest="/srv/", from_="build"), stage, base)
     assert sorted(n for n in out if n.startswith("srv")) == ["srv", "srv/keep"]
-    assert out["srv/keep"].uid == 0  # docker's classic builder: owners become root
+    assert out["srv/keep"].uid == 33  # COPY --from keeps owners (without --chown)
+    assert out["srv"].uid == 0
     with pytest.raises(CopyError, match="'/app/gone' not found in 'build'"):
         layer(spec("/app/gone", dest="/srv/", from_="build"), stage, base)
     # A stage's paths resolve inside the stage: '..' stays at its root.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shlex
 import stat
@@ -69,6 +70,14 @@ CASES = [
     )),
     Case("whole-context-with-dockerignore", ("COPY . /all/", "COPY secret /s/")),
     Case("copy-from-stage", ("COPY --from=s /existing /e2", "COPY --from=s /etc/group /usr/local/bin/ /e3/")),
+    Case("dir-over-existing-dirs-takes-source-metadata", ("COPY tree /",)),
+    Case("special-files", ("COPY empty /e/", "COPY suid /sp/", 'COPY ["sp ace", "/u/"]')),
+    Case("paths-cleaned", ("COPY dir/sub/../a /c1", "COPY /dir/sub /c2/", "COPY ./dir/./lnk /c3")),
+    Case("wildcard-matches-are-separate-copies", ("COPY dir/*a* /wh/",)),
+    Case("setuid-and-setgid", ("COPY m* sgd /m/", "COPY --chown=1:2 m4755 /m2/")),
+    Case("copy-from-keeps-owners-and-modes", (
+        "COPY --from=s /sbox /sgdir /fs/", "COPY --from=s --chown=5:5 /sbox /fs2/",
+    )),
     Case("multiple-sources-need-slash", ("COPY f1 d2 /m",), fails=True),
     Case("parent-path-refused", ("COPY ../f1 /x/",), fails=True),
     Case("wildcard-without-match", ("COPY nomatch* /x/",), fails=True),
@@ -168,15 +177,16 @@ def _docker_tree(docker: str, base_image: str, context: Path, dockerfile: str) -
 
 
 def _spec_of(line: str, workdir: str, number: int) -> CopySpec:
-    words = shlex.split(line)
-    keyword, args = words[0].upper(), words[1:]
+    keyword, _, rest = line.partition(" ")
     flags: dict[str, str] = {}
-    while args and args[0].startswith("--"):
-        key, _, value = args.pop(0)[2:].partition("=")
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        key, _, value = flag[2:].partition("=")
         flags[key] = value
+    args = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
     return CopySpec(
         sources=tuple(args[:-1]), dest=args[-1], workdir=workdir, chown=flags.get("chown"),
-        is_add=keyword == "ADD", from_=flags.get("from"),
+        is_add=keyword.upper() == "ADD", from_=flags.get("from"),
         location=SourceLocation("Dockerfile", number),
     )
 
