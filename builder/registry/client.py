@@ -193,6 +193,9 @@ class RegistryClient:
         self._challenge: Challenge | None = None
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        if is_loopback_host(self.registry):
+            # Never through an HTTP(S)_PROXY from the environment (nor ~/.netrc): it is local.
+            self.session.trust_env = False
         tls = RegistryTLS.for_registry(self.registry, self.options.certs_d)
         adapter = _TLSAdapter(tls.ssl_context(), self.options.pool_size)
         self.session.mount(f"https://{self.api_host}/", adapter)
@@ -434,10 +437,15 @@ class RegistryClient:
                 if hasattr(data, "close"):
                     data.close()
             log.debug("%s %s -> %s", method, redact(response.url), response.status_code)
-            if response.status_code == 401 and not state["force"] and self._challenge:
+            if response.status_code == 401 and not state["force"]:
                 # Expired token or a scope we did not ask for: fetch a fresh token, once.
+                # (A registry whose /v2/ was open may still protect a repository.)
                 fresh = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
-                if fresh is not None and fresh.scheme == self._challenge.scheme:
+                if self._challenge is None:
+                    if fresh is None:
+                        return response
+                    self._challenge = fresh
+                elif fresh is not None and fresh.scheme == self._challenge.scheme:
                     self._challenge = Challenge(fresh.scheme, {**self._challenge.params,
                                                                **{k: v for k, v in fresh.params.items()
                                                                   if k in ("realm", "service")}})

@@ -323,3 +323,16 @@ def test_rejected_token_is_refreshed_once(token_registry: TokenRegistry, tmp_pat
     finally:
         token_registry.tokens.expired_grants = 0
     assert len(token_registry.tokens.requests) - before == 2
+
+
+def test_cli_login_with_a_token_server(token_registry: TokenRegistry, tmp_path: Path) -> None:
+    env = {"DOCKER_CONFIG": str(tmp_path / "docker")}
+    proc = run_pybuild("login", "-u", USER, "--password-stdin", token_registry.address,
+                       input=b"not-the-password", env=env)
+    assert proc.returncode == 1
+    assert "incorrect username or password" in proc.stderr.decode()
+    proc = run_pybuild("login", "-u", USER, "-p", PASSWORD, token_registry.address, env=env)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "Login Succeeded" in proc.stdout.decode()
+    assert "--password-stdin" in proc.stderr.decode()  # the warning about -p
+    assert DockerConfig(tmp_path / "docker").get(token_registry.address) == Credentials(USER, PASSWORD)
