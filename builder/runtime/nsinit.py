@@ -110,11 +110,12 @@ def mount_system(root):
         os.symlink(target, f"{dev}/{name}")
     for sub in ("pts", "shm", "mqueue"):
         os.mkdir(f"{dev}/{sub}", 0o755)
+    # in the order of the OCI spec's mounts, so that /proc/mounts reads as under runc
     mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=1777,size=67108864")
-    mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NOEXEC | MS_NODEV)
     mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY)
+    mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NOEXEC | MS_NODEV)
+    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=1777,size=67108864")
 
 
 def bind(source, target, readonly):
@@ -221,6 +222,7 @@ def container_init(plan, errfd):
     pivot(root)
     if plan["readonly_rootfs"]:
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    os.umask(plan["umask"])
     nofile = plan["nofile"]
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     drop_capabilities(plan["capabilities"])

@@ -36,6 +36,7 @@ MASKED_PATHS = (
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 NOFILE = 1048576
+UMASK = 0o022  # docker's, whatever pybuild's own umask is: it decides the modes in the layer
 
 
 def nofile_limit() -> int:
@@ -197,7 +198,8 @@ def oci_config(
     nofile = nofile_limit()
     process: dict[str, Any] = {
         "terminal": spec.process.terminal,
-        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids),
+                 "umask": UMASK},
         "args": list(spec.process.args),
         "env": process_env(spec.process.env, user),
         "cwd": spec.process.cwd,

@@ -311,3 +311,35 @@ def test_large_output_and_stdin(runtime, tmp_path, busybox_rootfs):
     assert code == 0
     output = b"".join(chunks)
     assert output == data + (busybox_rootfs / "bin" / "busybox").read_bytes()
+
+
+PROBE = (
+    "umask; grep -E '^(Cap|NoNewPrivs|SigBlk|SigIgn)' /proc/self/status;"
+    " for f in /dev/*; do stat -c '%A %N' $f; done; ulimit -n; cat /proc/self/oom_score_adj;"
+    " grep -E ' /(dev|dev/shm|dev/pts|dev/mqueue|proc|sys) ' /proc/mounts | sed 's/relatime,//'"
+)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("user", ["", "app"])
+def test_same_process_environment_as_docker_run(run, docker, docker_busybox, user):
+    ref = subprocess.run([docker, "run", "--rm", "--network", "host", "-u", user or "0", docker_busybox,
+                          "/bin/sh", "-c", PROBE], capture_output=True, text=True, check=True)
+    ours = run(PROBE, user=user)
+    assert ours.code == 0
+    expected = ref.stdout.splitlines()
+    if run.runtime.name == "crun":  # crun's one addition to runc's /dev
+        expected.insert(expected.index("lrwxrwxrwx '/dev/fd' -> '/proc/self/fd'"),
+                        "lrwxrwxrwx '/dev/core' -> '/proc/kcore'")
+    assert ours.text.splitlines() == expected
+
+
+def test_umask_is_docker_s_whatever_pybuild_s_is(run):
+    previous = os.umask(0o077)
+    try:
+        result = run("umask; touch /f; mkdir /d")
+    finally:
+        os.umask(previous)
+    assert result.text == "0022\n"
+    assert stat.S_IMODE(os.stat(result.upper / "f").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(result.upper / "d").st_mode) == 0o755
