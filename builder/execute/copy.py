@@ -348,8 +348,8 @@ def _source_parts(arg: str, tree: _Tree, spec: CopySpec) -> Parts:
     return split_path(go_clean("/" + arg))
 
 
-def _expand_wildcards(parts: Parts, tree: _Tree) -> list[Parts]:
-    """The paths a source with wildcards matches, sorted as docker walks them."""
+def _expand_wildcards(parts: Parts, tree: _Tree, ignored: list[tuple[str, str]]) -> list[Parts]:
+    """The paths a source with wildcards matches, sorted; matches .dockerignore hides go to ``ignored``."""
     matches: list[Parts] = [()]
     for comp in parts:
         if not _WILDCARD.search(comp):
@@ -358,10 +358,17 @@ def _expand_wildcards(parts: Parts, tree: _Tree) -> list[Parts]:
         match = _glob_component(comp)
         nxt: list[Parts] = []
         for m in matches:
-            resolved = tree.view.resolve("/".join(m)).parts if m else ()
-            for name in tree.view.listdir(resolved):
-                if match(name) and tree.ignored((*m, name)) is None:
+            resolved = tree.view.resolve("/".join(m), stop_at_absolute=tree.is_context)
+            if tree.is_context and (resolved.clamped or resolved.absolute):
+                continue  # a directory outside the context has nothing to match
+            for name in tree.view.listdir(resolved.parts):
+                if not match(name):
+                    continue
+                rule = tree.ignored((*m, name))
+                if rule is None or _brought_along(tree, (*m, name)):
                     nxt.append((*m, name))
+                else:
+                    ignored.append(("/".join((*m, name)), rule))
         matches = nxt
     return [m for m in matches if tree.view.exists("/".join(m))]
 
@@ -421,11 +428,17 @@ def _select_local(
     parts = _source_parts(arg, tree, spec)
     wildcard = any(_WILDCARD.search(c) for c in parts)
     if wildcard:
-        candidates = _expand_wildcards(parts, tree)
+        hidden: list[tuple[str, str]] = []
+        candidates = _expand_wildcards(parts, tree, hidden)
         if excludes is not None:
             candidates = [c for c in candidates if not excludes.matches("/".join(c))]
         if not candidates:
-            raise spec.error(f"no source files were specified (nothing matches '{arg}')")
+            why = f"nothing matches '{arg}'"
+            if hidden:
+                path, rule = hidden[0]
+                more = f" and {len(hidden) - 1} more" if len(hidden) > 1 else ""
+                why += f"; '{path}'{more} excluded by {rule}"
+            raise spec.error(f"no source files were specified ({why})")
     else:
         candidates = [parts]
     items: list[SourceItem] = []
@@ -484,27 +497,43 @@ def _brought_along(tree: _Tree, parts: Parts) -> bool:
 
 
 def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iterator[SourceFile]:
-    """A directory's contents minus ignored and ``--exclude``d paths (their kept children stay)."""
-    ignore = tree.context.ignore if tree.context is not None else None
-    check_ignore = bool(ignore)
-    pending_dirs: list[tuple[int, SourceFile]] = []  # excluded directories a kept child may bring
-    for rel, host, st in tree.view.walk_parts(base):
-        depth = rel.count("/")
-        while pending_dirs and pending_dirs[-1][0] >= depth:
-            pending_dirs.pop()
-        skip = (check_ignore and ignore is not None and ignore.matches("/".join((*base, rel)))) or (
-            excludes is not None and excludes.matches(rel)
-        )
-        link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
-        entry = SourceFile(rel, host, st, link)
-        if skip:
-            if stat.S_ISDIR(st.st_mode):
-                pending_dirs.append((depth, entry))
-            continue
-        for _, parent in pending_dirs:
-            yield parent
-        pending_dirs.clear()
-        yield entry
+    """A directory's contents minus ignored and ``--exclude``d paths, parents first.
+
+    As fsutil's walk: a directory no "!" rule can reach inside is not opened;
+    one that a "!" rule may re-include is walked, and comes along (before its
+    kept children) only when something inside it is kept.
+    """
+    ignore = tree.context.ignore if tree.context is not None and tree.context.ignore else None
+    prune_ignored = ignore is not None and not ignore.has_exclusions
+    prune_excluded = excludes is not None and not excludes.has_exclusions
+    view = tree.view
+
+    def walk(parts: Parts, prefix: str, pending: list[list[object]]) -> Iterator[SourceFile]:
+        for name in view.listdir(parts):
+            child = (*parts, name)
+            found = view.entry(child)
+            if found is None:
+                continue
+            rel = prefix + name
+            st = found.stat
+            is_dir = stat.S_ISDIR(st.st_mode)
+            link = os.readlink(found.host) if stat.S_ISLNK(st.st_mode) else ""
+            entry = SourceFile(rel, found.host, st, link)
+            ignored = ignore is not None and ignore.matches("/".join(child))
+            excluded = excludes is not None and excludes.matches(rel)
+            if ignored or excluded:
+                if is_dir and not ((ignored and prune_ignored) or (excluded and prune_excluded)):
+                    yield from walk(child, rel + "/", [*pending, [entry, False]])
+                continue
+            for cell in pending:
+                if not cell[1]:
+                    cell[1] = True
+                    yield cell[0]  # type: ignore[misc]
+            yield entry
+            if is_dir:
+                yield from walk(child, rel + "/", [])
+
+    yield from walk(base, "", [])
 
 
 def iter_source_files(

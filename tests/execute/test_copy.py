@@ -218,6 +218,8 @@ def test_dest_symlink_tricks_stay_in_the_image(
     ("secret/k", "'secret/k' (excluded by .dockerignore line 3: `secret/`)"),
     ("missing", "file not found in build context or excluded by .dockerignore: 'missing'"),
     ("nomatch*", "no source files were specified (nothing matches 'nomatch*')"),
+    ("*.log", "no source files were specified (nothing matches '*.log'; 'x.log' excluded by "
+              ".dockerignore line 2: `*.log`)"),
 ])
 def test_source_errors(ctx: BuildContext, base: RootfsView, source: str, message: str) -> None:
     with pytest.raises(CopyError) as info:

@@ -78,6 +78,7 @@ CASES = [
     Case("copy-from-keeps-owners-and-modes", (
         "COPY --from=s /sbox /sgdir /fs/", "COPY --from=s --chown=5:5 /sbox /fs2/",
     )),
+    Case("tree-replaces-image-symlinks-and-dirs-below-dest", ("COPY ovr /linkd/",)),
     Case("multiple-sources-need-slash", ("COPY f1 d2 /m",), fails=True),
     Case("parent-path-refused", ("COPY ../f1 /x/",), fails=True),
     Case("wildcard-without-match", ("COPY nomatch* /x/",), fails=True),
