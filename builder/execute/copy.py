@@ -545,12 +545,23 @@ def iter_source_files(
             yield item, f
 
 
-def copy_sources_digest(spec: CopySpec, source: BuildContext | RootfsView | None) -> str:
-    """A sha256 over exactly the files COPY reads: path, type, mode, owner, size, link, content.
+def copy_sources_digest(
+    spec: CopySpec,
+    source: BuildContext | RootfsView | None,
+    *,
+    content_hash: Callable[[SourceFile], str] | None = None,
+) -> str:
+    """A sha256 over exactly the files COPY reads: path, type, mode, size, link, content.
 
-    mtimes are left out (docker's cache ignores them too); URL and git
-    sources contribute their address and ``--checksum`` only.
+    Owners count only where the copy keeps them (``COPY --from`` without
+    ``--chown``, ADD archives' own entries): a context file becomes root's (or
+    the --chown user's, which is part of the instruction), so two checkouts
+    by different users share the key. mtimes are left out (docker's cache
+    ignores them too). URL and git sources contribute their address,
+    ``--checksum`` and ``--keep-git-dir`` only. ``content_hash`` replaces
+    :meth:`SourceFile.content_hash` (e.g. with a stat-cached one).
     """
+    hash_of = content_hash or SourceFile.content_hash
     h = hashlib.sha256()
     for item in select_sources(spec, source):
         h.update(f"item\0{item.kind.value}\0{item.arg}\0{item.path}\0{'/'.join(item.keep_parts)}\n".encode(
@@ -560,11 +571,13 @@ def copy_sources_digest(spec: CopySpec, source: BuildContext | RootfsView | None
         for f in item.files:
             st = f.stat
             kind = f.type.name if f.type else "OTHER"
+            owner = f"{st.st_uid}:{st.st_gid}" if item.keep_owner else "-"
+            device = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if kind in ("CHAR", "BLOCK") else ""
             h.update(
-                f"{f.rel}\0{kind}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}\0{st.st_gid}\0"
-                f"{st.st_size if kind == 'FILE' else 0}\0{f.link}\0".encode("utf-8", "surrogateescape")
+                f"{f.rel}\0{kind}\0{stat.S_IMODE(st.st_mode):o}\0{owner}\0"
+                f"{st.st_size if kind == 'FILE' else 0}\0{f.link}\0{device}\0".encode("utf-8", "surrogateescape")
             )
-            h.update(f.content_hash().encode() if kind in ("FILE", "SYMLINK") else b"-")
+            h.update(hash_of(f).encode() if kind == "FILE" else b"-")
             h.update(b"\n")
     return "sha256:" + h.hexdigest()
 

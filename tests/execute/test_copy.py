@@ -16,6 +16,7 @@ from builder.execute.context import BuildContext
 from builder.execute.copy import (
     CopySpec,
     HeredocSource,
+    SourceFile,
     copy_layer,
     copy_sources_digest,
     iter_source_files,
@@ -303,7 +304,31 @@ def test_sources_digest_tracks_content_and_mode_not_mtime(tmp_path: Path) -> Non
     second = digest()
     assert second != first
     (root / "src/a").chmod(0o600)
-    assert digest() != second
+    third = digest()
+    assert third != second
+    os.chown(root / "src/a", 4321, 4321)  # another user's checkout: same result, same key
+    assert digest() == third
+    calls: list[str] = []
+
+    def cached(f: SourceFile) -> str:
+        calls.append(f.rel)
+        return "same"
+
+    assert copy_sources_digest(s, BuildContext.from_dir(root), content_hash=cached) != third
+    assert "src/a" in calls
+
+
+def test_sources_digest_keeps_owners_of_copy_from(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/f").write_text("x")
+    s = spec("/app", dest="/srv/", from_="build")
+    first = copy_sources_digest(s, RootfsView([tmp_path]))
+    os.chown(tmp_path / "app/f", 33, 33)
+    assert copy_sources_digest(s, RootfsView([tmp_path])) != first
+    chowned = spec("/app", dest="/srv/", from_="build", chown="1")
+    assert copy_sources_digest(chowned, RootfsView([tmp_path])) == copy_sources_digest(
+        chowned, RootfsView([tmp_path])
+    )
 
 
 def test_same_input_same_layer_with_source_date_epoch(ctx: BuildContext, base: RootfsView) -> None:
