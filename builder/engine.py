@@ -121,9 +121,11 @@ class Build:
 
     def run(self) -> BuildResult | None:
         from builder.runtime import recover
+        from builder.runtime.cleanup import sigterm_as_interrupt
 
         recover(self.store.root / "run")
         with contextlib.ExitStack() as stack:
+            stack.enter_context(sigterm_as_interrupt())
             stack.callback(self.progress.close)
             stack.enter_context(self.store.gc_lock.shared())
             context, dockerfile_text, dockerfile_name = self._load_context(stack)
@@ -296,7 +298,8 @@ class Build:
         deps = {p.index: tuple(d for d in p.deps if d in needed) for p in plan.stages}
         jobs = opts.jobs or os.cpu_count() or 1
         try:
-            results = run_dag(deps, work, jobs=jobs)
+            results = run_dag(deps, work, jobs=jobs,
+                          on_cancel=lambda: _stop_containers(self.store.root / "run"))
         finally:
             env.statcache.flush()  # type: ignore[union-attr]
         if opts.explain:
@@ -415,6 +418,34 @@ def _triggers(base: Image, dockerfile_name: str, from_: ins_.From) -> list[ins_.
                 raise from_.error(f"{ins.name} isn't allowed as an ONBUILD trigger", InstructionError)
             result.append(replace(ins, location=from_.location))
     return result
+
+
+def _stop_containers(work_root: Path) -> None:
+    """Kill the processes of this process's running containers (Ctrl-C, a failed stage).
+
+    Only the processes: each stage's own clean-up then unmounts and removes
+    what its container made, as on any other exit path.
+    """
+    import signal
+
+    from builder.runtime.cleanup import (
+        OCI_RUNTIMES,
+        delete_runtime_container,
+        is_alive,
+        load_state,
+        state_dir,
+    )
+
+    states = state_dir(work_root)
+    for path in sorted(states.glob("*.json")) if states.is_dir() else ():
+        state = load_state(path)
+        if state is None or state.owner_pid != os.getpid():
+            continue
+        if state.runtime in OCI_RUNTIMES:
+            delete_runtime_container(state.runtime, state.id)
+        if state.helper_pid and is_alive(state.helper_pid, state.helper_start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.helper_pid, signal.SIGKILL)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

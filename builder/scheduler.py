@@ -1,8 +1,10 @@
 """Runs the stages of a build as a DAG: every stage whose dependencies are done starts at once.
 
-At most ``jobs`` stages run at the same time. The first failure cancels the
-stages not yet started and is re-raised once the running ones have stopped,
-so no step keeps writing after the build has failed.
+At most ``jobs`` stages run at the same time. The first failure (or Ctrl-C)
+cancels the stages not yet started, calls ``on_cancel`` to stop the running
+ones (a RUN step's container would otherwise run to its end), and is
+re-raised once they have stopped, so no step keeps writing after the build
+has failed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from builder.errors import BuildError
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
+CANCEL_POLL_SECONDS = 0.3
 
 
 class Cancelled(BuildError):
@@ -27,6 +30,7 @@ def run_dag(
     work: Callable[[K, Mapping[K, R], threading.Event], R],
     *,
     jobs: int,
+    on_cancel: Callable[[], None] | None = None,
 ) -> dict[K, R]:
     """Run ``work(node, finished_results, cancel)`` for every node after its ``deps``.
 
@@ -38,6 +42,17 @@ def run_dag(
     cancel = threading.Event()
     first_error: BaseException | None = None
     running: dict[Future[R], K] = {}
+
+    def stop_running() -> None:
+        """Cancel, then stop the running stages again and again until all have returned
+        (a container may start just after a first stop)."""
+        cancel.set()
+        pending = {f for f in running if not f.done()}
+        while pending:
+            if on_cancel is not None:
+                on_cancel()
+            _, pending = wait(pending, timeout=CANCEL_POLL_SECONDS)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="stage") as pool:
         try:
             while remaining or running:
@@ -58,12 +73,12 @@ def run_dag(
                     except BaseException as err:  # first failure wins; the rest are consequences
                         if first_error is None:
                             first_error = err
-                            cancel.set()
+                            stop_running()
                         continue
                     for d in remaining.values():
                         d.discard(node)
         except BaseException:
-            cancel.set()
+            stop_running()
             raise
     if first_error is not None:
         raise first_error

@@ -1,0 +1,129 @@
+"""A build leaves nothing behind: after 20 builds, some interrupted (SIGINT) or killed (SIGKILL)
+mid-RUN, and one normal build, no mount, runtime container or temp dir of the store remains.
+
+Own store (not the session one) so that the checks see only what these builds made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.tools import require_tool, run_pybuild
+
+
+@pytest.fixture
+def own_store(base_archive: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    return root
+
+
+def _start_build(root: Path, ctx: Path, isolation: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "builder", "build", "--progress", "plain", "--no-cache",
+         "--isolation", isolation, str(ctx)],
+        env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _wait_running(root: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until the RUN's container exists (its state file) and its command had time to start."""
+    deadline = time.monotonic() + timeout
+    states = root / "run" / "state"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the build ended early: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        if states.is_dir() and any(states.glob("*.json")):
+            time.sleep(0.3)
+            return
+        time.sleep(0.05)
+    raise AssertionError("the RUN never started")
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(point)
+    return found
+
+
+def _runtime_containers(runtime: str, root: Path) -> list[str]:
+    binary = require_tool(runtime)
+    out = subprocess.run([binary, "list", "--format", "json"], capture_output=True, check=True).stdout
+    entries = json.loads(out or b"[]") or []
+    return [e["id"] for e in entries if str(e.get("bundle", "")).startswith(str(root))]
+
+
+def _leftovers(root: Path) -> list[str]:
+    found = []
+    for sub in ("tmp", "run/tmp", "run/containers", "run/state"):
+        d = root / sub
+        if d.is_dir():
+            found += [f"{sub}/{e.name}" for e in d.iterdir()]
+    return found
+
+
+def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: Path) -> None:
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    plan = (["SIGINT", "SIGKILL", "ok"] * 7)[:20]  # 7 SIGINT, 7 SIGKILL, 6 complete
+    isolations = ("runc", "crun")
+    for i, action in enumerate(plan):
+        isolation = isolations[i % 2]
+        sleep = "30" if action != "ok" else "0.1"
+        (ctx / "Dockerfile").write_text(
+            f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /marker\n"
+            f"RUN --mount=type=tmpfs,target=/scratch --mount=type=cache,target=/cache "
+            f"echo started; sleep {sleep}\nRUN echo after > /after\n")
+        t0 = time.monotonic()
+        proc = _start_build(root, ctx, isolation)
+        if action == "ok":
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err.decode()
+            continue
+        _wait_running(root, proc)
+        if action == "SIGINT":
+            # Ctrl-C reaches the whole foreground process group; every other build only pybuild.
+            if i % 2:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            text = err.decode()
+            assert proc.returncode == 130, text
+            # Ctrl-C stops the running container: the 30 s sleep does not run to its end.
+            assert time.monotonic() - t0 < 20
+            assert "ERROR: interrupted" in text and "Traceback" not in text, text
+            # Clean-up runs before exit: nothing of the interrupted build survives it.
+            assert _mounts_under(root) == []
+            assert [x for x in _leftovers(root) if not x.startswith("tmp/")] == [], _leftovers(root)
+        else:
+            proc.send_signal(signal.SIGKILL)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == -signal.SIGKILL, err.decode()
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nRUN echo final > /final\n")
+    run_pybuild("build", "--no-cache", "-t", "cleanup-final:1", str(ctx), root=root, check=True)
+    assert _mounts_under(root) == []
+    for runtime in isolations:
+        assert _runtime_containers(runtime, root) == [], runtime
+    assert _leftovers(root) == []
+    check = run_pybuild("store", "check", root=root)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    out = run_pybuild("run", "--rm", "cleanup-final:1", "cat", "/final", root=root, check=True)
+    assert out.stdout == b"final\n"
+    shutil.rmtree(root / "run", ignore_errors=True)
