@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 
 from builder.errors import ContainerError, ContainerStartError, UserNotFoundError
 from builder.runtime import ContainerSpec, Mount, Network, ProcessSpec
+from tests.helpers.tools import free_port
 from tests.runtime.conftest import tree
 
 
@@ -343,3 +347,42 @@ def test_umask_is_docker_s_whatever_pybuild_s_is(run):
     assert result.text == "0022\n"
     assert stat.S_IMODE(os.stat(result.upper / "f").st_mode) == 0o644
     assert stat.S_IMODE(os.stat(result.upper / "d").st_mode) == 0o755
+
+
+@pytest.fixture
+def loopback_server(tmp_path):
+    """An HTTP server on a free loopback port serving 'hello from the host'."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("hello from the host\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+                            cwd=tmp_path / "www", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait()
+
+
+def test_host_network_reaches_loopback_services_and_none_does_not(run, loopback_server):
+    # busybox's nc, not wget: the static wget crashes on this machine with -T
+    fetch = (f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 127.0.0.1 {loopback_server}"
+             " 2>/dev/null | tail -1 | grep . || echo unreachable")
+    assert run(fetch, network=Network.HOST).text == "hello from the host\n"
+    assert run(fetch, network=Network.NONE).text == "unreachable\n"
+
+
+def test_extra_hosts_and_secret_owned_by_the_user(run, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t")
+    secret.chmod(0o400)
+    os.chown(secret, 1000, 1000)
+    result = run("grep registry /etc/hosts; cat /run/secrets/token", user="app",
+                 extra_hosts=[("registry.local", "127.0.0.2")],
+                 mounts=[Mount.bind(secret, "/run/secrets/token", readonly=True)])
+    assert result.text == "127.0.0.2\tregistry.local\ns3cr3t"
+    assert tree(result.upper) == []
