@@ -5,12 +5,13 @@
   name); it is unpacked into dest with the layer extractor's rules (nothing
   escapes dest), keeping the owners written in the tar, as docker does even
   with ``--chown``. ``--unpack=false`` copies it as a file.
-- A URL is downloaded (never unpacked): the file is named after the last
-  segment of the URL path (or dest when dest does not end in '/'), mode 0600,
-  mtime from Last-Modified; ``--checksum=<algo>:<hex>`` is verified.
+- A URL is downloaded (unpacked only with ``--unpack=true``, as BuildKit):
+  the file is named after the last segment of the URL path (or dest when dest
+  does not end in '/'), mode 0600, mtime from Last-Modified;
+  ``--checksum=<algo>:<hex>`` is verified.
 - A git URL (``git@host:repo``, ``git://``, ``https://host/repo.git#ref:subdir``,
   ``file://.../repo.git``) is cloned with the ``git`` binary; ``.git`` is
-  dropped unless ``--keep-git-dir``.
+  dropped unless ``--keep-git-dir``; ``--checksum=<commit>`` pins the commit.
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
     run("fetch", "-q", "--depth", "1", "origin", ref or "HEAD", cwd=target)
     run("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD", cwd=target)
     run("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=target)
+    if spec.checksum:
+        _verify_commit(git, target, url, spec)
     root = target
     if subdir:
         view = RootfsView([target], overlay=False)
@@ -247,6 +250,18 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
     return SourceItem(url, url, SourceKind.GIT, files)
 
 
+def _verify_commit(git: str, repo: Path, url: str, spec: CopySpec) -> None:
+    """BuildKit's ``ADD --checksum=<commit> <git url>``: the checked-out commit must be that one."""
+    want = (spec.checksum or "").lower()
+    if not re.fullmatch(r"[0-9a-f]{7,64}", want):
+        raise spec.error(f"invalid --checksum={spec.checksum} for a git source: expected a commit hash")
+    head = subprocess.run(
+        [git, "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
+    if not head.startswith(want):
+        raise spec.error(f"checksum of {url} does not match: expected commit {want}, got {head}")
+
+
 # -- putting it together ----------------------------------------------------------------------
 
 
@@ -259,8 +274,11 @@ def prepare_add_items(
     out: list[SourceItem] = []
     for item in items:
         if item.kind is SourceKind.URL:
-            out.append(download(item.arg, spec, scratch, now=now))
-        elif item.kind is SourceKind.GIT:
+            item = download(item.arg, spec, scratch, now=now)
+            if spec.unpack is not True:  # a URL is unpacked only on request (BuildKit's --unpack)
+                out.append(item)
+                continue
+        if item.kind is SourceKind.GIT:
             out.append(clone(item.arg, spec, scratch))
         elif item.kind is SourceKind.FILE and spec.unpack is not False and spec.from_ is None:
             host = item.files[0].host if item.files else None

@@ -148,6 +148,15 @@ def test_url_archives_are_not_unpacked(
     assert out["u/b.tgz"].isfile() and out["u/b.tgz"].mode == 0o600
 
 
+def test_url_unpack_on_request(
+    base: RootfsView, scratch: Path, web: tuple[str, Path], copy_context: Path
+) -> None:
+    url, served = web
+    shutil.copy(copy_context / "a.txz", served / "c.txz")
+    out = layer(add(f"{url}/c.txz", dest="/u/", unpack=True), None, base, scratch)
+    assert out["u/t/a"].data == b"a\n" and "u/c.txz" not in out
+
+
 def test_url_checksum(base: RootfsView, scratch: Path, web: tuple[str, Path]) -> None:
     url, _ = web
     good = "sha256:" + hashlib.sha256(b"content\n").hexdigest()
@@ -211,6 +220,19 @@ def test_git_clone(base: RootfsView, scratch: Path, git_repo: Path) -> None:
     out = layer(add(url + "#v1:src", dest="/s/", chown="app"), None, base, scratch)
     assert sorted(n for n in out if n.startswith("s")) == ["s", "s/main.c"]
     assert out["s/main.c"].uid == 1000
+
+
+def test_git_checksum_pins_the_commit(base: RootfsView, scratch: Path, git_repo: Path) -> None:
+    git = require_tool("git")
+    head = subprocess.run(
+        [git, "rev-parse", "v1"], cwd=git_repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    out = layer(add(f"file://{git_repo}#v1", dest="/g/", checksum=head), None, base, scratch)
+    assert out["g/README"].data == b"v1\n"
+    with pytest.raises(CopyError, match=f"expected commit {head[:12]}, got "):
+        layer(add(f"file://{git_repo}", dest="/g/", checksum=head[:12]), None, base, scratch)
+    with pytest.raises(CopyError, match="expected a commit hash"):
+        layer(add(f"file://{git_repo}", dest="/g/", checksum="sha256:00"), None, base, scratch)
 
 
 def test_git_errors(base: RootfsView, scratch: Path, git_repo: Path, tmp_path: Path) -> None:
