@@ -157,6 +157,7 @@ class RecoveryReport:
     containers: list[str] = field(default_factory=list)
     runtime_containers: list[str] = field(default_factory=list)
     temp_dirs: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # left for the next run to retry
 
 
 def temp_dir(work_root: Path, kind: str) -> Path:
@@ -196,6 +197,8 @@ def recover(work_root: Path) -> RecoveryReport:
 
     Containers (by their state files), our runtime containers that no live
     state file claims, and :func:`temp_dir` directories of dead processes.
+    Best effort: what cannot be removed now (a mount still busy) is listed in
+    ``failures`` and tried again by the next call; a build is not stopped by it.
     """
     report = RecoveryReport()
     live: set[str] = set()
@@ -211,7 +214,11 @@ def recover(work_root: Path) -> RecoveryReport:
         if state.owner_alive():
             live.add(state.id)
             continue
-        release(state)
+        try:
+            release(state)
+        except (ContainerError, OSError) as err:
+            report.failures.append(f"{state.id}: {err}")  # keep the state file: retry next time
+            continue
         path.unlink(missing_ok=True)
         report.containers.append(state.id)
         Path(path.parent, f".{path.name}.tmp").unlink(missing_ok=True)
@@ -223,7 +230,11 @@ def recover(work_root: Path) -> RecoveryReport:
     for cdir in sorted(cdirs.iterdir()) if cdirs.is_dir() else ():
         if cdir.name in live or (states / f"{cdir.name}.json").exists():
             continue
-        remove_tree(cdir)
+        try:
+            remove_tree(cdir)
+        except (ContainerError, OSError) as err:
+            report.failures.append(f"{cdir.name}: {err}")
+            continue
         report.containers.append(cdir.name)
     root = str(cdirs.absolute()) + "/"
     for runtime in OCI_RUNTIMES:
@@ -240,7 +251,11 @@ def recover(work_root: Path) -> RecoveryReport:
     for entry in sorted(temps.iterdir()) if temps.is_dir() else ():
         pid = entry.name.split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
-            remove_tree(entry)
+            try:
+                remove_tree(entry)
+            except (ContainerError, OSError) as err:
+                report.failures.append(f"{entry.name}: {err}")
+                continue
             report.temp_dirs.append(entry.name)
     return report
 

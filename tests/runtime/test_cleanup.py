@@ -195,3 +195,23 @@ def test_owners_killed_at_random_moments_leave_nothing_after_recover(tmp_path, b
         owner.finish()
     recover(work_root)
     assert_nothing_left(work_root, sleep)
+
+
+def test_what_cannot_be_removed_now_is_retried_next_time(tmp_path):
+    from builder.runtime.cleanup import ContainerState, StateFile, containers_dir
+
+    work_root = tmp_path / "run"
+    cdir = containers_dir(work_root) / "pybuild-stuck0000001"
+    cdir.mkdir(parents=True)
+    stuck = cdir / "stuck"
+    stuck.write_text("x")
+    StateFile(work_root, ContainerState(id=cdir.name, runtime="", container_dir=str(cdir), owner_pid=0))
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        report = recover(work_root)
+        assert report.containers == [] and len(report.failures) == 1
+        assert (work_root / "state" / f"{cdir.name}.json").exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert recover(work_root).containers == [cdir.name]
+    assert_nothing_left(work_root, "no-such-process-marker")
