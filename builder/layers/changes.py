@@ -12,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import UnsafeLayerError
 from builder.image.mediatypes import Compression
 from builder.layers import whiteout
 from builder.layers.extract import TarReader, open_layer_stream
 from builder.layers.tarwriter import EntryType
+
+if TYPE_CHECKING:
+    from builder.image.image import Image
 
 LayerOpener = Callable[[], BinaryIO]
 
@@ -202,3 +205,8 @@ def layer_changes(
         LayerChanges(i, tuple(t.changes), t.size, t.overwritten, t.deleted)
         for i, t in enumerate(model.tallies)
     ]
+
+
+def image_changes(image: Image) -> list[LayerChanges]:
+    """:func:`layer_changes` of an image's layers, blobs verified against their digests."""
+    return layer_changes([layer.compressed for layer in image.layers()])

@@ -748,12 +748,19 @@ def extract_layer(
     that will be an overlay lower dir. ``same_owner`` sets owners from the tar.
     The stream is read to its end, so a VerifyingReader checks the blob digest.
     """
-    raw = open_layer_stream(stream)
+    try:
+        ex = _Extractor(
+            target, apply_whiteouts=apply_whiteouts, overlay_whiteouts=overlay_whiteouts,
+            same_owner=same_owner,
+        )
+    except OSError as err:
+        raise ImageError(f"cannot extract a layer into '{target}': {err.strerror or err}") from err
+    try:
+        raw = open_layer_stream(stream)
+    except BaseException:
+        ex.close()
+        raise
     reader = TarReader(raw)
-    ex = _Extractor(
-        target, apply_whiteouts=apply_whiteouts, overlay_whiteouts=overlay_whiteouts,
-        same_owner=same_owner,
-    )
     try:
         for entry in reader:
             try:

@@ -98,3 +98,22 @@ def test_matches_a_real_overlay_diff(tmp_path: Path) -> None:
     assert (second.added, second.modified, second.deleted) == (
         ["srv/new"], ["srv", "srv/edit"], ["srv/old"])
     assert (first.overwritten_bytes, first.deleted_bytes) == (10, 999)
+
+
+def test_image_changes_reads_and_verifies_every_layer() -> None:
+    from builder.image import BlobLayer, Descriptor, Digest, MediaType
+    from builder.layers.changes import image_changes
+    from tests.layers.malicious import _Blobs
+
+    blobs = [gzip.compress(BASE, mtime=0), gzip.compress(SECOND, mtime=0)]
+
+    class TwoLayers:
+        def layers(self) -> list[BlobLayer]:
+            return [
+                BlobLayer(_Blobs(b), Descriptor(MediaType.OCI_LAYER_GZIP, Digest.of(b), len(b)),
+                          Digest.of(raw))
+                for b, raw in zip(blobs, (BASE, SECOND), strict=True)
+            ]
+
+    base, second = image_changes(TwoLayers())  # type: ignore[arg-type]
+    assert second.deleted == ["var/cache"] and base.deleted_bytes == 5010

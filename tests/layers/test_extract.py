@@ -420,3 +420,8 @@ def test_rewriting_a_docker_layer_is_deterministic(docker_image: Path, tmp_path:
 def test_whiteout_in_a_missing_directory_creates_nothing(tmp_path: Path) -> None:
     apply(tmp_path, [_reg("no/such/dir/.wh.file", b"")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_target_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"cannot extract a layer into .*No such file"):
+        apply(tmp_path / "absent", [_reg("f", b"x")])
