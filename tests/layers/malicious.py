@@ -117,6 +117,12 @@ def corpus(sentinel: Path) -> list[MaliciousCase]:
         ("whiteout-dot", [_reg(".wh..", b"")], "whiteout"),
         ("whiteout-through-symlink", [_sym("s", f"../{name}"), _reg("s/.wh.hello", b"")], "'s'"),
         ("opaque-through-symlink", [_sym("s", f"../{name}"), _reg("s/.wh..wh..opq", b"")], "'s'"),
+        ("nested-symlink-then-new-dirs", [
+            _sym("dir/loophole", f"../../{name}"), _reg("dir/loophole/newdir/newfile"),
+        ], "loophole"),
+        ("hardlink-then-new-dirs-through-it", [
+            _hard("loophole", f"../{name}"), _reg("loophole/newdir/newfile"),
+        ], "'..'"),
         ("fifo-through-absolute-symlink", [
             _sym("s", absolute), Member("s/fifo", tarfile.FIFOTYPE),
         ], "'s'"),
@@ -152,6 +158,31 @@ def corpus(sentinel: Path) -> list[MaliciousCase]:
                       ImageError, "sparse"),
     ]
     return cases
+
+
+def contained(sentinel: Path) -> list[tuple[str, bytes]]:
+    """Layers that are allowed (moby extracts them too) but must still not touch ``sentinel``."""
+    name = sentinel.name
+    cases = {
+        # Creating symlinks that point outside is fine; only following them is not.
+        "symlink-dotdot": [_sym("dotdot", f"../{name}/hello")],
+        "symlink-slash-dotdot": [_sym("slash-dotdot", f"/../{name}/hello")],
+        "symlink-symlink": [_sym("loophole", f"../{name}"), _sym("symlink", "loophole/hello")],
+        # Replacing a symlink to a directory must unlink the symlink, not empty the directory.
+        "symlink-then-file-replacing-it": [_sym("loophole", f"../{name}"), _reg("loophole")],
+        "symlink-then-dir-replacing-it": [
+            _sym("loophole", f"../{name}"), Member("loophole", tarfile.DIRTYPE, mode=0o755),
+            _reg("loophole/hello", b"inside now"),
+        ],
+        "whiteout-of-symlink-to-outside": [_sym("loophole", f"../{name}"), _reg(".wh.loophole", b"")],
+        "opaque-dir-with-symlink-to-outside": [
+            _sym("d/loophole", f"../../{name}"), Member("d", tarfile.DIRTYPE, mode=0o755),
+            _reg("d/.wh..wh..opq", b""),
+        ],
+        # moby's TestUntarHardlinkToSymlink: a hardlink to a symlink links the symlink itself.
+        "hardlink-to-symlink": [_sym("symlink1", "regfile"), _hard("symlink2", "symlink1"), _reg("regfile")],
+    }
+    return [(n, build_tar(m)) for n, m in cases.items()]
 
 
 class _Blobs:

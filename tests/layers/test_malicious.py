@@ -12,7 +12,7 @@ import pytest
 from builder.errors import PybuildError
 from builder.layers.extract import extract_layer
 from tests.layers import hash_tree
-from tests.layers.malicious import SENTINEL_FILES, corpus, mismatched_blob_layer
+from tests.layers.malicious import SENTINEL_FILES, contained, corpus, mismatched_blob_layer
 
 CASE_NAMES = [c.name for c in corpus(Path("/placeholder/sentinel"))]
 
@@ -119,3 +119,18 @@ def test_symlink_from_a_lower_layer_is_not_written_through(arena: tuple[Path, Pa
     with pytest.raises(UnsafeLayerError, match="loophole"):
         extract_layer(io.BytesIO(build_tar([_reg("loophole/.wh.hello", b"")])), target)
     assert _outside_state(tmp_path, target) == before
+
+
+@pytest.mark.parametrize("case_name", [n for n, _ in contained(Path("/placeholder/sentinel"))])
+def test_contained_layers_extract_without_touching_outside(
+    case_name: str, arena: tuple[Path, Path], tmp_path: Path
+) -> None:
+    sentinel, target = arena
+    blob = dict(contained(sentinel))[case_name]
+    before = _outside_state(tmp_path, target)
+    extract_layer(io.BytesIO(blob), target)
+    assert _outside_state(tmp_path, target) == before
+    _no_links_to(target, [sentinel / n for n in SENTINEL_FILES])
+    if case_name == "hardlink-to-symlink":
+        link1, link2 = (target / "symlink1").lstat(), (target / "symlink2").lstat()
+        assert link1.st_ino == link2.st_ino and (target / "symlink2").is_symlink()
