@@ -47,6 +47,7 @@ log = logging.getLogger("builder.registry")
 
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 USER_AGENT = f"pybuild/{__version__}"
+MANIFEST_LIMIT = 4 << 20  # as containerd: a manifest or index is small; a huge one is an attack
 _QUERY_RE = re.compile(r"\?[^\s'\")]*")
 
 
@@ -419,8 +420,12 @@ class RegistryClient:
             url = add_query(url, params)
         state = {"force": False}
 
+        # Credentials only ever go to the registry itself, never to a host an upload
+        # Location or a paginated Link points at.
+        same_host = urlsplit(url).netloc == self.api_host
+
         def attempt() -> requests.Response:
-            auth = self._authorization(call, scopes, force=state["force"])
+            auth = self._authorization(call, scopes, force=state["force"]) if same_host else None
             send_headers = dict(headers or {})
             if auth:
                 send_headers["Authorization"] = auth
@@ -510,16 +515,31 @@ class RegistryClient:
                      operation: str = "pull") -> tuple[bytes, str]:
         """The manifest's exact bytes and its media type (Content-Type, or sniffed later)."""
         call = Call(operation, repository, f"manifest {identifier}")
-        response = self.request("GET", f"/v2/{repository}/manifests/{identifier}", call,
-                                headers={"Accept": ", ".join(accept)}, allow=(404,))
-        if response.status_code == 404:
-            response.close()
-            sep = "@" if identifier.startswith("sha256:") else ":"
-            raise RemoteImageNotFoundError(
-                f"{operation} {self.registry}/{repository}{sep}{identifier}: image "
-                f"{self.registry}/{repository}{sep}{identifier} not found"
-            )
-        content = response.content
+        policy = self.options.retry
+        for attempt in range(1, policy.attempts + 1):
+            response = self.request("GET", f"/v2/{repository}/manifests/{identifier}", call,
+                                    headers={"Accept": ", ".join(accept)}, allow=(404,), stream=True)
+            if response.status_code == 404:
+                response.close()
+                sep = "@" if identifier.startswith("sha256:") else ":"
+                raise RemoteImageNotFoundError(
+                    f"{operation} {self.registry}/{repository}{sep}{identifier}: image "
+                    f"{self.registry}/{repository}{sep}{identifier} not found"
+                )
+            try:
+                content = response.raw.read(MANIFEST_LIMIT + 1, decode_content=True)
+                break
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                if attempt >= policy.attempts:
+                    raise TransientRegistryError(
+                        f"{self._prefix(call)}: GET {call.what}: {describe_exception(err)} "
+                        f"after {attempt} attempts") from None
+                self._sleep(policy.delay(attempt - 1))
+            finally:
+                response.close()
+        if len(content) > MANIFEST_LIMIT:
+            raise RegistryError(f"{self._prefix(call)}: GET {call.what}: manifest larger than "
+                                f"{MANIFEST_LIMIT // (1 << 20)} MiB; refusing it")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return content, media_type
 
