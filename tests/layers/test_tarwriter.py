@@ -354,3 +354,31 @@ def test_write_entries_copies_a_context_with_chown_and_chmod(tree: Path, tmp_pat
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (10, 20, 0o750)
     assert (target / "app" / "hosts").read_text() == "127.0.0.1 localhost\n"
     assert stats.files == 2
+
+
+BOOKWORM_TAR = Path("/var/cache/pybuild-tests/bookworm-minbase.tar")
+
+
+@pytest.mark.slow
+def test_debian_root_file_system_round_trips_like_gnu_tar(tmp_path: Path) -> None:
+    """A real debootstrap tree: our extraction equals GNU tar's, and GNU tar reads our layer back."""
+    if not BOOKWORM_TAR.exists():
+        raise AssertionError(f"{BOOKWORM_TAR} is missing: run tests/setup.sh (make test does)")
+    tar = require_tool("tar")
+    flags = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "-p"]
+    ours, theirs, back = tmp_path / "ours", tmp_path / "theirs", tmp_path / "back"
+    for d in (ours, theirs, back):
+        d.mkdir()
+    with open(BOOKWORM_TAR, "rb") as f:
+        stats = extract_layer(f, ours)
+    subprocess.run([tar, *flags, "-xf", BOOKWORM_TAR, "-C", theirs], check=True)
+    expected = snapshot(theirs)
+    assert snapshot(ours) == expected
+    assert stats.devices == 8 and stats.hardlinks == 2
+    layer = tmp_path / "layer.tar"
+    with open(layer, "wb") as f:
+        first = write_layer(ours, f, source_date_epoch=EPOCH)
+    subprocess.run([tar, *flags, "-xf", layer, "-C", back], check=True)
+    assert snapshot(back, mtimes=False) == snapshot(ours, mtimes=False)
+    again = write_layer(theirs, io.BytesIO(), source_date_epoch=EPOCH)
+    assert again.diff_id == first.diff_id
