@@ -50,7 +50,8 @@ from builder.errors import CopyError, ImageError, SourceLocation
 from builder.execute.context import BuildContext
 from builder.execute.rootfs import Parts, RootfsView, split_path
 from builder.frontend.dockerignore import PatternMatcher, go_clean
-from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter, read_xattrs
+from builder.layers import whiteout
+from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter
 
 if TYPE_CHECKING:
     from builder.frontend.instructions import Add, Copy
@@ -596,6 +597,7 @@ class _Planned:
     inode: tuple[int, int] | None = None
     xattrs_from: Path | None = None
     drop_caps: bool = False  # chown(2) drops file capabilities too
+    ident: tuple[int, int] | None = None  # (st_dev, st_ino) seen when the source was selected
 
 
 def _now(source_date_epoch: int | None) -> int:
@@ -636,7 +638,7 @@ class _Planner:
                 self.entries[sub] = _Planned(
                     TarEntry(name, EntryType.DIR, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0,
                              st.st_mtime_ns // 1_000_000_000),
-                    xattrs_from=found.host,
+                    xattrs_from=found.host, ident=(st.st_dev, st.st_ino),
                 )
                 continue
             who = top if (top is not None and i == len(parts)) else owner
@@ -679,6 +681,7 @@ class _Planner:
         self.entries[parts] = _Planned(
             entry, f.host if f.data is None else None, f.data, group, inode,
             f.host if f.data is None and kind is not EntryType.SYMLINK else None, chowned,
+            (st.st_dev, st.st_ino) if st.st_ino else None,  # synthetic stats (downloads) have none
         )
 
 
@@ -737,6 +740,48 @@ def _sort_key(parts: Parts) -> tuple[bytes, ...]:
     return tuple(os.fsencode(p) for p in parts)
 
 
+def _open_checked(p: _Planned) -> int | None:
+    """Open the file or directory an entry copies, refusing one that is no longer the same inode.
+
+    Paths were resolved (inside the source tree) when the sources were
+    selected; a context changed since then, e.g. a directory swapped for a
+    symlink to /etc, must not make pybuild read outside it.
+    """
+    kind = p.entry.type
+    if p.host is None and p.xattrs_from is None:
+        return None
+    if kind is EntryType.DIR:
+        flags = os.O_RDONLY | os.O_DIRECTORY
+    elif kind is EntryType.FILE:
+        flags = os.O_RDONLY | os.O_NONBLOCK
+    else:
+        return None  # symlinks, devices and fifos are described, never opened
+    path = p.host if p.host is not None else p.xattrs_from
+    assert path is not None
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if p.ident is not None and (st.st_dev, st.st_ino) != p.ident:
+        os.close(fd)
+        raise ImageError(f"'{path}' changed while it was being copied; refusing to copy it")
+    return fd
+
+
+def _fd_xattrs(fd: int, drop_caps: bool) -> tuple[tuple[str, bytes], ...]:
+    try:
+        names = os.listxattr(fd)
+    except OSError:
+        return ()
+    out = []
+    for key in sorted(names):
+        if whiteout.is_overlay_xattr(key) or (drop_caps and key == "security.capability"):
+            continue
+        try:
+            out.append((key, os.getxattr(fd, key)))
+        except OSError:
+            continue
+    return tuple(out)
+
+
 def write_planned(
     entries: dict[Parts, _Planned], out: BinaryIO, *, source_date_epoch: int | None = None
 ) -> LayerStats:
@@ -746,15 +791,6 @@ def write_planned(
     for parts in sorted(entries, key=_sort_key):
         p = entries[parts]
         entry = p.entry
-        if p.xattrs_from is not None:
-            try:
-                xattrs = read_xattrs(p.xattrs_from)
-            except OSError:
-                xattrs = ()
-            if p.drop_caps:
-                xattrs = tuple(x for x in xattrs if x[0] != "security.capability")
-            if xattrs:
-                entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
         if p.inode is not None:
             key = (p.group, *p.inode)
             target = first.get(key)
@@ -763,16 +799,24 @@ def write_planned(
                                        "linkname": target}))
                 continue
             first[key] = entry.name
-        if entry.type is EntryType.FILE and entry.size:
-            if p.data is not None:
-                writer.add(entry, io.BytesIO(p.data))
-            else:
-                assert p.host is not None
-                fd = os.open(p.host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                with os.fdopen(fd, "rb") as f:
-                    writer.add(entry, f)  # type: ignore[arg-type]
-        else:
+        if p.data is not None:
+            writer.add(entry, io.BytesIO(p.data))
+            continue
+        fd = _open_checked(p)
+        if fd is None:
             writer.add(entry)
+            continue
+        try:
+            xattrs = _fd_xattrs(fd, p.drop_caps) if p.xattrs_from is not None else ()
+            if xattrs:
+                entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
+            if entry.type is EntryType.FILE:
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    writer.add(entry, f)  # type: ignore[arg-type]
+            else:
+                writer.add(entry)
+        finally:
+            os.close(fd)
     return writer.close()
 
 

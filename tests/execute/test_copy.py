@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.errors import CopyError, SourceLocation
+from builder.errors import CopyError, ImageError, SourceLocation
 from builder.execute.context import BuildContext
 from builder.execute.copy import (
     CopySpec,
@@ -20,6 +20,9 @@ from builder.execute.copy import (
     copy_layer,
     copy_sources_digest,
     iter_source_files,
+    plan_copy,
+    select_sources,
+    write_planned,
 )
 from builder.execute.rootfs import RootfsView
 from builder.layers import whiteout
@@ -340,3 +343,28 @@ def test_same_input_same_layer_with_source_date_epoch(ctx: BuildContext, base: R
     a.seek(0)
     with tarfile.open(fileobj=a) as tar:
         assert max(m.mtime for m in tar.getmembers()) <= 1000
+
+
+def test_source_swapped_for_symlink_after_selection_is_refused(tmp_path: Path, base: RootfsView) -> None:
+    root, outside = tmp_path / "c", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    (root / "d/f").write_text("in context")
+    outside.mkdir()
+    (outside / "f").write_text("secret outside the context")
+    s = spec("d", dest="/x/")
+    entries = plan_copy(s, select_sources(s, BuildContext.from_dir(root)), base, now=0)
+    (root / "d").rename(root / "d.old")
+    (root / "d").symlink_to(outside)
+    with pytest.raises(ImageError, match="changed while it was being copied"):
+        write_planned(entries, io.BytesIO())
+
+
+def test_xattrs_are_copied(tmp_path: Path, base: RootfsView) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c/f").write_text("x")
+    os.setxattr(tmp_path / "c/f", "user.note", b"kept")
+    buf = io.BytesIO()
+    copy_layer(spec("f", dest="/f"), source=BuildContext.from_dir(tmp_path / "c"), dest_view=base, out=buf)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        assert tar.getmember("f").pax_headers.get("SCHILY.xattr.user.note") == "kept"
