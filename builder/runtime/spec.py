@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import resource
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,7 @@ class ContainerSpec:
     ``upperdir`` receives exactly what the process changed (overlay whiteouts
     for deletions); the engine turns it into a layer. An empty ``hostname``
     means a docker-like 12-hex-digit name derived from the container id.
+    ``extra_hosts`` are ``(name, address)`` pairs for /etc/hosts (``--add-host``).
     """
 
     lowerdirs: Sequence[Path]
@@ -138,7 +139,7 @@ class ContainerSpec:
     network: Network = Network.HOST
     hostname: str = ""
     readonly_rootfs: bool = False
-    extra_hosts: Sequence[tuple[str, str]] = field(default=())
+    extra_hosts: Sequence[tuple[str, str]] = ()
 
 
 def process_env(env: Sequence[str], user: ExecUser) -> list[str]:
