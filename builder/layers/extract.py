@@ -413,6 +413,24 @@ def _split(name: str, what: str, entry: str) -> list[str]:
     return parts
 
 
+# Values the kernel can take: 32-bit ids (-1 means "unchanged"), 64-bit nanosecond times,
+# 12-bit device majors and 20-bit minors.
+_MAX_ID = 2**32 - 2
+_MAX_MTIME = (2**63 - 1) // 1_000_000_000
+
+
+def _check_numbers(e: TarEntry) -> None:
+    problem = None
+    if not (0 <= e.uid <= _MAX_ID and 0 <= e.gid <= _MAX_ID):
+        problem = f"owner {e.uid}:{e.gid}"
+    elif not -_MAX_MTIME <= e.mtime <= _MAX_MTIME:
+        problem = f"mtime {e.mtime}"
+    elif not (0 <= e.devmajor < 2**12 and 0 <= e.devminor < 2**20):
+        problem = f"device number {e.devmajor}:{e.devminor}"
+    if problem:
+        raise ImageError(f"corrupt layer tar: entry '{e.name}' has an impossible {problem}")
+
+
 class _Extractor:
     """One extraction: owns the root descriptor and a cache of resolved parent directories."""
 
@@ -540,6 +558,7 @@ class _Extractor:
             self._forget()
             self._close_retired()
         parts = tuple(_split(e.name, "name", e.name))
+        _check_numbers(e)
         self.stats.entries += 1
         if not parts:
             return  # the root itself ("./"): its metadata belongs to the target

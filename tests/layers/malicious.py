@@ -71,6 +71,16 @@ def _header(name: bytes, size_field: bytes, typeflag: bytes = b"0") -> bytes:
     return fields[:148] + checksum + fields[156:]
 
 
+def _pax_tar(records: dict[str, str]) -> bytes:
+    """One file whose PAX records override numeric fields."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("numbers")
+        info.pax_headers = records
+        tf.addfile(info)
+    return buf.getvalue()
+
+
 def _reg(name: str, data: bytes = b"pwned\n") -> Member:
     return Member(name, tarfile.REGTYPE, data=data)
 
@@ -130,6 +140,17 @@ def corpus(sentinel: Path) -> list[MaliciousCase]:
     cases = [
         MaliciousCase(n, build_tar(members), UnsafeLayerError, word) for n, members, word in unsafe
     ]
+    cases += [
+        MaliciousCase(f"impossible-{what}", _pax_tar(records), ImageError, "impossible")
+        for what, records in (
+            ("uid", {"uid": "99999999999"}), ("gid", {"gid": "-5"}),
+            ("mtime", {"mtime": "1" + "0" * 30}),
+        )
+    ]
+    cases.append(MaliciousCase(
+        "impossible-device", build_tar([Member("dev", tarfile.CHRTYPE, devmajor=2**20, devminor=1)]),
+        ImageError, "impossible",
+    ))
     valid = build_tar([_reg("big", b"x" * 100_000), _reg("after")])
     gz = gzip.compress(valid, mtime=0)
     flipped = bytearray(gz)
