@@ -308,3 +308,33 @@ def test_layout_dir_entries_must_be_regular_files_inside_it(tmp_path: Path):
     config.symlink_to(tmp_path / "outside")
     with pytest.raises(ArchiveError, match="outside the layout"):
         _read(root, tmp_path)
+
+
+def test_docker_25_style_archive_with_symlinked_legacy_layers(tmp_path: Path):
+    """docker >= 25 saves blobs/sha256/... and links the legacy <id>/layer.tar paths to them."""
+    img = make_image("linked", compression=Compression.NONE)
+    path = tmp_path / "linked.tar"
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        add(f"blobs/sha256/{img.config_digest().hex}", img.raw_config())
+        layers = []
+        for i, layer in enumerate(img.layers()):
+            add(f"blobs/sha256/{layer.diff_id().hex}", layer.tar)
+            link = tarfile.TarInfo(f"legacy{i}/layer.tar")
+            link.type = tarfile.SYMTYPE
+            link.linkname = f"../blobs/sha256/{layer.diff_id().hex}"
+            tar.addfile(link)
+            layers.append(f"legacy{i}/layer.tar")
+        add("manifest.json", json.dumps([{"Config": f"blobs/sha256/{img.config_digest().hex}",
+                                          "RepoTags": ["linked:1"], "Layers": layers}]).encode())
+    (tagged,) = _read(path, tmp_path)
+    assert tagged.names == ("docker.io/library/linked:1",)
+    assert [lay.diff_id() for lay in tagged.image.layers()] == [lay.diff_id() for lay in img.layers()]
+    with open_archive(path, tmp_path) as files:
+        (tagged,) = read_images(files)
+        with tagged.image.layers()[1].uncompressed() as f:
+            assert f.read() == img.layers()[1].tar
