@@ -336,3 +336,17 @@ def test_cli_login_with_a_token_server(token_registry: TokenRegistry, tmp_path: 
     assert "Login Succeeded" in proc.stdout.decode()
     assert "--password-stdin" in proc.stderr.decode()  # the warning about -p
     assert DockerConfig(tmp_path / "docker").get(token_registry.address) == Credentials(USER, PASSWORD)
+
+
+def test_search_with_a_token(token_registry: TokenRegistry, tmp_path: Path) -> None:
+    docker_dir = write_config(tmp_path / "docker", token_registry.address)
+    name = random_name("srch")
+    push(make_image(1, 500, seed=random_name()), f"{token_registry.address}/{name}/app:7",
+         options=ClientOptions(docker_config=DockerConfig(docker_dir)))
+    proc = run_pybuild("search", name, "--registry", token_registry.address,
+                       env={"DOCKER_CONFIG": str(docker_dir)}, check=True)
+    assert [f"{token_registry.address}/{name}/app", "7"] in [line.split() for line in
+                                                             proc.stdout.decode().splitlines()]
+    proc = run_pybuild("search", name, "--registry", token_registry.address,
+                       env={"DOCKER_CONFIG": str(tmp_path / "nobody")})
+    assert proc.returncode == 1 and "authentication required" in proc.stderr.decode()

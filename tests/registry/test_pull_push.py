@@ -304,3 +304,18 @@ def test_digest_mismatch_of_manifest_by_digest(registry: str, store: Store) -> N
     assert resolve(client, ref).digest() == image.digest()
     with pytest.raises((DigestMismatchError, RemoteImageNotFoundError)):
         resolve(client, Reference.parse(f"{repo}:1").with_digest("sha256:" + "1" * 64))
+
+
+def test_catalog_pagination_follows_link(registry: str) -> None:
+    from builder.registry.client import Call
+
+    name = random_name("page")
+    for i in range(5):
+        push(make_image(1, 100, seed=f"{name}{i}"), f"{registry}/{name}/r{i}:t{i}")
+    client = RegistryClient(registry)
+    everything = list(client.catalog())
+    paged = list(client.paginate("/v2/_catalog", Call("search", None, "catalog"), "repositories",
+                                 page_size=2))
+    assert paged == everything
+    assert [f"{name}/r{i}" for i in range(5)] == [r for r in paged if r.startswith(name)]
+    assert client.tags(f"{name}/r3") == ["t3"]
