@@ -214,7 +214,14 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
     repo, _, fragment = url.partition("#")
     ref, _, subdir = fragment.partition(":")
     target = scratch / f"git-{len(list(scratch.iterdir()))}"
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "true",
+        # No ext:: (runs commands) or fd:: transports, from the URL or from a submodule.
+        "GIT_ALLOW_PROTOCOL": "https:http:git:ssh:file",
+        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+    }
 
     def run(*args: str, cwd: Path | None = None) -> None:
         proc = subprocess.run(

@@ -811,7 +811,7 @@ def write_planned(
             if xattrs:
                 entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
             if entry.type is EntryType.FILE:
-                with os.fdopen(os.dup(fd), "rb") as f:
+                with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
                     writer.add(entry, f)  # type: ignore[arg-type]
             else:
                 writer.add(entry)

@@ -7,17 +7,19 @@ import io
 import shutil
 import subprocess
 import tarfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from builder.errors import CopyError, SourceLocation
-from builder.execute.add import is_git_source, is_url
+from builder.execute.add import clone, is_git_source, is_url
 from builder.execute.context import BuildContext
 from builder.execute.copy import CopySpec, copy_layer
 from builder.execute.rootfs import RootfsView
-from tests.helpers.tools import require_tool
+from tests.helpers.tools import free_port, require_tool
 
 LOC = SourceLocation("Dockerfile", 3)
 
@@ -233,6 +235,44 @@ def test_git_checksum_pins_the_commit(base: RootfsView, scratch: Path, git_repo:
         layer(add(f"file://{git_repo}", dest="/g/", checksum=head[:12]), None, base, scratch)
     with pytest.raises(CopyError, match="expected a commit hash"):
         layer(add(f"file://{git_repo}", dest="/g/", checksum="sha256:00"), None, base, scratch)
+
+
+@pytest.fixture(scope="module")
+def git_daemon(git_repo: Path) -> Iterator[str]:
+    """``git daemon`` serving the repository's parent on a free loopback port; yields git://..."""
+    git = require_tool("git")
+    port = free_port()
+    proc = subprocess.Popen(
+        [git, "daemon", "--reuseaddr", "--export-all", f"--base-path={git_repo.parent}",
+         "--listen=127.0.0.1", f"--port={port}", str(git_repo.parent)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"git://127.0.0.1:{port}/{git_repo.name}"
+    deadline = time.monotonic() + 20
+    while subprocess.run([git, "ls-remote", url], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError("git daemon did not start")
+        time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_git_over_the_network(base: RootfsView, scratch: Path, git_daemon: str) -> None:
+    out = layer(add(git_daemon + "#v1", dest="/n/"), None, base, scratch)
+    assert out["n/README"].data == b"v1\n"
+
+
+def test_git_transports_that_run_commands_are_refused(base: RootfsView, scratch: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    # Not a git source for ADD at all (it is a missing local file)...
+    with pytest.raises(CopyError):
+        layer(add(f"ext::sh -c touch% {marker}", dest="/g/"), None, base, scratch)
+    # ...and git itself is not allowed the ext:: transport (e.g. from a submodule).
+    with pytest.raises(CopyError, match="git fetch failed"):
+        clone(f"ext::sh -c touch% {marker}", add("x", dest="/g/"), scratch)
+    assert not marker.exists()
 
 
 def test_git_errors(base: RootfsView, scratch: Path, git_repo: Path, tmp_path: Path) -> None:
