@@ -22,6 +22,11 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
   ``--chown`` user; for a directory source only the dest directory does (its
   parents are root's). Directories that exist are left as they are.
 
+``--link`` gives the same files; the directories above them are then written
+as new (0755 root) instead of as the image has them, so the layer does not
+depend on the base beyond resolving dest. Owners and modes come from the
+instruction alone, never from reading the base's metadata.
+
 Selection (wildcards, .dockerignore, ``--exclude``, directory contents) is one
 function, :func:`select_sources`, used both to write the layer and by
 :func:`copy_sources_digest` for the cache key.
