@@ -24,8 +24,8 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
 
 ``--link`` gives the same files; the directories above them are then written
 as new (0755 root) instead of as the image has them, so the layer does not
-depend on the base beyond resolving dest. Owners and modes come from the
-instruction alone, never from reading the base's metadata.
+depend on the base's directory metadata (dest and ``--chown`` names are still
+resolved in it).
 
 Selection (wildcards, .dockerignore, ``--exclude``, directory contents) is one
 function, :func:`select_sources`, used both to write the layer and by
