@@ -301,15 +301,21 @@ def xattr_names(path: str | Path) -> list[str]:
         raise
 
 
-def read_xattrs(path: str | Path, names: list[str] | None = None) -> tuple[tuple[str, bytes], ...]:
-    """All xattrs of ``path`` (not following symlinks), sorted, minus overlayfs bookkeeping."""
+def read_xattrs(
+    path: str | Path, names: list[str] | None = None, *, upper_dir: bool = False
+) -> tuple[tuple[str, bytes], ...]:
+    """All xattrs of ``path`` (not following symlinks), sorted, minus overlayfs bookkeeping.
+
+    ``upper_dir`` also drops ``user.overlay.*``, which is bookkeeping only in an upper dir.
+    """
     if names is None:
         names = xattr_names(path)
     if not names:
         return ()
+    skip = whiteout.is_upper_dir_xattr if upper_dir else whiteout.is_overlay_xattr
     out = []
     for key in sorted(names):
-        if whiteout.is_overlay_xattr(key):
+        if skip(key):
             continue
         try:
             out.append((key, os.getxattr(path, key, follow_symlinks=False)))
@@ -587,7 +593,7 @@ def _write_tree(
             continue
         names = xattr_names(path)
         opaque = _check_overlay_xattrs(path, st, names) if names else False
-        xattrs = read_xattrs(path, names)
+        xattrs = read_xattrs(path, names, upper_dir=True)
         writer.add_path(name, path, st=st, xattrs=xattrs)
         if opaque:
             writer.add(TarEntry(
@@ -604,6 +610,9 @@ def _check_overlay_xattrs(path: str, st: os.stat_result, names: list[str]) -> bo
                 f"overlay upper dir entry '{path}' has {key}: mount the build overlay with "
                 "redirect_dir=off,metacopy=off"
             )
-    if stat.S_ISDIR(st.st_mode) and whiteout.OVERLAY_OPAQUE_XATTR in names:
-        return os.getxattr(path, whiteout.OVERLAY_OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    for key in (whiteout.OVERLAY_OPAQUE_XATTR, whiteout.USER_OVERLAY_OPAQUE_XATTR):
+        if key in names and os.getxattr(path, key, follow_symlinks=False) == b"y":
+            return True
     return False

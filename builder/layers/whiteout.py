@@ -20,8 +20,14 @@ OPAQUE_MARKER = ".wh..wh..opq"
 
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+# An overlay mounted with "userxattr" (rootless) keeps the same bookkeeping under user.*.
+USER_OVERLAY_XATTR_PREFIX = "user.overlay."
+USER_OVERLAY_OPAQUE_XATTR = "user.overlay.opaque"
 # Upper dirs written with these features cannot be read as plain trees.
-OVERLAY_UNSUPPORTED_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
+OVERLAY_UNSUPPORTED_XATTRS = (
+    "trusted.overlay.redirect", "trusted.overlay.metacopy",
+    "user.overlay.redirect", "user.overlay.metacopy",
+)
 
 
 def is_whiteout(name: str) -> bool:
@@ -53,6 +59,11 @@ def is_overlay_whiteout(st: os.stat_result) -> bool:
 def is_overlay_xattr(name: str) -> bool:
     """overlayfs bookkeeping that must never travel inside a layer."""
     return name.startswith(OVERLAY_XATTR_PREFIX)
+
+
+def is_upper_dir_xattr(name: str) -> bool:
+    """Bookkeeping of either overlay flavour, dropped when an upper dir becomes a layer."""
+    return name.startswith((OVERLAY_XATTR_PREFIX, USER_OVERLAY_XATTR_PREFIX))
 
 
 def make_overlay_whiteout(name: str, dir_fd: int) -> None:

@@ -382,3 +382,23 @@ def test_debian_root_file_system_round_trips_like_gnu_tar(tmp_path: Path) -> Non
     assert snapshot(back, mtimes=False) == snapshot(ours, mtimes=False)
     again = write_layer(theirs, io.BytesIO(), source_date_epoch=EPOCH)
     assert again.diff_id == first.diff_id
+
+
+def test_userxattr_overlay_bookkeeping_is_understood(tmp_path: Path) -> None:
+    """Rootless overlays keep opaque marks and origins under user.overlay.*."""
+    (tmp_path / "d").mkdir()
+    os.setxattr(tmp_path / "d", "user.overlay.opaque", b"y")
+    os.setxattr(tmp_path / "d", "user.overlay.origin", b"\x00")
+    os.setxattr(tmp_path / "d", "user.keep", b"1")
+    buf = io.BytesIO()
+    write_layer(tmp_path, buf, overlay_upper=True)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tf:
+        members = tf.getmembers()
+    assert [m.name for m in members] == ["d", "d/.wh..wh..opq"]
+    assert [k for k in members[0].pax_headers if k.startswith("SCHILY")] == ["SCHILY.xattr.user.keep"]
+    plain = io.BytesIO()
+    write_layer(tmp_path, plain)
+    plain.seek(0)
+    with tarfile.open(fileobj=plain) as tf:
+        assert "SCHILY.xattr.user.overlay.opaque" in tf.getmembers()[0].pax_headers
