@@ -443,7 +443,7 @@ class _Extractor:
         self.is_root = os.geteuid() == 0
         self.same_owner = same_owner
         self.dirs: dict[tuple[str, ...], TarEntry] = {}
-        self.written: set[tuple[str, ...]] = set()
+        self.written: set[str] = set()  # "a/b" paths this layer created, for whiteouts
         self.cache: dict[tuple[str, ...], int] = {}
         self.retired: list[int] = []  # dropped from the cache, maybe still in use this entry
         self.stats = ExtractStats()
@@ -503,7 +503,7 @@ class _Extractor:
                             f"'{'/'.join([*resolved, comp])}' does not exist in the extraction root"
                         ) from None
                     os.mkdir(comp, 0o755, dir_fd=fds[-1])
-                    self.written.add((*resolved, comp))
+                    self.written.add("/".join([*resolved, comp]))
                     fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
                     os.fchmod(fd, 0o755)  # whatever the umask: parents a layer implies are 0755
                 except OSError as err:
@@ -568,7 +568,7 @@ class _Extractor:
             self.whiteout(e, parent_parts, base)
             return
         parent = self.parent_fd(parent_parts, e.name, create=True)
-        self.written.add(parts)
+        self.written.add("/".join(parts))
         kind = e.type
         if kind is EntryType.DIR:
             try:
@@ -659,9 +659,9 @@ class _Extractor:
         if self.overlay_whiteouts:
             self.remove(parent, victim)
             whiteout.make_overlay_whiteout(victim, parent)
-            self.written.add((*parent_parts, victim))
+            self.written.add("/".join((*parent_parts, victim)))
             return
-        if (*parent_parts, victim) in self.written:
+        if "/".join((*parent_parts, victim)) in self.written:
             return  # a whiteout only hides lower layers' files, never its own layer's
         self.remove(parent, victim)
 
@@ -669,7 +669,7 @@ class _Extractor:
         """Delete what lower layers put under a directory, keeping this layer's entries."""
         for name in os.listdir(dir_fd):
             child = (*parts, name)
-            if child not in self.written:
+            if "/".join(child) not in self.written:
                 self.remove(dir_fd, name)
                 continue
             st = os.lstat(name, dir_fd=dir_fd)
