@@ -448,3 +448,18 @@ def test_sigkill_during_snapshot_extraction(tmp_path: Path):
         assert not [p for p in s.tmp_dir.iterdir() if p.name.endswith(".snapshot")]  # swept
         s.prune(remove_all=True)
         assert list(s.snapshots) == [] and s.check().clean
+
+
+def test_verified_streams_are_still_refused_when_wrong(store: Store):
+    """The store trusts a VerifyingReader's own check instead of hashing twice: it must hold."""
+    from builder.image.digest import VerifyingReader
+
+    good = b"the right content"
+    with pytest.raises(DigestMismatchError):
+        store.blobs.write(VerifyingReader(io.BytesIO(b"the wrong content"), Digest.of(good)), Digest.of(good))
+    with pytest.raises(DigestMismatchError):
+        store.blobs.write(VerifyingReader(io.BytesIO(good + b"!"), Digest.of(good), len(good)),
+                          Digest.of(good), len(good))
+    assert list(store.blobs) == [] and list(store.tmp_dir.iterdir()) == []
+    written = store.blobs.write(VerifyingReader(io.BytesIO(good), Digest.of(good)), Digest.of(good))
+    assert store.blobs.path(written.digest).read_bytes() == good
