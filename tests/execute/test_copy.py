@@ -368,3 +368,20 @@ def test_xattrs_are_copied(tmp_path: Path, base: RootfsView) -> None:
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
         assert tar.getmember("f").pax_headers.get("SCHILY.xattr.user.note") == "kept"
+
+
+def test_layer_as_overlay_snapshot_keeps_existing_dirs(ctx: BuildContext, copy_base: Path, tmp_path: Path) -> None:
+    """Stacked as a snapshot over the base, the copy changes no existing directory's metadata."""
+    snapshot = tmp_path / "snap"
+    snapshot.mkdir()
+    buf = io.BytesIO()
+    copy_layer(spec("f1", "dir", dest="/existing/deep/"), source=ctx, dest_view=RootfsView([copy_base]), out=buf)
+    buf.seek(0)
+    extract_layer(buf, snapshot, overlay_whiteouts=True)
+    merged = RootfsView([copy_base, snapshot])
+    st = merged.lookup("/existing")
+    assert st is not None and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, 0o755)
+    deep = merged.lookup("/existing/deep")
+    assert deep is not None and (deep.st_uid, deep.st_mode & 0o7777) == (0, 0o755)
+    assert merged.read_file("/existing/deep/f1") == b"hello\n"
+    assert [rel for rel, _h, _s in merged.walk("/existing/deep")] == ["a", "f1", "hard", "lnk", "sub", "sub/b"]
