@@ -47,8 +47,6 @@ class ChrootRuntime:
 
     def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
-        if spec.process.terminal:
-            raise ContainerError("a terminal (-t) needs the runc or crun isolation, not chroot")
         with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
             return self._run(spec, container, stdout, stdin)
 
@@ -59,6 +57,7 @@ class ChrootRuntime:
             "hostname": container.hostname,
             "network": spec.network.value,
             "readonly_rootfs": spec.readonly_rootfs,
+            "terminal": spec.process.terminal,
             "etc": [{"source": str(src), "target": dst} for dst, src in container.etc_files.items()],
             "mounts": [
                 {"type": m.type.value, "source": str(m.source) if m.type is MountType.BIND else "",

@@ -1,15 +1,17 @@
 """The in-namespace half of the chroot isolation; run as a script, standard library only.
 
-``python -I -S nsinit.py PLAN ERRFD PARENT_PID`` (PLAN: a :mod:`marshal` file): unshare mount, pid, ipc, uts (and
-net) namespaces, fork the container's pid 1, mount /proc, /dev, /sys, the
-/etc files and the extra mounts onto the already mounted overlay rootfs,
-pivot_root into it, drop to docker's capability bounding set, become the
-user and exec. A setup failure is written to ERRFD (marshalled
+``python -I -S nsinit.py PLAN ERRFD PARENT_PID`` (PLAN: a :mod:`marshal` file):
+unshare mount, pid, ipc, uts (and net) namespaces, fork the container's pid 1,
+mount /proc, /dev, /sys, the /etc files and the extra mounts onto the already
+mounted overlay rootfs, pivot_root into it, drop to docker's capability
+bounding set, become the user and exec. With a terminal, pid 1 opens a
+pseudo-terminal in the container's devpts (as runc does) and this process
+relays it to its stdio. A setup failure is written to ERRFD (marshalled
 ``{"error": ..., "start": bool}``) and never reaches the process output.
-Imports are kept to fast ones (marshal, not json; _signal, not signal):
-this process starts for every RUN step.
 Both processes die with their parent (PR_SET_PDEATHSIG), so a killed pybuild
-leaves no process behind, and the namespaces, mounts included, vanish with them.
+leaves no process behind, and the namespaces, mounts included, vanish with
+them. Imports are kept to fast ones (marshal, not json; _signal, not signal):
+this process starts for every RUN step.
 """
 
 import _signal as signal
@@ -118,6 +120,78 @@ def mount_system(root):
     mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=1777,size=67108864")
 
 
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
+TIOCSCTTY = 0x540E
+TIOCGWINSZ = 0x5413
+TIOCSWINSZ = 0x5414
+
+
+def open_console(root, channel):
+    """A pseudo-terminal of the container's own devpts, as runc makes one: the master goes to
+    the helper over ``channel``; the slave is returned, to become the process's stdio."""
+    master = os.open(f"{root}/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, struct.pack("i", 0)))[0]
+    slave = os.open(f"{root}/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
+    import socket
+
+    socket.send_fds(channel, [b"m"], [master])
+    os.close(master)
+    return slave
+
+
+def attach_console(slave):
+    os.setsid()
+    fcntl.ioctl(slave, TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def relay_console(channel, pid):
+    """Copy our stdin to the terminal and the terminal to our stdout until pid 1 is gone;
+    the caller's own terminal, if stdin is one, is put in raw mode meanwhile (as runc does)."""
+    import select
+    import socket
+    import termios
+    import tty
+
+    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    if not fds:
+        return
+    master = fds[0]
+    saved = None
+    if os.isatty(0):
+        saved = termios.tcgetattr(0)
+        fcntl.ioctl(master, TIOCSWINSZ, fcntl.ioctl(0, TIOCGWINSZ, b"\0" * 8))
+        tty.setraw(0)
+    try:
+        sources = [0, master]
+        while master in sources:
+            ready, _, _ = select.select(sources, [], [])
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    sources.remove(0)
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the terminal has gone
+                    data = b""
+                if data:
+                    os.write(1, data)
+                else:
+                    sources.remove(master)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        os.close(master)
+
+
 def bind(source, target, readonly):
     mount(source, target, None, MS_BIND | MS_REC)
     if readonly:
@@ -206,15 +280,19 @@ def exec_process(plan):
         raise SetupError(f'exec: "{args[0]}": {err.strerror}', start=True) from None
 
 
-def container_init(plan, errfd):
+def container_init(plan, errfd, channel):
     """pid 1 of the new pid namespace: set up the mounts, then become the process."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # a mount namespace of our own: pivot_root moves every process of a namespace, and the
+    # helper (our parent) must stay outside the container's root
+    check(libc.unshare(CLONE_NEWNS), "unshare")
     root = plan["rootfs"]
     name = plan["hostname"].encode()
     check(libc.sethostname(name, len(name)), "sethostname")
     if plan["network"] == "none":
         loopback_up()
     mount_system(root)
+    console = open_console(root, channel) if channel is not None else None
     for item in plan["etc"]:
         bind(item["source"], root + item["target"], False)
     mount_extra(root, plan)
@@ -237,6 +315,8 @@ def container_init(plan, errfd):
     become_user(plan)
     if not entered:
         change_dir(plan["cwd"])
+    if console is not None:
+        attach_console(console)
     os.set_inheritable(errfd, False)
     exec_process(plan)
 
@@ -262,16 +342,26 @@ def main():
     except SetupError as err:
         report(errfd, err)
         os._exit(1)
+    theirs = ours = None
+    if plan["terminal"]:
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
         try:
-            container_init(plan, errfd)
+            if ours is not None:
+                ours.close()
+            container_init(plan, errfd, theirs)
         except (SetupError, OSError) as err:
             report(errfd, err)
         except BaseException as err:  # never let pid 1 fall back into the helper's code
             report(errfd, SetupError(f"internal error: {type(err).__name__}: {err}"))
         os._exit(127)
     os.close(errfd)
+    if ours is not None:
+        theirs.close()
+        relay_console(ours, pid)
     while True:
         try:
             _, status = os.waitpid(pid, 0)

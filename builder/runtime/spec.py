@@ -105,8 +105,9 @@ class Mount:
 class ProcessSpec:
     """The process to run: argv, environment (``K=V``), working directory, docker USER string.
 
-    ``terminal`` gives the process a pseudo-terminal on the caller's own
-    terminal (``pybuild run -t``); it needs runc or crun and a terminal.
+    ``terminal`` gives the process a pseudo-terminal relayed to the caller's
+    stdin and output (``pybuild run -t``); runc and crun also want the caller
+    to have a controlling terminal.
     """
 
     args: tuple[str, ...]
