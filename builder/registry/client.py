@@ -90,6 +90,10 @@ class TransientRegistryError(RegistryError):
     """Retries ran out on failures that another try later might not hit (network, 5xx)."""
 
 
+class UntrustedCertificateError(TLSError):
+    """The registry speaks TLS, but its certificate does not verify: never fall back to HTTP."""
+
+
 class _Retryable(Exception):
     """An attempt failed in a way another attempt may fix."""
 
@@ -182,7 +186,6 @@ class RegistryClient:
         self.registry = DOCKER_HUB if registry in ("index.docker.io", DOCKER_HUB_API) else registry
         self.options = options or ClientOptions()
         self.api_host = DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
-        self._explicit_credentials = credentials
         self._credentials_loaded = credentials is not None
         self._credentials = credentials
         self._tokens = TokenCache()
@@ -240,9 +243,9 @@ class RegistryClient:
             try:
                 response = self._with_retries(call, "GET", lambda: self._raw_ping("https", probe=True),
                                               attempts=1)
-            except TLSError as err:
-                if err.args[0].startswith("TLS certificate"):
-                    raise
+            except UntrustedCertificateError:
+                raise
+            except TLSError:
                 response = None
             except TransientRegistryError:
                 response = None
@@ -288,7 +291,7 @@ class RegistryClient:
                     self.session.mount(f"https://{self.api_host}/",
                                        _TLSAdapter(context, self.options.pool_size))
                     return self._raw_ping(scheme)
-                raise TLSError(
+                raise UntrustedCertificateError(
                     f"TLS certificate of {self.registry} is not trusted "
                     f"({redact(_innermost(text))[:160]}); add its CA as "
                     f"/etc/docker/certs.d/{self.registry}/ca.crt or use --insecure-registry "

@@ -439,7 +439,7 @@ def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
                 progress: Progress | None = None, operation: str = "push") -> str:
     """Make the registry hold a blob: skip if present, else mount, else upload.
 
-    Returns "exists", "mounted" or "uploaded". A failure part-way restarts the
+    Returns "exists", "mounted:<source repository>" or "uploaded". A failure part-way restarts the
     upload session (a registry may have kept half a PATCH), up to the retry policy.
     """
     progress = progress or NullProgress()

@@ -319,3 +319,18 @@ def test_catalog_pagination_follows_link(registry: str) -> None:
     assert paged == everything
     assert [f"{name}/r{i}" for i in range(5)] == [r for r in paged if r.startswith(name)]
     assert client.tags(f"{name}/r3") == ["t3"]
+
+
+def test_redaction_of_urls_in_messages() -> None:
+    import requests
+
+    from builder.registry.client import describe_exception, redact
+
+    assert redact("GET https://s3.example/b/k?X-Amz-Signature=abc&t=1 -> 200") == \
+        "GET https://s3.example/b/k?… -> 200"
+    err = requests.ConnectionError(
+        "HTTPSConnectionPool(host='s3', port=443): Max retries exceeded with url: /k?sig=SECRET "
+        "(Caused by NewConnectionError('Failed to establish a new connection: [Errno 111] "
+        "Connection refused'))")
+    assert describe_exception(err) == "connection refused"
+    assert "SECRET" not in describe_exception(requests.RequestException("boom /k?sig=SECRET"))
