@@ -232,17 +232,19 @@ def _shown_size(tar_size: int, content: int | None) -> int:
 def content_size(stream: BinaryIO) -> int | None:
     """What a layer tar's files take on disk as docker counts it: regular files (hardlinks
     once) and symlink targets. Reads the tar's entries from ``stream``; None if unparsable."""
-    import tarfile
+    from builder.layers.extract import TarReader
+    from builder.layers.tarwriter import EntryType
 
     total = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                if member.isreg():
-                    total += member.size
-                elif member.issym():
-                    total += len(member.linkname.encode("utf-8", "surrogateescape"))
-    except (tarfile.TarError, EOFError, OSError, UnicodeError):
+        reader = TarReader(stream)
+        for entry in reader:
+            if entry.type is EntryType.FILE:
+                total += entry.size
+            elif entry.type is EntryType.SYMLINK:
+                total += len(entry.linkname.encode("utf-8", "surrogateescape"))
+        reader.drain()
+    except (PybuildError, OSError, EOFError, ValueError):
         return None
     return total
 
