@@ -391,7 +391,7 @@ class ImportedCache:
         self.store = store
         self.progress = progress
         self.records: dict[str, ImportedRecord] = {}
-        self.mounts: dict[str, tuple[Descriptor, BlobSource]] = {}
+        self.mounts: dict[str, tuple[Descriptor, BlobSource, str]] = {}  # id -> blob, source, origin
         self.stats = ImportStats()
         self._targets: list[CacheTarget] = []
         self._lock = threading.Lock()
@@ -432,7 +432,7 @@ class ImportedCache:
         for desc in manifest.layers:
             cache_id = (desc.annotations or {}).get(_mount_annotation())
             if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id and cache_id not in self.mounts:
-                self.mounts[cache_id] = (desc, source)
+                self.mounts[cache_id] = (desc, source, target.description)
         self.stats.records += added
         return added
 
@@ -511,14 +511,19 @@ class ImportedCache:
         found = self.mounts.get(cache_id)
         if found is None or mount_path(self.store.root, cache_id).exists():
             return False
-        desc, source = found
+        desc, source, origin = found
         with self._lock:
             lock = self._fetch_locks.setdefault(f"mount {cache_id}", threading.Lock())
         with lock:
-            stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
-                                     f"cache mount {cache_id}")
-            with stream:
-                seeded = seed_mount(self.store.root, cache_id, stream)  # type: ignore[arg-type]
+            try:
+                stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
+                                         f"cache mount {cache_id}")
+                with stream:
+                    seeded = seed_mount(self.store.root, cache_id, stream)  # type: ignore[arg-type]
+            except PybuildError as err:
+                # A cache only saves work: a mount it cannot give starts empty, as without it.
+                self._warn(f"cache mount {cache_id} from {origin} not used: {err}")
+                return False
         if seeded:
             with self._lock:
                 self.stats.mounts_seeded += 1

@@ -1,0 +1,121 @@
+"""Importing a shared cache: only what is read travels; a damaged or hostile cache cannot harm."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from tests.cache.conftest import CountingProxy, ran, steps, write_context
+from tests.cache.test_farm import DOCKERFILE, _inspect
+
+FINAL_CHANGE = DOCKERFILE.replace(
+    "ENV GREETING=hello", "COPY late.txt /late.txt\nRUN cat /late.txt /final.txt > /both.txt\nENV GREETING=hello")
+
+
+def _layout(shared: Path) -> tuple[dict, dict, Path]:
+    index = json.loads((shared / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((shared / "blobs" / "sha256" / digest).read_bytes())
+    config_path = shared / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]
+    return manifest, json.loads(config_path.read_bytes()), shared
+
+
+def _rewrite(shared: Path, manifest: dict, config: dict, layers: list[dict] | None = None) -> None:
+    """Point the cache's ref at a new manifest with this config (and these layers)."""
+    from builder.image.descriptor import Descriptor, canonical_json
+    from cache.remote import LocalTarget
+
+    raw = canonical_json(config)
+    desc = Descriptor.of(manifest["config"]["mediaType"], raw)
+    target = LocalTarget(shared)
+    target.put_blob(desc, lambda: io.BytesIO(raw))
+    manifest = dict(manifest, config=desc.to_dict(), layers=layers if layers is not None else manifest["layers"])
+    target.put_manifest(canonical_json(manifest))
+
+
+def test_a_later_miss_fetches_its_lower_layers_only(machines, tmp_path: Path, registry: str,
+                                                    proxy: CountingProxy) -> None:
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n", "late.txt": "late\n"})
+    a.build(ctx, "--cache-to", f"type=registry,ref={registry}/imp/lower:1,mode=max")
+    (ctx / "Dockerfile").write_text(FINAL_CHANGE)
+    built = b.build(ctx, "-t", "app:1", "--cache-from", f"type=registry,ref={proxy.address}/imp/lower:1")
+    log = built.stdout + built.stderr
+    assert [t.split("] ", 1)[1][:8] for t in ran(log)] == ["COPY lat", "RUN cat ", "ENV GREE", "CMD [\"ca"]
+    # The new RUN needed the final stage's two layers as lower dirs: fetched once each, and
+    # nothing of the builder stage (5 more layers in the cache) was.
+    layer_gets = [d for d in proxy.blob_gets()]
+    assert len(layer_gets) == 1 + 2, layer_gets  # the cache config + two layers
+    assert len(set(layer_gets)) == len(layer_gets)
+    check = b.run("store", "check", check=True).stdout.decode()
+    assert "clean" in check
+
+
+def test_zstd_cache_and_several_cache_froms(machines, tmp_path: Path) -> None:
+    a, b = machines(), machines()
+    one = write_context(tmp_path / "one", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"})
+    two = write_context(tmp_path / "two", {"Dockerfile": "FROM busybox:local\nRUN echo two > /two\n"})
+    a.build(one, "--cache-to", f"type=local,dest={tmp_path / 'c1'},compression=zstd")
+    a.build(two, "--cache-to", f"type=local,dest={tmp_path / 'c2'},tag=other")
+    manifest, _, _ = _layout(tmp_path / "c1")
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar+zstd"]
+    assert manifest["artifactType"] == manifest["config"]["mediaType"] == "application/vnd.pybuild.cache.config.v1+json"
+    froms = ("--cache-from", f"type=local,src={tmp_path / 'c1'}",
+             "--cache-from", f"type=local,src={tmp_path / 'c2'},tag=other")
+    for ctx in (one, two):
+        built = b.build(ctx, "-t", f"{ctx.name}:1", *froms)
+        assert steps(built.stdout + built.stderr) == {"cached": 1, "done": 1}
+        assert _inspect(a, "sha256:" + _inspect(b, f"{ctx.name}:1")["Id"].split(":")[1])["Id"]
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
+
+
+def test_a_record_whose_layer_is_not_its_diff_id_fails_clearly(machines, tmp_path: Path) -> None:
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"
+                                                         "RUN echo two > /two\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, config, _ = _layout(shared)
+    first, second = config["records"][0], config["records"][1]
+    first["layer"], second["layer"] = second["layer"], first["layer"]  # each names the other's blob
+    _rewrite(shared, manifest, config)
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}", check=False)
+    err = (built.stdout + built.stderr).decode()
+    assert built.returncode != 0
+    assert "not the diff_id" in err and "Traceback" not in err, err
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
+    # Without the bad cache the build is fine.
+    b.build(ctx, "-t", "x:1")
+
+
+def test_a_hostile_cache_mount_is_refused_and_the_mount_starts_empty(machines, tmp_path: Path) -> None:
+    from builder.image.digest import Digest
+
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    dockerfile = ("FROM busybox:local\nCOPY v.txt /v.txt\n"
+                  "RUN --mount=type=cache,id=pkgs,target=/pkgs ls /pkgs; touch /pkgs/mine\n")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "v.txt": "1\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared},cache-mounts=true")
+    manifest, config, _ = _layout(shared)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name in ("ok.txt", "../../escaped.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"bad"))
+    evil = gzip.compress(buf.getvalue(), mtime=0)
+    digest = Digest.of(evil)
+    (shared / "blobs" / "sha256" / digest.hex).write_bytes(evil)
+    layers = [dict(layer, digest=str(digest), size=len(evil)) if "cache.mount" in layer["mediaType"] else layer
+              for layer in manifest["layers"]]
+    _rewrite(shared, manifest, config, layers)
+    (ctx / "v.txt").write_text("2\n")  # so that the RUN runs on B
+    built = b.build(ctx, "--cache-from", f"type=local,src={shared}")
+    log = (built.stdout + built.stderr).decode()
+    assert "cache mount pkgs from" in log and "not used" in log, log
+    assert not (b.root.parent / "escaped.txt").exists() and not (b.root / "escaped.txt").exists()
+    assert not list(b.root.rglob("escaped.txt"))
