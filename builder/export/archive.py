@@ -341,8 +341,14 @@ def write_tar(entries: Sequence[Entry], dest: Path | BinaryIO) -> None:
     """Write a deterministic tar to a path (atomically: temp file, fsync, rename) or a stream."""
     mtime = source_date_epoch()
     if not isinstance(dest, Path):
-        TarWriter(dest, mtime).write_all(entries)
-        dest.flush()
+        try:
+            TarWriter(dest, mtime).write_all(entries)
+            dest.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            name = getattr(dest, "name", "the output")
+            raise PybuildError(f"cannot write the archive to {name}: {err.strerror or err}") from None
         return
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:

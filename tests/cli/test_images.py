@@ -187,6 +187,16 @@ def test_errors_are_one_clear_message(tmp_path: Path, args: tuple[str, ...], cod
     assert message in err
 
 
+def test_saving_where_it_cannot_be_written_is_a_clear_error(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    assert "cannot write /nonexistent/dir/x.tar" in fails("save", "-o", "/nonexistent/dir/x.tar", "app:1", root=root)
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "builder", "save", "app:1"], stdout=full,
+                              stderr=subprocess.PIPE, env={**os.environ, "PYBUILD_ROOT": str(root)}, cwd=REPO)
+    assert proc.returncode == 1 and b"No space left on device" in proc.stderr and b"internal" not in proc.stderr
+
+
 def test_loading_garbage_is_a_clear_error(tmp_path: Path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"garbage" * 100)
