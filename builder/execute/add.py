@@ -26,9 +26,10 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 import zstandard
@@ -49,7 +50,7 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 URL_MODE = 0o600
 DOWNLOAD_TIMEOUT = 60
 _CHUNK = 1 << 20
-_GIT_URL = re.compile(r"^(git@[^:]+:|git://|ssh://|(https?|file)://[^#]*\.git(#.*)?$)")
+_GIT_URL = re.compile(r"^(git@[^:]+:|git://|ssh://|(https?|file)://[^#?]*\.git([#?].*)?$)")
 
 
 def is_url(source: str) -> bool:
@@ -203,16 +204,55 @@ def download(url: str, spec: CopySpec, scratch: Path, *, now: int) -> SourceItem
 # -- git -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class GitRef:
+    """A git source as BuildKit reads it: ``URL#ref:subdir`` or ``URL?ref=..&subdir=..``."""
+
+    remote: str
+    ref: str = ""
+    subdir: str = ""
+    keep_git_dir: bool = False
+    checksum: str = ""
+    submodules: bool = True
+
+
+def parse_git_ref(url: str, spec: CopySpec) -> GitRef:
+    """Split the ref, subdir and options off a git source URL."""
+    remote, _, fragment = url.partition("#")
+    ref, _, subdir = fragment.partition(":")
+    options: dict[str, str] = {}
+    if "?" in remote and not remote.startswith("git@"):
+        remote, _, query = remote.partition("?")
+        for key, values in parse_qs(query, keep_blank_values=True).items():
+            if key not in ("ref", "tag", "branch", "subdir", "keep-git-dir", "checksum", "submodules"):
+                raise spec.error(f"unexpected query '{key}' in the git source {url}")
+            if len(values) != 1:
+                raise spec.error(f"the query '{key}' is given more than once in the git source {url}")
+            options[key] = values[0]
+        if fragment and options:
+            raise spec.error(f"the git source {url} cannot have both a #fragment and ?query options")
+    ref = options.get("ref") or options.get("tag") or options.get("branch") or ref
+    return GitRef(
+        remote=remote,
+        ref=ref,
+        subdir=options.get("subdir", subdir),
+        keep_git_dir=options.get("keep-git-dir", "false").lower() in ("1", "true"),
+        checksum=options.get("checksum", ""),
+        submodules=options.get("submodules", "true").lower() not in ("0", "false"),
+    )
+
+
 def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
-    """Clone ``url`` (``#ref[:subdir]`` as BuildKit) with the git binary; a DIR-like item."""
+    """Clone ``url`` (``#ref[:subdir]`` or ``?ref=&subdir=``, as BuildKit) with git; a DIR-like item."""
     git = shutil.which("git")
     if git is None:
         raise spec.error(
             f"{url} is a git repository, and git is not installed: install git, or download an "
             "archive with ADD <https URL>"
         )
-    repo, _, fragment = url.partition("#")
-    ref, _, subdir = fragment.partition(":")
+    ref_spec = parse_git_ref(url, spec)
+    repo, ref, subdir = ref_spec.remote, ref_spec.ref, ref_spec.subdir
+    keep_git_dir = spec.keep_git_dir or ref_spec.keep_git_dir
     target = scratch / f"git-{len(list(scratch.iterdir()))}"
     env = {
         **os.environ,
@@ -238,9 +278,12 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
     run("remote", "add", "origin", repo, cwd=target)
     run("fetch", "-q", "--depth", "1", "origin", ref or "HEAD", cwd=target)
     run("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD", cwd=target)
-    run("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=target)
-    if spec.checksum:
-        _verify_commit(git, target, url, spec)
+    if ref_spec.submodules:
+        run("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=target)
+    if ref_spec.checksum and spec.checksum and ref_spec.checksum != spec.checksum:
+        raise spec.error(f"checksum mismatch {spec.checksum!r} != {ref_spec.checksum!r}")
+    if spec.checksum or ref_spec.checksum:
+        _verify_commit(git, target, url, spec.checksum or ref_spec.checksum, spec)
     root = target
     if subdir:
         view = RootfsView([target], overlay=False)
@@ -252,16 +295,16 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
             raise spec.error(f"{url}: no directory '{subdir}' in the repository")
     files = [
         f for f in tree_files(root)
-        if spec.keep_git_dir or subdir or not (f.rel == ".git" or f.rel.startswith(".git/"))
+        if keep_git_dir or subdir or not (f.rel == ".git" or f.rel.startswith(".git/"))
     ]
     return SourceItem(url, url, SourceKind.GIT, files)
 
 
-def _verify_commit(git: str, repo: Path, url: str, spec: CopySpec) -> None:
+def _verify_commit(git: str, repo: Path, url: str, checksum: str, spec: CopySpec) -> None:
     """BuildKit's ``ADD --checksum=<commit> <git url>``: the checked-out commit must be that one."""
-    want = (spec.checksum or "").lower()
+    want = checksum.lower()
     if not re.fullmatch(r"[0-9a-f]{7,64}", want):
-        raise spec.error(f"invalid --checksum={spec.checksum} for a git source: expected a commit hash")
+        raise spec.error(f"invalid --checksum={checksum} for a git source: expected a commit hash")
     head = subprocess.run(
         [git, "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=60
     ).stdout.strip()
@@ -276,8 +319,10 @@ def prepare_add_items(
     spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, now: int
 ) -> list[SourceItem]:
     """Turn ADD's remote sources and local archives into items COPY's planner can place."""
-    if spec.checksum and not all(i.kind in (SourceKind.URL, SourceKind.GIT) for i in items):
-        raise spec.error("--checksum can only be used with a URL source")
+    if spec.checksum and len(items) != 1:
+        raise spec.error("checksum can't be specified for multiple sources")
+    if spec.checksum and items[0].kind not in (SourceKind.URL, SourceKind.GIT):
+        raise spec.error("checksum requires HTTP(S) or Git sources")
     out: list[SourceItem] = []
     for item in items:
         if item.kind is SourceKind.URL:

@@ -232,7 +232,11 @@ _SYMBOLIC = re.compile(r"^[ugoa]*[-+=][rwxXst]*$")
 
 def parse_chmod(text: str, spec: CopySpec) -> Callable[[int, bool], int]:
     """``--chmod``: octal (``0755``) or symbolic (``u+x,g-w``) as BuildKit; returns mode(old, is_dir)."""
-    if re.fullmatch(r"[0-7]{1,4}", text):
+    if text.isascii() and text.isdigit():
+        if not re.fullmatch(r"[0-7]+", text) or int(text, 8) > 0o7777:
+            raise spec.error(
+                f"invalid chmod parameter: '{text}'. it should be octal string and between 0 and 07777"
+            )
         value = int(text, 8)
         return lambda _old, _is_dir: value
     clauses = text.split(",")
@@ -405,14 +409,15 @@ def select_sources(
         tree = _Tree(source, None)
     excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
     for arg in spec.sources:
-        if spec.is_add and spec.from_ is None:
+        if spec.from_ is None:
             from builder.execute.add import is_git_source, is_url
 
-            if is_git_source(arg):
-                items.append(SourceItem(arg, arg, SourceKind.GIT))
-                continue
-            if is_url(arg):
-                items.append(SourceItem(arg, arg, SourceKind.URL))
+            remote = SourceKind.GIT if is_git_source(arg) else SourceKind.URL if is_url(arg) else None
+            if remote is not None and not spec.is_add:
+                what = "a git ref" if remote is SourceKind.GIT else "a URL"
+                raise spec.error(f"source can't be {what} for COPY (use ADD)")
+            if remote is not None:
+                items.append(SourceItem(arg, arg, remote))
                 continue
         if tree is None:
             raise spec.error(f"no build context to copy '{arg}' from")
@@ -854,7 +859,7 @@ def copy_layer(
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
             items = prepare_add_items(spec, items, scratch, now=now)
         elif spec.checksum:
-            raise spec.error("--checksum is only supported with ADD")
+            raise spec.error("checksum can't be specified for COPY")
         try:
             entries = plan_copy(spec, items, dest_view, now=now)
             return write_planned(entries, out, source_date_epoch=source_date_epoch)

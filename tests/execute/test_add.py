@@ -179,8 +179,11 @@ def test_url_errors(base: RootfsView, scratch: Path, web: tuple[str, Path], ctx:
         layer(add(f"{url}/dir/", dest="/m/"), None, base, scratch)
     with pytest.raises(CopyError, match=r"downloading http://127\.0\.0\.1:9/x"):
         layer(add("http://127.0.0.1:9/x", dest="/m"), None, base, scratch)
-    with pytest.raises(CopyError, match="--checksum can only be used with a URL source"):
+    with pytest.raises(CopyError, match="checksum requires HTTP\\(S\\) or Git sources"):
         layer(add("f1", dest="/m", checksum="sha256:" + "0" * 64), ctx, base, scratch)
+    with pytest.raises(CopyError, match="checksum can't be specified for multiple sources"):
+        layer(add(f"{url}/file.txt", f"{url}/file.txt", dest="/m/", checksum="sha256:" + "0" * 64),
+              ctx, base, scratch)
 
 
 # -- git ----------------------------------------------------------------------------------------
@@ -275,6 +278,15 @@ def test_git_transports_that_run_commands_are_refused(base: RootfsView, scratch:
     assert not marker.exists()
 
 
+def test_git_query_form(base: RootfsView, scratch: Path, git_repo: Path) -> None:
+    out = layer(add(f"file://{git_repo}?ref=v1&subdir=src", dest="/q/"), None, base, scratch)
+    assert sorted(n for n in out if n.startswith("q")) == ["q", "q/main.c"]
+    out = layer(add(f"file://{git_repo}?tag=v1&keep-git-dir=true", dest="/q/"), None, base, scratch)
+    assert out["q/README"].data == b"v1\n" and "q/.git/HEAD" in out
+    with pytest.raises(CopyError, match="unexpected query 'bogus'"):
+        layer(add(f"file://{git_repo}?bogus=1", dest="/q/"), None, base, scratch)
+
+
 def test_git_errors(base: RootfsView, scratch: Path, git_repo: Path, tmp_path: Path) -> None:
     with pytest.raises(CopyError, match=r"cloning file://.*/nothing.git: git fetch failed \(a git source needs"):
         layer(add(f"file://{tmp_path}/nothing.git", dest="/g/"), None, base, scratch)
@@ -289,6 +301,7 @@ def test_git_errors(base: RootfsView, scratch: Path, git_repo: Path, tmp_path: P
     ("git://example.com/repo", True, False),
     ("https://example.com/repo.git", True, True),
     ("https://example.com/repo.git#v1:sub", True, True),
+    ("https://example.com/repo.git?ref=v1&subdir=sub", True, True),
     ("https://example.com/file.tar.gz", False, True),
     ("http://example.com/x", False, True),
     ("file.txt", False, False),

@@ -101,10 +101,33 @@ def test_chmod_symbolic(ctx: BuildContext, base: RootfsView) -> None:
     assert out["s/sub"].mode == 0o750
 
 
-@pytest.mark.parametrize("bad", ["999", "u+q", "rwx", "0o755", "a+z", "u+x,"])
+@pytest.mark.parametrize("bad", ["u+q", "rwx", "0o755", "a+z", "u+x,"])
 def test_chmod_invalid(ctx: BuildContext, base: RootfsView, bad: str) -> None:
     with pytest.raises(CopyError, match=re.escape(f"Dockerfile:7: COPY failed: invalid --chmod={bad}")):
         layer(spec("f1", dest="/x", chmod=bad), ctx, base)
+
+
+@pytest.mark.parametrize("bad", ["999", "17777", "8"])
+def test_chmod_numeric_out_of_range(ctx: BuildContext, base: RootfsView, bad: str) -> None:
+    with pytest.raises(CopyError, match=re.escape(
+        f"invalid chmod parameter: '{bad}'. it should be octal string and between 0 and 07777"
+    )):
+        layer(spec("f1", dest="/x", chmod=bad), ctx, base)
+
+
+def test_chmod_leading_zeros(ctx: BuildContext, base: RootfsView) -> None:
+    assert layer(spec("f1", dest="/x", chmod="000755"), ctx, base)["x"].mode == 0o755
+
+
+@pytest.mark.parametrize("source, message", [
+    ("https://example.com/x.tgz", "source can't be a URL for COPY (use ADD)"),
+    ("https://example.com/repo.git#main", "source can't be a git ref for COPY (use ADD)"),
+])
+def test_copy_refuses_remote_sources(ctx: BuildContext, base: RootfsView, source: str, message: str) -> None:
+    with pytest.raises(CopyError, match=re.escape(message)):
+        layer(spec(source, dest="/x"), ctx, base)
+    with pytest.raises(CopyError, match="checksum can't be specified for COPY"):
+        layer(spec("f1", dest="/x", checksum="sha256:" + "0" * 64), ctx, base)
 
 
 def test_parents_keeps_source_directories(ctx: BuildContext, base: RootfsView) -> None:
