@@ -386,3 +386,10 @@ def test_extra_hosts_and_secret_owned_by_the_user(run, tmp_path):
                  mounts=[Mount.bind(secret, "/run/secrets/token", readonly=True)])
     assert result.text == "127.0.0.2\tregistry.local\ns3cr3t"
     assert tree(result.upper) == []
+
+
+def test_extra_mounts_over_system_mounts(run):
+    result = run("grep ' /dev/shm ' /proc/mounts | tail -1 | grep -o 'size=[0-9a-z]*'",
+                 mounts=[Mount.tmpfs("/dev/shm", size=1 << 20)])
+    assert result.text == "size=1024k\n"
+    assert tree(result.upper) == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from tests.runtime.conftest import tree
@@ -44,3 +47,20 @@ def test_debian_bookworm_base(run, bookworm_rootfs):
 def test_debian_user_by_name(run, bookworm_rootfs):
     result = run('id; echo "$HOME"', lowers=[bookworm_rootfs], user="nobody")
     assert result.text == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n/nonexistent\n"
+
+
+def test_whiteouts_and_opaque_dirs_in_lower_dirs_hide_what_is_below(run, busybox_rootfs, tmp_path):
+    """Store snapshots keep deletions as overlay does: 0/0 character devices and opaque dirs."""
+    base = tmp_path / "base"
+    (base / "data" / "old").mkdir(parents=True)
+    (base / "data" / "old" / "f").write_text("old")
+    (base / "data" / "keep").write_text("keep")
+    (base / "gone").write_text("gone")
+    top = tmp_path / "top"
+    (top / "data" / "old").mkdir(parents=True)
+    os.setxattr(top / "data" / "old", "trusted.overlay.opaque", b"y")
+    (top / "data" / "old" / "new").write_text("new")
+    os.mknod(top / "gone", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    result = run("ls /data; ls /data/old; test -e /gone || echo no-gone", lowers=[busybox_rootfs, base, top])
+    assert result.text.split() == ["keep", "old", "new", "no-gone"]
+    assert tree(result.upper) == []
