@@ -64,3 +64,17 @@ def test_whiteouts_and_opaque_dirs_in_lower_dirs_hide_what_is_below(run, busybox
     result = run("ls /data; ls /data/old; test -e /gone || echo no-gone", lowers=[busybox_rootfs, base, top])
     assert result.text.split() == ["keep", "old", "new", "no-gone"]
     assert tree(result.upper) == []
+
+
+def test_renaming_a_lower_dir_copies_it_into_the_layer(run, busybox_rootfs, tmp_path):
+    """redirect_dir is off: a rename leaves a whiteout and a full copy, which a tar layer can hold."""
+    base = tmp_path / "base"
+    (base / "dir" / "a" / "sub").mkdir(parents=True)
+    (base / "dir" / "a" / "sub" / "file").write_text("content")
+    result = run("mv /dir/a /dir/b && cat /dir/b/sub/file", lowers=[busybox_rootfs, base])
+    assert result.text == "content"
+    assert tree(result.upper) == ["dir", "dir/a", "dir/b", "dir/b/sub", "dir/b/sub/file"]
+    assert stat.S_ISCHR(os.lstat(result.upper / "dir" / "a").st_mode)
+    assert (result.upper / "dir" / "b" / "sub" / "file").read_text() == "content"
+    for path in (result.upper / "dir" / "b", result.upper / "dir" / "b" / "sub"):
+        assert "trusted.overlay.redirect" not in os.listxattr(path)
