@@ -331,31 +331,33 @@ def _save(args: argparse.Namespace) -> int:
     from cache.store import normalize_name
 
     store = _open_store()
+    # Held shared for the whole save: prune cannot collect what is being read, even if
+    # another process removes the image meanwhile.
     try:
-        chosen: dict[str, tuple[Any, list[str]]] = {}
-        for arg in args.images:
-            image = store.image(arg)
-            name = None
-            try:
-                name = normalize_name(arg)
-            except PybuildError:
-                pass
-            key = image.digest()
-            entry = chosen.setdefault(key, (image, []))
-            if name is not None and name in image.record.names and name not in entry[1]:
-                entry[1].append(name)
-        images = [
-            TaggedImage(store.docker_compatible(image) if args.format == "docker" else image, tuple(names))
-            for image, names in chosen.values()
-        ]
-        if args.output and args.output != "-":
-            save(images, Path(args.output), args.format)
-        else:
-            if sys.stdout.isatty():
-                raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
-            save(images, sys.stdout.buffer, args.format)
-        for image, _ in chosen.values():
-            store.touch(image.record)
+        with store.gc_lock.shared():
+            chosen: dict[str, tuple[Any, list[str]]] = {}
+            for arg in args.images:
+                image = store.image(arg)
+                name = None
+                try:
+                    name = normalize_name(arg)
+                except PybuildError:
+                    pass
+                entry = chosen.setdefault(image.digest(), (image, []))
+                if name is not None and name in image.record.names and name not in entry[1]:
+                    entry[1].append(name)
+            images = [
+                TaggedImage(store.docker_compatible(image) if args.format == "docker" else image, tuple(names))
+                for image, names in chosen.values()
+            ]
+            if args.output and args.output != "-":
+                save(images, Path(args.output), args.format)
+            else:
+                if sys.stdout.isatty():
+                    raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+                save(images, sys.stdout.buffer, args.format)
+            for image, _ in chosen.values():
+                store.touch(image.record)
     finally:
         store.close()
     return 0
