@@ -442,7 +442,9 @@ def _select_local(
         hidden: list[tuple[str, str]] = []
         candidates = _expand_wildcards(parts, tree, hidden)
         if excludes is not None:
-            candidates = [c for c in candidates if not excludes.matches("/".join(c))]
+            # Matched relative to the directory the wildcard starts in, as BuildKit's copy root.
+            start = next(i for i, c in enumerate(parts) if _WILDCARD.search(c))
+            candidates = [c for c in candidates if not excludes.matches("/".join(c[start:]))]
         if not candidates:
             why = f"nothing matches '{arg}'"
             if hidden:
@@ -488,7 +490,7 @@ def _select_local(
             item = SourceItem(arg, shown, SourceKind.DIR, keep_parts=keep, keep_owner=keep_owner)
             item.files = list(_walk_dir(tree, resolved.parts, excludes))
         else:
-            if excludes is not None and not wildcard and excludes.matches(shown):
+            if excludes is not None and not wildcard and excludes.matches(cand[-1] if cand else ""):
                 continue
             link = os.readlink(found.host) if stat.S_ISLNK(found.stat.st_mode) else ""
             item = SourceItem(arg, shown, SourceKind.FILE, [SourceFile("", found.host, found.stat, link)],

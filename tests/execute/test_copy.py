@@ -144,6 +144,8 @@ def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/hard"]
     out = layer(spec("*.tar", "a.t*", dest="/e/", excludes=("*.tgz", "*.tbz")), ctx, base)
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a.tar", "e/a.txz", "e/a.tzst"]
+    out = layer(spec("dir/*", dest="/e/", excludes=("hard", "s*")), ctx, base)
+    assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/lnk"]
 
 
 def test_link_does_not_copy_existing_parent_metadata(ctx: BuildContext, base: RootfsView) -> None:
