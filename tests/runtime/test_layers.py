@@ -78,3 +78,13 @@ def test_renaming_a_lower_dir_copies_it_into_the_layer(run, busybox_rootfs, tmp_
     assert (result.upper / "dir" / "b" / "sub" / "file").read_text() == "content"
     for path in (result.upper / "dir" / "b", result.upper / "dir" / "b" / "sub"):
         assert "trusted.overlay.redirect" not in os.listxattr(path)
+
+
+def test_metadata_change_copies_the_whole_file(run, busybox_rootfs):
+    """metacopy is off: a chown or chmod puts the file's data in the layer, not just its inode."""
+    result = run("chown 1000:1000 /bin/busybox && chmod 700 /bin/busybox")
+    assert result.code == 0, result.text
+    copied = result.upper / "bin" / "busybox"
+    assert copied.read_bytes() == (busybox_rootfs / "bin" / "busybox").read_bytes()
+    assert (copied.stat().st_uid, stat.S_IMODE(copied.stat().st_mode)) == (1000, 0o700)
+    assert "trusted.overlay.metacopy" not in os.listxattr(copied)
