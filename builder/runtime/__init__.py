@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from builder.errors import RuntimeNotFoundError
-from builder.runtime.cleanup import RecoveryReport, recover
+from builder.runtime.cleanup import RecoveryReport, recover, stop_containers
 from builder.runtime.output import Sink
 from builder.runtime.spec import ContainerSpec, Mount, MountType, Network, ProcessSpec
 from builder.runtime.users import ExecUser, resolve_user
 
 __all__ = [
     "ContainerSpec", "ExecUser", "Isolation", "Mount", "MountType", "Network", "ProcessSpec",
-    "RecoveryReport", "Runtime", "detect", "recover", "resolve_user",
+    "RecoveryReport", "Runtime", "detect", "recover", "resolve_user", "stop_containers",
 ]
 
 

@@ -192,6 +192,29 @@ def release(state: ContainerState) -> None:
         remove_tree(Path(state.workdir))
 
 
+def stop_containers(work_root: Path, owner_pid: int | None = None) -> list[str]:
+    """Kill the processes of the containers ``owner_pid`` (default: this process) runs.
+
+    For Ctrl-C or a failed stage while other threads are inside ``Runtime.run``:
+    each of those calls then returns (137) and removes its container as on any
+    other exit path. Returns the ids of the containers stopped.
+    """
+    owner = os.getpid() if owner_pid is None else owner_pid
+    stopped = []
+    states = state_dir(work_root)
+    for path in sorted(states.glob("*.json")) if states.is_dir() else ():
+        state = load_state(path)
+        if state is None or state.owner_pid != owner:
+            continue
+        if state.runtime in OCI_RUNTIMES:
+            delete_runtime_container(state.runtime, state.id)
+        if state.helper_pid and is_alive(state.helper_pid, state.helper_start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.helper_pid, signal.SIGKILL)
+        stopped.append(state.id)
+    return stopped
+
+
 def recover(work_root: Path) -> RecoveryReport:
     """Remove what dead pybuild processes left under ``work_root``.
 

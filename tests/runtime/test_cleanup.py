@@ -216,3 +216,34 @@ def test_what_cannot_be_removed_now_is_retried_next_time(tmp_path):
     assert recover(work_root).containers == [cdir.name]
     assert_nothing_left(work_root, "no-such-process-marker")
 
+
+
+def test_stop_containers_ends_runs_in_other_threads(tmp_path, busybox_rootfs):
+    """Ctrl-C reaches the main thread only: it stops the containers that stage threads run."""
+    import threading
+
+    from builder.runtime import ContainerSpec, ProcessSpec, detect, stop_containers
+
+    work_root = tmp_path / "run"
+    sleep = marker()
+    codes: dict[str, int] = {}
+    started = threading.Barrier(4)
+
+    def stage(isolation: str) -> None:
+        def out(chunk: bytes) -> None:
+            if chunk.startswith(b"READY"):
+                started.wait(timeout=30)
+        runtime = detect(isolation, work_root=work_root)
+        spec = ContainerSpec([busybox_rootfs], tmp_path / f"upper-{isolation}",
+                             ProcessSpec(("sh", "-c", f"echo READY; sleep {sleep}; echo late")))
+        codes[isolation] = runtime.run(spec, stdout=out)
+
+    threads = [threading.Thread(target=stage, args=(i,)) for i in ISOLATIONS]
+    for thread in threads:
+        thread.start()
+    started.wait(timeout=30)
+    assert len(stop_containers(work_root)) == 3
+    for thread in threads:
+        thread.join(timeout=30)
+    assert codes == {"runc": 137, "crun": 137, "chroot": 137}
+    assert_nothing_left(work_root, sleep)
