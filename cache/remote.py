@@ -635,8 +635,10 @@ def export_cache(spec: CacheSpec, store: Any, records: CacheRecords, keys: Seque
         blobs: dict[str, _Blob] = {}
         entries: list[dict[str, Any]] = []
         skipped: list[str] = []
-        for key in keys:
-            entry, blob = _export_record(key, spec, store, records, imported)
+        # Compress the layers (once each, kept in the store) on both cores; order stays the keys'.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pybuild-compress") as pool:
+            made = list(pool.map(lambda k: _export_record(k, spec, store, records, imported), keys))
+        for key, (entry, blob) in zip(keys, made, strict=True):
             if entry is None:
                 skipped.append(key)
                 continue

@@ -21,6 +21,7 @@ class CacheEntry:
 
     key: str
     parent: str
+    stage: str
     instruction: str
     diff_id: str | None
     size: int | None  # the layer's uncompressed size; None: no layer, or not held any more
@@ -30,7 +31,7 @@ class CacheEntry:
     last_used: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "parent": self.parent, "instruction": self.instruction,
+        return {"key": self.key, "parent": self.parent, "stage": self.stage, "instruction": self.instruction,
                 "diff_id": self.diff_id, "size": self.size, "held": self.held, "in_image": self.in_image,
                 "created": self.created, "last_used": self.last_used}
 
@@ -79,7 +80,8 @@ def entries(store: Store) -> list[CacheEntry]:
         diff_id = row["diff_id"]
         is_held = diff_id is None or diff_id in held
         out.append(CacheEntry(
-            key=row["key"], parent=row["parent"], instruction=str(inputs.get("display", "")),
+            key=row["key"], parent=row["parent"], stage=str(inputs.get("stage", "")),
+            instruction=str(inputs.get("display", "")),
             diff_id=diff_id, size=held.get(diff_id) if diff_id else None, held=is_held,
             in_image=diff_id in in_images, created=row["created"], last_used=row["last_used"]))
     return out

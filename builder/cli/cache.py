@@ -63,7 +63,8 @@ def _ls(args: argparse.Namespace) -> int:
             size = "(pruned)"
         else:
             size = human_size(e.size or 0) + (" (image)" if e.in_image else "")
-        text = e.instruction if args.no_trunc or len(e.instruction) <= 60 else e.instruction[:57] + "..."
+        text = f"[{e.stage}] {e.instruction}" if e.stage else e.instruction
+        text = text if args.no_trunc or len(text) <= 70 else text[:67] + "..."
         rows.append((key, size, _ago(e.last_used), text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:

@@ -209,7 +209,8 @@ class StageRunner:
             if inputs is not None:
                 made = self.layers[-1].diff_id() if len(self.layers) > layers_before else None
                 result = StepResult(made, self.config, self.author, self.history[-1])
-                self.env.records.put(key, inputs.parent, self._lineage(), result, inputs.to_json())  # type: ignore[union-attr]
+                kept = {**inputs.to_json(), "stage": self.label}  # the stage: for `pybuild cache ls`
+                self.env.records.put(key, inputs.parent, self._lineage(), result, kept)  # type: ignore[union-attr]
                 self.key = key
                 self.env.used_keys.append(key)
         except BaseException as err:

@@ -83,6 +83,8 @@ def test_cache_ls_du_and_cache_prune(machines, tmp_path: Path) -> None:
     table = m.run("cache", "ls", check=True).stdout.decode().splitlines()
     assert table[0].split() == ["KEY", "SIZE", "LAST", "USED", "INSTRUCTION"]
     assert len(table) == 5
+    assert {e["stage"] for e in entries} == {"stage-0"}
+    assert table[1].endswith("[stage-0] COPY kept.txt /kept.txt"), table
     du = m.run("cache", "du", check=True).stdout.decode()
     assert "Cache records:" in du and "Cache mounts:" in du and "Reclaimable:" in du
     # cache prune --keep-storage: least recently used first (the untagged build's records go).
