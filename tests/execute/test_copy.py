@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -410,3 +411,47 @@ def test_layer_as_overlay_snapshot_keeps_existing_dirs(ctx: BuildContext, copy_b
     assert deep is not None and (deep.st_uid, deep.st_mode & 0o7777) == (0, 0o755)
     assert merged.read_file("/existing/deep/f1") == b"hello\n"
     assert [rel for rel, _h, _s in merged.walk("/existing/deep")] == ["a", "f1", "hard", "lnk", "sub", "sub/b"]
+
+
+def test_tar_context_copies_like_the_directory(copy_context: Path, base: RootfsView, tmp_path: Path) -> None:
+    data = subprocess.run(
+        ["tar", "--numeric-owner", "-C", str(copy_context), "-c", "."], capture_output=True, check=True
+    ).stdout
+    s = spec(".", dest="/all/")
+    from_dir = layer(s, BuildContext.from_dir(copy_context), base)
+    with BuildContext.from_tar(io.BytesIO(data), tmp_path) as tar_ctx:
+        from_tar = layer(s, tar_ctx, base)
+
+    def shape(out: dict[str, SimpleNamespace]) -> dict[str, tuple[object, ...]]:
+        return {n: (m.mode, m.uid, m.gid, m.data, m.linkname) for n, m in out.items()}
+
+    assert shape(from_tar) == shape(from_dir)
+
+
+def test_non_utf8_names(tmp_path: Path, base: RootfsView) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    name = os.fsdecode(b"caf\xe9.txt")
+    (root / name).write_text("latin-1 name")
+    buf = io.BytesIO()
+    copy_layer(spec("caf*", dest="/n/"), source=BuildContext.from_dir(root), dest_view=base, out=buf)
+    buf.seek(0)
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_layer(buf, target)
+    assert (target / "n" / name).read_text() == "latin-1 name"
+
+
+def test_many_layers(tmp_path: Path, ctx: BuildContext) -> None:
+    lowers = []
+    for i in range(150):
+        d = tmp_path / f"l{i}"
+        (d / "etc").mkdir(parents=True)
+        (d / "etc" / f"f{i}").write_text(str(i))
+        lowers.append(d)
+    (lowers[0] / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nsvc:x:77:77::/:/bin/sh\n")
+    (lowers[0] / "etc/group").write_text("svc:x:77:\n")
+    view = RootfsView(lowers)
+    assert len(list(view.walk("/etc"))) == 152
+    out = layer(spec("f1", dest="/etc/", chown="svc"), ctx, view)
+    assert (out["etc/f1"].uid, out["etc/f1"].gid) == (77, 77)
