@@ -168,8 +168,12 @@ class SourceFile:
         if self.data is not None:
             h.update(self.data)
         elif stat.S_ISREG(self.stat.st_mode) and self.host is not None:
-            fd = os.open(self.host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
+            fd = os.open(self.host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            if self.stat.st_ino and (st.st_dev, st.st_ino) != (self.stat.st_dev, self.stat.st_ino):
+                os.close(fd)
+                raise ImageError(f"'{self.host}' changed while it was being read; refusing to read it")
+            with os.fdopen(fd, "rb", buffering=0) as f:
                 while chunk := f.read(_CHUNK):
                     h.update(chunk)
         else:
