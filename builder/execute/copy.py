@@ -43,7 +43,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -580,6 +580,16 @@ def copy_sources_digest(
     """
     hash_of = content_hash or SourceFile.content_hash
     h = hashlib.sha256()
+    with _user_errors(spec):
+        return _sources_digest(spec, source, hash_of, h)
+
+
+def _sources_digest(
+    spec: CopySpec,
+    source: BuildContext | RootfsView | None,
+    hash_of: Callable[[SourceFile], str],
+    h: hashlib._Hash,
+) -> str:
     for item in select_sources(spec, source):
         h.update(f"item\0{item.kind.value}\0{item.arg}\0{item.path}\0{'/'.join(item.keep_parts)}\n".encode(
             "utf-8", "surrogateescape"))
@@ -857,7 +867,7 @@ def copy_layer(
     before returning).
     """
     now = _now(source_date_epoch)
-    with ExitStack() as stack:
+    with ExitStack() as stack, _user_errors(spec):
         items = select_sources(spec, source)
         if spec.is_add:
             from builder.execute.add import prepare_add_items
@@ -866,10 +876,22 @@ def copy_layer(
             items = prepare_add_items(spec, items, scratch, now=now)
         elif spec.checksum:
             raise spec.error("checksum can't be specified for COPY")
-        try:
-            entries = plan_copy(spec, items, dest_view, now=now)
-            return write_planned(entries, out, source_date_epoch=source_date_epoch)
-        except ImageError as err:
-            raise spec.error(str(err)) from None
-        except FileNotFoundError as err:
-            raise spec.error(f"'{err.filename}' disappeared while it was copied") from None
+        entries = plan_copy(spec, items, dest_view, now=now)
+        return write_planned(entries, out, source_date_epoch=source_date_epoch)
+
+
+@contextmanager
+def _user_errors(spec: CopySpec) -> Iterator[None]:
+    """File-system trouble while copying, as one message naming the Dockerfile line."""
+    try:
+        yield
+    except CopyError:
+        raise
+    except ImageError as err:
+        raise spec.error(str(err)) from None
+    except FileNotFoundError as err:
+        raise spec.error(f"'{err.filename}' disappeared while it was copied") from None
+    except OSError as err:
+        if err.filename:
+            raise spec.error(f"cannot read '{err.filename}': {err.strerror or err}") from None
+        raise spec.error(f"writing the layer: {err.strerror or err}") from None

@@ -455,3 +455,25 @@ def test_many_layers(tmp_path: Path, ctx: BuildContext) -> None:
     assert len(list(view.walk("/etc"))) == 152
     out = layer(spec("f1", dest="/etc/", chown="svc"), ctx, view)
     assert (out["etc/f1"].uid, out["etc/f1"].gid) == (77, 77)
+
+
+def test_unreadable_source_is_a_clear_error(tmp_path: Path, base: RootfsView) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "f").write_text("x")
+    s = spec("f", dest="/f")
+    entries = plan_copy(s, select_sources(s, BuildContext.from_dir(root)), base, now=0)
+    (root / "f").unlink()
+    with pytest.raises(FileNotFoundError):
+        write_planned(entries, io.BytesIO())
+
+    class Full(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: object) -> int:
+            raise OSError(28, "No space left on device")
+
+    (root / "f").write_text("x")
+    with pytest.raises(CopyError, match="Dockerfile:7: COPY failed: writing the layer: No space left on device"):
+        copy_layer(s, source=BuildContext.from_dir(root), dest_view=base, out=Full())  # type: ignore[arg-type]
