@@ -4,7 +4,9 @@ The fallback where neither runc nor crun is installed. pybuild prepares the
 rootfs as for runc (same overlay, init layer, /etc files, USER resolution);
 :mod:`builder.runtime.nsinit`, started as a small stdlib-only Python process,
 does what runc's init would: namespaces, mounts, pivot_root, capabilities,
-user, exec. There is no seccomp filter and no cgroup.
+user, exec. There is no seccomp filter and no cgroup; with no device cgroup
+to stop a device node from opening, CAP_MKNOD is not given and the rootfs and
+binds are mounted nodev (runc's /dev nodes are made on a /dev tmpfs as usual).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class ChrootRuntime:
             ],
             "masked": list(MASKED_PATHS),
             "readonly": list(READONLY_PATHS),
-            "capabilities": list(DEFAULT_CAPABILITIES),
+            "capabilities": [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],
             "nofile": nofile_limit(),
             "umask": UMASK,
             "user": {"uid": user.uid, "gid": user.gid, "sgids": list(user.additional_gids)},

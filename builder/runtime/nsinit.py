@@ -193,9 +193,9 @@ def relay_console(channel, pid):
 
 
 def bind(source, target, readonly):
+    """A bind mount where device nodes do not work (there is no device cgroup here)."""
     mount(source, target, None, MS_BIND | MS_REC)
-    if readonly:
-        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NODEV | (MS_RDONLY if readonly else 0))
 
 
 def mount_extra(root, plan):
@@ -298,8 +298,9 @@ def container_init(plan, errfd, channel):
     mount_extra(root, plan)
     mask_paths(root, plan)
     pivot(root)
-    if plan["readonly_rootfs"]:
-        mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    # No device cgroup guards this container as under runc: device nodes that came with the
+    # image, or that a bind brings, must not open (and CAP_MKNOD is not given, see chroot.py)
+    mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_NODEV | (MS_RDONLY if plan["readonly_rootfs"] else 0))
     os.umask(plan["umask"])
     nofile = plan["nofile"]
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
