@@ -717,7 +717,7 @@ def _dest_parts(spec: CopySpec, dest_view: RootfsView) -> tuple[Parts, bool]:
     if not dest:
         raise spec.error("no destination given")
     full = dest if dest.startswith("/") else posixpath.join(spec.workdir or "/", dest)
-    is_dir = dest.endswith("/") or dest.endswith("/.") or dest == "."
+    is_dir = dest.endswith("/") or dest == "."  # docker: "/x/." names the file /x
     resolved = dest_view.resolve(full)
     return resolved.parts, is_dir
 

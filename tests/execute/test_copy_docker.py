@@ -79,6 +79,7 @@ CASES = [
         "COPY --from=s /sbox /sgdir /fs/", "COPY --from=s --chown=5:5 /sbox /fs2/",
     )),
     Case("tree-replaces-image-symlinks-and-dirs-below-dest", ("COPY ovr /linkd/",)),
+    Case("dot-and-dotdot-dests", ("COPY f1 /newd/.", "COPY f1 /newd2/..", "COPY d2 /nd3/.")),
     Case("multiple-sources-need-slash", ("COPY f1 d2 /m",), fails=True),
     Case("parent-path-refused", ("COPY ../f1 /x/",), fails=True),
     Case("wildcard-without-match", ("COPY nomatch* /x/",), fails=True),
