@@ -463,3 +463,20 @@ def test_verified_streams_are_still_refused_when_wrong(store: Store):
     assert list(store.blobs) == [] and list(store.tmp_dir.iterdir()) == []
     written = store.blobs.write(VerifyingReader(io.BytesIO(good), Digest.of(good)), Digest.of(good))
     assert store.blobs.path(written.digest).read_bytes() == good
+
+
+def test_repair_of_a_lost_snapshot_and_reextraction(store: Store):
+    img = make_image("lost")
+    store.write_image(img, ["lost:1"])
+    paths = store.snapshot(img)
+    import shutil
+
+    shutil.rmtree(paths[1])
+    report = store.check()
+    assert [p.kind for p in report.problems] == ["missing-snapshot"]
+    repaired = store.check(repair=True)
+    assert any("snapshot record" in line for line in repaired.repaired)
+    assert store.check().clean
+    again = store.snapshot(img)
+    assert again == paths and (again[1] / "d1" / "name").read_bytes() == b"lost"
+    assert store.check().clean
