@@ -80,6 +80,9 @@ CASES = [
     )),
     Case("tree-replaces-image-symlinks-and-dirs-below-dest", ("COPY ovr /linkd/",)),
     Case("dot-and-dotdot-dests", ("COPY f1 /newd/.", "COPY f1 /newd2/..", "COPY d2 /nd3/.")),
+    Case("source-slashes-and-json-form", (
+        "COPY f1/ /x", "COPY dir/. /x2/", "COPY f1link/ /y", 'COPY ["f1", "/spc dir/"]',
+    )),
     Case("multiple-sources-need-slash", ("COPY f1 d2 /m",), fails=True),
     Case("parent-path-refused", ("COPY ../f1 /x/",), fails=True),
     Case("wildcard-without-match", ("COPY nomatch* /x/",), fails=True),
