@@ -218,7 +218,7 @@ def mask_paths(root, plan):
         if os.path.isdir(target):
             mount("tmpfs", target, "tmpfs", MS_RDONLY)
         else:
-            bind(f"{root}/dev/null", target, False)
+            mount(f"{root}/dev/null", target, None, MS_BIND)  # must stay a working /dev/null
     for path in plan["readonly"]:
         target = root + path
         if os.path.exists(target):
