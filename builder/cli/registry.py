@@ -118,10 +118,9 @@ def _push(args: argparse.Namespace) -> int:
                 f"An image does not exist locally with the tag: {ref.familiar_name}"
                 + ("" if ref.tag == "latest" else f":{ref.tag}")
             ) from None
-        result = push(image, ref, options=_options(args), progress=choose_progress(args.quiet),
-                      store=store)
+        push(image, ref, options=_options(args), progress=choose_progress(args.quiet), store=store)
     if args.quiet:
-        print(f"{ref}@{result.digest}")
+        print(str(ref))
     return 0
 
 

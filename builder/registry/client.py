@@ -366,6 +366,8 @@ class RegistryClient:
 
         token_call = Call(call.operation, call.repository, f"token from {realm_host}")
         response = self._with_retries(token_call, "GET", attempt)
+        log.debug("token from %s for %s (%s): %s", realm_host, " ".join(scopes) or "no scope",
+                  "as " + creds.username if creds else "anonymous", response.status_code)
         if response.status_code in (401, 403):
             raise self._auth_error(call, rejected=creds is not None)
         if response.status_code != 200:
