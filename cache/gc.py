@@ -236,8 +236,15 @@ def check(store: Store, repair: bool = False) -> CheckReport:
     if repair:
         with store.gc_lock.exclusive():
             _check(store, report)
-            if report.problems:
+            # A removal can leave something else dangling (a snapshot whose parent went):
+            # repair until a check finds nothing more, a few rounds at most.
+            for _ in range(4):
+                if not report.problems:
+                    break
                 _repair(store, report)
+                again = CheckReport()
+                _check(store, again)
+                report.problems = again.problems
             removed = sweep_temp(store.tmp_dir)
             if removed:
                 report.repaired.append(f"removed {len(removed)} stale temp file(s)")

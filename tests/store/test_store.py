@@ -480,3 +480,16 @@ def test_repair_of_a_lost_snapshot_and_reextraction(store: Store):
     again = store.snapshot(img)
     assert again == paths and (again[1] / "d1" / "name").read_bytes() == b"lost"
     assert store.check().clean
+
+
+def test_repair_of_a_lost_base_snapshot_leaves_no_dangling_children(store: Store):
+    import shutil
+
+    img = make_image("lostbase")
+    store.write_image(img, ["lostbase:1"])
+    paths = store.snapshot(img)
+    shutil.rmtree(paths[0])
+    report = store.check(repair=True)
+    assert report.clean, report.problems
+    assert store.check().clean
+    assert store.snapshot(img) == paths and paths[0].is_dir()
