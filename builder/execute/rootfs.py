@@ -61,7 +61,14 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return whiteout.is_overlay_whiteout(st)
 
 
-def _is_opaque(host: Path) -> bool:
+def _dirent_is_whiteout(e: os.DirEntry[str]) -> bool:
+    """Like _is_whiteout, without a stat call for the common kinds (d_type says enough)."""
+    if e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False) or e.is_symlink():
+        return False
+    return _is_whiteout(e.stat(follow_symlinks=False))
+
+
+def _is_opaque(host: str | Path) -> bool:
     try:
         return os.getxattr(host, whiteout.OVERLAY_OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
@@ -107,7 +114,7 @@ class RootfsView:
         if parent is not None and stat.S_ISDIR(parent.stat.st_mode):
             layers: list[Path] = []
             for layer in parent.layers:
-                host = layer.joinpath(*parts)
+                host = os.path.join(layer, *parts)
                 try:
                     st = os.lstat(host)
                 except (FileNotFoundError, NotADirectoryError):
@@ -115,7 +122,7 @@ class RootfsView:
                 if self.overlay and _is_whiteout(st):
                     break
                 if result is None:
-                    result = Found(host, st)
+                    result = Found(Path(host), st)
                     if not stat.S_ISDIR(st.st_mode):
                         break
                 elif not stat.S_ISDIR(st.st_mode):
@@ -136,14 +143,13 @@ class RootfsView:
         names: set[str] = set()
         hidden: set[str] = set()
         for layer in found.layers:
-            host = layer.joinpath(*parts)
+            host = os.path.join(layer, *parts)
             try:
                 with os.scandir(host) as it:
                     for e in it:
                         if e.name in names or e.name in hidden:
                             continue
-                        st = e.stat(follow_symlinks=False)
-                        if self.overlay and _is_whiteout(st):
+                        if self.overlay and _dirent_is_whiteout(e):
                             hidden.add(e.name)
                         else:
                             names.add(e.name)
