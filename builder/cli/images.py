@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               "(plain, gzip or zstd), or from stdin.")
     p.add_argument("-i", "--input", metavar="FILE", help="read from a tar archive file, instead of stdin")
     p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
+    p.add_argument("--platform", metavar="OS/ARCH",
+                   help="from a multi-platform archive, load this platform's image (default: the host's)")
     p.set_defaults(func=_load)
 
     p = subparsers.add_parser("save", parents=[common], help="save images to a tar archive",
@@ -288,6 +290,7 @@ def _load(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from builder.export.archive import open_archive, read_images
+    from builder.image.platform import Platform
     from cache.store import familiar_name, normalize_name
 
     store = _open_store()
@@ -304,8 +307,9 @@ def _load(args: argparse.Namespace) -> int:
                     out.write(chunk)
             if spooled.stat().st_size == 0:
                 raise UsageError("requested load from stdin, but stdin is empty")
+        platform = Platform.parse(args.platform) if args.platform else None
         with open_archive(path, store.tmp_dir) as files:
-            loaded = read_images(files)
+            loaded = read_images(files, platform)
             lines = []
             for tagged in loaded:
                 names = [normalize_name(n) for n in tagged.names]

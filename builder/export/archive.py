@@ -28,6 +28,7 @@ from typing import BinaryIO
 from builder.errors import DigestMismatchError, ImageError, PybuildError, UsageError
 from builder.export import TaggedImage
 from builder.image.digest import Digest
+from builder.image.platform import Platform
 from builder.layers.compression import CHUNK, detect, open_decompressed
 
 
@@ -206,15 +207,18 @@ def open_archive(path: Path, scratch_dir: Path) -> Iterator[ArchiveFiles]:
             plain.unlink(missing_ok=True)
 
 
-def read_images(files: ArchiveFiles) -> list[TaggedImage]:
-    """The images of an archive: an OCI layout (index.json) or a docker-archive (manifest.json)."""
+def read_images(files: ArchiveFiles, platform: Platform | None = None) -> list[TaggedImage]:
+    """The images of an archive: an OCI layout (index.json) or a docker-archive (manifest.json).
+
+    Where an index offers several platforms, ``platform`` (default: the host's) chooses.
+    """
     from builder.export import dockerarchive, layout
 
     docker_names: dict[str, tuple[str, ...]] = {}
     if files.exists("manifest.json"):
         docker_names = dockerarchive.repo_tags_by_config(files)
     if files.exists("index.json"):
-        images = layout.read_oci_layout(files)
+        images = layout.read_oci_layout(files, platform)
         images = [
             TaggedImage(t.image, (*t.names, *docker_names.get(t.image.config_digest(), ())))
             for t in images

@@ -350,3 +350,21 @@ def test_full_disk_is_a_clear_error_and_leaves_a_clean_store(tmp_path: Path):
         assert list((root / "tmp").iterdir()) == []
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+
+def test_load_platform_from_a_multi_platform_layout(tmp_path: Path):
+    from builder.export import TaggedImage
+    from builder.export.archive import save
+    from builder.image.platform import Platform
+
+    host = make_image("mp-host")
+    s390x = make_image("mp-s390x", platform=Platform.parse("linux/s390x"))
+    save([TaggedImage(host, ("multi:1",)), TaggedImage(s390x, ("multi:1",))], tmp_path / "multi.tar", "oci")
+    root = tmp_path / "root"
+    ok("load", "-i", str(tmp_path / "multi.tar"), root=root)
+    assert json.loads(ok("inspect", "multi:1", root=root))[0]["Id"] == host.config_digest()
+    ok("load", "--platform", "linux/s390x", "-i", str(tmp_path / "multi.tar"), root=root)
+    info = json.loads(ok("inspect", "multi:1", root=root))[0]
+    assert info["Id"] == s390x.config_digest() and info["Architecture"] == "s390x"
+    assert "no image for linux/riscv64" in fails("load", "--platform", "linux/riscv64", "-i",
+                                                 str(tmp_path / "multi.tar"), root=root)
