@@ -218,3 +218,50 @@ def test_unused_build_arg_warns(builder: Builder) -> None:
     err = p.stderr.decode()
     assert "NOTUSED" in err and "not consumed" in err
     assert "USED was not" not in err.replace("NOTUSED", "")
+
+
+def test_missing_source_names_the_dockerignore_rule(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY a.txt /a\n",
+                           ".dockerignore": "# comment\n*.txt\n", "a.txt": "a"})
+    p = builder.build(ctx, check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "Traceback" not in err
+    assert "Dockerfile:2" in err and "'a.txt' (excluded by .dockerignore line 2: `*.txt`)" in err
+
+
+def test_several_tags_and_plain_progress(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /m\nENV A=1\n"})
+    first = builder.build(ctx, "-t", "cli-tags:a", "-t", "cli-tags:b")
+    lines = first.stderr.decode().splitlines()
+    assert any(line.startswith("#2 [stage-0 2/3] RUN echo") for line in lines)
+    assert any(line.startswith("#2 DONE ") and line.endswith("s") for line in lines)
+    assert "naming to cli-tags:a done" in lines and "naming to cli-tags:b done" in lines
+    ids = {_inspect(builder, t)["Id"] for t in ("cli-tags:a", "cli-tags:b")}
+    assert ids == {_out(first)}
+    again = builder.build(ctx, "-t", "cli-tags:c").stderr.decode()
+    assert "CACHED" in again or "cache hit" in again.lower(), again
+
+
+def test_other_platform_refused(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\n"})
+    p = builder.build(ctx, "--platform", "linux/s390x", check=False)
+    assert p.returncode != 0 and b"Traceback" not in p.stderr and b"s390x" in p.stderr
+    ctx2 = builder.context({"Dockerfile": "FROM --platform=linux/s390x busybox:local\n"}, "ctx2")
+    p = builder.build(ctx2, check=False)
+    assert p.returncode != 0 and b"Dockerfile:1" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_pybuild_run_flags(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nENV FROM_IMAGE=yes\nWORKDIR /srv\n"
+                           "ENTRYPOINT [\"echo\", \"entry\"]\nCMD [\"default\"]\n"})
+    builder.build(ctx, "-t", "cli-run:1")
+    run = lambda *a: run_pybuild("run", "--rm", *a, root=builder.root)  # noqa: E731
+    assert run("cli-run:1").stdout == b"entry default\n"
+    assert run("cli-run:1", "other").stdout == b"entry other\n"
+    out = run("-e", "X=1", "-w", "/tmp", "-u", "1234:5678", "--entrypoint", "sh", "cli-run:1", "-c",
+              "echo $X $FROM_IMAGE; pwd; id -u; id -g")
+    assert out.stdout == b"1 yes\n/tmp\n1234\n5678\n", out.stderr
+    missing = run("cli-run:nosuch")
+    assert missing.returncode != 0 and b"Traceback" not in missing.stderr and b"nosuch" in missing.stderr
+    failing = run("--entrypoint", "sh", "cli-run:1", "-c", "exit 5")
+    assert failing.returncode == 5
