@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _options(args: argparse.Namespace) -> ClientOptions:
     from builder.registry.client import ClientOptions
 
-    if getattr(args, "debug", False):
+    if getattr(args, "debug", False) or os.environ.get("PYBUILD_DEBUG") == "1":
         logger = logging.getLogger("builder.registry")
         if not logger.handlers:
             handler = logging.StreamHandler(sys.stderr)
