@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import xxhash
 
-from builder.errors import CopyError, ImageError, SourceLocation
+from builder.errors import CopyError, IgnoreFileError, ImageError, SourceLocation
 from builder.execute.context import BuildContext
 from builder.execute.rootfs import Parts, RootfsView, split_path
-from builder.frontend.dockerignore import PatternMatcher, go_clean
+from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
 from builder.layers import whiteout
 from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter
 
@@ -444,7 +444,10 @@ def _select_local(
     wildcard = any(_WILDCARD.search(c) for c in parts)
     if wildcard:
         hidden: list[tuple[str, str]] = []
-        candidates = _expand_wildcards(parts, tree, hidden)
+        try:
+            candidates = _expand_wildcards(parts, tree, hidden)
+        except IgnoreFileError:
+            raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
         if excludes is not None:
             # Matched relative to the directory the wildcard starts in, as BuildKit's copy root.
             start = next(i for i, c in enumerate(parts) if _WILDCARD.search(c))
@@ -520,10 +523,11 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
     one that a "!" rule may re-include is walked, and comes along (before its
     kept children) only when something inside it is kept.
     """
-    ignore = tree.context.ignore if tree.context is not None and tree.context.ignore else None
-    prune_ignored = ignore is not None and not ignore.has_exclusions
-    prune_excluded = excludes is not None and not excludes.has_exclusions
-    view = tree.view
+    if tree.context is not None:
+        yield from _walk_context_dir(tree.context, base, excludes)
+        return
+    prune = excludes is not None and not excludes.has_exclusions
+    view = tree.view  # a stage or an image: no .dockerignore
 
     def walk(parts: Parts, prefix: str, pending: list[list[object]]) -> Iterator[SourceFile]:
         for name in view.listdir(parts):
@@ -536,10 +540,8 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
             is_dir = stat.S_ISDIR(st.st_mode)
             link = os.readlink(found.host) if stat.S_ISLNK(st.st_mode) else ""
             entry = SourceFile(rel, found.host, st, link)
-            ignored = ignore is not None and ignore.matches("/".join(child))
-            excluded = excludes is not None and excludes.matches(rel)
-            if ignored or excluded:
-                if is_dir and not ((ignored and prune_ignored) or (excluded and prune_excluded)):
+            if excludes is not None and excludes.matches(rel):
+                if is_dir and not prune:
                     yield from walk(child, rel + "/", [*pending, [entry, False]])
                 continue
             for cell in pending:
@@ -551,6 +553,45 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
                 yield from walk(child, rel + "/", [])
 
     yield from walk(base, "", [])
+
+
+def _walk_context_dir(
+    context: BuildContext, base: Parts, excludes: PatternMatcher | None
+) -> Iterator[SourceFile]:
+    """:func:`_walk_dir` for the build context: fsutil's filtered walk (walk_context), fast."""
+    prefix = "/".join(base)
+    include = [re.sub(r"([*?\[\]\\])", r"\\\1", prefix)] if prefix else None
+    root = os.fspath(context.root)
+    cut = len(prefix) + 1 if prefix else 0
+    prune_excluded = excludes is not None and not excludes.has_exclusions
+    skipped: str | None = None  # an excluded directory nothing inside can come back from
+    pending: list[list[object]] = []  # excluded directories a kept child brings along
+    for entry in walk_context(context.root, context.ignore, include=include):
+        path = entry.path
+        if prefix and not path.startswith(prefix + "/"):
+            continue
+        rel = path[cut:]
+        if skipped is not None and rel.startswith(skipped):
+            continue
+        skipped = None
+        st = entry.stat
+        host = Path(os.path.join(root, path))
+        link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
+        item = SourceFile(rel, host, st, link)
+        while pending and not rel.startswith(pending[-1][0].rel + "/"):  # type: ignore[attr-defined]
+            pending.pop()
+        if excludes is not None and excludes.matches(rel):
+            if entry.is_dir:
+                if prune_excluded:
+                    skipped = rel + "/"
+                else:
+                    pending.append([item, False])
+            continue
+        for cell in pending:
+            if not cell[1]:
+                cell[1] = True
+                yield cell[0]  # type: ignore[misc]
+        yield item
 
 
 def iter_source_files(

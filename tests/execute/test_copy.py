@@ -477,3 +477,16 @@ def test_unreadable_source_is_a_clear_error(tmp_path: Path, base: RootfsView) ->
     (root / "f").write_text("x")
     with pytest.raises(CopyError, match="Dockerfile:7: COPY failed: writing the layer: No space left on device"):
         copy_layer(s, source=BuildContext.from_dir(root), dest_view=base, out=Full())  # type: ignore[arg-type]
+
+
+def test_directory_names_with_pattern_characters(tmp_path: Path, base: RootfsView) -> None:
+    root = tmp_path / "c"
+    (root / "we[ir]d*?\\dir/sub").mkdir(parents=True)
+    (root / "we[ir]d*?\\dir/sub/f").write_text("odd")
+    (root / "wei").mkdir()
+    (root / "wei/other").write_text("not this")
+    (root / ".dockerignore").write_text("nothing-matches\n")
+    out = layer(spec("we\\[ir\\]d\\*\\?\\\\dir", dest="/o/"), BuildContext.from_dir(root), base)
+    assert sorted(n for n in out if n.startswith("o/")) == ["o/sub", "o/sub/f"]
+    with pytest.raises(CopyError, match="invalid wildcard in the source 'we\\[\\]': syntax error"):
+        layer(spec("we[]", dest="/o/"), BuildContext.from_dir(root), base)
