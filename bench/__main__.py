@@ -16,11 +16,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench import harness, limits, report
+from bench import harness, limits, registry, report
 from bench import workloads as wl
-from bench.builders import Builder, all_builders
+from bench.builders import BenchError, Builder, Pybuild, all_builders
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _version(b: Builder) -> str:
+    try:
+        return b.version()
+    except (BenchError, OSError, IndexError):
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,39 +58,72 @@ def main(argv: list[str] | None = None) -> int:
     harness.clean(args.workdir)
     bases = harness.make_base_archives(args.workdir)
     for b in builders:
+        if isinstance(b, Pybuild):
+            b.warm_bytecode()
         for name, archive in bases.items():
             try:
                 b.load_base(name, archive)
             except Exception as err:  # reported in RESULTS.md
                 results.notes.append(f"{b.name}: loading base {name} failed: {err}")
+    versions = {b.name: _version(b) for b in builders}
 
     chosen = wl.by_name(args.workloads)
+    for w in wl.WORKLOADS:
+        if w not in chosen:
+            reason = "not run: not in --workloads"
+        elif args.quick and w.network:
+            reason = "not run in --quick (needs the network)"
+        else:
+            continue
+        for scenario in scenarios:
+            for name in names:
+                results.reasons[(w.name, scenario, name)] = reason
     if args.quick:
         chosen = [w for w in chosen if not w.network]
-    for w in chosen:
-        ctx = wl.generate(w, args.workdir / "contexts", scale=scale)
-        print(f"[bench] {w.name}: {w.title}", flush=True)
-        harness.run_workload(w, builders, ctx, runs, scenarios, results, args.workdir)
-        if w.name == "W2":
-            results.limits.update(limits.copy_tree(ctx, args.workdir, runs=3))
-    results.limits.update(limits.hashing_and_compression(16 if args.quick else 64))
-    if not args.no_components:
-        harness.run_components(args.workdir / "components", results, args.quick)
+    with registry.fresh_registry(args.workdir / "registry-main") as addr:
+        for w in chosen:
+            ctx = wl.generate(w, args.workdir / "contexts", scale=scale)
+            print(f"[bench] {w.name}: {w.title}", flush=True)
+            phase = time.time()
+            harness.run_workload(w, builders, ctx, runs, scenarios, results, args.workdir, addr)
+            if w.name == "W2":
+                results.limits.update(limits.copy_tree(ctx, args.workdir, runs=3))
+            results.durations[w.name] = time.time() - phase
+            print(f"[bench] {w.name} took {results.durations[w.name] / 60:.1f} min", flush=True)
+        phase = time.time()
+        results.limits.update(limits.hashing_and_compression(16 if args.quick else 64))
+        results.durations["limits"] = time.time() - phase
+        if not args.no_components:
+            phase = time.time()
+            harness.run_components(args.workdir / "components", results, args.quick, addr)
+            results.durations["components"] = time.time() - phase
+    harness.clean(args.workdir)
 
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.splitlines()
     header = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": harness.machine(),
         "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "commit": commit,
+        "commit": commit + (f" (plus {len(dirty)} uncommitted file(s) in the shared tree)" if dirty else ""),
+        "builders": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "runs": f"{runs} per cell, builders alternating; 3 for the slowest (W2, W6, and any cell whose "
+                f"slowest builder's median exceeds {harness.SLOW_CELL_SECONDS:.0f} s)",
         "duration": f"{(time.time() - started) / 60:.1f} min",
     }
+    if args.quick:
+        header["mode"] = wl.QUICK_NOTE
     report.write(results, args.results, header=header, builders=names)
     report.chart(results, args.results.with_name("results.png"), names)
+    (args.workdir / "README-benchmarks.md").write_text(report.readme_section(results, header))
     (args.workdir / "results.json").write_text(json.dumps(
         {"header": header, "cells": {"|".join(k): vars(v) for k, v in results.cells.items()},
-         "components": results.components, "limits": results.limits}, indent=1, default=str))
+         "reasons": {"|".join(k): v for k, v in results.reasons.items()},
+         "info": {"|".join(k): vars(v) for k, v in results.info.items()},
+         "farm": results.farm, "components": results.components, "limits": results.limits,
+         "durations": results.durations, "notes": results.notes}, indent=1, default=str))
     print(f"[bench] wrote {args.results} in {header['duration']}")
     return 0
 

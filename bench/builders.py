@@ -1,14 +1,16 @@
 """The builders under comparison, each driven through its own command line.
 
-Every adapter does the same four things so the runner can alternate them:
-load the base images, build a context, empty its build cache (keeping the
-base images), and export an image to a tarball.
+Every adapter does the same things so the runner can alternate them: load
+the base images, build a context, empty its build cache (keeping the base
+images, unpacked, as a user's machine has them), and export an image to a
+tarball. Only the build or export command itself is timed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.workloads import BUSYBOX, DEBIAN
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class BenchError(RuntimeError):
@@ -32,10 +36,14 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None 
     return proc
 
 
-def timed(cmd: list[str], **kwargs: object) -> float:
+def timed_run(cmd: list[str], **kwargs: object) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     start = time.perf_counter()
-    _run(cmd, **kwargs)  # type: ignore[arg-type]
-    return time.perf_counter() - start
+    proc = _run(cmd, **kwargs)  # type: ignore[arg-type]
+    return time.perf_counter() - start, proc
+
+
+def timed(cmd: list[str], **kwargs: object) -> float:
+    return timed_run(cmd, **kwargs)[0]
 
 
 @dataclass
@@ -54,11 +62,11 @@ class Builder(ABC):
 
     @abstractmethod
     def load_base(self, name: str, docker_archive: Path) -> None:
-        """See the class docstring."""
+        """Make a base image available, unpacked, outside any timing."""
 
     @abstractmethod
     def build_cmd(self, ctx: Path, tag: str) -> list[str]:
-        """See the class docstring."""
+        """The build command line, as a user types it."""
 
     def env(self) -> dict[str, str] | None:
         return None
@@ -68,20 +76,36 @@ class Builder(ABC):
         return timed(self.build_cmd(ctx, tag), env=self.env())
 
     @abstractmethod
-    def reset_cache(self) -> None:
-        """See the class docstring."""
+    def reset_cache(self, base: str | None = None) -> None:
+        """Empty the build cache; ``base`` (if given) is the base the next build needs."""
+
+    def cleanup(self) -> None:
+        """Free what this workload left (the next workload starts with a reset anyway)."""
+        self.reset_cache()
 
     @abstractmethod
     def export(self, tag: str, dest: Path) -> float:
-        """See the class docstring."""
+        """Time writing ``tag`` to a docker-archive tarball ``dest``."""
 
     @abstractmethod
     def info(self, tag: str) -> ImageInfo:
-        """See the class docstring."""
+        """Size and layer count of a built image."""
+
+    def version(self) -> str:
+        return ""
 
 
+@dataclass
 class Docker(Builder):
-    """docker's classic builder (DOCKER_BUILDKIT=0), the reference in DESIGN.md."""
+    """docker's classic builder (DOCKER_BUILDKIT=0), the reference in DESIGN.md.
+
+    The cache of the classic builder is its intermediate images. Only the
+    images this harness built are removed (by ID, which takes their untagged
+    parents with them): a global ``docker image prune`` would delete other
+    people's images on a shared machine.
+    """
+
+    image_ids: set[str] = field(default_factory=set)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_BUILDKIT": "0"}
@@ -92,12 +116,49 @@ class Docker(Builder):
     def build_cmd(self, ctx: Path, tag: str) -> list[str]:
         return ["docker", "build", "-q", "--network", "host", "-t", f"bench/{tag}", str(ctx)]
 
-    def reset_cache(self) -> None:
+    def build(self, ctx: Path, tag: str) -> float:
+        self.built.add(tag)
+        seconds, proc = timed_run(self.build_cmd(ctx, tag), env=self.env())
+        image_id = proc.stdout.decode().strip().splitlines()[-1:]
+        self.image_ids.update(image_id)
+        return seconds
+
+    def reset_cache(self, base: str | None = None) -> None:
         for tag in sorted(self.built):
             subprocess.run(["docker", "rmi", "-f", f"bench/{tag}"], capture_output=True)
-        subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
-        subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True)
+        leftovers = sorted(self.image_ids | self._descendants_of_bases())
+        if leftovers:
+            subprocess.run(["docker", "rmi", "-f", *leftovers], capture_output=True)
         self.built.clear()
+        self.image_ids.clear()
+
+    def _descendants_of_bases(self) -> set[str]:
+        """Every image whose parent chain reaches a bench base image: the classic builder's cache.
+
+        Final images are not enough: the stages of a multi-stage build leave
+        intermediate images that no final image descends from.
+        """
+        bases = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", BUSYBOX, DEBIAN],
+                               capture_output=True, text=True).stdout.split()
+        ids = subprocess.run(["docker", "images", "-a", "-q", "--no-trunc"],
+                             capture_output=True, text=True).stdout.split()
+        if not bases or not ids:
+            return set()
+        parents: dict[str, str] = {}
+        listing = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}} {{.Parent}}", *set(ids)],
+                                 capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            image, _, parent = line.partition(" ")
+            parents[image] = parent.strip()
+        found: set[str] = set()
+        for image in parents:
+            chain, cur = [], image
+            while cur and cur not in bases and cur not in found and len(chain) < 1000:
+                chain.append(cur)
+                cur = parents.get(cur, "")
+            if cur and (cur in bases or cur in found):
+                found.update(chain)
+        return found
 
     def export(self, tag: str, dest: Path) -> float:
         return timed(["docker", "save", "-o", str(dest), f"bench/{tag}"])
@@ -105,6 +166,9 @@ class Docker(Builder):
     def info(self, tag: str) -> ImageInfo:
         data = json.loads(_run(["docker", "image", "inspect", f"bench/{tag}"]).stdout)[0]
         return ImageInfo(size=int(data["Size"]), layers=len(data["RootFS"]["Layers"]))
+
+    def version(self) -> str:
+        return _run(["docker", "version", "--format", "{{.Server.Version}}"]).stdout.decode().strip()
 
 
 class Buildah(Builder):
@@ -124,10 +188,10 @@ class Buildah(Builder):
         return ["buildah", "bud", "-q", "--isolation", "chroot", "--network", "host", "--layers",
                 "-f", str(local), "-t", f"bench/{tag}", str(ctx)]
 
-    def reset_cache(self) -> None:
+    def reset_cache(self, base: str | None = None) -> None:
         for tag in sorted(self.built):
             subprocess.run(["buildah", "rmi", "-f", f"bench/{tag}"], capture_output=True)
-        subprocess.run(["buildah", "rmi", "--prune"], capture_output=True)
+        subprocess.run(["buildah", "rmi", "--prune"], capture_output=True)  # buildah's own storage only
         self.built.clear()
 
     def export(self, tag: str, dest: Path) -> float:
@@ -142,26 +206,86 @@ class Buildah(Builder):
         size = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
         return ImageInfo(size=size, layers=len(layers))
 
+    def version(self) -> str:
+        return _run(["buildah", "--version"]).stdout.decode().split()[2]
 
+
+def pybuild_executable() -> list[str]:
+    """The installed ``pybuild`` console script (not a pyenv shim, which adds ~0.2 s a call)."""
+    beside = Path(sys.executable).parent / "pybuild"
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("pybuild")
+    if found is None:
+        raise BenchError("pybuild is not installed: run tests/setup.sh (pip install -e .)")
+    return [found]
+
+
+@dataclass
 class Pybuild(Builder):
-    """pybuild from this checkout, with its own store under the bench work dir."""
+    """pybuild as users run it: the installed console script, with bytecode.
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PYBUILD_ROOT": str(self.workdir / "pybuild-root")}
+    "Cold" means a fresh store (``$PYBUILD_ROOT``) holding only the base image,
+    loaded and unpacked outside the timing: ``pybuild prune`` keeps the build
+    cache on purpose and ``prune --all`` also drops the base's snapshot, so
+    neither gives the state docker's ``rmi`` leaves.
+    """
+
+    bases: dict[str, Path] = field(default_factory=dict)
+    root_name: str = "pybuild-root"
+
+    @property
+    def root(self) -> Path:
+        return self.workdir / self.root_name
+
+    def env(self, root: Path | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYBUILD_ROOT"] = str(root or self.root)
+        return env
 
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "builder", *args]
+        return [*pybuild_executable(), *args]
 
-    def load_base(self, name: str, docker_archive: Path) -> None:
-        _run(self._cli("load", "-i", str(docker_archive)), env=self.env())
+    def warm_bytecode(self) -> None:
+        """Compile pybuild's modules once, so no timed run pays for it."""
+        import builder
+        import cache
 
-    def build_cmd(self, ctx: Path, tag: str) -> list[str]:
-        return self._cli("build", "-q", "-t", f"bench/{tag}", str(ctx))
+        dirs = [str(Path(m.__file__).parent) for m in (builder, cache)]  # type: ignore[arg-type]
+        _run([sys.executable, "-m", "compileall", "-q", *dirs], env=self.env())
+        # The parser keeps its LALR tables in a per-user cache file: make it now too.
+        tiny = self.workdir / "warm-context"
+        tiny.mkdir(parents=True, exist_ok=True)
+        (tiny / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN true\n")
+        _run(self._cli("build", "--dry-run", str(tiny)), env=self.env())
 
-    def reset_cache(self) -> None:
-        for tag in sorted(self.built):
-            subprocess.run(self._cli("rmi", "-f", f"bench/{tag}"), capture_output=True, env=self.env())
-        subprocess.run(self._cli("prune", "-f"), capture_output=True, env=self.env())
+    def load_base(self, name: str, docker_archive: Path, root: Path | None = None) -> None:
+        self.bases[name] = docker_archive
+        env = self.env(root)
+        _run(self._cli("load", "-i", str(docker_archive)), env=env)
+        # Unpack the base's snapshot now, as docker and buildah do on load.
+        _run(self._cli("run", "--rm", name, "true"), env=env)
+
+    def fresh_root(self, root: Path, base: str | None) -> None:
+        """An empty store at ``root`` with only ``base`` (or every known base) in it."""
+        shutil.rmtree(root, ignore_errors=True)
+        for name, archive in self.bases.items():
+            if base is None or name == base:
+                self.load_base(name, archive, root)
+
+    def build_cmd(self, ctx: Path, tag: str, *extra: str) -> list[str]:
+        return self._cli("build", "-q", *extra, "-t", f"bench/{tag}", str(ctx))
+
+    def build(self, ctx: Path, tag: str, *extra: str, root: Path | None = None) -> float:
+        self.built.add(tag)
+        return timed(self.build_cmd(ctx, tag, *extra), env=self.env(root))
+
+    def reset_cache(self, base: str | None = None) -> None:
+        self.fresh_root(self.root, base)
+        self.built.clear()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
         self.built.clear()
 
     def export(self, tag: str, dest: Path) -> float:
@@ -170,6 +294,9 @@ class Pybuild(Builder):
     def info(self, tag: str) -> ImageInfo:
         data = json.loads(_run(self._cli("inspect", f"bench/{tag}"), env=self.env()).stdout)[0]
         return ImageInfo(size=int(data["Size"]), layers=len(data["RootFS"]["Layers"]))
+
+    def version(self) -> str:
+        return _run(self._cli("--version"), env=self.env()).stdout.decode().strip()
 
 
 def all_builders(workdir: Path) -> list[Builder]:

@@ -55,11 +55,18 @@ def _text(rng: random.Random, lines: int) -> str:
     return "\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(lines)) + "\n"
 
 
+QUICK_NOTE = "--quick: smaller workloads (W2 at 1/10: 2,000 files / 40 MB; W3 stages of 1 s; " \
+    "W4 1,000 files; W5 20 instructions), W6 not run"
+
+
 def generate(workload: Workload, dest: Path, *, scale: float = 1.0) -> Path:
-    """(Re)create the context of ``workload`` under ``dest``; returns the context dir."""
+    """(Re)create the context of ``workload`` under ``dest``; returns the context dir.
+
+    ``scale`` below 1 is --quick: W2 shrinks by that factor, W3-W5 take their small variants.
+    """
     ctx = dest / workload.name
     stamp = ctx / ".bench-stamp"
-    expected = f"{workload.name}:{scale}:v1"
+    expected = f"{workload.name}:{scale}:v2"
     if stamp.exists() and stamp.read_text() == expected:
         return ctx
     if ctx.exists():
@@ -127,7 +134,7 @@ def _make_w3(ctx: Path, rng: random.Random, scale: float) -> None:
         stages.append(
             f"FROM {BUSYBOX} AS {name}\n"
             "COPY stage.txt /in.txt\n"
-            f"RUN sleep 2 && echo {name} > /out.txt\n"
+            f"RUN sleep {2 if scale >= 1 else 1} && echo {name} > /out.txt\n"
         )
     final = f"FROM {BUSYBOX}\n" + "".join(
         f"COPY --from={n} /out.txt /{n}.txt\n" for n in ("alpha", "beta", "gamma", "delta")
@@ -136,12 +143,13 @@ def _make_w3(ctx: Path, rng: random.Random, scale: float) -> None:
 
 
 def _make_w4(ctx: Path, rng: random.Random, scale: float) -> None:
+    files = 5000 if scale >= 1 else 1000
     (ctx / "marker.txt").write_text("w4\n")
     (ctx / "Dockerfile").write_text(
         f"FROM {DEBIAN}\n"
         "COPY marker.txt /marker.txt\n"
-        "RUN mkdir -p /work && cd /work && for i in $(seq 1 5000); do echo \"file $i\" > f$i.txt; done\n"
-        "RUN cd /work && rm -f $(seq -f 'f%g.txt' 1 2 5000)\n"
+        f"RUN mkdir -p /work && cd /work && for i in $(seq 1 {files}); do echo \"file $i\" > f$i.txt; done\n"
+        f"RUN cd /work && rm -f $(seq -f 'f%g.txt' 1 2 {files})\n"
     )
 
 
@@ -149,7 +157,7 @@ def _make_w5(ctx: Path, rng: random.Random, scale: float) -> None:
     files = ctx / "files"
     files.mkdir()
     lines = [f"FROM {BUSYBOX}"]
-    for i in range(40):
+    for i in range(40 if scale >= 1 else 20):
         kind = i % 4
         if kind == 0:
             lines.append(f"ENV STEP_{i}=value-{i}")
