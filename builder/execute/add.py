@@ -66,7 +66,7 @@ def is_git_source(source: str) -> bool:
 # -- archives -----------------------------------------------------------------------------
 
 
-def open_archive(path: Path) -> BinaryIO | None:
+def open_archive(path: str | Path) -> BinaryIO | None:
     """The uncompressed tar stream of ``path`` if it is an archive, else None (stream closed)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     raw = os.fdopen(fd, "rb")
@@ -112,7 +112,7 @@ def _looks_like_tar(stream: BinaryIO) -> bool:
     return stored in (unsigned, signed)
 
 
-def extract_archive(path: Path, into: Path) -> bool:
+def extract_archive(path: str | Path, into: Path) -> bool:
     """Unpack the archive at ``path`` into ``into``; False when it is not an archive."""
     from builder.layers.extract import extract_layer
 

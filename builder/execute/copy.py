@@ -153,7 +153,7 @@ class SourceFile:
     """One file a COPY reads, with what the cache key and the layer need of it."""
 
     rel: str  # path below the source item ("" for the item itself)
-    host: Path | None  # the file holding the content (None for heredocs)
+    host: str | Path | None  # the file holding the content (None for heredocs)
     stat: os.stat_result
     link: str = ""  # symlink target
     data: bytes | None = None  # heredoc content
@@ -575,7 +575,7 @@ def _walk_context_dir(
             continue
         skipped = None
         st = entry.stat
-        host = Path(os.path.join(root, path))
+        host = os.path.join(root, path)  # a str: Path objects cost more than the walk
         link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
         item = SourceFile(rel, host, st, link)
         while pending and not rel.startswith(pending[-1][0].rel + "/"):  # type: ignore[attr-defined]
@@ -658,11 +658,11 @@ class _Planned:
     """One layer entry to write; content from ``host`` or ``data``."""
 
     entry: TarEntry
-    host: Path | None = None
+    host: str | Path | None = None
     data: bytes | None = None
     group: int = -1  # hardlinks are kept within one source item only
     inode: tuple[int, int] | None = None
-    xattrs_from: Path | None = None
+    xattrs_from: str | Path | None = None
     drop_caps: bool = False  # chown(2) drops file capabilities too
     ident: tuple[int, int] | None = None  # (st_dev, st_ino) seen when the source was selected
 
