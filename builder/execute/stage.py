@@ -447,19 +447,26 @@ class StageRunner:
             path = path[1:]
         self.config = replace(self.config, working_dir=path)
         created_by = f"{' '.join(self._shell())} #(nop) WORKDIR {path}"
-        layer = self._mkdir_layer(path)
+        layer = self._mkdir_layer(ins, path)
         self._commit(created_by, layer)
 
-    def _mkdir_layer(self, path: str) -> Layer | None:
-        """docker creates a missing WORKDIR (0755, owned by root); an existing one needs no layer."""
+    def _mkdir_layer(self, ins: ins_.Workdir, path: str) -> Layer | None:
+        """docker creates a missing WORKDIR (0755, owned by root); an existing one needs no layer.
+
+        The path is resolved through the image's symlinks first (inside the image),
+        as docker does: ``WORKDIR /lnk/sub`` with ``/lnk -> /real`` makes ``/real/sub``.
+        """
         from builder.execute.rootfs import RootfsView
 
         view = RootfsView(self.lowers())
-        if view.is_dir(path):
+        target = view.resolve(path).path
+        if view.is_dir(target):
             return None
         missing: list[str] = []
-        current = path
+        current = target
         while current not in ("/", "") and not view.is_dir(current):
+            if view.exists(current):
+                raise ins.error(f"WORKDIR {path}: mkdir {current}: not a directory")
             missing.append(current.lstrip("/"))
             current = os.path.dirname(current)
         return self._layer_from_entries(sorted(missing))

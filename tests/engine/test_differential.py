@@ -213,6 +213,28 @@ CASES = [
           "a/b/c.tmp": "t", "a/b/c.txt": "c"}),
     Case("dockerignore-dockerfile-itself", "FROM busybox:local\nCOPY . /ctx\n",
          {".dockerignore": "Dockerfile\n.dockerignore\n", "a": "a"}),
+    # -- deeper file-system cases
+    Case("special-files-and-bits", "FROM busybox:local\nRUN mknod /cdev c 1 3 && mkfifo /fifo && "
+         "echo x > /suid && chmod 4755 /suid && mkdir /shared && chmod 1777 /shared && "
+         "echo h > /h1 && ln /h1 /h2 && mkdir /empty\n"),
+    Case("run-as-user-owns-files", "FROM busybox:local\nUSER app\nRUN touch /tmp/mine && mkdir /tmp/d\n"),
+    Case("workdir-through-symlink", "FROM busybox:local\nRUN mkdir /real && ln -s /real /lnk\n"
+         "WORKDIR /lnk/sub\nRUN pwd > /real/pwd\n"),
+    Case("copy-through-image-symlink", "FROM busybox:local\nRUN mkdir /opt && ln -s /opt /o && ln -s opt /rel\n"
+         "COPY a.txt /o/a\nCOPY a.txt /rel/b\nCOPY src /o/src/\n", {"a.txt": "a", "src/f": "f"}),
+    Case("workdir-over-file", "FROM busybox:local\nWORKDIR /etc/passwd/sub\n", fails=True),
+    Case("copy-dir-over-file", "FROM busybox:local\nCOPY src /etc/passwd/\n", {"src/f": "f"}, fails=True),
+    Case("long-and-unicode-names", "FROM busybox:local\nCOPY . /n/\n",
+         {("d" * 60 + "/") * 3 + "f" * 120: "long", "ünïcødé-名前.txt": "u", "sp ace": "s"}),
+    Case("copy-empty-dir", "FROM busybox:local\nCOPY empty /e\nCOPY empty /f/\n", {"empty/.keep": ""},
+         ),
+    Case("arg-default-from-arg", "FROM busybox:local\nARG A=1\nARG B=${A}-2 C=$UNDEFINED.x\n"
+         "ENV D=${B:-none}/$C\nRUN echo $A $B $C $D > /abc\n"),
+    Case("unknown-user-fails", "FROM busybox:local\nUSER nosuchuser\nRUN true\n", fails=True),
+    Case("env-inherited-through-stages", "FROM busybox:local AS a\nENV P=1 Q=two\nFROM a\nENV Q=three\n"
+         "RUN echo $P $Q > /pq\n"),
+    Case("label-continuation", "FROM busybox:local\nLABEL one=1 \\\n      two=\"2 2\" \\\n      three=3\n"
+         "LABEL one=override\n"),
     # -- failing builds
     Case("failing-run-later-stage", "FROM busybox:local AS a\nRUN true\nFROM a\nRUN echo out && false\n", fails=True),
     Case("unknown-instruction", "FROM busybox:local\nFOO bar\n", fails=True),
