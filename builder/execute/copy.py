@@ -757,7 +757,8 @@ def _dest_parts(spec: CopySpec, dest_view: RootfsView) -> tuple[Parts, bool]:
     dest = spec.dest
     if not dest:
         raise spec.error("no destination given")
-    full = dest if dest.startswith("/") else posixpath.join(spec.workdir or "/", dest)
+    # Cleaned as a string first ("/link/../x" is "/x"), then resolved in the image, as docker does.
+    full = go_clean(dest if dest.startswith("/") else posixpath.join(spec.workdir or "/", dest))
     is_dir = dest.endswith("/") or dest == "."  # docker: "/x/." names the file /x
     resolved = dest_view.resolve(full)
     return resolved.parts, is_dir

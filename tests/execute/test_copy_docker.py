@@ -78,6 +78,9 @@ CASES = [
     Case("copy-from-keeps-owners-and-modes", (
         "COPY --from=s /sbox /sgdir /fs/", "COPY --from=s --chown=5:5 /sbox /fs2/",
     )),
+    Case("copy-from-follows-top-level-symlinks", (
+        "COPY --from=s /bin/sh /fs3/", "COPY --from=s /linkd/sub/local /evil/../fs4", "COPY --from=s /linkd /fs5/",
+    )),
     Case("tree-replaces-image-symlinks-and-dirs-below-dest", ("COPY ovr /linkd/",)),
     Case("dot-and-dotdot-dests", ("COPY f1 /newd/.", "COPY f1 /newd2/..", "COPY d2 /nd3/.")),
     Case("source-slashes-and-json-form", (
