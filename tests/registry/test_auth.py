@@ -350,3 +350,22 @@ def test_search_with_a_token(token_registry: TokenRegistry, tmp_path: Path) -> N
     proc = run_pybuild("search", name, "--registry", token_registry.address,
                        env={"DOCKER_CONFIG": str(tmp_path / "nobody")})
     assert proc.returncode == 1 and "authentication required" in proc.stderr.decode()
+
+
+def test_missing_credential_helper_is_named(tls_registry: SecureRegistry, tmp_path: Path,
+                                            store: Store) -> None:
+    docker_dir = tmp_path / "docker"
+    docker_dir.mkdir()
+    (docker_dir / "config.json").write_text(json.dumps({"credsStore": "nosuchhelper"}))
+    with pytest.raises(AuthError, match="docker-credential-nosuchhelper not found"):
+        pull(f"{tls_registry.address}/x/app:1", store, options=tls_options(tls_registry, docker_dir))
+
+
+def test_push_with_wrong_password_fails_before_uploading(tls_registry: SecureRegistry,
+                                                         tmp_path: Path) -> None:
+    config = write_config(tmp_path / "docker", tls_registry.address, password="bad-password")
+    with pytest.raises(AuthError) as err:
+        push(make_image(1, 1000, seed=random_name()), f"{tls_registry.address}/w/app:1",
+             options=tls_options(tls_registry, config))
+    assert str(err.value).startswith(f"push {tls_registry.address}/w/app: unauthorized")
+    assert "bad-password" not in str(err.value)

@@ -166,12 +166,12 @@ def test_pull_by_wrong_digest_is_refused(registry: str, store: Store) -> None:
 
 
 def _put_index(registry: str, repo: str, tag: str, images: dict[str, object],
-               attestation_first: bool = True) -> Index:
+               attestation_first: bool = True, docker: bool = False) -> Index:
     client = RegistryClient(registry)
     entries = []
     for platform, image in images.items():
         push(image, f"{registry}/{repo}@{image.digest()}", client=client)  # type: ignore[attr-defined]
-        entries.append(Descriptor(MediaType.OCI_MANIFEST, image.digest(),  # type: ignore[attr-defined]
+        entries.append(Descriptor(image.manifest().media_type, image.digest(),  # type: ignore[attr-defined]
                                   len(image.raw_manifest()), platform=Platform.parse(platform)))  # type: ignore[attr-defined]
     attestation = make_image(1, 100, seed=random_name())
     push(attestation, f"{registry}/{repo}@{attestation.digest()}", client=client)
@@ -179,9 +179,34 @@ def _put_index(registry: str, repo: str, tag: str, images: dict[str, object],
                      platform=Platform("unknown", "unknown"),
                      annotations={"vnd.docker.reference.type": "attestation-manifest",
                                   "vnd.docker.reference.digest": str(entries[0].digest)})
-    index = Index(tuple([att, *entries] if attestation_first else [*entries, att]))
-    client.put_manifest(repo, tag, index.to_bytes(), MediaType.OCI_INDEX)
+    if docker:  # docker manifest lists have no attestations
+        index = Index(tuple(entries), media_type=MediaType.DOCKER_MANIFEST_LIST)
+    else:
+        index = Index(tuple([att, *entries] if attestation_first else [*entries, att]))
+    client.put_manifest(repo, tag, index.to_bytes(), index.media_type)
     return index
+
+
+def test_docker_manifest_list_and_cli_platform(registry: str, tmp_path: Path) -> None:
+    repo = f"{random_name('ml')}/app"
+    host = Platform.host()
+    other = Platform("linux", "arm64" if host.architecture != "arm64" else "amd64")
+    images = {str(host): make_image(1, 1000, seed=random_name(), platform=host, docker=True),
+              str(other): make_image(1, 1000, seed=random_name(), platform=other, docker=True)}
+    index = _put_index(registry, repo, "list", images, docker=True)
+    ref = f"{registry}/{repo}:list"
+    root = tmp_path / "root"
+    proc = run_pybuild("pull", "--platform", str(other), ref, root=root, check=True)
+    assert f"Digest: {index_digest(index)}" in proc.stdout.decode()
+    with Store(root) as s:
+        stored = s.image(ref)
+        assert stored.digest() == images[str(other)].digest()
+        assert stored.manifest().media_type == MediaType.DOCKER_MANIFEST
+    proc = run_pybuild("pull", "--platform", "linux/s390x", ref, root=root)
+    assert proc.returncode == 1
+    assert "no matching manifest for linux/s390x" in proc.stderr.decode()
+    proc = run_pybuild("pull", "--platform", "nonsense", ref, root=root)
+    assert proc.returncode == 125 and "invalid platform" in proc.stderr.decode()
 
 
 def test_platform_selection_skips_attestations(registry: str, store: Store) -> None:
