@@ -636,6 +636,12 @@ def _history_files(store: Store, name: str, human: bool, as_json: bool) -> int:
               f"{size(layer.deleted_bytes)} of it")
         for change in layer.changes:
             print(f"  {change.kind.value} /{change.path}" + (f"  {size(change.size)}" if change.size else ""))
+    if not as_json and report:
+        shipped = sum(layer.size for layer in report)
+        wasted = sum(layer.wasted_bytes for layer in report)
+        share = f" ({100 * wasted / shipped:.1f}%)" if shipped else ""
+        print(f"TOTAL  {size(shipped)} in {total} layer(s); {size(wasted)}{share} "
+              "overwritten or deleted by later layers")
     return 0
 
 

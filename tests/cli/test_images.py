@@ -93,6 +93,7 @@ def test_history_files_shows_what_later_layers_hide(tmp_path: Path, archive: Pat
     out = ok("history", "--files", "-H=false", "app:1", root=root)
     assert "A /tmp/cache  5000" in out and "D /tmp/cache" in out and "M /etc/app.conf" in out
     assert "later layers overwrite 4 and delete 5000 of it" in out
+    assert out.splitlines()[-1] == "TOTAL  8011 in 2 layer(s); 5004 (62.5%) overwritten or deleted by later layers"
     rows = [json.loads(line) for line in ok("history", "--files", "--format", "json", "app:1", root=root).splitlines()]
     assert rows[1]["Deleted"] == ["tmp/cache"] and rows[0]["DeletedBytes"] == 5000
 
