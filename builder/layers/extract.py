@@ -20,8 +20,9 @@ import errno
 import os
 import shutil
 import stat
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +35,7 @@ from builder.layers.compression import detect, open_decompressed
 from builder.layers.tarwriter import BLOCK, EntryType, TarEntry
 
 _CHUNK = 1 << 20
+_FS_ENCODING = sys.getfilesystemencoding()
 # PAX and GNU long-name headers are read into memory: bound them.
 MAX_META_SIZE = 8 << 20
 # Symlinks followed while resolving one path, as Linux's MAXSYMLINKS.
@@ -240,26 +242,31 @@ class TarReader:
                 name_raw = pax["path"]
             if "linkpath" in pax:
                 link_raw = pax["linkpath"]
-            name = os.fsdecode(name_raw)
+            name = name_raw.decode(_FS_ENCODING, "surrogateescape")
             kind_type = _TYPES.get(typeflag)
             if kind_type is None:
                 what = _UNSUPPORTED.get(typeflag)
                 if what is None:
                     raise ImageError(f"layer entry '{name}' has the unknown tar type {typeflag!r}")
                 raise ImageError(f"layer entry '{name}' is a {what}, which pybuild does not support")
-            if any(k.startswith("GNU.sparse.") for k in pax):
-                raise ImageError(f"layer entry '{name}' is a sparse file, which pybuild does not support")
-            pax_size = _pax_int(pax, "size", offset)
-            if pax_size is not None:
-                size = pax_size
+            uid = gid = mtime = None
+            xattrs: tuple[tuple[str, bytes], ...] = ()
+            if pax:
+                if any(k.startswith("GNU.sparse.") for k in pax):
+                    raise ImageError(
+                        f"layer entry '{name}' is a sparse file, which pybuild does not support"
+                    )
+                pax_size = _pax_int(pax, "size", offset)
+                if pax_size is not None:
+                    size = pax_size
+                uid = _pax_int(pax, "uid", offset)
+                gid = _pax_int(pax, "gid", offset)
+                mtime = _pax_int(pax, "mtime", offset)
+                xattrs = _xattrs_from_pax(pax)
             if size < 0:
                 raise _Corrupt(f"corrupt layer tar: negative size for '{name}' at byte {offset}")
             if kind_type is EntryType.FILE and typeflag != b"7" and name.endswith("/"):
                 kind_type = EntryType.DIR  # pre-POSIX tars mark directories by the slash
-            uid = _pax_int(pax, "uid", offset)
-            gid = _pax_int(pax, "gid", offset)
-            mtime = _pax_int(pax, "mtime", offset)
-            xattrs = _xattrs_from_pax(pax)
             device = kind_type in (EntryType.CHAR, EntryType.BLOCK) and magic.startswith(b"ustar")
             entry = TarEntry(
                 name=name.rstrip("/") if len(name) > 1 else name,
@@ -269,7 +276,7 @@ class TarReader:
                 gid=_num(block[116:124], "gid", offset) if gid is None else gid,
                 size=size if kind_type is EntryType.FILE else 0,
                 mtime=_num(block[136:148], "mtime", offset) if mtime is None else mtime,
-                linkname=os.fsdecode(link_raw),
+                linkname=link_raw.decode(_FS_ENCODING, "surrogateescape") if link_raw else "",
                 devmajor=_num(block[329:337], "devmajor", offset) if device else 0,
                 devminor=_num(block[337:345], "devminor", offset) if device else 0,
                 xattrs=xattrs,
@@ -703,25 +710,26 @@ class _Extractor:
                     continue
                 raise
 
-    def _owner(self, chown: Callable[[], None]) -> None:
-        if not self.same_owner:
-            return
-        try:
-            chown()
-        except PermissionError:
-            if self.is_root:
-                raise
-
     def _metadata_fd(self, fd: int, e: TarEntry) -> None:
         # chown clears setuid bits and file capabilities: owner, then mode, then xattrs.
-        self._owner(lambda: os.fchown(fd, e.uid, e.gid))
+        if self.same_owner:
+            try:
+                os.fchown(fd, e.uid, e.gid)
+            except PermissionError:
+                if self.is_root:
+                    raise
         os.fchmod(fd, e.mode)
         if e.xattrs:
             self._set_xattrs(fd, e)
         os.utime(fd, ns=(e.mtime * 1_000_000_000, e.mtime * 1_000_000_000))
 
     def _metadata_path(self, parent: int, base: str, e: TarEntry) -> None:
-        self._owner(lambda: os.chown(base, e.uid, e.gid, dir_fd=parent, follow_symlinks=False))
+        if self.same_owner:
+            try:
+                os.chown(base, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
+            except PermissionError:
+                if self.is_root:
+                    raise
         if e.type is not EntryType.SYMLINK:
             os.chmod(base, e.mode, dir_fd=parent, follow_symlinks=False)
         if e.xattrs:
