@@ -47,7 +47,7 @@ def test_resets_mid_blob_resume_with_range(registry: str, fault_proxy, store: St
     image = make_image(2, 1_000_000, seed=random_name())
     ref_path = f"{random_name('resume')}/app:1"
     push(image, f"{registry}/{ref_path}")
-    faults = Faults(reset=0.5, seed=3)
+    faults = Faults(reset=0.35, seed=3)
     proxy = fault_proxy(faults)
     options = ClientOptions(retry=RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.05))
     assert pull(f"{proxy.address}/{ref_path}", store,
