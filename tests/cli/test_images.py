@@ -283,6 +283,8 @@ def test_eight_processes_at_once(tmp_path: Path):
         ]
         if i % 4 == 3:
             steps.insert(3, "prune -f")
+        if i % 4 == 1:  # a check in the middle of everything must not see half-done work
+            steps.insert(2, "store check")
         scripts.append(" && ".join(f"{py} {step} >/dev/null" for step in steps))
     env = {**os.environ, "PYBUILD_ROOT": str(root)}
     procs = [subprocess.Popen(["sh", "-ec", s], cwd=REPO, env=env, stderr=subprocess.PIPE) for s in scripts]
