@@ -90,6 +90,7 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         id=cid, runtime=runtime, container_dir=str(cdir),
         owner_start=process_start_time(os.getpid()),
         workdir="" if workdir.parent == cdir else str(workdir),
+        mounts=(str(cdir / "rootfs"),),
     ))
     try:
         cdir.mkdir()

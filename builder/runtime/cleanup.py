@@ -64,6 +64,7 @@ class ContainerState:
     workdir: str = ""
     helper_pid: int | None = None
     helper_start: int | None = None
+    mounts: tuple[str, ...] = ()  # the rootfs overlay; anything else under container_dir too
     created: float = field(default_factory=time.time)
 
     def owner_alive(self) -> bool:
@@ -97,6 +98,7 @@ class StateFile:
 def load_state(path: Path) -> ContainerState | None:
     try:
         data = json.loads(path.read_text())
+        data["mounts"] = tuple(data.get("mounts", ()))
         return ContainerState(**data)
     except (OSError, ValueError, TypeError):
         return None
@@ -187,6 +189,8 @@ def release(state: ContainerState) -> None:
             os.kill(state.helper_pid, signal.SIGKILL)
     if state.runtime in OCI_RUNTIMES:
         delete_runtime_container(state.runtime, state.id)
+    for mount in state.mounts:
+        unmount_all_under(Path(mount))
     remove_tree(Path(state.container_dir))
     if state.workdir:
         remove_tree(Path(state.workdir))
