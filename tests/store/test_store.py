@@ -493,3 +493,22 @@ def test_repair_of_a_lost_base_snapshot_leaves_no_dangling_children(store: Store
     assert report.clean, report.problems
     assert store.check().clean
     assert store.snapshot(img) == paths and paths[0].is_dir()
+
+
+def test_an_image_without_layers(store: Store, tmp_path: Path):
+    """FROM scratch with only metadata: no layers anywhere, everything still works."""
+    from builder.export import TaggedImage
+    from builder.export.archive import open_archive, read_images, save
+
+    img = image_of([])
+    store.write_image(img, ["empty:1"])
+    assert store.resolve("empty:1").size == 0
+    assert store.snapshot(store.image("empty:1")) == []
+    save([TaggedImage(store.image("empty:1"), ("empty:1",))], tmp_path / "e.tar", "docker")
+    with open_archive(tmp_path / "e.tar", tmp_path) as files:
+        (tagged,) = read_images(files)
+        assert tagged.image.config_digest() == img.config_digest()
+    assert store.check().clean
+    store.rmi("empty:1")
+    store.prune()
+    assert list(store.blobs) == [] and store.check().clean
