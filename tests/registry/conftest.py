@@ -259,6 +259,7 @@ class Faults:
 
     reset: float = 0.0          # RST the connection (half-way through the body, if any)
     stall: float = 0.0          # sleep ``stall_seconds`` before answering
+    stall_body: float = 0.0     # send half a blob body, then sleep ``stall_seconds``
     unavailable: float = 0.0    # answer 503 with Retry-After
     flip_blob_bytes: bool = False
     redirect_blobs: bool = False  # answer blob GETs with 307 to a "storage" server on 127.0.0.2
@@ -368,6 +369,13 @@ class FaultProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()
                 return
+            if is_blob_get and len(resp_body) > 1 and faults.roll("stall_body", faults.stall_body):
+                half = len(resp_head) + 4 + len(resp_body) // 2
+                whole = resp_head + b"\r\n\r\n" + resp_body
+                conn.sendall(whole[:half])
+                time.sleep(faults.stall_seconds)
+                conn.sendall(whole[half:])
+                continue
             resp_headers = _headers(resp_head + b"\r\n")
             keep = "content-length" in resp_headers or "chunked" in resp_headers.get("transfer-encoding", "")
             conn.sendall(resp_head + b"\r\n\r\n" + resp_body)

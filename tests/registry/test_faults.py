@@ -90,3 +90,16 @@ def test_retry_after_is_honoured(registry: str, fault_proxy, store: Store) -> No
     with pytest.raises(RegistryError, match="after 3 attempts"):
         pull(f"{proxy.address}/app:1", store, client=client)
     assert slept == [3.0, 3.0]
+
+
+def test_stalled_blob_bodies_time_out_and_resume(registry: str, fault_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    image = make_image(3, 300_000, seed=random_name())
+    ref_path = f"{random_name('stall')}/app:1"
+    push(image, f"{registry}/{ref_path}")
+    faults = Faults(stall_body=0.5, stall_seconds=1.5)
+    proxy = fault_proxy(faults)
+    options = ClientOptions(retry=PATIENT, read_timeout=0.5)
+    assert pull(f"{proxy.address}/{ref_path}", store,
+                client=RegistryClient(proxy.address, options)).digest() == image.digest()
+    assert faults.counts.get("stall_body", 0) >= 1
+    assert store.check().clean
