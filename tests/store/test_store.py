@@ -512,3 +512,15 @@ def test_an_image_without_layers(store: Store, tmp_path: Path):
     store.rmi("empty:1")
     store.prune()
     assert list(store.blobs) == [] and store.check().clean
+
+
+def test_the_same_layer_twice_in_one_image(store: Store):
+    img = image_of([{"a": b"1"}, {"a": None}, {"a": b"1"}])
+    layers = img.layers()
+    assert layers[0].digest() == layers[2].digest()
+    store.write_image(img, ["twice:1"])
+    paths = store.snapshot(store.image("twice:1"))
+    assert len(set(paths)) == 3
+    assert (paths[2] / "a").read_bytes() == b"1"
+    assert store.check().clean
+    assert len(list(store.blobs)) == 4  # config, manifest, two distinct layer blobs
