@@ -86,6 +86,7 @@ CASES = [
     Case("source-slashes-and-json-form", (
         "COPY f1/ /x", "COPY dir/. /x2/", "COPY f1link/ /y", 'COPY ["f1", "/spc dir/"]',
     )),
+    Case("dest-symlink-to-a-file-is-written-through", ("COPY f1 /bin/sh",)),
     Case("multiple-sources-need-slash", ("COPY f1 d2 /m",), fails=True),
     Case("parent-path-refused", ("COPY ../f1 /x/",), fails=True),
     Case("wildcard-without-match", ("COPY nomatch* /x/",), fails=True),
