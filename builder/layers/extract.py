@@ -442,9 +442,11 @@ class _Extractor:
     """One extraction: owns the root descriptor and a cache of resolved parent directories."""
 
     def __init__(
-        self, target: Path, *, apply_whiteouts: bool, overlay_whiteouts: bool, same_owner: bool
+        self, target: Path, *, apply_whiteouts: bool, overlay_whiteouts: bool, same_owner: bool,
+        chroot_symlinks: bool = False,
     ) -> None:
         self.root_fd = os.open(target, _DIR_FLAGS)
+        self.chroot_symlinks = chroot_symlinks
         self.apply_whiteouts = apply_whiteouts
         self.overlay_whiteouts = overlay_whiteouts
         self.is_root = os.geteuid() == 0
@@ -493,6 +495,8 @@ class _Extractor:
                 if comp in ("", "."):
                     continue
                 if comp == "..":  # only from a symlink's target
+                    if not resolved and self.chroot_symlinks:
+                        continue  # "/.." is "/"
                     if not resolved:
                         raise UnsafeLayerError(
                             f"layer entry '{entry}' goes through the symlink {via}, which leads "
@@ -529,7 +533,11 @@ class _Extractor:
                             f"layer entry '{entry}' goes through more than {MAX_SYMLINKS} "
                             "symlinks (a loop?); refusing the layer"
                         ) from None
-                    if target.startswith("/"):
+                    if target.startswith("/") and self.chroot_symlinks:
+                        while len(fds) > 1:  # start again from the root, as chroot would
+                            os.close(fds.pop())
+                        resolved.clear()
+                    elif target.startswith("/"):
                         raise UnsafeLayerError(
                             f"layer entry '{entry}' goes through the symlink "
                             f"'{'/'.join([*resolved, comp])}' -> '{target}', which leads outside "
@@ -766,6 +774,7 @@ def extract_layer(
     apply_whiteouts: bool = True,
     overlay_whiteouts: bool = False,
     same_owner: bool = True,
+    chroot_symlinks: bool = False,
 ) -> ExtractStats:
     """Apply one layer (plain, gzip or zstd tar) onto ``target``, refusing any escape.
 
@@ -773,12 +782,17 @@ def extract_layer(
     already in ``target``; ``overlay_whiteouts`` instead writes overlayfs
     whiteouts (0/0 character devices, ``trusted.overlay.opaque``) for a snapshot
     that will be an overlay lower dir. ``same_owner`` sets owners from the tar.
+
+    A symlink met on the way to an entry is followed when it stays inside
+    ``target``; one that is absolute or climbs out is refused, unless
+    ``chroot_symlinks`` resolves it as a chroot would (containerd's RootPath:
+    absolute targets start at ``target``, ``..`` stops there).
     The stream is read to its end, so a VerifyingReader checks the blob digest.
     """
     try:
         ex = _Extractor(
             target, apply_whiteouts=apply_whiteouts, overlay_whiteouts=overlay_whiteouts,
-            same_owner=same_owner,
+            same_owner=same_owner, chroot_symlinks=chroot_symlinks,
         )
     except OSError as err:
         raise ImageError(f"cannot extract a layer into '{target}': {err.strerror or err}") from err

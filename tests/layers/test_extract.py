@@ -425,3 +425,14 @@ def test_whiteout_in_a_missing_directory_creates_nothing(tmp_path: Path) -> None
 def test_missing_target_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"cannot extract a layer into .*No such file"):
         apply(tmp_path / "absent", [_reg("f", b"x")])
+
+
+def test_chroot_symlinks_resolve_inside_the_target(tmp_path: Path) -> None:
+    (tmp_path / "usr" / "lib").mkdir(parents=True)
+    (tmp_path / "lib").symlink_to("/usr/lib")
+    (tmp_path / "up").symlink_to("../../..")
+    apply(tmp_path, [_reg("lib/libc.so", b"c"), _reg("up/usr/top", b"t")], chroot_symlinks=True)
+    assert (tmp_path / "usr" / "lib" / "libc.so").read_text() == "c"
+    assert (tmp_path / "usr" / "top").read_text() == "t"
+    with pytest.raises(UnsafeLayerError, match="'lib' -> '/usr/lib'"):
+        apply(tmp_path, [_reg("lib/other.so", b"o")])

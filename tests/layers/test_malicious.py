@@ -134,3 +134,19 @@ def test_contained_layers_extract_without_touching_outside(
     if case_name == "hardlink-to-symlink":
         link1, link2 = (target / "symlink1").lstat(), (target / "symlink2").lstat()
         assert link1.st_ino == link2.st_ino and (target / "symlink2").is_symlink()
+
+
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_chroot_mode_contains_every_case(
+    case_name: str, arena: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With chroot semantics some escapes become writes inside the target: never outside."""
+    sentinel, target = arena
+    case = next(c for c in corpus(sentinel) if c.name == case_name)
+    before = _outside_state(tmp_path, target)
+    try:
+        extract_layer(io.BytesIO(case.blob), target, chroot_symlinks=True)
+    except PybuildError:
+        pass
+    assert _outside_state(tmp_path, target) == before
+    _no_links_to(target, [sentinel / n for n in SENTINEL_FILES] + [Path("/etc/shadow")])
