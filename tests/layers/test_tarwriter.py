@@ -402,3 +402,70 @@ def test_userxattr_overlay_bookkeeping_is_understood(tmp_path: Path) -> None:
     plain.seek(0)
     with tarfile.open(fileobj=plain) as tf:
         assert "SCHILY.xattr.user.overlay.opaque" in tf.getmembers()[0].pax_headers
+
+
+def _oci_layout(layout: Path, layers: list[bytes]) -> None:
+    """A minimal OCI image layout around gzip'd layer tars, tagged 'latest'."""
+    import gzip
+    import json
+
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return "sha256:" + digest
+
+    descriptors = []
+    for tar in layers:
+        blob = gzip.compress(tar, mtime=0)
+        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": put(blob), "size": len(blob)})
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [
+            "sha256:" + hashlib.sha256(t).hexdigest() for t in layers]},
+    }).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config),
+                   "size": len(config)},
+        "layers": descriptors,
+    }).encode()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest),
+        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "latest"},
+    }]}))
+
+
+def test_umoci_unpacks_our_layers_with_whiteouts(tmp_path: Path) -> None:
+    """Another implementation of the OCI spec applies our layers, whiteouts included, the same way."""
+    umoci = require_tool("umoci")
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (upper, work, merged):
+        d.mkdir()
+    (lower / "etc").mkdir(parents=True)
+    (lower / "etc" / "gone").write_text("gone")
+    (lower / "etc" / "kept").write_text("kept")
+    (lower / "opq").mkdir()
+    (lower / "opq" / "old").write_text("old")
+    os.chown(lower / "etc" / "kept", 1000, 1000)
+    _mount_overlay(lower, upper, work, merged)
+    try:
+        (merged / "etc" / "gone").unlink()
+        subprocess.run(["rm", "-rf", merged / "opq"], check=True)
+        (merged / "opq").mkdir()
+        (merged / "opq" / "new").write_text("new")
+        expected = snapshot(merged, mtimes=False)
+    finally:
+        subprocess.run(["umount", merged], check=True)
+    base, diff = io.BytesIO(), io.BytesIO()
+    write_layer(lower, base)
+    write_layer(upper, diff, overlay_upper=True)
+    _oci_layout(tmp_path / "image", [base.getvalue(), diff.getvalue()])
+    bundle = tmp_path / "bundle"
+    subprocess.run([umoci, "unpack", "--image", f"{tmp_path / 'image'}:latest", bundle],
+                   check=True, capture_output=True)
+    assert snapshot(bundle / "rootfs", mtimes=False) == expected
