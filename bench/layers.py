@@ -144,6 +144,7 @@ def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int 
             times[name].append(wall)
             cpu[name].append(used)
     layer_bytes = ours_tar.stat().st_size
+    shutil.rmtree(out)  # ~2 GB of results; the source tree is kept for the next run
     med = {k: statistics.median(v) for k, v in times.items()}
     result: dict = {
         "files": files, "total_mb": total_mb, "runs": runs, "layer_mb": round(layer_bytes / 2**20, 1),
