@@ -44,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -389,9 +389,8 @@ def _expand_wildcards(parts: Parts, tree: _Tree, ignored: list[tuple[str, str]])
 
 def _parents_keep(arg: str, parts: Parts) -> Parts:
     """``--parents``: the part of a source path kept below dest (after a '/./' pivot)."""
-    raw = arg.replace("\\", "/")
-    if "/./" in raw:
-        before = raw.split("/./", 1)[0]
+    if "/./" in arg:
+        before = arg.split("/./", 1)[0]
         skip = len(split_path(go_clean(before))) if go_clean(before) not in (".", "/") else 0
         return parts[skip:]
     return parts
@@ -437,9 +436,52 @@ def select_sources(
     return items
 
 
+def _select_parents(
+    arg: str, context: BuildContext, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None
+) -> list[SourceItem]:
+    """``COPY --parents`` from the context, as BuildKit: an include-pattern copy from the pivot.
+
+    The source (after a ``/./`` pivot, if any) is a pattern in .dockerignore
+    syntax (so ``**`` spans directories); matches keep their path below the
+    pivot, and the directories on the way come along with their own metadata.
+    """
+    parent, sep, pattern = arg.partition("/./")
+    if not sep:
+        parent, pattern = "", arg
+    pivot = _source_parts(parent or ".", tree, spec)
+    pattern_parts = _source_parts(pattern, tree, spec)
+    if not pattern_parts:
+        raise spec.error(f"--parents needs a path below the pivot in '{arg}'")
+    if not any(_WILDCARD.search(c) for c in (*pivot, *pattern_parts)):
+        _select_local(arg, tree, replace(spec, parents=False), None)  # a missing path: docker's errors
+    prefix = "/".join(pivot)
+    full = "/".join((*pivot, *pattern_parts))
+    root = os.fspath(context.root)
+    cut = len(prefix) + 1 if prefix else 0
+    files: list[SourceFile] = []
+    try:
+        walked = list(walk_context(context.root, context.ignore, include=[full]))
+    except IgnoreFileError:
+        raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
+    for entry in walked:
+        if prefix and not entry.path.startswith(prefix + "/"):
+            continue
+        rel = entry.path[cut:]
+        if excludes is not None and excludes.matches(rel):
+            continue
+        host = os.path.join(root, entry.path)
+        link = os.readlink(host) if stat.S_ISLNK(entry.stat.st_mode) else ""
+        files.append(SourceFile(rel, host, entry.stat, link))
+    if not files:
+        raise spec.error(f"no source files were specified (nothing matches '{arg}')")
+    return [SourceItem(arg, prefix or ".", SourceKind.DIR, files, keep_parts=(), keep_owner=False)]
+
+
 def _select_local(
     arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None
 ) -> list[SourceItem]:
+    if spec.parents and tree.context is not None:
+        return _select_parents(arg, tree.context, tree, spec, excludes)
     parts = _source_parts(arg, tree, spec)
     wildcard = any(_WILDCARD.search(c) for c in parts)
     if wildcard:

@@ -135,9 +135,19 @@ def test_parents_keeps_source_directories(ctx: BuildContext, base: RootfsView) -
     out = layer(spec("dir/sub/b", "d2", dest="/p/", parents=True), ctx, base)
     assert out["p/dir/sub/b"].data == b"x\n"
     assert out["p/d2/c"].isfile()
+    assert out["p/dir/sub"].mode == 0o750  # the directories on the way keep their metadata
+    assert out["p/d2"].mode == 0o711
     out = layer(spec("dir/./sub/b", "*/c", dest="/q/", parents=True), ctx, base)
     assert "q/sub/b" in out and "q/dir" not in out
     assert "q/d2/c" in out
+    out = layer(spec("**/b", dest="/g/", parents=True), ctx, base)  # '**' spans directories here
+    assert sorted(n for n in out if n.startswith("g/")) == ["g/dir", "g/dir/sub", "g/dir/sub/b"]
+    out = layer(spec("dir/./**/b", dest="/g/", parents=True), ctx, base)
+    assert sorted(n for n in out if n.startswith("g/")) == ["g/sub", "g/sub/b"]
+    with pytest.raises(CopyError, match="file not found in build context"):
+        layer(spec("dir/nope", dest="/g/", parents=True), ctx, base)
+    with pytest.raises(CopyError, match="excluded by .dockerignore line 2"):
+        layer(spec("x.log", dest="/g/", parents=True), ctx, base)
 
 
 def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
