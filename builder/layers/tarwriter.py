@@ -233,8 +233,10 @@ class _HashingSink:
         n = len(data)
         if self._pos + n > _BUFFER:
             self.flush()
-            if n > _BUFFER:
-                self._submit(bytes(data))
+            if n > _BUFFER:  # rare (a header with huge PAX records): go through the buffers
+                view = memoryview(data)
+                for start in range(0, n, _BUFFER):
+                    self.write(view[start : start + _BUFFER])
                 return
         self._view[self._pos : self._pos + n] = data
         self._pos += n

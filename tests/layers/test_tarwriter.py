@@ -469,3 +469,17 @@ def test_umoci_unpacks_our_layers_with_whiteouts(tmp_path: Path) -> None:
     subprocess.run([umoci, "unpack", "--image", f"{tmp_path / 'image'}:latest", bundle],
                    check=True, capture_output=True)
     assert snapshot(bundle / "rootfs", mtimes=False) == expected
+
+
+def test_headers_bigger_than_the_buffer(tmp_path: Path) -> None:
+    """Many large xattrs make a PAX header of several MiB; it must still stream and hash right."""
+    xattrs = tuple((f"user.big{i:02d}", bytes([i]) * 60_000) for i in range(40))
+    out = tmp_path / "big-header.tar"
+    with open(out, "wb") as f:
+        w = TarStreamWriter(f)
+        w.add(TarEntry("x", EntryType.FILE, size=3, xattrs=xattrs), io.BytesIO(b"abc"))
+        stats = w.close()
+    data = out.read_bytes()
+    assert stats.diff_id == "sha256:" + hashlib.sha256(data).hexdigest() and len(data) > 2 << 20
+    (entry,) = list(TarReader(io.BytesIO(data)))
+    assert entry.xattrs == xattrs
