@@ -146,7 +146,7 @@ def test_parents_keeps_source_directories(ctx: BuildContext, base: RootfsView) -
     assert sorted(n for n in out if n.startswith("g/")) == ["g/sub", "g/sub/b"]
     with pytest.raises(CopyError, match="file not found in build context"):
         layer(spec("dir/nope", dest="/g/", parents=True), ctx, base)
-    with pytest.raises(CopyError, match="excluded by .dockerignore line 2"):
+    with pytest.raises(CopyError, match=r"excluded by \.dockerignore line 2"):
         layer(spec("x.log", dest="/g/", parents=True), ctx, base)
 
 
