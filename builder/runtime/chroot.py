@@ -29,6 +29,7 @@ from builder.runtime.spec import (
     UMASK,
     ContainerSpec,
     MountType,
+    network_sysctls,
     nofile_limit,
     process_env,
 )
@@ -58,6 +59,7 @@ class ChrootRuntime:
             "rootfs": str(container.rootfs),
             "hostname": container.hostname,
             "network": spec.network.value,
+            "sysctl": network_sysctls(spec.network),
             "readonly_rootfs": spec.readonly_rootfs,
             "terminal": spec.process.terminal,
             "etc": [{"source": str(src), "target": dst} for dst, src in container.etc_files.items()],

@@ -291,6 +291,9 @@ def container_init(plan, errfd, channel):
     check(libc.sethostname(name, len(name)), "sethostname")
     if plan["network"] == "none":
         loopback_up()
+    for key, value in plan["sysctl"].items():  # /proc/sys/net is the current namespace's
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
     mount_system(root)
     console = open_console(root, channel) if channel is not None else None
     for item in plan["etc"]:

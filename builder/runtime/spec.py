@@ -168,6 +168,14 @@ def hosts_file(hostname: str, extra_hosts: Sequence[tuple[str, str]] = ()) -> st
     return "\n".join(lines) + "\n"
 
 
+def network_sysctls(network: Network) -> dict[str, str]:
+    """docker's none network has loopback without IPv6 (it disables IPv6 in the namespace)."""
+    if network is Network.NONE and Path("/proc/sys/net/ipv6").is_dir():
+        return {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1",
+                "net.ipv6.conf.lo.disable_ipv6": "1"}
+    return {}
+
+
 def system_mounts() -> list[dict[str, Any]]:
     """``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue``, ``/sys`` as docker mounts them."""
     return [
@@ -232,5 +240,6 @@ def oci_config(
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "sysctl": network_sysctls(spec.network),
         },
     }

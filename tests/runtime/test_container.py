@@ -408,3 +408,14 @@ def test_device_nodes_cannot_reach_host_devices(run, busybox_rootfs, tmp_path):
                  " mknod /tmp/d b 1 0 2>/dev/null && head -c 1 /tmp/d >/dev/null 2>&1 && echo made-one;"
                  " echo done", lowers=[busybox_rootfs, evil])
     assert result.text == "done\n"
+
+
+NET_PROBE = "ls /sys/class/net; cat /sys/class/net/lo/flags /sys/class/net/lo/operstate /proc/net/if_inet6"
+
+
+@pytest.mark.docker
+def test_same_none_network_as_docker_run(run, docker, docker_busybox):
+    ref = subprocess.run([docker, "run", "--rm", "--network", "none", docker_busybox, "/bin/sh", "-c",
+                          NET_PROBE], capture_output=True, text=True, check=True)
+    ours = run(NET_PROBE, network=Network.NONE)
+    assert ours.text == ref.stdout
