@@ -27,10 +27,22 @@ def test_exit_code_and_combined_output_in_order(run):
     assert run("true").code == 0
 
 
-def test_output_is_streamed_as_it_comes(run):
-    result = run("echo first; sleep 0.3; echo second")
-    assert result.chunks[0] == b"first\n"
-    assert len(result.chunks) >= 2
+def test_output_is_streamed_as_it_comes(runtime, busybox_rootfs, tmp_path):
+    """The step prints its second line only once the caller has seen the first."""
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    seen: list[bytes] = []
+
+    def sink(chunk: bytes) -> None:
+        seen.append(chunk)
+        (sync / "go").touch()
+
+    script = "echo first; while [ ! -e /sync/go ]; do sleep 0.02; done; echo second"
+    code = runtime.run(ContainerSpec([busybox_rootfs], tmp_path / "upper", ProcessSpec(("sh", "-c", script)),
+                                     mounts=[Mount.bind(sync, "/sync", readonly=True)]),
+                       stdout=sink)
+    assert code == 0
+    assert seen == [b"first\n", b"second\n"]
 
 
 def test_exit_codes_pass_through(run):
