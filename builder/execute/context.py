@@ -69,18 +69,25 @@ class BuildContext:
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
+        try:
+            return cls._open_extracted(temp, dockerfile_name)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _open_extracted(cls, temp: Path, dockerfile_name: str | None) -> BuildContext:
         name = dockerfile_name or DEFAULT_DOCKERFILE
         view = RootfsView([temp], overlay=False)
+        host = _inside(view, name)
         dockerfile: Path | None = None
-        try:
-            host = view.real_path(name)
-        except ImageError:
-            host = None
         if host is not None and host.is_file():
             dockerfile = host
         elif dockerfile_name is not None:
-            shutil.rmtree(temp, ignore_errors=True)
             raise BuildContextError(f"the Dockerfile '{dockerfile_name}' is not in the build context tar")
+        # The ignore files are read by path: a symlink in the tar must not lead them outside.
+        for candidate in (f"{name}.dockerignore", ".dockerignore"):
+            _inside(view, candidate)
         return cls(temp, dockerfile, load_ignore(temp, dockerfile), _temp=temp, _view=view)
 
     @property
@@ -105,3 +112,17 @@ class BuildContext:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _inside(view: RootfsView, name: str) -> Path | None:
+    """The host path of ``name`` in a tar context; a symlink that leaves the context is an error."""
+    try:
+        resolved = view.resolve(name, stop_at_absolute=True)
+    except ImageError as err:
+        raise BuildContextError(f"'{name}' in the build context tar: {err}") from None
+    if resolved.clamped or resolved.absolute:
+        raise BuildContextError(
+            f"'{name}' in the build context tar is a symlink that leads outside the context"
+        )
+    found = view.entry(resolved.parts)
+    return found.host if found is not None else None

@@ -212,3 +212,20 @@ def test_from_tar_refuses_escapes(tmp_path: Path) -> None:
 def test_from_tar_refuses_garbage(tmp_path: Path) -> None:
     with pytest.raises(BuildContextError, match="cannot read the build context"):
         BuildContext.from_tar(io.BytesIO(b"this is not a tar" * 100), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", ".dockerignore", "Dockerfile.dockerignore"])
+def test_from_tar_refuses_files_linked_outside(tmp_path: Path, name: str) -> None:
+    (tmp_path / "secret").write_text("root:$y$secret-hash\n")
+    files: dict[str, bytes | None] = {"Dockerfile": b"FROM scratch\n"}
+    files.pop(name, None)
+    data = _tar(files, links={name: str(tmp_path / "secret")})
+    with pytest.raises(BuildContextError, match=f"'{name}' in the build context tar is a symlink that leads outside"):
+        BuildContext.from_tar(io.BytesIO(data), tmp_path / "work")
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_from_tar_follows_links_inside(tmp_path: Path) -> None:
+    data = _tar({"real.df": b"FROM scratch\n"}, links={"Dockerfile": "real.df"})
+    with BuildContext.from_tar(io.BytesIO(data), tmp_path) as ctx:
+        assert ctx.dockerfile is not None and ctx.dockerfile.name == "real.df"
