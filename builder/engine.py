@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from builder.errors import BuildError, InstructionError, UsageError
+from builder.errors import BuildError, InstructionError, PybuildError, UsageError
 from builder.execute.base import BaseResolver
 from builder.execute.run import Secret
 from builder.execute.stage import BuildEnv, StageResult, StageRunner
@@ -344,9 +344,14 @@ class Build:
         for text in self.options.cache_to:
             spec = CacheSpec.parse(text, export=True)
             keys = select_keys(env.records, env.used_keys, final_key, spec.mode)  # type: ignore[arg-type]
-            export_cache(spec, self.store, env.records, keys, imported=imported,  # type: ignore[arg-type]
-                         mount_ids=env.cache_mount_ids, progress=self.progress,
-                         insecure_registries=tuple(self.options.insecure_registries))
+            try:
+                export_cache(spec, self.store, env.records, keys, imported=imported,  # type: ignore[arg-type]
+                             mount_ids=env.cache_mount_ids, progress=self.progress,
+                             insecure_registries=tuple(self.options.insecure_registries))
+            except PybuildError as err:
+                if not spec.ignore_error:
+                    raise
+                self.progress.warning(f"cache export to {spec.description} failed: {err}")
 
     def _base_env(self, name: str) -> list[str] | None:
         """A base image's env for the UndefinedVar check, if the store already has it."""

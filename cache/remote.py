@@ -74,6 +74,7 @@ class CacheSpec:
     mode: CacheMode = CacheMode.MIN
     compression: Compression = Compression.GZIP
     cache_mounts: bool = False
+    ignore_error: bool = False  # --cache-to: a failed export only warns
 
     @property
     def description(self) -> str:
@@ -105,10 +106,14 @@ class CacheSpec:
         mounts_text = fields.pop("cache-mounts", "false").lower()
         if mounts_text not in ("true", "false", "1", "0"):
             raise UsageError(f"invalid {flag} value {text!r}: cache-mounts must be true or false")
-        for ignored in ("ignore-error", "oci-mediatypes", "image-manifest", "compression-level",
+        ignore_text = fields.pop("ignore-error", "false").lower()
+        if ignore_text not in ("true", "false", "1", "0"):
+            raise UsageError(f"invalid {flag} value {text!r}: ignore-error must be true or false")
+        for ignored in ("oci-mediatypes", "image-manifest", "compression-level",
                         "force-compression", "name"):
             fields.pop(ignored, None)
-        common = {"mode": mode, "compression": compression, "cache_mounts": mounts_text in ("true", "1")}
+        common = {"mode": mode, "compression": compression, "cache_mounts": mounts_text in ("true", "1"),
+                  "ignore_error": ignore_text in ("true", "1")}
         if kind is CacheType.REGISTRY:
             ref = fields.pop("ref", "")
             if not ref:
@@ -580,9 +585,16 @@ def _record_from_json(item: dict[str, Any], blobs: dict[str, Descriptor], source
 
 def load_imports(specs: Iterable[str], store: Any, progress: Any = None,
                  insecure_registries: Sequence[str] = ()) -> ImportedCache:
+    """Every ``--cache-from``; one that cannot be read is a warning, as in BuildKit (the build
+    then runs without it), but a malformed value is an error before anything runs."""
     cache = ImportedCache(store, progress)
-    for text in specs:
-        cache.load(CacheSpec.parse(text, export=False), insecure_registries)
+    for spec in [CacheSpec.parse(text, export=False) for text in specs]:
+        try:
+            cache.load(spec, insecure_registries)
+        except UsageError:
+            raise
+        except PybuildError as err:
+            cache._warn(f"cannot import cache {spec.description}: {err}")
     return cache
 
 
@@ -654,8 +666,13 @@ def export_cache(spec: CacheSpec, store: Any, records: CacheRecords, keys: Seque
                     continue
                 tmp = store.temp_path(".mount.tar.gz")
                 temps.append(tmp)
-                with open(tmp, "wb") as out:
-                    pack_mount(path, out)
+                try:
+                    with open(tmp, "wb") as out:
+                        pack_mount(path, out)
+                except PybuildError as err:  # e.g. another build changing it under us
+                    if progress is not None:
+                        progress.warning(f"cache mount {cache_id} not exported: {err}")
+                    continue
                 desc = Descriptor(MediaType.PYBUILD_CACHE_MOUNT.value, _file_digest(tmp), tmp.stat().st_size,
                                   annotations={ID_ANNOTATION: cache_id})
                 mounts.append(_Blob(desc, lambda p=tmp: open(p, "rb")))  # type: ignore[misc]  # noqa: SIM115

@@ -151,3 +151,20 @@ def test_missing_cache_from_is_a_warning(machines, tmp_path: Path, registry: str
     result = m.build(ctx, "--cache-from", f"type=registry,ref={registry}/nothing/here:1",
                      "--cache-from", f"type=local,src={tmp_path / 'none'}")
     assert b"not found" in result.stdout + result.stderr
+
+
+def test_unreachable_caches(machines, tmp_path: Path) -> None:
+    from tests.helpers.tools import free_port
+
+    m = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo x > /x\n"})
+    dead = f"127.0.0.1:{free_port()}/nobody/cache:1"
+    # Importing is best effort (the build runs without that cache), as BuildKit does.
+    built = m.build(ctx, "--cache-from", f"type=registry,ref={dead}")
+    assert b"cannot import cache " + dead.encode() in built.stdout + built.stderr
+    # Exporting is not, unless ignore-error=true.
+    failed = m.build(ctx, "--cache-to", f"type=registry,ref={dead}", check=False)
+    err = failed.stderr.decode()
+    assert failed.returncode != 0 and "connection refused" in err and "Traceback" not in err, err
+    ok = m.build(ctx, "--cache-to", f"type=registry,ref={dead},ignore-error=true")
+    assert b"cache export to " + dead.encode() + b" failed" in ok.stdout + ok.stderr
