@@ -227,7 +227,10 @@ class _HashingSink:
 
     def _consume(self, chunk: memoryview | bytes) -> None:
         self.hasher.update(chunk)
-        self._out.write(chunk)
+        view = memoryview(chunk)
+        while view:  # raw files and pipes may take less than offered
+            written = self._out.write(view)
+            view = view[len(view) if written is None else written :]
 
     def write(self, data: bytes | memoryview) -> None:
         n = len(data)
