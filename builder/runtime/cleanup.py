@@ -121,7 +121,8 @@ def delete_runtime_container(runtime: str, container_id: str) -> None:
     binary = shutil.which(runtime)
     if binary is None:
         return
-    subprocess.run([binary, "delete", "--force", container_id], capture_output=True, timeout=60)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # a hung runtime: retried next time
+        subprocess.run([binary, "delete", "--force", container_id], capture_output=True, timeout=60)
 
 
 # Where runc and crun keep a directory per container, by default; a glance there
@@ -143,7 +144,10 @@ def _runtime_containers(runtime: str) -> list[dict]:
     binary = shutil.which(runtime)
     if binary is None or not _may_hold_ours(runtime):
         return []
-    proc = subprocess.run([binary, "list", "--format", "json"], capture_output=True, timeout=60)
+    try:
+        proc = subprocess.run([binary, "list", "--format", "json"], capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return []
     if proc.returncode != 0 or not proc.stdout.strip():
         return []
     try:
