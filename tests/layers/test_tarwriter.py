@@ -58,6 +58,7 @@ def make_tree(root: Path) -> Path:
     os.chown(root / "home" / "app" / "data", 1000, 1001)
     os.chown(root / "etc" / "hosts", 3_000_000, 65534)  # needs PAX uid
     (root / "link").symlink_to("etc/hosts")
+    os.setxattr(root / "link", "trusted.note", b"on a symlink", follow_symlinks=False)
     (root / "dangling").symlink_to("/nowhere/at/all")
     (root / "longlink").symlink_to("/" + "x" * 150)
     os.link(root / "bin" / "su", root / "bin" / "su2")
