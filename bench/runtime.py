@@ -5,8 +5,9 @@
 Each repetition runs ``true`` once with every builder, in rotating order so
 that noise hits all alike: pybuild's runc, crun and chroot isolations (the
 whole ``Runtime.run``: state file, init layer, overlay mount, bundle, runtime,
-unmount, clean-up) over a busybox root file system, and
-``docker run --rm --network host <the same rootfs as an image> true``.
+unmount, clean-up) over a busybox root file system,
+``docker run --rm --network host <the same rootfs as an image> true``, and
+"setup only": pybuild's own share (the same minus the runtime and the process).
 Reports min / median / max in milliseconds and each median's ratio to docker's.
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from builder.runtime import ContainerSpec, ProcessSpec, detect
+from builder.runtime.bundle import prepare
 from tests.helpers.tools import make_busybox_rootfs
 
 ISOLATIONS = ("runc", "crun", "chroot")
@@ -69,6 +71,14 @@ def run(workdir: Path, runs: int = 20) -> dict:
             shutil.rmtree(upper)
 
         actions[isolation] = once
+    def setup_only() -> None:
+        """pybuild's own share: state file, init layer, overlay, teardown; no process."""
+        upper = uppers / str(next(counter))
+        with prepare(ContainerSpec([rootfs], upper, ProcessSpec(("true",))), work_root, "none"):
+            pass
+        shutil.rmtree(upper)
+
+    actions["setup only"] = setup_only
     docker = shutil.which("docker")
     if docker:
         image = _docker_image(rootfs)
