@@ -8,6 +8,9 @@ name>.dockerignore`` beside the Dockerfile wins over the context's own.
 
 from __future__ import annotations
 
+import bz2
+import io
+import lzma
 import shutil
 import stat
 import tempfile
@@ -52,7 +55,7 @@ class BuildContext:
     def from_tar(
         cls, stream: BinaryIO, workdir: Path, dockerfile_name: str | None = None
     ) -> BuildContext:
-        """A context sent as a tar (plain, gzip or zstd) on ``stream``, extracted under ``workdir``.
+        """A context sent as a tar (plain, gzip, bzip2, xz or zstd) on ``stream``, extracted under ``workdir``.
 
         ``dockerfile_name`` (``-f`` relative to the context) defaults to
         ``Dockerfile``; it is looked up inside the extracted context.
@@ -62,7 +65,7 @@ class BuildContext:
         workdir.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
         try:
-            extract_layer(stream, temp, apply_whiteouts=False, same_owner=False)
+            extract_layer(_decompressed(stream), temp, apply_whiteouts=False, same_owner=False)
         except PybuildError as err:
             shutil.rmtree(temp, ignore_errors=True)
             raise BuildContextError(f"cannot read the build context from the tar stream: {err}") from None
@@ -126,3 +129,14 @@ def _inside(view: RootfsView, name: str) -> Path | None:
         )
     found = view.entry(resolved.parts)
     return found.host if found is not None else None
+
+
+def _decompressed(stream: BinaryIO) -> BinaryIO:
+    """bzip2 and xz unwrapped here (as the docker CLI accepts them); gzip and zstd by the extractor."""
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
+    head = buffered.peek(6)[:6]  # type: ignore[attr-defined]
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(buffered)  # type: ignore[return-value]
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(buffered)  # type: ignore[return-value]
+    return buffered

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -187,6 +190,13 @@ def test_from_tar_extracts_and_cleans_up(tmp_path: Path) -> None:
         assert ctx.excluded_by("x.log") is not None
     assert not root.exists()
     assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize("compress", [bz2.compress, lzma.compress, gzip.compress, lambda d: d])
+def test_from_tar_compressed(tmp_path: Path, compress: Callable[[bytes], bytes]) -> None:
+    data = compress(_tar({"Dockerfile": b"FROM scratch\n"}))
+    with BuildContext.from_tar(io.BytesIO(data), tmp_path) as ctx:
+        assert ctx.dockerfile is not None and ctx.dockerfile.read_text() == "FROM scratch\n"
 
 
 def test_from_tar_with_named_dockerfile(tmp_path: Path) -> None:
