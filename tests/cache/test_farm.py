@@ -64,6 +64,10 @@ def _farm(machines, tmp_path: Path, cache_to: str, cache_from: str):  # type: ig
     counts = steps(log)
     assert counts["done"] == 0 or ran(log) == [], log.decode()
     assert counts["cached"] == 8, log.decode()  # every step after the two FROMs
+    # The RUN with a cache mount writes on the host (the store's cachemounts/): on B it never ran.
+    assert any((a.root / "cachemounts").iterdir())
+    assert not (b.root / "cachemounts").exists() or not any((b.root / "cachemounts").iterdir())
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
     ia, ib = _inspect(a, "app:1"), _inspect(b, "app:1")
     assert ia["Id"] == ib["Id"]
     assert ia["RootFS"]["Layers"] == ib["RootFS"]["Layers"]
