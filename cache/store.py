@@ -368,6 +368,30 @@ class Store:
                     )
         return manifest_digest
 
+    def verify_layer(self, desc: Descriptor, diff_id: str) -> None:
+        """Check a held layer blob against its diff_id and remember the pairing.
+
+        ``write_image`` then does not read the blob again: a puller calls this as
+        each download lands, so the check overlaps the other downloads.
+        """
+        with self.gc_lock.shared():
+            paired = self.db.query_one(
+                "SELECT 1 FROM layers WHERE diff_id=? AND blob_digest=?", (diff_id, desc.digest))
+            if paired is not None:
+                return
+            tar_size, content = self._verify_diff(desc, diff_id)
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
+                    "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                    (desc.digest, desc.size, desc.media_type, now()),
+                )
+                conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
+                             (diff_id, layer_compression(desc.media_type).value, desc.digest))
+                conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (diff_id, tar_size))
+                if content is not None:
+                    conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)", (diff_id, content))
+
     def _verify_diff(self, desc: Descriptor, diff_id: str) -> tuple[int, int | None]:
         """Read a stored layer blob as a tar: check it against its diff_id; return the tar's size
         and what its files occupy (None when the tar cannot be parsed; extraction will say why)."""
@@ -722,6 +746,8 @@ class BuildLayers:
         digest = Digest(diff_id)
         with open(path, "rb+") as f:
             os.fsync(f.fileno())
+            f.seek(0)
+            content = content_size(f)  # what docker shows as the layer's size
         store.blobs._install(path, digest, size)
         t = now()
         with store.db.transaction() as conn:
@@ -733,6 +759,8 @@ class BuildLayers:
             conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
                          (digest, Compression.NONE.value, digest))
             conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (digest, size))
+            if content is not None:
+                conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)", (digest, content))
         return self.layer(digest)
 
     def layer(self, diff_id: str) -> BlobLayer:

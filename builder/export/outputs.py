@@ -72,8 +72,10 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
         elif out.type in ("oci", "docker"):
             from builder.export.archive import save
 
+            # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
+            exported = store.docker_compatible(image) if out.type == "docker" else image
             with _destination(out.dest) as dest:
-                save([TaggedImage(image, names)], dest, format=out.type)
+                save([TaggedImage(exported, names)], dest, format=out.type)
         elif out.type == "tar":
             with tempfile.TemporaryDirectory(dir=store.tmp_dir) as tmp, _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"

@@ -299,6 +299,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
     seen: set[str] = {manifest.config.digest}
     tasks: list[Callable[[], None]] = []
     lock = threading.Lock()
+    diff_ids = dict(zip((d.digest for d in manifest.layers), image.config_file().diff_ids, strict=False))
     for descriptor in manifest.layers:
         if descriptor.digest in seen:
             continue
@@ -322,6 +323,10 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
                 raise DigestMismatchError(
                     d.digest, err.actual, f"blob {d.digest} of {image.reference.familiar} "
                     f"(from {image.registry}; the registry or the network altered it)") from None
+            # Check the layer's tar against the config now, while other blobs still download,
+            # so write_image need not read it again.
+            if d.digest in diff_ids:
+                store.verify_layer(d, diff_ids[d.digest])
             with lock:
                 total[0] += d.size
             if not quiet:
