@@ -276,6 +276,8 @@ class StageRunner:
         if self.first_step_sources:
             inputs.sources.update(self.first_step_sources)
             self.first_step_sources = {}
+        if self.env.source_date_epoch is not None:  # it sets layer mtimes and history times
+            inputs.sources["SOURCE_DATE_EPOCH"] = str(self.env.source_date_epoch)
         if isinstance(ins, ins_.Copy | ins_.Add):
             self._copy_inputs(ins, inputs)
         elif isinstance(ins, ins_.Run):

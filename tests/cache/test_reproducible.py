@@ -45,6 +45,16 @@ def test_two_machines_same_digest_with_source_date_epoch(machines, tmp_path: Pat
     assert added and all(h["created"] == "2023-11-14T22:13:20Z" for h in added)
 
 
+def test_a_warm_cache_without_the_epoch_does_not_leak_into_an_epoch_build(machines, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "a\n", "b.txt": "b\n"})
+    warm, fresh = machines(), machines()
+    warm.build(ctx)  # wall-clock times in the cache
+    built = warm.build(ctx, "--iidfile", str(tmp_path / "warm"), env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert b"SOURCE_DATE_EPOCH changed: none -> 1700000000" in built.stdout + built.stderr
+    fresh.build(ctx, "--iidfile", str(tmp_path / "fresh"), env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert (tmp_path / "warm").read_text() == (tmp_path / "fresh").read_text()
+
+
 def test_without_source_date_epoch_times_differ(machines, tmp_path: Path) -> None:
     ids = []
     ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "a\n", "b.txt": "b\n"})
