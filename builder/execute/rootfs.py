@@ -104,9 +104,9 @@ class RootfsView:
 
     def entry(self, parts: Parts) -> Found | None:
         """The merged entry at canonical ``parts`` (no '..', no symlinks followed), or None."""
-        if not parts:
-            return self._root()
         hit = self._cache.get(parts, False)
+        if hit is False and not parts:
+            hit = self._cache[()] = self._root()
         if hit is not False:
             return hit  # type: ignore[return-value]
         parent = self.entry(parts[:-1])
