@@ -100,3 +100,17 @@ def test_cache_ls_du_and_cache_prune(machines, tmp_path: Path) -> None:
     _clean(m)
     again = m.build(kept, "-t", "app:1")
     assert steps(again.stdout + again.stderr)["cached"] == 0
+
+
+def test_prune_all_removes_cache_mounts_and_unheld_records(machines, tmp_path: Path) -> None:
+    m, kept, other = _setup(machines, tmp_path)
+    m.run("prune", "--all", "-f", check=True)
+    _clean(m)
+    du = _du(m)
+    assert du["cache_mounts"] == 0
+    left = _ls(m)
+    assert left and all(e["held"] for e in left)  # only records of the tagged image's layers stay
+    again = m.build(kept, "-t", "app:1")
+    assert steps(again.stdout + again.stderr) == {"cached": 2, "done": 1}
+    rebuilt = m.build(other)
+    assert steps(rebuilt.stdout + rebuilt.stderr)["cached"] == 0
