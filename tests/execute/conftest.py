@@ -106,6 +106,10 @@ def make_context(ctx: Path, outside: Path) -> Path:
     with tarfile.open(ctx / "a.tar", "w", format=tarfile.GNU_FORMAT) as tar:
         tar.add(arc / "t", "t")
     raw = (ctx / "a.tar").read_bytes()
+    (arc / "t").chmod(0o750)
+    with tarfile.open(ctx / "dot.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(arc / "t", ".")  # a "./" entry: the archive's own root
+    (arc / "t").chmod(0o755)
     (ctx / "a.tgz").write_bytes(gzip.compress(raw, mtime=0))
     (ctx / "a.txz").write_bytes(lzma.compress(raw))
     (ctx / "a.tbz").write_bytes(bz2.compress(raw))

@@ -64,6 +64,7 @@ CASES = [
         "ADD a.tar /t1/", "ADD a.tgz /t2", "ADD a.txz a.tbz /t3/", "ADD fake.tar.gz /t5/",
         "ADD --chown=1:2 a.tar /t6/",
     )),
+    Case("add-archive-with-root-entry", ("ADD dot.tar /t7/", "ADD dot.tar /existing/")),
     Case("add-urls", (
         "ADD {url}/file.txt /u1/", "ADD {url}/file.txt /u2/named", "ADD {url}/a.tgz /u3/",
         "ADD --chown=app {url}/file.txt /u4/deep/",
