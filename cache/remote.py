@@ -181,8 +181,10 @@ class RegistryTarget:
         from builder.errors import RemoteImageNotFoundError
 
         try:
-            raw, _ = self.client.get_manifest(self.ref.repository, self.ref.identifier,
-                                              (MediaType.OCI_MANIFEST.value,))
+            # Every kind accepted, or a registry may down-convert a docker image to schema 1.
+            raw, _ = self.client.get_manifest(self.ref.repository, self.ref.identifier, (
+                MediaType.OCI_MANIFEST.value, MediaType.DOCKER_MANIFEST.value,
+                MediaType.OCI_INDEX.value, MediaType.DOCKER_MANIFEST_LIST.value))
         except RemoteImageNotFoundError:
             return None
         if self.ref.digest is not None and Digest.of(raw) != self.ref.digest:
@@ -429,7 +431,7 @@ class ImportedCache:
         for item in config.get("records", []):
             try:
                 record = _record_from_json(item, blobs, source, target.description)
-            except (KeyError, TypeError, ValueError) as err:
+            except (KeyError, TypeError, ValueError, AttributeError, PybuildError) as err:
                 raise CacheError(f"cache {target.description}: invalid record: {err}") from None
             if record.key not in self.records:
                 self.records[record.key] = record

@@ -119,3 +119,20 @@ def test_a_hostile_cache_mount_is_refused_and_the_mount_starts_empty(machines, t
     assert "cache mount pkgs from" in log and "not used" in log, log
     assert not (b.root.parent / "escaped.txt").exists() and not (b.root / "escaped.txt").exists()
     assert not list(b.root.rglob("escaped.txt"))
+
+
+def test_garbage_or_foreign_caches_only_warn(machines, tmp_path: Path, registry: str) -> None:
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, config, _ = _layout(shared)
+    config["records"][0]["result"] = "garbage"
+    _rewrite(shared, manifest, config)
+    built = b.build(ctx, "--cache-from", f"type=local,src={shared}")
+    assert b"invalid record" in built.stdout + built.stderr
+    # An image is not a cache.
+    a.run("tag", "busybox:local", f"{registry}/imp/plain:1", check=True)
+    a.run("push", f"{registry}/imp/plain:1", check=True)
+    built = b.build(ctx, "--cache-from", f"type=registry,ref={registry}/imp/plain:1")
+    assert b"is not a pybuild cache" in built.stdout + built.stderr
