@@ -23,6 +23,15 @@ fi
 log "pip install -e .[test,bench]"
 python3 -m pip install -q -e '.[test,bench]'
 
+# crun 1.8 refuses "cgroups in hybrid mode" when the cgroup v2 hierarchy holds controllers
+# (hugetlb on these VMs): mount each of them as a v1 hierarchy, as the other controllers are.
+if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] && [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then
+    for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+        mkdir -p "/sys/fs/cgroup/$c"
+        mountpoint -q "/sys/fs/cgroup/$c" || mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || true
+    done
+fi
+
 # The reference builder: docker's engine, with no bridge and no iptables (loopback/host only).
 mkdir -p /etc/docker
 want='{"bridge":"none","iptables":false,"ip-masq":false}'
