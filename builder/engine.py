@@ -314,6 +314,8 @@ class Build:
         for name in unused_build_args(build_args, declared):
             self.progress.warning(f"build-arg {name} was not consumed")
         tags = tuple(opts.tags)
+        if imported is not None:
+            imported.prefetch(final.layers())  # the final image's cached layers, concurrently
         manifest_digest = self.store.write_image(final, tags)
         stored = self.store.image(str(manifest_digest))
         self._export_cache(env, results[plan.target].key, imported)

@@ -478,6 +478,11 @@ class ImportedCache:
             return BlobLayer(_store_source(self.store), desc, Digest(diff_id)) if self.store.blobs.exists(
                 desc.digest) else layers.layer(diff_id)
 
+    def prefetch(self, layers: Iterable[Any]) -> None:
+        """Fetch the imported layers among ``layers`` (the final image's) concurrently."""
+        pending = [layer for layer in layers if isinstance(layer, FetchingLayer)]
+        _run_all([lambda f=f: self.fetch(f._record) and None for f in pending])  # type: ignore[misc]
+
     def _download(self, record: ImportedRecord) -> None:
         assert record.layer is not None and record.result.diff_id is not None
         desc, diff_id, store = record.layer, Digest(record.result.diff_id), self.store
