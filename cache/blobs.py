@@ -45,7 +45,8 @@ def temp_name(tmp_dir: Path, suffix: str = "") -> Path:
     return tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -63,7 +64,7 @@ def is_stale_temp(path: Path, now: float | None = None) -> bool:
     """
     pid_text = path.name.split("-", 1)[0]
     if pid_text.isdigit():
-        return int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+        return int(pid_text) != os.getpid() and not pid_alive(int(pid_text))
     try:
         age = (now or time.time()) - path.lstat().st_mtime
     except FileNotFoundError:

@@ -23,6 +23,7 @@ from builder.errors import InstructionError
 from builder.frontend.instructions import CacheSharing, MountType, NetworkMode, Run
 from builder.frontend.instructions import Mount as MountSpec
 from builder.runtime import ContainerSpec, Mount, Network, ProcessSpec
+from builder.runtime.cleanup import temp_dir
 
 SECRETS_DIR = "/run/secrets"
 
@@ -135,7 +136,7 @@ def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
     mounts: list[Mount] = []
     with contextlib.ExitStack() as stack:
         if pipes:
-            pipe_dir = _temp_dir(res.work_root, "pipes")
+            pipe_dir = temp_dir(res.work_root, "pipes")
             stack.callback(shutil.rmtree, pipe_dir, True)
             for name, data in pipes:
                 path = pipe_dir / name
@@ -145,14 +146,6 @@ def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
         for spec in ins.mounts:
             mounts.append(_one_mount(ins, spec, res, env, stack))
         yield mounts
-
-
-def _temp_dir(work_root: Path, kind: str) -> Path:
-    base = work_root / "tmp"
-    base.mkdir(parents=True, exist_ok=True)
-    path = base / f"{os.getpid()}-{kind}-{os.urandom(6).hex()}"
-    path.mkdir(mode=0o700)
-    return path
 
 
 def _target(ins: Run, spec: MountSpec, default: str | None = None) -> str:
@@ -189,7 +182,7 @@ def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, s
         # An optional secret that is absent: BuildKit mounts nothing.
         return Mount.tmpfs(_target(ins, spec, f"{SECRETS_DIR}/{sid}") + ".absent", size=4096)
     value = secret.value()
-    holder = _temp_dir(res.work_root, "secret")
+    holder = temp_dir(res.work_root, "secret")
     stack.callback(shutil.rmtree, holder, True)
     path = holder / "value"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
@@ -226,7 +219,7 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                path = _temp_dir(res.work_root, "cache-private")
+                path = temp_dir(res.work_root, "cache-private")
                 stack.callback(shutil.rmtree, path, True)
     if not path.exists():
         fresh = root / f".{key}.{os.getpid()}.new"
@@ -255,7 +248,7 @@ def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.
     host = _inside(root, source, ins)
     if not spec.readonly:
         # Writable bind: the step may write, but nothing it writes is kept.
-        copy = _temp_dir(res.work_root, "bind-rw")
+        copy = temp_dir(res.work_root, "bind-rw")
         stack.callback(shutil.rmtree, copy, True)
         dest = copy / "data"
         if host.is_dir():
@@ -281,10 +274,10 @@ def _merged_view(lowers: Sequence[Path], res: RunResources, stack: contextlib.Ex
     from builder.runtime.overlay import make_links, mount_overlay, unmount
 
     if not lowers:
-        empty = _temp_dir(res.work_root, "empty")
+        empty = temp_dir(res.work_root, "empty")
         stack.callback(shutil.rmtree, empty, True)
         return empty
-    base = _temp_dir(res.work_root, "view")
+    base = temp_dir(res.work_root, "view")
     stack.callback(shutil.rmtree, base, True)
     links = base / "l"
     target = base / "merged"

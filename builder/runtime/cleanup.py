@@ -25,6 +25,7 @@ from pathlib import Path
 
 from builder.errors import ContainerError
 from builder.runtime.overlay import mounts_under, unmount_all_under
+from cache.blobs import pid_alive
 
 ID_PREFIX = "pybuild-"
 STALE_SECONDS = 60
@@ -176,16 +177,6 @@ def temp_dir(work_root: Path, kind: str) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def release(state: ContainerState) -> None:
     """Undo everything ``state`` records: processes, runtime container, mounts, directories."""
     if state.helper_pid and is_alive(state.helper_pid, state.helper_start):
@@ -281,7 +272,7 @@ def recover(work_root: Path) -> RecoveryReport:
     temps = work_root / "tmp"
     for entry in sorted(temps.iterdir()) if temps.is_dir() else ():
         pid = entry.name.split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             try:
                 remove_tree(entry)
             except (ContainerError, OSError) as err:
