@@ -110,7 +110,8 @@ def pack_mount(path: Path, out: BinaryIO) -> None:
         write_layer(path, gz)  # type: ignore[arg-type]
 
 
-def seed_mount(store_root: Path, cache_id: str, stream: BinaryIO) -> bool:
+def seed_mount(store_root: Path, cache_id: str, stream: BinaryIO, *, mode: int | None = None,
+               uid: int | None = None, gid: int | None = None) -> bool:
     """Fill the cache mount ``cache_id`` from a packed stream if it does not exist yet.
 
     Returns False (and reads nothing) when the directory is already there, or
@@ -126,6 +127,9 @@ def seed_mount(store_root: Path, cache_id: str, stream: BinaryIO) -> bool:
         return False
     try:
         extract_to_directory(stream, dest, apply_whiteouts=False)
+        # The mount's own directory, as RUN would have made it (mode=, uid=, gid=).
+        os.chown(dest, uid or 0, gid or 0)
+        dest.chmod(mode if mode is not None else 0o755)
     except ImageError:
         if dest.exists():  # a RUN or another build made it first: keep theirs
             return False

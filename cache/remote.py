@@ -516,7 +516,8 @@ class ImportedCache:
             self.stats.layers_fetched += 1
             self.stats.bytes_fetched += desc.size
 
-    def seed_mount(self, cache_id: str) -> bool:
+    def seed_mount(self, cache_id: str, *, mode: int | None = None, uid: int | None = None,
+                   gid: int | None = None) -> bool:
         """Give a cache mount that does not exist here yet the exported content."""
         from cache.mounts import mount_path, seed_mount
 
@@ -531,7 +532,8 @@ class ImportedCache:
                 stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
                                          f"cache mount {cache_id}")
                 with stream:
-                    seeded = seed_mount(self.store.root, cache_id, stream)  # type: ignore[arg-type]
+                    seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]
+                                        mode=mode, uid=uid, gid=gid)
             except PybuildError as err:
                 # A cache only saves work: a mount it cannot give starts empty, as without it.
                 self._warn(f"cache mount {cache_id} from {origin} not used: {err}")

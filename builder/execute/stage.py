@@ -545,7 +545,7 @@ class StageRunner:
             cache_id = mount.id or (target if target.startswith("/") else "/" + target)
             self.env.cache_mount_ids.add(cache_id)
             if self.env.imported is not None:
-                self.env.imported.seed_mount(cache_id)  # type: ignore[attr-defined]
+                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)  # type: ignore[attr-defined]
 
     def _history_args(self) -> dict[str, str | None]:
         from builder.frontend.expand import FRONTEND_ARGS

@@ -136,3 +136,18 @@ def test_garbage_or_foreign_caches_only_warn(machines, tmp_path: Path, registry:
     a.run("push", f"{registry}/imp/plain:1", check=True)
     built = b.build(ctx, "--cache-from", f"type=registry,ref={registry}/imp/plain:1")
     assert b"is not a pybuild cache" in built.stdout + built.stderr
+
+
+def test_a_seeded_cache_mount_keeps_its_owner_and_mode(machines, tmp_path: Path) -> None:
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    dockerfile = ("FROM busybox:local\nCOPY v.txt /v.txt\n"
+                  "RUN --mount=type=cache,id=owned,target=/pkgs,uid=1000,gid=1001,mode=0700 "
+                  "echo \"mount: $(stat -c '%u:%g %a' /pkgs) $(cat /pkgs/f 2>/dev/null)\"; "
+                  "echo from-a > /pkgs/f; chown 1000 /pkgs/f\n")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "v.txt": "1\n"})
+    first = a.build(ctx, "--cache-to", f"type=local,dest={shared},cache-mounts=true")
+    assert b"mount: 1000:1001 700 \n" in first.stdout + first.stderr
+    (ctx / "v.txt").write_text("2\n")
+    second = b.build(ctx, "--cache-from", f"type=local,src={shared}")
+    assert b"mount: 1000:1001 700 from-a" in second.stdout + second.stderr, second.stdout.decode()
