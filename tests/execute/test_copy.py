@@ -153,7 +153,7 @@ def test_parents_keeps_source_directories(ctx: BuildContext, base: RootfsView) -
 def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
     out = layer(spec("dir", dest="/e/", excludes=("sub", "lnk")), ctx, base)
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/hard"]
-    out = layer(spec("*.tar", "a.t*", dest="/e/", excludes=("*.tgz", "*.tbz")), ctx, base)
+    out = layer(spec("a.tar", "a.t*", dest="/e/", excludes=("*.tgz", "*.tbz")), ctx, base)
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a.tar", "e/a.txz", "e/a.tzst"]
     out = layer(spec("dir/*", dest="/e/", excludes=("hard", "s*")), ctx, base)
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/lnk"]
