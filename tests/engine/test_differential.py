@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -358,9 +359,12 @@ def _compare(case: Case, docker: str, store_root: Path, tmp_path: Path, ctx: Pat
     try:
         if case.base is not None:
             tags.append(_build_base(case, docker, store_root, tmp_path))
-        d = _docker_build(docker, docker_ctx, tag, case.build_args)
-        args = [a for arg in case.build_args for a in ("--build-arg", arg)]
-        p = run_pybuild("build", "--progress", "plain", "-t", tag, *args, str(ctx), root=store_root)
+        # Both builders at once: the case takes the time of the slower one.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            docker_done = pool.submit(_docker_build, docker, docker_ctx, tag, case.build_args)
+            args = [a for arg in case.build_args for a in ("--build-arg", arg)]
+            p = run_pybuild("build", "--progress", "plain", "-t", tag, *args, str(ctx), root=store_root)
+            d = docker_done.result()
         if case.buildkit_warns is not None:
             assert d.returncode != 0, f"docker was expected to fail: {d.stdout!r}"
             assert p.returncode == 0, p.stderr.decode()
