@@ -159,6 +159,11 @@ class Build:
             context = BuildContext.from_dir(root, dockerfile_path)
         stack.callback(context.close)
         if dockerfile_bytes is None:
+            # A tar context found its Dockerfile inside itself (symlinks resolved in the context);
+            # never look it up on the host through the extracted tree.
+            if opts.context == "-" and context.dockerfile is None:
+                raise UsageError(f"the Dockerfile '{opts.dockerfile or 'Dockerfile'}' is not in the "
+                                 "build context tar")
             path = context.dockerfile or (context.root / (opts.dockerfile or "Dockerfile"))
             try:
                 dockerfile_bytes = path.read_bytes()

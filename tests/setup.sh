@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc crun docker.io skopeo umoci buildah docker-registry busybox-static
-              debootstrap apache2-utils openssl iproute2 ca-certificates)
+              debootstrap apache2-utils openssl iproute2 ca-certificates git)
 CACHE=${PYBUILD_TEST_CACHE:-/var/cache/pybuild-tests}
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -10,7 +10,8 @@
   does not end in '/'), mode 0600, mtime from Last-Modified;
   ``--checksum=<algo>:<hex>`` is verified.
 - A git URL (``git@host:repo``, ``git://``, ``https://host/repo.git#ref:subdir``,
-  ``file://.../repo.git``) is cloned with the ``git`` binary; ``.git`` is
+  ``https://.../repo.git``) is cloned with the ``git`` binary (``file://`` is refused: it
+  would read the host outside the context); ``.git`` is
   dropped unless ``--keep-git-dir``; ``--checksum=<commit>`` pins the commit.
 """
 
@@ -252,6 +253,11 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
         )
     ref_spec = parse_git_ref(url, spec)
     repo, ref, subdir = ref_spec.remote, ref_spec.ref, ref_spec.subdir
+    if repo.startswith("file:"):
+        raise spec.error(
+            f"{repo} is a repository on the build host, outside the build context: serve it over "
+            "git://, ssh:// or https://, or copy it into the context"
+        )
     keep_git_dir = spec.keep_git_dir or ref_spec.keep_git_dir
     target = scratch / f"git-{len(list(scratch.iterdir()))}"
     env = {
@@ -259,7 +265,8 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ASKPASS": "true",
         # No ext:: (runs commands) or fd:: transports, from the URL or from a submodule.
-        "GIT_ALLOW_PROTOCOL": "https:http:git:ssh:file",
+        # file:// is refused above: it would read the build host outside the context.
+        "GIT_ALLOW_PROTOCOL": "https:http:git:ssh",
         "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
     }
 
@@ -271,7 +278,7 @@ def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
             raise spec.error(
                 f"cloning {repo}: git {args[0]} failed (a git source needs network access to the "
-                f"git server, or a local file:// repository):\n{tail}"
+                f"git server):\n{tail}"
             )
 
     run("init", "-q", str(target))

@@ -214,8 +214,8 @@ def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return top / "repo.git"
 
 
-def test_git_clone(base: RootfsView, scratch: Path, git_repo: Path) -> None:
-    url = f"file://{git_repo}"
+def test_git_clone(base: RootfsView, scratch: Path, git_daemon: str) -> None:
+    url = git_daemon
     out = layer(add(url, dest="/src/"), None, base, scratch)
     assert out["src/README"].data == b"v2\n"
     assert not any(name.startswith("src/.git") for name in out)
@@ -227,17 +227,18 @@ def test_git_clone(base: RootfsView, scratch: Path, git_repo: Path) -> None:
     assert out["s/main.c"].uid == 1000
 
 
-def test_git_checksum_pins_the_commit(base: RootfsView, scratch: Path, git_repo: Path) -> None:
+def test_git_checksum_pins_the_commit(base: RootfsView, scratch: Path, git_repo: Path,
+                                      git_daemon: str) -> None:
     git = require_tool("git")
     head = subprocess.run(
         [git, "rev-parse", "v1"], cwd=git_repo, capture_output=True, text=True, check=True
     ).stdout.strip()
-    out = layer(add(f"file://{git_repo}#v1", dest="/g/", checksum=head), None, base, scratch)
+    out = layer(add(f"{git_daemon}#v1", dest="/g/", checksum=head), None, base, scratch)
     assert out["g/README"].data == b"v1\n"
     with pytest.raises(CopyError, match=f"expected commit {head[:12]}, got "):
-        layer(add(f"file://{git_repo}", dest="/g/", checksum=head[:12]), None, base, scratch)
+        layer(add(git_daemon, dest="/g/", checksum=head[:12]), None, base, scratch)
     with pytest.raises(CopyError, match="expected a commit hash"):
-        layer(add(f"file://{git_repo}", dest="/g/", checksum="sha256:00"), None, base, scratch)
+        layer(add(git_daemon, dest="/g/", checksum="sha256:00"), None, base, scratch)
 
 
 @pytest.fixture(scope="module")
@@ -278,22 +279,29 @@ def test_git_transports_that_run_commands_are_refused(base: RootfsView, scratch:
     assert not marker.exists()
 
 
-def test_git_query_form(base: RootfsView, scratch: Path, git_repo: Path) -> None:
-    out = layer(add(f"file://{git_repo}?ref=v1&subdir=src", dest="/q/"), None, base, scratch)
+def test_git_query_form(base: RootfsView, scratch: Path, git_daemon: str) -> None:
+    out = layer(add(f"{git_daemon}?ref=v1&subdir=src", dest="/q/"), None, base, scratch)
     assert sorted(n for n in out if n.startswith("q")) == ["q", "q/main.c"]
-    out = layer(add(f"file://{git_repo}?tag=v1&keep-git-dir=true", dest="/q/"), None, base, scratch)
+    out = layer(add(f"{git_daemon}?tag=v1&keep-git-dir=true", dest="/q/"), None, base, scratch)
     assert out["q/README"].data == b"v1\n" and "q/.git/HEAD" in out
     with pytest.raises(CopyError, match="unexpected query 'bogus'"):
-        layer(add(f"file://{git_repo}?bogus=1", dest="/q/"), None, base, scratch)
+        layer(add(f"{git_daemon}?bogus=1", dest="/q/"), None, base, scratch)
 
 
-def test_git_errors(base: RootfsView, scratch: Path, git_repo: Path, tmp_path: Path) -> None:
-    with pytest.raises(CopyError, match=r"cloning file://.*/nothing.git: git fetch failed \(a git source needs"):
-        layer(add(f"file://{tmp_path}/nothing.git", dest="/g/"), None, base, scratch)
+def test_git_errors(base: RootfsView, scratch: Path, git_daemon: str, tmp_path: Path) -> None:
+    missing = git_daemon.rsplit("/", 1)[0] + "/nothing.git"
+    with pytest.raises(CopyError, match=r"cloning git://.*/nothing.git: git fetch failed \(a git source needs"):
+        layer(add(missing, dest="/g/"), None, base, scratch)
     with pytest.raises(CopyError, match="no directory 'nope'"):
-        layer(add(f"file://{git_repo}#main:nope", dest="/g/"), None, base, scratch)
+        layer(add(f"{git_daemon}#main:nope", dest="/g/"), None, base, scratch)
     with pytest.raises(CopyError, match="leaves the repository"):
-        layer(add(f"file://{git_repo}#main:../..", dest="/g/"), None, base, scratch)
+        layer(add(f"{git_daemon}#main:../..", dest="/g/"), None, base, scratch)
+
+
+def test_git_file_urls_are_refused(base: RootfsView, scratch: Path, git_repo: Path) -> None:
+    """A file:// repository is on the build host, outside the context: never read."""
+    with pytest.raises(CopyError, match="outside the build context"):
+        layer(add(f"file://{git_repo}", dest="/g/"), None, base, scratch)
 
 
 @pytest.mark.parametrize("source, git, url", [
