@@ -321,7 +321,8 @@ class StageRunner:
                     content = self.env.statcache.content_hash(f.host, st)  # type: ignore[union-attr]
                 else:
                     content = "-"
-                path = f"{prefix}{item.path}/{f.rel}".rstrip("/") if f.rel else f"{prefix}{item.path}"
+                path = f"{item.path}/{f.rel}".rstrip("/") if f.rel else item.path
+                path = prefix + (path[2:] if path.startswith("./") else path)
                 files.append([path, file_line(st.st_mode, st.st_size, f.link, content)])
         return files
 
