@@ -151,3 +151,22 @@ def test_a_seeded_cache_mount_keeps_its_owner_and_mode(machines, tmp_path: Path)
     (ctx / "v.txt").write_text("2\n")
     second = b.build(ctx, "--cache-from", f"type=local,src={shared}")
     assert b"mount: 1000:1001 700 from-a" in second.stdout + second.stderr, second.stdout.decode()
+
+
+def test_a_machine_passes_on_what_it_imported_without_fetching_it(machines, tmp_path: Path) -> None:
+    a, b, c = machines(), machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    a.build(ctx, "-t", "app:1", "--cache-to", f"type=local,dest={tmp_path / 'c1'},mode=max")
+    # B hits everything and re-exports: the builder stage's layers it never fetched go from c1 to c2.
+    b.build(ctx, "--cache-from", f"type=local,src={tmp_path / 'c1'}",
+            "--cache-to", f"type=local,dest={tmp_path / 'c2'},mode=max")
+    held = {e["diff_id"] for e in json.loads(b.run("cache", "ls", "--format", "json", check=True).stdout)
+            if e["held"] and e["diff_id"]}
+    m1, config1, _ = _layout(tmp_path / "c1")
+    m2, config2, _ = _layout(tmp_path / "c2")
+    assert len(held) < len(m1["layers"])  # B did not fetch the builder stage's layers...
+    assert sorted(r["key"] for r in config1["records"]) == sorted(r["key"] for r in config2["records"])
+    assert sorted(layer["digest"] for layer in m1["layers"]) == sorted(layer["digest"] for layer in m2["layers"])
+    built = c.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={tmp_path / 'c2'}")
+    assert steps(built.stdout + built.stderr)["cached"] == 8  # ...yet C gets all of it
+    assert _inspect(a, "app:1")["Id"] == _inspect(c, "app:1")["Id"]
