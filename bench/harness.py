@@ -13,7 +13,6 @@ import statistics
 import subprocess
 import tarfile
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ FARM_PEER_REASON = {
 }
 # A cell whose slowest builder takes longer than this (median of the first 3 runs) stops at
 # 3 runs instead of 5: issue 7's "at least 5 runs, 3 for the slowest".
-SLOW_CELL_SECONDS = 10.0
+SLOW_CELL_SECONDS = 6.0
 MIN_RUNS = 3
 DEBIAN_TAR = Path("/var/cache/pybuild-tests/bookworm-minbase.tar")
 
@@ -104,15 +103,25 @@ def _order(builders: list[Builder], run: int) -> list[Builder]:
     return builders[k:] + builders[:k]
 
 
-def _attempt(results: Results, key: tuple[str, str, str], fn) -> None:  # type: ignore[no-untyped-def]
+def _attempt(results: Results, key: tuple[str, str, str], fn, before_retry=None) -> None:  # type: ignore[no-untyped-def]
+    """Time one run into its cell; a failure is retried once (noted), then marks the cell failed."""
     cell = results.cell(*key)
     if cell.error:
         return
-    try:
-        cell.add(fn())
-    except (BenchError, OSError, subprocess.SubprocessError) as err:
-        cell.error = str(err).splitlines()[0][:200]
-        results.notes.append(f"{key}: {err}")
+    for attempt in (1, 2):
+        try:
+            cell.add(fn())
+            return
+        except (BenchError, OSError, subprocess.SubprocessError) as err:
+            first = str(err).strip().splitlines()
+            detail = " ".join(first[-3:])[:300] if first else type(err).__name__
+            results.notes.append(f"{key} attempt {attempt} failed: {detail}")
+            if attempt == 2:
+                cell.error = detail[:200]
+            else:
+                time.sleep(2)
+                if before_retry is not None:
+                    before_retry()
 
 
 def _reset(results: Results, w: wl.Workload, b: Builder) -> None:
@@ -149,7 +158,8 @@ def run_workload(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, 
             for b in _order(builders, run):
                 if run > 0:  # the first run starts from the reset above
                     _reset(results, w, b)
-                _attempt(results, (w.name, "cold", b.name), lambda b=b: b.build(ctx, tag))
+                _attempt(results, (w.name, "cold", b.name), lambda b=b: b.build(ctx, tag),
+                         before_retry=lambda b=b: _reset(results, w, b))
     for b in builders:  # warm every builder once so the next scenarios start from a cached build
         if not results.cell(w.name, "cold", b.name).times:
             _attempt(results, (w.name, "cold", b.name), lambda b=b: b.build(ctx, tag))
@@ -224,27 +234,66 @@ def run_farm(w: wl.Workload, pybuild: Pybuild, ctx: Path, runs: int, registry: s
         detail["export_s"] = pybuild.build(ctx, tag, "--cache-to", f"type=registry,ref={ref},mode=max",
                                            root=root_a)
         detail["image_a"] = _image_id(pybuild, tag, root_a)
+        failures = 0
         for run in range(runs):
             order = ("cache_from", "cold") if run % 2 == 0 else ("cold", "cache_from")
             for kind in order:
-                pybuild.fresh_root(root_b, w.base)
-                extra = ("--cache-from", f"type=registry,ref={ref}") if kind == "cache_from" else ()
-                detail[kind].add(pybuild.build(ctx, tag, *extra, root=root_b))
-                if kind == "cache_from":
-                    detail["image_b"] = _image_id(pybuild, tag, root_b)
+                try:
+                    pybuild.fresh_root(root_b, w.base)
+                    extra = ("--cache-from", f"type=registry,ref={ref}") if kind == "cache_from" else ()
+                    detail[kind].add(pybuild.build(ctx, tag, *extra, root=root_b))
+                    if kind == "cache_from":
+                        detail["image_b"] = _image_id(pybuild, tag, root_b)
+                except (BenchError, OSError, subprocess.SubprocessError) as err:
+                    failures += 1
+                    results.notes.append(f"{w.name} farm {kind} run {run} failed: {err}")
+                    if failures > 2:
+                        raise
         results.cell(w.name, "farm", "pybuild").times = list(detail["cache_from"].times)
     except (BenchError, OSError, subprocess.SubprocessError) as err:
-        results.cell(w.name, "farm", "pybuild").error = str(err).splitlines()[0][:200]
+        results.cell(w.name, "farm", "pybuild").error = str(err).strip().splitlines()[-1][:200]
         results.notes.append(f"{w.name} farm: {err}")
     finally:
         shutil.rmtree(root_a, ignore_errors=True)
         shutil.rmtree(root_b, ignore_errors=True)
 
 
-def run_components(workdir: Path, results: Results, quick: bool, registry: str | None) -> None:
-    """pybuild's component benchmarks (parse, layers, runtime, registry, cache), each against its peer."""
-    import importlib
+_COMPONENT_RUNNER = """
+import json, sys
+from pathlib import Path
+import importlib
+name, kwargs, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+for key in ("workdir",):
+    if key in kwargs:
+        kwargs[key] = Path(kwargs[key])
+result = importlib.import_module("bench." + name).run(**kwargs)
+out.write_text(json.dumps(result, default=str))
+"""
 
+
+def _run_component(name: str, kwargs: dict[str, Any], workdir: Path) -> dict:
+    """One component bench in its own process: fresh imports of a tree others are editing."""
+    import json
+    import sys
+
+    out = workdir / f"{name}.result.json"
+    out.unlink(missing_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}
+    proc = subprocess.run([sys.executable, "-c", _COMPONENT_RUNNER, name, json.dumps(args), str(out)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=1800)
+    if proc.returncode != 0 or not out.exists():
+        raise BenchError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
+                         f"exited {proc.returncode}")
+    return json.loads(out.read_text())
+
+
+def run_components(workdir: Path, results: Results, quick: bool, registry: str | None) -> None:
+    """pybuild's component benchmarks (parse, layers, runtime, registry, cache), each against its peer.
+
+    A component that fails (say, a module half-way through someone's edit) is tried once more.
+    """
     reg = {"registry_addr": registry}
     for name, kwargs in (
         ("parse_speed", {}),
@@ -255,21 +304,20 @@ def run_components(workdir: Path, results: Results, quick: bool, registry: str |
                       "total_mb": 100 if quick else 500, "runs": 3}),
         ("cache", {"workdir": workdir / "cache", **reg}),
     ):
-        try:
-            module = importlib.import_module(f"bench.{name}")
-        except ImportError as err:
-            results.components[name] = {"error": f"not available: {err}"}
-            continue
-        if "registry_addr" in kwargs and registry is None:
-            results.components[name] = {"error": "no registry running"}
+        if not (Path(__file__).parent / f"{name}.py").exists():
+            results.components[name] = {"error": f"not available: bench/{name}.py does not exist"}
             continue
         print(f"[bench] component {name}", flush=True)
         start = time.perf_counter()
-        try:
-            results.components[name] = module.run(**kwargs)
-        except Exception as err:  # a broken component bench must not lose the others' numbers
-            results.components[name] = {"error": f"{type(err).__name__}: {err}"}
-            results.notes.append(traceback.format_exc())
+        for attempt in (1, 2):
+            try:
+                results.components[name] = _run_component(name, kwargs, workdir)
+                break
+            except (BenchError, OSError, subprocess.SubprocessError, ValueError) as err:
+                results.notes.append(f"component {name} attempt {attempt} failed: {err}")
+                results.components[name] = {"error": f"{type(err).__name__}: {err}"}
+                if attempt == 1:
+                    time.sleep(20)
         results.components[name]["_seconds"] = round(time.perf_counter() - start, 1)
 
 
