@@ -94,6 +94,21 @@ class Builder(ABC):
     def version(self) -> str:
         return ""
 
+    # The farm scenario (issue 5): separate stores, a cache shared through a registry.
+    supports_farm = False
+
+    def farm_fresh(self, root: Path, base: str) -> None:
+        """An empty store at ``root`` holding only ``base``."""
+        raise NotImplementedError
+
+    def farm_build(self, ctx: Path, tag: str, root: Path, *, cache_to: str | None = None,
+                   cache_from: str | None = None) -> float:
+        """Time a build in the store at ``root``, exporting or importing the registry cache ``ref``."""
+        raise NotImplementedError
+
+    def farm_image_id(self, tag: str, root: Path) -> str:
+        raise NotImplementedError
+
 
 @dataclass
 class Docker(Builder):
@@ -171,12 +186,47 @@ class Docker(Builder):
         return _run(["docker", "version", "--format", "{{.Server.Version}}"]).stdout.decode().strip()
 
 
+@dataclass
 class Buildah(Builder):
     """buildah with --isolation chroot and layer caching (--layers), as kaniko-like CI uses it."""
 
-    def load_base(self, name: str, docker_archive: Path) -> None:
-        out = _run(["buildah", "pull", "-q", f"docker-archive:{docker_archive}"]).stdout.decode().split()
-        _run(["buildah", "tag", out[-1], f"localhost/{name}"])
+    bases: dict[str, Path] = field(default_factory=dict)
+    supports_farm = True
+
+    @staticmethod
+    def _storage(root: Path | None) -> list[str]:
+        if root is None:
+            return ["buildah"]
+        return ["buildah", "--root", str(root / "storage"), "--runroot", str(root / "run")]
+
+    def load_base(self, name: str, docker_archive: Path, root: Path | None = None) -> None:
+        self.bases[name] = docker_archive
+        cli = self._storage(root)
+        out = _run([*cli, "pull", "-q", f"docker-archive:{docker_archive}"]).stdout.decode().split()
+        _run([*cli, "tag", out[-1], f"localhost/{name}"])
+
+    def farm_fresh(self, root: Path, base: str) -> None:
+        if root.exists():
+            subprocess.run([*self._storage(root), "rm", "--all"], capture_output=True)
+            subprocess.run([*self._storage(root), "rmi", "--all", "--force"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+        self.load_base(base, self.bases[base], root)
+
+    def farm_build(self, ctx: Path, tag: str, root: Path, *, cache_to: str | None = None,
+                   cache_from: str | None = None) -> float:
+        cmd = [*self._storage(root), *self.build_cmd(ctx, tag)[1:]]
+        extra = []
+        if cache_to:
+            extra += ["--cache-to", cache_to]
+        if cache_from:
+            extra += ["--cache-from", cache_from]
+        if extra:  # plain HTTP: the registry is on loopback
+            extra.append("--tls-verify=false")
+        return timed([*cmd[:-1], *extra, cmd[-1]])
+
+    def farm_image_id(self, tag: str, root: Path) -> str:
+        out = _run([*self._storage(root), "images", "--no-trunc", "--format", "{{.ID}}", f"bench/{tag}"])
+        return out.stdout.decode().split()[0]
 
     def build_cmd(self, ctx: Path, tag: str) -> list[str]:
         dockerfile = ctx / "Dockerfile"
@@ -272,6 +322,24 @@ class Pybuild(Builder):
         for name, archive in self.bases.items():
             if base is None or name == base:
                 self.load_base(name, archive, root)
+
+    supports_farm = True
+
+    def farm_fresh(self, root: Path, base: str) -> None:
+        self.fresh_root(root, base)
+
+    def farm_build(self, ctx: Path, tag: str, root: Path, *, cache_to: str | None = None,
+                   cache_from: str | None = None) -> float:
+        extra: list[str] = []
+        if cache_to:
+            extra += ["--cache-to", f"type=registry,ref={cache_to},mode=max"]
+        if cache_from:
+            extra += ["--cache-from", f"type=registry,ref={cache_from}"]
+        return self.build(ctx, tag, *extra, root=root)
+
+    def farm_image_id(self, tag: str, root: Path) -> str:
+        out = _run(self._cli("inspect", f"bench/{tag}"), env=self.env(root)).stdout
+        return str(json.loads(out)[0]["Id"])
 
     def build_cmd(self, ctx: Path, tag: str, *extra: str) -> list[str]:
         return self._cli("build", "-q", *extra, "-t", f"bench/{tag}", str(ctx))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import workloads as wl
-from bench.builders import BenchError, Builder, ImageInfo, Pybuild
+from bench.builders import BenchError, Builder, ImageInfo
 
 SCENARIOS = ("cold", "noop", "change", "export", "farm")
 SCENARIO_TITLES = {
@@ -31,8 +31,7 @@ SCENARIO_TITLES = {
 # The shared-cache scenario runs on these workloads (issue 5: W1 and W5).
 FARM_WORKLOADS = ("W1", "W5")
 FARM_PEER_REASON = {
-    "docker": "n/a: the classic builder cannot export a cache to a registry",
-    "buildah": "n/a: not measured (buildah's --cache-to pushes intermediate images; no equivalent set up)",
+    "docker": "n/a: the classic builder cannot export a build cache to a registry",
 }
 # A cell whose slowest builder takes longer than this (median of the first 3 runs) stops at
 # 3 runs instead of 5: issue 7's "at least 5 runs, 3 for the slowest".
@@ -193,15 +192,13 @@ def run_workload(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, 
                 _attempt(results, (w.name, "export", b.name), lambda b=b, dest=dest: b.export(tag, dest))
                 dest.unlink(missing_ok=True)
     if "farm" in scenarios:
-        pybuild = next((b for b in builders if isinstance(b, Pybuild)), None)
-        if w.name not in FARM_WORKLOADS:
-            for b in builders:
+        for b in builders:
+            if w.name not in FARM_WORKLOADS:
                 results.reasons[(w.name, "farm", b.name)] = f"n/a: measured on {', '.join(FARM_WORKLOADS)}"
-        elif pybuild is not None and registry is not None:
-            for b in builders:
-                if b is not pybuild:
-                    results.reasons[(w.name, "farm", b.name)] = FARM_PEER_REASON.get(b.name, "n/a")
-            run_farm(w, pybuild, ctx, runs, registry, results, export_dir)
+            elif not b.supports_farm:
+                results.reasons[(w.name, "farm", b.name)] = FARM_PEER_REASON.get(b.name, "n/a")
+        if w.name in FARM_WORKLOADS and registry is not None:
+            run_farm(w, builders, ctx, runs, registry, results, export_dir)
     for b in builders:
         try:
             b.cleanup()
@@ -209,53 +206,62 @@ def run_workload(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, 
             results.notes.append(f"{w.name} {b.name} cleanup: {err}")
 
 
-def _image_id(pybuild: Pybuild, tag: str, root: Path) -> str:
-    import json
-
-    out = subprocess.run(pybuild._cli("inspect", f"bench/{tag}"), env=pybuild.env(root),
-                         capture_output=True, text=True, check=True).stdout
-    return str(json.loads(out)[0]["Id"])
-
-
-def run_farm(w: wl.Workload, pybuild: Pybuild, ctx: Path, runs: int, registry: str, results: Results,
+def run_farm(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, registry: str, results: Results,
              workdir: Path) -> None:
     """Issue 5's farm: builder A exports its cache to a registry; builder B starts from an empty store.
 
-    B's build with ``--cache-from`` alternates with a cold build in an equally
-    empty store (no cache at all), so the ratio is taken in the same minutes.
+    For each builder that can share a cache through a registry (pybuild, buildah):
+    A builds once with ``--cache-to``; then B's build with ``--cache-from`` in a
+    store holding only the base alternates with a cold build in an equally
+    empty store, builders taking turns, so every ratio is taken in the same minutes.
     """
-    tag = f"farm-{w.name.lower()}"
-    ref = f"{registry}/bench/cache-{w.name.lower()}:latest"
-    root_a, root_b = workdir / "farm-a", workdir / "farm-b"
-    detail: dict[str, Any] = {"cache_from": Cell(), "cold": Cell()}
-    results.farm[w.name] = detail
-    try:
-        pybuild.fresh_root(root_a, w.base)
-        detail["export_s"] = pybuild.build(ctx, tag, "--cache-to", f"type=registry,ref={ref},mode=max",
-                                           root=root_a)
-        detail["image_a"] = _image_id(pybuild, tag, root_a)
-        failures = 0
-        for run in range(runs):
-            order = ("cache_from", "cold") if run % 2 == 0 else ("cold", "cache_from")
-            for kind in order:
+    farmers = [b for b in builders if b.supports_farm]
+    state: dict[str, dict[str, Any]] = {}
+    for b in farmers:
+        detail: dict[str, Any] = {"cache_from": Cell(), "cold": Cell(), "failures": 0,
+                                  "ref": f"{registry}/bench/{b.name}-cache-{w.name.lower()}"}
+        state[b.name] = detail
+        results.farm.setdefault(w.name, {})[b.name] = detail
+        root_a = workdir / f"farm-{b.name}-a"
+        try:
+            b.farm_fresh(root_a, w.base)
+            detail["export_s"] = b.farm_build(ctx, "farm", root_a, cache_to=detail["ref"])
+            detail["image_a"] = b.farm_image_id("farm", root_a)
+        except (BenchError, OSError, subprocess.SubprocessError) as err:
+            detail["error"] = _last_line(err)
+            results.notes.append(f"{w.name} farm {b.name} builder A: {err}")
+        finally:
+            shutil.rmtree(root_a, ignore_errors=True)
+    for run in range(runs):
+        for b in _order(farmers, run):
+            detail = state[b.name]
+            if "error" in detail:
+                continue
+            root_b = workdir / f"farm-{b.name}-b"
+            for kind in ("cache_from", "cold") if run % 2 == 0 else ("cold", "cache_from"):
                 try:
-                    pybuild.fresh_root(root_b, w.base)
-                    extra = ("--cache-from", f"type=registry,ref={ref}") if kind == "cache_from" else ()
-                    detail[kind].add(pybuild.build(ctx, tag, *extra, root=root_b))
+                    b.farm_fresh(root_b, w.base)
+                    ref = detail["ref"] if kind == "cache_from" else None
+                    detail[kind].add(b.farm_build(ctx, "farm", root_b, cache_from=ref))
                     if kind == "cache_from":
-                        detail["image_b"] = _image_id(pybuild, tag, root_b)
+                        detail.setdefault("images_b", set()).add(b.farm_image_id("farm", root_b))
                 except (BenchError, OSError, subprocess.SubprocessError) as err:
-                    failures += 1
-                    results.notes.append(f"{w.name} farm {kind} run {run} failed: {err}")
-                    if failures > 2:
-                        raise
-        results.cell(w.name, "farm", "pybuild").times = list(detail["cache_from"].times)
-    except (BenchError, OSError, subprocess.SubprocessError) as err:
-        results.cell(w.name, "farm", "pybuild").error = str(err).strip().splitlines()[-1][:200]
-        results.notes.append(f"{w.name} farm: {err}")
-    finally:
-        shutil.rmtree(root_a, ignore_errors=True)
-        shutil.rmtree(root_b, ignore_errors=True)
+                    detail["failures"] += 1
+                    results.notes.append(f"{w.name} farm {b.name} {kind} run {run}: {err}")
+                    if detail["failures"] > 2:
+                        detail["error"] = _last_line(err)
+            shutil.rmtree(root_b, ignore_errors=True)
+    for b in farmers:
+        detail = state[b.name]
+        detail["same_image"] = bool(detail.get("image_a")) and detail.get("images_b") == {detail["image_a"]}
+        cell = results.cell(w.name, "farm", b.name)
+        cell.times = list(detail["cache_from"].times)
+        cell.error = detail.get("error")
+
+
+def _last_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[-1] if lines else type(err).__name__)[:200]
 
 
 _COMPONENT_RUNNER = """
@@ -322,5 +328,6 @@ def run_components(workdir: Path, results: Results, quick: bool, registry: str |
 
 
 def clean(workdir: Path) -> None:
-    for name in ("pybuild-root", "farm-a", "farm-b"):
-        shutil.rmtree(workdir / name, ignore_errors=True)
+    shutil.rmtree(workdir / "pybuild-root", ignore_errors=True)
+    for path in workdir.glob("farm-*"):
+        shutil.rmtree(path, ignore_errors=True)

@@ -53,9 +53,9 @@ def _cell_median(cell: Any) -> float | None:
     return None
 
 
-def farm_ratio(results: Results, workload: str) -> float | None:
+def farm_ratio(results: Results, workload: str, builder: str = "pybuild") -> float | None:
     """Builder B's --cache-from build over a cold build in an equally empty store."""
-    detail = results.farm.get(workload, {})
+    detail = results.farm.get(workload, {}).get(builder, {})
     b, cold = _cell_median(detail.get("cache_from")), _cell_median(detail.get("cold"))
     return b / cold if b is not None and cold else None
 
@@ -101,10 +101,13 @@ def headlines(results: Results) -> list[Headline]:
     versus("W3", "cold", "W3 four parallel 2 s stages, cold, pybuild/docker", "-", None)
     for w in FARM_WORKLOADS:
         fr = farm_ratio(results, w)
-        detail = results.farm.get(w, {})
-        same = detail.get("image_a") and detail.get("image_a") == detail.get("image_b")
-        text = f"{_x(fr)}" + (" (same image ID as builder A)" if same else " (image ID differs from A)") \
-            if fr is not None else "not measured"
+        detail = results.farm.get(w, {}).get("pybuild", {})
+        peer = farm_ratio(results, w, "buildah")
+        text = "not measured"
+        if fr is not None:
+            text = _x(fr) + (" (same image ID as builder A" if detail.get("same_image") else
+                             " (image ID differs from A")
+            text += f"; buildah's B / cold: {_x(peer)})" if peer is not None else ")"
         out.append(Headline(f"{w} farm builder B (--cache-from, empty store) / cold build", text,
                             "faster than cold (issue 5)", None if fr is None else fr < 1))
     reg = results.components.get("registry", {})
@@ -199,19 +202,21 @@ def _farm(results: Results) -> list[str]:
     if not results.farm:
         return []
     lines = ["## Shared cache: farm builder B", "",
-             "Builder A builds with `--cache-to type=registry,ref=...,mode=max` (time below); builder B "
-             "starts from an empty store holding only the base image and builds with `--cache-from`, "
-             "alternating with a cold build in an equally empty store without any cache.", "",
-             "| workload | A: build + cache export s | B: --cache-from s | cold s | B / cold | same image ID |",
-             "|---|---|---|---|---|---|"]
-    for w, d in results.farm.items():
-        b, cold = d.get("cache_from"), d.get("cold")
-        fr = farm_ratio(results, w)
-        same = "yes" if d.get("image_a") and d.get("image_a") == d.get("image_b") else "no"
-        bt = _cell_text_of(b)
-        ct = _cell_text_of(cold)
-        lines.append(f"| {w} | {d.get('export_s', float('nan')):.2f} | {bt} | {ct} | "
-                     f"{f'{fr:.2f}' if fr is not None else '-'} | {same} |")
+             "Builder A builds once with its registry cache export (pybuild: `--cache-to "
+             "type=registry,ref=...,mode=max`; buildah: `--layers --cache-to REPO`), time below. "
+             "Builder B starts from an empty store holding only the base image and builds with "
+             "`--cache-from`, alternating with a cold build in an equally empty store. docker's "
+             "classic builder cannot export a build cache to a registry.", "",
+             "| workload | builder | A: build + cache export s | B: --cache-from s | cold s | B / cold "
+             "| B's image ID = A's |", "|---|---|---|---|---|---|---|"]
+    for w, by_builder in results.farm.items():
+        for name, d in by_builder.items():
+            fr = farm_ratio(results, w, name)
+            same = "yes" if d.get("same_image") else "no"
+            export = d.get("export_s")
+            lines.append(f"| {w} | {name} | {f'{export:.2f}' if export is not None else '-'} | "
+                         f"{_cell_text_of(d.get('cache_from'))} | {_cell_text_of(d.get('cold'))} | "
+                         f"{f'{fr:.2f}' if fr is not None else '-'} | {same} |")
     return [*lines, ""]
 
 
@@ -309,7 +314,7 @@ def chart(results: Results, out: Path, builders: list[str]) -> None:
     for w in FARM_WORKLOADS:
         fr = farm_ratio(results, w)
         if fr is not None:
-            extra.append((f"{w} farm B / cold", fr))
+            extra.append((f"{w} farm B / pybuild cold", fr))
     reg = results.components.get("registry", {})
     for op in ("push", "pull"):
         if reg.get(f"{op}_ratio_skopeo_over_pybuild"):
@@ -333,6 +338,10 @@ def chart(results: Results, out: Path, builders: list[str]) -> None:
         ax.bar(xs, [v for _, v in extra], width, color="tab:gray", label="pybuild / peer tool")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1g"))
     ax.set_ylabel("time ratio, median (below 1: pybuild faster)")
     ticks = [x + width * (len(peers) - 1) / 2 for x in range(n)]
     ax.set_xticks(ticks)
