@@ -32,7 +32,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from builder.errors import CacheError, ImageNotFoundError, PybuildError, UsageError
 from builder.image.descriptor import Descriptor, canonical_json
@@ -43,6 +43,11 @@ from builder.image.mediatypes import Compression, MediaType, layer_compression
 from builder.layers.compression import CHUNK, open_decompressed
 from cache.db import now
 from cache.records import CacheRecords, StepResult
+
+if TYPE_CHECKING:
+    from builder.image.image import Layer
+    from builder.progress import Progress
+    from cache.store import Store
 
 CONFIG_VERSION = 1
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -394,7 +399,7 @@ class ImportStats:
 class ImportedCache:
     """The records of every ``--cache-from``, merged (the first source naming a key wins)."""
 
-    def __init__(self, store: Any, progress: Any = None) -> None:
+    def __init__(self, store: Store, progress: Progress | None = None) -> None:
         self.store = store
         self.progress = progress
         self.records: dict[str, ImportedRecord] = {}
@@ -450,7 +455,7 @@ class ImportedCache:
     def get(self, key: str) -> ImportedRecord | None:
         return self.records.get(key)
 
-    def layer(self, record: ImportedRecord) -> Any:
+    def layer(self, record: ImportedRecord) -> Layer:
         """The record's layer: the store's when it holds it, else one fetched when read."""
         assert record.result.diff_id is not None
         from cache.store import BuildLayers
@@ -478,7 +483,7 @@ class ImportedCache:
             return BlobLayer(_store_source(self.store), desc, Digest(diff_id)) if self.store.blobs.exists(
                 desc.digest) else layers.layer(diff_id)
 
-    def prefetch(self, layers: Iterable[Any]) -> None:
+    def prefetch(self, layers: Iterable[Layer]) -> None:
         """Fetch the imported layers among ``layers`` (the final image's) concurrently."""
         pending = [layer for layer in layers if isinstance(layer, FetchingLayer)]
         _run_all([lambda f=f: self.fetch(f._record) and None for f in pending])  # type: ignore[misc]
@@ -556,7 +561,7 @@ def _mount_annotation() -> str:
     return ID_ANNOTATION
 
 
-def _store_source(store: Any) -> BlobSource:
+def _store_source(store: Store) -> BlobSource:
     from cache.store import _StoreBlobSource
 
     return _StoreBlobSource(store.blobs)
@@ -592,7 +597,7 @@ def _record_from_json(item: dict[str, Any], blobs: dict[str, Descriptor], source
                           inputs=dict(item.get("inputs") or {}), source=source, origin=where)
 
 
-def load_imports(specs: Iterable[str], store: Any, progress: Any = None,
+def load_imports(specs: Iterable[str], store: Store, progress: Progress | None = None,
                  insecure_registries: Sequence[str] = ()) -> ImportedCache:
     """Every ``--cache-from``; one that cannot be read is a warning, as in BuildKit (the build
     then runs without it), but a malformed value is an error before anything runs."""
@@ -641,9 +646,9 @@ def select_keys(records: CacheRecords, used: Sequence[str], final_key: str, mode
     return list(reversed(chain))
 
 
-def export_cache(spec: CacheSpec, store: Any, records: CacheRecords, keys: Sequence[str], *,
+def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Sequence[str], *,
                  imported: ImportedCache | None = None, mount_ids: Iterable[str] = (),
-                 progress: Any = None, insecure_registries: Sequence[str] = ()) -> ExportReport:
+                 progress: Progress | None = None, insecure_registries: Sequence[str] = ()) -> ExportReport:
     """Write the records ``keys`` (and their layers, compressed once, deterministically) as
     the cache artifact of ``spec``: blobs first, the manifest last."""
     from cache.mounts import ID_ANNOTATION, mount_path, pack_mount
@@ -709,7 +714,7 @@ def export_cache(spec: CacheSpec, store: Any, records: CacheRecords, keys: Seque
                 tmp.unlink()
 
 
-def _export_record(key: str, spec: CacheSpec, store: Any, records: CacheRecords,
+def _export_record(key: str, spec: CacheSpec, store: Store, records: CacheRecords,
                    imported: ImportedCache | None) -> tuple[dict[str, Any] | None, _Blob | None]:
     local = records.get(key)
     remote = imported.get(key) if imported is not None else None
