@@ -126,6 +126,7 @@ class StageRunner:
         self.config: ContainerConfig = base_config.config
         self.author = base_config.author
         self.cmd_set = False
+        self._arg_text = ""  # the ARG being run, as declared (for its history entry)
         self.changed = False
         self._lowers_cache: tuple[int, list[Path]] | None = None
 
@@ -180,6 +181,8 @@ class StageRunner:
             self.execute(ins)
 
     def execute(self, ins: ins_.Instruction) -> None:
+        if isinstance(ins, ins_.Arg):
+            self._arg_text = self._declared_arg_text(ins)
         expanded = self.scope.apply(ins)
         handle = self.env.progress.start(f"[{self.label} {self.step}/{self.total}] {_summary(ins)}")
         try:
@@ -351,8 +354,22 @@ class StageRunner:
         self._sync_env()
         self._nop("ENV " + " ".join(f"{p.key}={p.value}" for p in ins.pairs))
 
+    def _declared_arg_text(self, ins: ins_.Arg) -> str:
+        """``A=default`` as declared (default expanded), never the --build-arg value: docker's history."""
+        words = []
+        for spec in ins.args:
+            if spec.default is None:
+                words.append(spec.key)
+                continue
+            try:
+                words.append(f"{spec.key}={self.scope.expander(ins).word(spec.default)}")
+            except Exception:  # the same expansion fails in Scope.apply, with the real error
+                words.append(f"{spec.key}={spec.default}")
+        return " ".join(words)
+
     def _do_arg(self, ins: ins_.Arg, handle: StepHandle) -> None:
-        text = " ".join(a.key if a.default is None else f"{a.key}={a.default}" for a in ins.args)
+        text = self._arg_text or " ".join(
+            a.key if a.default is None else f"{a.key}={a.default}" for a in ins.args)
         self._nop(f"ARG {text}")
 
     def _do_label(self, ins: ins_.Label, handle: StepHandle) -> None:
@@ -374,7 +391,7 @@ class StageRunner:
             if spec not in ports:
                 ports.append(spec)
         self.config = replace(self.config, exposed_ports=tuple(sorted(ports)))
-        self._nop("EXPOSE " + " ".join(sorted(added)))
+        self._nop("EXPOSE " + " ".join(sorted(ins.ports)))  # docker: the ports as written
 
     def _do_volume(self, ins: ins_.Volume, handle: StepHandle) -> None:
         volumes = list(self.config.volumes)
@@ -432,10 +449,13 @@ class StageRunner:
                                  start_period=h.start_period, start_interval=h.start_interval,
                                  retries=h.retries)
         self.config = replace(self.config, healthcheck=health)
+        # docker's classic builder prints three durations; --start-interval is BuildKit's only
+        durations = [health.interval, health.timeout, health.start_period]
+        if health.start_interval:
+            durations.append(health.start_interval)
         self._nop(
             "HEALTHCHECK &{" + _go_list(health.test) + " " + " ".join(
-                f'"{_go_duration(v)}"' for v in (health.interval, health.timeout, health.start_period,
-                                                 health.start_interval)
+                f'"{_go_duration(v)}"' for v in durations
             ) + f" '\\x{health.retries:02x}'" + "}"
         )
 
@@ -551,8 +571,10 @@ class StageRunner:
     def _history_args(self) -> dict[str, str | None]:
         from builder.frontend.expand import FRONTEND_ARGS
 
-        # Declared ARGs appear in history, proxy ones too once declared (BuildKit keeps them then).
-        return {k: v for k, v in self.scope.visible_args().items() if k not in FRONTEND_ARGS}
+        # Declared ARGs appear in history, proxy ones too once declared (BuildKit keeps them then);
+        # not those an ENV of the same name hides (docker's BuildArgs.FilterAllowed).
+        return {k: v for k, v in self.scope.visible_args().items()
+                if k not in FRONTEND_ARGS and k not in self.scope.config_env}
 
     def _lowers_of(self, name: str) -> Sequence[Path]:
         found = self.stage_lookup(name)
@@ -585,9 +607,37 @@ class StageRunner:
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
             layer_tar.unlink(missing_ok=True)
-        kind = "file" if len(ins.sources) + len(ins.contents) == 1 else "multi"
-        self._commit(
-            f"{' '.join(self._shell())} #(nop) {ins.name} {kind}:{stats.diff_id.hex} in {ins.dest} ", layer)
+        kind = _history_kind(spec, ins, source)
+        chown = f"--chown={ins.chown}" if ins.chown else ""  # docker writes it with no space after
+        what = f"{kind}:{stats.diff_id.hex}" if kind else stats.diff_id.hex  # a URL: the hash alone
+        self._commit(f"{' '.join(self._shell())} #(nop) {ins.name} {chown}{what} in {ins.dest} ", layer)
+
+
+def _history_kind(spec: object, ins: ins_.Copy | ins_.Add, source: object) -> str:
+    """docker's ``file``/``dir``/``multi`` for a COPY's history: one file, one directory, or more
+    (nothing for a URL)."""
+    from builder.execute.copy import SourceKind, select_sources
+    from builder.execute.rootfs import RootfsView
+
+    if len(ins.sources) + len(ins.contents) != 1:
+        return "multi"
+    if ins.contents:
+        return "file"
+    src = ins.sources[0]
+    if src.startswith(("http://", "https://")):
+        return ""
+    if any(c in src for c in "*?["):  # a wildcard: what it matched decides (a top-level glob)
+        try:
+            items = select_sources(spec, source)  # type: ignore[arg-type]
+        except Exception:  # the copy itself succeeded; the history word is not worth failing for
+            return "multi"
+        if len(items) != 1:
+            return "multi"
+        return "dir" if items[0].kind is SourceKind.DIR else "file"
+    view = source if isinstance(source, RootfsView) else getattr(source, "view", None)
+    if isinstance(view, RootfsView) and "://" not in src and view.is_dir(src):
+        return "dir"
+    return "file"
 
 
 def _summary_inputs(inputs: StepInputs) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -121,3 +122,20 @@ def _norm(value):  # type: ignore[no-untyped-def]
     if value in (None, [], {}, ""):
         return None
     return value
+
+
+# COPY/ADD history names the copied content by docker's own content hash; pybuild names it by
+# the layer's DiffID. Everything else in ``created_by`` must be equal.
+_COPY_HASH = re.compile(r"((?:file|dir|multi):)?[0-9a-f]{64}")
+
+
+def docker_history(docker: str, image: str) -> list[str]:
+    out = subprocess.run([docker, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+                         check=True, capture_output=True, text=True).stdout
+    return [_COPY_HASH.sub(r"\1<hash>", line) for line in out.splitlines()]
+
+
+def pybuild_history(root: Path, image: str) -> list[str]:
+    out = run_pybuild("history", "--no-trunc", "--format", "{{.CreatedBy}}", image, root=root,
+                      check=True).stdout.decode()
+    return [_COPY_HASH.sub(r"\1<hash>", line) for line in out.splitlines()]

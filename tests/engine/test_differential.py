@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.flatten import docker_config, docker_tree, pybuild_config, pybuild_tree
+from tests.engine.flatten import (
+    docker_config,
+    docker_history,
+    docker_tree,
+    pybuild_config,
+    pybuild_history,
+    pybuild_tree,
+)
 from tests.helpers.tools import run_pybuild
 
 
@@ -49,6 +56,7 @@ class Case:
     buildkit_warns: str | None = None
     # Files served over HTTP on loopback during the case; ``{url}`` in the Dockerfile is its base.
     serve: dict[str, bytes] = field(default_factory=dict)
+    same_history: bool = True  # created_by of every history entry, as `docker history` shows it
 
 
 def _archive(compression: str = "") -> bytes:
@@ -389,6 +397,8 @@ def _compare(case: Case, docker: str, store_root: Path, tmp_path: Path, ctx: Pat
         assert only_docker == only_pybuild == {}, (
             f"trees differ\n docker: {only_docker}\n pybuild: {only_pybuild}")
         assert pybuild_config(store_root, tag) == docker_config(docker, tag)
+        if case.docker_dockerfile is None and case.same_history:
+            assert pybuild_history(store_root, tag) == docker_history(docker, tag)
     finally:
         for t in tags:
             subprocess.run([docker, "rmi", "-f", t], capture_output=True)
