@@ -196,7 +196,7 @@ class StageRunner:
                     self.env.records.touch(key)  # type: ignore[union-attr]
                     self.env.progress.done(handle, cached=True)
                     return
-                if self._replay_imported(key):
+                if self._replay_imported(key, inputs):
                     self.key = key
                     self.env.used_keys.append(key)
                     self.env.progress.done(handle, cached=True)
@@ -229,15 +229,17 @@ class StageRunner:
         text = f"{self.env.lineage_prefix}\0{self.stage_index}\0{self.step}"
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
-    def _replay_imported(self, key: str) -> bool:
-        """A hit in a --cache-from cache: replay it with a layer fetched only if read; keep the record."""
+    def _replay_imported(self, key: str, inputs: StepInputs) -> bool:
+        """A hit in a --cache-from cache: replay it with a layer fetched only if read; keep the
+        record (with this build's inputs: the same key means the same inputs)."""
         imported = self.env.imported
         found = imported.get(key) if imported is not None else None  # type: ignore[attr-defined]
         if found is None:
             return False
         layer = imported.layer(found) if found.result.diff_id is not None else None  # type: ignore[attr-defined]
         self._replay(found.result, layer=layer)
-        self.env.records.put(key, found.parent, self._lineage(), found.result, found.inputs)  # type: ignore[union-attr]
+        kept = {**inputs.to_json(), "stage": self.label}
+        self.env.records.put(key, found.parent, self._lineage(), found.result, kept)  # type: ignore[union-attr]
         return True
 
     def _replay(self, result: StepResult, layer: Layer | None = None) -> bool:

@@ -170,3 +170,16 @@ def test_a_machine_passes_on_what_it_imported_without_fetching_it(machines, tmp_
     built = c.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={tmp_path / 'c2'}")
     assert steps(built.stdout + built.stderr)["cached"] == 8  # ...yet C gets all of it
     assert _inspect(a, "app:1")["Id"] == _inspect(c, "app:1")["Id"]
+
+
+def test_after_an_imported_build_misses_are_explained(machines, tmp_path: Path) -> None:
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    a_ctx = write_context(tmp_path / "a-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    b_ctx = write_context(tmp_path / "b-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    a.build(a_ctx, "--cache-to", f"type=local,dest={shared},mode=max")
+    built = b.build(b_ctx, "--cache-from", f"type=local,src={shared}")
+    assert steps(built.stdout + built.stderr)["cached"] == 8
+    (b_ctx / "a.txt").write_text("two\n")
+    text = b.run("build", "--explain", str(b_ctx), check=True).stdout.decode()
+    assert "COPY a.txt .: cache miss: file changed (content): a.txt" in text, text
