@@ -265,3 +265,24 @@ def test_pybuild_run_flags(builder: Builder) -> None:
     assert missing.returncode != 0 and b"Traceback" not in missing.stderr and b"nosuch" in missing.stderr
     failing = run("--entrypoint", "sh", "cli-run:1", "-c", "exit 5")
     assert failing.returncode == 5
+
+
+def test_run_mounts_bind_from_tmpfs(builder: Builder) -> None:
+    """BuildKit's RUN --mount types besides cache and secret: what they show, and that nothing stays."""
+    ctx = builder.context({
+        "Dockerfile": f"FROM busybox:local AS stage\nRUN echo from-stage > /made # {uuid.uuid4().hex}\n"
+        "FROM busybox:local\n"
+        "RUN --mount=type=bind,target=/ctx cat /ctx/in.txt > /from-ctx && "
+        "(echo x > /ctx/written 2>/dev/null || true)\n"
+        "RUN --mount=type=bind,source=sub,target=/sub,rw echo scratch > /sub/new && ls /sub > /sub-list\n"
+        "RUN --mount=from=stage,source=/made,target=/m cat /m > /from-stage\n"
+        "RUN --mount=type=tmpfs,target=/t echo tmp > /t/f && grep -q ' /t tmpfs' /proc/mounts && "
+        "touch /tmpfs-ok\n",
+        "in.txt": "context file\n", "sub/a": "a"})
+    builder.build(ctx, "-t", "cli-mounts:1")
+    show = builder.run("cli-mounts:1", "sh", "-c",
+                       "cat /from-ctx /sub-list /from-stage; ls /tmpfs-ok; ls /ctx /sub /m /t 2>&1 | wc -l")
+    assert show.stdout.decode().splitlines()[:5] == ["context file", "a", "new", "from-stage", "/tmpfs-ok"]
+    assert not (ctx / "written").exists() and not (ctx / "sub" / "new").exists()
+    for path in ("/ctx/in.txt", "/sub/a", "/m", "/t/f"):
+        assert builder.run("cli-mounts:1", "test", "-e", path, check=False).returncode == 1, path
