@@ -286,3 +286,21 @@ def test_run_mounts_bind_from_tmpfs(builder: Builder) -> None:
     assert not (ctx / "written").exists() and not (ctx / "sub" / "new").exists()
     for path in ("/ctx/in.txt", "/sub/a", "/m", "/t/f"):
         assert builder.run("cli-mounts:1", "test", "-e", path, check=False).returncode == 1, path
+
+
+def test_isolations_build_the_same_tree(builder: Builder, tmp_path: Path) -> None:
+    """runc, crun and the chroot fallback make the same file system from the same RUN steps."""
+    from tests.engine.flatten import tree_from_tar
+
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /m && "
+                           "mkdir -p /d/e && echo 1 > /d/e/f && rm /etc/group && ln -s /d /l\n"
+                           "USER app\nRUN touch /tmp/by-app && id > /tmp/id && hostname > /tmp/host\n"
+                           "USER root\nRUN rm -rf /d && mkdir /d && echo 2 > /d/g\n"})
+    trees = {}
+    for isolation in ("runc", "crun", "chroot"):
+        out = tmp_path / f"{isolation}.tar"
+        builder.build(ctx, "--no-cache", "--isolation", isolation, "-o", f"type=tar,dest={out}")
+        trees[isolation] = tree_from_tar(out)
+    assert trees["runc"] == trees["crun"] == trees["chroot"]
+    assert trees["runc"]["tmp/by-app"][2:4] == (1000, 1000)
+    assert "etc/group" not in trees["runc"] and "d/e" not in trees["runc"]
