@@ -172,3 +172,28 @@ def test_unreachable_caches(machines, tmp_path: Path) -> None:
     assert failed.returncode != 0 and "connection refused" in err and "Traceback" not in err, err
     ok = m.build(ctx, "--cache-to", f"type=registry,ref={dead},ignore-error=true")
     assert b"cache export to " + dead.encode() + b" failed" in ok.stdout + ok.stderr
+
+
+def test_the_cache_is_an_oci_artifact_that_skopeo_copies_both_ways(machines, tmp_path: Path, registry: str) -> None:
+    """Registry -> skopeo -> layout -> pybuild, and layout -> skopeo -> registry -> pybuild."""
+    import subprocess
+
+    from tests.helpers.tools import require_tool
+
+    skopeo = require_tool("skopeo")
+    a = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    a.build(ctx, "-t", "app:1", "--cache-to", f"type=registry,ref={registry}/farm/sk:1,mode=max")
+    layout = tmp_path / "copied"
+    subprocess.run([skopeo, "copy", "--src-tls-verify=false", f"docker://{registry}/farm/sk:1",
+                    f"oci:{layout}:c1"], check=True, capture_output=True)
+    b = machines()
+    built = b.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={layout},tag=c1")
+    assert steps(built.stdout + built.stderr)["cached"] == 8
+    a.build(ctx, "--cache-to", f"type=local,dest={tmp_path / 'local'},mode=max,tag=l1")
+    subprocess.run([skopeo, "copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'local'}:l1",
+                    f"docker://{registry}/farm/sk:2"], check=True, capture_output=True)
+    c = machines()
+    built = c.build(ctx, "-t", "app:1", "--cache-from", f"type=registry,ref={registry}/farm/sk:2")
+    assert steps(built.stdout + built.stderr)["cached"] == 8
+    assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"] == _inspect(c, "app:1")["Id"]
