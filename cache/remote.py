@@ -266,7 +266,7 @@ class LocalTarget:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{d.hex}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            with opener() as src, open(tmp, "wb") as out:
+            with opener() as src, _create(tmp) as out:
                 reader = VerifyingReader(src, d, descriptor.size, f"cache blob {d.short}")
                 while chunk := reader.read(CHUNK):
                     out.write(chunk)
@@ -299,12 +299,20 @@ class LocalTarget:
 
 @contextlib.contextmanager
 def _locked(path: Path):  # type: ignore[no-untyped-def]
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def _create(path: Path) -> BinaryIO:
+    """A new temp file: never an existing file, nor through a symlink someone left there."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # left by a dead writer with our pid (removes a symlink itself, not its target)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "wb")
 
 
 def _write_file(path: Path, data: bytes, keep: bool = False) -> None:
@@ -313,7 +321,7 @@ def _write_file(path: Path, data: bytes, keep: bool = False) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
+    with _create(tmp) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
