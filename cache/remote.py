@@ -425,7 +425,10 @@ class ImportedCache:
         """
         target = open_target(spec, insecure_registries)
         self._targets.append(target)
-        raw = target.read_manifest()
+        try:
+            raw = target.read_manifest()
+        except OSError as err:
+            raise CacheError(f"cannot read cache {target.description}: {err.strerror or err}") from None
         if raw is None:
             self._warn(f"cache {target.description} not found: building without it")
             return 0
@@ -708,8 +711,12 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
                             annotations={"dev.pybuild.cache.mode": spec.mode.value})
         raw_manifest = manifest.to_bytes()
         uploads = [*blobs.values(), *mounts, _Blob(config_desc, lambda: io.BytesIO(raw_config))]
-        _run_all([lambda b=b: target.put_blob(b.descriptor, b.opener) for b in uploads])  # type: ignore[misc]
-        target.put_manifest(raw_manifest)
+        try:
+            _run_all([lambda b=b: target.put_blob(b.descriptor, b.opener) for b in uploads])  # type: ignore[misc]
+            target.put_manifest(raw_manifest)
+        except OSError as err:
+            raise CacheError(f"cannot write cache {target.description}: "
+                             f"{err.strerror or err}{f' ({err.filename})' if err.filename else ''}") from None
         if progress is not None:
             progress.message(f"exported cache {target.description}: {len(entries)} record(s), "
                              f"{layer_count} layer(s), {len(mounts)} cache mount(s)")

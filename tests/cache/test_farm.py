@@ -197,3 +197,14 @@ def test_the_cache_is_an_oci_artifact_that_skopeo_copies_both_ways(machines, tmp
     built = c.build(ctx, "-t", "app:1", "--cache-from", f"type=registry,ref={registry}/farm/sk:2")
     assert steps(built.stdout + built.stderr)["cached"] == 8
     assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"] == _inspect(c, "app:1")["Id"]
+
+
+def test_an_unwritable_local_cache_is_one_clear_error(machines, tmp_path: Path) -> None:
+    m = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo x > /x\n"})
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    failed = m.build(ctx, "--cache-to", f"type=local,dest={blocker}/cache", check=False)
+    err = failed.stderr.decode()
+    assert failed.returncode != 0 and f"cannot write cache {blocker}/cache" in err, err
+    assert "Traceback" not in err and "internal error" not in err
