@@ -517,7 +517,15 @@ def walk_tree(
             selected.add("/".join(parts))
             for i in range(1, len(parts)):
                 ancestors.add("/".join(parts[:i]))
-    yield from _walk(os.fspath(root), "", selected, ancestors, selected is None)
+    if selected is None:
+        yield from _walk(os.fspath(root), "", None, ancestors, True)
+        return
+    missing = set(selected)
+    for item in _walk(os.fspath(root), "", selected, ancestors, False):
+        missing.discard(item[0])
+        yield item
+    if missing:
+        raise ImageError(f"'{sorted(missing)[0]}' does not exist under '{root}'")
 
 
 def _walk(

@@ -484,3 +484,8 @@ def test_headers_bigger_than_the_buffer(tmp_path: Path) -> None:
     assert stats.diff_id == "sha256:" + hashlib.sha256(data).hexdigest() and len(data) > 2 << 20
     (entry,) = list(TarReader(io.BytesIO(data)))
     assert entry.xattrs == xattrs
+
+
+def test_selecting_a_missing_path_is_an_error(tree: Path) -> None:
+    with pytest.raises(ImageError, match="'bin/nope' does not exist under"):
+        write_layer(tree, io.BytesIO(), paths=["bin/ping", "bin/nope"])
