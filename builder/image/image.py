@@ -19,7 +19,6 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest, VerifyingReader
 from builder.image.manifest import Index, Manifest, parse_manifest
 from builder.image.mediatypes import is_index, layer_compression
-from builder.layers.compression import open_decompressed
 
 
 @runtime_checkable
@@ -118,6 +117,9 @@ class BlobLayer:
         )
 
     def uncompressed(self) -> BinaryIO:
+        # Imported here: builder.layers.compression itself imports the image model's media types.
+        from builder.layers.compression import open_decompressed
+
         compression = layer_compression(self._descriptor.media_type)
         return open_decompressed(self.compressed(), compression)
 
