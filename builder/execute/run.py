@@ -206,8 +206,6 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
     root.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
     path = root / key
-    if spec.from_:
-        raise ins.error("RUN --mount=type=cache,from= is not supported by pybuild; drop from=")
     sharing = spec.sharing or CacheSharing.SHARED
     lock_path = root / f"{key}.lock"
     if sharing is not CacheSharing.SHARED:
@@ -223,7 +221,14 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
                 stack.callback(shutil.rmtree, path, True)
     if not path.exists():
         fresh = root / f".{key}.{os.getpid()}.new"
-        fresh.mkdir(mode=spec.mode if spec.mode is not None else 0o755)
+        if spec.from_:
+            # BuildKit: an empty cache starts as a copy of `source` in the stage or image `from`.
+            seed = _inside(_merged_view(res.lowers_of(spec.from_), res, stack), (spec.source or "/").lstrip("/"), ins)
+            if not seed.is_dir():
+                raise ins.error(f"RUN --mount=type=cache,from={spec.from_}: {spec.source or '/'} is not a directory")
+            shutil.copytree(seed, fresh, symlinks=True)
+        else:
+            fresh.mkdir(mode=spec.mode if spec.mode is not None else 0o755)
         os.chown(fresh, spec.uid or 0, spec.gid or 0)
         fresh.chmod(spec.mode if spec.mode is not None else 0o755)
         (root / f"{key}.id").write_text(cache_id)
