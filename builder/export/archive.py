@@ -19,6 +19,7 @@ import io
 import os
 import shutil
 import tarfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,19 +48,22 @@ class MissingFileError(ArchiveError):
 
 # --- reading: one interface over a tar file and a directory --------------------------------
 
-class ArchiveFiles:
+class ArchiveFiles(ABC):
     """Read-only access to the files of an archive by their path inside it."""
 
     description: str
 
+    @abstractmethod
     def exists(self, name: str) -> bool:
-        raise NotImplementedError
+        """Whether the archive holds a regular file at ``name``."""
 
+    @abstractmethod
     def size(self, name: str) -> int:
-        raise NotImplementedError
+        """The size of the file at ``name``."""
 
+    @abstractmethod
     def open(self, name: str) -> BinaryIO:
-        raise NotImplementedError
+        """The bytes of the file at ``name``."""
 
     def read(self, name: str, limit: int = 64 << 20) -> bytes:
         """A small file (JSON) read whole; refuses absurd sizes instead of eating memory."""
@@ -68,8 +72,8 @@ class ArchiveFiles:
         with self.open(name) as f:
             return f.read()
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - most archives hold nothing open
+        """Release what reading holds open (a tar file); nothing by default."""
 
 
 def clean_name(name: str) -> str:
