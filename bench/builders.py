@@ -364,7 +364,7 @@ class Pybuild(Builder):
         return ImageInfo(size=int(data["Size"]), layers=len(data["RootFS"]["Layers"]))
 
     def version(self) -> str:
-        return _run(self._cli("--version"), env=self.env()).stdout.decode().strip()
+        return _run(self._cli("--version"), env=self.env()).stdout.decode().split()[-1]
 
 
 def all_builders(workdir: Path) -> list[Builder]:

@@ -92,12 +92,13 @@ def headlines(results: Results) -> list[Headline]:
     noop = median(results, ("W2", "noop", "pybuild"))
     r = ratio(results, "W2", "noop", "docker")
     if noop is not None and r is not None:
-        out.append(Headline("W2 20,000 files / 400 MB, no-op rebuild, pybuild/docker",
-                            f"{_x(r)} ({_fmt(noop)} s; {1 / r:.1f}x faster)",
+        theirs = median(results, ("W2", "noop", "docker")) or 0.0
+        out.append(Headline("W2 big context, no-op rebuild, pybuild/docker",
+                            f"{_x(r)} ({_fmt(noop)} s vs {_fmt(theirs)} s; {1 / r:.1f}x faster)",
                             "< 1 s and >= 5x faster (issue 5)", noop < 1.0 and r <= 0.2))
     else:
         out.append(Headline("W2 no-op rebuild, pybuild/docker", "not measured", "< 1 s, >= 5x", False))
-    versus("W2", "change", "W2 one-file-change rebuild, pybuild/docker", ">= 3x faster (issue 5)", 1 / 3)
+    versus("W2", "change", "W2 big context, one-file-change rebuild, pybuild/docker", ">= 3x faster (issue 5)", 1 / 3)
     versus("W3", "cold", "W3 four parallel 2 s stages, cold, pybuild/docker", "-", None)
     for w in FARM_WORKLOADS:
         fr = farm_ratio(results, w)
