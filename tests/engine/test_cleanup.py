@@ -28,6 +28,23 @@ def own_store(base_archive: Path, tmp_path: Path) -> Path:
     return root
 
 
+LONG_SLEEP = "31.7"  # an unusual figure, to find the container processes among the machine's
+
+
+def _sleepers() -> list[int]:
+    """Processes still running a container's ``sleep LONG_SLEEP``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[:2] == [b"sleep", LONG_SLEEP.encode()]:
+                found.append(int(proc.name))
+    return found
+
+
 def _start_build(root: Path, ctx: Path, isolation: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "builder", "build", "--progress", "plain", "--no-cache",
@@ -81,11 +98,12 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
     root = own_store
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    plan = (["SIGINT", "SIGKILL", "ok"] * 7)[:20]  # 7 SIGINT, 7 SIGKILL, 6 complete
-    isolations = ("runc", "crun")
+    plan = (["SIGINT", "SIGKILL", "ok", "SIGINT"] * 5)  # 10 SIGINT, 5 SIGKILL, 5 complete
+    # each action meets each isolation (runc, crun, chroot) at least once
+    isolations = ("runc", "crun", "chroot")
     for i, action in enumerate(plan):
-        isolation = isolations[i % 2]
-        sleep = "30" if action != "ok" else "0.1"
+        isolation = isolations[i % 3]
+        sleep = LONG_SLEEP if action != "ok" else "0.1"
         (ctx / "Dockerfile").write_text(
             f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /marker\n"
             f"RUN --mount=type=tmpfs,target=/scratch --mount=type=cache,target=/cache "
@@ -106,7 +124,7 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
             _, err = proc.communicate(timeout=60)
             text = err.decode()
             assert proc.returncode == 130, text
-            # Ctrl-C stops the running container: the 30 s sleep does not run to its end.
+            # Ctrl-C stops the running container: the long sleep does not run to its end.
             assert time.monotonic() - t0 < 20
             assert "ERROR: interrupted" in text and "Traceback" not in text, text
             # Clean-up runs before exit: nothing of the interrupted build survives it.
@@ -119,9 +137,10 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
     (ctx / "Dockerfile").write_text("FROM busybox:local\nRUN echo final > /final\n")
     run_pybuild("build", "--no-cache", "-t", "cleanup-final:1", str(ctx), root=root, check=True)
     assert _mounts_under(root) == []
-    for runtime in isolations:
+    for runtime in ("runc", "crun"):
         assert _runtime_containers(runtime, root) == [], runtime
     assert _leftovers(root) == []
+    assert _sleepers() == [], "a killed build's container process is still running"
     check = run_pybuild("store", "check", root=root)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     out = run_pybuild("run", "--rm", "cleanup-final:1", "cat", "/final", root=root, check=True)
