@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -115,19 +116,12 @@ def _fits(raw: bytes, limit: int) -> bool:
 
 def encode_header(entry: TarEntry) -> bytes:
     """The header block(s) for ``entry``: a PAX extended header first when a field needs one."""
-    name, link = entry.name, entry.linkname
-    if (  # the common case, a plain ustar header, without building the PAX list
-        len(name) < 100 and name.isascii() and len(link) <= 100 and link.isascii()
-        and not entry.xattrs and 0 <= entry.uid <= _MAX_OCTAL_8 and 0 <= entry.gid <= _MAX_OCTAL_8
-        and entry.size <= _MAX_OCTAL_12 and 0 <= entry.mtime <= _MAX_OCTAL_12
-    ):
-        raw = name.encode("ascii")
-        if entry.type is EntryType.DIR and not raw.endswith(b"/"):
-            raw += b"/"
-        return _ustar_block(
-            raw, entry.mode & 0o7777, entry.uid, entry.gid, entry.size, entry.mtime,
-            entry.type.value, link.encode("ascii"), entry.devmajor, entry.devminor,
-        )
+    block = _plain_header(
+        entry.name, entry.type, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime,
+        entry.linkname, entry.devmajor, entry.devminor, entry.xattrs,
+    )
+    if block is not None:
+        return block
     raw_name = os.fsencode(entry.name)
     if entry.type is EntryType.DIR and not raw_name.endswith(b"/"):
         raw_name += b"/"
@@ -174,6 +168,29 @@ def encode_header(entry: TarEntry) -> bytes:
     return head + records + _ZEROS[: -len(records) % BLOCK] + block
 
 
+def _plain_header(
+    name: str, kind: EntryType, mode: int, uid: int, gid: int, size: int, mtime: int,
+    link: str, devmajor: int, devminor: int, xattrs: tuple[tuple[str, bytes], ...],
+) -> bytes | None:
+    """The common case, one ustar block without PAX; None when a field needs PAX.
+
+    Takes the fields loose so that the per-file path builds no TarEntry.
+    """
+    if (
+        xattrs or len(name) >= 100 or not name.isascii() or len(link) > 100
+        or not link.isascii() or not 0 <= uid <= _MAX_OCTAL_8 or not 0 <= gid <= _MAX_OCTAL_8
+        or size > _MAX_OCTAL_12 or not 0 <= mtime <= _MAX_OCTAL_12
+    ):
+        return None
+    raw = name.encode("ascii")
+    if kind is EntryType.DIR and not raw.endswith(b"/"):
+        raw += b"/"
+    return _ustar_block(
+        raw, mode & 0o7777, uid, gid, size, mtime, kind.value, link.encode("ascii"),
+        devmajor, devminor,
+    )
+
+
 def _is_utf8(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")
@@ -186,6 +203,9 @@ _USTAR_FIELDS = b"%07o\0%07o\0%07o\0%011o\0%011o\0"
 _USTAR_MAGIC = b"ustar\x0000" + b"\0" * 64  # magic, version, empty uname and gname
 _USTAR_TAIL = b"\0" * 167  # prefix and padding
 _CHECKSUM_BLANK = sum(b" " * 8) + sum(_USTAR_MAGIC)
+_NO_DEVICE = b"%07o\0%07o\0" % (0, 0)
+_NO_DEVICE_SUM = _CHECKSUM_BLANK + sum(_NO_DEVICE)
+_NO_LINK_TAIL = b"\0" * 100 + _USTAR_MAGIC  # an empty linkname and the magic, pre-joined
 
 
 def _ustar_block(
@@ -194,10 +214,20 @@ def _ustar_block(
 ) -> bytes:
     """One ustar header; formatted in one go and summed piecewise (this is the hot path)."""
     numbers = _USTAR_FIELDS % (mode, uid, gid, size, mtime)
-    devices = b"%07o\0%07o\0" % (devmajor, devminor)
-    checksum = (
-        sum(name) + sum(numbers) + typeflag[0] + sum(linkname) + sum(devices) + _CHECKSUM_BLANK
-    )
+    if devmajor or devminor:
+        devices = b"%07o\0%07o\0" % (devmajor, devminor)
+        checksum = (
+            sum(name) + sum(numbers) + typeflag[0] + sum(linkname) + sum(devices)
+            + _CHECKSUM_BLANK
+        )
+    else:
+        devices = _NO_DEVICE
+        checksum = sum(name) + sum(numbers) + typeflag[0] + sum(linkname) + _NO_DEVICE_SUM
+    if not linkname:
+        return b"".join((
+            name.ljust(100, b"\0"), numbers, b"%06o\0 " % checksum, typeflag, _NO_LINK_TAIL,
+            devices, _USTAR_TAIL,
+        ))
     return b"".join((
         name.ljust(100, b"\0"), numbers, b"%06o\0 " % checksum, typeflag,
         linkname.ljust(100, b"\0"), _USTAR_MAGIC, devices, _USTAR_TAIL,
@@ -257,6 +287,28 @@ class _HashingSink:
             self._pos += got
             done += got
         return done
+
+    def copy_file(self, fd: int, n: int) -> int:
+        """Copy ``n`` bytes of ``fd`` and the zero padding to the next block; returns the count read.
+
+        A file that fits the current buffer (most of a layer) takes one ``readv``.
+        """
+        pad = -n % BLOCK
+        pos = self._pos
+        if pos + n + pad <= _BUFFER:
+            got = os.readv(fd, [self._view[pos : pos + n]])
+            if got == n:
+                if pad:
+                    self._view[pos + n : pos + n + pad] = _ZEROS[:pad]
+                self._pos = pos + n + pad
+                return n
+            self._pos = pos + got
+            got += self.copy_from_fd(fd, n - got)
+        else:
+            got = self.copy_from_fd(fd, n)
+        if got == n:
+            self.write(_ZEROS[:pad])
+        return got
 
     def _submit(self, chunk: memoryview | bytes) -> None:
         self.size += len(chunk)
@@ -330,20 +382,10 @@ def read_xattrs(
     return tuple(out)
 
 
-def _type_of(mode: int) -> EntryType | None:
-    if stat.S_ISREG(mode):
-        return EntryType.FILE
-    if stat.S_ISDIR(mode):
-        return EntryType.DIR
-    if stat.S_ISLNK(mode):
-        return EntryType.SYMLINK
-    if stat.S_ISCHR(mode):
-        return EntryType.CHAR
-    if stat.S_ISBLK(mode):
-        return EntryType.BLOCK
-    if stat.S_ISFIFO(mode):
-        return EntryType.FIFO
-    return None  # sockets (and doors) have no place in a layer, as in tar
+_KINDS = {
+    stat.S_IFREG: EntryType.FILE, stat.S_IFDIR: EntryType.DIR, stat.S_IFLNK: EntryType.SYMLINK,
+    stat.S_IFCHR: EntryType.CHAR, stat.S_IFBLK: EntryType.BLOCK, stat.S_IFIFO: EntryType.FIFO,
+}
 
 
 @dataclass
@@ -416,56 +458,66 @@ class TarStreamWriter:
         st: os.stat_result | None,
         xattrs: tuple[tuple[str, bytes], ...] | None,
     ) -> None:
+        # Once per file of every layer: kept to few calls (no TarEntry unless PAX is needed).
         if st is None:
             st = os.lstat(source)
-        kind = _type_of(st.st_mode)
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode))
         if kind is None:
-            return
+            return  # sockets (and doors) have no place in a layer, as in tar
         if xattrs is None:
             xattrs = read_xattrs(source)
-        mode = stat.S_IMODE(st.st_mode)
+        mode = st.st_mode & 0o7777
         uid, gid, mtime = st.st_uid, st.st_gid, st.st_mtime_ns // 1_000_000_000
         if override is not None:
             uid = uid if override.uid is None else override.uid
             gid = gid if override.gid is None else override.gid
             mode = mode if override.mode is None else override.mode
             mtime = mtime if override.mtime is None else override.mtime
-        mtime = self._clamp(mtime)
+        epoch = self.source_date_epoch
+        if epoch is not None and mtime > epoch:
+            mtime = epoch
+        self._count += 1
         if kind is not EntryType.DIR and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             first = self._inodes.get(key)
             if first is not None:
-                self._sink.write(encode_header(TarEntry(
-                    name, EntryType.HARDLINK, mode, uid, gid, 0, mtime, first, xattrs=xattrs,
-                )))
-                self._count += 1
+                self._header(name, EntryType.HARDLINK, mode, uid, gid, 0, mtime, first, 0, 0, xattrs)
                 return
             self._inodes[key] = name
-        linkname = ""
-        size = 0
-        devmajor = devminor = 0
-        if kind is EntryType.SYMLINK:
-            linkname = os.readlink(source)
-        elif kind is EntryType.FILE:
+        if kind is EntryType.FILE:
             size = st.st_size
-        elif kind in (EntryType.CHAR, EntryType.BLOCK):
-            devmajor, devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        self._sink.write(encode_header(TarEntry(
-            name, kind, mode, uid, gid, size, mtime, linkname, devmajor, devminor, xattrs,
-        )))
-        self._count += 1
-        if size:
-            self._copy_file(name, source, size)
+            self._header(name, kind, mode, uid, gid, size, mtime, "", 0, 0, xattrs)
+            if size:
+                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    got = self._sink.copy_file(fd, size)
+                finally:
+                    os.close(fd)
+                if got != size:
+                    raise ImageError(
+                        f"'{source}' shrank while it was written into the layer as '{name}'"
+                    )
+        elif kind is EntryType.SYMLINK:
+            link = os.readlink(source)
+            self._header(name, kind, mode, uid, gid, 0, mtime, link, 0, 0, xattrs)
+        elif kind is EntryType.CHAR or kind is EntryType.BLOCK:
+            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            self._header(name, kind, mode, uid, gid, 0, mtime, "", major, minor, xattrs)
+        else:
+            self._header(name, kind, mode, uid, gid, 0, mtime, "", 0, 0, xattrs)
 
-    def _copy_file(self, name: str, source: str | Path, size: int) -> None:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            got = self._sink.copy_from_fd(fd, size)
-        finally:
-            os.close(fd)
-        if got != size:
-            raise ImageError(f"'{source}' shrank while it was written into the layer as '{name}'")
-        self._sink.write(_ZEROS[: -size % BLOCK])
+    def _header(
+        self, name: str, kind: EntryType, mode: int, uid: int, gid: int, size: int, mtime: int,
+        link: str, devmajor: int, devminor: int, xattrs: tuple[tuple[str, bytes], ...],
+    ) -> None:
+        block = _plain_header(
+            name, kind, mode, uid, gid, size, mtime, link, devmajor, devminor, xattrs
+        )
+        if block is None:
+            block = encode_header(TarEntry(
+                name, kind, mode, uid, gid, size, mtime, link, devmajor, devminor, xattrs
+            ))
+        self._sink.write(block)
 
     def close(self) -> LayerStats:
         """Write the end-of-archive blocks and flush; idempotent."""
@@ -493,6 +545,9 @@ class TarStreamWriter:
 
 def _name_key(entry: os.DirEntry[str]) -> bytes:
     return os.fsencode(entry.name)
+
+
+_BY_NAME = attrgetter("name")
 
 
 def walk_tree(
@@ -532,7 +587,10 @@ def _walk(
     dirpath: str, prefix: str, selected: set[str] | None, ancestors: set[str], covered: bool
 ) -> Iterator[tuple[str, str, os.stat_result]]:
     with os.scandir(dirpath) as it:
-        entries = sorted(it, key=_name_key)
+        entries = list(it)
+    names = "".join([e.name for e in entries])
+    # All-ASCII names (nearly every directory) sort the same as str and as bytes: no encoding.
+    entries.sort(key=_BY_NAME if names.isascii() else _name_key)
     for e in entries:
         rel = prefix + e.name
         inside = covered or (selected is not None and rel in selected)
