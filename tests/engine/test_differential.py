@@ -80,6 +80,10 @@ def _archive(compression: str = "") -> bytes:
         return gzip.compress(data, mtime=0)
     if compression == "xz":
         return lzma.compress(data)
+    if compression == "bz2":
+        import bz2
+
+        return bz2.compress(data)
     return data
 
 
@@ -259,6 +263,17 @@ CASES = [
          why="data/a: docker's classic builder discards what a RUN writes into a declared VOLUME; "
          "BuildKit (and pybuild) keep it"),
     Case("workdir-as-user", "FROM busybox:local\nUSER app\nWORKDIR /made/by/app\nUSER 1234\nWORKDIR rel\n"),
+    Case("copy-from-keeps-owner", "FROM busybox:local AS src\nRUN mkdir -p /out/d && echo f > /out/d/f && "
+         "chown -R 1234:5 /out && chmod 0700 /out/d\n"
+         "FROM busybox:local\nCOPY --from=src /out /kept\nCOPY --from=src --chown=7:8 /out /chowned\n"),
+    Case("add-tar-bz2", "FROM busybox:local\nADD a.tar.bz2 /bz/\n", {"a.tar.bz2": _archive("bz2")}),
+    Case("copy-ignores-user", "FROM busybox:local\nUSER app\nCOPY a.txt src /as-app/\n",
+         {"a.txt": "a", "src/f": "f"}),
+    Case("context-modes", "FROM busybox:local\nCOPY . /m/\n",
+         {"private": "p", "exec": "x", "ro/f": "r", "open/g": "g"},
+         modes={"private": 0o600, "exec": 0o755, "ro/f": 0o444, "ro": 0o500, "open": 0o777}),
+    Case("entrypoint-empty-stopsignal-number", "FROM busybox:local AS base\nENTRYPOINT [\"sh\"]\nCMD [\"x\"]\n"
+         "FROM base\nENTRYPOINT []\nSTOPSIGNAL 9\n"),
     # -- failing builds
     Case("failing-run-later-stage", "FROM busybox:local AS a\nRUN true\nFROM a\nRUN echo out && false\n", fails=True),
     Case("unknown-instruction", "FROM busybox:local\nFOO bar\n", fails=True),
