@@ -388,7 +388,11 @@ class StageRunner:
     def _do_expose(self, ins: ins_.Expose, handle: StepHandle) -> None:
         ports = list(self.config.exposed_ports)
         added = []
-        for spec in (s for port in ins.ports for s in _port_specs(port)):
+        try:
+            specs = [s for port in ins.ports for s in _port_specs(port)]
+        except ValueError as err:
+            raise ins.error(str(err)) from None
+        for spec in specs:
             added.append(spec)
             if spec not in ports:
                 ports.append(spec)
@@ -410,6 +414,8 @@ class StageRunner:
         self._nop(f"USER {ins.user}")
 
     def _do_stopsignal(self, ins: ins_.StopSignal, handle: StepHandle) -> None:
+        if not _valid_signal(ins.signal):
+            raise ins.error(f"Invalid signal: {ins.signal}")
         self.config = replace(self.config, stop_signal=ins.signal)
         self._nop(f"STOPSIGNAL {ins.signal}")
 
@@ -658,12 +664,41 @@ def _url_validator(url: str) -> str:
 
 
 def _port_specs(port: str) -> list[str]:
-    """``8000-8002/udp`` -> one spec per port, as docker's nat.ParsePortSpecs expands a range."""
+    """``8000-8002/udp`` -> one spec per port, as docker's nat.ParsePortSpecs expands a range
+    (``[ip:]hostport:port`` exposes the container port); ValueError with docker's words."""
     number, _, proto = port.lower().partition("/")
+    number = number.rsplit(":", 1)[-1]
+    proto = proto or "tcp"
+    if proto not in ("tcp", "udp", "sctp"):
+        raise ValueError(f"Invalid proto: {proto}")
     start, sep, end = number.partition("-")
-    if sep and start.isdigit() and end.isdigit() and int(start) <= int(end):
-        return [f"{n}/{proto or 'tcp'}" for n in range(int(start), int(end) + 1)]
-    return [f"{number}/{proto or 'tcp'}"]
+    if not _valid_port(start) or (sep and not _valid_port(end)):
+        raise ValueError(f"Invalid containerPort: {number}")
+    if sep:
+        if int(end) < int(start):
+            raise ValueError(f"Invalid range specified for containerPort: {number}")
+        return [f"{n}/{proto}" for n in range(int(start), int(end) + 1)]
+    return [f"{int(start)}/{proto}"]
+
+
+def _valid_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) <= 65535
+
+
+def _valid_signal(text: str) -> bool:
+    """docker's signal.ParseSignal: a number (1..64) or a name, with or without SIG."""
+    import signal
+
+    if text.isascii() and text.isdigit():
+        return 0 < int(text) <= signal.SIGRTMAX
+    name = text.upper().removeprefix("SIG")
+    if name in signal.Signals.__members__ or f"SIG{name}" in signal.Signals.__members__:
+        return True
+    for base, sign in (("RTMIN", "+"), ("RTMAX", "-")):
+        offset = name.removeprefix(base).removeprefix(sign)
+        if name.startswith(base) and (offset == "" or (offset.isdigit() and int(offset) <= 15)):
+            return True
+    return False
 
 
 def _summary(ins: ins_.Instruction) -> str:

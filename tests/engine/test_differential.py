@@ -285,6 +285,12 @@ CASES = [
     Case("no-from", "RUN true\n", fails=True),
     Case("copy-outside-context", "FROM busybox:local\nCOPY ../x /x\n", fails=True),
     Case("copy-from-missing-stage", "FROM busybox:local\nCOPY --from=nosuchstage /x /x\n", fails=True),
+    Case("stopsignal-invalid", "FROM busybox:local\nSTOPSIGNAL SIGFOO\n", fails=True),
+    Case("expose-invalid", "FROM busybox:local\nEXPOSE 80 99999\n", fails=True),
+    Case("copy-from-itself", "FROM busybox:local\nCOPY --from=0 /etc/passwd /x\n", fails=True),
+    Case("invalid-stage-name", "FROM busybox:local AS 1bad\n", fails=True),
+    Case("healthcheck-interval-too-short", "FROM busybox:local\nHEALTHCHECK --interval=0.1ms CMD true\n",
+         fails=True),
     Case("copy-dockerignored-source", "FROM busybox:local\nCOPY a.txt /a\n",
          {".dockerignore": "a.txt\n", "a.txt": "a"}, fails=True),
 ]
