@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import time
@@ -104,6 +105,12 @@ def _force_remove(func, path, _exc) -> None:  # type: ignore[no-untyped-def]
             os.unlink(path)
 
 
+def _write_all(fd: int, data: memoryview | bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class BlobFiles:
     """The ``blobs/`` tree of a store root; knows nothing of the database."""
 
@@ -139,20 +146,30 @@ class BlobFiles:
         )
         hasher = None if pre_verified else hashlib.sha256()
         written = 0
+        # io streams fill one reused buffer (no bytes object per chunk); others are read().
+        buffer = memoryview(bytearray(CHUNK if size is None else min(CHUNK, size + 1)))
+        readinto = stream.readinto if isinstance(stream, io.RawIOBase | io.BufferedIOBase) else None
         try:
-            with open(tmp, "wb") as out:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
                 while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
+                    if readinto is not None:
+                        n = readinto(buffer) or 0
+                        chunk: memoryview | bytes = buffer[:n]
+                    else:
+                        chunk = stream.read(CHUNK)
+                        n = len(chunk)
+                    if not n:
                         break
-                    if hasher is not None:
-                        hasher.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
+                    written += n
                     if size is not None and written > size:
                         raise DigestMismatchError(str(expected), f"more than {size} bytes", "blob")
-                out.flush()
-                os.fsync(out.fileno())
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    _write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             digest = Digest(expected) if hasher is None else Digest.from_hasher(hasher)
             if expected is not None and digest != expected:
                 raise DigestMismatchError(expected, digest, "blob")

@@ -66,6 +66,9 @@ MANIFEST_ACCEPT = (
 )
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 DEFAULT_WORKERS = 4
+# Downloads also decompress and hash each layer (CPU, GIL released): like skopeo's 6 parallel
+# layer copies, more streams than cores keep both the network and the cores busy.
+PULL_WORKERS = 6
 UPLOAD_CHUNK = 8 << 20
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException,
                   OSError)
@@ -96,6 +99,7 @@ class BlobReader(io.RawIOBase):
         self._key = short(descriptor.digest)
         self._offset = 0
         self._response: requests.Response | None = None
+        self._fp: http.client.HTTPResponse | None = None
         self._failures = 0
         self.resumes = 0
 
@@ -118,6 +122,7 @@ class BlobReader(io.RawIOBase):
                     f"{self._descriptor.digest[:19]}: range answer starts at {start}, "
                     f"not {self._offset}")
         response.raw.decode_content = False
+        direct = not skip
         while skip:
             dropped = response.raw.read(min(skip, CHUNK))
             if not dropped:
@@ -125,6 +130,11 @@ class BlobReader(io.RawIOBase):
                 raise OSError("connection ended while skipping to the resume offset")
             skip -= len(dropped)
         self._response = response
+        # urllib3's readinto reads into a temporary bytes and copies it (twice, with http.client's
+        # read); the http.client response under it fills our buffer straight from the socket.
+        # Only when nothing was read through urllib3 (which may buffer).
+        fp = getattr(response.raw, "_fp", None)
+        self._fp = fp if direct and isinstance(fp, http.client.HTTPResponse) else None
 
     def readinto(self, buffer: Any) -> int:
         if len(buffer) == 0:
@@ -135,7 +145,7 @@ class BlobReader(io.RawIOBase):
                 if self._response is None:
                     self._open()
                 assert self._response is not None
-                n = self._response.raw.readinto(buffer)
+                n = (self._response.raw if self._fp is None else self._fp).readinto(buffer)
                 if n == 0 and self._offset < self._descriptor.size:
                     raise http.client.IncompleteRead(b"", self._descriptor.size - self._offset)
             except _STREAM_ERRORS as err:
@@ -159,6 +169,7 @@ class BlobReader(io.RawIOBase):
             return n
 
     def _drop(self) -> None:
+        self._fp = None
         if self._response is not None:
             with contextlib.suppress(Exception):
                 self._response.close()
@@ -286,7 +297,7 @@ def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int) -> None
 
 
 def download_blobs(image: RemoteImage, store: Store, progress: Progress,
-                   workers: int = DEFAULT_WORKERS) -> int:
+                   workers: int = PULL_WORKERS) -> int:
     """Copy the image's config and layers the store lacks into it; returns bytes downloaded.
 
     Each layer streams into the store's verified write (temp file, hash, fsync,
@@ -317,8 +328,8 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
             # The store's write hashes what it copies and installs the file only if the
             # digest and size match; our message names the image the blob belongs to.
             try:
-                with io.BufferedReader(reader, CHUNK) as stream:
-                    store.blobs.write(stream, d.digest, d.size)  # type: ignore[arg-type]
+                with reader:  # raw: the store's write reads into its own buffer, no extra copy
+                    store.blobs.write(reader, d.digest, d.size)  # type: ignore[arg-type]
             except DigestMismatchError as err:
                 raise DigestMismatchError(
                     d.digest, err.actual, f"blob {d.digest} of {image.reference.familiar} "
@@ -348,7 +359,7 @@ class PullResult:
 
 def pull(reference: Reference | str, store: Store, platform: Platform | str | None = None, *,
          client: RegistryClient | None = None, options: ClientOptions | None = None,
-         progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
+         progress: Progress | None = None, workers: int = PULL_WORKERS,
          tag: bool = True) -> RemoteImage:
     """Pull an image into the local store and tag it; the single entry point ``FROM`` uses.
 
@@ -361,7 +372,7 @@ def pull(reference: Reference | str, store: Store, platform: Platform | str | No
 
 def pull_with_result(reference: Reference | str, store: Store, platform: Platform | str | None = None,
                      *, client: RegistryClient | None = None, options: ClientOptions | None = None,
-                     progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
+                     progress: Progress | None = None, workers: int = PULL_WORKERS,
                      tag: bool = True) -> tuple[RemoteImage, PullResult]:
     ref = Reference.parse(reference) if isinstance(reference, str) else reference
     plat = Platform.parse(platform) if isinstance(platform, str) else platform
