@@ -304,3 +304,14 @@ def test_isolations_build_the_same_tree(builder: Builder, tmp_path: Path) -> Non
     assert trees["runc"] == trees["crun"] == trees["chroot"]
     assert trees["runc"]["tmp/by-app"][2:4] == (1000, 1000)
     assert "etc/group" not in trees["runc"] and "d/e" not in trees["runc"]
+
+
+def test_run_on_top_of_120_layers(builder: Builder) -> None:
+    """Issue 4: overlay lower dirs work for images with 100+ layers (short link names)."""
+    files = {f"f{i}": f"{i}\n" for i in range(1, 121)}
+    lines = ["FROM busybox:local", *(f"COPY f{i} /layers/" for i in range(1, 121)),
+             f"RUN ls /layers | wc -l > /count && cat /layers/f1 /layers/f120 >> /count # {uuid.uuid4().hex}"]
+    ctx = builder.context({**files, "Dockerfile": "\n".join(lines) + "\n"})
+    builder.build(ctx, "-t", "cli-many-layers:1")
+    assert builder.run("cli-many-layers:1", "cat", "/count").stdout == b"120\n1\n120\n"
+    assert len(_inspect(builder, "cli-many-layers:1")["RootFS"]["Layers"]) == 122
