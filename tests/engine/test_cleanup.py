@@ -146,3 +146,26 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
     out = run_pybuild("run", "--rm", "cleanup-final:1", "cat", "/final", root=root, check=True)
     assert out.stdout == b"final\n"
     shutil.rmtree(root / "run", ignore_errors=True)
+
+
+def test_interrupted_pybuild_run_leaves_nothing(own_store: Path) -> None:
+    """``pybuild run`` stopped by Ctrl-C (to it or its group) or SIGTERM: 130, no traceback, nothing left."""
+    root = own_store
+    for how in ("pid", "group", "term"):
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "builder", "run", "--rm", "busybox:local", "sleep", LONG_SLEEP],
+            env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True)
+        _wait_running(root, proc)
+        if how == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT if how == "pid" else signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err.decode()
+        assert b"ERROR: interrupted" in err and b"Traceback" not in err
+        assert time.monotonic() - started < 20
+    assert _mounts_under(root) == []
+    assert [x for x in _leftovers(root) if not x.startswith("tmp/")] == []
+    assert _sleepers() == []
