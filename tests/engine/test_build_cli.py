@@ -186,9 +186,16 @@ def test_secret_readable_in_run_and_nowhere_in_the_image(builder: Builder, tmp_p
     ctx = builder.context({"Dockerfile": "FROM busybox:local\n"
                            "RUN --mount=type=secret,id=x cat /run/secrets/x | wc -c > /len && "
                            "test \"$(cat /run/secrets/x)\" = \"$(cat /run/secrets/x)\" && ls -d /run/secrets/x\n"
-                           "RUN --mount=type=secret,id=x,env=TOKEN test -n \"$TOKEN\" && echo ok > /env\n"})
-    p = builder.build(ctx, "--no-cache", "-t", "cli-secret:1", "--secret", f"id=x,src={secret}")
+                           "RUN --mount=type=secret,id=x,env=TOKEN test -n \"$TOKEN\" && echo ok > /env\n"
+                           "RUN --mount=type=secret,id=fromenv,required=true "
+                           "test \"$(cat /run/secrets/fromenv)\" = \"$(cat /run/secrets/fromenv)\" && "
+                           "wc -c < /run/secrets/fromenv > /len2\n"
+                           "RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && touch /absent-ok\n"})
+    p = builder.build(ctx, "--no-cache", "-t", "cli-secret:1", "--secret", f"id=x,src={secret}",
+                      "--secret", "id=fromenv,env=PYBUILD_TEST_SECRET", env={"PYBUILD_TEST_SECRET": value + "e"})
     assert value.encode() not in p.stdout + p.stderr
+    assert builder.run("cli-secret:1", "cat", "/len2").stdout.strip() == str(len(value) + 1).encode()
+    assert builder.run("cli-secret:1", "ls", "/absent-ok").returncode == 0
     assert builder.run("cli-secret:1", "cat", "/len").stdout.strip() == str(len(value)).encode()
     assert builder.run("cli-secret:1", "cat", "/env").stdout == b"ok\n"
     saved = tmp_path / "saved.tar"
@@ -198,6 +205,10 @@ def test_secret_readable_in_run_and_nowhere_in_the_image(builder: Builder, tmp_p
     history = run_pybuild("history", "--no-trunc", "cli-secret:1", root=builder.root, check=True)
     assert value.encode() not in history.stdout
     assert builder.run("cli-secret:1", "test", "-e", "/run/secrets/x", check=False).returncode == 1
+    required = builder.context({"Dockerfile": "FROM busybox:local\n"
+                                "RUN --mount=type=secret,id=needed,required=true true\n"}, "required")
+    failed = builder.build(required, "--no-cache", check=False)
+    assert failed.returncode == 1 and b"needed" in failed.stderr and b"Traceback" not in failed.stderr
 
 
 def test_cache_mount_reused_across_builds(builder: Builder) -> None:
