@@ -12,6 +12,7 @@ import json
 import subprocess
 import tarfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,3 +327,16 @@ def test_run_on_top_of_120_layers(builder: Builder) -> None:
     builder.build(ctx, "-t", "cli-many-layers:1")
     assert builder.run("cli-many-layers:1", "cat", "/count").stdout == b"120\n1\n120\n"
     assert len(_inspect(builder, "cli-many-layers:1")["RootFS"]["Layers"]) == 122
+
+
+def test_source_date_epoch_makes_builds_reproducible(builder: Builder) -> None:
+    """Two uncached builds with SOURCE_DATE_EPOCH: the same image ID (layers, config, history)."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN echo hi > /x && mkdir /d && touch /d/f\n"
+                           "COPY Dockerfile /df\nENV A=1\nWORKDIR /w\n"})
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    first = builder.build(ctx, "--no-cache", "-q", env=env)
+    time.sleep(1.1)  # a wall-clock second passes between the two
+    second = builder.build(ctx, "--no-cache", "-q", env=env)
+    assert _out(first) == _out(second)
+    info = json.loads(run_pybuild("inspect", _out(first), root=builder.root, check=True).stdout)[0]
+    assert info["Created"].startswith("2023-11-14T22:13:20")
