@@ -23,6 +23,11 @@ from bench.builders import BenchError, Builder, Pybuild, all_builders
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _commit() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+
+
 def _version(b: Builder) -> str:
     try:
         return b.version()
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.time()
+    commit_at_start = _commit()
     if not args.no_setup:
         subprocess.run(["bash", str(REPO / "tests" / "setup.sh")], check=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             results.durations["components"] = time.time() - phase
     harness.clean(args.workdir)
 
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    commit = commit_at_start
+    if _commit() != commit_at_start:  # others commit to the shared tree while the run goes on
+        commit += f" at the start, {_commit()} at the end"
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.splitlines()
     header = {
