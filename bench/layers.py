@@ -9,11 +9,17 @@ pays for the other's writeback. tar runs with the same features pybuild has
 (xattrs, numeric owners, permissions). The writer's time includes computing
 the DiffID; plain tar's does not, so ``tar | tee | sha256sum`` is timed too. Wall time (what a user waits) and CPU time (what
 a busy machine cannot hide) are both reported, as medians and ratios.
+
+``--baseline FILE`` also times the writer of an older ``tarwriter.py`` (e.g.
+``git show REV:builder/layers/tarwriter.py > /tmp/old.py``) in the same
+alternation, checking that it writes the same DiffID: before/after numbers
+from one run on a shared, loaded machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import random
 import resource
@@ -89,9 +95,24 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int = 5) -> dict:
+def load_baseline(path: Path) -> Callable[..., object]:
+    """``write_layer`` of an older copy of builder/layers/tarwriter.py."""
+    spec = importlib.util.spec_from_file_location("bench_baseline_tarwriter", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load a tar writer from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.write_layer
+
+
+def run(
+    workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int = 5,
+    baseline: Path | None = None,
+) -> dict:
     """Medians of ``runs`` alternating runs of write and extract, pybuild vs tar, and the ratios."""
     workdir = Path(workdir)
+    write_old = load_baseline(baseline) if baseline is not None else None
     tar = shutil.which("tar")
     if tar is None:
         raise RuntimeError("GNU tar is not installed")
@@ -99,13 +120,22 @@ def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int 
     out = workdir / "out"
     out.mkdir(parents=True, exist_ok=True)
     ours_tar, their_tar = out / "pybuild.tar", out / "gnu.tar"
-    steps = ("write_pybuild", "write_tar", "write_tar_sha256", "extract_pybuild", "extract_tar")
+    steps: tuple[str, ...] = (
+        "write_pybuild", "write_tar", "write_tar_sha256", "extract_pybuild", "extract_tar",
+    )
+    if write_old is not None:
+        steps += ("write_baseline",)
     times: dict[str, list[float]] = {k: [] for k in steps}
     cpu: dict[str, list[float]] = {k: [] for k in steps}
 
     def write_ours() -> None:
         with open(ours_tar, "wb") as f:
             write_layer(tree, f)
+
+    def write_baseline() -> None:
+        assert write_old is not None
+        with open(out / "baseline.tar", "wb") as f:
+            write_old(tree, f)
 
     def write_theirs() -> None:
         subprocess.run([tar, *TAR_FLAGS, "-cf", their_tar, "-C", tree, "."], check=True)
@@ -130,9 +160,16 @@ def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int 
         )
 
     write_ours()  # warm the page cache with the tree once, for both
+    if write_old is not None:
+        with open(out / "baseline.tar", "wb") as f:
+            write_old(tree, f)
+        if (out / "baseline.tar").read_bytes() != ours_tar.read_bytes():
+            raise RuntimeError(f"{baseline} writes a different layer than the current writer")
     for i in range(runs):
         order = [("write_pybuild", write_ours), ("write_tar", write_theirs),
                  ("write_tar_sha256", write_theirs_hashed)]
+        if write_old is not None:
+            order.append(("write_baseline", write_baseline))
         for name, step in order if i % 2 == 0 else reversed(order):
             wall, used = _timed(step)
             times[name].append(wall)
@@ -153,6 +190,8 @@ def run(workdir: Path | str, files: int = 20000, total_mb: int = 400, runs: int 
         result[f"{key}_s"] = round(value, 3)
     result["write_ratio"] = round(med["write_pybuild"] / med["write_tar"], 2)
     result["write_ratio_vs_tar_sha256"] = round(med["write_pybuild"] / med["write_tar_sha256"], 2)
+    if write_old is not None:
+        result["write_baseline_ratio"] = round(med["write_baseline"] / med["write_tar"], 2)
     result["extract_ratio"] = round(med["extract_pybuild"] / med["extract_tar"], 2)
     result["write_pybuild_mb_s"] = round(layer_bytes / 2**20 / med["write_pybuild"], 1)
     result["extract_pybuild_mb_s"] = round(layer_bytes / 2**20 / med["extract_pybuild"], 1)
@@ -172,8 +211,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--total-mb", type=int, default=400)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "layers")
+    parser.add_argument("--baseline", type=Path, help="an older tarwriter.py to time as well")
     args = parser.parse_args(argv)
-    result = run(args.workdir, args.files, args.total_mb, args.runs)
+    result = run(args.workdir, args.files, args.total_mb, args.runs, args.baseline)
     for key, value in result.items():
         print(f"{key:>26}: {value}")
     return 0
