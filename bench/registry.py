@@ -12,7 +12,9 @@ Reported: medians (seconds and MB/s) and skopeo's time divided by pybuild's
 (> 1 means pybuild is faster). A pybuild pull is also timed up to the end of
 the transfer (``pybuild_pull_transfer``): the rest is the store's own work
 (fsync per blob, decompressing every new layer to check its diff_id), which
-skopeo writing an OCI layout does not do.
+skopeo writing an OCI layout does not do. ``cpu_seconds`` gives each pull's CPU time
+(user + system; pybuild's own process, skopeo as a child): on a shared 2-core machine the
+pull is CPU-bound, so this is the steadier measure of the work each tool does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import io
 import json
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -156,6 +159,11 @@ def _timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _skopeo(*args: str) -> None:
     proc = subprocess.run(["skopeo", *args], capture_output=True)
     if proc.returncode != 0:
@@ -183,6 +191,7 @@ def run(workdir: Path, registry_addr: str, *, layers: int = 20, total_mb: int = 
         times: dict[str, list[float]] = {"pybuild_push": [], "skopeo_push": [],
                                          "pybuild_pull": [], "skopeo_pull": [],
                                          "pybuild_pull_transfer": []}
+        cpu: dict[str, list[float]] = {"pybuild_pull": [], "skopeo_pull": []}
         for i in range(runs):
             order = ("pybuild", "skopeo") if i % 2 == 0 else ("skopeo", "pybuild")
             for tool in order:
@@ -209,15 +218,19 @@ def run(workdir: Path, registry_addr: str, *, layers: int = 20, total_mb: int = 
                             phases["transfer"] = time.perf_counter() - start
                             fresh.write_image(image, [pull_ref])
 
+                    before = _cpu(resource.RUSAGE_SELF)
                     times["pybuild_pull"].append(_timed(pybuild_pull))
+                    cpu["pybuild_pull"].append(_cpu(resource.RUSAGE_SELF) - before)
                     times["pybuild_pull_transfer"].append(phases["transfer"])
                     shutil.rmtree(target, ignore_errors=True)
                 else:
                     target = workdir / "pull-oci"
                     shutil.rmtree(target, ignore_errors=True)
+                    before = _cpu(resource.RUSAGE_CHILDREN)
                     times["skopeo_pull"].append(_timed(lambda t=target: _skopeo(
                         "copy", "--quiet", "--src-tls-verify=false", f"docker://{pull_ref}",
                         f"oci:{t}:bench")))
+                    cpu["skopeo_pull"].append(_cpu(resource.RUSAGE_CHILDREN) - before)
                     shutil.rmtree(target, ignore_errors=True)
     medians = {k: statistics.median(v) for k, v in times.items()}
     mb = size / 1e6
@@ -227,6 +240,8 @@ def run(workdir: Path, registry_addr: str, *, layers: int = 20, total_mb: int = 
         "seconds": times,
         "median_seconds": medians,
         "median_mb_per_s": {k: mb / v for k, v in medians.items()},
+        "cpu_seconds": cpu,
+        "median_cpu_seconds": {k: statistics.median(v) for k, v in cpu.items()},
         "push_ratio_skopeo_over_pybuild": medians["skopeo_push"] / medians["pybuild_push"],
         "pull_ratio_skopeo_over_pybuild": medians["skopeo_pull"] / medians["pybuild_pull"],
         "pull_transfer_ratio_skopeo_over_pybuild":
@@ -260,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{med['pybuild_pull_transfer']:.0f} MB/s), skopeo {med['skopeo_pull']:.0f} MB/s "
           f"(ratio {result['pull_ratio_skopeo_over_pybuild']:.2f}, transfer alone "
           f"{result['pull_transfer_ratio_skopeo_over_pybuild']:.2f})", file=sys.stderr)
+    cpu = result["median_cpu_seconds"]
+    print(f"pull CPU: pybuild {cpu['pybuild_pull']:.2f} s, skopeo {cpu['skopeo_pull']:.2f} s",
+          file=sys.stderr)
     return 0
 
 
