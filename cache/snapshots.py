@@ -106,7 +106,9 @@ class SnapshotDirs:
 def _fsync_tree(root: Path) -> None:
     """Make an extracted tree durable before it is renamed into place.
 
-    One ``sync()`` costs far less than an fsync per file of a 20,000-file layer.
+    One ``syncfs()`` of the store's file system costs far less than an fsync per
+    file of a 20,000-file layer, and unlike ``sync()`` leaves other disks alone.
     """
-    del root
-    os.sync()
+    from builder.layers.extract import syncfs
+
+    syncfs(root)

@@ -790,7 +790,9 @@ class BuildLayers:
 
             remove_tree(directory)
         else:
-            os.sync()
+            from builder.layers.extract import syncfs
+
+            syncfs(directory)  # the upper dir's files are durable before it becomes a snapshot
             try:
                 os.rename(directory, final)
             except OSError:

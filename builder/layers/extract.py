@@ -825,7 +825,7 @@ def extract_layer(
     return ex.stats
 
 
-def _syncfs(path: Path) -> None:
+def syncfs(path: Path) -> None:
     """Flush the file system holding ``path`` (one call instead of an fsync per file)."""
     fd = os.open(path, _DIR_FLAGS)
     try:
@@ -854,7 +854,7 @@ def extract_to_directory(
         stats = extract_layer(stream, tmp, **options)
         os.chmod(tmp, 0o755)
         if durable:
-            _syncfs(tmp)
+            syncfs(tmp)
         try:
             os.rename(tmp, dest)
         except OSError as err:
