@@ -282,7 +282,7 @@ class Build:
                 base_image, scope = parent.image, parent.scope.child()
                 key, base_text = parent.key, f"stage {parent.key}"
             else:
-                base_image = resolver.resolve(from_.base_name)
+                base_image = self._resolve_base(resolver, from_)
                 scope = global_scope.stage_scope(base_image.config_file().config.env)
                 digest = "" if from_.base_name == "scratch" else str(base_image.digest())
                 key = base_key(from_.base_name, digest)
@@ -359,6 +359,18 @@ class Build:
                 if not spec.ignore_error:
                     raise
                 self.progress.warning(f"cache export to {spec.description} failed: {err}")
+
+    @staticmethod
+    def _resolve_base(resolver: BaseResolver, from_: ins_.From) -> Image:
+        """The FROM image; a failure names the Dockerfile line and what was tried."""
+        from builder.errors import ImageNotFoundError, RegistryError
+
+        try:
+            return resolver.resolve(from_.base_name)
+        except (RegistryError, ImageNotFoundError) as err:
+            where = "" if from_.base_name.startswith(("oci-layout://", "docker-archive://")) else (
+                " is not in the local store (see `pybuild images`), and pulling it failed")
+            raise from_.error(f"base image {from_.base_name}{where}: {err}", InstructionError) from None
 
     def _base_env(self, name: str) -> list[str] | None:
         """A base image's env for the UndefinedVar check, if the store already has it."""
