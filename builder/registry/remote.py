@@ -66,9 +66,6 @@ MANIFEST_ACCEPT = (
 )
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 DEFAULT_WORKERS = 4
-# Downloads also decompress and hash each layer (CPU, GIL released): like skopeo's 6 parallel
-# layer copies, more streams than cores keep both the network and the cores busy.
-PULL_WORKERS = 6
 UPLOAD_CHUNK = 8 << 20
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException,
                   OSError)
@@ -297,7 +294,7 @@ def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int) -> None
 
 
 def download_blobs(image: RemoteImage, store: Store, progress: Progress,
-                   workers: int = PULL_WORKERS) -> int:
+                   workers: int = DEFAULT_WORKERS) -> int:
     """Copy the image's config and layers the store lacks into it; returns bytes downloaded.
 
     Each layer streams into the store's verified write (temp file, hash, fsync,
@@ -359,7 +356,7 @@ class PullResult:
 
 def pull(reference: Reference | str, store: Store, platform: Platform | str | None = None, *,
          client: RegistryClient | None = None, options: ClientOptions | None = None,
-         progress: Progress | None = None, workers: int = PULL_WORKERS,
+         progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
          tag: bool = True) -> RemoteImage:
     """Pull an image into the local store and tag it; the single entry point ``FROM`` uses.
 
@@ -372,7 +369,7 @@ def pull(reference: Reference | str, store: Store, platform: Platform | str | No
 
 def pull_with_result(reference: Reference | str, store: Store, platform: Platform | str | None = None,
                      *, client: RegistryClient | None = None, options: ClientOptions | None = None,
-                     progress: Progress | None = None, workers: int = PULL_WORKERS,
+                     progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
                      tag: bool = True) -> tuple[RemoteImage, PullResult]:
     ref = Reference.parse(reference) if isinstance(reference, str) else reference
     plat = Platform.parse(platform) if isinstance(platform, str) else platform
