@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": harness.machine(),
-        "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m bench", shlex.join(argv if argv is not None else sys.argv[1:])]).strip(),
         "commit": commit + (f" (plus {len(dirty)} uncommitted file(s) in the shared tree)" if dirty else ""),
         "builders": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "runs": f"{runs} per cell, builders alternating; 3 for the slowest (W2, W6, and any cell whose "
