@@ -94,23 +94,24 @@ class Builder(ABC):
     def version(self) -> str:
         return ""
 
-    # The farm scenario (issue 5): separate stores, a cache shared through a registry.
-    supports_farm = False
 
+class FarmBuilder(Builder):
+    """A builder that can share its build cache through a registry (the farm scenario, issue 5)."""
+
+    @abstractmethod
     def farm_fresh(self, root: Path, base: str) -> None:
         """An empty store at ``root`` holding only ``base``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def farm_build(self, ctx: Path, tag: str, root: Path, *, cache_to: str | None = None,
                    cache_from: str | None = None) -> float:
         """Time a build in the store at ``root``, exporting or importing the registry cache ``ref``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def farm_image_id(self, tag: str, root: Path) -> str:
-        raise NotImplementedError
+        """The image ID (config digest) of ``tag`` in the store at ``root``."""
 
 
-@dataclass
 class Docker(Builder):
     """docker's classic builder (DOCKER_BUILDKIT=0), the reference in DESIGN.md.
 
@@ -187,12 +188,10 @@ class Docker(Builder):
 
 
 @dataclass
-class Buildah(Builder):
+class Buildah(FarmBuilder):
     """buildah with --isolation chroot and layer caching (--layers), as kaniko-like CI uses it."""
 
     bases: dict[str, Path] = field(default_factory=dict)
-    supports_farm = True
-
     @staticmethod
     def _storage(root: Path | None) -> list[str]:
         if root is None:
@@ -272,7 +271,7 @@ def pybuild_executable() -> list[str]:
 
 
 @dataclass
-class Pybuild(Builder):
+class Pybuild(FarmBuilder):
     """pybuild as users run it: the installed console script, with bytecode.
 
     "Cold" means a fresh store (``$PYBUILD_ROOT``) holding only the base image,
@@ -322,8 +321,6 @@ class Pybuild(Builder):
         for name, archive in self.bases.items():
             if base is None or name == base:
                 self.load_base(name, archive, root)
-
-    supports_farm = True
 
     def farm_fresh(self, root: Path, base: str) -> None:
         self.fresh_root(root, base)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import workloads as wl
-from bench.builders import BenchError, Builder, ImageInfo
+from bench.builders import BenchError, Builder, FarmBuilder, ImageInfo
 
 SCENARIOS = ("cold", "noop", "change", "export", "farm")
 SCENARIO_TITLES = {
@@ -195,7 +195,7 @@ def run_workload(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, 
         for b in builders:
             if w.name not in FARM_WORKLOADS:
                 results.reasons[(w.name, "farm", b.name)] = f"n/a: measured on {', '.join(FARM_WORKLOADS)}"
-            elif not b.supports_farm:
+            elif not isinstance(b, FarmBuilder):
                 results.reasons[(w.name, "farm", b.name)] = FARM_PEER_REASON.get(b.name, "n/a")
         if w.name in FARM_WORKLOADS and registry is not None:
             run_farm(w, builders, ctx, runs, registry, results, export_dir)
@@ -215,7 +215,7 @@ def run_farm(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, regi
     store holding only the base alternates with a cold build in an equally
     empty store, builders taking turns, so every ratio is taken in the same minutes.
     """
-    farmers = [b for b in builders if b.supports_farm]
+    farmers = [b for b in builders if isinstance(b, FarmBuilder)]
     state: dict[str, dict[str, Any]] = {}
     for b in farmers:
         detail: dict[str, Any] = {"cache_from": Cell(), "cold": Cell(), "failures": 0,
