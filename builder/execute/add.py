@@ -29,10 +29,9 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import requests
 import zstandard
 
 from builder.errors import ImageError
@@ -45,6 +44,9 @@ from builder.execute.copy import (
 )
 from builder.execute.rootfs import RootfsView
 from builder.layers.compression import GZIP_MAGIC, ZSTD_MAGIC
+
+if TYPE_CHECKING:
+    import requests
 
 BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -162,6 +164,8 @@ def _checksum(spec: CopySpec) -> tuple[str, str] | None:
 
 def download(url: str, spec: CopySpec, scratch: Path, *, now: int) -> SourceItem:
     """Fetch ``url`` into ``scratch`` and describe it as a file source (mode 0600)."""
+    import requests  # here, not at the top: every COPY imports this module, few download
+
     want = _checksum(spec)
     target = scratch / f"download-{len(list(scratch.iterdir()))}"
     hasher = hashlib.new(want[0]) if want else None
