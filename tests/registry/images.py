@@ -6,15 +6,15 @@ import hashlib
 import io
 import os
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.image.config import ConfigFile, History
-from builder.image.digest import Digest, VerifyingReader
+from builder.image.digest import Digest
 from builder.image.mediatypes import Compression, MediaType, layer_media_type
 from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
 from builder.layers.compression import compress_stream, open_decompressed
+from tests.store.imagegen import BytesLayer  # one in-memory Layer for all tests
 
 
 def make_tar(files: dict[str, bytes]) -> bytes:
@@ -26,33 +26,6 @@ def make_tar(files: dict[str, bytes]) -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-@dataclass
-class BytesLayer:
-    """A Layer held in memory (the Layer protocol, for tests)."""
-
-    blob: bytes
-    tar: bytes
-    mediatype: str
-
-    def digest(self) -> Digest:
-        return Digest.of(self.blob)
-
-    def diff_id(self) -> Digest:
-        return Digest.of(self.tar)
-
-    def size(self) -> int:
-        return len(self.blob)
-
-    def media_type(self) -> str:
-        return self.mediatype
-
-    def compressed(self):  # type: ignore[no-untyped-def]
-        return VerifyingReader(io.BytesIO(self.blob), self.digest(), self.size())
-
-    def uncompressed(self):  # type: ignore[no-untyped-def]
-        return io.BytesIO(self.tar)
 
 
 def make_layer(files: dict[str, bytes], compression: Compression = Compression.GZIP,
