@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc crun docker.io skopeo umoci buildah docker-registry busybox-static
-              debootstrap apache2-utils openssl iproute2 ca-certificates git)
+              debootstrap apache2-utils openssl iproute2 ca-certificates git
+              bsdutils e2fsprogs util-linux coreutils tar mount)
 CACHE=${PYBUILD_TEST_CACHE:-/var/cache/pybuild-tests}
 
 log() { printf '[setup] %s\n' "$*"; }
