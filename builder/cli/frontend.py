@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 ORDER = 60
 
 
+def _dockerfile_arguments(p: argparse.ArgumentParser) -> None:
+    """PATH and -f, found the way `pybuild build` finds them."""
+    p.add_argument("path", nargs="?", default=".", metavar="PATH",
+                   help="directory holding the Dockerfile (default: .)")
+    p.add_argument("-f", "--file", metavar="FILE",
+                   help="the Dockerfile (default: PATH/Dockerfile; - reads stdin)")
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "parse", parents=[common], help="print how a Dockerfile parses",
@@ -36,10 +44,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "instructions with their lines, flags and heredocs (json).",
         usage="pybuild parse [-f FILE] [--format buildkit|json] [PATH]",
     )
-    p.add_argument("path", nargs="?", default=".", metavar="PATH",
-                   help="directory holding the Dockerfile (default: .)")
-    p.add_argument("-f", "--file", metavar="FILE",
-                   help="the Dockerfile (default: PATH/Dockerfile; - reads stdin)")
+    _dockerfile_arguments(p)
     p.add_argument("--format", choices=("buildkit", "json"), default="buildkit",
                    help="buildkit: BuildKit's AST dump (default); json: typed instructions")
     p.set_defaults(func=_parse)
@@ -50,10 +55,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "# check=error=true and fires, or the Dockerfile is invalid.",
         usage="pybuild lint [-f FILE] [--format text|json] [--build-arg KEY=VALUE] [PATH]",
     )
-    p.add_argument("path", nargs="?", default=".", metavar="PATH",
-                   help="directory holding the Dockerfile (default: .)")
-    p.add_argument("-f", "--file", metavar="FILE",
-                   help="the Dockerfile (default: PATH/Dockerfile; - reads stdin)")
+    _dockerfile_arguments(p)
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text: one line per warning (default); json: for tools")
     p.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",

@@ -350,15 +350,8 @@ class Add(Instruction):
     json_form: bool = False
 
     def expand(self, expander: Expander) -> Self:
-        return replace(
-            self,
-            sources=tuple(expander.word(s) for s in self.sources),
-            dest=expander.word(self.dest),
-            contents=_expand_contents(self.contents, expander),
-            chown=expander.word(self.chown) if self.chown else self.chown,
-            chmod=expander.word(self.chmod) if self.chmod else self.chmod,
-            checksum=expander.word(self.checksum) if self.checksum else self.checksum,
-        )
+        checksum = expander.word(self.checksum) if self.checksum else self.checksum
+        return replace(self, checksum=checksum, **_expand_copy_fields(self, expander))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,14 +371,7 @@ class Copy(Instruction):
     json_form: bool = False
 
     def expand(self, expander: Expander) -> Self:
-        return replace(
-            self,
-            sources=tuple(expander.word(s) for s in self.sources),
-            dest=expander.word(self.dest),
-            contents=_expand_contents(self.contents, expander),
-            chown=expander.word(self.chown) if self.chown else self.chown,
-            chmod=expander.word(self.chmod) if self.chmod else self.chmod,
-        )
+        return replace(self, **_expand_copy_fields(self, expander))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -465,6 +451,17 @@ def _expand_pairs(pairs: tuple[KeyValue, ...], expander: Expander) -> tuple[KeyV
     return tuple(
         KeyValue(expander.word(p.key), expander.word(p.value), p.no_delim) for p in pairs
     )
+
+
+def _expand_copy_fields(ins: Add | Copy, expander: Expander) -> dict[str, Any]:
+    """What COPY and ADD both expand: sources, dest, heredoc bodies, --chown, --chmod."""
+    return {
+        "sources": tuple(expander.word(s) for s in ins.sources),
+        "dest": expander.word(ins.dest),
+        "contents": _expand_contents(ins.contents, expander),
+        "chown": expander.word(ins.chown) if ins.chown else ins.chown,
+        "chmod": expander.word(ins.chmod) if ins.chmod else ins.chmod,
+    }
 
 
 def _expand_contents(
