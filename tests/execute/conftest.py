@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from builder.execute.context import BuildContext
+from builder.execute.rootfs import RootfsView
 from tests.helpers.tools import make_busybox_rootfs
 
 IGNORE_FILE = "# comment\n*.log\nsecret/\n!secret/keep\n"
@@ -160,3 +162,14 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
         server.shutdown()
         server.server_close()
 
+
+@pytest.fixture
+def ctx(copy_context: Path) -> BuildContext:
+    """The shared test context, as COPY and ADD read it."""
+    return BuildContext.from_dir(copy_context)
+
+
+@pytest.fixture
+def base(copy_base: Path) -> RootfsView:
+    """The shared base image's file system, as a COPY destination."""
+    return RootfsView([copy_base])

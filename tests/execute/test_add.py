@@ -45,16 +45,6 @@ def layer(s: CopySpec, source: BuildContext | None, dest: RootfsView, tmp: Path)
 
 
 @pytest.fixture
-def ctx(copy_context: Path) -> BuildContext:
-    return BuildContext.from_dir(copy_context)
-
-
-@pytest.fixture
-def base(copy_base: Path) -> RootfsView:
-    return RootfsView([copy_base])
-
-
-@pytest.fixture
 def scratch(tmp_path: Path) -> Path:
     path = tmp_path / "scratch"
     path.mkdir()

@@ -55,16 +55,6 @@ def layer(
     return out
 
 
-@pytest.fixture
-def ctx(copy_context: Path) -> BuildContext:
-    return BuildContext.from_dir(copy_context)
-
-
-@pytest.fixture
-def base(copy_base: Path) -> RootfsView:
-    return RootfsView([copy_base])
-
-
 # -- heredocs, --chmod, --parents, --exclude, --link ---------------------------------------------
 
 
