@@ -3,24 +3,47 @@
 A container's process inherits ignored signals across every exec on the way
 (a shell's background job ignores SIGINT and SIGQUIT, Python ignores SIGPIPE
 and SIGXFSZ), while docker's processes start with none ignored. coreutils'
-``env --default-signal`` resets them all before the runtime starts.
-posix_spawn(3) is no substitute: glibc's leaves its own internal signals
-(32, 33) ignored in the child.
+``env --default-signal`` resets them all before the runtime starts, except
+glibc's internal signals (32, 33), which no libc call may touch: a CI runner
+that ignores them passes that on, so pybuild resets them itself with the raw
+``rt_sigaction`` system call. posix_spawn(3) is no substitute for either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
 import subprocess
 from collections.abc import Sequence
 
 RESET_SIGNALS = ("env", "--default-signal", "--")
+LIBC_INTERNAL_SIGNALS = (32, 33)
+SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
+
+
+def default_libc_internal_signals() -> None:
+    """Set glibc's internal signals from ignored back to default in this process (children inherit it).
+
+    A handler glibc installed itself is left alone; only an inherited SIG_IGN changes.
+    """
+    number = SYS_RT_SIGACTION.get(os.uname().machine)
+    if number is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for sig in LIBC_INTERNAL_SIGNALS:
+        current = (ctypes.c_ulong * 4)()  # struct kernel_sigaction; the handler comes first
+        if libc.syscall(number, sig, None, ctypes.byref(current), 8) != 0:
+            continue
+        if current[0] == int(signal.SIG_IGN):
+            libc.syscall(number, sig, ctypes.byref((ctypes.c_ulong * 4)()), None, 8)
 
 
 def spawn(argv: Sequence[str], *, stdin: int | None, output: int, pass_fds: Sequence[int] = (),
           new_session: bool = True) -> subprocess.Popen:
     """Start ``argv`` with ``stdin`` (None: /dev/null), ``output`` as stdout and stderr."""
+    default_libc_internal_signals()
     return subprocess.Popen(
         [*RESET_SIGNALS, *argv], stdin=subprocess.DEVNULL if stdin is None else stdin,
         stdout=output, stderr=output, pass_fds=tuple(pass_fds), start_new_session=new_session,
