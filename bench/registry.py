@@ -10,9 +10,10 @@ uploads by mounting blobs it saw in an earlier run (skopeo remembers blob
 locations in its blob-info cache). Pulls go into an empty store / empty layout.
 Reported: medians (seconds and MB/s) and skopeo's time divided by pybuild's
 (> 1 means pybuild is faster). A pybuild pull is also timed up to the end of
-the transfer (``pybuild_pull_transfer``): the rest is the store's own work
-(fsync per blob, decompressing every new layer to check its diff_id), which
-skopeo writing an OCI layout does not do. ``cpu_seconds`` gives each pull's CPU time
+the transfer (``pybuild_pull_transfer``): the rest is recording the image in
+the store. Like skopeo, a pull verifies blob digests while streaming and does
+not decompress layers; pybuild checks each layer against its diff_id when it
+first reads it (see ``Store.claim_layer``). ``cpu_seconds`` gives each pull's CPU time
 (user + system; pybuild's own process, skopeo as a child): on a shared 2-core machine the
 pull is CPU-bound, so this is the steadier measure of the work each tool does.
 """

@@ -103,6 +103,12 @@ MIGRATIONS: tuple[str, ...] = (
         size    INTEGER NOT NULL
     );
     """,
+    # 4: a pull pairs each layer blob with the diff_id its config claims without decompressing
+    # it (verified = 0); the first read of the layer checks the claim (Store.verify_layer).
+    # An image whose size waits on such a check has image_size -1.
+    """
+    ALTER TABLE layers ADD COLUMN verified INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 

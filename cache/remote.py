@@ -488,7 +488,7 @@ class ImportedCache:
             layers = BuildLayers(self.store)
             row = self.store.db.query_one(
                 "SELECT 1 FROM layers l JOIN blobs b ON b.digest=l.blob_digest WHERE l.blob_digest=? "
-                "AND l.diff_id=?", (desc.digest, diff_id))
+                "AND l.diff_id=? AND l.verified=1", (desc.digest, diff_id))
             if row is None or not self.store.blobs.exists(desc.digest):
                 self._download(record)
             return BlobLayer(_store_source(self.store), desc, Digest(diff_id)) if self.store.blobs.exists(
@@ -500,6 +500,8 @@ class ImportedCache:
         _run_all([lambda f=f: self.fetch(f._record) and None for f in pending])  # type: ignore[misc]
 
     def _download(self, record: ImportedRecord) -> None:
+        from cache.store import PAIR_VERIFIED
+
         assert record.layer is not None and record.result.diff_id is not None
         desc, diff_id, store = record.layer, Digest(record.result.diff_id), self.store
         if self.progress is not None:
@@ -525,8 +527,7 @@ class ImportedCache:
                     "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
                     "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
                     (desc.digest, desc.size, desc.media_type, t))
-                conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
-                             (diff_id, compression.value, desc.digest))
+                conn.execute(PAIR_VERIFIED, (diff_id, compression.value, desc.digest))
                 conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (diff_id, reader.size))
         with self._lock:
             self.stats.layers_fetched += 1

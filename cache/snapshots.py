@@ -48,8 +48,11 @@ class SnapshotDirs:
     def exists(self, chain_id: str) -> bool:
         return self.path(chain_id).is_dir()
 
-    def create(self, chain_id: str, diff_id: str, tar_stream: BinaryIO) -> int:
-        """Extract one uncompressed layer as the snapshot ``chain_id``; return its tar size.
+    def create(self, chain_id: str, diff_id: str, tar_stream: BinaryIO) -> tuple[int, int]:
+        """Extract one uncompressed layer as the snapshot ``chain_id``.
+
+        Returns the tar's size and what its files take as docker counts it (see
+        ``cache.store.content_size``).
 
         The tar is hashed while extracted; a stream whose hash is not ``diff_id``
         is refused and leaves nothing behind.
@@ -61,12 +64,14 @@ class SnapshotDirs:
         work.mkdir(mode=0o755)
         try:
             reader = HashingReader(tar_stream)
-            extract_layer(reader, work, apply_whiteouts=True, overlay_whiteouts=True)
+            stats = extract_layer(reader, work, apply_whiteouts=True, overlay_whiteouts=True)
+            content = stats.bytes + stats.link_bytes
             while reader.read(1 << 20):  # tar padding after the end-of-archive blocks
                 pass
             if reader.digest() != diff_id:
                 raise ImageError(
-                    f"layer {diff_id} is corrupt: its content hashes to {reader.digest()}"
+                    f"layer {diff_id} does not match the image config: its content hashes to "
+                    f"{reader.digest()}"
                 )
             _fsync_tree(work)
             try:
@@ -74,10 +79,10 @@ class SnapshotDirs:
             except OSError as err:
                 if final.is_dir():  # another process won the race: use theirs
                     remove_tree(work)
-                    return reader.size
+                    return reader.size, content
                 raise StoreError(f"cannot store snapshot {chain_id}: {err}") from None
             fsync_dir(self.root)
-            return reader.size
+            return reader.size, content
         except OSError as err:
             remove_tree(work)
             raise StoreError(f"cannot unpack layer {diff_id} into {self.root}: {err.strerror or err}") from None

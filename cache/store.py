@@ -225,6 +225,16 @@ class _GcLock:
         return self._hold(fcntl.LOCK_EX)
 
 
+# A checked pairing of a layer's content with a blob; it replaces an unchecked claim for
+# the same (diff_id, compression), which a pull may have recorded from another image.
+PAIR_VERIFIED = (
+    "INSERT INTO layers(diff_id, compression, blob_digest, verified) VALUES (?,?,?,1) "
+    "ON CONFLICT(diff_id, compression) DO UPDATE SET blob_digest=excluded.blob_digest, verified=1 "
+    "WHERE layers.verified=0 OR layers.blob_digest=excluded.blob_digest"
+)
+SIZE_UNKNOWN = -1  # manifests.image_size until the claims of its pulled layers are checked
+
+
 def _shown_size(tar_size: int, content: int | None) -> int:
     return int(tar_size if content is None else content)
 
@@ -320,7 +330,8 @@ class Store:
                     with layer.compressed() as stream:
                         self.blobs.write(stream, desc.digest, desc.size)
                 # Check each new (diff_id, blob) pairing: a blob is only trusted as the form
-                # of a layer once its content has been seen to be that layer.
+                # of a layer once its content has been seen to be that layer. A pull's
+                # claimed pairing is checked on first read instead (verify_layer).
                 paired = self.db.query_one(
                     "SELECT 1 FROM layers WHERE diff_id=? AND blob_digest=?", (diff_id, desc.digest))
                 if paired is None:
@@ -333,7 +344,8 @@ class Store:
                 f"ON c.diff_id = d.diff_id WHERE d.diff_id IN ({_marks(config.diff_ids)})",
                 list(config.diff_ids))}
             sizes.update(diff_sizes)
-            image_size = sum(_shown_size(*sizes.get(d, (0, None))) for d in config.diff_ids)
+            image_size = (sum(_shown_size(*sizes[d]) for d in config.diff_ids)
+                          if all(d in sizes for d in config.diff_ids) else SIZE_UNKNOWN)
             t = now()
             with self.db.transaction() as conn:
                 blob_rows = [(manifest.config.digest, manifest.config.size, manifest.config.media_type)]
@@ -345,7 +357,9 @@ class Store:
                         "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
                         (digest, size, media_type, t),
                     )
-                conn.executemany("INSERT OR IGNORE INTO layers VALUES (?,?,?)", layer_rows)
+                conn.executemany(PAIR_VERIFIED, [r for r in layer_rows if r[0] in diff_sizes])
+                conn.executemany("INSERT OR IGNORE INTO layers VALUES (?,?,?,1)",
+                                 [r for r in layer_rows if r[0] not in diff_sizes])
                 conn.executemany("INSERT OR IGNORE INTO diffs VALUES (?,?)",
                                  [(d, size) for d, (size, _) in diff_sizes.items()])
                 conn.executemany("INSERT OR IGNORE INTO diff_content VALUES (?,?)",
@@ -368,29 +382,64 @@ class Store:
                     )
         return manifest_digest
 
-    def verify_layer(self, desc: Descriptor, diff_id: str) -> None:
-        """Check a held layer blob against its diff_id and remember the pairing.
+    def claim_layer(self, desc: Descriptor, diff_id: str) -> None:
+        """Pair a pulled layer blob with the diff_id its image's config claims, unchecked.
 
-        ``write_image`` then does not read the blob again: a puller calls this as
-        each download lands, so the check overlaps the other downloads.
+        A pull verifies each blob's digest while it streams, as skopeo and containerd
+        do; decompressing every layer to check its diff_id would double a pull's CPU
+        time. The claim is checked the first time pybuild reads the layer: extraction
+        into a snapshot hashes the tar anyway, and every lookup by diff_id
+        (:meth:`layer_blob`, :meth:`diff_size`, ...) calls :meth:`verify_layer` first.
+        """
+        with self.gc_lock.shared(), self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
+                "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                (desc.digest, desc.size, desc.media_type, now()),
+            )
+            conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?,0)",
+                         (diff_id, layer_compression(desc.media_type).value, desc.digest))
+
+    def verify_layer(self, desc: Descriptor, diff_id: str) -> None:
+        """Check a held layer blob against its diff_id and remember the pairing as checked.
+
+        A claimed pairing that turns out false is forgotten, and the error says so.
         """
         with self.gc_lock.shared():
             paired = self.db.query_one(
-                "SELECT 1 FROM layers WHERE diff_id=? AND blob_digest=?", (diff_id, desc.digest))
-            if paired is not None:
+                "SELECT verified FROM layers WHERE diff_id=? AND blob_digest=?", (diff_id, desc.digest))
+            if paired is not None and paired["verified"]:
                 return
-            tar_size, content = self._verify_diff(desc, diff_id)
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
-                    "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
-                    (desc.digest, desc.size, desc.media_type, now()),
-                )
-                conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
-                             (diff_id, layer_compression(desc.media_type).value, desc.digest))
-                conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (diff_id, tar_size))
-                if content is not None:
-                    conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)", (diff_id, content))
+            try:
+                tar_size, content = self._verify_diff(desc, diff_id)
+            except ImageError:
+                self._forget_claim(diff_id, desc.digest)
+                raise
+            self._record_verified(desc, diff_id, tar_size, content)
+
+    def _forget_claim(self, diff_id: str, blob_digest: str) -> None:
+        """Drop a pull's pairing of a blob with a diff_id its content turned out not to be."""
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM layers WHERE diff_id=? AND blob_digest=? AND verified=0",
+                         (diff_id, blob_digest))
+
+    def _record_verified(self, desc: Descriptor, diff_id: str, tar_size: int, content: int | None) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO blobs(digest, size, media_type, last_used) VALUES (?,?,?,?) "
+                "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                (desc.digest, desc.size, desc.media_type, now()),
+            )
+            conn.execute(PAIR_VERIFIED, (diff_id, layer_compression(desc.media_type).value, desc.digest))
+            conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (diff_id, tar_size))
+            if content is not None:
+                conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)", (diff_id, content))
+
+    def _checked(self, diff_id: str, row: sqlite3.Row) -> None:
+        """Check the claim of a layers row (blob_digest, compression, size, verified) before use."""
+        if not row["verified"]:
+            media_type = layer_media_type(Compression(row["compression"]))
+            self.verify_layer(Descriptor(media_type, Digest(row["blob_digest"]), row["size"]), diff_id)
 
     def _verify_diff(self, desc: Descriptor, diff_id: str) -> tuple[int, int | None]:
         """Read a stored layer blob as a tar: check it against its diff_id; return the tar's size
@@ -424,10 +473,12 @@ class Store:
         media_type = layer_media_type(compression, docker=docker)
         row = self._layer_row(diff_id, compression)
         if row is not None:
+            self._checked(diff_id, row)
             return Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
         forms = self.db.query(
-            "SELECT l.compression, l.blob_digest, b.size, b.media_type FROM layers l "
-            "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? ORDER BY l.compression",
+            "SELECT l.compression, l.blob_digest, l.verified, b.size, b.media_type FROM layers l "
+            "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? "
+            "ORDER BY l.verified DESC, l.compression",
             (diff_id,),
         )
         if not forms:
@@ -443,6 +494,8 @@ class Store:
                     reader = HashingReader(raw)
                     compress_stream(reader, out, compression)  # type: ignore[arg-type]
                 if reader.digest() != diff_id:
+                    if not source["verified"]:
+                        self.verify_layer(src_desc, diff_id)  # forgets the false claim, says why
                     raise ImageError(f"layer {diff_id} is corrupt: it hashes to {reader.digest()}")
                 with open(tmp, "rb") as data:
                     written = self.blobs.write(data)
@@ -455,8 +508,8 @@ class Store:
                     "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
                     (written.digest, written.size, media_type, now()),
                 )
-                conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
-                             (diff_id, compression.value, written.digest))
+                conn.execute(PAIR_VERIFIED, (diff_id, compression.value, written.digest))
+                conn.execute(PAIR_VERIFIED, (diff_id, source["compression"], src_desc.digest))
         row = self._layer_row(diff_id, compression)
         assert row is not None
         return Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
@@ -481,26 +534,46 @@ class Store:
 
     def _layer_row(self, diff_id: str, compression: Compression) -> sqlite3.Row | None:
         return self.db.query_one(
-            "SELECT l.blob_digest, b.size FROM layers l JOIN blobs b ON b.digest = l.blob_digest "
-            "WHERE l.diff_id=? AND l.compression=?",
+            "SELECT l.blob_digest, l.compression, l.verified, b.size FROM layers l "
+            "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? AND l.compression=?",
             (diff_id, compression.value),
         )
 
     def open_layer(self, diff_id: str) -> BinaryIO:
         """The uncompressed tar of a held layer (verified against its digest while read)."""
         row = self.db.query_one(
-            "SELECT l.compression, l.blob_digest, b.size FROM layers l "
-            "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? ORDER BY l.compression",
+            "SELECT l.compression, l.blob_digest, l.verified, b.size FROM layers l "
+            "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? "
+            "ORDER BY l.verified DESC, l.compression",
             (diff_id,),
         )
         if row is None:
             raise ImageNotFoundError(f"layer {diff_id} is not in the store")
+        self._checked(diff_id, row)
         return open_decompressed(
             self.blobs.open(row["blob_digest"], row["size"]), Compression(row["compression"])
         )
 
+    def image_size(self, record: ImageRecord) -> int:
+        """What the image's layers take as docker shows it; checks pulled layers not read yet."""
+        if record.size != SIZE_UNKNOWN:
+            return record.size
+        size = sum(self.diff_size(d) or 0 for d in self.image_config(record).diff_ids)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE manifests SET image_size=? WHERE digest=?", (size, record.manifest_digest))
+        return size
+
     def diff_size(self, diff_id: str) -> int | None:
-        """A layer's size as docker shows it (its files; the tar's size where that is unknown)."""
+        """A layer's size as docker shows it (its files; the tar's size where that is unknown).
+
+        A pulled layer not read yet is checked now: its size is known only then."""
+        if self.db.query_one("SELECT 1 FROM diffs WHERE diff_id=?", (diff_id,)) is None:
+            claim = self.db.query_one(
+                "SELECT l.compression, l.blob_digest, l.verified, b.size FROM layers l "
+                "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? AND l.verified=0",
+                (diff_id,))
+            if claim is not None:
+                self._checked(diff_id, claim)
         row = self.db.query_one(
             "SELECT d.size, c.size AS content FROM diffs d LEFT JOIN diff_content c "
             "ON c.diff_id = d.diff_id WHERE d.diff_id=?", (diff_id,))
@@ -673,8 +746,20 @@ class Store:
                     if self.snapshots.exists(chain):  # left by a crash before its row: adopt it
                         size = self.diff_size(diff_id) or 0
                     else:
-                        with layer.uncompressed() as stream:
-                            size = self.snapshots.create(chain, diff_id, stream)
+                        try:
+                            with layer.uncompressed() as stream:
+                                size, content = self.snapshots.create(chain, diff_id, stream)
+                        except ImageError:
+                            self._forget_claim(diff_id, layer.digest())
+                            raise
+                        # the tar hashed to diff_id: a pull's claim for this blob is now checked
+                        with self.db.transaction() as conn:
+                            conn.execute("UPDATE layers SET verified=1 WHERE diff_id=? AND blob_digest=?",
+                                         (diff_id, layer.digest()))
+                            conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (diff_id, size))
+                            if content is not None:
+                                conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)",
+                                             (diff_id, content))
                     with self.db.transaction() as conn:
                         conn.execute(
                             "INSERT OR REPLACE INTO snapshots VALUES (?,?,?,?,?)",
@@ -756,8 +841,7 @@ class BuildLayers:
                 "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
                 (digest, size, MediaType.OCI_LAYER.value, t),
             )
-            conn.execute("INSERT OR IGNORE INTO layers VALUES (?,?,?)",
-                         (digest, Compression.NONE.value, digest))
+            conn.execute(PAIR_VERIFIED, (digest, Compression.NONE.value, digest))
             conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (digest, size))
             if content is not None:
                 conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)", (digest, content))
@@ -767,12 +851,14 @@ class BuildLayers:
         """A held layer as a Layer value, in the form the store has (uncompressed preferred)."""
         store = self.store
         row = store.db.query_one(
-            "SELECT l.blob_digest, l.compression, b.size FROM layers l JOIN blobs b "
-            "ON b.digest = l.blob_digest WHERE l.diff_id=? ORDER BY l.compression = 'none' DESC",
+            "SELECT l.blob_digest, l.compression, l.verified, b.size FROM layers l JOIN blobs b "
+            "ON b.digest = l.blob_digest WHERE l.diff_id=? "
+            "ORDER BY l.verified DESC, l.compression = 'none' DESC",
             (diff_id,),
         )
         if row is None:
             raise ImageNotFoundError(f"layer {diff_id} is not in the store")
+        store._checked(diff_id, row)
         media_type = layer_media_type(Compression(row["compression"]))
         desc = Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
         return BlobLayer(_StoreBlobSource(store.blobs), desc, Digest(diff_id))

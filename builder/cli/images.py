@@ -376,6 +376,7 @@ def _images(args: argparse.Namespace) -> int:
     store = _open_store()
     try:
         records = store.images()
+        sizes = {r.manifest_digest: store.image_size(r) for r in records}
     finally:
         store.close()
     want_repo = want_tag = None
@@ -394,6 +395,7 @@ def _images(args: argparse.Namespace) -> int:
                 continue
             if not filters(record, repo, tag):
                 continue
+            size = sizes[record.manifest_digest]
             rows.append({
                 "Containers": "N/A",
                 "CreatedAt": _created_at(record.created),
@@ -402,10 +404,10 @@ def _images(args: argparse.Namespace) -> int:
                 "ID": _short(record.id, args.no_trunc),
                 "Repository": repo,
                 "SharedSize": "N/A",
-                "Size": human_size(record.size),
+                "Size": human_size(size),
                 "Tag": tag,
                 "UniqueSize": "N/A",
-                "VirtualSize": human_size(record.size),
+                "VirtualSize": human_size(size),
             })
     if args.quiet:
         seen = dict.fromkeys(r["ID"] for r in rows)
@@ -525,7 +527,7 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
         out["Variant"] = config.variant
     out.update({
         "Os": config.os,
-        "Size": record.size,
+        "Size": store.image_size(record),
         "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
         "Metadata": {"LastTagTime": (
             dt.datetime.fromtimestamp(last_tag, dt.UTC).isoformat().replace("+00:00", "Z")

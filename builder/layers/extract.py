@@ -404,6 +404,7 @@ class ExtractStats:
     opaques: int = 0
     skipped: int = 0  # devices without root, reserved .wh..wh. names
     bytes: int = 0
+    link_bytes: int = 0  # symlink targets: with ``bytes``, what docker counts as a layer's size
     skipped_names: list[str] = field(default_factory=list)
 
 
@@ -616,6 +617,7 @@ class _Extractor:
         if kind is EntryType.SYMLINK:
             os.symlink(e.linkname, base, dir_fd=parent)
             self.stats.symlinks += 1
+            self.stats.link_bytes += len(e.linkname.encode("utf-8", "surrogateescape"))
         elif kind in (EntryType.CHAR, EntryType.BLOCK):
             if not self.is_root:
                 self.stats.skipped += 1

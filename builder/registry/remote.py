@@ -331,10 +331,10 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
                 raise DigestMismatchError(
                     d.digest, err.actual, f"blob {d.digest} of {image.reference.familiar} "
                     f"(from {image.registry}; the registry or the network altered it)") from None
-            # Check the layer's tar against the config now, while other blobs still download,
-            # so write_image need not read it again.
+            # The blob's digest is verified; the tar inside is checked against the config's
+            # diff_id when pybuild first reads it (see Store.claim_layer), not here.
             if d.digest in diff_ids:
-                store.verify_layer(d, diff_ids[d.digest])
+                store.claim_layer(d, diff_ids[d.digest])
             with lock:
                 total[0] += d.size
             if not quiet:
