@@ -313,7 +313,7 @@ def run_components(workdir: Path, results: Results, quick: bool, registry: str |
                     "total_mb": 40 if quick else 400, "runs": 3 if quick else 5}),
         ("runtime", {"workdir": workdir / "runtime", "runs": 10 if quick else 20}),
         ("registry", {"workdir": workdir / "registry", **reg, "layers": 10 if quick else 20,
-                      "total_mb": 100 if quick else 500, "runs": 3}),
+                      "total_mb": 100 if quick else 500, "runs": 3 if quick else 5}),
         ("cache", {"workdir": workdir / "cache", **reg}),
     ):
         if not (Path(__file__).parent / f"{name}.py").exists():
