@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import DigestMismatchError, StoreError
+from builder.fileio import write_all
 from builder.image.digest import Digest, VerifyingReader, is_digest
 
 CHUNK = 1 << 20
@@ -105,10 +106,6 @@ def _force_remove(func, path, _exc) -> None:  # type: ignore[no-untyped-def]
             os.unlink(path)
 
 
-def _write_all(fd: int, data: memoryview | bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class BlobFiles:
@@ -166,7 +163,7 @@ class BlobFiles:
                         raise DigestMismatchError(str(expected), f"more than {size} bytes", "blob")
                     if hasher is not None:
                         hasher.update(chunk)
-                    _write_all(fd, chunk)
+                    write_all(fd, chunk)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -29,6 +29,7 @@ from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
 
 from builder.errors import ImageError, UnsafeLayerError
+from builder.fileio import write_all
 from builder.image.mediatypes import Compression
 from builder.layers import whiteout
 from builder.layers.compression import detect, open_decompressed
@@ -299,10 +300,7 @@ class TarReader:
                     raise self._truncated(f"the content of '{self._current}'")
                 continue
             k = min(avail, self._remaining)
-            view = memoryview(self._buf)[self._pos : self._pos + k]
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, memoryview(self._buf)[self._pos : self._pos + k])
             self._pos += k
             self.offset += k
             self._remaining -= k

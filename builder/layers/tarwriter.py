@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ImageError
+from builder.fileio import WRITE_PIECE
 from builder.image.digest import Digest
 from builder.layers import whiteout
 
@@ -261,7 +262,7 @@ class _HashingSink:
         self.hasher.update(chunk)
         view = memoryview(chunk)
         while view:  # raw files and pipes may take less than offered
-            written = self._out.write(view)
+            written = self._out.write(view[:WRITE_PIECE])
             view = view[len(view) if written is None else written :]
 
     def write(self, data: bytes | memoryview) -> None:
