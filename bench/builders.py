@@ -112,6 +112,7 @@ class FarmBuilder(Builder):
         """The image ID (config digest) of ``tag`` in the store at ``root``."""
 
 
+@dataclass
 class Docker(Builder):
     """docker's classic builder (DOCKER_BUILDKIT=0), the reference in DESIGN.md.
 
