@@ -26,7 +26,8 @@ python3 -m pip install -q -e '.[test,bench]'
 
 # crun 1.8 refuses "cgroups in hybrid mode" when the cgroup v2 hierarchy holds controllers
 # (hugetlb on these VMs): mount each of them as a v1 hierarchy, as the other controllers are.
-if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] && [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then
+# (cgroup files report size 0, so test their content, not `-s`.)
+if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] && [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]; then
     for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
         mkdir -p "/sys/fs/cgroup/$c"
         mountpoint -q "/sys/fs/cgroup/$c" || mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || true
