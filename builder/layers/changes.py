@@ -73,10 +73,19 @@ class LayerChanges:
 
 
 @dataclass(slots=True)
-class _Node:
+class _Content:
+    """A regular file's bytes, shared by its hard links: wasted only when the last name goes."""
+
     layer: int
     size: int
+    links: int = 1
+
+
+@dataclass(slots=True)
+class _Node:
+    layer: int
     is_dir: bool
+    content: _Content | None = None
 
 
 @dataclass
@@ -91,17 +100,17 @@ class _Model:
     """The merged file system: which layer last wrote each path, and with how many bytes."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, _Node] = {"": _Node(-1, 0, True)}
+        self.nodes: dict[str, _Node] = {"": _Node(-1, True)}
         self.children: dict[str, set[str]] = {"": set()}
         self.tallies: list[_Tally] = []
 
     def _link(self, path: str, node: _Node) -> None:
         parent = path.rpartition("/")[0]
         if parent not in self.nodes:
-            self._link(parent, _Node(node.layer, 0, True))
+            self._link(parent, _Node(node.layer, True))
         elif not self.nodes[parent].is_dir:
             self.remove(parent, node.layer, overwritten=True)
-            self._link(parent, _Node(node.layer, 0, True))
+            self._link(parent, _Node(node.layer, True))
         self.nodes[path] = node
         self.children[parent].add(path)
         if node.is_dir:
@@ -116,12 +125,15 @@ class _Model:
         stack = [(path, node)]
         while stack:
             p, n = stack.pop()
-            if 0 <= n.layer != layer:
-                tally = self.tallies[n.layer]
-                if overwritten:
-                    tally.overwritten += n.size
-                else:
-                    tally.deleted += n.size
+            content = n.content
+            if content is not None:
+                content.links -= 1
+                if content.links == 0 and 0 <= content.layer != layer:
+                    tally = self.tallies[content.layer]
+                    if overwritten:
+                        tally.overwritten += content.size
+                    else:
+                        tally.deleted += content.size
             for child in self.children.pop(p, ()) if n.is_dir else ():
                 stack.append((child, self.nodes.pop(child)))
 
@@ -137,15 +149,24 @@ class _Model:
                 dropped.extend(self.empty_lower(child, layer))
         return dropped
 
-    def add(self, path: str, layer: int, kind: EntryType, size: int) -> ChangeKind:
+    def add(self, path: str, layer: int, kind: EntryType, size: int, link: str = "") -> ChangeKind:
+        """Record an entry; a hard link (``link`` the path it names) shares that file's bytes."""
         old = self.nodes.get(path)
         is_dir = kind is EntryType.DIR
+        content = None
+        if kind is EntryType.HARDLINK:
+            target = self.nodes.get(link)
+            content = target.content if target is not None else None
+            if content is not None:
+                content.links += 1
+        elif kind is EntryType.FILE:
+            content = _Content(layer, size)
         if old is not None and not (old.is_dir and is_dir):
             self.remove(path, layer, overwritten=True)
         if old is not None and old.is_dir and is_dir:
             old.layer = layer
         else:
-            self._link(path, _Node(layer, size, is_dir))
+            self._link(path, _Node(layer, is_dir, content))
         return ChangeKind.ADDED if old is None else ChangeKind.MODIFIED
 
 
@@ -195,7 +216,8 @@ def layer_changes(
                         tally.changes.append(FileChange(ChangeKind.DELETED, path, None))
                     continue
                 path = "/".join(parts)
-                kind = model.add(path, index, entry.type, entry.size)
+                link = "/".join(_parts(entry.linkname)) if entry.type is EntryType.HARDLINK else ""
+                kind = model.add(path, index, entry.type, entry.size, link)
                 tally.size += entry.size
                 tally.changes.append(FileChange(kind, path, entry.type, entry.size))
             reader.drain()

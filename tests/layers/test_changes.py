@@ -117,3 +117,16 @@ def test_image_changes_reads_and_verifies_every_layer() -> None:
 
     base, second = image_changes(TwoLayers())  # type: ignore[arg-type]
     assert second.deleted == ["var/cache"] and base.deleted_bytes == 5010
+
+
+def test_hard_linked_bytes_are_wasted_only_when_the_last_name_goes() -> None:
+    link = Member("bin/b", tarfile.LNKTYPE, linkname="bin/a")
+    one = build_tar([_dir("bin"), _reg("bin/a", b"x" * 1000), link, _reg("solo", b"y" * 10)])
+    two = build_tar([_dir("bin"), _reg("bin/.wh.a", b""), _reg(".wh.solo", b"")])
+    three = build_tar([_dir("bin"), _reg("bin/b", b"z" * 5)])
+    first, second, third = layer_changes([io.BytesIO(one), io.BytesIO(two), io.BytesIO(three)])
+    assert first.size == 1010  # the link's header carries no content
+    assert second.deleted == ["bin/a", "solo"]
+    # bin/a's bytes live on as bin/b until the third layer replaces bin/b: overwritten, not deleted
+    assert first.deleted_bytes == 10 and first.overwritten_bytes == 1000
+    assert third.wasted_bytes == 0
