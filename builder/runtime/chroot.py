@@ -4,7 +4,8 @@ The fallback where neither runc nor crun is installed. pybuild prepares the
 rootfs as for runc (same overlay, init layer, /etc files, USER resolution);
 :mod:`builder.runtime.nsinit`, started as a small stdlib-only Python process,
 does what runc's init would: namespaces, mounts, pivot_root, capabilities,
-user, exec. There is no seccomp filter and no cgroup; with no device cgroup
+user, exec, with the same seccomp profile as runc's (where libseccomp is
+installed; without it, no filter). There is no cgroup; with no device cgroup
 to stop a device node from opening, CAP_MKNOD is not given and the rootfs and
 binds are mounted nodev (runc's /dev nodes are made on a /dev tmpfs as usual).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ContainerError, ContainerStartError
+from builder.runtime import seccomp
 from builder.runtime.bundle import Container, prepare
 from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
 from builder.runtime.output import Sink, pump, stdin_fd
@@ -71,6 +73,7 @@ class ChrootRuntime:
             "masked": list(MASKED_PATHS),
             "readonly": list(READONLY_PATHS),
             "capabilities": [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],
+            "seccomp": seccomp.profile(),
             "nofile": nofile_limit(),
             "umask": UMASK,
             "user": {"uid": user.uid, "gid": user.gid, "sgids": list(user.additional_gids)},

@@ -4,7 +4,8 @@
 unshare mount, pid, ipc, uts (and net) namespaces, fork the container's pid 1,
 mount /proc, /dev, /sys, the /etc files and the extra mounts onto the already
 mounted overlay rootfs, pivot_root into it, drop to docker's capability
-bounding set, become the user and exec. With a terminal, pid 1 opens a
+bounding set, apply the seccomp profile (with libseccomp, where installed),
+become the user and exec. With a terminal, pid 1 opens a
 pseudo-terminal in the container's devpts (as runc does) and this process
 relays it to its stdio. A setup failure is written to ERRFD (marshalled
 ``{"error": ..., "start": bool}``) and never reaches the process output.
@@ -245,6 +246,79 @@ def drop_capabilities(keep):
             check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap}")
 
 
+class ArgCmp(ctypes.Structure):
+    """libseccomp's struct scmp_arg_cmp."""
+
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_ACT_ERRNO = 0x00050000
+SCMP_FLTATR_CTL_NNP = 3
+SCMP_CMP = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+            "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+
+
+def seccomp_filter(profile):
+    """Build the runtime-spec seccomp ``profile`` with libseccomp (loaded while the host's
+    libraries are still reachable); None where libseccomp is not installed: no filter, as
+    docker runs where the kernel or the host lacks seccomp."""
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        return None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    for name in ("seccomp_load", "seccomp_release"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+    lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                           ctypes.c_uint, ctypes.POINTER(ArgCmp)]
+    if profile["defaultAction"] != "SCMP_ACT_ALLOW":
+        raise SetupError(f"seccomp: unsupported default action {profile['defaultAction']}")
+    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    if not ctx:
+        raise SetupError("seccomp: cannot create a filter")
+    # no_new_privs stays off, as under docker: setuid programs keep working in RUN steps
+    check(lib.seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0), "seccomp: clear no_new_privs")
+    for arch in profile["architectures"]:
+        token = lib.seccomp_arch_resolve_name(arch.removeprefix("SCMP_ARCH_").lower().encode())
+        if token:
+            result = lib.seccomp_arch_add(ctx, token)
+            if result not in (0, -errno.EEXIST):
+                raise SetupError(f"seccomp: add architecture {arch}: {os.strerror(-result)}")
+    for rule in profile["syscalls"]:
+        if rule["action"] != "SCMP_ACT_ERRNO":
+            raise SetupError(f"seccomp: unsupported action {rule['action']}")
+        action = SCMP_ACT_ERRNO | (rule["errnoRet"] & 0xFFFF)
+        args = rule.get("args", [])
+        array = (ArgCmp * max(len(args), 1))(
+            *[ArgCmp(a["index"], SCMP_CMP[a["op"]], a["value"], a.get("valueTwo", 0)) for a in args])
+        for name in rule["names"]:
+            number = lib.seccomp_syscall_resolve_name(name.encode())
+            if number < 0:  # unknown to this libseccomp: nothing to refuse
+                continue
+            result = lib.seccomp_rule_add_array(ctx, action, number, len(args), array)
+            if result != 0:
+                raise SetupError(f"seccomp: rule for {name}: {os.strerror(-result)}")
+    return lib, ctx
+
+
+def load_seccomp(built):
+    if built is None:
+        return
+    lib, ctx = built
+    result = lib.seccomp_load(ctx)
+    lib.seccomp_release(ctx)
+    if result != 0:
+        raise SetupError(f"seccomp: load the filter: {os.strerror(-result)}")
+
+
 def become_user(plan):
     user = plan["user"]
     os.setgroups(user["sgids"])
@@ -286,6 +360,7 @@ def container_init(plan, errfd, channel):
     # a mount namespace of our own: pivot_root moves every process of a namespace, and the
     # helper (our parent) must stay outside the container's root
     check(libc.unshare(CLONE_NEWNS), "unshare")
+    seccomp = seccomp_filter(plan["seccomp"])
     root = plan["rootfs"]
     name = plan["hostname"].encode()
     check(libc.sethostname(name, len(name)), "sethostname")
@@ -308,6 +383,9 @@ def container_init(plan, errfd, channel):
     nofile = plan["nofile"]
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     drop_capabilities(plan["capabilities"])
+    # loaded while still root (without no_new_privs, loading needs CAP_SYS_ADMIN), as runc does;
+    # nothing after it (chdir, setuid, exec) is refused
+    load_seccomp(seccomp)
     # as runc: chdir as root first (a cwd only root can enter is fine), else as the user
     try:
         os.chdir(plan["cwd"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.runtime import seccomp
 from builder.runtime.users import ExecUser
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -241,5 +242,6 @@ def oci_config(
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
             "sysctl": network_sysctls(spec.network),
+            "seccomp": seccomp.profile(),
         },
     }

@@ -331,7 +331,7 @@ def test_large_output_and_stdin(runtime, tmp_path, busybox_rootfs):
 
 
 PROBE = (
-    "umask; grep -E '^(Cap|NoNewPrivs|SigBlk|SigIgn)' /proc/self/status;"
+    "umask; grep -E '^(Cap|NoNewPrivs|Seccomp|SigBlk|SigIgn)' /proc/self/status;"
     " for f in /dev/*; do stat -c '%A %N' $f; done; ulimit -n; cat /proc/self/oom_score_adj;"
     " grep -E ' /(dev|dev/shm|dev/pts|dev/mqueue|proc|sys) ' /proc/mounts | sed 's/relatime,//'"
 )
