@@ -51,6 +51,7 @@ class BuildOptions:
     platform: str | None = None
     network: str = "default"
     secrets: Sequence[str] = ()
+    ssh: Sequence[str] = ()  # --ssh default|ID[=SOCKET|KEY[,KEY...]]
     outputs: Sequence[str] = ()
     push: bool = False
     quiet: bool = False
@@ -302,11 +303,14 @@ class Build:
 
         deps = {p.index: tuple(d for d in p.deps if d in needed) for p in plan.stages}
         jobs = opts.jobs or os.cpu_count() or 1
+        env.ssh = self._ssh_agents()
         try:
             results = run_dag(deps, work, jobs=jobs,
                           on_cancel=lambda: _stop_containers(self.store.root / "run"))
         finally:
             env.statcache.flush()  # type: ignore[union-attr]
+            if env.ssh is not None:
+                env.ssh.close()
         if opts.explain:
             for line in env.explained or ["every step is cached"]:
                 print(line)
@@ -331,6 +335,14 @@ class Build:
         )
         self._report(result)
         return result
+
+    def _ssh_agents(self):  # type: ignore[no-untyped-def]
+        if not self.options.ssh:
+            return None
+        from builder.execute.ssh import SshAgents, SshSource
+
+        sources = {s.id: s for s in (SshSource.parse(t) for t in self.options.ssh)}
+        return SshAgents(sources, self.store.root / "run")
 
     def _import_cache(self):  # type: ignore[no-untyped-def]
         """--cache-from: read each cache's records (not its layers) before any lookup."""

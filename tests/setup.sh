@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc crun docker.io skopeo umoci buildah docker-registry busybox-static
               debootstrap apache2-utils openssl iproute2 ca-certificates git
-              bsdutils e2fsprogs util-linux coreutils tar mount libseccomp2)
+              bsdutils e2fsprogs util-linux coreutils tar mount libseccomp2
+              openssh-client)
 CACHE=${PYBUILD_TEST_CACHE:-/var/cache/pybuild-tests}
 
 log() { printf '[setup] %s\n' "$*"; }

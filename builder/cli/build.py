@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="networking for RUN steps (default host)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
                    help="expose a secret to RUN --mount=type=secret")
+    p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
+                   help="forward an SSH agent or keys to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)")
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,dest=PATH]",
                    help="output: type=image|oci|docker|tar|local[,dest=PATH][,push=true]")
     p.add_argument("--push", action="store_true", help="push the image to its registry (-o type=image,push=true)")
@@ -69,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         context=args.context, dockerfile=args.file, tags=tuple(args.tag),
         build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
         no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
-        platform=args.platform, network=args.network, secrets=tuple(args.secret),
+        platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh),
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
         isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),

@@ -4,7 +4,8 @@ Also the ``RUN --mount`` types: ``cache`` (directories kept in the store
 between builds, shared/private/locked), ``bind`` (from the context, a stage or
 an image; read-only, or writable with writes discarded), ``tmpfs`` and
 ``secret`` (a 0400 file that exists only while the step runs: it never
-reaches the layer, the history, the config or the log).
+reaches the layer, the history, the config or the log) and ``ssh`` (a relay
+to the agent of ``--ssh``, see :mod:`builder.execute.ssh`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from builder.errors import InstructionError
 from builder.frontend.instructions import CacheSharing, MountType, NetworkMode, Run
 from builder.frontend.instructions import Mount as MountSpec
 from builder.runtime import ContainerSpec, Mount, Network, ProcessSpec
 from builder.runtime.cleanup import temp_dir
 
+if TYPE_CHECKING:
+    from builder.execute.ssh import SshAgents
+
 SECRETS_DIR = "/run/secrets"
+SSH_AGENT_TARGET = "/run/buildkit/ssh_agent.{}"  # BuildKit's default, numbered among the step's ssh mounts
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class RunResources:
     context_root: Path | None
     secrets: Mapping[str, Secret]
     lowers_of: Callable[[str], Sequence[Path]]  # a stage name/index or image -> its lower dirs
+    ssh: SshAgents | None = None  # --ssh
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -143,8 +149,17 @@ def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
                 path.write_bytes(data)
                 path.chmod(0o755)
             mounts.append(Mount.bind(pipe_dir, "/dev/pipes", readonly=True))
+        ssh_targets = []
         for spec in ins.mounts:
-            mounts.append(_one_mount(ins, spec, res, env, stack))
+            if spec.type is MountType.SSH:
+                target = _target(ins, spec, SSH_AGENT_TARGET.format(len(ssh_targets)))
+                ssh_targets.append(target)
+                if (mount := _ssh_mount(ins, spec, target, res, stack)) is not None:
+                    mounts.append(mount)
+            else:
+                mounts.append(_one_mount(ins, spec, res, env, stack))
+        if ssh_targets:
+            env.setdefault("SSH_AUTH_SOCK", ssh_targets[0])  # BuildKit: the first ssh mount's socket
         yield mounts
 
 
@@ -163,11 +178,25 @@ def _one_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str]
         return _secret_mount(ins, spec, res, env, stack)
     if spec.type is MountType.CACHE:
         return _cache_mount(ins, spec, res, stack)
-    if spec.type is MountType.BIND:
-        return _bind_mount(ins, spec, res, stack)
-    raise ins.error(
-        "RUN --mount=type=ssh forwards an SSH agent, which pybuild does not do: "
-        "use --mount=type=secret for keys", InstructionError)
+    return _bind_mount(ins, spec, res, stack)
+
+
+def _ssh_mount(ins: Run, spec: MountSpec, target: str, res: RunResources,
+               stack: contextlib.ExitStack) -> Mount | None:
+    from builder.execute.ssh import DEFAULT_ID, AgentRelay
+
+    sid = spec.id or DEFAULT_ID
+    upstream = res.ssh.socket(sid) if res.ssh is not None else None
+    if upstream is None:
+        if spec.required:
+            raise ins.error(f"RUN --mount=type=ssh: no SSH agent or key {sid!r} was given (use --ssh {sid})")
+        return None  # BuildKit: an optional agent that is absent is not mounted
+    holder = temp_dir(res.work_root, "ssh")
+    stack.callback(shutil.rmtree, holder, True)
+    relay = AgentRelay(upstream, holder / "agent.sock", uid=spec.uid or 0, gid=spec.gid or 0,
+                       mode=spec.mode if spec.mode is not None else 0o600)
+    stack.callback(relay.close)
+    return Mount.bind(holder / "agent.sock", target)
 
 
 def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],

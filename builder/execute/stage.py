@@ -61,6 +61,7 @@ class BuildEnv:
     runtime_factory: Callable[[], object]
     context_root: Path | None
     secrets: Mapping[str, Secret]
+    ssh: object = None  # builder.execute.ssh.SshAgents of --ssh
     network: str = "default"
     source_date_epoch: int | None = None
     copy_context: object = None  # builder.execute.context.BuildContext (COPY/ADD sources)
@@ -529,7 +530,7 @@ class StageRunner:
         res = RunResources(
             store_root=self.env.store.root, work_root=self.env.store.root / "run",
             context_root=self.env.context_root, secrets=self.env.secrets,
-            lowers_of=self._lowers_of,
+            lowers_of=self._lowers_of, ssh=self.env.ssh,  # type: ignore[arg-type]
         )
         keep_upper = False
         try:

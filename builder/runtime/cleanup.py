@@ -177,6 +177,32 @@ def temp_dir(work_root: Path, kind: str) -> Path:
     return path
 
 
+HELPER_FILE = "helper.pid"
+
+
+def record_helper(directory: Path, pid: int) -> None:
+    """Note in a :func:`temp_dir` a helper process (an ssh-agent) that recover() kills with it.
+
+    For helpers that cannot die with pybuild on their own: PR_SET_PDEATHSIG
+    does not survive the exec of a set-gid program such as Debian's ssh-agent.
+    """
+    start = process_start_time(pid)
+    if start is not None:  # no fsync, as for state files: it only has to outlive pybuild
+        tmp = directory / f".{HELPER_FILE}.tmp"
+        tmp.write_text(f"{pid} {start}\n")
+        os.replace(tmp, directory / HELPER_FILE)
+
+
+def _kill_helper(directory: Path) -> None:
+    try:
+        pid, start = (int(x) for x in (directory / HELPER_FILE).read_text().split())
+    except (OSError, ValueError):
+        return
+    if is_alive(pid, start):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def release(state: ContainerState) -> None:
     """Undo everything ``state`` records: processes, runtime container, mounts, directories."""
     if state.helper_pid and is_alive(state.helper_pid, state.helper_start):
@@ -273,6 +299,7 @@ def recover(work_root: Path) -> RecoveryReport:
     for entry in sorted(temps.iterdir()) if temps.is_dir() else ():
         pid = entry.name.split("-", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
+            _kill_helper(entry)
             try:
                 remove_tree(entry)
             except (ContainerError, OSError) as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from tests.helpers.tools import run_pybuild
 
 BASE = "busybox:local"
+BOOKWORM_TAR = Path("/var/cache/pybuild-tests/bookworm-minbase.tar")
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +37,21 @@ def store_root(base_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("store")
     run_pybuild("load", "-i", str(base_archive), root=root, check=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def bookworm_base(store_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Debian bookworm (the debootstrap minbase of tests/setup.sh) as bookworm:engine-test, built by pybuild."""
+    if not BOOKWORM_TAR.is_file():
+        raise AssertionError(f"{BOOKWORM_TAR} is missing: run tests/setup.sh (make test does)")
+    ctx = tmp_path_factory.mktemp("bookworm-base")
+    try:
+        os.link(BOOKWORM_TAR, ctx / BOOKWORM_TAR.name)  # 128 MB: no copy when on the same fs
+    except OSError:
+        shutil.copyfile(BOOKWORM_TAR, ctx / BOOKWORM_TAR.name)
+    (ctx / "Dockerfile").write_text(f"FROM scratch\nADD {BOOKWORM_TAR.name} /\nCMD [\"bash\"]\n")
+    run_pybuild("build", "-q", "-t", "bookworm:engine-test", str(ctx), root=store_root, check=True)
+    return "bookworm:engine-test"
 
 
 class Builder:

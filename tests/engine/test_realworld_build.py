@@ -9,8 +9,6 @@ non-loopback traffic of the suite, as issue 4 asks.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import pytest
 from tests.engine.conftest import Builder
 from tests.helpers.tools import run_pybuild
 
-BOOKWORM_TAR = Path("/var/cache/pybuild-tests/bookworm-minbase.tar")
 APP = """\
 FROM bookworm:engine-test
 ENV DEBIAN_FRONTEND=noninteractive
@@ -32,20 +29,6 @@ USER worker
 WORKDIR /home/worker
 CMD ["jq", "--version"]
 """
-
-
-@pytest.fixture(scope="module")
-def bookworm_base(store_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    if not BOOKWORM_TAR.is_file():
-        raise AssertionError(f"{BOOKWORM_TAR} is missing: run tests/setup.sh (make test does)")
-    ctx = tmp_path_factory.mktemp("bookworm-base")
-    try:
-        os.link(BOOKWORM_TAR, ctx / BOOKWORM_TAR.name)  # 128 MB: no copy when on the same fs
-    except OSError:
-        shutil.copyfile(BOOKWORM_TAR, ctx / BOOKWORM_TAR.name)
-    (ctx / "Dockerfile").write_text(f"FROM scratch\nADD {BOOKWORM_TAR.name} /\nCMD [\"bash\"]\n")
-    run_pybuild("build", "-q", "-t", "bookworm:engine-test", str(ctx), root=store_root, check=True)
-    return "bookworm:engine-test"
 
 
 @pytest.mark.slow
