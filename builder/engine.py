@@ -52,6 +52,7 @@ class BuildOptions:
     network: str = "default"
     secrets: Sequence[str] = ()
     ssh: Sequence[str] = ()  # --ssh default|ID[=SOCKET|KEY[,KEY...]]
+    container: Mapping[str, object] = field(default_factory=dict)  # --add-host, --shm-size, --ulimit
     outputs: Sequence[str] = ()
     push: bool = False
     quiet: bool = False
@@ -240,7 +241,7 @@ class Build:
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
             runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
             network=opts.network, source_date_epoch=_source_date_epoch(),
-            copy_context=context, dockerfile_name=dockerfile_name,
+            copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
             records=CacheRecords(self.store.db), statcache=StatCache(self.store.db),
             no_cache=lambda stage: opts.no_cache or stage.lower() in no_cache_stages,
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,

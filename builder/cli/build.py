@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="expose a secret to RUN --mount=type=secret")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="forward an SSH agent or keys to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)")
+    add_container_flags(p)
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,dest=PATH]",
                    help="output: type=image|oci|docker|tar|local[,dest=PATH][,push=true]")
     p.add_argument("--push", action="store_true", help="push the image to its registry (-o type=image,push=true)")
@@ -60,6 +61,27 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=_run)
 
 
+def add_container_flags(p: argparse.ArgumentParser) -> None:
+    """docker's flags for the containers of RUN steps (and of ``pybuild run``)."""
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                   help="add a host-to-IP mapping to /etc/hosts (IP host-gateway: the host)")
+    p.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm (default 64m)")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="resource limit, such as nofile=1024:2048 (-1: unlimited)")
+
+
+def container_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The ContainerSpec fields of the flags of :func:`add_container_flags`, checked."""
+    from builder.runtime.spec import SHM_SIZE, Ulimit, parse_extra_host, parse_size
+
+    ulimits = {u.name: u for u in (Ulimit.parse(t) for t in args.ulimit)}  # the last of a name wins
+    return {
+        "extra_hosts": tuple(parse_extra_host(t) for t in args.add_host),
+        "shm_size": parse_size(args.shm_size, "--shm-size") if args.shm_size else SHM_SIZE,
+        "ulimits": tuple(ulimits.values()),
+    }
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from builder.cli._dryrun import run_build
@@ -76,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
         isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),
         explain=args.explain, cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
+        container=container_settings(args),
     )
     if args.jobs is not None and args.jobs < 1:
         from builder.errors import UsageError

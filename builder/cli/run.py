@@ -11,6 +11,8 @@ import os
 import shutil
 import sys
 
+from builder.cli.build import add_container_flags, container_settings
+
 ORDER = 20
 
 
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--entrypoint", metavar="CMD", help="override the image's ENTRYPOINT")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto")
+    add_container_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p.set_defaults(func=_run)
@@ -63,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             value = os.environ[key]
         env[key] = value
+    settings = container_settings(args)
     runtime = detect(args.isolation, work_root=store.root / "run")
     with store.gc_lock.shared():
         lowers = store.snapshot(image)
@@ -75,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
                                     cwd=args.workdir or config.working_dir or "/",
                                     user=args.user if args.user is not None else config.user),
                 network=Network.NONE if args.network == "none" else Network.HOST,
+                **settings,  # type: ignore[arg-type]
             )
             out = sys.stdout.buffer
 

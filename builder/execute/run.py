@@ -324,12 +324,14 @@ def _merged_view(lowers: Sequence[Path], res: RunResources, stack: contextlib.Ex
 
 def container_spec(*, lowers: Sequence[Path], upper: Path, argv: Sequence[str], env: Mapping[str, str],
                    cwd: str, user: str, mounts: Sequence[Mount], network: Network,
-                   hostname: str = "buildkitsandbox") -> ContainerSpec:
+                   hostname: str = "buildkitsandbox", settings: Mapping[str, object] | None = None) -> ContainerSpec:
+    """``settings``: further ContainerSpec fields from the command line (extra hosts, shm size, ulimits)."""
     return ContainerSpec(
         lowerdirs=list(lowers), upperdir=upper,
         process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
                             cwd=cwd or "/", user=user),
         mounts=tuple(mounts), network=network, hostname=hostname,
+        **(settings or {}),  # type: ignore[arg-type]
     )
 
 

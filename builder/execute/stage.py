@@ -62,6 +62,7 @@ class BuildEnv:
     context_root: Path | None
     secrets: Mapping[str, Secret]
     ssh: object = None  # builder.execute.ssh.SshAgents of --ssh
+    container: Mapping[str, object] = field(default_factory=dict)  # ContainerSpec fields: --add-host...
     network: str = "default"
     source_date_epoch: int | None = None
     copy_context: object = None  # builder.execute.context.BuildContext (COPY/ADD sources)
@@ -334,6 +335,7 @@ class StageRunner:
 
     def _run_inputs(self, ins: ins_.Run, inputs: StepInputs) -> None:
         from builder.execute.copy import CopySpec
+        from builder.runtime.spec import SHM_SIZE
 
         for mount in ins.mounts:
             if mount.type is ins_.MountType.BIND:
@@ -344,6 +346,17 @@ class StageRunner:
                     inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:"))
             elif mount.type is ins_.MountType.CACHE and mount.from_:
                 inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
+        # What the container is given, as BuildKit's exec op keys it; only when set, so a
+        # build without these flags keeps its keys.
+        settings = self.env.container
+        if settings.get("extra_hosts"):
+            inputs.sources["add-host"] = ",".join(f"{n}={a}" for n, a in settings["extra_hosts"])  # type: ignore[attr-defined]
+        if settings.get("shm_size", SHM_SIZE) != SHM_SIZE:
+            inputs.sources["shm-size"] = str(settings["shm_size"])
+        if settings.get("ulimits"):
+            inputs.sources["ulimit"] = ",".join(f"{u.name}={u.soft}:{u.hard}" for u in settings["ulimits"])  # type: ignore[attr-defined]
+        if self.env.network == "none":
+            inputs.sources["network"] = "none"
 
     def _dispatch(self, ins: ins_.Instruction, handle: StepHandle) -> None:
         method = getattr(self, f"_do_{ins.keyword}", None)
@@ -538,7 +551,7 @@ class StageRunner:
                 spec = container_spec(
                     lowers=lowers, upper=upper, argv=argv, env=env,
                     cwd=self.config.working_dir or "/", user=self.config.user, mounts=mounts,
-                    network=network_for(ins, self.env.network),
+                    network=network_for(ins, self.env.network), settings=self.env.container,
                 )
                 code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
             if code != 0:

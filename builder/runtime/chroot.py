@@ -29,10 +29,10 @@ from builder.runtime.spec import (
     MASKED_PATHS,
     READONLY_PATHS,
     UMASK,
+    UNLIMITED,
     ContainerSpec,
     MountType,
     network_sysctls,
-    nofile_limit,
     process_env,
 )
 
@@ -74,7 +74,9 @@ class ChrootRuntime:
             "readonly": list(READONLY_PATHS),
             "capabilities": [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],
             "seccomp": seccomp.profile(),
-            "nofile": nofile_limit(),
+            "rlimits": [(name, -1 if soft == UNLIMITED else soft, -1 if hard == UNLIMITED else hard)
+                        for name, (soft, hard) in spec.rlimits().items()],
+            "shm_size": spec.shm_size,
             "umask": UMASK,
             "user": {"uid": user.uid, "gid": user.gid, "sgids": list(user.additional_gids)},
             "cwd": spec.process.cwd,

@@ -102,7 +102,7 @@ def loopback_up():
         fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
 
 
-def mount_system(root):
+def mount_system(root, shm_size):
     mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
     dev = f"{root}/dev"
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
@@ -118,7 +118,7 @@ def mount_system(root):
           "newinstance,ptmxmode=0666,mode=0620,gid=5")
     mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY)
     mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NOEXEC | MS_NODEV)
-    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=1777,size=67108864")
+    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, f"mode=1777,size={shm_size}")
 
 
 TIOCSPTLCK = 0x40045431
@@ -369,7 +369,7 @@ def container_init(plan, errfd, channel):
     for key, value in plan["sysctl"].items():  # /proc/sys/net is the current namespace's
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
-    mount_system(root)
+    mount_system(root, plan["shm_size"])
     console = open_console(root, channel) if channel is not None else None
     for item in plan["etc"]:
         bind(item["source"], root + item["target"], False)
@@ -380,8 +380,8 @@ def container_init(plan, errfd, channel):
     # image, or that a bind brings, must not open (and CAP_MKNOD is not given, see chroot.py)
     mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_NODEV | (MS_RDONLY if plan["readonly_rootfs"] else 0))
     os.umask(plan["umask"])
-    nofile = plan["nofile"]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    for name, soft, hard in plan["rlimits"]:  # -1: RLIM_INFINITY
+        resource.setrlimit(getattr(resource, name), (soft, hard))
     drop_capabilities(plan["capabilities"])
     # loaded while still root (without no_new_privs, loading needs CAP_SYS_ADMIN), as runc does;
     # nothing after it (chdir, setuid, exec) is refused

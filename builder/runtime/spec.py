@@ -48,6 +48,93 @@ def nofile_limit() -> int:
 ETC_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 
 
+SHM_SIZE = 64 << 20  # docker's /dev/shm
+
+# docker's --ulimit names (go-units ulimit.go) and the RLIMIT_* each stands for.
+ULIMIT_TYPES = {
+    "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA", "fsize": "RLIMIT_FSIZE",
+    "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK", "msgqueue": "RLIMIT_MSGQUEUE",
+    "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE", "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS",
+    "rtprio": "RLIMIT_RTPRIO", "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING",
+    "stack": "RLIMIT_STACK",
+}
+UNLIMITED = 2**64 - 1  # RLIM_INFINITY as the OCI spec writes it
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """docker's RAMInBytes: ``67108864``, ``64m``, ``1.5g``, ``512MiB`` (binary units)."""
+    import re
+
+    from builder.errors import UsageError
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kmgtp]?)(?:i?b)?", text.strip().lower())
+    if not m or float(m.group(1)) * _SIZE_UNITS[m.group(2)] < 1:
+        raise UsageError(f"invalid argument {text!r} for {flag}: expected a size such as 67108864, 512m or 2g")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    """``--ulimit name=soft[:hard]`` as docker takes it: hard defaults to soft, -1 is unlimited."""
+
+    name: str
+    soft: int
+    hard: int
+
+    @classmethod
+    def parse(cls, text: str) -> Ulimit:
+        from builder.errors import UsageError
+
+        name, sep, values = text.partition("=")
+        if not sep:
+            raise UsageError(f"invalid --ulimit {text!r}: expected NAME=SOFT[:HARD], such as nofile=1024:2048")
+        if name not in ULIMIT_TYPES:
+            raise UsageError(f"invalid --ulimit {text!r}: unknown type {name!r} "
+                             f"(one of {', '.join(sorted(ULIMIT_TYPES))})")
+        soft_text, _, hard_text = values.partition(":")
+        try:
+            soft = int(soft_text)
+            hard = int(hard_text) if hard_text else soft
+        except ValueError:
+            raise UsageError(f"invalid --ulimit {text!r}: limits must be integers (-1: unlimited)") from None
+        if soft < -1 or hard < -1:
+            raise UsageError(f"invalid --ulimit {text!r}: limits must be -1 or more")
+        soft, hard = (UNLIMITED if v == -1 else v for v in (soft, hard))
+        if soft > hard:
+            raise UsageError(f"invalid --ulimit {text!r}: the soft limit {soft_text} is above the hard limit")
+        return cls(name, soft, hard)
+
+    @property
+    def rlimit(self) -> str:
+        return ULIMIT_TYPES[self.name]
+
+
+def parse_extra_host(text: str) -> tuple[str, str]:
+    """docker's ``--add-host NAME:IP`` (or ``NAME=IP``); ``host-gateway`` is the host, 127.0.0.1
+    here: build containers share the host's network."""
+    import ipaddress
+
+    from builder.errors import UsageError
+
+    name, sep, address = text.partition("=")
+    if not sep:
+        name, sep, address = text.partition(":")
+    address = address.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if address == "host-gateway":
+        address = "127.0.0.1"
+    if not sep or not name.strip():
+        raise UsageError(f"invalid argument {text!r} for --add-host: expected NAME:IP")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise UsageError(f"invalid IP address in add-host: {address!r}") from None
+    return name.strip(), address
+
+
 class Network(enum.Enum):
     """The network a container sees: the host's, or only its own loopback."""
 
@@ -131,7 +218,8 @@ class ContainerSpec:
     ``upperdir`` receives exactly what the process changed (overlay whiteouts
     for deletions); the engine turns it into a layer. An empty ``hostname``
     means a docker-like 12-hex-digit name derived from the container id.
-    ``extra_hosts`` are ``(name, address)`` pairs for /etc/hosts (``--add-host``).
+    ``extra_hosts`` are ``(name, address)`` pairs for /etc/hosts (``--add-host``);
+    ``shm_size`` and ``ulimits`` are ``--shm-size`` and ``--ulimit``.
     """
 
     lowerdirs: Sequence[Path]
@@ -142,6 +230,15 @@ class ContainerSpec:
     hostname: str = ""
     readonly_rootfs: bool = False
     extra_hosts: Sequence[tuple[str, str]] = ()
+    shm_size: int = SHM_SIZE
+    ulimits: Sequence[Ulimit] = ()
+
+    def rlimits(self) -> dict[str, tuple[int, int]]:
+        """RLIMIT name -> (soft, hard): docker's NOFILE, then ``--ulimit`` over it."""
+        nofile = nofile_limit()
+        limits = {"RLIMIT_NOFILE": (nofile, nofile)}
+        limits.update((u.rlimit, (u.soft, u.hard)) for u in self.ulimits)
+        return limits
 
 
 def process_env(env: Sequence[str], user: ExecUser) -> list[str]:
@@ -177,7 +274,7 @@ def network_sysctls(network: Network) -> dict[str, str]:
     return {}
 
 
-def system_mounts() -> list[dict[str, Any]]:
+def system_mounts(shm_size: int = SHM_SIZE) -> list[dict[str, Any]]:
     """``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue``, ``/sys`` as docker mounts them."""
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -191,7 +288,7 @@ def system_mounts() -> list[dict[str, Any]]:
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]},
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size}"]},
     ]
 
 
@@ -206,7 +303,6 @@ def oci_config(
     (symlinks already followed inside the rootfs), in the same order.
     """
     caps = list(DEFAULT_CAPABILITIES)
-    nofile = nofile_limit()
     process: dict[str, Any] = {
         "terminal": spec.process.terminal,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids),
@@ -215,10 +311,10 @@ def oci_config(
         "env": process_env(spec.process.env, user),
         "cwd": spec.process.cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "rlimits": [{"type": name, "hard": hard, "soft": soft} for name, (soft, hard) in spec.rlimits().items()],
         "noNewPrivileges": False,
     }
-    mounts = system_mounts()
+    mounts = system_mounts(spec.shm_size)
     for target, source in etc_files.items():
         mounts.append({"destination": target, "type": "bind", "source": str(source),
                        "options": ["rbind", "rprivate", "rw"]})

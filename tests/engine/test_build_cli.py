@@ -340,3 +340,58 @@ def test_source_date_epoch_makes_builds_reproducible(builder: Builder) -> None:
     assert _out(first) == _out(second)
     info = json.loads(run_pybuild("inspect", _out(first), root=builder.root, check=True).stdout)[0]
     assert info["Created"].startswith("2023-11-14T22:13:20")
+
+
+CONTAINER_FLAGS = ("--add-host", "reg.local:127.0.0.9", "--add-host", "v6.local=::1", "--shm-size", "128m",
+                   "--ulimit", "nofile=1024:2048", "--ulimit", "core=-1", "--ulimit", "nproc=500")
+CONTAINER_PROBE = ("(grep -v -e localhost -e ip6 /etc/hosts; grep /dev/shm /proc/mounts | cut -d' ' -f2-4; "
+                   "ulimit -n; ulimit -Hn; ulimit -c; ulimit -Hc; ulimit -u; ulimit -s) > /out")
+
+
+def test_add_host_shm_size_and_ulimit_as_docker_build_gives_them(builder: Builder, docker: str) -> None:
+    """--add-host, --shm-size, --ulimit: what a RUN step sees is what it sees under docker build."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN {CONTAINER_PROBE} # {uuid.uuid4().hex}\n"},
+                          "container-flags")
+    tag = f"pybuild-test-limits:{uuid.uuid4().hex[:8]}"
+    subprocess.run([docker, "build", "-q", *CONTAINER_FLAGS, "-t", tag, str(ctx)], check=True,
+                   capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    try:
+        expected = subprocess.run([docker, "run", "--rm", tag, "cat", "/out"], check=True,
+                                  capture_output=True).stdout
+    finally:
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
+    assert expected.startswith(b"127.0.0.9\treg.local\n::1\tv6.local\n") and b"size=131072k" in expected
+    for isolation in ("runc", "crun", "chroot"):
+        builder.build(ctx, "--no-cache", "--isolation", isolation, *CONTAINER_FLAGS, "-t", f"cli-limits:{isolation}")
+        assert builder.run(f"cli-limits:{isolation}", "cat", "/out").stdout == expected, isolation
+    shown = run_pybuild("run", "--rm", "--add-host", "db:127.0.0.7", "--shm-size", "32m", "--ulimit", "nofile=99",
+                        "busybox:local", "sh", "-c", "grep db /etc/hosts; df -k /dev/shm | tail -1; ulimit -n",
+                        root=builder.root, check=True).stdout.decode().split()
+    assert shown[:2] == ["127.0.0.7", "db"] and "32768" in shown and shown[-1] == "99"
+
+
+def test_container_flags_count_in_the_cache_key(builder: Builder) -> None:
+    """As in BuildKit's exec op: a RUN built with other hosts, shm size or limits is not reused."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN cat /etc/hosts > /h # {uuid.uuid4().hex}\n"},
+                          "container-key")
+    builder.build(ctx)
+    assert b"CACHED" in builder.build(ctx).stderr
+    changed = builder.build(ctx, "--add-host", "a.local:127.0.0.3")
+    assert b"CACHED" not in changed.stderr and b"add-host changed" in changed.stderr
+    assert b"CACHED" in builder.build(ctx, "--add-host", "a.local:127.0.0.3").stderr
+    assert b"CACHED" not in builder.build(ctx, "--ulimit", "nofile=512").stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--add-host", "x:not-an-ip"), b"invalid IP address in add-host"),
+    (("--add-host", "no-address"), b"expected NAME:IP"),
+    (("--shm-size", "lots"), b"--shm-size"),
+    (("--ulimit", "bogus=1"), b"unknown type 'bogus'"),
+    (("--ulimit", "nofile=10:5"), b"above the hard limit"),
+    (("--ulimit", "nofile"), b"NAME=SOFT[:HARD]"),
+    (("--ssh", "default="), b"invalid --ssh"),
+])
+def test_container_flag_errors(builder: Builder, flags: tuple[str, ...], message: bytes) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN true\n"}, "container-errors")
+    p = builder.build(ctx, *flags, check=False)
+    assert p.returncode == 125 and message in p.stderr and b"Traceback" not in p.stderr, p.stderr
