@@ -16,7 +16,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -52,6 +52,7 @@ class BuildOptions:
     network: str = "default"
     secrets: Sequence[str] = ()
     ssh: Sequence[str] = ()  # --ssh default|ID[=SOCKET|KEY[,KEY...]]
+    build_contexts: Sequence[str] = ()  # --build-context NAME=VALUE
     container: Mapping[str, object] = field(default_factory=dict)  # --add-host, --shm-size, --ulimit
     outputs: Sequence[str] = ()
     push: bool = False
@@ -227,7 +228,9 @@ class Build:
         build_args = dict(opts.build_args)
         global_scope = GlobalScope(dockerfile.meta_args, build_args,
                                    platforms=PlatformArgs.host(), escape=parsed.escape)
-        plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args)
+        named = self._named_contexts()
+        plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
+                           is_named_context=_named_predicate(named))
         checks = run_checks(dockerfile, build_args=build_args, base_env=self._base_env,
                             stages=[p.index for p in plan.stages])
         for warning in checks.warnings:
@@ -250,7 +253,8 @@ class Build:
             imported=imported,
         )
         resolver = BaseResolver(self.store, host, pull=opts.pull,
-                                insecure_registries=tuple(opts.insecure_registries))
+                                insecure_registries=tuple(opts.insecure_registries), named=named,
+                                source_date_epoch=env.source_date_epoch)
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
         total_steps = sum(len(stages[i].commands) + 1 for i in needed)
@@ -259,7 +263,7 @@ class Build:
 
         def stage_lookup_for(current: int, results: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
             def lookup(name: str) -> StageResult | Image:
-                index = _stage_index(dockerfile.stages, name, current)
+                index = None if resolver.named_context(name) else _stage_index(dockerfile.stages, name, current)
                 if index is not None:
                     if index not in results:
                         raise BuildError(f"stage {name} is not built yet (internal planning error)")
@@ -336,6 +340,13 @@ class Build:
         )
         self._report(result)
         return result
+
+    def _named_contexts(self):  # type: ignore[no-untyped-def]
+        if not self.options.build_contexts:
+            return {}
+        from builder.execute.named import NamedContext
+
+        return {c.name: c for c in (NamedContext.parse(t) for t in self.options.build_contexts)}
 
     def _ssh_agents(self):  # type: ignore[no-untyped-def]
         if not self.options.ssh:
@@ -426,6 +437,14 @@ class Build:
         for tag in result.tags:
             self.progress.message(f"naming to {tag} done")
         print(result.image_id)
+
+
+def _named_predicate(named: Mapping[str, object]) -> Callable[[str], bool] | None:
+    if not named:
+        return None
+    from builder.execute.named import context_key
+
+    return lambda name: context_key(name) in named
 
 
 def _stage_index(stages: Sequence[ins_.Stage], name: str, before: int) -> int | None:

@@ -58,3 +58,50 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield address
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bare repository with a tag and a subdirectory, reachable as file://.../repo.git."""
+    git = require_tool("git")
+    top = tmp_path_factory.mktemp("git")
+    work = top / "work"
+    work.mkdir()
+    env_args = ["-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+
+    def run(*args: str, cwd: Path = work) -> None:
+        subprocess.run([git, *env_args, *args], cwd=cwd, check=True, capture_output=True)
+
+    run("init", "-q")
+    (work / "README").write_text("v1\n")
+    (work / "src").mkdir()
+    (work / "src/main.c").write_text("int main(){}\n")
+    run("add", ".")
+    run("commit", "-q", "-m", "one")
+    run("tag", "v1")
+    (work / "README").write_text("v2\n")
+    run("commit", "-q", "-am", "two")
+    run("clone", "-q", "--bare", str(work), str(top / "repo.git"), cwd=top)
+    return top / "repo.git"
+
+
+@pytest.fixture(scope="session")
+def git_daemon(git_repo: Path) -> Iterator[str]:
+    """``git daemon`` serving the repository's parent on a free loopback port; yields git://..."""
+    git = require_tool("git")
+    port = free_port()
+    proc = subprocess.Popen(
+        [git, "daemon", "--reuseaddr", "--export-all", f"--base-path={git_repo.parent}",
+         "--listen=127.0.0.1", f"--port={port}", str(git_repo.parent)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"git://127.0.0.1:{port}/{git_repo.name}"
+    deadline = time.monotonic() + 20
+    while subprocess.run([git, "ls-remote", url], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError("git daemon did not start")
+        time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)

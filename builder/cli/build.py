@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="networking for RUN steps (default host)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
                    help="expose a secret to RUN --mount=type=secret")
+    p.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
+                   help="a named context for FROM / COPY --from / RUN --mount=from: a directory, "
+                        "docker-image://REF or oci-layout://DIR[:TAG]")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="forward an SSH agent or keys to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)")
     add_container_flags(p)
@@ -93,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         context=args.context, dockerfile=args.file, tags=tuple(args.tag),
         build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
         no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
-        platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh),
+        platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh), build_contexts=tuple(args.build_context),
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
         isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),

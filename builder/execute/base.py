@@ -1,7 +1,7 @@
 """FROM: where a stage's base image comes from.
 
-In order: ``scratch``; another stage (handled by the stage runner); a file
-reference (``oci-layout://DIR[:tag]``, ``docker-archive://FILE``) imported
+In order: a named context (``--build-context``); ``scratch``; another stage
+(handled by the stage runner); a file reference (``oci-layout://DIR[:tag]``, ``docker-archive://FILE``) imported
 into the store; the local store; the registry. ``--pull`` skips the local
 store for registry references. Concurrent stages asking for the same image
 pull it once.
@@ -9,15 +9,21 @@ pull it once.
 
 from __future__ import annotations
 
+import shutil
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import ImageNotFoundError, UsageError
 from builder.image import mutate
 from builder.image.image import Image
 from builder.image.platform import Platform
 from cache.store import Store
+
+if TYPE_CHECKING:
+    from builder.execute.named import NamedContext
 
 OCI_LAYOUT = "oci-layout://"
 DOCKER_ARCHIVE = "docker-archive://"
@@ -30,16 +36,37 @@ class BaseResolver:
     pull: bool = False
     insecure_registries: tuple[str, ...] = ()
     quiet: bool = False
+    named: Mapping[str, NamedContext] = field(default_factory=dict)  # --build-context, by context_key
+    source_date_epoch: int | None = None  # clamps the mtimes of a directory context's layer
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _pulled: set[str] = field(default_factory=set)
+    _contexts: dict[str, Image] = field(default_factory=dict)
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    def named_context(self, name: str) -> NamedContext | None:
+        if not self.named:
+            return None
+        from builder.execute.named import context_key
+
+        return self.named.get(context_key(name))
+
     def resolve(self, name: str) -> Image:
-        """The base image for ``FROM name`` (already expanded)."""
+        """The base image for ``FROM name`` (already expanded), or for ``COPY --from=name``."""
+        named = self.named_context(name)
+        if named is not None:
+            if named.image is not None:
+                return self._resolve(named.image)
+            with self._lock(f"context {named.name}"):
+                if named.name not in self._contexts:
+                    self._contexts[named.name] = self._directory_image(named)
+                return self._contexts[named.name]
+        return self._resolve(name)
+
+    def _resolve(self, name: str) -> Image:
         if name == "scratch":
             return mutate.empty(self.platform)
         if name.startswith(OCI_LAYOUT):
@@ -67,6 +94,45 @@ class BaseResolver:
             return self.store.image(str(ref))
         except ImageNotFoundError:
             return self.store.image(str(image.digest()))
+
+    def _directory_image(self, named: NamedContext) -> Image:
+        """A directory context as BuildKit's local source: its files in one layer, no config."""
+        from builder.execute.context import BuildContext
+        from builder.execute.copy import CopySpec, copy_layer
+        from builder.execute.rootfs import RootfsView
+        from builder.image.config import History
+        from cache.store import BuildLayers
+
+        scratch = None
+        if named.url is not None:
+            from builder.execute.named import fetch
+            from builder.runtime.cleanup import temp_dir
+
+            scratch = temp_dir(self.store.root / "run", "context")
+            try:
+                root = fetch(named, scratch)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
+        else:
+            assert named.path is not None
+            root = named.path
+        context = BuildContext.from_dir(root)
+        tar = self.store.temp_path(".layer.tar")
+        try:
+            with open(tar, "wb") as out:
+                stats = copy_layer(CopySpec(sources=(".",), dest="/"), source=context, dest_view=RootfsView([]),
+                                   out=out, source_date_epoch=self.source_date_epoch, workdir=self.store.tmp_dir)
+            layer = BuildLayers(self.store).add_tar(tar, stats.diff_id, stats.size)
+        finally:
+            tar.unlink(missing_ok=True)
+            context.close()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        # No time in the history: the same files give the same image on every machine.
+        image = mutate.append(mutate.empty(self.platform),
+                              [mutate.Addendum(History(created_by=named.describe()), layer)])
+        return self.store.image(str(self.store.write_image(image)))
 
     def _from_file(self, name: str, spec: str, *, layout: bool) -> Image:
         from builder.export.archive import open_archive, read_images

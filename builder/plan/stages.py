@@ -13,7 +13,7 @@ planned; ``levels`` groups them so that a stage runs after all it needs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from builder.errors import StagePlanError
@@ -157,9 +157,18 @@ def plan_stages(
     *,
     target: str | None = None,
     build_args: Mapping[str, str] | None = None,
+    is_named_context: Callable[[str], bool] | None = None,
 ) -> StagePlan:
-    """The DAG of stages the target needs; StagePlanError (with file:line) when it cannot be built."""
+    """The DAG of stages the target needs; StagePlanError (with file:line) when it cannot be built.
+
+    A name ``is_named_context`` accepts (``--build-context``) replaces a stage of the same
+    name, as in BuildKit: it is a source, not a stage.
+    """
     stages = dockerfile.stages
+    last_by_name = _last_by_name
+    if is_named_context is not None:
+        def last_by_name(stages: tuple[Stage, ...], name: str, before: int | None = None) -> Stage | None:
+            return None if is_named_context(name) else _last_by_name(stages, name, before)
     if not stages:
         raise StagePlanError("dockerfile contains no stages to build")
     if global_scope is None:
@@ -174,10 +183,10 @@ def plan_stages(
         base = expanded.base_name
         if not base:
             raise _error(f"base name ({stage.base_name}) should not be blank", stage.from_)
-        earlier = _last_by_name(stages, base, before=stage.index)
+        earlier = last_by_name(stages, base, before=stage.index)
         base_stage = earlier.index if earlier is not None else None
         if earlier is None:
-            later = _last_by_name(stages, base)
+            later = last_by_name(stages, base)
             if later is not None and later.index >= stage.index:
                 raise _error(
                     f'FROM {base}: stage "{later.display_name()}" is defined at line '
@@ -193,11 +202,11 @@ def plan_stages(
             found.append(Dependency(DepKind.FROM, stage.from_.start_line, image=base))
         for ins in _commands(stage) + _inherited_triggers(stages, base_stage):
             if isinstance(ins, Copy) and ins.from_:
-                found.append(_copy_source(stages, stage, ins))
+                found.append(_copy_source(stages, stage, ins, last_by_name))
             elif isinstance(ins, Run):
                 for mount in ins.mounts:
                     if mount.from_:
-                        source = _last_by_name(stages, mount.from_)
+                        source = last_by_name(stages, mount.from_)
                         if source is not None and source.index == stage.index:
                             raise _error(
                                 f"circular dependency detected on stage: {stage.display_name()}", ins
@@ -229,7 +238,8 @@ def plan_stages(
     return StagePlan(target=target_stage.index, stages=planned, total=len(stages))
 
 
-def _copy_source(stages: tuple[Stage, ...], stage: Stage, ins: Copy) -> Dependency:
+def _copy_source(stages: tuple[Stage, ...], stage: Stage, ins: Copy,
+                 last_by_name: Callable[..., Stage | None] = _last_by_name) -> Dependency:
     ref = ins.from_ or ""
     if ref.isdigit():
         index = int(ref)
@@ -238,7 +248,7 @@ def _copy_source(stages: tuple[Stage, ...], stage: Stage, ins: Copy) -> Dependen
                          hint=f"the Dockerfile has {len(stages)} stage(s), numbered from 0")
         source: Stage | None = stages[index]
     else:
-        source = _last_by_name(stages, ref)
+        source = last_by_name(stages, ref)
     if source is None:
         return Dependency(DepKind.COPY, ins.start_line, image=ref)
     if source.index >= stage.index:

@@ -7,8 +7,6 @@ import io
 import shutil
 import subprocess
 import tarfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +17,7 @@ from builder.execute.add import clone, is_git_source, is_url
 from builder.execute.context import BuildContext
 from builder.execute.copy import CopySpec, copy_layer
 from builder.execute.rootfs import RootfsView
-from tests.helpers.tools import free_port, require_tool
+from tests.helpers.tools import require_tool
 
 LOC = SourceLocation("Dockerfile", 3)
 
@@ -179,31 +177,6 @@ def test_url_errors(base: RootfsView, scratch: Path, web: tuple[str, Path], ctx:
 # -- git ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bare repository with a tag and a subdirectory, reachable as file://.../repo.git."""
-    git = require_tool("git")
-    top = tmp_path_factory.mktemp("git")
-    work = top / "work"
-    work.mkdir()
-    env_args = ["-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
-
-    def run(*args: str, cwd: Path = work) -> None:
-        subprocess.run([git, *env_args, *args], cwd=cwd, check=True, capture_output=True)
-
-    run("init", "-q")
-    (work / "README").write_text("v1\n")
-    (work / "src").mkdir()
-    (work / "src/main.c").write_text("int main(){}\n")
-    run("add", ".")
-    run("commit", "-q", "-m", "one")
-    run("tag", "v1")
-    (work / "README").write_text("v2\n")
-    run("commit", "-q", "-am", "two")
-    run("clone", "-q", "--bare", str(work), str(top / "repo.git"), cwd=top)
-    return top / "repo.git"
-
-
 def test_git_clone(base: RootfsView, scratch: Path, git_daemon: str) -> None:
     url = git_daemon
     out = layer(add(url, dest="/src/"), None, base, scratch)
@@ -229,28 +202,6 @@ def test_git_checksum_pins_the_commit(base: RootfsView, scratch: Path, git_repo:
         layer(add(git_daemon, dest="/g/", checksum=head[:12]), None, base, scratch)
     with pytest.raises(CopyError, match="expected a commit hash"):
         layer(add(git_daemon, dest="/g/", checksum="sha256:00"), None, base, scratch)
-
-
-@pytest.fixture(scope="module")
-def git_daemon(git_repo: Path) -> Iterator[str]:
-    """``git daemon`` serving the repository's parent on a free loopback port; yields git://..."""
-    git = require_tool("git")
-    port = free_port()
-    proc = subprocess.Popen(
-        [git, "daemon", "--reuseaddr", "--export-all", f"--base-path={git_repo.parent}",
-         "--listen=127.0.0.1", f"--port={port}", str(git_repo.parent)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"git://127.0.0.1:{port}/{git_repo.name}"
-    deadline = time.monotonic() + 20
-    while subprocess.run([git, "ls-remote", url], capture_output=True).returncode != 0:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise AssertionError("git daemon did not start")
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_git_over_the_network(base: RootfsView, scratch: Path, git_daemon: str) -> None:

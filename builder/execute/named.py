@@ -1,0 +1,105 @@
+"""``--build-context NAME=VALUE``: named contexts, which FROM, ``COPY --from`` and ``RUN --mount=from``
+find before stages and images of the same name (BuildKit's rule: a named context replaces them).
+
+VALUE is a directory (its files after its own ``.dockerignore``, owned by root
+as the main context's are, seen as a one-layer image), a git repository
+(``https://host/repo.git#ref:subdir``, ``git@...``, ``git://...``) or an archive
+over http(s), fetched for each build as ADD fetches them, ``docker-image://REF``
+(any image reference, ``scratch`` too) or ``oci-layout://DIR[:TAG]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import UsageError
+
+DOCKER_IMAGE = "docker-image://"
+OCI_LAYOUT = "oci-layout://"
+
+
+def context_key(name: str) -> str:
+    """A name as BuildKit matches named contexts: docker's familiar form without ``:latest``
+    (``docker.io/library/alpine:latest`` and ``alpine`` are both ``alpine``)."""
+    from builder.image.reference import Reference
+
+    ref = Reference.try_parse(name)
+    if ref is None:
+        return name.lower()
+    familiar = ref.familiar
+    return familiar.removesuffix(":latest") if ref.digest is None else familiar
+
+
+@dataclass(frozen=True)
+class NamedContext:
+    name: str  # its context_key
+    image: str | None = None  # a reference FROM understands: REF, scratch, oci-layout://...
+    path: Path | None = None  # a local directory
+    url: str | None = None  # a git repository, or an archive over http(s)
+
+    @classmethod
+    def parse(cls, text: str) -> NamedContext:
+        name, sep, value = text.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise UsageError(f"invalid --build-context {text!r}: expected NAME=VALUE (a directory, "
+                             "docker-image://REF or oci-layout://DIR[:TAG])")
+        key = context_key(name)
+        if value.startswith(DOCKER_IMAGE):
+            ref = value[len(DOCKER_IMAGE):]
+            if ref != "scratch":
+                from builder.image.reference import Reference
+
+                if Reference.try_parse(ref) is None:
+                    raise UsageError(f"invalid --build-context {text!r}: {ref!r} is not an image reference")
+            return cls(key, image=ref)
+        if value.startswith(OCI_LAYOUT):
+            return cls(key, image=value)
+        from builder.execute.add import is_git_source, is_url
+
+        if is_git_source(value) or is_url(value):
+            return cls(key, url=value)
+        if "://" in value:
+            raise UsageError(f"invalid --build-context {text!r}: unknown scheme (a directory, a git or "
+                             "http(s) URL, docker-image://REF or oci-layout://DIR[:TAG])")
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"--build-context {name}: {value} is not a directory")
+        return cls(key, path=path.resolve())
+
+    def describe(self) -> str:
+        return f"build context {self.name}"
+
+
+def fetch(named: NamedContext, scratch: Path) -> Path:
+    """A URL context's files in a directory under ``scratch``: a git checkout (without ``.git``
+    unless ``keep-git-dir=true``, as BuildKit) or an unpacked archive (a plain file: that file)."""
+    import shutil
+
+    from builder.errors import BuildContextError, CopyError
+    from builder.execute.add import clone, download, extract_archive, is_git_source, parse_git_ref
+    from builder.execute.copy import CopySpec
+    from builder.execute.rootfs import RootfsView
+
+    assert named.url is not None
+    spec = CopySpec(sources=(named.url,), dest="/", is_add=True)
+    try:
+        if is_git_source(named.url):
+            clone(named.url, spec, scratch)  # checks that the subdirectory stays in the checkout
+            ref = parse_git_ref(named.url, spec)
+            checkout = scratch / "git-0"
+            if not ref.subdir:
+                if not ref.keep_git_dir:
+                    shutil.rmtree(checkout / ".git", ignore_errors=True)
+                return checkout
+            return checkout.joinpath(*RootfsView([checkout], overlay=False).resolve(ref.subdir).parts)
+        item = download(named.url, spec, scratch, now=0)
+        root = scratch / "context"
+        root.mkdir()
+        if not extract_archive(item.files[0].host, root):  # type: ignore[arg-type]
+            shutil.move(item.files[0].host, root / item.path)  # type: ignore[arg-type]
+        return root
+    except CopyError as err:
+        message = str(err).replace(f"{spec.command} failed: ", "", 1)
+        raise BuildContextError(f"--build-context {named.name}: {message}") from None
