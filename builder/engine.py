@@ -53,6 +53,7 @@ class BuildOptions:
     secrets: Sequence[str] = ()
     ssh: Sequence[str] = ()  # --ssh default|ID[=SOCKET|KEY[,KEY...]]
     build_contexts: Sequence[str] = ()  # --build-context NAME=VALUE
+    allow: Sequence[str] = ()  # --allow security.insecure|network.host
     container: Mapping[str, object] = field(default_factory=dict)  # --add-host, --shm-size, --ulimit
     outputs: Sequence[str] = ()
     push: bool = False
@@ -245,6 +246,7 @@ class Build:
             runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
             network=opts.network, source_date_epoch=_source_date_epoch(),
             copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
+            allow=frozenset(opts.allow),
             records=CacheRecords(self.store.db), statcache=StatCache(self.store.db),
             no_cache=lambda stage: opts.no_cache or stage.lower() in no_cache_stages,
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,

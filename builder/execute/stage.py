@@ -63,6 +63,7 @@ class BuildEnv:
     secrets: Mapping[str, Secret]
     ssh: object = None  # builder.execute.ssh.SshAgents of --ssh
     container: Mapping[str, object] = field(default_factory=dict)  # ContainerSpec fields: --add-host...
+    allow: frozenset[str] = frozenset()  # --allow entitlements: security.insecure
     network: str = "default"
     source_date_epoch: int | None = None
     copy_context: object = None  # builder.execute.context.BuildContext (COPY/ADD sources)
@@ -532,6 +533,10 @@ class StageRunner:
         from builder.runtime import Runtime
 
         runtime: Runtime = self.env.runtime  # type: ignore[assignment]
+        privileged = ins.security is ins_.SecurityMode.INSECURE
+        if privileged and "security.insecure" not in self.env.allow:
+            raise ins.error("RUN --security=insecure runs the step with every privilege: "
+                            "allow it with --allow security.insecure")
         self._cache_mounts(ins)
         argv, pipes = shell_command(ins, self._shell())
         env = self.scope.run_env()
@@ -551,7 +556,8 @@ class StageRunner:
                 spec = container_spec(
                     lowers=lowers, upper=upper, argv=argv, env=env,
                     cwd=self.config.working_dir or "/", user=self.config.user, mounts=mounts,
-                    network=network_for(ins, self.env.network), settings=self.env.container,
+                    network=network_for(ins, self.env.network),
+                    settings={**self.env.container, "privileged": privileged},
                 )
                 code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
             if code != 0:

@@ -70,10 +70,11 @@ class ChrootRuntime:
                  "target": target, "readonly": m.readonly, "options": m.options()}
                 for m, target in zip(spec.mounts, container.mount_targets, strict=True)
             ],
-            "masked": list(MASKED_PATHS),
-            "readonly": list(READONLY_PATHS),
-            "capabilities": [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],
-            "seccomp": seccomp.profile(),
+            "masked": [] if spec.privileged else list(MASKED_PATHS),
+            "readonly": [] if spec.privileged else list(READONLY_PATHS),
+            "capabilities": None if spec.privileged else [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],
+            "seccomp": None if spec.privileged else seccomp.profile(),
+            "privileged": spec.privileged,
             "rlimits": [(name, -1 if soft == UNLIMITED else soft, -1 if hard == UNLIMITED else hard)
                         for name, (soft, hard) in spec.rlimits().items()],
             "shm_size": spec.shm_size,

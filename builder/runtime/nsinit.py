@@ -102,7 +102,7 @@ def loopback_up():
         fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
 
 
-def mount_system(root, shm_size):
+def mount_system(root, shm_size, privileged):
     mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
     dev = f"{root}/dev"
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
@@ -116,7 +116,7 @@ def mount_system(root, shm_size):
     # in the order of the OCI spec's mounts, so that /proc/mounts reads as under runc
     mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY)
+    mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | (0 if privileged else MS_RDONLY))
     mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NOEXEC | MS_NODEV)
     mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, f"mode=1777,size={shm_size}")
 
@@ -238,6 +238,8 @@ def pivot(root):
 
 
 def drop_capabilities(keep):
+    if keep is None:  # privileged: keep them all
+        return
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     wanted = {CAPS[name] for name in keep}
@@ -360,7 +362,7 @@ def container_init(plan, errfd, channel):
     # a mount namespace of our own: pivot_root moves every process of a namespace, and the
     # helper (our parent) must stay outside the container's root
     check(libc.unshare(CLONE_NEWNS), "unshare")
-    seccomp = seccomp_filter(plan["seccomp"])
+    seccomp = seccomp_filter(plan["seccomp"]) if plan["seccomp"] is not None else None
     root = plan["rootfs"]
     name = plan["hostname"].encode()
     check(libc.sethostname(name, len(name)), "sethostname")
@@ -369,7 +371,7 @@ def container_init(plan, errfd, channel):
     for key, value in plan["sysctl"].items():  # /proc/sys/net is the current namespace's
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
-    mount_system(root, plan["shm_size"])
+    mount_system(root, plan["shm_size"], plan["privileged"])
     console = open_console(root, channel) if channel is not None else None
     for item in plan["etc"]:
         bind(item["source"], root + item["target"], False)
@@ -378,7 +380,8 @@ def container_init(plan, errfd, channel):
     pivot(root)
     # No device cgroup guards this container as under runc: device nodes that came with the
     # image, or that a bind brings, must not open (and CAP_MKNOD is not given, see chroot.py)
-    mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_NODEV | (MS_RDONLY if plan["readonly_rootfs"] else 0))
+    mount(None, "/", None, MS_BIND | MS_REMOUNT | (0 if plan["privileged"] else MS_NODEV)
+          | (MS_RDONLY if plan["readonly_rootfs"] else 0))
     os.umask(plan["umask"])
     for name, soft, hard in plan["rlimits"]:  # -1: RLIM_INFINITY
         resource.setrlimit(getattr(resource, name), (soft, hard))

@@ -28,6 +28,27 @@ DEFAULT_CAPABILITIES = (
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 )
 
+# Every capability by number, for privileged steps (RUN --security=insecure).
+ALL_CAPABILITIES = tuple(f"CAP_{n}" for n in (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+))
+
+
+def host_capabilities() -> list[str]:
+    """Every capability pybuild itself has, for a privileged step: docker's --privileged asks for
+    all the kernel knows and fails where its own bounding set lacks one (as in some sandboxes)."""
+    mask = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split()[1], 16)
+    return [name for bit, name in enumerate(ALL_CAPABILITIES) if mask >> bit & 1]
+
+
 MASKED_PATHS = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -232,6 +253,7 @@ class ContainerSpec:
     extra_hosts: Sequence[tuple[str, str]] = ()
     shm_size: int = SHM_SIZE
     ulimits: Sequence[Ulimit] = ()
+    privileged: bool = False  # RUN --security=insecure: every capability, no seccomp, /sys writable
 
     def rlimits(self) -> dict[str, tuple[int, int]]:
         """RLIMIT name -> (soft, hard): docker's NOFILE, then ``--ulimit`` over it."""
@@ -274,7 +296,7 @@ def network_sysctls(network: Network) -> dict[str, str]:
     return {}
 
 
-def system_mounts(shm_size: int = SHM_SIZE) -> list[dict[str, Any]]:
+def system_mounts(shm_size: int = SHM_SIZE, *, privileged: bool = False) -> list[dict[str, Any]]:
     """``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue``, ``/sys`` as docker mounts them."""
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -284,7 +306,7 @@ def system_mounts(shm_size: int = SHM_SIZE) -> list[dict[str, Any]]:
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
+         "options": ["nosuid", "noexec", "nodev", "rw" if privileged else "ro"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
@@ -302,7 +324,7 @@ def oci_config(
     ``mount_targets`` are the in-root resolved targets of ``spec.mounts``
     (symlinks already followed inside the rootfs), in the same order.
     """
-    caps = list(DEFAULT_CAPABILITIES)
+    caps = host_capabilities() if spec.privileged else list(DEFAULT_CAPABILITIES)
     process: dict[str, Any] = {
         "terminal": spec.process.terminal,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids),
@@ -314,7 +336,7 @@ def oci_config(
         "rlimits": [{"type": name, "hard": hard, "soft": soft} for name, (soft, hard) in spec.rlimits().items()],
         "noNewPrivileges": False,
     }
-    mounts = system_mounts(spec.shm_size)
+    mounts = system_mounts(spec.shm_size, privileged=spec.privileged)
     for target, source in etc_files.items():
         mounts.append({"destination": target, "type": "bind", "source": str(source),
                        "options": ["rbind", "rprivate", "rw"]})
@@ -333,11 +355,11 @@ def oci_config(
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "resources": {"devices": [{"allow": spec.privileged, "access": "rwm"}]},
             "namespaces": namespaces,
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
+            "maskedPaths": [] if spec.privileged else list(MASKED_PATHS),
+            "readonlyPaths": [] if spec.privileged else list(READONLY_PATHS),
             "sysctl": network_sysctls(spec.network),
-            "seccomp": seccomp.profile(),
+            **({} if spec.privileged else {"seccomp": seccomp.profile()}),
         },
     }

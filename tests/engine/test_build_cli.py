@@ -395,3 +395,23 @@ def test_container_flag_errors(builder: Builder, flags: tuple[str, ...], message
     ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN true\n"}, "container-errors")
     p = builder.build(ctx, *flags, check=False)
     assert p.returncode == 125 and message in p.stderr and b"Traceback" not in p.stderr, p.stderr
+
+
+def test_run_security_insecure_needs_allow_and_then_runs_privileged(builder: Builder) -> None:
+    """BuildKit's entitlement: refused without --allow security.insecure; with it, every capability
+    pybuild has (docker's --privileged asks for all the kernel knows, and fails where a sandbox
+    lacks one), no seccomp filter, /sys writable; the next step is confined again."""
+    probe = ("(grep -E '^(CapEff|Seccomp):' /proc/self/status; mkdir -p /mnt/t && mount -t tmpfs none /mnt/t "
+             "&& echo mounted; umount /mnt/t; grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)")
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN --security=insecure {probe} > /out 2>&1 "
+                           f"# {uuid.uuid4().hex}\nRUN {probe} > /out2 2>&1 || true\n"}, "insecure")
+    refused = builder.build(ctx, check=False)
+    assert refused.returncode == 1 and b"Dockerfile:2" in refused.stderr and b"--allow security.insecure" in refused.stderr
+    own = next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+               if line.startswith("CapBnd:"))
+    for isolation in ("runc", "crun", "chroot"):
+        builder.build(ctx, "--no-cache", "--allow", "security.insecure", "--isolation", isolation,
+                      "-t", f"cli-insecure:{isolation}")
+        out = builder.run(f"cli-insecure:{isolation}", "cat", "/out", "/out2").stdout.decode().splitlines()
+        assert out[:4] == [f"CapEff:\t{own}", "Seccomp:\t0", "mounted", "rw"], (isolation, out)
+        assert out[5] == "Seccomp:\t2" and "mounted" not in out[4:] and out[-1] == "ro", (isolation, out)
