@@ -53,7 +53,8 @@ class BuildOptions:
     secrets: Sequence[str] = ()
     ssh: Sequence[str] = ()  # --ssh default|ID[=SOCKET|KEY[,KEY...]]
     build_contexts: Sequence[str] = ()  # --build-context NAME=VALUE
-    allow: Sequence[str] = ()  # --allow security.insecure|network.host
+    allow: Sequence[str] = ()  # --allow security.insecure|network.host|device
+    cdi_spec_dirs: Sequence[str] = ()  # --cdi-spec-dir
     container: Mapping[str, object] = field(default_factory=dict)  # --add-host, --shm-size, --ulimit
     outputs: Sequence[str] = ()
     push: bool = False
@@ -247,6 +248,7 @@ class Build:
             network=opts.network, source_date_epoch=_source_date_epoch(),
             copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
             allow=frozenset(opts.allow),
+            cdi_spec_dirs=tuple(Path(d) for d in opts.cdi_spec_dirs) or None,
             records=CacheRecords(self.store.db), statcache=StatCache(self.store.db),
             no_cache=lambda stage: opts.no_cache or stage.lower() in no_cache_stages,
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,

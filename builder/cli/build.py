@@ -38,8 +38,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
                    help="a named context for FROM / COPY --from / RUN --mount=from: a directory, "
                         "docker-image://REF or oci-layout://DIR[:TAG]")
-    p.add_argument("--allow", action="append", default=[], choices=("security.insecure", "network.host"),
-                   metavar="ENTITLEMENT", help="allow security.insecure (RUN --security=insecure) or network.host")
+    p.add_argument("--allow", action="append", default=[], choices=("security.insecure", "network.host", "device"),
+                   metavar="ENTITLEMENT",
+                   help="allow security.insecure (RUN --security=insecure), device (RUN --device) or network.host")
+    p.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
+                   help="read CDI device specs here (default: /etc/cdi, /var/run/cdi, /etc/buildkit/cdi)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="forward an SSH agent or keys to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)")
     add_container_flags(p)
@@ -99,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
         no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
         platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh), build_contexts=tuple(args.build_context),
-        allow=tuple(args.allow),
+        allow=tuple(args.allow), cdi_spec_dirs=tuple(args.cdi_spec_dir),
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
         isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),

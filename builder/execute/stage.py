@@ -78,8 +78,10 @@ class BuildEnv:
     imported: object = None  # cache.remote.ImportedCache of --cache-from, asked after a local miss
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
+    cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
     _runtime: object = None
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock)
+    _cdi: object = None
 
     @property
     def runtime(self):  # type: ignore[no-untyped-def]
@@ -87,6 +89,20 @@ class BuildEnv:
             if self._runtime is None:
                 self._runtime = self.runtime_factory()
             return self._runtime
+
+    def cdi(self):  # type: ignore[no-untyped-def]
+        """The CDI devices of this machine, read when a step first asks for one."""
+        from builder.runtime.cdi import Registry
+
+        with self._runtime_lock:
+            if self._cdi is None:
+                self._cdi = Registry.load(self.cdi_dirs())
+            return self._cdi
+
+    def cdi_dirs(self) -> tuple[Path, ...]:
+        from builder.runtime.cdi import DEFAULT_SPEC_DIRS
+
+        return self.cdi_spec_dirs or DEFAULT_SPEC_DIRS
 
     def created(self) -> str:
         if self.source_date_epoch is not None:
@@ -537,9 +553,13 @@ class StageRunner:
         if privileged and "security.insecure" not in self.env.allow:
             raise ins.error("RUN --security=insecure runs the step with every privilege: "
                             "allow it with --allow security.insecure")
+        device_settings = self._devices(ins, handle)
         self._cache_mounts(ins)
         argv, pipes = shell_command(ins, self._shell())
         env = self.scope.run_env()
+        for item in device_settings.pop("env", ()):  # type: ignore[attr-defined]
+            key, _, value = item.partition("=")
+            env[key] = value
         lowers = self.lowers()
         upper_root = self.env.store.temp_path(".run")
         upper_root.mkdir(mode=0o755)
@@ -555,9 +575,10 @@ class StageRunner:
             with prepared_mounts(ins, res, env, pipes) as mounts:
                 spec = container_spec(
                     lowers=lowers, upper=upper, argv=argv, env=env,
-                    cwd=self.config.working_dir or "/", user=self.config.user, mounts=mounts,
+                    cwd=self.config.working_dir or "/", user=self.config.user,
+                    mounts=[*mounts, *device_settings.pop("mounts", ())],  # type: ignore[misc]
                     network=network_for(ins, self.env.network),
-                    settings={**self.env.container, "privileged": privileged},
+                    settings={**self.env.container, "privileged": privileged, **device_settings},
                 )
                 code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
             if code != 0:
@@ -584,6 +605,37 @@ class StageRunner:
             if not keep_upper:
                 shutil.rmtree(upper, ignore_errors=True)
             shutil.rmtree(upper_root, ignore_errors=True)
+
+    def _devices(self, ins: ins_.Run, handle: StepHandle) -> dict[str, object]:
+        """What ``RUN --device`` requests add to the container (CDI edits), checked as BuildKit does."""
+        if not ins.devices:
+            return {}
+        from builder.runtime import Mount
+        from builder.runtime.cdi import Edits
+
+        edits = Edits()
+        for request in ins.devices:
+            registry = self.env.cdi()
+            found = registry.resolve(request.name)
+            if not found:
+                if request.required:
+                    unread = "".join(f"; {e}" for e in registry.errors)
+                    raise ins.error(f"device {request.name} is requested but no CDI spec describes it "
+                                    "(looked in " + ", ".join(str(d) for d in self.env.cdi_dirs()) + f"){unread}")
+                self.env.progress.warning(f"{self.env.dockerfile_name}:{ins.start_line}: optional device "
+                                          f"{request.name} is not on this machine; the step runs without it")
+                continue
+            for device in found:
+                if not device.autoallow and "device" not in self.env.allow:
+                    raise ins.error(f"device {device.name} is requested by the build but not allowed: "
+                                    "allow it with --allow device, or annotate its CDI spec "
+                                    "org.mobyproject.buildkit.device.autoallow: true")
+                edits += device.edits
+        return {
+            "env": edits.env, "devices": edits.nodes, "hooks": edits.hooks,
+            "mounts": [Mount.bind(Path(host), target, readonly="ro" in options)
+                       for host, target, options in edits.mounts],
+        }
 
     def _cache_mounts(self, ins: ins_.Run) -> None:
         """Note the RUN's cache mounts (for --cache-to); seed new ones from --cache-from."""

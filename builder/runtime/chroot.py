@@ -52,6 +52,9 @@ class ChrootRuntime:
 
     def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
+        if spec.hooks:
+            raise ContainerError("the step's CDI device has OCI hooks, which need an OCI runtime: "
+                                 "build with --isolation runc or crun")
         with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
             return self._run(spec, container, stdout, stdin)
 
@@ -75,6 +78,7 @@ class ChrootRuntime:
             "capabilities": None if spec.privileged else [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],
             "seccomp": None if spec.privileged else seccomp.profile(),
             "privileged": spec.privileged,
+            "devices": [(d.path, d.type, d.major, d.minor, d.file_mode, d.uid, d.gid) for d in spec.devices],
             "rlimits": [(name, -1 if soft == UNLIMITED else soft, -1 if hard == UNLIMITED else hard)
                         for name, (soft, hard) in spec.rlimits().items()],
             "shm_size": spec.shm_size,

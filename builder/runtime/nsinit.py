@@ -121,6 +121,25 @@ def mount_system(root, shm_size, privileged):
     mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, f"mode=1777,size={shm_size}")
 
 
+def make_devices(root, devices):
+    """CDI device nodes, on the /dev tmpfs (their paths were checked to be under /dev/)."""
+    for path, kind, major, minor, mode, uid, gid in devices:
+        target = root + path
+        current = root + "/dev"
+        for part in path.split("/")[2:-1]:  # never through a link (/dev/fd is one)
+            current += "/" + part
+            if os.path.islink(current):
+                raise SetupError(f"CDI device node {path}: {current[len(root):]} is a link")
+            if not os.path.isdir(current):
+                os.mkdir(current, 0o755)
+        node = {"b": stat.S_IFBLK, "p": stat.S_IFIFO}.get(kind, stat.S_IFCHR)
+        if os.path.lexists(target):  # one of ours (/dev/null...): the device's own replaces it
+            os.unlink(target)
+        os.mknod(target, mode | node, os.makedev(major, minor))
+        os.chmod(target, mode)
+        os.chown(target, uid, gid)
+
+
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
 TIOCSCTTY = 0x540E
@@ -372,6 +391,7 @@ def container_init(plan, errfd, channel):
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
     mount_system(root, plan["shm_size"], plan["privileged"])
+    make_devices(root, plan["devices"])
     console = open_console(root, channel) if channel is not None else None
     for item in plan["etc"]:
         bind(item["source"], root + item["target"], False)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.runtime import seccomp
+from builder.runtime.cdi import DeviceNode, Hook
 from builder.runtime.users import ExecUser
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -254,6 +255,8 @@ class ContainerSpec:
     shm_size: int = SHM_SIZE
     ulimits: Sequence[Ulimit] = ()
     privileged: bool = False  # RUN --security=insecure: every capability, no seccomp, /sys writable
+    devices: Sequence[DeviceNode] = ()  # CDI device nodes (RUN --device), under /dev
+    hooks: Sequence[Hook] = ()  # CDI hooks (runc and crun only)
 
     def rlimits(self) -> dict[str, tuple[int, int]]:
         """RLIMIT name -> (soft, hard): docker's NOFILE, then ``--ulimit`` over it."""
@@ -348,14 +351,21 @@ def oci_config(
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network is Network.NONE:
         namespaces.append({"type": "network"})
+    hooks: dict[str, list[dict[str, Any]]] = {}
+    for hook in spec.hooks:
+        hooks.setdefault(hook.name, []).append(hook.oci())
     return {
         "ociVersion": "1.0.2",
+        **({"hooks": hooks} if hooks else {}),
         "process": process,
         "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
-            "resources": {"devices": [{"allow": spec.privileged, "access": "rwm"}]},
+            "resources": {"devices": [{"allow": spec.privileged, "access": "rwm"}] + [
+                {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": d.permissions}
+                for d in spec.devices]},
+            "devices": [d.oci() for d in spec.devices],
             "namespaces": namespaces,
             "maskedPaths": [] if spec.privileged else list(MASKED_PATHS),
             "readonlyPaths": [] if spec.privileged else list(READONLY_PATHS),
