@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add_container_flags(p)
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,dest=PATH]",
                    help="output: type=image|oci|docker|tar|local[,dest=PATH][,push=true]")
+    p.add_argument("--load", action="store_true",
+                   help="keep the image in pybuild's store (what every build does; for docker buildx scripts)")
     p.add_argument("--push", action="store_true", help="push the image to its registry (-o type=image,push=true)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
@@ -64,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--explain", action="store_true", help="print why each step missed the cache, then stop")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="allow plain HTTP and unverified TLS for this registry")
+    p.add_argument("--check", action="store_true",
+                   help="run the build checks only, as `pybuild lint` (docker build --check)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the Dockerfile and print its parse and stage plan; build nothing")
     p.set_defaults(func=_run)
@@ -91,6 +95,11 @@ def container_settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.check:
+        from builder.cli.frontend import lint_command
+
+        return lint_command(argparse.Namespace(path=args.context, file=args.file, build_arg=args.build_arg,
+                                               target=args.target, format="text", debug=args.debug))
     if args.dry_run:
         from builder.cli._dryrun import run_build
 

@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
                    help="a build-time variable, as for build (affects FROM and ARG checks)")
     p.add_argument("--target", metavar="STAGE", help="check only the stages this target needs")
-    p.set_defaults(func=_lint)
+    p.set_defaults(func=lint_command)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,8 @@ def _parse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lint(args: argparse.Namespace) -> int:
+def lint_command(args: argparse.Namespace) -> int:
+    """``pybuild lint``, also ``pybuild build --check``."""
     source = read_dockerfile(args.path, args.file)
     dockerfile = load_dockerfile(source)
     build_args = parse_build_args(args.build_arg)

@@ -415,3 +415,13 @@ def test_run_security_insecure_needs_allow_and_then_runs_privileged(builder: Bui
         out = builder.run(f"cli-insecure:{isolation}", "cat", "/out", "/out2").stdout.decode().splitlines()
         assert out[:4] == [f"CapEff:\t{own}", "Seccomp:\t0", "mounted", "rw"], (isolation, out)
         assert out[5] == "Seccomp:\t2" and "mounted" not in out[4:] and out[-1] == "ro", (isolation, out)
+
+
+def test_check_runs_the_build_checks_only(builder: Builder) -> None:
+    """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run."""
+    marker = uuid.uuid4().hex
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {marker}\nCMD echo hi\n"}, "check-only")
+    p = builder.build(ctx, "--check", "--load", "-t", "check-only:1")
+    assert b"JSONArgsRecommended" in p.stdout and b"Check complete, 1 warning has been found!" in p.stdout
+    assert marker.encode() not in p.stdout + p.stderr
+    assert run_pybuild("inspect", "check-only:1", root=builder.root).returncode != 0
