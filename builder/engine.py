@@ -140,6 +140,7 @@ class Build:
 
     def _load_context(self, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
         from builder.execute.context import BuildContext
+        from builder.execute.named import is_remote_context
 
         opts = self.options
         stdin = opts.stdin if opts.stdin is not None else sys.stdin.buffer
@@ -152,6 +153,10 @@ class Build:
             context, stdin_dockerfile = self._stdin_context(stdin, stack)
             if stdin_dockerfile is not None:
                 dockerfile_bytes = stdin_dockerfile
+        elif is_remote_context(opts.context):
+            context, remote_dockerfile = self._remote_context(stack)
+            if remote_dockerfile is not None and dockerfile_bytes is None:
+                dockerfile_bytes = remote_dockerfile
         else:
             root = Path(opts.context)
             if not root.is_dir():
@@ -181,6 +186,23 @@ class Build:
         else:
             name = "Dockerfile"
         return context, dockerfile_bytes, name
+
+    def _remote_context(self, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
+        """``pybuild build URL``, as docker: a git repository (``#ref:subdir``) or an archive over
+        http(s) is the context; a plain file there is the Dockerfile, with an empty context."""
+        from builder.execute.context import BuildContext
+        from builder.execute.named import fetch_url
+        from builder.runtime.cleanup import temp_dir
+
+        scratch = temp_dir(self.store.root / "run", "context")
+        stack.callback(shutil.rmtree, scratch, True)
+        root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}")
+        if single is not None:
+            data = single.read_bytes()
+            single.unlink()
+            return BuildContext.from_dir(root, None), data
+        dockerfile = root / self.options.dockerfile if self.options.dockerfile not in (None, "-") else None
+        return BuildContext.from_dir(root, dockerfile), None
 
     def _stdin_context(self, stdin, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
         """``pybuild build -``: a tar (plain, gzip, zstd) is the context; anything else is the

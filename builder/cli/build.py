@@ -14,9 +14,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="build an image from a Dockerfile (the default command)",
         description="Build an image from a Dockerfile. PATH is the build context: a directory, "
         "or - to read a tar archive from stdin.",
-        usage="pybuild build [OPTIONS] PATH | -",
+        usage="pybuild build [OPTIONS] PATH | URL | -",
     )
-    p.add_argument("context", metavar="PATH", help="build context directory, or - for a tar on stdin")
+    p.add_argument("context", metavar="PATH", help="build context: a directory, a git or http(s) URL, or - for a tar on stdin")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
                    help="name and optionally a tag (may be given several times)")
     p.add_argument("-f", "--file", metavar="FILE",

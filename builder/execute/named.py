@@ -73,8 +73,22 @@ class NamedContext:
 
 
 def fetch(named: NamedContext, scratch: Path) -> Path:
-    """A URL context's files in a directory under ``scratch``: a git checkout (without ``.git``
-    unless ``keep-git-dir=true``, as BuildKit) or an unpacked archive (a plain file: that file)."""
+    """A URL context's files in a directory under ``scratch`` (see :func:`fetch_url`)."""
+    assert named.url is not None
+    return fetch_url(named.url, scratch, f"--build-context {named.name}")[0]
+
+
+def is_remote_context(text: str) -> bool:
+    """docker's remote build contexts: a git repository (also ``github.com/...``) or an http(s) URL."""
+    from builder.execute.add import is_git_source, is_url
+
+    return is_git_source(text) or is_url(text) or text.startswith("github.com/")
+
+
+def fetch_url(url: str, scratch: Path, what: str) -> tuple[Path, Path | None]:
+    """The files of a git repository (a checkout, without ``.git`` unless ``keep-git-dir=true``,
+    as BuildKit) or of an archive over http(s), in a directory under ``scratch``; and, when the
+    URL held a plain file and not an archive, that file (docker takes it as the Dockerfile)."""
     import shutil
 
     from builder.errors import BuildContextError, CopyError
@@ -82,24 +96,30 @@ def fetch(named: NamedContext, scratch: Path) -> Path:
     from builder.execute.copy import CopySpec
     from builder.execute.rootfs import RootfsView
 
-    assert named.url is not None
-    spec = CopySpec(sources=(named.url,), dest="/", is_add=True)
+    git = is_git_source(url) or url.startswith("github.com/")
+    if url.startswith("github.com/"):  # docker's shorthand
+        url = "https://" + url
+    spec = CopySpec(sources=(url,), dest="/", is_add=True)
     try:
-        if is_git_source(named.url):
-            clone(named.url, spec, scratch)  # checks that the subdirectory stays in the checkout
-            ref = parse_git_ref(named.url, spec)
+        if git:
+            clone(url, spec, scratch)  # checks that the subdirectory stays in the checkout
+            ref = parse_git_ref(url, spec)
             checkout = scratch / "git-0"
             if not ref.subdir:
                 if not ref.keep_git_dir:
                     shutil.rmtree(checkout / ".git", ignore_errors=True)
-                return checkout
-            return checkout.joinpath(*RootfsView([checkout], overlay=False).resolve(ref.subdir).parts)
-        item = download(named.url, spec, scratch, now=0)
+                return checkout, None
+            return checkout.joinpath(*RootfsView([checkout], overlay=False).resolve(ref.subdir).parts), None
+        item = download(url, spec, scratch, now=0)
         root = scratch / "context"
         root.mkdir()
-        if not extract_archive(item.files[0].host, root):  # type: ignore[arg-type]
-            shutil.move(item.files[0].host, root / item.path)  # type: ignore[arg-type]
-        return root
+        downloaded = item.files[0].host
+        assert downloaded is not None
+        if extract_archive(downloaded, root):
+            return root, None
+        single = root / item.path
+        shutil.move(downloaded, single)
+        return root, single
     except CopyError as err:
         message = str(err).replace(f"{spec.command} failed: ", "", 1)
-        raise BuildContextError(f"--build-context {named.name}: {message}") from None
+        raise BuildContextError(f"{what}: {message}") from None

@@ -117,3 +117,47 @@ def test_bad_build_contexts_are_refused_clearly(builder: Builder, tmp_path: Path
         assert p.returncode == 125 and message in p.stderr and b"Traceback" not in p.stderr, (value, p.stderr)
     p = builder.build(ctx, "--build-context", f"x={git_daemon}#no-such-ref", check=False)
     assert p.returncode != 0 and b"--build-context x: cloning" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_remote_build_contexts_as_docker_build(builder: Builder, git_daemon: str, git_repo: Path,
+                                               tmp_path: Path) -> None:
+    """``pybuild build URL``: a git repository (with #ref:subdir), a tar.gz over http, and a plain
+    Dockerfile over http (empty context), as docker build takes them."""
+    import subprocess
+
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(git_repo), str(work)], check=True)
+    (work / "Dockerfile").write_text("FROM busybox:local\nCOPY . /ctx/\nRUN ls -A /ctx > /list\n")
+    env_args = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", *env_args, "add", "Dockerfile"], cwd=work, check=True)
+    subprocess.run(["git", *env_args, "commit", "-qm", "dockerfile"], cwd=work, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:refs/heads/with-dockerfile"], cwd=work, check=True,
+                   capture_output=True)
+    def build_url(url: str, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+        return run_pybuild("build", *args, url, root=builder.root, check=check)
+
+    build_url(f"{git_daemon}#with-dockerfile", "-t", "remote-git:1")
+    assert builder.run("remote-git:1", "cat", "/list").stdout.decode().split() == ["Dockerfile", "README", "src"]
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "ctx.tar.gz", "w:gz") as tf:
+        for name, data in {"Dockerfile": b"FROM busybox:local\nCOPY hello /hello\n", "hello": b"over http\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (served / "Dockerfile.plain").write_text("FROM busybox:local\nRUN echo plain > /plain\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        build_url(f"{base}/ctx.tar.gz", "-t", "remote-tar:1")
+        build_url(f"{base}/Dockerfile.plain", "-t", "remote-plain:1")
+        missing = build_url(f"{base}/nothing.tar", check=False)
+    finally:
+        server.shutdown()
+    assert builder.run("remote-tar:1", "cat", "/hello").stdout == b"over http\n"
+    assert builder.run("remote-plain:1", "cat", "/plain").stdout == b"plain\n"
+    assert missing.returncode != 0 and b"HTTP 404" in missing.stderr and b"Traceback" not in missing.stderr
+    assert list((builder.root / "run" / "tmp").glob("*-context-*")) == []
