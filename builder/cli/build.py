@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "build",
         parents=[common],
         help="build an image from a Dockerfile (the default command)",
-        description="Build an image from a Dockerfile. PATH is the build context: a directory, "
+        description="Build an image from a Dockerfile. PATH is the build context: a directory, a git or http(s) URL, "
         "or - to read a tar archive from stdin.",
         usage="pybuild build [OPTIONS] PATH | URL | -",
     )
