@@ -353,6 +353,7 @@ class Build:
             final = DerivedImage(list(final.layers()), replace(config, config=replace(config.config, labels=labels)))
         for name in unused_build_args(build_args, declared):
             self.progress.warning(f"build-arg {name} was not consumed")
+        final = self._inline_cache(final, env, results[plan.target].key, imported, build_args)
         tags = tuple(opts.tags)
         if imported is not None:
             imported.prefetch(final.layers())  # the final image's cached layers, concurrently
@@ -394,12 +395,39 @@ class Build:
         return load_imports(self.options.cache_from, self.store, self.progress,
                             tuple(self.options.insecure_registries))
 
+    def _inline_cache(self, final: Image, env: BuildEnv, final_key: str, imported,  # type: ignore[no-untyped-def]
+                      build_args: Mapping[str, str]) -> Image:
+        """``--cache-to type=inline`` (or BuildKit's BUILDKIT_INLINE_CACHE=1): the final image's step
+        records in its config. A base image's inline cache is never inherited."""
+        from cache.remote import (
+            INLINE_KEY,
+            CacheMode,
+            CacheSpec,
+            CacheType,
+            inline_cache,
+            select_keys,
+        )
+
+        wanted = build_args.get("BUILDKIT_INLINE_CACHE", "").lower() in ("1", "true") or any(
+            CacheSpec.parse(t, export=True).type is CacheType.INLINE for t in self.options.cache_to)
+        config = final.config_file()
+        extra = {k: v for k, v in config.extra.items() if k != INLINE_KEY}
+        if wanted:
+            keys = select_keys(env.records, env.used_keys, final_key, CacheMode.MIN)  # type: ignore[arg-type]
+            extra[INLINE_KEY] = inline_cache(env.records, imported, keys,  # type: ignore[arg-type]
+                                             [str(layer.diff_id()) for layer in final.layers()])
+        elif INLINE_KEY not in config.extra:
+            return final
+        return DerivedImage(list(final.layers()), replace(config, extra=extra))
+
     def _export_cache(self, env: BuildEnv, final_key: str, imported) -> None:  # type: ignore[no-untyped-def]
         """--cache-to: write the records (and their layers) of this build's steps."""
-        from cache.remote import CacheSpec, export_cache, select_keys
+        from cache.remote import CacheSpec, CacheType, export_cache, select_keys
 
         for text in self.options.cache_to:
             spec = CacheSpec.parse(text, export=True)
+            if spec.type is CacheType.INLINE:
+                continue  # written with the image
             keys = select_keys(env.records, env.used_keys, final_key, spec.mode)  # type: ignore[arg-type]
             try:
                 export_cache(spec, self.store, env.records, keys, imported=imported,  # type: ignore[arg-type]

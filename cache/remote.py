@@ -59,6 +59,11 @@ TRANSFER_WORKERS = 4
 class CacheType(StrEnum):
     REGISTRY = "registry"
     LOCAL = "local"
+    INLINE = "inline"  # --cache-to only: the records ride in the image's own config
+
+
+# The image config key of an inline cache (BuildKit's is moby.buildkit.cache.v0).
+INLINE_KEY = "pybuild.cache.v1"
 
 
 class CacheMode(StrEnum):
@@ -85,6 +90,8 @@ class CacheSpec:
     def description(self) -> str:
         if self.type is CacheType.REGISTRY:
             return self.ref
+        if self.type is CacheType.INLINE:
+            return "inline (in the image config)"
         return f"{self.path}:{self.tag}"
 
     @classmethod
@@ -103,7 +110,7 @@ class CacheSpec:
         try:
             kind = CacheType(fields.pop("type", "registry"))
         except ValueError:
-            raise UsageError(f"invalid {flag} value {text!r}: type must be registry or local") from None
+            raise UsageError(f"invalid {flag} value {text!r}: type must be registry, local or inline") from None
         mode = _choice(fields.pop("mode", "min"), CacheMode, flag, "mode")
         compression = _choice(fields.pop("compression", "gzip"), Compression, flag, "compression")
         if compression is Compression.NONE:
@@ -119,7 +126,15 @@ class CacheSpec:
             fields.pop(ignored, None)
         common = {"mode": mode, "compression": compression, "cache_mounts": mounts_text in ("true", "1"),
                   "ignore_error": ignore_text in ("true", "1")}
-        if kind is CacheType.REGISTRY:
+        if kind is CacheType.INLINE:
+            if not export:
+                raise UsageError(f"invalid {flag} value {text!r}: an inline cache is read from its image: "
+                                 "--cache-from REF")
+            if mode is CacheMode.MAX:
+                raise UsageError(f"invalid {flag} value {text!r}: an inline cache holds the final image's "
+                                 "steps only (mode=min); use type=registry for mode=max")
+            spec = cls(CacheType.INLINE, **common)  # type: ignore[arg-type]
+        elif kind is CacheType.REGISTRY:
             ref = fields.pop("ref", "")
             if not ref:
                 raise UsageError(f"invalid {flag} value {text!r}: type=registry needs ref=")
@@ -153,6 +168,9 @@ class CacheTarget(Protocol):
 
     def read_manifest(self) -> bytes | None:
         """The artifact's manifest bytes, or None when there is none yet."""
+
+    def read_child(self, descriptor: Descriptor) -> bytes:
+        """A manifest that the ref's index names (verified against ``descriptor``)."""
 
     def blob_source(self) -> BlobSource:
         """Where the artifact's blobs are opened."""
@@ -193,6 +211,14 @@ class RegistryTarget:
         except RemoteImageNotFoundError:
             return None
         if self.ref.digest is not None and Digest.of(raw) != self.ref.digest:
+            raise CacheError(f"cache {self.description}: the registry sent a manifest with another digest")
+        return raw
+
+    def read_child(self, descriptor: Descriptor) -> bytes:
+        """A manifest an index names."""
+        raw, _ = self.client.get_manifest(self.ref.repository, str(descriptor.digest), (
+            MediaType.OCI_MANIFEST.value, MediaType.DOCKER_MANIFEST.value))
+        if Digest.of(raw) != descriptor.digest:
             raise CacheError(f"cache {self.description}: the registry sent a manifest with another digest")
         return raw
 
@@ -253,6 +279,9 @@ class LocalTarget:
                 desc = Descriptor.from_dict(entry)
                 return read_verified(_DirBlobSource(self.root), desc, "cache manifest")
         return None
+
+    def read_child(self, descriptor: Descriptor) -> bytes:
+        return read_verified(_DirBlobSource(self.root), descriptor, "manifest")
 
     def blob_source(self) -> BlobSource:
         return _DirBlobSource(self.root)
@@ -432,7 +461,11 @@ class ImportedCache:
         if raw is None:
             self._warn(f"cache {target.description} not found: building without it")
             return 0
-        manifest = Manifest.from_bytes(raw)
+        manifest = _image_manifest(target, raw)
+        if manifest.config.media_type in (MediaType.OCI_CONFIG, MediaType.DOCKER_CONFIG):
+            added = self._load_inline(target, manifest)
+            self.stats.records += added
+            return added
         if manifest.config.media_type != MediaType.PYBUILD_CACHE_CONFIG:
             raise CacheError(
                 f"cache {target.description} is not a pybuild cache (its config is "
@@ -457,6 +490,43 @@ class ImportedCache:
             if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id and cache_id not in self.mounts:
                 self.mounts[cache_id] = (desc, source, target.description)
         self.stats.records += added
+        return added
+
+    def _load_inline(self, target: CacheTarget, manifest: Manifest) -> int:
+        """An image built with ``--cache-to type=inline``: its records, whose layers are its own."""
+        if manifest.config.size > MAX_CONFIG_SIZE:
+            raise CacheError(f"image {target.description}: config of {manifest.config.size} bytes is too large")
+        source = target.blob_source()
+        try:
+            config = json.loads(read_verified(source, manifest.config, "image config"))
+            inline = config.get(INLINE_KEY)
+            diff_ids = list(config["rootfs"]["diff_ids"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CacheError(f"image {target.description}: unreadable config ({err})") from None
+        if inline is None:
+            self._warn(f"image {target.description} carries no build cache (build it with "
+                       "--cache-to type=inline): building without it")
+            return 0
+        if not isinstance(inline, dict) or inline.get("version") != CONFIG_VERSION:
+            raise CacheError(f"image {target.description}: inline cache version "
+                             f"{inline.get('version') if isinstance(inline, dict) else '?'!r} is not supported")
+        added = 0
+        for item in inline.get("records", []):
+            try:
+                index = item.get("layer")
+                if index is not None:
+                    if not (isinstance(index, int) and 0 <= index < len(manifest.layers) == len(diff_ids)):
+                        raise ValueError(f"layer index {index!r} is not one of the image's")
+                    if item["result"].get("diff_id") != diff_ids[index]:
+                        raise ValueError(f"layer {index} of the image is not the record's")
+                    item = {**item, "layer": str(manifest.layers[index].digest)}
+                record = _record_from_json(item, {str(d.digest): d for d in manifest.layers}, source,
+                                           target.description)
+            except (KeyError, TypeError, ValueError, AttributeError, PybuildError) as err:
+                raise CacheError(f"image {target.description}: invalid inline cache record: {err}") from None
+            if record.key not in self.records:
+                self.records[record.key] = record
+                added += 1
         return added
 
     def _warn(self, text: str) -> None:
@@ -571,6 +641,43 @@ def _mount_annotation() -> str:
     from cache.mounts import ID_ANNOTATION
 
     return ID_ANNOTATION
+
+
+def _image_manifest(target: CacheTarget, raw: bytes) -> Manifest:
+    """The manifest itself, or, for an index (an image pushed for several platforms), the host's."""
+    from builder.image.manifest import Index, parse_manifest
+    from builder.image.platform import Platform
+    from builder.registry.remote import select_platform
+
+    parsed = parse_manifest(raw)
+    if isinstance(parsed, Index):
+        chosen = select_platform(parsed, Platform.host(), f"cache {target.description}")
+        parsed = parse_manifest(target.read_child(chosen))
+        if isinstance(parsed, Index):
+            raise CacheError(f"cache {target.description}: an index inside an index")
+    return parsed
+
+
+def inline_cache(records: CacheRecords, imported: ImportedCache | None, keys: Sequence[str],
+                 diff_ids: Sequence[str]) -> dict[str, Any]:
+    """``--cache-to type=inline``: the records of ``keys`` (the final image's steps) for its config,
+    each layer named by its index in the image, whose layers carry them."""
+    positions = {d: i for i, d in enumerate(diff_ids)}
+    entries = []
+    for key in keys:
+        local = records.get(key)
+        remote = imported.get(key) if imported is not None else None
+        found = local or remote
+        if found is None:
+            continue
+        entry: dict[str, Any] = {"key": key, "parent": found.parent, "result": found.result.to_json(),
+                                 "inputs": found.inputs}
+        if found.result.diff_id is not None:
+            if found.result.diff_id not in positions:
+                continue  # not a layer of this image
+            entry["layer"] = positions[found.result.diff_id]
+        entries.append(entry)
+    return {"version": CONFIG_VERSION, "records": entries}
 
 
 def _store_source(store: Store) -> BlobSource:

@@ -60,9 +60,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto",
                    help="how RUN steps are isolated (default: the first of runc, crun, chroot found)")
     p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=REF",
-                   help="import build cache (type=registry,ref=REF or type=local,src=DIR)")
+                   help="import build cache (type=registry,ref=REF, type=local,src=DIR, or an image REF "
+                        "built with --cache-to type=inline)")
     p.add_argument("--cache-to", action="append", default=[], metavar="type=registry,ref=REF",
-                   help="export build cache (type=registry,ref=REF or type=local,dest=DIR)")
+                   help="export build cache (type=registry,ref=REF, type=local,dest=DIR or type=inline)")
     p.add_argument("--explain", action="store_true", help="print why each step missed the cache, then stop")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="allow plain HTTP and unverified TLS for this registry")
