@@ -287,57 +287,75 @@ class Build:
         self.progress.set_total(total_steps)
         declared: set[str] = set(global_scope.declared)
 
-        def stage_lookup_for(current: int, results: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
-            def lookup(name: str) -> StageResult | Image:
-                index = None if resolver.named_context(name) else _stage_index(dockerfile.stages, name, current)
-                if index is not None:
-                    if index not in results:
-                        raise BuildError(f"stage {name} is not built yet (internal planning error)")
-                    return results[index]
-                return resolver.resolve(name)
-            return lookup
+        def work_for(env_: BuildEnv, probed: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
+            """The stage work of one pass; ``probed``: a probe's results, for stages this pass skips."""
 
-        def work(index: int, results: Mapping[int, StageResult], cancel: threading.Event) -> StageResult:
-            stage = stages[index]
-            planned = needed[index]
-            from_ = global_scope.expand_from(stage.from_)
-            if from_.platform:
-                wanted = Platform.parse(from_.platform)
-                if not host.matches(wanted):
-                    raise from_.error(
-                        f"FROM --platform={from_.platform}: pybuild builds for the host platform "
-                        f"{host} only", InstructionError)
-            label = planned.display_name()
-            handle = self.progress.start(f"[{label} 1/{len(stage.commands) + 1}] FROM {from_.base_name}")
-            if planned.base_stage is not None:
-                parent = results[planned.base_stage]
-                base_image, scope = parent.image, parent.scope.child()
-                key, base_text = parent.key, f"stage {parent.key}"
-            else:
-                base_image = self._resolve_base(resolver, from_)
-                scope = global_scope.stage_scope(base_image.config_file().config.env)
-                digest = "" if from_.base_name == "scratch" else str(base_image.digest())
-                key = base_key(from_.base_name, digest)
-                base_text = f"{from_.base_name}@{digest}" if digest else "scratch"
-            self.progress.done(handle)
-            triggers = _triggers(base_image, dockerfile_name, from_)
-            runner = StageRunner(env, label=label, base=base_image, scope=scope,
-                                 stage_lookup=stage_lookup_for(index, results), cancel=cancel,
-                                 total=len(stage.commands) + len(triggers) + 1, key=key,
-                                 stage_index=index)
-            runner.first_step_sources = {"base": base_text}
-            runner.step = 1
-            runner.run(stage.commands, triggers=triggers)
-            declared.update(scope.visible_args())
-            return StageResult(image=runner.image(), scope=runner.scope, lowers=runner.lowers,
-                               key=runner.key)
+            def stage_lookup_for(current: int, results: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
+                def lookup(name: str) -> StageResult | Image:
+                    index = None if resolver.named_context(name) else _stage_index(dockerfile.stages, name, current)
+                    if index is not None:
+                        found = results.get(index) or probed.get(index)
+                        if found is None:
+                            raise BuildError(f"stage {name} is not built yet (internal planning error)")
+                        return found
+                    return resolver.resolve(name)
+                return lookup
+
+            def work(index: int, results: Mapping[int, StageResult], cancel: threading.Event) -> StageResult:
+                stage = stages[index]
+                planned = needed[index]
+                from_ = global_scope.expand_from(stage.from_)
+                if from_.platform:
+                    wanted = Platform.parse(from_.platform)
+                    if not host.matches(wanted):
+                        raise from_.error(
+                            f"FROM --platform={from_.platform}: pybuild builds for the host platform "
+                            f"{host} only", InstructionError)
+                label = planned.display_name()
+                handle = env_.progress.start(f"[{label} 1/{len(stage.commands) + 1}] FROM {from_.base_name}")
+                if planned.base_stage is not None:
+                    parent = results.get(planned.base_stage) or probed[planned.base_stage]
+                    base_image, scope = parent.image, parent.scope.child()
+                    key, base_text = parent.key, f"stage {parent.key}"
+                else:
+                    base_image = self._resolve_base(resolver, from_)
+                    scope = global_scope.stage_scope(base_image.config_file().config.env)
+                    digest = "" if from_.base_name == "scratch" else str(base_image.digest())
+                    key = base_key(from_.base_name, digest)
+                    base_text = f"{from_.base_name}@{digest}" if digest else "scratch"
+                env_.progress.done(handle)
+                triggers = _triggers(base_image, dockerfile_name, from_)
+                runner = StageRunner(env_, label=label, base=base_image, scope=scope,
+                                     stage_lookup=stage_lookup_for(index, results), cancel=cancel,
+                                     total=len(stage.commands) + len(triggers) + 1, key=key,
+                                     stage_index=index)
+                runner.first_step_sources = {"base": base_text}
+                runner.step = 1
+                runner.run(stage.commands, triggers=triggers)
+                declared.update(scope.visible_args())
+                return StageResult(image=runner.image(), scope=runner.scope, lowers=runner.lowers,
+                                   key=runner.key, complete=runner.would_run == 0)
+            return work
 
         deps = {p.index: tuple(d for d in p.deps if d in needed) for p in plan.stages}
         jobs = opts.jobs or os.cpu_count() or 1
         env.ssh = self._ssh_agents()
         try:
-            results = run_dag(deps, work, jobs=jobs,
-                          on_cancel=lambda: _stop_containers(self.store.root / "run"))
+            probed: dict[int, StageResult] = {}
+            if imported is not None and len(needed) > 1 and not opts.explain:
+                # A shared cache may hold only the final image's steps (mode=min, inline): find,
+                # with a dry run, the stages that a fully cached stage makes unnecessary, and skip
+                # them, as BuildKit does.
+                probe_env = replace(env, dry_run=True, explain_misses=False, used_keys=[], explained=[],
+                                    progress=Progress(ProgressMode.QUIET))
+                probed = run_dag(deps, work_for(probe_env, {}), jobs=jobs)
+                env.used_keys.extend(probe_env.used_keys)  # skipped stages' hits still go to mode=max
+                forced = [p.index for p in plan.stages if env.no_cache(p.display_name())]  # --no-cache-filter
+                deps = _required_stages(deps, probed, {p.index: p.base_stage for p in plan.stages},
+                                        [plan.target, *forced])
+                self.progress.set_total(sum(len(stages[i].commands) + 1 for i in deps))
+            results = run_dag(deps, work_for(env, probed), jobs=jobs,
+                              on_cancel=lambda: _stop_containers(self.store.root / "run"))
         finally:
             env.statcache.flush()  # type: ignore[union-attr]
             if env.ssh is not None:
@@ -491,6 +509,26 @@ class Build:
         for tag in result.tags:
             self.progress.message(f"naming to {tag} done")
         print(result.image_id)
+
+
+def _required_stages(deps: Mapping[int, Sequence[int]], probed: Mapping[int, StageResult],
+                     bases: Mapping[int, int | None], wanted: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    """The stages a build needs after a probe: the ``wanted`` ones (the target, those of
+    --no-cache-filter), and what a stage with a miss depends on. A fully cached stage needs its sources' keys only (the probe has them), but its
+    base stage in full when that one is not fully cached (the probe's image of it is partial)."""
+    required: set[int] = set()
+
+    def need(index: int) -> None:
+        if index in required:
+            return
+        required.add(index)
+        for dep in deps[index]:
+            if not probed[index].complete or (dep == bases.get(index) and not probed[dep].complete):
+                need(dep)
+
+    for index in wanted:
+        need(index)
+    return {i: tuple(d for d in deps[i] if d in required) for i in deps if i in required}
 
 
 def _named_predicate(named: Mapping[str, object]) -> Callable[[str], bool] | None:

@@ -120,6 +120,7 @@ class StageResult:
     scope: Scope
     lowers: Callable[[], Sequence[Path]]
     key: str = ""  # the cache key of the stage's last step
+    complete: bool = True  # False: a dry run (a probe) found steps that would run
 
 
 class StageRunner:
@@ -147,6 +148,7 @@ class StageRunner:
         self.cmd_set = False
         self._arg_text = ""  # the ARG being run, as declared (for its history entry)
         self.changed = False
+        self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
 
     # -- the image value
@@ -224,6 +226,7 @@ class StageRunner:
                 self._explain(handle, inputs, key)
             if self.env.dry_run:
                 self.key = key
+                self.would_run += 1
                 self.env.progress.done(handle, note="would run")
                 return
             layers_before = len(self.layers)

@@ -131,11 +131,11 @@ def test_garbage_or_foreign_caches_only_warn(machines, tmp_path: Path, registry:
     _rewrite(shared, manifest, config)
     built = b.build(ctx, "--cache-from", f"type=local,src={shared}")
     assert b"invalid record" in built.stdout + built.stderr
-    # An image is not a cache.
+    # An image built without --cache-to type=inline holds no cache.
     a.run("tag", "busybox:local", f"{registry}/imp/plain:1", check=True)
     a.run("push", f"{registry}/imp/plain:1", check=True)
     built = b.build(ctx, "--cache-from", f"type=registry,ref={registry}/imp/plain:1")
-    assert b"is not a pybuild cache" in built.stdout + built.stderr
+    assert b"carries no build cache" in built.stdout + built.stderr
 
 
 def test_a_seeded_cache_mount_keeps_its_owner_and_mode(machines, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_a_machine_passes_on_what_it_imported_without_fetching_it(machines, tmp_
     assert sorted(r["key"] for r in config1["records"]) == sorted(r["key"] for r in config2["records"])
     assert sorted(layer["digest"] for layer in m1["layers"]) == sorted(layer["digest"] for layer in m2["layers"])
     built = c.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={tmp_path / 'c2'}")
-    assert steps(built.stdout + built.stderr)["cached"] == 8  # ...yet C gets all of it
+    assert steps(built.stdout + built.stderr)["cached"] == 4  # ...and C builds from c2 (the final stage; its builder stage is skipped)
     assert _inspect(a, "app:1")["Id"] == _inspect(c, "app:1")["Id"]
 
 
@@ -179,7 +179,7 @@ def test_after_an_imported_build_misses_are_explained(machines, tmp_path: Path) 
     b_ctx = write_context(tmp_path / "b-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
     a.build(a_ctx, "--cache-to", f"type=local,dest={shared},mode=max")
     built = b.build(b_ctx, "--cache-from", f"type=local,src={shared}")
-    assert steps(built.stdout + built.stderr)["cached"] == 8
+    assert steps(built.stdout + built.stderr)["cached"] == 4  # the builder stage is skipped; its records are kept all the same
     (b_ctx / "a.txt").write_text("two\n")
     text = b.run("build", "--explain", str(b_ctx), check=True).stdout.decode()
     assert "COPY a.txt .: cache miss: file changed (content): a.txt" in text, text

@@ -35,7 +35,7 @@ def test_local_uses_dest_to_export_and_src_to_import() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("type=gha", "type must be registry or local"),
+    ("type=gha", "type must be registry, local or inline"),
     ("type=registry,ref=r/c:1,mode=all", "expected min|max"),
     ("type=registry,ref=r/c:1,compression=none", "compression must be gzip or zstd"),
     ("type=registry,ref=r/c:1,cache-mounts=maybe", "cache-mounts must be true or false"),

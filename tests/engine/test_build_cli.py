@@ -365,7 +365,7 @@ def test_add_host_shm_size_and_ulimit_as_docker_build_gives_them(builder: Builde
         builder.build(ctx, "--no-cache", "--isolation", isolation, *CONTAINER_FLAGS, "-t", f"cli-limits:{isolation}")
         assert builder.run(f"cli-limits:{isolation}", "cat", "/out").stdout == expected, isolation
     shown = run_pybuild("run", "--rm", "--add-host", "db:127.0.0.7", "--shm-size", "32m", "--ulimit", "nofile=99",
-                        "busybox:local", "sh", "-c", "grep db /etc/hosts; df -k /dev/shm | tail -1; ulimit -n",
+                        "busybox:local", "sh", "-c", "grep -E '\\sdb$' /etc/hosts; df -k /dev/shm | tail -1; ulimit -n",
                         root=builder.root, check=True).stdout.decode().split()
     assert shown[:2] == ["127.0.0.7", "db"] and "32768" in shown and shown[-1] == "99"
 
