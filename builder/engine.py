@@ -287,7 +287,8 @@ class Build:
         self.progress.set_total(total_steps)
         declared: set[str] = set(global_scope.declared)
 
-        def work_for(env_: BuildEnv, probed: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
+        def work_for(env_: BuildEnv, probed: Mapping[int, StageResult],  # type: ignore[no-untyped-def]
+                     resolver: BaseResolver = resolver):
             """The stage work of one pass; ``probed``: a probe's results, for stages this pass skips."""
 
             def stage_lookup_for(current: int, results: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
@@ -348,7 +349,7 @@ class Build:
                 # them, as BuildKit does.
                 probe_env = replace(env, dry_run=True, explain_misses=False, used_keys=[], explained=[],
                                     progress=Progress(ProgressMode.QUIET))
-                probed = run_dag(deps, work_for(probe_env, {}), jobs=jobs)
+                probed = run_dag(deps, work_for(probe_env, {}, replace(resolver, metadata_only=True)), jobs=jobs)
                 env.used_keys.extend(probe_env.used_keys)  # skipped stages' hits still go to mode=max
                 forced = [p.index for p in plan.stages if env.no_cache(p.display_name())]  # --no-cache-filter
                 deps = _required_stages(deps, probed, {p.index: p.base_stage for p in plan.stages},

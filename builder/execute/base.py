@@ -38,6 +38,7 @@ class BaseResolver:
     quiet: bool = False
     named: Mapping[str, NamedContext] = field(default_factory=dict)  # --build-context, by context_key
     source_date_epoch: int | None = None  # clamps the mtimes of a directory context's layer
+    metadata_only: bool = False  # a probe: a registry image not in the store is read, not pulled
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _pulled: set[str] = field(default_factory=set)
@@ -82,7 +83,24 @@ class BaseResolver:
                     return self.store.image(str(ref))
                 except ImageNotFoundError:
                     pass
+            if self.metadata_only:
+                return self._metadata(ref)
             return self._pull(ref)
+
+    def _metadata(self, ref) -> Image:  # type: ignore[no-untyped-def]
+        """The manifest and config of a registry image, no layers: all a probe reads of a base
+        (its digest and config), so a stage the build skips never downloads its base."""
+        from builder.registry import ClientOptions
+        from builder.registry.client import RegistryClient
+        from builder.registry.remote import resolve
+
+        client = RegistryClient(ref.registry, ClientOptions(insecure_registries=frozenset(self.insecure_registries)))
+        try:
+            image = resolve(client, ref, self.platform, "pull")
+            image.config_file()  # read now, while the client is open
+        finally:
+            client.close()
+        return image
 
     def _pull(self, ref) -> Image:  # type: ignore[no-untyped-def]
         from builder.registry import ClientOptions, pull

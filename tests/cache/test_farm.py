@@ -218,3 +218,19 @@ def test_an_unwritable_local_cache_is_one_clear_error(machines, tmp_path: Path) 
     err = failed.stderr.decode()
     assert failed.returncode != 0 and f"cannot write cache {blocker}/cache" in err, err
     assert "Traceback" not in err and "internal error" not in err
+
+
+def test_a_skipped_stage_never_pulls_its_base(machines, tmp_path: Path, registry: str) -> None:
+    """The dry run reads a base's manifest and config only: B never downloads the builder's base."""
+    a, b, pusher = machines(), machines(), machines()
+    base = f"{registry}/farm/builder-base:1"
+    pusher.run("tag", "busybox:local", base, check=True)
+    pusher.run("push", base, check=True)  # A pulls it as a farm machine would
+    dockerfile = DOCKERFILE.replace("FROM busybox:local AS builder", f"FROM {base} AS builder")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "a.txt": "one\n"})
+    a.build(ctx, "-t", "app:1", "--cache-to", f"type=registry,ref={registry}/farm/skip:1")
+    built = b.build(ctx, "-t", "app:1", "--cache-from", f"type=registry,ref={registry}/farm/skip:1")
+    assert ran(built.stdout + built.stderr) == [], built.stderr.decode()
+    listed = b.run("images", "--format", "json", check=True).stdout.decode()
+    assert "builder-base" not in listed
+    assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"]
