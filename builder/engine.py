@@ -54,6 +54,7 @@ class BuildOptions:
     ssh: Sequence[str] = ()  # --ssh default|ID[=SOCKET|KEY[,KEY...]]
     build_contexts: Sequence[str] = ()  # --build-context NAME=VALUE
     allow: Sequence[str] = ()  # --allow security.insecure|network.host|device
+    annotations: Sequence[str] = ()  # --annotation [TYPE:]KEY=VALUE
     cdi_spec_dirs: Sequence[str] = ()  # --cdi-spec-dir
     container: Mapping[str, object] = field(default_factory=dict)  # --add-host, --shm-size, --ulimit
     outputs: Sequence[str] = ()
@@ -123,6 +124,9 @@ class Build:
         quiet = options.quiet or options.explain
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
         self.started = time.monotonic()
+        from builder.export.outputs import Annotations
+
+        self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
 
     def run(self) -> BuildResult | None:
         from builder.runtime import recover
@@ -373,6 +377,9 @@ class Build:
         for name in unused_build_args(build_args, declared):
             self.progress.warning(f"build-arg {name} was not consumed")
         final = self._inline_cache(final, env, results[plan.target].key, imported, build_args)
+        if self.annotations.manifest:
+            final = DerivedImage(list(final.layers()), final.config_file(),
+                                 annotations={**(final.manifest().annotations or {}), **self.annotations.manifest})
         tags = tuple(opts.tags)
         if imported is not None:
             imported.prefetch(final.layers())  # the final image's cached layers, concurrently
@@ -490,7 +497,7 @@ class Build:
 
         export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
                        insecure_registries=tuple(self.options.insecure_registries),
-                       progress=self.progress)
+                       progress=self.progress, annotations=self.annotations)
 
     def _report(self, result: BuildResult) -> None:
         opts = self.options
@@ -515,8 +522,9 @@ class Build:
 def _required_stages(deps: Mapping[int, Sequence[int]], probed: Mapping[int, StageResult],
                      bases: Mapping[int, int | None], wanted: Sequence[int]) -> dict[int, tuple[int, ...]]:
     """The stages a build needs after a probe: the ``wanted`` ones (the target, those of
-    --no-cache-filter), and what a stage with a miss depends on. A fully cached stage needs its sources' keys only (the probe has them), but its
-    base stage in full when that one is not fully cached (the probe's image of it is partial)."""
+    --no-cache-filter), and what a stage with a miss depends on. A fully cached stage needs
+    its sources' keys only (the probe has them), but its base stage in full when that one
+    is not fully cached (the probe's image of it is partial)."""
     required: set[int] = set()
 
     def need(index: int) -> None:

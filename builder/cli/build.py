@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add_container_flags(p)
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,dest=PATH]",
                    help="output: type=image|oci|docker|tar|local[,dest=PATH][,push=true]")
+    p.add_argument("--annotation", action="append", default=[], metavar="[TYPE:]KEY=VALUE",
+                   help="an OCI annotation on the manifest (TYPE manifest, the default), or on an OCI "
+                        "output's index (index) or its entry there (manifest-descriptor)")
     p.add_argument("--load", action="store_true",
                    help="keep the image in pybuild's store (what every build does; for docker buildx scripts)")
     p.add_argument("--push", action="store_true", help="push the image to its registry (-o type=image,push=true)")
@@ -112,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
         no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
         platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh), build_contexts=tuple(args.build_context),
-        allow=tuple(args.allow), cdi_spec_dirs=tuple(args.cdi_spec_dir),
+        allow=tuple(args.allow), cdi_spec_dirs=tuple(args.cdi_spec_dir), annotations=tuple(args.annotation),
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
         isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),

@@ -7,7 +7,8 @@ into one (see :mod:`builder.export.archive`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from builder.image.image import Image
 
@@ -18,6 +19,7 @@ class TaggedImage:
 
     image: Image
     names: tuple[str, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)  # on its descriptor in an index
 
 
 __all__ = ["TaggedImage"]

@@ -20,7 +20,7 @@ import os
 import shutil
 import tarfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -373,12 +373,13 @@ def write_tar(entries: Sequence[Entry], dest: Path | BinaryIO) -> None:
         raise
 
 
-def save(images: Sequence[TaggedImage], dest: Path | BinaryIO, format: SaveFormat | str = "docker") -> None:
+def save(images: Sequence[TaggedImage], dest: Path | BinaryIO, format: SaveFormat | str = "docker",
+         index_annotations: Mapping[str, str] | None = None) -> None:
     """Write images into one tar: ``docker`` = OCI layout + manifest.json, ``oci`` = OCI layout."""
     from builder.export import dockerarchive, layout
 
     fmt = SaveFormat(format)
-    entries = layout.layout_entries(images)
+    entries = layout.layout_entries(images, index_annotations)
     if fmt is SaveFormat.DOCKER:
         entries += dockerarchive.docker_entries(images)
     write_tar(entries, dest)

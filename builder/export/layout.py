@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -161,6 +161,8 @@ def _index_entries(tagged: TaggedImage, manifest: bytes) -> list[dict[str, Any]]
     from builder.image.reference import Reference
 
     base = Descriptor.of(MediaType.OCI_MANIFEST, manifest, platform=_platform(tagged.image))
+    if tagged.annotations:
+        base = base.with_annotations(**tagged.annotations)
     if not tagged.names:
         return [base.to_dict()]
     out = []
@@ -195,13 +197,15 @@ def blob_entries(images: Sequence[TaggedImage]) -> tuple[list[Entry], list[bytes
     return list(entries.values()), manifests
 
 
-def layout_entries(images: Sequence[TaggedImage]) -> list[Entry]:
+def layout_entries(images: Sequence[TaggedImage], index_annotations: Mapping[str, str] | None = None) -> list[Entry]:
     """All files of an OCI layout holding ``images``: blobs, index.json, oci-layout."""
     entries, manifests = blob_entries(images)
     index_manifests: list[dict[str, Any]] = []
     for tagged, manifest in zip(images, manifests, strict=True):
         index_manifests += _index_entries(tagged, manifest)
-    index = {"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX, "manifests": index_manifests}
+    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX, "manifests": index_manifests}
+    if index_annotations:
+        index["annotations"] = dict(index_annotations)
     entries.append(bytes_entry("index.json", canonical_json(index)))
     entries.append(bytes_entry("oci-layout", LAYOUT_FILE))
     return entries

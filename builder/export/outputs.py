@@ -56,8 +56,48 @@ class OutputSpec:
         return cls("image" if kind == "registry" else kind, dest, push, names, fields)
 
 
+ANNOTATION_TYPES = ("manifest", "manifest-descriptor", "index", "index-descriptor")
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """``--annotation [TYPE[,TYPE][PLATFORM]:]KEY=VALUE``, as buildx takes them, by where they go.
+
+    ``manifest`` (the default) goes on the image manifest, wherever it is stored or pushed;
+    ``manifest-descriptor`` and ``index`` on an OCI layout output's index.json entry and index.
+    """
+
+    manifest: dict[str, str] = field(default_factory=dict)
+    manifest_descriptor: dict[str, str] = field(default_factory=dict)
+    index: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, items: Sequence[str], platform: str) -> Annotations:
+        import re
+
+        found = cls()
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"invalid --annotation {item!r}: expected [TYPE:]KEY=VALUE")
+            types = ["manifest"]
+            m = re.fullmatch(r"([a-z,-]+)(?:\[([^\]]+)\])?:(.+)", key)
+            if m and all(t in ANNOTATION_TYPES for t in m[1].split(",")):
+                types, key = m[1].split(","), m[3]
+                if m[2] and m[2] != platform:
+                    continue  # for another platform than the one built
+            for kind in types:
+                if kind == "index-descriptor":
+                    raise UsageError(f"invalid --annotation {item!r}: an index descriptor exists only in a "
+                                     "multi-platform build, and pybuild builds for the host platform")
+                getattr(found, kind.replace("-", "_"))[key] = value
+        return found
+
+
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,  # type: ignore[no-untyped-def]
-                   insecure_registries: Sequence[str] = (), progress=None) -> None:  # type: ignore[no-untyped-def]
+                   insecure_registries: Sequence[str] = (), progress=None,  # type: ignore[no-untyped-def]
+                   annotations: Annotations | None = None) -> None:
+    annotations = annotations or Annotations()
     outputs = [OutputSpec.parse(s) for s in specs]
     if push and not any(o.type == "image" and o.push for o in outputs):
         outputs.append(OutputSpec("image", push=True))
@@ -75,7 +115,8 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
             exported = store.docker_compatible(image) if out.type == "docker" else image
             with _destination(out.dest) as dest:
-                save([TaggedImage(exported, names)], dest, format=out.type)
+                save([TaggedImage(exported, names, annotations.manifest_descriptor)], dest, format=out.type,
+                     index_annotations=annotations.index)
         elif out.type == "tar":
             with tempfile.TemporaryDirectory(dir=store.tmp_dir) as tmp, _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"

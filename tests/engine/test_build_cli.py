@@ -425,3 +425,29 @@ def test_check_runs_the_build_checks_only(builder: Builder) -> None:
     assert b"JSONArgsRecommended" in p.stdout and b"Check complete, 1 warning has been found!" in p.stdout
     assert marker.encode() not in p.stdout + p.stderr
     assert run_pybuild("inspect", "check-only:1", root=builder.root).returncode != 0
+
+
+def test_annotations_reach_the_manifest_the_registry_and_an_oci_index(builder: Builder, registry: str,
+                                                                        tmp_path: Path) -> None:
+    """``--annotation`` as buildx: manifest (default), index and manifest-descriptor of an OCI output."""
+    import requests
+
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /x\n"}, "annotated")
+    ref = f"{registry}/annotated/app:1"
+    out = tmp_path / "oci.tar"
+    builder.build(ctx, "-t", ref, "--push", "-o", f"type=oci,dest={out}",
+                  "--annotation", "org.opencontainers.image.description=described",
+                  "--annotation", "index,manifest-descriptor:org.opencontainers.image.title=titled",
+                  "--annotation", "manifest[linux/s390x]:only.elsewhere=1")
+    pushed = requests.get(f"http://{registry}/v2/annotated/app/manifests/1", timeout=30, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    assert pushed["annotations"] == {"org.opencontainers.image.description": "described"}
+    with tarfile.open(out) as tf:
+        index = json.load(tf.extractfile("index.json"))  # type: ignore[arg-type]
+        entry = index["manifests"][0]
+        manifest = json.load(tf.extractfile("blobs/" + entry["digest"].replace(":", "/")))  # type: ignore[arg-type]
+    assert index["annotations"] == {"org.opencontainers.image.title": "titled"}
+    assert entry["annotations"]["org.opencontainers.image.title"] == "titled"
+    assert manifest["annotations"] == {"org.opencontainers.image.description": "described"}
+    bad = builder.build(ctx, "--annotation", "index-descriptor:a=b", check=False)
+    assert bad.returncode == 125 and b"multi-platform" in bad.stderr
