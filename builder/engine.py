@@ -30,6 +30,7 @@ from builder.image.image import Image
 from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
 from builder.progress import Progress, ProgressMode
+from builder.runtime.spec import ContainerSettings
 from builder.scheduler import run_dag
 from cache.keys import base_key
 from cache.records import CacheRecords
@@ -56,7 +57,7 @@ class BuildOptions:
     allow: Sequence[str] = ()  # --allow security.insecure|network.host|device
     annotations: Sequence[str] = ()  # --annotation [TYPE:]KEY=VALUE
     cdi_spec_dirs: Sequence[str] = ()  # --cdi-spec-dir
-    container: Mapping[str, object] = field(default_factory=dict)  # --add-host, --shm-size, --ulimit
+    container: ContainerSettings = field(default_factory=ContainerSettings)  # --add-host, --shm-size, --ulimit
     outputs: Sequence[str] = ()
     push: bool = False
     quiet: bool = False

@@ -508,8 +508,9 @@ class ImportedCache:
                        "--cache-to type=inline): building without it")
             return 0
         if not isinstance(inline, dict) or inline.get("version") != CONFIG_VERSION:
-            raise CacheError(f"image {target.description}: inline cache version "
-                             f"{inline.get('version') if isinstance(inline, dict) else '?'!r} is not supported")
+            found = inline.get("version") if isinstance(inline, dict) else None
+            raise CacheError(f"image {target.description}: its inline cache is version {found!r}; "
+                             f"this pybuild reads version {CONFIG_VERSION}")
         added = 0
         for item in inline.get("records", []):
             try:

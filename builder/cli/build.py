@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from builder.runtime.spec import ContainerSettings
 
 ORDER = 10
 
@@ -12,11 +16,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "build",
         parents=[common],
         help="build an image from a Dockerfile (the default command)",
-        description="Build an image from a Dockerfile. PATH is the build context: a directory, a git or http(s) URL, "
-        "or - to read a tar archive from stdin.",
+        description="Build an image from a Dockerfile. PATH is the build context: a directory, "
+        "a git or http(s) URL, or - to read a tar archive from stdin.",
         usage="pybuild build [OPTIONS] PATH | URL | -",
     )
-    p.add_argument("context", metavar="PATH", help="build context: a directory, a git or http(s) URL, or - for a tar on stdin")
+    p.add_argument("context", metavar="PATH",
+                   help="build context: a directory, a git or http(s) URL, or - for a tar on stdin")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
                    help="name and optionally a tag (may be given several times)")
     p.add_argument("-f", "--file", metavar="FILE",
@@ -86,16 +91,22 @@ def add_container_flags(p: argparse.ArgumentParser) -> None:
                    help="resource limit, such as nofile=1024:2048 (-1: unlimited)")
 
 
-def container_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The ContainerSpec fields of the flags of :func:`add_container_flags`, checked."""
-    from builder.runtime.spec import SHM_SIZE, Ulimit, parse_extra_host, parse_size
+def container_settings(args: argparse.Namespace) -> ContainerSettings:
+    """The flags of :func:`add_container_flags`, checked."""
+    from builder.runtime.spec import (
+        SHM_SIZE,
+        ContainerSettings,
+        Ulimit,
+        parse_extra_host,
+        parse_size,
+    )
 
     ulimits = {u.name: u for u in (Ulimit.parse(t) for t in args.ulimit)}  # the last of a name wins
-    return {
-        "extra_hosts": tuple(parse_extra_host(t) for t in args.add_host),
-        "shm_size": parse_size(args.shm_size, "--shm-size") if args.shm_size else SHM_SIZE,
-        "ulimits": tuple(ulimits.values()),
-    }
+    return ContainerSettings(
+        extra_hosts=tuple(parse_extra_host(t) for t in args.add_host),
+        shm_size=parse_size(args.shm_size, "--shm-size") if args.shm_size else SHM_SIZE,
+        ulimits=tuple(ulimits.values()),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -114,8 +125,9 @@ def _run(args: argparse.Namespace) -> int:
         context=args.context, dockerfile=args.file, tags=tuple(args.tag),
         build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
         no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
-        platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh), build_contexts=tuple(args.build_context),
-        allow=tuple(args.allow), cdi_spec_dirs=tuple(args.cdi_spec_dir), annotations=tuple(args.annotation),
+        platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh),
+        build_contexts=tuple(args.build_context), allow=tuple(args.allow),
+        cdi_spec_dirs=tuple(args.cdi_spec_dir), annotations=tuple(args.annotation),
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
         isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),

@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
                                     cwd=args.workdir or config.working_dir or "/",
                                     user=args.user if args.user is not None else config.user),
                 network=Network.NONE if args.network == "none" else Network.HOST,
-                **settings,  # type: ignore[arg-type]
+                **settings.fields(),
             )
             out = sys.stdout.buffer
 

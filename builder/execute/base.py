@@ -1,8 +1,8 @@
 """FROM: where a stage's base image comes from.
 
 In order: a named context (``--build-context``); ``scratch``; another stage
-(handled by the stage runner); a file reference (``oci-layout://DIR[:tag]``, ``docker-archive://FILE``) imported
-into the store; the local store; the registry. ``--pull`` skips the local
+(handled by the stage runner); a file reference (``oci-layout://DIR[:tag]``,
+``docker-archive://FILE``) imported into the store; the local store; the registry. ``--pull`` skips the local
 store for registry references. Concurrent stages asking for the same image
 pull it once.
 """

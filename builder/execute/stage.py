@@ -41,6 +41,8 @@ from builder.image.image import Image, Layer
 from builder.image.mutate import DerivedImage
 from builder.layers.tarwriter import write_layer
 from builder.progress import Progress, StepHandle
+from builder.runtime.cdi import Edits
+from builder.runtime.spec import ContainerSettings
 from builder.scheduler import Cancelled
 from cache.keys import StepInputs
 from cache.records import CacheRecords, StepResult
@@ -62,7 +64,7 @@ class BuildEnv:
     context_root: Path | None
     secrets: Mapping[str, Secret]
     ssh: object = None  # builder.execute.ssh.SshAgents of --ssh
-    container: Mapping[str, object] = field(default_factory=dict)  # ContainerSpec fields: --add-host...
+    container: ContainerSettings = field(default_factory=ContainerSettings)  # --add-host, --shm-size, --ulimit
     allow: frozenset[str] = frozenset()  # --allow entitlements: security.insecure
     network: str = "default"
     source_date_epoch: int | None = None
@@ -355,7 +357,6 @@ class StageRunner:
 
     def _run_inputs(self, ins: ins_.Run, inputs: StepInputs) -> None:
         from builder.execute.copy import CopySpec
-        from builder.runtime.spec import SHM_SIZE
 
         for mount in ins.mounts:
             if mount.type is ins_.MountType.BIND:
@@ -366,15 +367,7 @@ class StageRunner:
                     inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:"))
             elif mount.type is ins_.MountType.CACHE and mount.from_:
                 inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
-        # What the container is given, as BuildKit's exec op keys it; only when set, so a
-        # build without these flags keeps its keys.
-        settings = self.env.container
-        if settings.get("extra_hosts"):
-            inputs.sources["add-host"] = ",".join(f"{n}={a}" for n, a in settings["extra_hosts"])  # type: ignore[attr-defined]
-        if settings.get("shm_size", SHM_SIZE) != SHM_SIZE:
-            inputs.sources["shm-size"] = str(settings["shm_size"])
-        if settings.get("ulimits"):
-            inputs.sources["ulimit"] = ",".join(f"{u.name}={u.soft}:{u.hard}" for u in settings["ulimits"])  # type: ignore[attr-defined]
+        inputs.sources.update(self.env.container.key_sources())
         if self.env.network == "none":
             inputs.sources["network"] = "none"
 
@@ -556,11 +549,11 @@ class StageRunner:
         if privileged and "security.insecure" not in self.env.allow:
             raise ins.error("RUN --security=insecure runs the step with every privilege: "
                             "allow it with --allow security.insecure")
-        device_settings = self._devices(ins, handle)
+        devices = self._device_edits(ins)
         self._cache_mounts(ins)
         argv, pipes = shell_command(ins, self._shell())
         env = self.scope.run_env()
-        for item in device_settings.pop("env", ()):  # type: ignore[attr-defined]
+        for item in devices.env:
             key, _, value = item.partition("=")
             env[key] = value
         lowers = self.lowers()
@@ -579,9 +572,9 @@ class StageRunner:
                 spec = container_spec(
                     lowers=lowers, upper=upper, argv=argv, env=env,
                     cwd=self.config.working_dir or "/", user=self.config.user,
-                    mounts=[*mounts, *device_settings.pop("mounts", ())],  # type: ignore[misc]
-                    network=network_for(ins, self.env.network),
-                    settings={**self.env.container, "privileged": privileged, **device_settings},
+                    mounts=[*mounts, *devices.bind_mounts()], network=network_for(ins, self.env.network),
+                    settings={**self.env.container.fields(), "privileged": privileged,
+                              "devices": devices.nodes, "hooks": devices.hooks},
                 )
                 code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
             if code != 0:
@@ -609,13 +602,8 @@ class StageRunner:
                 shutil.rmtree(upper, ignore_errors=True)
             shutil.rmtree(upper_root, ignore_errors=True)
 
-    def _devices(self, ins: ins_.Run, handle: StepHandle) -> dict[str, object]:
+    def _device_edits(self, ins: ins_.Run) -> Edits:
         """What ``RUN --device`` requests add to the container (CDI edits), checked as BuildKit does."""
-        if not ins.devices:
-            return {}
-        from builder.runtime import Mount
-        from builder.runtime.cdi import Edits
-
         edits = Edits()
         for request in ins.devices:
             registry = self.env.cdi()
@@ -634,11 +622,7 @@ class StageRunner:
                                     "allow it with --allow device, or annotate its CDI spec "
                                     "org.mobyproject.buildkit.device.autoallow: true")
                 edits += device.edits
-        return {
-            "env": edits.env, "devices": edits.nodes, "hooks": edits.hooks,
-            "mounts": [Mount.bind(Path(host), target, readonly="ro" in options)
-                       for host, target, options in edits.mounts],
-        }
+        return edits
 
     def _cache_mounts(self, ins: ins_.Run) -> None:
         """Note the RUN's cache mounts (for --cache-to); seed new ones from --cache-from."""

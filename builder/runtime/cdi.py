@@ -16,9 +16,12 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import UsageError
+
+if TYPE_CHECKING:
+    from builder.runtime.spec import Mount
 
 DEFAULT_SPEC_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"), Path("/etc/buildkit/cdi"))
 AUTOALLOW = "org.mobyproject.buildkit.device.autoallow"
@@ -70,6 +73,11 @@ class Edits:
     def __add__(self, other: Edits) -> Edits:
         return Edits(self.env + other.env, self.nodes + other.nodes, self.mounts + other.mounts,
                      self.hooks + other.hooks)
+
+    def bind_mounts(self) -> list[Mount]:
+        from builder.runtime.spec import Mount
+
+        return [Mount.bind(Path(host), target, readonly="ro" in options) for host, target, options in self.mounts]
 
 
 @dataclass(frozen=True)

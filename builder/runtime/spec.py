@@ -133,6 +133,31 @@ class Ulimit:
         return ULIMIT_TYPES[self.name]
 
 
+@dataclass(frozen=True)
+class ContainerSettings:
+    """What ``--add-host``, ``--shm-size`` and ``--ulimit`` give every container of a build."""
+
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    shm_size: int = SHM_SIZE
+    ulimits: tuple[Ulimit, ...] = ()
+
+    def fields(self) -> dict[str, Any]:
+        """As :class:`ContainerSpec` keyword arguments."""
+        return {"extra_hosts": self.extra_hosts, "shm_size": self.shm_size, "ulimits": self.ulimits}
+
+    def key_sources(self) -> dict[str, str]:
+        """What a RUN step's cache key holds of them, as BuildKit's exec op; only what is set,
+        so a build without these flags keeps its keys."""
+        sources = {}
+        if self.extra_hosts:
+            sources["add-host"] = ",".join(f"{n}={a}" for n, a in self.extra_hosts)
+        if self.shm_size != SHM_SIZE:
+            sources["shm-size"] = str(self.shm_size)
+        if self.ulimits:
+            sources["ulimit"] = ",".join(f"{u.name}={u.soft}:{u.hard}" for u in self.ulimits)
+        return sources
+
+
 def parse_extra_host(text: str) -> tuple[str, str]:
     """docker's ``--add-host NAME:IP`` (or ``NAME=IP``); ``host-gateway`` is the host, 127.0.0.1
     here: build containers share the host's network."""

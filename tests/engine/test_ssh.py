@@ -71,8 +71,17 @@ def agent(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 
 def _agents_of_pybuild() -> list[str]:
-    out = subprocess.run(["pgrep", "-a", "ssh-agent"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "/fd/" in line]  # ours name the socket by descriptor
+    """Running ssh-agents of pybuild's (they name their socket by descriptor), from /proc."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(argv).decode(errors="replace")
+        if argv and argv[0].endswith(b"ssh-agent") and "/fd/" in text:
+            found.append(text)
+    return found
 
 
 def test_agent_and_key_files_reach_the_step(bookworm_base: str, builder: Builder, agent: tuple[str, str],
