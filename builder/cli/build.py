@@ -79,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="run the build checks only, as `pybuild lint` (docker build --check)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the Dockerfile and print its parse and stage plan; build nothing")
+    # docker's classic-builder flags that mean nothing here, taken as buildx takes them: build
+    # containers never outlive their step, the context is read in place (never sent), and no
+    # image is verified by Notary
+    for flag in ("--rm", "--force-rm", "--compress", "--disable-content-trust"):
+        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--security-opt", action="append", default=[], help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
 
 
@@ -89,10 +95,21 @@ def add_container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm (default 64m)")
     p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                    help="resource limit, such as nofile=1024:2048 (-1: unlimited)")
+    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit, such as 512m")
+    p.add_argument("--memory-swap", metavar="BYTES",
+                   help="memory plus swap limit (-1: unlimited swap; default twice --memory)")
+    p.add_argument("-c", "--cpu-shares", type=int, default=0, metavar="N", help="CPU shares (relative weight)")
+    p.add_argument("--cpu-period", type=int, default=0, metavar="US", help="CPU CFS period, in microseconds")
+    p.add_argument("--cpu-quota", type=int, default=0, metavar="US", help="CPU CFS quota, in microseconds")
+    p.add_argument("--cpuset-cpus", default="", metavar="LIST", help="CPUs to run on (0-3, 0,1)")
+    p.add_argument("--cpuset-mems", default="", metavar="LIST", help="memory nodes to use (0-3, 0,1)")
+    p.add_argument("--cgroup-parent", default="", metavar="PATH",
+                   help="parent cgroup of the containers (relative: under pybuild's own)")
 
 
 def container_settings(args: argparse.Namespace) -> ContainerSettings:
     """The flags of :func:`add_container_flags`, checked."""
+    from builder.runtime.cgroups import Resources
     from builder.runtime.spec import (
         SHM_SIZE,
         ContainerSettings,
@@ -102,14 +119,28 @@ def container_settings(args: argparse.Namespace) -> ContainerSettings:
     )
 
     ulimits = {u.name: u for u in (Ulimit.parse(t) for t in args.ulimit)}  # the last of a name wins
+    swap = args.memory_swap
+    resources = Resources.parse(
+        cpus=getattr(args, "cpus", None) or "",  # docker run's --cpus (docker build has none)
+        memory=parse_size(args.memory, "--memory") if args.memory else 0,
+        memory_swap=-1 if swap == "-1" else parse_size(swap, "--memory-swap") if swap else 0,
+        cpu_shares=args.cpu_shares, cpu_period=args.cpu_period, cpu_quota=args.cpu_quota,
+        cpuset_cpus=args.cpuset_cpus, cpuset_mems=args.cpuset_mems, cgroup_parent=args.cgroup_parent,
+    )
     return ContainerSettings(
         extra_hosts=tuple(parse_extra_host(t) for t in args.add_host),
         shm_size=parse_size(args.shm_size, "--shm-size") if args.shm_size else SHM_SIZE,
         ulimits=tuple(ulimits.values()),
+        resources=resources,
     )
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.security_opt:
+        from builder.errors import UsageError
+
+        raise UsageError("security options are not supported on build (as docker's builder refuses them): "
+                         "use RUN --security=insecure with --allow security.insecure")
     if args.check:
         from builder.cli.frontend import lint_command
 

@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto")
     add_container_flags(p)
+    p.add_argument("--cpus", metavar="N", help="number of CPUs, such as 1.5 (a CFS quota per 100ms period)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p.set_defaults(func=_run)

@@ -335,9 +335,13 @@ def container_spec(*, lowers: Sequence[Path], upper: Path, argv: Sequence[str], 
     )
 
 
-def failure_message(label: str, location: str, argv_text: str, code: int, tail: Sequence[str]) -> str:
+def failure_message(label: str, location: str, argv_text: str, code: int, tail: Sequence[str],
+                    memory: int = 0) -> str:
+    """``memory``: the ``--memory`` limit, named when the step was SIGKILLed (the OOM killer's way)."""
     lines = [line for line in tail if line.strip()][-10:]
     text = f"{location}: {label} failed: `{argv_text}` exited with code {code}"
+    if code == 137 and memory:
+        text += f" (killed: the OOM killer ends a step that needs more than --memory {memory >> 20}MiB)"
     if lines:
         text += "\n" + "\n".join(f"  | {line}" for line in lines)
     return text

@@ -581,7 +581,8 @@ class StageRunner:
                 location = f"{self.env.dockerfile_name}:{ins.start_line}"
                 raise StepFailedError(
                     failure_message(f"[{self.label} {self.step}/{self.total}] RUN", location,
-                                    quote_argv(argv), code, list(handle.tail)),
+                                    quote_argv(argv), code, list(handle.tail),
+                                    memory=self.env.container.resources.memory),
                     exit_code=code,
                 )
             created_by = history_text(ins, self._shell(), self._history_args())

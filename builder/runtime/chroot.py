@@ -5,9 +5,10 @@ rootfs as for runc (same overlay, init layer, /etc files, USER resolution);
 :mod:`builder.runtime.nsinit`, started as a small stdlib-only Python process,
 does what runc's init would: namespaces, mounts, pivot_root, capabilities,
 user, exec, with the same seccomp profile as runc's (where libseccomp is
-installed; without it, no filter). There is no cgroup; with no device cgroup
-to stop a device node from opening, CAP_MKNOD is not given and the rootfs and
-binds are mounted nodev (runc's /dev nodes are made on a /dev tmpfs as usual).
+installed; without it, no filter). A cgroup is made only for resource limits
+(:class:`~builder.runtime.cgroups.Cgroup`); with no device cgroup to stop a
+device node from opening, CAP_MKNOD is not given and the rootfs and binds are
+mounted nodev (runc's /dev nodes are made on a /dev tmpfs as usual).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import BinaryIO
 from builder.errors import ContainerError, ContainerStartError
 from builder.runtime import seccomp
 from builder.runtime.bundle import Container, prepare
+from builder.runtime.cgroups import Cgroup, cgroup_mounts
 from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
 from builder.runtime.output import Sink, pump, stdin_fd
 from builder.runtime.spawn import kill, spawn, wait
@@ -56,11 +58,22 @@ class ChrootRuntime:
             raise ContainerError("the step's CDI device has OCI hooks, which need an OCI runtime: "
                                  "build with --isolation runc or crun")
         with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
-            return self._run(spec, container, stdout, stdin)
+            cgroup = None
+            try:
+                if spec.resources:
+                    container.state.update(cgroups=())  # written before anything is made
+                    cgroup = Cgroup.create(container.id, spec.resources)
+                    container.state.update(cgroups=tuple(str(d) for d in cgroup.directories))
+                return self._run(spec, container, stdout, stdin, cgroup)
+            finally:
+                if cgroup is not None:
+                    cgroup.remove()
 
-    def _plan(self, spec: ContainerSpec, container: Container) -> dict:
+    def _plan(self, spec: ContainerSpec, container: Container, cgroup: Cgroup | None) -> dict:
         user = container.user
         return {
+            "cgroup_procs": cgroup.procs if cgroup else [],
+            "cgroupfs": cgroup_mounts(cgroup.path if cgroup else None),
             "rootfs": str(container.rootfs),
             "hostname": container.hostname,
             "network": spec.network.value,
@@ -90,9 +103,9 @@ class ChrootRuntime:
         }
 
     def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
-             stdin: BinaryIO | int | None) -> int:
+             stdin: BinaryIO | int | None, cgroup: Cgroup | None) -> int:
         plan_path = container.dir / "plan"
-        plan_path.write_bytes(marshal.dumps(self._plan(spec, container)))
+        plan_path.write_bytes(marshal.dumps(self._plan(spec, container, cgroup)))
         err_read, err_write = os.pipe()
         read_end, write_end = os.pipe()
         try:

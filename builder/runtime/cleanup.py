@@ -4,8 +4,9 @@ Before it creates anything, a container writes a state file
 (``<work_root>/state/<id>.json``) naming its owner (pid and process start
 time, so a reused pid is not mistaken for the owner), its runtime and its
 directories; the state file is removed last. :func:`recover`, run at the start
-of every pybuild command, removes what a dead owner left: the runtime's
-container, mounts under the container directory, the directories themselves.
+of every build and ``pybuild run``, removes what a dead owner left: the
+runtime's container, mounts under the container directory, the cgroups the
+chroot isolation made, the directories themselves.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class ContainerState:
     helper_pid: int | None = None
     helper_start: int | None = None
     mounts: tuple[str, ...] = ()  # the rootfs overlay; anything else under container_dir too
+    cgroups: tuple[str, ...] = ()  # cgroup directories pybuild made (the chroot isolation's limits)
     created: float = field(default_factory=time.time)
 
     def owner_alive(self) -> bool:
@@ -100,6 +102,7 @@ def load_state(path: Path) -> ContainerState | None:
     try:
         data = json.loads(path.read_text())
         data["mounts"] = tuple(data.get("mounts", ()))
+        data["cgroups"] = tuple(data.get("cgroups", ()))
         return ContainerState(**data)
     except (OSError, ValueError, TypeError):
         return None
@@ -212,6 +215,10 @@ def release(state: ContainerState) -> None:
         delete_runtime_container(state.runtime, state.id)
     for mount in state.mounts:
         unmount_all_under(Path(mount))
+    if state.cgroups:
+        from builder.runtime.cgroups import remove_directories
+
+        remove_directories(state.cgroups)
     remove_tree(Path(state.container_dir))
     if state.workdir:
         remove_tree(Path(state.workdir))

@@ -102,7 +102,31 @@ def loopback_up():
         fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
 
 
-def mount_system(root, shm_size, privileged):
+def mount_cgroupfs(root, cgroupfs, privileged):
+    """/sys/fs/cgroup as runc shows it on the host's cgroups: each hierarchy's directory of the
+    container's cgroup, bound read-only (a pure cgroup v2 host has one, at the top)."""
+    target = f"{root}/sys/fs/cgroup"
+    if not cgroupfs or not os.path.isdir(target):
+        return
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if privileged else MS_RDONLY)
+    if len(cgroupfs) == 1 and cgroupfs[0][0] == "":
+        mount(cgroupfs[0][1], target, None, MS_BIND | MS_REC)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
+        return
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
+    for name, source in cgroupfs:
+        os.makedirs(f"{target}/{name}", 0o755, exist_ok=True)
+        mount(source, f"{target}/{name}", None, MS_BIND | MS_REC)
+        mount(None, f"{target}/{name}", None, MS_BIND | MS_REMOUNT | flags)
+        if "," in name and "/" not in name:  # cpu,cpuacct: cpu and cpuacct lead there, as under runc
+            for part in name.split(","):
+                if not os.path.lexists(f"{target}/{part}"):
+                    os.symlink(name, f"{target}/{part}")
+    if not privileged:
+        mount(None, target, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
+
+
+def mount_system(root, shm_size, privileged, cgroupfs=()):
     mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
     dev = f"{root}/dev"
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
@@ -117,6 +141,7 @@ def mount_system(root, shm_size, privileged):
     mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620,gid=5")
     mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | (0 if privileged else MS_RDONLY))
+    mount_cgroupfs(root, cgroupfs, privileged)
     mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NOEXEC | MS_NODEV)
     mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, f"mode=1777,size={shm_size}")
 
@@ -390,7 +415,7 @@ def container_init(plan, errfd, channel):
     for key, value in plan["sysctl"].items():  # /proc/sys/net is the current namespace's
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
-    mount_system(root, plan["shm_size"], plan["privileged"])
+    mount_system(root, plan["shm_size"], plan["privileged"], plan["cgroupfs"])
     make_devices(root, plan["devices"])
     console = open_console(root, channel) if channel is not None else None
     for item in plan["etc"]:
@@ -438,6 +463,13 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with open(plan_path, "rb") as f:
         plan = marshal.load(f)
+    try:
+        for procs in plan["cgroup_procs"]:  # the limits hold from here on, for every child
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+    except OSError as err:
+        report(errfd, SetupError(f"join cgroup {os.path.dirname(procs)}: {err.strerror}"))
+        os._exit(1)
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if plan["network"] == "none":
         flags |= CLONE_NEWNET

@@ -63,6 +63,7 @@ class OciRuntime:
         config = oci_config(
             spec, rootfs=str(container.rootfs), user=container.user, hostname=container.hostname,
             etc_files=container.etc_files, mount_targets=container.mount_targets,
+            container_id=container.id,
         )
         (container.dir / "config.json").write_text(json.dumps(config))
         log = container.dir / "runtime.log"

@@ -12,12 +12,13 @@ from __future__ import annotations
 import enum
 import resource
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.runtime import seccomp
 from builder.runtime.cdi import DeviceNode, Hook
+from builder.runtime.cgroups import Resources
 from builder.runtime.users import ExecUser
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -135,19 +136,23 @@ class Ulimit:
 
 @dataclass(frozen=True)
 class ContainerSettings:
-    """What ``--add-host``, ``--shm-size`` and ``--ulimit`` give every container of a build."""
+    """What ``--add-host``, ``--shm-size``, ``--ulimit`` and the resource limits (``--memory``,
+    ``--cpu-*``, ``--cgroup-parent``...) give every container of a build."""
 
     extra_hosts: tuple[tuple[str, str], ...] = ()
     shm_size: int = SHM_SIZE
     ulimits: tuple[Ulimit, ...] = ()
+    resources: Resources = field(default_factory=Resources)
 
     def fields(self) -> dict[str, Any]:
         """As :class:`ContainerSpec` keyword arguments."""
-        return {"extra_hosts": self.extra_hosts, "shm_size": self.shm_size, "ulimits": self.ulimits}
+        return {"extra_hosts": self.extra_hosts, "shm_size": self.shm_size, "ulimits": self.ulimits,
+                "resources": self.resources}
 
     def key_sources(self) -> dict[str, str]:
         """What a RUN step's cache key holds of them, as BuildKit's exec op; only what is set,
-        so a build without these flags keeps its keys."""
+        so a build without these flags keeps its keys. Resource limits are not in it: they
+        change how a step runs, not what it makes (docker's builder leaves them out too)."""
         sources = {}
         if self.extra_hosts:
             sources["add-host"] = ",".join(f"{n}={a}" for n, a in self.extra_hosts)
@@ -266,7 +271,8 @@ class ContainerSpec:
     for deletions); the engine turns it into a layer. An empty ``hostname``
     means a docker-like 12-hex-digit name derived from the container id.
     ``extra_hosts`` are ``(name, address)`` pairs for /etc/hosts (``--add-host``);
-    ``shm_size`` and ``ulimits`` are ``--shm-size`` and ``--ulimit``.
+    ``shm_size`` and ``ulimits`` are ``--shm-size`` and ``--ulimit``; ``resources`` the
+    cgroup limits.
     """
 
     lowerdirs: Sequence[Path]
@@ -282,6 +288,7 @@ class ContainerSpec:
     privileged: bool = False  # RUN --security=insecure: every capability, no seccomp, /sys writable
     devices: Sequence[DeviceNode] = ()  # CDI device nodes (RUN --device), under /dev
     hooks: Sequence[Hook] = ()  # CDI hooks (runc and crun only)
+    resources: Resources = field(default_factory=Resources)
 
     def rlimits(self) -> dict[str, tuple[int, int]]:
         """RLIMIT name -> (soft, hard): docker's NOFILE, then ``--ulimit`` over it."""
@@ -325,7 +332,8 @@ def network_sysctls(network: Network) -> dict[str, str]:
 
 
 def system_mounts(shm_size: int = SHM_SIZE, *, privileged: bool = False) -> list[dict[str, Any]]:
-    """``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue``, ``/sys`` as docker mounts them."""
+    """``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue``, ``/sys`` and
+    ``/sys/fs/cgroup`` (the container's own cgroups) as docker mounts them."""
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
@@ -334,6 +342,8 @@ def system_mounts(shm_size: int = SHM_SIZE, *, privileged: bool = False) -> list
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "rw" if privileged else "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
          "options": ["nosuid", "noexec", "nodev", "rw" if privileged else "ro"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
@@ -344,7 +354,7 @@ def system_mounts(shm_size: int = SHM_SIZE, *, privileged: bool = False) -> list
 
 def oci_config(
     spec: ContainerSpec, *, rootfs: str, user: ExecUser, hostname: str,
-    etc_files: dict[str, Path], mount_targets: Sequence[str],
+    etc_files: dict[str, Path], mount_targets: Sequence[str], container_id: str = "",
 ) -> dict[str, Any]:
     """An OCI runtime-spec 1.0 ``config.json`` for ``spec``.
 
@@ -376,6 +386,7 @@ def oci_config(
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network is Network.NONE:
         namespaces.append({"type": "network"})
+    cgroups_path = spec.resources.cgroups_path(container_id)
     hooks: dict[str, list[dict[str, Any]]] = {}
     for hook in spec.hooks:
         hooks.setdefault(hook.name, []).append(hook.oci())
@@ -389,7 +400,8 @@ def oci_config(
         "linux": {
             "resources": {"devices": [{"allow": spec.privileged, "access": "rwm"}] + [
                 {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": d.permissions}
-                for d in spec.devices]},
+                for d in spec.devices], **spec.resources.oci()},
+            **({"cgroupsPath": cgroups_path} if cgroups_path else {}),
             "devices": [d.oci() for d in spec.devices],
             "namespaces": namespaces,
             "maskedPaths": [] if spec.privileged else list(MASKED_PATHS),

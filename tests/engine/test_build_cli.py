@@ -451,3 +451,14 @@ def test_annotations_reach_the_manifest_the_registry_and_an_oci_index(builder: B
     assert manifest["annotations"] == {"org.opencontainers.image.description": "described"}
     bad = builder.build(ctx, "--annotation", "index-descriptor:a=b", check=False)
     assert bad.returncode == 125 and b"multi-platform" in bad.stderr
+
+
+def test_classic_builder_flags_that_mean_nothing_here_are_taken(builder: Builder) -> None:
+    """--rm, --force-rm, --compress, --disable-content-trust: accepted as buildx accepts them (no build
+    container outlives its step, the context is never sent); --security-opt refused as docker's
+    builder refuses it, pointing at RUN --security=insecure."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN true\n"}, "legacy-flags")
+    builder.build(ctx, "--rm", "--force-rm", "--compress", "--disable-content-trust")
+    refused = builder.build(ctx, "--security-opt", "seccomp=unconfined", check=False)
+    assert refused.returncode == 125 and b"--allow security.insecure" in refused.stderr
+    assert b"Traceback" not in refused.stderr
