@@ -240,7 +240,7 @@ class Build:
         from builder.frontend.checks import run_checks
         from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
         from builder.frontend.instructions import parse_dockerfile
-        from builder.frontend.parser import parse
+        from builder.frontend.parsecache import parse_cached
         from builder.plan.stages import plan_stages
 
         opts = self.options
@@ -252,7 +252,7 @@ class Build:
                     f"pybuild builds for the host platform {host} only; --platform {opts.platform} "
                     "would need emulation, which pybuild does not do"
                 )
-        parsed = parse(dockerfile_bytes, file=dockerfile_name)
+        parsed = parse_cached(dockerfile_bytes, file=dockerfile_name)
         dockerfile = parse_dockerfile(parsed)
         build_args = dict(opts.build_args)
         global_scope = GlobalScope(dockerfile.meta_args, build_args,
@@ -412,6 +412,8 @@ class Build:
 
     def _import_cache(self):  # type: ignore[no-untyped-def]
         """--cache-from: read each cache's records (not its layers) before any lookup."""
+        if not self.options.cache_to and not self.options.cache_from:
+            return None
         from cache.remote import CacheSpec, load_imports
 
         for text in self.options.cache_to:  # a bad --cache-to fails now, not after the build
@@ -426,18 +428,16 @@ class Build:
                       build_args: Mapping[str, str]) -> Image:
         """``--cache-to type=inline`` (or BuildKit's BUILDKIT_INLINE_CACHE=1): the final image's step
         records in its config. A base image's inline cache is never inherited."""
-        from cache.remote import (
-            INLINE_KEY,
-            CacheMode,
-            CacheSpec,
-            CacheType,
-            inline_cache,
-            select_keys,
-        )
+        from cache.records import INLINE_KEY
 
-        wanted = build_args.get("BUILDKIT_INLINE_CACHE", "").lower() in ("1", "true") or any(
-            CacheSpec.parse(t, export=True).type is CacheType.INLINE for t in self.options.cache_to)
         config = final.config_file()
+        asked = build_args.get("BUILDKIT_INLINE_CACHE", "").lower() in ("1", "true")
+        if not asked and not self.options.cache_to and INLINE_KEY not in config.extra:
+            return final
+        from cache.remote import CacheMode, CacheSpec, CacheType, inline_cache, select_keys
+
+        wanted = asked or any(CacheSpec.parse(t, export=True).type is CacheType.INLINE
+                              for t in self.options.cache_to)
         extra = {k: v for k, v in config.extra.items() if k != INLINE_KEY}
         if wanted:
             keys = select_keys(env.records, env.used_keys, final_key, CacheMode.MIN)  # type: ignore[arg-type]
@@ -449,6 +449,8 @@ class Build:
 
     def _export_cache(self, env: BuildEnv, final_key: str, imported) -> None:  # type: ignore[no-untyped-def]
         """--cache-to: write the records (and their layers) of this build's steps."""
+        if not self.options.cache_to:
+            return
         from cache.remote import CacheSpec, CacheType, export_cache, select_keys
 
         for text in self.options.cache_to:

@@ -19,6 +19,10 @@ from builder.image.config import ContainerConfig, History
 from builder.image.digest import Digest
 from cache.db import Database, now
 
+# The image config key under which an image carries records of its own steps, an inline
+# cache (BuildKit's is moby.buildkit.cache.v0); see cache.remote.
+INLINE_KEY = "pybuild.cache.v1"
+
 
 @dataclass(frozen=True)
 class StepResult:

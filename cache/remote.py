@@ -42,7 +42,7 @@ from builder.image.manifest import Manifest
 from builder.image.mediatypes import Compression, MediaType, layer_compression
 from builder.layers.compression import CHUNK, open_decompressed
 from cache.db import now
-from cache.records import CacheRecords, StepResult
+from cache.records import INLINE_KEY, CacheRecords, StepResult
 
 if TYPE_CHECKING:
     from builder.image.image import Layer
@@ -62,8 +62,6 @@ class CacheType(StrEnum):
     INLINE = "inline"  # --cache-to only: the records ride in the image's own config
 
 
-# The image config key of an inline cache (BuildKit's is moby.buildkit.cache.v0).
-INLINE_KEY = "pybuild.cache.v1"
 
 
 class CacheMode(StrEnum):

@@ -53,17 +53,6 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 URL_MODE = 0o600
 DOWNLOAD_TIMEOUT = 60
 _CHUNK = 1 << 20
-_GIT_URL = re.compile(r"^(git@[^:]+:|git://|ssh://|(https?|file)://[^#?]*\.git([#?].*)?$)")
-
-
-def is_url(source: str) -> bool:
-    """``http://`` or ``https://`` (docker's urlutil.IsURL)."""
-    return source.startswith(("http://", "https://"))
-
-
-def is_git_source(source: str) -> bool:
-    """BuildKit's notion of a git source: git@, git://, ssh://, or an http(s)/file URL of a .git repo."""
-    return bool(_GIT_URL.match(source))
 
 
 # -- archives -----------------------------------------------------------------------------

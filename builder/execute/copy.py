@@ -413,7 +413,7 @@ def select_sources(
     excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
     for arg in spec.sources:
         if spec.from_ is None:
-            from builder.execute.add import is_git_source, is_url
+            from builder.execute.urls import is_git_source, is_url
 
             remote = SourceKind.GIT if is_git_source(arg) else SourceKind.URL if is_url(arg) else None
             if remote is not None and not spec.is_add:

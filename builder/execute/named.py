@@ -56,7 +56,7 @@ class NamedContext:
             return cls(key, image=ref)
         if value.startswith(OCI_LAYOUT):
             return cls(key, image=value)
-        from builder.execute.add import is_git_source, is_url
+        from builder.execute.urls import is_git_source, is_url
 
         if is_git_source(value) or is_url(value):
             return cls(key, url=value)
@@ -80,7 +80,7 @@ def fetch(named: NamedContext, scratch: Path) -> Path:
 
 def is_remote_context(text: str) -> bool:
     """docker's remote build contexts: a git repository (also ``github.com/...``) or an http(s) URL."""
-    from builder.execute.add import is_git_source, is_url
+    from builder.execute.urls import is_git_source, is_url
 
     return is_git_source(text) or is_url(text) or text.startswith("github.com/")
 
@@ -92,9 +92,10 @@ def fetch_url(url: str, scratch: Path, what: str) -> tuple[Path, Path | None]:
     import shutil
 
     from builder.errors import BuildContextError, CopyError
-    from builder.execute.add import clone, download, extract_archive, is_git_source, parse_git_ref
+    from builder.execute.add import clone, download, extract_archive, parse_git_ref
     from builder.execute.copy import CopySpec
     from builder.execute.rootfs import RootfsView
+    from builder.execute.urls import is_git_source
 
     git = is_git_source(url) or url.startswith("github.com/")
     if url.startswith("github.com/"):  # docker's shorthand

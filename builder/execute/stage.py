@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import StepFailedError
 from builder.execute.run import (
@@ -41,7 +42,6 @@ from builder.image.image import Image, Layer
 from builder.image.mutate import DerivedImage
 from builder.layers.tarwriter import write_layer
 from builder.progress import Progress, StepHandle
-from builder.runtime.cdi import Edits
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import Cancelled
 from cache.keys import StepInputs
@@ -49,6 +49,9 @@ from cache.records import CacheRecords, StepResult
 from cache.snapshots import chain_ids
 from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
+
+if TYPE_CHECKING:
+    from builder.runtime.cdi import Edits
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
@@ -605,6 +608,8 @@ class StageRunner:
 
     def _device_edits(self, ins: ins_.Run) -> Edits:
         """What ``RUN --device`` requests add to the container (CDI edits), checked as BuildKit does."""
+        from builder.runtime.cdi import Edits
+
         edits = Edits()
         for request in ins.devices:
             registry = self.env.cdi()

@@ -25,14 +25,15 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from lark import Lark, Token
-from lark.exceptions import LarkError
+from typing import TYPE_CHECKING
 
 import grammar
 from builder.errors import ParseError, SourceLocation
 from builder.frontend.ast import Directive, Heredoc, Node, ParsedDockerfile, ParserWarning
 from builder.frontend.dump import go_quote
+
+if TYPE_CHECKING:
+    from lark import Lark, Token
 
 DEFAULT_ESCAPE = "\\"
 ESCAPE_CHARS = ("\\", "`")
@@ -79,6 +80,8 @@ def _lark(escape: str) -> Lark:
     checked against the grammar's hash. The file is a pickle: it lives in a
     directory only this user can write (never a shared /tmp).
     """
+    from lark import Lark  # only when a Dockerfile is parsed: a cached parse never needs it
+
     text = grammar.load().replace("%ESC%", re.escape(escape))
     options: dict[str, object] = {"parser": "lalr", "lexer": "contextual", "start": ["start", "body"]}
     cache = _grammar_cache_file(escape)
@@ -91,7 +94,9 @@ def _lark(escape: str) -> Lark:
     return Lark(text, **options)  # type: ignore[arg-type]
 
 
-def _grammar_cache_file(escape: str) -> Path | None:
+def user_cache_dir() -> Path | None:
+    """``~/.cache/pybuild`` (or under $XDG_CACHE_HOME), for pickles of this user's only: None
+    when another user could write there."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pybuild"
     try:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -100,7 +105,12 @@ def _grammar_cache_file(escape: str) -> Path | None:
         return None
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
         return None  # someone else could plant a pickle there
-    return base / f"lark-dockerfile-{ord(escape):x}.cache"
+    return base
+
+
+def _grammar_cache_file(escape: str) -> Path | None:
+    base = user_cache_dir()
+    return None if base is None else base / f"lark-dockerfile-{ord(escape):x}.cache"
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,8 @@ class _Run:
         )
 
     def _lark_parse(self, escape: str, text: str, start: str, offset: int) -> list[Token]:
+        from lark.exceptions import LarkError
+
         try:
             return _lark(escape).parse(text, start=start).children  # type: ignore[return-value]
         except LarkError as error:  # the grammar accepts every text; this is a bug guard

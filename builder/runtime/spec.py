@@ -14,12 +14,14 @@ import resource
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.runtime import seccomp
-from builder.runtime.cdi import DeviceNode, Hook
 from builder.runtime.cgroups import Resources
-from builder.runtime.users import ExecUser
+
+if TYPE_CHECKING:  # annotations only: a cached build never loads these
+    from builder.runtime.cdi import DeviceNode, Hook
+    from builder.runtime.users import ExecUser
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -27,3 +27,24 @@ def test_missing_context_is_a_docker_style_error():
     proc = run_pybuild("build", "-t", "x")
     assert proc.returncode == 125
     assert "Traceback" not in proc.stderr.decode()
+
+
+def test_command_modules_name_the_module_of_every_command():
+    """A run builds only its command's parser, found through COMMAND_MODULES: the table must
+    list every command, each with the module that registers it."""
+    import argparse
+
+    from builder import cli
+
+    assert set(cli.COMMAND_MODULES) == cli._command_names(cli.build_parser())
+    for command, module in cli.COMMAND_MODULES.items():
+        parser = cli.build_parser(only=command)
+        assert command in cli._command_names(parser), (command, module)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert sub.choices[command].get_default("func").__module__ == f"builder.cli.{module}", command
+
+
+def test_global_options_before_the_command():
+    assert run_pybuild("--root", "/nonexistent-root", "--debug", "parse", "--help", check=True).returncode == 0
+    proc = run_pybuild("--debug", "-t", "x")  # the default command after global options
+    assert proc.returncode == 125 and b"pybuild build" in proc.stderr

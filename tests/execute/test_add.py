@@ -13,10 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 from builder.errors import CopyError, SourceLocation
-from builder.execute.add import clone, is_git_source, is_url
+from builder.execute.add import clone
 from builder.execute.context import BuildContext
 from builder.execute.copy import CopySpec, copy_layer
 from builder.execute.rootfs import RootfsView
+from builder.execute.urls import is_git_source, is_url
 from tests.helpers.tools import require_tool
 
 LOC = SourceLocation("Dockerfile", 3)
