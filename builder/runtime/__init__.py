@@ -17,18 +17,29 @@ import enum
 import os
 import shutil
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from builder.errors import RuntimeNotFoundError
 from builder.runtime.cleanup import RecoveryReport, recover, stop_containers
 from builder.runtime.output import Sink
 from builder.runtime.spec import ContainerSpec, Mount, MountType, Network, ProcessSpec
-from builder.runtime.users import ExecUser, resolve_user
+
+if TYPE_CHECKING:
+    from builder.runtime.users import ExecUser, resolve_user
 
 __all__ = [
     "ContainerSpec", "ExecUser", "Isolation", "Mount", "MountType", "Network", "ProcessSpec",
     "RecoveryReport", "Runtime", "detect", "recover", "resolve_user", "stop_containers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``ExecUser`` and ``resolve_user`` load on first use: a cached build resolves no user."""
+    if name in ("ExecUser", "resolve_user"):
+        from builder.runtime import users
+
+        return getattr(users, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Isolation(enum.Enum):
