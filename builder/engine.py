@@ -125,9 +125,11 @@ class Build:
         quiet = options.quiet or options.explain
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
         self.started = time.monotonic()
-        from builder.export.outputs import Annotations
+        from builder.export.outputs import Annotations, OutputSpec
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
+        for text in options.outputs:  # a bad --output fails now, not after the build
+            OutputSpec.parse(text)
 
     def run(self) -> BuildResult | None:
         from builder.runtime import recover
@@ -500,7 +502,7 @@ class Build:
 
         export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
                        insecure_registries=tuple(self.options.insecure_registries),
-                       progress=self.progress, annotations=self.annotations)
+                       progress=self.progress, annotations=self.annotations, platform=str(Platform.host()))
 
     def _report(self, result: BuildResult) -> None:
         opts = self.options

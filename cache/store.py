@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,7 +37,13 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest, HashingReader, is_digest
 from builder.image.image import BlobLayer, Image, SourceImage, read_verified
 from builder.image.manifest import Manifest
-from builder.image.mediatypes import Compression, MediaType, layer_compression, layer_media_type
+from builder.image.mediatypes import (
+    Compression,
+    MediaType,
+    is_docker,
+    layer_compression,
+    layer_media_type,
+)
 from builder.image.reference import Reference
 from builder.layers.compression import CHUNK, compress_stream, open_decompressed
 from cache.blobs import BlobFiles, sweep_temp, temp_name
@@ -165,16 +171,23 @@ class StoreImage(SourceImage):
 
 
 class RecompressedImage:
-    """An image with other blobs for the same layers; the config bytes (the image ID) are kept."""
+    """An image with other blobs for the same layers, and perhaps other media types or manifest
+    annotations; the config bytes (the image ID) are kept."""
 
-    def __init__(self, base: Image, layers: Sequence[BlobLayer]) -> None:
+    def __init__(self, base: Image, layers: Sequence[BlobLayer], *, docker: bool | None = None,
+                 annotations: dict[str, str] | None = None) -> None:
         self._base = base
         self._layers = tuple(layers)
         manifest = base.manifest()
+        config = manifest.config
+        media_type = manifest.media_type
+        if docker is not None:
+            media_type = MediaType.DOCKER_MANIFEST if docker else MediaType.OCI_MANIFEST
+            config = replace(config, media_type=MediaType.DOCKER_CONFIG if docker else MediaType.OCI_CONFIG)
         self._manifest = Manifest(
-            config=manifest.config,
+            config=config,
             layers=tuple(layer.descriptor() for layer in self._layers),
-            media_type=manifest.media_type, annotations=manifest.annotations,
+            media_type=media_type, annotations=annotations or manifest.annotations,
         )
         self._raw = self._manifest.to_bytes()
 
@@ -531,6 +544,29 @@ class Store:
                     raise ImageNotFoundError(f"layer {desc.digest} is not in the store")
             out.append(BlobLayer(source, desc, layer.diff_id()))
         return RecompressedImage(image, out)
+
+    def converted(self, image: Image, *, compression: Compression | None = None, force: bool = False,
+                  docker: bool | None = None, annotations: dict[str, str] | None = None) -> Image:
+        """The image as an output asks for it (BuildKit's exporter options): ``compression`` for
+        the layers held uncompressed (the ones this machine made), or for every layer with
+        ``force``; docker schema2 or OCI media types (``docker``; None keeps them); manifest
+        ``annotations``. Each blob is compressed once and kept; the image ID does not change."""
+        docker = is_docker(image.manifest().media_type) if docker is None else docker
+        source = _StoreBlobSource(self.blobs)
+        out = []
+        for layer in image.layers():
+            current = layer_compression(layer.media_type())
+            wanted = current
+            if compression is not None and (force or current is Compression.NONE):
+                wanted = compression
+            if wanted is current:
+                if not self.blobs.exists(layer.digest()):
+                    raise ImageNotFoundError(f"layer {layer.digest()} is not in the store")
+                desc = Descriptor(layer_media_type(current, docker=docker), layer.digest(), layer.size())
+            else:
+                desc = self.layer_blob(str(layer.diff_id()), wanted, docker=docker)
+            out.append(BlobLayer(source, desc, layer.diff_id()))
+        return RecompressedImage(image, out, docker=docker, annotations=annotations)
 
     def _layer_row(self, diff_id: str, compression: Compression) -> sqlite3.Row | None:
         return self.db.query_one(

@@ -211,9 +211,10 @@ def layout_entries(images: Sequence[TaggedImage], index_annotations: Mapping[str
     return entries
 
 
-def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, tar: bool = True) -> None:
+def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, tar: bool = True,
+                     index_annotations: Mapping[str, str] | None = None) -> None:
     """Write an OCI layout: a tar file (default) or stream, or, with ``tar=False``, a directory."""
-    entries = layout_entries(images)
+    entries = layout_entries(images, index_annotations)
     if tar or not isinstance(dest, Path):
         write_tar(entries, dest)
         return

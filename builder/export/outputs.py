@@ -20,40 +20,131 @@ from pathlib import Path
 from builder.errors import UsageError
 from builder.export import TaggedImage
 from builder.image.image import Image
+from builder.image.mediatypes import Compression
 
 TYPES = ("image", "oci", "docker", "tar", "local", "registry")
+_IMAGE_OPTIONS = ("compression", "force-compression", "oci-mediatypes", "rewrite-timestamp")
+# The options each exporter takes, as BuildKit's do (annotation.* and annotation-TYPE.* too,
+# for image, registry, oci and docker).
+OPTIONS = {
+    "image": ("name", "push", "push-by-digest", "registry.insecure", "store", "unpack", *_IMAGE_OPTIONS),
+    "oci": ("dest", "name", "tar", *_IMAGE_OPTIONS),
+    "docker": ("dest", "name", *_IMAGE_OPTIONS),
+    "tar": ("dest", "platform-split"),
+    "local": ("dest", "platform-split"),
+}
+OPTIONS["registry"] = OPTIONS["image"]
+COMPRESSIONS = {"gzip": Compression.GZIP, "zstd": Compression.ZSTD, "uncompressed": Compression.NONE}
 
 
 @dataclass(frozen=True)
 class OutputSpec:
+    """One ``--output``, its options checked and typed.
+
+    ``compression`` is what layers held uncompressed (the ones this build made) are written
+    as, every layer's with ``force_compression``; ``oci_mediatypes`` chooses OCI or docker
+    media types (None: as the image has them). ``annotations`` are the output's own
+    ``annotation[-TYPE].KEY=VALUE`` options. ``store``, ``unpack``, ``platform-split`` and
+    ``rewrite-timestamp`` are taken and change nothing: the store always keeps and unpacks
+    the image, the build is for one platform, and with SOURCE_DATE_EPOCH every file of a
+    layer the build makes is already clamped to it.
+    """
+
     type: str
     dest: str | None = None
     push: bool = False
     names: tuple[str, ...] = ()
-    extra: dict[str, str] = field(default_factory=dict)
+    compression: Compression | None = None
+    force_compression: bool = False
+    oci_mediatypes: bool | None = None
+    tar: bool = True
+    push_by_digest: bool = False
+    insecure: bool = False
+    annotations: tuple[str, ...] = ()  # as --annotation takes them: [TYPE:]KEY=VALUE
 
     @classmethod
     def parse(cls, text: str) -> OutputSpec:
-        """``type=local,dest=out`` or docker's shorthand: a bare path means ``type=local,dest=PATH``."""
+        """``type=local,dest=out`` or docker's shorthand: a bare path means ``type=local,dest=PATH``.
+        Fields are CSV, as buildx reads them: ``"name=a,b"`` quoted names two images."""
+        import csv
+
         if "=" not in text:
             if text == "-":
                 return cls("tar", "-")
             return cls("local", text)
         fields: dict[str, str] = {}
-        for part in text.split(","):
+        annotations: list[str] = []
+        for part in next(csv.reader([text]), []):
             key, sep, value = part.partition("=")
             if not sep:
                 raise UsageError(f"invalid --output {text!r}: {part!r} is not key=value")
-            fields[key.strip().lower()] = value.strip()
+            name, dot, rest = key.strip().partition(".")
+            name = name.lower()
+            if name == "annotation" or name.startswith("annotation-"):
+                kind = name.removeprefix("annotation").removeprefix("-") or "manifest"
+                if not dot or not rest:
+                    raise UsageError(f"invalid --output {text!r}: {part!r}: expected annotation.KEY=VALUE")
+                annotations.append(f"{kind}:{rest}={value}")
+                continue
+            fields[name + dot + rest.lower()] = value.strip()
         kind = fields.pop("type", "local")
         if kind not in TYPES:
             raise UsageError(f"invalid --output {text!r}: type must be one of {', '.join(TYPES)}")
-        push = fields.pop("push", "false").lower() in ("1", "true", "yes") or kind == "registry"
-        names = tuple(n for n in fields.pop("name", "").split(",") if n)
-        dest = fields.pop("dest", None)
+        allowed = OPTIONS[kind]
+        for name in fields:
+            if name not in allowed:
+                reason = (": pybuild compresses each layer once, at the default level, and keeps it"
+                          if name == "compression-level" else "")
+                raise UsageError(f"invalid --output {text!r}: type={kind} takes no option {name!r}{reason} "
+                                 f"(it takes {', '.join(allowed)})")
+        if annotations and kind in ("tar", "local"):
+            raise UsageError(f"invalid --output {text!r}: type={kind} writes a file system, not an image: "
+                             "it takes no annotations")
+
+        def flag(name: str, default: bool = False) -> bool:
+            value = fields.get(name)
+            if value is None:
+                return default
+            if value.lower() in ("1", "true", "yes", ""):
+                return True
+            if value.lower() in ("0", "false", "no"):
+                return False
+            raise UsageError(f"invalid --output {text!r}: {name}={value!r} is not a boolean (true or false)")
+
+        compression = None
+        if "compression" in fields:
+            compression = COMPRESSIONS.get(fields["compression"].lower())
+            if compression is None:
+                raise UsageError(f"invalid --output {text!r}: compression must be one of "
+                                 f"{', '.join(COMPRESSIONS)}")
+        oci = flag("oci-mediatypes") if "oci-mediatypes" in fields else None
+        if compression is Compression.ZSTD:
+            if oci is False:
+                raise UsageError(f"invalid --output {text!r}: compression=zstd needs oci-mediatypes=true "
+                                 "(docker's media types have no zstd layer)")
+            oci = True  # as BuildKit: zstd layers exist only as OCI media types
+        for name in ("store", "unpack"):
+            if not flag(name, True):
+                raise UsageError(f"invalid --output {text!r}: {name}=false: pybuild always keeps the image "
+                                 "in its store, unpacked (the build cache stands on it)")
+        tar = flag("tar", True)
+        dest = fields.get("dest")
         if kind in ("oci", "docker", "tar", "local") and not dest:
             raise UsageError(f"invalid --output {text!r}: type={kind} needs dest=PATH")
-        return cls("image" if kind == "registry" else kind, dest, push, names, fields)
+        if not tar and dest == "-":
+            raise UsageError(f"invalid --output {text!r}: tar=false writes a directory, not stdout")
+        return cls(
+            type="image" if kind == "registry" else kind, dest=dest,
+            push=flag("push") or kind == "registry", names=tuple(n for n in fields.get("name", "").split(",") if n),
+            compression=compression, force_compression=flag("force-compression"), oci_mediatypes=oci,
+            tar=tar, push_by_digest=flag("push-by-digest"), insecure=flag("registry.insecure"),
+            annotations=tuple(annotations),
+        )
+
+    @property
+    def converts(self) -> bool:
+        """Whether the image is written in another form than the store holds it in."""
+        return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
 
 
 ANNOTATION_TYPES = ("manifest", "manifest-descriptor", "index", "index-descriptor")
@@ -93,30 +184,43 @@ class Annotations:
                 getattr(found, kind.replace("-", "_"))[key] = value
         return found
 
+    def merged(self, other: Annotations) -> Annotations:
+        """These with ``other``'s over them (an output's own over the build's)."""
+        return Annotations({**self.manifest, **other.manifest},
+                           {**self.manifest_descriptor, **other.manifest_descriptor},
+                           {**self.index, **other.index})
+
 
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,  # type: ignore[no-untyped-def]
                    insecure_registries: Sequence[str] = (), progress=None,  # type: ignore[no-untyped-def]
-                   annotations: Annotations | None = None) -> None:
+                   annotations: Annotations | None = None, platform: str = "") -> None:
     annotations = annotations or Annotations()
     outputs = [OutputSpec.parse(s) for s in specs]
     if push and not any(o.type == "image" and o.push for o in outputs):
         outputs.append(OutputSpec("image", push=True))
     for out in outputs:
         names = out.names or tuple(tags)
+        own = annotations.merged(Annotations.parse(out.annotations, platform))
+        exported = _as_output(image, out, own, store)
         if out.type == "image":
             if out.names:
                 for name in out.names:
                     store.tag(str(image.digest()), name)
             if out.push:
-                _push(image, names, store, insecure_registries, progress)
+                _push(exported, names, store, insecure_registries, progress, out)
         elif out.type in ("oci", "docker"):
             from builder.export.archive import save
+            from builder.export.layout import write_oci_layout
 
-            # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
-            exported = store.docker_compatible(image) if out.type == "docker" else image
+            if out.type == "docker" and not out.converts:
+                # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
+                exported = store.docker_compatible(image)
+            tagged = [TaggedImage(exported, names, own.manifest_descriptor)]
+            if not out.tar:
+                write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
+                continue
             with _destination(out.dest) as dest:
-                save([TaggedImage(exported, names, annotations.manifest_descriptor)], dest, format=out.type,
-                     index_annotations=annotations.index)
+                save(tagged, dest, format=out.type, index_annotations=own.index)
         elif out.type == "tar":
             with tempfile.TemporaryDirectory(dir=store.tmp_dir) as tmp, _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"
@@ -128,6 +232,16 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             dest_dir = Path(out.dest or ".")
             dest_dir.mkdir(parents=True, exist_ok=True)
             flatten(image, dest_dir, same_owner=os.geteuid() == 0)
+
+
+def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -> Image:  # type: ignore[no-untyped-def]
+    """The image in the form ``out`` writes it: its compression, media types, manifest annotations."""
+    if not out.converts:
+        return image
+    manifest_annotations = {**(image.manifest().annotations or {}), **annotations.manifest}
+    docker = None if out.oci_mediatypes is None else not out.oci_mediatypes
+    return store.converted(image, compression=out.compression, force=out.force_compression, docker=docker,
+                           annotations=manifest_annotations or None)
 
 
 def flatten(image: Image, target: Path, *, same_owner: bool = True) -> None:
@@ -161,11 +275,17 @@ def _destination(dest: str | None):  # type: ignore[no-untyped-def]
             tmp.unlink()
 
 
-def _push(image: Image, names: Sequence[str], store, insecure, progress) -> None:  # type: ignore[no-untyped-def]
+def _push(image: Image, names: Sequence[str], store, insecure, progress,  # type: ignore[no-untyped-def]
+          out: OutputSpec) -> None:
+    from builder.image.reference import Reference
     from builder.registry import ClientOptions, push
 
     if not names:
         raise UsageError("push needs an image name: give -t NAME or -o type=image,name=NAME,push=true")
+    refs = [Reference.parse(name) for name in names]
+    insecure = set(insecure) | ({ref.registry for ref in refs} if out.insecure else set())
     options = ClientOptions(insecure_registries=frozenset(insecure))
-    for name in names:
-        push(image, name, options=options, store=store)
+    for ref in refs:
+        # push-by-digest: only the manifest's digest names it, no tag moves (BuildKit's option)
+        target = f"{ref.name}@{image.digest()}" if out.push_by_digest else str(ref)
+        push(image, target, options=options, store=store, compress=out.compression is not Compression.NONE)

@@ -584,15 +584,16 @@ def parse_range_end(header: str) -> int | None:
     return int(match[2]) if match else None
 
 
-def _pushable_layers(image: Image, store: Store | None, workdir: Path,
+def _pushable_layers(image: Image, store: Store | None, workdir: Path, compress: bool = True,
                      ) -> tuple[list[tuple[Descriptor, Callable[[], BinaryIO]]], bool]:
-    """Each layer as it will be pushed; uncompressed layers become gzip (once, kept in the store)."""
+    """Each layer as it will be pushed; uncompressed layers become gzip (once, kept in the store)
+    unless ``compress`` is off (an output's ``compression=uncompressed``)."""
     out: list[tuple[Descriptor, Callable[[], BinaryIO]]] = []
     changed = False
     manifest = image.manifest()
     docker = is_docker(manifest.media_type)
     for layer, desc in zip(image.layers(), manifest.layers, strict=True):
-        if layer_compression(desc.media_type) is not Compression.NONE:
+        if not compress or layer_compression(desc.media_type) is not Compression.NONE:
             out.append((desc, layer.compressed))
             continue
         changed = True
@@ -649,11 +650,11 @@ class PushResult:
 def push(image: Image, reference: Reference | str, *, client: RegistryClient | None = None,
          options: ClientOptions | None = None, progress: Progress | None = None,
          workers: int = DEFAULT_WORKERS, mount_from: Sequence[str] = (),
-         chunk_size: int | None = None, store: Store | None = None) -> PushResult:
+         chunk_size: int | None = None, store: Store | None = None, compress: bool = True) -> PushResult:
     """Upload an image's blobs and then its manifest under ``reference``'s tag (or digest).
 
     Layers go in the compression they are held in; uncompressed ones are pushed
-    as gzip (the manifest is rewritten to match). Blobs of an image pulled from the
+    as gzip (the manifest is rewritten to match), unless ``compress`` is off. Blobs of an image pulled from the
     same registry are mounted from their repository instead of uploaded.
     """
     ref = Reference.parse(reference) if isinstance(reference, str) else reference
@@ -665,7 +666,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
         sources.insert(0, image.repository)
     try:
         with tempfile.TemporaryDirectory(prefix="pybuild-push-") as tmp:
-            layers, changed = _pushable_layers(image, store, Path(tmp))
+            layers, changed = _pushable_layers(image, store, Path(tmp), compress)
             raw_manifest, media_type = image.raw_manifest(), image.manifest().media_type
             if changed:
                 manifest = replace(image.manifest(), layers=tuple(d for d, _ in layers))

@@ -1,0 +1,125 @@
+"""The options of ``--output`` as BuildKit's exporters take them: compression, force-compression,
+oci-mediatypes, tar=false, annotation.*, push-by-digest, registry.insecure; checked by skopeo,
+umoci, docker and a real registry, and a clear error for any option an exporter does not take."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import require_tool, run_pybuild
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _raw(transport: str) -> dict:
+    skopeo = require_tool("skopeo")
+    tls = ["--tls-verify=false"] if transport.startswith("docker://") else []  # the loopback registry
+    return json.loads(subprocess.run([skopeo, "inspect", *tls, "--raw", transport], check=True,
+                                     capture_output=True).stdout)
+
+
+def _image_id(builder: Builder, image: str) -> str:
+    return json.loads(run_pybuild("inspect", image, root=builder.root, check=True).stdout)[0]["Id"]
+
+
+def _context(builder: Builder, name: str) -> Path:
+    return builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /made\n"}, name)
+
+
+def test_compression_and_media_types_of_archives(builder: Builder, docker: str, tmp_path: Path) -> None:
+    """compression=zstd gives the layers this build made zstd blobs (a base held compressed keeps
+    its own, unless force-compression); oci-mediatypes=false gives docker's types, which
+    docker loads with the same image ID; the image ID never changes."""
+    ctx = _context(builder, "archives")
+    builder.build(ctx, "-t", "outputs:zstd", "-o", f"type=oci,dest={tmp_path / 'zstd.tar'},compression=zstd",
+                  "-o", f"type=docker,dest={tmp_path / 'docker.tar'},oci-mediatypes=false,compression=gzip,"
+                        "force-compression=true")
+    image_id = _image_id(builder, "outputs:zstd")
+    zstd = _raw(f"oci-archive:{tmp_path / 'zstd.tar'}")
+    assert zstd["mediaType"] == OCI_MANIFEST
+    assert {layer["mediaType"] for layer in zstd["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert zstd["config"]["digest"] == image_id
+    dock = _raw(f"docker-archive:{tmp_path / 'docker.tar'}")
+    assert dock["mediaType"] == DOCKER_MANIFEST
+    assert dock["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    assert {layer["mediaType"] for layer in dock["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    subprocess.run([docker, "load", "-i", str(tmp_path / "docker.tar")], check=True, capture_output=True)
+    try:
+        loaded = subprocess.run([docker, "image", "inspect", "-f", "{{.Id}}", "outputs:zstd"], check=True,
+                                capture_output=True).stdout.decode().strip()
+    finally:
+        subprocess.run([docker, "rmi", "-f", "outputs:zstd"], capture_output=True)
+    assert loaded == image_id
+    fresh = tmp_path / "fresh-store"  # the zstd archive loads back to the same image
+    run_pybuild("load", "-i", str(tmp_path / "zstd.tar"), root=fresh, check=True)
+    assert image_id in run_pybuild("images", "-q", "--no-trunc", root=fresh, check=True).stdout.decode()
+
+
+def test_an_oci_layout_directory_with_annotations(builder: Builder, tmp_path: Path) -> None:
+    """tar=false writes the OCI layout as a directory, which skopeo and umoci read; the
+    output's own annotation.* / annotation-index.* options land where --annotation's would."""
+    umoci = require_tool("umoci")
+    ctx = _context(builder, "layout-dir")
+    layout = tmp_path / "layout"
+    builder.build(ctx, "-o", f"type=oci,dest={layout},tar=false,name=outputs/dir:1,"
+                             "annotation.org.opencontainers.image.title=Titled,annotation-index.Index.Key=kept")
+    index = json.loads((layout / "index.json").read_text())
+    assert index["annotations"] == {"Index.Key": "kept"}  # keys keep their case
+    manifest = _raw(f"oci:{layout}:1")  # ref.name is the tag, as BuildKit writes it
+    assert manifest["annotations"]["org.opencontainers.image.title"] == "Titled"
+    subprocess.run([umoci, "unpack", "--image", f"{layout}:1", str(tmp_path / "bundle")],
+                   check=True, capture_output=True)
+    assert (tmp_path / "bundle" / "rootfs" / "made").is_file()
+
+
+def test_push_options(builder: Builder, registry: str) -> None:
+    """type=registry with compression=zstd,force-compression=true pushes every layer as zstd;
+    compression=uncompressed pushes plain tars; push-by-digest moves no tag; all pull back to
+    the same image ID."""
+    ctx = _context(builder, "push-options")
+    repo = f"{registry}/outputs/push-{uuid.uuid4().hex[:8]}"
+    builder.build(ctx, "-t", "outputs:push", "-o", f"type=registry,name={repo}:zstd,compression=zstd,"
+                  "force-compression=true,registry.insecure=true")
+    builder.build(ctx, "-o", f"type=image,name={repo}:plain,push=true,compression=uncompressed")
+    image_id = _image_id(builder, "outputs:push")
+    zstd = _raw(f"docker://{repo}:zstd")
+    assert {layer["mediaType"] for layer in zstd["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    plain = _raw(f"docker://{repo}:plain")
+    assert {layer["mediaType"] for layer in plain["layers"]} == {"application/vnd.oci.image.layer.v1.tar"}
+    assert zstd["config"]["digest"] == plain["config"]["digest"] == image_id
+    digest_only = builder.build(ctx, "-q", "-o", f"type=image,name={repo}:never,push=true,push-by-digest=true,"
+                                "compression=gzip")
+    assert digest_only.returncode == 0
+    tags = requests.get(f"http://{registry}/v2/{repo.split('/', 1)[1]}/tags/list", timeout=30).json()["tags"]
+    assert sorted(tags) == ["plain", "zstd"]
+    for tag in ("zstd", "plain"):
+        fresh = builder.tmp / f"pulled-{tag}"
+        run_pybuild("pull", f"{repo}:{tag}", root=fresh, check=True)
+        assert _image_id(Builder(fresh, builder.tmp), f"{repo}:{tag}") == image_id
+
+
+@pytest.mark.parametrize("output, message", [
+    ("type=oci,dest=x,compression=brotli", b"compression must be one of gzip, zstd, uncompressed"),
+    ("type=oci,dest=x,compression-level=9", b"compresses each layer once"),
+    ("type=local,dest=x,compression=zstd", b"type=local takes no option 'compression'"),
+    ("type=docker,dest=x,tar=false", b"type=docker takes no option 'tar'"),
+    ("type=oci,dest=x,compression=zstd,oci-mediatypes=false", b"needs oci-mediatypes=true"),
+    ("type=oci,dest=x,force-compression=perhaps", b"is not a boolean"),
+    ("type=image,store=false", b"always keeps the image in its store"),
+    ("type=tar,dest=x,annotation.a=b", b"takes no annotations"),
+    ("type=oci,dest=-,tar=false", b"tar=false writes a directory"),
+])
+def test_output_option_errors_come_before_the_build(builder: Builder, output: str, message: bytes) -> None:
+    marker = uuid.uuid4().hex
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {marker}\n"}, "output-errors")
+    p = builder.build(ctx, "-o", output, check=False)
+    assert p.returncode == 125 and message in p.stderr and b"Traceback" not in p.stderr, p.stderr
+    assert marker.encode() not in p.stderr  # refused before any step ran
