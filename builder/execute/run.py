@@ -50,12 +50,23 @@ class Secret:
             key, sep, value = part.partition("=")
             if not sep:
                 raise UsageError(f"invalid --secret {text!r}: expected id=ID,src=FILE or id=ID,env=VAR")
-            fields[key.strip().lower()] = value.strip()
+            name = key.strip().lower()
+            if name not in ("id", "src", "source", "env", "type"):
+                raise UsageError(f"invalid --secret {text!r}: unexpected key {name!r} "
+                                 "(id, src or source, env, type=file|env)")
+            fields[name] = value.strip()
         sid = fields.get("id")
         src = fields.get("src") or fields.get("source")
         env = fields.get("env")
         if not sid:
             raise UsageError(f"invalid --secret {text!r}: missing id=")
+        kind = fields.get("type")
+        if kind not in (None, "file", "env"):
+            raise UsageError(f"invalid --secret {text!r}: type must be file or env")
+        if kind == "env":  # as buildx: the variable is env=, else src=, else the id
+            env, src = env or src or sid, None
+        elif kind == "file":
+            src, env = src or sid, None
         if src is None and env is None:
             if sid in os.environ:
                 env = sid
