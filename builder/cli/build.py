@@ -77,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="allow plain HTTP and unverified TLS for this registry")
     p.add_argument("--check", action="store_true",
                    help="run the build checks only, as `pybuild lint` (docker build --check)")
+    p.add_argument("--call", metavar="build|check|outline|targets[,format=json]",
+                   help="what to ask the frontend, as buildx: outline (the build args, secrets and SSH "
+                        "the target takes), targets (the stages), check (as --check); build is the default")
     p.add_argument("--dry-run", action="store_true",
                    help="check the Dockerfile and print its parse and stage plan; build nothing")
     # docker's classic-builder flags that mean nothing here, taken as buildx takes them: build
@@ -135,17 +138,41 @@ def container_settings(args: argparse.Namespace) -> ContainerSettings:
     )
 
 
+def _call(text: str | None) -> tuple[str, str]:
+    """``--call NAME[,format=text|json]``, as buildx reads it."""
+    from builder.errors import UsageError
+
+    if not text:
+        return "build", "text"
+    name, *options = [part.strip() for part in text.split(",")]
+    name = name.lower()
+    fmt = "text"
+    for option in options:
+        key, _, value = option.partition("=")
+        if key != "format" or value not in ("text", "json"):
+            raise UsageError(f"invalid --call {text!r}: the only option is format=text|json")
+        fmt = value
+    if name not in ("build", "check", "outline", "targets"):
+        raise UsageError(f"invalid --call {text!r}: expected build, check, outline or targets")
+    return name, fmt
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.security_opt:
         from builder.errors import UsageError
 
         raise UsageError("security options are not supported on build (as docker's builder refuses them): "
                          "use RUN --security=insecure with --allow security.insecure")
-    if args.check:
+    call, fmt = _call(args.call)
+    if call in ("outline", "targets"):
+        from builder.cli.frontend import subrequest_command
+
+        return subrequest_command(args, call, fmt)
+    if args.check or call == "check":
         from builder.cli.frontend import lint_command
 
         return lint_command(argparse.Namespace(path=args.context, file=args.file, build_arg=args.build_arg,
-                                               target=args.target, format="text", debug=args.debug))
+                                               target=args.target, format=fmt, debug=args.debug))
     if args.dry_run:
         from builder.cli._dryrun import run_build
 

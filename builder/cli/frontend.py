@@ -204,3 +204,27 @@ def lint_command(args: argparse.Namespace) -> int:
     if error:
         raise error
     return 0
+
+
+def subrequest_command(args: argparse.Namespace, call: str, fmt: str) -> int:
+    """``pybuild build --call outline|targets``: BuildKit's frontend subrequests, built nothing."""
+    from builder.frontend import subrequests
+
+    source = read_dockerfile(args.context, args.file)
+    dockerfile = load_dockerfile(source)
+    if call == "targets":
+        found = subrequests.targets(dockerfile)
+        if fmt == "json":
+            json.dump(subrequests.targets_json(dockerfile, found), sys.stdout, indent=2, ensure_ascii=False)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(subrequests.render_targets(found))
+        return 0
+    result = subrequests.outline(dockerfile, build_args=parse_build_args(args.build_arg), target=args.target,
+                                 base_env=local_base_env)
+    if fmt == "json":
+        json.dump(subrequests.outline_json(result), sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(subrequests.render_outline(result))
+    return 0

@@ -715,7 +715,7 @@ def _parse_from(req: _Req) -> From:
         base_name=args[0],
         stage_name=stage_name,
         platform=flags.get("platform"),
-        comment=_comment_for(req.node, stage_name or ""),
+        comment=_comment_for(req.node, args[2] if stage_name else ""),  # as written, as BuildKit matches it
     )
 
 
