@@ -22,7 +22,7 @@ from builder.export import TaggedImage
 from builder.image.image import Image
 from builder.image.mediatypes import Compression
 
-TYPES = ("image", "oci", "docker", "tar", "local", "registry")
+TYPES = ("image", "oci", "docker", "tar", "local", "registry", "cacheonly")
 _IMAGE_OPTIONS = ("compression", "force-compression", "oci-mediatypes", "rewrite-timestamp")
 # The options each exporter takes, as BuildKit's do (annotation.* and annotation-TYPE.* too,
 # for image, registry, oci and docker).
@@ -32,6 +32,7 @@ OPTIONS = {
     "docker": ("dest", "name", *_IMAGE_OPTIONS),
     "tar": ("dest", "platform-split"),
     "local": ("dest", "platform-split"),
+    "cacheonly": (),  # buildx's: build for the cache alone (pybuild's store keeps the image anyway)
 }
 OPTIONS["registry"] = OPTIONS["image"]
 COMPRESSIONS = {"gzip": Compression.GZIP, "zstd": Compression.ZSTD, "uncompressed": Compression.NONE}
@@ -95,8 +96,9 @@ class OutputSpec:
             if name not in allowed:
                 reason = (": pybuild compresses each layer once, at the default level, and keeps it"
                           if name == "compression-level" else "")
+                takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no options"
                 raise UsageError(f"invalid --output {text!r}: type={kind} takes no option {name!r}{reason} "
-                                 f"(it takes {', '.join(allowed)})")
+                                 f"({takes})")
         if annotations and kind in ("tar", "local"):
             raise UsageError(f"invalid --output {text!r}: type={kind} writes a file system, not an image: "
                              "it takes no annotations")

@@ -116,6 +116,7 @@ def test_push_options(builder: Builder, registry: str) -> None:
     ("type=image,store=false", b"always keeps the image in its store"),
     ("type=tar,dest=x,annotation.a=b", b"takes no annotations"),
     ("type=oci,dest=-,tar=false", b"tar=false writes a directory"),
+    ("type=cacheonly,dest=x", b"it takes no options"),
 ])
 def test_output_option_errors_come_before_the_build(builder: Builder, output: str, message: bytes) -> None:
     marker = uuid.uuid4().hex
@@ -123,3 +124,13 @@ def test_output_option_errors_come_before_the_build(builder: Builder, output: st
     p = builder.build(ctx, "-o", output, check=False)
     assert p.returncode == 125 and message in p.stderr and b"Traceback" not in p.stderr, p.stderr
     assert marker.encode() not in p.stderr  # refused before any step ran
+
+
+def test_cacheonly_builds_for_the_cache_alone(builder: Builder, tmp_path: Path) -> None:
+    """buildx's type=cacheonly: the steps run and are cached; nothing is written anywhere else."""
+    ctx = _context(builder, "cacheonly")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    first = builder.build(ctx, "-o", "type=cacheonly", cwd=cwd)
+    assert b"CACHED" not in first.stderr and not list(cwd.iterdir())
+    assert b"CACHED" in builder.build(ctx).stderr
