@@ -128,6 +128,7 @@ class Build:
         from builder.export.outputs import Annotations, OutputSpec
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
+        self._git = None
         for text in options.outputs:  # a bad --output fails now, not after the build
             OutputSpec.parse(text)
 
@@ -203,7 +204,8 @@ class Build:
 
         scratch = temp_dir(self.store.root / "run", "context")
         stack.callback(shutil.rmtree, scratch, True)
-        root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}")
+        root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}",
+                                 self.git_sources())
         if single is not None:
             data = single.read_bytes()
             single.unlink()
@@ -283,11 +285,11 @@ class Build:
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
             lineage_prefix=f"{context.root}\0{dockerfile_name}",
-            imported=imported,
+            imported=imported, git=self.git_sources(),
         )
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries), named=named,
-                                source_date_epoch=env.source_date_epoch)
+                                source_date_epoch=env.source_date_epoch, git=env.git)
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
         total_steps = sum(len(stages[i].commands) + 1 for i in needed)
@@ -396,6 +398,14 @@ class Build:
         )
         self._report(result)
         return result
+
+    def git_sources(self):  # type: ignore[no-untyped-def]
+        """The build's git sources (ADD <git>, git contexts): commits listed once, checkouts kept."""
+        if self._git is None:
+            from builder.execute.gitsource import GitSources
+
+            self._git = GitSources(self.store.root)
+        return self._git
 
     def _named_contexts(self):  # type: ignore[no-untyped-def]
         if not self.options.build_contexts:

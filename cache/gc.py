@@ -31,7 +31,7 @@ BLOB_REFERENCES: tuple[str, ...] = (
 @dataclass(frozen=True)
 class _Candidate:
     last_used: float
-    kind: str  # "blob" | "snapshot" | "cachemount"
+    kind: str  # "blob" | "snapshot" | "cachemount" | "gitsource"
     key: str
     size: int
 
@@ -86,6 +86,9 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     report = PruneReport()
     with store.gc_lock.exclusive():
         sweep_temp(store.tmp_dir)
+        from cache.gitsources import sweep
+
+        sweep(store.root)
         _remove_unrecorded(store, report)
         if remove_all:
             _delete_manifests(store, store.db.query(_DANGLING), report)
@@ -115,10 +118,12 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
 
 
 def _usage(store: Store) -> int:
-    """What counts against --keep-storage: the store (blobs, snapshots, metadata) and cache mounts."""
+    """What counts against --keep-storage: the store (blobs, snapshots, metadata), cache mounts
+    and git checkouts."""
+    from cache import gitsources
     from cache.mounts import usage
 
-    return store.usage() + usage(store.root)
+    return store.usage() + usage(store.root) + gitsources.usage(store.root)
 
 
 def _drop_orphan_records(store: Store) -> int:
@@ -153,10 +158,12 @@ def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candi
         for row in store.db.query("SELECT chain_id, size, last_used FROM snapshots")
         if row["chain_id"] not in held
     ]
-    if not keep_cache:  # RUN cache mounts go by last use, like the cache's layers
+    if not keep_cache:  # RUN cache mounts and git checkouts go by last use, like the cache's layers
+        from cache.gitsources import list_checkouts
         from cache.mounts import list_mounts
 
         out += [_Candidate(m.last_used, "cachemount", m.key, m.size) for m in list_mounts(store.root)]
+        out += [_Candidate(c.last_used, "gitsource", c.key, c.size) for c in list_checkouts(store.root)]
     return sorted(out, key=lambda c: (c.last_used, c.kind, c.key))
 
 
@@ -181,6 +188,10 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> N
             from cache.mounts import remove_mount
 
             remove_mount(store.root, cand.key)
+        elif cand.kind == "gitsource":
+            from cache.gitsources import remove_checkout
+
+            remove_checkout(store.root, cand.key)
     report.reclaimed += sum(c.size for c in candidates)
 
 

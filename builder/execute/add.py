@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,8 @@ from builder.layers.compression import GZIP_MAGIC, ZSTD_MAGIC
 
 if TYPE_CHECKING:
     import requests
+
+    from builder.execute.gitsource import GitSources
 
 BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -236,78 +237,47 @@ def parse_git_ref(url: str, spec: CopySpec) -> GitRef:
     )
 
 
-def clone(url: str, spec: CopySpec, scratch: Path) -> SourceItem:
-    """Clone ``url`` (``#ref[:subdir]`` or ``?ref=&subdir=``, as BuildKit) with git; a DIR-like item."""
-    git = shutil.which("git")
-    if git is None:
-        raise spec.error(
-            f"{url} is a git repository, and git is not installed: install git, or download an "
-            "archive with ADD <https URL>"
-        )
+def git_checkout(url: str, spec: CopySpec, scratch: Path, sources: GitSources | None = None) -> Path:
+    """The directory a git source (``#ref[:subdir]`` or ``?ref=&subdir=``, as BuildKit) names:
+    its checkout, or the subdirectory there. With ``sources`` (the build's, backed by the store)
+    an unchanged commit is not fetched again; the directory is then the store's, to read only."""
+    from builder.execute.gitsource import GitSources
+
     ref_spec = parse_git_ref(url, spec)
-    repo, ref, subdir = ref_spec.remote, ref_spec.ref, ref_spec.subdir
-    if repo.startswith("file:"):
+    subdir = ref_spec.subdir
+    if ref_spec.remote.startswith("file:"):
         raise spec.error(
-            f"{repo} is a repository on the build host, outside the build context: serve it over "
+            f"{ref_spec.remote} is a repository on the build host, outside the build context: serve it over "
             "git://, ssh:// or https://, or copy it into the context"
         )
     keep_git_dir = spec.keep_git_dir or ref_spec.keep_git_dir
-    target = scratch / f"git-{len(list(scratch.iterdir()))}"
-    env = {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "true",
-        # No ext:: (runs commands) or fd:: transports, from the URL or from a submodule.
-        # file:// is refused above: it would read the build host outside the context.
-        "GIT_ALLOW_PROTOCOL": "https:http:git:ssh",
-        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
-    }
-
-    def run(*args: str, cwd: Path | None = None) -> None:
-        proc = subprocess.run(
-            [git, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-        )
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            raise spec.error(
-                f"cloning {repo}: git {args[0]} failed (a git source needs network access to the "
-                f"git server):\n{tail}"
-            )
-
-    run("init", "-q", str(target))
-    run("remote", "add", "origin", repo, cwd=target)
-    run("fetch", "-q", "--depth", "1", "origin", ref or "HEAD", cwd=target)
-    run("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD", cwd=target)
-    if ref_spec.submodules:
-        run("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=target)
     if ref_spec.checksum and spec.checksum and ref_spec.checksum != spec.checksum:
         raise spec.error(f"checksum mismatch {spec.checksum!r} != {ref_spec.checksum!r}")
+    target, commit = (sources or GitSources()).checkout(url, ref_spec, spec, scratch, keep_git_dir=keep_git_dir)
     if spec.checksum or ref_spec.checksum:
-        _verify_commit(git, target, url, spec.checksum or ref_spec.checksum, spec)
-    root = target
-    if subdir:
-        view = RootfsView([target], overlay=False)
-        resolved = view.resolve(subdir)
-        if resolved.clamped or resolved.absolute:
-            raise spec.error(f"the subdirectory '{subdir}' of {url} leaves the repository")
-        root = target.joinpath(*resolved.parts)
-        if not root.is_dir():
-            raise spec.error(f"{url}: no directory '{subdir}' in the repository")
-    files = [
-        f for f in tree_files(root)
-        if keep_git_dir or subdir or not (f.rel == ".git" or f.rel.startswith(".git/"))
-    ]
-    return SourceItem(url, url, SourceKind.GIT, files)
+        _verify_commit(commit, url, spec.checksum or ref_spec.checksum, spec)
+    if not subdir:
+        return target
+    resolved = RootfsView([target], overlay=False).resolve(subdir)
+    if resolved.clamped or resolved.absolute:
+        raise spec.error(f"the subdirectory '{subdir}' of {url} leaves the repository")
+    root = target.joinpath(*resolved.parts)
+    if not root.is_dir():
+        raise spec.error(f"{url}: no directory '{subdir}' in the repository")
+    return root
 
 
-def _verify_commit(git: str, repo: Path, url: str, checksum: str, spec: CopySpec) -> None:
+def clone(url: str, spec: CopySpec, scratch: Path, sources: GitSources | None = None) -> SourceItem:
+    """A git source as a DIR-like item (see :func:`git_checkout`); ``.git`` only with keep-git-dir."""
+    root = git_checkout(url, spec, scratch, sources)
+    return SourceItem(url, url, SourceKind.GIT, tree_files(root))
+
+
+def _verify_commit(head: str, url: str, checksum: str, spec: CopySpec) -> None:
     """BuildKit's ``ADD --checksum=<commit> <git url>``: the checked-out commit must be that one."""
     want = checksum.lower()
     if not re.fullmatch(r"[0-9a-f]{7,64}", want):
         raise spec.error(f"invalid --checksum={checksum} for a git source: expected a commit hash")
-    head = subprocess.run(
-        [git, "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=60
-    ).stdout.strip()
     if not head.startswith(want):
         raise spec.error(f"checksum of {url} does not match: expected commit {want}, got {head}")
 
@@ -316,7 +286,7 @@ def _verify_commit(git: str, repo: Path, url: str, checksum: str, spec: CopySpec
 
 
 def prepare_add_items(
-    spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, now: int
+    spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, now: int, git: GitSources | None = None,
 ) -> list[SourceItem]:
     """Turn ADD's remote sources and local archives into items COPY's planner can place."""
     if spec.checksum and len(items) != 1:
@@ -331,7 +301,7 @@ def prepare_add_items(
                 out.append(item)
                 continue
         if item.kind is SourceKind.GIT:
-            out.append(clone(item.arg, spec, scratch))
+            out.append(clone(item.arg, spec, scratch, git))
         elif item.kind is SourceKind.FILE and spec.unpack is not False and spec.from_ is None:
             host = item.files[0].host if item.files else None
             st = item.files[0].stat if item.files else None

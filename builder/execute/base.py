@@ -39,6 +39,7 @@ class BaseResolver:
     named: Mapping[str, NamedContext] = field(default_factory=dict)  # --build-context, by context_key
     source_date_epoch: int | None = None  # clamps the mtimes of a directory context's layer
     metadata_only: bool = False  # a probe: a registry image not in the store is read, not pulled
+    git: object = None  # builder.execute.gitsource.GitSources of the build, for git named contexts
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _pulled: set[str] = field(default_factory=set)
@@ -128,7 +129,7 @@ class BaseResolver:
 
             scratch = temp_dir(self.store.root / "run", "context")
             try:
-                root = fetch(named, scratch)
+                root = fetch(named, scratch, self.git)  # type: ignore[arg-type]
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise

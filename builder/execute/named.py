@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import UsageError
+
+if TYPE_CHECKING:
+    from builder.execute.gitsource import GitSources
 
 DOCKER_IMAGE = "docker-image://"
 OCI_LAYOUT = "oci-layout://"
@@ -72,10 +76,10 @@ class NamedContext:
         return f"build context {self.name}"
 
 
-def fetch(named: NamedContext, scratch: Path) -> Path:
+def fetch(named: NamedContext, scratch: Path, git: GitSources | None = None) -> Path:
     """A URL context's files in a directory under ``scratch`` (see :func:`fetch_url`)."""
     assert named.url is not None
-    return fetch_url(named.url, scratch, f"--build-context {named.name}")[0]
+    return fetch_url(named.url, scratch, f"--build-context {named.name}", git)[0]
 
 
 def is_remote_context(text: str) -> bool:
@@ -85,32 +89,25 @@ def is_remote_context(text: str) -> bool:
     return is_git_source(text) or is_url(text) or text.startswith("github.com/")
 
 
-def fetch_url(url: str, scratch: Path, what: str) -> tuple[Path, Path | None]:
+def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None) -> tuple[Path, Path | None]:
     """The files of a git repository (a checkout, without ``.git`` unless ``keep-git-dir=true``,
-    as BuildKit) or of an archive over http(s), in a directory under ``scratch``; and, when the
-    URL held a plain file and not an archive, that file (docker takes it as the Dockerfile)."""
+    as BuildKit; kept in the store by ``git`` and read in place, never written) or of an archive
+    over http(s), in a directory under ``scratch``; and, when the URL held a plain file and not
+    an archive, that file (docker takes it as the Dockerfile)."""
     import shutil
 
     from builder.errors import BuildContextError, CopyError
-    from builder.execute.add import clone, download, extract_archive, parse_git_ref
+    from builder.execute.add import download, extract_archive, git_checkout
     from builder.execute.copy import CopySpec
-    from builder.execute.rootfs import RootfsView
     from builder.execute.urls import is_git_source
 
-    git = is_git_source(url) or url.startswith("github.com/")
+    is_git = is_git_source(url) or url.startswith("github.com/")
     if url.startswith("github.com/"):  # docker's shorthand
         url = "https://" + url
     spec = CopySpec(sources=(url,), dest="/", is_add=True)
     try:
-        if git:
-            clone(url, spec, scratch)  # checks that the subdirectory stays in the checkout
-            ref = parse_git_ref(url, spec)
-            checkout = scratch / "git-0"
-            if not ref.subdir:
-                if not ref.keep_git_dir:
-                    shutil.rmtree(checkout / ".git", ignore_errors=True)
-                return checkout, None
-            return checkout.joinpath(*RootfsView([checkout], overlay=False).resolve(ref.subdir).parts), None
+        if is_git:
+            return git_checkout(url, spec, scratch, git), None
         item = download(url, spec, scratch, now=0)
         root = scratch / "context"
         root.mkdir()

@@ -35,6 +35,7 @@ from builder.execute.run import (
     quote_argv,
     shell_command,
 )
+from builder.execute.urls import is_git_source
 from builder.frontend import instructions as ins_
 from builder.frontend.expand import Scope
 from builder.image.config import ContainerConfig, Healthcheck, History
@@ -84,6 +85,7 @@ class BuildEnv:
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
+    git: object = None  # builder.execute.gitsource.GitSources: ADD <git>'s commits and checkouts
     _runtime: object = None
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock)
     _cdi: object = None
@@ -332,8 +334,25 @@ class StageRunner:
         spec = CopySpec.from_instruction(ins, workdir=self.config.working_dir or "/")
         inputs.files.extend(self._context_files(spec))
         for src in ins.sources:
-            if src.startswith(("http://", "https://")) and not getattr(ins, "checksum", None):
+            if isinstance(ins, ins_.Add) and is_git_source(src):
+                inputs.sources[f"git {src}"] = self._git_commit(src, spec)
+            elif src.startswith(("http://", "https://")) and not getattr(ins, "checksum", None):
                 inputs.sources[f"url {src}"] = _url_validator(src)
+
+    def _git_commit(self, url: str, spec: object) -> str:
+        """What an ADD of a git source is keyed on: the commit its ref names now, as BuildKit (a
+        branch that moved is fetched again); the URL alone when the server cannot say."""
+        from builder.execute.add import parse_git_ref
+        from builder.execute.gitsource import GitSources
+
+        ref = parse_git_ref(url, spec)  # type: ignore[arg-type]
+        git = self.env.git if isinstance(self.env.git, GitSources) else GitSources()
+        commit = git.commit(ref, spec)  # type: ignore[arg-type]
+        if commit is None:
+            self.env.progress.warning(f"{self.env.dockerfile_name}: cannot list the refs of {ref.remote}; "
+                                      "its ADD is cached by URL alone")
+            return "unresolved"
+        return commit
 
     def _context_files(self, spec: object, prefix: str = "") -> list[list[str]]:
         from builder.execute.copy import SourceKind, select_sources
@@ -676,7 +695,7 @@ class StageRunner:
             with open(layer_tar, "wb") as out:
                 stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,  # type: ignore[arg-type]
                                    source_date_epoch=self.env.source_date_epoch,
-                                   workdir=self.env.store.tmp_dir)
+                                   workdir=self.env.store.tmp_dir, git=self.env.git)  # type: ignore[arg-type]
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
             layer_tar.unlink(missing_ok=True)

@@ -1,0 +1,88 @@
+"""Checkouts of git sources (``ADD <git URL>``, git build contexts) kept between builds, by commit.
+
+``$PYBUILD_ROOT/gitsources/<key>/`` holds ``tree/`` (the checkout) and
+``commit``; the key is the sha256 of the remote, the commit and the options
+that change the tree (submodules, keep-git-dir). A checkout is made in a temp
+dir beside them and renamed into place, so a build sees all of it or none of
+it; the entry's mtime is its last use. Like RUN cache mounts they are build
+cache: a plain ``prune`` keeps them, ``--keep-storage`` evicts the least
+recently used, ``prune --all`` removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cache.mounts import tree_size
+
+GIT_DIR = "gitsources"
+
+
+def sources_root(store_root: Path) -> Path:
+    return Path(store_root) / GIT_DIR
+
+
+def entry_key(remote: str, commit: str, *, submodules: bool, keep_git_dir: bool) -> str:
+    text = f"{remote}\0{commit}\0submodules={submodules}\0keep-git-dir={keep_git_dir}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class GitCheckout:
+    key: str
+    path: Path
+    commit: str
+    size: int
+    last_used: float
+
+
+def list_checkouts(store_root: Path) -> list[GitCheckout]:
+    """Every complete checkout, least recently used first."""
+    root = sources_root(store_root)
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in os.scandir(root):
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            commit = (Path(entry.path) / "commit").read_text().strip()
+            last_used = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        out.append(GitCheckout(entry.name, Path(entry.path), commit, tree_size(Path(entry.path)) + 4096, last_used))
+    return sorted(out, key=lambda c: (c.last_used, c.key))
+
+
+def usage(store_root: Path) -> int:
+    return sum(c.size for c in list_checkouts(store_root))
+
+
+def remove_checkout(store_root: Path, key: str) -> None:
+    """Delete one checkout (renamed aside first, so no build sees half of it)."""
+    root = sources_root(store_root)
+    aside = root / f".{key}.{os.getpid()}.{time.monotonic_ns()}.gone"
+    try:
+        os.rename(root / key, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def sweep(store_root: Path, older_than: float = 3600) -> None:
+    """Temp dirs of checkouts that a killed build left (older than an hour: none in progress)."""
+    root = sources_root(store_root)
+    if not root.is_dir():
+        return
+    now = time.time()
+    for entry in os.scandir(root):
+        if entry.name.startswith("."):
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                    shutil.rmtree(entry.path, ignore_errors=True)

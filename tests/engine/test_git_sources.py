@@ -1,0 +1,122 @@
+"""Git sources as BuildKit keys them: ``ADD <git URL>`` by the commit its ref names now (a moved
+branch is fetched again, an unmoved one only listed), checkouts kept in the store for ADD and git
+build contexts alike, and pruned as build cache."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import require_tool, run_pybuild
+
+GIT_ENV = ["-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+
+
+class Repo:
+    """A repository served by the session's git daemon, whose branch the test moves."""
+
+    def __init__(self, served_dir: Path, daemon: str) -> None:
+        self.git = require_tool("git")
+        self.name = f"moving-{uuid.uuid4().hex[:8]}.git"
+        self.work = served_dir.parent / f"work-{self.name}"
+        self.work.mkdir()
+        self.url = daemon.rsplit("/", 1)[0] + "/" + self.name
+        self._git("init", "-q")
+        self.commit("one")
+        subprocess.run([self.git, "clone", "-q", "--bare", str(self.work), str(served_dir / self.name)],
+                       check=True, capture_output=True)
+        self._git("remote", "add", "served", str(served_dir / self.name))
+
+    def _git(self, *args: str) -> None:
+        subprocess.run([self.git, *GIT_ENV, *args], cwd=self.work, check=True, capture_output=True)
+
+    def commit(self, text: str) -> None:
+        (self.work / "VERSION").write_text(text + "\n")
+        self._git("add", ".")
+        self._git("commit", "-q", "-m", text)
+
+    def push(self) -> None:
+        self._git("push", "-q", "served", "main")
+
+
+@pytest.fixture
+def repo(git_daemon: str, git_repo: Path) -> Repo:
+    return Repo(git_repo.parent, git_daemon)
+
+
+def _git_commands(trace: Path) -> list[str]:
+    """The git sub-commands pybuild ran, from GIT_TRACE's log."""
+    found = []
+    for line in trace.read_text().splitlines() if trace.exists() else []:
+        if "trace: built-in: git " in line:
+            found.append(line.split("trace: built-in: git ", 1)[1].split()[0].strip("'"))
+    return found
+
+
+def _checkouts(builder: Builder) -> list[Path]:
+    root = builder.root / "gitsources"
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+
+
+def test_add_git_follows_the_branch_and_fetches_only_when_it_moved(builder: Builder, repo: Repo,
+                                                                   tmp_path: Path) -> None:
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nADD {repo.url}#main /src\n"
+                                         "RUN cat /src/VERSION > /version\n"}, "add-git")
+    trace = tmp_path / "trace"
+    env = {"GIT_TRACE": str(trace)}
+    before = len(_checkouts(builder))
+    builder.build(ctx, "-t", "git-add:1", env=env)
+    assert builder.run("git-add:1", "cat", "/version").stdout == b"one\n"
+    assert "fetch" in _git_commands(trace) and len(_checkouts(builder)) == before + 1
+    trace.unlink()
+    again = builder.build(ctx, "-t", "git-add:1", env=env)
+    assert again.stderr.count(b"CACHED") == 2
+    assert _git_commands(trace) == ["ls-remote"]  # listed, not fetched
+    repo.commit("two")
+    repo.push()
+    trace.unlink()
+    moved = builder.build(ctx, "-t", "git-add:2", env=env)
+    assert b"CACHED" not in moved.stderr.split(b"ADD", 1)[1].split(b"RUN", 1)[0], moved.stderr
+    assert "fetch" in _git_commands(trace) and len(_checkouts(builder)) == before + 2
+    assert builder.run("git-add:2", "cat", "/version").stdout == b"two\n"
+
+
+def test_a_git_build_context_is_checked_out_once_per_commit(builder: Builder, repo: Repo,
+                                                             tmp_path: Path) -> None:
+    (repo.work / "Dockerfile").write_text("FROM busybox:local\nCOPY VERSION /v\n")
+    repo.commit("with-dockerfile")
+    repo.push()
+    trace = tmp_path / "trace"
+    env = {"GIT_TRACE": str(trace)}
+    before = set(_checkouts(builder))
+    run_pybuild("build", "-q", "-t", "git-ctx:1", f"{repo.url}#main", root=builder.root, check=True, env=env)
+    assert "fetch" in _git_commands(trace)
+    trace.unlink()
+    run_pybuild("build", "-q", "-t", "git-ctx:1", f"{repo.url}#main", root=builder.root, check=True, env=env)
+    assert _git_commands(trace) == ["ls-remote"]
+    assert builder.run("git-ctx:1", "cat", "/v").stdout == b"with-dockerfile\n"
+    (tree,) = [c / "tree" for c in set(_checkouts(builder)) - before]
+    assert not (tree / ".git").exists()  # no keep-git-dir: the context has no .git
+
+
+def test_prune_keeps_checkouts_as_cache_and_all_removes_them(builder: Builder, repo: Repo,
+                                                             tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    run_pybuild("load", "-i", str(_busybox_archive(builder, tmp_path)), root=root, check=True)
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nADD {repo.url} /src\n"}, "prune-git")
+    run_pybuild("build", "-q", str(ctx), root=root, check=True)
+    assert len(list((root / "gitsources").iterdir())) == 1
+    run_pybuild("prune", "-f", root=root, check=True)
+    assert len(list((root / "gitsources").iterdir())) == 1
+    run_pybuild("prune", "-a", "-f", root=root, check=True)
+    assert not list((root / "gitsources").iterdir())
+
+
+def _busybox_archive(builder: Builder, tmp_path: Path) -> Path:
+    out = tmp_path / "busybox.tar"
+    run_pybuild("save", "-o", str(out), "busybox:local", root=builder.root, check=True)
+    return out
