@@ -1,9 +1,9 @@
 """What the build cache holds and costs (``pybuild cache ls``/``du``), and a cache-only prune.
 
 A record costs its metadata row and, when no image needs the layer, the
-layer's blobs (every compressed form) and snapshot; a RUN cache mount costs
-its directory. "Reclaimable" is what a ``pybuild cache prune`` would free:
-layers no image references, and the cache mounts.
+layer's blobs (every compressed form) and snapshot; a RUN cache mount and a
+git checkout cost their directories. "Reclaimable" is what a ``pybuild cache
+prune`` would free: layers no image references, cache mounts, git checkouts.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cache.gitsources import GitCheckout, list_checkouts, remove_checkout
 from cache.mounts import CacheMount, list_mounts, remove_mount
 from cache.store import Store
 
@@ -44,18 +45,23 @@ class CacheUsage:
     layer_bytes: int = 0  # their blobs, every compressed form
     shared_bytes: int = 0  # of which images also use
     mounts: list[CacheMount] = field(default_factory=list)
+    checkouts: list[GitCheckout] = field(default_factory=list)
 
     @property
     def mount_bytes(self) -> int:
         return sum(m.size for m in self.mounts)
 
     @property
+    def checkout_bytes(self) -> int:
+        return sum(c.size for c in self.checkouts)
+
+    @property
     def reclaimable(self) -> int:
-        return self.layer_bytes - self.shared_bytes + self.mount_bytes + self.metadata
+        return self.layer_bytes - self.shared_bytes + self.mount_bytes + self.checkout_bytes + self.metadata
 
     @property
     def total(self) -> int:
-        return self.layer_bytes + self.mount_bytes + self.metadata
+        return self.layer_bytes + self.mount_bytes + self.checkout_bytes + self.metadata
 
 
 def _image_diff_ids(store: Store) -> set[str]:
@@ -105,6 +111,7 @@ def usage(store: Store) -> CacheUsage:
             result.shared_bytes += size
     result.layers = len(seen)
     result.mounts = list_mounts(store.root)
+    result.checkouts = list_checkouts(store.root)
     return result
 
 
@@ -112,13 +119,14 @@ def usage(store: Store) -> CacheUsage:
 class CachePruneReport:
     records: int = 0
     mounts: int = 0
+    checkouts: int = 0
     blobs: int = 0
     reclaimed: int = 0
 
 
 def prune_cache(store: Store, keep_storage: int | None = None) -> CachePruneReport:
     """Remove build cache, never images: all of it, or with ``keep_storage`` least recently
-    used first (records and cache mounts) until the store and mounts use at most that."""
+    used first (records, cache mounts, git checkouts) until the store and they use at most that."""
     from cache.gc import _usage
 
     report = CachePruneReport()
@@ -127,9 +135,9 @@ def prune_cache(store: Store, keep_storage: int | None = None) -> CachePruneRepo
         if keep_storage is not None and _usage(store) <= keep_storage:
             break
         records = store.db.query("SELECT key, last_used FROM cache_records ORDER BY last_used, key")
-        mounts = list_mounts(store.root)
         victims = sorted([(r["last_used"], "record", r["key"]) for r in records]
-                         + [(m.last_used, "mount", m.key) for m in mounts])
+                         + [(m.last_used, "mount", m.key) for m in list_mounts(store.root)]
+                         + [(c.last_used, "git", c.key) for c in list_checkouts(store.root)])
         if not victims:
             break
         if keep_storage is not None:
@@ -142,6 +150,9 @@ def prune_cache(store: Store, keep_storage: int | None = None) -> CachePruneRepo
                 if kind == "mount":
                     remove_mount(store.root, key)
                     report.mounts += 1
+                elif kind == "git":
+                    remove_checkout(store.root, key)
+                    report.checkouts += 1
             report.records += len(keys)
         # The layers only those records kept alive are now plain garbage: collect it.
         report.blobs += len(store.prune().blobs)

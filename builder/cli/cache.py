@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     du.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     du.set_defaults(func=_du)
     pr = sub.add_parser("prune", parents=[common],
-                        help="remove build cache (records, their layers no image uses, cache mounts)")
+                        help="remove build cache (records, their layers no image uses, cache mounts, git checkouts)")
     pr.add_argument("-a", "--all", action="store_true", help="remove all build cache (the default)")
     pr.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     pr.add_argument("--keep-storage", metavar="SIZE",
@@ -85,7 +85,8 @@ def _du(args: argparse.Namespace) -> int:
         print(json.dumps({
             "records": u.records, "metadata": u.metadata, "layers": u.layers, "layer_bytes": u.layer_bytes,
             "shared_with_images": u.shared_bytes, "cache_mounts": len(u.mounts),
-            "cache_mount_bytes": u.mount_bytes, "total": u.total, "reclaimable": u.reclaimable,
+            "cache_mount_bytes": u.mount_bytes, "git_checkouts": len(u.checkouts),
+            "git_checkout_bytes": u.checkout_bytes, "total": u.total, "reclaimable": u.reclaimable,
         }, indent=2))
         return 0
     lines = [
@@ -93,6 +94,7 @@ def _du(args: argparse.Namespace) -> int:
         ("Layers:", f"{u.layers}", human_size(u.layer_bytes)
          + (f" ({human_size(u.shared_bytes)} also in images)" if u.shared_bytes else "")),
         ("Cache mounts:", f"{len(u.mounts)}", human_size(u.mount_bytes)),
+        ("Git checkouts:", f"{len(u.checkouts)}", human_size(u.checkout_bytes)),
         ("Total:", "", human_size(u.total)),
         ("Reclaimable:", "", human_size(u.reclaimable)),
     ]
@@ -117,6 +119,7 @@ def _prune(args: argparse.Namespace) -> int:
         report = prune_cache(store, keep)
     finally:
         store.close()
-    print(f"Deleted {report.records} cache record(s), {report.mounts} cache mount(s), {report.blobs} blob(s)")
+    print(f"Deleted {report.records} cache record(s), {report.mounts} cache mount(s), "
+          f"{report.checkouts} git checkout(s), {report.blobs} blob(s)")
     print(f"Total reclaimed space: {human_size(report.reclaimed)}")
     return 0

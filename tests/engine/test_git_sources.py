@@ -120,3 +120,16 @@ def _busybox_archive(builder: Builder, tmp_path: Path) -> Path:
     out = tmp_path / "busybox.tar"
     run_pybuild("save", "-o", str(out), "busybox:local", root=builder.root, check=True)
     return out
+
+
+def test_cache_du_and_cache_prune_count_checkouts(builder: Builder, repo: Repo, tmp_path: Path) -> None:
+    import json
+
+    root = tmp_path / "store"
+    run_pybuild("load", "-i", str(_busybox_archive(builder, tmp_path)), root=root, check=True)
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nADD {repo.url}#main /src\n"}, "du-git")
+    run_pybuild("build", "-q", str(ctx), root=root, check=True)
+    du = json.loads(run_pybuild("cache", "du", "--format", "json", root=root, check=True).stdout)
+    assert du["git_checkouts"] == 1 and du["git_checkout_bytes"] > 0
+    pruned = run_pybuild("cache", "prune", "-f", root=root, check=True).stdout.decode()
+    assert "1 git checkout(s)" in pruned and not list((root / "gitsources").iterdir())
