@@ -137,6 +137,52 @@ def _insert_default_command(argv: list[str], commands: set[str] | dict[str, str]
     return [*argv[:i], "build", *argv[i:]]
 
 
+_GO_BOOLEANS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+
+
+def _explicit_booleans(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """docker's ``--pull=false`` / ``--no-cache=true`` (Go flags take a boolean's value after
+    ``=``): ``--flag`` when true, nothing when false; argparse's on/off flags take no value."""
+    flags: set[str] = set()
+    valued: set[str] = set()  # options that take the next word as their value
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._StoreTrueAction):
+                flags.update(o for o in action.option_strings if o.startswith("--"))
+            elif isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.option_strings and action.nargs != 0:
+                valued.update(action.option_strings)
+    # `pybuild run IMAGE CMD...`: as docker's, flags end at the image; the command is the user's
+    start = _command_index(argv) + 1
+    stop_at_positional = argv[start - 1:start] == ["run"]
+    out = argv[:start]
+    words = iter(argv[start:])
+    for arg in words:
+        if arg == "--":
+            out += [arg, *words]
+            break
+        name, sep, value = arg.partition("=")
+        if not sep or name not in flags:
+            out.append(arg)
+            if arg in valued:
+                following = next(words, None)
+                if following is not None:
+                    out.append(following)
+            elif stop_at_positional and not arg.startswith("-"):
+                out += list(words)
+                break
+            continue
+        if value.lower() not in _GO_BOOLEANS:
+            raise UsageError(f'invalid argument "{value}" for "{name}" flag: strconv.ParseBool: '
+                             f'parsing "{value}": invalid syntax')
+        if _GO_BOOLEANS[value.lower()]:
+            out.append(name)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PYBUILD_DEBUG") == "1"
@@ -144,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = _insert_default_command(argv, COMMAND_MODULES)
         i = _command_index(argv)
         parser = build_parser(argv[i] if i < len(argv) and argv[i] in COMMAND_MODULES else None)
+        argv = _explicit_booleans(parser, argv)
         args, extra = parser.parse_known_args(argv)
         if extra:
             sub = f"pybuild {args.command}" if args.command else "pybuild"

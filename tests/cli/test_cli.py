@@ -48,3 +48,20 @@ def test_global_options_before_the_command():
     assert run_pybuild("--root", "/nonexistent-root", "--debug", "parse", "--help", check=True).returncode == 0
     proc = run_pybuild("--debug", "-t", "x")  # the default command after global options
     assert proc.returncode == 125 and b"pybuild build" in proc.stderr
+
+
+def test_boolean_flags_take_an_explicit_value_as_docker_s_do(tmp_path):
+    """``--pull=false``, ``--no-cache=true``, ``--quiet=1``: Go's boolean flag values; a bad one is
+    docker's error; `run` leaves what follows the image alone."""
+    from builder import cli
+
+    parser = cli.build_parser("build")
+    assert cli._explicit_booleans(parser, ["build", "--pull=false", "--no-cache=true", "-q", "--quiet=0", "."]) == \
+        ["build", "--no-cache", "-q", "."]
+    assert cli._explicit_booleans(parser, ["build", "--build-arg", "--pull=false", "."]) == \
+        ["build", "--build-arg", "--pull=false", "."]  # a flag's value is never rewritten
+    run = cli.build_parser("run")
+    assert cli._explicit_booleans(run, ["run", "--rm=true", "img", "echo", "--rm=true"]) == \
+        ["run", "--rm", "img", "echo", "--rm=true"]
+    proc = run_pybuild("build", "--pull=maybe", str(tmp_path))
+    assert proc.returncode == 125 and b'invalid argument "maybe" for "--pull" flag' in proc.stderr
