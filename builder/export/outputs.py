@@ -83,6 +83,9 @@ class OutputSpec:
             name = name.lower()
             if name == "annotation" or name.startswith("annotation-"):
                 kind = name.removeprefix("annotation").removeprefix("-") or "manifest"
+                if kind not in ANNOTATION_TYPES:
+                    raise UsageError(f"invalid --output {text!r}: {key.strip()!r}: annotation types are "
+                                     f"{', '.join(ANNOTATION_TYPES)}")
                 if not dot or not rest:
                     raise UsageError(f"invalid --output {text!r}: {part!r}: expected annotation.KEY=VALUE")
                 annotations.append(f"{kind}:{rest}={value}")

@@ -117,6 +117,7 @@ def test_push_options(builder: Builder, registry: str) -> None:
     ("type=tar,dest=x,annotation.a=b", b"takes no annotations"),
     ("type=oci,dest=-,tar=false", b"tar=false writes a directory"),
     ("type=cacheonly,dest=x", b"it takes no options"),
+    ("type=oci,dest=x,annotation-bogus.k=v", b"annotation types are"),
 ])
 def test_output_option_errors_come_before_the_build(builder: Builder, output: str, message: bytes) -> None:
     marker = uuid.uuid4().hex
