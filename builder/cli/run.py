@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--network", choices=("host", "none"), default="host", help="network (default host)")
     p.add_argument("--entrypoint", metavar="CMD", help="override the image's ENTRYPOINT")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="give the process a pseudo-terminal")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
+                   help="bind mount a host directory or file (created as a directory when missing)")
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto")
     add_container_flags(p)
     p.add_argument("--cpus", metavar="N", help="number of CPUs, such as 1.5 (a CFS quota per 100ms period)")
@@ -68,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
             value = os.environ[key]
         env[key] = value
     settings = container_settings(args)
+    volumes = tuple(parse_volume(v) for v in args.volume)
     runtime = detect(args.isolation, work_root=store.root / "run")
     with store.gc_lock.shared():
         lowers = store.snapshot(image)
@@ -78,7 +82,9 @@ def _run(args: argparse.Namespace) -> int:
                 lowerdirs=lowers, upperdir=scratch / "upper",
                 process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
                                     cwd=args.workdir or config.working_dir or "/",
-                                    user=args.user if args.user is not None else config.user),
+                                    user=args.user if args.user is not None else config.user,
+                                    terminal=args.tty),
+                mounts=volumes,
                 network=Network.NONE if args.network == "none" else Network.HOST,
                 **settings.fields(),
             )
@@ -91,3 +97,23 @@ def _run(args: argparse.Namespace) -> int:
             return runtime.run(spec, stdout=write, stdin=sys.stdin.buffer if args.interactive else None)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def parse_volume(text: str):  # type: ignore[no-untyped-def]
+    """docker's ``-v /host:/container[:ro|rw]`` bind; a missing host directory is created, as docker does."""
+    from pathlib import Path
+
+    from builder.errors import UsageError
+    from builder.runtime import Mount
+
+    parts = text.split(":")
+    mode = parts.pop() if len(parts) == 3 else "rw"
+    if len(parts) != 2 or mode not in ("ro", "rw") or not parts[1].startswith("/"):
+        raise UsageError(f"invalid volume specification {text!r}: expected /HOST:/CONTAINER[:ro|rw]")
+    host, target = Path(parts[0]), parts[1]
+    if not host.is_absolute():
+        raise UsageError(f"invalid volume specification {text!r}: pybuild has no named volumes; give an "
+                         "absolute host path")
+    if not host.exists():
+        host.mkdir(parents=True)
+    return Mount.bind(host, target, readonly=mode == "ro")

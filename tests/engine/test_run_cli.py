@@ -1,0 +1,43 @@
+"""``pybuild run``'s docker flags for looking into an image: -v binds, -t a terminal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import run_pybuild
+
+
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+def test_volumes(builder: Builder, tmp_path: Path, isolation: str) -> None:
+    host = tmp_path / "data"
+    host.mkdir()
+    (host / "in").write_text("from the host\n")
+    out = run_pybuild("run", "--rm", "--isolation", isolation, "-v", f"{host}:/data", "-v",
+                      f"{tmp_path / 'created'}:/made:rw", "busybox:local", "sh", "-c",
+                      "cat /data/in; echo back > /data/out; touch /made/x", root=builder.root, check=True)
+    assert out.stdout == b"from the host\n" and (host / "out").read_text() == "back\n"
+    assert (tmp_path / "created" / "x").exists()  # a missing host directory is made, as by docker
+    ro = run_pybuild("run", "--rm", "--isolation", isolation, "-v", f"{host}:/data:ro", "busybox:local",
+                     "sh", "-c", "echo no > /data/ro", root=builder.root)
+    assert ro.returncode != 0 and b"Read-only file system" in ro.stdout + ro.stderr
+    assert not (host / "ro").exists()
+
+
+@pytest.mark.parametrize("spec", ["relative:/x", "/a:b", "/a:/b:rx", "/a"])
+def test_bad_volumes(builder: Builder, spec: str) -> None:
+    p = run_pybuild("run", "--rm", "-v", spec, "busybox:local", "true", root=builder.root)
+    assert p.returncode == 125 and b"invalid volume specification" in p.stderr
+
+
+def test_tty(builder: Builder) -> None:
+    """-it under a controlling terminal (script(1)), as from a shell: stdin is the container's pty."""
+    command = (f"PYBUILD_ROOT={builder.root} {sys.executable} -m builder run --rm -it busybox:local "
+               "sh -c 'test -t 0 && test -t 1 && echo TERMINAL'")
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert b"TERMINAL" in proc.stdout, proc.stdout + proc.stderr
