@@ -106,8 +106,9 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
     return result
 
 
-def _source_date_epoch() -> int | None:
-    text = os.environ.get("SOURCE_DATE_EPOCH")
+def _source_date_epoch(build_args: Mapping[str, str]) -> int | None:
+    """BuildKit's SOURCE_DATE_EPOCH build arg, else the environment's (buildx passes it on as one)."""
+    text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
     if not text:
         return None
     try:
@@ -204,8 +205,9 @@ class Build:
 
         scratch = temp_dir(self.store.root / "run", "context")
         stack.callback(shutil.rmtree, scratch, True)
+        keep = self.options.build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "").lower() in ("1", "true")
         root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}",
-                                 self.git_sources())
+                                 self.git_sources(), keep_git_dir=keep)
         if single is not None:
             data = single.read_bytes()
             single.unlink()
@@ -276,7 +278,9 @@ class Build:
         env = BuildEnv(
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
             runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
-            network=opts.network, source_date_epoch=_source_date_epoch(),
+            network=opts.network, source_date_epoch=_source_date_epoch(build_args),
+            hostname=build_args.get("BUILDKIT_SANDBOX_HOSTNAME") or "buildkitsandbox",
+            cache_namespace=build_args.get("BUILDKIT_CACHE_MOUNT_NS", ""),
             copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
             allow=frozenset(opts.allow),
             cdi_spec_dirs=tuple(Path(d) for d in opts.cdi_spec_dirs) or None,

@@ -89,7 +89,8 @@ def is_remote_context(text: str) -> bool:
     return is_git_source(text) or is_url(text) or text.startswith("github.com/")
 
 
-def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None) -> tuple[Path, Path | None]:
+def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None, *,
+              keep_git_dir: bool = False) -> tuple[Path, Path | None]:
     """The files of a git repository (a checkout, without ``.git`` unless ``keep-git-dir=true``,
     as BuildKit; kept in the store by ``git`` and read in place, never written) or of an archive
     over http(s), in a directory under ``scratch``; and, when the URL held a plain file and not
@@ -104,7 +105,7 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None)
     is_git = is_git_source(url) or url.startswith("github.com/")
     if url.startswith("github.com/"):  # docker's shorthand
         url = "https://" + url
-    spec = CopySpec(sources=(url,), dest="/", is_add=True)
+    spec = CopySpec(sources=(url,), dest="/", is_add=True, keep_git_dir=keep_git_dir)
     try:
         if is_git:
             return git_checkout(url, spec, scratch, git), None

@@ -98,7 +98,14 @@ class RunResources:
     secrets: Mapping[str, Secret]
     lowers_of: Callable[[str], Sequence[Path]]  # a stage name/index or image -> its lower dirs
     ssh: SshAgents | None = None  # --ssh
+    cache_namespace: str = ""  # BUILDKIT_CACHE_MOUNT_NS
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+def cache_mount_id(spec: MountSpec, target: str, namespace: str = "") -> str:
+    """A cache mount's id: its id= or its target, under BUILDKIT_CACHE_MOUNT_NS when that is set."""
+    cache_id = spec.id or (target if target.startswith("/") else "/" + target)
+    return f"{namespace}/{cache_id}" if namespace else cache_id
 
 
 def shell_command(ins: Run, shell: Sequence[str]) -> tuple[list[str], list[tuple[str, bytes]]]:
@@ -241,7 +248,7 @@ def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, s
 
 def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:
     target = _target(ins, spec)
-    cache_id = spec.id or target
+    cache_id = cache_mount_id(spec, target, res.cache_namespace)
     root = res.store_root / "cachemounts"
     root.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]

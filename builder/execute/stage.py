@@ -27,6 +27,7 @@ from builder.errors import StepFailedError
 from builder.execute.run import (
     RunResources,
     Secret,
+    cache_mount_id,
     container_spec,
     failure_message,
     history_text,
@@ -86,6 +87,8 @@ class BuildEnv:
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
     git: object = None  # builder.execute.gitsource.GitSources: ADD <git>'s commits and checkouts
+    hostname: str = "buildkitsandbox"  # of RUN steps (BUILDKIT_SANDBOX_HOSTNAME)
+    cache_namespace: str = ""  # of RUN cache mount ids (BUILDKIT_CACHE_MOUNT_NS)
     _runtime: object = None
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock)
     _cdi: object = None
@@ -390,6 +393,8 @@ class StageRunner:
             elif mount.type is ins_.MountType.CACHE and mount.from_:
                 inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
         inputs.sources.update(self.env.container.key_sources())
+        if self.env.hostname != "buildkitsandbox":  # part of BuildKit's exec op, as the network is
+            inputs.sources["hostname"] = self.env.hostname
         if self.env.network == "none":
             inputs.sources["network"] = "none"
 
@@ -587,6 +592,7 @@ class StageRunner:
             store_root=self.env.store.root, work_root=self.env.store.root / "run",
             context_root=self.env.context_root, secrets=self.env.secrets,
             lowers_of=self._lowers_of, ssh=self.env.ssh,  # type: ignore[arg-type]
+            cache_namespace=self.env.cache_namespace,
         )
         keep_upper = False
         try:
@@ -595,6 +601,7 @@ class StageRunner:
                     lowers=lowers, upper=upper, argv=argv, env=env,
                     cwd=self.config.working_dir or "/", user=self.config.user,
                     mounts=[*mounts, *devices.bind_mounts()], network=network_for(ins, self.env.network),
+                    hostname=self.env.hostname,
                     settings={**self.env.container.fields(), "privileged": privileged,
                               "devices": devices.nodes, "hooks": devices.hooks},
                 )
@@ -654,8 +661,7 @@ class StageRunner:
         for mount in ins.mounts:
             if mount.type is not ins_.MountType.CACHE or mount.from_:
                 continue
-            target = mount.target or ""
-            cache_id = mount.id or (target if target.startswith("/") else "/" + target)
+            cache_id = cache_mount_id(mount, mount.target or "", self.env.cache_namespace)
             self.env.cache_mount_ids.add(cache_id)
             if self.env.imported is not None:
                 self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)  # type: ignore[attr-defined]
