@@ -80,6 +80,7 @@ class BuildResult:
     tags: tuple[str, ...]
     image: Image
     seconds: float
+    pushed: tuple = ()  # type: ignore[type-arg]  # builder.registry.PushResult of each push
 
 
 def parse_build_args(items: Sequence[str]) -> dict[str, str]:
@@ -395,10 +396,10 @@ class Build:
         manifest_digest = self.store.write_image(final, tags)
         stored = self.store.image(str(manifest_digest))
         self._export_cache(env, results[plan.target].key, imported)
-        self._outputs(stored, tags)
+        pushed = self._outputs(stored, tags)
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
-            image=stored, seconds=time.monotonic() - self.started,
+            image=stored, seconds=time.monotonic() - self.started, pushed=tuple(pushed),
         )
         self._report(result)
         return result
@@ -511,10 +512,10 @@ class Build:
 
     # -- results
 
-    def _outputs(self, image: Image, tags: tuple[str, ...]) -> None:
+    def _outputs(self, image: Image, tags: tuple[str, ...]) -> list:  # type: ignore[type-arg]
         from builder.export.outputs import export_outputs
 
-        export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
+        return export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
                        insecure_registries=tuple(self.options.insecure_registries),
                        progress=self.progress, annotations=self.annotations, platform=str(Platform.host()))
 
@@ -523,10 +524,18 @@ class Build:
         if opts.iidfile:
             _write_atomic(Path(opts.iidfile), str(result.image_id).encode())
         if opts.metadata_file:
+            # buildx's keys; once pushed, the manifest the registry holds (its layers may have
+            # been compressed on the way, which changes its digest)
+            manifest = result.image.manifest()
+            descriptor = {"mediaType": manifest.media_type, "digest": str(result.manifest_digest),
+                          "size": len(result.image.raw_manifest())}
+            if result.pushed:
+                descriptor.update(digest=str(result.pushed[0].digest), size=result.pushed[0].size)
             data = {
                 "containerimage.config.digest": str(result.image_id),
-                "containerimage.digest": str(result.manifest_digest),
-                "image.name": ",".join(result.tags),
+                "containerimage.descriptor": descriptor,
+                "containerimage.digest": descriptor["digest"],
+                "image.name": ",".join(result.tags or [str(p.reference) for p in result.pushed]),
             }
             _write_atomic(Path(opts.metadata_file), json.dumps(data, indent=2).encode())
         if opts.quiet:

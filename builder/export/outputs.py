@@ -198,8 +198,11 @@ class Annotations:
 
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,  # type: ignore[no-untyped-def]
                    insecure_registries: Sequence[str] = (), progress=None,  # type: ignore[no-untyped-def]
-                   annotations: Annotations | None = None, platform: str = "") -> None:
+                   annotations: Annotations | None = None, platform: str = "") -> list:  # type: ignore[type-arg]
+    """Write every output; returns what was pushed (PushResult: the manifest digest the registry
+    holds, which differs from the store's when layers were compressed on the way)."""
     annotations = annotations or Annotations()
+    pushed: list = []  # type: ignore[type-arg]
     outputs = [OutputSpec.parse(s) for s in specs]
     if push and not any(o.type == "image" and o.push for o in outputs):
         outputs.append(OutputSpec("image", push=True))
@@ -212,7 +215,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 for name in out.names:
                     store.tag(str(image.digest()), name)
             if out.push:
-                _push(exported, names, store, insecure_registries, progress, out)
+                pushed += _push(exported, names, store, insecure_registries, progress, out)
         elif out.type in ("oci", "docker"):
             from builder.export.archive import save
             from builder.export.layout import write_oci_layout
@@ -237,6 +240,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             dest_dir = Path(out.dest or ".")
             dest_dir.mkdir(parents=True, exist_ok=True)
             flatten(image, dest_dir, same_owner=os.geteuid() == 0)
+    return pushed
 
 
 def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -> Image:  # type: ignore[no-untyped-def]
@@ -281,7 +285,7 @@ def _destination(dest: str | None):  # type: ignore[no-untyped-def]
 
 
 def _push(image: Image, names: Sequence[str], store, insecure, progress,  # type: ignore[no-untyped-def]
-          out: OutputSpec) -> None:
+          out: OutputSpec) -> list:  # type: ignore[type-arg]
     from builder.image.reference import Reference
     from builder.registry import ClientOptions, push
 
@@ -290,7 +294,10 @@ def _push(image: Image, names: Sequence[str], store, insecure, progress,  # type
     refs = [Reference.parse(name) for name in names]
     insecure = set(insecure) | ({ref.registry for ref in refs} if out.insecure else set())
     options = ClientOptions(insecure_registries=frozenset(insecure))
+    results = []
     for ref in refs:
         # push-by-digest: only the manifest's digest names it, no tag moves (BuildKit's option)
         target = f"{ref.name}@{image.digest()}" if out.push_by_digest else str(ref)
-        push(image, target, options=options, store=store, compress=out.compression is not Compression.NONE)
+        results.append(push(image, target, options=options, store=store,
+                            compress=out.compression is not Compression.NONE))
+    return results

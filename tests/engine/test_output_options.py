@@ -135,3 +135,20 @@ def test_cacheonly_builds_for_the_cache_alone(builder: Builder, tmp_path: Path) 
     first = builder.build(ctx, "-o", "type=cacheonly", cwd=cwd)
     assert b"CACHED" not in first.stderr and not list(cwd.iterdir())
     assert b"CACHED" in builder.build(ctx).stderr
+
+
+def test_metadata_file_names_the_manifest_the_registry_holds(builder: Builder, registry: str,
+                                                             tmp_path: Path) -> None:
+    """Built layers are held uncompressed and pushed as gzip, so the pushed manifest is not the
+    stored one: --metadata-file gives the pushed digest, the one to sign or deploy by."""
+    ctx = _context(builder, "metadata-push")
+    ref = f"{registry}/outputs/metadata:{uuid.uuid4().hex[:8]}"
+    meta = tmp_path / "meta.json"
+    builder.build(ctx, "-t", ref, "--push", "--metadata-file", str(meta))
+    data = json.loads(meta.read_text())
+    pushed = requests.get(f"http://{registry}/v2/{ref.split('/', 1)[1].replace(':', '/manifests/')}", timeout=30,
+                          headers={"Accept": OCI_MANIFEST})
+    assert data["containerimage.digest"] == pushed.headers["Docker-Content-Digest"]
+    assert data["containerimage.descriptor"] == {"mediaType": OCI_MANIFEST, "digest": data["containerimage.digest"],
+                                                 "size": len(pushed.content)}
+    assert data["containerimage.config.digest"] == _image_id(builder, ref)
