@@ -144,12 +144,13 @@ def _clone(git: str, ref: GitRef, target: Path, spec: CopySpec, *, fetch: str) -
 
     run("init", "-q", str(target))
     run("remote", "add", "origin", ref.remote, cwd=target)
+    fallback = ref.ref or "HEAD"
     try:
-        run("fetch", "-q", "--depth", "1", "origin", fetch or "HEAD", cwd=target)
+        run("fetch", "-q", "--depth", "1", "origin", fetch or fallback, cwd=target)
     except Exception:
-        if fetch == (ref.ref or "HEAD") or not ref.ref:
+        if (fetch or fallback) == fallback:
             raise
-        run("fetch", "-q", "--depth", "1", "origin", ref.ref, cwd=target)  # a server that refuses a bare commit
+        run("fetch", "-q", "--depth", "1", "origin", fallback, cwd=target)  # a server that refuses a bare commit
     run("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD", cwd=target)
     if ref.submodules:
         run("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=target)
