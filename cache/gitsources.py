@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.mounts import tree_size
+from cache.mounts import entry_dirs, tree_size
 
 GIT_DIR = "gitsources"
 
@@ -44,19 +44,13 @@ class GitCheckout:
 
 def list_checkouts(store_root: Path) -> list[GitCheckout]:
     """Every complete checkout, least recently used first."""
-    root = sources_root(store_root)
-    if not root.is_dir():
-        return []
     out = []
-    for entry in os.scandir(root):
-        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-            continue
+    for path, last_used in entry_dirs(sources_root(store_root)):
         try:
-            commit = (Path(entry.path) / "commit").read_text().strip()
-            last_used = entry.stat(follow_symlinks=False).st_mtime
+            commit = (path / "commit").read_text().strip()
         except OSError:
-            continue
-        out.append(GitCheckout(entry.name, Path(entry.path), commit, tree_size(Path(entry.path)) + 4096, last_used))
+            continue  # not complete
+        out.append(GitCheckout(path.name, path, commit, tree_size(path) + 4096, last_used))
     return sorted(out, key=lambda c: (c.last_used, c.key))
 
 

@@ -59,26 +59,30 @@ def tree_size(path: Path) -> int:
     return total
 
 
-def list_mounts(store_root: Path) -> list[CacheMount]:
-    """Every cache-mount directory, least recently used first."""
-    root = mounts_root(store_root)
+def entry_dirs(root: Path) -> list[tuple[Path, float]]:
+    """The directories of ``root`` (not the dot-named ones in the making or going) and their
+    mtimes, which their users touch on each use."""
     if not root.is_dir():
         return []
     out = []
     for entry in os.scandir(root):
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
             continue
-        id_file = root / f"{entry.name}.id"
+        with contextlib.suppress(OSError):
+            out.append((Path(entry.path), entry.stat(follow_symlinks=False).st_mtime))
+    return out
+
+
+def list_mounts(store_root: Path) -> list[CacheMount]:
+    """Every cache-mount directory, least recently used first."""
+    root = mounts_root(store_root)
+    out = []
+    for path, last_used in entry_dirs(root):
         try:
-            cache_id = id_file.read_text()
+            cache_id = (root / f"{path.name}.id").read_text()
         except OSError:
             cache_id = ""
-        try:
-            last_used = entry.stat(follow_symlinks=False).st_mtime
-        except OSError:
-            continue
-        out.append(CacheMount(cache_id, entry.name, Path(entry.path), tree_size(Path(entry.path)) + 4096,
-                              last_used))
+        out.append(CacheMount(cache_id, path.name, path, tree_size(path) + 4096, last_used))
     return sorted(out, key=lambda m: (m.last_used, m.key))
 
 
