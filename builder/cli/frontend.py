@@ -77,6 +77,10 @@ def read_dockerfile(path: str, file: str | None, stdin: bytes | None = None) -> 
     if file == "-":
         data = stdin if stdin is not None else sys.stdin.buffer.read()
         return DockerfileSource(data, "Dockerfile")
+    from builder.execute.named import is_remote_context
+
+    if is_remote_context(path):
+        return _remote_dockerfile(path, file)
     target = Path(file) if file else Path(path) / "Dockerfile"
     try:
         return DockerfileSource(target.read_bytes(), str(target))
@@ -88,6 +92,20 @@ def read_dockerfile(path: str, file: str | None, stdin: bytes | None = None) -> 
         raise DockerfileError(f"failed to read dockerfile: {target} is a directory") from None
     except OSError as err:
         raise DockerfileError(f"failed to read dockerfile {target}: {err.strerror}") from None
+
+
+def _remote_dockerfile(url: str, file: str | None) -> DockerfileSource:
+    """The Dockerfile of a git or http(s) context, fetched into a temp dir (``--check``, ``--call``)."""
+    import tempfile
+
+    from builder.execute.named import fetch_url
+
+    with tempfile.TemporaryDirectory(prefix="pybuild-context-") as scratch:
+        root, single = fetch_url(url, Path(scratch), f"build context {url}")
+        if single is not None:
+            return DockerfileSource(single.read_bytes(), "Dockerfile")
+        found = read_dockerfile(str(root), str(root / file) if file else None)
+        return DockerfileSource(found.data, file or "Dockerfile")
 
 
 def load_dockerfile(source: DockerfileSource) -> Dockerfile:

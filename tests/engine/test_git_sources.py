@@ -133,3 +133,14 @@ def test_cache_du_and_cache_prune_count_checkouts(builder: Builder, repo: Repo, 
     assert du["git_checkouts"] == 1 and du["git_checkout_bytes"] > 0
     pruned = run_pybuild("cache", "prune", "-f", root=root, check=True).stdout.decode()
     assert "1 git checkout(s)" in pruned and not list((root / "gitsources").iterdir())
+
+
+def test_check_and_call_read_a_git_context(builder: Builder, repo: Repo) -> None:
+    """--call and --check on a git URL read the Dockerfile there, as a build would."""
+    (repo.work / "Dockerfile").write_text("# base is where it starts\nFROM busybox:local AS base\nFROM base\n")
+    repo.commit("dockerfile")
+    repo.push()
+    targets = run_pybuild("build", "--call", "targets", f"{repo.url}#main", root=builder.root, check=True)
+    assert targets.stdout == b"TARGET    DESCRIPTION\nbase      is where it starts\n(default) \n"
+    checked = run_pybuild("build", "--check", f"{repo.url}#main", root=builder.root, check=True)
+    assert b"Check complete, no warnings found." in checked.stdout
