@@ -20,7 +20,7 @@ import fcntl
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -529,21 +529,11 @@ class Store:
 
     def docker_compatible(self, image: Image) -> Image:
         """The image with zstd layers as gzip (docker < 23 cannot load zstd), compressed once."""
-        layers = list(image.layers())
-        if not any(layer_compression(layer.media_type()) is Compression.ZSTD for layer in layers):
+        if not any(layer_compression(layer.media_type()) is Compression.ZSTD for layer in image.layers()):
             return image
-        docker = image.manifest().media_type == MediaType.DOCKER_MANIFEST
-        source = _StoreBlobSource(self.blobs)
-        out = []
-        for layer in layers:
-            if layer_compression(layer.media_type()) is Compression.ZSTD:
-                desc = self.layer_blob(layer.diff_id(), Compression.GZIP, docker=docker)
-            else:
-                desc = Descriptor(layer.media_type(), layer.digest(), layer.size())
-                if not self.blobs.exists(desc.digest):
-                    raise ImageNotFoundError(f"layer {desc.digest} is not in the store")
-            out.append(BlobLayer(source, desc, layer.diff_id()))
-        return RecompressedImage(image, out)
+        return self._relayered(
+            image, lambda c: Compression.GZIP if c is Compression.ZSTD else c,
+            docker=image.manifest().media_type == MediaType.DOCKER_MANIFEST)
 
     def converted(self, image: Image, *, compression: Compression | None = None, force: bool = False,
                   docker: bool | None = None, annotations: dict[str, str] | None = None) -> Image:
@@ -551,22 +541,34 @@ class Store:
         the layers held uncompressed (the ones this machine made), or for every layer with
         ``force``; docker schema2 or OCI media types (``docker``; None keeps them); manifest
         ``annotations``. Each blob is compressed once and kept; the image ID does not change."""
+        def wanted(current: Compression) -> Compression:
+            if compression is not None and (force or current is Compression.NONE):
+                return compression
+            return current
+
         docker = is_docker(image.manifest().media_type) if docker is None else docker
+        return RecompressedImage(image, self._relayered(image, wanted, docker=docker).layers(),
+                                 docker=docker, annotations=annotations)
+
+    def _relayered(self, image: Image, wanted: Callable[[Compression], Compression], *,
+                   docker: bool) -> RecompressedImage:
+        """The image with each layer in the compression ``wanted`` gives for its own."""
         source = _StoreBlobSource(self.blobs)
         out = []
         for layer in image.layers():
             current = layer_compression(layer.media_type())
-            wanted = current
-            if compression is not None and (force or current is Compression.NONE):
-                wanted = compression
-            if wanted is current:
+            target = wanted(current)
+            if target is current:
                 if not self.blobs.exists(layer.digest()):
                     raise ImageNotFoundError(f"layer {layer.digest()} is not in the store")
-                desc = Descriptor(layer_media_type(current, docker=docker), layer.digest(), layer.size())
+                media_type = layer.media_type()  # foreign and non-distributable types stay as they are
+                if is_docker(media_type) != docker:
+                    media_type = layer_media_type(current, docker=docker)
+                desc = Descriptor(media_type, layer.digest(), layer.size())
             else:
-                desc = self.layer_blob(str(layer.diff_id()), wanted, docker=docker)
+                desc = self.layer_blob(str(layer.diff_id()), target, docker=docker)
             out.append(BlobLayer(source, desc, layer.diff_id()))
-        return RecompressedImage(image, out, docker=docker, annotations=annotations)
+        return RecompressedImage(image, out)
 
     def _layer_row(self, diff_id: str, compression: Compression) -> sqlite3.Row | None:
         return self.db.query_one(

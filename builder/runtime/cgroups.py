@@ -18,6 +18,7 @@ import errno
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,12 +302,16 @@ class Resources:
 class Cgroup:
     """A container's cgroup, made by pybuild (the chroot isolation): one directory per hierarchy."""
 
-    def __init__(self, directories: list[Path], path: str) -> None:
+    def __init__(self, directories: list[Path], path: str, found: list[Hierarchy]) -> None:
         self.directories = directories
         self.path = path
+        self.hierarchies = found
 
     @classmethod
-    def create(cls, container_id: str, resources: Resources) -> Cgroup:
+    def create(cls, container_id: str, resources: Resources,
+               record: Callable[[list[str]], None] = lambda dirs: None) -> Cgroup:
+        """Make the cgroup and set ``resources``; ``record`` learns its directories before any
+        exists (the state file: recover() removes them after a SIGKILL)."""
         found = hierarchies()
         if not found:
             raise ContainerError("resource limits need cgroups, and none is mounted under /sys/fs/cgroup")
@@ -316,57 +321,27 @@ class Cgroup:
                 raise ContainerError(f"the {', '.join(sorted(missing))} cgroup controller is not mounted: "
                                      "cannot apply the resource limits")
         path = resources.cgroups_path(container_id) or container_id
-        made = cls([], path)
+        made = cls([h.directory(_join(h.path, path)) for h in found], path, found)
+        record([str(d) for d in made.directories])
+        v1_files, v2_files = resources.v1_files(), resources.v2_files()
         try:
-            for h in found:
-                directory = h.directory(_join(h.path, path))
-                made._mkdir(directory, h)
+            for h, directory in zip(found, made.directories, strict=True):
+                _mkdir(directory, h)
                 if h.v2 and not h.name:
-                    made._enable_v2(h, directory)
-                    for name, value in resources.v2_files().items():
+                    _enable_v2(h, directory)
+                    for name, value in v2_files.items():
                         if not (directory / name).exists():
                             raise ContainerError(f"the {name.split('.')[0]} cgroup controller is not "
                                                  f"available in {directory.parent}: cannot set {name}")
                         _write(directory / name, value)
                 else:
                     for controller in h.controllers:
-                        for name, value in resources.v1_files().get(controller, {}).items():
+                        for name, value in v1_files.get(controller, {}).items():
                             _write(directory / name, value)
         except BaseException:
             made.remove()
             raise
         return made
-
-    def _mkdir(self, directory: Path, hierarchy: Hierarchy) -> None:
-        """Make ``directory`` and the parents it needs; only ``directory`` is removed later, as
-        docker leaves a ``--cgroup-parent`` in place."""
-        todo = []
-        current = directory
-        while not current.exists():
-            todo.append(current)
-            current = current.parent
-        for d in reversed(todo):
-            try:
-                d.mkdir()
-            except OSError as err:
-                raise ContainerError(f"cannot create cgroup {d}: {err.strerror}") from None
-            if not hierarchy.v2 and "cpuset" in hierarchy.controllers:
-                for name in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset child starts empty
-                    _write(d / name, (d.parent / name).read_text().strip())
-        if directory in todo:
-            self.directories.append(directory)
-
-    @staticmethod
-    def _enable_v2(hierarchy: Hierarchy, directory: Path) -> None:
-        """Turn the controllers on down to ``directory``, as runc does on a v2 host."""
-        wanted = set((hierarchy.mountpoint / "cgroup.controllers").read_text().split()) & {
-            "cpu", "cpuset", "memory", "pids", "io"}
-        current = hierarchy.mountpoint
-        for part in directory.relative_to(hierarchy.mountpoint).parts:
-            for controller in sorted(wanted):
-                with contextlib.suppress(OSError):  # a controller the parent lacks is skipped
-                    _write(current / "cgroup.subtree_control", f"+{controller}")
-            current = current / part
 
     @property
     def procs(self) -> list[str]:
@@ -375,6 +350,36 @@ class Cgroup:
 
     def remove(self) -> None:
         remove_directories([str(d) for d in self.directories])
+
+
+def _mkdir(directory: Path, hierarchy: Hierarchy) -> None:
+    """Make ``directory`` and the parents it needs; only ``directory`` is removed later, as
+    docker leaves a ``--cgroup-parent`` in place."""
+    todo = []
+    current = directory
+    while not current.exists():
+        todo.append(current)
+        current = current.parent
+    for d in reversed(todo):
+        try:
+            d.mkdir()
+        except OSError as err:
+            raise ContainerError(f"cannot create cgroup {d}: {err.strerror}") from None
+        if not hierarchy.v2 and "cpuset" in hierarchy.controllers:
+            for name in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset child starts empty
+                _write(d / name, (d.parent / name).read_text().strip())
+
+
+def _enable_v2(hierarchy: Hierarchy, directory: Path) -> None:
+    """Turn the controllers on down to ``directory``, as runc does on a v2 host."""
+    wanted = set((hierarchy.mountpoint / "cgroup.controllers").read_text().split()) & {
+        "cpu", "cpuset", "memory", "pids", "io"}
+    current = hierarchy.mountpoint
+    for part in directory.relative_to(hierarchy.mountpoint).parts:
+        for controller in sorted(wanted):
+            with contextlib.suppress(OSError):  # a controller the parent lacks is skipped
+                _write(current / "cgroup.subtree_control", f"+{controller}")
+        current = current / part
 
 
 def remove_directories(directories: list[str] | tuple[str, ...]) -> None:

@@ -61,9 +61,8 @@ class ChrootRuntime:
             cgroup = None
             try:
                 if spec.resources:
-                    container.state.update(cgroups=())  # written before anything is made
-                    cgroup = Cgroup.create(container.id, spec.resources)
-                    container.state.update(cgroups=tuple(str(d) for d in cgroup.directories))
+                    cgroup = Cgroup.create(container.id, spec.resources,
+                                           record=lambda dirs: container.state.update(cgroups=tuple(dirs)))
                 return self._run(spec, container, stdout, stdin, cgroup)
             finally:
                 if cgroup is not None:
@@ -73,7 +72,7 @@ class ChrootRuntime:
         user = container.user
         return {
             "cgroup_procs": cgroup.procs if cgroup else [],
-            "cgroupfs": cgroup_mounts(cgroup.path if cgroup else None),
+            "cgroupfs": cgroup_mounts(cgroup.path, cgroup.hierarchies) if cgroup else cgroup_mounts(None),
             "rootfs": str(container.rootfs),
             "hostname": container.hostname,
             "network": spec.network.value,
