@@ -20,7 +20,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from builder.errors import BuildError, InstructionError, PybuildError, UsageError
+from builder.errors import (
+    BuildError,
+    ImageNotFoundError,
+    InstructionError,
+    InvalidReferenceError,
+    PybuildError,
+    RegistryError,
+    UsageError,
+)
 from builder.execute.base import BaseResolver
 from builder.execute.run import Secret
 from builder.execute.stage import BuildEnv, StageResult, StageRunner
@@ -131,8 +139,17 @@ class Build:
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git = None
+        from builder.export.destination import check_output_file
+
         for text in options.outputs:  # a bad --output fails now, not after the build
-            OutputSpec.parse(text)
+            OutputSpec.parse(text).check_destination()
+        from cache.store import normalize_name
+
+        for tag in options.tags:  # a bad -t fails now, not after the build (docker checks first too)
+            normalize_name(tag)
+        for path in (options.iidfile, options.metadata_file):
+            if path:
+                check_output_file(path, devices=True)
 
     def run(self) -> BuildResult | None:
         from builder.runtime import recover
@@ -169,6 +186,8 @@ class Build:
                 dockerfile_bytes = remote_dockerfile
         else:
             root = Path(opts.context)
+            if root.exists() and not root.is_dir():
+                raise UsageError(f"unable to prepare context: context must be a directory: {opts.context}")
             if not root.is_dir():
                 raise UsageError(f'unable to prepare context: path "{opts.context}" not found')
             dockerfile_path = None
@@ -192,6 +211,10 @@ class Build:
                     f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
                     f"lstat {path}: no such file or directory"
                 ) from None
+            except IsADirectoryError:
+                raise UsageError(f"failed to read dockerfile: {path} is a directory") from None
+            except OSError as err:
+                raise UsageError(f"failed to read dockerfile {path}: {err.strerror}") from None
             name = path.name
         else:
             name = "Dockerfile"
@@ -219,12 +242,9 @@ class Build:
     def _stdin_context(self, stdin, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
         """``pybuild build -``: a tar (plain, gzip, zstd) is the context; anything else is the
         Dockerfile itself with an empty context, as docker does."""
-        import tarfile
         import tempfile
 
         from builder.execute.context import BuildContext
-        from builder.layers.compression import ZSTD_MAGIC
-
         work = self.store.root / "run" / "tmp"
         work.mkdir(parents=True, exist_ok=True)
         spool = Path(tempfile.mkdtemp(prefix="stdin-", dir=work))
@@ -233,8 +253,8 @@ class Build:
         with open(data_path, "wb") as out:
             shutil.copyfileobj(stdin, out, 1 << 20)
         with open(data_path, "rb") as f:
-            head = f.read(4)
-        if head.startswith(ZSTD_MAGIC) or tarfile.is_tarfile(data_path):
+            head = f.read(6)
+        if head.startswith(_ARCHIVE_MAGICS) or _is_tar(data_path):
             with open(data_path, "rb") as f:
                 return BuildContext.from_tar(f, work, dockerfile_name=self.options.dockerfile), None
         empty = spool / "context"
@@ -275,6 +295,10 @@ class Build:
             raise failure
         imported = self._import_cache()
         secrets = {s.id: s for s in (Secret.parse(t) for t in opts.secrets)}
+        for secret in secrets.values():  # as buildx: a missing file fails the build before it starts
+            if secret.src is not None and not os.access(secret.src, os.R_OK):
+                raise UsageError(f"--secret id={secret.id}: cannot read {secret.src}: "
+                                 f"{'no such file' if not secret.src.exists() else 'permission denied'}")
         no_cache_stages = {n.lower() for n in opts.no_cache_filter}
         env = BuildEnv(
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
@@ -313,7 +337,11 @@ class Build:
                         if found is None:
                             raise BuildError(f"stage {name} is not built yet (internal planning error)")
                         return found
-                    return resolver.resolve(name)
+                    try:
+                        return resolver.resolve(name)
+                    except (RegistryError, ImageNotFoundError, InvalidReferenceError) as err:
+                        raise ImageNotFoundError(f"{name} is not a stage of this Dockerfile nor an image in "
+                                                 f"the local store, and pulling it failed: {err}") from None
                 return lookup
 
             def work(index: int, results: Mapping[int, StageResult], cancel: threading.Event) -> StageResult:
@@ -321,7 +349,10 @@ class Build:
                 planned = needed[index]
                 from_ = global_scope.expand_from(stage.from_)
                 if from_.platform:
-                    wanted = Platform.parse(from_.platform)
+                    try:
+                        wanted = Platform.parse(from_.platform)
+                    except UsageError as err:
+                        raise from_.error(f"FROM --platform: {err}", InstructionError) from None
                     if not host.matches(wanted):
                         raise from_.error(
                             f"FROM --platform={from_.platform}: pybuild builds for the host platform "
@@ -487,10 +518,10 @@ class Build:
     @staticmethod
     def _resolve_base(resolver: BaseResolver, from_: ins_.From) -> Image:
         """The FROM image; a failure names the Dockerfile line and what was tried."""
-        from builder.errors import ImageNotFoundError, RegistryError
-
         try:
             return resolver.resolve(from_.base_name)
+        except InvalidReferenceError as err:
+            raise from_.error(f"base image {from_.base_name!r}: {err}", InstructionError) from None
         except (RegistryError, ImageNotFoundError) as err:
             where = "" if from_.base_name.startswith(("oci-layout://", "docker-archive://")) else (
                 " is not in the local store (see `pybuild images`), and pulling it failed")
@@ -520,9 +551,11 @@ class Build:
                        progress=self.progress, annotations=self.annotations, platform=str(Platform.host()))
 
     def _report(self, result: BuildResult) -> None:
+        from builder.export.destination import write_output
+
         opts = self.options
         if opts.iidfile:
-            _write_atomic(Path(opts.iidfile), str(result.image_id).encode())
+            write_output(opts.iidfile, str(result.image_id).encode())
         if opts.metadata_file:
             # buildx's keys; once pushed, the manifest the registry holds (its layers may have
             # been compressed on the way, which changes its digest)
@@ -537,7 +570,7 @@ class Build:
                 "containerimage.digest": descriptor["digest"],
                 "image.name": ",".join(result.tags or [str(p.reference) for p in result.pushed]),
             }
-            _write_atomic(Path(opts.metadata_file), json.dumps(data, indent=2).encode())
+            write_output(opts.metadata_file, json.dumps(data, indent=2).encode())
         if opts.quiet:
             print(result.image_id)
             return
@@ -605,6 +638,19 @@ def _triggers(base: Image, dockerfile_name: str, from_: ins_.From) -> list[ins_.
     return result
 
 
+# docker's CLI takes a context tar compressed with any of these (gzip, bzip2, xz, zstd)
+_ARCHIVE_MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+def _is_tar(path: Path) -> bool:
+    import tarfile
+
+    try:
+        return tarfile.is_tarfile(path)
+    except (tarfile.TarError, EOFError, OSError):
+        return False
+
+
 def _stop_containers(work_root: Path) -> None:
     """Kill the processes of this process's running containers (Ctrl-C, a failed stage).
 
@@ -632,11 +678,3 @@ def _stop_containers(work_root: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.helper_pid, signal.SIGKILL)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

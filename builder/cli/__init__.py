@@ -29,7 +29,20 @@ class DockerStyleParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors read like docker's and exit 125."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("the following arguments are required: "):
+            raise UsageError(self._arity_message() + f"\nSee '{self.prog} --help'.")
         raise UsageError(_docker_message(message, self.prog) + f"\nSee '{self.prog} --help'.")
+
+    def _arity_message(self) -> str:
+        """cobra's wording: ``"docker tag" requires exactly 2 arguments.``"""
+        positionals = [a for a in self._actions if not a.option_strings]
+        required = [a for a in positionals if a.nargs not in ("?", "*", argparse.REMAINDER)]
+        count = sum(a.nargs if isinstance(a.nargs, int) else 1 for a in required)
+        exact = "exactly" if len(required) == len(positionals) and all(
+            a.nargs in (None, 1) or isinstance(a.nargs, int) for a in required) else "at least"
+        names = " ".join(a.metavar or a.dest.upper() for a in required)
+        plural = "argument" if count == 1 else "arguments"
+        return f'"{self.prog}" requires {exact} {count} {plural} ({names}).'
 
 
 def _docker_message(message: str, prog: str) -> str:

@@ -159,6 +159,7 @@ def _call(text: str | None) -> tuple[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_not_a_command(args.context)
     if args.security_opt:
         from builder.errors import UsageError
 
@@ -199,3 +200,20 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid argument {args.jobs!r} for --jobs: must be at least 1")
     Build(options).run()
     return 0
+
+
+def _check_not_a_command(context: str) -> None:
+    """``pybuild imags`` is a build of the path ``imags``: when there is no such path and it is
+    close to a command's name, say so (docker: "'imags' is not a docker command")."""
+    import difflib
+    import os
+
+    from builder.cli import COMMAND_MODULES
+    from builder.errors import UsageError
+
+    if "/" in context or context in ("-", ".") or os.path.exists(context):
+        return
+    close = difflib.get_close_matches(context, list(COMMAND_MODULES), n=1, cutoff=0.75)
+    if close:
+        raise UsageError(f"'{context}' is not a pybuild command, nor a build context path; "
+                         f"did you mean `pybuild {close[0]}`? See 'pybuild --help'.")

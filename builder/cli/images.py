@@ -256,6 +256,8 @@ def render(template: str, obj: dict[str, Any] | None) -> str:
             return text.upper() if func == "upper" else text.lower()
         return go_value(value)
 
+    if "{{" in _ACTION_RE.sub("", template):
+        raise UsageError(f"template parsing error: template: :1: unclosed action in {template!r}")
     return _ACTION_RE.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
 
 
@@ -308,8 +310,10 @@ def _load(args: argparse.Namespace) -> int:
             if spooled.stat().st_size == 0:
                 raise UsageError("requested load from stdin, but stdin is empty")
         platform = Platform.parse(args.platform) if args.platform else None
-        with open_archive(path, store.tmp_dir) as files:
+        with open_archive(path, store.tmp_dir, "stdin" if spooled else None) as files:
             loaded = read_images(files, platform)
+            if platform is not None:
+                loaded = _for_platform(loaded, platform, "stdin" if spooled else str(path))
             lines = []
             for tagged in loaded:
                 names = [normalize_name(n) for n in tagged.names]
@@ -325,6 +329,23 @@ def _load(args: argparse.Namespace) -> int:
             spooled.unlink(missing_ok=True)
         store.close()
     return 0
+
+
+def _for_platform(loaded: list, platform, shown: str) -> list:  # type: ignore[no-untyped-def, type-arg]
+    """``load --platform``: the archive's images of that platform; none is an error, as in docker."""
+    from builder.errors import ImageNotFoundError
+    from builder.image.platform import Platform
+
+    kept, seen = [], []
+    for tagged in loaded:
+        config = tagged.image.config_file()
+        own = Platform(config.os, config.architecture, config.variant or None)
+        seen.append(str(own))
+        if own.matches(platform):
+            kept.append(tagged)
+    if not kept:
+        raise ImageNotFoundError(f"{shown} has no image for platform {platform} (it holds {', '.join(sorted(set(seen)))})")
+    return kept
 
 
 def _save(args: argparse.Namespace) -> int:

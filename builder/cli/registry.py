@@ -149,16 +149,16 @@ def _login(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     if username is None:
         if not interactive:
-            raise UsageError("Error: Cannot perform an interactive login from a non TTY device")
+            raise UsageError("Cannot perform an interactive login from a non TTY device")
         username = input("Username: ").strip()
     if password is None:
         if not interactive:
-            raise UsageError("Error: Cannot perform an interactive login from a non TTY device")
+            raise UsageError("Cannot perform an interactive login from a non TTY device")
         password = getpass.getpass("Password: ")
     if not username:
-        raise UsageError("Error: Non-null Username Required")
+        raise UsageError("Non-null Username Required")
     if not password:
-        raise UsageError("Error: Non-null Password Required")
+        raise UsageError("Non-null Password Required")
     credentials = Credentials(username, password)
     with RegistryClient(server, _options(args), credentials=credentials) as client:
         client.check_login()

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _run(args: argparse.Namespace) -> int:
-    from builder.errors import UsageError
+    from builder.errors import ContainerStartError, UsageError
     from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
     from cache.store import Store
 
@@ -65,11 +65,16 @@ def _run(args: argparse.Namespace) -> int:
         env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     for item in args.env:
         key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f'invalid argument "{item}" for "-e, --env" flag: invalid environment variable: {item}')
         if not sep:
             if key not in os.environ:
                 continue
             value = os.environ[key]
         env[key] = value
+    workdir = args.workdir or config.working_dir or "/"
+    if not workdir.startswith("/"):
+        raise UsageError(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
     settings = container_settings(args)
     volumes = tuple(parse_volume(v) for v in args.volume)
     runtime = detect(args.isolation, work_root=store.root / "run")
@@ -81,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
             spec = ContainerSpec(
                 lowerdirs=lowers, upperdir=scratch / "upper",
                 process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
-                                    cwd=args.workdir or config.working_dir or "/",
+                                    cwd=workdir,
                                     user=args.user if args.user is not None else config.user,
                                     terminal=args.tty),
                 mounts=volumes,
@@ -94,7 +99,13 @@ def _run(args: argparse.Namespace) -> int:
                 out.write(data)
                 out.flush()
 
-            return runtime.run(spec, stdout=write, stdin=sys.stdin.buffer if args.interactive else None)
+            try:
+                return runtime.run(spec, stdout=write, stdin=sys.stdin.buffer if args.interactive else None)
+            except ContainerStartError as err:
+                # docker run's codes: 127 the command is not found, 126 it cannot be run
+                message = str(err).lower()
+                err.exit_code = 127 if "no such file" in message or "not found" in message else 126
+                raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

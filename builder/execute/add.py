@@ -173,7 +173,9 @@ def download(url: str, spec: CopySpec, scratch: Path, *, now: int) -> SourceItem
                     if hasher is not None:
                         hasher.update(chunk)
     except requests.RequestException as err:
-        raise spec.error(f"downloading {url}: {err}") from None
+        from builder.registry.client import describe_exception
+
+        raise spec.error(f"downloading {url}: {describe_exception(err)}") from None
     if want is not None and hasher is not None and hasher.hexdigest() != want[1]:
         raise spec.error(
             f"checksum of {url} does not match: expected {want[0]}:{want[1]}, "

@@ -69,6 +69,10 @@ class BuildContext:
         except PybuildError as err:
             shutil.rmtree(temp, ignore_errors=True)
             raise BuildContextError(f"cannot read the build context from the tar stream: {err}") from None
+        except (EOFError, OSError, lzma.LZMAError) as err:  # a truncated or corrupt bzip2/xz stream
+            shutil.rmtree(temp, ignore_errors=True)
+            raise BuildContextError("cannot read the build context from the tar stream: "
+                                    f"{getattr(err, 'strerror', None) or err}") from None
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise

@@ -102,10 +102,11 @@ class CopySpec:
     expand: Callable[[str], str] | None = field(default=None, compare=False)
     location: SourceLocation | None = None
     from_: str | None = None  # COPY --from, for messages only
+    label: str | None = None  # what messages call it, when not COPY/ADD (a RUN bind mount)
 
     @property
     def command(self) -> str:
-        return "ADD" if self.is_add else "COPY"
+        return self.label or ("ADD" if self.is_add else "COPY")
 
     @classmethod
     def from_instruction(
@@ -373,8 +374,8 @@ def _expand_wildcards(parts: Parts, tree: _Tree, ignored: list[tuple[str, str]])
         match = _glob_component(comp)
         nxt: list[Parts] = []
         for m in matches:
-            resolved = tree.view.resolve("/".join(m), stop_at_absolute=tree.is_context)
-            if tree.is_context and (resolved.clamped or resolved.absolute):
+            resolved = tree.view.resolve("/".join(m))
+            if tree.is_context and resolved.clamped:
                 continue  # a directory outside the context has nothing to match
             for name in tree.view.listdir(resolved.parts):
                 if not match(name):
@@ -514,15 +515,22 @@ def _select_local(
                 f"(excluded by {rule})"
             )
         try:
-            resolved = tree.view.resolve("/".join(cand), stop_at_absolute=tree.is_context)
+            # An absolute link means the context's root, as docker resolves it; '..' past the
+            # root is refused (docker would quietly clamp it).
+            resolved = tree.view.resolve("/".join(cand))
         except ImageError as err:
             raise spec.error(f"'{shown}': {err}") from None
-        if tree.is_context and (resolved.clamped or resolved.absolute):
+        if tree.is_context and resolved.clamped:
             raise spec.error(
                 f"'{shown}' is a symlink that points outside the build context; refusing to follow it"
             )
         found = tree.view.entry(resolved.parts)
         if found is None:
+            if tree.is_context and resolved.absolute:
+                raise spec.error(
+                    f"'{shown}' is a symlink to '/{'/'.join(resolved.parts)}', which is not in the build "
+                    "context (an absolute link is resolved inside the context, as docker does)"
+                )
             if tree.is_context:
                 raise spec.error(
                     f"file not found in build context or excluded by .dockerignore: '{shown}'"

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.errors import StepFailedError
+from builder.errors import (
+    ContainerStartError,
+    DockerfileError,
+    ImageNotFoundError,
+    InstructionError,
+    RegistryError,
+    StepFailedError,
+    UserNotFoundError,
+)
 from builder.execute.run import (
     RunResources,
     Secret,
@@ -248,6 +256,10 @@ class StageRunner:
                 self.env.records.put(key, inputs.parent, self._lineage(), result, kept)  # type: ignore[union-attr]
                 self.key = key
                 self.env.used_keys.append(key)
+        except (ImageNotFoundError, RegistryError) as err:  # --from= or a mount's from=: name the line
+            located = err if isinstance(err, DockerfileError) else ins.error(str(err), InstructionError)
+            self.env.progress.failed(handle, str(located).splitlines()[0])
+            raise located from None
         except BaseException as err:
             self.env.progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
@@ -388,7 +400,8 @@ class StageRunner:
                 if mount.from_:
                     inputs.sources[f"mount {mount.target}"] = self._source_key(mount.from_)
                 elif self.env.copy_context is not None:
-                    spec = CopySpec(sources=(mount.source or ".",), dest="/")
+                    spec = CopySpec(sources=(mount.source or ".",), dest="/", location=ins.location,
+                                    label="RUN --mount=type=bind")
                     inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:"))
             elif mount.type is ins_.MountType.CACHE and mount.from_:
                 inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
@@ -605,7 +618,11 @@ class StageRunner:
                     settings={**self.env.container.fields(), "privileged": privileged,
                               "devices": devices.nodes, "hooks": devices.hooks},
                 )
-                code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
+                try:
+                    code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
+                except (ContainerStartError, UserNotFoundError) as err:  # the step's own: no exec, no user
+                    raise StepFailedError(f"{self.env.dockerfile_name}:{ins.start_line}: "
+                                          f"[{self.label} {self.step}/{self.total}] RUN: {err}") from None
             if code != 0:
                 location = f"{self.env.dockerfile_name}:{ins.start_line}"
                 raise StepFailedError(

@@ -88,12 +88,12 @@ def clean_name(name: str) -> str:
 class TarFiles(ArchiveFiles):
     """Random access to the members of an uncompressed tar file."""
 
-    def __init__(self, path: Path) -> None:
-        self.description = str(path)
+    def __init__(self, path: Path, description: str | None = None) -> None:
+        self.description = description or str(path)
         try:
             self._tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by close()
         except (tarfile.TarError, OSError) as err:
-            raise ArchiveError(f"{path} is not a tar archive: {err}") from None
+            raise ArchiveError(f"{self.description} is not a tar archive: {err}") from None
         self._members: dict[str, tarfile.TarInfo] = {}
         try:
             for member in self._tar.getmembers():
@@ -101,7 +101,7 @@ class TarFiles(ArchiveFiles):
                     self._members[clean_name(member.name)] = member
         except (tarfile.TarError, OSError, EOFError) as err:
             self._tar.close()
-            raise ArchiveError(f"{path}: damaged tar archive: {err}") from None
+            raise ArchiveError(f"{self.description}: damaged tar archive: {err}") from None
 
     def _member(self, name: str) -> tarfile.TarInfo:
         member = self._members.get(clean_name(name))
@@ -185,8 +185,11 @@ class DirFiles(ArchiveFiles):
 
 
 @contextlib.contextmanager
-def open_archive(path: Path, scratch_dir: Path) -> Iterator[ArchiveFiles]:
-    """Open a layout dir, or a tar that may be gzip/zstd compressed (unpacked to scratch first)."""
+def open_archive(path: Path, scratch_dir: Path, name: str | None = None) -> Iterator[ArchiveFiles]:
+    """Open a layout dir, or a tar that may be gzip/zstd compressed (unpacked to scratch first).
+
+    ``name`` is what messages call it (``stdin`` for a spooled copy)."""
+    shown = name or str(path)
     if path.is_dir():
         yield DirFiles(path)
         return
@@ -194,19 +197,26 @@ def open_archive(path: Path, scratch_dir: Path) -> Iterator[ArchiveFiles]:
         with open(path, "rb") as f:
             compression = detect(f.read(8))
     except FileNotFoundError:
-        raise UsageError(f"open {path}: no such file or directory") from None
+        raise UsageError(f"open {shown}: no such file or directory") from None
     except IsADirectoryError:
-        raise UsageError(f"{path} is a directory") from None
+        raise UsageError(f"{shown} is a directory") from None
     plain = path
-    if compression.value != "none":
-        plain = scratch_dir / f"{os.getpid()}-archive.tar"
-        with open(path, "rb") as src, open(plain, "wb") as dst:
-            shutil.copyfileobj(open_decompressed(src, compression), dst, CHUNK)
-    files = TarFiles(plain)
     try:
-        yield files
+        if compression.value != "none":
+            plain = scratch_dir / f"{os.getpid()}-archive.tar"
+            try:
+                with open(path, "rb") as src, open(plain, "wb") as dst:
+                    shutil.copyfileobj(open_decompressed(src, compression, what="data"), dst, CHUNK)
+            except ImageError as err:
+                raise ArchiveError(f"{shown}: {err}") from None
+            except OSError as err:
+                raise ArchiveError(f"cannot unpack {shown}: {err.strerror or err}") from None
+        files = TarFiles(plain, shown)
+        try:
+            yield files
+        finally:
+            files.close()
     finally:
-        files.close()
         if plain != path:
             plain.unlink(missing_ok=True)
 
@@ -358,19 +368,13 @@ def write_tar(entries: Sequence[Entry], dest: Path | BinaryIO) -> None:
             name = getattr(dest, "name", "the output")
             raise PybuildError(f"cannot write the archive to {name}: {err.strerror or err}") from None
         return
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
+    from builder.export.destination import output_file
+
+    with output_file(dest) as out:
+        try:
             TarWriter(out, mtime).write_all(entries)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise PybuildError(f"cannot write {dest}: {err.strerror or err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        except OSError as err:
+            raise PybuildError(f"cannot write {dest}: {err.strerror or err}") from None
 
 
 def save(images: Sequence[TaggedImage], dest: Path | BinaryIO, format: SaveFormat | str = "docker",

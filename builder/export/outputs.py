@@ -63,6 +63,18 @@ class OutputSpec:
     insecure: bool = False
     annotations: tuple[str, ...] = ()  # as --annotation takes them: [TYPE:]KEY=VALUE
 
+    def check_destination(self) -> None:
+        """The destination is writable and of the right kind: checked before the build runs."""
+        from builder.export.destination import OutputPathError, check_output_file
+
+        if self.type == "local" or (self.type in ("oci", "docker") and not self.tar):
+            dest = Path(self.dest or ".")
+            if dest.exists() and not dest.is_dir():
+                raise OutputPathError(f'invalid output path: "{dest}" exists and is not a directory')
+            check_output_file(dest / "x", make_parents=True)  # its directory can be made and written
+        elif self.type in ("oci", "docker", "tar") and self.dest not in (None, "-"):
+            check_output_file(self.dest, make_parents=True)
+
     @classmethod
     def parse(cls, text: str) -> OutputSpec:
         """``type=local,dest=out`` or docker's shorthand: a bare path means ``type=local,dest=PATH``.
@@ -237,8 +249,10 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
 
                 write_layer(root, dest)
         elif out.type == "local":
+            from builder.export.destination import make_dir
+
             dest_dir = Path(out.dest or ".")
-            dest_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(dest_dir)
             flatten(image, dest_dir, same_owner=os.geteuid() == 0)
     return pushed
 
@@ -270,18 +284,10 @@ def _destination(dest: str | None):  # type: ignore[no-untyped-def]
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    path = Path(dest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    from builder.export.destination import output_file
+
+    with output_file(dest, make_parents=True) as f:
+        yield f
 
 
 def _push(image: Image, names: Sequence[str], store, insecure, progress,  # type: ignore[no-untyped-def]

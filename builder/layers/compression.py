@@ -34,36 +34,45 @@ def detect(head: bytes) -> Compression:
     return Compression.NONE
 
 
-def open_decompressed(stream: BinaryIO, compression: Compression) -> BinaryIO:
-    """A readable stream of the uncompressed bytes; closing it closes ``stream``."""
+def open_decompressed(stream: BinaryIO, compression: Compression, what: str = "layer") -> BinaryIO:
+    """A readable stream of the uncompressed bytes; closing it closes ``stream``.
+
+    Corrupt input raises :class:`ImageError` ("corrupt gzip ``what``"), never a codec's own error."""
     if compression is Compression.NONE:
         return stream
     if compression is Compression.GZIP:
-        return _ClosingGzip(stream)
+        return _ClosingGzip(stream, what)
     if compression is Compression.ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=CHUNK, closefd=True)
-        return io.BufferedReader(reader, CHUNK)  # type: ignore[arg-type]
+        return _CheckedZstd(reader, what)  # type: ignore[arg-type]
     raise ImageError(f"unknown compression {compression!r}")
 
 
 class _ClosingGzip(igzip.IGzipFile):
     """igzip reader that also closes the underlying stream and reports corruption clearly."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, what: str = "layer") -> None:
         super().__init__(fileobj=stream, mode="rb")
         self._stream = stream
+        self._what = what
 
     def read(self, size: int = -1) -> bytes:
         try:
             return super().read(size)
         except (EOFError, OSError) as err:
-            raise ImageError(f"corrupt gzip layer: {err}") from None
+            raise ImageError(f"corrupt gzip {self._what}: {err}") from None
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except (EOFError, OSError) as err:
+            raise ImageError(f"corrupt gzip {self._what}: {err}") from None
 
     def readinto(self, b):  # type: ignore[no-untyped-def]
         try:
             return super().readinto(b)
         except (EOFError, OSError) as err:
-            raise ImageError(f"corrupt gzip layer: {err}") from None
+            raise ImageError(f"corrupt gzip {self._what}: {err}") from None
 
     def close(self) -> None:
         try:
@@ -92,6 +101,38 @@ def compress_stream(
 ) -> None:
     with compressor(dst, compression, level) as out:
         shutil.copyfileobj(src, out, CHUNK)
+
+
+class _CheckedZstd(io.BufferedReader):
+    """zstd reader whose corruption errors say what was corrupt."""
+
+    def __init__(self, raw, what: str) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(raw, CHUNK)
+        self._what = what
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return super().read(size)
+        except zstandard.ZstdError as err:
+            raise ImageError(f"corrupt zstd {self._what}: {err}") from None
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except zstandard.ZstdError as err:
+            raise ImageError(f"corrupt zstd {self._what}: {err}") from None
+
+    def readinto(self, b):  # type: ignore[no-untyped-def]
+        try:
+            return super().readinto(b)
+        except zstandard.ZstdError as err:
+            raise ImageError(f"corrupt zstd {self._what}: {err}") from None
+
+    def peek(self, size: int = 0) -> bytes:
+        try:
+            return super().peek(size)
+        except zstandard.ZstdError as err:
+            raise ImageError(f"corrupt zstd {self._what}: {err}") from None
 
 
 class _NoClose(io.RawIOBase):

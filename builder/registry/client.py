@@ -129,7 +129,7 @@ def describe_exception(err: BaseException) -> str:
     if "nameresolutionerror" in lowered or "name or service not known" in lowered \
             or "temporary failure in name resolution" in lowered:
         host = re.search(r"resolve '([^']+)'", text)
-        return f"cannot resolve {host[1] if host else 'the registry host'} (no network, or a wrong name?)"
+        return f"cannot resolve {host[1] if host else 'the host'} (no network, or a wrong name?)"
     if "reset by peer" in lowered or "connection aborted" in lowered or "remotedisconnected" in lowered:
         return "connection reset"
     if "incompleteread" in lowered or "prematurely" in lowered or "connection broken" in lowered:

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -191,7 +192,15 @@ def test_errors_are_one_clear_message(tmp_path: Path, args: tuple[str, ...], cod
 def test_saving_where_it_cannot_be_written_is_a_clear_error(tmp_path: Path, archive: Path):
     root = tmp_path / "root"
     ok("load", "-i", str(archive), root=root)
-    assert "cannot write /nonexistent/dir/x.tar" in fails("save", "-o", "/nonexistent/dir/x.tar", "app:1", root=root)
+    assert 'invalid output path: directory "/nonexistent/dir" does not exist' in fails(
+        "save", "-o", "/nonexistent/dir/x.tar", "app:1", root=root)
+    assert not Path("/nonexistent").exists()
+    assert 'invalid output path: "/dev/full" must be a directory or a regular file: got a device' in fails(
+        "save", "-o", "/dev/full", "app:1", root=root)
+    assert Path("/dev/full").is_char_device()  # never replaced by a file
+    assert f'invalid output path: "{tmp_path}" is a directory' in fails("save", "-o", str(tmp_path), "app:1",
+                                                                         root=root)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".part", ".tmp"))]
     with open("/dev/full", "wb") as full:
         proc = subprocess.run([sys.executable, "-m", "builder", "save", "app:1"], stdout=full,
                               stderr=subprocess.PIPE, env={**os.environ, "PYBUILD_ROOT": str(root)}, cwd=REPO)
@@ -371,3 +380,20 @@ def test_load_platform_from_a_multi_platform_layout(tmp_path: Path):
     assert info["Id"] == s390x.config_digest() and info["Architecture"] == "s390x"
     assert "no image for linux/riscv64" in fails("load", "--platform", "linux/riscv64", "-i",
                                                  str(tmp_path / "multi.tar"), root=root)
+
+
+def test_save_writes_through_symlinks_and_fifos(tmp_path: Path, archive: Path):
+    """A symlinked output keeps its link (the target gets the archive); a FIFO is written, not replaced."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    target = tmp_path / "target.tar"
+    link = tmp_path / "link.tar"
+    link.symlink_to(target)
+    ok("save", "-o", str(link), "app:1", root=root)
+    assert link.is_symlink() and tarfile.is_tarfile(target)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    ok("save", "-o", str(fifo), "app:1", root=root)
+    data = reader.communicate(timeout=60)[0]
+    assert data == target.read_bytes() and stat.S_ISFIFO(os.lstat(fifo).st_mode)

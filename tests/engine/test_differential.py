@@ -291,6 +291,9 @@ CASES = [
     Case("invalid-stage-name", "FROM busybox:local AS 1bad\n", fails=True),
     Case("healthcheck-interval-too-short", "FROM busybox:local\nHEALTHCHECK --interval=0.1ms CMD true\n",
          fails=True),
+    # An absolute link in the context means the context's root, as docker's builder resolves it.
+    Case("copy-absolute-symlink-in-context", "FROM busybox:local\nCOPY abslink /a\nCOPY absfile /b\n",
+         {"real/f": "hi\n"}, symlinks={"abslink": "/real", "absfile": "/real/f"}),
     Case("copy-dockerignored-source", "FROM busybox:local\nCOPY a.txt /a\n",
          {".dockerignore": "a.txt\n", "a.txt": "a"}, fails=True),
 ]

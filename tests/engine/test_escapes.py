@@ -98,7 +98,8 @@ def test_context_symlink_to_outside_is_copied_as_a_link(builder: Builder, sentin
 def test_symlink_source_to_outside_refused(builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:
     """Named as a source, a symlink is followed (as docker does), and outside the context that is an error."""
     _check(builder, sentinel, tmp_path, {"Dockerfile": "FROM busybox:local\nCOPY link /link\n"},
-           symlinks={"link": str(sentinel.dir / "secret")}, must_fail=True, expect="outside the build context")
+           symlinks={"link": str(sentinel.dir / "secret")}, must_fail=True,
+           expect="which is not in the build context (an absolute link is resolved inside the context")
 
 
 def test_source_through_symlinked_dir_is_not_followed_outside(builder: Builder, sentinel: Sentinel,
@@ -111,7 +112,8 @@ def test_source_through_symlinked_dir_is_not_followed_outside(builder: Builder, 
 
             shutil.rmtree(p_ctx)
         _check(builder, sentinel, tmp_path, files, symlinks={"dirlink": link_target}, must_fail=True,
-               expect="'dirlink/secret' is a symlink that points outside the build context")
+               expect="'dirlink/secret' is a symlink to" if i == 0 else
+               "'dirlink/secret' is a symlink that points outside the build context")
         assert i in (0, 1)
 
 
@@ -119,7 +121,7 @@ def test_symlinked_dir_source_refused_after_wildcards(builder: Builder, sentinel
                                                        tmp_path: Path) -> None:
     _check(builder, sentinel, tmp_path,
            {"Dockerfile": "FROM busybox:local\nCOPY dir*/* /w/\nCOPY dirlink /d\n", "dir1/a": "a"},
-           symlinks={"dirlink": str(sentinel.dir)}, must_fail=True, expect="outside the build context")
+           symlinks={"dirlink": str(sentinel.dir)}, must_fail=True, expect="which is not in the build context")
 
 
 def test_proc_self_tricks_stay_in_the_image(builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:

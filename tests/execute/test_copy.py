@@ -243,7 +243,7 @@ def test_dest_symlink_tricks_stay_in_the_image(
 @pytest.mark.parametrize("source, message", [
     ("../f1", "forbidden path outside the build context: ../f1"),
     ("dir/../../f1", "forbidden path outside the build context: dir/../../f1"),
-    ("abslink", "'abslink' is a symlink that points outside the build context"),
+    ("abslink", "which is not in the build context (an absolute link is resolved inside the context"),
     ("rellink", "'rellink' is a symlink that points outside the build context"),
     ("x.log", "excluded by .dockerignore: 'x.log' (excluded by .dockerignore line 2: `*.log`)"),
     ("secret/k", "'secret/k' (excluded by .dockerignore line 3: `secret/`)"),
@@ -262,7 +262,7 @@ def test_source_errors(ctx: BuildContext, base: RootfsView, source: str, message
 def test_source_through_symlinked_dir_outside(tmp_path: Path, base: RootfsView) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "c/etc").symlink_to("/etc")
-    with pytest.raises(CopyError, match="points outside the build context"):
+    with pytest.raises(CopyError, match="too many levels of symbolic links"):
         layer(spec("etc/passwd", dest="/x"), BuildContext.from_dir(tmp_path / "c"), base)
 
 

@@ -1,0 +1,109 @@
+"""Where an output file goes: checked before the build, and never replaced when it is not a file.
+
+A regular file (or a new path) is written atomically: a temp file beside the
+real file (symlinks followed, so a link keeps pointing at the new content),
+fsync, rename. A FIFO, a terminal or ``/dev/stdout`` is written in place: a
+rename would have put a plain file where the device was. Archives refuse
+devices, as docker's ``ValidateOutputPath`` does, since ``-o dest=/dev/sda``
+is far more likely a slip than a wish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import PybuildError
+
+
+class OutputPathError(PybuildError):
+    """An output path that cannot be written: the user's to fix, reported before the build
+    (exit code 1, as docker's "invalid output path")."""
+
+
+def check_output_file(path: str | Path, *, devices: bool = False, make_parents: bool = False) -> None:
+    """docker's ValidateOutputPath: the directory exists (unless it will be made), and an existing
+    path is a regular file, a FIFO, or (``devices``) a device; never a directory."""
+    path = Path(path)
+    real = Path(os.path.realpath(path))
+    try:
+        st = os.stat(path)  # through symlinks: /dev/stdout -> /proc/self/fd/1 -> a pipe
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise OutputPathError(f'invalid output path "{path}": {err.strerror}') from None
+    if st is None:
+        parent = real.parent
+        while make_parents and not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise OutputPathError(f'invalid output path: directory "{path.parent}" does not exist')
+        if not os.access(parent, os.W_OK):
+            raise OutputPathError(f'invalid output path "{path}": directory "{parent}" is not writable')
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputPathError(f'invalid output path: "{path}" is a directory; name a file')
+    if stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        return
+    if not devices:
+        raise OutputPathError(f'invalid output path: "{path}" must be a directory or a regular file: '
+                              "got a device")
+
+
+@contextlib.contextmanager
+def output_file(path: str | Path, *, devices: bool = False, make_parents: bool = False) -> Iterator[BinaryIO]:
+    """A stream for ``path``'s new content, replacing it only once the whole content is written."""
+    path = Path(path)
+    check_output_file(path, devices=devices, make_parents=make_parents)
+    if path.exists() and not path.is_file():  # a FIFO or a device: written in place
+        try:
+            f = open(path, "wb")  # noqa: SIM115 - closed below, with its own error
+        except OSError as err:
+            raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+        with f:
+            yield f
+        return
+    real = Path(os.path.realpath(path))  # a symlink keeps its place and points at the new file
+    if make_parents:
+        make_dir(real.parent, path.parent)
+    tmp = real.with_name(f".{real.name}.{os.getpid()}.part")
+    try:
+        try:
+            f = open(tmp, "wb")  # noqa: SIM115
+        except OSError as err:
+            raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+        with f:
+            yield f
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as err:
+                raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+        try:
+            os.replace(tmp, real)
+        except OSError as err:
+            raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def make_dir(real: Path, shown: Path | None = None) -> None:
+    """mkdir -p, with the user's error instead of an OSError."""
+    try:
+        real.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PybuildError(f'cannot create the output directory "{shown or real}": {err.strerror}') from None
+
+
+def write_output(path: str | Path, data: bytes, *, devices: bool = True) -> None:
+    """Small outputs (--iidfile, --metadata-file): docker writes these through to /dev/stdout too."""
+    with output_file(path, devices=devices) as f:
+        try:
+            f.write(data)
+        except OSError as err:
+            raise PybuildError(f"cannot write {path}: {err.strerror}") from None

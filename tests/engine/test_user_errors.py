@@ -1,0 +1,159 @@
+"""Mistakes users make, and what they see: one clear message, the right exit code, no traceback,
+nothing replaced or left behind (found by trying bad inputs against the CLI, 2026-12-04)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import run_pybuild
+
+SIMPLE = {"Dockerfile": "FROM busybox:local\nRUN echo hi > /hi\n"}
+
+
+def _error(proc: subprocess.CompletedProcess[bytes], code: int = 1) -> str:
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, (proc.returncode, err)
+    assert "Traceback" not in err and "internal error" not in err, err
+    return err
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_output_paths_are_checked_before_the_build(builder: Builder, tmp_path: Path) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN echo ran-the-step\n"})
+    cases = [
+        (("-o", "type=docker,dest=/dev/full"), 'invalid output path: "/dev/full" must be a directory or a '
+                                               "regular file: got a device"),
+        (("-o", f"type=tar,dest={tmp_path}"), f'invalid output path: "{tmp_path}" is a directory'),
+        (("-o", "type=local,dest=/etc/passwd"), 'invalid output path: "/etc/passwd" exists and is not a directory'),
+        (("--iidfile", "/nonexistent/dir/id"), 'invalid output path: directory "/nonexistent/dir" does not exist'),
+        (("--metadata-file", str(tmp_path)), f'invalid output path: "{tmp_path}" is a directory'),
+        (("-t", "Bad:x"), "invalid reference format: repository name (library/Bad) must be lowercase"),
+    ]
+    for args, message in cases:
+        proc = builder.build(ctx, "--no-cache", *args, check=False)
+        err = _error(proc, 125 if args[0] == "-t" else 1)
+        assert message in err, err
+        assert b"ran-the-step" not in proc.stderr  # refused before any step ran
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    assert not Path("/nonexistent").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_small_outputs_write_through_to_stdout(builder: Builder) -> None:
+    """``--iidfile /dev/stdout`` is a common CI idiom: written in place, not renamed over."""
+    ctx = builder.context(SIMPLE)
+    proc = builder.build(ctx, "-q", "--iidfile", "/dev/stdout")
+    out = proc.stdout.decode()  # the ID from --iidfile (no newline, as docker writes it), then -q's line
+    image_id = out.strip().split("sha256:")[-1]
+    assert out == f"sha256:{image_id}sha256:{image_id}\n"
+
+
+def test_a_context_that_is_a_file_or_a_dockerfile_that_is_a_directory(builder: Builder) -> None:
+    ctx = builder.context(SIMPLE)
+    err = _error(builder.build(ctx / "Dockerfile", check=False), 125)
+    assert "unable to prepare context: context must be a directory:" in err
+    odd = builder.context({"Dockerfile/x": "x"}, name="odd")
+    assert "failed to read dockerfile:" in _error(builder.build(odd, check=False), 125)
+    assert "is a directory" in _error(builder.build(ctx, "-f", str(ctx), check=False), 125)
+
+
+@pytest.mark.parametrize("data, message", [
+    (gzip.compress(_tar({"Dockerfile": b"FROM busybox:local\n" * 200}))[:60], "Compressed file ended"),
+    (b"\x28\xb5\x2f\xfd" + b"garbage", "corrupt zstd"),
+    (b"BZh91AY&SY" + b"\0" * 20, "cannot read the build context from the tar stream"),
+])
+def test_corrupt_compressed_context_on_stdin(builder: Builder, data: bytes, message: str) -> None:
+    proc = run_pybuild("build", "-", root=builder.root, input=data)
+    assert message in _error(proc)
+
+
+def test_corrupt_archives_to_load_name_the_file_and_leave_nothing(builder: Builder, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    cases = {
+        "trunc.tar.gz": (gzip.compress(_tar({"manifest.json": b"[]" * 5000}))[:100], "trunc.tar.gz: corrupt gzip data"),
+        "bad.zst": (b"\x28\xb5\x2f\xfdgarbage", "bad.zst: corrupt zstd data"),
+        "hi.gz": (gzip.compress(b"hello\n"), "hi.gz is not a tar archive"),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert message in _error(run_pybuild("load", "-i", str(path), root=root))
+    assert "stdin: corrupt zstd data" in _error(run_pybuild("load", root=root, input=b"\x28\xb5\x2f\xfdgarbage"))
+    leftovers = [p for p in (root / "tmp").iterdir()] if (root / "tmp").exists() else []
+    assert leftovers == []
+
+
+def test_load_platform_must_match(builder: Builder, tmp_path: Path) -> None:
+    ctx = builder.context(SIMPLE)
+    builder.build(ctx, "-t", "plat:1")
+    archive = tmp_path / "plat.tar"
+    run_pybuild("save", "-o", str(archive), "plat:1", root=builder.root, check=True)
+    err = _error(run_pybuild("load", "-i", str(archive), "--platform", "linux/s390x", root=tmp_path / "r"))
+    assert "has no image for platform linux/s390x" in err
+    run_pybuild("load", "-i", str(archive), "--platform", "linux/amd64" if os.uname().machine == "x86_64"
+                else "linux/arm64", root=tmp_path / "r", check=True)
+
+
+@pytest.mark.parametrize("dockerfile, message", [
+    ("FROM busybox:local\nCOPY --from=nonexistent-image-xyz /x /y\n",
+     "Dockerfile:2: nonexistent-image-xyz is not a stage of this Dockerfile nor an image in the local store"),
+    ("FROM busybox:local\nRUN --mount=type=bind,from=nostage-xyz,target=/m true\n",
+     "Dockerfile:2: nostage-xyz is not a stage of this Dockerfile"),
+    ("FROM busybox:local\nRUN --mount=type=bind,source=nope,target=/x true\n",
+     "Dockerfile:2: RUN --mount=type=bind failed: file not found in build context"),
+    ('FROM busybox:local\nRUN ["/nonexistent"]\n', 'Dockerfile:2: [stage-0 2/2] RUN: '),
+    ("FROM busybox:local\nUSER nosuchuser\nRUN true\n", "Dockerfile:3: [stage-0 3/3] RUN: unable to find user"),
+    ("ARG V\nFROM busybox$V:\n", "Dockerfile:2: base image 'busybox:': invalid reference format"),
+    ("FROM --platform=bogus busybox:local\n", "Dockerfile:1: FROM --platform: invalid platform 'bogus'"),
+])
+def test_dockerfile_errors_name_the_line(builder: Builder, dockerfile: str, message: str) -> None:
+    ctx = builder.context({"Dockerfile": dockerfile})
+    err = _error(builder.build(ctx, env={"PYBUILD_REGISTRY_ATTEMPTS": "1"}, check=False))
+    assert message in err, err
+
+
+def test_missing_secret_file_fails_before_the_build(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN echo ran-the-step\n"})
+    proc = builder.build(ctx, "--no-cache", "--secret", "id=s,src=/nonexistent/secret", check=False)
+    assert "--secret id=s: cannot read /nonexistent/secret: no such file" in _error(proc, 125)
+    assert b"ran-the-step" not in proc.stderr
+
+
+def test_run_exit_codes_and_arguments(builder: Builder) -> None:
+    ctx = builder.context(SIMPLE)
+    builder.build(ctx, "-t", "errs:1")
+    assert builder.run("errs:1", "/nonexistent-cmd", check=False).returncode == 127
+    assert builder.run("errs:1", "/etc/passwd", check=False).returncode == 126
+    assert builder.run("errs:1", "sh", "-c", "exit 3", check=False).returncode == 3
+    err = _error(run_pybuild("run", "-w", "rel", "errs:1", "pwd", root=builder.root), 125)
+    assert "the working directory 'rel' is invalid, it needs to be an absolute path" in err
+    err = _error(run_pybuild("run", "-e", "=x", "errs:1", "true", root=builder.root), 125)
+    assert 'invalid argument "=x" for "-e, --env" flag' in err
+
+
+def test_cli_wording(builder: Builder) -> None:
+    root = builder.root
+    assert '"pybuild tag" requires exactly 2 arguments' in _error(run_pybuild("tag", "x", root=root), 125)
+    assert '"pybuild run" requires at least 1 argument (IMAGE)' in _error(run_pybuild("run", root=root), 125)
+    assert "did you mean `pybuild images`?" in _error(run_pybuild("imags", root=root), 125)
+    for args in (("inspect", "-f", "{{.Nope"), ("images", "--format", "table {{.Bad")):
+        err = _error(run_pybuild(*args, *(["busybox:local"] if args[0] == "inspect" else []), root=root), 125)
+        assert "template parsing error" in err and "unclosed action" in err
