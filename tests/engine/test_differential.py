@@ -296,6 +296,146 @@ CASES = [
          {"real/f": "hi\n"}, symlinks={"abslink": "/real", "absfile": "/real/f"}),
     Case("copy-dockerignored-source", "FROM busybox:local\nCOPY a.txt /a\n",
          {".dockerignore": "a.txt\n", "a.txt": "a"}, fails=True),
+    # -- explore-b: instruction semantics and the image config
+    Case("xb-env-same-line-ref", "FROM busybox:local\nENV A=0\nENV A=1 B=$A C=${A}x\nRUN echo \"$A $B $C\" > /abc\n"),
+    Case("xb-env-escaped-dollar", "FROM busybox:local\nENV H=home\nENV A=\\$H B='$H' C=\"\\$H\" D=\"'$H'\" E='\"$H\"'\n"
+         "RUN echo \"$A|$B|$C|$D|$E\" > /e\n"),
+    Case("xb-default-forms", "FROM busybox:local\nENV A=a E=\nWORKDIR /${A:-x}/${B:-y}/${A:+z}/${B:+w}end\n"
+         "LABEL l=${B:+nope}end m=${A:-q} n=${E:-empty} p=${A:+${A}${A}}\n"
+         "ENV F=${B:-$A} G=${A:+\"q d\"}\n"),
+    Case("xb-env-path-prepend", "FROM busybox:local\nENV PATH=/custom/bin:$PATH\nRUN echo $PATH > /p\n"
+         "ENV PATH /second:${PATH}\n"),
+    Case("xb-arg-run-env-only", "FROM busybox:local\nARG X=1\nARG Y=two\nRUN echo \"$X $Y\" > /x\n"
+         "RUN env | grep -E '^(X|Y)=' | sort > /env\nENV Z=3\nRUN true\n", build_args=("Y=cli",)),
+    Case("xb-arg-no-value-unset", "FROM busybox:local\nARG A\nRUN echo \"[$A][${A-unset}]\" > /a\n"),
+    Case("xb-build-arg-undeclared", "FROM busybox:local\nARG USED=1\nRUN echo \"[$NOPE][$USED]\" > /n\n",
+         build_args=("NOPE=1",)),
+    Case("xb-proxy-build-arg", "FROM busybox:local\nRUN echo \"[$HTTP_PROXY][$no_proxy][$FTP_PROXY]\" > /p\n",
+         build_args=("HTTP_PROXY=http://proxy.invalid:3128", "no_proxy=localhost"), same_history=False,
+         why="history: docker's classic builder writes an empty build-arg prefix ('|0 /bin/sh -c ...') when only "
+         "undeclared proxy args are passed; BuildKit (and pybuild) name only declared ARGs, so no prefix"),
+    Case("xb-proxy-arg-declared", "FROM busybox:local\nARG HTTP_PROXY\nRUN echo \"[$HTTP_PROXY]\" > /p\n",
+         build_args=("HTTP_PROXY=http://proxy.invalid:3128",)),
+    Case("xb-arg-after-env", "FROM busybox:local\nENV A=env\nARG A=arg\nRUN echo $A > /a\nARG B=argb\nENV B=${B}-env\n"
+         "RUN echo $B > /b\n", build_args=("A=cli", "B=clib"), ignore_paths=("a",),
+         why="a: an ARG declared after an ENV of the same name overrides it in RUN's environment in BuildKit "
+         "(dispatchArg adds it to the state's env; pybuild follows); docker's classic builder keeps the ENV "
+         "value. The config's Env keeps A=env in both"),
+    Case("xb-user-uid-not-in-passwd", "FROM busybox:local\nUSER 4242\nRUN id -u > /tmp/u && id -g > /tmp/g && touch /tmp/f\n"),
+    Case("xb-user-name-group", "FROM busybox:local\nUSER app:root\nRUN touch /tmp/ar && id -g > /tmp/g1\n"
+         "USER root:app\nRUN touch /tmp/ra && id -g > /tmp/g2\n"),
+    Case("xb-user-numeric-workdir", "FROM busybox:local\nUSER 4242:4343\nWORKDIR /x/y\nUSER app\nWORKDIR /x/y/z\n"),
+    Case("xb-shell-healthcheck-cmd", "FROM busybox:local\nSHELL [\"/bin/sh\", \"-ec\"]\n"
+         "HEALTHCHECK CMD echo $HOME | cat\nCMD echo a\nENTRYPOINT [\"x\"]\n"),
+    Case("xb-healthcheck-all-options", "FROM busybox:local\nHEALTHCHECK --interval=1m30s --timeout=5s "
+         "--start-period=2s --retries=4 CMD [\"CMD-SHELL\", \"true || false\"]\n"),
+    # docker's classic builder merges a new HEALTHCHECK's zero options with the parent image's (its
+    # commit merges configs); BuildKit and pybuild replace the whole healthcheck, so these cases
+    # set the same options on both levels.
+    Case("xb-healthcheck-none-over-base", "FROM pybuild-diff/xb-healthcheck-none-over-base-base:1\n"
+         "HEALTHCHECK NONE\n",
+         base="FROM busybox:local\nHEALTHCHECK CMD true\n"),
+    Case("xb-healthcheck-inherited", "FROM busybox:local AS a\nHEALTHCHECK --retries=2 CMD true\n"
+         "FROM a\nRUN true\nFROM a\nHEALTHCHECK --retries=5 --interval=9s CMD false\n"),
+    Case("xb-stopsignal-forms", "FROM busybox:local\nENV S=SIGUSR1\nSTOPSIGNAL $S\nFROM busybox:local\n"
+         "STOPSIGNAL sigterm\nFROM busybox:local\nSTOPSIGNAL SIGRTMIN+3\n"),
+    Case("xb-expose-env-protocols", "FROM busybox:local\nENV P=8080\nARG Q=9090\n"
+         "EXPOSE $P/tcp 53/UDP 132/sctp 7000-7001 ${Q}\nEXPOSE 80 80/tcp\n", same_history=False,
+         why="history: BuildKit sorts EXPOSE's words before expanding variables (pybuild follows), docker's "
+         "classic builder after"),
+    Case("xb-volume-json-multi", "FROM busybox:local\nVOLUME [\"/a\", \"/b c\"]\nVOLUME /d /e\nVOLUME [\"/a\"]\n"),
+    Case("xb-label-quotes-multiline", "FROM busybox:local\nLABEL desc=\"line1 \\\n line2\" q='single \"dq\"' "
+         "esc=\"a\\\"b\" empty= \"\"=x\n"),
+    Case("xb-label-override-base", "FROM pybuild-diff/xb-label-override-base-base:1\nLABEL b=3 c=4\n",
+         base="FROM busybox:local\nLABEL a=1 b=2\n"),
+    Case("xb-maintainer", "FROM busybox:local\nMAINTAINER John Doe <j@example.com>\nLABEL after=1\n"),
+    Case("xb-onbuild-copy-arg", "FROM pybuild-diff/xb-onbuild-copy-arg-base:1\nRUN cat /o/f.txt /v > /all\n",
+         {"f.txt": "child\n"}, build_args=("V=cli",),
+         base="FROM busybox:local\nENV E=base\nONBUILD ARG V=dflt\nONBUILD RUN echo \"$V $E\" > /v\n"
+         "ONBUILD COPY f.txt /o/\nONBUILD LABEL v=$V\n"),
+    Case("xb-onbuild-raw-config", "FROM busybox:local\nENV X=1\nONBUILD ENV Y=$X\nONBUILD  RUN   echo  hi\n"
+         "onbuild run true\n"),
+    Case("xb-onbuild-grandchild", "FROM pybuild-diff/xb-onbuild-grandchild-base:1 AS child\n"
+         "FROM child\nRUN ls / > /ls\n",
+         base="FROM busybox:local\nONBUILD RUN echo once >> /once\n"),
+    Case("xb-onbuild-onbuild", "FROM busybox:local\nONBUILD ONBUILD RUN true\n", fails=True),
+    Case("xb-from-stage-via-arg", "ARG S=first\nFROM busybox:local AS first\nRUN echo 1 > /1\n"
+         "FROM ${S}\nRUN echo 2 > /2\n"),
+    Case("xb-from-arg-default", "ARG IMAGE=busybox:local\nARG IMG\nFROM ${IMAGE} AS a\nRUN echo a > /a\n"
+         "FROM ${IMG:-busybox:local}\nCOPY --from=a /a /a\n"),
+    Case("xb-stage-name-case", "FROM busybox:local AS Build\nRUN echo b > /b\nFROM BUILD\nRUN echo c > /c\n"
+         "FROM busybox:local\nCOPY --from=bUiLd /b /b\n"),
+    Case("xb-cmd-json-unicode", "FROM busybox:local\nCMD [\"echo\", \"\\u00e9t\\u00e9\", \"tab\\there\", \"ünï\", "
+         "\"q\\\"uote\", \"back\\\\slash\", \"\\/\"]\n"),
+    Case("xb-exec-form-invalid-json", "FROM busybox:local\nCMD [\"echo\", 'x']\nENTRYPOINT [not json\n"),
+    Case("xb-instruction-case", "from busybox:local\nrun echo x > /x\nEnv A=1\ncOpY a.txt /a\nworkdir /w\n"
+         "Label l=1\nexpose 80\n", {"a.txt": "a"}),
+    Case("xb-continuation-comments", "FROM busybox:local\nRUN echo a \\\n# a comment\n    && echo b \\\n"
+         "  # indented comment\n  > /cb\n"),
+    Case("xb-escape-backtick", "# escape=`\nFROM busybox:local\nRUN echo a `\n  b > /bt\nENV P=C:\\path\\x\n"
+         "COPY a.txt /dir\\\n", {"a.txt": "a"}),
+    Case("xb-empty-continuation-lines", "FROM busybox:local\nRUN echo a \\\n\n  b \\\n   \n  c > /e\n"),
+    Case("xb-directive-after-comment", "# a comment\n# escape=`\nFROM busybox:local\nRUN echo a \\\n  b > /d\n"),
+    Case("xb-healthcheck-no-command", "FROM busybox:local\nHEALTHCHECK CMD\n", fails=True),
+    Case("xb-healthcheck-bad-type", "FROM busybox:local\nHEALTHCHECK FOO true\n", fails=True),
+    Case("xb-user-env-var", "FROM busybox:local\nENV U=app G=root\nUSER $U:${G}\nRUN id > /tmp/id\n"),
+    Case("xb-env-empty-values", "FROM busybox:local\nENV A= B=\"\" C=c\nENV C=\nENV D=1 D=2\n"),
+    Case("xb-env-replace-order", "FROM busybox:local\nENV A=1 B=2 C=3\nENV B=two\nENV A=one\n"),
+    Case("xb-run-exec-form", "FROM busybox:local\nARG A=argval\nENV E=envval\n"
+         "RUN [\"sh\", \"-c\", \"echo $A $E $HOME > /x\"]\n"),
+    Case("xb-copy-chown-arg", "FROM busybox:local\nARG U=app\nENV D=/dest\nCOPY --chown=$U:${U} a.txt $D/\n",
+         {"a.txt": "a"}),
+    Case("xb-meta-arg-build-arg", "ARG T=nope\nFROM busybox:$T\nRUN echo \"[$T]\" > /t\n", build_args=("T=local",)),
+    Case("xb-onbuild-forbidden", "FROM busybox:local\nONBUILD FROM busybox:local\n", fails=True),
+    Case("xb-shell-invalid-json", "FROM busybox:local\nSHELL /bin/sh -c\n", fails=True),
+    Case("xb-nested-default", "FROM busybox:local\nENV B=bee\nENV A=${X:-${B}} C=${B:+${X:-dflt}}\n"
+         "RUN echo \"$A $C\" > /ac\n"),
+    Case("xb-default-forms-nocolon", "FROM busybox:local\nENV E=\nLABEL o=${E-unset} p=${F-unset} q=${E+set} "
+         "r=${F+set}\n",
+         docker_dockerfile="FROM busybox:local\nENV E=\nLABEL o= p=unset q=set r=\n",
+         why="${VAR-word} and ${VAR+word} (no colon: only unset counts) are BuildKit's; docker's classic "
+         "builder refuses them"),
+    Case("xb-workdir-relative-normalise", "FROM busybox:local\nWORKDIR /a/b\nWORKDIR ../c/./d//\n"
+         "WORKDIR e/..//f\nRUN pwd > /pwd\n"),
+    Case("xb-healthcheck-durations", "FROM busybox:local\nHEALTHCHECK --interval=2h --timeout=90s "
+         "--start-period=1m CMD true\n"),
+    Case("xb-env-key-expansion", "FROM busybox:local\nENV K=name\nENV $K=v ${K}2=w\nLABEL $K=l\n"),
+    Case("xb-env-odd-values", "FROM busybox:local\nENV A=b=c my.var=1 _x=2 Q=\"a\"b'c'd\nENV L  b   c  \n"),
+    Case("xb-arg-empty-default", "FROM busybox:local\nARG A=\nRUN echo \"[${A-unset}]\" > /a\n"),
+    Case("xb-arg-case-sensitive", "FROM busybox:local\nARG a=lower\nARG A=upper\nRUN echo $a $A > /aA\n"),
+    Case("xb-label-quoted-key", "FROM busybox:local\nLABEL 'single'=\"s\" \"dq\"='v' d=\"\"\n"),
+    Case("xb-label-key-quoted-eq", "FROM busybox:local\nLABEL \"a=b\"=c\n", fails=True),
+    Case("xb-label-no-value", "FROM busybox:local\nLABEL foo\n", fails=True),
+    Case("xb-shell-nop-history", "FROM busybox:local\nSHELL [\"/bin/sh\", \"-ec\"]\nENV A=1\nLABEL b=2\n"
+         "WORKDIR /w\nCOPY a.txt .\nCMD [\"x\"]\n", {"a.txt": "a"}),
+    Case("xb-comment-not-at-start", "FROM busybox:local\n   RUN echo a # not a comment > /c\n"
+         "\t# indented comment\nENV X=1\n"),
+    Case("xb-env-trailing-comment", "FROM busybox:local\nENV X=1 # trailing\n", fails=True),
+    Case("xb-crlf-dockerfile", "FROM busybox:local\r\nRUN echo a \\\r\n  b > /crlf\r\nENV A=1\r\nLABEL l=\"x y\"\r\n"),
+    Case("xb-bom-dockerfile", "\ufeffFROM busybox:local\nRUN echo bom > /bom\n"),
+    Case("xb-continuation-at-eof", "FROM busybox:local\nRUN echo eof > /eof \\"),
+    Case("xb-directive-forms", "#ESCAPE=`\n# syntax=docker/dockerfile:1\nFROM busybox:local\n"
+         "RUN echo a `\n  b > /d\n"),
+    Case("xb-onbuild-in-stage", "FROM busybox:local AS a\nONBUILD RUN echo trig > /t\nRUN echo a > /a\n"
+         "FROM a\nRUN ls / > /ls\n"),
+    Case("xb-onbuild-stage-copy-from", "FROM busybox:local AS a\nONBUILD RUN echo trig > /t\nRUN echo a > /a\n"
+         "FROM busybox:local\nCOPY --from=a /a /a\n"),
+    Case("xb-scratch-env-path", "FROM scratch\nENV A=1\nCOPY --from=busybox:local /bin/busybox /bin/sh\n"
+         "WORKDIR /w\nCMD [\"x\"]\n", ignore_paths=("etc",),
+         why="etc: docker's container export adds /etc (its init layer) to an image that has none"),
+    Case("xb-scratch-label-only", "FROM scratch\nLABEL only=label\n", ignore_paths=("etc",),
+         why="etc: docker's container export adds /etc (its init layer) to an image that has none"),
+    Case("xb-stopsignal-names", "FROM busybox:local\nSTOPSIGNAL KILL\nFROM busybox:local\nSTOPSIGNAL 31\n"),
+    Case("xb-stopsignal-zero", "FROM busybox:local\nSTOPSIGNAL 0\n", fails=True),
+    Case("xb-healthcheck-retries-negative", "FROM busybox:local\nHEALTHCHECK --retries=-1 CMD true\n", fails=True),
+    Case("xb-volume-empty", "FROM busybox:local\nVOLUME [\"\"]\n", fails=True),
+    Case("xb-cmd-trailing-comma", "FROM busybox:local\nCMD [\"a\", \"b\",]\nENTRYPOINT [ ]\n"),
+    Case("xb-run-exec-single", "FROM busybox:local\nRUN [\"touch\", \"/single\"]\nRUN [ \"sh\", \"-c\", "
+         "\"echo  spaced  > /sp\" ]\n"),
+    Case("xb-cmd-shell-whitespace", "FROM busybox:local\nCMD    echo   hi   \nENTRYPOINT\techo\tx\n"),
+    Case("xb-env-path-lowercase", "FROM busybox:local\nENV path=/lower\nRUN echo $PATH-$path > /p\n"),
+    Case("xb-expose-ip-mapping", "FROM busybox:local\nEXPOSE 127.0.0.1:80:80 8080:81/udp\n"),
+    Case("xb-user-env-trailing", "FROM busybox:local\nARG U=app\nUSER ${U}\nRUN id -un > /tmp/u\nUSER 0:0\n"),
 ]
 
 
