@@ -436,6 +436,28 @@ CASES = [
     Case("xb-env-path-lowercase", "FROM busybox:local\nENV path=/lower\nRUN echo $PATH-$path > /p\n"),
     Case("xb-expose-ip-mapping", "FROM busybox:local\nEXPOSE 127.0.0.1:80:80 8080:81/udp\n"),
     Case("xb-user-env-trailing", "FROM busybox:local\nARG U=app\nUSER ${U}\nRUN id -un > /tmp/u\nUSER 0:0\n"),
+    Case("xb-env-backslashes", "FROM busybox:local\nENV A=\"a\\\"b\" B='c\\d' C=e\\\\f D=\"g\\\\h\" E=\"i\\j\"\n"
+         "RUN echo \"$A|$B|$C|$D|$E\" > /bs\n"),
+    Case("xb-expose-var-words", "FROM busybox:local\nENV PORTS=\"81 443/udp\"\nEXPOSE $PORTS\n", same_history=False,
+         why="history: BuildKit sorts EXPOSE's words before expanding variables (pybuild follows), docker's "
+         "classic builder after"),
+    Case("xb-volume-var-words", "FROM busybox:local\nENV V=\"/va /vb\"\nVOLUME $V\n"),
+    Case("xb-label-env-no-split", "FROM busybox:local\nENV V=\"a  b\"\nLABEL l=$V m=\"$V\" n=${V}x\nENV W=$V\n"),
+    Case("xb-workdir-empty-var", "FROM busybox:local\nENV E=\nWORKDIR $E\nRUN pwd > /pwd\n",
+         docker_dockerfile="FROM busybox:local\nENV E=\nWORKDIR /\nRUN pwd > /pwd\n",
+         why="a WORKDIR that expands to nothing keeps the current directory in BuildKit (NormalizePath of "
+         "''); docker's classic builder refuses it"),
+    Case("xb-no-expansion-exec-forms", "FROM busybox:local\nENV X=val\nENTRYPOINT [\"$X\", \"${X}\"]\n"
+         "HEALTHCHECK CMD echo $X\nRUN [\"sh\", \"-c\", \"echo '$X' > /lit\"]\nRUN [\"echo\", \"$X\"]\n"),
+    Case("xb-copy-json-spaces", "FROM busybox:local\nCOPY [\"a b.txt\", \"c.txt\", \"/dst dir/\"]\n"
+         "ADD [\"a b.txt\", \"/added file\"]\n", {"a b.txt": "ab", "c.txt": "c"}),
+    Case("xb-stopsignal-arg", "FROM busybox:local\nARG SIG=SIGHUP\nSTOPSIGNAL $SIG\n"),
+    Case("xb-user-colon-forms", "FROM busybox:local\nUSER app:\nRUN id > /tmp/id\n"),
+    Case("xb-arg-multi-line", "FROM busybox:local\nARG A=1 \\\n    B=\"two words\" \\\n    C\n"
+         "RUN echo \"$A|$B|${C-unset}\" > /abc\n", build_args=("C=cee",)),
+    Case("xb-onbuild-env-expansion-child", "FROM pybuild-diff/xb-onbuild-env-expansion-child-base:1\n"
+         "ENV NOT_SEEN=1\n",
+         base="FROM busybox:local\nENV X=base\nONBUILD ENV Y=$X\nONBUILD LABEL y=${Y}\n"),
 ]
 
 
