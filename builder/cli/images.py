@@ -512,6 +512,17 @@ def _created_at(value: str | None) -> str:
     return created.strftime("%Y-%m-%d %H:%M:%S %z ") + (created.tzname() or "UTC")
 
 
+def _rfc3339(value: str | None) -> str:
+    """Go's ``time.Unix(t, 0).Format(time.RFC3339)``: local time, to the second (docker history)."""
+    created = parse_time(value)
+    if created is None:
+        return ""
+    local = created.astimezone().replace(microsecond=0)
+    offset = local.utcoffset()
+    return local.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if not offset else local.strftime("%z")[:3] + ":" +
+                                                  local.strftime("%z")[3:])
+
+
 _DOCKER_CONFIG_DEFAULTS: dict[str, Any] = {
     "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
     "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
@@ -616,9 +627,9 @@ def _history(args: argparse.Namespace) -> int:
             created_by = created_by[:44] + "…"
         rows.append({
             "Comment": entry.comment or "",
-            "CreatedAt": (_created_at(entry.created) if human else entry.created or ""),
+            "CreatedAt": _rfc3339(entry.created),
             "CreatedBy": created_by,
-            "CreatedSince": since(entry.created, now) if human else (entry.created or ""),
+            "CreatedSince": since(entry.created, now) if human else _rfc3339(entry.created),
             "ID": image_id,
             "Size": human_size(size) if human else str(size),
         })
@@ -627,7 +638,11 @@ def _history(args: argparse.Namespace) -> int:
         return 0
     columns = [("IMAGE", "ID"), ("CREATED", "CreatedSince"), ("CREATED BY", "CreatedBy"),
                ("SIZE", "Size"), ("COMMENT", "Comment"), ("CREATED AT", "CreatedAt")]
-    emit(rows, args.format, columns if args.format and args.format.startswith("table ") else columns[:-1])
+    if args.format and args.format.startswith("table "):
+        emit(rows, args.format, columns)
+    else:  # docker's default table; with -H=false its CREATED AT column replaces CREATED
+        shown = columns[:-1] if human else [columns[0], columns[-1], *columns[2:-1]]
+        emit(rows, args.format, shown)
     return 0
 
 

@@ -75,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
     workdir = args.workdir or config.working_dir or "/"
     if not workdir.startswith("/"):
         raise UsageError(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
+    from builder.execute.run import clean_cwd
+
+    workdir = clean_cwd(workdir)
     settings = container_settings(args)
     volumes = tuple(parse_volume(v) for v in args.volume)
     runtime = detect(args.isolation, work_root=store.root / "run")

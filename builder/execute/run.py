@@ -347,10 +347,19 @@ def container_spec(*, lowers: Sequence[Path], upper: Path, argv: Sequence[str], 
     return ContainerSpec(
         lowerdirs=list(lowers), upperdir=upper,
         process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
-                            cwd=cwd or "/", user=user),
+                            cwd=clean_cwd(cwd), user=user),
         mounts=tuple(mounts), network=network, hostname=hostname,
         **(settings or {}),  # type: ignore[arg-type]
     )
+
+
+def clean_cwd(path: str | None) -> str:
+    """The working directory a container gets: cleaned, as docker's SetupWorkingDirectory does
+    (the config keeps ``WORKDIR /a/x/..`` as written; the process starts in ``/a``)."""
+    import posixpath
+
+    cleaned = posixpath.normpath(path or "/")
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
 
 
 def failure_message(label: str, location: str, argv_text: str, code: int, tail: Sequence[str],

@@ -12,7 +12,6 @@ PATH joins the env, ``created_by`` reads ``/bin/sh -c #(nop)  ENV A=1``.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import stat as stat_
@@ -46,6 +45,7 @@ from builder.execute.run import (
 )
 from builder.execute.urls import is_git_source
 from builder.frontend import instructions as ins_
+from builder.frontend.dump import go_quote, go_quote_rune
 from builder.frontend.expand import Scope
 from builder.image.config import ContainerConfig, Healthcheck, History
 from builder.image.image import Image, Layer
@@ -172,10 +172,14 @@ class StageRunner:
     # -- the image value
 
     def image(self) -> DerivedImage:
+        # A derived image drops the base's other top-level fields (comment, container,
+        # container_config, docker_version): they described the base's own making, and
+        # docker's builder and BuildKit both leave them out of a child.
         config = replace(
             self.file_config, config=self.config, history=tuple(self.history),
             author=self.author,
             created=self.history[-1].created if self.changed and self.history else self.file_config.created,
+            extra=self.file_config.extra if not self.changed else {},
         )
         return DerivedImage(self.layers, config)
 
@@ -531,18 +535,17 @@ class StageRunner:
         self._nop(
             "HEALTHCHECK &{" + _go_list(health.test) + " " + " ".join(
                 f'"{_go_duration(v)}"' for v in durations
-            ) + f" '\\x{health.retries:02x}'" + "}"
+            ) + " " + go_quote_rune(health.retries) + "}"
         )
 
     # -- instructions that make layers
 
     def _do_workdir(self, ins: ins_.Workdir, handle: StepHandle) -> None:
         path = ins.path
-        if not path.startswith("/"):
-            path = os.path.join(self.config.working_dir or "/", path)
-        path = os.path.normpath(path)
-        if path.startswith("//"):
-            path = path[1:]
+        if not path.startswith("/"):  # docker's normalizeWorkdir: relative joined and cleaned, absolute as written
+            path = os.path.normpath(os.path.join(self.config.working_dir or "/", path))
+            if path.startswith("//"):
+                path = path[1:]
         self.config = replace(self.config, working_dir=path)
         created_by = f"{' '.join(self._shell())} #(nop) WORKDIR {path}"
         layer = self._mkdir_layer(ins, path)
@@ -551,13 +554,14 @@ class StageRunner:
     def _mkdir_layer(self, ins: ins_.Workdir, path: str) -> Layer | None:
         """docker creates a missing WORKDIR (0755, owned by root); an existing one needs no layer.
 
-        The path is resolved through the image's symlinks first (inside the image),
-        as docker does: ``WORKDIR /lnk/sub`` with ``/lnk -> /real`` makes ``/real/sub``.
+        The path is cleaned (docker's SetupWorkingDirectory) and resolved through the image's
+        symlinks (inside the image), as docker does: ``WORKDIR /lnk/sub`` with ``/lnk -> /real``
+        makes ``/real/sub``.
         """
         from builder.execute.rootfs import RootfsView
 
         view = RootfsView(self.lowers())
-        target = view.resolve(path).path
+        target = view.resolve(os.path.normpath(path)).path
         if view.is_dir(target):
             return None
         missing: list[str] = []
@@ -815,16 +819,27 @@ def _summary(ins: ins_.Instruction) -> str:
 
 def _go_list(items: Sequence[str]) -> str:
     """Go's ``%q`` of a string slice, as docker prints CMD/ENTRYPOINT in history."""
-    return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
+    return "[" + " ".join(go_quote(i) for i in items) + "]"
 
 
 def _go_duration(ns: int) -> str:
+    """Go's time.Duration.String(): ``1m30.5s``, ``100ms``, ``1.5µs``, ``1h0m0s``."""
     if ns == 0:
         return "0s"
-    seconds = ns / 1e9
-    if seconds >= 60 and seconds == int(seconds):
-        m, s = divmod(int(seconds), 60)
-        h, m = divmod(m, 60)
-        return (f"{h}h" if h else "") + (f"{m}m" if m or h else "") + f"{s}s"
-    return f"{seconds:g}s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
 
+    def frac(value: int, unit: int) -> str:
+        whole, rest = divmod(value, unit)
+        digits = str(rest).rjust(len(str(unit)) - 1, "0").rstrip("0")
+        return f"{whole}.{digits}" if digits else str(whole)
+
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{frac(ns, 1_000)}\u00b5s"
+    if ns < 1_000_000_000:
+        return f"{sign}{frac(ns, 1_000_000)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
+    return f"{sign}{text}{frac(rest, 1_000_000_000)}s"

@@ -60,6 +60,19 @@ def go_quote(text: str) -> str:
     return "".join(out)
 
 
+def go_quote_rune(cp: int) -> str:
+    """Go's ``%q`` of an integer (strconv.QuoteRune): ``'\\n'``, ``'A'``, ``'\\x07'``; invalid code
+    points print as U+FFFD."""
+    if not 0 <= cp <= 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+        cp = 0xFFFD
+    ch = chr(cp)
+    if ch == "'":
+        return "'\\''"
+    if ch == '"':
+        return "'\"'"
+    return f"'{go_quote(ch)[1:-1]}'"
+
+
 def dump_node(node: Node) -> str:
     """One node without the surrounding parentheses: ``run ["--mount=..."] "echo hi"``."""
     chain = [node]

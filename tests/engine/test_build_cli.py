@@ -462,3 +462,28 @@ def test_classic_builder_flags_that_mean_nothing_here_are_taken(builder: Builder
     refused = builder.build(ctx, "--security-opt", "seccomp=unconfined", check=False)
     assert refused.returncode == 125 and b"--allow security.insecure" in refused.stderr
     assert b"Traceback" not in refused.stderr
+
+
+def test_a_child_image_drops_the_base_images_own_making(builder: Builder) -> None:
+    """comment, container, container_config, docker_version described how the base was made;
+    docker's builder and BuildKit leave them out of a child (docker import sets a comment)."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nLABEL a=1\n"})
+    builder.build(ctx, "-t", "child-of-import:1")
+    base = json.loads(run_pybuild("inspect", "busybox:local", root=builder.root, check=True).stdout)[0]
+    child = json.loads(run_pybuild("inspect", "child-of-import:1", root=builder.root, check=True).stdout)[0]
+    assert base["Comment"] == "Imported from -"
+    assert child["Comment"] == "" and child["Config"]["Labels"] == {"a": "1"}
+
+
+def test_history_times_as_docker_prints_them(builder: Builder) -> None:
+    """docker history: CreatedAt is RFC 3339 to the second; -H=false shows it in a CREATED AT column."""
+    import re
+
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN true\n"})
+    builder.build(ctx, "-t", "history-times:1")
+    out = run_pybuild("history", "--format", "{{.CreatedAt}}", "history-times:1", root=builder.root,
+                      check=True).stdout.decode().split()
+    assert out and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)", t) for t in out), out
+    table = run_pybuild("history", "-H=false", "history-times:1", root=builder.root, check=True).stdout.decode()
+    assert table.splitlines()[0].split()[:3] == ["IMAGE", "CREATED", "AT"]
+    assert out[0] in table.splitlines()[1]

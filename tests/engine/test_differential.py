@@ -458,6 +458,13 @@ CASES = [
     Case("xb-onbuild-env-expansion-child", "FROM pybuild-diff/xb-onbuild-env-expansion-child-base:1\n"
          "ENV NOT_SEEN=1\n",
          base="FROM busybox:local\nENV X=base\nONBUILD ENV Y=$X\nONBUILD LABEL y=${Y}\n"),
+    # An absolute WORKDIR stays as written in the config (docker's normalizeWorkdir); steps run in it cleaned.
+    Case("xb-workdir-trailing-slash", "FROM busybox:local\nWORKDIR /app/\nWORKDIR //srv//x/..\n"
+         "RUN pwd > /pwd\nWORKDIR sub/\nRUN pwd > /pwd2\n"),
+    # HEALTHCHECK history in Go's words: Duration.String() and %q of the retries rune.
+    Case("xb-healthcheck-history-format", "FROM busybox:local\nHEALTHCHECK --interval=90500ms --timeout=100ms "
+         "--retries=10 CMD true\n"),
+    Case("xb-cmd-go-quoting", "FROM busybox:local\nCMD [\"\\u0001\", \"\\u200b\", \"\\u00a0\", \"\\u007f\"]\n"),
 ]
 
 
