@@ -128,6 +128,13 @@ class Progress:
             if self.mode is ProgressMode.PLAIN:
                 self._print(f"#{handle.number} ERROR: {reason}")
 
+    def canceled(self, handle: StepHandle) -> None:
+        """A step stopped because the build was (Ctrl-C, another stage failed): not its failure."""
+        with self._lock:
+            handle.flush()
+            if self.mode is ProgressMode.PLAIN:
+                self._print(f"#{handle.number} CANCELED")
+
     def close(self) -> None:
         with self._lock:
             if self._bar is not None:

@@ -90,7 +90,7 @@ class CacheSpec:
             return self.ref
         if self.type is CacheType.INLINE:
             return "inline (in the image config)"
-        return f"{self.path}:{self.tag}"
+        return str(self.path) if self.tag == "latest" else f"{self.path} (tag {self.tag})"
 
     @classmethod
     def parse(cls, text: str, *, export: bool) -> CacheSpec:

@@ -265,7 +265,10 @@ class StageRunner:
             self.env.progress.failed(handle, str(located).splitlines()[0])
             raise located from None
         except BaseException as err:
-            self.env.progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            if self.cancel.is_set():  # killed by the cancel, as BuildKit shows it
+                self.env.progress.canceled(handle)
+            else:
+                self.env.progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
         self.env.progress.done(handle)
 

@@ -59,6 +59,14 @@ def unknown_instruction_error(node: Node, parsed: ParsedDockerfile) -> ParseErro
             "unknown instruction: (empty)", location, source_line=parsed.source_line(node.start_line),
             hint="a line ends in a line continuation with no instruction after it",
         )
+    if node.start_line == 1 and written.startswith(("\udcff\udcfe", "\udcfe\udcff")):
+        # A UTF-16 byte-order mark (Windows editors): every other byte is NUL, nothing parses.
+        return ParseError("the Dockerfile is UTF-16 encoded; Dockerfiles are read as UTF-8", location,
+                          hint="save it as UTF-8")
+    if "\0" in written or any("\udc80" <= ch <= "\udcff" for ch in written):
+        shown = written.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\0", "\ufffd")
+        return ParseError(f"unknown instruction: {shown[:40]!r}: the Dockerfile is not UTF-8 text", location,
+                          hint="is it a binary file?")
     suggestion = closest_instruction(written)
     return ParseError(
         f"unknown instruction: {written}",

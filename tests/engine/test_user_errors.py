@@ -157,3 +157,21 @@ def test_cli_wording(builder: Builder) -> None:
     for args in (("inspect", "-f", "{{.Nope"), ("images", "--format", "table {{.Bad")):
         err = _error(run_pybuild(*args, *(["busybox:local"] if args[0] == "inspect" else []), root=root), 125)
         assert "template parsing error" in err and "unclosed action" in err
+
+
+def test_interrupted_steps_say_canceled_not_failed(builder: Builder) -> None:
+    """Ctrl-C (or another stage's failure) stops a step: BuildKit shows it CANCELED, not a failure."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local AS a\nRUN sleep 20\nFROM busybox:local AS b\n"
+                                          "RUN sleep 1; exit 3\nFROM busybox:local\nCOPY --from=a /etc/passwd /a\n"
+                                          "COPY --from=b /etc/passwd /b\n"})
+    err = _error(builder.build(ctx, "--no-cache", check=False))
+    assert "CANCELED" in err and "`sleep 20` exited" not in err and "`sleep 1; exit 3` exited with code 3" in err
+
+
+@pytest.mark.parametrize("data, message", [
+    ("FROM busybox:local\nRUN true\n".encode("utf-16"), "the Dockerfile is UTF-16 encoded"),
+    (b"\x7fELF\x02\x01\x01\0\0\0", "the Dockerfile is not UTF-8 text (is it a binary file?)"),
+])
+def test_dockerfiles_that_are_not_text(builder: Builder, data: bytes, message: str) -> None:
+    ctx = builder.context({"Dockerfile": data})
+    assert message in _error(builder.build(ctx, check=False))
