@@ -57,6 +57,7 @@ class Case:
     # Files served over HTTP on loopback during the case; ``{url}`` in the Dockerfile is its base.
     serve: dict[str, bytes] = field(default_factory=dict)
     same_history: bool = True  # created_by of every history entry, as `docker history` shows it
+    hardlinks: dict[str, str] = field(default_factory=dict)  # context hardlinks: path -> existing file
 
 
 def _archive(compression: str = "") -> bytes:
@@ -86,6 +87,48 @@ def _archive(compression: str = "") -> bytes:
         return bz2.compress(data)
     return data
 
+
+def _tar(*entries: tuple) -> bytes:
+    """A tar of (name, kind, data or link target, mode, uid, gid) entries, in that order."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, data, mode, uid, gid in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mode, info.uid, info.gid, info.mtime = mode, uid, gid, 1_600_000_000
+            body = b""
+            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                info.linkname = data
+            elif kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+                info.devmajor, info.devminor = data
+            elif kind == tarfile.REGTYPE:
+                body = data
+            info.size = len(body)
+            tf.addfile(info, io.BytesIO(body))
+    return raw.getvalue()
+
+
+def _gnu_tar() -> bytes:
+    """A GNU-format tar: long names and link targets as ././@LongLink entries."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        info = tarfile.TarInfo("g" * 130 + "/" + "h" * 110)
+        data = b"gnu"
+        info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
+        tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("gl")
+        link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "w" * 170, 1_600_000_000
+        tf.addfile(link)
+    return raw.getvalue()
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, mtime=0)
+
+
+F, D, S, H = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
 
 CASES = [
     Case("copy-file", "FROM busybox:local\nCOPY a.txt /a.txt\n", {"a.txt": "A\n"}),
@@ -274,6 +317,203 @@ CASES = [
          modes={"private": 0o600, "exec": 0o755, "ro/f": 0o444, "ro": 0o500, "open": 0o777}),
     Case("entrypoint-empty-stopsignal-number", "FROM busybox:local AS base\nENTRYPOINT [\"sh\"]\nCMD [\"x\"]\n"
          "FROM base\nENTRYPOINT []\nSTOPSIGNAL 9\n"),
+    # -- COPY/ADD and file-system semantics (second round)
+    Case("copy-context-hardlinks", "FROM busybox:local\nCOPY . /h/\nCOPY second /only-second\n",
+         {"first": "same inode\n", "dir/x": "x"}, hardlinks={"second": "first", "dir/y": "dir/x"}),
+    Case("copy-dir-with-dir-symlinks", "FROM busybox:local\nCOPY src /s/\n",
+         {"src/real/f": "f"}, symlinks={"src/ln": "real", "src/abs": "/etc", "src/loop1": "loop2",
+                                         "src/loop2": "loop1", "src/real/up": ".."}),
+    Case("copy-context-symlink-to-dir", "FROM busybox:local\nCOPY ln /t\nCOPY ln/ /t2/\nCOPY ln/f /t3\n",
+         {"real/f": "f"}, symlinks={"ln": "real"}),
+    Case("copy-from-last-symlink", "FROM busybox:local AS src\nRUN mkdir /real && echo f > /real/f && "
+         "ln -s /real /abs && ln -s real/f /relf\n"
+         "FROM busybox:local\nCOPY --from=src /abs /a1\nCOPY --from=src /relf /a2\n"),
+    Case("copy-from-through-symlink", "FROM busybox:local AS src\nRUN mkdir -p /real/sub && echo f > /real/sub/f && "
+         "ln -s /real /abs && ln -s real /rel && ln -s ../../../real /esc\n"
+         "FROM busybox:local\nCOPY --from=src /abs/sub/f /t1\nCOPY --from=src /rel/sub /t2\n"
+         "COPY --from=src /esc/sub/f /t3\n"),
+    Case("copy-from-wildcard", "FROM busybox:local AS src\nRUN mkdir -p /o/d1 /o/d2 && echo 1 > /o/a.txt && "
+         "echo 2 > /o/b.txt && echo 3 > /o/c.md && echo 4 > /o/d1/x && ln -s a.txt /o/l.txt\n"
+         "FROM busybox:local\nCOPY --from=src /o/*.txt /w/\nCOPY --from=src /o/d? /dirs/\n"),
+    Case("copy-dest-dot-suffix", "FROM busybox:local\nWORKDIR /app\nCOPY a.txt sub/.\nCOPY a.txt /d/.\n"
+         "COPY a.txt /etc/.\nCOPY src ./\nCOPY a.txt .\n", {"a.txt": "a", "src/f": "f"}),
+    Case("copy-dest-dangling-symlink", "FROM busybox:local\nRUN ln -s /nowhere/file /dangle && ln -s missing /etc/rel\n"
+         "COPY a.txt /dangle\nCOPY a.txt /etc/rel\n", {"a.txt": "a"}),
+    Case("copy-dest-symlink-to-file", "FROM busybox:local\nRUN echo old > /old && ln -s /old /pw\nCOPY a.txt /pw\n",
+         {"a.txt": "new"}),
+    Case("copy-dest-symlink-dir-no-slash", "FROM busybox:local\nRUN mkdir /real && ln -s real /ld && ln -s ../../.. /up\n"
+         "COPY a.txt /ld\nCOPY src /ld\nCOPY a.txt /up/escaped\n", {"a.txt": "a", "src/f": "f"}),
+    Case("copy-chown-group-only", "FROM busybox:local\nCOPY --chown=:app a.txt /g\n", {"a.txt": "a"}, fails=True),
+    Case("copy-chown-name-numeric-mix", "FROM busybox:local\nCOPY --chown=app:5678 a.txt /x\n"
+         "COPY --chown=1234:app a.txt /y\nCOPY --chown=1234:nogroup a.txt /z\n", {"a.txt": "a"}),
+    Case("copy-chown-new-parents", "FROM busybox:local\nRUN mkdir -p /p/q && chown 5:6 /p && chmod 700 /p/q\n"
+         "COPY --chown=7:8 a.txt /p/q/r/s/a\nCOPY --chown=7:8 src /p/new/deeper/\n", {"a.txt": "a", "src/f": "f"}),
+    Case("copy-chown-into-existing-dir", "FROM busybox:local\nRUN mkdir /exist && chown 5:6 /exist && chmod 750 /exist\n"
+         "COPY --chown=7:8 src /exist\nCOPY --chown=app src/ /etc/\n", {"src/f": "f", "src/d/g": "g"}),
+    Case("copy-chown-unknown-group", "FROM busybox:local\nCOPY --chown=app:nosuchgroup a.txt /x\n", {"a.txt": "a"},
+         fails=True),
+    Case("copy-chown-symlinks", "FROM busybox:local\nCOPY --chown=7:8 src /c/\nCOPY --chown=9 ln /ln\n",
+         {"src/f": "f", "t": "t"}, symlinks={"src/l": "f", "src/dangling": "nope", "ln": "t"}),
+    Case("copy-special-mode-bits", "FROM busybox:local\nCOPY . /m/\n",
+         {"suid": "s", "sgid": "g", "none": "n", "sticky/f": "f", "sgiddir/f": "f", "zero/f": "z"},
+         modes={"suid": 0o4755, "sgid": 0o2711, "none": 0, "sticky": 0o1777, "sgiddir": 0o2775,
+                "zero/f": 0, "zero": 0o311}),
+    Case("copy-empty-files", "FROM busybox:local\nCOPY empty /e\nCOPY dir /d/\nCOPY empty dir/zero /both/\n",
+         {"empty": "", "dir/zero": "", "dir/sub/.keep": ""}),
+    Case("copy-odd-names", "FROM busybox:local\nCOPY . /n/\n",
+         {"a b.txt": "s", "new\nline": "n", "back\\slash": "b", "caf\udce9": "latin1", "-dash": "d",
+          "#hash": "h", "$dollar": "d", "it's": "q", "tab\there": "t", "dir with space/x y": "xy"}),
+    Case("copy-json-form-spaces", "FROM busybox:local\nCOPY [\"a b.txt\", \"/x/\"]\nCOPY [\"a b.txt\", \"/y z\"]\n"
+         "ADD [\"dir with space\", \"/w s/\"]\nCOPY [\"a b.txt\", \"c*.txt\", \"/multi/\"]\n",
+         {"a b.txt": "s", "dir with space/f g": "f", "c 1.txt": "c"}),
+    Case("copy-deep-nesting", "FROM busybox:local\nCOPY deep /deep\nCOPY deep/" + "/".join(["n"] * 80) + "/leaf /leaf\n",
+         {"deep/" + "/".join(["n"] * 80) + "/leaf": "deep", "deep/" + "/".join(["m"] * 30) + "/e": ""}),
+    Case("copy-wildcard-dotfiles", "FROM busybox:local\nCOPY * /all/\nCOPY .[a-z]* /dots/\n",
+         {".hidden": "h", ".config/x": "x", "plain": "p"}),
+    Case("copy-wildcard-dir-component", "FROM busybox:local\nCOPY */*.txt /w/\nCOPY */same /s/\n",
+         {"a/f.txt": "a", "b/g.txt": "b", "c/h.md": "c", "a/same": "from a", "b/same": "from b"}),
+    Case("copy-wildcard-no-match", "FROM busybox:local\nCOPY *.nomatch /x/\n", {"a.txt": "a"}, fails=True),
+    Case("copy-env-dest", "FROM busybox:local\nENV D=/envdest F=name\nCOPY a.txt $D/\nCOPY a.txt ${D}2/$F\n"
+         "ARG SUB=argsub\nCOPY a.txt /$SUB/\n", {"a.txt": "a"}),
+    Case("copy-src-dotted-paths", "FROM busybox:local\nCOPY ./src/../a.txt /x\nCOPY ./ /all/\nCOPY src/. /s/\n",
+         {"a.txt": "a", "src/f": "f"}),
+    Case("copy-file-onto-existing-dir-name", "FROM busybox:local\nRUN mkdir -p /x/a.txt\nCOPY a.txt /x/\n",
+         {"a.txt": "a"}),
+    Case("copy-dir-over-base-dir-symlink", "FROM busybox:local\nRUN mkdir -p /real /d && ln -s /real /d/sub\n"
+         "COPY src /d/\n", {"src/sub/f": "f"}),
+    Case("copy-file-over-base-symlink", "FROM busybox:local\nRUN mkdir /d && ln -s /etc/passwd /d/l\nCOPY src /d/\n",
+         {"src/l": "regular now"}),
+    Case("copy-from-chown-names", "FROM busybox:local AS src\nRUN mkdir -p /o/d && echo f > /o/d/f && ln -s d /o/l\n"
+         "FROM busybox:local\nCOPY --from=src --chown=app:app /o /o\nCOPY --from=src --chown=app /o/d/f /f\n"),
+    Case("copy-from-special-files", "FROM busybox:local AS src\nRUN mkdir /o && mkfifo /o/fifo && "
+         "echo x > /o/suid && chmod 4711 /o/suid && mkdir /o/sticky && chmod 1777 /o/sticky && "
+         "echo h > /o/h1 && ln /o/h1 /o/h2\n"
+         "FROM busybox:local\nCOPY --from=src /o /o\n"),
+    Case("add-archive-detected-by-content", "FROM busybox:local\nADD data.bin /x/\nADD blob.gz.txt /y/\n",
+         {"data.bin": _archive(), "blob.gz.txt": _archive("gz")}),
+    Case("add-tar-absolute-names", "FROM busybox:local\nADD abs.tar /t/\n",
+         {"abs.tar": _tar(("/abs/f", F, b"abs", 0o644, 0, 0), ("./dot/g", F, b"g", 0o600, 1, 2),
+                          ("/abs", D, b"", 0o711, 3, 4))}),
+    Case("add-tar-whiteout-names", "FROM busybox:local\nRUN mkdir -p /w/sub && touch /w/keep /w/sub/s\nADD wh.tar /w/\n",
+         {"wh.tar": _tar((".wh.keep", F, b"", 0o644, 0, 0), ("sub/.wh..wh..opq", F, b"", 0o644, 0, 0),
+                         ("n", F, b"n", 0o644, 0, 0))}),
+    Case("add-tar-merge-existing", "FROM busybox:local\nRUN mkdir -p /m/keep && echo k > /m/keep/k && echo old > /m/over && "
+         "chown 5:5 /m/keep && chmod 700 /m/keep\nADD m.tar /m/\n",
+         {"m.tar": _tar(("keep", D, b"", 0o750, 42, 43), ("keep/new", F, b"new", 0o640, 42, 43),
+                        ("over", F, b"replaced", 0o600, 1, 1), ("fresh/f", F, b"f", 0o644, 0, 0))}),
+    Case("add-tar-dir-entry-over-base-dir", "FROM busybox:local\nADD d.tar /\n",
+         {"d.tar": _tar(("tmp", D, b"", 0o700, 42, 43), ("tmp/x", F, b"x", 0o644, 0, 0),
+                        ("etc/", D, b"", 0o750, 0, 0))}),
+    Case("add-tar-links", "FROM busybox:local\nADD l.tar /l/\n",
+         {"l.tar": _tar(("a", F, b"content", 0o644, 0, 0), ("b", H, "a", 0o644, 0, 0),
+                        ("sub/deep/h", H, "a", 0o644, 0, 0), ("c", S, "a", 0o777, 0, 0),
+                        ("abs", S, "/etc/passwd", 0o777, 5, 5))}),
+    Case("add-tar-no-dir-entries-no-slash", "FROM busybox:local\nADD a.tar /newdir\n",
+         {"a.tar": _tar(("a/b/c/f", F, b"f", 0o600, 7, 7))}),
+    Case("add-empty-tars", "FROM busybox:local\nADD empty.tar zero.tar /z/\n",
+         {"empty.tar": b"\0" * 1024, "zero.tar": b""}),
+    Case("add-tar-special-entries", "FROM busybox:local\nADD s.tar /s/\n",
+         {"s.tar": _tar(("fifo", tarfile.FIFOTYPE, b"", 0o644, 0, 0), ("null", tarfile.CHRTYPE, (1, 3), 0o666, 0, 0),
+                        ("suid", F, b"s", 0o4755, 0, 0), ("sticky", D, b"", 0o1777, 0, 0))}),
+    Case("add-tar-over-symlinked-dest", "FROM busybox:local\nRUN mkdir /real && ln -s /real /e\nADD a.tar /e/\n",
+         {"a.tar": _archive()}),
+    Case("add-url-dest-forms", "FROM busybox:local\nADD {url}/f.txt /etc\nADD {url}/f.txt /newname\n"
+         "ADD --chown=app {url}/f.txt /owned/\nADD {url}/path/name.txt?x=1 /q/\n",
+         serve={"/f.txt": b"f\n", "/path/name.txt?x=1": b"q\n"}),
+    Case("add-url-no-filename", "FROM busybox:local\nADD {url}/ /d/\n", serve={"/": b"index\n"}, fails=True),
+    Case("run-sparse-files", "FROM busybox:local\nRUN dd if=/dev/zero of=/sparse bs=1 count=0 seek=4194304 && "
+         "printf x | dd of=/sparse2 bs=1 seek=1048576 conv=notrunc\n"),
+    Case("run-metadata-only-change", "FROM busybox:local\nRUN chmod 600 /etc/passwd && chown 5:6 /etc/group && "
+         "chmod 700 /root && chown 1:1 /var && chown -h 9:9 /bin/sh\n"),
+    Case("run-hardlink-to-base-file", "FROM busybox:local\nRUN ln /etc/passwd /pw && ln /etc/group /etc/group2\n"
+         "RUN echo more >> /pw\n"),
+    Case("run-dir-to-file-and-back", "FROM busybox:local\nRUN mkdir -p /a/b && touch /a/b/c && echo f > /f\n"
+         "RUN rm -rf /a && echo now-file > /a && rm /f && mkdir /f && touch /f/in\n"),
+    Case("run-rm-through-symlink-parent", "FROM busybox:local\nRUN mkdir /real && touch /real/a /real/b && ln -s real /lnk\n"
+         "RUN rm /lnk/a && echo new > /lnk/c\n"),
+    Case("run-symlink-dir-swap", "FROM busybox:local\nRUN ln -s /etc /x && mkdir /y && touch /y/f\n"
+         "RUN rm /x && mkdir /x && touch /x/f && rm -r /y && ln -s /tmp /y\n"),
+    Case("run-special-files-across-layers", "FROM busybox:local\nRUN mkfifo /p1 && mknod /blk b 7 0\n"
+         "RUN rm /p1 && echo > /p1 && chmod 600 /blk && mknod /tmp/c c 1 5\n"),
+    Case("workdir-existing-perms", "FROM busybox:local\nRUN mkdir /w && chmod 700 /w && chown 5:6 /w\nWORKDIR /w\n"
+         "WORKDIR /tmp/new\nWORKDIR /w/sub\n"),
+    Case("workdir-dangling-symlink", "FROM busybox:local\nRUN ln -s /nowhere/deep /dw\nWORKDIR /dw\nRUN pwd > /pwd\n"),
+    Case("copy-wildcard-go-semantics", "FROM busybox:local\nCOPY *.txt /w/\nCOPY **/*.md /m/\nCOPY [!a]*.c /n/\n",
+         {"a.txt": "a", "dir/b.txt": "b", "dir.txt/c": "c", "x/f.md": "f", "x/y/g.md": "g", "h.md": "h",
+          "!x.c": "bang", "a.c": "a", "b.c": "b"}),
+    Case("copy-wildcard-symlink-match", "FROM busybox:local AS src\nRUN mkdir -p /o/real && echo r > /o/real/f && "
+         "ln -s real /o/lreal && echo t > /o/t && ln -s t /o/lt\n"
+         "FROM busybox:local\nCOPY --from=src /o/l* /w/\n"),
+    Case("copy-context-wildcard-symlinks", "FROM busybox:local\nCOPY l* /w/\n",
+         {"real/f": "f", "t": "t"}, symlinks={"lreal": "real", "lt": "t"}),
+    Case("copy-symlink-src-dest-dir", "FROM busybox:local AS src\nRUN echo t > /target && ln -s target /named\n"
+         "FROM busybox:local\nCOPY --from=src /named /d/\nCOPY --from=busybox:local /bin/sh /e/\nCOPY ln /f/\n",
+         {"t": "t"}, symlinks={"ln": "t"}),
+    Case("copy-dir-mode-into-existing-dir", "FROM busybox:local\nCOPY priv /tmp/\nCOPY priv /etc\nCOPY priv /new/\n",
+         {"priv/f": "f"}, modes={"priv": 0o700}),
+    Case("copy-dir-to-existing-file-no-slash", "FROM busybox:local\nCOPY src /etc/passwd\n", {"src/f": "f"},
+         fails=True),
+    Case("copy-file-to-existing-file-slash", "FROM busybox:local\nCOPY a.txt /etc/passwd/\n", {"a.txt": "a"},
+         fails=True),
+    Case("copy-dest-parent-is-file", "FROM busybox:local\nCOPY a.txt /etc/passwd/x\n", {"a.txt": "a"}, fails=True),
+    Case("copy-dest-odd-forms", "FROM busybox:local\nWORKDIR /a/b\nCOPY a.txt ../x\nCOPY a.txt ~/t\n"
+         "COPY a.txt //double//slash\nCOPY a.txt ./c/../d/\n", {"a.txt": "a"}),
+    Case("copy-chown-user-added-in-run", "FROM busybox:local\nRUN echo grp:x:3001: >> /etc/group && "
+         "echo bob:x:2001:3001::/home/bob:/bin/sh >> /etc/passwd\n"
+         "COPY --chown=bob:grp a.txt /b1\nCOPY --chown=bob:app a.txt /b2\nCOPY --chown=2001:grp a.txt /b3\n", {"a.txt": "a"}),
+    Case("copy-from-deleted-path", "FROM busybox:local AS src\nRUN mkdir /o && touch /o/f\nRUN rm -rf /o\n"
+         "FROM busybox:local\nCOPY --from=src /o /o\n", fails=True),
+    Case("copy-from-opaque-dir", "FROM busybox:local AS src\nRUN mkdir /o && touch /o/old\nRUN rm -rf /o && mkdir /o && touch /o/new\n"
+         "FROM busybox:local\nCOPY --from=src /o /o\n"),
+    Case("copy-long-symlink-target", "FROM busybox:local\nCOPY . /c/\nRUN ln -s /" + "t" * 150 + "/" + "u" * 100 + " /run-long\n",
+         {"f": "f"}, symlinks={"ctx-long": "x" * 200}),
+    Case("copy-context-hardlinks-then-modify", "FROM busybox:local\nCOPY . /h/\nRUN echo more >> /h/a\n",
+         {"a": "shared\n"}, hardlinks={"b": "a"}),
+    Case("add-tar-order-quirks", "FROM busybox:local\nADD q.tar /q/\n",
+         {"q.tar": _tar(("d/f", F, b"f", 0o644, 0, 0), ("d", D, b"", 0o500, 5, 5),
+                        ("dup", F, b"first", 0o644, 0, 0), ("dup", F, b"second", 0o600, 1, 1),
+                        ("x", F, b"file", 0o644, 0, 0), ("x", D, b"", 0o755, 0, 0), ("x/y", F, b"y", 0o644, 0, 0),
+                        ("z", D, b"", 0o755, 0, 0), ("z/in", F, b"in", 0o644, 0, 0), ("z", F, b"now file", 0o644, 0, 0))}),
+    Case("add-tar-symlink-then-through", "FROM busybox:local\nADD s.tar /s/\n",
+         {"s.tar": _tar(("sub", D, b"", 0o755, 0, 0), ("l", S, "sub", 0o777, 0, 0), ("l/f", F, b"via link", 0o644, 0, 0))}),
+    Case("add-tar-root-entry", "FROM busybox:local\nADD r.tar /t/\nADD r.tar /tmp/\n",
+         {"r.tar": _tar(("./", D, b"", 0o700, 42, 43), ("./f", F, b"f", 0o644, 0, 0))}),
+    Case("add-tar-long-names", "FROM busybox:local\nADD g.tar p.tar /long/\n",
+         {"g.tar": _gnu_tar(), "p.tar": _tar(("p" * 150 + "/" + "q" * 120, F, b"pax", 0o644, 0, 0),
+                                              ("ls", S, "z" * 180, 0o777, 0, 0))}),
+    Case("add-gzip-not-tar", "FROM busybox:local\nADD text.gz /g/\nADD trunc.tar.gz /g/\n",
+         {"text.gz": _gzip(b"just text, not a tar\n"), "trunc.tar.gz": _archive("gz")[:40]}),
+    Case("add-tar-to-existing-file", "FROM busybox:local\nADD a.tar /etc/passwd\n", {"a.tar": _archive()},
+         fails=True),
+    Case("add-tar-chown-into-existing", "FROM busybox:local\nRUN mkdir /x && chown 5:5 /x\nADD --chown=app a.tar plain /x/\n",
+         {"a.tar": _archive(), "plain": "p"}),
+    Case("add-url-workdir-and-overwrite", "FROM busybox:local\nWORKDIR /w\nADD {url}/f.txt rel\nADD {url}/f.txt .\n"
+         "ADD {url}/f.txt /etc/passwd\n", serve={"/f.txt": b"f\n"}),
+    Case("add-url-404", "FROM busybox:local\nADD {url}/missing /m\n", serve={"/f": b"f"}, fails=True),
+    Case("run-setgid-inheritance", "FROM busybox:local\nRUN mkdir /sg && chown :app /sg && chmod 2775 /sg && "
+         "touch /sg/f && mkdir /sg/d && chmod 755 /tmp\n"),
+    Case("run-replace-base-symlinks", "FROM busybox:local\nRUN rm /bin/wc && ln -s /nonexistent /bin/wc && "
+         "rm /bin/seq && echo file > /bin/seq && rm -r /var && ln -s /tmp /var\n"),
+    Case("run-rename-dirs", "FROM busybox:local\nRUN mkdir -p /r/a/b && touch /r/a/b/f /r/a/g\n"
+         "RUN mv /r/a /r/z && mv /usr /usr2 && mkdir /r/a && touch /r/a/new\n"),
+    Case("run-hardlink-across-layers", "FROM busybox:local\nRUN echo one > /a\nRUN ln /a /b\nRUN rm /a\n"
+         "RUN echo two >> /b && ln /b /c\n"),
+    Case("run-non-utf8-names", "FROM busybox:local\nRUN touch \"/$(printf 'caf\\351')\" \"/a\\\\b\" \"/new$(printf '\\nl')\" && "
+         "mkdir \"/$(printf 'd\\377')\" && touch \"/$(printf 'd\\377')/in\"\n"),
+    Case("run-chown-recursive-base", "FROM busybox:local\nRUN chown -R 1:1 /etc /usr && chmod -R go-rwx /etc\n"),
+    Case("workdir-symlink-to-file", "FROM busybox:local\nRUN ln -s /etc/passwd /wf\nWORKDIR /wf\n", fails=True),
+    Case("add-tar-replaces-file-and-dir", "FROM busybox:local\nRUN mkdir -p /t/d/sub && touch /t/d/in /t/d/sub/x && "
+         "echo f > /t/f && ln -s d /t/l\nADD r.tar /t/\n",
+         {"r.tar": _tar(("d", F, b"now a file", 0o644, 0, 0), ("f", D, b"", 0o755, 0, 0), ("f/in", F, b"i", 0o644, 0, 0),
+                        ("l", F, b"no longer a link", 0o644, 0, 0))}),
+    Case("copy-file-replaces-nonempty-dir", "FROM busybox:local\nRUN mkdir -p /d/x/sub && touch /d/x/in /d/x/sub/y\n"
+         "COPY src /d/\n", {"src/x": "file now"}),
+    Case("copy-symlink-replaces-dir", "FROM busybox:local\nRUN mkdir -p /d/x && touch /d/x/in\nCOPY src /d/\n",
+         {"src/t": "t"}, symlinks={"src/x": "t"}),
+    Case("copy-dir-replaces-file", "FROM busybox:local\nRUN mkdir /d && echo f > /d/x\nCOPY src /d/\n",
+         {"src/x/in": "in"}),
+    Case("copy-from-dir-replaces-symlink-file", "FROM busybox:local AS s\nRUN mkdir -p /o/x && touch /o/x/in && echo l > /o/l\n"
+         "FROM busybox:local\nRUN mkdir /d && ln -s /etc /d/x && mkdir /d/l\nCOPY --from=s /o /d\n"),
     # -- failing builds
     Case("failing-run-later-stage", "FROM busybox:local AS a\nRUN true\nFROM a\nRUN echo out && false\n", fails=True),
     Case("unknown-instruction", "FROM busybox:local\nFOO bar\n", fails=True),
@@ -479,6 +719,10 @@ def _write_context(case: Case, ctx: Path, dockerfile: str, extra: dict[str, str 
         path = ctx / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(target)
+    for rel, existing in case.hardlinks.items():
+        path = ctx / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(ctx / existing, path)
     for rel, mode in case.modes.items():
         (ctx / rel).chmod(mode)
     if case.name == "add-local-tar":
