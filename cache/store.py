@@ -55,7 +55,7 @@ def default_root() -> Path:
     """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` as root, else ``~/.local/share/pybuild``."""
     env = os.environ.get("PYBUILD_ROOT")
     if env:
-        return Path(env)
+        return Path(env).absolute()  # runtimes and overlay options need absolute paths
     if os.geteuid() == 0:
         return Path("/var/lib/pybuild")
     return Path.home() / ".local" / "share" / "pybuild"
@@ -284,7 +284,7 @@ class Store:
     """The content-addressed store at ``root``; one object per process, passed around."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_root()
+        self.root = (Path(root) if root is not None else default_root()).absolute()
         try:
             for sub in ("blobs", "snapshots", "tmp", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)

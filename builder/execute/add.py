@@ -105,25 +105,29 @@ def _looks_like_tar(stream: BinaryIO) -> bool:
     return stored in (unsigned, signed)
 
 
-def extract_archive(path: str | Path, into: Path) -> bool:
-    """Unpack the archive at ``path`` into ``into``; False when it is not an archive."""
+def extract_archive(path: str | Path, into: Path) -> set[tuple[str, ...]] | None:
+    """Unpack the archive at ``path`` into ``into``: the directories it has entries for (the
+    others it only implies), or None when it is not an archive."""
     from builder.layers.extract import extract_layer
 
     stream = open_archive(path)
     if stream is None:
-        return False
+        return None
     with stream:
-        extract_layer(stream, into, apply_whiteouts=False, same_owner=True)
-    return True
+        stats = extract_layer(stream, into, apply_whiteouts=False, same_owner=True)
+    return stats.explicit_dirs
 
 
-def tree_files(root: Path) -> list[SourceFile]:
-    """Everything below ``root`` as SourceFiles (a plain tree: no overlay semantics)."""
+def tree_files(root: Path, explicit_dirs: set[tuple[str, ...]] | None = None) -> list[SourceFile]:
+    """Everything below ``root`` as SourceFiles (a plain tree: no overlay semantics); with
+    ``explicit_dirs``, the directories not in it are marked implicit."""
     view = RootfsView([root], overlay=False)
     files = []
     for rel, host, st in view.walk_parts(()):
         link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
-        files.append(SourceFile(rel, host, st, link))
+        implicit = (explicit_dirs is not None and stat.S_ISDIR(st.st_mode)
+                    and tuple(rel.split("/")) not in explicit_dirs)
+        files.append(SourceFile(rel, host, st, link, implicit=implicit))
     return files
 
 
@@ -313,14 +317,15 @@ def prepare_add_items(
             into = scratch / f"archive-{len(out)}"
             into.mkdir()
             try:
-                unpacked = extract_archive(host, into)
+                explicit = extract_archive(host, into)
             except ImageError as err:
                 raise spec.error(f"unpacking '{item.path}': {err}") from None
-            if not unpacked:
+            if explicit is None:
                 shutil.rmtree(into)
                 out.append(item)
                 continue
-            out.append(SourceItem(item.arg, item.path, SourceKind.ARCHIVE, tree_files(into), keep_owner=True))
+            out.append(SourceItem(item.arg, item.path, SourceKind.ARCHIVE, tree_files(into, explicit),
+                                  keep_owner=True))
         else:
             out.append(item)
     return out

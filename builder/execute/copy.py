@@ -159,6 +159,7 @@ class SourceFile:
     stat: os.stat_result
     link: str = ""  # symlink target
     data: bytes | None = None  # heredoc content
+    implicit: bool = False  # a directory an unpacked archive only implies (no entry of its own)
 
     @property
     def type(self) -> EntryType | None:
@@ -836,8 +837,9 @@ def plan_copy(
             base = (*dest, *item.keep_parts)
             if item.kind is SourceKind.ARCHIVE:
                 planner.ensure_dirs(base, root)
-            else:
-                planner.ensure_dirs(base, root, top=identity)
+                _plan_archive(planner, base, item, group)
+                continue
+            planner.ensure_dirs(base, root, top=identity)
             for f in item.files:
                 planner.add_file((*base, *split_path(f.rel)), f, group, item.keep_owner)
             continue
@@ -853,6 +855,29 @@ def plan_copy(
         for f in item.files:
             planner.add_file(target, f, group, item.keep_owner)
     return planner.entries
+
+
+def _plan_archive(planner: _Planner, base: Parts, item: SourceItem, group: int) -> None:
+    """docker's Unpack: the archive's own entries replace what is there (a directory entry only
+    updates an existing directory), but the parents it merely implies are made only where
+    nothing is: an existing directory keeps its mode and owner, and a symlink to one is
+    followed (``ADD rootfs.tar /`` onto a merged-/usr image writes through /lib -> usr/lib)."""
+    placed: dict[str, Parts] = {"": base}
+    for f in item.files:  # parents before children
+        parent, _, name = f.rel.rpartition("/")
+        where = (*placed.get(parent, (*base, *split_path(parent))), name)
+        if f.implicit:
+            there = planner.dest_view.resolve("/".join(where)).parts if where not in planner.entries else where
+            found = planner.entries.get(there)
+            exists = found is not None or planner.dest_view.entry(there) is not None
+            if exists and not planner.dest_exists_dir(there):
+                raise planner.spec.error(f"cannot unpack '{item.path}' into '/{'/'.join(there)}': it is not "
+                                         "a directory in the image")
+            planner.ensure_dirs(there, Identity())
+            placed[f.rel] = there
+            continue
+        planner.add_file(where, f, group, item.keep_owner)
+        placed[f.rel] = where
 
 
 def _sort_key(parts: Parts) -> tuple[bytes, ...]:

@@ -114,7 +114,7 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
         root.mkdir()
         downloaded = item.files[0].host
         assert downloaded is not None
-        if extract_archive(downloaded, root):
+        if extract_archive(downloaded, root) is not None:
             return root, None
         single = root / item.path
         shutil.move(downloaded, single)

@@ -398,6 +398,7 @@ class ExtractStats:
     hardlinks: int = 0
     devices: int = 0
     fifos: int = 0
+    explicit_dirs: set[tuple[str, ...]] = field(default_factory=set)  # directories with entries of their own
     whiteouts: int = 0
     opaques: int = 0
     skipped: int = 0  # devices without root, reserved .wh..wh. names
@@ -822,6 +823,7 @@ def extract_layer(
     finally:
         ex.close()
     reader.drain()
+    ex.stats.explicit_dirs = set(ex.dirs)
     return ex.stats
 
 

@@ -705,6 +705,17 @@ CASES = [
     Case("xb-healthcheck-history-format", "FROM busybox:local\nHEALTHCHECK --interval=90500ms --timeout=100ms "
          "--retries=10 CMD true\n"),
     Case("xb-cmd-go-quoting", "FROM busybox:local\nCMD [\"\\u0001\", \"\\u200b\", \"\\u00a0\", \"\\u007f\"]\n"),
+    # The parents an archive only implies are made where missing and otherwise left alone:
+    # followed through symlinks (merged /usr), existing modes and owners kept (docker's Unpack).
+    Case("add-tar-through-dest-symlink", "FROM busybox:local\nRUN mkdir -p /d/real /e/real && ln -s real /d/sub && "
+         "ln -s real /e/sub\nADD nodir.tar /d/\nADD withdir.tar /e/\n",
+         {"nodir.tar": _tar(("sub/f", F, b"f", 0o644, 0, 0)),
+          "withdir.tar": _tar(("sub", D, b"", 0o755, 0, 0), ("sub/f", F, b"f", 0o644, 0, 0))}),
+    Case("add-tar-implicit-parents-existing", "FROM busybox:local\nRUN mkdir -p /t/x && chown 5:5 /t/x && "
+         "chmod 700 /t/x\nADD i.tar /t/\nADD i.tar /tmp/\nADD i.tar /new/deep/\n",
+         {"i.tar": _tar(("x/f", F, b"f", 0o600, 9, 9), ("x/y/g", F, b"g", 0o644, 0, 0))}),
+    Case("add-tar-merged-usr-symlink", "FROM busybox:local\nRUN mkdir -p /usr/lib && ln -s usr/lib /lib\n"
+         "ADD l.tar /\n", {"l.tar": _tar(("lib/libx.so", F, b"elf", 0o755, 0, 0))}),
 ]
 
 

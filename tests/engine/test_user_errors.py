@@ -175,3 +175,12 @@ def test_interrupted_steps_say_canceled_not_failed(builder: Builder) -> None:
 def test_dockerfiles_that_are_not_text(builder: Builder, data: bytes, message: str) -> None:
     ctx = builder.context({"Dockerfile": data})
     assert message in _error(builder.build(ctx, check=False))
+
+
+def test_a_relative_store_root_works(builder: Builder, tmp_path: Path) -> None:
+    """--root ./st (or PYBUILD_ROOT=st): runtimes and overlay options need it absolute."""
+    archive = tmp_path / "base.tar"
+    run_pybuild("save", "-o", str(archive), "busybox:local", root=builder.root, check=True)
+    run_pybuild("--root", "st", "load", "-i", str(archive), cwd=tmp_path, check=True)
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN echo ok > /ok\n"})
+    run_pybuild("build", "-q", str(ctx), env={"PYBUILD_ROOT": "st"}, cwd=tmp_path, check=True)
