@@ -29,7 +29,7 @@ def test_a_bare_ref_is_a_registry_cache() -> None:
 def test_local_uses_dest_to_export_and_src_to_import() -> None:
     assert CacheSpec.parse("type=local,dest=/x", export=True).path == Path("/x")
     spec = CacheSpec.parse("type=local,src=/x,tag=t", export=False)
-    assert (spec.path, spec.tag, spec.description) == (Path("/x"), "t", "/x:t")
+    assert (spec.path, spec.tag, spec.description) == (Path("/x"), "t", "/x (tag t)")
     with pytest.raises(UsageError, match="type=local needs src=DIR"):
         CacheSpec.parse("type=local,dest=/x", export=False)
 
