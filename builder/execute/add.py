@@ -105,17 +105,25 @@ def _looks_like_tar(stream: BinaryIO) -> bool:
     return stored in (unsigned, signed)
 
 
-def extract_archive(path: str | Path, into: Path) -> set[tuple[str, ...]] | None:
-    """Unpack the archive at ``path`` into ``into``: the directories it has entries for (the
-    others it only implies), or None when it is not an archive."""
+@dataclass
+class Unpacked:
+    """What unpacking an ADD archive found beyond its files."""
+
+    explicit_dirs: set[tuple[str, ...]]  # directories with entries of their own (others are implied)
+    outside_links: list[tuple[str, str]]  # hardlinks to files the destination, not the archive, holds
+
+
+def extract_archive(path: str | Path, into: Path) -> Unpacked | None:
+    """Unpack the archive at ``path`` into ``into``; None when it is not an archive."""
     from builder.layers.extract import extract_layer
 
     stream = open_archive(path)
     if stream is None:
         return None
+    links: list[tuple[str, str]] = []
     with stream:
-        stats = extract_layer(stream, into, apply_whiteouts=False, same_owner=True)
-    return stats.explicit_dirs
+        stats = extract_layer(stream, into, apply_whiteouts=False, same_owner=True, outside_links=links)
+    return Unpacked(stats.explicit_dirs, links)
 
 
 def tree_files(root: Path, explicit_dirs: set[tuple[str, ...]] | None = None) -> list[SourceFile]:
@@ -317,15 +325,16 @@ def prepare_add_items(
             into = scratch / f"archive-{len(out)}"
             into.mkdir()
             try:
-                explicit = extract_archive(host, into)
+                unpacked = extract_archive(host, into)
             except ImageError as err:
                 raise spec.error(f"unpacking '{item.path}': {err}") from None
-            if explicit is None:
+            if unpacked is None:
                 shutil.rmtree(into)
                 out.append(item)
                 continue
-            out.append(SourceItem(item.arg, item.path, SourceKind.ARCHIVE, tree_files(into, explicit),
-                                  keep_owner=True))
+            out.append(SourceItem(item.arg, item.path, SourceKind.ARCHIVE,
+                                  tree_files(into, unpacked.explicit_dirs), keep_owner=True,
+                                  outside_links=unpacked.outside_links))
         else:
             out.append(item)
     return out

@@ -194,6 +194,7 @@ class SourceItem:
     files: list[SourceFile] = field(default_factory=list)  # FILE/HEREDOC: one; DIR: the contents
     keep_parts: Parts = ()  # --parents: the path kept below dest
     keep_owner: bool = False  # COPY --from (without --chown) and ADD archives keep the owners
+    outside_links: list[tuple[str, str]] = field(default_factory=list)  # ADD archives: (name, target)
 
     @property
     def base_name(self) -> str:
@@ -878,6 +879,28 @@ def _plan_archive(planner: _Planner, base: Parts, item: SourceItem, group: int) 
             continue
         planner.add_file(where, f, group, item.keep_owner)
         placed[f.rel] = where
+    for name, target in item.outside_links:
+        _plan_outside_link(planner, base, item, group, name, target)
+
+
+def _plan_outside_link(planner: _Planner, base: Parts, item: SourceItem, group: int, name: str,
+                       target: str) -> None:
+    """A hardlink in the archive to a file the destination already has (docker links it there):
+    the layer carries that file again and the link to it, as a copy-up would."""
+    there = planner.dest_view.resolve("/".join((*base, *split_path(target))), follow_last=False).parts
+    found = planner.dest_view.entry(there)
+    if found is None or not stat.S_ISREG(found.stat.st_mode):
+        what = "does not exist" if found is None else "is not a regular file"
+        raise planner.spec.error(f"unpacking '{item.path}': '{name}' is a hardlink to '{target}', which "
+                                 f"{what} in the archive or at '/{'/'.join(there)}'")
+    parent, _, leaf = name.strip("/").rpartition("/")
+    where = (*planner.dest_view.resolve("/".join((*base, *split_path(parent)))).parts, leaf)
+    planner.ensure_dirs(where[:-1], Identity())
+    source = SourceFile("/".join(there), found.host, found.stat)
+    for parts in (there, where):
+        if parts not in planner.entries:
+            planner.add_file(parts, source, group, keep_owner=True)
+        planner.entries[parts].inode = (found.stat.st_dev, found.stat.st_ino)  # one file, two names
 
 
 def _sort_key(parts: Parts) -> tuple[bytes, ...]:

@@ -443,8 +443,9 @@ class _Extractor:
 
     def __init__(
         self, target: Path, *, apply_whiteouts: bool, overlay_whiteouts: bool, same_owner: bool,
-        chroot_symlinks: bool = False,
+        chroot_symlinks: bool = False, outside_links: list[tuple[str, str]] | None = None,
     ) -> None:
+        self.outside_links = outside_links
         self.root_fd = os.open(target, _DIR_FLAGS)
         self.chroot_symlinks = chroot_symlinks
         self.apply_whiteouts = apply_whiteouts
@@ -634,10 +635,13 @@ class _Extractor:
         target = _split(e.linkname, "link target", e.name)
         if not target:
             raise UnsafeLayerError(f"layer entry '{e.name}' is a hardlink to the root directory")
-        src_parent = self.parent_fd(tuple(target[:-1]), e.name, create=False)
         try:
+            src_parent = self.parent_fd(tuple(target[:-1]), e.name, create=False)
             st = os.lstat(target[-1], dir_fd=src_parent)
         except FileNotFoundError:
+            if self.outside_links is not None:  # the caller links it in the destination itself
+                self.outside_links.append((e.name, e.linkname))
+                return
             raise UnsafeLayerError(
                 f"layer entry '{e.name}' is a hardlink to '{e.linkname}', which does not exist "
                 "in the extraction root"
@@ -776,6 +780,7 @@ def extract_layer(
     overlay_whiteouts: bool = False,
     same_owner: bool = True,
     chroot_symlinks: bool = False,
+    outside_links: list[tuple[str, str]] | None = None,
 ) -> ExtractStats:
     """Apply one layer (plain, gzip or zstd tar) onto ``target``, refusing any escape.
 
@@ -789,11 +794,13 @@ def extract_layer(
     ``chroot_symlinks`` resolves it as a chroot would (containerd's RootPath:
     absolute targets start at ``target``, ``..`` stops there).
     The stream is read to its end, so a VerifyingReader checks the blob digest.
+    With ``outside_links`` (ADD unpacks into scratch, docker into the destination), a
+    hardlink to a file the archive does not hold is recorded there as (name, target).
     """
     try:
         ex = _Extractor(
             target, apply_whiteouts=apply_whiteouts, overlay_whiteouts=overlay_whiteouts,
-            same_owner=same_owner, chroot_symlinks=chroot_symlinks,
+            same_owner=same_owner, chroot_symlinks=chroot_symlinks, outside_links=outside_links,
         )
     except OSError as err:
         raise ImageError(f"cannot extract a layer into '{target}': {err.strerror or err}") from err

@@ -716,6 +716,9 @@ CASES = [
          {"i.tar": _tar(("x/f", F, b"f", 0o600, 9, 9), ("x/y/g", F, b"g", 0o644, 0, 0))}),
     Case("add-tar-merged-usr-symlink", "FROM busybox:local\nRUN mkdir -p /usr/lib && ln -s usr/lib /lib\n"
          "ADD l.tar /\n", {"l.tar": _tar(("lib/libx.so", F, b"elf", 0o755, 0, 0))}),
+    # A hardlink in the archive to a file the destination has: docker links it there.
+    Case("add-tar-hardlink-to-existing", "FROM busybox:local\nADD h.tar /etc/\n",
+         {"h.tar": _tar(("pw2", H, "passwd", 0o644, 0, 0))}),
 ]
 
 
