@@ -135,17 +135,16 @@ class Build:
         quiet = options.quiet or options.explain
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
         self.started = time.monotonic()
+        from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, OutputSpec
+        from cache.store import normalize_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git = None
-        from builder.export.destination import check_output_file
-
-        for text in options.outputs:  # a bad --output fails now, not after the build
+        # What the build would only find wrong at its end fails now: outputs, tags, ID files.
+        for text in options.outputs:
             OutputSpec.parse(text).check_destination()
-        from cache.store import normalize_name
-
-        for tag in options.tags:  # a bad -t fails now, not after the build (docker checks first too)
+        for tag in options.tags:
             normalize_name(tag)
         for path in (options.iidfile, options.metadata_file):
             if path:
@@ -245,6 +244,10 @@ class Build:
         import tempfile
 
         from builder.execute.context import BuildContext
+        from builder.layers.compression import GZIP_MAGIC, ZSTD_MAGIC
+
+        # docker's CLI takes a context tar compressed with gzip, bzip2, xz or zstd
+        archive_magics = (GZIP_MAGIC, b"BZh", b"\xfd7zXZ\x00", ZSTD_MAGIC)
         work = self.store.root / "run" / "tmp"
         work.mkdir(parents=True, exist_ok=True)
         spool = Path(tempfile.mkdtemp(prefix="stdin-", dir=work))
@@ -254,7 +257,7 @@ class Build:
             shutil.copyfileobj(stdin, out, 1 << 20)
         with open(data_path, "rb") as f:
             head = f.read(6)
-        if head.startswith(_ARCHIVE_MAGICS) or _is_tar(data_path):
+        if head.startswith(archive_magics) or _is_tar(data_path):
             with open(data_path, "rb") as f:
                 return BuildContext.from_tar(f, work, dockerfile_name=self.options.dockerfile), None
         empty = spool / "context"
@@ -636,10 +639,6 @@ def _triggers(base: Image, dockerfile_name: str, from_: ins_.From) -> list[ins_.
                 raise from_.error(f"{ins.name} isn't allowed as an ONBUILD trigger", InstructionError)
             result.append(replace(ins, location=from_.location))
     return result
-
-
-# docker's CLI takes a context tar compressed with any of these (gzip, bzip2, xz, zstd)
-_ARCHIVE_MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
 def _is_tar(path: Path) -> bool:

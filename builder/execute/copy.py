@@ -869,8 +869,7 @@ def _plan_archive(planner: _Planner, base: Parts, item: SourceItem, group: int) 
         where = (*placed.get(parent, (*base, *split_path(parent))), name)
         if f.implicit:
             there = planner.dest_view.resolve("/".join(where)).parts if where not in planner.entries else where
-            found = planner.entries.get(there)
-            exists = found is not None or planner.dest_view.entry(there) is not None
+            exists = there in planner.entries or planner.dest_view.entry(there) is not None
             if exists and not planner.dest_exists_dir(there):
                 raise planner.spec.error(f"cannot unpack '{item.path}' into '/{'/'.join(there)}': it is not "
                                          "a directory in the image")
