@@ -294,6 +294,8 @@ class Build:
                             stages=[p.index for p in plan.stages])
         for warning in checks.warnings:
             self.progress.warning(str(warning))
+        if (note := _foreign_syntax(parsed)) is not None:
+            self.progress.warning(note)
         if (failure := checks.error()) is not None:
             raise failure
         imported = self._import_cache()
@@ -639,6 +641,21 @@ def _triggers(base: Image, dockerfile_name: str, from_: ins_.From) -> list[ins_.
                 raise from_.error(f"{ins.name} isn't allowed as an ONBUILD trigger", InstructionError)
             result.append(replace(ins, location=from_.location))
     return result
+
+
+def _foreign_syntax(parsed) -> str | None:  # type: ignore[no-untyped-def]
+    """A ``# syntax=`` naming another frontend than docker/dockerfile: BuildKit would run that
+    image; pybuild has its own frontend (docker/dockerfile's language), so it says it ignores it."""
+    syntax = parsed.directive("syntax")
+    if not syntax:
+        return None
+    name = syntax.split("@", 1)[0].rsplit(":", 1)[0] if "/" in syntax else syntax
+    name = name.removeprefix("docker.io/")
+    if name in ("docker/dockerfile", "docker/dockerfile-upstream"):
+        return None
+    line = next((d.line for d in parsed.directives if d.name == "syntax"), 1)
+    return (f"{parsed.file}:{line}: the syntax directive names the frontend {syntax}; pybuild reads "
+            "Dockerfiles with its own (the docker/dockerfile syntax) and does not run other frontends")
 
 
 def _is_tar(path: Path) -> bool:

@@ -184,3 +184,11 @@ def test_a_relative_store_root_works(builder: Builder, tmp_path: Path) -> None:
     run_pybuild("--root", "st", "load", "-i", str(archive), cwd=tmp_path, check=True)
     ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN echo ok > /ok\n"})
     run_pybuild("build", "-q", str(ctx), env={"PYBUILD_ROOT": "st"}, cwd=tmp_path, check=True)
+
+
+def test_a_foreign_syntax_directive_is_named_not_silently_ignored(builder: Builder) -> None:
+    ctx = builder.context({"Dockerfile": "# syntax=example.com/frontend:1\nFROM busybox:local\n"})
+    err = builder.build(ctx).stderr.decode()
+    assert "Dockerfile:1: the syntax directive names the frontend example.com/frontend:1" in err
+    ctx = builder.context({"Dockerfile": "# syntax=docker/dockerfile:1.7\nFROM busybox:local\n"}, name="ok")
+    assert "syntax directive" not in builder.build(ctx).stderr.decode()
