@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat as stat_
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -70,10 +71,49 @@ def base_key(description: str, digest: str) -> str:
     return "sha256:" + hashlib.sha256(f"{KEY_VERSION}\0base\0{description}\0{digest}".encode()).hexdigest()
 
 
-def file_line(mode: int, size: int, link: str, content: str, owner: str = "") -> str:
-    kind = ("dir" if stat_.S_ISDIR(mode) else "link" if stat_.S_ISLNK(mode)
-            else "file" if stat_.S_ISREG(mode) else "other")
-    return f"{kind} {stat_.S_IMODE(mode):o} {size if kind == 'file' else 0} {link} {content} {owner}".rstrip()
+_KINDS = ((stat_.S_ISDIR, "dir"), (stat_.S_ISLNK, "link"), (stat_.S_ISREG, "file"), (stat_.S_ISFIFO, "fifo"),
+          (stat_.S_ISCHR, "char"), (stat_.S_ISBLK, "block"), (stat_.S_ISSOCK, "socket"))
+
+
+def file_line(mode: int, size: int, link: str, content: str, owner: str = "", *, rdev: int = 0,
+              xattrs: str = "", hardlink_to: str = "") -> str:
+    """One file of a step's key: everything of it that reaches the layer (or the step's view)."""
+    kind = next((name for test, name in _KINDS if test(mode)), "other")
+    line = f"{kind} {stat_.S_IMODE(mode):o} {size if kind == 'file' else 0} {link} {content} {owner}".rstrip()
+    if kind in ("char", "block"):
+        line += f" dev={os.major(rdev)},{os.minor(rdev)}"
+    if xattrs:
+        line += f" xattrs={xattrs}"
+    if hardlink_to:
+        line += f" hardlink={hardlink_to}"
+    return line
+
+
+def xattrs_digest(path: str | os.PathLike[str]) -> str:
+    """The extended attributes a layer copies from ``path`` (overlayfs' own skipped), hashed;
+    empty when there are none (a listxattr per file: a change of them changes ctime, not content)."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    import xxhash
+
+    from builder.layers.whiteout import is_overlay_xattr
+
+    h = xxhash.xxh3_128()
+    seen = False
+    for name in sorted(names):
+        if is_overlay_xattr(name):
+            continue
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        h.update(name.encode() + b"\0" + value + b"\0")
+        seen = True
+    return h.hexdigest() if seen else ""
 
 
 def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
@@ -93,7 +133,7 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     if old.get("instruction") != new.instruction:
         return f"variables in `{new.display}` expand differently"
     old_sources: dict[str, str] = old.get("sources", {})
-    changed = [f"{k} changed: {old_sources.get(k, 'none')} -> {new.sources.get(k, 'none')}"
+    changed = [f"{k} changed: {old_sources.get(k, '(not set)')} -> {new.sources.get(k, '(not set)')}"
                for k in sorted(set(old_sources) | set(new.sources)) if old_sources.get(k) != new.sources.get(k)]
     if changed:
         return "; ".join(changed[:limit])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat as stat_
 import threading
+import time
 from pathlib import Path
 
 import xxhash
@@ -19,6 +20,7 @@ import xxhash
 from cache.db import Database
 
 CHUNK = 1 << 20
+RACY_NS = 2_000_000_000  # the coarsest common timestamp granularity (FAT: 2 s)
 
 
 class StatCache:
@@ -28,6 +30,7 @@ class StatCache:
         self.db = db
         self._known: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
         self._new: dict[tuple[int, int], tuple[int, int, int, str]] = {}
+        self._racy: dict[tuple[int, int], tuple[int, int, int, str]] = {}  # this build only
         self._lock = threading.Lock()
         self.hashed = 0  # files actually read this build (for tests and --debug)
 
@@ -44,13 +47,18 @@ class StatCache:
         ident = (st.st_dev, st.st_ino)
         sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
-            known = self._load().get(ident) or self._new.get(ident)
+            known = self._racy.get(ident) or self._new.get(ident) or self._load().get(ident)
         if known is not None and known[:3] == sig:
             return known[3]
+        started = time.time_ns()
         digest = hash_file(path)
         with self._lock:
             self.hashed += 1
-            self._new[ident] = (*sig, digest)
+            # git's "racy" rule: a file changed within the file system's timestamp granularity
+            # of its hashing (a second or two on coarse ones) could change again without its
+            # stat changing; such a hash is used for this build but not remembered.
+            racy = max(st.st_mtime_ns, st.st_ctime_ns) >= started - RACY_NS
+            (self._racy if racy else self._new)[ident] = (*sig, digest)
         return digest
 
     def flush(self) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,9 @@ class RunResources:
     ssh: SshAgents | None = None  # --ssh
     cache_namespace: str = ""  # BUILDKIT_CACHE_MOUNT_NS
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    # With .dockerignore rules: the files below a context path a bind mount may show, as
+    # (path below it, host file, stat, link target); None when nothing is ignored.
+    context_files: Callable[[str], list[tuple[str, Path, os.stat_result, str]]] | None = None
 
 
 def cache_mount_id(spec: MountSpec, target: str, namespace: str = "") -> str:
@@ -298,6 +302,10 @@ def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.
             raise ins.error("RUN --mount=type=bind without from= needs a build context")
         root = res.context_root
     host = _inside(root, source, ins)
+    if not spec.from_ and res.context_files is not None:
+        # .dockerignore hides files from the step too, as BuildKit's context snapshot does:
+        # the mount shows a tree of exactly the files its cache key counted.
+        host = _filtered_tree(host, res.context_files(source or "."), res, stack)
     if not spec.readonly:
         # Writable bind: the step may write, but nothing it writes is kept.
         copy = temp_dir(res.work_root, "bind-rw")
@@ -309,6 +317,37 @@ def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.
             shutil.copy2(host, dest, follow_symlinks=False)
         host = dest
     return Mount.bind(host, target, readonly=spec.readonly)
+
+
+def _filtered_tree(host: Path, files: list[tuple[str, Path, os.stat_result, str]], res: RunResources,
+                   stack: contextlib.ExitStack) -> Path:
+    """A copy of ``host`` holding only ``files`` (hard links where the file system allows)."""
+    if not host.is_dir():
+        return host
+    tree = temp_dir(res.work_root, "bind-ctx")
+    stack.callback(shutil.rmtree, tree, True)
+    top = os.stat(host)
+    for rel, source, st, link in [("", host, top, ""), *files]:
+        dest = tree / "data" / rel if rel else tree / "data"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if stat.S_ISDIR(st.st_mode):
+            dest.mkdir(exist_ok=True)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(link, dest)
+        elif stat.S_ISREG(st.st_mode):
+            try:
+                os.link(source, dest, follow_symlinks=False)  # the same inode: nothing to set
+            except OSError:
+                shutil.copy2(source, dest, follow_symlinks=False)
+                os.chown(dest, st.st_uid, st.st_gid)
+            continue
+        else:
+            continue  # devices, fifos, sockets: not shown
+        os.lchown(dest, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(dest, stat.S_IMODE(st.st_mode))
+            os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return tree / "data"
 
 
 def _inside(root: Path, relative: str, ins: Run) -> Path:

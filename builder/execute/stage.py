@@ -325,10 +325,18 @@ class StageRunner:
         from builder.frontend.expand import FRONTEND_ARGS, PROXY_ARGS
         from cache.keys import instruction_text, visible_args
 
-        inputs = StepInputs(
-            parent=self.key, instruction=instruction_text(ins), display=_summary(written),
-            args=visible_args(self.scope.visible_args(), PROXY_ARGS | FRONTEND_ARGS),
-        )
+        # Build args count where they reach the result beyond the expanded text: a RUN's env
+        # and history line, and COPY's heredoc bodies; elsewhere the expansion holds them.
+        args: dict[str, str] = {}
+        if isinstance(ins, ins_.Run) or (isinstance(ins, ins_.Copy | ins_.Add) and ins.contents):
+            args = visible_args(self.scope.visible_args(), PROXY_ARGS | FRONTEND_ARGS)
+        if isinstance(ins, ins_.Run):
+            env, history = self.scope.run_env(proxies=False), self._history_args()
+            args = {k: v for k, v in args.items() if env.get(k) == v or k in history}
+        # An ARG step makes its history line from the declaration, never the value passed: the
+        # value counts where it is used (above), so steps between do not rerun for it.
+        text = f"ARG {self._arg_text}" if isinstance(ins, ins_.Arg) else instruction_text(ins)
+        inputs = StepInputs(parent=self.key, instruction=text, display=_summary(written), args=args)
         if self.first_step_sources:
             inputs.sources.update(self.first_step_sources)
             self.first_step_sources = {}
@@ -378,12 +386,13 @@ class StageRunner:
 
     def _context_files(self, spec: object, prefix: str = "") -> list[list[str]]:
         from builder.execute.copy import SourceKind, select_sources
-        from cache.keys import file_line
+        from cache.keys import file_line, xattrs_digest
 
         files: list[list[str]] = []
         for item in select_sources(spec, self.env.copy_context):  # type: ignore[arg-type]
             if item.kind in (SourceKind.URL, SourceKind.GIT):
                 continue
+            first_of: dict[tuple[int, int], str] = {}  # hardlinks within one source, as the layer keeps them
             for f in item.files:
                 st = f.stat
                 if f.data is not None:
@@ -396,7 +405,32 @@ class StageRunner:
                     content = "-"
                 path = f"{item.path}/{f.rel}".rstrip("/") if f.rel else item.path
                 path = prefix + (path[2:] if path.startswith("./") else path)
-                files.append([path, file_line(st.st_mode, st.st_size, f.link, content)])
+                linked = ""
+                if f.host is not None and stat_.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    linked = first_of.setdefault((st.st_dev, st.st_ino), path)
+                    linked = "" if linked == path else linked
+                xattrs = xattrs_digest(f.host) if f.host is not None and not stat_.S_ISLNK(st.st_mode) else ""
+                # a bind mount shows the step the files' owners too; COPY makes them root's
+                owner = f"{st.st_uid}:{st.st_gid}" if prefix else ""
+                files.append([path, file_line(st.st_mode, st.st_size, f.link, content, owner, rdev=st.st_rdev,
+                                              xattrs=xattrs, hardlink_to=linked)])
+        return files
+
+    def _bind_files(self):  # type: ignore[no-untyped-def]
+        """For context bind mounts: the files below a path that .dockerignore leaves (None when it
+        hides nothing, so the mount can show the directory itself)."""
+        context = self.env.copy_context
+        if context is None or not getattr(context, "ignore", None) or not context.ignore.rules:
+            return None
+
+        def files(source: str) -> list[tuple[str, Path, os.stat_result, str]]:
+            from builder.execute.copy import CopySpec, select_sources
+
+            out = []
+            for item in select_sources(CopySpec(sources=(source,), dest="/"), context):
+                out += [(f.rel, Path(f.host), f.stat, f.link) for f in item.files if f.host is not None]
+            return out
+
         return files
 
     def _run_inputs(self, ins: ins_.Run, inputs: StepInputs) -> None:
@@ -612,7 +646,7 @@ class StageRunner:
             store_root=self.env.store.root, work_root=self.env.store.root / "run",
             context_root=self.env.context_root, secrets=self.env.secrets,
             lowers_of=self._lowers_of, ssh=self.env.ssh,  # type: ignore[arg-type]
-            cache_namespace=self.env.cache_namespace,
+            cache_namespace=self.env.cache_namespace, context_files=self._bind_files(),
         )
         keep_upper = False
         try:
@@ -767,14 +801,25 @@ def _summary_inputs(inputs: StepInputs) -> str:
 
 
 def _url_validator(url: str) -> str:
-    """What says a URL's content changed without downloading it: ETag, else Last-Modified."""
+    """What says a URL's content changed: its ETag (BuildKit trusts one too), else the digest of
+    the content itself (a Last-Modified of one-second granularity, or none, cannot tell)."""
     import requests
+    import xxhash
 
     try:
         response = requests.head(url, allow_redirects=True, timeout=30)
+        etag = response.headers.get("ETag") if response.ok else None
+        if etag:
+            return f"etag {etag}"
+        h = xxhash.xxh3_128()
+        with requests.get(url, stream=True, allow_redirects=True, timeout=30) as got:
+            if not got.ok:
+                return f"HTTP {got.status_code}"
+            for chunk in got.iter_content(1 << 20):
+                h.update(chunk)
+        return f"content {h.hexdigest()}"
     except requests.RequestException as err:
         return f"unreachable ({type(err).__name__})"
-    return response.headers.get("ETag") or response.headers.get("Last-Modified") or "unknown"
 
 
 def _port_specs(port: str) -> list[str]:
