@@ -89,33 +89,6 @@ def file_line(mode: int, size: int, link: str, content: str, owner: str = "", *,
     return line
 
 
-def xattrs_digest(path: str | os.PathLike[str]) -> str:
-    """The extended attributes a layer copies from ``path`` (overlayfs' own skipped), hashed;
-    empty when there are none (a listxattr per file: a change of them changes ctime, not content)."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return ""
-    if not names:
-        return ""
-    import xxhash
-
-    from builder.layers.whiteout import is_overlay_xattr
-
-    h = xxhash.xxh3_128()
-    seen = False
-    for name in sorted(names):
-        if is_overlay_xattr(name):
-            continue
-        try:
-            value = os.getxattr(path, name, follow_symlinks=False)
-        except OSError:
-            continue
-        h.update(name.encode() + b"\0" + value + b"\0")
-        seen = True
-    return h.hexdigest() if seen else ""
-
-
 def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     """Why ``new`` missed, compared with the closest earlier build of the same step."""
     if old.get("parent") != new.parent:

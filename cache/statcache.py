@@ -5,6 +5,10 @@ are unchanged; anything that rewrites the file (or ``touch``es it) changes
 ctime, so the file is hashed again, and the cache key, which holds only the
 content hash, stays the same when the bytes did not change. Content is
 hashed with XXH3-128 (25 GB/s here); layer digests stay sha256, as OCI requires.
+The digest of a file's extended attributes is kept beside it (setting one changes
+ctime too). A file changed within two seconds of its hashing is not remembered
+(git's racy rule: on a file system with coarse timestamps it could change again
+without its stat changing).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import xxhash
 from cache.db import Database
 
 CHUNK = 1 << 20
+_FORMAT = "x1:"  # entries of older versions (content only) are hashed again
 RACY_NS = 2_000_000_000  # the coarsest common timestamp granularity (FAT: 2 s)
 
 
@@ -40,26 +45,28 @@ class StatCache:
             self._known = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
         return self._known
 
-    def content_hash(self, path: Path | str, st: os.stat_result) -> str:
-        """XXH3-128 (hex) of a regular file's content, from the cache when its stat is unchanged."""
+    def file_digest(self, path: Path | str, st: os.stat_result) -> tuple[str, str]:
+        """(XXH3-128 of a regular file's content, digest of the xattrs a layer copies from it),
+        from the cache while its stat is unchanged (setting an xattr changes ctime too)."""
         if not stat_.S_ISREG(st.st_mode):
             raise ValueError(f"not a regular file: {path}")
         ident = (st.st_dev, st.st_ino)
         sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
             known = self._racy.get(ident) or self._new.get(ident) or self._load().get(ident)
-        if known is not None and known[:3] == sig:
-            return known[3]
+        if known is not None and known[:3] == sig and known[3].startswith(_FORMAT):
+            _, content, xattrs = known[3].split(":", 2)
+            return content, xattrs
         started = time.time_ns()
-        digest = hash_file(path)
+        content, xattrs = hash_file(path), xattrs_digest(path)
         with self._lock:
             self.hashed += 1
             # git's "racy" rule: a file changed within the file system's timestamp granularity
             # of its hashing (a second or two on coarse ones) could change again without its
             # stat changing; such a hash is used for this build but not remembered.
             racy = max(st.st_mtime_ns, st.st_ctime_ns) >= started - RACY_NS
-            (self._racy if racy else self._new)[ident] = (*sig, digest)
-        return digest
+            (self._racy if racy else self._new)[ident] = (*sig, f"{_FORMAT}{content}:{xattrs}")
+        return content, xattrs
 
     def flush(self) -> None:
         """Save new entries in one transaction (a crash before this only costs re-hashing)."""
@@ -83,3 +90,28 @@ def hash_file(path: Path | str) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def xattrs_digest(path: str | os.PathLike[str]) -> str:
+    """The extended attributes a layer copies from ``path`` (overlayfs' own skipped), hashed;
+    empty when there are none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    from builder.layers.whiteout import is_overlay_xattr
+
+    h = xxhash.xxh3_128()
+    seen = False
+    for name in sorted(names):
+        if is_overlay_xattr(name):
+            continue
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        h.update(name.encode() + b"\0" + value + b"\0")
+        seen = True
+    return h.hexdigest() if seen else ""

@@ -386,7 +386,8 @@ class StageRunner:
 
     def _context_files(self, spec: object, prefix: str = "") -> list[list[str]]:
         from builder.execute.copy import SourceKind, select_sources
-        from cache.keys import file_line, xattrs_digest
+        from cache.keys import file_line
+        from cache.statcache import xattrs_digest
 
         files: list[list[str]] = []
         for item in select_sources(spec, self.env.copy_context):  # type: ignore[arg-type]
@@ -395,21 +396,23 @@ class StageRunner:
             first_of: dict[tuple[int, int], str] = {}  # hardlinks within one source, as the layer keeps them
             for f in item.files:
                 st = f.stat
+                xattrs = ""
                 if f.data is not None:
                     import xxhash
 
                     content = xxhash.xxh3_128_hexdigest(f.data)
                 elif f.host is not None and stat_.S_ISREG(st.st_mode):
-                    content = self.env.statcache.content_hash(f.host, st)  # type: ignore[union-attr]
+                    content, xattrs = self.env.statcache.file_digest(f.host, st)  # type: ignore[union-attr]
                 else:
                     content = "-"
+                    if f.host is not None and not stat_.S_ISLNK(st.st_mode):
+                        xattrs = xattrs_digest(f.host)
                 path = f"{item.path}/{f.rel}".rstrip("/") if f.rel else item.path
                 path = prefix + (path[2:] if path.startswith("./") else path)
                 linked = ""
                 if f.host is not None and stat_.S_ISREG(st.st_mode) and st.st_nlink > 1:
                     linked = first_of.setdefault((st.st_dev, st.st_ino), path)
                     linked = "" if linked == path else linked
-                xattrs = xattrs_digest(f.host) if f.host is not None and not stat_.S_ISLNK(st.st_mode) else ""
                 # a bind mount shows the step the files' owners too; COPY makes them root's
                 owner = f"{st.st_uid}:{st.st_gid}" if prefix else ""
                 files.append([path, file_line(st.st_mode, st.st_size, f.link, content, owner, rdev=st.st_rdev,

@@ -135,11 +135,11 @@ def test_the_stat_cache_does_not_remember_racy_hashes(tmp_path: Path) -> None:
     fresh.write_text("fresh\n")
     cache = StatCache(db)
     for path in (fresh, old):
-        cache.content_hash(path, path.stat())
-        cache.content_hash(path, path.stat())  # the same build: not read twice
+        cache.file_digest(path, path.stat())
+        cache.file_digest(path, path.stat())  # the same build: not read twice
     assert cache.hashed == 2
     cache.flush()
     again = StatCache(db)
     for path in (fresh, old):
-        again.content_hash(path, path.stat())
+        again.file_digest(path, path.stat())
     assert again.hashed == 1  # only the racy one is read again
