@@ -244,10 +244,8 @@ class Build:
         import tempfile
 
         from builder.execute.context import BuildContext
-        from builder.layers.compression import GZIP_MAGIC, ZSTD_MAGIC
+        from builder.layers.compression import ARCHIVE_MAGICS
 
-        # docker's CLI takes a context tar compressed with gzip, bzip2, xz or zstd
-        archive_magics = (GZIP_MAGIC, b"BZh", b"\xfd7zXZ\x00", ZSTD_MAGIC)
         work = self.store.root / "run" / "tmp"
         work.mkdir(parents=True, exist_ok=True)
         spool = Path(tempfile.mkdtemp(prefix="stdin-", dir=work))
@@ -257,7 +255,7 @@ class Build:
             shutil.copyfileobj(stdin, out, 1 << 20)
         with open(data_path, "rb") as f:
             head = f.read(6)
-        if head.startswith(archive_magics) or _is_tar(data_path):
+        if head.startswith(ARCHIVE_MAGICS) or _is_tar(data_path):
             with open(data_path, "rb") as f:
                 return BuildContext.from_tar(f, work, dockerfile_name=self.options.dockerfile), None
         empty = spool / "context"

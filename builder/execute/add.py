@@ -42,15 +42,13 @@ from builder.execute.copy import (
     synthetic_stat,
 )
 from builder.execute.rootfs import RootfsView
-from builder.layers.compression import GZIP_MAGIC, ZSTD_MAGIC
+from builder.layers.compression import BZIP2_MAGIC, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
 
 if TYPE_CHECKING:
     import requests
 
     from builder.execute.gitsource import GitSources
 
-BZIP2_MAGIC = b"BZh"
-XZ_MAGIC = b"\xfd7zXZ\x00"
 URL_MODE = 0o600
 DOWNLOAD_TIMEOUT = 60
 _CHUNK = 1 << 20

@@ -305,7 +305,7 @@ def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.
     if not spec.from_ and res.context_files is not None:
         # .dockerignore hides files from the step too, as BuildKit's context snapshot does:
         # the mount shows a tree of exactly the files its cache key counted.
-        host = _filtered_tree(host, res.context_files(source or "."), res, stack)
+        host = _filtered_tree(host, res.context_files(spec.source or "."), res, stack)
     if not spec.readonly:
         # Writable bind: the step may write, but nothing it writes is kept.
         copy = temp_dir(res.work_root, "bind-rw")

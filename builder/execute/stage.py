@@ -165,6 +165,7 @@ class StageRunner:
         self.author = base_config.author
         self.cmd_set = False
         self._arg_text = ""  # the ARG being run, as declared (for its history entry)
+        self._bind_items: dict[str, list] = {}  # type: ignore[type-arg]  # the sources a RUN binds, as keyed
         self.changed = False
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
@@ -384,13 +385,15 @@ class StageRunner:
             return "unresolved"
         return commit
 
-    def _context_files(self, spec: object, prefix: str = "") -> list[list[str]]:
+    def _context_files(self, spec: object, prefix: str = "", items: list | None = None) -> list[list[str]]:  # type: ignore[type-arg]
         from builder.execute.copy import SourceKind, select_sources
         from cache.keys import file_line
         from cache.statcache import xattrs_digest
 
         files: list[list[str]] = []
-        for item in select_sources(spec, self.env.copy_context):  # type: ignore[arg-type]
+        if items is None:
+            items = select_sources(spec, self.env.copy_context)  # type: ignore[arg-type]
+        for item in items:
             if item.kind in (SourceKind.URL, SourceKind.GIT):
                 continue
             first_of: dict[tuple[int, int], str] = {}  # hardlinks within one source, as the layer keeps them
@@ -429,24 +432,30 @@ class StageRunner:
         def files(source: str) -> list[tuple[str, Path, os.stat_result, str]]:
             from builder.execute.copy import CopySpec, select_sources
 
+            items = self._bind_items.get(source)  # selected once, for the key, when there is one
+            if items is None:
+                items = select_sources(CopySpec(sources=(source,), dest="/"), context)
             out = []
-            for item in select_sources(CopySpec(sources=(source,), dest="/"), context):
+            for item in items:
                 out += [(f.rel, Path(f.host), f.stat, f.link) for f in item.files if f.host is not None]
             return out
 
         return files
 
     def _run_inputs(self, ins: ins_.Run, inputs: StepInputs) -> None:
-        from builder.execute.copy import CopySpec
+        from builder.execute.copy import CopySpec, select_sources
 
+        self._bind_items = {}
         for mount in ins.mounts:
             if mount.type is ins_.MountType.BIND:
                 if mount.from_:
                     inputs.sources[f"mount {mount.target}"] = self._source_key(mount.from_)
                 elif self.env.copy_context is not None:
-                    spec = CopySpec(sources=(mount.source or ".",), dest="/", location=ins.location,
+                    source = mount.source or "."
+                    spec = CopySpec(sources=(source,), dest="/", location=ins.location,
                                     label="RUN --mount=type=bind")
-                    inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:"))
+                    items = self._bind_items[source] = select_sources(spec, self.env.copy_context)
+                    inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:", items=items))
             elif mount.type is ins_.MountType.CACHE and mount.from_:
                 inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
         inputs.sources.update(self.env.container.key_sources())

@@ -18,6 +18,10 @@ from builder.image.mediatypes import Compression
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# The compressions docker's CLI takes for a context tar (and ADD unpacks)
+ARCHIVE_MAGICS = (GZIP_MAGIC, BZIP2_MAGIC, XZ_MAGIC, ZSTD_MAGIC)
 CHUNK = 1 << 20
 
 # ISA-L levels are 0-3; 1 is about 15x faster than zlib's default here for ~12% more bytes.

@@ -6,18 +6,14 @@ that reads it (found by property-testing cached against fresh builds, 2026-12-04
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from cache.db import Database
 from cache.statcache import StatCache
 from tests.cache.conftest import Machine, ran, steps, write_context
+from tests.helpers.fileserver import serve_files
 
 
 def _ran_titles(m: Machine, ctx: Path, *args: str) -> list[str]:
@@ -71,45 +67,16 @@ def test_a_context_bind_mount_shows_what_its_key_counts(machines, tmp_path: Path
     assert (ctx / "a").stat().st_nlink == 1  # the context itself untouched
 
 
-@pytest.fixture
-def plain_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Serves files with neither ETag nor Last-Modified, as some servers do."""
-    files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(files.get(self.path, b""))))
-            self.end_headers()
-
-        def do_GET(self) -> None:
-            body = files.get(self.path, b"")
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", files
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_an_url_without_etag_is_keyed_on_its_content(machines, tmp_path: Path, plain_server) -> None:
-    url, files = plain_server
+def test_an_url_without_etag_is_keyed_on_its_content(machines, tmp_path: Path) -> None:
+    """A server that sends neither ETag nor Last-Modified, as some do."""
+    files = {"/f": b"A1\n"}
     m: Machine = machines()
-    files["/f"] = b"A1\n"
-    ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM busybox:local\nADD {url}/f /f\n"})
-    m.build(ctx, "-t", "url:1")
-    assert _ran_titles(m, ctx, "-t", "url:1") == []
-    files["/f"] = b"B2\n"
-    assert _ran_titles(m, ctx, "-t", "url:1") == [f"ADD {url}/f /f"]
+    with serve_files(files) as url:
+        ctx = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM busybox:local\nADD {url}/f /f\n"})
+        m.build(ctx, "-t", "url:1")
+        assert _ran_titles(m, ctx, "-t", "url:1") == []
+        files["/f"] = b"B2\n"
+        assert _ran_titles(m, ctx, "-t", "url:1") == [f"ADD {url}/f /f"]
     assert _cat(m, "url:1", "cat", "/f") == "B2\n"
 
 

@@ -9,14 +9,11 @@ Dockerfile that fails in docker must fail in pybuild.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import io
 import lzma
 import os
 import subprocess
 import tarfile
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ from tests.engine.flatten import (
     pybuild_history,
     pybuild_tree,
 )
+from tests.helpers.fileserver import serve_files
 from tests.helpers.tools import run_pybuild
 
 
@@ -779,38 +777,10 @@ def test_same_image_as_docker(case: Case, docker: str, store_root: Path, tmp_pat
     tags = [tag]
     with contextlib.ExitStack() as stack:
         if case.serve:
-            url = stack.enter_context(_serving(case.serve))
+            url = stack.enter_context(serve_files(case.serve, {"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"}))
             for c in (ctx, docker_ctx):
                 (c / "Dockerfile").write_text((c / "Dockerfile").read_text().replace("{url}", url))
         _compare(case, docker, store_root, tmp_path, ctx, docker_ctx, tag, tags)
-
-
-@contextlib.contextmanager
-def _serving(files: dict[str, bytes]) -> Iterator[str]:
-    """A loopback HTTP server for ADD URLs (docker's daemon fetches them from the host too)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _compare(case: Case, docker: str, store_root: Path, tmp_path: Path, ctx: Path, docker_ctx: Path,
