@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -165,6 +166,11 @@ def _run(args: argparse.Namespace) -> int:
 
         raise UsageError("security options are not supported on build (as docker's builder refuses them): "
                          "use RUN --security=insecure with --allow security.insecure")
+    if args.progress == "tty" and not args.quiet and not sys.stderr.isatty():
+        from builder.errors import UsageError
+
+        raise UsageError("--progress=tty needs a terminal on stderr (buildx refuses it too): "
+                         "use --progress=plain for logs")
     call, fmt = _call(args.call)
     if call in ("outline", "targets"):
         from builder.cli.frontend import subrequest_command

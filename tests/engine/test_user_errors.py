@@ -3,11 +3,14 @@ nothing replaced or left behind (found by trying bad inputs against the CLI, 202
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
+import pty
 import stat
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -192,3 +195,23 @@ def test_a_foreign_syntax_directive_is_named_not_silently_ignored(builder: Build
     assert "Dockerfile:1: the syntax directive names the frontend example.com/frontend:1" in err
     ctx = builder.context({"Dockerfile": "# syntax=docker/dockerfile:1.7\nFROM busybox:local\n"}, name="ok")
     assert "syntax directive" not in builder.build(ctx).stderr.decode()
+
+
+def test_progress_tty_needs_a_terminal(builder: Builder) -> None:
+    """As buildx: --progress=tty into a pipe is refused rather than filling a CI log with redraws."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN echo ran-the-step > /x\n"})
+    proc = builder.build(ctx, "--progress", "tty", check=False)
+    err = _error(proc, 125)
+    assert "--progress=tty needs a terminal on stderr" in err and "ran-the-step" not in err
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYBUILD_ROOT": str(builder.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--progress", "tty", "--no-cache",
+                             str(ctx)], stdout=subprocess.DEVNULL, stderr=follower, env=env)
+    os.close(follower)
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO once the build closes the terminal
+        while chunk := os.read(leader, 65536):
+            drawn += chunk
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0, drawn
+    assert b"\r" in drawn and b"writing image sha256:" in drawn
