@@ -30,6 +30,7 @@ from builder.errors import (
     UsageError,
 )
 from builder.execute.base import BaseResolver
+from builder.execute.fetch import UrlFetches
 from builder.execute.run import Secret
 from builder.execute.stage import BuildEnv, StageResult, StageRunner
 from builder.frontend import instructions as ins_
@@ -317,7 +318,7 @@ class Build:
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
             lineage_prefix=f"{context.root}\0{dockerfile_name}",
-            imported=imported, git=self.git_sources(),
+            imported=imported, git=self.git_sources(), urls=UrlFetches(lambda: self.store.temp_path("-urls")),
         )
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries), named=named,
@@ -406,6 +407,7 @@ class Build:
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
         finally:
+            env.urls.close()  # type: ignore[union-attr]
             env.statcache.flush()  # type: ignore[union-attr]
             if env.ssh is not None:
                 env.ssh.close()

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs
 
 import zstandard
 
@@ -41,16 +41,14 @@ from builder.execute.copy import (
     SourceKind,
     synthetic_stat,
 )
+from builder.execute.fetch import FetchFailed, UrlFetches, fetch
 from builder.execute.rootfs import RootfsView
 from builder.layers.compression import BZIP2_MAGIC, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
 
 if TYPE_CHECKING:
-    import requests
-
     from builder.execute.gitsource import GitSources
 
 URL_MODE = 0o600
-DOWNLOAD_TIMEOUT = 60
 _CHUNK = 1 << 20
 
 
@@ -140,17 +138,6 @@ def tree_files(root: Path, explicit_dirs: set[tuple[str, ...]] | None = None) ->
 # -- URLs ----------------------------------------------------------------------------------
 
 
-def _url_filename(url: str, response: requests.Response | None) -> str:
-    path = urlsplit(url).path
-    name = unquote(path.rsplit("/", 1)[-1]) if path else ""
-    if not name and response is not None:
-        disposition = response.headers.get("Content-Disposition", "")
-        m = re.search(r'filename="?([^";]+)"?', disposition)
-        if m:
-            name = os.path.basename(m.group(1))
-    return name
-
-
 def _checksum(spec: CopySpec) -> tuple[str, str] | None:
     if not spec.checksum:
         return None
@@ -162,35 +149,30 @@ def _checksum(spec: CopySpec) -> tuple[str, str] | None:
     return algo, value
 
 
-def download(url: str, spec: CopySpec, scratch: Path, *, now: int) -> SourceItem:
-    """Fetch ``url`` into ``scratch`` and describe it as a file source (mode 0600)."""
-    import requests  # here, not at the top: every COPY imports this module, few download
-
+def download(
+    url: str, spec: CopySpec, scratch: Path, *, now: int, fetches: UrlFetches | None = None,
+) -> SourceItem:
+    """Fetch ``url`` into ``scratch`` (or take what keying it fetched) as a file source (mode 0600)."""
     want = _checksum(spec)
     target = scratch / f"download-{len(list(scratch.iterdir()))}"
     hasher = hashlib.new(want[0]) if want else None
-    try:
-        with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
-            if response.status_code != 200:
-                raise spec.error(
-                    f"downloading {url}: HTTP {response.status_code} {response.reason or ''}".rstrip()
-                )
-            name = _url_filename(url, response)
-            modified = response.headers.get("Last-Modified")
-            with open(target, "wb") as f:
-                for chunk in response.iter_content(_CHUNK):
-                    f.write(chunk)
-                    if hasher is not None:
-                        hasher.update(chunk)
-    except requests.RequestException as err:
-        from builder.registry.client import describe_exception
-
-        raise spec.error(f"downloading {url}: {describe_exception(err)}") from None
+    fetched = fetches.take(url, target) if fetches is not None else None
+    if fetched is not None:
+        if hasher is not None:
+            with open(target, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    hasher.update(chunk)
+    else:
+        try:
+            fetched = fetch(url, target, [hasher.update] if hasher is not None else [])
+        except FetchFailed as err:
+            raise spec.error(f"downloading {url}: {err}") from None
     if want is not None and hasher is not None and hasher.hexdigest() != want[1]:
         raise spec.error(
             f"checksum of {url} does not match: expected {want[0]}:{want[1]}, "
             f"got {want[0]}:{hasher.hexdigest()}"
         )
+    name = fetched.name
     if not name and not spec.dest.endswith("/"):
         name = spec.dest.rstrip("/").rsplit("/", 1)[-1]
     if not name:
@@ -198,9 +180,9 @@ def download(url: str, spec: CopySpec, scratch: Path, *, now: int) -> SourceItem
             f"cannot determine a file name from {url}: give a destination path that does not end in /"
         )
     mtime = now
-    if modified:
+    if fetched.last_modified:
         try:
-            mtime = int(email.utils.parsedate_to_datetime(modified).timestamp())
+            mtime = int(email.utils.parsedate_to_datetime(fetched.last_modified).timestamp())
         except (TypeError, ValueError):
             pass
     size = target.stat().st_size
@@ -299,6 +281,7 @@ def _verify_commit(head: str, url: str, checksum: str, spec: CopySpec) -> None:
 
 def prepare_add_items(
     spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, now: int, git: GitSources | None = None,
+    fetches: UrlFetches | None = None,
 ) -> list[SourceItem]:
     """Turn ADD's remote sources and local archives into items COPY's planner can place."""
     if spec.checksum and len(items) != 1:
@@ -308,7 +291,7 @@ def prepare_add_items(
     out: list[SourceItem] = []
     for item in items:
         if item.kind is SourceKind.URL:
-            item = download(item.arg, spec, scratch, now=now)
+            item = download(item.arg, spec, scratch, now=now, fetches=fetches)
             if spec.unpack is not True:  # a URL is unpacked only on request (BuildKit's --unpack)
                 out.append(item)
                 continue

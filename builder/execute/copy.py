@@ -59,6 +59,7 @@ from builder.layers import whiteout
 from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter
 
 if TYPE_CHECKING:
+    from builder.execute.fetch import UrlFetches
     from builder.execute.gitsource import GitSources
     from builder.frontend.instructions import Add, Copy
 
@@ -999,13 +1000,15 @@ def copy_layer(
     source_date_epoch: int | None = None,
     workdir: Path | None = None,
     git: GitSources | None = None,
+    fetches: UrlFetches | None = None,
 ) -> LayerStats:
     """Write the layer tar of one COPY/ADD to ``out`` and return its DiffID and size.
 
     ``source`` is the build context, or the RootfsView of ``--from``'s stage or
     image; ``dest_view`` is the stage's file system before this step. ADD
     downloads, clones and unpacks into temp dirs under ``workdir`` (removed
-    before returning); ``git`` keeps checkouts of git sources between builds.
+    before returning); ``git`` keeps checkouts of git sources between builds; ``fetches``
+    holds the URLs that keying the step downloaded.
     """
     now = _now(source_date_epoch)
     with ExitStack() as stack, _user_errors(spec):
@@ -1014,7 +1017,7 @@ def copy_layer(
             from builder.execute.add import prepare_add_items
 
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
-            items = prepare_add_items(spec, items, scratch, now=now, git=git)
+            items = prepare_add_items(spec, items, scratch, now=now, git=git, fetches=fetches)
         elif spec.checksum:
             raise spec.error("checksum can't be specified for COPY")
         entries = plan_copy(spec, items, dest_view, now=now)

@@ -61,6 +61,7 @@ from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
 
 if TYPE_CHECKING:
+    from builder.execute.fetch import UrlFetches
     from builder.runtime.cdi import Edits
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -95,6 +96,7 @@ class BuildEnv:
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
     git: object = None  # builder.execute.gitsource.GitSources: ADD <git>'s commits and checkouts
+    urls: UrlFetches | None = None  # ADD URLs that keying downloaded, for the step that then misses
     hostname: str = "buildkitsandbox"  # of RUN steps (BUILDKIT_SANDBOX_HOSTNAME)
     cache_namespace: str = ""  # of RUN cache mount ids (BUILDKIT_CACHE_MOUNT_NS)
     _runtime: object = None
@@ -368,7 +370,18 @@ class StageRunner:
             if isinstance(ins, ins_.Add) and is_git_source(src):
                 inputs.sources[f"git {src}"] = self._git_commit(src, spec)
             elif src.startswith(("http://", "https://")) and not getattr(ins, "checksum", None):
-                inputs.sources[f"url {src}"] = _url_validator(src)
+                inputs.sources[f"url {src}"] = self._url_validator(src)
+
+    def _url_validator(self, url: str) -> str:
+        if self.env.urls is not None:
+            return self.env.urls.validator(url)
+        from builder.execute.fetch import UrlFetches
+
+        once = UrlFetches(self.env.store.temp_path)
+        try:
+            return once.validator(url)
+        finally:
+            once.close()
 
     def _git_commit(self, url: str, spec: object) -> str:
         """What an ADD of a git source is keyed on: the commit its ref names now, as BuildKit (a
@@ -771,7 +784,8 @@ class StageRunner:
             with open(layer_tar, "wb") as out:
                 stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,  # type: ignore[arg-type]
                                    source_date_epoch=self.env.source_date_epoch,
-                                   workdir=self.env.store.tmp_dir, git=self.env.git)  # type: ignore[arg-type]
+                                   workdir=self.env.store.tmp_dir, git=self.env.git,  # type: ignore[arg-type]
+                                   fetches=self.env.urls)
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
             layer_tar.unlink(missing_ok=True)
@@ -810,28 +824,6 @@ def _history_kind(spec: object, ins: ins_.Copy | ins_.Add, source: object) -> st
 
 def _summary_inputs(inputs: StepInputs) -> str:
     return inputs.display
-
-
-def _url_validator(url: str) -> str:
-    """What says a URL's content changed: its ETag (BuildKit trusts one too), else the digest of
-    the content itself (a Last-Modified of one-second granularity, or none, cannot tell)."""
-    import requests
-    import xxhash
-
-    try:
-        response = requests.head(url, allow_redirects=True, timeout=30)
-        etag = response.headers.get("ETag") if response.ok else None
-        if etag:
-            return f"etag {etag}"
-        h = xxhash.xxh3_128()
-        with requests.get(url, stream=True, allow_redirects=True, timeout=30) as got:
-            if not got.ok:
-                return f"HTTP {got.status_code}"
-            for chunk in got.iter_content(1 << 20):
-                h.update(chunk)
-        return f"content {h.hexdigest()}"
-    except requests.RequestException as err:
-        return f"unreachable ({type(err).__name__})"
 
 
 def _port_specs(port: str) -> list[str]:

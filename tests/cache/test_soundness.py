@@ -80,6 +80,36 @@ def test_an_url_without_etag_is_keyed_on_its_content(machines, tmp_path: Path) -
     assert _cat(m, "url:1", "cat", "/f") == "B2\n"
 
 
+class _NewBodyEachTime(dict):
+    """A server file that changes at every request, the worst case for keying by content."""
+
+    def get(self, path: str, default: bytes | None = None) -> bytes | None:
+        self["n"] = self.get_count() + 1
+        return f"body-{self['n']}\n".encode() if path == "/f" else default
+
+    def get_count(self) -> int:
+        return int(dict.get(self, "n", 0))
+
+
+def test_an_url_keyed_on_its_content_is_downloaded_once_per_build(machines, tmp_path: Path) -> None:
+    """Keying downloaded the body; the step that misses copies those bytes, not a second fetch
+    (which costs the transfer again, and could differ from what the key says)."""
+    m: Machine = machines()
+    log: list[str] = []
+    with serve_files(_NewBodyEachTime(), log=log) as url:
+        ctx = write_context(tmp_path / "ctx", {
+            "Dockerfile": f"FROM busybox:local AS a\nADD {url}/f /f\nFROM busybox:local\nADD {url}/f /g\n"
+                          "COPY --from=a /f /f\n"})
+        m.build(ctx, "-t", "once:1")
+        assert log.count("GET /f") == 1, log
+        body = _cat(m, "once:1", "cat", "/f")
+        assert body == _cat(m, "once:1", "cat", "/g") and body.startswith("body-"), body
+        log.clear()
+        assert _ran_titles(m, ctx, "-t", "once:1") == [f"ADD {url}/f /f", f"ADD {url}/f /g", "COPY --from=a /f /f"]
+        assert log.count("GET /f") == 1, log
+    assert list((m.root / "tmp").iterdir()) == []
+
+
 def test_a_build_arg_reruns_only_the_steps_that_read_it(machines, tmp_path: Path) -> None:
     m: Machine = machines()
     ctx = write_context(tmp_path / "ctx", {

@@ -9,13 +9,18 @@ from collections.abc import Iterator, Mapping
 
 
 @contextlib.contextmanager
-def serve_files(files: Mapping[str, bytes], headers: Mapping[str, str] | None = None) -> Iterator[str]:
+def serve_files(
+    files: Mapping[str, bytes], headers: Mapping[str, str] | None = None, log: list[str] | None = None,
+) -> Iterator[str]:
     """Serve ``files`` (path -> body, read at each request, so a test may change them) with
-    ``headers`` on every answer (none by default: no ETag, no Last-Modified); yields the base URL."""
+    ``headers`` on every answer (none by default: no ETag, no Last-Modified); yields the base URL.
+    Each request is appended to ``log`` as ``"METHOD /path"``."""
     extra = dict(headers or {})
+    requests = log if log is not None else []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _head(self) -> bytes | None:
+            requests.append(f"{self.command} {self.path}")
             body = files.get(self.path)
             if body is None:
                 self.send_error(404)

@@ -1,0 +1,141 @@
+"""Downloading ADD's URLs: each at most once per build.
+
+A URL whose server sends no ETag is keyed on its content, so keying it downloads
+it; :class:`UrlFetches` keeps that body for the step, should it miss.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    import requests
+
+DOWNLOAD_TIMEOUT = 60
+_CHUNK = 1 << 20
+
+
+def url_filename(url: str, response: requests.Response | None) -> str:
+    path = urlsplit(url).path
+    name = unquote(path.rsplit("/", 1)[-1]) if path else ""
+    if not name and response is not None:
+        disposition = response.headers.get("Content-Disposition", "")
+        m = re.search(r'filename="?([^";]+)"?', disposition)
+        if m:
+            name = os.path.basename(m.group(1))
+    return name
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A URL's body on disk, with what its response said about it."""
+
+    path: Path
+    name: str  # from the URL's path, else Content-Disposition ("" when neither says)
+    last_modified: str | None
+
+
+class FetchFailed(Exception):
+    """An HTTP status or connection error; the caller decides whose message it becomes."""
+
+
+def fetch(url: str, target: Path, updates: Sequence[Callable[[bytes], object]]) -> Fetched:
+    import requests  # here, not at the top: every COPY imports this module, few download
+
+    try:
+        with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
+            if response.status_code != 200:
+                raise FetchFailed(f"HTTP {response.status_code} {response.reason or ''}".rstrip())
+            name = url_filename(url, response)
+            modified = response.headers.get("Last-Modified")
+            with open(target, "wb") as f:
+                for chunk in response.iter_content(_CHUNK):
+                    f.write(chunk)
+                    for update in updates:
+                        update(chunk)
+    except requests.RequestException as err:
+        from builder.registry.client import describe_exception
+
+        raise FetchFailed(describe_exception(err)) from None
+    return Fetched(target, name, modified)
+
+
+class UrlFetches:
+    """The bodies one build downloaded to key its ADD steps (from servers that send no ETag).
+
+    The step that then misses copies the very bytes its key hashed: no second download, and no
+    layer stored under the key of content that changed in between. A URL is asked about once
+    per build, however many steps (or the cache probe before the build) name it.
+    """
+
+    def __init__(self, make_dir: Callable[[], Path]) -> None:
+        self._make_dir = make_dir
+        self._dir: Path | None = None
+        self._answers: dict[str, str] = {}
+        self._kept: dict[str, Fetched] = {}
+        self._lock = threading.Lock()
+
+    def validator(self, url: str) -> str:
+        """What says the URL's content changed: its ETag (BuildKit trusts one too), else the digest
+        of the content itself (a Last-Modified of one-second granularity, or none, cannot tell)."""
+        with self._lock:
+            answer = self._answers.get(url)
+        if answer is None:
+            answer = self._ask(url)
+            with self._lock:
+                answer = self._answers.setdefault(url, answer)
+        return answer
+
+    def _ask(self, url: str) -> str:
+        import requests
+        import xxhash
+
+        try:
+            response = requests.head(url, allow_redirects=True, timeout=30)
+        except requests.RequestException as err:
+            return f"unreachable ({type(err).__name__})"
+        etag = response.headers.get("ETag") if response.ok else None
+        if etag:
+            return f"etag {etag}"
+        with self._lock:
+            if self._dir is None:
+                self._dir = self._make_dir()
+                self._dir.mkdir()
+            target = self._dir / f"url-{len(self._answers)}-{threading.get_ident()}"
+        h = xxhash.xxh3_128()
+        try:
+            fetched = fetch(url, target, [h.update])
+        except FetchFailed as err:
+            target.unlink(missing_ok=True)
+            return str(err)
+        with self._lock:
+            self._kept.setdefault(url, fetched)
+        return f"content {h.hexdigest()}"
+
+    def take(self, url: str, target: Path) -> Fetched | None:
+        """The body keying fetched, linked (or copied) to ``target``; None when there is none."""
+        with self._lock:
+            fetched = self._kept.get(url)
+        if fetched is None:
+            return None
+        try:
+            os.link(fetched.path, target)
+        except OSError:
+            shutil.copyfile(fetched.path, target)
+        return replace(fetched, path=target)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
+            self._kept.clear()
+            self._answers.clear()
