@@ -359,3 +359,21 @@ def test_redaction_of_urls_in_messages() -> None:
         "Connection refused'))")
     assert describe_exception(err) == "connection refused"
     assert "SECRET" not in describe_exception(requests.RequestException("boom /k?sig=SECRET"))
+
+
+def test_pull_tag_and_digest_uses_the_digest_and_leaves_the_tag(registry: str, store: Store,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # docker pull repo:1@digest pulls the digest, prints repo@digest and tags nothing:
+    # the tag may have moved since the reference was written.
+    repo = f"{registry}/{random_name('td')}/app"
+    old = make_image(1, 5_000, seed=random_name())
+    push(old, f"{repo}:1")
+    new = make_image(1, 5_000, seed=random_name())
+    push(new, f"{repo}:1")
+    pulled = pull(f"{repo}:1@{old.digest()}", store, progress=LineProgress())
+    assert pulled.digest() == old.digest()
+    assert f"Status: Downloaded newer image for {repo}@{old.digest()}" in capsys.readouterr().out
+    assert not any(name.endswith(":1") for record in store.images() for name in record.names)
+    assert store.image(f"{repo}@{old.digest()}").digest() == old.digest()
+    pull(f"{repo}:1", store)
+    assert store.image(f"{repo}:1").digest() == new.digest()
