@@ -377,3 +377,18 @@ def test_pull_tag_and_digest_uses_the_digest_and_leaves_the_tag(registry: str, s
     assert store.image(f"{repo}@{old.digest()}").digest() == old.digest()
     pull(f"{repo}:1", store)
     assert store.image(f"{repo}:1").digest() == new.digest()
+
+
+@pytest.mark.parametrize("flag", ["--cache-to", "--cache-from"])
+def test_bad_registry_cache_ref_fails_before_the_build(registry: str, tmp_path: Path, flag: str) -> None:
+    # As BuildKit resolves cache refs before solving: a typo must not cost a whole build
+    # (--cache-to used to fail only after it; --cache-from with --no-cache never said a word).
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "f").write_text("x")
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    proc = run_pybuild("build", "--progress", "plain", "--no-cache", flag,
+                       f"type=registry,ref={registry}/Cache:1", str(tmp_path / "ctx"), root=tmp_path / "root")
+    err = proc.stderr.decode()
+    assert proc.returncode == 125 and "Traceback" not in err, err
+    assert f"invalid {flag} value" in err and "must be lowercase" in err
+    assert "COPY" not in err + proc.stdout.decode()
