@@ -308,7 +308,7 @@ def test_cli_errors_are_one_clear_line(registry: str, tmp_path: Path) -> None:
     proc = run_pybuild("pull", "Busy/Box:1", root=root)
     assert proc.returncode == 125 and "must be lowercase" in proc.stderr.decode()
     proc = run_pybuild("pull", "127.0.0.1:9/app:1", root=root)
-    assert proc.returncode == 1 and "connection refused" in proc.stderr.decode()
+    assert proc.returncode == 1 and "GET /v2/: connection refused" in proc.stderr.decode()
 
 
 def test_registry_error_names_operation(registry: str) -> None:
