@@ -377,8 +377,9 @@ def pull_with_result(reference: Reference | str, store: Store, platform: Platfor
     own_client = client is None
     client = client or RegistryClient(ref.registry, options)
     try:
-        if ref.tag:
-            progress.message(f"{ref.tag}: Pulling from {ref.familiar_name}")
+        # docker's words: the tag (or the whole digest reference) and the repository's path.
+        pinned = replace(ref, tag=None).familiar if ref.digest else ref.tag
+        progress.message(f"{pinned}: Pulling from {ref.repository}")
         image = resolve(client, ref, plat, "pull", progress)
         downloaded = download_blobs(image, store, progress, workers)
         # As docker: a digest wins over a tag given with it (the tag may have moved since),

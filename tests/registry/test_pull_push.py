@@ -269,6 +269,11 @@ def test_progress_lines(registry: str, store: Store, capsys: pytest.CaptureFixtu
     for layer in image.layers():
         assert f"{layer.digest().short}: Pull complete" in out
     assert f"Digest: {image.digest()}" in out
+    # As docker: "TAG: Pulling from PATH" (the repository without its registry).
+    assert out.startswith(f"1: Pulling from {Reference.parse(ref).repository}\n")
+    pull(f"{ref.rsplit(':', 1)[0]}@{image.digest()}", store, progress=LineProgress())
+    assert capsys.readouterr().out.startswith(
+        f"{ref.rsplit(':', 1)[0]}@{image.digest()}: Pulling from {Reference.parse(ref).repository}\n")
 
 
 # --- the CLI -----------------------------------------------------------------------------------
