@@ -471,6 +471,8 @@ class Build:
 
         for text in self.options.cache_to:  # a bad --cache-to fails now, not after the build
             CacheSpec.parse(text, export=True)
+        for text in self.options.cache_from:  # a bad --cache-from too, even with --no-cache
+            CacheSpec.parse(text, export=False)
         if not self.options.cache_from or self.options.no_cache:
             return None
 

@@ -136,6 +136,12 @@ class CacheSpec:
             ref = fields.pop("ref", "")
             if not ref:
                 raise UsageError(f"invalid {flag} value {text!r}: type=registry needs ref=")
+            from builder.image.reference import Reference
+
+            try:  # a typo in the ref fails before the build, not after it
+                Reference.parse(ref)
+            except PybuildError as err:
+                raise UsageError(f"invalid {flag} value {text!r}: {err}") from None
             spec = cls(CacheType.REGISTRY, ref=ref, **common)  # type: ignore[arg-type]
         else:
             where = fields.pop("dest" if export else "src", "")

@@ -81,6 +81,11 @@ def _server(text: str | None) -> str:
     for prefix in ("https://", "http://"):
         server = server.removeprefix(prefix)
     server = server.split("/", 1)[0]
+    if "@" in server:
+        # user:password@host would send the password to the address and quote it in
+        # every message; never echo it back.
+        raise UsageError(f"invalid registry address {'…@' + server.rpartition('@')[2]!r}: "
+                         "give the username with -u and the password with --password-stdin")
     if server in ("index.docker.io", "registry-1.docker.io"):
         server = DEFAULT_SERVER
     if not server or " " in server:

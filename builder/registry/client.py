@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -232,7 +232,8 @@ class RegistryClient:
                 raise self._ping_error
             if self._base is None:
                 try:
-                    self._base, self._challenge = self._ping(call)
+                    # Errors name the request that failed (/v2/), not the one that needed it.
+                    self._base, self._challenge = self._ping(replace(call, what="/v2/"))
                 except RegistryError as err:
                     self._ping_error = err  # every transfer thread gets the same answer, once
                     raise

@@ -377,20 +377,24 @@ def pull_with_result(reference: Reference | str, store: Store, platform: Platfor
     own_client = client is None
     client = client or RegistryClient(ref.registry, options)
     try:
-        if ref.tag:
-            progress.message(f"{ref.tag}: Pulling from {ref.familiar_name}")
+        # docker's words: the tag (or the whole digest reference) and the repository's path.
+        pinned = replace(ref, tag=None).familiar if ref.digest else ref.tag
+        progress.message(f"{pinned}: Pulling from {ref.repository}")
         image = resolve(client, ref, plat, "pull", progress)
         downloaded = download_blobs(image, store, progress, workers)
-        tags = [str(replace(ref, digest=None))] if tag and ref.tag else []
+        # As docker: a digest wins over a tag given with it (the tag may have moved since),
+        # so ``repo:tag@digest`` leaves the local tag alone.
+        tags = [str(ref)] if tag and ref.tag and not ref.digest else []
         store.write_image(image, tags)
     finally:
         progress.close()
         if own_client:
             client.close()
     digest = image.index_digest or image.digest()
+    shown = replace(ref, tag=None) if ref.digest else ref
     progress.message(f"Digest: {digest}")
-    progress.message(f"Status: Downloaded newer image for {ref.familiar}" if downloaded
-                     else f"Status: Image is up to date for {ref.familiar}")
+    progress.message(f"Status: Downloaded newer image for {shown.familiar}" if downloaded
+                     else f"Status: Image is up to date for {shown.familiar}")
     return image, PullResult(ref, digest, image.digest(), image.config_digest(), downloaded)
 
 

@@ -369,3 +369,16 @@ def test_push_with_wrong_password_fails_before_uploading(tls_registry: SecureReg
              options=tls_options(tls_registry, config))
     assert str(err.value).startswith(f"push {tls_registry.address}/w/app: unauthorized")
     assert "bad-password" not in str(err.value)
+
+
+def test_address_with_credentials_is_refused_without_echoing_them(tmp_path: Path) -> None:
+    # `login https://bob:pw@host` once went to a host named "bob:pw@host" and quoted it
+    # (password included) in the error; nothing may be sent or stored.
+    for args in (("login", "-u", "bob", "--password-stdin", "https://bob:hunter2@127.0.0.1:9/v2/"),
+                 ("logout", "bob:hunter2@127.0.0.1:9"),
+                 ("search", "x", "--registry", "bob:hunter2@127.0.0.1:9")):
+        proc = run_pybuild(*args, env={"DOCKER_CONFIG": str(tmp_path)}, input=b"pw")
+        err = proc.stderr.decode()
+        assert proc.returncode != 0 and "invalid registry address" in err, err
+        assert "hunter2" not in err + proc.stdout.decode() and "Traceback" not in err
+    assert not (tmp_path / "config.json").exists()

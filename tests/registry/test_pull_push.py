@@ -269,6 +269,11 @@ def test_progress_lines(registry: str, store: Store, capsys: pytest.CaptureFixtu
     for layer in image.layers():
         assert f"{layer.digest().short}: Pull complete" in out
     assert f"Digest: {image.digest()}" in out
+    # As docker: "TAG: Pulling from PATH" (the repository without its registry).
+    assert out.startswith(f"1: Pulling from {Reference.parse(ref).repository}\n")
+    pull(f"{ref.rsplit(':', 1)[0]}@{image.digest()}", store, progress=LineProgress())
+    assert capsys.readouterr().out.startswith(
+        f"{ref.rsplit(':', 1)[0]}@{image.digest()}: Pulling from {Reference.parse(ref).repository}\n")
 
 
 # --- the CLI -----------------------------------------------------------------------------------
@@ -308,7 +313,7 @@ def test_cli_errors_are_one_clear_line(registry: str, tmp_path: Path) -> None:
     proc = run_pybuild("pull", "Busy/Box:1", root=root)
     assert proc.returncode == 125 and "must be lowercase" in proc.stderr.decode()
     proc = run_pybuild("pull", "127.0.0.1:9/app:1", root=root)
-    assert proc.returncode == 1 and "connection refused" in proc.stderr.decode()
+    assert proc.returncode == 1 and "GET /v2/: connection refused" in proc.stderr.decode()
 
 
 def test_registry_error_names_operation(registry: str) -> None:
@@ -359,3 +364,36 @@ def test_redaction_of_urls_in_messages() -> None:
         "Connection refused'))")
     assert describe_exception(err) == "connection refused"
     assert "SECRET" not in describe_exception(requests.RequestException("boom /k?sig=SECRET"))
+
+
+def test_pull_tag_and_digest_uses_the_digest_and_leaves_the_tag(registry: str, store: Store,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # docker pull repo:1@digest pulls the digest, prints repo@digest and tags nothing:
+    # the tag may have moved since the reference was written.
+    repo = f"{registry}/{random_name('td')}/app"
+    old = make_image(1, 5_000, seed=random_name())
+    push(old, f"{repo}:1")
+    new = make_image(1, 5_000, seed=random_name())
+    push(new, f"{repo}:1")
+    pulled = pull(f"{repo}:1@{old.digest()}", store, progress=LineProgress())
+    assert pulled.digest() == old.digest()
+    assert f"Status: Downloaded newer image for {repo}@{old.digest()}" in capsys.readouterr().out
+    assert not any(name.endswith(":1") for record in store.images() for name in record.names)
+    assert store.image(f"{repo}@{old.digest()}").digest() == old.digest()
+    pull(f"{repo}:1", store)
+    assert store.image(f"{repo}:1").digest() == new.digest()
+
+
+@pytest.mark.parametrize("flag", ["--cache-to", "--cache-from"])
+def test_bad_registry_cache_ref_fails_before_the_build(registry: str, tmp_path: Path, flag: str) -> None:
+    # As BuildKit resolves cache refs before solving: a typo must not cost a whole build
+    # (--cache-to used to fail only after it; --cache-from with --no-cache never said a word).
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "f").write_text("x")
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    proc = run_pybuild("build", "--progress", "plain", "--no-cache", flag,
+                       f"type=registry,ref={registry}/Cache:1", str(tmp_path / "ctx"), root=tmp_path / "root")
+    err = proc.stderr.decode()
+    assert proc.returncode == 125 and "Traceback" not in err, err
+    assert f"invalid {flag} value" in err and "must be lowercase" in err
+    assert "COPY" not in err + proc.stdout.decode()
