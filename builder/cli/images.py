@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--digests", action="store_true", help="show digests")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
                    help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE")
-    p.add_argument("-a", "--all", action="store_true", help="show all images (same as default)")
+    p.add_argument("-a", "--all", action="store_true", help="show all images (also untagged manifests of an ID a tag names)")
     p.set_defaults(func=_images)
 
     p = subparsers.add_parser("inspect", parents=[common], help="show details of images as JSON")
@@ -401,10 +401,16 @@ def _images(args: argparse.Namespace) -> int:
     finally:
         store.close()
     want_repo = want_tag = None
-    if args.reference:
+    pattern = args.reference if args.reference and any(c in args.reference for c in "*?[") else None
+    if args.reference and pattern is None:
         want_repo, sep, want_tag = args.reference.rpartition(":")
         if not sep or "/" in want_tag:  # no tag, or the colon was a registry's port
             want_repo, want_tag = args.reference, ""
+    # docker lists an image ID once: an untagged manifest of an ID a tagged one has (a docker
+    # manifest that a save/load round trip rewrote as OCI) is not a dangling image (-a shows it).
+    tagged_ids = {r.config_digest for r in records if r.names}
+    if not args.all:
+        records = [r for r in records if r.names or r.config_digest not in tagged_ids]
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, str]] = []
     for record in sorted(records, key=lambda r: (parse_time(r.created) or dt.datetime.min.replace(tzinfo=dt.UTC)), reverse=True):
@@ -413,6 +419,8 @@ def _images(args: argparse.Namespace) -> int:
             if want_repo is not None and (repo != want_repo and repo != _familiar_repo(want_repo)):
                 continue
             if want_tag and tag != want_tag:
+                continue
+            if pattern is not None and not _reference_matches(pattern, repo, tag):
                 continue
             if not filters(record, repo, tag):
                 continue
@@ -445,8 +453,6 @@ def _images(args: argparse.Namespace) -> int:
 
 def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
     """docker's ``images --filter``: every filter must hold (values of one key: any may)."""
-    import fnmatch
-
     wanted: dict[str, list[str]] = {}
     for spec in specs:
         key, sep, value = spec.partition("=")
@@ -475,10 +481,8 @@ def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
             dangling = not record.names
             if any((v in ("true", "1")) != dangling for v in wanted["dangling"]):
                 return False
-        if "reference" in wanted:
-            name = f"{repo}:{tag}"
-            if not any(fnmatch.fnmatchcase(name, p) or fnmatchcase_repo(repo, p) for p in wanted["reference"]):
-                return False
+        if "reference" in wanted and not any(_reference_matches(p, repo, tag) for p in wanted["reference"]):
+            return False
         if "label" in wanted:
             have = labels.get(record.manifest_digest, {})
             for spec in wanted["label"]:
@@ -496,6 +500,14 @@ def fnmatchcase_repo(repo: str, pattern: str) -> bool:
     import fnmatch
 
     return ":" not in pattern.rsplit("/", 1)[-1] and fnmatch.fnmatchcase(repo, pattern)
+
+
+def _reference_matches(pattern: str, repo: str, tag: str) -> bool:
+    """docker's reference filter (also what ``images REPO[:TAG]`` is): a glob against
+    ``repo:tag``, or against the repository alone when the pattern names no tag."""
+    import fnmatch
+
+    return fnmatch.fnmatchcase(f"{repo}:{tag}", pattern) or fnmatchcase_repo(repo, pattern)
 
 
 def _familiar_repo(text: str) -> str:

@@ -397,3 +397,49 @@ def test_save_writes_through_symlinks_and_fifos(tmp_path: Path, archive: Path):
     ok("save", "-o", str(fifo), "app:1", root=root)
     data = reader.communicate(timeout=60)[0]
     assert data == target.read_bytes() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def _docker_archive(oci_archive: Path, dest: Path) -> Path:
+    """The archive as docker < 25 saves it: manifest.json and blobs, no index.json."""
+    with tarfile.open(oci_archive) as src, tarfile.open(dest, "w") as out:
+        for member in src.getmembers():
+            if member.name not in ("index.json", "oci-layout"):
+                out.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return dest
+
+
+def test_images_reference_argument_is_a_pattern_and_ids_take_sha256_prefix(tmp_path: Path, archive: Path):
+    """`docker images 'team/*'` and `docker images 'app:*'` filter as --filter reference= does;
+    `docker inspect sha256:0123abcd` finds an image by a short ID with its algorithm."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    ok("tag", "app:1", "team/app:2", root=root)
+    ok("tag", "app:1", "team/tool:3", root=root)
+    fmt = ("--format", "{{.Repository}}:{{.Tag}}")
+    assert ok("images", *fmt, "team/*", root=root).splitlines() == ["team/app:2", "team/tool:3"]
+    assert ok("images", *fmt, "*:1", root=root) == "app:1\n"
+    assert ok("images", *fmt, "team/app:[0-9]", root=root) == "team/app:2\n"
+    assert ok("images", *fmt, "nomatch*", root=root) == ""
+    assert ok("images", *fmt, "team/app", root=root) == "team/app:2\n"
+    assert ok("inspect", "-f", "{{.Id}}", "sha256:" + image_id[7:15], root=root) == image_id + "\n"
+    ok("tag", "sha256:" + image_id[7:19], "by-id:1", root=root)
+    assert ok("images", "-q", "by-id", root=root) == image_id[7:19] + "\n"
+    assert "No such image: sha256:fff" in fails("inspect", "sha256:fff", root=root)
+
+
+def test_a_save_load_round_trip_leaves_no_dangling_image(tmp_path: Path, archive: Path):
+    """A docker-archive's image is held with docker media types; saving writes it as OCI, so
+    loading that back moves the tag to another manifest of the same ID. docker shows an image
+    ID once: the old manifest is not a `<none>` image, and rmi of the tag removes both."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(_docker_archive(archive, tmp_path / "docker.tar")), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    ok("load", root=root, input=run_pybuild("save", "app:1", root=root, check=True).stdout)
+    fmt = ("--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    assert ok("images", *fmt, root=root) == f"app:1 {image_id[7:19]}\n"
+    assert ok("images", "-q", "-f", "dangling=true", root=root) == ""
+    assert ok("images", "-a", *fmt, root=root).splitlines() == [
+        f"app:1 {image_id[7:19]}", f"<none>:<none> {image_id[7:19]}"]
+    assert ok("rmi", "app:1", root=root) == f"Untagged: app:1\nDeleted: {image_id}\n"
+    assert ok("images", "-a", "-q", root=root) == ""
