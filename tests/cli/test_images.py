@@ -443,3 +443,29 @@ def test_a_save_load_round_trip_leaves_no_dangling_image(tmp_path: Path, archive
         f"app:1 {image_id[7:19]}", f"<none>:<none> {image_id[7:19]}"]
     assert ok("rmi", "app:1", root=root) == f"Untagged: app:1\nDeleted: {image_id}\n"
     assert ok("images", "-a", "-q", root=root) == ""
+
+
+def test_inspect_templates_print_empty_fields_as_docker_does(tmp_path: Path):
+    """Go prints a null slice as `[]` and a null map as `map[]`; fields docker's JSON leaves out
+    when empty (ExposedPorts, Shell, ...) still read as their zero value instead of failing a
+    script; `map[string]struct{}` values print `{}`; index takes a list position."""
+    from dataclasses import replace
+
+    from builder.image.config import ContainerConfig
+    from builder.image.mutate import DerivedImage
+
+    img = make_image("tmpl", layers=1)
+    bare = DerivedImage(img.layers(), replace(img.config_file(), config=ContainerConfig(env=("A=1", "B=2"))))
+    ports = DerivedImage(img.layers(), replace(img.config_file(), config=ContainerConfig(
+        exposed_ports=("80/tcp",), volumes=("/data",))))
+    root = tmp_path / "root"
+    ok("load", "-i", str(write_archive(tmp_path / "bare.tar", bare, ("bare:1",))), root=root)
+    ok("load", "-i", str(write_archive(tmp_path / "ports.tar", ports, ("ports:1",))), root=root)
+    template = ("{{.Config.Cmd}}|{{.Config.Entrypoint}}|{{.Config.Labels}}|{{.Config.Volumes}}|"
+                "{{.Config.ExposedPorts}}|{{.Config.Shell}}|{{.Config.Healthcheck}}|{{.Config.StopSignal}}|"
+                "{{json .Config.Cmd}}|{{json .Config.ExposedPorts}}|{{index .Config.Env 1}}")
+    assert ok("inspect", "-f", template, "bare:1", root=root) == "[]|[]|map[]|map[]|map[]|[]|<nil>||null|null|B=2\n"
+    template = '{{.Config.ExposedPorts}}|{{.Config.Volumes}}|{{json .Config.Volumes}}|{{index .Config.Volumes "/data"}}'
+    assert ok("inspect", "-f", template, "ports:1", root=root) == 'map[80/tcp:{}]|map[/data:{}]|{"/data":{}}|{}\n'
+    assert "index out of range" in fails("inspect", "-f", "{{index .Config.Env 2}}", "bare:1", root=root, code=125)
+    assert "can't evaluate field Nope" in fails("inspect", "-f", "{{.Config.Nope}}", "bare:1", root=root, code=125)
