@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser("inspect", parents=[common], help="show details of images as JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-f", "--format", metavar="FORMAT", help="'json' (default) or a Go TEMPLATE like '{{.Id}}'")
+    p.add_argument("--type", metavar="TYPE", help="what to inspect: image (pybuild keeps nothing else)")
     p.set_defaults(func=_inspect)
 
     p = subparsers.add_parser("history", parents=[common], help="show the history of an image")
@@ -621,6 +622,9 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
 def _inspect(args: argparse.Namespace) -> int:
     from builder.errors import ImageNotFoundError
 
+    if args.type not in (None, "image"):
+        raise UsageError(f'"{args.type}" is not a valid value for --type: pybuild has images only '
+                         "(no containers, networks, volumes)")
     store = _open_store()
     results, missing = [], []
     try:
