@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               description="Load images from an OCI layout or docker-archive tar "
                               "(plain, gzip or zstd), or from stdin.")
     p.add_argument("-i", "--input", metavar="FILE", help="read from a tar archive file, instead of stdin")
-    p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="suppress progress output (the loaded images are still named, as by docker)")
     p.add_argument("--platform", metavar="OS/ARCH",
                    help="from a multi-platform archive, load this platform's image (default: the host's)")
     p.set_defaults(func=_load)
@@ -354,18 +355,32 @@ def _load(args: argparse.Namespace) -> int:
             lines = []
             for tagged in loaded:
                 names = [normalize_name(n) for n in tagged.names]
+                for name in names:  # docker says when a tag leaves another image (now <none>)
+                    old = _tagged_id(store, name)
+                    if old is not None and old != tagged.image.config_digest():
+                        lines.append(f"The image {familiar_name(name)} already exists, renaming the old "
+                                     f"one with ID {old} to empty string")
                 store.write_image(tagged.image, names)
                 if names:
                     lines += [f"Loaded image: {familiar_name(n)}" for n in names]
                 else:
                     lines.append(f"Loaded image ID: {tagged.image.config_digest()}")
-        if not args.quiet:
-            print("\n".join(lines))
+        # As docker's: -q hides progress (pybuild shows none), not what was loaded, which
+        # scripts read (`load -q | sed 's/^Loaded image: //'`).
+        print("\n".join(lines))
     finally:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
         store.close()
     return 0
+
+
+def _tagged_id(store: Store, name: str) -> str | None:
+    """The ID of the image ``name`` tags, if any."""
+    row = store.db.query_one(
+        "SELECT m.config_digest FROM images i JOIN manifests m ON m.digest = i.manifest_digest WHERE i.name=?",
+        (name,))
+    return str(row["config_digest"]) if row is not None else None
 
 
 def _for_platform(loaded: list, platform, shown: str) -> list:  # type: ignore[no-untyped-def, type-arg]

@@ -469,3 +469,17 @@ def test_inspect_templates_print_empty_fields_as_docker_does(tmp_path: Path):
     assert ok("inspect", "-f", template, "ports:1", root=root) == 'map[80/tcp:{}]|map[/data:{}]|{"/data":{}}|{}\n'
     assert "index out of range" in fails("inspect", "-f", "{{index .Config.Env 2}}", "bare:1", root=root, code=125)
     assert "can't evaluate field Nope" in fails("inspect", "-f", "{{.Config.Nope}}", "bare:1", root=root, code=125)
+
+
+def test_load_names_what_it_loaded_and_the_image_a_tag_leaves(tmp_path: Path, archive: Path):
+    """`docker load -q` still prints `Loaded image: NAME` (scripts read it; -q hides progress);
+    loading a tag another image holds says that image is renamed to empty string (<none>)."""
+    root = tmp_path / "root"
+    assert ok("load", "-q", "-i", str(archive), root=root) == "Loaded image: app:1\n"
+    old_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    assert ok("load", "-q", "-i", str(archive), root=root) == "Loaded image: app:1\n"  # the same image
+    other = write_archive(tmp_path / "other.tar", make_image("other", layers=1), ("app:1", "app:2"))
+    assert ok("load", "-i", str(other), root=root) == (
+        f"The image app:1 already exists, renaming the old one with ID {old_id} to empty string\n"
+        "Loaded image: app:1\nLoaded image: app:2\n")
+    assert ok("images", "-q", "-f", "dangling=true", "--no-trunc", root=root) == old_id + "\n"
