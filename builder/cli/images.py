@@ -200,103 +200,14 @@ def _is_json(fmt: str | None) -> bool:
 
 # --- --format: docker's Go templates, the part scripts use -----------------------------------
 
-_ACTION_RE = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
-_FIELD_RE = re.compile(r"^\.(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)?$")
-
-
-class _GoEmptyStruct:
-    """Go's ``struct{}{}``, which text/template prints as ``{}``."""
-
-    def __str__(self) -> str:
-        return "{}"
-
-
-def go_value(value: Any) -> str:
-    """A value printed as Go's text/template prints it (``[a b]``, ``map[k:v]``)."""
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + " ".join(go_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{go_value(v)}" for k, v in sorted(value.items())) + "]"
-    return str(value)
-
-
-# Fields docker's structs type as slices or maps: a null one prints as Go's empty value.
-_NIL_SLICES = frozenset({"Cmd", "Entrypoint", "Env", "OnBuild", "Shell", "RepoTags", "RepoDigests", "Layers"})
-_NIL_MAPS = frozenset({"Labels", "Volumes", "ExposedPorts"})
-
-
-# What docker's image inspect leaves out when empty (omitempty) but a template still reads.
-_INSPECT_OMITTED: dict[str, Any] = {
-    "Variant": "", "Config.ExposedPorts": None, "Config.Healthcheck": None, "Config.ArgsEscaped": False,
-    "Config.NetworkDisabled": False, "Config.MacAddress": "", "Config.StopSignal": "",
-    "Config.StopTimeout": None, "Config.Shell": None,
-}
-
-
-def _lookup(obj: Any, path: str, template: str) -> Any:
-    value = obj
-    parts = [p for p in path.split(".") if p]
-    for i, part in enumerate(parts):
-        if not isinstance(value, dict):
-            raise UsageError(f"template {template!r}: can't evaluate field {part} in {type(value).__name__}")
-        if part not in value:
-            dotted = ".".join(parts[:i + 1])
-            if isinstance(obj, dict) and "RootFS" in obj and dotted in _INSPECT_OMITTED:
-                value = _INSPECT_OMITTED[dotted]
-                continue
-            raise UsageError(f"template {template!r}: can't evaluate field {part}")
-        value = value[part]
-    return value
+_ACTION_RE = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)  # a table template's columns, for its header
 
 
 def render(template: str, obj: dict[str, Any] | None) -> str:
-    """Render ``{{.Field.Sub}}``, ``{{json .X}}``, ``{{index .X "key"}}``, ``{{upper/lower .X}}``."""
+    """``template`` for ``obj`` (None: only checked), as docker's Go templates render it."""
+    from builder.cli._gotemplate import render as go_render
 
-    def action(match: re.Match[str]) -> str:
-        words = re.findall(r'"(?:[^"\\]|\\.)*"|\S+', match.group(1))
-        if not words:
-            return ""
-        func, args = (words[0], words[1:]) if not words[0].startswith(".") else ("", words)
-        if not args or not _FIELD_RE.match(args[0]):
-            raise UsageError(f"unsupported template {template!r}: pybuild understands "
-                             "{{.Field}}, {{json .Field}}, {{index .Field \"key\"}}, {{upper|lower .Field}}")
-        if func not in ("", "index", "json", "upper", "lower"):
-            raise UsageError(f"unsupported template function {func!r} in {template!r}")
-        if obj is None:  # only checking the template
-            return ""
-        value = _lookup(obj, args[0], template)
-        if func == "json":
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        field = args[0].rsplit(".", 1)[-1]
-        if value is None and field in _NIL_SLICES:
-            value = []
-        elif value is None and field in _NIL_MAPS:
-            value = {}
-        if field in ("ExposedPorts", "Volumes") and isinstance(value, dict):  # map[string]struct{}
-            value = {key: _GoEmptyStruct() for key in value}
-        if func == "index":
-            if len(args) != 2:
-                raise UsageError(f"template {template!r}: index needs a map and a key")
-            key = json.loads(args[1]) if args[1].startswith('"') else args[1]
-            if isinstance(value, list) and not args[1].startswith('"') and key.isdigit():
-                if int(key) >= len(value):
-                    raise UsageError(f"template {template!r}: error calling index: index out of range: {key}")
-                return go_value(value[int(key)])
-            # Go's index of a missing key (or of a nil map) is the zero value: "".
-            found = value.get(key) if isinstance(value, dict) else None
-            return "" if found is None else go_value(found)
-        if func in ("upper", "lower"):
-            text = go_value(value)
-            return text.upper() if func == "upper" else text.lower()
-        return go_value(value)
-
-    if "{{" in _ACTION_RE.sub("", template):
-        raise UsageError(f"template parsing error: template: :1: unclosed action in {template!r}")
-    return _ACTION_RE.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
+    return go_render(template, obj)
 
 
 def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[tuple[str, str]]) -> None:

@@ -483,3 +483,32 @@ def test_load_names_what_it_loaded_and_the_image_a_tag_leaves(tmp_path: Path, ar
         f"The image app:1 already exists, renaming the old one with ID {old_id} to empty string\n"
         "Loaded image: app:1\nLoaded image: app:2\n")
     assert ok("images", "-q", "-f", "dangling=true", "--no-trunc", root=root) == old_id + "\n"
+
+
+def test_format_templates_range_if_with_and_docker_s_functions(tmp_path: Path, archive: Path):
+    """What docker users' scripts write: range over tags and labels, if/with/else, variables,
+    string literals, trim markers, and docker's join/len/title/println; each output was
+    checked against `docker inspect -f` on the same image."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    ok("tag", "app:1", "app:2", root=root)
+
+    def inspect(template: str) -> str:
+        return ok("inspect", "-f", template, "app:1", root=root)
+
+    image_id = inspect("{{.Id}}").strip()
+    assert inspect("{{range .RepoTags}}{{.}} {{end}}") == "app:1 app:2 \n"
+    assert inspect('{{range $i, $t := .RepoTags}}{{$i}}={{$t}}{{"\\n"}}{{end}}') == "0=app:1\n1=app:2\n\n"
+    assert inspect("{{- range .RepoTags -}} [{{ . }}] {{- end }}") == "[app:1][app:2]\n"
+    assert inspect("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{else}}no labels{{end}}") == "no labels\n"
+    assert inspect("{{if .Config.Healthcheck}}hc{{else}}none{{end}}|{{with .Config.Env}}{{index . 0}}{{end}}") == \
+        "none|A=1\n"
+    assert inspect("{{range .RepoTags}}{{$.Id}}{{end}}") == image_id * 2 + "\n"
+    assert inspect('{{join .Config.Cmd " "}}|{{len .RepoTags}}|{{title .Os}}|{{println .Os}}') == \
+        "/bin/sh|2|Linux|linux\n\n"
+    assert inspect("{{/* a comment */}}{{json .Config.Entrypoint}}") == "null\n"
+    for template, message in (("{{if .Id}}", "no {{end}}"), ("{{end}}", "unexpected {{end}}"),
+                              ("{{.Id | upper}}", "unsupported template"),
+                              ("{{range .RepoTags}}{{.Nope}}{{end}}", "can't evaluate field Nope"),
+                              ("{{$x}}", "undefined variable: $x")):
+        assert message in fails("inspect", "-f", template, "app:1", root=root, code=125), template
