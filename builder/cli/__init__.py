@@ -218,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             sub = f"pybuild {args.command}" if args.command else "pybuild"
+            nested = getattr(args, f"{args.command}_command", None)  # `pybuild cache du --bad`
+            if nested:
+                sub += f" {nested}"
             raise UsageError(_docker_message(f"unrecognized arguments: {' '.join(extra)}", sub)
                              + f"\nSee '{sub} --help'.")
         if args.command is None:
