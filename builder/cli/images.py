@@ -546,19 +546,21 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from builder.errors import ImageNotFoundError
+    from builder.errors import ImageError, ImageNotFoundError
 
     if args.type not in (None, "image"):
         raise UsageError(f'"{args.type}" is not a valid value for --type: pybuild has images only '
                          "(no containers, networks, volumes)")
     store = _open_store()
-    results, missing = [], []
+    results, errors = [], []
     try:
-        for name in args.images:
+        for name in args.images:  # as docker: the images found are shown, each other one an error
             try:
                 results.append(inspect_image(store, name))
             except ImageNotFoundError:
-                missing.append(name)
+                errors.append(f"No such image: {name}")
+            except ImageError as err:  # an ambiguous short ID
+                errors.append(str(err))
     finally:
         store.close()
     if args.format and not _is_json(args.format):
@@ -566,8 +568,8 @@ def _inspect(args: argparse.Namespace) -> int:
             print(render(args.format, result))
     else:
         print(json.dumps(results, indent=4))
-    if missing:
-        print("\n".join(f"Error: No such image: {m}" for m in missing), file=sys.stderr)
+    if errors:
+        print("\n".join(f"Error: {e}" for e in errors), file=sys.stderr)
         return 1
     return 0
 

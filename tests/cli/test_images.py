@@ -512,3 +512,27 @@ def test_format_templates_range_if_with_and_docker_s_functions(tmp_path: Path, a
                               ("{{range .RepoTags}}{{.Nope}}{{end}}", "can't evaluate field Nope"),
                               ("{{$x}}", "undefined variable: $x")):
         assert message in fails("inspect", "-f", template, "app:1", root=root, code=125), template
+
+
+def test_inspect_of_an_ambiguous_short_id_shows_the_others(tmp_path: Path):
+    """docker inspect prints the images it finds and an error for each other name (exit 1);
+    an ambiguous short ID is one of those errors, not the end of the whole command."""
+    from builder.export import TaggedImage
+    from builder.export.archive import save
+
+    by_first: dict[str, object] = {}
+    seed = 0
+    while True:
+        image = make_image(f"amb{seed}", layers=1, size=64)
+        first = image.config_digest().hex[0]
+        if first in by_first:
+            break
+        by_first[first] = image
+        seed += 1
+    save([TaggedImage(by_first[first], ("one:1",)), TaggedImage(image, ("two:1",))], tmp_path / "two.tar")
+    root = tmp_path / "root"
+    ok("load", "-i", str(tmp_path / "two.tar"), root=root)
+    proc = run_pybuild("inspect", "-f", "{{.RepoTags}}", "one:1", first, "nope:1", root=root)
+    assert proc.returncode == 1 and proc.stdout == b"[one:1]\n"
+    assert proc.stderr.decode() == (f"Error: short ID {first} is ambiguous: it matches 2 images\n"
+                                    "Error: No such image: nope:1\n")
