@@ -107,14 +107,15 @@ def _open_store() -> Store:
 
 # --- formatting, as docker's go-units does it ------------------------------------------------
 
-def human_size(size: float) -> str:
-    """docker's HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
+def human_size(size: float, precision: int = 3) -> str:
+    """docker's HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits (its
+    HumanSize, as in ``images``' VirtualSize, has 4)."""
     units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000
         i += 1
-    return f"{size:.3g}{units[i]}"
+    return f"{size:.{precision}g}{units[i]}"
 
 
 def human_duration(seconds: float) -> str:
@@ -399,7 +400,7 @@ def _images(args: argparse.Namespace) -> int:
                 "Size": human_size(size),
                 "Tag": tag,
                 "UniqueSize": "N/A",
-                "VirtualSize": human_size(size),
+                "VirtualSize": human_size(size, 4),
             })
     if args.quiet:
         seen = dict.fromkeys(r["ID"] for r in rows)

@@ -536,3 +536,16 @@ def test_inspect_of_an_ambiguous_short_id_shows_the_others(tmp_path: Path):
     assert proc.returncode == 1 and proc.stdout == b"[one:1]\n"
     assert proc.stderr.decode() == (f"Error: short ID {first} is ambiguous: it matches 2 images\n"
                                     "Error: No such image: nope:1\n")
+
+
+def test_images_virtual_size_has_docker_s_four_digits(tmp_path: Path, archive: Path):
+    """docker's images shows Size with HumanSizeWithPrecision(3) and VirtualSize with HumanSize (4)."""
+    from builder.cli.images import human_size
+
+    assert (human_size(1982758), human_size(1982758, 4), human_size(999), human_size(1234567890, 4)) == \
+        ("1.98MB", "1.983MB", "999B", "1.235GB")
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    size = json.loads(ok("inspect", "app:1", root=root))[0]["Size"]
+    assert ok("images", "--format", "{{.Size}} {{.VirtualSize}}", root=root) == \
+        f"{human_size(size)} {human_size(size, 4)}\n"
