@@ -211,6 +211,11 @@ def render(template: str, obj: dict[str, Any] | None) -> str:
     return go_render(template, obj)
 
 
+# docker's headers of the fields no default column shows
+_EXTRA_HEADERS = {"VirtualSize": "SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+                  "Containers": "CONTAINERS", "Digest": "DIGEST", "CreatedAt": "CREATED AT"}
+
+
 def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[tuple[str, str]]) -> None:
     """Rows as docker prints them: a table (default or ``table TEMPLATE``), JSON lines, or a template."""
     if fmt in (None, "", "table"):
@@ -223,7 +228,7 @@ def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[tupl
     elif fmt.startswith("table "):
         template = fmt[len("table "):]
         render(template, None)
-        headers = dict((field, header) for header, field in columns)
+        headers = {**_EXTRA_HEADERS, **{field: header for header, field in columns}}
         header_line = _ACTION_RE.sub(
             lambda m: headers.get(m.group(1).lstrip("."), m.group(1).lstrip(".").upper()),
             template.replace("\\t", "\t"))

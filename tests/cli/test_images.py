@@ -549,3 +549,5 @@ def test_images_virtual_size_has_docker_s_four_digits(tmp_path: Path, archive: P
     size = json.loads(ok("inspect", "app:1", root=root))[0]["Size"]
     assert ok("images", "--format", "{{.Size}} {{.VirtualSize}}", root=root) == \
         f"{human_size(size)} {human_size(size, 4)}\n"
+    header = ok("images", "--format", "table {{.VirtualSize}}\t{{.SharedSize}}\t{{.CreatedAt}}", root=root)
+    assert re.split(r"\s{3,}", header.splitlines()[0]) == ["SIZE", "SHARED SIZE", "CREATED AT"]
