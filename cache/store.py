@@ -629,6 +629,8 @@ class Store:
                 digest_row = self._manifest_row(digest)
         elif is_digest(text):
             digest_row = self._by_config(text) or self._manifest_row(text)
+        elif text.startswith("sha256:") and _HEX_RE.match(text[7:]):  # a short ID, as docker takes it
+            digest_row = self._by_config_prefix(text[7:])
         else:
             name = self._try_normalize(text)
             if name is not None:

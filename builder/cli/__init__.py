@@ -139,12 +139,23 @@ def _command_index(argv: list[str]) -> int:
     return i
 
 
+# docker's management commands for images (`docker image ls`): the command each one is here
+IMAGE_SUBCOMMANDS = {
+    "ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "inspect": "inspect",
+    "history": "history", "tag": "tag", "prune": "prune", "save": "save", "load": "load",
+    "pull": "pull", "push": "push", "build": "build",
+}
+
+
 def _insert_default_command(argv: list[str], commands: set[str] | dict[str, str]) -> list[str]:
-    """``pybuild -t app:1 .`` means ``pybuild build -t app:1 .``."""
+    """``pybuild -t app:1 .`` means ``pybuild build -t app:1 .``; ``pybuild image ls`` means
+    ``pybuild images`` (``pybuild image`` alone still builds a directory of that name)."""
     i = _command_index(argv)
     if i >= len(argv):
         return argv
     head = argv[i]
+    if head == "image" and i + 1 < len(argv) and argv[i + 1] in IMAGE_SUBCOMMANDS:
+        return [*argv[:i], IMAGE_SUBCOMMANDS[argv[i + 1]], *argv[i + 2:]]
     if head in commands or head in ("-h", "--help", "--version"):
         return argv
     return [*argv[:i], "build", *argv[i:]]
@@ -207,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             sub = f"pybuild {args.command}" if args.command else "pybuild"
+            nested = getattr(args, f"{args.command}_command", None)  # `pybuild cache du --bad`
+            if nested:
+                sub += f" {nested}"
             raise UsageError(_docker_message(f"unrecognized arguments: {' '.join(extra)}", sub)
                              + f"\nSee '{sub} --help'.")
         if args.command is None:

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               description="Load images from an OCI layout or docker-archive tar "
                               "(plain, gzip or zstd), or from stdin.")
     p.add_argument("-i", "--input", metavar="FILE", help="read from a tar archive file, instead of stdin")
-    p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="suppress progress output (the loaded images are still named, as by docker)")
     p.add_argument("--platform", metavar="OS/ARCH",
                    help="from a multi-platform archive, load this platform's image (default: the host's)")
     p.set_defaults(func=_load)
@@ -48,12 +49,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--digests", action="store_true", help="show digests")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
                    help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE")
-    p.add_argument("-a", "--all", action="store_true", help="show all images (same as default)")
+    p.add_argument("-a", "--all", action="store_true", help="show all images (also untagged manifests of an ID a tag names)")
     p.set_defaults(func=_images)
 
     p = subparsers.add_parser("inspect", parents=[common], help="show details of images as JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-f", "--format", metavar="FORMAT", help="'json' (default) or a Go TEMPLATE like '{{.Id}}'")
+    p.add_argument("--type", metavar="TYPE", help="what to inspect: image (pybuild keeps nothing else)")
     p.set_defaults(func=_inspect)
 
     p = subparsers.add_parser("history", parents=[common], help="show the history of an image")
@@ -105,14 +107,15 @@ def _open_store() -> Store:
 
 # --- formatting, as docker's go-units does it ------------------------------------------------
 
-def human_size(size: float) -> str:
-    """docker's HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
+def human_size(size: float, precision: int = 3) -> str:
+    """docker's HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits (its
+    HumanSize, as in ``images``' VirtualSize, has 4)."""
     units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000
         i += 1
-    return f"{size:.3g}{units[i]}"
+    return f"{size:.{precision}g}{units[i]}"
 
 
 def human_duration(seconds: float) -> str:
@@ -198,67 +201,19 @@ def _is_json(fmt: str | None) -> bool:
 
 # --- --format: docker's Go templates, the part scripts use -----------------------------------
 
-_ACTION_RE = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
-_FIELD_RE = re.compile(r"^\.(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)?$")
-
-
-def go_value(value: Any) -> str:
-    """A value printed as Go's text/template prints it (``[a b]``, ``map[k:v]``)."""
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + " ".join(go_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{go_value(v)}" for k, v in sorted(value.items())) + "]"
-    return str(value)
-
-
-def _lookup(obj: Any, path: str, template: str) -> Any:
-    value = obj
-    for part in [p for p in path.split(".") if p]:
-        if not isinstance(value, dict):
-            raise UsageError(f"template {template!r}: can't evaluate field {part} in {type(value).__name__}")
-        if part not in value:
-            raise UsageError(f"template {template!r}: can't evaluate field {part}")
-        value = value[part]
-    return value
+_ACTION_RE = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)  # a table template's columns, for its header
 
 
 def render(template: str, obj: dict[str, Any] | None) -> str:
-    """Render ``{{.Field.Sub}}``, ``{{json .X}}``, ``{{index .X "key"}}``, ``{{upper/lower .X}}``."""
+    """``template`` for ``obj`` (None: only checked), as docker's Go templates render it."""
+    from builder.cli._gotemplate import render as go_render
 
-    def action(match: re.Match[str]) -> str:
-        words = re.findall(r'"(?:[^"\\]|\\.)*"|\S+', match.group(1))
-        if not words:
-            return ""
-        func, args = (words[0], words[1:]) if not words[0].startswith(".") else ("", words)
-        if not args or not _FIELD_RE.match(args[0]):
-            raise UsageError(f"unsupported template {template!r}: pybuild understands "
-                             "{{.Field}}, {{json .Field}}, {{index .Field \"key\"}}, {{upper|lower .Field}}")
-        if func not in ("", "index", "json", "upper", "lower"):
-            raise UsageError(f"unsupported template function {func!r} in {template!r}")
-        if obj is None:  # only checking the template
-            return ""
-        value = _lookup(obj, args[0], template)
-        if func == "index":
-            if len(args) != 2:
-                raise UsageError(f"template {template!r}: index needs a map and a key")
-            key = json.loads(args[1]) if args[1].startswith('"') else args[1]
-            # Go's index of a missing key (or of a nil map) is the zero value: "".
-            found = value.get(key) if isinstance(value, dict) else None
-            return "" if found is None else go_value(found)
-        if func == "json":
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        if func in ("upper", "lower"):
-            text = go_value(value)
-            return text.upper() if func == "upper" else text.lower()
-        return go_value(value)
+    return go_render(template, obj)
 
-    if "{{" in _ACTION_RE.sub("", template):
-        raise UsageError(f"template parsing error: template: :1: unclosed action in {template!r}")
-    return _ACTION_RE.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
+
+# docker's headers of the fields no default column shows
+_EXTRA_HEADERS = {"VirtualSize": "SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+                  "Containers": "CONTAINERS", "Digest": "DIGEST", "CreatedAt": "CREATED AT"}
 
 
 def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[tuple[str, str]]) -> None:
@@ -273,7 +228,7 @@ def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[tupl
     elif fmt.startswith("table "):
         template = fmt[len("table "):]
         render(template, None)
-        headers = dict((field, header) for header, field in columns)
+        headers = {**_EXTRA_HEADERS, **{field: header for header, field in columns}}
         header_line = _ACTION_RE.sub(
             lambda m: headers.get(m.group(1).lstrip("."), m.group(1).lstrip(".").upper()),
             template.replace("\\t", "\t"))
@@ -317,18 +272,32 @@ def _load(args: argparse.Namespace) -> int:
             lines = []
             for tagged in loaded:
                 names = [normalize_name(n) for n in tagged.names]
+                for name in names:  # docker says when a tag leaves another image (now <none>)
+                    old = _tagged_id(store, name)
+                    if old is not None and old != tagged.image.config_digest():
+                        lines.append(f"The image {familiar_name(name)} already exists, renaming the old "
+                                     f"one with ID {old} to empty string")
                 store.write_image(tagged.image, names)
                 if names:
                     lines += [f"Loaded image: {familiar_name(n)}" for n in names]
                 else:
                     lines.append(f"Loaded image ID: {tagged.image.config_digest()}")
-        if not args.quiet:
-            print("\n".join(lines))
+        # As docker's: -q hides progress (pybuild shows none), not what was loaded, which
+        # scripts read (`load -q | sed 's/^Loaded image: //'`).
+        print("\n".join(lines))
     finally:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
         store.close()
     return 0
+
+
+def _tagged_id(store: Store, name: str) -> str | None:
+    """The ID of the image ``name`` tags, if any."""
+    row = store.db.query_one(
+        "SELECT m.config_digest FROM images i JOIN manifests m ON m.digest = i.manifest_digest WHERE i.name=?",
+        (name,))
+    return str(row["config_digest"]) if row is not None else None
 
 
 def _for_platform(loaded: list, platform, shown: str) -> list:  # type: ignore[no-untyped-def, type-arg]
@@ -401,10 +370,16 @@ def _images(args: argparse.Namespace) -> int:
     finally:
         store.close()
     want_repo = want_tag = None
-    if args.reference:
+    pattern = args.reference if args.reference and any(c in args.reference for c in "*?[") else None
+    if args.reference and pattern is None:
         want_repo, sep, want_tag = args.reference.rpartition(":")
         if not sep or "/" in want_tag:  # no tag, or the colon was a registry's port
             want_repo, want_tag = args.reference, ""
+    # docker lists an image ID once: an untagged manifest of an ID a tagged one has (a docker
+    # manifest that a save/load round trip rewrote as OCI) is not a dangling image (-a shows it).
+    tagged_ids = {r.config_digest for r in records if r.names}
+    if not args.all:
+        records = [r for r in records if r.names or r.config_digest not in tagged_ids]
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, str]] = []
     for record in sorted(records, key=lambda r: (parse_time(r.created) or dt.datetime.min.replace(tzinfo=dt.UTC)), reverse=True):
@@ -413,6 +388,8 @@ def _images(args: argparse.Namespace) -> int:
             if want_repo is not None and (repo != want_repo and repo != _familiar_repo(want_repo)):
                 continue
             if want_tag and tag != want_tag:
+                continue
+            if pattern is not None and not _reference_matches(pattern, repo, tag):
                 continue
             if not filters(record, repo, tag):
                 continue
@@ -428,7 +405,7 @@ def _images(args: argparse.Namespace) -> int:
                 "Size": human_size(size),
                 "Tag": tag,
                 "UniqueSize": "N/A",
-                "VirtualSize": human_size(size),
+                "VirtualSize": human_size(size, 4),
             })
     if args.quiet:
         seen = dict.fromkeys(r["ID"] for r in rows)
@@ -445,8 +422,6 @@ def _images(args: argparse.Namespace) -> int:
 
 def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
     """docker's ``images --filter``: every filter must hold (values of one key: any may)."""
-    import fnmatch
-
     wanted: dict[str, list[str]] = {}
     for spec in specs:
         key, sep, value = spec.partition("=")
@@ -475,10 +450,8 @@ def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
             dangling = not record.names
             if any((v in ("true", "1")) != dangling for v in wanted["dangling"]):
                 return False
-        if "reference" in wanted:
-            name = f"{repo}:{tag}"
-            if not any(fnmatch.fnmatchcase(name, p) or fnmatchcase_repo(repo, p) for p in wanted["reference"]):
-                return False
+        if "reference" in wanted and not any(_reference_matches(p, repo, tag) for p in wanted["reference"]):
+            return False
         if "label" in wanted:
             have = labels.get(record.manifest_digest, {})
             for spec in wanted["label"]:
@@ -496,6 +469,14 @@ def fnmatchcase_repo(repo: str, pattern: str) -> bool:
     import fnmatch
 
     return ":" not in pattern.rsplit("/", 1)[-1] and fnmatch.fnmatchcase(repo, pattern)
+
+
+def _reference_matches(pattern: str, repo: str, tag: str) -> bool:
+    """docker's reference filter (also what ``images REPO[:TAG]`` is): a glob against
+    ``repo:tag``, or against the repository alone when the pattern names no tag."""
+    import fnmatch
+
+    return fnmatch.fnmatchcase(f"{repo}:{tag}", pattern) or fnmatchcase_repo(repo, pattern)
 
 
 def _familiar_repo(text: str) -> str:
@@ -571,16 +552,21 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from builder.errors import ImageNotFoundError
+    from builder.errors import ImageError, ImageNotFoundError
 
+    if args.type not in (None, "image"):
+        raise UsageError(f'"{args.type}" is not a valid value for --type: pybuild has images only '
+                         "(no containers, networks, volumes)")
     store = _open_store()
-    results, missing = [], []
+    results, errors = [], []
     try:
-        for name in args.images:
+        for name in args.images:  # as docker: the images found are shown, each other one an error
             try:
                 results.append(inspect_image(store, name))
             except ImageNotFoundError:
-                missing.append(name)
+                errors.append(f"No such image: {name}")
+            except ImageError as err:  # an ambiguous short ID
+                errors.append(str(err))
     finally:
         store.close()
     if args.format and not _is_json(args.format):
@@ -588,8 +574,8 @@ def _inspect(args: argparse.Namespace) -> int:
             print(render(args.format, result))
     else:
         print(json.dumps(results, indent=4))
-    if missing:
-        print("\n".join(f"Error: No such image: {m}" for m in missing), file=sys.stderr)
+    if errors:
+        print("\n".join(f"Error: {e}" for e in errors), file=sys.stderr)
         return 1
     return 0
 

@@ -42,6 +42,21 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _run(args: argparse.Namespace) -> int:
+    """The container's exit code, or docker run's own codes: 125 when pybuild fails (no such
+    image, an unknown user, a bad flag), so a script tells that apart from the command's 1."""
+    from builder.errors import ContainerStartError, PybuildError
+
+    try:
+        return _run_container(args)
+    except ContainerStartError:
+        raise  # 126/127: the command could not be run
+    except PybuildError as err:
+        if err.exit_code == 1:
+            err.exit_code = 125
+        raise
+
+
+def _run_container(args: argparse.Namespace) -> int:
     from builder.errors import ContainerStartError, UsageError
     from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
     from cache.store import Store

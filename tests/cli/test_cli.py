@@ -65,3 +65,29 @@ def test_boolean_flags_take_an_explicit_value_as_docker_s_do(tmp_path):
         ["run", "--rm", "img", "echo", "--rm=true"]
     proc = run_pybuild("build", "--pull=maybe", str(tmp_path))
     assert proc.returncode == 125 and b'invalid argument "maybe" for "--pull" flag' in proc.stderr
+
+
+def test_docker_s_image_management_commands(tmp_path):
+    """`pybuild image ls` / `image rm` / `image inspect` as `docker image ...`; a directory named
+    `image` still builds; `inspect --type image` is accepted, another type is a clear error."""
+    from builder import cli
+
+    commands = cli.COMMAND_MODULES
+    assert cli._insert_default_command(["image", "ls", "-q"], commands) == ["images", "-q"]
+    assert cli._insert_default_command(["--debug", "image", "rm", "-f", "a"], commands) == ["--debug", "rmi", "-f", "a"]
+    assert cli._insert_default_command(["image", "inspect", "a"], commands) == ["inspect", "a"]
+    assert cli._insert_default_command(["image"], commands) == ["build", "image"]
+    assert cli._insert_default_command(["image", "-t", "x"], commands) == ["build", "image", "-t", "x"]
+    root = tmp_path / "root"
+    assert run_pybuild("image", "ls", "-q", root=root, check=True).stdout == b""
+    proc = run_pybuild("image", "inspect", "--type", "image", "nope", root=root)
+    assert proc.returncode == 1 and b"No such image: nope" in proc.stderr
+    proc = run_pybuild("inspect", "--type", "container", "nope", root=root)
+    assert proc.returncode == 125 and b"pybuild has images only" in proc.stderr
+
+
+def test_an_unknown_flag_of_a_nested_command_points_at_its_help(tmp_path):
+    proc = run_pybuild("cache", "du", "-v", root=tmp_path / "root")
+    assert proc.returncode == 125 and proc.stderr == b"ERROR: unknown flag: -v\nSee 'pybuild cache du --help'.\n"
+    proc = run_pybuild("store", "check", "--bogus", root=tmp_path / "root")
+    assert proc.returncode == 125 and b"See 'pybuild store check --help'." in proc.stderr

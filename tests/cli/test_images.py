@@ -397,3 +397,157 @@ def test_save_writes_through_symlinks_and_fifos(tmp_path: Path, archive: Path):
     ok("save", "-o", str(fifo), "app:1", root=root)
     data = reader.communicate(timeout=60)[0]
     assert data == target.read_bytes() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def _docker_archive(oci_archive: Path, dest: Path) -> Path:
+    """The archive as docker < 25 saves it: manifest.json and blobs, no index.json."""
+    with tarfile.open(oci_archive) as src, tarfile.open(dest, "w") as out:
+        for member in src.getmembers():
+            if member.name not in ("index.json", "oci-layout"):
+                out.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return dest
+
+
+def test_images_reference_argument_is_a_pattern_and_ids_take_sha256_prefix(tmp_path: Path, archive: Path):
+    """`docker images 'team/*'` and `docker images 'app:*'` filter as --filter reference= does;
+    `docker inspect sha256:0123abcd` finds an image by a short ID with its algorithm."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    ok("tag", "app:1", "team/app:2", root=root)
+    ok("tag", "app:1", "team/tool:3", root=root)
+    fmt = ("--format", "{{.Repository}}:{{.Tag}}")
+    assert ok("images", *fmt, "team/*", root=root).splitlines() == ["team/app:2", "team/tool:3"]
+    assert ok("images", *fmt, "*:1", root=root) == "app:1\n"
+    assert ok("images", *fmt, "team/app:[0-9]", root=root) == "team/app:2\n"
+    assert ok("images", *fmt, "nomatch*", root=root) == ""
+    assert ok("images", *fmt, "team/app", root=root) == "team/app:2\n"
+    assert ok("inspect", "-f", "{{.Id}}", "sha256:" + image_id[7:15], root=root) == image_id + "\n"
+    ok("tag", "sha256:" + image_id[7:19], "by-id:1", root=root)
+    assert ok("images", "-q", "by-id", root=root) == image_id[7:19] + "\n"
+    assert "No such image: sha256:fff" in fails("inspect", "sha256:fff", root=root)
+
+
+def test_a_save_load_round_trip_leaves_no_dangling_image(tmp_path: Path, archive: Path):
+    """A docker-archive's image is held with docker media types; saving writes it as OCI, so
+    loading that back moves the tag to another manifest of the same ID. docker shows an image
+    ID once: the old manifest is not a `<none>` image, and rmi of the tag removes both."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(_docker_archive(archive, tmp_path / "docker.tar")), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    ok("load", root=root, input=run_pybuild("save", "app:1", root=root, check=True).stdout)
+    fmt = ("--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    assert ok("images", *fmt, root=root) == f"app:1 {image_id[7:19]}\n"
+    assert ok("images", "-q", "-f", "dangling=true", root=root) == ""
+    assert ok("images", "-a", *fmt, root=root).splitlines() == [
+        f"app:1 {image_id[7:19]}", f"<none>:<none> {image_id[7:19]}"]
+    assert ok("rmi", "app:1", root=root) == f"Untagged: app:1\nDeleted: {image_id}\n"
+    assert ok("images", "-a", "-q", root=root) == ""
+
+
+def test_inspect_templates_print_empty_fields_as_docker_does(tmp_path: Path):
+    """Go prints a null slice as `[]` and a null map as `map[]`; fields docker's JSON leaves out
+    when empty (ExposedPorts, Shell, ...) still read as their zero value instead of failing a
+    script; `map[string]struct{}` values print `{}`; index takes a list position."""
+    from dataclasses import replace
+
+    from builder.image.config import ContainerConfig
+    from builder.image.mutate import DerivedImage
+
+    img = make_image("tmpl", layers=1)
+    bare = DerivedImage(img.layers(), replace(img.config_file(), config=ContainerConfig(env=("A=1", "B=2"))))
+    ports = DerivedImage(img.layers(), replace(img.config_file(), config=ContainerConfig(
+        exposed_ports=("80/tcp",), volumes=("/data",))))
+    root = tmp_path / "root"
+    ok("load", "-i", str(write_archive(tmp_path / "bare.tar", bare, ("bare:1",))), root=root)
+    ok("load", "-i", str(write_archive(tmp_path / "ports.tar", ports, ("ports:1",))), root=root)
+    template = ("{{.Config.Cmd}}|{{.Config.Entrypoint}}|{{.Config.Labels}}|{{.Config.Volumes}}|"
+                "{{.Config.ExposedPorts}}|{{.Config.Shell}}|{{.Config.Healthcheck}}|{{.Config.StopSignal}}|"
+                "{{json .Config.Cmd}}|{{json .Config.ExposedPorts}}|{{index .Config.Env 1}}")
+    assert ok("inspect", "-f", template, "bare:1", root=root) == "[]|[]|map[]|map[]|map[]|[]|<nil>||null|null|B=2\n"
+    template = '{{.Config.ExposedPorts}}|{{.Config.Volumes}}|{{json .Config.Volumes}}|{{index .Config.Volumes "/data"}}'
+    assert ok("inspect", "-f", template, "ports:1", root=root) == 'map[80/tcp:{}]|map[/data:{}]|{"/data":{}}|{}\n'
+    assert "index out of range" in fails("inspect", "-f", "{{index .Config.Env 2}}", "bare:1", root=root, code=125)
+    assert "can't evaluate field Nope" in fails("inspect", "-f", "{{.Config.Nope}}", "bare:1", root=root, code=125)
+
+
+def test_load_names_what_it_loaded_and_the_image_a_tag_leaves(tmp_path: Path, archive: Path):
+    """`docker load -q` still prints `Loaded image: NAME` (scripts read it; -q hides progress);
+    loading a tag another image holds says that image is renamed to empty string (<none>)."""
+    root = tmp_path / "root"
+    assert ok("load", "-q", "-i", str(archive), root=root) == "Loaded image: app:1\n"
+    old_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    assert ok("load", "-q", "-i", str(archive), root=root) == "Loaded image: app:1\n"  # the same image
+    other = write_archive(tmp_path / "other.tar", make_image("other", layers=1), ("app:1", "app:2"))
+    assert ok("load", "-i", str(other), root=root) == (
+        f"The image app:1 already exists, renaming the old one with ID {old_id} to empty string\n"
+        "Loaded image: app:1\nLoaded image: app:2\n")
+    assert ok("images", "-q", "-f", "dangling=true", "--no-trunc", root=root) == old_id + "\n"
+
+
+def test_format_templates_range_if_with_and_docker_s_functions(tmp_path: Path, archive: Path):
+    """What docker users' scripts write: range over tags and labels, if/with/else, variables,
+    string literals, trim markers, and docker's join/len/title/println; each output was
+    checked against `docker inspect -f` on the same image."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    ok("tag", "app:1", "app:2", root=root)
+
+    def inspect(template: str) -> str:
+        return ok("inspect", "-f", template, "app:1", root=root)
+
+    image_id = inspect("{{.Id}}").strip()
+    assert inspect("{{range .RepoTags}}{{.}} {{end}}") == "app:1 app:2 \n"
+    assert inspect('{{range $i, $t := .RepoTags}}{{$i}}={{$t}}{{"\\n"}}{{end}}') == "0=app:1\n1=app:2\n\n"
+    assert inspect("{{- range .RepoTags -}} [{{ . }}] {{- end }}") == "[app:1][app:2]\n"
+    assert inspect("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{else}}no labels{{end}}") == "no labels\n"
+    assert inspect("{{if .Config.Healthcheck}}hc{{else}}none{{end}}|{{with .Config.Env}}{{index . 0}}{{end}}") == \
+        "none|A=1\n"
+    assert inspect("{{range .RepoTags}}{{$.Id}}{{end}}") == image_id * 2 + "\n"
+    assert inspect('{{join .Config.Cmd " "}}|{{len .RepoTags}}|{{title .Os}}|{{println .Os}}') == \
+        "/bin/sh|2|Linux|linux\n\n"
+    assert inspect("{{/* a comment */}}{{json .Config.Entrypoint}}") == "null\n"
+    for template, message in (("{{if .Id}}", "no {{end}}"), ("{{end}}", "unexpected {{end}}"),
+                              ("{{.Id | upper}}", "unsupported template"),
+                              ("{{range .RepoTags}}{{.Nope}}{{end}}", "can't evaluate field Nope"),
+                              ("{{$x}}", "undefined variable: $x")):
+        assert message in fails("inspect", "-f", template, "app:1", root=root, code=125), template
+
+
+def test_inspect_of_an_ambiguous_short_id_shows_the_others(tmp_path: Path):
+    """docker inspect prints the images it finds and an error for each other name (exit 1);
+    an ambiguous short ID is one of those errors, not the end of the whole command."""
+    from builder.export import TaggedImage
+    from builder.export.archive import save
+
+    by_first: dict[str, object] = {}
+    seed = 0
+    while True:
+        image = make_image(f"amb{seed}", layers=1, size=64)
+        first = image.config_digest().hex[0]
+        if first in by_first:
+            break
+        by_first[first] = image
+        seed += 1
+    save([TaggedImage(by_first[first], ("one:1",)), TaggedImage(image, ("two:1",))], tmp_path / "two.tar")
+    root = tmp_path / "root"
+    ok("load", "-i", str(tmp_path / "two.tar"), root=root)
+    proc = run_pybuild("inspect", "-f", "{{.RepoTags}}", "one:1", first, "nope:1", root=root)
+    assert proc.returncode == 1 and proc.stdout == b"[one:1]\n"
+    assert proc.stderr.decode() == (f"Error: short ID {first} is ambiguous: it matches 2 images\n"
+                                    "Error: No such image: nope:1\n")
+
+
+def test_images_virtual_size_has_docker_s_four_digits(tmp_path: Path, archive: Path):
+    """docker's images shows Size with HumanSizeWithPrecision(3) and VirtualSize with HumanSize (4)."""
+    from builder.cli.images import human_size
+
+    assert (human_size(1982758), human_size(1982758, 4), human_size(999), human_size(1234567890, 4)) == \
+        ("1.98MB", "1.983MB", "999B", "1.235GB")
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    size = json.loads(ok("inspect", "app:1", root=root))[0]["Size"]
+    assert ok("images", "--format", "{{.Size}} {{.VirtualSize}}", root=root) == \
+        f"{human_size(size)} {human_size(size, 4)}\n"
+    header = ok("images", "--format", "table {{.VirtualSize}}\t{{.SharedSize}}\t{{.CreatedAt}}", root=root)
+    assert re.split(r"\s{3,}", header.splitlines()[0]) == ["SIZE", "SHARED SIZE", "CREATED AT"]

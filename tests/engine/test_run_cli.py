@@ -41,3 +41,14 @@ def test_tty(builder: Builder) -> None:
     proc = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, timeout=120,
                           stdin=subprocess.DEVNULL)
     assert b"TERMINAL" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_exit_codes_tell_pybuild_s_failures_from_the_command_s(builder: Builder) -> None:
+    """docker run's codes: the command's own status, 125 when the run itself fails (no such
+    image, an unknown user), 127 when the command is not found."""
+    assert run_pybuild("run", "--rm", "busybox:local", "sh", "-c", "exit 1", root=builder.root).returncode == 1
+    for args in (("missing-image:1", "true"), ("-u", "nosuchuser", "busybox:local", "id")):
+        p = run_pybuild("run", "--rm", *args, root=builder.root)
+        assert p.returncode == 125, (args, p.stderr)
+        assert p.stderr.decode().startswith("ERROR: ") and b"Traceback" not in p.stderr
+    assert run_pybuild("run", "--rm", "busybox:local", "nosuchcommand", root=builder.root).returncode == 127
