@@ -717,6 +717,42 @@ CASES = [
     # A hardlink in the archive to a file the destination has: docker links it there.
     Case("add-tar-hardlink-to-existing", "FROM busybox:local\nADD h.tar /etc/\n",
          {"h.tar": _tar(("pw2", H, "passwd", 0o644, 0, 0))}),
+    # -- explore-c
+    Case("xc-run-etc-hosts-bind", "FROM busybox:local\nRUN echo 10.0.0.1 foo >> /etc/hosts && echo h > /etc/hostname"
+         " && echo nameserver 127.0.0.1 > /etc/resolv.conf && mkdir -p /tmp/t && echo t > /tmp/t/x\n"),
+    Case("xc-dockerignore-forms", "FROM busybox:local\nCOPY . /ctx\n",
+         {".dockerignore": "# comment\n/abs.txt\n./dot.txt\n  spaced.txt  \nsub/**\n!sub/**/keep\n"
+                           "a/../b.txt\n*/nested.md\n",
+          "abs.txt": "1", "dot.txt": "2", "spaced.txt": "3", "sub/keep": "k2",
+          "b.txt": "b", "c/nested.md": "n", "c/d/nested.md": "n2", "nested.md": "n3"}),
+    Case("xc-env-same-key-one-line", "FROM busybox:local\nENV A=1 A=2 B=$A\nENV C=$B D=$C\n"),
+    Case("xc-expose-duplicates", "FROM busybox:local\nEXPOSE 80 80/tcp 80/udp\nEXPOSE 80\n"),
+    Case("xc-healthcheck-cmd-shell-json", "FROM busybox:local\nHEALTHCHECK CMD [\"CMD-SHELL\", \"true\"]\n"),
+    Case("xc-user-group-numeric-run", "FROM busybox:local\nUSER 4321:8765\nRUN id > /tmp/id; touch /tmp/f\n"
+         "USER nobody:app\nRUN id > /tmp/id2\nUSER 0\nWORKDIR /w\n"),
+    Case("xc-onbuild-base-pybuilt", "FROM pybuild-diff/xc-onbuild-base-pybuilt-base:1\nRUN ls /ob > /tmp/list\n",
+         {"a.txt": "a", "d/b": "b"},
+         base="FROM busybox:local\nONBUILD ARG X=dflt\nONBUILD COPY --chown=app . /ob/\n"
+              "ONBUILD RUN echo $X > /ob/x\nONBUILD WORKDIR /ob/w\nONBUILD USER app\n"),
+    Case("xc-cmd-entrypoint-across-stages", "FROM busybox:local AS a\nENTRYPOINT [\"/bin/sh\"]\nCMD [\"-c\", \"x\"]\n"
+         "FROM a AS b\nCMD [\"-c\", \"y\"]\nFROM b\nENTRYPOINT []\n"),
+    # A wildcard matching nothing beside a source that matches: docker copies what there is.
+    Case("xc-copy-nomatch-plus-source", "FROM busybox:local AS s\nRUN echo s > /s\nFROM busybox:local\n"
+         "COPY nomatch* a.txt /d/\nCOPY --from=s /nomatch* /s /f/\n", {"a.txt": "a"}),
+    Case("xc-copy-nomatch-all-sources", "FROM busybox:local\nCOPY nomatch* *.none /d/\n", {"a.txt": "a"},
+         fails=True),
+    Case("xc-label-multiline", "FROM busybox:local\nLABEL desc=\"line1\\\n  line2\" k=\"a\\nb\" \\\n  e='s q'\n"),
+    Case("xc-shell-then-run", "FROM busybox:local\nSHELL [\"/bin/sh\", \"-c\", \"echo \\\"$0\\\" > /zero; exec sh -c \\\"$0\\\"\"]\n"
+         "RUN echo hi > /hi\n"),
+    Case("xc-stopsignal-names", "FROM busybox:local\nSTOPSIGNAL sigrtmin+3\n"),
+    Case("xc-maintainer-then-label", "FROM busybox:local\nMAINTAINER A B <a@b>\nLABEL maintainer=x\nMAINTAINER C\n"),
+    Case("xc-workdir-env-after-user", "FROM busybox:local\nENV D=/srv/app\nUSER app\nWORKDIR $D/sub\n"
+         "WORKDIR ${D}/other\nUSER 1234\nWORKDIR /num\n"),
+    Case("xc-run-delete-then-copy", "FROM busybox:local\nRUN rm -rf /etc/passwd /home\nCOPY a /etc/passwd\n"
+         "COPY a /home/app/x\n", {"a": "root:x:0:0::/root:/bin/sh\n"}),
+    Case("xc-copy-from-index-and-image", "FROM busybox:local\nRUN echo 0 > /z\nFROM busybox:local AS named\n"
+         "RUN echo 1 > /o\nFROM busybox:local\nCOPY --from=0 /z /z\nCOPY --from=1 /o /o\n"
+         "COPY --from=busybox:local /bin/busybox /bb\n"),
 ]
 
 
