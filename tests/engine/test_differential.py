@@ -753,6 +753,28 @@ CASES = [
     Case("xc-copy-from-index-and-image", "FROM busybox:local\nRUN echo 0 > /z\nFROM busybox:local AS named\n"
          "RUN echo 1 > /o\nFROM busybox:local\nCOPY --from=0 /z /z\nCOPY --from=1 /o /o\n"
          "COPY --from=busybox:local /bin/busybox /bb\n"),
+    Case("xc-run-process-env", "FROM busybox:local\nRUN env | grep -v '^HOSTNAME=' | sort > /env; umask > /umask;"
+         " id > /id; ulimit -n > /nofile; ls /dev | sort > /devs; grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status > /caps;"
+         " test -t 0; echo $? > /tty; ls -d /proc/1 > /p1 2>&1; cat /proc/1/cmdline | tr '\\0' ' ' > /pid1 || true\n"
+         "USER 4242\nRUN env | grep -v '^HOSTNAME=' | sort > /tmp/env2; id > /tmp/id2\n"),
+    Case("xc-run-supplementary-groups", "FROM busybox:local\nRUN echo extra:x:777:app,nobody >> /etc/group && "
+         "echo other:x:778:root,app >> /etc/group && echo odd:x:779:x,app, >> /etc/group\nUSER app\nRUN id > /tmp/id\nUSER app:other\n"
+         "RUN id > /tmp/id2\nUSER 1000\nRUN id > /tmp/id3\n"),
+    Case("xc-env-label-escapes", "FROM busybox:local\nENV A=\"a \\\"q\\\" b\" B=a\\ b C='x\"y' D=\\$HOME E='$HOME'\n"
+         "LABEL l1=\\$HOME l2='$A' l3=\"$A\" l4=${A}\nRUN echo \"$A|$B|$C|$D|$E\" > /out\n"),
+    Case("xc-arg-default-from-env", "FROM busybox:local\nENV E=fromenv\nARG A=$E-x\nARG B\nRUN echo $A $B > /o\n"
+         "ENV F=$A\n", build_args=("B=$E",)),
+    Case("xc-nobody-home-workdir", "FROM busybox:local\nCOPY --chown=nobody:app a /a\nUSER nobody\n"
+         "WORKDIR /home/nobody/w\nRUN id > /tmp/id && echo $HOME > /tmp/home\n", {"a": "a"}),
+    Case("xc-workdir-deleted-then-run", "FROM busybox:local\nWORKDIR /w/x\nRUN rm -rf /w\nRUN pwd > /p\n"
+         "RUN rm -rf /w\nCOPY a rel/\n", {"a": "a"}),
+    Case("xc-workdir-deleted-then-user-run", "FROM busybox:local\nWORKDIR /w\nRUN rm -rf /w\nUSER app\n"
+         "RUN pwd > /tmp/p\n"),
+    Case("xc-onbuild-chown-arg", "FROM pybuild-diff/xc-onbuild-chown-arg-base:1\n", {"a": "a"},
+         base="FROM busybox:local\nONBUILD ARG U=app\nONBUILD COPY --chown=$U:$U a /home/$U/\n"
+              "ONBUILD ENV H=/home/$U\nONBUILD WORKDIR $H/w\n"),
+    Case("xc-env-unicode-label", "FROM busybox:local\nENV GREET=h\u00e9llo\u2603 \u00e9=x\nLABEL \u00fc=\"$GREET\"\n"
+         "RUN echo \"$GREET\" > /g\n"),
 ]
 
 
