@@ -775,6 +775,18 @@ CASES = [
               "ONBUILD ENV H=/home/$U\nONBUILD WORKDIR $H/w\n"),
     Case("xc-env-unicode-label", "FROM busybox:local\nENV GREET=h\u00e9llo\u2603 \u00e9=x\nLABEL \u00fc=\"$GREET\"\n"
          "RUN echo \"$GREET\" > /g\n"),
+    # Both refuse it: docker takes '$S' as an image name, BuildKit says expansion is not supported.
+    Case("xc-copy-from-arg", "FROM busybox:local AS build\nRUN echo b > /b\nFROM busybox:local\nARG S=build\n"
+         "COPY --from=$S /b /b\n", fails=True),
+    Case("xc-env-required-var", "FROM busybox:local\nENV A=${UNSET:?must be set}\n", fails=True),
+    Case("xc-env-alt-forms", "FROM busybox:local\nENV S=set E=\nENV A=${S:+alt} B=${E:+alt} G=${E:-dflt} "
+         "H=${U:-${S:+n$S}}\n"),
+    Case("xc-shell-form-cmd-after-shell", "FROM busybox:local AS a\nCMD echo a\nSHELL [\"/bin/ash\", \"-c\"]\n"
+         "FROM a\nCMD echo b\nENTRYPOINT echo e\nHEALTHCHECK CMD echo h\n"),
+    Case("xc-copy-dir-symlink-loop-ctx", "FROM busybox:local\nCOPY d /d\n", {"d/f": "f"},
+         symlinks={"d/self": ".", "d/up": "..", "d/abs": "/etc"}),
+    Case("xc-copy-hardlink-pair-dirs", "FROM busybox:local\nCOPY a /x/\nCOPY b /y/\nCOPY . /all/\n",
+         {"a/f": "same"}, hardlinks={"b/g": "a/f", "a/h": "a/f"}),
 ]
 
 
