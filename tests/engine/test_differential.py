@@ -787,6 +787,19 @@ CASES = [
          symlinks={"d/self": ".", "d/up": "..", "d/abs": "/etc"}),
     Case("xc-copy-hardlink-pair-dirs", "FROM busybox:local\nCOPY a /x/\nCOPY b /y/\nCOPY . /all/\n",
          {"a/f": "same"}, hardlinks={"b/g": "a/f", "a/h": "a/f"}),
+    Case("xc-run-replace-dir-with-file-deep", "FROM busybox:local\nRUN mkdir -p /a/b/c && echo 1 > /a/b/c/f && "
+         "ln -s /a/b /ab\nRUN rm -rf /a/b && echo file > /a/b\nRUN rm /a/b && mkdir -p /a/b/c && echo 2 > /a/b/c/g\n"),
+    Case("xc-copy-readd-deleted-dir-content", "FROM busybox:local\nRUN mkdir -p /d/s && echo o > /d/s/old && "
+         "echo k > /d/keep\nRUN rm -rf /d\nCOPY d /d\n", {"d/s/new": "n"}),
+    Case("xc-run-chmod-sticky-setgid-dir", "FROM busybox:local\nRUN mkdir /s && chmod 3777 /s && mkdir /g && chmod 2755 /g "
+         "&& chown 5:6 /g\nRUN mkdir /g/sub && touch /g/f /s/f && umask 077 && touch /u && mkdir /ud\n"),
+    Case("xc-copy-from-stage-user-owned", "FROM busybox:local AS b\nUSER app\nWORKDIR /tmp/out\nUSER root\n"
+         "RUN chown app /tmp/out\nUSER app\nRUN echo x > f && mkdir d && chmod 700 d\nFROM busybox:local\nCOPY --from=b /tmp/out /o\n"
+         "COPY --from=b --chown=app /tmp/out/ /p/\n"),
+    # A user without a group of the same name: docker's classic builder looks the group up by the
+    # user's name (and fails); BuildKit takes the user's primary group from /etc/passwd.
+    Case("xc-copy-chown-user-without-same-group", "FROM busybox:local\nCOPY --chown=nobody a /a\n", {"a": "a"},
+         fails=True),
 ]
 
 
