@@ -416,6 +416,9 @@ def select_sources(
     elif isinstance(source, RootfsView):
         tree = _Tree(source, None)
     excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
+    # A wildcard matching nothing is an error only when no other source brings anything
+    # (docker's "no source files were specified"); BuildKit skips empty wildcards too.
+    unmatched: list[CopyError] | None = [] if len(spec.sources) + len(spec.heredocs) > 1 else None
     for arg in spec.sources:
         if spec.from_ is None:
             from builder.execute.urls import is_git_source, is_url
@@ -429,7 +432,9 @@ def select_sources(
                 continue
         if tree is None:
             raise spec.error(f"no build context to copy '{arg}' from")
-        items.extend(_select_local(arg, tree, spec, excludes))
+        items.extend(_select_local(arg, tree, spec, excludes, unmatched))
+    if unmatched and not items and not spec.heredocs:
+        raise unmatched[0]
     now = _now(None)
     for doc in spec.heredocs:
         data = doc.data
@@ -483,8 +488,10 @@ def _select_parents(
 
 
 def _select_local(
-    arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None
+    arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None,
+    unmatched: list[CopyError] | None = None,
 ) -> list[SourceItem]:
+    """The items of one local source; a wildcard matching nothing goes to ``unmatched`` if given."""
     if spec.parents and tree.context is not None:
         return _select_parents(arg, tree.context, tree, spec, excludes)
     parts = _source_parts(arg, tree, spec)
@@ -505,7 +512,11 @@ def _select_local(
                 path, rule = hidden[0]
                 more = f" and {len(hidden) - 1} more" if len(hidden) > 1 else ""
                 why += f"; '{path}'{more} excluded by {rule}"
-            raise spec.error(f"no source files were specified ({why})")
+            error = spec.error(f"no source files were specified ({why})")
+            if unmatched is None:
+                raise error
+            unmatched.append(error)
+            return []
     else:
         candidates = [parts]
     items: list[SourceItem] = []

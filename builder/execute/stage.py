@@ -801,14 +801,12 @@ def _history_kind(spec: object, ins: ins_.Copy | ins_.Add, source: object) -> st
     from builder.execute.copy import SourceKind, select_sources
     from builder.execute.rootfs import RootfsView
 
-    if len(ins.sources) + len(ins.contents) != 1:
-        return "multi"
-    if ins.contents:
-        return "file"
-    src = ins.sources[0]
-    if src.startswith(("http://", "https://")):
-        return ""
-    if any(c in src for c in "*?["):  # a wildcard: what it matched decides (a top-level glob)
+    several = len(ins.sources) + len(ins.contents) != 1
+    if ins.contents or any(s.startswith(("http://", "https://")) for s in ins.sources):
+        return "multi" if several else "file" if ins.contents else ""
+    # With a wildcard, what matched decides (a top-level glob): docker counts the sources
+    # found, so "nomatch* a.txt" is one file.
+    if any(c in src for src in ins.sources for c in "*?["):
         try:
             items = select_sources(spec, source)  # type: ignore[arg-type]
         except Exception:  # the copy itself succeeded; the history word is not worth failing for
@@ -816,6 +814,9 @@ def _history_kind(spec: object, ins: ins_.Copy | ins_.Add, source: object) -> st
         if len(items) != 1:
             return "multi"
         return "dir" if items[0].kind is SourceKind.DIR else "file"
+    if several:
+        return "multi"
+    src = ins.sources[0]
     view = source if isinstance(source, RootfsView) else getattr(source, "view", None)
     if isinstance(view, RootfsView) and "://" not in src and view.is_dir(src):
         return "dir"

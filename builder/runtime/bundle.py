@@ -112,7 +112,6 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
             Stub(m.target, m.type is MountType.TMPFS or (m.source is not None and m.source.is_dir()))
             for m in spec.mounts
         ]
-        stubs.append(Stub(spec.process.cwd, True))
         mount_overlay(rootfs, link_dir=links, lowers=lowers or ["e"], upperdir=init, workdir=initwork)
         try:
             make_stubs(rootfs, stubs)
@@ -121,6 +120,10 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         workdir.mkdir(exist_ok=True)
         mount_overlay(rootfs, link_dir=links, lowers=["i", *lowers], upperdir=upper, workdir=workdir,
                       volatile=VOLATILE)
+        # A missing working directory is made in the container's own layer, not the init layer:
+        # docker's SetupWorkingDirectory (and BuildKit's executor) do, so a RUN whose WORKDIR an
+        # earlier step deleted commits it again (root-owned, 0755).
+        make_stubs(rootfs, [Stub(spec.process.cwd, True)])
         user = lookup_user(rootfs, spec.process.user)
         etc_sources = {
             "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),

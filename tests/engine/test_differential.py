@@ -717,6 +717,89 @@ CASES = [
     # A hardlink in the archive to a file the destination has: docker links it there.
     Case("add-tar-hardlink-to-existing", "FROM busybox:local\nADD h.tar /etc/\n",
          {"h.tar": _tar(("pw2", H, "passwd", 0o644, 0, 0))}),
+    # -- explore-c
+    Case("xc-run-etc-hosts-bind", "FROM busybox:local\nRUN echo 10.0.0.1 foo >> /etc/hosts && echo h > /etc/hostname"
+         " && echo nameserver 127.0.0.1 > /etc/resolv.conf && mkdir -p /tmp/t && echo t > /tmp/t/x\n"),
+    Case("xc-dockerignore-forms", "FROM busybox:local\nCOPY . /ctx\n",
+         {".dockerignore": "# comment\n/abs.txt\n./dot.txt\n  spaced.txt  \nsub/**\n!sub/**/keep\n"
+                           "a/../b.txt\n*/nested.md\n",
+          "abs.txt": "1", "dot.txt": "2", "spaced.txt": "3", "sub/keep": "k2",
+          "b.txt": "b", "c/nested.md": "n", "c/d/nested.md": "n2", "nested.md": "n3"}),
+    Case("xc-env-same-key-one-line", "FROM busybox:local\nENV A=1 A=2 B=$A\nENV C=$B D=$C\n"),
+    Case("xc-expose-duplicates", "FROM busybox:local\nEXPOSE 80 80/tcp 80/udp\nEXPOSE 80\n"),
+    Case("xc-healthcheck-cmd-shell-json", "FROM busybox:local\nHEALTHCHECK CMD [\"CMD-SHELL\", \"true\"]\n"),
+    Case("xc-user-group-numeric-run", "FROM busybox:local\nUSER 4321:8765\nRUN id > /tmp/id; touch /tmp/f\n"
+         "USER nobody:app\nRUN id > /tmp/id2\nUSER 0\nWORKDIR /w\n"),
+    Case("xc-onbuild-base-pybuilt", "FROM pybuild-diff/xc-onbuild-base-pybuilt-base:1\nRUN ls /ob > /tmp/list\n",
+         {"a.txt": "a", "d/b": "b"},
+         base="FROM busybox:local\nONBUILD ARG X=dflt\nONBUILD COPY --chown=app . /ob/\n"
+              "ONBUILD RUN echo $X > /ob/x\nONBUILD WORKDIR /ob/w\nONBUILD USER app\n"),
+    Case("xc-cmd-entrypoint-across-stages", "FROM busybox:local AS a\nENTRYPOINT [\"/bin/sh\"]\nCMD [\"-c\", \"x\"]\n"
+         "FROM a AS b\nCMD [\"-c\", \"y\"]\nFROM b\nENTRYPOINT []\n"),
+    # A wildcard matching nothing beside a source that matches: docker copies what there is.
+    Case("xc-copy-nomatch-plus-source", "FROM busybox:local AS s\nRUN echo s > /s\nFROM busybox:local\n"
+         "COPY nomatch* a.txt /d/\nCOPY --from=s /nomatch* /s /f/\n", {"a.txt": "a"}),
+    Case("xc-copy-nomatch-all-sources", "FROM busybox:local\nCOPY nomatch* *.none /d/\n", {"a.txt": "a"},
+         fails=True),
+    Case("xc-label-multiline", "FROM busybox:local\nLABEL desc=\"line1\\\n  line2\" k=\"a\\nb\" \\\n  e='s q'\n"),
+    Case("xc-shell-then-run", "FROM busybox:local\nSHELL [\"/bin/sh\", \"-c\", \"echo \\\"$0\\\" > /zero; exec sh -c \\\"$0\\\"\"]\n"
+         "RUN echo hi > /hi\n"),
+    Case("xc-stopsignal-names", "FROM busybox:local\nSTOPSIGNAL sigrtmin+3\n"),
+    Case("xc-maintainer-then-label", "FROM busybox:local\nMAINTAINER A B <a@b>\nLABEL maintainer=x\nMAINTAINER C\n"),
+    Case("xc-workdir-env-after-user", "FROM busybox:local\nENV D=/srv/app\nUSER app\nWORKDIR $D/sub\n"
+         "WORKDIR ${D}/other\nUSER 1234\nWORKDIR /num\n"),
+    Case("xc-run-delete-then-copy", "FROM busybox:local\nRUN rm -rf /etc/passwd /home\nCOPY a /etc/passwd\n"
+         "COPY a /home/app/x\n", {"a": "root:x:0:0::/root:/bin/sh\n"}),
+    Case("xc-copy-from-index-and-image", "FROM busybox:local\nRUN echo 0 > /z\nFROM busybox:local AS named\n"
+         "RUN echo 1 > /o\nFROM busybox:local\nCOPY --from=0 /z /z\nCOPY --from=1 /o /o\n"
+         "COPY --from=busybox:local /bin/busybox /bb\n"),
+    Case("xc-run-process-env", "FROM busybox:local\nRUN env | grep -v '^HOSTNAME=' | sort > /env; umask > /umask;"
+         " id > /id; ulimit -n > /nofile; ls /dev | sort > /devs; grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status > /caps;"
+         " test -t 0; echo $? > /tty; ls -d /proc/1 > /p1 2>&1; cat /proc/1/cmdline | tr '\\0' ' ' > /pid1 || true\n"
+         "USER 4242\nRUN env | grep -v '^HOSTNAME=' | sort > /tmp/env2; id > /tmp/id2\n"),
+    Case("xc-run-supplementary-groups", "FROM busybox:local\nRUN echo extra:x:777:app,nobody >> /etc/group && "
+         "echo other:x:778:root,app >> /etc/group && echo odd:x:779:x,app, >> /etc/group\nUSER app\nRUN id > /tmp/id\nUSER app:other\n"
+         "RUN id > /tmp/id2\nUSER 1000\nRUN id > /tmp/id3\n"),
+    Case("xc-env-label-escapes", "FROM busybox:local\nENV A=\"a \\\"q\\\" b\" B=a\\ b C='x\"y' D=\\$HOME E='$HOME'\n"
+         "LABEL l1=\\$HOME l2='$A' l3=\"$A\" l4=${A}\nRUN echo \"$A|$B|$C|$D|$E\" > /out\n"),
+    Case("xc-arg-default-from-env", "FROM busybox:local\nENV E=fromenv\nARG A=$E-x\nARG B\nRUN echo $A $B > /o\n"
+         "ENV F=$A\n", build_args=("B=$E",)),
+    Case("xc-nobody-home-workdir", "FROM busybox:local\nCOPY --chown=nobody:app a /a\nUSER nobody\n"
+         "WORKDIR /home/nobody/w\nRUN id > /tmp/id && echo $HOME > /tmp/home\n", {"a": "a"}),
+    Case("xc-workdir-deleted-then-run", "FROM busybox:local\nWORKDIR /w/x\nRUN rm -rf /w\nRUN pwd > /p\n"
+         "RUN rm -rf /w\nCOPY a rel/\n", {"a": "a"}),
+    Case("xc-workdir-deleted-then-user-run", "FROM busybox:local\nWORKDIR /w\nRUN rm -rf /w\nUSER app\n"
+         "RUN pwd > /tmp/p\n"),
+    Case("xc-onbuild-chown-arg", "FROM pybuild-diff/xc-onbuild-chown-arg-base:1\n", {"a": "a"},
+         base="FROM busybox:local\nONBUILD ARG U=app\nONBUILD COPY --chown=$U:$U a /home/$U/\n"
+              "ONBUILD ENV H=/home/$U\nONBUILD WORKDIR $H/w\n"),
+    Case("xc-env-unicode-label", "FROM busybox:local\nENV GREET=h\u00e9llo\u2603 \u00e9=x\nLABEL \u00fc=\"$GREET\"\n"
+         "RUN echo \"$GREET\" > /g\n"),
+    # Both refuse it: docker takes '$S' as an image name, BuildKit says expansion is not supported.
+    Case("xc-copy-from-arg", "FROM busybox:local AS build\nRUN echo b > /b\nFROM busybox:local\nARG S=build\n"
+         "COPY --from=$S /b /b\n", fails=True),
+    Case("xc-env-required-var", "FROM busybox:local\nENV A=${UNSET:?must be set}\n", fails=True),
+    Case("xc-env-alt-forms", "FROM busybox:local\nENV S=set E=\nENV A=${S:+alt} B=${E:+alt} G=${E:-dflt} "
+         "H=${U:-${S:+n$S}}\n"),
+    Case("xc-shell-form-cmd-after-shell", "FROM busybox:local AS a\nCMD echo a\nSHELL [\"/bin/ash\", \"-c\"]\n"
+         "FROM a\nCMD echo b\nENTRYPOINT echo e\nHEALTHCHECK CMD echo h\n"),
+    Case("xc-copy-dir-symlink-loop-ctx", "FROM busybox:local\nCOPY d /d\n", {"d/f": "f"},
+         symlinks={"d/self": ".", "d/up": "..", "d/abs": "/etc"}),
+    Case("xc-copy-hardlink-pair-dirs", "FROM busybox:local\nCOPY a /x/\nCOPY b /y/\nCOPY . /all/\n",
+         {"a/f": "same"}, hardlinks={"b/g": "a/f", "a/h": "a/f"}),
+    Case("xc-run-replace-dir-with-file-deep", "FROM busybox:local\nRUN mkdir -p /a/b/c && echo 1 > /a/b/c/f && "
+         "ln -s /a/b /ab\nRUN rm -rf /a/b && echo file > /a/b\nRUN rm /a/b && mkdir -p /a/b/c && echo 2 > /a/b/c/g\n"),
+    Case("xc-copy-readd-deleted-dir-content", "FROM busybox:local\nRUN mkdir -p /d/s && echo o > /d/s/old && "
+         "echo k > /d/keep\nRUN rm -rf /d\nCOPY d /d\n", {"d/s/new": "n"}),
+    Case("xc-run-chmod-sticky-setgid-dir", "FROM busybox:local\nRUN mkdir /s && chmod 3777 /s && mkdir /g && chmod 2755 /g "
+         "&& chown 5:6 /g\nRUN mkdir /g/sub && touch /g/f /s/f && umask 077 && touch /u && mkdir /ud\n"),
+    Case("xc-copy-from-stage-user-owned", "FROM busybox:local AS b\nUSER app\nWORKDIR /tmp/out\nUSER root\n"
+         "RUN chown app /tmp/out\nUSER app\nRUN echo x > f && mkdir d && chmod 700 d\nFROM busybox:local\nCOPY --from=b /tmp/out /o\n"
+         "COPY --from=b --chown=app /tmp/out/ /p/\n"),
+    # A user without a group of the same name: docker's classic builder looks the group up by the
+    # user's name (and fails); BuildKit takes the user's primary group from /etc/passwd.
+    Case("xc-copy-chown-user-without-same-group", "FROM busybox:local\nCOPY --chown=nobody a /a\n", {"a": "a"},
+         fails=True),
 ]
 
 

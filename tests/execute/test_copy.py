@@ -259,6 +259,14 @@ def test_source_errors(ctx: BuildContext, base: RootfsView, source: str, message
     assert message in str(info.value)
 
 
+def test_wildcard_matching_nothing_beside_other_sources(ctx: BuildContext, base: RootfsView) -> None:
+    """docker fails only when no source brings anything; an empty wildcard beside others is skipped."""
+    out = layer(spec("nomatch*", "f1", dest="/x/"), ctx, base)
+    assert "x/f1" in out
+    with pytest.raises(CopyError, match="nothing matches 'nomatch\\*'"):
+        layer(spec("nomatch*", "*.none", dest="/x/"), ctx, base)
+
+
 def test_source_through_symlinked_dir_outside(tmp_path: Path, base: RootfsView) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "c/etc").symlink_to("/etc")

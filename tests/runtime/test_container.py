@@ -57,10 +57,14 @@ def test_env_cwd_and_defaults(run):
     assert run('echo "$PATH $HOME"', env=("PATH=/bin", "HOME=/x")).text == "/bin /x\n"
 
 
-def test_missing_workdir_is_made_but_not_left_in_the_layer(run):
-    result = run("pwd", cwd="/no/such/dir")
+def test_missing_workdir_is_made_in_the_layer_as_docker_does(run):
+    """docker's SetupWorkingDirectory makes it in the container's rw layer, so a RUN whose
+    WORKDIR an earlier step deleted commits it again (root-owned, 0755)."""
+    result = run("pwd", cwd="/no/such/dir", user="app")
     assert result.text == "/no/such/dir\n"
-    assert tree(result.upper) == []
+    assert tree(result.upper) == ["no", "no/such", "no/such/dir"]
+    made = (result.upper / "no/such/dir").stat()
+    assert (made.st_uid, made.st_gid, made.st_mode & 0o7777) == (0, 0, 0o755)
 
 
 @pytest.mark.parametrize(("user", "expected"), [
