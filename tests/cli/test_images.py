@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from builder.image.mediatypes import Compression
-from tests.helpers.tools import REPO, run_pybuild
+from tests.helpers.tools import REPO, run_pybuild, small_fs
 from tests.store.imagegen import image_of, make_image, noise, write_archive
 
 
@@ -205,6 +205,22 @@ def test_saving_where_it_cannot_be_written_is_a_clear_error(tmp_path: Path, arch
         proc = subprocess.run([sys.executable, "-m", "builder", "save", "app:1"], stdout=full,
                               stderr=subprocess.PIPE, env={**os.environ, "PYBUILD_ROOT": str(root)}, cwd=REPO)
     assert proc.returncode == 1 and b"No space left on device" in proc.stderr and b"internal" not in proc.stderr
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path):
+    """save onto a full file system, load into a full store: one message, no half-written files,
+    and the store is clean (closing the file used to re-raise ENOSPC as an internal error)."""
+    big = write_archive(tmp_path / "big.tar", image_of([{"big": noise("big", 3 << 20)}], docker=True), ("big:1",))
+    root = tmp_path / "root"
+    ok("load", "-i", str(big), root=root)
+    with small_fs(tmp_path / "small", "1m") as small:
+        assert "cannot write " + str(small / "x.tar") + ": No space left on device" in fails(
+            "save", "-o", str(small / "x.tar"), "big:1", root=root)
+        assert list(small.iterdir()) == []
+        full_root = small / "root"
+        assert "No space left on device" in fails("load", "-i", str(big), root=full_root)
+        assert not list((full_root / "tmp").iterdir())
+        assert "clean" in ok("store", "check", root=full_root)
 
 
 def test_loading_garbage_is_a_clear_error(tmp_path: Path):
