@@ -288,6 +288,9 @@ class Store:
         try:
             for sub in ("blobs", "snapshots", "tmp", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
+            # Every command takes this lock: a read-only or foreign store fails here with its
+            # reason, not later as SQLite's "unable to open database file".
+            os.close(os.open(self.root / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
         except OSError as err:
             raise StoreError(f"cannot use {self.root} as the store root: {err.strerror}") from None
         self.tmp_dir = self.root / "tmp"

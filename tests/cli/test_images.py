@@ -223,6 +223,22 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path):
         assert "clean" in ok("store", "check", root=full_root)
 
 
+def test_a_read_only_store_names_the_reason(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    view = tmp_path / "ro"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro", str(root), str(view)], check=True)
+    try:
+        for args in (("images",), ("inspect", "app:1"), ("load", "-i", str(archive))):
+            err = fails(*args, root=view)
+            assert f"cannot use {view} as the store root: Read-only file system" in err, err
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+    (tmp_path / "file").write_text("x")
+    assert "as the store root: Not a directory" in fails("images", root=tmp_path / "file")
+
+
 def test_loading_garbage_is_a_clear_error(tmp_path: Path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"garbage" * 100)
