@@ -257,6 +257,18 @@ def test_newer_store_is_refused(tmp_path: Path):
     assert "upgrade pybuild" in fails("images", root=root)
 
 
+def test_a_damaged_store_database_is_a_clear_error(tmp_path: Path, archive: Path):
+    """meta.db with garbage over its pages: what SQLite says and what to do, not an internal error."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    with open(root / "meta.db", "r+b") as db:
+        db.seek(4096)
+        db.write(noise("garbage", 8 * 4096))
+    for args in (("images",), ("inspect", "app:1"), ("store", "check", "--repair")):
+        err = fails(*args, root=root)
+        assert f"the store database {root / 'meta.db'} is damaged: database disk image is malformed" in err, err
+
+
 # --- crash safety and concurrency --------------------------------------------------------------
 
 def _spawn(*args: str, root: Path) -> subprocess.Popen[bytes]:
