@@ -632,6 +632,8 @@ class Store:
                 digest_row = self._manifest_row(digest)
         elif is_digest(text):
             digest_row = self._by_config(text) or self._manifest_row(text)
+        elif text.startswith("sha256:") and _HEX_RE.match(text[7:]):
+            digest_row = self._by_config_prefix(text[7:])  # docker takes `sha256:` + a short ID too
         else:
             name = self._try_normalize(text)
             if name is not None:
