@@ -71,6 +71,7 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     if make_parents:
         make_dir(real.parent, path.parent)
     tmp = real.with_name(f".{real.name}.{os.getpid()}.part")
+    _sweep_parts(real)
     try:
         try:
             f = open(tmp, "wb")  # noqa: SIM115
@@ -90,6 +91,22 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _sweep_parts(real: Path) -> None:
+    """Remove the ``.NAME.PID.part`` files that killed writers of ``real`` left (their pid is gone)."""
+    from cache.blobs import pid_alive
+
+    prefix = f".{real.name}."
+    try:
+        names = os.listdir(real.parent)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):-len(".part")]
+        if name.startswith(prefix) and name.endswith(".part") and pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(real.parent / name)
 
 
 @contextlib.contextmanager

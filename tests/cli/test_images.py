@@ -223,6 +223,22 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path):
         assert "clean" in ok("store", "check", root=full_root)
 
 
+def test_save_sweeps_the_part_files_of_killed_saves(tmp_path: Path, archive: Path):
+    """A SIGKILLed ``save -o x.tar`` leaves ``.x.tar.PID.part``; the next save there removes it
+    (not one whose writer still runs)."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    stale, live = out / f".x.tar.{dead.pid}.part", out / f".x.tar.{os.getpid()}.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    ok("save", "-o", str(out / "x.tar"), "app:1", root=root)
+    assert sorted(p.name for p in out.iterdir()) == [live.name, "x.tar"]
+
+
 def test_a_read_only_store_names_the_reason(tmp_path: Path, archive: Path):
     root = tmp_path / "root"
     ok("load", "-i", str(archive), root=root)
