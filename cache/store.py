@@ -150,6 +150,8 @@ class CheckReport:
 class _StoreBlobSource:
     """Blobs opened from the store's files (the caller verifies, e.g. via SourceImage)."""
 
+    damage_hint = "the store's copy is damaged: run `pybuild store check --repair`"
+
     def __init__(self, blobs: BlobFiles) -> None:
         self._blobs = blobs
 

@@ -285,6 +285,22 @@ def test_a_damaged_store_database_is_a_clear_error(tmp_path: Path, archive: Path
         assert f"the store database {root / 'meta.db'} is damaged: database disk image is malformed" in err, err
 
 
+def test_a_damaged_blob_says_to_repair_the_store(tmp_path: Path, archive: Path):
+    """Flipped bytes in a stored layer: the read names the store as the culprit and the way out."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    blob = max((root / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    err = fails("save", "-o", str(tmp_path / "x.tar"), "app:1", root=root)
+    assert f"digest mismatch for layer sha256:{blob.name}" in err, err
+    assert "(the store's copy is damaged: run `pybuild store check --repair`)" in err, err
+    assert "removed broken blob" in ok("store", "check", "--repair", root=root)
+    assert "app" not in ok("images", root=root)
+
+
 # --- crash safety and concurrency --------------------------------------------------------------
 
 def _spawn(*args: str, root: Path) -> subprocess.Popen[bytes]:
