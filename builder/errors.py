@@ -111,10 +111,11 @@ class ImageNotFoundError(ImageError):
 class DigestMismatchError(ImageError):
     """Content did not hash to the digest it was stored or announced under."""
 
-    def __init__(self, expected: str, actual: str, what: str = "content") -> None:
+    def __init__(self, expected: str, actual: str, what: str = "content", hint: str = "") -> None:
         self.expected = expected
         self.actual = actual
-        super().__init__(f"digest mismatch for {what}: expected {expected}, got {actual}")
+        super().__init__(f"digest mismatch for {what}: expected {expected}, got {actual}"
+                         + (f" ({hint})" if hint else ""))
 
 
 class UnsafeLayerError(ImageError):

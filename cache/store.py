@@ -150,6 +150,8 @@ class CheckReport:
 class _StoreBlobSource:
     """Blobs opened from the store's files (the caller verifies, e.g. via SourceImage)."""
 
+    damage_hint = "the store's copy is damaged: run `pybuild store check --repair`"
+
     def __init__(self, blobs: BlobFiles) -> None:
         self._blobs = blobs
 
@@ -288,6 +290,9 @@ class Store:
         try:
             for sub in ("blobs", "snapshots", "tmp", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
+            # Every command takes this lock: a read-only or foreign store fails here with its
+            # reason, not later as SQLite's "unable to open database file".
+            os.close(os.open(self.root / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
         except OSError as err:
             raise StoreError(f"cannot use {self.root} as the store root: {err.strerror}") from None
         self.tmp_dir = self.root / "tmp"

@@ -246,9 +246,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # the last line of defence for the user
         if debug:
             raise
+        damaged = _damaged_store(err)
+        if damaged:
+            print(f"ERROR: {damaged}", file=sys.stderr)
+            return 1
         print(
             f"ERROR: internal error: {type(err).__name__}: {err}\n"
             "This is a bug in pybuild; run again with --debug for the traceback.",
             file=sys.stderr,
         )
         return 1
+
+
+def _damaged_store(err: Exception) -> str | None:
+    """The message for a meta.db SQLite finds damaged mid-command (a disk or a copy broke it):
+    the user's data problem, not a bug in pybuild; None for any other error."""
+    import sqlite3
+
+    if not isinstance(err, sqlite3.DatabaseError) or isinstance(err, sqlite3.OperationalError):
+        return None
+    from cache.store import default_root
+
+    db = default_root() / "meta.db"
+    return (f"the store database {db} is damaged: {err}; `sqlite3 {db} .recover` may save "
+            "what is left, or move it aside to start an empty index (the blobs stay; prune removes them)")

@@ -639,13 +639,16 @@ class StageRunner:
         from builder.layers.tarwriter import EntryType, TarEntry, TarStreamWriter
 
         tmp = self.env.store.temp_path(".layer.tar")
-        with open(tmp, "wb") as out:
-            writer = TarStreamWriter(out, source_date_epoch=self.env.source_date_epoch)
-            mtime = self.env.source_date_epoch if self.env.source_date_epoch is not None else int(time.time())
-            for d in dirs:
-                writer.add(TarEntry(name=d, type=EntryType.DIR, mode=0o755, uid=0, gid=0, mtime=mtime))
-            stats = writer.close()
-        return self.env.layers.add_tar(tmp, stats.diff_id, stats.size)
+        try:
+            with open(tmp, "wb") as out:
+                writer = TarStreamWriter(out, source_date_epoch=self.env.source_date_epoch)
+                mtime = self.env.source_date_epoch if self.env.source_date_epoch is not None else int(time.time())
+                for d in dirs:
+                    writer.add(TarEntry(name=d, type=EntryType.DIR, mode=0o755, uid=0, gid=0, mtime=mtime))
+                stats = writer.close()
+            return self.env.layers.add_tar(tmp, stats.diff_id, stats.size)
+        finally:
+            tmp.unlink(missing_ok=True)  # renamed into blobs/ on success; a failure leaves no temp
 
     def _do_run(self, ins: ins_.Run, handle: StepHandle) -> None:
         from builder.runtime import Runtime
@@ -699,10 +702,13 @@ class StageRunner:
                 )
             created_by = history_text(ins, self._shell(), self._history_args())
             tar = self.env.store.temp_path(".layer.tar")
-            with open(tar, "wb") as out:
-                stats = write_layer(upper, out, source_date_epoch=self.env.source_date_epoch,
-                                    overlay_upper=True)
-            layer = self.env.layers.add_tar(tar, stats.diff_id, stats.size)
+            try:
+                with open(tar, "wb") as out:
+                    stats = write_layer(upper, out, source_date_epoch=self.env.source_date_epoch,
+                                        overlay_upper=True)
+                layer = self.env.layers.add_tar(tar, stats.diff_id, stats.size)
+            finally:
+                tar.unlink(missing_ok=True)  # renamed into blobs/ on success; a failure leaves no temp
             diff_ids = [*(x.diff_id() for x in self.layers), stats.diff_id]
             chains = chain_ids(diff_ids)
             parent = chains[-2] if len(chains) > 1 else None

@@ -64,19 +64,20 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
             f = open(path, "wb")  # noqa: SIM115 - closed below, with its own error
         except OSError as err:
             raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-        with f:
+        with _closing(f, path):
             yield f
         return
     real = Path(os.path.realpath(path))  # a symlink keeps its place and points at the new file
     if make_parents:
         make_dir(real.parent, path.parent)
     tmp = real.with_name(f".{real.name}.{os.getpid()}.part")
+    _sweep_parts(real)
     try:
         try:
             f = open(tmp, "wb")  # noqa: SIM115
         except OSError as err:
             raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-        with f:
+        with _closing(f, path):
             yield f
             try:
                 f.flush()
@@ -90,6 +91,41 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _sweep_parts(real: Path) -> None:
+    """Remove the ``.NAME.PID.part`` files that killed writers of ``real`` left (their pid is gone)."""
+    from cache.blobs import pid_alive
+
+    prefix = f".{real.name}."
+    try:
+        names = os.listdir(real.parent)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):-len(".part")]
+        if name.startswith(prefix) and name.endswith(".part") and pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(real.parent / name)
+
+
+@contextlib.contextmanager
+def _closing(f: BinaryIO, path: Path) -> Iterator[None]:
+    """Close ``f`` after the body; a failed body's error is the one reported.
+
+    Closing flushes the buffer, which fails again on a full disk: that OSError
+    must not replace the body's own message (it would show as an internal error).
+    """
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            f.close()
+        raise
+    try:
+        f.close()
+    except OSError as err:
+        raise PybuildError(f"cannot write {path}: {err.strerror}") from None
 
 
 def make_dir(real: Path, shown: Path | None = None) -> None:

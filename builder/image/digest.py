@@ -96,22 +96,26 @@ class VerifyingReader(HashingReader):
     """
 
     def __init__(
-        self, raw: BinaryIO, expected: str, expected_size: int | None = None, what: str = "blob"
+        self, raw: BinaryIO, expected: str, expected_size: int | None = None, what: str = "blob",
+        hint: str = "",
     ) -> None:
         super().__init__(raw)
         self.expected = Digest(expected)
         self.expected_size = expected_size
         self.what = what
+        self.hint = hint  # what to do about a mismatch, where the source knows (the store does)
 
     def _check(self, eof: bool) -> None:
         if self.expected_size is not None and self.size > self.expected_size:
             raise DigestMismatchError(
-                self.expected, f"more than {self.expected_size} bytes", self.what
+                self.expected, f"more than {self.expected_size} bytes", self.what, self.hint
             )
-        if eof:
+        # All the announced bytes read: verify now, as a consumer that reads exactly that many
+        # (a tar writer) never asks for the EOF; the error then names the blob and the hint.
+        if eof or self.size == self.expected_size:
             actual = self.digest()
             if actual != self.expected:
-                raise DigestMismatchError(self.expected, actual, self.what)
+                raise DigestMismatchError(self.expected, actual, self.what, self.hint)
 
     def read(self, n: int | None = -1) -> bytes:
         data = super().read(-1 if n is None else n)

@@ -73,12 +73,18 @@ class BlobSource(Protocol):
         """Open the blob's bytes (unverified; callers wrap them in a VerifyingReader)."""
 
 
+def damage_hint(source: BlobSource) -> str:
+    """What a source says to do about a blob that does not match its digest (none by default)."""
+    return str(getattr(source, "damage_hint", ""))
+
+
 def layer_descriptor(layer: Layer) -> Descriptor:
     return Descriptor(media_type=layer.media_type(), digest=layer.digest(), size=layer.size())
 
 
 def read_verified(source: BlobSource, descriptor: Descriptor, what: str = "blob") -> bytes:
-    with VerifyingReader(source.open_blob(descriptor), descriptor.digest, descriptor.size, what) as r:
+    with VerifyingReader(source.open_blob(descriptor), descriptor.digest, descriptor.size, what,
+                         damage_hint(source)) as r:
         data = r.read()
     if len(data) != descriptor.size:
         raise ImageError(
@@ -113,7 +119,7 @@ class BlobLayer:
     def compressed(self) -> BinaryIO:
         return VerifyingReader(  # type: ignore[return-value]
             self._source.open_blob(self._descriptor), self._descriptor.digest,
-            self._descriptor.size, f"layer {self._descriptor.digest}",
+            self._descriptor.size, f"layer {self._descriptor.digest}", damage_hint(self._source),
         )
 
     def uncompressed(self) -> BinaryIO:

@@ -261,9 +261,14 @@ class _HashingSink:
     def _consume(self, chunk: memoryview | bytes) -> None:
         self.hasher.update(chunk)
         view = memoryview(chunk)
-        while view:  # raw files and pipes may take less than offered
-            written = self._out.write(view[:WRITE_PIECE])
-            view = view[len(view) if written is None else written :]
+        try:
+            while view:  # raw files and pipes may take less than offered
+                written = self._out.write(view[:WRITE_PIECE])
+                view = view[len(view) if written is None else written :]
+        except OSError as err:  # not an OSError any more: add_path reports those as unreadable input
+            where = getattr(self._out, "name", None)
+            target = f" to {where}" if isinstance(where, str) else ""
+            raise ImageError(f"cannot write the layer{target}: {err.strerror or err}") from err
 
     def write(self, data: bytes | memoryview) -> None:
         n = len(data)

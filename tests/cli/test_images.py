@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from builder.image.mediatypes import Compression
-from tests.helpers.tools import REPO, run_pybuild
+from tests.helpers.tools import REPO, run_pybuild, small_fs
 from tests.store.imagegen import image_of, make_image, noise, write_archive
 
 
@@ -207,6 +207,54 @@ def test_saving_where_it_cannot_be_written_is_a_clear_error(tmp_path: Path, arch
     assert proc.returncode == 1 and b"No space left on device" in proc.stderr and b"internal" not in proc.stderr
 
 
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path):
+    """save onto a full file system, load into a full store: one message, no half-written files,
+    and the store is clean (closing the file used to re-raise ENOSPC as an internal error)."""
+    big = write_archive(tmp_path / "big.tar", image_of([{"big": noise("big", 3 << 20)}], docker=True), ("big:1",))
+    root = tmp_path / "root"
+    ok("load", "-i", str(big), root=root)
+    with small_fs(tmp_path / "small", "1m") as small:
+        assert "cannot write " + str(small / "x.tar") + ": No space left on device" in fails(
+            "save", "-o", str(small / "x.tar"), "big:1", root=root)
+        assert list(small.iterdir()) == []
+        full_root = small / "root"
+        assert "No space left on device" in fails("load", "-i", str(big), root=full_root)
+        assert not list((full_root / "tmp").iterdir())
+        assert "clean" in ok("store", "check", root=full_root)
+
+
+def test_save_sweeps_the_part_files_of_killed_saves(tmp_path: Path, archive: Path):
+    """A SIGKILLed ``save -o x.tar`` leaves ``.x.tar.PID.part``; the next save there removes it
+    (not one whose writer still runs)."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    stale, live = out / f".x.tar.{dead.pid}.part", out / f".x.tar.{os.getpid()}.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    ok("save", "-o", str(out / "x.tar"), "app:1", root=root)
+    assert sorted(p.name for p in out.iterdir()) == [live.name, "x.tar"]
+
+
+def test_a_read_only_store_names_the_reason(tmp_path: Path, archive: Path):
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    view = tmp_path / "ro"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro", str(root), str(view)], check=True)
+    try:
+        for args in (("images",), ("inspect", "app:1"), ("load", "-i", str(archive))):
+            err = fails(*args, root=view)
+            assert f"cannot use {view} as the store root: Read-only file system" in err, err
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+    (tmp_path / "file").write_text("x")
+    assert "as the store root: Not a directory" in fails("images", root=tmp_path / "file")
+
+
 def test_loading_garbage_is_a_clear_error(tmp_path: Path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"garbage" * 100)
@@ -223,6 +271,34 @@ def test_newer_store_is_refused(tmp_path: Path):
     conn.execute("PRAGMA user_version=99")
     conn.close()
     assert "upgrade pybuild" in fails("images", root=root)
+
+
+def test_a_damaged_store_database_is_a_clear_error(tmp_path: Path, archive: Path):
+    """meta.db with garbage over its pages: what SQLite says and what to do, not an internal error."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    with open(root / "meta.db", "r+b") as db:
+        db.seek(4096)
+        db.write(noise("garbage", 8 * 4096))
+    for args in (("images",), ("inspect", "app:1"), ("store", "check", "--repair")):
+        err = fails(*args, root=root)
+        assert f"the store database {root / 'meta.db'} is damaged: database disk image is malformed" in err, err
+
+
+def test_a_damaged_blob_says_to_repair_the_store(tmp_path: Path, archive: Path):
+    """Flipped bytes in a stored layer: the read names the store as the culprit and the way out."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    blob = max((root / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    err = fails("save", "-o", str(tmp_path / "x.tar"), "app:1", root=root)
+    assert f"digest mismatch for layer sha256:{blob.name}" in err, err
+    assert "(the store's copy is damaged: run `pybuild store check --repair`)" in err, err
+    assert "removed broken blob" in ok("store", "check", "--repair", root=root)
+    assert "app" not in ok("images", root=root)
 
 
 # --- crash safety and concurrency --------------------------------------------------------------

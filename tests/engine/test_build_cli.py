@@ -9,6 +9,7 @@ import gzip
 import http.server
 import io
 import json
+import os
 import subprocess
 import tarfile
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.conftest import Builder
-from tests.helpers.tools import require_tool, run_pybuild
+from tests.helpers.tools import require_tool, run_pybuild, small_fs
 
 
 def _out(proc: subprocess.CompletedProcess[bytes]) -> str:
@@ -487,3 +488,26 @@ def test_history_times_as_docker_prints_them(builder: Builder) -> None:
     table = run_pybuild("history", "-H=false", "history-times:1", root=builder.root, check=True).stdout.decode()
     assert table.splitlines()[0].split()[:3] == ["IMAGE", "CREATED", "AT"]
     assert out[0] in table.splitlines()[1]
+
+
+def test_a_layer_that_fills_the_disk_is_a_clear_error(base_archive: Path, tmp_path: Path) -> None:
+    """A store on a full disk: the write of the layer is reported as such (not as an unreadable
+    file), no temp file stays, and with space freed the same build works and the store is clean."""
+    ctx = Builder(tmp_path, tmp_path).context({"Dockerfile": "FROM busybox:local\n"
+                                               "RUN dd if=/dev/zero of=/big bs=1M count=6\n"})
+    with small_fs(tmp_path / "small", "64m") as small:
+        root = small / "root"
+        run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+        fs = os.statvfs(small)  # room for the 6 MB file in the container, not for its layer too
+        used_kb = (fs.f_blocks - fs.f_bfree) * fs.f_frsize // 1024
+        subprocess.run(["mount", "-o", f"remount,size={used_kb + 9 * 1024}k", str(small)], check=True)
+        p = run_pybuild("build", "--progress", "plain", str(ctx), root=root)
+        err = p.stderr.decode()
+        assert p.returncode == 1 and "Traceback" not in err, err
+        assert "ERROR: cannot write the layer to " in err and "No space left on device" in err, err
+        assert not list((root / "tmp").iterdir())
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        run_pybuild("build", "-q", str(ctx), root=root, check=True)
+        done = run_pybuild("store", "check", root=root, check=True)
+        check = (done.stdout + done.stderr).decode()
+        assert "clean" in check and "temp file" not in check, check

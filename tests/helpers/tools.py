@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +75,14 @@ def make_busybox_rootfs(target: Path) -> Path:
     )
     (target / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\napp:x:1000:\n")
     return target
+
+
+@contextlib.contextmanager
+def small_fs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``path`` (root only, as CI runs): a disk that fills up; always unmounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

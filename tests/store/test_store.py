@@ -47,7 +47,7 @@ def test_lookup_by_name_id_prefix_and_digest(store: Store):
     store.write_image(img, ["docker.io/library/thing:2", "other/app"])
     config = img.config_digest()
     for ref in ("thing:2", "docker.io/library/thing:2", "other/app:latest", "other/app",
-                str(config), config.hex, config.hex[:12], config.hex[:5],
+                str(config), config.hex, config.hex[:12], config.hex[:5], f"sha256:{config.hex[:12]}",
                 str(img.digest()), f"thing@{img.digest()}"):
         assert store.resolve(ref).manifest_digest == img.digest(), ref
     record = store.resolve("thing:2")
@@ -57,6 +57,8 @@ def test_lookup_by_name_id_prefix_and_digest(store: Store):
         store.image("thing:3")
     with pytest.raises(ImageNotFoundError, match="No such image: nothing"):
         store.image("nothing")
+    with pytest.raises(ImageNotFoundError, match="No such image: sha256:0000000"):
+        store.image("sha256:0000000")
 
 
 def test_writing_twice_is_idempotent_and_blobs_are_shared(store: Store):
