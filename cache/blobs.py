@@ -95,7 +95,7 @@ def remove_tree(path: Path) -> None:
             path.unlink()
 
 
-def _force_remove(func, path, _exc) -> None:  # type: ignore[no-untyped-def]
+def _force_remove(func, path, _exc) -> None:
     parent = os.path.dirname(path)
     with contextlib.suppress(OSError):
         os.chmod(parent, 0o755)

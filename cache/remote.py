@@ -131,19 +131,19 @@ class CacheSpec:
             if mode is CacheMode.MAX:
                 raise UsageError(f"invalid {flag} value {text!r}: an inline cache holds the final image's "
                                  "steps only (mode=min); use type=registry for mode=max")
-            spec = cls(CacheType.INLINE, **common)  # type: ignore[arg-type]
+            spec = cls(CacheType.INLINE, **common)
         elif kind is CacheType.REGISTRY:
             ref = fields.pop("ref", "")
             if not ref:
                 raise UsageError(f"invalid {flag} value {text!r}: type=registry needs ref=")
-            spec = cls(CacheType.REGISTRY, ref=ref, **common)  # type: ignore[arg-type]
+            spec = cls(CacheType.REGISTRY, ref=ref, **common)
         else:
             where = fields.pop("dest" if export else "src", "")
             if not where:
                 raise UsageError(
                     f"invalid {flag} value {text!r}: type=local needs {'dest' if export else 'src'}=DIR")
             spec = cls(CacheType.LOCAL, path=Path(where), tag=fields.pop("tag", "latest") or "latest",
-                       **common)  # type: ignore[arg-type]
+                       **common)
         if fields:
             raise UsageError(f"invalid {flag} value {text!r}: unknown option {sorted(fields)[0]!r}")
         return spec
@@ -325,7 +325,7 @@ class LocalTarget:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):  # type: ignore[no-untyped-def]
+def _locked(path: Path):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -468,7 +468,7 @@ class Store:
         if compression is Compression.NONE:
             with blob:
                 return desc.size, content_size(blob)
-        with open_decompressed(blob, compression) as raw:  # type: ignore[arg-type]
+        with open_decompressed(blob, compression) as raw:
             reader = HashingReader(raw)
             content = content_size(reader)
             while reader.read(CHUNK):

@@ -443,7 +443,7 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
+def _image_filters(specs: Sequence[str]):
     """docker's ``images --filter``: every filter must hold (values of one key: any may)."""
     import fnmatch
 
@@ -470,7 +470,7 @@ def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
         if store is not None:
             store.close()
 
-    def keep(record, repo: str, tag: str) -> bool:  # type: ignore[no-untyped-def]
+    def keep(record, repo: str, tag: str) -> bool:
         if "dangling" in wanted:
             dangling = not record.names
             if any((v in ("true", "1")) != dangling for v in wanted["dangling"]):

@@ -84,7 +84,7 @@ def _decompressed(raw: BinaryIO) -> BinaryIO:
     if head.startswith(XZ_MAGIC):
         return lzma.LZMAFile(raw)  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
     return raw
 
 

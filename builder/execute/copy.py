@@ -978,7 +978,7 @@ def write_planned(
                 entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
             if entry.type is EntryType.FILE:
                 with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-                    writer.add(entry, f)  # type: ignore[arg-type]
+                    writer.add(entry, f)
             else:
                 writer.add(entry)
         finally:
@@ -987,7 +987,7 @@ def write_planned(
 
 
 def _fields(entry: TarEntry) -> dict[str, object]:
-    return {name: getattr(entry, name) for name in TarEntry.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(entry, name) for name in TarEntry.__slots__}
 
 
 def copy_layer(

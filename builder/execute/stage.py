@@ -61,7 +61,12 @@ from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
 
 if TYPE_CHECKING:
-    from builder.runtime.cdi import Edits
+    from builder.execute.context import BuildContext
+    from builder.execute.gitsource import GitSources
+    from builder.execute.ssh import SshAgents
+    from builder.runtime import Runtime
+    from builder.runtime.cdi import Edits, Registry
+    from cache.remote import ImportedCache
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
@@ -73,15 +78,15 @@ class BuildEnv:
     store: Store
     layers: BuildLayers
     progress: Progress
-    runtime_factory: Callable[[], object]
+    runtime_factory: Callable[[], Runtime]
     context_root: Path | None
     secrets: Mapping[str, Secret]
-    ssh: object = None  # builder.execute.ssh.SshAgents of --ssh
+    ssh: SshAgents | None = None  # of --ssh
     container: ContainerSettings = field(default_factory=ContainerSettings)  # --add-host, --shm-size, --ulimit
     allow: frozenset[str] = frozenset()  # --allow entitlements: security.insecure
     network: str = "default"
     source_date_epoch: int | None = None
-    copy_context: object = None  # builder.execute.context.BuildContext (COPY/ADD sources)
+    copy_context: BuildContext | None = None  # COPY/ADD sources
     dockerfile_name: str = "Dockerfile"
     records: CacheRecords | None = None  # None: the cache is not used at all
     statcache: StatCache | None = None
@@ -90,25 +95,25 @@ class BuildEnv:
     dry_run: bool = False  # --explain: compute keys and explain misses, run nothing
     lineage_prefix: str = ""  # identifies the Dockerfile, for finding a step's earlier builds
     explained: list[str] = field(default_factory=list)
-    imported: object = None  # cache.remote.ImportedCache of --cache-from, asked after a local miss
+    imported: ImportedCache | None = None  # of --cache-from, asked after a local miss
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
-    git: object = None  # builder.execute.gitsource.GitSources: ADD <git>'s commits and checkouts
+    git: GitSources | None = None  # ADD <git>'s commits and checkouts
     hostname: str = "buildkitsandbox"  # of RUN steps (BUILDKIT_SANDBOX_HOSTNAME)
     cache_namespace: str = ""  # of RUN cache mount ids (BUILDKIT_CACHE_MOUNT_NS)
-    _runtime: object = None
+    _runtime: Runtime | None = None
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock)
-    _cdi: object = None
+    _cdi: Registry | None = None
 
     @property
-    def runtime(self):  # type: ignore[no-untyped-def]
+    def runtime(self) -> Runtime:
         with self._runtime_lock:
             if self._runtime is None:
                 self._runtime = self.runtime_factory()
             return self._runtime
 
-    def cdi(self):  # type: ignore[no-untyped-def]
+    def cdi(self) -> Registry:
         """The CDI devices of this machine, read when a step first asks for one."""
         from builder.runtime.cdi import Registry
 
@@ -165,7 +170,7 @@ class StageRunner:
         self.author = base_config.author
         self.cmd_set = False
         self._arg_text = ""  # the ARG being run, as declared (for its history entry)
-        self._bind_items: dict[str, list] = {}  # type: ignore[type-arg]  # the sources a RUN binds, as keyed
+        self._bind_items: dict[str, list] = {}  # the sources a RUN binds, as keyed
         self.changed = False
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
@@ -285,10 +290,10 @@ class StageRunner:
         """A hit in a --cache-from cache: replay it with a layer fetched only if read; keep the
         record (with this build's inputs: the same key means the same inputs)."""
         imported = self.env.imported
-        found = imported.get(key) if imported is not None else None  # type: ignore[attr-defined]
-        if found is None:
+        found = imported.get(key) if imported is not None else None
+        if imported is None or found is None:
             return False
-        layer = imported.layer(found) if found.result.diff_id is not None else None  # type: ignore[attr-defined]
+        layer = imported.layer(found) if found.result.diff_id is not None else None
         self._replay(found.result, layer=layer)
         kept = {**inputs.to_json(), "stage": self.label}
         self.env.records.put(key, found.parent, self._lineage(), found.result, kept)  # type: ignore[union-attr]
@@ -385,7 +390,7 @@ class StageRunner:
             return "unresolved"
         return commit
 
-    def _context_files(self, spec: object, prefix: str = "", items: list | None = None) -> list[list[str]]:  # type: ignore[type-arg]
+    def _context_files(self, spec: object, prefix: str = "", items: list | None = None) -> list[list[str]]:
         from builder.execute.copy import SourceKind, select_sources
         from cache.keys import file_line
         from cache.statcache import xattrs_digest
@@ -422,7 +427,7 @@ class StageRunner:
                                               xattrs=xattrs, hardlink_to=linked)])
         return files
 
-    def _bind_files(self):  # type: ignore[no-untyped-def]
+    def _bind_files(self):
         """For context bind mounts: the files below a path that .dockerignore leaves (None when it
         hides nothing, so the mount can show the directory itself)."""
         context = self.env.copy_context
@@ -635,9 +640,7 @@ class StageRunner:
         return self.env.layers.add_tar(tmp, stats.diff_id, stats.size)
 
     def _do_run(self, ins: ins_.Run, handle: StepHandle) -> None:
-        from builder.runtime import Runtime
-
-        runtime: Runtime = self.env.runtime  # type: ignore[assignment]
+        runtime = self.env.runtime
         privileged = ins.security is ins_.SecurityMode.INSECURE
         if privileged and "security.insecure" not in self.env.allow:
             raise ins.error("RUN --security=insecure runs the step with every privilege: "
@@ -657,7 +660,7 @@ class StageRunner:
         res = RunResources(
             store_root=self.env.store.root, work_root=self.env.store.root / "run",
             context_root=self.env.context_root, secrets=self.env.secrets,
-            lowers_of=self._lowers_of, ssh=self.env.ssh,  # type: ignore[arg-type]
+            lowers_of=self._lowers_of, ssh=self.env.ssh,
             cache_namespace=self.env.cache_namespace, context_files=self._bind_files(),
         )
         keep_upper = False
@@ -734,7 +737,7 @@ class StageRunner:
             cache_id = cache_mount_id(mount, mount.target or "", self.env.cache_namespace)
             self.env.cache_mount_ids.add(cache_id)
             if self.env.imported is not None:
-                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)  # type: ignore[attr-defined]
+                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)
 
     def _history_args(self) -> dict[str, str | None]:
         from builder.frontend.expand import FRONTEND_ARGS
@@ -771,7 +774,7 @@ class StageRunner:
             with open(layer_tar, "wb") as out:
                 stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,  # type: ignore[arg-type]
                                    source_date_epoch=self.env.source_date_epoch,
-                                   workdir=self.env.store.tmp_dir, git=self.env.git)  # type: ignore[arg-type]
+                                   workdir=self.env.store.tmp_dir, git=self.env.git)
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
             layer_tar.unlink(missing_ok=True)

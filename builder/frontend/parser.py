@@ -87,11 +87,11 @@ def _lark(escape: str) -> Lark:
     cache = _grammar_cache_file(escape)
     if cache is not None:
         try:
-            return Lark(text, cache=str(cache), **options)  # type: ignore[arg-type]
+            return Lark(text, cache=str(cache), **options)
         except Exception:  # a damaged or foreign cache file: build without it
             with contextlib.suppress(OSError):
                 cache.unlink()
-    return Lark(text, **options)  # type: ignore[arg-type]
+    return Lark(text, **options)
 
 
 def user_cache_dir() -> Path | None:

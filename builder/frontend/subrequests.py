@@ -153,9 +153,9 @@ def outline(dockerfile: Dockerfile, *, build_args: Mapping[str, str] | None = No
     ssh = _collect(outlines, plan.target, lambda o: _requirements(o.ssh), set())
     return Outline(
         name=written_name(dockerfile, target_stage), description=target_stage.from_.comment,
-        args=tuple(sorted(args, key=lambda a: a.line)),  # type: ignore[attr-defined]
-        secrets=tuple(sorted(secrets, key=lambda r: r.line)),  # type: ignore[attr-defined]
-        ssh=tuple(sorted(ssh, key=lambda r: r.line)),  # type: ignore[attr-defined]
+        args=tuple(sorted(args, key=lambda a: a.line)),
+        secrets=tuple(sorted(secrets, key=lambda r: r.line)),
+        ssh=tuple(sorted(ssh, key=lambda r: r.line)),
     )
 
 

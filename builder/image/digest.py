@@ -28,7 +28,7 @@ class Digest(str):
         return "sha256"
 
     @property
-    def hex(self) -> str:  # type: ignore[override]
+    def hex(self) -> str:
         return self[7:]
 
     @property

@@ -48,7 +48,7 @@ def open_decompressed(stream: BinaryIO, compression: Compression, what: str = "l
         return _ClosingGzip(stream, what)
     if compression is Compression.ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=CHUNK, closefd=True)
-        return _CheckedZstd(reader, what)  # type: ignore[arg-type]
+        return _CheckedZstd(reader, what)
     raise ImageError(f"unknown compression {compression!r}")
 
 
@@ -72,7 +72,7 @@ class _ClosingGzip(igzip.IGzipFile):
         except (EOFError, OSError) as err:
             raise ImageError(f"corrupt gzip {self._what}: {err}") from None
 
-    def readinto(self, b):  # type: ignore[no-untyped-def]
+    def readinto(self, b):
         try:
             return super().readinto(b)
         except (EOFError, OSError) as err:
@@ -96,7 +96,7 @@ def compressor(dst: BinaryIO, compression: Compression, level: int | None = None
     if compression is Compression.ZSTD:
         lvl = DEFAULT_ZSTD_LEVEL if level is None else level
         cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=False)
-        return cctx.stream_writer(dst, closefd=False)  # type: ignore[return-value]
+        return cctx.stream_writer(dst, closefd=False)
     raise ImageError(f"unknown compression {compression!r}")
 
 
@@ -110,7 +110,7 @@ def compress_stream(
 class _CheckedZstd(io.BufferedReader):
     """zstd reader whose corruption errors say what was corrupt."""
 
-    def __init__(self, raw, what: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, raw, what: str) -> None:
         super().__init__(raw, CHUNK)
         self._what = what
 
@@ -126,7 +126,7 @@ class _CheckedZstd(io.BufferedReader):
         except zstandard.ZstdError as err:
             raise ImageError(f"corrupt zstd {self._what}: {err}") from None
 
-    def readinto(self, b):  # type: ignore[no-untyped-def]
+    def readinto(self, b):
         try:
             return super().readinto(b)
         except zstandard.ZstdError as err:

@@ -191,7 +191,7 @@ class RemoteBlobSource:
         if descriptor.data is not None and Digest.of(descriptor.data) == descriptor.digest:
             return io.BytesIO(descriptor.data)
         reader = BlobReader(self.client, self.repository, descriptor, self.operation, self.progress)
-        return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(reader, CHUNK)
 
 
 class RemoteImage(SourceImage):
