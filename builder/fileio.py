@@ -12,8 +12,18 @@ nothing measurable.
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 WRITE_PIECE = 128 << 10
+
+
+class Reader(Protocol):
+    """What a tar reader needs of its stream: an open file, or a wrapper that hashes or counts
+    what passes through (HashingReader), which is no full BinaryIO."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 def write_all(fd: int, data: memoryview | bytes | bytearray) -> None:

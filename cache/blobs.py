@@ -167,7 +167,11 @@ class BlobFiles:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            digest = Digest(expected) if hasher is None else Digest.from_hasher(hasher)
+            if hasher is not None:
+                digest = Digest.from_hasher(hasher)
+            else:
+                assert expected is not None  # pre_verified
+                digest = Digest(expected)
             if expected is not None and digest != expected:
                 raise DigestMismatchError(expected, digest, "blob")
             if size is not None and written != size:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -851,13 +852,13 @@ def _export_record(key: str, spec: CacheSpec, store: Store, records: CacheRecord
         return entry, None
     try:
         desc = store.layer_blob(result.diff_id, spec.compression)
-        blob = _Blob(desc, lambda d=desc: store.blobs.open(d.digest, d.size))
+        blob = _Blob(desc, functools.partial(store.blobs.open, desc.digest, desc.size))
     except ImageNotFoundError:
         # Not held here (an imported hit nothing read): pass the other cache's blob through.
         if remote is None or remote.layer is None:
             return None, None
         desc = remote.layer
-        blob = _Blob(desc, lambda d=desc, s=remote.source: s.open_blob(d))
+        blob = _Blob(desc, functools.partial(remote.source.open_blob, desc))
     entry["layer"] = str(desc.digest)
     return entry, blob
 

@@ -40,7 +40,8 @@ class DockerStyleParser(argparse.ArgumentParser):
         count = sum(a.nargs if isinstance(a.nargs, int) else 1 for a in required)
         exact = "exactly" if len(required) == len(positionals) and all(
             a.nargs in (None, 1) or isinstance(a.nargs, int) for a in required) else "at least"
-        names = " ".join(a.metavar or a.dest.upper() for a in required)
+        names = " ".join(a.metavar if isinstance(a.metavar, str) and a.metavar else a.dest.upper()
+                         for a in required)
         plural = "argument" if count == 1 else "arguments"
         return f'"{self.prog}" requires {exact} {count} {plural} ({names}).'
 

@@ -331,7 +331,7 @@ def _load(args: argparse.Namespace) -> int:
     return 0
 
 
-def _for_platform(loaded: list, platform, shown: str) -> list:  # type: ignore[no-untyped-def, type-arg]
+def _for_platform(loaded: list, platform, shown: str) -> list:
     """``load --platform``: the archive's images of that platform; none is an error, as in docker."""
     from builder.errors import ImageNotFoundError
     from builder.image.platform import Platform

@@ -501,9 +501,9 @@ def _select_local(
         if not candidates:
             why = f"nothing matches '{arg}'"
             if hidden:
-                path, rule = hidden[0]
+                path, hiding = hidden[0]
                 more = f" and {len(hidden) - 1} more" if len(hidden) > 1 else ""
-                why += f"; '{path}'{more} excluded by {rule}"
+                why += f"; '{path}'{more} excluded by {hiding}"
             raise spec.error(f"no source files were specified ({why})")
     else:
         candidates = [parts]
@@ -961,8 +961,7 @@ def write_planned(
             key = (p.group, *p.inode)
             target = first.get(key)
             if target is not None:
-                writer.add(TarEntry(**{**_fields(entry), "type": EntryType.HARDLINK, "size": 0,
-                                       "linkname": target}))
+                writer.add(replace(entry, type=EntryType.HARDLINK, size=0, linkname=target))
                 continue
             first[key] = entry.name
         if p.data is not None:
@@ -975,7 +974,7 @@ def write_planned(
         try:
             xattrs = _fd_xattrs(fd, p.drop_caps) if p.xattrs_from is not None else ()
             if xattrs:
-                entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
+                entry = replace(entry, xattrs=xattrs)
             if entry.type is EntryType.FILE:
                 with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
                     writer.add(entry, f)
@@ -984,10 +983,6 @@ def write_planned(
         finally:
             os.close(fd)
     return writer.close()
-
-
-def _fields(entry: TarEntry) -> dict[str, object]:
-    return {name: getattr(entry, name) for name in TarEntry.__slots__}
 
 
 def copy_layer(

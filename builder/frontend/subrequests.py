@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from builder.errors import ExpansionError, InstructionError
-from builder.frontend.expand import GlobalScope, PlatformArgs
+from builder.frontend.expand import GlobalScope, PlatformArgs, Scope
 from builder.frontend.instructions import Arg, Dockerfile, MountType, Run, Stage
 from builder.frontend.shell import ShellLex
 
@@ -112,7 +112,7 @@ def outline(dockerfile: Dockerfile, *, build_args: Mapping[str, str] | None = No
             value = scope.declared.get(spec.key)
             global_args[spec.key] = _ArgInfo(value or "", spec.comment, arg.start_line, deps)
     outlines: dict[int, _StageOutline] = {}
-    scopes = {}
+    scopes: dict[int, Scope] = {}
     for planned in plan.stages:
         stage = dockerfile.stages[planned.index]
         used = set(lex.process_word_with_matches(stage.from_.base_name, scope.values).matched)

@@ -45,7 +45,7 @@ def open_decompressed(stream: BinaryIO, compression: Compression, what: str = "l
     if compression is Compression.NONE:
         return stream
     if compression is Compression.GZIP:
-        return _ClosingGzip(stream, what)
+        return _ClosingGzip(stream, what)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=CHUNK, closefd=True)
         return _CheckedZstd(reader, what)
@@ -60,7 +60,7 @@ class _ClosingGzip(igzip.IGzipFile):
         self._stream = stream
         self._what = what
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         try:
             return super().read(size)
         except (EOFError, OSError) as err:
@@ -88,11 +88,11 @@ class _ClosingGzip(igzip.IGzipFile):
 def compressor(dst: BinaryIO, compression: Compression, level: int | None = None) -> BinaryIO:
     """A writable stream that compresses into ``dst``. Close it to flush (``dst`` stays open)."""
     if compression is Compression.NONE:
-        return _NoClose(dst)
+        return _NoClose(dst)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.GZIP:
         lvl = DEFAULT_GZIP_LEVEL if level is None else level
         # filename="": no FNAME header (it would be the temp file's name; digests must not depend on it)
-        return igzip.IGzipFile(fileobj=dst, filename="", mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]
+        return igzip.IGzipFile(fileobj=dst, filename="", mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.ZSTD:
         lvl = DEFAULT_ZSTD_LEVEL if level is None else level
         cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=False)
@@ -146,5 +146,5 @@ class _NoClose(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[no-untyped-def, override]
+    def write(self, b) -> int:
         return self._dst.write(b)

@@ -11,6 +11,7 @@ repository when it can), then the manifest.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import os
@@ -508,13 +509,12 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         policy = client.options.retry
         while offset < size:
             length = min(chunk_size, size - offset)
-            body = _SizedBody(blob.opener, size, advance, offset, length)
             try:
                 response = client.request(
                     "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
                     headers={"Content-Type": "application/octet-stream",
                              "Content-Range": f"{offset}-{offset + length - 1}"},
-                    body=lambda b=body: b,
+                    body=functools.partial(_SizedBody, blob.opener, size, advance, offset, length),
                 )
             except TransientRegistryError:
                 # Ask the registry how much it kept and go on from there.
@@ -599,11 +599,15 @@ def _pushable_layers(image: Image, store: Store | None, workdir: Path, compress:
         changed = True
         if store is not None and hasattr(store, "layer_blob"):
             gz = store.layer_blob(layer.diff_id(), Compression.GZIP, docker=docker)
-            out.append((gz, lambda d=gz: store.blobs.open(d.digest, d.size)))
+            out.append((gz, functools.partial(store.blobs.open, gz.digest, gz.size)))
             continue
         gz_desc, path = _gzip_to_file(layer, workdir, docker)
-        out.append((gz_desc, lambda p=path: open(p, "rb")))  # noqa: SIM115
+        out.append((gz_desc, functools.partial(_open_binary, path)))
     return out, changed
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return open(path, "rb")  # the caller closes it
 
 
 def _gzip_to_file(layer: Layer, workdir: Path, docker: bool) -> tuple[Descriptor, Path]:
