@@ -312,6 +312,7 @@ class Build:
                 raise UsageError(f"--secret id={secret.id}: cannot read {secret.src}: "
                                  f"{'no such file' if not secret.src.exists() else 'permission denied'}")
         no_cache_stages = {n.lower() for n in opts.no_cache_filter}
+        statcache = StatCache(self.store.db)
         env = BuildEnv(
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
             runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
@@ -321,7 +322,7 @@ class Build:
             copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
             allow=frozenset(opts.allow),
             cdi_spec_dirs=tuple(Path(d) for d in opts.cdi_spec_dirs) or None,
-            records=CacheRecords(self.store.db), statcache=StatCache(self.store.db),
+            records=CacheRecords(self.store.db), statcache=statcache,
             no_cache=lambda stage: opts.no_cache or stage.lower() in no_cache_stages,
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
@@ -415,7 +416,7 @@ class Build:
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
         finally:
-            env.statcache.flush()  # type: ignore[union-attr]
+            statcache.flush()
             if env.ssh is not None:
                 env.ssh.close()
         if opts.explain:
@@ -500,8 +501,9 @@ class Build:
                               for t in self.options.cache_to)
         extra = {k: v for k, v in config.extra.items() if k != INLINE_KEY}
         if wanted:
-            keys = select_keys(env.records, env.used_keys, final_key, CacheMode.MIN)  # type: ignore[arg-type]
-            extra[INLINE_KEY] = inline_cache(env.records, imported, keys,  # type: ignore[arg-type]
+            assert env.records is not None  # _build always gives its env records
+            keys = select_keys(env.records, env.used_keys, final_key, CacheMode.MIN)
+            extra[INLINE_KEY] = inline_cache(env.records, imported, keys,
                                              [str(layer.diff_id()) for layer in final.layers()])
         elif INLINE_KEY not in config.extra:
             return final
@@ -517,9 +519,10 @@ class Build:
             spec = CacheSpec.parse(text, export=True)
             if spec.type is CacheType.INLINE:
                 continue  # written with the image
-            keys = select_keys(env.records, env.used_keys, final_key, spec.mode)  # type: ignore[arg-type]
+            assert env.records is not None  # _build always gives its env records
+            keys = select_keys(env.records, env.used_keys, final_key, spec.mode)
             try:
-                export_cache(spec, self.store, env.records, keys, imported=imported,  # type: ignore[arg-type]
+                export_cache(spec, self.store, env.records, keys, imported=imported,
                              mount_ids=env.cache_mount_ids, progress=self.progress,
                              insecure_registries=tuple(self.options.insecure_registries))
             except PybuildError as err:

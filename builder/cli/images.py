@@ -462,10 +462,10 @@ def _image_filters(specs: Sequence[str]):
     labels: dict[str, dict[str, str]] = {}
     try:
         for key in ("before", "since"):
-            bounds[key] = [store.resolve(v).added for v in wanted.get(key, [])]  # type: ignore[union-attr]
-        if "label" in wanted:
-            for record in store.images():  # type: ignore[union-attr]
-                labels[record.manifest_digest] = dict(store.image_config(record).config.labels)  # type: ignore[union-attr]
+            bounds[key] = [store.resolve(v).added for v in wanted.get(key, [])] if store is not None else []
+        if "label" in wanted and store is not None:
+            for record in store.images():
+                labels[record.manifest_digest] = dict(store.image_config(record).config.labels)
     finally:
         if store is not None:
             store.close()
