@@ -12,7 +12,8 @@ nothing measurable.
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 WRITE_PIECE = 128 << 10
 
@@ -31,3 +32,8 @@ def write_all(fd: int, data: memoryview | bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view[:WRITE_PIECE]):]
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """``open(path, "rb")`` as a typed opener for ``functools.partial`` (the caller closes it)."""
+    return open(path, "rb")

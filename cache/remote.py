@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from builder.errors import CacheError, ImageNotFoundError, PybuildError, UsageError
+from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
 from builder.image.image import BlobLayer, BlobSource, read_verified
@@ -567,7 +568,7 @@ class ImportedCache:
     def prefetch(self, layers: Iterable[Layer]) -> None:
         """Fetch the imported layers among ``layers`` (the final image's) concurrently."""
         pending = [layer for layer in layers if isinstance(layer, FetchingLayer)]
-        _run_all([lambda f=f: self.fetch(f._record) and None for f in pending])  # type: ignore[misc]
+        _run_all([functools.partial(self.fetch, f._record) for f in pending])
 
     def _download(self, record: ImportedRecord) -> None:
         from cache.store import PAIR_VERIFIED
@@ -808,7 +809,7 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
                     continue
                 desc = Descriptor(MediaType.PYBUILD_CACHE_MOUNT.value, _file_digest(tmp), tmp.stat().st_size,
                                   annotations={ID_ANNOTATION: cache_id})
-                mounts.append(_Blob(desc, lambda p=tmp: open(p, "rb")))  # type: ignore[misc]  # noqa: SIM115
+                mounts.append(_Blob(desc, functools.partial(open_binary, tmp)))
         config = {"version": CONFIG_VERSION, "records": entries}
         raw_config = canonical_json(config)
         config_desc = Descriptor.of(MediaType.PYBUILD_CACHE_CONFIG.value, raw_config)
@@ -820,7 +821,7 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         raw_manifest = manifest.to_bytes()
         uploads = [*blobs.values(), *mounts, _Blob(config_desc, lambda: io.BytesIO(raw_config))]
         try:
-            _run_all([lambda b=b: target.put_blob(b.descriptor, b.opener) for b in uploads])  # type: ignore[misc]
+            _run_all([functools.partial(target.put_blob, b.descriptor, b.opener) for b in uploads])
             target.put_manifest(raw_manifest)
         except OSError as err:
             raise CacheError(f"cannot write cache {target.description}: "
@@ -871,7 +872,7 @@ def _file_digest(path: Path) -> Digest:
     return Digest.from_hasher(hasher)
 
 
-def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
+def _run_all(tasks: Sequence[Callable[[], object]]) -> None:  # what they return is not used
     if not tasks:
         return
     with ThreadPoolExecutor(max_workers=min(TRANSFER_WORKERS, len(tasks)),
@@ -881,8 +882,8 @@ def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
         for f in pending:
             f.cancel()
         for f in futures:
-            if f.done() and not f.cancelled() and f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
+            if f.done() and not f.cancelled() and (err := f.exception()) is not None:
+                raise err
 
 
 __all__ = [

@@ -34,6 +34,7 @@ from builder.errors import (
     RegistryError,
     RemoteImageNotFoundError,
 )
+from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.image import Image, Layer, SourceImage
@@ -290,8 +291,8 @@ def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int) -> None
         for future in pending:
             future.cancel()
         for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+            if future.done() and not future.cancelled() and (err := future.exception()) is not None:
+                raise err
 
 
 def download_blobs(image: RemoteImage, store: Store, progress: Progress,
@@ -602,12 +603,8 @@ def _pushable_layers(image: Image, store: Store | None, workdir: Path, compress:
             out.append((gz, functools.partial(store.blobs.open, gz.digest, gz.size)))
             continue
         gz_desc, path = _gzip_to_file(layer, workdir, docker)
-        out.append((gz_desc, functools.partial(_open_binary, path)))
+        out.append((gz_desc, functools.partial(open_binary, path)))
     return out, changed
-
-
-def _open_binary(path: Path) -> BinaryIO:
-    return open(path, "rb")  # the caller closes it
 
 
 def _gzip_to_file(layer: Layer, workdir: Path, docker: bool) -> tuple[Descriptor, Path]:
