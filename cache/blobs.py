@@ -132,7 +132,7 @@ class BlobFiles:
             raw = open(self.path(digest), "rb")  # noqa: SIM115 - the caller closes the reader
         except FileNotFoundError:
             raise StoreError(f"blob {digest} is missing from the store (run `pybuild store check`)") from None
-        return VerifyingReader(raw, digest, size, f"stored blob {digest}")  # type: ignore[return-value]
+        return VerifyingReader(raw, digest, size, f"stored blob {digest}")  # type: ignore[return-value]  # a file-like reader, no typing.BinaryIO subclass
 
     def write(self, stream: BinaryIO, expected: str | None = None, size: int | None = None) -> WrittenBlob:
         """Copy a stream into the store; with ``expected``, refuse content with another digest."""

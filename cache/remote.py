@@ -620,7 +620,7 @@ class ImportedCache:
                 stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
                                          f"cache mount {cache_id}")
                 with stream:
-                    seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]
+                    seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
                                         mode=mode, uid=uid, gid=gid)
             except PybuildError as err:
                 # A cache only saves work: a mount it cannot give starts empty, as without it.

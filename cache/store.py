@@ -508,7 +508,7 @@ class Store:
                     self.blobs.open(src_desc.digest, src_desc.size), Compression(source["compression"])
                 ) as raw, open(tmp, "wb") as out:
                     reader = HashingReader(raw)
-                    compress_stream(reader, out, compression)  # type: ignore[arg-type]
+                    compress_stream(reader, out, compression)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
                 if reader.digest() != diff_id:
                     if not source["verified"]:
                         self.verify_layer(src_desc, diff_id)  # forgets the false claim, says why

@@ -20,6 +20,7 @@ import pkgutil
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from builder import __version__
 from builder.errors import PybuildError, UsageError
@@ -28,7 +29,7 @@ from builder.errors import PybuildError, UsageError
 class DockerStyleParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors read like docker's and exit 125."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         if message.startswith("the following arguments are required: "):
             raise UsageError(self._arity_message() + f"\nSee '{self.prog} --help'.")
         raise UsageError(_docker_message(message, self.prog) + f"\nSee '{self.prog} --help'.")

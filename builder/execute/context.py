@@ -140,7 +140,7 @@ def _decompressed(stream: BinaryIO) -> BinaryIO:
     buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[type-var]  # no peek: a raw stream
     head = buffered.peek(6)[:6]
     if head.startswith(b"BZh"):
-        return bz2.BZ2File(buffered)  # type: ignore[return-value]
+        return bz2.BZ2File(buffered)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(buffered)  # type: ignore[return-value]
+        return lzma.LZMAFile(buffered)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     return buffered

@@ -600,7 +600,7 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
             for cell in pending:
                 if not cell[1]:
                     cell[1] = True
-                    yield cell[0]  # type: ignore[misc]
+                    yield cell[0]  # type: ignore[misc]  # pending cells are [SourceFile, emitted] lists
             yield entry
             if is_dir:
                 yield from walk(child, rel + "/", [])
@@ -631,7 +631,7 @@ def _walk_context_dir(
         host = os.path.join(root, path)  # a str: Path objects cost more than the walk
         link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
         item = SourceFile(rel, host, st, link)
-        while pending and not rel.startswith(pending[-1][0].rel + "/"):  # type: ignore[attr-defined]
+        while pending and not rel.startswith(pending[-1][0].rel + "/"):  # type: ignore[attr-defined]  # pending cells are [SourceFile, emitted] lists
             pending.pop()
         if excludes is not None and excludes.matches(rel):
             if entry.is_dir:
@@ -643,7 +643,7 @@ def _walk_context_dir(
         for cell in pending:
             if not cell[1]:
                 cell[1] = True
-                yield cell[0]  # type: ignore[misc]
+                yield cell[0]  # type: ignore[misc]  # pending cells are [SourceFile, emitted] lists
         yield item
 
 

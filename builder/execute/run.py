@@ -388,7 +388,7 @@ def container_spec(*, lowers: Sequence[Path], upper: Path, argv: Sequence[str], 
         process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
                             cwd=clean_cwd(cwd), user=user),
         mounts=tuple(mounts), network=network, hostname=hostname,
-        **(settings or {}),  # type: ignore[arg-type]
+        **(settings or {}),  # type: ignore[arg-type]  # ContainerSpec fields of several types
     )
 
 

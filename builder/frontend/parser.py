@@ -218,7 +218,7 @@ class _Run:
         from lark.exceptions import LarkError
 
         try:
-            return _lark(escape).parse(text, start=start).children  # type: ignore[return-value]
+            return _lark(escape).parse(text, start=start).children  # type: ignore[return-value]  # lark types children as Tree | Token; these rules hold tokens
         except LarkError as error:  # the grammar accepts every text; this is a bug guard
             line = getattr(error, "line", 0) or 0
             raise self.error(f"cannot parse: {error}", offset + max(line, 1)) from None

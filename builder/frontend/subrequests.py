@@ -131,8 +131,8 @@ def outline(dockerfile: Dockerfile, *, build_args: Mapping[str, str] | None = No
                 expanded = stage_scope.apply(ins)
             except (ExpansionError, InstructionError):
                 continue  # what an unknown base image might define: the build says, not the outline
-            if isinstance(expanded, Arg):
-                for spec, resolved in zip(ins.args, expanded.args, strict=True):  # type: ignore[attr-defined]
+            if isinstance(ins, Arg) and isinstance(expanded, Arg):  # apply keeps the instruction's type
+                for spec, resolved in zip(ins.args, expanded.args, strict=True):
                     inherited = spec.default is None and spec.key not in build_args and spec.key in scope.values
                     if not inherited:
                         own.args[spec.key] = _ArgInfo(resolved.default or "", spec.comment, ins.start_line)

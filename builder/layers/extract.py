@@ -350,7 +350,7 @@ def open_layer_stream(stream: BinaryIO, compression: Compression | None = None) 
     if compression is not None:
         return open_decompressed(stream, compression)
     head = stream.read(4)
-    return open_decompressed(_Prefixed(head, stream), detect(head))  # type: ignore[arg-type]
+    return open_decompressed(_Prefixed(head, stream), detect(head))  # type: ignore[arg-type]  # a read-only wrapper; the decompressors only read it
 
 
 class _Prefixed:

@@ -238,14 +238,14 @@ def select_platform(index: Index, platform: Platform, where: str) -> Descriptor:
                                                             MediaType.DOCKER_MANIFEST)]
         if len(images) == 1:
             return images[0]
-    matching = [d for d in with_platform if platform.matches(d.platform)]  # type: ignore[arg-type]
+    matching = [d for d in with_platform if d.platform is not None and platform.matches(d.platform)]
     if not matching:
         available = ", ".join(sorted({str(d.platform) for d in with_platform})) or "none"
         raise RemoteImageNotFoundError(
             f"{where}: no matching manifest for {platform} in the manifest list entries "
             f"(available: {available})"
         )
-    exact = [d for d in matching if d.platform.variant == platform.variant]  # type: ignore[union-attr]
+    exact = [d for d in matching if d.platform is not None and d.platform.variant == platform.variant]
     return (exact or matching)[0]
 
 
@@ -328,7 +328,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
             # digest and size match; our message names the image the blob belongs to.
             try:
                 with reader:  # raw: the store's write reads into its own buffer, no extra copy
-                    store.blobs.write(reader, d.digest, d.size)  # type: ignore[arg-type]
+                    store.blobs.write(reader, d.digest, d.size)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
             except DigestMismatchError as err:
                 raise DigestMismatchError(
                     d.digest, err.actual, f"blob {d.digest} of {image.reference.familiar} "
@@ -613,7 +613,7 @@ def _gzip_to_file(layer: Layer, workdir: Path, docker: bool) -> tuple[Descriptor
     with os.fdopen(fd, "wb") as out:
         hashing = _HashingWriter(out)
         with layer.uncompressed() as raw:
-            compress_stream(raw, hashing, Compression.GZIP)  # type: ignore[arg-type]
+            compress_stream(raw, hashing, Compression.GZIP)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
     media_type = layer_media_type(Compression.GZIP, docker=docker)
     return Descriptor(media_type, hashing.digest(), hashing.size), path
 
