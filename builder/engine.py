@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import (
     BuildError,
@@ -45,6 +46,14 @@ from cache.keys import base_key
 from cache.records import CacheRecords
 from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
+
+if TYPE_CHECKING:
+    from builder.execute.context import BuildContext
+    from builder.execute.gitsource import GitSources
+    from builder.execute.named import NamedContext
+    from builder.execute.ssh import SshAgents
+    from builder.runtime import Runtime
+    from cache.remote import ImportedCache
 
 
 @dataclass
@@ -79,7 +88,7 @@ class BuildOptions:
     explain: bool = False  # print why steps miss the cache; build nothing
     cache_from: Sequence[str] = ()
     cache_to: Sequence[str] = ()
-    stdin: object = None  # a binary stream for `-` context or `-f -`
+    stdin: BinaryIO | None = None  # a binary stream for `-` context or `-f -`
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ class BuildResult:
     tags: tuple[str, ...]
     image: Image
     seconds: float
-    pushed: tuple = ()  # type: ignore[type-arg]  # builder.registry.PushResult of each push
+    pushed: tuple = ()  # builder.registry.PushResult of each push
 
 
 def parse_build_args(items: Sequence[str]) -> dict[str, str]:
@@ -141,7 +150,7 @@ class Build:
         from cache.store import normalize_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
-        self._git = None
+        self._git: GitSources | None = None
         # What the build would only find wrong at its end fails now: outputs, tags, ID files.
         for text in options.outputs:
             OutputSpec.parse(text).check_destination()
@@ -165,7 +174,7 @@ class Build:
 
     # -- inputs
 
-    def _load_context(self, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
+    def _load_context(self, stack: contextlib.ExitStack) -> tuple[BuildContext, bytes, str]:
         from builder.execute.context import BuildContext
         from builder.execute.named import is_remote_context
 
@@ -175,7 +184,7 @@ class Build:
         if opts.dockerfile == "-":
             if opts.context == "-":
                 raise UsageError("invalid argument: can't use stdin for both build context and dockerfile")
-            dockerfile_bytes = stdin.read()  # type: ignore[attr-defined]
+            dockerfile_bytes = stdin.read()
         if opts.context == "-":
             context, stdin_dockerfile = self._stdin_context(stdin, stack)
             if stdin_dockerfile is not None:
@@ -220,7 +229,7 @@ class Build:
             name = "Dockerfile"
         return context, dockerfile_bytes, name
 
-    def _remote_context(self, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
+    def _remote_context(self, stack: contextlib.ExitStack) -> tuple[BuildContext, bytes | None]:
         """``pybuild build URL``, as docker: a git repository (``#ref:subdir``) or an archive over
         http(s) is the context; a plain file there is the Dockerfile, with an empty context."""
         from builder.execute.context import BuildContext
@@ -239,7 +248,7 @@ class Build:
         dockerfile = root / self.options.dockerfile if self.options.dockerfile not in (None, "-") else None
         return BuildContext.from_dir(root, dockerfile), None
 
-    def _stdin_context(self, stdin, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
+    def _stdin_context(self, stdin: BinaryIO, stack: contextlib.ExitStack) -> tuple[BuildContext, bytes | None]:
         """``pybuild build -``: a tar (plain, gzip, zstd) is the context; anything else is the
         Dockerfile itself with an empty context, as docker does."""
         import tempfile
@@ -265,7 +274,7 @@ class Build:
 
     # -- the build
 
-    def _build(self, context, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult | None:  # type: ignore[no-untyped-def]
+    def _build(self, context: BuildContext, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult | None:
         from builder.frontend.checks import run_checks
         from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
         from builder.frontend.instructions import parse_dockerfile
@@ -304,6 +313,8 @@ class Build:
                 raise UsageError(f"--secret id={secret.id}: cannot read {secret.src}: "
                                  f"{'no such file' if not secret.src.exists() else 'permission denied'}")
         no_cache_stages = {n.lower() for n in opts.no_cache_filter}
+        statcache = StatCache(self.store.db)
+        urls = UrlFetches(lambda: self.store.temp_path("-urls"))
         env = BuildEnv(
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
             runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
@@ -313,12 +324,12 @@ class Build:
             copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
             allow=frozenset(opts.allow),
             cdi_spec_dirs=tuple(Path(d) for d in opts.cdi_spec_dirs) or None,
-            records=CacheRecords(self.store.db), statcache=StatCache(self.store.db),
+            records=CacheRecords(self.store.db), statcache=statcache,
             no_cache=lambda stage: opts.no_cache or stage.lower() in no_cache_stages,
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
             lineage_prefix=f"{context.root}\0{dockerfile_name}",
-            imported=imported, git=self.git_sources(), urls=UrlFetches(lambda: self.store.temp_path("-urls")),
+            imported=imported, git=self.git_sources(), urls=urls,
         )
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries), named=named,
@@ -329,11 +340,11 @@ class Build:
         self.progress.set_total(total_steps)
         declared: set[str] = set(global_scope.declared)
 
-        def work_for(env_: BuildEnv, probed: Mapping[int, StageResult],  # type: ignore[no-untyped-def]
+        def work_for(env_: BuildEnv, probed: Mapping[int, StageResult],
                      resolver: BaseResolver = resolver):
             """The stage work of one pass; ``probed``: a probe's results, for stages this pass skips."""
 
-            def stage_lookup_for(current: int, results: Mapping[int, StageResult]):  # type: ignore[no-untyped-def]
+            def stage_lookup_for(current: int, results: Mapping[int, StageResult]):
                 def lookup(name: str) -> StageResult | Image:
                     index = None if resolver.named_context(name) else _stage_index(dockerfile.stages, name, current)
                     if index is not None:
@@ -407,8 +418,8 @@ class Build:
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
         finally:
-            env.urls.close()  # type: ignore[union-attr]
-            env.statcache.flush()  # type: ignore[union-attr]
+            urls.close()
+            statcache.flush()
             if env.ssh is not None:
                 env.ssh.close()
         if opts.explain:
@@ -440,7 +451,7 @@ class Build:
         self._report(result)
         return result
 
-    def git_sources(self):  # type: ignore[no-untyped-def]
+    def git_sources(self) -> GitSources:
         """The build's git sources (ADD <git>, git contexts): commits listed once, checkouts kept."""
         if self._git is None:
             from builder.execute.gitsource import GitSources
@@ -448,14 +459,14 @@ class Build:
             self._git = GitSources(self.store.root)
         return self._git
 
-    def _named_contexts(self):  # type: ignore[no-untyped-def]
+    def _named_contexts(self) -> dict[str, NamedContext]:
         if not self.options.build_contexts:
             return {}
         from builder.execute.named import NamedContext
 
         return {c.name: c for c in (NamedContext.parse(t) for t in self.options.build_contexts)}
 
-    def _ssh_agents(self):  # type: ignore[no-untyped-def]
+    def _ssh_agents(self) -> SshAgents | None:
         if not self.options.ssh:
             return None
         from builder.execute.ssh import SshAgents, SshSource
@@ -463,7 +474,7 @@ class Build:
         sources = {s.id: s for s in (SshSource.parse(t) for t in self.options.ssh)}
         return SshAgents(sources, self.store.root / "run")
 
-    def _import_cache(self):  # type: ignore[no-untyped-def]
+    def _import_cache(self) -> ImportedCache | None:
         """--cache-from: read each cache's records (not its layers) before any lookup."""
         if not self.options.cache_to and not self.options.cache_from:
             return None
@@ -479,7 +490,7 @@ class Build:
         return load_imports(self.options.cache_from, self.store, self.progress,
                             tuple(self.options.insecure_registries))
 
-    def _inline_cache(self, final: Image, env: BuildEnv, final_key: str, imported,  # type: ignore[no-untyped-def]
+    def _inline_cache(self, final: Image, env: BuildEnv, final_key: str, imported: ImportedCache | None,
                       build_args: Mapping[str, str]) -> Image:
         """``--cache-to type=inline`` (or BuildKit's BUILDKIT_INLINE_CACHE=1): the final image's step
         records in its config. A base image's inline cache is never inherited."""
@@ -495,14 +506,15 @@ class Build:
                               for t in self.options.cache_to)
         extra = {k: v for k, v in config.extra.items() if k != INLINE_KEY}
         if wanted:
-            keys = select_keys(env.records, env.used_keys, final_key, CacheMode.MIN)  # type: ignore[arg-type]
-            extra[INLINE_KEY] = inline_cache(env.records, imported, keys,  # type: ignore[arg-type]
+            assert env.records is not None  # _build always gives its env records
+            keys = select_keys(env.records, env.used_keys, final_key, CacheMode.MIN)
+            extra[INLINE_KEY] = inline_cache(env.records, imported, keys,
                                              [str(layer.diff_id()) for layer in final.layers()])
         elif INLINE_KEY not in config.extra:
             return final
         return DerivedImage(list(final.layers()), replace(config, extra=extra))
 
-    def _export_cache(self, env: BuildEnv, final_key: str, imported) -> None:  # type: ignore[no-untyped-def]
+    def _export_cache(self, env: BuildEnv, final_key: str, imported: ImportedCache | None) -> None:
         """--cache-to: write the records (and their layers) of this build's steps."""
         if not self.options.cache_to:
             return
@@ -512,9 +524,10 @@ class Build:
             spec = CacheSpec.parse(text, export=True)
             if spec.type is CacheType.INLINE:
                 continue  # written with the image
-            keys = select_keys(env.records, env.used_keys, final_key, spec.mode)  # type: ignore[arg-type]
+            assert env.records is not None  # _build always gives its env records
+            keys = select_keys(env.records, env.used_keys, final_key, spec.mode)
             try:
-                export_cache(spec, self.store, env.records, keys, imported=imported,  # type: ignore[arg-type]
+                export_cache(spec, self.store, env.records, keys, imported=imported,
                              mount_ids=env.cache_mount_ids, progress=self.progress,
                              insecure_registries=tuple(self.options.insecure_registries))
             except PybuildError as err:
@@ -543,14 +556,14 @@ class Build:
         except Exception:  # unknown here (not pulled yet, or a stage): the check stays quiet
             return None
 
-    def _runtime(self):  # type: ignore[no-untyped-def]
+    def _runtime(self) -> Runtime:
         from builder.runtime import detect
 
         return detect(self.options.isolation, work_root=self.store.root / "run")
 
     # -- results
 
-    def _outputs(self, image: Image, tags: tuple[str, ...]) -> list:  # type: ignore[type-arg]
+    def _outputs(self, image: Image, tags: tuple[str, ...]) -> list:
         from builder.export.outputs import export_outputs
 
         return export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
@@ -645,7 +658,7 @@ def _triggers(base: Image, dockerfile_name: str, from_: ins_.From) -> list[ins_.
     return result
 
 
-def _foreign_syntax(parsed) -> str | None:  # type: ignore[no-untyped-def]
+def _foreign_syntax(parsed) -> str | None:
     """A ``# syntax=`` naming another frontend than docker/dockerfile: BuildKit would run that
     image; pybuild has its own frontend (docker/dockerfile's language), so it says it ignores it."""
     syntax = parsed.directive("syntax")

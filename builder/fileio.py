@@ -12,8 +12,19 @@ nothing measurable.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 WRITE_PIECE = 128 << 10
+
+
+class Reader(Protocol):
+    """What a tar reader needs of its stream: an open file, or a wrapper that hashes or counts
+    what passes through (HashingReader), which is no full BinaryIO."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 def write_all(fd: int, data: memoryview | bytes | bytearray) -> None:
@@ -21,3 +32,8 @@ def write_all(fd: int, data: memoryview | bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view[:WRITE_PIECE]):]
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """``open(path, "rb")`` as a typed opener for ``functools.partial`` (the caller closes it)."""
+    return open(path, "rb")

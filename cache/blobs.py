@@ -95,7 +95,7 @@ def remove_tree(path: Path) -> None:
             path.unlink()
 
 
-def _force_remove(func, path, _exc) -> None:  # type: ignore[no-untyped-def]
+def _force_remove(func, path, _exc) -> None:
     parent = os.path.dirname(path)
     with contextlib.suppress(OSError):
         os.chmod(parent, 0o755)
@@ -132,7 +132,7 @@ class BlobFiles:
             raw = open(self.path(digest), "rb")  # noqa: SIM115 - the caller closes the reader
         except FileNotFoundError:
             raise StoreError(f"blob {digest} is missing from the store (run `pybuild store check`)") from None
-        return VerifyingReader(raw, digest, size, f"stored blob {digest}")  # type: ignore[return-value]
+        return VerifyingReader(raw, digest, size, f"stored blob {digest}")  # type: ignore[return-value]  # a file-like reader, no typing.BinaryIO subclass
 
     def write(self, stream: BinaryIO, expected: str | None = None, size: int | None = None) -> WrittenBlob:
         """Copy a stream into the store; with ``expected``, refuse content with another digest."""
@@ -167,7 +167,11 @@ class BlobFiles:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            digest = Digest(expected) if hasher is None else Digest.from_hasher(hasher)
+            if hasher is not None:
+                digest = Digest.from_hasher(hasher)
+            else:
+                assert expected is not None  # pre_verified
+                digest = Digest(expected)
             if expected is not None and digest != expected:
                 raise DigestMismatchError(expected, digest, "blob")
             if size is not None and written != size:

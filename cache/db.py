@@ -188,6 +188,12 @@ class Database:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
 
+    def aggregate(self, sql: str, params: tuple | list = ()) -> sqlite3.Row:
+        """The row of an aggregate query (COUNT, SUM), which always has one."""
+        row = self.query_one(sql, params)
+        assert row is not None
+        return row
+
     def close(self) -> None:
         self._conn.close()
 

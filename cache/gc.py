@@ -195,7 +195,7 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> N
     report.reclaimed += sum(c.size for c in candidates)
 
 
-def _delete_manifests(store: Store, rows: list, report: PruneReport) -> None:  # type: ignore[type-arg]
+def _delete_manifests(store: Store, rows: list, report: PruneReport) -> None:
     with store.db.transaction() as conn:
         for row in rows:
             conn.execute("DELETE FROM images WHERE manifest_digest=?", (row["digest"],))
@@ -332,7 +332,7 @@ def _check(store: Store, report: CheckReport) -> None:
         report.notes.append(f"{len(loose)} unrecorded snapshot(s) (prune removes them)")
 
 
-def _manifest_consistent(store: Store, row, refs: dict[str, set[str]], report: CheckReport) -> bool:  # type: ignore[no-untyped-def]
+def _manifest_consistent(store: Store, row, refs: dict[str, set[str]], report: CheckReport) -> bool:
     """The manifest blob parses, and what it names is what manifest_blobs records."""
     path = store.blobs.path(row["digest"])
     try:

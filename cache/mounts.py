@@ -111,7 +111,7 @@ def pack_mount(path: Path, out: BinaryIO) -> None:
     from builder.layers.tarwriter import write_layer
 
     with compressor(out, Compression.GZIP) as gz:
-        write_layer(path, gz)  # type: ignore[arg-type]
+        write_layer(path, gz)
 
 
 def seed_mount(store_root: Path, cache_id: str, stream: BinaryIO, *, mode: int | None = None,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from builder.errors import CacheError, ImageNotFoundError, PybuildError, UsageError
+from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
 from builder.image.image import BlobLayer, BlobSource, read_verified
@@ -131,7 +133,7 @@ class CacheSpec:
             if mode is CacheMode.MAX:
                 raise UsageError(f"invalid {flag} value {text!r}: an inline cache holds the final image's "
                                  "steps only (mode=min); use type=registry for mode=max")
-            spec = cls(CacheType.INLINE, **common)  # type: ignore[arg-type]
+            spec = cls(CacheType.INLINE, **common)
         elif kind is CacheType.REGISTRY:
             ref = fields.pop("ref", "")
             if not ref:
@@ -142,14 +144,14 @@ class CacheSpec:
                 Reference.parse(ref)
             except PybuildError as err:
                 raise UsageError(f"invalid {flag} value {text!r}: {err}") from None
-            spec = cls(CacheType.REGISTRY, ref=ref, **common)  # type: ignore[arg-type]
+            spec = cls(CacheType.REGISTRY, ref=ref, **common)
         else:
             where = fields.pop("dest" if export else "src", "")
             if not where:
                 raise UsageError(
                     f"invalid {flag} value {text!r}: type=local needs {'dest' if export else 'src'}=DIR")
             spec = cls(CacheType.LOCAL, path=Path(where), tag=fields.pop("tag", "latest") or "latest",
-                       **common)  # type: ignore[arg-type]
+                       **common)
         if fields:
             raise UsageError(f"invalid {flag} value {text!r}: unknown option {sorted(fields)[0]!r}")
         return spec
@@ -331,7 +333,7 @@ class LocalTarget:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):  # type: ignore[no-untyped-def]
+def _locked(path: Path):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -572,7 +574,7 @@ class ImportedCache:
     def prefetch(self, layers: Iterable[Layer]) -> None:
         """Fetch the imported layers among ``layers`` (the final image's) concurrently."""
         pending = [layer for layer in layers if isinstance(layer, FetchingLayer)]
-        _run_all([lambda f=f: self.fetch(f._record) and None for f in pending])  # type: ignore[misc]
+        _run_all([functools.partial(self.fetch, f._record) for f in pending])
 
     def _download(self, record: ImportedRecord) -> None:
         from cache.store import PAIR_VERIFIED
@@ -624,7 +626,7 @@ class ImportedCache:
                 stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
                                          f"cache mount {cache_id}")
                 with stream:
-                    seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]
+                    seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
                                         mode=mode, uid=uid, gid=gid)
             except PybuildError as err:
                 # A cache only saves work: a mount it cannot give starts empty, as without it.
@@ -813,7 +815,7 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
                     continue
                 desc = Descriptor(MediaType.PYBUILD_CACHE_MOUNT.value, _file_digest(tmp), tmp.stat().st_size,
                                   annotations={ID_ANNOTATION: cache_id})
-                mounts.append(_Blob(desc, lambda p=tmp: open(p, "rb")))  # type: ignore[misc]  # noqa: SIM115
+                mounts.append(_Blob(desc, functools.partial(open_binary, tmp)))
         config = {"version": CONFIG_VERSION, "records": entries}
         raw_config = canonical_json(config)
         config_desc = Descriptor.of(MediaType.PYBUILD_CACHE_CONFIG.value, raw_config)
@@ -825,7 +827,7 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         raw_manifest = manifest.to_bytes()
         uploads = [*blobs.values(), *mounts, _Blob(config_desc, lambda: io.BytesIO(raw_config))]
         try:
-            _run_all([lambda b=b: target.put_blob(b.descriptor, b.opener) for b in uploads])  # type: ignore[misc]
+            _run_all([functools.partial(target.put_blob, b.descriptor, b.opener) for b in uploads])
             target.put_manifest(raw_manifest)
         except OSError as err:
             raise CacheError(f"cannot write cache {target.description}: "
@@ -857,13 +859,13 @@ def _export_record(key: str, spec: CacheSpec, store: Store, records: CacheRecord
         return entry, None
     try:
         desc = store.layer_blob(result.diff_id, spec.compression)
-        blob = _Blob(desc, lambda d=desc: store.blobs.open(d.digest, d.size))
+        blob = _Blob(desc, functools.partial(store.blobs.open, desc.digest, desc.size))
     except ImageNotFoundError:
         # Not held here (an imported hit nothing read): pass the other cache's blob through.
         if remote is None or remote.layer is None:
             return None, None
         desc = remote.layer
-        blob = _Blob(desc, lambda d=desc, s=remote.source: s.open_blob(d))
+        blob = _Blob(desc, functools.partial(remote.source.open_blob, desc))
     entry["layer"] = str(desc.digest)
     return entry, blob
 
@@ -876,7 +878,7 @@ def _file_digest(path: Path) -> Digest:
     return Digest.from_hasher(hasher)
 
 
-def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
+def _run_all(tasks: Sequence[Callable[[], object]]) -> None:  # what they return is not used
     if not tasks:
         return
     with ThreadPoolExecutor(max_workers=min(TRANSFER_WORKERS, len(tasks)),
@@ -886,8 +888,8 @@ def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
         for f in pending:
             f.cancel()
         for f in futures:
-            if f.done() and not f.cancelled() and f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
+            if f.done() and not f.cancelled() and (err := f.exception()) is not None:
+                raise err
 
 
 __all__ = [

@@ -64,7 +64,7 @@ class SnapshotDirs:
         work.mkdir(mode=0o755)
         try:
             reader = HashingReader(tar_stream)
-            stats = extract_layer(reader, work, apply_whiteouts=True, overlay_whiteouts=True)
+            stats = extract_layer(reader, work, apply_whiteouts=True, overlay_whiteouts=True)  # type: ignore[arg-type]  # an uncompressed tar: only read and close are used
             content = stats.bytes + stats.link_bytes
             while reader.read(1 << 20):  # tar padding after the end-of-archive blocks
                 pass

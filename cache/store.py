@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import (
     DigestMismatchError,
@@ -49,6 +49,9 @@ from builder.layers.compression import CHUNK, compress_stream, open_decompressed
 from cache.blobs import BlobFiles, sweep_temp, temp_name
 from cache.db import Database, now
 from cache.snapshots import SnapshotDirs, chain_ids
+
+if TYPE_CHECKING:
+    from builder.fileio import Reader
 
 
 def default_root() -> Path:
@@ -254,7 +257,7 @@ def _shown_size(tar_size: int, content: int | None) -> int:
     return int(tar_size if content is None else content)
 
 
-def content_size(stream: BinaryIO) -> int | None:
+def content_size(stream: Reader) -> int | None:
     """What a layer tar's files take on disk as docker counts it: regular files (hardlinks
     once) and symlink targets. Reads the tar's entries from ``stream``; None if unparsable."""
     from builder.layers.extract import TarReader
@@ -473,7 +476,7 @@ class Store:
         if compression is Compression.NONE:
             with blob:
                 return desc.size, content_size(blob)
-        with open_decompressed(blob, compression) as raw:  # type: ignore[arg-type]
+        with open_decompressed(blob, compression) as raw:
             reader = HashingReader(raw)
             content = content_size(reader)
             while reader.read(CHUNK):
@@ -510,7 +513,7 @@ class Store:
                     self.blobs.open(src_desc.digest, src_desc.size), Compression(source["compression"])
                 ) as raw, open(tmp, "wb") as out:
                     reader = HashingReader(raw)
-                    compress_stream(reader, out, compression)  # type: ignore[arg-type]
+                    compress_stream(reader, out, compression)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
                 if reader.digest() != diff_id:
                     if not source["verified"]:
                         self.verify_layer(src_desc, diff_id)  # forgets the false claim, says why
@@ -743,8 +746,7 @@ class Store:
         with self.db.transaction() as conn:
             record = self.resolve(name_or_id)
             name = self._try_normalize(name_or_id)
-            by_name = name is not None and name in record.names
-            if by_name:
+            if name is not None and name in record.names:  # by name
                 conn.execute("DELETE FROM images WHERE name=?", (name,))
                 events.append(RemoveEvent("Untagged", familiar_name(name)))
                 remaining = [n for n in record.names if n != name]
@@ -824,8 +826,8 @@ class Store:
 
     def usage(self) -> int:
         """Bytes the store holds: blobs, snapshots (tar size) and metadata."""
-        blobs = self.db.query_one("SELECT COALESCE(SUM(size), 0) AS s FROM blobs")["s"]
-        snaps = self.db.query_one("SELECT COALESCE(SUM(size), 0) AS s FROM snapshots")["s"]
+        blobs = self.db.aggregate("SELECT COALESCE(SUM(size), 0) AS s FROM blobs")["s"]
+        snaps = self.db.aggregate("SELECT COALESCE(SUM(size), 0) AS s FROM snapshots")["s"]
         # The database file itself; its WAL is transient (checkpointed back into it).
         meta = (self.root / "meta.db").stat().st_size
         return int(blobs) + int(snaps) + meta

@@ -95,7 +95,7 @@ def entries(store: Store) -> list[CacheEntry]:
 
 def usage(store: Store) -> CacheUsage:
     result = CacheUsage()
-    row = store.db.query_one(
+    row = store.db.aggregate(
         "SELECT COUNT(*), COALESCE(SUM(LENGTH(result) + LENGTH(inputs) + LENGTH(key) * 2 + 64), 0) "
         "FROM cache_records")
     result.records, result.metadata = int(row[0]), int(row[1])

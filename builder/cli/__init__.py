@@ -20,6 +20,7 @@ import pkgutil
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from builder import __version__
 from builder.errors import PybuildError, UsageError
@@ -28,7 +29,7 @@ from builder.errors import PybuildError, UsageError
 class DockerStyleParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors read like docker's and exit 125."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         if message.startswith("the following arguments are required: "):
             raise UsageError(self._arity_message() + f"\nSee '{self.prog} --help'.")
         raise UsageError(_docker_message(message, self.prog) + f"\nSee '{self.prog} --help'.")
@@ -40,7 +41,8 @@ class DockerStyleParser(argparse.ArgumentParser):
         count = sum(a.nargs if isinstance(a.nargs, int) else 1 for a in required)
         exact = "exactly" if len(required) == len(positionals) and all(
             a.nargs in (None, 1) or isinstance(a.nargs, int) for a in required) else "at least"
-        names = " ".join(a.metavar or a.dest.upper() for a in required)
+        names = " ".join(a.metavar if isinstance(a.metavar, str) and a.metavar else a.dest.upper()
+                         for a in required)
         plural = "argument" if count == 1 else "arguments"
         return f'"{self.prog}" requires {exact} {count} {plural} ({names}).'
 

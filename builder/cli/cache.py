@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
-def _store():  # type: ignore[no-untyped-def]
+def _store():
     from cache.store import Store
 
     return Store()

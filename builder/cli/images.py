@@ -300,7 +300,7 @@ def _tagged_id(store: Store, name: str) -> str | None:
     return str(row["config_digest"]) if row is not None else None
 
 
-def _for_platform(loaded: list, platform, shown: str) -> list:  # type: ignore[no-untyped-def, type-arg]
+def _for_platform(loaded: list, platform, shown: str) -> list:
     """``load --platform``: the archive's images of that platform; none is an error, as in docker."""
     from builder.errors import ImageNotFoundError
     from builder.image.platform import Platform
@@ -420,7 +420,7 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
+def _image_filters(specs: Sequence[str]):
     """docker's ``images --filter``: every filter must hold (values of one key: any may)."""
     wanted: dict[str, list[str]] = {}
     for spec in specs:
@@ -437,15 +437,15 @@ def _image_filters(specs: Sequence[str]):  # type: ignore[no-untyped-def]
     labels: dict[str, dict[str, str]] = {}
     try:
         for key in ("before", "since"):
-            bounds[key] = [store.resolve(v).added for v in wanted.get(key, [])]  # type: ignore[union-attr]
-        if "label" in wanted:
-            for record in store.images():  # type: ignore[union-attr]
-                labels[record.manifest_digest] = dict(store.image_config(record).config.labels)  # type: ignore[union-attr]
+            bounds[key] = [store.resolve(v).added for v in wanted.get(key, [])] if store is not None else []
+        if "label" in wanted and store is not None:
+            for record in store.images():
+                labels[record.manifest_digest] = dict(store.image_config(record).config.labels)
     finally:
         if store is not None:
             store.close()
 
-    def keep(record, repo: str, tag: str) -> bool:  # type: ignore[no-untyped-def]
+    def keep(record, repo: str, tag: str) -> bool:
         if "dangling" in wanted:
             dangling = not record.names
             if any((v in ("true", "1")) != dangling for v in wanted["dangling"]):

@@ -194,6 +194,7 @@ def _search(args: argparse.Namespace) -> int:
     server = _server(args.registry)
     with RegistryClient(server, _options(args)) as client:
         results = search(client, args.term, args.limit)
+    rows: list[tuple[str, ...]]
     if server == DEFAULT_SERVER:
         rows = [("NAME", "DESCRIPTION", "STARS", "OFFICIAL")]
         for r in results:

@@ -128,7 +128,7 @@ def _run_container(args: argparse.Namespace) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def parse_volume(text: str):  # type: ignore[no-untyped-def]
+def parse_volume(text: str):
     """docker's ``-v /host:/container[:ro|rw]`` bind; a missing host directory is created, as docker does."""
     from pathlib import Path
 

@@ -76,13 +76,13 @@ def _decompressed(raw: BinaryIO) -> BinaryIO:
     if head.startswith(GZIP_MAGIC):
         import gzip
 
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if head.startswith(BZIP2_MAGIC):
-        return bz2.BZ2File(raw)  # type: ignore[return-value]
+        return bz2.BZ2File(raw)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if head.startswith(XZ_MAGIC):
-        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+        return lzma.LZMAFile(raw)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if head.startswith(ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
     return raw
 
 

@@ -23,6 +23,7 @@ from builder.image.platform import Platform
 from cache.store import Store
 
 if TYPE_CHECKING:
+    from builder.execute.gitsource import GitSources
     from builder.execute.named import NamedContext
 
 OCI_LAYOUT = "oci-layout://"
@@ -39,7 +40,7 @@ class BaseResolver:
     named: Mapping[str, NamedContext] = field(default_factory=dict)  # --build-context, by context_key
     source_date_epoch: int | None = None  # clamps the mtimes of a directory context's layer
     metadata_only: bool = False  # a probe: a registry image not in the store is read, not pulled
-    git: object = None  # builder.execute.gitsource.GitSources of the build, for git named contexts
+    git: GitSources | None = None  # the build's, for git named contexts
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _pulled: set[str] = field(default_factory=set)
@@ -88,7 +89,7 @@ class BaseResolver:
                 return self._metadata(ref)
             return self._pull(ref)
 
-    def _metadata(self, ref) -> Image:  # type: ignore[no-untyped-def]
+    def _metadata(self, ref) -> Image:
         """The manifest and config of a registry image, no layers: all a probe reads of a base
         (its digest and config), so a stage the build skips never downloads its base."""
         from builder.registry import ClientOptions
@@ -103,7 +104,7 @@ class BaseResolver:
             client.close()
         return image
 
-    def _pull(self, ref) -> Image:  # type: ignore[no-untyped-def]
+    def _pull(self, ref) -> Image:
         from builder.registry import ClientOptions, pull
 
         options = ClientOptions(insecure_registries=frozenset(self.insecure_registries))
@@ -129,7 +130,7 @@ class BaseResolver:
 
             scratch = temp_dir(self.store.root / "run", "context")
             try:
-                root = fetch(named, scratch, self.git)  # type: ignore[arg-type]
+                root = fetch(named, scratch, self.git)
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise

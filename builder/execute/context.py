@@ -137,10 +137,10 @@ def _inside(view: RootfsView, name: str) -> Path | None:
 
 def _decompressed(stream: BinaryIO) -> BinaryIO:
     """bzip2 and xz unwrapped here (as the docker CLI accepts them); gzip and zstd by the extractor."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
-    head = buffered.peek(6)[:6]  # type: ignore[attr-defined]
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[type-var]  # no peek: a raw stream
+    head = buffered.peek(6)[:6]
     if head.startswith(b"BZh"):
-        return bz2.BZ2File(buffered)  # type: ignore[return-value]
+        return bz2.BZ2File(buffered)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(buffered)  # type: ignore[return-value]
+        return lzma.LZMAFile(buffered)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     return buffered

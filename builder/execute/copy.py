@@ -509,9 +509,9 @@ def _select_local(
         if not candidates:
             why = f"nothing matches '{arg}'"
             if hidden:
-                path, rule = hidden[0]
+                path, hiding = hidden[0]
                 more = f" and {len(hidden) - 1} more" if len(hidden) > 1 else ""
-                why += f"; '{path}'{more} excluded by {rule}"
+                why += f"; '{path}'{more} excluded by {hiding}"
             error = spec.error(f"no source files were specified ({why})")
             if unmatched is None:
                 raise error
@@ -612,7 +612,7 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
             for cell in pending:
                 if not cell[1]:
                     cell[1] = True
-                    yield cell[0]  # type: ignore[misc]
+                    yield cell[0]  # type: ignore[misc]  # pending cells are [SourceFile, emitted] lists
             yield entry
             if is_dir:
                 yield from walk(child, rel + "/", [])
@@ -643,7 +643,7 @@ def _walk_context_dir(
         host = os.path.join(root, path)  # a str: Path objects cost more than the walk
         link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
         item = SourceFile(rel, host, st, link)
-        while pending and not rel.startswith(pending[-1][0].rel + "/"):  # type: ignore[attr-defined]
+        while pending and not rel.startswith(pending[-1][0].rel + "/"):  # type: ignore[attr-defined]  # pending cells are [SourceFile, emitted] lists
             pending.pop()
         if excludes is not None and excludes.matches(rel):
             if entry.is_dir:
@@ -655,7 +655,7 @@ def _walk_context_dir(
         for cell in pending:
             if not cell[1]:
                 cell[1] = True
-                yield cell[0]  # type: ignore[misc]
+                yield cell[0]  # type: ignore[misc]  # pending cells are [SourceFile, emitted] lists
         yield item
 
 
@@ -973,8 +973,7 @@ def write_planned(
             key = (p.group, *p.inode)
             target = first.get(key)
             if target is not None:
-                writer.add(TarEntry(**{**_fields(entry), "type": EntryType.HARDLINK, "size": 0,
-                                       "linkname": target}))
+                writer.add(replace(entry, type=EntryType.HARDLINK, size=0, linkname=target))
                 continue
             first[key] = entry.name
         if p.data is not None:
@@ -987,19 +986,15 @@ def write_planned(
         try:
             xattrs = _fd_xattrs(fd, p.drop_caps) if p.xattrs_from is not None else ()
             if xattrs:
-                entry = TarEntry(**{**_fields(entry), "xattrs": xattrs})
+                entry = replace(entry, xattrs=xattrs)
             if entry.type is EntryType.FILE:
                 with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-                    writer.add(entry, f)  # type: ignore[arg-type]
+                    writer.add(entry, f)
             else:
                 writer.add(entry)
         finally:
             os.close(fd)
     return writer.close()
-
-
-def _fields(entry: TarEntry) -> dict[str, object]:
-    return {name: getattr(entry, name) for name in TarEntry.__slots__}  # type: ignore[attr-defined]
 
 
 def copy_layer(

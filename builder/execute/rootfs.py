@@ -108,7 +108,7 @@ class RootfsView:
         if hit is False and not parts:
             hit = self._cache[()] = self._root()
         if hit is not False:
-            return hit  # type: ignore[return-value]
+            return hit  # type: ignore[return-value]  # False is the cache's miss sentinel, handled above
         parent = self.entry(parts[:-1])
         result: Found | None = None
         if parent is not None and stat.S_ISDIR(parent.stat.st_mode):

@@ -171,7 +171,7 @@ def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
                 path.write_bytes(data)
                 path.chmod(0o755)
             mounts.append(Mount.bind(pipe_dir, "/dev/pipes", readonly=True))
-        ssh_targets = []
+        ssh_targets: list[str] = []
         for spec in ins.mounts:
             if spec.type is MountType.SSH:
                 target = _target(ins, spec, SSH_AGENT_TARGET.format(len(ssh_targets)))
@@ -388,7 +388,7 @@ def container_spec(*, lowers: Sequence[Path], upper: Path, argv: Sequence[str], 
         process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
                             cwd=clean_cwd(cwd), user=user),
         mounts=tuple(mounts), network=network, hostname=hostname,
-        **(settings or {}),  # type: ignore[arg-type]
+        **(settings or {}),  # type: ignore[arg-type]  # ContainerSpec fields of several types
     )
 
 

@@ -177,7 +177,7 @@ class AgentRelay:
                     if key.data == "accept":
                         self._accept(sel, peers)
                         continue
-                    conn: socket.socket = key.fileobj  # type: ignore[assignment]
+                    conn: socket.socket = key.fileobj  # type: ignore[assignment]  # only sockets are registered
                     try:
                         data = conn.recv(65536)
                         if data:

@@ -61,8 +61,15 @@ from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
 
 if TYPE_CHECKING:
+    from builder.execute.context import BuildContext
+    from builder.execute.copy import CopySpec, SourceItem
     from builder.execute.fetch import UrlFetches
-    from builder.runtime.cdi import Edits
+    from builder.execute.gitsource import GitSources
+    from builder.execute.rootfs import RootfsView
+    from builder.execute.ssh import SshAgents
+    from builder.runtime import Runtime
+    from builder.runtime.cdi import Edits, Registry
+    from cache.remote import ImportedCache
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
@@ -74,15 +81,15 @@ class BuildEnv:
     store: Store
     layers: BuildLayers
     progress: Progress
-    runtime_factory: Callable[[], object]
+    runtime_factory: Callable[[], Runtime]
     context_root: Path | None
     secrets: Mapping[str, Secret]
-    ssh: object = None  # builder.execute.ssh.SshAgents of --ssh
+    ssh: SshAgents | None = None  # of --ssh
     container: ContainerSettings = field(default_factory=ContainerSettings)  # --add-host, --shm-size, --ulimit
     allow: frozenset[str] = frozenset()  # --allow entitlements: security.insecure
     network: str = "default"
     source_date_epoch: int | None = None
-    copy_context: object = None  # builder.execute.context.BuildContext (COPY/ADD sources)
+    copy_context: BuildContext | None = None  # COPY/ADD sources
     dockerfile_name: str = "Dockerfile"
     records: CacheRecords | None = None  # None: the cache is not used at all
     statcache: StatCache | None = None
@@ -91,26 +98,26 @@ class BuildEnv:
     dry_run: bool = False  # --explain: compute keys and explain misses, run nothing
     lineage_prefix: str = ""  # identifies the Dockerfile, for finding a step's earlier builds
     explained: list[str] = field(default_factory=list)
-    imported: object = None  # cache.remote.ImportedCache of --cache-from, asked after a local miss
+    imported: ImportedCache | None = None  # of --cache-from, asked after a local miss
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
-    git: object = None  # builder.execute.gitsource.GitSources: ADD <git>'s commits and checkouts
+    git: GitSources | None = None  # ADD <git>'s commits and checkouts
     urls: UrlFetches | None = None  # ADD URLs that keying downloaded, for the step that then misses
     hostname: str = "buildkitsandbox"  # of RUN steps (BUILDKIT_SANDBOX_HOSTNAME)
     cache_namespace: str = ""  # of RUN cache mount ids (BUILDKIT_CACHE_MOUNT_NS)
-    _runtime: object = None
+    _runtime: Runtime | None = None
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock)
-    _cdi: object = None
+    _cdi: Registry | None = None
 
     @property
-    def runtime(self):  # type: ignore[no-untyped-def]
+    def runtime(self) -> Runtime:
         with self._runtime_lock:
             if self._runtime is None:
                 self._runtime = self.runtime_factory()
             return self._runtime
 
-    def cdi(self):  # type: ignore[no-untyped-def]
+    def cdi(self) -> Registry:
         """The CDI devices of this machine, read when a step first asks for one."""
         from builder.runtime.cdi import Registry
 
@@ -167,7 +174,7 @@ class StageRunner:
         self.author = base_config.author
         self.cmd_set = False
         self._arg_text = ""  # the ARG being run, as declared (for its history entry)
-        self._bind_items: dict[str, list] = {}  # type: ignore[type-arg]  # the sources a RUN binds, as keyed
+        self._bind_items: dict[str, list[SourceItem]] = {}  # the sources a RUN binds, as keyed
         self.changed = False
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
@@ -232,14 +239,15 @@ class StageRunner:
         expanded = self.scope.apply(ins)
         handle = self.env.progress.start(f"[{self.label} {self.step}/{self.total}] {_summary(ins)}")
         try:
-            inputs = self._inputs(expanded, ins) if self.env.records is not None else None
+            records = self.env.records
+            inputs = self._inputs(expanded, ins) if records is not None else None
             key = inputs.key() if inputs is not None else ""
-            if inputs is not None and not self.env.no_cache(self.label):
-                record = self.env.records.get(key)  # type: ignore[union-attr]
+            if records is not None and inputs is not None and not self.env.no_cache(self.label):
+                record = records.get(key)
                 if record is not None and self._replay(record.result):
                     self.key = key
                     self.env.used_keys.append(key)
-                    self.env.records.touch(key)  # type: ignore[union-attr]
+                    records.touch(key)
                     self.env.progress.done(handle, cached=True)
                     return
                 if self._replay_imported(key, inputs):
@@ -256,11 +264,11 @@ class StageRunner:
                 return
             layers_before = len(self.layers)
             self._dispatch(expanded, handle)
-            if inputs is not None:
+            if records is not None and inputs is not None:
                 made = self.layers[-1].diff_id() if len(self.layers) > layers_before else None
                 result = StepResult(made, self.config, self.author, self.history[-1])
                 kept = {**inputs.to_json(), "stage": self.label}  # the stage: for `pybuild cache ls`
-                self.env.records.put(key, inputs.parent, self._lineage(), result, kept)  # type: ignore[union-attr]
+                records.put(key, inputs.parent, self._lineage(), result, kept)
                 self.key = key
                 self.env.used_keys.append(key)
         except (ImageNotFoundError, RegistryError) as err:  # --from= or a mount's from=: name the line
@@ -286,14 +294,14 @@ class StageRunner:
     def _replay_imported(self, key: str, inputs: StepInputs) -> bool:
         """A hit in a --cache-from cache: replay it with a layer fetched only if read; keep the
         record (with this build's inputs: the same key means the same inputs)."""
-        imported = self.env.imported
-        found = imported.get(key) if imported is not None else None  # type: ignore[attr-defined]
-        if found is None:
+        imported, records = self.env.imported, self.env.records
+        found = imported.get(key) if imported is not None else None
+        if imported is None or records is None or found is None:
             return False
-        layer = imported.layer(found) if found.result.diff_id is not None else None  # type: ignore[attr-defined]
+        layer = imported.layer(found) if found.result.diff_id is not None else None
         self._replay(found.result, layer=layer)
         kept = {**inputs.to_json(), "stage": self.label}
-        self.env.records.put(key, found.parent, self._lineage(), found.result, kept)  # type: ignore[union-attr]
+        records.put(key, found.parent, self._lineage(), found.result, kept)
         return True
 
     def _replay(self, result: StepResult, layer: Layer | None = None) -> bool:
@@ -316,7 +324,8 @@ class StageRunner:
     def _explain(self, handle: StepHandle, inputs: StepInputs, key: str) -> None:
         from cache.keys import explain
 
-        old = self.env.records.closest(self._lineage(), key)  # type: ignore[union-attr]
+        records = self.env.records
+        old = records.closest(self._lineage(), key) if records is not None else None
         reason = explain(old.inputs, inputs) if old is not None else "not built before"
         if reason == "an earlier step changed":
             return
@@ -383,29 +392,30 @@ class StageRunner:
         finally:
             once.close()
 
-    def _git_commit(self, url: str, spec: object) -> str:
+    def _git_commit(self, url: str, spec: CopySpec) -> str:
         """What an ADD of a git source is keyed on: the commit its ref names now, as BuildKit (a
         branch that moved is fetched again); the URL alone when the server cannot say."""
         from builder.execute.add import parse_git_ref
         from builder.execute.gitsource import GitSources
 
-        ref = parse_git_ref(url, spec)  # type: ignore[arg-type]
+        ref = parse_git_ref(url, spec)
         git = self.env.git if isinstance(self.env.git, GitSources) else GitSources()
-        commit = git.commit(ref, spec)  # type: ignore[arg-type]
+        commit = git.commit(ref, spec)
         if commit is None:
             self.env.progress.warning(f"{self.env.dockerfile_name}: cannot list the refs of {ref.remote}; "
                                       "its ADD is cached by URL alone")
             return "unresolved"
         return commit
 
-    def _context_files(self, spec: object, prefix: str = "", items: list | None = None) -> list[list[str]]:  # type: ignore[type-arg]
+    def _context_files(self, spec: CopySpec, prefix: str = "", items: list[SourceItem] | None = None,
+                       ) -> list[list[str]]:
         from builder.execute.copy import SourceKind, select_sources
         from cache.keys import file_line
         from cache.statcache import xattrs_digest
 
         files: list[list[str]] = []
         if items is None:
-            items = select_sources(spec, self.env.copy_context)  # type: ignore[arg-type]
+            items = select_sources(spec, self.env.copy_context)
         for item in items:
             if item.kind in (SourceKind.URL, SourceKind.GIT):
                 continue
@@ -418,7 +428,8 @@ class StageRunner:
 
                     content = xxhash.xxh3_128_hexdigest(f.data)
                 elif f.host is not None and stat_.S_ISREG(st.st_mode):
-                    content, xattrs = self.env.statcache.file_digest(f.host, st)  # type: ignore[union-attr]
+                    assert self.env.statcache is not None  # set with the records that need keys
+                    content, xattrs = self.env.statcache.file_digest(f.host, st)
                 else:
                     content = "-"
                     if f.host is not None and not stat_.S_ISLNK(st.st_mode):
@@ -435,7 +446,7 @@ class StageRunner:
                                               xattrs=xattrs, hardlink_to=linked)])
         return files
 
-    def _bind_files(self):  # type: ignore[no-untyped-def]
+    def _bind_files(self):
         """For context bind mounts: the files below a path that .dockerignore leaves (None when it
         hides nothing, so the mount can show the directory itself)."""
         context = self.env.copy_context
@@ -575,10 +586,10 @@ class StageRunner:
 
     def _do_entrypoint(self, ins: ins_.Entrypoint, handle: StepHandle) -> None:
         entrypoint = self._command(ins.command, ins.prepend_shell)
-        changes: dict[str, object] = {"entrypoint": entrypoint}
-        if not self.cmd_set:
-            changes["cmd"] = None  # docker: an ENTRYPOINT resets a CMD inherited from the base
-        self.config = replace(self.config, **changes)  # type: ignore[arg-type]
+        if self.cmd_set:
+            self.config = replace(self.config, entrypoint=entrypoint)
+        else:  # docker: an ENTRYPOINT resets a CMD inherited from the base
+            self.config = replace(self.config, entrypoint=entrypoint, cmd=None)
         self._nop("ENTRYPOINT " + _go_list(entrypoint or ()))
 
     def _do_healthcheck(self, ins: ins_.Healthcheck, handle: StepHandle) -> None:
@@ -651,9 +662,7 @@ class StageRunner:
             tmp.unlink(missing_ok=True)  # renamed into blobs/ on success; a failure leaves no temp
 
     def _do_run(self, ins: ins_.Run, handle: StepHandle) -> None:
-        from builder.runtime import Runtime
-
-        runtime: Runtime = self.env.runtime  # type: ignore[assignment]
+        runtime = self.env.runtime
         privileged = ins.security is ins_.SecurityMode.INSECURE
         if privileged and "security.insecure" not in self.env.allow:
             raise ins.error("RUN --security=insecure runs the step with every privilege: "
@@ -673,7 +682,7 @@ class StageRunner:
         res = RunResources(
             store_root=self.env.store.root, work_root=self.env.store.root / "run",
             context_root=self.env.context_root, secrets=self.env.secrets,
-            lowers_of=self._lowers_of, ssh=self.env.ssh,  # type: ignore[arg-type]
+            lowers_of=self._lowers_of, ssh=self.env.ssh,
             cache_namespace=self.env.cache_namespace, context_files=self._bind_files(),
         )
         keep_upper = False
@@ -753,7 +762,7 @@ class StageRunner:
             cache_id = cache_mount_id(mount, mount.target or "", self.env.cache_namespace)
             self.env.cache_mount_ids.add(cache_id)
             if self.env.imported is not None:
-                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)  # type: ignore[attr-defined]
+                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)
 
     def _history_args(self) -> dict[str, str | None]:
         from builder.frontend.expand import FRONTEND_ARGS
@@ -781,16 +790,16 @@ class StageRunner:
 
         # Heredoc bodies were expanded with the instruction (Scope.apply): no expand here.
         spec = CopySpec.from_instruction(ins, workdir=self.config.working_dir or "/")
-        source: object = self.env.copy_context
+        source: BuildContext | RootfsView | None = self.env.copy_context
         from_ = getattr(ins, "from_", None)
         if from_:
             source = RootfsView(list(self._lowers_of(from_)))
         layer_tar = self.env.store.temp_path(".layer.tar")
         try:
             with open(layer_tar, "wb") as out:
-                stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,  # type: ignore[arg-type]
+                stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,
                                    source_date_epoch=self.env.source_date_epoch,
-                                   workdir=self.env.store.tmp_dir, git=self.env.git,  # type: ignore[arg-type]
+                                   workdir=self.env.store.tmp_dir, git=self.env.git,
                                    fetches=self.env.urls)
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
@@ -801,7 +810,8 @@ class StageRunner:
         self._commit(f"{' '.join(self._shell())} #(nop) {ins.name} {chown}{what} in {ins.dest} ", layer)
 
 
-def _history_kind(spec: object, ins: ins_.Copy | ins_.Add, source: object) -> str:
+def _history_kind(spec: CopySpec, ins: ins_.Copy | ins_.Add,
+                  source: BuildContext | RootfsView | None) -> str:
     """docker's ``file``/``dir``/``multi`` for a COPY's history: one file, one directory, or more
     (nothing for a URL)."""
     from builder.execute.copy import SourceKind, select_sources
@@ -814,7 +824,7 @@ def _history_kind(spec: object, ins: ins_.Copy | ins_.Add, source: object) -> st
     # found, so "nomatch* a.txt" is one file.
     if any(c in src for src in ins.sources for c in "*?["):
         try:
-            items = select_sources(spec, source)  # type: ignore[arg-type]
+            items = select_sources(spec, source)
         except Exception:  # the copy itself succeeded; the history word is not worth failing for
             return "multi"
         if len(items) != 1:

@@ -132,7 +132,7 @@ class TarFiles(ArchiveFiles):
     def open(self, name: str) -> BinaryIO:
         f = self._tar.extractfile(self._member(name))
         assert f is not None
-        return f  # type: ignore[return-value]
+        return f  # type: ignore[return-value]  # tarfile's IO[bytes], no typing.BinaryIO subclass
 
     def close(self) -> None:
         self._tar.close()

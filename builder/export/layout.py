@@ -77,7 +77,7 @@ def read_oci_layout(files: ArchiveFiles, platform: Platform | None = None) -> li
     platformed = [d for d in candidates if d.platform is not None and is_manifest(d.media_type)]
     platforms = {str(d.platform) for d in platformed}
     if platformed and len(platformed) == len(candidates) and len(platforms) > 1:
-        matching = [d for d in platformed if want.matches(d.platform)]  # type: ignore[arg-type]
+        matching = [d for d in platformed if d.platform is not None and want.matches(d.platform)]
         if not matching:
             raise ArchiveError(
                 f"{files.description}: no image for {want} (it has {', '.join(sorted(platforms))})"

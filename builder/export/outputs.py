@@ -208,13 +208,13 @@ class Annotations:
                            {**self.index, **other.index})
 
 
-def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,  # type: ignore[no-untyped-def]
-                   insecure_registries: Sequence[str] = (), progress=None,  # type: ignore[no-untyped-def]
-                   annotations: Annotations | None = None, platform: str = "") -> list:  # type: ignore[type-arg]
+def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,
+                   insecure_registries: Sequence[str] = (), progress=None,
+                   annotations: Annotations | None = None, platform: str = "") -> list:
     """Write every output; returns what was pushed (PushResult: the manifest digest the registry
     holds, which differs from the store's when layers were compressed on the way)."""
     annotations = annotations or Annotations()
-    pushed: list = []  # type: ignore[type-arg]
+    pushed: list = []
     outputs = [OutputSpec.parse(s) for s in specs]
     if push and not any(o.type == "image" and o.push for o in outputs):
         outputs.append(OutputSpec("image", push=True))
@@ -257,7 +257,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     return pushed
 
 
-def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -> Image:  # type: ignore[no-untyped-def]
+def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -> Image:
     """The image in the form ``out`` writes it: its compression, media types, manifest annotations."""
     if not out.converts:
         return image
@@ -278,7 +278,7 @@ def flatten(image: Image, target: Path, *, same_owner: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def _destination(dest: str | None):  # type: ignore[no-untyped-def]
+def _destination(dest: str | None):
     """A file to write an archive into: atomically renamed into place, or stdout for ``-``."""
     if dest in (None, "-"):
         yield sys.stdout.buffer
@@ -290,8 +290,8 @@ def _destination(dest: str | None):  # type: ignore[no-untyped-def]
         yield f
 
 
-def _push(image: Image, names: Sequence[str], store, insecure, progress,  # type: ignore[no-untyped-def]
-          out: OutputSpec) -> list:  # type: ignore[type-arg]
+def _push(image: Image, names: Sequence[str], store, insecure, progress,
+          out: OutputSpec) -> list:
     from builder.image.reference import Reference
     from builder.registry import ClientOptions, push
 

@@ -203,7 +203,7 @@ class IgnoreRule:
 
     def match(self, path: str) -> bool:
         """Whether this pattern matches ``path`` itself (no parent-directory rule)."""
-        return bool(self._test(path))  # type: ignore[attr-defined]
+        return bool(self._test(path))  # type: ignore[attr-defined]  # _test is set with object.__setattr__ (frozen)
 
     def could_match_under(self, dir_slash: str) -> bool:
         """Whether an entry directly inside ``dir_slash`` ("a/b/", "" for the root) might match."""
@@ -607,7 +607,7 @@ class PatternMatcher:
             else:
                 if rule.exclusion != matched:
                     continue
-                hit = bool(rule._test(path))  # type: ignore[attr-defined]
+                hit = bool(rule._test(path))  # type: ignore[attr-defined]  # _test is set with object.__setattr__ (frozen)
             if hit:
                 info[i] = True
                 matched = not rule.exclusion

@@ -77,7 +77,7 @@ def dump_node(node: Node) -> str:
     """One node without the surrounding parentheses: ``run ["--mount=..."] "echo hi"``."""
     chain = [node]
     while chain[-1].inner is not None:
-        chain.append(chain[-1].inner)  # type: ignore[arg-type]
+        chain.append(chain[-1].inner)
     text = ""
     for current in reversed(chain):  # innermost first; no recursion for deep ONBUILD chains
         parts = [current.keyword]

@@ -79,7 +79,7 @@ class Instruction:
         """The keyword in upper case, as messages show it (``COPY``)."""
         return self.keyword.upper()
 
-    def error(self, message: str, cls: type[_E] = InstructionError) -> _E:  # type: ignore[assignment]
+    def error(self, message: str, cls: type[_E] = InstructionError) -> _E:  # type: ignore[assignment]  # mypy cannot type a TypeVar parameter's default
         """An error of class ``cls`` at this instruction's line, quoting it."""
         line = self.first_line or (self.original.splitlines()[0] if self.original else None)
         return cls(message, self.location, source_line=line)
@@ -1122,7 +1122,8 @@ def parse_go_duration(text: str) -> int:
     total = 0.0
     while s:
         match = _DURATION_PART_RE.match(s)
-        number, unit = match[1], match[2]  # type: ignore[index]
+        assert match is not None  # every part of the pattern is optional
+        number, unit = match[1], match[2]
         if not number or number == ".":
             raise ValueError(f'time: invalid duration "{text}"')
         if not unit:
@@ -1130,7 +1131,7 @@ def parse_go_duration(text: str) -> int:
         if unit not in _DURATION_UNITS:
             raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
         total += float(number) * _DURATION_UNITS[unit]
-        s = s[match.end():]  # type: ignore[union-attr]
+        s = s[match.end():]
     return sign * round(total)
 
 

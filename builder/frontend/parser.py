@@ -87,11 +87,11 @@ def _lark(escape: str) -> Lark:
     cache = _grammar_cache_file(escape)
     if cache is not None:
         try:
-            return Lark(text, cache=str(cache), **options)  # type: ignore[arg-type]
+            return Lark(text, cache=str(cache), **options)
         except Exception:  # a damaged or foreign cache file: build without it
             with contextlib.suppress(OSError):
                 cache.unlink()
-    return Lark(text, **options)  # type: ignore[arg-type]
+    return Lark(text, **options)
 
 
 def user_cache_dir() -> Path | None:
@@ -190,9 +190,9 @@ class _Run:
                 break
             # After heredoc bodies, carry on with the tokens already made if one starts
             # right after the last body; otherwise the bodies split a token: lex again.
-            while position < len(tree_children) and tree_children[position].line + offset <= resume:
+            while position < len(tree_children) and _line(tree_children[position]) + offset <= resume:
                 position += 1
-            if position < len(tree_children) and tree_children[position].line + offset == resume + 1:
+            if position < len(tree_children) and _line(tree_children[position]) + offset == resume + 1:
                 continue
             offset = resume
             position = 0
@@ -218,7 +218,7 @@ class _Run:
         from lark.exceptions import LarkError
 
         try:
-            return _lark(escape).parse(text, start=start).children  # type: ignore[return-value]
+            return _lark(escape).parse(text, start=start).children  # type: ignore[return-value]  # lark types children as Tree | Token; these rules hold tokens
         except LarkError as error:  # the grammar accepts every text; this is a bug guard
             line = getattr(error, "line", 0) or 0
             raise self.error(f"cannot parse: {error}", offset + max(line, 1)) from None
@@ -235,18 +235,18 @@ class _Run:
             name, value = match.group(1).lower(), match.group(2)
             if name in seen:
                 raise self.error(
-                    f"only one {name} parser directive can be used", token.line,
+                    f"only one {name} parser directive can be used", _line(token),
                     hint="remove the repeated directive",
                 )
             seen.add(name)
             if name == "escape":
                 if value not in ESCAPE_CHARS:
                     raise self.error(
-                        f"invalid escape token '{value}' does not match ` or \\", token.line,
+                        f"invalid escape token '{value}' does not match ` or \\", _line(token),
                         hint="write # escape=\\ or # escape=`",
                     )
                 self.escape = value
-            self.directives.append(Directive(name, value, token.line))
+            self.directives.append(Directive(name, value, _line(token)))
 
     def _walk(self, children: list[Token], offset: int, position: int) -> tuple[int | None, int]:
         """Build nodes from tokens[position:]; stops after an instruction with heredocs and
@@ -273,7 +273,7 @@ class _Run:
         return None, len(children)
 
     def _instruction(self, token: Token, offset: int) -> int | None:
-        start = token.line + offset
+        start = _line(token) + offset
         physical = token.value.split("\n")
         if token.value.endswith("\n"):
             physical.pop()
@@ -989,3 +989,9 @@ def _scan_directives(key: str, text: str, prefix: str, line: int) -> DetectedDir
             value = match.group(2)
             return DetectedDirective(value.split(" ", 1)[0], value, line)
     return None
+
+
+def _line(token: Token) -> int:
+    """A token's line: lark's lexer sets it on every token it makes (its type allows None)."""
+    assert token.line is not None
+    return token.line

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from builder.errors import ExpansionError, InstructionError
-from builder.frontend.expand import GlobalScope, PlatformArgs
+from builder.frontend.expand import GlobalScope, PlatformArgs, Scope
 from builder.frontend.instructions import Arg, Dockerfile, MountType, Run, Stage
 from builder.frontend.shell import ShellLex
 
@@ -112,7 +112,7 @@ def outline(dockerfile: Dockerfile, *, build_args: Mapping[str, str] | None = No
             value = scope.declared.get(spec.key)
             global_args[spec.key] = _ArgInfo(value or "", spec.comment, arg.start_line, deps)
     outlines: dict[int, _StageOutline] = {}
-    scopes = {}
+    scopes: dict[int, Scope] = {}
     for planned in plan.stages:
         stage = dockerfile.stages[planned.index]
         used = set(lex.process_word_with_matches(stage.from_.base_name, scope.values).matched)
@@ -131,8 +131,8 @@ def outline(dockerfile: Dockerfile, *, build_args: Mapping[str, str] | None = No
                 expanded = stage_scope.apply(ins)
             except (ExpansionError, InstructionError):
                 continue  # what an unknown base image might define: the build says, not the outline
-            if isinstance(expanded, Arg):
-                for spec, resolved in zip(ins.args, expanded.args, strict=True):  # type: ignore[attr-defined]
+            if isinstance(ins, Arg) and isinstance(expanded, Arg):  # apply keeps the instruction's type
+                for spec, resolved in zip(ins.args, expanded.args, strict=True):
                     inherited = spec.default is None and spec.key not in build_args and spec.key in scope.values
                     if not inherited:
                         own.args[spec.key] = _ArgInfo(resolved.default or "", spec.comment, ins.start_line)
@@ -153,9 +153,9 @@ def outline(dockerfile: Dockerfile, *, build_args: Mapping[str, str] | None = No
     ssh = _collect(outlines, plan.target, lambda o: _requirements(o.ssh), set())
     return Outline(
         name=written_name(dockerfile, target_stage), description=target_stage.from_.comment,
-        args=tuple(sorted(args, key=lambda a: a.line)),  # type: ignore[attr-defined]
-        secrets=tuple(sorted(secrets, key=lambda r: r.line)),  # type: ignore[attr-defined]
-        ssh=tuple(sorted(ssh, key=lambda r: r.line)),  # type: ignore[attr-defined]
+        args=tuple(sorted(args, key=lambda a: a.line)),
+        secrets=tuple(sorted(secrets, key=lambda r: r.line)),
+        ssh=tuple(sorted(ssh, key=lambda r: r.line)),
     )
 
 

@@ -28,7 +28,7 @@ class Digest(str):
         return "sha256"
 
     @property
-    def hex(self) -> str:  # type: ignore[override]
+    def hex(self) -> str:
         return self[7:]
 
     @property
@@ -64,7 +64,7 @@ class HashingReader:
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]  # BinaryIO has no readinto; the streams given have
         if n:
             view = memoryview(buffer)[:n]
             self._hasher.update(view)

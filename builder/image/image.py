@@ -117,7 +117,7 @@ class BlobLayer:
         return self._descriptor
 
     def compressed(self) -> BinaryIO:
-        return VerifyingReader(  # type: ignore[return-value]
+        return VerifyingReader(  # type: ignore[return-value]  # a file-like reader, no typing.BinaryIO subclass
             self._source.open_blob(self._descriptor), self._descriptor.digest,
             self._descriptor.size, f"layer {self._descriptor.digest}", damage_hint(self._source),
         )

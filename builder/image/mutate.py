@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 from builder.errors import ImageError
 from builder.image.config import ConfigFile, ContainerConfig, History
@@ -121,7 +122,14 @@ def with_layers(base: Image, layers: Sequence[Layer], manifest_media_type: str |
     return DerivedImage(layers, base.config_file(), **keep)
 
 
-def _keep(base: Image) -> dict[str, object]:
+class _Kept(TypedDict, total=False):
+    """What a derived image keeps of its base's manifest."""
+
+    manifest_media_type: str
+    annotations: dict[str, str] | None
+
+
+def _keep(base: Image) -> _Kept:
     try:
         manifest = base.manifest()
     except ImageError:

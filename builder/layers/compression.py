@@ -45,10 +45,10 @@ def open_decompressed(stream: BinaryIO, compression: Compression, what: str = "l
     if compression is Compression.NONE:
         return stream
     if compression is Compression.GZIP:
-        return _ClosingGzip(stream, what)
+        return _ClosingGzip(stream, what)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=CHUNK, closefd=True)
-        return _CheckedZstd(reader, what)  # type: ignore[arg-type]
+        return _CheckedZstd(reader, what)
     raise ImageError(f"unknown compression {compression!r}")
 
 
@@ -60,7 +60,7 @@ class _ClosingGzip(igzip.IGzipFile):
         self._stream = stream
         self._what = what
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         try:
             return super().read(size)
         except (EOFError, OSError) as err:
@@ -72,7 +72,7 @@ class _ClosingGzip(igzip.IGzipFile):
         except (EOFError, OSError) as err:
             raise ImageError(f"corrupt gzip {self._what}: {err}") from None
 
-    def readinto(self, b):  # type: ignore[no-untyped-def]
+    def readinto(self, b):
         try:
             return super().readinto(b)
         except (EOFError, OSError) as err:
@@ -88,15 +88,15 @@ class _ClosingGzip(igzip.IGzipFile):
 def compressor(dst: BinaryIO, compression: Compression, level: int | None = None) -> BinaryIO:
     """A writable stream that compresses into ``dst``. Close it to flush (``dst`` stays open)."""
     if compression is Compression.NONE:
-        return _NoClose(dst)
+        return _NoClose(dst)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.GZIP:
         lvl = DEFAULT_GZIP_LEVEL if level is None else level
         # filename="": no FNAME header (it would be the temp file's name; digests must not depend on it)
-        return igzip.IGzipFile(fileobj=dst, filename="", mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]
+        return igzip.IGzipFile(fileobj=dst, filename="", mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.ZSTD:
         lvl = DEFAULT_ZSTD_LEVEL if level is None else level
         cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=False)
-        return cctx.stream_writer(dst, closefd=False)  # type: ignore[return-value]
+        return cctx.stream_writer(dst, closefd=False)
     raise ImageError(f"unknown compression {compression!r}")
 
 
@@ -110,7 +110,7 @@ def compress_stream(
 class _CheckedZstd(io.BufferedReader):
     """zstd reader whose corruption errors say what was corrupt."""
 
-    def __init__(self, raw, what: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, raw, what: str) -> None:
         super().__init__(raw, CHUNK)
         self._what = what
 
@@ -126,7 +126,7 @@ class _CheckedZstd(io.BufferedReader):
         except zstandard.ZstdError as err:
             raise ImageError(f"corrupt zstd {self._what}: {err}") from None
 
-    def readinto(self, b):  # type: ignore[no-untyped-def]
+    def readinto(self, b):
         try:
             return super().readinto(b)
         except zstandard.ZstdError as err:
@@ -146,5 +146,5 @@ class _NoClose(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[no-untyped-def, override]
+    def write(self, b) -> int:
         return self._dst.write(b)

@@ -29,7 +29,7 @@ from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
 
 from builder.errors import ImageError, UnsafeLayerError
-from builder.fileio import write_all
+from builder.fileio import Reader, write_all
 from builder.image.mediatypes import Compression
 from builder.layers import whiteout
 from builder.layers.compression import detect, open_decompressed
@@ -127,7 +127,7 @@ class TarReader:
     clean end of stream between entries, as Go's archive/tar allows).
     """
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: Reader) -> None:
         self._stream = stream
         self._buf = b""
         self._pos = 0
@@ -350,7 +350,7 @@ def open_layer_stream(stream: BinaryIO, compression: Compression | None = None) 
     if compression is not None:
         return open_decompressed(stream, compression)
     head = stream.read(4)
-    return open_decompressed(_Prefixed(head, stream), detect(head))  # type: ignore[arg-type]
+    return open_decompressed(_Prefixed(head, stream), detect(head))  # type: ignore[arg-type]  # a read-only wrapper; the decompressors only read it
 
 
 class _Prefixed:
@@ -710,6 +710,7 @@ class _Extractor:
                 if dir_fd is None:
                     os.setxattr(target, key, value)
                 else:
+                    assert isinstance(target, str)  # a name in dir_fd
                     # No *xattrat syscalls: go through /proc so the path is not re-resolved.
                     fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
                     try:
@@ -847,7 +848,8 @@ def syncfs(path: Path) -> None:
 
 
 def extract_to_directory(
-    stream: BinaryIO, dest: Path, *, durable: bool = True, **options: bool
+    stream: BinaryIO, dest: Path, *, durable: bool = True, apply_whiteouts: bool = True,
+    overlay_whiteouts: bool = False, same_owner: bool = True, chroot_symlinks: bool = False,
 ) -> ExtractStats:
     """Extract a layer into the new directory ``dest``: all of it or nothing.
 
@@ -860,7 +862,8 @@ def extract_to_directory(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        stats = extract_layer(stream, tmp, **options)
+        stats = extract_layer(stream, tmp, apply_whiteouts=apply_whiteouts, overlay_whiteouts=overlay_whiteouts,
+                              same_owner=same_owner, chroot_symlinks=chroot_symlinks)
         os.chmod(tmp, 0o755)
         if durable:
             syncfs(tmp)

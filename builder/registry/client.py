@@ -245,16 +245,19 @@ class RegistryClient:
         if not self.plain_http_allowed:
             response = self._with_retries(call, "GET", lambda: self._raw_ping("https"))
         else:
+            probed: requests.Response | None
             try:
-                response = self._with_retries(call, "GET", lambda: self._raw_ping("https", probe=True),
-                                              attempts=1)
+                probed = self._with_retries(call, "GET", lambda: self._raw_ping("https", probe=True),
+                                            attempts=1)
             except UntrustedCertificateError:
                 raise
             except TLSError:
-                response = None
+                probed = None
             except TransientRegistryError:
-                response = None
-            if response is None:
+                probed = None
+            if probed is not None:
+                response = probed
+            else:
                 # No TLS here (or it failed once): a loopback or declared-insecure registry
                 # may speak plain HTTP. Go's TLS servers answer plain HTTP with a 400.
                 scheme = "http"
@@ -449,7 +452,7 @@ class RegistryClient:
             except requests.RequestException as err:
                 raise _Retryable(describe_exception(err)) from None
             finally:
-                if hasattr(data, "close"):
+                if data is not None and hasattr(data, "close"):  # a stream body
                     data.close()
             log.debug("%s %s -> %s", method, redact(response.url), response.status_code)
             if response.status_code == 401 and not state["force"]:

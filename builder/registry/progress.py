@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Progress(Protocol):
@@ -78,7 +81,7 @@ class TqdmProgress:
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()
-        self._bars: dict[str, object] = {}
+        self._bars: dict[str, tqdm] = {}
 
     def start(self, key: str, label: str, total: int) -> None:
         from tqdm import tqdm
@@ -86,7 +89,7 @@ class TqdmProgress:
         with self._lock:
             old = self._bars.pop(key, None)
             if old is not None:
-                old.close()  # type: ignore[attr-defined]
+                old.close()
             self._bars[key] = tqdm(
                 total=total, desc=f"{key}: {label}", unit="B", unit_scale=True, unit_divisor=1024,
                 file=self._stream, leave=False, dynamic_ncols=True, mininterval=0.2,
@@ -96,13 +99,13 @@ class TqdmProgress:
         bar = self._bars.get(key)
         if bar is not None:
             with self._lock:
-                bar.update(n)  # type: ignore[attr-defined]
+                bar.update(n)
 
     def done(self, key: str, status: str) -> None:
         with self._lock:
             bar = self._bars.pop(key, None)
             if bar is not None:
-                bar.close()  # type: ignore[attr-defined]
+                bar.close()
         self.message(f"{key}: {status}")
 
     def message(self, text: str) -> None:
@@ -114,7 +117,7 @@ class TqdmProgress:
     def close(self) -> None:
         with self._lock:
             for bar in self._bars.values():
-                bar.close()  # type: ignore[attr-defined]
+                bar.close()
             self._bars.clear()
 
 

@@ -11,6 +11,7 @@ repository when it can), then the manifest.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import os
@@ -33,6 +34,7 @@ from builder.errors import (
     RegistryError,
     RemoteImageNotFoundError,
 )
+from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.image import Image, Layer, SourceImage
@@ -191,7 +193,7 @@ class RemoteBlobSource:
         if descriptor.data is not None and Digest.of(descriptor.data) == descriptor.digest:
             return io.BytesIO(descriptor.data)
         reader = BlobReader(self.client, self.repository, descriptor, self.operation, self.progress)
-        return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(reader, CHUNK)
 
 
 class RemoteImage(SourceImage):
@@ -236,14 +238,14 @@ def select_platform(index: Index, platform: Platform, where: str) -> Descriptor:
                                                             MediaType.DOCKER_MANIFEST)]
         if len(images) == 1:
             return images[0]
-    matching = [d for d in with_platform if platform.matches(d.platform)]  # type: ignore[arg-type]
+    matching = [d for d in with_platform if d.platform is not None and platform.matches(d.platform)]
     if not matching:
         available = ", ".join(sorted({str(d.platform) for d in with_platform})) or "none"
         raise RemoteImageNotFoundError(
             f"{where}: no matching manifest for {platform} in the manifest list entries "
             f"(available: {available})"
         )
-    exact = [d for d in matching if d.platform.variant == platform.variant]  # type: ignore[union-attr]
+    exact = [d for d in matching if d.platform is not None and d.platform.variant == platform.variant]
     return (exact or matching)[0]
 
 
@@ -289,8 +291,8 @@ def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int) -> None
         for future in pending:
             future.cancel()
         for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+            if future.done() and not future.cancelled() and (err := future.exception()) is not None:
+                raise err
 
 
 def download_blobs(image: RemoteImage, store: Store, progress: Progress,
@@ -326,7 +328,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
             # digest and size match; our message names the image the blob belongs to.
             try:
                 with reader:  # raw: the store's write reads into its own buffer, no extra copy
-                    store.blobs.write(reader, d.digest, d.size)  # type: ignore[arg-type]
+                    store.blobs.write(reader, d.digest, d.size)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
             except DigestMismatchError as err:
                 raise DigestMismatchError(
                     d.digest, err.actual, f"blob {d.digest} of {image.reference.familiar} "
@@ -512,13 +514,12 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         policy = client.options.retry
         while offset < size:
             length = min(chunk_size, size - offset)
-            body = _SizedBody(blob.opener, size, advance, offset, length)
             try:
                 response = client.request(
                     "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
                     headers={"Content-Type": "application/octet-stream",
                              "Content-Range": f"{offset}-{offset + length - 1}"},
-                    body=lambda b=body: b,
+                    body=functools.partial(_SizedBody, blob.opener, size, advance, offset, length),
                 )
             except TransientRegistryError:
                 # Ask the registry how much it kept and go on from there.
@@ -603,10 +604,10 @@ def _pushable_layers(image: Image, store: Store | None, workdir: Path, compress:
         changed = True
         if store is not None and hasattr(store, "layer_blob"):
             gz = store.layer_blob(layer.diff_id(), Compression.GZIP, docker=docker)
-            out.append((gz, lambda d=gz: store.blobs.open(d.digest, d.size)))
+            out.append((gz, functools.partial(store.blobs.open, gz.digest, gz.size)))
             continue
         gz_desc, path = _gzip_to_file(layer, workdir, docker)
-        out.append((gz_desc, lambda p=path: open(p, "rb")))  # noqa: SIM115
+        out.append((gz_desc, functools.partial(open_binary, path)))
     return out, changed
 
 
@@ -616,7 +617,7 @@ def _gzip_to_file(layer: Layer, workdir: Path, docker: bool) -> tuple[Descriptor
     with os.fdopen(fd, "wb") as out:
         hashing = _HashingWriter(out)
         with layer.uncompressed() as raw:
-            compress_stream(raw, hashing, Compression.GZIP)  # type: ignore[arg-type]
+            compress_stream(raw, hashing, Compression.GZIP)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
     media_type = layer_media_type(Compression.GZIP, docker=docker)
     return Descriptor(media_type, hashing.digest(), hashing.size), path
 

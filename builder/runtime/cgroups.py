@@ -65,8 +65,8 @@ def hierarchies() -> list[Hierarchy]:
         return []
     paths: dict[str, str] = {}  # "memory" / "name=systemd" / "" (v2) -> path
     for line in own:
-        _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(",") if controllers else [""]:
+        _, listed, path = line.split(":", 2)
+        for controller in listed.split(",") if listed else [""]:
             paths[controller] = path
     found: dict[Path, Hierarchy] = {}
     for line in mountinfo:

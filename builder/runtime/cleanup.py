@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from builder.errors import ContainerError
 from builder.runtime.overlay import mounts_under, unmount_all_under
@@ -83,7 +84,7 @@ class StateFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write()
 
-    def update(self, **changes: object) -> None:
+    def update(self, **changes: Any) -> None:  # fields of ContainerState (replace checks them)
         self.state = replace(self.state, **changes)
         self._write()
 
@@ -303,16 +304,16 @@ def recover(work_root: Path) -> RecoveryReport:
             delete_runtime_container(runtime, cid)
             report.runtime_containers.append(cid)
     temps = work_root / "tmp"
-    for entry in sorted(temps.iterdir()) if temps.is_dir() else ():
-        pid = entry.name.split("-", 1)[0]
+    for temp in sorted(temps.iterdir()) if temps.is_dir() else ():
+        pid = temp.name.split("-", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
-            _kill_helper(entry)
+            _kill_helper(temp)
             try:
-                remove_tree(entry)
+                remove_tree(temp)
             except (ContainerError, OSError) as err:
-                report.failures.append(f"{entry.name}: {err}")
+                report.failures.append(f"{temp.name}: {err}")
                 continue
-            report.temp_dirs.append(entry.name)
+            report.temp_dirs.append(temp.name)
     return report
 
 

@@ -38,7 +38,7 @@ def spawn(argv, quiet=False):
         os._exit(127)
 
 
-EXITED = {}  # pid -> exit code of every child reaped so far (the init may exit before start's)
+EXITED: dict[int, int] = {}  # pid -> exit code of every child reaped so far (the init may exit before start's)
 
 
 def wait_for(pid):
