@@ -11,15 +11,19 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from builder.errors import PybuildError
 from builder.image.config import ConfigFile
 from builder.image.digest import Digest
+from builder.image.image import SourceImage
 from builder.image.manifest import Manifest
 from cache.blobs import CHUNK, is_stale_temp, remove_tree, sweep_temp
 from cache.snapshots import chain_ids
-from cache.store import CheckReport, Problem, PruneReport, Store
+from cache.store import BlobFileSource, CheckReport, Problem, PruneReport, Store
+
+_MANIFEST_LIMIT = 4 << 20  # as a registry's: a bigger blob is a layer, not worth reading
 
 # Queries that list blobs something still needs. The cache issue adds its own here.
 BLOB_REFERENCES: tuple[str, ...] = (
@@ -84,6 +88,7 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     all of them); cache records whose layer went are dropped.
     """
     report = PruneReport()
+    report.recovered = adopt_whole_images(store)  # never delete an image that lost only its rows
     with store.gc_lock.exclusive():
         sweep_temp(store.tmp_dir)
         from cache.gitsources import sweep
@@ -219,6 +224,45 @@ def _remove_unrecorded(store: Store, report: PruneReport) -> None:
             report.snapshots.append(chain)
 
 
+def _whole_images(store: Store, digests: Iterable[Digest]) -> list[tuple[Digest, bytes]]:
+    """Image manifests among ``digests`` (blob files) whose config and layers are all on disk."""
+    found = []
+    for digest in digests:
+        path = store.blobs.path(digest)
+        try:
+            if path.stat().st_size > _MANIFEST_LIMIT:
+                continue
+            raw = path.read_bytes()
+            manifest = Manifest.from_bytes(raw)
+        except (OSError, PybuildError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a layer, a config, an index, or a file gone meanwhile
+        if Digest.of(raw) != digest:
+            continue
+        needed = [manifest.config.digest, *(d.digest for d in manifest.layers)]
+        if all(store.blobs.exists(d) for d in needed):
+            found.append((digest, raw))
+    return found
+
+
+def adopt_whole_images(store: Store) -> list[Digest]:
+    """Record again, untagged, the images whose blobs are all on disk but whose rows are not.
+
+    A lost, emptied or restored-from-backup meta.db (or a write killed between its blobs and
+    its rows) leaves them so; prune would otherwise delete whole images as interrupted writes.
+    Each is checked as a load is (config digest, every layer against its diff_id); once
+    recorded, ``pybuild tag ID NAME`` names it again.
+    """
+    recorded = {row[0] for row in store.db.query("SELECT digest FROM blobs")}
+    adopted = []
+    for digest, raw in _whole_images(store, [d for d in store.blobs if d not in recorded]):
+        try:
+            store.write_image(SourceImage(BlobFileSource(store.blobs), raw))
+        except (OSError, PybuildError):
+            continue  # not an image after all (a cache artifact), or damaged: prune removes it
+        adopted.append(digest)
+    return adopted
+
+
 def _size(path: os.PathLike[str]) -> int:
     try:
         return os.stat(path).st_size
@@ -245,6 +289,9 @@ def check(store: Store, repair: bool = False) -> CheckReport:
     """
     report = CheckReport()
     if repair:
+        for manifest in adopt_whole_images(store):
+            report.repaired.append(f"recorded again the image of manifest {manifest} (whole on disk, its "
+                                   "records lost), untagged")
         with store.gc_lock.exclusive():
             _check(store, report)
             # A removal can leave something else dangling (a snapshot whose parent went):
@@ -322,6 +369,10 @@ def _check(store: Store, report: CheckReport) -> None:
     for path in stray:
         report.problems.append(Problem("stray-file", str(path), "not named like a blob"))
     unrecorded = [d for d in store.blobs if d not in blobs]
+    whole = _whole_images(store, unrecorded)
+    if whole:
+        report.notes.append(f"{len(whole)} whole image(s) among the unrecorded blobs (its records lost: a "
+                            "damaged or replaced meta.db?); `store check --repair` records them again, untagged")
     if unrecorded:
         report.notes.append(f"{len(unrecorded)} unrecorded blob file(s) (left by interrupted writes; prune removes them)")
     stale = [p for p in store.tmp_dir.iterdir() if is_stale_temp(p)]

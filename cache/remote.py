@@ -688,9 +688,9 @@ def inline_cache(records: CacheRecords, imported: ImportedCache | None, keys: Se
 
 
 def _store_source(store: Store) -> BlobSource:
-    from cache.store import _StoreBlobSource
+    from cache.store import BlobFileSource
 
-    return _StoreBlobSource(store.blobs)
+    return BlobFileSource(store.blobs)
 
 
 def read_cache_config(raw: bytes, where: str) -> dict[str, Any]:

@@ -119,6 +119,7 @@ class RemoveEvent:
 
 @dataclass
 class PruneReport:
+    recovered: list[Digest] = field(default_factory=list)  # whole images whose rows were lost
     images: list[Digest] = field(default_factory=list)
     blobs: list[Digest] = field(default_factory=list)
     snapshots: list[Digest] = field(default_factory=list)
@@ -150,7 +151,7 @@ class CheckReport:
         return not self.problems
 
 
-class _StoreBlobSource:
+class BlobFileSource:
     """Blobs opened from the store's files (the caller verifies, e.g. via SourceImage)."""
 
     damage_hint = "the store's copy is damaged: run `pybuild store check --repair`"
@@ -171,7 +172,7 @@ class StoreImage(SourceImage):
     """An image read from the store; ``record`` says what the store knows about it."""
 
     def __init__(self, store: Store, raw_manifest: bytes, record: ImageRecord) -> None:
-        super().__init__(_StoreBlobSource(store.blobs), raw_manifest, record.media_type)
+        super().__init__(BlobFileSource(store.blobs), raw_manifest, record.media_type)
         self.record = record
 
 
@@ -561,7 +562,7 @@ class Store:
     def _relayered(self, image: Image, wanted: Callable[[Compression], Compression], *,
                    docker: bool) -> RecompressedImage:
         """The image with each layer in the compression ``wanted`` gives for its own."""
-        source = _StoreBlobSource(self.blobs)
+        source = BlobFileSource(self.blobs)
         out = []
         for layer in image.layers():
             current = layer_compression(layer.media_type())
@@ -655,7 +656,7 @@ class Store:
         """The image for ``name_or_id`` (see :meth:`resolve`), read lazily and verified."""
         record = self.resolve(name_or_id)
         raw = read_verified(
-            _StoreBlobSource(self.blobs),
+            BlobFileSource(self.blobs),
             Descriptor(record.media_type, record.manifest_digest, self._blob_size(record.manifest_digest)),
             "manifest",
         )
@@ -844,13 +845,13 @@ class Store:
 
     def image_config(self, record: ImageRecord) -> ConfigFile:
         return ConfigFile.from_bytes(
-            read_verified(_StoreBlobSource(self.blobs),
+            read_verified(BlobFileSource(self.blobs),
                           Descriptor("", record.config_digest, self._blob_size(record.config_digest)),
                           "image config")
         )
 
     def manifest(self, record: ImageRecord) -> Manifest:
-        raw = read_verified(_StoreBlobSource(self.blobs),
+        raw = read_verified(BlobFileSource(self.blobs),
                             Descriptor(record.media_type, record.manifest_digest,
                                        self._blob_size(record.manifest_digest)), "manifest")
         parsed = Manifest.from_bytes(raw)
@@ -908,7 +909,7 @@ class BuildLayers:
         store._checked(diff_id, row)
         media_type = layer_media_type(Compression(row["compression"]))
         desc = Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
-        return BlobLayer(_StoreBlobSource(store.blobs), desc, Digest(diff_id))
+        return BlobLayer(BlobFileSource(store.blobs), desc, Digest(diff_id))
 
     def has_snapshot(self, chain_id: str) -> bool:
         return self.store.snapshots.exists(chain_id)

@@ -717,6 +717,10 @@ def _prune(args: argparse.Namespace) -> int:
         report = store.prune(keep, remove_all=args.all)
     finally:
         store.close()
+    if report.recovered:
+        print(f"Recorded again {len(report.recovered)} whole image(s) whose records were lost "
+              "(untagged: `pybuild images -a`, then `pybuild tag ID NAME`)")
+        print()
     if report.images:
         print("Deleted Images:")
         for digest in report.images:

@@ -301,6 +301,28 @@ def test_a_damaged_blob_says_to_repair_the_store(tmp_path: Path, archive: Path):
     assert "app" not in ok("images", root=root)
 
 
+
+@pytest.mark.parametrize("how", ["prune", "repair"])
+def test_images_whose_records_are_lost_are_recovered_not_pruned(tmp_path: Path, archive: Path, how: str):
+    """An emptied meta.db (or one restored from an old backup) leaves whole images as unrecorded
+    blobs: check says so, and neither prune nor repair deletes them; they come back untagged."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    for name in ("meta.db", "meta.db-wal", "meta.db-shm"):
+        (root / name).unlink(missing_ok=True)
+    (root / "meta.db").write_bytes(b"")
+    assert "whole image(s) among the unrecorded blobs" in ok("store", "check", root=root)
+    if how == "prune":
+        assert "Recorded again 1 whole image(s)" in ok("prune", "-f", root=root)
+    else:
+        assert "recorded again the image of manifest" in ok("store", "check", "--repair", root=root)
+    ok("tag", image_id, "app:again", root=root)
+    assert json.loads(ok("inspect", "app:again", root=root))[0]["Id"] == image_id
+    report = ok("store", "check", root=root)
+    assert report.rstrip().endswith(": clean") and "unrecorded" not in report, report
+
+
 # --- crash safety and concurrency --------------------------------------------------------------
 
 def _spawn(*args: str, root: Path) -> subprocess.Popen[bytes]:
