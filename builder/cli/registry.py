@@ -9,7 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from builder.errors import ImageNotFoundError, UsageError
+from builder.errors import ImageNotFoundError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from builder.registry.client import ClientOptions
@@ -102,7 +102,10 @@ def _pull(args: argparse.Namespace) -> int:
     ref = Reference.parse(args.reference)
     with open_store() as store:
         progress = choose_progress(args.quiet)
-        pull_with_result(ref, store, args.platform, options=_options(args), progress=progress)
+        try:
+            pull_with_result(ref, store, args.platform, options=_options(args), progress=progress)
+        except StoreError as err:  # the disk, not the registry: say which pull it stopped
+            raise StoreError(f"pulling {ref}: {err}") from None
     print(str(ref))
     return 0
 
@@ -124,7 +127,10 @@ def _push(args: argparse.Namespace) -> int:
                 f"An image does not exist locally with the tag: {ref.familiar_name}"
                 + ("" if ref.tag == "latest" else f":{ref.tag}")
             ) from None
-        push(image, ref, options=_options(args), progress=choose_progress(args.quiet), store=store)
+        try:
+            push(image, ref, options=_options(args), progress=choose_progress(args.quiet), store=store)
+        except StoreError as err:  # a blob the store lost: say which push it stopped
+            raise StoreError(f"pushing {ref}: {err}") from None
     if args.quiet:
         print(str(ref))
     return 0

@@ -316,6 +316,22 @@ def test_cli_errors_are_one_clear_line(registry: str, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "GET /v2/: connection refused" in proc.stderr.decode()
 
 
+
+def test_pushing_an_image_the_store_lost_a_layer_of_names_the_push(registry: str, tmp_path: Path) -> None:
+    image = make_image(2, 10_000, seed=random_name())
+    ref = f"{registry}/{random_name('lost')}/app:1"
+    push(image, ref)
+    root = tmp_path / "root"
+    run_pybuild("pull", "-q", ref, root=root, check=True)
+    layer = image.manifest().layers[-1].digest
+    (root / "blobs" / "sha256" / layer.hex).unlink()
+    copy = ref.replace("/app:1", "/copy:1")
+    run_pybuild("tag", ref, copy, root=root, check=True)
+    proc = run_pybuild("push", copy, root=root)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert f"pushing {copy}: blob {layer} is missing from the store" in err, err
+
 def test_registry_error_names_operation(registry: str) -> None:
     client = RegistryClient(registry)
     with pytest.raises(RegistryError) as err:
