@@ -19,7 +19,7 @@ from builder.registry import RegistryClient, pull, push, resolve
 from builder.registry.progress import LineProgress, NullProgress
 from builder.registry.remote import parse_range_end, pull_with_result
 from cache.store import Store
-from tests.helpers.tools import require_tool, run_pybuild
+from tests.helpers.tools import require_tool, run_pybuild, small_fs
 from tests.registry.images import make_image, random_name, write_oci_layout
 
 
@@ -331,6 +331,19 @@ def test_pushing_an_image_the_store_lost_a_layer_of_names_the_push(registry: str
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "Traceback" not in err, err
     assert f"pushing {copy}: blob {layer} is missing from the store" in err, err
+
+
+def test_pulling_onto_a_full_disk_names_the_pull(registry: str, tmp_path: Path) -> None:
+    image = make_image(3, 1_500_000, seed=random_name())
+    ref = f"{registry}/{random_name('full')}/app:1"
+    push(image, ref)
+    with small_fs(tmp_path / "root", "2m") as root:
+        proc = run_pybuild("pull", "-q", ref, root=root)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and "Traceback" not in err, err
+        assert f"pulling {ref}: " in err and "No space left on device" in err, err
+        assert list((root / "tmp").iterdir()) == []
+        assert run_pybuild("store", "check", root=root).returncode == 0
 
 def test_registry_error_names_operation(registry: str) -> None:
     client = RegistryClient(registry)
