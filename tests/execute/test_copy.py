@@ -484,7 +484,7 @@ def test_unreadable_source_is_a_clear_error(tmp_path: Path, base: RootfsView) ->
             raise OSError(28, "No space left on device")
 
     (root / "f").write_text("x")
-    with pytest.raises(CopyError, match="Dockerfile:7: COPY failed: writing the layer: No space left on device"):
+    with pytest.raises(CopyError, match="Dockerfile:7: COPY failed: cannot write the layer: No space left on device"):
         copy_layer(s, source=BuildContext.from_dir(root), dest_view=base, out=Full())  # type: ignore[arg-type]
 
 
