@@ -271,4 +271,5 @@ def _damaged_store(err: Exception) -> str | None:
 
     db = default_root() / "meta.db"
     return (f"the store database {db} is damaged: {err}; `sqlite3 {db} .recover` may save "
-            "what is left, or move it aside to start an empty index (the blobs stay; prune removes them)")
+            "what is left, or move it aside to start an empty index (the blobs stay, and "
+            "`pybuild store check --repair` records the whole images again, untagged)")

@@ -294,10 +294,12 @@ def _load(args: argparse.Namespace) -> int:
 
 def _tagged_id(store: Store, name: str) -> str | None:
     """The ID of the image ``name`` tags, if any."""
-    row = store.db.query_one(
-        "SELECT m.config_digest FROM images i JOIN manifests m ON m.digest = i.manifest_digest WHERE i.name=?",
-        (name,))
-    return str(row["config_digest"]) if row is not None else None
+    from builder.errors import ImageNotFoundError
+
+    try:
+        return store.resolve(name).config_digest
+    except ImageNotFoundError:
+        return None
 
 
 def _for_platform(loaded: list, platform, shown: str) -> list:
@@ -719,7 +721,7 @@ def _prune(args: argparse.Namespace) -> int:
         store.close()
     if report.recovered:
         print(f"Recorded again {len(report.recovered)} whole image(s) whose records were lost "
-              "(untagged: `pybuild images -a`, then `pybuild tag ID NAME`)")
+              "(untagged: `pybuild tag ID NAME` names one again)")
         print()
     if report.images:
         print("Deleted Images:")

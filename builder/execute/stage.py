@@ -84,6 +84,7 @@ class BuildEnv:
     runtime_factory: Callable[[], Runtime]
     context_root: Path | None
     secrets: Mapping[str, Secret]
+    urls: UrlFetches  # ADD URLs that keying downloaded, for the step that then misses
     ssh: SshAgents | None = None  # of --ssh
     container: ContainerSettings = field(default_factory=ContainerSettings)  # --add-host, --shm-size, --ulimit
     allow: frozenset[str] = frozenset()  # --allow entitlements: security.insecure
@@ -103,7 +104,6 @@ class BuildEnv:
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
     git: GitSources | None = None  # ADD <git>'s commits and checkouts
-    urls: UrlFetches | None = None  # ADD URLs that keying downloaded, for the step that then misses
     hostname: str = "buildkitsandbox"  # of RUN steps (BUILDKIT_SANDBOX_HOSTNAME)
     cache_namespace: str = ""  # of RUN cache mount ids (BUILDKIT_CACHE_MOUNT_NS)
     _runtime: Runtime | None = None
@@ -379,18 +379,7 @@ class StageRunner:
             if isinstance(ins, ins_.Add) and is_git_source(src):
                 inputs.sources[f"git {src}"] = self._git_commit(src, spec)
             elif src.startswith(("http://", "https://")) and not getattr(ins, "checksum", None):
-                inputs.sources[f"url {src}"] = self._url_validator(src)
-
-    def _url_validator(self, url: str) -> str:
-        if self.env.urls is not None:
-            return self.env.urls.validator(url)
-        from builder.execute.fetch import UrlFetches
-
-        once = UrlFetches(self.env.store.temp_path)
-        try:
-            return once.validator(url)
-        finally:
-            once.close()
+                inputs.sources[f"url {src}"] = self.env.urls.validator(src)
 
     def _git_commit(self, url: str, spec: CopySpec) -> str:
         """What an ADD of a git source is keyed on: the commit its ref names now, as BuildKit (a
