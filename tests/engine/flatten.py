@@ -60,7 +60,7 @@ def docker_tree(docker: str, image: str, work: Path) -> dict[str, tuple]:
         out.unlink()
         return _resolve_hardlinks(tree)
     finally:
-        subprocess.run([docker, "rm", "-f", cid], capture_output=True)
+        subprocess.run([docker, "rm", "-f", "-v", cid], capture_output=True)
 
 
 def pybuild_tree(root: Path, image: str, work: Path) -> dict[str, tuple]:

@@ -354,7 +354,7 @@ def test_add_host_shm_size_and_ulimit_as_docker_build_gives_them(builder: Builde
     ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN {CONTAINER_PROBE} # {uuid.uuid4().hex}\n"},
                           "container-flags")
     tag = f"pybuild-test-limits:{uuid.uuid4().hex[:8]}"
-    subprocess.run([docker, "build", "-q", *CONTAINER_FLAGS, "-t", tag, str(ctx)], check=True,
+    subprocess.run([docker, "build", "-q", "--force-rm", *CONTAINER_FLAGS, "-t", tag, str(ctx)], check=True,
                    capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     try:
         expected = subprocess.run([docker, "run", "--rm", tag, "cat", "/out"], check=True,

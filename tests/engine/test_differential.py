@@ -829,7 +829,7 @@ def _write_context(case: Case, ctx: Path, dockerfile: str, extra: dict[str, str 
 
 
 def _docker_build(docker: str, ctx: Path, tag: str, args: tuple[str, ...]) -> subprocess.CompletedProcess:
-    cmd = [docker, "build", "-q", "--network", "host", "-t", tag]
+    cmd = [docker, "build", "-q", "--force-rm", "--network", "host", "-t", tag]
     for a in args:
         cmd += ["--build-arg", a]
     return subprocess.run([*cmd, str(ctx)], capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})

@@ -34,7 +34,7 @@ DOCKER_ENV = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 def _docker_out(docker: str, ctx: Path, *flags: str) -> bytes:
     tag = f"pybuild-test-resources:{uuid.uuid4().hex[:8]}"
-    subprocess.run([docker, "build", "-q", *flags, "-t", tag, str(ctx)], check=True, capture_output=True,
+    subprocess.run([docker, "build", "-q", "--force-rm", *flags, "-t", tag, str(ctx)], check=True, capture_output=True,
                    env=DOCKER_ENV)
     try:
         return subprocess.run([docker, "run", "--rm", tag, "cat", "/out"], check=True, capture_output=True).stdout
@@ -79,7 +79,7 @@ def test_a_step_over_its_memory_limit_fails_as_under_docker(builder: Builder, do
     the same step passes without the limit."""
     ctx = builder.context({"Dockerfile": "FROM busybox:local\n"
                            f"RUN dd if=/dev/zero of=/dev/null bs=200M count=1 # {uuid.uuid4().hex}\n"}, "oom")
-    docker_run = subprocess.run([docker, "build", "-m", "32m", str(ctx)], capture_output=True, env=DOCKER_ENV)
+    docker_run = subprocess.run([docker, "build", "--force-rm", "-m", "32m", str(ctx)], capture_output=True, env=DOCKER_ENV)
     assert docker_run.returncode != 0 and b"returned a non-zero code: 137" in docker_run.stdout + docker_run.stderr
     for isolation in ISOLATIONS:
         failed = builder.build(ctx, "--no-cache", "--isolation", isolation, "-m", "32m", check=False)

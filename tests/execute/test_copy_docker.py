@@ -181,7 +181,7 @@ def _docker_tree(docker: str, base_image: str, context: Path, dockerfile: str) -
     try:
         exported = subprocess.run([docker, "export", container], capture_output=True, check=True).stdout
     finally:
-        subprocess.run([docker, "rm", "-f", container], capture_output=True)
+        subprocess.run([docker, "rm", "-f", "-v", container], capture_output=True)
         subprocess.run([docker, "rmi", "-f", image], capture_output=True)
     return _tree_from_export(exported)
 

@@ -43,7 +43,7 @@ def docker_image(docker: str, busybox_rootfs: Path, tmp_path_factory: pytest.Tem
         "RUN rm /data/b && echo more >> /data/a\n"
         'ENV GREETING="hi there"\nLABEL test=pybuild\nCMD ["/bin/sh"]\n'
     )
-    _docker(docker, "build", "--network", "host", "-q", "-t", name, str(work / "ctx"))
+    _docker(docker, "build", "--force-rm", "--network", "host", "-q", "-t", name, str(work / "ctx"))
     inspect = json.loads(_docker(docker, "image", "inspect", name))[0]
     _docker(docker, "save", "-o", str(work / "saved.tar"), name)
     yield {"name": name, "base": base, "inspect": inspect, "saved": work / "saved.tar", "work": work}

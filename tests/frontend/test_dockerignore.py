@@ -528,7 +528,7 @@ def test_walk_matches_docker_classic_builder(tmp_path: Path, docker: str) -> Non
     )
     tag = "pybuild-test-dockerignore:latest"
     build = subprocess.run(
-        [docker, "build", "-q", "--network", "host", "-t", tag, str(tmp_path)],
+        [docker, "build", "-q", "--force-rm", "--network", "host", "-t", tag, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,

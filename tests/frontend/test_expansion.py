@@ -311,7 +311,7 @@ def test_expansion_matches_docker_builder(docker, tmp_path):
     (tmp_path / "Dockerfile").write_text(DIFFERENTIAL)
     tag = f"pybuild-expansion-test:{uuid.uuid4().hex[:12]}"
     subprocess.run(
-        [docker, "build", "--network", "host", "-q", "--build-arg", "NAME=cli", "-t", tag, str(tmp_path)],
+        [docker, "build", "--force-rm", "--network", "host", "-q", "--build-arg", "NAME=cli", "-t", tag, str(tmp_path)],
         check=True, capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin"},
         timeout=300,
     )

@@ -728,7 +728,7 @@ DOCKER_PARSE_ERRORS = [
 def _docker_build(docker: str, context: Path, text: str) -> subprocess.CompletedProcess[str]:
     (context / "Dockerfile").write_text(text)
     return subprocess.run(
-        [docker, "build", "--network", "host", "-q", str(context)], capture_output=True, text=True,
+        [docker, "build", "--force-rm", "--network", "host", "-q", str(context)], capture_output=True, text=True,
         timeout=120, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
 

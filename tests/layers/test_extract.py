@@ -326,7 +326,7 @@ def docker_image(docker: str, busybox_rootfs: Path, tmp_path_factory: pytest.Tem
     ctx = tmp_path_factory.mktemp("docker-ctx")
     (ctx / "Dockerfile").write_text(DOCKERFILE)
     build = subprocess.run(
-        [docker, "build", "--network", "host", "-q", "-t", IMAGE_TAG, ctx],
+        [docker, "build", "--force-rm", "--network", "host", "-q", "-t", IMAGE_TAG, ctx],
         capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
     assert build.returncode == 0, build.stderr.decode()
@@ -351,7 +351,7 @@ def _docker_rootfs(docker: str, dest: Path) -> Path:
     try:
         exported = subprocess.run([docker, "export", cid], capture_output=True, check=True).stdout
     finally:
-        subprocess.run([docker, "rm", "-f", cid], capture_output=True)
+        subprocess.run([docker, "rm", "-f", "-v", cid], capture_output=True)
     dest.mkdir()
     subprocess.run(["tar", "--numeric-owner", "-xpf", "-", "-C", dest], input=exported, check=True)
     return dest
