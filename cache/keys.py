@@ -51,6 +51,7 @@ class StepInputs:
     args: dict[str, str] = field(default_factory=dict)
     files: list[list[str]] = field(default_factory=list)  # [path, "type mode size link hash"]
     sources: dict[str, str] = field(default_factory=dict)  # stage keys, image digests, URL validators
+    stage_names: dict[str, str] = field(default_factory=dict)  # source -> its stage's name: not keyed, to explain
 
     def key(self) -> str:
         h = hashlib.sha256(KEY_VERSION.encode())
@@ -93,6 +94,8 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     """Why ``new`` missed, compared with the closest earlier build of the same step."""
     if old.get("parent") != new.parent:
         if new.sources.get("base") and old.get("sources", {}).get("base") != new.sources.get("base"):
+            if "base" in new.stage_names:  # that stage's own misses say why
+                return _stage_changed("base", new.stage_names["base"])
             return (f"base image changed: {old.get('sources', {}).get('base', '?')} -> "
                     f"{new.sources['base']}")
         return "an earlier step changed"
@@ -106,7 +109,8 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     if old.get("instruction") != new.instruction:
         return f"variables in `{new.display}` expand differently"
     old_sources: dict[str, str] = old.get("sources", {})
-    changed = [f"{k} changed: {old_sources.get(k, '(not set)')} -> {new.sources.get(k, '(not set)')}"
+    changed = [_stage_changed(k, new.stage_names[k]) if k in new.stage_names and k in old_sources
+               else f"{k} changed: {old_sources.get(k, '(not set)')} -> {new.sources.get(k, '(not set)')}"
                for k in sorted(set(old_sources) | set(new.sources)) if old_sources.get(k) != new.sources.get(k)]
     if changed:
         return "; ".join(changed[:limit])
@@ -117,6 +121,12 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
         more = f" (and {len(notes) - limit} more)" if len(notes) > limit else ""
         return ", ".join(notes[:limit]) + more
     return "no earlier build of this step to compare with"
+
+
+def _stage_changed(source: str, stage: str) -> str:
+    """A stage of this build that a step reads changed: its key is no news to a reader, its name is."""
+    where = {"base": "FROM", "from": "--from"}.get(source, source)
+    return f"stage {stage} changed ({where})"
 
 
 def _file_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:

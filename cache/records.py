@@ -88,11 +88,14 @@ class CacheRecords:
                 (key, parent, lineage, result.diff_id, _pack(result.to_json()), _pack(inputs), t, t),
             )
 
-    def closest(self, lineage: str, exclude: str) -> CacheRecord | None:
-        """The most recent record of the same step position (for explaining a miss)."""
+    def closest(self, lineage: str, exclude: str, parent: str = "") -> CacheRecord | None:
+        """The record of the same step position to explain a miss by: the most recent one built
+        on the same parent (so the step's own change is named, not an earlier build's other
+        branch, e.g. another build arg value), else the most recent one."""
         row = self.db.query_one(
             "SELECT key, parent, lineage, result, inputs, created FROM cache_records "
-            "WHERE lineage=? AND key<>? ORDER BY created DESC LIMIT 1", (lineage, exclude))
+            "WHERE lineage=? AND key<>? ORDER BY parent=? DESC, created DESC LIMIT 1",
+            (lineage, exclude, parent))
         return self._record(row) if row else None
 
     def all(self) -> list[CacheRecord]:

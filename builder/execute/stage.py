@@ -74,6 +74,25 @@ if TYPE_CHECKING:
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
+@dataclass(frozen=True)
+class NoCache:
+    """--no-cache and --no-cache-filter: which stages skip the cache, and the flag that says so
+    (a miss they cause is explained by the flag, not by a comparison with an earlier build)."""
+
+    every_stage: bool = False
+    stages: frozenset[str] = frozenset()  # lower-cased stage names
+
+    def __call__(self, stage: str) -> bool:
+        return self.reason(stage) is not None
+
+    def reason(self, stage: str) -> str | None:
+        if self.every_stage:
+            return "--no-cache"
+        if stage.lower() in self.stages:
+            return f"--no-cache-filter {stage}"
+        return None
+
+
 @dataclass
 class BuildEnv:
     """What every stage of one build shares."""
@@ -94,7 +113,7 @@ class BuildEnv:
     dockerfile_name: str = "Dockerfile"
     records: CacheRecords | None = None  # None: the cache is not used at all
     statcache: StatCache | None = None
-    no_cache: Callable[[str], bool] = lambda stage: False  # --no-cache / --no-cache-filter
+    no_cache: NoCache = field(default_factory=NoCache)  # --no-cache / --no-cache-filter
     explain_misses: bool = False  # say why each miss missed (--progress plain, --explain)
     dry_run: bool = False  # --explain: compute keys and explain misses, run nothing
     lineage_prefix: str = ""  # identifies the Dockerfile, for finding a step's earlier builds
@@ -161,6 +180,7 @@ class StageRunner:
         self.key = key
         self.stage_index = stage_index
         self.first_step_sources: dict[str, str] = {}
+        self.first_step_stage_names: dict[str, str] = {}  # "base" -> the stage FROM names, if one
         self.scope = scope
         self.stage_lookup = stage_lookup
         self.cancel = cancel
@@ -325,8 +345,9 @@ class StageRunner:
         from cache.keys import explain
 
         records = self.env.records
-        old = records.closest(self._lineage(), key) if records is not None else None
-        reason = explain(old.inputs, inputs) if old is not None else "not built before"
+        forced = self.env.no_cache.reason(self.label)
+        old = records.closest(self._lineage(), key, inputs.parent) if records is not None and not forced else None
+        reason = forced or (explain(old.inputs, inputs) if old is not None else "not built before")
         if reason == "an earlier step changed":
             return
         text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"
@@ -351,7 +372,8 @@ class StageRunner:
         inputs = StepInputs(parent=self.key, instruction=text, display=_summary(written), args=args)
         if self.first_step_sources:
             inputs.sources.update(self.first_step_sources)
-            self.first_step_sources = {}
+            inputs.stage_names.update(self.first_step_stage_names)
+            self.first_step_sources, self.first_step_stage_names = {}, {}
         if self.env.source_date_epoch is not None:  # it sets layer mtimes and history times
             inputs.sources["SOURCE_DATE_EPOCH"] = str(self.env.source_date_epoch)
         if isinstance(ins, ins_.Copy | ins_.Add):
@@ -360,18 +382,21 @@ class StageRunner:
             self._run_inputs(ins, inputs)
         return inputs
 
-    def _source_key(self, name: str) -> str:
+    def _add_source(self, inputs: StepInputs, source: str, name: str) -> None:
+        """A stage's key or an image's digest, for ``--from`` or a mount's ``from=``."""
         found = self.stage_lookup(name)
         if isinstance(found, StageResult):
-            return f"stage {found.key}"
-        return f"image {found.digest()}"
+            inputs.sources[source] = f"stage {found.key}"
+            inputs.stage_names[source] = name
+        else:
+            inputs.sources[source] = f"image {found.digest()}"
 
     def _copy_inputs(self, ins: ins_.Copy | ins_.Add, inputs: StepInputs) -> None:
         from builder.execute.copy import CopySpec
 
         from_ = getattr(ins, "from_", None)
         if from_:
-            inputs.sources["from"] = self._source_key(from_)
+            self._add_source(inputs, "from", from_)
             return
         spec = CopySpec.from_instruction(ins, workdir=self.config.working_dir or "/")
         inputs.files.extend(self._context_files(spec))
@@ -462,7 +487,7 @@ class StageRunner:
         for mount in ins.mounts:
             if mount.type is ins_.MountType.BIND:
                 if mount.from_:
-                    inputs.sources[f"mount {mount.target}"] = self._source_key(mount.from_)
+                    self._add_source(inputs, f"mount {mount.target}", mount.from_)
                 elif self.env.copy_context is not None:
                     source = mount.source or "."
                     spec = CopySpec(sources=(source,), dest="/", location=ins.location,
@@ -470,7 +495,7 @@ class StageRunner:
                     items = self._bind_items[source] = select_sources(spec, self.env.copy_context)
                     inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:", items=items))
             elif mount.type is ins_.MountType.CACHE and mount.from_:
-                inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
+                self._add_source(inputs, f"cache {mount.target}", mount.from_)
         inputs.sources.update(self.env.container.key_sources())
         if self.env.hostname != "buildkitsandbox":  # part of BuildKit's exec op, as the network is
             inputs.sources["hostname"] = self.env.hostname

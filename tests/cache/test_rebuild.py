@@ -104,3 +104,43 @@ def test_explained_misses_name_what_changed(machines, tmp_path: Path, docker: st
     # The plain progress of a real build says the same.
     built = m.build(ctx, "--build-arg", "FLAVOUR=spicy")
     assert b"cache miss: base image changed" in built.stdout + built.stderr
+
+
+STAGES = """\
+FROM busybox:local AS base
+ARG V=1
+RUN echo "base $V" > /base
+FROM base AS second
+COPY dir/ /dir/
+RUN ls /dir > /listing
+FROM busybox:local
+COPY --from=second /listing /listing
+"""
+
+
+def test_explained_misses_of_stages_and_no_cache(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": STAGES, "dir/a": "a\n", "dir/b": "b\n"})
+    m.build(ctx)
+    # A stage built on a changed stage, or copying from one, names that stage, not its key.
+    text = _explain(m, ctx, "--build-arg", "V=2")
+    assert "RUN echo \"base $V\" > /base: cache miss: build arg V changed: '1' -> '2'" in text, text
+    assert "COPY dir/ /dir/: cache miss: stage base changed (FROM)" in text, text
+    assert "COPY --from=second /listing /listing: cache miss: stage second changed (--from)" in text, text
+    assert "sha256:" not in text, text
+    m.build(ctx, "--build-arg", "V=2")
+    # Back on V=1 with a file now ignored: the step is compared with its build on the same
+    # parent (V=1), so the ignored file is named, not the V=2 build's other base.
+    (ctx / ".dockerignore").write_text("dir/b\n")
+    text = _explain(m, ctx)
+    assert "COPY dir/ /dir/: cache miss: file removed: dir/b" in text, text
+    # --no-cache and --no-cache-filter: the flag is the reason, not "not built before".
+    (ctx / ".dockerignore").unlink()
+    text = _explain(m, ctx, "--no-cache")
+    assert "[base 2/3] ARG V=1: cache miss: --no-cache" in text, text
+    assert "not built before" not in text and "changed" not in text, text
+    text = _explain(m, ctx, "--no-cache-filter", "second")
+    assert text.splitlines() == ["[second 2/3] COPY dir/ /dir/: cache miss: --no-cache-filter second",
+                                 "[second 3/3] RUN ls /dir > /listing: cache miss: --no-cache-filter second"], text
+    built = m.build(ctx, "--no-cache-filter", "second")
+    assert b"cache miss: --no-cache-filter second" in built.stdout + built.stderr
