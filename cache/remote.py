@@ -585,14 +585,23 @@ class ImportedCache:
             self.progress.message(f"importing cache layer {desc.digest.short} ({desc.size} bytes) "
                                   f"from {record.origin}")
         with store.gc_lock.shared():
-            if not store.blobs.exists(desc.digest):
-                with record.source.open_blob(desc) as stream:
-                    store.blobs.write(stream, desc.digest, desc.size)
-            compression = layer_compression(desc.media_type)
-            with open_decompressed(store.blobs.open(desc.digest, desc.size), compression) as raw:
-                reader = HashingReader(raw)
-                while reader.read(CHUNK):
-                    pass
+            written = False
+            try:
+                if not store.blobs.exists(desc.digest):
+                    with record.source.open_blob(desc) as stream:
+                        store.blobs.write(stream, desc.digest, desc.size)
+                    written = True
+                compression = layer_compression(desc.media_type)
+                with open_decompressed(store.blobs.open(desc.digest, desc.size), compression) as raw:
+                    reader = HashingReader(raw)
+                    while reader.read(CHUNK):
+                        pass
+            except CacheError:
+                raise
+            except PybuildError as err:  # a damaged cache: say which one, keep nothing of it
+                if written:
+                    store.blobs.delete(desc.digest)
+                raise CacheError(f"cache {record.origin}: layer {desc.digest}: {err}") from None
             if reader.digest() != diff_id:
                 store.blobs.delete(desc.digest)
                 raise CacheError(

@@ -91,6 +91,38 @@ def test_a_record_whose_layer_is_not_its_diff_id_fails_clearly(machines, tmp_pat
     b.build(ctx, "-t", "x:1")
 
 
+def test_a_damaged_cache_layer_names_the_cache(machines, tmp_path: Path) -> None:
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, config, _ = _layout(shared)
+    blob = shared / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-8] + bytes(8))  # a damaged disk: not the digest the manifest names
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}", check=False)
+    err = (built.stdout + built.stderr).decode()
+    assert built.returncode != 0 and "Traceback" not in err, err
+    assert f"ERROR: cache {shared}:latest: layer {manifest['layers'][0]['digest']}: digest mismatch" in err, err
+    # A blob of the right digest that is no gzip stream (a writer's bug): the same, named.
+    garbage = b"not a gzip stream"
+    from builder.image.digest import Digest
+
+    blob.write_bytes(good)
+    layers = [dict(manifest["layers"][0], digest=str(Digest.of(garbage)), size=len(garbage))]
+    (shared / "blobs" / "sha256" / Digest.of(garbage).hex).write_bytes(garbage)
+    config["records"][0]["layer"] = layers[0]["digest"]
+    _rewrite(shared, manifest, config, layers)
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}", check=False)
+    err = (built.stdout + built.stderr).decode()
+    assert built.returncode != 0 and "Traceback" not in err, err
+    assert f"ERROR: cache {shared}:latest: layer {layers[0]['digest']}: corrupt gzip layer" in err, err
+    # Nothing of it stays in the store; without the cache the build is fine.
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
+    assert not (b.root / "blobs" / "sha256" / Digest.of(garbage).hex).exists()
+    b.build(ctx, "-t", "x:1")
+
+
 def test_a_hostile_cache_mount_is_refused_and_the_mount_starts_empty(machines, tmp_path: Path) -> None:
     from builder.image.digest import Digest
 
