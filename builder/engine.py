@@ -409,7 +409,7 @@ class Build:
                 # with a dry run, the stages that a fully cached stage makes unnecessary, and skip
                 # them, as BuildKit does.
                 probe_env = replace(env, dry_run=True, explain_misses=False, used_keys=[], explained=[],
-                                    progress=Progress(ProgressMode.QUIET))
+                                    missed_keys=set(), progress=Progress(ProgressMode.QUIET))
                 probed = run_dag(deps, work_for(probe_env, {}, replace(resolver, metadata_only=True)), jobs=jobs)
                 env.used_keys.extend(probe_env.used_keys)  # skipped stages' hits still go to mode=max
                 forced = [p.index for p in plan.stages if env.no_cache(p.display_name())]  # --no-cache-filter

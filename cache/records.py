@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,14 @@ class CacheRecords:
             (lineage, exclude, parent))
         return self._record(row) if row else None
 
+    def sibling(self, parent: str, stage: str, exclude: str, display: str = "") -> dict[str, Any] | None:
+        """The inputs of another build of the step that follows ``parent`` in ``stage``: what
+        explains a miss when no build from this context directory and Dockerfile is recorded
+        (another checkout directory, a record imported with ``--cache-from``)."""
+        rows = self.db.query("SELECT inputs FROM cache_records WHERE parent=? AND key<>? ORDER BY created DESC",
+                             (parent, exclude))
+        return pick_sibling((_unpack(r[0]) for r in rows), stage, display)
+
     def all(self) -> list[CacheRecord]:
         rows = self.db.query("SELECT key, parent, lineage, result, inputs, created FROM cache_records")
         return [self._record(r) for r in rows]
@@ -112,3 +121,10 @@ class CacheRecords:
             key=row[0], parent=row[1], lineage=row[2],
             result=StepResult.from_json(_unpack(row[3])), inputs=_unpack(row[4]), created=row[5],
         )
+
+
+def pick_sibling(candidates: Iterable[dict[str, Any]], stage: str, display: str) -> dict[str, Any] | None:
+    """Of records with one parent (most recent first), the one of the same stage, the same
+    instruction preferred: a stage's first step shares its parent with other stages' first steps."""
+    same_stage = [c for c in candidates if c.get("stage") == stage]
+    return next((c for c in same_stage if c.get("display") == display), same_stage[0] if same_stage else None)

@@ -543,6 +543,14 @@ class ImportedCache:
     def get(self, key: str) -> ImportedRecord | None:
         return self.records.get(key)
 
+    def sibling(self, parent: str, stage: str, exclude: str, display: str = "") -> dict[str, Any] | None:
+        """The inputs of the imported build of the step after ``parent`` in ``stage``: the
+        earlier build a miss is explained by on a machine that built none itself."""
+        from cache.records import pick_sibling
+
+        return pick_sibling((r.inputs for r in self.records.values() if r.parent == parent and r.key != exclude),
+                            stage, display)
+
     def layer(self, record: ImportedRecord) -> Layer:
         """The record's layer: the store's when it holds it, else one fetched when read."""
         assert record.result.diff_id is not None

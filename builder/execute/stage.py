@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import (
     ContainerStartError,
@@ -118,6 +118,7 @@ class BuildEnv:
     dry_run: bool = False  # --explain: compute keys and explain misses, run nothing
     lineage_prefix: str = ""  # identifies the Dockerfile, for finding a step's earlier builds
     explained: list[str] = field(default_factory=list)
+    missed_keys: set[str] = field(default_factory=set)  # steps of this build that missed (explained)
     imported: ImportedCache | None = None  # of --cache-from, asked after a local miss
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
@@ -277,6 +278,7 @@ class StageRunner:
                     return
             if inputs is not None and self.env.explain_misses:
                 self._explain(handle, inputs, key)
+                self.env.missed_keys.add(key)
             if self.env.dry_run:
                 self.key = key
                 self.would_run += 1
@@ -344,10 +346,17 @@ class StageRunner:
     def _explain(self, handle: StepHandle, inputs: StepInputs, key: str) -> None:
         from cache.keys import explain
 
-        records = self.env.records
+        records, imported = self.env.records, self.env.imported
         forced = self.env.no_cache.reason(self.label)
-        old = records.closest(self._lineage(), key, inputs.parent) if records is not None and not forced else None
-        reason = forced or (explain(old.inputs, inputs) if old is not None else "not built before")
+        old: Mapping[str, Any] | None = None
+        if records is not None and not forced:
+            found = records.closest(self._lineage(), key, inputs.parent)
+            old = found.inputs if found is not None else records.sibling(inputs.parent, self.label, key, inputs.display)
+            if old is None and imported is not None:
+                old = imported.sibling(inputs.parent, self.label, key, inputs.display)
+        if old is None and not forced and inputs.parent in self.env.missed_keys:
+            return  # never built on: its parent step (or stage) missed here, and said why
+        reason = forced or (explain(old, inputs) if old is not None else "not built before")
         if reason == "an earlier step changed":
             return
         text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"

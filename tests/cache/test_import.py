@@ -215,3 +215,25 @@ def test_after_an_imported_build_misses_are_explained(machines, tmp_path: Path) 
     (b_ctx / "a.txt").write_text("two\n")
     text = b.run("build", "--explain", str(b_ctx), check=True).stdout.decode()
     assert "COPY a.txt .: cache miss: file changed (content): a.txt" in text, text
+
+
+def test_a_miss_is_explained_by_the_imported_build(machines, tmp_path: Path) -> None:
+    """A CI machine that built nothing itself, from another checkout directory: its miss is
+    explained against the cache it imported, and only the step that changed says so."""
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    a_ctx = write_context(tmp_path / "a-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    b_ctx = write_context(tmp_path / "b-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "two\n"})
+    a.build(a_ctx, "--cache-to", f"type=local,dest={shared},mode=max")
+    built = b.build(b_ctx, "--cache-from", f"type=local,src={shared}")
+    log = (built.stdout + built.stderr).decode()
+    misses = [line for line in log.splitlines() if "cache miss" in line]
+    assert len(misses) == 2, log
+    assert misses[0].endswith("cache miss: file changed (content): a.txt"), log
+    assert misses[1].endswith("cache miss: stage builder changed (--from)"), log
+    # A store that never saw this Dockerfile: the first step of each chain is new, the rest follow.
+    c = machines()
+    text = c.run("build", "--explain", str(a_ctx), check=True).stdout.decode()
+    assert text.splitlines() == ["[builder 2/5] WORKDIR /src: cache miss: not built before",
+                                 "[stage-1 2/5] COPY --from=builder /src/out.txt /out.txt: "
+                                 "cache miss: not built before"], text

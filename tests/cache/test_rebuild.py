@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -144,3 +145,11 @@ def test_explained_misses_of_stages_and_no_cache(machines, tmp_path: Path) -> No
                                  "[second 3/3] RUN ls /dir > /listing: cache miss: --no-cache-filter second"], text
     built = m.build(ctx, "--no-cache-filter", "second")
     assert b"cache miss: --no-cache-filter second" in built.stdout + built.stderr
+    # The same Dockerfile in another checkout directory: compared with the build from the first.
+    other = tmp_path / "other-checkout"
+    shutil.copytree(ctx, other)
+    (other / "dir" / "a").write_text("a, edited\n")
+    text = _explain(m, other)
+    assert text.splitlines() == ["[second 2/3] COPY dir/ /dir/: cache miss: file changed (content): dir/a",
+                                 "[stage-2 2/2] COPY --from=second /listing /listing: cache miss: "
+                                 "stage second changed (--from)"], text
