@@ -35,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from builder.errors import CacheError, ImageNotFoundError, PybuildError, UsageError
+from builder.errors import CacheError, ImageNotFoundError, PybuildError, RegistryError, UsageError
 from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
@@ -849,6 +849,8 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         except OSError as err:
             raise CacheError(f"cannot write cache {target.description}: "
                              f"{err.strerror or err}{f' ({err.filename})' if err.filename else ''}") from None
+        except RegistryError as err:  # its text names a push: say that it was the cache's
+            raise CacheError(f"cannot write cache {target.description}: {err}") from None
         if progress is not None:
             progress.message(f"exported cache {target.description}: {len(entries)} record(s), "
                              f"{layer_count} layer(s), {len(mounts)} cache mount(s)")
