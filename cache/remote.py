@@ -99,10 +99,12 @@ class CacheSpec:
         """``type=registry,ref=R[,mode=..][,compression=..][,cache-mounts=true]``, ``type=local,
         dest=DIR`` / ``src=DIR``; a bare ``REF`` means ``type=registry,ref=REF``."""
         flag = "--cache-to" if export else "--cache-from"
-        if "=" not in text.split(",", 1)[0]:
-            text = f"type=registry,ref={text}"
+        if not text.strip():
+            raise UsageError(f"invalid {flag} value '': expected a registry ref or type=...,key=value pairs")
+        # A bare REF means type=registry,ref=REF; messages quote what was typed.
+        fields_text = text if "=" in text.split(",", 1)[0] else f"type=registry,ref={text}"
         fields: dict[str, str] = {}
-        for part in text.split(","):
+        for part in fields_text.split(","):
             key, sep, value = part.partition("=")
             if not sep or not key.strip():
                 raise UsageError(f"invalid {flag} value {text!r}: expected key=value pairs, got {part!r}")

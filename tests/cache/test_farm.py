@@ -147,7 +147,7 @@ def test_cache_mounts_travel(machines, tmp_path: Path, registry: str) -> None:
 
 @pytest.mark.parametrize("spec", [
     "type=s3,ref=x", "type=registry", "type=local", "type=registry,ref=r/x:1,mode=huge",
-    "type=registry,ref=r/x:1,compression=lz4", "type=registry,ref=r/x:1,bogus=1",
+    "type=registry,ref=r/x:1,compression=lz4", "type=registry,ref=r/x:1,bogus=1", "", "r/X:1",
 ])
 def test_bad_cache_specs_are_one_clear_error(machines, tmp_path: Path, spec: str) -> None:
     m = machines()
@@ -156,6 +156,8 @@ def test_bad_cache_specs_are_one_clear_error(machines, tmp_path: Path, spec: str
     err = result.stderr.decode()
     assert result.returncode != 0
     assert "--cache-to" in err and "Traceback" not in err, err
+    if "=" not in spec:  # a bare ref: quoted as typed, not in its type=registry,ref= form
+        assert f"--cache-to value {spec!r}" in err, err
     assert b"#2 DONE" not in result.stdout + result.stderr  # refused before building
 
 
