@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat as stat_
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -137,10 +138,31 @@ def _file_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
         elif path not in after:
             notes.append(f"file removed: {path}")
         elif before[path] != after[path]:
-            old, new = before[path].split(" "), after[path].split(" ")
-            what = "content" if old[-1] != new[-1] else "mode" if old[1:2] != new[1:2] else "metadata"
-            notes.append(f"file changed ({what}): {path}")
+            notes.append(f"file changed ({_what_changed(before[path], after[path])}): {path}")
     return notes
+
+
+# In a file_line: the content hash (XXH3-128) and a bind mount's owner, each a token of its own.
+_CONTENT = re.compile(r"(?<= )[0-9a-f]{32}(?= |$)")
+_OWNER = re.compile(r"(?<= )\d+:\d+(?= |$)")
+
+
+def _what_changed(old: str, new: str) -> str:
+    """Which part of a :func:`file_line` differs (a link target may hold spaces: no positional
+    split past the mode, whose fields come first)."""
+    o, n = old.split(" ", 2), new.split(" ", 2)
+    if o[0] != n[0]:
+        return f"type, {o[0]} -> {n[0]}"
+    found = [(m.group() if (m := rx.search(line)) else "") for rx in (_CONTENT, _OWNER) for line in (old, new)]
+    if found[0] != found[1]:
+        return "content"
+    if o[1] != n[1]:
+        return f"mode, {o[1]} -> {n[1]}"
+    if found[2] != found[3]:
+        return f"owner, {found[2] or '?'} -> {found[3] or '?'}"
+    if o[0] == "link":
+        return "link target"
+    return "metadata"
 
 
 def visible_args(args: Mapping[str, str | None], excluded: Iterable[str]) -> dict[str, str]:

@@ -153,3 +153,27 @@ def test_explained_misses_of_stages_and_no_cache(machines, tmp_path: Path) -> No
     assert text.splitlines() == ["[second 2/3] COPY dir/ /dir/: cache miss: file changed (content): dir/a",
                                  "[stage-2 2/2] COPY --from=second /listing /listing: cache miss: "
                                  "stage second changed (--from)"], text
+
+
+def test_explained_file_changes_of_a_bind_mount(machines, tmp_path: Path) -> None:
+    """A bind mount's key holds owners too: each change is named for what it is."""
+    m: Machine = machines()
+    dockerfile = "FROM busybox:local\nRUN --mount=type=bind,target=/src cat /src/f /src/l > /out\n"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "f": "1\n", "g": "g\n"})
+    (ctx / "f").chmod(0o644)
+    (ctx / "l").symlink_to("f")
+    step = "[stage-0 2/2] RUN --mount=type=bind,target=/src cat /src/f /src/l > /out: cache miss: "
+
+    def change(edit, expected: str) -> None:  # type: ignore[no-untyped-def]
+        m.build(ctx)
+        edit()
+        assert _explain(m, ctx).splitlines() == [step + expected]
+
+    change(lambda: (ctx / "f").write_text("2\n"), "file changed (content): mount:/src:f")
+    change(lambda: os.chown(ctx / "f", 7, 8), "file changed (owner, 0:0 -> 7:8): mount:/src:f")
+    change(lambda: (ctx / "f").chmod(0o600), "file changed (mode, 644 -> 600): mount:/src:f")
+
+    def retarget() -> None:
+        (ctx / "l").unlink()
+        (ctx / "l").symlink_to("g")
+    change(retarget, "file changed (link target): mount:/src:l")
