@@ -143,9 +143,12 @@ class CacheSpec:
             from builder.image.reference import Reference
 
             try:  # a typo in the ref fails before the build, not after it
-                Reference.parse(ref)
+                parsed = Reference.parse(ref)
             except PybuildError as err:
                 raise UsageError(f"invalid {flag} value {text!r}: {err}") from None
+            if export and parsed.digest is not None:  # the cache written has a digest of its own
+                raise UsageError(f"invalid {flag} value {text!r}: a cache is written under a tag, "
+                                 "not a digest")
             spec = cls(CacheType.REGISTRY, ref=ref, **common)
         else:
             where = fields.pop("dest" if export else "src", "")

@@ -148,6 +148,7 @@ def test_cache_mounts_travel(machines, tmp_path: Path, registry: str) -> None:
 @pytest.mark.parametrize("spec", [
     "type=s3,ref=x", "type=registry", "type=local", "type=registry,ref=r/x:1,mode=huge",
     "type=registry,ref=r/x:1,compression=lz4", "type=registry,ref=r/x:1,bogus=1", "", "r/X:1",
+    "type=registry,ref=r/x@sha256:" + "0" * 64,
 ])
 def test_bad_cache_specs_are_one_clear_error(machines, tmp_path: Path, spec: str) -> None:
     m = machines()
