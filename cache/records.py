@@ -99,13 +99,15 @@ class CacheRecords:
             (lineage, exclude, parent))
         return self._record(row) if row else None
 
-    def sibling(self, parent: str, stage: str, exclude: str, display: str = "") -> dict[str, Any] | None:
-        """The inputs of another build of the step that follows ``parent`` in ``stage``: what
-        explains a miss when no build from this context directory and Dockerfile is recorded
-        (another checkout directory, a record imported with ``--cache-from``)."""
-        rows = self.db.query("SELECT inputs FROM cache_records WHERE parent=? AND key<>? ORDER BY created DESC",
-                             (parent, exclude))
-        return pick_sibling((_unpack(r[0]) for r in rows), stage, display)
+    def sibling(self, parent: str, stage: str, exclude: str, display: str = "", *,
+                same_display: bool = False) -> tuple[str, dict[str, Any]] | None:
+        """Another build of the step that follows ``parent`` in ``stage`` (its key and inputs):
+        what explains a miss when no build from this context directory and Dockerfile is
+        recorded (another checkout directory, a record imported with ``--cache-from``)."""
+        rows = self.db.query("SELECT key, inputs FROM cache_records WHERE parent=? AND key<>? "
+                             "ORDER BY created DESC", (parent, exclude))
+        found = pick_sibling(((r[0], _unpack(r[1])) for r in rows), stage, display)
+        return None if same_display and found is not None and found[1].get("display") != display else found
 
     def all(self) -> list[CacheRecord]:
         rows = self.db.query("SELECT key, parent, lineage, result, inputs, created FROM cache_records")
@@ -123,8 +125,9 @@ class CacheRecords:
         )
 
 
-def pick_sibling(candidates: Iterable[dict[str, Any]], stage: str, display: str) -> dict[str, Any] | None:
-    """Of records with one parent (most recent first), the one of the same stage, the same
-    instruction preferred: a stage's first step shares its parent with other stages' first steps."""
-    same_stage = [c for c in candidates if c.get("stage") == stage]
-    return next((c for c in same_stage if c.get("display") == display), same_stage[0] if same_stage else None)
+def pick_sibling(candidates: Iterable[tuple[str, dict[str, Any]]], stage: str, display: str,
+                 ) -> tuple[str, dict[str, Any]] | None:
+    """Of records (key, inputs) with one parent, most recent first, the one of the same stage,
+    the same instruction preferred: a stage's first step shares its parent with other stages'."""
+    same_stage = [c for c in candidates if c[1].get("stage") == stage]
+    return next((c for c in same_stage if c[1].get("display") == display), same_stage[0] if same_stage else None)

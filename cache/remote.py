@@ -548,13 +548,18 @@ class ImportedCache:
     def get(self, key: str) -> ImportedRecord | None:
         return self.records.get(key)
 
-    def sibling(self, parent: str, stage: str, exclude: str, display: str = "") -> dict[str, Any] | None:
-        """The inputs of the imported build of the step after ``parent`` in ``stage``: the
-        earlier build a miss is explained by on a machine that built none itself."""
+    def sibling(self, parent: str, stage: str, exclude: str, display: str = "") -> tuple[str, dict[str, Any]] | None:
+        """The imported build of the step after ``parent`` in ``stage`` (its key and inputs):
+        the earlier build a miss is explained by on a machine that built none itself."""
         from cache.records import pick_sibling
 
-        return pick_sibling((r.inputs for r in self.records.values() if r.parent == parent and r.key != exclude),
-                            stage, display)
+        return pick_sibling(((r.key, r.inputs) for r in self.records.values()
+                             if r.parent == parent and r.key != exclude), stage, display)
+
+    def follows(self, parent: str, stage: str, display: str) -> bool:
+        """Whether an imported step ``display`` of ``stage`` was built on ``parent``."""
+        return any(r.parent == parent and r.inputs.get("stage") == stage and r.inputs.get("display") == display
+                   for r in self.records.values())
 
     def layer(self, record: ImportedRecord) -> Layer:
         """The record's layer: the store's when it holds it, else one fetched when read."""

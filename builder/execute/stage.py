@@ -182,6 +182,7 @@ class StageRunner:
         self.stage_index = stage_index
         self.first_step_sources: dict[str, str] = {}
         self.first_step_stage_names: dict[str, str] = {}  # "base" -> the stage FROM names, if one
+        self._later: Sequence[ins_.Instruction] = ()  # the stage's steps after this one (to explain a miss)
         self.scope = scope
         self.stage_lookup = stage_lookup
         self.cancel = cancel
@@ -248,10 +249,12 @@ class StageRunner:
             self.changed = True
         if triggers:
             self.config = replace(self.config, on_build=())
-        for ins in (*triggers, *commands):
+        steps = (*triggers, *commands)
+        for i, ins in enumerate(steps):
             if self.cancel.is_set():
                 raise Cancelled("build cancelled")
             self.step += 1
+            self._later = steps[i + 1:]
             self.execute(ins)
 
     def execute(self, ins: ins_.Instruction) -> None:
@@ -348,20 +351,36 @@ class StageRunner:
 
         records, imported = self.env.records, self.env.imported
         forced = self.env.no_cache.reason(self.label)
-        old: Mapping[str, Any] | None = None
+        earlier: tuple[str, Mapping[str, Any]] | None = None  # the build to compare with: key, inputs
         if records is not None and not forced:
             found = records.closest(self._lineage(), key, inputs.parent)
-            old = found.inputs if found is not None else records.sibling(inputs.parent, self.label, key, inputs.display)
-            if old is None and imported is not None:
-                old = imported.sibling(inputs.parent, self.label, key, inputs.display)
+            earlier = (found.key, found.inputs) if found is not None else records.sibling(
+                inputs.parent, self.label, key, inputs.display)
+            if earlier is None and imported is not None:
+                earlier = imported.sibling(inputs.parent, self.label, key, inputs.display)
+        old_key, old = earlier if earlier is not None else ("", None)
         if old is None and not forced and inputs.parent in self.env.missed_keys:
             return  # never built on: its parent step (or stage) missed here, and said why
         reason = forced or (explain(old, inputs) if old is not None else "not built before")
+        if old is not None and not forced and old.get("parent") == inputs.parent and \
+                old.get("display") != inputs.display:  # an edit, or a step added or removed here
+            if any(_summary(later) == old.get("display") for later in self._later):
+                reason = f"new step before `{old.get('display')}`"
+            elif self._built_on(old_key, inputs.display):
+                reason = f"step `{old.get('display')}` removed"
         if reason == "an earlier step changed":
             return
         text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"
         self.env.explained.append(text)
         self.env.progress.message(f"#{handle.number} cache miss: {reason}")
+
+    def _built_on(self, parent: str, display: str) -> bool:
+        """Whether this stage's step ``display`` was built on ``parent`` before (here or in an
+        imported cache): then the step between was removed."""
+        records, imported = self.env.records, self.env.imported
+        return bool(parent) and (
+            (records is not None and records.sibling(parent, self.label, "", display, same_display=True) is not None)
+            or (imported is not None and imported.follows(parent, self.label, display)))
 
     def _inputs(self, ins: ins_.Instruction, written: ins_.Instruction) -> StepInputs:
         from builder.frontend.expand import FRONTEND_ARGS, PROXY_ARGS

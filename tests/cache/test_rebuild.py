@@ -177,3 +177,20 @@ def test_explained_file_changes_of_a_bind_mount(machines, tmp_path: Path) -> Non
         (ctx / "l").unlink()
         (ctx / "l").symlink_to("g")
     change(retarget, "file changed (link target): mount:/src:l")
+
+
+def test_explained_added_and_removed_steps(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", FILES)
+    m.build(ctx)
+    setup = 'RUN echo "base setup" > /setup.txt'
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace(setup, f"RUN echo inserted\n{setup}"))
+    assert _explain(m, ctx).splitlines() == [
+        f"[stage-0 3/9] RUN echo inserted: cache miss: new step before `{setup}`"]
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace(f"{setup}\n", ""))
+    assert _explain(m, ctx).splitlines() == [
+        f"[stage-0 3/7] COPY deps/ /deps/: cache miss: step `{setup}` removed"]
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace("base setup", "base setup v2"))
+    assert _explain(m, ctx).splitlines() == [
+        f"[stage-0 3/8] RUN echo \"base setup v2\" > /setup.txt: cache miss: instruction changed: `{setup}` -> "
+        "`RUN echo \"base setup v2\" > /setup.txt`"]
