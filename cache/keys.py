@@ -64,8 +64,11 @@ class StepInputs:
         return "sha256:" + h.hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {"parent": self.parent, "instruction": self.instruction, "display": self.display,
-                "args": self.args, "files": self.files, "sources": self.sources}
+        out = {"parent": self.parent, "instruction": self.instruction, "display": self.display,
+               "args": self.args, "files": self.files, "sources": self.sources}
+        if self.stage_names:  # kept so that a later miss can say "stage a -> stage b"
+            out["stage_names"] = self.stage_names
+        return out
 
 
 def base_key(description: str, digest: str) -> str:
@@ -96,7 +99,7 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     if old.get("parent") != new.parent:
         if new.sources.get("base") and old.get("sources", {}).get("base") != new.sources.get("base"):
             if "base" in new.stage_names:  # that stage's own misses say why
-                return _stage_changed("base", new.stage_names["base"])
+                return _stage_changed("base", new.stage_names["base"], old)
             return (f"base image changed: {old.get('sources', {}).get('base', '?')} -> "
                     f"{new.sources['base']}")
         return "an earlier step changed"
@@ -110,7 +113,7 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     if old.get("instruction") != new.instruction:
         return f"variables in `{new.display}` expand differently"
     old_sources: dict[str, str] = old.get("sources", {})
-    changed = [_stage_changed(k, new.stage_names[k]) if k in new.stage_names and k in old_sources
+    changed = [_stage_changed(k, new.stage_names[k], old) if k in new.stage_names and k in old_sources
                else f"{k} changed: {old_sources.get(k, '(not set)')} -> {new.sources.get(k, '(not set)')}"
                for k in sorted(set(old_sources) | set(new.sources)) if old_sources.get(k) != new.sources.get(k)]
     if changed:
@@ -124,9 +127,16 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     return "no earlier build of this step to compare with"
 
 
-def _stage_changed(source: str, stage: str) -> str:
-    """A stage of this build that a step reads changed: its key is no news to a reader, its name is."""
+def _stage_changed(source: str, stage: str, old: Mapping[str, Any]) -> str:
+    """A stage of this build that a step reads changed: its key is no news to a reader, its name
+    is; or the step now reads another stage (or an image) than before."""
     where = {"base": "FROM", "from": "--from"}.get(source, source)
+    before = (old.get("stage_names") or {}).get(source)
+    if before is not None and before.lower() != stage.lower():
+        return f"{where} changed: stage {before} -> stage {stage}"
+    was = str(old.get("sources", {}).get(source, ""))
+    if before is None and was and not was.startswith("stage "):  # an image before
+        return f"{where} changed: {was.removeprefix('image ')} -> stage {stage}"
     return f"stage {stage} changed ({where})"
 
 

@@ -194,3 +194,19 @@ def test_explained_added_and_removed_steps(machines, tmp_path: Path) -> None:
     assert _explain(m, ctx).splitlines() == [
         f"[stage-0 3/8] RUN echo \"base setup v2\" > /setup.txt: cache miss: instruction changed: `{setup}` -> "
         "`RUN echo \"base setup v2\" > /setup.txt`"]
+
+
+def test_explained_switch_of_the_stage_a_stage_builds_on(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    dockerfile = ("FROM busybox:local AS a\nRUN echo a > /a\nFROM busybox:local AS b\nRUN echo b > /b\n"
+                  "FROM busybox:local\nRUN echo final > /f\n")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile})
+    m.build(ctx)
+    (ctx / "Dockerfile").write_text(dockerfile.replace("FROM busybox:local\n", "FROM a\n"))
+    text = _explain(m, ctx)
+    assert "[stage-2 2/2] RUN echo final > /f: cache miss: FROM changed: busybox:local@sha256:" in text, text
+    assert text.rstrip().endswith(" -> stage a"), text
+    m.build(ctx)
+    (ctx / "Dockerfile").write_text(dockerfile.replace("FROM busybox:local\n", "FROM b\n"))
+    text = _explain(m, ctx)
+    assert "[stage-2 2/2] RUN echo final > /f: cache miss: FROM changed: stage a -> stage b" in text, text
