@@ -33,7 +33,7 @@ from builder.errors import (
 from builder.execute.base import BaseResolver
 from builder.execute.fetch import UrlFetches
 from builder.execute.run import Secret
-from builder.execute.stage import BuildEnv, StageResult, StageRunner
+from builder.execute.stage import BuildEnv, NoCache, StageResult, StageRunner
 from builder.frontend import instructions as ins_
 from builder.image.digest import Digest
 from builder.image.image import Image
@@ -312,7 +312,6 @@ class Build:
             if secret.src is not None and not os.access(secret.src, os.R_OK):
                 raise UsageError(f"--secret id={secret.id}: cannot read {secret.src}: "
                                  f"{'no such file' if not secret.src.exists() else 'permission denied'}")
-        no_cache_stages = {n.lower() for n in opts.no_cache_filter}
         statcache = StatCache(self.store.db)
         urls = UrlFetches(lambda: self.store.temp_path("-urls"))
         env = BuildEnv(
@@ -325,7 +324,7 @@ class Build:
             allow=frozenset(opts.allow),
             cdi_spec_dirs=tuple(Path(d) for d in opts.cdi_spec_dirs) or None,
             records=CacheRecords(self.store.db), statcache=statcache,
-            no_cache=lambda stage: opts.no_cache or stage.lower() in no_cache_stages,
+            no_cache=NoCache(opts.no_cache, frozenset(n.lower() for n in opts.no_cache_filter)),
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
             lineage_prefix=f"{context.root}\0{dockerfile_name}",
@@ -391,6 +390,8 @@ class Build:
                                      total=len(stage.commands) + len(triggers) + 1, key=key,
                                      stage_index=index)
                 runner.first_step_sources = {"base": base_text}
+                if planned.base_stage is not None:
+                    runner.first_step_stage_names = {"base": from_.base_name}
                 runner.step = 1
                 runner.run(stage.commands, triggers=triggers)
                 declared.update(scope.visible_args())
@@ -408,7 +409,7 @@ class Build:
                 # with a dry run, the stages that a fully cached stage makes unnecessary, and skip
                 # them, as BuildKit does.
                 probe_env = replace(env, dry_run=True, explain_misses=False, used_keys=[], explained=[],
-                                    progress=Progress(ProgressMode.QUIET))
+                                    missed_keys=set(), progress=Progress(ProgressMode.QUIET))
                 probed = run_dag(deps, work_for(probe_env, {}, replace(resolver, metadata_only=True)), jobs=jobs)
                 env.used_keys.extend(probe_env.used_keys)  # skipped stages' hits still go to mode=max
                 forced = [p.index for p in plan.stages if env.no_cache(p.display_name())]  # --no-cache-filter

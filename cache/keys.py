@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat as stat_
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class StepInputs:
     args: dict[str, str] = field(default_factory=dict)
     files: list[list[str]] = field(default_factory=list)  # [path, "type mode size link hash"]
     sources: dict[str, str] = field(default_factory=dict)  # stage keys, image digests, URL validators
+    stage_names: dict[str, str] = field(default_factory=dict)  # source -> its stage's name: not keyed, to explain
 
     def key(self) -> str:
         h = hashlib.sha256(KEY_VERSION.encode())
@@ -62,8 +64,11 @@ class StepInputs:
         return "sha256:" + h.hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {"parent": self.parent, "instruction": self.instruction, "display": self.display,
-                "args": self.args, "files": self.files, "sources": self.sources}
+        out = {"parent": self.parent, "instruction": self.instruction, "display": self.display,
+               "args": self.args, "files": self.files, "sources": self.sources}
+        if self.stage_names:  # kept so that a later miss can say "stage a -> stage b"
+            out["stage_names"] = self.stage_names
+        return out
 
 
 def base_key(description: str, digest: str) -> str:
@@ -93,6 +98,8 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     """Why ``new`` missed, compared with the closest earlier build of the same step."""
     if old.get("parent") != new.parent:
         if new.sources.get("base") and old.get("sources", {}).get("base") != new.sources.get("base"):
+            if "base" in new.stage_names:  # that stage's own misses say why
+                return _stage_changed("base", new.stage_names["base"], old)
             return (f"base image changed: {old.get('sources', {}).get('base', '?')} -> "
                     f"{new.sources['base']}")
         return "an earlier step changed"
@@ -106,7 +113,8 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     if old.get("instruction") != new.instruction:
         return f"variables in `{new.display}` expand differently"
     old_sources: dict[str, str] = old.get("sources", {})
-    changed = [f"{k} changed: {old_sources.get(k, '(not set)')} -> {new.sources.get(k, '(not set)')}"
+    changed = [_stage_changed(k, new.stage_names[k], old) if k in new.stage_names and k in old_sources
+               else f"{k} changed: {old_sources.get(k, '(not set)')} -> {new.sources.get(k, '(not set)')}"
                for k in sorted(set(old_sources) | set(new.sources)) if old_sources.get(k) != new.sources.get(k)]
     if changed:
         return "; ".join(changed[:limit])
@@ -119,6 +127,19 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     return "no earlier build of this step to compare with"
 
 
+def _stage_changed(source: str, stage: str, old: Mapping[str, Any]) -> str:
+    """A stage of this build that a step reads changed: its key is no news to a reader, its name
+    is; or the step now reads another stage (or an image) than before."""
+    where = {"base": "FROM", "from": "--from"}.get(source, source)
+    before = (old.get("stage_names") or {}).get(source)
+    if before is not None and before.lower() != stage.lower():
+        return f"{where} changed: stage {before} -> stage {stage}"
+    was = str(old.get("sources", {}).get(source, ""))
+    if before is None and was and not was.startswith("stage "):  # an image before
+        return f"{where} changed: {was.removeprefix('image ')} -> stage {stage}"
+    return f"stage {stage} changed ({where})"
+
+
 def _file_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     notes = []
     for path in sorted(set(before) | set(after)):
@@ -127,10 +148,31 @@ def _file_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
         elif path not in after:
             notes.append(f"file removed: {path}")
         elif before[path] != after[path]:
-            old, new = before[path].split(" "), after[path].split(" ")
-            what = "content" if old[-1] != new[-1] else "mode" if old[1:2] != new[1:2] else "metadata"
-            notes.append(f"file changed ({what}): {path}")
+            notes.append(f"file changed ({_what_changed(before[path], after[path])}): {path}")
     return notes
+
+
+# In a file_line: the content hash (XXH3-128) and a bind mount's owner, each a token of its own.
+_CONTENT = re.compile(r"(?<= )[0-9a-f]{32}(?= |$)")
+_OWNER = re.compile(r"(?<= )\d+:\d+(?= |$)")
+
+
+def _what_changed(old: str, new: str) -> str:
+    """Which part of a :func:`file_line` differs (a link target may hold spaces: no positional
+    split past the mode, whose fields come first)."""
+    o, n = old.split(" ", 2), new.split(" ", 2)
+    if o[0] != n[0]:
+        return f"type, {o[0]} -> {n[0]}"
+    found = [(m.group() if (m := rx.search(line)) else "") for rx in (_CONTENT, _OWNER) for line in (old, new)]
+    if found[0] != found[1]:
+        return "content"
+    if o[1] != n[1]:
+        return f"mode, {o[1]} -> {n[1]}"
+    if found[2] != found[3]:
+        return f"owner, {found[2] or '?'} -> {found[3] or '?'}"
+    if o[0] == "link":
+        return "link target"
+    return "metadata"
 
 
 def visible_args(args: Mapping[str, str | None], excluded: Iterable[str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,12 +89,25 @@ class CacheRecords:
                 (key, parent, lineage, result.diff_id, _pack(result.to_json()), _pack(inputs), t, t),
             )
 
-    def closest(self, lineage: str, exclude: str) -> CacheRecord | None:
-        """The most recent record of the same step position (for explaining a miss)."""
+    def closest(self, lineage: str, exclude: str, parent: str = "") -> CacheRecord | None:
+        """The record of the same step position to explain a miss by: the most recent one built
+        on the same parent (so the step's own change is named, not an earlier build's other
+        branch, e.g. another build arg value), else the most recent one."""
         row = self.db.query_one(
             "SELECT key, parent, lineage, result, inputs, created FROM cache_records "
-            "WHERE lineage=? AND key<>? ORDER BY created DESC LIMIT 1", (lineage, exclude))
+            "WHERE lineage=? AND key<>? ORDER BY parent=? DESC, created DESC LIMIT 1",
+            (lineage, exclude, parent))
         return self._record(row) if row else None
+
+    def sibling(self, parent: str, stage: str, exclude: str, display: str = "", *,
+                same_display: bool = False) -> tuple[str, dict[str, Any]] | None:
+        """Another build of the step that follows ``parent`` in ``stage`` (its key and inputs):
+        what explains a miss when no build from this context directory and Dockerfile is
+        recorded (another checkout directory, a record imported with ``--cache-from``)."""
+        rows = self.db.query("SELECT key, inputs FROM cache_records WHERE parent=? AND key<>? "
+                             "ORDER BY created DESC", (parent, exclude))
+        found = pick_sibling(((r[0], _unpack(r[1])) for r in rows), stage, display)
+        return None if same_display and found is not None and found[1].get("display") != display else found
 
     def all(self) -> list[CacheRecord]:
         rows = self.db.query("SELECT key, parent, lineage, result, inputs, created FROM cache_records")
@@ -109,3 +123,11 @@ class CacheRecords:
             key=row[0], parent=row[1], lineage=row[2],
             result=StepResult.from_json(_unpack(row[3])), inputs=_unpack(row[4]), created=row[5],
         )
+
+
+def pick_sibling(candidates: Iterable[tuple[str, dict[str, Any]]], stage: str, display: str,
+                 ) -> tuple[str, dict[str, Any]] | None:
+    """Of records (key, inputs) with one parent, most recent first, the one of the same stage,
+    the same instruction preferred: a stage's first step shares its parent with other stages'."""
+    same_stage = [c for c in candidates if c[1].get("stage") == stage]
+    return next((c for c in same_stage if c[1].get("display") == display), same_stage[0] if same_stage else None)

@@ -35,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from builder.errors import CacheError, ImageNotFoundError, PybuildError, UsageError
+from builder.errors import CacheError, ImageNotFoundError, PybuildError, RegistryError, UsageError
 from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
@@ -99,10 +99,12 @@ class CacheSpec:
         """``type=registry,ref=R[,mode=..][,compression=..][,cache-mounts=true]``, ``type=local,
         dest=DIR`` / ``src=DIR``; a bare ``REF`` means ``type=registry,ref=REF``."""
         flag = "--cache-to" if export else "--cache-from"
-        if "=" not in text.split(",", 1)[0]:
-            text = f"type=registry,ref={text}"
+        if not text.strip():
+            raise UsageError(f"invalid {flag} value '': expected a registry ref or type=...,key=value pairs")
+        # A bare REF means type=registry,ref=REF; messages quote what was typed.
+        fields_text = text if "=" in text.split(",", 1)[0] else f"type=registry,ref={text}"
         fields: dict[str, str] = {}
-        for part in text.split(","):
+        for part in fields_text.split(","):
             key, sep, value = part.partition("=")
             if not sep or not key.strip():
                 raise UsageError(f"invalid {flag} value {text!r}: expected key=value pairs, got {part!r}")
@@ -141,9 +143,12 @@ class CacheSpec:
             from builder.image.reference import Reference
 
             try:  # a typo in the ref fails before the build, not after it
-                Reference.parse(ref)
+                parsed = Reference.parse(ref)
             except PybuildError as err:
                 raise UsageError(f"invalid {flag} value {text!r}: {err}") from None
+            if export and parsed.digest is not None:  # the cache written has a digest of its own
+                raise UsageError(f"invalid {flag} value {text!r}: a cache is written under a tag, "
+                                 "not a digest")
             spec = cls(CacheType.REGISTRY, ref=ref, **common)
         else:
             where = fields.pop("dest" if export else "src", "")
@@ -543,6 +548,19 @@ class ImportedCache:
     def get(self, key: str) -> ImportedRecord | None:
         return self.records.get(key)
 
+    def sibling(self, parent: str, stage: str, exclude: str, display: str = "") -> tuple[str, dict[str, Any]] | None:
+        """The imported build of the step after ``parent`` in ``stage`` (its key and inputs):
+        the earlier build a miss is explained by on a machine that built none itself."""
+        from cache.records import pick_sibling
+
+        return pick_sibling(((r.key, r.inputs) for r in self.records.values()
+                             if r.parent == parent and r.key != exclude), stage, display)
+
+    def follows(self, parent: str, stage: str, display: str) -> bool:
+        """Whether an imported step ``display`` of ``stage`` was built on ``parent``."""
+        return any(r.parent == parent and r.inputs.get("stage") == stage and r.inputs.get("display") == display
+                   for r in self.records.values())
+
     def layer(self, record: ImportedRecord) -> Layer:
         """The record's layer: the store's when it holds it, else one fetched when read."""
         assert record.result.diff_id is not None
@@ -585,14 +603,23 @@ class ImportedCache:
             self.progress.message(f"importing cache layer {desc.digest.short} ({desc.size} bytes) "
                                   f"from {record.origin}")
         with store.gc_lock.shared():
-            if not store.blobs.exists(desc.digest):
-                with record.source.open_blob(desc) as stream:
-                    store.blobs.write(stream, desc.digest, desc.size)
-            compression = layer_compression(desc.media_type)
-            with open_decompressed(store.blobs.open(desc.digest, desc.size), compression) as raw:
-                reader = HashingReader(raw)
-                while reader.read(CHUNK):
-                    pass
+            written = False
+            try:
+                if not store.blobs.exists(desc.digest):
+                    with record.source.open_blob(desc) as stream:
+                        store.blobs.write(stream, desc.digest, desc.size)
+                    written = True
+                compression = layer_compression(desc.media_type)
+                with open_decompressed(store.blobs.open(desc.digest, desc.size), compression) as raw:
+                    reader = HashingReader(raw)
+                    while reader.read(CHUNK):
+                        pass
+            except CacheError:
+                raise
+            except PybuildError as err:  # a damaged cache: say which one, keep nothing of it
+                if written:
+                    store.blobs.delete(desc.digest)
+                raise CacheError(f"cache {record.origin}: layer {desc.digest}: {err}") from None
             if reader.digest() != diff_id:
                 store.blobs.delete(desc.digest)
                 raise CacheError(
@@ -832,6 +859,8 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         except OSError as err:
             raise CacheError(f"cannot write cache {target.description}: "
                              f"{err.strerror or err}{f' ({err.filename})' if err.filename else ''}") from None
+        except RegistryError as err:  # its text names a push: say that it was the cache's
+            raise CacheError(f"cannot write cache {target.description}: {err}") from None
         if progress is not None:
             progress.message(f"exported cache {target.description}: {len(entries)} record(s), "
                              f"{layer_count} layer(s), {len(mounts)} cache mount(s)")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import (
     ContainerStartError,
@@ -74,6 +74,25 @@ if TYPE_CHECKING:
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
+@dataclass(frozen=True)
+class NoCache:
+    """--no-cache and --no-cache-filter: which stages skip the cache, and the flag that says so
+    (a miss they cause is explained by the flag, not by a comparison with an earlier build)."""
+
+    every_stage: bool = False
+    stages: frozenset[str] = frozenset()  # lower-cased stage names
+
+    def __call__(self, stage: str) -> bool:
+        return self.reason(stage) is not None
+
+    def reason(self, stage: str) -> str | None:
+        if self.every_stage:
+            return "--no-cache"
+        if stage.lower() in self.stages:
+            return f"--no-cache-filter {stage}"
+        return None
+
+
 @dataclass
 class BuildEnv:
     """What every stage of one build shares."""
@@ -94,11 +113,12 @@ class BuildEnv:
     dockerfile_name: str = "Dockerfile"
     records: CacheRecords | None = None  # None: the cache is not used at all
     statcache: StatCache | None = None
-    no_cache: Callable[[str], bool] = lambda stage: False  # --no-cache / --no-cache-filter
+    no_cache: NoCache = field(default_factory=NoCache)  # --no-cache / --no-cache-filter
     explain_misses: bool = False  # say why each miss missed (--progress plain, --explain)
     dry_run: bool = False  # --explain: compute keys and explain misses, run nothing
     lineage_prefix: str = ""  # identifies the Dockerfile, for finding a step's earlier builds
     explained: list[str] = field(default_factory=list)
+    missed_keys: set[str] = field(default_factory=set)  # steps of this build that missed (explained)
     imported: ImportedCache | None = None  # of --cache-from, asked after a local miss
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
@@ -161,6 +181,8 @@ class StageRunner:
         self.key = key
         self.stage_index = stage_index
         self.first_step_sources: dict[str, str] = {}
+        self.first_step_stage_names: dict[str, str] = {}  # "base" -> the stage FROM names, if one
+        self._later: Sequence[ins_.Instruction] = ()  # the stage's steps after this one (to explain a miss)
         self.scope = scope
         self.stage_lookup = stage_lookup
         self.cancel = cancel
@@ -227,10 +249,12 @@ class StageRunner:
             self.changed = True
         if triggers:
             self.config = replace(self.config, on_build=())
-        for ins in (*triggers, *commands):
+        steps = (*triggers, *commands)
+        for i, ins in enumerate(steps):
             if self.cancel.is_set():
                 raise Cancelled("build cancelled")
             self.step += 1
+            self._later = steps[i + 1:]
             self.execute(ins)
 
     def execute(self, ins: ins_.Instruction) -> None:
@@ -257,6 +281,7 @@ class StageRunner:
                     return
             if inputs is not None and self.env.explain_misses:
                 self._explain(handle, inputs, key)
+                self.env.missed_keys.add(key)
             if self.env.dry_run:
                 self.key = key
                 self.would_run += 1
@@ -324,14 +349,38 @@ class StageRunner:
     def _explain(self, handle: StepHandle, inputs: StepInputs, key: str) -> None:
         from cache.keys import explain
 
-        records = self.env.records
-        old = records.closest(self._lineage(), key) if records is not None else None
-        reason = explain(old.inputs, inputs) if old is not None else "not built before"
+        records, imported = self.env.records, self.env.imported
+        forced = self.env.no_cache.reason(self.label)
+        earlier: tuple[str, Mapping[str, Any]] | None = None  # the build to compare with: key, inputs
+        if records is not None and not forced:
+            found = records.closest(self._lineage(), key, inputs.parent)
+            earlier = (found.key, found.inputs) if found is not None else records.sibling(
+                inputs.parent, self.label, key, inputs.display)
+            if earlier is None and imported is not None:
+                earlier = imported.sibling(inputs.parent, self.label, key, inputs.display)
+        old_key, old = earlier if earlier is not None else ("", None)
+        if old is None and not forced and inputs.parent in self.env.missed_keys:
+            return  # never built on: its parent step (or stage) missed here, and said why
+        reason = forced or (explain(old, inputs) if old is not None else "not built before")
+        if old is not None and not forced and old.get("parent") == inputs.parent and \
+                old.get("display") != inputs.display:  # an edit, or a step added or removed here
+            if any(_summary(later) == old.get("display") for later in self._later):
+                reason = f"new step before `{old.get('display')}`"
+            elif self._built_on(old_key, inputs.display):
+                reason = f"step `{old.get('display')}` removed"
         if reason == "an earlier step changed":
             return
         text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"
         self.env.explained.append(text)
         self.env.progress.message(f"#{handle.number} cache miss: {reason}")
+
+    def _built_on(self, parent: str, display: str) -> bool:
+        """Whether this stage's step ``display`` was built on ``parent`` before (here or in an
+        imported cache): then the step between was removed."""
+        records, imported = self.env.records, self.env.imported
+        return bool(parent) and (
+            (records is not None and records.sibling(parent, self.label, "", display, same_display=True) is not None)
+            or (imported is not None and imported.follows(parent, self.label, display)))
 
     def _inputs(self, ins: ins_.Instruction, written: ins_.Instruction) -> StepInputs:
         from builder.frontend.expand import FRONTEND_ARGS, PROXY_ARGS
@@ -351,7 +400,8 @@ class StageRunner:
         inputs = StepInputs(parent=self.key, instruction=text, display=_summary(written), args=args)
         if self.first_step_sources:
             inputs.sources.update(self.first_step_sources)
-            self.first_step_sources = {}
+            inputs.stage_names.update(self.first_step_stage_names)
+            self.first_step_sources, self.first_step_stage_names = {}, {}
         if self.env.source_date_epoch is not None:  # it sets layer mtimes and history times
             inputs.sources["SOURCE_DATE_EPOCH"] = str(self.env.source_date_epoch)
         if isinstance(ins, ins_.Copy | ins_.Add):
@@ -360,18 +410,21 @@ class StageRunner:
             self._run_inputs(ins, inputs)
         return inputs
 
-    def _source_key(self, name: str) -> str:
+    def _add_source(self, inputs: StepInputs, source: str, name: str) -> None:
+        """A stage's key or an image's digest, for ``--from`` or a mount's ``from=``."""
         found = self.stage_lookup(name)
         if isinstance(found, StageResult):
-            return f"stage {found.key}"
-        return f"image {found.digest()}"
+            inputs.sources[source] = f"stage {found.key}"
+            inputs.stage_names[source] = name
+        else:
+            inputs.sources[source] = f"image {found.digest()}"
 
     def _copy_inputs(self, ins: ins_.Copy | ins_.Add, inputs: StepInputs) -> None:
         from builder.execute.copy import CopySpec
 
         from_ = getattr(ins, "from_", None)
         if from_:
-            inputs.sources["from"] = self._source_key(from_)
+            self._add_source(inputs, "from", from_)
             return
         spec = CopySpec.from_instruction(ins, workdir=self.config.working_dir or "/")
         inputs.files.extend(self._context_files(spec))
@@ -462,7 +515,7 @@ class StageRunner:
         for mount in ins.mounts:
             if mount.type is ins_.MountType.BIND:
                 if mount.from_:
-                    inputs.sources[f"mount {mount.target}"] = self._source_key(mount.from_)
+                    self._add_source(inputs, f"mount {mount.target}", mount.from_)
                 elif self.env.copy_context is not None:
                     source = mount.source or "."
                     spec = CopySpec(sources=(source,), dest="/", location=ins.location,
@@ -470,7 +523,7 @@ class StageRunner:
                     items = self._bind_items[source] = select_sources(spec, self.env.copy_context)
                     inputs.files.extend(self._context_files(spec, prefix=f"mount:{mount.target}:", items=items))
             elif mount.type is ins_.MountType.CACHE and mount.from_:
-                inputs.sources[f"cache {mount.target}"] = self._source_key(mount.from_)
+                self._add_source(inputs, f"cache {mount.target}", mount.from_)
         inputs.sources.update(self.env.container.key_sources())
         if self.env.hostname != "buildkitsandbox":  # part of BuildKit's exec op, as the network is
             inputs.sources["hostname"] = self.env.hostname

@@ -147,7 +147,8 @@ def test_cache_mounts_travel(machines, tmp_path: Path, registry: str) -> None:
 
 @pytest.mark.parametrize("spec", [
     "type=s3,ref=x", "type=registry", "type=local", "type=registry,ref=r/x:1,mode=huge",
-    "type=registry,ref=r/x:1,compression=lz4", "type=registry,ref=r/x:1,bogus=1",
+    "type=registry,ref=r/x:1,compression=lz4", "type=registry,ref=r/x:1,bogus=1", "", "r/X:1",
+    "type=registry,ref=r/x@sha256:" + "0" * 64,
 ])
 def test_bad_cache_specs_are_one_clear_error(machines, tmp_path: Path, spec: str) -> None:
     m = machines()
@@ -156,6 +157,8 @@ def test_bad_cache_specs_are_one_clear_error(machines, tmp_path: Path, spec: str
     err = result.stderr.decode()
     assert result.returncode != 0
     assert "--cache-to" in err and "Traceback" not in err, err
+    if "=" not in spec:  # a bare ref: quoted as typed, not in its type=registry,ref= form
+        assert f"--cache-to value {spec!r}" in err, err
     assert b"#2 DONE" not in result.stdout + result.stderr  # refused before building
 
 
@@ -180,6 +183,7 @@ def test_unreachable_caches(machines, tmp_path: Path) -> None:
     failed = m.build(ctx, "--cache-to", f"type=registry,ref={dead}", check=False)
     err = failed.stderr.decode()
     assert failed.returncode != 0 and "connection refused" in err and "Traceback" not in err, err
+    assert f"ERROR: cannot write cache {dead}: " in err, err  # the cache's export, not a push of the image
     ok = m.build(ctx, "--cache-to", f"type=registry,ref={dead},ignore-error=true")
     assert b"cache export to " + dead.encode() + b" failed" in ok.stdout + ok.stderr
 

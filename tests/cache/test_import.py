@@ -91,6 +91,38 @@ def test_a_record_whose_layer_is_not_its_diff_id_fails_clearly(machines, tmp_pat
     b.build(ctx, "-t", "x:1")
 
 
+def test_a_damaged_cache_layer_names_the_cache(machines, tmp_path: Path) -> None:
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, config, _ = _layout(shared)
+    blob = shared / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-8] + bytes(8))  # a damaged disk: not the digest the manifest names
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}", check=False)
+    err = (built.stdout + built.stderr).decode()
+    assert built.returncode != 0 and "Traceback" not in err, err
+    assert f"ERROR: cache {shared}:latest: layer {manifest['layers'][0]['digest']}: digest mismatch" in err, err
+    # A blob of the right digest that is no gzip stream (a writer's bug): the same, named.
+    garbage = b"not a gzip stream"
+    from builder.image.digest import Digest
+
+    blob.write_bytes(good)
+    layers = [dict(manifest["layers"][0], digest=str(Digest.of(garbage)), size=len(garbage))]
+    (shared / "blobs" / "sha256" / Digest.of(garbage).hex).write_bytes(garbage)
+    config["records"][0]["layer"] = layers[0]["digest"]
+    _rewrite(shared, manifest, config, layers)
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}", check=False)
+    err = (built.stdout + built.stderr).decode()
+    assert built.returncode != 0 and "Traceback" not in err, err
+    assert f"ERROR: cache {shared}:latest: layer {layers[0]['digest']}: corrupt gzip layer" in err, err
+    # Nothing of it stays in the store; without the cache the build is fine.
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
+    assert not (b.root / "blobs" / "sha256" / Digest.of(garbage).hex).exists()
+    b.build(ctx, "-t", "x:1")
+
+
 def test_a_hostile_cache_mount_is_refused_and_the_mount_starts_empty(machines, tmp_path: Path) -> None:
     from builder.image.digest import Digest
 
@@ -183,3 +215,25 @@ def test_after_an_imported_build_misses_are_explained(machines, tmp_path: Path) 
     (b_ctx / "a.txt").write_text("two\n")
     text = b.run("build", "--explain", str(b_ctx), check=True).stdout.decode()
     assert "COPY a.txt .: cache miss: file changed (content): a.txt" in text, text
+
+
+def test_a_miss_is_explained_by_the_imported_build(machines, tmp_path: Path) -> None:
+    """A CI machine that built nothing itself, from another checkout directory: its miss is
+    explained against the cache it imported, and only the step that changed says so."""
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    a_ctx = write_context(tmp_path / "a-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    b_ctx = write_context(tmp_path / "b-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "two\n"})
+    a.build(a_ctx, "--cache-to", f"type=local,dest={shared},mode=max")
+    built = b.build(b_ctx, "--cache-from", f"type=local,src={shared}")
+    log = (built.stdout + built.stderr).decode()
+    misses = [line for line in log.splitlines() if "cache miss" in line]
+    assert len(misses) == 2, log
+    assert misses[0].endswith("cache miss: file changed (content): a.txt"), log
+    assert misses[1].endswith("cache miss: stage builder changed (--from)"), log
+    # A store that never saw this Dockerfile: the first step of each chain is new, the rest follow.
+    c = machines()
+    text = c.run("build", "--explain", str(a_ctx), check=True).stdout.decode()
+    assert text.splitlines() == ["[builder 2/5] WORKDIR /src: cache miss: not built before",
+                                 "[stage-1 2/5] COPY --from=builder /src/out.txt /out.txt: "
+                                 "cache miss: not built before"], text

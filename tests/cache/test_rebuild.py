@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -104,3 +105,108 @@ def test_explained_misses_name_what_changed(machines, tmp_path: Path, docker: st
     # The plain progress of a real build says the same.
     built = m.build(ctx, "--build-arg", "FLAVOUR=spicy")
     assert b"cache miss: base image changed" in built.stdout + built.stderr
+
+
+STAGES = """\
+FROM busybox:local AS base
+ARG V=1
+RUN echo "base $V" > /base
+FROM base AS second
+COPY dir/ /dir/
+RUN ls /dir > /listing
+FROM busybox:local
+COPY --from=second /listing /listing
+"""
+
+
+def test_explained_misses_of_stages_and_no_cache(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": STAGES, "dir/a": "a\n", "dir/b": "b\n"})
+    m.build(ctx)
+    # A stage built on a changed stage, or copying from one, names that stage, not its key.
+    text = _explain(m, ctx, "--build-arg", "V=2")
+    assert "RUN echo \"base $V\" > /base: cache miss: build arg V changed: '1' -> '2'" in text, text
+    assert "COPY dir/ /dir/: cache miss: stage base changed (FROM)" in text, text
+    assert "COPY --from=second /listing /listing: cache miss: stage second changed (--from)" in text, text
+    assert "sha256:" not in text, text
+    m.build(ctx, "--build-arg", "V=2")
+    # Back on V=1 with a file now ignored: the step is compared with its build on the same
+    # parent (V=1), so the ignored file is named, not the V=2 build's other base.
+    (ctx / ".dockerignore").write_text("dir/b\n")
+    text = _explain(m, ctx)
+    assert "COPY dir/ /dir/: cache miss: file removed: dir/b" in text, text
+    # --no-cache and --no-cache-filter: the flag is the reason, not "not built before".
+    (ctx / ".dockerignore").unlink()
+    text = _explain(m, ctx, "--no-cache")
+    assert "[base 2/3] ARG V=1: cache miss: --no-cache" in text, text
+    assert "not built before" not in text and "changed" not in text, text
+    text = _explain(m, ctx, "--no-cache-filter", "second")
+    assert text.splitlines() == ["[second 2/3] COPY dir/ /dir/: cache miss: --no-cache-filter second",
+                                 "[second 3/3] RUN ls /dir > /listing: cache miss: --no-cache-filter second"], text
+    built = m.build(ctx, "--no-cache-filter", "second")
+    assert b"cache miss: --no-cache-filter second" in built.stdout + built.stderr
+    # The same Dockerfile in another checkout directory: compared with the build from the first.
+    other = tmp_path / "other-checkout"
+    shutil.copytree(ctx, other)
+    (other / "dir" / "a").write_text("a, edited\n")
+    text = _explain(m, other)
+    assert text.splitlines() == ["[second 2/3] COPY dir/ /dir/: cache miss: file changed (content): dir/a",
+                                 "[stage-2 2/2] COPY --from=second /listing /listing: cache miss: "
+                                 "stage second changed (--from)"], text
+
+
+def test_explained_file_changes_of_a_bind_mount(machines, tmp_path: Path) -> None:
+    """A bind mount's key holds owners too: each change is named for what it is."""
+    m: Machine = machines()
+    dockerfile = "FROM busybox:local\nRUN --mount=type=bind,target=/src cat /src/f /src/l > /out\n"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "f": "1\n", "g": "g\n"})
+    (ctx / "f").chmod(0o644)
+    (ctx / "l").symlink_to("f")
+    step = "[stage-0 2/2] RUN --mount=type=bind,target=/src cat /src/f /src/l > /out: cache miss: "
+
+    def change(edit, expected: str) -> None:  # type: ignore[no-untyped-def]
+        m.build(ctx)
+        edit()
+        assert _explain(m, ctx).splitlines() == [step + expected]
+
+    change(lambda: (ctx / "f").write_text("2\n"), "file changed (content): mount:/src:f")
+    change(lambda: os.chown(ctx / "f", 7, 8), "file changed (owner, 0:0 -> 7:8): mount:/src:f")
+    change(lambda: (ctx / "f").chmod(0o600), "file changed (mode, 644 -> 600): mount:/src:f")
+
+    def retarget() -> None:
+        (ctx / "l").unlink()
+        (ctx / "l").symlink_to("g")
+    change(retarget, "file changed (link target): mount:/src:l")
+
+
+def test_explained_added_and_removed_steps(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", FILES)
+    m.build(ctx)
+    setup = 'RUN echo "base setup" > /setup.txt'
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace(setup, f"RUN echo inserted\n{setup}"))
+    assert _explain(m, ctx).splitlines() == [
+        f"[stage-0 3/9] RUN echo inserted: cache miss: new step before `{setup}`"]
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace(f"{setup}\n", ""))
+    assert _explain(m, ctx).splitlines() == [
+        f"[stage-0 3/7] COPY deps/ /deps/: cache miss: step `{setup}` removed"]
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace("base setup", "base setup v2"))
+    assert _explain(m, ctx).splitlines() == [
+        f"[stage-0 3/8] RUN echo \"base setup v2\" > /setup.txt: cache miss: instruction changed: `{setup}` -> "
+        "`RUN echo \"base setup v2\" > /setup.txt`"]
+
+
+def test_explained_switch_of_the_stage_a_stage_builds_on(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    dockerfile = ("FROM busybox:local AS a\nRUN echo a > /a\nFROM busybox:local AS b\nRUN echo b > /b\n"
+                  "FROM busybox:local\nRUN echo final > /f\n")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile})
+    m.build(ctx)
+    (ctx / "Dockerfile").write_text(dockerfile.replace("FROM busybox:local\n", "FROM a\n"))
+    text = _explain(m, ctx)
+    assert "[stage-2 2/2] RUN echo final > /f: cache miss: FROM changed: busybox:local@sha256:" in text, text
+    assert text.rstrip().endswith(" -> stage a"), text
+    m.build(ctx)
+    (ctx / "Dockerfile").write_text(dockerfile.replace("FROM busybox:local\n", "FROM b\n"))
+    text = _explain(m, ctx)
+    assert "[stage-2 2/2] RUN echo final > /f: cache miss: FROM changed: stage a -> stage b" in text, text
