@@ -325,6 +325,7 @@ class LocalTarget:
         self.put_blob(desc, lambda: io.BytesIO(raw))
         _write_file(self.root / "oci-layout", LAYOUT_FILE, keep=True)
         with _locked(self.root / ".pybuild-cache.lock"):
+            _sweep_stale_temps(self.root)
             index = self._index()
             kept = [e for e in index.get("manifests", [])
                     if (e.get("annotations") or {}).get(REF_ANNOTATION) != self.tag]
@@ -345,6 +346,30 @@ def _locked(path: Path):
         yield
     finally:
         os.close(fd)
+
+
+STALE_TEMP_SECONDS = 3600
+
+
+def _sweep_stale_temps(root: Path) -> None:
+    """Remove the temp files of writers killed mid-export.
+
+    The directory may be shared by several machines, so a writer's pid says
+    nothing here; a live writer keeps its file's mtime fresh, a dead one's
+    file is untouched for an hour.
+    """
+    limit = now() - STALE_TEMP_SECONDS
+    for folder in (root, root / "blobs" / "sha256"):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < limit:
+                    os.unlink(entry.path)
 
 
 def _create(path: Path) -> BinaryIO:

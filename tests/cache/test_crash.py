@@ -139,3 +139,25 @@ def test_local_index_merges_concurrent_writers(tmp_path: Path) -> None:
     names = sorted(e["annotations"]["org.opencontainers.image.ref.name"] for e in index["manifests"])
     assert names == [f"tag{n}" for n in range(8)]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_local_cache_export_sweeps_temp_files_of_killed_writers(tmp_path: Path) -> None:
+    """A writer killed mid-export leaves its temp files; the next export removes the stale ones.
+
+    The directory may be shared between machines, so a temp file another writer
+    is still filling (fresh mtime) is kept whatever its pid.
+    """
+    from cache.remote import STALE_TEMP_SECONDS
+
+    _write_tag((str(tmp_path), 0))
+    blobs = tmp_path / "blobs" / "sha256"
+    stale = [tmp_path / ".index.json.999999.1.tmp", blobs / f".{'a' * 64}.999999.1.tmp"]
+    fresh = blobs / f".{'b' * 64}.1.1.tmp"
+    for path in (*stale, fresh):
+        path.write_bytes(b"partial")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    for path in stale:
+        os.utime(path, (old, old))
+    _write_tag((str(tmp_path), 1))
+    assert [p.exists() for p in stale] == [False, False]
+    assert fresh.exists()
