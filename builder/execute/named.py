@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import UsageError
+from builder.execute.urls import redact_credentials
 
 if TYPE_CHECKING:
     from builder.execute.gitsource import GitSources
@@ -121,4 +122,4 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
         return root, single
     except CopyError as err:
         message = str(err).replace(f"{spec.command} failed: ", "", 1)
-        raise BuildContextError(f"{what}: {message}") from None
+        raise BuildContextError(redact_credentials(f"{what}: {message}")) from None
