@@ -251,3 +251,23 @@ def test_local_output_merges_into_the_directory_and_never_deletes_what_was_there
     assert (out / "keep").read_text() == "mine" and (out / "app" / "mine").read_text() == "mine"
     assert not (out / "linked").is_symlink() and (out / "linked" / "secret").read_text() == "image"
     assert sentinel.snapshot() == before
+
+
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_mount_point_under_an_earlier_mount_never_follows_its_links_to_the_host(
+        builder: Builder, sentinel: Sentinel, tmp_path: Path, isolation: str) -> None:
+    """A later mount's target is resolved inside the container after the earlier mounts are in
+    place (runc's securejoin): the context's ``a/b -> <host dir>`` bound at /a leads
+    ``/a/b/new`` to the image's own path, never to the host directory."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\n"
+                           "RUN --mount=type=bind,source=a,target=/a --mount=type=tmpfs,target=/a/b/new "
+                           "--mount=type=bind,source=f,target=/a/b/file "
+                           "test -d /a/b/new && cat /a/b/file > /seen\n", "f": "from context", "a/x": ""},
+                          f"mount-{isolation}")
+    (ctx / "a" / "b").symlink_to(sentinel.dir)
+    before = sentinel.snapshot()
+    tag = f"escape-mounts-{isolation}:1"
+    p = builder.build(ctx, "--no-cache", "--isolation", isolation, "-t", tag, check=False)
+    assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr.decode()
+    assert sentinel.snapshot() == before
+    assert builder.run(tag, "cat", "/seen").stdout == b"from context"
