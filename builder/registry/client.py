@@ -433,9 +433,11 @@ class RegistryClient:
             url = add_query(url, params)
         state = {"force": False}
 
-        # Credentials only ever go to the registry itself, never to a host an upload
-        # Location or a paginated Link points at.
-        same_host = urlsplit(url).netloc == self.api_host
+        # Credentials only ever go to the registry itself (its scheme too: never in clear over
+        # http:// when it speaks https), never to a host an upload Location or a paginated
+        # Link points at.
+        target = urlsplit(url)
+        same_host = (target.scheme, target.netloc) == (urlsplit(self.base_url(call)).scheme, self.api_host)
 
         def attempt() -> requests.Response:
             auth = self._authorization(call, scopes, force=state["force"]) if same_host else None
