@@ -190,3 +190,25 @@ def test_a_token_in_a_git_url_stays_out_of_layers_store_and_messages(builder: Bu
     for checkout in _checkouts(builder):
         for config in checkout.rglob("config"):
             assert not config.is_file() or token not in config.read_text(errors="replace")
+
+
+def test_a_git_contexts_dockerfile_is_found_inside_the_repository(builder: Builder, repo: Repo,
+                                                                   tmp_path: Path) -> None:
+    """A repository's ``Dockerfile -> /some/host/file`` link is an error: the host file is never
+    read (its first line was quoted in the parse error). A link inside the repository works."""
+    secret = tmp_path / "host-file"
+    secret.write_text(f"HOST-SECRET-{uuid.uuid4().hex} line\n")
+    (repo.work / "Dockerfile").symlink_to(secret)
+    (repo.work / "real").mkdir()
+    (repo.work / "real" / "Dockerfile").write_text("FROM busybox:local\nCOPY VERSION /v\n")
+    (repo.work / "inside.Dockerfile").symlink_to("real/Dockerfile")
+    repo.commit("symlinked-dockerfile")
+    repo.push()
+    for args in ((), ("--check",), ("--call", "targets")):
+        p = run_pybuild("build", *args, f"{repo.url}#main", root=builder.root, check=False)
+        assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr.decode()
+        assert b"HOST-SECRET" not in p.stdout + p.stderr
+        assert b"'Dockerfile' in the build context" in p.stderr and b"leads outside the context" in p.stderr
+    run_pybuild("build", "-q", "-f", "inside.Dockerfile", "-t", "git-inside:1", f"{repo.url}#main",
+                root=builder.root, check=True)
+    assert builder.run("git-inside:1", "cat", "/v").stdout == b"symlinked-dockerfile\n"
