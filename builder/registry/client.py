@@ -608,7 +608,12 @@ class RegistryClient:
         """Follow ``Link: <...>; rel="next"`` through a paginated list (catalog, tags)."""
         url: str | None = add_query(path, {"n": str(page_size)})
         scopes = ("registry:catalog:*",) if key == "repositories" else None
+        seen: set[str] = set()
         while url:
+            if url in seen:  # a registry whose next page is one already read would never end
+                raise RegistryError(f"{self._prefix(call)}: GET {call.what}: the registry's pages "
+                                    f"loop (next page {redact(url)} again)")
+            seen.add(url)
             response = self.request("GET", url, call, scopes=scopes)
             try:
                 items = response.json().get(key) or []
