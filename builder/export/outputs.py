@@ -291,9 +291,15 @@ def _merge_tree(src: Path, dest: Path) -> None:
                 existing = os.lstat(target).st_mode
             except FileNotFoundError:
                 existing = None
-            if entry.is_dir(follow_symlinks=False) and existing is not None and stat.S_ISDIR(existing):
+            is_dir = entry.is_dir(follow_symlinks=False)
+            st = entry.stat(follow_symlinks=False)
+            if is_dir and existing is not None and stat.S_ISDIR(existing):
+                # Not root: both must take changes meanwhile (an image's 0555 /usr/bin); the
+                # image's mode is set below.
+                os.chmod(entry.path, 0o700)
+                if not os.access(target, os.W_OK | os.X_OK):
+                    os.chmod(target, stat.S_IMODE(existing) | stat.S_IRWXU)
                 _merge_tree(Path(entry.path), target)
-                st = entry.stat(follow_symlinks=False)
                 with contextlib.suppress(OSError):  # not the owner: docker keeps what it can too
                     os.lchown(target, st.st_uid, st.st_gid)
                 os.chmod(target, stat.S_IMODE(st.st_mode))
@@ -301,8 +307,13 @@ def _merge_tree(src: Path, dest: Path) -> None:
                 continue
             if existing is not None and stat.S_ISDIR(existing):
                 shutil.rmtree(target)  # the image has a file where the directory was
-            elif existing is not None and entry.is_dir(follow_symlinks=False):
+            elif existing is not None and is_dir:
                 os.unlink(target)  # a directory where a file or symlink was (rename cannot)
+            # A directory moved to another parent must be writable (its '..' changes): not root,
+            # a 0555 one is opened for the move and closed again.
+            reopen = is_dir and not os.access(entry.path, os.W_OK)
+            if reopen:
+                os.chmod(entry.path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
             try:
                 os.rename(entry.path, target)  # replaces a file or symlink, never follows one
             except OSError as err:
@@ -311,6 +322,8 @@ def _merge_tree(src: Path, dest: Path) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(target)
                 shutil.move(entry.path, target)
+            if reopen:
+                os.chmod(target, stat.S_IMODE(st.st_mode))
 
 
 def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -> Image:
