@@ -258,6 +258,12 @@ def test_git_errors(base: RootfsView, scratch: Path, git_daemon: str, tmp_path: 
         layer(add(f"{git_daemon}#main:nope", dest="/g/"), None, base, scratch)
     with pytest.raises(CopyError, match="leaves the repository"):
         layer(add(f"{git_daemon}#main:../..", dest="/g/"), None, base, scratch)
+    # A ref git would take for an option (`git fetch origin --upload-pack=CMD` went on from HEAD).
+    witness = tmp_path / "ran"
+    for source in (f"{git_daemon}#--upload-pack=touch {witness}", f"{git_daemon}?ref=-q"):
+        with pytest.raises(CopyError, match="a ref cannot start with '-'"):
+            layer(add(source, dest="/g/"), None, base, scratch)
+    assert not witness.exists()
 
 
 def test_git_file_urls_are_refused(base: RootfsView, scratch: Path, git_repo: Path) -> None:
