@@ -262,7 +262,12 @@ def test_mount_point_under_an_earlier_mount_never_follows_its_links_to_the_host(
     ctx = builder.context({"Dockerfile": "FROM busybox:local\n"
                            "RUN --mount=type=bind,source=a,target=/a --mount=type=tmpfs,target=/a/b/new "
                            "--mount=type=bind,source=f,target=/a/b/file "
-                           "test -d /a/b/new && cat /a/b/file > /seen\n", "f": "from context", "a/x": ""},
+                           "test -d /a/b/new && cat /a/b/file > /seen\n"
+                           # /proc is mounted before the build's mounts: its magic links are
+                           # followed inside the root too, never to the host's
+                           f"RUN --mount=type=tmpfs,target=/proc/1/root{sentinel.dir}/made "
+                           f"--mount=type=bind,source=f,target=/proc/self/root{sentinel.dir}/file true\n",
+                           "f": "from context", "a/x": ""},
                           f"mount-{isolation}")
     (ctx / "a" / "b").symlink_to(sentinel.dir)
     before = sentinel.snapshot()
