@@ -106,7 +106,8 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
     is_git = is_git_source(url) or url.startswith("github.com/")
     if url.startswith("github.com/"):  # docker's shorthand
         url = "https://" + url
-    spec = CopySpec(sources=(url,), dest="/", is_add=True, keep_git_dir=keep_git_dir)
+    # A download the URL names no file of (http://host/) is the Dockerfile, as docker takes it.
+    spec = CopySpec(sources=(url,), dest="/Dockerfile", is_add=True, keep_git_dir=keep_git_dir)
     try:
         if is_git:
             return git_checkout(url, spec, scratch, git), None
