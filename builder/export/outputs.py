@@ -266,8 +266,9 @@ def export_local(image: Image, dest_dir: Path) -> None:
     from builder.export.destination import make_dir
 
     make_dir(dest_dir)
+    _sweep_scratch(dest_dir)
     try:
-        scratch = tempfile.mkdtemp(prefix=".pybuild-export-", dir=dest_dir)
+        scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-", dir=dest_dir)
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
     try:
@@ -277,7 +278,35 @@ def export_local(image: Image, dest_dir: Path) -> None:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": '
                            f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _remove_scratch(Path(scratch))
+
+
+_SCRATCH = ".pybuild-export-"
+
+
+def _sweep_scratch(dest_dir: Path) -> None:
+    """Remove the scratch dirs that killed exports into ``dest_dir`` left (their pid is gone)."""
+    from cache.blobs import pid_alive
+
+    with contextlib.suppress(OSError), os.scandir(dest_dir) as entries:
+        for entry in entries:
+            pid = entry.name[len(_SCRATCH):].split("-", 1)[0]
+            if entry.name.startswith(_SCRATCH) and pid.isdigit() and not pid_alive(int(pid)) \
+                    and entry.is_dir(follow_symlinks=False):
+                _remove_scratch(Path(entry.path))
+
+
+def _remove_scratch(path: Path) -> None:
+    """rmtree, the read-only directories a user's export left in it opened first."""
+    if os.geteuid() != 0:
+        for dirpath, dirnames, _files in os.walk(path):
+            for name in dirnames:  # before os.walk lists them; never through an image's symlink
+                child = os.path.join(dirpath, name)
+                if not os.path.islink(child):
+                    with contextlib.suppress(OSError):
+                        os.chmod(child, 0o700)
+    shutil.rmtree(path)
 
 
 def _merge_tree(src: Path, dest: Path) -> None:

@@ -58,3 +58,20 @@ def _merge_twice_as_nobody(dest: Path, scratch: Path) -> None:
         assert _tree(dest)["usr/bin"] == (0o555, None) and _tree(dest)["proc"] == (0o555, None)
         assert (dest / "usr" / "bin" / "tool").read_text() == run
         shutil.rmtree(scratch)  # what export_local does with the emptied scratch
+
+
+def test_a_killed_exports_scratch_is_swept_by_the_next(tmp_path: Path) -> None:
+    """The scratch dir an export works in lives inside dest (renames, not copies); a SIGKILLed
+    export leaves it, and the next export into that directory removes it (its pid is gone)."""
+    from builder.export.outputs import export_local
+    from tests.store.imagegen import make_image
+
+    dest = tmp_path / "out"
+    dead = dest / ".pybuild-export-999999999-abcd"
+    (dead / "d0").mkdir(parents=True)
+    (dead / "d0" / "half").write_text("left by a killed export")
+    live = dest / f".pybuild-export-{os.getpid()}-live"
+    live.mkdir()
+    export_local(make_image("swept", layers=1), dest)
+    assert sorted(p.name for p in dest.iterdir()) == [live.name, "d0"]
+    assert sorted(p.name for p in (dest / "d0").iterdir()) == ["f0.bin", "name"]
