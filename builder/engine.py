@@ -234,6 +234,7 @@ class Build:
         http(s) is the context; a plain file there is the Dockerfile, with an empty context."""
         from builder.execute.context import BuildContext
         from builder.execute.named import fetch_url
+        from builder.execute.urls import redact_credentials
         from builder.runtime.cleanup import temp_dir
 
         scratch = temp_dir(self.store.root / "run", "context")
@@ -245,8 +246,8 @@ class Build:
             data = single.read_bytes()
             single.unlink()
             return BuildContext.from_dir(root, None), data
-        dockerfile = root / self.options.dockerfile if self.options.dockerfile not in (None, "-") else None
-        return BuildContext.from_dir(root, dockerfile), None
+        name = self.options.dockerfile if self.options.dockerfile not in (None, "-") else None
+        return BuildContext.from_tree(root, name, f"build context {redact_credentials(self.options.context)}"), None
 
     def _stdin_context(self, stdin: BinaryIO, stack: contextlib.ExitStack) -> tuple[BuildContext, bytes | None]:
         """``pybuild build -``: a tar (plain, gzip, zstd) is the context; anything else is the

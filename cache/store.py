@@ -284,6 +284,19 @@ def _marks(values: Sequence[object]) -> str:
 
 
 _HEX_RE = re.compile(r"^[a-f0-9]{1,64}$")
+# What holds image content (blobs, unpacked layers, RUN's upper dirs and cache mounts, git
+# checkouts): only the store's owner may enter. Open to all, a setuid-root file that an image
+# brings runs as root for any local user, and a private image's files are readable
+# (docker's CVE-2021-41091: /var/lib/docker is 0710 for this).
+PRIVATE_DIRS = ("blobs", "snapshots", "tmp", "locks", "run", "cachemounts", "gitsources")
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` (mode 0700), or take the group's and others' access away from it."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.lstat()
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        path.chmod(0o700)  # made by an earlier version, 0755
 
 
 class Store:
@@ -292,8 +305,9 @@ class Store:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (Path(root) if root is not None else default_root()).absolute()
         try:
-            for sub in ("blobs", "snapshots", "tmp", "locks"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for sub in PRIVATE_DIRS:
+                _private_dir(self.root / sub)
             # Every command takes this lock: a read-only or foreign store fails here with its
             # reason, not later as SQLite's "unable to open database file".
             os.close(os.open(self.root / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))

@@ -98,14 +98,18 @@ def _remote_dockerfile(url: str, file: str | None) -> DockerfileSource:
     """The Dockerfile of a git or http(s) context, fetched into a temp dir (``--check``, ``--call``)."""
     import tempfile
 
+    from builder.execute.context import BuildContext
     from builder.execute.named import fetch_url
+    from builder.execute.urls import redact_credentials
 
     with tempfile.TemporaryDirectory(prefix="pybuild-context-") as scratch:
         root, single = fetch_url(url, Path(scratch), f"build context {url}")
         if single is not None:
             return DockerfileSource(single.read_bytes(), "Dockerfile")
-        found = read_dockerfile(str(root), str(root / file) if file else None)
-        return DockerfileSource(found.data, file or "Dockerfile")
+        # Found inside the tree only: its Dockerfile may be a symlink to a host file.
+        found = BuildContext.from_tree(root, file, f"build context {redact_credentials(url)}").dockerfile
+        data = read_dockerfile(str(root), str(found or root / (file or "Dockerfile"))).data
+        return DockerfileSource(data, file or "Dockerfile")
 
 
 def load_dockerfile(source: DockerfileSource) -> Dockerfile:

@@ -221,6 +221,10 @@ def parse_git_ref(url: str, spec: CopySpec) -> GitRef:
         if fragment and options:
             raise spec.error(f"the git source {url} cannot have both a #fragment and ?query options")
     ref = options.get("ref") or options.get("tag") or options.get("branch") or ref
+    if ref.startswith("-"):
+        # git would take it for an option (`#--upload-pack=CMD` ran as `git fetch origin
+        # --upload-pack=CMD`, and the build went on from HEAD); no ref starts with one.
+        raise spec.error(f"invalid git ref '{ref}' in the git source {url}: a ref cannot start with '-'")
     return GitRef(
         remote=remote,
         ref=ref,

@@ -77,25 +77,31 @@ class BuildContext:
             shutil.rmtree(temp, ignore_errors=True)
             raise
         try:
-            return cls._open_extracted(temp, dockerfile_name)
+            context = cls.from_tree(temp, dockerfile_name, "build context tar")
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
+        context._temp = temp
+        return context
 
     @classmethod
-    def _open_extracted(cls, temp: Path, dockerfile_name: str | None) -> BuildContext:
+    def from_tree(cls, root: Path, dockerfile_name: str | None, what: str) -> BuildContext:
+        """A context whose files someone else made (a tar, a git repository, an archive over
+        http): its Dockerfile and ignore files are looked up with symlinks resolved inside it,
+        so that a ``Dockerfile -> /etc/shadow`` link is an error, never a host file read (and
+        quoted in a parse error). ``what`` names the context in messages."""
         name = dockerfile_name or DEFAULT_DOCKERFILE
-        view = RootfsView([temp], overlay=False)
-        host = _inside(view, name)
+        view = RootfsView([root], overlay=False)
+        host = _inside(view, name, what)
         dockerfile: Path | None = None
         if host is not None and host.is_file():
             dockerfile = host
         elif dockerfile_name is not None:
-            raise BuildContextError(f"the Dockerfile '{dockerfile_name}' is not in the build context tar")
-        # The ignore files are read by path: a symlink in the tar must not lead them outside.
+            raise BuildContextError(f"the Dockerfile '{dockerfile_name}' is not in the {what}")
+        # The ignore files are read by path: a symlink in the tree must not lead them outside.
         for candidate in (f"{name}.dockerignore", ".dockerignore"):
-            _inside(view, candidate)
-        return cls(temp, dockerfile, load_ignore(temp, dockerfile), _temp=temp, _view=view)
+            _inside(view, candidate, what)
+        return cls(root, dockerfile, load_ignore(root, dockerfile), _view=view)
 
     @property
     def view(self) -> RootfsView:
@@ -121,16 +127,14 @@ class BuildContext:
         self.close()
 
 
-def _inside(view: RootfsView, name: str) -> Path | None:
-    """The host path of ``name`` in a tar context; a symlink that leaves the context is an error."""
+def _inside(view: RootfsView, name: str, what: str) -> Path | None:
+    """The host path of ``name`` in a context; a symlink that leaves the context is an error."""
     try:
         resolved = view.resolve(name, stop_at_absolute=True)
     except ImageError as err:
-        raise BuildContextError(f"'{name}' in the build context tar: {err}") from None
+        raise BuildContextError(f"'{name}' in the {what}: {err}") from None
     if resolved.clamped or resolved.absolute:
-        raise BuildContextError(
-            f"'{name}' in the build context tar is a symlink that leads outside the context"
-        )
+        raise BuildContextError(f"'{name}' in the {what} is a symlink that leads outside the context")
     found = view.entry(resolved.parts)
     return found.host if found is not None else None
 

@@ -54,6 +54,7 @@ import xxhash
 from builder.errors import CopyError, IgnoreFileError, ImageError, SourceLocation
 from builder.execute.context import BuildContext
 from builder.execute.rootfs import Parts, RootfsView, split_path
+from builder.execute.urls import redact_credentials
 from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
 from builder.layers import whiteout
 from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter
@@ -137,7 +138,8 @@ class CopySpec:
         )
 
     def error(self, message: str) -> CopyError:
-        return CopyError(f"{self.command} failed: {message}", self.location)
+        # A source URL may carry a token (``https://user:token@host/repo.git``): never in a message.
+        return CopyError(redact_credentials(f"{self.command} failed: {message}"), self.location)
 
 
 class SourceKind(Enum):

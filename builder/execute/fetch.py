@@ -24,14 +24,21 @@ _CHUNK = 1 << 20
 
 
 def url_filename(url: str, response: requests.Response | None) -> str:
+    """The name a download gets: the URL path's last part, else the server's Content-Disposition;
+    "" when neither names a file (``..``, ``.`` and a name with a ``/`` once unquoted never do:
+    a server's ``filename=".."`` would have made the layer entry ``dest/..``)."""
     path = urlsplit(url).path
-    name = unquote(path.rsplit("/", 1)[-1]) if path else ""
+    name = _plain_name(unquote(path).rsplit("/", 1)[-1]) if path else ""  # docker: Base of the decoded path
     if not name and response is not None:
         disposition = response.headers.get("Content-Disposition", "")
         m = re.search(r'filename="?([^";]+)"?', disposition)
         if m:
-            name = os.path.basename(m.group(1))
+            name = _plain_name(os.path.basename(m.group(1)))
     return name
+
+
+def _plain_name(name: str) -> str:
+    return "" if name in (".", "..") or "/" in name or "\0" in name else name
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.execute.urls import redact_credentials
 from cache.gitsources import entry_key, sources_root
 
 if TYPE_CHECKING:
@@ -136,10 +137,10 @@ def _clone(git: str, ref: GitRef, target: Path, spec: CopySpec, *, fetch: str) -
         proc = subprocess.run([git, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            raise spec.error(
+            raise spec.error(redact_credentials(
                 f"cloning {ref.remote}: git {args[0]} failed (a git source needs network access to the "
                 f"git server):\n{tail}"
-            )
+            ))
         return proc.stdout
 
     run("init", "-q", str(target))
@@ -154,4 +155,19 @@ def _clone(git: str, ref: GitRef, target: Path, spec: CopySpec, *, fetch: str) -
     run("-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD", cwd=target)
     if ref.submodules:
         run("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=target)
-    return run("rev-parse", "HEAD", cwd=target).strip()
+    commit = run("rev-parse", "HEAD", cwd=target).strip()
+    _scrub_credentials(target / ".git")
+    return commit
+
+
+def _scrub_credentials(git_dir: Path) -> None:
+    """Mask the token of every remote URL in a checkout's git configs (the repository's, and each
+    submodule's under ``modules/``), as BuildKit sets the origin of a kept ``.git`` to the
+    redacted URL: a keep-git-dir layer, and the store's checkout, must not carry it."""
+    for config in git_dir.rglob("config"):
+        if not config.is_file() or config.is_symlink():
+            continue
+        text = config.read_text(errors="surrogateescape")
+        scrubbed = redact_credentials(text)
+        if scrubbed != text:
+            config.write_text(scrubbed, errors="surrogateescape")

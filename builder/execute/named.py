@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import UsageError
+from builder.execute.urls import redact_credentials
 
 if TYPE_CHECKING:
     from builder.execute.gitsource import GitSources
@@ -105,7 +106,8 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
     is_git = is_git_source(url) or url.startswith("github.com/")
     if url.startswith("github.com/"):  # docker's shorthand
         url = "https://" + url
-    spec = CopySpec(sources=(url,), dest="/", is_add=True, keep_git_dir=keep_git_dir)
+    # A download the URL names no file of (http://host/) is the Dockerfile, as docker takes it.
+    spec = CopySpec(sources=(url,), dest="/Dockerfile", is_add=True, keep_git_dir=keep_git_dir)
     try:
         if is_git:
             return git_checkout(url, spec, scratch, git), None
@@ -121,4 +123,4 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
         return root, single
     except CopyError as err:
         message = str(err).replace(f"{spec.command} failed: ", "", 1)
-        raise BuildContextError(f"{what}: {message}") from None
+        raise BuildContextError(redact_credentials(f"{what}: {message}")) from None

@@ -43,7 +43,7 @@ from builder.execute.run import (
     quote_argv,
     shell_command,
 )
-from builder.execute.urls import is_git_source
+from builder.execute.urls import is_git_source, redact_credentials
 from builder.frontend import instructions as ins_
 from builder.frontend.dump import go_quote, go_quote_rune
 from builder.frontend.expand import Scope
@@ -444,8 +444,8 @@ class StageRunner:
         git = self.env.git if isinstance(self.env.git, GitSources) else GitSources()
         commit = git.commit(ref, spec)
         if commit is None:
-            self.env.progress.warning(f"{self.env.dockerfile_name}: cannot list the refs of {ref.remote}; "
-                                      "its ADD is cached by URL alone")
+            self.env.progress.warning(f"{self.env.dockerfile_name}: cannot list the refs of "
+                                      f"{redact_credentials(ref.remote)}; its ADD is cached by URL alone")
             return "unresolved"
         return commit
 

@@ -10,14 +10,17 @@ tarball to stdout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.errors import UsageError
+from builder.errors import PybuildError, UsageError
 from builder.export import TaggedImage
 from builder.image.image import Image
 from builder.image.mediatypes import Compression
@@ -249,12 +252,107 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
 
                 write_layer(root, dest)
         elif out.type == "local":
-            from builder.export.destination import make_dir
-
-            dest_dir = Path(out.dest or ".")
-            make_dir(dest_dir)
-            flatten(image, dest_dir, same_owner=os.geteuid() == 0)
+            export_local(image, Path(out.dest or "."))
     return pushed
+
+
+def export_local(image: Image, dest_dir: Path) -> None:
+    """The image's final file system merged into ``dest_dir``, as BuildKit's local exporter
+    receives it (fsutil ``Merge``): its files replace those of the same name, its directories
+    merge, and whatever else the directory held stays. The layers are applied in a scratch
+    directory inside ``dest_dir`` first: applied in place, an image's whiteouts and opaque
+    directories (``.wh..wh..opq`` at its root) would delete the user's own files there, as
+    ``-o .`` exports into the project itself."""
+    from builder.export.destination import make_dir
+
+    make_dir(dest_dir)
+    _sweep_scratch(dest_dir)
+    try:
+        scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-", dir=dest_dir)
+    except OSError as err:
+        raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
+    try:
+        flatten(image, Path(scratch), same_owner=os.geteuid() == 0)
+        _merge_tree(Path(scratch), dest_dir)
+    except OSError as err:
+        raise PybuildError(f'cannot write the output directory "{dest_dir}": '
+                           f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
+    finally:
+        with contextlib.suppress(OSError):
+            _remove_scratch(Path(scratch))
+
+
+_SCRATCH = ".pybuild-export-"
+
+
+def _sweep_scratch(dest_dir: Path) -> None:
+    """Remove the scratch dirs that killed exports into ``dest_dir`` left (their pid is gone)."""
+    from cache.blobs import pid_alive
+
+    with contextlib.suppress(OSError), os.scandir(dest_dir) as entries:
+        for entry in entries:
+            pid = entry.name[len(_SCRATCH):].split("-", 1)[0]
+            if entry.name.startswith(_SCRATCH) and pid.isdigit() and not pid_alive(int(pid)) \
+                    and entry.is_dir(follow_symlinks=False):
+                _remove_scratch(Path(entry.path))
+
+
+def _remove_scratch(path: Path) -> None:
+    """rmtree, the read-only directories a user's export left in it opened first."""
+    if os.geteuid() != 0:
+        for dirpath, dirnames, _files in os.walk(path):
+            for name in dirnames:  # before os.walk lists them; never through an image's symlink
+                child = os.path.join(dirpath, name)
+                if not os.path.islink(child):
+                    with contextlib.suppress(OSError):
+                        os.chmod(child, 0o700)
+    shutil.rmtree(path)
+
+
+def _merge_tree(src: Path, dest: Path) -> None:
+    """Move every entry of ``src`` into ``dest`` (same file system: renames, so hard links stay
+    links); an entry there of the same name is replaced, unless both are directories, which
+    merge. Nothing in ``dest`` is followed: a symlink there is replaced, never written through."""
+    with os.scandir(src) as entries:
+        for entry in entries:
+            target = dest / entry.name
+            try:
+                existing = os.lstat(target).st_mode
+            except FileNotFoundError:
+                existing = None
+            is_dir = entry.is_dir(follow_symlinks=False)
+            st = entry.stat(follow_symlinks=False)
+            if is_dir and existing is not None and stat.S_ISDIR(existing):
+                # Not root: both must take changes meanwhile (an image's 0555 /usr/bin); the
+                # image's mode is set below.
+                os.chmod(entry.path, 0o700)
+                if not os.access(target, os.W_OK | os.X_OK):
+                    os.chmod(target, stat.S_IMODE(existing) | stat.S_IRWXU)
+                _merge_tree(Path(entry.path), target)
+                with contextlib.suppress(OSError):  # not the owner: docker keeps what it can too
+                    os.lchown(target, st.st_uid, st.st_gid)
+                os.chmod(target, stat.S_IMODE(st.st_mode))
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                continue
+            if existing is not None and stat.S_ISDIR(existing):
+                shutil.rmtree(target)  # the image has a file where the directory was
+            elif existing is not None and is_dir:
+                os.unlink(target)  # a directory where a file or symlink was (rename cannot)
+            # A directory moved to another parent must be writable (its '..' changes): not root,
+            # a 0555 one is opened for the move and closed again.
+            reopen = is_dir and not os.access(entry.path, os.W_OK)
+            if reopen:
+                os.chmod(entry.path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
+            try:
+                os.rename(entry.path, target)  # replaces a file or symlink, never follows one
+            except OSError as err:
+                if err.errno != errno.EXDEV:  # a mount point inside dest: copy across it
+                    raise
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target)
+                shutil.move(entry.path, target)
+            if reopen:
+                os.chmod(target, stat.S_IMODE(st.st_mode))
 
 
 def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -> Image:

@@ -433,9 +433,11 @@ class RegistryClient:
             url = add_query(url, params)
         state = {"force": False}
 
-        # Credentials only ever go to the registry itself, never to a host an upload
-        # Location or a paginated Link points at.
-        same_host = urlsplit(url).netloc == self.api_host
+        # Credentials only ever go to the registry itself (its scheme too: never in clear over
+        # http:// when it speaks https), never to a host an upload Location or a paginated
+        # Link points at.
+        target = urlsplit(url)
+        same_host = (target.scheme, target.netloc) == (urlsplit(self.base_url(call)).scheme, self.api_host)
 
         def attempt() -> requests.Response:
             auth = self._authorization(call, scopes, force=state["force"]) if same_host else None
@@ -606,7 +608,12 @@ class RegistryClient:
         """Follow ``Link: <...>; rel="next"`` through a paginated list (catalog, tags)."""
         url: str | None = add_query(path, {"n": str(page_size)})
         scopes = ("registry:catalog:*",) if key == "repositories" else None
+        seen: set[str] = set()
         while url:
+            if url in seen:  # a registry whose next page is one already read would never end
+                raise RegistryError(f"{self._prefix(call)}: GET {call.what}: the registry's pages "
+                                    f"loop (next page {redact(url)} again)")
+            seen.add(url)
             response = self.request("GET", url, call, scopes=scopes)
             try:
                 items = response.json().get(key) or []

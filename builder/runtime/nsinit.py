@@ -81,6 +81,39 @@ def mount(source, target, fstype, flags, data=""):
           f"mount {fstype or 'bind'} on {target}")
 
 
+def in_root(root, path):
+    """``root + path`` with every symlink followed as if ``root`` were ``/``, resolved at mount
+    time as runc's securejoin does: a link that an earlier mount brought (a bind of the context
+    holding ``b -> /etc``) must not lead a later mount point, or the stub made for it, out of
+    the container onto the host."""
+    remaining = [p for p in path.split("/") if p not in ("", ".")]
+    remaining.reverse()
+    current = []
+    hops = 0
+    while remaining:
+        part = remaining.pop()
+        if part == "..":
+            if current:
+                current.pop()
+            continue
+        candidate = root + "/" + "/".join([*current, part])
+        try:
+            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            is_link = False
+        if not is_link:
+            current.append(part)
+            continue
+        hops += 1
+        if hops > 255:
+            raise SetupError(f"mount on {path}: too many levels of symbolic links")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            current = []
+        remaining.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+    return root + "".join("/" + p for p in current)
+
+
 def ensure(path, is_dir):
     if os.path.lexists(path):
         return
@@ -245,7 +278,7 @@ def bind(source, target, readonly):
 
 def mount_extra(root, plan):
     for item in plan["mounts"]:
-        target = root + item["target"]
+        target = in_root(root, item["target"])
         if item["type"] == "bind":
             ensure(target, os.path.isdir(item["source"]))
             bind(item["source"], target, item["readonly"])
@@ -257,7 +290,7 @@ def mount_extra(root, plan):
 
 def mask_paths(root, plan):
     for path in plan["masked"]:
-        target = root + path
+        target = in_root(root, path)
         if not os.path.exists(target):
             continue
         if os.path.isdir(target):
@@ -265,7 +298,7 @@ def mask_paths(root, plan):
         else:
             mount(f"{root}/dev/null", target, None, MS_BIND)  # must stay a working /dev/null
     for path in plan["readonly"]:
-        target = root + path
+        target = in_root(root, path)
         if os.path.exists(target):
             bind(target, target, True)
 
@@ -419,7 +452,7 @@ def container_init(plan, errfd, channel):
     make_devices(root, plan["devices"])
     console = open_console(root, channel) if channel is not None else None
     for item in plan["etc"]:
-        bind(item["source"], root + item["target"], False)
+        bind(item["source"], in_root(root, item["target"]), False)
     mount_extra(root, plan)
     mask_paths(root, plan)
     pivot(root)

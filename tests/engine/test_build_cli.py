@@ -192,10 +192,20 @@ def test_secret_readable_in_run_and_nowhere_in_the_image(builder: Builder, tmp_p
                            "RUN --mount=type=secret,id=fromenv,required=true "
                            "test \"$(cat /run/secrets/fromenv)\" = \"$(cat /run/secrets/fromenv)\" && "
                            "wc -c < /run/secrets/fromenv > /len2\n"
-                           "RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && touch /absent-ok\n"})
+                           "RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && touch /absent-ok\n"
+                           # a secret over a cache mount: the exported mount holds no value
+                           f"RUN --mount=type=cache,id=sec-{uuid.uuid4().hex},target=/c --mount=type=secret,id=x,target=/c/s "
+                           "cat /c/s > /dev/null\n"})
+    cache_dir, metadata = tmp_path / "cache-export", tmp_path / "metadata.json"
     p = builder.build(ctx, "--no-cache", "-t", "cli-secret:1", "--secret", f"id=x,src={secret}",
-                      "--secret", "id=fromenv,env=PYBUILD_TEST_SECRET", env={"PYBUILD_TEST_SECRET": value + "e"})
+                      "--secret", "id=fromenv,env=PYBUILD_TEST_SECRET",
+                      "--cache-to", f"type=local,dest={cache_dir},mode=max,cache-mounts=true",
+                      "--metadata-file", str(metadata), env={"PYBUILD_TEST_SECRET": value + "e"})
     assert value.encode() not in p.stdout + p.stderr
+    # Nor in what leaves the build beside the image: the cache export and the metadata file.
+    for path in [metadata, *(f for f in cache_dir.rglob("*") if f.is_file())]:
+        data = path.read_bytes()
+        assert value.encode() not in (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data), path
     assert builder.run("cli-secret:1", "cat", "/len2").stdout.strip() == str(len(value) + 1).encode()
     assert builder.run("cli-secret:1", "ls", "/absent-ok").returncode == 0
     assert builder.run("cli-secret:1", "cat", "/len").stdout.strip() == str(len(value)).encode()

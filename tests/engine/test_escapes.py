@@ -189,3 +189,90 @@ def test_add_archive_with_escaping_entries(builder: Builder, sentinel: Sentinel,
         assert builder.run("escape-tar:1", "cat", "/x/y/ok.txt").stdout == b"ok"
         passwd = builder.run("escape-tar:1", "cat", "/etc/passwd").stdout
         assert b"evil" not in passwd
+
+
+def _docker_archive(tag: str, layers: list[bytes]) -> bytes:
+    """A docker-archive of an image made of the given layer tars (no base)."""
+    import hashlib
+    import json
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers]}}).encode()
+    files = {f"{hashlib.sha256(config).hexdigest()}.json": config}
+    files.update({f"{hashlib.sha256(t).hexdigest()}/layer.tar": t for t in layers})
+    files["manifest.json"] = json.dumps([{"Config": next(iter(files)), "RepoTags": [tag],
+                                          "Layers": [n for n in files if n.endswith("/layer.tar")]}]).encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def _layer(*members: tuple[str, bytes, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data else None)
+    return raw.getvalue()
+
+
+def test_local_output_merges_into_the_directory_and_never_deletes_what_was_there(
+        builder: Builder, sentinel: Sentinel, tmp_path: Path) -> None:
+    """``-o type=local,dest=.`` (BuildKit's exporter receives with fsutil's Merge): an image's
+    whiteouts and opaque directories hide its own lower layers, not the user's files in the
+    output directory; a symlink there is replaced, never written through."""
+    tag = f"escape-whiteouts-{uuid.uuid4().hex[:8]}:1"
+    lower = _layer(("app", tarfile.DIRTYPE, b""), ("app/old", tarfile.REGTYPE, b"lower"),
+                   ("gone", tarfile.REGTYPE, b"lower"), ("linked", tarfile.DIRTYPE, b""))
+    upper = _layer((".wh..wh..opq", tarfile.REGTYPE, b""), (".wh.keep", tarfile.REGTYPE, b""),
+                   (".wh.gone", tarfile.REGTYPE, b""), ("app", tarfile.DIRTYPE, b""),
+                   ("app/.wh..wh..opq", tarfile.REGTYPE, b""), ("app/new", tarfile.REGTYPE, b"image"),
+                   ("linked", tarfile.DIRTYPE, b""), ("linked/secret", tarfile.REGTYPE, b"image"))
+    archive = tmp_path / "whiteouts.tar"
+    archive.write_bytes(_docker_archive(tag, [lower, upper]))
+    run_pybuild("load", "-i", str(archive), root=builder.root, check=True)
+    out = tmp_path / "out"
+    (out / "app").mkdir(parents=True)
+    (out / "keep").write_text("mine")
+    (out / "app" / "mine").write_text("mine")
+    (out / "linked").symlink_to(sentinel.dir)
+    before = sentinel.snapshot()
+    ctx = builder.context({"Dockerfile": f"FROM {tag}\n"})
+    builder.build(ctx, "-o", f"type=local,dest={out}")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "app", "app/mine", "app/new", "keep", "linked", "linked/secret"]
+    assert (out / "keep").read_text() == "mine" and (out / "app" / "mine").read_text() == "mine"
+    assert not (out / "linked").is_symlink() and (out / "linked" / "secret").read_text() == "image"
+    assert sentinel.snapshot() == before
+
+
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_mount_point_under_an_earlier_mount_never_follows_its_links_to_the_host(
+        builder: Builder, sentinel: Sentinel, tmp_path: Path, isolation: str) -> None:
+    """A later mount's target is resolved inside the container after the earlier mounts are in
+    place (runc's securejoin): the context's ``a/b -> <host dir>`` bound at /a leads
+    ``/a/b/new`` to the image's own path, never to the host directory."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\n"
+                           "RUN --mount=type=bind,source=a,target=/a --mount=type=tmpfs,target=/a/b/new "
+                           "--mount=type=bind,source=f,target=/a/b/file "
+                           "test -d /a/b/new && cat /a/b/file > /seen\n"
+                           # /proc is mounted before the build's mounts: its magic links are
+                           # followed inside the root too, never to the host's
+                           f"RUN --mount=type=tmpfs,target=/proc/1/root{sentinel.dir}/made "
+                           f"--mount=type=bind,source=f,target=/proc/self/root{sentinel.dir}/file true\n",
+                           "f": "from context", "a/x": ""},
+                          f"mount-{isolation}")
+    (ctx / "a" / "b").symlink_to(sentinel.dir)
+    before = sentinel.snapshot()
+    tag = f"escape-mounts-{isolation}:1"
+    p = builder.build(ctx, "--no-cache", "--isolation", isolation, "-t", tag, check=False)
+    assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr.decode()
+    assert sentinel.snapshot() == before
+    assert builder.run(tag, "cat", "/seen").stdout == b"from context"

@@ -144,3 +144,71 @@ def test_check_and_call_read_a_git_context(builder: Builder, repo: Repo) -> None
     assert targets.stdout == b"TARGET    DESCRIPTION\nbase      is where it starts\n(default) \n"
     checked = run_pybuild("build", "--check", f"{repo.url}#main", root=builder.root, check=True)
     assert b"Check complete, no warnings found." in checked.stdout
+
+
+def test_a_token_in_a_git_url_stays_out_of_layers_store_and_messages(builder: Builder, repo: Repo,
+                                                                     git_repo: Path, tmp_path: Path) -> None:
+    """As BuildKit redacts it (``remote set-url origin xxxxx:xxxxx@…``): the token of
+    ``https://user:token@host/repo.git`` opens the repository, and then is nowhere, not in a
+    keep-git-dir ``.git/config``, the store's checkout, or an error."""
+    import base64
+    import gzip
+    import tarfile
+
+    from tests.helpers.fileserver import serve_git
+
+    token = f"TOKEN-{uuid.uuid4().hex}"
+    (repo.work / "Dockerfile").write_text("FROM busybox:local\nCOPY . /ctx\n")
+    repo.commit("token-dockerfile")
+    repo.push()
+    served = repo.url.rsplit("/", 1)[1]
+    auth = "Basic " + base64.b64encode(f"ci:{token}".encode()).decode()
+    with serve_git(git_repo.parent, auth) as base:  # where the Repo's bare clone is served from
+        url = f"{base.replace('://', f'://ci:{token}@')}/{served}"
+        ctx = builder.context({"Dockerfile": f"FROM busybox:local\nADD --keep-git-dir=true {url}#main /add\n"},
+                              "git-token")
+        added = builder.build(ctx, "--no-cache", "-t", "git-token:add", check=False)
+        from_context = run_pybuild("build", "--no-cache", "--build-arg", "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1",
+                                   "-t", "git-token:ctx", f"{url}#main", root=builder.root, check=False)
+        missing = run_pybuild("build", f"{base.replace('://', f'://ci:{token}@')}/nothing-here.git#main",
+                              root=builder.root, check=False)
+    # (The ADD step's own line quotes the Dockerfile, as BuildKit's does: its author wrote the token.)
+    assert added.returncode == 0 and from_context.returncode == 0, added.stderr + from_context.stderr
+    assert token.encode() not in from_context.stdout + from_context.stderr
+    assert missing.returncode == 1 and b"Traceback" not in missing.stderr
+    assert b"xxxxx:xxxxx@127.0.0.1" in missing.stderr and token.encode() not in missing.stderr
+    assert builder.run("git-token:add", "cat", "/add/.git/config").stdout.count(b"//xxxxx:xxxxx@127.0.0.1") == 1
+    assert b"//xxxxx:xxxxx@" in builder.run("git-token:ctx", "cat", "/ctx/.git/config").stdout
+    for tag in ("git-token:add", "git-token:ctx"):
+        saved = tmp_path / "saved.tar"
+        run_pybuild("save", "-o", str(saved), tag, root=builder.root, check=True)
+        with tarfile.open(saved) as tf:
+            for member in tf:
+                f = tf.extractfile(member) if member.isfile() else None
+                data = f.read() if f is not None else b""
+                assert token.encode() not in (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    for checkout in _checkouts(builder):
+        for config in checkout.rglob("config"):
+            assert not config.is_file() or token not in config.read_text(errors="replace")
+
+
+def test_a_git_contexts_dockerfile_is_found_inside_the_repository(builder: Builder, repo: Repo,
+                                                                   tmp_path: Path) -> None:
+    """A repository's ``Dockerfile -> /some/host/file`` link is an error: the host file is never
+    read (its first line was quoted in the parse error). A link inside the repository works."""
+    secret = tmp_path / "host-file"
+    secret.write_text(f"HOST-SECRET-{uuid.uuid4().hex} line\n")
+    (repo.work / "Dockerfile").symlink_to(secret)
+    (repo.work / "real").mkdir()
+    (repo.work / "real" / "Dockerfile").write_text("FROM busybox:local\nCOPY VERSION /v\n")
+    (repo.work / "inside.Dockerfile").symlink_to("real/Dockerfile")
+    repo.commit("symlinked-dockerfile")
+    repo.push()
+    for args in ((), ("--check",), ("--call", "targets")):
+        p = run_pybuild("build", *args, f"{repo.url}#main", root=builder.root, check=False)
+        assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr.decode()
+        assert b"HOST-SECRET" not in p.stdout + p.stderr
+        assert b"'Dockerfile' in the build context" in p.stderr and b"leads outside the context" in p.stderr
+    run_pybuild("build", "-q", "-f", "inside.Dockerfile", "-t", "git-inside:1", f"{repo.url}#main",
+                root=builder.root, check=True)
+    assert builder.run("git-inside:1", "cat", "/v").stdout == b"symlinked-dockerfile\n"

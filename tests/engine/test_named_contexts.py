@@ -161,3 +161,14 @@ def test_remote_build_contexts_as_docker_build(builder: Builder, git_daemon: str
     assert builder.run("remote-plain:1", "cat", "/plain").stdout == b"plain\n"
     assert missing.returncode != 0 and b"HTTP 404" in missing.stderr and b"Traceback" not in missing.stderr
     assert list((builder.root / "run" / "tmp").glob("*-context-*")) == []
+
+
+def test_a_url_context_that_names_no_file_is_the_dockerfile(builder: Builder) -> None:
+    """``pybuild build http://host/`` (no file name in the URL, none from the server): docker
+    downloads it as the context and takes the text as the Dockerfile; pybuild once asked for
+    'a destination path that does not end in /'."""
+    from tests.helpers.fileserver import serve_files
+
+    with serve_files({"/": b"FROM busybox:local\nRUN echo root > /root-url\n"}) as base:
+        run_pybuild("build", "-q", "-t", "remote-root:1", f"{base}/", root=builder.root, check=True)
+    assert builder.run("remote-root:1", "cat", "/root-url").stdout == b"root\n"

@@ -175,6 +175,26 @@ def test_url_errors(base: RootfsView, scratch: Path, web: tuple[str, Path], ctx:
               ctx, base, scratch)
 
 
+def test_a_servers_file_name_never_leaves_the_destination(base: RootfsView, scratch: Path) -> None:
+    """Content-Disposition's ``filename=".."`` (or ``.``, or ``a/b``) once made the layer entry
+    ``u/..``, a layer every extractor refuses: such a name names no file."""
+    from tests.helpers.fileserver import serve_files
+
+    for evil, named in (("..", None), (".", None), ("../../etc/passwd", "passwd"), ("a/b", "b"),
+                        ("ok.txt", "ok.txt")):
+        headers = {"Content-Disposition": f'attachment; filename="{evil}"'}
+        with serve_files({"/": b"payload\n"}, headers) as url:
+            if named is None:
+                with pytest.raises(CopyError, match="cannot determine a file name"):
+                    layer(add(f"{url}/", dest="/u/"), None, base, scratch)
+                continue
+            out = layer(add(f"{url}/", dest="/u/"), None, base, scratch)
+            assert sorted(out) == ["u", f"u/{named}"] and out[f"u/{named}"].data == b"payload\n"
+    with serve_files(dict.fromkeys(("/%2e%2e", "/%2E%2E", "/.."), b"payload\n")) as url, \
+            pytest.raises(CopyError, match="cannot determine a file name"):
+        layer(add(f"{url}/%2e%2e", dest="/u/"), None, base, scratch)
+
+
 # -- git ----------------------------------------------------------------------------------------
 
 
@@ -238,6 +258,12 @@ def test_git_errors(base: RootfsView, scratch: Path, git_daemon: str, tmp_path: 
         layer(add(f"{git_daemon}#main:nope", dest="/g/"), None, base, scratch)
     with pytest.raises(CopyError, match="leaves the repository"):
         layer(add(f"{git_daemon}#main:../..", dest="/g/"), None, base, scratch)
+    # A ref git would take for an option (`git fetch origin --upload-pack=CMD` went on from HEAD).
+    witness = tmp_path / "ran"
+    for source in (f"{git_daemon}#--upload-pack=touch {witness}", f"{git_daemon}?ref=-q"):
+        with pytest.raises(CopyError, match="a ref cannot start with '-'"):
+            layer(add(source, dest="/g/"), None, base, scratch)
+    assert not witness.exists()
 
 
 def test_git_file_urls_are_refused(base: RootfsView, scratch: Path, git_repo: Path) -> None:

@@ -382,3 +382,68 @@ def test_address_with_credentials_is_refused_without_echoing_them(tmp_path: Path
         assert proc.returncode != 0 and "invalid registry address" in err, err
         assert "hunter2" not in err + proc.stdout.decode() and "Traceback" not in err
     assert not (tmp_path / "config.json").exists()
+
+
+def test_credentials_never_go_in_clear_to_an_http_location(tls_registry: SecureRegistry,
+                                                           tmp_path: Path) -> None:
+    """A registry that speaks https and answers an upload with ``Location: http://<itself>/…``
+    (a misconfigured proxy) gets the next request without the Authorization header: basic
+    credentials are never sent in clear, as docker keys its auth by scheme and host."""
+    import http.server
+    import socket
+    import ssl
+    import threading
+
+    cert, key = tls_registry.ca.issue("downgrade", "IP:127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    plain: list[str] = []  # the header lines of requests that came without TLS
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            if not isinstance(self.connection, ssl.SSLSocket):
+                plain.append(str(self.headers))
+                self.send_response(400)
+            elif self.headers.get("Authorization") is None:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="test"')
+            elif self.command == "POST":
+                self.send_response(202)
+                self.send_header("Location", f"http://{address}/v2/downgrade/blobs/uploads/u1")
+            else:
+                self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        def get_request(self) -> tuple[socket.socket, object]:
+            conn, peer = self.socket.accept()
+            if conn.recv(1, socket.MSG_PEEK) == b"\x16":  # a TLS hello: this port speaks https
+                conn = context.wrap_socket(conn, server_side=True)
+            return conn, peer
+
+    server = Server(("127.0.0.1", 0), Handler)
+    address = f"127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    certs_d = tmp_path / "certs.d"
+    (certs_d / address).mkdir(parents=True)
+    (certs_d / address / "ca.crt").write_bytes(tls_registry.ca.cert.read_bytes())
+    options = ClientOptions(docker_config=DockerConfig(write_config(tmp_path / "docker", address)),
+                            certs_d=certs_d)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the upload fails; what was sent is the point
+            push(make_image(1, 100, seed=random_name()), f"{address}/downgrade:1", options=options)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert plain, "the client never followed the http:// Location"
+    assert not any("authorization" in headers.lower() for headers in plain), plain

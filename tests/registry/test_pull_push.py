@@ -426,3 +426,38 @@ def test_bad_registry_cache_ref_fails_before_the_build(registry: str, tmp_path: 
     assert proc.returncode == 125 and "Traceback" not in err, err
     assert f"invalid {flag} value" in err and "must be lowercase" in err
     assert "COPY" not in err + proc.stdout.decode()
+
+
+def test_pages_that_loop_are_an_error_not_a_hang() -> None:
+    """A registry whose ``Link: rel="next"`` points back at a page already read (broken, or
+    hostile) ends ``search`` with a message instead of paging forever."""
+    import http.server
+    import threading
+
+    from builder.errors import RegistryError
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"repositories": ["a"], "tags": ["t"]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if self.path != "/v2/":
+                self.send_header("Link", f'<{self.path.split("?")[0]}?n=1&last=a>; rel="next"')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RegistryClient(f"127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(RegistryError, match="pages loop"):
+            list(client.catalog())
+        with pytest.raises(RegistryError, match="pages loop"):
+            client.tags("a")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -42,6 +42,31 @@ def test_write_and_read_back(store: Store):
     assert store.check().clean
 
 
+def test_image_content_is_only_for_the_store_owner(tmp_path: Path):
+    """As docker's 0710 /var/lib/docker (CVE-2021-41091): an unpacked setuid-root file from an
+    image must not be reachable by other local users, nor a private image's blobs readable. A
+    store made 0755 by an earlier version is closed when opened."""
+    import stat
+
+    from cache.store import PRIVATE_DIRS
+
+    root = tmp_path / "root"
+    with Store(root):
+        pass
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for sub in PRIVATE_DIRS:
+        assert stat.S_IMODE((root / sub).stat().st_mode) == 0o700, sub
+    old = tmp_path / "old"
+    old.mkdir()
+    for sub in ("blobs", "snapshots", "run"):
+        (old / sub).mkdir(mode=0o755)
+        (old / sub).chmod(0o755)
+    with Store(old):
+        pass
+    assert stat.S_IMODE(old.stat().st_mode) == 0o755  # the root may be any directory given: kept
+    assert all(stat.S_IMODE((old / sub).stat().st_mode) == 0o700 for sub in PRIVATE_DIRS)
+
+
 def test_lookup_by_name_id_prefix_and_digest(store: Store):
     img = make_image("b")
     store.write_image(img, ["docker.io/library/thing:2", "other/app"])
