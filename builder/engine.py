@@ -276,6 +276,8 @@ class Build:
     # -- the build
 
     def _build(self, context: BuildContext, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult | None:
+        from builder.execute.gitsource import GitCredentials, GitSources
+        from builder.execute.ssh import DEFAULT_ID as DEFAULT_SSH_ID
         from builder.frontend.checks import run_checks
         from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
         from builder.frontend.instructions import parse_dockerfile
@@ -329,11 +331,11 @@ class Build:
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
             lineage_prefix=f"{context.root}\0{dockerfile_name}",
-            imported=imported, git=self.git_sources(), urls=urls,
+            imported=imported, urls=urls,
         )
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries), named=named,
-                                source_date_epoch=env.source_date_epoch, git=env.git)
+                                source_date_epoch=env.source_date_epoch, git=self.git_sources())
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
         total_steps = sum(len(stages[i].commands) + 1 for i in needed)
@@ -403,6 +405,10 @@ class Build:
         deps = {p.index: tuple(d for d in p.deps if d in needed) for p in plan.stages}
         jobs = opts.jobs or os.cpu_count() or 1
         env.ssh = self._ssh_agents()
+        # The Dockerfile's ADD <git> signs in only with what this build passes (as BuildKit),
+        # never with the user's git credentials that a git context (typed by the user) uses.
+        env.git = GitSources(self.store.root, GitCredentials(
+            secrets=secrets, ssh_agent=env.ssh.socket(DEFAULT_SSH_ID) if env.ssh is not None else None))
         try:
             probed: dict[int, StageResult] = {}
             if imported is not None and len(needed) > 1 and not opts.explain:
@@ -454,11 +460,12 @@ class Build:
         return result
 
     def git_sources(self) -> GitSources:
-        """The build's git sources (ADD <git>, git contexts): commits listed once, checkouts kept."""
+        """The git sources the user typed (the git context, --build-context): commits listed once,
+        checkouts kept; fetched with the user's git credentials, as docker's CLI does."""
         if self._git is None:
-            from builder.execute.gitsource import GitSources
+            from builder.execute.gitsource import GitCredentials, GitSources
 
-            self._git = GitSources(self.store.root)
+            self._git = GitSources(self.store.root, GitCredentials(host=True))
         return self._git
 
     def _named_contexts(self) -> dict[str, NamedContext]:

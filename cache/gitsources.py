@@ -2,7 +2,8 @@
 
 ``$PYBUILD_ROOT/gitsources/<key>/`` holds ``tree/`` (the checkout) and
 ``commit``; the key is the sha256 of the remote, the commit and the options
-that change the tree (submodules, keep-git-dir). A checkout is made in a temp
+that change the tree (submodules, keep-git-dir), and who fetched it
+(the user, or a Dockerfile: see :class:`builder.execute.gitsource.GitCredentials`). A checkout is made in a temp
 dir beside them and renamed into place, so a build sees all of it or none of
 it; the entry's mtime is its last use. Like RUN cache mounts they are build
 cache: a plain ``prune`` keeps them, ``--keep-storage`` evicts the least
@@ -28,8 +29,12 @@ def sources_root(store_root: Path) -> Path:
     return Path(store_root) / GIT_DIR
 
 
-def entry_key(remote: str, commit: str, *, submodules: bool, keep_git_dir: bool) -> str:
+def entry_key(remote: str, commit: str, *, submodules: bool, keep_git_dir: bool, scope: str = "") -> str:
+    """``scope``: who fetched it ("" the user, with their credentials; "dockerfile" a Dockerfile's
+    ADD, with the build's secrets only), so neither reads a checkout only the other could make."""
     text = f"{remote}\0{commit}\0submodules={submodules}\0keep-git-dir={keep_git_dir}"
+    if scope:
+        text += f"\0scope={scope}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

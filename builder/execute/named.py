@@ -95,14 +95,18 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
     """The files of a git repository (a checkout, without ``.git`` unless ``keep-git-dir=true``,
     as BuildKit; kept in the store by ``git`` and read in place, never written) or of an archive
     over http(s), in a directory under ``scratch``; and, when the URL held a plain file and not
-    an archive, that file (docker takes it as the Dockerfile)."""
+    an archive, that file (docker takes it as the Dockerfile). A URL the user typed: git signs
+    in with the user's credentials, as docker's CLI does (``git`` should be the user's too)."""
     import shutil
 
     from builder.errors import BuildContextError, CopyError
     from builder.execute.add import download, extract_archive, git_checkout
     from builder.execute.copy import CopySpec
+    from builder.execute.gitsource import GitCredentials, GitSources
     from builder.execute.urls import is_git_source
 
+    if git is None:  # the user typed this URL: git may sign in as the user
+        git = GitSources(credentials=GitCredentials(host=True))
     is_git = is_git_source(url) or url.startswith("github.com/")
     if url.startswith("github.com/"):  # docker's shorthand
         url = "https://" + url
