@@ -16,6 +16,7 @@ the line, with BuildKit's messages where BuildKit has one.
 from __future__ import annotations
 
 import enum
+import posixpath
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -1281,6 +1282,9 @@ def parse_mount(spec: str, expand: Callable[[str], str] | None) -> Mount:
             raise _MountError("invalid secret mount. one of source, target required")
         if values.get("source") and values.get("id"):
             raise _MountError("both source and id can't be set")
+    target = values.get("target") or ""
+    if target.startswith("/") and posixpath.normpath(target) in ("/", "//"):
+        raise _MountError("mount target cannot be / (it would cover the whole root file system)")
     if mtype is MountType.CACHE and values.get("sharing") is None:
         values["sharing"] = CacheSharing.SHARED
     return Mount(**values)

@@ -177,6 +177,8 @@ def test_run_network_security_device():
         ("--mount=type=cache,target=/x,uid=me", "invalid value me for uid"),
         ("--mount=type=bind,targte=/x", "unexpected key 'targte' in 'targte=/x' (did you mean target?)"),
         ("--mount=type=bind,target=/x,ro=maybe", "invalid value for ro: maybe"),
+        ("--mount=type=tmpfs,target=/", "mount target cannot be / (it would cover the whole root file system)"),
+        ("--mount=type=cache,target=//./", "mount target cannot be /"),
         ("--network=bridge", 'invalid network mode "bridge" (use default, none or host)'),
         ("--security=weak", 'security "weak" is not valid (use sandbox or insecure)'),
         ("--privileged", "unknown flag: --privileged"),
