@@ -146,14 +146,16 @@ class Build:
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
         self.started = time.monotonic()
         from builder.export.destination import check_output_file
-        from builder.export.outputs import Annotations, OutputSpec
+        from builder.export.outputs import Annotations, check_outputs
         from cache.store import normalize_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git: GitSources | None = None
         # What the build would only find wrong at its end fails now: outputs, tags, ID files.
-        for text in options.outputs:
-            OutputSpec.parse(text).check_destination()
+        outputs = check_outputs(options.outputs, stdout_is_terminal=sys.stdout.isatty())
+        self._output_names = tuple(name for out in outputs if out.type == "image" for name in out.names)
+        # an archive on stdout is the whole of stdout: the image ID goes to stderr then
+        self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
         for tag in options.tags:
             normalize_name(tag)
         for path in (options.iidfile, options.metadata_file):
@@ -588,16 +590,20 @@ class Build:
                 "containerimage.config.digest": str(result.image_id),
                 "containerimage.descriptor": descriptor,
                 "containerimage.digest": descriptor["digest"],
-                "image.name": ",".join(result.tags or [str(p.reference) for p in result.pushed]),
             }
+            # every name the image was given: -t and -o type=image,name=..; buildx leaves the key
+            # out of an unnamed image's metadata
+            names = dict.fromkeys([*result.tags, *self._output_names]) or [str(p.reference) for p in result.pushed]
+            if names:
+                data["image.name"] = ",".join(names)
             write_output(opts.metadata_file, json.dumps(data, indent=2).encode())
         if opts.quiet:
-            print(result.image_id)
+            print(result.image_id, file=self._id_stream)
             return
         self.progress.message(f"writing image {result.image_id} done ({result.seconds:.1f}s)")
         for tag in result.tags:
             self.progress.message(f"naming to {tag} done")
-        print(result.image_id)
+        print(result.image_id, file=self._id_stream)
 
 
 def _required_stages(deps: Mapping[int, Sequence[int]], probed: Mapping[int, StageResult],

@@ -150,6 +150,9 @@ class OutputSpec:
             raise UsageError(f"invalid --output {text!r}: type={kind} needs dest=PATH")
         if not tar and dest == "-":
             raise UsageError(f"invalid --output {text!r}: tar=false writes a directory, not stdout")
+        if kind == "local" and dest == "-":
+            raise UsageError(f"invalid --output {text!r}: dest cannot be stdout for the local exporter, "
+                             "which writes a directory (type=tar,dest=- writes the files as a tar to stdout)")
         return cls(
             type="image" if kind == "registry" else kind, dest=dest,
             push=flag("push") or kind == "registry", names=tuple(n for n in fields.get("name", "").split(",") if n),
@@ -159,9 +162,31 @@ class OutputSpec:
         )
 
     @property
+    def to_stdout(self) -> bool:
+        """Whether this output is an archive written to stdout (``dest=-``)."""
+        return self.type in ("oci", "docker", "tar") and self.tar and self.dest == "-"
+
+    @property
     def converts(self) -> bool:
         """Whether the image is written in another form than the store holds it in."""
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
+
+
+def check_outputs(specs: Sequence[str], *, stdout_is_terminal: bool) -> tuple[OutputSpec, ...]:
+    """Every ``--output`` parsed and its destination checked, before the build runs. Stdout takes
+    one archive, and never a terminal (buildx's rules: two archives there would be one corrupt
+    stream, and a tar on a terminal is only noise)."""
+    outputs = tuple(OutputSpec.parse(text) for text in specs)
+    to_stdout = [out for out in outputs if out.to_stdout]
+    if len(to_stdout) > 1:
+        raise UsageError("multiple outputs configured to write to stdout: "
+                         f"{', '.join(repr(text) for text in specs if OutputSpec.parse(text).to_stdout)}")
+    if to_stdout and stdout_is_terminal:
+        raise UsageError(f"dest file is required for the {to_stdout[0].type} exporter, refusing to write "
+                         "to console: redirect stdout to a file or a pipe, or give dest=FILE")
+    for out in outputs:
+        out.check_destination()
+    return outputs
 
 
 ANNOTATION_TYPES = ("manifest", "manifest-descriptor", "index", "index-descriptor")

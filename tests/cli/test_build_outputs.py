@@ -1,0 +1,102 @@
+"""What ``pybuild build`` writes where, as buildx does: stdout carries one archive and nothing
+else, never a terminal; a directory output is never stdout; --metadata-file names the image."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import subprocess
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.tools import REPO, run_pybuild
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    """A context that needs no base image (FROM scratch, COPY only), with a unique file."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made /made\n")
+    (ctx / "made").write_text(uuid.uuid4().hex)
+    return ctx
+
+
+def test_an_archive_on_stdout_is_all_of_stdout(ctx: Path, tmp_path: Path) -> None:
+    """`-q -o -` and `-o type=oci,dest=-`: the image ID goes to stderr, not after the archive."""
+    root = tmp_path / "root"
+    for args in (("-q", "-o", "-"), ("-o", "type=tar,dest=-"), ("-q", "-o", "type=oci,dest=-")):
+        p = run_pybuild("build", *args, str(ctx), root=root, check=True)
+        assert b"sha256:" not in p.stdout[-1024:], args
+        assert b"sha256:" in p.stderr, args  # the ID is still shown
+        with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tf:
+            names = tf.getnames()
+        assert ("made" in names) if args[-1] != "type=oci,dest=-" else ("index.json" in names), (args, names)
+        assert len(p.stdout) % 512 == 0, args  # tar blocks, nothing appended
+    plain = run_pybuild("build", "-q", str(ctx), root=root, check=True)
+    assert plain.stdout.startswith(b"sha256:") and plain.stderr == b""  # without an archive: as before
+
+
+@pytest.mark.parametrize("outputs, message", [
+    (("-o", "-", "-o", "type=oci,dest=-"), b"multiple outputs configured to write to stdout"),
+    (("-o", "type=local,dest=-"), b"dest cannot be stdout for the local exporter"),
+])
+def test_stdout_output_errors_come_before_the_build(ctx: Path, tmp_path: Path, outputs: tuple[str, ...],
+                                                    message: bytes) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    p = run_pybuild("build", *outputs, str(ctx), root=tmp_path / "root", cwd=cwd,
+                    env={"PYTHONPATH": str(REPO)})  # this checkout's pybuild, from another directory
+    assert p.returncode == 125 and message in p.stderr and b"Traceback" not in p.stderr, p.stderr
+    assert p.stdout == b"" and not list(cwd.iterdir())  # no directory named "-"
+
+
+def test_an_archive_is_never_written_to_a_terminal(ctx: Path, tmp_path: Path) -> None:
+    """buildx refuses a tar on a console; an output file is fine there."""
+    env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")}
+
+    def on_terminal(*args: str) -> tuple[int, bytes, bytes]:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "builder", "build", *args, str(ctx)], stdout=follower,
+                                  stderr=subprocess.PIPE, env=env, cwd=REPO, timeout=300)
+            os.close(follower)
+            shown = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the terminal's other end is closed and drained
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            return proc.returncode, shown, proc.stderr
+        finally:
+            os.close(leader)
+
+    code, shown, err = on_terminal("-o", "type=tar,dest=-")
+    assert code == 125 and b"refusing to write to console" in err and shown == b"", err
+    code, shown, err = on_terminal("-q", "-o", f"type=tar,dest={tmp_path / 'out.tar'}")
+    assert code == 0 and shown.strip().startswith(b"sha256:"), err
+    assert (tmp_path / "out.tar").stat().st_size > 0
+
+
+def test_metadata_file_names_the_output_s_names(ctx: Path, tmp_path: Path) -> None:
+    """image.name is every name the image got (-t and -o type=image,name=...), as buildx's
+    metadata has the exporter's name; an image given no name has no image.name."""
+    root, meta = tmp_path / "root", tmp_path / "meta.json"
+    run_pybuild("build", "-q", "-t", "meta-a:1", "-o", 'type=image,"name=meta-a:1,meta-b:1"',
+                "--metadata-file", str(meta), str(ctx), root=root, check=True)
+    assert json.loads(meta.read_text())["image.name"] == "meta-a:1,meta-b:1"
+    run_pybuild("build", "-q", "-o", "type=image,name=meta-c:1", "--metadata-file", str(meta), str(ctx),
+                root=root, check=True)
+    assert json.loads(meta.read_text())["image.name"] == "meta-c:1"
+    run_pybuild("build", "-q", "--metadata-file", str(meta), str(ctx), root=root, check=True)
+    data = json.loads(meta.read_text())
+    assert "image.name" not in data and data["containerimage.config.digest"].startswith("sha256:")
