@@ -180,7 +180,8 @@ def _run(args: argparse.Namespace) -> int:
         from builder.cli.frontend import lint_command
 
         return lint_command(argparse.Namespace(path=args.context, file=args.file, build_arg=args.build_arg,
-                                               target=args.target, format=fmt, debug=args.debug))
+                                               target=args.target, format=fmt, debug=args.debug,
+                                               fail_on_warnings=True))
     if args.dry_run:
         from builder.cli._dryrun import run_build
 

@@ -419,13 +419,21 @@ def test_run_security_insecure_needs_allow_and_then_runs_privileged(builder: Bui
 
 
 def test_check_runs_the_build_checks_only(builder: Builder) -> None:
-    """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run."""
+    """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run; a
+    warning makes the exit status 1, as BuildKit's lint answers it to buildx (`--call=check` too)."""
     marker = uuid.uuid4().hex
     ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {marker}\nCMD echo hi\n"}, "check-only")
-    p = builder.build(ctx, "--check", "--load", "-t", "check-only:1")
+    p = builder.build(ctx, "--check", "--load", "-t", "check-only:1", check=False)
+    assert p.returncode == 1, p.stderr
     assert b"JSONArgsRecommended" in p.stdout and b"Check complete, 1 warning has been found!" in p.stdout
     assert marker.encode() not in p.stdout + p.stderr
     assert run_pybuild("inspect", "check-only:1", root=builder.root).returncode != 0
+    as_json = builder.build(ctx, "--call=check,format=json", check=False)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["warnings"][0]["rule"] == "JSONArgsRecommended"
+    assert run_pybuild("lint", str(ctx), root=builder.root).returncode == 0  # pybuild's own lint reports only
+    (ctx / "Dockerfile").write_text(f"FROM busybox:local\nRUN echo {marker}\n")
+    clean = builder.build(ctx, "--check")
+    assert b"Check complete, no warnings found." in clean.stdout
 
 
 def test_annotations_reach_the_manifest_the_registry_and_an_oci_index(builder: Builder, registry: str,
