@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from builder.runtime.spec import ContainerSettings
 
 ORDER = 10
+PROGRESS_MODES = ("auto", "plain", "tty", "quiet")
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--pull", action="store_true", help="always look for newer base images")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="set metadata on the image")
-    p.add_argument("--platform", metavar="OS/ARCH", help="target platform (the host's by default)")
+    p.add_argument("--platform", metavar="OS/ARCH",
+                   help="target platform: the host's (by default $DOCKER_DEFAULT_PLATFORM, else the host's; "
+                        "local is the host's)")
     p.add_argument("--network", choices=("host", "none", "default"), default="default",
                    help="networking for RUN steps (default host)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
@@ -64,8 +67,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write build result metadata (JSON) to FILE")
-    p.add_argument("--progress", choices=("auto", "plain", "tty", "quiet"), default="auto",
-                   help="progress output (plain: one line per step, for CI logs)")
+    p.add_argument("--progress", choices=PROGRESS_MODES,
+                   help="progress output (plain: one line per step, for CI logs; default $BUILDKIT_PROGRESS, "
+                        "else auto)")
     p.add_argument("--jobs", type=int, metavar="N", help="steps to run at once (default: CPU count)")
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto",
                    help="how RUN steps are isolated (default: the first of runc, crun, chroot found)")
@@ -159,8 +163,36 @@ def _call(text: str | None) -> tuple[str, str]:
     return name, fmt
 
 
+def _environment_defaults(args: argparse.Namespace) -> None:
+    """docker's environment defaults of build flags: ``BUILDKIT_PROGRESS`` for --progress and
+    ``DOCKER_DEFAULT_PLATFORM`` for --platform; buildx's ``local`` platform is the host's."""
+    import os
+
+    from builder.errors import UsageError
+    from builder.image.platform import Platform
+
+    if args.progress is None:
+        env = os.environ.get("BUILDKIT_PROGRESS", "").strip().lower()
+        if env and env not in PROGRESS_MODES:
+            raise UsageError(f"invalid BUILDKIT_PROGRESS {env!r} in the environment: expected "
+                             f"{', '.join(PROGRESS_MODES)}")
+        args.progress = env or "auto"
+    if not args.platform:
+        env = os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip()
+        if env:
+            host = Platform.host()
+            if env != "local" and not all(host.matches(Platform.parse(p)) for p in env.split(",")):
+                raise UsageError(f"DOCKER_DEFAULT_PLATFORM={env} in the environment asks for another platform "
+                                 f"than the host's ({host}), which would need emulation: pybuild builds for "
+                                 "the host platform only (unset it, or give --platform)")
+            args.platform = env
+    if args.platform == "local":
+        args.platform = str(Platform.host())
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_not_a_command(args.context)
+    _environment_defaults(args)
     if args.security_opt:
         from builder.errors import UsageError
 
