@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import (
+    BuildContextError,
     BuildError,
     ImageNotFoundError,
     InstructionError,
@@ -177,6 +178,8 @@ class Build:
     # -- inputs
 
     def _load_context(self, stack: contextlib.ExitStack) -> tuple[BuildContext, bytes, str]:
+        """The context and the Dockerfile; what cannot be read is docker's "unable to prepare
+        context" error, exit status 1 (not 125: the flags were well formed)."""
         from builder.execute.context import BuildContext
         from builder.execute.named import is_remote_context
 
@@ -185,7 +188,7 @@ class Build:
         dockerfile_bytes: bytes | None = None
         if opts.dockerfile == "-":
             if opts.context == "-":
-                raise UsageError("invalid argument: can't use stdin for both build context and dockerfile")
+                raise BuildContextError("invalid argument: can't use stdin for both build context and dockerfile")
             dockerfile_bytes = stdin.read()
         if opts.context == "-":
             context, stdin_dockerfile = self._stdin_context(stdin, stack)
@@ -198,9 +201,9 @@ class Build:
         else:
             root = Path(opts.context)
             if root.exists() and not root.is_dir():
-                raise UsageError(f"unable to prepare context: context must be a directory: {opts.context}")
+                raise BuildContextError(f"unable to prepare context: context must be a directory: {opts.context}")
             if not root.is_dir():
-                raise UsageError(f'unable to prepare context: path "{opts.context}" not found')
+                raise BuildContextError(f'unable to prepare context: path "{opts.context}" not found')
             dockerfile_path = None
             if opts.dockerfile and opts.dockerfile != "-":
                 dockerfile_path = Path(opts.dockerfile)
@@ -212,20 +215,20 @@ class Build:
             # A tar context found its Dockerfile inside itself (symlinks resolved in the context);
             # never look it up on the host through the extracted tree.
             if opts.context == "-" and context.dockerfile is None:
-                raise UsageError(f"the Dockerfile '{opts.dockerfile or 'Dockerfile'}' is not in the "
+                raise BuildContextError(f"the Dockerfile '{opts.dockerfile or 'Dockerfile'}' is not in the "
                                  "build context tar")
             path = context.dockerfile or (context.root / (opts.dockerfile or "Dockerfile"))
             try:
                 dockerfile_bytes = path.read_bytes()
             except FileNotFoundError:
-                raise UsageError(
+                raise BuildContextError(
                     f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
                     f"lstat {path}: no such file or directory"
                 ) from None
             except IsADirectoryError:
-                raise UsageError(f"failed to read dockerfile: {path} is a directory") from None
+                raise BuildContextError(f"failed to read dockerfile: {path} is a directory") from None
             except OSError as err:
-                raise UsageError(f"failed to read dockerfile {path}: {err.strerror}") from None
+                raise BuildContextError(f"failed to read dockerfile {path}: {err.strerror}") from None
             name = path.name
         else:
             name = "Dockerfile"
