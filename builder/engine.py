@@ -164,10 +164,14 @@ class Build:
                 check_output_file(path, devices=True)
 
     def run(self) -> BuildResult | None:
+        from builder.export.destination import remove_stale_output
         from builder.runtime import recover
         from builder.runtime.cleanup import sigterm_as_interrupt
 
         recover(self.store.root / "run")
+        for path in (self.options.iidfile, self.options.metadata_file):
+            if path:
+                remove_stale_output(path)
         with contextlib.ExitStack() as stack:
             stack.enter_context(sigterm_as_interrupt())
             stack.callback(self.progress.close)

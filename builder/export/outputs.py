@@ -163,8 +163,17 @@ class OutputSpec:
 
     @property
     def to_stdout(self) -> bool:
-        """Whether this output is an archive written to stdout (``dest=-``)."""
-        return self.type in ("oci", "docker", "tar") and self.tar and self.dest == "-"
+        """Whether this output is an archive written to stdout (``dest=-``, or a path that is the
+        file stdout is: ``dest=/dev/stdout``)."""
+        if self.type not in ("oci", "docker", "tar") or not self.tar or not self.dest:
+            return False
+        if self.dest == "-":
+            return True
+        try:
+            st, out = os.stat(self.dest), os.fstat(sys.stdout.fileno())
+        except (OSError, ValueError):  # no such file yet, or stdout closed or not a file
+            return False
+        return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
 
     @property
     def converts(self) -> bool:

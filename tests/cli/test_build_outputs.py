@@ -100,3 +100,44 @@ def test_metadata_file_names_the_output_s_names(ctx: Path, tmp_path: Path) -> No
     run_pybuild("build", "-q", "--metadata-file", str(meta), str(ctx), root=root, check=True)
     data = json.loads(meta.read_text())
     assert "image.name" not in data and data["containerimage.config.digest"].startswith("sha256:")
+
+
+def test_a_failed_build_leaves_no_earlier_id_file(ctx: Path, tmp_path: Path) -> None:
+    """docker removes --iidfile before it builds: a failed build must not leave the last build's
+    ID for `docker push $(cat id)`; --metadata-file likewise. A symlinked ID file keeps its link."""
+    root, iid, meta = tmp_path / "root", tmp_path / "iid", tmp_path / "meta.json"
+    run_pybuild("build", "-q", "--iidfile", str(iid), "--metadata-file", str(meta), str(ctx), root=root, check=True)
+    assert iid.read_text().startswith("sha256:") and meta.is_file()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY missing /missing\n")
+    failed = run_pybuild("build", "-q", "--iidfile", str(iid), "--metadata-file", str(meta), str(ctx), root=root)
+    assert failed.returncode == 1 and b"missing" in failed.stderr
+    assert not iid.exists() and not meta.exists()
+    target, link = tmp_path / "real-iid", tmp_path / "link-iid"
+    target.write_text("stale")
+    link.symlink_to(target)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made /made\n")
+    built = run_pybuild("build", "-q", "--iidfile", str(link), str(ctx), root=root, check=True)
+    assert link.is_symlink() and target.read_text() == built.stdout.decode().strip()
+
+
+def test_dev_stdout_redirected_to_a_file_is_written_in_place(ctx: Path, tmp_path: Path) -> None:
+    """`--iidfile /dev/stdout > out` and `-o type=tar,dest=/dev/stdout > out.tar`: /dev/stdout is
+    then the file the shell opened; it is written in place (never removed or renamed over, which
+    left a "out (deleted)" file and lost the rest of stdout), and an archive there is all of it."""
+    env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")}
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def build(*args: str, out: Path) -> subprocess.CompletedProcess[bytes]:
+        with out.open("wb") as f:
+            return subprocess.run([sys.executable, "-m", "builder", "build", "-q", *args, str(ctx)], stdout=f,
+                                  stderr=subprocess.PIPE, env=env, cwd=REPO, timeout=300, check=True)
+
+    build("--iidfile", "/dev/stdout", out=work / "out")
+    text = (work / "out").read_text()
+    assert text.startswith("sha256:") and text.endswith("\n") and text.count("sha256:") == 1, text
+    done = build("-o", "type=tar,dest=/dev/stdout", out=work / "out.tar")
+    with tarfile.open(work / "out.tar") as tf:
+        assert "made" in tf.getnames()
+    assert (work / "out.tar").stat().st_size % 512 == 0 and b"sha256:" in done.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["out", "out.tar"]
