@@ -148,6 +148,7 @@ class Build:
         self.started = time.monotonic()
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
+        from builder.image.reference import Reference
         from cache.store import normalize_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
@@ -157,8 +158,12 @@ class Build:
         self._output_names = tuple(name for out in outputs if out.type == "image" for name in out.names)
         # an archive on stdout is the whole of stdout: the image ID goes to stderr then
         self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
-        for tag in options.tags:
+        for tag in (*options.tags, *self._output_names):
             normalize_name(tag)
+        for out in outputs:
+            if out.type in ("oci", "docker"):
+                for name in out.names:
+                    Reference.parse(name)
         for path in (options.iidfile, options.metadata_file):
             if path:
                 check_output_file(path, devices=True)

@@ -141,3 +141,17 @@ def test_dev_stdout_redirected_to_a_file_is_written_in_place(ctx: Path, tmp_path
         assert "made" in tf.getnames()
     assert (work / "out.tar").stat().st_size % 512 == 0 and b"sha256:" in done.stderr
     assert sorted(p.name for p in work.iterdir()) == ["out", "out.tar"]
+
+
+@pytest.mark.parametrize("output, code, message", [
+    ("type=image,name=BAD", 125, b"invalid reference format: repository name (library/BAD) must be lowercase"),
+    ("type=image,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
+    ("type=oci,dest={tmp}/out.tar,name=BAD", 125, b"invalid reference format"),
+])
+def test_output_names_are_checked_before_the_build(ctx: Path, tmp_path: Path, output: str, code: int,
+                                                   message: bytes) -> None:
+    """As -t's names: a bad -o name=... fails before any step runs, not after the whole build."""
+    p = run_pybuild("build", "--progress", "plain", "-o", output.format(tmp=tmp_path), str(ctx),
+                    root=tmp_path / "root")
+    assert p.returncode == code and message in p.stderr and b"Traceback" not in p.stderr, p.stderr
+    assert b"COPY made" not in p.stderr and not (tmp_path / "out.tar").exists()
