@@ -155,7 +155,7 @@ class OutputSpec:
                              "which writes a directory (type=tar,dest=- writes the files as a tar to stdout)")
         return cls(
             type="image" if kind == "registry" else kind, dest=dest,
-            push=flag("push") or kind == "registry", names=tuple(n for n in fields.get("name", "").split(",") if n),
+            push=flag("push", kind == "registry"), names=tuple(n for n in fields.get("name", "").split(",") if n),
             compression=compression, force_compression=flag("force-compression"), oci_mediatypes=oci,
             tar=tar, push_by_digest=flag("push-by-digest"), insecure=flag("registry.insecure"),
             annotations=tuple(annotations),
