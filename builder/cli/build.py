@@ -218,11 +218,11 @@ def _run(args: argparse.Namespace) -> int:
         from builder.cli._dryrun import run_build
 
         return run_build(args)
-    from builder.engine import Build, BuildOptions, parse_build_args, parse_labels
+    from builder.engine import Build, BuildOptions, parse_labels
 
     options = BuildOptions(
         context=args.context, dockerfile=args.file, tags=tuple(args.tag),
-        build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
+        build_args=_with_proxies(args.build_arg), target=args.target, no_cache=args.no_cache,
         no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
         platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh),
         build_contexts=tuple(args.build_context), allow=tuple(args.allow),
@@ -239,6 +239,22 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid argument {args.jobs!r} for --jobs: must be at least 1")
     Build(options).run()
     return 0
+
+
+def _with_proxies(items: list[str]) -> dict[str, str]:
+    """``--build-arg`` values, with the proxies of docker's config.json under the names a
+    --build-arg does not give (even as a bare KEY): docker build passes them on so."""
+    from builder.engine import parse_build_args
+    from builder.errors import AuthError
+    from builder.registry.auth import DockerConfig
+
+    given = {item.partition("=")[0] for item in items}
+    try:
+        proxies = DockerConfig().proxy_build_args()
+    except AuthError as err:  # as docker's CLI: a config it cannot load is a warning
+        print(f"WARNING: Error loading config file: {err}", file=sys.stderr)
+        proxies = {}
+    return {**{k: v for k, v in proxies.items() if k not in given}, **parse_build_args(items)}
 
 
 def _check_not_a_command(context: str) -> None:

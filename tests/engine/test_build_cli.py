@@ -371,6 +371,38 @@ def test_add_host_shm_size_and_ulimit_as_docker_build_gives_them(builder: Builde
     assert shown[:2] == ["127.0.0.7", "db"] and "32768" in shown and shown[-1] == "99"
 
 
+def test_proxies_of_docker_s_config_reach_run_steps_as_docker_build_passes_them(builder: Builder, docker: str,
+                                                                                 tmp_path: Path) -> None:
+    """config.json's proxies.default are build args to docker build (HTTP_PROXY and http_proxy,
+    ...), under any name a --build-arg does not set; never in the image (proxy args stay out)."""
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"proxies": {"default": {
+        "httpProxy": "http://127.0.0.1:3128", "noProxy": "localhost,127.0.0.2"}}}))
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN env | grep -i _proxy= | sort > /out "
+                                         f"# {uuid.uuid4().hex}\n"}, "proxies")
+    args = ("--build-arg", "http_proxy=http://127.0.0.5:1")
+    env = {"DOCKER_CONFIG": str(config)}
+    tag = f"pybuild-test-proxies:{uuid.uuid4().hex[:8]}"
+    subprocess.run([docker, "build", "-q", *args, "-t", tag, str(ctx)], check=True, capture_output=True,
+                   env={**env, "DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    try:
+        expected = subprocess.run([docker, "run", "--rm", tag, "cat", "/out"], check=True,
+                                  capture_output=True).stdout
+    finally:
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
+    assert expected == (b"HTTP_PROXY=http://127.0.0.1:3128\nNO_PROXY=localhost,127.0.0.2\n"
+                        b"http_proxy=http://127.0.0.5:1\nno_proxy=localhost,127.0.0.2\n")
+    builder.build(ctx, *args, "-t", "cli-proxies:1", env=env)
+    assert builder.run("cli-proxies:1", "cat", "/out").stdout == expected
+    assert not [e for e in _inspect(builder, "cli-proxies:1")["Config"]["Env"] if "proxy" in e.lower()]
+    history = run_pybuild("history", "--no-trunc", "cli-proxies:1", root=builder.root, check=True).stdout
+    assert b"127.0.0.1:3128" not in history and b"127.0.0.5" not in history
+    (config / "config.json").write_text("{broken")
+    warned = builder.build(ctx, "-t", "cli-proxies:2", env=env)
+    assert b"WARNING: Error loading config file" in warned.stderr
+
+
 def test_container_flags_count_in_the_cache_key(builder: Builder) -> None:
     """As in BuildKit's exec op: a RUN built with other hosts, shm size or limits is not reused."""
     ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN cat /etc/hosts > /h # {uuid.uuid4().hex}\n"},
