@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
     options = BuildOptions(
         context=args.context, dockerfile=args.file, tags=tuple(args.tag),
         build_args=_with_proxies(args.build_arg), target=args.target, no_cache=args.no_cache,
-        no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
+        no_cache_filter=_stage_names(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
         platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh),
         build_contexts=tuple(args.build_context), allow=tuple(args.allow),
         cdi_spec_dirs=tuple(args.cdi_spec_dir), annotations=tuple(args.annotation),
@@ -239,6 +239,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid argument {args.jobs!r} for --jobs: must be at least 1")
     Build(options).run()
     return 0
+
+
+def _stage_names(items: list[str]) -> tuple[str, ...]:
+    """``--no-cache-filter a,b`` is two stages, as buildx joins the flags with commas and
+    BuildKit's frontend splits them there."""
+    return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
 
 
 def _with_proxies(items: list[str]) -> dict[str, str]:

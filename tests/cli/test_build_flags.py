@@ -48,3 +48,20 @@ def test_docker_default_platform_is_the_default_platform(ctx: Path, tmp_path: Pa
     for args, env in (((), str(host)), (("--platform", str(host)), other), (("--platform", "local"), "")):
         done = run_pybuild("build", "-q", *args, str(ctx), root=root, env={"DOCKER_DEFAULT_PLATFORM": env})
         assert done.returncode == 0 and done.stdout.startswith(b"sha256:"), (args, env, done.stderr)
+
+
+def test_no_cache_filter_takes_a_comma_list(tmp_path: Path) -> None:
+    """`--no-cache-filter a,b` is stages a and b (buildx joins the flags with commas and BuildKit
+    splits them), not one stage named "a,b" that matches nothing and leaves both cached."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "made").write_text(uuid.uuid4().hex)
+    (ctx / "Dockerfile").write_text("".join(f"FROM scratch AS {s}\nCOPY made /{s}\n" for s in "abc")
+                                    + "FROM scratch\nCOPY --from=a /a /\nCOPY --from=b /b /\nCOPY --from=c /c /\n")
+    root = tmp_path / "root"
+    run_pybuild("build", "-q", str(ctx), root=root, check=True)
+    for flags in (("--no-cache-filter", "a,b"), ("--no-cache-filter", "a", "--no-cache-filter", "b")):
+        log = run_pybuild("build", "--progress", "plain", *flags, str(ctx), root=root, check=True).stderr.decode()
+        steps = {line.split()[0]: line for line in log.splitlines() if " COPY made " in line}
+        cached = {steps[n].split()[1].strip("[") for n in steps if f"{n} CACHED" in log}
+        assert cached == {"c"}, (flags, log)
