@@ -47,8 +47,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
                    help="a named context for FROM / COPY --from / RUN --mount=from: a directory, "
                         "docker-image://REF or oci-layout://DIR[:TAG]")
-    p.add_argument("--allow", action="append", default=[], choices=("security.insecure", "network.host", "device"),
-                   metavar="ENTITLEMENT",
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT[,ENTITLEMENT]",
                    help="allow security.insecure (RUN --security=insecure), device (RUN --device) or network.host")
     p.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
                    help="read CDI device specs here (default: /etc/cdi, /var/run/cdi, /etc/buildkit/cdi)")
@@ -137,7 +136,8 @@ def container_settings(args: argparse.Namespace) -> ContainerSettings:
         cpuset_cpus=args.cpuset_cpus, cpuset_mems=args.cpuset_mems, cgroup_parent=args.cgroup_parent,
     )
     return ContainerSettings(
-        extra_hosts=tuple(parse_extra_host(t) for t in args.add_host),
+        # buildx takes a comma list too (a string-slice flag); a host entry never has a comma
+        extra_hosts=tuple(parse_extra_host(t) for t in _comma_list(args.add_host)),
         shm_size=parse_size(args.shm_size, "--shm-size") if args.shm_size else SHM_SIZE,
         ulimits=tuple(ulimits.values()),
         resources=resources,
@@ -223,9 +223,9 @@ def _run(args: argparse.Namespace) -> int:
     options = BuildOptions(
         context=args.context, dockerfile=args.file, tags=tuple(args.tag),
         build_args=_with_proxies(args.build_arg), target=args.target, no_cache=args.no_cache,
-        no_cache_filter=_stage_names(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
+        no_cache_filter=_comma_list(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
         platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh),
-        build_contexts=tuple(args.build_context), allow=tuple(args.allow),
+        build_contexts=tuple(args.build_context), allow=_entitlements(args.allow),
         cdi_spec_dirs=tuple(args.cdi_spec_dir), annotations=tuple(args.annotation),
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
@@ -241,10 +241,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stage_names(items: list[str]) -> tuple[str, ...]:
-    """``--no-cache-filter a,b`` is two stages, as buildx joins the flags with commas and
-    BuildKit's frontend splits them there."""
+def _comma_list(items: list[str]) -> tuple[str, ...]:
+    """The values of a flag given several times, each maybe a comma list: ``--allow a,b``,
+    ``--add-host a:IP,b:IP`` (buildx's string-slice flags), ``--no-cache-filter a,b`` (buildx
+    joins the flags with commas and BuildKit's frontend splits them)."""
     return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
+
+
+ENTITLEMENTS = ("security.insecure", "network.host", "device")
+
+
+def _entitlements(items: list[str]) -> tuple[str, ...]:
+    from builder.errors import UsageError
+
+    found = _comma_list(items)
+    for name in found:
+        if name not in ENTITLEMENTS:
+            raise UsageError(f"invalid entitlement {name!r} for --allow: expected {', '.join(ENTITLEMENTS)}")
+    return found
 
 
 def _with_proxies(items: list[str]) -> dict[str, str]:

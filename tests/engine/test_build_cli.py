@@ -403,6 +403,18 @@ def test_proxies_of_docker_s_config_reach_run_steps_as_docker_build_passes_them(
     assert b"WARNING: Error loading config file" in warned.stderr
 
 
+def test_buildx_comma_lists_of_add_host_and_allow(builder: Builder) -> None:
+    """buildx's --add-host and --allow are string-slice flags: `a:IP,b:IP` is two hosts and
+    `network.host,security.insecure` two entitlements; an unknown one is a clear error."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN grep comma /etc/hosts > /h # {uuid.uuid4().hex}\n"},
+                          "comma-lists")
+    builder.build(ctx, "--add-host", "a.comma:127.0.0.3,b.comma:127.0.0.4", "--allow",
+                  "network.host,security.insecure", "-t", "cli-comma:1")
+    assert builder.run("cli-comma:1", "cat", "/h").stdout == b"127.0.0.3\ta.comma\n127.0.0.4\tb.comma\n"
+    bad = builder.build(ctx, "--allow", "network.host,everything", check=False)
+    assert bad.returncode == 125 and b"invalid entitlement 'everything' for --allow" in bad.stderr
+
+
 def test_container_flags_count_in_the_cache_key(builder: Builder) -> None:
     """As in BuildKit's exec op: a RUN built with other hosts, shm size or limits is not reused."""
     ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN cat /etc/hosts > /h # {uuid.uuid4().hex}\n"},
