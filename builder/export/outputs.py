@@ -146,7 +146,12 @@ class OutputSpec:
                                  "in its store, unpacked (the build cache stands on it)")
         tar = flag("tar", True)
         dest = fields.get("dest")
-        if kind in ("oci", "docker", "tar", "local") and not dest:
+        if kind in ("oci", "tar") and not dest and tar:
+            dest = "-"  # as buildx: an archive with no dest goes to stdout
+        if kind == "docker" and not dest:
+            raise UsageError(f"invalid --output {text!r}: type=docker needs dest=FILE (buildx loads it into "
+                             "docker; `docker load -i FILE` does that here)")
+        if kind in ("oci", "local") and not dest:
             raise UsageError(f"invalid --output {text!r}: type={kind} needs dest=PATH")
         if not tar and dest == "-":
             raise UsageError(f"invalid --output {text!r}: tar=false writes a directory, not stdout")
