@@ -103,7 +103,10 @@ class OutputSpec:
                 annotations.append(f"{kind}:{rest}={value}")
                 continue
             fields[name + dot + rest.lower()] = value.strip()
-        kind = fields.pop("type", "local")
+        if "type" not in fields:  # buildx's rule: only a bare path means type=local
+            raise UsageError(f"invalid --output {text!r}: type is required for output "
+                             f"(type={'|'.join(TYPES)})")
+        kind = fields.pop("type")
         if kind not in TYPES:
             raise UsageError(f"invalid --output {text!r}: type must be one of {', '.join(TYPES)}")
         allowed = OPTIONS[kind]

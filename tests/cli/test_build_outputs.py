@@ -48,6 +48,7 @@ def test_an_archive_on_stdout_is_all_of_stdout(ctx: Path, tmp_path: Path) -> Non
     (("-o", "-", "-o", "type=oci,dest=-"), b"multiple outputs configured to write to stdout"),
     (("-o", "type=oci", "-o", "type=tar"), b"multiple outputs configured to write to stdout"),
     (("-o", "type=docker",), b"type=docker needs dest=FILE"),
+    (("-o", "dest=out.tar",), b"type is required for output"),
     (("-o", "type=local,dest=-"), b"dest cannot be stdout for the local exporter"),
 ])
 def test_stdout_output_errors_come_before_the_build(ctx: Path, tmp_path: Path, outputs: tuple[str, ...],
