@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from builder.errors import UsageError
 from builder.export import TaggedImage
@@ -179,7 +180,7 @@ class OutputSpec:
             return True
         try:
             st, out = os.stat(self.dest), os.fstat(sys.stdout.fileno())
-        except (OSError, ValueError):  # no such file yet, or stdout closed or not a file
+        except (OSError, ValueError, AttributeError):  # no such file yet, or stdout closed or not a file
             return False
         return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
 
@@ -189,16 +190,18 @@ class OutputSpec:
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
 
 
-def check_outputs(specs: Sequence[str], *, stdout_is_terminal: bool) -> tuple[OutputSpec, ...]:
+def check_outputs(specs: Sequence[str], *, stdout: TextIO | None) -> tuple[OutputSpec, ...]:
     """Every ``--output`` parsed and its destination checked, before the build runs. Stdout takes
     one archive, and never a terminal (buildx's rules: two archives there would be one corrupt
-    stream, and a tar on a terminal is only noise)."""
+    stream, and a tar on a terminal is only noise). ``stdout`` is None when it was closed."""
     outputs = tuple(OutputSpec.parse(text) for text in specs)
     to_stdout = [out for out in outputs if out.to_stdout]
     if len(to_stdout) > 1:
         raise UsageError("multiple outputs configured to write to stdout: "
                          f"{', '.join(repr(text) for text in specs if OutputSpec.parse(text).to_stdout)}")
-    if to_stdout and stdout_is_terminal:
+    if to_stdout and stdout is None:
+        raise UsageError(f"the {to_stdout[0].type} output goes to stdout, which is closed: give dest=FILE")
+    if to_stdout and stdout is not None and stdout.isatty():
         raise UsageError(f"dest file is required for the {to_stdout[0].type} exporter, refusing to write "
                          "to console: redirect stdout to a file or a pipe, or give dest=FILE")
     for out in outputs:

@@ -172,3 +172,18 @@ def test_registry_output_with_push_false_does_not_push(ctx: Path, tmp_path: Path
         kept.stdout.decode().strip()
     pushed = run_pybuild("build", "-q", "-o", f"type=registry,name={name}", str(ctx), root=root)
     assert pushed.returncode != 0 and b"127.0.0.1" in pushed.stderr and b"Traceback" not in pushed.stderr
+
+
+def test_a_closed_stdout(ctx: Path, tmp_path: Path) -> None:
+    """`pybuild build . >&-` builds (the ID has nowhere to go); an archive for stdout is refused."""
+    env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")}
+
+    def build(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "builder", "build", "-q", *args, str(ctx)], stdout=None,
+                              stderr=subprocess.PIPE, env=env, cwd=REPO, timeout=300, close_fds=True,
+                              preexec_fn=lambda: os.close(1))
+
+    done = build()
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    refused = build("-o", "type=tar,dest=-")
+    assert refused.returncode == 125 and b"goes to stdout, which is closed" in refused.stderr, refused.stderr
