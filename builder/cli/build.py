@@ -241,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
 
         raise UsageError("security options are not supported on build (as docker's builder refuses them): "
                          "use RUN --security=insecure with --allow security.insecure")
-    if args.progress == "tty" and not args.quiet and not sys.stderr.isatty():
+    if args.progress == "tty" and not args.quiet and sys.stderr is not None and not sys.stderr.isatty():
         from builder.errors import UsageError
 
         raise UsageError("--progress=tty needs a terminal on stderr (buildx refuses it too): "

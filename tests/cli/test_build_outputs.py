@@ -187,3 +187,12 @@ def test_a_closed_stdout(ctx: Path, tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stderr == b"", done.stderr
     refused = build("-o", "type=tar,dest=-")
     assert refused.returncode == 125 and b"goes to stdout, which is closed" in refused.stderr, refused.stderr
+
+
+def test_a_closed_stderr(ctx: Path, tmp_path: Path) -> None:
+    """`pybuild build . 2>&-` builds as docker does: the progress has nowhere to go, the ID does."""
+    env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")}
+    for args in ((), ("--progress", "plain"), ("--progress", "tty")):
+        done = subprocess.run([sys.executable, "-m", "builder", "build", *args, str(ctx)], stdout=subprocess.PIPE,
+                              env=env, cwd=REPO, timeout=300, preexec_fn=lambda: os.close(2))
+        assert done.returncode == 0 and done.stdout.startswith(b"sha256:"), (args, done.returncode)
