@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="set metadata on the image")
     p.add_argument("--platform", metavar="OS/ARCH",
-                   help="target platform: the host's (by default $DOCKER_DEFAULT_PLATFORM, else the host's; "
-                        "local is the host's)")
+                   help="target platform, which must be the host's (local); default "
+                        "$DOCKER_DEFAULT_PLATFORM, else the host's")
     p.add_argument("--network", choices=("host", "none", "default"), default="default",
                    help="networking for RUN steps (default host)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
