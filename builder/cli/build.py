@@ -318,6 +318,8 @@ def _with_proxies(items: list[str]) -> dict[str, str]:
     except AuthError as err:  # as docker's CLI: a config it cannot load is a warning
         print(f"WARNING: Error loading config file: {err}", file=sys.stderr)
         proxies = {}
+    except RuntimeError:  # no home directory to find ~/.docker in: no config
+        proxies = {}
     return {**{k: v for k, v in proxies.items() if k not in given}, **parse_build_args(items)}
 
 
