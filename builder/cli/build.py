@@ -176,6 +176,7 @@ def _environment_defaults(args: argparse.Namespace) -> None:
     from builder.errors import UsageError
     from builder.image.platform import Platform
 
+    args.progress_from_env = args.progress is None and bool(os.environ.get("BUILDKIT_PROGRESS", "").strip())
     if args.progress is None:
         env = os.environ.get("BUILDKIT_PROGRESS", "").strip().lower()
         if env and env not in PROGRESS_MODES:
@@ -244,7 +245,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.progress == "tty" and not args.quiet and sys.stderr is not None and not sys.stderr.isatty():
         from builder.errors import UsageError
 
-        raise UsageError("--progress=tty needs a terminal on stderr (buildx refuses it too): "
+        given = "BUILDKIT_PROGRESS=tty (in the environment)" if args.progress_from_env else "--progress=tty"
+        raise UsageError(f"{given} needs a terminal on stderr (buildx refuses it too): "
                          "use --progress=plain for logs")
     call, fmt = _call(args.call)
     if call in ("outline", "targets"):
