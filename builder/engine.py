@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import (
+    BuildContextError,
     BuildError,
     ImageNotFoundError,
     InstructionError,
@@ -146,25 +147,36 @@ class Build:
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
         self.started = time.monotonic()
         from builder.export.destination import check_output_file
-        from builder.export.outputs import Annotations, OutputSpec
+        from builder.export.outputs import Annotations, check_outputs
+        from builder.image.reference import Reference
         from cache.store import normalize_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git: GitSources | None = None
         # What the build would only find wrong at its end fails now: outputs, tags, ID files.
-        for text in options.outputs:
-            OutputSpec.parse(text).check_destination()
-        for tag in options.tags:
+        outputs = check_outputs(options.outputs, stdout=sys.stdout)
+        self._output_names = tuple(name for out in outputs if out.type == "image" for name in out.names)
+        # an archive on stdout is the whole of stdout: the image ID goes to stderr then
+        self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
+        for tag in (*options.tags, *self._output_names):
             normalize_name(tag)
+        for out in outputs:
+            if out.type in ("oci", "docker"):
+                for name in out.names:
+                    Reference.parse(name)
         for path in (options.iidfile, options.metadata_file):
             if path:
                 check_output_file(path, devices=True)
 
     def run(self) -> BuildResult | None:
+        from builder.export.destination import remove_stale_output
         from builder.runtime import recover
         from builder.runtime.cleanup import sigterm_as_interrupt
 
         recover(self.store.root / "run")
+        for path in (self.options.iidfile, self.options.metadata_file):
+            if path:
+                remove_stale_output(path)
         with contextlib.ExitStack() as stack:
             stack.enter_context(sigterm_as_interrupt())
             stack.callback(self.progress.close)
@@ -175,6 +187,8 @@ class Build:
     # -- inputs
 
     def _load_context(self, stack: contextlib.ExitStack) -> tuple[BuildContext, bytes, str]:
+        """The context and the Dockerfile; what cannot be read is docker's "unable to prepare
+        context" error, exit status 1 (not 125: the flags were well formed)."""
         from builder.execute.context import BuildContext
         from builder.execute.named import is_remote_context
 
@@ -183,7 +197,7 @@ class Build:
         dockerfile_bytes: bytes | None = None
         if opts.dockerfile == "-":
             if opts.context == "-":
-                raise UsageError("invalid argument: can't use stdin for both build context and dockerfile")
+                raise BuildContextError("invalid argument: can't use stdin for both build context and dockerfile")
             dockerfile_bytes = stdin.read()
         if opts.context == "-":
             context, stdin_dockerfile = self._stdin_context(stdin, stack)
@@ -196,9 +210,9 @@ class Build:
         else:
             root = Path(opts.context)
             if root.exists() and not root.is_dir():
-                raise UsageError(f"unable to prepare context: context must be a directory: {opts.context}")
+                raise BuildContextError(f"unable to prepare context: context must be a directory: {opts.context}")
             if not root.is_dir():
-                raise UsageError(f'unable to prepare context: path "{opts.context}" not found')
+                raise BuildContextError(f'unable to prepare context: path "{opts.context}" not found')
             dockerfile_path = None
             if opts.dockerfile and opts.dockerfile != "-":
                 dockerfile_path = Path(opts.dockerfile)
@@ -210,20 +224,20 @@ class Build:
             # A tar context found its Dockerfile inside itself (symlinks resolved in the context);
             # never look it up on the host through the extracted tree.
             if opts.context == "-" and context.dockerfile is None:
-                raise UsageError(f"the Dockerfile '{opts.dockerfile or 'Dockerfile'}' is not in the "
+                raise BuildContextError(f"the Dockerfile '{opts.dockerfile or 'Dockerfile'}' is not in the "
                                  "build context tar")
             path = context.dockerfile or (context.root / (opts.dockerfile or "Dockerfile"))
             try:
                 dockerfile_bytes = path.read_bytes()
             except FileNotFoundError:
-                raise UsageError(
+                raise BuildContextError(
                     f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
                     f"lstat {path}: no such file or directory"
                 ) from None
             except IsADirectoryError:
-                raise UsageError(f"failed to read dockerfile: {path} is a directory") from None
+                raise BuildContextError(f"failed to read dockerfile: {path} is a directory") from None
             except OSError as err:
-                raise UsageError(f"failed to read dockerfile {path}: {err.strerror}") from None
+                raise BuildContextError(f"failed to read dockerfile {path}: {err.strerror}") from None
             name = path.name
         else:
             name = "Dockerfile"
@@ -597,16 +611,20 @@ class Build:
                 "containerimage.config.digest": str(result.image_id),
                 "containerimage.descriptor": descriptor,
                 "containerimage.digest": descriptor["digest"],
-                "image.name": ",".join(result.tags or [str(p.reference) for p in result.pushed]),
             }
+            # every name the image was given: -t and -o type=image,name=..; buildx leaves the key
+            # out of an unnamed image's metadata
+            names = dict.fromkeys([*result.tags, *self._output_names]) or [str(p.reference) for p in result.pushed]
+            if names:
+                data["image.name"] = ",".join(names)
             write_output(opts.metadata_file, json.dumps(data, indent=2).encode())
         if opts.quiet:
-            print(result.image_id)
+            print(result.image_id, file=self._id_stream)
             return
         self.progress.message(f"writing image {result.image_id} done ({result.seconds:.1f}s)")
         for tag in result.tags:
             self.progress.message(f"naming to {tag} done")
-        print(result.image_id)
+        print(result.image_id, file=self._id_stream)
 
 
 def _required_stages(deps: Mapping[int, Sequence[int]], probed: Mapping[int, StageResult],

@@ -10,6 +10,7 @@ stages, so every method takes the lock.
 from __future__ import annotations
 
 import enum
+import io
 import sys
 import threading
 import time
@@ -55,6 +56,8 @@ class Progress:
 
     def __init__(self, mode: ProgressMode = ProgressMode.AUTO, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
+        if self.stream is None:  # stderr was closed (`2>&-`): nothing to show progress on
+            self.stream, mode = io.StringIO(), ProgressMode.QUIET
         if mode is ProgressMode.AUTO:
             mode = ProgressMode.TTY if self.stream.isatty() else ProgressMode.PLAIN
         self.mode = mode
@@ -75,10 +78,13 @@ class Progress:
     def _print(self, line: str) -> None:
         if self.mode is ProgressMode.QUIET:
             return
-        if self._bar is not None:
-            self._bar.write(line, file=self.stream)
-        else:
-            print(line, file=self.stream, flush=True)
+        try:
+            if self._bar is not None:
+                self._bar.write(line, file=self.stream)
+            else:
+                print(line, file=self.stream, flush=True)
+        except OSError:  # stderr closed (`2>&-`) or its reader gone: the build goes on unseen
+            self.mode = ProgressMode.QUIET
 
     def message(self, text: str) -> None:
         with self._lock:

@@ -163,7 +163,7 @@ def _insert_default_command(argv: list[str], commands: set[str] | dict[str, str]
     return [*argv[:i], "build", *argv[i:]]
 
 
-_GO_BOOLEANS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+GO_BOOLEANS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 
 
 def _explicit_booleans(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -201,10 +201,10 @@ def _explicit_booleans(parser: argparse.ArgumentParser, argv: list[str]) -> list
                 out += list(words)
                 break
             continue
-        if value.lower() not in _GO_BOOLEANS:
+        if value.lower() not in GO_BOOLEANS:
             raise UsageError(f'invalid argument "{value}" for "{name}" flag: strconv.ParseBool: '
                              f'parsing "{value}": invalid syntax')
-        if _GO_BOOLEANS[value.lower()]:
+        if GO_BOOLEANS[value.lower()]:
             out.append(name)
     return out
 

@@ -16,7 +16,7 @@ import sys
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from builder.errors import BuildError, DockerfileError, UsageError
+from builder.errors import BuildContextError, BuildError, DockerfileError
 from builder.frontend.instructions import Arg, Dockerfile, Instruction
 
 
@@ -35,7 +35,7 @@ def _from_stdin_context(data: bytes, file: str | None) -> tuple[bytes, str]:
             )
     except tarfile.TarError:
         if file:
-            raise UsageError("-f names a file inside the context tar, but stdin is not a tar") from None
+            raise BuildContextError("-f names a file inside the context tar, but stdin is not a tar") from None
         return data, "Dockerfile"
 
 
@@ -45,7 +45,7 @@ def resolve_dockerfile(args: argparse.Namespace) -> tuple[bytes, str]:
 
     if args.context == "-":
         if args.file == "-":
-            raise UsageError("can't use stdin for both build context and dockerfile")
+            raise BuildContextError("invalid argument: can't use stdin for both build context and dockerfile")
         return _from_stdin_context(sys.stdin.buffer.read(), args.file)
     context = Path(args.context)
     if not context.is_dir():

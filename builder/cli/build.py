@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from builder.runtime.spec import ContainerSettings
 
 ORDER = 10
+PROGRESS_MODES = ("auto", "plain", "tty", "quiet")
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--pull", action="store_true", help="always look for newer base images")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="set metadata on the image")
-    p.add_argument("--platform", metavar="OS/ARCH", help="target platform (the host's by default)")
+    p.add_argument("--platform", metavar="OS/ARCH",
+                   help="target platform, which must be the host's (local); default "
+                        "$DOCKER_DEFAULT_PLATFORM, else the host's")
     p.add_argument("--network", choices=("host", "none", "default"), default="default",
                    help="networking for RUN steps (default host)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
@@ -44,8 +47,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
                    help="a named context for FROM / COPY --from / RUN --mount=from: a directory, "
                         "docker-image://REF or oci-layout://DIR[:TAG]")
-    p.add_argument("--allow", action="append", default=[], choices=("security.insecure", "network.host", "device"),
-                   metavar="ENTITLEMENT",
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT[,ENTITLEMENT]",
                    help="allow security.insecure (RUN --security=insecure), device (RUN --device) or network.host")
     p.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
                    help="read CDI device specs here (default: /etc/cdi, /var/run/cdi, /etc/buildkit/cdi)")
@@ -64,10 +66,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write build result metadata (JSON) to FILE")
-    p.add_argument("--progress", choices=("auto", "plain", "tty", "quiet"), default="auto",
-                   help="progress output (plain: one line per step, for CI logs)")
+    p.add_argument("--progress", choices=PROGRESS_MODES,
+                   help="progress output (plain: one line per step, for CI logs; default $BUILDKIT_PROGRESS, "
+                        "else auto)")
     p.add_argument("--jobs", type=int, metavar="N", help="steps to run at once (default: CPU count)")
-    p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto",
+    p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot", "default"), default="auto",
                    help="how RUN steps are isolated (default: the first of runc, crun, chroot found)")
     p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=REF",
                    help="import build cache (type=registry,ref=REF, type=local,src=DIR, or an image REF "
@@ -84,6 +87,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "the target takes), targets (the stages), check (as --check); build is the default")
     p.add_argument("--dry-run", action="store_true",
                    help="check the Dockerfile and print its parse and stage plan; build nothing")
+    # buildx's attestations: pybuild makes none, so turning them off is taken and asking for one
+    # is refused (an image without the SBOM or provenance it was asked for would pass unseen)
+    p.add_argument("--provenance", metavar="false", help=argparse.SUPPRESS)
+    p.add_argument("--sbom", metavar="false", help=argparse.SUPPRESS)
+    p.add_argument("--attest", action="append", default=[], help=argparse.SUPPRESS)
     # docker's classic-builder flags that mean nothing here, taken as buildx takes them: build
     # containers never outlive their step, the context is read in place (never sent), and no
     # image is verified by Notary
@@ -133,7 +141,8 @@ def container_settings(args: argparse.Namespace) -> ContainerSettings:
         cpuset_cpus=args.cpuset_cpus, cpuset_mems=args.cpuset_mems, cgroup_parent=args.cgroup_parent,
     )
     return ContainerSettings(
-        extra_hosts=tuple(parse_extra_host(t) for t in args.add_host),
+        # buildx takes a comma list too (a string-slice flag); a host entry never has a comma
+        extra_hosts=tuple(parse_extra_host(t) for t in _comma_list(args.add_host)),
         shm_size=parse_size(args.shm_size, "--shm-size") if args.shm_size else SHM_SIZE,
         ulimits=tuple(ulimits.values()),
         resources=resources,
@@ -159,17 +168,85 @@ def _call(text: str | None) -> tuple[str, str]:
     return name, fmt
 
 
+def _environment_defaults(args: argparse.Namespace) -> None:
+    """docker's environment defaults of build flags: ``BUILDKIT_PROGRESS`` for --progress and
+    ``DOCKER_DEFAULT_PLATFORM`` for --platform; buildx's ``local`` platform is the host's."""
+    import os
+
+    from builder.errors import UsageError
+    from builder.image.platform import Platform
+
+    args.progress_from_env = args.progress is None and bool(os.environ.get("BUILDKIT_PROGRESS", "").strip())
+    if args.progress is None:
+        env = os.environ.get("BUILDKIT_PROGRESS", "").strip().lower()
+        if env and env not in PROGRESS_MODES:
+            raise UsageError(f"invalid BUILDKIT_PROGRESS {env!r} in the environment: expected "
+                             f"{', '.join(PROGRESS_MODES)}")
+        args.progress = env or "auto"
+    if not args.platform:
+        env = os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip()
+        if env:
+            host = Platform.host()
+            if env != "local" and not all(host.matches(Platform.parse(p)) for p in env.split(",")):
+                raise UsageError(f"DOCKER_DEFAULT_PLATFORM={env} in the environment asks for another platform "
+                                 f"than the host's ({host}), which would need emulation: pybuild builds for "
+                                 "the host platform only (unset it, or give --platform)")
+            args.platform = env
+    if args.platform == "local":
+        args.platform = str(Platform.host())
+
+
+def _check_attestations(args: argparse.Namespace) -> None:
+    """``--provenance=false``, ``--sbom=false``, ``--attest type=...,disabled=true`` are taken
+    (CI scripts give them to buildx to keep attestations out); any other asks for one, which
+    pybuild cannot make: a clear error, not an image silently without it."""
+    import csv
+
+    from builder.cli import GO_BOOLEANS
+    from builder.errors import UsageError
+
+    def wanted(flag: str, value: str, kind: str | None) -> str | None:
+        """The attestation ``value`` asks for, or None when it turns it off."""
+        if kind is not None and value.strip().lower() in GO_BOOLEANS:
+            return kind if GO_BOOLEANS[value.strip().lower()] else None
+        fields = {}
+        for part in next(csv.reader([value]), []):
+            key, sep, val = part.partition("=")
+            if not sep:
+                raise UsageError(f"invalid {flag} {value!r}: expected KEY=VALUE fields"
+                                 + (" or a boolean" if flag != "--attest" else ""))
+            fields[key.strip().lower()] = val.strip()
+        kind = fields.get("type", kind)
+        if kind not in ("provenance", "sbom"):
+            raise UsageError(f"invalid {flag} {value!r}: type must be provenance or sbom")
+        disabled = fields.get("disabled", "false").lower()
+        if disabled not in GO_BOOLEANS:
+            raise UsageError(f"invalid {flag} {value!r}: disabled={disabled!r} is not a boolean")
+        return None if GO_BOOLEANS[disabled] else kind
+
+    asked = [(f"--{kind}", value, wanted(f"--{kind}", value, kind))
+             for kind, value in (("provenance", args.provenance), ("sbom", args.sbom)) if value is not None]
+    asked += [("--attest", value, wanted("--attest", value, None)) for value in args.attest]
+    for flag, value, kind in asked:
+        if kind is not None:
+            raise UsageError(f"{flag}={value}: pybuild makes no {kind} attestation; give --{kind}=false "
+                             f"(or --attest type={kind},disabled=true) to build without one")
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_not_a_command(args.context)
+    _environment_defaults(args)
+    _check_attestations(args)
     if args.security_opt:
         from builder.errors import UsageError
 
         raise UsageError("security options are not supported on build (as docker's builder refuses them): "
                          "use RUN --security=insecure with --allow security.insecure")
-    if args.progress == "tty" and not args.quiet and not sys.stderr.isatty():
+    if args.progress == "tty" and not args.quiet and sys.stderr is not None and not sys.stderr.isatty():
         from builder.errors import UsageError
 
-        raise UsageError("--progress=tty needs a terminal on stderr (buildx refuses it too): "
+        given = "BUILDKIT_PROGRESS=tty (in the environment)" if args.progress_from_env else "--progress=tty"
+        raise UsageError(f"{given} needs a terminal on stderr (buildx refuses it too): "
                          "use --progress=plain for logs")
     call, fmt = _call(args.call)
     if call in ("outline", "targets"):
@@ -180,23 +257,25 @@ def _run(args: argparse.Namespace) -> int:
         from builder.cli.frontend import lint_command
 
         return lint_command(argparse.Namespace(path=args.context, file=args.file, build_arg=args.build_arg,
-                                               target=args.target, format=fmt, debug=args.debug))
+                                               target=args.target, format=fmt, debug=args.debug,
+                                               fail_on_warnings=True))
     if args.dry_run:
         from builder.cli._dryrun import run_build
 
         return run_build(args)
-    from builder.engine import Build, BuildOptions, parse_build_args, parse_labels
+    from builder.engine import Build, BuildOptions, parse_labels
 
     options = BuildOptions(
         context=args.context, dockerfile=args.file, tags=tuple(args.tag),
-        build_args=parse_build_args(args.build_arg), target=args.target, no_cache=args.no_cache,
-        no_cache_filter=tuple(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
+        build_args=_with_proxies(args.build_arg), target=args.target, no_cache=args.no_cache,
+        no_cache_filter=_comma_list(args.no_cache_filter), pull=args.pull, labels=parse_labels(args.label),
         platform=args.platform, network=args.network, secrets=tuple(args.secret), ssh=tuple(args.ssh),
-        build_contexts=tuple(args.build_context), allow=tuple(args.allow),
+        build_contexts=tuple(args.build_context), allow=_entitlements(args.allow),
         cdi_spec_dirs=tuple(args.cdi_spec_dir), annotations=tuple(args.annotation),
         outputs=tuple(args.output), push=args.push, quiet=args.quiet, iidfile=args.iidfile,
         metadata_file=args.metadata_file, progress=args.progress, jobs=args.jobs,
-        isolation=args.isolation, insecure_registries=tuple(args.insecure_registry),
+        isolation="auto" if args.isolation == "default" else args.isolation,  # docker's Linux value
+        insecure_registries=tuple(args.insecure_registry),
         explain=args.explain, cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
         container=container_settings(args),
     )
@@ -206,6 +285,44 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid argument {args.jobs!r} for --jobs: must be at least 1")
     Build(options).run()
     return 0
+
+
+def _comma_list(items: list[str]) -> tuple[str, ...]:
+    """The values of a flag given several times, each maybe a comma list: ``--allow a,b``,
+    ``--add-host a:IP,b:IP`` (buildx's string-slice flags), ``--no-cache-filter a,b`` (buildx
+    joins the flags with commas and BuildKit's frontend splits them)."""
+    return tuple(name.strip() for item in items for name in item.split(",") if name.strip())
+
+
+ENTITLEMENTS = ("security.insecure", "network.host", "device")
+
+
+def _entitlements(items: list[str]) -> tuple[str, ...]:
+    from builder.errors import UsageError
+
+    found = _comma_list(items)
+    for name in found:
+        if name not in ENTITLEMENTS:
+            raise UsageError(f"invalid entitlement {name!r} for --allow: expected {', '.join(ENTITLEMENTS)}")
+    return found
+
+
+def _with_proxies(items: list[str]) -> dict[str, str]:
+    """``--build-arg`` values, with the proxies of docker's config.json under the names a
+    --build-arg does not give (even as a bare KEY): docker build passes them on so."""
+    from builder.engine import parse_build_args
+    from builder.errors import AuthError
+    from builder.registry.auth import DockerConfig
+
+    given = {item.partition("=")[0] for item in items}
+    try:
+        proxies = DockerConfig().proxy_build_args()
+    except AuthError as err:  # as docker's CLI: a config it cannot load is a warning
+        print(f"WARNING: Error loading config file: {err}", file=sys.stderr)
+        proxies = {}
+    except RuntimeError:  # no home directory to find ~/.docker in: no config
+        proxies = {}
+    return {**{k: v for k, v in proxies.items() if k not in given}, **parse_build_args(items)}
 
 
 def _check_not_a_command(context: str) -> None:

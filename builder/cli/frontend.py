@@ -193,7 +193,8 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def lint_command(args: argparse.Namespace) -> int:
-    """``pybuild lint``, also ``pybuild build --check``."""
+    """``pybuild lint``, also ``pybuild build --check``, which exits 1 when a check warns (BuildKit's
+    lint subrequest answers status 1 then, and buildx exits with it)."""
     source = read_dockerfile(args.path, args.file)
     dockerfile = load_dockerfile(source)
     build_args = parse_build_args(args.build_arg)
@@ -212,7 +213,7 @@ def lint_command(args: argparse.Namespace) -> int:
             "error": str(error) if error else None,
         }, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
-        return 1 if error else 0
+        return 1 if error or (result.warnings and getattr(args, "fail_on_warnings", False)) else 0
     debug = getattr(args, "debug", False)
     for w in result.warnings:
         print(w)
@@ -225,7 +226,7 @@ def lint_command(args: argparse.Namespace) -> int:
         print(f"Check complete, {count} warning{'s have' if count != 1 else ' has'} been found!")
     if error:
         raise error
-    return 0
+    return 1 if count and getattr(args, "fail_on_warnings", False) else 0
 
 
 def subrequest_command(args: argparse.Namespace, call: str, fmt: str) -> int:

@@ -60,6 +60,9 @@ class NamedContext:
                     raise UsageError(f"invalid --build-context {text!r}: {ref!r} is not an image reference")
             return cls(key, image=ref)
         if value.startswith(OCI_LAYOUT):
+            if not value[len(OCI_LAYOUT):]:
+                raise UsageError(f"invalid --build-context {text!r}: oci-layout:// needs a directory "
+                                 "(oci-layout://DIR[:TAG])")
             return cls(key, image=value)
         from builder.execute.urls import is_git_source, is_url
 

@@ -59,7 +59,9 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     """A stream for ``path``'s new content, replacing it only once the whole content is written."""
     path = Path(path)
     check_output_file(path, devices=devices, make_parents=make_parents)
-    if path.exists() and not path.is_file():  # a FIFO or a device: written in place
+    if (path.exists() and not path.is_file()) or _through_proc_or_dev(path):
+        # a FIFO or a device, or /dev/stdout redirected to a file: written in place (a rename would
+        # replace the file the shell opened, and what the process writes later would be lost)
         try:
             f = open(path, "wb")  # noqa: SIM115 - closed below, with its own error
         except OSError as err:
@@ -134,6 +136,36 @@ def make_dir(real: Path, shown: Path | None = None) -> None:
         real.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise PybuildError(f'cannot create the output directory "{shown or real}": {err.strerror}') from None
+
+
+def _through_proc_or_dev(path: str | Path) -> bool:
+    """Whether ``path`` names a file through /dev or /proc (``/dev/stdout``, ``/proc/self/fd/1``,
+    or a link to them): the open file of a process, which may be a regular file."""
+    current = Path(os.path.abspath(path))
+    for _ in range(40):  # the kernel's own limit on links followed
+        if current.parts[1:2] in (("dev",), ("proc",)):
+            return True
+        if not current.is_symlink():
+            return False
+        current = Path(os.path.abspath(current.parent / os.readlink(current)))
+    return False
+
+
+def remove_stale_output(path: str | Path) -> None:
+    """Remove the --iidfile / --metadata-file of an earlier build before this one runs, as docker
+    removes its ID file: a build that fails must not leave the last one's ID for a script to push.
+    Only a regular file goes (through a symlink, its target, which the new file takes the place
+    of); ``/dev/stdout`` (even when it is a file the shell opened) and FIFOs stay."""
+    if _through_proc_or_dev(path):
+        return
+    real = Path(os.path.realpath(path))
+    try:
+        if stat.S_ISREG(os.stat(real).st_mode):
+            real.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise OutputPathError(f'cannot remove the earlier "{path}": {err.strerror}') from None
 
 
 def write_output(path: str | Path, data: bytes, *, devices: bool = True) -> None:

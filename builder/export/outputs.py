@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from builder.errors import PybuildError, UsageError
 from builder.export import TaggedImage
@@ -106,7 +107,10 @@ class OutputSpec:
                 annotations.append(f"{kind}:{rest}={value}")
                 continue
             fields[name + dot + rest.lower()] = value.strip()
-        kind = fields.pop("type", "local")
+        if "type" not in fields:  # buildx's rule: only a bare path means type=local
+            raise UsageError(f"invalid --output {text!r}: type is required for output "
+                             f"(type={'|'.join(TYPES)})")
+        kind = fields.pop("type")
         if kind not in TYPES:
             raise UsageError(f"invalid --output {text!r}: type must be one of {', '.join(TYPES)}")
         allowed = OPTIONS[kind]
@@ -149,22 +153,63 @@ class OutputSpec:
                                  "in its store, unpacked (the build cache stands on it)")
         tar = flag("tar", True)
         dest = fields.get("dest")
-        if kind in ("oci", "docker", "tar", "local") and not dest:
+        if kind in ("oci", "tar") and not dest and tar:
+            dest = "-"  # as buildx: an archive with no dest goes to stdout
+        if kind == "docker" and not dest:
+            raise UsageError(f"invalid --output {text!r}: type=docker needs dest=FILE (buildx loads it into "
+                             "docker; `docker load -i FILE` does that here)")
+        if kind in ("oci", "local") and not dest:
             raise UsageError(f"invalid --output {text!r}: type={kind} needs dest=PATH")
         if not tar and dest == "-":
             raise UsageError(f"invalid --output {text!r}: tar=false writes a directory, not stdout")
+        if kind == "local" and dest == "-":
+            raise UsageError(f"invalid --output {text!r}: dest cannot be stdout for the local exporter, "
+                             "which writes a directory (type=tar,dest=- writes the files as a tar to stdout)")
         return cls(
             type="image" if kind == "registry" else kind, dest=dest,
-            push=flag("push") or kind == "registry", names=tuple(n for n in fields.get("name", "").split(",") if n),
+            push=flag("push", kind == "registry"), names=tuple(n for n in fields.get("name", "").split(",") if n),
             compression=compression, force_compression=flag("force-compression"), oci_mediatypes=oci,
             tar=tar, push_by_digest=flag("push-by-digest"), insecure=flag("registry.insecure"),
             annotations=tuple(annotations),
         )
 
     @property
+    def to_stdout(self) -> bool:
+        """Whether this output is an archive written to stdout (``dest=-``, or a path that is the
+        file stdout is: ``dest=/dev/stdout``)."""
+        if self.type not in ("oci", "docker", "tar") or not self.tar or not self.dest:
+            return False
+        if self.dest == "-":
+            return True
+        try:
+            st, out = os.stat(self.dest), os.fstat(sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # no such file yet, or stdout closed or not a file
+            return False
+        return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
+
+    @property
     def converts(self) -> bool:
         """Whether the image is written in another form than the store holds it in."""
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
+
+
+def check_outputs(specs: Sequence[str], *, stdout: TextIO | None) -> tuple[OutputSpec, ...]:
+    """Every ``--output`` parsed and its destination checked, before the build runs. Stdout takes
+    one archive, and never a terminal (buildx's rules: two archives there would be one corrupt
+    stream, and a tar on a terminal is only noise). ``stdout`` is None when it was closed."""
+    outputs = tuple(OutputSpec.parse(text) for text in specs)
+    to_stdout = [out for out in outputs if out.to_stdout]
+    if len(to_stdout) > 1:
+        raise UsageError("multiple outputs configured to write to stdout: "
+                         f"{', '.join(repr(text) for text in specs if OutputSpec.parse(text).to_stdout)}")
+    if to_stdout and stdout is None:
+        raise UsageError(f"the {to_stdout[0].type} output goes to stdout, which is closed: give dest=FILE")
+    if to_stdout and stdout is not None and stdout.isatty():
+        raise UsageError(f"dest file is required for the {to_stdout[0].type} exporter, refusing to write "
+                         "to console: redirect stdout to a file or a pipe, or give dest=FILE")
+    for out in outputs:
+        out.check_destination()
+    return outputs
 
 
 ANNOTATION_TYPES = ("manifest", "manifest-descriptor", "index", "index-descriptor")

@@ -129,6 +129,21 @@ class DockerConfig:
             raise AuthError(f"cannot read {self.path}: not a JSON object")
         return data
 
+    def proxy_build_args(self) -> dict[str, str]:
+        """``proxies.default`` as the build args docker's CLI makes of it: HTTP_PROXY and http_proxy
+        for ``httpProxy``, and so on (docker's ParseProxyConfig)."""
+        proxies = self._load().get("proxies")
+        default = proxies.get("default") if isinstance(proxies, dict) else None
+        if not isinstance(default, dict):
+            return {}
+        found: dict[str, str] = {}
+        for key, name in (("httpProxy", "HTTP_PROXY"), ("httpsProxy", "HTTPS_PROXY"), ("noProxy", "NO_PROXY"),
+                          ("ftpProxy", "FTP_PROXY"), ("allProxy", "ALL_PROXY")):
+            value = default.get(key)
+            if isinstance(value, str) and value:
+                found[name] = found[name.lower()] = value
+        return found
+
     def _save(self, data: dict[str, Any]) -> None:
         """Atomic, private write: temp file in the same dir, fsync, rename, mode 0600."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)

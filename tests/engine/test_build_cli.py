@@ -381,6 +381,50 @@ def test_add_host_shm_size_and_ulimit_as_docker_build_gives_them(builder: Builde
     assert shown[:2] == ["127.0.0.7", "db"] and "32768" in shown and shown[-1] == "99"
 
 
+def test_proxies_of_docker_s_config_reach_run_steps_as_docker_build_passes_them(builder: Builder, docker: str,
+                                                                                 tmp_path: Path) -> None:
+    """config.json's proxies.default are build args to docker build (HTTP_PROXY and http_proxy,
+    ...), under any name a --build-arg does not set; never in the image (proxy args stay out)."""
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"proxies": {"default": {
+        "httpProxy": "http://127.0.0.1:3128", "noProxy": "localhost,127.0.0.2"}}}))
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN env | grep -i _proxy= | sort > /out "
+                                         f"# {uuid.uuid4().hex}\n"}, "proxies")
+    args = ("--build-arg", "http_proxy=http://127.0.0.5:1")
+    env = {"DOCKER_CONFIG": str(config)}
+    tag = f"pybuild-test-proxies:{uuid.uuid4().hex[:8]}"
+    subprocess.run([docker, "build", "-q", *args, "-t", tag, str(ctx)], check=True, capture_output=True,
+                   env={**env, "DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    try:
+        expected = subprocess.run([docker, "run", "--rm", tag, "cat", "/out"], check=True,
+                                  capture_output=True).stdout
+    finally:
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
+    assert expected == (b"HTTP_PROXY=http://127.0.0.1:3128\nNO_PROXY=localhost,127.0.0.2\n"
+                        b"http_proxy=http://127.0.0.5:1\nno_proxy=localhost,127.0.0.2\n")
+    builder.build(ctx, *args, "-t", "cli-proxies:1", env=env)
+    assert builder.run("cli-proxies:1", "cat", "/out").stdout == expected
+    assert not [e for e in _inspect(builder, "cli-proxies:1")["Config"]["Env"] if "proxy" in e.lower()]
+    history = run_pybuild("history", "--no-trunc", "cli-proxies:1", root=builder.root, check=True).stdout
+    assert b"127.0.0.1:3128" not in history and b"127.0.0.5" not in history
+    (config / "config.json").write_text("{broken")
+    warned = builder.build(ctx, "-t", "cli-proxies:2", env=env)
+    assert b"WARNING: Error loading config file" in warned.stderr
+
+
+def test_buildx_comma_lists_of_add_host_and_allow(builder: Builder) -> None:
+    """buildx's --add-host and --allow are string-slice flags: `a:IP,b:IP` is two hosts and
+    `network.host,security.insecure` two entitlements; an unknown one is a clear error."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN grep comma /etc/hosts > /h # {uuid.uuid4().hex}\n"},
+                          "comma-lists")
+    builder.build(ctx, "--add-host", "a.comma:127.0.0.3,b.comma:127.0.0.4", "--allow",
+                  "network.host,security.insecure", "-t", "cli-comma:1")
+    assert builder.run("cli-comma:1", "cat", "/h").stdout == b"127.0.0.3\ta.comma\n127.0.0.4\tb.comma\n"
+    bad = builder.build(ctx, "--allow", "network.host,everything", check=False)
+    assert bad.returncode == 125 and b"invalid entitlement 'everything' for --allow" in bad.stderr
+
+
 def test_container_flags_count_in_the_cache_key(builder: Builder) -> None:
     """As in BuildKit's exec op: a RUN built with other hosts, shm size or limits is not reused."""
     ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN cat /etc/hosts > /h # {uuid.uuid4().hex}\n"},
@@ -429,13 +473,21 @@ def test_run_security_insecure_needs_allow_and_then_runs_privileged(builder: Bui
 
 
 def test_check_runs_the_build_checks_only(builder: Builder) -> None:
-    """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run."""
+    """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run; a
+    warning makes the exit status 1, as BuildKit's lint answers it to buildx (`--call=check` too)."""
     marker = uuid.uuid4().hex
     ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {marker}\nCMD echo hi\n"}, "check-only")
-    p = builder.build(ctx, "--check", "--load", "-t", "check-only:1")
+    p = builder.build(ctx, "--check", "--load", "-t", "check-only:1", check=False)
+    assert p.returncode == 1, p.stderr
     assert b"JSONArgsRecommended" in p.stdout and b"Check complete, 1 warning has been found!" in p.stdout
     assert marker.encode() not in p.stdout + p.stderr
     assert run_pybuild("inspect", "check-only:1", root=builder.root).returncode != 0
+    as_json = builder.build(ctx, "--call=check,format=json", check=False)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["warnings"][0]["rule"] == "JSONArgsRecommended"
+    assert run_pybuild("lint", str(ctx), root=builder.root).returncode == 0  # pybuild's own lint reports only
+    (ctx / "Dockerfile").write_text(f"FROM busybox:local\nRUN echo {marker}\n")
+    clean = builder.build(ctx, "--check")
+    assert b"Check complete, no warnings found." in clean.stdout
 
 
 def test_annotations_reach_the_manifest_the_registry_and_an_oci_index(builder: Builder, registry: str,

@@ -112,7 +112,8 @@ def test_bad_build_contexts_are_refused_clearly(builder: Builder, tmp_path: Path
     ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY --from=x / /x/\n"}, "named-errors")
     for value, message in [("x", b"expected NAME=VALUE"), (f"x={tmp_path / 'missing'}", b"is not a directory"),
                            ("x=docker-image://UPPER:case", b"is not an image reference"),
-                           ("x=ftp://127.0.0.1/a.tar", b"unknown scheme")]:
+                           ("x=ftp://127.0.0.1/a.tar", b"unknown scheme"),
+                           ("x=oci-layout://", b"oci-layout:// needs a directory")]:
         p = builder.build(ctx, "--build-context", value, check=False)
         assert p.returncode == 125 and message in p.stderr and b"Traceback" not in p.stderr, (value, p.stderr)
     p = builder.build(ctx, "--build-context", f"x={git_daemon}#no-such-ref", check=False)

@@ -69,13 +69,23 @@ def test_small_outputs_write_through_to_stdout(builder: Builder) -> None:
     assert out == f"sha256:{image_id}sha256:{image_id}\n"
 
 
-def test_a_context_that_is_a_file_or_a_dockerfile_that_is_a_directory(builder: Builder) -> None:
+def test_a_context_that_is_a_file_or_a_dockerfile_that_is_a_directory(builder: Builder, docker: str) -> None:
+    """docker's "unable to prepare context" errors exit 1, as docker's do: 125 is for flags that
+    do not parse, and these parsed (a script tells the two apart by the status)."""
     ctx = builder.context(SIMPLE)
-    err = _error(builder.build(ctx / "Dockerfile", check=False), 125)
+    err = _error(builder.build(ctx / "Dockerfile", check=False), 1)
     assert "unable to prepare context: context must be a directory:" in err
     odd = builder.context({"Dockerfile/x": "x"}, name="odd")
-    assert "failed to read dockerfile:" in _error(builder.build(odd, check=False), 125)
-    assert "is a directory" in _error(builder.build(ctx, "-f", str(ctx), check=False), 125)
+    assert "failed to read dockerfile:" in _error(builder.build(odd, check=False), 1)
+    assert "is a directory" in _error(builder.build(ctx, "-f", str(ctx), check=False), 1)
+    missing = ctx.parent / "no-such-context"
+    for args in ((str(missing),), ("-f", str(ctx / "nope"), str(ctx)), ("-f", "-", "-")):
+        ours = run_pybuild("build", "-q", *args, root=builder.root, input=b"FROM busybox:local\n")
+        theirs = subprocess.run([docker, "build", "-q", *args], input=b"FROM busybox:local\n", capture_output=True,
+                                env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        assert ours.returncode == theirs.returncode == 1, (args, ours.stderr, theirs.stderr)
+        said = theirs.stderr.decode().strip().splitlines()[-1]
+        assert said in _error(ours), (args, said)
 
 
 @pytest.mark.parametrize("data, message", [
