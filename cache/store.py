@@ -16,6 +16,7 @@ a blob file without a row is garbage that prune collects and check ignores.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -311,6 +312,8 @@ class Store:
             # Every command takes this lock: a read-only or foreign store fails here with its
             # reason, not later as SQLite's "unable to open database file".
             os.close(os.open(self.root / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        except FileExistsError:  # mkdir(exist_ok=True) of a path that is a file
+            raise StoreError(f"cannot use {self.root} as the store root: {os.strerror(errno.ENOTDIR)}") from None
         except OSError as err:
             raise StoreError(f"cannot use {self.root} as the store root: {err.strerror}") from None
         self.tmp_dir = self.root / "tmp"
