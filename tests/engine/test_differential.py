@@ -12,6 +12,7 @@ import contextlib
 import io
 import lzma
 import os
+import stat
 import subprocess
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,8 @@ class Case:
     serve: dict[str, bytes] = field(default_factory=dict)
     same_history: bool = True  # created_by of every history entry, as `docker history` shows it
     hardlinks: dict[str, str] = field(default_factory=dict)  # context hardlinks: path -> existing file
+    specials: dict[str, str] = field(default_factory=dict)  # context fifos and sockets: path -> "fifo"/"socket"
+    xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)  # context xattrs: path -> name -> value
 
 
 def _archive(compression: str = "") -> bytes:
@@ -117,6 +120,22 @@ def _gnu_tar() -> bytes:
         link = tarfile.TarInfo("gl")
         link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "w" * 170, 1_600_000_000
         tf.addfile(link)
+    return raw.getvalue()
+
+
+_CAP_NET_BIND = b"\x01\x00\x00\x02\x00\x04\x00\x00" + b"\x00" * 12  # vfs_cap_data v2: cap_net_bind_service+ep
+
+
+def _xattr_tar() -> bytes:
+    """A tar whose files carry a file capability as a SCHILY.xattr.security.capability record."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, attrs in (("cap", {"security.capability": _CAP_NET_BIND}),
+                            ("d/cap2", {"security.capability": _CAP_NET_BIND})):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = 1, 0o755, 1_600_000_000
+            info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("latin-1") for k, v in attrs.items()}
+            tf.addfile(info, io.BytesIO(b"x"))
     return raw.getvalue()
 
 
@@ -800,6 +819,71 @@ CASES = [
     # user's name (and fails); BuildKit takes the user's primary group from /etc/passwd.
     Case("xc-copy-chown-user-without-same-group", "FROM busybox:local\nCOPY --chown=nobody a /a\n", {"a": "a"},
          fails=True),
+    # -- explore2-d
+    Case("xd-onbuild-full-chain", "FROM pybuild-diff/xd-onbuild-full-chain-base:1 AS mid\n"
+         "RUN pwd > /tmp/pwd; id > /tmp/id; echo \"$WHO\" > /tmp/who\nONBUILD RUN echo second > /tmp/second\n"
+         "FROM mid\nRUN ls /ob > /tmp/ls\n",
+         {"src/f": "f", "src/d/g": "g", "a.tar": _archive()}, build_args=("WHO=cli",), ignore_paths=("obvol",),
+         why="obvol: docker's classic builder mounts a declared VOLUME in each later RUN and so commits its "
+         "mount point (root 0755) into that layer; BuildKit (and pybuild) do not mount volumes in RUN. "
+         "history: the last stage inherits the trigger's ARG from its parent stage in BuildKit (pybuild's "
+         "reference for scoping), so its RUNs name WHO; not in docker's classic builder",
+         same_history=False,
+         base="FROM busybox:local\nONBUILD ARG WHO=dflt\nONBUILD COPY --chown=app:app src /ob/src/\n"
+              "ONBUILD ADD a.tar /ob/tar/\nONBUILD RUN echo \"$WHO\" > /ob/who && id > /ob/id\n"
+              "ONBUILD USER app\nONBUILD WORKDIR ob-rel\nONBUILD EXPOSE 81/udp 82\nONBUILD VOLUME /obvol\n"
+              "ONBUILD HEALTHCHECK --interval=7s --timeout=3s --start-period=1s --retries=2 CMD true\n"
+              "ONBUILD STOPSIGNAL SIGQUIT\nONBUILD ENTRYPOINT [\"sh\"]\nONBUILD CMD [\"-c\", \"x\"]\n"
+              "ONBUILD SHELL [\"/bin/sh\", \"-xc\"]\nONBUILD LABEL who=$WHO\n"),
+    Case("xd-onbuild-maintainer", "FROM busybox:local\nONBUILD MAINTAINER me\n", fails=True),
+    Case("xd-onbuild-trigger-fails", "FROM pybuild-diff/xd-onbuild-trigger-fails-base:1\nRUN true\n",
+         base="FROM busybox:local\nONBUILD RUN exit 4\n", fails=True),
+    Case("xd-onbuild-copy-missing", "FROM pybuild-diff/xd-onbuild-copy-missing-base:1\n",
+         base="FROM busybox:local\nONBUILD COPY nothere /x\n", fails=True),
+    Case("xd-onbuild-copy-from-stage", "FROM busybox:local AS builder\nRUN echo b > /b\n"
+         "FROM pybuild-diff/xd-onbuild-copy-from-stage-base:1\nRUN true\n",
+         base="FROM busybox:local\nONBUILD COPY --from=builder /b /b\n"),
+    Case("xd-passwd-oddities", "FROM busybox:local\nRUN printf '# comment\\n\\nshort:x:1\\n"
+         "dup:x:2001:2001::/home/dup:/bin/sh\\ndup:x:2002:2002::/:/bin/sh\\n' >> /etc/passwd && "
+         "printf 'dupg:x:3001:dup\\ndupg:x:3002:\\n#c\\n\\nsup:x:3003:root,dup\\n' >> /etc/group\n"
+         "COPY --chown=dup:dupg a /a\nCOPY --chown=dup:sup a /b\nUSER dup\nRUN id > /tmp/id\nUSER dup:dupg\n"
+         "RUN id > /tmp/id2\n", {"a": "a"}),
+    Case("xd-chown-names-per-stage", "FROM busybox:local AS src\nRUN echo onlysrc:x:2500:2500::/:/bin/sh >> /etc/passwd"
+         " && echo f > /f\nFROM busybox:local\nRUN echo onlydst:x:2600:2600::/:/bin/sh >> /etc/passwd && "
+         "echo onlydst:x:2601: >> /etc/group\nCOPY --from=src --chown=onlydst /f /f\n"
+         "COPY --from=src --chown=onlydst:onlydst /f /g\n"),
+    Case("xd-chown-name-only-in-source", "FROM busybox:local AS src\nRUN echo onlysrc:x:2500:2500::/:/bin/sh >> "
+         "/etc/passwd && echo onlysrc:x:2500: >> /etc/group && echo f > /f\nFROM busybox:local\n"
+         "COPY --from=src --chown=onlysrc /f /f\n", fails=True),
+    Case("xd-passwd-symlinked", "FROM busybox:local\nRUN mv /etc/passwd /etc/passwd.real && ln -s passwd.real /etc/passwd"
+         " && mv /etc/group /etc/group.real && ln -s /etc/group.real /etc/group\n"
+         "COPY --chown=app:app a /a\nUSER app\nRUN id > /tmp/id\n", {"a": "a"}),
+    Case("xd-user-mixed-forms", "FROM busybox:local\nUSER 1234:app\nRUN id > /tmp/i1; touch /tmp/f1\n"
+         "USER app:0\nRUN id > /tmp/i2; touch /tmp/f2\nUSER nobody\nRUN id > /tmp/i3\nUSER root:nogroup\n"
+         "RUN id > /tmp/i4\n"),
+    Case("xd-context-special-files", "FROM busybox:local\nCOPY . /ctx/\nCOPY d /d/\n", {"f": "f", "d/g": "g"},
+         specials={"pipe": "fifo", "sock": "socket", "d/pipe": "fifo", "d/sock": "socket"}),
+    # File capabilities: a COPY from the context drops them (docker chowns every copied file), an
+    # archive's are kept. Only security.capability: other xattrs never reach a docker layer (its
+    # archive records no other), while pybuild keeps them.
+    Case("xd-context-capability", "FROM busybox:local\nCOPY . /x/\nCOPY --chown=app cap /capchown\n",
+         {"cap": "c", "d/f": "f"}, xattrs={"cap": {"security.capability": _CAP_NET_BIND}}),
+    Case("xd-context-hardlink-first-ignored", "FROM busybox:local\nCOPY . /h/\n", {"x": "shared", ".dockerignore": "x\n"},
+         hardlinks={"dir/y": "x", "z": "x"}),
+    Case("xd-copy-from-non-utf8", "FROM busybox:local AS src\nRUN mkdir -p \"/o/$(printf 'd\\377')\" && "
+         "touch \"/o/$(printf 'caf\\351')\" \"/o/$(printf 'd\\377')/in\"\nFROM busybox:local\nCOPY --from=src /o /o\n"),
+    Case("xd-arg-per-stage", "ARG BASE=busybox:local\nARG V=global\nFROM $BASE AS one\nARG V\nRUN echo \"one:$V\" > /one\n"
+         "FROM $BASE AS two\nRUN echo \"two:[$V]\" > /two\nARG V=stage\nRUN echo \"two2:$V\" > /two2\n"
+         "FROM $BASE\nARG BASE\nCOPY --from=one /one /one\nCOPY --from=two /two /two2 /\n"
+         "RUN echo \"final:[$V][$BASE]\" > /final\nLABEL base=$BASE\n"),
+    Case("xd-arg-per-stage-cli", "ARG BASE=busybox:local\nARG V=global\nFROM $BASE AS one\nARG V\nRUN echo \"one:$V\" > /one\n"
+         "FROM $BASE AS two\nRUN echo \"two:[$V]\" > /two\nARG V=stage\nRUN echo \"two2:$V\" > /two2\n"
+         "FROM $BASE\nCOPY --from=one /one /one\nCOPY --from=two /two /two2 /\nARG V\nRUN echo \"final:[$V]\" > /final\n",
+         build_args=("V=cli",)),
+    Case("xd-volume-then-copy", "FROM busybox:local\nVOLUME /v\nCOPY a /v/a\nADD t.tar /v/t/\nWORKDIR /v/w\n"
+         "COPY --chown=app a /v/owned\n", {"a": "a", "t.tar": _archive()}),
+    Case("xd-add-tar-capability", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
+         {"x.tar": _xattr_tar()}),
 ]
 
 
@@ -818,8 +902,15 @@ def _write_context(case: Case, ctx: Path, dockerfile: str, extra: dict[str, str 
         path = ctx / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         os.link(ctx / existing, path)
+    for rel, kind in case.specials.items():
+        path = ctx / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(path, 0o644 | (stat.S_IFIFO if kind == "fifo" else stat.S_IFSOCK))
     for rel, mode in case.modes.items():
         (ctx / rel).chmod(mode)
+    for rel, attrs in case.xattrs.items():
+        for key, value in attrs.items():
+            os.setxattr(ctx / rel, key, value, follow_symlinks=False)
     if case.name == "add-local-tar":
         src = ctx.parent / f"tarsrc-{ctx.name}"
         (src / "inner").mkdir(parents=True)
