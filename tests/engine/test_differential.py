@@ -46,6 +46,7 @@ class Case:
     modes: dict[str, int] = field(default_factory=dict)
     # Built first by both builders as pybuild-diff/<name>-base:1 (ONBUILD triggers and the like).
     base: str | None = None
+    base_by_docker: bool = False  # pybuild loads docker's build of ``base`` (docker save) instead of its own
     # BuildKit-only syntax docker's classic builder rejects (heredocs, --link, --parents,
     # --exclude, --chmod): docker builds this equivalent classic Dockerfile instead, and the
     # trees and configs must still be equal, so pybuild follows BuildKit's semantics.
@@ -57,7 +58,8 @@ class Case:
     serve: dict[str, bytes] = field(default_factory=dict)
     same_history: bool = True  # created_by of every history entry, as `docker history` shows it
     hardlinks: dict[str, str] = field(default_factory=dict)  # context hardlinks: path -> existing file
-    specials: dict[str, str] = field(default_factory=dict)  # context fifos and sockets: path -> "fifo"/"socket"
+    # context fifos, sockets and sparse files (4 MiB, one byte written at 1 MiB): path -> "fifo"/"socket"/"sparse"
+    specials: dict[str, str] = field(default_factory=dict)
     xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)  # context xattrs: path -> name -> value
 
 
@@ -136,6 +138,18 @@ def _xattr_tar() -> bytes:
             info.size, info.mode, info.mtime = 1, 0o755, 1_600_000_000
             info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("latin-1") for k, v in attrs.items()}
             tf.addfile(info, io.BytesIO(b"x"))
+    return raw.getvalue()
+
+
+def _latin1_tar() -> bytes:
+    """A ustar archive whose names are latin-1 bytes, not UTF-8 (as old tars made on such systems)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT, encoding="latin-1") as tf:
+        for name, kind in (("d\u00e9", tarfile.DIRTYPE), ("d\u00e9/caf\u00e9", tarfile.REGTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = kind, 0o755, 1_600_000_000
+            info.size = 1 if kind == tarfile.REGTYPE else 0
+            tf.addfile(info, io.BytesIO(b"x") if kind == tarfile.REGTYPE else None)
     return raw.getvalue()
 
 
@@ -882,6 +896,66 @@ CASES = [
          build_args=("V=cli",)),
     Case("xd-volume-then-copy", "FROM busybox:local\nVOLUME /v\nCOPY a /v/a\nADD t.tar /v/t/\nWORKDIR /v/w\n"
          "COPY --chown=app a /v/owned\n", {"a": "a", "t.tar": _archive()}),
+    Case("xd-base-config-inherited", "FROM pybuild-diff/xd-base-config-inherited-base:1\nRUN echo $0 > /tmp/zero; "
+         "pwd > /tmp/pwd; id > /tmp/id; echo $E > /tmp/e\nWORKDIR $E\nCMD echo child\n",
+         base="FROM busybox:local\nENV E=/srv/env\nSHELL [\"/bin/sh\", \"-xc\"]\nUSER app:nogroup\nWORKDIR rel/w\n"
+              "ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"base\"]\nSTOPSIGNAL SIGUSR2\nEXPOSE 99/udp\nVOLUME /bv\n"
+              "HEALTHCHECK --interval=3s --retries=7 CMD [\"true\"]\nLABEL from=base\n",
+         ignore_paths=("bv",), why="bv: the mount point docker's classic builder commits in a RUN after VOLUME"),
+    Case("xd-onbuild-two-stages", "FROM pybuild-diff/xd-onbuild-two-stages-base:1 AS one\nRUN echo one >> /count\n"
+         "FROM pybuild-diff/xd-onbuild-two-stages-base:1\nCOPY --from=one /count /one-count\n", {"f": "f"},
+         base="FROM busybox:local\nONBUILD RUN echo trig >> /count\nONBUILD COPY f /f\n"),
+    Case("xd-onbuild-meta-arg", "ARG V=meta\nFROM pybuild-diff/xd-onbuild-meta-arg-base:1\n",
+         base="FROM busybox:local\nONBUILD ARG V\nONBUILD RUN echo \"[$V]\" > /v\nONBUILD ENV W=$V\n"),
+    Case("xd-passwd-malformed", "FROM busybox:local\nRUN printf 'weird:x:notnum:alsonot::/:/bin/sh\\n"
+         "sp:x:2100:2100::/:/bin/sh\\n' >> /etc/passwd && printf 'sp:x:2100:\\ng2:x:2200: sp , app\\n"
+         "g3:x:2300:sp\\n' >> /etc/group\nCOPY --chown=sp a /sp\nUSER sp\nRUN id > /tmp/id\n", {"a": "a"}),
+    Case("xd-chown-big-ids", "FROM busybox:local\nCOPY --chown=4000000000:4000000001 a /big\n"
+         "COPY --chown=2147483647:65534 a /max\nUSER 4000000000\n", {"a": "a"}),
+    Case("xd-run-user-out-of-range", "FROM busybox:local\nUSER 4000000000\nRUN id -u > /tmp/u\n", fails=True),
+    Case("xd-user-supplementary-copy-run", "FROM busybox:local\nRUN echo extra:x:777:app >> /etc/group && "
+         "mkdir /g && chown 0:777 /g && chmod 770 /g\nUSER app\nRUN touch /g/made-by-app && id > /g/id\n"
+         "USER app:app\nRUN id > /tmp/id2\n"),
+    Case("xd-copy-from-image-by-name-built", "FROM busybox:local\n"
+         "COPY --from=pybuild-diff/xd-copy-from-image-by-name-built-base:1 /made /made\n"
+         "COPY --from=pybuild-diff/xd-copy-from-image-by-name-built-base:1 --chown=app /made/f /f\n",
+         base="FROM busybox:local\nRUN mkdir -p /made/d && echo f > /made/f && chown 5:6 /made/f && "
+              "ln -s f /made/l\n"),
+    Case("xd-env-multi-refs", "FROM busybox:local\nENV A=a B=${A}b C=\"$B c\" D='$C' E=\\$A F=${A:+x}${B:-y}\n"
+         "ENV A=A2 G=$A H=${G}-${A}\nWORKDIR /$H\nLABEL l=\"$H $D\"\nRUN echo \"$A|$B|$C|$D|$E|$F|$G|$H\" > /o\n"),
+    Case("xd-cmd-entrypoint-matrix", "FROM busybox:local AS a\nENTRYPOINT echo a\nFROM a AS b\nCMD [\"b\"]\n"
+         "FROM b AS c\nENTRYPOINT [\"c\"]\nFROM c AS d\nCMD d shell\nFROM d\nSHELL [\"/bin/ash\", \"-c\"]\n"
+         "ENTRYPOINT e\n"),
+    Case("xd-healthcheck-none-then-new", "FROM busybox:local AS a\nHEALTHCHECK NONE\nFROM a\n"
+         "HEALTHCHECK --interval=5s --timeout=2s --start-period=9s --retries=1 CMD echo \"a b\" | cat\n"),
+    Case("xd-scratch-chown", "FROM scratch\nCOPY --chown=1:2 a /a\nCOPY --chown=3 d /d/\n", {"a": "a", "d/f": "f"},
+         ignore_paths=("etc",), why="etc: docker's container export adds /etc (its init layer) to an image that has none"),
+    Case("xd-scratch-chown-name", "FROM scratch\nCOPY --chown=app a /a\n", {"a": "a"}, fails=True),
+    Case("xd-user-unknown-group-run", "FROM busybox:local\nUSER app:nosuchgroup\nRUN true\n", fails=True),
+    Case("xd-onbuild-escape-directive", "FROM pybuild-diff/xd-onbuild-escape-directive-base:1\n",
+         base="# escape=`\nFROM busybox:local\nONBUILD ENV P=C:\\path\\x Q=\"a`\n  b\"\nONBUILD RUN echo \"$P\" `\n  > /p\n"
+              "ONBUILD LABEL l=\"x\\y\"\n"),
+    Case("xd-add-tar-latin1-names", "FROM busybox:local\nADD l.tar /l/\n", {"l.tar": _latin1_tar()}),
+    Case("xd-context-sparse", "FROM busybox:local\nCOPY . /s/\n", {"small": "s"}, specials={"big": "sparse"}),
+    # The same children on a base docker built (and pybuild loaded from `docker save`).
+    Case("xd-docker-base-onbuild", "FROM pybuild-diff/xd-docker-base-onbuild-base:1 AS mid\n"
+         "RUN pwd > /tmp/pwd; id > /tmp/id\nFROM busybox:local AS builder\nRUN echo b > /b\n"
+         "FROM mid\nRUN ls /ob > /tmp/ls\n",
+         {"src/f": "f", "src/d/g": "g", "a.tar": _archive()}, build_args=("WHO=cli",), base_by_docker=True,
+         same_history=False, why="history: as in xd-onbuild-full-chain",
+         base="FROM busybox:local\nONBUILD ARG WHO=dflt\nONBUILD COPY --chown=app:app src /ob/src/\n"
+              "ONBUILD ADD a.tar /ob/tar/\nONBUILD RUN echo \"$WHO\" > /ob/who && id > /ob/id\n"
+              "ONBUILD USER app\nONBUILD WORKDIR ob-rel\nONBUILD EXPOSE 81/udp 82\n"
+              "ONBUILD HEALTHCHECK --interval=7s --timeout=3s --start-period=1s --retries=2 CMD true\n"
+              "ONBUILD STOPSIGNAL SIGQUIT\nONBUILD ENTRYPOINT [\"sh\"]\nONBUILD CMD [\"-c\", \"x\"]\n"
+              "ONBUILD SHELL [\"/bin/sh\", \"-xc\"]\nONBUILD LABEL who=$WHO\n"),
+    Case("xd-docker-base-config", "FROM pybuild-diff/xd-docker-base-config-base:1\nRUN echo $0 > /tmp/zero; "
+         "pwd > /tmp/pwd; id > /tmp/id; echo $E > /tmp/e\nWORKDIR $E\nCMD echo child\n", base_by_docker=True,
+         base="FROM busybox:local\nRUN mkfifo /p && mkdir /o && rm -rf /etc/shadow && echo x > /o/x && "
+              "chmod 4755 /o/x && echo y > /o/y\nRUN rm -rf /o && mkdir /o && ln /bin/busybox /o/bb\n"
+              "ENV E=/srv/env\nSHELL [\"/bin/sh\", \"-xc\"]\nUSER app:nogroup\nWORKDIR rel/w\n"
+              "ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"base\"]\nSTOPSIGNAL SIGUSR2\nEXPOSE 99/udp\n"
+              "HEALTHCHECK --interval=3s --retries=7 CMD [\"true\"]\nLABEL from=base\n"),
     Case("xd-add-tar-capability", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
@@ -905,6 +979,12 @@ def _write_context(case: Case, ctx: Path, dockerfile: str, extra: dict[str, str 
     for rel, kind in case.specials.items():
         path = ctx / rel
         path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "sparse":
+            with open(path, "wb") as f:
+                f.truncate(4 << 20)
+                f.seek(1 << 20)
+                f.write(b"x")
+            continue
         os.mknod(path, 0o644 | (stat.S_IFIFO if kind == "fifo" else stat.S_IFSOCK))
     for rel, mode in case.modes.items():
         (ctx / rel).chmod(mode)
@@ -934,7 +1014,12 @@ def _build_base(case: Case, docker: str, store_root: Path, tmp_path: Path) -> st
     (ctx / "Dockerfile").write_text(case.base or "")
     d = _docker_build(docker, ctx, tag, ())
     assert d.returncode == 0, d.stderr.decode()
-    run_pybuild("build", "--progress", "plain", "-t", tag, str(ctx), root=store_root, check=True)
+    if case.base_by_docker:
+        archive = tmp_path / "base.tar"
+        subprocess.run([docker, "save", "-o", str(archive), tag], check=True, capture_output=True)
+        run_pybuild("load", "-i", str(archive), root=store_root, check=True)
+    else:
+        run_pybuild("build", "--progress", "plain", "-t", tag, str(ctx), root=store_root, check=True)
     return tag
 
 
