@@ -214,7 +214,12 @@ def plan_stages(
         while todo := sorted(i for i in needed - asked if bases[i][1] is None and bases[i][0].lower() != "scratch"):
             for i in todo:
                 asked.add(i)
-                deps[i] += _uses(stages, stages[i], list(image_triggers(stages[i], bases[i][0])), last_by_name)
+                try:
+                    deps[i] += _uses(stages, stages[i], list(image_triggers(stages[i], bases[i][0])), last_by_name)
+                except StagePlanError as err:  # the line quoted is the image's, not this file's
+                    raise StagePlanError(f"{err.message} (in an ONBUILD trigger of {bases[i][0]})",
+                                         stages[i].from_.location, source_line=stages[i].from_.first_line or None,
+                                         hint=err.hint) from None
             needed = _reachable(stages, deps, target_stage.index)
     levels = _levels(stages, deps, needed)
     planned = tuple(

@@ -956,6 +956,15 @@ CASES = [
               "ENV E=/srv/env\nSHELL [\"/bin/sh\", \"-xc\"]\nUSER app:nogroup\nWORKDIR rel/w\n"
               "ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"base\"]\nSTOPSIGNAL SIGUSR2\nEXPOSE 99/udp\n"
               "HEALTHCHECK --interval=3s --retries=7 CMD [\"true\"]\nLABEL from=base\n"),
+    Case("xd-meta-arg-chain", "ARG A=x\nARG B=${A}-y C\nARG TAG=loc\nFROM busybox:${TAG}al AS s\nARG B\nARG C=c\n"
+         "RUN echo \"[$A][$B][$C]\" > /abc\nFROM s\nARG A\nARG TAG\nRUN echo \"[$A][$TAG]\" > /a2\n",
+         build_args=("A=cli",), ignore_paths=("a2",), same_history=False,
+         why="a2 and its history: a stage FROM another stage inherits its ARGs in BuildKit (pybuild's "
+         "reference), not in docker's classic builder"),
+    Case("xd-meta-arg-unused-in-stage", "ARG V=meta\nFROM busybox:local\nRUN echo \"[$V]\" > /v\nENV E=${V:-unset}\n"),
+    Case("xd-user-group-workdir-copy", "FROM busybox:local\nRUN echo grp:x:4100:app >> /etc/group\n"
+         "USER app:grp\nWORKDIR /wd\nCOPY a .\nRUN touch mine 2>/dev/null; id > /tmp/id; ls -ln /wd > /tmp/ls\n",
+         {"a": "a"}),
     Case("xd-add-tar-capability", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]

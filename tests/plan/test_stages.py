@@ -149,9 +149,11 @@ def test_onbuild_triggers_of_a_base_image_add_dependencies():
     assert p.levels == ((0, 1), (4,))
     assert sorted(asked) == ["busybox", "busybox", "onb:1"]
     later = parse_dockerfile(parse("FROM scratch\nCOPY --from=later /l /l\n")).stages[0].commands
-    with pytest.raises(StagePlanError, match='cannot copy from stage "later"'):
+    with pytest.raises(StagePlanError) as info:
         plan("FROM onb:1 AS first\nFROM busybox AS later\n", target="first",
              image_triggers=lambda stage, name: later if name == "onb:1" else [])
+    assert 'cannot copy from stage "later"' in str(info.value)
+    assert "(in an ONBUILD trigger of onb:1)" in str(info.value) and info.value.line == 1
 
 def test_cycle_through_mounts_is_an_error():
     source = ("FROM a AS one\nRUN --mount=from=two,target=/t ls\n"
