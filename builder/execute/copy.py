@@ -55,8 +55,13 @@ from builder.errors import CopyError, IgnoreFileError, ImageError, SourceLocatio
 from builder.execute.context import BuildContext
 from builder.execute.rootfs import Parts, RootfsView, split_path
 from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
-from builder.layers import whiteout
-from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter
+from builder.layers.tarwriter import (
+    STEP_LAYER_XATTRS,
+    EntryType,
+    LayerStats,
+    TarEntry,
+    TarStreamWriter,
+)
 
 if TYPE_CHECKING:
     from builder.execute.fetch import UrlFetches
@@ -945,13 +950,14 @@ def _open_checked(p: _Planned) -> int | None:
 
 
 def _fd_xattrs(fd: int, drop_caps: bool) -> tuple[tuple[str, bytes], ...]:
+    """The xattrs a copy keeps: file capabilities only (STEP_LAYER_XATTRS), unless chowned."""
     try:
         names = os.listxattr(fd)
     except OSError:
         return ()
     out = []
     for key in sorted(names):
-        if whiteout.is_overlay_xattr(key) or (drop_caps and key == "security.capability"):
+        if key not in STEP_LAYER_XATTRS or (drop_caps and key == "security.capability"):
             continue
         try:
             out.append((key, os.getxattr(fd, key)))

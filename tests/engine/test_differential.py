@@ -129,11 +129,11 @@ _CAP_NET_BIND = b"\x01\x00\x00\x02\x00\x04\x00\x00" + b"\x00" * 12  # vfs_cap_da
 
 
 def _xattr_tar() -> bytes:
-    """A tar whose files carry a file capability as a SCHILY.xattr.security.capability record."""
+    """A tar whose files carry xattrs as SCHILY.xattr.* records: a file capability, user and trusted ones."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, attrs in (("cap", {"security.capability": _CAP_NET_BIND}),
-                            ("d/cap2", {"security.capability": _CAP_NET_BIND})):
+        for name, attrs in (("cap", {"security.capability": _CAP_NET_BIND, "user.u": b"1"}),
+                            ("d/plain", {"user.only": b"x", "trusted.t": b"t"})):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = 1, 0o755, 1_600_000_000
             info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("latin-1") for k, v in attrs.items()}
@@ -878,10 +878,11 @@ CASES = [
     Case("xd-context-special-files", "FROM busybox:local\nCOPY . /ctx/\nCOPY d /d/\n", {"f": "f", "d/g": "g"},
          specials={"pipe": "fifo", "sock": "socket", "d/pipe": "fifo", "d/sock": "socket"}),
     # File capabilities: a COPY from the context drops them (docker chowns every copied file), an
-    # archive's are kept. Only security.capability: other xattrs never reach a docker layer (its
-    # archive records no other), while pybuild keeps them.
-    Case("xd-context-capability", "FROM busybox:local\nCOPY . /x/\nCOPY --chown=app cap /capchown\n",
-         {"cap": "c", "d/f": "f"}, xattrs={"cap": {"security.capability": _CAP_NET_BIND}}),
+    # archive's are kept. No other xattr reaches a layer (docker's archive records no other).
+    Case("xd-context-xattrs", "FROM busybox:local\nCOPY . /x/\nCOPY --chown=app cap /capchown\n",
+         {"cap": "c", "user": "u", "d/f": "f"},
+         xattrs={"cap": {"security.capability": _CAP_NET_BIND, "user.note": b"hi"},
+                 "user": {"user.a": b"1", "trusted.t": b"2"}, "d": {"user.dir": b"d"}}),
     Case("xd-context-hardlink-first-ignored", "FROM busybox:local\nCOPY . /h/\n", {"x": "shared", ".dockerignore": "x\n"},
          hardlinks={"dir/y": "x", "z": "x"}),
     Case("xd-copy-from-non-utf8", "FROM busybox:local AS src\nRUN mkdir -p \"/o/$(printf 'd\\377')\" && "
@@ -965,7 +966,7 @@ CASES = [
     Case("xd-user-group-workdir-copy", "FROM busybox:local\nRUN echo grp:x:4100:app >> /etc/group\n"
          "USER app:grp\nWORKDIR /wd\nCOPY a .\nRUN touch mine 2>/dev/null; id > /tmp/id; ls -ln /wd > /tmp/ls\n",
          {"a": "a"}),
-    Case("xd-add-tar-capability", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
+    Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
 
