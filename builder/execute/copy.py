@@ -17,7 +17,8 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
   ``COPY --from`` without ``--chown`` keeps the source's owners. Modes and
   mtimes are kept unless ``--chmod``, except that a file docker chowns loses
   its setuid bit (and setgid with group exec) and file capabilities, as
-  chown(2) does to it there.
+  chown(2) does to it there. Of the xattrs only file capabilities are copied:
+  docker's layers (and BuildKit's) record no other.
 - Directories the copy creates are 0755: for a file, all of them belong to the
   ``--chown`` user; for a directory source only the dest directory does (its
   parents are root's). Directories that exist are left as they are.
