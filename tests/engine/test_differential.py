@@ -966,6 +966,18 @@ CASES = [
     Case("xd-user-group-workdir-copy", "FROM busybox:local\nRUN echo grp:x:4100:app >> /etc/group\n"
          "USER app:grp\nWORKDIR /wd\nCOPY a .\nRUN touch mine 2>/dev/null; id > /tmp/id; ls -ln /wd > /tmp/ls\n",
          {"a": "a"}),
+    Case("xd-healthcheck-fractions", "FROM busybox:local\nHEALTHCHECK --interval=1.5s "
+         "--timeout=1m0.5s --start-period=1ms --retries=3 CMD [\"true\", \"x y\"]\n"),
+    Case("xd-healthcheck-zero-options", "FROM busybox:local\nHEALTHCHECK --interval=0s --timeout=0s "
+         "--start-period=0s --retries=0 CMD true\n",
+         docker_dockerfile="FROM busybox:local\nHEALTHCHECK CMD true\n",
+         why="a zero duration or retry count means the default in BuildKit (pybuild follows); docker's classic "
+         "builder refuses them"),
+    Case("xd-healthcheck-bad-duration", "FROM busybox:local\nHEALTHCHECK --interval=5 CMD true\n", fails=True),
+    Case("xd-healthcheck-unknown-flag", "FROM busybox:local\nHEALTHCHECK --nope=1 CMD true\n", fails=True),
+    Case("xd-onbuild-copy-dockerignore", "FROM pybuild-diff/xd-onbuild-copy-dockerignore-base:1\n",
+         {".dockerignore": "*.log\nsecret\n", "a.txt": "a", "b.log": "b", "secret/s": "s", "sub/c.log": "c"},
+         base="FROM busybox:local\nONBUILD COPY . /ctx/\nONBUILD ADD *.txt /txt/\n"),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
