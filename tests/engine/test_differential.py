@@ -153,6 +153,27 @@ def _latin1_tar() -> bytes:
     return raw.getvalue()
 
 
+def _pax_sparse_tar() -> bytes:
+    """GNU tar's PAX sparse files (``tar --sparse --format=posix``): 0.1 (the map in a record) and
+    1.0 (the map ahead of the data); the stored bytes are the data segments only."""
+    raw = io.BytesIO()
+    segments = ((1 << 20, b"middle"), ((2 << 20) - 3, b"end"))
+    data = b"".join(d for _, d in segments)
+    numbers = [str(n) for off, d in segments for n in (off, len(d))]
+    one = f"{len(segments)}\n{chr(10).join(numbers)}\n".encode().ljust(512, b"\0") + data
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, pax, body in (
+            ("s01", {"GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.size": str(2 << 20),
+                     "GNU.sparse.numblocks": str(len(segments)), "GNU.sparse.map": ",".join(numbers)}, data),
+            ("s10", {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": str(2 << 20)}, one),
+        ):
+            info = tarfile.TarInfo(f"GNUSparseFile.0/{name}")
+            info.size, info.mode, info.mtime = len(body), 0o644, 1_600_000_000
+            info.pax_headers = {"GNU.sparse.name": f"d/{name}", **pax}
+            tf.addfile(info, io.BytesIO(body))
+    return raw.getvalue()
+
+
 def _gzip(data: bytes) -> bytes:
     import gzip
 
@@ -978,6 +999,11 @@ CASES = [
     Case("xd-onbuild-copy-dockerignore", "FROM pybuild-diff/xd-onbuild-copy-dockerignore-base:1\n",
          {".dockerignore": "*.log\nsecret\n", "a.txt": "a", "b.log": "b", "secret/s": "s", "sub/c.log": "c"},
          base="FROM busybox:local\nONBUILD COPY . /ctx/\nONBUILD ADD *.txt /txt/\n"),
+    Case("xd-copy-glob-escapes", "FROM busybox:local\nCOPY \\[a\\].txt /x/\nCOPY [[]a].txt /y/\nCOPY \\*star /z/\n"
+         "COPY q\\?.txt /q/\n", {"[a].txt": "brackets", "a.txt": "a", "*star": "star", "xstar": "x", "q?.txt": "q",
+                                  "qq.txt": "qq"}),
+    Case("xd-copy-literal-glob-name", "FROM busybox:local\nCOPY [a].txt /w/\n", {"[a].txt": "brackets", "a.txt": "a"}),
+    Case("xd-add-tar-pax-sparse", "FROM busybox:local\nADD s.tar /s/\n", {"s.tar": _pax_sparse_tar()}),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
