@@ -855,11 +855,13 @@ def _valid_port(text: str) -> bool:
 
 
 def _valid_signal(text: str) -> bool:
-    """docker's signal.ParseSignal: a number (1..64) or a name, with or without SIG."""
+    """docker's (and BuildKit's) signal.ParseSignal: any number but 0 (strconv.Atoi: a sign and
+    ASCII digits, in int64), or a name, with or without SIG."""
     import signal
 
-    if text.isascii() and text.isdigit():
-        return 0 < int(text) <= signal.SIGRTMAX
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if digits.isascii() and digits.isdigit():
+        return int(text) != 0 and -(1 << 63) <= int(text) < 1 << 63
     name = text.upper().removeprefix("SIG")
     if name in signal.Signals.__members__ or f"SIG{name}" in signal.Signals.__members__:
         return True

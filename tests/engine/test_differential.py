@@ -174,6 +174,21 @@ def _pax_sparse_tar() -> bytes:
     return raw.getvalue()
 
 
+def _git_archive_like_tar() -> bytes:
+    """What `git archive` writes: a PAX global header (the commit id) first, then the files."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "0123456789abcdef0123456789abcdef01234567"}) as tf:
+        for name, kind, mode in (("proj", tarfile.DIRTYPE, 0o775), ("proj/README", tarfile.REGTYPE, 0o664)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = kind, mode, 1_600_000_000
+            info.uname = info.gname = "root"
+            data = b"readme\n" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
 def _gzip(data: bytes) -> bytes:
     import gzip
 
@@ -1004,6 +1019,10 @@ CASES = [
                                   "qq.txt": "qq"}),
     Case("xd-copy-literal-glob-name", "FROM busybox:local\nCOPY [a].txt /w/\n", {"[a].txt": "brackets", "a.txt": "a"}),
     Case("xd-add-tar-pax-sparse", "FROM busybox:local\nADD s.tar /s/\n", {"s.tar": _pax_sparse_tar()}),
+    Case("xd-add-tar-global-header", "FROM busybox:local\nADD g.tar /g/\n", {"g.tar": _git_archive_like_tar()}),
+    # Any number but 0 is a stop signal to docker (signal.ParseSignal), as written.
+    Case("xd-stopsignal-any-number", "FROM busybox:local\nSTOPSIGNAL 65\nSTOPSIGNAL -3\nSTOPSIGNAL +7\n"),
+    Case("xd-stopsignal-number-overflow", "FROM busybox:local\nSTOPSIGNAL 99999999999999999999\n", fails=True),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
