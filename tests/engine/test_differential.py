@@ -1023,6 +1023,10 @@ CASES = [
     # Any number but 0 is a stop signal to docker (signal.ParseSignal), as written.
     Case("xd-stopsignal-any-number", "FROM busybox:local\nSTOPSIGNAL 65\nSTOPSIGNAL -3\nSTOPSIGNAL +7\n"),
     Case("xd-stopsignal-number-overflow", "FROM busybox:local\nSTOPSIGNAL 99999999999999999999\n", fails=True),
+    # docker (and BuildKit) decode one JSON value: text after the array is ignored, not shell form.
+    Case("xd-json-trailing-text", "FROM busybox:local\nSHELL [\"/bin/sh\", \"-c\"] ignored\n"
+         "RUN [\"sh\", \"-c\", \"echo hi > /o\"] && false\nCOPY [\"a\", \"/b/\"] junk\nVOLUME [\"/v\"] /w\n"
+         "ENTRYPOINT [\"/bin/echo\"]x\nCMD [\"a\"] [\"b\"]\nHEALTHCHECK CMD [\"true\"] tail\n", {"a": "a"}),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
