@@ -1027,6 +1027,8 @@ CASES = [
     Case("xd-json-trailing-text", "FROM busybox:local\nSHELL [\"/bin/sh\", \"-c\"] ignored\n"
          "RUN [\"sh\", \"-c\", \"echo hi > /o\"] && false\nCOPY [\"a\", \"/b/\"] junk\nVOLUME [\"/v\"] /w\n"
          "ENTRYPOINT [\"/bin/echo\"]x\nCMD [\"a\"] [\"b\"]\nHEALTHCHECK CMD [\"true\"] tail\n", {"a": "a"}),
+    Case("xd-env-name-expands-to-nothing", "FROM busybox:local\nENV A=1 $UNDEF=x\n", fails=True),
+    Case("xd-label-name-expands-to-nothing", "FROM busybox:local\nLABEL $UNDEF=x\n"),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
