@@ -825,9 +825,7 @@ class _Planner:
 
 def _dest_parts(spec: CopySpec, dest_view: RootfsView) -> tuple[Parts, bool]:
     """The resolved dest path inside the image, and whether it was written as a directory."""
-    dest = spec.dest
-    if not dest:
-        raise spec.error("no destination given")
+    dest = spec.dest  # an empty one (an unset variable) is the WORKDIR, as in docker and BuildKit
     # Cleaned as a string first ("/link/../x" is "/x"), then resolved in the image, as docker does.
     full = go_clean(dest if dest.startswith("/") else posixpath.join(spec.workdir or "/", dest))
     is_dir = dest.endswith("/") or dest == "."  # docker: "/x/." names the file /x

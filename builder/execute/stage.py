@@ -835,9 +835,9 @@ def _summary_inputs(inputs: StepInputs) -> str:
 def _port_specs(port: str) -> list[str]:
     """``8000-8002/udp`` -> one spec per port, as docker's nat.ParsePortSpecs expands a range
     (``[ip:]hostport:port`` exposes the container port); ValueError with docker's words."""
-    number, _, proto = port.lower().partition("/")
+    number, *protos = port.lower().split("/")  # nat.SplitProtoPort: the second part, if any
     number = number.rsplit(":", 1)[-1]
-    proto = proto or "tcp"
+    proto = protos[0] if protos and protos[0] else "tcp"
     if proto not in ("tcp", "udp", "sctp"):
         raise ValueError(f"Invalid proto: {proto}")
     start, sep, end = number.partition("-")

@@ -1029,6 +1029,11 @@ CASES = [
          "ENTRYPOINT [\"/bin/echo\"]x\nCMD [\"a\"] [\"b\"]\nHEALTHCHECK CMD [\"true\"] tail\n", {"a": "a"}),
     Case("xd-env-name-expands-to-nothing", "FROM busybox:local\nENV A=1 $UNDEF=x\n", fails=True),
     Case("xd-label-name-expands-to-nothing", "FROM busybox:local\nLABEL $UNDEF=x\n"),
+    # An empty dest (an unset variable) is the WORKDIR.
+    Case("xd-copy-empty-dest", "FROM busybox:local\nWORKDIR /w\nCOPY a \"\"\nARG D\nCOPY [\"b\", \"\"]\n"
+         "ADD t.tar $D\nWORKDIR /\nCOPY c $D\n", {"a": "a", "b": "b", "c": "c", "t.tar": _archive()}),
+    Case("xd-copy-empty-dest-multi", "FROM busybox:local\nARG D\nCOPY a b $D\n", {"a": "a", "b": "b"}, fails=True),
+    Case("xd-expose-extra-slashes", "FROM busybox:local\nEXPOSE 80/tcp/udp 81/UDP/x 82// 127.0.0.1:83:84/udp/\n"),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]

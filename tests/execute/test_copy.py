@@ -213,6 +213,10 @@ def test_file_to_existing_dir_and_workdir(ctx: BuildContext, base: RootfsView) -
     assert "existing/f1" in out
     out = layer(spec("f1", dest="new", workdir="/w/d"), ctx, base)
     assert out["w/d/new"].isfile() and out["w"].isdir()
+    out = layer(spec("f1", dest="", workdir="/existing"), ctx, base)  # `COPY f1 $UNSET`: the WORKDIR
+    assert "existing/f1" in out
+    with pytest.raises(CopyError, match="more than one source file"):
+        layer(spec("f1", "d2", dest="", workdir="/existing"), ctx, base)
 
 
 # -- escapes -----------------------------------------------------------------------------------
