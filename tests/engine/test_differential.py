@@ -1034,6 +1034,9 @@ CASES = [
          "ADD t.tar $D\nWORKDIR /\nCOPY c $D\n", {"a": "a", "b": "b", "c": "c", "t.tar": _archive()}),
     Case("xd-copy-empty-dest-multi", "FROM busybox:local\nARG D\nCOPY a b $D\n", {"a": "a", "b": "b"}, fails=True),
     Case("xd-expose-extra-slashes", "FROM busybox:local\nEXPOSE 80/tcp/udp 81/UDP/x 82// 127.0.0.1:83:84/udp/\n"),
+    Case("xd-user-number-forms", "FROM busybox:local\nUSER 01000\nRUN id > /tmp/i1\nUSER 1000:\nRUN id > /tmp/i2\n"
+         "USER 0:01000\nRUN id > /tmp/i3\nUSER root\nCOPY --chown=05:06 a /x\nRUN echo ~ $HOME $USER > /h\n",
+         {"a": "a"}),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
