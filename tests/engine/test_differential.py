@@ -1037,6 +1037,11 @@ CASES = [
     Case("xd-user-number-forms", "FROM busybox:local\nUSER 01000\nRUN id > /tmp/i1\nUSER 1000:\nRUN id > /tmp/i2\n"
          "USER 0:01000\nRUN id > /tmp/i3\nUSER root\nCOPY --chown=05:06 a /x\nRUN echo ~ $HOME $USER > /h\n",
          {"a": "a"}),
+    Case("xd-onbuild-copy-from-index-and-image", "FROM busybox:local\nRUN echo zero > /z\n"
+         "FROM busybox:local AS named\nRUN echo n > /n\nFROM pybuild-diff/xd-onbuild-copy-from-index-and-image-base:1 AS c\n"
+         "FROM c\n",
+         base="FROM busybox:local\nONBUILD COPY --from=0 /z /z\nONBUILD COPY --from=named /n /n\n"
+              "ONBUILD COPY --from=busybox:local /bin/busybox /bb\n"),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
