@@ -189,6 +189,12 @@ def _git_archive_like_tar() -> bytes:
     return raw.getvalue()
 
 
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
 def _gzip(data: bytes) -> bytes:
     import gzip
 
@@ -1042,6 +1048,10 @@ CASES = [
          "FROM c\n",
          base="FROM busybox:local\nONBUILD COPY --from=0 /z /z\nONBUILD COPY --from=named /n /n\n"
               "ONBUILD COPY --from=busybox:local /bin/busybox /bb\n"),
+    Case("xd-add-tar-zstd", "FROM busybox:local\nADD a.tar.zst /z/\n", {"a.tar.zst": _zstd(_archive())},
+         docker_dockerfile="FROM busybox:local\nADD a.tar /z/\n", docker_files={"a.tar": _archive()},
+         why="a zstd archive is unpacked as BuildKit (and docker since 23.0) do; docker 20.10's classic "
+         "builder copies it as a file"),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
 ]
