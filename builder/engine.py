@@ -657,7 +657,7 @@ def _image_triggers(resolver: BaseResolver, dockerfile_name: str, stage: ins_.St
         if not image.config_file().config.on_build:
             return []
         return _triggers(image, dockerfile_name, replace(stage.from_, base_name=name))
-    except (PybuildError, OSError):  # planning only: the FROM step reports the real error
+    except Exception:  # a best-effort look ahead: the FROM step resolves it again and reports why
         return []
 
 
