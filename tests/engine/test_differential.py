@@ -1048,6 +1048,12 @@ CASES = [
          "FROM c\n",
          base="FROM busybox:local\nONBUILD COPY --from=0 /z /z\nONBUILD COPY --from=named /n /n\n"
               "ONBUILD COPY --from=busybox:local /bin/busybox /bb\n"),
+    Case("xd-copy-from-capability", "FROM busybox:local AS s\nADD x.tar /x/\nFROM busybox:local\n"
+         "COPY --from=s /x /kept\nCOPY --from=s --chown=app /x /chowned\nCOPY --from=s /x/cap /x/d/plain /files/\n",
+         {"x.tar": _xattr_tar()}, ignore_paths=("files/cap",),
+         why="files/cap: docker's classic builder copies a single file with a tar header of its own that "
+         "carries no xattrs (CopyFileWithTar), so it loses its capability where a directory copy keeps it; "
+         "BuildKit (and pybuild) keep it"),
     Case("xd-add-tar-zstd", "FROM busybox:local\nADD a.tar.zst /z/\n", {"a.tar.zst": _zstd(_archive())},
          docker_dockerfile="FROM busybox:local\nADD a.tar /z/\n", docker_files={"a.tar": _archive()},
          why="a zstd archive is unpacked as BuildKit (and docker since 23.0) do; docker 20.10's classic "
