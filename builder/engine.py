@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -350,6 +351,11 @@ class Build:
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries), named=named,
                                 source_date_epoch=env.source_date_epoch, git=self.git_sources())
+        if len(dockerfile.stages) > 1:
+            plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
+                               is_named_context=_named_predicate(named),
+                               image_triggers=partial(_image_triggers, replace(resolver, metadata_only=True),
+                                                      dockerfile_name))
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
         total_steps = sum(len(stages[i].commands) + 1 for i in needed)
@@ -667,6 +673,19 @@ def _stage_index(stages: Sequence[ins_.Stage], name: str, before: int) -> int | 
         if stage.name is not None and stage.name == name.lower():
             found = stage.index
     return found
+
+
+def _image_triggers(resolver: BaseResolver, dockerfile_name: str, stage: ins_.Stage, name: str,
+                    ) -> list[ins_.Instruction]:
+    """A base image's ONBUILD triggers for planning (what stages they copy from); none when the
+    image cannot be read yet: its FROM step then reports why, with the Dockerfile line."""
+    try:
+        image = resolver.resolve(name)
+        if not image.config_file().config.on_build:
+            return []
+        return _triggers(image, dockerfile_name, replace(stage.from_, base_name=name))
+    except Exception:  # a best-effort look ahead: the FROM step resolves it again and reports why
+        return []
 
 
 def _triggers(base: Image, dockerfile_name: str, from_: ins_.From) -> list[ins_.Instruction]:

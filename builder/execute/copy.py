@@ -17,7 +17,8 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
   ``COPY --from`` without ``--chown`` keeps the source's owners. Modes and
   mtimes are kept unless ``--chmod``, except that a file docker chowns loses
   its setuid bit (and setgid with group exec) and file capabilities, as
-  chown(2) does to it there.
+  chown(2) does to it there. Of the xattrs only file capabilities are copied:
+  docker's layers (and BuildKit's) record no other.
 - Directories the copy creates are 0755: for a file, all of them belong to the
   ``--chown`` user; for a directory source only the dest directory does (its
   parents are root's). Directories that exist are left as they are.
@@ -56,8 +57,13 @@ from builder.execute.context import BuildContext
 from builder.execute.rootfs import Parts, RootfsView, split_path
 from builder.execute.urls import redact_credentials
 from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
-from builder.layers import whiteout
-from builder.layers.tarwriter import EntryType, LayerStats, TarEntry, TarStreamWriter
+from builder.layers.tarwriter import (
+    STEP_LAYER_XATTRS,
+    EntryType,
+    LayerStats,
+    TarEntry,
+    TarStreamWriter,
+)
 
 if TYPE_CHECKING:
     from builder.execute.fetch import UrlFetches
@@ -821,9 +827,7 @@ class _Planner:
 
 def _dest_parts(spec: CopySpec, dest_view: RootfsView) -> tuple[Parts, bool]:
     """The resolved dest path inside the image, and whether it was written as a directory."""
-    dest = spec.dest
-    if not dest:
-        raise spec.error("no destination given")
+    dest = spec.dest  # an empty one (an unset variable) is the WORKDIR, as in docker and BuildKit
     # Cleaned as a string first ("/link/../x" is "/x"), then resolved in the image, as docker does.
     full = go_clean(dest if dest.startswith("/") else posixpath.join(spec.workdir or "/", dest))
     is_dir = dest.endswith("/") or dest == "."  # docker: "/x/." names the file /x
@@ -947,13 +951,14 @@ def _open_checked(p: _Planned) -> int | None:
 
 
 def _fd_xattrs(fd: int, drop_caps: bool) -> tuple[tuple[str, bytes], ...]:
+    """The xattrs a copy keeps: file capabilities only (STEP_LAYER_XATTRS), unless chowned."""
     try:
         names = os.listxattr(fd)
     except OSError:
         return ()
     out = []
     for key in sorted(names):
-        if whiteout.is_overlay_xattr(key) or (drop_caps and key == "security.capability"):
+        if key not in STEP_LAYER_XATTRS or (drop_caps and key == "security.capability"):
             continue
         try:
             out.append((key, os.getxattr(fd, key)))

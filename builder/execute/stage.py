@@ -888,9 +888,9 @@ def _summary_inputs(inputs: StepInputs) -> str:
 def _port_specs(port: str) -> list[str]:
     """``8000-8002/udp`` -> one spec per port, as docker's nat.ParsePortSpecs expands a range
     (``[ip:]hostport:port`` exposes the container port); ValueError with docker's words."""
-    number, _, proto = port.lower().partition("/")
+    number, *protos = port.lower().split("/")  # nat.SplitProtoPort: the second part, if any
     number = number.rsplit(":", 1)[-1]
-    proto = proto or "tcp"
+    proto = protos[0] if protos and protos[0] else "tcp"
     if proto not in ("tcp", "udp", "sctp"):
         raise ValueError(f"Invalid proto: {proto}")
     start, sep, end = number.partition("-")
@@ -908,11 +908,13 @@ def _valid_port(text: str) -> bool:
 
 
 def _valid_signal(text: str) -> bool:
-    """docker's signal.ParseSignal: a number (1..64) or a name, with or without SIG."""
+    """docker's (and BuildKit's) signal.ParseSignal: any number but 0 (strconv.Atoi: a sign and
+    ASCII digits, in int64), or a name, with or without SIG."""
     import signal
 
-    if text.isascii() and text.isdigit():
-        return 0 < int(text) <= signal.SIGRTMAX
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if digits.isascii() and digits.isdigit():
+        return int(text) != 0 and -(1 << 63) <= int(text) < 1 << 63
     name = text.upper().removeprefix("SIG")
     if name in signal.Signals.__members__ or f"SIG{name}" in signal.Signals.__members__:
         return True

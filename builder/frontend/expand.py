@@ -256,8 +256,11 @@ class Scope:
         if isinstance(ins, Arg):
             return self._apply_arg(ins)
         expanded = self.expand(ins)
-        if isinstance(expanded, Env):
-            for pair in expanded.pairs:
+        if isinstance(ins, Env) and isinstance(expanded, Env):
+            for written, pair in zip(ins.pairs, expanded.pairs, strict=True):
+                if not pair.key:  # docker refuses it here; kept, it fails every later RUN in runc
+                    raise ins.error(f"ENV names can not be blank: {written.key} expands to nothing",
+                                    ExpansionError)
                 self.config_env[pair.key] = pair.value
                 self.env.pop(pair.key, None)
                 self.env[pair.key] = pair.value

@@ -581,13 +581,15 @@ def parse_json_array(rest: str) -> tuple[str, ...] | None:
     """The strings of an exec-form array, or None when ``rest`` is not a JSON array.
 
     A valid array with a non-string element is an error (BuildKit refuses it
-    rather than falling back to shell form).
+    rather than falling back to shell form). What follows the array is ignored:
+    docker and BuildKit decode one JSON value (``json.Decoder.Decode``), so
+    ``CMD ["a"] b`` is ``CMD ["a"]``.
     """
     text = rest.lstrip(GO_SPACE)
     if not text.startswith("["):
         return None
     try:
-        value = _JSON.decode(text)
+        value, _ = _JSON.raw_decode(text)
     except (ValueError, RecursionError):
         return None
     if not isinstance(value, list):

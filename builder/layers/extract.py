@@ -23,7 +23,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
@@ -88,6 +88,7 @@ def _cstr(raw: bytes) -> bytes:
 
 def _parse_pax(data: bytes, offset: int) -> dict[str, bytes]:
     records: dict[str, bytes] = {}
+    sparse_map: list[bytes] = []
     pos = 0
     while pos < len(data):
         if data[pos] == 0:
@@ -103,9 +104,44 @@ def _parse_pax(data: bytes, offset: int) -> dict[str, bytes]:
         key, eq, value = data[space + 1 : end - 1].partition(b"=")
         if not eq:
             raise _Corrupt(f"corrupt layer tar: bad PAX record in the header at byte {offset}")
-        records[key.decode("utf-8", "surrogateescape")] = value
+        name = key.decode("utf-8", "surrogateescape")
+        if name in ("GNU.sparse.offset", "GNU.sparse.numbytes"):
+            # GNU sparse 0.0 repeats these two in order: collected into a 0.1-style map, as Go does.
+            sparse_map.append(value)
+        records[name] = value
         pos = end
+    if sparse_map:
+        records["GNU.sparse.map"] = b",".join(sparse_map)
     return records
+
+
+def _sparse_version(pax: dict[str, bytes]) -> str | None:
+    """Which PAX GNU sparse format an entry uses, if any (Go's readGNUSparsePAXHeaders)."""
+    major, minor = pax.get("GNU.sparse.major"), pax.get("GNU.sparse.minor")
+    if (major, minor) in ((b"0", b"0"), (b"0", b"1")):
+        return "0.1"
+    if (major, minor) == (b"1", b"0"):
+        return "1.0"
+    if major is not None or minor is not None:
+        return None  # an unknown version: the entry is read as the plain file it claims to be
+    return "0.1" if pax.get("GNU.sparse.map") else None
+
+
+def _sparse_map(numbers: list[bytes], real_size: int, stored: int, name: str, offset: int) -> list[tuple[int, int]]:
+    """GNU sparse (offset, length) pairs, checked: in order, inside the file, adding up to what is stored."""
+    bad = _Corrupt(f"corrupt layer tar: bad sparse map for '{name}' in the header at byte {offset}")
+    if len(numbers) % 2 or not all(n.isdigit() for n in numbers):
+        raise bad
+    values = [int(n) for n in numbers]
+    pairs = list(zip(values[0::2], values[1::2], strict=True))
+    end = 0
+    for start, length in pairs:
+        if start < end or start + length > real_size:
+            raise bad
+        end = start + length
+    if sum(length for _, length in pairs) != stored:
+        raise bad
+    return pairs
 
 
 def _pax_int(records: dict[str, bytes], key: str, offset: int) -> int | None:
@@ -135,6 +171,8 @@ class TarReader:
         self._remaining = 0  # unread content bytes of the current entry
         self._padding = 0
         self._current = ""
+        self._sparse: list[tuple[int, int]] | None = None  # (offset, length) of the stored data
+        self._real_size = 0  # a sparse file's size, holes included
 
     def _refill(self) -> bool:
         chunk = self._stream.read(_CHUNK)
@@ -252,14 +290,14 @@ class TarReader:
                 raise ImageError(f"layer entry '{name}' is a {what}, which pybuild does not support")
             uid = gid = mtime = None
             xattrs: tuple[tuple[str, bytes], ...] = ()
+            sparse_version = None
             if pax:
-                if any(k.startswith("GNU.sparse.") for k in pax):
-                    raise ImageError(
-                        f"layer entry '{name}' is a sparse file, which pybuild does not support"
-                    )
                 pax_size = _pax_int(pax, "size", offset)
                 if pax_size is not None:
                     size = pax_size
+                sparse_version = _sparse_version(pax)
+                if sparse_version is not None and "GNU.sparse.name" in pax:
+                    name = pax["GNU.sparse.name"].decode(_FS_ENCODING, "surrogateescape")
                 uid = _pax_int(pax, "uid", offset)
                 gid = _pax_int(pax, "gid", offset)
                 mtime = _pax_int(pax, "mtime", offset)
@@ -282,24 +320,75 @@ class TarReader:
                 devminor=_num(block[337:345], "devminor", offset) if device else 0,
                 xattrs=xattrs,
             )
-            pax = {}
-            long_name = long_link = None
             # Hardlinks and others may still carry a size; its bytes are skipped.
             self._remaining = size
             self._padding = -size % BLOCK
             self._current = entry.name
+            self._sparse = None
+            if sparse_version is not None and kind_type is EntryType.FILE:
+                entry = self._open_sparse(entry, pax, sparse_version, offset)
+            pax = {}
+            long_name = long_link = None
             yield entry
 
+    def _open_sparse(self, entry: TarEntry, pax: dict[str, bytes], version: str, offset: int) -> TarEntry:
+        """A GNU sparse file in PAX form (0.0, 0.1, 1.0), as GNU tar --sparse --format=posix writes
+        it and Go's archive/tar (docker's) reads it: the stored bytes are the data segments."""
+        real = _pax_int(pax, "GNU.sparse.size", offset)
+        if real is None:
+            real = _pax_int(pax, "GNU.sparse.realsize", offset)
+        if real is None or real < 0:
+            raise _Corrupt(f"corrupt layer tar: sparse file '{entry.name}' without its size at byte {offset}")
+        if version == "1.0":
+            # The map leads the data: decimal numbers, one a line (the count, then the pairs), in blocks.
+            bad = _Corrupt(f"corrupt layer tar: bad sparse map for '{entry.name}' at byte {offset}")
+            text = b""
+            while True:
+                if self._remaining < BLOCK or len(text) >= MAX_META_SIZE:
+                    raise bad
+                block = self._take(BLOCK)
+                if len(block) != BLOCK:
+                    raise self._truncated(f"the sparse map of '{entry.name}'")
+                self._remaining -= BLOCK
+                text += block
+                lines = text.split(b"\n")
+                if not lines[0].isdigit():
+                    raise bad
+                count = int(lines[0])
+                if len(lines) - 1 >= 1 + 2 * count:
+                    numbers = lines[1 : 1 + 2 * count]
+                    break
+        else:
+            raw = pax.get("GNU.sparse.map", b"")
+            numbers = raw.split(b",") if raw else []
+            blocks = pax.get("GNU.sparse.numblocks", b"")
+            if not blocks.isdigit() or len(numbers) != 2 * int(blocks):  # as Go checks it
+                raise _Corrupt(f"corrupt layer tar: bad sparse map for '{entry.name}' at byte {offset}")
+        self._sparse = _sparse_map(numbers, real, self._remaining, entry.name, offset)
+        self._real_size = real
+        return replace(entry, size=real)
+
     def copy_to_fd(self, fd: int) -> int:
-        """Write the current entry's content to ``fd``; returns the byte count."""
+        """Write the current entry's content to ``fd``; returns the byte count (a sparse
+        file's size, its holes left as holes)."""
+        if self._sparse is not None:
+            segments, self._sparse = self._sparse, None
+            for start, length in segments:
+                os.lseek(fd, start, os.SEEK_SET)
+                self._copy(fd, length)
+            os.ftruncate(fd, self._real_size)
+            return self._real_size
+        return self._copy(fd, self._remaining)
+
+    def _copy(self, fd: int, count: int) -> int:
         done = 0
-        while self._remaining:
+        while done < count:
             avail = len(self._buf) - self._pos
             if not avail:
                 if not self._refill():
                     raise self._truncated(f"the content of '{self._current}'")
                 continue
-            k = min(avail, self._remaining)
+            k = min(avail, count - done)
             write_all(fd, memoryview(self._buf)[self._pos : self._pos + k])
             self._pos += k
             self.offset += k
@@ -309,11 +398,19 @@ class TarReader:
 
     def read_data(self) -> bytes:
         """The current entry's content, for small entries only."""
+        segments, self._sparse = self._sparse, None
         data = self._take(self._remaining)
         if len(data) != self._remaining:
             raise self._truncated(f"the content of '{self._current}'")
         self._remaining = 0
-        return data
+        if segments is None:
+            return data
+        out = bytearray(self._real_size)
+        pos = 0
+        for start, length in segments:
+            out[start : start + length] = data[pos : pos + length]
+            pos += length
+        return bytes(out)
 
     def skip_data(self) -> None:
         """Skip what is left of the current entry's content and padding."""

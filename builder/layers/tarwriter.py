@@ -366,6 +366,12 @@ def xattr_names(path: str | Path) -> list[str]:
         raise
 
 
+# The one xattr docker's archive and containerd's diff writer (BuildKit's) put in a layer a build
+# step makes: file capabilities. Others (user.*, trusted.*, security.selinux) are the build host's
+# metadata, not image content, and must not leak into the image from the context or a RUN.
+STEP_LAYER_XATTRS = frozenset({"security.capability"})
+
+
 def read_xattrs(
     path: str | Path, names: list[str] | None = None, *, upper_dir: bool = False
 ) -> tuple[tuple[str, bytes], ...]:
@@ -672,7 +678,7 @@ def _write_tree(
             continue
         names = xattr_names(path)
         opaque = _check_overlay_xattrs(path, st, names) if names else False
-        xattrs = read_xattrs(path, names, upper_dir=True)
+        xattrs = read_xattrs(path, [n for n in names if n in STEP_LAYER_XATTRS]) if names else ()
         writer.add_path(name, path, st=st, xattrs=xattrs)
         if opaque:
             writer.add(TarEntry(

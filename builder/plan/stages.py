@@ -5,7 +5,9 @@ later duplicate name rebinds it); ``COPY --from`` takes a stage name, a 0-based
 index or, failing both, an image, and the stage must come before the current
 one; ``RUN --mount=from=`` takes a stage name (any position, as long as no
 cycle forms) or an image. ONBUILD triggers of a parent stage count as the
-child's own instructions. ``--target`` picks the last stage of that name,
+child's own instructions, and so do a base image's (``image_triggers``, asked
+only for the stages the target reaches): ``ONBUILD COPY --from=builder`` in an
+image needs the child Dockerfile's ``builder`` stage, as docker's builder has it. ``--target`` picks the last stage of that name,
 otherwise the last stage is built. Only the stages the target reaches are
 planned; ``levels`` groups them so that a stage runs after all it needs.
 """
@@ -13,7 +15,7 @@ planned; ``levels`` groups them so that a stage runs after all it needs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from builder.errors import StagePlanError
@@ -158,11 +160,13 @@ def plan_stages(
     target: str | None = None,
     build_args: Mapping[str, str] | None = None,
     is_named_context: Callable[[str], bool] | None = None,
+    image_triggers: Callable[[Stage, str], Sequence[Instruction]] | None = None,
 ) -> StagePlan:
     """The DAG of stages the target needs; StagePlanError (with file:line) when it cannot be built.
 
     A name ``is_named_context`` accepts (``--build-context``) replaces a stage of the same
-    name, as in BuildKit: it is a source, not a stage.
+    name, as in BuildKit: it is a source, not a stage. ``image_triggers`` gives the ONBUILD
+    triggers of a stage's base image (by its expanded name), parsed; none when not known yet.
     """
     stages = dockerfile.stages
     last_by_name = _last_by_name
@@ -200,26 +204,23 @@ def plan_stages(
             found.append(Dependency(DepKind.FROM, stage.from_.start_line, stage=base_stage))
         elif base.lower() != "scratch":
             found.append(Dependency(DepKind.FROM, stage.from_.start_line, image=base))
-        for ins in _commands(stage) + _inherited_triggers(stages, base_stage):
-            if isinstance(ins, Copy) and ins.from_:
-                found.append(_copy_source(stages, stage, ins, last_by_name))
-            elif isinstance(ins, Run):
-                for mount in ins.mounts:
-                    if mount.from_:
-                        source = last_by_name(stages, mount.from_)
-                        if source is not None and source.index == stage.index:
-                            raise _error(
-                                f"circular dependency detected on stage: {stage.display_name()}", ins
-                            )
-                        found.append(Dependency(
-                            DepKind.MOUNT, ins.start_line,
-                            stage=source.index if source is not None else None,
-                            image=None if source is not None else mount.from_,
-                        ))
+        found += _uses(stages, stage, _commands(stage) + _inherited_triggers(stages, base_stage), last_by_name)
         deps[stage.index] = found
 
     target_stage = _target(dockerfile, target)
     needed = _reachable(stages, deps, target_stage.index)
+    if image_triggers is not None and len(stages) > 1:
+        asked: set[int] = set()
+        while todo := sorted(i for i in needed - asked if bases[i][1] is None and bases[i][0].lower() != "scratch"):
+            for i in todo:
+                asked.add(i)
+                try:
+                    deps[i] += _uses(stages, stages[i], list(image_triggers(stages[i], bases[i][0])), last_by_name)
+                except StagePlanError as err:  # the line quoted is the image's, not this file's
+                    raise StagePlanError(f"{err.message} (in an ONBUILD trigger of {bases[i][0]})",
+                                         stages[i].from_.location, source_line=stages[i].from_.first_line or None,
+                                         hint=err.hint) from None
+            needed = _reachable(stages, deps, target_stage.index)
     levels = _levels(stages, deps, needed)
     planned = tuple(
         PlannedStage(
@@ -236,6 +237,27 @@ def plan_stages(
         if s.index in needed
     )
     return StagePlan(target=target_stage.index, stages=planned, total=len(stages))
+
+
+def _uses(stages: tuple[Stage, ...], stage: Stage, commands: list[Instruction],
+          last_by_name: Callable[..., Stage | None]) -> list[Dependency]:
+    """The stages and images ``commands`` read from: ``COPY --from`` and ``RUN --mount=from``."""
+    found: list[Dependency] = []
+    for ins in commands:
+        if isinstance(ins, Copy) and ins.from_:
+            found.append(_copy_source(stages, stage, ins, last_by_name))
+        elif isinstance(ins, Run):
+            for mount in ins.mounts:
+                if mount.from_:
+                    source = last_by_name(stages, mount.from_)
+                    if source is not None and source.index == stage.index:
+                        raise _error(f"circular dependency detected on stage: {stage.display_name()}", ins)
+                    found.append(Dependency(
+                        DepKind.MOUNT, ins.start_line,
+                        stage=source.index if source is not None else None,
+                        image=None if source is not None else mount.from_,
+                    ))
+    return found
 
 
 def _copy_source(stages: tuple[Stage, ...], stage: Stage, ins: Copy,

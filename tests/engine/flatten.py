@@ -1,7 +1,7 @@
 """Flattened views of an image built by docker and by pybuild, for differential tests.
 
-A tree is a dict path -> (type, mode, uid, gid, size, sha256 or link target); a
-config is the subset of docker's container config a Dockerfile can change.
+A tree is a dict path -> (type, mode, uid, gid, size, sha256 or link target), with
+the entry's xattrs appended where it has any; a config is the subset of docker's container config a Dockerfile can change.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ def tree_from_tar(path: Path, ignore: set[str] = frozenset()) -> dict[str, tuple
                 tree[name] = ("hardlink", _clean(m.linkname))
             else:
                 tree[name] = ("other", m.type, m.mode & 0o7777, m.devmajor, m.devminor)
+            xattrs = tuple(sorted((k.removeprefix("SCHILY.xattr."), v) for k, v in m.pax_headers.items()
+                                  if k.startswith("SCHILY.xattr.")))
+            if xattrs and name in tree:
+                tree[name] = (*tree[name], xattrs)
     return tree
 
 

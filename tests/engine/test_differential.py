@@ -12,6 +12,7 @@ import contextlib
 import io
 import lzma
 import os
+import stat
 import subprocess
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ class Case:
     modes: dict[str, int] = field(default_factory=dict)
     # Built first by both builders as pybuild-diff/<name>-base:1 (ONBUILD triggers and the like).
     base: str | None = None
+    base_by_docker: bool = False  # pybuild loads docker's build of ``base`` (docker save) instead of its own
     # BuildKit-only syntax docker's classic builder rejects (heredocs, --link, --parents,
     # --exclude, --chmod): docker builds this equivalent classic Dockerfile instead, and the
     # trees and configs must still be equal, so pybuild follows BuildKit's semantics.
@@ -56,6 +58,9 @@ class Case:
     serve: dict[str, bytes] = field(default_factory=dict)
     same_history: bool = True  # created_by of every history entry, as `docker history` shows it
     hardlinks: dict[str, str] = field(default_factory=dict)  # context hardlinks: path -> existing file
+    # context fifos, sockets and sparse files (4 MiB, one byte written at 1 MiB): path -> "fifo"/"socket"/"sparse"
+    specials: dict[str, str] = field(default_factory=dict)
+    xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)  # context xattrs: path -> name -> value
 
 
 def _archive(compression: str = "") -> bytes:
@@ -118,6 +123,76 @@ def _gnu_tar() -> bytes:
         link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "w" * 170, 1_600_000_000
         tf.addfile(link)
     return raw.getvalue()
+
+
+_CAP_NET_BIND = b"\x01\x00\x00\x02\x00\x04\x00\x00" + b"\x00" * 12  # vfs_cap_data v2: cap_net_bind_service+ep
+
+
+def _xattr_tar() -> bytes:
+    """A tar whose files carry xattrs as SCHILY.xattr.* records: a file capability, user and trusted ones."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, attrs in (("cap", {"security.capability": _CAP_NET_BIND, "user.u": b"1"}),
+                            ("d/plain", {"user.only": b"x", "trusted.t": b"t"})):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = 1, 0o755, 1_600_000_000
+            info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("latin-1") for k, v in attrs.items()}
+            tf.addfile(info, io.BytesIO(b"x"))
+    return raw.getvalue()
+
+
+def _latin1_tar() -> bytes:
+    """A ustar archive whose names are latin-1 bytes, not UTF-8 (as old tars made on such systems)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT, encoding="latin-1") as tf:
+        for name, kind in (("d\u00e9", tarfile.DIRTYPE), ("d\u00e9/caf\u00e9", tarfile.REGTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = kind, 0o755, 1_600_000_000
+            info.size = 1 if kind == tarfile.REGTYPE else 0
+            tf.addfile(info, io.BytesIO(b"x") if kind == tarfile.REGTYPE else None)
+    return raw.getvalue()
+
+
+def _pax_sparse_tar() -> bytes:
+    """GNU tar's PAX sparse files (``tar --sparse --format=posix``): 0.1 (the map in a record) and
+    1.0 (the map ahead of the data); the stored bytes are the data segments only."""
+    raw = io.BytesIO()
+    segments = ((1 << 20, b"middle"), ((2 << 20) - 3, b"end"))
+    data = b"".join(d for _, d in segments)
+    numbers = [str(n) for off, d in segments for n in (off, len(d))]
+    one = f"{len(segments)}\n{chr(10).join(numbers)}\n".encode().ljust(512, b"\0") + data
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, pax, body in (
+            ("s01", {"GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.size": str(2 << 20),
+                     "GNU.sparse.numblocks": str(len(segments)), "GNU.sparse.map": ",".join(numbers)}, data),
+            ("s10", {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": str(2 << 20)}, one),
+        ):
+            info = tarfile.TarInfo(f"GNUSparseFile.0/{name}")
+            info.size, info.mode, info.mtime = len(body), 0o644, 1_600_000_000
+            info.pax_headers = {"GNU.sparse.name": f"d/{name}", **pax}
+            tf.addfile(info, io.BytesIO(body))
+    return raw.getvalue()
+
+
+def _git_archive_like_tar() -> bytes:
+    """What `git archive` writes: a PAX global header (the commit id) first, then the files."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "0123456789abcdef0123456789abcdef01234567"}) as tf:
+        for name, kind, mode in (("proj", tarfile.DIRTYPE, 0o775), ("proj/README", tarfile.REGTYPE, 0o664)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = kind, mode, 1_600_000_000
+            info.uname = info.gname = "root"
+            data = b"readme\n" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
 
 
 def _gzip(data: bytes) -> bytes:
@@ -800,6 +875,191 @@ CASES = [
     # user's name (and fails); BuildKit takes the user's primary group from /etc/passwd.
     Case("xc-copy-chown-user-without-same-group", "FROM busybox:local\nCOPY --chown=nobody a /a\n", {"a": "a"},
          fails=True),
+    # -- explore2-d
+    Case("xd-onbuild-full-chain", "FROM pybuild-diff/xd-onbuild-full-chain-base:1 AS mid\n"
+         "RUN pwd > /tmp/pwd; id > /tmp/id; echo \"$WHO\" > /tmp/who\nONBUILD RUN echo second > /tmp/second\n"
+         "FROM mid\nRUN ls /ob > /tmp/ls\n",
+         {"src/f": "f", "src/d/g": "g", "a.tar": _archive()}, build_args=("WHO=cli",), ignore_paths=("obvol",),
+         why="obvol: docker's classic builder mounts a declared VOLUME in each later RUN and so commits its "
+         "mount point (root 0755) into that layer; BuildKit (and pybuild) do not mount volumes in RUN. "
+         "history: the last stage inherits the trigger's ARG from its parent stage in BuildKit (pybuild's "
+         "reference for scoping), so its RUNs name WHO; not in docker's classic builder",
+         same_history=False,
+         base="FROM busybox:local\nONBUILD ARG WHO=dflt\nONBUILD COPY --chown=app:app src /ob/src/\n"
+              "ONBUILD ADD a.tar /ob/tar/\nONBUILD RUN echo \"$WHO\" > /ob/who && id > /ob/id\n"
+              "ONBUILD USER app\nONBUILD WORKDIR ob-rel\nONBUILD EXPOSE 81/udp 82\nONBUILD VOLUME /obvol\n"
+              "ONBUILD HEALTHCHECK --interval=7s --timeout=3s --start-period=1s --retries=2 CMD true\n"
+              "ONBUILD STOPSIGNAL SIGQUIT\nONBUILD ENTRYPOINT [\"sh\"]\nONBUILD CMD [\"-c\", \"x\"]\n"
+              "ONBUILD SHELL [\"/bin/sh\", \"-xc\"]\nONBUILD LABEL who=$WHO\n"),
+    Case("xd-onbuild-maintainer", "FROM busybox:local\nONBUILD MAINTAINER me\n", fails=True),
+    Case("xd-onbuild-trigger-fails", "FROM pybuild-diff/xd-onbuild-trigger-fails-base:1\nRUN true\n",
+         base="FROM busybox:local\nONBUILD RUN exit 4\n", fails=True),
+    Case("xd-onbuild-copy-missing", "FROM pybuild-diff/xd-onbuild-copy-missing-base:1\n",
+         base="FROM busybox:local\nONBUILD COPY nothere /x\n", fails=True),
+    Case("xd-onbuild-copy-from-stage", "FROM busybox:local AS builder\nRUN echo b > /b\n"
+         "FROM pybuild-diff/xd-onbuild-copy-from-stage-base:1\nRUN true\n",
+         base="FROM busybox:local\nONBUILD COPY --from=builder /b /b\n"),
+    Case("xd-passwd-oddities", "FROM busybox:local\nRUN printf '# comment\\n\\nshort:x:1\\n"
+         "dup:x:2001:2001::/home/dup:/bin/sh\\ndup:x:2002:2002::/:/bin/sh\\n' >> /etc/passwd && "
+         "printf 'dupg:x:3001:dup\\ndupg:x:3002:\\n#c\\n\\nsup:x:3003:root,dup\\n' >> /etc/group\n"
+         "COPY --chown=dup:dupg a /a\nCOPY --chown=dup:sup a /b\nUSER dup\nRUN id > /tmp/id\nUSER dup:dupg\n"
+         "RUN id > /tmp/id2\n", {"a": "a"}),
+    Case("xd-chown-names-per-stage", "FROM busybox:local AS src\nRUN echo onlysrc:x:2500:2500::/:/bin/sh >> /etc/passwd"
+         " && echo f > /f\nFROM busybox:local\nRUN echo onlydst:x:2600:2600::/:/bin/sh >> /etc/passwd && "
+         "echo onlydst:x:2601: >> /etc/group\nCOPY --from=src --chown=onlydst /f /f\n"
+         "COPY --from=src --chown=onlydst:onlydst /f /g\n"),
+    Case("xd-chown-name-only-in-source", "FROM busybox:local AS src\nRUN echo onlysrc:x:2500:2500::/:/bin/sh >> "
+         "/etc/passwd && echo onlysrc:x:2500: >> /etc/group && echo f > /f\nFROM busybox:local\n"
+         "COPY --from=src --chown=onlysrc /f /f\n", fails=True),
+    Case("xd-passwd-symlinked", "FROM busybox:local\nRUN mv /etc/passwd /etc/passwd.real && ln -s passwd.real /etc/passwd"
+         " && mv /etc/group /etc/group.real && ln -s /etc/group.real /etc/group\n"
+         "COPY --chown=app:app a /a\nUSER app\nRUN id > /tmp/id\n", {"a": "a"}),
+    Case("xd-user-mixed-forms", "FROM busybox:local\nUSER 1234:app\nRUN id > /tmp/i1; touch /tmp/f1\n"
+         "USER app:0\nRUN id > /tmp/i2; touch /tmp/f2\nUSER nobody\nRUN id > /tmp/i3\nUSER root:nogroup\n"
+         "RUN id > /tmp/i4\n"),
+    Case("xd-context-special-files", "FROM busybox:local\nCOPY . /ctx/\nCOPY d /d/\n", {"f": "f", "d/g": "g"},
+         specials={"pipe": "fifo", "sock": "socket", "d/pipe": "fifo", "d/sock": "socket"}),
+    # File capabilities: a COPY from the context drops them (docker chowns every copied file), an
+    # archive's are kept. No other xattr reaches a layer (docker's archive records no other).
+    Case("xd-context-xattrs", "FROM busybox:local\nCOPY . /x/\nCOPY --chown=app cap /capchown\n",
+         {"cap": "c", "user": "u", "d/f": "f"},
+         xattrs={"cap": {"security.capability": _CAP_NET_BIND, "user.note": b"hi"},
+                 "user": {"user.a": b"1", "trusted.t": b"2"}, "d": {"user.dir": b"d"}}),
+    Case("xd-context-hardlink-first-ignored", "FROM busybox:local\nCOPY . /h/\n", {"x": "shared", ".dockerignore": "x\n"},
+         hardlinks={"dir/y": "x", "z": "x"}),
+    Case("xd-copy-from-non-utf8", "FROM busybox:local AS src\nRUN mkdir -p \"/o/$(printf 'd\\377')\" && "
+         "touch \"/o/$(printf 'caf\\351')\" \"/o/$(printf 'd\\377')/in\"\nFROM busybox:local\nCOPY --from=src /o /o\n"),
+    Case("xd-arg-per-stage", "ARG BASE=busybox:local\nARG V=global\nFROM $BASE AS one\nARG V\nRUN echo \"one:$V\" > /one\n"
+         "FROM $BASE AS two\nRUN echo \"two:[$V]\" > /two\nARG V=stage\nRUN echo \"two2:$V\" > /two2\n"
+         "FROM $BASE\nARG BASE\nCOPY --from=one /one /one\nCOPY --from=two /two /two2 /\n"
+         "RUN echo \"final:[$V][$BASE]\" > /final\nLABEL base=$BASE\n"),
+    Case("xd-arg-per-stage-cli", "ARG BASE=busybox:local\nARG V=global\nFROM $BASE AS one\nARG V\nRUN echo \"one:$V\" > /one\n"
+         "FROM $BASE AS two\nRUN echo \"two:[$V]\" > /two\nARG V=stage\nRUN echo \"two2:$V\" > /two2\n"
+         "FROM $BASE\nCOPY --from=one /one /one\nCOPY --from=two /two /two2 /\nARG V\nRUN echo \"final:[$V]\" > /final\n",
+         build_args=("V=cli",)),
+    Case("xd-volume-then-copy", "FROM busybox:local\nVOLUME /v\nCOPY a /v/a\nADD t.tar /v/t/\nWORKDIR /v/w\n"
+         "COPY --chown=app a /v/owned\n", {"a": "a", "t.tar": _archive()}),
+    Case("xd-base-config-inherited", "FROM pybuild-diff/xd-base-config-inherited-base:1\nRUN echo $0 > /tmp/zero; "
+         "pwd > /tmp/pwd; id > /tmp/id; echo $E > /tmp/e\nWORKDIR $E\nCMD echo child\n",
+         base="FROM busybox:local\nENV E=/srv/env\nSHELL [\"/bin/sh\", \"-xc\"]\nUSER app:nogroup\nWORKDIR rel/w\n"
+              "ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"base\"]\nSTOPSIGNAL SIGUSR2\nEXPOSE 99/udp\nVOLUME /bv\n"
+              "HEALTHCHECK --interval=3s --retries=7 CMD [\"true\"]\nLABEL from=base\n",
+         ignore_paths=("bv",), why="bv: the mount point docker's classic builder commits in a RUN after VOLUME"),
+    Case("xd-onbuild-two-stages", "FROM pybuild-diff/xd-onbuild-two-stages-base:1 AS one\nRUN echo one >> /count\n"
+         "FROM pybuild-diff/xd-onbuild-two-stages-base:1\nCOPY --from=one /count /one-count\n", {"f": "f"},
+         base="FROM busybox:local\nONBUILD RUN echo trig >> /count\nONBUILD COPY f /f\n"),
+    Case("xd-onbuild-meta-arg", "ARG V=meta\nFROM pybuild-diff/xd-onbuild-meta-arg-base:1\n",
+         base="FROM busybox:local\nONBUILD ARG V\nONBUILD RUN echo \"[$V]\" > /v\nONBUILD ENV W=$V\n"),
+    Case("xd-passwd-malformed", "FROM busybox:local\nRUN printf 'weird:x:notnum:alsonot::/:/bin/sh\\n"
+         "sp:x:2100:2100::/:/bin/sh\\n' >> /etc/passwd && printf 'sp:x:2100:\\ng2:x:2200: sp , app\\n"
+         "g3:x:2300:sp\\n' >> /etc/group\nCOPY --chown=sp a /sp\nUSER sp\nRUN id > /tmp/id\n", {"a": "a"}),
+    Case("xd-chown-big-ids", "FROM busybox:local\nCOPY --chown=4000000000:4000000001 a /big\n"
+         "COPY --chown=2147483647:65534 a /max\nUSER 4000000000\n", {"a": "a"}),
+    Case("xd-run-user-out-of-range", "FROM busybox:local\nUSER 4000000000\nRUN id -u > /tmp/u\n", fails=True),
+    Case("xd-user-supplementary-copy-run", "FROM busybox:local\nRUN echo extra:x:777:app >> /etc/group && "
+         "mkdir /g && chown 0:777 /g && chmod 770 /g\nUSER app\nRUN touch /g/made-by-app && id > /g/id\n"
+         "USER app:app\nRUN id > /tmp/id2\n"),
+    Case("xd-copy-from-image-by-name-built", "FROM busybox:local\n"
+         "COPY --from=pybuild-diff/xd-copy-from-image-by-name-built-base:1 /made /made\n"
+         "COPY --from=pybuild-diff/xd-copy-from-image-by-name-built-base:1 --chown=app /made/f /f\n",
+         base="FROM busybox:local\nRUN mkdir -p /made/d && echo f > /made/f && chown 5:6 /made/f && "
+              "ln -s f /made/l\n"),
+    Case("xd-env-multi-refs", "FROM busybox:local\nENV A=a B=${A}b C=\"$B c\" D='$C' E=\\$A F=${A:+x}${B:-y}\n"
+         "ENV A=A2 G=$A H=${G}-${A}\nWORKDIR /$H\nLABEL l=\"$H $D\"\nRUN echo \"$A|$B|$C|$D|$E|$F|$G|$H\" > /o\n"),
+    Case("xd-cmd-entrypoint-matrix", "FROM busybox:local AS a\nENTRYPOINT echo a\nFROM a AS b\nCMD [\"b\"]\n"
+         "FROM b AS c\nENTRYPOINT [\"c\"]\nFROM c AS d\nCMD d shell\nFROM d\nSHELL [\"/bin/ash\", \"-c\"]\n"
+         "ENTRYPOINT e\n"),
+    Case("xd-healthcheck-none-then-new", "FROM busybox:local AS a\nHEALTHCHECK NONE\nFROM a\n"
+         "HEALTHCHECK --interval=5s --timeout=2s --start-period=9s --retries=1 CMD echo \"a b\" | cat\n"),
+    Case("xd-scratch-chown", "FROM scratch\nCOPY --chown=1:2 a /a\nCOPY --chown=3 d /d/\n", {"a": "a", "d/f": "f"},
+         ignore_paths=("etc",), why="etc: docker's container export adds /etc (its init layer) to an image that has none"),
+    Case("xd-scratch-chown-name", "FROM scratch\nCOPY --chown=app a /a\n", {"a": "a"}, fails=True),
+    Case("xd-user-unknown-group-run", "FROM busybox:local\nUSER app:nosuchgroup\nRUN true\n", fails=True),
+    Case("xd-onbuild-escape-directive", "FROM pybuild-diff/xd-onbuild-escape-directive-base:1\n",
+         base="# escape=`\nFROM busybox:local\nONBUILD ENV P=C:\\path\\x Q=\"a`\n  b\"\nONBUILD RUN echo \"$P\" `\n  > /p\n"
+              "ONBUILD LABEL l=\"x\\y\"\n"),
+    Case("xd-add-tar-latin1-names", "FROM busybox:local\nADD l.tar /l/\n", {"l.tar": _latin1_tar()}),
+    Case("xd-context-sparse", "FROM busybox:local\nCOPY . /s/\n", {"small": "s"}, specials={"big": "sparse"}),
+    # The same children on a base docker built (and pybuild loaded from `docker save`).
+    Case("xd-docker-base-onbuild", "FROM pybuild-diff/xd-docker-base-onbuild-base:1 AS mid\n"
+         "RUN pwd > /tmp/pwd; id > /tmp/id\nFROM busybox:local AS builder\nRUN echo b > /b\n"
+         "FROM mid\nRUN ls /ob > /tmp/ls\n",
+         {"src/f": "f", "src/d/g": "g", "a.tar": _archive()}, build_args=("WHO=cli",), base_by_docker=True,
+         same_history=False, why="history: as in xd-onbuild-full-chain",
+         base="FROM busybox:local\nONBUILD ARG WHO=dflt\nONBUILD COPY --chown=app:app src /ob/src/\n"
+              "ONBUILD ADD a.tar /ob/tar/\nONBUILD RUN echo \"$WHO\" > /ob/who && id > /ob/id\n"
+              "ONBUILD USER app\nONBUILD WORKDIR ob-rel\nONBUILD EXPOSE 81/udp 82\n"
+              "ONBUILD HEALTHCHECK --interval=7s --timeout=3s --start-period=1s --retries=2 CMD true\n"
+              "ONBUILD STOPSIGNAL SIGQUIT\nONBUILD ENTRYPOINT [\"sh\"]\nONBUILD CMD [\"-c\", \"x\"]\n"
+              "ONBUILD SHELL [\"/bin/sh\", \"-xc\"]\nONBUILD LABEL who=$WHO\n"),
+    Case("xd-docker-base-config", "FROM pybuild-diff/xd-docker-base-config-base:1\nRUN echo $0 > /tmp/zero; "
+         "pwd > /tmp/pwd; id > /tmp/id; echo $E > /tmp/e\nWORKDIR $E\nCMD echo child\n", base_by_docker=True,
+         base="FROM busybox:local\nRUN mkfifo /p && mkdir /o && rm -rf /etc/shadow && echo x > /o/x && "
+              "chmod 4755 /o/x && echo y > /o/y\nRUN rm -rf /o && mkdir /o && ln /bin/busybox /o/bb\n"
+              "ENV E=/srv/env\nSHELL [\"/bin/sh\", \"-xc\"]\nUSER app:nogroup\nWORKDIR rel/w\n"
+              "ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"base\"]\nSTOPSIGNAL SIGUSR2\nEXPOSE 99/udp\n"
+              "HEALTHCHECK --interval=3s --retries=7 CMD [\"true\"]\nLABEL from=base\n"),
+    Case("xd-meta-arg-chain", "ARG A=x\nARG B=${A}-y C\nARG TAG=loc\nFROM busybox:${TAG}al AS s\nARG B\nARG C=c\n"
+         "RUN echo \"[$A][$B][$C]\" > /abc\nFROM s\nARG A\nARG TAG\nRUN echo \"[$A][$TAG]\" > /a2\n",
+         build_args=("A=cli",), ignore_paths=("a2",), same_history=False,
+         why="a2 and its history: a stage FROM another stage inherits its ARGs in BuildKit (pybuild's "
+         "reference), not in docker's classic builder"),
+    Case("xd-meta-arg-unused-in-stage", "ARG V=meta\nFROM busybox:local\nRUN echo \"[$V]\" > /v\nENV E=${V:-unset}\n"),
+    Case("xd-user-group-workdir-copy", "FROM busybox:local\nRUN echo grp:x:4100:app >> /etc/group\n"
+         "USER app:grp\nWORKDIR /wd\nCOPY a .\nRUN touch mine 2>/dev/null; id > /tmp/id; ls -ln /wd > /tmp/ls\n",
+         {"a": "a"}),
+    Case("xd-healthcheck-fractions", "FROM busybox:local\nHEALTHCHECK --interval=1.5s "
+         "--timeout=1m0.5s --start-period=1ms --retries=3 CMD [\"true\", \"x y\"]\n"),
+    Case("xd-healthcheck-zero-options", "FROM busybox:local\nHEALTHCHECK --interval=0s --timeout=0s "
+         "--start-period=0s --retries=0 CMD true\n",
+         docker_dockerfile="FROM busybox:local\nHEALTHCHECK CMD true\n",
+         why="a zero duration or retry count means the default in BuildKit (pybuild follows); docker's classic "
+         "builder refuses them"),
+    Case("xd-healthcheck-bad-duration", "FROM busybox:local\nHEALTHCHECK --interval=5 CMD true\n", fails=True),
+    Case("xd-healthcheck-unknown-flag", "FROM busybox:local\nHEALTHCHECK --nope=1 CMD true\n", fails=True),
+    Case("xd-onbuild-copy-dockerignore", "FROM pybuild-diff/xd-onbuild-copy-dockerignore-base:1\n",
+         {".dockerignore": "*.log\nsecret\n", "a.txt": "a", "b.log": "b", "secret/s": "s", "sub/c.log": "c"},
+         base="FROM busybox:local\nONBUILD COPY . /ctx/\nONBUILD ADD *.txt /txt/\n"),
+    Case("xd-copy-glob-escapes", "FROM busybox:local\nCOPY \\[a\\].txt /x/\nCOPY [[]a].txt /y/\nCOPY \\*star /z/\n"
+         "COPY q\\?.txt /q/\n", {"[a].txt": "brackets", "a.txt": "a", "*star": "star", "xstar": "x", "q?.txt": "q",
+                                  "qq.txt": "qq"}),
+    Case("xd-copy-literal-glob-name", "FROM busybox:local\nCOPY [a].txt /w/\n", {"[a].txt": "brackets", "a.txt": "a"}),
+    Case("xd-add-tar-pax-sparse", "FROM busybox:local\nADD s.tar /s/\n", {"s.tar": _pax_sparse_tar()}),
+    Case("xd-add-tar-global-header", "FROM busybox:local\nADD g.tar /g/\n", {"g.tar": _git_archive_like_tar()}),
+    # Any number but 0 is a stop signal to docker (signal.ParseSignal), as written.
+    Case("xd-stopsignal-any-number", "FROM busybox:local\nSTOPSIGNAL 65\nSTOPSIGNAL -3\nSTOPSIGNAL +7\n"),
+    Case("xd-stopsignal-number-overflow", "FROM busybox:local\nSTOPSIGNAL 99999999999999999999\n", fails=True),
+    # docker (and BuildKit) decode one JSON value: text after the array is ignored, not shell form.
+    Case("xd-json-trailing-text", "FROM busybox:local\nSHELL [\"/bin/sh\", \"-c\"] ignored\n"
+         "RUN [\"sh\", \"-c\", \"echo hi > /o\"] && false\nCOPY [\"a\", \"/b/\"] junk\nVOLUME [\"/v\"] /w\n"
+         "ENTRYPOINT [\"/bin/echo\"]x\nCMD [\"a\"] [\"b\"]\nHEALTHCHECK CMD [\"true\"] tail\n", {"a": "a"}),
+    Case("xd-env-name-expands-to-nothing", "FROM busybox:local\nENV A=1 $UNDEF=x\n", fails=True),
+    Case("xd-label-name-expands-to-nothing", "FROM busybox:local\nLABEL $UNDEF=x\n"),
+    # An empty dest (an unset variable) is the WORKDIR.
+    Case("xd-copy-empty-dest", "FROM busybox:local\nWORKDIR /w\nCOPY a \"\"\nARG D\nCOPY [\"b\", \"\"]\n"
+         "ADD t.tar $D\nWORKDIR /\nCOPY c $D\n", {"a": "a", "b": "b", "c": "c", "t.tar": _archive()}),
+    Case("xd-copy-empty-dest-multi", "FROM busybox:local\nARG D\nCOPY a b $D\n", {"a": "a", "b": "b"}, fails=True),
+    Case("xd-expose-extra-slashes", "FROM busybox:local\nEXPOSE 80/tcp/udp 81/UDP/x 82// 127.0.0.1:83:84/udp/\n"),
+    Case("xd-user-number-forms", "FROM busybox:local\nUSER 01000\nRUN id > /tmp/i1\nUSER 1000:\nRUN id > /tmp/i2\n"
+         "USER 0:01000\nRUN id > /tmp/i3\nUSER root\nCOPY --chown=05:06 a /x\nRUN echo ~ $HOME $USER > /h\n",
+         {"a": "a"}),
+    Case("xd-onbuild-copy-from-index-and-image", "FROM busybox:local\nRUN echo zero > /z\n"
+         "FROM busybox:local AS named\nRUN echo n > /n\nFROM pybuild-diff/xd-onbuild-copy-from-index-and-image-base:1 AS c\n"
+         "FROM c\n",
+         base="FROM busybox:local\nONBUILD COPY --from=0 /z /z\nONBUILD COPY --from=named /n /n\n"
+              "ONBUILD COPY --from=busybox:local /bin/busybox /bb\n"),
+    Case("xd-copy-from-capability", "FROM busybox:local AS s\nADD x.tar /x/\nFROM busybox:local\n"
+         "COPY --from=s /x /kept\nCOPY --from=s --chown=app /x /chowned\nCOPY --from=s /x/cap /x/d/plain /files/\n",
+         {"x.tar": _xattr_tar()}, ignore_paths=("files/cap",),
+         why="files/cap: docker's classic builder copies a single file with a tar header of its own that "
+         "carries no xattrs (CopyFileWithTar), so it loses its capability where a directory copy keeps it; "
+         "BuildKit (and pybuild) keep it"),
+    Case("xd-add-tar-zstd", "FROM busybox:local\nADD a.tar.zst /z/\n", {"a.tar.zst": _zstd(_archive())},
+         docker_dockerfile="FROM busybox:local\nADD a.tar /z/\n", docker_files={"a.tar": _archive()},
+         why="a zstd archive is unpacked as BuildKit (and docker since 23.0) do; docker 20.10's classic "
+         "builder copies it as a file"),
+    Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
+         {"x.tar": _xattr_tar()}),
 ]
 
 
@@ -818,8 +1078,21 @@ def _write_context(case: Case, ctx: Path, dockerfile: str, extra: dict[str, str 
         path = ctx / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         os.link(ctx / existing, path)
+    for rel, kind in case.specials.items():
+        path = ctx / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "sparse":
+            with open(path, "wb") as f:
+                f.truncate(4 << 20)
+                f.seek(1 << 20)
+                f.write(b"x")
+            continue
+        os.mknod(path, 0o644 | (stat.S_IFIFO if kind == "fifo" else stat.S_IFSOCK))
     for rel, mode in case.modes.items():
         (ctx / rel).chmod(mode)
+    for rel, attrs in case.xattrs.items():
+        for key, value in attrs.items():
+            os.setxattr(ctx / rel, key, value, follow_symlinks=False)
     if case.name == "add-local-tar":
         src = ctx.parent / f"tarsrc-{ctx.name}"
         (src / "inner").mkdir(parents=True)
@@ -843,7 +1116,12 @@ def _build_base(case: Case, docker: str, store_root: Path, tmp_path: Path) -> st
     (ctx / "Dockerfile").write_text(case.base or "")
     d = _docker_build(docker, ctx, tag, ())
     assert d.returncode == 0, d.stderr.decode()
-    run_pybuild("build", "--progress", "plain", "-t", tag, str(ctx), root=store_root, check=True)
+    if case.base_by_docker:
+        archive = tmp_path / "base.tar"
+        subprocess.run([docker, "save", "-o", str(archive), tag], check=True, capture_output=True)
+        run_pybuild("load", "-i", str(archive), root=store_root, check=True)
+    else:
+        run_pybuild("build", "--progress", "plain", "-t", tag, str(ctx), root=store_root, check=True)
     return tag
 
 

@@ -213,6 +213,10 @@ def test_file_to_existing_dir_and_workdir(ctx: BuildContext, base: RootfsView) -
     assert "existing/f1" in out
     out = layer(spec("f1", dest="new", workdir="/w/d"), ctx, base)
     assert out["w/d/new"].isfile() and out["w"].isdir()
+    out = layer(spec("f1", dest="", workdir="/existing"), ctx, base)  # `COPY f1 $UNSET`: the WORKDIR
+    assert "existing/f1" in out
+    with pytest.raises(CopyError, match="more than one source file"):
+        layer(spec("f1", "d2", dest="", workdir="/existing"), ctx, base)
 
 
 # -- escapes -----------------------------------------------------------------------------------
@@ -394,15 +398,27 @@ def test_source_swapped_for_symlink_after_selection_is_refused(tmp_path: Path, b
         write_planned(entries, io.BytesIO())
 
 
-def test_xattrs_are_copied(tmp_path: Path, base: RootfsView) -> None:
+CAPABILITY = b"\x01\x00\x00\x02\x00\x04\x00\x00" + b"\x00" * 12  # cap_net_bind_service+ep
+
+
+def test_only_file_capabilities_are_copied(tmp_path: Path, base: RootfsView) -> None:
+    """As in docker's and BuildKit's layers: a file capability travels (unless the copy chowns the
+    file), the host's other xattrs (user.*, trusted.*) never reach the image."""
     (tmp_path / "c").mkdir()
     (tmp_path / "c/f").write_text("x")
-    os.setxattr(tmp_path / "c/f", "user.note", b"kept")
-    buf = io.BytesIO()
-    copy_layer(spec("f", dest="/f"), source=BuildContext.from_dir(tmp_path / "c"), dest_view=base, out=buf)
-    buf.seek(0)
-    with tarfile.open(fileobj=buf) as tar:
-        assert tar.getmember("f").pax_headers.get("SCHILY.xattr.user.note") == "kept"
+    os.setxattr(tmp_path / "c/f", "user.note", b"host metadata")
+    os.setxattr(tmp_path / "c/f", "trusted.t", b"host metadata")
+    os.setxattr(tmp_path / "c/f", "security.capability", CAPABILITY)
+    os.setxattr(tmp_path / "c", "user.dir", b"host metadata")
+    for source, s, caps in ((BuildContext.from_dir(tmp_path / "c"), spec("f", ".", dest="/d/"), False),
+                            (RootfsView([tmp_path / "c"]), spec("/f", "/", dest="/d/", from_="s"), True)):
+        buf = io.BytesIO()
+        copy_layer(s, source=source, dest_view=base, out=buf)
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as tar:
+            xattrs = {m.name: {k for k in m.pax_headers if k.startswith("SCHILY.xattr.")} for m in tar}
+        capability = {"SCHILY.xattr.security.capability"} if caps else set()
+        assert xattrs == {"d": set(), "d/f": capability}, xattrs
 
 
 def test_layer_as_overlay_snapshot_keeps_existing_dirs(ctx: BuildContext, copy_base: Path, tmp_path: Path) -> None:

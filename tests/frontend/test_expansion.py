@@ -340,3 +340,12 @@ def test_expansion_matches_docker_builder(docker, tmp_path):
     assert set(volume.volumes) == set(config["Volumes"])
     (signal,) = [ins.signal for ins in expanded if isinstance(ins, StopSignal)]
     assert signal == config["StopSignal"]
+
+
+def test_an_env_name_that_expands_to_nothing_is_refused_at_its_line():
+    """docker refuses it at the ENV; kept, every later RUN would fail in runc ("=x" in the env)."""
+    with pytest.raises(ExpansionError) as info:
+        walk("FROM a\nENV A=1 $UNDEF=x\n")
+    assert info.value.line == 2 and "ENV names can not be blank: $UNDEF expands to nothing" in str(info.value)
+    _, (label,) = walk("FROM a\nLABEL $UNDEF=x\n")  # a blank label name is docker's too
+    assert [(p.key, p.value) for p in label.pairs] == [("", "x")]

@@ -192,12 +192,20 @@ def test_json_arrays_with_non_strings_are_errors(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ['["a", NaN]', '["a", Infinity]', '["a", 1e999]', '["a" "b"]', "['a']", '["a"] x', '["a\x01"]', '["a"]\x1c'],
+    ['["a", NaN]', '["a", Infinity]', '["a", 1e999]', '["a" "b"]', "['a']", '["a"', '["a\x01"]'],
 )
 def test_json_that_go_rejects_falls_back_to_shell_form(text: str) -> None:
     node = parse(f"CMD {text}").nodes[0]
     assert not node.json_form
     assert node.args == (text,)
+
+
+@pytest.mark.parametrize("text", ['["a"] x', '["a"]x', '["a"] ["b"]', '["a"]\x1c', '["a"]]'])
+def test_text_after_a_json_array_is_ignored(text: str) -> None:
+    """docker and BuildKit decode one JSON value (json.Decoder.Decode): what follows is never read."""
+    node = parse(f"CMD {text}").nodes[0]
+    assert node.json_form
+    assert node.args == ("a",)
 
 
 def test_json_invalid_utf8_becomes_replacement_character() -> None:

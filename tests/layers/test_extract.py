@@ -240,6 +240,65 @@ def test_reads_what_gnu_tar_writes(fmt: str, tmp_path: Path) -> None:
         assert (out / "plain").stat().st_uid == 3_000_000  # base-256 numbers
 
 
+@pytest.mark.parametrize("version", ["0.0", "0.1", "1.0"])
+def test_reads_gnu_tars_pax_sparse_files(version: str, tmp_path: Path) -> None:
+    """`tar --sparse --format=posix` (1.0 by default, 0.x on request) as Go's archive/tar reads it:
+    docker's ADD unpacks these; the holes stay holes."""
+    tar = require_tool("tar")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.truncate(3 << 20)
+        f.seek(1 << 20)
+        f.write(b"middle")
+        f.seek((3 << 20) - 3)
+        f.write(b"end")
+    (src / "plain").write_text("plain")
+    blob = tmp_path / "sparse.tar"
+    subprocess.run([tar, "--sparse", "--format=posix", f"--sparse-version={version}", "-cf", blob,
+                    "-C", src, "."], check=True, capture_output=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(blob, "rb") as f:
+        extract_layer(f, out)
+    # 0.0 has no record of the real name: the file keeps the name GNU tar gave its header, as in Go.
+    name = "sparse" if version != "0.0" else next(p.relative_to(out) for p in out.rglob("sparse"))
+    assert str(name) == "sparse" or str(name).startswith("GNUSparseFile.")
+    assert (out / name).read_bytes() == (src / "sparse").read_bytes()
+    assert (out / name).stat().st_blocks * 512 < 1 << 20  # still sparse
+    with open(blob, "rb") as f:
+        sizes = {e.name.rsplit("/", 1)[-1]: e.size for e in TarReader(f) if e.type is EntryType.FILE}
+    assert sizes == {"sparse": 3 << 20, "plain": 5}
+
+
+def test_bad_sparse_maps_are_clear_errors(tmp_path: Path) -> None:
+    def sparse(pax: dict[str, str], data: bytes) -> bytes:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            info = tarfile.TarInfo("GNUSparseFile.0/f")
+            info.size, info.pax_headers = len(data), {"GNU.sparse.name": "f", **pax}
+            tf.addfile(info, io.BytesIO(data))
+        return raw.getvalue()
+
+    good = sparse({"GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.size": "10",
+                   "GNU.sparse.numblocks": "2", "GNU.sparse.map": "2,3,8,2"}, b"abcde")
+    extract_layer(io.BytesIO(good), tmp_path)
+    assert (tmp_path / "f").read_bytes() == b"\0\0abc\0\0\0de"
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    for pax in ({"GNU.sparse.map": "8,2,2,3"}, {"GNU.sparse.map": "2,3,9,2"}, {"GNU.sparse.map": "2,3,x,2"},
+                {"GNU.sparse.map": "2,3,8"}, {"GNU.sparse.map": "2,3"},
+                {"GNU.sparse.map": "2,3,8,2", "GNU.sparse.numblocks": "3"}):
+        bad = sparse({"GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.size": "10",
+                      "GNU.sparse.numblocks": "2", **pax}, b"abcde")
+        with pytest.raises(ImageError, match="bad sparse map for 'f'"):
+            extract_layer(io.BytesIO(bad), tmp_path / "x")
+    one = sparse({"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "4"},
+                 b"1\n1\n".ljust(512, b"\0") + b"a")
+    with pytest.raises(ImageError, match="bad sparse map for 'f'"):  # a pair cut short
+        extract_layer(io.BytesIO(one), tmp_path / "y")
+
+
 @pytest.mark.parametrize("compress", ["gzip", "zstd"])
 def test_compressed_layers_are_detected(compress: str, tmp_path: Path) -> None:
     data = build_tar([_reg("f", b"content")])

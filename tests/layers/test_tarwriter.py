@@ -386,18 +386,23 @@ def test_debian_root_file_system_round_trips_like_gnu_tar(tmp_path: Path) -> Non
 
 
 def test_userxattr_overlay_bookkeeping_is_understood(tmp_path: Path) -> None:
-    """Rootless overlays keep opaque marks and origins under user.overlay.*."""
+    """Rootless overlays keep opaque marks and origins under user.overlay.*. A step's layer (an
+    upper dir) records file capabilities only, as docker's and containerd's diff writers do."""
     (tmp_path / "d").mkdir()
     os.setxattr(tmp_path / "d", "user.overlay.opaque", b"y")
     os.setxattr(tmp_path / "d", "user.overlay.origin", b"\x00")
-    os.setxattr(tmp_path / "d", "user.keep", b"1")
+    os.setxattr(tmp_path / "d", "user.other", b"1")
+    (tmp_path / "d" / "f").write_bytes(b"f")
+    os.setxattr(tmp_path / "d" / "f", "security.capability", CAPABILITY)
+    os.setxattr(tmp_path / "d" / "f", "user.note", b"n")
     buf = io.BytesIO()
     write_layer(tmp_path, buf, overlay_upper=True)
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tf:
         members = tf.getmembers()
-    assert [m.name for m in members] == ["d", "d/.wh..wh..opq"]
-    assert [k for k in members[0].pax_headers if k.startswith("SCHILY")] == ["SCHILY.xattr.user.keep"]
+    assert [m.name for m in members] == ["d", "d/.wh..wh..opq", "d/f"]
+    assert [[k for k in m.pax_headers if k.startswith("SCHILY")] for m in members] == [
+        [], [], ["SCHILY.xattr.security.capability"]]
     plain = io.BytesIO()
     write_layer(tmp_path, plain)
     plain.seek(0)

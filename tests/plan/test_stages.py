@@ -129,6 +129,32 @@ def test_onbuild_triggers_of_a_parent_stage_add_dependencies():
     assert p.levels == ((0, 1), (2,))
 
 
+
+def test_onbuild_triggers_of_a_base_image_add_dependencies():
+    """``ONBUILD COPY --from=builder`` in an image needs the child's builder stage (docker builds it);
+    an image is asked for its triggers only when a stage the target reaches builds on it."""
+    triggers = {"onb:1": "COPY --from=builder /b /b\nRUN --mount=from=tools,target=/t true\n",
+                "other:1": "COPY --from=unused /u /u\n"}
+    asked = []
+
+    def image_triggers(stage, name):
+        asked.append(name)
+        text = triggers.get(name)
+        return parse_dockerfile(parse(f"FROM scratch\n{text}")).stages[0].commands if text else []
+
+    p = plan("FROM busybox AS builder\nRUN b\nFROM busybox AS tools\nFROM busybox AS unused\n"
+             "FROM other:1 AS skipped\nFROM onb:1\nRUN x\n", image_triggers=image_triggers)
+    assert [s.index for s in p.stages] == [0, 1, 4]
+    assert p.stage(4).deps == (0, 1)
+    assert p.levels == ((0, 1), (4,))
+    assert sorted(asked) == ["busybox", "busybox", "onb:1"]
+    later = parse_dockerfile(parse("FROM scratch\nCOPY --from=later /l /l\n")).stages[0].commands
+    with pytest.raises(StagePlanError) as info:
+        plan("FROM onb:1 AS first\nFROM busybox AS later\n", target="first",
+             image_triggers=lambda stage, name: later if name == "onb:1" else [])
+    assert 'cannot copy from stage "later"' in str(info.value)
+    assert "(in an ONBUILD trigger of onb:1)" in str(info.value) and info.value.line == 1
+
 def test_cycle_through_mounts_is_an_error():
     source = ("FROM a AS one\nRUN --mount=from=two,target=/t ls\n"
               "FROM b AS two\nRUN --mount=from=one,target=/o ls\n")
