@@ -118,7 +118,10 @@ def extract_archive(path: str | Path, into: Path) -> Unpacked | None:
         return None
     links: list[tuple[str, str]] = []
     with stream:
-        stats = extract_layer(stream, into, apply_whiteouts=False, same_owner=True, outside_links=links)
+        # As docker, which unpacks in a chroot of the destination: an absolute link (or
+        # one that climbs) in the archive resolves inside it, never outside.
+        stats = extract_layer(stream, into, apply_whiteouts=False, same_owner=True, outside_links=links,
+                              chroot_symlinks=True)
     return Unpacked(stats.explicit_dirs, links)
 
 
