@@ -965,35 +965,36 @@ def write_planned(
 ) -> LayerStats:
     """The layer tar: parents before children, names sorted by their bytes."""
     writer = TarStreamWriter(out, source_date_epoch=source_date_epoch)
-    first: dict[tuple[int, int, int], str] = {}
-    for parts in sorted(entries, key=_sort_key):
-        p = entries[parts]
-        entry = p.entry
-        if p.inode is not None:
-            key = (p.group, *p.inode)
-            target = first.get(key)
-            if target is not None:
-                writer.add(replace(entry, type=EntryType.HARDLINK, size=0, linkname=target))
+    with writer:  # an error (or a cancel) stops the writer's hashing thread
+        first: dict[tuple[int, int, int], str] = {}
+        for parts in sorted(entries, key=_sort_key):
+            p = entries[parts]
+            entry = p.entry
+            if p.inode is not None:
+                key = (p.group, *p.inode)
+                target = first.get(key)
+                if target is not None:
+                    writer.add(replace(entry, type=EntryType.HARDLINK, size=0, linkname=target))
+                    continue
+                first[key] = entry.name
+            if p.data is not None:
+                writer.add(entry, io.BytesIO(p.data))
                 continue
-            first[key] = entry.name
-        if p.data is not None:
-            writer.add(entry, io.BytesIO(p.data))
-            continue
-        fd = _open_checked(p)
-        if fd is None:
-            writer.add(entry)
-            continue
-        try:
-            xattrs = _fd_xattrs(fd, p.drop_caps) if p.xattrs_from is not None else ()
-            if xattrs:
-                entry = replace(entry, xattrs=xattrs)
-            if entry.type is EntryType.FILE:
-                with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-                    writer.add(entry, f)
-            else:
+            fd = _open_checked(p)
+            if fd is None:
                 writer.add(entry)
-        finally:
-            os.close(fd)
+                continue
+            try:
+                xattrs = _fd_xattrs(fd, p.drop_caps) if p.xattrs_from is not None else ()
+                if xattrs:
+                    entry = replace(entry, xattrs=xattrs)
+                if entry.type is EntryType.FILE:
+                    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+                        writer.add(entry, f)
+                else:
+                    writer.add(entry)
+            finally:
+                os.close(fd)
     return writer.close()
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from builder.errors import (
     ContainerStartError,
@@ -785,7 +785,8 @@ class StageRunner:
             source = RootfsView(list(self._lowers_of(from_)))
         layer_tar = self.env.store.temp_path(".layer.tar")
         try:
-            with open(layer_tar, "wb") as out:
+            with open(layer_tar, "wb") as f:
+                out = cast(BinaryIO, _UntilCancelled(f, self.cancel))
                 stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,
                                    source_date_epoch=self.env.source_date_epoch,
                                    workdir=self.env.store.tmp_dir, git=self.env.git,
@@ -797,6 +798,21 @@ class StageRunner:
         chown = f"--chown={ins.chown}" if ins.chown else ""  # docker writes it with no space after
         what = f"{kind}:{stats.diff_id.hex}" if kind else stats.diff_id.hex  # a URL: the hash alone
         self._commit(f"{' '.join(self._shell())} #(nop) {ins.name} {chown}{what} in {ins.dest} ", layer)
+
+
+class _UntilCancelled:
+    """A COPY/ADD's layer file that refuses writes once the build is cancelled: Ctrl-C (or a
+    failed sibling stage) stops a copy of a big context at once, not at its end."""
+
+    def __init__(self, out: BinaryIO, cancel: threading.Event) -> None:
+        self.out = out
+        self.cancel = cancel
+        self.name = out.name
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self.cancel.is_set():
+            raise Cancelled("build cancelled")
+        return self.out.write(data)
 
 
 def _history_kind(spec: CopySpec, ins: ins_.Copy | ins_.Add,
