@@ -418,6 +418,22 @@ def test_run_security_insecure_needs_allow_and_then_runs_privileged(builder: Bui
         assert out[5] == "Seccomp:\t2" and "mounted" not in out[4:] and out[-1] == "ro", (isolation, out)
 
 
+
+def test_run_security_insecure_has_buildkits_devices(builder: Builder) -> None:
+    """BuildKit gives a privileged step FUSE, CUSE, KVM, TUN, kmsg, loop-control and the loop
+    devices up to seven past the first free one, so that losetup finds a device; a plain step has none."""
+    nodes = "/dev/fuse /dev/cuse /dev/kvm /dev/net/tun /dev/kmsg /dev/loop-control /dev/loop0 /dev/loop7"
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN --security=insecure ls {nodes} > /out "
+                           f"&& losetup -f > /free # {uuid.uuid4().hex}\nRUN ls /dev > /plain\n"}, "insecure-dev")
+    for isolation in ("runc", "crun", "chroot"):
+        builder.build(ctx, "--no-cache", "--allow", "security.insecure", "--isolation", isolation,
+                      "-t", f"cli-insecure-dev:{isolation}")
+        out = builder.run(f"cli-insecure-dev:{isolation}", "cat", "/out", "/free", "/plain").stdout.decode()
+        lines = out.splitlines()
+        assert lines[:8] == sorted(nodes.split()), (isolation, out)
+        assert lines[8].startswith("/dev/loop"), (isolation, out)
+        assert not {"fuse", "kvm", "loop-control", "loop0", "net"} & set(lines[9:]), (isolation, out)
+
 def test_check_runs_the_build_checks_only(builder: Builder) -> None:
     """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run."""
     marker = uuid.uuid4().hex
