@@ -178,8 +178,8 @@ def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
                 ssh_targets.append(target)
                 if (mount := _ssh_mount(ins, spec, target, res, stack)) is not None:
                     mounts.append(mount)
-            else:
-                mounts.append(_one_mount(ins, spec, res, env, stack))
+            elif (mount := _one_mount(ins, spec, res, env, stack)) is not None:
+                mounts.append(mount)
         if ssh_targets:
             env.setdefault("SSH_AUTH_SOCK", ssh_targets[0])  # BuildKit: the first ssh mount's socket
         yield mounts
@@ -193,7 +193,7 @@ def _target(ins: Run, spec: MountSpec, default: str | None = None) -> str:
 
 
 def _one_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],
-               stack: contextlib.ExitStack) -> Mount:
+               stack: contextlib.ExitStack) -> Mount | None:
     if spec.type is MountType.TMPFS:
         return Mount.tmpfs(_target(ins, spec), size=spec.size)
     if spec.type is MountType.SECRET:
@@ -222,7 +222,8 @@ def _ssh_mount(ins: Run, spec: MountSpec, target: str, res: RunResources,
 
 
 def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],
-                  stack: contextlib.ExitStack) -> Mount:
+                  stack: contextlib.ExitStack) -> Mount | None:
+    """None where BuildKit mounts no file: an optional secret not given, or one only for ``env=``."""
     sid = spec.id or (Path(spec.target).name if spec.target else None)
     if not sid:
         raise ins.error("RUN --mount=type=secret needs id= or target=")
@@ -230,9 +231,12 @@ def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, s
     if secret is None:
         if spec.required:
             raise ins.error(f"secret {sid} is required but was not given (use --secret id={sid},src=FILE)")
-        # An optional secret that is absent: BuildKit mounts nothing.
-        return Mount.tmpfs(_target(ins, spec, f"{SECRETS_DIR}/{sid}") + ".absent", size=4096)
+        return None
     value = secret.value()
+    if spec.env:
+        env[spec.env] = value.decode(errors="replace")
+        if not spec.target:
+            return None
     holder = temp_dir(res.work_root, "secret")
     stack.callback(shutil.rmtree, holder, True)
     path = holder / "value"
@@ -243,10 +247,6 @@ def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, s
         os.close(fd)
     os.chown(path, spec.uid or 0, spec.gid or 0)
     path.chmod(spec.mode if spec.mode is not None else 0o400)
-    if spec.env:
-        env[spec.env] = value.decode(errors="replace")
-    if spec.env and not spec.target:
-        return Mount.tmpfs(f"{SECRETS_DIR}/.env-{sid}", size=4096)
     return Mount.bind(path, _target(ins, spec, f"{SECRETS_DIR}/{sid}"), readonly=True)
 
 
