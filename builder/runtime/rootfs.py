@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from builder.errors import ContainerError
+from builder.errors import ContainerError, ContainerStartError
 
 MAX_SYMLINKS = 255
 
@@ -47,7 +47,7 @@ def resolve_in_root(root: Path, path: str) -> Path:
             continue
         hops += 1
         if hops > MAX_SYMLINKS:
-            raise ContainerError(f"too many levels of symbolic links resolving {path} in the image")
+            raise ContainerStartError(f"too many levels of symbolic links resolving {path} in the image")
         target = os.readlink(candidate)
         if target.startswith("/"):
             current = []
@@ -98,7 +98,7 @@ def make_stubs(root: Path, stubs: list[Stub]) -> list[str]:
                 os.chmod(parent, 0o755)
             except FileExistsError:
                 if parent.is_symlink() or not parent.is_dir():
-                    raise ContainerError(
+                    raise ContainerStartError(  # the step's own mount target: named at its line
                         f"cannot mount on {stub.path} in the image: /{parent.relative_to(root)} "
                         "is not a directory"
                     ) from None
