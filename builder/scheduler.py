@@ -57,10 +57,12 @@ def run_dag(
         try:
             while remaining or running:
                 if first_error is None:
-                    ready = [n for n, d in remaining.items() if not d]
+                    # Started only when a job is free, so that a failure decides before the next
+                    # one starts (a pool's queue would start it as soon as the failed one ends).
+                    ready = [n for n, d in remaining.items() if not d][:max(1, jobs) - len(running)]
                     for node in ready:
                         del remaining[node]
-                        running[pool.submit(work, node, dict(results), cancel)] = node
+                        running[pool.submit(_unless_cancelled, work, node, dict(results), cancel)] = node
                 if not running:
                     if remaining and first_error is None:
                         raise BuildError("internal error: the stage graph has a cycle")
@@ -83,3 +85,11 @@ def run_dag(
     if first_error is not None:
         raise first_error
     return results
+
+
+def _unless_cancelled(work: Callable[[K, Mapping[K, R], threading.Event], R], node: K,
+                      results: Mapping[K, R], cancel: threading.Event) -> R:
+    """``work``, unless the build was cancelled while the stage waited for a free job."""
+    if cancel.is_set():
+        raise Cancelled("build cancelled")
+    return work(node, results, cancel)
