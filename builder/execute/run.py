@@ -17,6 +17,8 @@ import os
 import shlex
 import shutil
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from builder.execute.ssh import SshAgents
 
 SECRETS_DIR = "/run/secrets"
+LOCK_POLL_SECONDS = 0.1  # how soon a step waiting for a locked cache mount sees a cancel
 SSH_AGENT_TARGET = "/run/buildkit/ssh_agent.{}"  # BuildKit's default, numbered among the step's ssh mounts
 
 
@@ -101,6 +104,7 @@ class RunResources:
     ssh: SshAgents | None = None  # --ssh
     cache_namespace: str = ""  # BUILDKIT_CACHE_MOUNT_NS
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    cancel: threading.Event | None = None  # set on Ctrl-C or a failed stage: stop waiting for a lock
     # With .dockerignore rules: the files below a context path a bind mount may show, as
     # (path below it, host file, stat, link target); None when nothing is ignored.
     context_files: Callable[[str], list[tuple[str, Path, os.stat_result, str]]] | None = None
@@ -263,7 +267,7 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         stack.callback(os.close, fd)
         if sharing is CacheSharing.LOCKED:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_unless_cancelled(fd, res.cancel)
         else:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -289,6 +293,23 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
             shutil.rmtree(fresh, ignore_errors=True)
     os.utime(path)  # last use, for prune
     return Mount.bind(path, target, readonly=spec.readonly)
+
+
+def _lock_unless_cancelled(fd: int, cancel: threading.Event | None) -> None:
+    """``sharing=locked``: wait for the cache's lock, which another step or build may hold for
+    long, but give up when the build is cancelled (a blocked flock would let no Ctrl-C through)."""
+    from builder.scheduler import Cancelled
+
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if cancel is None:
+            time.sleep(LOCK_POLL_SECONDS)
+        elif cancel.wait(LOCK_POLL_SECONDS):
+            raise Cancelled("build cancelled")
 
 
 def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:

@@ -672,7 +672,7 @@ class StageRunner:
             store_root=self.env.store.root, work_root=self.env.store.root / "run",
             context_root=self.env.context_root, secrets=self.env.secrets,
             lowers_of=self._lowers_of, ssh=self.env.ssh,
-            cache_namespace=self.env.cache_namespace, context_files=self._bind_files(),
+            cache_namespace=self.env.cache_namespace, context_files=self._bind_files(), cancel=self.cancel,
         )
         keep_upper = False
         try:

@@ -6,6 +6,7 @@ Own store (not the session one) so that the checks see only what these builds ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -193,5 +194,50 @@ def test_interrupted_copy_stops_mid_copy(own_store: Path, tmp_path: Path) -> Non
     assert "ERROR: interrupted" in text and "Traceback" not in text, text
     # The COPY step was cancelled, not finished and then followed by the interruption.
     assert "#2 CANCELED" in text and "#2 DONE" not in text, text
+    assert _mounts_under(root) == []
+    assert _leftovers(root) == [], _leftovers(root)
+
+
+def _holds_cache_lock(pid: int) -> bool:
+    """Whether the process has a cache mount's lock file open (a step at sharing=locked)."""
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if "/cachemounts/" in target and target.endswith(".lock"):
+                return True
+    return False
+
+
+def test_ctrl_c_while_waiting_for_a_locked_cache_mount(own_store: Path, tmp_path: Path) -> None:
+    """A step waiting for a sharing=locked cache mount that another build holds stops at Ctrl-C,
+    at once, instead of waiting for the other build to let the lock go."""
+    root = own_store
+    holder_ctx, waiter_ctx = tmp_path / "holder", tmp_path / "waiter"
+    for ctx, command in ((holder_ctx, f"sleep {LONG_SLEEP}"), (waiter_ctx, "echo got-the-lock")):
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(
+            f"FROM busybox:local\nRUN --mount=type=cache,id=locked-{tmp_path.name},target=/c,sharing=locked "
+            f"{command}\n")
+    holder = _start_build(root, holder_ctx, "runc")
+    try:
+        _wait_running(root, holder)
+        waiter = _start_build(root, waiter_ctx, "runc")
+        deadline = time.monotonic() + 30
+        while not _holds_cache_lock(waiter.pid):
+            assert waiter.poll() is None, waiter.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the waiting build never reached the lock"
+            time.sleep(0.05)
+        time.sleep(0.3)  # in its wait for the lock
+        started = time.monotonic()
+        os.killpg(waiter.pid, signal.SIGINT)
+        out, err = waiter.communicate(timeout=20)
+        assert waiter.returncode == 130, err.decode()
+        assert time.monotonic() - started < 5
+        assert b"ERROR: interrupted" in err and b"Traceback" not in err and b"got-the-lock" not in out + err
+        assert holder.poll() is None  # the other build goes on
+    finally:
+        holder.send_signal(signal.SIGINT)
+        holder.communicate(timeout=60)
     assert _mounts_under(root) == []
     assert _leftovers(root) == [], _leftovers(root)
