@@ -328,16 +328,38 @@ def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.
         # the mount shows a tree of exactly the files its cache key counted.
         host = _filtered_tree(host, res.context_files(spec.source or "."), res, stack)
     if not spec.readonly:
-        # Writable bind: the step may write, but nothing it writes is kept.
-        copy = temp_dir(res.work_root, "bind-rw")
-        stack.callback(shutil.rmtree, copy, True)
-        dest = copy / "data"
-        if host.is_dir():
-            shutil.copytree(host, dest, symlinks=True)
-        else:
-            shutil.copy2(host, dest, follow_symlinks=False)
-        host = dest
+        host = _writable_view(host, res, stack)
     return Mount.bind(host, target, readonly=spec.readonly)
+
+
+def _writable_view(host: Path, res: RunResources, stack: contextlib.ExitStack) -> Path:
+    """A writable bind's source: the step may write, but nothing it writes is kept. A directory
+    gets an overlay with a scratch upper dir (no copy of a big context, as BuildKit's snapshot
+    of the mount); a file, or a directory where overlay refuses its file system, a copy."""
+    from builder.errors import ContainerError
+    from builder.runtime.overlay import make_links, mount_overlay, unmount
+
+    scratch = temp_dir(res.work_root, "bind-rw")
+    stack.callback(shutil.rmtree, scratch, True)
+    dest = scratch / "data"
+    if not host.is_dir():
+        shutil.copy2(host, dest, follow_symlinks=False)
+        return dest
+    upper, work = scratch / "upper", scratch / "work"
+    for directory in (upper, work, dest):
+        directory.mkdir()
+    st = host.stat()  # the mount's root shows the upper dir's owner and mode: make them the source's
+    os.chown(upper, st.st_uid, st.st_gid)
+    upper.chmod(stat.S_IMODE(st.st_mode))
+    try:
+        mount_overlay(dest, link_dir=scratch / "l", lowers=make_links(scratch / "l", [host]),
+                      upperdir=upper, workdir=work)
+    except ContainerError:
+        dest.rmdir()
+        shutil.copytree(host, dest, symlinks=True)
+        return dest
+    stack.callback(unmount, dest)
+    return dest
 
 
 def _filtered_tree(host: Path, files: list[tuple[str, Path, os.stat_result, str]], res: RunResources,

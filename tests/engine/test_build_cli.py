@@ -304,6 +304,28 @@ def test_run_mounts_bind_from_tmpfs(builder: Builder) -> None:
         assert builder.run("cli-mounts:1", "test", "-e", path, check=False).returncode == 1, path
 
 
+
+def test_writable_bind_is_a_scratch_layer_over_its_source(builder: Builder) -> None:
+    """RUN --mount=type=bind,rw: the step changes and deletes what it likes, nothing is kept, and
+    the source is not copied first (an overlay, as BuildKit's snapshot: a big context costs no
+    copy); the mount's root keeps the source's owner and mode, as a read-only bind shows them."""
+    ctx = builder.context({
+        "Dockerfile": f"FROM busybox:local AS st\nRUN mkdir -p /d/e && echo one > /d/f && chown 123:456 /d "
+        f"&& chmod 750 /d # {uuid.uuid4().hex}\n"
+        "FROM busybox:local\n"
+        "RUN --mount=type=bind,from=st,source=/d,target=/m,rw stat -c '%u:%g %a' /m > /root-rw && "
+        "echo two > /m/f && rm -r /m/e && cat /m/f > /wrote && grep ' /m ' /proc/mounts | cut -d' ' -f3 > /fs\n"
+        "RUN --mount=type=bind,from=st,source=/d,target=/m stat -c '%u:%g %a' /m > /root-ro && "
+        "cat /m/f > /after && ls /m > /list\n"
+        "RUN --mount=type=bind,source=sub,target=/s,rw rm /s/a && echo b > /s/b && ls /s > /ctx-list\n",
+        "sub/a": "a"}, "bind-rw")
+    for isolation in ("runc", "chroot"):
+        builder.build(ctx, "--no-cache", "--isolation", isolation, "-t", f"cli-bind-rw:{isolation}")
+        out = builder.run(f"cli-bind-rw:{isolation}", "cat", "/root-rw", "/root-ro", "/wrote", "/fs",
+                          "/after", "/list", "/ctx-list").stdout.decode().splitlines()
+        assert out == ["123:456 750", "123:456 750", "two", "overlay", "one", "e", "f", "b"], (isolation, out)
+        assert (ctx / "sub" / "a").read_text() == "a" and not (ctx / "sub" / "b").exists()
+
 def test_isolations_build_the_same_tree(builder: Builder, tmp_path: Path) -> None:
     """runc, crun and the chroot fallback make the same file system from the same RUN steps."""
     from tests.engine.flatten import tree_from_tar
