@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +34,29 @@ def chain_ids(diff_ids: Sequence[str]) -> list[Digest]:
     return out
 
 
+class _Checked:
+    """A layer stream that calls ``check`` before each read: an extraction a cancelled build no
+    longer needs stops there (``check`` raises) and leaves nothing behind."""
+
+    def __init__(self, raw: BinaryIO, check: Callable[[], None]) -> None:
+        self._raw = raw
+        self._check = check
+
+    def read(self, n: int = -1) -> bytes:
+        self._check()
+        return self._raw.read(n)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        self._check()
+        return self._raw.readinto(buffer)  # type: ignore[attr-defined]  # BinaryIO has no readinto; the streams given have
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class SnapshotDirs:
     """The ``snapshots/`` tree of a store root; knows nothing of the database."""
 
@@ -48,8 +71,10 @@ class SnapshotDirs:
     def exists(self, chain_id: str) -> bool:
         return self.path(chain_id).is_dir()
 
-    def create(self, chain_id: str, diff_id: str, tar_stream: BinaryIO) -> tuple[int, int]:
-        """Extract one uncompressed layer as the snapshot ``chain_id``.
+    def create(self, chain_id: str, diff_id: str, tar_stream: BinaryIO,
+               check: Callable[[], None] | None = None) -> tuple[int, int]:
+        """Extract one uncompressed layer as the snapshot ``chain_id``; ``check`` is called
+        between reads and may raise to stop (a cancelled build).
 
         Returns the tar's size and what its files take as docker counts it (see
         ``cache.store.content_size``).
@@ -63,7 +88,7 @@ class SnapshotDirs:
         work = temp_name(self.tmp_dir, ".snapshot")
         work.mkdir(mode=0o755)
         try:
-            reader = HashingReader(tar_stream)
+            reader = HashingReader(_Checked(tar_stream, check) if check is not None else tar_stream)  # type: ignore[arg-type]  # read, readinto and close: all a HashingReader uses
             stats = extract_layer(reader, work, apply_whiteouts=True, overlay_whiteouts=True)  # type: ignore[arg-type]  # an uncompressed tar: only read and close are used
             content = stats.bytes + stats.link_bytes
             while reader.read(1 << 20):  # tar padding after the end-of-archive blocks
@@ -73,6 +98,8 @@ class SnapshotDirs:
                     f"layer {diff_id} does not match the image config: its content hashes to "
                     f"{reader.digest()}"
                 )
+            if check is not None:
+                check()
             _fsync_tree(work)
             try:
                 os.rename(work, final)

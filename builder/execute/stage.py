@@ -197,7 +197,7 @@ class StageRunner:
         """Snapshot dirs of the current layers, base first (extracting what is missing)."""
         if self._lowers_cache is not None and self._lowers_cache[0] == len(self.layers):
             return self._lowers_cache[1]
-        paths = self.env.store.snapshot(DerivedImage(self.layers, self.file_config))
+        paths = self.env.store.snapshot(DerivedImage(self.layers, self.file_config), self._check_cancel)
         self._lowers_cache = (len(self.layers), paths)
         return paths
 
@@ -685,6 +685,7 @@ class StageRunner:
                     settings={**self.env.container.fields(), "privileged": privileged,
                               "devices": devices.nodes, "hooks": devices.hooks},
                 )
+                self._check_cancel()  # not a container started after Ctrl-C or a failed stage
                 try:
                     code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
                 except (ContainerStartError, UserNotFoundError) as err:  # the step's own: no exec, no user
@@ -765,7 +766,13 @@ class StageRunner:
         found = self.stage_lookup(name)
         if isinstance(found, StageResult):
             return found.lowers()
-        return self.env.store.snapshot(found)
+        return self.env.store.snapshot(found, self._check_cancel)
+
+    def _check_cancel(self) -> None:
+        """Raise Cancelled once the build is cancelled: long work in a stage thread (extracting
+        a big layer, starting a container) stops there, as no signal reaches this thread."""
+        if self.cancel.is_set():
+            raise Cancelled("build cancelled")
 
     def _do_copy(self, ins: ins_.Copy, handle: StepHandle) -> None:
         self._copy(ins, handle, is_add=False)

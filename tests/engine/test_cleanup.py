@@ -241,3 +241,37 @@ def test_ctrl_c_while_waiting_for_a_locked_cache_mount(own_store: Path, tmp_path
         holder.communicate(timeout=60)
     assert _mounts_under(root) == []
     assert _leftovers(root) == [], _leftovers(root)
+
+
+def test_interrupted_layer_extraction_stops_and_starts_no_container(own_store: Path, tmp_path: Path) -> None:
+    """Ctrl-C while a RUN's lower layer is being unpacked: the unpacking stops where it is (no
+    wait for a big layer's end) and the step's container never starts."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with open(ctx / "big", "wb") as f:
+        f.truncate(2 << 30)  # sparse: 2 GiB to unpack for the RUN
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nCOPY big /big\nRUN echo ran-the-step | tr a-z A-Z\n")
+    snapshots_before = set((root / "snapshots").iterdir()) if (root / "snapshots").is_dir() else set()
+    proc = _start_build(root, ctx, "runc")
+    seen = b""
+    while b"[stage-0 3/3] RUN" not in seen:  # the base's own snapshot is unpacked before: not that one
+        line = proc.stderr.readline()  # type: ignore[union-attr]  # plain progress goes to stderr
+        assert line, seen.decode()
+        seen += line
+    deadline = time.monotonic() + 120
+    while not any(p.is_dir() and any(p.iterdir()) for p in (root / "tmp").glob("*.snapshot")):
+        assert proc.poll() is None, seen.decode()
+        assert time.monotonic() < deadline, "the RUN's layer was never unpacked"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    text = out.decode() + seen.decode() + err.decode()
+    assert proc.returncode == 130, text
+    assert "ERROR: interrupted" in text and "Traceback" not in text, text
+    assert "#3 CANCELED" in text and "#3 DONE" not in text and "RAN-THE-STEP" not in text, text
+    # The unpacking stopped: no snapshot but the base's was made (none of the COPY's layer).
+    made = set((root / "snapshots").iterdir()) - snapshots_before
+    assert len(made) <= 1, made
+    assert _mounts_under(root) == []
+    assert _leftovers(root) == [], _leftovers(root)
