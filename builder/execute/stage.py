@@ -702,7 +702,8 @@ class StageRunner:
             created_by = history_text(ins, self._shell(), self._history_args())
             tar = self.env.store.temp_path(".layer.tar")
             try:
-                with open(tar, "wb") as out:
+                with open(tar, "wb") as f:
+                    out = cast(BinaryIO, _UntilCancelled(f, self.cancel))  # a big layer stops at Ctrl-C
                     stats = write_layer(upper, out, source_date_epoch=self.env.source_date_epoch,
                                         overlay_upper=True)
                 layer = self.env.layers.add_tar(tar, stats.diff_id, stats.size)
@@ -808,8 +809,8 @@ class StageRunner:
 
 
 class _UntilCancelled:
-    """A COPY/ADD's layer file that refuses writes once the build is cancelled: Ctrl-C (or a
-    failed sibling stage) stops a copy of a big context at once, not at its end."""
+    """A layer file (COPY/ADD, a RUN's changes) that refuses writes once the build is cancelled:
+    Ctrl-C (or a failed sibling stage) stops writing a big layer at once, not at its end."""
 
     def __init__(self, out: BinaryIO, cancel: threading.Event) -> None:
         self.out = out

@@ -172,27 +172,29 @@ def test_interrupted_pybuild_run_leaves_nothing(own_store: Path) -> None:
     assert _sleepers() == []
 
 
-def test_interrupted_copy_stops_mid_copy(own_store: Path, tmp_path: Path) -> None:
-    """Ctrl-C during a COPY of a big context stops the copy where it is, as docker's client
-    stops sending the context: the build does not wait for the layer to be written to its end."""
+@pytest.mark.parametrize("step", ["COPY big /big", "RUN truncate -s 6G /big"])
+def test_interrupted_layer_write_stops_mid_layer(own_store: Path, tmp_path: Path, step: str) -> None:
+    """Ctrl-C while a COPY of a big context, or a RUN that made a big file, writes its layer stops
+    the writing where it is, as docker's client stops sending the context: the build does not
+    wait for the layer to be written to its end."""
     root = own_store
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     with open(ctx / "big", "wb") as f:
         f.truncate(6 << 30)  # sparse: 6 GiB to copy (seconds of writing), no disk for the context
-    (ctx / "Dockerfile").write_text("FROM busybox:local\nCOPY big /big\nRUN echo after > /after\n")
+    (ctx / "Dockerfile").write_text(f"FROM busybox:local\n{step}\nRUN echo after > /after\n")
     proc = _start_build(root, ctx, "runc")
     deadline = time.monotonic() + 60
     while not any(p.stat().st_size > (64 << 20) for p in (root / "tmp").glob("*.layer.tar")):
         assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "the COPY never started writing its layer"
+        assert time.monotonic() < deadline, "the step never started writing its layer"
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     text = out.decode() + err.decode()
     assert proc.returncode == 130, text
     assert "ERROR: interrupted" in text and "Traceback" not in text, text
-    # The COPY step was cancelled, not finished and then followed by the interruption.
+    # The step was cancelled, not finished and then followed by the interruption.
     assert "#2 CANCELED" in text and "#2 DONE" not in text, text
     assert _mounts_under(root) == []
     assert _leftovers(root) == [], _leftovers(root)
