@@ -105,6 +105,7 @@ class RunResources:
     cache_namespace: str = ""  # BUILDKIT_CACHE_MOUNT_NS
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     cancel: threading.Event | None = None  # set on Ctrl-C or a failed stage: stop waiting for a lock
+    workdir: str = "/"  # the step's WORKDIR: where relative cache, bind and tmpfs targets go
     # With .dockerignore rules: the files below a context path a bind mount may show, as
     # (path below it, host file, stat, link target); None when nothing is ignored.
     context_files: Callable[[str], list[tuple[str, Path, os.stat_result, str]]] | None = None
@@ -189,17 +190,24 @@ def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
         yield mounts
 
 
-def _target(ins: Run, spec: MountSpec, default: str | None = None) -> str:
+def _target(ins: Run, spec: MountSpec, default: str | None = None, workdir: str = "/") -> str:
+    """Where the mount goes: a relative target= is under the WORKDIR for cache, bind and tmpfs
+    mounts (BuildKit's dockerfile2llb), under / for secrets and ssh; ``/`` itself is refused."""
+    import posixpath
+
     target = spec.target or default
     if not target:
         raise ins.error(f"RUN --mount=type={spec.type.value} needs target=")
-    return target if target.startswith("/") else "/" + target
+    path = posixpath.normpath(posixpath.join("/", workdir, target))
+    if path == "/":
+        raise ins.error(f'invalid mount target "{target}"')
+    return "/" + path.lstrip("/")
 
 
 def _one_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],
                stack: contextlib.ExitStack) -> Mount | None:
     if spec.type is MountType.TMPFS:
-        return Mount.tmpfs(_target(ins, spec), size=spec.size)
+        return Mount.tmpfs(_target(ins, spec, workdir=res.workdir), size=spec.size)
     if spec.type is MountType.SECRET:
         return _secret_mount(ins, spec, res, env, stack)
     if spec.type is MountType.CACHE:
@@ -255,8 +263,8 @@ def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, s
 
 
 def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:
-    target = _target(ins, spec)
-    cache_id = cache_mount_id(spec, target, res.cache_namespace)
+    target = _target(ins, spec, workdir=res.workdir)
+    cache_id = cache_mount_id(spec, spec.target or "", res.cache_namespace)  # the target as written
     root = res.store_root / "cachemounts"
     root.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
@@ -313,7 +321,7 @@ def _lock_unless_cancelled(fd: int, cancel: threading.Event | None) -> None:
 
 
 def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:
-    target = _target(ins, spec)
+    target = _target(ins, spec, workdir=res.workdir)
     source = (spec.source or "/").lstrip("/")
     if spec.from_:
         lowers = res.lowers_of(spec.from_)

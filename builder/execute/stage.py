@@ -35,6 +35,7 @@ from builder.execute.run import (
     RunResources,
     Secret,
     cache_mount_id,
+    clean_cwd,
     container_spec,
     failure_message,
     history_text,
@@ -673,6 +674,7 @@ class StageRunner:
             context_root=self.env.context_root, secrets=self.env.secrets,
             lowers_of=self._lowers_of, ssh=self.env.ssh,
             cache_namespace=self.env.cache_namespace, context_files=self._bind_files(), cancel=self.cancel,
+            workdir=clean_cwd(self.config.working_dir),
         )
         keep_upper = False
         try:

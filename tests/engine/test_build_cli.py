@@ -305,6 +305,25 @@ def test_run_mounts_bind_from_tmpfs(builder: Builder) -> None:
 
 
 
+
+def test_relative_mount_targets_are_under_the_workdir(builder: Builder) -> None:
+    """BuildKit joins a relative target= of a cache, bind or tmpfs mount to the WORKDIR (a secret's
+    stays under /); a target that is / itself is refused at its line."""
+    ctx = builder.context({
+        "Dockerfile": f"FROM busybox:local\nWORKDIR /app\n"
+        f"RUN --mount=type=cache,target=cachedir,id=rel-{uuid.uuid4().hex} touch cachedir/x && "
+        "ls /app/cachedir > /cache-list\n"
+        "RUN --mount=type=tmpfs,target=sub/tmp grep -q ' /app/sub/tmp tmpfs' /proc/mounts && touch /tmpfs-ok\n"
+        "RUN --mount=type=bind,source=in.txt,target=bound cat /app/bound > /bound-out\n",
+        "in.txt": "bound file\n"}, "relative-targets")
+    builder.build(ctx, "--no-cache", "-t", "cli-relative-targets:1")
+    out = builder.run("cli-relative-targets:1", "sh", "-c", "cat /cache-list /bound-out; ls /tmpfs-ok; ls -A /app")
+    assert out.stdout.decode().splitlines() == ["x", "bound file", "/tmpfs-ok"], out.stdout
+    bad = builder.context({"Dockerfile": "FROM busybox:local\nWORKDIR /\nRUN --mount=type=cache,target=. true\n"},
+                          "root-target")
+    p = builder.build(bad, "--no-cache", check=False)
+    assert p.returncode == 1 and b'Dockerfile:3: invalid mount target "."' in p.stderr, p.stderr
+
 def test_writable_bind_is_a_scratch_layer_over_its_source(builder: Builder) -> None:
     """RUN --mount=type=bind,rw: the step changes and deletes what it likes, nothing is kept, and
     the source is not copied first (an overlay, as BuildKit's snapshot: a big context costs no
