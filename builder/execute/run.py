@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import shlex
 import shutil
 import stat
@@ -280,20 +281,16 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                path = temp_dir(res.work_root, "cache-private")
-                stack.callback(shutil.rmtree, path, True)
+                # Another step has this cache: a private mount gets a new one, made as a new
+                # cache is (uid, gid, mode, from=), thrown away after the step.
+                scratch = temp_dir(res.work_root, "cache-private")
+                stack.callback(shutil.rmtree, scratch, True)
+                _new_cache(scratch / "cache", ins, spec, res, stack)
+                return Mount.bind(scratch / "cache", target, readonly=spec.readonly)
     if not path.exists():
-        fresh = root / f".{key}.{os.getpid()}.new"
-        if spec.from_:
-            # BuildKit: an empty cache starts as a copy of `source` in the stage or image `from`.
-            seed = _inside(_merged_view(res.lowers_of(spec.from_), res, stack), (spec.source or "/").lstrip("/"), ins)
-            if not seed.is_dir():
-                raise ins.error(f"RUN --mount=type=cache,from={spec.from_}: {spec.source or '/'} is not a directory")
-            shutil.copytree(seed, fresh, symlinks=True)
-        else:
-            fresh.mkdir(mode=spec.mode if spec.mode is not None else 0o755)
-        os.chown(fresh, spec.uid or 0, spec.gid or 0)
-        fresh.chmod(spec.mode if spec.mode is not None else 0o755)
+        # unique: two stages of one build may make the same cache at once (the first rename wins)
+        fresh = root / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.new"
+        _new_cache(fresh, ins, spec, res, stack)
         (root / f"{key}.id").write_text(cache_id)
         try:
             os.rename(fresh, path)
@@ -301,6 +298,40 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
             shutil.rmtree(fresh, ignore_errors=True)
     os.utime(path)  # last use, for prune
     return Mount.bind(path, target, readonly=spec.readonly)
+
+
+def _new_cache(path: Path, ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> None:
+    """A new cache mount's directory at ``path``: empty with ``uid``/``gid``/``mode`` (0:0 0755 by
+    default), or, with ``from=``, a copy of ``source`` there with its files' owners, modes and
+    times, as BuildKit's snapshot of it (``uid``/``gid``/``mode``, when given, set its root)."""
+    if spec.from_:
+        view = _merged_view(res.lowers_of(spec.from_), res, stack)
+        seed = _inside(view, (spec.source or "/").lstrip("/"), ins)
+        if not seed.is_dir():
+            raise ins.error(f"RUN --mount=type=cache,from={spec.from_}: {spec.source or '/'} is not a directory")
+        _copy_tree(seed, path)
+        if spec.uid is None and spec.gid is None and spec.mode is None:
+            return
+    else:
+        path.mkdir()
+    os.chown(path, spec.uid or 0, spec.gid or 0)
+    path.chmod(spec.mode if spec.mode is not None else 0o755)
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    """``shutil.copytree`` with the owners too (it keeps modes, times and xattrs only); modes are
+    set again after chown, which clears set-id bits."""
+    shutil.copytree(source, dest, symlinks=True)
+    for top, dirs, files in os.walk(source):
+        rel = os.path.relpath(top, source)
+        for name in (".", *dirs, *files) if rel == "." else (*dirs, *files):
+            src = os.path.normpath(os.path.join(top, name))
+            dst = os.path.normpath(os.path.join(dest, rel, name))
+            st = os.lstat(src)
+            os.lchown(dst, st.st_uid, st.st_gid)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(dst, stat.S_IMODE(st.st_mode))
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _lock_unless_cancelled(fd: int, cancel: threading.Event | None) -> None:
