@@ -395,7 +395,7 @@ def _writable_view(host: Path, res: RunResources, stack: contextlib.ExitStack) -
                       upperdir=upper, workdir=work)
     except ContainerError:
         dest.rmdir()
-        shutil.copytree(host, dest, symlinks=True)
+        _copy_tree(host, dest)
         return dest
     stack.callback(unmount, dest)
     return dest
