@@ -34,29 +34,6 @@ def chain_ids(diff_ids: Sequence[str]) -> list[Digest]:
     return out
 
 
-class _Checked:
-    """A layer stream that calls ``check`` before each read: an extraction a cancelled build no
-    longer needs stops there (``check`` raises) and leaves nothing behind."""
-
-    def __init__(self, raw: BinaryIO, check: Callable[[], None]) -> None:
-        self._raw = raw
-        self._check = check
-
-    def read(self, n: int = -1) -> bytes:
-        self._check()
-        return self._raw.read(n)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        self._check()
-        return self._raw.readinto(buffer)  # type: ignore[attr-defined]  # BinaryIO has no readinto; the streams given have
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._raw.close()
-
-
 class SnapshotDirs:
     """The ``snapshots/`` tree of a store root; knows nothing of the database."""
 
@@ -82,13 +59,15 @@ class SnapshotDirs:
         The tar is hashed while extracted; a stream whose hash is not ``diff_id``
         is refused and leaves nothing behind.
         """
-        from builder.layers.extract import extract_layer
+        from builder.layers.extract import CheckedReader, extract_layer
 
         final = self.path(chain_id)
         work = temp_name(self.tmp_dir, ".snapshot")
         work.mkdir(mode=0o755)
         try:
-            reader = HashingReader(_Checked(tar_stream, check) if check is not None else tar_stream)  # type: ignore[arg-type]  # read, readinto and close: all a HashingReader uses
+            if check is not None:
+                tar_stream = CheckedReader(tar_stream, check)  # type: ignore[assignment]  # read, readinto, close: all a HashingReader uses
+            reader = HashingReader(tar_stream)
             stats = extract_layer(reader, work, apply_whiteouts=True, overlay_whiteouts=True)  # type: ignore[arg-type]  # an uncompressed tar: only read and close are used
             content = stats.bytes + stats.link_bytes
             while reader.read(1 << 20):  # tar padding after the end-of-archive blocks

@@ -1008,6 +1008,7 @@ def copy_layer(
     workdir: Path | None = None,
     git: GitSources | None = None,
     fetches: UrlFetches | None = None,
+    check: Callable[[], None] | None = None,
 ) -> LayerStats:
     """Write the layer tar of one COPY/ADD to ``out`` and return its DiffID and size.
 
@@ -1015,7 +1016,8 @@ def copy_layer(
     image; ``dest_view`` is the stage's file system before this step. ADD
     downloads, clones and unpacks into temp dirs under ``workdir`` (removed
     before returning); ``git`` keeps checkouts of git sources between builds; ``fetches``
-    holds the URLs that keying the step downloaded.
+    holds the URLs that keying the step downloaded; ``check`` may raise to stop unpacking an
+    archive (a cancelled build).
     """
     now = _now(source_date_epoch)
     with ExitStack() as stack, _user_errors(spec):
@@ -1024,7 +1026,7 @@ def copy_layer(
             from builder.execute.add import prepare_add_items
 
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
-            items = prepare_add_items(spec, items, scratch, now=now, git=git, fetches=fetches)
+            items = prepare_add_items(spec, items, scratch, now=now, git=git, fetches=fetches, check=check)
         elif spec.checksum:
             raise spec.error("checksum can't be specified for COPY")
         entries = plan_copy(spec, items, dest_view, now=now)

@@ -800,7 +800,7 @@ class StageRunner:
                 stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,
                                    source_date_epoch=self.env.source_date_epoch,
                                    workdir=self.env.store.tmp_dir, git=self.env.git,
-                                   fetches=self.env.urls)
+                                   fetches=self.env.urls, check=self._check_cancel)
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
             layer_tar.unlink(missing_ok=True)

@@ -277,3 +277,63 @@ def test_interrupted_layer_extraction_stops_and_starts_no_container(own_store: P
     assert len(made) <= 1, made
     assert _mounts_under(root) == []
     assert _leftovers(root) == [], _leftovers(root)
+
+
+def _zero_tar_zst(path: Path, name: str, size: int) -> None:
+    """A zstd tar holding one file of ``size`` zero bytes (a few KB on disk)."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, left: int) -> None:
+            self.left = left
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=1).stream_writer(raw) as out, \
+            tarfile.open(fileobj=out, mode="w|") as tf:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        tf.addfile(info, io.BufferedReader(Zeros(size), 1 << 20))
+
+
+def test_interrupted_add_stops_unpacking_its_archive(own_store: Path, tmp_path: Path) -> None:
+    """Ctrl-C while ADD unpacks a local archive stops the unpacking where it is (not at the
+    archive's end, then the layer's)."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    size = 3 << 30
+    _zero_tar_zst(ctx / "big.tar.zst", "zeros", size)
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nADD big.tar.zst /x/\n")
+    proc = _start_build(root, ctx, "runc")
+
+    def unpacked() -> int:
+        return max((p.stat().st_size for p in (root / "tmp").glob("add-*/*/zeros")), default=0)
+
+    deadline = time.monotonic() + 60
+    while unpacked() < (64 << 20):
+        assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "ADD never started unpacking"
+        time.sleep(0.01)
+    at_signal = unpacked()
+    proc.send_signal(signal.SIGINT)
+    most = at_signal
+    while proc.poll() is None:
+        with contextlib.suppress(OSError):
+            most = max(most, unpacked())
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"ERROR: interrupted" in err and b"Traceback" not in err, err
+    assert most < at_signal + (512 << 20) < size, (at_signal, most)
+    assert _leftovers(root) == [], _leftovers(root)
