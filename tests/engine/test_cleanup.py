@@ -337,3 +337,29 @@ def test_interrupted_add_stops_unpacking_its_archive(own_store: Path, tmp_path: 
     assert b"ERROR: interrupted" in err and b"Traceback" not in err, err
     assert most < at_signal + (512 << 20) < size, (at_signal, most)
     assert _leftovers(root) == [], _leftovers(root)
+
+
+def test_ctrl_c_twice_stops_cleanly(own_store: Path, tmp_path: Path) -> None:
+    """An impatient user's two Ctrl-C at once: the second one neither breaks the thread pool's
+    locks (an internal error) nor cuts the stopping short (the step's container left to run
+    to its end, or a deadlock in the signal handler): 130, stopped at once, nothing left."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox:local\nRUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/c "
+        f"echo started; sleep {LONG_SLEEP}\n")
+    for attempt in range(8):
+        proc = _start_build(root, ctx, ("runc", "chroot")[attempt % 2])
+        _wait_running(root, proc)
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.002 * (attempt // 2))  # not at once: two pending SIGINTs are one
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        text = err.decode()
+        assert proc.returncode == 130, text
+        assert "ERROR: interrupted" in text and "Traceback" not in text and "internal error" not in text, text
+        assert time.monotonic() - started < 15, "the second Ctrl-C left the step's container running"
+        assert _mounts_under(root) == []
+        assert _leftovers(root) == [], _leftovers(root)
