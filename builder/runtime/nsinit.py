@@ -259,8 +259,10 @@ def mount_extra(root, plan):
                 bind(item["source"], target, item["readonly"])
             else:
                 ensure(target, True)
+                before = os.stat(target).st_mode  # as runc: the tmpfs takes its mount point's mode
                 data = ",".join(o for o in item["options"] if "=" in o)
                 mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
+                os.chmod(target, stat.S_IMODE(before))
         except (SetupError, OSError) as err:
             reason = err.reason if isinstance(err, SetupError) else err.strerror
             raise SetupError(f'error mounting "{source}" to rootfs at "{item["target"]}": {reason}',

@@ -77,6 +77,7 @@ class Stub:
 
     path: str
     is_dir: bool
+    mode: int | None = None  # a new one's mode (default 0755 / 0644)
 
 
 def make_stubs(root: Path, stubs: list[Stub]) -> list[str]:
@@ -107,6 +108,6 @@ def make_stubs(root: Path, stubs: list[Stub]) -> list[str]:
                 os.mkdir(host)
             else:
                 os.close(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
-            os.chmod(host, 0o755 if stub.is_dir else 0o644)
+            os.chmod(host, stub.mode if stub.mode is not None else 0o755 if stub.is_dir else 0o644)
         resolved.append("/" + str(rel) if rel.parts else "/")
     return resolved

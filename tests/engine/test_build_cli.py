@@ -324,6 +324,18 @@ def test_relative_mount_targets_are_under_the_workdir(builder: Builder) -> None:
     p = builder.build(bad, "--no-cache", check=False)
     assert p.returncode == 1 and b'Dockerfile:3: invalid mount target "."' in p.stderr, p.stderr
 
+
+def test_tmpfs_mount_mode_as_runc_gives_it(builder: Builder) -> None:
+    """A tmpfs on a new target is 1777 (runc makes the mount point itself under BuildKit); on a
+    directory of the image it takes that directory's mode, as runc does. runc and chroot agree."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN mkdir -m 750 /d # {uuid.uuid4().hex}\n"
+                           "RUN --mount=type=tmpfs,target=/new --mount=type=tmpfs,target=/d "
+                           "stat -c '%n %a' /new /d > /modes\n"}, "tmpfs-mode")
+    for isolation in ("runc", "chroot"):
+        builder.build(ctx, "--no-cache", "--isolation", isolation, "-t", f"cli-tmpfs-mode:{isolation}")
+        out = builder.run(f"cli-tmpfs-mode:{isolation}", "cat", "/modes").stdout.decode().splitlines()
+        assert out == ["/new 1777", "/d 750"], (isolation, out)
+
 def test_writable_bind_is_a_scratch_layer_over_its_source(builder: Builder) -> None:
     """RUN --mount=type=bind,rw: the step changes and deletes what it likes, nothing is kept, and
     the source is not copied first (an overlay, as BuildKit's snapshot: a big context costs no
