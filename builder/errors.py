@@ -172,7 +172,8 @@ class ContainerError(BuildError):
 
 
 class ContainerStartError(ContainerError):
-    """The container's process could not be started (e.g. executable not found)."""
+    """The container's process could not be started, for the step's own reason (executable
+    not found, a mount target under a file, a symlink loop): reported at the step's line."""
 
 
 class UserNotFoundError(ContainerError):

@@ -4,7 +4,9 @@ At most ``jobs`` stages run at the same time. The first failure (or Ctrl-C)
 cancels the stages not yet started, calls ``on_cancel`` to stop the running
 ones (a RUN step's container would otherwise run to its end), and is
 re-raised once they have stopped, so no step keeps writing after the build
-has failed.
+has failed. Ctrl-C and SIGTERM are noted by a handler and acted on by the loop
+(KeyboardInterrupt), never raised inside the pool's locks, so a second one
+cannot break the stopping.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from builder.errors import BuildError
+from builder.runtime.cleanup import interrupts_noted
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 CANCEL_POLL_SECONDS = 0.3
+INTERRUPT_POLL_SECONDS = 0.1  # how soon a noted Ctrl-C is acted on
 
 
 class Cancelled(BuildError):
@@ -53,19 +57,25 @@ def run_dag(
                 on_cancel()
             _, pending = wait(pending, timeout=CANCEL_POLL_SECONDS)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="stage") as pool:
+    # Ctrl-C or SIGTERM: noted by the handler, acted on here
+    with interrupts_noted() as interrupted, \
+            ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="stage") as pool:
         try:
             while remaining or running:
+                if interrupted:
+                    raise KeyboardInterrupt
                 if first_error is None:
-                    ready = [n for n, d in remaining.items() if not d]
+                    # Started only when a job is free, so that a failure decides before the next
+                    # one starts (a pool's queue would start it as soon as the failed one ends).
+                    ready = [n for n, d in remaining.items() if not d][:max(1, jobs) - len(running)]
                     for node in ready:
                         del remaining[node]
-                        running[pool.submit(work, node, dict(results), cancel)] = node
+                        running[pool.submit(_unless_cancelled, work, node, dict(results), cancel)] = node
                 if not running:
                     if remaining and first_error is None:
                         raise BuildError("internal error: the stage graph has a cycle")
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=INTERRUPT_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     node = running.pop(future)
                     try:
@@ -82,4 +92,14 @@ def run_dag(
             raise
     if first_error is not None:
         raise first_error
+    if interrupted:  # after the last stage ended: still the user's stop
+        raise KeyboardInterrupt
     return results
+
+
+def _unless_cancelled(work: Callable[[K, Mapping[K, R], threading.Event], R], node: K,
+                      results: Mapping[K, R], cancel: threading.Event) -> R:
+    """``work``, unless the build was cancelled while the stage waited for a free job."""
+    if cancel.is_set():
+        raise Cancelled("build cancelled")
+    return work(node, results, cancel)

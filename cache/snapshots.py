@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,8 +48,10 @@ class SnapshotDirs:
     def exists(self, chain_id: str) -> bool:
         return self.path(chain_id).is_dir()
 
-    def create(self, chain_id: str, diff_id: str, tar_stream: BinaryIO) -> tuple[int, int]:
-        """Extract one uncompressed layer as the snapshot ``chain_id``.
+    def create(self, chain_id: str, diff_id: str, tar_stream: BinaryIO,
+               check: Callable[[], None] | None = None) -> tuple[int, int]:
+        """Extract one uncompressed layer as the snapshot ``chain_id``; ``check`` is called
+        between reads and may raise to stop (a cancelled build).
 
         Returns the tar's size and what its files take as docker counts it (see
         ``cache.store.content_size``).
@@ -57,12 +59,14 @@ class SnapshotDirs:
         The tar is hashed while extracted; a stream whose hash is not ``diff_id``
         is refused and leaves nothing behind.
         """
-        from builder.layers.extract import extract_layer
+        from builder.layers.extract import CheckedReader, extract_layer
 
         final = self.path(chain_id)
         work = temp_name(self.tmp_dir, ".snapshot")
         work.mkdir(mode=0o755)
         try:
+            if check is not None:
+                tar_stream = CheckedReader(tar_stream, check)  # type: ignore[assignment]  # read, readinto, close: all a HashingReader uses
             reader = HashingReader(tar_stream)
             stats = extract_layer(reader, work, apply_whiteouts=True, overlay_whiteouts=True)  # type: ignore[arg-type]  # an uncompressed tar: only read and close are used
             content = stats.bytes + stats.link_bytes
@@ -73,6 +77,8 @@ class SnapshotDirs:
                     f"layer {diff_id} does not match the image config: its content hashes to "
                     f"{reader.digest()}"
                 )
+            if check is not None:
+                check()
             _fsync_tree(work)
             try:
                 os.rename(work, final)

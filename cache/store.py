@@ -791,11 +791,12 @@ class Store:
 
     # --- snapshots ---------------------------------------------------------------------
 
-    def snapshot(self, image: Image) -> list[Path]:
+    def snapshot(self, image: Image, check: Callable[[], None] | None = None) -> list[Path]:
         """The image's layers unpacked, one dir per layer, base first (overlay lower dirs).
 
         Missing snapshots are extracted; processes that race for the same one
-        each extract it and the first rename wins.
+        each extract it and the first rename wins. ``check`` may raise to stop an
+        extraction midway (a cancelled build); what it had extracted is removed.
         """
         diff_ids = list(image.config_file().diff_ids)
         chains = chain_ids(diff_ids)
@@ -813,7 +814,7 @@ class Store:
                     else:
                         try:
                             with layer.uncompressed() as stream:
-                                size, content = self.snapshots.create(chain, diff_id, stream)
+                                size, content = self.snapshots.create(chain, diff_id, stream, check)
                         except ImageError:
                             self._forget_claim(diff_id, layer.digest())
                             raise

@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -109,8 +109,9 @@ class Unpacked:
     outside_links: list[tuple[str, str]]  # hardlinks to files the destination, not the archive, holds
 
 
-def extract_archive(path: str | Path, into: Path) -> Unpacked | None:
-    """Unpack the archive at ``path`` into ``into``; None when it is not an archive."""
+def extract_archive(path: str | Path, into: Path, check: Callable[[], None] | None = None) -> Unpacked | None:
+    """Unpack the archive at ``path`` into ``into``; None when it is not an archive. ``check``
+    may raise between reads to stop (a cancelled build)."""
     from builder.layers.extract import extract_layer
 
     stream = open_archive(path)
@@ -121,7 +122,7 @@ def extract_archive(path: str | Path, into: Path) -> Unpacked | None:
         # As docker, which unpacks in a chroot of the destination: an absolute link (or
         # one that climbs) in the archive resolves inside it, never outside.
         stats = extract_layer(stream, into, apply_whiteouts=False, same_owner=True, outside_links=links,
-                              chroot_symlinks=True)
+                              chroot_symlinks=True, check=check)
     return Unpacked(stats.explicit_dirs, links)
 
 
@@ -288,9 +289,10 @@ def _verify_commit(head: str, url: str, checksum: str, spec: CopySpec) -> None:
 
 def prepare_add_items(
     spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, now: int, git: GitSources | None = None,
-    fetches: UrlFetches | None = None,
+    fetches: UrlFetches | None = None, check: Callable[[], None] | None = None,
 ) -> list[SourceItem]:
-    """Turn ADD's remote sources and local archives into items COPY's planner can place."""
+    """Turn ADD's remote sources and local archives into items COPY's planner can place
+    (``check``: see :func:`extract_archive`)."""
     if spec.checksum and len(items) != 1:
         raise spec.error("checksum can't be specified for multiple sources")
     if spec.checksum and items[0].kind not in (SourceKind.URL, SourceKind.GIT):
@@ -313,7 +315,7 @@ def prepare_add_items(
             into = scratch / f"archive-{len(out)}"
             into.mkdir()
             try:
-                unpacked = extract_archive(host, into)
+                unpacked = extract_archive(host, into, check)
             except ImageError as err:
                 raise spec.error(f"unpacking '{item.path}': {err}") from None
             if unpacked is None:

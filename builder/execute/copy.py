@@ -972,35 +972,36 @@ def write_planned(
 ) -> LayerStats:
     """The layer tar: parents before children, names sorted by their bytes."""
     writer = TarStreamWriter(out, source_date_epoch=source_date_epoch)
-    first: dict[tuple[int, int, int], str] = {}
-    for parts in sorted(entries, key=_sort_key):
-        p = entries[parts]
-        entry = p.entry
-        if p.inode is not None:
-            key = (p.group, *p.inode)
-            target = first.get(key)
-            if target is not None:
-                writer.add(replace(entry, type=EntryType.HARDLINK, size=0, linkname=target))
+    with writer:  # an error (or a cancel) stops the writer's hashing thread
+        first: dict[tuple[int, int, int], str] = {}
+        for parts in sorted(entries, key=_sort_key):
+            p = entries[parts]
+            entry = p.entry
+            if p.inode is not None:
+                key = (p.group, *p.inode)
+                target = first.get(key)
+                if target is not None:
+                    writer.add(replace(entry, type=EntryType.HARDLINK, size=0, linkname=target))
+                    continue
+                first[key] = entry.name
+            if p.data is not None:
+                writer.add(entry, io.BytesIO(p.data))
                 continue
-            first[key] = entry.name
-        if p.data is not None:
-            writer.add(entry, io.BytesIO(p.data))
-            continue
-        fd = _open_checked(p)
-        if fd is None:
-            writer.add(entry)
-            continue
-        try:
-            xattrs = _fd_xattrs(fd, p.drop_caps) if p.xattrs_from is not None else ()
-            if xattrs:
-                entry = replace(entry, xattrs=xattrs)
-            if entry.type is EntryType.FILE:
-                with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-                    writer.add(entry, f)
-            else:
+            fd = _open_checked(p)
+            if fd is None:
                 writer.add(entry)
-        finally:
-            os.close(fd)
+                continue
+            try:
+                xattrs = _fd_xattrs(fd, p.drop_caps) if p.xattrs_from is not None else ()
+                if xattrs:
+                    entry = replace(entry, xattrs=xattrs)
+                if entry.type is EntryType.FILE:
+                    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+                        writer.add(entry, f)
+                else:
+                    writer.add(entry)
+            finally:
+                os.close(fd)
     return writer.close()
 
 
@@ -1014,6 +1015,7 @@ def copy_layer(
     workdir: Path | None = None,
     git: GitSources | None = None,
     fetches: UrlFetches | None = None,
+    check: Callable[[], None] | None = None,
 ) -> LayerStats:
     """Write the layer tar of one COPY/ADD to ``out`` and return its DiffID and size.
 
@@ -1021,7 +1023,8 @@ def copy_layer(
     image; ``dest_view`` is the stage's file system before this step. ADD
     downloads, clones and unpacks into temp dirs under ``workdir`` (removed
     before returning); ``git`` keeps checkouts of git sources between builds; ``fetches``
-    holds the URLs that keying the step downloaded.
+    holds the URLs that keying the step downloaded; ``check`` may raise to stop unpacking an
+    archive (a cancelled build).
     """
     now = _now(source_date_epoch)
     with ExitStack() as stack, _user_errors(spec):
@@ -1030,7 +1033,7 @@ def copy_layer(
             from builder.execute.add import prepare_add_items
 
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
-            items = prepare_add_items(spec, items, scratch, now=now, git=git, fetches=fetches)
+            items = prepare_add_items(spec, items, scratch, now=now, git=git, fetches=fetches, check=check)
         elif spec.checksum:
             raise spec.error("checksum can't be specified for COPY")
         entries = plan_copy(spec, items, dest_view, now=now)

@@ -14,9 +14,12 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import shlex
 import shutil
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from builder.execute.ssh import SshAgents
 
 SECRETS_DIR = "/run/secrets"
+LOCK_POLL_SECONDS = 0.1  # how soon a step waiting for a locked cache mount sees a cancel
 SSH_AGENT_TARGET = "/run/buildkit/ssh_agent.{}"  # BuildKit's default, numbered among the step's ssh mounts
 
 
@@ -101,6 +105,8 @@ class RunResources:
     ssh: SshAgents | None = None  # --ssh
     cache_namespace: str = ""  # BUILDKIT_CACHE_MOUNT_NS
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    cancel: threading.Event | None = None  # set on Ctrl-C or a failed stage: stop waiting for a lock
+    workdir: str = "/"  # the step's WORKDIR: where relative cache, bind and tmpfs targets go
     # With .dockerignore rules: the files below a context path a bind mount may show, as
     # (path below it, host file, stat, link target); None when nothing is ignored.
     context_files: Callable[[str], list[tuple[str, Path, os.stat_result, str]]] | None = None
@@ -178,24 +184,31 @@ def prepared_mounts(ins: Run, res: RunResources, env: dict[str, str],
                 ssh_targets.append(target)
                 if (mount := _ssh_mount(ins, spec, target, res, stack)) is not None:
                     mounts.append(mount)
-            else:
-                mounts.append(_one_mount(ins, spec, res, env, stack))
+            elif (mount := _one_mount(ins, spec, res, env, stack)) is not None:
+                mounts.append(mount)
         if ssh_targets:
             env.setdefault("SSH_AUTH_SOCK", ssh_targets[0])  # BuildKit: the first ssh mount's socket
         yield mounts
 
 
-def _target(ins: Run, spec: MountSpec, default: str | None = None) -> str:
+def _target(ins: Run, spec: MountSpec, default: str | None = None, workdir: str = "/") -> str:
+    """Where the mount goes: a relative target= is under the WORKDIR for cache, bind and tmpfs
+    mounts (BuildKit's dockerfile2llb), under / for secrets and ssh; ``/`` itself is refused."""
+    import posixpath
+
     target = spec.target or default
     if not target:
         raise ins.error(f"RUN --mount=type={spec.type.value} needs target=")
-    return target if target.startswith("/") else "/" + target
+    path = posixpath.normpath(posixpath.join("/", workdir, target))
+    if path == "/":
+        raise ins.error(f'invalid mount target "{target}"')
+    return "/" + path.lstrip("/")
 
 
 def _one_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],
-               stack: contextlib.ExitStack) -> Mount:
+               stack: contextlib.ExitStack) -> Mount | None:
     if spec.type is MountType.TMPFS:
-        return Mount.tmpfs(_target(ins, spec), size=spec.size)
+        return Mount.tmpfs(_target(ins, spec, workdir=res.workdir), size=spec.size)
     if spec.type is MountType.SECRET:
         return _secret_mount(ins, spec, res, env, stack)
     if spec.type is MountType.CACHE:
@@ -222,7 +235,8 @@ def _ssh_mount(ins: Run, spec: MountSpec, target: str, res: RunResources,
 
 
 def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, str],
-                  stack: contextlib.ExitStack) -> Mount:
+                  stack: contextlib.ExitStack) -> Mount | None:
+    """None where BuildKit mounts no file: an optional secret not given, or one only for ``env=``."""
     sid = spec.id or (Path(spec.target).name if spec.target else None)
     if not sid:
         raise ins.error("RUN --mount=type=secret needs id= or target=")
@@ -230,9 +244,12 @@ def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, s
     if secret is None:
         if spec.required:
             raise ins.error(f"secret {sid} is required but was not given (use --secret id={sid},src=FILE)")
-        # An optional secret that is absent: BuildKit mounts nothing.
-        return Mount.tmpfs(_target(ins, spec, f"{SECRETS_DIR}/{sid}") + ".absent", size=4096)
+        return None
     value = secret.value()
+    if spec.env:
+        env[spec.env] = value.decode(errors="replace")
+        if not spec.target:
+            return None
     holder = temp_dir(res.work_root, "secret")
     stack.callback(shutil.rmtree, holder, True)
     path = holder / "value"
@@ -243,16 +260,12 @@ def _secret_mount(ins: Run, spec: MountSpec, res: RunResources, env: dict[str, s
         os.close(fd)
     os.chown(path, spec.uid or 0, spec.gid or 0)
     path.chmod(spec.mode if spec.mode is not None else 0o400)
-    if spec.env:
-        env[spec.env] = value.decode(errors="replace")
-    if spec.env and not spec.target:
-        return Mount.tmpfs(f"{SECRETS_DIR}/.env-{sid}", size=4096)
     return Mount.bind(path, _target(ins, spec, f"{SECRETS_DIR}/{sid}"), readonly=True)
 
 
 def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:
-    target = _target(ins, spec)
-    cache_id = cache_mount_id(spec, target, res.cache_namespace)
+    target = _target(ins, spec, workdir=res.workdir)
+    cache_id = cache_mount_id(spec, spec.target or "", res.cache_namespace)  # the target as written
     root = res.store_root / "cachemounts"
     root.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
@@ -263,25 +276,21 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         stack.callback(os.close, fd)
         if sharing is CacheSharing.LOCKED:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_unless_cancelled(fd, res.cancel)
         else:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                path = temp_dir(res.work_root, "cache-private")
-                stack.callback(shutil.rmtree, path, True)
+                # Another step has this cache: a private mount gets a new one, made as a new
+                # cache is (uid, gid, mode, from=), thrown away after the step.
+                scratch = temp_dir(res.work_root, "cache-private")
+                stack.callback(shutil.rmtree, scratch, True)
+                _new_cache(scratch / "cache", ins, spec, res, stack)
+                return Mount.bind(scratch / "cache", target, readonly=spec.readonly)
     if not path.exists():
-        fresh = root / f".{key}.{os.getpid()}.new"
-        if spec.from_:
-            # BuildKit: an empty cache starts as a copy of `source` in the stage or image `from`.
-            seed = _inside(_merged_view(res.lowers_of(spec.from_), res, stack), (spec.source or "/").lstrip("/"), ins)
-            if not seed.is_dir():
-                raise ins.error(f"RUN --mount=type=cache,from={spec.from_}: {spec.source or '/'} is not a directory")
-            shutil.copytree(seed, fresh, symlinks=True)
-        else:
-            fresh.mkdir(mode=spec.mode if spec.mode is not None else 0o755)
-        os.chown(fresh, spec.uid or 0, spec.gid or 0)
-        fresh.chmod(spec.mode if spec.mode is not None else 0o755)
+        # unique: two stages of one build may make the same cache at once (the first rename wins)
+        fresh = root / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.new"
+        _new_cache(fresh, ins, spec, res, stack)
         (root / f"{key}.id").write_text(cache_id)
         try:
             os.rename(fresh, path)
@@ -291,8 +300,59 @@ def _cache_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib
     return Mount.bind(path, target, readonly=spec.readonly)
 
 
+def _new_cache(path: Path, ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> None:
+    """A new cache mount's directory at ``path``: empty with ``uid``/``gid``/``mode`` (0:0 0755 by
+    default), or, with ``from=``, a copy of ``source`` there with its files' owners, modes and
+    times, as BuildKit's snapshot of it (``uid``/``gid``/``mode``, when given, set its root)."""
+    if spec.from_:
+        view = _merged_view(res.lowers_of(spec.from_), res, stack)
+        seed = _inside(view, (spec.source or "/").lstrip("/"), ins)
+        if not seed.is_dir():
+            raise ins.error(f"RUN --mount=type=cache,from={spec.from_}: {spec.source or '/'} is not a directory")
+        _copy_tree(seed, path)
+        if spec.uid is None and spec.gid is None and spec.mode is None:
+            return
+    else:
+        path.mkdir()
+    os.chown(path, spec.uid or 0, spec.gid or 0)
+    path.chmod(spec.mode if spec.mode is not None else 0o755)
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    """``shutil.copytree`` with the owners too (it keeps modes, times and xattrs only); modes are
+    set again after chown, which clears set-id bits."""
+    shutil.copytree(source, dest, symlinks=True)
+    for top, dirs, files in os.walk(source):
+        rel = os.path.relpath(top, source)
+        for name in (".", *dirs, *files) if rel == "." else (*dirs, *files):
+            src = os.path.normpath(os.path.join(top, name))
+            dst = os.path.normpath(os.path.join(dest, rel, name))
+            st = os.lstat(src)
+            os.lchown(dst, st.st_uid, st.st_gid)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(dst, stat.S_IMODE(st.st_mode))
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _lock_unless_cancelled(fd: int, cancel: threading.Event | None) -> None:
+    """``sharing=locked``: wait for the cache's lock, which another step or build may hold for
+    long, but give up when the build is cancelled (a blocked flock would let no Ctrl-C through)."""
+    from builder.scheduler import Cancelled
+
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if cancel is None:
+            time.sleep(LOCK_POLL_SECONDS)
+        elif cancel.wait(LOCK_POLL_SECONDS):
+            raise Cancelled("build cancelled")
+
+
 def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.ExitStack) -> Mount:
-    target = _target(ins, spec)
+    target = _target(ins, spec, workdir=res.workdir)
     source = (spec.source or "/").lstrip("/")
     if spec.from_:
         lowers = res.lowers_of(spec.from_)
@@ -307,16 +367,38 @@ def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.
         # the mount shows a tree of exactly the files its cache key counted.
         host = _filtered_tree(host, res.context_files(spec.source or "."), res, stack)
     if not spec.readonly:
-        # Writable bind: the step may write, but nothing it writes is kept.
-        copy = temp_dir(res.work_root, "bind-rw")
-        stack.callback(shutil.rmtree, copy, True)
-        dest = copy / "data"
-        if host.is_dir():
-            shutil.copytree(host, dest, symlinks=True)
-        else:
-            shutil.copy2(host, dest, follow_symlinks=False)
-        host = dest
+        host = _writable_view(host, res, stack)
     return Mount.bind(host, target, readonly=spec.readonly)
+
+
+def _writable_view(host: Path, res: RunResources, stack: contextlib.ExitStack) -> Path:
+    """A writable bind's source: the step may write, but nothing it writes is kept. A directory
+    gets an overlay with a scratch upper dir (no copy of a big context, as BuildKit's snapshot
+    of the mount); a file, or a directory where overlay refuses its file system, a copy."""
+    from builder.errors import ContainerError
+    from builder.runtime.overlay import make_links, mount_overlay, unmount
+
+    scratch = temp_dir(res.work_root, "bind-rw")
+    stack.callback(shutil.rmtree, scratch, True)
+    dest = scratch / "data"
+    if not host.is_dir():
+        shutil.copy2(host, dest, follow_symlinks=False)
+        return dest
+    upper, work = scratch / "upper", scratch / "work"
+    for directory in (upper, work, dest):
+        directory.mkdir()
+    st = host.stat()  # the mount's root shows the upper dir's owner and mode: make them the source's
+    os.chown(upper, st.st_uid, st.st_gid)
+    upper.chmod(stat.S_IMODE(st.st_mode))
+    try:
+        mount_overlay(dest, link_dir=scratch / "l", lowers=make_links(scratch / "l", [host]),
+                      upperdir=upper, workdir=work)
+    except ContainerError:
+        dest.rmdir()
+        _copy_tree(host, dest)
+        return dest
+    stack.callback(unmount, dest)
+    return dest
 
 
 def _filtered_tree(host: Path, files: list[tuple[str, Path, os.stat_result, str]], res: RunResources,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from builder.errors import (
     ContainerStartError,
@@ -35,6 +35,7 @@ from builder.execute.run import (
     RunResources,
     Secret,
     cache_mount_id,
+    clean_cwd,
     container_spec,
     failure_message,
     history_text,
@@ -219,7 +220,7 @@ class StageRunner:
         """Snapshot dirs of the current layers, base first (extracting what is missing)."""
         if self._lowers_cache is not None and self._lowers_cache[0] == len(self.layers):
             return self._lowers_cache[1]
-        paths = self.env.store.snapshot(DerivedImage(self.layers, self.file_config))
+        paths = self.env.store.snapshot(DerivedImage(self.layers, self.file_config), self._check_cancel)
         self._lowers_cache = (len(self.layers), paths)
         return paths
 
@@ -725,7 +726,8 @@ class StageRunner:
             store_root=self.env.store.root, work_root=self.env.store.root / "run",
             context_root=self.env.context_root, secrets=self.env.secrets,
             lowers_of=self._lowers_of, ssh=self.env.ssh,
-            cache_namespace=self.env.cache_namespace, context_files=self._bind_files(),
+            cache_namespace=self.env.cache_namespace, context_files=self._bind_files(), cancel=self.cancel,
+            workdir=clean_cwd(self.config.working_dir),
         )
         keep_upper = False
         try:
@@ -738,6 +740,7 @@ class StageRunner:
                     settings={**self.env.container.fields(), "privileged": privileged,
                               "devices": devices.nodes, "hooks": devices.hooks},
                 )
+                self._check_cancel()  # not a container started after Ctrl-C or a failed stage
                 try:
                     code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
                 except (ContainerStartError, UserNotFoundError) as err:  # the step's own: no exec, no user
@@ -754,7 +757,8 @@ class StageRunner:
             created_by = history_text(ins, self._shell(), self._history_args())
             tar = self.env.store.temp_path(".layer.tar")
             try:
-                with open(tar, "wb") as out:
+                with open(tar, "wb") as f:
+                    out = cast(BinaryIO, _UntilCancelled(f, self.cancel))  # a big layer stops at Ctrl-C
                     stats = write_layer(upper, out, source_date_epoch=self.env.source_date_epoch,
                                         overlay_upper=True)
                 layer = self.env.layers.add_tar(tar, stats.diff_id, stats.size)
@@ -818,7 +822,13 @@ class StageRunner:
         found = self.stage_lookup(name)
         if isinstance(found, StageResult):
             return found.lowers()
-        return self.env.store.snapshot(found)
+        return self.env.store.snapshot(found, self._check_cancel)
+
+    def _check_cancel(self) -> None:
+        """Raise Cancelled once the build is cancelled: long work in a stage thread (extracting
+        a big layer, starting a container) stops there, as no signal reaches this thread."""
+        if self.cancel.is_set():
+            raise Cancelled("build cancelled")
 
     def _do_copy(self, ins: ins_.Copy, handle: StepHandle) -> None:
         self._copy(ins, handle, is_add=False)
@@ -838,11 +848,12 @@ class StageRunner:
             source = RootfsView(list(self._lowers_of(from_)))
         layer_tar = self.env.store.temp_path(".layer.tar")
         try:
-            with open(layer_tar, "wb") as out:
+            with open(layer_tar, "wb") as f:
+                out = cast(BinaryIO, _UntilCancelled(f, self.cancel))
                 stats = copy_layer(spec, source=source, dest_view=RootfsView(self.lowers()), out=out,
                                    source_date_epoch=self.env.source_date_epoch,
                                    workdir=self.env.store.tmp_dir, git=self.env.git,
-                                   fetches=self.env.urls)
+                                   fetches=self.env.urls, check=self._check_cancel)
             layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
         finally:
             layer_tar.unlink(missing_ok=True)
@@ -850,6 +861,21 @@ class StageRunner:
         chown = f"--chown={ins.chown}" if ins.chown else ""  # docker writes it with no space after
         what = f"{kind}:{stats.diff_id.hex}" if kind else stats.diff_id.hex  # a URL: the hash alone
         self._commit(f"{' '.join(self._shell())} #(nop) {ins.name} {chown}{what} in {ins.dest} ", layer)
+
+
+class _UntilCancelled:
+    """A layer file (COPY/ADD, a RUN's changes) that refuses writes once the build is cancelled:
+    Ctrl-C (or a failed sibling stage) stops writing a big layer at once, not at its end."""
+
+    def __init__(self, out: BinaryIO, cancel: threading.Event) -> None:
+        self.out = out
+        self.cancel = cancel
+        self.name = out.name
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self.cancel.is_set():
+            raise Cancelled("build cancelled")
+        return self.out.write(data)
 
 
 def _history_kind(spec: CopySpec, ins: ins_.Copy | ins_.Add,

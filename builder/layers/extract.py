@@ -22,7 +22,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -448,6 +448,29 @@ def open_layer_stream(stream: BinaryIO, compression: Compression | None = None) 
         return open_decompressed(stream, compression)
     head = stream.read(4)
     return open_decompressed(_Prefixed(head, stream), detect(head))  # type: ignore[arg-type]  # a read-only wrapper; the decompressors only read it
+
+
+class CheckedReader:
+    """A stream that calls ``check`` before each read: an extraction a cancelled build no longer
+    needs stops there (``check`` raises), wherever the stream comes from."""
+
+    def __init__(self, raw: BinaryIO, check: Callable[[], None]) -> None:
+        self._raw = raw
+        self._check = check
+
+    def read(self, n: int = -1) -> bytes:
+        self._check()
+        return self._raw.read(n)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        self._check()
+        return self._raw.readinto(buffer)  # type: ignore[attr-defined]  # BinaryIO has no readinto; the streams given have
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class _Prefixed:
@@ -879,6 +902,7 @@ def extract_layer(
     same_owner: bool = True,
     chroot_symlinks: bool = False,
     outside_links: list[tuple[str, str]] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> ExtractStats:
     """Apply one layer (plain, gzip or zstd tar) onto ``target``, refusing any escape.
 
@@ -894,7 +918,10 @@ def extract_layer(
     The stream is read to its end, so a VerifyingReader checks the blob digest.
     With ``outside_links`` (ADD unpacks into scratch, docker into the destination), a
     hardlink to a file the archive does not hold is recorded there as (name, target).
+    ``check`` is called between reads and may raise to stop (a cancelled build).
     """
+    if check is not None:
+        stream = CheckedReader(stream, check)  # type: ignore[assignment]  # read, readinto, close: all used
     try:
         ex = _Extractor(
             target, apply_whiteouts=apply_whiteouts, overlay_whiteouts=overlay_whiteouts,

@@ -108,8 +108,12 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
             (cdir / "empty").mkdir()
             (links / "e").symlink_to(cdir / "empty")
         stubs = [Stub(p, True) for p in SYSTEM_DIRS] + [Stub(p, False) for p in ETC_FILES]
+        # A new tmpfs mount point is made with the tmpfs's mode: runc gives the tmpfs the mode of
+        # the directory it mounts on (an image's own /tmp or /var/cache keeps its mode), and
+        # where it makes the directory itself, as under BuildKit, the tmpfs keeps 1777.
         stubs += [
-            Stub(m.target, m.type is MountType.TMPFS or (m.source is not None and m.source.is_dir()))
+            Stub(m.target, True, m.mode) if m.type is MountType.TMPFS
+            else Stub(m.target, m.source is not None and m.source.is_dir())
             for m in spec.mounts
         ]
         mount_overlay(rootfs, link_dir=links, lowers=lowers or ["e"], upperdir=init, workdir=initwork)

@@ -90,7 +90,7 @@ class ChrootRuntime:
             "capabilities": None if spec.privileged else [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],
             "seccomp": None if spec.privileged else seccomp.profile(),
             "privileged": spec.privileged,
-            "devices": [(d.path, d.type, d.major, d.minor, d.file_mode, d.uid, d.gid) for d in spec.devices],
+            "devices": [(d.path, d.type, d.major, d.minor, d.file_mode, d.uid, d.gid) for d in spec.device_nodes()],
             "rlimits": [(name, -1 if soft == UNLIMITED else soft, -1 if hard == UNLIMITED else hard)
                         for name, (soft, hard) in spec.rlimits().items()],
             "shm_size": spec.shm_size,

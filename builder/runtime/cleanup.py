@@ -336,3 +336,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_noted() -> Iterator[list[int]]:
+    """In the main thread: Ctrl-C and SIGTERM are appended to the yielded list instead of
+    raising wherever the thread happens to be. Raised inside the locks of a thread pool's wait,
+    a KeyboardInterrupt (and a second one on its heels) breaks them ("release unlocked lock")
+    and cuts the stopping of the running steps short; the caller polls the list and stops in
+    order instead. The handler takes no lock: a second signal may run it inside the first."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def _note(signum: int, frame: object) -> None:
+        noted.append(signum)
+
+    previous = {sig: signal.signal(sig, _note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield noted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -64,15 +64,19 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 
 class SetupError(Exception):
-    def __init__(self, message, start=False):
+    """``start``: the step's own fault (its command, cwd or mounts), reported as runc's
+    create errors are; ``reason``: the system's words alone (strerror)."""
+
+    def __init__(self, message, start=False, reason=""):
         super().__init__(message)
         self.start = start
+        self.reason = reason or message
 
 
 def check(result, what):
     if result != 0:
         err = ctypes.get_errno()
-        raise SetupError(f"{what}: {os.strerror(err)}")
+        raise SetupError(f"{what}: {os.strerror(err)}", reason=os.strerror(err))
 
 
 def mount(source, target, fstype, flags, data=""):
@@ -277,15 +281,25 @@ def bind(source, target, readonly):
 
 
 def mount_extra(root, plan):
+    """The step's RUN --mount targets; one that cannot be mounted (a directory over a file...)
+    is the step's error, named by its target in the container as runc names it."""
     for item in plan["mounts"]:
         target = in_root(root, item["target"])
-        if item["type"] == "bind":
-            ensure(target, os.path.isdir(item["source"]))
-            bind(item["source"], target, item["readonly"])
-        else:
-            ensure(target, True)
-            data = ",".join(o for o in item["options"] if "=" in o)
-            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
+        source = item["source"] if item["type"] == "bind" else "tmpfs"
+        try:
+            if item["type"] == "bind":
+                ensure(target, os.path.isdir(item["source"]))
+                bind(item["source"], target, item["readonly"])
+            else:
+                ensure(target, True)
+                before = os.stat(target).st_mode  # as runc: the tmpfs takes its mount point's mode
+                data = ",".join(o for o in item["options"] if "=" in o)
+                mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
+                os.chmod(target, stat.S_IMODE(before))
+        except (SetupError, OSError) as err:
+            reason = err.reason if isinstance(err, SetupError) else err.strerror
+            raise SetupError(f'error mounting "{source}" to rootfs at "{item["target"]}": {reason}',
+                             start=True) from None
 
 
 def mask_paths(root, plan):

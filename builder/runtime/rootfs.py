@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from builder.errors import ContainerError
+from builder.errors import ContainerError, ContainerStartError
 
 MAX_SYMLINKS = 255
 
@@ -47,7 +47,7 @@ def resolve_in_root(root: Path, path: str) -> Path:
             continue
         hops += 1
         if hops > MAX_SYMLINKS:
-            raise ContainerError(f"too many levels of symbolic links resolving {path} in the image")
+            raise ContainerStartError(f"too many levels of symbolic links resolving {path} in the image")
         target = os.readlink(candidate)
         if target.startswith("/"):
             current = []
@@ -77,6 +77,7 @@ class Stub:
 
     path: str
     is_dir: bool
+    mode: int | None = None  # a new one's mode (default 0755 / 0644)
 
 
 def make_stubs(root: Path, stubs: list[Stub]) -> list[str]:
@@ -98,7 +99,7 @@ def make_stubs(root: Path, stubs: list[Stub]) -> list[str]:
                 os.chmod(parent, 0o755)
             except FileExistsError:
                 if parent.is_symlink() or not parent.is_dir():
-                    raise ContainerError(
+                    raise ContainerStartError(  # the step's own mount target: named at its line
                         f"cannot mount on {stub.path} in the image: /{parent.relative_to(root)} "
                         "is not a directory"
                     ) from None
@@ -107,6 +108,6 @@ def make_stubs(root: Path, stubs: list[Stub]) -> list[str]:
                 os.mkdir(host)
             else:
                 os.close(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
-            os.chmod(host, 0o755 if stub.is_dir else 0o644)
+            os.chmod(host, stub.mode if stub.mode is not None else 0o755 if stub.is_dir else 0o644)
         resolved.append("/" + str(rel) if rel.parts else "/")
     return resolved

@@ -53,6 +53,37 @@ def host_capabilities() -> list[str]:
     return [name for bit, name in enumerate(ALL_CAPABILITIES) if mask >> bit & 1]
 
 
+# BuildKit's devices of a privileged step (util/entitlements/security): FUSE, KVM, TUN, kmsg and
+# loop devices, so that `RUN --security=insecure losetup ...` or a FUSE mount works as there.
+INSECURE_DEVICES = (("/dev/kmsg", 1, 11), ("/dev/cuse", 10, 203), ("/dev/fuse", 10, 229),
+                    ("/dev/kvm", 10, 232), ("/dev/net/tun", 10, 200), ("/dev/loop-control", 10, 237))
+LOOP_CTL_GET_FREE = 0x4C82
+
+
+def insecure_devices() -> list[DeviceNode]:
+    """The device nodes BuildKit gives ``RUN --security=insecure``: :data:`INSECURE_DEVICES` and
+    the loop devices up to seven past the first free one (``/dev/loop0``..``7`` when none is known)."""
+    import fcntl
+    import os
+
+    from builder.runtime.cdi import DeviceNode
+
+    first_free = 0
+    try:
+        fd = os.open("/dev/loop-control", os.O_RDWR)
+    except OSError:
+        pass
+    else:
+        try:
+            first_free = fcntl.ioctl(fd, LOOP_CTL_GET_FREE)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    nodes = [DeviceNode(path, "c", major, minor) for path, major, minor in INSECURE_DEVICES]
+    nodes += [DeviceNode(f"/dev/loop{i}", "b", 7, i) for i in range(first_free + 8)]
+    return nodes
+
 MASKED_PATHS = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -292,6 +323,14 @@ class ContainerSpec:
     hooks: Sequence[Hook] = ()  # CDI hooks (runc and crun only)
     resources: Resources = field(default_factory=Resources)
 
+    def device_nodes(self) -> list[DeviceNode]:
+        """The device nodes to create: a privileged step's (BuildKit's), then the CDI devices
+        (one of those replaces a privileged one of the same path)."""
+        if not self.privileged:
+            return list(self.devices)
+        given = {d.path for d in self.devices}
+        return [d for d in insecure_devices() if d.path not in given] + list(self.devices)
+
     def rlimits(self) -> dict[str, tuple[int, int]]:
         """RLIMIT name -> (soft, hard): docker's NOFILE, then ``--ulimit`` over it."""
         nofile = nofile_limit()
@@ -404,7 +443,7 @@ def oci_config(
                 {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": d.permissions}
                 for d in spec.devices], **spec.resources.oci()},
             **({"cgroupsPath": cgroups_path} if cgroups_path else {}),
-            "devices": [d.oci() for d in spec.devices],
+            "devices": [d.oci() for d in spec.device_nodes()],
             "namespaces": namespaces,
             "maskedPaths": [] if spec.privileged else list(MASKED_PATHS),
             "readonlyPaths": [] if spec.privileged else list(READONLY_PATHS),

@@ -188,11 +188,14 @@ def test_secret_readable_in_run_and_nowhere_in_the_image(builder: Builder, tmp_p
     ctx = builder.context({"Dockerfile": "FROM busybox:local\n"
                            "RUN --mount=type=secret,id=x cat /run/secrets/x | wc -c > /len && "
                            "test \"$(cat /run/secrets/x)\" = \"$(cat /run/secrets/x)\" && ls -d /run/secrets/x\n"
-                           "RUN --mount=type=secret,id=x,env=TOKEN test -n \"$TOKEN\" && echo ok > /env\n"
+                           # BuildKit mounts no file for an env= secret without target=, nor for
+                           # an optional secret not given: /run/secrets is not even there
+                           "RUN --mount=type=secret,id=x,env=TOKEN test -n \"$TOKEN\" && test ! -e /run/secrets "
+                           "&& echo ok > /env\n"
                            "RUN --mount=type=secret,id=fromenv,required=true "
                            "test \"$(cat /run/secrets/fromenv)\" = \"$(cat /run/secrets/fromenv)\" && "
                            "wc -c < /run/secrets/fromenv > /len2\n"
-                           "RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && touch /absent-ok\n"
+                           "RUN --mount=type=secret,id=absent test ! -e /run/secrets && touch /absent-ok\n"
                            # a secret over a cache mount: the exported mount holds no value
                            f"RUN --mount=type=cache,id=sec-{uuid.uuid4().hex},target=/c --mount=type=secret,id=x,target=/c/s "
                            "cat /c/s > /dev/null\n"})
@@ -310,6 +313,59 @@ def test_run_mounts_bind_from_tmpfs(builder: Builder) -> None:
     for path in ("/ctx/in.txt", "/sub/a", "/m", "/t/f"):
         assert builder.run("cli-mounts:1", "test", "-e", path, check=False).returncode == 1, path
 
+
+
+
+def test_relative_mount_targets_are_under_the_workdir(builder: Builder) -> None:
+    """BuildKit joins a relative target= of a cache, bind or tmpfs mount to the WORKDIR (a secret's
+    stays under /); a target that is / itself is refused at its line."""
+    ctx = builder.context({
+        "Dockerfile": f"FROM busybox:local\nWORKDIR /app\n"
+        f"RUN --mount=type=cache,target=cachedir,id=rel-{uuid.uuid4().hex} touch cachedir/x && "
+        "ls /app/cachedir > /cache-list\n"
+        "RUN --mount=type=tmpfs,target=sub/tmp grep -q ' /app/sub/tmp tmpfs' /proc/mounts && touch /tmpfs-ok\n"
+        "RUN --mount=type=bind,source=in.txt,target=bound cat /app/bound > /bound-out\n",
+        "in.txt": "bound file\n"}, "relative-targets")
+    builder.build(ctx, "--no-cache", "-t", "cli-relative-targets:1")
+    out = builder.run("cli-relative-targets:1", "sh", "-c", "cat /cache-list /bound-out; ls /tmpfs-ok; ls -A /app")
+    assert out.stdout.decode().splitlines() == ["x", "bound file", "/tmpfs-ok"], out.stdout
+    bad = builder.context({"Dockerfile": "FROM busybox:local\nWORKDIR /\nRUN --mount=type=cache,target=. true\n"},
+                          "root-target")
+    p = builder.build(bad, "--no-cache", check=False)
+    assert p.returncode == 1 and b'Dockerfile:3: invalid mount target "."' in p.stderr, p.stderr
+
+
+def test_tmpfs_mount_mode_as_runc_gives_it(builder: Builder) -> None:
+    """A tmpfs on a new target is 1777 (runc makes the mount point itself under BuildKit); on a
+    directory of the image it takes that directory's mode, as runc does. runc and chroot agree."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN mkdir -m 750 /d # {uuid.uuid4().hex}\n"
+                           "RUN --mount=type=tmpfs,target=/new --mount=type=tmpfs,target=/d "
+                           "stat -c '%n %a' /new /d > /modes\n"}, "tmpfs-mode")
+    for isolation in ("runc", "chroot"):
+        builder.build(ctx, "--no-cache", "--isolation", isolation, "-t", f"cli-tmpfs-mode:{isolation}")
+        out = builder.run(f"cli-tmpfs-mode:{isolation}", "cat", "/modes").stdout.decode().splitlines()
+        assert out == ["/new 1777", "/d 750"], (isolation, out)
+
+def test_writable_bind_is_a_scratch_layer_over_its_source(builder: Builder) -> None:
+    """RUN --mount=type=bind,rw: the step changes and deletes what it likes, nothing is kept, and
+    the source is not copied first (an overlay, as BuildKit's snapshot: a big context costs no
+    copy); the mount's root keeps the source's owner and mode, as a read-only bind shows them."""
+    ctx = builder.context({
+        "Dockerfile": f"FROM busybox:local AS st\nRUN mkdir -p /d/e && echo one > /d/f && chown 123:456 /d "
+        f"&& chmod 750 /d # {uuid.uuid4().hex}\n"
+        "FROM busybox:local\n"
+        "RUN --mount=type=bind,from=st,source=/d,target=/m,rw stat -c '%u:%g %a' /m > /root-rw && "
+        "echo two > /m/f && rm -r /m/e && cat /m/f > /wrote && grep ' /m ' /proc/mounts | cut -d' ' -f3 > /fs\n"
+        "RUN --mount=type=bind,from=st,source=/d,target=/m stat -c '%u:%g %a' /m > /root-ro && "
+        "cat /m/f > /after && ls /m > /list\n"
+        "RUN --mount=type=bind,source=sub,target=/s,rw rm /s/a && echo b > /s/b && ls /s > /ctx-list\n",
+        "sub/a": "a"}, "bind-rw")
+    for isolation in ("runc", "chroot"):
+        builder.build(ctx, "--no-cache", "--isolation", isolation, "-t", f"cli-bind-rw:{isolation}")
+        out = builder.run(f"cli-bind-rw:{isolation}", "cat", "/root-rw", "/root-ro", "/wrote", "/fs",
+                          "/after", "/list", "/ctx-list").stdout.decode().splitlines()
+        assert out == ["123:456 750", "123:456 750", "two", "overlay", "one", "e", "f", "b"], (isolation, out)
+        assert (ctx / "sub" / "a").read_text() == "a" and not (ctx / "sub" / "b").exists()
 
 def test_isolations_build_the_same_tree(builder: Builder, tmp_path: Path) -> None:
     """runc, crun and the chroot fallback make the same file system from the same RUN steps."""
@@ -471,6 +527,22 @@ def test_run_security_insecure_needs_allow_and_then_runs_privileged(builder: Bui
         assert out[:4] == [f"CapEff:\t{own}", "Seccomp:\t0", "mounted", "rw"], (isolation, out)
         assert out[5] == "Seccomp:\t2" and "mounted" not in out[4:] and out[-1] == "ro", (isolation, out)
 
+
+
+def test_run_security_insecure_has_buildkits_devices(builder: Builder) -> None:
+    """BuildKit gives a privileged step FUSE, CUSE, KVM, TUN, kmsg, loop-control and the loop
+    devices up to seven past the first free one, so that losetup finds a device; a plain step has none."""
+    nodes = "/dev/fuse /dev/cuse /dev/kvm /dev/net/tun /dev/kmsg /dev/loop-control /dev/loop0 /dev/loop7"
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN --security=insecure ls {nodes} > /out "
+                           f"&& losetup -f > /free # {uuid.uuid4().hex}\nRUN ls /dev > /plain\n"}, "insecure-dev")
+    for isolation in ("runc", "crun", "chroot"):
+        builder.build(ctx, "--no-cache", "--allow", "security.insecure", "--isolation", isolation,
+                      "-t", f"cli-insecure-dev:{isolation}")
+        out = builder.run(f"cli-insecure-dev:{isolation}", "cat", "/out", "/free", "/plain").stdout.decode()
+        lines = out.splitlines()
+        assert lines[:8] == sorted(nodes.split()), (isolation, out)
+        assert lines[8].startswith("/dev/loop"), (isolation, out)
+        assert not {"fuse", "kvm", "loop-control", "loop0", "net"} & set(lines[9:]), (isolation, out)
 
 def test_check_runs_the_build_checks_only(builder: Builder) -> None:
     """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run; a

@@ -6,6 +6,7 @@ Own store (not the session one) so that the checks see only what these builds ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -169,3 +170,196 @@ def test_interrupted_pybuild_run_leaves_nothing(own_store: Path) -> None:
     assert _mounts_under(root) == []
     assert [x for x in _leftovers(root) if not x.startswith("tmp/")] == []
     assert _sleepers() == []
+
+
+@pytest.mark.parametrize("step", ["COPY big /big", "RUN truncate -s 6G /big"])
+def test_interrupted_layer_write_stops_mid_layer(own_store: Path, tmp_path: Path, step: str) -> None:
+    """Ctrl-C while a COPY of a big context, or a RUN that made a big file, writes its layer stops
+    the writing where it is, as docker's client stops sending the context: the build does not
+    wait for the layer to be written to its end."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with open(ctx / "big", "wb") as f:
+        f.truncate(6 << 30)  # sparse: 6 GiB to copy (seconds of writing), no disk for the context
+    (ctx / "Dockerfile").write_text(f"FROM busybox:local\n{step}\nRUN echo after > /after\n")
+    proc = _start_build(root, ctx, "runc")
+    deadline = time.monotonic() + 60
+    while not any(p.stat().st_size > (64 << 20) for p in (root / "tmp").glob("*.layer.tar")):
+        assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the step never started writing its layer"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    text = out.decode() + err.decode()
+    assert proc.returncode == 130, text
+    assert "ERROR: interrupted" in text and "Traceback" not in text, text
+    # The step was cancelled, not finished and then followed by the interruption.
+    assert "#2 CANCELED" in text and "#2 DONE" not in text, text
+    assert _mounts_under(root) == []
+    assert _leftovers(root) == [], _leftovers(root)
+
+
+def _holds_cache_lock(pid: int) -> bool:
+    """Whether the process has a cache mount's lock file open (a step at sharing=locked)."""
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if "/cachemounts/" in target and target.endswith(".lock"):
+                return True
+    return False
+
+
+def test_ctrl_c_while_waiting_for_a_locked_cache_mount(own_store: Path, tmp_path: Path) -> None:
+    """A step waiting for a sharing=locked cache mount that another build holds stops at Ctrl-C,
+    at once, instead of waiting for the other build to let the lock go."""
+    root = own_store
+    holder_ctx, waiter_ctx = tmp_path / "holder", tmp_path / "waiter"
+    for ctx, command in ((holder_ctx, f"sleep {LONG_SLEEP}"), (waiter_ctx, "echo got-the-lock")):
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(
+            f"FROM busybox:local\nRUN --mount=type=cache,id=locked-{tmp_path.name},target=/c,sharing=locked "
+            f"{command}\n")
+    holder = _start_build(root, holder_ctx, "runc")
+    try:
+        _wait_running(root, holder)
+        waiter = _start_build(root, waiter_ctx, "runc")
+        deadline = time.monotonic() + 30
+        while not _holds_cache_lock(waiter.pid):
+            assert waiter.poll() is None, waiter.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the waiting build never reached the lock"
+            time.sleep(0.05)
+        time.sleep(0.3)  # in its wait for the lock
+        started = time.monotonic()
+        os.killpg(waiter.pid, signal.SIGINT)
+        out, err = waiter.communicate(timeout=20)
+        assert waiter.returncode == 130, err.decode()
+        assert time.monotonic() - started < 5
+        assert b"ERROR: interrupted" in err and b"Traceback" not in err and b"got-the-lock" not in out + err
+        assert holder.poll() is None  # the other build goes on
+    finally:
+        holder.send_signal(signal.SIGINT)
+        holder.communicate(timeout=60)
+    assert _mounts_under(root) == []
+    assert _leftovers(root) == [], _leftovers(root)
+
+
+def test_interrupted_layer_extraction_stops_and_starts_no_container(own_store: Path, tmp_path: Path) -> None:
+    """Ctrl-C while a RUN's lower layer is being unpacked: the unpacking stops where it is (no
+    wait for a big layer's end) and the step's container never starts."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with open(ctx / "big", "wb") as f:
+        f.truncate(2 << 30)  # sparse: 2 GiB to unpack for the RUN
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nCOPY big /big\nRUN echo ran-the-step | tr a-z A-Z\n")
+    snapshots_before = set((root / "snapshots").iterdir()) if (root / "snapshots").is_dir() else set()
+    proc = _start_build(root, ctx, "runc")
+    seen = b""
+    while b"[stage-0 3/3] RUN" not in seen:  # the base's own snapshot is unpacked before: not that one
+        line = proc.stderr.readline()  # type: ignore[union-attr]  # plain progress goes to stderr
+        assert line, seen.decode()
+        seen += line
+    deadline = time.monotonic() + 120
+    while not any(p.is_dir() and any(p.iterdir()) for p in (root / "tmp").glob("*.snapshot")):
+        assert proc.poll() is None, seen.decode()
+        assert time.monotonic() < deadline, "the RUN's layer was never unpacked"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    text = out.decode() + seen.decode() + err.decode()
+    assert proc.returncode == 130, text
+    assert "ERROR: interrupted" in text and "Traceback" not in text, text
+    assert "#3 CANCELED" in text and "#3 DONE" not in text and "RAN-THE-STEP" not in text, text
+    # The unpacking stopped: no snapshot but the base's was made (none of the COPY's layer).
+    made = set((root / "snapshots").iterdir()) - snapshots_before
+    assert len(made) <= 1, made
+    assert _mounts_under(root) == []
+    assert _leftovers(root) == [], _leftovers(root)
+
+
+def _zero_tar_zst(path: Path, name: str, size: int) -> None:
+    """A zstd tar holding one file of ``size`` zero bytes (a few KB on disk)."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, left: int) -> None:
+            self.left = left
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=1).stream_writer(raw) as out, \
+            tarfile.open(fileobj=out, mode="w|") as tf:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        tf.addfile(info, io.BufferedReader(Zeros(size), 1 << 20))
+
+
+def test_interrupted_add_stops_unpacking_its_archive(own_store: Path, tmp_path: Path) -> None:
+    """Ctrl-C while ADD unpacks a local archive stops the unpacking where it is (not at the
+    archive's end, then the layer's)."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    size = 3 << 30
+    _zero_tar_zst(ctx / "big.tar.zst", "zeros", size)
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nADD big.tar.zst /x/\n")
+    proc = _start_build(root, ctx, "runc")
+
+    def unpacked() -> int:
+        return max((p.stat().st_size for p in (root / "tmp").glob("add-*/*/zeros")), default=0)
+
+    deadline = time.monotonic() + 60
+    while unpacked() < (64 << 20):
+        assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "ADD never started unpacking"
+        time.sleep(0.01)
+    at_signal = unpacked()
+    proc.send_signal(signal.SIGINT)
+    most = at_signal
+    while proc.poll() is None:
+        with contextlib.suppress(OSError):
+            most = max(most, unpacked())
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"ERROR: interrupted" in err and b"Traceback" not in err, err
+    assert most < at_signal + (512 << 20) < size, (at_signal, most)
+    assert _leftovers(root) == [], _leftovers(root)
+
+
+def test_ctrl_c_twice_stops_cleanly(own_store: Path, tmp_path: Path) -> None:
+    """An impatient user's two Ctrl-C at once: the second one neither breaks the thread pool's
+    locks (an internal error) nor cuts the stopping short (the step's container left to run
+    to its end, or a deadlock in the signal handler): 130, stopped at once, nothing left."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox:local\nRUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/c "
+        f"echo started; sleep {LONG_SLEEP}\n")
+    for attempt in range(8):
+        proc = _start_build(root, ctx, ("runc", "chroot")[attempt % 2])
+        _wait_running(root, proc)
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.002 * (attempt // 2))  # not at once: two pending SIGINTs are one
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        text = err.decode()
+        assert proc.returncode == 130, text
+        assert "ERROR: interrupted" in text and "Traceback" not in text and "internal error" not in text, text
+        assert time.monotonic() - started < 15, "the second Ctrl-C left the step's container running"
+        assert _mounts_under(root) == []
+        assert _leftovers(root) == [], _leftovers(root)

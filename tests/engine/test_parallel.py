@@ -53,3 +53,17 @@ def test_failing_stage_stops_the_others(builder: Builder) -> None:
     err = p.stderr.decode()
     assert p.returncode == 1 and "exited with code 4" in err and "Traceback" not in err
     assert time.monotonic() - started < 30, "the sibling's sleep 60 should have been stopped"
+
+
+def test_a_stage_waiting_for_a_job_does_not_start_after_a_failure(builder: Builder) -> None:
+    """With --jobs 1 the second stage waits for the first; when the first fails, the second never
+    starts (no FROM resolved or pulled, no step), as BuildKit cancels what has not run."""
+    marker = uuid.uuid4().hex
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local AS bad\nRUN exit 4 # {marker}\n"
+                           f"FROM busybox:local AS later\nRUN echo later-{marker}\n"
+                           "FROM busybox:local\nCOPY --from=bad /etc/passwd /a\nCOPY --from=later /etc/passwd /b\n"},
+                          "queued")
+    p = builder.build(ctx, "--no-cache", "--jobs", "1", check=False)
+    out = p.stdout.decode() + p.stderr.decode()
+    assert p.returncode == 1 and "exited with code 4" in out and "Traceback" not in out, out
+    assert "[later " not in out, out

@@ -143,6 +143,26 @@ def test_dockerfile_errors_name_the_line(builder: Builder, dockerfile: str, mess
     assert message in err, err
 
 
+
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_mount_targets_the_image_cannot_take_name_the_line(builder: Builder, isolation: str) -> None:
+    """A RUN --mount target under a file, a directory mounted over a file, a target through a
+    symlink loop: the step's own error, at its line, as runc's mount errors are (and no host path
+    of the chroot isolation's rootfs)."""
+    cases = [
+        ("RUN --mount=type=tmpfs,target=/etc/passwd/x true",
+         "Dockerfile:2: [stage-0 2/2] RUN: cannot mount on /etc/passwd/x in the image: /etc/passwd is not a directory"),
+        ("RUN --mount=type=cache,target=/etc/passwd,id=over-a-file true",
+         'to rootfs at "/etc/passwd"'),
+        ("RUN ln -s /b /a && ln -s /a /b\nRUN --mount=type=tmpfs,target=/a/x true",
+         "Dockerfile:3: [stage-0 3/3] RUN: too many levels of symbolic links resolving /a/x in the image"),
+    ]
+    for run, message in cases:
+        ctx = builder.context({"Dockerfile": f"FROM busybox:local\n{run}\n"}, f"mount-target-{isolation}")
+        err = _error(builder.build(ctx, "--no-cache", "--isolation", isolation, check=False))
+        assert message in err and "] RUN: " in err, err
+        assert "/rootfs/" not in err, err
+
 def test_missing_secret_file_fails_before_the_build(builder: Builder) -> None:
     ctx = builder.context({"Dockerfile": "FROM busybox:local\nRUN echo ran-the-step\n"})
     proc = builder.build(ctx, "--no-cache", "--secret", "id=s,src=/nonexistent/secret", check=False)
