@@ -1284,7 +1284,7 @@ def parse_mount(spec: str, expand: Callable[[str], str] | None) -> Mount:
             raise _MountError("both source and id can't be set")
     target = values.get("target") or ""
     if target.startswith("/") and posixpath.normpath(target) in ("/", "//"):
-        raise _MountError("mount target cannot be / (it would cover the whole root file system)")
+        raise _MountError(f'invalid mount target "{target}"')  # BuildKit's words; it would cover the rootfs
     if mtype is MountType.CACHE and values.get("sharing") is None:
         values["sharing"] = CacheSharing.SHARED
     return Mount(**values)
