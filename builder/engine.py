@@ -34,7 +34,6 @@ from builder.errors import (
 )
 from builder.execute.base import BaseResolver
 from builder.execute.fetch import UrlFetches
-from builder.execute.run import Secret
 from builder.execute.stage import BuildEnv, NoCache, StageResult, StageRunner
 from builder.frontend import instructions as ins_
 from builder.image.digest import Digest
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from builder.execute.context import BuildContext
     from builder.execute.gitsource import GitSources
     from builder.execute.named import NamedContext
+    from builder.execute.run import Secret
     from builder.execute.ssh import SshAgents
     from builder.runtime import Runtime
     from cache.remote import ImportedCache
@@ -292,7 +292,6 @@ class Build:
 
     def _build(self, context: BuildContext, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult | None:
         from builder.execute.gitsource import GitCredentials, GitSources
-        from builder.execute.ssh import DEFAULT_ID as DEFAULT_SSH_ID
         from builder.frontend.checks import run_checks
         from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
         from builder.frontend.instructions import parse_dockerfile
@@ -325,12 +324,8 @@ class Build:
         if (failure := checks.error()) is not None:
             raise failure
         imported = self._import_cache()
-        secrets = {s.id: s for s in (Secret.parse(t) for t in opts.secrets)}
-        for secret in secrets.values():  # as buildx: a missing file fails the build before it starts
-            if secret.src is not None and not os.access(secret.src, os.R_OK):
-                raise UsageError(f"--secret id={secret.id}: cannot read {secret.src}: "
-                                 f"{'no such file' if not secret.src.exists() else 'permission denied'}")
-        statcache = StatCache(self.store.db)
+        secrets = self._secrets()
+        statcache, records = StatCache(self.store.db), CacheRecords(self.store.db)
         urls = UrlFetches(lambda: self.store.temp_path("-urls"))
         env = BuildEnv(
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
@@ -341,7 +336,7 @@ class Build:
             copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
             allow=frozenset(opts.allow),
             cdi_spec_dirs=tuple(Path(d) for d in opts.cdi_spec_dirs) or None,
-            records=CacheRecords(self.store.db), statcache=statcache,
+            records=records, statcache=statcache,
             no_cache=NoCache(opts.no_cache, frozenset(n.lower() for n in opts.no_cache_filter)),
             explain_misses=opts.explain or self.progress.mode is ProgressMode.PLAIN,
             dry_run=opts.explain,
@@ -428,7 +423,7 @@ class Build:
         # The Dockerfile's ADD <git> signs in only with what this build passes (as BuildKit),
         # never with the user's git credentials that a git context (typed by the user) uses.
         env.git = GitSources(self.store.root, GitCredentials(
-            secrets=secrets, ssh_agent=env.ssh.socket(DEFAULT_SSH_ID) if env.ssh is not None else None))
+            secrets=secrets, ssh_agent=env.ssh.socket() if env.ssh is not None else None))
         try:
             probed: dict[int, StageResult] = {}
             if imported is not None and len(needed) > 1 and not opts.explain:
@@ -448,6 +443,7 @@ class Build:
         finally:
             urls.close()
             statcache.flush()
+            records.flush()
             if env.ssh is not None:
                 env.ssh.close()
         if opts.explain:
@@ -494,6 +490,18 @@ class Build:
         from builder.execute.named import NamedContext
 
         return {c.name: c for c in (NamedContext.parse(t) for t in self.options.build_contexts)}
+
+    def _secrets(self) -> dict[str, Secret]:
+        if not self.options.secrets:
+            return {}
+        from builder.execute.run import Secret
+
+        secrets = {s.id: s for s in (Secret.parse(t) for t in self.options.secrets)}
+        for secret in secrets.values():  # as buildx: a missing file fails the build before it starts
+            if secret.src is not None and not os.access(secret.src, os.R_OK):
+                raise UsageError(f"--secret id={secret.id}: cannot read {secret.src}: "
+                                 f"{'no such file' if not secret.src.exists() else 'permission denied'}")
+        return secrets
 
     def _ssh_agents(self) -> SshAgents | None:
         if not self.options.ssh:

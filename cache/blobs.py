@@ -14,7 +14,6 @@ import io
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ def fsync_dir(path: Path) -> None:
 
 def temp_name(tmp_dir: Path, suffix: str = "") -> Path:
     """A fresh temp path naming its owner's pid (``<pid>-<random><suffix>``)."""
-    return tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+    return tmp_dir / f"{os.getpid()}-{os.urandom(16).hex()}{suffix}"
 
 
 def pid_alive(pid: int) -> bool:

@@ -11,6 +11,7 @@ the same Dockerfile position).
 from __future__ import annotations
 
 import json
+import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class CacheRecords:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._used: dict[str, float] = {}  # touched, not saved yet
+        self._lock = threading.Lock()
 
     def get(self, key: str) -> CacheRecord | None:
         row = self.db.query_one(
@@ -78,8 +81,18 @@ class CacheRecords:
         return self._record(row) if row else None
 
     def touch(self, key: str) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE cache_records SET last_used=? WHERE key=?", (now(), key))
+        """Note ``key`` used now; :meth:`flush` saves the notes (one commit, not one per hit)."""
+        with self._lock:
+            self._used[key] = now()
+
+    def flush(self) -> None:
+        """Save the last uses :meth:`touch` noted, in one transaction."""
+        with self._lock:
+            used, self._used = self._used, {}
+        if used:
+            with self.db.transaction() as conn:
+                conn.executemany("UPDATE cache_records SET last_used=? WHERE key=?",
+                                 [(t, key) for key, t in used.items()])
 
     def put(self, key: str, parent: str, lineage: str, result: StepResult, inputs: dict[str, Any]) -> None:
         t = now()

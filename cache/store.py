@@ -46,7 +46,6 @@ from builder.image.mediatypes import (
     layer_media_type,
 )
 from builder.image.reference import Reference
-from builder.layers.compression import CHUNK, compress_stream, open_decompressed
 from cache.blobs import BlobFiles, sweep_temp, temp_name
 from cache.db import Database, now
 from cache.snapshots import SnapshotDirs, chain_ids
@@ -483,6 +482,8 @@ class Store:
     def _verify_diff(self, desc: Descriptor, diff_id: str) -> tuple[int, int | None]:
         """Read a stored layer blob as a tar: check it against its diff_id; return the tar's size
         and what its files occupy (None when the tar cannot be parsed; extraction will say why)."""
+        from builder.layers.compression import CHUNK, open_decompressed
+
         compression = layer_compression(desc.media_type)
         if compression is Compression.NONE and desc.digest != diff_id:
             raise ImageError(
@@ -508,6 +509,8 @@ class Store:
 
     def layer_blob(self, diff_id: str, compression: Compression, *, docker: bool = False) -> Descriptor:
         """The layer ``diff_id`` as a blob with ``compression``, compressing it once if needed."""
+        from builder.layers.compression import compress_stream, open_decompressed
+
         compression = Compression(compression)
         media_type = layer_media_type(compression, docker=docker)
         row = self._layer_row(diff_id, compression)
@@ -605,6 +608,8 @@ class Store:
 
     def open_layer(self, diff_id: str) -> BinaryIO:
         """The uncompressed tar of a held layer (verified against its digest while read)."""
+        from builder.layers.compression import open_decompressed
+
         row = self.db.query_one(
             "SELECT l.compression, l.blob_digest, l.verified, b.size FROM layers l "
             "JOIN blobs b ON b.digest = l.blob_digest WHERE l.diff_id=? "

@@ -200,8 +200,6 @@ def _check_attestations(args: argparse.Namespace) -> None:
     """``--provenance=false``, ``--sbom=false``, ``--attest type=...,disabled=true`` are taken
     (CI scripts give them to buildx to keep attestations out); any other asks for one, which
     pybuild cannot make: a clear error, not an image silently without it."""
-    import csv
-
     from builder.cli import GO_BOOLEANS
     from builder.errors import UsageError
 
@@ -209,6 +207,8 @@ def _check_attestations(args: argparse.Namespace) -> None:
         """The attestation ``value`` asks for, or None when it turns it off."""
         if kind is not None and value.strip().lower() in GO_BOOLEANS:
             return kind if GO_BOOLEANS[value.strip().lower()] else None
+        import csv
+
         fields = {}
         for part in next(csv.reader([value]), []):
             key, sep, val = part.partition("=")
@@ -328,14 +328,15 @@ def _with_proxies(items: list[str]) -> dict[str, str]:
 def _check_not_a_command(context: str) -> None:
     """``pybuild imags`` is a build of the path ``imags``: when there is no such path and it is
     close to a command's name, say so (docker: "'imags' is not a docker command")."""
-    import difflib
     import os
+
+    if "/" in context or context in ("-", ".") or os.path.exists(context):
+        return
+    import difflib
 
     from builder.cli import COMMAND_MODULES
     from builder.errors import UsageError
 
-    if "/" in context or context in ("-", ".") or os.path.exists(context):
-        return
     close = difflib.get_close_matches(context, list(COMMAND_MODULES), n=1, cutoff=0.75)
     if close:
         raise UsageError(f"'{context}' is not a pybuild command, nor a build context path; "

@@ -85,7 +85,7 @@ class SshAgents:
             self.close()
             raise
 
-    def socket(self, sid: str) -> Path | None:
+    def socket(self, sid: str = DEFAULT_ID) -> Path | None:
         return self._sockets.get(sid)
 
     def close(self) -> None:

@@ -31,19 +31,6 @@ from builder.errors import (
     StepFailedError,
     UserNotFoundError,
 )
-from builder.execute.run import (
-    RunResources,
-    Secret,
-    cache_mount_id,
-    clean_cwd,
-    container_spec,
-    failure_message,
-    history_text,
-    network_for,
-    prepared_mounts,
-    quote_argv,
-    shell_command,
-)
 from builder.execute.urls import is_git_source, redact_credentials
 from builder.frontend import instructions as ins_
 from builder.frontend.dump import go_quote, go_quote_rune
@@ -51,7 +38,6 @@ from builder.frontend.expand import Scope
 from builder.image.config import ContainerConfig, Healthcheck, History
 from builder.image.image import Image, Layer
 from builder.image.mutate import DerivedImage
-from builder.layers.tarwriter import write_layer
 from builder.progress import Progress, StepHandle
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import Cancelled
@@ -67,6 +53,7 @@ if TYPE_CHECKING:
     from builder.execute.fetch import UrlFetches
     from builder.execute.gitsource import GitSources
     from builder.execute.rootfs import RootfsView
+    from builder.execute.run import Secret
     from builder.execute.ssh import SshAgents
     from builder.runtime import Runtime
     from builder.runtime.cdi import Edits, Registry
@@ -705,6 +692,19 @@ class StageRunner:
             tmp.unlink(missing_ok=True)  # renamed into blobs/ on success; a failure leaves no temp
 
     def _do_run(self, ins: ins_.Run, handle: StepHandle) -> None:
+        from builder.execute.run import (
+            RunResources,
+            clean_cwd,
+            container_spec,
+            failure_message,
+            history_text,
+            network_for,
+            prepared_mounts,
+            quote_argv,
+            shell_command,
+        )
+        from builder.layers.tarwriter import write_layer
+
         runtime = self.env.runtime
         privileged = ins.security is ins_.SecurityMode.INSECURE
         if privileged and "security.insecure" not in self.env.allow:
@@ -802,6 +802,8 @@ class StageRunner:
 
     def _cache_mounts(self, ins: ins_.Run) -> None:
         """Note the RUN's cache mounts (for --cache-to); seed new ones from --cache-from."""
+        from builder.execute.run import cache_mount_id
+
         for mount in ins.mounts:
             if mount.type is not ins_.MountType.CACHE or mount.from_:
                 continue

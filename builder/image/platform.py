@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,8 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        arch, variant = _ARCH_ALIASES.get(_platform.machine().lower(), (_platform.machine().lower(), None))
+        machine = os.uname().machine.lower()  # platform.machine()'s answer, without its import
+        arch, variant = _ARCH_ALIASES.get(machine, (machine, None))
         return cls(os="linux", architecture=arch, variant=variant)
 
     @classmethod

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ContainerError
-from builder.runtime.overlay import mounts_under, unmount_all_under
 from cache.blobs import pid_alive
 
 ID_PREFIX = "pybuild-"
@@ -113,6 +111,8 @@ def remove_tree(path: Path) -> None:
     """Remove a container's directory, unmounting first: never delete through a live mount."""
     if not os.path.lexists(path):
         return
+    from builder.runtime.overlay import mounts_under, unmount_all_under
+
     unmount_all_under(path)
     if mounts_under(path):
         raise ContainerError(f"{path} is still mounted; not removing it")
@@ -176,7 +176,7 @@ def temp_dir(work_root: Path, kind: str) -> Path:
     (unmounting what is mounted in it) once process ``pid`` is gone."""
     base = work_root / "tmp"
     base.mkdir(parents=True, exist_ok=True)
-    path = base / f"{os.getpid()}-{kind}-{secrets.token_hex(6)}"
+    path = base / f"{os.getpid()}-{kind}-{os.urandom(6).hex()}"
     path.mkdir(mode=0o700)
     return path
 
@@ -209,6 +209,8 @@ def _kill_helper(directory: Path) -> None:
 
 def release(state: ContainerState) -> None:
     """Undo everything ``state`` records: processes, runtime container, mounts, directories."""
+    from builder.runtime.overlay import unmount_all_under
+
     if state.helper_pid and is_alive(state.helper_pid, state.helper_start):
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.helper_pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ flags a filter can see.
 from __future__ import annotations
 
 import errno
-import platform
+import os
 from typing import Any
 
 # Refused outright: namespaces and mounts, the keyring, kernel modules and
@@ -59,7 +59,7 @@ ARCHITECTURES = {
 
 def profile(machine: str | None = None) -> dict[str, Any]:
     """The ``linux.seccomp`` object of an OCI runtime config for this host."""
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     # clone's flags are its first argument everywhere but s390, where the stack comes first
     flags_arg = 1 if machine.startswith("s390") else 0
     syscalls: list[dict[str, Any]] = [

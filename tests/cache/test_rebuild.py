@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.cache.conftest import Machine, ran, steps, write_context
@@ -63,6 +65,43 @@ def test_touching_every_file_reruns_nothing(machines, tmp_path: Path) -> None:
     assert steps(second.stdout + second.stderr) == {"cached": 7, "done": 0 + 1}
     assert (tmp_path / "id1").read_text() == (tmp_path / "id2").read_text()
     assert steps(first.stdout + first.stderr)["cached"] == 0
+
+
+# What a fully cached rebuild has no use for: the registry client (requests), layer compression,
+# RUN's container code and mount syscalls (ctypes).
+NOT_NEEDED = ("requests", "urllib3", "isal", "zstandard", "ctypes", "builder.registry.client",
+              "builder.layers.compression", "builder.execute.run", "builder.runtime.overlay")
+
+
+def test_a_cached_rebuild_loads_only_what_it_needs(machines, tmp_path: Path) -> None:
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", FILES)
+    m.build(ctx, "-t", "app:1")
+    code = ("import sys; from builder.cli import main; code = main(sys.argv[1:]); "
+            f"print(code, sorted(m for m in {NOT_NEEDED!r} if m in sys.modules), file=sys.stderr)")
+    again = subprocess.run([sys.executable, "-c", code, "build", "--progress", "plain", "-t", "app:1", str(ctx)],
+                           capture_output=True, env={**os.environ, "PYBUILD_ROOT": str(m.root)}, check=True)
+    assert steps(again.stderr)["done"] == 1, again.stderr.decode()  # the FROM line only
+    assert again.stderr.decode().splitlines()[-1] == "0 []"
+
+
+def test_a_cached_rebuild_marks_its_records_used(machines, tmp_path: Path) -> None:
+    """The hits' last uses (what `pybuild cache prune` keeps by) are saved, in one commit."""
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", FILES)
+    m.build(ctx)
+
+    def last_used() -> dict[str, float]:
+        with sqlite3.connect(m.root / "meta.db") as db:
+            return dict(db.execute("SELECT key, last_used FROM cache_records").fetchall())
+
+    before = last_used()
+    assert len(before) == 7
+    m.build(ctx)
+    after = last_used()
+    assert after.keys() == before.keys()
+    assert all(after[k] > before[k] for k in before)
+    assert len(set(after.values())) == len(after)  # each hit's own time, not the flush's
 
 
 def _explain(m: Machine, ctx: Path, *args: str) -> str:
