@@ -12,16 +12,6 @@ from builder.image.platform import Platform
 from tests.helpers.tools import run_pybuild
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> Path:
-    """A context that needs no base image (FROM scratch, COPY only)."""
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made /made\n")
-    (ctx / "made").write_text(uuid.uuid4().hex)
-    return ctx
-
-
 def test_buildkit_progress_is_the_default_progress(ctx: Path, tmp_path: Path) -> None:
     """BUILDKIT_PROGRESS sets --progress's default, as docker's and buildx's CLIs read it; the flag
     wins over it, and a mode pybuild does not have is an error naming the variable."""

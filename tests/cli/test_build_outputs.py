@@ -10,22 +10,11 @@ import pty
 import subprocess
 import sys
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.tools import REPO, free_port, run_pybuild
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Path:
-    """A context that needs no base image (FROM scratch, COPY only), with a unique file."""
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made /made\n")
-    (ctx / "made").write_text(uuid.uuid4().hex)
-    return ctx
 
 
 def test_an_archive_on_stdout_is_all_of_stdout(ctx: Path, tmp_path: Path) -> None:

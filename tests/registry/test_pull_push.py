@@ -432,9 +432,9 @@ def test_pages_that_loop_are_an_error_not_a_hang() -> None:
     """A registry whose ``Link: rel="next"`` points back at a page already read (broken, or
     hostile) ends ``search`` with a message instead of paging forever."""
     import http.server
-    import threading
 
     from builder.errors import RegistryError
+    from tests.helpers.fileserver import serve_handler
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -450,14 +450,9 @@ def test_pages_that_loop_are_an_error_not_a_hang() -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = RegistryClient(f"127.0.0.1:{server.server_address[1]}")
+    with serve_handler(Handler) as url:
+        client = RegistryClient(url.removeprefix("http://"))
         with pytest.raises(RegistryError, match="pages loop"):
             list(client.catalog())
         with pytest.raises(RegistryError, match="pages loop"):
             client.tags("a")
-    finally:
-        server.shutdown()
-        server.server_close()
