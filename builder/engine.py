@@ -313,8 +313,15 @@ class Build:
         global_scope = GlobalScope(dockerfile.meta_args, build_args,
                                    platforms=PlatformArgs.host(), escape=parsed.escape)
         named = self._named_contexts()
+        resolver = BaseResolver(self.store, host, pull=opts.pull,
+                                insecure_registries=tuple(opts.insecure_registries), named=named,
+                                source_date_epoch=_source_date_epoch(build_args), git=self.git_sources())
+        # A base image's ONBUILD triggers may copy from stages of this Dockerfile: with more than
+        # one stage, the plan looks at them (metadata only) to order those stages first.
+        triggers = (partial(_image_triggers, replace(resolver, metadata_only=True), dockerfile_name)
+                    if len(dockerfile.stages) > 1 else None)
         plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
-                           is_named_context=_named_predicate(named))
+                           is_named_context=_named_predicate(named), image_triggers=triggers)
         checks = run_checks(dockerfile, build_args=build_args, base_env=self._base_env,
                             stages=[p.index for p in plan.stages])
         for warning in checks.warnings:
@@ -330,7 +337,7 @@ class Build:
         env = BuildEnv(
             store=self.store, layers=BuildLayers(self.store), progress=self.progress,
             runtime_factory=self._runtime, context_root=context.root, secrets=secrets,
-            network=opts.network, source_date_epoch=_source_date_epoch(build_args),
+            network=opts.network, source_date_epoch=resolver.source_date_epoch,
             hostname=build_args.get("BUILDKIT_SANDBOX_HOSTNAME") or "buildkitsandbox",
             cache_namespace=build_args.get("BUILDKIT_CACHE_MOUNT_NS", ""),
             copy_context=context, dockerfile_name=dockerfile_name, container=opts.container,
@@ -343,14 +350,6 @@ class Build:
             lineage_prefix=f"{context.root}\0{dockerfile_name}",
             imported=imported, urls=urls,
         )
-        resolver = BaseResolver(self.store, host, pull=opts.pull,
-                                insecure_registries=tuple(opts.insecure_registries), named=named,
-                                source_date_epoch=env.source_date_epoch, git=self.git_sources())
-        if len(dockerfile.stages) > 1:
-            plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
-                               is_named_context=_named_predicate(named),
-                               image_triggers=partial(_image_triggers, replace(resolver, metadata_only=True),
-                                                      dockerfile_name))
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
         total_steps = sum(len(stages[i].commands) + 1 for i in needed)
