@@ -319,19 +319,14 @@ def _new_cache(path: Path, ins: Run, spec: MountSpec, res: RunResources, stack: 
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
-    """``shutil.copytree`` with the owners too (it keeps modes, times and xattrs only); modes are
-    set again after chown, which clears set-id bits."""
+    """``shutil.copytree`` with the owners too (it keeps modes, times and xattrs only)."""
     shutil.copytree(source, dest, symlinks=True)
     for top, dirs, files in os.walk(source):
         rel = os.path.relpath(top, source)
         for name in (".", *dirs, *files) if rel == "." else (*dirs, *files):
             src = os.path.normpath(os.path.join(top, name))
             dst = os.path.normpath(os.path.join(dest, rel, name))
-            st = os.lstat(src)
-            os.lchown(dst, st.st_uid, st.st_gid)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(dst, stat.S_IMODE(st.st_mode))
-                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+            _keep_metadata(dst, os.lstat(src))
 
 
 def _lock_unless_cancelled(fd: int, cancel: threading.Event | None) -> None:
@@ -425,11 +420,17 @@ def _filtered_tree(host: Path, files: list[tuple[str, Path, os.stat_result, str]
             continue
         else:
             continue  # devices, fifos, sockets: not shown
-        os.lchown(dest, st.st_uid, st.st_gid)
-        if not stat.S_ISLNK(st.st_mode):
-            os.chmod(dest, stat.S_IMODE(st.st_mode))
-            os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+        _keep_metadata(dest, st)
     return tree / "data"
+
+
+def _keep_metadata(path: Path | str, st: os.stat_result) -> None:
+    """``path`` takes the owner, mode and times of ``st``; the mode after the owner, whose change
+    clears set-id bits."""
+    os.lchown(path, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _inside(root: Path, relative: str, ins: Run) -> Path:
