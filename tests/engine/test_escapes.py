@@ -20,6 +20,7 @@ import pytest
 
 from tests.engine.conftest import Builder
 from tests.helpers.tools import run_pybuild
+from tests.registry.images import make_tar
 
 
 @dataclass
@@ -202,13 +203,7 @@ def _docker_archive(tag: str, layers: list[bytes]) -> bytes:
     files.update({f"{hashlib.sha256(t).hexdigest()}/layer.tar": t for t in layers})
     files["manifest.json"] = json.dumps([{"Config": next(iter(files)), "RepoTags": [tag],
                                           "Layers": [n for n in files if n.endswith("/layer.tar")]}]).encode()
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return raw.getvalue()
+    return make_tar(files)
 
 
 def _layer(*members: tuple[str, bytes, bytes]) -> bytes:
