@@ -67,6 +67,9 @@ def _unpack(data: bytes) -> Any:
     return json.loads(zlib.decompress(data))
 
 
+SIBLINGS_READ = 200  # records a miss explanation unpacks at most
+
+
 class CacheRecords:
     """The ``cache_records`` table of a store."""
 
@@ -117,8 +120,9 @@ class CacheRecords:
         """Another build of the step that follows ``parent`` in ``stage`` (its key and inputs):
         what explains a miss when no build from this context directory and Dockerfile is
         recorded (another checkout directory, a record imported with ``--cache-from``)."""
+        # The most recent few: a base image's key is the parent of every first step built on it.
         rows = self.db.query("SELECT key, inputs FROM cache_records WHERE parent=? AND key<>? "
-                             "ORDER BY created DESC", (parent, exclude))
+                             "ORDER BY created DESC LIMIT ?", (parent, exclude, SIBLINGS_READ))
         found = pick_sibling(((r[0], _unpack(r[1])) for r in rows), stage, display)
         return None if same_display and found is not None and found[1].get("display") != display else found
 
