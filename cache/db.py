@@ -109,6 +109,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE layers ADD COLUMN verified INTEGER NOT NULL DEFAULT 1;
     """,
+    # 5: a miss explanation looks for other builds on the same parent (CacheRecords.sibling);
+    # without this index every miss scanned the whole table.
+    """
+    CREATE INDEX cache_records_parent ON cache_records(parent, created);
+    """,
 )
 
 

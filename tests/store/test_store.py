@@ -551,3 +551,17 @@ def test_the_same_layer_twice_in_one_image(store: Store):
     assert (paths[2] / "a").read_bytes() == b"1"
     assert store.check().clean
     assert len(list(store.blobs)) == 4  # config, manifest, two distinct layer blobs
+
+
+def test_a_store_of_the_previous_schema_is_migrated_and_misses_find_siblings_by_index(tmp_path: Path):
+    root = tmp_path / "root"
+    Store(root).close()
+    conn = sqlite3.connect(root / "meta.db")
+    conn.execute("DROP INDEX cache_records_parent")
+    conn.execute("PRAGMA user_version=4")
+    conn.close()
+    store = Store(root)
+    plan = store.db.query("EXPLAIN QUERY PLAN SELECT key, inputs FROM cache_records WHERE parent=? "
+                          "AND key<>? ORDER BY created DESC LIMIT 200", ("p", "k"))
+    store.close()
+    assert any("cache_records_parent" in row[3] for row in plan), [tuple(r) for r in plan]
