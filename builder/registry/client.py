@@ -459,8 +459,11 @@ class RegistryClient:
             log.debug("%s %s -> %s", method, redact(response.url), response.status_code)
             if response.status_code == 401 and not state["force"]:
                 # Expired token or a scope we did not ask for: fetch a fresh token, once.
-                # (A registry whose /v2/ was open may still protect a repository.)
-                fresh = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
+                # (A registry whose /v2/ was open may still protect a repository.) A challenge
+                # counts only from the registry itself: a storage host a blob GET was redirected
+                # to must never name the realm our credentials go to.
+                fresh = Challenge.parse(response.headers.get("WWW-Authenticate", "")) \
+                    if self._from_registry(response) else None
                 if self._challenge is None:
                     if fresh is None:
                         return response
@@ -483,12 +486,36 @@ class RegistryClient:
             return response
         raise self._status_error(call, method, response)
 
+    def _from_registry(self, response: requests.Response) -> bool:
+        """Whether a response came from the registry, not from a host it redirected us to."""
+        final = urlsplit(response.url)
+        return (final.scheme, final.netloc) == (urlsplit(self._base or "").scheme, self.api_host)
+
+    def _unauthorized(self, call: Call, method: str, response: requests.Response) -> RegistryError:
+        """A 401 from the registry in words that say what happened: a challenge we cannot
+        answer, or credentials it did not take."""
+        sent = "Authorization" in response.request.headers
+        challenge = Challenge.parse(response.headers.get("WWW-Authenticate", "")) or self._challenge
+        if not sent and challenge is None:
+            return AuthError(f"{self._prefix(call)}: unauthorized: the registry answered 401 without "
+                             "a WWW-Authenticate challenge, so there is no way to log in")
+        if not sent and challenge is not None and challenge.scheme not in ("basic", "bearer"):
+            return AuthError(f"{self._prefix(call)}: unauthorized: the registry asks for "
+                             f"{challenge.scheme!r} authentication, which pybuild does not support "
+                             "(only basic and bearer tokens)")
+        return self._auth_error(call, rejected=self.credentials is not None)
+
     def _status_error(self, call: Call, method: str, response: requests.Response) -> RegistryError:
         status = response.status_code
         detail = registry_error_detail(response)
         response.close()
+        if status in (401, 403) and not self._from_registry(response):
+            # An expired signed URL, say: nothing a login would fix.
+            host = urlsplit(response.url).netloc
+            return RegistryError(f"{self._prefix(call)}: {method} {call.what}: {host} (where the "
+                                 f"registry redirected the request) answered {status} {response.reason}")
         if status == 401:
-            return self._auth_error(call, rejected=self.credentials is not None)
+            return self._unauthorized(call, method, response)
         if status == 403:
             return AuthError(f"{self._prefix(call)}: denied: {detail or 'access forbidden'} "
                              f"(check `pybuild login {self.registry}`)")

@@ -1,0 +1,143 @@
+"""What real registries and their storage do at the edges of the protocol: redirects to other
+hosts, challenges that cannot be answered, odd manifests, pagination, upload sessions.
+
+Each case is the real registry behind a scripted loopback proxy that changes one answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from builder.errors import AuthError, RegistryError
+from builder.registry import ClientOptions, pull, push
+from builder.registry.auth import DockerConfig
+from cache.store import Store
+from tests.registry.conftest import ScriptedProxy, Seen
+from tests.registry.images import make_image, random_name
+
+BASIC = "Basic " + base64.b64encode(b"carol:pw-Secret-9").decode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "store") as s:
+        yield s
+
+
+def options_for(tmp_path: Path, address: str) -> ClientOptions:
+    """A docker config holding carol's password for ``address``."""
+    directory = tmp_path / "docker"
+    directory.mkdir(exist_ok=True)
+    auth = base64.b64encode(b"carol:pw-Secret-9").decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {address: {"auth": auth}}}))
+    return ClientOptions(docker_config=DockerConfig(directory))
+
+
+def bearer_registry(redirect_blobs_to: ScriptedProxy | None = None):  # type: ignore[no-untyped-def]
+    """A script: the registry wants a bearer token from its own /token (carol's password);
+    blob GETs are sent to ``redirect_blobs_to`` as signed URLs."""
+    issued: set[str] = set()
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/token"):
+            if request.headers.get("authorization") != BASIC:
+                return 401, {}, b""
+            token = f"tok-{len(issued)}"
+            issued.add(token)
+            return 200, {"Content-Type": "application/json"}, json.dumps({"token": token}).encode()
+        if request.headers.get("authorization", "").removeprefix("Bearer ") not in issued:
+            challenge = f'Bearer realm="http://{proxy.address}/token",service="reg, edge"'
+            return 401, {"WWW-Authenticate": challenge}, b""
+        if redirect_blobs_to is not None and request.method == "GET" and "/blobs/sha256:" in request.path:
+            key = request.path.rsplit(":", 1)[1]
+            return 307, {"Location": f"http://{redirect_blobs_to.address}/bucket/{key}?X-Sig=s1&e=9"}, b""
+        return None
+
+    return script
+
+
+def test_a_redirect_target_cannot_name_the_token_realm(scripted_proxy, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       store: Store) -> None:
+    """Blob storage on another host that answers 401 with its own Bearer challenge once got the
+    user's password: pybuild took the challenge as the registry's and asked the storage's realm
+    for a token with basic credentials. Only the registry names the realm now, and the error
+    says which host refused (no talk of a wrong password)."""
+    def storage_script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/token"):
+            return 200, {"Content-Type": "application/json"}, b'{"token": "stolen"}'
+        return 401, {"WWW-Authenticate": f'Bearer realm="http://{proxy.address}/token",service="s"'}, b""
+
+    storage = scripted_proxy(storage_script, upstream=None, host="127.0.0.2")
+    registry = scripted_proxy(bearer_registry(redirect_blobs_to=storage))
+    name = f"{registry.address}/{random_name('steal')}/app:1"
+    options = options_for(tmp_path, registry.address)
+    push(make_image(1, 2000, seed=random_name()), name, options=options)
+    with pytest.raises(RegistryError) as err:
+        pull(name, store, options=options)
+    message = str(err.value)
+    assert f"{storage.address} (where the registry redirected the request) answered 401" in message
+    assert "password" not in message and not isinstance(err.value, AuthError)
+    assert storage.seen and all("authorization" not in seen.headers for seen in storage.seen)
+    assert not any(seen.path.startswith("/token") for seen in storage.seen)
+
+
+@pytest.mark.parametrize("target", ["same host", "other port"])
+def test_redirects_keep_credentials_only_on_the_registry(scripted_proxy, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         store: Store, target: str) -> None:
+    """A blob GET redirected within the registry (same host and port) keeps its token; one sent
+    to another port of the same address does not. The signed query string arrives intact."""
+    storage_seen: list[Seen] = []
+
+    def storage_script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        storage_seen.append(request)
+        return proxy.forward(request, request.path.split("/bucket", 1)[1].split("?")[0])
+
+    other = scripted_proxy(storage_script)
+    inner = bearer_registry()
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        answer = inner(proxy, request)
+        if answer is not None:
+            return answer
+        if request.path.startswith("/bucket"):
+            storage_seen.append(request)
+            return proxy.forward(request, request.path.split("/bucket", 1)[1].split("?")[0])
+        if request.method == "GET" and "/blobs/sha256:" in request.path:
+            host = proxy.address if target == "same host" else other.address
+            return 307, {"Location": f"http://{host}/bucket{request.path}?X-Sig=a%2Fb&e=9"}, b""
+        return None
+
+    registry = scripted_proxy(script)
+    name = f"{registry.address}/{random_name('redir')}/app:1"
+    options = options_for(tmp_path, registry.address)
+    image = make_image(2, 3000, seed=random_name())
+    push(image, name, options=options)
+    assert pull(name, store, options=options).digest() == image.digest()
+    assert len(storage_seen) == 3 and all(seen.path.endswith("?X-Sig=a%2Fb&e=9") for seen in storage_seen)
+    sent = ["authorization" in seen.headers for seen in storage_seen]
+    assert sent == ([True] * 3 if target == "same host" else [False] * 3)
+
+
+@pytest.mark.parametrize(("challenge", "expected"), [
+    (None, "the registry answered 401 without a WWW-Authenticate challenge"),
+    ("Negotiate", "asks for 'negotiate' authentication, which pybuild does not support"),
+])
+def test_a_401_that_cannot_be_answered_is_not_a_wrong_password(scripted_proxy, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                               store: Store, challenge: str | None,
+                                                               expected: str) -> None:
+    """With credentials configured, a 401 whose challenge pybuild cannot answer (none at all, or
+    a scheme it does not speak) used to read "incorrect username or password" though the
+    password was never sent."""
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        return 401, ({"WWW-Authenticate": challenge} if challenge else {}), b""
+
+    registry = scripted_proxy(script)
+    with pytest.raises(AuthError) as err:
+        pull(f"{registry.address}/x/app:1", store, options=options_for(tmp_path, registry.address))
+    assert expected in str(err.value) and "password" not in str(err.value)
+    assert str(err.value).startswith(f"pull {registry.address}/x/app: unauthorized: ")
+    assert all("authorization" not in seen.headers for seen in registry.seen)
