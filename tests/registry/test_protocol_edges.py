@@ -141,3 +141,42 @@ def test_a_401_that_cannot_be_answered_is_not_a_wrong_password(scripted_proxy, t
     assert expected in str(err.value) and "password" not in str(err.value)
     assert str(err.value).startswith(f"pull {registry.address}/x/app: unauthorized: ")
     assert all("authorization" not in seen.headers for seen in registry.seen)
+
+
+def test_search_goes_on_past_a_repository_without_tags(registry: str, tmp_path: Path) -> None:
+    """docker-registry lists a repository whose push was interrupted (blobs, no manifest) in its
+    catalog and answers 404 for its tags: one such repository made every search of the registry
+    fail. It is listed without tags now, and the search goes on."""
+    import io
+
+    from builder.registry import RegistryClient
+    from builder.registry.remote import PushBlob, upload_blob
+    from tests.helpers.tools import run_pybuild
+
+    name = random_name("srch")
+    image = make_image(1, 500, seed=random_name())
+    with RegistryClient(registry) as client:
+        config = image.manifest().config
+        upload_blob(client, f"{name}/broken", PushBlob(config, lambda: io.BytesIO(image.raw_config())))
+    push(image, f"{registry}/{name}/whole:3")
+    proc = run_pybuild("search", name, "--registry", registry, root=tmp_path / "root")
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = [line.split() for line in proc.stdout.decode().splitlines()]
+    assert [f"{registry}/{name}/broken"] in rows and [f"{registry}/{name}/whole", "3"] in rows
+
+
+def test_search_on_a_registry_without_a_catalog_says_so(scripted_proxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers.tools import run_pybuild
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/v2/_catalog"):
+            return 404, {"Content-Type": "application/json"}, \
+                b'{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}'
+        return None
+
+    registry = scripted_proxy(script)
+    proc = run_pybuild("search", "x", "--registry", registry.address, root=tmp_path / "root")
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == (
+        f"ERROR: search {registry.address}: the registry offers no catalog to search "
+        "(GET /v2/_catalog: 404 Not Found (The operation is unsupported.))")
