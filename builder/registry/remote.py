@@ -14,6 +14,7 @@ import contextlib
 import functools
 import http.client
 import io
+import json
 import os
 import re
 import tempfile
@@ -270,10 +271,27 @@ def resolve(client: RegistryClient, reference: Reference, platform: Platform | N
     return RemoteImage(source, raw, parsed.media_type, reference, index_digest)
 
 
+SCHEMA1_TYPES = ("application/vnd.docker.distribution.manifest.v1+prettyjws",
+                 "application/vnd.docker.distribution.manifest.v1+json")
+
+
 def _parse(raw: bytes, media_type: str, where: str) -> Manifest | Index:
-    declared = media_type if media_type in MANIFEST_ACCEPT else None
+    """The manifest or index; the body's own ``mediaType`` (which the digest covers) wins over a
+    Content-Type that disagrees with it."""
     try:
-        return parse_manifest(raw, declared)
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    body_type = data.get("mediaType") if isinstance(data, dict) else None
+    if media_type in SCHEMA1_TYPES or body_type in SCHEMA1_TYPES \
+            or (isinstance(data, dict) and data.get("schemaVersion") == 1):
+        raise ImageError(
+            f"{where}: the image is in Docker's schema 1 manifest format, which pybuild does not "
+            "read (docker stopped reading it too): ask its author to push it again as Docker "
+            "schema 2 or OCI")
+    declared = body_type if body_type in MANIFEST_ACCEPT else media_type
+    try:
+        return parse_manifest(raw, declared if declared in MANIFEST_ACCEPT else None)
     except ImageError as err:
         raise ImageError(f"{where}: {err}") from None
 

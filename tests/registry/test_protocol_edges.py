@@ -180,3 +180,49 @@ def test_search_on_a_registry_without_a_catalog_says_so(scripted_proxy, tmp_path
     assert proc.stderr.decode().strip() == (
         f"ERROR: search {registry.address}: the registry offers no catalog to search "
         "(GET /v2/_catalog: 404 Not Found (The operation is unsupported.))")
+
+
+SCHEMA1 = json.dumps({"schemaVersion": 1, "name": "old/app", "tag": "1", "architecture": "amd64",
+                      "fsLayers": [], "history": [], "signatures": []}).encode()
+
+
+@pytest.mark.parametrize("content_type", ["application/vnd.docker.distribution.manifest.v1+prettyjws",
+                                          "application/json"])
+def test_a_schema1_image_is_refused_by_name(scripted_proxy, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                            content_type: str) -> None:
+    """A schema 1 manifest used to end in "cannot tell what this document is"."""
+    from tests.helpers.tools import run_pybuild
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if "/manifests/" in request.path:
+            return 200, {"Content-Type": content_type}, SCHEMA1
+        return None
+
+    registry = scripted_proxy(script)
+    proc = run_pybuild("pull", f"{registry.address}/old/app:1", root=tmp_path / "root")
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"ERROR: pull {registry.address}/old/app:1: the image is in Docker's schema 1 manifest "
+        "format, which pybuild does not read (docker stopped reading it too): ask its author to "
+        "push it again as Docker schema 2 or OCI")
+
+
+def test_the_manifest_s_own_media_type_wins_over_content_type(scripted_proxy,  # type: ignore[no-untyped-def]
+                                                              store: Store) -> None:
+    """A proxy that labels an image manifest as an index (or anything else) used to fail the
+    pull with "not an image index"; the body's mediaType is what the digest covers."""
+    image = make_image(1, 2000, seed=random_name())
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if "/manifests/" in request.path and request.method == "GET":
+            status, headers, body = proxy.forward(request)
+            return status, headers | {"Content-Type": "application/vnd.oci.image.index.v1+json"}, body
+        return None
+
+    registry = scripted_proxy(script)
+    ref = f"{registry.address}/{random_name('ct')}/app:1"
+    push(image, ref)
+    pulled = pull(ref, store)
+    assert pulled.digest() == image.digest() and pulled.manifest().media_type == image.manifest().media_type
+    assert store.image(ref).digest() == image.digest()
