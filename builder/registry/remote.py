@@ -535,10 +535,16 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
             try:
                 response = client.request(
                     "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
-                    headers={"Content-Type": "application/octet-stream",
-                             "Content-Range": f"{offset}-{offset + length - 1}"},
+                    allow=(416,), headers={"Content-Type": "application/octet-stream",
+                                           "Content-Range": f"{offset}-{offset + length - 1}"},
                     body=functools.partial(_SizedBody, blob.opener, size, advance, offset, length),
                 )
+                if response.status_code == 416:
+                    # The session holds other bytes than we thought (a chunk whose answer was
+                    # lost landed after all): ask how many, as the 416 itself means.
+                    response.close()
+                    raise TransientRegistryError(f"{operation} {client.registry}/{repository}: "
+                                                 f"PATCH {what}: 416 Range Not Satisfiable")
             except TransientRegistryError:
                 # Ask the registry how much it kept and go on from there.
                 failures += 1

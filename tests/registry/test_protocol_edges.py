@@ -226,3 +226,25 @@ def test_the_manifest_s_own_media_type_wins_over_content_type(scripted_proxy,  #
     pulled = pull(ref, store)
     assert pulled.digest() == image.digest() and pulled.manifest().media_type == image.manifest().media_type
     assert store.image(ref).digest() == image.digest()
+
+
+def test_a_416_on_a_chunk_resumes_where_the_registry_is(scripted_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    """A registry answering a PATCH with 416 (its upload holds other bytes than the chunk's
+    start) failed the push; the 416 now means: ask the session's offset and go on from it."""
+    patches: list[str] = []
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.method == "PATCH":
+            patches.append(request.headers["content-range"])
+            if len(patches) == 2:
+                return 416, {"Content-Type": "application/json"}, \
+                    b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"blob upload invalid"}]}'
+        return None
+
+    registry = scripted_proxy(script)
+    image = make_image(1, 5000, seed=random_name())
+    ref = f"{registry.address}/{random_name('416')}/app:1"
+    push(image, ref, chunk_size=1000, workers=1)
+    assert pull(ref, store).digest() == image.digest()
+    assert patches[1] == patches[2] == "1000-1999"  # the refused chunk, sent again
+    assert any(seen.method == "GET" and "/blobs/uploads/" in seen.path for seen in registry.seen)
