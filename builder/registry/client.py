@@ -503,7 +503,15 @@ class RegistryClient:
             return AuthError(f"{self._prefix(call)}: unauthorized: the registry asks for "
                              f"{challenge.scheme!r} authentication, which pybuild does not support "
                              "(only basic and bearer tokens)")
-        return self._auth_error(call, rejected=self.credentials is not None)
+        creds = self.credentials
+        if sent and creds is not None and challenge is not None and challenge.scheme == "bearer":
+            # The token server took the login (a wrong password fails at the token fetch): the
+            # token it gave grants nothing here.
+            who = f"logged in as {creds.username}" if creds.username else "logged in"
+            target = "this repository (or it does not exist)" if call.repository else "this registry"
+            return AuthError(f"{self._prefix(call)}: denied: {who}, but not allowed to "
+                             f"{call.operation} {target}")
+        return self._auth_error(call, rejected=creds is not None)
 
     def _status_error(self, call: Call, method: str, response: requests.Response) -> RegistryError:
         status = response.status_code

@@ -157,6 +157,7 @@ class TokenServer:
     anonymous_pull: tuple[str, ...] = ("public/",)
     address: str = ""
     expired_grants: int = 0  # hand out this many already-expired tokens first
+    denied: tuple[str, ...] = ("denied/",)  # repositories even a logged-in user gets no access to
 
     def sign(self, claims: dict[str, object]) -> str:
         header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
@@ -181,6 +182,8 @@ class TokenServer:
                 if len(parts) < 3:
                     continue
                 kind, name, actions = parts[0], ":".join(parts[1:-1]), parts[-1].split(",")
+                if kind == "repository" and name.startswith(self.denied):
+                    continue
                 if user is None:
                     if kind != "repository" or not name.startswith(self.anonymous_pull):
                         continue

@@ -447,3 +447,22 @@ def test_credentials_never_go_in_clear_to_an_http_location(tls_registry: SecureR
         server.server_close()
     assert plain, "the client never followed the http:// Location"
     assert not any("authorization" in headers.lower() for headers in plain), plain
+
+
+def test_a_login_without_access_is_not_a_wrong_password(token_registry: TokenRegistry, tmp_path: Path,
+                                                        store: Store) -> None:
+    """The token server accepts alice but grants her nothing on denied/: the registry's 401 used
+    to read "incorrect username or password" (docker: "requested access to the resource is
+    denied"); a wrong password is still called one."""
+    options = ClientOptions(docker_config=DockerConfig(write_config(tmp_path / "ok", token_registry.address)))
+    ref = f"{token_registry.address}/denied/{random_name('d')}:1"
+    with pytest.raises(AuthError) as err:
+        push(make_image(1, 100, seed=random_name()), ref, options=options)
+    assert str(err.value) == (f"push {ref.removesuffix(':1')}: denied: logged in as {USER}, but not "
+                              "allowed to push this repository (or it does not exist)")
+    with pytest.raises(AuthError, match="denied: logged in as alice, but not allowed to pull"):
+        pull(ref, store, options=options)
+    wrong = ClientOptions(docker_config=DockerConfig(
+        write_config(tmp_path / "wrong", token_registry.address, password="not-it")))
+    with pytest.raises(AuthError, match="incorrect username or password"):
+        pull(ref, store, options=wrong)
