@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -628,14 +628,33 @@ class RegistryClient:
         return response.status_code == 200
 
     def open_blob_response(self, repository: str, digest: str, offset: int = 0,
-                           operation: str = "pull") -> requests.Response:
-        """GET a blob (from ``offset`` with a Range header); the caller reads and closes it."""
+                           operation: str = "pull", urls: Sequence[str] = ()) -> requests.Response:
+        """GET a blob (from ``offset`` with a Range header); the caller reads and closes it.
+
+        A foreign (non-distributable) layer the registry does not hold is fetched from the
+        ``urls`` its descriptor names, as docker does: without credentials, and verified by
+        digest like any blob.
+        """
         call = Call(operation, repository, f"blob {digest[:19]}")
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        return self.request("GET", f"/v2/{repository}/blobs/{digest}", call, headers=headers,
-                            stream=True, ok=(200, 206))
+        foreign = [u for u in urls if u.startswith(("http://", "https://"))]
+        response = self.request("GET", f"/v2/{repository}/blobs/{digest}", call, headers=headers,
+                                stream=True, ok=(200, 206), allow=(404,) if foreign else ())
+        if response.status_code != 404:
+            return response
+        response.close()
+        answers = []
+        for url in foreign:
+            log.debug("blob %s: not in the registry; trying its URL %s", digest[:19], redact(url))
+            try:
+                return self.request("GET", url, call, headers=headers, stream=True, ok=(200, 206))
+            except RegistryError as err:
+                answers.append(f"{urlsplit(url).netloc}: {str(err).rsplit(f'GET {call.what}: ', 1)[-1]}")
+        raise RemoteImageNotFoundError(
+            f"{self._prefix(call)}: GET {call.what}: a foreign layer the registry does not hold, "
+            f"and no URL it names served it ({'; '.join(answers)})")
 
     # --- the API: catalog and tags ---------------------------------------------------------
 

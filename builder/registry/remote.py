@@ -108,7 +108,8 @@ class BlobReader(io.RawIOBase):
 
     def _open(self) -> None:
         response = self._client.open_blob_response(
-            self._repository, self._descriptor.digest, self._offset, self._operation)
+            self._repository, self._descriptor.digest, self._offset, self._operation,
+            self._descriptor.urls or ())
         skip = 0
         if self._offset and response.status_code == 200:
             skip = self._offset  # the server ignored Range: drop what we already have

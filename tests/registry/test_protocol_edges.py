@@ -248,3 +248,47 @@ def test_a_416_on_a_chunk_resumes_where_the_registry_is(scripted_proxy, store: S
     assert pull(ref, store).digest() == image.digest()
     assert patches[1] == patches[2] == "1000-1999"  # the refused chunk, sent again
     assert any(seen.method == "GET" and "/blobs/uploads/" in seen.path for seen in registry.seen)
+
+
+def test_a_foreign_layer_comes_from_the_urls_its_descriptor_names(scripted_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    """A foreign (non-distributable) layer the registry does not hold failed the pull with "404
+    blob unknown"; docker fetches it from the descriptor's ``urls`` (no credentials, digest
+    checked). One URL that answers 404 is passed over; when none serves it, the message says so."""
+    from builder.errors import RemoteImageNotFoundError
+    from builder.image.mediatypes import MediaType
+    from tests.helpers.fileserver import serve_files
+
+    image = make_image(2, 3000, docker=True, seed=random_name())
+    repo = random_name("foreign")
+    manifest = json.loads(image.raw_manifest())
+    foreign = manifest["layers"][0]
+    with image.layers()[0].compressed() as f:
+        blob = f.read()
+    urls: list[str] = []
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if "/manifests/" in request.path and request.method == "GET":
+            foreign.update(mediaType=MediaType.DOCKER_FOREIGN_LAYER.value, urls=urls)
+            return 200, {"Content-Type": manifest["mediaType"]}, json.dumps(manifest).encode()
+        if foreign["digest"] in request.path:
+            return 404, {"Content-Type": "application/json"}, \
+                b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}'
+        return None
+
+    registry = scripted_proxy(script)
+    push(image, f"{registry.address}/{repo}:1")
+    served: list[str] = []
+    with serve_files({"/win/layer.tar.gz": blob}, log=served) as url:
+        urls[:] = [f"{url}/gone.tar.gz?sig=1", f"{url}/win/layer.tar.gz"]
+        pulled = pull(f"{registry.address}/{repo}:1", store)
+        assert [layer.diff_id() for layer in store.image(f"{registry.address}/{repo}:1").layers()] == \
+            [layer.diff_id() for layer in image.layers()]
+        assert pulled.manifest().layers[0].urls == tuple(urls)
+        urls[:] = [f"{url}/gone.tar.gz?sig=1"]
+        with Store(store.root.parent / "other") as empty, pytest.raises(RemoteImageNotFoundError) as err:
+            pull(f"{registry.address}/{repo}:1", empty)
+    assert any("/win/layer.tar.gz" in line for line in served)
+    host = url.removeprefix("http://")
+    assert str(err.value) == (f"pull {registry.address}/{repo}: GET blob {foreign['digest'][:19]}: a foreign "
+                              f"layer the registry does not hold, and no URL it names served it "
+                              f"({host}: 404 Not Found)")
