@@ -231,7 +231,9 @@ class DockerConfig:
 
 # --- WWW-Authenticate challenges and tokens ------------------------------------------------
 
-_PARAM_RE = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+# One piece of a WWW-Authenticate value: a parameter (name=value or name="value") or a bare
+# token, which starts a new challenge (its scheme).
+_PIECE_RE = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))|([^\s,=]+)')
 
 
 @dataclass(frozen=True)
@@ -242,14 +244,26 @@ class Challenge:
     params: dict[str, str] = field(default_factory=dict)
 
     @classmethod
+    def parse_all(cls, header: str) -> list[Challenge]:
+        """Every challenge in a header (a registry may offer several, in one header or in
+        several that the HTTP stack joins with commas)."""
+        found: list[tuple[str, dict[str, str]]] = []
+        for m in _PIECE_RE.finditer(header):
+            if m[4] is not None:
+                found.append((m[4].lower(), {}))
+            elif found:
+                found[-1][1][m[1].lower()] = (m[2] if m[2] is not None else m[3]).replace('\\"', '"')
+        return [cls(scheme, params) for scheme, params in found]
+
+    @classmethod
     def parse(cls, header: str) -> Challenge | None:
-        header = header.strip()
-        if not header:
-            return None
-        scheme, _, rest = header.partition(" ")
-        params = {m[1].lower(): (m[2] if m[2] is not None else m[3]).replace('\\"', '"')
-                  for m in _PARAM_RE.finditer(rest)}
-        return cls(scheme.lower(), params)
+        """The challenge to answer: bearer when offered (as docker), then basic, then the first."""
+        challenges = cls.parse_all(header)
+        for scheme in ("bearer", "basic"):
+            for challenge in challenges:
+                if challenge.scheme == scheme:
+                    return challenge
+        return challenges[0] if challenges else None
 
 
 @dataclass

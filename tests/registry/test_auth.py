@@ -466,3 +466,14 @@ def test_a_login_without_access_is_not_a_wrong_password(token_registry: TokenReg
         write_config(tmp_path / "wrong", token_registry.address, password="not-it")))
     with pytest.raises(AuthError, match="incorrect username or password"):
         pull(ref, store, options=wrong)
+
+
+def test_several_challenges_in_one_header() -> None:
+    both = 'Basic realm="reg, \\"main\\"", Bearer realm="https://auth.example/token",service="r"'
+    assert Challenge.parse_all(both) == [Challenge("basic", {"realm": 'reg, "main"'}),
+                                         Challenge("bearer", {"realm": "https://auth.example/token",
+                                                              "service": "r"})]
+    assert Challenge.parse(both) == Challenge.parse_all(both)[1]
+    assert Challenge.parse('Negotiate, Basic realm="x"') == Challenge("basic", {"realm": "x"})
+    assert Challenge.parse("Negotiate") == Challenge("negotiate", {})
+    assert Challenge.parse("  ") is None

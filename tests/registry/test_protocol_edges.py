@@ -37,9 +37,10 @@ def options_for(tmp_path: Path, address: str) -> ClientOptions:
     return ClientOptions(docker_config=DockerConfig(directory))
 
 
-def bearer_registry(redirect_blobs_to: ScriptedProxy | None = None):  # type: ignore[no-untyped-def]
+def bearer_registry(redirect_blobs_to: ScriptedProxy | None = None, also_basic: bool = False):  # type: ignore[no-untyped-def]
     """A script: the registry wants a bearer token from its own /token (carol's password);
-    blob GETs are sent to ``redirect_blobs_to`` as signed URLs."""
+    blob GETs are sent to ``redirect_blobs_to`` as signed URLs. ``also_basic``: a Basic
+    challenge comes first, in a header of its own."""
     issued: set[str] = set()
 
     def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
@@ -51,6 +52,8 @@ def bearer_registry(redirect_blobs_to: ScriptedProxy | None = None):  # type: ig
             return 200, {"Content-Type": "application/json"}, json.dumps({"token": token}).encode()
         if request.headers.get("authorization", "").removeprefix("Bearer ") not in issued:
             challenge = f'Bearer realm="http://{proxy.address}/token",service="reg, edge"'
+            if also_basic:  # two header lines (the names differ only in case)
+                return 401, {"WWW-Authenticate": 'Basic realm="reg"', "Www-Authenticate": challenge}, b""
             return 401, {"WWW-Authenticate": challenge}, b""
         if redirect_blobs_to is not None and request.method == "GET" and "/blobs/sha256:" in request.path:
             key = request.path.rsplit(":", 1)[1]
@@ -292,3 +295,18 @@ def test_a_foreign_layer_comes_from_the_urls_its_descriptor_names(scripted_proxy
     assert str(err.value) == (f"pull {registry.address}/{repo}: GET blob {foreign['digest'][:19]}: a foreign "
                               f"layer the registry does not hold, and no URL it names served it "
                               f"({host}: 404 Not Found)")
+
+
+def test_a_registry_offering_basic_and_bearer_gets_a_token(scripted_proxy, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                           store: Store) -> None:
+    """Two WWW-Authenticate headers (Basic, then Bearer) reach pybuild joined by a comma: it read
+    them as one Basic challenge whose realm was the Bearer's, sent the password as basic auth and
+    failed. Each challenge is parsed on its own and bearer is chosen, as docker does."""
+    registry = scripted_proxy(bearer_registry(also_basic=True))
+    options = options_for(tmp_path, registry.address)
+    image = make_image(1, 1000, seed=random_name())
+    ref = f"{registry.address}/{random_name('two')}/app:1"
+    push(image, ref, options=options)
+    assert pull(ref, store, options=options).digest() == image.digest()
+    assert not any(seen.headers.get("authorization") == BASIC for seen in registry.seen
+                   if not seen.path.startswith("/token"))
