@@ -63,7 +63,7 @@ class CredentialHelper:
         self.name = name
         self.program = f"docker-credential-{name}"
 
-    def _run(self, action: str, payload: bytes) -> bytes:
+    def _run(self, action: str, payload: bytes, server: str) -> bytes:
         path = shutil.which(self.program)
         if path is None:
             raise AuthError(f"credential helper {self.program} not found in PATH")
@@ -72,16 +72,21 @@ class CredentialHelper:
         except subprocess.TimeoutExpired:
             raise AuthError(f"credential helper {self.program} {action} timed out") from None
         if proc.returncode != 0:
-            text = proc.stdout.decode(errors="replace").strip() or proc.stderr.decode(errors="replace").strip()
-            if "credentials not found" in text.lower():
+            out = proc.stdout.decode(errors="replace").strip()
+            err = proc.stderr.decode(errors="replace").strip()
+            if "credentials not found" in (out or err).lower():
                 raise KeyError(action)
-            # The helper's own message; it is about the helper, never the secret.
-            raise AuthError(f"credential helper {self.program} {action} failed: {text[:200]}")
+            # The helper's own message, about the helper; never output that carries a secret
+            # (a helper may print the credentials and still fail).
+            text = next((t for t in (out, err) if t and '"Secret"' not in t), "")
+            detail = f": {text[:200]}" if text else ""
+            raise AuthError(f"credential helper {self.program} {action} for {server} failed "
+                            f"(exit status {proc.returncode}){detail}")
         return proc.stdout
 
     def get(self, server: str) -> Credentials | None:
         try:
-            out = self._run("get", server.encode())
+            out = self._run("get", server.encode(), server)
         except KeyError:
             return None
         try:
@@ -98,11 +103,11 @@ class CredentialHelper:
     def store(self, server: str, credentials: Credentials) -> None:
         payload = {"ServerURL": server, "Username": credentials.username,
                    "Secret": credentials.identity_token or credentials.password}
-        self._run("store", json.dumps(payload).encode())
+        self._run("store", json.dumps(payload).encode(), server)
 
     def erase(self, server: str) -> bool:
         try:
-            self._run("erase", server.encode())
+            self._run("erase", server.encode(), server)
         except KeyError:
             return False
         return True

@@ -477,3 +477,26 @@ def test_several_challenges_in_one_header() -> None:
     assert Challenge.parse('Negotiate, Basic realm="x"') == Challenge("basic", {"realm": "x"})
     assert Challenge.parse("Negotiate") == Challenge("negotiate", {})
     assert Challenge.parse("  ") is None
+
+
+def test_a_failing_credential_helper_is_named_without_the_secret(tls_registry: SecureRegistry,
+                                                                 tmp_path: Path) -> None:
+    """A helper that prints the credentials and still exits non-zero had its output, secret and
+    all, quoted in the error."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-leaky"
+    helper.write_text("#!/bin/sh\nread server\n"
+                      'echo "{\\"ServerURL\\":\\"$server\\",\\"Username\\":\\"u\\",\\"Secret\\":\\"TOPSECRET-42\\"}"\n'
+                      "echo 'keyring is locked' >&2\nexit 3\n")
+    helper.chmod(0o755)
+    docker_dir = tmp_path / "docker"
+    docker_dir.mkdir()
+    (docker_dir / "config.json").write_text(json.dumps({"credHelpers": {tls_registry.address: "leaky"}}))
+    env = {"DOCKER_CONFIG": str(docker_dir), "PYBUILD_CERTS_D": str(tls_registry.certs_d),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = run_pybuild("--debug", "pull", f"{tls_registry.address}/x/app:1", env=env, root=tmp_path / "root")
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "TOPSECRET" not in err + proc.stdout.decode()
+    assert err.strip().splitlines()[-1] == (f"ERROR: credential helper docker-credential-leaky get for "
+                                            f"{tls_registry.address} failed (exit status 3): keyring is locked")
