@@ -509,8 +509,13 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
             continue
         call = Call(operation, repository, f"mount of {digest[:19]} from {source}")
         scopes = (f"repository:{repository}:pull,push", f"repository:{source}:pull")
-        response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
-                                  params={"mount": digest, "from": source}, ok=(201, 202))
+        try:
+            response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
+                                      params={"mount": digest, "from": source}, ok=(201, 202))
+        except (AuthError, RemoteImageNotFoundError):
+            # This login may not read the source (the registry refuses the whole request, not
+            # just the mount): upload instead, as docker does.
+            continue
         response.close()
         if response.status_code == 201:
             return "mounted:" + source

@@ -500,3 +500,15 @@ def test_a_failing_credential_helper_is_named_without_the_secret(tls_registry: S
     assert proc.returncode == 1 and "TOPSECRET" not in err + proc.stdout.decode()
     assert err.strip().splitlines()[-1] == (f"ERROR: credential helper docker-credential-leaky get for "
                                             f"{tls_registry.address} failed (exit status 3): keyring is locked")
+
+
+def test_a_mount_from_a_repository_the_login_cannot_read_falls_back_to_an_upload(
+        token_registry: TokenRegistry, tmp_path: Path, store: Store) -> None:
+    """The registry answers a mount request with 401 when the token lacks pull on the source:
+    the whole push failed ("denied"), where docker uploads the blob instead."""
+    options = ClientOptions(docker_config=DockerConfig(write_config(tmp_path / "d", token_registry.address)))
+    image = make_image(2, 1000, seed=random_name())
+    ref = f"{token_registry.address}/{random_name('mnt')}/app:1"
+    result = push(image, ref, options=options, mount_from=["denied/base"])
+    assert (result.uploaded, result.mounted) == (3, 0)
+    assert pull(ref, store, options=options).digest() == image.digest()
