@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.registry.conftest import ScriptedProxy, Seen
 from tests.registry.images import make_image, random_name
 
 BASIC = "Basic " + base64.b64encode(b"carol:pw-Secret-9").decode()
+REFRESH = "refresh-Secret-77"
 
 
 @pytest.fixture
@@ -45,9 +47,16 @@ def bearer_registry(redirect_blobs_to: ScriptedProxy | None = None, also_basic: 
 
     def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
         if request.path.startswith("/token"):
+            token = f"tok-{len(issued)}"
+            if request.method == "POST":  # OAuth2 with the identity token (refresh token)
+                form = parse_qs(request.body.decode())
+                if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [REFRESH]:
+                    return 401, {}, b""
+                issued.add(token)
+                return 200, {"Content-Type": "application/json"}, json.dumps(
+                    {"access_token": token, "expires_in": 600, "refresh_token": REFRESH}).encode()
             if request.headers.get("authorization") != BASIC:
                 return 401, {}, b""
-            token = f"tok-{len(issued)}"
             issued.add(token)
             return 200, {"Content-Type": "application/json"}, json.dumps({"token": token}).encode()
         if request.headers.get("authorization", "").removeprefix("Bearer ") not in issued:
@@ -310,3 +319,23 @@ def test_a_registry_offering_basic_and_bearer_gets_a_token(scripted_proxy, tmp_p
     assert pull(ref, store, options=options).digest() == image.digest()
     assert not any(seen.headers.get("authorization") == BASIC for seen in registry.seen
                    if not seen.path.startswith("/token"))
+
+
+def test_an_identity_token_is_exchanged_by_oauth2(scripted_proxy, tmp_path: Path, store: Store,  # type: ignore[no-untyped-def]
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """config.json's ``identitytoken`` (what ``docker login`` keeps for OAuth2 registries) goes to
+    the realm as a POSTed refresh token; the answer's ``access_token`` is the bearer token. Neither
+    reaches the debug log."""
+    registry = scripted_proxy(bearer_registry())
+    image = make_image(1, 1000, seed=random_name())
+    ref = f"{registry.address}/{random_name('oauth')}/app:1"
+    push(image, ref, options=options_for(tmp_path, registry.address))
+    directory = tmp_path / "oauth"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"auths": {
+        f"https://{registry.address}/v2/": {"auth": "", "identitytoken": REFRESH}}}))
+    caplog.set_level("DEBUG", logger="builder.registry")
+    assert pull(ref, store, options=ClientOptions(docker_config=DockerConfig(directory))).digest() == image.digest()
+    posts = [seen for seen in registry.seen if seen.method == "POST" and seen.path.startswith("/token")]
+    assert posts and all("authorization" not in seen.headers for seen in posts)
+    assert REFRESH not in caplog.text and "tok-" not in caplog.text
