@@ -504,6 +504,11 @@ class RegistryClient:
                              f"{challenge.scheme!r} authentication, which pybuild does not support "
                              "(only basic and bearer tokens)")
         creds = self.credentials
+        if sent and challenge is not None and challenge.params.get("error") == "invalid_token":
+            # A token fetched a moment ago (and once more) that the registry calls invalid.
+            return AuthError(f"{self._prefix(call)}: unauthorized: the registry rejects the tokens its "
+                             "token server issues (invalid_token: expired on arrival? check that "
+                             "the clocks of both agree)")
         if sent and creds is not None and challenge is not None and challenge.scheme == "bearer":
             # The token server took the login (a wrong password fails at the token fetch): the
             # token it gave grants nothing here.

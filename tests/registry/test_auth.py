@@ -512,3 +512,20 @@ def test_a_mount_from_a_repository_the_login_cannot_read_falls_back_to_an_upload
     result = push(image, ref, options=options, mount_from=["denied/base"])
     assert (result.uploaded, result.mounted) == (3, 0)
     assert pull(ref, store, options=options).digest() == image.digest()
+
+
+def test_tokens_the_registry_always_rejects_are_not_called_a_wrong_password(
+        token_registry: TokenRegistry, tmp_path: Path, store: Store) -> None:
+    """A token server whose clock runs ahead issues tokens the registry finds expired: even the
+    fresh one fetched after the first 401 fails. That used to read as a wrong password."""
+    options = ClientOptions(docker_config=DockerConfig(write_config(tmp_path / "d", token_registry.address)))
+    ref = f"{token_registry.address}/{random_name('skew')}/app:1"
+    push(make_image(1, 100, seed=random_name()), ref, options=options)
+    token_registry.tokens.expired_grants = 2
+    try:
+        with pytest.raises(AuthError) as err:
+            pull(ref, store, options=options)
+    finally:
+        token_registry.tokens.expired_grants = 0
+    assert "rejects the tokens its token server issues (invalid_token" in str(err.value)
+    assert "password" not in str(err.value)
