@@ -365,12 +365,18 @@ class RegistryClient:
                     data.update(grant_type="refresh_token", refresh_token=creds.identity_token,
                                 client_id="pybuild")
                     data["scope"] = " ".join(scopes)
-                    return self.session.post(realm, data=data, timeout=self._timeout())
-                headers = {"Authorization": creds.basic()} if creds else {}
-                return self.session.get(realm, params=params, headers=headers,
-                                        timeout=self._timeout())
+                    response = self.session.post(realm, data=data, timeout=self._timeout())
+                else:
+                    headers = {"Authorization": creds.basic()} if creds else {}
+                    response = self.session.get(realm, params=params, headers=headers,
+                                                timeout=self._timeout())
             except requests.RequestException as err:
                 raise _Retryable(describe_exception(err)) from None
+            if response.status_code in RETRY_STATUSES:  # a busy token server, as a busy registry
+                description = f"{response.status_code} {response.reason}"
+                response.close()
+                raise _Retryable(description, retry_after_seconds(response))
+            return response
 
         token_call = Call(call.operation, call.repository, f"token from {realm_host}")
         response = self._with_retries(token_call, "GET", attempt)

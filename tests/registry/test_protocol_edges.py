@@ -339,3 +339,24 @@ def test_an_identity_token_is_exchanged_by_oauth2(scripted_proxy, tmp_path: Path
     posts = [seen for seen in registry.seen if seen.method == "POST" and seen.path.startswith("/token")]
     assert posts and all("authorization" not in seen.headers for seen in posts)
     assert REFRESH not in caplog.text and "tok-" not in caplog.text
+
+
+def test_a_busy_token_server_is_retried(scripted_proxy, tmp_path: Path, store: Store) -> None:  # type: ignore[no-untyped-def]
+    """A token server answering 429 (rate limit) or 503 failed the pull at once ("token server
+    answered 429"); it is retried like a busy registry, honouring Retry-After."""
+    inner = bearer_registry()
+    refused: list[int] = []
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/token") and len(refused) < 2:
+            refused.append(429 if not refused else 503)
+            return refused[-1], {"Retry-After": "0"}, b""
+        return inner(proxy, request)
+
+    registry = scripted_proxy(script)
+    options = options_for(tmp_path, registry.address)
+    image = make_image(1, 1000, seed=random_name())
+    ref = f"{registry.address}/{random_name('busy')}/app:1"
+    push(image, ref, options=options)
+    assert refused == [429, 503]
+    assert pull(ref, store, options=options).digest() == image.digest()
