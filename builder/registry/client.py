@@ -358,6 +358,10 @@ class RegistryClient:
             params.append(("service", service))
         params.extend(("scope", s) for s in scopes)
 
+        # A realm on the registry's own host shares its TLS trust: --insecure-registry skips
+        # verification there too (its certs.d CA comes with the host's adapter).
+        verify = self._verify_tls if realm_host == self.api_host else True
+
         def attempt() -> requests.Response:
             try:
                 if creds and creds.identity_token:
@@ -365,11 +369,12 @@ class RegistryClient:
                     data.update(grant_type="refresh_token", refresh_token=creds.identity_token,
                                 client_id="pybuild")
                     data["scope"] = " ".join(scopes)
-                    response = self.session.post(realm, data=data, timeout=self._timeout())
+                    response = self.session.post(realm, data=data, timeout=self._timeout(),
+                                                 verify=verify)
                 else:
                     headers = {"Authorization": creds.basic()} if creds else {}
                     response = self.session.get(realm, params=params, headers=headers,
-                                                timeout=self._timeout())
+                                                timeout=self._timeout(), verify=verify)
             except requests.RequestException as err:
                 raise _Retryable(describe_exception(err)) from None
             if response.status_code in RETRY_STATUSES:  # a busy token server, as a busy registry

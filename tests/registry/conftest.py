@@ -491,7 +491,10 @@ class ScriptedProxy:
     ``script(proxy, request)`` returns an answer of its own; upstream's ``Location`` headers are
     rewritten to point back at the proxy. ``forward(request)`` gives upstream's answer to a script."""
 
-    def __init__(self, script, upstream: str | None = None, host: str = "127.0.0.1") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, script, upstream: str | None = None, host: str = "127.0.0.1",  # type: ignore[no-untyped-def]
+                 tls: tuple[Path, Path] | None = None) -> None:
+        import ssl
+
         import requests
 
         self.script = script
@@ -530,6 +533,11 @@ class ScriptedProxy:
 
         self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
+        if tls is not None:  # (certificate, key): the proxy speaks https
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.address = f"{host}:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
@@ -543,7 +551,8 @@ class ScriptedProxy:
             + (() if request.method == "HEAD" else ("content-length",))
         kept = {k: v for k, v in up.headers.items() if k.lower() not in dropped}
         if "Location" in kept:
-            kept["Location"] = kept["Location"].replace(f"http://{self.upstream}", f"http://{self.address}")
+            kept["Location"] = kept["Location"].replace(f"http://{self.upstream}",
+                                                        f"{self.scheme}://{self.address}")
         return up.status_code, kept, up.content
 
     def close(self) -> None:
@@ -558,8 +567,9 @@ def scripted_proxy(registry: str) -> Iterator[callable]:
     ``scripted_proxy(script, upstream=None, host="127.0.0.2")`` answering everything itself."""
     made: list[ScriptedProxy] = []
 
-    def make(script, upstream: str | None = registry, host: str = "127.0.0.1") -> ScriptedProxy:  # type: ignore[no-untyped-def]
-        proxy = ScriptedProxy(script, upstream, host)
+    def make(script, upstream: str | None = registry, host: str = "127.0.0.1",  # type: ignore[no-untyped-def]
+             tls: tuple[Path, Path] | None = None) -> ScriptedProxy:
+        proxy = ScriptedProxy(script, upstream, host, tls)
         made.append(proxy)
         return proxy
 

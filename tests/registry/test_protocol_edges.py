@@ -60,7 +60,7 @@ def bearer_registry(redirect_blobs_to: ScriptedProxy | None = None, also_basic: 
             issued.add(token)
             return 200, {"Content-Type": "application/json"}, json.dumps({"token": token}).encode()
         if request.headers.get("authorization", "").removeprefix("Bearer ") not in issued:
-            challenge = f'Bearer realm="http://{proxy.address}/token",service="reg, edge"'
+            challenge = f'Bearer realm="{proxy.scheme}://{proxy.address}/token",service="reg, edge"'
             if also_basic:  # two header lines (the names differ only in case)
                 return 401, {"WWW-Authenticate": 'Basic realm="reg"', "Www-Authenticate": challenge}, b""
             return 401, {"WWW-Authenticate": challenge}, b""
@@ -360,3 +360,23 @@ def test_a_busy_token_server_is_retried(scripted_proxy, tmp_path: Path, store: S
     push(image, ref, options=options)
     assert refused == [429, 503]
     assert pull(ref, store, options=options).digest() == image.digest()
+
+
+def test_an_insecure_registry_s_own_token_server_is_not_verified_either(scripted_proxy, tls_registry,  # type: ignore[no-untyped-def]
+                                                                        tmp_path: Path, store: Store) -> None:
+    """``--insecure-registry`` for a registry with a self-signed certificate whose token realm
+    is on the same host (Harbor's /service/token): the registry's requests skipped verification
+    but the token fetch did not, so every pull failed with a TLS error."""
+    cert, key = tls_registry.ca.issue("insecure-token", "IP:127.0.0.1")
+    registry = scripted_proxy(bearer_registry(), tls=(cert, key))
+    secure = ClientOptions(docker_config=options_for(tmp_path, registry.address).docker_config,
+                           certs_d=tmp_path / "certs.d")
+    (tmp_path / "certs.d" / registry.address).mkdir(parents=True)
+    (tmp_path / "certs.d" / registry.address / "ca.crt").write_bytes(tls_registry.ca.cert.read_bytes())
+    image = make_image(1, 1000, seed=random_name())
+    ref = f"{registry.address}/{random_name('insec')}/app:1"
+    push(image, ref, options=secure)
+    insecure = ClientOptions(docker_config=secure.docker_config,
+                             insecure_registries=frozenset({registry.address}))
+    assert pull(ref, store, options=insecure).digest() == image.digest()
+    assert any(seen.path.startswith("/token") for seen in registry.seen)
