@@ -380,3 +380,19 @@ def test_an_insecure_registry_s_own_token_server_is_not_verified_either(scripted
                              insecure_registries=frozenset({registry.address}))
     assert pull(ref, store, options=insecure).digest() == image.digest()
     assert any(seen.path.startswith("/token") for seen in registry.seen)
+
+
+def test_an_html_page_instead_of_a_manifest_is_named(scripted_proxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A proxy's login page served for every URL read "invalid manifest: not JSON (Expecting
+    value: line 1 column 1 (char 0))"."""
+    from tests.helpers.tools import run_pybuild
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        return 200, {"Content-Type": "text/html; charset=utf-8"}, b"<html>Please log in</html>"
+
+    registry = scripted_proxy(script, upstream=None)
+    proc = run_pybuild("pull", f"{registry.address}/x/app:1", root=tmp_path / "root")
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == (
+        f"ERROR: pull {registry.address}/x/app:1: the registry sent no manifest but 26 bytes of "
+        "text/html that are not JSON (a proxy's login or error page?)")
