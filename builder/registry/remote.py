@@ -41,6 +41,7 @@ from builder.image.digest import Digest
 from builder.image.image import Image, Layer, SourceImage
 from builder.image.manifest import Index, Manifest, parse_manifest
 from builder.image.mediatypes import (
+    CONFIG_TYPES,
     Compression,
     MediaType,
     is_docker,
@@ -268,6 +269,11 @@ def resolve(client: RegistryClient, reference: Reference, platform: Platform | N
         if Digest.of(raw) != chosen.digest:
             raise DigestMismatchError(chosen.digest, Digest.of(raw), f"manifest of {reference.familiar}")
         parsed = _parse(raw, media_type or chosen.media_type, where)
+    if parsed.config.media_type not in CONFIG_TYPES:
+        # A Helm chart, a signature, an SBOM...: nothing to run or build on. Said before any
+        # layer is downloaded (docker: "unsupported media type").
+        raise ImageError(f"{where}: not a container image: unsupported config media type "
+                         f"{parsed.config.media_type} (an OCI artifact, such as a Helm chart)")
     source = RemoteBlobSource(client, repository, operation, progress)
     return RemoteImage(source, raw, parsed.media_type, reference, index_digest)
 
