@@ -144,6 +144,14 @@ def _innermost(text: str) -> str:
     return text
 
 
+def _small(response: requests.Response) -> bool:
+    """Whether an error answer's body is short enough to read (never a blob streamed by mistake)."""
+    try:
+        return int(response.headers.get("Content-Length", "")) <= 64 << 10
+    except ValueError:
+        return False
+
+
 def registry_error_detail(response: requests.Response) -> str:
     """The registry's own error message (``{"errors":[{"code","message"}]}``), if any."""
     try:
@@ -487,7 +495,9 @@ class RegistryClient:
                 response.close()
                 raise _Retryable("unauthorized", retry_after=0.0)
             if response.status_code in RETRY_STATUSES and response.status_code not in allow:
-                description = f"{response.status_code} {response.reason}"
+                # The registry's words matter here (Docker Hub's 429 says which limit was hit).
+                detail = registry_error_detail(response) if _small(response) else ""
+                description = f"{response.status_code} {response.reason}" + (f" ({detail})" if detail else "")
                 response.close()
                 raise _Retryable(description, retry_after_seconds(response))
             return response

@@ -396,3 +396,22 @@ def test_an_html_page_instead_of_a_manifest_is_named(scripted_proxy, tmp_path: P
     assert proc.stderr.decode().strip() == (
         f"ERROR: pull {registry.address}/x/app:1: the registry sent no manifest but 26 bytes of "
         "text/html that are not JSON (a proxy's login or error page?)")
+
+
+def test_a_rate_limit_names_itself(scripted_proxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Docker Hub's pull limit is a 429 whose body says what happened; after the retries the
+    message only read "429 Too Many Requests after 5 attempts"."""
+    from tests.helpers.tools import run_pybuild
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if "/manifests/" in request.path:
+            return 429, {"Retry-After": "0", "Content-Type": "application/json"}, json.dumps({"errors": [{
+                "code": "TOOMANYREQUESTS", "message": "You have reached your pull rate limit."}]}).encode()
+        return None
+
+    registry = scripted_proxy(script)
+    proc = run_pybuild("pull", f"{registry.address}/x/app:1", root=tmp_path / "root")
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == (
+        f"ERROR: pull {registry.address}/x/app: GET manifest 1: 429 Too Many Requests (You have reached "
+        "your pull rate limit.) after 5 attempts")
