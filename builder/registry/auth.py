@@ -315,8 +315,13 @@ def parse_token_response(body: bytes, realm_host: str) -> tuple[str, float]:
         token = data.get("token") or data.get("access_token")
     except (ValueError, AttributeError):
         token, data = None, {}
+    if isinstance(token, str):
+        token = token.strip()  # a stray newline would make an invalid header
     if not token or not isinstance(token, str):
         raise RegistryError(f"token server {realm_host} returned no token")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+        raise RegistryError(f"token server {realm_host} returned a token with characters no HTTP "
+                            "header may carry")
     try:
         expires_in = float(data.get("expires_in") or 60)
     except (TypeError, ValueError):

@@ -118,6 +118,8 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 def describe_exception(err: BaseException) -> str:
     """A short, secret-free description of a network failure."""
+    if isinstance(err, requests.exceptions.InvalidHeader):
+        return "invalid header value (not shown: it may hold a credential)"  # requests quotes it
     text = str(err)
     lowered = text.lower()
     if isinstance(err, requests.exceptions.SSLError):

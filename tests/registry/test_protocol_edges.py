@@ -415,3 +415,30 @@ def test_a_rate_limit_names_itself(scripted_proxy, tmp_path: Path) -> None:  # t
     assert proc.stderr.decode().strip() == (
         f"ERROR: pull {registry.address}/x/app: GET manifest 1: 429 Too Many Requests (You have reached "
         "your pull rate limit.) after 5 attempts")
+
+
+def test_a_token_with_a_trailing_newline_is_used_and_never_quoted(scripted_proxy, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                  store: Store) -> None:
+    """A token server whose token ended in a newline made every request an invalid header, and
+    requests' message for it, quoting 'Bearer <token>', became pybuild's error message."""
+    import requests
+
+    from builder.registry.client import describe_exception
+
+    inner = bearer_registry()
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        answer = inner(proxy, request)
+        if request.path.startswith("/token") and answer is not None and answer[0] == 200:
+            token = json.loads(answer[2])["token"]
+            return 200, answer[1], json.dumps({"token": token + "\n"}).encode()
+        return answer
+
+    registry = scripted_proxy(script)
+    options = options_for(tmp_path, registry.address)
+    image = make_image(1, 1000, seed=random_name())
+    ref = f"{registry.address}/{random_name('nl')}/app:1"
+    push(image, ref, options=options)
+    assert pull(ref, store, options=options).digest() == image.digest()
+    err = requests.exceptions.InvalidHeader("Invalid return character(s) in header value: 'Bearer SECRET\\n'")
+    assert "SECRET" not in describe_exception(err)
