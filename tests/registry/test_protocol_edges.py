@@ -442,3 +442,29 @@ def test_a_token_with_a_trailing_newline_is_used_and_never_quoted(scripted_proxy
     assert pull(ref, store, options=options).digest() == image.digest()
     err = requests.exceptions.InvalidHeader("Invalid return character(s) in header value: 'Bearer SECRET\\n'")
     assert "SECRET" not in describe_exception(err)
+
+
+def test_pages_linked_by_absolute_urls_are_followed(scripted_proxy) -> None:  # type: ignore[no-untyped-def]
+    """Some registries give the next page as an absolute URL: followed like a relative one."""
+    from builder.registry import RegistryClient
+    from builder.registry.client import Call
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/v2/_catalog"):
+            status, headers, body = proxy.forward(request)
+            if "Link" in headers:
+                headers["Link"] = headers["Link"].replace("</v2/", f"<http://{proxy.address}/v2/")
+            return status, headers, body
+        return None
+
+    registry = scripted_proxy(script)
+    name = random_name("abs")
+    for i in range(3):
+        push(make_image(1, 100, seed=f"{name}{i}"), f"{registry.address}/{name}/r{i}:1")
+    with RegistryClient(registry.address) as client:
+        everything = list(client.catalog())
+        before = len(registry.seen)
+        pages = list(client.paginate("/v2/_catalog", Call("search", None, "catalog"), "repositories",
+                                     page_size=2))
+    assert pages == everything and {f"{name}/r{i}" for i in range(3)} <= set(pages)
+    assert len(registry.seen) - before >= 2  # two repositories a page: every page was followed
