@@ -59,14 +59,16 @@ class Credentials:
 class CredentialHelper:
     """A ``docker-credential-NAME`` program speaking docker's get/store/erase protocol."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, origin: str = "") -> None:
         self.name = name
         self.program = f"docker-credential-{name}"
+        self.origin = origin  # where it is configured, for messages: "credsStore in PATH"
 
     def _run(self, action: str, payload: bytes, server: str) -> bytes:
         path = shutil.which(self.program)
         if path is None:
-            raise AuthError(f"credential helper {self.program} not found in PATH")
+            where = f" ({self.origin})" if self.origin else ""
+            raise AuthError(f"credential helper {self.program}{where} not found in PATH")
         try:
             proc = subprocess.run([path, action], input=payload, capture_output=True, timeout=60)
         except subprocess.TimeoutExpired:
@@ -169,9 +171,9 @@ class DockerConfig:
         helpers = data.get("credHelpers") or {}
         for key, name in helpers.items():
             if _normalise_key(key) == _normalise_key(config_key(registry)) and name:
-                return CredentialHelper(name)
+                return CredentialHelper(name, f"credHelpers in {self.path}")
         if data.get("credsStore"):
-            return CredentialHelper(data["credsStore"])
+            return CredentialHelper(data["credsStore"], f"credsStore in {self.path}")
         return None
 
     def get(self, registry: str) -> Credentials | None:

@@ -357,8 +357,11 @@ def test_missing_credential_helper_is_named(tls_registry: SecureRegistry, tmp_pa
     docker_dir = tmp_path / "docker"
     docker_dir.mkdir()
     (docker_dir / "config.json").write_text(json.dumps({"credsStore": "nosuchhelper"}))
-    with pytest.raises(AuthError, match="docker-credential-nosuchhelper not found"):
+    with pytest.raises(AuthError) as err:
         pull(f"{tls_registry.address}/x/app:1", store, options=tls_options(tls_registry, docker_dir))
+    # Where it is configured: a config.json copied from a Mac names "desktop".
+    assert str(err.value) == (f"credential helper docker-credential-nosuchhelper (credsStore in "
+                              f"{docker_dir / 'config.json'}) not found in PATH")
 
 
 def test_push_with_wrong_password_fails_before_uploading(tls_registry: SecureRegistry,
