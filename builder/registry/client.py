@@ -548,8 +548,9 @@ class RegistryClient:
         if status in (401, 403) and not self._from_registry(response):
             # An expired signed URL, say: nothing a login would fix.
             host = urlsplit(response.url).netloc
-            return RegistryError(f"{self._prefix(call)}: {method} {call.what}: {host} (where the "
-                                 f"registry redirected the request) answered {status} {response.reason}")
+            why = "where the registry redirected the request" if response.history else "not the registry"
+            return RegistryError(f"{self._prefix(call)}: {method} {call.what}: {host} ({why}) "
+                                 f"answered {status} {response.reason}")
         if status == 401:
             return self._unauthorized(call, method, response)
         if status == 403:
