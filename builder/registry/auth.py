@@ -62,7 +62,7 @@ class CredentialHelper:
     def __init__(self, name: str, origin: str = "") -> None:
         self.name = name
         self.program = f"docker-credential-{name}"
-        self.origin = origin  # where it is configured, for messages: "credsStore in PATH"
+        self.origin = origin  # where it is configured, for messages: "credsStore in <config.json>"
 
     def _run(self, action: str, payload: bytes, server: str) -> bytes:
         path = shutil.which(self.program)

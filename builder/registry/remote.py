@@ -288,11 +288,9 @@ def _parse(raw: bytes, media_type: str, where: str) -> Manifest | Index:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        data = None
-    if data is None:
         raise ImageError(f"{where}: the registry sent no manifest but {len(raw)} bytes of "
                          f"{media_type or 'untyped data'} that are not JSON (a proxy's login or "
-                         "error page?)")
+                         "error page?)") from None
     body_type = data.get("mediaType") if isinstance(data, dict) else None
     if media_type in SCHEMA1_TYPES or body_type in SCHEMA1_TYPES \
             or (isinstance(data, dict) and data.get("schemaVersion") == 1):
