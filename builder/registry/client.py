@@ -367,6 +367,8 @@ class RegistryClient:
         if service:
             params.append(("service", service))
         params.extend(("scope", s) for s in scopes)
+        if creds and creds.username and not creds.identity_token:
+            params.append(("account", creds.username))  # as docker and skopeo send it
 
         # A realm on the registry's own host shares its TLS trust: --insecure-registry skips
         # verification there too (its certs.d CA comes with the host's adapter).

@@ -139,6 +139,7 @@ def test_token_flow_push_and_pull(token_registry: TokenRegistry, tmp_path: Path,
     # Tokens are cached per scope: one for pull+push, one for pull; not one per request.
     assert 1 <= len(issued) <= 3, issued
     assert all(r["authorization"] for r in issued)
+    assert all(f"account={USER}" in str(r["path"]) for r in issued)  # as docker and skopeo ask
     scopes = {s for r in issued for s in r["scope"]}  # type: ignore[union-attr]
     assert f"repository:{ref.split('/', 1)[1].rsplit(':', 1)[0]}:pull,push" in scopes
 
