@@ -215,6 +215,11 @@ class RegistryClient:
             # Never through an HTTP(S)_PROXY from the environment (nor ~/.netrc): it is local.
             self.session.trust_env = False
         tls = RegistryTLS.for_registry(self.registry, self.options.certs_d)
+        # The hosts a registry sends us to (its token realm, blob storage) share its trust, as
+        # in docker: system CAs and its certs.d CAs, never requests' own bundle alone. Its
+        # client certificate goes to the registry only.
+        others = replace(tls, client_pairs=())
+        self.session.mount("https://", _TLSAdapter(others.ssl_context(), self.options.pool_size))
         adapter = _TLSAdapter(tls.ssl_context(), self.options.pool_size)
         self.session.mount(f"https://{self.api_host}/", adapter)
         self.session.mount(f"http://{self.api_host}/", _TLSAdapter(None, self.options.pool_size))

@@ -468,3 +468,49 @@ def test_pages_linked_by_absolute_urls_are_followed(scripted_proxy) -> None:  # 
                                      page_size=2))
     assert pages == everything and {f"{name}/r{i}" for i in range(3)} <= set(pages)
     assert len(registry.seen) - before >= 2  # two repositories a page: every page was followed
+
+
+@pytest.mark.parametrize("trust", ["certs.d", "system"])
+def test_the_registry_s_ca_is_trusted_by_its_token_server_and_storage(scripted_proxy, tls_registry,  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path, store: Store,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      trust: str) -> None:
+    """A self-hosted GitLab: the registry and its token realm on two hosts, with a company CA
+    given in the registry's certs.d (as docker's docs say) or installed system-wide. The registry
+    was trusted, its token server and blob storage were not (requests' own CA bundle), so every
+    pull failed with CERTIFICATE_VERIFY_FAILED. They share the registry's trust now, as in docker."""
+    auth_cert = tls_registry.ca.issue("auth-host", "IP:127.0.0.2")
+    registry_cert = tls_registry.ca.issue("registry-host", "IP:127.0.0.1")
+    inner = bearer_registry()
+
+    def storage_and_token(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/token"):
+            return inner(registry, request)
+        return proxy.forward(request, request.path.split("/bucket", 1)[1].split("?")[0])
+
+    auth = scripted_proxy(storage_and_token, host="127.0.0.2", tls=auth_cert)
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        answer = inner(proxy, request)
+        if answer is not None and answer[0] == 401 and not request.path.startswith("/token"):
+            return 401, {"WWW-Authenticate": f'Bearer realm="https://{auth.address}/token",service="s"'}, b""
+        if answer is None and request.method == "GET" and "/blobs/sha256:" in request.path:
+            return 307, {"Location": f"https://{auth.address}/bucket{request.path}?sig=1"}, b""
+        return answer
+
+    registry = scripted_proxy(script, tls=registry_cert)
+    certs_d = tmp_path / "certs.d"
+    (certs_d / registry.address).mkdir(parents=True)
+    (certs_d / registry.address / "ca.crt").write_bytes(tls_registry.ca.cert.read_bytes())
+    options = ClientOptions(docker_config=options_for(tmp_path, registry.address).docker_config,
+                            certs_d=certs_d)
+    image = make_image(2, 2000, seed=random_name())
+    ref = f"{registry.address}/{random_name('ca')}/app:1"
+    push(image, ref, options=options)
+    if trust == "system":
+        bundle = tmp_path / "system-bundle.pem"
+        bundle.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes() + tls_registry.ca.cert.read_bytes())
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        options = ClientOptions(docker_config=options.docker_config, certs_d=tmp_path / "no-certs.d")
+    assert pull(ref, store, options=options).digest() == image.digest()
+    assert sum("/bucket/" in seen.path for seen in auth.seen) == 3
