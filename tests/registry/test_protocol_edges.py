@@ -514,3 +514,33 @@ def test_the_registry_s_ca_is_trusted_by_its_token_server_and_storage(scripted_p
         options = ClientOptions(docker_config=options.docker_config, certs_d=tmp_path / "no-certs.d")
     assert pull(ref, store, options=options).digest() == image.digest()
     assert sum("/bucket/" in seen.path for seen in auth.seen) == 3
+
+
+def test_tokens_expiring_mid_pull_are_renewed(scripted_proxy, tmp_path: Path, store: Store) -> None:  # type: ignore[no-untyped-def]
+    """Tokens that run out after two requests (a long pull outliving its token): each blob
+    request that meets a 401 fetches a fresh token once and goes on, on every transfer thread."""
+    uses: dict[str, int] = {}
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/token"):
+            if request.headers.get("authorization") != BASIC:
+                return 401, {}, b""
+            token = f"short-{len(uses)}"
+            uses[token] = 0
+            return 200, {"Content-Type": "application/json"}, \
+                json.dumps({"token": token, "expires_in": 3600}).encode()
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if uses.get(token, 2) >= 2:
+            challenge = f'Bearer realm="http://{proxy.address}/token",service="s",error="invalid_token"'
+            return 401, {"WWW-Authenticate": challenge}, b""
+        uses[token] += 1
+        return None
+
+    registry = scripted_proxy(script)
+    options = options_for(tmp_path, registry.address)
+    image = make_image(5, 20_000, seed=random_name())
+    ref = f"{registry.address}/{random_name('short')}/app:1"
+    push(image, ref, options=options)
+    before = len(uses)
+    assert pull(ref, store, options=options).digest() == image.digest()
+    assert len(uses) - before >= 3  # manifest, config and 5 layers: 7 requests, 2 a token
