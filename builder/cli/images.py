@@ -333,15 +333,22 @@ def _save(args: argparse.Namespace) -> int:
         with store.gc_lock.shared():
             chosen: dict[str, tuple[Any, list[str]]] = {}
             for arg in args.images:
-                image = store.image(arg)
-                name = None
-                try:
-                    name = normalize_name(arg)
-                except PybuildError:
-                    pass
-                entry = chosen.setdefault(image.digest(), (image, []))
-                if name is not None and name in image.record.names and name not in entry[1]:
-                    entry[1].append(name)
+                # As docker: a repository without a tag means every tag it has (`save app`
+                # saves app:1 and app:2); one with no tag at all is looked up as an ID.
+                tags = _repository_tags(store, arg)
+                pairs: list[tuple[Any, str | None]]
+                if tags:
+                    pairs = [(store.image(tag), tag) for tag in tags]
+                else:
+                    try:
+                        name: str | None = normalize_name(arg)
+                    except PybuildError:
+                        name = None
+                    pairs = [(store.image(arg), name)]
+                for image, name in pairs:
+                    entry = chosen.setdefault(image.digest(), (image, []))
+                    if name is not None and name in image.record.names and name not in entry[1]:
+                        entry[1].append(name)
             images = [
                 TaggedImage(store.docker_compatible(image) if args.format == "docker" else image, tuple(names))
                 for image, names in chosen.values()
@@ -357,6 +364,19 @@ def _save(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _repository_tags(store: Store, text: str) -> list[str]:
+    """The stored names of repository ``text`` when it names no tag or digest (docker's
+    IsNameOnly), sorted; empty otherwise."""
+    from builder.image.reference import Reference
+
+    ref = Reference.try_parse(text)
+    if ref is None or ref.digest is not None or ":" in text.rpartition("/")[2]:
+        return []
+    rows = store.db.query("SELECT name FROM images WHERE substr(name, 1, ?) = ? ORDER BY name",
+                          (len(ref.name) + 1, ref.name + ":"))
+    return [row["name"] for row in rows]
 
 
 # --- listing and inspecting --------------------------------------------------------------------

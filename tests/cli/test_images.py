@@ -4,6 +4,7 @@ point and several pybuild processes at once."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -105,6 +106,30 @@ def test_load_from_stdin_and_save_to_stdout(tmp_path: Path, archive: Path):
     out = run_pybuild("save", "app:1", root=root, check=True).stdout
     assert out == archive.read_bytes()
     assert list((root / "tmp").iterdir()) == []
+
+
+def test_save_of_a_repository_without_a_tag_saves_every_tag_of_it(tmp_path: Path, archive: Path):
+    """As docker: `save app` saves app:1 and app:2 (not app:latest alone, not an error when
+    there is no app:latest); a name with a tag saves that tag; a bare ID prefix still works."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    ok("tag", "app:1", "app:2", root=root)
+    ok("tag", "app:1", "other:1", root=root)
+
+    def saved(*names: str) -> list:
+        out = run_pybuild("save", *names, root=root, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+            manifest = tar.extractfile("manifest.json")
+            assert manifest is not None
+            return [entry["RepoTags"] for entry in json.load(manifest)]
+
+    assert saved("app") == [["app:1", "app:2"]]
+    assert saved("app:2") == [["app:2"]]
+    assert saved("app", "other") == [["app:1", "app:2", "other:1"]]
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    assert saved(image_id[7:11]) == [None]
+    assert "No such image: nope" in fails("save", "-o", str(tmp_path / "x.tar"), "app", "nope", root=root)
+    assert not (tmp_path / "x.tar").exists()
 
 
 def test_tag_rmi_and_prune(tmp_path: Path, archive: Path):
