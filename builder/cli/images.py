@@ -399,9 +399,17 @@ def _images(args: argparse.Namespace) -> int:
             want_repo, want_tag = args.reference, ""
     # docker lists an image ID once: an untagged manifest of an ID a tagged one has (a docker
     # manifest that a save/load round trip rewrote as OCI) is not a dangling image (-a shows it).
+    # Two untagged manifests of one ID (an image loaded from both archive formats) are one
+    # <none> row, the newest.
     tagged_ids = {r.config_digest for r in records if r.names}
     if not args.all:
-        records = [r for r in records if r.names or r.config_digest not in tagged_ids]
+        shown_ids = set(tagged_ids)
+        kept = []
+        for r in records:  # newest first
+            if r.names or r.config_digest not in shown_ids:
+                kept.append(r)
+                shown_ids.add(r.config_digest)
+        records = kept
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, str]] = []
     for record in sorted(records, key=lambda r: (parse_time(r.created) or dt.datetime.min.replace(tzinfo=dt.UTC)), reverse=True):

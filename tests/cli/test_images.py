@@ -533,6 +533,25 @@ def _docker_archive(oci_archive: Path, dest: Path) -> Path:
     return dest
 
 
+def test_an_untagged_image_held_as_two_manifests_is_one_none_row(tmp_path: Path):
+    """The same untagged image loaded from an OCI archive and from a docker < 25 archive is held
+    as two manifests of one ID; docker lists an image ID once, so `images` shows one <none> row
+    (-a shows both manifests)."""
+    img = image_of([{"etc/f": b"1"}], docker=True, created="2020-01-01T00:00:00Z")
+    oci = write_archive(tmp_path / "untagged.tar", img, ())
+    root = tmp_path / "root"
+    image_id = str(img.config_digest())
+    assert ok("load", "-i", str(oci), root=root) == f"Loaded image ID: {image_id}\n"
+    assert ok("load", "-i", str(_docker_archive(oci, tmp_path / "docker.tar")), root=root) == (
+        f"Loaded image ID: {image_id}\n")
+    fmt = ("--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    assert ok("images", *fmt, root=root) == f"<none>:<none> {image_id[7:19]}\n"
+    assert ok("images", "-f", "dangling=true", *fmt, root=root) == f"<none>:<none> {image_id[7:19]}\n"
+    assert len(ok("images", "-a", *fmt, root=root).splitlines()) == 2
+    assert ok("rmi", image_id[7:19], root=root) == f"Deleted: {image_id}\n"
+    assert ok("images", "-a", "-q", root=root) == ""
+
+
 def test_images_reference_argument_is_a_pattern_and_ids_take_sha256_prefix(tmp_path: Path, archive: Path):
     """`docker images 'team/*'` and `docker images 'app:*'` filter as --filter reference= does;
     `docker inspect sha256:0123abcd` finds an image by a short ID with its algorithm."""
