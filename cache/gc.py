@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import xxhash
 
 from builder.errors import PybuildError
 from builder.image.config import ConfigFile
@@ -362,6 +365,10 @@ def _check(store: Store, report: CheckReport) -> None:
         report.snapshots_checked += 1
         if not store.snapshots.exists(row["chain_id"]):
             report.problems.append(Problem("missing-snapshot", row["chain_id"], "recorded but its directory is gone"))
+        else:
+            damage = _snapshot_damage(store, row["chain_id"], row["diff_id"])
+            if damage:
+                report.problems.append(Problem("damaged-snapshot", row["chain_id"], damage))
         if row["parent"] and row["parent"] not in chains:
             report.problems.append(Problem(
                 "dangling-snapshot", row["chain_id"], f"its parent {row['parent']} is not recorded"))
@@ -381,6 +388,76 @@ def _check(store: Store, report: CheckReport) -> None:
     loose = [c for c in store.snapshots if c not in chains]
     if loose:
         report.notes.append(f"{len(loose)} unrecorded snapshot(s) (prune removes them)")
+
+
+def _snapshot_damage(store: Store, chain_id: str, diff_id: str) -> str | None:
+    """How the snapshot's files differ from its layer's (a file truncated, rewritten or removed
+    under it: every build on it would see that); None when they match or no readable layer
+    blob is held to compare with (the blob check reports a broken one)."""
+    import tarfile
+
+    from cache.statcache import hash_file
+
+    expected: dict[str, tuple[str, int, str]] = {}  # path -> (kind, size, content or link target)
+    try:
+        with store.open_layer(diff_id) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                path = "/".join(p for p in member.name.split("/") if p and p != ".")
+                if not path or os.path.basename(path).startswith(".wh."):
+                    continue  # whiteouts are overlay devices and xattrs in a snapshot
+                if member.isreg():
+                    h = xxhash.xxh3_128()
+                    data = tar.extractfile(member)
+                    while data is not None and (chunk := data.read(CHUNK)):
+                        h.update(chunk)
+                    expected[path] = ("file", member.size, h.hexdigest())
+                elif member.issym():
+                    expected[path] = ("symlink", 0, member.linkname)
+                elif member.isdir():
+                    expected[path] = ("directory", 0, "")
+                else:
+                    expected.pop(path, None)  # hardlinks (their target is checked), devices, fifos
+    except (PybuildError, tarfile.TarError, OSError, EOFError):
+        return None
+    root = store.snapshots.path(chain_id)
+    for path, (kind, size, content) in sorted(expected.items()):
+        full = root / path
+        if os.path.realpath(full.parent) != str(full.parent):
+            continue  # under a symlink of the layer's: extraction resolved it inside the root
+        try:
+            st = full.lstat()
+        except OSError:
+            return f"/{path} is missing"
+        if kind == "file":
+            if not stat.S_ISREG(st.st_mode):
+                return f"/{path} is no longer a regular file"
+            if st.st_size != size:
+                return f"/{path} has {st.st_size} bytes, its layer {size}"
+            if hash_file(full) != content:
+                return f"/{path} differs from its layer's content"
+        elif kind == "symlink" and (not stat.S_ISLNK(st.st_mode) or os.readlink(full) != content):
+            return f"/{path} is no longer the symlink to {content}"
+        elif kind == "directory" and not stat.S_ISDIR(st.st_mode):
+            return f"/{path} is no longer a directory"
+    return None
+
+
+def _unpack_again(store: Store, chain_id: str, report: CheckReport) -> None:
+    """Replace a damaged snapshot with a fresh unpack of its layer; its record (and the
+    snapshots stacked on it) stay. Without a readable layer, it goes with its record."""
+    row = store.db.query_one("SELECT diff_id FROM snapshots WHERE chain_id=?", (chain_id,))
+    store.snapshots.delete(chain_id)
+    if row is not None:
+        try:
+            with store.open_layer(row["diff_id"]) as stream:
+                store.snapshots.create(chain_id, row["diff_id"], stream)
+            report.repaired.append(f"unpacked snapshot {chain_id} again from its layer")
+            return
+        except PybuildError:
+            pass
+    with store.db.transaction() as conn:
+        conn.execute("DELETE FROM snapshots WHERE chain_id=?", (chain_id,))
+    report.repaired.append(f"removed damaged snapshot {chain_id} (it is unpacked again when next used)")
 
 
 def _manifest_consistent(store: Store, row, refs: dict[str, set[str]], report: CheckReport) -> bool:
@@ -444,3 +521,5 @@ def _repair(store: Store, report: CheckReport) -> None:
         report.repaired.append(f"removed stray file {path}")
     for chain in [p.subject for p in report.problems if p.kind == "dangling-snapshot"]:
         store.snapshots.delete(chain)
+    for chain in [p.subject for p in report.problems if p.kind == "damaged-snapshot"]:
+        _unpack_again(store, chain, report)

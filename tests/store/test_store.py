@@ -509,6 +509,37 @@ def test_repair_of_a_lost_snapshot_and_reextraction(store: Store):
     assert store.check().clean
 
 
+def test_check_finds_a_damaged_snapshot_and_repair_unpacks_it_again(store: Store):
+    """A file truncated, rewritten, retyped or removed in a snapshot is what every RUN on it
+    would see: check compares each snapshot with its layer and repair unpacks that one again
+    (the snapshots stacked on it stay)."""
+    img = image_of([
+        {"etc/passwd": b"root:x:0:0::/root:/bin/sh\n", "etc/motd": b"hi\n", "gone": b"g", "keep": b"k"},
+        {"etc/motd": b"hello\n", "keep": None, "data/new": b"n"},
+    ])
+    store.write_image(img, ["snap:1"])
+    paths = store.snapshot(img)
+    assert store.check().clean
+    damage = [
+        (lambda: os.truncate(paths[0] / "etc" / "passwd", 4), "/etc/passwd has 4 bytes, its layer 26"),
+        (lambda: (paths[0] / "etc" / "passwd").write_bytes(b"evil:x:0:0::/root:/bin/sh\n"),
+         "/etc/passwd differs from its layer's content"),
+        (lambda: (paths[0] / "gone").unlink(), "/gone is missing"),
+        (lambda: (paths[1] / "data" / "new").unlink() or (paths[1] / "data" / "new").mkdir(),
+         "/data/new is no longer a regular file"),
+    ]
+    for harm, detail in damage:
+        harm()
+        report = store.check()
+        assert [(p.kind, p.detail) for p in report.problems] == [("damaged-snapshot", detail)]
+        repaired = store.check(repair=True)
+        assert repaired.clean and [line.split(" sha256:")[0] for line in repaired.repaired] == ["unpacked snapshot"]
+        assert store.check().clean
+    assert (paths[0] / "etc" / "passwd").read_bytes() == b"root:x:0:0::/root:/bin/sh\n"
+    assert (paths[1] / "data" / "new").read_bytes() == b"n" and (paths[0] / "gone").read_bytes() == b"g"
+    assert store.snapshot(img) == paths
+
+
 def test_repair_of_a_lost_base_snapshot_leaves_no_dangling_children(store: Store):
     import shutil
 
