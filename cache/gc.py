@@ -335,8 +335,8 @@ def _check(store: Store, report: CheckReport) -> None:
         actual, size = _hash_file(path)
         if actual != digest:
             report.problems.append(Problem("corrupt-blob", digest, f"content hashes to {actual}"))
-        elif size != row["size"]:
-            report.problems.append(Problem("corrupt-blob", digest, f"{size} bytes, recorded {row['size']}"))
+        elif size != row["size"]:  # the content is whole: only its record is wrong
+            report.problems.append(Problem("wrong-size", digest, f"{size} bytes, recorded {row['size']}"))
     manifest_digests = {row["digest"] for row in manifests}
     refs_by_manifest: dict[str, set[str]] = {}
     for ref in refs:
@@ -478,6 +478,10 @@ def _manifest_consistent(store: Store, row, refs: dict[str, set[str]], report: C
         report.problems.append(Problem(
             "wrong-config", row["digest"], f"recorded config {row['config_digest']}, manifest says {manifest.config.digest}"))
         return False
+    if row["media_type"] != manifest.media_type:
+        report.problems.append(Problem(
+            "wrong-config", row["digest"], f"recorded media type {row['media_type']!r}, manifest says {manifest.media_type}"))
+        return False
     return True
 
 
@@ -488,12 +492,23 @@ def _repair(store: Store, report: CheckReport) -> None:
         for digest in sorted(bad_blobs):
             conn.execute("DELETE FROM blobs WHERE digest=?", (digest,))
             report.repaired.append(f"removed broken blob {digest}")
+        # A wrong record of whole content is corrected from the content (its digest was checked).
+        for problem in [p for p in report.problems if p.kind == "wrong-size"]:
+            size = store.blobs.path(problem.subject).stat().st_size
+            conn.execute("UPDATE blobs SET size=? WHERE digest=?", (size, problem.subject))
+            report.repaired.append(f"recorded the size of blob {problem.subject} again ({size} bytes)")
+        for problem in [p for p in report.problems if p.kind == "wrong-config" and p.subject not in bad_blobs]:
+            manifest = Manifest.from_bytes(store.blobs.path(problem.subject).read_bytes())
+            conn.execute("UPDATE manifests SET config_digest=?, media_type=? WHERE digest=?",
+                         (manifest.config.digest, manifest.media_type, problem.subject))
+            report.repaired.append(f"recorded the config and media type of image manifest {problem.subject} "
+                                   "again from the manifest")
         recorded = {row[0] for row in conn.execute("SELECT digest FROM blobs")}
         for row in conn.execute("SELECT digest FROM manifests").fetchall():
             needed = {r[0] for r in conn.execute(
                 "SELECT blob_digest FROM manifest_blobs WHERE manifest_digest=?", (row[0],))}
             broken = row[0] not in recorded or not needed <= recorded or any(
-                p.subject == row[0] and p.kind in ("unrecorded-reference", "wrong-config")
+                p.subject == row[0] and p.kind == "unrecorded-reference"
                 for p in report.problems)
             if broken:
                 names = [r[0] for r in conn.execute(

@@ -147,6 +147,29 @@ def test_check_finds_missing_blobs_and_dangling_rows(store: Store):
     assert store.images() == []
 
 
+@pytest.mark.parametrize("damage, kind", [
+    ("UPDATE blobs SET size=5 WHERE digest=:config", "wrong-size"),
+    ("UPDATE blobs SET size=5 WHERE digest=:manifest", "wrong-size"),
+    ("UPDATE manifests SET config_digest='nonsense' WHERE digest=:manifest", "wrong-config"),
+    ("UPDATE manifests SET media_type='garbage' WHERE digest=:manifest", "wrong-config"),
+])
+def test_repair_corrects_a_wrong_record_of_whole_content_and_keeps_the_image(store: Store, damage: str, kind: str):
+    """A damaged meta.db row about a blob whose content checks out (its digest matches) is
+    corrected from the content: the image and its tag stay. Before, repair deleted them; a
+    wrong media type was not even found, and every save or run of the image failed."""
+    img = make_image("row")
+    store.write_image(img, ["row:1"])
+    with store.db.transaction() as conn:
+        conn.execute(damage, {"config": img.config_digest(), "manifest": img.digest()})
+    assert [p.kind for p in store.check().problems] == [kind]
+    repaired = store.check(repair=True)
+    assert repaired.clean and len(repaired.repaired) == 1 and "again" in repaired.repaired[0]
+    assert store.check().clean
+    back = store.image("row:1")
+    assert back.raw_manifest() == img.raw_manifest() and back.raw_config() == img.raw_config()
+    assert store.resolve("row:1").media_type == img.manifest().media_type
+
+
 def test_tmp_files_are_ignored_by_check_and_swept_when_stale(store: Store):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
