@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from builder.errors import PybuildError, UsageError
 
 if TYPE_CHECKING:
-    from cache.store import Store
+    from cache.store import ImageRecord, Store
 
 ORDER = 30
 
@@ -467,7 +467,7 @@ def _image_filters(specs: Sequence[str]):
     labels: dict[str, dict[str, str]] = {}
     try:
         for key in ("before", "since"):
-            bounds[key] = [store.resolve(v).added for v in wanted.get(key, [])] if store is not None else []
+            bounds[key] = [_created_seconds(store.resolve(v)) for v in wanted.get(key, [])] if store is not None else []
         if "label" in wanted and store is not None:
             for record in store.images():
                 labels[record.manifest_digest] = dict(store.image_config(record).config.labels)
@@ -488,11 +488,18 @@ def _image_filters(specs: Sequence[str]):
                 k, sep, v = spec.partition("=")
                 if k not in have or (sep and have[k] != v):
                     return False
-        if any(record.added >= b for b in bounds.get("before", [])):
+        # As docker: by when the images were created (their config), not when they came here
+        created = _created_seconds(record)
+        if any(created >= b for b in bounds.get("before", [])):
             return False
-        return not any(record.added <= b for b in bounds.get("since", []))
+        return not any(created <= b for b in bounds.get("since", []))
 
     return keep
+
+
+def _created_seconds(record: ImageRecord) -> float:
+    created = parse_time(record.created)
+    return created.timestamp() if created is not None else float("-inf")
 
 
 def fnmatchcase_repo(repo: str, pattern: str) -> bool:

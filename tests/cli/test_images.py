@@ -433,6 +433,21 @@ def test_eight_processes_at_once(tmp_path: Path):
             assert "index.json" in tar.getnames()
 
 
+def test_before_and_since_filters_compare_creation_times_as_docker_does(tmp_path: Path):
+    """docker's before=/since= compare when the images were created (their config), not when
+    they were loaded: an old image loaded last is still before a newer one."""
+    root = tmp_path / "root"
+    for name, created in (("new:1", "2024-06-01T00:00:00Z"), ("mid:1", "2022-06-01T00:00:00Z"),
+                          ("old:1", "2020-06-01T00:00:00Z")):  # loaded newest first
+        img = image_of([{"f": name.encode()}], created=created)
+        ok("load", "-i", str(write_archive(tmp_path / f"{name}.tar", img, (name,))), root=root)
+    fmt = ("--format", "{{.Repository}}")
+    assert ok("images", *fmt, "-f", "since=old:1", root=root).splitlines() == ["new", "mid"]
+    assert ok("images", *fmt, "-f", "before=new:1", root=root).splitlines() == ["mid", "old"]
+    assert ok("images", *fmt, "-f", "since=old:1", "-f", "before=new:1", root=root) == "mid\n"
+    assert ok("images", *fmt, "-f", "since=mid:1", "-f", "since=old:1", root=root) == "new\n"
+
+
 def test_format_templates_filters_and_digests(tmp_path: Path, archive: Path):
     root = tmp_path / "root"
     ok("load", "-i", str(archive), root=root)
