@@ -459,6 +459,10 @@ def _image_filters(specs: Sequence[str]):
             raise UsageError(f"invalid filter {spec!r}: use dangling=, reference=, label=, before= or since=")
         if key == "dangling" and value not in ("true", "false", "1", "0"):
             raise UsageError(f"invalid filter {spec!r}: dangling takes true or false")
+        if key == "reference":
+            from builder.frontend.dockerignore import PatternMatcher
+
+            PatternMatcher.from_patterns([value])  # a bad pattern is an error even with no image
         wanted.setdefault(key, []).append(value)
     if not wanted:
         return lambda record, repo, tag: True
@@ -502,18 +506,19 @@ def _created_seconds(record: ImageRecord) -> float:
     return created.timestamp() if created is not None else float("-inf")
 
 
-def fnmatchcase_repo(repo: str, pattern: str) -> bool:
-    import fnmatch
-
-    return ":" not in pattern.rsplit("/", 1)[-1] and fnmatch.fnmatchcase(repo, pattern)
-
-
 def _reference_matches(pattern: str, repo: str, tag: str) -> bool:
-    """docker's reference filter (also what ``images REPO[:TAG]`` is): a glob against
-    ``repo:tag``, or against the repository alone when the pattern names no tag."""
-    import fnmatch
+    """docker's reference filter (also what ``images REPO[:TAG]`` is): Go's path.Match of the
+    pattern against ``repo:tag``, else against the repository alone. As there, ``*`` and
+    ``?`` stop at a ``/`` (``'*'`` is the official images, not ``team/app``), and an untagged
+    image has no reference to match."""
+    from builder.frontend.dockerignore import PatternMatcher
 
-    return fnmatch.fnmatchcase(f"{repo}:{tag}", pattern) or fnmatchcase_repo(repo, pattern)
+    if repo == "<none>":
+        return False
+    rules = PatternMatcher.from_patterns([pattern]).rules
+    if len(rules) != 1 or rules[0].exclusion:
+        return False
+    return rules[0].match(f"{repo}:{tag}") or rules[0].match(repo)
 
 
 def _familiar_repo(text: str) -> str:

@@ -581,6 +581,13 @@ def test_images_reference_argument_is_a_pattern_and_ids_take_sha256_prefix(tmp_p
     assert ok("images", *fmt, "team/app:[0-9]", root=root) == "team/app:2\n"
     assert ok("images", *fmt, "nomatch*", root=root) == ""
     assert ok("images", *fmt, "team/app", root=root) == "team/app:2\n"
+    # As Go's path.Match: `*` and `?` stop at a '/'; an untagged image matches no pattern.
+    assert ok("images", *fmt, "-f", "reference=*", root=root) == "app:1\n"
+    assert ok("images", *fmt, "-f", "reference=*:*", root=root) == "app:1\n"
+    assert ok("images", *fmt, "-f", "reference=*/*", root=root).splitlines() == ["team/app:2", "team/tool:3"]
+    assert ok("images", *fmt, "-f", "reference=team?app", root=root) == ""
+    assert "syntax error in pattern" in fails("images", "-f", "reference=[", root=root)
+    assert "syntax error in pattern" in fails("images", "-f", "reference=[", root=tmp_path / "empty")
     assert ok("inspect", "-f", "{{.Id}}", "sha256:" + image_id[7:15], root=root) == image_id + "\n"
     ok("tag", "sha256:" + image_id[7:19], "by-id:1", root=root)
     assert ok("images", "-q", "by-id", root=root) == image_id[7:19] + "\n"
