@@ -204,11 +204,16 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> N
 
 
 def _delete_manifests(store: Store, rows: list, report: PruneReport) -> None:
+    """Delete untagged manifests; an image ID is reported deleted once, when its last manifest
+    goes (an extra untagged manifest of a tagged image is not the image)."""
     with store.db.transaction() as conn:
         for row in rows:
             conn.execute("DELETE FROM images WHERE manifest_digest=?", (row["digest"],))
             conn.execute("DELETE FROM manifests WHERE digest=?", (row["digest"],))
-    report.images += [Digest(row["config_digest"]) for row in rows]
+        for config in dict.fromkeys(row["config_digest"] for row in rows):
+            held = conn.execute("SELECT 1 FROM manifests WHERE config_digest=? LIMIT 1", (config,)).fetchone()
+            if held is None and config not in report.images:
+                report.images.append(Digest(config))
 
 
 def _remove_unrecorded(store: Store, report: PruneReport) -> None:

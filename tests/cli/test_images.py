@@ -611,6 +611,25 @@ def test_a_save_load_round_trip_leaves_no_dangling_image(tmp_path: Path, archive
     assert ok("images", "-a", "-q", root=root) == ""
 
 
+def test_prune_does_not_report_a_tagged_image_as_deleted(tmp_path: Path, archive: Path):
+    """prune -a removes the extra untagged manifest a save/load round trip leaves, but the
+    image ID is still tagged: 'deleted: ID' would tell the user their image went. An untagged
+    image held as two manifests is one 'deleted' line."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(_docker_archive(archive, tmp_path / "docker.tar")), root=root)
+    ok("load", root=root, input=run_pybuild("save", "app:1", root=root, check=True).stdout)
+    out = ok("prune", "-a", "-f", root=root)
+    assert "Deleted Images" not in out and "deleted:" not in out, out
+    assert len(ok("images", "-a", "-q", root=root).splitlines()) == 1
+    img = image_of([{"etc/f": b"untagged"}], docker=True)
+    untagged = write_archive(tmp_path / "untagged.tar", img, ())
+    ok("load", "-i", str(untagged), root=root)
+    ok("load", "-i", str(_docker_archive(untagged, tmp_path / "untagged-docker.tar")), root=root)
+    out = ok("prune", "-a", "-f", root=root)
+    assert out.startswith(f"Deleted Images:\ndeleted: {img.config_digest()}\n\n"), out
+    assert ok("images", "-a", "--format", "{{.Repository}}:{{.Tag}}", root=root) == "app:1\n"
+
+
 def test_inspect_templates_print_empty_fields_as_docker_does(tmp_path: Path):
     """Go prints a null slice as `[]` and a null map as `map[]`; fields docker's JSON leaves out
     when empty (ExposedPorts, Shell, ...) still read as their zero value instead of failing a
