@@ -74,6 +74,15 @@ def normalize_name(text: str) -> str:
     return str(ref)
 
 
+def new_tag_name(text: str) -> str:
+    """:func:`normalize_name` of a tag being created: ``sha256:abc`` is refused, as docker
+    refuses it (it would read as a short image ID)."""
+    name = normalize_name(text)
+    if Reference.parse(name).familiar_name == "sha256":
+        raise ImageError(f"refusing to create an ambiguous tag using digest algorithm as name: {text}")
+    return name
+
+
 def familiar_name(name: str) -> str:
     """A stored name as docker prints it: ``busybox:latest``."""
     return Reference.parse(name).familiar
@@ -342,7 +351,7 @@ class Store:
         Returns the manifest digest. Layers are kept as they are (any compression);
         each new layer's content is checked against the config's diff_id.
         """
-        names = [normalize_name(t) for t in tags]
+        names = [new_tag_name(t) for t in tags]
         raw_manifest = image.raw_manifest()
         manifest_digest = Digest.of(raw_manifest)
         manifest = image.manifest()
@@ -745,7 +754,7 @@ class Store:
 
     def tag(self, source: str, target: str) -> Digest:
         """Point ``target`` at the image ``source`` names; returns the manifest digest."""
-        name = normalize_name(target)
+        name = new_tag_name(target)
         with self.db.transaction() as conn:
             record = self.resolve(source)
             conn.execute(

@@ -209,6 +209,8 @@ def test_store_check_finds_and_repairs_damage(tmp_path: Path, archive: Path):
     (("tag", "a", "UPPER:1"), 125, "invalid reference format"),
     (("tag", "a", "MyOrg/app:1"), 125, "invalid reference format: repository name must be lowercase"),
     (("build", "-t", "MyOrg/app", "."), 125, "invalid reference format: repository name must be lowercase"),
+    (("tag", "a", "sha256:abc"), 1, "refusing to create an ambiguous tag using digest algorithm as name"),
+    (("build", "-t", "sha256:abc", "."), 1, "refusing to create an ambiguous tag using digest algorithm as name"),
     (("images", "--format", "{{.ID}} {{call .X}}"), 125, "unsupported template"),
 ])
 def test_errors_are_one_clear_message(tmp_path: Path, args: tuple[str, ...], code: int, message: str):
