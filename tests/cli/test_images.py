@@ -87,6 +87,12 @@ def test_history(tmp_path: Path, archive: Path):
     assert int(rows[-1]["Size"]) > 8000 and rows[0]["Size"] == "0"
     long = ok("history", "--no-trunc", "-q", "app:1", root=root).splitlines()
     assert long[0] == image_id
+    # -H is a boolean that defaults to true, as docker's: alone it takes no value (`-H IMAGE`
+    # once read the image as its value); a value goes after '=' and must be a Go boolean.
+    assert ok("history", "-H", "app:1", root=root) == ok("history", "--human", "app:1", root=root)
+    assert ok("history", "-H", "app:1", root=root).splitlines()[0] == lines[0]
+    assert "CREATED AT" in ok("history", "-H=f", "app:1", root=root).splitlines()[0]
+    assert 'invalid argument "maybe" for "-H" flag' in fails("history", "-H=maybe", "app:1", root=root, code=125)
 
 
 def test_history_files_shows_what_later_layers_hide(tmp_path: Path, archive: Path):
