@@ -474,7 +474,10 @@ def _image_filters(specs: Sequence[str]):
             bounds[key] = [_created_seconds(store.resolve(v)) for v in wanted.get(key, [])] if store is not None else []
         if "label" in wanted and store is not None:
             for record in store.images():
-                labels[record.manifest_digest] = dict(store.image_config(record).config.labels)
+                try:
+                    labels[record.manifest_digest] = dict(store.image_config(record).config.labels)
+                except PybuildError:  # a damaged image (store check says which) has no labels to match
+                    labels[record.manifest_digest] = {}
     finally:
         if store is not None:
             store.close()
@@ -594,7 +597,7 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from builder.errors import ImageError, ImageNotFoundError
+    from builder.errors import ImageNotFoundError
 
     if args.type not in (None, "image"):
         raise UsageError(f'"{args.type}" is not a valid value for --type: pybuild has images only '
@@ -607,7 +610,7 @@ def _inspect(args: argparse.Namespace) -> int:
                 results.append(inspect_image(store, name))
             except ImageNotFoundError:
                 errors.append(f"No such image: {name}")
-            except ImageError as err:  # an ambiguous short ID
+            except PybuildError as err:  # an ambiguous short ID, a damaged image
                 errors.append(str(err))
     finally:
         store.close()

@@ -441,6 +441,22 @@ def test_eight_processes_at_once(tmp_path: Path):
             assert "index.json" in tar.getnames()
 
 
+def test_one_damaged_image_does_not_hide_the_others(tmp_path: Path, archive: Path):
+    """An image whose config blob is gone: inspect shows the others and names the damage
+    (exit 1, as for a missing one); images --filter label= lists the others."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    img = image_of([{"f": b"labelled"}])
+    ok("load", "-i", str(write_archive(tmp_path / "other.tar", img, ("other:1",))), root=root)
+    app_config = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    (root / "blobs" / "sha256" / app_config[7:]).unlink()
+    proc = run_pybuild("inspect", "-f", "{{.Id}}", "other:1", "app:1", root=root)
+    assert proc.returncode == 1 and proc.stdout.decode() == f"{img.config_digest()}\n"
+    assert f"Error: blob {app_config} is missing from the store" in proc.stderr.decode()
+    assert ok("images", "-q", "-f", "label=x", root=root) == ""
+    assert ok("images", "--format", "{{.Repository}}", "-f", "reference=other", root=root) == "other\n"
+
+
 def test_before_and_since_filters_compare_creation_times_as_docker_does(tmp_path: Path):
     """docker's before=/since= compare when the images were created (their config), not when
     they were loaded: an old image loaded last is still before a newer one."""
