@@ -278,9 +278,7 @@ def _damaged_store(err: Exception) -> str | None:
 
     if not isinstance(err, sqlite3.DatabaseError) or isinstance(err, sqlite3.OperationalError):
         return None
+    from cache.db import damaged_message
     from cache.store import default_root
 
-    db = default_root() / "meta.db"
-    return (f"the store database {db} is damaged: {err}; `sqlite3 {db} .recover` may save "
-            "what is left, or move it aside to start an empty index (the blobs stay, and "
-            "`pybuild store check --repair` records the whole images again, untagged)")
+    return damaged_message(default_root() / "meta.db", err)

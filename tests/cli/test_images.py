@@ -320,6 +320,28 @@ def test_a_damaged_store_database_is_a_clear_error(tmp_path: Path, archive: Path
         assert f"the store database {root / 'meta.db'} is damaged: database disk image is malformed" in err, err
 
 
+def test_a_store_database_too_damaged_to_open_says_what_to_do(tmp_path: Path, archive: Path):
+    """meta.db cut in half (a full disk during a copy): SQLite refuses it on open. The message
+    says what to do, as for damage found mid-command; moving it aside and repairing brings
+    the images back, untagged."""
+    import sqlite3
+
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    conn = sqlite3.connect(root / "meta.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    os.truncate(root / "meta.db", (root / "meta.db").stat().st_size // 2)
+    for args in (("images",), ("store", "check", "--repair")):
+        err = fails(*args, root=root)
+        assert f"the store database {root / 'meta.db'} is damaged: database disk image is malformed" in err, err
+        assert "`pybuild store check --repair` records the whole images again" in err
+    (root / "meta.db").rename(tmp_path / "meta.db.damaged")
+    assert "recorded again the image" in ok("store", "check", "--repair", root=root)
+    assert ok("images", "-q", root=root) == image_id[7:19] + "\n"
+
+
 def test_a_damaged_blob_says_to_repair_the_store(tmp_path: Path, archive: Path):
     """Flipped bytes in a stored layer: the read names the store as the culprit and the way out."""
     root = tmp_path / "root"
