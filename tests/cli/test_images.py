@@ -205,6 +205,27 @@ def test_store_check_finds_and_repairs_damage(tmp_path: Path, archive: Path):
     assert ok("store", "check", root=root).endswith(": clean\n")
 
 
+def test_a_name_an_older_pybuild_stored_stays_listed_and_removable(tmp_path: Path, archive: Path):
+    """`MyOrg/app:1` was once taken for registry MyOrg and stored; it is refused now (as docker
+    refuses it), but a store holding it still lists, inspects and removes it."""
+    import sqlite3
+
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    conn = sqlite3.connect(root / "meta.db")
+    with conn:
+        conn.execute("INSERT INTO images SELECT 'MyOrg/app:1', manifest_digest, created FROM images")
+    conn.close()
+    fmt = ("--format", "{{.Repository}}:{{.Tag}}")
+    assert ok("images", *fmt, root=root).splitlines() == ["MyOrg/app:1", "app:1"]
+    assert json.loads(ok("inspect", "MyOrg/app:1", root=root))[0]["RepoTags"] == ["MyOrg/app:1", "app:1"]
+    assert ok("rmi", "MyOrg/app:1", root=root) == "Untagged: MyOrg/app:1\n"
+    assert ok("images", *fmt, root=root) == "app:1\n"
+    assert ok("inspect", "-f", "{{.Id}}", "app:1", root=root) == image_id + "\n"
+    assert "invalid reference format" in fails("tag", "app:1", "MyOrg/app:1", root=root, code=125)
+
+
 @pytest.mark.parametrize("args, code, message", [
     (("inspect", "nope:1"), 1, "No such image: nope:1"),
     (("history", "nope"), 1, "No such image: nope"),
