@@ -500,6 +500,26 @@ def test_one_damaged_image_does_not_hide_the_others(tmp_path: Path, archive: Pat
     assert ok("images", "--format", "{{.Repository}}", "-f", "reference=other", root=root) == "other\n"
 
 
+def test_removing_a_base_image_keeps_what_an_image_built_on_it_needs(tmp_path: Path, ctx: Path):
+    """rmi of the image a child was built FROM, then prune -a: the child's layers (the base's
+    among them) stay, the store checks clean, and the child saves and loads whole."""
+    root = tmp_path / "root"
+    ok("build", "-q", "-t", "base:1", str(ctx), root=root)
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "Dockerfile").write_text("FROM base:1\nCOPY extra /extra\n")
+    (child / "extra").write_text("child")
+    ok("build", "-q", "-t", "child:1", str(child), root=root)
+    base_id = json.loads(ok("inspect", "base:1", root=root))[0]["Id"]
+    assert ok("rmi", "base:1", root=root) == f"Untagged: base:1\nDeleted: {base_id}\n"
+    ok("prune", "-a", "-f", root=root)
+    assert ok("store", "check", root=root).endswith(": clean\n")
+    files = ok("history", "--files", "child:1", root=root)
+    assert "A /made" in files and "A /extra" in files
+    archive = run_pybuild("save", "child:1", root=root, check=True).stdout
+    assert ok("load", root=tmp_path / "fresh", input=archive) == "Loaded image: child:1\n"
+
+
 def test_before_and_since_filters_compare_creation_times_as_docker_does(tmp_path: Path):
     """docker's before=/since= compare when the images were created (their config), not when
     they were loaded: an old image loaded last is still before a newer one."""
