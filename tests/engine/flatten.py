@@ -104,13 +104,17 @@ def _flatten_saved(archive: Path, work: Path, mtimes: Collection[str]) -> dict[s
 
 
 def _resolve_hardlinks(tree: dict[str, tuple]) -> dict[str, tuple]:
-    """A hardlink counts as a file with its target's content (export order decides which is first)."""
-    out = {}
+    """A hardlink counts as a file with its target's content (export order decides which is first);
+    every name of a file with several carries the sorted names of all of them."""
+    groups: dict[str, list[str]] = {}
     for name, entry in tree.items():
         if entry[0] == "hardlink" and entry[1] in tree:
-            out[name] = tree[entry[1]]
-        else:
-            out[name] = entry
+            groups.setdefault(entry[1], [entry[1]]).append(name)
+    out = dict(tree)
+    for target, names in groups.items():
+        linked = (*tree[target], ("links", tuple(sorted(names))))
+        for name in names:
+            out[name] = linked
     return out
 
 
