@@ -11,7 +11,8 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
 - A source directory copies its contents; a top-level source symlink is
   followed inside the source tree (a link that leaves the context is refused);
   symlinks further down are copied as symlinks; hardlinks inside one source
-  stay hardlinks.
+  stay hardlinks (of symlinks, fifos and devices too, as docker's archive
+  links any non-directory).
 - Owners become 0:0, or the ``--chown`` user (looked up in the destination
   image's /etc/passwd and /etc/group; a user alone also names the group);
   ``COPY --from`` without ``--chown`` keeps the source's owners. Modes and
@@ -822,7 +823,7 @@ class _Planner:
             os.major(st.st_rdev) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
             os.minor(st.st_rdev) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
         )
-        inode = (st.st_dev, st.st_ino) if kind is EntryType.FILE and st.st_nlink > 1 and f.host else None
+        inode = (st.st_dev, st.st_ino) if not is_dir and st.st_nlink > 1 and f.host else None
         # A file replacing a planned directory drops what was planned below it.
         old = self.entries.get(parts)
         if old is not None and old.entry.type is EntryType.DIR and not is_dir:
@@ -1043,7 +1044,7 @@ def copy_layer(
             from builder.execute.add import prepare_add_items
 
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
-            items = prepare_add_items(spec, items, scratch, now=now, git=git, fetches=fetches, check=check)
+            items = prepare_add_items(spec, items, scratch, git=git, fetches=fetches, check=check)
         elif spec.checksum:
             raise spec.error("checksum can't be specified for COPY")
         entries = plan_copy(spec, items, dest_view, now=now)

@@ -56,6 +56,7 @@ class Case:
     buildkit_warns: str | None = None
     # Files served over HTTP on loopback during the case; ``{url}`` in the Dockerfile is its base.
     serve: dict[str, bytes] = field(default_factory=dict)
+    last_modified: bool = True  # the server sends a Last-Modified header (2015-10-21 07:28:00 GMT)
     same_history: bool = True  # created_by of every history entry, as `docker history` shows it
     hardlinks: dict[str, str] = field(default_factory=dict)  # context hardlinks: path -> existing file
     # context fifos, sockets and sparse files (4 MiB, one byte written at 1 MiB): path -> "fifo"/"socket"/"sparse"
@@ -1077,6 +1078,37 @@ CASES = [
     Case("x3d-copy-from-setgid-parent", "FROM busybox:local AS s\nRUN mkdir /o && echo f > /o/f\n"
          "FROM busybox:local\nRUN mkdir /sg && chown 0:1000 /sg && chmod 2775 /sg\nCOPY --from=s /o /sg/a/b/\n"
          "COPY --from=s /o/f /sg/c/d/f\n"),
+    # Without Last-Modified docker dates a download at the epoch (its Chtimes of a zero time).
+    Case("x3d-add-url-no-last-modified", "FROM busybox:local\nADD {url}/f.txt /u/\nADD --chown=app {url}/f.txt /v\n",
+         serve={"/f.txt": b"f\n"}, last_modified=False, compare_mtimes=("u/f.txt", "v")),
+    Case("x3d-build-arg-from-environment", "FROM busybox:local\nARG HOME\nARG X3D_NOT_SET=dflt\nARG PATH\n"
+         "RUN echo \"[$HOME][$X3D_NOT_SET]\" > /a\n", build_args=("HOME", "X3D_NOT_SET")),
+    # overlayfs refuses to make its whiteout device (char 0:0), so no RUN can delete that way.
+    Case("x3d-run-mknod-whiteout-device", "FROM busybox:local\nRUN rm /etc/group && mknod /etc/group c 0 0\n",
+         fails=True),
+    Case("x3d-add-tar-hardlink-forward", "FROM busybox:local\nADD h.tar /h/\n",
+         {"h.tar": _tar(("link", H, "later", 0o644, 0, 0), ("later", F, b"x", 0o644, 0, 0))}, fails=True),
+    Case("x3d-add-tar-hardlink-to-dir", "FROM busybox:local\nADD h.tar /h/\n",
+         {"h.tar": _tar(("d", D, b"", 0o755, 0, 0), ("link", H, "d", 0o644, 0, 0))}, fails=True),
+    Case("x3d-add-tar-hardlink-to-symlink", "FROM busybox:local\nADD h.tar /h/\n",
+         {"h.tar": _tar(("t", F, b"t", 0o644, 0, 0), ("s", S, "t", 0o777, 0, 0), ("hs", H, "s", 0o644, 0, 0))}),
+    Case("x3d-add-tar-existing-dir-mtime", "FROM busybox:local\nRUN mkdir -p /m/old && touch /m/old/x\nADD m.tar /\n"
+         "ADD r.tar /r/\n",
+         {"m.tar": _tar(("m", D, b"", 0o750, 0, 0), ("m/old", D, b"", 0o700, 3, 3), ("m/new", F, b"n", 0o644, 0, 0),
+                        ("tmp", D, b"", 0o1777, 0, 0)),
+          "r.tar": _tar(("./", D, b"", 0o750, 4, 4), ("./f", F, b"f", 0o644, 0, 0))},
+         compare_mtimes=("m", "m/old", "m/new", "tmp", "r/f")),
+    Case("x3d-add-tar-big-ids-modes", "FROM busybox:local\nADD b.tar /b/\n",
+         {"b.tar": _tar(("big", F, b"b", 0o644, 3_000_000_000, 3_000_000_001), ("all", F, b"a", 0o7777, 1, 1),
+                        ("dir", D, b"", 0o3777, 2, 2))}),
+    Case("x3d-copy-from-devices", "FROM busybox:local AS s\nRUN mkdir /o && mknod /o/null c 1 3 && mknod /o/blk b 7 1 "
+         "&& mkfifo /o/p && chmod 600 /o/null\nFROM busybox:local\nCOPY --from=s /o /o\nCOPY --from=s --chown=3:4 /o /c\n"
+         "COPY --from=s /o/null /single\n"),
+    Case("x3d-copy-context-hardlinks-chown", "FROM busybox:local\nCOPY --chown=5:6 . /h/\nCOPY a b /two/\n",
+         {"a": "linked", "d/c": "other"}, hardlinks={"b": "a", "d/e": "a"}),
+    Case("x3d-copy-from-hardlinks-partial", "FROM busybox:local AS s\nRUN mkdir -p /o/x /o/y && echo h > /o/x/f && "
+         "ln /o/x/f /o/y/g && ln /o/x/f /outside\nFROM busybox:local\nCOPY --from=s /o /o\nCOPY --from=s /o/y /y\n"
+         "COPY --from=s /o/x/f /o/y/g /pair/\n"),
     # A later step sees the directories above a new WORKDIR as they were (docker's layer copies them up).
     Case("x3d-workdir-parent-seen-by-run", "FROM busybox:local\nRUN mkdir -p /p/q && chown 5:6 /p /p/q && "
          "chmod 2750 /p && chmod 700 /p/q\nWORKDIR /p/q/r/s\nRUN stat -c '%n %a %u %g' /p /p/q /p/q/r > /tmp/st\n"
@@ -1216,7 +1248,8 @@ def test_same_image_as_docker(case: Case, docker: str, store_root: Path, tmp_pat
     tags = [tag]
     with contextlib.ExitStack() as stack:
         if case.serve:
-            url = stack.enter_context(serve_files(case.serve, {"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+            headers = {"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"} if case.last_modified else {}
+            url = stack.enter_context(serve_files(case.serve, headers))
             for c in (ctx, docker_ctx):
                 (c / "Dockerfile").write_text((c / "Dockerfile").read_text().replace("{url}", url))
         _compare(case, docker, store_root, tmp_path, ctx, docker_ctx, tag, tags)
