@@ -535,13 +535,11 @@ class StageRunner:
         """``A=default`` as declared (default expanded), never the --build-arg value: docker's history."""
         words = []
         for spec in ins.args:
-            if spec.default is None:
-                words.append(spec.key)
-                continue
             try:
-                words.append(f"{spec.key}={self.scope.expander(ins).word(spec.default)}")
+                key = self.scope.expander(ins).word(spec.key)
+                words.append(key if spec.default is None else f"{key}={self.scope.expander(ins).word(spec.default)}")
             except Exception:  # the same expansion fails in Scope.apply, with the real error
-                words.append(f"{spec.key}={spec.default}")
+                words.append(spec.key if spec.default is None else f"{spec.key}={spec.default}")
         return " ".join(words)
 
     def _do_arg(self, ins: ins_.Arg, handle: StepHandle) -> None:

@@ -1109,6 +1109,15 @@ CASES = [
     Case("x3d-copy-from-hardlinks-partial", "FROM busybox:local AS s\nRUN mkdir -p /o/x /o/y && echo h > /o/x/f && "
          "ln /o/x/f /o/y/g && ln /o/x/f /outside\nFROM busybox:local\nCOPY --from=s /o /o\nCOPY --from=s /o/y /y\n"
          "COPY --from=s /o/x/f /o/y/g /pair/\n"),
+    # Quotes are removed from the words of instructions that expand them, ARG names included.
+    Case("x3d-quoted-words", "FROM busybox:local\nWORKDIR \"/a b\"\nWORKDIR '/c d'/e\nUSER \"app\"\n"
+         "RUN pwd > /tmp/pwd; id -un > /tmp/u\nUSER root\nEXPOSE \"80\" '81/udp'\nSTOPSIGNAL \"SIGINT\"\n"
+         "LABEL \"k\"=\"v\" 'x'='y z'\nENV \"Q\"=\"r s\" 'T'=u\nARG \"AQ\"=\"aq\"\nRUN echo \"$AQ\" > /aq\n"
+         "COPY \"a\"* '/q1/'\nVOLUME \"/vq\" /w\n", {"a b.txt": "a"}),
+    Case("x3d-arg-name-expansion", "ARG \"M\"=meta\nARG K=name\nFROM busybox:local\nARG M\nARG K\n"
+         "ARG ${K}=v \"q r\"=s 'P'\nRUN echo \"[$M][$name][$K][$P]\" > /o\nENV E=$name\n", build_args=("P=cli",)),
+    Case("x3d-quoted-copy-source-unterminated", "FROM busybox:local\nCOPY \"a b.txt\" /q/\n", {"a b.txt": "a"},
+         fails=True),
     # A later step sees the directories above a new WORKDIR as they were (docker's layer copies them up).
     Case("x3d-workdir-parent-seen-by-run", "FROM busybox:local\nRUN mkdir -p /p/q && chown 5:6 /p /p/q && "
          "chmod 2750 /p && chmod 700 /p/q\nWORKDIR /p/q/r/s\nRUN stat -c '%n %a %u %g' /p /p/q /p/q/r > /tmp/st\n"
