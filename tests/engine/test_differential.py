@@ -1118,6 +1118,15 @@ CASES = [
          "ARG ${K}=v \"q r\"=s 'P'\nRUN echo \"[$M][$name][$K][$P]\" > /o\nENV E=$name\n", build_args=("P=cli",)),
     Case("x3d-quoted-copy-source-unterminated", "FROM busybox:local\nCOPY \"a b.txt\" /q/\n", {"a b.txt": "a"},
          fails=True),
+    # A RUN that only changes times copies the entry up with them (local time is UTC in both).
+    Case("x3d-run-touch-mtimes", "FROM busybox:local\nRUN touch -d '2001-01-01 00:00:00' /etc/passwd /usr /bin/busybox && "
+         "touch -h -d '2002-02-02 12:00:00' /bin/sh && mkdir -p /n/d && touch -d '2003-03-03 00:00:00' /n/d /n\n"
+         "RUN touch -d '2004-04-04 00:00:00' /n/d && date +%Z > /tmp/tz\n",
+         compare_mtimes=("etc/passwd", "usr", "bin/busybox", "bin/sh", "n", "n/d")),
+    Case("x3d-copy-into-root", "FROM busybox:local\nUSER nosuch:nogrp\nWORKDIR /x/y\nCOPY src /\nCOPY --chown=5:5 src/ /\n"
+         "USER 77:nosuchgrp\nCMD [\"a\"]\n", {"src/sub/f": "f", "src/etc/extra": "e"}, modes={"src": 0o700}),
+    Case("x3d-build-arg-newline-unicode", "FROM busybox:local\nARG A\nARG B\nARG C=c\nRUN printf '[%s]' \"$A\" \"$B\" \"$C\" > /o\n"
+         "LABEL a=\"$A\"\nENV B=$B\n", build_args=("A=line1\nline2", "B=\u00e9\u00e8 \\$x `y`", "C=")),
     # A later step sees the directories above a new WORKDIR as they were (docker's layer copies them up).
     Case("x3d-workdir-parent-seen-by-run", "FROM busybox:local\nRUN mkdir -p /p/q && chown 5:6 /p /p/q && "
          "chmod 2750 /p && chmod 700 /p/q\nWORKDIR /p/q/r/s\nRUN stat -c '%n %a %u %g' /p /p/q /p/q/r > /tmp/st\n"
