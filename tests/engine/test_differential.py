@@ -1127,6 +1127,10 @@ CASES = [
          "USER 77:nosuchgrp\nCMD [\"a\"]\n", {"src/sub/f": "f", "src/etc/extra": "e"}, modes={"src": 0o700}),
     Case("x3d-build-arg-newline-unicode", "FROM busybox:local\nARG A\nARG B\nARG C=c\nRUN printf '[%s]' \"$A\" \"$B\" \"$C\" > /o\n"
          "LABEL a=\"$A\"\nENV B=$B\n", build_args=("A=line1\nline2", "B=\u00e9\u00e8 \\$x `y`", "C=")),
+    Case("x3d-whiteout-churn", "FROM busybox:local\nRUN mkdir -p /c/a/b && touch /c/a/b/1 /c/a/2\n"
+         "RUN rm -rf /c/a && mkdir -p /c/a/b && touch /c/a/b/3\nRUN rm -rf /c/a/b && touch /c/a/b\n"
+         "RUN rm /c/a/b && ln -s /etc /c/a/b && mv /c/a /c/z && mkdir /c/a\nCOPY f /c/a/b/\n"
+         "RUN rm -rf /c/z/b && mkdir /c/z/b && ln /c/a/b/f /c/z/b/f\nCOPY f /c/z/b/g\n", {"f": "f"}),
     # A later step sees the directories above a new WORKDIR as they were (docker's layer copies them up).
     Case("x3d-workdir-parent-seen-by-run", "FROM busybox:local\nRUN mkdir -p /p/q && chown 5:6 /p /p/q && "
          "chmod 2750 /p && chmod 700 /p/q\nWORKDIR /p/q/r/s\nRUN stat -c '%n %a %u %g' /p /p/q /p/q/r > /tmp/st\n"
