@@ -7,7 +7,7 @@
   with ``--chown``. ``--unpack=false`` copies it as a file.
 - A URL is downloaded (unpacked only with ``--unpack=true``, as BuildKit):
   the file is named after the last segment of the URL path (or dest when dest
-  does not end in '/'), mode 0600, mtime from Last-Modified;
+  does not end in '/'), mode 0600, mtime from Last-Modified (the epoch without one);
   ``--checksum=<algo>:<hex>`` is verified.
 - A git URL (``git@host:repo``, ``git://``, ``https://host/repo.git#ref:subdir``,
   ``https://.../repo.git``) is cloned with the ``git`` binary (``file://`` is refused: it
@@ -154,7 +154,7 @@ def _checksum(spec: CopySpec) -> tuple[str, str] | None:
 
 
 def download(
-    url: str, spec: CopySpec, scratch: Path, *, now: int, fetches: UrlFetches | None = None,
+    url: str, spec: CopySpec, scratch: Path, *, fetches: UrlFetches | None = None,
 ) -> SourceItem:
     """Fetch ``url`` into ``scratch`` (or take what keying it fetched) as a file source (mode 0600)."""
     want = _checksum(spec)
@@ -183,7 +183,7 @@ def download(
         raise spec.error(
             f"cannot determine a file name from {url}: give a destination path that does not end in /"
         )
-    mtime = now
+    mtime = 0  # no (readable) Last-Modified: the epoch, as docker and BuildKit date it
     if fetched.last_modified:
         try:
             mtime = int(email.utils.parsedate_to_datetime(fetched.last_modified).timestamp())
@@ -288,7 +288,7 @@ def _verify_commit(head: str, url: str, checksum: str, spec: CopySpec) -> None:
 
 
 def prepare_add_items(
-    spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, now: int, git: GitSources | None = None,
+    spec: CopySpec, items: Sequence[SourceItem], scratch: Path, *, git: GitSources | None = None,
     fetches: UrlFetches | None = None, check: Callable[[], None] | None = None,
 ) -> list[SourceItem]:
     """Turn ADD's remote sources and local archives into items COPY's planner can place
@@ -300,7 +300,7 @@ def prepare_add_items(
     out: list[SourceItem] = []
     for item in items:
         if item.kind is SourceKind.URL:
-            item = download(item.arg, spec, scratch, now=now, fetches=fetches)
+            item = download(item.arg, spec, scratch, fetches=fetches)
             if spec.unpack is not True:  # a URL is unpacked only on request (BuildKit's --unpack)
                 out.append(item)
                 continue

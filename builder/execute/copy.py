@@ -11,7 +11,8 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
 - A source directory copies its contents; a top-level source symlink is
   followed inside the source tree (a link that leaves the context is refused);
   symlinks further down are copied as symlinks; hardlinks inside one source
-  stay hardlinks.
+  stay hardlinks (of symlinks, fifos and devices too, as docker's archive
+  links any non-directory).
 - Owners become 0:0, or the ``--chown`` user (looked up in the destination
   image's /etc/passwd and /etc/group; a user alone also names the group);
   ``COPY --from`` without ``--chown`` keeps the source's owners. Modes and
@@ -21,7 +22,8 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
   docker's layers (and BuildKit's) record no other.
 - Directories the copy creates are 0755: for a file, all of them belong to the
   ``--chown`` user; for a directory source only the dest directory does (its
-  parents are root's). Directories that exist are left as they are.
+  parents are root's). Under a setgid directory they are setgid as well, as
+  mkdir(2) makes them there. Directories that exist are left as they are.
 
 ``--link`` gives the same files; the directories above them are then written
 as new (0755 root) instead of as the image has them, so the layer does not
@@ -763,8 +765,14 @@ class _Planner:
         found = self.dest_view.entry(parts)
         return found is not None and stat.S_ISDIR(found.stat.st_mode)
 
-    def ensure_dirs(self, parts: Parts, owner: Identity, *, top: Identity | None = None) -> None:
-        """Entries for ``parts`` and its ancestors: existing ones as they are, new ones 0755."""
+    def ensure_dirs(self, parts: Parts, owner: Identity | None, *, top: Identity | None = None) -> None:
+        """Entries for ``parts`` and its ancestors: existing ones as they are, new ones 0755.
+
+        New ones are made as docker's mkdir(2) makes them: under a setgid directory they are
+        setgid too (a chown keeps that on a directory), and when docker does not chown them
+        (``owner`` None: COPY --from a file, keeping owners) they are root's with the group
+        a setgid parent hands down.
+        """
         for i in range(1, len(parts) + 1):
             sub = parts[:i]
             if sub in self.entries:
@@ -782,8 +790,11 @@ class _Planner:
                 )
                 continue
             who = top if (top is not None and i == len(parts)) else owner
+            parent = self.entries.get(sub[:-1]) if i > 1 else None  # planned just above, when there is one
+            setgid = parent is not None and bool(parent.entry.mode & stat.S_ISGID)
+            uid, gid = (who.uid, who.gid) if who is not None else (0, parent.entry.gid if setgid and parent else 0)
             self.entries[sub] = _Planned(
-                TarEntry(name, EntryType.DIR, _DIR_MODE, who.uid, who.gid, 0, self.now)
+                TarEntry(name, EntryType.DIR, _DIR_MODE | (stat.S_ISGID if setgid else 0), uid, gid, 0, self.now)
             )
 
     def add_file(self, parts: Parts, f: SourceFile, group: int, keep_owner: bool) -> None:
@@ -812,7 +823,7 @@ class _Planner:
             os.major(st.st_rdev) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
             os.minor(st.st_rdev) if kind in (EntryType.CHAR, EntryType.BLOCK) else 0,
         )
-        inode = (st.st_dev, st.st_ino) if kind is EntryType.FILE and st.st_nlink > 1 and f.host else None
+        inode = (st.st_dev, st.st_ino) if not is_dir and st.st_nlink > 1 and f.host else None
         # A file replacing a planned directory drops what was planned below it.
         old = self.entries.get(parts)
         if old is not None and old.entry.type is EntryType.DIR and not is_dir:
@@ -870,7 +881,7 @@ def plan_copy(
             target = dest
         if not target:
             raise spec.error(f"cannot copy '{item.arg}' over the root directory")
-        planner.ensure_dirs(target[:-1], identity)
+        planner.ensure_dirs(target[:-1], None if item.keep_owner else identity)
         for f in item.files:
             planner.add_file(target, f, group, item.keep_owner)
     return planner.entries
@@ -1033,7 +1044,7 @@ def copy_layer(
             from builder.execute.add import prepare_add_items
 
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
-            items = prepare_add_items(spec, items, scratch, now=now, git=git, fetches=fetches, check=check)
+            items = prepare_add_items(spec, items, scratch, git=git, fetches=fetches, check=check)
         elif spec.checksum:
             raise spec.error("checksum can't be specified for COPY")
         entries = plan_copy(spec, items, dest_view, now=now)

@@ -118,7 +118,7 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
     try:
         if is_git:
             return git_checkout(url, spec, scratch, git), None
-        item = download(url, spec, scratch, now=0)
+        item = download(url, spec, scratch)
         root = scratch / "context"
         root.mkdir()
         downloaded = item.files[0].host

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from builder.execute.rootfs import RootfsView
     from builder.execute.run import Secret
     from builder.execute.ssh import SshAgents
+    from builder.layers.tarwriter import TarEntry
     from builder.runtime import Runtime
     from builder.runtime.cdi import Edits, Registry
     from cache.remote import ImportedCache
@@ -534,13 +535,11 @@ class StageRunner:
         """``A=default`` as declared (default expanded), never the --build-arg value: docker's history."""
         words = []
         for spec in ins.args:
-            if spec.default is None:
-                words.append(spec.key)
-                continue
             try:
-                words.append(f"{spec.key}={self.scope.expander(ins).word(spec.default)}")
+                key = self.scope.expander(ins).word(spec.key)
+                words.append(key if spec.default is None else f"{key}={self.scope.expander(ins).word(spec.default)}")
             except Exception:  # the same expansion fails in Scope.apply, with the real error
-                words.append(f"{spec.key}={spec.default}")
+                words.append(spec.key if spec.default is None else f"{spec.key}={spec.default}")
         return " ".join(words)
 
     def _do_arg(self, ins: ins_.Arg, handle: StepHandle) -> None:
@@ -655,13 +654,17 @@ class StageRunner:
         self._commit(created_by, layer)
 
     def _mkdir_layer(self, ins: ins_.Workdir, path: str) -> Layer | None:
-        """docker creates a missing WORKDIR (0755, owned by root); an existing one needs no layer.
+        """docker creates a missing WORKDIR (0755, owned by root, setgid under a setgid directory
+        as mkdir(2) makes it there); an existing one needs no layer.
 
         The path is cleaned (docker's SetupWorkingDirectory) and resolved through the image's
         symlinks (inside the image), as docker does: ``WORKDIR /lnk/sub`` with ``/lnk -> /real``
-        makes ``/real/sub``.
+        makes ``/real/sub``. The layer also holds the existing directories above, as they are
+        (docker's overlay copies them up): without them, the directories this layer implies
+        would hide their modes and owners from later steps.
         """
-        from builder.execute.rootfs import RootfsView
+        from builder.execute.rootfs import RootfsView, split_path
+        from builder.layers.tarwriter import EntryType, TarEntry
 
         view = RootfsView(self.lowers())
         target = view.resolve(os.path.normpath(path)).path
@@ -674,18 +677,28 @@ class StageRunner:
                 raise ins.error(f"WORKDIR {path}: mkdir {current}: not a directory")
             missing.append(current.lstrip("/"))
             current = os.path.dirname(current)
-        return self._layer_from_entries(sorted(missing))
+        now = self.env.source_date_epoch if self.env.source_date_epoch is not None else int(time.time())
+        entries: list[TarEntry] = []
+        parts = split_path(current)
+        for i in range(1, len(parts) + 1):
+            found = view.entry(parts[:i])
+            if found is not None:
+                st = found.stat
+                entries.append(TarEntry("/".join(parts[:i]), EntryType.DIR, stat_.S_IMODE(st.st_mode), st.st_uid,
+                                        st.st_gid, 0, st.st_mtime_ns // 1_000_000_000))
+        setgid = bool(entries) and bool(entries[-1].mode & stat_.S_ISGID)
+        entries += [TarEntry(d, EntryType.DIR, 0o2755 if setgid else 0o755, 0, 0, 0, now) for d in sorted(missing)]
+        return self._layer_from_entries(entries)
 
-    def _layer_from_entries(self, dirs: Sequence[str]) -> Layer:
-        from builder.layers.tarwriter import EntryType, TarEntry, TarStreamWriter
+    def _layer_from_entries(self, entries: Sequence[TarEntry]) -> Layer:
+        from builder.layers.tarwriter import TarStreamWriter
 
         tmp = self.env.store.temp_path(".layer.tar")
         try:
             with open(tmp, "wb") as out:
                 writer = TarStreamWriter(out, source_date_epoch=self.env.source_date_epoch)
-                mtime = self.env.source_date_epoch if self.env.source_date_epoch is not None else int(time.time())
-                for d in dirs:
-                    writer.add(TarEntry(name=d, type=EntryType.DIR, mode=0o755, uid=0, gid=0, mtime=mtime))
+                for entry in entries:
+                    writer.add(entry)
                 stats = writer.close()
             return self.env.layers.add_tar(tmp, stats.diff_id, stats.size)
         finally:

@@ -158,6 +158,7 @@ class GlobalScope:
         self.unmatched: list[tuple[Instruction, set[str]]] = []
         for arg in meta_args:
             for spec in arg.args:
+                spec = replace(spec, key=self._expand_word(arg, spec.key))  # docker's processMetaArg
                 value: str | None
                 if spec.key in self.build_args:
                     value = self.build_args[spec.key]
@@ -268,7 +269,11 @@ class Scope:
 
     def _apply_arg(self, ins: Arg) -> Arg:
         resolved: list[ArgSpec] = []
-        for spec in ins.args:
+        try:  # names are words too, all expanded first (ArgCommand.Expand): quotes go, variables expand
+            specs = [replace(spec, key=self.expander(ins).word(spec.key)) for spec in ins.args]
+        except ExpansionError as err:
+            raise _relocated(ins, err) from None
+        for spec in specs:
             value: str | None
             if spec.key in self.global_scope.build_args:
                 value = self.global_scope.build_args[spec.key]

@@ -1,7 +1,7 @@
 """Flattened views of an image built by docker and by pybuild, for differential tests.
 
 A tree is a dict path -> (type, mode, uid, gid, size, sha256 or link target), with
-the entry's xattrs appended where it has any; a config is the subset of docker's container config a Dockerfile can change.
+the entry's xattrs appended where it has any, and its mtime where asked; a config is the subset of docker's container config a Dockerfile can change.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 
 from tests.helpers.tools import run_pybuild
@@ -22,7 +23,8 @@ DOCKER_INIT = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "de
                "dev/console", "dev/pts", "dev/shm", "etc/mtab"}
 
 
-def tree_from_tar(path: Path, ignore: set[str] = frozenset()) -> dict[str, tuple]:  # type: ignore[assignment]
+def tree_from_tar(path: Path, ignore: set[str] = frozenset(),  # type: ignore[assignment]
+                  mtimes: Collection[str] = ()) -> dict[str, tuple]:
     tree: dict[str, tuple] = {}
     with tarfile.open(path) as tf:
         for m in tf:
@@ -45,6 +47,8 @@ def tree_from_tar(path: Path, ignore: set[str] = frozenset()) -> dict[str, tuple
                                   if k.startswith("SCHILY.xattr.")))
             if xattrs and name in tree:
                 tree[name] = (*tree[name], xattrs)
+            if name in mtimes and name in tree:
+                tree[name] = (*tree[name], ("mtime", m.mtime))
     return tree
 
 
@@ -54,29 +58,29 @@ def _clean(name: str) -> str:
     return name.strip("/") if name != "." else ""
 
 
-def docker_tree(docker: str, image: str, work: Path) -> dict[str, tuple]:
+def docker_tree(docker: str, image: str, work: Path, mtimes: Collection[str] = ()) -> dict[str, tuple]:
     cid = subprocess.run([docker, "create", image, "true"], check=True, capture_output=True,
                          text=True).stdout.strip()
     try:
         out = work / "docker-export.tar"
         subprocess.run([docker, "export", "-o", str(out), cid], check=True)
-        tree = tree_from_tar(out, DOCKER_INIT)
+        tree = tree_from_tar(out, DOCKER_INIT, mtimes)
         out.unlink()
         return _resolve_hardlinks(tree)
     finally:
         subprocess.run([docker, "rm", "-f", "-v", cid], capture_output=True)
 
 
-def pybuild_tree(root: Path, image: str, work: Path) -> dict[str, tuple]:
+def pybuild_tree(root: Path, image: str, work: Path, mtimes: Collection[str] = ()) -> dict[str, tuple]:
     out = work / "pybuild-export.tar"
     run_pybuild("save", "-o", str(work / "img.tar"), image, root=root, check=True)
     # The flattened file system, through the same exporter users get with -o type=tar.
-    tree = _flatten_saved(work / "img.tar", work)
+    tree = _flatten_saved(work / "img.tar", work, mtimes)
     out.unlink(missing_ok=True)
     return _resolve_hardlinks(tree)
 
 
-def _flatten_saved(archive: Path, work: Path) -> dict[str, tuple]:
+def _flatten_saved(archive: Path, work: Path, mtimes: Collection[str]) -> dict[str, tuple]:
     """Apply the layers of a saved image in order (whiteouts included) and list the result."""
     import shutil
 
@@ -93,20 +97,24 @@ def _flatten_saved(archive: Path, work: Path) -> dict[str, tuple]:
     tar = work / "flat.tar"
     with open(tar, "wb") as f:
         write_layer(rootfs, f)
-    tree = tree_from_tar(tar, DOCKER_INIT)
+    tree = tree_from_tar(tar, DOCKER_INIT, mtimes)
     shutil.rmtree(rootfs)
     tar.unlink()
     return tree
 
 
 def _resolve_hardlinks(tree: dict[str, tuple]) -> dict[str, tuple]:
-    """A hardlink counts as a file with its target's content (export order decides which is first)."""
-    out = {}
+    """A hardlink counts as a file with its target's content (export order decides which is first);
+    every name of a file with several carries the sorted names of all of them."""
+    groups: dict[str, list[str]] = {}
     for name, entry in tree.items():
         if entry[0] == "hardlink" and entry[1] in tree:
-            out[name] = tree[entry[1]]
-        else:
-            out[name] = entry
+            groups.setdefault(entry[1], [entry[1]]).append(name)
+    out = dict(tree)
+    for target, names in groups.items():
+        linked = (*tree[target], ("links", tuple(sorted(names))))
+        for name in names:
+            out[name] = linked
     return out
 
 

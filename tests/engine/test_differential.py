@@ -56,11 +56,15 @@ class Case:
     buildkit_warns: str | None = None
     # Files served over HTTP on loopback during the case; ``{url}`` in the Dockerfile is its base.
     serve: dict[str, bytes] = field(default_factory=dict)
+    last_modified: bool = True  # the server sends a Last-Modified header (2015-10-21 07:28:00 GMT)
     same_history: bool = True  # created_by of every history entry, as `docker history` shows it
     hardlinks: dict[str, str] = field(default_factory=dict)  # context hardlinks: path -> existing file
     # context fifos, sockets and sparse files (4 MiB, one byte written at 1 MiB): path -> "fifo"/"socket"/"sparse"
     specials: dict[str, str] = field(default_factory=dict)
     xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)  # context xattrs: path -> name -> value
+    mtimes: dict[str, int] = field(default_factory=dict)  # context mtimes (seconds): path -> mtime
+    # Image paths whose mtimes must be equal too (elsewhere they depend on when each builder ran).
+    compare_mtimes: tuple[str, ...] = ()
 
 
 def _archive(compression: str = "") -> bytes:
@@ -1060,6 +1064,132 @@ CASES = [
          "builder copies it as a file"),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
          {"x.tar": _xattr_tar()}),
+    # -- explore3-d: ownership, permissions, links, whiteouts and config inheritance
+    Case("x3d-copy-setgid-parent", "FROM busybox:local\nRUN mkdir /sg && chown 0:1000 /sg && chmod 2775 /sg\n"
+         "COPY a /sg/new/deep/a\nCOPY src /sg/dir/\nCOPY --chown=7:8 a /sg/own/a\nCOPY src /sg\n",
+         {"a": "a", "src/f": "f", "src/d/g": "g"}),
+    Case("x3d-workdir-setgid-parent", "FROM busybox:local\nRUN mkdir /sg && chown 0:1000 /sg && chmod 2775 /sg\n"
+         "WORKDIR /sg/w/x\nUSER app\nWORKDIR /sg/u\n"),
+    Case("x3d-add-setgid-parent", "FROM busybox:local\nRUN mkdir /sg && chown 0:1000 /sg && chmod 2775 /sg\n"
+         "ADD t.tar /sg/t/\nADD i.tar /sg/\nADD {url}/f.txt /sg/u/\nADD --chown=7:8 {url}/f.txt /sg/v/w/\n",
+         {"t.tar": _archive(), "i.tar": _tar(("imp/lied/f", F, b"f", 0o644, 5, 5))}, serve={"/f.txt": b"f\n"},
+         same_history=False, why="history: docker writes a URL's content hash right after --chown's value, "
+         "no space between (pybuild too), so the hash placeholder cannot tell them apart"),
+    Case("x3d-copy-from-setgid-parent", "FROM busybox:local AS s\nRUN mkdir /o && echo f > /o/f\n"
+         "FROM busybox:local\nRUN mkdir /sg && chown 0:1000 /sg && chmod 2775 /sg\nCOPY --from=s /o /sg/a/b/\n"
+         "COPY --from=s /o/f /sg/c/d/f\n"),
+    # Without Last-Modified docker dates a download at the epoch (its Chtimes of a zero time).
+    Case("x3d-add-url-no-last-modified", "FROM busybox:local\nADD {url}/f.txt /u/\nADD --chown=app {url}/f.txt /v\n",
+         serve={"/f.txt": b"f\n"}, last_modified=False, compare_mtimes=("u/f.txt", "v")),
+    Case("x3d-build-arg-from-environment", "FROM busybox:local\nARG HOME\nARG X3D_NOT_SET=dflt\nARG PATH\n"
+         "RUN echo \"[$HOME][$X3D_NOT_SET]\" > /a\n", build_args=("HOME", "X3D_NOT_SET")),
+    # overlayfs refuses to make its whiteout device (char 0:0), so no RUN can delete that way.
+    Case("x3d-run-mknod-whiteout-device", "FROM busybox:local\nRUN rm /etc/group && mknod /etc/group c 0 0\n",
+         fails=True),
+    Case("x3d-add-tar-hardlink-forward", "FROM busybox:local\nADD h.tar /h/\n",
+         {"h.tar": _tar(("link", H, "later", 0o644, 0, 0), ("later", F, b"x", 0o644, 0, 0))}, fails=True),
+    Case("x3d-add-tar-hardlink-to-dir", "FROM busybox:local\nADD h.tar /h/\n",
+         {"h.tar": _tar(("d", D, b"", 0o755, 0, 0), ("link", H, "d", 0o644, 0, 0))}, fails=True),
+    Case("x3d-add-tar-hardlink-to-symlink", "FROM busybox:local\nADD h.tar /h/\n",
+         {"h.tar": _tar(("t", F, b"t", 0o644, 0, 0), ("s", S, "t", 0o777, 0, 0), ("hs", H, "s", 0o644, 0, 0))}),
+    Case("x3d-add-tar-existing-dir-mtime", "FROM busybox:local\nRUN mkdir -p /m/old && touch /m/old/x\nADD m.tar /\n"
+         "ADD r.tar /r/\n",
+         {"m.tar": _tar(("m", D, b"", 0o750, 0, 0), ("m/old", D, b"", 0o700, 3, 3), ("m/new", F, b"n", 0o644, 0, 0),
+                        ("tmp", D, b"", 0o1777, 0, 0)),
+          "r.tar": _tar(("./", D, b"", 0o750, 4, 4), ("./f", F, b"f", 0o644, 0, 0))},
+         compare_mtimes=("m", "m/old", "m/new", "tmp", "r/f")),
+    Case("x3d-add-tar-big-ids-modes", "FROM busybox:local\nADD b.tar /b/\n",
+         {"b.tar": _tar(("big", F, b"b", 0o644, 3_000_000_000, 3_000_000_001), ("all", F, b"a", 0o7777, 1, 1),
+                        ("dir", D, b"", 0o3777, 2, 2))}),
+    Case("x3d-copy-from-devices", "FROM busybox:local AS s\nRUN mkdir /o && mknod /o/null c 1 3 && mknod /o/blk b 7 1 "
+         "&& mkfifo /o/p && chmod 600 /o/null\nFROM busybox:local\nCOPY --from=s /o /o\nCOPY --from=s --chown=3:4 /o /c\n"
+         "COPY --from=s /o/null /single\n"),
+    Case("x3d-copy-context-hardlinks-chown", "FROM busybox:local\nCOPY --chown=5:6 . /h/\nCOPY a b /two/\n",
+         {"a": "linked", "d/c": "other"}, hardlinks={"b": "a", "d/e": "a"}),
+    Case("x3d-copy-from-hardlinks-partial", "FROM busybox:local AS s\nRUN mkdir -p /o/x /o/y && echo h > /o/x/f && "
+         "ln /o/x/f /o/y/g && ln /o/x/f /outside\nFROM busybox:local\nCOPY --from=s /o /o\nCOPY --from=s /o/y /y\n"
+         "COPY --from=s /o/x/f /o/y/g /pair/\n"),
+    # Quotes are removed from the words of instructions that expand them, ARG names included.
+    Case("x3d-quoted-words", "FROM busybox:local\nWORKDIR \"/a b\"\nWORKDIR '/c d'/e\nUSER \"app\"\n"
+         "RUN pwd > /tmp/pwd; id -un > /tmp/u\nUSER root\nEXPOSE \"80\" '81/udp'\nSTOPSIGNAL \"SIGINT\"\n"
+         "LABEL \"k\"=\"v\" 'x'='y z'\nENV \"Q\"=\"r s\" 'T'=u\nARG \"AQ\"=\"aq\"\nRUN echo \"$AQ\" > /aq\n"
+         "COPY \"a\"* '/q1/'\nVOLUME \"/vq\" /w\n", {"a b.txt": "a"}),
+    Case("x3d-arg-name-expansion", "ARG \"M\"=meta\nARG K=name\nFROM busybox:local\nARG M\nARG K\n"
+         "ARG ${K}=v \"q r\"=s 'P'\nRUN echo \"[$M][$name][$K][$P]\" > /o\nENV E=$name\n", build_args=("P=cli",)),
+    Case("x3d-quoted-copy-source-unterminated", "FROM busybox:local\nCOPY \"a b.txt\" /q/\n", {"a b.txt": "a"},
+         fails=True),
+    # A RUN that only changes times copies the entry up with them (local time is UTC in both).
+    Case("x3d-run-touch-mtimes", "FROM busybox:local\nRUN touch -d '2001-01-01 00:00:00' /etc/passwd /usr /bin/busybox && "
+         "touch -h -d '2002-02-02 12:00:00' /bin/sh && mkdir -p /n/d && touch -d '2003-03-03 00:00:00' /n/d /n\n"
+         "RUN touch -d '2004-04-04 00:00:00' /n/d && date +%Z > /tmp/tz\n",
+         compare_mtimes=("etc/passwd", "usr", "bin/busybox", "bin/sh", "n", "n/d")),
+    Case("x3d-copy-into-root", "FROM busybox:local\nUSER nosuch:nogrp\nWORKDIR /x/y\nCOPY src /\nCOPY --chown=5:5 src/ /\n"
+         "USER 77:nosuchgrp\nCMD [\"a\"]\n", {"src/sub/f": "f", "src/etc/extra": "e"}, modes={"src": 0o700}),
+    Case("x3d-build-arg-newline-unicode", "FROM busybox:local\nARG A\nARG B\nARG C=c\nRUN printf '[%s]' \"$A\" \"$B\" \"$C\" > /o\n"
+         "LABEL a=\"$A\"\nENV B=$B\n", build_args=("A=line1\nline2", "B=\u00e9\u00e8 \\$x `y`", "C=")),
+    Case("x3d-whiteout-churn", "FROM busybox:local\nRUN mkdir -p /c/a/b && touch /c/a/b/1 /c/a/2\n"
+         "RUN rm -rf /c/a && mkdir -p /c/a/b && touch /c/a/b/3\nRUN rm -rf /c/a/b && touch /c/a/b\n"
+         "RUN rm /c/a/b && ln -s /etc /c/a/b && mv /c/a /c/z && mkdir /c/a\nCOPY f /c/a/b/\n"
+         "RUN rm -rf /c/z/b && mkdir /c/z/b && ln /c/a/b/f /c/z/b/f\nCOPY f /c/z/b/g\n", {"f": "f"}),
+    # A later step sees the directories above a new WORKDIR as they were (docker's layer copies them up).
+    Case("x3d-workdir-parent-seen-by-run", "FROM busybox:local\nRUN mkdir -p /p/q && chown 5:6 /p /p/q && "
+         "chmod 2750 /p && chmod 700 /p/q\nWORKDIR /p/q/r/s\nRUN stat -c '%n %a %u %g' /p /p/q /p/q/r > /tmp/st\n"
+         "USER app\nWORKDIR /tmp/x\nRUN stat -c '%n %a %u %g' /tmp > /tmp/st2\n"),
+    Case("x3d-workdir-partly-exists-user", "FROM busybox:local\nUSER app\nWORKDIR /tmp/a/b\nWORKDIR /etc\n"
+         "USER 4242:4343\nWORKDIR /tmp/a/b/c\n"),
+    Case("x3d-copy-over-foreign-file", "FROM busybox:local\nRUN echo old > /x && chown 5:6 /x && chmod 4600 /x && "
+         "mkdir -p /e/sub && chown -R 5:6 /e && chmod 700 /e/sub\nCOPY a /x\nCOPY src /e\n",
+         {"a": "new", "src/sub/f": "f", "src/g": "g"}, modes={"src/sub": 0o750}),
+    Case("x3d-copy-chown-special-bits", "FROM busybox:local\nCOPY --chown=7:8 . /m/\nCOPY --chown=app suid /s2\n",
+         {"suid": "s", "sgid": "g", "sticky/f": "f", "none": "n"},
+         modes={"suid": 0o4755, "sgid": 0o2711, "sticky": 0o1777, "none": 0}),
+    Case("x3d-copy-from-chown-parents", "FROM busybox:local AS s\nRUN mkdir -p /o/d && echo f > /o/d/f && chmod 4755 /o/d/f\n"
+         "FROM busybox:local\nCOPY --from=s --chown=7:8 /o/d/f /p/q/r\nCOPY --from=s --chown=9:9 /o /n/m/\n"),
+    Case("x3d-mode-000-dirs", "FROM busybox:local\nCOPY . /z/\nRUN ls -la /z > /ls\n",
+         {"locked/f": "f", "wo/g": "g"}, modes={"locked/f": 0, "locked": 0, "wo": 0o222}),
+    Case("x3d-run-umask-dirs", "FROM busybox:local\nRUN umask 0 && mkdir -p /u0/a && touch /u0/f && umask 027 && "
+         "mkdir /u27 && touch /u27/f && umask 0777 && mkdir /u777 && touch /u777/f\n"),
+    Case("x3d-run-dir-to-symlink-to-file", "FROM busybox:local\nRUN mkdir -p /a/b && touch /a/b/f && echo x > /s\n"
+         "RUN rm -rf /a/b && ln -s /s /a/b && rm /s && ln -s /etc/passwd /s\nRUN rm /a/b && mkdir /a/b\n"),
+    Case("x3d-run-hardlink-then-modify-other", "FROM busybox:local\nRUN echo one > /a && ln /a /b && ln /a /tmp/c\n"
+         "RUN echo two >> /b\nRUN rm /tmp/c && chmod 600 /a\n"),
+    Case("x3d-run-hardlink-new-dir", "FROM busybox:local\nRUN mkdir -p /h/x /h/y && echo d > /h/x/f && ln /h/x/f /h/y/f\n"
+         "RUN rm -rf /h/x && mkdir /h/x && ln /h/y/f /h/x/g\n"),
+    Case("x3d-run-rm-under-symlinked-dir", "FROM busybox:local\nRUN mkdir -p /real/sub && touch /real/sub/a /real/sub/b && "
+         "ln -s /real /abs && ln -s real/sub /rel\nRUN rm /abs/sub/a && rm -r /rel/../sub/b && rm /abs && mkdir /abs\n"),
+    Case("x3d-run-rename-over-existing", "FROM busybox:local\nRUN mkdir -p /m/a /m/b && touch /m/a/1 /m/b/2\n"
+         "RUN rm -rf /m/b && mv /m/a /m/b && mv /etc/group /etc/group.bak && mv /etc/passwd /etc/group\n"),
+    Case("x3d-copy-mtimes", "FROM busybox:local\nCOPY old /o\nCOPY tree /t/\nCOPY --chown=1:1 old /c\nADD old /a\n",
+         {"old": "o", "tree/f": "f", "tree/d/g": "g"}, mtimes={"old": 1_000_000_000, "tree/f": 1_100_000_000,
+                                                             "tree/d/g": 1_200_000_000, "tree/d": 1_300_000_000},
+         compare_mtimes=("o", "t/f", "t/d", "t/d/g", "c", "a")),
+    Case("x3d-add-mtimes", "FROM busybox:local AS s\nRUN mkdir -p /o/d && touch -d '2002-02-02 00:00:00' /o/d/f /o/d && "
+         "ln -s d /o/l && touch -h -d '2003-03-03 00:00:00' /o/l\nFROM busybox:local\nADD {url}/f.txt /u/\n"
+         "ADD {url}/f.txt /u2\nADD a.tar /t/\nCOPY --from=s /o /o\nCOPY --from=s --chown=5:5 /o /oc\n"
+         "RUN touch -d '2004-04-04 00:00:00' /run4\n",
+         {"a.tar": _archive()}, serve={"/f.txt": b"f\n"},
+         compare_mtimes=("u/f.txt", "u2", "t/inner", "t/inner/f.txt", "t/inner/link", "t/top.txt", "o/d", "o/d/f",
+                         "o/l", "oc/d", "oc/d/f", "oc/l", "run4")),
+    Case("x3d-shell-then-exec-run", "FROM busybox:local\nSHELL [\"/bin/false\"]\nRUN [\"sh\", \"-c\", \"echo $0 > /x\"]\n"
+         "CMD [\"a\"]\nENTRYPOINT [\"b\"]\nHEALTHCHECK CMD [\"true\"]\nRUN [\"touch\", \"/y\"]\n"),
+    Case("x3d-build-arg-special", "FROM busybox:local\nARG A=dflt\nARG B\nARG C=c\nARG D\nARG E\n"
+         "RUN printf '%s|' \"$A\" \"$B\" \"$C\" \"$D\" \"$E\" > /args\nENV A=$A B=\"$B\"\nLABEL c=$C d=\"$D\"\n",
+         build_args=("A=a b  c", "B=x=y $HOME 'q' \"dq\"", "C=", "D=tab\there\\n", "E=ünï😀")),
+    Case("x3d-healthcheck-base-cmd-only", "FROM pybuild-diff/x3d-healthcheck-base-cmd-only-base:1\nCMD [\"child\"]\n",
+         base="FROM busybox:local\nHEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD true\nENTRYPOINT [\"sh\"]\n"
+              "CMD [\"base\"]\n"),
+    Case("x3d-entrypoint-inherit-combos", "FROM pybuild-diff/x3d-entrypoint-inherit-combos-base:1 AS a\nCMD []\n"
+         "FROM pybuild-diff/x3d-entrypoint-inherit-combos-base:1 AS b\nENTRYPOINT [\"/bin/sh\", \"-c\"]\n"
+         "FROM pybuild-diff/x3d-entrypoint-inherit-combos-base:1 AS c\nENTRYPOINT []\nCMD [\"c\"]\n"
+         "FROM pybuild-diff/x3d-entrypoint-inherit-combos-base:1\nENTRYPOINT echo\n",
+         base="FROM busybox:local\nENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"echo base\"]\n"),
+    Case("x3d-env-special-values", "FROM busybox:local\nENV A=\"a=b=c\" B==lead C=\"tab\tin\" D=\"new\\nline\" "
+         "E=\"$$\" F=\\\\ G=\"#notcomment\" H=trail\\  I=x\nENV J \"spaced  value\" x=y\n"
+         "RUN env | grep -E '^[A-J]=' | sort > /env\n"),
+    Case("x3d-label-multiline-values", "FROM busybox:local\nLABEL a=\"first\\\nsecond\" b=\"x\\ny\" \\\n"
+         "  c='single\\\nquote' d=\"tab\there\"\nLABEL e=\"\\\"nested\\\"\" f=\"$HOME\"\n"),
+    Case("x3d-user-uid-gid-not-in-passwd", "FROM busybox:local\nUSER 5555:6666\nWORKDIR /w5\nRUN id > /tmp/id && "
+         "touch /tmp/f && echo $HOME > /tmp/home && mkdir /tmp/d\nCOPY a /w5/\n", {"a": "a"}),
 ]
 
 
@@ -1093,6 +1223,8 @@ def _write_context(case: Case, ctx: Path, dockerfile: str, extra: dict[str, str 
     for rel, attrs in case.xattrs.items():
         for key, value in attrs.items():
             os.setxattr(ctx / rel, key, value, follow_symlinks=False)
+    for rel, mtime in case.mtimes.items():
+        os.utime(ctx / rel, (mtime, mtime), follow_symlinks=False)
     if case.name == "add-local-tar":
         src = ctx.parent / f"tarsrc-{ctx.name}"
         (src / "inner").mkdir(parents=True)
@@ -1138,7 +1270,8 @@ def test_same_image_as_docker(case: Case, docker: str, store_root: Path, tmp_pat
     tags = [tag]
     with contextlib.ExitStack() as stack:
         if case.serve:
-            url = stack.enter_context(serve_files(case.serve, {"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+            headers = {"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"} if case.last_modified else {}
+            url = stack.enter_context(serve_files(case.serve, headers))
             for c in (ctx, docker_ctx):
                 (c / "Dockerfile").write_text((c / "Dockerfile").read_text().replace("{url}", url))
         _compare(case, docker, store_root, tmp_path, ctx, docker_ctx, tag, tags)
@@ -1169,8 +1302,9 @@ def _compare(case: Case, docker: str, store_root: Path, tmp_path: Path, ctx: Pat
             return
         assert d.returncode == 0, d.stderr.decode()
         assert p.returncode == 0, p.stderr.decode()[-3000:]
-        dtree = docker_tree(docker, tag, tmp_path)
-        ptree = pybuild_tree(store_root, tag, tmp_path)
+        dtree = docker_tree(docker, tag, tmp_path, case.compare_mtimes)
+        ptree = pybuild_tree(store_root, tag, tmp_path, case.compare_mtimes)
+        assert not set(case.compare_mtimes) - set(dtree), "compare_mtimes names a path docker's image lacks"
         for path in case.ignore_paths:
             dtree.pop(path, None)
             ptree.pop(path, None)
