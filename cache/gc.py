@@ -371,8 +371,9 @@ def _check(store: Store, report: CheckReport) -> None:
     unrecorded = [d for d in store.blobs if d not in blobs]
     whole = _whole_images(store, unrecorded)
     if whole:
-        report.notes.append(f"{len(whole)} whole image(s) among the unrecorded blobs (its records lost: a "
-                            "damaged or replaced meta.db?); `store check --repair` records them again, untagged")
+        report.notes.append(f"{len(whole)} whole image(s) among the unrecorded blobs (a write cut short "
+                            "before its records, or records lost with a damaged or replaced meta.db); "
+                            "`store check --repair` records them again, untagged")
     if unrecorded:
         report.notes.append(f"{len(unrecorded)} unrecorded blob file(s) (left by interrupted writes; prune removes them)")
     stale = [p for p in store.tmp_dir.iterdir() if is_stale_temp(p)]

@@ -1,0 +1,76 @@
+"""The store under stress, through real pybuild processes: a disk that fills at every point of
+a build, builds SIGKILLed at every moment, several processes on one store at once.
+
+Whatever happens, each failure is one clear line, and the next build on the store works
+and leaves ``pybuild store check`` clean.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import run_pybuild, small_fs
+
+
+def _fresh_store(base_archive: Path, root: Path, ctx: Path) -> Path:
+    """A store holding busybox:local, its snapshot extracted (a RUN on it built once)."""
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    warm = ctx.parent / "warm"
+    warm.mkdir(exist_ok=True)
+    (warm / "Dockerfile").write_text("FROM busybox:local\nRUN true\n")
+    run_pybuild("build", "-q", str(warm), root=root, check=True)
+    return root
+
+
+def _check_clean(root: Path) -> str:
+    done = run_pybuild("store", "check", root=root)
+    out = (done.stdout + done.stderr).decode()
+    assert done.returncode == 0 and "clean" in out, out
+    return out
+
+
+def _fill(fs: Path, filler: Path, keep_kb: int) -> None:
+    """Take all of ``fs``'s free space but ``keep_kb`` KiB."""
+    st = os.statvfs(fs)
+    free_kb = st.f_bavail * st.f_frsize // 1024
+    with open(filler, "wb") as f:
+        for _ in range(max(free_kb - keep_kb, 0)):
+            try:
+                f.write(b"\0" * 1024)
+            except OSError:
+                break
+
+
+def test_a_disk_full_at_any_point_of_a_build_is_one_line(base_archive: Path, tmp_path: Path) -> None:
+    """From too full to open the database to just enough: the store database, the build
+    container's files (an internal error before), the RUN's upper dir, its layer, the image.
+    Each failure is one line naming the step where there is one; freed, the store is clean."""
+    ctx = Builder(tmp_path, tmp_path).context({"Dockerfile": "FROM busybox:local\nARG SALT\n"
+                                               "RUN echo $SALT > /x\n"})
+    pristine = _fresh_store(base_archive, tmp_path / "pristine", ctx)
+    failures: list[str] = []
+    with small_fs(tmp_path / "small", "16m") as small:
+        root, filler = small / "root", small / "filler"
+        for keep_kb in range(0, 200, 12):
+            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run(["cp", "-a", str(pristine), str(root)], check=True)
+            _fill(small, filler, keep_kb)
+            p = run_pybuild("build", "-q", "--build-arg", f"SALT={keep_kb}", str(ctx), root=root)
+            err = p.stderr.decode()
+            filler.unlink()
+            if p.returncode:
+                # One line; a RUN whose runtime could not start adds the output tail, as for any RUN.
+                assert err.startswith("ERROR: ") and "internal error" not in err, (keep_kb, err)
+                assert err.count("\n") == 1 or " RUN failed: " in err, (keep_kb, err)
+                assert "no space left on device" in err.lower(), (keep_kb, err)
+                failures.append(err)
+            assert list((root / "tmp").iterdir()) == [], keep_kb
+            _check_clean(root)
+        assert failures and p.returncode == 0, failures  # the sweep crossed the edge
+        assert any("cannot write the store database" in e for e in failures), failures
+        run_pybuild("build", "-q", "--build-arg", "SALT=again", str(ctx), root=root, check=True)
+        _check_clean(root)
