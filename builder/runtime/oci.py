@@ -52,8 +52,9 @@ class OciRuntime:
             logging = [f"--log=file:{log}", "--log-format=json"]
         else:
             logging = ["--log", str(log), "--log-format", "json"]
-        if self.name == "runc" and not container.terminal:
-            # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream
+        if not container.terminal:
+            # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream,
+            # and kills the container when pybuild dies (a foreground `run` would go on)
             return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), self.binary,
                     str(container.dir), container.id, *logging]
         return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
