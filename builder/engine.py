@@ -181,7 +181,7 @@ class Build:
         with contextlib.ExitStack() as stack:
             stack.enter_context(sigterm_as_interrupt())
             stack.callback(self.progress.close)
-            stack.enter_context(self.store.gc_lock.shared())
+            stack.enter_context(self.store.gc_lock.shared(notice=self.progress.message))
             context, dockerfile_text, dockerfile_name = self._load_context(stack)
             return self._build(context, dockerfile_text, dockerfile_name)
 
