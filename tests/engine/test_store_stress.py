@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.engine.conftest import Builder
-from tests.helpers.tools import run_pybuild, small_fs
+from tests.helpers.tools import REPO, run_pybuild, small_fs
 
 
 def _fresh_store(base_archive: Path, root: Path, ctx: Path) -> Path:
@@ -74,3 +75,67 @@ def test_a_disk_full_at_any_point_of_a_build_is_one_line(base_archive: Path, tmp
         assert any("cannot write the store database" in e for e in failures), failures
         run_pybuild("build", "-q", "--build-arg", "SALT=again", str(ctx), root=root, check=True)
         _check_clean(root)
+
+
+def test_a_sweep_by_another_process_keeps_a_live_add_scratch_dir(base_archive: Path, tmp_path: Path) -> None:
+    """Every writer sweeps the store's tmp/ of what dead processes left. ADD unpacked its
+    archive in a temp dir not named by its pid, which a sweep took for abandoned once a minute
+    old: a concurrent load or build deleted the files of a long ADD under it."""
+    import io
+    import tarfile
+    import time
+
+    from cache.blobs import sweep_temp
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with tarfile.open(ctx / "many.tar", "w") as tar:
+        for i in range(8000):
+            data = f"{i}\n".encode()
+            info = tarfile.TarInfo(f"d{i % 20}/f{i}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nADD many.tar /many/\n")
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", "-t", "many:1", str(ctx)],
+                            cwd=REPO, env={**os.environ, "PYBUILD_ROOT": str(root)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    scratch: list[Path] = []
+    while not scratch:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        scratch = [p for p in (root / "tmp").glob("*add-*") if (p / "archive-0").exists()]
+    old = time.time() - 3600  # as a long ADD's directory is: no entry of its own changes
+    os.utime(scratch[0], (old, old))
+    sweep_temp(root / "tmp")  # as every writer does (a load, another build's image or snapshot)
+    assert scratch[0].exists(), "the sweep removed the live ADD's files"
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert list((root / "tmp").iterdir()) == []
+    _check_clean(root)
+
+
+def test_parallel_stages_from_compressed_archives(base_archive: Path, tmp_path: Path) -> None:
+    """Two stages FROM gzipped docker-archives run at once, and each unpacked its archive to
+    the same scratch file (named by the pid alone): one stage read the other's image, or found
+    the file gone ('/fa' not found in 'a', 'no manifest.json', 'not a tar archive')."""
+    import gzip
+
+    from tests.store.imagegen import image_of, noise, write_archive
+
+    archives = {}
+    for name in ("a", "b"):
+        plain = write_archive(tmp_path / f"{name}.tar", image_of([{f"f{name}": noise(name, 8 << 20)}]))
+        archives[name] = tmp_path / f"{name}.tar.gz"
+        archives[name].write_bytes(gzip.compress(plain.read_bytes(), 1))
+    ctx = Builder(tmp_path, tmp_path).context({"Dockerfile": (
+        f"FROM docker-archive://{archives['a']} AS a\nFROM docker-archive://{archives['b']} AS b\n"
+        "FROM busybox:local\nCOPY --from=a /fa /fa\nCOPY --from=b /fb /fb\n")})
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    for _ in range(3):
+        run_pybuild("build", "-q", "--no-cache", "-t", "two:1", str(ctx), root=root, check=True)
+        run_pybuild("prune", "-a", "-f", root=root, check=True)  # each round unpacks both again
+    assert list((root / "tmp").iterdir()) == []
+    _check_clean(root)
