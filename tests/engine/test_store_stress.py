@@ -7,14 +7,21 @@ and leaves ``pybuild store check`` clean.
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
 
+from cache.blobs import sweep_temp
 from tests.engine.conftest import Builder
 from tests.helpers.tools import REPO, run_pybuild, small_fs
+from tests.store.imagegen import image_of, noise, write_archive
 
 
 def _fresh_store(base_archive: Path, root: Path, ctx: Path) -> Path:
@@ -56,7 +63,7 @@ def test_a_disk_full_at_any_point_of_a_build_is_one_line(base_archive: Path, tmp
     failures: list[str] = []
     with small_fs(tmp_path / "small", "16m") as small:
         root, filler = small / "root", small / "filler"
-        for keep_kb in range(0, 200, 12):
+        for keep_kb in range(0, 208, 16):
             shutil.rmtree(root, ignore_errors=True)
             subprocess.run(["cp", "-a", str(pristine), str(root)], check=True)
             _fill(small, filler, keep_kb)
@@ -81,12 +88,6 @@ def test_a_sweep_by_another_process_keeps_a_live_add_scratch_dir(base_archive: P
     """Every writer sweeps the store's tmp/ of what dead processes left. ADD unpacked its
     archive in a temp dir not named by its pid, which a sweep took for abandoned once a minute
     old: a concurrent load or build deleted the files of a long ADD under it."""
-    import io
-    import tarfile
-    import time
-
-    from cache.blobs import sweep_temp
-
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     with tarfile.open(ctx / "many.tar", "w") as tar:
@@ -120,10 +121,6 @@ def test_parallel_stages_from_compressed_archives(base_archive: Path, tmp_path: 
     """Two stages FROM gzipped docker-archives run at once, and each unpacked its archive to
     the same scratch file (named by the pid alone): one stage read the other's image, or found
     the file gone ('/fa' not found in 'a', 'no manifest.json', 'not a tar archive')."""
-    import gzip
-
-    from tests.store.imagegen import image_of, noise, write_archive
-
     archives = {}
     for name in ("a", "b"):
         plain = write_archive(tmp_path / f"{name}.tar", image_of([{f"f{name}": noise(name, 8 << 20)}]))
@@ -148,8 +145,6 @@ def _mounts_under(root: Path) -> list[str]:
 
 
 def _runtime_containers(root: Path) -> list[str]:
-    import json
-
     found = []
     for runtime in ("runc", "crun"):
         out = subprocess.run([runtime, "list", "--format", "json"], capture_output=True, check=True).stdout
@@ -162,10 +157,6 @@ def test_builds_killed_at_any_moment_leave_a_usable_store(base_archive: Path, tm
     writes many files, while ADD unpacks a tar, while the image is written: each next build
     works, the store checks clean, and nothing piles up (a context spooled from stdin stayed
     in run/tmp for good: hundreds of megabytes after a few kills)."""
-    import io
-    import tarfile
-    import time
-
     ctx = tmp_path / "ctx"
     (ctx / "big").mkdir(parents=True)
     for i in range(40):
@@ -205,3 +196,62 @@ def test_builds_killed_at_any_moment_leave_a_usable_store(base_archive: Path, tm
                  for p in (root / sub).iterdir()]
     assert leftovers == []
     _check_clean(root)
+
+
+def test_prune_and_rmi_wait_for_a_build_on_the_snapshots_they_would_remove(base_archive: Path,
+                                                                           tmp_path: Path) -> None:
+    """While a RUN has the base image's snapshot as its overlay lower dir, the base is untagged
+    and ``prune -a`` asked to remove every snapshot: the build finishes untouched, the prune
+    says it waits and runs after it, and the built image still runs (its layers re-extracted)."""
+    ctx = Builder(tmp_path, tmp_path).context({"Dockerfile": "FROM busybox:local\n"
+                                               "RUN sleep 3 && cat /bin/busybox > /copy\n"})
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    env = {**os.environ, "PYBUILD_ROOT": str(root)}
+    build = subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", "-t", "on-base:1", str(ctx)],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list((root / "run" / "state").glob("*.json")):  # its RUN's container is up
+        assert build.poll() is None and time.monotonic() < deadline, build.communicate()
+        time.sleep(0.05)
+    run_pybuild("rmi", "busybox:local", root=root, check=True)
+    prune = subprocess.Popen([sys.executable, "-m", "builder", "prune", "-a", "-f"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, build_err = build.communicate(timeout=120)
+    assert build.returncode == 0, build_err.decode()
+    _, prune_err = prune.communicate(timeout=120)
+    assert prune.returncode == 0, prune_err.decode()
+    assert prune_err.decode().startswith("waiting for the builds and other pybuild commands using the store")
+    assert list((root / "snapshots").iterdir()) == []  # the prune did run, after the build
+    out = run_pybuild("run", "--rm", "on-base:1", "sha256sum", "/copy", "/bin/busybox", root=root, check=True)
+    sums = [line.split()[0] for line in out.stdout.decode().splitlines()]
+    assert len(sums) == 2 and sums[0] == sums[1], out.stdout
+    _check_clean(root)
+
+
+def test_the_same_build_three_times_at_once(base_archive: Path, tmp_path: Path) -> None:
+    """Three processes build one Dockerfile at once: each may run the same steps and store the
+    same layers and snapshots; none removes or spoils another's, and with SOURCE_DATE_EPOCH
+    all three make the same image, which a fourth build takes whole from the cache."""
+    ctx = Builder(tmp_path, tmp_path).context({
+        "Dockerfile": "FROM busybox:local\nCOPY f /f\n"
+                      "RUN mkdir /d && for i in $(seq 1 200); do echo $i > /d/$i; done\n"
+                      "ADD t.tar /t/\nRUN cat /d/7 /t/f > /joined\n",
+        "f": os.urandom(2 << 20)})
+    with tarfile.open(ctx / "t.tar", "w") as tar:
+        tar.add(ctx / "f", arcname="f")
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    env = {**os.environ, "PYBUILD_ROOT": str(root), "SOURCE_DATE_EPOCH": "1700000000"}
+    procs = [subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", str(ctx)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err.decode() for _, err in results]
+    ids = {out.strip() for out, _ in results}
+    assert len(ids) == 1, ids
+    _check_clean(root)
+    again = run_pybuild("build", "--progress", "plain", str(ctx), root=root, env=env, check=True)
+    assert again.stdout.strip() in ids
+    assert again.stderr.count(b"CACHED") == 4, again.stderr.decode()
+    out = run_pybuild("run", "--rm", again.stdout.strip().decode(), "wc", "-c", "/joined", root=root, check=True)
+    assert out.stdout.split()[0] == str(2 + (2 << 20)).encode()
