@@ -107,7 +107,7 @@ def host_refusals(cdir: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        raise ContainerError(f"cannot set up the build container in {cdir}: {err.strerror or err}") from None
+        raise ContainerError(f"cannot set up the container in {cdir}: {err.strerror or err}") from None
 
 
 def _set_up(spec: ContainerSpec, cid: str, hostname: str, cdir: Path, workdir: Path,
