@@ -91,9 +91,11 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     report.recovered = adopt_whole_images(store)  # never delete an image that lost only its rows
     with store.gc_lock.exclusive():
         sweep_temp(store.tmp_dir)
-        from cache.gitsources import sweep
+        from cache.gitsources import sweep, sweep_dot_entries
+        from cache.mounts import mounts_root
 
         sweep(store.root)
+        sweep_dot_entries(mounts_root(store.root))  # a cache mount's seed or removal cut short
         _remove_unrecorded(store, report)
         if remove_all:
             _delete_manifests(store, store.db.query(_DANGLING), report)

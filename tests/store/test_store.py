@@ -551,3 +551,23 @@ def test_the_same_layer_twice_in_one_image(store: Store):
     assert (paths[2] / "a").read_bytes() == b"1"
     assert store.check().clean
     assert len(list(store.blobs)) == 4  # config, manifest, two distinct layer blobs
+
+
+def test_prune_removes_what_killed_cache_mount_writers_left(store: Store):
+    """A cache mount seeded from an imported cache, made from= an image, or removed by prune is
+    dot-named until done; a process killed meanwhile left it in cachemounts/ for good (unseen:
+    neither listed nor counted). Prune removes those an hour old, never a fresh one."""
+    mounts = store.root / "cachemounts"
+    old = time.time() - 7200
+    stale = [mounts / ".k1.partial", mounts / ".k2.123.456.gone", mounts / ".k3.123.abcd.new"]
+    for path in stale:
+        (path / "sub").mkdir(parents=True)
+        (path / "sub" / "file").write_bytes(b"x" * 1000)
+        os.utime(path, (old, old))
+    id_tmp = mounts / ".k4.id.123.tmp"
+    id_tmp.write_text("id")
+    os.utime(id_tmp, (old, old))
+    fresh = mounts / ".k5.999.beef.new"
+    fresh.mkdir()
+    store.prune()
+    assert sorted(p.name for p in mounts.iterdir()) == [fresh.name]
