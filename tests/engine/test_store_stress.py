@@ -11,10 +11,12 @@ import gzip
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -255,3 +257,55 @@ def test_the_same_build_three_times_at_once(base_archive: Path, tmp_path: Path) 
     assert again.stderr.count(b"CACHED") == 4, again.stderr.decode()
     out = run_pybuild("run", "--rm", again.stdout.strip().decode(), "wc", "-c", "/joined", root=root, check=True)
     assert out.stdout.split()[0] == str(2 + (2 << 20)).encode()
+
+
+def test_four_builds_with_loads_removals_and_prunes_alongside(base_archive: Path, tmp_path: Path) -> None:
+    """Four builds sharing a base and their first steps, while other processes load, tag,
+    list, check, remove and prune on the same store: every command succeeds or says why in
+    one line (never 'database is locked' nor a traceback), and the store checks clean."""
+    files: dict[str, str | bytes] = {"shared.txt": "shared\n"}
+    for v in range(4):
+        files[f"Dockerfile.{v}"] = (
+            "FROM busybox:local\nCOPY shared.txt /shared.txt\n"
+            "RUN cat /shared.txt > /prefix.txt && head -c 200000 /dev/urandom > /noise\n"
+            f"RUN echo {v} > /variant && mkdir /many && for i in $(seq 1 100); do echo $i > /many/$i; done\n"
+            f"COPY v{v}.txt /own.txt\n")
+        files[f"v{v}.txt"] = f"own {v}\n"
+    ctx = Builder(tmp_path, tmp_path).context(files)
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    env = {**os.environ, "PYBUILD_ROOT": str(root)}
+    builds = [subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", "-t", f"v{v}:1",
+                                "-f", str(ctx / f"Dockerfile.{v}"), str(ctx)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for v in range(4)]
+    ops = [("images",), ("load", "-i", str(base_archive)), ("tag", "busybox:local", "extra:1"),
+           ("rmi", "extra:1"), ("store", "check"), ("prune", "-f"), ("rmi", "v1:1"),
+           ("history", "busybox:local")]
+    others: list[tuple[tuple[str, ...], int, str]] = []
+    lock = threading.Lock()
+
+    def alongside(seed: int) -> None:
+        rng = random.Random(seed)
+        while any(b.poll() is None for b in builds):
+            op = rng.choice(ops)
+            p = run_pybuild(*op, root=root)
+            with lock:
+                others.append((op, p.returncode, p.stderr.decode()))
+
+    threads = [threading.Thread(target=alongside, args=(seed,)) for seed in range(2)]
+    for t in threads:
+        t.start()
+    results = [b.communicate(timeout=300) for b in builds]
+    for t in threads:
+        t.join()
+    assert [b.returncode for b in builds] == [0] * 4, [err.decode() for _, err in results]
+    assert others, "nothing ran alongside the builds"
+    for op, code, err in others:
+        assert "Traceback" not in err and "internal error" not in err and "locked" not in err, (op, err)
+        assert code == 0 or err.startswith("Error response from daemon: No such image"), (op, err)
+    _check_clean(root)
+    for v in range(4):
+        if v != 1:  # perhaps untagged meanwhile
+            out = run_pybuild("run", "--rm", f"v{v}:1", "cat", "/own.txt", root=root, check=True)
+            assert out.stdout == f"own {v}\n".encode()
