@@ -309,3 +309,26 @@ def test_four_builds_with_loads_removals_and_prunes_alongside(base_archive: Path
         if v != 1:  # perhaps untagged meanwhile
             out = run_pybuild("run", "--rm", f"v{v}:1", "cat", "/own.txt", root=root, check=True)
             assert out.stdout == f"own {v}\n".encode()
+
+
+def test_prune_removes_what_a_killed_build_left_mounted(base_archive: Path, tmp_path: Path) -> None:
+    """A SIGKILLed RUN leaves its overlay mounted over the store's snapshots until the next build
+    or run recovers it; prune, the command to clean up, now recovers it first (it left it)."""
+    ctx = Builder(tmp_path, tmp_path).context({"Dockerfile": "FROM busybox:local\nRUN sleep 29.3\n"})
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    build = subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", str(ctx)], cwd=REPO,
+                             env={**os.environ, "PYBUILD_ROOT": str(root)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _mounts_under(root):
+        assert build.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    build.kill()
+    build.wait()
+    run_pybuild("prune", "-a", "-f", root=root, check=True)
+    assert _mounts_under(root) == []
+    leftovers = [p for sub in ("run/containers", "run/state", "run/tmp", "tmp") if (root / sub).is_dir()
+                 for p in (root / sub).iterdir()]
+    assert leftovers == []
+    _check_clean(root)
