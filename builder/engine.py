@@ -150,7 +150,7 @@ class Build:
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
         from builder.image.reference import Reference
-        from cache.store import normalize_name
+        from cache.store import new_tag_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git: GitSources | None = None
@@ -160,7 +160,7 @@ class Build:
         # an archive on stdout is the whole of stdout: the image ID goes to stderr then
         self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
         for tag in (*options.tags, *self._output_names):
-            normalize_name(tag)
+            new_tag_name(tag)
         for out in outputs:
             if out.type in ("oci", "docker"):
                 for name in out.names:

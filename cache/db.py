@@ -114,7 +114,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE layers ADD COLUMN verified INTEGER NOT NULL DEFAULT 1;
     """,
+    # 5: a miss explanation looks for other builds on the same parent (CacheRecords.sibling);
+    # without this index every miss scanned the whole table.
+    """
+    CREATE INDEX cache_records_parent ON cache_records(parent, created);
+    """,
 )
+
+
+def damaged_message(path: Path, err: Exception) -> str:
+    """What to tell a user whose meta.db SQLite finds damaged (a disk or a copy broke it)."""
+    return (f"the store database {path} is damaged: {err}; `sqlite3 {path} .recover` may save "
+            "what is left, or move it aside to start an empty index (the blobs stay, and "
+            "`pybuild store check --repair` records the whole images again, untagged)")
 
 
 class Database:
@@ -133,8 +145,10 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.DatabaseError as err:
+        except sqlite3.OperationalError as err:
             raise self._full(err) or StoreError(f"cannot open the store database {path}: {err}") from None
+        except sqlite3.DatabaseError as err:  # malformed, not a database: the user's data problem
+            raise StoreError(damaged_message(path, err)) from None
         self._migrate()
 
     def _full(self, err: BaseException) -> StoreError | None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import xxhash
 
 from builder.errors import PybuildError
 from builder.image.config import ConfigFile
@@ -203,11 +206,16 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> N
 
 
 def _delete_manifests(store: Store, rows: list, report: PruneReport) -> None:
+    """Delete untagged manifests; an image ID is reported deleted once, when its last manifest
+    goes (an extra untagged manifest of a tagged image is not the image)."""
     with store.db.transaction() as conn:
         for row in rows:
             conn.execute("DELETE FROM images WHERE manifest_digest=?", (row["digest"],))
             conn.execute("DELETE FROM manifests WHERE digest=?", (row["digest"],))
-    report.images += [Digest(row["config_digest"]) for row in rows]
+        for config in dict.fromkeys(row["config_digest"] for row in rows):
+            held = conn.execute("SELECT 1 FROM manifests WHERE config_digest=? LIMIT 1", (config,)).fetchone()
+            if held is None and config not in report.images:
+                report.images.append(Digest(config))
 
 
 def _remove_unrecorded(store: Store, report: PruneReport) -> None:
@@ -334,8 +342,8 @@ def _check(store: Store, report: CheckReport) -> None:
         actual, size = _hash_file(path)
         if actual != digest:
             report.problems.append(Problem("corrupt-blob", digest, f"content hashes to {actual}"))
-        elif size != row["size"]:
-            report.problems.append(Problem("corrupt-blob", digest, f"{size} bytes, recorded {row['size']}"))
+        elif size != row["size"]:  # the content is whole: only its record is wrong
+            report.problems.append(Problem("wrong-size", digest, f"{size} bytes, recorded {row['size']}"))
     manifest_digests = {row["digest"] for row in manifests}
     refs_by_manifest: dict[str, set[str]] = {}
     for ref in refs:
@@ -364,6 +372,10 @@ def _check(store: Store, report: CheckReport) -> None:
         report.snapshots_checked += 1
         if not store.snapshots.exists(row["chain_id"]):
             report.problems.append(Problem("missing-snapshot", row["chain_id"], "recorded but its directory is gone"))
+        else:
+            damage = _snapshot_damage(store, row["chain_id"], row["diff_id"])
+            if damage:
+                report.problems.append(Problem("damaged-snapshot", row["chain_id"], damage))
         if row["parent"] and row["parent"] not in chains:
             report.problems.append(Problem(
                 "dangling-snapshot", row["chain_id"], f"its parent {row['parent']} is not recorded"))
@@ -386,6 +398,80 @@ def _check(store: Store, report: CheckReport) -> None:
         report.notes.append(f"{len(loose)} unrecorded snapshot(s) (prune removes them)")
 
 
+def _snapshot_damage(store: Store, chain_id: str, diff_id: str) -> str | None:
+    """How the snapshot's files differ from its layer's (a file truncated, rewritten or removed
+    under it: every build on it would see that); None when they match or no readable layer
+    blob is held to compare with (the blob check reports a broken one)."""
+    import tarfile
+
+    from cache.statcache import hash_file
+
+    expected: dict[str, tuple[str, int, str]] = {}  # path -> (kind, size, content or link target)
+    try:
+        with store.open_layer(diff_id) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                path = "/".join(p for p in member.name.split("/") if p and p != ".")
+                if not path or os.path.basename(path).startswith(".wh."):
+                    continue  # whiteouts are overlay devices and xattrs in a snapshot
+                if member.isreg():
+                    h = xxhash.xxh3_128()
+                    data = tar.extractfile(member)
+                    while data is not None and (chunk := data.read(CHUNK)):
+                        h.update(chunk)
+                    expected[path] = ("file", member.size, h.hexdigest())
+                elif member.issym():
+                    expected[path] = ("symlink", 0, member.linkname)
+                elif member.isdir():
+                    expected[path] = ("directory", 0, "")
+                else:
+                    expected.pop(path, None)  # hardlinks (their target is checked), devices, fifos
+    except (PybuildError, tarfile.TarError, OSError, EOFError):
+        return None
+    root = store.snapshots.path(chain_id)
+    for path, (kind, size, content) in sorted(expected.items()):
+        full = root / path
+        if os.path.realpath(full.parent) != str(full.parent):
+            continue  # under a symlink of the layer's: extraction resolved it inside the root
+        try:
+            st = full.lstat()
+        except OSError:
+            return f"/{path} is missing"
+        if kind == "file":
+            if not stat.S_ISREG(st.st_mode):
+                return f"/{path} is no longer a regular file"
+            if st.st_size != size:
+                return f"/{path} has {st.st_size} bytes, its layer {size}"
+            try:
+                same = hash_file(full) == content
+            except OSError:  # unreadable to this user (a mode 000 file in a rootless store)
+                continue
+            if not same:
+                return f"/{path} differs from its layer's content"
+        elif kind == "symlink" and (not stat.S_ISLNK(st.st_mode) or os.readlink(full) != content):
+            return f"/{path} is no longer the symlink to {content}"
+        elif kind == "directory" and not stat.S_ISDIR(st.st_mode):
+            return f"/{path} is no longer a directory"
+    return None
+
+
+def _unpack_again(store: Store, chain_id: str, report: CheckReport) -> None:
+    """Replace a damaged snapshot with a fresh unpack of its layer; its record (and the
+    snapshots stacked on it) stay. Without a readable layer, it goes with its record."""
+    row = store.db.query_one("SELECT diff_id FROM snapshots WHERE chain_id=?", (chain_id,))
+    store.snapshots.delete(chain_id)
+    if row is not None:
+        try:
+            with store.open_layer(row["diff_id"]) as stream:
+                store.snapshots.create(chain_id, row["diff_id"], stream)
+            report.repaired.append(f"unpacked snapshot {chain_id} again from its layer")
+            return
+        except PybuildError:
+            pass
+    with store.db.transaction() as conn:
+        conn.execute("DELETE FROM snapshots WHERE chain_id=?", (chain_id,))
+    report.repaired.append(f"removed damaged snapshot {chain_id} (it is unpacked again when next used)")
+
+
 def _manifest_consistent(store: Store, row, refs: dict[str, set[str]], report: CheckReport) -> bool:
     """The manifest blob parses, and what it names is what manifest_blobs records."""
     path = store.blobs.path(row["digest"])
@@ -404,6 +490,10 @@ def _manifest_consistent(store: Store, row, refs: dict[str, set[str]], report: C
         report.problems.append(Problem(
             "wrong-config", row["digest"], f"recorded config {row['config_digest']}, manifest says {manifest.config.digest}"))
         return False
+    if row["media_type"] != manifest.media_type:
+        report.problems.append(Problem(
+            "wrong-config", row["digest"], f"recorded media type {row['media_type']!r}, manifest says {manifest.media_type}"))
+        return False
     return True
 
 
@@ -414,12 +504,23 @@ def _repair(store: Store, report: CheckReport) -> None:
         for digest in sorted(bad_blobs):
             conn.execute("DELETE FROM blobs WHERE digest=?", (digest,))
             report.repaired.append(f"removed broken blob {digest}")
+        # A wrong record of whole content is corrected from the content (its digest was checked).
+        for problem in [p for p in report.problems if p.kind == "wrong-size"]:
+            size = store.blobs.path(problem.subject).stat().st_size
+            conn.execute("UPDATE blobs SET size=? WHERE digest=?", (size, problem.subject))
+            report.repaired.append(f"recorded the size of blob {problem.subject} again ({size} bytes)")
+        for problem in [p for p in report.problems if p.kind == "wrong-config" and p.subject not in bad_blobs]:
+            manifest = Manifest.from_bytes(store.blobs.path(problem.subject).read_bytes())
+            conn.execute("UPDATE manifests SET config_digest=?, media_type=? WHERE digest=?",
+                         (manifest.config.digest, manifest.media_type, problem.subject))
+            report.repaired.append(f"recorded the config and media type of image manifest {problem.subject} "
+                                   "again from the manifest")
         recorded = {row[0] for row in conn.execute("SELECT digest FROM blobs")}
         for row in conn.execute("SELECT digest FROM manifests").fetchall():
             needed = {r[0] for r in conn.execute(
                 "SELECT blob_digest FROM manifest_blobs WHERE manifest_digest=?", (row[0],))}
             broken = row[0] not in recorded or not needed <= recorded or any(
-                p.subject == row[0] and p.kind in ("unrecorded-reference", "wrong-config")
+                p.subject == row[0] and p.kind == "unrecorded-reference"
                 for p in report.problems)
             if broken:
                 names = [r[0] for r in conn.execute(
@@ -447,3 +548,5 @@ def _repair(store: Store, report: CheckReport) -> None:
         report.repaired.append(f"removed stray file {path}")
     for chain in [p.subject for p in report.problems if p.kind == "dangling-snapshot"]:
         store.snapshots.delete(chain)
+    for chain in [p.subject for p in report.problems if p.kind == "damaged-snapshot"]:
+        _unpack_again(store, chain, report)

@@ -75,14 +75,30 @@ def normalize_name(text: str) -> str:
     return str(ref)
 
 
+def new_tag_name(text: str) -> str:
+    """:func:`normalize_name` of a tag being created: ``sha256:abc`` is refused, as docker
+    refuses it (it would read as a short image ID)."""
+    name = normalize_name(text)
+    if Reference.parse(name).familiar_name == "sha256":
+        raise ImageError(f"refusing to create an ambiguous tag using digest algorithm as name: {text}")
+    return name
+
+
 def familiar_name(name: str) -> str:
-    """A stored name as docker prints it: ``busybox:latest``."""
-    return Reference.parse(name).familiar
+    """A stored name as docker prints it: ``busybox:latest`` (see :func:`split_familiar`)."""
+    ref = Reference.try_parse(name)
+    return ref.familiar if ref is not None else name
 
 
 def split_familiar(name: str) -> tuple[str, str]:
-    """``(repository, tag)`` in docker's short form, for the REPOSITORY and TAG columns."""
-    ref = Reference.parse(name)
+    """``(repository, tag)`` in docker's short form, for the REPOSITORY and TAG columns.
+
+    A name an older pybuild stored that today's rules refuse (``MyOrg/app:1``) is shown as
+    stored, so that it can still be listed and removed."""
+    ref = Reference.try_parse(name)
+    if ref is None:
+        repo, sep, tag = name.rpartition(":")
+        return (repo, tag) if sep and "/" not in tag else (name, "<none>")
     return ref.familiar_name, ref.tag or "<none>"
 
 
@@ -360,7 +376,7 @@ class Store:
         Returns the manifest digest. Layers are kept as they are (any compression);
         each new layer's content is checked against the config's diff_id.
         """
-        names = [normalize_name(t) for t in tags]
+        names = [new_tag_name(t) for t in tags]
         raw_manifest = image.raw_manifest()
         manifest_digest = Digest.of(raw_manifest)
         manifest = image.manifest()
@@ -681,7 +697,8 @@ class Store:
         elif text.startswith("sha256:") and _HEX_RE.match(text[7:]):  # a short ID, as docker takes it
             digest_row = self._by_config_prefix(text[7:])
         else:
-            name = self._try_normalize(text)
+            # a name as stored when today's rules refuse it (an older pybuild's `MyOrg/app:1`)
+            name = self._try_normalize(text) or self._stored_name(text)
             if name is not None:
                 row = self.db.query_one("SELECT manifest_digest FROM images WHERE name=?", (name,))
                 if row is not None:
@@ -725,6 +742,11 @@ class Store:
         except PybuildError:
             return None
 
+    def _stored_name(self, text: str) -> str | None:
+        """``text`` when it is a stored name exactly (how a name today's rules refuse is found)."""
+        row = self.db.query_one("SELECT name FROM images WHERE name=?", (text,))
+        return None if row is None else str(row["name"])
+
     def _manifest_row(self, digest: str) -> sqlite3.Row | None:
         return self.db.query_one("SELECT * FROM manifests WHERE digest=?", (digest,))
 
@@ -763,7 +785,7 @@ class Store:
 
     def tag(self, source: str, target: str) -> Digest:
         """Point ``target`` at the image ``source`` names; returns the manifest digest."""
-        name = normalize_name(target)
+        name = new_tag_name(target)
         with self.db.transaction() as conn:
             record = self.resolve(source)
             conn.execute(
@@ -786,7 +808,7 @@ class Store:
         events: list[RemoveEvent] = []
         with self.db.transaction() as conn:
             record = self.resolve(name_or_id)
-            name = self._try_normalize(name_or_id)
+            name = self._try_normalize(name_or_id) or self._stored_name(name_or_id)
             if name is not None and name in record.names:  # by name
                 conn.execute("DELETE FROM images WHERE name=?", (name,))
                 events.append(RemoveEvent("Untagged", familiar_name(name)))

@@ -171,12 +171,17 @@ def _explicit_booleans(parser: argparse.ArgumentParser, argv: list[str]) -> list
     ``=``): ``--flag`` when true, nothing when false; argparse's on/off flags take no value."""
     flags: set[str] = set()
     valued: set[str] = set()  # options that take the next word as their value
+    # booleans that default to true (`history -H`): an optional value, given only after '='
+    # (`-H=false`); alone, the flag never takes the next word (`history -H IMAGE`)
+    true_flags: set[str] = set()
     pending = [parser]
     while pending:
         current = pending.pop()
         for action in current._actions:
             if isinstance(action, argparse._StoreTrueAction):
                 flags.update(o for o in action.option_strings if o.startswith("--"))
+            elif action.option_strings and action.nargs == "?" and action.const == "true":
+                true_flags.update(action.option_strings)
             elif isinstance(action, argparse._SubParsersAction):
                 pending.extend(action.choices.values())
             elif action.option_strings and action.nargs != 0:
@@ -191,6 +196,12 @@ def _explicit_booleans(parser: argparse.ArgumentParser, argv: list[str]) -> list
             out += [arg, *words]
             break
         name, sep, value = arg.partition("=")
+        if name in true_flags:
+            if sep and value.lower() not in GO_BOOLEANS:
+                raise UsageError(f'invalid argument "{value}" for "{name}" flag: strconv.ParseBool: '
+                                 f'parsing "{value}": invalid syntax')
+            out.append(f"{name}={'true' if not sep or GO_BOOLEANS[value.lower()] else 'false'}")
+            continue
         if not sep or name not in flags:
             out.append(arg)
             if arg in valued:
@@ -267,9 +278,7 @@ def _damaged_store(err: Exception) -> str | None:
 
     if not isinstance(err, sqlite3.DatabaseError) or isinstance(err, sqlite3.OperationalError):
         return None
+    from cache.db import damaged_message
     from cache.store import default_root
 
-    db = default_root() / "meta.db"
-    return (f"the store database {db} is damaged: {err}; `sqlite3 {db} .recover` may save "
-            "what is left, or move it aside to start an empty index (the blobs stay, and "
-            "`pybuild store check --repair` records the whole images again, untagged)")
+    return damaged_message(default_root() / "meta.db", err)

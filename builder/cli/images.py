@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from builder.errors import PybuildError, UsageError
 
 if TYPE_CHECKING:
-    from cache.store import Store
+    from cache.store import ImageRecord, Store
 
 ORDER = 30
 
@@ -333,15 +333,22 @@ def _save(args: argparse.Namespace) -> int:
         with store.gc_lock.shared():
             chosen: dict[str, tuple[Any, list[str]]] = {}
             for arg in args.images:
-                image = store.image(arg)
-                name = None
-                try:
-                    name = normalize_name(arg)
-                except PybuildError:
-                    pass
-                entry = chosen.setdefault(image.digest(), (image, []))
-                if name is not None and name in image.record.names and name not in entry[1]:
-                    entry[1].append(name)
+                # As docker: a repository without a tag means every tag it has (`save app`
+                # saves app:1 and app:2); one with no tag at all is looked up as an ID.
+                tags = _repository_tags(store, arg)
+                pairs: list[tuple[Any, str | None]]
+                if tags:
+                    pairs = [(store.image(tag), tag) for tag in tags]
+                else:
+                    try:
+                        name: str | None = normalize_name(arg)
+                    except PybuildError:
+                        name = None
+                    pairs = [(store.image(arg), name)]
+                for image, name in pairs:
+                    entry = chosen.setdefault(image.digest(), (image, []))
+                    if name is not None and name in image.record.names and name not in entry[1]:
+                        entry[1].append(name)
             images = [
                 TaggedImage(store.docker_compatible(image) if args.format == "docker" else image, tuple(names))
                 for image, names in chosen.values()
@@ -357,6 +364,19 @@ def _save(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _repository_tags(store: Store, text: str) -> list[str]:
+    """The stored names of repository ``text`` when it names no tag or digest (docker's
+    IsNameOnly), sorted; empty otherwise."""
+    from builder.image.reference import Reference
+
+    ref = Reference.try_parse(text)
+    if ref is None or ref.digest is not None or ":" in text.rpartition("/")[2]:
+        return []
+    rows = store.db.query("SELECT name FROM images WHERE substr(name, 1, ?) = ? ORDER BY name",
+                          (len(ref.name) + 1, ref.name + ":"))
+    return [row["name"] for row in rows]
 
 
 # --- listing and inspecting --------------------------------------------------------------------
@@ -379,9 +399,17 @@ def _images(args: argparse.Namespace) -> int:
             want_repo, want_tag = args.reference, ""
     # docker lists an image ID once: an untagged manifest of an ID a tagged one has (a docker
     # manifest that a save/load round trip rewrote as OCI) is not a dangling image (-a shows it).
+    # Two untagged manifests of one ID (an image loaded from both archive formats) are one
+    # <none> row, the newest.
     tagged_ids = {r.config_digest for r in records if r.names}
     if not args.all:
-        records = [r for r in records if r.names or r.config_digest not in tagged_ids]
+        shown_ids = set(tagged_ids)
+        kept = []
+        for r in records:  # newest first
+            if r.names or r.config_digest not in shown_ids:
+                kept.append(r)
+                shown_ids.add(r.config_digest)
+        records = kept
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, str]] = []
     for record in sorted(records, key=lambda r: (parse_time(r.created) or dt.datetime.min.replace(tzinfo=dt.UTC)), reverse=True):
@@ -431,6 +459,10 @@ def _image_filters(specs: Sequence[str]):
             raise UsageError(f"invalid filter {spec!r}: use dangling=, reference=, label=, before= or since=")
         if key == "dangling" and value not in ("true", "false", "1", "0"):
             raise UsageError(f"invalid filter {spec!r}: dangling takes true or false")
+        if key == "reference":
+            from builder.frontend.dockerignore import PatternMatcher
+
+            PatternMatcher.from_patterns([value])  # a bad pattern is an error even with no image
         wanted.setdefault(key, []).append(value)
     if not wanted:
         return lambda record, repo, tag: True
@@ -439,10 +471,13 @@ def _image_filters(specs: Sequence[str]):
     labels: dict[str, dict[str, str]] = {}
     try:
         for key in ("before", "since"):
-            bounds[key] = [store.resolve(v).added for v in wanted.get(key, [])] if store is not None else []
+            bounds[key] = [_created_seconds(store.resolve(v)) for v in wanted.get(key, [])] if store is not None else []
         if "label" in wanted and store is not None:
             for record in store.images():
-                labels[record.manifest_digest] = dict(store.image_config(record).config.labels)
+                try:
+                    labels[record.manifest_digest] = dict(store.image_config(record).config.labels)
+                except PybuildError:  # a damaged image (store check says which) has no labels to match
+                    labels[record.manifest_digest] = {}
     finally:
         if store is not None:
             store.close()
@@ -460,25 +495,33 @@ def _image_filters(specs: Sequence[str]):
                 k, sep, v = spec.partition("=")
                 if k not in have or (sep and have[k] != v):
                     return False
-        if any(record.added >= b for b in bounds.get("before", [])):
+        # As docker: by when the images were created (their config), not when they came here
+        created = _created_seconds(record)
+        if any(created >= b for b in bounds.get("before", [])):
             return False
-        return not any(record.added <= b for b in bounds.get("since", []))
+        return not any(created <= b for b in bounds.get("since", []))
 
     return keep
 
 
-def fnmatchcase_repo(repo: str, pattern: str) -> bool:
-    import fnmatch
-
-    return ":" not in pattern.rsplit("/", 1)[-1] and fnmatch.fnmatchcase(repo, pattern)
+def _created_seconds(record: ImageRecord) -> float:
+    created = parse_time(record.created)
+    return created.timestamp() if created is not None else float("-inf")
 
 
 def _reference_matches(pattern: str, repo: str, tag: str) -> bool:
-    """docker's reference filter (also what ``images REPO[:TAG]`` is): a glob against
-    ``repo:tag``, or against the repository alone when the pattern names no tag."""
-    import fnmatch
+    """docker's reference filter (also what ``images REPO[:TAG]`` is): Go's path.Match of the
+    pattern against ``repo:tag``, else against the repository alone. As there, ``*`` and
+    ``?`` stop at a ``/`` (``'*'`` is the official images, not ``team/app``), and an untagged
+    image has no reference to match."""
+    from builder.frontend.dockerignore import PatternMatcher
 
-    return fnmatch.fnmatchcase(f"{repo}:{tag}", pattern) or fnmatchcase_repo(repo, pattern)
+    if repo == "<none>":
+        return False
+    rules = PatternMatcher.from_patterns([pattern]).rules
+    if len(rules) != 1 or rules[0].exclusion:
+        return False
+    return rules[0].match(f"{repo}:{tag}") or rules[0].match(repo)
 
 
 def _familiar_repo(text: str) -> str:
@@ -554,7 +597,7 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from builder.errors import ImageError, ImageNotFoundError
+    from builder.errors import ImageNotFoundError
 
     if args.type not in (None, "image"):
         raise UsageError(f'"{args.type}" is not a valid value for --type: pybuild has images only '
@@ -567,7 +610,7 @@ def _inspect(args: argparse.Namespace) -> int:
                 results.append(inspect_image(store, name))
             except ImageNotFoundError:
                 errors.append(f"No such image: {name}")
-            except ImageError as err:  # an ambiguous short ID
+            except PybuildError as err:  # an ambiguous short ID, a damaged image
                 errors.append(str(err))
     finally:
         store.close()

@@ -1,9 +1,10 @@
 """Image references (``[registry/]repository[:tag][@digest]``) with docker's normalisation.
 
 Follows distribution/reference's grammar and ``ParseNormalizedNamed``: a first
-path element is a registry when it contains ``.`` or ``:``, is ``localhost``,
-or has upper-case letters; otherwise the name lives on Docker Hub
-(``docker.io``), where one-element names get the ``library/`` prefix.
+path element is a registry when it contains ``.`` or ``:`` or is ``localhost``;
+otherwise the name lives on Docker Hub (``docker.io``), where one-element names
+get the ``library/`` prefix. An upper-case first element without ``.`` or ``:``
+(``MyOrg/app``) is refused, as docker's daemon refuses it.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class Reference:
                 f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
             )
         domain, remainder = _split_domain(text)
+        if domain != DOCKER_HUB and domain != "localhost" and not any(c in domain for c in ".:"):
+            # distribution's grammar takes an upper-case first element for a registry, but
+            # docker's daemon refuses it (`MyOrg/app` is a typo, not a host named MyOrg)
+            raise _invalid("repository name must be lowercase")
         remote = remainder.split(":", 1)[0]
         if remote.lower() != remote:
             raise _invalid(f"repository name ({remote}) must be lowercase")

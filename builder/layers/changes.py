@@ -218,7 +218,9 @@ def layer_changes(
                 path = "/".join(parts)
                 link = "/".join(_parts(entry.linkname)) if entry.type is EntryType.HARDLINK else ""
                 kind = model.add(path, index, entry.type, entry.size, link)
-                tally.size += entry.size
+                # the layer's size as docker (and `history`) counts it: a symlink's target too
+                tally.size += (len(entry.linkname.encode("utf-8", "surrogateescape"))
+                               if entry.type is EntryType.SYMLINK else entry.size)
                 tally.changes.append(FileChange(kind, path, entry.type, entry.size))
             reader.drain()
         finally:

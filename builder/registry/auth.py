@@ -59,29 +59,36 @@ class Credentials:
 class CredentialHelper:
     """A ``docker-credential-NAME`` program speaking docker's get/store/erase protocol."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, origin: str = "") -> None:
         self.name = name
         self.program = f"docker-credential-{name}"
+        self.origin = origin  # where it is configured, for messages: "credsStore in <config.json>"
 
-    def _run(self, action: str, payload: bytes) -> bytes:
+    def _run(self, action: str, payload: bytes, server: str) -> bytes:
         path = shutil.which(self.program)
         if path is None:
-            raise AuthError(f"credential helper {self.program} not found in PATH")
+            where = f" ({self.origin})" if self.origin else ""
+            raise AuthError(f"credential helper {self.program}{where} not found in PATH")
         try:
             proc = subprocess.run([path, action], input=payload, capture_output=True, timeout=60)
         except subprocess.TimeoutExpired:
             raise AuthError(f"credential helper {self.program} {action} timed out") from None
         if proc.returncode != 0:
-            text = proc.stdout.decode(errors="replace").strip() or proc.stderr.decode(errors="replace").strip()
-            if "credentials not found" in text.lower():
+            out = proc.stdout.decode(errors="replace").strip()
+            err = proc.stderr.decode(errors="replace").strip()
+            if "credentials not found" in (out or err).lower():
                 raise KeyError(action)
-            # The helper's own message; it is about the helper, never the secret.
-            raise AuthError(f"credential helper {self.program} {action} failed: {text[:200]}")
+            # The helper's own message, about the helper; never output that carries a secret
+            # (a helper may print the credentials and still fail).
+            text = next((t for t in (out, err) if t and '"Secret"' not in t), "")
+            detail = f": {text[:200]}" if text else ""
+            raise AuthError(f"credential helper {self.program} {action} for {server} failed "
+                            f"(exit status {proc.returncode}){detail}")
         return proc.stdout
 
     def get(self, server: str) -> Credentials | None:
         try:
-            out = self._run("get", server.encode())
+            out = self._run("get", server.encode(), server)
         except KeyError:
             return None
         try:
@@ -98,11 +105,11 @@ class CredentialHelper:
     def store(self, server: str, credentials: Credentials) -> None:
         payload = {"ServerURL": server, "Username": credentials.username,
                    "Secret": credentials.identity_token or credentials.password}
-        self._run("store", json.dumps(payload).encode())
+        self._run("store", json.dumps(payload).encode(), server)
 
     def erase(self, server: str) -> bool:
         try:
-            self._run("erase", server.encode())
+            self._run("erase", server.encode(), server)
         except KeyError:
             return False
         return True
@@ -164,9 +171,9 @@ class DockerConfig:
         helpers = data.get("credHelpers") or {}
         for key, name in helpers.items():
             if _normalise_key(key) == _normalise_key(config_key(registry)) and name:
-                return CredentialHelper(name)
+                return CredentialHelper(name, f"credHelpers in {self.path}")
         if data.get("credsStore"):
-            return CredentialHelper(data["credsStore"])
+            return CredentialHelper(data["credsStore"], f"credsStore in {self.path}")
         return None
 
     def get(self, registry: str) -> Credentials | None:
@@ -231,7 +238,9 @@ class DockerConfig:
 
 # --- WWW-Authenticate challenges and tokens ------------------------------------------------
 
-_PARAM_RE = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+# One piece of a WWW-Authenticate value: a parameter (name=value or name="value") or a bare
+# token, which starts a new challenge (its scheme).
+_PIECE_RE = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))|([^\s,=]+)')
 
 
 @dataclass(frozen=True)
@@ -242,14 +251,26 @@ class Challenge:
     params: dict[str, str] = field(default_factory=dict)
 
     @classmethod
+    def parse_all(cls, header: str) -> list[Challenge]:
+        """Every challenge in a header (a registry may offer several, in one header or in
+        several that the HTTP stack joins with commas)."""
+        found: list[tuple[str, dict[str, str]]] = []
+        for m in _PIECE_RE.finditer(header):
+            if m[4] is not None:
+                found.append((m[4].lower(), {}))
+            elif found:
+                found[-1][1][m[1].lower()] = (m[2] if m[2] is not None else m[3]).replace('\\"', '"')
+        return [cls(scheme, params) for scheme, params in found]
+
+    @classmethod
     def parse(cls, header: str) -> Challenge | None:
-        header = header.strip()
-        if not header:
-            return None
-        scheme, _, rest = header.partition(" ")
-        params = {m[1].lower(): (m[2] if m[2] is not None else m[3]).replace('\\"', '"')
-                  for m in _PARAM_RE.finditer(rest)}
-        return cls(scheme.lower(), params)
+        """The challenge to answer: bearer when offered (as docker), then basic, then the first."""
+        challenges = cls.parse_all(header)
+        for scheme in ("bearer", "basic"):
+            for challenge in challenges:
+                if challenge.scheme == scheme:
+                    return challenge
+        return challenges[0] if challenges else None
 
 
 @dataclass
@@ -296,8 +317,13 @@ def parse_token_response(body: bytes, realm_host: str) -> tuple[str, float]:
         token = data.get("token") or data.get("access_token")
     except (ValueError, AttributeError):
         token, data = None, {}
+    if isinstance(token, str):
+        token = token.strip()  # a stray newline would make an invalid header
     if not token or not isinstance(token, str):
         raise RegistryError(f"token server {realm_host} returned no token")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+        raise RegistryError(f"token server {realm_host} returned a token with characters no HTTP "
+                            "header may carry")
     try:
         expires_in = float(data.get("expires_in") or 60)
     except (TypeError, ValueError):

@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,8 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 def describe_exception(err: BaseException) -> str:
     """A short, secret-free description of a network failure."""
+    if isinstance(err, requests.exceptions.InvalidHeader):
+        return "invalid header value (not shown: it may hold a credential)"  # requests quotes it
     text = str(err)
     lowered = text.lower()
     if isinstance(err, requests.exceptions.SSLError):
@@ -142,6 +144,14 @@ def _innermost(text: str) -> str:
     if "Caused by" in text:
         text = text.rsplit("Caused by", 1)[1].strip(" ()")
     return text
+
+
+def _small(response: requests.Response) -> bool:
+    """Whether an error answer's body is short enough to read (never a blob streamed by mistake)."""
+    try:
+        return int(response.headers.get("Content-Length", "")) <= 64 << 10
+    except ValueError:
+        return False
 
 
 def registry_error_detail(response: requests.Response) -> str:
@@ -205,6 +215,11 @@ class RegistryClient:
             # Never through an HTTP(S)_PROXY from the environment (nor ~/.netrc): it is local.
             self.session.trust_env = False
         tls = RegistryTLS.for_registry(self.registry, self.options.certs_d)
+        # The hosts a registry sends us to (its token realm, blob storage) share its trust, as
+        # in docker: system CAs and its certs.d CAs, never requests' own bundle alone. Its
+        # client certificate goes to the registry only.
+        others = replace(tls, client_pairs=())
+        self.session.mount("https://", _TLSAdapter(others.ssl_context(), self.options.pool_size))
         adapter = _TLSAdapter(tls.ssl_context(), self.options.pool_size)
         self.session.mount(f"https://{self.api_host}/", adapter)
         self.session.mount(f"http://{self.api_host}/", _TLSAdapter(None, self.options.pool_size))
@@ -357,6 +372,12 @@ class RegistryClient:
         if service:
             params.append(("service", service))
         params.extend(("scope", s) for s in scopes)
+        if creds and creds.username and not creds.identity_token:
+            params.append(("account", creds.username))  # as docker and skopeo send it
+
+        # A realm on the registry's own host shares its TLS trust: --insecure-registry skips
+        # verification there too (its certs.d CA comes with the host's adapter).
+        verify = self._verify_tls if realm_host == self.api_host else True
 
         def attempt() -> requests.Response:
             try:
@@ -365,12 +386,19 @@ class RegistryClient:
                     data.update(grant_type="refresh_token", refresh_token=creds.identity_token,
                                 client_id="pybuild")
                     data["scope"] = " ".join(scopes)
-                    return self.session.post(realm, data=data, timeout=self._timeout())
-                headers = {"Authorization": creds.basic()} if creds else {}
-                return self.session.get(realm, params=params, headers=headers,
-                                        timeout=self._timeout())
+                    response = self.session.post(realm, data=data, timeout=self._timeout(),
+                                                 verify=verify)
+                else:
+                    headers = {"Authorization": creds.basic()} if creds else {}
+                    response = self.session.get(realm, params=params, headers=headers,
+                                                timeout=self._timeout(), verify=verify)
             except requests.RequestException as err:
                 raise _Retryable(describe_exception(err)) from None
+            if response.status_code in RETRY_STATUSES:  # a busy token server, as a busy registry
+                description = f"{response.status_code} {response.reason}"
+                response.close()
+                raise _Retryable(description, retry_after_seconds(response))
+            return response
 
         token_call = Call(call.operation, call.repository, f"token from {realm_host}")
         response = self._with_retries(token_call, "GET", attempt)
@@ -459,8 +487,11 @@ class RegistryClient:
             log.debug("%s %s -> %s", method, redact(response.url), response.status_code)
             if response.status_code == 401 and not state["force"]:
                 # Expired token or a scope we did not ask for: fetch a fresh token, once.
-                # (A registry whose /v2/ was open may still protect a repository.)
-                fresh = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
+                # (A registry whose /v2/ was open may still protect a repository.) A challenge
+                # counts only from the registry itself: a storage host a blob GET was redirected
+                # to must never name the realm our credentials go to.
+                fresh = Challenge.parse(response.headers.get("WWW-Authenticate", "")) \
+                    if self._from_registry(response) else None
                 if self._challenge is None:
                     if fresh is None:
                         return response
@@ -473,7 +504,9 @@ class RegistryClient:
                 response.close()
                 raise _Retryable("unauthorized", retry_after=0.0)
             if response.status_code in RETRY_STATUSES and response.status_code not in allow:
-                description = f"{response.status_code} {response.reason}"
+                # The registry's words matter here (Docker Hub's 429 says which limit was hit).
+                detail = registry_error_detail(response) if _small(response) else ""
+                description = f"{response.status_code} {response.reason}" + (f" ({detail})" if detail else "")
                 response.close()
                 raise _Retryable(description, retry_after_seconds(response))
             return response
@@ -483,12 +516,50 @@ class RegistryClient:
             return response
         raise self._status_error(call, method, response)
 
+    def _from_registry(self, response: requests.Response) -> bool:
+        """Whether a response came from the registry, not from a host it redirected us to."""
+        final = urlsplit(response.url)
+        return (final.scheme, final.netloc) == (urlsplit(self._base or "").scheme, self.api_host)
+
+    def _unauthorized(self, call: Call, method: str, response: requests.Response) -> RegistryError:
+        """A 401 from the registry in words that say what happened: a challenge we cannot
+        answer, or credentials it did not take."""
+        sent = "Authorization" in response.request.headers
+        challenge = Challenge.parse(response.headers.get("WWW-Authenticate", "")) or self._challenge
+        if not sent and challenge is None:
+            return AuthError(f"{self._prefix(call)}: unauthorized: the registry answered 401 without "
+                             "a WWW-Authenticate challenge, so there is no way to log in")
+        if not sent and challenge is not None and challenge.scheme not in ("basic", "bearer"):
+            return AuthError(f"{self._prefix(call)}: unauthorized: the registry asks for "
+                             f"{challenge.scheme!r} authentication, which pybuild does not support "
+                             "(only basic and bearer tokens)")
+        creds = self.credentials
+        if sent and challenge is not None and challenge.params.get("error") == "invalid_token":
+            # A token fetched a moment ago (and once more) that the registry calls invalid.
+            return AuthError(f"{self._prefix(call)}: unauthorized: the registry rejects the tokens its "
+                             "token server issues (invalid_token: expired on arrival? check that "
+                             "the clocks of both agree)")
+        if sent and creds is not None and challenge is not None and challenge.scheme == "bearer":
+            # The token server took the login (a wrong password fails at the token fetch): the
+            # token it gave grants nothing here.
+            who = f"logged in as {creds.username}" if creds.username else "logged in"
+            target = "this repository (or it does not exist)" if call.repository else "this registry"
+            return AuthError(f"{self._prefix(call)}: denied: {who}, but not allowed to "
+                             f"{call.operation} {target}")
+        return self._auth_error(call, rejected=creds is not None)
+
     def _status_error(self, call: Call, method: str, response: requests.Response) -> RegistryError:
         status = response.status_code
         detail = registry_error_detail(response)
         response.close()
+        if status in (401, 403) and not self._from_registry(response):
+            # An expired signed URL, say: nothing a login would fix.
+            host = urlsplit(response.url).netloc
+            why = "where the registry redirected the request" if response.history else "not the registry"
+            return RegistryError(f"{self._prefix(call)}: {method} {call.what}: {host} ({why}) "
+                                 f"answered {status} {response.reason}")
         if status == 401:
-            return self._auth_error(call, rejected=self.credentials is not None)
+            return self._unauthorized(call, method, response)
         if status == 403:
             return AuthError(f"{self._prefix(call)}: denied: {detail or 'access forbidden'} "
                              f"(check `pybuild login {self.registry}`)")
@@ -593,14 +664,33 @@ class RegistryClient:
         return response.status_code == 200
 
     def open_blob_response(self, repository: str, digest: str, offset: int = 0,
-                           operation: str = "pull") -> requests.Response:
-        """GET a blob (from ``offset`` with a Range header); the caller reads and closes it."""
+                           operation: str = "pull", urls: Sequence[str] = ()) -> requests.Response:
+        """GET a blob (from ``offset`` with a Range header); the caller reads and closes it.
+
+        A foreign (non-distributable) layer the registry does not hold is fetched from the
+        ``urls`` its descriptor names, as docker does: without credentials, and verified by
+        digest like any blob.
+        """
         call = Call(operation, repository, f"blob {digest[:19]}")
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        return self.request("GET", f"/v2/{repository}/blobs/{digest}", call, headers=headers,
-                            stream=True, ok=(200, 206))
+        foreign = [u for u in urls if u.startswith(("http://", "https://"))]
+        response = self.request("GET", f"/v2/{repository}/blobs/{digest}", call, headers=headers,
+                                stream=True, ok=(200, 206), allow=(404,) if foreign else ())
+        if response.status_code != 404:
+            return response
+        response.close()
+        answers = []
+        for url in foreign:
+            log.debug("blob %s: not in the registry; trying its URL %s", digest[:19], redact(url))
+            try:
+                return self.request("GET", url, call, headers=headers, stream=True, ok=(200, 206))
+            except RegistryError as err:
+                answers.append(f"{urlsplit(url).netloc}: {str(err).rsplit(f'GET {call.what}: ', 1)[-1]}")
+        raise RemoteImageNotFoundError(
+            f"{self._prefix(call)}: GET {call.what}: a foreign layer the registry does not hold, "
+            f"and no URL it names served it ({'; '.join(answers)})")
 
     # --- the API: catalog and tags ---------------------------------------------------------
 

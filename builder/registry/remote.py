@@ -14,6 +14,7 @@ import contextlib
 import functools
 import http.client
 import io
+import json
 import os
 import re
 import tempfile
@@ -40,6 +41,7 @@ from builder.image.digest import Digest
 from builder.image.image import Image, Layer, SourceImage
 from builder.image.manifest import Index, Manifest, parse_manifest
 from builder.image.mediatypes import (
+    CONFIG_TYPES,
     Compression,
     MediaType,
     is_docker,
@@ -107,7 +109,8 @@ class BlobReader(io.RawIOBase):
 
     def _open(self) -> None:
         response = self._client.open_blob_response(
-            self._repository, self._descriptor.digest, self._offset, self._operation)
+            self._repository, self._descriptor.digest, self._offset, self._operation,
+            self._descriptor.urls or ())
         skip = 0
         if self._offset and response.status_code == 200:
             skip = self._offset  # the server ignored Range: drop what we already have
@@ -266,14 +269,38 @@ def resolve(client: RegistryClient, reference: Reference, platform: Platform | N
         if Digest.of(raw) != chosen.digest:
             raise DigestMismatchError(chosen.digest, Digest.of(raw), f"manifest of {reference.familiar}")
         parsed = _parse(raw, media_type or chosen.media_type, where)
+    if parsed.config.media_type not in CONFIG_TYPES:
+        # A Helm chart, a signature, an SBOM...: nothing to run or build on. Said before any
+        # layer is downloaded (docker: "unsupported media type").
+        raise ImageError(f"{where}: not a container image: unsupported config media type "
+                         f"{parsed.config.media_type} (an OCI artifact, such as a Helm chart)")
     source = RemoteBlobSource(client, repository, operation, progress)
     return RemoteImage(source, raw, parsed.media_type, reference, index_digest)
 
 
+SCHEMA1_TYPES = ("application/vnd.docker.distribution.manifest.v1+prettyjws",
+                 "application/vnd.docker.distribution.manifest.v1+json")
+
+
 def _parse(raw: bytes, media_type: str, where: str) -> Manifest | Index:
-    declared = media_type if media_type in MANIFEST_ACCEPT else None
+    """The manifest or index; the body's own ``mediaType`` (which the digest covers) wins over a
+    Content-Type that disagrees with it."""
     try:
-        return parse_manifest(raw, declared)
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ImageError(f"{where}: the registry sent no manifest but {len(raw)} bytes of "
+                         f"{media_type or 'untyped data'} that are not JSON (a proxy's login or "
+                         "error page?)") from None
+    body_type = data.get("mediaType") if isinstance(data, dict) else None
+    if media_type in SCHEMA1_TYPES or body_type in SCHEMA1_TYPES \
+            or (isinstance(data, dict) and data.get("schemaVersion") == 1):
+        raise ImageError(
+            f"{where}: the image is in Docker's schema 1 manifest format, which pybuild does not "
+            "read (docker stopped reading it too): ask its author to push it again as Docker "
+            "schema 2 or OCI")
+    declared = body_type if body_type in MANIFEST_ACCEPT else media_type
+    try:
+        return parse_manifest(raw, declared if declared in MANIFEST_ACCEPT else None)
     except ImageError as err:
         raise ImageError(f"{where}: {err}") from None
 
@@ -490,8 +517,13 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
             continue
         call = Call(operation, repository, f"mount of {digest[:19]} from {source}")
         scopes = (f"repository:{repository}:pull,push", f"repository:{source}:pull")
-        response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
-                                  params={"mount": digest, "from": source}, ok=(201, 202))
+        try:
+            response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
+                                      params={"mount": digest, "from": source}, ok=(201, 202))
+        except (AuthError, RemoteImageNotFoundError):
+            # This login may not read the source (the registry refuses the whole request, not
+            # just the mount): upload instead, as docker does.
+            continue
         response.close()
         if response.status_code == 201:
             return "mounted:" + source
@@ -517,10 +549,16 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
             try:
                 response = client.request(
                     "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
-                    headers={"Content-Type": "application/octet-stream",
-                             "Content-Range": f"{offset}-{offset + length - 1}"},
+                    allow=(416,), headers={"Content-Type": "application/octet-stream",
+                                           "Content-Range": f"{offset}-{offset + length - 1}"},
                     body=functools.partial(_SizedBody, blob.opener, size, advance, offset, length),
                 )
+                if response.status_code == 416:
+                    # The session holds other bytes than we thought (a chunk whose answer was
+                    # lost landed after all): ask how many, as the 416 itself means.
+                    response.close()
+                    raise TransientRegistryError(f"{operation} {client.registry}/{repository}: "
+                                                 f"PATCH {what}: 416 Range Not Satisfiable")
             except TransientRegistryError:
                 # Ask the registry how much it kept and go on from there.
                 failures += 1

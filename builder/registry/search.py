@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from builder.errors import RegistryError
+from builder.errors import AuthError, RegistryError, RemoteImageNotFoundError
 from builder.image.reference import DOCKER_HUB
 from builder.registry.client import Call, RegistryClient
 
@@ -26,14 +27,32 @@ def search(client: RegistryClient, term: str, limit: int = 25, with_tags: bool =
         return search_hub(client, term, limit)
     needle = term.lower()
     results = []
-    for repository in client.catalog():
+    for repository in _catalog(client):
         if needle and needle not in repository.lower():
             continue
-        tags = tuple(sorted(client.tags(repository))) if with_tags else ()
+        tags: tuple[str, ...] = ()
+        if with_tags:
+            try:
+                tags = tuple(sorted(client.tags(repository)))
+            except (RemoteImageNotFoundError, AuthError):
+                # The catalog lists repositories with no tag left (an interrupted push, deleted
+                # tags: the registry answers 404) and ones this login may not read: the search
+                # goes on and shows them without tags.
+                tags = ()
         results.append(SearchResult(f"{client.registry}/{repository}", tags))
         if len(results) >= limit:
             break
     return results
+
+
+def _catalog(client: RegistryClient) -> Iterator[str]:
+    """The catalog's repositories; a registry without one (404) is named as such."""
+    try:
+        yield from client.catalog()
+    except RemoteImageNotFoundError as err:
+        answer = str(err).split(": GET catalog: ", 1)[-1]
+        raise RegistryError(f"search {client.registry}: the registry offers no catalog to search "
+                            f"(GET /v2/_catalog: {answer})") from None
 
 
 def search_hub(client: RegistryClient, term: str, limit: int) -> list[SearchResult]:

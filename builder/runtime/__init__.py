@@ -73,7 +73,8 @@ def detect(choice: Isolation | str = Isolation.AUTO, *, work_root: Path) -> Runt
         raise RuntimeNotFoundError(f"unknown isolation {choice!r} (choose {names})") from None
     if os.geteuid() != 0:
         raise RuntimeNotFoundError(
-            "RUN steps need root: build containers mount overlayfs and create namespaces"
+            "containers (RUN steps, pybuild run) need root: they mount overlayfs and create "
+            "namespaces; run pybuild as root (sudo), or build without RUN"
         )
     if isolation is Isolation.AUTO:
         for binary in ("runc", "crun"):

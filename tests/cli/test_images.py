@@ -4,6 +4,7 @@ point and several pybuild processes at once."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -86,6 +87,12 @@ def test_history(tmp_path: Path, archive: Path):
     assert int(rows[-1]["Size"]) > 8000 and rows[0]["Size"] == "0"
     long = ok("history", "--no-trunc", "-q", "app:1", root=root).splitlines()
     assert long[0] == image_id
+    # -H is a boolean that defaults to true, as docker's: alone it takes no value (`-H IMAGE`
+    # once read the image as its value); a value goes after '=' and must be a Go boolean.
+    assert ok("history", "-H", "app:1", root=root) == ok("history", "--human", "app:1", root=root)
+    assert ok("history", "-H", "app:1", root=root).splitlines()[0] == lines[0]
+    assert "CREATED AT" in ok("history", "-H=f", "app:1", root=root).splitlines()[0]
+    assert 'invalid argument "maybe" for "-H" flag' in fails("history", "-H=maybe", "app:1", root=root, code=125)
 
 
 def test_history_files_shows_what_later_layers_hide(tmp_path: Path, archive: Path):
@@ -105,6 +112,30 @@ def test_load_from_stdin_and_save_to_stdout(tmp_path: Path, archive: Path):
     out = run_pybuild("save", "app:1", root=root, check=True).stdout
     assert out == archive.read_bytes()
     assert list((root / "tmp").iterdir()) == []
+
+
+def test_save_of_a_repository_without_a_tag_saves_every_tag_of_it(tmp_path: Path, archive: Path):
+    """As docker: `save app` saves app:1 and app:2 (not app:latest alone, not an error when
+    there is no app:latest); a name with a tag saves that tag; a bare ID prefix still works."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    ok("tag", "app:1", "app:2", root=root)
+    ok("tag", "app:1", "other:1", root=root)
+
+    def saved(*names: str) -> list:
+        out = run_pybuild("save", *names, root=root, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+            manifest = tar.extractfile("manifest.json")
+            assert manifest is not None
+            return [entry["RepoTags"] for entry in json.load(manifest)]
+
+    assert saved("app") == [["app:1", "app:2"]]
+    assert saved("app:2") == [["app:2"]]
+    assert saved("app", "other") == [["app:1", "app:2", "other:1"]]
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    assert saved(image_id[7:11]) == [None]
+    assert "No such image: nope" in fails("save", "-o", str(tmp_path / "x.tar"), "app", "nope", root=root)
+    assert not (tmp_path / "x.tar").exists()
 
 
 def test_tag_rmi_and_prune(tmp_path: Path, archive: Path):
@@ -174,6 +205,27 @@ def test_store_check_finds_and_repairs_damage(tmp_path: Path, archive: Path):
     assert ok("store", "check", root=root).endswith(": clean\n")
 
 
+def test_a_name_an_older_pybuild_stored_stays_listed_and_removable(tmp_path: Path, archive: Path):
+    """`MyOrg/app:1` was once taken for registry MyOrg and stored; it is refused now (as docker
+    refuses it), but a store holding it still lists, inspects and removes it."""
+    import sqlite3
+
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    conn = sqlite3.connect(root / "meta.db")
+    with conn:
+        conn.execute("INSERT INTO images SELECT 'MyOrg/app:1', manifest_digest, created FROM images")
+    conn.close()
+    fmt = ("--format", "{{.Repository}}:{{.Tag}}")
+    assert ok("images", *fmt, root=root).splitlines() == ["MyOrg/app:1", "app:1"]
+    assert json.loads(ok("inspect", "MyOrg/app:1", root=root))[0]["RepoTags"] == ["MyOrg/app:1", "app:1"]
+    assert ok("rmi", "MyOrg/app:1", root=root) == "Untagged: MyOrg/app:1\n"
+    assert ok("images", *fmt, root=root) == "app:1\n"
+    assert ok("inspect", "-f", "{{.Id}}", "app:1", root=root) == image_id + "\n"
+    assert "invalid reference format" in fails("tag", "app:1", "MyOrg/app:1", root=root, code=125)
+
+
 @pytest.mark.parametrize("args, code, message", [
     (("inspect", "nope:1"), 1, "No such image: nope:1"),
     (("history", "nope"), 1, "No such image: nope"),
@@ -182,6 +234,10 @@ def test_store_check_finds_and_repairs_damage(tmp_path: Path, archive: Path):
     (("save", "-o", "/tmp/x.tar", "nope"), 1, "No such image: nope"),
     (("load", "-i", "/nonexistent.tar"), 125, "no such file"),
     (("tag", "a", "UPPER:1"), 125, "invalid reference format"),
+    (("tag", "a", "MyOrg/app:1"), 125, "invalid reference format: repository name must be lowercase"),
+    (("build", "-t", "MyOrg/app", "."), 125, "invalid reference format: repository name must be lowercase"),
+    (("tag", "a", "sha256:abc"), 1, "refusing to create an ambiguous tag using digest algorithm as name"),
+    (("build", "-t", "sha256:abc", "."), 1, "refusing to create an ambiguous tag using digest algorithm as name"),
     (("images", "--format", "{{.ID}} {{call .X}}"), 125, "unsupported template"),
 ])
 def test_errors_are_one_clear_message(tmp_path: Path, args: tuple[str, ...], code: int, message: str):
@@ -283,6 +339,28 @@ def test_a_damaged_store_database_is_a_clear_error(tmp_path: Path, archive: Path
     for args in (("images",), ("inspect", "app:1"), ("store", "check", "--repair")):
         err = fails(*args, root=root)
         assert f"the store database {root / 'meta.db'} is damaged: database disk image is malformed" in err, err
+
+
+def test_a_store_database_too_damaged_to_open_says_what_to_do(tmp_path: Path, archive: Path):
+    """meta.db cut in half (a full disk during a copy): SQLite refuses it on open. The message
+    says what to do, as for damage found mid-command; moving it aside and repairing brings
+    the images back, untagged."""
+    import sqlite3
+
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    image_id = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    conn = sqlite3.connect(root / "meta.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    os.truncate(root / "meta.db", (root / "meta.db").stat().st_size // 2)
+    for args in (("images",), ("store", "check", "--repair")):
+        err = fails(*args, root=root)
+        assert f"the store database {root / 'meta.db'} is damaged: database disk image is malformed" in err, err
+        assert "`pybuild store check --repair` records the whole images again" in err
+    (root / "meta.db").rename(tmp_path / "meta.db.damaged")
+    assert "recorded again the image" in ok("store", "check", "--repair", root=root)
+    assert ok("images", "-q", root=root) == image_id[7:19] + "\n"
 
 
 def test_a_damaged_blob_says_to_repair_the_store(tmp_path: Path, archive: Path):
@@ -406,6 +484,57 @@ def test_eight_processes_at_once(tmp_path: Path):
             assert "index.json" in tar.getnames()
 
 
+def test_one_damaged_image_does_not_hide_the_others(tmp_path: Path, archive: Path):
+    """An image whose config blob is gone: inspect shows the others and names the damage
+    (exit 1, as for a missing one); images --filter label= lists the others."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(archive), root=root)
+    img = image_of([{"f": b"labelled"}])
+    ok("load", "-i", str(write_archive(tmp_path / "other.tar", img, ("other:1",))), root=root)
+    app_config = json.loads(ok("inspect", "app:1", root=root))[0]["Id"]
+    (root / "blobs" / "sha256" / app_config[7:]).unlink()
+    proc = run_pybuild("inspect", "-f", "{{.Id}}", "other:1", "app:1", root=root)
+    assert proc.returncode == 1 and proc.stdout.decode() == f"{img.config_digest()}\n"
+    assert f"Error: blob {app_config} is missing from the store" in proc.stderr.decode()
+    assert ok("images", "-q", "-f", "label=x", root=root) == ""
+    assert ok("images", "--format", "{{.Repository}}", "-f", "reference=other", root=root) == "other\n"
+
+
+def test_removing_a_base_image_keeps_what_an_image_built_on_it_needs(tmp_path: Path, ctx: Path):
+    """rmi of the image a child was built FROM, then prune -a: the child's layers (the base's
+    among them) stay, the store checks clean, and the child saves and loads whole."""
+    root = tmp_path / "root"
+    ok("build", "-q", "-t", "base:1", str(ctx), root=root)
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "Dockerfile").write_text("FROM base:1\nCOPY extra /extra\n")
+    (child / "extra").write_text("child")
+    ok("build", "-q", "-t", "child:1", str(child), root=root)
+    base_id = json.loads(ok("inspect", "base:1", root=root))[0]["Id"]
+    assert ok("rmi", "base:1", root=root) == f"Untagged: base:1\nDeleted: {base_id}\n"
+    ok("prune", "-a", "-f", root=root)
+    assert ok("store", "check", root=root).endswith(": clean\n")
+    files = ok("history", "--files", "child:1", root=root)
+    assert "A /made" in files and "A /extra" in files
+    archive = run_pybuild("save", "child:1", root=root, check=True).stdout
+    assert ok("load", root=tmp_path / "fresh", input=archive) == "Loaded image: child:1\n"
+
+
+def test_before_and_since_filters_compare_creation_times_as_docker_does(tmp_path: Path):
+    """docker's before=/since= compare when the images were created (their config), not when
+    they were loaded: an old image loaded last is still before a newer one."""
+    root = tmp_path / "root"
+    for name, created in (("new:1", "2024-06-01T00:00:00Z"), ("mid:1", "2022-06-01T00:00:00Z"),
+                          ("old:1", "2020-06-01T00:00:00Z")):  # loaded newest first
+        img = image_of([{"f": name.encode()}], created=created)
+        ok("load", "-i", str(write_archive(tmp_path / f"{name}.tar", img, (name,))), root=root)
+    fmt = ("--format", "{{.Repository}}")
+    assert ok("images", *fmt, "-f", "since=old:1", root=root).splitlines() == ["new", "mid"]
+    assert ok("images", *fmt, "-f", "before=new:1", root=root).splitlines() == ["mid", "old"]
+    assert ok("images", *fmt, "-f", "since=old:1", "-f", "before=new:1", root=root) == "mid\n"
+    assert ok("images", *fmt, "-f", "since=mid:1", "-f", "since=old:1", root=root) == "new\n"
+
+
 def test_format_templates_filters_and_digests(tmp_path: Path, archive: Path):
     root = tmp_path / "root"
     ok("load", "-i", str(archive), root=root)
@@ -506,6 +635,25 @@ def _docker_archive(oci_archive: Path, dest: Path) -> Path:
     return dest
 
 
+def test_an_untagged_image_held_as_two_manifests_is_one_none_row(tmp_path: Path):
+    """The same untagged image loaded from an OCI archive and from a docker < 25 archive is held
+    as two manifests of one ID; docker lists an image ID once, so `images` shows one <none> row
+    (-a shows both manifests)."""
+    img = image_of([{"etc/f": b"1"}], docker=True, created="2020-01-01T00:00:00Z")
+    oci = write_archive(tmp_path / "untagged.tar", img, ())
+    root = tmp_path / "root"
+    image_id = str(img.config_digest())
+    assert ok("load", "-i", str(oci), root=root) == f"Loaded image ID: {image_id}\n"
+    assert ok("load", "-i", str(_docker_archive(oci, tmp_path / "docker.tar")), root=root) == (
+        f"Loaded image ID: {image_id}\n")
+    fmt = ("--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    assert ok("images", *fmt, root=root) == f"<none>:<none> {image_id[7:19]}\n"
+    assert ok("images", "-f", "dangling=true", *fmt, root=root) == f"<none>:<none> {image_id[7:19]}\n"
+    assert len(ok("images", "-a", *fmt, root=root).splitlines()) == 2
+    assert ok("rmi", image_id[7:19], root=root) == f"Deleted: {image_id}\n"
+    assert ok("images", "-a", "-q", root=root) == ""
+
+
 def test_images_reference_argument_is_a_pattern_and_ids_take_sha256_prefix(tmp_path: Path, archive: Path):
     """`docker images 'team/*'` and `docker images 'app:*'` filter as --filter reference= does;
     `docker inspect sha256:0123abcd` finds an image by a short ID with its algorithm."""
@@ -520,6 +668,13 @@ def test_images_reference_argument_is_a_pattern_and_ids_take_sha256_prefix(tmp_p
     assert ok("images", *fmt, "team/app:[0-9]", root=root) == "team/app:2\n"
     assert ok("images", *fmt, "nomatch*", root=root) == ""
     assert ok("images", *fmt, "team/app", root=root) == "team/app:2\n"
+    # As Go's path.Match: `*` and `?` stop at a '/'; an untagged image matches no pattern.
+    assert ok("images", *fmt, "-f", "reference=*", root=root) == "app:1\n"
+    assert ok("images", *fmt, "-f", "reference=*:*", root=root) == "app:1\n"
+    assert ok("images", *fmt, "-f", "reference=*/*", root=root).splitlines() == ["team/app:2", "team/tool:3"]
+    assert ok("images", *fmt, "-f", "reference=team?app", root=root) == ""
+    assert "syntax error in pattern" in fails("images", "-f", "reference=[", root=root)
+    assert "syntax error in pattern" in fails("images", "-f", "reference=[", root=tmp_path / "empty")
     assert ok("inspect", "-f", "{{.Id}}", "sha256:" + image_id[7:15], root=root) == image_id + "\n"
     ok("tag", "sha256:" + image_id[7:19], "by-id:1", root=root)
     assert ok("images", "-q", "by-id", root=root) == image_id[7:19] + "\n"
@@ -541,6 +696,25 @@ def test_a_save_load_round_trip_leaves_no_dangling_image(tmp_path: Path, archive
         f"app:1 {image_id[7:19]}", f"<none>:<none> {image_id[7:19]}"]
     assert ok("rmi", "app:1", root=root) == f"Untagged: app:1\nDeleted: {image_id}\n"
     assert ok("images", "-a", "-q", root=root) == ""
+
+
+def test_prune_does_not_report_a_tagged_image_as_deleted(tmp_path: Path, archive: Path):
+    """prune -a removes the extra untagged manifest a save/load round trip leaves, but the
+    image ID is still tagged: 'deleted: ID' would tell the user their image went. An untagged
+    image held as two manifests is one 'deleted' line."""
+    root = tmp_path / "root"
+    ok("load", "-i", str(_docker_archive(archive, tmp_path / "docker.tar")), root=root)
+    ok("load", root=root, input=run_pybuild("save", "app:1", root=root, check=True).stdout)
+    out = ok("prune", "-a", "-f", root=root)
+    assert "Deleted Images" not in out and "deleted:" not in out, out
+    assert len(ok("images", "-a", "-q", root=root).splitlines()) == 1
+    img = image_of([{"etc/f": b"untagged"}], docker=True)
+    untagged = write_archive(tmp_path / "untagged.tar", img, ())
+    ok("load", "-i", str(untagged), root=root)
+    ok("load", "-i", str(_docker_archive(untagged, tmp_path / "untagged-docker.tar")), root=root)
+    out = ok("prune", "-a", "-f", root=root)
+    assert out.startswith(f"Deleted Images:\ndeleted: {img.config_digest()}\n\n"), out
+    assert ok("images", "-a", "--format", "{{.Repository}}:{{.Tag}}", root=root) == "app:1\n"
 
 
 def test_inspect_templates_print_empty_fields_as_docker_does(tmp_path: Path):

@@ -130,3 +130,12 @@ def test_hard_linked_bytes_are_wasted_only_when_the_last_name_goes() -> None:
     # bin/a's bytes live on as bin/b until the third layer replaces bin/b: overwritten, not deleted
     assert first.deleted_bytes == 10 and first.overwritten_bytes == 1000
     assert third.wasted_bytes == 0
+
+
+def test_a_layer_s_size_counts_symlink_targets_as_docker_history_does() -> None:
+    """`history --files` and `history` (and docker's) agree on a layer's size: file bytes
+    plus each symlink's target."""
+    link = Member("m", tarfile.SYMTYPE, linkname="/etc/motd")
+    (layer,) = layer_changes([io.BytesIO(build_tar([_dir("etc"), _reg("etc/motd", b"hello\n"), link]))])
+    assert layer.size == 6 + len("/etc/motd")
+    assert [(c.path, c.size) for c in layer.changes] == [("etc", 0), ("etc/motd", 6), ("m", 0)]

@@ -157,6 +157,7 @@ class TokenServer:
     anonymous_pull: tuple[str, ...] = ("public/",)
     address: str = ""
     expired_grants: int = 0  # hand out this many already-expired tokens first
+    denied: tuple[str, ...] = ("denied/",)  # repositories even a logged-in user gets no access to
 
     def sign(self, claims: dict[str, object]) -> str:
         header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
@@ -181,6 +182,8 @@ class TokenServer:
                 if len(parts) < 3:
                     continue
                 kind, name, actions = parts[0], ":".join(parts[1:-1]), parts[-1].split(",")
+                if kind == "repository" and name.startswith(self.denied):
+                    continue
                 if user is None:
                     if kind != "repository" or not name.startswith(self.anonymous_pull):
                         continue
@@ -460,6 +463,113 @@ def fault_proxy(registry: str) -> Iterator[callable]:
 
     def make(faults: Faults, upstream: str | None = None) -> FaultProxy:
         proxy = FaultProxy(upstream or registry, faults)
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.close()
+
+
+# --- a scripted proxy: the real registry, with chosen answers changed ---------------------------
+
+@dataclass(frozen=True)
+class Seen:
+    """One request a scripted server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class ScriptedProxy:
+    """An HTTP server on loopback that forwards to ``upstream`` (the real registry) unless
+    ``script(proxy, request)`` returns an answer of its own; upstream's ``Location`` headers are
+    rewritten to point back at the proxy. ``forward(request)`` gives upstream's answer to a script."""
+
+    def __init__(self, script, upstream: str | None = None, host: str = "127.0.0.1",  # type: ignore[no-untyped-def]
+                 tls: tuple[Path, Path] | None = None) -> None:
+        import ssl
+
+        import requests
+
+        self.script = script
+        self.upstream = upstream
+        self.seen: list[Seen] = []
+        self._session = requests.Session()
+        self._session.trust_env = False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    while size := int(self.rfile.readline().strip() or b"0", 16):
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                request = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                proxy.seen.append(request)
+                status, headers, data = proxy.script(proxy, request) or proxy.forward(request)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self._server.daemon_threads = True
+        if tls is not None:  # (certificate, key): the proxy speaks https
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
+        self.address = f"{host}:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def forward(self, request: Seen, path: str | None = None) -> Answer:
+        assert self.upstream is not None, "a proxy without upstream must answer every request"
+        headers = {k: v for k, v in request.headers.items()
+                   if k not in ("host", "content-length", "transfer-encoding", "connection")}
+        up = self._session.request(request.method, f"http://{self.upstream}{path or request.path}",
+                                   headers=headers, data=request.body, allow_redirects=False)
+        dropped = ("transfer-encoding", "connection", "content-encoding") \
+            + (() if request.method == "HEAD" else ("content-length",))
+        kept = {k: v for k, v in up.headers.items() if k.lower() not in dropped}
+        if "Location" in kept:
+            kept["Location"] = kept["Location"].replace(f"http://{self.upstream}",
+                                                        f"{self.scheme}://{self.address}")
+        return up.status_code, kept, up.content
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._session.close()
+
+
+@pytest.fixture
+def scripted_proxy(registry: str) -> Iterator[callable]:
+    """Make scripted servers: ``scripted_proxy(script)`` in front of the plain registry,
+    ``scripted_proxy(script, upstream=None, host="127.0.0.2")`` answering everything itself."""
+    made: list[ScriptedProxy] = []
+
+    def make(script, upstream: str | None = registry, host: str = "127.0.0.1",  # type: ignore[no-untyped-def]
+             tls: tuple[Path, Path] | None = None) -> ScriptedProxy:
+        proxy = ScriptedProxy(script, upstream, host, tls)
         made.append(proxy)
         return proxy
 

@@ -139,6 +139,7 @@ def test_token_flow_push_and_pull(token_registry: TokenRegistry, tmp_path: Path,
     # Tokens are cached per scope: one for pull+push, one for pull; not one per request.
     assert 1 <= len(issued) <= 3, issued
     assert all(r["authorization"] for r in issued)
+    assert all(f"account={USER}" in str(r["path"]) for r in issued)  # as docker and skopeo ask
     scopes = {s for r in issued for s in r["scope"]}  # type: ignore[union-attr]
     assert f"repository:{ref.split('/', 1)[1].rsplit(':', 1)[0]}:pull,push" in scopes
 
@@ -357,8 +358,11 @@ def test_missing_credential_helper_is_named(tls_registry: SecureRegistry, tmp_pa
     docker_dir = tmp_path / "docker"
     docker_dir.mkdir()
     (docker_dir / "config.json").write_text(json.dumps({"credsStore": "nosuchhelper"}))
-    with pytest.raises(AuthError, match="docker-credential-nosuchhelper not found"):
+    with pytest.raises(AuthError) as err:
         pull(f"{tls_registry.address}/x/app:1", store, options=tls_options(tls_registry, docker_dir))
+    # Where it is configured: a config.json copied from a Mac names "desktop".
+    assert str(err.value) == (f"credential helper docker-credential-nosuchhelper (credsStore in "
+                              f"{docker_dir / 'config.json'}) not found in PATH")
 
 
 def test_push_with_wrong_password_fails_before_uploading(tls_registry: SecureRegistry,
@@ -447,3 +451,85 @@ def test_credentials_never_go_in_clear_to_an_http_location(tls_registry: SecureR
         server.server_close()
     assert plain, "the client never followed the http:// Location"
     assert not any("authorization" in headers.lower() for headers in plain), plain
+
+
+def test_a_login_without_access_is_not_a_wrong_password(token_registry: TokenRegistry, tmp_path: Path,
+                                                        store: Store) -> None:
+    """The token server accepts alice but grants her nothing on denied/: the registry's 401 used
+    to read "incorrect username or password" (docker: "requested access to the resource is
+    denied"); a wrong password is still called one."""
+    options = ClientOptions(docker_config=DockerConfig(write_config(tmp_path / "ok", token_registry.address)))
+    ref = f"{token_registry.address}/denied/{random_name('d')}:1"
+    with pytest.raises(AuthError) as err:
+        push(make_image(1, 100, seed=random_name()), ref, options=options)
+    assert str(err.value) == (f"push {ref.removesuffix(':1')}: denied: logged in as {USER}, but not "
+                              "allowed to push this repository (or it does not exist)")
+    with pytest.raises(AuthError, match="denied: logged in as alice, but not allowed to pull"):
+        pull(ref, store, options=options)
+    wrong = ClientOptions(docker_config=DockerConfig(
+        write_config(tmp_path / "wrong", token_registry.address, password="not-it")))
+    with pytest.raises(AuthError, match="incorrect username or password"):
+        pull(ref, store, options=wrong)
+
+
+def test_several_challenges_in_one_header() -> None:
+    both = 'Basic realm="reg, \\"main\\"", Bearer realm="https://auth.example/token",service="r"'
+    assert Challenge.parse_all(both) == [Challenge("basic", {"realm": 'reg, "main"'}),
+                                         Challenge("bearer", {"realm": "https://auth.example/token",
+                                                              "service": "r"})]
+    assert Challenge.parse(both) == Challenge.parse_all(both)[1]
+    assert Challenge.parse('Negotiate, Basic realm="x"') == Challenge("basic", {"realm": "x"})
+    assert Challenge.parse("Negotiate") == Challenge("negotiate", {})
+    assert Challenge.parse("  ") is None
+
+
+def test_a_failing_credential_helper_is_named_without_the_secret(tls_registry: SecureRegistry,
+                                                                 tmp_path: Path) -> None:
+    """A helper that prints the credentials and still exits non-zero had its output, secret and
+    all, quoted in the error."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-leaky"
+    helper.write_text("#!/bin/sh\nread server\n"
+                      'echo "{\\"ServerURL\\":\\"$server\\",\\"Username\\":\\"u\\",\\"Secret\\":\\"TOPSECRET-42\\"}"\n'
+                      "echo 'keyring is locked' >&2\nexit 3\n")
+    helper.chmod(0o755)
+    docker_dir = tmp_path / "docker"
+    docker_dir.mkdir()
+    (docker_dir / "config.json").write_text(json.dumps({"credHelpers": {tls_registry.address: "leaky"}}))
+    env = {"DOCKER_CONFIG": str(docker_dir), "PYBUILD_CERTS_D": str(tls_registry.certs_d),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = run_pybuild("--debug", "pull", f"{tls_registry.address}/x/app:1", env=env, root=tmp_path / "root")
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "TOPSECRET" not in err + proc.stdout.decode()
+    assert err.strip().splitlines()[-1] == (f"ERROR: credential helper docker-credential-leaky get for "
+                                            f"{tls_registry.address} failed (exit status 3): keyring is locked")
+
+
+def test_a_mount_from_a_repository_the_login_cannot_read_falls_back_to_an_upload(
+        token_registry: TokenRegistry, tmp_path: Path, store: Store) -> None:
+    """The registry answers a mount request with 401 when the token lacks pull on the source:
+    the whole push failed ("denied"), where docker uploads the blob instead."""
+    options = ClientOptions(docker_config=DockerConfig(write_config(tmp_path / "d", token_registry.address)))
+    image = make_image(2, 1000, seed=random_name())
+    ref = f"{token_registry.address}/{random_name('mnt')}/app:1"
+    result = push(image, ref, options=options, mount_from=["denied/base"])
+    assert (result.uploaded, result.mounted) == (3, 0)
+    assert pull(ref, store, options=options).digest() == image.digest()
+
+
+def test_tokens_the_registry_always_rejects_are_not_called_a_wrong_password(
+        token_registry: TokenRegistry, tmp_path: Path, store: Store) -> None:
+    """A token server whose clock runs ahead issues tokens the registry finds expired: even the
+    fresh one fetched after the first 401 fails. That used to read as a wrong password."""
+    options = ClientOptions(docker_config=DockerConfig(write_config(tmp_path / "d", token_registry.address)))
+    ref = f"{token_registry.address}/{random_name('skew')}/app:1"
+    push(make_image(1, 100, seed=random_name()), ref, options=options)
+    token_registry.tokens.expired_grants = 2
+    try:
+        with pytest.raises(AuthError) as err:
+            pull(ref, store, options=options)
+    finally:
+        token_registry.tokens.expired_grants = 0
+    assert "rejects the tokens its token server issues (invalid_token" in str(err.value)
+    assert "password" not in str(err.value)

@@ -456,3 +456,32 @@ def test_pages_that_loop_are_an_error_not_a_hang() -> None:
             list(client.catalog())
         with pytest.raises(RegistryError, match="pages loop"):
             client.tags("a")
+
+
+def test_an_artifact_is_refused_before_its_layers_are_downloaded(registry: str, tmp_path: Path) -> None:
+    """A Helm chart pushed as an OCI artifact: pybuild downloaded its layer, then failed with
+    "manifest has 1 layers but config lists 0 diff_ids". Docker: "unsupported media type"."""
+    import io
+
+    from builder.image.manifest import Manifest
+    from builder.registry.remote import PushBlob, upload_blob
+    from tests.registry.images import make_tar
+
+    repo = f"{random_name('helm')}/chart"
+    config = b'{"name":"mychart","version":"0.1.0","apiVersion":"v2"}'
+    chart = make_tar({"mychart/Chart.yaml": b"name: mychart\n"})
+    config_desc = Descriptor.of("application/vnd.cncf.helm.config.v1+json", config)
+    chart_desc = Descriptor.of("application/vnd.cncf.helm.chart.content.v1.tar+gzip", chart)
+    manifest = Manifest(config=config_desc, layers=(chart_desc,), media_type=MediaType.OCI_MANIFEST)
+    with RegistryClient(registry) as client:
+        for desc, data in ((config_desc, config), (chart_desc, chart)):
+            upload_blob(client, repo, PushBlob(desc, lambda d=data: io.BytesIO(d)))
+        client.put_manifest(repo, "0.1.0", manifest.to_bytes(), MediaType.OCI_MANIFEST.value)
+    root = tmp_path / "root"
+    proc = run_pybuild("pull", f"{registry}/{repo}:0.1.0", root=root)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == (
+        f"ERROR: pull {registry}/{repo}:0.1.0: not a container image: unsupported config media type "
+        "application/vnd.cncf.helm.config.v1+json (an OCI artifact, such as a Helm chart)")
+    assert "Pull complete" not in proc.stdout.decode()
+    assert not any(path.is_file() for path in (root / "blobs").rglob("*"))

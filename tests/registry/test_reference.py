@@ -11,7 +11,7 @@ DIGEST = "sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aa
 
 VALID = [
     "docker/docker", "library/debian", "debian", "localhost/library/debian", "localhost/debian",
-    "LOCALDOMAIN/library/debian", "LOCALDOMAIN/debian", "docker.io/docker/docker",
+    "LOCAL.DOMAIN/library/debian", "LOCAL.DOMAIN/debian", "docker.io/docker/docker",
     "docker.io/library/debian", "docker.io/debian", "index.docker.io/docker/docker",
     "index.docker.io/library/debian", "index.docker.io/debian", "127.0.0.1:5000/docker/docker",
     "127.0.0.1:5000/library/debian", "127.0.0.1:5000/debian", "192.168.0.1", "192.168.0.1:80",
@@ -20,7 +20,7 @@ VALID = [
     "[fc00::1]:5000/docker", "[fc00::1]:5000/docker/docker",
     "[fc00:1:2:3:4:5:6:7]:5000/library/debian",
     "docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
-    "Docker/docker", "DOCKER/docker", "docker-rules/docker", "docker---rules/docker",
+    "docker-rules/docker", "docker---rules/docker",
     "doc/docker", "d/docker", "jess/t", "dock__er/docker",
 ]
 
@@ -69,8 +69,8 @@ REPOSITORY_INFO = [
     ("library/foo", "foo", "docker.io/library/foo", "docker.io/foo", "docker.io"),
     ("library/foo/bar", "library/foo/bar", "docker.io/library/foo/bar", None, "docker.io"),
     ("store/foo/bar", "store/foo/bar", "docker.io/store/foo/bar", None, "docker.io"),
-    ("bar", "Foo/bar", "Foo/bar", None, "Foo"),
-    ("bar", "FOO/bar", "FOO/bar", None, "FOO"),
+    ("bar", "Fo.o/bar", "Fo.o/bar", None, "Fo.o"),
+    ("bar", "FOO:5000/bar", "FOO:5000/bar", None, "FOO:5000"),
 ]
 
 
@@ -149,6 +149,16 @@ def test_uppercase_message_is_docker_s() -> None:
     with pytest.raises(InvalidReferenceError) as err:
         Reference.parse("docker.io/docker/Docker")
     assert str(err.value) == "invalid reference format: repository name (docker/Docker) must be lowercase"
+
+
+@pytest.mark.parametrize("text", ["Foo/bar", "FOO/bar", "MyOrg/app:1", "MyOrg/team/app", "LOCALDOMAIN/debian",
+                                  "Docker/docker", "DOCKER/docker"])
+def test_upper_case_first_element_without_dot_or_port_is_refused_as_docker_refuses_it(text: str) -> None:
+    """distribution's grammar reads `MyOrg/app` as registry `MyOrg`; docker's daemon (tag,
+    build -t, FROM, pull, inspect) says the name must be lowercase: a typo, not a host."""
+    with pytest.raises(InvalidReferenceError) as err:
+        Reference.parse(text)
+    assert str(err.value) == "invalid reference format: repository name must be lowercase"
 
 
 def test_hex_identifier_is_refused_with_docker_s_message() -> None:

@@ -83,3 +83,10 @@ def test_detect(tmp_path):
         detect("kata", work_root=tmp_path)
     with pytest.raises(RuntimeNotFoundError, match="no-such-runtime is not installed"):
         OciRuntime("no-such-runtime", work_root=tmp_path)
+
+
+def test_detect_as_a_user_says_containers_need_root(tmp_path, monkeypatch):
+    # A non-root user's store works (images, load, save, COPY-only builds); containers do not.
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(RuntimeNotFoundError, match=r"containers \(RUN steps, pybuild run\) need root"):
+        detect("auto", work_root=tmp_path)

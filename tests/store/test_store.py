@@ -147,6 +147,29 @@ def test_check_finds_missing_blobs_and_dangling_rows(store: Store):
     assert store.images() == []
 
 
+@pytest.mark.parametrize("damage, kind", [
+    ("UPDATE blobs SET size=5 WHERE digest=:config", "wrong-size"),
+    ("UPDATE blobs SET size=5 WHERE digest=:manifest", "wrong-size"),
+    ("UPDATE manifests SET config_digest='nonsense' WHERE digest=:manifest", "wrong-config"),
+    ("UPDATE manifests SET media_type='garbage' WHERE digest=:manifest", "wrong-config"),
+])
+def test_repair_corrects_a_wrong_record_of_whole_content_and_keeps_the_image(store: Store, damage: str, kind: str):
+    """A damaged meta.db row about a blob whose content checks out (its digest matches) is
+    corrected from the content: the image and its tag stay. Before, repair deleted them; a
+    wrong media type was not even found, and every save or run of the image failed."""
+    img = make_image("row")
+    store.write_image(img, ["row:1"])
+    with store.db.transaction() as conn:
+        conn.execute(damage, {"config": img.config_digest(), "manifest": img.digest()})
+    assert [p.kind for p in store.check().problems] == [kind]
+    repaired = store.check(repair=True)
+    assert repaired.clean and len(repaired.repaired) == 1 and "again" in repaired.repaired[0]
+    assert store.check().clean
+    back = store.image("row:1")
+    assert back.raw_manifest() == img.raw_manifest() and back.raw_config() == img.raw_config()
+    assert store.resolve("row:1").media_type == img.manifest().media_type
+
+
 def test_tmp_files_are_ignored_by_check_and_swept_when_stale(store: Store):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
@@ -509,6 +532,37 @@ def test_repair_of_a_lost_snapshot_and_reextraction(store: Store):
     assert store.check().clean
 
 
+def test_check_finds_a_damaged_snapshot_and_repair_unpacks_it_again(store: Store):
+    """A file truncated, rewritten, retyped or removed in a snapshot is what every RUN on it
+    would see: check compares each snapshot with its layer and repair unpacks that one again
+    (the snapshots stacked on it stay)."""
+    img = image_of([
+        {"etc/passwd": b"root:x:0:0::/root:/bin/sh\n", "etc/motd": b"hi\n", "gone": b"g", "keep": b"k"},
+        {"etc/motd": b"hello\n", "keep": None, "data/new": b"n"},
+    ])
+    store.write_image(img, ["snap:1"])
+    paths = store.snapshot(img)
+    assert store.check().clean
+    damage = [
+        (lambda: os.truncate(paths[0] / "etc" / "passwd", 4), "/etc/passwd has 4 bytes, its layer 26"),
+        (lambda: (paths[0] / "etc" / "passwd").write_bytes(b"evil:x:0:0::/root:/bin/sh\n"),
+         "/etc/passwd differs from its layer's content"),
+        (lambda: (paths[0] / "gone").unlink(), "/gone is missing"),
+        (lambda: (paths[1] / "data" / "new").unlink() or (paths[1] / "data" / "new").mkdir(),
+         "/data/new is no longer a regular file"),
+    ]
+    for harm, detail in damage:
+        harm()
+        report = store.check()
+        assert [(p.kind, p.detail) for p in report.problems] == [("damaged-snapshot", detail)]
+        repaired = store.check(repair=True)
+        assert repaired.clean and [line.split(" sha256:")[0] for line in repaired.repaired] == ["unpacked snapshot"]
+        assert store.check().clean
+    assert (paths[0] / "etc" / "passwd").read_bytes() == b"root:x:0:0::/root:/bin/sh\n"
+    assert (paths[1] / "data" / "new").read_bytes() == b"n" and (paths[0] / "gone").read_bytes() == b"g"
+    assert store.snapshot(img) == paths
+
+
 def test_repair_of_a_lost_base_snapshot_leaves_no_dangling_children(store: Store):
     import shutil
 
@@ -571,3 +625,17 @@ def test_prune_removes_what_killed_cache_mount_writers_left(store: Store):
     fresh.mkdir()
     store.prune()
     assert sorted(p.name for p in mounts.iterdir()) == [fresh.name]
+
+
+def test_a_store_of_the_previous_schema_is_migrated_and_misses_find_siblings_by_index(tmp_path: Path):
+    root = tmp_path / "root"
+    Store(root).close()
+    conn = sqlite3.connect(root / "meta.db")
+    conn.execute("DROP INDEX cache_records_parent")
+    conn.execute("PRAGMA user_version=4")
+    conn.close()
+    store = Store(root)
+    plan = store.db.query("EXPLAIN QUERY PLAN SELECT key, inputs FROM cache_records WHERE parent=? "
+                          "AND key<>? ORDER BY created DESC LIMIT 200", ("p", "k"))
+    store.close()
+    assert any("cache_records_parent" in row[3] for row in plan), [tuple(r) for r in plan]
