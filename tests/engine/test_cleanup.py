@@ -349,7 +349,7 @@ def test_interrupted_add_stops_unpacking_its_archive(own_store: Path, tmp_path: 
     proc = _start_build(root, ctx, "runc")
 
     def unpacked() -> int:
-        return max((p.stat().st_size for p in (root / "tmp").glob("add-*/*/zeros")), default=0)
+        return max((p.stat().st_size for p in (root / "tmp").glob("*-add-*/*/zeros")), default=0)
 
     deadline = time.monotonic() + 60
     while unpacked() < (64 << 20):
