@@ -639,3 +639,38 @@ def test_a_store_of_the_previous_schema_is_migrated_and_misses_find_siblings_by_
                           "AND key<>? ORDER BY created DESC LIMIT 200", ("p", "k"))
     store.close()
     assert any("cache_records_parent" in row[3] for row in plan), [tuple(r) for r in plan]
+
+
+def test_prune_removes_snapshot_files_after_letting_the_store_lock_go(store: Store, monkeypatch):  # type: ignore[no-untyped-def]
+    """Removing gigabytes of snapshot files takes long, and every build waits for prune's lock:
+    the snapshots leave the store under the lock, their files are removed once it is free."""
+    import fcntl
+
+    import cache.gc
+
+    image = make_image("aside")
+    store.write_image(image, ["aside:1"])
+    store.snapshot(image)
+    store.rmi("aside:1")
+    removed: list[tuple[Path, bool]] = []
+    real_remove = cache.gc.remove_tree
+
+    def remove_tree(path: Path) -> None:
+        fd = os.open(store.root / "locks" / "gc.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as a build starting now takes it
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(fd)
+        removed.append((path, free))
+        real_remove(path)
+
+    monkeypatch.setattr(cache.gc, "remove_tree", remove_tree)
+    report = store.prune()
+    assert len(report.snapshots) == 2
+    assert [free for _, free in removed] == [True, True], removed
+    assert all(path.parent == store.tmp_dir and not path.exists() for path, _ in removed)
+    assert list(store.snapshots) == [] and list(store.tmp_dir.iterdir()) == []
+    assert store.check().clean
