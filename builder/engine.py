@@ -181,7 +181,7 @@ class Build:
         with contextlib.ExitStack() as stack:
             stack.enter_context(sigterm_as_interrupt())
             stack.callback(self.progress.close)
-            stack.enter_context(self.store.gc_lock.shared())
+            stack.enter_context(self.store.gc_lock.shared(notice=self.progress.message))
             context, dockerfile_text, dockerfile_name = self._load_context(stack)
             return self._build(context, dockerfile_text, dockerfile_name)
 
@@ -267,14 +267,13 @@ class Build:
     def _stdin_context(self, stdin: BinaryIO, stack: contextlib.ExitStack) -> tuple[BuildContext, bytes | None]:
         """``pybuild build -``: a tar (plain, gzip, zstd) is the context; anything else is the
         Dockerfile itself with an empty context, as docker does."""
-        import tempfile
-
         from builder.execute.context import BuildContext
         from builder.layers.compression import ARCHIVE_MAGICS
+        from builder.runtime.cleanup import temp_dir
 
-        work = self.store.root / "run" / "tmp"
-        work.mkdir(parents=True, exist_ok=True)
-        spool = Path(tempfile.mkdtemp(prefix="stdin-", dir=work))
+        # Named by the pid: what a killed build spooled (a context can be gigabytes) goes
+        # with the next build's recover().
+        spool = temp_dir(self.store.root / "run", "stdin")
         stack.callback(shutil.rmtree, spool, True)
         data_path = spool / "stdin"
         with open(data_path, "wb") as out:
@@ -283,7 +282,7 @@ class Build:
             head = f.read(6)
         if head.startswith(ARCHIVE_MAGICS) or _is_tar(data_path):
             with open(data_path, "rb") as f:
-                return BuildContext.from_tar(f, work, dockerfile_name=self.options.dockerfile), None
+                return BuildContext.from_tar(f, spool, dockerfile_name=self.options.dockerfile), None
         empty = spool / "context"
         empty.mkdir()
         return BuildContext.from_dir(empty, None), data_path.read_bytes()

@@ -9,6 +9,8 @@ appending to :data:`MIGRATIONS`; a store written by newer code is refused.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +21,9 @@ from pathlib import Path
 from builder.errors import StoreError
 
 BUSY_TIMEOUT_MS = 60_000
+# SQLite reports a file system too full to grow its shared-memory file as an I/O error;
+# with less than this left, such an error is taken for a full disk.
+NEARLY_FULL_BYTES = 1 << 20
 
 # Each entry upgrades the schema by one version; never edit a released entry, append.
 MIGRATIONS: tuple[str, ...] = (
@@ -141,10 +146,26 @@ class Database:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.OperationalError as err:
-            raise StoreError(f"cannot open the store database {path}: {err}") from None
+            raise self._full(err) or StoreError(f"cannot open the store database {path}: {err}") from None
         except sqlite3.DatabaseError as err:  # malformed, not a database: the user's data problem
             raise StoreError(damaged_message(path, err)) from None
         self._migrate()
+
+    def _full(self, err: BaseException) -> StoreError | None:
+        """A full file system under meta.db as the user's one-line error; None for other errors."""
+        if not isinstance(err, sqlite3.OperationalError):
+            return None
+        code = getattr(err, "sqlite_errorcode", None)
+        if code != sqlite3.SQLITE_FULL:
+            if code is None or code & 0xFF != sqlite3.SQLITE_IOERR:
+                return None
+            try:
+                fs = os.statvfs(self.path.parent)
+            except OSError:
+                return None
+            if fs.f_bavail * fs.f_frsize >= NEARLY_FULL_BYTES:
+                return None
+        return StoreError(f"cannot write the store database {self.path}: {os.strerror(errno.ENOSPC)}")
 
     @property
     def version(self) -> int:
@@ -175,14 +196,20 @@ class Database:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as err:
-                raise StoreError(f"the store database is busy or broken ({self.path}): {err}") from None
+                raise self._full(err) or StoreError(
+                    f"the store database is busy or broken ({self.path}): {err}") from None
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException as err:
+                # A failed COMMIT (a full disk) may leave the transaction open, or SQLite may
+                # have rolled it back already: either way this connection ends outside it.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                full = self._full(err)
+                if full is not None:
+                    raise full from None
+                raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -14,6 +14,7 @@ import sqlite3
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import xxhash
 
@@ -92,36 +93,45 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     """
     report = PruneReport()
     report.recovered = adopt_whole_images(store)  # never delete an image that lost only its rows
-    with store.gc_lock.exclusive():
-        sweep_temp(store.tmp_dir)
-        from cache.gitsources import sweep
+    sweep_temp(store.tmp_dir)  # only dead processes' temp files: no lock needed
+    # Snapshots go out of sight under the lock and are removed after it: deleting the files of
+    # gigabytes of snapshots takes long, and builds wait for the lock.
+    doomed: list[Path] = []
+    try:
+        with store.gc_lock.exclusive():
+            from cache.gitsources import sweep, sweep_dot_entries
+            from cache.mounts import mounts_root
 
-        sweep(store.root)
-        _remove_unrecorded(store, report)
-        if remove_all:
-            _delete_manifests(store, store.db.query(_DANGLING), report)
-        budget = keep_storage
-        while True:
-            candidates = _candidates(store, remove_all=remove_all or budget is not None,
-                                     keep_cache=not remove_all and budget is None)
-            if budget is None:
-                _evict(store, candidates, report)
-                break
-            usage = _usage(store)
-            chosen = []
-            for cand in candidates:
-                if usage <= budget:
+            sweep(store.root)
+            sweep_dot_entries(mounts_root(store.root))  # a cache mount's seed or removal cut short
+            _remove_unrecorded(store, report, doomed)
+            if remove_all:
+                _delete_manifests(store, store.db.query(_DANGLING), report)
+            budget = keep_storage
+            while True:
+                candidates = _candidates(store, remove_all=remove_all or budget is not None,
+                                         keep_cache=not remove_all and budget is None)
+                if budget is None:
+                    _evict(store, candidates, report, doomed)
                     break
-                chosen.append(cand)
-                usage -= cand.size
-            _evict(store, chosen, report)
-            if _usage(store) <= budget:
-                break
-            dangling = store.db.query(_DANGLING + " LIMIT 1")
-            if not dangling:
-                break  # only tagged images are left: those are never pruned
-            _delete_manifests(store, dangling, report)
-        _drop_orphan_records(store)
+                usage = _usage(store)
+                chosen = []
+                for cand in candidates:
+                    if usage <= budget:
+                        break
+                    chosen.append(cand)
+                    usage -= cand.size
+                _evict(store, chosen, report, doomed)
+                if _usage(store) <= budget:
+                    break
+                dangling = store.db.query(_DANGLING + " LIMIT 1")
+                if not dangling:
+                    break  # only tagged images are left: those are never pruned
+                _delete_manifests(store, dangling, report)
+            _drop_orphan_records(store)
+    finally:
+        for path in doomed:
+            remove_tree(path)
     return report
 
 
@@ -175,8 +185,9 @@ def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candi
     return sorted(out, key=lambda c: (c.last_used, c.kind, c.key))
 
 
-def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> None:
-    """Delete the rows in one transaction, then the files (a crash between leaves only garbage)."""
+def _evict(store: Store, candidates: list[_Candidate], report: PruneReport, doomed: list[Path]) -> None:
+    """Delete the rows in one transaction, then the files (a crash between leaves only garbage);
+    snapshots are set aside into ``doomed``, for the caller to remove."""
     if not candidates:
         return
     blobs = [c.key for c in candidates if c.kind == "blob"]
@@ -189,7 +200,9 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport) -> N
         store.blobs.delete(digest)
         report.blobs.append(Digest(digest))
     for chain in snaps:
-        store.snapshots.delete(chain)
+        aside = store.snapshots.set_aside(chain)
+        if aside is not None:
+            doomed.append(aside)
         report.snapshots.append(Digest(chain))
     for cand in candidates:
         if cand.kind == "cachemount":
@@ -216,8 +229,9 @@ def _delete_manifests(store: Store, rows: list, report: PruneReport) -> None:
                 report.images.append(Digest(config))
 
 
-def _remove_unrecorded(store: Store, report: PruneReport) -> None:
-    """Blob files and snapshot dirs without a row: what a crash between file and row leaves."""
+def _remove_unrecorded(store: Store, report: PruneReport, doomed: list[Path]) -> None:
+    """Blob files and snapshot dirs without a row: what a crash between file and row leaves
+    (snapshots set aside into ``doomed``)."""
     recorded = {row[0] for row in store.db.query("SELECT digest FROM blobs")}
     for digest in store.blobs:
         if digest not in recorded:
@@ -228,7 +242,9 @@ def _remove_unrecorded(store: Store, report: PruneReport) -> None:
     snaps = {row[0] for row in store.db.query("SELECT chain_id FROM snapshots")}
     for chain in store.snapshots:
         if chain not in snaps:
-            store.snapshots.delete(chain)
+            aside = store.snapshots.set_aside(chain)
+            if aside is not None:
+                doomed.append(aside)
             report.snapshots.append(chain)
 
 
@@ -383,8 +399,9 @@ def _check(store: Store, report: CheckReport) -> None:
     unrecorded = [d for d in store.blobs if d not in blobs]
     whole = _whole_images(store, unrecorded)
     if whole:
-        report.notes.append(f"{len(whole)} whole image(s) among the unrecorded blobs (its records lost: a "
-                            "damaged or replaced meta.db?); `store check --repair` records them again, untagged")
+        report.notes.append(f"{len(whole)} whole image(s) among the unrecorded blobs (a write cut short "
+                            "before its records, or records lost with a damaged or replaced meta.db); "
+                            "`store check --repair` records them again, untagged")
     if unrecorded:
         report.notes.append(f"{len(unrecorded)} unrecorded blob file(s) (left by interrupted writes; prune removes them)")
     stale = [p for p in store.tmp_dir.iterdir() if is_stale_temp(p)]

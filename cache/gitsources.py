@@ -76,7 +76,12 @@ def remove_checkout(store_root: Path, key: str) -> None:
 
 def sweep(store_root: Path, older_than: float = 3600) -> None:
     """Temp dirs of checkouts that a killed build left (older than an hour: none in progress)."""
-    root = sources_root(store_root)
+    sweep_dot_entries(sources_root(store_root), older_than)
+
+
+def sweep_dot_entries(root: Path, older_than: float = 3600) -> None:
+    """Remove the dot-named entries of ``root`` (being made, or going) older than ``older_than``
+    seconds: what a killed process left half made or half removed."""
     if not root.is_dir():
         return
     now = time.time()
@@ -84,4 +89,7 @@ def sweep(store_root: Path, older_than: float = 3600) -> None:
         if entry.name.startswith("."):
             with contextlib.suppress(OSError):
                 if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)

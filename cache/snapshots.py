@@ -98,15 +98,22 @@ class SnapshotDirs:
 
     def delete(self, chain_id: str) -> None:
         """Move the snapshot out of sight atomically, then remove it."""
+        doomed = self.set_aside(chain_id)
+        if doomed is not None:
+            remove_tree(doomed)
+
+    def set_aside(self, chain_id: str) -> Path | None:
+        """Move the snapshot out of sight atomically, into tmp/ under this process's name (a
+        sweep removes it if the process dies); its path there, None if there was none."""
         path = self.path(chain_id)
         if not path.exists():
-            return
+            return None
         doomed = temp_name(self.tmp_dir, ".deleted")
         try:
             os.rename(path, doomed)
         except FileNotFoundError:
-            return
-        remove_tree(doomed)
+            return None
+        return doomed
 
     def __iter__(self) -> Iterator[Digest]:
         for entry in sorted(self.root.iterdir()):

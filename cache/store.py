@@ -21,6 +21,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -235,29 +236,46 @@ class RecompressedImage:
         return self._layers
 
 
-class _GcLock:
-    """``locks/gc.lock``: writers hold it shared while their blobs are not yet referenced."""
+def _on_stderr(text: str) -> None:
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
 
-    def __init__(self, path: Path) -> None:
+
+class _GcLock:
+    """``locks/gc.lock``: writers hold it shared while their blobs are not yet referenced.
+
+    A wait for it can be long (a prune waits for every running build, a build for a prune
+    of many gigabytes): it is said once, through ``notice``, never silent.
+    """
+
+    def __init__(self, path: Path, notice: Callable[[str], None] = _on_stderr) -> None:
         self.path = path
+        self.notice = notice
 
     @contextlib.contextmanager
-    def _hold(self, mode: int) -> Iterator[None]:
+    def _hold(self, mode: int, waiting: str, notice: Callable[[str], None] | None) -> Iterator[None]:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise StoreError(f"cannot lock the store ({self.path}): {err.strerror or err}") from None
         try:
-            fcntl.flock(fd, mode)
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                (notice or self.notice)(waiting)
+                fcntl.flock(fd, mode)
             yield
         finally:
             os.close(fd)
 
-    def shared(self) -> contextlib.AbstractContextManager[None]:
-        return self._hold(fcntl.LOCK_SH)
+    def shared(self, notice: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
+        root = self.path.parent.parent
+        return self._hold(fcntl.LOCK_SH, f"waiting for a prune or repair of the store {root} to finish", notice)
 
-    def exclusive(self) -> contextlib.AbstractContextManager[None]:
-        return self._hold(fcntl.LOCK_EX)
+    def exclusive(self, notice: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
+        root = self.path.parent.parent
+        return self._hold(fcntl.LOCK_EX, f"waiting for the builds and other pybuild commands using the store {root} "
+                          "to finish", notice)
 
 
 # A checked pairing of a layer's content with a blob; it replaces an unchecked claim for

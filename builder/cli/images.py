@@ -759,6 +759,9 @@ def _prune(args: argparse.Namespace) -> int:
             return 0
     store = _open_store()
     try:
+        from builder.runtime import recover
+
+        recover(store.root / "run")  # first what killed builds left: mounts over snapshots, temp dirs
         report = store.prune(keep, remove_all=args.all)
     finally:
         store.close()

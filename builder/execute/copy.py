@@ -1043,7 +1043,9 @@ def copy_layer(
         if spec.is_add:
             from builder.execute.add import prepare_add_items
 
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="add-", dir=workdir)))
+            # named by the pid, as every temp of the store: a concurrent sweep keeps a live one
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-add-",
+                                                                            dir=workdir)))
             items = prepare_add_items(spec, items, scratch, git=git, fetches=fetches, check=check)
         elif spec.checksum:
             raise spec.error("checksum can't be specified for COPY")

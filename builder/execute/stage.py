@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from builder.errors import (
+    ContainerError,
     ContainerStartError,
     DockerfileError,
+    ImageError,
     ImageNotFoundError,
     InstructionError,
     RegistryError,
     StepFailedError,
+    StoreError,
     UserNotFoundError,
 )
 from builder.execute.urls import is_git_source, redact_credentials
@@ -523,7 +526,15 @@ class StageRunner:
         method = getattr(self, f"_do_{ins.keyword}", None)
         if method is None:
             raise ins.error(f"{ins.name} is not a build instruction")
-        method(ins, handle)
+        try:
+            method(ins, handle)
+        except (ContainerError, ImageError, StoreError) as err:
+            # The machine failing a RUN (a full disk under its snapshots, container or layer):
+            # name the step, as for its own failures. COPY and ADD name theirs already.
+            if not isinstance(ins, ins_.Run) or isinstance(err, (ImageNotFoundError, DockerfileError)):
+                raise
+            raise StepFailedError(f"{self.env.dockerfile_name}:{ins.start_line}: "
+                                  f"[{self.label} {self.step}/{self.total}] RUN: {err}") from None
 
     # -- metadata instructions
 

@@ -203,7 +203,10 @@ def open_archive(path: Path, scratch_dir: Path, name: str | None = None) -> Iter
     plain = path
     try:
         if compression.value != "none":
-            plain = scratch_dir / f"{os.getpid()}-archive.tar"
+            from cache.blobs import temp_name
+
+            # One per call: parallel stages each unpack their own (FROM docker-archive://...).
+            plain = temp_name(scratch_dir, "-archive.tar")
             try:
                 with open(path, "rb") as src, open(plain, "wb") as dst:
                     shutil.copyfileobj(open_decompressed(src, compression, what="data"), dst, CHUNK)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from builder.errors import ImageError
+from builder.errors import ImageError, PybuildError
 from builder.export import TaggedImage
 from builder.export.archive import (
     ArchiveError,
@@ -218,6 +218,13 @@ def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, ta
     if tar or not isinstance(dest, Path):
         write_tar(entries, dest)
         return
+    try:
+        _write_layout_dir(entries, dest)
+    except OSError as err:  # a full disk, a read-only destination: one line, as for the tar form
+        raise PybuildError(f"cannot write the OCI layout to {dest}: {err.strerror or err}") from None
+
+
+def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     # Blobs first, index.json last: a reader never sees an index naming a missing blob.
     for entry in sorted(entries, key=lambda e: (e.name == "index.json", e.name)):

@@ -290,7 +290,8 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             with _destination(out.dest) as dest:
                 save(tagged, dest, format=out.type, index_annotations=own.index)
         elif out.type == "tar":
-            with tempfile.TemporaryDirectory(dir=store.tmp_dir) as tmp, _destination(out.dest) as dest:
+            with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=store.tmp_dir) as tmp, \
+                    _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"
                 flatten(image, root)
                 from builder.layers.tarwriter import write_layer

@@ -80,66 +80,85 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
     """Set up the container for ``spec`` under ``work_root``; tear everything down on exit."""
     cid = ID_PREFIX + secrets.token_hex(6)
     hostname = spec.hostname or cid.removeprefix(ID_PREFIX)
-    cdirs = containers_dir(work_root)
-    cdirs.mkdir(parents=True, exist_ok=True)
-    cdir = cdirs / cid
+    cdir = containers_dir(work_root) / cid
     upper = Path(spec.upperdir).absolute()
-    upper.mkdir(parents=True, exist_ok=True)
-    workdir = _workdir_for(upper, cdir)
-    state = StateFile(work_root, ContainerState(
-        id=cid, runtime=runtime, container_dir=str(cdir),
-        owner_start=process_start_time(os.getpid()),
-        workdir="" if workdir.parent == cdir else str(workdir),
-        mounts=(str(cdir / "rootfs"),),
-    ))
+    with host_refusals(cdir):
+        cdir.parent.mkdir(parents=True, exist_ok=True)
+        upper.mkdir(parents=True, exist_ok=True)
+        workdir = _workdir_for(upper, cdir)
+        state = StateFile(work_root, ContainerState(
+            id=cid, runtime=runtime, container_dir=str(cdir),
+            owner_start=process_start_time(os.getpid()),
+            workdir="" if workdir.parent == cdir else str(workdir),
+            mounts=(str(cdir / "rootfs"),),
+        ))
     try:
-        cdir.mkdir()
-        rootfs = cdir / "rootfs"
-        rootfs.mkdir()
-        links = cdir / "l"
-        lowers = make_links(links, spec.lowerdirs)
-        init = cdir / "init"
-        init.mkdir()
-        # one overlay work dir serves both mounts when the upper dir shares cdir's file system
-        initwork = workdir if workdir.parent == cdir else cdir / "initwork"
-        initwork.mkdir()
-        (links / "i").symlink_to(init)
-        if not lowers:
-            (cdir / "empty").mkdir()
-            (links / "e").symlink_to(cdir / "empty")
-        stubs = [Stub(p, True) for p in SYSTEM_DIRS] + [Stub(p, False) for p in ETC_FILES]
-        # A new tmpfs mount point is made with the tmpfs's mode: runc gives the tmpfs the mode of
-        # the directory it mounts on (an image's own /tmp or /var/cache keeps its mode), and
-        # where it makes the directory itself, as under BuildKit, the tmpfs keeps 1777.
-        stubs += [
-            Stub(m.target, True, m.mode) if m.type is MountType.TMPFS
-            else Stub(m.target, m.source is not None and m.source.is_dir())
-            for m in spec.mounts
-        ]
-        mount_overlay(rootfs, link_dir=links, lowers=lowers or ["e"], upperdir=init, workdir=initwork)
-        try:
-            make_stubs(rootfs, stubs)
-        finally:
-            unmount_all_under(rootfs)
-        workdir.mkdir(exist_ok=True)
-        mount_overlay(rootfs, link_dir=links, lowers=["i", *lowers], upperdir=upper, workdir=workdir,
-                      volatile=VOLATILE)
-        # A missing working directory is made in the container's own layer, not the init layer:
-        # docker's SetupWorkingDirectory (and BuildKit's executor) do, so a RUN whose WORKDIR an
-        # earlier step deleted commits it again (root-owned, 0755).
-        make_stubs(rootfs, [Stub(spec.process.cwd, True)])
-        user = lookup_user(rootfs, spec.process.user)
-        etc_sources = {
-            "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),
-            "/etc/hostname": _write(cdir / "hostname", f"{hostname}\n".encode()),
-            "/etc/resolv.conf": _write(cdir / "resolv.conf", _resolv_conf()),
-        }
-        etc_files = {_in_root(rootfs, target): source for target, source in etc_sources.items()}
-        mount_targets = [_in_root(rootfs, m.target) for m in spec.mounts]
-        yield Container(cid, hostname, cdir, rootfs, user, etc_files, mount_targets, state,
-                        terminal=spec.process.terminal)
+        with host_refusals(cdir):
+            container = _set_up(spec, cid, hostname, cdir, workdir, state)
+        yield container
     finally:
         _teardown(state, cdir, workdir, failing=sys.exc_info()[0] is not None)
+
+
+@contextlib.contextmanager
+def host_refusals(cdir: Path) -> Iterator[None]:
+    """What the host refuses while a container is made (a full disk, a read-only store) is
+    the machine's problem, said in one line, not an internal error."""
+    try:
+        yield
+    except OSError as err:
+        raise ContainerError(f"cannot set up the container in {cdir}: {err.strerror or err}") from None
+
+
+def _set_up(spec: ContainerSpec, cid: str, hostname: str, cdir: Path, workdir: Path,
+            state: StateFile) -> Container:
+    """The container's directories, overlay mounts, stubs, user and /etc files."""
+    upper = Path(spec.upperdir).absolute()
+    cdir.mkdir()
+    rootfs = cdir / "rootfs"
+    rootfs.mkdir()
+    links = cdir / "l"
+    lowers = make_links(links, spec.lowerdirs)
+    init = cdir / "init"
+    init.mkdir()
+    # one overlay work dir serves both mounts when the upper dir shares cdir's file system
+    initwork = workdir if workdir.parent == cdir else cdir / "initwork"
+    initwork.mkdir()
+    (links / "i").symlink_to(init)
+    if not lowers:
+        (cdir / "empty").mkdir()
+        (links / "e").symlink_to(cdir / "empty")
+    stubs = [Stub(p, True) for p in SYSTEM_DIRS] + [Stub(p, False) for p in ETC_FILES]
+    # A new tmpfs mount point is made with the tmpfs's mode: runc gives the tmpfs the mode of
+    # the directory it mounts on (an image's own /tmp or /var/cache keeps its mode), and
+    # where it makes the directory itself, as under BuildKit, the tmpfs keeps 1777.
+    stubs += [
+        Stub(m.target, True, m.mode) if m.type is MountType.TMPFS
+        else Stub(m.target, m.source is not None and m.source.is_dir())
+        for m in spec.mounts
+    ]
+    mount_overlay(rootfs, link_dir=links, lowers=lowers or ["e"], upperdir=init, workdir=initwork)
+    try:
+        make_stubs(rootfs, stubs)
+    finally:
+        unmount_all_under(rootfs)
+    workdir.mkdir(exist_ok=True)
+    mount_overlay(rootfs, link_dir=links, lowers=["i", *lowers], upperdir=upper, workdir=workdir,
+                  volatile=VOLATILE)
+    # A missing working directory is made in the container's own layer, not the init layer:
+    # docker's SetupWorkingDirectory (and BuildKit's executor) do, so a RUN whose WORKDIR an
+    # earlier step deleted commits it again (root-owned, 0755).
+    make_stubs(rootfs, [Stub(spec.process.cwd, True)])
+    user = lookup_user(rootfs, spec.process.user)
+    etc_sources = {
+        "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),
+        "/etc/hostname": _write(cdir / "hostname", f"{hostname}\n".encode()),
+        "/etc/resolv.conf": _write(cdir / "resolv.conf", _resolv_conf()),
+    }
+    etc_files = {_in_root(rootfs, target): source for target, source in etc_sources.items()}
+    mount_targets = [_in_root(rootfs, m.target) for m in spec.mounts]
+    return Container(cid, hostname, cdir, rootfs, user, etc_files, mount_targets, state,
+                     terminal=spec.process.terminal)
 
 
 def _in_root(rootfs: Path, path: str) -> str:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from builder.errors import ContainerError, ContainerStartError
 from builder.runtime import seccomp
-from builder.runtime.bundle import Container, prepare
+from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cgroups import Cgroup, cgroup_mounts
 from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
 from builder.runtime.output import Sink, pump, stdin_fd
@@ -104,7 +104,8 @@ class ChrootRuntime:
     def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
              stdin: BinaryIO | int | None, cgroup: Cgroup | None) -> int:
         plan_path = container.dir / "plan"
-        plan_path.write_bytes(marshal.dumps(self._plan(spec, container, cgroup)))
+        with host_refusals(container.dir):
+            plan_path.write_bytes(marshal.dumps(self._plan(spec, container, cgroup)))
         err_read, err_write = os.pipe()
         read_end, write_end = os.pipe()
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ContainerStartError, RuntimeNotFoundError
-from builder.runtime.bundle import Container, prepare
+from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
 from builder.runtime.output import Sink, pump, stdin_fd
 from builder.runtime.spawn import kill, spawn, wait
@@ -52,8 +52,9 @@ class OciRuntime:
             logging = [f"--log=file:{log}", "--log-format=json"]
         else:
             logging = ["--log", str(log), "--log-format", "json"]
-        if self.name == "runc" and not container.terminal:
-            # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream
+        if not container.terminal:
+            # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream,
+            # and kills the container when pybuild dies (a foreground `run` would go on)
             return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), self.binary,
                     str(container.dir), container.id, *logging]
         return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
@@ -65,7 +66,8 @@ class OciRuntime:
             etc_files=container.etc_files, mount_targets=container.mount_targets,
             container_id=container.id,
         )
-        (container.dir / "config.json").write_text(json.dumps(config))
+        with host_refusals(container.dir):
+            (container.dir / "config.json").write_text(json.dumps(config))
         log = container.dir / "runtime.log"
         read_end, write_end = os.pipe()
         try:

@@ -8,6 +8,10 @@ init is re-parented to us when runc exits), ``start``, wait for the init,
 ``delete``, and exit with the init's status (128+N for signal N). It starts
 for every RUN step, so it imports only fast modules (no subprocess).
 
+When pybuild dies (SIGKILL, an OOM kill), the shim gets SIGTERM (PR_SET_PDEATHSIG) and
+kills the container's init, which takes every process of the container with it: a killed
+build leaves no step running on (the next pybuild removes its mounts and directories).
+
 ``python -I -S shim.py PARENT_PID RUNTIME BUNDLE ID [GLOBAL_OPTION...]``
 """
 
@@ -39,6 +43,22 @@ def spawn(argv, quiet=False):
 
 
 EXITED: dict[int, int] = {}  # pid -> exit code of every child reaped so far (the init may exit before start's)
+INIT: list[int] = []  # the container's init, once created
+PARENT_GONE: list[int] = []  # the signals that said pybuild died
+
+
+def kill_init():
+    for pid in INIT:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def parent_gone(signum, frame):
+    """pybuild died: its container goes with it (the init, our child, is not reaped yet)."""
+    PARENT_GONE.append(signum)
+    kill_init()
 
 
 def wait_for(pid):
@@ -58,7 +78,8 @@ def wait_for(pid):
 def main():
     parent, runtime, bundle, cid, *global_options = sys.argv[1:]
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    signal.signal(signal.SIGTERM, parent_gone)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != int(parent):
         return 1  # pybuild is already gone
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -70,7 +91,10 @@ def main():
         return 1  # the runtime's log says why
     with open(pid_file) as f:
         init = int(f.read())
-    if wait_for(spawn([runtime, *global_options, "start", cid], quiet=True)) != 0:
+    INIT.append(init)
+    if PARENT_GONE:  # before the init was known
+        kill_init()
+    if PARENT_GONE or wait_for(spawn([runtime, *global_options, "start", cid], quiet=True)) != 0:
         wait_for(spawn([runtime, "delete", "--force", cid], quiet=True))
         return 1
     code = wait_for(init)

@@ -638,7 +638,8 @@ def test_a_layer_that_fills_the_disk_is_a_clear_error(base_archive: Path, tmp_pa
         p = run_pybuild("build", "--progress", "plain", str(ctx), root=root)
         err = p.stderr.decode()
         assert p.returncode == 1 and "Traceback" not in err, err
-        assert "ERROR: cannot write the layer to " in err and "No space left on device" in err, err
+        assert "ERROR: Dockerfile:2: [stage-0 2/2] RUN: cannot write the layer to " in err, err
+        assert "No space left on device" in err, err
         assert not list((root / "tmp").iterdir())
         subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
         run_pybuild("build", "-q", str(ctx), root=root, check=True)

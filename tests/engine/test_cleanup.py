@@ -149,6 +149,37 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
     shutil.rmtree(root / "run", ignore_errors=True)
 
 
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+def test_a_killed_build_takes_its_running_step_with_it(own_store: Path, tmp_path: Path,
+                                                       isolation: str) -> None:
+    """SIGKILL (a CI timeout, the OOM killer) gives pybuild no time to clean up: its RUN step's
+    processes still die with it (under runc and crun they ran on until the next pybuild command
+    happened to recover them), and the next build removes the mounts and directories left."""
+    root = own_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM busybox:local\nRUN sleep {LONG_SLEEP}\n")
+    proc = _start_build(root, ctx, isolation)
+    _wait_running(root, proc)
+    deadline = time.monotonic() + 30
+    while not _sleepers():
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    def running() -> list[object]:
+        return [*_sleepers(), *(_runtime_containers(isolation, root) if isolation != "chroot" else [])]
+
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == [], "the killed build's step is still running"
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nRUN echo next > /next\n")
+    run_pybuild("build", "-q", str(ctx), root=root, check=True)
+    assert _mounts_under(root) == []
+    assert _leftovers(root) == [], _leftovers(root)
+
+
 def test_interrupted_pybuild_run_leaves_nothing(own_store: Path) -> None:
     """``pybuild run`` stopped by Ctrl-C (to it or its group) or SIGTERM: 130, no traceback, nothing left."""
     root = own_store
@@ -318,7 +349,7 @@ def test_interrupted_add_stops_unpacking_its_archive(own_store: Path, tmp_path: 
     proc = _start_build(root, ctx, "runc")
 
     def unpacked() -> int:
-        return max((p.stat().st_size for p in (root / "tmp").glob("add-*/*/zeros")), default=0)
+        return max((p.stat().st_size for p in (root / "tmp").glob("*-add-*/*/zeros")), default=0)
 
     deadline = time.monotonic() + 60
     while unpacked() < (64 << 20):

@@ -5,6 +5,7 @@ umoci, docker and a real registry, and a clear error for any option an exporter 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import requests
 
 from tests.engine.conftest import Builder
-from tests.helpers.tools import require_tool, run_pybuild
+from tests.helpers.tools import require_tool, run_pybuild, small_fs
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -78,6 +79,24 @@ def test_an_oci_layout_directory_with_annotations(builder: Builder, tmp_path: Pa
     subprocess.run([umoci, "unpack", "--image", f"{layout}:1", str(tmp_path / "bundle")],
                    check=True, capture_output=True)
     assert (tmp_path / "bundle" / "rootfs" / "made").is_file()
+
+
+@pytest.mark.parametrize("output", ["type=oci,dest={fs}/layout,tar=false", "type=oci,dest={fs}/x.tar",
+                                    "type=docker,dest={fs}/x.tar", "type=tar,dest={fs}/x.tar",
+                                    "type=local,dest={fs}/files"])
+def test_an_output_onto_a_full_disk_is_one_line(builder: Builder, tmp_path: Path, output: str) -> None:
+    """Every exporter meets a full file system with one line naming where it wrote (the OCI
+    layout directory's was an internal error), and leaves no temp file there."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY big /big\n", "big": os.urandom(3 << 20)},
+                          "full-output")
+    with small_fs(tmp_path / "small", "1m") as small:
+        p = builder.build(ctx, "-q", "-o", output.format(fs=small), check=False)
+        err = p.stderr.decode()
+        assert p.returncode == 1 and err.count("\n") == 1, err
+        assert err.startswith("ERROR: cannot write ") or err.startswith("ERROR: cannot extract"), err
+        assert f"{small}/" in err and err.endswith(": No space left on device\n"), err
+        temps = list(small.rglob(".*"))  # whole blobs of a layout may stay: a retry reuses them
+        assert temps == [], temps
 
 
 def test_push_options(builder: Builder, registry: str) -> None:

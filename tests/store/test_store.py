@@ -607,6 +607,26 @@ def test_the_same_layer_twice_in_one_image(store: Store):
     assert len(list(store.blobs)) == 4  # config, manifest, two distinct layer blobs
 
 
+def test_prune_removes_what_killed_cache_mount_writers_left(store: Store):
+    """A cache mount seeded from an imported cache, made from= an image, or removed by prune is
+    dot-named until done; a process killed meanwhile left it in cachemounts/ for good (unseen:
+    neither listed nor counted). Prune removes those an hour old, never a fresh one."""
+    mounts = store.root / "cachemounts"
+    old = time.time() - 7200
+    stale = [mounts / ".k1.partial", mounts / ".k2.123.456.gone", mounts / ".k3.123.abcd.new"]
+    for path in stale:
+        (path / "sub").mkdir(parents=True)
+        (path / "sub" / "file").write_bytes(b"x" * 1000)
+        os.utime(path, (old, old))
+    id_tmp = mounts / ".k4.id.123.tmp"
+    id_tmp.write_text("id")
+    os.utime(id_tmp, (old, old))
+    fresh = mounts / ".k5.999.beef.new"
+    fresh.mkdir()
+    store.prune()
+    assert sorted(p.name for p in mounts.iterdir()) == [fresh.name]
+
+
 def test_a_store_of_the_previous_schema_is_migrated_and_misses_find_siblings_by_index(tmp_path: Path):
     root = tmp_path / "root"
     Store(root).close()
@@ -619,3 +639,38 @@ def test_a_store_of_the_previous_schema_is_migrated_and_misses_find_siblings_by_
                           "AND key<>? ORDER BY created DESC LIMIT 200", ("p", "k"))
     store.close()
     assert any("cache_records_parent" in row[3] for row in plan), [tuple(r) for r in plan]
+
+
+def test_prune_removes_snapshot_files_after_letting_the_store_lock_go(store: Store, monkeypatch):  # type: ignore[no-untyped-def]
+    """Removing gigabytes of snapshot files takes long, and every build waits for prune's lock:
+    the snapshots leave the store under the lock, their files are removed once it is free."""
+    import fcntl
+
+    import cache.gc
+
+    image = make_image("aside")
+    store.write_image(image, ["aside:1"])
+    store.snapshot(image)
+    store.rmi("aside:1")
+    removed: list[tuple[Path, bool]] = []
+    real_remove = cache.gc.remove_tree
+
+    def remove_tree(path: Path) -> None:
+        fd = os.open(store.root / "locks" / "gc.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as a build starting now takes it
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(fd)
+        removed.append((path, free))
+        real_remove(path)
+
+    monkeypatch.setattr(cache.gc, "remove_tree", remove_tree)
+    report = store.prune()
+    assert len(report.snapshots) == 2
+    assert [free for _, free in removed] == [True, True], removed
+    assert all(path.parent == store.tmp_dir and not path.exists() for path, _ in removed)
+    assert list(store.snapshots) == [] and list(store.tmp_dir.iterdir()) == []
+    assert store.check().clean
