@@ -317,7 +317,7 @@ class StageRunner:
         record (with this build's inputs: the same key means the same inputs)."""
         imported, records = self.env.imported, self.env.records
         found = imported.get(key) if imported is not None else None
-        if imported is None or records is None or found is None:
+        if imported is None or records is None or found is None or not imported.has_layer(found):
             return False
         layer = imported.layer(found) if found.result.diff_id is not None else None
         self._replay(found.result, layer=layer)
