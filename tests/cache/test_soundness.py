@@ -176,3 +176,29 @@ def test_a_file_edited_while_its_step_runs_is_not_cached_with_the_old_key(machin
     assert len(_ran_titles(m, ctx, "-t", "edited:1")) == 2
     assert _cat(m, "edited:1", "cat", "/out") == "v1\n"
     assert _ran_titles(m, ctx, "-t", "edited:1") == []  # an undisturbed build is cached as usual
+
+
+def test_a_filtered_bind_mount_leaves_the_context_untouched_and_its_hashes_remembered(
+        machines, tmp_path: Path) -> None:
+    """With a .dockerignore, a context bind mount shows only the files its key counts without
+    linking them (a hard link changes a file's ctime: the stat cache then read every context
+    file again on every build)."""
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", {
+        ".dockerignore": "ign\nsub/*.log\n!sub/keep.log\n", "a": "a\n", "ign/f": "i\n",
+        "sub/x.log": "x\n", "sub/keep.log": "k\n", "sub/deep/f": "d\n",
+        "Dockerfile": "FROM busybox:local\nRUN --mount=type=bind,target=/src cd /src && (find . | sort; stat -c %a sub) > /out\n"})
+    (ctx / "sub").chmod(0o750)
+    time.sleep(2.2)  # older than the stat cache's racy window
+    files = [p for p in ctx.rglob("*") if p.is_file()]
+    before = {p: p.stat().st_ctime_ns for p in files}
+    m.build(ctx, "-t", "view:1")
+    assert _cat(m, "view:1", "cat", "/out").split() == [
+        ".", "./.dockerignore", "./Dockerfile", "./a", "./sub", "./sub/deep", "./sub/deep/f", "./sub/keep.log",
+        "750"]  # a directory shows its own mode
+    assert {p: p.stat().st_ctime_ns for p in files} == before
+    db = Database(m.root / "meta.db")
+    remembered = {(r[0], r[1]): r[2] for r in db.query("SELECT dev, ino, ctime_ns FROM stat_cache")}
+    for p in (ctx / "a", ctx / "sub" / "keep.log", ctx / "Dockerfile"):
+        st = p.stat()
+        assert remembered.get((st.st_dev, st.st_ino)) == st.st_ctime_ns, p
