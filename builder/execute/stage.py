@@ -187,6 +187,7 @@ class StageRunner:
         self._arg_text = ""  # the ARG being run, as declared (for its history entry)
         self._bind_items: dict[str, list[SourceItem]] = {}  # the sources a RUN binds, as keyed
         self._keyed_stats: list[tuple[str | Path, tuple[int, ...]]] = []  # context files the key read
+        self._gone_from = ""  # the --cache-from whose hit of this step has lost its layer
         self.changed = False
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
@@ -316,8 +317,12 @@ class StageRunner:
         """A hit in a --cache-from cache: replay it with a layer fetched only if read; keep the
         record (with this build's inputs: the same key means the same inputs)."""
         imported, records = self.env.imported, self.env.records
+        self._gone_from = ""
         found = imported.get(key) if imported is not None else None
-        if imported is None or records is None or found is None or not imported.has_layer(found):
+        if imported is None or records is None or found is None:
+            return False
+        if not imported.has_layer(found):
+            self._gone_from = found.origin  # the miss says so, not "not built before"
             return False
         layer = imported.layer(found) if found.result.diff_id is not None else None
         self._replay(found.result, layer=layer)
@@ -357,7 +362,9 @@ class StageRunner:
         old_key, old = earlier if earlier is not None else ("", None)
         if old is None and not forced and inputs.parent in self.env.missed_keys:
             return  # never built on: its parent step (or stage) missed here, and said why
-        reason = forced or (explain(old, inputs) if old is not None else "not built before")
+        gone, self._gone_from = self._gone_from, ""
+        reason = forced or (f"its layer is missing from the cache {gone}" if gone else None) or (
+            explain(old, inputs) if old is not None else "not built before")
         if old is not None and not forced and old.get("parent") == inputs.parent and \
                 old.get("display") != inputs.display:  # an edit, or a step added or removed here
             if any(_summary(later) == old.get("display") for later in self._later):

@@ -107,6 +107,7 @@ def test_a_hit_whose_layer_is_gone_from_the_cache_reruns_its_step(machines, tmp_
     assert built.returncode == 0, log
     assert f"WARN: cache {shared}:latest: layer {gone} is missing: its step runs" in log, log
     assert [t.split("] ", 1)[1] for t in ran(built.stdout + built.stderr)] == ["RUN echo one > /one"]
+    assert f"cache miss: its layer is missing from the cache {shared}:latest" in log, log
     assert b.run("run", "--rm", "x:1", "cat", "/one", "/two", check=True).stdout == b"one\ntwo\n"
     assert "clean" in b.run("store", "check", check=True).stdout.decode()
 
