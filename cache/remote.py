@@ -255,6 +255,10 @@ class _DirBlobSource:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        d = Digest(descriptor.digest)
+        return (self.root / "blobs" / d.algorithm / d.hex).is_file()
+
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         d = Digest(descriptor.digest)
         try:
@@ -595,6 +599,33 @@ class ImportedCache:
             return BuildLayers(self.store).layer(record.result.diff_id)
         except ImageNotFoundError:
             return FetchingLayer(self, record)
+
+    def has_layer(self, record: ImportedRecord) -> bool:
+        """Whether the record's layer can be had: the store holds it, or its cache still has the
+        blob (a stat, or a HEAD). A hit whose blob is gone from the cache (pruned by hand, a
+        registry's garbage collection) reruns its step, warned, rather than fail the build later
+        when the layer is read. A blob that is there but damaged is found only when read."""
+        from cache.store import BuildLayers
+
+        if record.layer is None or record.result.diff_id is None:
+            return True
+        try:
+            BuildLayers(self.store).layer(record.result.diff_id)
+            return True
+        except ImageNotFoundError:
+            pass
+        has_blob = getattr(record.source, "has_blob", None)
+        if has_blob is None:  # a source that cannot say: found out when read
+            return True
+        try:
+            found = has_blob(record.layer)
+        except PybuildError as err:
+            self._warn(f"cache {record.origin}: layer {record.layer.digest} cannot be checked ({err}): "
+                       "its step runs")
+            return False
+        if not found:
+            self._warn(f"cache {record.origin}: layer {record.layer.digest} is missing: its step runs")
+        return bool(found)
 
     def fetch(self, record: ImportedRecord) -> BlobLayer:
         """Download the record's layer blob into the store (once), checking it against its diff_id."""

@@ -360,7 +360,7 @@ def _bind_mount(ins: Run, spec: MountSpec, res: RunResources, stack: contextlib.
     if not spec.from_ and res.context_files is not None:
         # .dockerignore hides files from the step too, as BuildKit's context snapshot does:
         # the mount shows a tree of exactly the files its cache key counted.
-        host = _filtered_tree(host, res.context_files(spec.source or "."), res, stack)
+        host = _filtered_view(host, res.context_files(spec.source or "."), res, stack)
     if not spec.readonly:
         host = _writable_view(host, res, stack)
     return Mount.bind(host, target, readonly=spec.readonly)
@@ -392,6 +392,61 @@ def _writable_view(host: Path, res: RunResources, stack: contextlib.ExitStack) -
         dest.rmdir()
         _copy_tree(host, dest)
         return dest
+    stack.callback(unmount, dest)
+    return dest
+
+
+def _filtered_view(host: Path, files: list[tuple[str, Path, os.stat_result, str]], res: RunResources,
+                   stack: contextlib.ExitStack) -> Path:
+    """``host`` showing only ``files``: a read-only overlay of it under a layer of whiteouts over
+    what .dockerignore hides. Nothing of the context is linked or touched, so its ctimes, which
+    the stat cache trusts, stay as they are (hard links change them, and every later build
+    read each file again). Where overlay or mknod is refused, a tree of hard links."""
+    from builder.errors import ContainerError
+    from builder.runtime.overlay import make_links, mount_overlay, unmount
+
+    if not host.is_dir():
+        return host
+    kept = {rel: st for rel, _, st, _ in files}
+    needed = {"/".join(parts[:i]) for rel in kept for parts in [rel.split("/")] for i in range(1, len(parts))}
+    scratch = temp_dir(res.work_root, "bind-ctx")
+    stack.callback(shutil.rmtree, scratch, True)
+    hide, dest = scratch / "hide", scratch / "data"
+    hide.mkdir()
+    dest.mkdir()
+    made: set[str] = set()
+
+    def parent_of(rel: str) -> Path:
+        """``rel``'s directory in the whiteout layer, with the context's owner, mode and times
+        (overlay shows a merged directory's from its top-most layer)."""
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in made:
+                (hide / sub).mkdir()
+                _keep_metadata(hide / sub, os.lstat(host / sub))
+                made.add(sub)
+        return hide / "/".join(parts) if parts else hide
+
+    def walk(rel_dir: str) -> None:
+        with os.scandir(host / rel_dir if rel_dir else host) as entries:
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                st = kept.get(rel)
+                shown = st is not None and (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
+                                            or stat.S_ISLNK(st.st_mode))
+                if shown or rel in needed:
+                    if entry.is_dir(follow_symlinks=False):
+                        walk(rel)
+                    continue
+                os.mknod(parent_of(rel) / entry.name, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
+    try:
+        walk("")
+        _keep_metadata(hide, os.stat(host))
+        mount_overlay(dest, link_dir=scratch / "l", lowers=make_links(scratch / "l", [host, hide]))
+    except (OSError, ContainerError):
+        return _filtered_tree(host, files, res, stack)
     stack.callback(unmount, dest)
     return dest
 

@@ -12,6 +12,7 @@ PATH joins the env, ``created_by`` reads ``/bin/sh -c #(nop)  ENV A=1``.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import shutil
 import stat as stat_
@@ -189,6 +190,8 @@ class StageRunner:
         self.cmd_set = False
         self._arg_text = ""  # the ARG being run, as declared (for its history entry)
         self._bind_items: dict[str, list[SourceItem]] = {}  # the sources a RUN binds, as keyed
+        self._keyed_stats: list[tuple[str | Path, tuple[int, ...]]] = []  # context files the key read
+        self._gone_from = ""  # the --cache-from whose hit of this step has lost its layer
         self.changed = False
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
@@ -281,7 +284,15 @@ class StageRunner:
                 return
             layers_before = len(self.layers)
             self._dispatch(expanded, handle)
-            if records is not None and inputs is not None:
+            if inputs is not None and (moved := self._keyed_files_changed()):
+                # The step read files other than those its key holds: a record would give this
+                # result to a later build of the old files. Nothing after it is kept either
+                # (a key no build can compute again).
+                self.env.progress.warning(
+                    f"{moved} changed while [{self.label} {self.step}/{self.total}] {_summary(ins)} ran: "
+                    "its result is not cached; build again for a cached result")
+                self.key = "sha256:" + hashlib.sha256(f"{key}\0changed\0{os.urandom(16).hex()}".encode()).hexdigest()
+            elif records is not None and inputs is not None:
                 made = self.layers[-1].diff_id() if len(self.layers) > layers_before else None
                 result = StepResult(made, self.config, self.author, self.history[-1])
                 kept = {**inputs.to_json(), "stage": self.label}  # the stage: for `pybuild cache ls`
@@ -303,8 +314,6 @@ class StageRunner:
     # -- the cache
 
     def _lineage(self) -> str:
-        import hashlib
-
         text = f"{self.env.lineage_prefix}\0{self.stage_index}\0{self.step}"
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -312,8 +321,12 @@ class StageRunner:
         """A hit in a --cache-from cache: replay it with a layer fetched only if read; keep the
         record (with this build's inputs: the same key means the same inputs)."""
         imported, records = self.env.imported, self.env.records
+        self._gone_from = ""
         found = imported.get(key) if imported is not None else None
         if imported is None or records is None or found is None:
+            return False
+        if not imported.has_layer(found):
+            self._gone_from = found.origin  # the miss says so, not "not built before"
             return False
         layer = imported.layer(found) if found.result.diff_id is not None else None
         self._replay(found.result, layer=layer)
@@ -353,7 +366,9 @@ class StageRunner:
         old_key, old = earlier if earlier is not None else ("", None)
         if old is None and not forced and inputs.parent in self.env.missed_keys:
             return  # never built on: its parent step (or stage) missed here, and said why
-        reason = forced or (explain(old, inputs) if old is not None else "not built before")
+        gone, self._gone_from = self._gone_from, ""
+        reason = forced or (f"its layer is missing from the cache {gone}" if gone else None) or (
+            explain(old, inputs) if old is not None else "not built before")
         if old is not None and not forced and old.get("parent") == inputs.parent and \
                 old.get("display") != inputs.display:  # an edit, or a step added or removed here
             if any(_summary(later) == old.get("display") for later in self._later):
@@ -380,6 +395,7 @@ class StageRunner:
 
         # Build args count where they reach the result beyond the expanded text: a RUN's env
         # and history line, and COPY's heredoc bodies; elsewhere the expansion holds them.
+        self._keyed_stats = []
         args: dict[str, str] = {}
         if isinstance(ins, ins_.Run) or (isinstance(ins, ins_.Copy | ins_.Add) and ins.contents):
             args = visible_args(self.scope.visible_args(), PROXY_ARGS | FRONTEND_ARGS)
@@ -474,11 +490,29 @@ class StageRunner:
                 if f.host is not None and stat_.S_ISREG(st.st_mode) and st.st_nlink > 1:
                     linked = first_of.setdefault((st.st_dev, st.st_ino), path)
                     linked = "" if linked == path else linked
+                if f.host is not None:
+                    self._keyed_stats.append((f.host, _stat_signature(st)))
                 # a bind mount shows the step the files' owners too; COPY makes them root's
                 owner = f"{st.st_uid}:{st.st_gid}" if prefix else ""
                 files.append([path, file_line(st.st_mode, st.st_size, f.link, content, owner, rdev=st.st_rdev,
                                               xattrs=xattrs, hardlink_to=linked)])
         return files
+
+    def _keyed_files_changed(self) -> str:
+        """A context file the step's key holds that changed since it was keyed (an editor's save
+        during a long RUN over a bind mount, or between hashing and copying), else ""."""
+        for host, signature in self._keyed_stats:
+            try:
+                now = _stat_signature(os.lstat(host))
+            except OSError:
+                now = ()
+            if now != signature:
+                root = self.env.context_root
+                try:
+                    return str(Path(host).relative_to(root)) if root is not None else str(host)
+                except ValueError:
+                    return str(host)
+        return ""
 
     def _bind_files(self):
         """For context bind mounts: the files below a path that .dockerignore leaves (None when it
@@ -931,6 +965,12 @@ def _history_kind(spec: CopySpec, ins: ins_.Copy | ins_.Add,
     if isinstance(view, RootfsView) and "://" not in src and view.is_dir(src):
         return "dir"
     return "file"
+
+
+def _stat_signature(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is written, replaced, chmodded or chowned (not ctime: a filtered
+    bind mount's view hardlinks the files it shows, which changes theirs)."""
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns)
 
 
 def _summary_inputs(inputs: StepInputs) -> str:

@@ -192,6 +192,10 @@ class RemoteBlobSource:
         self.operation = operation
         self.progress = progress
 
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        """Whether the repository holds the blob (a HEAD, nothing downloaded)."""
+        return self.client.blob_exists(self.repository, str(descriptor.digest), self.operation)
+
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         if descriptor.data is not None and Digest.of(descriptor.data) == descriptor.digest:
             return io.BytesIO(descriptor.data)

@@ -91,6 +91,27 @@ def test_a_record_whose_layer_is_not_its_diff_id_fails_clearly(machines, tmp_pat
     b.build(ctx, "-t", "x:1")
 
 
+def test_a_hit_whose_layer_is_gone_from_the_cache_reruns_its_step(machines, tmp_path: Path) -> None:
+    """A cache's blob removed (pruned by hand, a registry's garbage collection): its step runs
+    again, warned, and the build succeeds; the steps whose layers are there stay hits."""
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"
+                                                         "RUN echo two > /two\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, _, _ = _layout(shared)
+    gone = manifest["layers"][0]["digest"]
+    (shared / "blobs" / "sha256" / gone.split(":")[1]).unlink()
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}", check=False)
+    log = (built.stdout + built.stderr).decode()
+    assert built.returncode == 0, log
+    assert f"WARN: cache {shared}:latest: layer {gone} is missing: its step runs" in log, log
+    assert [t.split("] ", 1)[1] for t in ran(built.stdout + built.stderr)] == ["RUN echo one > /one"]
+    assert f"cache miss: its layer is missing from the cache {shared}:latest" in log, log
+    assert b.run("run", "--rm", "x:1", "cat", "/one", "/two", check=True).stdout == b"one\ntwo\n"
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
+
+
 def test_a_damaged_cache_layer_names_the_cache(machines, tmp_path: Path) -> None:
     a, b = machines(), machines()
     shared = tmp_path / "shared"

@@ -140,3 +140,65 @@ def test_the_stat_cache_does_not_remember_racy_hashes(tmp_path: Path) -> None:
     for path in (fresh, old):
         again.file_digest(path, path.stat())
     assert again.hashed == 1  # only the racy one is read again
+
+
+def test_a_file_edited_while_its_step_runs_is_not_cached_with_the_old_key(machines, tmp_path: Path) -> None:
+    """The key hashes the context before the step reads it: a save during a long RUN over a
+    bind mount (or between hashing and copying) must not file the new result under the old key,
+    else reverting the file later gives the image the edited content."""
+    import threading
+
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox:local\nRUN --mount=type=bind,target=/src "
+                      "for i in $(seq 60); do [ -e /src/go ] && break; sleep 0.1; done; cat /src/a > /out\n"
+                      "RUN cat /out\n",
+        "a": "v1\n"})
+    containers = m.root / "run" / "containers"
+
+    def edit() -> None:  # once the step's container runs: its keying is done by then
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (containers.is_dir() and any(containers.iterdir())):
+            time.sleep(0.05)
+        (ctx / "a").write_text("v2\n")
+        (ctx / "go").write_text("")
+
+    editor = threading.Thread(target=edit)
+    editor.start()
+    out = m.build(ctx, "-t", "edited:1")
+    editor.join()
+    log = (out.stdout + out.stderr).decode()
+    assert "WARN: a changed while [stage-0 2/3] RUN --mount=type=bind" in log, log
+    assert "its result is not cached" in log
+    assert _cat(m, "edited:1", "cat", "/out") == "v2\n"  # what the step read
+    (ctx / "a").write_text("v1\n")  # reverted: the context of the first key again,
+    (ctx / "go").unlink()  # which has no record of v2
+    assert len(_ran_titles(m, ctx, "-t", "edited:1")) == 2
+    assert _cat(m, "edited:1", "cat", "/out") == "v1\n"
+    assert _ran_titles(m, ctx, "-t", "edited:1") == []  # an undisturbed build is cached as usual
+
+
+def test_a_filtered_bind_mount_leaves_the_context_untouched_and_its_hashes_remembered(
+        machines, tmp_path: Path) -> None:
+    """With a .dockerignore, a context bind mount shows only the files its key counts without
+    linking them (a hard link changes a file's ctime: the stat cache then read every context
+    file again on every build)."""
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", {
+        ".dockerignore": "ign\nsub/*.log\n!sub/keep.log\n", "a": "a\n", "ign/f": "i\n",
+        "sub/x.log": "x\n", "sub/keep.log": "k\n", "sub/deep/f": "d\n",
+        "Dockerfile": "FROM busybox:local\nRUN --mount=type=bind,target=/src cd /src && (find . | sort; stat -c %a sub) > /out\n"})
+    (ctx / "sub").chmod(0o750)
+    time.sleep(2.2)  # older than the stat cache's racy window
+    files = [p for p in ctx.rglob("*") if p.is_file()]
+    before = {p: p.stat().st_ctime_ns for p in files}
+    m.build(ctx, "-t", "view:1")
+    assert _cat(m, "view:1", "cat", "/out").split() == [
+        ".", "./.dockerignore", "./Dockerfile", "./a", "./sub", "./sub/deep", "./sub/deep/f", "./sub/keep.log",
+        "750"]  # a directory shows its own mode
+    assert {p: p.stat().st_ctime_ns for p in files} == before
+    db = Database(m.root / "meta.db")
+    remembered = {(r[0], r[1]): r[2] for r in db.query("SELECT dev, ino, ctime_ns FROM stat_cache")}
+    for p in (ctx / "a", ctx / "sub" / "keep.log", ctx / "Dockerfile"):
+        st = p.stat()
+        assert remembered.get((st.st_dev, st.st_ino)) == st.st_ctime_ns, p
