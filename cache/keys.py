@@ -24,7 +24,10 @@ from typing import Any
 
 from builder.frontend.instructions import Instruction
 
-KEY_VERSION = "pybuild-cache-v1"
+# Raised when the same inputs make a different result (a fix to what a step writes), so no store
+# or shared cache hands out a layer the old code made. v2: WORKDIR's layer keeps the directories
+# above it as they were; ADD <url> without Last-Modified dates the file at the epoch.
+KEY_VERSION = "pybuild-cache-v2"
 
 
 def _scrub(value: Any) -> Any:
