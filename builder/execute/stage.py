@@ -581,8 +581,9 @@ class StageRunner:
         words = []
         for spec in ins.args:
             try:
-                key = self.scope.expander(ins).word(spec.key)
-                words.append(key if spec.default is None else f"{key}={self.scope.expander(ins).word(spec.default)}")
+                expand = self.scope.expander(ins).word
+                key = expand(spec.key)
+                words.append(key if spec.default is None else f"{key}={expand(spec.default)}")
             except Exception:  # the same expansion fails in Scope.apply, with the real error
                 words.append(spec.key if spec.default is None else f"{spec.key}={spec.default}")
         return " ".join(words)
@@ -968,8 +969,8 @@ def _history_kind(spec: CopySpec, ins: ins_.Copy | ins_.Add,
 
 
 def _stat_signature(st: os.stat_result) -> tuple[int, ...]:
-    """What changes when a file is written, replaced, chmodded or chowned (not ctime: a filtered
-    bind mount's view hardlinks the files it shows, which changes theirs)."""
+    """What changes when a file is written, replaced, chmodded or chowned (not ctime: where overlay
+    is refused, a filtered bind mount's view hardlinks the files it shows, which changes theirs)."""
     return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns)
 
 
