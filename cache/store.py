@@ -742,6 +742,12 @@ class Store:
         except PybuildError:
             return None
 
+    def tags_of(self, repository: str) -> list[str]:
+        """The stored names ``repository:TAG`` of a normalized repository, sorted."""
+        rows = self.db.query("SELECT name FROM images WHERE substr(name, 1, ?) = ? ORDER BY name",
+                             (len(repository) + 1, repository + ":"))
+        return [str(row["name"]) for row in rows]
+
     def _stored_name(self, text: str) -> str | None:
         """``text`` when it is a stored name exactly (how a name today's rules refuse is found)."""
         row = self.db.query_one("SELECT name FROM images WHERE name=?", (text,))

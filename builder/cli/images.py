@@ -374,9 +374,7 @@ def _repository_tags(store: Store, text: str) -> list[str]:
     ref = Reference.try_parse(text)
     if ref is None or ref.digest is not None or ":" in text.rpartition("/")[2]:
         return []
-    rows = store.db.query("SELECT name FROM images WHERE substr(name, 1, ?) = ? ORDER BY name",
-                          (len(ref.name) + 1, ref.name + ":"))
-    return [row["name"] for row in rows]
+    return store.tags_of(ref.name)
 
 
 # --- listing and inspecting --------------------------------------------------------------------
