@@ -85,6 +85,19 @@ def sweep_temp(tmp_dir: Path) -> list[Path]:
     return removed
 
 
+def sweep_dot_entries(root: Path, older_than: float = 3600) -> None:
+    """Remove the dot-named entries of ``root`` (being made, or going) older than ``older_than``
+    seconds: what a killed process left half made or half removed (git checkouts, cache mounts)."""
+    if not root.is_dir():
+        return
+    now = time.time()
+    for entry in os.scandir(root):
+        if entry.name.startswith("."):
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                    remove_tree(Path(entry.path))
+
+
 def remove_tree(path: Path) -> None:
     """Remove a file or directory tree, whatever its permissions; missing is fine."""
     if path.is_dir() and not path.is_symlink():

@@ -99,7 +99,8 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     doomed: list[Path] = []
     try:
         with store.gc_lock.exclusive():
-            from cache.gitsources import sweep, sweep_dot_entries
+            from cache.blobs import sweep_dot_entries
+            from cache.gitsources import sweep
             from cache.mounts import mounts_root
 
             sweep(store.root)

@@ -12,7 +12,6 @@ recently used, ``prune --all`` removes them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -20,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cache.blobs import sweep_dot_entries
 from cache.mounts import entry_dirs, tree_size
 
 GIT_DIR = "gitsources"
@@ -77,19 +77,3 @@ def remove_checkout(store_root: Path, key: str) -> None:
 def sweep(store_root: Path, older_than: float = 3600) -> None:
     """Temp dirs of checkouts that a killed build left (older than an hour: none in progress)."""
     sweep_dot_entries(sources_root(store_root), older_than)
-
-
-def sweep_dot_entries(root: Path, older_than: float = 3600) -> None:
-    """Remove the dot-named entries of ``root`` (being made, or going) older than ``older_than``
-    seconds: what a killed process left half made or half removed."""
-    if not root.is_dir():
-        return
-    now = time.time()
-    for entry in os.scandir(root):
-        if entry.name.startswith("."):
-            with contextlib.suppress(OSError):
-                if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
