@@ -196,6 +196,8 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport, doom
     with store.db.transaction() as conn:
         conn.executemany("DELETE FROM layers WHERE blob_digest=?", [(b,) for b in blobs])
         conn.executemany("DELETE FROM blobs WHERE digest=?", [(b,) for b in blobs])
+        # Where a registry holds the blob is worth knowing only while a push could send it.
+        conn.executemany("DELETE FROM blob_sources WHERE digest=?", [(b,) for b in blobs])
         conn.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in snaps])
     for digest in blobs:
         store.blobs.delete(digest)
