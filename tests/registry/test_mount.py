@@ -203,8 +203,11 @@ def test_build_push_mounts_the_base_it_pulled(scripted_proxy, tmp_path: Path) ->
     (ctx / "app").write_text(random_name())
     proxy.seen.clear()
     team = f"{random_name('team')}/app"
-    run_pybuild("build", "-q", "--push", "-t", f"{proxy.address}/{team}:1", str(ctx),
-                root=tmp_path / "root", check=True)
+    proc = run_pybuild("build", "--push", "-t", f"{proxy.address}/{team}:1", str(ctx),
+                       root=tmp_path / "root", check=True)
     base_layers = [d.digest for d in base.manifest().layers]
     assert sorted(d for d, source in mounts(proxy.seen) if source == library) == sorted(base_layers)
     assert uploaded_bytes(proxy.seen) < 10_000  # the COPY layer and the config, not the base
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert f"pushing {proxy.address}/{team}:1@sha256:" in out
+    assert "done (2 blobs uploaded, 2 mounted, 0 already there)" in out, out
