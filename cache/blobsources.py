@@ -19,6 +19,8 @@ from cache.db import Database, now
 # As docker (maxMountAttempts): a blob no recorded repository still holds costs at most
 # this many extra requests before it is uploaded.
 MOUNT_CANDIDATES = 3
+# As docker (maxMetadata): a blob pushed to ever new repositories keeps only the newest records.
+KEPT_PER_BLOB = 50
 
 
 class BlobSources:
@@ -28,7 +30,8 @@ class BlobSources:
         self.db = db
 
     def record(self, registry: str, repository: str, digests: Iterable[str]) -> None:
-        """Remember that ``registry``/``repository`` holds these blobs (now: most recent first)."""
+        """Remember that ``registry``/``repository`` holds these blobs (now: most recent first),
+        keeping the newest :data:`KEPT_PER_BLOB` records of each."""
         t = now()
         rows = [(str(d), registry, repository, t) for d in dict.fromkeys(digests)]
         if not rows:
@@ -37,6 +40,10 @@ class BlobSources:
             conn.executemany(
                 "INSERT INTO blob_sources(digest, registry, repository, seen) VALUES (?,?,?,?) "
                 "ON CONFLICT(digest, registry, repository) DO UPDATE SET seen=excluded.seen", rows)
+            conn.executemany(
+                "DELETE FROM blob_sources WHERE digest=? AND rowid NOT IN (SELECT rowid FROM "
+                "blob_sources WHERE digest=? ORDER BY seen DESC LIMIT ?)",
+                [(row[0], row[0], KEPT_PER_BLOB) for row in rows])
 
     def candidates(self, registry: str, digests: Sequence[str], exclude: str = "",
                    limit: int = MOUNT_CANDIDATES) -> dict[str, list[str]]:

@@ -366,6 +366,23 @@ def test_prune_forgets_where_registries_hold_the_blobs_it_removes(store: Store):
     assert sources.candidates("127.0.0.1:5000", [kept, dropped]) == {kept: ["library/base"]}
 
 
+def test_blob_sources_offer_the_newest_few_of_one_registry_and_keep_fifty(store: Store):
+    """A push tries the repositories that held a blob most recently, a few at most, never its own
+    nor another registry's; a blob pushed to ever new repositories keeps the newest 50 records."""
+    from cache.blobsources import KEPT_PER_BLOB, MOUNT_CANDIDATES, BlobSources
+
+    sources = BlobSources(store.db)
+    digest = "sha256:" + "a" * 64
+    for n in range(60):
+        sources.record("reg.example", f"team/r{n}", [digest])
+    sources.record("other.example", "team/elsewhere", [digest])
+    offered = sources.candidates("reg.example", [digest], exclude="team/r59")[digest]
+    assert offered == ["team/r58", "team/r57", "team/r56"][:MOUNT_CANDIDATES]
+    assert len(sources.candidates("reg.example", [digest], limit=100)[digest]) == KEPT_PER_BLOB - 1
+    sources.forget("reg.example", "team/r58", digest)
+    assert sources.candidates("reg.example", [digest], exclude="team/r59")[digest][0] == "team/r57"
+
+
 def test_prune_keep_storage_evicts_least_recently_used_first(store: Store):
     images = [make_image(f"lru{i}", size=200_000) for i in range(3)]
     for i, img in enumerate(images):
