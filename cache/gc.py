@@ -146,11 +146,14 @@ def _usage(store: Store) -> int:
 
 
 def _drop_orphan_records(store: Store) -> int:
-    """Cache records whose layer is gone in every form: a lookup would miss anyway."""
+    """Cache records whose layer is gone in every form: a lookup would miss anyway. Also where
+    registries hold blobs the store no longer has: worth knowing only while a push could send them."""
     with store.db.transaction() as conn:
         cur = conn.execute(
             "DELETE FROM cache_records WHERE diff_id IS NOT NULL AND NOT EXISTS "
             "(SELECT 1 FROM layers l WHERE l.diff_id = cache_records.diff_id)")
+        conn.execute("DELETE FROM blob_sources WHERE NOT EXISTS "
+                     "(SELECT 1 FROM blobs b WHERE b.digest = blob_sources.digest)")
         return cur.rowcount
 
 
@@ -196,8 +199,6 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport, doom
     with store.db.transaction() as conn:
         conn.executemany("DELETE FROM layers WHERE blob_digest=?", [(b,) for b in blobs])
         conn.executemany("DELETE FROM blobs WHERE digest=?", [(b,) for b in blobs])
-        # Where a registry holds the blob is worth knowing only while a push could send it.
-        conn.executemany("DELETE FROM blob_sources WHERE digest=?", [(b,) for b in blobs])
         conn.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in snaps])
     for digest in blobs:
         store.blobs.delete(digest)

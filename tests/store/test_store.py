@@ -360,10 +360,11 @@ def test_prune_forgets_where_registries_hold_the_blobs_it_removes(store: Store):
     store.write_image(drop, ["drop:1"])
     sources = BlobSources(store.db)
     kept, dropped = keep.layers()[0].digest(), drop.layers()[0].digest()
-    sources.record("127.0.0.1:5000", "library/base", [kept, dropped])
+    never = "sha256:" + "e" * 64  # pushed from an image the store never held (a library push)
+    sources.record("127.0.0.1:5000", "library/base", [kept, dropped, never])
     store.rmi("drop:1")
     store.prune()
-    assert sources.candidates("127.0.0.1:5000", [kept, dropped]) == {kept: ["library/base"]}
+    assert sources.candidates("127.0.0.1:5000", [kept, dropped, never]) == {kept: ["library/base"]}
 
 
 def test_blob_sources_offer_the_newest_few_of_one_registry_and_keep_fifty(store: Store):
