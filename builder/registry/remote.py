@@ -15,6 +15,7 @@ import functools
 import http.client
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -64,6 +65,8 @@ from builder.registry.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from cache.blobsources import BlobSources
     from cache.store import Store
+
+log = logging.getLogger("builder.registry")
 
 MANIFEST_ACCEPT = (
     MediaType.OCI_INDEX.value, MediaType.DOCKER_MANIFEST_LIST.value,
@@ -540,9 +543,12 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         try:
             response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
                                       params={"mount": digest, "from": source}, ok=(201, 202))
-        except (AuthError, RemoteImageNotFoundError):
+        except RegistryError as err:
             # This login may not read the source (the registry refuses the whole request, not
-            # just the mount): upload instead, as docker does.
+            # just the mount), or the registry does not do mounts (a 400, a 405): upload
+            # instead, as docker does. The upload says what is wrong if it fails too.
+            log.debug("%s/%s: mount of %s from %s failed (%s): uploading instead",
+                      client.registry, repository, digest[:19], source, err)
             continue
         response.close()
         if response.status_code == 201:

@@ -18,6 +18,7 @@ from builder.image.config import History
 from builder.image.mutate import Addendum, DerivedImage, append
 from builder.registry import ClientOptions, RegistryClient, pull, push
 from builder.registry.auth import DockerConfig
+from builder.registry.client import RetryPolicy
 from builder.registry.progress import LineProgress
 from cache.blobsources import BlobSources
 from cache.store import Store
@@ -113,6 +114,31 @@ def test_a_registry_that_refuses_mounts_gets_the_blobs_uploaded(scripted_proxy, 
     assert uploaded_bytes(proxy.seen) == sum(d.size for d in app.manifest().layers) + app.manifest().config.size
     base_layers = [d.digest for d in app.manifest().layers[:2]]
     assert BlobSources(store.db).candidates(proxy.address, base_layers, exclude=team) == {}
+    assert pull(f"{proxy.address}/{team}:1", Store(store.root / "other")).digest() == app.digest()
+
+
+@pytest.mark.parametrize("status", [400, 405, 500])
+def test_a_registry_that_fails_mount_requests_gets_the_blobs_uploaded(scripted_proxy, store: Store,  # type: ignore[no-untyped-def]
+                                                                      status: int) -> None:
+    """A registry (or a proxy in front of it) that errs on ``?mount=`` costs the mount, never the
+    push: as docker, the blob is uploaded."""
+    error = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": "no mounts here"}]}).encode()
+
+    def broken_mounts(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.method == "POST" and "mount=" in request.path:
+            return status, {"Content-Type": "application/json"}, error
+        return None
+
+    proxy = scripted_proxy(broken_mounts)
+    library = f"{random_name('library')}/base"
+    push(make_image(1, 10_000, seed=random_name()), f"{proxy.address}/{library}:1")
+    pull(f"{proxy.address}/{library}:1", store)
+    app = built_on(store.image(f"{proxy.address}/{library}:1"), random_name())
+    team = f"{random_name('team')}/app"
+    fast = ClientOptions(retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01))
+    result = push(app, f"{proxy.address}/{team}:1", store=store, options=fast)
+    assert (result.mounted, result.uploaded) == (0, 3)
+    assert mounts(proxy.seen)
     assert pull(f"{proxy.address}/{team}:1", Store(store.root / "other")).digest() == app.digest()
 
 
