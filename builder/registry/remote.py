@@ -541,8 +541,10 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         call = Call(operation, repository, f"mount of {digest[:19]} from {source}")
         scopes = (f"repository:{repository}:pull,push", f"repository:{source}:pull")
         try:
+            # Not retried: a mount only saves an upload, which is the fallback anyway.
             response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
-                                      params={"mount": digest, "from": source}, ok=(201, 202))
+                                      params={"mount": digest, "from": source}, ok=(201, 202),
+                                      retry=False)
         except RegistryError as err:
             # This login may not read the source (the registry refuses the whole request, not
             # just the mount), or the registry does not do mounts (a 400, a 405): upload

@@ -18,7 +18,6 @@ from builder.image.config import History
 from builder.image.mutate import Addendum, DerivedImage, append
 from builder.registry import ClientOptions, RegistryClient, pull, push
 from builder.registry.auth import DockerConfig
-from builder.registry.client import RetryPolicy
 from builder.registry.progress import LineProgress
 from cache.blobsources import BlobSources
 from cache.store import Store
@@ -135,10 +134,10 @@ def test_a_registry_that_fails_mount_requests_gets_the_blobs_uploaded(scripted_p
     pull(f"{proxy.address}/{library}:1", store)
     app = built_on(store.image(f"{proxy.address}/{library}:1"), random_name())
     team = f"{random_name('team')}/app"
-    fast = ClientOptions(retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01))
-    result = push(app, f"{proxy.address}/{team}:1", store=store, options=fast)
+    proxy.seen.clear()
+    result = push(app, f"{proxy.address}/{team}:1", store=store)
     assert (result.mounted, result.uploaded) == (0, 3)
-    assert mounts(proxy.seen)
+    assert len(mounts(proxy.seen)) == 1  # the base layer, once: a mount is not worth retrying
     assert pull(f"{proxy.address}/{team}:1", Store(store.root / "other")).digest() == app.digest()
 
 
