@@ -561,8 +561,9 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         if refused is not None:
             refused(source)
         location = response.headers.get("Location")
-        if number < len(sources) and location:
-            _cancel_upload(client, call, _absolute(client, call, response.url, location))
+        if number < len(sources):
+            if location:
+                _cancel_upload(client, call, _absolute(client, call, response.url, location))
             location = None
             continue
         break
@@ -784,7 +785,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                     quiet = b.label == "config"
                     digest = b.descriptor.digest
                     refused = None if known is None else functools.partial(
-                        _forget_source, known, client.registry, digest)
+                        known.forget, client.registry, digest=digest)
                     outcome = upload_blob(client, ref.repository, b,
                                           mount_from=sources + recorded.get(digest, []),
                                           chunk_size=chunk_size, refused=refused,
@@ -830,10 +831,6 @@ def _known_sources(store: Store | None) -> BlobSources | None:
     from cache.blobsources import BlobSources
 
     return BlobSources(store.db)
-
-
-def _forget_source(known: BlobSources, registry: str, digest: str, source: str) -> None:
-    known.forget(registry, source, digest)
 
 
 def pull_manifest_digest(client: RegistryClient, reference: Reference) -> Digest | None:
