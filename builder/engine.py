@@ -636,6 +636,12 @@ class Build:
         self.progress.message(f"writing image {result.image_id} done ({result.seconds:.1f}s)")
         for tag in result.tags:
             self.progress.message(f"naming to {tag} done")
+        for pushed in result.pushed:
+            # What --push sent: a base mounted from another repository of the registry cost
+            # nothing to upload (docker push says "Mounted from" per layer).
+            self.progress.message(
+                f"pushing {pushed.reference}@{pushed.digest} done ({pushed.uploaded} blobs "
+                f"uploaded, {pushed.mounted} mounted, {pushed.existing} already there)")
         print(result.image_id, file=self._id_stream)
 
 

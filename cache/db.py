@@ -119,6 +119,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX cache_records_parent ON cache_records(parent, created);
     """,
+    # 6: which registry repositories hold a blob (cache/blobsources.py): a pull or push records
+    # them, and a push to another repository of the same registry mounts instead of uploading.
+    """
+    CREATE TABLE blob_sources (
+        digest     TEXT NOT NULL,
+        registry   TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        seen       REAL NOT NULL,
+        PRIMARY KEY (digest, registry, repository)
+    );
+    """,
 )
 
 

@@ -146,11 +146,14 @@ def _usage(store: Store) -> int:
 
 
 def _drop_orphan_records(store: Store) -> int:
-    """Cache records whose layer is gone in every form: a lookup would miss anyway."""
+    """Cache records whose layer is gone in every form: a lookup would miss anyway. Also where
+    registries hold blobs the store no longer has: worth knowing only while a push could send them."""
     with store.db.transaction() as conn:
         cur = conn.execute(
             "DELETE FROM cache_records WHERE diff_id IS NOT NULL AND NOT EXISTS "
             "(SELECT 1 FROM layers l WHERE l.diff_id = cache_records.diff_id)")
+        conn.execute("DELETE FROM blob_sources WHERE NOT EXISTS "
+                     "(SELECT 1 FROM blobs b WHERE b.digest = blob_sources.digest)")
         return cur.rowcount
 
 

@@ -43,6 +43,7 @@ from builder.image.image import BlobLayer, BlobSource, read_verified
 from builder.image.manifest import Manifest
 from builder.image.mediatypes import Compression, MediaType, layer_compression
 from builder.layers.compression import CHUNK, open_decompressed
+from cache.blobsources import BlobSources
 from cache.db import now
 from cache.records import INLINE_KEY, CacheRecords, StepResult
 
@@ -199,7 +200,10 @@ class CacheTarget(Protocol):
 class RegistryTarget:
     """A cache under a registry ref (a tag or digest)."""
 
-    def __init__(self, ref: str, insecure_registries: Sequence[str] = ()) -> None:
+    def __init__(self, ref: str, insecure_registries: Sequence[str] = (),
+                 known: BlobSources | None = None) -> None:
+        """``known``: the store's records of where blobs live, to mount the cache's layers from
+        another repository of the registry (an image pushed there) and to record them."""
         from builder.image.reference import Reference
         from builder.registry.client import ClientOptions, RegistryClient
 
@@ -208,6 +212,7 @@ class RegistryTarget:
         except PybuildError as err:
             raise UsageError(f"invalid cache ref {ref!r}: {err}") from None
         self.description = ref
+        self.known = known
         self.client = RegistryClient(
             self.ref.registry, ClientOptions(insecure_registries=frozenset(insecure_registries)))
 
@@ -241,11 +246,22 @@ class RegistryTarget:
     def put_blob(self, descriptor: Descriptor, opener: Callable[[], BinaryIO]) -> None:
         from builder.registry.remote import PushBlob, upload_blob
 
-        upload_blob(self.client, self.ref.repository, PushBlob(descriptor, opener, "cache"))
+        registry, repository, digest = self.client.registry, self.ref.repository, str(descriptor.digest)
+        sources: list[str] = []
+        refused = None
+        if self.known is not None:
+            sources = self.known.candidates(registry, [digest], exclude=repository).get(digest, [])
+            refused = functools.partial(self.known.forget, registry, digest=digest)
+        upload_blob(self.client, repository, PushBlob(descriptor, opener, "cache"),
+                    mount_from=sources, refused=refused)
 
     def put_manifest(self, raw: bytes) -> None:
         identifier = self.ref.tag or str(Digest.of(raw))
         self.client.put_manifest(self.ref.repository, identifier, raw, MediaType.OCI_MANIFEST.value)
+        if self.known is not None:
+            manifest = Manifest.from_bytes(raw)
+            self.known.record(self.client.registry, self.ref.repository,
+                              [manifest.config.digest, *(d.digest for d in manifest.layers)])
 
     def close(self) -> None:
         self.client.close()
@@ -403,9 +419,10 @@ def _write_file(path: Path, data: bytes, keep: bool = False) -> None:
             os.close(fd)
 
 
-def open_target(spec: CacheSpec, insecure_registries: Sequence[str] = ()) -> CacheTarget:
+def open_target(spec: CacheSpec, insecure_registries: Sequence[str] = (),
+                known: BlobSources | None = None) -> CacheTarget:
     if spec.type is CacheType.REGISTRY:
-        return RegistryTarget(spec.ref, insecure_registries)
+        return RegistryTarget(spec.ref, insecure_registries, known)
     assert spec.path is not None
     return LocalTarget(spec.path, spec.tag)
 
@@ -689,6 +706,11 @@ class ImportedCache:
                     (desc.digest, desc.size, desc.media_type, t))
                 conn.execute(PAIR_VERIFIED, (diff_id, compression.value, desc.digest))
                 conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (diff_id, reader.size))
+        from builder.registry.remote import RemoteBlobSource
+
+        if isinstance(record.source, RemoteBlobSource):  # a push there can mount it from the cache
+            BlobSources(store.db).record(record.source.client.registry, record.source.repository,
+                                         [desc.digest])
         with self._lock:
             self.stats.layers_fetched += 1
             self.stats.bytes_fetched += desc.size
@@ -862,7 +884,7 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
     the cache artifact of ``spec``: blobs first, the manifest last."""
     from cache.mounts import ID_ANNOTATION, mount_path, pack_mount
 
-    target = open_target(spec, insecure_registries)
+    target = open_target(spec, insecure_registries, BlobSources(store.db))
     temps: list[Path] = []
     if progress is not None:
         progress.message(f"exporting cache to {target.description} (mode={spec.mode.value})")

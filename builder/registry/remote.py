@@ -15,6 +15,7 @@ import functools
 import http.client
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -62,7 +63,10 @@ from builder.registry.client import (
 from builder.registry.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
+    from cache.blobsources import BlobSources
     from cache.store import Store
+
+log = logging.getLogger("builder.registry")
 
 MANIFEST_ACCEPT = (
     MediaType.OCI_INDEX.value, MediaType.DOCKER_MANIFEST_LIST.value,
@@ -378,6 +382,17 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
     return total[0]
 
 
+def record_pulled(image: RemoteImage, store: Store) -> None:
+    """Remember that the image's repository holds its config and layers, for a later push to
+    another repository of the registry to mount them (foreign layers, served from elsewhere,
+    are not the registry's)."""
+    from cache.blobsources import BlobSources
+
+    manifest = image.manifest()
+    digests = [manifest.config.digest] + [d.digest for d in manifest.layers if not d.urls]
+    BlobSources(store.db).record(image.registry, image.repository, digests)
+
+
 @dataclass(frozen=True)
 class PullResult:
     reference: Reference
@@ -419,6 +434,7 @@ def pull_with_result(reference: Reference | str, store: Store, platform: Platfor
         # so ``repo:tag@digest`` leaves the local tag alone.
         tags = [str(ref)] if tag and ref.tag and not ref.digest else []
         store.write_image(image, tags)
+        record_pulled(image, store)
     finally:
         progress.close()
         if own_client:
@@ -486,9 +502,12 @@ class PushBlob:
 
 def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
                 mount_from: Sequence[str] = (), chunk_size: int | None = None,
-                progress: Progress | None = None, operation: str = "push") -> str:
+                progress: Progress | None = None, operation: str = "push",
+                refused: Callable[[str], None] | None = None) -> str:
     """Make the registry hold a blob: skip if present, else mount, else upload.
 
+    ``mount_from`` are repositories of the same registry to try in order; ``refused(source)`` hears
+    of each that the registry says lacks the blob (it started an upload instead of mounting).
     Returns "exists", "mounted:<source repository>" or "uploaded". A failure part-way restarts the
     upload session (a registry may have kept half a PATCH), up to the retry policy.
     """
@@ -499,7 +518,7 @@ def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
     for attempt in range(policy.attempts):
         try:
             return _upload_once(client, repository, blob, mount_from, chunk_size, progress,
-                                operation, key)
+                                operation, key, refused)
         except TransientRegistryError:
             if attempt + 1 >= policy.attempts:
                 raise
@@ -508,7 +527,8 @@ def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
 
 
 def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_from: Sequence[str],
-                 chunk_size: int | None, progress: Progress, operation: str, key: str) -> str:
+                 chunk_size: int | None, progress: Progress, operation: str, key: str,
+                 refused: Callable[[str], None] | None = None) -> str:
     digest = blob.descriptor.digest
     size = blob.descriptor.size
     push_actions = ("pull", "push")
@@ -516,22 +536,36 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         return "exists"
     what = f"blob {digest[:19]}"
     location: str | None = None
-    for source in mount_from:
-        if source == repository:
-            continue
+    sources = [s for s in dict.fromkeys(mount_from) if s != repository]
+    for number, source in enumerate(sources, 1):
         call = Call(operation, repository, f"mount of {digest[:19]} from {source}")
         scopes = (f"repository:{repository}:pull,push", f"repository:{source}:pull")
         try:
+            # Not retried: a mount only saves an upload, which is the fallback anyway.
             response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call, scopes=scopes,
-                                      params={"mount": digest, "from": source}, ok=(201, 202))
-        except (AuthError, RemoteImageNotFoundError):
+                                      params={"mount": digest, "from": source}, ok=(201, 202),
+                                      retry=False)
+        except RegistryError as err:
             # This login may not read the source (the registry refuses the whole request, not
-            # just the mount): upload instead, as docker does.
+            # just the mount), or the registry does not do mounts (a 400, a 405): upload
+            # instead, as docker does. The upload says what is wrong if it fails too.
+            log.debug("%s/%s: mount of %s from %s failed (%s): uploading instead",
+                      client.registry, repository, digest[:19], source, err)
             continue
         response.close()
         if response.status_code == 201:
             return "mounted:" + source
-        location = response.headers.get("Location")  # 202: mount refused, upload here instead
+        # 202: the source lacks the blob (or this login may not read it); the registry started
+        # an upload instead. Another source may still hold it: end this session (as docker),
+        # except after the last source, where the upload goes on in it.
+        if refused is not None:
+            refused(source)
+        location = response.headers.get("Location")
+        if number < len(sources):
+            if location:
+                _cancel_upload(client, call, _absolute(client, call, response.url, location))
+            location = None
+            continue
         break
     call = Call(operation, repository, what)
     if location is None:
@@ -596,6 +630,16 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
         )
     response.close()
     return "uploaded"
+
+
+def _cancel_upload(client: RegistryClient, call: Call, location: str) -> None:
+    """End an upload session we will not use; a registry that cannot is left to expire it."""
+    try:
+        response = client.request("DELETE", location, call, actions=("pull", "push"), ok=(204,),
+                                  allow=(404,), retry=False)
+    except RegistryError:
+        return
+    response.close()
 
 
 def _upload_status(client: RegistryClient, call: Call, location: str) -> tuple[int, str]:
@@ -701,8 +745,10 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
     """Upload an image's blobs and then its manifest under ``reference``'s tag (or digest).
 
     Layers go in the compression they are held in; uncompressed ones are pushed
-    as gzip (the manifest is rewritten to match), unless ``compress`` is off. Blobs of an image pulled from the
-    same registry are mounted from their repository instead of uploaded.
+    as gzip (the manifest is rewritten to match), unless ``compress`` is off. A blob the registry
+    lacks is mounted from another of its repositories that holds it (``mount_from``, the
+    repository of a RemoteImage, then those the store recorded a pull from or a push to, as
+    docker's distribution metadata) instead of uploaded; the store then records this one too.
     """
     ref = Reference.parse(reference) if isinstance(reference, str) else reference
     progress = progress or NullProgress()
@@ -722,6 +768,9 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
             config_desc = image.manifest().config
             blobs = [PushBlob(config_desc, lambda: io.BytesIO(config_bytes), "config")]
             blobs += [PushBlob(d, opener) for d, opener in layers]
+            known = _known_sources(store)
+            recorded = known.candidates(client.registry, [b.descriptor.digest for b in blobs],
+                                        exclude=ref.repository) if known is not None else {}
             counts = {"uploaded": 0, "mounted": 0, "exists": 0}
             lock = threading.Lock()
             seen: set[str] = set()
@@ -734,8 +783,12 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                 def task(b: PushBlob = blob) -> None:
                     key = short(b.descriptor.digest)
                     quiet = b.label == "config"
-                    outcome = upload_blob(client, ref.repository, b, mount_from=sources,
-                                          chunk_size=chunk_size,
+                    digest = b.descriptor.digest
+                    refused = None if known is None else functools.partial(
+                        known.forget, client.registry, digest=digest)
+                    outcome = upload_blob(client, ref.repository, b,
+                                          mount_from=sources + recorded.get(digest, []),
+                                          chunk_size=chunk_size, refused=refused,
                                           progress=NullProgress() if quiet else progress)
                     kind = outcome.split(":", 1)[0]
                     with lock:
@@ -760,6 +813,8 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
             answered = client.put_manifest(ref.repository, identifier, raw_manifest, media_type)
             if answered and answered != digest:
                 raise DigestMismatchError(digest, answered, f"manifest stored by {client.registry}")
+            if known is not None:
+                known.record(client.registry, ref.repository, (b.descriptor.digest for b in blobs))
     finally:
         progress.close()
         if own_client:
@@ -767,6 +822,15 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
     progress.message(f"{ref.tag or 'digest'}: digest: {digest} size: {len(raw_manifest)}")
     return PushResult(ref, digest, len(raw_manifest), counts["uploaded"], counts["mounted"],
                       counts["exists"])
+
+
+def _known_sources(store: Store | None) -> BlobSources | None:
+    """The store's records of where blobs live (none without a store)."""
+    if store is None:
+        return None
+    from cache.blobsources import BlobSources
+
+    return BlobSources(store.db)
 
 
 def pull_manifest_digest(client: RegistryClient, reference: Reference) -> Digest | None:

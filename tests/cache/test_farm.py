@@ -238,3 +238,22 @@ def test_a_skipped_stage_never_pulls_its_base(machines, tmp_path: Path, registry
     listed = b.run("images", "--format", "json", check=True).stdout.decode()
     assert "builder-base" not in listed
     assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"]
+
+
+def test_pushes_mount_the_layers_the_shared_cache_holds(machines, tmp_path: Path, registry: str) -> None:
+    """A farm pushing to the registry its cache lives in sends each built layer once: A's push
+    mounts the layers its --cache-to just uploaded, B's push those it imported from the cache."""
+    import re
+
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nCOPY a.txt /a.txt\n"
+                                           "COPY b.txt /b.txt\n", "a.txt": "one\n", "b.txt": "two\n"})
+    cache = f"type=registry,ref={registry}/mountfarm/cache:1,mode=max"
+    pushed = re.compile(rb"pushing \S+ done \((\d+) blobs uploaded, (\d+) mounted, 0 already there\)")
+    built = a.build(ctx, "--cache-to", cache, "--push", "-t", f"{registry}/mountfarm/app-a:1")
+    found = pushed.search(built.stdout + built.stderr)
+    assert found and int(found[2]) == 2, built.stderr.decode()  # the two COPY layers
+    built = b.build(ctx, "--cache-from", cache, "--push", "-t", f"{registry}/mountfarm/app-b:1")
+    found = pushed.search(built.stdout + built.stderr)
+    assert found and int(found[2]) == 2, built.stderr.decode()
+    assert manifest_of(registry, "mountfarm/app-a", "1") == manifest_of(registry, "mountfarm/app-b", "1")

@@ -350,6 +350,40 @@ def test_prune_removes_unreferenced_blobs_and_snapshots(store: Store):
     assert store.check().clean
 
 
+def test_prune_forgets_where_registries_hold_the_blobs_it_removes(store: Store):
+    """A record of which registry repository holds a blob (for a push to mount it) is of use
+    only while the store could push that blob."""
+    from cache.blobsources import BlobSources
+
+    keep, drop = make_image("keep"), make_image("drop")
+    store.write_image(keep, ["keep:1"])
+    store.write_image(drop, ["drop:1"])
+    sources = BlobSources(store.db)
+    kept, dropped = keep.layers()[0].digest(), drop.layers()[0].digest()
+    never = "sha256:" + "e" * 64  # pushed from an image the store never held (a library push)
+    sources.record("127.0.0.1:5000", "library/base", [kept, dropped, never])
+    store.rmi("drop:1")
+    store.prune()
+    assert sources.candidates("127.0.0.1:5000", [kept, dropped, never]) == {kept: ["library/base"]}
+
+
+def test_blob_sources_offer_the_newest_few_of_one_registry_and_keep_fifty(store: Store):
+    """A push tries the repositories that held a blob most recently, a few at most, never its own
+    nor another registry's; a blob pushed to ever new repositories keeps the newest 50 records."""
+    from cache.blobsources import KEPT_PER_BLOB, MOUNT_CANDIDATES, BlobSources
+
+    sources = BlobSources(store.db)
+    digest = "sha256:" + "a" * 64
+    for n in range(60):
+        sources.record("reg.example", f"team/r{n}", [digest])
+    sources.record("other.example", "team/elsewhere", [digest])
+    offered = sources.candidates("reg.example", [digest], exclude="team/r59")[digest]
+    assert offered == ["team/r58", "team/r57", "team/r56"][:MOUNT_CANDIDATES]
+    assert len(sources.candidates("reg.example", [digest], limit=100)[digest]) == KEPT_PER_BLOB - 1
+    sources.forget("reg.example", "team/r58", digest)
+    assert sources.candidates("reg.example", [digest], exclude="team/r59")[digest][0] == "team/r57"
+
+
 def test_prune_keep_storage_evicts_least_recently_used_first(store: Store):
     images = [make_image(f"lru{i}", size=200_000) for i in range(3)]
     for i, img in enumerate(images):
@@ -632,6 +666,7 @@ def test_a_store_of_the_previous_schema_is_migrated_and_misses_find_siblings_by_
     Store(root).close()
     conn = sqlite3.connect(root / "meta.db")
     conn.execute("DROP INDEX cache_records_parent")
+    conn.execute("DROP TABLE blob_sources")  # schema 6's
     conn.execute("PRAGMA user_version=4")
     conn.close()
     store = Store(root)
@@ -639,6 +674,27 @@ def test_a_store_of_the_previous_schema_is_migrated_and_misses_find_siblings_by_
                           "AND key<>? ORDER BY created DESC LIMIT 200", ("p", "k"))
     store.close()
     assert any("cache_records_parent" in row[3] for row in plan), [tuple(r) for r in plan]
+
+
+def test_a_store_of_schema_5_gains_the_blob_sources_table(tmp_path: Path):
+    """A store written before pushes mounted from recorded repositories is migrated in place:
+    its images stay, and a pull or push can record where blobs live."""
+    from cache.blobsources import BlobSources
+
+    root = tmp_path / "root"
+    with Store(root) as old:
+        old.write_image(make_image("old"), ["old:1"])
+    conn = sqlite3.connect(root / "meta.db")
+    conn.execute("DROP TABLE blob_sources")
+    conn.execute("PRAGMA user_version=5")
+    conn.commit()
+    conn.close()
+    with Store(root) as store:
+        assert store.db.version == 6
+        assert store.image("old:1").raw_config() == make_image("old").raw_config()
+        BlobSources(store.db).record("r.example", "a/b", ["sha256:" + "1" * 64])
+        assert BlobSources(store.db).candidates("r.example", ["sha256:" + "1" * 64]) == {
+            "sha256:" + "1" * 64: ["a/b"]}
 
 
 def test_prune_removes_snapshot_files_after_letting_the_store_lock_go(store: Store, monkeypatch):  # type: ignore[no-untyped-def]
