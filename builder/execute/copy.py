@@ -203,7 +203,6 @@ class SourceItem:
     path: str  # where in the source tree (context-relative, or absolute in an image); name for heredocs
     kind: SourceKind
     files: list[SourceFile] = field(default_factory=list)  # FILE/HEREDOC: one; DIR: the contents
-    keep_parts: Parts = ()  # --parents: the path kept below dest
     keep_owner: bool = False  # COPY --from (without --chown) and ADD archives keep the owners
     outside_links: list[tuple[str, str]] = field(default_factory=list)  # ADD archives: (name, target)
 
@@ -402,15 +401,6 @@ def _expand_wildcards(parts: Parts, tree: _Tree, ignored: list[tuple[str, str]])
     return [m for m in matches if tree.view.exists("/".join(m))]
 
 
-def _parents_keep(arg: str, parts: Parts) -> Parts:
-    """``--parents``: the part of a source path kept below dest (after a '/./' pivot)."""
-    if "/./" in arg:
-        before = arg.split("/./", 1)[0]
-        skip = len(split_path(go_clean(before))) if go_clean(before) not in (".", "/") else 0
-        return parts[skip:]
-    return parts
-
-
 def select_sources(
     spec: CopySpec, source: BuildContext | RootfsView | None
 ) -> list[SourceItem]:
@@ -457,44 +447,53 @@ def select_sources(
 
 
 def _select_parents(
-    arg: str, context: BuildContext, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None
+    arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None,
+    unmatched: list[CopyError] | None = None,
 ) -> list[SourceItem]:
-    """``COPY --parents`` from the context, as BuildKit: an include-pattern copy from the pivot.
-
-    The source (after a ``/./`` pivot, if any) is a pattern in .dockerignore
-    syntax (so ``**`` spans directories); matches keep their path below the
-    pivot, and the directories on the way come along with their own metadata.
+    """``COPY --parents`` as BuildKit: the part before the first ``/./`` (the whole tree
+    without one) is the copy's source, wildcards allowed; the rest is an include pattern
+    (``**`` spans directories) below each directory that part matches. Matches keep their
+    path below it, and the directories on the way come along with their own metadata.
     """
     parent, sep, pattern = arg.partition("/./")
     if not sep:
-        parent, pattern = "", arg
-    pivot = _source_parts(parent or ".", tree, spec)
+        parent, pattern = "/", arg
+    pivot = _source_parts(parent, tree, spec)
     pattern_parts = _source_parts(pattern, tree, spec)
     if not pattern_parts:
         raise spec.error(f"--parents needs a path below the pivot in '{arg}'")
-    if not any(_WILDCARD.search(c) for c in (*pivot, *pattern_parts)):
+    wildcard = any(_WILDCARD.search(c) for c in pivot)
+    if not wildcard and not any(_WILDCARD.search(c) for c in pattern_parts):
         _select_local(arg, tree, replace(spec, parents=False), None)  # a missing path: docker's errors
-    prefix = "/".join(pivot)
-    full = "/".join((*pivot, *pattern_parts))
-    root = os.fspath(context.root)
-    cut = len(prefix) + 1 if prefix else 0
-    files: list[SourceFile] = []
-    try:
-        walked = list(walk_context(context.root, context.ignore, include=[full]))
-    except IgnoreFileError:
-        raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
-    for entry in walked:
-        if prefix and not entry.path.startswith(prefix + "/"):
+    if wildcard:
+        try:
+            candidates = _expand_wildcards(pivot, tree, [])
+        except IgnoreFileError:
+            raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
+    else:
+        candidates = [pivot]
+    include = "/".join(pattern_parts)
+    items: list[SourceItem] = []
+    for cand in candidates:
+        resolved = tree.view.resolve("/".join(cand))
+        if tree.is_context and resolved.clamped:
+            continue  # a directory outside the context has nothing to copy
+        found = tree.view.entry(resolved.parts)
+        if found is None or not stat.S_ISDIR(found.stat.st_mode):
             continue
-        rel = entry.path[cut:]
-        if excludes is not None and excludes.matches(rel):
-            continue
-        host = os.path.join(root, entry.path)
-        link = os.readlink(host) if stat.S_ISLNK(entry.stat.st_mode) else ""
-        files.append(SourceFile(rel, host, entry.stat, link))
-    if not files:
-        raise spec.error(f"no source files were specified (nothing matches '{arg}')")
-    return [SourceItem(arg, prefix or ".", SourceKind.DIR, files, keep_parts=(), keep_owner=False)]
+        try:
+            files = list(_walk_dir(tree, resolved.parts, excludes, include=include))
+        except IgnoreFileError:
+            raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
+        if files:
+            keep_owner = not tree.is_context and not spec.chown  # COPY --from keeps owners
+            items.append(SourceItem(arg, "/".join(cand) or ".", SourceKind.DIR, files, keep_owner=keep_owner))
+    if not items:
+        error = spec.error(f"no source files were specified (nothing matches '{arg}')")
+        if unmatched is None:
+            raise error
+        unmatched.append(error)
+    return items
 
 
 def _select_local(
@@ -502,8 +501,8 @@ def _select_local(
     unmatched: list[CopyError] | None = None,
 ) -> list[SourceItem]:
     """The items of one local source; a wildcard matching nothing goes to ``unmatched`` if given."""
-    if spec.parents and tree.context is not None:
-        return _select_parents(arg, tree.context, tree, spec, excludes)
+    if spec.parents:
+        return _select_parents(arg, tree, spec, excludes, unmatched)
     parts = _source_parts(arg, tree, spec)
     wildcard = any(_WILDCARD.search(c) for c in parts)
     if wildcard:
@@ -566,17 +565,16 @@ def _select_local(
                 f"file not found in build context or excluded by .dockerignore: '{shown}' "
                 f"(through a symlink to '{'/'.join(resolved.parts)}', excluded by {rule})"
             )
-        keep = _parents_keep(arg, cand) if spec.parents else ()
         keep_owner = not tree.is_context and not spec.chown  # COPY --from keeps owners
         if stat.S_ISDIR(found.stat.st_mode):
-            item = SourceItem(arg, shown, SourceKind.DIR, keep_parts=keep, keep_owner=keep_owner)
+            item = SourceItem(arg, shown, SourceKind.DIR, keep_owner=keep_owner)
             item.files = list(_walk_dir(tree, resolved.parts, excludes))
         else:
             if excludes is not None and not wildcard and excludes.matches(cand[-1] if cand else ""):
                 continue
             link = os.readlink(found.host) if stat.S_ISLNK(found.stat.st_mode) else ""
             item = SourceItem(arg, shown, SourceKind.FILE, [SourceFile("", found.host, found.stat, link)],
-                              keep_parts=keep, keep_owner=keep_owner)
+                              keep_owner=keep_owner)
         items.append(item)
     return items
 
@@ -591,17 +589,22 @@ def _brought_along(tree: _Tree, parts: Parts) -> bool:
     return next(_walk_dir(tree, parts, None), None) is not None
 
 
-def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iterator[SourceFile]:
+def _walk_dir(
+    tree: _Tree, base: Parts, excludes: PatternMatcher | None, *, include: str | None = None
+) -> Iterator[SourceFile]:
     """A directory's contents minus ignored and ``--exclude``d paths, parents first.
 
     As fsutil's walk: a directory no "!" rule can reach inside is not opened;
     one that a "!" rule may re-include is walked, and comes along (before its
-    kept children) only when something inside it is kept.
+    kept children) only when something inside it is kept. With ``include`` (a
+    pattern relative to ``base``, ``--parents``), only what it matches is kept,
+    and the directories on the way to it come along.
     """
     if tree.context is not None:
-        yield from _walk_context_dir(tree.context, base, excludes)
+        yield from _walk_context_dir(tree.context, base, excludes, include)
         return
     prune = excludes is not None and not excludes.has_exclusions
+    included = PatternMatcher.from_patterns([include]) if include is not None else None
     view = tree.view  # a stage or an image: no .dockerignore
 
     def walk(parts: Parts, prefix: str, pending: list[list[object]]) -> Iterator[SourceFile]:
@@ -615,8 +618,9 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
             is_dir = stat.S_ISDIR(st.st_mode)
             link = os.readlink(found.host) if stat.S_ISLNK(st.st_mode) else ""
             entry = SourceFile(rel, found.host, st, link)
-            if excludes is not None and excludes.matches(rel):
-                if is_dir and not prune:
+            excluded = excludes is not None and excludes.matches(rel)
+            if excluded or (included is not None and not included.matches(rel)):
+                if is_dir and not (excluded and prune):
                     yield from walk(child, rel + "/", [*pending, [entry, False]])
                 continue
             for cell in pending:
@@ -631,11 +635,15 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
 
 
 def _walk_context_dir(
-    context: BuildContext, base: Parts, excludes: PatternMatcher | None
+    context: BuildContext, base: Parts, excludes: PatternMatcher | None, pattern: str | None = None
 ) -> Iterator[SourceFile]:
     """:func:`_walk_dir` for the build context: fsutil's filtered walk (walk_context), fast."""
     prefix = "/".join(base)
-    include = [re.sub(r"([*?\[\]\\])", r"\\\1", prefix)] if prefix else None
+    escaped = re.sub(r"([*?\[\]\\])", r"\\\1", prefix)
+    if pattern is not None:
+        include: list[str] | None = [f"{escaped}/{pattern}" if prefix else pattern]
+    else:
+        include = [escaped] if prefix else None
     root = os.fspath(context.root)
     cut = len(prefix) + 1 if prefix else 0
     prune_excluded = excludes is not None and not excludes.has_exclusions
@@ -707,7 +715,7 @@ def _sources_digest(
     h: hashlib._Hash,
 ) -> str:
     for item in select_sources(spec, source):
-        h.update(f"item\0{item.kind.value}\0{item.arg}\0{item.path}\0{'/'.join(item.keep_parts)}\n".encode(
+        h.update(f"item\0{item.kind.value}\0{item.arg}\0{item.path}\0\n".encode(  # (a field once held --parents paths)
             "utf-8", "surrogateescape"))
         if item.kind in (SourceKind.URL, SourceKind.GIT):
             h.update(f"remote\0{spec.checksum or ''}\0{spec.keep_git_dir}\n".encode())
@@ -864,7 +872,7 @@ def plan_copy(
     root = Identity()
     for group, item in enumerate(items):
         if item.kind in (SourceKind.DIR, SourceKind.ARCHIVE, SourceKind.GIT):
-            base = (*dest, *item.keep_parts)
+            base = dest
             if item.kind is SourceKind.ARCHIVE:
                 planner.ensure_dirs(base, root)
                 _plan_archive(planner, base, item, group)
@@ -873,12 +881,7 @@ def plan_copy(
             for f in item.files:
                 planner.add_file((*base, *split_path(f.rel)), f, group, item.keep_owner)
             continue
-        if spec.parents and item.keep_parts:
-            target = (*dest, *item.keep_parts)
-        elif dest_is_dir or planner.dest_exists_dir(dest):
-            target = (*dest, item.base_name)
-        else:
-            target = dest
+        target = (*dest, item.base_name) if dest_is_dir or planner.dest_exists_dir(dest) else dest
         if not target:
             raise spec.error(f"cannot copy '{item.arg}' over the root directory")
         planner.ensure_dirs(target[:-1], None if item.keep_owner else identity)

@@ -140,6 +140,46 @@ def test_parents_keeps_source_directories(ctx: BuildContext, base: RootfsView) -
         layer(spec("x.log", dest="/g/", parents=True), ctx, base)
 
 
+def _parents_tree(root: Path) -> Path:
+    """BuildKit's testCopyRelativeParents tree, under ``root``/test."""
+    for d in ("a/b/c/d/e", "a/b2/c/d/e", "a/b/c2/d/e", "a/b/c2/d/e2"):
+        (root / "test" / d).mkdir(parents=True, exist_ok=True)
+    for f in ("a/b/c/d/foo", "a/b/c/d/e/bay", "a/b2/c/d/e/bar", "a/b/c2/d/e/baz", "a/b/c2/d/e2/baz"):
+        (root / "test" / f).write_text(f)
+    (root / "test/a").chmod(0o700)
+    os.chown(root / "test/a/b", 33, 44)
+    return root
+
+
+@pytest.mark.parametrize("where", ["context", "stage"])
+def test_parents_as_buildkit(tmp_path: Path, base: RootfsView, where: str) -> None:
+    """BuildKit's --parents: the part before the first '/./' is the copy's source (wildcards
+    allowed there too), the rest an include pattern in which '**' spans directories; the same
+    from the context and from a stage (where the directories on the way keep their owners)."""
+    tree = _parents_tree(tmp_path / "src")
+    source: BuildContext | RootfsView = BuildContext.from_dir(tree) if where == "context" else RootfsView([tree])
+    extra = {} if where == "context" else {"from_": "base"}
+
+    def names(*sources: str) -> list[str]:
+        out = layer(spec(*sources, dest="/out/", parents=True, **extra), source, base)
+        return sorted(n[4:] for n in out if n.startswith("out/") and not out[n].isdir())
+
+    assert names("/test/a/b/./c/d") == ["c/d/e/bay", "c/d/foo"]
+    assert names("/test/a/./b/./c") == ["b/c/d/e/bay", "b/c/d/foo"]  # the first '/./' is the pivot
+    assert names("/test/a/b/c/d/.") == ["test/a/b/c/d/e/bay", "test/a/b/c/d/foo"]
+    assert names("/test/a/./*/c") == ["b/c/d/e/bay", "b/c/d/foo", "b2/c/d/e/bar"]
+    assert names("/test/a/b*/./c/**/e") == ["c/d/e/bar", "c/d/e/bay"]  # both b and b2 land in c/
+    assert names("/test/a/b/c*/./d/**/baz", "/test/a/b*/./c/**/bar") == ["c/d/e/bar", "d/e/baz", "d/e2/baz"]
+    assert names("test/**/bay") == ["test/a/b/c/d/e/bay"]
+    out = layer(spec("test/a/b/c/d/foo", dest="/out/", parents=True, **extra), source, base)
+    assert out["out/test/a"].mode == 0o700  # the directories on the way keep their metadata
+    kept = (33, 44) if where == "stage" else (0, 0)  # COPY --from keeps owners
+    assert (out["out/test/a/b"].uid, out["out/test/a/b"].gid) == kept
+    missing = "file not found in build context" if where == "context" else "not found in 'base'"
+    with pytest.raises(CopyError, match=missing):
+        layer(spec("test/a/./nope", dest="/out/", parents=True, **extra), source, base)
+
+
 def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
     out = layer(spec("dir", dest="/e/", excludes=("sub", "lnk")), ctx, base)
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/hard"]
