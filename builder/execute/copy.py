@@ -56,7 +56,7 @@ import xxhash
 
 from builder.errors import CopyError, IgnoreFileError, ImageError, SourceLocation
 from builder.execute.context import BuildContext
-from builder.execute.rootfs import Parts, RootfsView, split_path
+from builder.execute.rootfs import Parts, RootfsView, path_too_long, split_path
 from builder.execute.urls import redact_credentials
 from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
 from builder.layers.tarwriter import (
@@ -887,6 +887,10 @@ def plan_copy(
         planner.ensure_dirs(target[:-1], None if item.keep_owner else identity)
         for f in item.files:
             planner.add_file(target, f, group, item.keep_owner)
+    for parts in planner.entries:
+        problem = path_too_long(parts)
+        if problem is not None:
+            raise spec.error(problem)
     return planner.entries
 
 

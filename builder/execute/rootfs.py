@@ -15,6 +15,7 @@ directories (never through a host symlink).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,8 @@ from builder.errors import ImageError
 from builder.layers import whiteout
 
 MAX_SYMLINKS = 255  # as filepath-securejoin and docker's FollowSymlinkInScope
+NAME_MAX = 255  # bytes in one file name, as Linux allows
+PATH_MAX = 4095  # bytes in a path (4096 with its NUL), as Linux allows
 
 Parts = tuple[str, ...]
 
@@ -55,6 +58,25 @@ class Resolved:
 def split_path(path: str) -> Parts:
     """The components of a slash path, without empty and '.' components ('..' kept)."""
     return tuple(p for p in path.split("/") if p not in ("", "."))
+
+
+def path_too_long(parts: Parts) -> str | None:
+    """Why Linux could not make ``/parts`` (a name or the whole path too long), else None.
+
+    A layer holding such a path could not be unpacked by anyone, so it is refused when planned.
+    """
+    for name in parts:
+        if len(os.fsencode(name)) > NAME_MAX:
+            return (f"'{_shorten('/' + '/'.join(parts))}': a file name can be at most {NAME_MAX} bytes, "
+                    f"and '{_shorten(name)}' is {len(os.fsencode(name))}")
+    size = len(os.fsencode("/" + "/".join(parts)))
+    if size > PATH_MAX:
+        return f"'{_shorten('/' + '/'.join(parts))}': a path can be at most {PATH_MAX} bytes, and this one is {size}"
+    return None
+
+
+def _shorten(text: str, keep: int = 40) -> str:
+    return text if len(text) <= 2 * keep else f"{text[:keep]}...{text[-keep:]}"
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -119,6 +141,10 @@ class RootfsView:
                     st = os.lstat(host)
                 except (FileNotFoundError, NotADirectoryError):
                     continue
+                except OSError as err:
+                    if err.errno == errno.ENAMETOOLONG:
+                        continue  # no such file can exist (path_too_long says why, where it matters)
+                    raise
                 if self.overlay and _is_whiteout(st):
                     break
                 if result is None:
