@@ -245,11 +245,10 @@ def _entry_type(mode: int) -> EntryType | None:
 # -- flags ---------------------------------------------------------------------------------
 
 
-_SYMBOLIC = re.compile(r"^[ugoa]*[-+=][rwxXst]*$")
-
-
 def parse_chmod(text: str, spec: CopySpec) -> Callable[[int, bool], int]:
     """``--chmod``: octal (``0755``) or symbolic (``u+x,g-w``) as BuildKit; returns mode(old, is_dir)."""
+    from builder.execute.chmod import ModeSyntaxError, SymbolicMode
+
     if text.isascii() and text.isdigit():
         if not re.fullmatch(r"[0-7]+", text) or int(text, 8) > 0o7777:
             raise spec.error(
@@ -257,44 +256,12 @@ def parse_chmod(text: str, spec: CopySpec) -> Callable[[int, bool], int]:
             )
         value = int(text, 8)
         return lambda _old, _is_dir: value
-    clauses = text.split(",")
-    if not clauses or not all(_SYMBOLIC.match(c) for c in clauses):
+    try:
+        return SymbolicMode.parse(text).apply
+    except ModeSyntaxError:
         raise spec.error(
             f"invalid --chmod={text}: use an octal mode such as 0755, or symbolic modes such as u+x,g-w"
-        )
-
-    def apply(old: int, is_dir: bool) -> int:
-        mode = old & 0o7777
-        for clause in clauses:
-            m = re.match(r"^([ugoa]*)([-+=])([rwxXst]*)$", clause)
-            assert m is not None
-            who, op, perms = m.groups()
-            who = who or "a"
-            mask = 0
-            for w in who:
-                mask |= {"u": 0o4700, "g": 0o2070, "o": 0o0007, "a": 0o6777}[w]
-            bits = 0
-            for p in perms:
-                if p == "r":
-                    bits |= 0o444
-                elif p == "w":
-                    bits |= 0o222
-                elif p == "x" or (p == "X" and (is_dir or old & 0o111)):
-                    bits |= 0o111
-                elif p == "s":
-                    bits |= 0o6000
-                elif p == "t":
-                    bits |= 0o1000
-            bits &= mask | (0o1000 if "t" in perms else 0)
-            if op == "+":
-                mode |= bits
-            elif op == "-":
-                mode &= ~bits
-            else:
-                mode = (mode & ~mask) | bits
-        return mode
-
-    return apply
+        ) from None
 
 
 def _atoi(text: str) -> int | None:

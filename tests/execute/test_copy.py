@@ -92,7 +92,23 @@ def test_chmod_symbolic(ctx: BuildContext, base: RootfsView) -> None:
     assert out["s/sub"].mode == 0o750
 
 
-@pytest.mark.parametrize("bad", ["u+q", "rwx", "0o755", "a+z", "u+x,"])
+@pytest.mark.parametrize("mode, start, want", [
+    # No who: the umask (dockerd's 022) limits what is set or cleared, as chmod(1) and BuildKit do.
+    ("+w", 0o444, 0o644), ("-w", 0o666, 0o466), ("=rw", 0o754, 0o644), ("+rwx", 0o000, 0o755),
+    ("a+w", 0o444, 0o666), ("-x", 0o754, 0o644),
+    # X only with '+'; copying one class's bits to another; several operations in one clause.
+    ("+X", 0o640, 0o640), ("+X", 0o754, 0o755), ("=X", 0o754, 0o000), ("a-X", 0o755, 0o755),
+    ("u=g", 0o754, 0o554), ("go=u-w", 0o754, 0o755), ("ug=rx,+w", 0o640, 0o750), ("u+r-w", 0o666, 0o466),
+    ("o+t", 0o666, 0o666), ("+t", 0o666, 0o1666), ("o+s", 0o754, 0o754), ("g+s", 0o754, 0o2754),
+])
+def test_chmod_symbolic_as_buildkit(tmp_path: Path, base: RootfsView, mode: str, start: int, want: int) -> None:
+    """BuildKit's --chmod=<symbolic> (its mode library, chmod(1)'s rules, under dockerd's umask 022)."""
+    (tmp_path / "f").write_text("f")
+    (tmp_path / "f").chmod(start)
+    assert layer(spec("f", dest="/x", chmod=mode), BuildContext.from_dir(tmp_path), base)["x"].mode == want
+
+
+@pytest.mark.parametrize("bad", ["u+q", "rwx", "0o755", "a+z", "u+x,", "u", "+w,,u+x"])
 def test_chmod_invalid(ctx: BuildContext, base: RootfsView, bad: str) -> None:
     with pytest.raises(CopyError, match=re.escape(f"Dockerfile:7: COPY failed: invalid --chmod={bad}")):
         layer(spec("f1", dest="/x", chmod=bad), ctx, base)
