@@ -28,7 +28,7 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
 ``--link`` gives the same files; the directories above them are then written
 as new (0755 root) instead of as the image has them, so the layer does not
 depend on the base's directory metadata (dest and ``--chown`` names are still
-resolved in it).
+resolved in it). With ``--chmod`` too, BuildKit does not link, nor does pybuild.
 
 Selection (wildcards, .dockerignore, ``--exclude``, directory contents) is one
 function, :func:`select_sources`, used both to write the layer and by
@@ -752,7 +752,9 @@ class _Planner:
             sub = parts[:i]
             if sub in self.entries:
                 continue
-            found = None if self.spec.link else self.dest_view.entry(sub)
+            # BuildKit merges a --link copy onto the image only without --chmod (its MergeOp
+            # condition); with --chmod it is a plain copy, and the parents stay the image's.
+            found = None if self.spec.link and self.spec.chmod is None else self.dest_view.entry(sub)
             name = "/".join(sub)
             if found is not None and not stat.S_ISDIR(found.stat.st_mode):
                 raise self.spec.error(f"cannot copy into '/{name}': it is not a directory in the image")

@@ -210,6 +210,11 @@ def test_link_does_not_copy_existing_parent_metadata(ctx: BuildContext, base: Ro
     assert (plain["existing"].uid, plain["existing"].mode) == (1000, 0o755)
     linked = layer(spec("f1", dest="/existing/", link=True), ctx, base)
     assert (linked["existing"].uid, linked["existing"].mode) == (0, 0o755)
+    # BuildKit merges a --link copy only without --chmod: with it, the parents are the image's.
+    both = layer(spec("f1", dest="/existing/", link=True, chmod="0600"), ctx, base)
+    assert (both["existing"].uid, both["existing"].mode) == (1000, 0o755)
+    both = layer(spec("f1", dest="/ex2/f", link=True, chmod="u+x"), ctx, base)
+    assert both["ex2"].mode == 0o700 and both["ex2/f"].mode == 0o700
 
 
 # -- sources ----------------------------------------------------------------------------------
