@@ -774,7 +774,9 @@ class _Planner:
                 TarEntry(name, EntryType.DIR, _DIR_MODE | (stat.S_ISGID if setgid else 0), uid, gid, 0, self.now)
             )
 
-    def add_file(self, parts: Parts, f: SourceFile, group: int, keep_owner: bool) -> None:
+    def add_file(self, parts: Parts, f: SourceFile, group: int, keep_owner: bool, *, unpacked: bool = False) -> None:
+        """Plan one file; ``unpacked`` (an ADD archive's entry) keeps its mode, as BuildKit
+        unpacks without --chmod."""
         st = f.stat
         kind = f.type
         if kind is None:
@@ -783,7 +785,7 @@ class _Planner:
         mode = stat.S_IMODE(st.st_mode)
         if kind is EntryType.SYMLINK:
             mode = 0o777
-        elif self.chmod is not None:
+        elif self.chmod is not None and not unpacked:
             mode = self.chmod(mode, is_dir)
         uid, gid = (st.st_uid, st.st_gid) if keep_owner else (self.identity.uid, self.identity.gid)
         chowned = not keep_owner and kind is EntryType.FILE
@@ -881,7 +883,7 @@ def _plan_archive(planner: _Planner, base: Parts, item: SourceItem, group: int) 
             planner.ensure_dirs(there, Identity())
             placed[f.rel] = there
             continue
-        planner.add_file(where, f, group, item.keep_owner)
+        planner.add_file(where, f, group, item.keep_owner, unpacked=True)
         placed[f.rel] = where
     for name, target in item.outside_links:
         _plan_outside_link(planner, base, item, group, name, target)
@@ -903,7 +905,7 @@ def _plan_outside_link(planner: _Planner, base: Parts, item: SourceItem, group: 
     source = SourceFile("/".join(there), found.host, found.stat)
     for parts in (there, where):
         if parts not in planner.entries:
-            planner.add_file(parts, source, group, keep_owner=True)
+            planner.add_file(parts, source, group, keep_owner=True, unpacked=True)
         planner.entries[parts].inode = (found.stat.st_dev, found.stat.st_ino)  # one file, two names
 
 

@@ -66,6 +66,14 @@ def test_archives_are_unpacked_keeping_their_owners(
     assert out["t/t/sub/b"].data == b"b\n"
 
 
+def test_chmod_leaves_an_unpacked_archive_as_written(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
+    """BuildKit unpacks an ADD archive without --chmod (docker's builder has no --chmod): a
+    0600 applied to its directories left them untraversable."""
+    out = layer(add("a.tar", "fake.tar.gz", dest="/t/", chmod="0600"), ctx, base, scratch)
+    assert out["t/t"].mode == 0o755 and out["t/t/sub"].mode == 0o700 and out["t/t/a"].mode == 0o644
+    assert out["t/fake.tar.gz"].mode == 0o600  # a file that is no archive is copied, and chmodded
+
+
 def test_not_an_archive_by_content_is_copied(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
     out = layer(add("fake.tar.gz", dest="/t/"), ctx, base, scratch)
     assert out["t/fake.tar.gz"].data == b"notatar\n"
