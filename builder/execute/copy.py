@@ -37,6 +37,7 @@ function, :func:`select_sources`, used both to write the layer and by
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -56,7 +57,7 @@ import xxhash
 
 from builder.errors import CopyError, IgnoreFileError, ImageError, SourceLocation
 from builder.execute.context import BuildContext
-from builder.execute.rootfs import Parts, RootfsView, path_too_long, split_path
+from builder.execute.rootfs import NAME_MAX, PATH_MAX, Parts, RootfsView, path_too_long, split_path
 from builder.execute.urls import redact_credentials
 from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
 from builder.layers.tarwriter import (
@@ -1043,6 +1044,10 @@ def _user_errors(spec: CopySpec) -> Iterator[None]:
     except FileNotFoundError as err:
         raise spec.error(f"'{err.filename}' disappeared while it was copied") from None
     except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:  # a deep tree: the host path outgrew PATH_MAX
+            tail = os.fsdecode(err.filename or "")[-60:]
+            raise spec.error(f"a path is longer than Linux allows ({NAME_MAX} bytes a name, {PATH_MAX} a "
+                             f"path): '...{tail}'") from None
         if err.filename:
             raise spec.error(f"cannot read '{err.filename}': {err.strerror or err}") from None
         raise spec.error(f"writing the layer: {err.strerror or err}") from None

@@ -15,7 +15,6 @@ directories (never through a host symlink).
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -137,14 +136,12 @@ class RootfsView:
             layers: list[Path] = []
             for layer in parent.layers:
                 host = os.path.join(layer, *parts)
+                if len(os.fsencode(parts[-1])) > NAME_MAX:
+                    break  # no such file can exist (path_too_long says why, where it matters)
                 try:
                     st = os.lstat(host)
                 except (FileNotFoundError, NotADirectoryError):
                     continue
-                except OSError as err:
-                    if err.errno == errno.ENAMETOOLONG:
-                        continue  # no such file can exist (path_too_long says why, where it matters)
-                    raise
                 if self.overlay and _is_whiteout(st):
                     break
                 if result is None:

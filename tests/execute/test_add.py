@@ -74,6 +74,19 @@ def test_chmod_leaves_an_unpacked_archive_as_written(ctx: BuildContext, base: Ro
     assert out["t/fake.tar.gz"].mode == 0o600  # a file that is no archive is copied, and chmodded
 
 
+def test_an_archive_path_linux_cannot_hold_is_refused(base: RootfsView, scratch: Path, tmp_path: Path) -> None:
+    """A 5000-byte path in an archive: an error naming it, never a layer without the file."""
+    ctx_dir = tmp_path / "ctx"
+    ctx_dir.mkdir()
+    with tarfile.open(ctx_dir / "deep.tar", "w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("/".join(["y" * 200] * 25))
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(CopyError, match=r"ADD failed: a path is longer than Linux allows \(255 bytes a name, "
+                                        r"4095 a path\): '\.\.\.y+'"):
+        layer(add("deep.tar", dest="/u/"), BuildContext.from_dir(ctx_dir), base, scratch)
+
+
 def test_not_an_archive_by_content_is_copied(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
     out = layer(add("fake.tar.gz", dest="/t/"), ctx, base, scratch)
     assert out["t/fake.tar.gz"].data == b"notatar\n"
