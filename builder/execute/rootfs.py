@@ -64,6 +64,8 @@ def path_too_long(parts: Parts) -> str | None:
 
     A layer holding such a path could not be unpacked by anyone, so it is refused when planned.
     """
+    if parts and max(map(len, parts)) * 4 <= NAME_MAX and (len(parts) + sum(map(len, parts))) * 4 <= PATH_MAX:
+        return None  # the common case, decided without encoding: a character is at most 4 bytes
     for name in parts:
         if len(os.fsencode(name)) > NAME_MAX:
             return (f"'{_shorten('/' + '/'.join(parts))}': a file name can be at most {NAME_MAX} bytes, "
