@@ -59,7 +59,7 @@ from builder.errors import CopyError, IgnoreFileError, ImageError, SourceLocatio
 from builder.execute.context import BuildContext
 from builder.execute.rootfs import NAME_MAX, PATH_MAX, Parts, RootfsView, path_too_long, split_path
 from builder.execute.urls import redact_credentials
-from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
+from builder.frontend.dockerignore import MatchType, PatternMatcher, go_clean, walk_context
 from builder.layers.tarwriter import (
     STEP_LAYER_XATTRS,
     EntryType,
@@ -587,8 +587,9 @@ def _walk_dir(
             link = os.readlink(found.host) if stat.S_ISLNK(st.st_mode) else ""
             entry = SourceFile(rel, found.host, st, link)
             excluded = excludes is not None and excludes.matches(rel)
-            if excluded or (included is not None and not included.matches(rel)):
-                if is_dir and not (excluded and prune):
+            left_out = included is not None and not included.matches(rel)
+            if excluded or left_out:
+                if is_dir and not (excluded and prune) and not (left_out and not _may_match_below(included, rel)):
                     yield from walk(child, rel + "/", [*pending, [entry, False]])
                 continue
             for cell in pending:
@@ -600,6 +601,19 @@ def _walk_dir(
                 yield from walk(child, rel + "/", [])
 
     yield from walk(base, "", [])
+
+
+def _may_match_below(matcher: PatternMatcher | None, rel: str) -> bool:
+    """Whether a pattern could match something inside directory ``rel`` (else it is not walked)."""
+    dir_slash = rel + "/"
+    depth = dir_slash.count("/")
+    for rule in matcher.rules if matcher is not None else ():
+        if rule.depth is not None and rule.depth <= depth:
+            continue
+        if rule.match_type is MatchType.SUFFIX or rule.literal_prefix.startswith(dir_slash) \
+                or dir_slash.startswith(rule.literal_prefix):
+            return True
+    return False
 
 
 def _walk_context_dir(
