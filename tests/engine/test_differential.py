@@ -1196,6 +1196,10 @@ CASES = [
     Case("x4e-copy-dir-source-types-replaced", "FROM busybox:local\nRUN mkdir -p /e/dir/deep /e/lnk && "
          "echo f > /e/file && touch /e/dir/deep/x && ln -s /etc /e/sl\nCOPY src /e/\n",
          {"src/file/in": "now a dir", "src/dir": "now a file", "src/sl/f": "through?"}),
+    Case("x4e-copy-onto-dangling-symlinks", "FROM busybox:local\nRUN ln -s /nowhere /d && ln -s /gone /e && "
+         "ln -s missing/deeper /f\nCOPY a /d\nCOPY a /e/\nCOPY src /f\n", {"a": "a", "src/s": "s"}),
+    Case("x4e-copy-onto-symlink-loop", "FROM busybox:local\nRUN ln -s /loop /loop\nCOPY a /loop\n", {"a": "a"},
+         fails=True),
     Case("x4e-copy-parents-wildcard-pivot", "FROM busybox:local\nCOPY --parents t/a/b*/./c/**/e /out/\n"
          "COPY --parents --exclude=**/*.log t/./**/keep* /k/\n",
          {"t/a/b/c/d/e/bay": "1", "t/a/b2/c/d/e/bar": "2", "t/a/b/c/d/foo": "3", "t/x/keep.txt": "k",
