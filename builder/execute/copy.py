@@ -432,7 +432,8 @@ def _select_parents(
         raise spec.error(f"--parents needs a path below the pivot in '{arg}'")
     wildcard = any(_WILDCARD.search(c) for c in pivot)
     if not wildcard and not any(_WILDCARD.search(c) for c in pattern_parts):
-        _select_local(arg, tree, replace(spec, parents=False), None)  # a missing path: docker's errors
+        # A missing path gets docker's errors; what is there is walked below, not twice.
+        _select_local(arg, tree, replace(spec, parents=False), None, walk=False)
     if wildcard:
         try:
             candidates = _expand_wildcards(pivot, tree, [])
@@ -466,9 +467,10 @@ def _select_parents(
 
 def _select_local(
     arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None,
-    unmatched: list[CopyError] | None = None,
+    unmatched: list[CopyError] | None = None, *, walk: bool = True,
 ) -> list[SourceItem]:
-    """The items of one local source; a wildcard matching nothing goes to ``unmatched`` if given."""
+    """The items of one local source; a wildcard matching nothing goes to ``unmatched`` if given.
+    Without ``walk``, a directory's item has no files (the source is only checked)."""
     if spec.parents:
         return _select_parents(arg, tree, spec, excludes, unmatched)
     parts = _source_parts(arg, tree, spec)
@@ -536,7 +538,7 @@ def _select_local(
         keep_owner = not tree.is_context and not spec.chown  # COPY --from keeps owners
         if stat.S_ISDIR(found.stat.st_mode):
             item = SourceItem(arg, shown, SourceKind.DIR, keep_owner=keep_owner)
-            item.files = list(_walk_dir(tree, resolved.parts, excludes))
+            item.files = list(_walk_dir(tree, resolved.parts, excludes)) if walk else []
         else:
             if excludes is not None and not wildcard and excludes.matches(cand[-1] if cand else ""):
                 continue
