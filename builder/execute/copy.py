@@ -383,7 +383,10 @@ def select_sources(
         tree = _Tree(source.view, source)
     elif isinstance(source, RootfsView):
         tree = _Tree(source, None)
-    excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
+    try:
+        excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
+    except IgnoreFileError as err:
+        raise spec.error(f"invalid --exclude: {err}") from None
     # A wildcard matching nothing is an error only when no other source brings anything
     # (docker's "no source files were specified"); BuildKit skips empty wildcards too.
     unmatched: list[CopyError] | None = [] if len(spec.sources) + len(spec.heredocs) > 1 else None
@@ -603,6 +606,12 @@ def _walk_dir(
                 yield from walk(child, rel + "/", [])
 
     yield from walk(base, "", [])
+
+
+def walk_tree(view: RootfsView, excludes: Sequence[str]) -> list[SourceFile]:
+    """Everything in ``view`` (a checkout, say) but what the ``--exclude`` patterns leave out."""
+    matcher = PatternMatcher.from_patterns(excludes) if excludes else None
+    return list(_walk_dir(_Tree(view, None), (), matcher))
 
 
 def _may_match_below(matcher: PatternMatcher | None, rel: str) -> bool:
@@ -1057,6 +1066,8 @@ def _user_errors(spec: CopySpec) -> Iterator[None]:
         raise
     except ImageError as err:
         raise spec.error(str(err)) from None
+    except IgnoreFileError as err:  # an --exclude pattern that only fails when it is used
+        raise spec.error(f"invalid --exclude: {err}") from None
     except FileNotFoundError as err:
         raise spec.error(f"'{err.filename}' disappeared while it was copied") from None
     except OSError as err:

@@ -251,6 +251,16 @@ def test_git_clone(base: RootfsView, scratch: Path, git_daemon: str) -> None:
     assert out["s/main.c"].uid == 1000
 
 
+def test_git_exclude(base: RootfsView, scratch: Path, git_daemon: str) -> None:
+    """BuildKit copies a git source with the --exclude patterns (relative to the repository)."""
+    out = layer(add(git_daemon + "#v1", dest="/x/", excludes=("src",)), None, base, scratch)
+    assert sorted(out) == ["x", "x/README"]
+    out = layer(add(git_daemon + "#v1", dest="/x/", excludes=("**/*.c",)), None, base, scratch)
+    assert sorted(out) == ["x", "x/README", "x/src"]
+    out = layer(add(git_daemon + "#v1:src", dest="/x/", excludes=("*.c",)), None, base, scratch)
+    assert sorted(out) == ["x"]
+
+
 def test_git_checksum_pins_the_commit(base: RootfsView, scratch: Path, git_repo: Path,
                                       git_daemon: str) -> None:
     git = require_tool("git")

@@ -205,6 +205,12 @@ def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/lnk"]
 
 
+def test_exclude_bad_pattern_names_the_line(ctx: BuildContext, base: RootfsView) -> None:
+    for sources in (("dir",), ("d*",)):
+        with pytest.raises(CopyError, match=re.escape("Dockerfile:7: COPY failed: invalid --exclude: invalid pattern `[`")):
+            layer(spec(*sources, dest="/e/", excludes=("[",)), ctx, base)
+
+
 def test_link_does_not_copy_existing_parent_metadata(ctx: BuildContext, base: RootfsView) -> None:
     plain = layer(spec("f1", dest="/existing/"), ctx, base)
     assert (plain["existing"].uid, plain["existing"].mode) == (1000, 0o755)
