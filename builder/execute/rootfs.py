@@ -134,12 +134,13 @@ class RootfsView:
             return hit  # type: ignore[return-value]  # False is the cache's miss sentinel, handled above
         parent = self.entry(parts[:-1])
         result: Found | None = None
-        if parent is not None and stat.S_ISDIR(parent.stat.st_mode):
+        # A name over NAME_MAX cannot exist (lstat would fail); path_too_long says why where it matters.
+        name = parts[-1]
+        too_long = len(name) * 4 > NAME_MAX and len(os.fsencode(name)) > NAME_MAX
+        if parent is not None and stat.S_ISDIR(parent.stat.st_mode) and not too_long:
             layers: list[Path] = []
             for layer in parent.layers:
                 host = os.path.join(layer, *parts)
-                if len(os.fsencode(parts[-1])) > NAME_MAX:
-                    break  # no such file can exist (path_too_long says why, where it matters)
                 try:
                     st = os.lstat(host)
                 except (FileNotFoundError, NotADirectoryError):
