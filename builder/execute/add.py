@@ -33,13 +33,14 @@ from urllib.parse import parse_qs
 
 import zstandard
 
-from builder.errors import ImageError
+from builder.errors import IgnoreFileError, ImageError
 from builder.execute.copy import (
     CopySpec,
     SourceFile,
     SourceItem,
     SourceKind,
     synthetic_stat,
+    walk_tree,
 )
 from builder.execute.fetch import FetchFailed, UrlFetches, fetch
 from builder.execute.rootfs import RootfsView
@@ -270,8 +271,15 @@ def git_checkout(url: str, spec: CopySpec, scratch: Path, sources: GitSources | 
 
 
 def clone(url: str, spec: CopySpec, scratch: Path, sources: GitSources | None = None) -> SourceItem:
-    """A git source as a DIR-like item (see :func:`git_checkout`); ``.git`` only with keep-git-dir."""
+    """A git source as a DIR-like item (see :func:`git_checkout`); ``.git`` only with keep-git-dir,
+    and without what ``--exclude`` names (relative to the checkout, or its subdir), as BuildKit."""
     root = git_checkout(url, spec, scratch, sources)
+    if spec.excludes:
+        try:
+            files = walk_tree(RootfsView([root], overlay=False), spec.excludes)
+        except IgnoreFileError as err:
+            raise spec.error(f"invalid --exclude: {err}") from None
+        return SourceItem(url, url, SourceKind.GIT, files)
     return SourceItem(url, url, SourceKind.GIT, tree_files(root))
 
 

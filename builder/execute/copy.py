@@ -28,7 +28,7 @@ tests/execute/test_copy_docker.py, with BuildKit's flags on top
 ``--link`` gives the same files; the directories above them are then written
 as new (0755 root) instead of as the image has them, so the layer does not
 depend on the base's directory metadata (dest and ``--chown`` names are still
-resolved in it).
+resolved in it). With ``--chmod`` too, BuildKit does not link, nor does pybuild.
 
 Selection (wildcards, .dockerignore, ``--exclude``, directory contents) is one
 function, :func:`select_sources`, used both to write the layer and by
@@ -37,6 +37,7 @@ function, :func:`select_sources`, used both to write the layer and by
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -56,9 +57,9 @@ import xxhash
 
 from builder.errors import CopyError, IgnoreFileError, ImageError, SourceLocation
 from builder.execute.context import BuildContext
-from builder.execute.rootfs import Parts, RootfsView, split_path
+from builder.execute.rootfs import NAME_MAX, PATH_MAX, Parts, RootfsView, path_too_long, split_path
 from builder.execute.urls import redact_credentials
-from builder.frontend.dockerignore import PatternMatcher, go_clean, walk_context
+from builder.frontend.dockerignore import MatchType, PatternMatcher, go_clean, walk_context
 from builder.layers.tarwriter import (
     STEP_LAYER_XATTRS,
     EntryType,
@@ -203,7 +204,6 @@ class SourceItem:
     path: str  # where in the source tree (context-relative, or absolute in an image); name for heredocs
     kind: SourceKind
     files: list[SourceFile] = field(default_factory=list)  # FILE/HEREDOC: one; DIR: the contents
-    keep_parts: Parts = ()  # --parents: the path kept below dest
     keep_owner: bool = False  # COPY --from (without --chown) and ADD archives keep the owners
     outside_links: list[tuple[str, str]] = field(default_factory=list)  # ADD archives: (name, target)
 
@@ -246,11 +246,10 @@ def _entry_type(mode: int) -> EntryType | None:
 # -- flags ---------------------------------------------------------------------------------
 
 
-_SYMBOLIC = re.compile(r"^[ugoa]*[-+=][rwxXst]*$")
-
-
 def parse_chmod(text: str, spec: CopySpec) -> Callable[[int, bool], int]:
     """``--chmod``: octal (``0755``) or symbolic (``u+x,g-w``) as BuildKit; returns mode(old, is_dir)."""
+    from builder.execute.chmod import ModeSyntaxError, SymbolicMode
+
     if text.isascii() and text.isdigit():
         if not re.fullmatch(r"[0-7]+", text) or int(text, 8) > 0o7777:
             raise spec.error(
@@ -258,44 +257,12 @@ def parse_chmod(text: str, spec: CopySpec) -> Callable[[int, bool], int]:
             )
         value = int(text, 8)
         return lambda _old, _is_dir: value
-    clauses = text.split(",")
-    if not clauses or not all(_SYMBOLIC.match(c) for c in clauses):
+    try:
+        return SymbolicMode.parse(text).apply
+    except ModeSyntaxError:
         raise spec.error(
             f"invalid --chmod={text}: use an octal mode such as 0755, or symbolic modes such as u+x,g-w"
-        )
-
-    def apply(old: int, is_dir: bool) -> int:
-        mode = old & 0o7777
-        for clause in clauses:
-            m = re.match(r"^([ugoa]*)([-+=])([rwxXst]*)$", clause)
-            assert m is not None
-            who, op, perms = m.groups()
-            who = who or "a"
-            mask = 0
-            for w in who:
-                mask |= {"u": 0o4700, "g": 0o2070, "o": 0o0007, "a": 0o6777}[w]
-            bits = 0
-            for p in perms:
-                if p == "r":
-                    bits |= 0o444
-                elif p == "w":
-                    bits |= 0o222
-                elif p == "x" or (p == "X" and (is_dir or old & 0o111)):
-                    bits |= 0o111
-                elif p == "s":
-                    bits |= 0o6000
-                elif p == "t":
-                    bits |= 0o1000
-            bits &= mask | (0o1000 if "t" in perms else 0)
-            if op == "+":
-                mode |= bits
-            elif op == "-":
-                mode &= ~bits
-            else:
-                mode = (mode & ~mask) | bits
-        return mode
-
-    return apply
+        ) from None
 
 
 def _atoi(text: str) -> int | None:
@@ -402,15 +369,6 @@ def _expand_wildcards(parts: Parts, tree: _Tree, ignored: list[tuple[str, str]])
     return [m for m in matches if tree.view.exists("/".join(m))]
 
 
-def _parents_keep(arg: str, parts: Parts) -> Parts:
-    """``--parents``: the part of a source path kept below dest (after a '/./' pivot)."""
-    if "/./" in arg:
-        before = arg.split("/./", 1)[0]
-        skip = len(split_path(go_clean(before))) if go_clean(before) not in (".", "/") else 0
-        return parts[skip:]
-    return parts
-
-
 def select_sources(
     spec: CopySpec, source: BuildContext | RootfsView | None
 ) -> list[SourceItem]:
@@ -425,7 +383,10 @@ def select_sources(
         tree = _Tree(source.view, source)
     elif isinstance(source, RootfsView):
         tree = _Tree(source, None)
-    excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
+    try:
+        excludes = PatternMatcher.from_patterns(spec.excludes) if spec.excludes else None
+    except IgnoreFileError as err:
+        raise spec.error(f"invalid --exclude: {err}") from None
     # A wildcard matching nothing is an error only when no other source brings anything
     # (docker's "no source files were specified"); BuildKit skips empty wildcards too.
     unmatched: list[CopyError] | None = [] if len(spec.sources) + len(spec.heredocs) > 1 else None
@@ -457,53 +418,64 @@ def select_sources(
 
 
 def _select_parents(
-    arg: str, context: BuildContext, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None
+    arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None,
+    unmatched: list[CopyError] | None = None,
 ) -> list[SourceItem]:
-    """``COPY --parents`` from the context, as BuildKit: an include-pattern copy from the pivot.
-
-    The source (after a ``/./`` pivot, if any) is a pattern in .dockerignore
-    syntax (so ``**`` spans directories); matches keep their path below the
-    pivot, and the directories on the way come along with their own metadata.
+    """``COPY --parents`` as BuildKit: the part before the first ``/./`` (the whole tree
+    without one) is the copy's source, wildcards allowed; the rest is an include pattern
+    (``**`` spans directories) below each directory that part matches. Matches keep their
+    path below it, and the directories on the way come along with their own metadata.
     """
     parent, sep, pattern = arg.partition("/./")
     if not sep:
-        parent, pattern = "", arg
-    pivot = _source_parts(parent or ".", tree, spec)
+        parent, pattern = "/", arg
+    pivot = _source_parts(parent, tree, spec)
     pattern_parts = _source_parts(pattern, tree, spec)
     if not pattern_parts:
         raise spec.error(f"--parents needs a path below the pivot in '{arg}'")
-    if not any(_WILDCARD.search(c) for c in (*pivot, *pattern_parts)):
-        _select_local(arg, tree, replace(spec, parents=False), None)  # a missing path: docker's errors
-    prefix = "/".join(pivot)
-    full = "/".join((*pivot, *pattern_parts))
-    root = os.fspath(context.root)
-    cut = len(prefix) + 1 if prefix else 0
-    files: list[SourceFile] = []
-    try:
-        walked = list(walk_context(context.root, context.ignore, include=[full]))
-    except IgnoreFileError:
-        raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
-    for entry in walked:
-        if prefix and not entry.path.startswith(prefix + "/"):
+    wildcard = any(_WILDCARD.search(c) for c in pivot)
+    if not wildcard and not any(_WILDCARD.search(c) for c in pattern_parts):
+        # A missing path gets docker's errors; what is there is walked below, not twice.
+        _select_local(arg, tree, replace(spec, parents=False), None, walk=False)
+    if wildcard:
+        try:
+            candidates = _expand_wildcards(pivot, tree, [])
+        except IgnoreFileError:
+            raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
+    else:
+        candidates = [pivot]
+    include = "/".join(pattern_parts)
+    items: list[SourceItem] = []
+    for cand in candidates:
+        resolved = tree.view.resolve("/".join(cand))
+        if tree.is_context and resolved.clamped:
+            continue  # a directory outside the context has nothing to copy
+        found = tree.view.entry(resolved.parts)
+        if found is None or not stat.S_ISDIR(found.stat.st_mode):
             continue
-        rel = entry.path[cut:]
-        if excludes is not None and excludes.matches(rel):
-            continue
-        host = os.path.join(root, entry.path)
-        link = os.readlink(host) if stat.S_ISLNK(entry.stat.st_mode) else ""
-        files.append(SourceFile(rel, host, entry.stat, link))
-    if not files:
-        raise spec.error(f"no source files were specified (nothing matches '{arg}')")
-    return [SourceItem(arg, prefix or ".", SourceKind.DIR, files, keep_parts=(), keep_owner=False)]
+        try:
+            files = list(_walk_dir(tree, resolved.parts, excludes, include=include))
+        except IgnoreFileError:
+            raise spec.error(f"invalid wildcard in the source '{arg}': syntax error in pattern") from None
+        if files:
+            keep_owner = not tree.is_context and not spec.chown  # COPY --from keeps owners
+            items.append(SourceItem(arg, "/".join(cand) or ".", SourceKind.DIR, files, keep_owner=keep_owner))
+    if not items:
+        error = spec.error(f"no source files were specified (nothing matches '{arg}')")
+        if unmatched is None:
+            raise error
+        unmatched.append(error)
+    return items
 
 
 def _select_local(
     arg: str, tree: _Tree, spec: CopySpec, excludes: PatternMatcher | None,
-    unmatched: list[CopyError] | None = None,
+    unmatched: list[CopyError] | None = None, *, walk: bool = True,
 ) -> list[SourceItem]:
-    """The items of one local source; a wildcard matching nothing goes to ``unmatched`` if given."""
-    if spec.parents and tree.context is not None:
-        return _select_parents(arg, tree.context, tree, spec, excludes)
+    """The items of one local source; a wildcard matching nothing goes to ``unmatched`` if given.
+    Without ``walk``, a directory's item has no files (the source is only checked)."""
+    if spec.parents:
+        return _select_parents(arg, tree, spec, excludes, unmatched)
     parts = _source_parts(arg, tree, spec)
     wildcard = any(_WILDCARD.search(c) for c in parts)
     if wildcard:
@@ -566,17 +538,16 @@ def _select_local(
                 f"file not found in build context or excluded by .dockerignore: '{shown}' "
                 f"(through a symlink to '{'/'.join(resolved.parts)}', excluded by {rule})"
             )
-        keep = _parents_keep(arg, cand) if spec.parents else ()
         keep_owner = not tree.is_context and not spec.chown  # COPY --from keeps owners
         if stat.S_ISDIR(found.stat.st_mode):
-            item = SourceItem(arg, shown, SourceKind.DIR, keep_parts=keep, keep_owner=keep_owner)
-            item.files = list(_walk_dir(tree, resolved.parts, excludes))
+            item = SourceItem(arg, shown, SourceKind.DIR, keep_owner=keep_owner)
+            item.files = list(_walk_dir(tree, resolved.parts, excludes)) if walk else []
         else:
             if excludes is not None and not wildcard and excludes.matches(cand[-1] if cand else ""):
                 continue
             link = os.readlink(found.host) if stat.S_ISLNK(found.stat.st_mode) else ""
             item = SourceItem(arg, shown, SourceKind.FILE, [SourceFile("", found.host, found.stat, link)],
-                              keep_parts=keep, keep_owner=keep_owner)
+                              keep_owner=keep_owner)
         items.append(item)
     return items
 
@@ -591,17 +562,22 @@ def _brought_along(tree: _Tree, parts: Parts) -> bool:
     return next(_walk_dir(tree, parts, None), None) is not None
 
 
-def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iterator[SourceFile]:
+def _walk_dir(
+    tree: _Tree, base: Parts, excludes: PatternMatcher | None, *, include: str | None = None
+) -> Iterator[SourceFile]:
     """A directory's contents minus ignored and ``--exclude``d paths, parents first.
 
     As fsutil's walk: a directory no "!" rule can reach inside is not opened;
     one that a "!" rule may re-include is walked, and comes along (before its
-    kept children) only when something inside it is kept.
+    kept children) only when something inside it is kept. With ``include`` (a
+    pattern relative to ``base``, ``--parents``), only what it matches is kept,
+    and the directories on the way to it come along.
     """
     if tree.context is not None:
-        yield from _walk_context_dir(tree.context, base, excludes)
+        yield from _walk_context_dir(tree.context, base, excludes, include)
         return
     prune = excludes is not None and not excludes.has_exclusions
+    included = PatternMatcher.from_patterns([include]) if include is not None else None
     view = tree.view  # a stage or an image: no .dockerignore
 
     def walk(parts: Parts, prefix: str, pending: list[list[object]]) -> Iterator[SourceFile]:
@@ -615,8 +591,10 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
             is_dir = stat.S_ISDIR(st.st_mode)
             link = os.readlink(found.host) if stat.S_ISLNK(st.st_mode) else ""
             entry = SourceFile(rel, found.host, st, link)
-            if excludes is not None and excludes.matches(rel):
-                if is_dir and not prune:
+            excluded = excludes is not None and excludes.matches(rel)
+            left_out = included is not None and not included.matches(rel)
+            if excluded or left_out:
+                if is_dir and not (excluded and prune) and not (left_out and not _may_match_below(included, rel)):
                     yield from walk(child, rel + "/", [*pending, [entry, False]])
                 continue
             for cell in pending:
@@ -630,12 +608,35 @@ def _walk_dir(tree: _Tree, base: Parts, excludes: PatternMatcher | None) -> Iter
     yield from walk(base, "", [])
 
 
+def walk_tree(view: RootfsView, excludes: Sequence[str]) -> list[SourceFile]:
+    """Everything in ``view`` (a checkout, say) but what the ``--exclude`` patterns leave out."""
+    matcher = PatternMatcher.from_patterns(excludes) if excludes else None
+    return list(_walk_dir(_Tree(view, None), (), matcher))
+
+
+def _may_match_below(matcher: PatternMatcher | None, rel: str) -> bool:
+    """Whether a pattern could match something inside directory ``rel`` (else it is not walked)."""
+    dir_slash = rel + "/"
+    depth = dir_slash.count("/")
+    for rule in matcher.rules if matcher is not None else ():
+        if rule.depth is not None and rule.depth <= depth:
+            continue
+        if rule.match_type is MatchType.SUFFIX or rule.literal_prefix.startswith(dir_slash) \
+                or dir_slash.startswith(rule.literal_prefix):
+            return True
+    return False
+
+
 def _walk_context_dir(
-    context: BuildContext, base: Parts, excludes: PatternMatcher | None
+    context: BuildContext, base: Parts, excludes: PatternMatcher | None, pattern: str | None = None
 ) -> Iterator[SourceFile]:
     """:func:`_walk_dir` for the build context: fsutil's filtered walk (walk_context), fast."""
     prefix = "/".join(base)
-    include = [re.sub(r"([*?\[\]\\])", r"\\\1", prefix)] if prefix else None
+    escaped = re.sub(r"([*?\[\]\\])", r"\\\1", prefix)
+    if pattern is not None:
+        include: list[str] | None = [f"{escaped}/{pattern}" if prefix else pattern]
+    else:
+        include = [escaped] if prefix else None
     root = os.fspath(context.root)
     cut = len(prefix) + 1 if prefix else 0
     prune_excluded = excludes is not None and not excludes.has_exclusions
@@ -707,7 +708,7 @@ def _sources_digest(
     h: hashlib._Hash,
 ) -> str:
     for item in select_sources(spec, source):
-        h.update(f"item\0{item.kind.value}\0{item.arg}\0{item.path}\0{'/'.join(item.keep_parts)}\n".encode(
+        h.update(f"item\0{item.kind.value}\0{item.arg}\0{item.path}\0\n".encode(  # (a field once held --parents paths)
             "utf-8", "surrogateescape"))
         if item.kind in (SourceKind.URL, SourceKind.GIT):
             h.update(f"remote\0{spec.checksum or ''}\0{spec.keep_git_dir}\n".encode())
@@ -777,7 +778,9 @@ class _Planner:
             sub = parts[:i]
             if sub in self.entries:
                 continue
-            found = None if self.spec.link else self.dest_view.entry(sub)
+            # BuildKit merges a --link copy onto the image only without --chmod (its MergeOp
+            # condition); with --chmod it is a plain copy, and the parents stay the image's.
+            found = None if self.spec.link and self.spec.chmod is None else self.dest_view.entry(sub)
             name = "/".join(sub)
             if found is not None and not stat.S_ISDIR(found.stat.st_mode):
                 raise self.spec.error(f"cannot copy into '/{name}': it is not a directory in the image")
@@ -797,7 +800,9 @@ class _Planner:
                 TarEntry(name, EntryType.DIR, _DIR_MODE | (stat.S_ISGID if setgid else 0), uid, gid, 0, self.now)
             )
 
-    def add_file(self, parts: Parts, f: SourceFile, group: int, keep_owner: bool) -> None:
+    def add_file(self, parts: Parts, f: SourceFile, group: int, keep_owner: bool, *, unpacked: bool = False) -> None:
+        """Plan one file; ``unpacked`` (an ADD archive's entry) keeps its mode, as BuildKit
+        unpacks without --chmod."""
         st = f.stat
         kind = f.type
         if kind is None:
@@ -806,7 +811,7 @@ class _Planner:
         mode = stat.S_IMODE(st.st_mode)
         if kind is EntryType.SYMLINK:
             mode = 0o777
-        elif self.chmod is not None:
+        elif self.chmod is not None and not unpacked:
             mode = self.chmod(mode, is_dir)
         uid, gid = (st.st_uid, st.st_gid) if keep_owner else (self.identity.uid, self.identity.gid)
         chowned = not keep_owner and kind is EntryType.FILE
@@ -864,7 +869,7 @@ def plan_copy(
     root = Identity()
     for group, item in enumerate(items):
         if item.kind in (SourceKind.DIR, SourceKind.ARCHIVE, SourceKind.GIT):
-            base = (*dest, *item.keep_parts)
+            base = dest
             if item.kind is SourceKind.ARCHIVE:
                 planner.ensure_dirs(base, root)
                 _plan_archive(planner, base, item, group)
@@ -873,17 +878,16 @@ def plan_copy(
             for f in item.files:
                 planner.add_file((*base, *split_path(f.rel)), f, group, item.keep_owner)
             continue
-        if spec.parents and item.keep_parts:
-            target = (*dest, *item.keep_parts)
-        elif dest_is_dir or planner.dest_exists_dir(dest):
-            target = (*dest, item.base_name)
-        else:
-            target = dest
+        target = (*dest, item.base_name) if dest_is_dir or planner.dest_exists_dir(dest) else dest
         if not target:
             raise spec.error(f"cannot copy '{item.arg}' over the root directory")
         planner.ensure_dirs(target[:-1], None if item.keep_owner else identity)
         for f in item.files:
             planner.add_file(target, f, group, item.keep_owner)
+    for parts in planner.entries:
+        problem = path_too_long(parts)
+        if problem is not None:
+            raise spec.error(problem)
     return planner.entries
 
 
@@ -905,7 +909,7 @@ def _plan_archive(planner: _Planner, base: Parts, item: SourceItem, group: int) 
             planner.ensure_dirs(there, Identity())
             placed[f.rel] = there
             continue
-        planner.add_file(where, f, group, item.keep_owner)
+        planner.add_file(where, f, group, item.keep_owner, unpacked=True)
         placed[f.rel] = where
     for name, target in item.outside_links:
         _plan_outside_link(planner, base, item, group, name, target)
@@ -927,7 +931,7 @@ def _plan_outside_link(planner: _Planner, base: Parts, item: SourceItem, group: 
     source = SourceFile("/".join(there), found.host, found.stat)
     for parts in (there, where):
         if parts not in planner.entries:
-            planner.add_file(parts, source, group, keep_owner=True)
+            planner.add_file(parts, source, group, keep_owner=True, unpacked=True)
         planner.entries[parts].inode = (found.stat.st_dev, found.stat.st_ino)  # one file, two names
 
 
@@ -1062,9 +1066,15 @@ def _user_errors(spec: CopySpec) -> Iterator[None]:
         raise
     except ImageError as err:
         raise spec.error(str(err)) from None
+    except IgnoreFileError as err:  # an --exclude pattern that only fails when it is used
+        raise spec.error(f"invalid --exclude: {err}") from None
     except FileNotFoundError as err:
         raise spec.error(f"'{err.filename}' disappeared while it was copied") from None
     except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:  # a deep tree: the host path outgrew PATH_MAX
+            tail = os.fsdecode(err.filename or "")[-60:]
+            raise spec.error(f"a path is longer than Linux allows ({NAME_MAX} bytes a name, {PATH_MAX} a "
+                             f"path): '...{tail}'") from None
         if err.filename:
             raise spec.error(f"cannot read '{err.filename}': {err.strerror or err}") from None
         raise spec.error(f"writing the layer: {err.strerror or err}") from None

@@ -25,6 +25,8 @@ from builder.errors import ImageError
 from builder.layers import whiteout
 
 MAX_SYMLINKS = 255  # as filepath-securejoin and docker's FollowSymlinkInScope
+NAME_MAX = 255  # bytes in one file name, as Linux allows
+PATH_MAX = 4095  # bytes in a path (4096 with its NUL), as Linux allows
 
 Parts = tuple[str, ...]
 
@@ -55,6 +57,27 @@ class Resolved:
 def split_path(path: str) -> Parts:
     """The components of a slash path, without empty and '.' components ('..' kept)."""
     return tuple(p for p in path.split("/") if p not in ("", "."))
+
+
+def path_too_long(parts: Parts) -> str | None:
+    """Why Linux could not make ``/parts`` (a name or the whole path too long), else None.
+
+    A layer holding such a path could not be unpacked by anyone, so it is refused when planned.
+    """
+    if parts and max(map(len, parts)) * 4 <= NAME_MAX and (len(parts) + sum(map(len, parts))) * 4 <= PATH_MAX:
+        return None  # the common case, decided without encoding: a character is at most 4 bytes
+    for name in parts:
+        if len(os.fsencode(name)) > NAME_MAX:
+            return (f"'{_shorten('/' + '/'.join(parts))}': a file name can be at most {NAME_MAX} bytes, "
+                    f"and '{_shorten(name)}' is {len(os.fsencode(name))}")
+    size = len(os.fsencode("/" + "/".join(parts)))
+    if size > PATH_MAX:
+        return f"'{_shorten('/' + '/'.join(parts))}': a path can be at most {PATH_MAX} bytes, and this one is {size}"
+    return None
+
+
+def _shorten(text: str, keep: int = 40) -> str:
+    return text if len(text) <= 2 * keep else f"{text[:keep]}...{text[-keep:]}"
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -111,7 +134,10 @@ class RootfsView:
             return hit  # type: ignore[return-value]  # False is the cache's miss sentinel, handled above
         parent = self.entry(parts[:-1])
         result: Found | None = None
-        if parent is not None and stat.S_ISDIR(parent.stat.st_mode):
+        # A name over NAME_MAX cannot exist (lstat would fail); path_too_long says why where it matters.
+        name = parts[-1]
+        too_long = len(name) * 4 > NAME_MAX and len(os.fsencode(name)) > NAME_MAX
+        if parent is not None and stat.S_ISDIR(parent.stat.st_mode) and not too_long:
             layers: list[Path] = []
             for layer in parent.layers:
                 host = os.path.join(layer, *parts)

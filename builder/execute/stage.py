@@ -709,11 +709,14 @@ class StageRunner:
         (docker's overlay copies them up): without them, the directories this layer implies
         would hide their modes and owners from later steps.
         """
-        from builder.execute.rootfs import RootfsView, split_path
+        from builder.execute.rootfs import RootfsView, path_too_long, split_path
         from builder.layers.tarwriter import EntryType, TarEntry
 
         view = RootfsView(self.lowers())
         target = view.resolve(os.path.normpath(path)).path
+        problem = path_too_long(split_path(target))
+        if problem is not None:
+            raise ins.error(f"WORKDIR {path}: {problem}")
         if view.is_dir(target):
             return None
         missing: list[str] = []

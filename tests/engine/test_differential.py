@@ -1190,6 +1190,25 @@ CASES = [
          "  c='single\\\nquote' d=\"tab\there\"\nLABEL e=\"\\\"nested\\\"\" f=\"$HOME\"\n"),
     Case("x3d-user-uid-gid-not-in-passwd", "FROM busybox:local\nUSER 5555:6666\nWORKDIR /w5\nRUN id > /tmp/id && "
          "touch /tmp/f && echo $HOME > /tmp/home && mkdir /tmp/d\nCOPY a /w5/\n", {"a": "a"}),
+    # explore4-e: COPY onto paths of another type, and BuildKit's --parents/--exclude as their classic equals.
+    Case("x4e-copy-file-onto-symlink-to-file", "FROM busybox:local\nRUN echo t > /t && ln -s /t /x && mkdir /d && "
+         "ln -s ../t /d/l\nCOPY a /x\nCOPY src /d/\n", {"a": "a", "src/l": "l"}),
+    Case("x4e-copy-dir-source-types-replaced", "FROM busybox:local\nRUN mkdir -p /e/dir/deep /e/lnk && "
+         "echo f > /e/file && touch /e/dir/deep/x && ln -s /etc /e/sl\nCOPY src /e/\n",
+         {"src/file/in": "now a dir", "src/dir": "now a file", "src/sl/f": "through?"}),
+    Case("x4e-copy-onto-dangling-symlinks", "FROM busybox:local\nRUN ln -s /nowhere /d && ln -s /gone /e && "
+         "ln -s missing/deeper /f\nCOPY a /d\nCOPY a /e/\nCOPY src /f\n", {"a": "a", "src/s": "s"}),
+    Case("x4e-copy-onto-symlink-loop", "FROM busybox:local\nRUN ln -s /loop /loop\nCOPY a /loop\n", {"a": "a"},
+         fails=True),
+    Case("x4e-copy-parents-wildcard-pivot", "FROM busybox:local\nCOPY --parents t/a/b*/./c/**/e /out/\n"
+         "COPY --parents --exclude=**/*.log t/./**/keep* /k/\n",
+         {"t/a/b/c/d/e/bay": "1", "t/a/b2/c/d/e/bar": "2", "t/a/b/c/d/foo": "3", "t/x/keep.txt": "k",
+          "t/x/keep.log": "l", "t/y/z/keepme": "m"},
+         modes={"t/a/b/c/d": 0o700, "t/a/b2/c/d": 0o700},
+         docker_dockerfile="FROM busybox:local\nCOPY t/a/b/c/d/e/bay /out/c/d/e/\nCOPY t/a/b2/c/d/e/bar /out/c/d/e/\n"
+         "COPY t/x/keep.txt /k/x/\nCOPY t/y/z/keepme /k/y/z/\n"
+         "RUN chmod 700 /out/c/d\n",
+         same_history=False),
 ]
 
 

@@ -245,3 +245,21 @@ def test_progress_tty_needs_a_terminal(builder: Builder) -> None:
     os.close(leader)
     assert proc.wait(timeout=300) == 0, drawn
     assert b"\r" in drawn and b"writing image sha256:" in drawn
+
+
+def test_paths_linux_cannot_create_are_refused_with_the_line(builder: Builder) -> None:
+    """A name over 255 bytes or a path over 4095 in COPY's dest (or below it) and WORKDIR: docker
+    fails on them with the store's own path in an lstat error; pybuild names the line and the
+    limit, and never writes a layer that no one could unpack (a deep path came through)."""
+    long_name, deep = "a" * 300, "/".join(["b" * 250] * 20)
+    cases = [
+        (f"COPY f /{long_name}/\n", "Dockerfile:2: COPY failed: '/aaaaaaaa", "a file name can be at most 255 bytes"),
+        (f"COPY f /new/{long_name}\n", "Dockerfile:2: COPY failed: '/new/aaaa", "a file name can be at most 255"),
+        (f"COPY f /{deep}/\n", "Dockerfile:2: COPY failed: '/bbbb", "a path can be at most 4095 bytes"),
+        (f"WORKDIR /w/{long_name}\n", "Dockerfile:2: WORKDIR /w/aaaa", "a file name can be at most 255 bytes"),
+    ]
+    for line, where, why in cases:
+        ctx = builder.context({"Dockerfile": "FROM busybox:local\n" + line, "f": "f\n"})
+        err = _error(builder.build(ctx, "--no-cache", check=False))
+        assert where in err and why in err, err
+        assert "snapshots" not in err, err  # no store path in the message

@@ -66,6 +66,27 @@ def test_archives_are_unpacked_keeping_their_owners(
     assert out["t/t/sub/b"].data == b"b\n"
 
 
+def test_chmod_leaves_an_unpacked_archive_as_written(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
+    """BuildKit unpacks an ADD archive without --chmod (docker's builder has no --chmod): a
+    0600 applied to its directories left them untraversable."""
+    out = layer(add("a.tar", "fake.tar.gz", dest="/t/", chmod="0600"), ctx, base, scratch)
+    assert out["t/t"].mode == 0o755 and out["t/t/sub"].mode == 0o700 and out["t/t/a"].mode == 0o644
+    assert out["t/fake.tar.gz"].mode == 0o600  # a file that is no archive is copied, and chmodded
+
+
+def test_an_archive_path_linux_cannot_hold_is_refused(base: RootfsView, scratch: Path, tmp_path: Path) -> None:
+    """A 5000-byte path in an archive: an error naming it, never a layer without the file."""
+    ctx_dir = tmp_path / "ctx"
+    ctx_dir.mkdir()
+    with tarfile.open(ctx_dir / "deep.tar", "w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("/".join(["y" * 200] * 25))
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(CopyError, match=r"ADD failed: a path is longer than Linux allows \(255 bytes a name, "
+                                        r"4095 a path\): '\.\.\.y+'"):
+        layer(add("deep.tar", dest="/u/"), BuildContext.from_dir(ctx_dir), base, scratch)
+
+
 def test_not_an_archive_by_content_is_copied(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
     out = layer(add("fake.tar.gz", dest="/t/"), ctx, base, scratch)
     assert out["t/fake.tar.gz"].data == b"notatar\n"
@@ -228,6 +249,16 @@ def test_git_clone(base: RootfsView, scratch: Path, git_daemon: str) -> None:
     out = layer(add(url + "#v1:src", dest="/s/", chown="app"), None, base, scratch)
     assert sorted(n for n in out if n.startswith("s")) == ["s", "s/main.c"]
     assert out["s/main.c"].uid == 1000
+
+
+def test_git_exclude(base: RootfsView, scratch: Path, git_daemon: str) -> None:
+    """BuildKit copies a git source with the --exclude patterns (relative to the repository)."""
+    out = layer(add(git_daemon + "#v1", dest="/x/", excludes=("src",)), None, base, scratch)
+    assert sorted(out) == ["x", "x/README"]
+    out = layer(add(git_daemon + "#v1", dest="/x/", excludes=("**/*.c",)), None, base, scratch)
+    assert sorted(out) == ["x", "x/README", "x/src"]
+    out = layer(add(git_daemon + "#v1:src", dest="/x/", excludes=("*.c",)), None, base, scratch)
+    assert sorted(out) == ["x"]
 
 
 def test_git_checksum_pins_the_commit(base: RootfsView, scratch: Path, git_repo: Path,

@@ -92,7 +92,23 @@ def test_chmod_symbolic(ctx: BuildContext, base: RootfsView) -> None:
     assert out["s/sub"].mode == 0o750
 
 
-@pytest.mark.parametrize("bad", ["u+q", "rwx", "0o755", "a+z", "u+x,"])
+@pytest.mark.parametrize("mode, start, want", [
+    # No who: the umask (dockerd's 022) limits what is set or cleared, as chmod(1) and BuildKit do.
+    ("+w", 0o444, 0o644), ("-w", 0o666, 0o466), ("=rw", 0o754, 0o644), ("+rwx", 0o000, 0o755),
+    ("a+w", 0o444, 0o666), ("-x", 0o754, 0o644),
+    # X only with '+'; copying one class's bits to another; several operations in one clause.
+    ("+X", 0o640, 0o640), ("+X", 0o754, 0o755), ("=X", 0o754, 0o000), ("a-X", 0o755, 0o755),
+    ("u=g", 0o754, 0o554), ("go=u-w", 0o754, 0o755), ("ug=rx,+w", 0o640, 0o750), ("u+r-w", 0o666, 0o466),
+    ("o+t", 0o666, 0o666), ("+t", 0o666, 0o1666), ("o+s", 0o754, 0o754), ("g+s", 0o754, 0o2754),
+])
+def test_chmod_symbolic_as_buildkit(tmp_path: Path, base: RootfsView, mode: str, start: int, want: int) -> None:
+    """BuildKit's --chmod=<symbolic> (its mode library, chmod(1)'s rules, under dockerd's umask 022)."""
+    (tmp_path / "f").write_text("f")
+    (tmp_path / "f").chmod(start)
+    assert layer(spec("f", dest="/x", chmod=mode), BuildContext.from_dir(tmp_path), base)["x"].mode == want
+
+
+@pytest.mark.parametrize("bad", ["u+q", "rwx", "0o755", "a+z", "u+x,", "u", "+w,,u+x"])
 def test_chmod_invalid(ctx: BuildContext, base: RootfsView, bad: str) -> None:
     with pytest.raises(CopyError, match=re.escape(f"Dockerfile:7: COPY failed: invalid --chmod={bad}")):
         layer(spec("f1", dest="/x", chmod=bad), ctx, base)
@@ -140,6 +156,46 @@ def test_parents_keeps_source_directories(ctx: BuildContext, base: RootfsView) -
         layer(spec("x.log", dest="/g/", parents=True), ctx, base)
 
 
+def _parents_tree(root: Path) -> Path:
+    """BuildKit's testCopyRelativeParents tree, under ``root``/test."""
+    for d in ("a/b/c/d/e", "a/b2/c/d/e", "a/b/c2/d/e", "a/b/c2/d/e2"):
+        (root / "test" / d).mkdir(parents=True, exist_ok=True)
+    for f in ("a/b/c/d/foo", "a/b/c/d/e/bay", "a/b2/c/d/e/bar", "a/b/c2/d/e/baz", "a/b/c2/d/e2/baz"):
+        (root / "test" / f).write_text(f)
+    (root / "test/a").chmod(0o700)
+    os.chown(root / "test/a/b", 33, 44)
+    return root
+
+
+@pytest.mark.parametrize("where", ["context", "stage"])
+def test_parents_as_buildkit(tmp_path: Path, base: RootfsView, where: str) -> None:
+    """BuildKit's --parents: the part before the first '/./' is the copy's source (wildcards
+    allowed there too), the rest an include pattern in which '**' spans directories; the same
+    from the context and from a stage (where the directories on the way keep their owners)."""
+    tree = _parents_tree(tmp_path / "src")
+    source: BuildContext | RootfsView = BuildContext.from_dir(tree) if where == "context" else RootfsView([tree])
+    extra = {} if where == "context" else {"from_": "base"}
+
+    def names(*sources: str) -> list[str]:
+        out = layer(spec(*sources, dest="/out/", parents=True, **extra), source, base)
+        return sorted(n[4:] for n in out if n.startswith("out/") and not out[n].isdir())
+
+    assert names("/test/a/b/./c/d") == ["c/d/e/bay", "c/d/foo"]
+    assert names("/test/a/./b/./c") == ["b/c/d/e/bay", "b/c/d/foo"]  # the first '/./' is the pivot
+    assert names("/test/a/b/c/d/.") == ["test/a/b/c/d/e/bay", "test/a/b/c/d/foo"]
+    assert names("/test/a/./*/c") == ["b/c/d/e/bay", "b/c/d/foo", "b2/c/d/e/bar"]
+    assert names("/test/a/b*/./c/**/e") == ["c/d/e/bar", "c/d/e/bay"]  # both b and b2 land in c/
+    assert names("/test/a/b/c*/./d/**/baz", "/test/a/b*/./c/**/bar") == ["c/d/e/bar", "d/e/baz", "d/e2/baz"]
+    assert names("test/**/bay") == ["test/a/b/c/d/e/bay"]
+    out = layer(spec("test/a/b/c/d/foo", dest="/out/", parents=True, **extra), source, base)
+    assert out["out/test/a"].mode == 0o700  # the directories on the way keep their metadata
+    kept = (33, 44) if where == "stage" else (0, 0)  # COPY --from keeps owners
+    assert (out["out/test/a/b"].uid, out["out/test/a/b"].gid) == kept
+    missing = "file not found in build context" if where == "context" else "not found in 'base'"
+    with pytest.raises(CopyError, match=missing):
+        layer(spec("test/a/./nope", dest="/out/", parents=True, **extra), source, base)
+
+
 def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
     out = layer(spec("dir", dest="/e/", excludes=("sub", "lnk")), ctx, base)
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/hard"]
@@ -149,11 +205,22 @@ def test_exclude_patterns(ctx: BuildContext, base: RootfsView) -> None:
     assert sorted(n for n in out if n.startswith("e/")) == ["e/a", "e/lnk"]
 
 
+def test_exclude_bad_pattern_names_the_line(ctx: BuildContext, base: RootfsView) -> None:
+    for sources in (("dir",), ("d*",)):
+        with pytest.raises(CopyError, match=re.escape("Dockerfile:7: COPY failed: invalid --exclude: invalid pattern `[`")):
+            layer(spec(*sources, dest="/e/", excludes=("[",)), ctx, base)
+
+
 def test_link_does_not_copy_existing_parent_metadata(ctx: BuildContext, base: RootfsView) -> None:
     plain = layer(spec("f1", dest="/existing/"), ctx, base)
     assert (plain["existing"].uid, plain["existing"].mode) == (1000, 0o755)
     linked = layer(spec("f1", dest="/existing/", link=True), ctx, base)
     assert (linked["existing"].uid, linked["existing"].mode) == (0, 0o755)
+    # BuildKit merges a --link copy only without --chmod: with it, the parents are the image's.
+    both = layer(spec("f1", dest="/existing/", link=True, chmod="0600"), ctx, base)
+    assert (both["existing"].uid, both["existing"].mode) == (1000, 0o755)
+    both = layer(spec("f1", dest="/ex2/f", link=True, chmod="u+x"), ctx, base)
+    assert both["ex2"].mode == 0o700 and both["ex2/f"].mode == 0o700
 
 
 # -- sources ----------------------------------------------------------------------------------
