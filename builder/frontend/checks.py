@@ -205,12 +205,12 @@ class CheckConfig:
         return cls(frozenset(skip), skip_all, error, frozenset(experimental), experimental_all)
 
     def enabled(self, rule: str) -> bool:
-        if self.skip_all or rule in self.skip:
-            return False
+        """As BuildKit's Linter.Run: an experimental rule runs when asked for, whatever ``skip``
+        says (``skip=all;experimental=CopyIgnoredFile`` runs that one rule); others unless skipped."""
         info = RULES.get(rule)
         if info is not None and info.experimental:
             return self.experimental_all or rule in self.experimental
-        return True
+        return not (self.skip_all or rule in self.skip)
 
 
 def _parse_bool(value: str) -> bool | None:

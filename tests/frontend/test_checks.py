@@ -192,6 +192,16 @@ def test_check_directive_skip_and_error():
     assert not clean.failed and clean.error() is None
 
 
+def test_experimental_rules_run_when_asked_even_with_skip_all():
+    """BuildKit's Linter.Run looks at ``skip`` only for stable rules (its testCopyIgnoredFiles case
+    ``skip=all;experimental=CopyIgnoredFile`` still reports)."""
+    source = ("# check=skip=all;experimental=InvalidDefinitionDescription\n# nope\nFROM busybox AS base\n"
+              "MAINTAINER me\n")
+    assert [(w.start_line, w.rule) for w in check(source)] == [(3, "InvalidDefinitionDescription")]
+    skipped = "# check=skip=InvalidDefinitionDescription\n# nope\nFROM busybox AS base\n"
+    assert check(skipped) == []  # experimental and not asked for: off, skip or not
+
+
 def test_build_arg_config_overrides_the_directive():
     source = "# check=error=true\nFROM busybox as b\n"
     df = parse_dockerfile(parse(source))
