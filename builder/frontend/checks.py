@@ -266,7 +266,9 @@ class _Collector:
 _SECRET_DENY = re.compile(
     r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)"
 )
-_SECRET_ALLOW = re.compile(r"(?i)(?:_|^)(?:public)(?:_|$)")
+# BuildKit's allow list: PUBLIC_KEY is no secret, nor SESSION_SECRET_FILE (a path to one) or
+# AUTH_MODULE_VERSION.
+_SECRET_ALLOW = re.compile(r"(?i)(?:_|^)(?:public|file|version)(?:_|$)")
 _RESERVED_STAGE_NAMES = ("context", "scratch")
 
 
@@ -339,12 +341,12 @@ def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
         if node is not None and len(node.args) == 3:
             as_word = node.args[1]
             from_word = _keyword_text(node)
-            from_lower = from_word[:1].islower()
-            if (from_lower and as_word != as_word.lower()) or (
-                not from_lower and as_word != as_word.upper()
-            ):
-                out.at("FromAsCasing", f"'{as_word}' and '{from_word}' keywords' casing do not match",
-                       from_)
+            # A mixed-case FROM ("From") is ConsistentInstructionCasing's to report, not this rule's.
+            if from_word in (from_word.lower(), from_word.upper()):
+                want = as_word.lower() if from_word == from_word.lower() else as_word.upper()
+                if as_word != want:
+                    out.at("FromAsCasing",
+                           f"'{as_word}' and '{from_word}' keywords' casing do not match", from_)
             written = node.args[2]
             if written != written.lower():
                 out.at("StageNameCasing", f"Stage name '{written}' should be lowercase", from_)

@@ -76,7 +76,8 @@ CASES = [
      [(2, 'Do not use ARG or ENV instructions for sensitive data (ARG "DB_PASSWORD")'),
       (3, 'Do not use ARG or ENV instructions for sensitive data (ENV "GITHUB_TOKEN")')],
      # BuildKit checks ARGs as stages declare them, not the global ones.
-     "ARG API_KEY\nFROM busybox\nARG PUBLIC_KEY\nENV KEYBOARD=us TOKENIZER=x MONKEY=1\n"),
+     "ARG API_KEY\nFROM busybox\nARG PUBLIC_KEY\nENV KEYBOARD=us TOKENIZER=x MONKEY=1\n"
+     "ARG SESSION_SECRET_FILE\nENV AUTH_MODULE_VERSION=2\n"),
     ("RedundantTargetPlatform", "FROM --platform=$TARGETPLATFORM busybox\n",
      [(1, "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior")],
      "FROM --platform=$BUILDPLATFORM busybox\nFROM --platform=${TARGETOS}/${TARGETARCH} busybox\n"),
@@ -123,6 +124,16 @@ def test_copy_ignored_file_needs_the_ignore_rules_and_opting_in():
 def test_rule_fires_and_does_not(rule, bad, expected, good):
     assert fired(bad, rule) == expected
     assert fired(good, rule) == []
+
+
+def test_from_as_casing_leaves_a_mixed_case_from_to_the_casing_rule():
+    """BuildKit's testConsistentInstructionCasing: ``From scratch as base`` is one warning, not two."""
+    source = "\n#\n#\nFrom scratch as base\nFROM scratch AS base2\n"
+    assert [(w.start_line, w.rule, w.message) for w in check(source)] == [
+        (4, "ConsistentInstructionCasing",
+         "Command 'From' should match the case of the command majority (uppercase)")]
+    assert fired("from scratch AS base\n", "FromAsCasing") == [
+        (1, "'AS' and 'from' keywords' casing do not match")]
 
 
 def test_warning_rendering():
