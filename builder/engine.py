@@ -321,8 +321,11 @@ class Build:
                     if len(dockerfile.stages) > 1 else None)
         plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
                            is_named_context=_named_predicate(named), image_triggers=triggers)
+        # As lint: BUILDKIT_DOCKERFILE_CHECK overrides # check=, and .dockerignore feeds CopyIgnoredFile.
         checks = run_checks(dockerfile, build_args=build_args, base_env=self._base_env,
-                            stages=[p.index for p in plan.stages])
+                            stages=[p.index for p in plan.stages],
+                            config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
+                            ignored=context.ignore.matches if context.ignore else None)
         for warning in checks.warnings:
             self.progress.warning(str(warning))
         if (note := _foreign_syntax(parsed)) is not None:

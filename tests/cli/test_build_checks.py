@@ -1,0 +1,41 @@
+"""The build checks as ``pybuild build`` runs them (a real build, FROM scratch): the same
+configuration as ``pybuild lint`` and ``--check``, warnings printed, ``error=true`` fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers.tools import run_pybuild
+
+
+def test_build_takes_the_check_configuration_from_the_build_arg(ctx: Path, tmp_path: Path) -> None:
+    """BUILDKIT_DOCKERFILE_CHECK overrides ``# check=`` for a build as for lint (BuildKit's
+    testRuleCheckOption): skip=all silences, error=true fails before anything runs."""
+    root = tmp_path / "root"
+    (ctx / "Dockerfile").write_text("FROM scratch as build\nCOPY made /made\n")
+    plain = run_pybuild("build", "--progress", "plain", str(ctx), root=root, check=True)
+    assert b"FromAsCasing: 'as' and 'FROM' keywords' casing do not match" in plain.stderr
+    quiet = run_pybuild("build", "--progress", "plain", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all",
+                        str(ctx), root=root, check=True)
+    assert b"WARN" not in quiet.stderr, quiet.stderr
+    failed = run_pybuild("build", "--progress", "plain", "--build-arg",
+                         "BUILDKIT_DOCKERFILE_CHECK=skip=ConsistentInstructionCasing;error=true",
+                         str(ctx), root=root)
+    assert failed.returncode == 1
+    assert b"ERROR: lint violation found for rules: FromAsCasing" in failed.stderr
+    assert b"COPY made" not in failed.stderr and failed.stdout == b""
+    (ctx / "Dockerfile").write_text("# check=error=true\nFROM scratch as build\nCOPY made /made\n")
+    allowed = run_pybuild("build", "-q", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all", str(ctx),
+                          root=root, check=True)
+    assert allowed.stdout.startswith(b"sha256:")
+
+
+def test_build_reports_a_copy_of_an_ignored_file(ctx: Path, tmp_path: Path) -> None:
+    """CopyIgnoredFile needs the context's .dockerignore: the build knows it as lint does."""
+    (ctx / "Dockerfile").write_text("# check=experimental=CopyIgnoredFile\nFROM scratch\nCOPY made /made\n"
+                                    "COPY secret.txt /\n")
+    (ctx / ".dockerignore").write_text("secret.txt\n")
+    (ctx / "secret.txt").write_text("s")
+    proc = run_pybuild("build", "--progress", "plain", str(ctx), root=tmp_path / "root")
+    assert b'CopyIgnoredFile: Attempting to Copy file "secret.txt" that is excluded by .dockerignore' \
+        in proc.stderr, proc.stderr
