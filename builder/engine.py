@@ -325,7 +325,7 @@ class Build:
         checks = run_checks(dockerfile, build_args=build_args, base_env=self._base_env,
                             stages=[p.index for p in plan.stages],
                             config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
-                            ignored=context.ignore.matches if context.ignore else None)
+                            ignore=context.ignore)
         for warning in checks.warnings:
             self.progress.warning(str(warning))
         if (note := _foreign_syntax(parsed)) is not None:

@@ -76,7 +76,7 @@ def render_parse(dockerfile: Dockerfile) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     """Check and plan the build; print the parse and the stage plan. Builds nothing (yet)."""
-    from builder.cli.frontend import context_ignored, parse_build_args, run_lint
+    from builder.cli.frontend import context_ignore, parse_build_args, run_lint
     from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
     from builder.frontend.instructions import parse_dockerfile
     from builder.frontend.parser import parse
@@ -93,7 +93,7 @@ def run_build(args: argparse.Namespace) -> int:
     plan = plan_stages(dockerfile, scope, target=getattr(args, "target", None))
 
     result = run_lint(dockerfile, build_args, stages=[s.index for s in plan.stages],
-                      ignored=context_ignored(args.context, args.file))
+                      ignore=context_ignore(args.context, args.file))
     for warning in result.warnings:
         print(f"WARN: {warning.short()}", file=sys.stderr)
     error = result.error()

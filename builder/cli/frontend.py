@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ from builder.errors import DockerfileError, UsageError
 
 if TYPE_CHECKING:
     from builder.frontend.checks import CheckResult
+    from builder.frontend.dockerignore import PatternMatcher
     from builder.frontend.instructions import Dockerfile
 
 ORDER = 60
@@ -150,20 +151,19 @@ def local_base_env(name: str) -> list[str] | None:
         return None
 
 
-def context_ignored(context: str, file: str | None) -> Callable[[str], bool] | None:
-    """Whether the context's .dockerignore excludes a path (None: no context directory)."""
+def context_ignore(context: str, file: str | None) -> PatternMatcher | None:
+    """The context's .dockerignore rules (None: no context directory)."""
     from builder.frontend.dockerignore import load_ignore
 
     if context == "-" or not Path(context).is_dir():
         return None
     dockerfile = Path(file) if file and file != "-" else Path(context) / "Dockerfile"
-    matcher = load_ignore(Path(context), dockerfile if file != "-" else None)
-    return matcher.matches if matcher else None
+    return load_ignore(Path(context), dockerfile if file != "-" else None)
 
 
 def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str | None = None,
              stages: Sequence[int] | None = None,
-             ignored: Callable[[str], bool] | None = None) -> CheckResult:
+             ignore: PatternMatcher | None = None) -> CheckResult:
     """The checks the way build and lint both run them (BUILDKIT_DOCKERFILE_CHECK overrides # check=)."""
     from builder.frontend.checks import run_checks
 
@@ -173,7 +173,7 @@ def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str 
         base_env=local_base_env,
         stages=stages,
         config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
-        ignored=ignored,
+        ignore=ignore,
     )
 
 
@@ -204,7 +204,7 @@ def lint_command(args: argparse.Namespace) -> int:
     plan = plan_stages(dockerfile, target=args.target, build_args=build_args)
     stages = [s.index for s in plan.stages] if args.target else None
     result = run_lint(dockerfile, build_args, stages=stages,
-                      ignored=context_ignored(args.path, args.file))
+                      ignore=context_ignore(args.path, args.file))
     error = result.error()
     if args.format == "json":
         json.dump({

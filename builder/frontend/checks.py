@@ -14,7 +14,6 @@ build arg) selects rules; with ``error=true`` any warning fails the build.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from builder.errors import (
     SourceLocation,
     UsageError,
 )
+from builder.frontend.dockerignore import PatternMatcher, go_clean
 from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
 from builder.frontend.instructions import (
     Add,
@@ -117,7 +117,7 @@ RULES: dict[str, Rule] = {
         Rule("FromPlatformFlagConstDisallowed", "FROM --platform flag should not use a constant value",
              "from-platform-flag-const-disallowed"),
         Rule("CopyIgnoredFile", "Attempting to Copy file that is excluded by .dockerignore",
-             "copy-ignored-file", experimental=True),
+             "copy-ignored-file"),
         Rule("InvalidDefinitionDescription",
              "Comment for build stage or argument should follow the format: "
              "`# <arg/stage name> <description>`. If this is not intended to be a description "
@@ -280,12 +280,12 @@ def run_checks(
     platforms: PlatformArgs | None = None,
     stages: Collection[int] | None = None,
     config: str | None = None,
-    ignored: Callable[[str], bool] | None = None,
+    ignore: PatternMatcher | None = None,
 ) -> CheckResult:
     """Every enabled rule over ``dockerfile``; ``stages`` limits the per-stage walk (None: all).
 
     ``config`` overrides the ``# check=`` directive (the BUILDKIT_DOCKERFILE_CHECK build arg).
-    ``ignored(path)`` tells whether .dockerignore excludes a context path (CopyIgnoredFile).
+    ``ignore`` is the context's .dockerignore (CopyIgnoredFile).
     """
     parsed = dockerfile.parsed
     directive_line = next((d.line for d in parsed.directives if d.name == "check"), None)
@@ -300,7 +300,7 @@ def run_checks(
     _check_casing(dockerfile, out)
     _check_static(dockerfile, out)
     _check_from_args(dockerfile, build_args or {}, platforms, out)
-    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignored)
+    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignore)
     return CheckResult(out.warnings(), out.config, parsed.file)
 
 
@@ -481,7 +481,7 @@ def _walk_stages(
     platforms: PlatformArgs | None,
     selected: Collection[int] | None,
     out: _Collector,
-    ignored: Callable[[str], bool] | None = None,
+    ignore: PatternMatcher | None = None,
 ) -> None:
     """Rules that need each stage's variables: UndefinedVar, WorkdirRelativePath, EXPOSE, JSON args."""
     global_scope = GlobalScope(
@@ -522,8 +522,8 @@ def _walk_stages(
                        "behavior related to OS signals", ins)
             elif isinstance(expanded, Expose):
                 _check_expose(expanded, ins, out)
-            elif isinstance(expanded, Copy | Add) and ignored is not None:
-                _check_ignored(expanded, ins, ignored, out)
+            elif isinstance(expanded, Copy | Add) and ignore:
+                _check_ignored(expanded, ins, ignore, out)
         finals[stage.index] = (scope, workdir_set, shell_set)
         if (selected is None or stage.index in selected) and scope.base_env_known:
             for undefined in scope.undefined:
@@ -544,20 +544,28 @@ def _drop_stage_warnings(out: _Collector, stage: Stage) -> None:
     out.found = [t for t in out.found if not (t[2].rule in walk_rules and t[0] in lines)]
 
 
-def _check_ignored(
-    ins: Copy | Add, original: Instruction, ignored: Callable[[str], bool], out: _Collector
-) -> None:
-    """CopyIgnoredFile: a context source that .dockerignore excludes (BuildKit's validateCopySourcePath)."""
-    if isinstance(ins, Copy) and ins.from_:
+def _check_ignored(ins: Copy | Add, original: Instruction, ignore: PatternMatcher, out: _Collector) -> None:
+    """CopyIgnoredFile: a context source that .dockerignore excludes (BuildKit's validateCopySourcePath).
+
+    With a "!" pattern anywhere BuildKit does not guess (a directory may be excluded and a file in
+    it brought back), so nothing is reported. The source is named cleaned, as BuildKit names it.
+    The context root (``COPY . .``) counts as excluded only under a pattern that takes every entry
+    of the root (``*``, ``**``, ``**/*``); ``.*`` excludes the dotfiles, not the root.
+    """
+    if (isinstance(ins, Copy) and ins.from_) or ignore.has_exclusions:
         return
     verb = "Copy" if isinstance(ins, Copy) else "Add"
     for src in ins.sources:
         if "://" in src or src.startswith("git@"):
             continue
-        path = posixpath.normpath("/" + src).lstrip("/") or "."
-        if path != "." and ignored(path):
+        path = go_clean(src)
+        if path in (".", "/"):
+            excluded = any(set(pattern) <= {"*", "/"} for pattern in ignore.patterns)
+        else:
+            excluded = ignore.matches(path)
+        if excluded:
             out.at("CopyIgnoredFile",
-                   f'Attempting to {verb} file "{src}" that is excluded by .dockerignore', original)
+                   f'Attempting to {verb} file "{path}" that is excluded by .dockerignore', original)
 
 
 def _is_abs(path: str) -> bool:

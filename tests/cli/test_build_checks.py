@@ -31,11 +31,12 @@ def test_build_takes_the_check_configuration_from_the_build_arg(ctx: Path, tmp_p
 
 
 def test_build_reports_a_copy_of_an_ignored_file(ctx: Path, tmp_path: Path) -> None:
-    """CopyIgnoredFile needs the context's .dockerignore: the build knows it as lint does."""
-    (ctx / "Dockerfile").write_text("# check=experimental=CopyIgnoredFile\nFROM scratch\nCOPY made /made\n"
-                                    "COPY secret.txt /\n")
+    """CopyIgnoredFile (on by default, as in current BuildKit) needs the context's .dockerignore:
+    the build knows it as lint does, and then fails on the missing file."""
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made /made\nCOPY secret.txt /\n")
     (ctx / ".dockerignore").write_text("secret.txt\n")
     (ctx / "secret.txt").write_text("s")
     proc = run_pybuild("build", "--progress", "plain", str(ctx), root=tmp_path / "root")
     assert b'CopyIgnoredFile: Attempting to Copy file "secret.txt" that is excluded by .dockerignore' \
         in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and b"secret.txt" in proc.stderr.split(b"ERROR", 1)[1]

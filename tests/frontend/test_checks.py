@@ -106,18 +106,43 @@ def test_every_rule_has_a_case():
     assert {c[0] for c in CASES} | {"CopyIgnoredFile"} == set(RULES)
 
 
-def test_copy_ignored_file_needs_the_ignore_rules_and_opting_in():
+COPY_IGNORED = [
+    # (.dockerignore, Dockerfile, [(line, message)]): BuildKit's testCopyIgnoredFiles and the
+    # context-root and negation cases of its later fixes (moby/buildkit#6534, #6930).
+    ("\nDockerfile\n", "\nFROM scratch\nCOPY Dockerfile .\nADD Dockerfile /windy\n",
+     [(3, 'Attempting to Copy file "Dockerfile" that is excluded by .dockerignore'),
+      (4, 'Attempting to Add file "Dockerfile" that is excluded by .dockerignore')]),
+    ("\nfoobar\n", "\nFROM scratch AS base\nCOPY Dockerfile /foobar\nADD Dockerfile /windy\n\n"
+     "FROM base\nCOPY --from=base /foobar /Dockerfile\n", []),
+    ("secret.txt\nlogs\n", "FROM scratch\nCOPY secret.txt ./app /x/\nCOPY --from=other secret.txt /y\n"
+     "ADD ./logs/a.log https://example.com/x /z\nCOPY <<EOF /secret.txt\nx\nEOF\n",
+     [(2, 'Attempting to Copy file "secret.txt" that is excluded by .dockerignore'),
+      (4, 'Attempting to Add file "logs/a.log" that is excluded by .dockerignore')]),
+    ("*\n!src\n", "FROM scratch\nCOPY src /src\nCOPY other /other\n", []),  # a "!" anywhere: no guess
+    (".*\n", "FROM scratch\nCOPY . /app\nCOPY .env /\n",
+     [(3, 'Attempting to Copy file ".env" that is excluded by .dockerignore')]),
+    ("**\n", "FROM scratch\nCOPY . /app\nCOPY ./ /app2\n",
+     [(2, 'Attempting to Copy file "." that is excluded by .dockerignore'),
+      (3, 'Attempting to Copy file "." that is excluded by .dockerignore')]),
+    ("logs\n", "FROM scratch\nCOPY . /app\n", []),
+]
+
+
+@pytest.mark.parametrize(("ignore", "source", "expected"), COPY_IGNORED)
+def test_copy_ignored_file(ignore, source, expected):
     from builder.frontend.dockerignore import PatternMatcher
 
-    ignored = PatternMatcher.from_file_text("secret.txt\nlogs\n").matches
-    source = ("# check=experimental=CopyIgnoredFile\nFROM scratch\nCOPY secret.txt ./app /x/\n"
-              "COPY --from=other secret.txt /y\nADD logs/a.log https://example.com/x /z\n")
-    assert fired(source, "CopyIgnoredFile", ignored=ignored) == [
-        (3, 'Attempting to Copy file "secret.txt" that is excluded by .dockerignore'),
-        (5, 'Attempting to Add file "logs/a.log" that is excluded by .dockerignore'),
-    ]
-    assert fired(source.split("\n", 1)[1], "CopyIgnoredFile", ignored=ignored) == []  # experimental
-    assert RULES["CopyIgnoredFile"].experimental
+    matcher = PatternMatcher.from_file_text(ignore)
+    assert fired(source, "CopyIgnoredFile", ignore=matcher) == expected
+    skipped = "# check=skip=CopyIgnoredFile\n" + source.lstrip("\n")
+    assert fired(skipped, "CopyIgnoredFile", ignore=matcher) == []
+
+
+def test_copy_ignored_file_is_no_longer_experimental():
+    """Dockerfile frontends since early 2026 run it by default (docker 29.2 warns on COPY . . under
+    a catch-all .dockerignore without any # check=)."""
+    assert not RULES["CopyIgnoredFile"].experimental
+    assert [r for r in RULES.values() if r.experimental] == [RULES["InvalidDefinitionDescription"]]
 
 
 @pytest.mark.parametrize(("rule", "bad", "expected", "good"), CASES, ids=[c[0] for c in CASES])
