@@ -289,7 +289,9 @@ def run_checks(
     """
     parsed = dockerfile.parsed
     directive_line = next((d.line for d in parsed.directives if d.name == "check"), None)
-    text = config if config is not None else parsed.directive("check")
+    # BuildKit's ParseDirective keeps the value up to the first space: "# check=skip=A // why".
+    written = parsed.directive("check")
+    text = config if config is not None else (written.split(" ", 1)[0] if written else None)
     location = SourceLocation(parsed.file, directive_line) if directive_line and config is None else None
     out = _Collector(CheckConfig.parse(text, location), parsed.file)
 

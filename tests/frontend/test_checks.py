@@ -238,6 +238,11 @@ def test_experimental_rules_run_when_asked_even_with_skip_all():
     assert check(skipped) == []  # experimental and not asked for: off, skip or not
 
 
+def test_check_directive_ends_at_a_space():
+    """BuildKit reads a directive's value up to the first space, so a note may follow it."""
+    assert check("# check=skip=FromAsCasing // legacy stage names\nFROM busybox as build\n") == []
+
+
 def test_build_arg_config_overrides_the_directive():
     source = "# check=error=true\nFROM busybox as b\n"
     df = parse_dockerfile(parse(source))
