@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from builder.errors import (
@@ -47,6 +47,7 @@ from builder.frontend.instructions import (
     Workdir,
     closest,
 )
+from builder.frontend.parser import comment_directive
 from builder.frontend.shell import ShellLex
 from builder.image.platform import Platform
 from builder.image.reference import Reference
@@ -204,6 +205,25 @@ class CheckConfig:
                 raise DockerfileError(f'invalid check option "{key}"', location)
         return cls(frozenset(skip), skip_all, error, frozenset(experimental), experimental_all)
 
+    def with_comments(self, comments: Sequence[str]) -> CheckConfig:
+        """BuildKit's WithMergedConfigFromComments: the first ``check=`` comment just above an
+        instruction adds its skipped and experimental rules for that instruction's checks (its
+        ``error=`` does not count; one that does not parse is ignored)."""
+        for comment in comments:
+            found = comment_directive(comment)
+            if found is None or found[0] != "check":
+                continue
+            try:
+                extra = CheckConfig.parse(found[1].split(" ", 1)[0])
+            except DockerfileError:
+                return self
+            return replace(
+                self, skip=self.skip | extra.skip, skip_all=self.skip_all or extra.skip_all,
+                experimental=self.experimental | extra.experimental,
+                experimental_all=self.experimental_all or extra.experimental_all,
+            )
+        return self
+
     def enabled(self, rule: str) -> bool:
         """As BuildKit's Linter.Run: an experimental rule runs when asked for, whatever ``skip``
         says (``skip=all;experimental=CopyIgnoredFile`` runs that one rule); others unless skipped."""
@@ -247,8 +267,11 @@ class _Collector:
     file: str
     found: list[tuple[int, int, Warning]] = field(default_factory=list)
 
-    def add(self, rule: str, message: str, start: int, end: int | None = None) -> None:
-        if not self.config.enabled(rule):
+    def add(self, rule: str, message: str, start: int, end: int | None = None,
+            comments: Sequence[str] = ()) -> None:
+        """A warning of a rule the configuration runs: the file's, with a ``# check=`` among
+        ``comments`` (those above the instruction the rule ran for) merged in."""
+        if not self.config.with_comments(comments).enabled(rule):
             return
         info = RULES[rule]
         warning = Warning(rule, message, self.file, start, end or start, info.url)
@@ -256,7 +279,13 @@ class _Collector:
             return
         self.found.append((start, len(self.found), warning))
 
-    def at(self, rule: str, message: str, ins: Instruction) -> None:
+    def at(self, rule: str, message: str, ins: Instruction, *, by: Instruction | None = None) -> None:
+        """At ``ins``, for the instruction ``by`` (default ``ins``), whose ``# check=`` comment counts."""
+        source = (by or ins).source
+        self.add(rule, message, ins.start_line, ins.end_line, source.comments if source is not None else ())
+
+    def at_file(self, rule: str, message: str, ins: Instruction) -> None:
+        """At ``ins``, for a rule BuildKit runs over the whole file: only the file's configuration counts."""
         self.add(rule, message, ins.start_line, ins.end_line)
 
     def warnings(self) -> list[Warning]:
@@ -330,8 +359,8 @@ def _check_casing(dockerfile: Dockerfile, out: _Collector) -> None:
             casing = "uppercase"
         else:
             continue
-        out.at("ConsistentInstructionCasing",
-               f"Command '{word}' should match the case of the command majority ({casing})", ins)
+        out.at_file("ConsistentInstructionCasing",
+                    f"Command '{word}' should match the case of the command majority ({casing})", ins)
 
 
 def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
@@ -354,12 +383,12 @@ def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
                 out.at("StageNameCasing", f"Stage name '{written}' should be lowercase", from_)
         if stage.name:
             if stage.name in _RESERVED_STAGE_NAMES:
-                out.at("ReservedStageName",
-                       f'Stage name should not use the same name as reserved stage "{stage.name}"',
-                       from_)
+                out.at_file("ReservedStageName",
+                            f'Stage name should not use the same name as reserved stage "{stage.name}"',
+                            from_)
             if stage.name in seen_names:
-                out.at("DuplicateStageName",
-                       f'Duplicate stage name "{stage.name}", stage names should be unique', from_)
+                out.at_file("DuplicateStageName",
+                            f'Duplicate stage name "{stage.name}", stage names should be unique', from_)
             seen_names[stage.name] = stage
             _check_description(from_, "FROM", [stage.name], out)
         _check_stage_commands(stage, out)
@@ -410,9 +439,10 @@ def _check_stage_commands(stage: Stage, out: _Collector) -> None:
         if isinstance(ins, Cmd | Entrypoint | Healthcheck):
             previous = last.get(ins.keyword)
             if previous is not None:
+                # Reported at the one that is ignored, under the later one's # check= comment.
                 out.at("MultipleInstructionsDisallowed",
                        f"Multiple {_written(ins)} instructions should not be used in the same stage "
-                       "because only the last one will be used", previous)
+                       "because only the last one will be used", previous, by=ins)
             last[ins.keyword] = ins
 
 
@@ -442,7 +472,7 @@ def _check_from_args(
     for stage in dockerfile.stages:
         base = defaults.expand_from(stage.from_).base_name
         if Reference.try_parse(base) is None:
-            out.at("InvalidDefaultArgInFrom",
+            out.at_file("InvalidDefaultArgInFrom",
                    f"Default value for ARG {stage.base_name} results in empty or invalid base "
                    "image name", stage.from_)
 

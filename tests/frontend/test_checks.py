@@ -243,6 +243,39 @@ def test_check_directive_ends_at_a_space():
     assert check("# check=skip=FromAsCasing // legacy stage names\nFROM busybox as build\n") == []
 
 
+CHECK_COMMENTS = [
+    # (Dockerfile, [(line, rule)]): a "# check=" comment just above an instruction skips (or turns
+    # on) rules for that instruction only (BuildKit's WithMergedConfigFromComments).
+    ("FROM busybox\n# check=skip=MaintainerDeprecated\nMAINTAINER me\nMAINTAINER you\n",
+     [(4, "MaintainerDeprecated")]),
+    ("FROM busybox\n# why: legacy\n# check=skip=all\nENV A 1\nENV B 2\n", [(5, "LegacyKeyValueFormat")]),
+    ("FROM busybox\n# check=skip=LegacyKeyValueFormat // the old form, on purpose\nENV A 1\n", []),
+    ("FROM busybox\n# check=skip=LegacyKeyValueFormat\n\nENV A 1\n", [(4, "LegacyKeyValueFormat")]),
+    ("FROM busybox\n# check=skip=JSONArgsRecommended,WorkdirRelativePath\nCMD run\nWORKDIR rel\nCMD again\n",
+     [(3, "MultipleInstructionsDisallowed"), (4, "WorkdirRelativePath"), (5, "JSONArgsRecommended")]),
+    ("FROM busybox\nCMD [\"a\"]\n# check=skip=MultipleInstructionsDisallowed\nCMD [\"b\"]\n", []),
+    ("FROM busybox AS one\n# check=skip=StageNameCasing,FromAsCasing,FromPlatformFlagConstDisallowed\n"
+     "FROM --platform=linux/amd64 busybox as Two\nFROM busybox as Three\n",
+     [(4, "FromAsCasing"), (4, "StageNameCasing")]),
+    ("FROM busybox AS a\n# check=skip=DuplicateStageName,ConsistentInstructionCasing\nfrom busybox AS a\n",
+     [(3, "ConsistentInstructionCasing"), (3, "DuplicateStageName"), (3, "FromAsCasing")]),  # file-wide
+    ("FROM busybox\n# check=skip\nMAINTAINER me\n", [(3, "MaintainerDeprecated")]),  # unparsable: ignored
+    ("FROM busybox\n# check=experimental=InvalidDefinitionDescription\nARG VERSION=1\n"
+     "# nope\nARG OTHER\n", [(3, "InvalidDefinitionDescription")]),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), CHECK_COMMENTS)
+def test_check_comment_above_an_instruction(source, expected):
+    assert sorted((w.start_line, w.rule) for w in check(source)) == expected
+
+
+def test_check_comment_does_not_turn_off_error_true():
+    result = run_checks(parse_dockerfile(parse(
+        "# check=error=true\nFROM busybox\n# check=error=false\nMAINTAINER me\n")))
+    assert str(result.error()) == "lint violation found for rules: MaintainerDeprecated"
+
+
 def test_build_arg_config_overrides_the_directive():
     source = "# check=error=true\nFROM busybox as b\n"
     df = parse_dockerfile(parse(source))
