@@ -163,7 +163,8 @@ def context_ignore(context: str, file: str | None) -> PatternMatcher | None:
 
 def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str | None = None,
              stages: Sequence[int] | None = None,
-             ignore: PatternMatcher | None = None) -> CheckResult:
+             ignore: PatternMatcher | None = None,
+             reachable: Sequence[int] | None = None) -> CheckResult:
     """The checks the way build and lint both run them (BUILDKIT_DOCKERFILE_CHECK overrides # check=)."""
     from builder.frontend.checks import run_checks
 
@@ -174,6 +175,7 @@ def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str 
         stages=stages,
         config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
         ignore=ignore,
+        reachable=reachable,
     )
 
 
@@ -202,9 +204,9 @@ def lint_command(args: argparse.Namespace) -> int:
 
     # Planning also finds what BuildKit's lint reports as errors (no stages, cycles, bad --from).
     plan = plan_stages(dockerfile, target=args.target, build_args=build_args)
-    stages = [s.index for s in plan.stages] if args.target else None
-    result = run_lint(dockerfile, build_args, stages=stages,
-                      ignore=context_ignore(args.path, args.file))
+    needed = [s.index for s in plan.stages]
+    result = run_lint(dockerfile, build_args, stages=needed if args.target else None,
+                      ignore=context_ignore(args.path, args.file), reachable=needed)
     error = result.error()
     if args.format == "json":
         json.dump({

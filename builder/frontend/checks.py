@@ -42,6 +42,7 @@ from builder.frontend.instructions import (
     Instruction,
     Label,
     Maintainer,
+    Onbuild,
     Shell,
     Stage,
     Workdir,
@@ -310,11 +311,14 @@ def run_checks(
     stages: Collection[int] | None = None,
     config: str | None = None,
     ignore: PatternMatcher | None = None,
+    reachable: Collection[int] | None = None,
 ) -> CheckResult:
     """Every enabled rule over ``dockerfile``; ``stages`` limits the per-stage walk (None: all).
 
     ``config`` overrides the ``# check=`` directive (the BUILDKIT_DOCKERFILE_CHECK build arg).
-    ``ignore`` is the context's .dockerignore (CopyIgnoredFile).
+    ``ignore`` is the context's .dockerignore (CopyIgnoredFile). ``reachable`` are the stages
+    the target needs (default: ``stages``, else all): only those run the ONBUILD triggers of the
+    stage they are built on, as in BuildKit, so only there are the triggers checked.
     """
     parsed = dockerfile.parsed
     directive_line = next((d.line for d in parsed.directives if d.name == "check"), None)
@@ -331,7 +335,8 @@ def run_checks(
     _check_casing(dockerfile, out)
     _check_static(dockerfile, out)
     _check_from_args(dockerfile, build_args or {}, platforms, out)
-    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignore)
+    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignore,
+                 reachable if reachable is not None else stages)
     return CheckResult(out.warnings(), out.config, parsed.file)
 
 
@@ -391,7 +396,6 @@ def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
                             f'Duplicate stage name "{stage.name}", stage names should be unique', from_)
             seen_names[stage.name] = stage
             _check_description(from_, "FROM", [stage.name], out)
-        _check_stage_commands(stage, out)
     for arg in dockerfile.meta_args:
         _check_description(arg, "ARG", [s.key for s in arg.args], out)
 
@@ -420,9 +424,10 @@ def _check_secret(keyword: str, key: str, ins: Instruction, out: _Collector) -> 
                f'Do not use ARG or ENV instructions for sensitive data ({keyword} "{key}")', ins)
 
 
-def _check_stage_commands(stage: Stage, out: _Collector) -> None:
+def _check_stage_commands(stage: Stage, triggers: Sequence[Instruction], out: _Collector) -> None:
+    """The rules BuildKit runs as it dispatches each instruction (the inherited ONBUILD triggers first)."""
     last: dict[str, Instruction] = {}
-    for ins in stage.commands:
+    for ins in (*triggers, *stage.commands):
         if isinstance(ins, Maintainer):
             out.at("MaintainerDeprecated",
                    "Maintainer instruction is deprecated in favor of using label", ins)
@@ -514,6 +519,7 @@ def _walk_stages(
     selected: Collection[int] | None,
     out: _Collector,
     ignore: PatternMatcher | None = None,
+    reachable: Collection[int] | None = None,
 ) -> None:
     """Rules that need each stage's variables: UndefinedVar, WorkdirRelativePath, EXPOSE, JSON args."""
     global_scope = GlobalScope(
@@ -523,9 +529,12 @@ def _walk_stages(
     for stage in dockerfile.stages:
         base = global_scope.expand_from(stage.from_).base_name
         parent = dockerfile.find_stage(base) if base else None
+        triggers: tuple[Instruction, ...] = ()
         if parent is not None and parent.index < stage.index and parent.index in finals:
             parent_scope, workdir_set, shell_set = finals[parent.index]
             scope = parent_scope.child()
+            if reachable is None or stage.index in reachable:
+                triggers = _inherited_triggers(parent, stage)
         else:
             workdir_set = shell_set = False
             if base.lower() == "scratch":
@@ -533,7 +542,8 @@ def _walk_stages(
             else:
                 env = base_env(base) if base_env is not None else None
             scope = global_scope.stage_scope(env)
-        for ins in stage.commands:
+        _check_stage_commands(stage, triggers, out)
+        for ins in (*triggers, *stage.commands):
             try:
                 expanded = scope.apply(ins)
             except (ExpansionError, InstructionError):
@@ -567,9 +577,16 @@ def _walk_stages(
             _drop_stage_warnings(out, stage)
 
 
+def _inherited_triggers(parent: Stage, stage: Stage) -> tuple[Instruction, ...]:
+    """The ONBUILD triggers of ``parent``, which ``stage`` runs first: located at its FROM, as
+    BuildKit reports them."""
+    return tuple(replace(ins.trigger, location=stage.from_.location)
+                 for ins in parent.commands if isinstance(ins, Onbuild))
+
+
 def _drop_stage_warnings(out: _Collector, stage: Stage) -> None:
     """Forget per-stage walk findings for a stage the build does not run."""
-    lines = {ins.start_line for ins in stage.commands}
+    lines = {ins.start_line for ins in (stage.from_, *stage.commands)}
     walk_rules = {"WorkdirRelativePath", "CopyIgnoredFile", "JSONArgsRecommended", "ExposeProtoCasing",
                   "ExposeInvalidFormat", "UndefinedVar", "LegacyKeyValueFormat",
                   "SecretsUsedInArgOrEnv", "MultipleInstructionsDisallowed"}

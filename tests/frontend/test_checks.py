@@ -209,6 +209,27 @@ def test_undefined_var_follows_the_parent_stage():
     assert fired(source, "UndefinedVar") == [(4, "Usage of undefined variable '$NOT_SET'")]
 
 
+ONBUILD_PARENT = ("FROM busybox AS base\nONBUILD CMD echo hi\nONBUILD ENV A 1\nONBUILD WORKDIR rel\n"
+                  "ONBUILD COPY $NOPE /x\n")
+
+
+def test_onbuild_triggers_are_checked_where_they_run():
+    """A stage built on one with ONBUILD runs the triggers first; BuildKit checks them there and
+    reports them at that stage's FROM line (the ONBUILD lines themselves warn of nothing)."""
+    source = ONBUILD_PARENT + "FROM base\nCMD [\"x\"]\n"
+    assert sorted((w.start_line, w.rule) for w in check(source)) == [
+        (6, "JSONArgsRecommended"), (6, "LegacyKeyValueFormat"), (6, "MultipleInstructionsDisallowed"),
+        (6, "UndefinedVar"), (6, "WorkdirRelativePath")]
+    assert check(ONBUILD_PARENT) == []
+
+
+def test_onbuild_triggers_run_only_in_stages_the_target_needs():
+    """BuildKit sets up the triggers of the target's stages only, even when lint checks them all."""
+    source = ONBUILD_PARENT + "FROM base AS child\nFROM busybox\n"
+    assert {w.start_line for w in check(source)} == {6}
+    assert check(source, reachable=[2]) == []
+
+
 def test_checks_limited_to_the_built_stages():
     source = "FROM busybox AS unused\nWORKDIR rel\nFROM busybox\nWORKDIR other\n"
     assert [line for line, _ in fired(source, "WorkdirRelativePath")] == [2, 4]

@@ -86,6 +86,15 @@ def test_lint_reads_the_dockerignore(tmp_path: Path):
             "that is excluded by .dockerignore") in out(proc)
 
 
+def test_lint_checks_onbuild_triggers_in_the_stages_that_run_them(tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS base\nONBUILD CMD echo hi\nFROM base AS child\n"
+                                         "FROM busybox\n")
+    assert out(run_pybuild("lint", str(tmp_path), check=True)) == "Check complete, no warnings found.\n"
+    child = run_pybuild("lint", "--target", "child", str(tmp_path), check=True)
+    assert out(child).splitlines()[0] == (f"{tmp_path}/Dockerfile:3: JSONArgsRecommended: JSON arguments "
+                                          "recommended for CMD to prevent unintended behavior related to OS signals")
+
+
 def test_lint_reports_plan_errors(tmp_path: Path):
     (tmp_path / "Dockerfile").write_text("ARG A=1\n")
     proc = run_pybuild("lint", str(tmp_path))
