@@ -322,7 +322,10 @@ class Build:
         plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
                            is_named_context=_named_predicate(named), image_triggers=triggers)
         # As lint: BUILDKIT_DOCKERFILE_CHECK overrides # check=, and .dockerignore feeds CopyIgnoredFile.
-        checks = run_checks(dockerfile, build_args=build_args, base_env=self._base_env,
+        # Base images are read (config only) before the checks, as BuildKit resolves them first:
+        # the first build of a Dockerfile reports UndefinedVar as the next ones do.
+        checks = run_checks(dockerfile, build_args=build_args,
+                            base_env=partial(_base_env, replace(resolver, metadata_only=True)),
                             stages=[p.index for p in plan.stages],
                             config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
                             ignore=context.ignore)
@@ -585,15 +588,6 @@ class Build:
                 " is not in the local store (see `pybuild images`), and pulling it failed")
             raise from_.error(f"base image {from_.base_name}{where}: {err}", InstructionError) from None
 
-    def _base_env(self, name: str) -> list[str] | None:
-        """A base image's env for the UndefinedVar check, if the store already has it."""
-        if name == "scratch":
-            return []
-        try:
-            return list(self.store.image(name).config_file().config.env)
-        except Exception:  # unknown here (not pulled yet, or a stage): the check stays quiet
-            return None
-
     def _runtime(self) -> Runtime:
         from builder.runtime import detect
 
@@ -682,6 +676,16 @@ def _stage_index(stages: Sequence[ins_.Stage], name: str, before: int) -> int | 
         if stage.name is not None and stage.name == name.lower():
             found = stage.index
     return found
+
+
+def _base_env(probe: BaseResolver, name: str) -> list[str] | None:
+    """A base image's env for the UndefinedVar check: from the store, else its manifest and
+    config read from the registry; None (the check stays quiet) when it cannot be read yet,
+    and its FROM step then reports why."""
+    try:
+        return list(probe.resolve(name).config_file().config.env)
+    except Exception:  # a best-effort look ahead, as _image_triggers
+        return None
 
 
 def _image_triggers(resolver: BaseResolver, dockerfile_name: str, stage: ins_.Stage, name: str,

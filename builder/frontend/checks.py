@@ -537,10 +537,11 @@ def _walk_stages(
                 triggers = _inherited_triggers(parent, stage)
         else:
             workdir_set = shell_set = False
+            env: Mapping[str, str] | Sequence[str] | None = None
             if base.lower() == "scratch":
-                env: Mapping[str, str] | Sequence[str] | None = {}
-            else:
-                env = base_env(base) if base_env is not None else None
+                env = {}
+            elif base_env is not None and (selected is None or stage.index in selected):
+                env = base_env(base)  # a stage the build skips needs no look at its base
             scope = global_scope.stage_scope(env)
         _check_stage_commands(stage, triggers, out)
         for ins in (*triggers, *stage.commands):

@@ -40,3 +40,22 @@ def test_build_reports_a_copy_of_an_ignored_file(ctx: Path, tmp_path: Path) -> N
     assert b'CopyIgnoredFile: Attempting to Copy file "secret.txt" that is excluded by .dockerignore' \
         in proc.stderr, proc.stderr
     assert proc.returncode == 1 and b"secret.txt" in proc.stderr.split(b"ERROR", 1)[1]
+
+
+def test_first_build_reports_undefined_vars_against_a_base_it_has_not_pulled(tmp_path: Path,
+                                                                             registry: str) -> None:
+    """BuildKit reads the base image's config before the checks: UndefinedVar is reported on the
+    first build (base still in the registry) as on the next (base in the store)."""
+    from builder.registry import push
+    from tests.registry.images import make_image, random_name
+
+    ref = f"{registry}/{random_name('checks')}/base:1"
+    push(make_image(1, 100, seed=random_name()), ref)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {ref}\nENV A=$PATH B=$NOT_SET\n")
+    root = tmp_path / "root"
+    for build in ("first", "second"):
+        proc = run_pybuild("build", "--progress", "plain", str(ctx), root=root, check=True)
+        assert proc.stderr.count(b"UndefinedVar") == 1, (build, proc.stderr)
+        assert b"Usage of undefined variable '$NOT_SET'" in proc.stderr, (build, proc.stderr)
