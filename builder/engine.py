@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from builder.errors import (
     BuildContextError,
     BuildError,
+    DockerfileError,
     ImageNotFoundError,
     InstructionError,
     InvalidReferenceError,
@@ -291,7 +292,7 @@ class Build:
 
     def _build(self, context: BuildContext, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult | None:
         from builder.execute.gitsource import GitCredentials, GitSources
-        from builder.frontend.checks import run_checks
+        from builder.frontend.checks import run_checks, warnings_before_error
         from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
         from builder.frontend.instructions import parse_dockerfile
         from builder.frontend.parsecache import parse_cached
@@ -307,8 +308,13 @@ class Build:
                     "would need emulation, which pybuild does not do"
                 )
         parsed = parse_cached(dockerfile_bytes, file=dockerfile_name)
-        dockerfile = parse_dockerfile(parsed)
         build_args = dict(opts.build_args)
+        try:
+            dockerfile = parse_dockerfile(parsed)
+        except DockerfileError as err:  # as BuildKit: the warnings above the failing line first
+            for warning in warnings_before_error(parsed, err, config=build_args.get("BUILDKIT_DOCKERFILE_CHECK")):
+                self.progress.warning(str(warning))
+            raise
         global_scope = GlobalScope(dockerfile.meta_args, build_args,
                                    platforms=PlatformArgs.host(), escape=parsed.escape)
         named = self._named_contexts()

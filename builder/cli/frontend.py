@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from builder.errors import DockerfileError, UsageError
 
 if TYPE_CHECKING:
-    from builder.frontend.checks import CheckResult
+    from builder.frontend.checks import CheckResult, Warning
     from builder.frontend.dockerignore import PatternMatcher
     from builder.frontend.instructions import Dockerfile
 
@@ -197,11 +197,25 @@ def _parse(args: argparse.Namespace) -> int:
 def lint_command(args: argparse.Namespace) -> int:
     """``pybuild lint``, also ``pybuild build --check``, which exits 1 when a check warns (BuildKit's
     lint subrequest answers status 1 then, and buildx exits with it)."""
-    source = read_dockerfile(args.path, args.file)
-    dockerfile = load_dockerfile(source)
-    build_args = parse_build_args(args.build_arg)
+    from builder.frontend.checks import warnings_before_error
+    from builder.frontend.instructions import parse_dockerfile
+    from builder.frontend.parser import parse
     from builder.plan.stages import plan_stages
 
+    source = read_dockerfile(args.path, args.file)
+    build_args = parse_build_args(args.build_arg)
+    debug = getattr(args, "debug", False)
+    parsed = parse(source.data, source.name)
+    try:
+        dockerfile = parse_dockerfile(parsed)
+    except DockerfileError as err:
+        # As BuildKit: the warnings of the instructions above the one that fails, then the error.
+        found = warnings_before_error(parsed, err, config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"))
+        if args.format == "json":
+            _print_lint_json(source.name, found, err)
+            return 1
+        _print_warnings(found, debug)
+        raise
     # Planning also finds what BuildKit's lint reports as errors (no stages, cycles, bad --from).
     plan = plan_stages(dockerfile, target=args.target, build_args=build_args)
     needed = [s.index for s in plan.stages]
@@ -209,18 +223,9 @@ def lint_command(args: argparse.Namespace) -> int:
                       ignore=context_ignore(args.path, args.file), reachable=needed)
     error = result.error()
     if args.format == "json":
-        json.dump({
-            "file": source.name,
-            "warnings": [w.to_json() for w in result.warnings],
-            "error": str(error) if error else None,
-        }, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        _print_lint_json(source.name, result.warnings, error)
         return 1 if error or (result.warnings and getattr(args, "fail_on_warnings", False)) else 0
-    debug = getattr(args, "debug", False)
-    for w in result.warnings:
-        print(w)
-        if debug:
-            print(f"  {w.url}")
+    _print_warnings(result.warnings, debug)
     count = len(result.warnings)
     if count == 0:
         print("Check complete, no warnings found.")
@@ -229,6 +234,22 @@ def lint_command(args: argparse.Namespace) -> int:
     if error:
         raise error
     return 1 if count and getattr(args, "fail_on_warnings", False) else 0
+
+
+def _print_warnings(warnings: Sequence[Warning], debug: bool) -> None:
+    for w in warnings:
+        print(w)
+        if debug:
+            print(f"  {w.url}")
+
+
+def _print_lint_json(name: str, warnings: Sequence[Warning], error: DockerfileError | None) -> None:
+    json.dump({
+        "file": name,
+        "warnings": [w.to_json() for w in warnings],
+        "error": str(error) if error else None,
+    }, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
 
 
 def subrequest_command(args: argparse.Namespace, call: str, fmt: str) -> int:

@@ -27,6 +27,7 @@ from builder.errors import (
     SourceLocation,
     UsageError,
 )
+from builder.frontend.ast import ParsedDockerfile
 from builder.frontend.dockerignore import PatternMatcher, go_clean
 from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
 from builder.frontend.instructions import (
@@ -47,6 +48,7 @@ from builder.frontend.instructions import (
     Stage,
     Workdir,
     closest,
+    parse_dockerfile,
 )
 from builder.frontend.parser import comment_directive
 from builder.frontend.shell import ShellLex
@@ -338,6 +340,29 @@ def run_checks(
     _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignore,
                  reachable if reachable is not None else stages)
     return CheckResult(out.warnings(), out.config, parsed.file)
+
+
+# The rules BuildKit runs while it turns the parsed nodes into instructions, one node at a time.
+_PARSE_PHASE_RULES = frozenset({
+    "NoEmptyContinuation", "StageNameCasing", "FromAsCasing", "MaintainerDeprecated",
+    "InvalidDefinitionDescription",
+})
+
+
+def warnings_before_error(parsed: ParsedDockerfile, error: DockerfileError, *,
+                          config: str | None = None) -> list[Warning]:
+    """The warnings BuildKit gives before an instruction of ``parsed`` fails to parse (``error``):
+    the parser's, and those of the instructions above the failing one. BuildKit prints them and
+    then the error; best effort, nothing when they cannot be worked out."""
+    line = error.location.start_line if error.location is not None else None
+    if line is None:
+        return []
+    try:
+        partial = parse_dockerfile(replace(parsed, nodes=tuple(n for n in parsed.nodes if n.start_line < line)))
+        found = run_checks(partial, config=config).warnings
+    except DockerfileError:
+        return []
+    return [w for w in found if w.rule in _PARSE_PHASE_RULES]
 
 
 def _keyword_text(node: Any) -> str:

@@ -59,3 +59,11 @@ def test_first_build_reports_undefined_vars_against_a_base_it_has_not_pulled(tmp
         proc = run_pybuild("build", "--progress", "plain", str(ctx), root=root, check=True)
         assert proc.stderr.count(b"UndefinedVar") == 1, (build, proc.stderr)
         assert b"Usage of undefined variable '$NOT_SET'" in proc.stderr, (build, proc.stderr)
+
+
+def test_build_prints_the_warnings_above_an_instruction_that_fails(ctx: Path, tmp_path: Path) -> None:
+    (ctx / "Dockerfile").write_text("FROM scratch AS Base\nCOPY made /made\nCOPPY made /again\n")
+    proc = run_pybuild("build", "--progress", "plain", str(ctx), root=tmp_path / "root")
+    assert proc.returncode == 1
+    assert b"WARN: Dockerfile:1: StageNameCasing: Stage name 'Base' should be lowercase" in proc.stderr
+    assert b"Dockerfile:3: unknown instruction: COPPY" in proc.stderr

@@ -230,6 +230,20 @@ def test_onbuild_triggers_run_only_in_stages_the_target_needs():
     assert check(source, reachable=[2]) == []
 
 
+def test_warnings_before_an_instruction_error():
+    """BuildKit's testWarningsBeforeError: the instructions above the one that fails to parse are
+    checked as it reads them (not the whole-file rules, which need every instruction)."""
+    from builder.frontend.checks import warnings_before_error
+
+    parsed = parse("\nFROM scratch AS BadStageName\nMAINTAINER me@example.org\nrun x \\\n\n y\nBADCMD\n")
+    with pytest.raises(DockerfileError) as info:
+        parse_dockerfile(parsed)
+    found = warnings_before_error(parsed, info.value)
+    assert [(w.start_line, w.rule) for w in found] == [
+        (2, "StageNameCasing"), (3, "MaintainerDeprecated"), (6, "NoEmptyContinuation")]
+    assert warnings_before_error(parsed, info.value, config="skip=all") == []
+
+
 def test_checks_limited_to_the_built_stages():
     source = "FROM busybox AS unused\nWORKDIR rel\nFROM busybox\nWORKDIR other\n"
     assert [line for line, _ in fired(source, "WorkdirRelativePath")] == [2, 4]
