@@ -37,6 +37,7 @@ from builder.execute.base import BaseResolver
 from builder.execute.fetch import UrlFetches
 from builder.execute.stage import BuildEnv, NoCache, StageResult, StageRunner
 from builder.frontend import instructions as ins_
+from builder.frontend.checks import BaseImage
 from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.mutate import DerivedImage
@@ -684,12 +685,12 @@ def _stage_index(stages: Sequence[ins_.Stage], name: str, before: int) -> int | 
     return found
 
 
-def _base_env(probe: BaseResolver, name: str) -> list[str] | None:
-    """A base image's env for the UndefinedVar check: from the store, else its manifest and
-    config read from the registry; None (the check stays quiet) when it cannot be read yet,
-    and its FROM step then reports why."""
+def _base_env(probe: BaseResolver, name: str) -> BaseImage | None:
+    """A base image's config for the checks: from the store, else its manifest and config read
+    from the registry; None (the checks that need it stay quiet) when it cannot be read yet, and
+    its FROM step then reports why."""
     try:
-        return list(probe.resolve(name).config_file().config.env)
+        return BaseImage.of(probe.resolve(name).config_file())
     except Exception:  # a best-effort look ahead, as _image_triggers
         return None
 

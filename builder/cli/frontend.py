@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from builder.errors import DockerfileError, UsageError
 
 if TYPE_CHECKING:
-    from builder.frontend.checks import CheckResult, Warning
+    from builder.frontend.checks import BaseImage, CheckResult, Warning
     from builder.frontend.dockerignore import PatternMatcher
     from builder.frontend.instructions import Dockerfile
 
@@ -137,16 +137,17 @@ def parse_build_args(values: Sequence[str], environ: Mapping[str, str] | None = 
     return out
 
 
-def local_base_env(name: str) -> list[str] | None:
-    """A base image's config env from the local store, or None when unknown (never creates a store)."""
+def local_base_env(name: str) -> BaseImage | None:
+    """A base image's config from the local store, or None when unknown (never creates a store)."""
     try:
+        from builder.frontend.checks import BaseImage
         from cache.store import Store, default_root
 
         root = default_root()
         if not (root / "meta.db").exists():
             return None
         with Store(root) as store:
-            return list(store.image_config(store.resolve(name)).config.env)
+            return BaseImage.of(store.image_config(store.resolve(name)))
     except Exception:  # any failure means "unknown": the check then stays quiet
         return None
 
@@ -239,7 +240,7 @@ def lint_command(args: argparse.Namespace) -> int:
 def _print_warnings(warnings: Sequence[Warning], debug: bool) -> None:
     for w in warnings:
         print(w)
-        if debug:
+        if debug and w.url:
             print(f"  {w.url}")
 
 
@@ -266,8 +267,12 @@ def subrequest_command(args: argparse.Namespace, call: str, fmt: str) -> int:
         else:
             sys.stdout.write(subrequests.render_targets(found))
         return 0
+    def base_env(name: str) -> tuple[str, ...] | None:
+        found = local_base_env(name)
+        return found.env if found is not None else None
+
     result = subrequests.outline(dockerfile, build_args=parse_build_args(args.build_arg), target=args.target,
-                                 base_env=local_base_env)
+                                 base_env=base_env)
     if fmt == "json":
         json.dump(subrequests.outline_json(result), sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

@@ -29,7 +29,7 @@ from builder.errors import (
 )
 from builder.frontend.ast import ParsedDockerfile
 from builder.frontend.dockerignore import PatternMatcher, go_clean
-from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
+from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope, format_platform
 from builder.frontend.instructions import (
     Add,
     Arg,
@@ -52,10 +52,29 @@ from builder.frontend.instructions import (
 )
 from builder.frontend.parser import comment_directive
 from builder.frontend.shell import ShellLex
+from builder.image.config import ConfigFile
 from builder.image.platform import Platform
 from builder.image.reference import Reference
 
-BaseEnvResolver = Callable[[str], Mapping[str, str] | Sequence[str] | None]
+
+@dataclass(frozen=True)
+class BaseImage:
+    """What the checks read of a base image's config: its env (UndefinedVar), its shell (a SHELL
+    there makes a shell-form CMD deliberate: no JSONArgsRecommended) and its platform
+    (InvalidBaseImagePlatform)."""
+
+    env: tuple[str, ...] = ()
+    shell: tuple[str, ...] = ()
+    platform: Platform | None = None
+
+    @classmethod
+    def of(cls, config: ConfigFile) -> BaseImage:
+        return cls(tuple(config.config.env), tuple(config.config.shell or ()),
+                   Platform(config.os, config.architecture, config.variant) if config.architecture else None)
+
+
+# A base image's config by its expanded name, or just its env; None when unknown.
+BaseEnvResolver = Callable[[str], Mapping[str, str] | Sequence[str] | BaseImage | None]
 
 _URL = "https://docs.docker.com/go/dockerfile/rule/{}/"
 
@@ -69,7 +88,7 @@ class Rule:
 
     @property
     def url(self) -> str:
-        return _URL.format(self.slug)
+        return _URL.format(self.slug) if self.slug else ""
 
 
 RULES: dict[str, Rule] = {
@@ -115,6 +134,7 @@ RULES: dict[str, Rule] = {
         Rule("ExposeInvalidFormat",
              "IP address and host-port mapping should not be used in EXPOSE instruction. "
              "This will become an error in a future release", "expose-invalid-format"),
+        Rule("InvalidBaseImagePlatform", "Base image platform does not match expected target platform", ""),
         Rule("RedundantTargetPlatform",
              "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the "
              "default behavior", "redundant-target-platform"),
@@ -552,7 +572,8 @@ def _walk_stages(
     )
     finals: dict[int, tuple[Scope, bool, bool]] = {}  # stage -> (scope, workdir set, shell set)
     for stage in dockerfile.stages:
-        base = global_scope.expand_from(stage.from_).base_name
+        expanded_from = global_scope.expand_from(stage.from_)
+        base = expanded_from.base_name
         parent = dockerfile.find_stage(base) if base else None
         triggers: tuple[Instruction, ...] = ()
         if parent is not None and parent.index < stage.index and parent.index in finals:
@@ -566,7 +587,12 @@ def _walk_stages(
             if base.lower() == "scratch":
                 env = {}
             elif base_env is not None and (selected is None or stage.index in selected):
-                env = base_env(base)  # a stage the build skips needs no look at its base
+                found = base_env(base)  # a stage the build skips needs no look at its base
+                if isinstance(found, BaseImage):
+                    env, shell_set = found.env, bool(found.shell)
+                    _check_base_platform(stage, base, expanded_from.platform, found.platform, platforms, out)
+                else:
+                    env = found
             scope = global_scope.stage_scope(env)
         _check_stage_commands(stage, triggers, out)
         for ins in (*triggers, *stage.commands):
@@ -601,6 +627,23 @@ def _walk_stages(
                 out.at("UndefinedVar", message, undefined.instruction)
         if selected is not None and stage.index not in selected:
             _drop_stage_warnings(out, stage)
+
+
+def _check_base_platform(stage: Stage, base: str, written: str | None, actual: Platform | None,
+                         platforms: PlatformArgs | None, out: _Collector) -> None:
+    """InvalidBaseImagePlatform: the base image is for another OS or architecture than the stage
+    builds for (its FROM --platform, else the target's), e.g. a single-platform image of another
+    architecture, whose RUN steps would then fail."""
+    if actual is None or not actual.os or not actual.architecture:
+        return
+    try:
+        expected = Platform.parse(written) if written else (platforms.target if platforms else Platform.host())
+    except UsageError:
+        return  # the build reports a bad --platform, with the line
+    if (actual.os, actual.architecture) != (expected.os, expected.architecture):
+        out.at_file("InvalidBaseImagePlatform",
+                    f'Base image {base} was pulled with platform "{format_platform(actual)}", expected '
+                    f'"{format_platform(expected)}" for current build', stage.from_)
 
 
 def _inherited_triggers(parent: Stage, stage: Stage) -> tuple[Instruction, ...]:

@@ -67,3 +67,21 @@ def test_build_prints_the_warnings_above_an_instruction_that_fails(ctx: Path, tm
     assert proc.returncode == 1
     assert b"WARN: Dockerfile:1: StageNameCasing: Stage name 'Base' should be lowercase" in proc.stderr
     assert b"Dockerfile:3: unknown instruction: COPPY" in proc.stderr
+
+
+def test_build_warns_of_a_base_image_for_another_platform(tmp_path: Path, registry: str) -> None:
+    """A single-platform image of another architecture is taken, with BuildKit's warning."""
+    from builder.image.platform import Platform
+    from builder.registry import push
+    from tests.registry.images import make_image, random_name
+
+    host = Platform.host()
+    other = Platform("linux", "arm64" if host.architecture != "arm64" else "amd64")
+    ref = f"{registry}/{random_name('checks')}/foreign:1"
+    push(make_image(1, 100, seed=random_name(), platform=other), ref)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {ref}\nENV A=1\n")
+    proc = run_pybuild("build", "--progress", "plain", str(ctx), root=tmp_path / "root", check=True)
+    assert (f'InvalidBaseImagePlatform: Base image {ref} was pulled with platform "linux/{other.architecture}", '
+            f'expected "linux/{host.architecture}" for current build').encode() in proc.stderr, proc.stderr

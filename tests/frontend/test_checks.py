@@ -6,6 +6,7 @@ import pytest
 
 from builder.errors import DockerfileError, LintError
 from builder.frontend.checks import RULES, CheckConfig, Warning, run_checks
+from builder.frontend.expand import format_platform
 from builder.frontend.instructions import parse_dockerfile
 from builder.frontend.parser import parse
 
@@ -103,7 +104,7 @@ CASES = [
 
 
 def test_every_rule_has_a_case():
-    assert {c[0] for c in CASES} | {"CopyIgnoredFile"} == set(RULES)
+    assert {c[0] for c in CASES} | {"CopyIgnoredFile", "InvalidBaseImagePlatform"} == set(RULES)
 
 
 COPY_IGNORED = [
@@ -182,6 +183,27 @@ def test_messages_use_the_keyword_as_written():
 def test_experimental_rule_is_off_by_default():
     assert fired("# nope\nFROM busybox AS base\n", "InvalidDefinitionDescription") == []
     assert RULES["InvalidDefinitionDescription"].experimental
+
+
+def test_base_image_config_shell_and_platform():
+    """BuildKit reads the base image's config: a SHELL there makes a shell-form CMD deliberate,
+    and an image for another platform than the build's is InvalidBaseImagePlatform (no URL)."""
+    from builder.frontend.checks import BaseImage
+    from builder.image.platform import Platform
+
+    host = Platform.host()
+    other = Platform("linux", "arm64" if host.architecture != "arm64" else "amd64")
+    images = {"shelled": BaseImage(("PATH=/bin",), ("/bin/bash", "-c"), host),
+              "foreign": BaseImage(("PATH=/bin",), (), other)}
+    source = "FROM shelled\nCMD run\nFROM foreign\nCMD run\nFROM --platform=$BUILDPLATFORM shelled\n"
+    found = check(source, base_env=images.get)
+    assert [(w.start_line, w.rule, w.message) for w in found] == [
+        (3, "InvalidBaseImagePlatform",
+         f'Base image foreign was pulled with platform "linux/{other.architecture}", expected '
+         f'"{format_platform(host)}" for current build'),
+        (4, "JSONArgsRecommended",
+         "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals")]
+    assert found[0].url == "" and found[0].to_json()["url"] == ""
 
 
 def test_undefined_var_is_quiet_when_the_base_env_is_unknown():
