@@ -4,12 +4,14 @@ The rules come from BuildKit's ``frontend/dockerfile/linter/ruleset.go``; the
 conditions from where ``dockerfile2llb`` runs them. Some need the variables a
 stage sees (UndefinedVar, WorkdirRelativePath, the EXPOSE rules), so the
 stages are walked with :mod:`builder.frontend.expand` scopes. UndefinedVar
-also needs the base image's environment: the caller passes a resolver
-``base_env(image) -> env | None``; when it returns None nothing is reported
-for that stage, since the image might define any name.
+also needs the base image's environment (and JSONArgsRecommended its SHELL,
+InvalidBaseImagePlatform its platform): the caller passes a resolver
+``base_env(image) -> BaseImage | env | None``; when it returns None nothing is
+reported for that stage, since the image might define any name.
 
 ``# check=skip=A,B;error=true;experimental=C`` (or the ``BUILDKIT_DOCKERFILE_CHECK``
-build arg) selects rules; with ``error=true`` any warning fails the build.
+build arg) selects rules; with ``error=true`` any warning fails the build. A
+``# check=skip=...`` comment just above an instruction skips rules for it alone.
 """
 
 from __future__ import annotations
