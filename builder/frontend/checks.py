@@ -51,8 +51,9 @@ from builder.frontend.instructions import (
     Workdir,
     closest,
     parse_dockerfile,
+    parse_instruction,
 )
-from builder.frontend.parser import comment_directive
+from builder.frontend.parser import comment_directive, parse
 from builder.frontend.shell import ShellLex
 from builder.image.config import ConfigFile
 from builder.image.platform import Platform
@@ -68,11 +69,13 @@ class BaseImage:
     env: tuple[str, ...] = ()
     shell: tuple[str, ...] = ()
     platform: Platform | None = None
+    on_build: tuple[str, ...] = ()  # its ONBUILD triggers, which a stage built on it runs first
 
     @classmethod
     def of(cls, config: ConfigFile) -> BaseImage:
         return cls(tuple(config.config.env), tuple(config.config.shell or ()),
-                   Platform(config.os, config.architecture, config.variant) if config.architecture else None)
+                   Platform(config.os, config.architecture, config.variant) if config.architecture else None,
+                   tuple(config.config.on_build))
 
 
 # A base image's config by its expanded name, or just its env; None when unknown.
@@ -593,6 +596,8 @@ def _walk_stages(
                 if isinstance(found, BaseImage):
                     env, shell_set = found.env, bool(found.shell)
                     _check_base_platform(stage, base, expanded_from.platform, found.platform, platforms, out)
+                    if reachable is None or stage.index in reachable:
+                        triggers = _image_triggers(found.on_build, stage, dockerfile.parsed)
                 else:
                     env = found
             scope = global_scope.stage_scope(env)
@@ -653,6 +658,20 @@ def _inherited_triggers(parent: Stage, stage: Stage) -> tuple[Instruction, ...]:
     BuildKit reports them."""
     return tuple(replace(ins.trigger, location=stage.from_.location)
                  for ins in parent.commands if isinstance(ins, Onbuild))
+
+
+def _image_triggers(expressions: Sequence[str], stage: Stage, parsed: ParsedDockerfile) -> tuple[Instruction, ...]:
+    """A base image's ONBUILD triggers, parsed and located at the FROM that runs them; none when
+    one does not parse (the build reports it, with the line)."""
+    found: list[Instruction] = []
+    try:
+        for expression in expressions:
+            trigger = parse(expression, file=parsed.file)
+            found += [replace(parse_instruction(node, trigger), location=stage.from_.location)
+                      for node in trigger.nodes]
+    except DockerfileError:
+        return ()
+    return tuple(found)
 
 
 def _drop_stage_warnings(out: _Collector, stage: Stage) -> None:

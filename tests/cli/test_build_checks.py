@@ -85,3 +85,15 @@ def test_build_warns_of_a_base_image_for_another_platform(tmp_path: Path, regist
     proc = run_pybuild("build", "--progress", "plain", str(ctx), root=tmp_path / "root", check=True)
     assert (f'InvalidBaseImagePlatform: Base image {ref} was pulled with platform "linux/{other.architecture}", '
             f'expected "linux/{host.architecture}" for current build').encode() in proc.stderr, proc.stderr
+
+
+def test_build_checks_the_onbuild_triggers_of_its_base_image(ctx: Path, tmp_path: Path) -> None:
+    """A base image's ONBUILD triggers run first in the stage built on it: BuildKit checks them
+    there, at that FROM line."""
+    root = tmp_path / "root"
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made /made\nONBUILD ENV A 1\n")
+    run_pybuild("build", "-q", "-t", "onbuilt:1", str(ctx), root=root, check=True)
+    (ctx / "Dockerfile").write_text("# the base runs ENV A 1 here\nFROM onbuilt:1\nCOPY made /again\n")
+    proc = run_pybuild("build", "--progress", "plain", str(ctx), root=root, check=True)
+    assert (b'WARN: Dockerfile:2: LegacyKeyValueFormat: "ENV key=value" should be used instead of legacy '
+            b'"ENV key value" format') in proc.stderr, proc.stderr

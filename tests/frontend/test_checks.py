@@ -245,6 +245,16 @@ def test_onbuild_triggers_are_checked_where_they_run():
     assert check(ONBUILD_PARENT) == []
 
 
+def test_a_base_image_s_onbuild_triggers_are_checked_at_the_from():
+    from builder.frontend.checks import BaseImage
+
+    images = {"onbuilt": BaseImage(("PATH=/bin",), on_build=("CMD echo hi", "ENV A 1")),
+              "broken": BaseImage(("PATH=/bin",), on_build=("NOPE x",))}
+    found = check("FROM busybox\nRUN true\nFROM onbuilt\nFROM broken\n", base_env=images.get)
+    assert sorted((w.start_line, w.rule) for w in found) == [(3, "JSONArgsRecommended"), (3, "LegacyKeyValueFormat")]
+    assert check("FROM onbuilt AS a\nFROM busybox\n", base_env=images.get, reachable=[1]) == []
+
+
 def test_onbuild_triggers_run_only_in_stages_the_target_needs():
     """BuildKit sets up the triggers of the target's stages only, even when lint checks them all."""
     source = ONBUILD_PARENT + "FROM base AS child\nFROM busybox\n"
