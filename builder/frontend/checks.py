@@ -528,8 +528,8 @@ def _check_from_args(
         base = defaults.expand_from(stage.from_).base_name
         if Reference.try_parse(base) is None:
             out.at_file("InvalidDefaultArgInFrom",
-                   f"Default value for ARG {stage.base_name} results in empty or invalid base "
-                   "image name", stage.from_)
+                        f"Default value for ARG {stage.base_name} results in empty or invalid base "
+                        "image name", stage.from_)
 
 
 def _check_from_platforms(dockerfile: Dockerfile, scope: GlobalScope, out: _Collector) -> None:
