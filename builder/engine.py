@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from builder.errors import (
     BuildContextError,
     BuildError,
+    DockerfileError,
     ImageNotFoundError,
     InstructionError,
     InvalidReferenceError,
@@ -36,6 +37,7 @@ from builder.execute.base import BaseResolver
 from builder.execute.fetch import UrlFetches
 from builder.execute.stage import BuildEnv, NoCache, StageResult, StageRunner
 from builder.frontend import instructions as ins_
+from builder.frontend.checks import BaseImage
 from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.mutate import DerivedImage
@@ -291,7 +293,7 @@ class Build:
 
     def _build(self, context: BuildContext, dockerfile_bytes: bytes, dockerfile_name: str) -> BuildResult | None:
         from builder.execute.gitsource import GitCredentials, GitSources
-        from builder.frontend.checks import run_checks
+        from builder.frontend.checks import run_checks, warnings_before_error
         from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
         from builder.frontend.instructions import parse_dockerfile
         from builder.frontend.parsecache import parse_cached
@@ -307,8 +309,13 @@ class Build:
                     "would need emulation, which pybuild does not do"
                 )
         parsed = parse_cached(dockerfile_bytes, file=dockerfile_name)
-        dockerfile = parse_dockerfile(parsed)
         build_args = dict(opts.build_args)
+        try:
+            dockerfile = parse_dockerfile(parsed)
+        except DockerfileError as err:  # as BuildKit: the warnings above the failing line first
+            for warning in warnings_before_error(parsed, err, config=build_args.get("BUILDKIT_DOCKERFILE_CHECK")):
+                self.progress.warning(str(warning))
+            raise
         global_scope = GlobalScope(dockerfile.meta_args, build_args,
                                    platforms=PlatformArgs.host(), escape=parsed.escape)
         named = self._named_contexts()
@@ -321,8 +328,14 @@ class Build:
                     if len(dockerfile.stages) > 1 else None)
         plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
                            is_named_context=_named_predicate(named), image_triggers=triggers)
-        checks = run_checks(dockerfile, build_args=build_args, base_env=self._base_env,
-                            stages=[p.index for p in plan.stages])
+        # As lint: BUILDKIT_DOCKERFILE_CHECK overrides # check=, and .dockerignore feeds CopyIgnoredFile.
+        # Base images are read (config only) before the checks, as BuildKit resolves them first:
+        # the first build of a Dockerfile reports UndefinedVar as the next ones do.
+        checks = run_checks(dockerfile, build_args=build_args,
+                            base_env=partial(_base_env, replace(resolver, metadata_only=True)),
+                            stages=[p.index for p in plan.stages],
+                            config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
+                            ignore=context.ignore)
         for warning in checks.warnings:
             self.progress.warning(str(warning))
         if (note := _foreign_syntax(parsed)) is not None:
@@ -582,15 +595,6 @@ class Build:
                 " is not in the local store (see `pybuild images`), and pulling it failed")
             raise from_.error(f"base image {from_.base_name}{where}: {err}", InstructionError) from None
 
-    def _base_env(self, name: str) -> list[str] | None:
-        """A base image's env for the UndefinedVar check, if the store already has it."""
-        if name == "scratch":
-            return []
-        try:
-            return list(self.store.image(name).config_file().config.env)
-        except Exception:  # unknown here (not pulled yet, or a stage): the check stays quiet
-            return None
-
     def _runtime(self) -> Runtime:
         from builder.runtime import detect
 
@@ -685,6 +689,16 @@ def _stage_index(stages: Sequence[ins_.Stage], name: str, before: int) -> int | 
         if stage.name is not None and stage.name == name.lower():
             found = stage.index
     return found
+
+
+def _base_env(probe: BaseResolver, name: str) -> BaseImage | None:
+    """A base image's config for the checks: from the store, else its manifest and config read
+    from the registry; None (the checks that need it stay quiet) when it cannot be read yet, and
+    its FROM step then reports why."""
+    try:
+        return BaseImage.of(probe.resolve(name).config_file())
+    except Exception:  # a best-effort look ahead, as _image_triggers
+        return None
 
 
 def _image_triggers(resolver: BaseResolver, dockerfile_name: str, stage: ins_.Stage, name: str,

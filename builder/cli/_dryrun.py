@@ -76,7 +76,9 @@ def render_parse(dockerfile: Dockerfile) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     """Check and plan the build; print the parse and the stage plan. Builds nothing (yet)."""
-    from builder.cli.frontend import context_ignored, parse_build_args, run_lint
+    from builder.cli.frontend import context_ignore, parse_build_args, run_lint
+    from builder.errors import DockerfileError
+    from builder.frontend.checks import warnings_before_error
     from builder.frontend.expand import GlobalScope, PlatformArgs, unused_build_args
     from builder.frontend.instructions import parse_dockerfile
     from builder.frontend.parser import parse
@@ -84,8 +86,14 @@ def run_build(args: argparse.Namespace) -> int:
     from builder.plan.stages import plan_stages
 
     data, name = resolve_dockerfile(args)
-    dockerfile = parse_dockerfile(parse(data, name))
+    parsed = parse(data, name)
     build_args = parse_build_args(getattr(args, "build_arg", []) or [])
+    try:
+        dockerfile = parse_dockerfile(parsed)
+    except DockerfileError as err:  # as BuildKit: the warnings above the failing line first
+        for warning in warnings_before_error(parsed, err, config=build_args.get("BUILDKIT_DOCKERFILE_CHECK")):
+            print(f"WARN: {warning.short()}", file=sys.stderr)
+        raise
     target = Platform.parse(args.platform) if getattr(args, "platform", None) else None
     platforms = PlatformArgs.host(target)
     scope = GlobalScope(dockerfile.meta_args, build_args, platforms=platforms,
@@ -93,7 +101,7 @@ def run_build(args: argparse.Namespace) -> int:
     plan = plan_stages(dockerfile, scope, target=getattr(args, "target", None))
 
     result = run_lint(dockerfile, build_args, stages=[s.index for s in plan.stages],
-                      ignored=context_ignored(args.context, args.file))
+                      ignore=context_ignore(args.context, args.file))
     for warning in result.warnings:
         print(f"WARN: {warning.short()}", file=sys.stderr)
     error = result.error()

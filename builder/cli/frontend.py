@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from builder.errors import DockerfileError, UsageError
 
 if TYPE_CHECKING:
-    from builder.frontend.checks import CheckResult
+    from builder.frontend.checks import BaseImage, CheckResult, Warning
+    from builder.frontend.dockerignore import PatternMatcher
     from builder.frontend.instructions import Dockerfile
 
 ORDER = 60
@@ -136,34 +137,35 @@ def parse_build_args(values: Sequence[str], environ: Mapping[str, str] | None = 
     return out
 
 
-def local_base_env(name: str) -> list[str] | None:
-    """A base image's config env from the local store, or None when unknown (never creates a store)."""
+def local_base_env(name: str) -> BaseImage | None:
+    """A base image's config from the local store, or None when unknown (never creates a store)."""
     try:
+        from builder.frontend.checks import BaseImage
         from cache.store import Store, default_root
 
         root = default_root()
         if not (root / "meta.db").exists():
             return None
         with Store(root) as store:
-            return list(store.image_config(store.resolve(name)).config.env)
+            return BaseImage.of(store.image_config(store.resolve(name)))
     except Exception:  # any failure means "unknown": the check then stays quiet
         return None
 
 
-def context_ignored(context: str, file: str | None) -> Callable[[str], bool] | None:
-    """Whether the context's .dockerignore excludes a path (None: no context directory)."""
+def context_ignore(context: str, file: str | None) -> PatternMatcher | None:
+    """The context's .dockerignore rules (None: no context directory)."""
     from builder.frontend.dockerignore import load_ignore
 
     if context == "-" or not Path(context).is_dir():
         return None
     dockerfile = Path(file) if file and file != "-" else Path(context) / "Dockerfile"
-    matcher = load_ignore(Path(context), dockerfile if file != "-" else None)
-    return matcher.matches if matcher else None
+    return load_ignore(Path(context), dockerfile if file != "-" else None)
 
 
 def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str | None = None,
              stages: Sequence[int] | None = None,
-             ignored: Callable[[str], bool] | None = None) -> CheckResult:
+             ignore: PatternMatcher | None = None,
+             reachable: Sequence[int] | None = None) -> CheckResult:
     """The checks the way build and lint both run them (BUILDKIT_DOCKERFILE_CHECK overrides # check=)."""
     from builder.frontend.checks import run_checks
 
@@ -173,7 +175,8 @@ def run_lint(dockerfile: Dockerfile, build_args: Mapping[str, str], target: str 
         base_env=local_base_env,
         stages=stages,
         config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
-        ignored=ignored,
+        ignore=ignore,
+        reachable=reachable,
     )
 
 
@@ -195,30 +198,35 @@ def _parse(args: argparse.Namespace) -> int:
 def lint_command(args: argparse.Namespace) -> int:
     """``pybuild lint``, also ``pybuild build --check``, which exits 1 when a check warns (BuildKit's
     lint subrequest answers status 1 then, and buildx exits with it)."""
-    source = read_dockerfile(args.path, args.file)
-    dockerfile = load_dockerfile(source)
-    build_args = parse_build_args(args.build_arg)
+    from builder.frontend.checks import warnings_before_error
+    from builder.frontend.instructions import parse_dockerfile
+    from builder.frontend.parser import parse
     from builder.plan.stages import plan_stages
 
+    source = read_dockerfile(args.path, args.file)
+    build_args = parse_build_args(args.build_arg)
+    debug = getattr(args, "debug", False)
+    parsed = parse(source.data, source.name)
+    try:
+        dockerfile = parse_dockerfile(parsed)
+    except DockerfileError as err:
+        # As BuildKit: the warnings of the instructions above the one that fails, then the error.
+        found = warnings_before_error(parsed, err, config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"))
+        if args.format == "json":
+            _print_lint_json(source.name, found, err)
+            return 1
+        _print_warnings(found, debug)
+        raise
     # Planning also finds what BuildKit's lint reports as errors (no stages, cycles, bad --from).
     plan = plan_stages(dockerfile, target=args.target, build_args=build_args)
-    stages = [s.index for s in plan.stages] if args.target else None
-    result = run_lint(dockerfile, build_args, stages=stages,
-                      ignored=context_ignored(args.path, args.file))
+    needed = [s.index for s in plan.stages]
+    result = run_lint(dockerfile, build_args, stages=needed if args.target else None,
+                      ignore=context_ignore(args.path, args.file), reachable=needed)
     error = result.error()
     if args.format == "json":
-        json.dump({
-            "file": source.name,
-            "warnings": [w.to_json() for w in result.warnings],
-            "error": str(error) if error else None,
-        }, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        _print_lint_json(source.name, result.warnings, error)
         return 1 if error or (result.warnings and getattr(args, "fail_on_warnings", False)) else 0
-    debug = getattr(args, "debug", False)
-    for w in result.warnings:
-        print(w)
-        if debug:
-            print(f"  {w.url}")
+    _print_warnings(result.warnings, debug)
     count = len(result.warnings)
     if count == 0:
         print("Check complete, no warnings found.")
@@ -227,6 +235,22 @@ def lint_command(args: argparse.Namespace) -> int:
     if error:
         raise error
     return 1 if count and getattr(args, "fail_on_warnings", False) else 0
+
+
+def _print_warnings(warnings: Sequence[Warning], debug: bool) -> None:
+    for w in warnings:
+        print(w)
+        if debug and w.url:
+            print(f"  {w.url}")
+
+
+def _print_lint_json(name: str, warnings: Sequence[Warning], error: DockerfileError | None) -> None:
+    json.dump({
+        "file": name,
+        "warnings": [w.to_json() for w in warnings],
+        "error": str(error) if error else None,
+    }, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
 
 
 def subrequest_command(args: argparse.Namespace, call: str, fmt: str) -> int:
@@ -243,8 +267,12 @@ def subrequest_command(args: argparse.Namespace, call: str, fmt: str) -> int:
         else:
             sys.stdout.write(subrequests.render_targets(found))
         return 0
+    def base_env(name: str) -> tuple[str, ...] | None:
+        found = local_base_env(name)
+        return found.env if found is not None else None
+
     result = subrequests.outline(dockerfile, build_args=parse_build_args(args.build_arg), target=args.target,
-                                 base_env=local_base_env)
+                                 base_env=base_env)
     if fmt == "json":
         json.dump(subrequests.outline_json(result), sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

@@ -4,20 +4,21 @@ The rules come from BuildKit's ``frontend/dockerfile/linter/ruleset.go``; the
 conditions from where ``dockerfile2llb`` runs them. Some need the variables a
 stage sees (UndefinedVar, WorkdirRelativePath, the EXPOSE rules), so the
 stages are walked with :mod:`builder.frontend.expand` scopes. UndefinedVar
-also needs the base image's environment: the caller passes a resolver
-``base_env(image) -> env | None``; when it returns None nothing is reported
-for that stage, since the image might define any name.
+also needs the base image's environment (and JSONArgsRecommended its SHELL,
+InvalidBaseImagePlatform its platform): the caller passes a resolver
+``base_env(image) -> BaseImage | env | None``; when it returns None nothing is
+reported for that stage, since the image might define any name.
 
 ``# check=skip=A,B;error=true;experimental=C`` (or the ``BUILDKIT_DOCKERFILE_CHECK``
-build arg) selects rules; with ``error=true`` any warning fails the build.
+build arg) selects rules; with ``error=true`` any warning fails the build. A
+``# check=skip=...`` comment just above an instruction skips rules for it alone.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from builder.errors import (
@@ -28,7 +29,9 @@ from builder.errors import (
     SourceLocation,
     UsageError,
 )
-from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope
+from builder.frontend.ast import ParsedDockerfile
+from builder.frontend.dockerignore import PatternMatcher, go_clean
+from builder.frontend.expand import PLATFORM_ARGS, GlobalScope, PlatformArgs, Scope, format_platform
 from builder.frontend.instructions import (
     Add,
     Arg,
@@ -42,16 +45,41 @@ from builder.frontend.instructions import (
     Instruction,
     Label,
     Maintainer,
+    Onbuild,
     Shell,
     Stage,
     Workdir,
     closest,
+    parse_dockerfile,
+    parse_instruction,
 )
+from builder.frontend.parser import comment_directive, parse
 from builder.frontend.shell import ShellLex
+from builder.image.config import ConfigFile
 from builder.image.platform import Platform
 from builder.image.reference import Reference
 
-BaseEnvResolver = Callable[[str], Mapping[str, str] | Sequence[str] | None]
+
+@dataclass(frozen=True)
+class BaseImage:
+    """What the checks read of a base image's config: its env (UndefinedVar), its shell (a SHELL
+    there makes a shell-form CMD deliberate: no JSONArgsRecommended) and its platform
+    (InvalidBaseImagePlatform)."""
+
+    env: tuple[str, ...] = ()
+    shell: tuple[str, ...] = ()
+    platform: Platform | None = None
+    on_build: tuple[str, ...] = ()  # its ONBUILD triggers, which a stage built on it runs first
+
+    @classmethod
+    def of(cls, config: ConfigFile) -> BaseImage:
+        return cls(tuple(config.config.env), tuple(config.config.shell or ()),
+                   Platform(config.os, config.architecture, config.variant) if config.architecture else None,
+                   tuple(config.config.on_build))
+
+
+# A base image's config by its expanded name, or just its env; None when unknown.
+BaseEnvResolver = Callable[[str], Mapping[str, str] | Sequence[str] | BaseImage | None]
 
 _URL = "https://docs.docker.com/go/dockerfile/rule/{}/"
 
@@ -65,7 +93,7 @@ class Rule:
 
     @property
     def url(self) -> str:
-        return _URL.format(self.slug)
+        return _URL.format(self.slug) if self.slug else ""
 
 
 RULES: dict[str, Rule] = {
@@ -111,13 +139,14 @@ RULES: dict[str, Rule] = {
         Rule("ExposeInvalidFormat",
              "IP address and host-port mapping should not be used in EXPOSE instruction. "
              "This will become an error in a future release", "expose-invalid-format"),
+        Rule("InvalidBaseImagePlatform", "Base image platform does not match expected target platform", ""),
         Rule("RedundantTargetPlatform",
              "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the "
              "default behavior", "redundant-target-platform"),
         Rule("FromPlatformFlagConstDisallowed", "FROM --platform flag should not use a constant value",
              "from-platform-flag-const-disallowed"),
         Rule("CopyIgnoredFile", "Attempting to Copy file that is excluded by .dockerignore",
-             "copy-ignored-file", experimental=True),
+             "copy-ignored-file"),
         Rule("InvalidDefinitionDescription",
              "Comment for build stage or argument should follow the format: "
              "`# <arg/stage name> <description>`. If this is not intended to be a description "
@@ -204,13 +233,32 @@ class CheckConfig:
                 raise DockerfileError(f'invalid check option "{key}"', location)
         return cls(frozenset(skip), skip_all, error, frozenset(experimental), experimental_all)
 
+    def with_comments(self, comments: Sequence[str]) -> CheckConfig:
+        """BuildKit's WithMergedConfigFromComments: the first ``check=`` comment just above an
+        instruction adds its skipped and experimental rules for that instruction's checks (its
+        ``error=`` does not count; one that does not parse is ignored)."""
+        for comment in comments:
+            found = comment_directive(comment)
+            if found is None or found[0] != "check":
+                continue
+            try:
+                extra = CheckConfig.parse(found[1].split(" ", 1)[0])
+            except DockerfileError:
+                return self
+            return replace(
+                self, skip=self.skip | extra.skip, skip_all=self.skip_all or extra.skip_all,
+                experimental=self.experimental | extra.experimental,
+                experimental_all=self.experimental_all or extra.experimental_all,
+            )
+        return self
+
     def enabled(self, rule: str) -> bool:
-        if self.skip_all or rule in self.skip:
-            return False
+        """As BuildKit's Linter.Run: an experimental rule runs when asked for, whatever ``skip``
+        says (``skip=all;experimental=CopyIgnoredFile`` runs that one rule); others unless skipped."""
         info = RULES.get(rule)
         if info is not None and info.experimental:
             return self.experimental_all or rule in self.experimental
-        return True
+        return not (self.skip_all or rule in self.skip)
 
 
 def _parse_bool(value: str) -> bool | None:
@@ -247,8 +295,11 @@ class _Collector:
     file: str
     found: list[tuple[int, int, Warning]] = field(default_factory=list)
 
-    def add(self, rule: str, message: str, start: int, end: int | None = None) -> None:
-        if not self.config.enabled(rule):
+    def add(self, rule: str, message: str, start: int, end: int | None = None,
+            comments: Sequence[str] = ()) -> None:
+        """A warning of a rule the configuration runs: the file's, with a ``# check=`` among
+        ``comments`` (those above the instruction the rule ran for) merged in."""
+        if not self.config.with_comments(comments).enabled(rule):
             return
         info = RULES[rule]
         warning = Warning(rule, message, self.file, start, end or start, info.url)
@@ -256,7 +307,13 @@ class _Collector:
             return
         self.found.append((start, len(self.found), warning))
 
-    def at(self, rule: str, message: str, ins: Instruction) -> None:
+    def at(self, rule: str, message: str, ins: Instruction, *, by: Instruction | None = None) -> None:
+        """At ``ins``, for the instruction ``by`` (default ``ins``), whose ``# check=`` comment counts."""
+        source = (by or ins).source
+        self.add(rule, message, ins.start_line, ins.end_line, source.comments if source is not None else ())
+
+    def at_file(self, rule: str, message: str, ins: Instruction) -> None:
+        """At ``ins``, for a rule BuildKit runs over the whole file: only the file's configuration counts."""
         self.add(rule, message, ins.start_line, ins.end_line)
 
     def warnings(self) -> list[Warning]:
@@ -266,7 +323,9 @@ class _Collector:
 _SECRET_DENY = re.compile(
     r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)"
 )
-_SECRET_ALLOW = re.compile(r"(?i)(?:_|^)(?:public)(?:_|$)")
+# BuildKit's allow list: PUBLIC_KEY is no secret, nor SESSION_SECRET_FILE (a path to one) or
+# AUTH_MODULE_VERSION.
+_SECRET_ALLOW = re.compile(r"(?i)(?:_|^)(?:public|file|version)(?:_|$)")
 _RESERVED_STAGE_NAMES = ("context", "scratch")
 
 
@@ -278,16 +337,21 @@ def run_checks(
     platforms: PlatformArgs | None = None,
     stages: Collection[int] | None = None,
     config: str | None = None,
-    ignored: Callable[[str], bool] | None = None,
+    ignore: PatternMatcher | None = None,
+    reachable: Collection[int] | None = None,
 ) -> CheckResult:
     """Every enabled rule over ``dockerfile``; ``stages`` limits the per-stage walk (None: all).
 
     ``config`` overrides the ``# check=`` directive (the BUILDKIT_DOCKERFILE_CHECK build arg).
-    ``ignored(path)`` tells whether .dockerignore excludes a context path (CopyIgnoredFile).
+    ``ignore`` is the context's .dockerignore (CopyIgnoredFile). ``reachable`` are the stages
+    the target needs (default: ``stages``, else all): only those run the ONBUILD triggers of the
+    stage they are built on, as in BuildKit, so only there are the triggers checked.
     """
     parsed = dockerfile.parsed
     directive_line = next((d.line for d in parsed.directives if d.name == "check"), None)
-    text = config if config is not None else parsed.directive("check")
+    # BuildKit's ParseDirective keeps the value up to the first space: "# check=skip=A // why".
+    written = parsed.directive("check")
+    text = config if config is not None else (written.split(" ", 1)[0] if written else None)
     location = SourceLocation(parsed.file, directive_line) if directive_line and config is None else None
     out = _Collector(CheckConfig.parse(text, location), parsed.file)
 
@@ -298,8 +362,32 @@ def run_checks(
     _check_casing(dockerfile, out)
     _check_static(dockerfile, out)
     _check_from_args(dockerfile, build_args or {}, platforms, out)
-    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignored)
+    _walk_stages(dockerfile, build_args or {}, base_env, platforms, stages, out, ignore,
+                 reachable if reachable is not None else stages)
     return CheckResult(out.warnings(), out.config, parsed.file)
+
+
+# The rules BuildKit runs while it turns the parsed nodes into instructions, one node at a time.
+_PARSE_PHASE_RULES = frozenset({
+    "NoEmptyContinuation", "StageNameCasing", "FromAsCasing", "MaintainerDeprecated",
+    "InvalidDefinitionDescription",
+})
+
+
+def warnings_before_error(parsed: ParsedDockerfile, error: DockerfileError, *,
+                          config: str | None = None) -> list[Warning]:
+    """The warnings BuildKit gives before an instruction of ``parsed`` fails to parse (``error``):
+    the parser's, and those of the instructions above the failing one. BuildKit prints them and
+    then the error; best effort, nothing when they cannot be worked out."""
+    line = error.location.start_line if error.location is not None else None
+    if line is None:
+        return []
+    try:
+        partial = parse_dockerfile(replace(parsed, nodes=tuple(n for n in parsed.nodes if n.start_line < line)))
+        found = run_checks(partial, config=config).warnings
+    except DockerfileError:
+        return []
+    return [w for w in found if w.rule in _PARSE_PHASE_RULES]
 
 
 def _keyword_text(node: Any) -> str:
@@ -326,8 +414,8 @@ def _check_casing(dockerfile: Dockerfile, out: _Collector) -> None:
             casing = "uppercase"
         else:
             continue
-        out.at("ConsistentInstructionCasing",
-               f"Command '{word}' should match the case of the command majority ({casing})", ins)
+        out.at_file("ConsistentInstructionCasing",
+                    f"Command '{word}' should match the case of the command majority ({casing})", ins)
 
 
 def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
@@ -339,26 +427,25 @@ def _check_static(dockerfile: Dockerfile, out: _Collector) -> None:
         if node is not None and len(node.args) == 3:
             as_word = node.args[1]
             from_word = _keyword_text(node)
-            from_lower = from_word[:1].islower()
-            if (from_lower and as_word != as_word.lower()) or (
-                not from_lower and as_word != as_word.upper()
-            ):
-                out.at("FromAsCasing", f"'{as_word}' and '{from_word}' keywords' casing do not match",
-                       from_)
+            # A mixed-case FROM ("From") is ConsistentInstructionCasing's to report, not this rule's.
+            if from_word in (from_word.lower(), from_word.upper()):
+                want = as_word.lower() if from_word == from_word.lower() else as_word.upper()
+                if as_word != want:
+                    out.at("FromAsCasing",
+                           f"'{as_word}' and '{from_word}' keywords' casing do not match", from_)
             written = node.args[2]
             if written != written.lower():
                 out.at("StageNameCasing", f"Stage name '{written}' should be lowercase", from_)
         if stage.name:
             if stage.name in _RESERVED_STAGE_NAMES:
-                out.at("ReservedStageName",
-                       f'Stage name should not use the same name as reserved stage "{stage.name}"',
-                       from_)
+                out.at_file("ReservedStageName",
+                            f'Stage name should not use the same name as reserved stage "{stage.name}"',
+                            from_)
             if stage.name in seen_names:
-                out.at("DuplicateStageName",
-                       f'Duplicate stage name "{stage.name}", stage names should be unique', from_)
+                out.at_file("DuplicateStageName",
+                            f'Duplicate stage name "{stage.name}", stage names should be unique', from_)
             seen_names[stage.name] = stage
             _check_description(from_, "FROM", [stage.name], out)
-        _check_stage_commands(stage, out)
     for arg in dockerfile.meta_args:
         _check_description(arg, "ARG", [s.key for s in arg.args], out)
 
@@ -387,9 +474,10 @@ def _check_secret(keyword: str, key: str, ins: Instruction, out: _Collector) -> 
                f'Do not use ARG or ENV instructions for sensitive data ({keyword} "{key}")', ins)
 
 
-def _check_stage_commands(stage: Stage, out: _Collector) -> None:
+def _check_stage_commands(stage: Stage, triggers: Sequence[Instruction], out: _Collector) -> None:
+    """The rules BuildKit runs as it dispatches each instruction (the inherited ONBUILD triggers first)."""
     last: dict[str, Instruction] = {}
-    for ins in stage.commands:
+    for ins in (*triggers, *stage.commands):
         if isinstance(ins, Maintainer):
             out.at("MaintainerDeprecated",
                    "Maintainer instruction is deprecated in favor of using label", ins)
@@ -406,9 +494,10 @@ def _check_stage_commands(stage: Stage, out: _Collector) -> None:
         if isinstance(ins, Cmd | Entrypoint | Healthcheck):
             previous = last.get(ins.keyword)
             if previous is not None:
+                # Reported at the one that is ignored, under the later one's # check= comment.
                 out.at("MultipleInstructionsDisallowed",
                        f"Multiple {_written(ins)} instructions should not be used in the same stage "
-                       "because only the last one will be used", previous)
+                       "because only the last one will be used", previous, by=ins)
             last[ins.keyword] = ins
 
 
@@ -438,9 +527,9 @@ def _check_from_args(
     for stage in dockerfile.stages:
         base = defaults.expand_from(stage.from_).base_name
         if Reference.try_parse(base) is None:
-            out.at("InvalidDefaultArgInFrom",
-                   f"Default value for ARG {stage.base_name} results in empty or invalid base "
-                   "image name", stage.from_)
+            out.at_file("InvalidDefaultArgInFrom",
+                        f"Default value for ARG {stage.base_name} results in empty or invalid base "
+                        "image name", stage.from_)
 
 
 def _check_from_platforms(dockerfile: Dockerfile, scope: GlobalScope, out: _Collector) -> None:
@@ -479,7 +568,8 @@ def _walk_stages(
     platforms: PlatformArgs | None,
     selected: Collection[int] | None,
     out: _Collector,
-    ignored: Callable[[str], bool] | None = None,
+    ignore: PatternMatcher | None = None,
+    reachable: Collection[int] | None = None,
 ) -> None:
     """Rules that need each stage's variables: UndefinedVar, WorkdirRelativePath, EXPOSE, JSON args."""
     global_scope = GlobalScope(
@@ -487,19 +577,32 @@ def _walk_stages(
     )
     finals: dict[int, tuple[Scope, bool, bool]] = {}  # stage -> (scope, workdir set, shell set)
     for stage in dockerfile.stages:
-        base = global_scope.expand_from(stage.from_).base_name
+        expanded_from = global_scope.expand_from(stage.from_)
+        base = expanded_from.base_name
         parent = dockerfile.find_stage(base) if base else None
+        triggers: tuple[Instruction, ...] = ()
         if parent is not None and parent.index < stage.index and parent.index in finals:
             parent_scope, workdir_set, shell_set = finals[parent.index]
             scope = parent_scope.child()
+            if reachable is None or stage.index in reachable:
+                triggers = _inherited_triggers(parent, stage)
         else:
             workdir_set = shell_set = False
+            env: Mapping[str, str] | Sequence[str] | None = None
             if base.lower() == "scratch":
-                env: Mapping[str, str] | Sequence[str] | None = {}
-            else:
-                env = base_env(base) if base_env is not None else None
+                env = {}
+            elif base_env is not None and (selected is None or stage.index in selected):
+                found = base_env(base)  # a stage the build skips needs no look at its base
+                if isinstance(found, BaseImage):
+                    env, shell_set = found.env, bool(found.shell)
+                    _check_base_platform(stage, base, expanded_from.platform, found.platform, platforms, out)
+                    if reachable is None or stage.index in reachable:
+                        triggers = _image_triggers(found.on_build, stage, dockerfile.parsed)
+                else:
+                    env = found
             scope = global_scope.stage_scope(env)
-        for ins in stage.commands:
+        _check_stage_commands(stage, triggers, out)
+        for ins in (*triggers, *stage.commands):
             try:
                 expanded = scope.apply(ins)
             except (ExpansionError, InstructionError):
@@ -520,8 +623,8 @@ def _walk_stages(
                        "behavior related to OS signals", ins)
             elif isinstance(expanded, Expose):
                 _check_expose(expanded, ins, out)
-            elif isinstance(expanded, Copy | Add) and ignored is not None:
-                _check_ignored(expanded, ins, ignored, out)
+            elif isinstance(expanded, Copy | Add) and ignore:
+                _check_ignored(expanded, ins, ignore, out)
         finals[stage.index] = (scope, workdir_set, shell_set)
         if (selected is None or stage.index in selected) and scope.base_env_known:
             for undefined in scope.undefined:
@@ -533,29 +636,75 @@ def _walk_stages(
             _drop_stage_warnings(out, stage)
 
 
+def _check_base_platform(stage: Stage, base: str, written: str | None, actual: Platform | None,
+                         platforms: PlatformArgs | None, out: _Collector) -> None:
+    """InvalidBaseImagePlatform: the base image is for another OS or architecture than the stage
+    builds for (its FROM --platform, else the target's), e.g. a single-platform image of another
+    architecture, whose RUN steps would then fail."""
+    if actual is None or not actual.os or not actual.architecture:
+        return
+    try:
+        expected = Platform.parse(written) if written else (platforms.target if platforms else Platform.host())
+    except UsageError:
+        return  # the build reports a bad --platform, with the line
+    if (actual.os, actual.architecture) != (expected.os, expected.architecture):
+        out.at_file("InvalidBaseImagePlatform",
+                    f'Base image {base} was pulled with platform "{format_platform(actual)}", expected '
+                    f'"{format_platform(expected)}" for current build', stage.from_)
+
+
+def _inherited_triggers(parent: Stage, stage: Stage) -> tuple[Instruction, ...]:
+    """The ONBUILD triggers of ``parent``, which ``stage`` runs first: located at its FROM, as
+    BuildKit reports them."""
+    return tuple(replace(ins.trigger, location=stage.from_.location)
+                 for ins in parent.commands if isinstance(ins, Onbuild))
+
+
+def _image_triggers(expressions: Sequence[str], stage: Stage, parsed: ParsedDockerfile) -> tuple[Instruction, ...]:
+    """A base image's ONBUILD triggers, parsed and located at the FROM that runs them; none when
+    one does not parse (the build reports it, with the line)."""
+    found: list[Instruction] = []
+    try:
+        for expression in expressions:
+            trigger = parse(expression, file=parsed.file)
+            found += [replace(parse_instruction(node, trigger), location=stage.from_.location)
+                      for node in trigger.nodes]
+    except DockerfileError:
+        return ()
+    return tuple(found)
+
+
 def _drop_stage_warnings(out: _Collector, stage: Stage) -> None:
     """Forget per-stage walk findings for a stage the build does not run."""
-    lines = {ins.start_line for ins in stage.commands}
+    lines = {ins.start_line for ins in (stage.from_, *stage.commands)}
     walk_rules = {"WorkdirRelativePath", "CopyIgnoredFile", "JSONArgsRecommended", "ExposeProtoCasing",
                   "ExposeInvalidFormat", "UndefinedVar", "LegacyKeyValueFormat",
                   "SecretsUsedInArgOrEnv", "MultipleInstructionsDisallowed"}
     out.found = [t for t in out.found if not (t[2].rule in walk_rules and t[0] in lines)]
 
 
-def _check_ignored(
-    ins: Copy | Add, original: Instruction, ignored: Callable[[str], bool], out: _Collector
-) -> None:
-    """CopyIgnoredFile: a context source that .dockerignore excludes (BuildKit's validateCopySourcePath)."""
-    if isinstance(ins, Copy) and ins.from_:
+def _check_ignored(ins: Copy | Add, original: Instruction, ignore: PatternMatcher, out: _Collector) -> None:
+    """CopyIgnoredFile: a context source that .dockerignore excludes (BuildKit's validateCopySourcePath).
+
+    With a "!" pattern anywhere BuildKit does not guess (a directory may be excluded and a file in
+    it brought back), so nothing is reported. The source is named cleaned, as BuildKit names it.
+    The context root (``COPY . .``) counts as excluded only under a pattern that takes every entry
+    of the root (``*``, ``**``, ``**/*``); ``.*`` excludes the dotfiles, not the root.
+    """
+    if (isinstance(ins, Copy) and ins.from_) or ignore.has_exclusions:
         return
     verb = "Copy" if isinstance(ins, Copy) else "Add"
     for src in ins.sources:
         if "://" in src or src.startswith("git@"):
             continue
-        path = posixpath.normpath("/" + src).lstrip("/") or "."
-        if path != "." and ignored(path):
+        path = go_clean(src)
+        if path in (".", "/"):
+            excluded = any(set(pattern) <= {"*", "/"} for pattern in ignore.patterns)
+        else:
+            excluded = ignore.matches(path)
+        if excluded:
             out.at("CopyIgnoredFile",
-                   f'Attempting to {verb} file "{src}" that is excluded by .dockerignore', original)
+                   f'Attempting to {verb} file "{path}" that is excluded by .dockerignore', original)
 
 
 def _is_abs(path: str) -> bool:

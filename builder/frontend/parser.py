@@ -952,6 +952,13 @@ def parse_directive(key: str, source: str | bytes) -> DetectedDirective | None:
     return _detect_directive(key, source, any_format=False)
 
 
+def comment_directive(comment: str) -> tuple[str, str] | None:
+    """A comment's text (``#`` removed, as nodes keep it) read as a directive, ``name=value``:
+    how the ``# check=`` comment just above an instruction is found."""
+    match = _DIRECTIVE_BODY.match(comment)
+    return (match.group(1).lower(), match.group(2)) if match else None
+
+
 def _detect_directive(key: str, source: str | bytes, any_format: bool) -> DetectedDirective | None:
     text = _decode(source)
     first, _, remainder = text.partition("\n")

@@ -6,6 +6,7 @@ import pytest
 
 from builder.errors import DockerfileError, LintError
 from builder.frontend.checks import RULES, CheckConfig, Warning, run_checks
+from builder.frontend.expand import format_platform
 from builder.frontend.instructions import parse_dockerfile
 from builder.frontend.parser import parse
 
@@ -76,7 +77,8 @@ CASES = [
      [(2, 'Do not use ARG or ENV instructions for sensitive data (ARG "DB_PASSWORD")'),
       (3, 'Do not use ARG or ENV instructions for sensitive data (ENV "GITHUB_TOKEN")')],
      # BuildKit checks ARGs as stages declare them, not the global ones.
-     "ARG API_KEY\nFROM busybox\nARG PUBLIC_KEY\nENV KEYBOARD=us TOKENIZER=x MONKEY=1\n"),
+     "ARG API_KEY\nFROM busybox\nARG PUBLIC_KEY\nENV KEYBOARD=us TOKENIZER=x MONKEY=1\n"
+     "ARG SESSION_SECRET_FILE\nENV AUTH_MODULE_VERSION=2\n"),
     ("RedundantTargetPlatform", "FROM --platform=$TARGETPLATFORM busybox\n",
      [(1, "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior")],
      "FROM --platform=$BUILDPLATFORM busybox\nFROM --platform=${TARGETOS}/${TARGETARCH} busybox\n"),
@@ -102,27 +104,62 @@ CASES = [
 
 
 def test_every_rule_has_a_case():
-    assert {c[0] for c in CASES} | {"CopyIgnoredFile"} == set(RULES)
+    assert {c[0] for c in CASES} | {"CopyIgnoredFile", "InvalidBaseImagePlatform"} == set(RULES)
 
 
-def test_copy_ignored_file_needs_the_ignore_rules_and_opting_in():
+COPY_IGNORED = [
+    # (.dockerignore, Dockerfile, [(line, message)]): BuildKit's testCopyIgnoredFiles and the
+    # context-root and negation cases of its later fixes (moby/buildkit#6534, #6930).
+    ("\nDockerfile\n", "\nFROM scratch\nCOPY Dockerfile .\nADD Dockerfile /windy\n",
+     [(3, 'Attempting to Copy file "Dockerfile" that is excluded by .dockerignore'),
+      (4, 'Attempting to Add file "Dockerfile" that is excluded by .dockerignore')]),
+    ("\nfoobar\n", "\nFROM scratch AS base\nCOPY Dockerfile /foobar\nADD Dockerfile /windy\n\n"
+     "FROM base\nCOPY --from=base /foobar /Dockerfile\n", []),
+    ("secret.txt\nlogs\n", "FROM scratch\nCOPY secret.txt ./app /x/\nCOPY --from=other secret.txt /y\n"
+     "ADD ./logs/a.log https://example.com/x /z\nCOPY <<EOF /secret.txt\nx\nEOF\n",
+     [(2, 'Attempting to Copy file "secret.txt" that is excluded by .dockerignore'),
+      (4, 'Attempting to Add file "logs/a.log" that is excluded by .dockerignore')]),
+    ("*\n!src\n", "FROM scratch\nCOPY src /src\nCOPY other /other\n", []),  # a "!" anywhere: no guess
+    (".*\n", "FROM scratch\nCOPY . /app\nCOPY .env /\n",
+     [(3, 'Attempting to Copy file ".env" that is excluded by .dockerignore')]),
+    ("**\n", "FROM scratch\nCOPY . /app\nCOPY ./ /app2\n",
+     [(2, 'Attempting to Copy file "." that is excluded by .dockerignore'),
+      (3, 'Attempting to Copy file "." that is excluded by .dockerignore')]),
+    ("logs\n", "FROM scratch\nCOPY . /app\n", []),
+]
+
+
+@pytest.mark.parametrize(("ignore", "source", "expected"), COPY_IGNORED)
+def test_copy_ignored_file(ignore, source, expected):
     from builder.frontend.dockerignore import PatternMatcher
 
-    ignored = PatternMatcher.from_file_text("secret.txt\nlogs\n").matches
-    source = ("# check=experimental=CopyIgnoredFile\nFROM scratch\nCOPY secret.txt ./app /x/\n"
-              "COPY --from=other secret.txt /y\nADD logs/a.log https://example.com/x /z\n")
-    assert fired(source, "CopyIgnoredFile", ignored=ignored) == [
-        (3, 'Attempting to Copy file "secret.txt" that is excluded by .dockerignore'),
-        (5, 'Attempting to Add file "logs/a.log" that is excluded by .dockerignore'),
-    ]
-    assert fired(source.split("\n", 1)[1], "CopyIgnoredFile", ignored=ignored) == []  # experimental
-    assert RULES["CopyIgnoredFile"].experimental
+    matcher = PatternMatcher.from_file_text(ignore)
+    assert fired(source, "CopyIgnoredFile", ignore=matcher) == expected
+    skipped = "# check=skip=CopyIgnoredFile\n" + source.lstrip("\n")
+    assert fired(skipped, "CopyIgnoredFile", ignore=matcher) == []
+
+
+def test_copy_ignored_file_is_no_longer_experimental():
+    """Dockerfile frontends since early 2026 run it by default (docker 29.2 warns on COPY . . under
+    a catch-all .dockerignore without any # check=)."""
+    assert not RULES["CopyIgnoredFile"].experimental
+    assert [r for r in RULES.values() if r.experimental] == [RULES["InvalidDefinitionDescription"]]
 
 
 @pytest.mark.parametrize(("rule", "bad", "expected", "good"), CASES, ids=[c[0] for c in CASES])
 def test_rule_fires_and_does_not(rule, bad, expected, good):
     assert fired(bad, rule) == expected
     assert fired(good, rule) == []
+
+
+def test_from_as_casing_leaves_a_mixed_case_from_to_the_casing_rule():
+    """BuildKit's testConsistentInstructionCasing: ``From scratch as base`` is one warning, not two."""
+    source = "\n#\n#\nFrom scratch as base\nFROM scratch AS base2\n"
+    assert [(w.start_line, w.rule, w.message) for w in check(source)] == [
+        (4, "ConsistentInstructionCasing",
+         "Command 'From' should match the case of the command majority (uppercase)")]
+    assert fired("from scratch AS base\n", "FromAsCasing") == [
+        (1, "'AS' and 'from' keywords' casing do not match")]
 
 
 def test_warning_rendering():
@@ -146,6 +183,27 @@ def test_messages_use_the_keyword_as_written():
 def test_experimental_rule_is_off_by_default():
     assert fired("# nope\nFROM busybox AS base\n", "InvalidDefinitionDescription") == []
     assert RULES["InvalidDefinitionDescription"].experimental
+
+
+def test_base_image_config_shell_and_platform():
+    """BuildKit reads the base image's config: a SHELL there makes a shell-form CMD deliberate,
+    and an image for another platform than the build's is InvalidBaseImagePlatform (no URL)."""
+    from builder.frontend.checks import BaseImage
+    from builder.image.platform import Platform
+
+    host = Platform.host()
+    other = Platform("linux", "arm64" if host.architecture != "arm64" else "amd64")
+    images = {"shelled": BaseImage(("PATH=/bin",), ("/bin/bash", "-c"), host),
+              "foreign": BaseImage(("PATH=/bin",), (), other)}
+    source = "FROM shelled\nCMD run\nFROM foreign\nCMD run\nFROM --platform=$BUILDPLATFORM shelled\n"
+    found = check(source, base_env=images.get)
+    assert [(w.start_line, w.rule, w.message) for w in found] == [
+        (3, "InvalidBaseImagePlatform",
+         f'Base image foreign was pulled with platform "linux/{other.architecture}", expected '
+         f'"{format_platform(host)}" for current build'),
+        (4, "JSONArgsRecommended",
+         "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals")]
+    assert found[0].url == "" and found[0].to_json()["url"] == ""
 
 
 def test_undefined_var_is_quiet_when_the_base_env_is_unknown():
@@ -173,6 +231,51 @@ def test_undefined_var_follows_the_parent_stage():
     assert fired(source, "UndefinedVar") == [(4, "Usage of undefined variable '$NOT_SET'")]
 
 
+ONBUILD_PARENT = ("FROM busybox AS base\nONBUILD CMD echo hi\nONBUILD ENV A 1\nONBUILD WORKDIR rel\n"
+                  "ONBUILD COPY $NOPE /x\n")
+
+
+def test_onbuild_triggers_are_checked_where_they_run():
+    """A stage built on one with ONBUILD runs the triggers first; BuildKit checks them there and
+    reports them at that stage's FROM line (the ONBUILD lines themselves warn of nothing)."""
+    source = ONBUILD_PARENT + "FROM base\nCMD [\"x\"]\n"
+    assert sorted((w.start_line, w.rule) for w in check(source)) == [
+        (6, "JSONArgsRecommended"), (6, "LegacyKeyValueFormat"), (6, "MultipleInstructionsDisallowed"),
+        (6, "UndefinedVar"), (6, "WorkdirRelativePath")]
+    assert check(ONBUILD_PARENT) == []
+
+
+def test_a_base_image_s_onbuild_triggers_are_checked_at_the_from():
+    from builder.frontend.checks import BaseImage
+
+    images = {"onbuilt": BaseImage(("PATH=/bin",), on_build=("CMD echo hi", "ENV A 1")),
+              "broken": BaseImage(("PATH=/bin",), on_build=("NOPE x",))}
+    found = check("FROM busybox\nRUN true\nFROM onbuilt\nFROM broken\n", base_env=images.get)
+    assert sorted((w.start_line, w.rule) for w in found) == [(3, "JSONArgsRecommended"), (3, "LegacyKeyValueFormat")]
+    assert check("FROM onbuilt AS a\nFROM busybox\n", base_env=images.get, reachable=[1]) == []
+
+
+def test_onbuild_triggers_run_only_in_stages_the_target_needs():
+    """BuildKit sets up the triggers of the target's stages only, even when lint checks them all."""
+    source = ONBUILD_PARENT + "FROM base AS child\nFROM busybox\n"
+    assert {w.start_line for w in check(source)} == {6}
+    assert check(source, reachable=[2]) == []
+
+
+def test_warnings_before_an_instruction_error():
+    """BuildKit's testWarningsBeforeError: the instructions above the one that fails to parse are
+    checked as it reads them (not the whole-file rules, which need every instruction)."""
+    from builder.frontend.checks import warnings_before_error
+
+    parsed = parse("\nFROM scratch AS BadStageName\nMAINTAINER me@example.org\nrun x \\\n\n y\nBADCMD\n")
+    with pytest.raises(DockerfileError) as info:
+        parse_dockerfile(parsed)
+    found = warnings_before_error(parsed, info.value)
+    assert [(w.start_line, w.rule) for w in found] == [
+        (2, "StageNameCasing"), (3, "MaintainerDeprecated"), (6, "NoEmptyContinuation")]
+    assert warnings_before_error(parsed, info.value, config="skip=all") == []
+
+
 def test_checks_limited_to_the_built_stages():
     source = "FROM busybox AS unused\nWORKDIR rel\nFROM busybox\nWORKDIR other\n"
     assert [line for line, _ in fired(source, "WorkdirRelativePath")] == [2, 4]
@@ -190,6 +293,54 @@ def test_check_directive_skip_and_error():
     assert str(err) == "lint violation found for rules: FromAsCasing, MaintainerDeprecated"
     clean = run_checks(parse_dockerfile(parse("# check=error=true\nFROM busybox\n")))
     assert not clean.failed and clean.error() is None
+
+
+def test_experimental_rules_run_when_asked_even_with_skip_all():
+    """BuildKit's Linter.Run looks at ``skip`` only for stable rules (its testCopyIgnoredFiles case
+    ``skip=all;experimental=CopyIgnoredFile`` still reports)."""
+    source = ("# check=skip=all;experimental=InvalidDefinitionDescription\n# nope\nFROM busybox AS base\n"
+              "MAINTAINER me\n")
+    assert [(w.start_line, w.rule) for w in check(source)] == [(3, "InvalidDefinitionDescription")]
+    skipped = "# check=skip=InvalidDefinitionDescription\n# nope\nFROM busybox AS base\n"
+    assert check(skipped) == []  # experimental and not asked for: off, skip or not
+
+
+def test_check_directive_ends_at_a_space():
+    """BuildKit reads a directive's value up to the first space, so a note may follow it."""
+    assert check("# check=skip=FromAsCasing // legacy stage names\nFROM busybox as build\n") == []
+
+
+CHECK_COMMENTS = [
+    # (Dockerfile, [(line, rule)]): a "# check=" comment just above an instruction skips (or turns
+    # on) rules for that instruction only (BuildKit's WithMergedConfigFromComments).
+    ("FROM busybox\n# check=skip=MaintainerDeprecated\nMAINTAINER me\nMAINTAINER you\n",
+     [(4, "MaintainerDeprecated")]),
+    ("FROM busybox\n# why: legacy\n# check=skip=all\nENV A 1\nENV B 2\n", [(5, "LegacyKeyValueFormat")]),
+    ("FROM busybox\n# check=skip=LegacyKeyValueFormat // the old form, on purpose\nENV A 1\n", []),
+    ("FROM busybox\n# check=skip=LegacyKeyValueFormat\n\nENV A 1\n", [(4, "LegacyKeyValueFormat")]),
+    ("FROM busybox\n# check=skip=JSONArgsRecommended,WorkdirRelativePath\nCMD run\nWORKDIR rel\nCMD again\n",
+     [(3, "MultipleInstructionsDisallowed"), (4, "WorkdirRelativePath"), (5, "JSONArgsRecommended")]),
+    ("FROM busybox\nCMD [\"a\"]\n# check=skip=MultipleInstructionsDisallowed\nCMD [\"b\"]\n", []),
+    ("FROM busybox AS one\n# check=skip=StageNameCasing,FromAsCasing,FromPlatformFlagConstDisallowed\n"
+     "FROM --platform=linux/amd64 busybox as Two\nFROM busybox as Three\n",
+     [(4, "FromAsCasing"), (4, "StageNameCasing")]),
+    ("FROM busybox AS a\n# check=skip=DuplicateStageName,ConsistentInstructionCasing\nfrom busybox AS a\n",
+     [(3, "ConsistentInstructionCasing"), (3, "DuplicateStageName"), (3, "FromAsCasing")]),  # file-wide
+    ("FROM busybox\n# check=skip\nMAINTAINER me\n", [(3, "MaintainerDeprecated")]),  # unparsable: ignored
+    ("FROM busybox\n# check=experimental=InvalidDefinitionDescription\nARG VERSION=1\n"
+     "# nope\nARG OTHER\n", [(3, "InvalidDefinitionDescription")]),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), CHECK_COMMENTS)
+def test_check_comment_above_an_instruction(source, expected):
+    assert sorted((w.start_line, w.rule) for w in check(source)) == expected
+
+
+def test_check_comment_does_not_turn_off_error_true():
+    result = run_checks(parse_dockerfile(parse(
+        "# check=error=true\nFROM busybox\n# check=error=false\nMAINTAINER me\n")))
+    assert str(result.error()) == "lint violation found for rules: MaintainerDeprecated"
 
 
 def test_build_arg_config_overrides_the_directive():

@@ -86,6 +86,31 @@ def test_lint_reads_the_dockerignore(tmp_path: Path):
             "that is excluded by .dockerignore") in out(proc)
 
 
+def test_lint_checks_onbuild_triggers_in_the_stages_that_run_them(tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS base\nONBUILD CMD echo hi\nFROM base AS child\n"
+                                         "FROM busybox\n")
+    assert out(run_pybuild("lint", str(tmp_path), check=True)) == "Check complete, no warnings found.\n"
+    child = run_pybuild("lint", "--target", "child", str(tmp_path), check=True)
+    assert out(child).splitlines()[0] == (f"{tmp_path}/Dockerfile:3: JSONArgsRecommended: JSON arguments "
+                                          "recommended for CMD to prevent unintended behavior related to OS signals")
+
+
+def test_lint_prints_the_warnings_above_an_instruction_that_fails(tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text("\nFROM scratch AS BadStageName\nMAINTAINER me@example.org\nBADCMD\n")
+    proc = run_pybuild("lint", str(tmp_path))
+    assert proc.returncode == 1
+    assert out(proc).splitlines() == [
+        f"{tmp_path}/Dockerfile:2: StageNameCasing: Stage name 'BadStageName' should be lowercase",
+        f"{tmp_path}/Dockerfile:3: MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label"]
+    assert "Dockerfile:4: unknown instruction: BADCMD" in err(proc)
+    data = json.loads(out(run_pybuild("lint", "--format", "json", str(tmp_path))))
+    assert [w["rule"] for w in data["warnings"]] == ["StageNameCasing", "MaintainerDeprecated"]
+    assert "unknown instruction: BADCMD" in data["error"]
+    dry = run_pybuild("build", "--dry-run", str(tmp_path))
+    assert dry.returncode == 1
+    assert "WARN: StageNameCasing: Stage name 'BadStageName' should be lowercase (line 2)" in err(dry)
+
+
 def test_lint_reports_plan_errors(tmp_path: Path):
     (tmp_path / "Dockerfile").write_text("ARG A=1\n")
     proc = run_pybuild("lint", str(tmp_path))
