@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from builder.execute.named import NamedContext
     from builder.execute.run import Secret
     from builder.execute.ssh import SshAgents
+    from builder.export.outputs import Exported
     from builder.runtime import Runtime
     from cache.remote import ImportedCache
 
@@ -101,6 +102,7 @@ class BuildResult:
     image: Image
     seconds: float
     pushed: tuple = ()  # builder.registry.PushResult of each push
+    manifests: tuple = ()  # the manifest Descriptor each image output holds, pushes first
 
 
 def parse_build_args(items: Sequence[str]) -> dict[str, str]:
@@ -465,10 +467,11 @@ class Build:
         manifest_digest = self.store.write_image(final, tags)
         stored = self.store.image(str(manifest_digest))
         self._export_cache(env, results[plan.target].key, imported)
-        pushed = self._outputs(stored, tags)
+        exported = self._outputs(stored, tags)
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
-            image=stored, seconds=time.monotonic() - self.started, pushed=tuple(pushed),
+            image=stored, seconds=time.monotonic() - self.started, pushed=exported.pushed,
+            manifests=exported.manifests,
         )
         self._report(result)
         return result
@@ -598,7 +601,7 @@ class Build:
 
     # -- results
 
-    def _outputs(self, image: Image, tags: tuple[str, ...]) -> list:
+    def _outputs(self, image: Image, tags: tuple[str, ...]) -> Exported:
         from builder.export.outputs import export_outputs
 
         return export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
@@ -612,13 +615,13 @@ class Build:
         if opts.iidfile:
             write_output(opts.iidfile, str(result.image_id).encode())
         if opts.metadata_file:
-            # buildx's keys; once pushed, the manifest the registry holds (its layers may have
-            # been compressed on the way, which changes its digest)
+            # buildx's keys; once pushed or archived, the manifest the registry or archive holds
+            # (its layers may have been compressed on the way, which changes its digest)
             manifest = result.image.manifest()
             descriptor = {"mediaType": manifest.media_type, "digest": str(result.manifest_digest),
                           "size": len(result.image.raw_manifest())}
-            if result.pushed:
-                descriptor.update(digest=str(result.pushed[0].digest), size=result.pushed[0].size)
+            if result.manifests:
+                descriptor = result.manifests[0].to_dict()
             data = {
                 "containerimage.config.digest": str(result.image_id),
                 "containerimage.descriptor": descriptor,

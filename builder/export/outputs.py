@@ -23,8 +23,9 @@ from typing import TextIO
 
 from builder.errors import PybuildError, UsageError
 from builder.export import TaggedImage
+from builder.image.descriptor import Descriptor
 from builder.image.image import Image
-from builder.image.mediatypes import Compression
+from builder.image.mediatypes import Compression, MediaType
 
 TYPES = ("image", "oci", "docker", "tar", "local", "registry", "cacheonly")
 _IMAGE_OPTIONS = ("compression", "force-compression", "oci-mediatypes", "rewrite-timestamp")
@@ -256,13 +257,25 @@ class Annotations:
                            {**self.index, **other.index})
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What the outputs wrote: each push (PushResult), and the manifest each image output holds,
+    pushes first (the registry's, or an archive's index.json entry). These differ from the
+    store's manifest when an output compressed layers or changed media types on the way, and
+    --metadata-file must name the one a user copies, signs or deploys by."""
+
+    pushed: tuple = ()
+    manifests: tuple[Descriptor, ...] = ()
+
+
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,
                    insecure_registries: Sequence[str] = (), progress=None,
-                   annotations: Annotations | None = None, platform: str = "") -> list:
-    """Write every output; returns what was pushed (PushResult: the manifest digest the registry
-    holds, which differs from the store's when layers were compressed on the way)."""
+                   annotations: Annotations | None = None, platform: str = "") -> Exported:
+    """Write every output."""
     annotations = annotations or Annotations()
     pushed: list = []
+    pushed_manifests: list[Descriptor] = []
+    archived: list[Descriptor] = []
     outputs = [OutputSpec.parse(s) for s in specs]
     if push and not any(o.type == "image" and o.push for o in outputs):
         outputs.append(OutputSpec("image", push=True))
@@ -275,15 +288,19 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 for name in out.names:
                     store.tag(str(image.digest()), name)
             if out.push:
-                pushed += _push(exported, names, store, insecure_registries, progress, out)
+                results = _push(exported, names, store, insecure_registries, progress, out)
+                pushed += results
+                media_type = exported.manifest().media_type  # a push keeps it, may compress layers
+                pushed_manifests += [Descriptor(media_type, r.digest, r.size) for r in results]
         elif out.type in ("oci", "docker"):
             from builder.export.archive import save
-            from builder.export.layout import write_oci_layout
+            from builder.export.layout import oci_manifest_bytes, write_oci_layout
 
             if out.type == "docker" and not out.converts:
                 # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
                 exported = store.docker_compatible(image)
             tagged = [TaggedImage(exported, names, own.manifest_descriptor)]
+            archived.append(Descriptor.of(MediaType.OCI_MANIFEST, oci_manifest_bytes(exported)))
             if not out.tar:
                 write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
                 continue
@@ -299,7 +316,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 write_layer(root, dest)
         elif out.type == "local":
             export_local(image, Path(out.dest or "."))
-    return pushed
+    return Exported(tuple(pushed), (*pushed_manifests, *archived))
 
 
 def export_local(image: Image, dest_dir: Path) -> None:

@@ -171,3 +171,29 @@ def test_metadata_file_names_the_manifest_the_registry_holds(builder: Builder, r
     assert data["containerimage.descriptor"] == {"mediaType": OCI_MANIFEST, "digest": data["containerimage.digest"],
                                                  "size": len(pushed.content)}
     assert data["containerimage.config.digest"] == _image_id(builder, ref)
+
+
+def test_metadata_file_names_the_manifest_an_output_wrote(builder: Builder, registry: str, tmp_path: Path) -> None:
+    """An archive whose layers were compressed on the way holds another manifest than the store:
+    --metadata-file gives the archive's (the digest skopeo copies it by), and a push with
+    oci-mediatypes=false gives docker's manifest type, as the registry serves it."""
+    ctx = _context(builder, "metadata-archive")
+    meta, archive = tmp_path / "meta.json", tmp_path / "zstd.tar"
+    builder.build(ctx, "-o", f"type=oci,dest={archive},compression=zstd,force-compression=true",
+                  "--metadata-file", str(meta))
+    data = json.loads(meta.read_text())
+    index = json.loads(subprocess.run(["tar", "-xOf", str(archive), "index.json"], check=True,
+                                      capture_output=True).stdout)
+    held = index["manifests"][0]
+    assert data["containerimage.digest"] == held["digest"]
+    assert data["containerimage.descriptor"] == {"mediaType": OCI_MANIFEST, "digest": held["digest"],
+                                                 "size": held["size"]}
+    ref = f"{registry}/outputs/metadata-docker:{uuid.uuid4().hex[:8]}"
+    builder.build(ctx, "-o", f"type=image,name={ref},push=true,oci-mediatypes=false", "--metadata-file", str(meta))
+    data = json.loads(meta.read_text())
+    pushed = requests.get(f"http://{registry}/v2/{ref.split('/', 1)[1].replace(':', '/manifests/')}", timeout=30,
+                          headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"})
+    assert pushed.headers["Content-Type"] == DOCKER_MANIFEST
+    assert data["containerimage.descriptor"] == {"mediaType": DOCKER_MANIFEST,
+                                                 "digest": pushed.headers["Docker-Content-Digest"],
+                                                 "size": len(pushed.content)}
