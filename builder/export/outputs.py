@@ -194,11 +194,15 @@ class OutputSpec:
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
 
 
-def check_outputs(specs: Sequence[str], *, stdout: TextIO | None) -> tuple[OutputSpec, ...]:
+def check_outputs(specs: Sequence[str], *, stdout: TextIO | None, tags: Sequence[str] = (),
+                  push: bool = False) -> tuple[OutputSpec, ...]:
     """Every ``--output`` parsed and its destination checked, before the build runs. Stdout takes
     one archive, and never a terminal (buildx's rules: two archives there would be one corrupt
-    stream, and a tar on a terminal is only noise). ``stdout`` is None when it was closed."""
+    stream, and a tar on a terminal is only noise). ``stdout`` is None when it was closed. A
+    push needs a name (``tags`` or the output's own): found out now, not after the build."""
     outputs = tuple(OutputSpec.parse(text) for text in specs)
+    if not tags and any(out.push and not out.names for out in _with_push(outputs, push)):
+        raise UsageError(_NO_PUSH_NAME)
     to_stdout = [out for out in outputs if out.to_stdout]
     if len(to_stdout) > 1:
         raise UsageError("multiple outputs configured to write to stdout: "
@@ -276,10 +280,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     pushed: list = []
     pushed_manifests: list[Descriptor] = []
     archived: list[Descriptor] = []
-    outputs = [OutputSpec.parse(s) for s in specs]
-    if push and not any(o.type == "image" and o.push for o in outputs):
-        outputs.append(OutputSpec("image", push=True))
-    for out in outputs:
+    for out in _with_push([OutputSpec.parse(s) for s in specs], push):
         names = out.names or tuple(tags)
         own = annotations.merged(Annotations.parse(out.annotations, platform))
         exported = _as_output(image, out, own, store)
@@ -317,6 +318,16 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
         elif out.type == "local":
             export_local(image, Path(out.dest or "."))
     return Exported(tuple(pushed), (*pushed_manifests, *archived))
+
+
+def _with_push(outputs: Sequence[OutputSpec], push: bool) -> list[OutputSpec]:
+    """The outputs, with ``--push``'s (``type=image,push=true``) unless one already pushes."""
+    if push and not any(o.type == "image" and o.push for o in outputs):
+        return [*outputs, OutputSpec("image", push=True)]
+    return list(outputs)
+
+
+_NO_PUSH_NAME = "push needs an image name: give -t NAME or -o type=image,name=NAME,push=true"
 
 
 def export_local(image: Image, dest_dir: Path) -> None:
@@ -457,7 +468,7 @@ def _push(image: Image, names: Sequence[str], store, insecure, progress,
     from builder.registry import ClientOptions, push
 
     if not names:
-        raise UsageError("push needs an image name: give -t NAME or -o type=image,name=NAME,push=true")
+        raise UsageError(_NO_PUSH_NAME)
     refs = [Reference.parse(name) for name in names]
     insecure = set(insecure) | ({ref.registry for ref in refs} if out.insecure else set())
     options = ClientOptions(insecure_registries=frozenset(insecure))

@@ -39,6 +39,7 @@ def test_an_archive_on_stdout_is_all_of_stdout(ctx: Path, tmp_path: Path) -> Non
     (("-o", "type=docker",), b"type=docker needs dest=FILE"),
     (("-o", "dest=out.tar",), b"type is required for output"),
     (("-o", "type=local,dest=-"), b"dest cannot be stdout for the local exporter"),
+    (("--push",), b"push needs an image name"),
 ])
 def test_stdout_output_errors_come_before_the_build(ctx: Path, tmp_path: Path, outputs: tuple[str, ...],
                                                     message: bytes) -> None:

@@ -137,6 +137,8 @@ def test_push_options(builder: Builder, registry: str) -> None:
     ("type=oci,dest=-,tar=false", b"tar=false writes a directory"),
     ("type=cacheonly,dest=x", b"it takes no options"),
     ("type=oci,dest=x,annotation-bogus.k=v", b"annotation types are"),
+    ("type=registry", b"push needs an image name"),  # no -t: known before the build, not after it
+    ("type=image,push=true", b"push needs an image name"),
 ])
 def test_output_option_errors_come_before_the_build(builder: Builder, output: str, message: bytes) -> None:
     marker = uuid.uuid4().hex
