@@ -199,3 +199,26 @@ def test_metadata_file_names_the_manifest_an_output_wrote(builder: Builder, regi
     assert data["containerimage.descriptor"] == {"mediaType": DOCKER_MANIFEST,
                                                  "digest": pushed.headers["Docker-Content-Digest"],
                                                  "size": len(pushed.content)}
+
+
+def test_an_oci_layout_directory_keeps_the_images_it_held(builder: Builder, tmp_path: Path) -> None:
+    """tar=false adds to a layout directory as BuildKit does: an image of another name stays
+    in index.json, one of the same name is replaced, an unnamed one is "latest"; an
+    index.json that is not one is a one-line error, left as it was."""
+    layout = tmp_path / "layout"
+    first = _context(builder, "layout-first")
+    second = _context(builder, "layout-second")
+    builder.build(first, "-o", f"type=oci,dest={layout},tar=false,name=outputs/keep:1")
+    builder.build(second, "-o", f"type=oci,dest={layout},tar=false,name=outputs/keep:2")
+    builder.build(second, "-o", f"type=oci,dest={layout},tar=false,name=outputs/keep:1")  # :1 moves
+    builder.build(first, "-o", f"type=oci,dest={layout},tar=false")
+    builder.build(second, "-o", f"type=oci,dest={layout},tar=false")  # latest moves too
+    index = json.loads((layout / "index.json").read_text())
+    refs = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+    assert sorted(refs) == ["1", "2", "latest"], index
+    assert _raw(f"oci:{layout}:1") == _raw(f"oci:{layout}:2") == _raw(f"oci:{layout}:latest")
+    (layout / "index.json").write_text("not json")
+    p = builder.build(first, "-q", "-o", f"type=oci,dest={layout},tar=false", check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and err.count("\n") == 1 and "index.json" in err and str(layout) in err, err
+    assert (layout / "index.json").read_text() == "not json"
