@@ -50,7 +50,7 @@ class OutputSpec:
     ``compression`` is what layers held uncompressed (the ones this build made) are written
     as, every layer's with ``force_compression``; ``oci_mediatypes`` chooses OCI or docker
     media types (None: as the image has them). ``annotations`` are the output's own
-    ``annotation[-TYPE].KEY=VALUE`` options. ``store``, ``unpack``, ``platform-split`` and
+    ``annotation[-TYPE].KEY=VALUE`` options. ``store=true``, ``unpack``, ``platform-split`` and
     ``rewrite-timestamp`` are taken and change nothing: the store always keeps and unpacks
     the image, the build is for one platform, and with SOURCE_DATE_EPOCH every file of a
     layer the build makes is already clamped to it.
@@ -148,10 +148,12 @@ class OutputSpec:
                 raise UsageError(f"invalid --output {text!r}: compression=zstd needs oci-mediatypes=true "
                                  "(docker's media types have no zstd layer)")
             oci = True  # as BuildKit: zstd layers exist only as OCI media types
-        for name in ("store", "unpack"):
-            if not flag(name, True):
-                raise UsageError(f"invalid --output {text!r}: {name}=false: pybuild always keeps the image "
-                                 "in its store, unpacked (the build cache stands on it)")
+        # unpack=false is BuildKit's default (buildx sends it with a push): pybuild's unpacked store
+        # changes nothing the user sees. store=false asks for what pybuild cannot do.
+        flag("unpack", False)
+        if not flag("store", True):
+            raise UsageError(f"invalid --output {text!r}: store=false: pybuild always keeps the image "
+                             "in its store (the build cache stands on it)")
         tar = flag("tar", True)
         dest = fields.get("dest")
         if kind in ("oci", "tar") and not dest and tar:
