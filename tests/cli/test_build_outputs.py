@@ -137,6 +137,22 @@ def test_dev_stdout_redirected_to_a_file_is_written_in_place(ctx: Path, tmp_path
     assert sorted(p.name for p in work.iterdir()) == ["out", "out.tar"]
 
 
+@pytest.mark.parametrize("output", ["type=oci,dest=-", "type=docker,dest=-", "type=tar,dest=-"])
+def test_an_archive_whose_reader_left_is_an_error(ctx: Path, tmp_path: Path, output: str) -> None:
+    """`pybuild build -o - . | ssh host 'cat > x.tar'` where the reader dies: the archive it got is
+    cut short, so the build fails (docker and buildx die of SIGPIPE); it exited 0 for oci and docker."""
+    (ctx / "made").write_bytes(os.urandom(1 << 20))  # more than a pipe holds
+    env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")}
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", "-o", output, str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 1, err
+    assert err.endswith(b"to <stdout>: Broken pipe\n") and err.startswith(b"ERROR: cannot write the "), err
+
+
 @pytest.mark.parametrize("output, code, message", [
     ("type=image,name=BAD", 125, b"invalid reference format: repository name (library/BAD) must be lowercase"),
     ("type=image,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
