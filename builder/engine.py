@@ -467,7 +467,7 @@ class Build:
         manifest_digest = self.store.write_image(final, tags)
         stored = self.store.image(str(manifest_digest))
         self._export_cache(env, results[plan.target].key, imported)
-        exported = self._outputs(stored, tags)
+        exported = self._outputs(stored, tags, _source_date_epoch(build_args))
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
             image=stored, seconds=time.monotonic() - self.started, pushed=exported.pushed,
@@ -601,12 +601,13 @@ class Build:
 
     # -- results
 
-    def _outputs(self, image: Image, tags: tuple[str, ...]) -> Exported:
+    def _outputs(self, image: Image, tags: tuple[str, ...], source_date_epoch: int | None) -> Exported:
         from builder.export.outputs import export_outputs
 
         return export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
                        insecure_registries=tuple(self.options.insecure_registries),
-                       progress=self.progress, annotations=self.annotations, platform=str(Platform.host()))
+                       progress=self.progress, annotations=self.annotations, platform=str(Platform.host()),
+                       source_date_epoch=source_date_epoch)
 
     def _report(self, result: BuildResult) -> None:
         from builder.export.destination import write_output

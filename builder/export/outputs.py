@@ -276,8 +276,10 @@ class Exported:
 
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,
                    insecure_registries: Sequence[str] = (), progress=None,
-                   annotations: Annotations | None = None, platform: str = "") -> Exported:
-    """Write every output."""
+                   annotations: Annotations | None = None, platform: str = "",
+                   source_date_epoch: int | None = None) -> Exported:
+    """Write every output. With ``source_date_epoch``, every file a tar or local output writes
+    has it as its time, as BuildKit's exporters of the file system set it (base image files too)."""
     annotations = annotations or Annotations()
     pushed: list = []
     pushed_manifests: list[Descriptor] = []
@@ -313,12 +315,12 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=store.tmp_dir) as tmp, \
                     _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"
-                flatten(image, root)
+                flatten(image, root, source_date_epoch=source_date_epoch)
                 from builder.layers.tarwriter import write_layer
 
                 write_layer(root, dest)
         elif out.type == "local":
-            export_local(image, Path(out.dest or "."))
+            export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch)
     return Exported(tuple(pushed), (*pushed_manifests, *archived))
 
 
@@ -332,7 +334,7 @@ def _with_push(outputs: Sequence[OutputSpec], push: bool) -> list[OutputSpec]:
 _NO_PUSH_NAME = "push needs an image name: give -t NAME or -o type=image,name=NAME,push=true"
 
 
-def export_local(image: Image, dest_dir: Path) -> None:
+def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None = None) -> None:
     """The image's final file system merged into ``dest_dir``, as BuildKit's local exporter
     receives it (fsutil ``Merge``): its files replace those of the same name, its directories
     merge, and whatever else the directory held stays. The layers are applied in a scratch
@@ -348,7 +350,7 @@ def export_local(image: Image, dest_dir: Path) -> None:
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
     try:
-        flatten(image, Path(scratch), same_owner=os.geteuid() == 0)
+        flatten(image, Path(scratch), same_owner=os.geteuid() == 0, source_date_epoch=source_date_epoch)
         _merge_tree(Path(scratch), dest_dir)
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": '
@@ -441,14 +443,21 @@ def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -
                            annotations=manifest_annotations or None)
 
 
-def flatten(image: Image, target: Path, *, same_owner: bool = True) -> None:
-    """The image's final file system in ``target`` (layers applied in order, whiteouts honoured)."""
+def flatten(image: Image, target: Path, *, same_owner: bool = True, source_date_epoch: int | None = None) -> None:
+    """The image's final file system in ``target`` (layers applied in order, whiteouts honoured),
+    every entry's time ``source_date_epoch`` when given."""
     from builder.layers.extract import extract_layer
 
     target.mkdir(parents=True, exist_ok=True)
     for layer in image.layers():
         with layer.uncompressed() as stream:
             extract_layer(stream, target, apply_whiteouts=True, same_owner=same_owner)
+    if source_date_epoch is None:
+        return
+    ns = source_date_epoch * 1_000_000_000
+    for dirpath, dirnames, filenames in os.walk(target):  # a child's new time leaves its parent's
+        for name in (*dirnames, *filenames):
+            os.utime(os.path.join(dirpath, name), ns=(ns, ns), follow_symlinks=False)
 
 
 @contextlib.contextmanager

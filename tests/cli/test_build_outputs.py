@@ -137,6 +137,28 @@ def test_dev_stdout_redirected_to_a_file_is_written_in_place(ctx: Path, tmp_path
     assert sorted(p.name for p in work.iterdir()) == ["out", "out.tar"]
 
 
+def test_source_date_epoch_is_every_exported_file_s_time(ctx: Path, tmp_path: Path) -> None:
+    """With SOURCE_DATE_EPOCH, type=tar and type=local give every file that time, the base
+    image's too and older ones too, as BuildKit's exporters of the file system set it (the
+    base's files kept their own times)."""
+    root, epoch = tmp_path / "root", 1_600_000_000
+    os.utime(ctx / "made", (epoch - 10**6, epoch - 10**6))  # older than the epoch: set, not clamped
+    (ctx / "newer").write_text("newer")  # made now: later than the epoch
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made newer /base/\n")
+    run_pybuild("build", "-q", "-t", "epoch-base:1", str(ctx), root=root, check=True)  # no epoch here
+    (ctx / "Dockerfile").write_text("FROM epoch-base:1\nCOPY made /child/made\n")
+    env = {"SOURCE_DATE_EPOCH": str(epoch)}
+    tar = tmp_path / "fs.tar"
+    run_pybuild("build", "-q", "-o", f"type=tar,dest={tar}", "-o", str(tmp_path / "fs"), str(ctx), root=root,
+                env=env, check=True)
+    with tarfile.open(tar) as tf:
+        times = {m.name: m.mtime for m in tf.getmembers()}
+    assert set(times) == {"base", "base/made", "base/newer", "child", "child/made"}, times
+    assert set(times.values()) == {epoch}, times
+    local = {str(p.relative_to(tmp_path / "fs")): p.lstat().st_mtime for p in (tmp_path / "fs").rglob("*")}
+    assert local.keys() == times.keys() and set(local.values()) == {epoch}, local
+
+
 @pytest.mark.parametrize("output", ["type=oci,dest=-", "type=docker,dest=-", "type=tar,dest=-"])
 def test_an_archive_whose_reader_left_is_an_error(ctx: Path, tmp_path: Path, output: str) -> None:
     """`pybuild build -o - . | ssh host 'cat > x.tar'` where the reader dies: the archive it got is
