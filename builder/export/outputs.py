@@ -196,12 +196,20 @@ class OutputSpec:
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
 
 
+def _given(specs: Sequence[str]) -> list[str]:
+    """The ``--output`` values, an empty one (``-o "$OUT"`` with OUT unset) left out as buildx
+    leaves it: read as the bare path "", it was the current directory, and the image's files
+    were merged into whatever the user ran pybuild from."""
+    return [text for text in specs if text]
+
+
 def check_outputs(specs: Sequence[str], *, stdout: TextIO | None, tags: Sequence[str] = (),
                   push: bool = False) -> tuple[OutputSpec, ...]:
     """Every ``--output`` parsed and its destination checked, before the build runs. Stdout takes
     one archive, and never a terminal (buildx's rules: two archives there would be one corrupt
     stream, and a tar on a terminal is only noise). ``stdout`` is None when it was closed. A
     push needs a name (``tags`` or the output's own): found out now, not after the build."""
+    specs = _given(specs)
     outputs = tuple(OutputSpec.parse(text) for text in specs)
     if not tags and any(out.push and not out.names for out in _with_push(outputs, push)):
         raise UsageError(_NO_PUSH_NAME)
@@ -284,7 +292,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     pushed: list = []
     pushed_manifests: list[Descriptor] = []
     archived: list[Descriptor] = []
-    for out in _with_push([OutputSpec.parse(s) for s in specs], push):
+    for out in _with_push([OutputSpec.parse(s) for s in _given(specs)], push):
         names = out.names or tuple(tags)
         own = annotations.merged(Annotations.parse(out.annotations, platform))
         exported = _as_output(image, out, own, store)

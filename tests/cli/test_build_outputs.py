@@ -159,6 +159,17 @@ def test_source_date_epoch_is_every_exported_file_s_time(ctx: Path, tmp_path: Pa
     assert local.keys() == times.keys() and set(local.values()) == {epoch}, local
 
 
+def test_an_empty_output_is_no_output(ctx: Path, tmp_path: Path) -> None:
+    """`-o "$OUT"` with OUT unset: buildx skips an empty --output; it exported into the current
+    directory (a bare path "" read as ".")."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    p = run_pybuild("build", "-q", "-o", "", str(ctx), root=tmp_path / "root", cwd=cwd,
+                    env={"PYTHONPATH": str(REPO)})
+    assert p.returncode == 0 and p.stdout.startswith(b"sha256:"), p.stderr
+    assert not list(cwd.iterdir())
+
+
 @pytest.mark.parametrize("output", ["type=oci,dest=-", "type=docker,dest=-", "type=tar,dest=-"])
 def test_an_archive_whose_reader_left_is_an_error(ctx: Path, tmp_path: Path, output: str) -> None:
     """`pybuild build -o - . | ssh host 'cat > x.tar'` where the reader dies: the archive it got is
