@@ -274,9 +274,10 @@ class Annotations:
 @dataclass(frozen=True)
 class Exported:
     """What the outputs wrote: each push (PushResult), and the manifest each image output holds,
-    pushes first (the registry's, or an archive's index.json entry). These differ from the
-    store's manifest when an output compressed layers or changed media types on the way, and
-    --metadata-file must name the one a user copies, signs or deploys by."""
+    pushes first (the registry's, an archive's index.json entry, the store's annotated one).
+    These differ from the build's manifest when an output compressed layers, changed media
+    types or added annotations, and --metadata-file must name the one a user copies, signs or
+    deploys by."""
 
     pushed: tuple = ()
     manifests: tuple[Descriptor, ...] = ()
@@ -291,13 +292,23 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     annotations = annotations or Annotations()
     pushed: list = []
     pushed_manifests: list[Descriptor] = []
-    archived: list[Descriptor] = []
+    written: list[Descriptor] = []
     for out in _with_push([OutputSpec.parse(s) for s in _given(specs)], push):
         names = out.names or tuple(tags)
-        own = annotations.merged(Annotations.parse(out.annotations, platform))
+        theirs = Annotations.parse(out.annotations, platform)  # the output's own annotation.* options
+        own = annotations.merged(theirs)
         exported = _as_output(image, out, own, store)
         if out.type == "image":
-            if out.names:
+            if theirs.manifest and names:
+                # the output's own annotations are content of the image it names (BuildKit stores
+                # it so): a later push or save of that name has them; the image ID stays
+                annotated = store.converted(image, annotations={**(image.manifest().annotations or {}),
+                                                                **own.manifest})
+                digest = store.write_image(annotated, names)
+                if not out.push:
+                    written.append(Descriptor(annotated.manifest().media_type, digest,
+                                               len(annotated.raw_manifest())))
+            elif out.names:
                 for name in out.names:
                     store.tag(str(image.digest()), name)
             if out.push:
@@ -313,7 +324,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
                 exported = store.docker_compatible(image)
             tagged = [TaggedImage(exported, names, own.manifest_descriptor)]
-            archived.append(Descriptor.of(MediaType.OCI_MANIFEST, oci_manifest_bytes(exported)))
+            written.append(Descriptor.of(MediaType.OCI_MANIFEST, oci_manifest_bytes(exported)))
             if not out.tar:
                 write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
                 continue
@@ -329,7 +340,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 write_layer(root, dest)
         elif out.type == "local":
             export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch)
-    return Exported(tuple(pushed), (*pushed_manifests, *archived))
+    return Exported(tuple(pushed), (*pushed_manifests, *written))
 
 
 def _with_push(outputs: Sequence[OutputSpec], push: bool) -> list[OutputSpec]:

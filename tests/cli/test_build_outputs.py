@@ -159,6 +159,33 @@ def test_source_date_epoch_is_every_exported_file_s_time(ctx: Path, tmp_path: Pa
     assert local.keys() == times.keys() and set(local.values()) == {epoch}, local
 
 
+def test_an_image_output_s_annotations_are_on_the_image_it_names(ctx: Path, tmp_path: Path) -> None:
+    """-o type=image,name=N,annotation.K=V: the image N names carries the annotation (as --annotation's
+    does), so a later `pybuild push N` or save has it; it was only on a push of that output, and
+    the image ID stays the same."""
+    root = tmp_path / "root"
+    built = run_pybuild("build", "-q", "-t", "annot:plain", "-o",
+                        "type=image,name=annot:1,annotation.org.example.k=v1", str(ctx), root=root, check=True)
+    image_id = built.stdout.decode().strip()
+    run_pybuild("build", "-q", "-t", "annot:2", "-o", "type=image,annotation.org.example.k=v2", str(ctx),
+                root=root, check=True)  # no name=: the -t names are the output's
+    saved = run_pybuild("save", "--format", "oci", "annot:1", "annot:2", "annot:plain", root=root,
+                        check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tf:
+        def read(name: str) -> dict:
+            f = tf.extractfile(name)
+            assert f is not None
+            return json.loads(f.read())
+
+        manifests = {}
+        for entry in read("index.json")["manifests"]:
+            manifest = read("blobs/sha256/" + entry["digest"].removeprefix("sha256:"))
+            manifests[entry["annotations"]["org.opencontainers.image.ref.name"]] = manifest
+    assert manifests["1"]["annotations"]["org.example.k"] == "v1"
+    assert manifests["2"]["annotations"]["org.example.k"] == "v2"
+    assert {m["config"]["digest"] for m in manifests.values()} == {image_id}
+
+
 def test_an_empty_output_is_no_output(ctx: Path, tmp_path: Path) -> None:
     """`-o "$OUT"` with OUT unset: buildx skips an empty --output; it exported into the current
     directory (a bare path "" read as ".")."""
