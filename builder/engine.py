@@ -151,7 +151,6 @@ class Build:
         self.started = time.monotonic()
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
-        from builder.image.reference import Reference
         from cache.store import new_tag_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
@@ -161,12 +160,10 @@ class Build:
         self._output_names = tuple(name for out in outputs if out.type == "image" for name in out.names)
         # an archive on stdout is the whole of stdout: the image ID goes to stderr then
         self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
-        for tag in (*options.tags, *self._output_names):
+        # an archive's names are tags too: docker load refuses a RepoTags entry with a digest
+        archive_names = [name for out in outputs if out.type in ("oci", "docker") for name in out.names]
+        for tag in (*options.tags, *self._output_names, *archive_names):
             new_tag_name(tag)
-        for out in outputs:
-            if out.type in ("oci", "docker"):
-                for name in out.names:
-                    Reference.parse(name)
         for path in (options.iidfile, options.metadata_file):
             if path:
                 check_output_file(path, devices=True)

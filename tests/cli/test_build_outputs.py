@@ -217,6 +217,9 @@ def test_an_archive_whose_reader_left_is_an_error(ctx: Path, tmp_path: Path, out
     ("type=image,name=BAD", 125, b"invalid reference format: repository name (library/BAD) must be lowercase"),
     ("type=image,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
     ("type=oci,dest={tmp}/out.tar,name=BAD", 125, b"invalid reference format"),
+    # a docker archive naming it so was written, and docker load refused it: invalid tag
+    ("type=docker,dest={tmp}/out.tar,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
+    ("type=oci,dest={tmp}/out.tar,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
 ])
 def test_output_names_are_checked_before_the_build(ctx: Path, tmp_path: Path, output: str, code: int,
                                                    message: bytes) -> None:
