@@ -17,7 +17,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -211,7 +211,7 @@ def check_outputs(specs: Sequence[str], *, stdout: TextIO | None, tags: Sequence
     push needs a name (``tags`` or the output's own): found out now, not after the build."""
     specs = _given(specs)
     outputs = tuple(OutputSpec.parse(text) for text in specs)
-    if not tags and any(out.push and not out.names for out in _with_push(outputs, push)):
+    if not tags and any(out.push and not out.names for out in _with_push(outputs, push, tags)):
         raise UsageError(_NO_PUSH_NAME)
     to_stdout = [out for out in outputs if out.to_stdout]
     if len(to_stdout) > 1:
@@ -293,7 +293,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     pushed: list = []
     pushed_manifests: list[Descriptor] = []
     written: list[Descriptor] = []
-    for out in _with_push([OutputSpec.parse(s) for s in _given(specs)], push):
+    for out in _with_push([OutputSpec.parse(s) for s in _given(specs)], push, tags):
         names = out.names or tuple(tags)
         theirs = Annotations.parse(out.annotations, platform)  # the output's own annotation.* options
         own = annotations.merged(theirs)
@@ -343,11 +343,18 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     return Exported(tuple(pushed), (*pushed_manifests, *written))
 
 
-def _with_push(outputs: Sequence[OutputSpec], push: bool) -> list[OutputSpec]:
-    """The outputs, with ``--push``'s (``type=image,push=true``) unless one already pushes."""
-    if push and not any(o.type == "image" and o.push for o in outputs):
-        return [*outputs, OutputSpec("image", push=True)]
-    return list(outputs)
+def _with_push(outputs: Sequence[OutputSpec], push: bool, tags: Sequence[str]) -> list[OutputSpec]:
+    """The outputs as ``--push`` makes them, unless one already pushes: ``type=image,push=true``
+    (the -t names) is added; with no -t, the first image output pushes instead, to its own
+    names (buildx's rule: its name is then the only one given)."""
+    outputs = list(outputs)
+    if not push or any(o.type == "image" and o.push for o in outputs):
+        return outputs
+    for i, out in enumerate(outputs):
+        if out.type == "image" and not tags:
+            outputs[i] = replace(out, push=True)
+            return outputs
+    return [*outputs, OutputSpec("image", push=True)]
 
 
 _NO_PUSH_NAME = "push needs an image name: give -t NAME or -o type=image,name=NAME,push=true"

@@ -222,3 +222,13 @@ def test_an_oci_layout_directory_keeps_the_images_it_held(builder: Builder, tmp_
     err = p.stderr.decode()
     assert p.returncode == 1 and err.count("\n") == 1 and "index.json" in err and str(layout) in err, err
     assert (layout / "index.json").read_text() == "not json"
+
+
+def test_push_flag_pushes_the_image_output_s_names(builder: Builder, registry: str) -> None:
+    """`-o type=image,name=REF --push` without -t: as buildx, --push makes that output push, to
+    its own name (it was "push needs an image name"), with its own options."""
+    ctx = _context(builder, "push-flag")
+    ref = f"{registry}/outputs/push-flag:{uuid.uuid4().hex[:8]}"
+    builder.build(ctx, "-o", f"type=image,name={ref},compression=zstd,force-compression=true", "--push")
+    pushed = _raw(f"docker://{ref}")
+    assert {layer["mediaType"] for layer in pushed["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
