@@ -11,9 +11,10 @@ the full reference, ``org.opencontainers.image.ref.name`` = the tag.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -223,10 +224,26 @@ def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, ta
               for t in images]
     entries = layout_entries(images, index_annotations)
     try:
-        entries = [_added_to_index(e, dest) if e.name == "index.json" else e for e in entries]
-        _write_layout_dir(entries, dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        with _locked_dir(dest):
+            entries = [_added_to_index(e, dest) if e.name == "index.json" else e for e in entries]
+            _write_layout_dir(entries, dest)
     except OSError as err:  # a full disk, a read-only destination: one line, as for the tar form
         raise PybuildError(f"cannot write the OCI layout to {dest}: {err.strerror or err}") from None
+
+
+@contextlib.contextmanager
+def _locked_dir(directory: Path) -> Iterator[None]:
+    """The layout directory locked (flock of the directory itself: no lock file left in it), so
+    that two builds adding to one layout at once each keep the other's index.json entry. A file
+    system that cannot lock a directory goes unlocked, as before."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _added_to_index(entry: Entry, dest: Path) -> Entry:

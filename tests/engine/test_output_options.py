@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from tests.engine.conftest import Builder
-from tests.helpers.tools import require_tool, run_pybuild, small_fs
+from tests.helpers.tools import REPO, require_tool, run_pybuild, small_fs
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -232,3 +233,26 @@ def test_push_flag_pushes_the_image_output_s_names(builder: Builder, registry: s
     builder.build(ctx, "-o", f"type=image,name={ref},compression=zstd,force-compression=true", "--push")
     pushed = _raw(f"docker://{ref}")
     assert {layer["mediaType"] for layer in pushed["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+
+
+def test_builds_adding_to_one_layout_directory_at_once_keep_each_other(builder: Builder, tmp_path: Path) -> None:
+    """Several builds writing tar=false into one layout at the same time (a CI matrix): index.json
+    names every image after, none lost to another's read-modify-write."""
+    layout = tmp_path / "layout"
+    env = {**os.environ, "PYBUILD_ROOT": str(builder.root)}
+    procs = []
+    for i in range(6):
+        ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY big /big\n", "big": os.urandom(4 << 20)},
+                              f"layout-race-{i}")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "builder", "build", "-q", "-o",
+             f"type=oci,dest={layout},tar=false,name=outputs/race:{i}", str(ctx)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO))
+    for proc in procs:
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert proc.wait(timeout=300) == 0, err
+    index = json.loads((layout / "index.json").read_text())
+    refs = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
+    assert refs == [str(i) for i in range(6)], refs
+    assert sorted(p.name for p in layout.iterdir()) == ["blobs", "index.json", "oci-layout"]  # no lock file
