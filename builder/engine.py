@@ -156,7 +156,8 @@ class Build:
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git: GitSources | None = None
         # What the build would only find wrong at its end fails now: outputs, tags, ID files.
-        outputs = check_outputs(options.outputs, stdout=sys.stdout, tags=options.tags, push=options.push)
+        outputs = check_outputs(options.outputs, stdout=sys.stdout, tags=options.tags, push=options.push,
+                                id_files={"--iidfile": options.iidfile, "--metadata-file": options.metadata_file})
         self._output_names = tuple(name for out in outputs if out.type == "image" for name in out.names)
         # an archive on stdout is the whole of stdout: the image ID goes to stderr then
         self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout

@@ -16,7 +16,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
@@ -182,18 +182,21 @@ class OutputSpec:
         file stdout is: ``dest=/dev/stdout``)."""
         if self.type not in ("oci", "docker", "tar") or not self.tar or not self.dest:
             return False
-        if self.dest == "-":
-            return True
-        try:
-            st, out = os.stat(self.dest), os.fstat(sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):  # no such file yet, or stdout closed or not a file
-            return False
-        return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
+        return self.dest == "-" or is_stdout(self.dest)
 
     @property
     def converts(self) -> bool:
         """Whether the image is written in another form than the store holds it in."""
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
+
+
+def is_stdout(path: str) -> bool:
+    """Whether ``path`` is the file stdout is (``/dev/stdout``, or the file it was redirected to)."""
+    try:
+        st, out = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no such file yet, or stdout closed or not a file
+        return False
+    return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
 
 
 def _given(specs: Sequence[str]) -> list[str]:
@@ -204,11 +207,12 @@ def _given(specs: Sequence[str]) -> list[str]:
 
 
 def check_outputs(specs: Sequence[str], *, stdout: TextIO | None, tags: Sequence[str] = (),
-                  push: bool = False) -> tuple[OutputSpec, ...]:
+                  push: bool = False, id_files: Mapping[str, str | None] | None = None) -> tuple[OutputSpec, ...]:
     """Every ``--output`` parsed and its destination checked, before the build runs. Stdout takes
     one archive, and never a terminal (buildx's rules: two archives there would be one corrupt
-    stream, and a tar on a terminal is only noise). ``stdout`` is None when it was closed. A
-    push needs a name (``tags`` or the output's own): found out now, not after the build."""
+    stream, and a tar on a terminal is only noise), nor an ID file with it (``id_files``: flag
+    -> path). ``stdout`` is None when it was closed. A push needs a name (``tags`` or the
+    output's own): found out now, not after the build."""
     specs = _given(specs)
     outputs = tuple(OutputSpec.parse(text) for text in specs)
     if not tags and any(out.push and not out.names for out in _with_push(outputs, push, tags)):
@@ -219,6 +223,10 @@ def check_outputs(specs: Sequence[str], *, stdout: TextIO | None, tags: Sequence
                          f"{', '.join(repr(text) for text in specs if OutputSpec.parse(text).to_stdout)}")
     if to_stdout and stdout is None:
         raise UsageError(f"the {to_stdout[0].type} output goes to stdout, which is closed: give dest=FILE")
+    for flag, path in (id_files or {}).items():
+        if to_stdout and path and is_stdout(path):
+            raise UsageError(f"{flag} {path} is stdout, where the {to_stdout[0].type} archive goes: the two "
+                             "would be one corrupt stream; give it a file")
     if to_stdout and stdout is not None and stdout.isatty():
         raise UsageError(f"dest file is required for the {to_stdout[0].type} exporter, refusing to write "
                          "to console: redirect stdout to a file or a pipe, or give dest=FILE")

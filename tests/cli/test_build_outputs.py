@@ -40,6 +40,9 @@ def test_an_archive_on_stdout_is_all_of_stdout(ctx: Path, tmp_path: Path) -> Non
     (("-o", "dest=out.tar",), b"type is required for output"),
     (("-o", "type=local,dest=-"), b"dest cannot be stdout for the local exporter"),
     (("--push",), b"push needs an image name"),
+    # the ID written into the archive's stream (truncating a redirected file) made both unreadable
+    (("-o", "-", "--iidfile", "/dev/stdout"), b"--iidfile /dev/stdout is stdout, where the tar archive goes"),
+    (("-o", "type=oci,dest=-", "--metadata-file", "/dev/stdout"), b"--metadata-file /dev/stdout is stdout"),
 ])
 def test_stdout_output_errors_come_before_the_build(ctx: Path, tmp_path: Path, outputs: tuple[str, ...],
                                                     message: bytes) -> None:
