@@ -48,7 +48,7 @@ class OutputSpec:
     """One ``--output``, its options checked and typed.
 
     ``compression`` is what layers held uncompressed (the ones this build made) are written
-    as, every layer's with ``force_compression``; ``oci_mediatypes`` chooses OCI or docker
+    as, every layer's with ``force_compression`` (an archive's default is gzip, BuildKit's); ``oci_mediatypes`` chooses OCI or docker
     media types (None: as the image has them). ``annotations`` are the output's own
     ``annotation[-TYPE].KEY=VALUE`` options. ``store=true``, ``unpack``, ``platform-split`` and
     ``rewrite-timestamp`` are taken and change nothing: the store always keeps and unpacks
@@ -302,6 +302,10 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     pushed_manifests: list[Descriptor] = []
     written: list[Descriptor] = []
     for out in _with_push([OutputSpec.parse(s) for s in _given(specs)], push, tags):
+        if out.type in ("oci", "docker") and out.compression is None:
+            # BuildKit's default: an archive's layers leave the machine gzip'd, as a push sends
+            # them (the same blobs, compressed once): the layers built here are held uncompressed
+            out = replace(out, compression=Compression.GZIP)
         names = out.names or tuple(tags)
         theirs = Annotations.parse(out.annotations, platform)  # the output's own annotation.* options
         own = annotations.merged(theirs)
@@ -328,9 +332,10 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             from builder.export.archive import save
             from builder.export.layout import oci_manifest_bytes, write_oci_layout
 
-            if out.type == "docker" and not out.converts:
-                # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
-                exported = store.docker_compatible(image)
+            if out.type == "docker" and out.compression is not Compression.ZSTD:
+                # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones
+                # (a zstd base's too), unless zstd is what was asked for
+                exported = store.docker_compatible(exported)
             tagged = [TaggedImage(exported, names, own.manifest_descriptor)]
             written.append(Descriptor.of(MediaType.OCI_MANIFEST, oci_manifest_bytes(exported)))
             if not out.tar:

@@ -256,3 +256,24 @@ def test_builds_adding_to_one_layout_directory_at_once_keep_each_other(builder: 
     refs = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
     assert refs == [str(i) for i in range(6)], refs
     assert sorted(p.name for p in layout.iterdir()) == ["blobs", "index.json", "oci-layout"]  # no lock file
+
+
+def test_archives_carry_gzip_layers_by_default_as_a_push_does(builder: Builder, registry: str,
+                                                               tmp_path: Path) -> None:
+    """BuildKit's default compression is gzip for every image output: the layers built here (held
+    uncompressed) went into an oci or docker archive uncompressed, several times the size, and
+    the archive's manifest was not the one the registry holds after a push."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY text /text\n",
+                           "text": f"{uuid.uuid4().hex}\n" * 200_000}, "gzip-default")
+    ref = f"{registry}/outputs/gzip-default:1"
+    oci, dock = tmp_path / "oci.tar", tmp_path / "docker.tar"
+    builder.build(ctx, "-t", ref, "--push", "-o", f"type=oci,dest={oci}", "-o", f"type=docker,dest={dock}")
+    for archive in (oci, dock):
+        index = json.loads(subprocess.run(["tar", "-xOf", str(archive), "index.json"], check=True,
+                                          capture_output=True).stdout)
+        manifest = _raw(f"oci-archive:{archive}")
+        assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+        pushed = requests.get(f"http://{registry}/v2/outputs/gzip-default/manifests/1", timeout=30,
+                              headers={"Accept": OCI_MANIFEST})
+        assert index["manifests"][0]["digest"] == pushed.headers["Docker-Content-Digest"]
+    assert oci.stat().st_size < 2_000_000  # the 6.6 MB text layer, compressed
