@@ -277,3 +277,19 @@ def test_archives_carry_gzip_layers_by_default_as_a_push_does(builder: Builder, 
                               headers={"Accept": OCI_MANIFEST})
         assert index["manifests"][0]["digest"] == pushed.headers["Docker-Content-Digest"]
     assert oci.stat().st_size < 2_000_000  # the 6.6 MB text layer, compressed
+
+
+def test_a_full_store_while_compressing_for_an_archive_is_one_line(tmp_path: Path) -> None:
+    """An archive's layers are gzip'd into the store first (kept for the next export or push): a
+    store that fills up then is one line naming it, not an internal error; nothing is left."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY blob /blob\n")
+    (ctx / "blob").write_bytes(os.urandom(14 << 20))  # incompressible: the gzip copy needs as much again
+    with small_fs(tmp_path / "store", "24m") as root:
+        run_pybuild("build", "-q", str(ctx), root=root, check=True)
+        p = run_pybuild("build", "-q", "-o", f"type=oci,dest={tmp_path / 'out.tar'}", str(ctx), root=root)
+        err = p.stderr.decode()
+        assert p.returncode == 1 and err.count("\n") == 1, err
+        assert err.startswith("ERROR: cannot compress layer sha256:") and f"into {root}: No space left" in err, err
+        assert not list((root / "tmp").iterdir()) and not (tmp_path / "out.tar").exists()
