@@ -357,14 +357,15 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
 
 
 def _with_push(outputs: Sequence[OutputSpec], push: bool, tags: Sequence[str]) -> list[OutputSpec]:
-    """The outputs as ``--push`` makes them, unless one already pushes: ``type=image,push=true``
-    (the -t names) is added; with no -t, the first image output pushes instead, to its own
-    names (buildx's rule: its name is then the only one given)."""
+    """The outputs as ``--push`` makes them, unless one already pushes: the first image output
+    pushes (buildx's rule: its options, its annotations), unless both it and -t give names,
+    which differ here (pybuild's output names win, buildx's -t): then a push of the -t names
+    is added, as when there is no image output."""
     outputs = list(outputs)
     if not push or any(o.type == "image" and o.push for o in outputs):
         return outputs
     for i, out in enumerate(outputs):
-        if out.type == "image" and not tags:
+        if out.type == "image" and not (tags and out.names):
             outputs[i] = replace(out, push=True)
             return outputs
     return [*outputs, OutputSpec("image", push=True)]

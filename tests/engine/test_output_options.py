@@ -233,6 +233,9 @@ def test_push_flag_pushes_the_image_output_s_names(builder: Builder, registry: s
     builder.build(ctx, "-o", f"type=image,name={ref},compression=zstd,force-compression=true", "--push")
     pushed = _raw(f"docker://{ref}")
     assert {layer["mediaType"] for layer in pushed["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    tagged = f"{registry}/outputs/push-flag:{uuid.uuid4().hex[:8]}"  # -t names it: its annotations go too
+    builder.build(ctx, "-t", tagged, "-o", "type=image,annotation.org.example.pushed=yes", "--push")
+    assert _raw(f"docker://{tagged}")["annotations"]["org.example.pushed"] == "yes"
 
 
 def test_builds_adding_to_one_layout_directory_at_once_keep_each_other(builder: Builder, tmp_path: Path) -> None:
