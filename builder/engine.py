@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from builder.execute.named import NamedContext
     from builder.execute.run import Secret
     from builder.execute.ssh import SshAgents
+    from builder.export.outputs import Exported
     from builder.runtime import Runtime
     from cache.remote import ImportedCache
 
@@ -103,6 +104,7 @@ class BuildResult:
     image: Image
     seconds: float
     pushed: tuple = ()  # builder.registry.PushResult of each push
+    manifests: tuple = ()  # the manifest Descriptor each image output holds, pushes first
 
 
 def parse_build_args(items: Sequence[str]) -> dict[str, str]:
@@ -151,22 +153,20 @@ class Build:
         self.started = time.monotonic()
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
-        from builder.image.reference import Reference
         from cache.store import new_tag_name
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git: GitSources | None = None
         # What the build would only find wrong at its end fails now: outputs, tags, ID files.
-        outputs = check_outputs(options.outputs, stdout=sys.stdout)
+        outputs = check_outputs(options.outputs, stdout=sys.stdout, tags=options.tags, push=options.push,
+                                id_files={"--iidfile": options.iidfile, "--metadata-file": options.metadata_file})
         self._output_names = tuple(name for out in outputs if out.type == "image" for name in out.names)
         # an archive on stdout is the whole of stdout: the image ID goes to stderr then
         self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
-        for tag in (*options.tags, *self._output_names):
+        # an archive's names are tags too: docker load refuses a RepoTags entry with a digest
+        archive_names = [name for out in outputs if out.type in ("oci", "docker") for name in out.names]
+        for tag in (*options.tags, *self._output_names, *archive_names):
             new_tag_name(tag)
-        for out in outputs:
-            if out.type in ("oci", "docker"):
-                for name in out.names:
-                    Reference.parse(name)
         for path in (options.iidfile, options.metadata_file):
             if path:
                 check_output_file(path, devices=True)
@@ -478,10 +478,11 @@ class Build:
         manifest_digest = self.store.write_image(final, tags)
         stored = self.store.image(str(manifest_digest))
         self._export_cache(env, results[plan.target].key, imported)
-        pushed = self._outputs(stored, tags)
+        exported = self._outputs(stored, tags, _source_date_epoch(build_args))
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
-            image=stored, seconds=time.monotonic() - self.started, pushed=tuple(pushed),
+            image=stored, seconds=time.monotonic() - self.started, pushed=exported.pushed,
+            manifests=exported.manifests,
         )
         self._report(result)
         return result
@@ -602,12 +603,13 @@ class Build:
 
     # -- results
 
-    def _outputs(self, image: Image, tags: tuple[str, ...]) -> list:
+    def _outputs(self, image: Image, tags: tuple[str, ...], source_date_epoch: int | None) -> Exported:
         from builder.export.outputs import export_outputs
 
         return export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
                        insecure_registries=tuple(self.options.insecure_registries),
-                       progress=self.progress, annotations=self.annotations, platform=str(Platform.host()))
+                       progress=self.progress, annotations=self.annotations, platform=str(Platform.host()),
+                       source_date_epoch=source_date_epoch)
 
     def _report(self, result: BuildResult) -> None:
         from builder.export.destination import write_output
@@ -616,13 +618,13 @@ class Build:
         if opts.iidfile:
             write_output(opts.iidfile, str(result.image_id).encode())
         if opts.metadata_file:
-            # buildx's keys; once pushed, the manifest the registry holds (its layers may have
-            # been compressed on the way, which changes its digest)
+            # buildx's keys; once pushed or archived, the manifest the registry or archive holds
+            # (its layers may have been compressed on the way, which changes its digest)
             manifest = result.image.manifest()
             descriptor = {"mediaType": manifest.media_type, "digest": str(result.manifest_digest),
                           "size": len(result.image.raw_manifest())}
-            if result.pushed:
-                descriptor.update(digest=str(result.pushed[0].digest), size=result.pushed[0].size)
+            if result.manifests:
+                descriptor = result.manifests[0].to_dict()
             data = {
                 "containerimage.config.digest": str(result.image_id),
                 "containerimage.descriptor": descriptor,

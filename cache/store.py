@@ -564,11 +564,15 @@ class Store:
             tmp = self.temp_path(".layer")
             try:
                 src_desc = Descriptor(source["media_type"], Digest(source["blob_digest"]), source["size"])
-                with open_decompressed(
-                    self.blobs.open(src_desc.digest, src_desc.size), Compression(source["compression"])
-                ) as raw, open(tmp, "wb") as out:
-                    reader = HashingReader(raw)
-                    compress_stream(reader, out, compression)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
+                try:
+                    with open_decompressed(
+                        self.blobs.open(src_desc.digest, src_desc.size), Compression(source["compression"])
+                    ) as raw, open(tmp, "wb") as out:
+                        reader = HashingReader(raw)
+                        compress_stream(reader, out, compression)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
+                except OSError as err:  # a full store: the user's to free, said in one line
+                    raise StoreError(f"cannot compress layer {diff_id} ({compression.value}) into {self.root}: "
+                                     f"{err.strerror or err}") from None
                 if reader.digest() != diff_id:
                     if not source["verified"]:
                         self.verify_layer(src_desc, diff_id)  # forgets the false claim, says why

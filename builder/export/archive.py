@@ -365,9 +365,7 @@ def write_tar(entries: Sequence[Entry], dest: Path | BinaryIO) -> None:
         try:
             TarWriter(dest, mtime).write_all(entries)
             dest.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as err:
+        except OSError as err:  # a reader that left too (EPIPE): the archive it got is cut short
             name = getattr(dest, "name", "the output")
             raise PybuildError(f"cannot write the archive to {name}: {err.strerror or err}") from None
         return

@@ -11,9 +11,10 @@ the full reference, ``org.opencontainers.image.ref.name`` = the tag.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -213,15 +214,68 @@ def layout_entries(images: Sequence[TaggedImage], index_annotations: Mapping[str
 
 def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, tar: bool = True,
                      index_annotations: Mapping[str, str] | None = None) -> None:
-    """Write an OCI layout: a tar file (default) or stream, or, with ``tar=False``, a directory."""
-    entries = layout_entries(images, index_annotations)
+    """Write an OCI layout: a tar file (default) or stream, or, with ``tar=False``, a directory,
+    added to what the directory held (:func:`_added_to_index`)."""
     if tar or not isinstance(dest, Path):
-        write_tar(entries, dest)
+        write_tar(layout_entries(images, index_annotations), dest)
         return
+    # an unnamed image is "latest" there, as BuildKit tags it: found by oci:DIR, replaced next time
+    images = [t if t.names else TaggedImage(t.image, t.names, {REF_ANNOTATION: "latest", **(t.annotations or {})})
+              for t in images]
+    entries = layout_entries(images, index_annotations)
     try:
-        _write_layout_dir(entries, dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        with _locked_dir(dest):
+            entries = [_added_to_index(e, dest) if e.name == "index.json" else e for e in entries]
+            _write_layout_dir(entries, dest)
     except OSError as err:  # a full disk, a read-only destination: one line, as for the tar form
         raise PybuildError(f"cannot write the OCI layout to {dest}: {err.strerror or err}") from None
+
+
+@contextlib.contextmanager
+def _locked_dir(directory: Path) -> Iterator[None]:
+    """The layout directory locked (flock of the directory itself: no lock file left in it), so
+    that two builds adding to one layout at once each keep the other's index.json entry. A file
+    system that cannot lock a directory goes unlocked, as before."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _added_to_index(entry: Entry, dest: Path) -> Entry:
+    """The new index.json merged into the one ``dest`` holds, as BuildKit's ``ociindex.Put``:
+    its other images stay; an entry of the same name (``ref.name`` and
+    ``io.containerd.image.name`` both) is replaced; index annotations are added to."""
+    try:
+        old_bytes = (dest / "index.json").read_bytes()
+    except FileNotFoundError:
+        return entry
+    try:
+        old = json.loads(old_bytes)
+        if not isinstance(old, dict) or not isinstance(old.get("manifests", []), list):
+            raise ValueError("not an image index")
+    except ValueError as err:
+        raise PybuildError(f"cannot add to the OCI layout {dest}: its index.json is not an image index "
+                           f"({err}); give an empty directory") from None
+    with entry.open() as f:
+        new = json.loads(f.read())
+
+    def name(m: Any) -> tuple[str | None, str | None]:
+        annotations = m.get("annotations") if isinstance(m, dict) else None
+        if not isinstance(annotations, dict):
+            return None, None
+        return annotations.get(REF_ANNOTATION), annotations.get(NAME_ANNOTATION)
+
+    replaced = {name(m) for m in new["manifests"] if name(m)[0] is not None}
+    kept = [m for m in old.get("manifests") or [] if name(m) not in replaced]
+    merged = {**old, "schemaVersion": 2, "mediaType": MediaType.OCI_INDEX, "manifests": kept + new["manifests"]}
+    if new.get("annotations"):
+        merged["annotations"] = {**(old.get("annotations") or {}), **new["annotations"]}
+    return bytes_entry("index.json", canonical_json(merged))
 
 
 def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:

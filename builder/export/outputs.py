@@ -16,15 +16,16 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 from builder.errors import PybuildError, UsageError
 from builder.export import TaggedImage
+from builder.image.descriptor import Descriptor
 from builder.image.image import Image
-from builder.image.mediatypes import Compression
+from builder.image.mediatypes import Compression, MediaType
 
 TYPES = ("image", "oci", "docker", "tar", "local", "registry", "cacheonly")
 _IMAGE_OPTIONS = ("compression", "force-compression", "oci-mediatypes", "rewrite-timestamp")
@@ -47,9 +48,9 @@ class OutputSpec:
     """One ``--output``, its options checked and typed.
 
     ``compression`` is what layers held uncompressed (the ones this build made) are written
-    as, every layer's with ``force_compression``; ``oci_mediatypes`` chooses OCI or docker
+    as, every layer's with ``force_compression`` (an archive's default is gzip, BuildKit's); ``oci_mediatypes`` chooses OCI or docker
     media types (None: as the image has them). ``annotations`` are the output's own
-    ``annotation[-TYPE].KEY=VALUE`` options. ``store``, ``unpack``, ``platform-split`` and
+    ``annotation[-TYPE].KEY=VALUE`` options. ``store=true``, ``unpack``, ``platform-split`` and
     ``rewrite-timestamp`` are taken and change nothing: the store always keeps and unpacks
     the image, the build is for one platform, and with SOURCE_DATE_EPOCH every file of a
     layer the build makes is already clamped to it.
@@ -147,10 +148,12 @@ class OutputSpec:
                 raise UsageError(f"invalid --output {text!r}: compression=zstd needs oci-mediatypes=true "
                                  "(docker's media types have no zstd layer)")
             oci = True  # as BuildKit: zstd layers exist only as OCI media types
-        for name in ("store", "unpack"):
-            if not flag(name, True):
-                raise UsageError(f"invalid --output {text!r}: {name}=false: pybuild always keeps the image "
-                                 "in its store, unpacked (the build cache stands on it)")
+        # unpack=false is BuildKit's default (buildx sends it with a push): pybuild's unpacked store
+        # changes nothing the user sees. store=false asks for what pybuild cannot do.
+        flag("unpack", False)
+        if not flag("store", True):
+            raise UsageError(f"invalid --output {text!r}: store=false: pybuild always keeps the image "
+                             "in its store (the build cache stands on it)")
         tar = flag("tar", True)
         dest = fields.get("dest")
         if kind in ("oci", "tar") and not dest and tar:
@@ -179,13 +182,7 @@ class OutputSpec:
         file stdout is: ``dest=/dev/stdout``)."""
         if self.type not in ("oci", "docker", "tar") or not self.tar or not self.dest:
             return False
-        if self.dest == "-":
-            return True
-        try:
-            st, out = os.stat(self.dest), os.fstat(sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):  # no such file yet, or stdout closed or not a file
-            return False
-        return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
+        return self.dest == "-" or is_stdout(self.dest)
 
     @property
     def converts(self) -> bool:
@@ -193,17 +190,43 @@ class OutputSpec:
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
 
 
-def check_outputs(specs: Sequence[str], *, stdout: TextIO | None) -> tuple[OutputSpec, ...]:
+def is_stdout(path: str) -> bool:
+    """Whether ``path`` is the file stdout is (``/dev/stdout``, or the file it was redirected to)."""
+    try:
+        st, out = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no such file yet, or stdout closed or not a file
+        return False
+    return (st.st_dev, st.st_ino) == (out.st_dev, out.st_ino)
+
+
+def _given(specs: Sequence[str]) -> list[str]:
+    """The ``--output`` values, an empty one (``-o "$OUT"`` with OUT unset) left out as buildx
+    leaves it: read as the bare path "", it was the current directory, and the image's files
+    were merged into whatever the user ran pybuild from."""
+    return [text for text in specs if text]
+
+
+def check_outputs(specs: Sequence[str], *, stdout: TextIO | None, tags: Sequence[str] = (),
+                  push: bool = False, id_files: Mapping[str, str | None] | None = None) -> tuple[OutputSpec, ...]:
     """Every ``--output`` parsed and its destination checked, before the build runs. Stdout takes
     one archive, and never a terminal (buildx's rules: two archives there would be one corrupt
-    stream, and a tar on a terminal is only noise). ``stdout`` is None when it was closed."""
+    stream, and a tar on a terminal is only noise), nor an ID file with it (``id_files``: flag
+    -> path). ``stdout`` is None when it was closed. A push needs a name (``tags`` or the
+    output's own): found out now, not after the build."""
+    specs = _given(specs)
     outputs = tuple(OutputSpec.parse(text) for text in specs)
+    if not tags and any(out.push and not out.names for out in _with_push(outputs, push, tags)):
+        raise UsageError(_NO_PUSH_NAME)
     to_stdout = [out for out in outputs if out.to_stdout]
     if len(to_stdout) > 1:
         raise UsageError("multiple outputs configured to write to stdout: "
                          f"{', '.join(repr(text) for text in specs if OutputSpec.parse(text).to_stdout)}")
     if to_stdout and stdout is None:
         raise UsageError(f"the {to_stdout[0].type} output goes to stdout, which is closed: give dest=FILE")
+    for flag, path in (id_files or {}).items():
+        if to_stdout and path and is_stdout(path):
+            raise UsageError(f"{flag} {path} is stdout, where the {to_stdout[0].type} archive goes: the two "
+                             "would be one corrupt stream; give it a file")
     if to_stdout and stdout is not None and stdout.isatty():
         raise UsageError(f"dest file is required for the {to_stdout[0].type} exporter, refusing to write "
                          "to console: redirect stdout to a file or a pipe, or give dest=FILE")
@@ -256,34 +279,65 @@ class Annotations:
                            {**self.index, **other.index})
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What the outputs wrote: each push (PushResult), and the manifest each image output holds,
+    pushes first (the registry's, an archive's index.json entry, the store's annotated one).
+    These differ from the build's manifest when an output compressed layers, changed media
+    types or added annotations, and --metadata-file must name the one a user copies, signs or
+    deploys by."""
+
+    pushed: tuple = ()
+    manifests: tuple[Descriptor, ...] = ()
+
+
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,
                    insecure_registries: Sequence[str] = (), progress=None,
-                   annotations: Annotations | None = None, platform: str = "") -> list:
-    """Write every output; returns what was pushed (PushResult: the manifest digest the registry
-    holds, which differs from the store's when layers were compressed on the way)."""
+                   annotations: Annotations | None = None, platform: str = "",
+                   source_date_epoch: int | None = None) -> Exported:
+    """Write every output. With ``source_date_epoch``, every file a tar or local output writes
+    has it as its time, as BuildKit's exporters of the file system set it (base image files too)."""
     annotations = annotations or Annotations()
     pushed: list = []
-    outputs = [OutputSpec.parse(s) for s in specs]
-    if push and not any(o.type == "image" and o.push for o in outputs):
-        outputs.append(OutputSpec("image", push=True))
-    for out in outputs:
+    pushed_manifests: list[Descriptor] = []
+    written: list[Descriptor] = []
+    for out in _with_push([OutputSpec.parse(s) for s in _given(specs)], push, tags):
+        if out.type in ("oci", "docker") and out.compression is None:
+            # BuildKit's default: an archive's layers leave the machine gzip'd, as a push sends
+            # them (the same blobs, compressed once): the layers built here are held uncompressed
+            out = replace(out, compression=Compression.GZIP)
         names = out.names or tuple(tags)
-        own = annotations.merged(Annotations.parse(out.annotations, platform))
+        theirs = Annotations.parse(out.annotations, platform)  # the output's own annotation.* options
+        own = annotations.merged(theirs)
         exported = _as_output(image, out, own, store)
         if out.type == "image":
-            if out.names:
+            if theirs.manifest and names:
+                # the output's own annotations are content of the image it names (BuildKit stores
+                # it so): a later push or save of that name has them; the image ID stays
+                annotated = store.converted(image, annotations={**(image.manifest().annotations or {}),
+                                                                **own.manifest})
+                digest = store.write_image(annotated, names)
+                if not out.push:
+                    written.append(Descriptor(annotated.manifest().media_type, digest,
+                                               len(annotated.raw_manifest())))
+            elif out.names:
                 for name in out.names:
                     store.tag(str(image.digest()), name)
             if out.push:
-                pushed += _push(exported, names, store, insecure_registries, progress, out)
+                results = _push(exported, names, store, insecure_registries, progress, out)
+                pushed += results
+                media_type = exported.manifest().media_type  # a push keeps it, may compress layers
+                pushed_manifests += [Descriptor(media_type, r.digest, r.size) for r in results]
         elif out.type in ("oci", "docker"):
             from builder.export.archive import save
-            from builder.export.layout import write_oci_layout
+            from builder.export.layout import oci_manifest_bytes, write_oci_layout
 
-            if out.type == "docker" and not out.converts:
-                # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones.
-                exported = store.docker_compatible(image)
+            if out.type == "docker" and out.compression is not Compression.ZSTD:
+                # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones
+                # (a zstd base's too), unless zstd is what was asked for
+                exported = store.docker_compatible(exported)
             tagged = [TaggedImage(exported, names, own.manifest_descriptor)]
+            written.append(Descriptor.of(MediaType.OCI_MANIFEST, oci_manifest_bytes(exported)))
             if not out.tar:
                 write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
                 continue
@@ -293,16 +347,34 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=store.tmp_dir) as tmp, \
                     _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"
-                flatten(image, root)
+                flatten(image, root, source_date_epoch=source_date_epoch)
                 from builder.layers.tarwriter import write_layer
 
                 write_layer(root, dest)
         elif out.type == "local":
-            export_local(image, Path(out.dest or "."))
-    return pushed
+            export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch)
+    return Exported(tuple(pushed), (*pushed_manifests, *written))
 
 
-def export_local(image: Image, dest_dir: Path) -> None:
+def _with_push(outputs: Sequence[OutputSpec], push: bool, tags: Sequence[str]) -> list[OutputSpec]:
+    """The outputs as ``--push`` makes them, unless one already pushes: the first image output
+    pushes (buildx's rule: its options, its annotations), unless both it and -t give names,
+    which differ here (pybuild's output names win, buildx's -t): then a push of the -t names
+    is added, as when there is no image output."""
+    outputs = list(outputs)
+    if not push or any(o.type == "image" and o.push for o in outputs):
+        return outputs
+    for i, out in enumerate(outputs):
+        if out.type == "image" and not (tags and out.names):
+            outputs[i] = replace(out, push=True)
+            return outputs
+    return [*outputs, OutputSpec("image", push=True)]
+
+
+_NO_PUSH_NAME = "push needs an image name: give -t NAME or -o type=image,name=NAME,push=true"
+
+
+def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None = None) -> None:
     """The image's final file system merged into ``dest_dir``, as BuildKit's local exporter
     receives it (fsutil ``Merge``): its files replace those of the same name, its directories
     merge, and whatever else the directory held stays. The layers are applied in a scratch
@@ -318,7 +390,7 @@ def export_local(image: Image, dest_dir: Path) -> None:
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
     try:
-        flatten(image, Path(scratch), same_owner=os.geteuid() == 0)
+        flatten(image, Path(scratch), same_owner=os.geteuid() == 0, source_date_epoch=source_date_epoch)
         _merge_tree(Path(scratch), dest_dir)
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": '
@@ -411,14 +483,21 @@ def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -
                            annotations=manifest_annotations or None)
 
 
-def flatten(image: Image, target: Path, *, same_owner: bool = True) -> None:
-    """The image's final file system in ``target`` (layers applied in order, whiteouts honoured)."""
+def flatten(image: Image, target: Path, *, same_owner: bool = True, source_date_epoch: int | None = None) -> None:
+    """The image's final file system in ``target`` (layers applied in order, whiteouts honoured),
+    every entry's time ``source_date_epoch`` when given."""
     from builder.layers.extract import extract_layer
 
     target.mkdir(parents=True, exist_ok=True)
     for layer in image.layers():
         with layer.uncompressed() as stream:
             extract_layer(stream, target, apply_whiteouts=True, same_owner=same_owner)
+    if source_date_epoch is None:
+        return
+    ns = source_date_epoch * 1_000_000_000
+    for dirpath, dirnames, filenames in os.walk(target):  # a child's new time leaves its parent's
+        for name in (*dirnames, *filenames):
+            os.utime(os.path.join(dirpath, name), ns=(ns, ns), follow_symlinks=False)
 
 
 @contextlib.contextmanager
@@ -440,7 +519,7 @@ def _push(image: Image, names: Sequence[str], store, insecure, progress,
     from builder.registry import ClientOptions, push
 
     if not names:
-        raise UsageError("push needs an image name: give -t NAME or -o type=image,name=NAME,push=true")
+        raise UsageError(_NO_PUSH_NAME)
     refs = [Reference.parse(name) for name in names]
     insecure = set(insecure) | ({ref.registry for ref in refs} if out.insecure else set())
     options = ClientOptions(insecure_registries=frozenset(insecure))

@@ -39,6 +39,10 @@ def test_an_archive_on_stdout_is_all_of_stdout(ctx: Path, tmp_path: Path) -> Non
     (("-o", "type=docker",), b"type=docker needs dest=FILE"),
     (("-o", "dest=out.tar",), b"type is required for output"),
     (("-o", "type=local,dest=-"), b"dest cannot be stdout for the local exporter"),
+    (("--push",), b"push needs an image name"),
+    # the ID written into the archive's stream (truncating a redirected file) made both unreadable
+    (("-o", "-", "--iidfile", "/dev/stdout"), b"--iidfile /dev/stdout is stdout, where the tar archive goes"),
+    (("-o", "type=oci,dest=-", "--metadata-file", "/dev/stdout"), b"--metadata-file /dev/stdout is stdout"),
 ])
 def test_stdout_output_errors_come_before_the_build(ctx: Path, tmp_path: Path, outputs: tuple[str, ...],
                                                     message: bytes) -> None:
@@ -136,10 +140,89 @@ def test_dev_stdout_redirected_to_a_file_is_written_in_place(ctx: Path, tmp_path
     assert sorted(p.name for p in work.iterdir()) == ["out", "out.tar"]
 
 
+def test_source_date_epoch_is_every_exported_file_s_time(ctx: Path, tmp_path: Path) -> None:
+    """With SOURCE_DATE_EPOCH, type=tar and type=local give every file that time, the base
+    image's too and older ones too, as BuildKit's exporters of the file system set it (the
+    base's files kept their own times)."""
+    root, epoch = tmp_path / "root", 1_600_000_000
+    os.utime(ctx / "made", (epoch - 10**6, epoch - 10**6))  # older than the epoch: set, not clamped
+    (ctx / "newer").write_text("newer")  # made now: later than the epoch
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY made newer /base/\n")
+    run_pybuild("build", "-q", "-t", "epoch-base:1", str(ctx), root=root, check=True)  # no epoch here
+    (ctx / "Dockerfile").write_text("FROM epoch-base:1\nCOPY made /child/made\n")
+    env = {"SOURCE_DATE_EPOCH": str(epoch)}
+    tar = tmp_path / "fs.tar"
+    run_pybuild("build", "-q", "-o", f"type=tar,dest={tar}", "-o", str(tmp_path / "fs"), str(ctx), root=root,
+                env=env, check=True)
+    with tarfile.open(tar) as tf:
+        times = {m.name: m.mtime for m in tf.getmembers()}
+    assert set(times) == {"base", "base/made", "base/newer", "child", "child/made"}, times
+    assert set(times.values()) == {epoch}, times
+    local = {str(p.relative_to(tmp_path / "fs")): p.lstat().st_mtime for p in (tmp_path / "fs").rglob("*")}
+    assert local.keys() == times.keys() and set(local.values()) == {epoch}, local
+
+
+def test_an_image_output_s_annotations_are_on_the_image_it_names(ctx: Path, tmp_path: Path) -> None:
+    """-o type=image,name=N,annotation.K=V: the image N names carries the annotation (as --annotation's
+    does), so a later `pybuild push N` or save has it; it was only on a push of that output, and
+    the image ID stays the same."""
+    root = tmp_path / "root"
+    built = run_pybuild("build", "-q", "-t", "annot:plain", "-o",
+                        "type=image,name=annot:1,annotation.org.example.k=v1", str(ctx), root=root, check=True)
+    image_id = built.stdout.decode().strip()
+    run_pybuild("build", "-q", "-t", "annot:2", "-o", "type=image,annotation.org.example.k=v2", str(ctx),
+                root=root, check=True)  # no name=: the -t names are the output's
+    saved = run_pybuild("save", "--format", "oci", "annot:1", "annot:2", "annot:plain", root=root,
+                        check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tf:
+        def read(name: str) -> dict:
+            f = tf.extractfile(name)
+            assert f is not None
+            return json.loads(f.read())
+
+        manifests = {}
+        for entry in read("index.json")["manifests"]:
+            manifest = read("blobs/sha256/" + entry["digest"].removeprefix("sha256:"))
+            manifests[entry["annotations"]["org.opencontainers.image.ref.name"]] = manifest
+    assert manifests["1"]["annotations"]["org.example.k"] == "v1"
+    assert manifests["2"]["annotations"]["org.example.k"] == "v2"
+    assert {m["config"]["digest"] for m in manifests.values()} == {image_id}
+
+
+def test_an_empty_output_is_no_output(ctx: Path, tmp_path: Path) -> None:
+    """`-o "$OUT"` with OUT unset: buildx skips an empty --output; it exported into the current
+    directory (a bare path "" read as ".")."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    p = run_pybuild("build", "-q", "-o", "", str(ctx), root=tmp_path / "root", cwd=cwd,
+                    env={"PYTHONPATH": str(REPO)})
+    assert p.returncode == 0 and p.stdout.startswith(b"sha256:"), p.stderr
+    assert not list(cwd.iterdir())
+
+
+@pytest.mark.parametrize("output", ["type=oci,dest=-", "type=docker,dest=-", "type=tar,dest=-"])
+def test_an_archive_whose_reader_left_is_an_error(ctx: Path, tmp_path: Path, output: str) -> None:
+    """`pybuild build -o - . | ssh host 'cat > x.tar'` where the reader dies: the archive it got is
+    cut short, so the build fails (docker and buildx die of SIGPIPE); it exited 0 for oci and docker."""
+    (ctx / "made").write_bytes(os.urandom(1 << 20))  # more than a pipe holds
+    env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")}
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", "-o", output, str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 1, err
+    assert err.endswith(b"to <stdout>: Broken pipe\n") and err.startswith(b"ERROR: cannot write the "), err
+
+
 @pytest.mark.parametrize("output, code, message", [
     ("type=image,name=BAD", 125, b"invalid reference format: repository name (library/BAD) must be lowercase"),
     ("type=image,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
     ("type=oci,dest={tmp}/out.tar,name=BAD", 125, b"invalid reference format"),
+    # a docker archive naming it so was written, and docker load refused it: invalid tag
+    ("type=docker,dest={tmp}/out.tar,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
+    ("type=oci,dest={tmp}/out.tar,name=ok@sha256:" + "0" * 64, 1, b"cannot use a digest reference as a tag"),
 ])
 def test_output_names_are_checked_before_the_build(ctx: Path, tmp_path: Path, output: str, code: int,
                                                    message: bytes) -> None:
@@ -155,7 +238,9 @@ def test_registry_output_with_push_false_does_not_push(ctx: Path, tmp_path: Path
     push=false is honoured (nothing listens on the port: a push would fail), the default pushes."""
     name = f"127.0.0.1:{free_port()}/outputs/nopush:1"
     root = tmp_path / "root"
-    kept = run_pybuild("build", "-q", "-o", f"type=registry,name={name},push=false", str(ctx), root=root)
+    # unpack=false: BuildKit's default, which buildx now sends with every push (pybuild unpacks anyway)
+    kept = run_pybuild("build", "-q", "-o", f"type=registry,name={name},push=false,unpack=false", str(ctx),
+                       root=root)
     assert kept.returncode == 0, kept.stderr
     assert json.loads(run_pybuild("inspect", name, root=root, check=True).stdout)[0]["Id"] == \
         kept.stdout.decode().strip()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from tests.engine.conftest import Builder
-from tests.helpers.tools import require_tool, run_pybuild, small_fs
+from tests.helpers.tools import REPO, require_tool, run_pybuild, small_fs
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -137,6 +138,8 @@ def test_push_options(builder: Builder, registry: str) -> None:
     ("type=oci,dest=-,tar=false", b"tar=false writes a directory"),
     ("type=cacheonly,dest=x", b"it takes no options"),
     ("type=oci,dest=x,annotation-bogus.k=v", b"annotation types are"),
+    ("type=registry", b"push needs an image name"),  # no -t: known before the build, not after it
+    ("type=image,push=true", b"push needs an image name"),
 ])
 def test_output_option_errors_come_before_the_build(builder: Builder, output: str, message: bytes) -> None:
     marker = uuid.uuid4().hex
@@ -171,3 +174,125 @@ def test_metadata_file_names_the_manifest_the_registry_holds(builder: Builder, r
     assert data["containerimage.descriptor"] == {"mediaType": OCI_MANIFEST, "digest": data["containerimage.digest"],
                                                  "size": len(pushed.content)}
     assert data["containerimage.config.digest"] == _image_id(builder, ref)
+
+
+def test_metadata_file_names_the_manifest_an_output_wrote(builder: Builder, registry: str, tmp_path: Path) -> None:
+    """An archive whose layers were compressed on the way holds another manifest than the store:
+    --metadata-file gives the archive's (the digest skopeo copies it by), and a push with
+    oci-mediatypes=false gives docker's manifest type, as the registry serves it."""
+    ctx = _context(builder, "metadata-archive")
+    meta, archive = tmp_path / "meta.json", tmp_path / "zstd.tar"
+    builder.build(ctx, "-o", f"type=oci,dest={archive},compression=zstd,force-compression=true",
+                  "--metadata-file", str(meta))
+    data = json.loads(meta.read_text())
+    index = json.loads(subprocess.run(["tar", "-xOf", str(archive), "index.json"], check=True,
+                                      capture_output=True).stdout)
+    held = index["manifests"][0]
+    assert data["containerimage.digest"] == held["digest"]
+    assert data["containerimage.descriptor"] == {"mediaType": OCI_MANIFEST, "digest": held["digest"],
+                                                 "size": held["size"]}
+    ref = f"{registry}/outputs/metadata-docker:{uuid.uuid4().hex[:8]}"
+    builder.build(ctx, "-o", f"type=image,name={ref},push=true,oci-mediatypes=false", "--metadata-file", str(meta))
+    data = json.loads(meta.read_text())
+    pushed = requests.get(f"http://{registry}/v2/{ref.split('/', 1)[1].replace(':', '/manifests/')}", timeout=30,
+                          headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"})
+    assert pushed.headers["Content-Type"] == DOCKER_MANIFEST
+    assert data["containerimage.descriptor"] == {"mediaType": DOCKER_MANIFEST,
+                                                 "digest": pushed.headers["Docker-Content-Digest"],
+                                                 "size": len(pushed.content)}
+
+
+def test_an_oci_layout_directory_keeps_the_images_it_held(builder: Builder, tmp_path: Path) -> None:
+    """tar=false adds to a layout directory as BuildKit does: an image of another name stays
+    in index.json, one of the same name is replaced, an unnamed one is "latest"; an
+    index.json that is not one is a one-line error, left as it was."""
+    layout = tmp_path / "layout"
+    first = _context(builder, "layout-first")
+    second = _context(builder, "layout-second")
+    builder.build(first, "-o", f"type=oci,dest={layout},tar=false,name=outputs/keep:1")
+    builder.build(second, "-o", f"type=oci,dest={layout},tar=false,name=outputs/keep:2")
+    builder.build(second, "-o", f"type=oci,dest={layout},tar=false,name=outputs/keep:1")  # :1 moves
+    builder.build(first, "-o", f"type=oci,dest={layout},tar=false")
+    builder.build(second, "-o", f"type=oci,dest={layout},tar=false")  # latest moves too
+    index = json.loads((layout / "index.json").read_text())
+    refs = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+    assert sorted(refs) == ["1", "2", "latest"], index
+    assert _raw(f"oci:{layout}:1") == _raw(f"oci:{layout}:2") == _raw(f"oci:{layout}:latest")
+    (layout / "index.json").write_text("not json")
+    p = builder.build(first, "-q", "-o", f"type=oci,dest={layout},tar=false", check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and err.count("\n") == 1 and "index.json" in err and str(layout) in err, err
+    assert (layout / "index.json").read_text() == "not json"
+
+
+def test_push_flag_pushes_the_image_output_s_names(builder: Builder, registry: str) -> None:
+    """`-o type=image,name=REF --push` without -t: as buildx, --push makes that output push, to
+    its own name (it was "push needs an image name"), with its own options."""
+    ctx = _context(builder, "push-flag")
+    ref = f"{registry}/outputs/push-flag:{uuid.uuid4().hex[:8]}"
+    builder.build(ctx, "-o", f"type=image,name={ref},compression=zstd,force-compression=true", "--push")
+    pushed = _raw(f"docker://{ref}")
+    assert {layer["mediaType"] for layer in pushed["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    tagged = f"{registry}/outputs/push-flag:{uuid.uuid4().hex[:8]}"  # -t names it: its annotations go too
+    builder.build(ctx, "-t", tagged, "-o", "type=image,annotation.org.example.pushed=yes", "--push")
+    assert _raw(f"docker://{tagged}")["annotations"]["org.example.pushed"] == "yes"
+
+
+def test_builds_adding_to_one_layout_directory_at_once_keep_each_other(builder: Builder, tmp_path: Path) -> None:
+    """Several builds writing tar=false into one layout at the same time (a CI matrix): index.json
+    names every image after, none lost to another's read-modify-write."""
+    layout = tmp_path / "layout"
+    env = {**os.environ, "PYBUILD_ROOT": str(builder.root)}
+    procs = []
+    for i in range(6):
+        ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY big /big\n", "big": os.urandom(4 << 20)},
+                              f"layout-race-{i}")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "builder", "build", "-q", "-o",
+             f"type=oci,dest={layout},tar=false,name=outputs/race:{i}", str(ctx)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO))
+    for proc in procs:
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert proc.wait(timeout=300) == 0, err
+    index = json.loads((layout / "index.json").read_text())
+    refs = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
+    assert refs == [str(i) for i in range(6)], refs
+    assert sorted(p.name for p in layout.iterdir()) == ["blobs", "index.json", "oci-layout"]  # no lock file
+
+
+def test_archives_carry_gzip_layers_by_default_as_a_push_does(builder: Builder, registry: str,
+                                                               tmp_path: Path) -> None:
+    """BuildKit's default compression is gzip for every image output: the layers built here (held
+    uncompressed) went into an oci or docker archive uncompressed, several times the size, and
+    the archive's manifest was not the one the registry holds after a push."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY text /text\n",
+                           "text": f"{uuid.uuid4().hex}\n" * 200_000}, "gzip-default")
+    ref = f"{registry}/outputs/gzip-default:1"
+    oci, dock = tmp_path / "oci.tar", tmp_path / "docker.tar"
+    builder.build(ctx, "-t", ref, "--push", "-o", f"type=oci,dest={oci}", "-o", f"type=docker,dest={dock}")
+    for archive in (oci, dock):
+        index = json.loads(subprocess.run(["tar", "-xOf", str(archive), "index.json"], check=True,
+                                          capture_output=True).stdout)
+        manifest = _raw(f"oci-archive:{archive}")
+        assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+        pushed = requests.get(f"http://{registry}/v2/outputs/gzip-default/manifests/1", timeout=30,
+                              headers={"Accept": OCI_MANIFEST})
+        assert index["manifests"][0]["digest"] == pushed.headers["Docker-Content-Digest"]
+    assert oci.stat().st_size < 2_000_000  # the 6.6 MB text layer, compressed
+
+
+def test_a_full_store_while_compressing_for_an_archive_is_one_line(tmp_path: Path) -> None:
+    """An archive's layers are gzip'd into the store first (kept for the next export or push): a
+    store that fills up then is one line naming it, not an internal error; nothing is left."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY blob /blob\n")
+    (ctx / "blob").write_bytes(os.urandom(14 << 20))  # incompressible: the gzip copy needs as much again
+    with small_fs(tmp_path / "store", "24m") as root:
+        run_pybuild("build", "-q", str(ctx), root=root, check=True)
+        p = run_pybuild("build", "-q", "-o", f"type=oci,dest={tmp_path / 'out.tar'}", str(ctx), root=root)
+        err = p.stderr.decode()
+        assert p.returncode == 1 and err.count("\n") == 1, err
+        assert err.startswith("ERROR: cannot compress layer sha256:") and f"into {root}: No space left" in err, err
+        assert not list((root / "tmp").iterdir()) and not (tmp_path / "out.tar").exists()
