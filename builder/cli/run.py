@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import sys
 
@@ -59,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_container(args: argparse.Namespace) -> int:
     from builder.errors import ContainerStartError, UsageError
     from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
+    from builder.runtime.spec import DEFAULT_PATH
     from cache.store import Store
 
     store = Store()
@@ -74,16 +76,21 @@ def _run_container(args: argparse.Namespace) -> int:
         cmd = []
     argv = entrypoint + cmd
     if not argv:
-        raise UsageError(f"no command given and image {args.image} has no ENTRYPOINT or CMD")
-    env = dict(item.partition("=")[::2] for item in config.env)
-    if "PATH" not in env:
-        env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if args.entrypoint is not None:
+            raise UsageError("No command specified: --entrypoint \"\" drops the image's ENTRYPOINT and CMD; "
+                             "give a command after the image")
+        raise UsageError(f"No command specified: image {args.image} has no ENTRYPOINT or CMD")
+    # docker's order: its PATH and HOSTNAME, then the image's ENV and -e over them in place
+    hostname = secrets.token_hex(6)
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    env.update(item.partition("=")[::2] for item in config.env)
     for item in args.env:
         key, sep, value = item.partition("=")
         if not key:
             raise UsageError(f'invalid argument "{item}" for "-e, --env" flag: invalid environment variable: {item}')
         if not sep:
             if key not in os.environ:
+                env.pop(key, None)  # docker: "KEY" alone, unset here, is unset in the container too
                 continue
             value = os.environ[key]
         env[key] = value
@@ -108,7 +115,7 @@ def _run_container(args: argparse.Namespace) -> int:
                                     user=args.user if args.user is not None else config.user,
                                     terminal=args.tty),
                 mounts=volumes,
-                network=Network.NONE if args.network == "none" else Network.HOST,
+                network=Network.NONE if args.network == "none" else Network.HOST, hostname=hostname,
                 **settings.fields(),
             )
             out = sys.stdout.buffer

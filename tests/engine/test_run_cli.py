@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,40 @@ def test_exit_codes_tell_pybuild_s_failures_from_the_command_s(builder: Builder)
         assert p.returncode == 125, (args, p.stderr)
         assert p.stderr.decode().startswith("ERROR: ") and b"Traceback" not in p.stderr
     assert run_pybuild("run", "--rm", "busybox:local", "nosuchcommand", root=builder.root).returncode == 127
+
+
+def test_environment_as_docker_run_gives_it(builder: Builder) -> None:
+    """HOSTNAME is the container's host name (scripts read $HOSTNAME); -e KEY=V overrides the
+    image's ENV; -e KEY takes the caller's KEY, and when the caller has none, unsets it, as docker."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nENV FOO=image BAR=image KEEP=image\n"})
+    builder.build(ctx, "-t", "env-run:1")
+    p = run_pybuild("run", "--rm", "-e", "FOO=flag", "-e", "BAR", "-e", "FROM_CALLER", "env-run:1",
+                    "sh", "-c", 'env; echo "name=$(hostname)"', root=builder.root, check=True,
+                    env={"FROM_CALLER": "caller"})
+    lines = p.stdout.decode().splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert env["FOO"] == "flag" and env["KEEP"] == "image" and env["FROM_CALLER"] == "caller"
+    assert env["HOSTNAME"] == env["name"] and len(env["name"]) == 12
+    unset = run_pybuild("run", "--rm", "-e", "BAR", "env-run:1", "env", root=builder.root, check=True,
+                        env={"BAR": ""})
+    assert b"BAR=\n" in unset.stdout  # set, though empty, in the caller: passed on
+    caller_env = {k: v for k, v in os.environ.items() if k != "BAR"}
+    proc = subprocess.run([sys.executable, "-m", "builder", "run", "--rm", "-e", "BAR", "env-run:1", "env"],
+                          capture_output=True, env=caller_env | {"PYBUILD_ROOT": str(builder.root)}, check=True)
+    assert b"BAR=" not in proc.stdout and b"KEEP=image" in proc.stdout
+
+
+def test_cpus_zero_is_no_limit(builder: Builder) -> None:
+    """docker run --cpus 0 means no CPU limit, not an error."""
+    p = run_pybuild("run", "--rm", "--cpus", "0", "busybox:local", "echo", "ran", root=builder.root)
+    assert p.returncode == 0 and p.stdout == b"ran\n", p.stderr
+
+
+def test_empty_entrypoint_without_a_command(builder: Builder) -> None:
+    """--entrypoint "" drops the image's CMD too: docker's "No command specified", exit 125."""
+    ctx = builder.context({"Dockerfile": 'FROM busybox:local\nENTRYPOINT ["echo"]\nCMD ["hi"]\n'})
+    builder.build(ctx, "-t", "ep-run:1")
+    p = run_pybuild("run", "--rm", "--entrypoint=", "ep-run:1", root=builder.root)
+    assert p.returncode == 125 and p.stderr.startswith(b"ERROR: No command specified"), p.stderr
+    assert run_pybuild("run", "--rm", "--entrypoint=", "ep-run:1", "echo", "own",
+                       root=builder.root, check=True).stdout == b"own\n"
