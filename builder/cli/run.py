@@ -118,14 +118,10 @@ def _run_container(args: argparse.Namespace) -> int:
                 network=Network.NONE if args.network == "none" else Network.HOST, hostname=hostname,
                 **settings.fields(),
             )
-            out = sys.stdout.buffer
-
-            def write(data: bytes) -> None:
-                out.write(data)
-                out.flush()
-
             try:
-                return runtime.run(spec, stdout=write, stdin=sys.stdin.buffer if args.interactive else None)
+                # stderr apart from stdout, as docker run keeps them (with -t both are the terminal)
+                return runtime.run(spec, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                                   stdin=sys.stdin.buffer if args.interactive else None)
             except ContainerStartError as err:
                 # docker run's codes: 127 the command is not found, 126 it cannot be run
                 message = str(err).lower()

@@ -56,8 +56,10 @@ class Runtime(Protocol):
 
     name: str
 
-    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
-        """Run ``spec``; stream stdout+stderr (in order) to ``stdout``; return the exit code."""
+    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
+            stderr: Sink | None = None) -> int:
+        """Run ``spec``; stream stdout+stderr (in order) to ``stdout``, or stderr to ``stderr``
+        when given; return the exit code."""
         ...
 
 

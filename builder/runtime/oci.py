@@ -18,7 +18,7 @@ from typing import BinaryIO
 from builder.errors import ContainerStartError, RuntimeNotFoundError
 from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
-from builder.runtime.output import Sink, pump, stdin_fd
+from builder.runtime.output import Outputs, Sink, stdin_fd
 from builder.runtime.spawn import kill, spawn, wait
 from builder.runtime.spec import ContainerSpec, oci_config
 
@@ -42,10 +42,11 @@ class OciRuntime:
     def __repr__(self) -> str:
         return f"OciRuntime({self.name!r})"
 
-    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
+    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
+            stderr: Sink | None = None) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
         with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
-            return self._run(spec, container, stdout, stdin)
+            return self._run(spec, container, stdin, stdout, stderr)
 
     def _command(self, container: Container, log: Path) -> list[str]:
         if self.name == "crun":
@@ -59,8 +60,8 @@ class OciRuntime:
                     str(container.dir), container.id, *logging]
         return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
 
-    def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
-             stdin: BinaryIO | int | None) -> int:
+    def _run(self, spec: ContainerSpec, container: Container, stdin: BinaryIO | int | None,
+             stdout: Sink, stderr: Sink | None) -> int:
         config = oci_config(
             spec, rootfs=str(container.rootfs), user=container.user, hostname=container.hostname,
             etc_files=container.etc_files, mount_targets=container.mount_targets,
@@ -69,17 +70,16 @@ class OciRuntime:
         with host_refusals(container.dir):
             (container.dir / "config.json").write_text(json.dumps(config))
         log = container.dir / "runtime.log"
-        read_end, write_end = os.pipe()
+        outputs = Outputs(stdout, stderr)
         try:
-            proc = spawn(self._command(container, log), stdin=stdin_fd(stdin), output=write_end,
-                         new_session=not spec.process.terminal)
+            proc = spawn(self._command(container, log), stdin=stdin_fd(stdin), output=outputs.stdout_fd,
+                         error=outputs.stderr_fd, new_session=not spec.process.terminal)
         except BaseException:
-            os.close(read_end)
+            outputs.close()
             raise
-        finally:
-            os.close(write_end)
+        outputs.close_writers()
         try:
-            pump(read_end, stdout)
+            outputs.pump()
             code = wait(proc)
         except BaseException:
             delete_runtime_container(self.name, container.id)  # Ctrl-C, a failing sink: stop now

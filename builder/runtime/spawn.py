@@ -40,13 +40,15 @@ def default_libc_internal_signals() -> None:
             libc.syscall(number, sig, ctypes.byref((ctypes.c_ulong * 4)()), None, 8)
 
 
-def spawn(argv: Sequence[str], *, stdin: int | None, output: int, pass_fds: Sequence[int] = (),
-          new_session: bool = True) -> subprocess.Popen:
-    """Start ``argv`` with ``stdin`` (None: /dev/null), ``output`` as stdout and stderr."""
+def spawn(argv: Sequence[str], *, stdin: int | None, output: int, error: int | None = None,
+          pass_fds: Sequence[int] = (), new_session: bool = True) -> subprocess.Popen:
+    """Start ``argv`` with ``stdin`` (None: /dev/null), ``output`` as stdout and ``error`` as
+    stderr (None: ``output`` too)."""
     default_libc_internal_signals()
     return subprocess.Popen(
         [*RESET_SIGNALS, *argv], stdin=subprocess.DEVNULL if stdin is None else stdin,
-        stdout=output, stderr=output, pass_fds=tuple(pass_fds), start_new_session=new_session,
+        stdout=output, stderr=output if error is None else error, pass_fds=tuple(pass_fds),
+        start_new_session=new_session,
     )
 
 

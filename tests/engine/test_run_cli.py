@@ -90,3 +90,11 @@ def test_empty_entrypoint_without_a_command(builder: Builder) -> None:
     assert p.returncode == 125 and p.stderr.startswith(b"ERROR: No command specified"), p.stderr
     assert run_pybuild("run", "--rm", "--entrypoint=", "ep-run:1", "echo", "own",
                        root=builder.root, check=True).stdout == b"own\n"
+
+
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+def test_stdout_and_stderr_stay_apart(builder: Builder, isolation: str) -> None:
+    """`pybuild run img cmd > out 2> err` splits them as docker run does (they were one stream on stdout)."""
+    p = run_pybuild("run", "--rm", "--isolation", isolation, "busybox:local", "sh", "-c",
+                    "echo out; echo err >&2; echo out2; exit 3", root=builder.root)
+    assert (p.returncode, p.stdout, p.stderr) == (3, b"out\nout2\n", b"err\n")
