@@ -121,7 +121,8 @@ def _run_container(args: argparse.Namespace) -> int:
             try:
                 # stderr apart from stdout, as docker run keeps them (with -t both are the terminal)
                 return runtime.run(spec, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
-                                   stdin=sys.stdin.buffer if args.interactive else None)
+                                   stdin=sys.stdin.buffer if args.interactive else None,
+                                   forward_signals=True)
             except ContainerStartError as err:
                 # docker run's codes: 127 the command is not found, 126 it cannot be run
                 message = str(err).lower()

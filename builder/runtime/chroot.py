@@ -13,6 +13,7 @@ mounted nodev (runc's /dev nodes are made on a /dev tmpfs as usual).
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import sys
@@ -25,7 +26,7 @@ from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cgroups import Cgroup, cgroup_mounts
 from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
 from builder.runtime.output import Outputs, Sink, stdin_fd
-from builder.runtime.spawn import kill, spawn, wait
+from builder.runtime.spawn import forwarding_signals, kill, spawn, wait
 from builder.runtime.spec import (
     DEFAULT_CAPABILITIES,
     MASKED_PATHS,
@@ -53,7 +54,7 @@ class ChrootRuntime:
         return "ChrootRuntime()"
 
     def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
-            stderr: Sink | None = None) -> int:
+            stderr: Sink | None = None, forward_signals: bool = False) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
         if spec.hooks:
             raise ContainerError("the step's CDI device has OCI hooks, which need an OCI runtime: "
@@ -64,7 +65,8 @@ class ChrootRuntime:
                 if spec.resources:
                     cgroup = Cgroup.create(container.id, spec.resources,
                                            record=lambda dirs: container.state.update(cgroups=tuple(dirs)))
-                return self._run(spec, container, stdin, stdout, stderr, cgroup)
+                return self._run(spec, container, stdin, stdout, stderr, cgroup,
+                                 forward_signals and not spec.process.terminal)
             finally:
                 if cgroup is not None:
                     cgroup.remove()
@@ -103,7 +105,7 @@ class ChrootRuntime:
         }
 
     def _run(self, spec: ContainerSpec, container: Container, stdin: BinaryIO | int | None,
-             stdout: Sink, stderr: Sink | None, cgroup: Cgroup | None) -> int:
+             stdout: Sink, stderr: Sink | None, cgroup: Cgroup | None, forward_signals: bool) -> int:
         plan_path = container.dir / "plan"
         with host_refusals(container.dir):
             plan_path.write_bytes(marshal.dumps(self._plan(spec, container, cgroup)))
@@ -128,8 +130,9 @@ class ChrootRuntime:
         outputs.close_writers()
         try:
             container.state.update(helper_pid=proc.pid, helper_start=process_start_time(proc.pid))
-            outputs.pump()
-            code = wait(proc)
+            with forwarding_signals(proc.pid) if forward_signals else contextlib.nullcontext():
+                outputs.pump()
+                code = wait(proc)
         except BaseException:
             kill(proc)  # pid 1 of the container dies with it (PR_SET_PDEATHSIG), then all the rest
             os.close(err_read)

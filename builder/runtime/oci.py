@@ -8,6 +8,7 @@ with ``pybuild-`` and their bundles lie under the work root, which is how
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from builder.errors import ContainerStartError, RuntimeNotFoundError
 from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
 from builder.runtime.output import Outputs, Sink, stdin_fd
-from builder.runtime.spawn import kill, spawn, wait
+from builder.runtime.spawn import forwarding_signals, kill, spawn, wait
 from builder.runtime.spec import ContainerSpec, oci_config
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -43,10 +44,11 @@ class OciRuntime:
         return f"OciRuntime({self.name!r})"
 
     def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
-            stderr: Sink | None = None) -> int:
+            stderr: Sink | None = None, forward_signals: bool = False) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
         with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
-            return self._run(spec, container, stdin, stdout, stderr)
+            return self._run(spec, container, stdin, stdout, stderr,
+                             forward_signals and not spec.process.terminal)
 
     def _command(self, container: Container, log: Path) -> list[str]:
         if self.name == "crun":
@@ -61,7 +63,7 @@ class OciRuntime:
         return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
 
     def _run(self, spec: ContainerSpec, container: Container, stdin: BinaryIO | int | None,
-             stdout: Sink, stderr: Sink | None) -> int:
+             stdout: Sink, stderr: Sink | None, forward_signals: bool) -> int:
         config = oci_config(
             spec, rootfs=str(container.rootfs), user=container.user, hostname=container.hostname,
             etc_files=container.etc_files, mount_targets=container.mount_targets,
@@ -79,8 +81,9 @@ class OciRuntime:
             raise
         outputs.close_writers()
         try:
-            outputs.pump()
-            code = wait(proc)
+            with forwarding_signals(proc.pid) if forward_signals else contextlib.nullcontext():
+                outputs.pump()
+                code = wait(proc)
         except BaseException:
             delete_runtime_container(self.name, container.id)  # Ctrl-C, a failing sink: stop now
             kill(proc)

@@ -1,16 +1,19 @@
-"""``pybuild run``'s docker flags for looking into an image: -v binds, -t a terminal."""
+"""``pybuild run`` as docker run: -v binds, -t a terminal, the environment, exit codes, stderr, signals."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.engine.conftest import Builder
 from tests.helpers.tools import run_pybuild
+from tests.runtime.test_cleanup import assert_nothing_left
 
 
 @pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
@@ -98,3 +101,42 @@ def test_stdout_and_stderr_stay_apart(builder: Builder, isolation: str) -> None:
     p = run_pybuild("run", "--rm", "--isolation", isolation, "busybox:local", "sh", "-c",
                     "echo out; echo err >&2; echo out2; exit 3", root=builder.root)
     assert (p.returncode, p.stdout, p.stderr) == (3, b"out\nout2\n", b"err\n")
+
+
+def start_run(builder: Builder, *args: str) -> subprocess.Popen[bytes]:
+    """``pybuild run ARGS`` in the background, once its container has printed a line."""
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=os.environ | {"PYBUILD_ROOT": str(builder.root)})
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first == b"started\n", first + proc.stderr.read() if proc.stderr else first
+    return proc
+
+
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 7), (signal.SIGINT, 8), (signal.SIGHUP, 9)])
+def test_signals_reach_the_container(builder: Builder, isolation: str, sig: int, code: int) -> None:
+    """docker run's signal proxy: Ctrl-C or a process manager's SIGTERM reaches the program,
+    which shuts down its own way (pybuild used to kill the container: 'ERROR: interrupted', 130)."""
+    traps = 'trap "echo got TERM; exit 7" TERM; trap "echo got INT; exit 8" INT; trap "echo got HUP; exit 9" HUP'
+    proc = start_run(builder, "--isolation", isolation, "busybox:local", "sh", "-c",
+                     f"{traps}; echo started; sleep 60 & wait")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (code, f"got {signal.Signals(sig).name[3:]}\n".encode(), b"")
+    assert_nothing_left(builder.root / "run", "sleep 60")
+
+
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_third_ctrl_c_stops_a_container_that_ignores_it(builder: Builder, isolation: str) -> None:
+    """A pid 1 with no handler ignores SIGINT; there is no `docker kill` for pybuild's containers,
+    so the third Ctrl-C stops it and leaves nothing behind."""
+    proc = start_run(builder, "--isolation", isolation, "busybox:local", "sh", "-c",
+                     "echo started; exec sleep 61")
+    for _ in range(3):
+        time.sleep(0.3)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == b"ERROR: interrupted\n", err
+    assert_nothing_left(builder.root / "run", "sleep 61")
