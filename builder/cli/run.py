@@ -63,6 +63,9 @@ def _run_container(args: argparse.Namespace) -> int:
     from builder.runtime.spec import DEFAULT_PATH
     from cache.store import Store
 
+    if args.tty and args.interactive and not sys.stdin.isatty():
+        raise UsageError("the input device is not a TTY (-t with -i wants a terminal on stdin; "
+                         "leave out -t to pipe input)")
     store = Store()
     recover(store.root / "run")
     image = store.image(args.image)

@@ -72,9 +72,16 @@ class OciRuntime:
         with host_refusals(container.dir):
             (container.dir / "config.json").write_text(json.dumps(config))
         log = container.dir / "runtime.log"
-        outputs = Outputs(stdout, stderr)
+        command = self._command(container, log)
+        own_terminal = spec.process.terminal and not has_controlling_terminal()
+        outputs = Outputs(stdout, stderr, terminal=own_terminal)
+        if own_terminal:
+            # `runc run` relays the caller's terminal and fails without one (a CI job, a pipe);
+            # docker run -t works there: give the runtime a terminal of ours and relay its output
+            command = ["setsid", "--ctty", *command]
+            stdin = outputs.stdout_fd
         try:
-            proc = spawn(self._command(container, log), stdin=stdin_fd(stdin), output=outputs.stdout_fd,
+            proc = spawn(command, stdin=stdin_fd(stdin), output=outputs.stdout_fd,
                          error=outputs.stderr_fd, new_session=not spec.process.terminal)
         except BaseException:
             outputs.close()
@@ -95,6 +102,15 @@ class OciRuntime:
                           " hybrid mode; use --isolation runc or chroot)")
             raise ContainerStartError(f"{self.name}: {error}")
         return code
+
+
+def has_controlling_terminal() -> bool:
+    """Whether pybuild has a controlling terminal, which ``runc run`` with a terminal needs."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 def _start_error(log: Path) -> str:

@@ -7,6 +7,7 @@ shows it); ``pybuild run`` keeps stderr apart, as ``docker run`` does, so that
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 from collections.abc import Callable
@@ -33,22 +34,33 @@ def pump(fd: int, sink: Sink, chunk: int = 65536) -> None:
     """Copy ``fd`` to ``sink`` until every writer has closed it; closes ``fd``."""
     emit = writer(sink)
     try:
-        while data := os.read(fd, chunk):
+        while data := _read(fd, chunk):
             emit(data)
     finally:
         os.close(fd)
 
 
+def _read(fd: int, chunk: int) -> bytes:
+    """A pipe's next bytes, or a pseudo-terminal master's: EIO there means no one holds the other end."""
+    try:
+        return os.read(fd, chunk)
+    except OSError as err:
+        if err.errno == errno.EIO:
+            return b""
+        raise
+
+
 class Outputs:
     """The pipes a container's process writes to: ``stdout`` and ``stderr`` (the same pipe
-    when the caller gives no stderr sink), with their write ends for the runtime's process."""
+    when the caller gives no stderr sink), with their write ends for the runtime's process.
+    With ``terminal``, one pseudo-terminal instead, whose other end goes to ``stdout``."""
 
-    def __init__(self, stdout: Sink, stderr: Sink | None = None) -> None:
+    def __init__(self, stdout: Sink, stderr: Sink | None = None, *, terminal: bool = False) -> None:
         self._streams: list[tuple[int, Sink]] = []
         self._writers: list[int] = []
         try:
-            for sink in (stdout,) if stderr is None else (stdout, stderr):
-                read_end, write_end = os.pipe()
+            for sink in (stdout,) if stderr is None or terminal else (stdout, stderr):
+                read_end, write_end = os.openpty() if terminal else os.pipe()
                 self._streams.append((read_end, sink))
                 self._writers.append(write_end)
         except BaseException:
@@ -84,7 +96,7 @@ class Outputs:
                 while emits:
                     for key, _ in selector.select():
                         fd = key.fd
-                        data = os.read(fd, chunk)
+                        data = _read(fd, chunk)
                         if data:
                             emits[fd](data)
                         else:

@@ -140,3 +140,21 @@ def test_third_ctrl_c_stops_a_container_that_ignores_it(builder: Builder, isolat
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == b"ERROR: interrupted\n", err
     assert_nothing_left(builder.root / "run", "sleep 61")
+
+
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+def test_tty_without_a_terminal(builder: Builder, isolation: str) -> None:
+    """-t in a CI job (no controlling terminal) gives the process a terminal, as docker run -t does
+    (runc and crun said 'open /dev/tty: no such device or address', 126); -it with stdin not a
+    terminal is docker's 'the input device is not a TTY'."""
+    command = [sys.executable, "-m", "builder", "run", "--rm", "--isolation", isolation, "-t", "busybox:local",
+               "sh", "-c", "test -t 0 && test -t 1 && echo TERMINAL; exit 4"]
+    env = os.environ | {"PYBUILD_ROOT": str(builder.root)}
+    p = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                       timeout=120)
+    assert (p.returncode, p.stdout, p.stderr) == (4, b"TERMINAL\r\n", b"")
+    command.insert(command.index("-t"), "-i")
+    p = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                       timeout=120)
+    assert p.returncode == 125 and p.stderr.startswith(b"ERROR: the input device is not a TTY"), p.stderr
+    assert_nothing_left(builder.root / "run", "no-such-process-marker")
