@@ -127,12 +127,23 @@ def _run_container(args: argparse.Namespace) -> int:
                                    stdin=sys.stdin.buffer if args.interactive else None,
                                    forward_signals=True)
             except ContainerStartError as err:
-                # docker run's codes: 127 the command is not found, 126 it cannot be run
-                message = str(err).lower()
-                err.exit_code = 127 if "no such file" in message or "not found" in message else 126
+                err.exit_code = start_error_code(str(err))
                 raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def start_error_code(message: str) -> int:
+    """docker run's code for a container that did not start (its CLI's runStartContainerErr):
+    127 the command is not found, 126 it may not be run, 125 any other failure (a mount, a
+    cgroup), which is pybuild's, not the command's. Case aside: chroot and crun word them so."""
+    message = message.lower()
+    if any(s in message for s in ("executable file not found", "no such file or directory",
+                                  "executable file `")):
+        return 127
+    if any(s in message for s in ("permission denied", "is a directory", "open executable")):
+        return 126
+    return 125
 
 
 def parse_volume(text: str):

@@ -158,3 +158,17 @@ def test_tty_without_a_terminal(builder: Builder, isolation: str) -> None:
                        timeout=120)
     assert p.returncode == 125 and p.stderr.startswith(b"ERROR: the input device is not a TTY"), p.stderr
     assert_nothing_left(builder.root / "run", "no-such-process-marker")
+
+
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+def test_start_failures_exit_as_docker_run(builder: Builder, tmp_path: Path, isolation: str) -> None:
+    """127 the command is not found, 126 it may not be run, 125 anything else that stops the
+    container from starting, such as a bind onto a file of the image (was 126, as if the command
+    had been refused)."""
+    (tmp_path / "dir").mkdir()
+    cases = {127: ("busybox:local", "nosuchcommand"), 126: ("busybox:local", "/etc/passwd"),
+             125: ("-v", f"{tmp_path / 'dir'}:/etc/passwd", "busybox:local", "true")}
+    for code, args in cases.items():
+        p = run_pybuild("run", "--rm", "--isolation", isolation, *args, root=builder.root)
+        assert p.returncode == code, (args, p.stderr)
+        assert b"ERROR: " in p.stderr and b"Traceback" not in p.stderr
