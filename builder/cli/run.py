@@ -117,7 +117,7 @@ def _run_container(args: argparse.Namespace) -> int:
                                     cwd=workdir,
                                     user=args.user if args.user is not None else config.user,
                                     terminal=args.tty),
-                mounts=volumes,
+                mounts=volumes, volumes=tuple(config.volumes),
                 network=Network.NONE if args.network == "none" else Network.HOST, hostname=hostname,
                 **settings.fields(),
             )

@@ -147,8 +147,8 @@ def _set_up(spec: ContainerSpec, cid: str, hostname: str, cdir: Path, workdir: P
                   volatile=VOLATILE)
     # A missing working directory is made in the container's own layer, not the init layer:
     # docker's SetupWorkingDirectory (and BuildKit's executor) do, so a RUN whose WORKDIR an
-    # earlier step deleted commits it again (root-owned, 0755).
-    make_stubs(rootfs, [Stub(spec.process.cwd, True)])
+    # earlier step deleted commits it again (root-owned, 0755). An image's VOLUMEs likewise.
+    make_stubs(rootfs, [Stub(spec.process.cwd, True)] + [Stub(v, True) for v in spec.volumes])
     user = lookup_user(rootfs, spec.process.user)
     etc_sources = {
         "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),

@@ -172,3 +172,21 @@ def test_start_failures_exit_as_docker_run(builder: Builder, tmp_path: Path, iso
         p = run_pybuild("run", "--rm", "--isolation", isolation, *args, root=builder.root)
         assert p.returncode == code, (args, p.stderr)
         assert b"ERROR: " in p.stderr and b"Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_image_volumes_exist(builder: Builder, tmp_path: Path, isolation: str) -> None:
+    """docker run mounts an anonymous volume on each VOLUME, so the directory is there even when
+    the image has none ('No such file or directory' before); one over a symlink is made where the
+    link points inside the image, never on the host; the image's own files there stay visible."""
+    escape = tmp_path / "escaped"
+    ctx = builder.context({"Dockerfile": (
+        "FROM busybox:local\n"
+        f"RUN mkdir /seeded && echo seed > /seeded/f && ln -s ../../../../..{escape} /link\n"
+        "VOLUME /data /var/lib/app/db /seeded /link\n")})
+    builder.build(ctx, "-t", "volumes-run:1")
+    p = run_pybuild("run", "--rm", "--isolation", isolation, "volumes-run:1", "sh", "-c",
+                    f"touch /data/a /var/lib/app/db/b {escape}/c && cat /seeded/f && stat -c %U:%a /data",
+                    root=builder.root)
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"seed\nroot:755\n", b"")
+    assert not escape.exists()
