@@ -146,21 +146,45 @@ def start_error_code(message: str) -> int:
     return 125
 
 
+# docker's -v options besides ro/rw that change nothing here: SELinux labels (none on these
+# hosts), nocopy (binds copy nothing anyway), macOS consistency, and pybuild's own propagation
+IGNORED_VOLUME_OPTIONS = frozenset({"z", "Z", "nocopy", "consistent", "cached", "delegated",
+                                    "private", "rprivate"})
+
+
 def parse_volume(text: str):
-    """docker's ``-v /host:/container[:ro|rw]`` bind; a missing host directory is created, as docker does."""
+    """docker's ``-v /host:/container[:OPTIONS]`` bind (``ro`` or ``rw``, and the options docker
+    accepts that change nothing here); a missing host directory is created, as docker does."""
+    import posixpath
     from pathlib import Path
 
     from builder.errors import UsageError
     from builder.runtime import Mount
 
     parts = text.split(":")
-    mode = parts.pop() if len(parts) == 3 else "rw"
-    if len(parts) != 2 or mode not in ("ro", "rw") or not parts[1].startswith("/"):
+    options = parts.pop().split(",") if len(parts) == 3 else []
+    if len(parts) != 2 or not parts[1].startswith("/"):
         raise UsageError(f"invalid volume specification {text!r}: expected /HOST:/CONTAINER[:ro|rw]")
+    modes = [o for o in options if o in ("ro", "rw")]
+    for option in options:
+        if option in ("shared", "rshared", "slave", "rslave"):
+            raise UsageError(f"invalid volume specification {text!r}: pybuild binds are private; "
+                             f"{option} propagation is not supported")
+        if option not in ("ro", "rw") and option not in IGNORED_VOLUME_OPTIONS:
+            raise UsageError(f"invalid volume specification {text!r}: unknown option {option!r} "
+                             "(ro or rw)")
+    if len(modes) > 1:
+        raise UsageError(f"invalid volume specification {text!r}: invalid mode: {','.join(options)}")
     host, target = Path(parts[0]), parts[1]
     if not host.is_absolute():
         raise UsageError(f"invalid volume specification {text!r}: pybuild has no named volumes; give an "
                          "absolute host path")
+    if posixpath.normpath(target) in ("/", "//"):
+        raise UsageError(f"invalid volume specification {text!r}: destination can't be '/'")
     if not host.exists():
-        host.mkdir(parents=True)
-    return Mount.bind(host, target, readonly=mode == "ro")
+        try:
+            host.mkdir(parents=True)
+        except OSError as err:
+            raise UsageError(f"invalid volume specification {text!r}: cannot create the host directory "
+                             f"{host}: {err.strerror}") from None
+    return Mount.bind(host, target, readonly=modes == ["ro"])
