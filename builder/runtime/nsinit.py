@@ -497,6 +497,8 @@ def container_init(plan, errfd, channel):
         change_dir(plan["cwd"])
     if console is not None:
         attach_console(console)
+    else:
+        os.setsid()  # as runc's init: pid 1 leads its own session and process group
     os.set_inheritable(errfd, False)
     exec_process(plan)
 

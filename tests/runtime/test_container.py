@@ -161,6 +161,12 @@ def test_namespaces_pid_one_and_only_our_processes(run):
     assert [line.split()[1] for line in table[1:]] == ["sh", "ps"]  # nothing of the host
 
 
+def test_pid_one_leads_its_session_and_process_group(run):
+    """As runc's init makes it (chroot left pid 1 in a session outside the namespace: 0)."""
+    result = run("grep -E '^NS(pgid|sid)' /proc/self/status")
+    assert result.text.split() == ["NSpgid:", "1", "NSsid:", "1"]
+
+
 def test_mounts_proc_dev_sys_as_docker(run):
     result = run(
         "ls /dev; echo; grep -E ' /(proc|dev|sys|dev/shm|dev/pts|dev/mqueue) ' /proc/mounts | cut -d' ' -f2,3,4;"
