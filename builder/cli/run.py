@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add_container_flags(p)
     p.add_argument("--cpus", metavar="N", help="number of CPUs, such as 1.5 (a CFS quota per 100ms period)")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")  # not "command": the sub-command's dest
     p.set_defaults(func=_run)
 
 
@@ -74,8 +74,8 @@ def _run_container(args: argparse.Namespace) -> int:
     entrypoint = list(config.entrypoint or ())
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
-    cmd = list(args.command) if args.command else list(config.cmd or ())
-    if args.entrypoint is not None and not args.command:
+    cmd = list(args.cmd) if args.cmd else list(config.cmd or ())
+    if args.entrypoint is not None and not args.cmd:
         cmd = []
     argv = entrypoint + cmd
     if not argv:

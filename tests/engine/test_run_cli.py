@@ -203,3 +203,11 @@ def test_image_volumes_exist(builder: Builder, tmp_path: Path, isolation: str) -
                     root=builder.root)
     assert (p.returncode, p.stdout, p.stderr) == (0, b"seed\nroot:755\n", b"")
     assert not escape.exists()
+
+
+def test_unknown_flag_names_pybuild_run(builder: Builder) -> None:
+    """A docker flag pybuild lacks: docker's wording and the right help to read (it said
+    "See 'pybuild ['busybox:local', 'true'] --help'")."""
+    p = run_pybuild("run", "--rm", "--env-file", "/dev/null", "busybox:local", "true", root=builder.root)
+    assert p.returncode == 125
+    assert p.stderr == b"ERROR: unknown flag: --env-file\nSee 'pybuild run --help'.\n"
