@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
                    help="bind mount a host directory or file (created as a directory when missing)")
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto")
+    p.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
+                   help="pull the image before running (default: when it is not in the store)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="allow plain HTTP and unverified TLS for this registry (for the pull)")
     add_container_flags(p)
     p.add_argument("--cpus", metavar="N", help="number of CPUs, such as 1.5 (a CFS quota per 100ms period)")
     p.add_argument("image", metavar="IMAGE")
@@ -68,7 +72,7 @@ def _run_container(args: argparse.Namespace) -> int:
                          "leave out -t to pipe input)")
     store = Store()
     recover(store.root / "run")
-    image = store.image(args.image)
+    image = _image(args, store)
     store.touch(image.record)
     config = image.config_file().config
     entrypoint = list(config.entrypoint or ())
@@ -131,6 +135,35 @@ def _run_container(args: argparse.Namespace) -> int:
                 raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _image(args: argparse.Namespace, store):
+    """The image to run, pulled first as docker run does: when missing (``--pull missing``),
+    every time (``always``) or never. An image ID is never pulled. Pull progress goes to
+    stderr: stdout is the container's."""
+    import re
+
+    from builder.errors import ImageNotFoundError, StoreError
+    from builder.image.reference import Reference
+    from builder.registry.client import ClientOptions
+    from builder.registry.progress import choose_progress
+    from builder.registry.remote import pull_with_result
+
+    is_id = re.fullmatch(r"(sha256:)?[0-9a-f]{64}", args.image) is not None
+    if args.pull != "always" or is_id:
+        try:
+            return store.image(args.image)
+        except ImageNotFoundError:
+            if args.pull == "never" or is_id:
+                raise
+        print(f"Unable to find image '{args.image}' locally", file=sys.stderr, flush=True)
+    ref = Reference.parse(args.image)
+    options = ClientOptions(insecure_registries=frozenset(args.insecure_registry))
+    try:
+        pull_with_result(ref, store, options=options, progress=choose_progress(False, sys.stderr))
+    except StoreError as err:
+        raise StoreError(f"pulling {ref}: {err}") from None
+    return store.image(str(ref))
 
 
 def start_error_code(message: str) -> int:

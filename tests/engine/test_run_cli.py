@@ -211,3 +211,19 @@ def test_unknown_flag_names_pybuild_run(builder: Builder) -> None:
     p = run_pybuild("run", "--rm", "--env-file", "/dev/null", "busybox:local", "true", root=builder.root)
     assert p.returncode == 125
     assert p.stderr == b"ERROR: unknown flag: --env-file\nSee 'pybuild run --help'.\n"
+
+
+def test_missing_image_is_pulled_as_docker_run_does(builder: Builder, registry: str, tmp_path: Path) -> None:
+    """docker run pulls an image it does not have (pybuild said 'No such image'); the pull's
+    progress goes to stderr, so stdout stays the command's; --pull never refuses instead."""
+    ref = f"{registry}/run/pulled:1"
+    run_pybuild("tag", "busybox:local", ref, root=builder.root, check=True)
+    run_pybuild("push", "-q", ref, root=builder.root, check=True)
+    fresh = tmp_path / "fresh-store"
+    refused = run_pybuild("run", "--rm", "--pull", "never", ref, "true", root=fresh)
+    assert refused.returncode == 125 and refused.stderr == f"ERROR: No such image: {ref}\n".encode()
+    first = run_pybuild("run", "--rm", ref, "echo", "ran", root=fresh)
+    assert (first.returncode, first.stdout) == (0, b"ran\n"), first.stderr
+    assert first.stderr.startswith(f"Unable to find image '{ref}' locally\n".encode())
+    again = run_pybuild("run", "--rm", ref, "echo", "ran", root=fresh)
+    assert (again.returncode, again.stdout, again.stderr) == (0, b"ran\n", b"")  # no second pull
