@@ -227,3 +227,15 @@ def test_missing_image_is_pulled_as_docker_run_does(builder: Builder, registry: 
     assert first.stderr.startswith(f"Unable to find image '{ref}' locally\n".encode())
     again = run_pybuild("run", "--rm", ref, "echo", "ran", root=fresh)
     assert (again.returncode, again.stdout, again.stderr) == (0, b"ran\n", b"")  # no second pull
+
+
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_working_directory_over_a_file(builder: Builder, isolation: str) -> None:
+    """docker's 'Cannot mkdir: /etc/passwd is not a directory', 125 (runc said 'mkdir /etc/passwd: not
+    a directory' in its own words; chroot spoke of a mount)."""
+    for workdir in ("/etc/passwd", "/etc/passwd/sub"):
+        p = run_pybuild("run", "--rm", "--isolation", isolation, "-w", workdir, "busybox:local", "pwd",
+                        root=builder.root)
+        assert p.returncode == 125 and p.stdout == b""
+        assert p.stderr == (b"ERROR: Cannot mkdir: /etc/passwd is not a directory (the working directory is "
+                            + workdir.encode() + b")\n")
