@@ -11,6 +11,8 @@ import os
 import secrets
 import shutil
 import sys
+from collections.abc import Callable
+from typing import BinaryIO
 
 from builder.cli.build import add_container_flags, container_settings
 
@@ -49,12 +51,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _run(args: argparse.Namespace) -> int:
     """The container's exit code, or docker run's own codes: 125 when pybuild fails (no such
     image, an unknown user, a bad flag), so a script tells that apart from the command's 1."""
-    from builder.errors import ContainerStartError, PybuildError
+    from builder.errors import ContainerStartError, OutputError, PybuildError
 
     try:
         return _run_container(args)
-    except ContainerStartError:
-        raise  # 126/127: the command could not be run
+    except (ContainerStartError, OutputError):
+        raise  # 125-127: the command could not be run; 1: its output could not be written
     except PybuildError as err:
         if err.exit_code == 1:
             err.exit_code = 125
@@ -127,7 +129,8 @@ def _run_container(args: argparse.Namespace) -> int:
             )
             try:
                 # stderr apart from stdout, as docker run keeps them (with -t both are the terminal)
-                return runtime.run(spec, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                return runtime.run(spec, stdout=_sink(sys.stdout.buffer, "stdout"),
+                                   stderr=_sink(sys.stderr.buffer, "stderr"),
                                    stdin=sys.stdin.buffer if args.interactive else None,
                                    forward_signals=True)
             except ContainerStartError as err:
@@ -135,6 +138,24 @@ def _run_container(args: argparse.Namespace) -> int:
                 raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _sink(stream: BinaryIO, name: str) -> Callable[[bytes], None]:
+    """Hand the container's output on as it comes; a write our stream refuses is docker's one
+    line ('write /dev/stdout: no space left on device'), not an internal error. A reader that
+    left (``| head``) stays a broken pipe, which pybuild ends quietly."""
+    from builder.errors import OutputError
+
+    def write(data: bytes) -> None:
+        try:
+            stream.write(data)
+            stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise OutputError(f"write /dev/{name}: {(err.strerror or str(err)).lower()}") from None
+
+    return write
 
 
 def _image(args: argparse.Namespace, store):

@@ -239,3 +239,12 @@ def test_working_directory_over_a_file(builder: Builder, isolation: str) -> None
         assert p.returncode == 125 and p.stdout == b""
         assert p.stderr == (b"ERROR: Cannot mkdir: /etc/passwd is not a directory (the working directory is "
                             + workdir.encode() + b")\n")
+
+
+def test_output_that_cannot_be_written(builder: Builder) -> None:
+    """stdout on a full disk: docker's one line and exit 1, not an internal error; nothing left."""
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([sys.executable, "-m", "builder", "run", "--rm", "busybox:local", "echo", "hi"],
+                           stdout=full, stderr=subprocess.PIPE, env=os.environ | {"PYBUILD_ROOT": str(builder.root)})
+    assert (p.returncode, p.stderr) == (1, b"ERROR: write /dev/stdout: no space left on device\n")
+    assert_nothing_left(builder.root / "run", "no-such-process-marker")
