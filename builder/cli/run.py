@@ -67,6 +67,7 @@ def _run_container(args: argparse.Namespace) -> int:
     from builder.errors import ContainerStartError, UsageError
     from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
     from builder.runtime.spec import DEFAULT_PATH
+    from cache.blobs import sweep_temp
     from cache.store import Store
 
     if args.tty and args.interactive and not sys.stdin.isatty():
@@ -113,6 +114,7 @@ def _run_container(args: argparse.Namespace) -> int:
     volumes = tuple(parse_volume(v) for v in args.volume)
     runtime = detect(args.isolation, work_root=store.root / "run")
     with store.gc_lock.shared():
+        sweep_temp(store.tmp_dir)  # the writable layers of runs that were killed (SIGKILL, OOM)
         lowers = store.snapshot(image)
         scratch = store.temp_path(".container")
         (scratch / "upper").mkdir(parents=True)

@@ -207,6 +207,27 @@ def test_interrupted_pybuild_run_leaves_nothing(own_store: Path) -> None:
     assert _sleepers() == []
 
 
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_killed_pybuild_run_is_cleaned_by_the_next(own_store: Path, isolation: str) -> None:
+    """SIGKILL (an OOM kill) of ``pybuild run``: its container dies with it; the next ``pybuild run``
+    removes its mounts, state and writable layer (the layer stayed in tmp/ until a build or pull)."""
+    root = own_store
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder", "run", "--rm", "--isolation", isolation, "busybox:local", "sh", "-c",
+         f"head -c 1000000 /dev/zero > /big; sleep {LONG_SLEEP}"],
+        env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_running(root, proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    run_pybuild("run", "--rm", "busybox:local", "true", root=root, check=True)
+    assert _mounts_under(root) == []
+    assert _leftovers(root) == []
+    deadline = time.monotonic() + 10
+    while _sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sleepers() == []
+
+
 @pytest.mark.parametrize("step", ["COPY big /big", "RUN truncate -s 6G /big"])
 def test_interrupted_layer_write_stops_mid_layer(own_store: Path, tmp_path: Path, step: str) -> None:
     """Ctrl-C while a COPY of a big context, or a RUN that made a big file, writes its layer stops
