@@ -23,8 +23,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser(
         "run", parents=[common], help="run a command in a new container from an image",
         description="Run a command in a new container from an image (its ENTRYPOINT/CMD by default).",
-        usage="pybuild run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+        usage="pybuild run [OPTIONS] IMAGE [COMMAND] [ARG...]", add_help=False,
     )
+    # docker run's -h is --hostname, not help: `pybuild run -h web img` printed help and ran nothing
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("-h", "--hostname", metavar="NAME", help="the container's host name (default: 12 random hex digits)")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits (always done)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                    help="set an environment variable (KEY alone takes it from your environment)")
@@ -91,7 +94,9 @@ def _run_container(args: argparse.Namespace) -> int:
                              "give a command after the image")
         raise UsageError(f"No command specified: image {args.image} has no ENTRYPOINT or CMD")
     # docker's order: its PATH and HOSTNAME, then the image's ENV and -e over them in place
-    hostname = secrets.token_hex(6)
+    hostname = args.hostname if args.hostname is not None else secrets.token_hex(6)
+    if not 0 < len(hostname.encode()) <= 64:
+        raise UsageError(f"invalid hostname {hostname!r}: 1 to 64 bytes")
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
     env.update(item.partition("=")[::2] for item in config.env)
     for item in args.env:

@@ -248,3 +248,12 @@ def test_output_that_cannot_be_written(builder: Builder) -> None:
                            stdout=full, stderr=subprocess.PIPE, env=os.environ | {"PYBUILD_ROOT": str(builder.root)})
     assert (p.returncode, p.stderr) == (1, b"ERROR: write /dev/stdout: no space left on device\n")
     assert_nothing_left(builder.root / "run", "no-such-process-marker")
+
+
+@pytest.mark.parametrize("isolation", ["runc", "chroot"])
+def test_hostname_flag(builder: Builder, isolation: str) -> None:
+    """docker run's -h is --hostname (pybuild printed its help and ran nothing, exit 0)."""
+    p = run_pybuild("run", "--rm", "--isolation", isolation, "-h", "web", "busybox:local", "sh", "-c",
+                    'hostname; echo "$HOSTNAME"; cat /etc/hostname', root=builder.root)
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"web\nweb\nweb\n", b"")
+    assert run_pybuild("run", "--help", root=builder.root).stdout.startswith(b"usage: pybuild run")
