@@ -64,7 +64,7 @@ def test_exit_codes_tell_pybuild_s_failures_from_the_command_s(builder: Builder)
     """docker run's codes: the command's own status, 125 when the run itself fails (no such
     image, an unknown user), 127 when the command is not found."""
     assert run_pybuild("run", "--rm", "busybox:local", "sh", "-c", "exit 1", root=builder.root).returncode == 1
-    for args in (("missing-image:1", "true"), ("-u", "nosuchuser", "busybox:local", "id")):
+    for args in (("--pull", "never", "missing-image:1", "true"), ("-u", "nosuchuser", "busybox:local", "id")):
         p = run_pybuild("run", "--rm", *args, root=builder.root)
         assert p.returncode == 125, (args, p.stderr)
         assert p.stderr.decode().startswith("ERROR: ") and b"Traceback" not in p.stderr
