@@ -128,7 +128,7 @@ def _run_container(args: argparse.Namespace) -> int:
                 lowerdirs=lowers, upperdir=scratch / "upper",
                 process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
                                     cwd=workdir,
-                                    user=args.user if args.user is not None else config.user,
+                                    user=args.user or config.user,  # docker: -u "" is the image's USER
                                     terminal=args.tty),
                 mounts=volumes, volumes=tuple(config.volumes),
                 network=Network.NONE if args.network == "none" else Network.HOST, hostname=hostname,

@@ -257,3 +257,13 @@ def test_hostname_flag(builder: Builder, isolation: str) -> None:
                     'hostname; echo "$HOSTNAME"; cat /etc/hostname', root=builder.root)
     assert (p.returncode, p.stdout, p.stderr) == (0, b"web\nweb\nweb\n", b"")
     assert run_pybuild("run", "--help", root=builder.root).stdout.startswith(b"usage: pybuild run")
+
+
+def test_empty_user_is_the_image_s_user(builder: Builder) -> None:
+    """`-u "$RUN_AS"` with the variable empty runs as the image's USER, as docker does (it ran as root)."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nUSER 1000:1000\n"})
+    builder.build(ctx, "-t", "user-run:1")
+    p = run_pybuild("run", "--rm", "-u", "", "user-run:1", "id", "-u", root=builder.root, check=True)
+    assert p.stdout == b"1000\n"
+    p = run_pybuild("run", "--rm", "-u", "0", "user-run:1", "id", "-u", root=builder.root, check=True)
+    assert p.stdout == b"0\n"
