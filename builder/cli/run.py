@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
 import secrets
 import shutil
 import sys
@@ -117,6 +118,10 @@ def _run_container(args: argparse.Namespace) -> int:
     workdir = clean_cwd(workdir)
     settings = container_settings(args)
     volumes = tuple(parse_volume(v) for v in args.volume)
+    targets = [posixpath.normpath(m.target) for m in volumes]
+    for target in targets:
+        if targets.count(target) > 1:
+            raise UsageError(f"Duplicate mount point: {target}")
     runtime = detect(args.isolation, work_root=store.root / "run")
     with store.gc_lock.shared():
         sweep_temp(store.tmp_dir)  # the writable layers of runs that were killed (SIGKILL, OOM)
@@ -216,7 +221,6 @@ IGNORED_VOLUME_OPTIONS = frozenset({"z", "Z", "nocopy", "consistent", "cached", 
 def parse_volume(text: str):
     """docker's ``-v /host:/container[:OPTIONS]`` bind (``ro`` or ``rw``, and the options docker
     accepts that change nothing here); a missing host directory is created, as docker does."""
-    import posixpath
     from pathlib import Path
 
     from builder.errors import UsageError

@@ -51,6 +51,13 @@ def test_volume_options_docker_accepts(builder: Builder, tmp_path: Path) -> None
     assert sorted(x.name for x in tmp_path.iterdir()) == ["ok"]
 
 
+def test_duplicate_mount_point(builder: Builder, tmp_path: Path) -> None:
+    """Two -v on one directory: docker's 'Duplicate mount point', 125 (the last one won silently)."""
+    p = run_pybuild("run", "--rm", "-v", f"{tmp_path}:/data", "-v", f"{tmp_path}:/data/", "busybox:local", "true",
+                    root=builder.root)
+    assert (p.returncode, p.stderr) == (125, b"ERROR: Duplicate mount point: /data\n")
+
+
 def test_tty(builder: Builder) -> None:
     """-it under a controlling terminal (script(1)), as from a shell: stdin is the container's pty."""
     command = (f"PYBUILD_ROOT={builder.root} {sys.executable} -m builder run --rm -it busybox:local "
