@@ -50,7 +50,7 @@ class OciRuntime:
             return self._run(spec, container, stdin, stdout, stderr,
                              forward_signals and not spec.process.terminal)
 
-    def _command(self, container: Container, log: Path) -> list[str]:
+    def _command(self, container: Container, log: Path, notice_fd: int | None) -> list[str]:
         if self.name == "crun":
             logging = [f"--log=file:{log}", "--log-format=json"]
         else:
@@ -58,7 +58,7 @@ class OciRuntime:
         if not container.terminal:
             # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream,
             # and kills the container when pybuild dies (a foreground `run` would go on)
-            return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), self.binary,
+            return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), str(notice_fd), self.binary,
                     str(container.dir), container.id, *logging]
         return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
 
@@ -72,17 +72,18 @@ class OciRuntime:
         with host_refusals(container.dir):
             (container.dir / "config.json").write_text(json.dumps(config))
         log = container.dir / "runtime.log"
-        command = self._command(container, log)
         own_terminal = spec.process.terminal and not has_controlling_terminal()
-        outputs = Outputs(stdout, stderr, terminal=own_terminal)
+        outputs = Outputs(stdout, stderr, terminal=own_terminal, start_notice=not spec.process.terminal)
+        command = self._command(container, log, outputs.notice_fd)
         if own_terminal:
             # `runc run` relays the caller's terminal and fails without one (a CI job, a pipe);
             # docker run -t works there: give the runtime a terminal of ours and relay its output
             command = ["setsid", "--ctty", *command]
             stdin = outputs.stdout_fd
         try:
-            proc = spawn(command, stdin=stdin_fd(stdin), output=outputs.stdout_fd,
-                         error=outputs.stderr_fd, new_session=not spec.process.terminal)
+            proc = spawn(command, stdin=stdin_fd(stdin), output=outputs.stdout_fd, error=outputs.stderr_fd,
+                         pass_fds=() if outputs.notice_fd is None else (outputs.notice_fd,),
+                         new_session=not spec.process.terminal)
         except BaseException:
             outputs.close()
             raise
@@ -96,6 +97,8 @@ class OciRuntime:
             kill(proc)
             raise
         error = _start_error(log) if code != 0 else ""
+        if not error:
+            outputs.release()  # anything the runtime said that no error in its log explains
         if error:
             if "cgroups in hybrid mode" in error:
                 error += (" (crun refuses hosts whose cgroup v2 hierarchy holds controllers in"

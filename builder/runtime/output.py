@@ -53,21 +53,35 @@ def _read(fd: int, chunk: int) -> bytes:
 class Outputs:
     """The pipes a container's process writes to: ``stdout`` and ``stderr`` (the same pipe
     when the caller gives no stderr sink), with their write ends for the runtime's process.
-    With ``terminal``, one pseudo-terminal instead, whose other end goes to ``stdout``."""
+    With ``terminal``, one pseudo-terminal instead, whose other end goes to ``stdout``.
 
-    def __init__(self, stdout: Sink, stderr: Sink | None = None, *, terminal: bool = False) -> None:
+    With ``start_notice``, a third pipe on which the shim says the container's process has
+    started: what the pipes carry before that is the runtime's own words (``runc create``
+    shares the container's stdio), held back so that a start error, which pybuild reports
+    from the runtime's log, is not printed twice. Held output is handed on once the notice
+    comes, in order, or by :meth:`release` when no error explains it.
+    """
+
+    def __init__(self, stdout: Sink, stderr: Sink | None = None, *, terminal: bool = False,
+                 start_notice: bool = False) -> None:
         self._streams: list[tuple[int, Sink]] = []
         self._writers: list[int] = []
+        self._notice: int | None = None
+        self.notice_fd: int | None = None
+        self._held: list[tuple[Callable[[bytes], None], bytes]] = []
         try:
             for sink in (stdout,) if stderr is None or terminal else (stdout, stderr):
                 read_end, write_end = os.openpty() if terminal else os.pipe()
                 self._streams.append((read_end, sink))
                 self._writers.append(write_end)
+            if start_notice:
+                self._notice, self.notice_fd = os.pipe()
+                self._writers.append(self.notice_fd)
         except BaseException:
             self.close()
             raise
         self.stdout_fd = self._writers[0]
-        self.stderr_fd = self._writers[-1]
+        self.stderr_fd = self._writers[len(self._streams) - 1]
 
     def close_writers(self) -> None:
         """Once the runtime's process has its copies: the pipes end when the container's do."""
@@ -81,31 +95,49 @@ class Outputs:
         for fd, _ in self._streams:
             os.close(fd)
         self._streams = []
+        if self._notice is not None:
+            os.close(self._notice)
+            self._notice = None
 
     def pump(self, chunk: int = 65536) -> None:
         """Copy each pipe to its sink until every writer has closed them all; closes them."""
-        if len(self._streams) == 1:
+        if len(self._streams) == 1 and self._notice is None:
             fd, sink = self._streams.pop()
             pump(fd, sink, chunk)
             return
         emits = {fd: writer(sink) for fd, sink in self._streams}
+        started = self._notice is None
         with selectors.DefaultSelector() as selector:
             for fd in emits:
                 selector.register(fd, selectors.EVENT_READ)
+            if self._notice is not None:
+                selector.register(self._notice, selectors.EVENT_READ)
             try:
                 while emits:
                     for key, _ in selector.select():
                         fd = key.fd
                         data = _read(fd, chunk)
-                        if data:
-                            emits[fd](data)
-                        else:
+                        if fd == self._notice:
+                            if data and not started:
+                                started = True
+                                self.release()
+                            if not data:
+                                selector.unregister(fd)
+                        elif not data:
                             selector.unregister(fd)
                             del emits[fd]
+                        elif started:
+                            emits[fd](data)
+                        else:
+                            self._held.append((emits[fd], data))
             finally:
-                for fd, _ in self._streams:
-                    os.close(fd)
-                self._streams = []
+                self.close()
+
+    def release(self) -> None:
+        """Hand on what was held back before the start notice."""
+        held, self._held = self._held, []
+        for emit, data in held:
+            emit(data)
 
 
 def stdin_fd(stdin: BinaryIO | int | None) -> int | None:

@@ -16,7 +16,11 @@ Any other of :data:`FORWARDED` (a SIGTERM while pybuild lives, too) is handed to
 container's init, as containerd's shim does for ``docker run``'s signal proxy; one that comes
 before the init has started is handed on once it has.
 
-``python -I -S shim.py PARENT_PID RUNTIME BUNDLE ID [GLOBAL_OPTION...]``
+Once the container's process has started, the shim writes a byte to NOTICE_FD: what
+pybuild read from the shared stdio before that was the runtime's own (a start error,
+which pybuild reports from the runtime's log instead).
+
+``python -I -S shim.py PARENT_PID NOTICE_FD RUNTIME BUNDLE ID [GLOBAL_OPTION...]``
 """
 
 import _signal as signal
@@ -104,8 +108,10 @@ def wait_for(pid):
 
 
 def main():
-    parent, runtime, bundle, cid, *global_options = sys.argv[1:]
+    parent, notice, runtime, bundle, cid, *global_options = sys.argv[1:]
     PARENT.append(int(parent))
+    notice_fd = int(notice)
+    os.set_inheritable(notice_fd, False)  # the runtime and the container never hold it
     libc = ctypes.CDLL(None, use_errno=True)
     for sig in FORWARDED:
         signal.signal(sig, on_signal)
@@ -127,6 +133,8 @@ def main():
         wait_for(spawn([runtime, "delete", "--force", cid], quiet=True))
         return 1
     STARTED.append(init)
+    os.write(notice_fd, b"s")
+    os.close(notice_fd)
     for signum in PENDING:
         deliver(signum)
     code = wait_for(init)

@@ -104,6 +104,16 @@ def test_missing_executable_is_a_start_error(run):
         run(("no-such-command",))
 
 
+def test_a_start_error_is_said_once(runtime, busybox_rootfs, tmp_path):
+    """runc and crun print their start error on the stdio they share with the container; pybuild
+    reports it from their log, so the step's output does not repeat it."""
+    chunks: list[bytes] = []
+    spec = ContainerSpec([busybox_rootfs], tmp_path / "upper", ProcessSpec(("no-such-command",)))
+    with pytest.raises(ContainerStartError):
+        runtime.run(spec, stdout=chunks.append)
+    assert chunks == []
+
+
 def test_hostname_hosts_and_resolv_conf_are_given_but_never_in_the_layer(run):
     result = run("hostname; cat /etc/hostname; cat /etc/hosts; cat /etc/resolv.conf", hostname="box1")
     lines = result.text.splitlines()
