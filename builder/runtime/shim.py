@@ -133,7 +133,10 @@ def main():
         wait_for(spawn([runtime, "delete", "--force", cid], quiet=True))
         return 1
     STARTED.append(init)
-    os.write(notice_fd, b"s")
+    try:
+        os.write(notice_fd, b"s")
+    except OSError:
+        pass  # pybuild is gone (SIGTERM is on its way): the init is killed, then deleted below
     os.close(notice_fd)
     for signum in PENDING:
         deliver(signum)
