@@ -180,6 +180,10 @@ class UserNotFoundError(ContainerError):
     """USER names a user or group that the image's /etc/passwd or /etc/group lacks."""
 
 
+class OutputError(PybuildError):
+    """Our own stdout or stderr refused a write (a full disk, /dev/full): docker's words."""
+
+
 def describe_path(path: Path | str) -> str:
     """Quote a path for an error message."""
     return f"'{path}'"

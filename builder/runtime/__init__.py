@@ -56,8 +56,12 @@ class Runtime(Protocol):
 
     name: str
 
-    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
-        """Run ``spec``; stream stdout+stderr (in order) to ``stdout``; return the exit code."""
+    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
+            stderr: Sink | None = None, forward_signals: bool = False) -> int:
+        """Run ``spec``; stream stdout+stderr (in order) to ``stdout``, or stderr to ``stderr``
+        when given; return the exit code. With ``forward_signals`` (and no terminal), the
+        signals we get go to the container's process (docker run's signal proxy); otherwise
+        SIGTERM and Ctrl-C stop the container."""
         ...
 
 

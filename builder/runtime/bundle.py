@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import ContainerError
+from builder.errors import ContainerError, ContainerStartError
 from builder.runtime.cleanup import (
     ID_PREFIX,
     ContainerState,
@@ -147,8 +147,9 @@ def _set_up(spec: ContainerSpec, cid: str, hostname: str, cdir: Path, workdir: P
                   volatile=VOLATILE)
     # A missing working directory is made in the container's own layer, not the init layer:
     # docker's SetupWorkingDirectory (and BuildKit's executor) do, so a RUN whose WORKDIR an
-    # earlier step deleted commits it again (root-owned, 0755).
-    make_stubs(rootfs, [Stub(spec.process.cwd, True)])
+    # earlier step deleted commits it again (root-owned, 0755). An image's VOLUMEs likewise.
+    _check_working_dir(rootfs, spec.process.cwd)
+    make_stubs(rootfs, [Stub(spec.process.cwd, True)] + [Stub(v, True) for v in spec.volumes])
     user = lookup_user(rootfs, spec.process.user)
     etc_sources = {
         "/etc/hosts": _write(cdir / "hosts", hosts_file(hostname, spec.extra_hosts).encode()),
@@ -159,6 +160,17 @@ def _set_up(spec: ContainerSpec, cid: str, hostname: str, cdir: Path, workdir: P
     mount_targets = [_in_root(rootfs, m.target) for m in spec.mounts]
     return Container(cid, hostname, cdir, rootfs, user, etc_files, mount_targets, state,
                      terminal=spec.process.terminal)
+
+
+def _check_working_dir(rootfs: Path, cwd: str) -> None:
+    """docker's words for a working directory a file of the image is in the way of."""
+    host = resolve_in_root(rootfs, cwd)
+    path = rootfs
+    for part in host.relative_to(rootfs).parts:
+        path = path / part
+        if os.path.lexists(path) and not path.is_dir():
+            raise ContainerStartError(f"Cannot mkdir: /{path.relative_to(rootfs)} is not a directory "
+                                      f"(the working directory is {cwd})")
 
 
 def _in_root(rootfs: Path, path: str) -> str:

@@ -184,13 +184,16 @@ class Resources:
                 count = float(cpus)
             except ValueError:
                 raise UsageError(f"invalid argument {cpus!r} for --cpus: expected a number such as 1.5") from None
-            if cpu_period or cpu_quota:
-                raise UsageError("Conflicting options: Nano CPUs and CPU Period/Quota cannot both be set")
             online = os.cpu_count() or 1
-            if not 0.01 <= count <= online:
+            if count == 0:
+                pass  # docker's --cpus 0: no limit
+            elif cpu_period or cpu_quota:
+                raise UsageError("Conflicting options: Nano CPUs and CPU Period/Quota cannot both be set")
+            elif not 0.01 <= count <= online:
                 raise UsageError(f"Range of CPUs is from 0.01 to {online}.00, as there are only "
                                  f"{online} CPUs available")
-            cpu_period, cpu_quota = 100000, round(count * 100000)
+            else:
+                cpu_period, cpu_quota = 100000, round(count * 100000)
         if memory and memory < MIN_MEMORY:
             raise UsageError("Minimum memory limit allowed is 6MB")
         if memory_swap > 0 and not memory:

@@ -13,6 +13,7 @@ mounted nodev (runc's /dev nodes are made on a /dev tmpfs as usual).
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import sys
@@ -24,8 +25,8 @@ from builder.runtime import seccomp
 from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cgroups import Cgroup, cgroup_mounts
 from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
-from builder.runtime.output import Sink, pump, stdin_fd
-from builder.runtime.spawn import kill, spawn, wait
+from builder.runtime.output import Outputs, Sink, stdin_fd
+from builder.runtime.spawn import forwarding_signals, kill, spawn, wait
 from builder.runtime.spec import (
     DEFAULT_CAPABILITIES,
     MASKED_PATHS,
@@ -52,7 +53,8 @@ class ChrootRuntime:
     def __repr__(self) -> str:
         return "ChrootRuntime()"
 
-    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
+    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
+            stderr: Sink | None = None, forward_signals: bool = False) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
         if spec.hooks:
             raise ContainerError("the step's CDI device has OCI hooks, which need an OCI runtime: "
@@ -63,7 +65,8 @@ class ChrootRuntime:
                 if spec.resources:
                     cgroup = Cgroup.create(container.id, spec.resources,
                                            record=lambda dirs: container.state.update(cgroups=tuple(dirs)))
-                return self._run(spec, container, stdout, stdin, cgroup)
+                return self._run(spec, container, stdin, stdout, stderr, cgroup,
+                                 forward_signals and not spec.process.terminal)
             finally:
                 if cgroup is not None:
                     cgroup.remove()
@@ -101,29 +104,35 @@ class ChrootRuntime:
             "env": process_env(spec.process.env, user),
         }
 
-    def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
-             stdin: BinaryIO | int | None, cgroup: Cgroup | None) -> int:
+    def _run(self, spec: ContainerSpec, container: Container, stdin: BinaryIO | int | None,
+             stdout: Sink, stderr: Sink | None, cgroup: Cgroup | None, forward_signals: bool) -> int:
         plan_path = container.dir / "plan"
         with host_refusals(container.dir):
             plan_path.write_bytes(marshal.dumps(self._plan(spec, container, cgroup)))
         err_read, err_write = os.pipe()
-        read_end, write_end = os.pipe()
+        try:
+            outputs = Outputs(stdout, stderr)
+        except BaseException:
+            os.close(err_read)
+            os.close(err_write)
+            raise
         try:
             proc = spawn([sys.executable, "-I", "-S", str(NSINIT), str(plan_path), str(err_write),
                           str(os.getpid())],
-                         stdin=stdin_fd(stdin), output=write_end, pass_fds=(err_write,),
-                         new_session=not spec.process.terminal)
+                         stdin=stdin_fd(stdin), output=outputs.stdout_fd, error=outputs.stderr_fd,
+                         pass_fds=(err_write,), new_session=not spec.process.terminal)
         except BaseException:
-            os.close(read_end)
+            outputs.close()
             os.close(err_read)
             raise
         finally:
-            os.close(write_end)
             os.close(err_write)
+        outputs.close_writers()
         try:
             container.state.update(helper_pid=proc.pid, helper_start=process_start_time(proc.pid))
-            pump(read_end, stdout)
-            code = wait(proc)
+            with forwarding_signals(proc.pid) if forward_signals else contextlib.nullcontext():
+                outputs.pump()
+                code = wait(proc)
         except BaseException:
             kill(proc)  # pid 1 of the container dies with it (PR_SET_PDEATHSIG), then all the rest
             os.close(err_read)

@@ -7,7 +7,8 @@ mounted overlay rootfs, pivot_root into it, drop to docker's capability
 bounding set, apply the seccomp profile (with libseccomp, where installed),
 become the user and exec. With a terminal, pid 1 opens a
 pseudo-terminal in the container's devpts (as runc does) and this process
-relays it to its stdio. A setup failure is written to ERRFD (marshalled
+relays it to its stdio. The signals of :data:`FORWARDED` that this process gets go to
+pid 1 (``pybuild run`` forwards its own, as docker run does). A setup failure is written to ERRFD (marshalled
 ``{"error": ..., "start": bool}``) and never reaches the process output.
 Both processes die with their parent (PR_SET_PDEATHSIG), so a killed pybuild
 leaves no process behind, and the namespaces, mounts included, vanish with
@@ -26,6 +27,8 @@ import stat
 import struct
 import sys
 import warnings  # noqa: F401  (os.execvpe imports it; after pivot_root the stdlib is gone)
+
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -494,6 +497,8 @@ def container_init(plan, errfd, channel):
         change_dir(plan["cwd"])
     if console is not None:
         attach_console(console)
+    else:
+        os.setsid()  # as runc's init: pid 1 leads its own session and process group
     os.set_inheritable(errfd, False)
     exec_process(plan)
 
@@ -543,6 +548,14 @@ def main():
             report(errfd, SetupError(f"internal error: {type(err).__name__}: {err}"))
         os._exit(127)
     os.close(errfd)
+    def forward(signum, frame):  # pybuild run's signal proxy: pid 1 gets what pybuild gets
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
     if ours is not None:
         theirs.close()
         relay_console(ours, pid)

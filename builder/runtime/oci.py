@@ -8,6 +8,7 @@ with ``pybuild-`` and their bundles lie under the work root, which is how
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,8 +19,8 @@ from typing import BinaryIO
 from builder.errors import ContainerStartError, RuntimeNotFoundError
 from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
-from builder.runtime.output import Sink, pump, stdin_fd
-from builder.runtime.spawn import kill, spawn, wait
+from builder.runtime.output import Outputs, Sink, stdin_fd
+from builder.runtime.spawn import forwarding_signals, kill, spawn, wait
 from builder.runtime.spec import ContainerSpec, oci_config
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -42,12 +43,14 @@ class OciRuntime:
     def __repr__(self) -> str:
         return f"OciRuntime({self.name!r})"
 
-    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None) -> int:
+    def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
+            stderr: Sink | None = None, forward_signals: bool = False) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
         with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
-            return self._run(spec, container, stdout, stdin)
+            return self._run(spec, container, stdin, stdout, stderr,
+                             forward_signals and not spec.process.terminal)
 
-    def _command(self, container: Container, log: Path) -> list[str]:
+    def _command(self, container: Container, log: Path, notice_fd: int | None) -> list[str]:
         if self.name == "crun":
             logging = [f"--log=file:{log}", "--log-format=json"]
         else:
@@ -55,12 +58,12 @@ class OciRuntime:
         if not container.terminal:
             # `runc run` splits stdout and stderr into two pipes; the shim keeps them one stream,
             # and kills the container when pybuild dies (a foreground `run` would go on)
-            return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), self.binary,
+            return [sys.executable, "-I", "-S", str(SHIM), str(os.getpid()), str(notice_fd), self.binary,
                     str(container.dir), container.id, *logging]
         return [self.binary, *logging, "run", "--bundle", str(container.dir), container.id]
 
-    def _run(self, spec: ContainerSpec, container: Container, stdout: Sink,
-             stdin: BinaryIO | int | None) -> int:
+    def _run(self, spec: ContainerSpec, container: Container, stdin: BinaryIO | int | None,
+             stdout: Sink, stderr: Sink | None, forward_signals: bool) -> int:
         config = oci_config(
             spec, rootfs=str(container.rootfs), user=container.user, hostname=container.hostname,
             etc_files=container.etc_files, mount_targets=container.mount_targets,
@@ -69,29 +72,48 @@ class OciRuntime:
         with host_refusals(container.dir):
             (container.dir / "config.json").write_text(json.dumps(config))
         log = container.dir / "runtime.log"
-        read_end, write_end = os.pipe()
+        own_terminal = spec.process.terminal and not has_controlling_terminal()
+        outputs = Outputs(stdout, stderr, terminal=own_terminal, start_notice=not spec.process.terminal)
+        command = self._command(container, log, outputs.notice_fd)
+        if own_terminal:
+            # `runc run` relays the caller's terminal and fails without one (a CI job, a pipe);
+            # docker run -t works there: give the runtime a terminal of ours and relay its output
+            command = ["setsid", "--ctty", *command]
+            stdin = outputs.stdout_fd
         try:
-            proc = spawn(self._command(container, log), stdin=stdin_fd(stdin), output=write_end,
+            proc = spawn(command, stdin=stdin_fd(stdin), output=outputs.stdout_fd, error=outputs.stderr_fd,
+                         pass_fds=() if outputs.notice_fd is None else (outputs.notice_fd,),
                          new_session=not spec.process.terminal)
         except BaseException:
-            os.close(read_end)
+            outputs.close()
             raise
-        finally:
-            os.close(write_end)
+        outputs.close_writers()
         try:
-            pump(read_end, stdout)
-            code = wait(proc)
+            with forwarding_signals(proc.pid) if forward_signals else contextlib.nullcontext():
+                outputs.pump()
+                code = wait(proc)
         except BaseException:
             delete_runtime_container(self.name, container.id)  # Ctrl-C, a failing sink: stop now
             kill(proc)
             raise
         error = _start_error(log) if code != 0 else ""
+        if not error:
+            outputs.release()  # anything the runtime said that no error in its log explains
         if error:
             if "cgroups in hybrid mode" in error:
                 error += (" (crun refuses hosts whose cgroup v2 hierarchy holds controllers in"
                           " hybrid mode; use --isolation runc or chroot)")
             raise ContainerStartError(f"{self.name}: {error}")
         return code
+
+
+def has_controlling_terminal() -> bool:
+    """Whether pybuild has a controlling terminal, which ``runc run`` with a terminal needs."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 def _start_error(log: Path) -> str:

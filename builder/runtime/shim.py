@@ -12,7 +12,15 @@ When pybuild dies (SIGKILL, an OOM kill), the shim gets SIGTERM (PR_SET_PDEATHSI
 kills the container's init, which takes every process of the container with it: a killed
 build leaves no step running on (the next pybuild removes its mounts and directories).
 
-``python -I -S shim.py PARENT_PID RUNTIME BUNDLE ID [GLOBAL_OPTION...]``
+Any other of :data:`FORWARDED` (a SIGTERM while pybuild lives, too) is handed to the
+container's init, as containerd's shim does for ``docker run``'s signal proxy; one that comes
+before the init has started is handed on once it has.
+
+Once the container's process has started, the shim writes a byte to NOTICE_FD: what
+pybuild read from the shared stdio before that was the runtime's own (a start error,
+which pybuild reports from the runtime's log instead).
+
+``python -I -S shim.py PARENT_PID NOTICE_FD RUNTIME BUNDLE ID [GLOBAL_OPTION...]``
 """
 
 import _signal as signal
@@ -23,6 +31,7 @@ import sys
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 CATCHABLE = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def spawn(argv, quiet=False):
@@ -44,7 +53,10 @@ def spawn(argv, quiet=False):
 
 EXITED: dict[int, int] = {}  # pid -> exit code of every child reaped so far (the init may exit before start's)
 INIT: list[int] = []  # the container's init, once created
+PARENT: list[int] = []  # pybuild's pid
 PARENT_GONE: list[int] = []  # the signals that said pybuild died
+STARTED: list[int] = []  # the init, once started: signals go to it from then on
+PENDING: list[int] = []  # signals forwarded before that
 
 
 def kill_init():
@@ -59,6 +71,26 @@ def parent_gone(signum, frame):
     """pybuild died: its container goes with it (the init, our child, is not reaped yet)."""
     PARENT_GONE.append(signum)
     kill_init()
+
+
+def on_signal(signum, frame):
+    """SIGTERM from the kernel when pybuild died (we have a new parent by then); otherwise a
+    signal pybuild forwards (``pybuild run``'s signal proxy), for the container's init."""
+    if signum == signal.SIGTERM and os.getppid() != PARENT[0]:
+        parent_gone(signum, frame)
+    elif STARTED:
+        deliver(signum)
+    else:
+        PENDING.append(signum)
+
+
+def deliver(signum):
+    if STARTED[0] in EXITED:
+        return  # reaped already: its pid may be another process's now
+    try:
+        os.kill(STARTED[0], signum)
+    except ProcessLookupError:
+        pass
 
 
 def wait_for(pid):
@@ -76,14 +108,17 @@ def wait_for(pid):
 
 
 def main():
-    parent, runtime, bundle, cid, *global_options = sys.argv[1:]
+    parent, notice, runtime, bundle, cid, *global_options = sys.argv[1:]
+    PARENT.append(int(parent))
+    notice_fd = int(notice)
+    os.set_inheritable(notice_fd, False)  # the runtime and the container never hold it
     libc = ctypes.CDLL(None, use_errno=True)
-    signal.signal(signal.SIGTERM, parent_gone)
+    for sig in FORWARDED:
+        signal.signal(sig, on_signal)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != int(parent):
+    if os.getppid() != PARENT[0]:
         return 1  # pybuild is already gone
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     pid_file = os.path.join(bundle, "init.pid")
     # our stdio become the container's, as they are
     create = [runtime, *global_options, "create", "--bundle", bundle, "--pid-file", pid_file, cid]
@@ -97,6 +132,14 @@ def main():
     if PARENT_GONE or wait_for(spawn([runtime, *global_options, "start", cid], quiet=True)) != 0:
         wait_for(spawn([runtime, "delete", "--force", cid], quiet=True))
         return 1
+    STARTED.append(init)
+    try:
+        os.write(notice_fd, b"s")
+    except OSError:
+        pass  # pybuild is gone (SIGTERM is on its way): the init is killed, then deleted below
+    os.close(notice_fd)
+    for signum in PENDING:
+        deliver(signum)
     code = wait_for(init)
     wait_for(spawn([runtime, "delete", "--force", cid], quiet=True))
     return 1 if code is None else code

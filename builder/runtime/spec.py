@@ -305,7 +305,9 @@ class ContainerSpec:
     means a docker-like 12-hex-digit name derived from the container id.
     ``extra_hosts`` are ``(name, address)`` pairs for /etc/hosts (``--add-host``);
     ``shm_size`` and ``ulimits`` are ``--shm-size`` and ``--ulimit``; ``resources`` the
-    cgroup limits.
+    cgroup limits. ``volumes`` are directories made in the container's own layer where the
+    image has none: an image's VOLUMEs under ``pybuild run``, where docker mounts a fresh
+    anonymous volume (holding the image's files there, if any), so they always exist.
     """
 
     lowerdirs: Sequence[Path]
@@ -322,6 +324,7 @@ class ContainerSpec:
     devices: Sequence[DeviceNode] = ()  # CDI device nodes (RUN --device), under /dev
     hooks: Sequence[Hook] = ()  # CDI hooks (runc and crun only)
     resources: Resources = field(default_factory=Resources)
+    volumes: Sequence[str] = ()
 
     def device_nodes(self) -> list[DeviceNode]:
         """The device nodes to create: a privileged step's (BuildKit's), then the CDI devices

@@ -104,6 +104,16 @@ def test_missing_executable_is_a_start_error(run):
         run(("no-such-command",))
 
 
+def test_a_start_error_is_said_once(runtime, busybox_rootfs, tmp_path):
+    """runc and crun print their start error on the stdio they share with the container; pybuild
+    reports it from their log, so the step's output does not repeat it."""
+    chunks: list[bytes] = []
+    spec = ContainerSpec([busybox_rootfs], tmp_path / "upper", ProcessSpec(("no-such-command",)))
+    with pytest.raises(ContainerStartError):
+        runtime.run(spec, stdout=chunks.append)
+    assert chunks == []
+
+
 def test_hostname_hosts_and_resolv_conf_are_given_but_never_in_the_layer(run):
     result = run("hostname; cat /etc/hostname; cat /etc/hosts; cat /etc/resolv.conf", hostname="box1")
     lines = result.text.splitlines()
@@ -159,6 +169,12 @@ def test_namespaces_pid_one_and_only_our_processes(run):
     assert pid == "1"
     assert mnt != os.readlink("/proc/self/ns/mnt")
     assert [line.split()[1] for line in table[1:]] == ["sh", "ps"]  # nothing of the host
+
+
+def test_pid_one_leads_its_session_and_process_group(run):
+    """As runc's init makes it (chroot left pid 1 in a session outside the namespace: 0)."""
+    result = run("grep -E '^NS(pgid|sid)' /proc/self/status")
+    assert result.text.split() == ["NSpgid:", "1", "NSsid:", "1"]
 
 
 def test_mounts_proc_dev_sys_as_docker(run):
