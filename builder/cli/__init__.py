@@ -229,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(argv[i] if i < len(argv) and argv[i] in COMMAND_MODULES else None)
         argv = _explicit_booleans(parser, argv)
         args, extra = parser.parse_known_args(argv)
+        # now known from the parse: a `--debug` in a container's command is not pybuild's
+        debug = bool(getattr(args, "debug", False)) or os.environ.get("PYBUILD_DEBUG") == "1"
         if extra:
             sub = f"pybuild {args.command}" if args.command else "pybuild"
             nested = getattr(args, f"{args.command}_command", None)  # `pybuild cache du --bad`

@@ -91,3 +91,13 @@ def test_an_unknown_flag_of_a_nested_command_points_at_its_help(tmp_path):
     assert proc.returncode == 125 and proc.stderr == b"ERROR: unknown flag: -v\nSee 'pybuild cache du --help'.\n"
     proc = run_pybuild("store", "check", "--bogus", root=tmp_path / "root")
     assert proc.returncode == 125 and b"See 'pybuild store check --help'." in proc.stderr
+
+
+def test_debug_in_a_container_s_command_is_not_pybuild_s(tmp_path):
+    """`pybuild run IMG prog --debug`: the flag is the program's; pybuild's own errors stay one line."""
+    proc = run_pybuild("run", "--pull", "never", "no-such-image:1", "prog", "--debug", root=tmp_path)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0
+    assert "no-such-image" in err and "Traceback" not in err
+    proc = run_pybuild("--debug", "run", "--pull", "never", "no-such-image:1", "prog", root=tmp_path)
+    assert "Traceback" in proc.stderr.decode()
