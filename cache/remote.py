@@ -908,6 +908,11 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
             for cache_id in sorted(set(mount_ids)):
                 path = mount_path(store.root, cache_id)
                 if not path.is_dir():
+                    # Not made here (its step hit): pass the imported one on, as layers are.
+                    passed = imported.mounts.get(cache_id) if imported is not None else None
+                    if passed is not None:
+                        desc, source = passed[0], passed[1]
+                        mounts.append(_Blob(desc, functools.partial(source.open_blob, desc)))
                     continue
                 tmp = store.temp_path(".mount.tar.gz")
                 temps.append(tmp)

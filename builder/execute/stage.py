@@ -267,11 +267,13 @@ class StageRunner:
                     self.key = key
                     self.env.used_keys.append(key)
                     records.touch(key)
+                    self._note_cache_mounts(expanded)
                     self.env.progress.done(handle, cached=True)
                     return
                 if self._replay_imported(key, inputs):
                     self.key = key
                     self.env.used_keys.append(key)
+                    self._note_cache_mounts(expanded)
                     self.env.progress.done(handle, cached=True)
                     return
             if inputs is not None and self.env.explain_misses:
@@ -861,15 +863,25 @@ class StageRunner:
 
     def _cache_mounts(self, ins: ins_.Run) -> None:
         """Note the RUN's cache mounts (for --cache-to); seed new ones from --cache-from."""
+        for mount, cache_id in self._note_cache_mounts(ins):
+            if self.env.imported is not None:
+                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)
+
+    def _note_cache_mounts(self, ins: ins_.Instruction) -> list[tuple[ins_.Mount, str]]:
+        """Note a RUN's cache mounts for --cache-to, the step run or a hit: a cached rebuild
+        exporting to a farm's ref keeps the mounts there (the ref's manifest is replaced)."""
         from builder.execute.run import cache_mount_id
 
+        if not isinstance(ins, ins_.Run):
+            return []
+        found = []
         for mount in ins.mounts:
             if mount.type is not ins_.MountType.CACHE or mount.from_:
                 continue
             cache_id = cache_mount_id(mount, mount.target or "", self.env.cache_namespace)
             self.env.cache_mount_ids.add(cache_id)
-            if self.env.imported is not None:
-                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)
+            found.append((mount, cache_id))
+        return found
 
     def _history_args(self) -> dict[str, str | None]:
         from builder.frontend.expand import FRONTEND_ARGS

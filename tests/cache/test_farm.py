@@ -257,3 +257,21 @@ def test_pushes_mount_the_layers_the_shared_cache_holds(machines, tmp_path: Path
     found = pushed.search(built.stdout + built.stderr)
     assert found and int(found[2]) == 2, built.stderr.decode()
     assert manifest_of(registry, "mountfarm/app-a", "1") == manifest_of(registry, "mountfarm/app-b", "1")
+
+
+def test_a_cached_rebuild_exports_the_cache_mounts_it_would_use(machines, tmp_path: Path, registry: str) -> None:
+    """A farm's every build imports and exports one ref: a build whose RUN hits (on the machine
+    that made the mount, or on one that imported it and never ran the step) keeps the ref's mounts."""
+    a, b, c = machines(), machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    ref = f"type=registry,ref={registry}/farm/mounts-kept:1"
+    to = f"{ref},mode=max,cache-mounts=true"
+    assert b"1 cache mount(s)" in a.build(ctx, "--cache-to", to).stderr
+    again = a.build(ctx, "--cache-from", ref, "--cache-to", to)  # all hits on A
+    assert ran(again.stdout + again.stderr) == [] and b"1 cache mount(s)" in again.stderr, again.stderr.decode()
+    passed = b.build(ctx, "--cache-from", ref, "--cache-to", to)  # all hits on B, which has no mount
+    assert ran(passed.stdout + passed.stderr) == [] and b"1 cache mount(s)" in passed.stderr, passed.stderr.decode()
+    (ctx / "a.txt").write_text("two\n")
+    third = c.build(ctx, "--cache-from", ref)
+    log = (third.stdout + third.stderr).decode()
+    assert "package cache of one" in log and "cache mount empty" not in log, log
