@@ -82,6 +82,7 @@ class CacheSpec:
     ref: str = ""  # type=registry
     path: Path | None = None  # type=local: the layout directory
     tag: str = "latest"  # type=local: the index.json entry's ref name
+    digest: str = ""  # type=local import: this manifest among the blobs (an older export), not the tag's
     mode: CacheMode = CacheMode.MIN
     compression: Compression = Compression.GZIP
     cache_mounts: bool = False
@@ -93,6 +94,8 @@ class CacheSpec:
             return self.ref
         if self.type is CacheType.INLINE:
             return "inline (in the image config)"
+        if self.digest:
+            return f"{self.path}@{self.digest}"
         return str(self.path) if self.tag == "latest" else f"{self.path} (tag {self.tag})"
 
     @classmethod
@@ -156,8 +159,17 @@ class CacheSpec:
             if not where:
                 raise UsageError(
                     f"invalid {flag} value {text!r}: type=local needs {'dest' if export else 'src'}=DIR")
+            digest = fields.pop("digest", "")
+            if digest and export:
+                raise UsageError(f"invalid {flag} value {text!r}: digest= picks a cache to import "
+                                 "(--cache-from); an export is named by tag=")
+            if digest:
+                try:
+                    digest = Digest(digest)
+                except PybuildError as err:
+                    raise UsageError(f"invalid {flag} value {text!r}: {err}") from None
             spec = cls(CacheType.LOCAL, path=Path(where), tag=fields.pop("tag", "latest") or "latest",
-                       **common)
+                       digest=digest, **common)
         if fields:
             raise UsageError(f"invalid {flag} value {text!r}: unknown option {sorted(fields)[0]!r}")
         return spec
@@ -286,10 +298,13 @@ class _DirBlobSource:
 class LocalTarget:
     """A cache in an OCI image layout directory (a shared file system), as entry ``tag``."""
 
-    def __init__(self, path: Path, tag: str = "latest") -> None:
+    def __init__(self, path: Path, tag: str = "latest", digest: str = "") -> None:
+        """``digest``: read that manifest (an older export, still among the blobs) instead of
+        the one ``tag`` names now, as BuildKit's ``digest=``."""
         self.root = Path(path)
         self.tag = tag
-        self.description = f"{self.root}:{tag}"
+        self.digest = digest
+        self.description = f"{self.root}@{digest}" if digest else f"{self.root}:{tag}"
 
     def _index(self) -> dict[str, Any]:
         try:
@@ -305,6 +320,16 @@ class LocalTarget:
     def read_manifest(self) -> bytes | None:
         if not self.root.is_dir():
             return None
+        if self.digest:
+            d = Digest(self.digest)
+            try:
+                size = (self.root / "blobs" / d.algorithm / d.hex).stat().st_size
+            except FileNotFoundError:
+                return None
+            if size > MAX_CONFIG_SIZE:
+                raise CacheError(f"cache {self.description}: a manifest of {size} bytes is too large")
+            return read_verified(_DirBlobSource(self.root), Descriptor(MediaType.OCI_MANIFEST.value, d, size),
+                                 "cache manifest")
         for entry in self._index().get("manifests", []):
             if (entry.get("annotations") or {}).get(REF_ANNOTATION) == self.tag:
                 desc = Descriptor.from_dict(entry)
@@ -424,7 +449,7 @@ def open_target(spec: CacheSpec, insecure_registries: Sequence[str] = (),
     if spec.type is CacheType.REGISTRY:
         return RegistryTarget(spec.ref, insecure_registries, known)
     assert spec.path is not None
-    return LocalTarget(spec.path, spec.tag)
+    return LocalTarget(spec.path, spec.tag, spec.digest)
 
 
 # --- import -----------------------------------------------------------------------------

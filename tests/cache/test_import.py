@@ -258,3 +258,23 @@ def test_a_miss_is_explained_by_the_imported_build(machines, tmp_path: Path) -> 
     assert text.splitlines() == ["[builder 2/5] WORKDIR /src: cache miss: not built before",
                                  "[stage-1 2/5] COPY --from=builder /src/out.txt /out.txt: "
                                  "cache miss: not built before"], text
+
+
+def test_a_local_cache_imports_an_older_version_by_digest(machines, tmp_path: Path) -> None:
+    """BuildKit's cache versioning: index.json names the newest export; an older manifest,
+    still among the blobs, is imported with digest= (a missing one only warns)."""
+    shared = tmp_path / "versions"
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    a.build(ctx, "-t", "app:1", "--cache-to", f"type=local,dest={shared},mode=max")
+    old = json.loads((shared / "index.json").read_text())["manifests"][0]["digest"]
+    (ctx / "a.txt").write_text("two\n")
+    a.build(ctx, "-t", "app:2", "--cache-to", f"type=local,dest={shared},mode=max")
+    assert json.loads((shared / "index.json").read_text())["manifests"][0]["digest"] != old
+    (ctx / "a.txt").write_text("one\n")
+    built = b.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={shared},digest={old}")
+    assert ran(built.stdout + built.stderr) == [], built.stderr.decode()
+    assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"]
+    gone = "sha256:" + "0" * 64
+    missing = b.build(ctx, "--cache-from", f"type=local,src={shared},digest={gone}")
+    assert f"cache {shared}@{gone} not found: building without it" in missing.stderr.decode()
