@@ -904,9 +904,15 @@ def select_keys(records: CacheRecords, used: Sequence[str], final_key: str, mode
 
 def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Sequence[str], *,
                  imported: ImportedCache | None = None, mount_ids: Iterable[str] = (),
-                 progress: Progress | None = None, insecure_registries: Sequence[str] = ()) -> ExportReport:
+                 cached_mount_ids: Iterable[str] = (), progress: Progress | None = None,
+                 insecure_registries: Sequence[str] = ()) -> ExportReport:
     """Write the records ``keys`` (and their layers, compressed once, deterministically) as
-    the cache artifact of ``spec``: blobs first, the manifest last."""
+    the cache artifact of ``spec``: blobs first, the manifest last.
+
+    With cache-mounts=true: the mounts ``mount_ids`` (of steps that ran) as they are now, and
+    those of steps that hit (``cached_mount_ids``, unchanged by this build) passed on from the
+    --cache-from that has them, else packed from here: a farm's cached rebuild keeps its ref's
+    mounts without packing them again."""
     from cache.mounts import ID_ANNOTATION, mount_path, pack_mount
 
     target = open_target(spec, insecure_registries, BlobSources(store.db))
@@ -930,14 +936,15 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         layer_count = len(blobs)
         mounts: list[_Blob] = []
         if spec.cache_mounts:
-            for cache_id in sorted(set(mount_ids)):
+            ran = set(mount_ids)
+            for cache_id in sorted(ran | set(cached_mount_ids)):
+                passed = imported.mounts.get(cache_id) if imported is not None else None
+                if cache_id not in ran and passed is not None:
+                    desc, source = passed[0], passed[1]
+                    mounts.append(_Blob(desc, functools.partial(source.open_blob, desc)))
+                    continue
                 path = mount_path(store.root, cache_id)
                 if not path.is_dir():
-                    # Not made here (its step hit): pass the imported one on, as layers are.
-                    passed = imported.mounts.get(cache_id) if imported is not None else None
-                    if passed is not None:
-                        desc, source = passed[0], passed[1]
-                        mounts.append(_Blob(desc, functools.partial(source.open_blob, desc)))
                     continue
                 tmp = store.temp_path(".mount.tar.gz")
                 temps.append(tmp)

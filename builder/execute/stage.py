@@ -115,6 +115,7 @@ class BuildEnv:
     imported: ImportedCache | None = None  # of --cache-from, asked after a local miss
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
+    cached_mount_ids: set[str] = field(default_factory=set)  # those of RUN steps that hit instead
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
     git: GitSources | None = None  # ADD <git>'s commits and checkouts
     hostname: str = "buildkitsandbox"  # of RUN steps (BUILDKIT_SANDBOX_HOSTNAME)
@@ -267,13 +268,13 @@ class StageRunner:
                     self.key = key
                     self.env.used_keys.append(key)
                     records.touch(key)
-                    self._note_cache_mounts(expanded)
+                    self._note_cache_mounts(expanded, ran=False)
                     self.env.progress.done(handle, cached=True)
                     return
                 if self._replay_imported(key, inputs):
                     self.key = key
                     self.env.used_keys.append(key)
-                    self._note_cache_mounts(expanded)
+                    self._note_cache_mounts(expanded, ran=False)
                     self.env.progress.done(handle, cached=True)
                     return
             if inputs is not None and self.env.explain_misses:
@@ -863,11 +864,11 @@ class StageRunner:
 
     def _cache_mounts(self, ins: ins_.Run) -> None:
         """Note the RUN's cache mounts (for --cache-to); seed new ones from --cache-from."""
-        for mount, cache_id in self._note_cache_mounts(ins):
+        for mount, cache_id in self._note_cache_mounts(ins, ran=True):
             if self.env.imported is not None:
                 self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)
 
-    def _note_cache_mounts(self, ins: ins_.Instruction) -> list[tuple[ins_.Mount, str]]:
+    def _note_cache_mounts(self, ins: ins_.Instruction, *, ran: bool) -> list[tuple[ins_.Mount, str]]:
         """Note a RUN's cache mounts for --cache-to, the step run or a hit: a cached rebuild
         exporting to a farm's ref keeps the mounts there (the ref's manifest is replaced)."""
         from builder.execute.run import cache_mount_id
@@ -879,7 +880,7 @@ class StageRunner:
             if mount.type is not ins_.MountType.CACHE or mount.from_:
                 continue
             cache_id = cache_mount_id(mount, mount.target or "", self.env.cache_namespace)
-            self.env.cache_mount_ids.add(cache_id)
+            (self.env.cache_mount_ids if ran else self.env.cached_mount_ids).add(cache_id)
             found.append((mount, cache_id))
         return found
 

@@ -269,6 +269,8 @@ def test_a_cached_rebuild_exports_the_cache_mounts_it_would_use(machines, tmp_pa
     assert b"1 cache mount(s)" in a.build(ctx, "--cache-to", to).stderr
     again = a.build(ctx, "--cache-from", ref, "--cache-to", to)  # all hits on A
     assert ran(again.stdout + again.stderr) == [] and b"1 cache mount(s)" in again.stderr, again.stderr.decode()
+    alone = a.build(ctx, "--cache-to", to)  # all hits, no --cache-from: A's own mount goes
+    assert ran(alone.stdout + alone.stderr) == [] and b"1 cache mount(s)" in alone.stderr, alone.stderr.decode()
     passed = b.build(ctx, "--cache-from", ref, "--cache-to", to)  # all hits on B, which has no mount
     assert ran(passed.stdout + passed.stderr) == [] and b"1 cache mount(s)" in passed.stderr, passed.stderr.decode()
     (ctx / "a.txt").write_text("two\n")
