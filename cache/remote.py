@@ -522,6 +522,7 @@ class ImportedCache:
         self.store = store
         self.progress = progress
         self.records: dict[str, ImportedRecord] = {}
+        self.later: dict[str, list[ImportedRecord]] = {}  # a key's records in later --cache-froms
         self.mounts: dict[str, tuple[Descriptor, BlobSource, str]] = {}  # id -> blob, source, origin
         self.stats = ImportStats()
         self._targets: list[CacheTarget] = []
@@ -567,6 +568,8 @@ class ImportedCache:
             if record.key not in self.records:
                 self.records[record.key] = record
                 added += 1
+            else:
+                self.later.setdefault(record.key, []).append(record)
         for desc in manifest.layers:
             cache_id = (desc.annotations or {}).get(_mount_annotation())
             if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id and cache_id not in self.mounts:
@@ -610,6 +613,8 @@ class ImportedCache:
             if record.key not in self.records:
                 self.records[record.key] = record
                 added += 1
+            else:
+                self.later.setdefault(record.key, []).append(record)
         return added
 
     def _warn(self, text: str) -> None:
@@ -642,7 +647,20 @@ class ImportedCache:
         except ImageNotFoundError:
             return FetchingLayer(self, record)
 
-    def has_layer(self, record: ImportedRecord) -> bool:
+    def usable(self, key: str) -> ImportedRecord | None:
+        """The first record of ``key`` whose layer can be had (see :meth:`has_layer`), in
+        --cache-from order: one cache that lost the blob does not hide another that has it."""
+        first = self.records.get(key)
+        if first is None:
+            return None
+        for record in [first, *self.later.get(key, [])]:
+            if self.has_layer(record, warn=False):
+                self.records[key] = record  # what get() gives from now on: an export passes it on
+                return record
+        self.has_layer(first)  # says why its step runs
+        return None
+
+    def has_layer(self, record: ImportedRecord, *, warn: bool = True) -> bool:
         """Whether the record's layer can be had: the store holds it, or its cache still has the
         blob (a stat, or a HEAD). A hit whose blob is gone from the cache (pruned by hand, a
         registry's garbage collection) reruns its step, warned, rather than fail the build later
@@ -662,10 +680,11 @@ class ImportedCache:
         try:
             found = has_blob(record.layer)
         except PybuildError as err:
-            self._warn(f"cache {record.origin}: layer {record.layer.digest} cannot be checked ({err}): "
-                       "its step runs")
+            if warn:
+                self._warn(f"cache {record.origin}: layer {record.layer.digest} cannot be checked ({err}): "
+                           "its step runs")
             return False
-        if not found:
+        if not found and warn:
             self._warn(f"cache {record.origin}: layer {record.layer.digest} is missing: its step runs")
         return bool(found)
 

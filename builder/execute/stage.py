@@ -328,9 +328,11 @@ class StageRunner:
         found = imported.get(key) if imported is not None else None
         if imported is None or records is None or found is None:
             return False
-        if not imported.has_layer(found):
+        usable = imported.usable(key)
+        if usable is None:
             self._gone_from = found.origin  # the miss says so, not "not built before"
             return False
+        found = usable
         layer = imported.layer(found) if found.result.diff_id is not None else None
         self._replay(found.result, layer=layer)
         kept = {**inputs.to_json(), "stage": self.label}

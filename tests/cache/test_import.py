@@ -278,3 +278,24 @@ def test_a_local_cache_imports_an_older_version_by_digest(machines, tmp_path: Pa
     gone = "sha256:" + "0" * 64
     missing = b.build(ctx, "--cache-from", f"type=local,src={shared},digest={gone}")
     assert f"cache {shared}@{gone} not found: building without it" in missing.stderr.decode()
+
+
+def test_a_hit_whose_layer_one_cache_lost_is_taken_from_the_next(machines, tmp_path: Path) -> None:
+    """Several --cache-from naming one step (a branch's cache, then main's): when the first has
+    lost the layer's blob, the next one that holds it gives the hit; nothing runs."""
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"
+                                                         "RUN echo two > /two\n"})
+    branch, main = tmp_path / "branch", tmp_path / "main"
+    a.build(ctx, "-t", "x:1", "--cache-to", f"type=local,dest={branch}", "--cache-to", f"type=local,dest={main}")
+    manifest, _, _ = _layout(branch)
+    gone = manifest["layers"][0]["digest"]
+    (branch / "blobs" / "sha256" / gone.split(":")[1]).unlink()
+    again = tmp_path / "again"  # what B passes on without fetching it comes from main's cache
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={branch}",
+                    "--cache-from", f"type=local,src={main}", "--cache-to", f"type=local,dest={again}")
+    log = (built.stdout + built.stderr).decode()
+    assert ran(built.stdout + built.stderr) == [] and "is missing" not in log, log
+    assert (again / "blobs" / "sha256" / gone.split(":")[1]).is_file()
+    assert _inspect(a, "x:1")["Id"] == _inspect(b, "x:1")["Id"]
+    assert b.run("run", "--rm", "x:1", "cat", "/one", "/two", check=True).stdout == b"one\ntwo\n"
