@@ -284,8 +284,21 @@ class _DirBlobSource:
         self.root = root
 
     def has_blob(self, descriptor: Descriptor) -> bool:
+        """Whether the blob is there; one of another size (a copy of the directory cut short, a
+        full disk: writers rename only whole blobs into place) is damaged, an error."""
         d = Digest(descriptor.digest)
-        return (self.root / "blobs" / d.algorithm / d.hex).is_file()
+        path = self.root / "blobs" / d.algorithm / d.hex
+        try:
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as err:
+            raise CacheError(f"cannot read {path}: {err.strerror or err}") from None
+        if not path.is_file():
+            return False
+        if size != descriptor.size:
+            raise CacheError(f"its blob is {size} bytes, not {descriptor.size}")
+        return True
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         d = Digest(descriptor.digest)
@@ -679,6 +692,11 @@ class ImportedCache:
             return True
         try:
             found = has_blob(record.layer)
+        except CacheError as err:
+            if warn:
+                self._warn(f"cache {record.origin}: layer {record.layer.digest} is damaged ({err}): "
+                           "its step runs")
+            return False
         except PybuildError as err:
             if warn:
                 self._warn(f"cache {record.origin}: layer {record.layer.digest} cannot be checked ({err}): "

@@ -299,3 +299,30 @@ def test_a_hit_whose_layer_one_cache_lost_is_taken_from_the_next(machines, tmp_p
     assert (again / "blobs" / "sha256" / gone.split(":")[1]).is_file()
     assert _inspect(a, "x:1")["Id"] == _inspect(b, "x:1")["Id"]
     assert b.run("run", "--rm", "x:1", "cat", "/one", "/two", check=True).stdout == b"one\ntwo\n"
+
+
+def test_a_cut_short_cache_blob_reruns_its_step(machines, tmp_path: Path) -> None:
+    """A shared directory copied with a copy cut short (or on a full disk): a layer blob
+    shorter than its manifest says is damaged; its step runs, warned, instead of the build
+    failing, and the export after it leaves a cache that serves whole again."""
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"
+                                                         "RUN echo two > /two\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, _, _ = _layout(shared)
+    layer = manifest["layers"][0]
+    blob = shared / "blobs" / "sha256" / layer["digest"].split(":")[1]
+    good = blob.read_bytes()
+    blob.write_bytes(good[: len(good) // 2])
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}",
+                    "--cache-to", f"type=local,dest={shared}")
+    log = (built.stdout + built.stderr).decode()
+    assert (f"WARN: cache {shared}:latest: layer {layer['digest']} is damaged (its blob is "
+            f"{len(good) // 2} bytes, not {layer['size']}): its step runs") in log, log
+    assert [t.split("] ", 1)[1] for t in ran(built.stdout + built.stderr)] == ["RUN echo one > /one"]
+    assert b.run("run", "--rm", "x:1", "cat", "/one", "/two", check=True).stdout == b"one\ntwo\n"
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
+    c = machines()  # B's export replaced the damaged record: the cache serves whole again
+    again = c.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}")
+    assert ran(again.stdout + again.stderr) == [] and b"WARN" not in again.stderr, again.stderr.decode()
