@@ -976,7 +976,7 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
             ran = set(mount_ids)
             for cache_id in sorted(ran | set(cached_mount_ids)):
                 passed = imported.mounts.get(cache_id) if imported is not None else None
-                if cache_id not in ran and passed is not None:
+                if cache_id not in ran and passed is not None and _still_there(passed[1], passed[0]):
                     desc, source = passed[0], passed[1]
                     mounts.append(_Blob(desc, functools.partial(source.open_blob, desc)))
                     continue
@@ -1049,6 +1049,16 @@ def _export_record(key: str, spec: CacheSpec, store: Store, records: CacheRecord
         blob = _Blob(desc, functools.partial(remote.source.open_blob, desc))
     entry["layer"] = str(desc.digest)
     return entry, blob
+
+
+def _still_there(source: BlobSource, desc: Descriptor) -> bool:
+    """Whether an imported cache still holds a blob to pass on (a stat, or a HEAD): one gone
+    since the import (garbage-collected) is not exported rather than fail the export."""
+    has_blob = getattr(source, "has_blob", None)
+    try:
+        return has_blob is None or bool(has_blob(desc))
+    except PybuildError:
+        return False
 
 
 def _file_digest(path: Path) -> Digest:

@@ -277,3 +277,20 @@ def test_a_cached_rebuild_exports_the_cache_mounts_it_would_use(machines, tmp_pa
     third = c.build(ctx, "--cache-from", ref)
     log = (third.stdout + third.stderr).decode()
     assert "package cache of one" in log and "cache mount empty" not in log, log
+
+
+def test_a_cache_mount_gone_from_the_imported_cache_is_not_passed_on(machines, tmp_path: Path) -> None:
+    """A cached rebuild passes on the imported cache mounts; one whose blob has gone from that
+    cache since (garbage-collected, pruned by hand) is left out, and the export succeeds."""
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    first, second = tmp_path / "first", tmp_path / "second"
+    a.build(ctx, "--cache-to", f"type=local,dest={first},mode=max,cache-mounts=true")
+    index = json.loads((first / "index.json").read_text())
+    manifest = json.loads((first / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    (mount,) = [d for d in manifest["layers"] if d["mediaType"] == "application/vnd.pybuild.cache.mount.v1.tar+gzip"]
+    (first / "blobs" / "sha256" / mount["digest"][7:]).unlink()
+    built = b.build(ctx, "--cache-from", f"type=local,src={first}",
+                    "--cache-to", f"type=local,dest={second},mode=max,cache-mounts=true")
+    assert ran(built.stdout + built.stderr) == [], built.stderr.decode()
+    assert b"0 cache mount(s)" in built.stderr, built.stderr.decode()
