@@ -536,7 +536,7 @@ class ImportedCache:
         self.progress = progress
         self.records: dict[str, ImportedRecord] = {}
         self.later: dict[str, list[ImportedRecord]] = {}  # a key's records in later --cache-froms
-        self.mounts: dict[str, tuple[Descriptor, BlobSource, str]] = {}  # id -> blob, source, origin
+        self.mounts: dict[str, list[tuple[Descriptor, BlobSource, str]]] = {}  # id -> [blob, source, origin]
         self.stats = ImportStats()
         self._targets: list[CacheTarget] = []
         self._lock = threading.Lock()
@@ -585,8 +585,8 @@ class ImportedCache:
                 self.later.setdefault(record.key, []).append(record)
         for desc in manifest.layers:
             cache_id = (desc.annotations or {}).get(_mount_annotation())
-            if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id and cache_id not in self.mounts:
-                self.mounts[cache_id] = (desc, source, target.description)
+            if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id:  # in --cache-from order
+                self.mounts.setdefault(cache_id, []).append((desc, source, target.description))
         self.stats.records += added
         return added
 
@@ -782,23 +782,24 @@ class ImportedCache:
         """Give a cache mount that does not exist here yet the exported content."""
         from cache.mounts import mount_path, seed_mount
 
-        found = self.mounts.get(cache_id)
-        if found is None or mount_path(self.store.root, cache_id).exists():
+        found = self.mounts.get(cache_id, [])
+        if not found or mount_path(self.store.root, cache_id).exists():
             return False
-        desc, source, origin = found
         with self._lock:
             lock = self._fetch_locks.setdefault(f"mount {cache_id}", threading.Lock())
+        seeded = False
         with lock:
-            try:
-                stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
-                                         f"cache mount {cache_id}")
-                with stream:
-                    seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
-                                        mode=mode, uid=uid, gid=gid)
-            except PybuildError as err:
-                # A cache only saves work: a mount it cannot give starts empty, as without it.
-                self._warn(f"cache mount {cache_id} from {origin} not used: {err}")
-                return False
+            for desc, source, origin in found:  # the first --cache-from that can give it
+                try:
+                    stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
+                                             f"cache mount {cache_id}")
+                    with stream:
+                        seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
+                                            mode=mode, uid=uid, gid=gid)
+                    break
+                except PybuildError as err:
+                    # A cache only saves work: a mount it cannot give starts empty, as without it.
+                    self._warn(f"cache mount {cache_id} from {origin} not used: {err}")
         if seeded:
             with self._lock:
                 self.stats.mounts_seeded += 1
@@ -975,8 +976,9 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         if spec.cache_mounts:
             ran = set(mount_ids)
             for cache_id in sorted(ran | set(cached_mount_ids)):
-                passed = imported.mounts.get(cache_id) if imported is not None else None
-                if cache_id not in ran and passed is not None and _still_there(passed[1], passed[0]):
+                imports = imported.mounts.get(cache_id, []) if imported is not None else []
+                passed = next((m for m in imports if _still_there(m[1], m[0])), None) if cache_id not in ran else None
+                if passed is not None:
                     desc, source = passed[0], passed[1]
                     mounts.append(_Blob(desc, functools.partial(source.open_blob, desc)))
                     continue

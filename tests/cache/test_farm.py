@@ -294,3 +294,22 @@ def test_a_cache_mount_gone_from_the_imported_cache_is_not_passed_on(machines, t
                     "--cache-to", f"type=local,dest={second},mode=max,cache-mounts=true")
     assert ran(built.stdout + built.stderr) == [], built.stderr.decode()
     assert b"0 cache mount(s)" in built.stderr, built.stderr.decode()
+
+
+def test_a_cache_mount_one_cache_lost_is_seeded_from_the_next(machines, tmp_path: Path) -> None:
+    """Several --cache-from carrying one cache mount: when the first has lost its blob, the next
+    one's content seeds the mount (warned about the first), not an empty one."""
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    branch, main = tmp_path / "branch", tmp_path / "main"
+    a.build(ctx, "--cache-to", f"type=local,dest={branch},mode=max,cache-mounts=true",
+            "--cache-to", f"type=local,dest={main},mode=max,cache-mounts=true")
+    index = json.loads((branch / "index.json").read_text())
+    manifest = json.loads((branch / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    (mount,) = [d for d in manifest["layers"] if d["mediaType"] == "application/vnd.pybuild.cache.mount.v1.tar+gzip"]
+    (branch / "blobs" / "sha256" / mount["digest"][7:]).unlink()
+    (ctx / "a.txt").write_text("two\n")  # B's RUN runs
+    built = b.build(ctx, "--cache-from", f"type=local,src={branch}", "--cache-from", f"type=local,src={main}")
+    log = (built.stdout + built.stderr).decode()
+    assert "package cache of one" in log and "cache mount empty" not in log, log
+    assert f"cache mount pkgs from {branch}:latest not used" in log, log
