@@ -873,14 +873,15 @@ class StageRunner:
     def _note_cache_mounts(self, ins: ins_.Instruction, *, ran: bool) -> list[tuple[ins_.Mount, str]]:
         """Note a RUN's cache mounts for --cache-to, the step run or a hit: a cached rebuild
         exporting to a farm's ref keeps the mounts there (the ref's manifest is replaced)."""
-        from builder.execute.run import cache_mount_id
-
         if not isinstance(ins, ins_.Run):
             return []
         found = []
         for mount in ins.mounts:
             if mount.type is not ins_.MountType.CACHE or mount.from_:
                 continue
+            # Imported only here: a cached rebuild without cache mounts loads little.
+            from builder.execute.run import cache_mount_id
+
             cache_id = cache_mount_id(mount, mount.target or "", self.env.cache_namespace)
             (self.env.cache_mount_ids if ran else self.env.cached_mount_ids).add(cache_id)
             found.append((mount, cache_id))
