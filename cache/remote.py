@@ -35,7 +35,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from builder.errors import CacheError, ImageNotFoundError, PybuildError, RegistryError, UsageError
+from builder.errors import (
+    CacheError,
+    DigestMismatchError,
+    ImageNotFoundError,
+    PybuildError,
+    RegistryError,
+    UsageError,
+)
 from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
@@ -306,6 +313,21 @@ class _DirBlobSource:
             return open(self.root / "blobs" / d.algorithm / d.hex, "rb")
         except FileNotFoundError:
             raise CacheError(f"cache {self.root}: blob {d} is missing") from None
+
+    def discard_damaged(self, descriptor: Descriptor) -> bool:
+        """Remove the blob if its bytes do not hash to its name (hashed again here: a writer
+        may have put a whole one in place meanwhile), so that the next build runs its step
+        and an export writes it anew, rather than every build failing on it. False when it
+        is whole, gone, or cannot be removed (a read-only share)."""
+        d = Digest(descriptor.digest)
+        path = self.root / "blobs" / d.algorithm / d.hex
+        try:
+            if _file_digest(path) == d:
+                return False
+            path.unlink()
+        except OSError:
+            return False
+        return True
 
 
 class LocalTarget:
@@ -754,7 +776,11 @@ class ImportedCache:
             except PybuildError as err:  # a damaged cache: say which one, keep nothing of it
                 if written:
                     store.blobs.delete(desc.digest)
-                raise CacheError(f"cache {record.origin}: layer {desc.digest}: {err}") from None
+                removed = ""
+                if (isinstance(err, DigestMismatchError) and isinstance(record.source, _DirBlobSource)
+                        and record.source.discard_damaged(desc)):
+                    removed = " (the damaged blob is removed from the cache: the next build runs its step)"
+                raise CacheError(f"cache {record.origin}: layer {desc.digest}: {err}{removed}") from None
             if reader.digest() != diff_id:
                 store.blobs.delete(desc.digest)
                 raise CacheError(

@@ -326,3 +326,30 @@ def test_a_cut_short_cache_blob_reruns_its_step(machines, tmp_path: Path) -> Non
     c = machines()  # B's export replaced the damaged record: the cache serves whole again
     again = c.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}")
     assert ran(again.stdout + again.stderr) == [] and b"WARN" not in again.stderr, again.stderr.decode()
+
+
+def test_a_damaged_blob_of_a_shared_directory_fails_one_build_not_every_one(machines, tmp_path: Path) -> None:
+    """A layer blob whose bytes do not hash to its name (damage that kept its size): the build
+    that reads it fails, naming it, and removes it from the directory; the next build runs
+    that step (warned) instead of failing the same way, and its export heals the cache."""
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, _, _ = _layout(shared)
+    digest = manifest["layers"][0]["digest"]
+    blob = shared / "blobs" / "sha256" / digest.split(":")[1]
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-8] + bytes(8))
+    froms = ("--cache-from", f"type=local,src={shared}", "--cache-to", f"type=local,dest={shared}")
+    failed = b.build(ctx, "-t", "x:1", *froms, check=False)
+    err = failed.stderr.decode()
+    assert failed.returncode != 0 and "Traceback" not in err, err
+    assert f"layer {digest}: digest mismatch" in err and "the damaged blob is removed from the cache" in err, err
+    assert not blob.exists()
+    built = b.build(ctx, "-t", "x:1", *froms)
+    log = (built.stdout + built.stderr).decode()
+    assert f"layer {digest} is missing: its step runs" in log, log
+    assert b.run("run", "--rm", "x:1", "cat", "/one", check=True).stdout == b"one\n"
+    again = machines().build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}")
+    assert ran(again.stdout + again.stderr) == [] and b"WARN" not in again.stderr, again.stderr.decode()
