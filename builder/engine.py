@@ -577,7 +577,8 @@ class Build:
             keys = select_keys(env.records, env.used_keys, final_key, spec.mode)
             try:
                 export_cache(spec, self.store, env.records, keys, imported=imported,
-                             mount_ids=env.cache_mount_ids, progress=self.progress,
+                             mount_ids=env.cache_mount_ids, cached_mount_ids=env.cached_mount_ids,
+                             progress=self.progress,
                              insecure_registries=tuple(self.options.insecure_registries))
             except PybuildError as err:
                 if not spec.ignore_error:

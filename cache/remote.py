@@ -35,7 +35,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from builder.errors import CacheError, ImageNotFoundError, PybuildError, RegistryError, UsageError
+from builder.errors import (
+    CacheError,
+    DigestMismatchError,
+    ImageNotFoundError,
+    PybuildError,
+    RegistryError,
+    UsageError,
+)
 from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
@@ -82,6 +89,7 @@ class CacheSpec:
     ref: str = ""  # type=registry
     path: Path | None = None  # type=local: the layout directory
     tag: str = "latest"  # type=local: the index.json entry's ref name
+    digest: str = ""  # type=local import: this manifest among the blobs (an older export), not the tag's
     mode: CacheMode = CacheMode.MIN
     compression: Compression = Compression.GZIP
     cache_mounts: bool = False
@@ -93,6 +101,8 @@ class CacheSpec:
             return self.ref
         if self.type is CacheType.INLINE:
             return "inline (in the image config)"
+        if self.digest:
+            return f"{self.path}@{self.digest}"
         return str(self.path) if self.tag == "latest" else f"{self.path} (tag {self.tag})"
 
     @classmethod
@@ -156,8 +166,17 @@ class CacheSpec:
             if not where:
                 raise UsageError(
                     f"invalid {flag} value {text!r}: type=local needs {'dest' if export else 'src'}=DIR")
+            digest = fields.pop("digest", "")
+            if digest and export:
+                raise UsageError(f"invalid {flag} value {text!r}: digest= picks a cache to import "
+                                 "(--cache-from); an export is named by tag=")
+            if digest:
+                try:
+                    digest = Digest(digest)
+                except PybuildError as err:
+                    raise UsageError(f"invalid {flag} value {text!r}: {err}") from None
             spec = cls(CacheType.LOCAL, path=Path(where), tag=fields.pop("tag", "latest") or "latest",
-                       **common)
+                       digest=digest, **common)
         if fields:
             raise UsageError(f"invalid {flag} value {text!r}: unknown option {sorted(fields)[0]!r}")
         return spec
@@ -272,8 +291,21 @@ class _DirBlobSource:
         self.root = root
 
     def has_blob(self, descriptor: Descriptor) -> bool:
+        """Whether the blob is there; one of another size (a copy of the directory cut short, a
+        full disk: writers rename only whole blobs into place) is damaged, an error."""
         d = Digest(descriptor.digest)
-        return (self.root / "blobs" / d.algorithm / d.hex).is_file()
+        path = self.root / "blobs" / d.algorithm / d.hex
+        try:
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as err:
+            raise CacheError(f"cannot read {path}: {err.strerror or err}") from None
+        if not path.is_file():
+            return False
+        if size != descriptor.size:
+            raise CacheError(f"its blob is {size} bytes, not {descriptor.size}")
+        return True
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         d = Digest(descriptor.digest)
@@ -282,14 +314,32 @@ class _DirBlobSource:
         except FileNotFoundError:
             raise CacheError(f"cache {self.root}: blob {d} is missing") from None
 
+    def discard_damaged(self, descriptor: Descriptor) -> bool:
+        """Remove the blob if its bytes do not hash to its name (hashed again here: a writer
+        may have put a whole one in place meanwhile), so that the next build runs its step
+        and an export writes it anew, rather than every build failing on it. False when it
+        is whole, gone, or cannot be removed (a read-only share)."""
+        d = Digest(descriptor.digest)
+        path = self.root / "blobs" / d.algorithm / d.hex
+        try:
+            if _file_digest(path) == d:
+                return False
+            path.unlink()
+        except OSError:
+            return False
+        return True
+
 
 class LocalTarget:
     """A cache in an OCI image layout directory (a shared file system), as entry ``tag``."""
 
-    def __init__(self, path: Path, tag: str = "latest") -> None:
+    def __init__(self, path: Path, tag: str = "latest", digest: str = "") -> None:
+        """``digest``: read that manifest (an older export, still among the blobs) instead of
+        the one ``tag`` names now, as BuildKit's ``digest=``."""
         self.root = Path(path)
         self.tag = tag
-        self.description = f"{self.root}:{tag}"
+        self.digest = digest
+        self.description = f"{self.root}@{digest}" if digest else f"{self.root}:{tag}"
 
     def _index(self) -> dict[str, Any]:
         try:
@@ -305,6 +355,16 @@ class LocalTarget:
     def read_manifest(self) -> bytes | None:
         if not self.root.is_dir():
             return None
+        if self.digest:
+            d = Digest(self.digest)
+            try:
+                size = (self.root / "blobs" / d.algorithm / d.hex).stat().st_size
+            except FileNotFoundError:
+                return None
+            if size > MAX_CONFIG_SIZE:
+                raise CacheError(f"cache {self.description}: a manifest of {size} bytes is too large")
+            return read_verified(_DirBlobSource(self.root), Descriptor(MediaType.OCI_MANIFEST.value, d, size),
+                                 "cache manifest")
         for entry in self._index().get("manifests", []):
             if (entry.get("annotations") or {}).get(REF_ANNOTATION) == self.tag:
                 desc = Descriptor.from_dict(entry)
@@ -424,7 +484,7 @@ def open_target(spec: CacheSpec, insecure_registries: Sequence[str] = (),
     if spec.type is CacheType.REGISTRY:
         return RegistryTarget(spec.ref, insecure_registries, known)
     assert spec.path is not None
-    return LocalTarget(spec.path, spec.tag)
+    return LocalTarget(spec.path, spec.tag, spec.digest)
 
 
 # --- import -----------------------------------------------------------------------------
@@ -497,7 +557,8 @@ class ImportedCache:
         self.store = store
         self.progress = progress
         self.records: dict[str, ImportedRecord] = {}
-        self.mounts: dict[str, tuple[Descriptor, BlobSource, str]] = {}  # id -> blob, source, origin
+        self.later: dict[str, list[ImportedRecord]] = {}  # a key's records in later --cache-froms
+        self.mounts: dict[str, list[tuple[Descriptor, BlobSource, str]]] = {}  # id -> [blob, source, origin]
         self.stats = ImportStats()
         self._targets: list[CacheTarget] = []
         self._lock = threading.Lock()
@@ -542,10 +603,12 @@ class ImportedCache:
             if record.key not in self.records:
                 self.records[record.key] = record
                 added += 1
+            else:
+                self.later.setdefault(record.key, []).append(record)
         for desc in manifest.layers:
             cache_id = (desc.annotations or {}).get(_mount_annotation())
-            if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id and cache_id not in self.mounts:
-                self.mounts[cache_id] = (desc, source, target.description)
+            if desc.media_type == MediaType.PYBUILD_CACHE_MOUNT and cache_id:  # in --cache-from order
+                self.mounts.setdefault(cache_id, []).append((desc, source, target.description))
         self.stats.records += added
         return added
 
@@ -585,6 +648,8 @@ class ImportedCache:
             if record.key not in self.records:
                 self.records[record.key] = record
                 added += 1
+            else:
+                self.later.setdefault(record.key, []).append(record)
         return added
 
     def _warn(self, text: str) -> None:
@@ -617,7 +682,20 @@ class ImportedCache:
         except ImageNotFoundError:
             return FetchingLayer(self, record)
 
-    def has_layer(self, record: ImportedRecord) -> bool:
+    def usable(self, key: str) -> ImportedRecord | None:
+        """The first record of ``key`` whose layer can be had (see :meth:`has_layer`), in
+        --cache-from order: one cache that lost the blob does not hide another that has it."""
+        first = self.records.get(key)
+        if first is None:
+            return None
+        for record in [first, *self.later.get(key, [])]:
+            if self.has_layer(record, warn=False):
+                self.records[key] = record  # what get() gives from now on: an export passes it on
+                return record
+        self.has_layer(first)  # says why its step runs
+        return None
+
+    def has_layer(self, record: ImportedRecord, *, warn: bool = True) -> bool:
         """Whether the record's layer can be had: the store holds it, or its cache still has the
         blob (a stat, or a HEAD). A hit whose blob is gone from the cache (pruned by hand, a
         registry's garbage collection) reruns its step, warned, rather than fail the build later
@@ -636,11 +714,17 @@ class ImportedCache:
             return True
         try:
             found = has_blob(record.layer)
-        except PybuildError as err:
-            self._warn(f"cache {record.origin}: layer {record.layer.digest} cannot be checked ({err}): "
-                       "its step runs")
+        except CacheError as err:
+            if warn:
+                self._warn(f"cache {record.origin}: layer {record.layer.digest} is damaged ({err}): "
+                           "its step runs")
             return False
-        if not found:
+        except PybuildError as err:
+            if warn:
+                self._warn(f"cache {record.origin}: layer {record.layer.digest} cannot be checked ({err}): "
+                           "its step runs")
+            return False
+        if not found and warn:
             self._warn(f"cache {record.origin}: layer {record.layer.digest} is missing: its step runs")
         return bool(found)
 
@@ -692,7 +776,11 @@ class ImportedCache:
             except PybuildError as err:  # a damaged cache: say which one, keep nothing of it
                 if written:
                     store.blobs.delete(desc.digest)
-                raise CacheError(f"cache {record.origin}: layer {desc.digest}: {err}") from None
+                removed = ""
+                if (isinstance(err, DigestMismatchError) and isinstance(record.source, _DirBlobSource)
+                        and record.source.discard_damaged(desc)):
+                    removed = " (the damaged blob is removed from the cache: the next build runs its step)"
+                raise CacheError(f"cache {record.origin}: layer {desc.digest}: {err}{removed}") from None
             if reader.digest() != diff_id:
                 store.blobs.delete(desc.digest)
                 raise CacheError(
@@ -720,23 +808,24 @@ class ImportedCache:
         """Give a cache mount that does not exist here yet the exported content."""
         from cache.mounts import mount_path, seed_mount
 
-        found = self.mounts.get(cache_id)
-        if found is None or mount_path(self.store.root, cache_id).exists():
+        found = self.mounts.get(cache_id, [])
+        if not found or mount_path(self.store.root, cache_id).exists():
             return False
-        desc, source, origin = found
         with self._lock:
             lock = self._fetch_locks.setdefault(f"mount {cache_id}", threading.Lock())
+        seeded = False
         with lock:
-            try:
-                stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
-                                         f"cache mount {cache_id}")
-                with stream:
-                    seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
-                                        mode=mode, uid=uid, gid=gid)
-            except PybuildError as err:
-                # A cache only saves work: a mount it cannot give starts empty, as without it.
-                self._warn(f"cache mount {cache_id} from {origin} not used: {err}")
-                return False
+            for desc, source, origin in found:  # the first --cache-from that can give it
+                try:
+                    stream = VerifyingReader(source.open_blob(desc), desc.digest, desc.size,
+                                             f"cache mount {cache_id}")
+                    with stream:
+                        seeded = seed_mount(self.store.root, cache_id, stream,  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
+                                            mode=mode, uid=uid, gid=gid)
+                    break
+                except PybuildError as err:
+                    # A cache only saves work: a mount it cannot give starts empty, as without it.
+                    self._warn(f"cache mount {cache_id} from {origin} not used: {err}")
         if seeded:
             with self._lock:
                 self.stats.mounts_seeded += 1
@@ -879,9 +968,15 @@ def select_keys(records: CacheRecords, used: Sequence[str], final_key: str, mode
 
 def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Sequence[str], *,
                  imported: ImportedCache | None = None, mount_ids: Iterable[str] = (),
-                 progress: Progress | None = None, insecure_registries: Sequence[str] = ()) -> ExportReport:
+                 cached_mount_ids: Iterable[str] = (), progress: Progress | None = None,
+                 insecure_registries: Sequence[str] = ()) -> ExportReport:
     """Write the records ``keys`` (and their layers, compressed once, deterministically) as
-    the cache artifact of ``spec``: blobs first, the manifest last."""
+    the cache artifact of ``spec``: blobs first, the manifest last.
+
+    With cache-mounts=true: the mounts ``mount_ids`` (of steps that ran) as they are now, and
+    those of steps that hit (``cached_mount_ids``, unchanged by this build) passed on from the
+    --cache-from that has them, else packed from here: a farm's cached rebuild keeps its ref's
+    mounts without packing them again."""
     from cache.mounts import ID_ANNOTATION, mount_path, pack_mount
 
     target = open_target(spec, insecure_registries, BlobSources(store.db))
@@ -905,7 +1000,14 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         layer_count = len(blobs)
         mounts: list[_Blob] = []
         if spec.cache_mounts:
-            for cache_id in sorted(set(mount_ids)):
+            ran = set(mount_ids)
+            for cache_id in sorted(ran | set(cached_mount_ids)):
+                imports = imported.mounts.get(cache_id, []) if imported is not None else []
+                passed = next((m for m in imports if _still_there(m[1], m[0])), None) if cache_id not in ran else None
+                if passed is not None:
+                    desc, source = passed[0], passed[1]
+                    mounts.append(_Blob(desc, functools.partial(source.open_blob, desc)))
+                    continue
                 path = mount_path(store.root, cache_id)
                 if not path.is_dir():
                     continue
@@ -975,6 +1077,16 @@ def _export_record(key: str, spec: CacheSpec, store: Store, records: CacheRecord
         blob = _Blob(desc, functools.partial(remote.source.open_blob, desc))
     entry["layer"] = str(desc.digest)
     return entry, blob
+
+
+def _still_there(source: BlobSource, desc: Descriptor) -> bool:
+    """Whether an imported cache still holds a blob to pass on (a stat, or a HEAD): one gone
+    since the import (garbage-collected) is not exported rather than fail the export."""
+    has_blob = getattr(source, "has_blob", None)
+    try:
+        return has_blob is None or bool(has_blob(desc))
+    except PybuildError:
+        return False
 
 
 def _file_digest(path: Path) -> Digest:

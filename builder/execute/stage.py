@@ -115,6 +115,7 @@ class BuildEnv:
     imported: ImportedCache | None = None  # of --cache-from, asked after a local miss
     used_keys: list[str] = field(default_factory=list)  # every step key of this build (--cache-to)
     cache_mount_ids: set[str] = field(default_factory=set)  # RUN cache mounts used (--cache-to)
+    cached_mount_ids: set[str] = field(default_factory=set)  # those of RUN steps that hit instead
     cdi_spec_dirs: tuple[Path, ...] | None = None  # --cdi-spec-dir; None: CDI's usual directories
     git: GitSources | None = None  # ADD <git>'s commits and checkouts
     hostname: str = "buildkitsandbox"  # of RUN steps (BUILDKIT_SANDBOX_HOSTNAME)
@@ -267,11 +268,13 @@ class StageRunner:
                     self.key = key
                     self.env.used_keys.append(key)
                     records.touch(key)
+                    self._note_cache_mounts(expanded, ran=False)
                     self.env.progress.done(handle, cached=True)
                     return
                 if self._replay_imported(key, inputs):
                     self.key = key
                     self.env.used_keys.append(key)
+                    self._note_cache_mounts(expanded, ran=False)
                     self.env.progress.done(handle, cached=True)
                     return
             if inputs is not None and self.env.explain_misses:
@@ -325,9 +328,11 @@ class StageRunner:
         found = imported.get(key) if imported is not None else None
         if imported is None or records is None or found is None:
             return False
-        if not imported.has_layer(found):
+        usable = imported.usable(key)
+        if usable is None:
             self._gone_from = found.origin  # the miss says so, not "not built before"
             return False
+        found = usable
         layer = imported.layer(found) if found.result.diff_id is not None else None
         self._replay(found.result, layer=layer)
         kept = {**inputs.to_json(), "stage": self.label}
@@ -864,15 +869,26 @@ class StageRunner:
 
     def _cache_mounts(self, ins: ins_.Run) -> None:
         """Note the RUN's cache mounts (for --cache-to); seed new ones from --cache-from."""
-        from builder.execute.run import cache_mount_id
+        for mount, cache_id in self._note_cache_mounts(ins, ran=True):
+            if self.env.imported is not None:
+                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)
 
+    def _note_cache_mounts(self, ins: ins_.Instruction, *, ran: bool) -> list[tuple[ins_.Mount, str]]:
+        """Note a RUN's cache mounts for --cache-to, the step run or a hit: a cached rebuild
+        exporting to a farm's ref keeps the mounts there (the ref's manifest is replaced)."""
+        if not isinstance(ins, ins_.Run):
+            return []
+        found = []
         for mount in ins.mounts:
             if mount.type is not ins_.MountType.CACHE or mount.from_:
                 continue
+            # Imported only here: a cached rebuild without cache mounts loads little.
+            from builder.execute.run import cache_mount_id
+
             cache_id = cache_mount_id(mount, mount.target or "", self.env.cache_namespace)
-            self.env.cache_mount_ids.add(cache_id)
-            if self.env.imported is not None:
-                self.env.imported.seed_mount(cache_id, mode=mount.mode, uid=mount.uid, gid=mount.gid)
+            (self.env.cache_mount_ids if ran else self.env.cached_mount_ids).add(cache_id)
+            found.append((mount, cache_id))
+        return found
 
     def _history_args(self) -> dict[str, str | None]:
         from builder.frontend.expand import FRONTEND_ARGS

@@ -257,3 +257,59 @@ def test_pushes_mount_the_layers_the_shared_cache_holds(machines, tmp_path: Path
     found = pushed.search(built.stdout + built.stderr)
     assert found and int(found[2]) == 2, built.stderr.decode()
     assert manifest_of(registry, "mountfarm/app-a", "1") == manifest_of(registry, "mountfarm/app-b", "1")
+
+
+def test_a_cached_rebuild_exports_the_cache_mounts_it_would_use(machines, tmp_path: Path, registry: str) -> None:
+    """A farm's every build imports and exports one ref: a build whose RUN hits (on the machine
+    that made the mount, or on one that imported it and never ran the step) keeps the ref's mounts."""
+    a, b, c = machines(), machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    ref = f"type=registry,ref={registry}/farm/mounts-kept:1"
+    to = f"{ref},mode=max,cache-mounts=true"
+    assert b"1 cache mount(s)" in a.build(ctx, "--cache-to", to).stderr
+    again = a.build(ctx, "--cache-from", ref, "--cache-to", to)  # all hits on A
+    assert ran(again.stdout + again.stderr) == [] and b"1 cache mount(s)" in again.stderr, again.stderr.decode()
+    alone = a.build(ctx, "--cache-to", to)  # all hits, no --cache-from: A's own mount goes
+    assert ran(alone.stdout + alone.stderr) == [] and b"1 cache mount(s)" in alone.stderr, alone.stderr.decode()
+    passed = b.build(ctx, "--cache-from", ref, "--cache-to", to)  # all hits on B, which has no mount
+    assert ran(passed.stdout + passed.stderr) == [] and b"1 cache mount(s)" in passed.stderr, passed.stderr.decode()
+    (ctx / "a.txt").write_text("two\n")
+    third = c.build(ctx, "--cache-from", ref)
+    log = (third.stdout + third.stderr).decode()
+    assert "package cache of one" in log and "cache mount empty" not in log, log
+
+
+def test_a_cache_mount_gone_from_the_imported_cache_is_not_passed_on(machines, tmp_path: Path) -> None:
+    """A cached rebuild passes on the imported cache mounts; one whose blob has gone from that
+    cache since (garbage-collected, pruned by hand) is left out, and the export succeeds."""
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    first, second = tmp_path / "first", tmp_path / "second"
+    a.build(ctx, "--cache-to", f"type=local,dest={first},mode=max,cache-mounts=true")
+    index = json.loads((first / "index.json").read_text())
+    manifest = json.loads((first / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    (mount,) = [d for d in manifest["layers"] if d["mediaType"] == "application/vnd.pybuild.cache.mount.v1.tar+gzip"]
+    (first / "blobs" / "sha256" / mount["digest"][7:]).unlink()
+    built = b.build(ctx, "--cache-from", f"type=local,src={first}",
+                    "--cache-to", f"type=local,dest={second},mode=max,cache-mounts=true")
+    assert ran(built.stdout + built.stderr) == [], built.stderr.decode()
+    assert b"0 cache mount(s)" in built.stderr, built.stderr.decode()
+
+
+def test_a_cache_mount_one_cache_lost_is_seeded_from_the_next(machines, tmp_path: Path) -> None:
+    """Several --cache-from carrying one cache mount: when the first has lost its blob, the next
+    one's content seeds the mount (warned about the first), not an empty one."""
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    branch, main = tmp_path / "branch", tmp_path / "main"
+    a.build(ctx, "--cache-to", f"type=local,dest={branch},mode=max,cache-mounts=true",
+            "--cache-to", f"type=local,dest={main},mode=max,cache-mounts=true")
+    index = json.loads((branch / "index.json").read_text())
+    manifest = json.loads((branch / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    (mount,) = [d for d in manifest["layers"] if d["mediaType"] == "application/vnd.pybuild.cache.mount.v1.tar+gzip"]
+    (branch / "blobs" / "sha256" / mount["digest"][7:]).unlink()
+    (ctx / "a.txt").write_text("two\n")  # B's RUN runs
+    built = b.build(ctx, "--cache-from", f"type=local,src={branch}", "--cache-from", f"type=local,src={main}")
+    log = (built.stdout + built.stderr).decode()
+    assert "package cache of one" in log and "cache mount empty" not in log, log
+    assert f"cache mount pkgs from {branch}:latest not used" in log, log

@@ -258,3 +258,98 @@ def test_a_miss_is_explained_by_the_imported_build(machines, tmp_path: Path) -> 
     assert text.splitlines() == ["[builder 2/5] WORKDIR /src: cache miss: not built before",
                                  "[stage-1 2/5] COPY --from=builder /src/out.txt /out.txt: "
                                  "cache miss: not built before"], text
+
+
+def test_a_local_cache_imports_an_older_version_by_digest(machines, tmp_path: Path) -> None:
+    """BuildKit's cache versioning: index.json names the newest export; an older manifest,
+    still among the blobs, is imported with digest= (a missing one only warns)."""
+    shared = tmp_path / "versions"
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
+    a.build(ctx, "-t", "app:1", "--cache-to", f"type=local,dest={shared},mode=max")
+    old = json.loads((shared / "index.json").read_text())["manifests"][0]["digest"]
+    (ctx / "a.txt").write_text("two\n")
+    a.build(ctx, "-t", "app:2", "--cache-to", f"type=local,dest={shared},mode=max")
+    assert json.loads((shared / "index.json").read_text())["manifests"][0]["digest"] != old
+    (ctx / "a.txt").write_text("one\n")
+    built = b.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={shared},digest={old}")
+    assert ran(built.stdout + built.stderr) == [], built.stderr.decode()
+    assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"]
+    gone = "sha256:" + "0" * 64
+    missing = b.build(ctx, "--cache-from", f"type=local,src={shared},digest={gone}")
+    assert f"cache {shared}@{gone} not found: building without it" in missing.stderr.decode()
+
+
+def test_a_hit_whose_layer_one_cache_lost_is_taken_from_the_next(machines, tmp_path: Path) -> None:
+    """Several --cache-from naming one step (a branch's cache, then main's): when the first has
+    lost the layer's blob, the next one that holds it gives the hit; nothing runs."""
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"
+                                                         "RUN echo two > /two\n"})
+    branch, main = tmp_path / "branch", tmp_path / "main"
+    a.build(ctx, "-t", "x:1", "--cache-to", f"type=local,dest={branch}", "--cache-to", f"type=local,dest={main}")
+    manifest, _, _ = _layout(branch)
+    gone = manifest["layers"][0]["digest"]
+    (branch / "blobs" / "sha256" / gone.split(":")[1]).unlink()
+    again = tmp_path / "again"  # what B passes on without fetching it comes from main's cache
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={branch}",
+                    "--cache-from", f"type=local,src={main}", "--cache-to", f"type=local,dest={again}")
+    log = (built.stdout + built.stderr).decode()
+    assert ran(built.stdout + built.stderr) == [] and "is missing" not in log, log
+    assert (again / "blobs" / "sha256" / gone.split(":")[1]).is_file()
+    assert _inspect(a, "x:1")["Id"] == _inspect(b, "x:1")["Id"]
+    assert b.run("run", "--rm", "x:1", "cat", "/one", "/two", check=True).stdout == b"one\ntwo\n"
+
+
+def test_a_cut_short_cache_blob_reruns_its_step(machines, tmp_path: Path) -> None:
+    """A shared directory copied with a copy cut short (or on a full disk): a layer blob
+    shorter than its manifest says is damaged; its step runs, warned, instead of the build
+    failing, and the export after it leaves a cache that serves whole again."""
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"
+                                                         "RUN echo two > /two\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, _, _ = _layout(shared)
+    layer = manifest["layers"][0]
+    blob = shared / "blobs" / "sha256" / layer["digest"].split(":")[1]
+    good = blob.read_bytes()
+    blob.write_bytes(good[: len(good) // 2])
+    built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}",
+                    "--cache-to", f"type=local,dest={shared}")
+    log = (built.stdout + built.stderr).decode()
+    assert (f"WARN: cache {shared}:latest: layer {layer['digest']} is damaged (its blob is "
+            f"{len(good) // 2} bytes, not {layer['size']}): its step runs") in log, log
+    assert [t.split("] ", 1)[1] for t in ran(built.stdout + built.stderr)] == ["RUN echo one > /one"]
+    assert b.run("run", "--rm", "x:1", "cat", "/one", "/two", check=True).stdout == b"one\ntwo\n"
+    assert "clean" in b.run("store", "check", check=True).stdout.decode()
+    c = machines()  # B's export replaced the damaged record: the cache serves whole again
+    again = c.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}")
+    assert ran(again.stdout + again.stderr) == [] and b"WARN" not in again.stderr, again.stderr.decode()
+
+
+def test_a_damaged_blob_of_a_shared_directory_fails_one_build_not_every_one(machines, tmp_path: Path) -> None:
+    """A layer blob whose bytes do not hash to its name (damage that kept its size): the build
+    that reads it fails, naming it, and removes it from the directory; the next build runs
+    that step (warned) instead of failing the same way, and its export heals the cache."""
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    manifest, _, _ = _layout(shared)
+    digest = manifest["layers"][0]["digest"]
+    blob = shared / "blobs" / "sha256" / digest.split(":")[1]
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-8] + bytes(8))
+    froms = ("--cache-from", f"type=local,src={shared}", "--cache-to", f"type=local,dest={shared}")
+    failed = b.build(ctx, "-t", "x:1", *froms, check=False)
+    err = failed.stderr.decode()
+    assert failed.returncode != 0 and "Traceback" not in err, err
+    assert f"layer {digest}: digest mismatch" in err and "the damaged blob is removed from the cache" in err, err
+    assert not blob.exists()
+    built = b.build(ctx, "-t", "x:1", *froms)
+    log = (built.stdout + built.stderr).decode()
+    assert f"layer {digest} is missing: its step runs" in log, log
+    assert b.run("run", "--rm", "x:1", "cat", "/one", check=True).stdout == b"one\n"
+    again = machines().build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}")
+    assert ran(again.stdout + again.stderr) == [] and b"WARN" not in again.stderr, again.stderr.decode()

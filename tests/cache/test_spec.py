@@ -34,6 +34,16 @@ def test_local_uses_dest_to_export_and_src_to_import() -> None:
         CacheSpec.parse("type=local,dest=/x", export=False)
 
 
+def test_local_import_takes_a_manifest_digest() -> None:
+    digest = "sha256:" + "ab" * 32
+    spec = CacheSpec.parse(f"type=local,src=/x,digest={digest}", export=False)
+    assert (spec.path, spec.digest, spec.description) == (Path("/x"), digest, f"/x@{digest}")
+    with pytest.raises(UsageError, match="invalid digest 'sha256:12'"):
+        CacheSpec.parse("type=local,src=/x,digest=sha256:12", export=False)
+    with pytest.raises(UsageError, match="digest= picks a cache to import"):
+        CacheSpec.parse(f"type=local,dest=/x,digest={digest}", export=True)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("type=gha", "type must be registry, local or inline"),
     ("type=registry,ref=r/c:1,mode=all", "expected min|max"),
