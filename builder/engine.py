@@ -42,7 +42,7 @@ from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
-from builder.progress import Progress, ProgressMode
+from builder.progress import Progress, ProgressMode, step_log_limit
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import run_dag
 from cache.keys import base_key
@@ -147,7 +147,8 @@ class Build:
         self.options = options
         self.store = store or Store()
         quiet = options.quiet or options.explain
-        self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
+        self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress),
+                                 log_limit=step_log_limit(os.environ.get("BUILDKIT_STEP_LOG_MAX_SIZE")))
         self.started = time.monotonic()
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
@@ -646,6 +647,7 @@ class Build:
             self.progress.message(
                 f"pushing {pushed.reference}@{pushed.digest} done ({pushed.uploaded} blobs "
                 f"uploaded, {pushed.mounted} mounted, {pushed.existing} already there)")
+        self.progress.close()  # the tty view ends before the ID: not printed into its last line
         print(result.image_id, file=self._id_stream)
 
 

@@ -1,0 +1,115 @@
+"""What a user reads while a build runs: RUN output in plain logs, the tty view, the last lines."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+from tests.engine.conftest import BASE, Builder
+
+
+def _step_lines(stderr: bytes, number: int) -> list[str]:
+    """The output lines of step ``#number`` (its timestamp cut off), as a CI log shows them."""
+    pattern = re.compile(rf"^#{number} \d+\.\d+ (.*)$")
+    return [m.group(1) for line in stderr.decode().splitlines() if (m := pattern.match(line))]
+
+
+def test_utf8_split_between_two_writes_stays_one_character(builder: Builder) -> None:
+    """``é`` written as two halves (a chunk boundary) is ``é``, not two replacement characters;
+    bytes that are not UTF-8 are replaced, and the build goes on."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           'RUN printf "caf\\303"; sleep 0.3; printf "\\251 ok\\n"; printf "bad \\377 byte\\n"\n'})
+    proc = builder.build(ctx, "--no-cache")
+    assert _step_lines(proc.stderr, 2) == ["café ok", "bad \ufffd byte"]
+
+
+def test_carriage_return_progress_bar_is_one_line_per_redraw(builder: Builder) -> None:
+    """A ``\\r`` progress bar (curl, pip) shows each redraw as a line as it comes, not one giant
+    line with raw ``\\r`` at the end; ``\\r\\n`` line ends are plain line ends."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           "RUN for p in 0 50 100; do printf '\\r%s%%' $p; sleep 0.2; done; "
+                           "printf '\\ndos line\\r\\n\\nafter blank\\n'\n"})
+    proc = builder.build(ctx, "--no-cache")
+    assert b"\r" not in proc.stderr
+    assert _step_lines(proc.stderr, 2) == ["0%", "50%", "100%", "dos line", "", "after blank"]
+
+
+def test_last_line_without_newline_is_in_the_log_and_the_error(builder: Builder) -> None:
+    """A failing tool's last words often have no newline: they are in the plain log and in the
+    error's last lines."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo first; printf 'fatal: no newline'; exit 2\n"})
+    proc = builder.build(ctx, "--no-cache", check=False)
+    assert proc.returncode == 1
+    assert _step_lines(proc.stderr, 2) == ["first", "fatal: no newline"]
+    error = proc.stderr.decode().split("\nERROR: ", 1)[1]
+    assert error.splitlines()[1:] == ["  | first", "  | fatal: no newline"]
+
+
+def test_step_log_is_clipped_at_buildkits_limit_but_the_error_shows_the_end(builder: Builder) -> None:
+    """A step printing megabytes is clipped at BUILDKIT_STEP_LOG_MAX_SIZE (2 MiB) with BuildKit's
+    message, quickly; the error still shows the real last lines; -1 prints everything."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           "RUN yes 0123456789abcdef | head -c 8000000; "
+                           "head -c 3000000 /dev/zero | tr '\\000' x; echo; echo the real error; exit 3\n"})
+    proc = builder.build(ctx, "--no-cache", check=False, timeout=120)
+    assert proc.returncode == 1
+    lines = _step_lines(proc.stderr, 2)
+    assert lines[-1] == "[output clipped, log limit 2MiB reached]"
+    assert 2_000_000 < sum(len(line) + 1 for line in lines) <= 2 * 1024 * 1024 + 100
+    assert "  | the real error" in proc.stderr.decode().split("\nERROR: ", 1)[1]
+
+    small = builder.build(ctx, "--no-cache", check=False, env={"BUILDKIT_STEP_LOG_MAX_SIZE": "1024"})
+    assert _step_lines(small.stderr, 2)[-1] == "[output clipped, log limit 1KiB reached]"
+
+    ctx2 = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                            "RUN head -c 100000 /dev/zero | tr '\\000' y; echo; yes line | head -n 200000\n"},
+                           name="ctx2")
+    full = builder.build(ctx2, "--no-cache", env={"BUILDKIT_STEP_LOG_MAX_SIZE": "-1"})
+    lines = _step_lines(full.stderr, 2)
+    # a line with no end for 100,000 characters is cut in pieces, nothing lost
+    assert "".join(lines[:-200000]) == "y" * 100000 and len(lines[0]) < 100000
+    assert lines[-200000:] == ["line"] * 200000
+
+
+def _tty_build(builder: Builder, ctx: Path, *args: str) -> tuple[int, str]:
+    """``pybuild build --progress tty`` on a 100x24 pseudo-terminal (stdout and stderr)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {**os.environ, "PYBUILD_ROOT": str(builder.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--progress", "tty", *args, str(ctx)],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=120), out.decode(errors="replace")
+
+
+def test_tty_view_keeps_step_output_tame_and_ends_before_the_image_id(builder: Builder) -> None:
+    """In the tty view a step's ``\\r`` and colour codes do not move the cursor or colour the
+    bar, and the image ID comes on its own line once the view is closed."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           "RUN printf 'one\\rtwo\\r'; sleep 0.3; printf '\\033[31mred\\033[0m\\n'; sleep 0.3\n"})
+    code, screen = _tty_build(builder, ctx, "--no-cache", "-t", "progress-tty:1")
+    assert code == 0, screen
+    assert "\x1b[31m" not in screen
+    assert "| red" in screen
+    assert not re.search(r"\| [^\r\n]*\rtwo", screen)  # the step's \r stayed out of the bar
+    image_id = builder.build(ctx, "-q", "-t", "progress-tty:1").stdout.decode().strip()
+    lines = [line.split("\r")[-1] for line in screen.split("\r\n")]
+    assert image_id in lines  # alone on its line, not after the bar's text
+    assert lines.index(image_id) > max(i for i, line in enumerate(lines) if "[2/2]" in line)
