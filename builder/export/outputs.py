@@ -16,6 +16,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,10 @@ class Annotations:
                            {**self.index, **other.index})
 
 
+_EXPORTED_TO = {"oci": "oci image format", "docker": "docker image format", "tar": "client tarball",
+                "local": "client directory"}
+
+
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,
                    insecure_registries: Sequence[str] = (), progress=None,
                    annotations: Annotations | None = None, platform: str = "") -> list:
@@ -267,6 +272,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     if push and not any(o.type == "image" and o.push for o in outputs):
         outputs.append(OutputSpec("image", push=True))
     for out in outputs:
+        started = time.monotonic()
         names = out.names or tuple(tags)
         own = annotations.merged(Annotations.parse(out.annotations, platform))
         exported = _as_output(image, out, own, store)
@@ -286,9 +292,9 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             tagged = [TaggedImage(exported, names, own.manifest_descriptor)]
             if not out.tar:
                 write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
-                continue
-            with _destination(out.dest) as dest:
-                save(tagged, dest, format=out.type, index_annotations=own.index)
+            else:
+                with _destination(out.dest) as dest:
+                    save(tagged, dest, format=out.type, index_annotations=own.index)
         elif out.type == "tar":
             with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=store.tmp_dir) as tmp, \
                     _destination(out.dest) as dest:
@@ -299,7 +305,13 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 write_layer(root, dest)
         elif out.type == "local":
             export_local(image, Path(out.dest or "."))
+        if progress is not None and out.type in _EXPORTED_TO:
+            # where the result went, as BuildKit's "exporting to oci image format" step says
+            where = "stdout" if out.dest in (None, "-") and out.tar and out.type != "local" else out.dest or "."
+            progress.message(f"exporting to {_EXPORTED_TO[out.type]} {where} done "
+                             f"({time.monotonic() - started:.1f}s)")
     return pushed
+
 
 
 def export_local(image: Image, dest_dir: Path) -> None:

@@ -113,3 +113,18 @@ def test_tty_view_keeps_step_output_tame_and_ends_before_the_image_id(builder: B
     lines = [line.split("\r")[-1] for line in screen.split("\r\n")]
     assert image_id in lines  # alone on its line, not after the bar's text
     assert lines.index(image_id) > max(i for i, line in enumerate(lines) if "[2/2]" in line)
+
+
+def test_final_lines_say_where_each_output_went(builder: Builder, tmp_path: Path) -> None:
+    """After the build, a line per -o output names where the result went, as BuildKit's
+    "exporting to ..." steps do; the image ID stays last (stdout) and -q prints nothing else."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo made > /made\n"})
+    oci, local = tmp_path / "img.tar", tmp_path / "files"
+    proc = builder.build(ctx, "-o", f"type=oci,dest={oci}", "-o", f"type=local,dest={local}")
+    err = proc.stderr.decode()
+    assert re.search(rf"^exporting to oci image format {oci} done \(\d+\.\ds\)$", err, re.M), err
+    assert re.search(rf"^exporting to client directory {local} done \(\d+\.\ds\)$", err, re.M), err
+    to_stdout = builder.build(ctx, "-o", "type=tar,dest=-")
+    assert re.search(r"^exporting to client tarball stdout done", to_stdout.stderr.decode(), re.M)
+    quiet = builder.build(ctx, "-q", "-o", f"type=oci,dest={oci}")
+    assert quiet.stderr == b"" and quiet.stdout.decode().startswith("sha256:")
