@@ -42,7 +42,7 @@ from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
-from builder.progress import Progress, ProgressMode, step_log_limit
+from builder.progress import Progress, ProgressMode, StepTransfers, step_log_limit
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import run_dag
 from cache.keys import base_key
@@ -408,7 +408,7 @@ class Build:
                     base_image, scope = parent.image, parent.scope.child()
                     key, base_text = parent.key, f"stage {parent.key}"
                 else:
-                    base_image = self._resolve_base(resolver, from_)
+                    base_image = self._resolve_base(resolver, from_, StepTransfers(env_.progress, handle))
                     scope = global_scope.stage_scope(base_image.config_file().config.env)
                     digest = "" if from_.base_name == "scratch" else str(base_image.digest())
                     key = base_key(from_.base_name, digest)
@@ -585,10 +585,10 @@ class Build:
                 self.progress.warning(f"cache export to {spec.description} failed: {err}")
 
     @staticmethod
-    def _resolve_base(resolver: BaseResolver, from_: ins_.From) -> Image:
+    def _resolve_base(resolver: BaseResolver, from_: ins_.From, transfers: StepTransfers | None = None) -> Image:
         """The FROM image; a failure names the Dockerfile line and what was tried."""
         try:
-            return resolver.resolve(from_.base_name)
+            return resolver.resolve(from_.base_name, transfers)
         except InvalidReferenceError as err:
             raise from_.error(f"base image {from_.base_name!r}: {err}", InstructionError) from None
         except (RegistryError, ImageNotFoundError) as err:

@@ -57,6 +57,19 @@ def _size_text(size: int) -> str:
     return f"{size}B"
 
 
+TRANSFER_INTERVAL = 5.0
+"""Seconds between two lines about one blob still moving (BuildKit's plain mode: 5 s)."""
+
+
+def _bytes(size: float) -> str:
+    """``3.40MB``: a transfer's size as BuildKit's plain lines give it (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.2f}{unit}" if unit != "B" else f"{int(size)}B"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
 def _elapsed(seconds: float) -> str:
     """BuildKit's timestamp of an output line: ``0.312``, ``12.31``, ``123.4``."""
     return f"{seconds:.3f}" if seconds < 10 else f"{seconds:.2f}" if seconds < 100 else f"{seconds:.1f}"
@@ -176,6 +189,14 @@ class Progress:
                 last = _CONTROL.sub("", lines[-1])  # no colour or cursor move from a step in the bar
                 self._bar.set_description_str(f"{handle.label[:40]} | {last[:60]}")
 
+    def status(self, handle: StepHandle, text: str) -> None:
+        """A line about ``handle`` that is not its process's output (a blob pulled for a FROM)."""
+        with self._lock:
+            if self.mode is ProgressMode.PLAIN:
+                self._print(f"#{handle.number} {text}")
+            elif self._bar is not None:
+                self._bar.set_description_str(f"{handle.label[:40]} | {text[:60]}")
+
     def end_output(self, handle: StepHandle) -> None:
         """The step's process has exited: its last line, even with no line end, is shown and
         is in ``handle.tail`` for the error message."""
@@ -232,3 +253,59 @@ class Progress:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
+
+
+@dataclass
+class _Transfer:
+    label: str
+    total: int
+    moved: int = 0
+    started: float = field(default_factory=time.monotonic)
+    shown: float = field(default_factory=time.monotonic)
+
+
+class StepTransfers:
+    """The blob transfers of one step (a FROM pulling its base), reported as the registry code
+    reports them (``builder.registry.progress.Progress``) and shown as lines of that step:
+    docker's words (``ab12cd34ef56: Pull complete``) with BuildKit's sizes and times, and a
+    line every :data:`TRANSFER_INTERVAL` seconds while a blob moves, so that a CI log does
+    not sit silent through a long pull."""
+
+    def __init__(self, progress: Progress, handle: StepHandle) -> None:
+        self._progress = progress
+        self._handle = handle
+        self._transfers: dict[str, _Transfer] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, label: str, total: int) -> None:
+        with self._lock:
+            self._transfers[key] = _Transfer(label, total)
+
+    def advance(self, key: str, n: int) -> None:
+        with self._lock:
+            transfer = self._transfers.get(key)
+            if transfer is None:
+                return
+            transfer.moved += n
+            now = time.monotonic()
+            if now - transfer.shown < TRANSFER_INTERVAL:
+                return
+            transfer.shown = now
+            text = (f"{key}: {transfer.label} {_bytes(transfer.moved)} / {_bytes(transfer.total)} "
+                    f"{now - transfer.started:.1f}s")
+        self._progress.status(self._handle, text)
+
+    def done(self, key: str, status: str) -> None:
+        with self._lock:
+            transfer = self._transfers.pop(key, None)
+        if transfer is None:
+            self._progress.status(self._handle, f"{key}: {status}")
+        else:
+            self._progress.status(self._handle, f"{key}: {status} {_bytes(transfer.total)} "
+                                                f"{time.monotonic() - transfer.started:.1f}s")
+
+    def message(self, text: str) -> None:
+        self._progress.status(self._handle, text)
+
+    def close(self) -> None:
+        pass

@@ -13,6 +13,7 @@ import termios
 from pathlib import Path
 
 from tests.engine.conftest import BASE, Builder
+from tests.helpers.tools import run_pybuild
 
 
 def _step_lines(stderr: bytes, number: int) -> list[str]:
@@ -128,3 +129,24 @@ def test_final_lines_say_where_each_output_went(builder: Builder, tmp_path: Path
     assert re.search(r"^exporting to client tarball stdout done", to_stdout.stderr.decode(), re.M)
     quiet = builder.build(ctx, "-q", "-o", f"type=oci,dest={oci}")
     assert quiet.stderr == b"" and quiet.stdout.decode().startswith("sha256:")
+
+
+def test_a_base_pulled_by_from_shows_its_layers_in_the_step(builder: Builder, registry: str,
+                                                            tmp_path: Path) -> None:
+    """FROM pulling a base from a registry said nothing until it was done; now its lines are the
+    step's (docker's words, BuildKit's sizes), and -q stays silent."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN head -c 300000 /dev/urandom > /blob\n"}, name="base")
+    ref = f"{registry}/progress/base:1"
+    builder.build(ctx, "-t", ref, "--push")
+    app = builder.context({"Dockerfile": f"FROM {ref}\nRUN test -s /blob\n"}, name="app")
+    fresh = tmp_path / "fresh-store"
+    proc = run_pybuild("build", "--progress", "plain", str(app), root=fresh, check=True)
+    lines = proc.stderr.decode().splitlines()
+    assert lines[:2] == [f"#1 [stage-0 1/2] FROM {ref}", "#1 1: Pulling from progress/base"], lines
+    pulled = [line for line in lines if re.fullmatch(r"#1 [0-9a-f]{12}: Pull complete \d+\.\d\d[kMG]B \d+\.\ds", line)]
+    assert len(pulled) == 2, lines
+    assert any(line.startswith("#1 Digest: sha256:") for line in lines)
+    again = run_pybuild("build", "--pull", "--progress", "plain", str(app), root=fresh, check=True)
+    assert len(re.findall(r"^#1 [0-9a-f]{12}: Already exists$", again.stderr.decode(), re.M)) == 2
+    quiet = run_pybuild("build", "-q", "--pull", str(app), root=tmp_path / "quiet-store", check=True)
+    assert quiet.stderr == b""
