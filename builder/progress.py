@@ -57,6 +57,9 @@ def _size_text(size: int) -> str:
     return f"{size}B"
 
 
+TICK = 0.5
+"""Seconds between two redraws of the tty view's clock."""
+
 TRANSFER_INTERVAL = 5.0
 """Seconds between two lines about one blob still moving (BuildKit's plain mode: 5 s)."""
 
@@ -139,16 +142,39 @@ class Progress:
         self._lock = threading.Lock()
         self._counter = 0
         self._bar = None
+        self._ticker: threading.Thread | None = None
+        self._closed = threading.Event()
         self._total = 0
         self.started = time.monotonic()
 
     def set_total(self, total: int) -> None:
-        self._total = total
-        if self.mode is ProgressMode.TTY:
+        """The number of steps the build will show; again when a probe finds it needs fewer."""
+        with self._lock:
+            self._total = total
+            if self.mode is not ProgressMode.TTY:
+                return
+            if self._bar is not None:  # one view: a second bar would stay drawn, stale, on the screen
+                self._bar.total = total
+                self._bar.refresh()
+                return
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, file=self.stream, unit="step", dynamic_ncols=True,
                              bar_format="{desc} [{n_fmt}/{total_fmt}] {elapsed}")
+            self._ticker = threading.Thread(target=self._tick, name="progress-clock", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        """Redraw the tty view every :data:`TICK` s: a step printing nothing (a long compile,
+        ``sleep``) does not freeze its clock, which would look like a hang."""
+        while not self._closed.wait(TICK):
+            with self._lock:
+                if self._bar is None:
+                    return
+                try:
+                    self._bar.refresh()
+                except OSError:  # the terminal went away: the build goes on unseen
+                    return
 
     def _print(self, line: str) -> None:
         if self.mode is ProgressMode.QUIET:
@@ -249,6 +275,10 @@ class Progress:
                 self._print(f"#{handle.number} CANCELED")
 
     def close(self) -> None:
+        self._closed.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         with self._lock:
             if self._bar is not None:
                 self._bar.close()

@@ -150,3 +150,26 @@ def test_a_base_pulled_by_from_shows_its_layers_in_the_step(builder: Builder, re
     assert len(re.findall(r"^#1 [0-9a-f]{12}: Already exists$", again.stderr.decode(), re.M)) == 2
     quiet = run_pybuild("build", "-q", "--pull", str(app), root=tmp_path / "quiet-store", check=True)
     assert quiet.stderr == b""
+
+
+def test_tty_clock_runs_while_a_step_prints_nothing(builder: Builder) -> None:
+    """A silent step (a long compile, a sleep) does not freeze the tty view's clock, which
+    looked like a hang."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN sleep 3\n"})
+    code, screen = _tty_build(builder, ctx, "--no-cache")
+    assert code == 0, screen
+    frames = screen.split("\r")
+    assert any("RUN sleep 3" in frame and "00:02" in frame for frame in frames), frames
+
+
+def test_tty_view_is_one_bar_when_a_cache_import_skips_stages(builder: Builder, tmp_path: Path) -> None:
+    """With --cache-from, a build that finds stages it can skip recounts its steps: the view
+    shows the new count on its one bar, no second bar under a stale first one."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE} AS a\nRUN echo a > /a\nFROM {BASE} AS b\nRUN echo b > /b\n"
+                           f"FROM {BASE}\nCOPY --from=a /a /a\n"})
+    cache = tmp_path / "cache"
+    builder.build(ctx, "--cache-to", f"type=local,dest={cache},mode=max")
+    code, screen = _tty_build(builder, ctx, "--cache-from", f"type=local,src={cache}")
+    assert code == 0, screen
+    assert "\x1b[A" not in screen  # tqdm moves the cursor up only to draw a second bar
+    assert "[2/2]" in screen
