@@ -270,8 +270,9 @@ class Progress:
     def canceled(self, handle: StepHandle) -> None:
         """A step stopped because the build was (Ctrl-C, another stage failed): not its failure."""
         with self._lock:
-            handle.flush()
+            rest = handle.flush()
             if self.mode is ProgressMode.PLAIN:
+                self._print_lines(handle, rest)
                 self._print(f"#{handle.number} CANCELED")
 
     def close(self) -> None:

@@ -53,6 +53,19 @@ def test_last_line_without_newline_is_in_the_log_and_the_error(builder: Builder)
     assert error.splitlines()[1:] == ["  | first", "  | fatal: no newline"]
 
 
+def test_a_canceled_steps_last_words_are_in_the_log(builder: Builder) -> None:
+    """A stage stopped because another failed still shows what it had printed (no newline yet)."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE} AS a\nRUN printf 'working on it'; sleep 30\n"
+                           f"FROM {BASE} AS b\nRUN sleep 3; exit 1\n"
+                           f"FROM {BASE}\nCOPY --from=a /etc/passwd /a\nCOPY --from=b /etc/passwd /b\n"})
+    proc = builder.build(ctx, "--no-cache", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().splitlines()
+    said = next(i for i, line in enumerate(lines) if line.endswith(" working on it"))
+    step = lines[said].split()[0]  # the stages start in either order: #2 or #4
+    assert f"{step} CANCELED" in lines[said + 1:], lines
+
+
 def test_step_log_is_clipped_at_buildkits_limit_but_the_error_shows_the_end(builder: Builder) -> None:
     """A step printing megabytes is clipped at BUILDKIT_STEP_LOG_MAX_SIZE (2 MiB) with BuildKit's
     message, quickly; the error still shows the real last lines; -1 prints everything."""
