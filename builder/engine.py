@@ -146,7 +146,7 @@ class Build:
     def __init__(self, options: BuildOptions, store: Store | None = None) -> None:
         self.options = options
         self.store = store or Store()
-        quiet = options.quiet or options.explain
+        quiet = options.quiet or options.explain or options.progress == "none"
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress),
                                  log_limit=step_log_limit(os.environ.get("BUILDKIT_STEP_LOG_MAX_SIZE")))
         self.started = time.monotonic()
@@ -635,6 +635,8 @@ class Build:
             if names:
                 data["image.name"] = ",".join(names)
             write_output(opts.metadata_file, json.dumps(data, indent=2).encode())
+        if opts.progress == "none" and not opts.quiet:  # buildx's none: errors only, no image ID
+            return
         if opts.quiet:
             print(result.image_id, file=self._id_stream)
             return

@@ -186,3 +186,17 @@ def test_tty_view_is_one_bar_when_a_cache_import_skips_stages(builder: Builder, 
     assert code == 0, screen
     assert "\x1b[A" not in screen  # tqdm moves the cursor up only to draw a second bar
     assert "[2/2]" in screen
+
+
+def test_progress_none_prints_errors_only(builder: Builder) -> None:
+    """buildx's ``--progress none`` (or BUILDKIT_PROGRESS=none): nothing but errors, not even
+    the image ID that ``quiet`` prints."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo hidden\n"})
+    shown = builder.build(ctx, "--progress", "none", "--no-cache")
+    assert (shown.stdout, shown.stderr) == (b"", b"")
+    from_env = run_pybuild("build", str(ctx), root=builder.root, env={"BUILDKIT_PROGRESS": "none"}, check=True)
+    assert (from_env.stdout, from_env.stderr) == (b"", b"")
+    bad = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo why; exit 4\n"}, name="bad")
+    failed = builder.build(bad, "--progress", "none", check=False)
+    assert failed.returncode == 1 and failed.stdout == b""
+    assert failed.stderr.decode().startswith("ERROR: Dockerfile:2:") and "  | why" in failed.stderr.decode()
