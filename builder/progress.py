@@ -93,6 +93,8 @@ class StepHandle:
     label: str
     started: float = field(default_factory=time.monotonic)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    counted: bool = True
+    """A step of the Dockerfile (the tty view counts it), not the export's push."""
     shown: int = 0
     """Bytes of output printed so far (the log limit counts them)."""
     clipped: bool = False
@@ -196,10 +198,10 @@ class Progress:
             if self.mode is not ProgressMode.QUIET:
                 self._print(f"WARN: {text}")
 
-    def start(self, label: str) -> StepHandle:
+    def start(self, label: str, *, counted: bool = True) -> StepHandle:
         with self._lock:
             self._counter += 1
-            handle = StepHandle(self._counter, label)
+            handle = StepHandle(self._counter, label, counted=counted)
             if self.mode is ProgressMode.PLAIN:
                 self._print(f"#{handle.number} {label}")
             elif self._bar is not None:
@@ -257,7 +259,7 @@ class Progress:
                     self._print(f"#{handle.number} CACHED{extra}")
                 else:
                     self._print(f"#{handle.number} DONE {time.monotonic() - handle.started:.1f}s{extra}")
-            if self._bar is not None:
+            if self._bar is not None and handle.counted:
                 self._bar.update(1)
 
     def failed(self, handle: StepHandle, reason: str) -> None:

@@ -460,6 +460,19 @@ def _push(image: Image, names: Sequence[str], store, insecure, progress,
     for ref in refs:
         # push-by-digest: only the manifest's digest names it, no tag moves (BuildKit's option)
         target = f"{ref.name}@{image.digest()}" if out.push_by_digest else str(ref)
-        results.append(push(image, target, options=options, store=store,
-                            compress=out.compression is not Compression.NONE))
+        if progress is None:
+            results.append(push(image, target, options=options, store=store,
+                                compress=out.compression is not Compression.NONE))
+            continue
+        from builder.progress import StepTransfers
+
+        # a push of a big image is not silent: its blobs are lines of a "pushing" step
+        handle = progress.start(f"pushing {target}", counted=False)
+        try:
+            results.append(push(image, target, options=options, store=store, progress=StepTransfers(progress, handle),
+                                compress=out.compression is not Compression.NONE))
+        except PybuildError as err:
+            progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise
+        progress.done(handle)
     return results

@@ -144,13 +144,16 @@ def test_final_lines_say_where_each_output_went(builder: Builder, tmp_path: Path
     assert quiet.stderr == b"" and quiet.stdout.decode().startswith("sha256:")
 
 
-def test_a_base_pulled_by_from_shows_its_layers_in_the_step(builder: Builder, registry: str,
+def test_a_pull_by_from_and_a_push_show_their_blobs(builder: Builder, registry: str,
                                                             tmp_path: Path) -> None:
-    """FROM pulling a base from a registry said nothing until it was done; now its lines are the
-    step's (docker's words, BuildKit's sizes), and -q stays silent."""
+    """FROM pulling a base from a registry (and --push) said nothing until it was done; now the
+    blobs are lines of the step (docker's words, BuildKit's sizes), and -q stays silent."""
     ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN head -c 300000 /dev/urandom > /blob\n"}, name="base")
     ref = f"{registry}/progress/base:1"
-    builder.build(ctx, "-t", ref, "--push")
+    pushed = builder.build(ctx, "-t", ref, "--push").stderr.decode().splitlines()
+    # the push is a step of its own too: its blobs are its lines, not a silence
+    assert "#3 pushing " + ref in pushed and "#3 DONE" in " ".join(pushed), pushed
+    assert any(re.fullmatch(r"#3 [0-9a-f]{12}: Pushed \d+\.\d\d[kMG]B \d+\.\ds", line) for line in pushed), pushed
     app = builder.context({"Dockerfile": f"FROM {ref}\nRUN test -s /blob\n"}, name="app")
     fresh = tmp_path / "fresh-store"
     proc = run_pybuild("build", "--progress", "plain", str(app), root=fresh, check=True)
