@@ -34,6 +34,12 @@ without a newline is shown as it comes, and memory stays bounded."""
 DEFAULT_STEP_LOG_MAX_SIZE = 2 * 1024 * 1024
 """BuildKit's default per-step log limit (``BUILDKIT_STEP_LOG_MAX_SIZE``)."""
 
+TICK = 0.5
+"""Seconds between two redraws of the tty view's clock."""
+
+TRANSFER_INTERVAL = 5.0
+"""Seconds between two lines about one blob still moving (BuildKit's plain mode: 5 s)."""
+
 _LINE_ENDS = re.compile(r"(\r\n|\r|\n)")
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x1f\x7f]")
 
@@ -55,13 +61,6 @@ def _size_text(size: int) -> str:
             value = size / (1 << shift)
             return f"{value:g}{unit}"
     return f"{size}B"
-
-
-TICK = 0.5
-"""Seconds between two redraws of the tty view's clock."""
-
-TRANSFER_INTERVAL = 5.0
-"""Seconds between two lines about one blob still moving (BuildKit's plain mode: 5 s)."""
 
 
 def _bytes(size: float) -> str:
@@ -87,7 +86,7 @@ class ProgressMode(enum.Enum):
 
 @dataclass
 class StepHandle:
-    """One step in progress; ``output`` keeps the tail for error messages."""
+    """One step in progress; ``tail`` keeps its last output lines for error messages."""
 
     number: int
     label: str
