@@ -42,7 +42,7 @@ from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
-from builder.progress import Progress, ProgressMode
+from builder.progress import Progress, ProgressMode, StepTransfers, step_log_limit
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import run_dag
 from cache.keys import base_key
@@ -148,8 +148,9 @@ class Build:
     def __init__(self, options: BuildOptions, store: Store | None = None) -> None:
         self.options = options
         self.store = store or Store()
-        quiet = options.quiet or options.explain
-        self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress))
+        quiet = options.quiet or options.explain or options.progress == "none"
+        self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress),
+                                 log_limit=step_log_limit(os.environ.get("BUILDKIT_STEP_LOG_MAX_SIZE")))
         self.started = time.monotonic()
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
@@ -407,7 +408,7 @@ class Build:
                     base_image, scope = parent.image, parent.scope.child()
                     key, base_text = parent.key, f"stage {parent.key}"
                 else:
-                    base_image = self._resolve_base(resolver, from_)
+                    base_image = self._resolve_base(resolver, from_, StepTransfers(env_.progress, handle))
                     scope = global_scope.stage_scope(base_image.config_file().config.env)
                     digest = "" if from_.base_name == "scratch" else str(base_image.digest())
                     key = base_key(from_.base_name, digest)
@@ -586,10 +587,10 @@ class Build:
                 self.progress.warning(f"cache export to {spec.description} failed: {err}")
 
     @staticmethod
-    def _resolve_base(resolver: BaseResolver, from_: ins_.From) -> Image:
+    def _resolve_base(resolver: BaseResolver, from_: ins_.From, transfers: StepTransfers | None = None) -> Image:
         """The FROM image; a failure names the Dockerfile line and what was tried."""
         try:
-            return resolver.resolve(from_.base_name)
+            return resolver.resolve(from_.base_name, transfers)
         except InvalidReferenceError as err:
             raise from_.error(f"base image {from_.base_name!r}: {err}", InstructionError) from None
         except (RegistryError, ImageNotFoundError) as err:
@@ -637,6 +638,8 @@ class Build:
             if names:
                 data["image.name"] = ",".join(names)
             write_output(opts.metadata_file, json.dumps(data, indent=2).encode())
+        if opts.progress == "none" and not opts.quiet:  # buildx's none: errors only, no image ID
+            return
         if opts.quiet:
             print(result.image_id, file=self._id_stream)
             return
@@ -649,6 +652,7 @@ class Build:
             self.progress.message(
                 f"pushing {pushed.reference}@{pushed.digest} done ({pushed.uploaded} blobs "
                 f"uploaded, {pushed.mounted} mounted, {pushed.existing} already there)")
+        self.progress.close()  # the tty view ends before the ID: not printed into its last line
         print(result.image_id, file=self._id_stream)
 
 

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from builder.runtime.spec import ContainerSettings
 
 ORDER = 10
-PROGRESS_MODES = ("auto", "plain", "tty", "quiet")
+PROGRESS_MODES = ("auto", "plain", "tty", "quiet", "none")  # none: quiet without the image ID (buildx)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

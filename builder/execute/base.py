@@ -25,6 +25,7 @@ from cache.store import Store
 if TYPE_CHECKING:
     from builder.execute.gitsource import GitSources
     from builder.execute.named import NamedContext
+    from builder.registry.progress import Progress as TransferProgress
 
 OCI_LAYOUT = "oci-layout://"
 DOCKER_ARCHIVE = "docker-archive://"
@@ -57,19 +58,20 @@ class BaseResolver:
 
         return self.named.get(context_key(name))
 
-    def resolve(self, name: str) -> Image:
-        """The base image for ``FROM name`` (already expanded), or for ``COPY --from=name``."""
+    def resolve(self, name: str, transfers: TransferProgress | None = None) -> Image:
+        """The base image for ``FROM name`` (already expanded), or for ``COPY --from=name``;
+        a pull reports its blobs to ``transfers``."""
         named = self.named_context(name)
         if named is not None:
             if named.image is not None:
-                return self._resolve(named.image)
+                return self._resolve(named.image, transfers)
             with self._lock(f"context {named.name}"):
                 if named.name not in self._contexts:
                     self._contexts[named.name] = self._directory_image(named)
                 return self._contexts[named.name]
-        return self._resolve(name)
+        return self._resolve(name, transfers)
 
-    def _resolve(self, name: str) -> Image:
+    def _resolve(self, name: str, transfers: TransferProgress | None = None) -> Image:
         if name == "scratch":
             return mutate.empty(self.platform)
         if name.startswith(OCI_LAYOUT):
@@ -87,7 +89,7 @@ class BaseResolver:
                     pass
             if self.metadata_only:
                 return self._metadata(ref)
-            return self._pull(ref)
+            return self._pull(ref, transfers)
 
     def _metadata(self, ref) -> Image:
         """The manifest and config of a registry image, no layers: all a probe reads of a base
@@ -104,11 +106,11 @@ class BaseResolver:
             client.close()
         return image
 
-    def _pull(self, ref) -> Image:
+    def _pull(self, ref, transfers: TransferProgress | None = None) -> Image:
         from builder.registry import ClientOptions, pull
 
         options = ClientOptions(insecure_registries=frozenset(self.insecure_registries))
-        image = pull(ref, self.store, self.platform, options=options)
+        image = pull(ref, self.store, self.platform, options=options, progress=transfers)
         self._pulled.add(str(ref))
         try:
             return self.store.image(str(ref))

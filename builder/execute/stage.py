@@ -813,6 +813,7 @@ class StageRunner:
                 except (ContainerStartError, UserNotFoundError) as err:  # the step's own: no exec, no user
                     raise StepFailedError(f"{self.env.dockerfile_name}:{ins.start_line}: "
                                           f"[{self.label} {self.step}/{self.total}] RUN: {err}") from None
+            self.env.progress.end_output(handle)  # a last line with no newline is in the error too
             if code != 0:
                 location = f"{self.env.dockerfile_name}:{ins.start_line}"
                 raise StepFailedError(

@@ -16,6 +16,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -291,6 +292,10 @@ class Exported:
     manifests: tuple[Descriptor, ...] = ()
 
 
+_EXPORTED_TO = {"oci": "oci image format", "docker": "docker image format", "tar": "client tarball",
+                "local": "client directory"}
+
+
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,
                    insecure_registries: Sequence[str] = (), progress=None,
                    annotations: Annotations | None = None, platform: str = "",
@@ -302,6 +307,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     pushed_manifests: list[Descriptor] = []
     written: list[Descriptor] = []
     for out in _with_push([OutputSpec.parse(s) for s in _given(specs)], push, tags):
+        started = time.monotonic()
         if out.type in ("oci", "docker") and out.compression is None:
             # BuildKit's default: an archive's layers leave the machine gzip'd, as a push sends
             # them (the same blobs, compressed once): the layers built here are held uncompressed
@@ -340,9 +346,9 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
             written.append(Descriptor.of(MediaType.OCI_MANIFEST, oci_manifest_bytes(exported)))
             if not out.tar:
                 write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
-                continue
-            with _destination(out.dest) as dest:
-                save(tagged, dest, format=out.type, index_annotations=own.index)
+            else:
+                with _destination(out.dest) as dest:
+                    save(tagged, dest, format=out.type, index_annotations=own.index)
         elif out.type == "tar":
             with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=store.tmp_dir) as tmp, \
                     _destination(out.dest) as dest:
@@ -353,6 +359,11 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 write_layer(root, dest)
         elif out.type == "local":
             export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch)
+        if progress is not None and out.type in _EXPORTED_TO:
+            # where the result went, as BuildKit's "exporting to oci image format" step says
+            where = "stdout" if out.dest in (None, "-") and out.tar and out.type != "local" else out.dest or "."
+            progress.message(f"exporting to {_EXPORTED_TO[out.type]} {where} done "
+                             f"({time.monotonic() - started:.1f}s)")
     return Exported(tuple(pushed), (*pushed_manifests, *written))
 
 
@@ -527,6 +538,19 @@ def _push(image: Image, names: Sequence[str], store, insecure, progress,
     for ref in refs:
         # push-by-digest: only the manifest's digest names it, no tag moves (BuildKit's option)
         target = f"{ref.name}@{image.digest()}" if out.push_by_digest else str(ref)
-        results.append(push(image, target, options=options, store=store,
-                            compress=out.compression is not Compression.NONE))
+        if progress is None:
+            results.append(push(image, target, options=options, store=store,
+                                compress=out.compression is not Compression.NONE))
+            continue
+        from builder.progress import StepTransfers
+
+        # a push of a big image is not silent: its blobs are lines of a "pushing" step
+        handle = progress.start(f"pushing {target}", counted=False)
+        try:
+            results.append(push(image, target, options=options, store=store, progress=StepTransfers(progress, handle),
+                                compress=out.compression is not Compression.NONE))
+        except PybuildError as err:
+            progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise
+        progress.done(handle)
     return results

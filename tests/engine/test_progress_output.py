@@ -1,0 +1,205 @@
+"""What a user reads while a build runs: RUN output in plain logs, the tty view, the last lines."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+from tests.engine.conftest import BASE, Builder
+from tests.helpers.tools import run_pybuild
+
+
+def _step_lines(stderr: bytes, number: int) -> list[str]:
+    """The output lines of step ``#number`` (its timestamp cut off), as a CI log shows them."""
+    pattern = re.compile(rf"^#{number} \d+\.\d+ (.*)$")
+    return [m.group(1) for line in stderr.decode().splitlines() if (m := pattern.match(line))]
+
+
+def test_utf8_split_between_two_writes_stays_one_character(builder: Builder) -> None:
+    """``é`` written as two halves (a chunk boundary) is ``é``, not two replacement characters;
+    bytes that are not UTF-8 are replaced, and the build goes on."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           'RUN printf "caf\\303"; sleep 0.3; printf "\\251 ok\\n"; printf "bad \\377 byte\\n"\n'})
+    proc = builder.build(ctx, "--no-cache")
+    assert _step_lines(proc.stderr, 2) == ["café ok", "bad \ufffd byte"]
+
+
+def test_carriage_return_progress_bar_is_one_line_per_redraw(builder: Builder) -> None:
+    """A ``\\r`` progress bar (curl, pip) shows each redraw as a line as it comes, not one giant
+    line with raw ``\\r`` at the end; ``\\r\\n`` line ends are plain line ends."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           "RUN for p in 0 50 100; do printf '\\r%s%%' $p; sleep 0.2; done; "
+                           "printf '\\ndos line\\r\\n\\nafter blank\\n'\n"})
+    proc = builder.build(ctx, "--no-cache")
+    assert b"\r" not in proc.stderr
+    assert _step_lines(proc.stderr, 2) == ["0%", "50%", "100%", "dos line", "", "after blank"]
+
+
+def test_last_line_without_newline_is_in_the_log_and_the_error(builder: Builder) -> None:
+    """A failing tool's last words often have no newline: they are in the plain log and in the
+    error's last lines."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo first; printf 'fatal: no newline'; exit 2\n"})
+    proc = builder.build(ctx, "--no-cache", check=False)
+    assert proc.returncode == 1
+    assert _step_lines(proc.stderr, 2) == ["first", "fatal: no newline"]
+    error = proc.stderr.decode().split("\nERROR: ", 1)[1]
+    assert error.splitlines()[1:] == ["  | first", "  | fatal: no newline"]
+
+
+def test_a_canceled_steps_last_words_are_in_the_log(builder: Builder) -> None:
+    """A stage stopped because another failed still shows what it had printed (no newline yet)."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE} AS a\nRUN printf 'working on it'; sleep 30\n"
+                           f"FROM {BASE} AS b\nRUN sleep 3; exit 1\n"
+                           f"FROM {BASE}\nCOPY --from=a /etc/passwd /a\nCOPY --from=b /etc/passwd /b\n"})
+    proc = builder.build(ctx, "--no-cache", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().splitlines()
+    said = next(i for i, line in enumerate(lines) if line.endswith(" working on it"))
+    step = lines[said].split()[0]  # the stages start in either order: #2 or #4
+    assert f"{step} CANCELED" in lines[said + 1:], lines
+
+
+def test_step_log_is_clipped_at_buildkits_limit_but_the_error_shows_the_end(builder: Builder) -> None:
+    """A step printing megabytes is clipped at BUILDKIT_STEP_LOG_MAX_SIZE (2 MiB) with BuildKit's
+    message, quickly; the error still shows the real last lines; -1 prints everything."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           "RUN yes 0123456789abcdef | head -c 8000000; "
+                           "head -c 3000000 /dev/zero | tr '\\000' x; echo; echo the real error; exit 3\n"})
+    proc = builder.build(ctx, "--no-cache", check=False, timeout=120)
+    assert proc.returncode == 1
+    lines = _step_lines(proc.stderr, 2)
+    assert lines[-1] == "[output clipped, log limit 2MiB reached]"
+    assert 2_000_000 < sum(len(line) + 1 for line in lines) <= 2 * 1024 * 1024 + 100
+    assert "  | the real error" in proc.stderr.decode().split("\nERROR: ", 1)[1]
+
+    small = builder.build(ctx, "--no-cache", check=False, env={"BUILDKIT_STEP_LOG_MAX_SIZE": "1024"})
+    assert _step_lines(small.stderr, 2)[-1] == "[output clipped, log limit 1KiB reached]"
+
+    ctx2 = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                            "RUN head -c 100000 /dev/zero | tr '\\000' y; echo; yes line | head -n 200000\n"},
+                           name="ctx2")
+    full = builder.build(ctx2, "--no-cache", env={"BUILDKIT_STEP_LOG_MAX_SIZE": "-1"})
+    lines = _step_lines(full.stderr, 2)
+    # a line with no end for 100,000 characters is cut in pieces, nothing lost
+    assert "".join(lines[:-200000]) == "y" * 100000 and len(lines[0]) < 100000
+    assert lines[-200000:] == ["line"] * 200000
+
+
+def _tty_build(builder: Builder, ctx: Path, *args: str) -> tuple[int, str]:
+    """``pybuild build --progress tty`` on a 100x24 pseudo-terminal (stdout and stderr)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {**os.environ, "PYBUILD_ROOT": str(builder.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--progress", "tty", *args, str(ctx)],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=120), out.decode(errors="replace")
+
+
+def test_tty_view_keeps_step_output_tame_and_ends_before_the_image_id(builder: Builder) -> None:
+    """In the tty view a step's ``\\r`` and colour codes do not move the cursor or colour the
+    bar, and the image ID comes on its own line once the view is closed."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
+                           "RUN printf 'one\\rtwo\\r'; sleep 0.3; printf '\\033[31mred\\033[0m\\n'; sleep 0.3\n"})
+    code, screen = _tty_build(builder, ctx, "--no-cache", "-t", "progress-tty:1")
+    assert code == 0, screen
+    assert "\x1b[31m" not in screen
+    assert "| red" in screen
+    assert not re.search(r"\| [^\r\n]*\rtwo", screen)  # the step's \r stayed out of the bar
+    image_id = builder.build(ctx, "-q", "-t", "progress-tty:1").stdout.decode().strip()
+    lines = [line.split("\r")[-1] for line in screen.split("\r\n")]
+    assert image_id in lines  # alone on its line, not after the bar's text
+    assert lines.index(image_id) > max(i for i, line in enumerate(lines) if "[2/2]" in line)
+
+
+def test_final_lines_say_where_each_output_went(builder: Builder, tmp_path: Path) -> None:
+    """After the build, a line per -o output names where the result went, as BuildKit's
+    "exporting to ..." steps do; the image ID stays last (stdout) and -q prints nothing else."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo made > /made\n"})
+    oci, local = tmp_path / "img.tar", tmp_path / "files"
+    proc = builder.build(ctx, "-o", f"type=oci,dest={oci}", "-o", f"type=local,dest={local}")
+    err = proc.stderr.decode()
+    assert re.search(rf"^exporting to oci image format {oci} done \(\d+\.\ds\)$", err, re.M), err
+    assert re.search(rf"^exporting to client directory {local} done \(\d+\.\ds\)$", err, re.M), err
+    to_stdout = builder.build(ctx, "-o", "type=tar,dest=-")
+    assert re.search(r"^exporting to client tarball stdout done", to_stdout.stderr.decode(), re.M)
+    quiet = builder.build(ctx, "-q", "-o", f"type=oci,dest={oci}")
+    assert quiet.stderr == b"" and quiet.stdout.decode().startswith("sha256:")
+
+
+def test_a_pull_by_from_and_a_push_show_their_blobs(builder: Builder, registry: str,
+                                                            tmp_path: Path) -> None:
+    """FROM pulling a base from a registry (and --push) said nothing until it was done; now the
+    blobs are lines of the step (docker's words, BuildKit's sizes), and -q stays silent."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN head -c 300000 /dev/urandom > /blob\n"}, name="base")
+    ref = f"{registry}/progress/base:1"
+    pushed = builder.build(ctx, "-t", ref, "--push").stderr.decode().splitlines()
+    # the push is a step of its own too: its blobs are its lines, not a silence
+    assert "#3 pushing " + ref in pushed and "#3 DONE" in " ".join(pushed), pushed
+    assert any(re.fullmatch(r"#3 [0-9a-f]{12}: Pushed \d+\.\d\d[kMG]B \d+\.\ds", line) for line in pushed), pushed
+    app = builder.context({"Dockerfile": f"FROM {ref}\nRUN test -s /blob\n"}, name="app")
+    fresh = tmp_path / "fresh-store"
+    proc = run_pybuild("build", "--progress", "plain", str(app), root=fresh, check=True)
+    lines = proc.stderr.decode().splitlines()
+    assert lines[:2] == [f"#1 [stage-0 1/2] FROM {ref}", "#1 1: Pulling from progress/base"], lines
+    pulled = [line for line in lines if re.fullmatch(r"#1 [0-9a-f]{12}: Pull complete \d+\.\d\d[kMG]B \d+\.\ds", line)]
+    assert len(pulled) == 2, lines
+    assert any(line.startswith("#1 Digest: sha256:") for line in lines)
+    again = run_pybuild("build", "--pull", "--progress", "plain", str(app), root=fresh, check=True)
+    assert len(re.findall(r"^#1 [0-9a-f]{12}: Already exists$", again.stderr.decode(), re.M)) == 2
+    quiet = run_pybuild("build", "-q", "--pull", str(app), root=tmp_path / "quiet-store", check=True)
+    assert quiet.stderr == b""
+
+
+def test_tty_clock_runs_while_a_step_prints_nothing(builder: Builder) -> None:
+    """A silent step (a long compile, a sleep) does not freeze the tty view's clock, which
+    looked like a hang."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN sleep 3\n"})
+    code, screen = _tty_build(builder, ctx, "--no-cache")
+    assert code == 0, screen
+    frames = screen.split("\r")
+    assert any("RUN sleep 3" in frame and "00:02" in frame for frame in frames), frames
+
+
+def test_tty_view_is_one_bar_when_a_cache_import_skips_stages(builder: Builder, tmp_path: Path) -> None:
+    """With --cache-from, a build that finds stages it can skip recounts its steps: the view
+    shows the new count on its one bar, no second bar under a stale first one."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE} AS a\nRUN echo a > /a\nFROM {BASE} AS b\nRUN echo b > /b\n"
+                           f"FROM {BASE}\nCOPY --from=a /a /a\n"})
+    cache = tmp_path / "cache"
+    builder.build(ctx, "--cache-to", f"type=local,dest={cache},mode=max")
+    code, screen = _tty_build(builder, ctx, "--cache-from", f"type=local,src={cache}")
+    assert code == 0, screen
+    assert "\x1b[A" not in screen  # tqdm moves the cursor up only to draw a second bar
+    assert "[2/2]" in screen
+
+
+def test_progress_none_prints_errors_only(builder: Builder) -> None:
+    """buildx's ``--progress none`` (or BUILDKIT_PROGRESS=none): nothing but errors, not even
+    the image ID that ``quiet`` prints."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo hidden\n"})
+    shown = builder.build(ctx, "--progress", "none", "--no-cache")
+    assert (shown.stdout, shown.stderr) == (b"", b"")
+    from_env = run_pybuild("build", str(ctx), root=builder.root, env={"BUILDKIT_PROGRESS": "none"}, check=True)
+    assert (from_env.stdout, from_env.stderr) == (b"", b"")
+    bad = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo why; exit 4\n"}, name="bad")
+    failed = builder.build(bad, "--progress", "none", check=False)
+    assert failed.returncode == 1 and failed.stdout == b""
+    assert failed.stderr.decode().startswith("ERROR: Dockerfile:2:") and "  | why" in failed.stderr.decode()
