@@ -43,7 +43,9 @@ if [ "$(cat /etc/docker/daemon.json 2>/dev/null)" != "$want" ]; then
 fi
 if ! docker info >/dev/null 2>&1; then
     log "starting dockerd"
-    nohup dockerd >/var/log/pybuild-test-dockerd.log 2>&1 &
+    # its own session: a job runner that ends the caller's process group must not take dockerd
+    # down with it (the tests after that would all fail at their docker fixture)
+    setsid nohup dockerd >/var/log/pybuild-test-dockerd.log 2>&1 < /dev/null &
     for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
     docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/pybuild-test-dockerd.log"; exit 1; }
 fi
