@@ -478,8 +478,10 @@ class Build:
             imported.prefetch(final.layers())  # the final image's cached layers, concurrently
         manifest_digest = self.store.write_image(final, tags)
         stored = self.store.image(str(manifest_digest))
-        self._export_cache(env, results[plan.target].key, imported)
+        # The image's outputs first, then the cache, as BuildKit: a cache that cannot be written
+        # fails the build but costs no image (a push done, an archive written).
         exported = self._outputs(stored, tags, _source_date_epoch(build_args))
+        self._export_cache(env, results[plan.target].key, imported)
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
             image=stored, seconds=time.monotonic() - self.started, pushed=exported.pushed,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cache.conftest import CountingProxy, Machine, ran, steps, write_context
+from tests.registry.conftest import scripted_proxy  # noqa: F401 - the fixture, shared
 
 DOCKERFILE = """\
 FROM busybox:local AS builder
@@ -180,10 +181,13 @@ def test_unreachable_caches(machines, tmp_path: Path) -> None:
     built = m.build(ctx, "--cache-from", f"type=registry,ref={dead}")
     assert b"cannot import cache " + dead.encode() in built.stdout + built.stderr
     # Exporting is not, unless ignore-error=true.
-    failed = m.build(ctx, "--cache-to", f"type=registry,ref={dead}", check=False)
+    out = tmp_path / "image.tar"
+    failed = m.build(ctx, "--cache-to", f"type=registry,ref={dead}", "-o", f"type=oci,dest={out}", check=False)
     err = failed.stderr.decode()
     assert failed.returncode != 0 and "connection refused" in err and "Traceback" not in err, err
     assert f"ERROR: cannot write cache {dead}: " in err, err  # the cache's export, not a push of the image
+    # As BuildKit, the image's outputs are written before the cache: a dead cache loses no image.
+    assert out.stat().st_size > 0
     ok = m.build(ctx, "--cache-to", f"type=registry,ref={dead},ignore-error=true")
     assert b"cache export to " + dead.encode() + b" failed" in ok.stdout + ok.stderr
 
@@ -240,23 +244,30 @@ def test_a_skipped_stage_never_pulls_its_base(machines, tmp_path: Path, registry
     assert _inspect(a, "app:1")["Id"] == _inspect(b, "app:1")["Id"]
 
 
-def test_pushes_mount_the_layers_the_shared_cache_holds(machines, tmp_path: Path, registry: str) -> None:
-    """A farm pushing to the registry its cache lives in sends each built layer once: A's push
-    mounts the layers its --cache-to just uploaded, B's push those it imported from the cache."""
+def test_pushes_mount_the_layers_the_shared_cache_holds(machines, tmp_path: Path, scripted_proxy) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A farm pushing to the registry its cache lives in sends each built layer once: A's cache
+    export mounts the layers its image push just uploaded, B's push those it imported from the cache."""
     import re
+    from collections import Counter
 
+    proxy = scripted_proxy(lambda proxy, request: None)  # counts what reaches the registry
+    registry = proxy.address
     a, b = machines(), machines()
     ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nCOPY a.txt /a.txt\n"
                                            "COPY b.txt /b.txt\n", "a.txt": "one\n", "b.txt": "two\n"})
     cache = f"type=registry,ref={registry}/mountfarm/cache:1,mode=max"
     pushed = re.compile(rb"pushing \S+ done \((\d+) blobs uploaded, (\d+) mounted, 0 already there\)")
-    built = a.build(ctx, "--cache-to", cache, "--push", "-t", f"{registry}/mountfarm/app-a:1")
-    found = pushed.search(built.stdout + built.stderr)
-    assert found and int(found[2]) == 2, built.stderr.decode()  # the two COPY layers
+    a.build(ctx, "--cache-to", cache, "--push", "-t", f"{registry}/mountfarm/app-a:1")
     built = b.build(ctx, "--cache-from", cache, "--push", "-t", f"{registry}/mountfarm/app-b:1")
     found = pushed.search(built.stdout + built.stderr)
-    assert found and int(found[2]) == 2, built.stderr.decode()
-    assert manifest_of(registry, "mountfarm/app-a", "1") == manifest_of(registry, "mountfarm/app-b", "1")
+    assert found and int(found[2]) == 2, built.stderr.decode()  # the two COPY layers, from the cache
+    manifest = manifest_of(registry, "mountfarm/app-a", "1")
+    assert manifest == manifest_of(registry, "mountfarm/app-b", "1")
+    # an upload ends with a PUT naming its digest; a mount has none
+    uploads = Counter(re.findall(r"digest=sha256(?::|%3A)([0-9a-f]{64})", " ".join(
+        r.path for r in proxy.seen if r.method == "PUT" and "/blobs/uploads/" in r.path)))
+    built = [layer["digest"].split(":")[1] for layer in manifest["layers"][1:]]  # the two COPY layers
+    assert [uploads[d] for d in built] == [1, 1], uploads
 
 
 def test_a_cached_rebuild_exports_the_cache_mounts_it_would_use(machines, tmp_path: Path, registry: str) -> None:
