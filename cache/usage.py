@@ -30,11 +30,13 @@ class CacheEntry:
     in_image: bool  # an image in the store uses the layer
     created: float
     last_used: float
+    type: str = "step"  # or "cache mount": a RUN --mount=type=cache directory (buildx du's exec.cachemount)
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "parent": self.parent, "stage": self.stage, "instruction": self.instruction,
-                "diff_id": self.diff_id, "size": self.size, "held": self.held, "in_image": self.in_image,
-                "created": self.created, "last_used": self.last_used}
+        return {"type": self.type, "key": self.key, "parent": self.parent, "stage": self.stage,
+                "instruction": self.instruction, "diff_id": self.diff_id, "size": self.size,
+                "held": self.held, "in_image": self.in_image, "created": self.created,
+                "last_used": self.last_used}
 
 
 @dataclass
@@ -72,7 +74,8 @@ def _image_diff_ids(store: Store) -> set[str]:
 
 
 def entries(store: Store) -> list[CacheEntry]:
-    """Every cache record, most recently used first."""
+    """Every cache record and cache mount, most recently used first: the mounts are often the
+    biggest part of a build cache, and what ``cache prune`` removes with the records."""
     from cache.records import _unpack
 
     in_images = _image_diff_ids(store)
@@ -90,7 +93,11 @@ def entries(store: Store) -> list[CacheEntry]:
             instruction=str(inputs.get("display", "")),
             diff_id=diff_id, size=held.get(diff_id) if diff_id else None, held=is_held,
             in_image=diff_id in in_images, created=row["created"], last_used=row["last_used"]))
-    return out
+    out += [CacheEntry(key=m.key, parent="", stage="", instruction=f"cache mount id={m.id}" if m.id else
+                       "cache mount", diff_id=None, size=m.size, held=True, in_image=False,
+                       created=m.last_used, last_used=m.last_used, type="cache mount")
+            for m in list_mounts(store.root)]
+    return sorted(out, key=lambda e: -e.last_used)  # stable: records keep their order among equals
 
 
 def usage(store: Store) -> CacheUsage:

@@ -13,7 +13,7 @@ ORDER = 70
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("cache", parents=[common], help="inspect and prune the build cache")
     sub = p.add_subparsers(dest="cache_command", metavar="COMMAND")
-    ls = sub.add_parser("ls", parents=[common], help="list cache entries, most recently used first")
+    ls = sub.add_parser("ls", parents=[common], help="list cache entries (steps and cache mounts), most recently used first")
     ls.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     ls.add_argument("--no-trunc", action="store_true", help="show full keys")
     ls.set_defaults(func=_ls)
@@ -57,7 +57,9 @@ def _ls(args: argparse.Namespace) -> int:
     rows = [("KEY", "SIZE", "LAST USED", "INSTRUCTION")]
     for e in found:
         key = e.key if args.no_trunc else e.key.removeprefix("sha256:")[:12]
-        if e.diff_id is None:
+        if e.type == "cache mount":
+            size = human_size(e.size or 0)
+        elif e.diff_id is None:
             size = "0B"
         elif not e.held:
             size = "(pruned)"
