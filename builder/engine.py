@@ -323,9 +323,12 @@ class Build:
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries), named=named,
                                 source_date_epoch=_source_date_epoch(build_args), git=self.git_sources())
+        # The look-aheads below (ONBUILD triggers, the checks' base env, the cache probe) read a
+        # base not in the store once, through this one probe, which keeps what it read.
+        probe = replace(resolver, metadata_only=True)
         # A base image's ONBUILD triggers may copy from stages of this Dockerfile: with more than
         # one stage, the plan looks at them (metadata only) to order those stages first.
-        triggers = (partial(_image_triggers, replace(resolver, metadata_only=True), dockerfile_name)
+        triggers = (partial(_image_triggers, probe, dockerfile_name)
                     if len(dockerfile.stages) > 1 else None)
         plan = plan_stages(dockerfile, global_scope, target=opts.target, build_args=build_args,
                            is_named_context=_named_predicate(named), image_triggers=triggers)
@@ -333,7 +336,7 @@ class Build:
         # Base images are read (config only) before the checks, as BuildKit resolves them first:
         # the first build of a Dockerfile reports UndefinedVar as the next ones do.
         checks = run_checks(dockerfile, build_args=build_args,
-                            base_env=partial(_base_env, replace(resolver, metadata_only=True)),
+                            base_env=partial(_base_env, probe),
                             stages=[p.index for p in plan.stages],
                             config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"),
                             ignore=context.ignore)
@@ -444,7 +447,7 @@ class Build:
                 # them, as BuildKit does.
                 probe_env = replace(env, dry_run=True, explain_misses=False, used_keys=[], explained=[],
                                     missed_keys=set(), progress=Progress(ProgressMode.QUIET))
-                probed = run_dag(deps, work_for(probe_env, {}, replace(resolver, metadata_only=True)), jobs=jobs)
+                probed = run_dag(deps, work_for(probe_env, {}, probe), jobs=jobs)
                 env.used_keys.extend(probe_env.used_keys)  # skipped stages' hits still go to mode=max
                 forced = [p.index for p in plan.stages if env.no_cache(p.display_name())]  # --no-cache-filter
                 deps = _required_stages(deps, probed, {p.index: p.base_stage for p in plan.stages},

@@ -46,6 +46,7 @@ class BaseResolver:
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _pulled: set[str] = field(default_factory=set)
     _contexts: dict[str, Image] = field(default_factory=dict)
+    _probed: dict[str, Image] = field(default_factory=dict)  # what a probe read of a registry
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -88,7 +89,9 @@ class BaseResolver:
                 except ImageNotFoundError:
                     pass
             if self.metadata_only:
-                return self._metadata(ref)
+                if str(ref) not in self._probed:  # under the ref's lock: read once per build
+                    self._probed[str(ref)] = self._metadata(ref)
+                return self._probed[str(ref)]
             return self._pull(ref, transfers)
 
     def _metadata(self, ref) -> Image:
