@@ -568,19 +568,16 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
             continue
         break
     call = Call(operation, repository, what)
-    if location is None:
-        response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call,
-                                  actions=push_actions, ok=(202,))
-        response.close()
-        location = response.headers.get("Location")
     if not location:
-        raise RegistryError(f"{operation} {client.registry}/{repository}: POST {what}: "
-                            "registry gave no upload location")
-    location = _absolute(client, call, response.url, location)
+        location = _start_upload(client, call, repository)
+    else:
+        location = _absolute(client, call, response.url, location)
     progress.start(key, "Pushing", size)
     advance = _advancer(progress, key)
     if chunk_size and size > chunk_size:
-        offset, failures = 0, 0
+        # ``failures`` counts failures in a row (an acknowledged chunk ends the row); ``restarts``
+        # the sessions the registry dropped, which cost all that was sent: both are bounded.
+        offset, failures, restarts = 0, 0, 0
         policy = client.options.retry
         while offset < size:
             length = min(chunk_size, size - offset)
@@ -603,7 +600,18 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
                 if failures >= policy.attempts:
                     raise
                 client._sleep(policy.delay(failures - 1))
-                offset, location = _upload_status(client, call, location)
+                try:
+                    offset, location = _upload_status(client, call, location)
+                except UploadSessionLost as err:
+                    # A chunk whose answer was lost landed after all: Distribution then holds
+                    # more bytes than the session's signed state says and drops the session.
+                    # Only a new session goes on; it does not cost another attempt.
+                    restarts += 1
+                    if restarts > 2 * policy.attempts:
+                        # Not transient: starting the whole upload over would only repeat this.
+                        raise RegistryError(f"{err}; the registry dropped the upload session "
+                                            f"{restarts} times, giving up") from None
+                    offset, location = 0, _start_upload(client, call, repository)
                 progress.start(key, "Pushing", size)
                 progress.advance(key, offset)
                 continue
@@ -642,6 +650,22 @@ def _cancel_upload(client: RegistryClient, call: Call, location: str) -> None:
     response.close()
 
 
+class UploadSessionLost(TransientRegistryError):
+    """The registry no longer knows an upload session: what was sent in it is lost."""
+
+
+def _start_upload(client: RegistryClient, call: Call, repository: str) -> str:
+    """Open an upload session (``POST``) and return its absolute URL."""
+    response = client.request("POST", f"/v2/{repository}/blobs/uploads/", call,
+                              actions=("pull", "push"), ok=(202,))
+    response.close()
+    location = response.headers.get("Location")
+    if not location:
+        raise RegistryError(f"{call.operation} {client.registry}/{repository}: POST {call.what}: "
+                            "registry gave no upload location")
+    return _absolute(client, call, response.url, location)
+
+
 def _upload_status(client: RegistryClient, call: Call, location: str) -> tuple[int, str]:
     """How many bytes an upload session holds (``GET`` on it: 204 with ``Range``), and its URL."""
     try:
@@ -650,7 +674,7 @@ def _upload_status(client: RegistryClient, call: Call, location: str) -> tuple[i
         raise
     except RegistryError as err:
         # The registry dropped the session (it does after a failed write): start over.
-        raise TransientRegistryError(str(err)) from None
+        raise UploadSessionLost(str(err)) from None
     response.close()
     end = parse_range_end(response.headers.get("Range", ""))
     return (end + 1 if end is not None else 0,

@@ -544,3 +544,43 @@ def test_tokens_expiring_mid_pull_are_renewed(scripted_proxy, tmp_path: Path, st
     before = len(uses)
     assert pull(ref, store, options=options).digest() == image.digest()
     assert len(uses) - before >= 3  # manifest, config and 5 layers: 7 requests, 2 a token
+
+
+def test_a_session_dropped_after_a_lost_answer_starts_again_without_using_up_retries(
+        scripted_proxy, store: Store) -> None:  # type: ignore[no-untyped-def]
+    """A chunk whose answer is lost landed all the same; Distribution then drops the session
+    (its signed state names an older offset) and answers the status GET with 404. Each such loss
+    cost one of the push's attempts, so a flaky network failed pushes of big blobs; now a dropped
+    session starts a new one, and only failures in a row (or far too many sessions) give up."""
+    from builder.registry import RetryPolicy
+    from builder.registry.client import RegistryClient
+
+    lost = {"left": 6}  # twice the attempts: the most a push takes
+
+    def script(proxy: ScriptedProxy, request: Seen):  # type: ignore[no-untyped-def]
+        if request.method == "PATCH" and request.headers["content-range"].startswith("1000-") \
+                and lost["left"] > 0:
+            lost["left"] -= 1
+            proxy.forward(request)  # the chunk lands; its answer does not come back
+            return 503, {}, b""
+        return None
+
+    registry = scripted_proxy(script)
+    policy = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002)
+    client = RegistryClient(registry.address, ClientOptions(retry=policy))
+    image = make_image(1, 5000, seed=random_name())
+    ref = f"{registry.address}/{random_name('lost')}/app:1"
+    push(image, ref, client=client, chunk_size=1000, workers=1)
+    assert pull(ref, store).digest() == image.digest()
+    posts = [s for s in registry.seen if s.method == "POST" and "/blobs/uploads/" in s.path]
+    dropped = [s for s in registry.seen if s.method == "GET" and "/blobs/uploads/" in s.path]
+    assert len(dropped) == 6 and len(posts) == 7 + 1  # 6 dropped sessions of the layer; the config
+
+    # A registry that loses every second chunk's answer: the push ends, it does not loop.
+    lost["left"] = 10**6
+    other = f"{registry.address}/{random_name('lost')}/app:1"
+    with pytest.raises(RegistryError) as err:
+        push(make_image(1, 5000, seed=random_name()), other, client=client, chunk_size=1000,
+             workers=1)
+    assert "dropped the upload session 7 times, giving up" in str(err.value)
+    assert lost["left"] == 10**6 - 7
