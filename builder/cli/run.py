@@ -38,8 +38,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--entrypoint", metavar="CMD", help="override the image's ENTRYPOINT")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="give the process a pseudo-terminal")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
-                   help="bind mount a host directory or file (created as a directory when missing)")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:OPTS]",
+                   help="bind mount a host directory or file (created as a directory when missing); "
+                        "OPTS: ro or rw, and a propagation: [r]private (default), [r]shared, [r]slave")
+    p.add_argument("--privileged", action="store_true",
+                   help="every capability, no seccomp filter, /sys writable, and the devices of "
+                        "BuildKit's insecure entitlement (not every host device)")
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot"), default="auto")
     p.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
                    help="pull the image before running (default: when it is not in the store)")
@@ -137,7 +141,7 @@ def _run_container(args: argparse.Namespace) -> int:
                                     terminal=args.tty),
                 mounts=volumes, volumes=tuple(config.volumes),
                 network=Network.NONE if args.network == "none" else Network.HOST, hostname=hostname,
-                **settings.fields(),
+                privileged=args.privileged, **settings.fields(),
             )
             try:
                 # stderr apart from stdout, as docker run keeps them (with -t both are the terminal)
@@ -212,10 +216,9 @@ def start_error_code(message: str) -> int:
     return 125
 
 
-# docker's -v options besides ro/rw that change nothing here: SELinux labels (none on these
-# hosts), nocopy (binds copy nothing anyway), macOS consistency, and pybuild's own propagation
-IGNORED_VOLUME_OPTIONS = frozenset({"z", "Z", "nocopy", "consistent", "cached", "delegated",
-                                    "private", "rprivate"})
+# docker's -v options besides ro/rw and propagation that change nothing here: SELinux labels
+# (none on these hosts), nocopy (binds copy nothing anyway), macOS consistency
+IGNORED_VOLUME_OPTIONS = frozenset({"z", "Z", "nocopy", "consistent", "cached", "delegated"})
 
 
 def parse_volume(text: str):
@@ -225,20 +228,19 @@ def parse_volume(text: str):
 
     from builder.errors import UsageError
     from builder.runtime import Mount
+    from builder.runtime.spec import PROPAGATIONS
 
     parts = text.split(":")
     options = parts.pop().split(",") if len(parts) == 3 else []
     if len(parts) != 2 or not parts[1].startswith("/"):
         raise UsageError(f"invalid volume specification {text!r}: expected /HOST:/CONTAINER[:ro|rw]")
     modes = [o for o in options if o in ("ro", "rw")]
+    propagations = [o for o in options if o in PROPAGATIONS]
     for option in options:
-        if option in ("shared", "rshared", "slave", "rslave"):
-            raise UsageError(f"invalid volume specification {text!r}: pybuild binds are private; "
-                             f"{option} propagation is not supported")
-        if option not in ("ro", "rw") and option not in IGNORED_VOLUME_OPTIONS:
+        if option not in ("ro", "rw", *PROPAGATIONS) and option not in IGNORED_VOLUME_OPTIONS:
             raise UsageError(f"invalid volume specification {text!r}: unknown option {option!r} "
-                             "(ro or rw)")
-    if len(modes) > 1:
+                             "(ro, rw, or a propagation: [r]private, [r]shared, [r]slave)")
+    if len(modes) > 1 or len(propagations) > 1:
         raise UsageError(f"invalid volume specification {text!r}: invalid mode: {','.join(options)}")
     host, target = Path(parts[0]), parts[1]
     if not host.is_absolute():
@@ -246,10 +248,27 @@ def parse_volume(text: str):
                          "absolute host path")
     if posixpath.normpath(target) in ("/", "//"):
         raise UsageError(f"invalid volume specification {text!r}: destination can't be '/'")
+    propagation = propagations[0] if propagations else "rprivate"
+    if propagation.removeprefix("r") in ("shared", "slave"):
+        check_propagation_source(host, propagation)
     if not host.exists():
         try:
             host.mkdir(parents=True)
         except OSError as err:
             raise UsageError(f"invalid volume specification {text!r}: cannot create the host directory "
                              f"{host}: {err.strerror}") from None
-    return Mount.bind(host, target, readonly=modes == ["ro"])
+    return Mount.bind(host, target, readonly=modes == ["ro"], propagation=propagation)
+
+
+def check_propagation_source(host, propagation: str) -> None:
+    """A shared bind needs a shared source mount, a slave one a shared or slave source, else
+    nothing would propagate: docker refuses such a bind with the same words."""
+    from builder.errors import UsageError
+    from builder.runtime.overlay import source_mount
+
+    point, tags = source_mount(host)
+    shared = any(t.startswith("shared:") for t in tags)
+    if propagation.removeprefix("r") == "shared" and not shared:
+        raise UsageError(f"path {host} is mounted on {point} but it is not a shared mount")
+    if not shared and not any(t.startswith("master:") for t in tags):
+        raise UsageError(f"path {host} is mounted on {point} but it is not a shared or slave mount")

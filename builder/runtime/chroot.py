@@ -37,6 +37,7 @@ from builder.runtime.spec import (
     MountType,
     network_sysctls,
     process_env,
+    root_propagation,
 )
 
 NSINIT = Path(__file__).with_name("nsinit.py")
@@ -88,6 +89,7 @@ class ChrootRuntime:
                  "target": target, "readonly": m.readonly, "options": m.options()}
                 for m, target in zip(spec.mounts, container.mount_targets, strict=True)
             ],
+            "root_propagation": root_propagation(spec.mounts),
             "masked": [] if spec.privileged else list(MASKED_PATHS),
             "readonly": [] if spec.privileged else list(READONLY_PATHS),
             "capabilities": None if spec.privileged else [c for c in DEFAULT_CAPABILITIES if c != "CAP_MKNOD"],

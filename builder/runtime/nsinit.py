@@ -44,6 +44,8 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
@@ -277,10 +279,19 @@ def relay_console(channel, pid):
         os.close(master)
 
 
-def bind(source, target, readonly):
+PROPAGATION = {"private": MS_PRIVATE, "shared": MS_SHARED, "slave": MS_SLAVE}
+
+
+def propagation_flags(name):
+    """mount(2) flags of an OCI propagation option (``rslave``: recursive slave)."""
+    return PROPAGATION[name.removeprefix("r")] | (MS_REC if name.startswith("r") else 0)
+
+
+def bind(source, target, readonly, propagation="rprivate"):
     """A bind mount where device nodes do not work (there is no device cgroup here)."""
     mount(source, target, None, MS_BIND | MS_REC)
     mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NODEV | (MS_RDONLY if readonly else 0))
+    mount(None, target, None, propagation_flags(propagation))
 
 
 def mount_extra(root, plan):
@@ -292,7 +303,7 @@ def mount_extra(root, plan):
         try:
             if item["type"] == "bind":
                 ensure(target, os.path.isdir(item["source"]))
-                bind(item["source"], target, item["readonly"])
+                bind(item["source"], target, item["readonly"], item["options"][1])
             else:
                 ensure(target, True)
                 before = os.stat(target).st_mode  # as runc: the tmpfs takes its mount point's mode
@@ -321,13 +332,21 @@ def mask_paths(root, plan):
 
 
 def pivot(root):
-    os.chdir(root)
     machine = os.uname().machine
     number = SYS_PIVOT_ROOT.get(machine)
     if number is None:
         raise SetupError(f"pivot_root: unsupported architecture {machine}")
-    check(libc.syscall(number, b".", b"."), "pivot_root")
-    check(libc.umount2(b".", MNT_DETACH), "unmount the old root")
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY)
+    try:
+        os.chdir(root)
+        check(libc.syscall(number, b".", b"."), "pivot_root")
+        # as runc: in the old root (now stacked on the new one), made a slave so that its
+        # unmount cannot reach the host through a peer group the old root shares with it
+        os.fchdir(old)
+        mount(None, ".", None, MS_SLAVE | MS_REC)
+        check(libc.umount2(b".", MNT_DETACH), "unmount the old root")
+    finally:
+        os.close(old)
     os.chdir("/")
 
 
@@ -458,6 +477,10 @@ def container_init(plan, errfd, channel):
     check(libc.unshare(CLONE_NEWNS), "unshare")
     seccomp = seccomp_filter(plan["seccomp"]) if plan["seccomp"] is not None else None
     root = plan["rootfs"]
+    if plan["root_propagation"] == "rshared":
+        # "/" kept the host's peer groups, for a shared bind's mounts to reach the host; what
+        # is mounted in the root (/proc, /dev, binds) must not: the root itself is private
+        mount(None, root, None, MS_PRIVATE)
     name = plan["hostname"].encode()
     check(libc.sethostname(name, len(name)), "sethostname")
     if plan["network"] == "none":
@@ -527,7 +550,10 @@ def main():
         flags |= CLONE_NEWNET
     try:
         check(libc.unshare(flags), "unshare")
-        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        # nothing of the container's reaches the host, nor the host's the container, unless a
+        # bind asks: slave binds need "/" a slave, shared ones the host's peer groups kept
+        if plan["root_propagation"] != "rshared":
+            mount(None, "/", None, MS_REC | (MS_SLAVE if plan["root_propagation"] else MS_PRIVATE))
     except SetupError as err:
         report(errfd, err)
         os._exit(1)

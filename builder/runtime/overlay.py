@@ -176,6 +176,22 @@ def mounts_under(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> 
     return found
 
 
+def source_mount(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> tuple[str, set[str]]:
+    """The mount point ``path`` lives on and its propagation tags (``shared:N``, ``master:N``),
+    as docker finds them before a shared or slave bind: the last mount of the longest prefix."""
+    target = os.path.realpath(path)
+    best, tags = "/", set()
+    for line in mountinfo.read_text().splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        point = _unescape(fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, tags = point, set(fields[6:fields.index("-", 6)])
+    return best, tags
+
+
 def unmount_all_under(path: Path) -> None:
     """Unmount everything at or below ``path``; stacked mounts are peeled one by one."""
     for _ in range(64):

@@ -227,6 +227,20 @@ class Network(enum.Enum):
     NONE = "none"
 
 
+PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+
+
+def root_propagation(mounts: Sequence[Mount]) -> str | None:
+    """The container root's propagation that binds with ``mounts``' propagation need, as docker
+    sets it: rshared for a shared bind, rslave for a slave one; None keeps the runtime's own."""
+    kinds = {m.propagation.removeprefix("r") for m in mounts if m.type is MountType.BIND}
+    if "shared" in kinds:
+        return "rshared"
+    if "slave" in kinds:
+        return "rslave"
+    return None
+
+
 class MountType(enum.Enum):
     BIND = "bind"
     TMPFS = "tmpfs"
@@ -247,10 +261,13 @@ class Mount:
     readonly: bool = False
     size: int | None = None
     mode: int | None = None
+    propagation: str = "rprivate"  # a bind's: docker's -v ...:shared|slave (and the r- forms)
 
     @classmethod
-    def bind(cls, source: Path, target: str, *, readonly: bool = False) -> Mount:
-        return cls(target=target, type=MountType.BIND, source=Path(source), readonly=readonly)
+    def bind(cls, source: Path, target: str, *, readonly: bool = False,
+             propagation: str = "rprivate") -> Mount:
+        return cls(target=target, type=MountType.BIND, source=Path(source), readonly=readonly,
+                   propagation=propagation)
 
     @classmethod
     def tmpfs(cls, target: str, *, size: int | None = None, mode: int = 0o1777) -> Mount:
@@ -261,11 +278,13 @@ class Mount:
             raise ValueError(f"mount target must be absolute: {self.target!r}")
         if self.type is MountType.BIND and self.source is None:
             raise ValueError("a bind mount needs a source")
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(f"unknown mount propagation: {self.propagation!r}")
 
     def options(self) -> list[str]:
         """Mount options as OCI runtimes and mount(8) spell them."""
         if self.type is MountType.BIND:
-            return ["rbind", "rprivate", "ro" if self.readonly else "rw"]
+            return ["rbind", self.propagation, "ro" if self.readonly else "rw"]
         opts = ["nosuid", "nodev"]
         if self.mode is not None:
             opts.append(f"mode={self.mode:o}")
@@ -446,6 +465,8 @@ def oci_config(
                 {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": d.permissions}
                 for d in spec.devices], **spec.resources.oci()},
             **({"cgroupsPath": cgroups_path} if cgroups_path else {}),
+            **({"rootfsPropagation": propagation}
+               if (propagation := root_propagation(spec.mounts)) else {}),
             "devices": [d.oci() for d in spec.device_nodes()],
             "namespaces": namespaces,
             "maskedPaths": [] if spec.privileged else list(MASKED_PATHS),

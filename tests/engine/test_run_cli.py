@@ -33,7 +33,7 @@ def test_volumes(builder: Builder, tmp_path: Path, isolation: str) -> None:
 
 
 @pytest.mark.parametrize("spec", ["relative:/x", "/a:b", "/a:/b:rx", "/a", "/tmp:/", "/tmp://.", "/a:/b:ro,rw",
-                                  "/a:/b:shared", "/proc/no-such/dir:/x", "/etc/passwd/x:/x"])
+                                  "/a:/b:shared,slave", "/proc/no-such/dir:/x", "/etc/passwd/x:/x"])
 def test_bad_volumes(builder: Builder, spec: str) -> None:
     """docker's refusals (a bind over /, a host directory that cannot be made: one line, 125,
     where pybuild crashed with an internal error or runc failed obscurely)."""
@@ -49,6 +49,67 @@ def test_volume_options_docker_accepts(builder: Builder, tmp_path: Path) -> None
                     root=builder.root)
     assert p.returncode == 0, p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["ok"]
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A directory on a mount of its own in a peer group (``mount --make-shared``), as a shared
+    or slave bind's source must be; unmounted with all that propagated into it."""
+    source = tmp_path / "shared"
+    source.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(source)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(source)], check=True)
+        yield source
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(source)], check=True)
+
+
+def mounted(path: Path) -> bool:
+    return any(line.split(" ")[4] == str(path) for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+def test_slave_binds_see_what_the_host_mounts_later(builder: Builder, shared_dir: Path, isolation: str) -> None:
+    """docker's -v SRC:DST:rslave: a mount made on the host under SRC while the container runs
+    appears in it; a private bind (the default) does not see it. pybuild refused the option."""
+    script = "while [ ! -e /data/sub/late ]; do sleep 0.1; done; cat /data/sub/late; ls /private/sub"
+    proc = start_run(builder, "--isolation", isolation, "-v", f"{shared_dir}:/data:rslave",
+                     "-v", f"{shared_dir}:/private", "busybox:local", "sh", "-c", f"echo started; {script}")
+    (shared_dir / "sub").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shared_dir / "sub")], check=True)
+    (shared_dir / "sub" / "late").write_text("mounted later\n")
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (0, b"mounted later\n", b""), err  # /private/sub is empty
+    assert_nothing_left(builder.root / "run", "late")
+
+
+@pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
+def test_shared_binds_show_the_host_what_the_container_mounts(builder: Builder, shared_dir: Path,
+                                                               isolation: str) -> None:
+    """docker's -v SRC:DST:rshared (with --privileged, to be allowed to mount): what the container
+    mounts under DST is mounted under SRC on the host too, and stays, as with docker. Nothing
+    else of the container's (its /proc, /dev, the rootfs) reaches the host."""
+    p = run_pybuild("run", "--rm", "--privileged", "--isolation", isolation, "-v", f"{shared_dir}:/data:rshared",
+                    "busybox:local", "sh", "-c", "mkdir /data/in && mount -t tmpfs tmpfs /data/in && "
+                    "echo from the container > /data/in/file", root=builder.root)
+    assert p.returncode == 0, p.stderr
+    assert mounted(shared_dir / "in") and (shared_dir / "in" / "file").read_text() == "from the container\n"
+    points = [line.split(" ")[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    assert [p for p in points if p.startswith(f"{shared_dir}/")] == [f"{shared_dir}/in"]
+    assert not [p for p in points if p.startswith(f"{builder.root}/")]  # the rootfs, its /proc, /dev
+
+
+def test_shared_or_slave_binds_need_a_source_in_a_peer_group(builder: Builder, tmp_path: Path) -> None:
+    """docker's refusals, word for word: nothing could propagate from a private source mount."""
+    for option, words in [("shared", "not a shared mount"), ("rslave", "not a shared or slave mount")]:
+        p = run_pybuild("run", "--rm", "-v", f"{tmp_path}:/data:{option}", "busybox:local", "true",
+                        root=builder.root)
+        source = [line.split(" ")[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if str(tmp_path).startswith(line.split(" ")[4].rstrip("/") + "/")]
+        point = max(source, key=len)
+        assert (p.returncode, p.stderr) == (125, f"ERROR: path {tmp_path} is mounted on {point} but it is {words}\n"
+                                            .encode())
 
 
 def test_duplicate_mount_point(builder: Builder, tmp_path: Path) -> None:
