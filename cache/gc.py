@@ -101,17 +101,21 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
         with store.gc_lock.exclusive():
             from cache.blobs import sweep_dot_entries
             from cache.gitsources import sweep
+            from cache.leases import in_use
             from cache.mounts import mounts_root
 
             sweep(store.root)
             sweep_dot_entries(mounts_root(store.root))  # a cache mount's seed or removal cut short
             _remove_unrecorded(store, report, doomed)
+            # what running containers (pybuild run) use: they hold no lock that prune waits for
+            leased, leased_chains = in_use(store.root)
             if remove_all:
-                _delete_manifests(store, store.db.query(_DANGLING), report)
+                _delete_manifests(store, _dangling(store, leased), report)
             budget = keep_storage
             while True:
                 candidates = _candidates(store, remove_all=remove_all or budget is not None,
-                                         keep_cache=not remove_all and budget is None)
+                                         keep_cache=not remove_all and budget is None,
+                                         leased_chains=leased_chains)
                 if budget is None:
                     _evict(store, candidates, report, doomed)
                     break
@@ -125,9 +129,9 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
                 _evict(store, chosen, report, doomed)
                 if _usage(store) <= budget:
                     break
-                dangling = store.db.query(_DANGLING + " LIMIT 1")
+                dangling = _dangling(store, leased)[:1]
                 if not dangling:
-                    break  # only tagged images are left: those are never pruned
+                    break  # only tagged (or running) images are left: those are never pruned
                 _delete_manifests(store, dangling, report)
             _drop_orphan_records(store)
     finally:
@@ -163,7 +167,12 @@ _DANGLING = (
 )
 
 
-def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candidate]:
+def _dangling(store: Store, leased: set[str]) -> list:
+    """Untagged manifests, least recently used first, but for those a running container uses."""
+    return [row for row in store.db.query(_DANGLING) if row["digest"] not in leased]
+
+
+def _candidates(store: Store, remove_all: bool, keep_cache: bool, leased_chains: set[str]) -> list[_Candidate]:
     used = referenced_blobs(store)
     cached = cache_blob_use(store)
     if keep_cache:
@@ -173,7 +182,7 @@ def _candidates(store: Store, remove_all: bool, keep_cache: bool) -> list[_Candi
         for row in store.db.query("SELECT digest, size, last_used FROM blobs")
         if row["digest"] not in used
     ]
-    held = set() if remove_all else _held_chains(store)
+    held = set(leased_chains) if remove_all else _held_chains(store) | leased_chains
     # Children before parents at equal age, so a chain is never left without its base.
     out += [
         _Candidate(row["last_used"], "snapshot", row["chain_id"], row["size"])

@@ -815,16 +815,26 @@ class Store:
         an ID deletes the image, which needs ``force`` when tags of several repositories
         point at it. Blobs are left for :meth:`prune` to collect.
         """
+        from cache.leases import in_use
+
         events: list[RemoveEvent] = []
         with self.db.transaction() as conn:
             record = self.resolve(name_or_id)
             name = self._try_normalize(name_or_id) or self._stored_name(name_or_id)
+            running = str(record.manifest_digest) in in_use(self.root)[0]
             if name is not None and name in record.names:  # by name
+                remaining = [n for n in record.names if n != name]
+                if running and not remaining and not force:
+                    raise ImageError(f'conflict: unable to remove repository reference "{familiar_name(name)}" '
+                                     f"(must force) - a running container (pybuild run) is using its "
+                                     f"referenced image {record.id.short}")
                 conn.execute("DELETE FROM images WHERE name=?", (name,))
                 events.append(RemoveEvent("Untagged", familiar_name(name)))
-                remaining = [n for n in record.names if n != name]
-                if remaining:
-                    return events
+                if remaining or running:
+                    return events  # running: the image stays, untagged, as docker keeps it
+            elif running:
+                raise ImageError(f"conflict: unable to delete {record.id.short} (cannot be forced) - image "
+                                 "is being used by a running container (pybuild run)")
             else:
                 repos = {split_familiar(n)[0] for n in record.names}
                 if len(repos) > 1 and not force:

@@ -7,6 +7,7 @@ accepted and is what always happens: pybuild keeps no containers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import posixpath
 import secrets
@@ -76,6 +77,8 @@ def _run_container(args: argparse.Namespace) -> int:
     from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
     from builder.runtime.spec import DEFAULT_PATH
     from cache.blobs import sweep_temp
+    from cache.leases import Lease, hold
+    from cache.snapshots import chain_ids
     from cache.store import Store
 
     if args.tty and args.interactive and not sys.stdin.isatty():
@@ -127,9 +130,15 @@ def _run_container(args: argparse.Namespace) -> int:
         if targets.count(target) > 1:
             raise UsageError(f"Duplicate mount point: {target}")
     runtime = detect(args.isolation, work_root=store.root / "run")
-    with store.gc_lock.shared():
-        sweep_temp(store.tmp_dir)  # the writable layers of runs that were killed (SIGKILL, OOM)
-        lowers = store.snapshot(image)
+    with contextlib.ExitStack() as stack:
+        # The store's lock only while the snapshots are made; a lease keeps them (and an
+        # untagged image) from prune after that, which does not wait for the container.
+        with store.gc_lock.shared():
+            sweep_temp(store.tmp_dir)  # the writable layers of runs that were killed (SIGKILL, OOM)
+            lowers = store.snapshot(image)
+            stack.enter_context(hold(store.root, Lease(
+                manifests=(str(image.record.manifest_digest),),
+                chains=tuple(chain_ids(image.config_file().diff_ids)))))
         scratch = store.temp_path(".container")
         (scratch / "upper").mkdir(parents=True)
         try:

@@ -112,6 +112,41 @@ def test_shared_or_slave_binds_need_a_source_in_a_peer_group(builder: Builder, t
                                             .encode())
 
 
+def test_prune_does_not_wait_for_a_running_container_and_keeps_what_it_uses(base_archive: Path,
+                                                                            tmp_path: Path) -> None:
+    """``pybuild run`` held the store's lock for as long as the container ran: a prune in
+    another terminal waited for a server to stop ("waiting for the builds ... to finish"). It
+    now takes a lease: prune goes on at once and keeps the running image (even untagged, even
+    with --all) and its snapshots; once the container is gone, prune removes them."""
+    root = tmp_path / "store"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    run_pybuild("tag", "busybox:local", "server:1", root=root, check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", "-i", "server:1", "sh", "-c",
+                             "echo started; read line; ls /bin/busybox"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {"PYBUILD_ROOT": str(root)})
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline() == b"started\n"
+    run_pybuild("rmi", "busybox:local", root=root, check=True)
+    # docker's refusals for an image a running container uses; -f untags it and keeps it
+    refused = run_pybuild("rmi", "server:1", root=root)
+    assert (refused.returncode, refused.stderr.split(b" - ")[0]) == (
+        1, b'Error response from daemon: conflict: unable to remove repository reference "server:1" (must force)')
+    image_id = run_pybuild("images", "-q", root=root, check=True).stdout.decode().strip()
+    refused = run_pybuild("rmi", "-f", image_id, root=root)
+    assert refused.returncode == 1 and b"(cannot be forced) - image is being used by a running container" \
+        in refused.stderr
+    assert run_pybuild("rmi", "-f", "server:1", root=root, check=True).stdout == b"Untagged: server:1\n"
+    pruned = run_pybuild("prune", "-a", "-f", root=root, timeout=30, check=True)
+    assert b"waiting" not in pruned.stderr
+    out, err = proc.communicate(b"go on\n", timeout=60)  # its lower dirs are all still there
+    assert (proc.returncode, out, err) == (0, b"/bin/busybox\n", b"")
+    assert list((root / "leases").iterdir()) == []
+    assert any((root / "snapshots").iterdir())
+    run_pybuild("prune", "-a", "-f", root=root, check=True)
+    assert not any((root / "snapshots").iterdir())
+    assert b"sha256:" not in run_pybuild("images", "-a", "-q", root=root).stdout
+
+
 def test_duplicate_mount_point(builder: Builder, tmp_path: Path) -> None:
     """Two -v on one directory: docker's 'Duplicate mount point', 125 (the last one won silently)."""
     p = run_pybuild("run", "--rm", "-v", f"{tmp_path}:/data", "-v", f"{tmp_path}:/data/", "busybox:local", "true",
