@@ -3,8 +3,9 @@
 - A local source is an archive when its content is a tar, plain or compressed
   with gzip, bzip2, xz or zstd (detected by content as docker does, never by
   name); it is unpacked into dest with the layer extractor's rules (nothing
-  escapes dest), keeping the owners written in the tar, as docker does even
-  with ``--chown``. ``--unpack=false`` copies it as a file.
+  escapes dest), keeping the owners written in the tar, or all of them the
+  ``--chown`` user's, as BuildKit unpacks (docker's classic builder kept the
+  tar's even then). ``--unpack=false`` copies it as a file.
 - A URL is downloaded (unpacked only with ``--unpack=true``, as BuildKit):
   the file is named after the last segment of the URL path (or dest when dest
   does not end in '/'), mode 0600, mtime from Last-Modified (the epoch without one);
@@ -331,7 +332,7 @@ def prepare_add_items(
                 out.append(item)
                 continue
             out.append(SourceItem(item.arg, item.path, SourceKind.ARCHIVE,
-                                  tree_files(into, unpacked.explicit_dirs), keep_owner=True,
+                                  tree_files(into, unpacked.explicit_dirs), keep_owner=not spec.chown,
                                   outside_links=unpacked.outside_links))
         else:
             out.append(item)

@@ -204,7 +204,7 @@ class SourceItem:
     path: str  # where in the source tree (context-relative, or absolute in an image); name for heredocs
     kind: SourceKind
     files: list[SourceFile] = field(default_factory=list)  # FILE/HEREDOC: one; DIR: the contents
-    keep_owner: bool = False  # COPY --from (without --chown) and ADD archives keep the owners
+    keep_owner: bool = False  # COPY --from and ADD archives (without --chown) keep the owners
     outside_links: list[tuple[str, str]] = field(default_factory=list)  # ADD archives: (name, target)
 
     @property
@@ -815,8 +815,9 @@ class _Planner:
             mode = self.chmod(mode, is_dir)
         uid, gid = (st.st_uid, st.st_gid) if keep_owner else (self.identity.uid, self.identity.gid)
         chowned = not keep_owner and kind is EntryType.FILE
-        if chowned and self.chmod is None:
-            # docker chowns the copy, and chown(2) clears setuid (and setgid with group exec).
+        if chowned and self.chmod is None and not unpacked:
+            # docker chowns the copy, and chown(2) clears setuid (and setgid with group exec);
+            # BuildKit's unpack sets an archive entry's mode after its owner, so it keeps them.
             mode &= ~stat.S_ISUID
             if mode & stat.S_IXGRP:
                 mode &= ~stat.S_ISGID
@@ -871,7 +872,7 @@ def plan_copy(
         if item.kind in (SourceKind.DIR, SourceKind.ARCHIVE, SourceKind.GIT):
             base = dest
             if item.kind is SourceKind.ARCHIVE:
-                planner.ensure_dirs(base, root)
+                planner.ensure_dirs(base, identity)  # BuildKit's MkdirAll(dest, 0755, chown)
                 _plan_archive(planner, base, item, group)
                 continue
             planner.ensure_dirs(base, root, top=identity)

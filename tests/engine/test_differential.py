@@ -271,8 +271,10 @@ CASES = [
     Case("add-tar-xz", "FROM busybox:local\nADD a.tar.xz /xz/\n", {"a.tar.xz": _archive("xz")}),
     Case("add-non-archive", "FROM busybox:local\nADD plain.txt fake.tar /p/\n",
          {"plain.txt": "plain", "fake.tar": "not a tar at all"}),
-    Case("add-chown-tar-ignored", "FROM busybox:local\nADD --chown=1:1 a.tar /t/\n", {"a.tar": _archive()},
-         why="docker keeps the archive's owners when extracting, --chown applies only to plain files"),
+    Case("add-chown-tar", "FROM busybox:local\nADD --chown=1:1 a.tar /t/\n", {"a.tar": _archive()},
+         docker_dockerfile="FROM busybox:local\nADD a.tar /t/\nRUN chown -Rh 1:1 /t\n",
+         why="BuildKit gives every unpacked entry, and the dest it makes, the --chown owner; docker's "
+         "classic builder kept the archive's owners"),
     Case("copy-chmod", "FROM busybox:local\nCOPY --chmod=0751 run.sh /bin/run.sh\n",
          {"run.sh": "#!/bin/sh\n"},
          docker_dockerfile="FROM busybox:local\nCOPY run.sh /bin/run.sh\nRUN chmod 0751 /bin/run.sh\n"),
@@ -563,7 +565,10 @@ CASES = [
     Case("add-tar-to-existing-file", "FROM busybox:local\nADD a.tar /etc/passwd\n", {"a.tar": _archive()},
          fails=True),
     Case("add-tar-chown-into-existing", "FROM busybox:local\nRUN mkdir /x && chown 5:5 /x\nADD --chown=app a.tar plain /x/\n",
-         {"a.tar": _archive(), "plain": "p"}),
+         {"a.tar": _archive(), "plain": "p"},
+         docker_dockerfile="FROM busybox:local\nRUN mkdir /x && chown 5:5 /x\nADD --chown=app a.tar plain /x/\n"
+         "RUN chown -Rh app:app /x/inner /x/top.txt\n",
+         why="an existing dest keeps its owner; the archive's entries take --chown's (BuildKit)"),
     Case("add-url-workdir-and-overwrite", "FROM busybox:local\nWORKDIR /w\nADD {url}/f.txt rel\nADD {url}/f.txt .\n"
          "ADD {url}/f.txt /etc/passwd\n", serve={"/f.txt": b"f\n"}),
     Case("add-url-404", "FROM busybox:local\nADD {url}/missing /m\n", serve={"/f": b"f"}, fails=True),
@@ -1063,7 +1068,11 @@ CASES = [
          why="a zstd archive is unpacked as BuildKit (and docker since 23.0) do; docker 20.10's classic "
          "builder copies it as a file"),
     Case("xd-add-tar-xattrs", "FROM busybox:local\nADD x.tar /x/\nADD --chown=app x.tar /y/\n",
-         {"x.tar": _xattr_tar()}),
+         {"x.tar": _xattr_tar()},
+         docker_dockerfile="FROM busybox:local\nADD x.tar /x/\nADD x.tar /y/\n"
+         "RUN chown -h app:app /y /y/cap /y/d/plain\n",
+         why="--chown on an archive as BuildKit: the entries and the dest it makes, not the parents the "
+         "archive only implies (/y/d); chown(2) drops the file capability, as it did in docker"),
     # -- explore3-d: ownership, permissions, links, whiteouts and config inheritance
     Case("x3d-copy-setgid-parent", "FROM busybox:local\nRUN mkdir /sg && chown 0:1000 /sg && chmod 2775 /sg\n"
          "COPY a /sg/new/deep/a\nCOPY src /sg/dir/\nCOPY --chown=7:8 a /sg/own/a\nCOPY src /sg\n",

@@ -57,13 +57,21 @@ def scratch(tmp_path: Path) -> Path:
 def test_archives_are_unpacked_keeping_their_owners(
     ctx: BuildContext, base: RootfsView, scratch: Path, name: str
 ) -> None:
-    out = layer(add(name, dest="/t/", chown="app"), ctx, base, scratch)
+    out = layer(add(name, dest="/t/"), ctx, base, scratch)
     assert (out["t"].uid, out["t"].mode) == (0, 0o755)
-    assert (out["t/t/a"].uid, out["t/t/a"].gid) == (1234, 5678)  # the tar's owners, even with --chown
+    assert (out["t/t/a"].uid, out["t/t/a"].gid) == (1234, 5678)  # the tar's owners
     assert out["t/t/sub"].mode == 0o700
     assert out["t/t/l"].issym() and out["t/t/l"].linkname == "a"
     assert out["t/t/h"].islnk() and out["t/t/h"].linkname == "t/t/a"
     assert out["t/t/sub/b"].data == b"b\n"
+
+
+def test_chown_owns_what_an_archive_unpacks(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
+    """BuildKit: with --chown every entry of the archive, and the dest it makes, are the user's
+    (docker's classic builder kept the tar's owners); modes stay as written, setuid included."""
+    out = layer(add("a.tar", dest="/t/", chown="app"), ctx, base, scratch)
+    assert {n: (e.uid, e.gid) for n, e in out.items()} == {n: (1000, 1000) for n in out}
+    assert out["t/t/sub"].mode == 0o700
 
 
 def test_chmod_leaves_an_unpacked_archive_as_written(ctx: BuildContext, base: RootfsView, scratch: Path) -> None:
