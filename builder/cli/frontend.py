@@ -213,7 +213,7 @@ def lint_command(args: argparse.Namespace) -> int:
         # As BuildKit: the warnings of the instructions above the one that fails, then the error.
         found = warnings_before_error(parsed, err, config=build_args.get("BUILDKIT_DOCKERFILE_CHECK"))
         if args.format == "json":
-            _print_lint_json(source.name, found, err)
+            _print_lint_json(source, found, err)
             return 1
         _print_warnings(found, debug)
         raise
@@ -224,7 +224,7 @@ def lint_command(args: argparse.Namespace) -> int:
                       ignore=context_ignore(args.path, args.file), reachable=needed)
     error = result.error()
     if args.format == "json":
-        _print_lint_json(source.name, result.warnings, error)
+        _print_lint_json(source, result.warnings, error)
         return 1 if error or (result.warnings and getattr(args, "fail_on_warnings", False)) else 0
     _print_warnings(result.warnings, debug)
     count = len(result.warnings)
@@ -244,12 +244,24 @@ def _print_warnings(warnings: Sequence[Warning], debug: bool) -> None:
             print(f"  {w.url}")
 
 
-def _print_lint_json(name: str, warnings: Sequence[Warning], error: DockerfileError | None) -> None:
-    json.dump({
-        "file": name,
+def _print_lint_json(source: DockerfileSource, warnings: Sequence[Warning], error: DockerfileError | None) -> None:
+    """BuildKit's ``LintResults``, as buildx prints it for ``--call check,format=json``: the
+    warnings, the Dockerfile they point into (``sources``, its bytes base64) and ``buildError``."""
+    import base64
+
+    from builder.frontend.checks import lint_location
+
+    results: dict[str, object] = {
         "warnings": [w.to_json() for w in warnings],
-        "error": str(error) if error else None,
-    }, sys.stdout, indent=2, ensure_ascii=False)
+        "sources": [{"filename": Path(source.name).name,
+                     "data": base64.b64encode(source.data).decode("ascii"),
+                     "language": "Dockerfile"}],
+    }
+    if error is not None:
+        message = error.message + (f" ({error.hint})" if error.hint else "")
+        results["buildError"] = {"message": message,
+                                 "location": lint_location(error.line, error.location.end_line if error.location else None)}
+    json.dump(results, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
 
 

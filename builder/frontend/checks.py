@@ -175,16 +175,26 @@ class Warning:
         return f"{self.rule}: {self.message} (line {self.start_line})"
 
     def to_json(self) -> dict[str, Any]:
+        """BuildKit's lint ``Warning`` as ``docker build --call check,format=json`` prints it
+        (Go's omitempty: empty fields are left out), so tools written for it read ours."""
         rule = RULES.get(self.rule)
-        return {
-            "rule": self.rule,
-            "message": self.message,
-            "description": rule.description if rule else "",
-            "url": self.url,
-            "file": self.file,
-            "start_line": self.start_line,
-            "end_line": self.end_line,
-        }
+        out: dict[str, Any] = {"ruleName": self.rule}
+        if rule and rule.description:
+            out["description"] = rule.description
+        if self.url:
+            out["url"] = self.url
+        if self.message:
+            out["detail"] = self.message
+        if self.start_line:
+            out["location"] = lint_location(self.start_line, self.end_line)
+        return out
+
+
+def lint_location(start: int | None, end: int | None) -> dict[str, Any]:
+    """A BuildKit ``pb.Location`` of source 0 (its index, 0, is left out as Go leaves it)."""
+    if not start:
+        return {}
+    return {"ranges": [{"start": {"line": start}, "end": {"line": end or start}}]}
 
 
 @dataclass(frozen=True)

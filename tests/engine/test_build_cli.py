@@ -555,7 +555,7 @@ def test_check_runs_the_build_checks_only(builder: Builder) -> None:
     assert marker.encode() not in p.stdout + p.stderr
     assert run_pybuild("inspect", "check-only:1", root=builder.root).returncode != 0
     as_json = builder.build(ctx, "--call=check,format=json", check=False)
-    assert as_json.returncode == 1 and json.loads(as_json.stdout)["warnings"][0]["rule"] == "JSONArgsRecommended"
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["warnings"][0]["ruleName"] == "JSONArgsRecommended"
     assert run_pybuild("lint", str(ctx), root=builder.root).returncode == 0  # pybuild's own lint reports only
     (ctx / "Dockerfile").write_text(f"FROM busybox:local\nRUN echo {marker}\n")
     clean = builder.build(ctx, "--check")

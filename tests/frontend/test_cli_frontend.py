@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -104,8 +105,11 @@ def test_lint_prints_the_warnings_above_an_instruction_that_fails(tmp_path: Path
         f"{tmp_path}/Dockerfile:3: MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label"]
     assert "Dockerfile:4: unknown instruction: BADCMD" in err(proc)
     data = json.loads(out(run_pybuild("lint", "--format", "json", str(tmp_path))))
-    assert [w["rule"] for w in data["warnings"]] == ["StageNameCasing", "MaintainerDeprecated"]
-    assert "unknown instruction: BADCMD" in data["error"]
+    assert [w["ruleName"] for w in data["warnings"]] == ["StageNameCasing", "MaintainerDeprecated"]
+    assert data["buildError"] == {"message": "unknown instruction: BADCMD",
+                                  "location": {"ranges": [{"start": {"line": 4}, "end": {"line": 4}}]}}
+    assert [s["filename"] for s in data["sources"]] == ["Dockerfile"]
+    assert base64.b64decode(data["sources"][0]["data"]) == (tmp_path / "Dockerfile").read_bytes()
     dry = run_pybuild("build", "--dry-run", str(tmp_path))
     assert dry.returncode == 1
     assert "WARN: StageNameCasing: Stage name 'BadStageName' should be lowercase (line 2)" in err(dry)
@@ -126,10 +130,16 @@ def test_lint_error_directive_fails_and_json_output(tmp_path: Path):
     proc = run_pybuild("lint", "--format", "json", str(tmp_path))
     assert proc.returncode == 1
     data = json.loads(out(proc))
-    assert data["error"] == "lint violation found for rules: FromAsCasing"
+    assert data["buildError"] == {"message": "lint violation found for rules: FromAsCasing", "location": {}}
     (warning,) = data["warnings"]
-    assert (warning["rule"], warning["start_line"], warning["url"]) == (
-        "FromAsCasing", 2, "https://docs.docker.com/go/dockerfile/rule/from-as-casing/")
+    # BuildKit's lint.Warning, as docker build --call check,format=json prints it
+    assert warning == {
+        "ruleName": "FromAsCasing",
+        "description": "The 'as' keyword should match the case of the 'from' keyword",
+        "url": "https://docs.docker.com/go/dockerfile/rule/from-as-casing/",
+        "detail": "'as' and 'FROM' keywords' casing do not match",
+        "location": {"ranges": [{"start": {"line": 2}, "end": {"line": 2}}]},
+    }
     skipped = run_pybuild("lint", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=FromAsCasing",
                           str(tmp_path), check=True)
     assert "no warnings" in out(skipped)
