@@ -144,6 +144,8 @@ class OutputSpec:
             if compression is None:
                 raise UsageError(f"invalid --output {text!r}: compression must be one of "
                                  f"{', '.join(COMPRESSIONS)}")
+        from builder.layers.compression import parse_compression_level
+
         level = parse_compression_level(fields.get("compression-level"), compression, f"--output {text!r}")
         if level is not None and compression is None:
             compression = Compression.GZIP  # BuildKit's default compression, which the level is for
@@ -190,23 +192,6 @@ class OutputSpec:
     def converts(self) -> bool:
         """Whether the image is written in another form than the store holds it in."""
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
-
-
-def parse_compression_level(value: str | None, compression: Compression | None, where: str) -> int | None:
-    """BuildKit's ``compression-level``: an integer; for gzip (the default compression) one of Go's
-    levels, -2 to 9, which BuildKit finds out only when it compresses."""
-    from builder.layers.compression import GZIP_LEVELS
-
-    if value is None:
-        return None
-    try:
-        level = int(value)
-    except ValueError:
-        raise UsageError(f"invalid {where}: compression-level={value!r} is not an integer") from None
-    if compression in (None, Compression.GZIP) and level not in GZIP_LEVELS:
-        raise UsageError(f"invalid {where}: compression-level={level} is not a gzip level "
-                         "(-2 to 9: 0 stores, 1 is fastest, 9 smallest)")
-    return level
 
 
 def stores_names(specs: Sequence[str]) -> bool:

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import zstandard
 from isal import igzip
 
-from builder.errors import ImageError
+from builder.errors import ImageError, UsageError
 from builder.image.mediatypes import Compression
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -43,6 +43,21 @@ def zstd_level(level: int) -> int:
     if level < 10:
         return 7
     return 11
+
+
+def parse_compression_level(value: str | None, compression: Compression | None, where: str) -> int | None:
+    """BuildKit's ``compression-level``: an integer; for gzip (the default compression) one of Go's
+    levels, -2 to 9, which BuildKit finds out only when it compresses."""
+    if value is None:
+        return None
+    try:
+        level = int(value)
+    except ValueError:
+        raise UsageError(f"invalid {where}: compression-level={value!r} is not an integer") from None
+    if compression in (None, Compression.GZIP) and level not in GZIP_LEVELS:
+        raise UsageError(f"invalid {where}: compression-level={level} is not a gzip level "
+                         "(-2 to 9: 0 stores, 1 is fastest, 9 smallest)")
+    return level
 
 
 def detect(head: bytes) -> Compression:
