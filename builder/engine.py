@@ -479,7 +479,10 @@ class Build:
         tags = tuple(opts.tags)
         if imported is not None:
             imported.prefetch(final.layers())  # the final image's cached layers, concurrently
-        manifest_digest = self.store.write_image(final, tags)
+        from builder.export.outputs import stores_names
+
+        # -o type=image,store=false: pushed, not named here (held untagged, as the cache holds it)
+        manifest_digest = self.store.write_image(final, tags if stores_names(opts.outputs) else ())
         stored = self.store.image(str(manifest_digest))
         # The image's outputs first, then the cache, as BuildKit: a cache that cannot be written
         # fails the build but costs no image (a push done, an archive written).
@@ -620,6 +623,7 @@ class Build:
 
     def _report(self, result: BuildResult) -> None:
         from builder.export.destination import write_output
+        from builder.export.outputs import stores_names
 
         opts = self.options
         if opts.iidfile:
@@ -649,8 +653,9 @@ class Build:
             print(result.image_id, file=self._id_stream)
             return
         self.progress.message(f"writing image {result.image_id} done ({result.seconds:.1f}s)")
-        for tag in result.tags:
-            self.progress.message(f"naming to {tag} done")
+        if stores_names(opts.outputs):
+            for tag in result.tags:
+                self.progress.message(f"naming to {tag} done")
         for pushed in result.pushed:
             # What --push sent: a base mounted from another repository of the registry cost
             # nothing to upload (docker push says "Mounted from" per layer).

@@ -7,6 +7,11 @@ inputs}, in the spirit of BuildKit's ``application/vnd.buildkit.cacheconfig.v0``
 and whose layers are the compressed layer blobs those records need (plus, with
 ``cache-mounts=true``, one gzip tar per RUN cache mount).
 
+The artifact is an image manifest (BuildKit's ``image-manifest=true``, which
+registries such as ECR need), or with ``image-manifest=false`` an index (OCI's,
+or docker's manifest list with ``oci-mediatypes=false``) listing the layers and
+the config, BuildKit's older shape; an import reads both.
+
 Import is cheap: only the manifest and the config are fetched. A lookup that
 misses the local records asks the imported ones; a hit replays the record with
 a :class:`FetchingLayer`, which downloads its blob into the store the first
@@ -30,7 +35,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -47,8 +52,8 @@ from builder.fileio import open_binary
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
 from builder.image.image import BlobLayer, BlobSource, read_verified
-from builder.image.manifest import Manifest
-from builder.image.mediatypes import Compression, MediaType, layer_compression
+from builder.image.manifest import Index, Manifest
+from builder.image.mediatypes import Compression, MediaType, layer_compression, layer_media_type
 from builder.layers.compression import CHUNK, open_decompressed
 from cache.blobsources import BlobSources
 from cache.db import now
@@ -57,6 +62,7 @@ from cache.records import INLINE_KEY, CacheRecords, StepResult
 if TYPE_CHECKING:
     from builder.image.image import Layer
     from builder.progress import Progress
+    from builder.registry.client import ClientOptions
     from cache.store import Store
 
 CONFIG_VERSION = 1
@@ -64,6 +70,12 @@ REF_ANNOTATION = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 MAX_CONFIG_SIZE = 256 << 20
 TRANSFER_WORKERS = 4
+
+
+def _import_options() -> ClientOptions:
+    from builder.registry.client import ClientOptions
+
+    return ClientOptions(read_timeout=30.0, deadline=60.0)
 
 
 class CacheType(StrEnum):
@@ -92,6 +104,11 @@ class CacheSpec:
     digest: str = ""  # type=local import: this manifest among the blobs (an older export), not the tag's
     mode: CacheMode = CacheMode.MIN
     compression: Compression = Compression.GZIP
+    # --cache-to, BuildKit's: a layer held compressed otherwise goes as it is unless forced
+    force_compression: bool = False
+    compression_level: int | None = None  # where a layer is compressed for the export
+    oci_mediatypes: bool = True  # false: docker's layer types (and manifest list)
+    image_manifest: bool = True  # false: the artifact is an index of the blobs
     cache_mounts: bool = False
     ignore_error: bool = False  # --cache-to: a failed export only warns
 
@@ -128,17 +145,32 @@ class CacheSpec:
         compression = _choice(fields.pop("compression", "gzip"), Compression, flag, "compression")
         if compression is Compression.NONE:
             raise UsageError(f"invalid {flag} value {text!r}: compression must be gzip or zstd")
-        mounts_text = fields.pop("cache-mounts", "false").lower()
-        if mounts_text not in ("true", "false", "1", "0"):
-            raise UsageError(f"invalid {flag} value {text!r}: cache-mounts must be true or false")
-        ignore_text = fields.pop("ignore-error", "false").lower()
-        if ignore_text not in ("true", "false", "1", "0"):
-            raise UsageError(f"invalid {flag} value {text!r}: ignore-error must be true or false")
-        for ignored in ("oci-mediatypes", "image-manifest", "compression-level",
-                        "force-compression", "name"):
-            fields.pop(ignored, None)
-        common = {"mode": mode, "compression": compression, "cache_mounts": mounts_text in ("true", "1"),
-                  "ignore_error": ignore_text in ("true", "1")}
+        from builder.layers.compression import parse_compression_level
+
+        def flag_value(name: str, default: bool) -> bool:
+            value = fields.pop(name, None)
+            if value is None:
+                return default
+            if value.lower() in ("true", "1", ""):
+                return True
+            if value.lower() in ("false", "0"):
+                return False
+            raise UsageError(f"invalid {flag} value {text!r}: {name} must be true or false")
+
+        level = parse_compression_level(fields.pop("compression-level", None), compression, f"{flag} value {text!r}")
+        oci = flag_value("oci-mediatypes", True)
+        image_manifest = flag_value("image-manifest", oci)  # BuildKit's default: a manifest, with OCI types
+        if image_manifest and not oci:
+            raise UsageError(f"invalid {flag} value {text!r}: image-manifest=true needs oci-mediatypes=true "
+                             "(a docker manifest has no artifact type to mark a cache)")
+        if compression is Compression.ZSTD and not oci:
+            raise UsageError(f"invalid {flag} value {text!r}: compression=zstd needs oci-mediatypes=true "
+                             "(docker's media types have no zstd layer)")
+        fields.pop("name", None)  # buildx's, for an image exporter: nothing for a cache
+        common = {"mode": mode, "compression": compression, "cache_mounts": flag_value("cache-mounts", False),
+                  "ignore_error": flag_value("ignore-error", False),
+                  "force_compression": flag_value("force-compression", False), "compression_level": level,
+                  "oci_mediatypes": oci, "image_manifest": image_manifest}
         if kind is CacheType.INLINE:
             if not export:
                 raise UsageError(f"invalid {flag} value {text!r}: an inline cache is read from its image: "
@@ -209,8 +241,8 @@ class CacheTarget(Protocol):
     def put_blob(self, descriptor: Descriptor, opener: Callable[[], BinaryIO]) -> None:
         """Make the target hold the blob (skipped when it already does)."""
 
-    def put_manifest(self, raw: bytes) -> None:
-        """Point the ref at this manifest, atomically; every blob it names is already there."""
+    def put_manifest(self, raw: bytes, media_type: str = MediaType.OCI_MANIFEST.value) -> None:
+        """Point the ref at this manifest (or index), atomically; every blob it names is already there."""
 
     def close(self) -> None:
         """Release connections."""
@@ -220,9 +252,10 @@ class RegistryTarget:
     """A cache under a registry ref (a tag or digest)."""
 
     def __init__(self, ref: str, insecure_registries: Sequence[str] = (),
-                 known: BlobSources | None = None) -> None:
+                 known: BlobSources | None = None, options: ClientOptions | None = None) -> None:
         """``known``: the store's records of where blobs live, to mount the cache's layers from
-        another repository of the registry (an image pushed there) and to record them."""
+        another repository of the registry (an image pushed there) and to record them.
+        ``options``: the client's (its insecure registries are these ``insecure_registries``)."""
         from builder.image.reference import Reference
         from builder.registry.client import ClientOptions, RegistryClient
 
@@ -232,8 +265,8 @@ class RegistryTarget:
             raise UsageError(f"invalid cache ref {ref!r}: {err}") from None
         self.description = ref
         self.known = known
-        self.client = RegistryClient(
-            self.ref.registry, ClientOptions(insecure_registries=frozenset(insecure_registries)))
+        self.client = RegistryClient(self.ref.registry, replace(
+            options or ClientOptions(), insecure_registries=frozenset(insecure_registries)))
 
     def read_manifest(self) -> bytes | None:
         from builder.errors import RemoteImageNotFoundError
@@ -274,11 +307,11 @@ class RegistryTarget:
         upload_blob(self.client, repository, PushBlob(descriptor, opener, "cache"),
                     mount_from=sources, refused=refused)
 
-    def put_manifest(self, raw: bytes) -> None:
+    def put_manifest(self, raw: bytes, media_type: str = MediaType.OCI_MANIFEST.value) -> None:
         identifier = self.ref.tag or str(Digest.of(raw))
-        self.client.put_manifest(self.ref.repository, identifier, raw, MediaType.OCI_MANIFEST.value)
+        self.client.put_manifest(self.ref.repository, identifier, raw, media_type)
         if self.known is not None:
-            manifest = Manifest.from_bytes(raw)
+            manifest = _cache_manifest(raw, self.description)
             self.known.record(self.client.registry, self.ref.repository,
                               [manifest.config.digest, *(d.digest for d in manifest.layers)])
 
@@ -398,10 +431,9 @@ class LocalTarget:
                 tmp.unlink()
             raise
 
-    def put_manifest(self, raw: bytes) -> None:
-        desc = Descriptor.of(MediaType.OCI_MANIFEST.value, raw,
-                             annotations={REF_ANNOTATION: self.tag},
-                             artifact_type=MediaType.PYBUILD_CACHE_CONFIG.value)
+    def put_manifest(self, raw: bytes, media_type: str = MediaType.OCI_MANIFEST.value) -> None:
+        artifact = MediaType.PYBUILD_CACHE_CONFIG.value if media_type == MediaType.OCI_MANIFEST else None
+        desc = Descriptor.of(media_type, raw, annotations={REF_ANNOTATION: self.tag}, artifact_type=artifact)
         self.put_blob(desc, lambda: io.BytesIO(raw))
         _write_file(self.root / "oci-layout", LAYOUT_FILE, keep=True)
         with _locked(self.root / ".pybuild-cache.lock"):
@@ -480,9 +512,9 @@ def _write_file(path: Path, data: bytes, keep: bool = False) -> None:
 
 
 def open_target(spec: CacheSpec, insecure_registries: Sequence[str] = (),
-                known: BlobSources | None = None) -> CacheTarget:
+                known: BlobSources | None = None, options: ClientOptions | None = None) -> CacheTarget:
     if spec.type is CacheType.REGISTRY:
-        return RegistryTarget(spec.ref, insecure_registries, known)
+        return RegistryTarget(spec.ref, insecure_registries, known, options)
     assert spec.path is not None
     return LocalTarget(spec.path, spec.tag, spec.digest)
 
@@ -564,13 +596,16 @@ class ImportedCache:
         self._lock = threading.Lock()
         self._fetch_locks: dict[str, threading.Lock] = {}
 
-    def load(self, spec: CacheSpec, insecure_registries: Sequence[str] = ()) -> int:
+    def load(self, spec: CacheSpec, insecure_registries: Sequence[str] = (),
+             options: ClientOptions | None = None) -> int:
         """Read one cache's manifest and config; returns how many records it added.
 
         A cache that does not exist yet is not an error (the first build of a
-        farm has nothing to import): BuildKit only warns, and so does this.
+        farm has nothing to import): BuildKit only warns, and so does this. Nor is a registry
+        that does not answer: each request gives up after ``options.deadline``
+        (30 s a read, 60 s a request), and the build runs without that cache.
         """
-        target = open_target(spec, insecure_registries)
+        target = open_target(spec, insecure_registries, options=options or _import_options())
         self._targets.append(target)
         try:
             raw = target.read_manifest()
@@ -844,13 +879,41 @@ def _mount_annotation() -> str:
     return ID_ANNOTATION
 
 
+def _cache_manifest(raw: bytes, where: str) -> Manifest:
+    """A cache's manifest, or its index (``image-manifest=false``) read as one: the entry of the
+    cache config's type is the config, the others are the layers (and cache mounts)."""
+    from builder.image.manifest import parse_manifest
+
+    parsed = parse_manifest(raw)
+    if isinstance(parsed, Manifest):
+        return parsed
+    cache = _index_as_manifest(parsed, where)
+    if cache is None:
+        raise CacheError(f"cache {where}: an index without a cache config")
+    return cache
+
+
+def _index_as_manifest(index: Index, where: str) -> Manifest | None:
+    """A cache index as the manifest it stands for, or None when it is an image's index."""
+    configs = [d for d in index.manifests if d.media_type == MediaType.PYBUILD_CACHE_CONFIG]
+    if not configs:
+        return None
+    if len(configs) > 1:
+        raise CacheError(f"cache {where}: its index names {len(configs)} cache configs")
+    return Manifest(config=configs[0], layers=tuple(d for d in index.manifests if d is not configs[0]),
+                    media_type=MediaType.OCI_MANIFEST, annotations=index.annotations)
+
+
 def _image_manifest(target: CacheTarget, raw: bytes) -> Manifest:
-    """The manifest itself, or, for an index (an image pushed for several platforms), the host's."""
-    from builder.image.manifest import Index, parse_manifest
+    """The manifest itself; for a cache's index (``image-manifest=false``) the manifest it
+    stands for; for an image's index (an image pushed for several platforms), the host's."""
+    from builder.image.manifest import parse_manifest
     from builder.image.platform import Platform
     from builder.registry.remote import select_platform
 
     parsed = parse_manifest(raw)
+    if isinstance(parsed, Index) and (cache := _index_as_manifest(parsed, target.description)) is not None:
+        return cache
     if isinstance(parsed, Index):
         chosen = select_platform(parsed, Platform.host(), f"cache {target.description}")
         parsed = parse_manifest(target.read_child(chosen))
@@ -918,13 +981,13 @@ def _record_from_json(item: dict[str, Any], blobs: dict[str, Descriptor], source
 
 
 def load_imports(specs: Iterable[str], store: Store, progress: Progress | None = None,
-                 insecure_registries: Sequence[str] = ()) -> ImportedCache:
+                 insecure_registries: Sequence[str] = (), options: ClientOptions | None = None) -> ImportedCache:
     """Every ``--cache-from``; one that cannot be read is a warning, as in BuildKit (the build
     then runs without it), but a malformed value is an error before anything runs."""
     cache = ImportedCache(store, progress)
     for spec in [CacheSpec.parse(text, export=False) for text in specs]:
         try:
-            cache.load(spec, insecure_registries)
+            cache.load(spec, insecure_registries, options)
         except UsageError:
             raise
         except PybuildError as err:
@@ -1027,15 +1090,20 @@ def export_cache(spec: CacheSpec, store: Store, records: CacheRecords, keys: Seq
         raw_config = canonical_json(config)
         config_desc = Descriptor.of(MediaType.PYBUILD_CACHE_CONFIG.value, raw_config)
         layer_descs = [b.descriptor for b in blobs.values()] + [m.descriptor for m in mounts]
-        manifest = Manifest(config=config_desc, layers=tuple(layer_descs),
-                            media_type=MediaType.OCI_MANIFEST,
-                            artifact_type=MediaType.PYBUILD_CACHE_CONFIG.value,
-                            annotations={"dev.pybuild.cache.mode": spec.mode.value})
-        raw_manifest = manifest.to_bytes()
+        annotations = {"dev.pybuild.cache.mode": spec.mode.value}
+        artifact: Manifest | Index
+        if spec.image_manifest:
+            artifact = Manifest(config=config_desc, layers=tuple(layer_descs), media_type=MediaType.OCI_MANIFEST,
+                                artifact_type=MediaType.PYBUILD_CACHE_CONFIG.value, annotations=annotations)
+        else:  # BuildKit's index: the blobs, the config last (docker's manifest list has no annotations)
+            artifact = Index(manifests=(*layer_descs, config_desc),
+                             media_type=MediaType.OCI_INDEX if spec.oci_mediatypes else MediaType.DOCKER_MANIFEST_LIST,
+                             annotations=annotations if spec.oci_mediatypes else None)
+        raw_manifest = artifact.to_bytes()
         uploads = [*blobs.values(), *mounts, _Blob(config_desc, lambda: io.BytesIO(raw_config))]
         try:
             _run_all([functools.partial(target.put_blob, b.descriptor, b.opener) for b in uploads])
-            target.put_manifest(raw_manifest)
+            target.put_manifest(raw_manifest, artifact.media_type)
         except OSError as err:
             raise CacheError(f"cannot write cache {target.description}: "
                              f"{err.strerror or err}{f' ({err.filename})' if err.filename else ''}") from None
@@ -1066,15 +1134,27 @@ def _export_record(key: str, spec: CacheSpec, store: Store, records: CacheRecord
     entry: dict[str, Any] = {"key": key, "parent": parent, "result": result.to_json(), "inputs": inputs}
     if result.diff_id is None:
         return entry, None
+    docker = not spec.oci_mediatypes
     try:
-        desc = store.layer_blob(result.diff_id, spec.compression)
+        desc = store.export_blob(result.diff_id, spec.compression, force=spec.force_compression,
+                                 level=spec.compression_level, docker=docker)
         blob = _Blob(desc, functools.partial(store.blobs.open, desc.digest, desc.size))
     except ImageNotFoundError:
         # Not held here (an imported hit nothing read): pass the other cache's blob through.
         if remote is None or remote.layer is None:
             return None, None
         desc = remote.layer
-        blob = _Blob(desc, functools.partial(remote.source.open_blob, desc))
+        held = layer_compression(desc.media_type)
+        if spec.force_compression and held is not spec.compression:
+            blob = None  # fetched and compressed as asked, below
+        else:
+            desc = replace(desc, media_type=layer_media_type(held, docker=docker).value)
+            blob = _Blob(desc, functools.partial(remote.source.open_blob, desc))
+        if blob is None:
+            imported.fetch(remote)  # type: ignore[union-attr]  # remote is imported's
+            desc = store.export_blob(result.diff_id, spec.compression, force=True,
+                                     level=spec.compression_level, docker=docker)
+            blob = _Blob(desc, functools.partial(store.blobs.open, desc.digest, desc.size))
     entry["layer"] = str(desc.digest)
     return entry, blob
 

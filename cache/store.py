@@ -541,8 +541,11 @@ class Store:
             )
         return reader.size, content
 
-    def layer_blob(self, diff_id: str, compression: Compression, *, docker: bool = False) -> Descriptor:
-        """The layer ``diff_id`` as a blob with ``compression``, compressing it once if needed."""
+    def layer_blob(self, diff_id: str, compression: Compression, *, docker: bool = False,
+                   level: int | None = None) -> Descriptor:
+        """The layer ``diff_id`` as a blob with ``compression``, compressing it once if needed, at
+        ``level`` (BuildKit's compression-level) then. As BuildKit, a blob held in that
+        compression is the layer's, whatever level made it: a level is not compressed again."""
         from builder.layers.compression import compress_stream, open_decompressed
 
         compression = Compression(compression)
@@ -569,7 +572,7 @@ class Store:
                         self.blobs.open(src_desc.digest, src_desc.size), Compression(source["compression"])
                     ) as raw, open(tmp, "wb") as out:
                         reader = HashingReader(raw)
-                        compress_stream(reader, out, compression)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
+                        compress_stream(reader, out, compression, level)  # type: ignore[arg-type]  # a file-like reader, no typing.BinaryIO subclass
                 except OSError as err:  # a full store: the user's to free, said in one line
                     raise StoreError(f"cannot compress layer {diff_id} ({compression.value}) into {self.root}: "
                                      f"{err.strerror or err}") from None
@@ -594,6 +597,19 @@ class Store:
         assert row is not None
         return Descriptor(media_type, Digest(row["blob_digest"]), row["size"])
 
+    def export_blob(self, diff_id: str, compression: Compression, *, force: bool = False,
+                    level: int | None = None, docker: bool = False) -> Descriptor:
+        """The layer's blob for an export asking for ``compression`` (BuildKit's rule): a form
+        held compressed otherwise (a pulled gzip base in a zstd export) goes as it is, unless
+        ``force``; a layer held only uncompressed is compressed, at ``level``."""
+        if not force and self._layer_row(diff_id, compression) is None:
+            for other in (Compression.GZIP, Compression.ZSTD):
+                row = self._layer_row(diff_id, other) if other is not compression else None
+                if row is not None:
+                    self._checked(diff_id, row)
+                    return Descriptor(layer_media_type(other, docker=docker), Digest(row["blob_digest"]), row["size"])
+        return self.layer_blob(diff_id, compression, docker=docker, level=level)
+
     def docker_compatible(self, image: Image) -> Image:
         """The image with zstd layers as gzip (docker < 23 cannot load zstd), compressed once."""
         if not any(layer_compression(layer.media_type()) is Compression.ZSTD for layer in image.layers()):
@@ -603,22 +619,24 @@ class Store:
             docker=image.manifest().media_type == MediaType.DOCKER_MANIFEST)
 
     def converted(self, image: Image, *, compression: Compression | None = None, force: bool = False,
-                  docker: bool | None = None, annotations: dict[str, str] | None = None) -> Image:
+                  docker: bool | None = None, annotations: dict[str, str] | None = None,
+                  level: int | None = None) -> Image:
         """The image as an output asks for it (BuildKit's exporter options): ``compression`` for
         the layers held uncompressed (the ones this machine made), or for every layer with
-        ``force``; docker schema2 or OCI media types (``docker``; None keeps them); manifest
-        ``annotations``. Each blob is compressed once and kept; the image ID does not change."""
+        ``force``, at ``level`` where a layer is compressed; docker schema2 or OCI media types
+        (``docker``; None keeps them); manifest ``annotations``. Each blob is compressed once
+        and kept; the image ID does not change."""
         def wanted(current: Compression) -> Compression:
             if compression is not None and (force or current is Compression.NONE):
                 return compression
             return current
 
         docker = is_docker(image.manifest().media_type) if docker is None else docker
-        return RecompressedImage(image, self._relayered(image, wanted, docker=docker).layers(),
+        return RecompressedImage(image, self._relayered(image, wanted, docker=docker, level=level).layers(),
                                  docker=docker, annotations=annotations)
 
     def _relayered(self, image: Image, wanted: Callable[[Compression], Compression], *,
-                   docker: bool) -> RecompressedImage:
+                   docker: bool, level: int | None = None) -> RecompressedImage:
         """The image with each layer in the compression ``wanted`` gives for its own."""
         source = BlobFileSource(self.blobs)
         out = []
@@ -633,7 +651,7 @@ class Store:
                     media_type = layer_media_type(current, docker=docker)
                 desc = Descriptor(media_type, layer.digest(), layer.size())
             else:
-                desc = self.layer_blob(str(layer.diff_id()), target, docker=docker)
+                desc = self.layer_blob(str(layer.diff_id()), target, docker=docker, level=level)
             out.append(BlobLayer(source, desc, layer.diff_id()))
         return RecompressedImage(image, out)
 

@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add_container_flags(p)
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,dest=PATH]",
                    help="output: type=image|registry|oci|docker|tar|local|cacheonly[,dest=PATH][,push=true]"
-                        "[,compression=gzip|zstd|uncompressed][,oci-mediatypes=true][,annotation.KEY=VALUE]...")
+                        "[,compression=gzip|zstd|uncompressed][,compression-level=N][,force-compression=true]"
+                        "[,oci-mediatypes=true][,store=false][,annotation.KEY=VALUE]...")
     p.add_argument("--annotation", action="append", default=[], metavar="[TYPE:]KEY=VALUE",
                    help="an OCI annotation on the manifest (TYPE manifest, the default), or on an OCI "
                         "output's index (index) or its entry there (manifest-descriptor)")

@@ -20,6 +20,8 @@ class TaggedImage:
     image: Image
     names: tuple[str, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)  # on its descriptor in an index
+    # docker schema2 kept in an OCI layout's index (BuildKit's oci-mediatypes=false), not made OCI
+    docker_types: bool = False
 
 
 __all__ = ["TaggedImage"]

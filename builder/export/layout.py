@@ -151,6 +151,21 @@ def oci_manifest_bytes(image: Image) -> bytes:
     return manifest.as_oci().to_bytes()
 
 
+def layout_manifest(tagged: TaggedImage) -> Descriptor:
+    """The descriptor of the manifest a layout holds for ``tagged`` (see :func:`layout_manifest_bytes`)."""
+    raw = layout_manifest_bytes(tagged)
+    docker = tagged.docker_types and tagged.image.manifest().media_type == MediaType.DOCKER_MANIFEST
+    return Descriptor.of(MediaType.DOCKER_MANIFEST if docker else MediaType.OCI_MANIFEST, raw)
+
+
+def layout_manifest_bytes(tagged: TaggedImage) -> bytes:
+    """OCI's manifest, or with ``docker_types`` a docker schema2 one as it is (BuildKit writes
+    docker's media types into an OCI layout with oci-mediatypes=false)."""
+    if tagged.docker_types and tagged.image.manifest().media_type == MediaType.DOCKER_MANIFEST:
+        return tagged.image.raw_manifest()
+    return oci_manifest_bytes(tagged.image)
+
+
 def _platform(image: Image) -> Platform | None:
     config = image.config_file()
     if not config.architecture or not config.os:
@@ -161,7 +176,9 @@ def _platform(image: Image) -> Platform | None:
 def _index_entries(tagged: TaggedImage, manifest: bytes) -> list[dict[str, Any]]:
     from builder.image.reference import Reference
 
-    base = Descriptor.of(MediaType.OCI_MANIFEST, manifest, platform=_platform(tagged.image))
+    docker = json.loads(manifest).get("mediaType") == MediaType.DOCKER_MANIFEST  # kept: oci-mediatypes=false
+    media_type = MediaType.DOCKER_MANIFEST if docker else MediaType.OCI_MANIFEST
+    base = Descriptor.of(media_type, manifest, platform=_platform(tagged.image))
     if tagged.annotations:
         base = base.with_annotations(**tagged.annotations)
     if not tagged.names:
@@ -182,7 +199,7 @@ def blob_entries(images: Sequence[TaggedImage]) -> tuple[list[Entry], list[bytes
     manifests: list[bytes] = []
     for tagged in images:
         image = tagged.image
-        manifest_bytes = oci_manifest_bytes(image)
+        manifest_bytes = layout_manifest_bytes(tagged)
         manifests.append(manifest_bytes)
         raw_config = image.raw_config()
         config_digest = Digest.of(raw_config)

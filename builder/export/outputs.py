@@ -26,10 +26,10 @@ from builder.errors import PybuildError, UsageError
 from builder.export import TaggedImage
 from builder.image.descriptor import Descriptor
 from builder.image.image import Image
-from builder.image.mediatypes import Compression, MediaType
+from builder.image.mediatypes import Compression
 
 TYPES = ("image", "oci", "docker", "tar", "local", "registry", "cacheonly")
-_IMAGE_OPTIONS = ("compression", "force-compression", "oci-mediatypes", "rewrite-timestamp")
+_IMAGE_OPTIONS = ("compression", "compression-level", "force-compression", "oci-mediatypes", "rewrite-timestamp")
 # The options each exporter takes, as BuildKit's do (annotation.* and annotation-TYPE.* too,
 # for image, registry, oci and docker).
 OPTIONS = {
@@ -49,12 +49,14 @@ class OutputSpec:
     """One ``--output``, its options checked and typed.
 
     ``compression`` is what layers held uncompressed (the ones this build made) are written
-    as, every layer's with ``force_compression`` (an archive's default is gzip, BuildKit's); ``oci_mediatypes`` chooses OCI or docker
+    as, every layer's with ``force_compression`` (an archive's default is gzip, BuildKit's),
+    at ``compression_level`` where a layer is compressed; ``oci_mediatypes`` chooses OCI or docker
     media types (None: as the image has them). ``annotations`` are the output's own
-    ``annotation[-TYPE].KEY=VALUE`` options. ``store=true``, ``unpack``, ``platform-split`` and
-    ``rewrite-timestamp`` are taken and change nothing: the store always keeps and unpacks
-    the image, the build is for one platform, and with SOURCE_DATE_EPOCH every file of a
-    layer the build makes is already clamped to it.
+    ``annotation[-TYPE].KEY=VALUE`` options. ``store=false`` (an image output) names nothing
+    in the store: the image stays there untagged, as the build cache holds it. ``unpack``,
+    ``platform-split`` and ``rewrite-timestamp`` are taken and change nothing: the store always
+    unpacks the image, the build is for one platform, and with SOURCE_DATE_EPOCH every file of
+    a layer the build makes is already clamped to it.
     """
 
     type: str
@@ -63,7 +65,9 @@ class OutputSpec:
     names: tuple[str, ...] = ()
     compression: Compression | None = None
     force_compression: bool = False
+    compression_level: int | None = None
     oci_mediatypes: bool | None = None
+    store: bool = True
     tar: bool = True
     push_by_digest: bool = False
     insecure: bool = False
@@ -118,11 +122,8 @@ class OutputSpec:
         allowed = OPTIONS[kind]
         for name in fields:
             if name not in allowed:
-                reason = (": pybuild compresses each layer once, at the default level, and keeps it"
-                          if name == "compression-level" else "")
                 takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no options"
-                raise UsageError(f"invalid --output {text!r}: type={kind} takes no option {name!r}{reason} "
-                                 f"({takes})")
+                raise UsageError(f"invalid --output {text!r}: type={kind} takes no option {name!r} ({takes})")
         if annotations and kind in ("tar", "local"):
             raise UsageError(f"invalid --output {text!r}: type={kind} writes a file system, not an image: "
                              "it takes no annotations")
@@ -143,6 +144,11 @@ class OutputSpec:
             if compression is None:
                 raise UsageError(f"invalid --output {text!r}: compression must be one of "
                                  f"{', '.join(COMPRESSIONS)}")
+        from builder.layers.compression import parse_compression_level
+
+        level = parse_compression_level(fields.get("compression-level"), compression, f"--output {text!r}")
+        if level is not None and compression is None:
+            compression = Compression.GZIP  # BuildKit's default compression, which the level is for
         oci = flag("oci-mediatypes") if "oci-mediatypes" in fields else None
         if compression is Compression.ZSTD:
             if oci is False:
@@ -150,11 +156,8 @@ class OutputSpec:
                                  "(docker's media types have no zstd layer)")
             oci = True  # as BuildKit: zstd layers exist only as OCI media types
         # unpack=false is BuildKit's default (buildx sends it with a push): pybuild's unpacked store
-        # changes nothing the user sees. store=false asks for what pybuild cannot do.
+        # changes nothing the user sees.
         flag("unpack", False)
-        if not flag("store", True):
-            raise UsageError(f"invalid --output {text!r}: store=false: pybuild always keeps the image "
-                             "in its store (the build cache stands on it)")
         tar = flag("tar", True)
         dest = fields.get("dest")
         if kind in ("oci", "tar") and not dest and tar:
@@ -172,8 +175,8 @@ class OutputSpec:
         return cls(
             type="image" if kind == "registry" else kind, dest=dest,
             push=flag("push", kind == "registry"), names=tuple(n for n in fields.get("name", "").split(",") if n),
-            compression=compression, force_compression=flag("force-compression"), oci_mediatypes=oci,
-            tar=tar, push_by_digest=flag("push-by-digest"), insecure=flag("registry.insecure"),
+            compression=compression, force_compression=flag("force-compression"), compression_level=level,
+            oci_mediatypes=oci, store=flag("store", True), tar=tar, push_by_digest=flag("push-by-digest"), insecure=flag("registry.insecure"),
             annotations=tuple(annotations),
         )
 
@@ -189,6 +192,12 @@ class OutputSpec:
     def converts(self) -> bool:
         """Whether the image is written in another form than the store holds it in."""
         return self.compression is not None or self.oci_mediatypes is not None or bool(self.annotations)
+
+
+def stores_names(specs: Sequence[str]) -> bool:
+    """Whether the build's -t names go into the store: not when an image output says
+    ``store=false`` (a push without keeping the image, as BuildKit's)."""
+    return not any(out.type == "image" and not out.store for out in (OutputSpec.parse(s) for s in _given(specs)))
 
 
 def is_stdout(path: str) -> bool:
@@ -317,7 +326,9 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
         own = annotations.merged(theirs)
         exported = _as_output(image, out, own, store)
         if out.type == "image":
-            if theirs.manifest and names:
+            if not out.store:
+                pass  # store=false: nothing named in the store (the image stays there, untagged)
+            elif theirs.manifest and names:
                 # the output's own annotations are content of the image it names (BuildKit stores
                 # it so): a later push or save of that name has them; the image ID stays
                 annotated = store.converted(image, annotations={**(image.manifest().annotations or {}),
@@ -336,14 +347,15 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 pushed_manifests += [Descriptor(media_type, r.digest, r.size) for r in results]
         elif out.type in ("oci", "docker"):
             from builder.export.archive import save
-            from builder.export.layout import oci_manifest_bytes, write_oci_layout
+            from builder.export.layout import layout_manifest, write_oci_layout
 
             if out.type == "docker" and out.compression is not Compression.ZSTD:
                 # docker (20.10 here) cannot load zstd layers: the docker format carries gzip ones
                 # (a zstd base's too), unless zstd is what was asked for
                 exported = store.docker_compatible(exported)
-            tagged = [TaggedImage(exported, names, own.manifest_descriptor)]
-            written.append(Descriptor.of(MediaType.OCI_MANIFEST, oci_manifest_bytes(exported)))
+            tagged = [TaggedImage(exported, names, own.manifest_descriptor,
+                                  docker_types=out.oci_mediatypes is False)]
+            written.append(layout_manifest(tagged[0]))
             if not out.tar:
                 write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
             else:
@@ -491,7 +503,7 @@ def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -
     manifest_annotations = {**(image.manifest().annotations or {}), **annotations.manifest}
     docker = None if out.oci_mediatypes is None else not out.oci_mediatypes
     return store.converted(image, compression=out.compression, force=out.force_compression, docker=docker,
-                           annotations=manifest_annotations or None)
+                           annotations=manifest_annotations or None, level=out.compression_level)
 
 
 def flatten(image: Image, target: Path, *, same_owner: bool = True, source_date_epoch: int | None = None) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import shutil
+import zlib
 from typing import BinaryIO
 
 import zstandard
 from isal import igzip
 
-from builder.errors import ImageError
+from builder.errors import ImageError, UsageError
 from builder.image.mediatypes import Compression
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -27,6 +28,36 @@ CHUNK = 1 << 20
 # ISA-L levels are 0-3; 1 is about 15x faster than zlib's default here for ~12% more bytes.
 DEFAULT_GZIP_LEVEL = 1
 DEFAULT_ZSTD_LEVEL = 3
+# BuildKit's compression-level: gzip takes Go's compress/gzip levels (-2 Huffman only, -1 its
+# default, 0 stored, 1 fastest .. 9 smallest); zstd any integer, which klauspost/compress
+# rounds to one of its four encoders (EncoderLevelFromZstd), about zstd's levels 1, 3, 7, 11.
+GZIP_LEVELS = range(-2, 10)
+
+
+def zstd_level(level: int) -> int:
+    """The zstd level BuildKit's encoder compresses at for ``compression-level=level``."""
+    if level < 3:
+        return 1
+    if level < 6:
+        return 3
+    if level < 10:
+        return 7
+    return 11
+
+
+def parse_compression_level(value: str | None, compression: Compression | None, where: str) -> int | None:
+    """BuildKit's ``compression-level``: an integer; for gzip (the default compression) one of Go's
+    levels, -2 to 9, which BuildKit finds out only when it compresses."""
+    if value is None:
+        return None
+    try:
+        level = int(value)
+    except ValueError:
+        raise UsageError(f"invalid {where}: compression-level={value!r} is not an integer") from None
+    if compression in (None, Compression.GZIP) and level not in GZIP_LEVELS:
+        raise UsageError(f"invalid {where}: compression-level={level} is not a gzip level "
+                         "(-2 to 9: 0 stores, 1 is fastest, 9 smallest)")
+    return level
 
 
 def detect(head: bytes) -> Compression:
@@ -86,18 +117,46 @@ class _ClosingGzip(igzip.IGzipFile):
 
 
 def compressor(dst: BinaryIO, compression: Compression, level: int | None = None) -> BinaryIO:
-    """A writable stream that compresses into ``dst``. Close it to flush (``dst`` stays open)."""
+    """A writable stream that compresses into ``dst``. Close it to flush (``dst`` stays open).
+
+    ``level`` is BuildKit's ``compression-level`` (see :data:`GZIP_LEVELS`, :func:`zstd_level`);
+    None is pybuild's default: ISA-L's fast gzip, zstd level 3."""
     if compression is Compression.NONE:
         return _NoClose(dst)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.GZIP:
-        lvl = DEFAULT_GZIP_LEVEL if level is None else level
+        if level is not None:
+            return _ZlibGzip(dst, level)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
         # filename="": no FNAME header (it would be the temp file's name; digests must not depend on it)
-        return igzip.IGzipFile(fileobj=dst, filename="", mode="wb", compresslevel=lvl, mtime=0)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
+        return igzip.IGzipFile(fileobj=dst, filename="", mode="wb", compresslevel=DEFAULT_GZIP_LEVEL, mtime=0)  # type: ignore[return-value]  # a file object, no typing.BinaryIO subclass
     if compression is Compression.ZSTD:
-        lvl = DEFAULT_ZSTD_LEVEL if level is None else level
+        lvl = DEFAULT_ZSTD_LEVEL if level is None else zstd_level(level)
         cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=False)
         return cctx.stream_writer(dst, closefd=False)
     raise ImageError(f"unknown compression {compression!r}")
+
+
+class _ZlibGzip(io.RawIOBase):
+    """gzip at one of Go's levels, through zlib (ISA-L has four levels of its own): the header
+    has no name and mtime 0, so the same input gives the same bytes."""
+
+    def __init__(self, dst: BinaryIO, level: int) -> None:
+        if level not in GZIP_LEVELS:
+            raise ImageError(f"gzip compression level {level} is not between -2 and 9")
+        strategy = zlib.Z_HUFFMAN_ONLY if level == -2 else zlib.Z_DEFAULT_STRATEGY
+        self._dst = dst
+        self._z = zlib.compressobj(max(level, -1) if level != -2 else 1, zlib.DEFLATED, 31, 8, strategy)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self._dst.write(self._z.compress(b))
+        return len(b)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._dst.write(self._z.flush())
+        super().close()
 
 
 def compress_stream(

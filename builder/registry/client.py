@@ -84,6 +84,10 @@ class ClientOptions:
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
     pool_size: int = 16
+    # The longest one request may take, its attempts and the waits between them together (None:
+    # as many attempts as the retry policy gives, each up to read_timeout): a registry that takes
+    # connections but never answers cost five minutes and more per request.
+    deadline: float | None = None
 
 
 class TransientRegistryError(RegistryError):
@@ -577,6 +581,8 @@ class RegistryClient:
         last = "failed"
         auth_retries = 0
         n = 0
+        started = time.monotonic()
+        deadline = self.options.deadline
         while True:
             try:
                 return attempt()
@@ -589,6 +595,10 @@ class RegistryClient:
                 if n >= total:
                     break
                 delay = policy.delay(n - 1, err.retry_after)
+                if deadline is not None and time.monotonic() - started + delay >= deadline:
+                    raise TransientRegistryError(
+                        f"{self._prefix(call)}: {method} {call.what}: {last}: no answer within "
+                        f"{deadline:g}s ({n} attempt{'s' if n > 1 else ''})") from None
                 log.debug("%s: %s %s: %s; retrying in %.2fs (attempt %d/%d)", self._prefix(call),
                           method, call.what, last, delay, n + 1, total)
                 self._sleep(delay)

@@ -1,5 +1,5 @@
-"""The options of ``--output`` as BuildKit's exporters take them: compression, force-compression,
-oci-mediatypes, tar=false, annotation.*, push-by-digest, registry.insecure; checked by skopeo,
+"""The options of ``--output`` as BuildKit's exporters take them: compression, compression-level,
+force-compression, oci-mediatypes, store=false, tar=false, annotation.*, push-by-digest, registry.insecure; checked by skopeo,
 umoci, docker and a real registry, and a clear error for any option an exporter does not take."""
 
 from __future__ import annotations
@@ -128,12 +128,14 @@ def test_push_options(builder: Builder, registry: str) -> None:
 
 @pytest.mark.parametrize("output, message", [
     ("type=oci,dest=x,compression=brotli", b"compression must be one of gzip, zstd, uncompressed"),
-    ("type=oci,dest=x,compression-level=9", b"compresses each layer once"),
+    ("type=oci,dest=x,compression-level=10", b"compression-level=10 is not a gzip level (-2 to 9"),
+    ("type=image,compression=gzip,compression-level=fast", b"compression-level='fast' is not an integer"),
+    ("type=local,dest=x,compression-level=1", b"type=local takes no option 'compression-level'"),
     ("type=local,dest=x,compression=zstd", b"type=local takes no option 'compression'"),
     ("type=docker,dest=x,tar=false", b"type=docker takes no option 'tar'"),
     ("type=oci,dest=x,compression=zstd,oci-mediatypes=false", b"needs oci-mediatypes=true"),
     ("type=oci,dest=x,force-compression=perhaps", b"is not a boolean"),
-    ("type=image,store=false", b"always keeps the image in its store"),
+    ("type=image,store=perhaps", b"is not a boolean"),
     ("type=tar,dest=x,annotation.a=b", b"takes no annotations"),
     ("type=oci,dest=-,tar=false", b"tar=false writes a directory"),
     ("type=cacheonly,dest=x", b"it takes no options"),
@@ -296,3 +298,78 @@ def test_a_full_store_while_compressing_for_an_archive_is_one_line(tmp_path: Pat
         assert p.returncode == 1 and err.count("\n") == 1, err
         assert err.startswith("ERROR: cannot compress layer sha256:") and f"into {root}: No space left" in err, err
         assert not list((root / "tmp").iterdir()) and not (tmp_path / "out.tar").exists()
+
+
+def _layers(manifest: dict) -> list[tuple[str, int]]:
+    """Each layer's compression (gzip, zstd or tar, docker's or OCI's type) and size."""
+    return [(next((k for k in ("gzip", "zstd") if layer["mediaType"].endswith(k)), "tar"), layer["size"])
+            for layer in manifest["layers"]]
+
+
+def test_compression_level_and_force_over_a_pulled_gzip_base(builder: Builder, registry: str,
+                                                              tmp_path: Path) -> None:
+    """compression-level was refused. Now, as BuildKit: gzip at Go's levels (0 stores, 9 is
+    smallest), zstd's mapped to its encoders; a level applies where a layer is compressed (the
+    ones this build made, held uncompressed). compression=zstd leaves a pulled gzip base gzip;
+    force-compression makes it zstd too. Every form pulls back to the same image ID."""
+    base = f"{registry}/outputs/level-base:{uuid.uuid4().hex[:8]}"
+    run_pybuild("tag", "busybox:local", base, root=builder.root, check=True)
+    run_pybuild("push", base, root=builder.root, check=True)
+    ctx = builder.context({"Dockerfile": f"FROM {base}\nRUN yes pybuild | head -c 400000 > /data && "
+                                         f"echo {uuid.uuid4().hex} > /made\n"}, "level")
+    repo = f"{registry}/outputs/level-{uuid.uuid4().hex[:8]}"
+    sizes = {}
+    for tag, options in (("stored", "compression-level=0"), ("best", "compression=gzip,compression-level=9"),
+                         ("zstd", "compression=zstd,compression-level=19"),
+                         ("forced", "compression=zstd,force-compression=true")):
+        fresh = tmp_path / f"store-{tag}"  # each pulls the base (gzip) and compresses the new layer first
+        run_pybuild("build", "-q", "-t", "outputs:level", "-o", f"type=image,name={repo}:{tag},push=true,{options}",
+                    str(ctx), root=fresh, check=True)
+        sizes[tag] = _layers(_raw(f"docker://{repo}:{tag}"))
+        image_id = _image_id(Builder(fresh, tmp_path), "outputs:level")
+        pulled = tmp_path / f"pulled-{tag}"
+        run_pybuild("pull", f"{repo}:{tag}", root=pulled, check=True)
+        assert _image_id(Builder(pulled, tmp_path), f"{repo}:{tag}") == image_id
+    base_layers = _layers(_raw(f"docker://{base}"))
+    assert sizes["stored"][:-1] == sizes["best"][:-1] == sizes["zstd"][:-1] == base_layers  # the base as pulled
+    assert sizes["stored"][-1][0] == sizes["best"][-1][0] == "gzip" and sizes["zstd"][-1][0] == "zstd"
+    assert sizes["stored"][-1][1] > 400_000 > 100 * sizes["best"][-1][1]  # level 0 stores the 400 kB; 9 squeezes it
+    assert {kind for kind, _ in sizes["forced"]} == {"zstd"}
+
+
+def test_oci_mediatypes_false_in_an_oci_layout(builder: Builder, tmp_path: Path) -> None:
+    """type=oci,oci-mediatypes=false was ignored (the layout held OCI's types). BuildKit writes
+    docker's then, into the OCI layout's index too; skopeo reads it, and it loads back to the
+    same image."""
+    ctx = _context(builder, "oci-docker-types")
+    archive, layout = tmp_path / "docker-types.tar", tmp_path / "layout"
+    meta = tmp_path / "meta.json"
+    builder.build(ctx, "-t", "outputs:docker-types", "--metadata-file", str(meta),
+                  "-o", f"type=oci,dest={archive},oci-mediatypes=false,name=outputs/types:1",
+                  "-o", f"type=oci,dest={layout},tar=false,oci-mediatypes=false,name=outputs/types:1")
+    index = json.loads(subprocess.run(["tar", "-xOf", str(archive), "index.json"], check=True,
+                                      capture_output=True).stdout)
+    assert index["manifests"][0]["mediaType"] == DOCKER_MANIFEST
+    for transport in (f"oci-archive:{archive}", f"oci:{layout}"):  # its one image (this skopeo finds
+        # a ref.name only among OCI-typed entries)
+        manifest = _raw(transport)
+        assert manifest["mediaType"] == DOCKER_MANIFEST
+        assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    assert json.loads(meta.read_text())["containerimage.descriptor"]["mediaType"] == DOCKER_MANIFEST
+    fresh = tmp_path / "fresh"
+    run_pybuild("load", "-i", str(archive), root=fresh, check=True)
+    assert _image_id(Builder(fresh, tmp_path), "outputs/types:1") == _image_id(builder, "outputs:docker-types")
+
+
+def test_store_false_pushes_without_naming_the_image_here(builder: Builder, registry: str) -> None:
+    """type=image,push=true,store=false was refused. As BuildKit's, it pushes and names nothing in
+    the store (-t's names neither): the image stays there untagged, as the build cache holds it."""
+    ctx = _context(builder, "store-false")
+    ref = f"{registry}/outputs/store-false:{uuid.uuid4().hex[:8]}"
+    p = builder.build(ctx, "-t", ref, "-o", "type=image,push=true,store=false")
+    assert b"naming to" not in p.stderr and f"pushing {ref}@".encode() in p.stderr, p.stderr
+    image_id = _raw(f"docker://{ref}")["config"]["digest"]
+    listed = run_pybuild("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
+                         root=builder.root, check=True).stdout.decode()
+    assert ref.split(":")[1] not in listed and f"<none>:<none> {image_id}" in listed, listed
+    assert b"CACHED" in builder.build(ctx, "-o", f"type=image,name={ref}-2,push=true,store=false").stderr

@@ -104,3 +104,50 @@ def test_stalled_blob_bodies_time_out_and_resume(registry: str, fault_proxy, sto
                 client=RegistryClient(proxy.address, options)).digest() == image.digest()
     assert faults.counts.get("stall_body", 0) >= 1
     assert store.check().clean
+
+
+def test_a_registry_that_never_answers_bounds_a_cache_import(tmp_path: Path) -> None:
+    """A registry that took the connection and never answered held --cache-from for more than
+    five minutes (five attempts of a 60 s read, for the ping and again for the manifest). Each
+    request now gives up at the client's deadline (a cache import's: 60 s) with a message that
+    says so; the build then runs without that cache. Short timeouts keep this test fast."""
+    import socket
+    import threading
+    import time
+
+    from builder.registry.client import TransientRegistryError
+    from cache.remote import CacheSpec, ImportedCache, load_imports
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # takes every connection, never says a word
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    ref = f"127.0.0.1:{server.getsockname()[1]}/silent/cache:1"
+    options = ClientOptions(retry=FAST, read_timeout=0.5, connect_timeout=1, deadline=2)
+    try:
+        with Store(tmp_path / "store") as store:
+            started = time.monotonic()
+            with pytest.raises(TransientRegistryError) as caught:
+                ImportedCache(store).load(CacheSpec.parse(f"type=registry,ref={ref}", export=False), options=options)
+            assert time.monotonic() - started < 10
+            message = str(caught.value)
+            assert message.startswith(f"pull {ref.rsplit(':', 1)[0]}: GET /v2/: timed out: no answer within 2s ("), message
+            started = time.monotonic()
+            cache = load_imports([f"type=registry,ref={ref}"], store, options=options)  # a warning, no records
+            assert cache.records == {} and time.monotonic() - started < 10
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
