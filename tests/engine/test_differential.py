@@ -1209,6 +1209,17 @@ CASES = [
          "COPY t/x/keep.txt /k/x/\nCOPY t/y/z/keepme /k/y/z/\n"
          "RUN chmod 700 /out/c/d\n",
          same_history=False),
+    # explore5-a: BuildKit's --chmod follows Linux's chmod for X (a directory, or a file with an x bit)
+    # with every operator since moby/buildkit#5835, and takes every mode its library parses (go=u-w).
+    # docker's classic builder has no --chmod: it copies, then busybox's chmod changes what was copied
+    # (not the destination directories COPY made, which BuildKit leaves 0755).
+    Case("x5a-copy-chmod-symbolic-x", "FROM busybox:local\nCOPY --chmod=u=rwX,go=rX tree /t/\n"
+         "COPY --chmod=a-X,u+w tree /u/\nCOPY --chmod=go=u-w tree/sub /v\n",
+         {"tree/f": "f", "tree/sub/g": "g", "tree/sub/deep/h": "h"},
+         modes={"tree/f": 0o600, "tree/sub/g": 0o640, "tree/sub/deep/h": 0o400, "tree/sub/deep": 0o500,
+                "tree/sub": 0o700, "tree": 0o750},
+         docker_dockerfile="FROM busybox:local\nCOPY tree /t/\nCOPY tree /u/\nCOPY tree/sub /v\n"
+         "RUN chmod -R u=rwX,go=rX /t/* && chmod -R a-X,u+w /u/* && chmod -R go=u-w /v/*\n"),
 ]
 
 
