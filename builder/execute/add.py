@@ -143,11 +143,16 @@ def tree_files(root: Path, explicit_dirs: set[tuple[str, ...]] | None = None) ->
 # -- URLs ----------------------------------------------------------------------------------
 
 
+_DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
 def _checksum(spec: CopySpec) -> tuple[str, str] | None:
+    """``--checksum``'s algorithm and hex, refused before any download when it cannot be a
+    digest (a short hex too: BuildKit's digest.Parse checks the length)."""
     if not spec.checksum:
         return None
     algo, sep, value = spec.checksum.partition(":")
-    if not sep or algo not in ("sha256", "sha384", "sha512") or not re.fullmatch(r"[0-9a-f]+", value):
+    if not sep or not re.fullmatch(rf"[0-9a-f]{{{_DIGEST_HEX.get(algo, 0)}}}", value) or algo not in _DIGEST_HEX:
         raise spec.error(
             f"invalid --checksum={spec.checksum}: expected sha256:<hex> (or sha384:, sha512:)"
         )

@@ -198,6 +198,11 @@ def test_url_checksum(base: RootfsView, scratch: Path, web: tuple[str, Path]) ->
         layer(add(f"{url}/file.txt", dest="/c", checksum=bad), None, base, scratch)
     with pytest.raises(CopyError, match="invalid --checksum=md5:abc"):
         layer(add(f"{url}/file.txt", dest="/c", checksum="md5:abc"), None, base, scratch)
+    # A hex of the wrong length is no digest (BuildKit's digest.Parse): refused, not downloaded
+    # and then reported as a mismatch.
+    for short in ("sha256:abc", "sha512:" + "0" * 64):
+        with pytest.raises(CopyError, match=f"invalid --checksum={short}: expected sha256:<hex>"):
+            layer(add(f"{url}/missing", dest="/c", checksum=short), None, base, scratch)
 
 
 def test_url_errors(base: RootfsView, scratch: Path, web: tuple[str, Path], ctx: BuildContext) -> None:
