@@ -6,8 +6,9 @@
   escapes dest), keeping the owners written in the tar, as docker does even
   with ``--chown``. ``--unpack=false`` copies it as a file.
 - A URL is downloaded (unpacked only with ``--unpack=true``, as BuildKit):
-  the file is named after the last segment of the URL path (or dest when dest
-  does not end in '/'), mode 0600, mtime from Last-Modified (the epoch without one);
+  the file is named after the last segment of the URL path (``__unnamed__`` when
+  it has none, as BuildKit; dest itself when dest does not end in '/'), mode 0600,
+  mtime from Last-Modified (the epoch without one);
   ``--checksum=<algo>:<hex>`` is verified.
 - A git URL (``git@host:repo``, ``git://``, ``https://host/repo.git#ref:subdir``,
   ``https://.../repo.git``) is cloned with the ``git`` binary (``file://`` is refused: it
@@ -183,12 +184,6 @@ def download(
             f"got {want[0]}:{hasher.hexdigest()}"
         )
     name = fetched.name
-    if not name and not spec.dest.endswith("/"):
-        name = spec.dest.rstrip("/").rsplit("/", 1)[-1]
-    if not name:
-        raise spec.error(
-            f"cannot determine a file name from {url}: give a destination path that does not end in /"
-        )
     mtime = 0  # no (readable) Last-Modified: the epoch, as docker and BuildKit date it
     if fetched.last_modified:
         try:
