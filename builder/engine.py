@@ -42,6 +42,7 @@ from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
+from builder.image.reference import Reference
 from builder.progress import Progress, ProgressMode, StepTransfers, step_log_limit
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import run_dag
@@ -377,7 +378,7 @@ class Build:
             """The stage work of one pass; ``probed``: a probe's results, for stages this pass skips."""
 
             def stage_lookup_for(current: int, results: Mapping[int, StageResult]):
-                def lookup(name: str) -> StageResult | Image:
+                def lookup(name: str, transfers: StepTransfers | None = None) -> StageResult | Image:
                     index = None if resolver.named_context(name) else _stage_index(dockerfile.stages, name, current)
                     if index is not None:
                         found = results.get(index) or probed.get(index)
@@ -385,7 +386,7 @@ class Build:
                             raise BuildError(f"stage {name} is not built yet (internal planning error)")
                         return found
                     try:
-                        return resolver.resolve(name)
+                        return resolver.resolve(name, transfers)
                     except (RegistryError, ImageNotFoundError, InvalidReferenceError) as err:
                         raise ImageNotFoundError(f"{name} is not a stage of this Dockerfile nor an image in "
                                                  f"the local store, and pulling it failed: {err}") from None
@@ -479,11 +480,7 @@ class Build:
         tags = tuple(opts.tags)
         if imported is not None:
             imported.prefetch(final.layers())  # the final image's cached layers, concurrently
-        from builder.export.outputs import stores_names
-
-        # -o type=image,store=false: pushed, not named here (held untagged, as the cache holds it)
-        manifest_digest = self.store.write_image(final, tags if stores_names(opts.outputs) else ())
-        stored = self.store.image(str(manifest_digest))
+        manifest_digest, stored = self._write_image(final, tags)
         # The image's outputs first, then the cache, as BuildKit: a cache that cannot be written
         # fails the build but costs no image (a push done, an archive written).
         exported = self._outputs(stored, tags, _source_date_epoch(build_args))
@@ -495,6 +492,27 @@ class Build:
         )
         self._report(result)
         return result
+
+    def _write_image(self, final: Image, tags: tuple[str, ...]) -> tuple[Digest, Image]:
+        """The image into the store, as BuildKit's ``exporting to image`` step: its lines say
+        the image ID and each name, fully qualified (``naming to docker.io/library/app:1``)."""
+        from builder.export.outputs import stores_names
+
+        named = stores_names(self.options.outputs)  # -o type=image,store=false: pushed, not named here
+        exporting = self.progress.start("exporting to image", counted=False)
+        try:
+            # held untagged with store=false, as the cache holds it
+            manifest_digest = self.store.write_image(final, tags if named else ())
+            stored = self.store.image(str(manifest_digest))
+        except BaseException as err:
+            self.progress.failed(exporting, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise
+        self.progress.status(exporting, f"writing image {stored.config_digest()} done")
+        for tag in tags if named else ():
+            ref = Reference.try_parse(tag)
+            self.progress.status(exporting, f"naming to {ref if ref is not None else tag} done")
+        self.progress.done(exporting)
+        return manifest_digest, stored
 
     def git_sources(self) -> GitSources:
         """The git sources the user typed (the git context, --build-context): commits listed once,
@@ -623,7 +641,6 @@ class Build:
 
     def _report(self, result: BuildResult) -> None:
         from builder.export.destination import write_output
-        from builder.export.outputs import stores_names
 
         opts = self.options
         if opts.iidfile:
@@ -652,10 +669,6 @@ class Build:
         if opts.quiet:
             print(result.image_id, file=self._id_stream)
             return
-        self.progress.message(f"writing image {result.image_id} done ({result.seconds:.1f}s)")
-        if stores_names(opts.outputs):
-            for tag in result.tags:
-                self.progress.message(f"naming to {tag} done")
         for pushed in result.pushed:
             # What --push sent: a base mounted from another repository of the registry cost
             # nothing to upload (docker push says "Mounted from" per layer).

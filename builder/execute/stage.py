@@ -42,7 +42,7 @@ from builder.frontend.expand import Scope
 from builder.image.config import ContainerConfig, Healthcheck, History
 from builder.image.image import Image, Layer
 from builder.image.mutate import DerivedImage
-from builder.progress import Progress, StepHandle
+from builder.progress import Progress, StepHandle, StepTransfers
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import Cancelled
 from cache.keys import StepInputs
@@ -168,7 +168,8 @@ class StageRunner:
     """Executes the instructions of one stage on top of a base image."""
 
     def __init__(self, env: BuildEnv, *, label: str, base: Image, scope: Scope,
-                 stage_lookup: Callable[[str], StageResult | Image], cancel: threading.Event,
+                 stage_lookup: Callable[[str, StepTransfers | None], StageResult | Image],
+                 cancel: threading.Event,
                  total: int, key: str = "", stage_index: int = 0) -> None:
         self.env = env
         self.label = label
@@ -196,6 +197,7 @@ class StageRunner:
         self.changed = False
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
+        self._handle: StepHandle | None = None  # the step running: an image its --from pulls shows there
 
     # -- the image value
 
@@ -257,7 +259,7 @@ class StageRunner:
         if isinstance(ins, ins_.Arg):
             self._arg_text = self._declared_arg_text(ins)
         expanded = self.scope.apply(ins)
-        handle = self.env.progress.start(f"[{self.label} {self.step}/{self.total}] {_summary(ins)}")
+        handle = self._handle = self.env.progress.start(f"[{self.label} {self.step}/{self.total}] {_summary(ins)}")
         try:
             records = self.env.records
             inputs = self._inputs(expanded, ins) if records is not None else None
@@ -425,7 +427,7 @@ class StageRunner:
 
     def _add_source(self, inputs: StepInputs, source: str, name: str) -> None:
         """A stage's key or an image's digest, for ``--from`` or a mount's ``from=``."""
-        found = self.stage_lookup(name)
+        found = self.stage_lookup(name, self._transfers())
         if isinstance(found, StageResult):
             inputs.sources[source] = f"stage {found.key}"
             inputs.stage_names[source] = name
@@ -899,8 +901,12 @@ class StageRunner:
         return {k: v for k, v in self.scope.visible_args().items()
                 if k not in FRONTEND_ARGS and k not in self.scope.config_env}
 
+    def _transfers(self) -> StepTransfers | None:
+        """Where an image that ``--from`` pulls shows its blobs: the step that needs it."""
+        return StepTransfers(self.env.progress, self._handle) if self._handle is not None else None
+
     def _lowers_of(self, name: str) -> Sequence[Path]:
-        found = self.stage_lookup(name)
+        found = self.stage_lookup(name, self._transfers())
         if isinstance(found, StageResult):
             return found.lowers()
         return self.env.store.snapshot(found, self._check_cancel)

@@ -10,9 +10,11 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 from tests.engine.conftest import BASE, Builder
+from tests.helpers.screen import Terminal
 from tests.helpers.tools import run_pybuild
 
 
@@ -115,18 +117,18 @@ def _tty_build(builder: Builder, ctx: Path, *args: str) -> tuple[int, str]:
 
 def test_tty_view_keeps_step_output_tame_and_ends_before_the_image_id(builder: Builder) -> None:
     """In the tty view a step's ``\\r`` and colour codes do not move the cursor or colour the
-    bar, and the image ID comes on its own line once the view is closed."""
+    view, and the image ID comes on its own line once the view is closed."""
     ctx = builder.context({"Dockerfile": f"FROM {BASE}\n"
                            "RUN printf 'one\\rtwo\\r'; sleep 0.3; printf '\\033[31mred\\033[0m\\n'; sleep 0.3\n"})
-    code, screen = _tty_build(builder, ctx, "--no-cache", "-t", "progress-tty:1")
-    assert code == 0, screen
-    assert "\x1b[31m" not in screen
-    assert "| red" in screen
-    assert not re.search(r"\| [^\r\n]*\rtwo", screen)  # the step's \r stayed out of the bar
+    code, raw = _tty_build(builder, ctx, "--no-cache", "-t", "progress-tty:1")
+    assert code == 0, raw
+    assert "\x1b[31m" not in raw and "one\rtwo" not in raw
+    term = Terminal().feed(raw)
+    assert any(" => => # red" in frame for frame in term.frames), term.frames
     image_id = builder.build(ctx, "-q", "-t", "progress-tty:1").stdout.decode().strip()
-    lines = [line.split("\r")[-1] for line in screen.split("\r\n")]
-    assert image_id in lines  # alone on its line, not after the bar's text
-    assert lines.index(image_id) > max(i for i, line in enumerate(lines) if "[2/2]" in line)
+    screen = term.screen()
+    assert screen[-1] == image_id  # alone on its line, after the view
+    assert re.fullmatch(r"\[\+\] Building \d+\.\ds \(3/3\) FINISHED", screen[0]), screen
 
 
 def test_final_lines_say_where_each_output_went(builder: Builder, tmp_path: Path) -> None:
@@ -152,8 +154,8 @@ def test_a_pull_by_from_and_a_push_show_their_blobs(builder: Builder, registry: 
     ref = f"{registry}/progress/base:1"
     pushed = builder.build(ctx, "-t", ref, "--push").stderr.decode().splitlines()
     # the push is a step of its own too: its blobs are its lines, not a silence
-    assert "#3 pushing " + ref in pushed and "#3 DONE" in " ".join(pushed), pushed
-    assert any(re.fullmatch(r"#3 [0-9a-f]{12}: Pushed \d+\.\d\d[kMG]B \d+\.\ds", line) for line in pushed), pushed
+    assert "#4 pushing " + ref in pushed and "#4 DONE" in " ".join(pushed), pushed
+    assert any(re.fullmatch(r"#4 [0-9a-f]{12}: Pushed \d+\.\d\d[kMG]B \d+\.\ds", line) for line in pushed), pushed
     app = builder.context({"Dockerfile": f"FROM {ref}\nRUN test -s /blob\n"}, name="app")
     fresh = tmp_path / "fresh-store"
     proc = run_pybuild("build", "--progress", "plain", str(app), root=fresh, check=True)
@@ -169,26 +171,77 @@ def test_a_pull_by_from_and_a_push_show_their_blobs(builder: Builder, registry: 
 
 
 def test_tty_clock_runs_while_a_step_prints_nothing(builder: Builder) -> None:
-    """A silent step (a long compile, a sleep) does not freeze the tty view's clock, which
-    looked like a hang."""
+    """A silent step (a long compile, a sleep) does not freeze its timer in the tty view,
+    which looked like a hang."""
     ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN sleep 3\n"})
-    code, screen = _tty_build(builder, ctx, "--no-cache")
-    assert code == 0, screen
-    frames = screen.split("\r")
-    assert any("RUN sleep 3" in frame and "00:02" in frame for frame in frames), frames
+    code, raw = _tty_build(builder, ctx, "--no-cache")
+    assert code == 0, raw
+    frames = Terminal().feed(raw).frames
+    assert any(re.search(r"RUN sleep 3 +2\.\ds$", line) for frame in frames for line in frame), frames
 
 
-def test_tty_view_is_one_bar_when_a_cache_import_skips_stages(builder: Builder, tmp_path: Path) -> None:
+def test_tty_view_is_one_view_when_a_cache_import_skips_stages(builder: Builder, tmp_path: Path) -> None:
     """With --cache-from, a build that finds stages it can skip recounts its steps: the view
-    shows the new count on its one bar, no second bar under a stale first one."""
+    shows the new count in its one header, no second view under a stale first one."""
     ctx = builder.context({"Dockerfile": f"FROM {BASE} AS a\nRUN echo a > /a\nFROM {BASE} AS b\nRUN echo b > /b\n"
                            f"FROM {BASE}\nCOPY --from=a /a /a\n"})
     cache = tmp_path / "cache"
     builder.build(ctx, "--cache-to", f"type=local,dest={cache},mode=max")
-    code, screen = _tty_build(builder, ctx, "--cache-from", f"type=local,src={cache}")
-    assert code == 0, screen
-    assert "\x1b[A" not in screen  # tqdm moves the cursor up only to draw a second bar
-    assert "[2/2]" in screen
+    code, raw = _tty_build(builder, ctx, "--cache-from", f"type=local,src={cache}")
+    assert code == 0, raw
+    screen = Terminal().feed(raw).screen()
+    headers = [line for line in screen if line.startswith("[+] Building")]
+    assert len(headers) == 1 and headers[0].endswith(" FINISHED"), screen
+    assert any("CACHED [stage-2 2/2] COPY --from=a /a /a" in line for line in screen), screen
+
+
+def test_tty_view_shows_parallel_stages_each_on_its_own_line(builder: Builder) -> None:
+    """As BuildKit's view: every running step has its line and timer, with its last output
+    lines under it, while finished ones take one line each; the last frame lists every step
+    and the export, FINISHED."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE} AS a\n"
+                           "RUN for i in 1 2 3 4 5 6 7 8; do echo a-line-$i; sleep 0.25; done\n"
+                           f"FROM {BASE} AS b\n"
+                           "RUN for i in 1 2 3 4 5 6 7 8; do echo b-line-$i; sleep 0.25; done\n"
+                           f"FROM {BASE}\nCOPY --from=a /etc/passwd /a\nCOPY --from=b /etc/passwd /b\n"})
+    code, raw = _tty_build(builder, ctx, "--no-cache", "-t", "progress-par:1")
+    assert code == 0, raw
+    term = Terminal().feed(raw)
+    step = re.compile(r" => \[(a|b) 2/2\] RUN for i in .* +(\d+\.\d)s$")
+
+    def both_running(frame: list[str]) -> bool:
+        running = [i for i, line in enumerate(frame) if step.match(line)]
+        return (len(running) == 2 and all(frame[i + 1].startswith(" => => # ") for i in running)
+                and {frame[i + 1][9] for i in running} == {"a", "b"})
+
+    assert any(both_running(frame) for frame in term.frames), term.frames
+    for frame in term.frames:
+        assert re.fullmatch(r"\[\+\] Building \d+\.\ds \(\d+/\d+\)( FINISHED)?", frame[0]), frame
+        assert all(len(line) < 100 for line in frame), frame  # no line wraps the 100 columns
+    final = term.screen()
+    assert final[0].endswith("(8/8) FINISHED"), final
+    assert not any(line.startswith(" => => # ") for line in final), final  # collapsed
+    steps = [line for line in final if line.startswith(" => [")]
+    assert len(steps) == 7 and all(re.search(r" \d+\.\ds$", line) for line in steps), final
+    assert any(line.startswith(" => exporting to image ") for line in final), final
+    # a line longer than the terminal is cut, as BuildKit cuts it (the ID's end here)
+    assert any(re.match(r" => => writing image sha256:[0-9a-f]{50}", line) for line in final), final
+    assert any(line.startswith(" => => naming to docker.io/library/progress-par:1 done") for line in final), final
+
+
+def test_tty_view_redraws_at_most_ten_times_a_second(builder: Builder) -> None:
+    """A step printing 100,000 lines as fast as it can costs a frame per tick, not one a line:
+    the terminal gets a few hundred kilobytes, and the step's last lines are on the screen."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN seq 1 100000; sleep 1\n"})
+    started = time.monotonic()
+    code, raw = _tty_build(builder, ctx, "--no-cache")
+    seconds = time.monotonic() - started
+    assert code == 0, raw
+    frames = raw.count("\x1b[?25h")
+    assert frames <= seconds / 0.1 + 5, (frames, seconds)
+    assert len(raw) < 1_000_000, len(raw)
+    tails = [frame for frame in Terminal().feed(raw).frames if " => => # 100000" in frame]
+    assert tails, "the step's last line was never shown"
 
 
 def test_progress_none_prints_errors_only(builder: Builder) -> None:
