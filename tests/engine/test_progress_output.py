@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import json
 import os
 import pty
 import re
@@ -256,3 +258,68 @@ def test_progress_none_prints_errors_only(builder: Builder) -> None:
     failed = builder.build(bad, "--progress", "none", check=False)
     assert failed.returncode == 1 and failed.stdout == b""
     assert failed.stderr.decode().startswith("ERROR: Dockerfile:2:") and "  | why" in failed.stderr.decode()
+
+
+def _events(stderr: bytes) -> list[dict]:
+    """The rawjson events: every line of stderr is one JSON object (but the final ERROR)."""
+    lines = stderr.decode().splitlines()
+    return [json.loads(line) for line in lines if not line.startswith("ERROR: ")]
+
+
+def test_rawjson_is_buildkits_solve_status_one_object_a_line(builder: Builder) -> None:
+    """``--progress rawjson`` (buildx's) prints BuildKit's SolveStatus events, which a tool
+    reads line by line: each step a vertex (started, then completed, cached or with its
+    error), its output as base64 logs, Go's RFC 3339 times; the image ID stays on stdout."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo out-line; echo second\nRUN exit 3\n"})
+    failed = builder.build(ctx, "--no-cache", "--progress", "rawjson", check=False)
+    assert failed.returncode == 1
+    events = _events(failed.stderr)
+    assert events and all(set(e) <= {"vertexes", "statuses", "logs", "warnings"} for e in events), events
+    vertexes = [v for e in events for v in e.get("vertexes", [])]
+    by_name: dict[str, list[dict]] = {}
+    for v in vertexes:
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", v["digest"]), v
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", v["started"]), v
+        by_name.setdefault(v["name"], []).append(v)
+    run = by_name["[stage-0 2/3] RUN echo out-line; echo second"]
+    assert len(run) == 2 and "completed" not in run[0] and run[1]["completed"] >= run[1]["started"]
+    logs = b"".join(base64.b64decode(log["data"]) for e in events for log in e.get("logs", [])
+                    if log["vertex"] == run[0]["digest"])
+    assert logs == b"out-line\nsecond\n"
+    bad = by_name["[stage-0 3/3] RUN exit 3"][-1]
+    assert "exit 3" in bad["error"] and bad["completed"]
+    assert failed.stderr.decode().splitlines()[-1].startswith("ERROR: Dockerfile:3:")
+
+    ok = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo cached-one > /c\n"}, name="ok")
+    builder.build(ok)
+    again = builder.build(ok, "--progress", "rawjson", "-t", "progress-json:1")
+    done = [v for e in _events(again.stderr) for v in e.get("vertexes", []) if "completed" in v]
+    assert {"name": "[stage-0 2/2] RUN echo cached-one > /c", "cached": True}.items() <= done[1].items()
+    statuses = [s for e in _events(again.stderr) for s in e.get("statuses", [])]
+    assert any(s["id"] == "naming to docker.io/library/progress-json:1 done" for s in statuses), statuses
+    assert again.stdout.decode().startswith("sha256:")
+
+
+def test_copy_from_a_registry_image_shows_its_pull(builder: Builder, registry: str, tmp_path: Path) -> None:
+    """``COPY --from=<image>`` pulling an image said nothing while it downloaded: the step now
+    shows its blobs as FROM's pull does, in plain lines and in the tty view."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE}\nRUN head -c 400000 /dev/urandom > /blob\n"}, name="src")
+    ref = f"{registry}/progress/copy-src:1"
+    builder.build(ctx, "-t", ref, "--push")
+    app = builder.context({"Dockerfile": f"FROM scratch\nCOPY --from={ref} /blob /blob\n"}, name="app")
+    plain = run_pybuild("build", "--progress", "plain", str(app), root=tmp_path / "plain", check=True)
+    lines = plain.stderr.decode().splitlines()
+    start = lines.index(f"#2 [stage-0 2/2] COPY --from={ref} /blob /blob")
+    pulled = [line for line in lines[start:] if re.fullmatch(r"#2 [0-9a-f]{12}: Pull complete \d+\.\d\d[kMG]B "
+                                                              r"\d+\.\ds", line)]
+    assert len(pulled) == 2, lines  # busybox's layer and the blob's
+    assert any(line.startswith("#2 Digest: sha256:") for line in lines), lines
+
+    fresh = Builder(tmp_path / "tty", tmp_path)
+    code, raw = _tty_build(fresh, app)
+    assert code == 0, raw
+    screen = Terminal().feed(raw).screen()
+    step = screen.index(next(line for line in screen if f"[stage-0 2/2] COPY --from={ref}" in line))
+    blobs = [line for line in screen[step:] if re.match(r" => => [0-9a-f]{12} Pull complete +\d", line)]
+    assert len(blobs) == 2, screen
+    assert all(re.search(r"(\d+\.\d\d[kM]B) / \1 +\d+\.\ds$", line) for line in blobs), screen
