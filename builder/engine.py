@@ -31,6 +31,7 @@ from builder.errors import (
     InvalidReferenceError,
     PybuildError,
     RegistryError,
+    StepFailedError,
     UsageError,
 )
 from builder.execute.base import BaseResolver
@@ -456,6 +457,9 @@ class Build:
                 self.progress.set_total(sum(len(stages[i].commands) + 1 for i in deps))
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
+        except StepFailedError as err:  # the error shows the Dockerfile around the step
+            err.source = dockerfile_bytes.decode("utf-8", errors="replace")
+            raise
         finally:
             urls.close()
             statcache.flush()

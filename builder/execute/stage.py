@@ -31,6 +31,7 @@ from builder.errors import (
     ImageNotFoundError,
     InstructionError,
     RegistryError,
+    SourceLocation,
     StepFailedError,
     StoreError,
     UserNotFoundError,
@@ -311,6 +312,8 @@ class StageRunner:
         except BaseException as err:
             if self.cancel.is_set():  # killed by the cancel, as BuildKit shows it
                 self.env.progress.canceled(handle)
+            elif isinstance(err, StepFailedError) and err.solve:  # BuildKit's words, as the end says
+                self.env.progress.failed(handle, err.solve)
             else:
                 self.env.progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
@@ -771,6 +774,7 @@ class StageRunner:
             prepared_mounts,
             quote_argv,
             shell_command,
+            solve_message,
         )
         from builder.layers.tarwriter import write_layer
 
@@ -818,11 +822,13 @@ class StageRunner:
             self.env.progress.end_output(handle)  # a last line with no newline is in the error too
             if code != 0:
                 location = f"{self.env.dockerfile_name}:{ins.start_line}"
+                memory = self.env.container.resources.memory
                 raise StepFailedError(
                     failure_message(f"[{self.label} {self.step}/{self.total}] RUN", location,
-                                    quote_argv(argv), code, list(handle.tail),
-                                    memory=self.env.container.resources.memory),
-                    exit_code=code,
+                                    quote_argv(argv), code, list(handle.tail), memory=memory),
+                    exit_code=code, step=handle.label, solve=solve_message(argv, code, memory),
+                    location=SourceLocation(self.env.dockerfile_name, ins.start_line, ins.end_line),
+                    logs=tuple(handle.stamped),
                 )
             created_by = history_text(ins, self._shell(), self._history_args())
             tar = self.env.store.temp_path(".layer.tar")

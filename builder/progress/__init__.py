@@ -119,6 +119,8 @@ class StepHandle:
     label: str
     started: float = field(default_factory=time.monotonic)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    stamped: deque[str] = field(default_factory=lambda: deque(maxlen=10))
+    """The last output lines with BuildKit's timestamps (``0.312 text``), for the error's end."""
     counted: bool = True
     """A step of the Dockerfile (set_total counted it), not the export's push."""
     shown: int = 0
@@ -155,15 +157,21 @@ class StepHandle:
             lines.append(rest[:LINE_MAX])
             rest = rest[LINE_MAX:]
         self._partial = rest + self._partial
-        self.tail.extend(lines)
+        self._keep(lines)
         return lines
+
+    def _keep(self, lines: list[str]) -> None:
+        self.tail.extend(lines)
+        if lines:
+            stamp = _elapsed(time.monotonic() - self.started)
+            self.stamped.extend(f"{stamp} {line}" for line in lines)
 
     def flush(self) -> list[str]:
         """The last line when the output ended without a line end."""
         rest = (self._partial + self._decoder.decode(b"", final=True)).rstrip("\r")
         self._partial = ""
         if rest:
-            self.tail.append(rest)
+            self._keep([rest])
             return [rest]
         return []
 

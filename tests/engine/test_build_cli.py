@@ -34,18 +34,32 @@ def _inspect(builder: Builder, image: str) -> dict:
 
 
 def test_failing_run_names_step_line_code_and_output(builder: Builder) -> None:
+    """As docker build (BuildKit) ends a failed build: the step's last output lines, the
+    Dockerfile around the step with >>> on its line, then "ERROR: failed to solve: ..." as
+    the last line, which CI log parsers look for; the step's own line says the same."""
     ctx = builder.context({"Dockerfile": "FROM busybox:local\nENV X=1\n"
                            "RUN echo first line; echo last words >&2; exit 7\n"})
     p = builder.build(ctx, "--no-cache", check=False)
     err = p.stderr.decode()
     assert p.returncode == 1
     assert "Traceback" not in err
-    message = err[err.rindex("ERROR:"):]
-    assert "Dockerfile:3" in message
-    assert "[stage-0 3/3] RUN" in message
-    assert "exited with code 7" in message
-    assert "echo first line; echo last words >&2; exit 7" in message
-    assert "first line" in message and "last words" in message
+    block = err[err.index("------\n"):].splitlines()
+    assert block[:2] == ["------", " > [stage-0 3/3] RUN echo first line; echo last words >&2; exit 7:"], err
+    assert [re.sub(r"^\d+\.\d+ ", "", line) for line in block[2:4]] == ["first line", "last words"], err
+    assert block[4:] == [
+        "------",
+        "Dockerfile:3",
+        "--------------------",
+        "   1 |     FROM busybox:local",
+        "   2 |     ENV X=1",
+        "   3 | >>> RUN echo first line; echo last words >&2; exit 7",
+        "   4 |     ",
+        "--------------------",
+        'ERROR: failed to solve: process "/bin/sh -c echo first line; echo last words >&2; exit 7" '
+        "did not complete successfully: exit code: 7",
+    ], err
+    step = 'ERROR: process "/bin/sh -c echo first line; echo last words >&2; exit 7" did not complete'
+    assert re.search(rf"^#3 {re.escape(step)} successfully: exit code: 7$", err, re.M), err
 
 
 def test_dockerfile_on_stdin(builder: Builder) -> None:
@@ -164,7 +178,7 @@ def test_network_none_cannot_reach_the_host(builder: Builder, loopback_server: i
     assert builder.run("cli-net-host:1", "tail", "-n1", "/got").stdout == b"reachable\n"
     p = builder.build(ctx, "--network", "none", "--no-cache", check=False)
     assert p.returncode == 1 and b"Traceback" not in p.stderr
-    assert b"exited with code" in p.stderr
+    assert b"did not complete successfully: exit code: " in p.stderr
     ctx2 = builder.context({"Dockerfile": f"FROM busybox:local\nRUN --network=none {fetch}\n"}, "ctx2")
     assert builder.build(ctx2, "--no-cache", check=False).returncode == 1
 

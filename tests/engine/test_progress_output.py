@@ -53,8 +53,8 @@ def test_last_line_without_newline_is_in_the_log_and_the_error(builder: Builder)
     proc = builder.build(ctx, "--no-cache", check=False)
     assert proc.returncode == 1
     assert _step_lines(proc.stderr, 2) == ["first", "fatal: no newline"]
-    error = proc.stderr.decode().split("\nERROR: ", 1)[1]
-    assert error.splitlines()[1:] == ["  | first", "  | fatal: no newline"]
+    block = proc.stderr.decode().split("\n------\n", 1)[1].split("\n------\n")[0].splitlines()
+    assert [re.sub(r"^\d+\.\d+ ", "", line) for line in block[1:]] == ["first", "fatal: no newline"]
 
 
 def test_a_canceled_steps_last_words_are_in_the_log(builder: Builder) -> None:
@@ -81,7 +81,7 @@ def test_step_log_is_clipped_at_buildkits_limit_but_the_error_shows_the_end(buil
     lines = _step_lines(proc.stderr, 2)
     assert lines[-1] == "[output clipped, log limit 2MiB reached]"
     assert 2_000_000 < sum(len(line) + 1 for line in lines) <= 2 * 1024 * 1024 + 100
-    assert "  | the real error" in proc.stderr.decode().split("\nERROR: ", 1)[1]
+    assert re.search(r"^\d+\.\d+ the real error\n------\n", proc.stderr.decode(), re.M)
 
     small = builder.build(ctx, "--no-cache", check=False, env={"BUILDKIT_STEP_LOG_MAX_SIZE": "1024"})
     assert _step_lines(small.stderr, 2)[-1] == "[output clipped, log limit 1KiB reached]"
@@ -257,13 +257,18 @@ def test_progress_none_prints_errors_only(builder: Builder) -> None:
     bad = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo why; exit 4\n"}, name="bad")
     failed = builder.build(bad, "--progress", "none", check=False)
     assert failed.returncode == 1 and failed.stdout == b""
-    assert failed.stderr.decode().startswith("ERROR: Dockerfile:2:") and "  | why" in failed.stderr.decode()
+    shown = failed.stderr.decode()
+    assert shown.startswith("------\n > [stage-0 2/2] RUN echo why; exit 4:\n") and " why\n------\n" in shown
+    assert shown.endswith('ERROR: failed to solve: process "/bin/sh -c echo why; exit 4" did not complete '
+                          "successfully: exit code: 4\n")
 
 
 def _events(stderr: bytes) -> list[dict]:
-    """The rawjson events: every line of stderr is one JSON object (but the final ERROR)."""
+    """The rawjson events: every line of stderr is one JSON object, up to a failure's report."""
     lines = stderr.decode().splitlines()
-    return [json.loads(line) for line in lines if not line.startswith("ERROR: ")]
+    if "------" in lines:
+        lines = lines[:lines.index("------")]
+    return [json.loads(line) for line in lines]
 
 
 def test_rawjson_is_buildkits_solve_status_one_object_a_line(builder: Builder) -> None:
@@ -288,7 +293,7 @@ def test_rawjson_is_buildkits_solve_status_one_object_a_line(builder: Builder) -
     assert logs == b"out-line\nsecond\n"
     bad = by_name["[stage-0 3/3] RUN exit 3"][-1]
     assert "exit 3" in bad["error"] and bad["completed"]
-    assert failed.stderr.decode().splitlines()[-1].startswith("ERROR: Dockerfile:3:")
+    assert failed.stderr.decode().splitlines()[-1].startswith("ERROR: failed to solve: process ")
 
     ok = builder.context({"Dockerfile": f"FROM {BASE}\nRUN echo cached-one > /c\n"}, name="ok")
     builder.build(ok)
