@@ -16,7 +16,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -36,7 +36,14 @@ from builder.errors import (
 )
 from builder.execute.base import BaseResolver
 from builder.execute.fetch import UrlFetches
-from builder.execute.stage import BuildEnv, NoCache, StageResult, StageRunner
+from builder.execute.stage import (
+    BuildEnv,
+    NoCache,
+    StageResult,
+    StageRunner,
+    is_shown_step,
+    step_bracket,
+)
 from builder.frontend import instructions as ins_
 from builder.frontend.checks import BaseImage
 from builder.image.digest import Digest
@@ -370,8 +377,12 @@ class Build:
         )
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
-        total_steps = sum(len(stages[i].commands) + 1 for i in needed)
-        self.progress.set_total(total_steps)
+        def shown_steps(indexes: Iterable[int]) -> int:
+            """The steps the progress shows, as BuildKit counts its vertexes."""
+            return sum(_from_shown(needed[i].base_stage, global_scope.expand_from(stages[i].from_).base_name)
+                       + sum(map(is_shown_step, stages[i].commands)) for i in indexes)
+
+        self.progress.set_total(shown_steps(needed))
         declared: set[str] = set(global_scope.declared)
 
         def work_for(env_: BuildEnv, probed: Mapping[int, StageResult],
@@ -407,7 +418,11 @@ class Build:
                             f"FROM --platform={from_.platform}: pybuild builds for the host platform "
                             f"{host} only", InstructionError)
                 label = planned.display_name()
-                handle = env_.progress.start(f"[{label} 1/{len(stage.commands) + 1}] FROM {from_.base_name}")
+                prefix = "" if len(dockerfile.stages) == 1 else f"{label} "  # BuildKit's names
+                from_shown = _from_shown(planned.base_stage, from_.base_name)
+                shown_total = from_shown + sum(map(is_shown_step, stage.commands))
+                handle = env_.progress.start(f"{step_bracket(prefix, 1, shown_total)} FROM {from_.base_name}",
+                                             visible=from_shown)
                 if planned.base_stage is not None:
                     parent = results.get(planned.base_stage) or probed[planned.base_stage]
                     base_image, scope = parent.image, parent.scope.child()
@@ -423,7 +438,8 @@ class Build:
                 runner = StageRunner(env_, label=label, base=base_image, scope=scope,
                                      stage_lookup=stage_lookup_for(index, results), cancel=cancel,
                                      total=len(stage.commands) + len(triggers) + 1, key=key,
-                                     stage_index=index)
+                                     stage_index=index, shown_prefix=prefix, shown_step=int(from_shown),
+                                     shown_total=shown_total + sum(map(is_shown_step, triggers)))
                 runner.first_step_sources = {"base": base_text}
                 if planned.base_stage is not None:
                     runner.first_step_stage_names = {"base": from_.base_name}
@@ -454,7 +470,7 @@ class Build:
                 forced = [p.index for p in plan.stages if env.no_cache(p.display_name())]  # --no-cache-filter
                 deps = _required_stages(deps, probed, {p.index: p.base_stage for p in plan.stages},
                                         [plan.target, *forced])
-                self.progress.set_total(sum(len(stages[i].commands) + 1 for i in deps))
+                self.progress.set_total(shown_steps(deps))
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
         except StepFailedError as err:  # the error shows the Dockerfile around the step
@@ -681,6 +697,11 @@ class Build:
                 f"uploaded, {pushed.mounted} mounted, {pushed.existing} already there)")
         self.progress.close()  # the tty view ends before the ID: not printed into its last line
         print(result.image_id, file=self._id_stream)
+
+
+def _from_shown(base_stage: int | None, base_name: str) -> bool:
+    """Whether a FROM is a step of its own, as in BuildKit: not on scratch nor on a stage."""
+    return base_stage is None and base_name != "scratch"
 
 
 def _required_stages(deps: Mapping[int, Sequence[int]], probed: Mapping[int, StageResult],

@@ -171,9 +171,16 @@ class StageRunner:
     def __init__(self, env: BuildEnv, *, label: str, base: Image, scope: Scope,
                  stage_lookup: Callable[[str, StepTransfers | None], StageResult | Image],
                  cancel: threading.Event,
-                 total: int, key: str = "", stage_index: int = 0) -> None:
+                 total: int, key: str = "", stage_index: int = 0, shown_prefix: str | None = None,
+                 shown_total: int | None = None, shown_step: int = 0) -> None:
         self.env = env
         self.label = label
+        # The step as BuildKit names it: ``[build 2/5] RUN make``; no stage name in a Dockerfile
+        # of one stage, and only the steps BuildKit makes vertices of counted (FROM, RUN, COPY,
+        # ADD, WORKDIR). ``step``/``total`` count every instruction (keys, --explain).
+        self.shown_prefix = f"{label} " if shown_prefix is None else shown_prefix
+        self.shown_total = total if shown_total is None else shown_total
+        self.shown_step = shown_step
         self.key = key
         self.stage_index = stage_index
         self.first_step_sources: dict[str, str] = {}
@@ -260,7 +267,9 @@ class StageRunner:
         if isinstance(ins, ins_.Arg):
             self._arg_text = self._declared_arg_text(ins)
         expanded = self.scope.apply(ins)
-        handle = self._handle = self.env.progress.start(f"[{self.label} {self.step}/{self.total}] {_summary(ins)}")
+        visible = is_shown_step(ins)
+        self.shown_step += visible
+        handle = self._handle = self.env.progress.start(f"{self._bracket()} {_summary(ins)}", visible=visible)
         try:
             records = self.env.records
             inputs = self._inputs(expanded, ins) if records is not None else None
@@ -295,7 +304,7 @@ class StageRunner:
                 # result to a later build of the old files. Nothing after it is kept either
                 # (a key no build can compute again).
                 self.env.progress.warning(
-                    f"{moved} changed while [{self.label} {self.step}/{self.total}] {_summary(ins)} ran: "
+                    f"{moved} changed while {self._bracket()} {_summary(ins)} ran: "
                     "its result is not cached; build again for a cached result")
                 self.key = "sha256:" + hashlib.sha256(f"{key}\0changed\0{os.urandom(16).hex()}".encode()).hexdigest()
             elif records is not None and inputs is not None:
@@ -389,7 +398,8 @@ class StageRunner:
             return
         text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"
         self.env.explained.append(text)
-        self.env.progress.message(f"#{handle.number} cache miss: {reason}")
+        if handle.visible:  # not for ENV, LABEL, ...: no step of theirs is shown
+            self.env.progress.message(f"#{handle.number} cache miss: {reason}")
 
     def _built_on(self, parent: str, display: str) -> bool:
         """Whether this stage's step ``display`` was built on ``parent`` before (here or in an
@@ -578,7 +588,7 @@ class StageRunner:
             if not isinstance(ins, ins_.Run) or isinstance(err, (ImageNotFoundError, DockerfileError)):
                 raise
             raise StepFailedError(f"{self.env.dockerfile_name}:{ins.start_line}: "
-                                  f"[{self.label} {self.step}/{self.total}] RUN: {err}") from None
+                                  f"{self._bracket()} RUN: {err}") from None
 
     # -- metadata instructions
 
@@ -818,13 +828,13 @@ class StageRunner:
                     code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
                 except (ContainerStartError, UserNotFoundError) as err:  # the step's own: no exec, no user
                     raise StepFailedError(f"{self.env.dockerfile_name}:{ins.start_line}: "
-                                          f"[{self.label} {self.step}/{self.total}] RUN: {err}") from None
+                                          f"{self._bracket()} RUN: {err}") from None
             self.env.progress.end_output(handle)  # a last line with no newline is in the error too
             if code != 0:
                 location = f"{self.env.dockerfile_name}:{ins.start_line}"
                 memory = self.env.container.resources.memory
                 raise StepFailedError(
-                    failure_message(f"[{self.label} {self.step}/{self.total}] RUN", location,
+                    failure_message(f"{self._bracket()} RUN", location,
                                     quote_argv(argv), code, list(handle.tail), memory=memory),
                     exit_code=code, step=handle.label, solve=solve_message(argv, code, memory),
                     location=SourceLocation(self.env.dockerfile_name, ins.start_line, ins.end_line),
@@ -906,6 +916,10 @@ class StageRunner:
         # not those an ENV of the same name hides (docker's BuildArgs.FilterAllowed).
         return {k: v for k, v in self.scope.visible_args().items()
                 if k not in FRONTEND_ARGS and k not in self.scope.config_env}
+
+    def _bracket(self) -> str:
+        """``[build 2/5]``: the step being run, as BuildKit numbers it."""
+        return step_bracket(self.shown_prefix, self.shown_step, self.shown_total)
 
     def _transfers(self) -> StepTransfers | None:
         """Where an image that ``--from`` pulls shows its blobs: the step that needs it."""
@@ -1048,6 +1062,18 @@ def _valid_signal(text: str) -> bool:
         if name.startswith(base) and (offset == "" or (offset.isdigit() and int(offset) <= 15)):
             return True
     return False
+
+
+def is_shown_step(ins: ins_.Instruction) -> bool:
+    """A step BuildKit shows (a vertex of the build graph): RUN, COPY, ADD, WORKDIR; the others
+    only change the image config."""
+    return isinstance(ins, ins_.Run | ins_.Copy | ins_.Add | ins_.Workdir)
+
+
+def step_bracket(prefix: str, step: int, total: int) -> str:
+    """BuildKit's ``[build 2/5]``, the number padded to the total's width (``[ 2/12]``)."""
+    width = len(str(total)) if total > 0 else 1
+    return f"[{prefix}{step:>{width}}/{total}]"
 
 
 def _summary(ins: ins_.Instruction) -> str:

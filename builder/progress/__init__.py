@@ -123,6 +123,8 @@ class StepHandle:
     """The last output lines with BuildKit's timestamps (``0.312 text``), for the error's end."""
     counted: bool = True
     """A step of the Dockerfile (set_total counted it), not the export's push."""
+    visible: bool = True
+    """Shown at all: BuildKit has no vertex for ENV, LABEL, ... (they change the config only)."""
     shown: int = 0
     """Bytes of output printed so far (the log limit counts them)."""
     clipped: bool = False
@@ -315,15 +317,23 @@ class Progress:
                 self._emit(rawjson.warning(text))
             self._print(f"WARN: {text}")
 
-    def start(self, label: str, *, counted: bool = True) -> StepHandle:
+    def _mode(self, handle: StepHandle) -> ProgressMode:
+        """How ``handle`` is shown: not at all when it is not a step BuildKit shows."""
+        return self.mode if handle.visible else ProgressMode.QUIET
+
+    def start(self, label: str, *, counted: bool = True, visible: bool = True) -> StepHandle:
+        """A step begins; ``visible=False``: one BuildKit has no vertex for (ENV, LABEL, ...),
+        which shows nothing but still keeps its output for an error."""
         with self._lock:
+            if not visible:
+                return StepHandle(0, label, counted=False, visible=False)
             self._counter += 1
             handle = StepHandle(self._counter, label, counted=counted)
-            if self.mode is not ProgressMode.QUIET:
+            if self._mode(handle) is not ProgressMode.QUIET:
                 self._handles.append(handle)
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 self._print(f"#{handle.number} {label}")
-            elif self.mode is ProgressMode.RAWJSON:
+            elif self._mode(handle) is ProgressMode.RAWJSON:
                 self._emit(rawjson.vertex(handle, self._wall))
         self._start_view()
         return handle
@@ -331,9 +341,9 @@ class Progress:
     def output(self, handle: StepHandle, data: bytes) -> None:
         with self._lock:
             lines = handle.feed(data)
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 self._print_lines(handle, lines)
-            elif self.mode is ProgressMode.RAWJSON:
+            elif self._mode(handle) is ProgressMode.RAWJSON:
                 self._emit_log(handle, data)
 
     def _emit_log(self, handle: StepHandle, data: bytes) -> None:
@@ -354,12 +364,12 @@ class Progress:
     def status(self, handle: StepHandle, text: str) -> None:
         """A line about ``handle`` that is not its process's output (a blob pulled for a FROM)."""
         with self._lock:
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 self._print(f"#{handle.number} {text}")
                 return
             now = time.monotonic()
             status = StepStatus(text, started=now, completed=now)
-            if self.mode is ProgressMode.RAWJSON:
+            if self._mode(handle) is ProgressMode.RAWJSON:
                 self._emit(rawjson.status(handle, status, self._wall))
             else:
                 handle.statuses[text] = status
@@ -369,7 +379,7 @@ class Progress:
     def transfer_started(self, handle: StepHandle, key: str, label: str, total: int) -> None:
         with self._lock:
             status = handle.statuses[key] = StepStatus(key, label, total)
-            if self.mode is ProgressMode.RAWJSON:
+            if self._mode(handle) is ProgressMode.RAWJSON:
                 self._emit(rawjson.status(handle, status, self._wall))
 
     def transfer_moved(self, handle: StepHandle, key: str, n: int) -> None:
@@ -381,11 +391,11 @@ class Progress:
                 return
             status.current += n
             now = time.monotonic()
-            if self.mode is ProgressMode.PLAIN and now - status.shown >= TRANSFER_INTERVAL:
+            if self._mode(handle) is ProgressMode.PLAIN and now - status.shown >= TRANSFER_INTERVAL:
                 status.shown = now
                 self._print(f"#{handle.number} {key}: {status.label} {_bytes(status.current)} / "
                             f"{_bytes(status.total)} {now - status.started:.1f}s")
-            elif self.mode is ProgressMode.RAWJSON and now - status.shown >= REDRAW:
+            elif self._mode(handle) is ProgressMode.RAWJSON and now - status.shown >= REDRAW:
                 status.shown = now
                 self._emit(rawjson.status(handle, status, self._wall))
 
@@ -394,7 +404,7 @@ class Progress:
         with self._lock:
             now = time.monotonic()
             status = handle.statuses.get(key)
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 handle.statuses.pop(key, None)
                 self._print(f"#{handle.number} {key}: {text}" if status is None else
                             f"#{handle.number} {key}: {text} {_bytes(status.total)} {now - status.started:.1f}s")
@@ -403,7 +413,7 @@ class Progress:
                 status = handle.statuses[key] = StepStatus(key, started=now)
             status.label, status.completed = text, now
             status.current = status.total
-            if self.mode is ProgressMode.RAWJSON:
+            if self._mode(handle) is ProgressMode.RAWJSON:
                 self._emit(rawjson.status(handle, status, self._wall))
 
     def end_output(self, handle: StepHandle) -> None:
@@ -411,7 +421,7 @@ class Progress:
         is in ``handle.tail`` for the error message."""
         with self._lock:
             rest = handle.flush()
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 self._print_lines(handle, rest)
 
     def _print_lines(self, handle: StepHandle, lines: list[str]) -> None:
@@ -433,13 +443,13 @@ class Progress:
     def _finish(self, handle: StepHandle, state: StepState, error: str = "") -> None:
         """Mark ``handle`` ended (call with ``_lock`` held); rawjson says so."""
         handle.finished, handle.state, handle.error = time.monotonic(), state, error
-        if self.mode is ProgressMode.RAWJSON:
+        if self._mode(handle) is ProgressMode.RAWJSON:
             self._emit(rawjson.vertex(handle, self._wall))
 
     def done(self, handle: StepHandle, *, cached: bool = False, note: str = "") -> None:
         with self._lock:
             rest = handle.flush()
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 self._print_lines(handle, rest)
                 extra = f" ({note})" if note else ""
                 if cached:
@@ -451,7 +461,7 @@ class Progress:
     def failed(self, handle: StepHandle, reason: str) -> None:
         with self._lock:
             rest = handle.flush()
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 self._print_lines(handle, rest)
                 self._print(f"#{handle.number} ERROR: {reason}")
             self._finish(handle, StepState.ERROR, reason)
@@ -460,7 +470,7 @@ class Progress:
         """A step stopped because the build was (Ctrl-C, another stage failed): not its failure."""
         with self._lock:
             rest = handle.flush()
-            if self.mode is ProgressMode.PLAIN:
+            if self._mode(handle) is ProgressMode.PLAIN:
                 self._print_lines(handle, rest)
                 self._print(f"#{handle.number} CANCELED")
             # BuildKit's error of a canceled vertex ends with "context canceled"

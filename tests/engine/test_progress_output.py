@@ -162,7 +162,7 @@ def test_a_pull_by_from_and_a_push_show_their_blobs(builder: Builder, registry: 
     fresh = tmp_path / "fresh-store"
     proc = run_pybuild("build", "--progress", "plain", str(app), root=fresh, check=True)
     lines = proc.stderr.decode().splitlines()
-    assert lines[:2] == [f"#1 [stage-0 1/2] FROM {ref}", "#1 1: Pulling from progress/base"], lines
+    assert lines[:2] == [f"#1 [1/2] FROM {ref}", "#1 1: Pulling from progress/base"], lines
     pulled = [line for line in lines if re.fullmatch(r"#1 [0-9a-f]{12}: Pull complete \d+\.\d\d[kMG]B \d+\.\ds", line)]
     assert len(pulled) == 2, lines
     assert any(line.startswith("#1 Digest: sha256:") for line in lines)
@@ -258,7 +258,7 @@ def test_progress_none_prints_errors_only(builder: Builder) -> None:
     failed = builder.build(bad, "--progress", "none", check=False)
     assert failed.returncode == 1 and failed.stdout == b""
     shown = failed.stderr.decode()
-    assert shown.startswith("------\n > [stage-0 2/2] RUN echo why; exit 4:\n") and " why\n------\n" in shown
+    assert shown.startswith("------\n > [2/2] RUN echo why; exit 4:\n") and " why\n------\n" in shown
     assert shown.endswith('ERROR: failed to solve: process "/bin/sh -c echo why; exit 4" did not complete '
                           "successfully: exit code: 4\n")
 
@@ -286,12 +286,12 @@ def test_rawjson_is_buildkits_solve_status_one_object_a_line(builder: Builder) -
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", v["digest"]), v
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", v["started"]), v
         by_name.setdefault(v["name"], []).append(v)
-    run = by_name["[stage-0 2/3] RUN echo out-line; echo second"]
+    run = by_name["[2/3] RUN echo out-line; echo second"]
     assert len(run) == 2 and "completed" not in run[0] and run[1]["completed"] >= run[1]["started"]
     logs = b"".join(base64.b64decode(log["data"]) for e in events for log in e.get("logs", [])
                     if log["vertex"] == run[0]["digest"])
     assert logs == b"out-line\nsecond\n"
-    bad = by_name["[stage-0 3/3] RUN exit 3"][-1]
+    bad = by_name["[3/3] RUN exit 3"][-1]
     assert "exit 3" in bad["error"] and bad["completed"]
     assert failed.stderr.decode().splitlines()[-1].startswith("ERROR: failed to solve: process ")
 
@@ -299,7 +299,7 @@ def test_rawjson_is_buildkits_solve_status_one_object_a_line(builder: Builder) -
     builder.build(ok)
     again = builder.build(ok, "--progress", "rawjson", "-t", "progress-json:1")
     done = [v for e in _events(again.stderr) for v in e.get("vertexes", []) if "completed" in v]
-    assert {"name": "[stage-0 2/2] RUN echo cached-one > /c", "cached": True}.items() <= done[1].items()
+    assert {"name": "[2/2] RUN echo cached-one > /c", "cached": True}.items() <= done[1].items()
     statuses = [s for e in _events(again.stderr) for s in e.get("statuses", [])]
     assert any(s["id"] == "naming to docker.io/library/progress-json:1 done" for s in statuses), statuses
     assert again.stdout.decode().startswith("sha256:")
@@ -314,17 +314,35 @@ def test_copy_from_a_registry_image_shows_its_pull(builder: Builder, registry: s
     app = builder.context({"Dockerfile": f"FROM scratch\nCOPY --from={ref} /blob /blob\n"}, name="app")
     plain = run_pybuild("build", "--progress", "plain", str(app), root=tmp_path / "plain", check=True)
     lines = plain.stderr.decode().splitlines()
-    start = lines.index(f"#2 [stage-0 2/2] COPY --from={ref} /blob /blob")
-    pulled = [line for line in lines[start:] if re.fullmatch(r"#2 [0-9a-f]{12}: Pull complete \d+\.\d\d[kMG]B "
+    start = lines.index(f"#1 [1/1] COPY --from={ref} /blob /blob")  # FROM scratch is no step
+    pulled = [line for line in lines[start:] if re.fullmatch(r"#1 [0-9a-f]{12}: Pull complete \d+\.\d\d[kMG]B "
                                                               r"\d+\.\ds", line)]
     assert len(pulled) == 2, lines  # busybox's layer and the blob's
-    assert any(line.startswith("#2 Digest: sha256:") for line in lines), lines
+    assert any(line.startswith("#1 Digest: sha256:") for line in lines), lines
 
     fresh = Builder(tmp_path / "tty", tmp_path)
     code, raw = _tty_build(fresh, app)
     assert code == 0, raw
     screen = Terminal().feed(raw).screen()
-    step = screen.index(next(line for line in screen if f"[stage-0 2/2] COPY --from={ref}" in line))
+    step = screen.index(next(line for line in screen if f"[1/1] COPY --from={ref}" in line))
     blobs = [line for line in screen[step:] if re.match(r" => => [0-9a-f]{12} Pull complete +\d", line)]
     assert len(blobs) == 2, screen
     assert all(re.search(r"(\d+\.\d\d[kM]B) / \1 +\d+\.\ds$", line) for line in blobs), screen
+
+
+def test_steps_are_named_and_numbered_as_buildkit_does(builder: Builder) -> None:
+    """As BuildKit names its vertexes: only FROM (of an image), RUN, COPY, ADD and WORKDIR are
+    steps (ENV, LABEL, ... none); a FROM on a stage or scratch is none; the stage name only
+    in a Dockerfile of several stages; the number padded to the total's width."""
+    ctx = builder.context({"Dockerfile": f"FROM {BASE} AS build\nENV X=1\nWORKDIR /src\nRUN echo built > /out\n"
+                           "FROM scratch AS empty\nCOPY --from=build /out /out\n"
+                           "FROM build\nLABEL a=b\nRUN echo child\n"})
+    lines = builder.build(ctx, "--no-cache").stderr.decode().splitlines()
+    headers = [line for line in lines if re.match(r"#\d+ (\[|exporting)", line)]
+    assert headers[:4] == [f"#1 [build 1/3] FROM {BASE}", "#2 [build 2/3] WORKDIR /src",
+                           "#3 [build 3/3] RUN echo built > /out", "#4 [stage-2 1/1] RUN echo child"], lines
+    assert headers[4:] == ["#5 exporting to image"], lines
+    many = builder.context({"Dockerfile": f"FROM {BASE}\n" + "".join(f"RUN echo {i}\n" for i in range(10))},
+                           name="many")
+    lines = builder.build(many, "--no-cache").stderr.decode().splitlines()
+    assert f"#1 [ 1/11] FROM {BASE}" in lines and "#11 [11/11] RUN echo 9" in lines, lines
