@@ -421,7 +421,10 @@ class Build:
                 prefix = "" if len(dockerfile.stages) == 1 else f"{label} "  # BuildKit's names
                 from_shown = _from_shown(planned.base_stage, from_.base_name)
                 shown_total = from_shown + sum(map(is_shown_step, stage.commands))
-                handle = env_.progress.start(f"{step_bracket(prefix, 1, shown_total)} FROM {from_.base_name}",
+                shown_base = from_.base_name
+                if resolver.named_context(shown_base) is None and (ref := Reference.try_parse(shown_base)):
+                    shown_base = str(ref)  # BuildKit's full name: docker.io/library/busybox:latest
+                handle = env_.progress.start(f"{step_bracket(prefix, 1, shown_total)} FROM {shown_base}",
                                              visible=from_shown)
                 if planned.base_stage is not None:
                     parent = results.get(planned.base_stage) or probed[planned.base_stage]

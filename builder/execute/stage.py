@@ -206,6 +206,7 @@ class StageRunner:
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
         self._handle: StepHandle | None = None  # the step running: an image its --from pulls shows there
+        self._carried_miss = ""  # why a step that shows no line (ENV, ARG, ...) missed the cache
 
     # -- the image value
 
@@ -292,6 +293,9 @@ class StageRunner:
             if inputs is not None and self.env.explain_misses:
                 self._explain(handle, inputs, key)
                 self.env.missed_keys.add(key)
+                if handle.visible and self._carried_miss:
+                    self.env.progress.message(f"#{handle.number} cache miss: {self._carried_miss}")
+                    self._carried_miss = ""
             if self.env.dry_run:
                 self.key = key
                 self.would_run += 1
@@ -398,8 +402,10 @@ class StageRunner:
             return
         text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"
         self.env.explained.append(text)
-        if handle.visible:  # not for ENV, LABEL, ...: no step of theirs is shown
+        if handle.visible:
             self.env.progress.message(f"#{handle.number} cache miss: {reason}")
+        elif not self._carried_miss:  # ENV, ARG, ... show no step: the next step says why
+            self._carried_miss = reason
 
     def _built_on(self, parent: str, display: str) -> bool:
         """Whether this stage's step ``display`` was built on ``parent`` before (here or in an

@@ -199,6 +199,7 @@ class Progress:
         """Held while a tty frame is written (after ``_lock`` is let go: steps do not wait
         for a slow terminal); taken before ``_lock`` when both are."""
         self._counter = 0
+        self._blocks = False  # a step's lines were printed (plain): the next one's follow a blank line
         self._handles: list[StepHandle] = []
         self._screen: Screen | None = Screen(self.stream) if mode is ProgressMode.TTY else None
         self._ticker: threading.Thread | None = None
@@ -332,7 +333,9 @@ class Progress:
             if self._mode(handle) is not ProgressMode.QUIET:
                 self._handles.append(handle)
             if self._mode(handle) is ProgressMode.PLAIN:
-                self._print(f"#{handle.number} {label}")
+                # a blank line between two steps' blocks, as BuildKit's plain output
+                self._print(f"\n#{handle.number} {label}" if self._blocks else f"#{handle.number} {label}")
+                self._blocks = True
             elif self._mode(handle) is ProgressMode.RAWJSON:
                 self._emit(rawjson.vertex(handle, self._wall))
         self._start_view()

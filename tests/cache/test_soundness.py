@@ -117,8 +117,8 @@ def test_a_build_arg_reruns_only_the_steps_that_read_it(machines, tmp_path: Path
                       "RUN echo $X > /x\n", "a": "a\n"})
     first = m.build(ctx, "--build-arg", "U=1")
     assert steps(first.stdout + first.stderr)["cached"] == 0
-    assert _ran_titles(m, ctx, "--build-arg", "U=2") == ["RUN echo $U > /u", "ENV X=fixed", "ARG X",
-                                                           "RUN echo $X > /x"]
+    # ENV and ARG rerun too but show no step, as in BuildKit's progress
+    assert _ran_titles(m, ctx, "--build-arg", "U=2") == ["RUN echo $U > /u", "RUN echo $X > /x"]
     assert _ran_titles(m, ctx, "--build-arg", "U=2") == []
 
 

@@ -333,16 +333,18 @@ def test_copy_from_a_registry_image_shows_its_pull(builder: Builder, registry: s
 def test_steps_are_named_and_numbered_as_buildkit_does(builder: Builder) -> None:
     """As BuildKit names its vertexes: only FROM (of an image), RUN, COPY, ADD and WORKDIR are
     steps (ENV, LABEL, ... none); a FROM on a stage or scratch is none; the stage name only
-    in a Dockerfile of several stages; the number padded to the total's width."""
+    in a Dockerfile of several stages; the number padded to the total's width; the image by
+    its full name; a blank line between two steps' lines."""
     ctx = builder.context({"Dockerfile": f"FROM {BASE} AS build\nENV X=1\nWORKDIR /src\nRUN echo built > /out\n"
                            "FROM scratch AS empty\nCOPY --from=build /out /out\n"
                            "FROM build\nLABEL a=b\nRUN echo child\n"})
     lines = builder.build(ctx, "--no-cache").stderr.decode().splitlines()
     headers = [line for line in lines if re.match(r"#\d+ (\[|exporting)", line)]
-    assert headers[:4] == [f"#1 [build 1/3] FROM {BASE}", "#2 [build 2/3] WORKDIR /src",
+    assert headers[:4] == [f"#1 [build 1/3] FROM docker.io/library/{BASE}", "#2 [build 2/3] WORKDIR /src",
                            "#3 [build 3/3] RUN echo built > /out", "#4 [stage-2 1/1] RUN echo child"], lines
     assert headers[4:] == ["#5 exporting to image"], lines
+    assert lines[lines.index("#2 [build 2/3] WORKDIR /src") - 1] == "", lines
     many = builder.context({"Dockerfile": f"FROM {BASE}\n" + "".join(f"RUN echo {i}\n" for i in range(10))},
                            name="many")
     lines = builder.build(many, "--no-cache").stderr.decode().splitlines()
-    assert f"#1 [ 1/11] FROM {BASE}" in lines and "#11 [11/11] RUN echo 9" in lines, lines
+    assert f"#1 [ 1/11] FROM docker.io/library/{BASE}" in lines and "#11 [11/11] RUN echo 9" in lines, lines
