@@ -301,7 +301,7 @@ class Progress:
 
     def message(self, text: str) -> None:
         """A line that is about no step (a lock waited for): above the tty view."""
-        if self.mode is ProgressMode.TTY:
+        if self.mode is ProgressMode.TTY and self._screen is not None:  # once closed: a plain line
             self._redraw(above=[text])
             return
         with self._lock:
@@ -310,7 +310,7 @@ class Progress:
             self._print(text)
 
     def warning(self, text: str) -> None:
-        if self.mode is ProgressMode.TTY:
+        if self.mode is ProgressMode.TTY and self._screen is not None:
             self._redraw(above=[f"WARN: {text}"])
             return
         with self._lock:
