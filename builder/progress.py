@@ -289,6 +289,8 @@ class Progress:
 
 @dataclass
 class _Transfer:
+    """One blob transfer of a step, with what was last shown of it."""
+
     label: str
     total: int
     moved: int = 0

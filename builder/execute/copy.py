@@ -214,6 +214,8 @@ class SourceItem:
 
 @dataclass(frozen=True)
 class Identity:
+    """The owner copied files get: ``--chown`` resolved in the destination image, else root."""
+
     uid: int = 0
     gid: int = 0
 
@@ -752,6 +754,8 @@ def _now(source_date_epoch: int | None) -> int:
 
 @dataclass
 class _Planner:
+    """Plans a COPY/ADD layer: the entries to write, their owners and modes, parents first."""
+
     spec: CopySpec
     dest_view: RootfsView
     identity: Identity
