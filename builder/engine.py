@@ -72,6 +72,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class BuildOptions:
+    """What a build is asked to do: the flags of ``pybuild build``."""
+
     context: str
     dockerfile: str | None = None
     tags: Sequence[str] = ()
@@ -107,6 +109,8 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build made: the image, its IDs and names, and what it pushed."""
+
     image_id: Digest  # the config digest, as docker shows it
     manifest_digest: Digest
     tags: tuple[str, ...]

@@ -29,6 +29,8 @@ STALE_TMP_SECONDS = 60
 
 @dataclass(frozen=True)
 class WrittenBlob:
+    """A blob now in the store, as its writer computed it."""
+
     digest: Digest
     size: int
 

@@ -40,6 +40,8 @@ def entry_key(remote: str, commit: str, *, submodules: bool, keep_git_dir: bool,
 
 @dataclass(frozen=True)
 class GitCheckout:
+    """A kept git checkout (ADD <git> or a git context), for listing and pruning."""
+
     key: str
     path: Path
     commit: str

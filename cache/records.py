@@ -51,6 +51,8 @@ class StepResult:
 
 @dataclass(frozen=True)
 class CacheRecord:
+    """One step's cache entry: its key, what it made, and what went into the key (for --explain)."""
+
     key: str
     parent: str
     lineage: str

@@ -136,6 +136,8 @@ class RemoveEvent:
 
 @dataclass
 class PruneReport:
+    """What a prune removed, for ``pybuild prune`` to report."""
+
     recovered: list[Digest] = field(default_factory=list)  # whole images whose rows were lost
     images: list[Digest] = field(default_factory=list)
     blobs: list[Digest] = field(default_factory=list)
@@ -157,6 +159,8 @@ class Problem:
 
 @dataclass
 class CheckReport:
+    """What ``pybuild store check`` looked at, found wrong and repaired."""
+
     blobs_checked: int = 0
     snapshots_checked: int = 0
     problems: list[Problem] = field(default_factory=list)

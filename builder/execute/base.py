@@ -33,6 +33,8 @@ DOCKER_ARCHIVE = "docker-archive://"
 
 @dataclass
 class BaseResolver:
+    """Finds the image a FROM names: a named context, the store, or a registry (pulled, or read only as a probe)."""
+
     store: Store
     platform: Platform
     pull: bool = False

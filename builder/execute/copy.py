@@ -60,18 +60,13 @@ from builder.execute.context import BuildContext
 from builder.execute.rootfs import NAME_MAX, PATH_MAX, Parts, RootfsView, path_too_long, split_path
 from builder.execute.urls import redact_credentials
 from builder.frontend.dockerignore import MatchType, PatternMatcher, go_clean, walk_context
-from builder.layers.tarwriter import (
-    STEP_LAYER_XATTRS,
-    EntryType,
-    LayerStats,
-    TarEntry,
-    TarStreamWriter,
-)
+from builder.layers.entry import STEP_LAYER_XATTRS, EntryType, TarEntry
 
 if TYPE_CHECKING:
     from builder.execute.fetch import UrlFetches
     from builder.execute.gitsource import GitSources
     from builder.frontend.instructions import Add, Copy
+    from builder.layers.tarwriter import LayerStats
 
 MULTI_SOURCE_ERROR = (
     "When using {cmd} with more than one source file, the destination must be a directory and "
@@ -214,6 +209,8 @@ class SourceItem:
 
 @dataclass(frozen=True)
 class Identity:
+    """The owner copied files get: ``--chown`` resolved in the destination image, else root."""
+
     uid: int = 0
     gid: int = 0
 
@@ -752,6 +749,8 @@ def _now(source_date_epoch: int | None) -> int:
 
 @dataclass
 class _Planner:
+    """Plans a COPY/ADD layer: the entries to write, their owners and modes, parents first."""
+
     spec: CopySpec
     dest_view: RootfsView
     identity: Identity
@@ -987,6 +986,8 @@ def write_planned(
     entries: dict[Parts, _Planned], out: BinaryIO, *, source_date_epoch: int | None = None
 ) -> LayerStats:
     """The layer tar: parents before children, names sorted by their bytes."""
+    from builder.layers.tarwriter import TarStreamWriter
+
     writer = TarStreamWriter(out, source_date_epoch=source_date_epoch)
     with writer:  # an error (or a cancel) stops the writer's hashing thread
         first: dict[tuple[int, int, int], str] = {}

@@ -15,6 +15,7 @@ user typed, with the user's own credentials (:class:`GitCredentials`).
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import shutil
@@ -28,7 +29,6 @@ from urllib.parse import urlsplit
 
 from builder.errors import UsageError
 from builder.execute.urls import redact_credentials
-from cache.gitsources import entry_key, sources_root
 
 if TYPE_CHECKING:
     from builder.execute.add import GitRef
@@ -185,10 +185,18 @@ class GitSources:
     """
 
     def __init__(self, store_root: Path | None = None, credentials: GitCredentials | None = None) -> None:
-        self.root = sources_root(store_root) if store_root is not None else None
+        self._store_root = store_root
         self.credentials = credentials or GitCredentials()
         self._commits: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def root(self) -> Path | None:
+        """Where checkouts are kept (None: nowhere); the store's git code loads only when a
+        build has a git source, as most builds have none."""
+        from cache.gitsources import sources_root
+
+        return sources_root(self._store_root) if self._store_root is not None else None
 
     def commit(self, ref: GitRef, spec: CopySpec) -> str | None:
         """The commit ``ref`` names now; None when the server cannot say (then a clone will)."""
@@ -206,6 +214,8 @@ class GitSources:
     def checkout(self, url: str, ref: GitRef, spec: CopySpec, scratch: Path, *,
                  keep_git_dir: bool) -> tuple[Path, str]:
         """The tree of ``ref`` (with its ``.git`` only with ``keep_git_dir``) and its commit."""
+        from cache.gitsources import entry_key
+
         git = git_binary(url, spec)
         known = self.commit(ref, spec) if self.root is not None else None
         # A Dockerfile's checkouts are keyed apart from the user's (their key as before: older

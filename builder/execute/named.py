@@ -38,6 +38,8 @@ def context_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class NamedContext:
+    """A ``--build-context NAME=VALUE``: an image, a local directory or a URL standing for NAME."""
+
     name: str  # its context_key
     image: str | None = None  # a reference FROM understands: REF, scratch, oci-layout://...
     path: Path | None = None  # a local directory

@@ -52,6 +52,8 @@ class ParserWarning:
 
 @dataclass(frozen=True)
 class Directive:
+    """A parser directive (``# syntax=``, ``# escape=``, ``# check=``) at the top of a Dockerfile."""
+
     name: str  # lower-cased: "syntax", "escape", "check"
     value: str
     line: int

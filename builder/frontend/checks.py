@@ -86,6 +86,8 @@ _URL = "https://docs.docker.com/go/dockerfile/rule/{}/"
 
 @dataclass(frozen=True)
 class Rule:
+    """A build check (BuildKit's linter rule), named as BuildKit names it."""
+
     name: str
     description: str
     slug: str
@@ -301,6 +303,8 @@ class CheckResult:
 
 @dataclass
 class _Collector:
+    """The warnings of one check run, filtered by the check configuration."""
+
     config: CheckConfig
     file: str
     found: list[tuple[int, int, Warning]] = field(default_factory=list)

@@ -62,6 +62,8 @@ _CONTAINER_KEYS = (
 
 @dataclass(frozen=True)
 class ContainerConfig:
+    """The ``config`` part of an image config: what a container of the image starts with."""
+
     user: str = ""
     exposed_ports: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
@@ -150,6 +152,8 @@ class ContainerConfig:
 
 @dataclass(frozen=True)
 class History:
+    """One ``history`` entry of an image config: the step that made a layer (or an empty one)."""
+
     created: str | None = None
     created_by: str | None = None
     author: str | None = None
@@ -189,6 +193,8 @@ _TOP_KEYS = (
 
 @dataclass(frozen=True)
 class ConfigFile:
+    """An OCI image config (its digest is the image ID docker shows)."""
+
     architecture: str = ""
     os: str = "linux"
     variant: str | None = None

@@ -23,6 +23,8 @@ def canonical_json(obj: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Descriptor:
+    """An OCI descriptor: what a manifest or index says of a blob (type, digest, size)."""
+
     media_type: str
     digest: Digest
     size: int

@@ -28,6 +28,8 @@ _ARCH_ALIASES = {
 
 @dataclass(frozen=True)
 class Platform:
+    """An OCI platform (``linux/amd64``, ``linux/arm/v7``): what an image or index entry runs on."""
+
     os: str
     architecture: str
     variant: str | None = None

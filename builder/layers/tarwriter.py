@@ -22,7 +22,6 @@ import stat
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +30,7 @@ from builder.errors import ImageError
 from builder.fileio import WRITE_PIECE
 from builder.image.digest import Digest
 from builder.layers import whiteout
+from builder.layers.entry import STEP_LAYER_XATTRS, EntryType, TarEntry
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
@@ -41,35 +41,6 @@ _BUFFER = 256 << 10
 _MAX_OCTAL_8 = 0o7777777
 _MAX_OCTAL_12 = 0o77777777777
 PAX_HEADER_NAME = "././@PaxHeader"
-
-
-class EntryType(Enum):
-    """The tar entry kinds a layer may hold; the value is the typeflag byte."""
-
-    FILE = b"0"
-    HARDLINK = b"1"
-    SYMLINK = b"2"
-    CHAR = b"3"
-    BLOCK = b"4"
-    DIR = b"5"
-    FIFO = b"6"
-
-
-@dataclass(frozen=True, slots=True)
-class TarEntry:
-    """One tar header. ``name`` is relative (no leading '/', no trailing '/')."""
-
-    name: str
-    type: EntryType
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    size: int = 0
-    mtime: int = 0
-    linkname: str = ""
-    devmajor: int = 0
-    devminor: int = 0
-    xattrs: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,11 +336,6 @@ def xattr_names(path: str | Path) -> list[str]:
             return []
         raise
 
-
-# The one xattr docker's archive and containerd's diff writer (BuildKit's) put in a layer a build
-# step makes: file capabilities. Others (user.*, trusted.*, security.selinux) are the build host's
-# metadata, not image content, and must not leak into the image from the context or a RUN.
-STEP_LAYER_XATTRS = frozenset({"security.capability"})
 
 
 def read_xattrs(

@@ -275,6 +275,8 @@ class Challenge:
 
 @dataclass
 class _Token:
+    """A bearer token and when it stops being usable."""
+
     value: str
     expires: float
 
