@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from builder.execute.named import NamedContext
     from builder.execute.run import Secret
     from builder.execute.ssh import SshAgents
+    from builder.export.attestation import AttestationRequest, Attestor
     from builder.export.outputs import Exported
     from builder.runtime import Runtime
     from cache.remote import ImportedCache
@@ -94,6 +95,7 @@ class BuildOptions:
     cache_from: Sequence[str] = ()
     cache_to: Sequence[str] = ()
     stdin: BinaryIO | None = None  # a binary stream for `-` context or `-f -`
+    attest: AttestationRequest | None = None  # --provenance / --attest: what the outputs carry
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,9 @@ class Build:
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress),
                                  log_limit=step_log_limit(os.environ.get("BUILDKIT_STEP_LOG_MAX_SIZE")))
         self.started = time.monotonic()
+        import datetime
+
+        self.started_on = datetime.datetime.now(datetime.UTC)  # provenance's buildStartedOn
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
         from cache.store import new_tag_name
@@ -368,6 +373,7 @@ class Build:
         )
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
+        bases: dict[int, tuple[str, Image]] = {}  # the images FROM read, by stage (provenance)
         total_steps = sum(len(stages[i].commands) + 1 for i in needed)
         self.progress.set_total(total_steps)
         declared: set[str] = set(global_scope.declared)
@@ -412,6 +418,7 @@ class Build:
                     key, base_text = parent.key, f"stage {parent.key}"
                 else:
                     base_image = self._resolve_base(resolver, from_, StepTransfers(env_.progress, handle))
+                    bases[index] = (from_.base_name, base_image)
                     scope = global_scope.stage_scope(base_image.config_file().config.env)
                     digest = "" if from_.base_name == "scratch" else str(base_image.digest())
                     key = base_key(from_.base_name, digest)
@@ -486,7 +493,12 @@ class Build:
         stored = self.store.image(str(manifest_digest))
         # The image's outputs first, then the cache, as BuildKit: a cache that cannot be written
         # fails the build but costs no image (a push done, an archive written).
-        exported = self._outputs(stored, tags, _source_date_epoch(build_args))
+        attestor = None
+        if opts.attest is not None and opts.attest.wanted:
+            order = [p.index for p in plan.stages if p.index in results]
+            attestor = self._attestor(dockerfile_bytes, dockerfile_name, build_args, order, needed, stages,
+                                      {i: bases[i] for i in order if i in bases}, resolver, secrets)
+        exported = self._outputs(stored, tags, _source_date_epoch(build_args), attestor)
         self._export_cache(env, results[plan.target].key, imported)
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
@@ -613,13 +625,63 @@ class Build:
 
     # -- results
 
-    def _outputs(self, image: Image, tags: tuple[str, ...], source_date_epoch: int | None) -> Exported:
+    def _outputs(self, image: Image, tags: tuple[str, ...], source_date_epoch: int | None,
+                 attestor: Attestor | None = None) -> Exported:
         from builder.export.outputs import export_outputs
 
         return export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
                        insecure_registries=tuple(self.options.insecure_registries),
                        progress=self.progress, annotations=self.annotations, platform=str(Platform.host()),
-                       source_date_epoch=source_date_epoch)
+                       source_date_epoch=source_date_epoch, attestor=attestor)
+
+    def _attestor(self, dockerfile: bytes, dockerfile_name: str, build_args: Mapping[str, str],
+                  order: Sequence[int], planned: Mapping, stages: Mapping[int, ins_.Stage],
+                  bases: Mapping[int, tuple[str, Image]], resolver: BaseResolver,
+                  secrets: Mapping[str, object]) -> Attestor:
+        """What the provenance tells of this build: its inputs (never a secret's value), the
+        base images read (a named context or a layout is not a registry image: left out, as
+        BuildKit lists those as local sources), and for mode=max its steps."""
+        from builder.execute.named import is_remote_context
+        from builder.export.attestation import Attestor, BuildRecord, Material, dockerfile_steps
+        from builder.image.reference import Reference
+
+        opts = self.options
+        host = Platform.host()
+        materials: dict[str, Material] = {}
+        step_bases: list[tuple[int, str | int, Sequence[ins_.Instruction]]] = []
+        for index in order:
+            base_stage = planned[index].base_stage
+            if base_stage is not None:
+                step_bases.append((index, base_stage, stages[index].commands))
+                continue
+            if index not in bases:
+                continue
+            name, image = bases[index]
+            identifier = f"docker-image://{name}"
+            ref = Reference.try_parse(name) if name != "scratch" and "://" not in name else None
+            if ref is not None and not resolver.named_context(name):
+                materials.setdefault(str(ref), Material(str(ref), image.digest(), host))
+                identifier = f"docker-image://{ref}@{image.digest()}"
+            step_bases.append((index, identifier, stages[index].commands))
+        remote = opts.context if is_remote_context(opts.context) else None
+        if remote:
+            from urllib.parse import urlsplit, urlunsplit
+
+            parts = urlsplit(remote)  # a URL's user and password stay out, as BuildKit redacts them
+            if parts.username or parts.password:
+                remote = urlunsplit(parts._replace(netloc=(parts.hostname or "")
+                                                   + (f":{parts.port}" if parts.port else "")))
+        record = BuildRecord(
+            started=self.started_on, dockerfile_name=os.path.basename(dockerfile_name) or "Dockerfile",
+            dockerfile=dockerfile, build_args=dict(build_args), labels=dict(opts.labels), target=opts.target,
+            materials=tuple(materials.values()), secrets=tuple(secrets),
+            ssh=tuple(dict.fromkeys(s.partition("=")[0] for s in opts.ssh)),
+            named_contexts=tuple(dict.fromkeys(c.partition("=")[0] for c in opts.build_contexts)),
+            remote_context=remote, network=opts.network != "none",
+            steps=dockerfile_steps(step_bases),
+        )
+        assert opts.attest is not None
+        return Attestor(opts.attest, record)
 
     def _report(self, result: BuildResult) -> None:
         from builder.export.destination import write_output

@@ -1,0 +1,212 @@
+"""buildx's --provenance / --sbom / --attest: off is taken, a bad value is one usage error, and
+provenance is stored as BuildKit stores it (an index of the image manifest and an attestation
+manifest whose layer is the in-toto statement), checked with skopeo, docker and a real registry."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import Builder
+from tests.helpers.tools import require_tool, run_pybuild
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+PREDICATE = "https://slsa.dev/provenance/v0.2"
+
+
+def _skopeo(*args: str) -> bytes:
+    return subprocess.run([require_tool("skopeo"), *args], check=True, capture_output=True, timeout=120).stdout
+
+
+def _raw(transport: str) -> dict:
+    tls = ["--tls-verify=false"] if transport.startswith("docker://") else []
+    return json.loads(_skopeo("inspect", *tls, "--raw", transport))
+
+
+def _blob(registry: str, repo: str, digest: str) -> bytes:
+    import requests
+
+    response = requests.get(f"http://{registry}/v2/{repo}/blobs/{digest}", timeout=30)
+    response.raise_for_status()
+    return response.content
+
+
+def _context(builder: Builder, name: str) -> Path:
+    return builder.context({"Dockerfile": "FROM busybox:local\nARG TOKEN\nRUN --mount=type=secret,id=npm "
+                                          f"echo {uuid.uuid4().hex} > /made\nCOPY a /a\n", "a": "a\n",
+                            "npmrc": "s3cr3t-npm-value\n"}, name)
+
+
+@pytest.mark.parametrize("flags", [
+    ("--provenance=false",), ("--sbom=false",), ("--provenance", "0"), ("--provenance=mode=max,disabled=true",),
+    ("--attest", "type=provenance,disabled=true", "--attest", "type=sbom,disabled=true"),
+])
+def test_attestations_turned_off_build_a_plain_image(builder: Builder, registry: str, flags: tuple[str, ...]) -> None:
+    """CI scripts written for buildx give --provenance=false / --sbom=false: the push is the image
+    manifest itself, no index (BUILDX_NO_DEFAULT_ATTESTATIONS=1 too: pybuild adds none by default)."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /x\n"}, "off")
+    ref = f"{registry}/attest/off:{uuid.uuid4().hex[:8]}"
+    builder.build(ctx, *flags, "-t", ref, "--push", env={"BUILDX_NO_DEFAULT_ATTESTATIONS": "1"})
+    assert _raw(f"docker://{ref}")["mediaType"] == OCI_MANIFEST
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--provenance=mode=maximal",), b"invalid --provenance=mode=maximal: invalid mode 'maximal'"),
+    (("--provenance=maybe",), b"invalid --provenance=maybe: invalid value 'maybe'"),
+    (("--attest", "mode=max"), b"attestation type not specified"),
+    (("--attest", "type=spdx"), b"unknown attestation type 'spdx'"),
+    (("--sbom", "disabled=perhaps"), b"invalid value 'perhaps' for disabled"),
+    (("--provenance=true", "--attest", "type=provenance,mode=max"), b"duplicate attestation field provenance"),
+    (("--provenance=version=v1",), b"SLSA provenance v0.2 only"),
+    (("--sbom=true",), b"pybuild makes no SBOM attestation (BuildKit runs a scanner image"),
+    (("--attest", "type=sbom,generator=example/scanner"), b"example/scanner, which pybuild does not run"),
+])
+def test_a_bad_attestation_flag_is_one_usage_error(builder: Builder, flags: tuple[str, ...], message: bytes) -> None:
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\n"}, "bad")
+    p = builder.build(ctx, "-q", *flags, check=False)
+    assert p.returncode == 125 and message in p.stderr and p.stdout == b"", p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and b"Traceback" not in p.stderr
+
+
+def test_provenance_push_is_buildkit_s_attestation_storage(builder: Builder, registry: str, docker: str,
+                                                           tmp_path: Path) -> None:
+    """--provenance=true (mode=min) pushes an OCI index: the image manifest for the host platform,
+    and an attestation manifest (unknown/unknown) pointing at it, whose layer is the in-toto
+    statement. Build-arg values and secrets stay out; pybuild pull, skopeo copy and docker pull
+    of the tag get the image."""
+    ctx = _context(builder, "min")
+    repo = f"attest/min-{uuid.uuid4().hex[:8]}"
+    ref = f"{registry}/{repo}:1"
+    meta = tmp_path / "meta.json"
+    builder.build(ctx, "--provenance=true", "--build-arg", "TOKEN=hunter2-build-arg", "--secret",
+                  f"id=npm,src={ctx / 'npmrc'}", "-t", ref, "--push", "--metadata-file", str(meta))
+    index = _raw(f"docker://{ref}")
+    assert index["mediaType"] == OCI_INDEX
+    image_desc, att_desc = index["manifests"]
+    host = json.loads(run_pybuild("inspect", ref, root=builder.root, check=True).stdout)[0]
+    assert image_desc["mediaType"] == OCI_MANIFEST
+    assert image_desc["platform"] == {"architecture": host["Architecture"], "os": host["Os"]}
+    assert att_desc["platform"] == {"architecture": "unknown", "os": "unknown"}
+    assert att_desc["annotations"] == {"vnd.docker.reference.type": "attestation-manifest",
+                                       "vnd.docker.reference.digest": image_desc["digest"]}
+    data = json.loads(meta.read_text())
+    assert data["containerimage.descriptor"]["mediaType"] == OCI_INDEX
+    assert data["containerimage.digest"] == "sha256:" + __import__("hashlib").sha256(
+        _skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}")).hexdigest()
+
+    att = _raw(f"docker://{registry}/{repo}@{att_desc['digest']}")
+    assert att["mediaType"] == OCI_MANIFEST
+    [layer] = att["layers"]
+    assert layer["mediaType"] == "application/vnd.in-toto+json"
+    assert layer["annotations"] == {"in-toto.io/predicate-type": PREDICATE}
+    config = json.loads(_blob(registry, repo, att["config"]["digest"]))
+    assert config["architecture"] == "unknown" and config["os"] == "unknown"
+    assert config["rootfs"]["diff_ids"] == [layer["digest"]]
+    raw_statement = _blob(registry, repo, layer["digest"])
+    statement = json.loads(raw_statement)
+    assert statement["_type"] == "https://in-toto.io/Statement/v0.1"
+    assert statement["predicateType"] == PREDICATE
+    assert statement["subject"] == [{"name": f"pkg:docker/{registry}/{repo}@1?platform="
+                                             f"{host['Os']}%2F{host['Architecture']}",
+                                     "digest": {"sha256": image_desc["digest"].split(":")[1]}}]
+    predicate = statement["predicate"]
+    assert predicate["buildType"] == "https://mobyproject.org/buildkit@v1"
+    assert predicate["builder"] == {"id": ""}
+    base_digest = json.loads(run_pybuild("inspect", "--format", "{{json .}}", "busybox:local",
+                                         root=builder.root, check=True).stdout)
+    assert [m["uri"] for m in predicate["materials"]] == [
+        f"pkg:docker/busybox@local?platform={host['Os']}%2F{host['Architecture']}"]
+    assert predicate["materials"][0]["digest"]["sha256"]
+    assert base_digest  # the base is in the store it was read from
+    invocation = predicate["invocation"]
+    assert invocation["configSource"] == {"entryPoint": "Dockerfile"}
+    assert invocation["parameters"]["frontend"] == "dockerfile.v0"
+    assert invocation["parameters"]["args"] == {}  # min: no build-arg values
+    assert invocation["parameters"]["locals"] == [{"name": "context"}, {"name": "dockerfile"}]
+    metadata = predicate["metadata"]
+    assert metadata["completeness"] == {"parameters": False, "environment": True, "materials": False}
+    assert metadata["reproducible"] is False
+    assert metadata["buildStartedOn"] <= metadata["buildFinishedOn"]
+    assert "buildConfig" not in predicate
+    assert b"hunter2" not in raw_statement and b"s3cr3t" not in raw_statement and b"npm" not in raw_statement
+
+    # what pulls the tag gets the host's image, never the attestation
+    root = tmp_path / "pull-root"
+    run_pybuild("pull", ref, root=root, check=True)
+    pulled = json.loads(run_pybuild("inspect", ref, root=root, check=True).stdout)[0]
+    assert pulled["Id"] == host["Id"]
+    layout = tmp_path / "copied"
+    _skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:x")
+    copied = json.loads((layout / "index.json").read_text())["manifests"][0]
+    assert copied["digest"] == image_desc["digest"]
+    subprocess.run([docker, "pull", ref], check=True, capture_output=True, timeout=120)
+    try:
+        inspected = json.loads(subprocess.run([docker, "image", "inspect", ref], check=True,
+                                              capture_output=True).stdout)[0]
+        assert inspected["Id"] == host["Id"]
+    finally:
+        subprocess.run([docker, "rmi", "--force", ref], capture_output=True)
+
+
+def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> None:
+    """mode=max in a type=oci tar: index.json names the attested index, whose attestation holds
+    the build args, the secret's ID (never its value), the steps and the Dockerfile source;
+    umoci and skopeo read the image out of it."""
+    ctx = _context(builder, "max")
+    archive = tmp_path / "out.tar"
+    builder.build(ctx, "--attest", "type=provenance,mode=max,builder-id=https://ci.example/run/7",
+                  "--build-arg", "TOKEN=visible-in-max", "--secret", f"id=npm,src={ctx / 'npmrc'}",
+                  "-t", "attest:max", "-o", f"type=oci,dest={archive}")
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+    assert entry["mediaType"] == OCI_INDEX
+    assert entry["annotations"]["io.containerd.image.name"] == "docker.io/library/attest:max"
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+
+    index = json.loads(blob(entry["digest"]))
+    image_desc, att_desc = index["manifests"]
+    assert att_desc["annotations"]["vnd.docker.reference.digest"] == image_desc["digest"]
+    raw_statement = blob(json.loads(blob(att_desc["digest"]))["layers"][0]["digest"])
+    statement = json.loads(raw_statement)
+    assert statement["subject"][0]["name"].startswith("pkg:docker/attest@max?platform=")
+    assert statement["subject"][0]["digest"]["sha256"] == image_desc["digest"].split(":")[1]
+    predicate = statement["predicate"]
+    assert predicate["builder"] == {"id": "https://ci.example/run/7"}
+    params = predicate["invocation"]["parameters"]
+    assert params["args"] == {"build-arg:TOKEN": "visible-in-max"}  # max shows build args, as BuildKit
+    assert params["secrets"] == [{"id": "npm", "optional": True}]
+    assert b"s3cr3t" not in raw_statement
+    assert predicate["metadata"]["completeness"]["parameters"] is True
+    steps = predicate["buildConfig"]["llbDefinition"]
+    assert steps[0]["op"]["Op"]["source"]["identifier"].startswith("docker-image://docker.io/library/busybox:local@")
+    assert steps[1]["op"]["Op"]["exec"]["meta"]["args"][:2] == ["/bin/sh", "-c"]
+    assert steps[2]["op"]["Op"]["file"]["actions"][0]["copy"] == {"src": ["a"], "dest": "/a"}
+    assert steps[2]["inputs"] == ["step1:0"]
+    source = predicate["metadata"]["https://mobyproject.org/buildkit@v1#metadata"]["source"]
+    assert base64.b64decode(source["infos"][0]["data"]) == (ctx / "Dockerfile").read_bytes()
+    assert source["locations"]["step2"]["locations"][0]["ranges"][0]["start"] == {"line": 4}
+    # readers of the layout take the image, not the attestation
+    _skopeo("copy", f"oci-archive:{archive}:max", f"oci:{tmp_path / 'copy'}:x")
+    run_pybuild("load", "-i", str(archive), root=tmp_path / "load-root", check=True)
+
+
+def test_docker_output_and_the_store_keep_the_image_alone(builder: Builder, tmp_path: Path) -> None:
+    """type=docker drops attestations as buildx's docker exporter does; the store keeps the image."""
+    ctx = _context(builder, "docker-out")
+    archive = tmp_path / "docker.tar"
+    builder.build(ctx, "--provenance=mode=max", "-t", "attest:docker", "-o", f"type=docker,dest={archive}")
+    index = json.loads(subprocess.run(["tar", "-xOf", str(archive), "index.json"], check=True,
+                                      capture_output=True).stdout)
+    assert [m["mediaType"] for m in index["manifests"]] == [OCI_MANIFEST]
+    builder.build(ctx, "--provenance=true", "-t", "attest:stored")
+    assert json.loads(run_pybuild("inspect", "attest:stored", root=builder.root, check=True).stdout)[0]["Id"]
