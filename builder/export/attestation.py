@@ -265,8 +265,9 @@ def provenance_predicate(request: ProvenanceRequest, record: BuildRecord, platfo
         "buildFinishedOn": _timestamp(finished),
         "completeness": {"parameters": not dropped, "environment": True, "materials": not incomplete},
         "reproducible": request.reproducible,
-        "https://mobyproject.org/buildkit@v1#hermetic": not incomplete and not record.network,
     }
+    if not incomplete and not record.network:  # BuildKit's field is omitted when false
+        metadata["https://mobyproject.org/buildkit@v1#hermetic"] = True
     if request.mode == "max":
         predicate["buildConfig"] = {"llbDefinition": [_step_dict(i, s) for i, s in enumerate(record.steps)]}
         locations = {f"step{i}": {"locations": [{"ranges": [{"start": {"line": s.lines[0]},
