@@ -497,7 +497,8 @@ class Build:
         if opts.attest is not None and opts.attest.wanted:
             order = [p.index for p in plan.stages if p.index in results]
             attestor = self._attestor(dockerfile_bytes, dockerfile_name, build_args, order, needed, stages,
-                                      {i: bases[i] for i in order if i in bases}, resolver, secrets)
+                                      {i: bases[i] for i in order if i in bases}, resolver, secrets,
+                                      results[plan.target].lowers)
         exported = self._outputs(stored, tags, _source_date_epoch(build_args), attestor)
         self._export_cache(env, results[plan.target].key, imported)
         result = BuildResult(
@@ -637,7 +638,7 @@ class Build:
     def _attestor(self, dockerfile: bytes, dockerfile_name: str, build_args: Mapping[str, str],
                   order: Sequence[int], planned: Mapping, stages: Mapping[int, ins_.Stage],
                   bases: Mapping[int, tuple[str, Image]], resolver: BaseResolver,
-                  secrets: Mapping[str, object]) -> Attestor:
+                  secrets: Mapping[str, object], lowers: Callable[[], Sequence[Path]]) -> Attestor:
         """What the provenance tells of this build: its inputs (never a secret's value), the
         base images read (a named context or a layout is not a registry image: left out, as
         BuildKit lists those as local sources), and for mode=max its steps."""
@@ -681,6 +682,12 @@ class Build:
             steps=dockerfile_steps(step_bases),
         )
         assert opts.attest is not None
+        if opts.attest.sbom:
+            from builder.execute.rootfs import RootfsView
+            from builder.export.sbom import spdx_document
+
+            name = opts.tags[0] if opts.tags else "sbom"
+            record = replace(record, sbom=spdx_document(RootfsView(lowers()), name, self.started_on))
         return Attestor(opts.attest, record)
 
     def _report(self, result: BuildResult) -> None:

@@ -89,11 +89,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--dry-run", action="store_true",
                    help="check the Dockerfile and print its parse and stage plan; build nothing")
     # buildx's attestations: none unless asked (as docker's own builder), BUILDX_NO_DEFAULT_ATTESTATIONS
-    # is taken for that reason; provenance is written into pushes and OCI archives, an SBOM refused
+    # is taken for that reason; written into pushes and OCI archives (builder.export.attestation)
     p.add_argument("--provenance", metavar="false|true|mode=min|max[,builder-id=URI]",
                    help="SLSA provenance attestation (shorthand for --attest type=provenance); pushed and "
                         "OCI outputs carry it in an index beside the image")
-    p.add_argument("--sbom", metavar="false", help="SBOM attestation: only false (pybuild runs no scanner)")
+    p.add_argument("--sbom", metavar="false|true",
+                   help="SPDX SBOM attestation of the packages dpkg and apk installed (pybuild's own: it "
+                        "runs no scanner image)")
     p.add_argument("--attest", action="append", default=[], metavar="type=provenance|sbom[,disabled=true][,KEY=VALUE]",
                    help="an attestation as buildx takes it (may be given once per type)")
     # docker's classic-builder flags that mean nothing here, taken as buildx takes them: build

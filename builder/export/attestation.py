@@ -58,10 +58,11 @@ class AttestationRequest:
     """The attestations a build is to carry (none by default, as on docker's own builder)."""
 
     provenance: ProvenanceRequest | None = None
+    sbom: bool = False  # an SPDX document of the installed packages (pybuild's own, see builder.export.sbom)
 
     @property
     def wanted(self) -> bool:
-        return self.provenance is not None
+        return self.provenance is not None or self.sbom
 
     @classmethod
     def parse(cls, provenance: str | None = None, sbom: str | None = None,
@@ -84,17 +85,23 @@ class AttestationRequest:
             if kind in by_type:
                 raise UsageError(f"invalid {flag}: duplicate attestation field {kind}")
             by_type[kind] = fields | {"_flag": flag}
-        request = cls()
+        provenance_request: ProvenanceRequest | None = None
+        sbom_wanted = False
         for kind, fields in by_type.items():
             flag = fields.pop("_flag")
             if _bool(flag, "disabled", fields.pop("disabled", "false")):
                 continue
             if kind == "sbom":
                 _check_keys(flag, fields, _SBOM_KEYS)
-                raise UsageError(
-                    f"{flag}: pybuild makes no SBOM attestation (BuildKit runs a scanner image, "
-                    f"{fields.get('generator') or 'docker/buildkit-syft-scanner'}, which pybuild does not "
-                    "run); give --sbom=false (or --attest type=sbom,disabled=true) to build without one")
+                if fields.get("generator"):
+                    raise UsageError(
+                        f"invalid {flag}: pybuild runs no scanner image ({fields['generator']}); without "
+                        "generator= it writes its own SPDX SBOM from the image's package databases")
+                if fields.get("scan-context") or fields.get("scan-stage"):
+                    raise UsageError(f"invalid {flag}: pybuild's SBOM lists the final image's packages only "
+                                     "(no scan-context or scan-stage)")
+                sbom_wanted = True
+                continue
             _check_keys(flag, fields, _PROVENANCE_KEYS)
             mode = fields.get("mode", "min")
             if mode == "full":  # BuildKit's old name for max
@@ -107,10 +114,10 @@ class AttestationRequest:
                                  f"(version={version} asked for)")
             if "inline-only" in fields:
                 _bool(flag, "inline-only", fields["inline-only"])
-            request = cls(ProvenanceRequest(
+            provenance_request = ProvenanceRequest(
                 mode=mode, builder_id=fields.get("builder-id", ""),
-                reproducible=_bool(flag, "reproducible", fields.get("reproducible", "false"))))
-        return request
+                reproducible=_bool(flag, "reproducible", fields.get("reproducible", "false")))
+        return cls(provenance_request, sbom_wanted)
 
 
 def _canonical(kind: str, value: str) -> str:
@@ -182,6 +189,7 @@ class BuildRecord:
     remote_context: str | None = None  # a git or http context URL (credentials already removed)
     network: bool = True
     steps: tuple[Step, ...] = ()
+    sbom: Mapping[str, Any] | None = None  # the SPDX document, when an SBOM was asked for
 
 
 def image_purl(reference: str, platform: Platform | None = None) -> str:
@@ -342,11 +350,18 @@ class Attestor:
     record: BuildRecord
 
     def manifest_for(self, image: Digest, names: Sequence[str], platform: Platform) -> AttestationManifest:
-        assert self.request.provenance is not None
-        finished = datetime.datetime.now(datetime.UTC)
-        predicate = provenance_predicate(self.request.provenance, self.record, platform, finished)
-        data = statement(PROVENANCE_PREDICATE, predicate, subjects(names, image, platform))
-        return attestation_manifest([(PROVENANCE_PREDICATE, data)], image)
+        """The SBOM first, then the provenance (BuildKit adds provenance after the frontend's)."""
+        from builder.export.sbom import SPDX_PREDICATE
+
+        made: list[tuple[str, bytes]] = []
+        subject = subjects(names, image, platform)
+        if self.record.sbom is not None:
+            made.append((SPDX_PREDICATE, statement(SPDX_PREDICATE, self.record.sbom, subject)))
+        if self.request.provenance is not None:
+            finished = datetime.datetime.now(datetime.UTC)
+            predicate = provenance_predicate(self.request.provenance, self.record, platform, finished)
+            made.append((PROVENANCE_PREDICATE, statement(PROVENANCE_PREDICATE, predicate, subject)))
+        return attestation_manifest(made, image)
 
 
 def dockerfile_steps(stages: Sequence[tuple[int, str | int, Sequence[Any]]]) -> tuple[Step, ...]:
