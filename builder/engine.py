@@ -664,20 +664,14 @@ class Build:
                 materials.setdefault(str(ref), Material(str(ref), image.digest(), host))
                 identifier = f"docker-image://{ref}@{image.digest()}"
             step_bases.append((index, identifier, stages[index].commands))
+        # a URL's user and password stay out, as BuildKit redacts them (BuildRecord's job)
         remote = opts.context if is_remote_context(opts.context) else None
-        if remote:
-            from urllib.parse import urlsplit, urlunsplit
-
-            parts = urlsplit(remote)  # a URL's user and password stay out, as BuildKit redacts them
-            if parts.username or parts.password:
-                remote = urlunsplit(parts._replace(netloc=(parts.hostname or "")
-                                                   + (f":{parts.port}" if parts.port else "")))
         record = BuildRecord(
             started=self.started_on, dockerfile_name=os.path.basename(dockerfile_name) or "Dockerfile",
             dockerfile=dockerfile, build_args=dict(build_args), labels=dict(opts.labels), target=opts.target,
             materials=tuple(materials.values()), secrets=tuple(secrets),
             ssh=tuple(dict.fromkeys(s.partition("=")[0] for s in opts.ssh)),
-            named_contexts=tuple(dict.fromkeys(c.partition("=")[0] for c in opts.build_contexts)),
+            named_contexts=dict(c.partition("=")[::2] for c in opts.build_contexts),
             remote_context=remote, network=opts.network != "none",
             steps=dockerfile_steps(step_bases),
         )

@@ -185,8 +185,8 @@ class BuildRecord:
     materials: tuple[Material, ...] = ()
     secrets: tuple[str, ...] = ()
     ssh: tuple[str, ...] = ()
-    named_contexts: tuple[str, ...] = ()
-    remote_context: str | None = None  # a git or http context URL (credentials already removed)
+    named_contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE
+    remote_context: str | None = None  # a git or http context URL (its credentials are redacted)
     network: bool = True
     steps: tuple[Step, ...] = ()
     sbom: Mapping[str, Any] | None = None  # the SPDX document, when an SBOM was asked for
@@ -210,6 +210,17 @@ def image_purl(reference: str, platform: Platform | None = None) -> str:
     if qualifiers:
         out += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(qualifiers))
     return out
+
+
+def _redacted(url: str) -> str:
+    """A URL without its user and password (BuildKit's RedactCredentials)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=host))
 
 
 def _digest_set(digest: Digest) -> dict[str, str]:
@@ -240,8 +251,13 @@ def provenance_predicate(request: ProvenanceRequest, record: BuildRecord, platfo
             dropped = True
             continue
         args[f"label:{name}"] = value
-    for name in record.named_contexts:
-        args[f"context:{name}"] = ""  # what it is stays out: a path of the builder's machine
+    local_contexts = []
+    for name, value in record.named_contexts.items():
+        if "://" in value:  # docker-image://, oci-layout://, a git or http URL: as buildx sends it
+            args[f"context:{name}"] = _redacted(value)
+        else:  # a directory: buildx sends it as a local source of that name
+            args[f"context:{name}"] = f"local:{name}"
+            local_contexts.append({"name": name})
     if record.target:
         args["target"] = record.target
     parameters: dict[str, Any] = {"frontend": "dockerfile.v0", "args": args}
@@ -251,11 +267,11 @@ def provenance_predicate(request: ProvenanceRequest, record: BuildRecord, platfo
         if record.ssh:
             parameters["ssh"] = [{"id": s, "optional": True} for s in record.ssh]
     locals_ = [] if record.remote_context else [{"name": "context"}]
-    locals_.append({"name": "dockerfile"})
+    locals_ += [{"name": "dockerfile"}, *local_contexts]
     parameters["locals"] = locals_
     config_source: dict[str, Any] = {"entryPoint": record.dockerfile_name}
     if record.remote_context:
-        config_source = {"uri": record.remote_context, **config_source}
+        config_source = {"uri": _redacted(record.remote_context), **config_source}
     incomplete = bool(locals_)  # a local context is a material BuildKit cannot name
     predicate: dict[str, Any] = {
         "builder": {"id": request.builder_id},

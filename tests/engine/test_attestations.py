@@ -162,6 +162,7 @@ def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> N
     archive = tmp_path / "out.tar"
     builder.build(ctx, "--attest", "type=provenance,mode=max,builder-id=https://ci.example/run/7",
                   "--build-arg", "TOKEN=visible-in-max", "--secret", f"id=npm,src={ctx / 'npmrc'}",
+                  "--build-context", f"extra={tmp_path}", "--build-context", "img=docker-image://busybox:local",
                   "-t", "attest:max", "-o", f"type=oci,dest={archive}")
     layout = tmp_path / "layout"
     layout.mkdir()
@@ -183,7 +184,9 @@ def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> N
     predicate = statement["predicate"]
     assert predicate["builder"] == {"id": "https://ci.example/run/7"}
     params = predicate["invocation"]["parameters"]
-    assert params["args"] == {"build-arg:TOKEN": "visible-in-max"}  # max shows build args, as BuildKit
+    assert params["args"] == {"build-arg:TOKEN": "visible-in-max",  # max shows build args, as BuildKit
+                              "context:extra": "local:extra", "context:img": "docker-image://busybox:local"}
+    assert params["locals"] == [{"name": "context"}, {"name": "dockerfile"}, {"name": "extra"}]
     assert params["secrets"] == [{"id": "npm", "optional": True}]
     assert b"s3cr3t" not in raw_statement
     assert predicate["metadata"]["completeness"]["parameters"] is True
