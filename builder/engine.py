@@ -649,11 +649,11 @@ class Build:
         opts = self.options
         host = Platform.host()
         materials: dict[str, Material] = {}
-        step_bases: list[tuple[int, str | int, Sequence[ins_.Instruction]]] = []
+        step_bases: list[tuple[int, str | int, ins_.Stage]] = []
         for index in order:
             base_stage = planned[index].base_stage
             if base_stage is not None:
-                step_bases.append((index, base_stage, stages[index].commands))
+                step_bases.append((index, base_stage, stages[index]))
                 continue
             if index not in bases:
                 continue
@@ -663,7 +663,7 @@ class Build:
             if ref is not None and not resolver.named_context(name):
                 materials.setdefault(str(ref), Material(str(ref), image.digest(), host))
                 identifier = f"docker-image://{ref}@{image.digest()}"
-            step_bases.append((index, identifier, stages[index].commands))
+            step_bases.append((index, identifier, stages[index]))
         # a URL's user and password stay out, as BuildKit redacts them (BuildRecord's job)
         remote = opts.context if is_remote_context(opts.context) else None
         record = BuildRecord(

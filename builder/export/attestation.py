@@ -380,8 +380,8 @@ class Attestor:
         return attestation_manifest(made, image)
 
 
-def dockerfile_steps(stages: Sequence[tuple[int, str | int, Sequence[Any]]]) -> tuple[Step, ...]:
-    """mode=max's steps from the stages built, in order: ``(index, base, commands)`` where base
+def dockerfile_steps(stages: Sequence[tuple[int, str | int, Any]]) -> tuple[Step, ...]:
+    """mode=max's steps from the stages built, in order: ``(index, base, stage)`` where base
     is an image identifier (``docker-image://REF@DIGEST``) or the index of the stage it builds on.
     FROM is a source, RUN an exec (through the stage's SHELL), COPY/ADD/WORKDIR file ops; the
     instructions that only set image config make no step, as in BuildKit's LLB."""
@@ -389,14 +389,16 @@ def dockerfile_steps(stages: Sequence[tuple[int, str | int, Sequence[Any]]]) -> 
 
     steps: list[Step] = []
     last: dict[int, int] = {}  # stage index -> its last step
-    for index, base, commands in stages:
+    for index, base, stage in stages:
         if isinstance(base, int) and base in last:
             current = last[base]
         else:
-            steps.append(Step({"source": {"identifier": base if isinstance(base, str) else f"stage {base}"}}))
+            loc = stage.from_.location
+            steps.append(Step({"source": {"identifier": base if isinstance(base, str) else f"stage {base}"}},
+                              lines=(loc.start_line, loc.end_line or loc.start_line)))
             current = len(steps) - 1
         shell: tuple[str, ...] = ("/bin/sh", "-c")
-        for command in commands:
+        for command in stage.commands:
             op: dict[str, Any] | None = None
             if isinstance(command, ins.Shell):
                 shell = tuple(command.shell)

@@ -198,6 +198,7 @@ def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> N
     source = predicate["metadata"]["https://mobyproject.org/buildkit@v1#metadata"]["source"]
     assert base64.b64decode(source["infos"][0]["data"]) == (ctx / "Dockerfile").read_bytes()
     assert source["locations"]["step2"]["locations"][0]["ranges"][0]["start"] == {"line": 4}
+    assert source["locations"]["step0"]["locations"][0]["ranges"][0]["start"] == {"line": 1}
     # readers of the layout take the image, not the attestation
     _skopeo("copy", f"oci-archive:{archive}:max", f"oci:{tmp_path / 'copy'}:x")
     run_pybuild("load", "-i", str(archive), root=tmp_path / "load-root", check=True)
@@ -282,3 +283,20 @@ def test_sbom_reads_apk_s_database(builder: Builder, tmp_path: Path) -> None:
     assert refs == ["pkg:apk/alpine/busybox-binsh@1.36.1-r15?arch=x86_64&upstream=busybox",
                     "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64"]
     assert found["https://spdx.dev/Document"]["subject"][0]["name"].startswith("pkg:docker/attest@apk?platform=")
+
+
+def test_provenance_max_steps_of_a_multi_stage_build(builder: Builder, tmp_path: Path) -> None:
+    """A stage built on another continues from that stage's last step; each base image read is a
+    material once; the stages the target does not need are not steps."""
+    ctx = builder.context({"Dockerfile": "FROM busybox:local AS a\nRUN echo a > /a\n"
+                                         "FROM busybox:local AS unused\nRUN echo never\n"
+                                         "FROM a\nWORKDIR /w\nENV X=1\nCOPY --from=a /a /w/a\n"}, "multi")
+    archive = tmp_path / "multi.tar"
+    builder.build(ctx, "--provenance=mode=max", "-o", f"type=oci,dest={archive}")
+    statement = _statements(archive, tmp_path)[PREDICATE]
+    assert statement["subject"] == []  # an unnamed image: BuildKit's default subjects are its names
+    predicate = statement["predicate"]
+    assert len(predicate["materials"]) == 1
+    ops = [(s["id"], next(iter(s["op"]["Op"])), s.get("inputs")) for s in predicate["buildConfig"]["llbDefinition"]]
+    assert ops == [("step0", "source", None), ("step1", "exec", ["step0:0"]), ("step2", "file", ["step1:0"]),
+                   ("step3", "file", ["step2:0"])]
