@@ -331,7 +331,11 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
         names = out.names or tuple(tags)
         theirs = Annotations.parse(out.annotations, platform)  # the output's own annotation.* options
         own = annotations.merged(theirs)
-        exported = _as_output(image, out, own, store, oci=attestor is not None and out.type != "docker")
+        attested = attestor is not None and (out.type == "oci" or (out.type == "image" and out.push))
+        if attested and out.oci_mediatypes is False and progress is not None:
+            progress.warning("oci-mediatypes=false is overridden: an image with attestations is an OCI "
+                             "index of OCI manifests (as BuildKit turns OCI media types on for them)")
+        exported = _as_output(image, out, own, store, oci=attested)
         if out.type == "image":
             if not out.store:
                 pass  # store=false: nothing named in the store (the image stays there, untagged)

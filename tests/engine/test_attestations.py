@@ -300,3 +300,25 @@ def test_provenance_max_steps_of_a_multi_stage_build(builder: Builder, tmp_path:
     ops = [(s["id"], next(iter(s["op"]["Op"])), s.get("inputs")) for s in predicate["buildConfig"]["llbDefinition"]]
     assert ops == [("step0", "source", None), ("step1", "exec", ["step0:0"]), ("step2", "file", ["step1:0"]),
                    ("step3", "file", ["step2:0"])]
+
+
+def test_attested_push_with_docker_media_types_asked_is_oci(builder: Builder, registry: str) -> None:
+    """oci-mediatypes=false cannot hold an attestation manifest: overridden, with a warning, as
+    BuildKit turns OCI types on; push-by-digest pushes the index by digest, no tag."""
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /x\n"}, "docker-types")
+    ref = f"{registry}/attest/docker-types:{uuid.uuid4().hex[:8]}"
+    p = builder.build(ctx, "--provenance=true", "-o", f"type=registry,name={ref},oci-mediatypes=false")
+    assert b"oci-mediatypes=false is overridden" in p.stderr
+    index = _raw(f"docker://{ref}")
+    assert index["mediaType"] == OCI_INDEX
+    assert [m["mediaType"] for m in index["manifests"]] == [OCI_MANIFEST, OCI_MANIFEST]
+    repo = ref.split("/", 1)[1].split(":")[0]
+    meta = builder.tmp / "by-digest.json"
+    builder.build(ctx, "--provenance=true", "-o", f"type=registry,name={registry}/{repo}:never,push-by-digest=true",
+                  "--metadata-file", str(meta))
+    digest = json.loads(meta.read_text())["containerimage.digest"]
+    assert _raw(f"docker://{registry}/{repo}@{digest}")["mediaType"] == OCI_INDEX
+    import requests
+
+    tags = requests.get(f"http://{registry}/v2/{repo}/tags/list", timeout=30).json()["tags"]
+    assert tags == [ref.rsplit(":", 1)[1]]
