@@ -379,6 +379,21 @@ class Attestor:
             made.append((PROVENANCE_PREDICATE, statement(PROVENANCE_PREDICATE, predicate, subject)))
         return attestation_manifest(made, image)
 
+    def file_statements(self, files: Sequence[tuple[str, Digest]], platform: Platform) -> list[tuple[str, bytes]]:
+        """BuildKit's local and tar exporters: each statement a file of the output
+        (``sbom.spdx.json``, ``provenance.json``) whose subjects are the output's regular files."""
+        from builder.export.sbom import SPDX_PREDICATE
+
+        subject = [{"name": name, "digest": _digest_set(digest)} for name, digest in files]
+        made: list[tuple[str, bytes]] = []
+        if self.record.sbom is not None:
+            made.append(("sbom.spdx.json", statement(SPDX_PREDICATE, self.record.sbom, subject)))
+        if self.request.provenance is not None:
+            finished = datetime.datetime.now(datetime.UTC)
+            predicate = provenance_predicate(self.request.provenance, self.record, platform, finished)
+            made.append(("provenance.json", statement(PROVENANCE_PREDICATE, predicate, subject)))
+        return made
+
 
 def dockerfile_steps(stages: Sequence[tuple[int, str | int, Any]]) -> tuple[Step, ...]:
     """mode=max's steps from the stages built, in order: ``(index, base, stage)`` where base

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -315,9 +316,9 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
     """Write every output. With ``source_date_epoch``, every file a tar or local output writes
     has it as its time, as BuildKit's exporters of the file system set it (base image files too).
     With ``attestor``, a push and an OCI archive carry the image in an index beside its
-    attestation manifest (BuildKit's attestation storage); the store, a docker archive and the
-    file system outputs have no place for it and keep the image alone, as BuildKit's docker
-    exporter drops attestations."""
+    attestation manifest (BuildKit's attestation storage), type=local and type=tar get each
+    statement as a file at their root, naming every file of the output; the store and a
+    docker archive keep the image alone, as BuildKit's docker exporter drops attestations."""
     annotations = annotations or Annotations()
     pushed: list = []
     pushed_manifests: list[Descriptor] = []
@@ -383,11 +384,16 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                     _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"
                 flatten(image, root, source_date_epoch=source_date_epoch)
+                if attestor is not None:
+                    _write_attestation_files(root, attestor, _platform_of(image), source_date_epoch)
                 from builder.layers.tarwriter import write_layer
 
                 write_layer(root, dest)
         elif out.type == "local":
-            export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch)
+            export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch,
+                         also=None if attestor is None else functools.partial(
+                             _write_attestation_files, attestor=attestor, platform=_platform_of(image),
+                             source_date_epoch=source_date_epoch))
         if progress is not None and out.type in _EXPORTED_TO:
             # where the result went, as BuildKit's "exporting to oci image format" step says
             where = "stdout" if out.dest in (None, "-") and out.tar and out.type != "local" else out.dest or "."
@@ -414,7 +420,8 @@ def _with_push(outputs: Sequence[OutputSpec], push: bool, tags: Sequence[str]) -
 _NO_PUSH_NAME = "push needs an image name: give -t NAME or -o type=image,name=NAME,push=true"
 
 
-def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None = None) -> None:
+def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None = None,
+                 also: Callable[[Path], None] | None = None) -> None:
     """The image's final file system merged into ``dest_dir``, as BuildKit's local exporter
     receives it (fsutil ``Merge``): its files replace those of the same name, its directories
     merge, and whatever else the directory held stays. The layers are applied in a scratch
@@ -431,6 +438,8 @@ def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None 
         raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
     try:
         flatten(image, Path(scratch), same_owner=os.geteuid() == 0, source_date_epoch=source_date_epoch)
+        if also is not None:  # what goes beside the file system (attestation files)
+            also(Path(scratch))
         _merge_tree(Path(scratch), dest_dir)
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": '
@@ -627,3 +636,42 @@ def _attest(result, ref, names: Sequence[str], image: Image, attestor: Attestor 
     digest = push_manifests(target, att.blobs, [(att.raw, MediaType.OCI_MANIFEST), (index, MediaType.OCI_INDEX)],
                             options=options, progress=progress)
     return replace(result, digest=digest, size=len(index))
+
+
+def _regular_files(root: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """The regular files under ``root`` (no symlink followed), in fsutil's walk order (by name)."""
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        rel = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from _regular_files(Path(entry.path), rel + "/")
+        elif entry.is_file(follow_symlinks=False):
+            yield rel, Path(entry.path)
+
+
+def _write_attestation_files(root: Path, attestor: Attestor, platform, source_date_epoch: int | None) -> None:
+    """BuildKit's local/tar exporters: the statements as files at the output's root, each
+    naming every regular file of the output (path and sha256) as its subjects; mode 0600."""
+    import hashlib
+
+    from builder.image.digest import Digest
+
+    files = []
+    for rel, path in _regular_files(root):
+        hasher = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                hasher.update(chunk)
+        files.append((rel, Digest.from_hasher(hasher)))
+    for name, data in attestor.file_statements(files, platform):
+        target = root / name
+        with contextlib.suppress(FileNotFoundError):
+            if target.is_symlink() or target.is_dir():
+                raise PybuildError(f"cannot write the attestation {name}: the image has a {name} of another kind")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(target, 0o600)
+        if source_date_epoch is not None:
+            os.utime(target, (source_date_epoch, source_date_epoch), follow_symlinks=False)

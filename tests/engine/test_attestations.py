@@ -322,3 +322,31 @@ def test_attested_push_with_docker_media_types_asked_is_oci(builder: Builder, re
 
     tags = requests.get(f"http://{registry}/v2/{repo}/tags/list", timeout=30).json()["tags"]
     assert tags == [ref.rsplit(":", 1)[1]]
+
+
+def test_local_and_tar_outputs_get_the_statements_as_files(builder: Builder, tmp_path: Path) -> None:
+    """As BuildKit's local and tar exporters: provenance.json and sbom.spdx.json (mode 0600) at the
+    output's root, their subjects every regular file of the output with its sha256."""
+    import hashlib
+    import tarfile
+
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY installed /lib/apk/db/installed\n",
+                           "installed": APK_DB}, "files")
+    dest = tmp_path / "out"
+    builder.build(ctx, "--provenance=true", "--sbom=true", "-o", f"type=local,dest={dest}")
+    provenance = json.loads((dest / "provenance.json").read_text())
+    sbom = json.loads((dest / "sbom.spdx.json").read_text())
+    assert (dest / "provenance.json").stat().st_mode & 0o777 == 0o600
+    assert provenance["predicateType"] == PREDICATE and sbom["predicateType"] == "https://spdx.dev/Document"
+    subjects = {s["name"]: s["digest"]["sha256"] for s in provenance["subject"]}
+    assert subjects["lib/apk/db/installed"] == hashlib.sha256(APK_DB.encode()).hexdigest()
+    assert "provenance.json" not in subjects and len(subjects) > 3
+    assert sbom["subject"] == provenance["subject"]
+    archive = tmp_path / "fs.tar"
+    builder.build(ctx, "--provenance=mode=max", "-o", f"type=tar,dest={archive}")
+    with tarfile.open(archive) as tf:
+        names = tf.getnames()
+        member = tf.getmember(next(n for n in names if n.lstrip("./") == "provenance.json"))
+        data = json.loads(tf.extractfile(member).read())  # type: ignore[union-attr]
+    assert data["predicate"]["buildConfig"]["llbDefinition"]
+    assert not any(n.lstrip("./") == "sbom.spdx.json" for n in names)
