@@ -202,6 +202,8 @@ def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> N
     # readers of the layout take the image, not the attestation
     _skopeo("copy", f"oci-archive:{archive}:max", f"oci:{tmp_path / 'copy'}:x")
     run_pybuild("load", "-i", str(archive), root=tmp_path / "load-root", check=True)
+    loaded = json.loads(run_pybuild("inspect", "attest:max", root=tmp_path / "load-root", check=True).stdout)[0]
+    assert loaded["Id"] == json.loads(blob(image_desc["digest"]))["config"]["digest"]
 
 
 def test_docker_output_and_the_store_keep_the_image_alone(builder: Builder, tmp_path: Path) -> None:
