@@ -497,7 +497,7 @@ class Build:
         if opts.attest is not None and opts.attest.wanted:
             order = [p.index for p in plan.stages if p.index in results]
             attestor = self._attestor(dockerfile_bytes, dockerfile_name, build_args, order, needed, stages,
-                                      {i: bases[i] for i in order if i in bases}, resolver, secrets,
+                                      {i: bases[i] for i in order if i in bases}, resolver,
                                       results[plan.target].lowers)
         exported = self._outputs(stored, tags, _source_date_epoch(build_args), attestor)
         self._export_cache(env, results[plan.target].key, imported)
@@ -638,12 +638,18 @@ class Build:
     def _attestor(self, dockerfile: bytes, dockerfile_name: str, build_args: Mapping[str, str],
                   order: Sequence[int], planned: Mapping, stages: Mapping[int, ins_.Stage],
                   bases: Mapping[int, tuple[str, Image]], resolver: BaseResolver,
-                  secrets: Mapping[str, object], lowers: Callable[[], Sequence[Path]]) -> Attestor:
-        """What the provenance tells of this build: its inputs (never a secret's value), the
+                  lowers: Callable[[], Sequence[Path]]) -> Attestor:
+        """What the provenance tells of this build: its inputs (a secret's ID, never its value), the
         base images read (a named context or a layout is not a registry image: left out, as
         BuildKit lists those as local sources), and for mode=max its steps."""
         from builder.execute.named import is_remote_context
-        from builder.export.attestation import Attestor, BuildRecord, Material, dockerfile_steps
+        from builder.export.attestation import (
+            Attestor,
+            BuildRecord,
+            Material,
+            dockerfile_steps,
+            mount_ids,
+        )
         from builder.image.reference import Reference
 
         opts = self.options
@@ -664,13 +670,13 @@ class Build:
                 materials.setdefault(str(ref), Material(str(ref), image.digest(), host))
                 identifier = f"docker-image://{ref}@{image.digest()}"
             step_bases.append((index, identifier, stages[index]))
+        secret_ids, ssh_ids = mount_ids([stages[i] for i in order])
         # a URL's user and password stay out, as BuildKit redacts them (BuildRecord's job)
         remote = opts.context if is_remote_context(opts.context) else None
         record = BuildRecord(
             started=self.started_on, dockerfile_name=os.path.basename(dockerfile_name) or "Dockerfile",
             dockerfile=dockerfile, build_args=dict(build_args), labels=dict(opts.labels), target=opts.target,
-            materials=tuple(materials.values()), secrets=tuple(secrets),
-            ssh=tuple(dict.fromkeys(s.partition("=")[0] for s in opts.ssh)),
+            materials=tuple(materials.values()), secrets=secret_ids, ssh=ssh_ids,
             named_contexts=dict(c.partition("=")[::2] for c in opts.build_contexts),
             remote_context=remote, network=opts.network != "none",
             steps=dockerfile_steps(step_bases),

@@ -183,8 +183,8 @@ class BuildRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     materials: tuple[Material, ...] = ()
-    secrets: tuple[str, ...] = ()
-    ssh: tuple[str, ...] = ()
+    secrets: Mapping[str, bool] = field(default_factory=dict)  # ID -> optional, of the RUN mounts
+    ssh: Mapping[str, bool] = field(default_factory=dict)
     named_contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE
     remote_context: str | None = None  # a git or http context URL (its credentials are redacted)
     network: bool = True
@@ -263,12 +263,13 @@ def provenance_predicate(request: ProvenanceRequest, record: BuildRecord, platfo
     parameters: dict[str, Any] = {"frontend": "dockerfile.v0", "args": args}
     if request.mode == "max":
         if record.secrets:
-            parameters["secrets"] = [{"id": s, "optional": True} for s in record.secrets]
+            parameters["secrets"] = [{"id": k, "optional": v} for k, v in record.secrets.items()]
         if record.ssh:
-            parameters["ssh"] = [{"id": s, "optional": True} for s in record.ssh]
-    locals_ = [] if record.remote_context else [{"name": "context"}]
-    locals_ += [{"name": "dockerfile"}, *local_contexts]
-    parameters["locals"] = locals_
+            parameters["ssh"] = [{"id": k, "optional": v} for k, v in record.ssh.items()]
+    locals_ = [] if record.remote_context else [{"name": "context"}, {"name": "dockerfile"}]
+    locals_ += local_contexts
+    if locals_:
+        parameters["locals"] = locals_
     config_source: dict[str, Any] = {"entryPoint": record.dockerfile_name}
     if record.remote_context:
         config_source = {"uri": _redacted(record.remote_context), **config_source}
@@ -393,6 +394,27 @@ class Attestor:
             predicate = provenance_predicate(self.request.provenance, self.record, platform, finished)
             made.append(("provenance.json", statement(PROVENANCE_PREDICATE, predicate, subject)))
         return made
+
+
+def mount_ids(stages: Sequence[Any]) -> tuple[dict[str, bool], dict[str, bool]]:
+    """The secret and SSH IDs the RUN steps of ``stages`` mount, each with whether it is
+    optional (BuildKit records the mounts its exec ops made, not the --secret flags given)."""
+    from builder.frontend import instructions as ins
+
+    found: dict[ins.MountType, dict[str, bool]] = {ins.MountType.SECRET: {}, ins.MountType.SSH: {}}
+    for stage in stages:
+        for command in stage.commands:
+            for mount in getattr(command, "mounts", ()) if isinstance(command, ins.Run) else ():
+                if mount.type is ins.MountType.SECRET:
+                    sid = mount.id or (mount.target.rstrip("/").rpartition("/")[2] if mount.target else "")
+                elif mount.type is ins.MountType.SSH:
+                    sid = mount.id or "default"
+                else:
+                    continue
+                if sid:
+                    seen = found[mount.type]
+                    seen[sid] = seen.get(sid, True) and not mount.required
+    return found[ins.MountType.SECRET], found[ins.MountType.SSH]
 
 
 def dockerfile_steps(stages: Sequence[tuple[int, str | int, Any]]) -> tuple[Step, ...]:
