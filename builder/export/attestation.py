@@ -51,6 +51,7 @@ class ProvenanceRequest:
     mode: str = "min"
     builder_id: str = ""
     reproducible: bool = False
+    inline_only: bool = False  # only in image outputs (a push, an OCI archive), not local/tar files
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,10 @@ class AttestationRequest:
             if version != "v0.2":
                 raise UsageError(f"invalid {flag}: pybuild writes SLSA provenance v0.2 only "
                                  f"(version={version} asked for)")
-            if "inline-only" in fields:
-                _bool(flag, "inline-only", fields["inline-only"])
             provenance_request = ProvenanceRequest(
                 mode=mode, builder_id=fields.get("builder-id", ""),
-                reproducible=_bool(flag, "reproducible", fields.get("reproducible", "false")))
+                reproducible=_bool(flag, "reproducible", fields.get("reproducible", "false")),
+                inline_only=_bool(flag, "inline-only", fields.get("inline-only", "false")))
         return cls(provenance_request, sbom_wanted)
 
 
@@ -389,7 +389,7 @@ class Attestor:
         made: list[tuple[str, bytes]] = []
         if self.record.sbom is not None:
             made.append(("sbom.spdx.json", statement(SPDX_PREDICATE, self.record.sbom, subject)))
-        if self.request.provenance is not None:
+        if self.request.provenance is not None and not self.request.provenance.inline_only:
             finished = datetime.datetime.now(datetime.UTC)
             predicate = provenance_predicate(self.request.provenance, self.record, platform, finished)
             made.append(("provenance.json", statement(PROVENANCE_PREDICATE, predicate, subject)))

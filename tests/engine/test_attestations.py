@@ -352,3 +352,6 @@ def test_local_and_tar_outputs_get_the_statements_as_files(builder: Builder, tmp
         data = json.loads(tf.extractfile(member).read())  # type: ignore[union-attr]
     assert data["predicate"]["buildConfig"]["llbDefinition"]
     assert not any(n.lstrip("./") == "sbom.spdx.json" for n in names)
+    again = tmp_path / "inline-only"
+    builder.build(ctx, "--provenance=mode=min,inline-only=true", "-o", f"type=local,dest={again}")
+    assert not (again / "provenance.json").exists() and (again / "lib/apk/db/installed").is_file()
