@@ -671,6 +671,12 @@ class Build:
                 identifier = f"docker-image://{ref}@{image.digest()}"
             step_bases.append((index, identifier, stages[index]))
         secret_ids, ssh_ids = mount_ids([stages[i] for i in order])
+        if opts.attest is not None and opts.attest.provenance is not None and opts.attest.provenance.mode == "max":
+            from builder.frontend.checks import looks_secret
+
+            for name in sorted(n for n in build_args if looks_secret(n)):
+                self.progress.warning(f"provenance mode=max records the value of build-arg {name}, whose name "
+                                      "reads as a secret's (BuildKit records it too): pass secrets with --secret")
         # a URL's user and password stay out, as BuildKit redacts them (BuildRecord's job)
         remote = opts.context if is_remote_context(opts.context) else None
         record = BuildRecord(

@@ -160,10 +160,11 @@ def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> N
     umoci and skopeo read the image out of it."""
     ctx = _context(builder, "max")
     archive = tmp_path / "out.tar"
-    builder.build(ctx, "--attest", "type=provenance,mode=max,builder-id=https://ci.example/run/7",
+    p = builder.build(ctx, "--attest", "type=provenance,mode=max,builder-id=https://ci.example/run/7",
                   "--build-arg", "TOKEN=visible-in-max", "--secret", f"id=npm,src={ctx / 'npmrc'}",
                   "--build-context", f"extra={tmp_path}", "--build-context", "img=docker-image://busybox:local",
                   "-t", "attest:max", "-o", f"type=oci,dest={archive}")
+    assert b"provenance mode=max records the value of build-arg TOKEN, whose name reads as a secret's" in p.stderr
     layout = tmp_path / "layout"
     layout.mkdir()
     subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
