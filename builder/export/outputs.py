@@ -367,7 +367,7 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 # (a zstd base's too), unless zstd is what was asked for
                 exported = store.docker_compatible(exported)
             tagged = [TaggedImage(exported, names, own.manifest_descriptor,
-                                  docker_types=out.oci_mediatypes is False and attestor is None)]
+                                  docker_types=out.oci_mediatypes is False and not attested)]
             if attestor is not None and out.type == "oci":
                 tagged = [replace(tagged[0], attestation=attestor.manifest_for(
                     layout_manifest(tagged[0]).digest, names, _platform_of(exported)))]
