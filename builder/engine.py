@@ -16,7 +16,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -31,17 +31,26 @@ from builder.errors import (
     InvalidReferenceError,
     PybuildError,
     RegistryError,
+    StepFailedError,
     UsageError,
 )
 from builder.execute.base import BaseResolver
 from builder.execute.fetch import UrlFetches
-from builder.execute.stage import BuildEnv, NoCache, StageResult, StageRunner
+from builder.execute.stage import (
+    BuildEnv,
+    NoCache,
+    StageResult,
+    StageRunner,
+    is_shown_step,
+    step_bracket,
+)
 from builder.frontend import instructions as ins_
 from builder.frontend.checks import BaseImage
 from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.mutate import DerivedImage
 from builder.image.platform import Platform
+from builder.image.reference import Reference
 from builder.progress import Progress, ProgressMode, StepTransfers, step_log_limit
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import run_dag
@@ -374,8 +383,13 @@ class Build:
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
         bases: dict[int, tuple[str, Image]] = {}  # the images FROM read, by stage (provenance)
-        total_steps = sum(len(stages[i].commands) + 1 for i in needed)
-        self.progress.set_total(total_steps)
+
+        def shown_steps(indexes: Iterable[int]) -> int:
+            """The steps the progress shows, as BuildKit counts its vertexes."""
+            return sum(_from_shown(needed[i].base_stage, global_scope.expand_from(stages[i].from_).base_name)
+                       + sum(map(is_shown_step, stages[i].commands)) for i in indexes)
+
+        self.progress.set_total(shown_steps(needed))
         declared: set[str] = set(global_scope.declared)
 
         def work_for(env_: BuildEnv, probed: Mapping[int, StageResult],
@@ -383,7 +397,7 @@ class Build:
             """The stage work of one pass; ``probed``: a probe's results, for stages this pass skips."""
 
             def stage_lookup_for(current: int, results: Mapping[int, StageResult]):
-                def lookup(name: str) -> StageResult | Image:
+                def lookup(name: str, transfers: StepTransfers | None = None) -> StageResult | Image:
                     index = None if resolver.named_context(name) else _stage_index(dockerfile.stages, name, current)
                     if index is not None:
                         found = results.get(index) or probed.get(index)
@@ -391,7 +405,7 @@ class Build:
                             raise BuildError(f"stage {name} is not built yet (internal planning error)")
                         return found
                     try:
-                        return resolver.resolve(name)
+                        return resolver.resolve(name, transfers)
                     except (RegistryError, ImageNotFoundError, InvalidReferenceError) as err:
                         raise ImageNotFoundError(f"{name} is not a stage of this Dockerfile nor an image in "
                                                  f"the local store, and pulling it failed: {err}") from None
@@ -411,7 +425,14 @@ class Build:
                             f"FROM --platform={from_.platform}: pybuild builds for the host platform "
                             f"{host} only", InstructionError)
                 label = planned.display_name()
-                handle = env_.progress.start(f"[{label} 1/{len(stage.commands) + 1}] FROM {from_.base_name}")
+                prefix = "" if len(dockerfile.stages) == 1 else f"{label} "  # BuildKit's names
+                from_shown = _from_shown(planned.base_stage, from_.base_name)
+                shown_total = from_shown + sum(map(is_shown_step, stage.commands))
+                shown_base = from_.base_name
+                if resolver.named_context(shown_base) is None and (ref := Reference.try_parse(shown_base)):
+                    shown_base = str(ref)  # BuildKit's full name: docker.io/library/busybox:latest
+                handle = env_.progress.start(f"{step_bracket(prefix, 1, shown_total)} FROM {shown_base}",
+                                             visible=from_shown)
                 if planned.base_stage is not None:
                     parent = results.get(planned.base_stage) or probed[planned.base_stage]
                     base_image, scope = parent.image, parent.scope.child()
@@ -428,7 +449,8 @@ class Build:
                 runner = StageRunner(env_, label=label, base=base_image, scope=scope,
                                      stage_lookup=stage_lookup_for(index, results), cancel=cancel,
                                      total=len(stage.commands) + len(triggers) + 1, key=key,
-                                     stage_index=index)
+                                     stage_index=index, shown_prefix=prefix, shown_step=int(from_shown),
+                                     shown_total=shown_total + sum(map(is_shown_step, triggers)))
                 runner.first_step_sources = {"base": base_text}
                 if planned.base_stage is not None:
                     runner.first_step_stage_names = {"base": from_.base_name}
@@ -459,9 +481,12 @@ class Build:
                 forced = [p.index for p in plan.stages if env.no_cache(p.display_name())]  # --no-cache-filter
                 deps = _required_stages(deps, probed, {p.index: p.base_stage for p in plan.stages},
                                         [plan.target, *forced])
-                self.progress.set_total(sum(len(stages[i].commands) + 1 for i in deps))
+                self.progress.set_total(shown_steps(deps))
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
+        except StepFailedError as err:  # the error shows the Dockerfile around the step
+            err.source = dockerfile_bytes.decode("utf-8", errors="replace")
+            raise
         finally:
             urls.close()
             statcache.flush()
@@ -486,11 +511,7 @@ class Build:
         tags = tuple(opts.tags)
         if imported is not None:
             imported.prefetch(final.layers())  # the final image's cached layers, concurrently
-        from builder.export.outputs import stores_names
-
-        # -o type=image,store=false: pushed, not named here (held untagged, as the cache holds it)
-        manifest_digest = self.store.write_image(final, tags if stores_names(opts.outputs) else ())
-        stored = self.store.image(str(manifest_digest))
+        manifest_digest, stored = self._write_image(final, tags)
         # The image's outputs first, then the cache, as BuildKit: a cache that cannot be written
         # fails the build but costs no image (a push done, an archive written).
         attestor = None
@@ -508,6 +529,27 @@ class Build:
         )
         self._report(result)
         return result
+
+    def _write_image(self, final: Image, tags: tuple[str, ...]) -> tuple[Digest, Image]:
+        """The image into the store, as BuildKit's ``exporting to image`` step: its lines say
+        the image ID and each name, fully qualified (``naming to docker.io/library/app:1``)."""
+        from builder.export.outputs import stores_names
+
+        named = stores_names(self.options.outputs)  # -o type=image,store=false: pushed, not named here
+        exporting = self.progress.start("exporting to image", counted=False)
+        try:
+            # held untagged with store=false, as the cache holds it
+            manifest_digest = self.store.write_image(final, tags if named else ())
+            stored = self.store.image(str(manifest_digest))
+        except BaseException as err:
+            self.progress.failed(exporting, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise
+        self.progress.status(exporting, f"writing image {stored.config_digest()} done")
+        for tag in tags if named else ():
+            ref = Reference.try_parse(tag)
+            self.progress.status(exporting, f"naming to {ref if ref is not None else tag} done")
+        self.progress.done(exporting)
+        return manifest_digest, stored
 
     def git_sources(self) -> GitSources:
         """The git sources the user typed (the git context, --build-context): commits listed once,
@@ -698,7 +740,6 @@ class Build:
 
     def _report(self, result: BuildResult) -> None:
         from builder.export.destination import write_output
-        from builder.export.outputs import stores_names
 
         opts = self.options
         if opts.iidfile:
@@ -727,10 +768,6 @@ class Build:
         if opts.quiet:
             print(result.image_id, file=self._id_stream)
             return
-        self.progress.message(f"writing image {result.image_id} done ({result.seconds:.1f}s)")
-        if stores_names(opts.outputs):
-            for tag in result.tags:
-                self.progress.message(f"naming to {tag} done")
         for pushed in result.pushed:
             # What --push sent: a base mounted from another repository of the registry cost
             # nothing to upload (docker push says "Mounted from" per layer).
@@ -739,6 +776,11 @@ class Build:
                 f"uploaded, {pushed.mounted} mounted, {pushed.existing} already there)")
         self.progress.close()  # the tty view ends before the ID: not printed into its last line
         print(result.image_id, file=self._id_stream)
+
+
+def _from_shown(base_stage: int | None, base_name: str) -> bool:
+    """Whether a FROM is a step of its own, as in BuildKit: not on scratch nor on a stage."""
+    return base_stage is None and base_name != "scratch"
 
 
 def _required_stages(deps: Mapping[int, Sequence[int]], probed: Mapping[int, StageResult],

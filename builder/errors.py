@@ -16,6 +16,10 @@ class PybuildError(Exception):
 
     exit_code = 1
 
+    def report(self) -> str:
+        """What the CLI prints for this error."""
+        return f"ERROR: {self}"
+
 
 class UsageError(PybuildError):
     """Bad command-line arguments; docker exits 125 for these, and so do we."""
@@ -151,11 +155,54 @@ class BuildError(PybuildError):
 
 
 class StepFailedError(BuildError):
-    """A RUN step exited non-zero; the message names the step, line, exit code and output tail."""
+    """A RUN step exited non-zero; the message names the step, line, exit code and output tail.
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    With ``solve`` (BuildKit's words: ``process "/bin/sh -c exit 3" did not complete
+    successfully: exit code: 3``), the CLI prints it as docker build does: the step's last
+    output lines, the Dockerfile around the step (``>>>`` on its lines, once the engine has
+    set ``source``), then ``ERROR: failed to solve: ...``."""
+
+    def __init__(self, message: str, exit_code: int | None = None, *, step: str = "", solve: str = "",
+                 location: SourceLocation | None = None, logs: tuple[str, ...] = ()) -> None:
         self.step_exit_code = exit_code
+        self.step = step
+        self.solve = solve
+        self.location = location
+        self.logs = logs
+        self.source: str | None = None
+        """The Dockerfile's text, for the excerpt."""
         super().__init__(message)
+
+    def report(self) -> str:
+        if not self.solve:
+            return super().report()
+        out = ["------", f" > {self.step}:", *self.logs, "------"]
+        if self.location is not None and self.source is not None:
+            out += source_excerpt(self.source, self.location)
+        return "\n".join([*out, f"ERROR: failed to solve: {self.solve}"])
+
+
+def source_excerpt(text: str, location: SourceLocation) -> list[str]:
+    """BuildKit's excerpt of a Dockerfile at an error: ``Dockerfile:8``, a rule, the lines
+    with ``>>>`` on those of the step and a few around it, a rule."""
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    start, end = location.start_line, location.end_line or location.start_line
+    if start < 1 or start > len(lines):
+        return []
+    end = min(end, len(lines))
+    first, last = start, end
+    pad, p = (4 if end == start else 2), 0
+    while p < pad:  # BuildKit's loop: a line before and after each turn, while there are
+        if first > 1:
+            first -= 1
+            p += 1
+        if last != len(lines):
+            last += 1
+            p += 1
+        p += 1
+    rule = "-" * 20
+    shown = [f" {i:3d} | {'>>>' if start <= i <= end else '   '} {lines[i - 1]}" for i in range(first, last + 1)]
+    return [f"{location.file}:{start}", rule, *shown, rule]
 
 
 class CopyError(BuildError, DockerfileError):

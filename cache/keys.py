@@ -26,8 +26,10 @@ from builder.frontend.instructions import Instruction
 
 # Raised when the same inputs make a different result (a fix to what a step writes), so no store
 # or shared cache hands out a layer the old code made. v2: WORKDIR's layer keeps the directories
-# above it as they were; ADD <url> without Last-Modified dates the file at the epoch.
-KEY_VERSION = "pybuild-cache-v2"
+# above it as they were; ADD <url> without Last-Modified dates the file at the epoch. v3: --chmod's
+# X counts with '=' and '-' too (u=rwX,go=rX made copied directories 0644); ADD <url> names the
+# file from the URL path only (never Content-Disposition), __unnamed__ when the path names none.
+KEY_VERSION = "pybuild-cache-v3"
 
 
 def _scrub(value: Any) -> Any:

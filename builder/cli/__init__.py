@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"ERROR: {err}", file=sys.stderr)
+        print(err.report(), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("ERROR: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from builder.runtime.spec import ContainerSettings
 
 ORDER = 10
-PROGRESS_MODES = ("auto", "plain", "tty", "quiet", "none")  # none: quiet without the image ID (buildx)
+PROGRESS_MODES = ("auto", "plain", "tty", "rawjson", "quiet", "none")  # none: quiet without the image ID (buildx)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write build result metadata (JSON) to FILE")
     p.add_argument("--progress", choices=PROGRESS_MODES,
-                   help="progress output (plain: one line per step, for CI logs; default $BUILDKIT_PROGRESS, "
+                   help="progress output (plain: one line per step, for CI logs; tty: the live view; rawjson: "
+                        "BuildKit's SolveStatus events, a JSON object a line; default $BUILDKIT_PROGRESS, "
                         "else auto)")
     p.add_argument("--jobs", type=int, metavar="N", help="steps to run at once (default: CPU count)")
     p.add_argument("--isolation", choices=("auto", "runc", "crun", "chroot", "default"), default="auto",

@@ -7,8 +7,9 @@
   ``--chown`` user's, as BuildKit unpacks (docker's classic builder kept the
   tar's even then). ``--unpack=false`` copies it as a file.
 - A URL is downloaded (unpacked only with ``--unpack=true``, as BuildKit):
-  the file is named after the last segment of the URL path (or dest when dest
-  does not end in '/'), mode 0600, mtime from Last-Modified (the epoch without one);
+  the file is named after the last segment of the URL path (``__unnamed__`` when
+  it has none, as BuildKit; dest itself when dest does not end in '/'), mode 0600,
+  mtime from Last-Modified (the epoch without one);
   ``--checksum=<algo>:<hex>`` is verified.
 - A git URL (``git@host:repo``, ``git://``, ``https://host/repo.git#ref:subdir``,
   ``https://.../repo.git``) is cloned with the ``git`` binary (``file://`` is refused: it
@@ -144,11 +145,16 @@ def tree_files(root: Path, explicit_dirs: set[tuple[str, ...]] | None = None) ->
 # -- URLs ----------------------------------------------------------------------------------
 
 
+_DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
 def _checksum(spec: CopySpec) -> tuple[str, str] | None:
+    """``--checksum``'s algorithm and hex, refused before any download when it cannot be a
+    digest (a short hex too: BuildKit's digest.Parse checks the length)."""
     if not spec.checksum:
         return None
     algo, sep, value = spec.checksum.partition(":")
-    if not sep or algo not in ("sha256", "sha384", "sha512") or not re.fullmatch(r"[0-9a-f]+", value):
+    if not sep or not re.fullmatch(rf"[0-9a-f]{{{_DIGEST_HEX.get(algo, 0)}}}", value) or algo not in _DIGEST_HEX:
         raise spec.error(
             f"invalid --checksum={spec.checksum}: expected sha256:<hex> (or sha384:, sha512:)"
         )
@@ -179,12 +185,6 @@ def download(
             f"got {want[0]}:{hasher.hexdigest()}"
         )
     name = fetched.name
-    if not name and not spec.dest.endswith("/"):
-        name = spec.dest.rstrip("/").rsplit("/", 1)[-1]
-    if not name:
-        raise spec.error(
-            f"cannot determine a file name from {url}: give a destination path that does not end in /"
-        )
     mtime = 0  # no (readable) Last-Modified: the epoch, as docker and BuildKit date it
     if fetched.last_modified:
         try:

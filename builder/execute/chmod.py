@@ -1,10 +1,13 @@
 """Symbolic modes (``u+x,go-w``, ``=rw,+X``, ``go=u-w``) as ``COPY --chmod`` takes them.
 
 BuildKit applies them with its mode library, BSD's setmode(3) in Go: chmod(1)'s
-rules, where a clause naming no one (``+w``) is limited by the umask, ``X``
-counts only with ``+``, ``u``/``g``/``o`` after the operator copy that class's
-bits, and one clause may chain operators (``u+r-w``). The umask is the one
-dockerd gives BuildKit, 022.
+rules, where a clause naming no one (``+w``) is limited by the umask,
+``u``/``g``/``o`` after the operator copy that class's bits, and one clause may
+chain operators (``u+r-w``). ``X`` (x for a directory, or for a file that has an
+x bit) counts with every operator, as in Linux's chmod: BSD's took it only with
+``+``, so ``u=rwX,go=rX`` made directories 0644, until BuildKit's library
+followed Linux (moby/buildkit#5835). The umask is the one dockerd gives
+BuildKit, 022.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class ModeSyntaxError(ValueError):
 
 @dataclass(frozen=True)
 class _Step:
-    op: str  # '+', '-', 'X', or 'u'/'g'/'o' (copy that class's bits)
+    op: str  # '+', '-', 'X' (set or clear x where X counts), or 'u'/'g'/'o' (copy that class's bits)
     bits: int
     flags: int = 0  # for copies: which classes, set and/or clear
 
@@ -45,7 +48,7 @@ class SymbolicMode:
             if op == "=":
                 steps.append(_Step("-", who or _STANDARD))
                 op = "+"
-            if op in "+-X":
+            if op in "+-":
                 assert isinstance(arg, int)
                 steps.append(_Step(op, (who or mask) & arg))
                 return
@@ -55,6 +58,10 @@ class SymbolicMode:
                 steps.append(_Step(op, 0o7777, flags))
             else:
                 steps.append(_Step(op, mask, flags | _U | _G | _O))
+
+        def add_x(op: str, who: int) -> None:
+            """``X`` after ``+`` or ``=`` sets the x bits it names, after ``-`` clears them."""
+            steps.append(_Step("X", (who or mask) & 0o111, _CLEAR if op == "-" else _SET))
 
         i, n = 0, len(text)
         if not text:
@@ -83,8 +90,7 @@ class SymbolicMode:
                     elif c == "x":
                         perm |= 0o111
                     elif c == "X":
-                        if op == "+":
-                            perm_x = 0o111
+                        perm_x = 0o111
                     elif c == "s":
                         if who == 0 or who & ~0o007:  # "o" alone has no set-id bits
                             perm |= 0o6000
@@ -99,7 +105,7 @@ class SymbolicMode:
                         if op == "=":
                             equal_done = True
                         if perm_x:
-                            add("X", who, perm_x)
+                            add_x(op, who)
                             perm_x = 0
                         add(c, who, op)
                     else:
@@ -107,7 +113,7 @@ class SymbolicMode:
                             equal_done = equal_done or op == "="
                             add(op, who, perm)
                         if perm_x:
-                            add("X", who, perm_x)
+                            add_x(op, who)
                         break
                     i += 1
                 if i >= n or text[i] == ",":
@@ -129,7 +135,7 @@ class SymbolicMode:
                 new &= ~step.bits
             elif step.op == "X":
                 if original & 0o111 or is_dir:
-                    new |= step.bits
+                    new = new & ~step.bits if step.flags & _CLEAR else new | step.bits
             else:
                 value = {"u": (new & 0o700) >> 6, "g": (new & 0o070) >> 3, "o": new & 0o007}[step.op]
                 shifts = [s for flag, s in ((_U, 6), (_G, 3), (_O, 0)) if step.flags & flag]

@@ -7,38 +7,29 @@ it; :class:`UrlFetches` keeps that body for the step, should it miss.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-if TYPE_CHECKING:
-    import requests
 
 DOWNLOAD_TIMEOUT = 60
 _CHUNK = 1 << 20
 
 
-def url_filename(url: str, response: requests.Response | None) -> str:
-    """The name a download gets: the URL path's last part, else the server's Content-Disposition;
-    "" when neither names a file (``..``, ``.`` and a name with a ``/`` once unquoted never do:
-    a server's ``filename=".."`` would have made the layer entry ``dest/..``)."""
-    path = urlsplit(url).path
-    name = _plain_name(unquote(path).rsplit("/", 1)[-1]) if path else ""  # docker: Base of the decoded path
-    if not name and response is not None:
-        disposition = response.headers.get("Content-Disposition", "")
-        m = re.search(r'filename="?([^";]+)"?', disposition)
-        if m:
-            name = _plain_name(os.path.basename(m.group(1)))
-    return name
+UNNAMED = "__unnamed__"  # BuildKit's name for a download whose URL path names no file
 
 
-def _plain_name(name: str) -> str:
-    return "" if name in (".", "..") or "/" in name or "\0" in name else name
+def url_filename(url: str) -> str:
+    """The name a download gets, as BuildKit's Dockerfile frontend gives it: the last element of
+    the URL's decoded path (``/dir/`` names ``dir``), else ``__unnamed__``. A server's
+    Content-Disposition never counts (BuildKit passes its own file name to the HTTP source; only
+    docker's classic builder read the header, and failed where neither named a file). ``..`` and
+    a NUL name no file either: ``dest/..`` is a layer entry every extractor refuses."""
+    path = unquote(urlsplit(url).path).rstrip("/")
+    name = path.rsplit("/", 1)[-1]
+    return UNNAMED if name in ("", ".", "..") or "\0" in name else name
 
 
 @dataclass(frozen=True)
@@ -46,7 +37,7 @@ class Fetched:
     """A URL's body on disk, with what its response said about it."""
 
     path: Path
-    name: str  # from the URL's path, else Content-Disposition ("" when neither says)
+    name: str  # from the URL's path (url_filename)
     last_modified: str | None
 
 
@@ -61,7 +52,7 @@ def fetch(url: str, target: Path, updates: Sequence[Callable[[bytes], object]]) 
         with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
             if response.status_code != 200:
                 raise FetchFailed(f"HTTP {response.status_code} {response.reason or ''}".rstrip())
-            name = url_filename(url, response)
+            name = url_filename(url)
             modified = response.headers.get("Last-Modified")
             with open(target, "wb") as f:
                 for chunk in response.iter_content(_CHUNK):

@@ -551,5 +551,14 @@ def failure_message(label: str, location: str, argv_text: str, code: int, tail: 
     return text
 
 
+def solve_message(argv: Sequence[str], code: int, memory: int = 0) -> str:
+    """BuildKit's words for a RUN that failed: ``process "/bin/sh -c exit 3" did not complete
+    successfully: exit code: 3`` (the argv joined with spaces, as BuildKit joins it)."""
+    text = f'process "{" ".join(argv)}" did not complete successfully: exit code: {code}'
+    if code == 137 and memory:
+        text += f" (killed: the OOM killer ends a step that needs more than --memory {memory >> 20}MiB)"
+    return text
+
+
 def quote_argv(argv: Sequence[str]) -> str:
     return shlex.join(argv) if len(argv) != 3 or argv[1] != "-c" else argv[2]

@@ -31,6 +31,7 @@ from builder.errors import (
     ImageNotFoundError,
     InstructionError,
     RegistryError,
+    SourceLocation,
     StepFailedError,
     StoreError,
     UserNotFoundError,
@@ -42,7 +43,7 @@ from builder.frontend.expand import Scope
 from builder.image.config import ContainerConfig, Healthcheck, History
 from builder.image.image import Image, Layer
 from builder.image.mutate import DerivedImage
-from builder.progress import Progress, StepHandle
+from builder.progress import Progress, StepHandle, StepTransfers
 from builder.runtime.spec import ContainerSettings
 from builder.scheduler import Cancelled
 from cache.keys import StepInputs
@@ -168,10 +169,18 @@ class StageRunner:
     """Executes the instructions of one stage on top of a base image."""
 
     def __init__(self, env: BuildEnv, *, label: str, base: Image, scope: Scope,
-                 stage_lookup: Callable[[str], StageResult | Image], cancel: threading.Event,
-                 total: int, key: str = "", stage_index: int = 0) -> None:
+                 stage_lookup: Callable[[str, StepTransfers | None], StageResult | Image],
+                 cancel: threading.Event,
+                 total: int, key: str = "", stage_index: int = 0, shown_prefix: str | None = None,
+                 shown_total: int | None = None, shown_step: int = 0) -> None:
         self.env = env
         self.label = label
+        # The step as BuildKit names it: ``[build 2/5] RUN make``; no stage name in a Dockerfile
+        # of one stage, and only the steps BuildKit makes vertices of counted (FROM, RUN, COPY,
+        # ADD, WORKDIR). ``step``/``total`` count every instruction (keys, --explain).
+        self.shown_prefix = f"{label} " if shown_prefix is None else shown_prefix
+        self.shown_total = total if shown_total is None else shown_total
+        self.shown_step = shown_step
         self.key = key
         self.stage_index = stage_index
         self.first_step_sources: dict[str, str] = {}
@@ -196,6 +205,8 @@ class StageRunner:
         self.changed = False
         self.would_run = 0  # dry run: the steps that missed
         self._lowers_cache: tuple[int, list[Path]] | None = None
+        self._handle: StepHandle | None = None  # the step running: an image its --from pulls shows there
+        self._carried_miss = ""  # why a step that shows no line (ENV, ARG, ...) missed the cache
 
     # -- the image value
 
@@ -257,7 +268,9 @@ class StageRunner:
         if isinstance(ins, ins_.Arg):
             self._arg_text = self._declared_arg_text(ins)
         expanded = self.scope.apply(ins)
-        handle = self.env.progress.start(f"[{self.label} {self.step}/{self.total}] {_summary(ins)}")
+        visible = is_shown_step(ins)
+        self.shown_step += visible
+        handle = self._handle = self.env.progress.start(f"{self._bracket()} {_summary(ins)}", visible=visible)
         try:
             records = self.env.records
             inputs = self._inputs(expanded, ins) if records is not None else None
@@ -280,6 +293,9 @@ class StageRunner:
             if inputs is not None and self.env.explain_misses:
                 self._explain(handle, inputs, key)
                 self.env.missed_keys.add(key)
+                if handle.visible and self._carried_miss:
+                    self.env.progress.message(f"#{handle.number} cache miss: {self._carried_miss}")
+                    self._carried_miss = ""
             if self.env.dry_run:
                 self.key = key
                 self.would_run += 1
@@ -292,7 +308,7 @@ class StageRunner:
                 # result to a later build of the old files. Nothing after it is kept either
                 # (a key no build can compute again).
                 self.env.progress.warning(
-                    f"{moved} changed while [{self.label} {self.step}/{self.total}] {_summary(ins)} ran: "
+                    f"{moved} changed while {self._bracket()} {_summary(ins)} ran: "
                     "its result is not cached; build again for a cached result")
                 self.key = "sha256:" + hashlib.sha256(f"{key}\0changed\0{os.urandom(16).hex()}".encode()).hexdigest()
             elif records is not None and inputs is not None:
@@ -309,6 +325,8 @@ class StageRunner:
         except BaseException as err:
             if self.cancel.is_set():  # killed by the cancel, as BuildKit shows it
                 self.env.progress.canceled(handle)
+            elif isinstance(err, StepFailedError) and err.solve:  # BuildKit's words, as the end says
+                self.env.progress.failed(handle, err.solve)
             else:
                 self.env.progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
@@ -384,7 +402,10 @@ class StageRunner:
             return
         text = f"[{self.label} {self.step}/{self.total}] {_summary_inputs(inputs)}: cache miss: {reason}"
         self.env.explained.append(text)
-        self.env.progress.message(f"#{handle.number} cache miss: {reason}")
+        if handle.visible:
+            self.env.progress.message(f"#{handle.number} cache miss: {reason}")
+        elif not self._carried_miss:  # ENV, ARG, ... show no step: the next step says why
+            self._carried_miss = reason
 
     def _built_on(self, parent: str, display: str) -> bool:
         """Whether this stage's step ``display`` was built on ``parent`` before (here or in an
@@ -425,7 +446,7 @@ class StageRunner:
 
     def _add_source(self, inputs: StepInputs, source: str, name: str) -> None:
         """A stage's key or an image's digest, for ``--from`` or a mount's ``from=``."""
-        found = self.stage_lookup(name)
+        found = self.stage_lookup(name, self._transfers())
         if isinstance(found, StageResult):
             inputs.sources[source] = f"stage {found.key}"
             inputs.stage_names[source] = name
@@ -573,7 +594,7 @@ class StageRunner:
             if not isinstance(ins, ins_.Run) or isinstance(err, (ImageNotFoundError, DockerfileError)):
                 raise
             raise StepFailedError(f"{self.env.dockerfile_name}:{ins.start_line}: "
-                                  f"[{self.label} {self.step}/{self.total}] RUN: {err}") from None
+                                  f"{self._bracket()} RUN: {err}") from None
 
     # -- metadata instructions
 
@@ -769,6 +790,7 @@ class StageRunner:
             prepared_mounts,
             quote_argv,
             shell_command,
+            solve_message,
         )
         from builder.layers.tarwriter import write_layer
 
@@ -812,15 +834,17 @@ class StageRunner:
                     code = runtime.run(spec, stdout=lambda data: self.env.progress.output(handle, data))
                 except (ContainerStartError, UserNotFoundError) as err:  # the step's own: no exec, no user
                     raise StepFailedError(f"{self.env.dockerfile_name}:{ins.start_line}: "
-                                          f"[{self.label} {self.step}/{self.total}] RUN: {err}") from None
+                                          f"{self._bracket()} RUN: {err}") from None
             self.env.progress.end_output(handle)  # a last line with no newline is in the error too
             if code != 0:
                 location = f"{self.env.dockerfile_name}:{ins.start_line}"
+                memory = self.env.container.resources.memory
                 raise StepFailedError(
-                    failure_message(f"[{self.label} {self.step}/{self.total}] RUN", location,
-                                    quote_argv(argv), code, list(handle.tail),
-                                    memory=self.env.container.resources.memory),
-                    exit_code=code,
+                    failure_message(f"{self._bracket()} RUN", location,
+                                    quote_argv(argv), code, list(handle.tail), memory=memory),
+                    exit_code=code, step=handle.label, solve=solve_message(argv, code, memory),
+                    location=SourceLocation(self.env.dockerfile_name, ins.start_line, ins.end_line),
+                    logs=tuple(handle.stamped),
                 )
             created_by = history_text(ins, self._shell(), self._history_args())
             tar = self.env.store.temp_path(".layer.tar")
@@ -899,8 +923,16 @@ class StageRunner:
         return {k: v for k, v in self.scope.visible_args().items()
                 if k not in FRONTEND_ARGS and k not in self.scope.config_env}
 
+    def _bracket(self) -> str:
+        """``[build 2/5]``: the step being run, as BuildKit numbers it."""
+        return step_bracket(self.shown_prefix, self.shown_step, self.shown_total)
+
+    def _transfers(self) -> StepTransfers | None:
+        """Where an image that ``--from`` pulls shows its blobs: the step that needs it."""
+        return StepTransfers(self.env.progress, self._handle) if self._handle is not None else None
+
     def _lowers_of(self, name: str) -> Sequence[Path]:
-        found = self.stage_lookup(name)
+        found = self.stage_lookup(name, self._transfers())
         if isinstance(found, StageResult):
             return found.lowers()
         return self.env.store.snapshot(found, self._check_cancel)
@@ -1036,6 +1068,18 @@ def _valid_signal(text: str) -> bool:
         if name.startswith(base) and (offset == "" or (offset.isdigit() and int(offset) <= 15)):
             return True
     return False
+
+
+def is_shown_step(ins: ins_.Instruction) -> bool:
+    """A step BuildKit shows (a vertex of the build graph): RUN, COPY, ADD, WORKDIR; the others
+    only change the image config."""
+    return isinstance(ins, ins_.Run | ins_.Copy | ins_.Add | ins_.Workdir)
+
+
+def step_bracket(prefix: str, step: int, total: int) -> str:
+    """BuildKit's ``[build 2/5]``, the number padded to the total's width (``[ 2/12]``)."""
+    width = len(str(total)) if total > 0 else 1
+    return f"[{prefix}{step:>{width}}/{total}]"
 
 
 def _summary(ins: ins_.Instruction) -> str:

@@ -889,14 +889,24 @@ def _sources_and_dest(
 
 
 def _check_chmod(req: _Req, chmod: str | None) -> None:
-    """Reject what BuildKit rejects; values with variables are checked after expansion."""
+    """Reject what BuildKit rejects; values with variables are checked after expansion.
+
+    A symbolic mode (dockerfile 1.14) is anything BuildKit's mode library parses, the
+    grammar COPY applies (one grammar for both): ``go=u-w`` and ``u+r-w`` as well as
+    ``u=rwX,go=rX``."""
+    from builder.execute.chmod import ModeSyntaxError, SymbolicMode
+
     if chmod is None or "$" in chmod:
         return
     if re.fullmatch(r"[0-7]+", chmod):
         if int(chmod, 8) <= 0o7777:
             return
-    elif re.fullmatch(r"[ugoa]*[-+=][rwxXst]*(,[ugoa]*[-+=][rwxXst]*)*", chmod):
-        return  # symbolic modes (dockerfile 1.14)
+    elif not chmod[:1].isdigit():
+        try:
+            SymbolicMode.parse(chmod)
+            return
+        except ModeSyntaxError:
+            pass
     raise req.error(
         f"invalid chmod parameter: '{chmod}'. it should be octal string and between 0 and 07777"
     )

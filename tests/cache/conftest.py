@@ -56,10 +56,12 @@ def write_context(ctx: Path, files: dict[str, str | bytes]) -> Path:
 
 
 def steps(output: bytes) -> dict[str, int]:
-    """How many steps of a ``--progress plain`` log were CACHED and how many ran (DONE)."""
+    """How many steps of a ``--progress plain`` log were CACHED and how many ran (DONE): the
+    Dockerfile's (``#3 [build 2/4] RUN ...``), not the export's (``exporting to image``)."""
     text = output.decode(errors="replace")
-    return {"cached": len(re.findall(r"^#\d+ CACHED", text, re.M)),
-            "done": len(re.findall(r"^#\d+ DONE", text, re.M))}
+    titled = {n for n, _ in re.findall(r"^#(\d+) (\[.*)$", text, re.M)}
+    return {"cached": sum(n in titled for n in re.findall(r"^#(\d+) CACHED", text, re.M)),
+            "done": sum(n in titled for n in re.findall(r"^#(\d+) DONE", text, re.M))}
 
 
 def ran(output: bytes) -> list[str]:

@@ -44,7 +44,7 @@ def test_a_later_miss_fetches_its_lower_layers_only(machines, tmp_path: Path, re
     (ctx / "Dockerfile").write_text(FINAL_CHANGE)
     built = b.build(ctx, "-t", "app:1", "--cache-from", f"type=registry,ref={proxy.address}/imp/lower:1")
     log = built.stdout + built.stderr
-    assert [t.split("] ", 1)[1][:8] for t in ran(log)] == ["COPY lat", "RUN cat ", "ENV GREE", "CMD [\"ca"]
+    assert [t.split("] ", 1)[1][:8] for t in ran(log)] == ["COPY lat", "RUN cat "]
     # The new RUN needed the final stage's two layers as lower dirs: fetched once each, and
     # nothing of the builder stage (5 more layers in the cache) was.
     layer_gets = [d for d in proxy.blob_gets()]
@@ -221,7 +221,7 @@ def test_a_machine_passes_on_what_it_imported_without_fetching_it(machines, tmp_
     assert sorted(r["key"] for r in config1["records"]) == sorted(r["key"] for r in config2["records"])
     assert sorted(layer["digest"] for layer in m1["layers"]) == sorted(layer["digest"] for layer in m2["layers"])
     built = c.build(ctx, "-t", "app:1", "--cache-from", f"type=local,src={tmp_path / 'c2'}")
-    assert steps(built.stdout + built.stderr)["cached"] == 4  # ...and C builds from c2 (the final stage; its builder stage is skipped)
+    assert steps(built.stdout + built.stderr)["cached"] == 2  # ...and C builds from c2 (the final stage; its builder stage is skipped)
     assert _inspect(a, "app:1")["Id"] == _inspect(c, "app:1")["Id"]
 
 
@@ -232,7 +232,7 @@ def test_after_an_imported_build_misses_are_explained(machines, tmp_path: Path) 
     b_ctx = write_context(tmp_path / "b-checkout", {"Dockerfile": DOCKERFILE, "a.txt": "one\n"})
     a.build(a_ctx, "--cache-to", f"type=local,dest={shared},mode=max")
     built = b.build(b_ctx, "--cache-from", f"type=local,src={shared}")
-    assert steps(built.stdout + built.stderr)["cached"] == 4  # the builder stage is skipped; its records are kept all the same
+    assert steps(built.stdout + built.stderr)["cached"] == 2  # the builder stage is skipped; its records are kept all the same
     (b_ctx / "a.txt").write_text("two\n")
     text = b.run("build", "--explain", str(b_ctx), check=True).stdout.decode()
     assert "COPY a.txt .: cache miss: file changed (content): a.txt" in text, text

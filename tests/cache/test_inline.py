@@ -42,7 +42,7 @@ def test_inline_cache_through_a_registry(machines, tmp_path: Path, registry: str
 
     built = b.build(ctx, "-t", ref, "--cache-from", ref, "--cache-to", "type=inline")
     log = built.stdout + built.stderr
-    assert ran(log) == [] and steps(log)["cached"] == 6, log.decode()
+    assert ran(log) == [] and steps(log)["cached"] == 4, log.decode()  # ENV and CMD show no step
     ia = json.loads(a.run("inspect", ref, check=True).stdout)[0]
     ib = json.loads(b.run("inspect", ref, check=True).stdout)[0]
     assert ia["Id"] == ib["Id"] and ia["RootFS"]["Layers"] == ib["RootFS"]["Layers"]

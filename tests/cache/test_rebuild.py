@@ -44,14 +44,14 @@ def test_one_file_change_reruns_exactly_from_its_copy(machines, tmp_path: Path) 
     (ctx / "src" / "util.txt").write_text("util, edited\n")
     second = m.build(ctx, "-t", "app:1")
     log = second.stdout + second.stderr
-    # ARG, RUN, COPY deps, RUN deps hit; COPY src and everything after it rerun.
-    assert steps(log) == {"cached": 4, "done": 3 + 1}, log.decode()  # +1: the FROM line
-    assert _titles(log) == ["COPY src/ /src/", "RUN cat /src/* > /app.txt && echo \"$FLAVOUR\" >> /app.txt",
-                            "LABEL done=yes"]
+    # RUN, COPY deps, RUN deps hit; COPY src and everything after it rerun (ARG and LABEL are
+    # no steps of their own, as in BuildKit's progress).
+    assert steps(log) == {"cached": 3, "done": 2 + 1}, log.decode()  # +1: the FROM line
+    assert _titles(log) == ["COPY src/ /src/", "RUN cat /src/* > /app.txt && echo \"$FLAVOUR\" >> /app.txt"]
     # An edit of a file the first COPY reads reruns from there.
     (ctx / "deps" / "a.txt").write_text("dep a, edited\n")
     third = m.build(ctx, "-t", "app:1")
-    assert steps(third.stdout + third.stderr) == {"cached": 2, "done": 5 + 1}
+    assert steps(third.stdout + third.stderr) == {"cached": 1, "done": 4 + 1}
 
 
 def test_touching_every_file_reruns_nothing(machines, tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_touching_every_file_reruns_nothing(machines, tmp_path: Path) -> None:
         os.utime(path, (1_000_000, 1_000_000))
     subprocess.run([require_tool("touch"), *map(str, ctx.rglob("*"))], check=True)
     second = m.build(ctx, "--iidfile", str(tmp_path / "id2"))
-    assert steps(second.stdout + second.stderr) == {"cached": 7, "done": 0 + 1}
+    assert steps(second.stdout + second.stderr) == {"cached": 5, "done": 0 + 1}
     assert (tmp_path / "id1").read_text() == (tmp_path / "id2").read_text()
     assert steps(first.stdout + first.stderr)["cached"] == 0
 

@@ -117,8 +117,8 @@ def test_a_build_arg_reruns_only_the_steps_that_read_it(machines, tmp_path: Path
                       "RUN echo $X > /x\n", "a": "a\n"})
     first = m.build(ctx, "--build-arg", "U=1")
     assert steps(first.stdout + first.stderr)["cached"] == 0
-    assert _ran_titles(m, ctx, "--build-arg", "U=2") == ["RUN echo $U > /u", "ENV X=fixed", "ARG X",
-                                                           "RUN echo $X > /x"]
+    # ENV and ARG rerun too but show no step, as in BuildKit's progress
+    assert _ran_titles(m, ctx, "--build-arg", "U=2") == ["RUN echo $U > /u", "RUN echo $X > /x"]
     assert _ran_titles(m, ctx, "--build-arg", "U=2") == []
 
 
@@ -168,7 +168,7 @@ def test_a_file_edited_while_its_step_runs_is_not_cached_with_the_old_key(machin
     out = m.build(ctx, "-t", "edited:1")
     editor.join()
     log = (out.stdout + out.stderr).decode()
-    assert "WARN: a changed while [stage-0 2/3] RUN --mount=type=bind" in log, log
+    assert "WARN: a changed while [2/3] RUN --mount=type=bind" in log, log
     assert "its result is not cached" in log
     assert _cat(m, "edited:1", "cat", "/out") == "v2\n"  # what the step read
     (ctx / "a").write_text("v1\n")  # reverted: the context of the first key again,

@@ -313,7 +313,7 @@ def test_interrupted_layer_extraction_stops_and_starts_no_container(own_store: P
     snapshots_before = set((root / "snapshots").iterdir()) if (root / "snapshots").is_dir() else set()
     proc = _start_build(root, ctx, "runc")
     seen = b""
-    while b"[stage-0 3/3] RUN" not in seen:  # the base's own snapshot is unpacked before: not that one
+    while b"[3/3] RUN" not in seen:  # the base's own snapshot is unpacked before: not that one
         line = proc.stderr.readline()  # type: ignore[union-attr]  # plain progress goes to stderr
         assert line, seen.decode()
         seen += line

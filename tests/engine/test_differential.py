@@ -499,7 +499,12 @@ CASES = [
     Case("add-url-dest-forms", "FROM busybox:local\nADD {url}/f.txt /etc\nADD {url}/f.txt /newname\n"
          "ADD --chown=app {url}/f.txt /owned/\nADD {url}/path/name.txt?x=1 /q/\n",
          serve={"/f.txt": b"f\n", "/path/name.txt?x=1": b"q\n"}),
-    Case("add-url-no-filename", "FROM busybox:local\nADD {url}/ /d/\n", serve={"/": b"index\n"}, fails=True),
+    # A URL path naming no file: BuildKit names the download __unnamed__ (a trailing '/' is dropped
+    # first, so /sub/ names "sub"); docker's classic builder fails unless Content-Disposition names
+    # one, so docker builds the same files from URLs that name them.
+    Case("add-url-no-filename", "FROM busybox:local\nADD {url}/ /d/\nADD {url}/sub/ /e/\n",
+         serve={"/": b"index\n", "/__unnamed__": b"index\n", "/sub/": b"s\n", "/sub": b"s\n"},
+         docker_dockerfile="FROM busybox:local\nADD {url}/__unnamed__ /d/\nADD {url}/sub /e/\n"),
     Case("run-sparse-files", "FROM busybox:local\nRUN dd if=/dev/zero of=/sparse bs=1 count=0 seek=4194304 && "
          "printf x | dd of=/sparse2 bs=1 seek=1048576 conv=notrunc\n"),
     Case("run-metadata-only-change", "FROM busybox:local\nRUN chmod 600 /etc/passwd && chown 5:6 /etc/group && "
@@ -1218,6 +1223,17 @@ CASES = [
          "COPY t/x/keep.txt /k/x/\nCOPY t/y/z/keepme /k/y/z/\n"
          "RUN chmod 700 /out/c/d\n",
          same_history=False),
+    # explore5-a: BuildKit's --chmod follows Linux's chmod for X (a directory, or a file with an x bit)
+    # with every operator since moby/buildkit#5835, and takes every mode its library parses (go=u-w).
+    # docker's classic builder has no --chmod: it copies, then busybox's chmod changes what was copied
+    # (not the destination directories COPY made, which BuildKit leaves 0755).
+    Case("x5a-copy-chmod-symbolic-x", "FROM busybox:local\nCOPY --chmod=u=rwX,go=rX tree /t/\n"
+         "COPY --chmod=a-X,u+w tree /u/\nCOPY --chmod=go=u-w tree/sub /v\n",
+         {"tree/f": "f", "tree/sub/g": "g", "tree/sub/deep/h": "h"},
+         modes={"tree/f": 0o600, "tree/sub/g": 0o640, "tree/sub/deep/h": 0o400, "tree/sub/deep": 0o500,
+                "tree/sub": 0o700, "tree": 0o750},
+         docker_dockerfile="FROM busybox:local\nCOPY tree /t/\nCOPY tree /u/\nCOPY tree/sub /v\n"
+         "RUN chmod -R u=rwX,go=rX /t/* && chmod -R a-X,u+w /u/* && chmod -R go=u-w /v/*\n"),
 ]
 
 

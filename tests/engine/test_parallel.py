@@ -51,7 +51,7 @@ def test_failing_stage_stops_the_others(builder: Builder) -> None:
     started = time.monotonic()
     p = builder.build(ctx, "--no-cache", "--jobs", "2", check=False)
     err = p.stderr.decode()
-    assert p.returncode == 1 and "exited with code 4" in err and "Traceback" not in err
+    assert p.returncode == 1 and "exit code: 4" in err and "Traceback" not in err
     assert time.monotonic() - started < 30, "the sibling's sleep 60 should have been stopped"
 
 
@@ -65,5 +65,5 @@ def test_a_stage_waiting_for_a_job_does_not_start_after_a_failure(builder: Build
                           "queued")
     p = builder.build(ctx, "--no-cache", "--jobs", "1", check=False)
     out = p.stdout.decode() + p.stderr.decode()
-    assert p.returncode == 1 and "exited with code 4" in out and "Traceback" not in out, out
+    assert p.returncode == 1 and "exit code: 4" in out and "Traceback" not in out, out
     assert "[later " not in out, out

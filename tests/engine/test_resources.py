@@ -84,7 +84,7 @@ def test_a_step_over_its_memory_limit_fails_as_under_docker(builder: Builder, do
     for isolation in ISOLATIONS:
         failed = builder.build(ctx, "--no-cache", "--isolation", isolation, "-m", "32m", check=False)
         assert failed.returncode == 1, (isolation, failed.stderr)
-        assert b"Dockerfile:2" in failed.stderr and b"exited with code 137" in failed.stderr
+        assert b"Dockerfile:2" in failed.stderr and b"exit code: 137" in failed.stderr
         assert b"--memory 32MiB" in failed.stderr and b"Traceback" not in failed.stderr
     builder.build(ctx, "--no-cache")
 

@@ -96,8 +96,11 @@ def test_chmod_symbolic(ctx: BuildContext, base: RootfsView) -> None:
     # No who: the umask (dockerd's 022) limits what is set or cleared, as chmod(1) and BuildKit do.
     ("+w", 0o444, 0o644), ("-w", 0o666, 0o466), ("=rw", 0o754, 0o644), ("+rwx", 0o000, 0o755),
     ("a+w", 0o444, 0o666), ("-x", 0o754, 0o644),
-    # X only with '+'; copying one class's bits to another; several operations in one clause.
-    ("+X", 0o640, 0o640), ("+X", 0o754, 0o755), ("=X", 0o754, 0o000), ("a-X", 0o755, 0o755),
+    # X (x where the file has an x bit) with every operator, as Linux's chmod (moby/buildkit#5835);
+    # copying one class's bits to another; several operations in one clause.
+    ("+X", 0o640, 0o640), ("+X", 0o754, 0o755), ("=X", 0o754, 0o111), ("a-X", 0o755, 0o644),
+    ("a-X", 0o644, 0o644), ("u=rwX,go=rX", 0o700, 0o755), ("u=rwX,go=rX", 0o600, 0o644),
+    ("o=rX", 0o644, 0o644), ("o=rX", 0o710, 0o715),
     ("u=g", 0o754, 0o554), ("go=u-w", 0o754, 0o755), ("ug=rx,+w", 0o640, 0o750), ("u+r-w", 0o666, 0o466),
     ("o+t", 0o666, 0o666), ("+t", 0o666, 0o1666), ("o+s", 0o754, 0o754), ("g+s", 0o754, 0o2754),
 ])
@@ -106,6 +109,21 @@ def test_chmod_symbolic_as_buildkit(tmp_path: Path, base: RootfsView, mode: str,
     (tmp_path / "f").write_text("f")
     (tmp_path / "f").chmod(start)
     assert layer(spec("f", dest="/x", chmod=mode), BuildContext.from_dir(tmp_path), base)["x"].mode == want
+
+
+@pytest.mark.parametrize("mode, want", [
+    ("u=rwX,go=rX", 0o755), ("a-X", 0o600), ("u=X", 0o100), ("o=rX", 0o705), ("go=u-w", 0o755),
+])
+def test_chmod_symbolic_x_counts_for_directories(tmp_path: Path, base: RootfsView, mode: str, want: int) -> None:
+    """X always counts for a directory: ``COPY --chmod=u=rwX,go=rX`` leaves copied directories
+    searchable (0755), where BSD's rule (X only with '+') made them 0644."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "f").write_text("f")
+    (tmp_path / "d" / "sub" / "f").chmod(0o600)
+    (tmp_path / "d" / "sub").chmod(0o700)
+    out = layer(spec("d", dest="/x/", chmod=mode), BuildContext.from_dir(tmp_path), base)
+    assert out["x/sub"].mode == want
+    assert out["x"].mode == 0o755  # the destination COPY made takes no --chmod, as BuildKit's
 
 
 @pytest.mark.parametrize("bad", ["u+q", "rwx", "0o755", "a+z", "u+x,", "u", "+w,,u+x"])

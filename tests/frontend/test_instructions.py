@@ -357,6 +357,13 @@ def test_copy_add_errors(line, message):
     assert err.line == 2
 
 
+@pytest.mark.parametrize("chmod", ["go=u-w", "u+r-w", "u=g", "u=rwX,go=rX", "=rw,+X", "a+t", "g+s,o-rwx"])
+def test_copy_takes_every_symbolic_mode_buildkit_parses(chmod):
+    """BuildKit accepts whatever its mode library parses; the frontend refused go=u-w and u+r-w."""
+    assert one(f"COPY --chmod={chmod} a b").chmod == chmod
+
+
+
 def test_copy_heredocs():
     copy = one("COPY <<EOF <<'RAW' /dest/\nhello $NAME\nEOF\nraw $NAME\nRAW\n")
     assert copy.sources == ()
