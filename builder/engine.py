@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from builder.execute.named import NamedContext
     from builder.execute.run import Secret
     from builder.execute.ssh import SshAgents
+    from builder.export.attestation import AttestationRequest, Attestor
     from builder.export.outputs import Exported
     from builder.runtime import Runtime
     from cache.remote import ImportedCache
@@ -105,6 +106,7 @@ class BuildOptions:
     cache_from: Sequence[str] = ()
     cache_to: Sequence[str] = ()
     stdin: BinaryIO | None = None  # a binary stream for `-` context or `-f -`
+    attest: AttestationRequest | None = None  # --provenance / --attest: what the outputs carry
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,9 @@ class Build:
         self.progress = Progress(ProgressMode.QUIET if quiet else ProgressMode(options.progress),
                                  log_limit=step_log_limit(os.environ.get("BUILDKIT_STEP_LOG_MAX_SIZE")))
         self.started = time.monotonic()
+        import datetime
+
+        self.started_on = datetime.datetime.now(datetime.UTC)  # provenance's buildStartedOn
         from builder.export.destination import check_output_file
         from builder.export.outputs import Annotations, check_outputs
         from cache.store import new_tag_name
@@ -381,6 +386,8 @@ class Build:
         )
         stages = {s.index: s for s in dockerfile.stages}
         needed = {p.index: p for p in plan.stages}
+        bases: dict[int, tuple[str, Image]] = {}  # the images FROM read, by stage (provenance)
+
         def shown_steps(indexes: Iterable[int]) -> int:
             """The steps the progress shows, as BuildKit counts its vertexes."""
             return sum(_from_shown(needed[i].base_stage, global_scope.expand_from(stages[i].from_).base_name)
@@ -436,6 +443,7 @@ class Build:
                     key, base_text = parent.key, f"stage {parent.key}"
                 else:
                     base_image = self._resolve_base(resolver, from_, StepTransfers(env_.progress, handle))
+                    bases[index] = (from_.base_name, base_image)
                     scope = global_scope.stage_scope(base_image.config_file().config.env)
                     digest = "" if from_.base_name == "scratch" else str(base_image.digest())
                     key = base_key(from_.base_name, digest)
@@ -510,7 +518,13 @@ class Build:
         manifest_digest, stored = self._write_image(final, tags)
         # The image's outputs first, then the cache, as BuildKit: a cache that cannot be written
         # fails the build but costs no image (a push done, an archive written).
-        exported = self._outputs(stored, tags, _source_date_epoch(build_args))
+        attestor = None
+        if opts.attest is not None and opts.attest.wanted:
+            order = [p.index for p in plan.stages if p.index in results]
+            attestor = self._attestor(dockerfile_bytes, dockerfile_name, build_args, order, needed, stages,
+                                      {i: bases[i] for i in order if i in bases}, resolver,
+                                      results[plan.target].lowers)
+        exported = self._outputs(stored, tags, _source_date_epoch(build_args), attestor)
         self._export_cache(env, results[plan.target].key, imported)
         result = BuildResult(
             image_id=stored.config_digest(), manifest_digest=manifest_digest, tags=tags,
@@ -658,13 +672,75 @@ class Build:
 
     # -- results
 
-    def _outputs(self, image: Image, tags: tuple[str, ...], source_date_epoch: int | None) -> Exported:
+    def _outputs(self, image: Image, tags: tuple[str, ...], source_date_epoch: int | None,
+                 attestor: Attestor | None = None) -> Exported:
         from builder.export.outputs import export_outputs
 
         return export_outputs(self.options.outputs, image, tags, store=self.store, push=self.options.push,
                        insecure_registries=tuple(self.options.insecure_registries),
                        progress=self.progress, annotations=self.annotations, platform=str(Platform.host()),
-                       source_date_epoch=source_date_epoch)
+                       source_date_epoch=source_date_epoch, attestor=attestor)
+
+    def _attestor(self, dockerfile: bytes, dockerfile_name: str, build_args: Mapping[str, str],
+                  order: Sequence[int], planned: Mapping, stages: Mapping[int, ins_.Stage],
+                  bases: Mapping[int, tuple[str, Image]], resolver: BaseResolver,
+                  lowers: Callable[[], Sequence[Path]]) -> Attestor:
+        """What the provenance tells of this build: its inputs (a secret's ID, never its value), the
+        base images read (a named context or a layout is not a registry image: left out, as
+        BuildKit lists those as local sources), and for mode=max its steps."""
+        from builder.execute.named import is_remote_context
+        from builder.export.attestation import (
+            Attestor,
+            BuildRecord,
+            Material,
+            dockerfile_steps,
+            mount_ids,
+        )
+        from builder.image.reference import Reference
+
+        opts = self.options
+        host = Platform.host()
+        materials: dict[str, Material] = {}
+        step_bases: list[tuple[int, str | int, ins_.Stage]] = []
+        for index in order:
+            base_stage = planned[index].base_stage
+            if base_stage is not None:
+                step_bases.append((index, base_stage, stages[index]))
+                continue
+            if index not in bases:
+                continue
+            name, image = bases[index]
+            identifier = f"docker-image://{name}"
+            ref = Reference.try_parse(name) if name != "scratch" and "://" not in name else None
+            if ref is not None and not resolver.named_context(name):
+                materials.setdefault(str(ref), Material(str(ref), image.digest(), host))
+                identifier = f"docker-image://{ref}@{image.digest()}"
+            step_bases.append((index, identifier, stages[index]))
+        secret_ids, ssh_ids = mount_ids([stages[i] for i in order])
+        if opts.attest is not None and opts.attest.provenance is not None and opts.attest.provenance.mode == "max":
+            from builder.frontend.checks import looks_secret
+
+            for name in sorted(n for n in build_args if looks_secret(n)):
+                self.progress.warning(f"provenance mode=max records the value of build-arg {name}, whose name "
+                                      "reads as a secret's (BuildKit records it too): pass secrets with --secret")
+        # a URL's user and password stay out, as BuildKit redacts them (BuildRecord's job)
+        remote = opts.context if is_remote_context(opts.context) else None
+        record = BuildRecord(
+            started=self.started_on, dockerfile_name=os.path.basename(dockerfile_name) or "Dockerfile",
+            dockerfile=dockerfile, build_args=dict(build_args), labels=dict(opts.labels), target=opts.target,
+            materials=tuple(materials.values()), secrets=secret_ids, ssh=ssh_ids,
+            named_contexts=dict(c.partition("=")[::2] for c in opts.build_contexts),
+            remote_context=remote, network=opts.network != "none",
+            steps=dockerfile_steps(step_bases),
+        )
+        assert opts.attest is not None
+        if opts.attest.sbom:
+            from builder.execute.rootfs import RootfsView
+            from builder.export.sbom import spdx_document
+
+            name = opts.tags[0] if opts.tags else "sbom"
+            record = replace(record, sbom=spdx_document(RootfsView(lowers()), name, self.started_on))
+        return Attestor(opts.attest, record)
 
     def _report(self, result: BuildResult) -> None:
         from builder.export.destination import write_output

@@ -89,11 +89,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "the target takes), targets (the stages), check (as --check); build is the default")
     p.add_argument("--dry-run", action="store_true",
                    help="check the Dockerfile and print its parse and stage plan; build nothing")
-    # buildx's attestations: pybuild makes none, so turning them off is taken and asking for one
-    # is refused (an image without the SBOM or provenance it was asked for would pass unseen)
-    p.add_argument("--provenance", metavar="false", help=argparse.SUPPRESS)
-    p.add_argument("--sbom", metavar="false", help=argparse.SUPPRESS)
-    p.add_argument("--attest", action="append", default=[], help=argparse.SUPPRESS)
+    # buildx's attestations: none unless asked (as docker's own builder), BUILDX_NO_DEFAULT_ATTESTATIONS
+    # is taken for that reason; written into pushes and OCI archives (builder.export.attestation)
+    p.add_argument("--provenance", metavar="false|true|mode=min|max[,builder-id=URI]",
+                   help="SLSA provenance attestation (shorthand for --attest type=provenance); pushed and "
+                        "OCI outputs carry it in an index beside the image")
+    p.add_argument("--sbom", metavar="false|true",
+                   help="SPDX SBOM attestation of the packages dpkg and apk installed (pybuild's own: it "
+                        "runs no scanner image)")
+    p.add_argument("--attest", action="append", default=[], metavar="type=provenance|sbom[,disabled=true][,KEY=VALUE]",
+                   help="an attestation as buildx takes it (may be given once per type)")
     # docker's classic-builder flags that mean nothing here, taken as buildx takes them: build
     # containers never outlive their step, the context is read in place (never sent), and no
     # image is verified by Notary
@@ -198,47 +203,12 @@ def _environment_defaults(args: argparse.Namespace) -> None:
         args.platform = str(Platform.host())
 
 
-def _check_attestations(args: argparse.Namespace) -> None:
-    """``--provenance=false``, ``--sbom=false``, ``--attest type=...,disabled=true`` are taken
-    (CI scripts give them to buildx to keep attestations out); any other asks for one, which
-    pybuild cannot make: a clear error, not an image silently without it."""
-    from builder.cli import GO_BOOLEANS
-    from builder.errors import UsageError
-
-    def wanted(flag: str, value: str, kind: str | None) -> str | None:
-        """The attestation ``value`` asks for, or None when it turns it off."""
-        if kind is not None and value.strip().lower() in GO_BOOLEANS:
-            return kind if GO_BOOLEANS[value.strip().lower()] else None
-        import csv
-
-        fields = {}
-        for part in next(csv.reader([value]), []):
-            key, sep, val = part.partition("=")
-            if not sep:
-                raise UsageError(f"invalid {flag} {value!r}: expected KEY=VALUE fields"
-                                 + (" or a boolean" if flag != "--attest" else ""))
-            fields[key.strip().lower()] = val.strip()
-        kind = fields.get("type", kind)
-        if kind not in ("provenance", "sbom"):
-            raise UsageError(f"invalid {flag} {value!r}: type must be provenance or sbom")
-        disabled = fields.get("disabled", "false").lower()
-        if disabled not in GO_BOOLEANS:
-            raise UsageError(f"invalid {flag} {value!r}: disabled={disabled!r} is not a boolean")
-        return None if GO_BOOLEANS[disabled] else kind
-
-    asked = [(f"--{kind}", value, wanted(f"--{kind}", value, kind))
-             for kind, value in (("provenance", args.provenance), ("sbom", args.sbom)) if value is not None]
-    asked += [("--attest", value, wanted("--attest", value, None)) for value in args.attest]
-    for flag, value, kind in asked:
-        if kind is not None:
-            raise UsageError(f"{flag}={value}: pybuild makes no {kind} attestation; give --{kind}=false "
-                             f"(or --attest type={kind},disabled=true) to build without one")
-
-
 def _run(args: argparse.Namespace) -> int:
     _check_not_a_command(args.context)
     _environment_defaults(args)
-    _check_attestations(args)
+    from builder.export.attestation import AttestationRequest
+
+    attest = AttestationRequest.parse(args.provenance, args.sbom, args.attest)
     if args.security_opt:
         from builder.errors import UsageError
 
@@ -279,7 +249,7 @@ def _run(args: argparse.Namespace) -> int:
         isolation="auto" if args.isolation == "default" else args.isolation,  # docker's Linux value
         insecure_registries=tuple(args.insecure_registry),
         explain=args.explain, cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
-        container=container_settings(args),
+        container=container_settings(args), attest=attest,
     )
     if args.jobs is not None and args.jobs < 1:
         from builder.errors import UsageError

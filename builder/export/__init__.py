@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from builder.image.image import Image
+
+if TYPE_CHECKING:
+    from builder.export.attestation import AttestationManifest
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,9 @@ class TaggedImage:
     annotations: Mapping[str, str] = field(default_factory=dict)  # on its descriptor in an index
     # docker schema2 kept in an OCI layout's index (BuildKit's oci-mediatypes=false), not made OCI
     docker_types: bool = False
+    # its attestations (BuildKit's storage): the layout's entry is then an index of the image
+    # manifest and this attestation manifest
+    attestation: AttestationManifest | None = None
 
 
 __all__ = ["TaggedImage"]

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -173,12 +174,27 @@ def _platform(image: Image) -> Platform | None:
     return Platform(os=config.os, architecture=config.architecture, variant=config.variant)
 
 
+def _image_descriptor(tagged: TaggedImage, manifest: bytes) -> Descriptor:
+    docker = json.loads(manifest).get("mediaType") == MediaType.DOCKER_MANIFEST  # kept: oci-mediatypes=false
+    media_type = MediaType.DOCKER_MANIFEST if docker else MediaType.OCI_MANIFEST
+    return Descriptor.of(media_type, manifest, platform=_platform(tagged.image))
+
+
+def attested_index_bytes(tagged: TaggedImage, manifest: bytes) -> bytes:
+    """The index BuildKit writes for an attested image: its manifest, then the attestation's."""
+    from builder.export.attestation import attested_index
+
+    assert tagged.attestation is not None
+    return attested_index(_image_descriptor(tagged, manifest), tagged.attestation)
+
+
 def _index_entries(tagged: TaggedImage, manifest: bytes) -> list[dict[str, Any]]:
     from builder.image.reference import Reference
 
-    docker = json.loads(manifest).get("mediaType") == MediaType.DOCKER_MANIFEST  # kept: oci-mediatypes=false
-    media_type = MediaType.DOCKER_MANIFEST if docker else MediaType.OCI_MANIFEST
-    base = Descriptor.of(media_type, manifest, platform=_platform(tagged.image))
+    if tagged.attestation is not None:
+        base = Descriptor.of(MediaType.OCI_INDEX, attested_index_bytes(tagged, manifest))
+    else:
+        base = _image_descriptor(tagged, manifest)
     if tagged.annotations:
         base = base.with_annotations(**tagged.annotations)
     if not tagged.names:
@@ -212,6 +228,11 @@ def blob_entries(images: Sequence[TaggedImage]) -> tuple[list[Entry], list[bytes
             name = blob_path(layer.digest())
             if name not in entries:
                 entries[name] = Entry(name, layer.size(), layer.compressed, layer.digest())
+        if tagged.attestation is not None:
+            att = tagged.attestation
+            index = attested_index_bytes(tagged, manifest_bytes)
+            for desc, data in (*att.blobs, (att.descriptor, att.raw), (Descriptor.of(MediaType.OCI_INDEX, index), index)):
+                entries[blob_path(desc.digest)] = bytes_entry(blob_path(desc.digest), data)
     return list(entries.values()), manifests
 
 
@@ -237,7 +258,7 @@ def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, ta
         write_tar(layout_entries(images, index_annotations), dest)
         return
     # an unnamed image is "latest" there, as BuildKit tags it: found by oci:DIR, replaced next time
-    images = [t if t.names else TaggedImage(t.image, t.names, {REF_ANNOTATION: "latest", **(t.annotations or {})})
+    images = [t if t.names else replace(t, annotations={REF_ANNOTATION: "latest", **(t.annotations or {})})
               for t in images]
     entries = layout_entries(images, index_annotations)
     try:

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from builder.errors import PybuildError, UsageError
 from builder.export import TaggedImage
 from builder.image.descriptor import Descriptor
 from builder.image.image import Image
-from builder.image.mediatypes import Compression
+from builder.image.mediatypes import Compression, MediaType
+
+if TYPE_CHECKING:
+    from builder.export.attestation import AttestationManifest, Attestor
 
 TYPES = ("image", "oci", "docker", "tar", "local", "registry", "cacheonly")
 _IMAGE_OPTIONS = ("compression", "compression-level", "force-compression", "oci-mediatypes", "rewrite-timestamp")
@@ -308,9 +312,13 @@ _EXPORTED_TO = {"oci": "oci image format", "docker": "docker image format", "tar
 def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, store, push: bool = False,
                    insecure_registries: Sequence[str] = (), progress=None,
                    annotations: Annotations | None = None, platform: str = "",
-                   source_date_epoch: int | None = None) -> Exported:
+                   source_date_epoch: int | None = None, attestor: Attestor | None = None) -> Exported:
     """Write every output. With ``source_date_epoch``, every file a tar or local output writes
-    has it as its time, as BuildKit's exporters of the file system set it (base image files too)."""
+    has it as its time, as BuildKit's exporters of the file system set it (base image files too).
+    With ``attestor``, a push and an OCI archive carry the image in an index beside its
+    attestation manifest (BuildKit's attestation storage), type=local and type=tar get each
+    statement as a file at their root, naming every file of the output; the store and a
+    docker archive keep the image alone, as BuildKit's docker exporter drops attestations."""
     annotations = annotations or Annotations()
     pushed: list = []
     pushed_manifests: list[Descriptor] = []
@@ -324,7 +332,11 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
         names = out.names or tuple(tags)
         theirs = Annotations.parse(out.annotations, platform)  # the output's own annotation.* options
         own = annotations.merged(theirs)
-        exported = _as_output(image, out, own, store)
+        attested = attestor is not None and (out.type == "oci" or (out.type == "image" and out.push))
+        if attested and out.oci_mediatypes is False and progress is not None:
+            progress.warning("oci-mediatypes=false is overridden: an image with attestations is an OCI "
+                             "index of OCI manifests (as BuildKit turns OCI media types on for them)")
+        exported = _as_output(image, out, own, store, oci=attested)
         if out.type == "image":
             if not out.store:
                 pass  # store=false: nothing named in the store (the image stays there, untagged)
@@ -341,9 +353,10 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 for name in out.names:
                     store.tag(str(image.digest()), name)
             if out.push:
-                results = _push(exported, names, store, insecure_registries, progress, out)
+                results = _push(exported, names, store, insecure_registries, progress, out, attestor)
                 pushed += results
-                media_type = exported.manifest().media_type  # a push keeps it, may compress layers
+                # a push keeps the media type, may compress layers; attested, the index is pushed
+                media_type = MediaType.OCI_INDEX if attestor else exported.manifest().media_type
                 pushed_manifests += [Descriptor(media_type, r.digest, r.size) for r in results]
         elif out.type in ("oci", "docker"):
             from builder.export.archive import save
@@ -354,8 +367,13 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 # (a zstd base's too), unless zstd is what was asked for
                 exported = store.docker_compatible(exported)
             tagged = [TaggedImage(exported, names, own.manifest_descriptor,
-                                  docker_types=out.oci_mediatypes is False)]
-            written.append(layout_manifest(tagged[0]))
+                                  docker_types=out.oci_mediatypes is False and not attested)]
+            if attestor is not None and out.type == "oci":
+                tagged = [replace(tagged[0], attestation=attestor.manifest_for(
+                    layout_manifest(tagged[0]).digest, names, _platform_of(exported)))]
+                written.append(_attested_descriptor(tagged[0]))
+            else:
+                written.append(layout_manifest(tagged[0]))
             if not out.tar:
                 write_oci_layout(tagged, Path(out.dest or "."), tar=False, index_annotations=own.index)
             else:
@@ -366,11 +384,16 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                     _destination(out.dest) as dest:
                 root = Path(tmp) / "rootfs"
                 flatten(image, root, source_date_epoch=source_date_epoch)
+                if attestor is not None:
+                    _write_attestation_files(root, attestor, _platform_of(image), source_date_epoch)
                 from builder.layers.tarwriter import write_layer
 
                 write_layer(root, dest)
         elif out.type == "local":
-            export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch)
+            export_local(image, Path(out.dest or "."), source_date_epoch=source_date_epoch,
+                         also=None if attestor is None else functools.partial(
+                             _write_attestation_files, attestor=attestor, platform=_platform_of(image),
+                             source_date_epoch=source_date_epoch))
         if progress is not None and out.type in _EXPORTED_TO:
             # where the result went, as BuildKit's "exporting to oci image format" step says
             where = "stdout" if out.dest in (None, "-") and out.tar and out.type != "local" else out.dest or "."
@@ -397,7 +420,8 @@ def _with_push(outputs: Sequence[OutputSpec], push: bool, tags: Sequence[str]) -
 _NO_PUSH_NAME = "push needs an image name: give -t NAME or -o type=image,name=NAME,push=true"
 
 
-def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None = None) -> None:
+def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None = None,
+                 also: Callable[[Path], None] | None = None) -> None:
     """The image's final file system merged into ``dest_dir``, as BuildKit's local exporter
     receives it (fsutil ``Merge``): its files replace those of the same name, its directories
     merge, and whatever else the directory held stays. The layers are applied in a scratch
@@ -414,6 +438,8 @@ def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None 
         raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
     try:
         flatten(image, Path(scratch), same_owner=os.geteuid() == 0, source_date_epoch=source_date_epoch)
+        if also is not None:  # what goes beside the file system (attestation files)
+            also(Path(scratch))
         _merge_tree(Path(scratch), dest_dir)
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": '
@@ -496,12 +522,17 @@ def _merge_tree(src: Path, dest: Path) -> None:
                 os.chmod(target, stat.S_IMODE(st.st_mode))
 
 
-def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store) -> Image:
-    """The image in the form ``out`` writes it: its compression, media types, manifest annotations."""
+def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store, *, oci: bool = False) -> Image:
+    """The image in the form ``out`` writes it: its compression, media types, manifest annotations.
+    With ``oci`` (attestations), OCI media types whatever was asked, as BuildKit turns them on."""
+    if oci and image.manifest().media_type != MediaType.OCI_MANIFEST:
+        image = store.converted(image, docker=False)
     if not out.converts:
         return image
     manifest_annotations = {**(image.manifest().annotations or {}), **annotations.manifest}
     docker = None if out.oci_mediatypes is None else not out.oci_mediatypes
+    if oci:
+        docker = False
     return store.converted(image, compression=out.compression, force=out.force_compression, docker=docker,
                            annotations=manifest_annotations or None, level=out.compression_level)
 
@@ -536,8 +567,22 @@ def _destination(dest: str | None):
         yield f
 
 
+def _platform_of(image: Image):
+    from builder.image.platform import Platform
+
+    config = image.config_file()
+    return Platform(os=config.os or "linux", architecture=config.architecture or Platform.host().architecture,
+                    variant=config.variant)
+
+
+def _attested_descriptor(tagged: TaggedImage) -> Descriptor:
+    from builder.export.layout import attested_index_bytes, layout_manifest_bytes
+
+    return Descriptor.of(MediaType.OCI_INDEX, attested_index_bytes(tagged, layout_manifest_bytes(tagged)))
+
+
 def _push(image: Image, names: Sequence[str], store, insecure, progress,
-          out: OutputSpec) -> list:
+          out: OutputSpec, attestor: Attestor | None = None) -> list:
     from builder.image.reference import Reference
     from builder.registry import ClientOptions, push
 
@@ -547,22 +592,86 @@ def _push(image: Image, names: Sequence[str], store, insecure, progress,
     insecure = set(insecure) | ({ref.registry for ref in refs} if out.insecure else set())
     options = ClientOptions(insecure_registries=frozenset(insecure))
     results = []
+    attestations: dict = {}  # one attestation manifest per image digest, whatever the names
     for ref in refs:
         # push-by-digest: only the manifest's digest names it, no tag moves (BuildKit's option)
-        target = f"{ref.name}@{image.digest()}" if out.push_by_digest else str(ref)
+        target = f"{ref.name}@{image.digest()}" if out.push_by_digest and attestor is None else str(ref)
+        compress = out.compression is not Compression.NONE
         if progress is None:
-            results.append(push(image, target, options=options, store=store,
-                                compress=out.compression is not Compression.NONE))
+            result = push(image, target, options=options, store=store, compress=compress, tag=attestor is None)
+            results.append(_attest(result, ref, names, image, attestor, options, out, None, attestations))
             continue
         from builder.progress import StepTransfers
 
         # a push of a big image is not silent: its blobs are lines of a "pushing" step
         handle = progress.start(f"pushing {target}", counted=False)
         try:
-            results.append(push(image, target, options=options, store=store, progress=StepTransfers(progress, handle),
-                                compress=out.compression is not Compression.NONE))
+            result = push(image, target, options=options, store=store, progress=StepTransfers(progress, handle),
+                          compress=compress, tag=attestor is None)
+            results.append(_attest(result, ref, names, image, attestor, options, out, progress, attestations))
         except PybuildError as err:
             progress.failed(handle, str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise
         progress.done(handle)
     return results
+
+
+def _attest(result, ref, names: Sequence[str], image: Image, attestor: Attestor | None, options,
+            out: OutputSpec, progress, made: dict[str, AttestationManifest]):
+    """After an attested image's push (by digest): its attestation manifest, then the index
+    of both under the tag (or by digest with push-by-digest); the result names the index."""
+    if attestor is None:
+        return result
+    from builder.export.attestation import attested_index
+    from builder.registry.remote import push_manifests
+
+    platform = _platform_of(image)
+    key = str(result.digest)
+    if key not in made:
+        made[key] = attestor.manifest_for(result.digest, names, platform)
+    att = made[key]
+    image_desc = Descriptor(image.manifest().media_type, result.digest, result.size, platform=platform)
+    index = attested_index(image_desc, att)
+    target = replace(ref, tag=None) if out.push_by_digest else ref
+    digest = push_manifests(target, att.blobs, [(att.raw, MediaType.OCI_MANIFEST), (index, MediaType.OCI_INDEX)],
+                            options=options, progress=progress)
+    return replace(result, digest=digest, size=len(index))
+
+
+def _regular_files(root: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """The regular files under ``root`` (no symlink followed), in fsutil's walk order (by name)."""
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        rel = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from _regular_files(Path(entry.path), rel + "/")
+        elif entry.is_file(follow_symlinks=False):
+            yield rel, Path(entry.path)
+
+
+def _write_attestation_files(root: Path, attestor: Attestor, platform, source_date_epoch: int | None) -> None:
+    """BuildKit's local/tar exporters: the statements as files at the output's root, each
+    naming every regular file of the output (path and sha256) as its subjects; mode 0600."""
+    import hashlib
+
+    from builder.image.digest import Digest
+
+    files = []
+    for rel, path in _regular_files(root):
+        hasher = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                hasher.update(chunk)
+        files.append((rel, Digest.from_hasher(hasher)))
+    for name, data in attestor.file_statements(files, platform):
+        target = root / name
+        with contextlib.suppress(FileNotFoundError):
+            if target.is_symlink() or target.is_dir():
+                raise PybuildError(f"cannot write the attestation {name}: the image has a {name} of another kind")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(target, 0o600)
+        if source_date_epoch is not None:
+            os.utime(target, (source_date_epoch, source_date_epoch), follow_symlinks=False)

@@ -482,8 +482,13 @@ def _check_arg(arg: Arg, out: _Collector) -> None:
     _check_description(arg, "ARG", [s.key for s in arg.args], out)
 
 
+def looks_secret(name: str) -> bool:
+    """Whether a variable's name reads as a secret's (BuildKit's SecretsUsedInArgOrEnv lists)."""
+    return bool(_SECRET_DENY.search(name)) and not _SECRET_ALLOW.search(name)
+
+
 def _check_secret(keyword: str, key: str, ins: Instruction, out: _Collector) -> None:
-    if _SECRET_DENY.search(key) and not _SECRET_ALLOW.search(key):
+    if looks_secret(key):
         out.at("SecretsUsedInArgOrEnv",
                f'Do not use ARG or ENV instructions for sensitive data ({keyword} "{key}")', ins)
 

@@ -765,8 +765,10 @@ class PushResult:
 def push(image: Image, reference: Reference | str, *, client: RegistryClient | None = None,
          options: ClientOptions | None = None, progress: Progress | None = None,
          workers: int = DEFAULT_WORKERS, mount_from: Sequence[str] = (),
-         chunk_size: int | None = None, store: Store | None = None, compress: bool = True) -> PushResult:
-    """Upload an image's blobs and then its manifest under ``reference``'s tag (or digest).
+         chunk_size: int | None = None, store: Store | None = None, compress: bool = True,
+         tag: bool = True) -> PushResult:
+    """Upload an image's blobs and then its manifest under ``reference``'s tag (or digest;
+    with ``tag`` off, under its digest only: an index pushed next names it).
 
     Layers go in the compression they are held in; uncompressed ones are pushed
     as gzip (the manifest is rewritten to match), unless ``compress`` is off. A blob the registry
@@ -833,7 +835,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
             digest = Digest.of(raw_manifest)
             if ref.digest is not None and ref.digest != digest:
                 raise DigestMismatchError(ref.digest, digest, f"manifest pushed as {ref.familiar}")
-            identifier = ref.tag or str(digest)
+            identifier = (ref.tag if tag else None) or str(digest)
             answered = client.put_manifest(ref.repository, identifier, raw_manifest, media_type)
             if answered and answered != digest:
                 raise DigestMismatchError(digest, answered, f"manifest stored by {client.registry}")
@@ -843,9 +845,35 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
         progress.close()
         if own_client:
             client.close()
-    progress.message(f"{ref.tag or 'digest'}: digest: {digest} size: {len(raw_manifest)}")
+    if tag:
+        progress.message(f"{ref.tag or 'digest'}: digest: {digest} size: {len(raw_manifest)}")
     return PushResult(ref, digest, len(raw_manifest), counts["uploaded"], counts["mounted"],
                       counts["exists"])
+
+
+def push_manifests(reference: Reference, blobs: Sequence[tuple[Descriptor, bytes]],
+                   manifests: Sequence[tuple[bytes, str]], *, options: ClientOptions | None = None,
+                   progress: Progress | None = None) -> Digest:
+    """Upload small blobs, then each manifest by digest, the last under ``reference``'s tag:
+    what an attested image adds after its own push (the attestation manifest, the index)."""
+    client = RegistryClient(reference.registry, options)
+    try:
+        for descriptor, data in blobs:
+            upload_blob(client, reference.repository,
+                        PushBlob(descriptor, functools.partial(io.BytesIO, data), "attestation"))
+        digest = Digest.of(b"")
+        for i, (raw, media_type) in enumerate(manifests):
+            digest = Digest.of(raw)
+            last = i == len(manifests) - 1
+            identifier = (reference.tag if last else None) or str(digest)
+            answered = client.put_manifest(reference.repository, identifier, raw, media_type)
+            if answered and answered != digest:
+                raise DigestMismatchError(digest, answered, f"manifest stored by {client.registry}")
+    finally:
+        client.close()
+    if progress is not None and manifests:
+        progress.message(f"{reference.tag or 'digest'}: digest: {digest} size: {len(manifests[-1][0])}")
+    return digest
 
 
 def _known_sources(store: Store | None) -> BlobSources | None:
