@@ -215,7 +215,7 @@ class Build:
             root = Path(opts.context)
             if root.exists() and not root.is_dir():
                 raise BuildContextError(f"unable to prepare context: context must be a directory: {opts.context}")
-            if not root.is_dir():
+            if not opts.context or not root.is_dir():  # "" is no path (Path("") would be ".")
                 raise BuildContextError(f'unable to prepare context: path "{opts.context}" not found')
             dockerfile_path = None
             if opts.dockerfile and opts.dockerfile != "-":

@@ -4,14 +4,17 @@ traceback), worded as docker words it where docker has the same mistake."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.helpers.tools import run_pybuild
+from tests.helpers.tools import REPO, run_pybuild
 
 
 def error_of(*args: str, root: Path, code: int = 1, cwd: Path | None = None) -> str:
     """The stderr of a command that must fail with ``code``; no traceback, no internal error."""
-    proc = run_pybuild(*args, root=root, cwd=cwd)
+    proc = run_pybuild(*args, root=root, cwd=cwd, env={"PYTHONPATH": str(REPO)})
     err = proc.stderr.decode()
     assert proc.returncode == code, (proc.returncode, err)
     assert "Traceback" not in err and "internal error" not in err, err
@@ -37,3 +40,55 @@ def test_bytes_that_are_not_utf8_in_a_dockerfile_build_as_docker_s_json_writes_t
     labels = json.loads(run_pybuild("inspect", "-f", "{{json .Config.Labels}}", "u8", root=root,
                                     check=True).stdout)
     assert labels == {"l": "a\ufffdb"}
+
+
+def error_without_file_override(*args: str, root: Path) -> str:
+    """Run as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so that mode 000 files and
+    directories are unreadable as they are to a user; the stderr of a failure (exit 1 or 125)."""
+    proc = subprocess.run(
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "builder",
+         *args], capture_output=True, env={**os.environ, "PYBUILD_ROOT": str(root)}, cwd=REPO,
+        timeout=300)
+    err = proc.stderr.decode()
+    assert proc.returncode in (1, 125), (proc.returncode, err)
+    assert "Traceback" not in err and "internal error" not in err, err
+    return err
+
+
+def test_an_unreadable_file_in_the_context_is_named_at_the_copy_line(tmp_path: Path, ctx: Path) -> None:
+    (ctx / "made").chmod(0)
+    err = error_without_file_override("build", "-q", str(ctx), root=tmp_path / "root")
+    assert err == "ERROR: Dockerfile:2: COPY failed: cannot read made in the build context: permission denied\n"
+
+
+def test_an_unreadable_context_directory_is_docker_s_prepare_context_error(tmp_path: Path, ctx: Path) -> None:
+    ctx.chmod(0)
+    try:
+        err = error_without_file_override("build", "-q", str(ctx), root=tmp_path / "root")
+    finally:
+        ctx.chmod(0o755)
+    assert err == ("ERROR: unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
+                   f"lstat {ctx}/Dockerfile: permission denied\n")
+
+
+def test_an_unreadable_archive_to_load(tmp_path: Path) -> None:
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"")
+    archive.chmod(0)
+    err = error_without_file_override("load", "-i", str(archive), root=tmp_path / "root")
+    assert err == f"ERROR: open {archive}: permission denied\n"
+
+
+def test_a_local_output_under_a_directory_that_cannot_be_searched(tmp_path: Path, ctx: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0)
+    err = error_without_file_override("build", "-q", "-o", f"type=local,dest={locked}/out", str(ctx),
+                                      root=tmp_path / "root")
+    assert err == f'ERROR: invalid output path "{locked}/out": Permission denied\n'
+
+
+def test_an_empty_context_argument_is_no_path(tmp_path: Path, ctx: Path) -> None:
+    """docker: `docker build ""` is 'path "" not found'; pybuild built the current directory."""
+    for extra in ([], ["--dry-run"]):
+        err = error_of("build", *extra, "", root=tmp_path / "root", cwd=ctx)
+        assert err == 'ERROR: unable to prepare context: path "" not found\n'
