@@ -92,3 +92,20 @@ def test_an_empty_context_argument_is_no_path(tmp_path: Path, ctx: Path) -> None
     for extra in ([], ["--dry-run"]):
         err = error_of("build", *extra, "", root=tmp_path / "root", cwd=ctx)
         assert err == 'ERROR: unable to prepare context: path "" not found\n'
+
+
+def test_ctrl_c_while_the_cli_is_imported_is_one_message_and_130() -> None:
+    """The first tenth of a second of `pybuild` is Python importing the CLI; a Ctrl-C there
+    printed an import's traceback. (A KeyboardInterrupt raised by an import stands for it.)"""
+    script = (
+        "import builtins, builder\n"
+        "real = builtins.__import__\n"
+        "def interrupted(name, *args, **kwargs):\n"
+        "    if name == 'dataclasses':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted\n"
+        "raise SystemExit(builder.console())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=REPO, timeout=60)
+    assert (proc.returncode, proc.stderr.decode()) == (130, "ERROR: interrupted\n")
