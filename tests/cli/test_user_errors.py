@@ -109,3 +109,37 @@ def test_ctrl_c_while_the_cli_is_imported_is_one_message_and_130() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=REPO, timeout=60)
     assert (proc.returncode, proc.stderr.decode()) == (130, "ERROR: interrupted\n")
+
+
+def test_an_unknown_flag_is_reported_before_a_missing_argument(tmp_path: Path) -> None:
+    """cobra reads the flags first; pybuild said the PATH was missing."""
+    root = tmp_path / "root"
+    cases = {
+        ("--nope",): "unknown flag: --nope\nSee 'pybuild build --help'.",
+        ("build", "--nope=1"): "unknown flag: --nope\nSee 'pybuild build --help'.",
+        ("tag", "-Z", "x"): "unknown shorthand flag: 'Z' in -Z\nSee 'pybuild tag --help'.",
+        ("build", "-qZ"): "unknown shorthand flag: 'Z' in -qZ\nSee 'pybuild build --help'.",
+        # a value that starts with '-' is the flag's, not an unknown flag
+        ("build", "--cpu-quota", "-1"): "\"pybuild build\" requires exactly 1 argument (PATH).\n"
+                                        "See 'pybuild build --help'.",
+    }
+    for args, message in cases.items():
+        assert error_of(*args, root=root, code=125) == f"ERROR: {message}\n", args
+
+
+def test_run_with_a_bad_reference_says_only_that(tmp_path: Path) -> None:
+    """docker run reports the reference alone; pybuild said 'Unable to find image' first."""
+    err = error_of("run", "UPPER", "true", root=tmp_path / "root", code=125)
+    assert err == "ERROR: invalid reference format: repository name (library/UPPER) must be lowercase\n"
+
+
+def test_a_format_indexes_a_string_s_bytes_as_go_does(tmp_path: Path, ctx: Path) -> None:
+    """`{{index .Repository 9}}` printed empty lines and exited 0."""
+    root = tmp_path / "root"
+    run_pybuild("build", "-q", "-t", "app", str(ctx), root=root, check=True)
+    err = error_of("images", "--format", "{{index .Repository 9}}", "app", root=root, code=125)
+    assert err == "ERROR: template '{{index .Repository 9}}': error calling index: index out of range: 9\n"
+    out = run_pybuild("images", "--format", "{{index .Repository 0}}", "app", root=root, check=True)
+    assert out.stdout == b"97\n"
+    err = error_of("inspect", "-f", '{{index .Id "x"}}', "app", root=root, code=125)
+    assert err.endswith("error calling index: cannot index slice/array with type string\n")
