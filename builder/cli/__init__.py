@@ -84,10 +84,9 @@ def _docker_message(message: str, prog: str) -> str:
         names = message.removeprefix("the following arguments are required: ")
         return f'"{prog}" requires at least 1 argument ({names}).'
     if message.startswith("argument -") and ": ignored explicit argument '" in message:
-        # `-qZ`: -q takes no value, and Z is no flag of ours
-        flag = message.removeprefix("argument ").split("/")[0].split(":")[0]
+        # `-qZ`: -q takes no value, and Z is no flag of ours; pflag names what is left ("-Z")
         rest = message.partition(": ignored explicit argument ")[2].strip("'")
-        return f"unknown shorthand flag: '{rest[:1]}' in {flag}{rest}"
+        return f"unknown shorthand flag: '{rest[:1]}' in -{rest}"
     if message.startswith("argument ") and ": expected one argument" in message:
         flag = message.removeprefix("argument ").split(":")[0].split("/")[-1]
         return f"flag needs an argument: {flag}"

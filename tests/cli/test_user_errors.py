@@ -118,7 +118,8 @@ def test_an_unknown_flag_is_reported_before_a_missing_argument(tmp_path: Path) -
         ("--nope",): "unknown flag: --nope\nSee 'pybuild build --help'.",
         ("build", "--nope=1"): "unknown flag: --nope\nSee 'pybuild build --help'.",
         ("tag", "-Z", "x"): "unknown shorthand flag: 'Z' in -Z\nSee 'pybuild tag --help'.",
-        ("build", "-qZ"): "unknown shorthand flag: 'Z' in -qZ\nSee 'pybuild build --help'.",
+        ("build", "-qZ"): "unknown shorthand flag: 'Z' in -Z\nSee 'pybuild build --help'.",
+        ("build", "-Zq", "."): "unknown shorthand flag: 'Z' in -Zq\nSee 'pybuild build --help'.",
         # a value that starts with '-' is the flag's, not an unknown flag
         ("build", "--cpu-quota", "-1"): "\"pybuild build\" requires exactly 1 argument (PATH).\n"
                                         "See 'pybuild build --help'.",
