@@ -113,7 +113,8 @@ def parse_build_args(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not key:
-            raise UsageError(f"invalid argument {item!r} for --build-arg: expected KEY=VALUE")
+            raise UsageError(f'invalid argument "{item}" for "--build-arg" flag: invalid environment '
+                             f"variable: {item} (expected KEY=VALUE)")
         if sep:
             result[key] = value
         elif key in os.environ:
@@ -126,7 +127,8 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, _, value = item.partition("=")
         if not key:
-            raise UsageError(f"invalid argument {item!r} for --label: expected KEY=VALUE")
+            raise UsageError(f'invalid argument "{item}" for "--label" flag: invalid label '
+                             f"'{item}': empty name (expected KEY=VALUE)")
         result[key] = value
     return result
 
@@ -166,7 +168,12 @@ class Build:
         self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
         # an archive's names are tags too: docker load refuses a RepoTags entry with a digest
         archive_names = [name for out in outputs if out.type in ("oci", "docker") for name in out.names]
-        for tag in (*options.tags, *self._output_names, *archive_names):
+        for tag in options.tags:
+            try:
+                new_tag_name(tag)
+            except InvalidReferenceError as err:  # docker's words for a flag's bad value
+                raise InvalidReferenceError(f'invalid argument "{tag}" for "-t, --tag" flag: {err}') from None
+        for tag in (*self._output_names, *archive_names):
             new_tag_name(tag)
         for path in (options.iidfile, options.metadata_file):
             if path:

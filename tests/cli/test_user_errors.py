@@ -144,3 +144,34 @@ def test_a_format_indexes_a_string_s_bytes_as_go_does(tmp_path: Path, ctx: Path)
     assert out.stdout == b"97\n"
     err = error_of("inspect", "-f", '{{index .Id "x"}}', "app", root=root, code=125)
     assert err.endswith("error calling index: cannot index slice/array with type string\n")
+
+
+def test_bad_flag_values_are_worded_as_docker_s(tmp_path: Path, ctx: Path) -> None:
+    """docker's `invalid argument "V" for "FLAG" flag: REASON` (pybuild adds what it expects);
+    an empty size was taken for the default and built."""
+    root = tmp_path / "root"
+    cases = {
+        ("--shm-size", ""): 'invalid argument "" for "--shm-size" flag: invalid size: \'\' '
+                            "(a size such as 67108864, 512m or 2g)",
+        ("-m", "abc"): 'invalid argument "abc" for "-m, --memory" flag: invalid size: \'abc\' '
+                       "(a size such as 67108864, 512m or 2g)",
+        ("--build-arg", "=x"): 'invalid argument "=x" for "--build-arg" flag: invalid environment '
+                               "variable: =x (expected KEY=VALUE)",
+        ("--label", "=x"): 'invalid argument "=x" for "--label" flag: invalid label \'=x\': empty name '
+                           "(expected KEY=VALUE)",
+        ("--add-host", "x"): 'invalid argument "x" for "--add-host" flag: bad format for add-host: "x" '
+                             "(expected NAME:IP)",
+        ("--ulimit", "nofile=10:5"): 'invalid argument "nofile=10:5" for "--ulimit" flag: ulimit soft '
+                                     "limit must be less than or equal to hard limit: 10 > 5",
+        ("-t", "a:b:c"): 'invalid argument "a:b:c" for "-t, --tag" flag: invalid reference format: '
+                         "'a:b:c'",
+    }
+    for args, message in cases.items():
+        assert error_of("build", "-q", *args, str(ctx), root=root, code=125) == f"ERROR: {message}\n", args
+
+
+def test_rmi_of_a_missing_image_names_it_as_docker_s_daemon_does(tmp_path: Path) -> None:
+    proc = run_pybuild("rmi", "nosuch", "nosuch:1", root=tmp_path / "root")
+    assert proc.returncode == 1
+    assert proc.stderr == (b"Error response from daemon: No such image: nosuch:latest\n"
+                           b"Error response from daemon: No such image: nosuch:1\n")
