@@ -3,10 +3,12 @@ traceback), worded as docker words it where docker has the same mistake."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from tests.helpers.tools import REPO, run_pybuild
@@ -175,3 +177,24 @@ def test_rmi_of_a_missing_image_names_it_as_docker_s_daemon_does(tmp_path: Path)
     assert proc.returncode == 1
     assert proc.stderr == (b"Error response from daemon: No such image: nosuch:latest\n"
                            b"Error response from daemon: No such image: nosuch:1\n")
+
+
+def test_an_archive_whose_repo_tags_are_a_string_is_refused(tmp_path: Path, ctx: Path) -> None:
+    """A hand-edited manifest.json with "RepoTags": "app" loaded an image named a:latest,
+    p:latest, p:latest (one per letter)."""
+    root = tmp_path / "root"
+    run_pybuild("build", "-q", "-t", "app", str(ctx), root=root, check=True)
+    saved = tmp_path / "saved.tar"
+    run_pybuild("save", "-o", str(saved), "app", root=root, check=True)
+    edited = tmp_path / "edited.tar"
+    with tarfile.open(saved) as src, tarfile.open(edited, "w") as out:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name == "manifest.json":
+                manifest = json.loads(data or b"")
+                manifest[0]["RepoTags"] = "app"
+                data = json.dumps(manifest).encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    err = error_of("load", "-i", str(edited), root=tmp_path / "fresh")
+    assert err == f"ERROR: {edited}: manifest.json: RepoTags is not a list of image names\n"
