@@ -11,6 +11,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from tests.helpers.fileserver import serve_files
 from tests.helpers.tools import REPO, run_pybuild
 
 
@@ -198,3 +199,16 @@ def test_an_archive_whose_repo_tags_are_a_string_is_refused(tmp_path: Path, ctx:
             out.addfile(member, io.BytesIO(data) if data is not None else None)
     err = error_of("load", "-i", str(edited), root=tmp_path / "fresh")
     assert err == f"ERROR: {edited}: manifest.json: RepoTags is not a list of image names\n"
+
+
+def test_login_to_a_web_server_that_is_no_registry_fails(tmp_path: Path) -> None:
+    """Its /v2/ answers 404 and asks for no auth: pybuild said "Login Succeeded" and stored the
+    password; docker's words for it."""
+    docker_config = tmp_path / "docker-config"
+    with serve_files({"/index.html": b"hello"}) as url:
+        host = url.removeprefix("http://")
+        proc = run_pybuild("login", "-u", "me", "--password-stdin", host, input=b"secret\n",
+                           root=tmp_path / "root", env={"DOCKER_CONFIG": str(docker_config)})
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == f"ERROR: login attempt to {url}/v2/ failed with status: 404 Not Found\n"
+    assert not (docker_config / "config.json").exists()
