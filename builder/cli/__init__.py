@@ -59,6 +59,16 @@ class DockerStyleParser(argparse.ArgumentParser):
                 next(words, None)
         return None
 
+    def too_many_message(self) -> str:
+        """cobra's words for extra arguments: ``"docker images" requires at most 1 argument.``"""
+        positionals = [a for a in self._actions if not a.option_strings]
+        if not positionals:
+            return f'"{self.prog}" accepts no arguments.'
+        if all(a.nargs is None or isinstance(a.nargs, int) for a in positionals):
+            return self._arity_message()
+        most = sum(a.nargs if isinstance(a.nargs, int) else 1 for a in positionals)
+        return f'"{self.prog}" requires at most {most} argument{"" if most == 1 else "s"}.'
+
     def _arity_message(self) -> str:
         """cobra's wording: ``"docker tag" requires exactly 2 arguments.``"""
         positionals = [a for a in self._actions if not a.option_strings]
@@ -154,6 +164,20 @@ def _command_modules() -> list:
         if hasattr(module, "register"):
             modules.append(module)
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
+
+
+def _subparser(parser: argparse.ArgumentParser, names: list[str]) -> DockerStyleParser | None:
+    """The parser of ``pybuild NAME [NAME...]`` (``cache du``), or None."""
+    current = parser
+    for name in names:
+        found = None
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found = action.choices.get(name)
+        if found is None:
+            return None
+        current = found
+    return current if isinstance(current, DockerStyleParser) else None
 
 
 def _command_names(parser: argparse.ArgumentParser) -> set[str]:
@@ -272,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             nested = getattr(args, f"{args.command}_command", None)  # `pybuild cache du --bad`
             if nested:
                 sub += f" {nested}"
+            command = _subparser(parser, sub.split()[1:])
+            if command is not None and not any(a.startswith("-") for a in extra):
+                raise UsageError(command.too_many_message() + f"\nSee '{sub} --help'.")
             raise UsageError(_docker_message(f"unrecognized arguments: {' '.join(extra)}", sub)
                              + f"\nSee '{sub} --help'.")
         if args.command is None:

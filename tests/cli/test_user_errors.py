@@ -212,3 +212,18 @@ def test_login_to_a_web_server_that_is_no_registry_fails(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert proc.stderr.decode() == f"ERROR: login attempt to {url}/v2/ failed with status: 404 Not Found\n"
     assert not (docker_config / "config.json").exists()
+
+
+def test_extra_arguments_are_counted_as_docker_counts_them(tmp_path: Path) -> None:
+    """pybuild said 'accepts at most the given arguments, received extra: b'."""
+    root = tmp_path / "root"
+    cases = {
+        ("images", "a", "b"): '"pybuild images" requires at most 1 argument.',
+        ("tag", "a", "b", "c"): '"pybuild tag" requires exactly 2 arguments (SOURCE_IMAGE[:TAG] '
+                                'TARGET_IMAGE[:TAG]).',
+        ("load", "x"): '"pybuild load" accepts no arguments.',
+        ("cache", "du", "x"): '"pybuild cache du" accepts no arguments.',
+    }
+    for args, message in cases.items():
+        help_of = " ".join(args[:2] if args[0] == "cache" else args[:1])
+        assert error_of(*args, root=root, code=125) == f"ERROR: {message}\nSee 'pybuild {help_of} --help'.\n"
