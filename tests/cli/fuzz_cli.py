@@ -150,7 +150,7 @@ def make_cases() -> None:
         case(f"build-o-{o[:30]}", *B, "-o", o, f"{F}/ctx")
     for c in ["", "type=", "type=bogus", "type=registry", "type=registry,ref=UPPER", "type=local", "type=local,src=" + F + "/nosuch", "type=local,src=" + F + "/afile", "type=gha", "ref", "type=inline,bogus=1", "type=registry,ref=127.0.0.1:1/x", "type=local,src=" + F + "/dfdir"]:
         case(f"build-cache-from-{c[:30]}", *B, "--cache-from", c, f"{F}/ctx")
-    for c in ["", "type=", "type=bogus", "type=registry", "type=local", "type=local,dest=" + F + "/afile", "type=local,dest=" + F + "/afile/x", "type=local,dest={F}/cc,mode=bogus", "type=registry,ref=127.0.0.1:1/x", "type=inline,mode=max", "type=local,dest={F}/cc,compression=bogus"]:
+    for c in ["", "type=", "type=bogus", "type=registry", "type=local", "type=local,dest=" + F + "/afile", "type=local,dest=" + F + "/afile/x", f"type=local,dest={F}/cc,mode=bogus", "type=registry,ref=127.0.0.1:1/x", "type=inline,mode=max", f"type=local,dest={F}/cc,compression=bogus"]:
         case(f"build-cache-to-{c[:30]}", *B, "--cache-to", c, f"{F}/ctx")
     for flag, vals in {
         "--progress": ["bogus", ""], "--network": ["bogus", "container:x"], "--isolation": ["bogus"],
@@ -166,8 +166,8 @@ def make_cases() -> None:
         for v in vals:
             case(f"build{flag}-{v[:25]}", *B, flag, v, f"{F}/ctx")
     case("build-push-no-tag", *B, "--push", f"{F}/ctx")
-    case("build-load-push-oflag", *B, "--load", "-o", "type=local,dest={F}/o1", f"{F}/ctx")
-    case("build-two-o", *B, "-o", "type=local,dest={F}/o1", "-o", "type=tar,dest={F}/o2.tar", f"{F}/ctx")
+    case("build-load-push-oflag", *B, "--load", "-o", f"type=local,dest={F}/o1", f"{F}/ctx")
+    case("build-two-o", *B, "-o", f"type=local,dest={F}/o1", "-o", f"type=tar,dest={F}/o2.tar", f"{F}/ctx")
     case("build-check-and-call", *B, "--check", "--call", "build", f"{F}/ctx")
     case("build-dry-run-explain", *B, "--dry-run", "--explain", f"{F}/ctx")
     case("build-stdin-empty", "build", "-q", "-")
