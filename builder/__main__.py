@@ -1,3 +1,3 @@
-from builder.cli import main
+from builder import console
 
-raise SystemExit(main())
+raise SystemExit(console())

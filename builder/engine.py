@@ -128,7 +128,8 @@ def parse_build_args(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not key:
-            raise UsageError(f"invalid argument {item!r} for --build-arg: expected KEY=VALUE")
+            raise UsageError(f'invalid argument "{item}" for "--build-arg" flag: invalid environment '
+                             f"variable: {item} (expected KEY=VALUE)")
         if sep:
             result[key] = value
         elif key in os.environ:
@@ -141,7 +142,8 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, _, value = item.partition("=")
         if not key:
-            raise UsageError(f"invalid argument {item!r} for --label: expected KEY=VALUE")
+            raise UsageError(f'invalid argument "{item}" for "--label" flag: invalid label '
+                             f"'{item}': empty name (expected KEY=VALUE)")
         result[key] = value
     return result
 
@@ -184,7 +186,12 @@ class Build:
         self._id_stream = sys.stderr if any(out.to_stdout for out in outputs) else sys.stdout
         # an archive's names are tags too: docker load refuses a RepoTags entry with a digest
         archive_names = [name for out in outputs if out.type in ("oci", "docker") for name in out.names]
-        for tag in (*options.tags, *self._output_names, *archive_names):
+        for tag in options.tags:
+            try:
+                new_tag_name(tag)
+            except InvalidReferenceError as err:  # docker's words for a flag's bad value
+                raise InvalidReferenceError(f'invalid argument "{tag}" for "-t, --tag" flag: {err}') from None
+        for tag in (*self._output_names, *archive_names):
             new_tag_name(tag)
         for path in (options.iidfile, options.metadata_file):
             if path:
@@ -233,7 +240,7 @@ class Build:
             root = Path(opts.context)
             if root.exists() and not root.is_dir():
                 raise BuildContextError(f"unable to prepare context: context must be a directory: {opts.context}")
-            if not root.is_dir():
+            if not opts.context or not root.is_dir():  # "" is no path (Path("") would be ".")
                 raise BuildContextError(f'unable to prepare context: path "{opts.context}" not found')
             dockerfile_path = None
             if opts.dockerfile and opts.dockerfile != "-":

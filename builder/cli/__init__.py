@@ -29,10 +29,45 @@ from builder.errors import PybuildError, UsageError
 class DockerStyleParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors read like docker's and exit 125."""
 
+    _words: list[str] = []  # the words this parser was last given
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        self._words = list(args) if args is not None else []
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         if message.startswith("the following arguments are required: "):
+            unknown = self._unknown_flag()
+            if unknown:  # cobra reads the flags first: `build --nope` is the flag's error
+                raise UsageError(_unknown_flag_message(unknown) + f"\nSee '{self.prog} --help'.")
             raise UsageError(self._arity_message() + f"\nSee '{self.prog} --help'.")
         raise UsageError(_docker_message(message, self.prog) + f"\nSee '{self.prog} --help'.")
+
+    def _unknown_flag(self) -> str | None:
+        """The first word that looks like a flag and is none of this parser's."""
+        words = iter(self._words)
+        for word in words:
+            if word == "--":
+                return None
+            if not word.startswith("-") or word == "-" or self._negative_number_matcher.match(word):
+                continue
+            name = word.partition("=")[0] if word.startswith("--") else word[:2]
+            action = self._option_string_actions.get(name)
+            if action is None:
+                return name if word.startswith("--") else word
+            if action.nargs != 0 and word == name:  # its value is the next word: `--cpu-quota -1`
+                next(words, None)
+        return None
+
+    def too_many_message(self) -> str:
+        """cobra's words for extra arguments: ``"docker images" requires at most 1 argument.``"""
+        positionals = [a for a in self._actions if not a.option_strings]
+        if not positionals:
+            return f'"{self.prog}" accepts no arguments.'
+        if all(a.nargs is None or isinstance(a.nargs, int) for a in positionals):
+            return self._arity_message()
+        most = sum(a.nargs if isinstance(a.nargs, int) else 1 for a in positionals)
+        return f'"{self.prog}" requires at most {most} argument{"" if most == 1 else "s"}.'
 
     def _arity_message(self) -> str:
         """cobra's wording: ``"docker tag" requires exactly 2 arguments.``"""
@@ -53,15 +88,26 @@ def _docker_message(message: str, prog: str) -> str:
         extra = message.removeprefix("unrecognized arguments: ").split()
         flags = [a for a in extra if a.startswith("-")]
         if flags:
-            return f"unknown flag: {flags[0]}"
+            return _unknown_flag_message(flags[0])
         return f"accepts at most the given arguments, received extra: {' '.join(extra)}"
     if message.startswith("the following arguments are required: "):
         names = message.removeprefix("the following arguments are required: ")
         return f'"{prog}" requires at least 1 argument ({names}).'
+    if message.startswith("argument -") and ": ignored explicit argument '" in message:
+        # `-qZ`: -q takes no value, and Z is no flag of ours; pflag names what is left ("-Z")
+        rest = message.partition(": ignored explicit argument ")[2].strip("'")
+        return f"unknown shorthand flag: '{rest[:1]}' in -{rest}"
     if message.startswith("argument ") and ": expected one argument" in message:
         flag = message.removeprefix("argument ").split(":")[0].split("/")[-1]
         return f"flag needs an argument: {flag}"
     return message
+
+
+def _unknown_flag_message(flag: str) -> str:
+    """pflag's words: ``unknown flag: --foo``, ``unknown shorthand flag: 'v' in -v``."""
+    if flag.startswith("--") or len(flag) < 2:
+        return f"unknown flag: {flag.partition('=')[0]}"
+    return f"unknown shorthand flag: '{flag[1]}' in {flag}"
 
 
 def _common_parent() -> argparse.ArgumentParser:
@@ -118,6 +164,20 @@ def _command_modules() -> list:
         if hasattr(module, "register"):
             modules.append(module)
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
+
+
+def _subparser(parser: argparse.ArgumentParser, names: list[str]) -> DockerStyleParser | None:
+    """The parser of ``pybuild NAME [NAME...]`` (``cache du``), or None."""
+    current = parser
+    for name in names:
+        found = None
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found = action.choices.get(name)
+        if found is None:
+            return None
+        current = found
+    return current if isinstance(current, DockerStyleParser) else None
 
 
 def _command_names(parser: argparse.ArgumentParser) -> set[str]:
@@ -236,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             nested = getattr(args, f"{args.command}_command", None)  # `pybuild cache du --bad`
             if nested:
                 sub += f" {nested}"
+            command = _subparser(parser, sub.split()[1:])
+            if command is not None and not any(a.startswith("-") for a in extra):
+                raise UsageError(command.too_many_message() + f"\nSee '{sub} --help'.")
             raise UsageError(_docker_message(f"unrecognized arguments: {' '.join(extra)}", sub)
                              + f"\nSee '{sub} --help'.")
         if args.command is None:

@@ -48,7 +48,7 @@ def resolve_dockerfile(args: argparse.Namespace) -> tuple[bytes, str]:
             raise BuildContextError("invalid argument: can't use stdin for both build context and dockerfile")
         return _from_stdin_context(sys.stdin.buffer.read(), args.file)
     context = Path(args.context)
-    if not context.is_dir():
+    if not args.context or not context.is_dir():
         raise BuildError(f'unable to prepare context: path "{args.context}" not found')
     source = read_dockerfile(args.context, args.file)
     return source.data, source.name

@@ -15,6 +15,7 @@ from builder.errors import UsageError
 _ACTION_RE = re.compile(r"{{(-\s)?\s*(.*?)\s*(\s-)?}}", re.S)
 _WORD_RE = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|:=|,|[^\s,:]+(?::(?!=)[^\s,:]*)*')
 _FIELD_RE = re.compile(r"^(?:\$[A-Za-z0-9_]*)?(?:\.[A-Za-z_][A-Za-z0-9_]*)*$|^\.$")
+GO_TYPES = {str: "string", float: "float64", bool: "bool", type(None): "nil"}  # as Go names them
 FUNCTIONS = ("json", "index", "join", "split", "upper", "lower", "title", "len", "print", "println")
 
 # Fields docker's structs type as slices or maps: a null one prints as Go's empty value.
@@ -254,10 +255,12 @@ class _Executor:
                 raise UsageError(f"template {self.source!r}: index needs a map or a list")
             value = args[0]
             for key in args[1:]:
+                if isinstance(value, str):  # Go indexes a string's bytes, and gives a number
+                    value = tuple(value.encode("utf-8", "surrogateescape"))
                 if isinstance(value, list | tuple):
                     if not isinstance(key, int) or isinstance(key, bool):
                         raise UsageError(f"template {self.source!r}: error calling index: cannot index "
-                                         f"slice/array with type {type(key).__name__}")
+                                         f"slice/array with type {GO_TYPES.get(type(key), type(key).__name__)}")
                     if not 0 <= key < len(value):
                         raise UsageError(f"template {self.source!r}: error calling index: index out of "
                                          f"range: {key}")

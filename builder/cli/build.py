@@ -142,15 +142,16 @@ def container_settings(args: argparse.Namespace) -> ContainerSettings:
     swap = args.memory_swap
     resources = Resources.parse(
         cpus=getattr(args, "cpus", None) or "",  # docker run's --cpus (docker build has none)
-        memory=parse_size(args.memory, "--memory") if args.memory else 0,
-        memory_swap=-1 if swap == "-1" else parse_size(swap, "--memory-swap") if swap else 0,
+        # "" is a bad size, as docker's flags say, not the default
+        memory=parse_size(args.memory, "-m, --memory") if args.memory is not None else 0,
+        memory_swap=-1 if swap == "-1" else parse_size(swap, "--memory-swap") if swap is not None else 0,
         cpu_shares=args.cpu_shares, cpu_period=args.cpu_period, cpu_quota=args.cpu_quota,
         cpuset_cpus=args.cpuset_cpus, cpuset_mems=args.cpuset_mems, cgroup_parent=args.cgroup_parent,
     )
     return ContainerSettings(
         # buildx takes a comma list too (a string-slice flag); a host entry never has a comma
         extra_hosts=tuple(parse_extra_host(t) for t in _comma_list(args.add_host)),
-        shm_size=parse_size(args.shm_size, "--shm-size") if args.shm_size else SHM_SIZE,
+        shm_size=parse_size(args.shm_size, "--shm-size") if args.shm_size is not None else SHM_SIZE,
         ulimits=tuple(ulimits.values()),
         resources=resources,
     )

@@ -723,6 +723,16 @@ def _tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_daemon_names(name: str) -> str:
+    """A missing image as docker's daemon names it in rmi's error: ``nosuch`` is ``nosuch:latest``."""
+    from builder.image.reference import Reference
+
+    ref = Reference.try_parse(name)
+    if ref is None or ref.digest is not None or ":" in name.rpartition("/")[2]:
+        return name
+    return f"{name}:latest"
+
+
 def _rmi(args: argparse.Namespace) -> int:
     from builder.errors import ImageNotFoundError
 
@@ -733,9 +743,9 @@ def _rmi(args: argparse.Namespace) -> int:
             try:
                 for event in store.rmi(name, force=args.force):
                     print(event)
-            except ImageNotFoundError as err:
+            except ImageNotFoundError:
                 if not args.force:
-                    failed.append(f"Error response from daemon: {err}")
+                    failed.append(f"Error response from daemon: No such image: {_as_daemon_names(name)}")
             except PybuildError as err:
                 failed.append(f"Error response from daemon: {err}")
     finally:

@@ -202,8 +202,9 @@ def _image(args: argparse.Namespace, store):
         except ImageNotFoundError:
             if args.pull == "never" or is_id:
                 raise
+    ref = Reference.parse(args.image)  # first: docker reports a bad reference alone
+    if args.pull != "always":
         print(f"Unable to find image '{args.image}' locally", file=sys.stderr, flush=True)
-    ref = Reference.parse(args.image)
     options = ClientOptions(insecure_registries=frozenset(args.insecure_registry))
     try:
         pull_with_result(ref, store, options=options, progress=choose_progress(False, sys.stderr))

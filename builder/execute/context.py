@@ -47,8 +47,14 @@ class BuildContext:
             raise BuildContextError(f"build context {path} is not readable") from None
         if not stat.S_ISDIR(st.st_mode):
             raise BuildContextError(f"build context {path} is not a directory")
-        if dockerfile is None and (root / DEFAULT_DOCKERFILE).is_file():
-            dockerfile = root / DEFAULT_DOCKERFILE
+        if dockerfile is None:
+            try:
+                if (root / DEFAULT_DOCKERFILE).is_file():
+                    dockerfile = root / DEFAULT_DOCKERFILE
+            except PermissionError:  # a directory we may not search (mode 000): docker's words
+                raise BuildContextError(
+                    "unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
+                    f"lstat {root / DEFAULT_DOCKERFILE}: permission denied") from None
         return cls(root, dockerfile, load_ignore(root, dockerfile))
 
     @classmethod

@@ -505,7 +505,14 @@ class StageRunner:
                     content = xxhash.xxh3_128_hexdigest(f.data)
                 elif f.host is not None and stat_.S_ISREG(st.st_mode):
                     assert self.env.statcache is not None  # set with the records that need keys
-                    content, xattrs = self.env.statcache.file_digest(f.host, st)
+                    try:
+                        content, xattrs = self.env.statcache.file_digest(f.host, st)
+                    except PermissionError:
+                        # docker's client refuses it too ("no permission to read from '...'")
+                        context = self.env.copy_context
+                        shown = os.path.relpath(f.host, context.root) if context else f.host
+                        raise spec.error(f"cannot read {shown} in the build context: "
+                                         "permission denied") from None
                 else:
                     content = "-"
                     if f.host is not None and not stat_.S_ISLNK(st.st_mode):

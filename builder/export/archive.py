@@ -198,6 +198,8 @@ def open_archive(path: Path, scratch_dir: Path, name: str | None = None) -> Iter
             compression = detect(f.read(8))
     except FileNotFoundError:
         raise UsageError(f"open {shown}: no such file or directory") from None
+    except PermissionError:
+        raise UsageError(f"open {shown}: permission denied") from None
     except IsADirectoryError:
         raise UsageError(f"{shown} is a directory") from None
     plain = path

@@ -47,8 +47,16 @@ def repo_tags_by_config(files: ArchiveFiles) -> dict[str, tuple[str, ...]]:
         config = str(entry.get("Config", ""))
         match = _BLOB_PATH_RE.match(config)
         digest = "sha256:" + match.group(1) if match else _hash_member(files, config)
-        out[digest] = tuple(entry.get("RepoTags") or ())
+        out[digest] = _repo_tags(entry, f"{files.description}: manifest.json")
     return out
+
+
+def _repo_tags(entry: dict, where: str) -> tuple[str, ...]:
+    """An entry's RepoTags: a list of names (a bare string would read as one name per letter)."""
+    tags = entry.get("RepoTags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ArchiveError(f"{where}: RepoTags is not a list of image names")
+    return tuple(tags)
 
 
 def _hash_member(files: ArchiveFiles, name: str) -> str:
@@ -101,7 +109,7 @@ def read_docker_archive(files: ArchiveFiles) -> list[TaggedImage]:
             layers.append(desc)
         manifest = Manifest(config=config_desc, layers=tuple(layers), media_type=MediaType.DOCKER_MANIFEST)
         image = SourceImage(blobs, manifest.to_bytes(), MediaType.DOCKER_MANIFEST)
-        names = tuple(str(t) for t in entry.get("RepoTags") or ())
+        names = _repo_tags(entry, where)
         out.append(TaggedImage(image, names))
     if not out:
         raise ArchiveError(f"{files.description}: manifest.json lists no images")

@@ -83,7 +83,12 @@ class OutputSpec:
 
         if self.type == "local" or (self.type in ("oci", "docker") and not self.tar):
             dest = Path(self.dest or ".")
-            if dest.exists() and not dest.is_dir():
+            try:
+                is_dir = dest.is_dir()
+                exists = is_dir or dest.exists()
+            except OSError as err:  # under a directory we may not search
+                raise OutputPathError(f'invalid output path "{dest}": {err.strerror}') from None
+            if exists and not is_dir:
                 raise OutputPathError(f'invalid output path: "{dest}" exists and is not a directory')
             check_output_file(dest / "x", make_parents=True)  # its directory can be made and written
         elif self.type in ("oci", "docker", "tar") and self.dest not in (None, "-"):

@@ -33,6 +33,9 @@ _MODIFIERS = frozenset("+-?#%")
 # Characters of a ${VAR#pattern} that are regex syntax and must be escaped.
 _REGEX_META = frozenset("[]{}.+()|^$")
 _EOF = ""
+# ${VAR:-${VAR:-...}} levels one word may nest: each level is a few Python frames, and no
+# real Dockerfile nests more than a handful; deeper is refused with a message, not a crash.
+MAX_NESTING = 100
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class _LexError(Exception):
         super().__init__(message)
         self.message = message
         self.with_source = with_source
+
+
+class _NestingError(_LexError):
+    """Internal: ${...} nested deeper than MAX_NESTING; no level rewrites it."""
 
 
 @dataclass(frozen=True)
@@ -167,13 +174,14 @@ class _Words:
 class _Scanner:
     """State of one expansion: position in the source, the env, names seen."""
 
-    __slots__ = ("env", "escape", "lex", "matched", "pos", "raw_escapes", "src", "unmatched")
+    __slots__ = ("depth", "env", "escape", "lex", "matched", "pos", "raw_escapes", "src", "unmatched")
 
     def __init__(self, lex: ShellLex, src: str, env: Mapping[str, str]) -> None:
         self.lex = lex
         # Go's text/scanner drops a byte-order mark at the very start.
         self.src = src[1:] if src.startswith("\ufeff") else src
         self.pos = 0
+        self.depth = 0  # ${...} operands being read, one inside the other
         self.env = env
         self.escape = lex.escape
         self.raw_escapes = lex.raw_escapes
@@ -333,8 +341,14 @@ class _Scanner:
         raise _LexError(f"unsupported modifier ({modifier}) in substitution")
 
     def _operand(self, stop: str, *, raw_escapes: bool) -> str:
+        if self.depth >= MAX_NESTING:
+            raise _NestingError(f"variable substitutions nested more than {MAX_NESTING} levels deep",
+                                with_source=False)
+        self.depth += 1
         try:
             word, _ = self.process_stop_on(stop, raw_escapes)
+        except _NestingError:
+            raise
         except _LexError:
             if self.pos >= len(self.src):
                 raise _LexError(
@@ -343,6 +357,8 @@ class _Scanner:
                     else "syntax error: missing '}'"
                 ) from None
             raise
+        finally:
+            self.depth -= 1
         return word
 
     def _modifier(self, name: str, op: str, modifier: str, *, null_is_unset: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,8 +18,17 @@ def canonical_json(obj: Any) -> bytes:
 
     Objects read from elsewhere keep their original bytes; this is only used
     for new manifests and configs, so the same value always gets one digest.
+    A string that held bytes that are not UTF-8 (a Dockerfile read with ``surrogateescape``:
+    ``RUN echo \xff`` in the history) gets U+FFFD for each, as Go's encoding/json writes them.
     """
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)

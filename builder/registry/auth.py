@@ -130,8 +130,13 @@ class DockerConfig:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as err:
-            raise AuthError(f"cannot read {self.path}: {type(err).__name__}") from None
+        except OSError as err:
+            raise AuthError(f"cannot read {self.path}: {err.strerror or type(err).__name__}") from None
+        except json.JSONDecodeError as err:  # its position only: the text may hold credentials
+            raise AuthError(f"cannot read {self.path}: invalid JSON at line {err.lineno} "
+                            f"column {err.colno}") from None
+        except ValueError:
+            raise AuthError(f"cannot read {self.path}: not UTF-8 text") from None
         if not isinstance(data, dict):
             raise AuthError(f"cannot read {self.path}: not a JSON object")
         return data

@@ -425,8 +425,18 @@ class RegistryClient:
     def check_login(self) -> None:
         """Verify the credentials against the registry, as ``docker login`` does."""
         call = Call("login", None, "/v2/")
-        self.base_url(call)
+        base = self.base_url(call)
         if self._challenge is None:
+            # no auth asked: the server must still be a registry (a web server's 404 is not a
+            # login), as docker's "login attempt to URL failed with status: 404 Not Found"
+            response = self.request("GET", "/v2/", call, scopes=(), allow=range(100, 600))
+            status = response.status_code
+            response.close()
+            if status != 200:
+                from http import HTTPStatus
+
+                reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+                raise RegistryError(f"login attempt to {base}/v2/ failed with status: {status} {reason}".rstrip())
             return
         if self.credentials is None:
             raise self._auth_error(call, rejected=False)

@@ -127,7 +127,8 @@ def parse_size(text: str, flag: str) -> int:
 
     m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kmgtp]?)(?:i?b)?", text.strip().lower())
     if not m or float(m.group(1)) * _SIZE_UNITS[m.group(2)] < 1:
-        raise UsageError(f"invalid argument {text!r} for {flag}: expected a size such as 67108864, 512m or 2g")
+        raise UsageError(f'invalid argument "{text}" for "{flag}" flag: invalid size: {text!r} '
+                         "(a size such as 67108864, 512m or 2g)")
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
 
@@ -143,23 +144,26 @@ class Ulimit:
     def parse(cls, text: str) -> Ulimit:
         from builder.errors import UsageError
 
+        bad = f'invalid argument "{text}" for "--ulimit" flag'  # docker's words, then the reason
         name, sep, values = text.partition("=")
         if not sep:
-            raise UsageError(f"invalid --ulimit {text!r}: expected NAME=SOFT[:HARD], such as nofile=1024:2048")
+            raise UsageError(f"{bad}: invalid ulimit argument: {text} (expected NAME=SOFT[:HARD], "
+                             "such as nofile=1024:2048)")
         if name not in ULIMIT_TYPES:
-            raise UsageError(f"invalid --ulimit {text!r}: unknown type {name!r} "
+            raise UsageError(f"{bad}: invalid ulimit type: {name} "
                              f"(one of {', '.join(sorted(ULIMIT_TYPES))})")
         soft_text, _, hard_text = values.partition(":")
         try:
             soft = int(soft_text)
             hard = int(hard_text) if hard_text else soft
         except ValueError:
-            raise UsageError(f"invalid --ulimit {text!r}: limits must be integers (-1: unlimited)") from None
+            raise UsageError(f"{bad}: limits must be integers (-1: unlimited)") from None
         if soft < -1 or hard < -1:
-            raise UsageError(f"invalid --ulimit {text!r}: limits must be -1 or more")
+            raise UsageError(f"{bad}: limits must be -1 or more")
         soft, hard = (UNLIMITED if v == -1 else v for v in (soft, hard))
         if soft > hard:
-            raise UsageError(f"invalid --ulimit {text!r}: the soft limit {soft_text} is above the hard limit")
+            raise UsageError(f"{bad}: ulimit soft limit must be less than or equal to hard limit: "
+                             f"{soft_text} > {hard_text}")
         return cls(name, soft, hard)
 
     @property
@@ -212,11 +216,13 @@ def parse_extra_host(text: str) -> tuple[str, str]:
     if address == "host-gateway":
         address = "127.0.0.1"
     if not sep or not name.strip():
-        raise UsageError(f"invalid argument {text!r} for --add-host: expected NAME:IP")
+        raise UsageError(f'invalid argument "{text}" for "--add-host" flag: bad format for add-host: '
+                         f'"{text}" (expected NAME:IP)')
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        raise UsageError(f"invalid IP address in add-host: {address!r}") from None
+        raise UsageError(f'invalid argument "{text}" for "--add-host" flag: invalid IP address in '
+                         f'add-host: "{address}"') from None
     return name.strip(), address
 
 

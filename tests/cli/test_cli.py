@@ -88,7 +88,7 @@ def test_docker_s_image_management_commands(tmp_path):
 
 def test_an_unknown_flag_of_a_nested_command_points_at_its_help(tmp_path):
     proc = run_pybuild("cache", "du", "-v", root=tmp_path / "root")
-    assert proc.returncode == 125 and proc.stderr == b"ERROR: unknown flag: -v\nSee 'pybuild cache du --help'.\n"
+    assert proc.returncode == 125 and proc.stderr == b"ERROR: unknown shorthand flag: 'v' in -v\nSee 'pybuild cache du --help'.\n"
     proc = run_pybuild("store", "check", "--bogus", root=tmp_path / "root")
     assert proc.returncode == 125 and b"See 'pybuild store check --help'." in proc.stderr
 

@@ -518,8 +518,8 @@ def test_container_flags_count_in_the_cache_key(builder: Builder) -> None:
     (("--add-host", "x:not-an-ip"), b"invalid IP address in add-host"),
     (("--add-host", "no-address"), b"expected NAME:IP"),
     (("--shm-size", "lots"), b"--shm-size"),
-    (("--ulimit", "bogus=1"), b"unknown type 'bogus'"),
-    (("--ulimit", "nofile=10:5"), b"above the hard limit"),
+    (("--ulimit", "bogus=1"), b"invalid ulimit type: bogus"),
+    (("--ulimit", "nofile=10:5"), b"soft limit must be less than or equal to hard limit: 10 > 5"),
     (("--ulimit", "nofile"), b"NAME=SOFT[:HARD]"),
     (("--ssh", "default="), b"invalid --ssh"),
 ])

@@ -156,7 +156,7 @@ def test_a_killed_chroot_build_leaves_no_cgroup(builder: Builder) -> None:
 
 @pytest.mark.parametrize("flags, message", [
     (("-m", "3m"), b"Minimum memory limit allowed is 6MB"),
-    (("-m", "lots"), b"invalid argument 'lots' for --memory"),
+    (("-m", "lots"), b'invalid argument "lots" for "-m, --memory" flag'),
     (("--memory-swap", "100m"), b"You should always set the Memory limit when using Memoryswap limit"),
     (("-m", "64m", "--memory-swap", "32m"), b"Minimum memoryswap limit should be larger than memory limit"),
     (("--cpu-period", "10"), b"CPU cfs period can not be less than 1ms"),

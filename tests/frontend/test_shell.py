@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builder.errors import ExpansionError, PybuildError
-from builder.frontend.shell import ShellLex, WordResult, env_from_list
+from builder.frontend.shell import MAX_NESTING, ShellLex, WordResult, env_from_list
 from tests.helpers.tools import CONFORMANCE
 
 CORPUS = CONFORMANCE / "buildkit-shell"
@@ -270,3 +270,19 @@ def test_random_unicode_never_crashes(source: str) -> None:
         LEX.process_words(source, {"a": "x y"})
     except ExpansionError:
         pass
+
+
+def test_nesting_up_to_the_limit_expands() -> None:
+    depth = MAX_NESTING
+    source = "${A:-" * depth + "z" + "}" * depth
+    assert LEX.process_word(source, {}) == "z"
+    quoted = '"${A:-' * depth + "z" + '}"' * depth
+    assert LEX.process_word(quoted, {"A": "set"}) == "set"
+
+
+def test_nesting_past_the_limit_is_an_expansion_error_not_a_recursion_error() -> None:
+    for depth in (MAX_NESTING + 1, 5000):
+        for source in ("${A:-" * depth + "z" + "}" * depth, '"${A:+' * depth + '}"' * depth):
+            with pytest.raises(ExpansionError) as info:
+                LEX.process_word(source, {"A": "1"})
+            assert str(info.value) == f"variable substitutions nested more than {MAX_NESTING} levels deep"
