@@ -215,7 +215,10 @@ def lint_command(args: argparse.Namespace) -> int:
         if args.format == "json":
             _print_lint_json(source, found, err)
             return 1
-        _print_warnings(found, debug)
+        if getattr(args, "fail_on_warnings", False):
+            _print_check(source, found)
+        else:
+            _print_warnings(found, debug)
         raise
     # Planning also finds what BuildKit's lint reports as errors (no stages, cycles, bad --from).
     plan = plan_stages(dockerfile, target=args.target, build_args=build_args)
@@ -226,15 +229,36 @@ def lint_command(args: argparse.Namespace) -> int:
     if args.format == "json":
         _print_lint_json(source, result.warnings, error)
         return 1 if error or (result.warnings and getattr(args, "fail_on_warnings", False)) else 0
-    _print_warnings(result.warnings, debug)
     count = len(result.warnings)
-    if count == 0:
-        print("Check complete, no warnings found.")
+    if getattr(args, "fail_on_warnings", False):
+        _print_check(source, result.warnings)
     else:
-        print(f"Check complete, {count} warning{'s have' if count != 1 else ' has'} been found!")
+        _print_warnings(result.warnings, debug)
+        print(_check_complete(count))
     if error:
         raise error
     return 1 if count and getattr(args, "fail_on_warnings", False) else 0
+
+
+def _check_complete(count: int) -> str:
+    if count == 0:
+        return "Check complete, no warnings found."
+    return f"Check complete, {count} warning{'s have' if count != 1 else ' has'} been found!"
+
+
+def _print_check(source: DockerfileSource, warnings: Sequence[Warning]) -> None:
+    """``docker build --check``'s report, as buildx prints BuildKit's lint results: the count,
+    then each warning (rule, URL, detail) over an excerpt of the Dockerfile, by line."""
+    from builder.errors import SourceLocation, source_excerpt
+
+    print(_check_complete(len(warnings)))
+    text = source.data.decode("utf-8", "replace")
+    name = Path(source.name).name
+    for w in sorted(warnings, key=lambda w: (w.start_line > 0, w.start_line)):
+        print(f"\nWARNING: {w.rule}" + (f" - {w.url}" if w.url else ""))
+        print(w.message)
+        if w.start_line:
+            print("\n".join(source_excerpt(text, SourceLocation(name, w.start_line, w.end_line))))
 
 
 def _print_warnings(warnings: Sequence[Warning], debug: bool) -> None:

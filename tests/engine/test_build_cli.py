@@ -569,11 +569,24 @@ def test_check_runs_the_build_checks_only(builder: Builder) -> None:
     """docker build --check: the checks as `pybuild lint` prints them, and nothing built or run; a
     warning makes the exit status 1, as BuildKit's lint answers it to buildx (`--call=check` too)."""
     marker = uuid.uuid4().hex
-    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {marker}\nCMD echo hi\n"}, "check-only")
+    ctx = builder.context({"Dockerfile": f"FROM busybox:local\nRUN echo {marker} | rev\nCMD echo hi\n"}, "check-only")
     p = builder.build(ctx, "--check", "--load", "-t", "check-only:1", check=False)
     assert p.returncode == 1, p.stderr
-    assert b"JSONArgsRecommended" in p.stdout and b"Check complete, 1 warning has been found!" in p.stdout
-    assert marker.encode() not in p.stdout + p.stderr
+    # buildx's layout of BuildKit's lint results: the count, then each warning over an excerpt
+    assert p.stdout.decode().splitlines() == [
+        "Check complete, 1 warning has been found!",
+        "",
+        "WARNING: JSONArgsRecommended - https://docs.docker.com/go/dockerfile/rule/json-args-recommended/",
+        "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals",
+        "Dockerfile:3",
+        "--------------------",
+        "   1 |     FROM busybox:local",
+        f"   2 |     RUN echo {marker} | rev",
+        "   3 | >>> CMD echo hi",
+        "   4 |     ",
+        "--------------------",
+    ]
+    assert marker[::-1].encode() not in p.stdout + p.stderr  # nothing ran
     assert run_pybuild("inspect", "check-only:1", root=builder.root).returncode != 0
     as_json = builder.build(ctx, "--call=check,format=json", check=False)
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["warnings"][0]["ruleName"] == "JSONArgsRecommended"
