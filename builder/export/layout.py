@@ -11,9 +11,11 @@ the full reference, ``org.opencontainers.image.ref.name`` = the tag.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -251,7 +253,7 @@ def _added_to_index(entry: Entry, dest: Path) -> Entry:
     its other images stay; an entry of the same name (``ref.name`` and
     ``io.containerd.image.name`` both) is replaced; index annotations are added to."""
     try:
-        old_bytes = (dest / "index.json").read_bytes()
+        old_bytes = _read_index(dest / "index.json")
     except FileNotFoundError:
         return entry
     try:
@@ -278,17 +280,65 @@ def _added_to_index(entry: Entry, dest: Path) -> Entry:
     return bytes_entry("index.json", canonical_json(merged))
 
 
+def _read_index(path: Path) -> bytes:
+    """The index.json a layout directory holds: a regular file of sane size (a link to
+    /dev/zero, a FIFO or a huge file would hang or eat memory), never followed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            raise FileNotFoundError(path) from None
+        raise _index_error(path.parent, "a symbolic link" if err.errno == errno.ELOOP else str(err.strerror)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _index_error(path.parent, "not a regular file")
+        if st.st_size > MAX_JSON_SIZE:
+            raise _index_error(path.parent, f"larger than {MAX_JSON_SIZE} bytes")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(MAX_JSON_SIZE + 1)
+    finally:
+        os.close(fd)
+
+
+def _index_error(dest: Path, why: str) -> PybuildError:
+    return PybuildError(f"cannot add to the OCI layout {dest}: its index.json is not an image index "
+                        f"({why}); give an empty directory")
+
+
+def _layout_dir(dest: Path, name: str) -> None:
+    """``dest/name`` made, or checked to be a real directory: a symlink there (a layout unpacked
+    from someone's tar) would send the blobs written into it out of the layout."""
+    path = dest / name
+    try:
+        os.mkdir(path)
+        return
+    except FileExistsError:
+        pass
+    if os.path.islink(path):
+        raise PybuildError(f"cannot write the OCI layout to {dest}: {name} is a symbolic link; "
+                           "pybuild writes only into the layout's own directories")
+    if not path.is_dir():
+        raise PybuildError(f"cannot write the OCI layout to {dest}: {name} is not a directory")
+
+
 def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     # Blobs first, index.json last: a reader never sees an index naming a missing blob.
     for entry in sorted(entries, key=lambda e: (e.name == "index.json", e.name)):
         target = dest / entry.name
-        if entry.name.startswith("blobs/") and target.is_file() and target.stat().st_size == entry.size:
+        parts = Path(entry.name).parts
+        for depth in range(1, len(parts)):
+            _layout_dir(dest, "/".join(parts[:depth]))
+        if entry.name.startswith("blobs/") and stat.S_ISREG(_lstat_mode(target)) \
+                and target.stat().st_size == entry.size:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a killed export's, or a link planted at the predictable name
         try:
-            with entry.open() as src, open(tmp, "wb") as out:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as out, entry.open() as src:
                 remaining = entry.size
                 while remaining:
                     chunk = src.read(min(1 << 20, remaining))
@@ -302,6 +352,13 @@ def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return 0
 
 
 def index_json(files: ArchiveFiles) -> dict[str, Any]:
