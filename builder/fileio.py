@@ -11,7 +11,9 @@ nothing measurable.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -37,3 +39,48 @@ def write_all(fd: int, data: memoryview | bytes | bytearray) -> None:
 def open_binary(path: Path) -> BinaryIO:
     """``open(path, "rb")`` as a typed opener for ``functools.partial`` (the caller closes it)."""
     return open(path, "rb")
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """A small file (an index.json) of a directory others may have written into, read whole:
+    never through a symlink, never a FIFO or a device (a link to /dev/zero ate memory until
+    the OOM killer), never more than ``limit`` bytes. FileNotFoundError when it is absent;
+    ValueError, saying why, when it is not such a file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError("a symbolic link") from None
+        if err.errno == errno.ENOENT:
+            raise FileNotFoundError(err.errno, err.strerror, str(path)) from None
+        raise ValueError(err.strerror) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def real_dirs(root: Path, relative: str) -> None:
+    """``root/relative`` made as directories, each one checked to be a real directory: a symlink
+    planted there (a shared cache, a layout unpacked from someone's tar) would send what is
+    written into it out of ``root``. ValueError, naming the part, when one is not."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root
+    for part in Path(relative).parts:
+        path = path / part
+        try:
+            os.mkdir(path)
+            continue
+        except FileExistsError:
+            pass
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            raise ValueError(f"{path.relative_to(root)} is a symbolic link")
+        if not stat.S_ISDIR(mode):
+            raise ValueError(f"{path.relative_to(root)} is not a directory")

@@ -43,7 +43,7 @@ from builder.errors import (
     RegistryError,
     UsageError,
 )
-from builder.fileio import open_binary
+from builder.fileio import open_binary, read_regular, real_dirs
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
 from builder.image.image import BlobLayer, BlobSource, read_verified
@@ -343,7 +343,7 @@ class LocalTarget:
 
     def _index(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.root / "index.json").read_bytes())
+            data = json.loads(read_regular(self.root / "index.json", MAX_CONFIG_SIZE))
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX.value, "manifests": []}
         except (OSError, ValueError) as err:
@@ -383,7 +383,11 @@ class LocalTarget:
         with contextlib.suppress(FileNotFoundError):
             if final.stat().st_size == descriptor.size:
                 return
-        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            real_dirs(self.root, f"blobs/{d.algorithm}")
+        except ValueError as err:  # a link planted in a shared directory: blobs would go out of it
+            raise CacheError(f"cannot write cache {self.root}: {err}; pybuild writes only into the cache's own "
+                             "directories") from None
         tmp = final.with_name(f".{d.hex}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with opener() as src, _create(tmp) as out:

@@ -11,7 +11,6 @@ the full reference, ``org.opencontainers.image.ref.name`` = the tag.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -30,6 +29,7 @@ from builder.export.archive import (
     bytes_entry,
     write_tar,
 )
+from builder.fileio import read_regular, real_dirs
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest
 from builder.image.image import Image, SourceImage, read_verified
@@ -253,16 +253,17 @@ def _added_to_index(entry: Entry, dest: Path) -> Entry:
     its other images stay; an entry of the same name (``ref.name`` and
     ``io.containerd.image.name`` both) is replaced; index annotations are added to."""
     try:
-        old_bytes = _read_index(dest / "index.json")
+        old_bytes = read_regular(dest / "index.json", MAX_JSON_SIZE)
     except FileNotFoundError:
         return entry
+    except ValueError as err:
+        raise _index_error(dest, str(err)) from None
     try:
         old = json.loads(old_bytes)
         if not isinstance(old, dict) or not isinstance(old.get("manifests", []), list):
             raise ValueError("not an image index")
     except ValueError as err:
-        raise PybuildError(f"cannot add to the OCI layout {dest}: its index.json is not an image index "
-                           f"({err}); give an empty directory") from None
+        raise _index_error(dest, str(err)) from None
     with entry.open() as f:
         new = json.loads(f.read())
 
@@ -280,46 +281,9 @@ def _added_to_index(entry: Entry, dest: Path) -> Entry:
     return bytes_entry("index.json", canonical_json(merged))
 
 
-def _read_index(path: Path) -> bytes:
-    """The index.json a layout directory holds: a regular file of sane size (a link to
-    /dev/zero, a FIFO or a huge file would hang or eat memory), never followed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as err:
-        if err.errno == errno.ENOENT:
-            raise FileNotFoundError(path) from None
-        raise _index_error(path.parent, "a symbolic link" if err.errno == errno.ELOOP else str(err.strerror)) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _index_error(path.parent, "not a regular file")
-        if st.st_size > MAX_JSON_SIZE:
-            raise _index_error(path.parent, f"larger than {MAX_JSON_SIZE} bytes")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(MAX_JSON_SIZE + 1)
-    finally:
-        os.close(fd)
-
-
 def _index_error(dest: Path, why: str) -> PybuildError:
     return PybuildError(f"cannot add to the OCI layout {dest}: its index.json is not an image index "
                         f"({why}); give an empty directory")
-
-
-def _layout_dir(dest: Path, name: str) -> None:
-    """``dest/name`` made, or checked to be a real directory: a symlink there (a layout unpacked
-    from someone's tar) would send the blobs written into it out of the layout."""
-    path = dest / name
-    try:
-        os.mkdir(path)
-        return
-    except FileExistsError:
-        pass
-    if os.path.islink(path):
-        raise PybuildError(f"cannot write the OCI layout to {dest}: {name} is a symbolic link; "
-                           "pybuild writes only into the layout's own directories")
-    if not path.is_dir():
-        raise PybuildError(f"cannot write the OCI layout to {dest}: {name} is not a directory")
 
 
 def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
@@ -327,9 +291,11 @@ def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
     # Blobs first, index.json last: a reader never sees an index naming a missing blob.
     for entry in sorted(entries, key=lambda e: (e.name == "index.json", e.name)):
         target = dest / entry.name
-        parts = Path(entry.name).parts
-        for depth in range(1, len(parts)):
-            _layout_dir(dest, "/".join(parts[:depth]))
+        try:
+            real_dirs(dest, str(Path(entry.name).parent))
+        except ValueError as err:
+            raise PybuildError(f"cannot write the OCI layout to {dest}: {err}; pybuild writes only into "
+                               "the layout's own directories") from None
         if entry.name.startswith("blobs/") and stat.S_ISREG(_lstat_mode(target)) \
                 and target.stat().st_size == entry.size:
             continue
