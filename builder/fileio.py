@@ -84,3 +84,18 @@ def real_dirs(root: Path, relative: str) -> None:
             raise ValueError(f"{path.relative_to(root)} is a symbolic link")
         if not stat.S_ISDIR(mode):
             raise ValueError(f"{path.relative_to(root)} is not a directory")
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``open(path, "rb")`` of a file that must be a regular one (links followed: its content
+    is checked by digest): a FIFO planted there would block the reader forever, a device never
+    end. FileNotFoundError when absent; ValueError when it is not a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

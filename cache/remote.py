@@ -43,7 +43,7 @@ from builder.errors import (
     RegistryError,
     UsageError,
 )
-from builder.fileio import open_binary, read_regular, real_dirs
+from builder.fileio import open_binary, open_regular, read_regular, real_dirs
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
 from builder.image.image import BlobLayer, BlobSource, read_verified
@@ -310,9 +310,11 @@ class _DirBlobSource:
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         d = Digest(descriptor.digest)
         try:
-            return open(self.root / "blobs" / d.algorithm / d.hex, "rb")
+            return open_regular(self.root / "blobs" / d.algorithm / d.hex)
         except FileNotFoundError:
             raise CacheError(f"cache {self.root}: blob {d} is missing") from None
+        except ValueError as err:  # a FIFO planted in a shared directory would block the build
+            raise CacheError(f"cache {self.root}: blob {d} is {err}") from None
 
     def discard_damaged(self, descriptor: Descriptor) -> bool:
         """Remove the blob if its bytes do not hash to its name (hashed again here: a writer
@@ -1095,7 +1097,11 @@ def _still_there(source: BlobSource, desc: Descriptor) -> bool:
 
 def _file_digest(path: Path) -> Digest:
     hasher = hashlib.sha256()
-    with open(path, "rb") as f:
+    try:
+        f = open_regular(path)
+    except ValueError as err:
+        raise OSError(f"{path}: {err}") from None
+    with f:
         while chunk := f.read(CHUNK):
             hasher.update(chunk)
     return Digest.from_hasher(hasher)

@@ -352,3 +352,30 @@ def test_a_shared_cache_directory_with_planted_links_is_one_clear_error(machines
         if name.startswith("index.json"):
             imported = m.build(ctx, "--cache-from", f"type=local,src={shared}", timeout=60)
             assert b"index.json" in imported.stdout + imported.stderr  # a warning, as any unreadable cache
+
+
+def test_a_shared_cache_blob_that_is_a_fifo_or_device_does_not_hang_the_import(machines, tmp_path: Path) -> None:
+    """Blobs are read by digest, whatever their path holds: a FIFO planted at the manifest's
+    or a layer's place would block every build that imports the cache; it is a warning (the
+    cache is unusable), and the build runs its steps."""
+    import json
+    import os
+
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo x > /x\n"})
+    shared = tmp_path / "shared"
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    index = json.loads((shared / "index.json").read_text())
+    manifest_blob = shared / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]
+    layer = json.loads(manifest_blob.read_bytes())["layers"][0]["digest"].split(":")[1]
+    for planted, how, said in ((shared / "blobs" / "sha256" / layer, "fifo", "is missing: its step runs"),
+                               (manifest_blob, "fifo", "not a regular file"),
+                               (manifest_blob, "device", "not a regular file")):
+        planted.unlink()
+        if how == "fifo":
+            os.mkfifo(planted)
+        else:
+            planted.symlink_to("/dev/zero")
+        built = b.build(ctx, "--cache-from", f"type=local,src={shared}", timeout=60)
+        log = (built.stdout + built.stderr).decode()
+        assert said in log and "Traceback" not in log, log
