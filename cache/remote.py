@@ -679,14 +679,34 @@ class ImportedCache:
                    for r in self.records.values())
 
     def layer(self, record: ImportedRecord) -> Layer:
-        """The record's layer: the store's when it holds it, else one fetched when read."""
+        """The record's layer: the store's when it holds it and knows the record's blob to be
+        that layer (:meth:`_held`), else one fetched (and checked) when read."""
         assert record.result.diff_id is not None
         from cache.store import BuildLayers
 
+        if self._held(record):
+            with contextlib.suppress(ImageNotFoundError):
+                return BuildLayers(self.store).layer(record.result.diff_id)
+        return FetchingLayer(self, record)
+
+    def _held(self, record: ImportedRecord) -> bool:
+        """Whether the store holds the record's layer *and* has itself seen the record's blob
+        unpack to it. A record is only a claim: one naming the diff_id of a layer of another
+        image of this store (a private one, its digest seen in a log) with a blob the cache
+        does not hold, or one that is not that layer, would have put that layer into this
+        build's image without the cache ever giving its bytes."""
+        from cache.store import BuildLayers
+
+        assert record.layer is not None and record.result.diff_id is not None
         try:
-            return BuildLayers(self.store).layer(record.result.diff_id)
+            BuildLayers(self.store).layer(record.result.diff_id)
         except ImageNotFoundError:
-            return FetchingLayer(self, record)
+            return False
+        if str(record.layer.digest) == str(record.result.diff_id):
+            return True  # an uncompressed blob is its layer
+        return self.store.db.query_one(
+            "SELECT 1 FROM layers WHERE blob_digest=? AND diff_id=? AND verified=1",
+            (str(record.layer.digest), str(record.result.diff_id))) is not None
 
     def usable(self, key: str) -> ImportedRecord | None:
         """The first record of ``key`` whose layer can be had (see :meth:`has_layer`), in
@@ -702,19 +722,14 @@ class ImportedCache:
         return None
 
     def has_layer(self, record: ImportedRecord, *, warn: bool = True) -> bool:
-        """Whether the record's layer can be had: the store holds it, or its cache still has the
-        blob (a stat, or a HEAD). A hit whose blob is gone from the cache (pruned by hand, a
+        """Whether the record's layer can be had: its cache still has the blob (a stat, or a HEAD;
+        asked even when the store holds the layer). A hit whose blob is gone from the cache (pruned by hand, a
         registry's garbage collection) reruns its step, warned, rather than fail the build later
         when the layer is read. A blob that is there but damaged is found only when read."""
-        from cache.store import BuildLayers
-
         if record.layer is None or record.result.diff_id is None:
             return True
-        try:
-            BuildLayers(self.store).layer(record.result.diff_id)
-            return True
-        except ImageNotFoundError:
-            pass
+        # Asked even when the store holds the layer: the cache must hold the blob its record
+        # names (see _held), or this build would take a layer from the store on a mere claim.
         has_blob = getattr(record.source, "has_blob", None)
         if has_blob is None:  # a source that cannot say: found out when read
             return True
