@@ -468,8 +468,14 @@ def _check_arg(arg: Arg, out: _Collector) -> None:
     _check_description(arg, "ARG", [s.key for s in arg.args], out)
 
 
+def names_a_secret(key: str) -> bool:
+    """Whether a variable's name says it holds a secret (BuildKit's SecretsUsedInArgOrEnv rule:
+    TOKEN, DB_PASSWORD, API_KEY, but not PUBLIC_KEY or TOKEN_FILE)."""
+    return bool(_SECRET_DENY.search(key)) and not _SECRET_ALLOW.search(key)
+
+
 def _check_secret(keyword: str, key: str, ins: Instruction, out: _Collector) -> None:
-    if _SECRET_DENY.search(key) and not _SECRET_ALLOW.search(key):
+    if names_a_secret(key):
         out.at("SecretsUsedInArgOrEnv",
                f'Do not use ARG or ENV instructions for sensitive data ({keyword} "{key}")', ins)
 
