@@ -14,6 +14,7 @@ import pytest
 from builder.errors import AuthError, TLSError
 from builder.registry import ClientOptions, RegistryClient, pull, push
 from builder.registry.auth import Challenge, Credentials, DockerConfig, TokenCache
+from builder.registry.client import RetryPolicy
 from cache.store import Store
 from tests.helpers.tools import run_pybuild
 from tests.registry.conftest import PASSWORD, USER, SecureRegistry, TokenRegistry
@@ -580,3 +581,31 @@ def test_a_build_that_pushes_and_shares_cache_keeps_no_credential_anywhere(
     for output in outputs:
         for secret in secrets:
             assert secret.encode() not in output
+
+
+def test_a_failing_signed_storage_url_is_never_quoted(token_registry: TokenRegistry, fault_proxy,  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path, store: Store,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A blob GET the registry sent to signed storage that answers 404 or refuses the
+    connection: the error and the debug log name the storage host, never the signed URL."""
+    from builder.errors import PybuildError
+    from tests.helpers.tools import free_port
+    from tests.registry.conftest import Faults
+
+    config = write_config(tmp_path / "docker", token_registry.address)
+    options = ClientOptions(docker_config=DockerConfig(config))
+    image = make_image(1, 5_000, seed=random_name())
+    path = f"{random_name('signed')}/app:1"
+    push(image, f"{token_registry.address}/{path}", options=options)
+    proxy = fault_proxy(Faults(redirect_blobs=True), upstream=token_registry.address)
+    write_config(config, proxy.address)
+    caplog.set_level("DEBUG", logger="builder.registry")
+    dead = free_port()
+    for where in (f"http://{proxy.storage.address}/bucket/gone", f"http://127.0.0.2:{dead}/bucket/dead"):
+        proxy.storage.put = lambda data, where=where: f"{where}?X-Amz-Signature=SIGNED-abc&X-Amz-Credential=AKIA-KEY"
+        with pytest.raises(PybuildError) as err:
+            pull(f"{proxy.address}/{path}", store, client=RegistryClient(
+                proxy.address, ClientOptions(docker_config=DockerConfig(config), retry=RetryPolicy(attempts=1))))
+        for text in (str(err.value), caplog.text):
+            assert "SIGNED-" not in text and "AKIA-KEY" not in text, text
+        assert "127.0.0.2" in str(err.value) or "connection refused" in str(err.value), str(err.value)
