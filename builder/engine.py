@@ -36,6 +36,7 @@ from builder.errors import (
 from builder.execute.base import BaseResolver
 from builder.execute.fetch import UrlFetches
 from builder.execute.stage import BuildEnv, NoCache, StageResult, StageRunner
+from builder.fileio import read_limited
 from builder.frontend import instructions as ins_
 from builder.frontend.checks import BaseImage
 from builder.image.digest import Digest
@@ -49,6 +50,8 @@ from cache.keys import base_key
 from cache.records import CacheRecords
 from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
+
+MAX_DOCKERFILE = 32 << 20  # a Dockerfile is read whole: one larger is an attack, or the wrong file
 
 if TYPE_CHECKING:
     from builder.execute.context import BuildContext
@@ -232,7 +235,9 @@ class Build:
                                  "build context tar")
             path = context.dockerfile or (context.root / (opts.dockerfile or "Dockerfile"))
             try:
-                dockerfile_bytes = path.read_bytes()
+                dockerfile_bytes = read_limited(path, MAX_DOCKERFILE)
+            except ValueError as err:
+                raise BuildContextError(f"failed to read dockerfile {path}: {err}") from None
             except FileNotFoundError:
                 raise BuildContextError(
                     f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "

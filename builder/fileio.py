@@ -99,3 +99,25 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """A small text file the user names or a context holds (a Dockerfile, an ignore file), read
+    whole, links followed as docker follows them: a pipe too (``-f <(...)``), but never a device
+    (a Dockerfile linked to /dev/zero in a cloned repository ate memory until the OOM killer) nor
+    more than ``limit`` bytes. OSError as open() raises them; ValueError, saying why, else."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            raise ValueError("it is a device, not a file")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit >> 20} MiB")
+    return data
