@@ -266,7 +266,11 @@ class Build:
         root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}",
                                  self.git_sources(), keep_git_dir=keep)
         if single is not None:
-            data = single.read_bytes()
+            try:
+                data = read_limited(single, MAX_DOCKERFILE)
+            except ValueError as err:  # a server's 10 GB "Dockerfile" is not read into memory
+                raise BuildContextError(f"failed to read dockerfile {redact_credentials(self.options.context)}: "
+                                        f"{err}") from None
             single.unlink()
             return BuildContext.from_dir(root, None), data
         name = self.options.dockerfile if self.options.dockerfile not in (None, "-") else None
@@ -293,7 +297,10 @@ class Build:
                 return BuildContext.from_tar(f, spool, dockerfile_name=self.options.dockerfile), None
         empty = spool / "context"
         empty.mkdir()
-        return BuildContext.from_dir(empty, None), data_path.read_bytes()
+        try:
+            return BuildContext.from_dir(empty, None), read_limited(data_path, MAX_DOCKERFILE)
+        except ValueError as err:
+            raise BuildContextError(f"failed to read the dockerfile from stdin: {err}") from None
 
     # -- the build
 
