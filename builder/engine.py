@@ -44,6 +44,7 @@ from builder.execute.stage import (
     is_shown_step,
     step_bracket,
 )
+from builder.fileio import read_limited
 from builder.frontend import instructions as ins_
 from builder.frontend.checks import BaseImage
 from builder.image.digest import Digest
@@ -58,6 +59,8 @@ from cache.keys import base_key
 from cache.records import CacheRecords
 from cache.statcache import StatCache
 from cache.store import BuildLayers, Store
+
+MAX_DOCKERFILE = 32 << 20  # a Dockerfile is read whole: one larger is an attack, or the wrong file
 
 if TYPE_CHECKING:
     from builder.execute.context import BuildContext
@@ -257,7 +260,9 @@ class Build:
                                  "build context tar")
             path = context.dockerfile or (context.root / (opts.dockerfile or "Dockerfile"))
             try:
-                dockerfile_bytes = path.read_bytes()
+                dockerfile_bytes = read_limited(path, MAX_DOCKERFILE)
+            except ValueError as err:
+                raise BuildContextError(f"failed to read dockerfile {path}: {err}") from None
             except FileNotFoundError:
                 raise BuildContextError(
                     f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
@@ -286,7 +291,11 @@ class Build:
         root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}",
                                  self.git_sources(), keep_git_dir=keep)
         if single is not None:
-            data = single.read_bytes()
+            try:
+                data = read_limited(single, MAX_DOCKERFILE)
+            except ValueError as err:  # a server's 10 GB "Dockerfile" is not read into memory
+                raise BuildContextError(f"failed to read dockerfile {redact_credentials(self.options.context)}: "
+                                        f"{err}") from None
             single.unlink()
             return BuildContext.from_dir(root, None), data
         name = self.options.dockerfile if self.options.dockerfile not in (None, "-") else None
@@ -313,7 +322,10 @@ class Build:
                 return BuildContext.from_tar(f, spool, dockerfile_name=self.options.dockerfile), None
         empty = spool / "context"
         empty.mkdir()
-        return BuildContext.from_dir(empty, None), data_path.read_bytes()
+        try:
+            return BuildContext.from_dir(empty, None), read_limited(data_path, MAX_DOCKERFILE)
+        except ValueError as err:
+            raise BuildContextError(f"failed to read the dockerfile from stdin: {err}") from None
 
     # -- the build
 

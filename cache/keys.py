@@ -111,7 +111,7 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
     if old.get("instruction") != new.instruction and old.get("display") != new.display:
         return f"instruction changed: `{old.get('display')}` -> `{new.display}`"
     old_args: dict[str, str] = old.get("args", {})
-    changed = [f"build arg {k} changed: {old_args.get(k)!r} -> {new.args.get(k)!r}"
+    changed = [_arg_changed(k, old_args.get(k), new.args.get(k))
                for k in sorted(set(old_args) | set(new.args)) if old_args.get(k) != new.args.get(k)]
     if changed:
         return "; ".join(changed[:limit])
@@ -130,6 +130,16 @@ def explain(old: Mapping[str, Any], new: StepInputs, *, limit: int = 5) -> str:
         more = f" (and {len(notes) - limit} more)" if len(notes) > limit else ""
         return ", ".join(notes[:limit]) + more
     return "no earlier build of this step to compare with"
+
+
+def _arg_changed(name: str, before: str | None, after: str | None) -> str:
+    """A build arg's change; the values only when its name does not say it is a secret: a CI
+    log showed both the old and the new token of ``--build-arg GITHUB_TOKEN=...``."""
+    from builder.frontend.checks import looks_secret
+
+    if looks_secret(name):
+        return f"build arg {name} changed (values not shown: the name says it is a secret)"
+    return f"build arg {name} changed: {before!r} -> {after!r}"
 
 
 def _stage_changed(source: str, stage: str, old: Mapping[str, Any]) -> str:

@@ -48,7 +48,7 @@ from builder.errors import (
     RegistryError,
     UsageError,
 )
-from builder.fileio import open_binary
+from builder.fileio import open_binary, open_regular, read_regular, real_dirs
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
 from builder.image.image import BlobLayer, BlobSource, read_verified
@@ -343,9 +343,11 @@ class _DirBlobSource:
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         d = Digest(descriptor.digest)
         try:
-            return open(self.root / "blobs" / d.algorithm / d.hex, "rb")
+            return open_regular(self.root / "blobs" / d.algorithm / d.hex)
         except FileNotFoundError:
             raise CacheError(f"cache {self.root}: blob {d} is missing") from None
+        except ValueError as err:  # a FIFO planted in a shared directory would block the build
+            raise CacheError(f"cache {self.root}: blob {d} is {err}") from None
 
     def discard_damaged(self, descriptor: Descriptor) -> bool:
         """Remove the blob if its bytes do not hash to its name (hashed again here: a writer
@@ -376,7 +378,7 @@ class LocalTarget:
 
     def _index(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.root / "index.json").read_bytes())
+            data = json.loads(read_regular(self.root / "index.json", MAX_CONFIG_SIZE))
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX.value, "manifests": []}
         except (OSError, ValueError) as err:
@@ -416,7 +418,11 @@ class LocalTarget:
         with contextlib.suppress(FileNotFoundError):
             if final.stat().st_size == descriptor.size:
                 return
-        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            real_dirs(self.root, f"blobs/{d.algorithm}")
+        except ValueError as err:  # a link planted in a shared directory: blobs would go out of it
+            raise CacheError(f"cannot write cache {self.root}: {err}; pybuild writes only into the cache's own "
+                             "directories") from None
         tmp = final.with_name(f".{d.hex}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with opener() as src, _create(tmp) as out:
@@ -708,14 +714,34 @@ class ImportedCache:
                    for r in self.records.values())
 
     def layer(self, record: ImportedRecord) -> Layer:
-        """The record's layer: the store's when it holds it, else one fetched when read."""
+        """The record's layer: the store's when it holds it and knows the record's blob to be
+        that layer (:meth:`_held`), else one fetched (and checked) when read."""
         assert record.result.diff_id is not None
         from cache.store import BuildLayers
 
+        if self._held(record):
+            with contextlib.suppress(ImageNotFoundError):
+                return BuildLayers(self.store).layer(record.result.diff_id)
+        return FetchingLayer(self, record)
+
+    def _held(self, record: ImportedRecord) -> bool:
+        """Whether the store holds the record's layer *and* has itself seen the record's blob
+        unpack to it. A record is only a claim: one naming the diff_id of a layer of another
+        image of this store (a private one, its digest seen in a log) with a blob the cache
+        does not hold, or one that is not that layer, would have put that layer into this
+        build's image without the cache ever giving its bytes."""
+        from cache.store import BuildLayers
+
+        assert record.layer is not None and record.result.diff_id is not None
         try:
-            return BuildLayers(self.store).layer(record.result.diff_id)
+            BuildLayers(self.store).layer(record.result.diff_id)
         except ImageNotFoundError:
-            return FetchingLayer(self, record)
+            return False
+        if str(record.layer.digest) == str(record.result.diff_id):
+            return True  # an uncompressed blob is its layer
+        return self.store.db.query_one(
+            "SELECT 1 FROM layers WHERE blob_digest=? AND diff_id=? AND verified=1",
+            (str(record.layer.digest), str(record.result.diff_id))) is not None
 
     def usable(self, key: str) -> ImportedRecord | None:
         """The first record of ``key`` whose layer can be had (see :meth:`has_layer`), in
@@ -731,19 +757,14 @@ class ImportedCache:
         return None
 
     def has_layer(self, record: ImportedRecord, *, warn: bool = True) -> bool:
-        """Whether the record's layer can be had: the store holds it, or its cache still has the
-        blob (a stat, or a HEAD). A hit whose blob is gone from the cache (pruned by hand, a
+        """Whether the record's layer can be had: its cache still has the blob (a stat, or a HEAD;
+        asked even when the store holds the layer). A hit whose blob is gone from the cache (pruned by hand, a
         registry's garbage collection) reruns its step, warned, rather than fail the build later
         when the layer is read. A blob that is there but damaged is found only when read."""
-        from cache.store import BuildLayers
-
         if record.layer is None or record.result.diff_id is None:
             return True
-        try:
-            BuildLayers(self.store).layer(record.result.diff_id)
-            return True
-        except ImageNotFoundError:
-            pass
+        # Asked even when the store holds the layer: the cache must hold the blob its record
+        # names (see _held), or this build would take a layer from the store on a mere claim.
         has_blob = getattr(record.source, "has_blob", None)
         if has_blob is None:  # a source that cannot say: found out when read
             return True
@@ -1171,7 +1192,11 @@ def _still_there(source: BlobSource, desc: Descriptor) -> bool:
 
 def _file_digest(path: Path) -> Digest:
     hasher = hashlib.sha256()
-    with open(path, "rb") as f:
+    try:
+        f = open_regular(path)
+    except ValueError as err:
+        raise OSError(f"{path}: {err}") from None
+    with f:
         while chunk := f.read(CHUNK):
             hasher.update(chunk)
     return Digest.from_hasher(hasher)

@@ -76,7 +76,9 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     _sweep_parts(real)
     try:
         try:
-            f = open(tmp, "wb")  # noqa: SIM115
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # a link planted at the predictable name is never written through
+            f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb")
         except OSError as err:
             raise PybuildError(f"cannot write {path}: {err.strerror}") from None
         with _closing(f, path):

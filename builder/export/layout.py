@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from builder.export.archive import (
     bytes_entry,
     write_tar,
 )
+from builder.fileio import read_regular, real_dirs
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest
 from builder.image.image import Image, SourceImage, read_verified
@@ -289,16 +291,17 @@ def _added_to_index(entry: Entry, dest: Path) -> Entry:
     its other images stay; an entry of the same name (``ref.name`` and
     ``io.containerd.image.name`` both) is replaced; index annotations are added to."""
     try:
-        old_bytes = (dest / "index.json").read_bytes()
+        old_bytes = read_regular(dest / "index.json", MAX_JSON_SIZE)
     except FileNotFoundError:
         return entry
+    except ValueError as err:
+        raise _index_error(dest, str(err)) from None
     try:
         old = json.loads(old_bytes)
         if not isinstance(old, dict) or not isinstance(old.get("manifests", []), list):
             raise ValueError("not an image index")
     except ValueError as err:
-        raise PybuildError(f"cannot add to the OCI layout {dest}: its index.json is not an image index "
-                           f"({err}); give an empty directory") from None
+        raise _index_error(dest, str(err)) from None
     with entry.open() as f:
         new = json.loads(f.read())
 
@@ -316,17 +319,30 @@ def _added_to_index(entry: Entry, dest: Path) -> Entry:
     return bytes_entry("index.json", canonical_json(merged))
 
 
+def _index_error(dest: Path, why: str) -> PybuildError:
+    return PybuildError(f"cannot add to the OCI layout {dest}: its index.json is not an image index "
+                        f"({why}); give an empty directory")
+
+
 def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     # Blobs first, index.json last: a reader never sees an index naming a missing blob.
     for entry in sorted(entries, key=lambda e: (e.name == "index.json", e.name)):
         target = dest / entry.name
-        if entry.name.startswith("blobs/") and target.is_file() and target.stat().st_size == entry.size:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            with entry.open() as src, open(tmp, "wb") as out:
+            real_dirs(dest, str(Path(entry.name).parent))
+        except ValueError as err:
+            raise PybuildError(f"cannot write the OCI layout to {dest}: {err}; pybuild writes only into "
+                               "the layout's own directories") from None
+        if entry.name.startswith("blobs/") and stat.S_ISREG(_lstat_mode(target)) \
+                and target.stat().st_size == entry.size:
+            continue
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a killed export's, or a link planted at the predictable name
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as out, entry.open() as src:
                 remaining = entry.size
                 while remaining:
                     chunk = src.read(min(1 << 20, remaining))
@@ -340,6 +356,13 @@ def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return 0
 
 
 def index_json(files: ArchiveFiles) -> dict[str, Any]:

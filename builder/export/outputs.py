@@ -545,12 +545,16 @@ def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store, *
 def flatten(image: Image, target: Path, *, same_owner: bool = True, source_date_epoch: int | None = None) -> None:
     """The image's final file system in ``target`` (layers applied in order, whiteouts honoured),
     every entry's time ``source_date_epoch`` when given."""
+    from builder.errors import UnsafeLayerError
     from builder.layers.extract import extract_layer
 
     target.mkdir(parents=True, exist_ok=True)
     for layer in image.layers():
-        with layer.uncompressed() as stream:
-            extract_layer(stream, target, apply_whiteouts=True, same_owner=same_owner)
+        try:
+            with layer.uncompressed() as stream:
+                extract_layer(stream, target, apply_whiteouts=True, same_owner=same_owner)
+        except UnsafeLayerError as err:  # which layer: the entry alone names no image
+            raise UnsafeLayerError(f"cannot export the image: its layer {layer.digest()}: {err}") from None
     if source_date_epoch is None:
         return
     ns = source_date_epoch * 1_000_000_000

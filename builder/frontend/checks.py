@@ -483,7 +483,8 @@ def _check_arg(arg: Arg, out: _Collector) -> None:
 
 
 def looks_secret(name: str) -> bool:
-    """Whether a variable's name reads as a secret's (BuildKit's SecretsUsedInArgOrEnv lists)."""
+    """Whether a variable's name says it holds a secret (BuildKit's SecretsUsedInArgOrEnv rule:
+    TOKEN, DB_PASSWORD, API_KEY, but not PUBLIC_KEY or TOKEN_FILE)."""
     return bool(_SECRET_DENY.search(name)) and not _SECRET_ALLOW.search(name)
 
 

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from builder.errors import BuildContextError, IgnoreFileError
+from builder.fileio import read_limited
+
+MAX_IGNORE_FILE = 16 << 20  # read whole: a larger one is an attack (a link to /dev/zero), or the wrong file
 
 # Go's strings.TrimSpace trims unicode.IsSpace characters; Python's strip() also
 # trims \x1c-\x1f, so the set is explicit.
@@ -638,7 +641,9 @@ def load_ignore(context_dir: Path, dockerfile: Path | None = None) -> PatternMat
     candidates.append(context_dir / ".dockerignore")
     for candidate in candidates:
         try:
-            data = candidate.read_bytes()
+            data = read_limited(candidate, MAX_IGNORE_FILE)
+        except ValueError as err:
+            raise IgnoreFileError(f"cannot read {candidate}: {err}") from None
         except FileNotFoundError:
             continue
         except IsADirectoryError:

@@ -578,7 +578,11 @@ class RegistryClient:
             return AuthError(f"{self._prefix(call)}: denied: {detail or 'access forbidden'} "
                              f"(check `pybuild login {self.registry}`)")
         text = f"{self._prefix(call)}: {method} {call.what}: {status} {response.reason}"
-        if detail:
+        if response.history and not self._from_registry(response):
+            # the storage a blob GET was sent to (its signed URL never shown): not the registry's word
+            text = (f"{self._prefix(call)}: {method} {call.what}: {urlsplit(response.url).netloc} (where the "
+                    f"registry redirected the request) answered {status} {response.reason}")
+        elif detail:
             text += f" ({detail})"
         if status == 404:
             return RemoteImageNotFoundError(text)

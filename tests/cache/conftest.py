@@ -23,9 +23,10 @@ class Machine:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def build(self, ctx: Path, *args: str, check: bool = True, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def build(self, ctx: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
+              timeout: float = 600):
         return run_pybuild("build", "--progress", "plain", *args, str(ctx), root=self.root,
-                           check=check, env=env)
+                           check=check, env=env, timeout=timeout)
 
     def run(self, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
         return run_pybuild(*args, root=self.root, check=check)

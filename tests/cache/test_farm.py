@@ -325,3 +325,58 @@ def test_a_cache_mount_one_cache_lost_is_seeded_from_the_next(machines, tmp_path
     log = (built.stdout + built.stderr).decode()
     assert "package cache of one" in log and "cache mount empty" not in log, log
     assert f"cache mount pkgs from {branch}:latest not used" in log, log
+
+
+def test_a_shared_cache_directory_with_planted_links_is_one_clear_error(machines, tmp_path: Path) -> None:
+    """A shared cache directory is written by many: a symlinked blobs/ or blobs/sha256 there
+    must not send blobs out of it, and an index.json that is a link to /dev/zero, a FIFO or a
+    huge file must not hang or eat the memory of every build that exports or imports."""
+    import os
+
+    m = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo x > /x\n"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cases = {"blobs": lambda p: p.symlink_to(outside), "blobs/sha256": lambda p: p.symlink_to(outside),
+             "index.json": lambda p: p.symlink_to("/dev/zero"), "index.json ": lambda p: os.mkfifo(p),
+             "index.json  ": lambda p: p.write_bytes(b" " * (17 << 20))}
+    for name, plant in cases.items():
+        shared = tmp_path / f"shared-{len(name)}-{name.strip().replace('/', '-')}"
+        (shared / name.strip()).parent.mkdir(parents=True, exist_ok=True)
+        plant(shared / name.strip())
+        failed = m.build(ctx, "--cache-to", f"type=local,dest={shared}", check=False, timeout=60)
+        err = failed.stderr.decode()
+        assert failed.returncode == 1 and f"cache {shared}" in err, err
+        assert (f"{name} is a symbolic link" if name.startswith("blobs") else "index.json") in err, err
+        assert "Traceback" not in err and err.count("ERROR") == 1, err
+        assert list(outside.iterdir()) == []
+        if name.startswith("index.json"):
+            imported = m.build(ctx, "--cache-from", f"type=local,src={shared}", timeout=60)
+            assert b"index.json" in imported.stdout + imported.stderr  # a warning, as any unreadable cache
+
+
+def test_a_shared_cache_blob_that_is_a_fifo_or_device_does_not_hang_the_import(machines, tmp_path: Path) -> None:
+    """Blobs are read by digest, whatever their path holds: a FIFO planted at the manifest's
+    or a layer's place would block every build that imports the cache; it is a warning (the
+    cache is unusable), and the build runs its steps."""
+    import json
+    import os
+
+    a, b = machines(), machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo x > /x\n"})
+    shared = tmp_path / "shared"
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    index = json.loads((shared / "index.json").read_text())
+    manifest_blob = shared / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]
+    layer = json.loads(manifest_blob.read_bytes())["layers"][0]["digest"].split(":")[1]
+    for planted, how, said in ((shared / "blobs" / "sha256" / layer, "fifo", "is missing: its step runs"),
+                               (manifest_blob, "fifo", "not a regular file"),
+                               (manifest_blob, "device", "not a regular file")):
+        planted.unlink()
+        if how == "fifo":
+            os.mkfifo(planted)
+        else:
+            planted.symlink_to("/dev/zero")
+        built = b.build(ctx, "--cache-from", f"type=local,src={shared}", timeout=60)
+        log = (built.stdout + built.stderr).decode()
+        assert said in log and "Traceback" not in log, log

@@ -353,3 +353,86 @@ def test_a_damaged_blob_of_a_shared_directory_fails_one_build_not_every_one(mach
     assert b.run("run", "--rm", "x:1", "cat", "/one", check=True).stdout == b"one\n"
     again = machines().build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}")
     assert ran(again.stdout + again.stderr) == [] and b"WARN" not in again.stderr, again.stderr.decode()
+
+
+def test_a_consistent_hostile_cache_layer_cannot_write_outside_the_image(machines, tmp_path: Path) -> None:
+    """A cache whose record, manifest and blob all agree on a layer that climbs out (``..``,
+    a symlink then a file through it): a step that runs on it is refused where the layer is
+    unpacked, with one message naming the entry, and nothing lands outside the store."""
+    from builder.image.digest import Digest
+
+    a, b = machines(), machines()
+    shared = tmp_path / "shared"
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo one > /one\n"
+                                                         "COPY v.txt /v.txt\nRUN cat /v.txt\n", "v.txt": "1"})
+    a.build(ctx, "--cache-to", f"type=local,dest={shared}")
+    (ctx / "v.txt").write_text("2")  # B reuses the first RUN, and runs the last on top of it
+    manifest, config, _ = _layout(shared)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (record,) = [r for r in config["records"] if r["inputs"]["display"] == "RUN echo one > /one"]
+    for members in ([("../../../../../../../../" + str(victim).lstrip("/") + "/dotdot", None)],
+                    [("link", str(victim)), ("link/through", None)]):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, target in members:
+                info = tarfile.TarInfo(name)
+                if target is not None:
+                    info.type, info.linkname = tarfile.SYMTYPE, target
+                    tf.addfile(info)
+                else:
+                    info.size = 3
+                    tf.addfile(info, io.BytesIO(b"pwn"))
+        plain = buf.getvalue()
+        evil = gzip.compress(plain, mtime=0)
+        (shared / "blobs" / "sha256" / Digest.of(evil).hex).write_bytes(evil)
+        layers = [dict(layer, digest=str(Digest.of(evil)), size=len(evil)) if layer["digest"] == record["layer"]
+                  else layer for layer in manifest["layers"]]
+        record["layer"] = str(Digest.of(evil))
+        record["result"]["diff_id"] = str(Digest.of(plain))
+        _rewrite(shared, manifest, config, layers)
+        manifest = dict(manifest, layers=layers)
+        built = b.build(ctx, "-t", "x:1", "--cache-from", f"type=local,src={shared}", check=False)
+        err = (built.stdout + built.stderr).decode()
+        assert built.returncode != 0 and "Traceback" not in err, err
+        assert err.count("\nERROR:") == 1 and "refusing" in err, err
+        assert list(victim.iterdir()) == [], err
+        assert not list(b.root.rglob("through")) and not list(b.root.rglob("dotdot"))
+        assert "clean" in b.run("store", "check", check=True).stdout.decode()
+
+
+def test_a_cache_record_cannot_claim_a_layer_of_another_image_of_the_store(machines, tmp_path: Path) -> None:
+    """A hostile cache whose record for a public step names the layer of a private image of
+    the importing machine (its diff_id seen in a log), with no blob, or with a blob that is
+    not that layer: the layer is never taken from the store on that claim (it would have
+    gone into the public image, and out with its push)."""
+    from builder.image.digest import Digest
+
+    a = machines()
+    private = write_context(tmp_path / "private", {"Dockerfile": "FROM busybox:local\nRUN echo PRIVATE > /secret\n"})
+    public = write_context(tmp_path / "public", {"Dockerfile": "FROM busybox:local\nRUN echo public > /public\n"})
+    shared = tmp_path / "shared"
+    a.build(public, "--cache-to", f"type=local,dest={shared}")
+    manifest, config, _ = _layout(shared)
+    (record,) = config["records"]
+    other = gzip.compress(b"\0" * 1024, mtime=0)  # a blob the cache holds, claimed to be that layer
+    (shared / "blobs" / "sha256" / Digest.of(other).hex).write_bytes(other)
+    for claimed in ("the layer itself", "another blob"):
+        b = machines()  # a fresh machine each time: its own runs of the step would be hits
+        b.build(private, "-t", "private:1")
+        diff_id = json.loads(b.run("inspect", "private:1", check=True).stdout)[0]["RootFS"]["Layers"][-1]
+        blob, size = (diff_id, 2048) if claimed == "the layer itself" else (str(Digest.of(other)), len(other))
+        layers = [dict(layer, digest=blob, size=size) if layer["digest"] == record["layer"] else layer
+                  for layer in manifest["layers"]]
+        record["layer"], record["result"]["diff_id"] = blob, diff_id
+        _rewrite(shared, manifest, config, layers)
+        manifest = dict(manifest, layers=layers)
+        built = b.build(public, "-t", "public:1", "--cache-from", f"type=local,src={shared}", check=False)
+        log = (built.stdout + built.stderr).decode()
+        assert "Traceback" not in log, log
+        if claimed == "the layer itself":
+            assert built.returncode == 0 and "is missing: its step runs" in log, log
+            shown = b.run("run", "--rm", "public:1", "sh", "-c", "cat /public; ls /secret", check=False)
+            assert shown.stdout == b"public\n" and b"No such file" in shown.stderr
+        else:
+            assert built.returncode == 1 and f"not the diff_id {diff_id}" in log, log

@@ -249,3 +249,18 @@ def test_explained_switch_of_the_stage_a_stage_builds_on(machines, tmp_path: Pat
     (ctx / "Dockerfile").write_text(dockerfile.replace("FROM busybox:local\n", "FROM b\n"))
     text = _explain(m, ctx)
     assert "[stage-2 2/2] RUN echo final > /f: cache miss: FROM changed: stage a -> stage b" in text, text
+
+
+def test_a_miss_never_shows_the_values_of_a_secret_build_arg(machines, tmp_path: Path) -> None:
+    """The miss of a step whose secret-named build arg changed (a rotated token) says so, but
+    shows neither token: the log of a CI job is read by many more than its image's history."""
+    m: Machine = machines()
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nARG GITHUB_TOKEN\nARG VERSION\n"
+                                                         "RUN echo \"$VERSION\" > /v\n"})
+    m.build(ctx, "--build-arg", "GITHUB_TOKEN=ghp_OLDTOKEN1", "--build-arg", "VERSION=1")
+    for args in (("GITHUB_TOKEN=ghp_NEWTOKEN2", "VERSION=2"), ("VERSION=2",)):
+        flags = [f for arg in args for f in ("--build-arg", arg)]
+        for output in (_explain(m, ctx, *flags), (lambda p: (p.stdout + p.stderr).decode())(m.build(ctx, *flags))):
+            assert "build arg GITHUB_TOKEN changed (values not shown" in output, output
+            assert len(args) == 1 or "build arg VERSION changed: '1' -> '2'" in output, output  # not a secret
+            assert "OLDTOKEN" not in output and "NEWTOKEN" not in output, output

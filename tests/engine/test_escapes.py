@@ -271,3 +271,44 @@ def test_mount_point_under_an_earlier_mount_never_follows_its_links_to_the_host(
     assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr.decode()
     assert sentinel.snapshot() == before
     assert builder.run(tag, "cat", "/seen").stdout == b"from context"
+
+
+@pytest.mark.parametrize("output", ["local", "tar"])
+def test_exporting_an_image_whose_layers_climb_out_is_one_clear_error(
+        builder: Builder, sentinel: Sentinel, tmp_path: Path, output: str) -> None:
+    """``-o type=local|tar`` apply the image's layers in one directory: a symlink to the host in
+    one layer and a file through it in the next, or a ``..`` entry, is refused there, naming
+    the layer; nothing is written outside, and no archive is left."""
+    def layer(*members: tuple[str, str | None]) -> bytes:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, link in members:
+                info = tarfile.TarInfo(name)
+                if link is not None:
+                    info.type, info.linkname = tarfile.SYMTYPE, link
+                    tf.addfile(info)
+                else:
+                    info.size = 3
+                    tf.addfile(info, io.BytesIO(b"pwn"))
+        return raw.getvalue()
+
+    climbing = [
+        [layer(("abs", str(sentinel.dir)), ("rel", "../../../../../../../../" + str(sentinel.dir).lstrip("/"))),
+         layer(("abs/through-abs", None))],
+        [layer(("rel", "../../../../../../../../" + str(sentinel.dir).lstrip("/"))), layer(("rel/through-rel", None))],
+        [layer(("ok", None)), layer(("../../../../../../../../" + str(sentinel.dir).lstrip("/") + "/dotdot", None))],
+    ]
+    before = sentinel.snapshot()
+    for i, layers in enumerate(climbing):
+        tag = f"escape-export-{uuid.uuid4().hex[:8]}:{i}"
+        (tmp_path / "climbing.tar").write_bytes(_docker_archive(tag, layers))
+        run_pybuild("load", "-i", str(tmp_path / "climbing.tar"), root=builder.root, check=True)
+        dest = tmp_path / f"out-{i}{'.tar' if output == 'tar' else ''}"
+        built = builder.build(builder.context({"Dockerfile": f"FROM {tag}\n"}, name=f"ctx{i}"),
+                              "-o", f"type={output},dest={dest}", check=False)
+        err = built.stderr.decode()
+        assert built.returncode == 1 and "Traceback" not in err, err
+        assert err.count("\nERROR: ") + err.startswith("ERROR: ") == 1, err
+        assert "cannot export the image: its layer sha256:" in err and "refusing the layer" in err, err
+        assert sentinel.snapshot() == before
+        assert not dest.exists() if output == "tar" else list(dest.iterdir()) == []

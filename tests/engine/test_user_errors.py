@@ -264,3 +264,38 @@ def test_paths_linux_cannot_create_are_refused_with_the_line(builder: Builder) -
         err = _error(builder.build(ctx, "--no-cache", check=False))
         assert where in err and why in err, err
         assert "snapshots" not in err, err  # no store path in the message
+
+
+@pytest.mark.parametrize("planted", ["Dockerfile", ".dockerignore", "huge Dockerfile"])
+def test_a_context_whose_dockerfile_or_ignore_file_is_a_device_is_one_clear_error(
+        builder: Builder, tmp_path: Path, planted: str) -> None:
+    """A cloned repository may hold ``Dockerfile -> /dev/zero`` (git keeps symlinks): read whole,
+    it ate memory until an internal error (or the OOM killer). A device, or a file too large to
+    be a Dockerfile, is refused by what it is; a pipe (``-f <(...)``) still reads."""
+    import resource
+
+    ctx = builder.context({"Dockerfile": "FROM busybox:local\n"}, name=f"ctx-{planted.replace(' ', '-')}")
+    if planted == "huge Dockerfile":
+        with open(ctx / "Dockerfile", "wb") as f:
+            f.truncate(40 << 20)
+    else:
+        (ctx / planted).unlink(missing_ok=True)
+        (ctx / planted).symlink_to("/dev/zero")
+        if planted == ".dockerignore":
+            (ctx / "Dockerfile").write_text("FROM busybox:local\n")
+
+    def limit_memory() -> None:  # a regression must fail here, not starve the machine
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "builder", "build", "-q", str(ctx)], capture_output=True,
+                          env={**os.environ, "PYBUILD_ROOT": str(builder.root)}, timeout=120,
+                          preexec_fn=limit_memory)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err and "internal error" not in err, err
+    said = "larger than 32 MiB" if planted == "huge Dockerfile" else "it is a device, not a file"
+    assert err.startswith("ERROR: ") and said in err and err.count("ERROR") == 1, err
+    if planted == "Dockerfile":  # a pipe is no device: -f /dev/stdin (or <(...)) builds
+        piped = subprocess.run([sys.executable, "-m", "builder", "build", "-q", "-f", "/dev/stdin", str(ctx)],
+                               input=b"FROM busybox:local\n", capture_output=True, timeout=120,
+                               env={**os.environ, "PYBUILD_ROOT": str(builder.root)}, preexec_fn=limit_memory)
+        assert piped.returncode == 0, piped.stderr.decode()

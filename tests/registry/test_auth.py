@@ -14,6 +14,7 @@ import pytest
 from builder.errors import AuthError, TLSError
 from builder.registry import ClientOptions, RegistryClient, pull, push
 from builder.registry.auth import Challenge, Credentials, DockerConfig, TokenCache
+from builder.registry.client import RetryPolicy
 from cache.store import Store
 from tests.helpers.tools import run_pybuild
 from tests.registry.conftest import PASSWORD, USER, SecureRegistry, TokenRegistry
@@ -533,3 +534,78 @@ def test_tokens_the_registry_always_rejects_are_not_called_a_wrong_password(
         token_registry.tokens.expired_grants = 0
     assert "rejects the tokens its token server issues (invalid_token" in str(err.value)
     assert "password" not in str(err.value)
+
+
+def test_a_build_that_pushes_and_shares_cache_keeps_no_credential_anywhere(
+        token_registry: TokenRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything a build with a login leaves behind (the store, its SQLite cache, the
+    --metadata-file, the --debug log, an error) holds neither the password, nor the basic
+    auth header, nor a bearer token the token server issued."""
+    issued: list[str] = []
+    sign = token_registry.tokens.sign
+
+    def recording(claims: dict[str, object]) -> str:
+        token = sign(claims)
+        issued.append(token)
+        return token
+
+    monkeypatch.setattr(token_registry.tokens, "sign", recording)
+    env = {"DOCKER_CONFIG": str(write_config(tmp_path / "docker", token_registry.address))}
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f").write_text(random_name())
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    repo = f"{token_registry.address}/{random_name('leak')}/app"
+    outputs = []
+    for root, extra in ((tmp_path / "root1", ("--push", "-t", f"{repo}:1",
+                                              "--cache-to", f"type=registry,ref={repo}:cache,mode=max")),
+                        (tmp_path / "root2", ("--cache-from", f"type=registry,ref={repo}:cache",
+                                              "-t", f"{repo}:2", "--push"))):
+        proc = run_pybuild("--debug", "build", "--progress", "plain", "--metadata-file",
+                           str(tmp_path / f"{root.name}.json"), *extra, str(ctx), root=root, env=env,
+                           check=True)
+        outputs.append(proc.stdout + proc.stderr)
+    denied = run_pybuild("--debug", "build", "-t", f"{token_registry.address}/denied/app:1", "--push",
+                         str(ctx), root=tmp_path / "root1", env=env)
+    assert denied.returncode == 1 and b"not allowed to push" in denied.stderr
+    outputs.append(denied.stdout + denied.stderr)
+    assert issued, "no token was issued"
+    secrets = [PASSWORD, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+               *{token.rsplit(".", 1)[1] for token in issued}]
+    for path in [*(tmp_path / "root1").rglob("*"), *(tmp_path / "root2").rglob("*"),
+                 tmp_path / "root1.json", tmp_path / "root2.json"]:
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, f"{path} holds a credential"
+    for output in outputs:
+        for secret in secrets:
+            assert secret.encode() not in output
+
+
+def test_a_failing_signed_storage_url_is_never_quoted(token_registry: TokenRegistry, fault_proxy,  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path, store: Store,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A blob GET the registry sent to signed storage that answers 404 or refuses the
+    connection: the error and the debug log name the storage host, never the signed URL."""
+    from builder.errors import PybuildError
+    from tests.helpers.tools import free_port
+    from tests.registry.conftest import Faults
+
+    config = write_config(tmp_path / "docker", token_registry.address)
+    options = ClientOptions(docker_config=DockerConfig(config))
+    image = make_image(1, 5_000, seed=random_name())
+    path = f"{random_name('signed')}/app:1"
+    push(image, f"{token_registry.address}/{path}", options=options)
+    proxy = fault_proxy(Faults(redirect_blobs=True), upstream=token_registry.address)
+    write_config(config, proxy.address)
+    caplog.set_level("DEBUG", logger="builder.registry")
+    dead = free_port()
+    for where in (f"http://{proxy.storage.address}/bucket/gone", f"http://127.0.0.2:{dead}/bucket/dead"):
+        proxy.storage.put = lambda data, where=where: f"{where}?X-Amz-Signature=SIGNED-abc&X-Amz-Credential=AKIA-KEY"
+        with pytest.raises(PybuildError) as err:
+            pull(f"{proxy.address}/{path}", store, client=RegistryClient(
+                proxy.address, ClientOptions(docker_config=DockerConfig(config), retry=RetryPolicy(attempts=1))))
+        for text in (str(err.value), caplog.text):
+            assert "SIGNED-" not in text and "AKIA-KEY" not in text, text
+        assert "127.0.0.2" in str(err.value) or "connection refused" in str(err.value), str(err.value)
