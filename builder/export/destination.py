@@ -78,7 +78,8 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
         try:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()  # a link planted at the predictable name is never written through
-            f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb")
+            # open(), not fdopen(): the file keeps its name for the messages of what writes to it
+            f = open(tmp, "xb", opener=_exclusive_no_follow)  # noqa: SIM115 - closed below
         except OSError as err:
             raise PybuildError(f"cannot write {path}: {err.strerror}") from None
         with _closing(f, path):
@@ -95,6 +96,10 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _exclusive_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
 
 
 def _sweep_parts(real: Path) -> None:
