@@ -419,3 +419,27 @@ def test_ctrl_c_twice_stops_cleanly(own_store: Path, tmp_path: Path) -> None:
         assert time.monotonic() - started < 15, "the second Ctrl-C left the step's container running"
         assert _mounts_under(root) == []
         assert _leftovers(root) == [], _leftovers(root)
+
+
+_INTERRUPTED_IMPORT = """
+import builtins, runpy, sys
+real, target = builtins.__import__, sys.argv[1]
+def interrupted(name, *args, **kwargs):
+    if name == target:
+        raise KeyboardInterrupt  # as a Ctrl-C arriving while this module loads
+    return real(name, *args, **kwargs)
+builtins.__import__ = interrupted
+sys.argv = ["pybuild", "images"]
+runpy.run_module("builder", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("module", ["pkgutil", "builder.errors", "argparse"])
+def test_ctrl_c_while_pybuild_starts_is_one_line(module: str) -> None:
+    """A Ctrl-C in the first tenth of a second, while the command line's modules load, printed
+    a Python traceback (found by tests/store/chaos.py): now one line and exit 130, as later."""
+    from tests.helpers.tools import REPO
+
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, module], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "ERROR: interrupted\n")
