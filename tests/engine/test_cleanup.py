@@ -435,11 +435,12 @@ runpy.run_module("builder", run_name="__main__")
 
 
 @pytest.mark.parametrize("module", ["pkgutil", "builder.errors", "argparse"])
-def test_ctrl_c_while_pybuild_starts_is_one_line(module: str) -> None:
+def test_ctrl_c_while_pybuild_starts_is_one_line(module: str, tmp_path: Path) -> None:
     """A Ctrl-C in the first tenth of a second, while the command line's modules load, printed
     a Python traceback (found by tests/store/chaos.py): now one line and exit 130, as later."""
     from tests.helpers.tools import REPO
 
     done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, module], cwd=REPO,
+                          env={**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")},
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (130, "ERROR: interrupted\n")
