@@ -320,13 +320,14 @@ class Chaos:
         self.fresh(combo)
         before = self.tags()
         procs = [self.start(ops[name]) for name in combo]
+        victim = -1
         if kill:
+            sig = self.rng.choice(SIGNALS)
+            label += f" ({sig.name})"
             time.sleep(self.delay())
             victim = self.rng.randrange(len(procs))
             if procs[victim].poll() is None:
-                procs[victim].kill()
-        else:
-            victim = -1
+                os.killpg(procs[victim].pid, sig)
         for i, (name, proc) in enumerate(zip(combo, procs, strict=True)):
             try:
                 _, err = proc.communicate(timeout=300)
