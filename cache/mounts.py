@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ImageError
+from cache.blobs import remove_tree, set_aside
 
 MOUNTS_DIR = "cachemounts"
 ID_ANNOTATION = "dev.pybuild.cache.mount.id"
@@ -91,17 +90,15 @@ def usage(store_root: Path) -> int:
 
 
 def remove_mount(store_root: Path, key: str) -> None:
-    """Delete one cache-mount directory (renamed aside first, so no RUN sees half of it)."""
+    """Delete one cache-mount directory (renamed aside into tmp/ first, so no RUN sees half of
+    it and a sweep removes it if this process dies meanwhile)."""
     root = mounts_root(store_root)
-    path = root / key
-    aside = root / f".{key}.{os.getpid()}.{time.monotonic_ns()}.gone"
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
+    aside = set_aside(root / key, Path(store_root) / "tmp")
+    if aside is None:
         return
-    shutil.rmtree(aside, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (root / f"{key}.id").unlink()
+    remove_tree(aside)
 
 
 def pack_mount(path: Path, out: BinaryIO) -> None:
