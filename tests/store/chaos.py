@@ -162,8 +162,12 @@ class Chaos:
         return found
 
     def leftovers(self) -> list[str]:
-        return [str(p.relative_to(self.root)) for sub in ("tmp", "run/tmp", "run/containers", "run/state")
-                if (self.root / sub).is_dir() for p in (self.root / sub).iterdir()]
+        """Temp entries, and the dot-named (half made, half removed) ones of the store's dirs."""
+        found = [str(p.relative_to(self.root)) for sub in ("tmp", "run/tmp", "run/containers", "run/state")
+                 if (self.root / sub).is_dir() for p in (self.root / sub).iterdir()]
+        found += [str(p.relative_to(self.root)) for sub in ("cachemounts", "gitsources", "snapshots", "leases")
+                  if (self.root / sub).is_dir() for p in (self.root / sub).iterdir() if p.name.startswith(".")]
+        return found
 
     def check(self, label: str, tags_before: set[str], may_change: set[str]) -> None:
         done = self.pb("store", "check")
@@ -311,7 +315,8 @@ class Chaos:
                   ["push", "rmi", "prune-a"], ["save", "prune-a", "load"], ["run", "prune-a"],
                   ["repair", "build-nocache"], ["build", "build", "pull", "prune-a"],
                   ["pull-big", "prune-a"], ["pull-big", "pull-big"], ["load-big", "prune"], ["load-big", "pull-big"],
-                  ["pull-big", "repair"], ["load-big", "prune-a", "pull-big"]]
+                  ["pull-big", "repair"], ["load-big", "prune-a", "pull-big"],
+                  ["build-nocache", "cache-prune"], ["build-nocache", "build-nocache", "cache-prune"]]
         combo = self.rng.choice(combos)
         self.rounds += 1
         kill = self.rng.random() < 0.3
