@@ -75,6 +75,18 @@ def is_stale_temp(path: Path, now: float | None = None) -> bool:
     return age > STALE_TMP_SECONDS
 
 
+def set_aside(path: Path, tmp_dir: Path) -> Path | None:
+    """Move ``path`` out of sight atomically into ``tmp_dir`` under this process's pid, to be
+    removed there: if the process dies first, the next writer's sweep removes it. Its new
+    path; None if there was nothing."""
+    aside = temp_name(tmp_dir, ".gone")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
 def sweep_temp(tmp_dir: Path) -> list[Path]:
     """Remove stale temp files and directories (left by killed processes); return them."""
     removed = []

@@ -13,13 +13,10 @@ recently used, ``prune --all`` removes them.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.blobs import sweep_dot_entries
+from cache.blobs import remove_tree, set_aside, sweep_dot_entries
 from cache.mounts import entry_dirs, tree_size
 
 GIT_DIR = "gitsources"
@@ -66,14 +63,11 @@ def usage(store_root: Path) -> int:
 
 
 def remove_checkout(store_root: Path, key: str) -> None:
-    """Delete one checkout (renamed aside first, so no build sees half of it)."""
-    root = sources_root(store_root)
-    aside = root / f".{key}.{os.getpid()}.{time.monotonic_ns()}.gone"
-    try:
-        os.rename(root / key, aside)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(aside, ignore_errors=True)
+    """Delete one checkout (renamed aside into tmp/ first, so no build sees half of it and a
+    sweep removes it if this process dies meanwhile)."""
+    aside = set_aside(sources_root(store_root) / key, Path(store_root) / "tmp")
+    if aside is not None:
+        remove_tree(aside)
 
 
 def sweep(store_root: Path, older_than: float = 3600) -> None:

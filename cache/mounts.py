@@ -14,13 +14,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.errors import ImageError
+from cache.blobs import remove_tree, set_aside, temp_name
 
 MOUNTS_DIR = "cachemounts"
 ID_ANNOTATION = "dev.pybuild.cache.mount.id"
@@ -91,17 +89,15 @@ def usage(store_root: Path) -> int:
 
 
 def remove_mount(store_root: Path, key: str) -> None:
-    """Delete one cache-mount directory (renamed aside first, so no RUN sees half of it)."""
+    """Delete one cache-mount directory (renamed aside into tmp/ first, so no RUN sees half of
+    it and a sweep removes it if this process dies meanwhile)."""
     root = mounts_root(store_root)
-    path = root / key
-    aside = root / f".{key}.{os.getpid()}.{time.monotonic_ns()}.gone"
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
+    aside = set_aside(root / key, Path(store_root) / "tmp")
+    if aside is None:
         return
-    shutil.rmtree(aside, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (root / f"{key}.id").unlink()
+    remove_tree(aside)
 
 
 def pack_mount(path: Path, out: BinaryIO) -> None:
@@ -129,15 +125,24 @@ def seed_mount(store_root: Path, cache_id: str, stream: BinaryIO, *, mode: int |
     dest = root / key
     if dest.exists():
         return False
+    # Unpacked under this process's name in tmp/, not beside the mount: a build killed midway
+    # leaves it where the next writer's sweep removes it (a dot dir in cachemounts/ stayed an hour).
+    work = temp_name(Path(store_root) / "tmp", ".seed")
     try:
-        extract_to_directory(stream, dest, apply_whiteouts=False)
+        work.mkdir()
+        made = work / "mount"
+        extract_to_directory(stream, made, apply_whiteouts=False)
         # The mount's own directory, as RUN would have made it (mode=, uid=, gid=).
-        os.chown(dest, uid or 0, gid or 0)
-        dest.chmod(mode if mode is not None else 0o755)
-    except ImageError:
-        if dest.exists():  # a RUN or another build made it first: keep theirs
-            return False
-        raise
+        os.chown(made, uid or 0, gid or 0)
+        made.chmod(mode if mode is not None else 0o755)
+        try:
+            os.rename(made, dest)
+        except OSError:
+            if dest.exists():  # a RUN or another build made it first: keep theirs
+                return False
+            raise
+    finally:
+        remove_tree(work)
     tmp = root / f".{key}.id.{os.getpid()}.tmp"
     tmp.write_text(cache_id)
     os.replace(tmp, root / f"{key}.id")

@@ -89,7 +89,8 @@ class StateFile:
     def _write(self) -> None:
         # No fsync: the file only has to outlive pybuild, not the machine (whose reboot
         # takes the mounts and processes with it); a torn file reads as a dead owner's.
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        # Named by the writer's pid: a write cut short by a kill is removed by the next recover.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(self.state)))
         os.replace(tmp, self.path)
 
@@ -279,10 +280,10 @@ def recover(work_root: Path) -> RecoveryReport:
             continue
         path.unlink(missing_ok=True)
         report.containers.append(state.id)
-        Path(path.parent, f".{path.name}.tmp").unlink(missing_ok=True)
-    for tmp in states.glob(".*.json.tmp") if states.is_dir() else ():
+    for tmp in states.glob(".*.json*.tmp") if states.is_dir() else ():  # writes cut short
+        pid = tmp.name.rsplit(".", 2)[-2]
         with contextlib.suppress(FileNotFoundError):
-            if time.time() - tmp.stat().st_mtime > STALE_SECONDS:  # a write cut short
+            if (pid.isdigit() and not pid_alive(int(pid))) or time.time() - tmp.stat().st_mtime > STALE_SECONDS:
                 tmp.unlink()
     cdirs = containers_dir(work_root)
     for cdir in sorted(cdirs.iterdir()) if cdirs.is_dir() else ():

@@ -161,3 +161,46 @@ def test_a_local_cache_export_sweeps_temp_files_of_killed_writers(tmp_path: Path
     _write_tag((str(tmp_path), 1))
     assert [p.exists() for p in stale] == [False, False]
     assert fresh.exists()
+
+
+def _partial_seed(mounts: Path, tmp: Path) -> bool:
+    """A cache mount being unpacked: a ``.partial`` dir in cachemounts/ or in a tmp/ seed dir."""
+    places = [mounts] + ([p for p in tmp.iterdir() if p.name.endswith(".seed")] if tmp.is_dir() else [])
+    for place in places:
+        try:
+            if any(p.name.endswith(".partial") for p in place.iterdir()):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def test_a_build_killed_while_it_seeds_a_cache_mount_leaves_nothing_held(machines, tmp_path: Path) -> None:
+    """--cache-from gives a RUN's cache mount its exported content, unpacked and renamed into
+    place. SIGKILLed while it unpacked, the build left the half-made dot dir in cachemounts/ for
+    an hour (its space held, in no ``cache du``, swept by a prune only). Now it unpacks in tmp/
+    under its pid: the next build sweeps it, and seeds the mount whole."""
+    a, b = machines(), machines()
+    dockerfile = ("FROM busybox:local\nCOPY a.txt /a.txt\n"
+                  "RUN --mount=type=cache,id=pkgs,target=/pkgs sh -c 'test -f /pkgs/f2999 && echo seeded "
+                  "|| { for i in $(seq 1 3000); do echo $i > /pkgs/f$i; done; "
+                  "head -c 30000000 /dev/urandom > /pkgs/big; echo made; }'\n")
+    ctx = write_context(tmp_path / "ctx", {"Dockerfile": dockerfile, "a.txt": "one\n"})
+    cache = tmp_path / "cache"
+    a.build(ctx, "--cache-to", f"type=local,dest={cache},mode=max,cache-mounts=true")
+    (ctx / "a.txt").write_text("two\n")  # the RUN runs on B, its mount seeded from the cache
+    mounts = b.root / "cachemounts"
+    proc = _popen_build(b, ctx, "--cache-from", f"type=local,src={cache}")
+    killed = False
+    while proc.poll() is None:
+        if _partial_seed(mounts, b.root / "tmp"):
+            proc.kill()
+            killed = True
+            break
+    proc.communicate()
+    assert killed
+    again = b.build(ctx, "--cache-from", f"type=local,src={cache}")
+    assert b"seeded" in again.stdout + again.stderr, again.stderr.decode()
+    left = [p.name for d in (mounts, b.root / "tmp") for p in d.iterdir() if p.name.startswith(".")]
+    assert left == [] and list((b.root / "tmp").iterdir()) == [], left
+    _check_clean(b)

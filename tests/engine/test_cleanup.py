@@ -419,3 +419,47 @@ def test_ctrl_c_twice_stops_cleanly(own_store: Path, tmp_path: Path) -> None:
         assert time.monotonic() - started < 15, "the second Ctrl-C left the step's container running"
         assert _mounts_under(root) == []
         assert _leftovers(root) == [], _leftovers(root)
+
+
+_INTERRUPTED_IMPORT = """
+import builtins, runpy, sys
+real, target = builtins.__import__, sys.argv[1]
+def interrupted(name, *args, **kwargs):
+    if name == target:
+        raise KeyboardInterrupt  # as a Ctrl-C arriving while this module loads
+    return real(name, *args, **kwargs)
+builtins.__import__ = interrupted
+sys.argv = ["pybuild", "images"]
+runpy.run_module("builder", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("module", ["pkgutil", "builder.errors", "argparse"])
+def test_ctrl_c_while_pybuild_starts_is_one_line(module: str, tmp_path: Path) -> None:
+    """A Ctrl-C in the first tenth of a second, while the command line's modules load, printed
+    a Python traceback (found by tests/store/chaos.py): now one line and exit 130, as later."""
+    from tests.helpers.tools import REPO
+
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, module], cwd=REPO,
+                          env={**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")},
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "ERROR: interrupted\n")
+
+
+def test_a_state_file_write_cut_short_is_removed_by_the_next_command(own_store: Path) -> None:
+    """``pybuild run`` killed while it wrote its container's state file (found by
+    tests/store/chaos.py) left ``run/state/.<id>.json.tmp``, which recover kept for a minute as
+    maybe a live writer's. Named by its writer's pid now: the next command removes it at once,
+    and keeps a live writer's."""
+    states = own_store / "run" / "state"
+    states.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    cut_short = states / f".pybuild-0123456789ab.json.{dead}.tmp"
+    cut_short.write_text('{"id": "pybuild-01')
+    live = states / f".pybuild-ba9876543210.json.{os.getpid()}.tmp"
+    live.write_text('{"id": "pybuild-ba')
+    run_pybuild("run", "--rm", "busybox:local", "true", root=own_store, check=True)
+    assert not cut_short.exists()
+    assert live.exists()
+    live.unlink()

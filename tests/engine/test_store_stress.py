@@ -332,3 +332,35 @@ def test_prune_removes_what_a_killed_build_left_mounted(base_archive: Path, tmp_
                  for p in (root / sub).iterdir()]
     assert leftovers == []
     _check_clean(root)
+
+
+def test_a_prune_killed_while_it_removes_a_cache_mount_leaves_nothing_held(base_archive: Path,
+                                                                          tmp_path: Path) -> None:
+    """Prune renames a cache mount aside, then deletes its files. SIGKILLed in between, the
+    renamed directory stayed in cachemounts/ as a dot entry: its space held, counted by no
+    ``cache du``, removed by no build, and by a prune only an hour after the mount's last use.
+    Now it goes aside into tmp/ under the prune's pid, and the next writer sweeps it."""
+    ctx = Builder(tmp_path, tmp_path).context({"Dockerfile": (
+        "FROM busybox:local\nRUN --mount=type=cache,target=/c sh -c "
+        "'for i in $(seq 1 3000); do echo $i > /c/f$i; done; head -c 20000000 /dev/urandom > /c/big'\n")})
+    root = tmp_path / "root"
+    run_pybuild("load", "-i", str(base_archive), root=root, check=True)
+    killed = 0
+    for command in (("cache", "prune", "-f"), ("prune", "-a", "-f")):
+        run_pybuild("build", "-q", "--no-cache", str(ctx), root=root, check=True)
+        mounts = root / "cachemounts"
+        proc = subprocess.Popen([sys.executable, "-m", "builder", *command], cwd=REPO,
+                                env={**os.environ, "PYBUILD_ROOT": str(root)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None:  # killed the moment the mount is set aside
+            if any(p.name.endswith(".gone") for d in (mounts, root / "tmp") for p in d.iterdir()):
+                proc.kill()
+                killed += 1
+                break
+        proc.wait()
+        run_pybuild("build", "-q", str(Builder(tmp_path, tmp_path).context({"Dockerfile": (
+            "FROM busybox:local\nRUN true\n")}, name="other")), root=root, check=True)
+        left = [p.name for d in (mounts, root / "tmp") for p in d.iterdir()]
+        assert left == [], (command, left)
+        _check_clean(root)
+    assert killed == 2
