@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.cache.conftest import CountingProxy, ran, steps, write_context
 from tests.cache.test_farm import DOCKERFILE, _inspect
+from tests.layers.malicious import Member, build_tar
 
 FINAL_CHANGE = DOCKERFILE.replace(
     "ENV GREETING=hello", "COPY late.txt /late.txt\nRUN cat /late.txt /final.txt > /both.txt\nENV GREETING=hello")
@@ -373,17 +374,8 @@ def test_a_consistent_hostile_cache_layer_cannot_write_outside_the_image(machine
     (record,) = [r for r in config["records"] if r["inputs"]["display"] == "RUN echo one > /one"]
     for members in ([("../../../../../../../../" + str(victim).lstrip("/") + "/dotdot", None)],
                     [("link", str(victim)), ("link/through", None)]):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            for name, target in members:
-                info = tarfile.TarInfo(name)
-                if target is not None:
-                    info.type, info.linkname = tarfile.SYMTYPE, target
-                    tf.addfile(info)
-                else:
-                    info.size = 3
-                    tf.addfile(info, io.BytesIO(b"pwn"))
-        plain = buf.getvalue()
+        plain = build_tar([Member(name, data=b"pwn") if target is None
+                           else Member(name, tarfile.SYMTYPE, linkname=target) for name, target in members])
         evil = gzip.compress(plain, mtime=0)
         (shared / "blobs" / "sha256" / Digest.of(evil).hex).write_bytes(evil)
         layers = [dict(layer, digest=str(Digest.of(evil)), size=len(evil)) if layer["digest"] == record["layer"]

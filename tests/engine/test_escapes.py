@@ -20,6 +20,7 @@ import pytest
 
 from tests.engine.conftest import Builder
 from tests.helpers.tools import run_pybuild
+from tests.layers.malicious import Member, build_tar
 from tests.registry.images import make_tar
 
 
@@ -280,17 +281,8 @@ def test_exporting_an_image_whose_layers_climb_out_is_one_clear_error(
     one layer and a file through it in the next, or a ``..`` entry, is refused there, naming
     the layer; nothing is written outside, and no archive is left."""
     def layer(*members: tuple[str, str | None]) -> bytes:
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            for name, link in members:
-                info = tarfile.TarInfo(name)
-                if link is not None:
-                    info.type, info.linkname = tarfile.SYMTYPE, link
-                    tf.addfile(info)
-                else:
-                    info.size = 3
-                    tf.addfile(info, io.BytesIO(b"pwn"))
-        return raw.getvalue()
+        return build_tar([Member(name, data=b"pwn") if link is None else Member(name, tarfile.SYMTYPE, linkname=link)
+                          for name, link in members])
 
     climbing = [
         [layer(("abs", str(sentinel.dir)), ("rel", "../../../../../../../../" + str(sentinel.dir).lstrip("/"))),
