@@ -289,18 +289,25 @@ def test_challenge_parsing_and_token_cache() -> None:
     assert cache.get(("r", "s", "scope")) is None
 
 
-def test_redirected_blobs_get_no_credentials(token_registry: TokenRegistry, fault_proxy,  # type: ignore[no-untyped-def]
-                                             tmp_path: Path, store: Store,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def _behind_redirecting_proxy(token_registry: TokenRegistry, fault_proxy, tmp_path: Path,  # type: ignore[no-untyped-def]
+                              layers: int, size: int, prefix: str):
+    """An image pushed to the token registry, and a proxy in front of it that sends blob GETs to
+    signed storage URLs; the docker config holds the login for both."""
     from tests.registry.conftest import Faults
 
     config = write_config(tmp_path / "docker", token_registry.address)
-    options = ClientOptions(docker_config=DockerConfig(config))
-    image = make_image(2, 20_000, seed=random_name())
-    path = f"{random_name('redir')}/app:1"
-    push(image, f"{token_registry.address}/{path}", options=options)
+    image = make_image(layers, size, seed=random_name())
+    path = f"{random_name(prefix)}/app:1"
+    push(image, f"{token_registry.address}/{path}", options=ClientOptions(docker_config=DockerConfig(config)))
     proxy = fault_proxy(Faults(redirect_blobs=True), upstream=token_registry.address)
     write_config(config, proxy.address)
+    return image, path, proxy, config
+
+
+def test_redirected_blobs_get_no_credentials(token_registry: TokenRegistry, fault_proxy,  # type: ignore[no-untyped-def]
+                                             tmp_path: Path, store: Store,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    image, path, proxy, config = _behind_redirecting_proxy(token_registry, fault_proxy, tmp_path, 2, 20_000, "redir")
     caplog.set_level("DEBUG", logger="builder.registry")
     pulled = pull(f"{proxy.address}/{path}", store,
                   client=RegistryClient(proxy.address, ClientOptions(docker_config=DockerConfig(config))))
@@ -590,15 +597,8 @@ def test_a_failing_signed_storage_url_is_never_quoted(token_registry: TokenRegis
     connection: the error and the debug log name the storage host, never the signed URL."""
     from builder.errors import PybuildError
     from tests.helpers.tools import free_port
-    from tests.registry.conftest import Faults
 
-    config = write_config(tmp_path / "docker", token_registry.address)
-    options = ClientOptions(docker_config=DockerConfig(config))
-    image = make_image(1, 5_000, seed=random_name())
-    path = f"{random_name('signed')}/app:1"
-    push(image, f"{token_registry.address}/{path}", options=options)
-    proxy = fault_proxy(Faults(redirect_blobs=True), upstream=token_registry.address)
-    write_config(config, proxy.address)
+    _image, path, proxy, config = _behind_redirecting_proxy(token_registry, fault_proxy, tmp_path, 1, 5_000, "signed")
     caplog.set_level("DEBUG", logger="builder.registry")
     dead = free_port()
     for where in (f"http://{proxy.storage.address}/bucket/gone", f"http://127.0.0.2:{dead}/bucket/dead"):

@@ -220,16 +220,9 @@ class Chaos:
         time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, sig) if sig != signal.SIGKILL else proc.kill()
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-            self.fail(f"{label}: did not stop within 120 s of the signal")
-        if sig != signal.SIGKILL and any(w in err for w in INTERNAL) and not startup_interrupt(err):
-            self.fail(f"{label}: internal error on {sig.name}: {err.strip()[-800:]}")
+        self.reap(proc, label, sig)
         if proc.returncode not in (0, -sig, 128 + sig, 130, 143, 1) and sig != signal.SIGKILL:
-            self.fail(f"{label}: exit {proc.returncode}: {err.strip()[-400:]}")
+            self.fail(f"{label}: exit {proc.returncode}: {self.last_err.strip()[-400:]}")
         print(f"round {self.rounds}: {label} rc={proc.returncode}", flush=True)
         may = {"app:2", "other:1", "app:3", "big:1"} | {t for t in before if "chaos/" in t}
         self.check(label, before, may)
@@ -275,17 +268,23 @@ class Chaos:
                 break
             time.sleep(0.001)
         label = f"{name} {sig.name} at new entry #{nth} {hit.replace(str(self.work), '')}"
+        self.reap(proc, label, sig)
+        print(f"round {self.rounds}: {label} rc={proc.returncode}", flush=True)
+        self.check(label, before, {"app:2", "other:1", "app:3", "big:1"} | {t for t in before if "chaos/" in t})
+        self.after(name, label)
+
+    def reap(self, proc: subprocess.Popen[str], label: str, sig: signal.Signals) -> None:
+        """Wait for a signalled command; fail on a hang or an internal error (its stderr is kept
+        in ``last_err``)."""
         try:
             _, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
             self.fail(f"{label}: did not stop within 120 s of the signal")
+        self.last_err = err
         if sig != signal.SIGKILL and any(w in err for w in INTERNAL) and not startup_interrupt(err):
             self.fail(f"{label}: internal error on {sig.name}: {err.strip()[-800:]}")
-        print(f"round {self.rounds}: {label} rc={proc.returncode}", flush=True)
-        self.check(label, before, {"app:2", "other:1", "app:3", "big:1"} | {t for t in before if "chaos/" in t})
-        self.after(name, label)
 
     def after(self, name: str, label: str) -> None:
         """The killed command itself, run again, works."""
