@@ -13,7 +13,7 @@ import pytest
 
 from tests.engine.conftest import Builder
 from tests.helpers.tools import run_pybuild
-from tests.runtime.test_cleanup import assert_nothing_left
+from tests.runtime.test_cleanup import assert_nothing_left, marker
 
 
 @pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
@@ -73,15 +73,16 @@ def mounted(path: Path) -> bool:
 def test_slave_binds_see_what_the_host_mounts_later(builder: Builder, shared_dir: Path, isolation: str) -> None:
     """docker's -v SRC:DST:rslave: a mount made on the host under SRC while the container runs
     appears in it; a private bind (the default) does not see it. pybuild refused the option."""
-    script = "while [ ! -e /data/sub/late ]; do sleep 0.1; done; cat /data/sub/late; ls /private/sub"
+    late = f"late-{marker()}"  # a name no other process on the machine has in its command line
+    script = f"while [ ! -e /data/sub/{late} ]; do sleep 0.1; done; cat /data/sub/{late}; ls /private/sub"
     proc = start_run(builder, "--isolation", isolation, "-v", f"{shared_dir}:/data:rslave",
                      "-v", f"{shared_dir}:/private", "busybox:local", "sh", "-c", f"echo started; {script}")
     (shared_dir / "sub").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shared_dir / "sub")], check=True)
-    (shared_dir / "sub" / "late").write_text("mounted later\n")
+    (shared_dir / "sub" / late).write_text("mounted later\n")
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, out, err) == (0, b"mounted later\n", b""), err  # /private/sub is empty
-    assert_nothing_left(builder.root / "run", "late")
+    assert_nothing_left(builder.root / "run", late)
 
 
 @pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
@@ -235,27 +236,29 @@ def test_signals_reach_the_container(builder: Builder, isolation: str, sig: int,
     """docker run's signal proxy: Ctrl-C or a process manager's SIGTERM reaches the program,
     which shuts down its own way (pybuild used to kill the container: 'ERROR: interrupted', 130)."""
     traps = 'trap "echo got TERM; exit 7" TERM; trap "echo got INT; exit 8" INT; trap "echo got HUP; exit 9" HUP'
+    sleep = marker()
     proc = start_run(builder, "--isolation", isolation, "busybox:local", "sh", "-c",
-                     f"{traps}; echo started; sleep 60 & wait")
+                     f"{traps}; echo started; sleep {sleep} & wait")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, out, err) == (code, f"got {signal.Signals(sig).name[3:]}\n".encode(), b"")
-    assert_nothing_left(builder.root / "run", "sleep 60")
+    assert_nothing_left(builder.root / "run", sleep)
 
 
 @pytest.mark.parametrize("isolation", ["runc", "chroot"])
 def test_third_ctrl_c_stops_a_container_that_ignores_it(builder: Builder, isolation: str) -> None:
     """A pid 1 with no handler ignores SIGINT; there is no `docker kill` for pybuild's containers,
     so the third Ctrl-C stops it and leaves nothing behind."""
+    sleep = marker()
     proc = start_run(builder, "--isolation", isolation, "busybox:local", "sh", "-c",
-                     "echo started; exec sleep 61")
+                     f"echo started; exec sleep {sleep}")
     for _ in range(3):
         time.sleep(0.3)
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == b"ERROR: interrupted\n", err
-    assert_nothing_left(builder.root / "run", "sleep 61")
+    assert_nothing_left(builder.root / "run", sleep)
 
 
 @pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])
