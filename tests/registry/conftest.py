@@ -269,6 +269,7 @@ class Faults:
     reset: float = 0.0          # RST the connection (half-way through the body, if any)
     stall: float = 0.0          # sleep ``stall_seconds`` before answering
     stall_body: float = 0.0     # send half a blob body, then sleep ``stall_seconds``
+    stall_first_bodies: int = 0  # ... and so for the first N blob GETs, for sure
     unavailable: float = 0.0    # answer 503 with Retry-After
     flip_blob_bytes: bool = False
     redirect_blobs: bool = False  # answer blob GETs with 307 to a "storage" server on 127.0.0.2
@@ -280,6 +281,15 @@ class Faults:
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
+
+    def first(self, name: str, times: int) -> bool:
+        """Whether ``name`` happened fewer than ``times`` times yet (then it happens now): a fault
+        that no order of concurrent requests can make miss, as a roll of the seeded dice can."""
+        with self.lock:
+            hit = self.counts.get(name, 0) < times
+            if hit:
+                self.counts[name] = self.counts.get(name, 0) + 1
+            return hit
 
     def roll(self, name: str, probability: float) -> bool:
         with self.lock:
@@ -378,7 +388,8 @@ class FaultProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()
                 return
-            if is_blob_get and len(resp_body) > 1 and faults.roll("stall_body", faults.stall_body):
+            if is_blob_get and len(resp_body) > 1 and (faults.first("stall_body", faults.stall_first_bodies)
+                                                       or faults.roll("stall_body", faults.stall_body)):
                 half = len(resp_head) + 4 + len(resp_body) // 2
                 whole = resp_head + b"\r\n\r\n" + resp_body
                 conn.sendall(whole[:half])
