@@ -74,26 +74,6 @@ def read_regular(path: Path | str, limit: int, *, dir_fd: int | None = None) -> 
         os.close(fd)
 
 
-def real_dirs(root: Path, relative: str) -> None:
-    """``root/relative`` made as directories, each one checked to be a real directory: a symlink
-    planted there (a shared cache, a layout unpacked from someone's tar) would send what is
-    written into it out of ``root``. ValueError, naming the part, when one is not."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root
-    for part in Path(relative).parts:
-        path = path / part
-        try:
-            os.mkdir(path)
-            continue
-        except FileExistsError:
-            pass
-        mode = os.lstat(path).st_mode
-        if stat.S_ISLNK(mode):
-            raise ValueError(f"{path.relative_to(root)} is a symbolic link")
-        if not stat.S_ISDIR(mode):
-            raise ValueError(f"{path.relative_to(root)} is not a directory")
-
-
 def open_regular(path: Path) -> BinaryIO:
     """``open(path, "rb")`` of a file that must be a regular one (links followed: its content
     is checked by digest): a FIFO planted there would block the reader forever, a device never
