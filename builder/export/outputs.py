@@ -572,8 +572,8 @@ def _open_merged(dest: Directory, name: str, existing: os.stat_result) -> Direct
     except PermissionError:
         os.chmod(name, stat.S_IMODE(existing.st_mode) | stat.S_IRWXU, dir_fd=dest.fd, follow_symlinks=False)
         return dest.subdir(name)
-    if not os.access(f"/proc/self/fd/{inner.fd}", os.W_OK | os.X_OK):
-        os.fchmod(inner.fd, stat.S_IMODE(os.fstat(inner.fd).st_mode) | stat.S_IRWXU)
+    if not os.access(name, os.W_OK | os.X_OK, dir_fd=dest.fd, follow_symlinks=False):
+        os.fchmod(inner.fd, stat.S_IMODE(os.fstat(inner.fd).st_mode) | stat.S_IRWXU)  # the one opened
     return inner
 
 
