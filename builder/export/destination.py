@@ -27,11 +27,37 @@ class OutputPathError(PybuildError):
     (exit code 1, as docker's "invalid output path")."""
 
 
+def followed_path(path: str | Path) -> Path:
+    """Where the kernel's own walk of ``path`` leads, its links included (for a path not there
+    yet: its directory's, and the name). Not os.path.realpath, which reads links itself and so
+    passes by fs.protected_symlinks: the kernel's refusal to let root follow a link another
+    user planted in a shared sticky directory (``-o /tmp/app.tar``) to a file of its choosing."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if os.path.islink(path):  # dangling, and the kernel followed it: where it leads is ours to make
+            return Path(os.path.realpath(path))
+        if path.parent == path:
+            return path
+        return followed_path(path.parent) / path.name
+    except PermissionError as err:
+        raise OutputPathError(f'invalid output path "{path}": {err.strerror}') from None
+    except OSError:
+        return Path(os.path.realpath(path))  # the checks that follow say what is wrong with it
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # no /proc
+        return Path(os.path.realpath(path))
+    finally:
+        os.close(fd)
+
+
 def check_output_file(path: str | Path, *, devices: bool = False, make_parents: bool = False) -> None:
     """docker's ValidateOutputPath: the directory exists (unless it will be made), and an existing
     path is a regular file, a FIFO, or (``devices``) a device; never a directory."""
     path = Path(path)
-    real = Path(os.path.realpath(path))
+    real = followed_path(path)
     try:
         st = os.stat(path)  # through symlinks: /dev/stdout -> /proc/self/fd/1 -> a pipe
     except FileNotFoundError:
@@ -71,7 +97,7 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
         with _closing(f, path):
             yield f
         return
-    real = Path(os.path.realpath(path))  # a symlink keeps its place and points at the new file
+    real = followed_path(path)  # a symlink keeps its place and points at the new file
     if make_parents:
         make_dir(real.parent, path.parent)
     # The directory is opened once, and the temp file made, written and renamed through its
@@ -175,7 +201,7 @@ def remove_stale_output(path: str | Path) -> None:
     of); ``/dev/stdout`` (even when it is a file the shell opened) and FIFOs stay."""
     if _through_proc_or_dev(path):
         return
-    real = Path(os.path.realpath(path))
+    real = followed_path(path)
     try:
         with Directory.open(real.parent) as folder:  # the file checked is the one removed
             st = folder.lstat(real.name)
