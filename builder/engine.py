@@ -202,15 +202,15 @@ class Build:
 
     def run(self) -> BuildResult | None:
         from builder.export.destination import remove_stale_output
+        from builder.interrupts import signals_as_interrupt
         from builder.runtime import recover
-        from builder.runtime.cleanup import sigterm_as_interrupt
 
         recover(self.store.root / "run")
         for path in (self.options.iidfile, self.options.metadata_file):
             if path:
                 remove_stale_output(path)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(sigterm_as_interrupt())
+            stack.enter_context(signals_as_interrupt())
             stack.callback(self.progress.close)
             stack.enter_context(self.store.gc_lock.shared(notice=self.progress.message))
             context, dockerfile_text, dockerfile_name = self._load_context(stack)

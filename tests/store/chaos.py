@@ -39,7 +39,7 @@ ADD arch.tar /arch/
 COPY --from=gen /out /out
 RUN cat /data/a /arch/t1 > /joined && ls /out | wc -l > /count
 """
-SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGTERM, signal.SIGHUP)
 INTERNAL = ("Traceback", "internal error", "database is locked")
 
 
@@ -283,8 +283,14 @@ class Chaos:
             _, err = proc.communicate()
             self.fail(f"{label}: did not stop within 120 s of the signal")
         self.last_err = err
-        if sig != signal.SIGKILL and any(w in err for w in INTERNAL) and not startup_interrupt(err):
+        if sig == signal.SIGKILL:
+            return
+        if any(w in err for w in INTERNAL) and not startup_interrupt(err):
             self.fail(f"{label}: internal error on {sig.name}: {err.strip()[-800:]}")
+        # a signal it could catch: it cleaned up itself, nothing waits for the next command's sweep
+        left = self.leftovers() + self.mounts() + self.containers()
+        if left:
+            self.fail(f"{label}: left behind after {sig.name} (rc={proc.returncode}): {left}")
 
     def after(self, name: str, label: str) -> None:
         """The killed command itself, run again, works."""
