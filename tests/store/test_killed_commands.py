@@ -12,14 +12,18 @@ output, no container, mount, lease or run state), and no half-made image is list
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
 import tarfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,6 +274,97 @@ def test_pull_load_push_stopped_by_a_signal_at_each_new_file(command: str, regis
         assert _image_id(root, name) == want
         _clean(root)
     assert stopped >= 3, stopped
+
+
+class _ThrottledRelay(socketserver.ThreadingTCPServer):
+    """A loopback TCP relay to ``upstream`` that sends the answers at ``rate`` bytes a second per
+    connection: a registry far away, for a pull that takes seconds."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, rate: int) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.rate = rate
+        super().__init__(("127.0.0.1", 0), _Relay)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _Relay(socketserver.BaseRequestHandler):
+    server: _ThrottledRelay
+
+    def handle(self) -> None:
+        upstream = socket.create_connection(self.server.upstream)
+        client = self.request
+
+        def requests() -> None:
+            try:
+                while data := client.recv(1 << 16):
+                    upstream.sendall(data)
+            except OSError:
+                pass
+            finally:
+                upstream.close()
+
+        threading.Thread(target=requests, daemon=True).start()
+        try:
+            while data := upstream.recv(16 << 10):
+                client.sendall(data)
+                time.sleep(len(data) / self.server.rate)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def slow_registry(registry: str) -> Iterator[str]:
+    relay = _ThrottledRelay(registry, 1 << 20)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    yield relay.address
+    relay.shutdown()
+    relay.server_close()
+
+
+def test_pull_stopped_mid_download_ends_at_once(registry: str, slow_registry: str, tmp_path: Path) -> None:
+    """SIGTERM while a pull's layers download from a slow registry (1 MB/s): the transfers stop
+    at their next chunk and the pull ends at once, their temp files removed, nothing listed; it
+    does not wait for each layer to be through (8 s here), as it did before."""
+    layers: list[Files] = [{f"l{i}/blob": noise(f"slow{i}", 8 << 20)} for i in range(2)]
+    archive = write_archive(tmp_path / "img.tar", image_of(layers), ("slow:1",))
+    seed = tmp_path / "seed"
+    run_pybuild("load", "-q", "-i", str(archive), root=seed, check=True)
+    run_pybuild("tag", "slow:1", f"{registry}/stopped/slow:1", root=seed, check=True)
+    run_pybuild("push", "-q", f"{registry}/stopped/slow:1", root=seed, check=True)
+    root = tmp_path / "root"
+    ref = f"{slow_registry}/stopped/slow:1"
+
+    def downloading() -> set[str]:  # a layer's temp blob, once it holds a first chunk
+        found = set()
+        for blob in (root / "tmp").glob("*.blob") if (root / "tmp").is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if blob.stat().st_size:
+                    found.add(blob.name)
+        return found
+
+    started = [0.0]
+
+    def listing() -> set[str]:
+        found = downloading()
+        if found and not started[0]:
+            started[0] = time.monotonic()
+        return found
+
+    done = _signal_at_new_entry(root, 1, signal.SIGTERM, "pull", "-q", ref, entries=listing)
+    took = time.monotonic() - started[0]
+    assert _stopped_cleanly(done, signal.SIGTERM)
+    assert took < 4, f"the pull took {took:.1f} s to stop"
+    _nothing_left(root)
+    assert _listed(root) == set()
+    _clean(root)
 
 
 def test_save_stopped_while_it_writes_leaves_no_part_file(tmp_path: Path) -> None:
