@@ -1,5 +1,5 @@
-"""Chaos run: pybuild commands killed at random moments (SIGKILL, SIGINT, SIGTERM) on one store,
-and several commands at once on it; after each round the store must be usable.
+"""Chaos run: pybuild commands killed at random moments (SIGKILL, SIGINT, SIGTERM, SIGHUP) on one
+store, and several commands at once on it; after each round the store must be usable.
 
 Not collected by pytest (a long run): ``python3 -m tests.store.chaos --iterations 200``.
 Each failure found here has a deterministic regression test beside it in tests/store,
@@ -7,7 +7,8 @@ tests/engine or tests/cache.
 
 After every round: ``store check`` is clean, a rebuild of the Dockerfile gives the image ID of an
 undisturbed build, no mount and no runtime container is left under the store, no temp file is
-left after the next command's sweep, the tags are those expected.
+left after the next command's sweep, the tags are those expected. A command stopped by a signal it
+can catch (not SIGKILL) leaves nothing at all, before any other command runs.
 """
 
 from __future__ import annotations
