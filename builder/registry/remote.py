@@ -330,13 +330,15 @@ def _check(stop: threading.Event | None) -> None:
         raise TransferStopped
 
 
-def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: threading.Event) -> None:
+def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: threading.Event,
+                      cancel: threading.Event | None = None) -> None:
     """Run tasks on a thread pool; the first failure cancels what has not started and is raised.
 
-    ``stop``, which the tasks check between chunks, is set on a failure and on Ctrl-C, SIGTERM
-    or SIGHUP (noted, never raised inside the pool's locks): running transfers end at their
-    next chunk, their temp files removed, and the command stops at once, not when every layer
-    is through; the signal is raised once they have ended.
+    ``stop``, which the tasks check between chunks, is set on a failure, on Ctrl-C, SIGTERM or
+    SIGHUP (noted, never raised inside the pool's locks) and when ``cancel`` is set (a build
+    that stops): running transfers end at their next chunk, their temp files removed, and the
+    command stops at once, not when every layer is through; the signal (or TransferStopped,
+    for a cancel) is raised once they have ended.
     """
     if not tasks:
         return
@@ -345,7 +347,7 @@ def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: t
                                thread_name_prefix="pybuild-transfer") as pool:
         futures: list[Future[None]] = [pool.submit(task) for task in tasks]
         pending: set[Future[None]] = set(futures)
-        while pending and not interrupted:
+        while pending and not interrupted and not (cancel is not None and cancel.is_set()):
             done, pending = wait(pending, timeout=INTERRUPT_POLL_SECONDS, return_when=FIRST_EXCEPTION)
             if any(f.exception() is not None for f in done):
                 break
@@ -359,10 +361,12 @@ def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: t
         if future.done() and not future.cancelled() and (err := future.exception()) is not None \
                 and not isinstance(err, TransferStopped):
             raise err
+    if stop.is_set():  # cancelled: some blobs are missing
+        raise TransferStopped
 
 
 def download_blobs(image: RemoteImage, store: Store, progress: Progress,
-                   workers: int = DEFAULT_WORKERS) -> int:
+                   workers: int = DEFAULT_WORKERS, cancel: threading.Event | None = None) -> int:
     """Copy the image's config and layers the store lacks into it; returns bytes downloaded.
 
     Each layer streams into the store's verified write (temp file, hash, fsync,
@@ -410,7 +414,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
                 progress.done(key, "Pull complete")
 
         tasks.append(task)
-    _run_concurrently(tasks, workers, stop)
+    _run_concurrently(tasks, workers, stop, cancel)
     return total[0]
 
 
@@ -437,20 +441,21 @@ class PullResult:
 def pull(reference: Reference | str, store: Store, platform: Platform | str | None = None, *,
          client: RegistryClient | None = None, options: ClientOptions | None = None,
          progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
-         tag: bool = True) -> RemoteImage:
+         tag: bool = True, cancel: threading.Event | None = None) -> RemoteImage:
     """Pull an image into the local store and tag it; the single entry point ``FROM`` uses.
 
     Returns the RemoteImage; the store now holds its blobs, so ``store.image(str(ref))``
-    (or by digest) reads it locally.
+    (or by digest) reads it locally. ``cancel`` set (a build that stops) ends the transfers at
+    their next chunk, with TransferStopped.
     """
     return pull_with_result(reference, store, platform, client=client, options=options,
-                            progress=progress, workers=workers, tag=tag)[0]
+                            progress=progress, workers=workers, tag=tag, cancel=cancel)[0]
 
 
 def pull_with_result(reference: Reference | str, store: Store, platform: Platform | str | None = None,
                      *, client: RegistryClient | None = None, options: ClientOptions | None = None,
                      progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
-                     tag: bool = True) -> tuple[RemoteImage, PullResult]:
+                     tag: bool = True, cancel: threading.Event | None = None) -> tuple[RemoteImage, PullResult]:
     ref = Reference.parse(reference) if isinstance(reference, str) else reference
     plat = Platform.parse(platform) if isinstance(platform, str) else platform
     progress = progress or NullProgress()
@@ -461,7 +466,7 @@ def pull_with_result(reference: Reference | str, store: Store, platform: Platfor
         pinned = replace(ref, tag=None).familiar if ref.digest else ref.tag
         progress.message(f"{pinned}: Pulling from {ref.repository}")
         image = resolve(client, ref, plat, "pull", progress)
-        downloaded = download_blobs(image, store, progress, workers)
+        downloaded = download_blobs(image, store, progress, workers, cancel)
         # As docker: a digest wins over a tag given with it (the tag may have moved since),
         # so ``repo:tag@digest`` leaves the local tag alone.
         tags = [str(ref)] if tag and ref.tag and not ref.digest else []

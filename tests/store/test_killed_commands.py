@@ -329,18 +329,27 @@ def slow_registry(registry: str) -> Iterator[str]:
     relay.server_close()
 
 
-def test_pull_stopped_mid_download_ends_at_once(registry: str, slow_registry: str, tmp_path: Path) -> None:
-    """SIGTERM while a pull's layers download from a slow registry (1 MB/s): the transfers stop
-    at their next chunk and the pull ends at once, their temp files removed, nothing listed; it
-    does not wait for each layer to be through (8 s here), as it did before."""
+@pytest.mark.parametrize("command", ["pull", "build"])
+def test_pull_stopped_mid_download_ends_at_once(command: str, registry: str, slow_registry: str,
+                                                tmp_path: Path) -> None:
+    """SIGTERM while a pull's layers download from a slow registry (1 MB/s), by ``pybuild pull``
+    or a build's FROM: the transfers stop at their next chunk and the command ends at once,
+    their temp files removed, nothing listed; it does not wait for each layer to be through
+    (7 s more here), as it did before."""
     layers: list[Files] = [{f"l{i}/blob": noise(f"slow{i}", 8 << 20)} for i in range(2)]
     archive = write_archive(tmp_path / "img.tar", image_of(layers), ("slow:1",))
     seed = tmp_path / "seed"
     run_pybuild("load", "-q", "-i", str(archive), root=seed, check=True)
-    run_pybuild("tag", "slow:1", f"{registry}/stopped/slow:1", root=seed, check=True)
-    run_pybuild("push", "-q", f"{registry}/stopped/slow:1", root=seed, check=True)
+    run_pybuild("tag", "slow:1", f"{registry}/stopped/slow{command}:1", root=seed, check=True)
+    run_pybuild("push", "-q", f"{registry}/stopped/slow{command}:1", root=seed, check=True)
     root = tmp_path / "root"
-    ref = f"{slow_registry}/stopped/slow:1"
+    ref = f"{slow_registry}/stopped/slow{command}:1"
+    args = ("pull", "-q", ref)
+    if command == "build":
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM {ref}\nRUN true\n")
+        args = ("build", "-q", str(ctx))
 
     def downloading() -> set[str]:  # a layer's temp blob, once it holds a first chunk
         found = set()
@@ -358,10 +367,10 @@ def test_pull_stopped_mid_download_ends_at_once(registry: str, slow_registry: st
             started[0] = time.monotonic()
         return found
 
-    done = _signal_at_new_entry(root, 1, signal.SIGTERM, "pull", "-q", ref, entries=listing)
+    done = _signal_at_new_entry(root, 1, signal.SIGTERM, *args, entries=listing)
     took = time.monotonic() - started[0]
-    assert _stopped_cleanly(done, signal.SIGTERM)
-    assert took < 4, f"the pull took {took:.1f} s to stop"
+    assert _stopped_cleanly(done, signal.SIGTERM, last_line=command == "build")
+    assert took < 4, f"the {command} took {took:.1f} s to stop"
     _nothing_left(root)
     assert _listed(root) == set()
     _clean(root)
