@@ -9,8 +9,16 @@ def console() -> int:
     and exit status as later, not a traceback of an import or a silent death."""
     import sys
 
-    from builder.interrupts import exit_status, ignore_stop_signals, message, signals_as_interrupt
-
+    try:
+        from builder.interrupts import (
+            exit_status,
+            ignore_stop_signals,
+            message,
+            signals_as_interrupt,
+        )
+    except KeyboardInterrupt:  # a Ctrl-C as the very first module loads
+        print("ERROR: interrupted", file=sys.stderr)
+        return 130
     try:
         with signals_as_interrupt():
             from builder.cli import main
