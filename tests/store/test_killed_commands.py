@@ -13,7 +13,6 @@ output, no container, mount, lease or run state), and no half-made image is list
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -29,8 +28,10 @@ from pathlib import Path
 
 import pytest
 
+from builder.runtime.overlay import mounts_under
 from cache import Store
 from tests.helpers.tools import REPO, run_pybuild
+from tests.runtime.test_cleanup import runtime_containers
 from tests.store.imagegen import Files, image_of, noise, write_archive
 
 
@@ -195,28 +196,14 @@ def _stopped_cleanly(done: Stopped, sig: int, *, last_line: bool = False) -> boo
     return True
 
 
-def _mounts_under(root: Path) -> list[str]:
-    prefix = str(root.resolve()) + "/"
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(prefix)]
-
-
-def _runtime_containers(root: Path) -> list[str]:
-    found = []
-    for runtime in ("runc", "crun"):
-        out = subprocess.run([runtime, "list", "--format", "json"], capture_output=True, check=True).stdout
-        found += [e["id"] for e in json.loads(out or b"[]") or [] if str(e.get("bundle", "")).startswith(str(root))]
-    return found
-
-
 def _nothing_left(root: Path) -> None:
     """What the stopped command made and did not keep is gone now, not at the next command's
     sweep: temp files, a run's container, mounts, state and lease."""
     left = [f"{sub}/{p.name}" for sub in ("tmp", "run/tmp", "run/containers", "run/state", "leases")
             if (root / sub).is_dir() for p in (root / sub).iterdir()]
     assert left == [], left
-    assert _mounts_under(root) == []
-    assert _runtime_containers(root) == []
+    assert mounts_under(root) == []
+    assert runtime_containers(root) == []
 
 
 def _listed(root: Path) -> set[str]:
