@@ -202,15 +202,15 @@ class Build:
 
     def run(self) -> BuildResult | None:
         from builder.export.destination import remove_stale_output
+        from builder.interrupts import signals_as_interrupt
         from builder.runtime import recover
-        from builder.runtime.cleanup import sigterm_as_interrupt
 
         recover(self.store.root / "run")
         for path in (self.options.iidfile, self.options.metadata_file):
             if path:
                 remove_stale_output(path)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(sigterm_as_interrupt())
+            stack.enter_context(signals_as_interrupt())
             stack.callback(self.progress.close)
             stack.enter_context(self.store.gc_lock.shared(notice=self.progress.message))
             context, dockerfile_text, dockerfile_name = self._load_context(stack)
@@ -461,7 +461,7 @@ class Build:
                     base_image, scope = parent.image, parent.scope.child()
                     key, base_text = parent.key, f"stage {parent.key}"
                 else:
-                    base_image = self._resolve_base(resolver, from_, StepTransfers(env_.progress, handle))
+                    base_image = self._resolve_base(resolver, from_, StepTransfers(env_.progress, handle), cancel)
                     bases[index] = (from_.base_name, base_image)
                     scope = global_scope.stage_scope(base_image.config_file().config.env)
                     digest = "" if from_.base_name == "scratch" else str(base_image.digest())
@@ -673,10 +673,12 @@ class Build:
                 self.progress.warning(f"cache export to {spec.description} failed: {err}")
 
     @staticmethod
-    def _resolve_base(resolver: BaseResolver, from_: ins_.From, transfers: StepTransfers | None = None) -> Image:
-        """The FROM image; a failure names the Dockerfile line and what was tried."""
+    def _resolve_base(resolver: BaseResolver, from_: ins_.From, transfers: StepTransfers | None = None,
+                      cancel: threading.Event | None = None) -> Image:
+        """The FROM image; a failure names the Dockerfile line and what was tried; a pull stops
+        when ``cancel`` is set (Ctrl-C, SIGTERM, a failed stage), not when its layers are through."""
         try:
-            return resolver.resolve(from_.base_name, transfers)
+            return resolver.resolve(from_.base_name, transfers, cancel)
         except InvalidReferenceError as err:
             raise from_.error(f"base image {from_.base_name!r}: {err}", InstructionError) from None
         except (RegistryError, ImageNotFoundError) as err:

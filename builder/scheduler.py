@@ -4,7 +4,7 @@ At most ``jobs`` stages run at the same time. The first failure (or Ctrl-C)
 cancels the stages not yet started, calls ``on_cancel`` to stop the running
 ones (a RUN step's container would otherwise run to its end), and is
 re-raised once they have stopped, so no step keeps writing after the build
-has failed. Ctrl-C and SIGTERM are noted by a handler and acted on by the loop
+has failed. Ctrl-C, SIGTERM and SIGHUP are noted by a handler and acted on by the loop
 (KeyboardInterrupt), never raised inside the pool's locks, so a second one
 cannot break the stopping.
 """
@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from builder.errors import BuildError
-from builder.runtime.cleanup import interrupts_noted
+from builder.interrupts import interrupts_noted, raise_noted
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
@@ -62,8 +62,7 @@ def run_dag(
             ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="stage") as pool:
         try:
             while remaining or running:
-                if interrupted:
-                    raise KeyboardInterrupt
+                raise_noted(interrupted)
                 if first_error is None:
                     # Started only when a job is free, so that a failure decides before the next
                     # one starts (a pool's queue would start it as soon as the failed one ends).
@@ -92,8 +91,7 @@ def run_dag(
             raise
     if first_error is not None:
         raise first_error
-    if interrupted:  # after the last stage ended: still the user's stop
-        raise KeyboardInterrupt
+    raise_noted(interrupted)  # after the last stage ended: still the user's stop
     return results
 
 

@@ -205,11 +205,12 @@ class Database:
         """A write transaction that takes the lock up front (no upgrade deadlocks)."""
         with self._lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as err:
-                raise self._full(err) or StoreError(
-                    f"the store database is busy or broken ({self.path}): {err}") from None
-            try:
+                # BEGIN inside the try: a SIGTERM raised just after it leaves no transaction open
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as err:
+                    raise self._full(err) or StoreError(
+                        f"the store database is busy or broken ({self.path}): {err}") from None
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException as err:
@@ -226,11 +227,12 @@ class Database:
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent view across several queries."""
         with self._lock:
-            self._conn.execute("BEGIN")
             try:
+                self._conn.execute("BEGIN")
                 yield self._conn
             finally:
-                self._conn.execute("COMMIT")
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
         with self._lock:

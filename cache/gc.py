@@ -23,6 +23,7 @@ from builder.image.config import ConfigFile
 from builder.image.digest import Digest
 from builder.image.image import SourceImage
 from builder.image.manifest import Manifest
+from builder.interrupts import interrupts_deferred
 from cache.blobs import CHUNK, is_stale_temp, remove_tree, sweep_temp
 from cache.snapshots import chain_ids
 from cache.store import BlobFileSource, CheckReport, Problem, PruneReport, Store
@@ -135,8 +136,11 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
                 _delete_manifests(store, dangling, report)
             _drop_orphan_records(store)
     finally:
-        for path in doomed:
-            remove_tree(path)
+        # to the end even when a SIGTERM comes meanwhile (raised after it): what was set aside
+        # is no longer in the store, and would otherwise stay in tmp/ until the next writer
+        with interrupts_deferred():
+            for path in doomed:
+                remove_tree(path)
     return report
 
 
@@ -209,23 +213,25 @@ def _evict(store: Store, candidates: list[_Candidate], report: PruneReport, doom
         conn.executemany("DELETE FROM layers WHERE blob_digest=?", [(b,) for b in blobs])
         conn.executemany("DELETE FROM blobs WHERE digest=?", [(b,) for b in blobs])
         conn.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in snaps])
-    for digest in blobs:
-        store.blobs.delete(digest)
-        report.blobs.append(Digest(digest))
-    for chain in snaps:
-        aside = store.snapshots.set_aside(chain)
-        if aside is not None:
-            doomed.append(aside)
-        report.snapshots.append(Digest(chain))
-    for cand in candidates:
-        if cand.kind == "cachemount":
-            from cache.mounts import remove_mount
+    # The rows are gone: their files go too, even when a SIGTERM comes meanwhile (raised after).
+    with interrupts_deferred():
+        for digest in blobs:
+            store.blobs.delete(digest)
+            report.blobs.append(Digest(digest))
+        for chain in snaps:
+            aside = store.snapshots.set_aside(chain)
+            if aside is not None:
+                doomed.append(aside)
+            report.snapshots.append(Digest(chain))
+        for cand in candidates:
+            if cand.kind == "cachemount":
+                from cache.mounts import remove_mount
 
-            remove_mount(store.root, cand.key)
-        elif cand.kind == "gitsource":
-            from cache.gitsources import remove_checkout
+                remove_mount(store.root, cand.key)
+            elif cand.kind == "gitsource":
+                from cache.gitsources import remove_checkout
 
-            remove_checkout(store.root, cand.key)
+                remove_checkout(store.root, cand.key)
     report.reclaimed += sum(c.size for c in candidates)
 
 

@@ -51,10 +51,12 @@ def hold(root: Path, lease: Lease) -> Iterator[None]:
         os.write(fd, json.dumps({"manifests": list(lease.manifests), "chains": list(lease.chains)}).encode())
         os.fsync(fd)
         os.rename(temp, path)
-    except OSError as err:
+    except BaseException as err:  # a full disk, or a SIGTERM meanwhile: no half-written lease left
         os.close(fd)
         temp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write a lease in {directory}: {err.strerror or err}") from None
+        if isinstance(err, OSError):
+            raise StoreError(f"cannot write a lease in {directory}: {err.strerror or err}") from None
+        raise
     try:
         yield
     finally:

@@ -26,12 +26,13 @@ replaced by rename under a lock file, merged with what other writers put there.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import functools
 import hashlib
 import io
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -48,7 +49,7 @@ from builder.errors import (
     RegistryError,
     UsageError,
 )
-from builder.fileio import open_binary, open_regular, read_regular, real_dirs
+from builder.fileio import BeneathError, Directory, open_binary, open_regular
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest, HashingReader, VerifyingReader
 from builder.image.image import BlobLayer, BlobSource, read_verified
@@ -320,22 +321,34 @@ class RegistryTarget:
 
 
 class _DirBlobSource:
+    """The blobs of a cache directory, each opened below its root (the user's ``src=DIR``, opened
+    anew for each) through descriptors: see :class:`builder.fileio.Directory`."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def _open(self, d: Digest) -> BinaryIO:
+        """The blob file; FileNotFoundError when absent, BeneathError when it is no regular file
+        below the root (a FIFO, a link out of the directory)."""
+        try:
+            root = Directory.open(self.root)
+        except NotADirectoryError:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.root)) from None
+        with root:
+            return root.open_beneath(f"blobs/{d.algorithm}/{d.hex}")
 
     def has_blob(self, descriptor: Descriptor) -> bool:
         """Whether the blob is there; one of another size (a copy of the directory cut short, a
         full disk: writers rename only whole blobs into place) is damaged, an error."""
         d = Digest(descriptor.digest)
-        path = self.root / "blobs" / d.algorithm / d.hex
         try:
-            size = path.stat().st_size
-        except (FileNotFoundError, NotADirectoryError):
+            with self._open(d) as f:
+                size = os.fstat(f.fileno()).st_size
+        except (FileNotFoundError, NotADirectoryError, BeneathError):
             return False
         except OSError as err:
-            raise CacheError(f"cannot read {path}: {err.strerror or err}") from None
-        if not path.is_file():
-            return False
+            raise CacheError(f"cannot read {self.root / 'blobs' / d.algorithm / d.hex}: "
+                             f"{err.strerror or err}") from None
         if size != descriptor.size:
             raise CacheError(f"its blob is {size} bytes, not {descriptor.size}")
         return True
@@ -343,11 +356,11 @@ class _DirBlobSource:
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         d = Digest(descriptor.digest)
         try:
-            return open_regular(self.root / "blobs" / d.algorithm / d.hex)
+            return self._open(d)
         except FileNotFoundError:
             raise CacheError(f"cache {self.root}: blob {d} is missing") from None
-        except ValueError as err:  # a FIFO planted in a shared directory would block the build
-            raise CacheError(f"cache {self.root}: blob {d} is {err}") from None
+        except BeneathError as err:  # a FIFO planted in a shared directory would block the build
+            raise CacheError(f"cache {self.root}: blob {d}: {err}") from None
 
     def discard_damaged(self, descriptor: Descriptor) -> bool:
         """Remove the blob if its bytes do not hash to its name (hashed again here: a writer
@@ -355,18 +368,23 @@ class _DirBlobSource:
         and an export writes it anew, rather than every build failing on it. False when it
         is whole, gone, or cannot be removed (a read-only share)."""
         d = Digest(descriptor.digest)
-        path = self.root / "blobs" / d.algorithm / d.hex
         try:
-            if _file_digest(path) == d:
-                return False
-            path.unlink()
-        except OSError:
+            with Directory.open(self.root) as root, root.subdir(f"blobs/{d.algorithm}") as blobs:
+                with blobs.open_beneath(d.hex) as f:
+                    if _stream_digest(f) == d:
+                        return False
+                os.unlink(d.hex, dir_fd=blobs.fd)
+        except (OSError, BeneathError):
             return False
         return True
 
 
 class LocalTarget:
-    """A cache in an OCI image layout directory (a shared file system), as entry ``tag``."""
+    """A cache in an OCI image layout directory (a shared file system), as entry ``tag``.
+
+    Others write there too: everything below the directory goes through its descriptor
+    (:class:`builder.fileio.Directory`), so that a part swapped for a symlink meanwhile is
+    refused or never reached, and nothing is written out of the directory."""
 
     def __init__(self, path: Path, tag: str = "latest", digest: str = "") -> None:
         """``digest``: read that manifest (an older export, still among the blobs) instead of
@@ -376,9 +394,9 @@ class LocalTarget:
         self.digest = digest
         self.description = f"{self.root}@{digest}" if digest else f"{self.root}:{tag}"
 
-    def _index(self) -> dict[str, Any]:
+    def _index(self, root: Directory) -> dict[str, Any]:
         try:
-            data = json.loads(read_regular(self.root / "index.json", MAX_CONFIG_SIZE))
+            data = json.loads(root.read("index.json", MAX_CONFIG_SIZE))
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": MediaType.OCI_INDEX.value, "manifests": []}
         except (OSError, ValueError) as err:
@@ -388,19 +406,26 @@ class LocalTarget:
         return data
 
     def read_manifest(self) -> bytes | None:
-        if not self.root.is_dir():
+        try:
+            root = Directory.open(self.root)
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        if self.digest:
-            d = Digest(self.digest)
-            try:
-                size = (self.root / "blobs" / d.algorithm / d.hex).stat().st_size
-            except FileNotFoundError:
-                return None
-            if size > MAX_CONFIG_SIZE:
-                raise CacheError(f"cache {self.description}: a manifest of {size} bytes is too large")
-            return read_verified(_DirBlobSource(self.root), Descriptor(MediaType.OCI_MANIFEST.value, d, size),
-                                 "cache manifest")
-        for entry in self._index().get("manifests", []):
+        with root:
+            if self.digest:
+                d = Digest(self.digest)
+                try:
+                    with root.open_beneath(f"blobs/{d.algorithm}/{d.hex}") as f:
+                        size = os.fstat(f.fileno()).st_size
+                except FileNotFoundError:
+                    return None
+                except BeneathError as err:
+                    raise CacheError(f"cache {self.description}: {err}") from None
+                if size > MAX_CONFIG_SIZE:
+                    raise CacheError(f"cache {self.description}: a manifest of {size} bytes is too large")
+                return read_verified(_DirBlobSource(self.root),
+                                     Descriptor(MediaType.OCI_MANIFEST.value, d, size), "cache manifest")
+            entries = self._index(root).get("manifests", [])
+        for entry in entries:
             if (entry.get("annotations") or {}).get(REF_ANNOTATION) == self.tag:
                 desc = Descriptor.from_dict(entry)
                 return read_verified(_DirBlobSource(self.root), desc, "cache manifest")
@@ -412,64 +437,53 @@ class LocalTarget:
     def blob_source(self) -> BlobSource:
         return _DirBlobSource(self.root)
 
+    def _refused(self, err: BeneathError) -> CacheError:
+        """A link (or another kind of file) where the cache keeps a directory of its own."""
+        return CacheError(f"cannot write cache {self.root}: {err}; pybuild writes only into the cache's own "
+                          "directories")
+
     def put_blob(self, descriptor: Descriptor, opener: Callable[[], BinaryIO]) -> None:
         d = Digest(descriptor.digest)
-        final = self.root / "blobs" / d.algorithm / d.hex
-        with contextlib.suppress(FileNotFoundError):
-            if final.stat().st_size == descriptor.size:
-                return
         try:
-            real_dirs(self.root, f"blobs/{d.algorithm}")
-        except ValueError as err:  # a link planted in a shared directory: blobs would go out of it
-            raise CacheError(f"cannot write cache {self.root}: {err}; pybuild writes only into the cache's own "
-                             "directories") from None
-        tmp = final.with_name(f".{d.hex}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with opener() as src, _create(tmp) as out:
-                reader = VerifyingReader(src, d, descriptor.size, f"cache blob {d.short}")
-                while chunk := reader.read(CHUNK):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+            with Directory.open(self.root, create=True) as root, \
+                    root.subdir(f"blobs/{d.algorithm}", create=True) as blobs:
+                st = blobs.lstat(d.hex)
+                if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == descriptor.size:
+                    return
+                with opener() as src, blobs.replacing(d.hex) as out:
+                    reader = VerifyingReader(src, d, descriptor.size, f"cache blob {d.short}")
+                    while chunk := reader.read(CHUNK):
+                        out.write(chunk)
+        except BeneathError as err:  # a link planted in a shared directory: blobs would go out of it
+            raise self._refused(err) from None
 
     def put_manifest(self, raw: bytes, media_type: str = MediaType.OCI_MANIFEST.value) -> None:
         artifact = MediaType.PYBUILD_CACHE_CONFIG.value if media_type == MediaType.OCI_MANIFEST else None
         desc = Descriptor.of(media_type, raw, annotations={REF_ANNOTATION: self.tag}, artifact_type=artifact)
         self.put_blob(desc, lambda: io.BytesIO(raw))
-        _write_file(self.root / "oci-layout", LAYOUT_FILE, keep=True)
-        with _locked(self.root / ".pybuild-cache.lock"):
-            _sweep_stale_temps(self.root)
-            index = self._index()
-            kept = [e for e in index.get("manifests", [])
-                    if (e.get("annotations") or {}).get(REF_ANNOTATION) != self.tag]
-            index["manifests"] = [*kept, desc.to_dict()]
-            index.setdefault("schemaVersion", 2)
-            index.setdefault("mediaType", MediaType.OCI_INDEX.value)
-            _write_file(self.root / "index.json", json.dumps(index, indent=2).encode())
+        with Directory.open(self.root, create=True) as root:
+            if root.lstat("oci-layout") is None:
+                with root.replacing("oci-layout") as f:
+                    f.write(LAYOUT_FILE)
+            with root.locked(".pybuild-cache.lock"):
+                _sweep_stale_temps(root)
+                index = self._index(root)
+                kept = [e for e in index.get("manifests", [])
+                        if (e.get("annotations") or {}).get(REF_ANNOTATION) != self.tag]
+                index["manifests"] = [*kept, desc.to_dict()]
+                index.setdefault("schemaVersion", 2)
+                index.setdefault("mediaType", MediaType.OCI_INDEX.value)
+                with root.replacing("index.json") as f:
+                    f.write(json.dumps(index, indent=2).encode())
 
     def close(self) -> None:
         pass
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 STALE_TEMP_SECONDS = 3600
 
 
-def _sweep_stale_temps(root: Path) -> None:
+def _sweep_stale_temps(root: Directory) -> None:
     """Remove the temp files of writers killed mid-export.
 
     The directory may be shared by several machines, so a writer's pid says
@@ -477,44 +491,25 @@ def _sweep_stale_temps(root: Path) -> None:
     file is untouched for an hour.
     """
     limit = now() - STALE_TEMP_SECONDS
-    for folder in (root, root / "blobs" / "sha256"):
+    try:
+        blobs = root.subdir("blobs/sha256")
+    except (OSError, BeneathError):
+        blobs = None
+    for folder in (root, blobs):
+        if folder is None:
+            continue
         try:
-            entries = list(os.scandir(folder))
+            names = os.listdir(folder.fd)
         except OSError:
             continue
-        for entry in entries:
-            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".tmp")):
                 continue
             with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_mtime < limit:
-                    os.unlink(entry.path)
-
-
-def _create(path: Path) -> BinaryIO:
-    """A new temp file: never an existing file, nor through a symlink someone left there."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # left by a dead writer with our pid (removes a symlink itself, not its target)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    return os.fdopen(fd, "wb")
-
-
-def _write_file(path: Path, data: bytes, keep: bool = False) -> None:
-    """Temp file in the same dir, fsync, rename: readers see the old file or the new one."""
-    if keep and path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with _create(tmp) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                if os.lstat(name, dir_fd=folder.fd).st_mtime < limit:
+                    os.unlink(name, dir_fd=folder.fd)
+    if blobs is not None:
+        blobs.close()
 
 
 def open_target(spec: CacheSpec, insecure_registries: Sequence[str] = (),
@@ -1191,14 +1186,18 @@ def _still_there(source: BlobSource, desc: Descriptor) -> bool:
 
 
 def _file_digest(path: Path) -> Digest:
-    hasher = hashlib.sha256()
     try:
         f = open_regular(path)
     except ValueError as err:
         raise OSError(f"{path}: {err}") from None
     with f:
-        while chunk := f.read(CHUNK):
-            hasher.update(chunk)
+        return _stream_digest(f)
+
+
+def _stream_digest(f: BinaryIO) -> Digest:
+    hasher = hashlib.sha256()
+    while chunk := f.read(CHUNK):
+        hasher.update(chunk)
     return Digest.from_hasher(hasher)
 
 

@@ -63,8 +63,8 @@ class SnapshotDirs:
 
         final = self.path(chain_id)
         work = temp_name(self.tmp_dir, ".snapshot")
-        work.mkdir(mode=0o755)
         try:
+            work.mkdir(mode=0o755)
             if check is not None:
                 tar_stream = CheckedReader(tar_stream, check)  # type: ignore[assignment]  # read, readinto, close: all a HashingReader uses
             reader = HashingReader(tar_stream)

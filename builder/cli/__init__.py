@@ -17,13 +17,14 @@ import argparse
 import importlib
 import os
 import pkgutil
-import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from builder import __version__
 from builder.errors import PybuildError, UsageError
+from builder.interrupts import exit_status, signals_as_interrupt
+from builder.interrupts import message as interrupt_message
 
 
 class DockerStyleParser(argparse.ArgumentParser):
@@ -306,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.root:
             os.environ["PYBUILD_ROOT"] = args.root
-        return int(args.func(args) or 0)
+        with signals_as_interrupt():  # SIGTERM and SIGHUP clean up as Ctrl-C does
+            return int(args.func(args) or 0)
     except PybuildError as err:
         if debug:
             import traceback
@@ -314,9 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(err.report(), file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("ERROR: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP: 130, 143, 129
+        print(interrupt_message(err), file=sys.stderr)
+        return exit_status(err)
     except BrokenPipeError:
         # `pybuild images | head`: the reader left; that is not an error.
         sys.stderr.close()

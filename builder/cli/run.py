@@ -11,7 +11,6 @@ import contextlib
 import os
 import posixpath
 import secrets
-import shutil
 import sys
 from collections.abc import Callable
 from typing import BinaryIO
@@ -74,9 +73,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_container(args: argparse.Namespace) -> int:
     from builder.errors import ContainerStartError, UsageError
+    from builder.interrupts import interrupts_deferred
     from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
     from builder.runtime.spec import DEFAULT_PATH
-    from cache.blobs import sweep_temp
+    from cache.blobs import remove_tree, sweep_temp
     from cache.leases import Lease, hold
     from cache.snapshots import chain_ids
     from cache.store import Store
@@ -140,8 +140,8 @@ def _run_container(args: argparse.Namespace) -> int:
                 manifests=(str(image.record.manifest_digest),),
                 chains=tuple(chain_ids(image.config_file().diff_ids)))))
         scratch = store.temp_path(".container")
-        (scratch / "upper").mkdir(parents=True)
         try:
+            (scratch / "upper").mkdir(parents=True)
             spec = ContainerSpec(
                 lowerdirs=lowers, upperdir=scratch / "upper",
                 process=ProcessSpec(args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
@@ -162,7 +162,8 @@ def _run_container(args: argparse.Namespace) -> int:
                 err.exit_code = start_error_code(str(err))
                 raise
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            with interrupts_deferred():  # a SIGTERM as the container ends: removed all the same
+                remove_tree(scratch)
 
 
 def _sink(stream: BinaryIO, name: str) -> Callable[[bytes], None]:

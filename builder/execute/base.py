@@ -61,20 +61,23 @@ class BaseResolver:
 
         return self.named.get(context_key(name))
 
-    def resolve(self, name: str, transfers: TransferProgress | None = None) -> Image:
+    def resolve(self, name: str, transfers: TransferProgress | None = None,
+                cancel: threading.Event | None = None) -> Image:
         """The base image for ``FROM name`` (already expanded), or for ``COPY --from=name``;
-        a pull reports its blobs to ``transfers``."""
+        a pull reports its blobs to ``transfers``, and stops when ``cancel`` is set (Ctrl-C, a
+        failed stage)."""
         named = self.named_context(name)
         if named is not None:
             if named.image is not None:
-                return self._resolve(named.image, transfers)
+                return self._resolve(named.image, transfers, cancel)
             with self._lock(f"context {named.name}"):
                 if named.name not in self._contexts:
                     self._contexts[named.name] = self._directory_image(named)
                 return self._contexts[named.name]
-        return self._resolve(name, transfers)
+        return self._resolve(name, transfers, cancel)
 
-    def _resolve(self, name: str, transfers: TransferProgress | None = None) -> Image:
+    def _resolve(self, name: str, transfers: TransferProgress | None = None,
+                 cancel: threading.Event | None = None) -> Image:
         if name == "scratch":
             return mutate.empty(self.platform)
         if name.startswith(OCI_LAYOUT):
@@ -94,7 +97,7 @@ class BaseResolver:
                 if str(ref) not in self._probed:  # under the ref's lock: read once per build
                     self._probed[str(ref)] = self._metadata(ref)
                 return self._probed[str(ref)]
-            return self._pull(ref, transfers)
+            return self._pull(ref, transfers, cancel)
 
     def _metadata(self, ref) -> Image:
         """The manifest and config of a registry image, no layers: all a probe reads of a base
@@ -111,11 +114,12 @@ class BaseResolver:
             client.close()
         return image
 
-    def _pull(self, ref, transfers: TransferProgress | None = None) -> Image:
+    def _pull(self, ref, transfers: TransferProgress | None = None,
+              cancel: threading.Event | None = None) -> Image:
         from builder.registry import ClientOptions, pull
 
         options = ClientOptions(insecure_registries=frozenset(self.insecure_registries))
-        image = pull(ref, self.store, self.platform, options=options, progress=transfers)
+        image = pull(ref, self.store, self.platform, options=options, progress=transfers, cancel=cancel)
         self._pulled.add(str(ref))
         try:
             return self.store.image(str(ref))

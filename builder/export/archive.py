@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from builder.errors import DigestMismatchError, ImageError, PybuildError, UsageError
 from builder.export import TaggedImage
+from builder.fileio import BeneathError, Directory
 from builder.image.digest import Digest
 from builder.image.platform import Platform
 from builder.layers.compression import CHUNK, detect, open_decompressed
@@ -150,38 +151,40 @@ def _normalize_link(target: str) -> str:
 
 
 class DirFiles(ArchiveFiles):
-    """Files of an unpacked layout; every path is resolved inside the directory."""
+    """Files of an unpacked layout, each opened below the directory through descriptors
+    (:class:`builder.fileio.Directory`): a link is followed while it stays inside, and one
+    swapped in by someone else meanwhile is never followed out of it."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+        self.root = root
         self.description = str(root)
 
-    def _path(self, name: str) -> Path:
-        path = (self.root / clean_name(name)).resolve()
-        if not path.is_relative_to(self.root):
-            raise ArchiveError(f"{self.description}: {name!r} points outside the layout")
-        return path
+    def _open(self, name: str) -> BinaryIO:
+        try:
+            with Directory.open(self.root) as root:
+                return root.open_beneath(clean_name(name))
+        except FileNotFoundError:
+            raise MissingFileError(f"{self.description}: no file {name!r}") from None
+        except BeneathError as err:
+            if err.kind == "escape":
+                raise ArchiveError(f"{self.description}: {name!r} points outside the layout ({err})") from None
+            raise ArchiveError(f"{self.description}: {name!r} is not a regular file") from None
+        except OSError as err:
+            raise ArchiveError(f"{self.description}: cannot read {name!r}: {err.strerror or err}") from None
 
     def exists(self, name: str) -> bool:
         try:
-            return self._path(name).is_file()
+            self._open(name).close()
         except ArchiveError:
             return False
+        return True
 
     def size(self, name: str) -> int:
-        try:
-            return self._path(name).stat().st_size
-        except FileNotFoundError:
-            raise MissingFileError(f"{self.description}: no file {name!r}") from None
+        with self._open(name) as f:
+            return os.fstat(f.fileno()).st_size
 
     def open(self, name: str) -> BinaryIO:
-        path = self._path(name)
-        if path.exists() and not path.is_file():  # a FIFO or device would block or lie
-            raise ArchiveError(f"{self.description}: {name!r} is not a regular file")
-        try:
-            return open(path, "rb")
-        except FileNotFoundError:
-            raise MissingFileError(f"{self.description}: no file {name!r}") from None
+        return self._open(name)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ is far more likely a slip than a wish.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import PybuildError
+from builder.fileio import Directory
 
 
 class OutputPathError(PybuildError):
@@ -25,11 +27,37 @@ class OutputPathError(PybuildError):
     (exit code 1, as docker's "invalid output path")."""
 
 
+def followed_path(path: str | Path) -> Path:
+    """Where the kernel's own walk of ``path`` leads, its links included (for a path not there
+    yet: its directory's, and the name). Not os.path.realpath, which reads links itself and so
+    passes by fs.protected_symlinks: the kernel's refusal to let root follow a link another
+    user planted in a shared sticky directory (``-o /tmp/app.tar``) to a file of its choosing."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if os.path.islink(path):  # dangling, and the kernel followed it: where it leads is ours to make
+            return Path(os.path.realpath(path))
+        if path.parent == path:
+            return path
+        return followed_path(path.parent) / path.name
+    except PermissionError as err:
+        raise OutputPathError(f'invalid output path "{path}": {err.strerror}') from None
+    except OSError:
+        return Path(os.path.realpath(path))  # the checks that follow say what is wrong with it
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # no /proc
+        return Path(os.path.realpath(path))
+    finally:
+        os.close(fd)
+
+
 def check_output_file(path: str | Path, *, devices: bool = False, make_parents: bool = False) -> None:
     """docker's ValidateOutputPath: the directory exists (unless it will be made), and an existing
     path is a regular file, a FIFO, or (``devices``) a device; never a directory."""
     path = Path(path)
-    real = Path(os.path.realpath(path))
+    real = followed_path(path)
     try:
         st = os.stat(path)  # through symlinks: /dev/stdout -> /proc/self/fd/1 -> a pipe
     except FileNotFoundError:
@@ -69,53 +97,61 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
         with _closing(f, path):
             yield f
         return
-    real = Path(os.path.realpath(path))  # a symlink keeps its place and points at the new file
+    real = followed_path(path)  # a symlink keeps its place and points at the new file
     if make_parents:
         make_dir(real.parent, path.parent)
-    tmp = real.with_name(f".{real.name}.{os.getpid()}.part")
-    _sweep_parts(real)
+    # The directory is opened once, and the temp file made, written and renamed through its
+    # descriptor: a part of the path swapped for a symlink meanwhile (by someone else who
+    # writes into a shared directory) is never followed to put the file somewhere else.
     try:
+        folder = Directory.open(real.parent)
+    except OSError as err:
+        raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+    tmp = f".{real.name}.{os.getpid()}.part"
+    with folder:
+        _sweep_parts(folder, real.name)
         try:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()  # a link planted at the predictable name is never written through
-            # open(), not fdopen(): the file keeps its name for the messages of what writes to it
-            f = open(tmp, "xb", opener=_exclusive_no_follow)  # noqa: SIM115 - closed below
-        except OSError as err:
-            raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-        with _closing(f, path):
-            yield f
             try:
-                f.flush()
-                os.fsync(f.fileno())
+                folder.unlink(tmp)  # a link planted at the predictable name is never written through
+                # open(), not fdopen(): the file keeps its name for the messages of what writes to it
+                f = open(real.with_name(tmp), "xb", opener=functools.partial(_exclusive_no_follow, tmp, folder.fd))  # noqa: SIM115 - closed below
             except OSError as err:
                 raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-        try:
-            os.replace(tmp, real)
-        except OSError as err:
-            raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            with _closing(f, path):
+                yield f
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as err:
+                    raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+            try:
+                os.replace(tmp, real.name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+            except OSError as err:
+                raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+            with contextlib.suppress(OSError):
+                os.fsync(folder.fd)
+        finally:
+            folder.unlink(tmp)
 
 
-def _exclusive_no_follow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+def _exclusive_no_follow(name: str, dir_fd: int, _path: str, flags: int) -> int:
+    return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
 
 
-def _sweep_parts(real: Path) -> None:
-    """Remove the ``.NAME.PID.part`` files that killed writers of ``real`` left (their pid is gone)."""
+def _sweep_parts(folder: Directory, name: str) -> None:
+    """Remove the ``.NAME.PID.part`` files that killed writers of ``name`` left (their pid is gone)."""
     from cache.blobs import pid_alive
 
-    prefix = f".{real.name}."
+    prefix = f".{name}."
     try:
-        names = os.listdir(real.parent)
+        names = os.listdir(folder.fd)
     except OSError:
         return
-    for name in names:
-        pid = name[len(prefix):-len(".part")]
-        if name.startswith(prefix) and name.endswith(".part") and pid.isdigit() and not pid_alive(int(pid)):
+    for entry in names:
+        pid = entry[len(prefix):-len(".part")]
+        if entry.startswith(prefix) and entry.endswith(".part") and pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(OSError):
-                os.unlink(real.parent / name)
+                os.unlink(entry, dir_fd=folder.fd)
 
 
 @contextlib.contextmanager
@@ -165,10 +201,12 @@ def remove_stale_output(path: str | Path) -> None:
     of); ``/dev/stdout`` (even when it is a file the shell opened) and FIFOs stay."""
     if _through_proc_or_dev(path):
         return
-    real = Path(os.path.realpath(path))
+    real = followed_path(path)
     try:
-        if stat.S_ISREG(os.stat(real).st_mode):
-            real.unlink()
+        with Directory.open(real.parent) as folder:  # the file checked is the one removed
+            st = folder.lstat(real.name)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                folder.unlink(real.name)
     except FileNotFoundError:
         pass
     except OSError as err:

@@ -10,12 +10,10 @@ the full reference, ``org.opencontainers.image.ref.name`` = the tag.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,7 +28,7 @@ from builder.export.archive import (
     bytes_entry,
     write_tar,
 )
-from builder.fileio import read_regular, real_dirs
+from builder.fileio import BeneathError, Directory
 from builder.image.descriptor import Descriptor, canonical_json
 from builder.image.digest import Digest
 from builder.image.image import Image, SourceImage, read_verified
@@ -264,44 +262,34 @@ def write_oci_layout(images: Sequence[TaggedImage], dest: Path | BinaryIO, *, ta
               for t in images]
     entries = layout_entries(images, index_annotations)
     try:
-        dest.mkdir(parents=True, exist_ok=True)
-        with _locked_dir(dest):
-            entries = [_added_to_index(e, dest) if e.name == "index.json" else e for e in entries]
-            _write_layout_dir(entries, dest)
+        # Opened once: others may write into it (a shared /tmp, a build farm's directory), so
+        # nothing below it is reached by a path the kernel walks again (builder.fileio.Directory).
+        with Directory.open(dest, create=True) as root, root.locked():
+            entries = [_added_to_index(e, root) if e.name == "index.json" else e for e in entries]
+            _write_layout_dir(entries, root)
+    except BeneathError as err:  # a link planted where the layout keeps a directory of its own
+        raise PybuildError(f"cannot write the OCI layout to {dest}: {err}; pybuild writes only into "
+                           "the layout's own directories") from None
     except OSError as err:  # a full disk, a read-only destination: one line, as for the tar form
         raise PybuildError(f"cannot write the OCI layout to {dest}: {err.strerror or err}") from None
 
 
-@contextlib.contextmanager
-def _locked_dir(directory: Path) -> Iterator[None]:
-    """The layout directory locked (flock of the directory itself: no lock file left in it), so
-    that two builds adding to one layout at once each keep the other's index.json entry. A file
-    system that cannot lock a directory goes unlocked, as before."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _added_to_index(entry: Entry, dest: Path) -> Entry:
-    """The new index.json merged into the one ``dest`` holds, as BuildKit's ``ociindex.Put``:
+def _added_to_index(entry: Entry, root: Directory) -> Entry:
+    """The new index.json merged into the one ``root`` holds, as BuildKit's ``ociindex.Put``:
     its other images stay; an entry of the same name (``ref.name`` and
     ``io.containerd.image.name`` both) is replaced; index annotations are added to."""
     try:
-        old_bytes = read_regular(dest / "index.json", MAX_JSON_SIZE)
+        old_bytes = root.read("index.json", MAX_JSON_SIZE)
     except FileNotFoundError:
         return entry
     except ValueError as err:
-        raise _index_error(dest, str(err)) from None
+        raise _index_error(root.path, str(err)) from None
     try:
         old = json.loads(old_bytes)
         if not isinstance(old, dict) or not isinstance(old.get("manifests", []), list):
             raise ValueError("not an image index")
     except ValueError as err:
-        raise _index_error(dest, str(err)) from None
+        raise _index_error(root.path, str(err)) from None
     with entry.open() as f:
         new = json.loads(f.read())
 
@@ -324,25 +312,16 @@ def _index_error(dest: Path, why: str) -> PybuildError:
                         f"({why}); give an empty directory")
 
 
-def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+def _write_layout_dir(entries: Sequence[Entry], root: Directory) -> None:
     # Blobs first, index.json last: a reader never sees an index naming a missing blob.
     for entry in sorted(entries, key=lambda e: (e.name == "index.json", e.name)):
-        target = dest / entry.name
-        try:
-            real_dirs(dest, str(Path(entry.name).parent))
-        except ValueError as err:
-            raise PybuildError(f"cannot write the OCI layout to {dest}: {err}; pybuild writes only into "
-                               "the layout's own directories") from None
-        if entry.name.startswith("blobs/") and stat.S_ISREG(_lstat_mode(target)) \
-                and target.stat().st_size == entry.size:
-            continue
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()  # a killed export's, or a link planted at the predictable name
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as out, entry.open() as src:
+        folder, _, name = entry.name.rpartition("/")
+        with root.subdir(folder, create=True) as where:
+            st = where.lstat(name)
+            if entry.name.startswith("blobs/") and st is not None and stat.S_ISREG(st.st_mode) \
+                    and st.st_size == entry.size:
+                continue
+            with where.replacing(name, temp=f".{name}.{os.getpid()}.tmp") as out, entry.open() as src:
                 remaining = entry.size
                 while remaining:
                     chunk = src.read(min(1 << 20, remaining))
@@ -350,19 +329,6 @@ def _write_layout_dir(entries: Sequence[Entry], dest: Path) -> None:
                         raise ImageError(f"{entry.name}: content ended early")
                     out.write(chunk)
                     remaining -= len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-
-def _lstat_mode(path: Path) -> int:
-    try:
-        return os.lstat(path).st_mode
-    except FileNotFoundError:
-        return 0
 
 
 def index_json(files: ArchiveFiles) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from builder.errors import PybuildError, UsageError
 from builder.export import TaggedImage
+from builder.fileio import DIR_FLAGS, BeneathError, Directory
 from builder.image.descriptor import Descriptor
 from builder.image.image import Image
 from builder.image.mediatypes import Compression, MediaType
@@ -390,7 +391,8 @@ def export_outputs(specs: Sequence[str], image: Image, tags: Sequence[str], *, s
                 root = Path(tmp) / "rootfs"
                 flatten(image, root, source_date_epoch=source_date_epoch)
                 if attestor is not None:
-                    _write_attestation_files(root, attestor, _platform_of(image), source_date_epoch)
+                    with Directory.open(root) as opened:
+                        _write_attestation_files(opened, attestor, _platform_of(image), source_date_epoch)
                 from builder.layers.tarwriter import write_layer
 
                 write_layer(root, dest)
@@ -426,105 +428,162 @@ _NO_PUSH_NAME = "push needs an image name: give -t NAME or -o type=image,name=NA
 
 
 def export_local(image: Image, dest_dir: Path, *, source_date_epoch: int | None = None,
-                 also: Callable[[Path], None] | None = None) -> None:
+                 also: Callable[[Directory], None] | None = None) -> None:
     """The image's final file system merged into ``dest_dir``, as BuildKit's local exporter
     receives it (fsutil ``Merge``): its files replace those of the same name, its directories
     merge, and whatever else the directory held stays. The layers are applied in a scratch
     directory inside ``dest_dir`` first: applied in place, an image's whiteouts and opaque
     directories (``.wh..wh..opq`` at its root) would delete the user's own files there, as
-    ``-o .`` exports into the project itself."""
+    ``-o .`` exports into the project itself.
+
+    Others may write into ``dest_dir`` (``-o /tmp/out``, a shared directory): it is opened
+    once, and the scratch directory and everything merged are reached through descriptors
+    (:class:`builder.fileio.Directory`), so that nothing swapped for a symlink meanwhile sends
+    the image's files out of it."""
     from builder.export.destination import make_dir
 
     make_dir(dest_dir)
-    _sweep_scratch(dest_dir)
     try:
-        scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-", dir=dest_dir)
+        dest = Directory.open(dest_dir)
     except OSError as err:
         raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
-    try:
-        flatten(image, Path(scratch), same_owner=os.geteuid() == 0, source_date_epoch=source_date_epoch)
-        if also is not None:  # what goes beside the file system (attestation files)
-            also(Path(scratch))
-        _merge_tree(Path(scratch), dest_dir)
-    except OSError as err:
-        raise PybuildError(f'cannot write the output directory "{dest_dir}": '
-                           f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
-    finally:
-        with contextlib.suppress(OSError):
-            _remove_scratch(Path(scratch))
+    with dest:
+        _sweep_scratch(dest)
+        try:
+            name, scratch = _make_scratch(dest)
+        except OSError as err:
+            raise PybuildError(f'cannot write the output directory "{dest_dir}": {err.strerror}') from None
+        try:
+            with scratch:
+                flatten(image, scratch, same_owner=os.geteuid() == 0, source_date_epoch=source_date_epoch)
+                if also is not None:  # what goes beside the file system (attestation files)
+                    also(scratch)
+                _merge_tree(scratch, dest)
+        except OSError as err:
+            raise PybuildError(f'cannot write the output directory "{dest_dir}": '
+                               f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
+        finally:
+            with contextlib.suppress(OSError):
+                _remove_scratch(dest, name)
 
 
 _SCRATCH = ".pybuild-export-"
 
 
-def _sweep_scratch(dest_dir: Path) -> None:
-    """Remove the scratch dirs that killed exports into ``dest_dir`` left (their pid is gone)."""
+def _make_scratch(dest: Directory) -> tuple[str, Directory]:
+    """A new private directory in ``dest``, opened: its name, and it. One that is not the
+    directory made here by the time it is opened (renamed away and replaced by someone who
+    writes into ``dest``) is an error, never written into."""
+    import secrets
+
+    while True:
+        name = f"{_SCRATCH}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=dest.fd)
+            break
+        except FileExistsError:
+            continue
+    fd = os.open(name, DIR_FLAGS, dir_fd=dest.fd)
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        os.close(fd)
+        raise PybuildError(f'cannot write the output directory "{dest.path}": its scratch directory {name} '
+                           "was replaced by someone else's while the export ran")
+    return name, Directory(fd, dest.path / name)
+
+
+def _sweep_scratch(dest: Directory) -> None:
+    """Remove the scratch dirs that killed exports into ``dest`` left (their pid is gone)."""
     from cache.blobs import pid_alive
 
-    with contextlib.suppress(OSError), os.scandir(dest_dir) as entries:
-        for entry in entries:
-            pid = entry.name[len(_SCRATCH):].split("-", 1)[0]
-            if entry.name.startswith(_SCRATCH) and pid.isdigit() and not pid_alive(int(pid)) \
-                    and entry.is_dir(follow_symlinks=False):
-                _remove_scratch(Path(entry.path))
+    with contextlib.suppress(OSError):
+        for name in os.listdir(dest.fd):
+            pid = name[len(_SCRATCH):].split("-", 1)[0]
+            if name.startswith(_SCRATCH) and pid.isdigit() and not pid_alive(int(pid)):
+                st = dest.lstat(name)
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    _remove_scratch(dest, name)
 
 
-def _remove_scratch(path: Path) -> None:
-    """rmtree, the read-only directories a user's export left in it opened first."""
+def _remove_scratch(dest: Directory, name: str) -> None:
+    """rmtree of ``name`` in ``dest``, the read-only directories a user's export left in it
+    opened first (through descriptors: never through an image's symlink, nor one swapped in)."""
     if os.geteuid() != 0:
-        for dirpath, dirnames, _files in os.walk(path):
-            for name in dirnames:  # before os.walk lists them; never through an image's symlink
-                child = os.path.join(dirpath, name)
-                if not os.path.islink(child):
-                    with contextlib.suppress(OSError):
-                        os.chmod(child, 0o700)
-    shutil.rmtree(path)
+        with contextlib.suppress(OSError):
+            fd = os.open(name, DIR_FLAGS, dir_fd=dest.fd)
+            try:
+                for _top, dirnames, _files, dir_fd in os.fwalk(".", dir_fd=fd):
+                    for child in dirnames:  # before fwalk lists them
+                        with contextlib.suppress(OSError):
+                            os.chmod(child, 0o700, dir_fd=dir_fd, follow_symlinks=False)
+            finally:
+                os.close(fd)
+    shutil.rmtree(name, dir_fd=dest.fd)
 
 
-def _merge_tree(src: Path, dest: Path) -> None:
+def _merge_tree(src: Directory, dest: Directory) -> None:
     """Move every entry of ``src`` into ``dest`` (same file system: renames, so hard links stay
     links); an entry there of the same name is replaced, unless both are directories, which
-    merge. Nothing in ``dest`` is followed: a symlink there is replaced, never written through."""
-    with os.scandir(src) as entries:
-        for entry in entries:
-            target = dest / entry.name
+    merge. Nothing in ``dest`` is followed: a symlink there is replaced, never written through,
+    and a directory merged into is opened once and reached through its descriptor."""
+    for name in sorted(os.listdir(src.fd)):
+        st = os.lstat(name, dir_fd=src.fd)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        existing = dest.lstat(name)
+        if is_dir and existing is not None and stat.S_ISDIR(existing.st_mode):
+            # Not root: both must take changes meanwhile (an image's 0555 /usr/bin), and be
+            # opened; the image's mode is set after.
+            os.chmod(name, 0o700, dir_fd=src.fd, follow_symlinks=False)
             try:
-                existing = os.lstat(target).st_mode
-            except FileNotFoundError:
-                existing = None
-            is_dir = entry.is_dir(follow_symlinks=False)
-            st = entry.stat(follow_symlinks=False)
-            if is_dir and existing is not None and stat.S_ISDIR(existing):
-                # Not root: both must take changes meanwhile (an image's 0555 /usr/bin); the
-                # image's mode is set below.
-                os.chmod(entry.path, 0o700)
-                if not os.access(target, os.W_OK | os.X_OK):
-                    os.chmod(target, stat.S_IMODE(existing) | stat.S_IRWXU)
-                _merge_tree(Path(entry.path), target)
-                with contextlib.suppress(OSError):  # not the owner: docker keeps what it can too
-                    os.lchown(target, st.st_uid, st.st_gid)
-                os.chmod(target, stat.S_IMODE(st.st_mode))
-                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                inner = _open_merged(dest, name, existing)
+            except BeneathError:  # swapped for a link or a file since the look: replaced below
+                existing = dest.lstat(name)
+            else:
+                with inner, src.subdir(name) as child:
+                    _merge_dir(child, inner, st)
                 continue
-            if existing is not None and stat.S_ISDIR(existing):
-                shutil.rmtree(target)  # the image has a file where the directory was
-            elif existing is not None and is_dir:
-                os.unlink(target)  # a directory where a file or symlink was (rename cannot)
-            # A directory moved to another parent must be writable (its '..' changes): not root,
-            # a 0555 one is opened for the move and closed again.
-            reopen = is_dir and not os.access(entry.path, os.W_OK)
-            if reopen:
-                os.chmod(entry.path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
-            try:
-                os.rename(entry.path, target)  # replaces a file or symlink, never follows one
-            except OSError as err:
-                if err.errno != errno.EXDEV:  # a mount point inside dest: copy across it
-                    raise
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(target)
-                shutil.move(entry.path, target)
-            if reopen:
-                os.chmod(target, stat.S_IMODE(st.st_mode))
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            shutil.rmtree(name, dir_fd=dest.fd)  # the image has a file where the directory was
+        elif existing is not None and is_dir:
+            dest.unlink(name)  # a directory where a file or symlink was (rename cannot)
+        # A directory moved to another parent must be writable (its '..' changes): not root,
+        # a 0555 one is opened for the move and closed again.
+        reopen = is_dir and not os.access(name, os.W_OK, dir_fd=src.fd, follow_symlinks=False)
+        if reopen:
+            os.chmod(name, stat.S_IMODE(st.st_mode) | stat.S_IWUSR, dir_fd=src.fd, follow_symlinks=False)
+        try:
+            # replaces a file or symlink, never follows one
+            os.rename(name, name, src_dir_fd=src.fd, dst_dir_fd=dest.fd)
+        except OSError as err:
+            if err.errno != errno.EXDEV:  # a mount point inside dest: copy across it
+                raise
+            dest.unlink(name)
+            # through the descriptors' /proc links: the directories opened, not their paths again
+            shutil.move(f"/proc/self/fd/{src.fd}/{name}", f"/proc/self/fd/{dest.fd}/{name}")
+        if reopen:
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dest.fd, follow_symlinks=False)
+
+
+def _open_merged(dest: Directory, name: str, existing: os.stat_result) -> Directory:
+    """The directory ``name`` of ``dest`` an image's directory merges into, opened and writable
+    (not root, an earlier export's 0555 one is opened up; its mode is the image's after)."""
+    try:
+        inner = dest.subdir(name)
+    except PermissionError:
+        os.chmod(name, stat.S_IMODE(existing.st_mode) | stat.S_IRWXU, dir_fd=dest.fd, follow_symlinks=False)
+        return dest.subdir(name)
+    if not os.access(name, os.W_OK | os.X_OK, dir_fd=dest.fd, follow_symlinks=False):
+        os.fchmod(inner.fd, stat.S_IMODE(os.fstat(inner.fd).st_mode) | stat.S_IRWXU)  # the one opened
+    return inner
+
+
+def _merge_dir(src: Directory, dest: Directory, st: os.stat_result) -> None:
+    """:func:`_merge_tree` of two directories, then the image's owner, mode and times on ``dest``."""
+    _merge_tree(src, dest)
+    with contextlib.suppress(OSError):  # not the owner: docker keeps what it can too
+        os.fchown(dest.fd, st.st_uid, st.st_gid)
+    os.fchmod(dest.fd, stat.S_IMODE(st.st_mode))
+    os.utime(dest.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store, *, oci: bool = False) -> Image:
@@ -542,13 +601,16 @@ def _as_output(image: Image, out: OutputSpec, annotations: Annotations, store, *
                            annotations=manifest_annotations or None, level=out.compression_level)
 
 
-def flatten(image: Image, target: Path, *, same_owner: bool = True, source_date_epoch: int | None = None) -> None:
-    """The image's final file system in ``target`` (layers applied in order, whiteouts honoured),
-    every entry's time ``source_date_epoch`` when given."""
+def flatten(image: Image, target: Path | Directory, *, same_owner: bool = True,
+            source_date_epoch: int | None = None) -> None:
+    """The image's final file system in ``target`` (a path, made; or a directory opened already:
+    reached through its descriptor), layers applied in order, whiteouts honoured, every
+    entry's time ``source_date_epoch`` when given."""
     from builder.errors import UnsafeLayerError
     from builder.layers.extract import extract_layer
 
-    target.mkdir(parents=True, exist_ok=True)
+    if isinstance(target, Path):
+        target.mkdir(parents=True, exist_ok=True)
     for layer in image.layers():
         try:
             with layer.uncompressed() as stream:
@@ -558,9 +620,14 @@ def flatten(image: Image, target: Path, *, same_owner: bool = True, source_date_
     if source_date_epoch is None:
         return
     ns = source_date_epoch * 1_000_000_000
-    for dirpath, dirnames, filenames in os.walk(target):  # a child's new time leaves its parent's
-        for name in (*dirnames, *filenames):
-            os.utime(os.path.join(dirpath, name), ns=(ns, ns), follow_symlinks=False)
+    top = os.open(target, DIR_FLAGS) if isinstance(target, Path) else os.dup(target.fd)
+    try:
+        # a child's new time leaves its parent's
+        for _dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top):
+            for name in (*dirnames, *filenames):
+                os.utime(name, ns=(ns, ns), dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        os.close(top)
 
 
 @contextlib.contextmanager
@@ -647,19 +714,22 @@ def _attest(result, ref, names: Sequence[str], image: Image, attestor: Attestor 
     return replace(result, digest=digest, size=len(index))
 
 
-def _regular_files(root: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
-    """The regular files under ``root`` (no symlink followed), in fsutil's walk order (by name)."""
-    with os.scandir(root) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        rel = prefix + entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield from _regular_files(Path(entry.path), rel + "/")
-        elif entry.is_file(follow_symlinks=False):
-            yield rel, Path(entry.path)
+def _regular_files(root: Directory, prefix: str = "") -> Iterator[tuple[str, Directory, str]]:
+    """The regular files under ``root`` (no symlink followed), in fsutil's walk order (by name):
+    each one's relative path, its directory and its name there."""
+    for name in sorted(os.listdir(root.fd)):
+        st = root.lstat(name)
+        if st is None:
+            continue
+        rel = prefix + name
+        if stat.S_ISDIR(st.st_mode):
+            with root.subdir(name) as child:
+                yield from _regular_files(child, rel + "/")
+        elif stat.S_ISREG(st.st_mode):
+            yield rel, root, name
 
 
-def _write_attestation_files(root: Path, attestor: Attestor, platform, source_date_epoch: int | None) -> None:
+def _write_attestation_files(root: Directory, attestor: Attestor, platform, source_date_epoch: int | None) -> None:
     """BuildKit's local/tar exporters: the statements as files at the output's root, each
     naming every regular file of the output (path and sha256) as its subjects; mode 0600."""
     import hashlib
@@ -667,20 +737,21 @@ def _write_attestation_files(root: Path, attestor: Attestor, platform, source_da
     from builder.image.digest import Digest
 
     files = []
-    for rel, path in _regular_files(root):
+    for rel, folder, name in _regular_files(root):
         hasher = hashlib.sha256()
-        with open(path, "rb") as f:
+        with os.fdopen(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder.fd), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 hasher.update(chunk)
         files.append((rel, Digest.from_hasher(hasher)))
     for name, data in attestor.file_statements(files, platform):
-        target = root / name
-        with contextlib.suppress(FileNotFoundError):
-            if target.is_symlink() or target.is_dir():
-                raise PybuildError(f"cannot write the attestation {name}: the image has a {name} of another kind")
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        st = root.lstat(name)
+        if st is not None and (stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            raise PybuildError(f"cannot write the attestation {name}: the image has a {name} of another kind")
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=root.fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(target, 0o600)
-        if source_date_epoch is not None:
-            os.utime(target, (source_date_epoch, source_date_epoch), follow_symlinks=False)
+            os.fchmod(f.fileno(), 0o600)
+            if source_date_epoch is not None:
+                f.flush()
+                os.utime(f.fileno(), (source_date_epoch, source_date_epoch))

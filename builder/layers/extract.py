@@ -29,7 +29,7 @@ from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
 
 from builder.errors import ImageError, UnsafeLayerError
-from builder.fileio import Reader, write_all
+from builder.fileio import MAX_SYMLINKS, BeneathError, Directory, Reader, resolve_dir, write_all
 from builder.image.mediatypes import Compression
 from builder.layers import whiteout
 from builder.layers.compression import detect, open_decompressed
@@ -39,8 +39,6 @@ _CHUNK = 1 << 20
 _FS_ENCODING = sys.getfilesystemencoding()
 # PAX and GNU long-name headers are read into memory: bound them.
 MAX_META_SIZE = 8 << 20
-# Symlinks followed while resolving one path, as Linux's MAXSYMLINKS.
-MAX_SYMLINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -562,11 +560,11 @@ class _Extractor:
     """One extraction: owns the root descriptor and a cache of resolved parent directories."""
 
     def __init__(
-        self, target: Path, *, apply_whiteouts: bool, overlay_whiteouts: bool, same_owner: bool,
+        self, target: Path | Directory, *, apply_whiteouts: bool, overlay_whiteouts: bool, same_owner: bool,
         chroot_symlinks: bool = False, outside_links: list[tuple[str, str]] | None = None,
     ) -> None:
         self.outside_links = outside_links
-        self.root_fd = os.open(target, _DIR_FLAGS)
+        self.root_fd = os.dup(target.fd) if isinstance(target, Directory) else os.open(target, _DIR_FLAGS)
         self.chroot_symlinks = chroot_symlinks
         self.apply_whiteouts = apply_whiteouts
         self.overlay_whiteouts = overlay_whiteouts
@@ -605,75 +603,30 @@ class _Extractor:
         return fd
 
     def _resolve(self, parts: tuple[str, ...], entry: str, *, create: bool) -> int:
-        pending = list(reversed(parts))
-        resolved: list[str] = []
-        fds = [os.dup(self.root_fd)]
-        links = 0
-        via = ""
+        def created(fd: int, where: str) -> None:
+            self.written.add(where)
+            os.fchmod(fd, 0o755)  # whatever the umask: parents a layer implies are 0755
+
         try:
-            while pending:
-                comp = pending.pop()
-                if comp in ("", "."):
-                    continue
-                if comp == "..":  # only from a symlink's target
-                    if not resolved and self.chroot_symlinks:
-                        continue  # "/.." is "/"
-                    if not resolved:
-                        raise UnsafeLayerError(
-                            f"layer entry '{entry}' goes through the symlink {via}, which leads "
-                            "outside the extraction root; refusing the layer"
-                        )
-                    resolved.pop()
-                    os.close(fds.pop())
-                    continue
-                try:
-                    fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
-                except FileNotFoundError:
-                    if not create:
-                        raise _Missing(
-                            f"layer entry '{entry}' refers to '{'/'.join(parts)}', but "
-                            f"'{'/'.join([*resolved, comp])}' does not exist in the extraction root"
-                        ) from None
-                    os.mkdir(comp, 0o755, dir_fd=fds[-1])
-                    self.written.add("/".join([*resolved, comp]))
-                    fd = os.open(comp, _DIR_FLAGS, dir_fd=fds[-1])
-                    os.fchmod(fd, 0o755)  # whatever the umask: parents a layer implies are 0755
-                except OSError as err:
-                    if err.errno not in (errno.ELOOP, errno.ENOTDIR):
-                        raise
-                    st = os.lstat(comp, dir_fd=fds[-1])
-                    if not stat.S_ISLNK(st.st_mode):
-                        raise ImageError(
-                            f"cannot extract layer entry '{entry}': "
-                            f"'{'/'.join([*resolved, comp])}' is not a directory"
-                        ) from None
-                    links += 1
-                    target = os.readlink(comp, dir_fd=fds[-1])
-                    if links > MAX_SYMLINKS:
-                        raise UnsafeLayerError(
-                            f"layer entry '{entry}' goes through more than {MAX_SYMLINKS} "
-                            "symlinks (a loop?); refusing the layer"
-                        ) from None
-                    if target.startswith("/") and self.chroot_symlinks:
-                        while len(fds) > 1:  # start again from the root, as chroot would
-                            os.close(fds.pop())
-                        resolved.clear()
-                    elif target.startswith("/"):
-                        raise UnsafeLayerError(
-                            f"layer entry '{entry}' goes through the symlink "
-                            f"'{'/'.join([*resolved, comp])}' -> '{target}', which leads outside "
-                            "the extraction root; refusing the layer"
-                        ) from None
-                    via = f"'{'/'.join([*resolved, comp])}' -> '{target}'"
-                    pending.extend(reversed(target.split("/")))
-                    continue
-                fds.append(fd)
-                resolved.append(comp)
-            result = fds.pop()
-            return result
-        finally:
-            for fd in fds:
-                os.close(fd)
+            return resolve_dir(self.root_fd, parts, follow_links=True, chroot=self.chroot_symlinks,
+                               create=create, created=created)
+        except BeneathError as err:
+            if err.kind == "missing":
+                raise _Missing(
+                    f"layer entry '{entry}' refers to '{'/'.join(parts)}', but "
+                    f"'{err.where}' does not exist in the extraction root"
+                ) from None
+            if err.kind == "notdir":
+                raise ImageError(f"cannot extract layer entry '{entry}': '{err.where}' is not a directory") from None
+            if err.kind == "loop":
+                raise UnsafeLayerError(
+                    f"layer entry '{entry}' goes through more than {MAX_SYMLINKS} "
+                    "symlinks (a loop?); refusing the layer"
+                ) from None
+            raise UnsafeLayerError(
+                f"layer entry '{entry}' goes through the symlink {err.via}, which leads "
+                "outside the extraction root; refusing the layer"
+            ) from None
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -895,7 +848,7 @@ class _Extractor:
 
 def extract_layer(
     stream: BinaryIO,
-    target: Path,
+    target: Path | Directory,
     *,
     apply_whiteouts: bool = True,
     overlay_whiteouts: bool = False,
@@ -904,7 +857,8 @@ def extract_layer(
     outside_links: list[tuple[str, str]] | None = None,
     check: Callable[[], None] | None = None,
 ) -> ExtractStats:
-    """Apply one layer (plain, gzip or zstd tar) onto ``target``, refusing any escape.
+    """Apply one layer (plain, gzip or zstd tar) onto ``target`` (a path, or a directory opened
+    already: one that others can rename is then reached through its descriptor), refusing any escape.
 
     ``apply_whiteouts`` deletes what ``.wh.`` entries name from the lower content
     already in ``target``; ``overlay_whiteouts`` instead writes overlayfs

@@ -51,6 +51,7 @@ from builder.image.mediatypes import (
 )
 from builder.image.platform import Platform
 from builder.image.reference import Reference
+from builder.interrupts import interrupts_noted, raise_noted
 from builder.layers.compression import CHUNK, compress_stream
 from builder.registry.client import (
     Call,
@@ -74,6 +75,7 @@ MANIFEST_ACCEPT = (
 )
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 DEFAULT_WORKERS = 4
+INTERRUPT_POLL_SECONDS = 0.1  # how soon a noted Ctrl-C or SIGTERM stops the transfers
 UPLOAD_CHUNK = 8 << 20
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException,
                   OSError)
@@ -94,8 +96,10 @@ class BlobReader(io.RawIOBase):
     """
 
     def __init__(self, client: RegistryClient, repository: str, descriptor: Descriptor,
-                 operation: str = "pull", progress: Progress | None = None) -> None:
+                 operation: str = "pull", progress: Progress | None = None,
+                 stop: threading.Event | None = None) -> None:
         super().__init__()
+        self._stop = stop  # set: the pull is stopping, read no more (TransferStopped)
         self._client = client
         self._repository = repository
         self._descriptor = descriptor
@@ -147,6 +151,7 @@ class BlobReader(io.RawIOBase):
             return 0
         policy = self._client.options.retry
         while True:
+            _check(self._stop)  # before each read, and before a retry after a broken one
             try:
                 if self._response is None:
                     self._open()
@@ -315,23 +320,53 @@ def _parse(raw: bytes, media_type: str, where: str) -> Manifest | Index:
 
 # --- pulling into the store ------------------------------------------------------------------
 
-def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int) -> None:
-    """Run tasks on a thread pool; the first failure cancels what has not started and is raised."""
+class TransferStopped(BaseException):
+    """Raised in a transfer's thread when its pool stops (Ctrl-C, SIGTERM, another transfer's
+    failure): not an error of its own, and no retry or ``except Exception`` takes it for one."""
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise TransferStopped
+
+
+def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: threading.Event,
+                      cancel: threading.Event | None = None) -> None:
+    """Run tasks on a thread pool; the first failure cancels what has not started and is raised.
+
+    ``stop``, which the tasks check between chunks, is set on a failure, on Ctrl-C, SIGTERM or
+    SIGHUP (noted, never raised inside the pool's locks) and when ``cancel`` is set (a build
+    that stops): running transfers end at their next chunk, their temp files removed, and the
+    command stops at once, not when every layer is through; the signal (or TransferStopped,
+    for a cancel) is raised once they have ended.
+    """
     if not tasks:
         return
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks))),
-                            thread_name_prefix="pybuild-transfer") as pool:
+    with interrupts_noted() as interrupted, \
+            ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks))),
+                               thread_name_prefix="pybuild-transfer") as pool:
         futures: list[Future[None]] = [pool.submit(task) for task in tasks]
-        _done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in futures:
-            if future.done() and not future.cancelled() and (err := future.exception()) is not None:
-                raise err
+        pending: set[Future[None]] = set(futures)
+        while pending and not interrupted and not (cancel is not None and cancel.is_set()):
+            done, pending = wait(pending, timeout=INTERRUPT_POLL_SECONDS, return_when=FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in done):
+                break
+        if pending:
+            stop.set()
+            for future in pending:
+                future.cancel()
+            wait(pending)
+    raise_noted(interrupted)
+    for future in futures:
+        if future.done() and not future.cancelled() and (err := future.exception()) is not None \
+                and not isinstance(err, TransferStopped):
+            raise err
+    if stop.is_set():  # cancelled: some blobs are missing
+        raise TransferStopped
 
 
 def download_blobs(image: RemoteImage, store: Store, progress: Progress,
-                   workers: int = DEFAULT_WORKERS) -> int:
+                   workers: int = DEFAULT_WORKERS, cancel: threading.Event | None = None) -> int:
     """Copy the image's config and layers the store lacks into it; returns bytes downloaded.
 
     Each layer streams into the store's verified write (temp file, hash, fsync,
@@ -344,6 +379,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
     seen: set[str] = {manifest.config.digest}
     tasks: list[Callable[[], None]] = []
     lock = threading.Lock()
+    stop = threading.Event()
     diff_ids = dict(zip((d.digest for d in manifest.layers), image.config_file().diff_ids, strict=False))
     for descriptor in manifest.layers:
         if descriptor.digest in seen:
@@ -358,7 +394,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
             if not quiet:
                 progress.start(key, "Downloading", d.size)
             reader = BlobReader(image.source.client, image.repository, d, image.source.operation,
-                                None if quiet else progress)
+                                None if quiet else progress, stop)
             # The store's write hashes what it copies and installs the file only if the
             # digest and size match; our message names the image the blob belongs to.
             try:
@@ -378,7 +414,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
                 progress.done(key, "Pull complete")
 
         tasks.append(task)
-    _run_concurrently(tasks, workers)
+    _run_concurrently(tasks, workers, stop, cancel)
     return total[0]
 
 
@@ -405,20 +441,21 @@ class PullResult:
 def pull(reference: Reference | str, store: Store, platform: Platform | str | None = None, *,
          client: RegistryClient | None = None, options: ClientOptions | None = None,
          progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
-         tag: bool = True) -> RemoteImage:
+         tag: bool = True, cancel: threading.Event | None = None) -> RemoteImage:
     """Pull an image into the local store and tag it; the single entry point ``FROM`` uses.
 
     Returns the RemoteImage; the store now holds its blobs, so ``store.image(str(ref))``
-    (or by digest) reads it locally.
+    (or by digest) reads it locally. ``cancel`` set (a build that stops) ends the transfers at
+    their next chunk, with TransferStopped.
     """
     return pull_with_result(reference, store, platform, client=client, options=options,
-                            progress=progress, workers=workers, tag=tag)[0]
+                            progress=progress, workers=workers, tag=tag, cancel=cancel)[0]
 
 
 def pull_with_result(reference: Reference | str, store: Store, platform: Platform | str | None = None,
                      *, client: RegistryClient | None = None, options: ClientOptions | None = None,
                      progress: Progress | None = None, workers: int = DEFAULT_WORKERS,
-                     tag: bool = True) -> tuple[RemoteImage, PullResult]:
+                     tag: bool = True, cancel: threading.Event | None = None) -> tuple[RemoteImage, PullResult]:
     ref = Reference.parse(reference) if isinstance(reference, str) else reference
     plat = Platform.parse(platform) if isinstance(platform, str) else platform
     progress = progress or NullProgress()
@@ -429,7 +466,7 @@ def pull_with_result(reference: Reference | str, store: Store, platform: Platfor
         pinned = replace(ref, tag=None).familiar if ref.digest else ref.tag
         progress.message(f"{pinned}: Pulling from {ref.repository}")
         image = resolve(client, ref, plat, "pull", progress)
-        downloaded = download_blobs(image, store, progress, workers)
+        downloaded = download_blobs(image, store, progress, workers, cancel)
         # As docker: a digest wins over a tag given with it (the tag may have moved since),
         # so ``repo:tag@digest`` leaves the local tag alone.
         tags = [str(ref)] if tag and ref.tag and not ref.digest else []
@@ -453,7 +490,8 @@ class _SizedBody:
     """A request body of known length that requests streams without buffering (no ``read``)."""
 
     def __init__(self, opener: Callable[[], BinaryIO], size: int, on_chunk: Callable[[int], None],
-                 offset: int = 0, length: int | None = None) -> None:
+                 offset: int = 0, length: int | None = None, stop: threading.Event | None = None) -> None:
+        self._stop = stop
         self._opener = opener
         self._size = size
         self._offset = offset
@@ -469,6 +507,7 @@ class _SizedBody:
                 _skip(stream, self._offset)
             remaining = self._length
             while remaining > 0:
+                _check(self._stop)
                 chunk = stream.read(min(CHUNK, remaining))
                 if not chunk:
                     raise ImageError(f"blob ended {remaining} bytes early while uploading")
@@ -503,13 +542,14 @@ class PushBlob:
 def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
                 mount_from: Sequence[str] = (), chunk_size: int | None = None,
                 progress: Progress | None = None, operation: str = "push",
-                refused: Callable[[str], None] | None = None) -> str:
+                refused: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> str:
     """Make the registry hold a blob: skip if present, else mount, else upload.
 
     ``mount_from`` are repositories of the same registry to try in order; ``refused(source)`` hears
     of each that the registry says lacks the blob (it started an upload instead of mounting).
     Returns "exists", "mounted:<source repository>" or "uploaded". A failure part-way restarts the
-    upload session (a registry may have kept half a PATCH), up to the retry policy.
+    upload session (a registry may have kept half a PATCH), up to the retry policy. ``stop``
+    set ends it at the next chunk (TransferStopped).
     """
     progress = progress or NullProgress()
     policy = client.options.retry
@@ -518,7 +558,7 @@ def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
     for attempt in range(policy.attempts):
         try:
             return _upload_once(client, repository, blob, mount_from, chunk_size, progress,
-                                operation, key, refused)
+                                operation, key, refused, stop)
         except TransientRegistryError:
             if attempt + 1 >= policy.attempts:
                 raise
@@ -528,7 +568,7 @@ def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
 
 def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_from: Sequence[str],
                  chunk_size: int | None, progress: Progress, operation: str, key: str,
-                 refused: Callable[[str], None] | None = None) -> str:
+                 refused: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> str:
     digest = blob.descriptor.digest
     size = blob.descriptor.size
     push_actions = ("pull", "push")
@@ -586,7 +626,7 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
                     "PATCH", location, call, actions=push_actions, retry=False, ok=(202,),
                     allow=(416,), headers={"Content-Type": "application/octet-stream",
                                            "Content-Range": f"{offset}-{offset + length - 1}"},
-                    body=functools.partial(_SizedBody, blob.opener, size, advance, offset, length),
+                    body=functools.partial(_SizedBody, blob.opener, size, advance, offset, length, stop),
                 )
                 if response.status_code == 416:
                     # The session holds other bytes than we thought (a chunk whose answer was
@@ -630,7 +670,7 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
             ok=(201, 204), headers={"Content-Type": "application/octet-stream"}, body=b"",
         )
     else:
-        body = _SizedBody(blob.opener, size, advance)
+        body = _SizedBody(blob.opener, size, advance, stop=stop)
         response = client.request(
             "PUT", add_query(location, {"digest": digest}), call, actions=push_actions, retry=False,
             ok=(201, 204), headers={"Content-Type": "application/octet-stream"},
@@ -799,6 +839,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                                         exclude=ref.repository) if known is not None else {}
             counts = {"uploaded": 0, "mounted": 0, "exists": 0}
             lock = threading.Lock()
+            stop = threading.Event()
             seen: set[str] = set()
             tasks: list[Callable[[], None]] = []
             for blob in blobs:
@@ -815,7 +856,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                     outcome = upload_blob(client, ref.repository, b,
                                           mount_from=sources + recorded.get(digest, []),
                                           chunk_size=chunk_size, refused=refused,
-                                          progress=NullProgress() if quiet else progress)
+                                          progress=NullProgress() if quiet else progress, stop=stop)
                     kind = outcome.split(":", 1)[0]
                     with lock:
                         counts[kind] += 1
@@ -831,7 +872,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                 tasks.append(task)
             if ref.tag:
                 progress.message(f"The push refers to repository [{ref.name}]")
-            _run_concurrently(tasks, workers)
+            _run_concurrently(tasks, workers, stop)
             digest = Digest.of(raw_manifest)
             if ref.digest is not None and ref.digest != digest:
                 raise DigestMismatchError(ref.digest, digest, f"manifest pushed as {ref.familiar}")

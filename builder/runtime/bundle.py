@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import ContainerError, ContainerStartError
+from builder.interrupts import interrupts_deferred
 from builder.runtime.cleanup import (
     ID_PREFIX,
     ContainerState,
@@ -86,18 +87,23 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         cdir.parent.mkdir(parents=True, exist_ok=True)
         upper.mkdir(parents=True, exist_ok=True)
         workdir = _workdir_for(upper, cdir)
-        state = StateFile(work_root, ContainerState(
-            id=cid, runtime=runtime, container_dir=str(cdir),
-            owner_start=process_start_time(os.getpid()),
-            workdir="" if workdir.parent == cdir else str(workdir),
-            mounts=(str(cdir / "rootfs"),),
-        ))
+    state: StateFile | None = None
     try:
         with host_refusals(cdir):
+            state = StateFile(work_root, ContainerState(
+                id=cid, runtime=runtime, container_dir=str(cdir),
+                owner_start=process_start_time(os.getpid()),
+                workdir="" if workdir.parent == cdir else str(workdir),
+                mounts=(str(cdir / "rootfs"),),
+            ))
             container = _set_up(spec, cid, hostname, cdir, workdir, state)
         yield container
     finally:
-        _teardown(state, cdir, workdir, failing=sys.exc_info()[0] is not None)
+        if state is not None:
+            # to its end even when a SIGTERM comes meanwhile: a mount or state left behind
+            # would wait for the next command's recover()
+            with interrupts_deferred():
+                _teardown(state, cdir, workdir, failing=sys.exc_info()[0] is not None)
 
 
 @contextlib.contextmanager

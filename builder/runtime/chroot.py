@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ContainerError, ContainerStartError
+from builder.interrupts import interrupts_deferred, signals_as_interrupt
 from builder.runtime import seccomp
 from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cgroups import Cgroup, cgroup_mounts
-from builder.runtime.cleanup import process_start_time, sigterm_as_interrupt
+from builder.runtime.cleanup import process_start_time
 from builder.runtime.output import Outputs, Sink, stdin_fd
 from builder.runtime.spawn import forwarding_signals, kill, spawn, wait
 from builder.runtime.spec import (
@@ -60,7 +61,7 @@ class ChrootRuntime:
         if spec.hooks:
             raise ContainerError("the step's CDI device has OCI hooks, which need an OCI runtime: "
                                  "build with --isolation runc or crun")
-        with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
+        with signals_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
             cgroup = None
             try:
                 if spec.resources:
@@ -136,7 +137,8 @@ class ChrootRuntime:
                 outputs.pump()
                 code = wait(proc)
         except BaseException:
-            kill(proc)  # pid 1 of the container dies with it (PR_SET_PDEATHSIG), then all the rest
+            with interrupts_deferred():  # one more Ctrl-C does not leave the container running
+                kill(proc)  # pid 1 of the container dies with it (PR_SET_PDEATHSIG), then all the rest
             os.close(err_read)
             raise
         with os.fdopen(err_read, "rb") as f:

@@ -17,9 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,8 +89,12 @@ class StateFile:
         # takes the mounts and processes with it); a torn file reads as a dead owner's.
         # Named by the writer's pid: a write cut short by a kill is removed by the next recover.
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self.state)))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(asdict(self.state)))
+            os.replace(tmp, self.path)
+        except BaseException:  # a full disk, a SIGTERM: no torn file left for recover()
+            tmp.unlink(missing_ok=True)
+            raise
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -318,47 +320,3 @@ def recover(work_root: Path) -> RecoveryReport:
                 continue
             report.temp_dirs.append(temp.name)
     return report
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """In the main thread, turn SIGTERM into KeyboardInterrupt so clean-up runs as for Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        yield
-        return
-
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def interrupts_noted() -> Iterator[list[int]]:
-    """In the main thread: Ctrl-C and SIGTERM are appended to the yielded list instead of
-    raising wherever the thread happens to be. Raised inside the locks of a thread pool's wait,
-    a KeyboardInterrupt (and a second one on its heels) breaks them ("release unlocked lock")
-    and cuts the stopping of the running steps short; the caller polls the list and stops in
-    order instead. The handler takes no lock: a second signal may run it inside the first."""
-    noted: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield noted
-        return
-
-    def _note(signum: int, frame: object) -> None:
-        noted.append(signum)
-
-    previous = {sig: signal.signal(sig, _note) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield noted
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

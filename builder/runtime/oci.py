@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ContainerStartError, RuntimeNotFoundError
+from builder.interrupts import interrupts_deferred, signals_as_interrupt
 from builder.runtime.bundle import Container, host_refusals, prepare
-from builder.runtime.cleanup import delete_runtime_container, sigterm_as_interrupt
+from builder.runtime.cleanup import delete_runtime_container
 from builder.runtime.output import Outputs, Sink, stdin_fd
 from builder.runtime.spawn import forwarding_signals, kill, spawn, wait
 from builder.runtime.spec import ContainerSpec, oci_config
@@ -46,7 +47,7 @@ class OciRuntime:
     def run(self, spec: ContainerSpec, *, stdout: Sink, stdin: BinaryIO | int | None = None,
             stderr: Sink | None = None, forward_signals: bool = False) -> int:
         """Run ``spec`` to completion; return its exit code (128+N when killed by signal N)."""
-        with sigterm_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
+        with signals_as_interrupt(), prepare(spec, self.work_root, self.name) as container:
             return self._run(spec, container, stdin, stdout, stderr,
                              forward_signals and not spec.process.terminal)
 
@@ -93,8 +94,9 @@ class OciRuntime:
                 outputs.pump()
                 code = wait(proc)
         except BaseException:
-            delete_runtime_container(self.name, container.id)  # Ctrl-C, a failing sink: stop now
-            kill(proc)
+            with interrupts_deferred():  # one more Ctrl-C does not leave the container running
+                delete_runtime_container(self.name, container.id)  # Ctrl-C, a failing sink: stop now
+                kill(proc)
             raise
         error = _start_error(log) if code != 0 else ""
         if not error:

@@ -19,6 +19,8 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 
+from builder.interrupts import Interrupted
+
 RESET_SIGNALS = ("env", "--default-signal", "--")
 # docker run's signal proxy hands on every signal; these are the ones people send
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
@@ -87,7 +89,7 @@ def forwarding_signals(pid: int) -> Iterator[None]:
         if signum in (signal.SIGINT, signal.SIGTERM):
             interrupts += 1
             if interrupts >= FORCE_STOP_INTERRUPTS:
-                raise KeyboardInterrupt
+                raise Interrupted(signum)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 

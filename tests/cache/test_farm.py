@@ -358,8 +358,9 @@ def test_a_shared_cache_directory_with_planted_links_is_one_clear_error(machines
 
 def test_a_shared_cache_blob_that_is_a_fifo_or_device_does_not_hang_the_import(machines, tmp_path: Path) -> None:
     """Blobs are read by digest, whatever their path holds: a FIFO planted at the manifest's
-    or a layer's place would block every build that imports the cache; it is a warning (the
-    cache is unusable), and the build runs its steps."""
+    or a layer's place would block every build that imports the cache, and a link to a device
+    leads out of the cache directory; it is a warning (the cache is unusable), and the build
+    runs its steps."""
     import json
     import os
 
@@ -372,7 +373,7 @@ def test_a_shared_cache_blob_that_is_a_fifo_or_device_does_not_hang_the_import(m
     layer = json.loads(manifest_blob.read_bytes())["layers"][0]["digest"].split(":")[1]
     for planted, how, said in ((shared / "blobs" / "sha256" / layer, "fifo", "is missing: its step runs"),
                                (manifest_blob, "fifo", "not a regular file"),
-                               (manifest_blob, "device", "not a regular file")):
+                               (manifest_blob, "device", "leads out of the directory")):
         planted.unlink()
         if how == "fifo":
             os.mkfifo(planted)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import random
 import shutil
@@ -20,9 +19,11 @@ import threading
 import time
 from pathlib import Path
 
+from builder.runtime.overlay import mounts_under
 from cache.blobs import sweep_temp
 from tests.engine.conftest import Builder
 from tests.helpers.tools import REPO, run_pybuild, small_fs
+from tests.runtime.test_cleanup import runtime_containers
 from tests.store.imagegen import image_of, noise, write_archive
 
 
@@ -140,20 +141,6 @@ def test_parallel_stages_from_compressed_archives(base_archive: Path, tmp_path: 
     _check_clean(root)
 
 
-def _mounts_under(root: Path) -> list[str]:
-    prefix = str(root.resolve()) + "/"
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(prefix)]
-
-
-def _runtime_containers(root: Path) -> list[str]:
-    found = []
-    for runtime in ("runc", "crun"):
-        out = subprocess.run([runtime, "list", "--format", "json"], capture_output=True, check=True).stdout
-        found += [e["id"] for e in json.loads(out or b"[]") or [] if str(e.get("bundle", "")).startswith(str(root))]
-    return found
-
-
 def test_builds_killed_at_any_moment_leave_a_usable_store(base_archive: Path, tmp_path: Path) -> None:
     """SIGKILL while the context comes in on stdin, while COPY writes a big layer, while a RUN
     writes many files, while ADD unpacks a tar, while the image is written: each next build
@@ -187,13 +174,13 @@ def test_builds_killed_at_any_moment_leave_a_usable_store(base_archive: Path, tm
             proc.kill()
             proc.wait()
         assert "clean" in _check_clean(root)
-        assert _runtime_containers(root) == [], delay  # the step died with its build
+        assert runtime_containers(root) == [], delay  # the step died with its build
     with open(context_tar, "rb") as stdin:
         built = run_pybuild("build", "-q", "-t", "after:1", "-", root=root, input=stdin.read(), check=True)
     assert built.stdout.startswith(b"sha256:")
     out = run_pybuild("run", "--rm", "after:1", "cat", "/count", root=root, check=True).stdout
     assert out == b"300\n"
-    assert _mounts_under(root) == []
+    assert mounts_under(root) == []
     leftovers = [p for sub in ("tmp", "run/tmp", "run/containers", "run/state") if (root / sub).is_dir()
                  for p in (root / sub).iterdir()]
     assert leftovers == []
@@ -321,13 +308,13 @@ def test_prune_removes_what_a_killed_build_left_mounted(base_archive: Path, tmp_
                              env={**os.environ, "PYBUILD_ROOT": str(root)},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not _mounts_under(root):
+    while not mounts_under(root):
         assert build.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     build.kill()
     build.wait()
     run_pybuild("prune", "-a", "-f", root=root, check=True)
-    assert _mounts_under(root) == []
+    assert mounts_under(root) == []
     leftovers = [p for sub in ("run/containers", "run/state", "run/tmp", "tmp") if (root / sub).is_dir()
                  for p in (root / sub).iterdir()]
     assert leftovers == []

@@ -65,3 +65,31 @@ def test_a_planted_temp_file_link_is_replaced_not_written_through(tmp_path: Path
     write_oci_layout([TaggedImage(image, ("planted:1",))], dest, tar=False)
     assert victim.read_bytes() == b"keep me\n"
     assert (dest / "blobs" / "sha256" / image.config_digest().hex).read_bytes() == image.raw_config()
+
+
+def test_a_blob_directory_swapped_for_a_link_during_the_write_is_not_followed(tmp_path: Path) -> None:
+    """Someone who writes into the layout swaps blobs/sha256 for a link at the moment a blob's temp
+    file is made: the blob goes into the directory that was opened, never through the link, and
+    the next blob's look finds the link and refuses it in one line."""
+    import pytest
+
+    from builder.errors import PybuildError
+    from tests.helpers.race import swap_at, swap_for_link
+
+    image = make_image("raced")
+    dest, outside = tmp_path / "layout", tmp_path / "outside"
+    (dest / "blobs" / "sha256").mkdir(parents=True)
+    outside.mkdir()
+    held: list[Path] = []
+
+    def temp_blob(path: str) -> bool:
+        return path.startswith(str(dest / "blobs" / "sha256")) and path.endswith(f".{os.getpid()}.tmp")
+
+    with swap_at(("open",), temp_blob, lambda: held.append(swap_for_link(dest / "blobs" / "sha256", outside))) \
+            as fired, pytest.raises(PybuildError) as raised:
+        write_oci_layout([TaggedImage(image, ("raced:1",))], dest, tar=False)
+    assert fired, "the swap never happened"
+    assert list(outside.iterdir()) == []
+    assert [p.name for p in held[0].iterdir() if not p.name.startswith(".")] != []
+    message = str(raised.value)
+    assert "blobs/sha256 is a symbolic link" in message and "\n" not in message, message
