@@ -173,24 +173,25 @@ def test_missing_cache_from_is_a_warning(machines, tmp_path: Path, registry: str
 
 
 def test_unreachable_caches(machines, tmp_path: Path) -> None:
-    from tests.helpers.tools import free_port
+    from tests.helpers.tools import closed_port
 
     m = machines()
     ctx = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox:local\nRUN echo x > /x\n"})
-    dead = f"127.0.0.1:{free_port()}/nobody/cache:1"
-    # Importing is best effort (the build runs without that cache), as BuildKit does.
-    built = m.build(ctx, "--cache-from", f"type=registry,ref={dead}")
-    assert b"cannot import cache " + dead.encode() in built.stdout + built.stderr
-    # Exporting is not, unless ignore-error=true.
-    out = tmp_path / "image.tar"
-    failed = m.build(ctx, "--cache-to", f"type=registry,ref={dead}", "-o", f"type=oci,dest={out}", check=False)
-    err = failed.stderr.decode()
-    assert failed.returncode != 0 and "connection refused" in err and "Traceback" not in err, err
-    assert f"ERROR: cannot write cache {dead}: " in err, err  # the cache's export, not a push of the image
-    # As BuildKit, the image's outputs are written before the cache: a dead cache loses no image.
-    assert out.stat().st_size > 0
-    ok = m.build(ctx, "--cache-to", f"type=registry,ref={dead},ignore-error=true")
-    assert b"cache export to " + dead.encode() + b" failed" in ok.stdout + ok.stderr
+    with closed_port() as port:
+        dead = f"127.0.0.1:{port}/nobody/cache:1"
+        # Importing is best effort (the build runs without that cache), as BuildKit does.
+        built = m.build(ctx, "--cache-from", f"type=registry,ref={dead}")
+        assert b"cannot import cache " + dead.encode() in built.stdout + built.stderr
+        # Exporting is not, unless ignore-error=true.
+        out = tmp_path / "image.tar"
+        failed = m.build(ctx, "--cache-to", f"type=registry,ref={dead}", "-o", f"type=oci,dest={out}", check=False)
+        err = failed.stderr.decode()
+        assert failed.returncode != 0 and "connection refused" in err and "Traceback" not in err, err
+        assert f"ERROR: cannot write cache {dead}: " in err, err  # the cache's export, not a push of the image
+        # As BuildKit, the image's outputs are written before the cache: a dead cache loses no image.
+        assert out.stat().st_size > 0
+        ok = m.build(ctx, "--cache-to", f"type=registry,ref={dead},ignore-error=true")
+        assert b"cache export to " + dead.encode() + b" failed" in ok.stdout + ok.stderr
 
 
 def test_the_cache_is_an_oci_artifact_that_skopeo_copies_both_ways(machines, tmp_path: Path, registry: str) -> None:

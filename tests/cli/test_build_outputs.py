@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.tools import REPO, free_port, run_pybuild
+from tests.helpers.tools import REPO, closed_port, run_pybuild
 
 
 def test_an_archive_on_stdout_is_all_of_stdout(ctx: Path, tmp_path: Path) -> None:
@@ -236,15 +236,16 @@ def test_output_names_are_checked_before_the_build(ctx: Path, tmp_path: Path, ou
 def test_registry_output_with_push_false_does_not_push(ctx: Path, tmp_path: Path) -> None:
     """type=registry is type=image with push=true by default, as buildx reads it: an explicit
     push=false is honoured (nothing listens on the port: a push would fail), the default pushes."""
-    name = f"127.0.0.1:{free_port()}/outputs/nopush:1"
     root = tmp_path / "root"
-    # unpack=false: BuildKit's default, which buildx now sends with every push (pybuild unpacks anyway)
-    kept = run_pybuild("build", "-q", "-o", f"type=registry,name={name},push=false,unpack=false", str(ctx),
-                       root=root)
-    assert kept.returncode == 0, kept.stderr
-    assert json.loads(run_pybuild("inspect", name, root=root, check=True).stdout)[0]["Id"] == \
-        kept.stdout.decode().strip()
-    pushed = run_pybuild("build", "-q", "-o", f"type=registry,name={name}", str(ctx), root=root)
+    with closed_port() as port:
+        name = f"127.0.0.1:{port}/outputs/nopush:1"
+        # unpack=false: BuildKit's default, which buildx now sends with every push (pybuild unpacks anyway)
+        kept = run_pybuild("build", "-q", "-o", f"type=registry,name={name},push=false,unpack=false", str(ctx),
+                           root=root)
+        assert kept.returncode == 0, kept.stderr
+        assert json.loads(run_pybuild("inspect", name, root=root, check=True).stdout)[0]["Id"] == \
+            kept.stdout.decode().strip()
+        pushed = run_pybuild("build", "-q", "-o", f"type=registry,name={name}", str(ctx), root=root)
     assert pushed.returncode != 0 and b"127.0.0.1" in pushed.stderr and b"Traceback" not in pushed.stderr
 
 

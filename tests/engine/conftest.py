@@ -13,16 +13,30 @@ import pytest
 from tests.helpers.tools import run_pybuild
 
 BASE = "busybox:local"
+# The time of every file in the base (see base_archive): in the past, as a base image's files
+# are, and after the SOURCE_DATE_EPOCH the tests build with (1_700_000_000), as the time the
+# base was made at used to be.
+BASE_MTIME = 1_750_000_000
 BOOKWORM_TAR = Path("/var/cache/pybuild-tests/bookworm-minbase.tar")
 
 
 @pytest.fixture(scope="session")
 def base_archive(busybox_rootfs: Path, docker: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A docker-archive of the busybox base, imported into docker as busybox:local too."""
+    """A docker-archive of the busybox base, imported into docker as busybox:local too.
+
+    docker's images are the machine's: another test run on it imports its own busybox:local,
+    and the name may point at that one when this run's docker builds start. Both runs' bases
+    hold the same layer (same files, same times), so that docker's builds see the same files
+    whichever it is."""
     work = tmp_path_factory.mktemp("base")
     rootfs_tar = work / "rootfs.tar"
+
+    def same_everywhere(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime = BASE_MTIME
+        return info
+
     with tarfile.open(rootfs_tar, "w") as tf:
-        tf.add(busybox_rootfs, arcname=".")
+        tf.add(busybox_rootfs, arcname=".", filter=same_everywhere)
     with open(rootfs_tar, "rb") as f:
         subprocess.run([docker, "import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                         "-", BASE], stdin=f, check=True, capture_output=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.conftest import Builder
-from tests.helpers.tools import require_tool, run_pybuild, small_fs
+from tests.helpers.tools import docker_tag, require_tool, run_pybuild, small_fs
 
 
 def _out(proc: subprocess.CompletedProcess[bytes]) -> str:
@@ -127,7 +127,8 @@ def test_outputs_local_tar_oci_docker(builder: Builder, docker: str, tmp_path: P
     ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY hello /srv/hello\nCMD [\"cat\", \"/srv/hello\"]\n",
                            "hello": "hello output\n"})
     local, flat, oci, dock = tmp_path / "local", tmp_path / "flat.tar", tmp_path / "oci.tar", tmp_path / "docker.tar"
-    builder.build(ctx, "-t", "cli-out:1", "-o", f"type=local,dest={local}", "-o", f"type=tar,dest={flat}",
+    tag = docker_tag("cli-out")  # loaded into docker below
+    builder.build(ctx, "-t", tag, "-o", f"type=local,dest={local}", "-o", f"type=tar,dest={flat}",
                   "-o", f"type=oci,dest={oci}", "-o", f"type=docker,dest={dock}")
     assert (local / "srv" / "hello").read_text() == "hello output\n"
     assert (local / "bin" / "busybox").is_file()
@@ -138,13 +139,13 @@ def test_outputs_local_tar_oci_docker(builder: Builder, docker: str, tmp_path: P
                                      capture_output=True).stdout)
     assert info["config"]["Cmd"] == ["cat", "/srv/hello"]
     loaded = subprocess.run([docker, "load", "-i", str(dock)], check=True, capture_output=True, text=True)
-    assert "cli-out:1" in loaded.stdout
+    assert tag in loaded.stdout
     try:
-        run = subprocess.run([docker, "run", "--rm", "--network", "none", "cli-out:1"], check=True,
+        run = subprocess.run([docker, "run", "--rm", "--network", "none", tag], check=True,
                              capture_output=True)
         assert run.stdout == b"hello output\n"
     finally:
-        subprocess.run([docker, "rmi", "-f", "cli-out:1"], capture_output=True)
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.tools import require_tool, run_pybuild
+from tests.runtime.test_cleanup import marker
 
 
 @pytest.fixture
@@ -29,11 +30,19 @@ def own_store(base_archive: Path, tmp_path: Path) -> Path:
     return root
 
 
-LONG_SLEEP = "31.7"  # an unusual figure, to find the container processes among the machine's
+# A step's sleep outlasts every communicate() timeout below: a command that waited for the
+# sleep to end, instead of stopping it, fails there, whatever the machine's load.
+LONG_SECONDS = 90
 
 
-def _sleepers() -> list[int]:
-    """Processes still running a container's ``sleep LONG_SLEEP``."""
+def _long_sleep() -> str:
+    """A sleep argument naming this build's container process alone (other test runs on the
+    machine, or this test's killed builds before, have sleeps of their own)."""
+    return marker(LONG_SECONDS)
+
+
+def _sleepers(sleep: str) -> list[int]:
+    """Processes still running a container's ``sleep SLEEP``."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -41,7 +50,7 @@ def _sleepers() -> list[int]:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv[:2] == [b"sleep", LONG_SLEEP.encode()]:
+            if argv[:2] == [b"sleep", sleep.encode()]:
                 found.append(int(proc.name))
     return found
 
@@ -55,15 +64,14 @@ def _start_build(root: Path, ctx: Path, isolation: str) -> subprocess.Popen[byte
     )
 
 
-def _wait_running(root: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Until the RUN's container exists (its state file) and its command had time to start."""
+def _wait_running(root: Path, proc: subprocess.Popen[bytes], sleep: str, timeout: float = 60) -> None:
+    """Until the RUN's container exists (its state file) and runs its command (``sleep SLEEP``)."""
     deadline = time.monotonic() + timeout
     states = root / "run" / "state"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the build ended early: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
-        if states.is_dir() and any(states.glob("*.json")):
-            time.sleep(0.3)
+        if states.is_dir() and any(states.glob("*.json")) and _sleepers(sleep):
             return
         time.sleep(0.05)
     raise AssertionError("the RUN never started")
@@ -102,20 +110,21 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
     plan = (["SIGINT", "SIGKILL", "ok", "SIGINT"] * 5)  # 10 SIGINT, 5 SIGKILL, 5 complete
     # each action meets each isolation (runc, crun, chroot) at least once
     isolations = ("runc", "crun", "chroot")
+    sleeps = []
     for i, action in enumerate(plan):
         isolation = isolations[i % 3]
-        sleep = LONG_SLEEP if action != "ok" else "0.1"
+        sleep = _long_sleep() if action != "ok" else "0.1"
+        sleeps.append(sleep)
         (ctx / "Dockerfile").write_text(
             f"FROM busybox:local\nRUN echo {uuid.uuid4().hex} > /marker\n"
             f"RUN --mount=type=tmpfs,target=/scratch --mount=type=cache,target=/cache "
             f"echo started; sleep {sleep}\nRUN echo after > /after\n")
-        t0 = time.monotonic()
         proc = _start_build(root, ctx, isolation)
         if action == "ok":
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err.decode()
             continue
-        _wait_running(root, proc)
+        _wait_running(root, proc, sleep)
         if action == "SIGINT":
             # Ctrl-C reaches the whole foreground process group; every other build only pybuild.
             if i % 2:
@@ -124,9 +133,9 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
                 proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=60)
             text = err.decode()
+            # Ctrl-C stops the running container: the long sleep does not run to its end (a
+            # build that waited for it would have outlasted communicate's timeout).
             assert proc.returncode == 130, text
-            # Ctrl-C stops the running container: the long sleep does not run to its end.
-            assert time.monotonic() - t0 < 20
             assert "ERROR: interrupted" in text and "Traceback" not in text, text
             # Clean-up runs before exit: nothing of the interrupted build survives it.
             assert _mounts_under(root) == []
@@ -141,7 +150,7 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
     for runtime in ("runc", "crun"):
         assert _runtime_containers(runtime, root) == [], runtime
     assert _leftovers(root) == []
-    assert _sleepers() == [], "a killed build's container process is still running"
+    assert [s for s in sleeps if _sleepers(s)] == [], "a killed build's container process is still running"
     check = run_pybuild("store", "check", root=root)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     out = run_pybuild("run", "--rm", "cleanup-final:1", "cat", "/final", root=root, check=True)
@@ -158,17 +167,14 @@ def test_a_killed_build_takes_its_running_step_with_it(own_store: Path, tmp_path
     root = own_store
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM busybox:local\nRUN sleep {LONG_SLEEP}\n")
+    sleep = _long_sleep()
+    (ctx / "Dockerfile").write_text(f"FROM busybox:local\nRUN sleep {sleep}\n")
     proc = _start_build(root, ctx, isolation)
-    _wait_running(root, proc)
-    deadline = time.monotonic() + 30
-    while not _sleepers():
-        assert time.monotonic() < deadline, "the step never started"
-        time.sleep(0.05)
+    _wait_running(root, proc, sleep)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     def running() -> list[object]:
-        return [*_sleepers(), *(_runtime_containers(isolation, root) if isolation != "chroot" else [])]
+        return [*_sleepers(sleep), *(_runtime_containers(isolation, root) if isolation != "chroot" else [])]
 
     deadline = time.monotonic() + 10
     while running() and time.monotonic() < deadline:
@@ -185,13 +191,15 @@ def test_interrupted_pybuild_run_leaves_nothing(own_store: Path) -> None:
     The signals go to the container first (docker run's signal proxy); a sleep as pid 1 ignores
     them, so the third stops it."""
     root = own_store
+    sleeps = []
     for how in ("pid", "group", "term"):
-        started = time.monotonic()
+        sleep = _long_sleep()
+        sleeps.append(sleep)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "builder", "run", "--rm", "busybox:local", "sleep", LONG_SLEEP],
+            [sys.executable, "-m", "builder", "run", "--rm", "busybox:local", "sleep", sleep],
             env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
-        _wait_running(root, proc)
+        _wait_running(root, proc, sleep)
         for _ in range(3):
             time.sleep(0.2)
             if how == "group":
@@ -201,11 +209,10 @@ def test_interrupted_pybuild_run_leaves_nothing(own_store: Path) -> None:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == (143 if how == "term" else 130), err.decode()
         assert err.endswith(b"ERROR: interrupted by SIGTERM\n" if how == "term" else b"ERROR: interrupted\n")
-        assert b"Traceback" not in err
-        assert time.monotonic() - started < 20
+        assert b"Traceback" not in err  # and within communicate's timeout
     assert _mounts_under(root) == []
     assert _leftovers(root) == []  # its writable layer too, not left to the next command's sweep
-    assert _sleepers() == []
+    assert [s for s in sleeps if _sleepers(s)] == []
 
 
 @pytest.mark.parametrize("isolation", ["runc", "chroot"])
@@ -213,20 +220,21 @@ def test_killed_pybuild_run_is_cleaned_by_the_next(own_store: Path, isolation: s
     """SIGKILL (an OOM kill) of ``pybuild run``: its container dies with it; the next ``pybuild run``
     removes its mounts, state and writable layer (the layer stayed in tmp/ until a build or pull)."""
     root = own_store
+    sleep = _long_sleep()
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder", "run", "--rm", "--isolation", isolation, "busybox:local", "sh", "-c",
-         f"head -c 1000000 /dev/zero > /big; sleep {LONG_SLEEP}"],
+         f"head -c 1000000 /dev/zero > /big; sleep {sleep}"],
         env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_running(root, proc)
+    _wait_running(root, proc, sleep)
     proc.kill()
     proc.wait(timeout=30)
     run_pybuild("run", "--rm", "busybox:local", "true", root=root, check=True)
     assert _mounts_under(root) == []
     assert _leftovers(root) == []
     deadline = time.monotonic() + 10
-    while _sleepers() and time.monotonic() < deadline:
+    while _sleepers(sleep) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _sleepers() == []
+    assert _sleepers(sleep) == []
 
 
 @pytest.mark.parametrize("step", ["COPY big /big", "RUN truncate -s 6G /big"])
@@ -273,14 +281,15 @@ def test_ctrl_c_while_waiting_for_a_locked_cache_mount(own_store: Path, tmp_path
     at once, instead of waiting for the other build to let the lock go."""
     root = own_store
     holder_ctx, waiter_ctx = tmp_path / "holder", tmp_path / "waiter"
-    for ctx, command in ((holder_ctx, f"sleep {LONG_SLEEP}"), (waiter_ctx, "echo got-the-lock")):
+    sleep = _long_sleep()
+    for ctx, command in ((holder_ctx, f"sleep {sleep}"), (waiter_ctx, "echo got-the-lock")):
         ctx.mkdir()
         (ctx / "Dockerfile").write_text(
             f"FROM busybox:local\nRUN --mount=type=cache,id=locked-{tmp_path.name},target=/c,sharing=locked "
             f"{command}\n")
     holder = _start_build(root, holder_ctx, "runc")
     try:
-        _wait_running(root, holder)
+        _wait_running(root, holder, sleep)
         waiter = _start_build(root, waiter_ctx, "runc")
         deadline = time.monotonic() + 30
         while not _holds_cache_lock(waiter.pid):
@@ -288,12 +297,11 @@ def test_ctrl_c_while_waiting_for_a_locked_cache_mount(own_store: Path, tmp_path
             assert time.monotonic() < deadline, "the waiting build never reached the lock"
             time.sleep(0.05)
         time.sleep(0.3)  # in its wait for the lock
-        started = time.monotonic()
         os.killpg(waiter.pid, signal.SIGINT)
         out, err = waiter.communicate(timeout=20)
         assert waiter.returncode == 130, err.decode()
-        assert time.monotonic() - started < 5
         assert b"ERROR: interrupted" in err and b"Traceback" not in err and b"got-the-lock" not in out + err
+        # The waiter stopped while the holder still had the lock: it did not wait for it.
         assert holder.poll() is None  # the other build goes on
     finally:
         holder.send_signal(signal.SIGINT)
@@ -403,21 +411,22 @@ def test_ctrl_c_twice_stops_cleanly(own_store: Path, tmp_path: Path) -> None:
     root = own_store
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(
-        "FROM busybox:local\nRUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/c "
-        f"echo started; sleep {LONG_SLEEP}\n")
     for attempt in range(8):
+        sleep = _long_sleep()
+        (ctx / "Dockerfile").write_text(
+            "FROM busybox:local\nRUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/c "
+            f"echo started; sleep {sleep}\n")
         proc = _start_build(root, ctx, ("runc", "chroot")[attempt % 2])
-        _wait_running(root, proc)
-        started = time.monotonic()
+        _wait_running(root, proc, sleep)
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.002 * (attempt // 2))  # not at once: two pending SIGINTs are one
         os.killpg(proc.pid, signal.SIGINT)
+        # The second Ctrl-C did not leave the step's container running (to the end of a sleep
+        # longer than communicate's timeout).
         _, err = proc.communicate(timeout=60)
         text = err.decode()
         assert proc.returncode == 130, text
         assert "ERROR: interrupted" in text and "Traceback" not in text and "internal error" not in text, text
-        assert time.monotonic() - started < 15, "the second Ctrl-C left the step's container running"
         assert _mounts_under(root) == []
         assert _leftovers(root) == [], _leftovers(root)
 

@@ -30,7 +30,7 @@ from tests.engine.flatten import (
     pybuild_tree,
 )
 from tests.helpers.fileserver import serve_files
-from tests.helpers.tools import run_pybuild
+from tests.helpers.tools import docker_tag, run_pybuild
 
 
 @dataclass(frozen=True)
@@ -1285,8 +1285,9 @@ def _docker_build(docker: str, ctx: Path, tag: str, args: tuple[str, ...]) -> su
 
 
 def _build_base(case: Case, docker: str, store_root: Path, tmp_path: Path) -> str:
-    """The case's base image, built by both builders under the same tag."""
-    tag = f"pybuild-diff/{case.name}-base:1"
+    """The case's base image, built by both builders under the same tag (this test's own in
+    docker's image store, which other test runs on the machine share)."""
+    tag = docker_tag(f"pybuild-diff/{case.name}-base")
     ctx = tmp_path / "base-ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(case.base or "")
@@ -1310,7 +1311,7 @@ def test_same_image_as_docker(case: Case, docker: str, store_root: Path, tmp_pat
     if case.docker_dockerfile is not None:
         docker_ctx = tmp_path / "docker-ctx"
         _write_context(case, docker_ctx, case.docker_dockerfile, case.docker_files)
-    tag = f"pybuild-diff/{case.name}:1"
+    tag = docker_tag(f"pybuild-diff/{case.name}")
     tags = [tag]
     with contextlib.ExitStack() as stack:
         if case.serve:
@@ -1325,7 +1326,11 @@ def _compare(case: Case, docker: str, store_root: Path, tmp_path: Path, ctx: Pat
              tag: str, tags: list[str]) -> None:
     try:
         if case.base is not None:
-            tags.append(_build_base(case, docker, store_root, tmp_path))
+            base = _build_base(case, docker, store_root, tmp_path)
+            tags.append(base)
+            for c in {ctx, docker_ctx}:  # the cases name their base pybuild-diff/<name>-base:1
+                dockerfile = (c / "Dockerfile").read_text()
+                (c / "Dockerfile").write_text(dockerfile.replace(f"pybuild-diff/{case.name}-base:1", base))
         # Both builders at once: the case takes the time of the slower one.
         with ThreadPoolExecutor(max_workers=1) as pool:
             docker_done = pool.submit(_docker_build, docker, docker_ctx, tag, case.build_args)

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.engine.conftest import Builder
-from tests.helpers.tools import REPO, require_tool, run_pybuild, small_fs
+from tests.helpers.tools import REPO, docker_tag, require_tool, run_pybuild, small_fs
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -41,10 +41,11 @@ def test_compression_and_media_types_of_archives(builder: Builder, docker: str, 
     its own, unless force-compression); oci-mediatypes=false gives docker's types, which
     docker loads with the same image ID; the image ID never changes."""
     ctx = _context(builder, "archives")
-    builder.build(ctx, "-t", "outputs:zstd", "-o", f"type=oci,dest={tmp_path / 'zstd.tar'},compression=zstd",
+    tag = docker_tag("outputs")  # loaded into docker below
+    builder.build(ctx, "-t", tag, "-o", f"type=oci,dest={tmp_path / 'zstd.tar'},compression=zstd",
                   "-o", f"type=docker,dest={tmp_path / 'docker.tar'},oci-mediatypes=false,compression=gzip,"
                         "force-compression=true")
-    image_id = _image_id(builder, "outputs:zstd")
+    image_id = _image_id(builder, tag)
     zstd = _raw(f"oci-archive:{tmp_path / 'zstd.tar'}")
     assert zstd["mediaType"] == OCI_MANIFEST
     assert {layer["mediaType"] for layer in zstd["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
@@ -55,10 +56,10 @@ def test_compression_and_media_types_of_archives(builder: Builder, docker: str, 
     assert {layer["mediaType"] for layer in dock["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
     subprocess.run([docker, "load", "-i", str(tmp_path / "docker.tar")], check=True, capture_output=True)
     try:
-        loaded = subprocess.run([docker, "image", "inspect", "-f", "{{.Id}}", "outputs:zstd"], check=True,
+        loaded = subprocess.run([docker, "image", "inspect", "-f", "{{.Id}}", tag], check=True,
                                 capture_output=True).stdout.decode().strip()
     finally:
-        subprocess.run([docker, "rmi", "-f", "outputs:zstd"], capture_output=True)
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
     assert loaded == image_id
     fresh = tmp_path / "fresh-store"  # the zstd archive loads back to the same image
     run_pybuild("load", "-i", str(tmp_path / "zstd.tar"), root=fresh, check=True)

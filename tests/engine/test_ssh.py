@@ -70,16 +70,19 @@ def agent(tmp_path: Path) -> Iterator[tuple[str, str]]:
         proc.wait()
 
 
-def _agents_of_pybuild() -> list[str]:
-    """Running ssh-agents of pybuild's (they name their socket by descriptor), from /proc."""
+def _agents_of_pybuild(root: Path) -> list[str]:
+    """Running ssh-agents of pybuild's (they name their socket by descriptor), from /proc: those
+    of the pybuild commands on the store ``root`` (they have its PYBUILD_ROOT in their environment),
+    not those of other test runs or builds on the machine."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = cmdline.read_bytes().split(b"\0")
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
         text = b" ".join(argv).decode(errors="replace")
-        if argv and argv[0].endswith(b"ssh-agent") and "/fd/" in text:
+        if argv[0].endswith(b"ssh-agent") and "/fd/" in text and f"PYBUILD_ROOT={root}".encode() in environ:
             found.append(text)
     return found
 
@@ -122,7 +125,7 @@ def test_agent_and_key_files_reach_the_step(bookworm_base: str, builder: Builder
                     with tarfile.open(fileobj=io.BytesIO(blob)) as layer:
                         names = layer.getnames()
                     assert not any(n.startswith(("run/buildkit", "tmp/agent")) for n in names), names
-    assert _agents_of_pybuild() == []
+    assert _agents_of_pybuild(builder.root) == []
     assert list((builder.root / "run" / "tmp").glob("*-ssh*")) == []
 
 
@@ -143,7 +146,7 @@ def test_ssh_errors_are_clear(builder: Builder, tmp_path: Path) -> None:
     assert p.returncode != 0 and b"needs a passphrase" in p.stderr and b"Traceback" not in p.stderr
     missing = builder.build(ctx, "--ssh", f"git={tmp_path / 'nope'}", check=False)
     assert missing.returncode != 0 and b"nope" in missing.stderr and b"Traceback" not in missing.stderr
-    assert _agents_of_pybuild() == []
+    assert _agents_of_pybuild(builder.root) == []
 
 
 def test_optional_ssh_mount_absent_and_not_in_the_cache_key(builder: Builder, agent: tuple[str, str]) -> None:

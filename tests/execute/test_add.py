@@ -18,7 +18,7 @@ from builder.execute.context import BuildContext
 from builder.execute.copy import CopySpec, copy_layer
 from builder.execute.rootfs import RootfsView
 from builder.execute.urls import is_git_source, is_url
-from tests.helpers.tools import require_tool
+from tests.helpers.tools import closed_port, require_tool
 
 LOC = SourceLocation("Dockerfile", 3)
 
@@ -217,8 +217,8 @@ def test_url_errors(base: RootfsView, scratch: Path, web: tuple[str, Path], ctx:
     url, _ = web
     with pytest.raises(CopyError, match=r"Dockerfile:3: ADD failed: downloading .*/missing: HTTP 404"):
         layer(add(f"{url}/missing", dest="/m"), None, base, scratch)
-    with pytest.raises(CopyError, match=r"downloading http://127\.0\.0\.1:9/x"):
-        layer(add("http://127.0.0.1:9/x", dest="/m"), None, base, scratch)
+    with closed_port() as port, pytest.raises(CopyError, match=rf"downloading http://127\.0\.0\.1:{port}/x"):
+        layer(add(f"http://127.0.0.1:{port}/x", dest="/m"), None, base, scratch)
     with pytest.raises(CopyError, match="checksum requires HTTP\\(S\\) or Git sources"):
         layer(add("f1", dest="/m", checksum="sha256:" + "0" * 64), ctx, base, scratch)
     with pytest.raises(CopyError, match="checksum can't be specified for multiple sources"):

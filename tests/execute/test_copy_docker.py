@@ -34,6 +34,7 @@ from builder.execute.context import BuildContext
 from builder.execute.copy import CopySpec, copy_layer
 from builder.execute.rootfs import RootfsView
 from builder.layers.extract import extract_layer
+from tests.helpers.tools import docker_tag
 
 IGNORED = {".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/mtab"}
 IGNORED_PREFIXES = ("dev/",)
@@ -220,7 +221,7 @@ def _our_tree(root: Path, context: BuildContext, lines: list[str], tmp: Path) ->
 
 @pytest.fixture(scope="module")
 def base_image(docker: str, copy_base: Path) -> str:
-    tag = "pybuild-copytest-base:1"
+    tag = docker_tag("pybuild-copytest-base")
     tar = subprocess.run(
         ["tar", "--numeric-owner", "-C", str(copy_base), "-c", "."], capture_output=True, check=True
     ).stdout

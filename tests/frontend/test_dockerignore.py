@@ -27,7 +27,7 @@ from builder.frontend.dockerignore import (
     read_ignore_lines,
     walk_context,
 )
-from tests.helpers.tools import CONFORMANCE
+from tests.helpers.tools import CONFORMANCE, docker_tag
 
 CORPUS = CONFORMANCE / "dockerignore"
 VECTORS = json.loads((CORPUS / "vectors.json").read_text("utf-8"))
@@ -526,7 +526,7 @@ def test_walk_matches_docker_classic_builder(tmp_path: Path, docker: str) -> Non
     expected = sorted(
         e.path for e in walk_context(tmp_path, load_ignore(tmp_path, None)) if not e.is_dir
     )
-    tag = "pybuild-test-dockerignore:latest"
+    tag = docker_tag("pybuild-test-dockerignore")
     build = subprocess.run(
         [docker, "build", "-q", "--force-rm", "--network", "host", "-t", tag, str(tmp_path)],
         capture_output=True,

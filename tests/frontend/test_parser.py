@@ -736,7 +736,9 @@ DOCKER_PARSE_ERRORS = [
 def _docker_build(docker: str, context: Path, text: str) -> subprocess.CompletedProcess[str]:
     (context / "Dockerfile").write_text(text)
     return subprocess.run(
-        [docker, "build", "--force-rm", "--network", "host", "-q", str(context)], capture_output=True, text=True,
+        # --no-cache: the image ID (removed by the test) is this build's own, not another test run's
+        [docker, "build", "--no-cache", "--force-rm", "--network", "host", "-q", str(context)], capture_output=True,
+        text=True,
         timeout=120, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
 

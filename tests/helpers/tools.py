@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port of ``host`` that refuses connections for the body of the with: bound, never
+    listening, so that no other process on the machine starts a server there meanwhile (as
+    it may on a port that was merely free when chosen)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        yield s.getsockname()[1]
+
+
+def docker_tag(repository: str) -> str:
+    """A name in docker's image store that this test alone uses: the store is the machine's,
+    shared with every other test run on it, whose builds and clean-up would take a fixed name."""
+    return f"{repository}:{uuid.uuid4().hex[:12]}"
 
 
 def make_busybox_rootfs(target: Path) -> Path:

@@ -23,7 +23,7 @@ from builder.errors import ImageError, UnsafeLayerError
 from builder.layers.changes import layer_changes
 from builder.layers.extract import TarReader, extract_layer, extract_to_directory
 from builder.layers.tarwriter import EntryType, TarEntry, TarStreamWriter, write_layer
-from tests.helpers.tools import require_tool
+from tests.helpers.tools import docker_tag, require_tool
 from tests.layers import snapshot
 from tests.layers.malicious import Member, _hard, _reg, _sym, build_tar
 
@@ -355,8 +355,9 @@ def test_extract_to_directory_is_all_or_nothing(tmp_path: Path) -> None:
 
 # -- layers written by docker ---------------------------------------------------------------
 
-BASE_TAG = "pybuild-test/layers-busybox:1"
-IMAGE_TAG = "pybuild-test/layers-diff:1"
+# This test run's own names in docker's image store (the machine's, shared with other test runs).
+BASE_TAG = docker_tag("pybuild-test/layers-busybox")
+IMAGE_TAG = docker_tag("pybuild-test/layers-diff")
 # Paths docker itself puts into every container; they are not part of the image.
 RUNTIME_ONLY = {".dockerenv", "dev", "proc", "sys", "etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/mtab"}
 DOCKERFILE = f"""\

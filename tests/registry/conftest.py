@@ -68,29 +68,35 @@ def make_ca(directory: Path, name: str = "pybuild-test-ca") -> CA:
 
 
 def start_registry(root: Path, extra_config: str, tls: bool = False) -> tuple[str, subprocess.Popen]:
-    """docker-registry on a free loopback port with extra YAML (auth, tls); returns host:port."""
+    """docker-registry on a free loopback port with extra YAML (auth, tls); returns host:port.
+
+    The port is free when chosen, but another process on the machine (another test run's
+    server) may take it before the registry binds it: then the registry tries another."""
     binary = require_tool("docker-registry")
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog: {level: error}\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + extra_config
-    )
-    log = open(root / "registry.log", "wb")  # noqa: SIM115 - kept open for the process
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+    for _ in range(5):
+        port = free_port()
+        config = root / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog: {level: error}\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n" + extra_config
+        )
+        with open(root / "registry.log", "wb") as log:
+            proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return f"127.0.0.1:{port}", proc
+            if time.monotonic() > deadline:
+                proc.kill()
                 break
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise AssertionError(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
-        time.sleep(0.05)
-    return address, proc
+            time.sleep(0.05)
+        said = (root / "registry.log").read_text()
+        if "address already in use" not in said:
+            raise AssertionError(f"docker-registry did not start: {said}")
+    raise AssertionError(f"docker-registry found no free port: {said}")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -263,6 +269,7 @@ class Faults:
     reset: float = 0.0          # RST the connection (half-way through the body, if any)
     stall: float = 0.0          # sleep ``stall_seconds`` before answering
     stall_body: float = 0.0     # send half a blob body, then sleep ``stall_seconds``
+    stall_first_bodies: int = 0  # ... and so for the first N blob GETs, for sure
     unavailable: float = 0.0    # answer 503 with Retry-After
     flip_blob_bytes: bool = False
     redirect_blobs: bool = False  # answer blob GETs with 307 to a "storage" server on 127.0.0.2
@@ -274,6 +281,15 @@ class Faults:
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
+
+    def first(self, name: str, times: int) -> bool:
+        """Whether ``name`` happened fewer than ``times`` times yet (then it happens now): a fault
+        that no order of concurrent requests can make miss, as a roll of the seeded dice can."""
+        with self.lock:
+            hit = self.counts.get(name, 0) < times
+            if hit:
+                self.counts[name] = self.counts.get(name, 0) + 1
+            return hit
 
     def roll(self, name: str, probability: float) -> bool:
         with self.lock:
@@ -372,7 +388,8 @@ class FaultProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()
                 return
-            if is_blob_get and len(resp_body) > 1 and faults.roll("stall_body", faults.stall_body):
+            if is_blob_get and len(resp_body) > 1 and (faults.first("stall_body", faults.stall_first_bodies)
+                                                       or faults.roll("stall_body", faults.stall_body)):
                 half = len(resp_head) + 4 + len(resp_body) // 2
                 whole = resp_head + b"\r\n\r\n" + resp_body
                 conn.sendall(whole[:half])

@@ -596,16 +596,16 @@ def test_a_failing_signed_storage_url_is_never_quoted(token_registry: TokenRegis
     """A blob GET the registry sent to signed storage that answers 404 or refuses the
     connection: the error and the debug log name the storage host, never the signed URL."""
     from builder.errors import PybuildError
-    from tests.helpers.tools import free_port
+    from tests.helpers.tools import closed_port
 
     _image, path, proxy, config = _behind_redirecting_proxy(token_registry, fault_proxy, tmp_path, 1, 5_000, "signed")
     caplog.set_level("DEBUG", logger="builder.registry")
-    dead = free_port()
-    for where in (f"http://{proxy.storage.address}/bucket/gone", f"http://127.0.0.2:{dead}/bucket/dead"):
-        proxy.storage.put = lambda data, where=where: f"{where}?X-Amz-Signature=SIGNED-abc&X-Amz-Credential=AKIA-KEY"
-        with pytest.raises(PybuildError) as err:
-            pull(f"{proxy.address}/{path}", store, client=RegistryClient(
-                proxy.address, ClientOptions(docker_config=DockerConfig(config), retry=RetryPolicy(attempts=1))))
-        for text in (str(err.value), caplog.text):
-            assert "SIGNED-" not in text and "AKIA-KEY" not in text, text
-        assert "127.0.0.2" in str(err.value) or "connection refused" in str(err.value), str(err.value)
+    with closed_port("127.0.0.2") as dead:  # refused until the end of the test
+        for where in (f"http://{proxy.storage.address}/bucket/gone", f"http://127.0.0.2:{dead}/bucket/dead"):
+            proxy.storage.put = lambda data, where=where: f"{where}?X-Amz-Signature=SIGNED-abc&X-Amz-Credential=AKIA-KEY"
+            with pytest.raises(PybuildError) as err:
+                pull(f"{proxy.address}/{path}", store, client=RegistryClient(
+                    proxy.address, ClientOptions(docker_config=DockerConfig(config), retry=RetryPolicy(attempts=1))))
+            for text in (str(err.value), caplog.text):
+                assert "SIGNED-" not in text and "AKIA-KEY" not in text, text
+            assert "127.0.0.2" in str(err.value) or "connection refused" in str(err.value), str(err.value)

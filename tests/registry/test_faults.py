@@ -97,12 +97,15 @@ def test_stalled_blob_bodies_time_out_and_resume(registry: str, fault_proxy, sto
     image = make_image(3, 300_000, seed=random_name())
     ref_path = f"{random_name('stall')}/app:1"
     push(image, f"{registry}/{ref_path}")
-    faults = Faults(stall_body=0.5, stall_seconds=1.5)
+    # Two stalls for sure: with dice, the order in which concurrent blob GETs drew them could
+    # leave none (the test then proved nothing and failed). A read timeout well above a loaded
+    # machine's slowest answer, the stalls well above it.
+    faults = Faults(stall_first_bodies=2, stall_seconds=3)
     proxy = fault_proxy(faults)
-    options = ClientOptions(retry=PATIENT, read_timeout=0.5)
+    options = ClientOptions(retry=PATIENT, read_timeout=1)
     assert pull(f"{proxy.address}/{ref_path}", store,
                 client=RegistryClient(proxy.address, options)).digest() == image.digest()
-    assert faults.counts.get("stall_body", 0) >= 1
+    assert faults.counts.get("stall_body", 0) == 2
     assert store.check().clean
 
 

@@ -19,7 +19,7 @@ from builder.registry import RegistryClient, pull, push, resolve
 from builder.registry.progress import LineProgress, NullProgress
 from builder.registry.remote import parse_range_end, pull_with_result
 from cache.store import Store
-from tests.helpers.tools import require_tool, run_pybuild, small_fs
+from tests.helpers.tools import closed_port, require_tool, run_pybuild, small_fs
 from tests.registry.images import make_image, random_name, write_oci_layout
 
 
@@ -312,7 +312,8 @@ def test_cli_errors_are_one_clear_line(registry: str, tmp_path: Path) -> None:
     assert "An image does not exist locally with the tag" in proc.stderr.decode()
     proc = run_pybuild("pull", "Busy/Box:1", root=root)
     assert proc.returncode == 125 and "must be lowercase" in proc.stderr.decode()
-    proc = run_pybuild("pull", "127.0.0.1:9/app:1", root=root)
+    with closed_port() as port:
+        proc = run_pybuild("pull", f"127.0.0.1:{port}/app:1", root=root)
     assert proc.returncode == 1 and "GET /v2/: connection refused" in proc.stderr.decode()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from builder.runtime import ContainerSpec, Network, ProcessSpec, Runtime, detect
 from builder.runtime.overlay import mounts_under
-from tests.helpers.tools import require_tool
+from tests.helpers.tools import docker_tag, require_tool
 
 RUNTIMES = ("runc", "crun", "chroot")
 BOOKWORM_TAR = Path("/var/cache/pybuild-tests/bookworm-minbase.tar")
@@ -92,7 +92,7 @@ def tree(path: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def docker_busybox(docker: str, busybox_rootfs: Path) -> Iterator[str]:
     """The busybox rootfs imported into docker, to compare containers with docker's."""
-    tag = "pybuild-test/runtime-busybox:1"
+    tag = docker_tag("pybuild-test/runtime-busybox")
     tar = subprocess.run(["tar", "--numeric-owner", "-C", str(busybox_rootfs), "-c", "."],
                          capture_output=True, check=True).stdout
     subprocess.run([docker, "import", "-", tag], input=tar, capture_output=True, check=True)

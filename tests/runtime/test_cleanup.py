@@ -61,9 +61,10 @@ class Owner:
         return self.proc.returncode, out
 
 
-def marker() -> str:
-    """A sleep argument that names exactly this test's container process."""
-    return f"30.{random.randrange(10**8):08d}"
+def marker(seconds: int = 30) -> str:
+    """A sleep argument (``seconds`` and a random fraction) that names exactly this test's
+    container process among all the machine's, other test runs' included."""
+    return f"{seconds}.{random.randrange(10**8):08d}"
 
 
 def processes_with(text: str) -> list[int]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
-import sys
-import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 from builder.errors import ContainerError, ContainerStartError, UserNotFoundError
 from builder.runtime import ContainerSpec, Mount, Network, ProcessSpec
-from tests.helpers.tools import free_port
+from tests.helpers.fileserver import serve_files
 from tests.runtime.conftest import tree
 
 
@@ -206,8 +204,12 @@ def test_network_none_has_only_loopback_and_it_is_up(run):
 
 
 def test_network_host_sees_the_host_interfaces(run):
-    result = run("ls /sys/class/net", network=Network.HOST)
-    assert sorted(result.text.split()) == sorted(os.listdir("/sys/class/net"))
+    for _ in range(5):  # other containers on the machine may come and go: a listing they left alone
+        host = sorted(os.listdir("/sys/class/net"))
+        seen = sorted(run("ls /sys/class/net", network=Network.HOST).text.split())
+        if sorted(os.listdir("/sys/class/net")) == host:
+            break
+    assert seen == host
 
 
 def test_bind_mounts_rw_ro_and_tmpfs(run, tmp_path):
@@ -295,7 +297,7 @@ DIFF_SCRIPT = (
 
 @pytest.mark.docker
 def test_upper_dir_holds_what_docker_diff_reports(run, docker, docker_busybox):
-    name = f"pybuild-diff-{os.getpid()}-{run.runtime.name}"
+    name = f"pybuild-diff-{uuid.uuid4().hex[:12]}"  # docker's names are the machine's: a killed run's may stay
     subprocess.run([docker, "run", "--name", name, "--network", "host", docker_busybox, "sh", "-c", DIFF_SCRIPT],
                    check=True, capture_output=True)
     try:
@@ -388,22 +390,11 @@ def test_umask_is_docker_s_whatever_pybuild_s_is(run):
 
 
 @pytest.fixture
-def loopback_server(tmp_path):
-    """An HTTP server on a free loopback port serving 'hello from the host'."""
-    (tmp_path / "www").mkdir()
-    (tmp_path / "www" / "index.html").write_text("hello from the host\n")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-                            cwd=tmp_path / "www", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait()
+def loopback_server():
+    """An HTTP server on a free loopback port serving 'hello from the host' (bound to port 0
+    before it is named: no other process on the machine can be there instead)."""
+    with serve_files({"/": b"hello from the host\n"}) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def test_host_network_reaches_loopback_services_and_none_does_not(run, loopback_server):

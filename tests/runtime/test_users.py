@@ -10,6 +10,7 @@ import pytest
 
 from builder.errors import UserNotFoundError
 from builder.runtime import ContainerSpec, ExecUser, ProcessSpec, detect, resolve_user
+from tests.helpers.tools import docker_tag
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 app:x:1000:1000:app:/home/app:/bin/sh
@@ -72,7 +73,7 @@ def docker_image(docker, busybox_rootfs):
             info = tarfile.TarInfo(f"./{name}")
             info.size = len(text)
             tar.addfile(info, io.BytesIO(text.encode()))
-    tag = "pybuild-test/runtime-users:1"
+    tag = docker_tag("pybuild-test/runtime-users")
     subprocess.run([docker, "import", "-", tag], input=buf.getvalue(), check=True, capture_output=True)
     yield tag
     subprocess.run([docker, "rmi", "-f", tag], capture_output=True)

@@ -273,6 +273,8 @@ class _ThrottledRelay(socketserver.ThreadingTCPServer):
         host, port = upstream.rsplit(":", 1)
         self.upstream = (host, int(port))
         self.rate = rate
+        self.sent = 0  # bytes of answers relayed, on all connections
+        self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Relay)
 
     @property
@@ -300,6 +302,8 @@ class _Relay(socketserver.BaseRequestHandler):
         try:
             while data := upstream.recv(16 << 10):
                 client.sendall(data)
+                with self.server.lock:
+                    self.server.sent += len(data)
                 time.sleep(len(data) / self.server.rate)
         except OSError:
             pass
@@ -308,29 +312,31 @@ class _Relay(socketserver.BaseRequestHandler):
 
 
 @pytest.fixture
-def slow_registry(registry: str) -> Iterator[str]:
+def slow_registry(registry: str) -> Iterator[_ThrottledRelay]:
     relay = _ThrottledRelay(registry, 1 << 20)
     threading.Thread(target=relay.serve_forever, daemon=True).start()
-    yield relay.address
+    yield relay
     relay.shutdown()
     relay.server_close()
 
 
 @pytest.mark.parametrize("command", ["pull", "build"])
-def test_pull_stopped_mid_download_ends_at_once(command: str, registry: str, slow_registry: str,
+def test_pull_stopped_mid_download_ends_at_once(command: str, registry: str, slow_registry: _ThrottledRelay,
                                                 tmp_path: Path) -> None:
     """SIGTERM while a pull's layers download from a slow registry (1 MB/s), by ``pybuild pull``
     or a build's FROM: the transfers stop at their next chunk and the command ends at once,
     their temp files removed, nothing listed; it does not wait for each layer to be through
-    (7 s more here), as it did before."""
-    layers: list[Files] = [{f"l{i}/blob": noise(f"slow{i}", 8 << 20)} for i in range(2)]
+    (20 s more here), as it did before: the registry sent less than the layers. (A byte count,
+    not a stopwatch: a loaded machine's slow start or stop is no failure.)"""
+    size = 24 << 20
+    layers: list[Files] = [{f"l{i}/blob": noise(f"slow{i}", size)} for i in range(2)]
     archive = write_archive(tmp_path / "img.tar", image_of(layers), ("slow:1",))
     seed = tmp_path / "seed"
     run_pybuild("load", "-q", "-i", str(archive), root=seed, check=True)
     run_pybuild("tag", "slow:1", f"{registry}/stopped/slow{command}:1", root=seed, check=True)
     run_pybuild("push", "-q", f"{registry}/stopped/slow{command}:1", root=seed, check=True)
     root = tmp_path / "root"
-    ref = f"{slow_registry}/stopped/slow{command}:1"
+    ref = f"{slow_registry.address}/stopped/slow{command}:1"
     args = ("pull", "-q", ref)
     if command == "build":
         ctx = tmp_path / "ctx"
@@ -346,18 +352,9 @@ def test_pull_stopped_mid_download_ends_at_once(command: str, registry: str, slo
                     found.add(blob.name)
         return found
 
-    started = [0.0]
-
-    def listing() -> set[str]:
-        found = downloading()
-        if found and not started[0]:
-            started[0] = time.monotonic()
-        return found
-
-    done = _signal_at_new_entry(root, 1, signal.SIGTERM, *args, entries=listing)
-    took = time.monotonic() - started[0]
+    done = _signal_at_new_entry(root, 1, signal.SIGTERM, *args, entries=downloading)
     assert _stopped_cleanly(done, signal.SIGTERM, last_line=command == "build")
-    assert took < 4, f"the {command} took {took:.1f} s to stop"
+    assert slow_registry.sent < len(layers) * size, f"the {command} read its layers to the end"
     _nothing_left(root)
     assert _listed(root) == set()
     _clean(root)

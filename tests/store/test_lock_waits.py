@@ -7,7 +7,7 @@ import fcntl
 import os
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,16 @@ def _start(root: Path, *args: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _first_line(proc: subprocess.Popen[bytes], timeout: float = 60) -> bytes:
+    """The first line ``proc`` writes to stderr, however long its start takes on a loaded machine."""
+    line: list[bytes] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stderr.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    assert line, f"nothing on stderr within {timeout} s"
+    return line[0]
+
+
 @pytest.mark.parametrize(("held", "args", "said"), [
     (fcntl.LOCK_EX, ("load", "-i", "ARCHIVE"), "waiting for a prune or repair of the store {root} to finish"),
     (fcntl.LOCK_SH, ("prune", "-f"), "waiting for the builds and other pybuild commands using the store {root} "
@@ -36,12 +46,12 @@ def test_a_wait_for_the_store_lock_is_said(tmp_path: Path, held: int, args: tupl
     try:
         fcntl.flock(fd, held)  # as a prune (exclusive) or a running build (shared) holds it
         proc = _start(root, *(str(archive) if a == "ARCHIVE" else a for a in args))
-        time.sleep(2)
+        first = _first_line(proc)  # the command says it waits, and does
         assert proc.poll() is None, proc.communicate()
     finally:
         os.close(fd)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
-    assert err.decode().splitlines()[0] == said.format(root=root), err.decode()
+    assert first.decode() == said.format(root=root) + "\n", first.decode() + err.decode()
     if args[0] == "load":
         assert b"Loaded image: app:1" in out
