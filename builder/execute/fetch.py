@@ -6,12 +6,14 @@ it; :class:`UrlFetches` keeps that body for the step, should it miss.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 DOWNLOAD_TIMEOUT = 60
@@ -41,6 +43,19 @@ class Fetched:
     last_modified: str | None
 
 
+def proxies_for(url: str) -> dict[str, Any] | None:
+    """No proxy for a loopback server, as Go's ProxyFromEnvironment that docker and BuildKit use:
+    an HTTP(S)_PROXY in the environment is for the outside world, and cannot reach this
+    machine's 127.0.0.1 (requests would send it there). None: requests' own choice. (A None
+    value is how requests is told "no proxy" for a scheme: its stubs say str.)"""
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return {"http": None, "https": None, "all": None} if loopback else None
+
+
 class FetchFailed(Exception):
     """An HTTP status or connection error; the caller decides whose message it becomes."""
 
@@ -49,7 +64,7 @@ def fetch(url: str, target: Path, updates: Sequence[Callable[[bytes], object]]) 
     import requests  # here, not at the top: every COPY imports this module, few download
 
     try:
-        with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
+        with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT, proxies=proxies_for(url)) as response:
             if response.status_code != 200:
                 raise FetchFailed(f"HTTP {response.status_code} {response.reason or ''}".rstrip())
             name = url_filename(url)
@@ -97,7 +112,7 @@ class UrlFetches:
         import xxhash
 
         try:
-            response = requests.head(url, allow_redirects=True, timeout=30)
+            response = requests.head(url, allow_redirects=True, timeout=30, proxies=proxies_for(url))
         except requests.RequestException as err:
             return f"unreachable ({type(err).__name__})"
         etag = response.headers.get("ETag") if response.ok else None

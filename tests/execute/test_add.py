@@ -178,6 +178,21 @@ def test_url_download(base: RootfsView, scratch: Path, web: tuple[str, Path]) ->
     assert "existing/file.txt" in out
 
 
+def test_a_loopback_url_is_not_sent_to_the_environment_s_proxy(
+    base: RootfsView, scratch: Path, web: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy set for the outside world (a CI runner's HTTP_PROXY) is not asked for
+    http://127.0.0.1 or localhost, as docker and BuildKit (Go's ProxyFromEnvironment) never
+    proxy loopback: the download failed with the proxy's refusal."""
+    url, _ = web
+    with closed_port() as port:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
+        for where in (url, url.replace("127.0.0.1", "localhost")):
+            out = layer(add(f"{where}/file.txt", dest="/u/"), None, base, scratch)
+            assert out["u/file.txt"].data == b"content\n"
+
+
 def test_url_archives_are_not_unpacked(
     base: RootfsView, scratch: Path, web: tuple[str, Path], copy_context: Path
 ) -> None:
