@@ -37,7 +37,8 @@ def _context(tmp_path: Path, name: str) -> Path:
     marker = uuid.uuid4().hex
     return write_context(tmp_path / name, {"Dockerfile": (
         "FROM busybox:local\n"
-        f"RUN yes {marker} | head -c 300000 > /data\n"
+        # /run-id: a run of the step (--no-cache) is a new layer even within the same second
+        f"RUN yes {marker} | head -c 300000 > /data; cat /proc/sys/kernel/random/uuid > /run-id\n"
         "RUN echo two > /two\n")})
 
 
