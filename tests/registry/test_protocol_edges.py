@@ -517,7 +517,7 @@ def test_the_registry_s_ca_is_trusted_by_its_token_server_and_storage(scripted_p
 
 
 def test_tokens_expiring_mid_pull_are_renewed(scripted_proxy, tmp_path: Path, store: Store) -> None:  # type: ignore[no-untyped-def]
-    """Tokens that run out after two requests (a long pull outliving its token): each blob
+    """Tokens that run out after three requests (a long pull outliving its token): each blob
     request that meets a 401 fetches a fresh token once and goes on, on every transfer thread."""
     uses: dict[str, int] = {}
 
@@ -530,7 +530,7 @@ def test_tokens_expiring_mid_pull_are_renewed(scripted_proxy, tmp_path: Path, st
             return 200, {"Content-Type": "application/json"}, \
                 json.dumps({"token": token, "expires_in": 3600}).encode()
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if uses.get(token, 2) >= 2:
+        if uses.get(token, 3) >= 3:  # 3: other threads may use a fresh token before its fetcher does
             challenge = f'Bearer realm="http://{proxy.address}/token",service="s",error="invalid_token"'
             return 401, {"WWW-Authenticate": challenge}, b""
         uses[token] += 1
@@ -543,7 +543,7 @@ def test_tokens_expiring_mid_pull_are_renewed(scripted_proxy, tmp_path: Path, st
     push(image, ref, options=options)
     before = len(uses)
     assert pull(ref, store, options=options).digest() == image.digest()
-    assert len(uses) - before >= 3  # manifest, config and 5 layers: 7 requests, 2 a token
+    assert len(uses) - before >= 2  # manifest, config and 5 layers: 7 requests, 3 a token
 
 
 def test_a_session_dropped_after_a_lost_answer_starts_again_without_using_up_retries(
