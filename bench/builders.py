@@ -260,6 +260,20 @@ class Buildah(FarmBuilder):
         return _run(["buildah", "--version"]).stdout.decode().split()[2]
 
 
+def user_env() -> dict[str, str]:
+    """The environment without PYTHONDONTWRITEBYTECODE: pybuild runs as a user's install does."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def compile_bytecode() -> None:
+    """Compile pybuild's modules once, so that no timed run pays for it."""
+    import builder
+    import cache
+
+    dirs = [str(Path(m.__file__).parent) for m in (builder, cache)]  # type: ignore[arg-type]
+    _run([sys.executable, "-m", "compileall", "-q", *dirs], env=user_env())
+
+
 def pybuild_executable() -> list[str]:
     """The installed ``pybuild`` console script (not a pyenv shim, which adds ~0.2 s a call)."""
     beside = Path(sys.executable).parent / "pybuild"
@@ -289,7 +303,7 @@ class Pybuild(FarmBuilder):
         return self.workdir / self.root_name
 
     def env(self, root: Path | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env = user_env()
         env["PYBUILD_ROOT"] = str(root or self.root)
         return env
 
@@ -297,12 +311,8 @@ class Pybuild(FarmBuilder):
         return [*pybuild_executable(), *args]
 
     def warm_bytecode(self) -> None:
-        """Compile pybuild's modules once, so no timed run pays for it."""
-        import builder
-        import cache
-
-        dirs = [str(Path(m.__file__).parent) for m in (builder, cache)]  # type: ignore[arg-type]
-        _run([sys.executable, "-m", "compileall", "-q", *dirs], env=self.env())
+        """Compile pybuild's modules and make the parser's tables, so no timed run pays for it."""
+        compile_bytecode()
         # The parser keeps its LALR tables in a per-user cache file: make it now too.
         tiny = self.workdir / "warm-context"
         tiny.mkdir(parents=True, exist_ok=True)

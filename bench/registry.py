@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import random
 import resource
 import shutil
@@ -39,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bench.builders import compile_bytecode, user_env
 from builder.image.config import ConfigFile, History
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
@@ -171,7 +171,7 @@ def _skopeo(*args: str) -> None:
 
 
 def _pybuild(root: Path, *args: str) -> None:
-    env = dict(os.environ, PYBUILD_ROOT=str(root))
+    env = dict(user_env(), PYBUILD_ROOT=str(root))
     proc = subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"pybuild {' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
@@ -184,6 +184,7 @@ def run(workdir: Path, registry_addr: str, *, layers: int = 20, total_mb: int = 
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     layout = make_layout(workdir / "layout", layers, total_mb)
     image = layout_image(layout)
     size = sum(d.size for d in image.manifest().layers) + image.manifest().config.size
