@@ -11,7 +11,6 @@ is far more likely a slip than a wish.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import stat
 from collections.abc import Iterator
@@ -53,9 +52,10 @@ def followed_path(path: str | Path) -> Path:
         os.close(fd)
 
 
-def check_output_file(path: str | Path, *, devices: bool = False, make_parents: bool = False) -> None:
+def check_output_file(path: str | Path, *, devices: bool = False, make_parents: bool = False) -> Path:
     """docker's ValidateOutputPath: the directory exists (unless it will be made), and an existing
-    path is a regular file, a FIFO, or (``devices``) a device; never a directory."""
+    path is a regular file, a FIFO, or (``devices``) a device; never a directory. Returns where
+    ``path`` leads (:func:`followed_path`)."""
     path = Path(path)
     real = followed_path(path)
     try:
@@ -72,21 +72,20 @@ def check_output_file(path: str | Path, *, devices: bool = False, make_parents: 
             raise OutputPathError(f'invalid output path: directory "{path.parent}" does not exist')
         if not os.access(parent, os.W_OK):
             raise OutputPathError(f'invalid output path "{path}": directory "{parent}" is not writable')
-        return
+        return real
     if stat.S_ISDIR(st.st_mode):
         raise OutputPathError(f'invalid output path: "{path}" is a directory; name a file')
-    if stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode):
-        return
-    if not devices:
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or devices):
         raise OutputPathError(f'invalid output path: "{path}" must be a directory or a regular file: '
                               "got a device")
+    return real
 
 
 @contextlib.contextmanager
 def output_file(path: str | Path, *, devices: bool = False, make_parents: bool = False) -> Iterator[BinaryIO]:
     """A stream for ``path``'s new content, replacing it only once the whole content is written."""
     path = Path(path)
-    check_output_file(path, devices=devices, make_parents=make_parents)
+    real = check_output_file(path, devices=devices, make_parents=make_parents)
     if (path.exists() and not path.is_file()) or _through_proc_or_dev(path):
         # a FIFO or a device, or /dev/stdout redirected to a file: written in place (a rename would
         # replace the file the shell opened, and what the process writes later would be lost)
@@ -97,7 +96,7 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
         with _closing(f, path):
             yield f
         return
-    real = followed_path(path)  # a symlink keeps its place and points at the new file
+    # ``real``: a symlink keeps its place and points at the new file.
     if make_parents:
         make_dir(real.parent, path.parent)
     # The directory is opened once, and the temp file made, written and renamed through its
@@ -111,31 +110,24 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     with folder:
         _sweep_parts(folder, real.name)
         try:
-            try:
-                folder.unlink(tmp)  # a link planted at the predictable name is never written through
-                # open(), not fdopen(): the file keeps its name for the messages of what writes to it
-                f = open(real.with_name(tmp), "xb", opener=functools.partial(_exclusive_no_follow, tmp, folder.fd))  # noqa: SIM115 - closed below
-            except OSError as err:
-                raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-            with _closing(f, path):
-                yield f
+            # The temp file keeps its name for the messages of what writes to it.
+            with folder.replacing(real.name, temp=tmp, mode=0o666, shown=str(real.with_name(tmp))) as out:
                 try:
-                    f.flush()
-                    os.fsync(f.fileno())
+                    yield out
                 except OSError as err:
-                    raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-            try:
-                os.replace(tmp, real.name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
-            except OSError as err:
-                raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-            with contextlib.suppress(OSError):
-                os.fsync(folder.fd)
-        finally:
-            folder.unlink(tmp)
+                    raise _BodyError(err) from err
+        except _BodyError as wrapped:
+            raise wrapped.error from None  # the body's own error, as it raised it
+        except OSError as err:  # making, flushing, syncing or renaming the file
+            raise PybuildError(f"cannot write {path}: {err.strerror}") from None
 
 
-def _exclusive_no_follow(name: str, dir_fd: int, _path: str, flags: int) -> int:
-    return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
+class _BodyError(Exception):
+    """Carries an OSError of output_file's body past the handler meant for the file's own."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _sweep_parts(folder: Directory, name: str) -> None:

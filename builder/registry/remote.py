@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -111,9 +112,21 @@ class BlobReader(io.RawIOBase):
         self._fp: http.client.HTTPResponse | None = None
         self._failures = 0
         self.resumes = 0
+        # A stop breaks a read that hangs on a stalled connection (see TransferStop).
+        self._forget_abort = stop.when_set(self._abort) if isinstance(stop, TransferStop) else None
 
     def readable(self) -> bool:
         return True
+
+    def _abort(self) -> None:
+        """Shut the connection down (from the thread that stops the pull): a blocked read returns."""
+        response = self._response
+        raw = getattr(getattr(response, "raw", None), "_fp", None) if response is not None else None
+        sock = getattr(getattr(getattr(raw, "fp", None), "raw", None), "_sock", None)
+        if isinstance(sock, socket.socket):
+            # socket.socket's own shutdown, not SSLSocket's (which would drop the TLS state under
+            # the reading thread): the reader sees the connection end and then the stop.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def _open(self) -> None:
         response = self._client.open_blob_response(
@@ -163,6 +176,7 @@ class BlobReader(io.RawIOBase):
                 if isinstance(err, TransientRegistryError):
                     raise
                 self._drop()
+                _check(self._stop)  # broken by the stop (TransferStop): no retry
                 self._failures += 1
                 if self._failures >= policy.attempts:
                     raise TransientRegistryError(
@@ -187,6 +201,8 @@ class BlobReader(io.RawIOBase):
             self._response = None
 
     def close(self) -> None:
+        if self._forget_abort is not None:
+            self._forget_abort()
         self._drop()
         super().close()
 
@@ -325,6 +341,45 @@ class TransferStopped(BaseException):
     failure): not an error of its own, and no retry or ``except Exception`` takes it for one."""
 
 
+class TransferStop(threading.Event):
+    """The stop of a pool of transfers that also breaks the blocking reads in flight.
+
+    A transfer checks the event between chunks; one whose read hangs on a stalled
+    connection would only see it when its read timeout (a minute) ends, and the
+    command would wait for it. What the transfers register with :meth:`when_set`
+    (shutting their connection down) runs when the event is set.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._actions_lock = threading.Lock()
+        self._actions: dict[int, Callable[[], None]] = {}
+
+    def set(self) -> None:
+        super().set()
+        with self._actions_lock:
+            actions = list(self._actions.values())
+            self._actions.clear()
+        for action in actions:
+            with contextlib.suppress(Exception):
+                action()
+
+    def when_set(self, action: Callable[[], None]) -> Callable[[], None]:
+        """Run ``action`` when the event is set (now, if it is); returns what unregisters it."""
+        key = id(action)
+        with self._actions_lock:
+            if not self.is_set():
+                self._actions[key] = action
+                return functools.partial(self._forget, key)
+        with contextlib.suppress(Exception):
+            action()
+        return lambda: None
+
+    def _forget(self, key: int) -> None:
+        with self._actions_lock:
+            self._actions.pop(key, None)
+
+
 def _check(stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():
         raise TransferStopped
@@ -379,7 +434,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
     seen: set[str] = {manifest.config.digest}
     tasks: list[Callable[[], None]] = []
     lock = threading.Lock()
-    stop = threading.Event()
+    stop = TransferStop()
     diff_ids = dict(zip((d.digest for d in manifest.layers), image.config_file().diff_ids, strict=False))
     for descriptor in manifest.layers:
         if descriptor.digest in seen:
@@ -839,7 +894,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                                         exclude=ref.repository) if known is not None else {}
             counts = {"uploaded": 0, "mounted": 0, "exists": 0}
             lock = threading.Lock()
-            stop = threading.Event()
+            stop = TransferStop()
             seen: set[str] = set()
             tasks: list[Callable[[], None]] = []
             for blob in blobs:

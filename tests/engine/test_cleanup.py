@@ -7,7 +7,6 @@ Own store (not the session one) so that the checks see only what these builds ma
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.tools import require_tool, run_pybuild
-from tests.runtime.test_cleanup import marker
+from tests.helpers.leftovers import marker, runtime_containers
+from tests.helpers.tools import run_pybuild
 
 
 @pytest.fixture
@@ -87,13 +86,6 @@ def _mounts_under(root: Path) -> list[str]:
     return found
 
 
-def _runtime_containers(runtime: str, root: Path) -> list[str]:
-    binary = require_tool(runtime)
-    out = subprocess.run([binary, "list", "--format", "json"], capture_output=True, check=True).stdout
-    entries = json.loads(out or b"[]") or []
-    return [e["id"] for e in entries if str(e.get("bundle", "")).startswith(str(root))]
-
-
 def _leftovers(root: Path) -> list[str]:
     found = []
     for sub in ("tmp", "run/tmp", "run/containers", "run/state"):
@@ -148,7 +140,7 @@ def test_interrupted_and_killed_builds_leave_nothing(own_store: Path, tmp_path: 
     run_pybuild("build", "--no-cache", "-t", "cleanup-final:1", str(ctx), root=root, check=True)
     assert _mounts_under(root) == []
     for runtime in ("runc", "crun"):
-        assert _runtime_containers(runtime, root) == [], runtime
+        assert runtime_containers(root, (runtime,)) == [], runtime
     assert _leftovers(root) == []
     assert [s for s in sleeps if _sleepers(s)] == [], "a killed build's container process is still running"
     check = run_pybuild("store", "check", root=root)
@@ -174,7 +166,7 @@ def test_a_killed_build_takes_its_running_step_with_it(own_store: Path, tmp_path
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     def running() -> list[object]:
-        return [*_sleepers(sleep), *(_runtime_containers(isolation, root) if isolation != "chroot" else [])]
+        return [*_sleepers(sleep), *(runtime_containers(root, (isolation,)) if isolation != "chroot" else [])]
 
     deadline = time.monotonic() + 10
     while running() and time.monotonic() < deadline:

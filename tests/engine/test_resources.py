@@ -17,9 +17,9 @@ import pytest
 
 from builder.runtime.cgroups import hierarchies
 from tests.engine.conftest import Builder
+from tests.helpers.leftovers import ISOLATIONS
 from tests.helpers.tools import run_pybuild
 
-ISOLATIONS = ("runc", "crun", "chroot")
 LIMITS = ("-m", "64m", "--cpu-shares", "512", "--cpu-period", "50000", "--cpu-quota", "25000",
           "--cpuset-cpus", "0", "--cpuset-mems", "0")
 # v1 and v2 names alike: a step prints those its host has, docker's and ours the same

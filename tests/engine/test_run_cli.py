@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.engine.conftest import Builder
+from tests.helpers.leftovers import assert_nothing_left, marker
 from tests.helpers.tools import run_pybuild
-from tests.runtime.test_cleanup import assert_nothing_left, marker
 
 
 @pytest.mark.parametrize("isolation", ["runc", "crun", "chroot"])

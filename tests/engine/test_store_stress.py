@@ -22,8 +22,8 @@ from pathlib import Path
 from builder.runtime.overlay import mounts_under
 from cache.blobs import sweep_temp
 from tests.engine.conftest import Builder
+from tests.helpers.leftovers import runtime_containers
 from tests.helpers.tools import REPO, run_pybuild, small_fs
-from tests.runtime.test_cleanup import runtime_containers
 from tests.store.imagegen import image_of, noise, write_archive
 
 

@@ -270,6 +270,7 @@ class Faults:
     stall: float = 0.0          # sleep ``stall_seconds`` before answering
     stall_body: float = 0.0     # send half a blob body, then sleep ``stall_seconds``
     stall_first_bodies: int = 0  # ... and so for the first N blob GETs, for sure
+    stall_min_bytes: int = 2     # bodies shorter than this (a config) are never stalled
     unavailable: float = 0.0    # answer 503 with Retry-After
     flip_blob_bytes: bool = False
     redirect_blobs: bool = False  # answer blob GETs with 307 to a "storage" server on 127.0.0.2
@@ -388,7 +389,7 @@ class FaultProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()
                 return
-            if is_blob_get and len(resp_body) > 1 and (faults.first("stall_body", faults.stall_first_bodies)
+            if is_blob_get and len(resp_body) >= faults.stall_min_bytes and (faults.first("stall_body", faults.stall_first_bodies)
                                                        or faults.roll("stall_body", faults.stall_body)):
                 half = len(resp_head) + 4 + len(resp_body) // 2
                 whole = resp_head + b"\r\n\r\n" + resp_body

@@ -109,6 +109,48 @@ def test_stalled_blob_bodies_time_out_and_resume(registry: str, fault_proxy, sto
     assert store.check().clean
 
 
+def test_a_stop_breaks_reads_hanging_on_stalled_connections(registry: str, fault_proxy,  # type: ignore[no-untyped-def]
+                                                            store: Store) -> None:
+    """Ctrl-C, SIGTERM or a failed build stage stop a pull at its transfers' next chunk; a read
+    hanging on a stalled connection used to see the stop only at its read timeout (a minute,
+    here an hour), and the command waited for it. The stop now shuts those connections down:
+    the pull ends with TransferStopped, no temp file left, the store clean."""
+    import threading
+    import time
+
+    from builder.registry.remote import TransferStopped
+
+    image = make_image(3, 300_000, seed=random_name())
+    ref_path = f"{random_name('hang')}/app:1"
+    push(image, f"{registry}/{ref_path}")
+    # Every layer stops half-way (the config, read before them, does not).
+    faults = Faults(stall_first_bodies=3, stall_min_bytes=100_000, stall_seconds=600)
+    proxy = fault_proxy(faults)
+    client = RegistryClient(proxy.address, ClientOptions(retry=PATIENT, read_timeout=3600))
+    cancel = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def pulling() -> None:
+        try:
+            pull(f"{proxy.address}/{ref_path}", store, client=client, cancel=cancel)
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=pulling, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while faults.counts.get("stall_body", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert faults.counts.get("stall_body", 0) == 3, "the layers' reads did not all stall"
+    cancel.set()
+    thread.join(timeout=120)  # far below the read timeout: a hanging read would still be there
+    assert not thread.is_alive(), "the pull still waits on reads of stalled connections"
+    assert len(outcome) == 1 and isinstance(outcome[0], TransferStopped), outcome
+    assert list((store.root / "tmp").iterdir()) == []
+    assert store.check().clean
+
+
 def test_a_registry_that_never_answers_bounds_a_cache_import(tmp_path: Path) -> None:
     """A registry that took the connection and never answered held --cache-from for more than
     five minutes (five attempts of a 60 s read, for the ping and again for the manifest). Each

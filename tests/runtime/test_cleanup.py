@@ -15,6 +15,12 @@ import pytest
 
 from builder.runtime import recover
 from builder.runtime.overlay import mounts_under
+from tests.helpers.leftovers import (
+    ISOLATIONS,
+    assert_nothing_left,
+    marker,
+    runtime_containers,
+)
 from tests.helpers.tools import REPO
 
 OWNER = textwrap.dedent("""
@@ -61,46 +67,6 @@ class Owner:
         return self.proc.returncode, out
 
 
-def marker(seconds: int = 30) -> str:
-    """A sleep argument (``seconds`` and a random fraction) that names exactly this test's
-    container process among all the machine's, other test runs' included."""
-    return f"{seconds}.{random.randrange(10**8):08d}"
-
-
-def processes_with(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
-def runtime_containers(work_root: Path) -> list[str]:
-    ids = []
-    for binary in ("runc", "crun"):
-        proc = subprocess.run([binary, "list", "--format", "json"], capture_output=True, check=True)
-        for entry in json.loads(proc.stdout or b"null") or []:
-            if str(entry.get("bundle", "")).startswith(str(work_root)):
-                ids.append(entry["id"])
-    return ids
-
-
-def assert_nothing_left(work_root: Path, text: str) -> None:
-    assert mounts_under(work_root) == []
-    assert runtime_containers(work_root) == []
-    for sub in ("containers", "state"):
-        assert not (work_root / sub).exists() or list((work_root / sub).iterdir()) == []
-    deadline = time.monotonic() + 10
-    while processes_with(text) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert processes_with(text) == []
-
-
-ISOLATIONS = ("runc", "crun", "chroot")
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)

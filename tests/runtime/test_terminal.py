@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
+from tests.helpers.leftovers import ISOLATIONS, assert_nothing_left
 from tests.helpers.tools import REPO
-from tests.runtime.test_cleanup import ISOLATIONS, assert_nothing_left
 
 TERMINAL_OWNER = textwrap.dedent("""
     import sys

@@ -30,8 +30,8 @@ import pytest
 
 from builder.runtime.overlay import mounts_under
 from cache import Store
+from tests.helpers.leftovers import runtime_containers
 from tests.helpers.tools import REPO, run_pybuild
-from tests.runtime.test_cleanup import runtime_containers
 from tests.store.imagegen import Files, image_of, noise, write_archive
 
 
