@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import DigestMismatchError, StoreError
-from builder.fileio import write_all
+from builder.fileio import BLOB_PIECE, write_all
 from builder.image.digest import Digest, VerifyingReader, is_digest
 
 CHUNK = 1 << 20
@@ -189,7 +189,7 @@ class BlobFiles:
                         raise DigestMismatchError(str(expected), f"more than {size} bytes", "blob")
                     if hasher is not None:
                         hasher.update(chunk)
-                    write_all(fd, chunk)
+                    write_all(fd, chunk, BLOB_PIECE)
                 os.fsync(fd)
             finally:
                 os.close(fd)
