@@ -109,25 +109,18 @@ def output_file(path: str | Path, *, devices: bool = False, make_parents: bool =
     tmp = f".{real.name}.{os.getpid()}.part"
     with folder:
         _sweep_parts(folder, real.name)
-        try:
-            # The temp file keeps its name for the messages of what writes to it.
-            with folder.replacing(real.name, temp=tmp, mode=0o666, shown=str(real.with_name(tmp))) as out:
-                try:
-                    yield out
-                except OSError as err:
-                    raise _BodyError(err) from err
-        except _BodyError as wrapped:
-            raise wrapped.error from None  # the body's own error, as it raised it
-        except OSError as err:  # making, flushing, syncing or renaming the file
-            raise PybuildError(f"cannot write {path}: {err.strerror}") from None
-
-
-class _BodyError(Exception):
-    """Carries an OSError of output_file's body past the handler meant for the file's own."""
-
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
+        # The temp file keeps its name for the messages of what writes to it.
+        replacing = folder.replacing(real.name, temp=tmp, mode=0o666, shown=str(real.with_name(tmp)))
+        with contextlib.ExitStack() as stack:
+            try:
+                out = stack.enter_context(replacing)
+            except OSError as err:
+                raise PybuildError(f"cannot write {path}: {err.strerror}") from None
+            yield out  # an error of the body removes the temp file and goes on as it was raised
+            try:
+                stack.close()  # flush, fsync, rename
+            except OSError as err:
+                raise PybuildError(f"cannot write {path}: {err.strerror}") from None
 
 
 def _sweep_parts(folder: Directory, name: str) -> None:

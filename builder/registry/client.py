@@ -226,7 +226,7 @@ class RegistryClient:
         others = replace(tls, client_pairs=())
         context = tls.ssl_context()
         self.session.mount("https://", _TLSAdapter(
-            context if others == tls else others.ssl_context(), self.options.pool_size))
+            others.ssl_context() if tls.client_pairs else context, self.options.pool_size))
         self.session.mount(f"https://{self.api_host}/", _TLSAdapter(context, self.options.pool_size))
         self.session.mount(f"http://{self.api_host}/", _TLSAdapter(None, self.options.pool_size))
         self._verify_tls = True

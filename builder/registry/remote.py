@@ -112,8 +112,8 @@ class BlobReader(io.RawIOBase):
         self._fp: http.client.HTTPResponse | None = None
         self._failures = 0
         self.resumes = 0
-        # A stop breaks a read that hangs on a stalled connection (see TransferStop).
-        self._forget_abort = stop.when_set(self._abort) if isinstance(stop, TransferStop) else None
+        if isinstance(stop, TransferStop):  # it breaks a read hanging on a stalled connection
+            stop.when_set(self._abort)
 
     def readable(self) -> bool:
         return True
@@ -121,8 +121,8 @@ class BlobReader(io.RawIOBase):
     def _abort(self) -> None:
         """Shut the connection down (from the thread that stops the pull): a blocked read returns."""
         response = self._response
-        raw = getattr(getattr(response, "raw", None), "_fp", None) if response is not None else None
-        sock = getattr(getattr(getattr(raw, "fp", None), "raw", None), "_sock", None)
+        connection = response.raw.connection if response is not None else None
+        sock = getattr(connection, "sock", None)
         if isinstance(sock, socket.socket):
             # socket.socket's own shutdown, not SSLSocket's (which would drop the TLS state under
             # the reading thread): the reader sees the connection end and then the stop.
@@ -201,8 +201,8 @@ class BlobReader(io.RawIOBase):
             self._response = None
 
     def close(self) -> None:
-        if self._forget_abort is not None:
-            self._forget_abort()
+        if isinstance(self._stop, TransferStop):
+            self._stop.forget(self._abort)
         self._drop()
         super().close()
 
@@ -353,31 +353,28 @@ class TransferStop(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self._actions_lock = threading.Lock()
-        self._actions: dict[int, Callable[[], None]] = {}
+        self._actions: set[Callable[[], None]] = set()
 
     def set(self) -> None:
-        super().set()
         with self._actions_lock:
-            actions = list(self._actions.values())
-            self._actions.clear()
+            super().set()
+            actions, self._actions = self._actions, set()
         for action in actions:
             with contextlib.suppress(Exception):
                 action()
 
-    def when_set(self, action: Callable[[], None]) -> Callable[[], None]:
-        """Run ``action`` when the event is set (now, if it is); returns what unregisters it."""
-        key = id(action)
+    def when_set(self, action: Callable[[], None]) -> None:
+        """Run ``action`` when the event is set (until :meth:`forget`)."""
         with self._actions_lock:
             if not self.is_set():
-                self._actions[key] = action
-                return functools.partial(self._forget, key)
+                self._actions.add(action)
+                return
         with contextlib.suppress(Exception):
             action()
-        return lambda: None
 
-    def _forget(self, key: int) -> None:
+    def forget(self, action: Callable[[], None]) -> None:
         with self._actions_lock:
-            self._actions.pop(key, None)
+            self._actions.discard(action)
 
 
 def _check(stop: threading.Event | None) -> None:
@@ -894,7 +891,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                                         exclude=ref.repository) if known is not None else {}
             counts = {"uploaded": 0, "mounted": 0, "exists": 0}
             lock = threading.Lock()
-            stop = TransferStop()
+            stop = threading.Event()
             seen: set[str] = set()
             tasks: list[Callable[[], None]] = []
             for blob in blobs:
