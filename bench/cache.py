@@ -72,7 +72,7 @@ def make_base(template: Path, workdir: Path) -> None:
         tar = store.temp_path(".layer.tar")
         with open(tar, "wb") as out:
             stats = write_layer(rootfs, out, source_date_epoch=0)
-        layer = BuildLayers(store).add_tar(tar, stats.diff_id, stats.size)
+        layer = BuildLayers(store).add_tar(tar, stats)
         image = append(empty(), [Addendum(History(created="1970-01-01T00:00:00Z", created_by="busybox"), layer)])
         image = with_config(image, ContainerConfig(
             env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)))

@@ -919,24 +919,7 @@ def _stop_containers(work_root: Path) -> None:
     Only the processes: each stage's own clean-up then unmounts and removes
     what its container made, as on any other exit path.
     """
-    import signal
+    from builder.runtime.cleanup import stop_containers
 
-    from builder.runtime.cleanup import (
-        OCI_RUNTIMES,
-        delete_runtime_container,
-        is_alive,
-        load_state,
-        state_dir,
-    )
-
-    states = state_dir(work_root)
-    for path in sorted(states.glob("*.json")) if states.is_dir() else ():
-        state = load_state(path)
-        if state is None or state.owner_pid != os.getpid():
-            continue
-        if state.runtime in OCI_RUNTIMES:
-            delete_runtime_container(state.runtime, state.id)
-        if state.helper_pid and is_alive(state.helper_pid, state.helper_start):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state.helper_pid, signal.SIGKILL)
+    stop_containers(work_root)
 

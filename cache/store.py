@@ -53,6 +53,7 @@ from cache.snapshots import SnapshotDirs, chain_ids
 
 if TYPE_CHECKING:
     from builder.fileio import Reader
+    from builder.layers.tarwriter import LayerStats
 
 
 def default_root() -> Path:
@@ -978,14 +979,12 @@ class BuildLayers:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def add_tar(self, path: Path, diff_id: str, size: int) -> BlobLayer:
-        """Install an uncompressed layer tar (already hashed to ``diff_id``) by rename."""
+    def add_tar(self, path: Path, stats: LayerStats) -> BlobLayer:
+        """Install an uncompressed layer tar (already hashed as ``stats`` says) by rename."""
         store = self.store
-        digest = Digest(diff_id)
-        with open(path, "rb+") as f:
+        digest, size, content = stats.diff_id, stats.size, stats.content
+        with open(path, "rb") as f:
             os.fsync(f.fileno())
-            f.seek(0)
-            content = content_size(f)  # what docker shows as the layer's size
         store.blobs._install(path, digest, size)
         t = now()
         with store.db.transaction() as conn:
@@ -996,8 +995,7 @@ class BuildLayers:
             )
             conn.execute(PAIR_VERIFIED, (digest, Compression.NONE.value, digest))
             conn.execute("INSERT OR IGNORE INTO diffs VALUES (?,?)", (digest, size))
-            if content is not None:
-                conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)", (digest, content))
+            conn.execute("INSERT OR IGNORE INTO diff_content VALUES (?,?)", (digest, content))
         return self.layer(digest)
 
     def layer(self, diff_id: str) -> BlobLayer:

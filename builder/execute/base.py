@@ -154,7 +154,7 @@ class BaseResolver:
             with open(tar, "wb") as out:
                 stats = copy_layer(CopySpec(sources=(".",), dest="/"), source=context, dest_view=RootfsView([]),
                                    out=out, source_date_epoch=self.source_date_epoch, workdir=self.store.tmp_dir)
-            layer = BuildLayers(self.store).add_tar(tar, stats.diff_id, stats.size)
+            layer = BuildLayers(self.store).add_tar(tar, stats)
         finally:
             tar.unlink(missing_ok=True)
             context.close()

@@ -782,7 +782,7 @@ class StageRunner:
                 for entry in entries:
                     writer.add(entry)
                 stats = writer.close()
-            return self.env.layers.add_tar(tmp, stats.diff_id, stats.size)
+            return self.env.layers.add_tar(tmp, stats)
         finally:
             tmp.unlink(missing_ok=True)  # renamed into blobs/ on success; a failure leaves no temp
 
@@ -860,7 +860,7 @@ class StageRunner:
                     out = cast(BinaryIO, _UntilCancelled(f, self.cancel))  # a big layer stops at Ctrl-C
                     stats = write_layer(upper, out, source_date_epoch=self.env.source_date_epoch,
                                         overlay_upper=True)
-                layer = self.env.layers.add_tar(tar, stats.diff_id, stats.size)
+                layer = self.env.layers.add_tar(tar, stats)
             finally:
                 tar.unlink(missing_ok=True)  # renamed into blobs/ on success; a failure leaves no temp
             diff_ids = [*(x.diff_id() for x in self.layers), stats.diff_id]
@@ -974,7 +974,7 @@ class StageRunner:
                                    source_date_epoch=self.env.source_date_epoch,
                                    workdir=self.env.store.tmp_dir, git=self.env.git,
                                    fetches=self.env.urls, check=self._check_cancel)
-            layer = self.env.layers.add_tar(layer_tar, stats.diff_id, stats.size)
+            layer = self.env.layers.add_tar(layer_tar, stats)
         finally:
             layer_tar.unlink(missing_ok=True)
         kind = _history_kind(spec, ins, source)

@@ -51,6 +51,7 @@ from builder.frontend.instructions import (
     Workdir,
     closest,
     parse_dockerfile,
+    parse_go_bool,
     parse_instruction,
 )
 from builder.frontend.parser import comment_directive, parse
@@ -234,7 +235,7 @@ class CheckConfig:
                 else:
                     experimental = {r.strip() for r in value.split(",")}
             elif key == "error":
-                parsed = _parse_bool(value)
+                parsed = parse_go_bool(value)
                 if parsed is None:
                     raise DockerfileError(
                         f'failed to parse check option "{part}": '
@@ -271,14 +272,6 @@ class CheckConfig:
         if info is not None and info.experimental:
             return self.experimental_all or rule in self.experimental
         return not (self.skip_all or rule in self.skip)
-
-
-def _parse_bool(value: str) -> bool | None:
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    return None
 
 
 @dataclass

@@ -765,7 +765,7 @@ def _parse_run(req: _Req) -> Run:
             key, has_value, value = option.partition("=")
             if key != "required":
                 raise req.error(f"unexpected key '{key}' in '{option}'")
-            required = not has_value or _parse_bool(value) is not False
+            required = not has_value or parse_go_bool(value) is not False
         devices.append(Device(name, required))
     if not req.args and not req.node.heredocs:
         raise req.error("RUN requires at least one argument")
@@ -1146,7 +1146,7 @@ def parse_go_duration(text: str) -> int:
     return sign * round(total)
 
 
-def _parse_bool(value: str) -> bool | None:
+def parse_go_bool(value: str) -> bool | None:
     """Go's strconv.ParseBool; None when it is not a boolean."""
     if value in ("1", "t", "T", "TRUE", "true", "True"):
         return True
@@ -1233,7 +1233,7 @@ def parse_mount(spec: str, expand: Callable[[str], str] | None) -> Mount:
         elif key in ("target", "dst", "destination"):
             values["target"] = value
         elif key in ("readonly", "ro", "readwrite", "rw"):
-            b = _parse_bool(value)
+            b = parse_go_bool(value)
             if b is None:
                 raise _MountError(f"invalid value for {key}: {value}")
             values["readonly"] = b if key in ("readonly", "ro") else not b
@@ -1241,7 +1241,7 @@ def parse_mount(spec: str, expand: Callable[[str], str] | None) -> Mount:
         elif key == "required":
             if mtype not in (MountType.SECRET, MountType.SSH):
                 raise _MountError(f"unexpected key '{key}' for mount type '{mtype.value}'")
-            b = _parse_bool(value)
+            b = parse_go_bool(value)
             if b is None:
                 raise _MountError(f"invalid value for {key}: {value}")
             values["required"] = b

@@ -64,11 +64,14 @@ class LayerSource:
 
 @dataclass(frozen=True, slots=True)
 class LayerStats:
-    """The DiffID and byte size of an uncompressed layer tar, and how many entries it holds."""
+    """The DiffID and byte size of an uncompressed layer tar, how many entries it holds, and
+    its content size as docker shows it (regular files, hardlinks once, and symlink targets),
+    counted while writing so the store need not read the tar again for it."""
 
     diff_id: Digest
     size: int
     files: int
+    content: int
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -383,6 +386,7 @@ class TarStreamWriter:
     _sink: _HashingSink = field(init=False)
     _inodes: dict[tuple[int, int], str] = field(init=False, default_factory=dict)
     _count: int = field(init=False, default=0)
+    _content: int = field(init=False, default=0)
     _closed: LayerStats | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -398,8 +402,11 @@ class TarStreamWriter:
         entry = replace(entry, mtime=self._clamp(entry.mtime))
         self._sink.write(encode_header(entry))
         self._count += 1
+        if entry.type is EntryType.SYMLINK:
+            self._content += len(entry.linkname.encode("utf-8", "surrogateescape"))
         if entry.type is not EntryType.FILE or entry.size == 0:
             return
+        self._content += entry.size
         remaining = entry.size
         if content is None:
             raise ImageError(f"no content given for layer file '{entry.name}'")
@@ -467,6 +474,7 @@ class TarStreamWriter:
         if kind is EntryType.FILE:
             size = st.st_size
             self._header(name, kind, mode, uid, gid, size, mtime, "", 0, 0, xattrs)
+            self._content += size
             if size:
                 fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
@@ -480,6 +488,7 @@ class TarStreamWriter:
         elif kind is EntryType.SYMLINK:
             link = os.readlink(source)
             self._header(name, kind, mode, uid, gid, 0, mtime, link, 0, 0, xattrs)
+            self._content += len(link.encode("utf-8", "surrogateescape"))
         elif kind is EntryType.CHAR or kind is EntryType.BLOCK:
             major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
             self._header(name, kind, mode, uid, gid, 0, mtime, "", major, minor, xattrs)
@@ -505,7 +514,8 @@ class TarStreamWriter:
             self._sink.write(END_OF_ARCHIVE)
             self._sink.finish()
             self._closed = LayerStats(
-                Digest.from_hasher(self._sink.hasher), self._sink.size, self._count
+                Digest.from_hasher(self._sink.hasher), self._sink.size, self._count,
+                self._content,
             )
         return self._closed
 

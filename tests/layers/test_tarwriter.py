@@ -26,6 +26,7 @@ from builder.layers.tarwriter import (
     write_entries,
     write_layer,
 )
+from cache.store import content_size
 from tests.helpers.tools import require_tool
 from tests.layers import snapshot
 
@@ -96,6 +97,8 @@ def test_round_trip_keeps_every_kind_and_metadata(tree: Path, tmp_path: Path) ->
     assert stats.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
     assert stats.size == len(data)
     assert stats.files == len(snapshot(tree))
+    # Counted while writing, the same as reading the tar back for it (hardlinks once).
+    assert stats.content == content_size(io.BytesIO(data))
     target = tmp_path / "out"
     target.mkdir()
     extract_layer(io.BytesIO(data), target)
@@ -197,6 +200,7 @@ def test_stream_writer_applies_overrides_and_synthetic_entries(tree: Path) -> No
         w.add(TarEntry("app/generated", EntryType.FILE, 0o644, size=5), io.BytesIO(b"hello"))
     stats = w.close()
     assert stats.files == 5
+    assert stats.content == content_size(io.BytesIO(buf.getvalue()))
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tf:
         m = {x.name: x for x in tf}
