@@ -12,10 +12,14 @@ debug logs have their query strings (which may carry tokens) removed.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import email.utils
+import functools
 import logging
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -88,6 +92,96 @@ class ClientOptions:
     # as many attempts as the retry policy gives, each up to read_timeout): a registry that takes
     # connections but never answers cost five minutes and more per request.
     deadline: float | None = None
+
+
+class TransferStopped(BaseException):
+    """Raised in a transfer's thread when its pool stops (Ctrl-C, SIGTERM, another transfer's
+    failure): not an error of its own, and no retry or ``except Exception`` takes it for one."""
+
+
+class TransferStop(threading.Event):
+    """The stop of a pool of transfers that also breaks the blocking reads in flight.
+
+    A transfer checks the event between chunks; one whose read hangs on a stalled
+    connection (a body that stopped coming, or an answer that never starts: a pull-through
+    cache fetching a big layer upstream first) would only see it when its read timeout (a
+    minute) ends, and the command would wait for it. What the transfers register with
+    :meth:`when_set` (shutting their connection down) runs when the event is set.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._actions_lock = threading.Lock()
+        self._actions: set[Callable[[], None]] = set()
+
+    def set(self) -> None:
+        with self._actions_lock:
+            super().set()
+            actions, self._actions = self._actions, set()
+        for action in actions:
+            with contextlib.suppress(Exception):
+                action()
+
+    def when_set(self, action: Callable[[], None]) -> None:
+        """Run ``action`` when the event is set (until :meth:`forget`)."""
+        with self._actions_lock:
+            if not self.is_set():
+                self._actions.add(action)
+                return
+        with contextlib.suppress(Exception):
+            action()
+
+    def forget(self, action: Callable[[], None]) -> None:
+        with self._actions_lock:
+            self._actions.discard(action)
+
+
+def shut_down(sock: socket.socket) -> None:
+    """End a connection under a thread blocked reading it: the read returns at once.
+
+    socket.socket's own shutdown, not SSLSocket's (which would drop the TLS state under the
+    reading thread): the reader sees the connection end, then the stop.
+    """
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+# The stop of the transfer whose request this thread is sending: its connection registers a
+# shutdown with it while it waits for the answer (see _StoppableConnection).
+_SENDING_FOR: contextvars.ContextVar[TransferStop | None] = contextvars.ContextVar(
+    "pybuild_transfer_stop", default=None)
+
+
+class _StoppableConnection(urllib3.connection.HTTPConnection):
+    """A connection whose wait for a response's headers a TransferStop breaks.
+
+    requests gives no handle on the socket before the answer comes; this is where the
+    waiting happens. The body's reads are the caller's to break (BlobReader).
+    """
+
+    def getresponse(self) -> Any:
+        stop = _SENDING_FOR.get()
+        sock = self.sock
+        if stop is None or not isinstance(sock, socket.socket):
+            return super().getresponse()
+        action = functools.partial(shut_down, sock)
+        stop.when_set(action)
+        try:
+            return super().getresponse()
+        finally:
+            stop.forget(action)
+
+
+class _StoppableHTTPSConnection(_StoppableConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _StoppableConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _StoppableHTTPSConnection
 
 
 class TransientRegistryError(RegistryError):
@@ -183,6 +277,7 @@ class _TLSAdapter(requests.adapters.HTTPAdapter):
         if self._context is not None:
             pool_kwargs["ssl_context"] = self._context
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 @dataclass(frozen=True)
@@ -463,11 +558,13 @@ class RegistryClient:
         body: bytes | Callable[[], Any] | None = None,
         stream: bool = False, ok: Iterable[int] = (200,), allow: Iterable[int] = (),
         params: dict[str, str] | None = None, retry: bool = True,
+        stop: TransferStop | None = None,
     ) -> requests.Response:
         """Send one API request with auth and retries; raise a RegistryError unless ``ok``/``allow``.
 
         ``body`` may be a callable giving a fresh body for each attempt (a stream
         cannot be sent twice). ``scopes`` defaults to this repository with ``actions``.
+        ``stop`` set ends the request (waits for an answer included) with TransferStopped.
         """
         ok, allow = frozenset(ok), frozenset(allow)
         if scopes is None:
@@ -484,6 +581,13 @@ class RegistryClient:
         same_host = (target.scheme, target.netloc) == (urlsplit(self.base_url(call)).scheme, self.api_host)
 
         def attempt() -> requests.Response:
+            sending = _SENDING_FOR.set(stop)
+            try:
+                return sent()
+            finally:
+                _SENDING_FOR.reset(sending)
+
+        def sent() -> requests.Response:
             auth = self._authorization(call, scopes, force=state["force"]) if same_host else None
             send_headers = dict(headers or {})
             if auth:
@@ -527,7 +631,7 @@ class RegistryClient:
                 raise _Retryable(description, retry_after_seconds(response))
             return response
 
-        response = self._with_retries(call, method, attempt, attempts=None if retry else 1)
+        response = self._with_retries(call, method, attempt, attempts=None if retry else 1, stop=stop)
         if response.status_code in ok or response.status_code in allow:
             return response
         raise self._status_error(call, method, response)
@@ -591,7 +695,8 @@ class RegistryClient:
         return RegistryError(text)
 
     def _with_retries(self, call: Call, method: str, attempt: Callable[[], requests.Response],
-                      attempts: int | None = None) -> requests.Response:
+                      attempts: int | None = None,
+                      stop: threading.Event | None = None) -> requests.Response:
         policy = self.options.retry
         total = attempts or policy.attempts
         last = "failed"
@@ -600,9 +705,13 @@ class RegistryClient:
         started = time.monotonic()
         deadline = self.options.deadline
         while True:
+            if stop is not None and stop.is_set():
+                raise TransferStopped
             try:
                 return attempt()
             except _Retryable as err:
+                if stop is not None and stop.is_set():
+                    raise TransferStopped from None  # broken by the stop: no retry
                 last = err.description
                 if last == "unauthorized" and auth_retries == 0:
                     auth_retries += 1  # a token refresh is not a failed attempt
@@ -617,7 +726,10 @@ class RegistryClient:
                         f"{deadline:g}s ({n} attempt{'s' if n > 1 else ''})") from None
                 log.debug("%s: %s %s: %s; retrying in %.2fs (attempt %d/%d)", self._prefix(call),
                           method, call.what, last, delay, n + 1, total)
-                self._sleep(delay)
+                if stop is None:
+                    self._sleep(delay)
+                elif stop.wait(delay):
+                    raise TransferStopped from None
         suffix = f" after {total} attempts" if total > 1 else ""
         raise TransientRegistryError(f"{self._prefix(call)}: {method} {call.what}: {last}{suffix}")
 
@@ -690,12 +802,13 @@ class RegistryClient:
         return response.status_code == 200
 
     def open_blob_response(self, repository: str, digest: str, offset: int = 0,
-                           operation: str = "pull", urls: Sequence[str] = ()) -> requests.Response:
+                           operation: str = "pull", urls: Sequence[str] = (),
+                           stop: TransferStop | None = None) -> requests.Response:
         """GET a blob (from ``offset`` with a Range header); the caller reads and closes it.
 
         A foreign (non-distributable) layer the registry does not hold is fetched from the
         ``urls`` its descriptor names, as docker does: without credentials, and verified by
-        digest like any blob.
+        digest like any blob. ``stop`` set ends the wait for the answer (TransferStopped).
         """
         call = Call(operation, repository, f"blob {digest[:19]}")
         headers = {"Accept-Encoding": "identity"}
@@ -703,7 +816,7 @@ class RegistryClient:
             headers["Range"] = f"bytes={offset}-"
         foreign = [u for u in urls if u.startswith(("http://", "https://"))]
         response = self.request("GET", f"/v2/{repository}/blobs/{digest}", call, headers=headers,
-                                stream=True, ok=(200, 206), allow=(404,) if foreign else ())
+                                stream=True, ok=(200, 206), allow=(404,) if foreign else (), stop=stop)
         if response.status_code != 404:
             return response
         response.close()
@@ -711,7 +824,8 @@ class RegistryClient:
         for url in foreign:
             log.debug("blob %s: not in the registry; trying its URL %s", digest[:19], redact(url))
             try:
-                return self.request("GET", url, call, headers=headers, stream=True, ok=(200, 206))
+                return self.request("GET", url, call, headers=headers, stream=True, ok=(200, 206),
+                                    stop=stop)
             except RegistryError as err:
                 answers.append(f"{urlsplit(url).netloc}: {str(err).rsplit(f'GET {call.what}: ', 1)[-1]}")
         raise RemoteImageNotFoundError(

@@ -58,9 +58,12 @@ from builder.registry.client import (
     Call,
     ClientOptions,
     RegistryClient,
+    TransferStop,
+    TransferStopped,
     TransientRegistryError,
     add_query,
     describe_exception,
+    shut_down,
 )
 from builder.registry.progress import NullProgress, Progress
 
@@ -124,14 +127,13 @@ class BlobReader(io.RawIOBase):
         connection = response.raw.connection if response is not None else None
         sock = getattr(connection, "sock", None)
         if isinstance(sock, socket.socket):
-            # socket.socket's own shutdown, not SSLSocket's (which would drop the TLS state under
-            # the reading thread): the reader sees the connection end and then the stop.
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            shut_down(sock)
 
     def _open(self) -> None:
         response = self._client.open_blob_response(
             self._repository, self._descriptor.digest, self._offset, self._operation,
-            self._descriptor.urls or ())
+            self._descriptor.urls or (),
+            stop=self._stop if isinstance(self._stop, TransferStop) else None)
         skip = 0
         if self._offset and response.status_code == 200:
             skip = self._offset  # the server ignored Range: drop what we already have
@@ -335,47 +337,6 @@ def _parse(raw: bytes, media_type: str, where: str) -> Manifest | Index:
 
 
 # --- pulling into the store ------------------------------------------------------------------
-
-class TransferStopped(BaseException):
-    """Raised in a transfer's thread when its pool stops (Ctrl-C, SIGTERM, another transfer's
-    failure): not an error of its own, and no retry or ``except Exception`` takes it for one."""
-
-
-class TransferStop(threading.Event):
-    """The stop of a pool of transfers that also breaks the blocking reads in flight.
-
-    A transfer checks the event between chunks; one whose read hangs on a stalled
-    connection would only see it when its read timeout (a minute) ends, and the
-    command would wait for it. What the transfers register with :meth:`when_set`
-    (shutting their connection down) runs when the event is set.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._actions_lock = threading.Lock()
-        self._actions: set[Callable[[], None]] = set()
-
-    def set(self) -> None:
-        with self._actions_lock:
-            super().set()
-            actions, self._actions = self._actions, set()
-        for action in actions:
-            with contextlib.suppress(Exception):
-                action()
-
-    def when_set(self, action: Callable[[], None]) -> None:
-        """Run ``action`` when the event is set (until :meth:`forget`)."""
-        with self._actions_lock:
-            if not self.is_set():
-                self._actions.add(action)
-                return
-        with contextlib.suppress(Exception):
-            action()
-
-    def forget(self, action: Callable[[], None]) -> None:
-        with self._actions_lock:
-            self._actions.discard(action)
-
 
 def _check(stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():

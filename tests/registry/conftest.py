@@ -270,6 +270,7 @@ class Faults:
     stall: float = 0.0          # sleep ``stall_seconds`` before answering
     stall_body: float = 0.0     # send half a blob body, then sleep ``stall_seconds``
     stall_first_bodies: int = 0  # ... and so for the first N blob GETs, for sure
+    stall_first_heads: int = 0   # hold the first N blob GETs' answers back (no headers yet)
     stall_min_bytes: int = 2     # bodies shorter than this (a config) are never stalled
     unavailable: float = 0.0    # answer 503 with Retry-After
     flip_blob_bytes: bool = False
@@ -372,6 +373,9 @@ class FaultProxy:
                 time.sleep(faults.stall_seconds)
             response = self._forward(head, body)
             resp_head, _, resp_body = response.partition(b"\r\n\r\n")
+            if is_blob_get and len(resp_body) >= faults.stall_min_bytes \
+                    and faults.first("stall_head", faults.stall_first_heads):
+                time.sleep(faults.stall_seconds)  # as a pull-through cache fetching upstream first
             if is_blob_get and self.storage is not None and resp_head.split(b" ")[1] == b"200":
                 # As registries backed by S3 do: send the client to signed storage URLs.
                 location = self.storage.put(resp_body)

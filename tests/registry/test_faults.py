@@ -109,12 +109,15 @@ def test_stalled_blob_bodies_time_out_and_resume(registry: str, fault_proxy, sto
     assert store.check().clean
 
 
+@pytest.mark.parametrize("where", ["body", "head"])
 def test_a_stop_breaks_reads_hanging_on_stalled_connections(registry: str, fault_proxy,  # type: ignore[no-untyped-def]
-                                                            store: Store) -> None:
+                                                            store: Store, where: str) -> None:
     """Ctrl-C, SIGTERM or a failed build stage stop a pull at its transfers' next chunk; a read
     hanging on a stalled connection used to see the stop only at its read timeout (a minute,
-    here an hour), and the command waited for it. The stop now shuts those connections down:
-    the pull ends with TransferStopped, no temp file left, the store clean."""
+    here an hour), and the command waited for it: half-way through a body, or before the answer
+    starts (a pull-through cache fetching a big layer upstream first). The stop now shuts those
+    connections down: the pull ends with TransferStopped, no retry, no temp file left, the
+    store clean."""
     import threading
     import time
 
@@ -123,8 +126,11 @@ def test_a_stop_breaks_reads_hanging_on_stalled_connections(registry: str, fault
     image = make_image(3, 300_000, seed=random_name())
     ref_path = f"{random_name('hang')}/app:1"
     push(image, f"{registry}/{ref_path}")
-    # Every layer stops half-way (the config, read before them, does not).
-    faults = Faults(stall_first_bodies=3, stall_min_bytes=100_000, stall_seconds=600)
+    # Every layer stops half-way, or before its answer (the config, read before them, does not).
+    faults = Faults(stall_first_bodies=3 if where == "body" else 0,
+                    stall_first_heads=3 if where == "head" else 0,
+                    stall_min_bytes=100_000, stall_seconds=600)
+    stall = f"stall_{where}"
     proxy = fault_proxy(faults)
     client = RegistryClient(proxy.address, ClientOptions(retry=PATIENT, read_timeout=3600))
     cancel = threading.Event()
@@ -140,13 +146,16 @@ def test_a_stop_breaks_reads_hanging_on_stalled_connections(registry: str, fault
     thread = threading.Thread(target=pulling, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
-    while faults.counts.get("stall_body", 0) < 3 and time.monotonic() < deadline:
+    while faults.counts.get(stall, 0) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert faults.counts.get("stall_body", 0) == 3, "the layers' reads did not all stall"
+    assert faults.counts.get(stall, 0) == 3, "the layers' reads did not all stall"
+    time.sleep(0.2)  # the proxy counts a stall as it begins: let the reads reach their wait
+    requests = proxy.requests
     cancel.set()
     thread.join(timeout=120)  # far below the read timeout: a hanging read would still be there
     assert not thread.is_alive(), "the pull still waits on reads of stalled connections"
     assert len(outcome) == 1 and isinstance(outcome[0], TransferStopped), outcome
+    assert proxy.requests == requests, "a stopped transfer tried again"
     assert list((store.root / "tmp").iterdir()) == []
     assert store.check().clean
 
