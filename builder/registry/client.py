@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import email.utils
-import functools
 import logging
 import random
 import re
@@ -146,30 +145,57 @@ def shut_down(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-# The stop of the transfer whose request this thread is sending: its connection registers a
-# shutdown with it while it waits for the answer (see _StoppableConnection).
-_SENDING_FOR: contextvars.ContextVar[TransferStop | None] = contextvars.ContextVar(
+# The stop of the transfer this thread works for (see stoppable).
+_TRANSFER_STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "pybuild_transfer_stop", default=None)
 
 
+@contextlib.contextmanager
+def stoppable(stop: threading.Event | None) -> Iterator[None]:
+    """The requests this thread sends in the block end when ``stop`` is set: no attempt
+    starts and no retry waits (TransferStopped), and with a TransferStop, sending a body or
+    waiting for an answer breaks at once (the connection is shut down)."""
+    token = _TRANSFER_STOP.set(stop)
+    try:
+        yield
+    finally:
+        _TRANSFER_STOP.reset(token)
+
+
+def check_stop() -> None:
+    """Raise TransferStopped if this thread's transfer was stopped (see :func:`stoppable`)."""
+    stop = _TRANSFER_STOP.get()
+    if stop is not None and stop.is_set():
+        raise TransferStopped
+
+
 class _StoppableConnection(urllib3.connection.HTTPConnection):
-    """A connection whose wait for a response's headers a TransferStop breaks.
+    """A connection whose sending and waiting for the answer a TransferStop breaks.
 
     requests gives no handle on the socket before the answer comes; this is where the
-    waiting happens. The body's reads are the caller's to break (BlobReader).
+    sending and waiting happen. The body's reads are the caller's to break (BlobReader).
     """
 
-    def getresponse(self) -> Any:
-        stop = _SENDING_FOR.get()
-        sock = self.sock
-        if stop is None or not isinstance(sock, socket.socket):
-            return super().getresponse()
-        action = functools.partial(shut_down, sock)
+    def _shut_down(self) -> None:
+        if isinstance(self.sock, socket.socket):
+            shut_down(self.sock)
+
+    def _breakable(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        stop = _TRANSFER_STOP.get()
+        if not isinstance(stop, TransferStop):
+            return method(*args, **kwargs)
+        action = self._shut_down  # looks the socket up when run: request() may connect first
         stop.when_set(action)
         try:
-            return super().getresponse()
+            return method(*args, **kwargs)
         finally:
             stop.forget(action)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._breakable(super().request, *args, **kwargs)
+
+    def getresponse(self) -> Any:
+        return self._breakable(super().getresponse)
 
 
 class _StoppableHTTPSConnection(_StoppableConnection, urllib3.connection.HTTPSConnection):
@@ -433,6 +459,14 @@ class RegistryClient:
     def _timeout(self) -> tuple[float, float]:
         return (self.options.connect_timeout, self.options.read_timeout)
 
+    def pause(self, seconds: float) -> None:
+        """Wait before a retry; a stopped transfer (see :func:`stoppable`) waits no more."""
+        stop = _TRANSFER_STOP.get()
+        if stop is None:
+            self._sleep(seconds)
+        elif stop.wait(seconds):
+            raise TransferStopped
+
     # --- authentication --------------------------------------------------------------------
 
     def _authorization(self, call: Call, scopes: tuple[str, ...], force: bool = False) -> str | None:
@@ -558,13 +592,12 @@ class RegistryClient:
         body: bytes | Callable[[], Any] | None = None,
         stream: bool = False, ok: Iterable[int] = (200,), allow: Iterable[int] = (),
         params: dict[str, str] | None = None, retry: bool = True,
-        stop: TransferStop | None = None,
     ) -> requests.Response:
         """Send one API request with auth and retries; raise a RegistryError unless ``ok``/``allow``.
 
         ``body`` may be a callable giving a fresh body for each attempt (a stream
         cannot be sent twice). ``scopes`` defaults to this repository with ``actions``.
-        ``stop`` set ends the request (waits for an answer included) with TransferStopped.
+        Inside :func:`stoppable`, the transfer's stop ends it (TransferStopped).
         """
         ok, allow = frozenset(ok), frozenset(allow)
         if scopes is None:
@@ -581,13 +614,6 @@ class RegistryClient:
         same_host = (target.scheme, target.netloc) == (urlsplit(self.base_url(call)).scheme, self.api_host)
 
         def attempt() -> requests.Response:
-            sending = _SENDING_FOR.set(stop)
-            try:
-                return sent()
-            finally:
-                _SENDING_FOR.reset(sending)
-
-        def sent() -> requests.Response:
             auth = self._authorization(call, scopes, force=state["force"]) if same_host else None
             send_headers = dict(headers or {})
             if auth:
@@ -631,7 +657,7 @@ class RegistryClient:
                 raise _Retryable(description, retry_after_seconds(response))
             return response
 
-        response = self._with_retries(call, method, attempt, attempts=None if retry else 1, stop=stop)
+        response = self._with_retries(call, method, attempt, attempts=None if retry else 1)
         if response.status_code in ok or response.status_code in allow:
             return response
         raise self._status_error(call, method, response)
@@ -695,8 +721,7 @@ class RegistryClient:
         return RegistryError(text)
 
     def _with_retries(self, call: Call, method: str, attempt: Callable[[], requests.Response],
-                      attempts: int | None = None,
-                      stop: threading.Event | None = None) -> requests.Response:
+                      attempts: int | None = None) -> requests.Response:
         policy = self.options.retry
         total = attempts or policy.attempts
         last = "failed"
@@ -705,13 +730,11 @@ class RegistryClient:
         started = time.monotonic()
         deadline = self.options.deadline
         while True:
-            if stop is not None and stop.is_set():
-                raise TransferStopped
+            check_stop()
             try:
                 return attempt()
             except _Retryable as err:
-                if stop is not None and stop.is_set():
-                    raise TransferStopped from None  # broken by the stop: no retry
+                check_stop()  # broken by the stop: no retry
                 last = err.description
                 if last == "unauthorized" and auth_retries == 0:
                     auth_retries += 1  # a token refresh is not a failed attempt
@@ -726,10 +749,7 @@ class RegistryClient:
                         f"{deadline:g}s ({n} attempt{'s' if n > 1 else ''})") from None
                 log.debug("%s: %s %s: %s; retrying in %.2fs (attempt %d/%d)", self._prefix(call),
                           method, call.what, last, delay, n + 1, total)
-                if stop is None:
-                    self._sleep(delay)
-                elif stop.wait(delay):
-                    raise TransferStopped from None
+                self.pause(delay)
         suffix = f" after {total} attempts" if total > 1 else ""
         raise TransientRegistryError(f"{self._prefix(call)}: {method} {call.what}: {last}{suffix}")
 
@@ -758,7 +778,7 @@ class RegistryClient:
                     raise TransientRegistryError(
                         f"{self._prefix(call)}: GET {call.what}: {describe_exception(err)} "
                         f"after {attempt} attempts") from None
-                self._sleep(policy.delay(attempt - 1))
+                self.pause(policy.delay(attempt - 1))
             finally:
                 response.close()
         if len(content) > MANIFEST_LIMIT:
@@ -802,13 +822,12 @@ class RegistryClient:
         return response.status_code == 200
 
     def open_blob_response(self, repository: str, digest: str, offset: int = 0,
-                           operation: str = "pull", urls: Sequence[str] = (),
-                           stop: TransferStop | None = None) -> requests.Response:
+                           operation: str = "pull", urls: Sequence[str] = ()) -> requests.Response:
         """GET a blob (from ``offset`` with a Range header); the caller reads and closes it.
 
         A foreign (non-distributable) layer the registry does not hold is fetched from the
         ``urls`` its descriptor names, as docker does: without credentials, and verified by
-        digest like any blob. ``stop`` set ends the wait for the answer (TransferStopped).
+        digest like any blob.
         """
         call = Call(operation, repository, f"blob {digest[:19]}")
         headers = {"Accept-Encoding": "identity"}
@@ -816,7 +835,7 @@ class RegistryClient:
             headers["Range"] = f"bytes={offset}-"
         foreign = [u for u in urls if u.startswith(("http://", "https://"))]
         response = self.request("GET", f"/v2/{repository}/blobs/{digest}", call, headers=headers,
-                                stream=True, ok=(200, 206), allow=(404,) if foreign else (), stop=stop)
+                                stream=True, ok=(200, 206), allow=(404,) if foreign else ())
         if response.status_code != 404:
             return response
         response.close()
@@ -824,8 +843,7 @@ class RegistryClient:
         for url in foreign:
             log.debug("blob %s: not in the registry; trying its URL %s", digest[:19], redact(url))
             try:
-                return self.request("GET", url, call, headers=headers, stream=True, ok=(200, 206),
-                                    stop=stop)
+                return self.request("GET", url, call, headers=headers, stream=True, ok=(200, 206))
             except RegistryError as err:
                 answers.append(f"{urlsplit(url).netloc}: {str(err).rsplit(f'GET {call.what}: ', 1)[-1]}")
         raise RemoteImageNotFoundError(

@@ -64,6 +64,7 @@ from builder.registry.client import (
     add_query,
     describe_exception,
     shut_down,
+    stoppable,
 )
 from builder.registry.progress import NullProgress, Progress
 
@@ -132,8 +133,7 @@ class BlobReader(io.RawIOBase):
     def _open(self) -> None:
         response = self._client.open_blob_response(
             self._repository, self._descriptor.digest, self._offset, self._operation,
-            self._descriptor.urls or (),
-            stop=self._stop if isinstance(self._stop, TransferStop) else None)
+            self._descriptor.urls or ())
         skip = 0
         if self._offset and response.status_code == 200:
             skip = self._offset  # the server ignored Range: drop what we already have
@@ -187,7 +187,7 @@ class BlobReader(io.RawIOBase):
                         f"{self._failures} attempts (at byte {self._offset} of "
                         f"{self._descriptor.size})") from None
                 self.resumes += 1
-                self._client._sleep(policy.delay(self._failures - 1))
+                self._client.pause(policy.delay(self._failures - 1))
                 continue
             if n:
                 self._failures = 0
@@ -343,6 +343,11 @@ def _check(stop: threading.Event | None) -> None:
         raise TransferStopped
 
 
+def _run_stoppable(stop: threading.Event, task: Callable[[], None]) -> None:
+    with stoppable(stop):  # every request of the task: see RegistryClient
+        task()
+
+
 def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: threading.Event,
                       cancel: threading.Event | None = None) -> None:
     """Run tasks on a thread pool; the first failure cancels what has not started and is raised.
@@ -358,7 +363,7 @@ def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: t
     with interrupts_noted() as interrupted, \
             ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks))),
                                thread_name_prefix="pybuild-transfer") as pool:
-        futures: list[Future[None]] = [pool.submit(task) for task in tasks]
+        futures: list[Future[None]] = [pool.submit(_run_stoppable, stop, task) for task in tasks]
         pending: set[Future[None]] = set(futures)
         while pending and not interrupted and not (cancel is not None and cancel.is_set()):
             done, pending = wait(pending, timeout=INTERRUPT_POLL_SECONDS, return_when=FIRST_EXCEPTION)
@@ -575,7 +580,7 @@ def upload_blob(client: RegistryClient, repository: str, blob: PushBlob, *,
         except TransientRegistryError:
             if attempt + 1 >= policy.attempts:
                 raise
-            client._sleep(policy.delay(attempt))
+            client.pause(policy.delay(attempt))
     raise AssertionError("unreachable")
 
 
@@ -652,7 +657,7 @@ def _upload_once(client: RegistryClient, repository: str, blob: PushBlob, mount_
                 failures += 1
                 if failures >= policy.attempts:
                     raise
-                client._sleep(policy.delay(failures - 1))
+                client.pause(policy.delay(failures - 1))
                 try:
                     offset, location = _upload_status(client, call, location)
                 except UploadSessionLost as err:
@@ -852,7 +857,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                                         exclude=ref.repository) if known is not None else {}
             counts = {"uploaded": 0, "mounted": 0, "exists": 0}
             lock = threading.Lock()
-            stop = threading.Event()
+            stop = TransferStop()
             seen: set[str] = set()
             tasks: list[Callable[[], None]] = []
             for blob in blobs:

@@ -271,6 +271,8 @@ class Faults:
     stall_body: float = 0.0     # send half a blob body, then sleep ``stall_seconds``
     stall_first_bodies: int = 0  # ... and so for the first N blob GETs, for sure
     stall_first_heads: int = 0   # hold the first N blob GETs' answers back (no headers yet)
+    stall_first_uploads: int = 0  # hold back the answers to the first N blob uploads (a PUT)
+    refuse_small_uploads: bool = False  # answer 400 to a small blob's PUT, once those stall
     stall_min_bytes: int = 2     # bodies shorter than this (a config) are never stalled
     unavailable: float = 0.0    # answer 503 with Retry-After
     flip_blob_bytes: bool = False
@@ -371,6 +373,18 @@ class FaultProxy:
                 continue
             if faults.roll("stall", faults.stall):
                 time.sleep(faults.stall_seconds)
+            if method == "PUT" and "/blobs/uploads/" in path and "digest=" in path:
+                if len(body) >= faults.stall_min_bytes and faults.first("stall_upload",
+                                                                        faults.stall_first_uploads):
+                    time.sleep(faults.stall_seconds)  # as a registry verifying a big blob
+                elif len(body) < faults.stall_min_bytes and faults.refuse_small_uploads:
+                    deadline = time.monotonic() + 60
+                    while faults.counts.get("stall_upload", 0) < faults.stall_first_uploads \
+                            and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    time.sleep(0.2)  # the stalled uploads reach their wait for an answer
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    continue
             response = self._forward(head, body)
             resp_head, _, resp_body = response.partition(b"\r\n\r\n")
             if is_blob_get and len(resp_body) >= faults.stall_min_bytes \

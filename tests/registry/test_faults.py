@@ -160,6 +160,25 @@ def test_a_stop_breaks_reads_hanging_on_stalled_connections(registry: str, fault
     assert store.check().clean
 
 
+def test_a_failed_upload_stops_the_push_of_uploads_waiting_for_an_answer(  # type: ignore[no-untyped-def]
+        registry: str, fault_proxy) -> None:
+    """One blob fails while the registry holds the answers to the others back (verifying big
+    blobs): the push fails at once with that blob's error, as on Ctrl-C, and does not wait out
+    the others' read timeouts (here an hour) or try them again."""
+    import time
+
+    image = make_image(2, 300_000, seed=random_name())
+    faults = Faults(stall_first_uploads=2, refuse_small_uploads=True, stall_min_bytes=100_000,
+                    stall_seconds=600)
+    proxy = fault_proxy(faults)
+    client = RegistryClient(proxy.address, ClientOptions(retry=FAST, read_timeout=3600))
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match="400 Bad Request"):
+        push(image, f"{proxy.address}/{random_name('held')}/app:1", client=client)
+    assert time.monotonic() - started < 60
+    assert faults.counts.get("stall_upload", 0) == 2
+
+
 def test_a_registry_that_never_answers_bounds_a_cache_import(tmp_path: Path) -> None:
     """A registry that took the connection and never answered held --cache-from for more than
     five minutes (five attempts of a 60 s read, for the ping and again for the manifest). Each
