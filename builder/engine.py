@@ -507,6 +507,8 @@ class Build:
                 self.progress.set_total(shown_steps(deps))
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
+            # the URLs' digests, for the provenance, before their downloads are removed
+            url_pins = urls.pins() if opts.attest is not None and opts.attest.wanted and not opts.explain else {}
         except StepFailedError as err:  # the error shows the Dockerfile around the step
             err.source = dockerfile_bytes.decode("utf-8", errors="replace")
             raise
@@ -540,9 +542,11 @@ class Build:
         attestor = None
         if opts.attest is not None and opts.attest.wanted:
             order = [p.index for p in plan.stages if p.index in results]
+            git_pins = {**(self._git.pins() if self._git is not None else {}),
+                        **(env.git.pins() if isinstance(env.git, GitSources) else {})}
             attestor = self._attestor(dockerfile_bytes, dockerfile_name, build_args, order, needed, stages,
                                       {i: bases[i] for i in order if i in bases}, resolver,
-                                      results[plan.target].lowers)
+                                      results[plan.target].lowers, git_pins, url_pins)
         exported = self._outputs(stored, tags, _source_date_epoch(build_args), attestor)
         self._export_cache(env, results[plan.target].key, imported)
         result = BuildResult(
@@ -705,15 +709,19 @@ class Build:
     def _attestor(self, dockerfile: bytes, dockerfile_name: str, build_args: Mapping[str, str],
                   order: Sequence[int], planned: Mapping, stages: Mapping[int, ins_.Stage],
                   bases: Mapping[int, tuple[str, Image]], resolver: BaseResolver,
-                  lowers: Callable[[], Sequence[Path]]) -> Attestor:
+                  lowers: Callable[[], Sequence[Path]], git_pins: Mapping[str, str],
+                  url_pins: Mapping[str, str]) -> Attestor:
         """What the provenance tells of this build: its inputs (a secret's ID, never its value), the
         base images read (a named context or a layout is not a registry image: left out, as
-        BuildKit lists those as local sources), and for mode=max its steps."""
+        BuildKit lists those as local sources), the git repositories (by commit) and URLs (by the
+        digest of their content) it read, and for mode=max its steps."""
         from builder.execute.named import is_remote_context
+        from builder.execute.urls import redact_credentials
         from builder.export.attestation import (
             Attestor,
             BuildRecord,
             Material,
+            SourceMaterial,
             dockerfile_steps,
             mount_ids,
         )
@@ -750,6 +758,10 @@ class Build:
             started=self.started_on, dockerfile_name=os.path.basename(dockerfile_name) or "Dockerfile",
             dockerfile=dockerfile, build_args=dict(build_args), labels=dict(opts.labels), target=opts.target,
             materials=tuple(materials.values()), secrets=secret_ids, ssh=ssh_ids,
+            # as BuildKit orders them: git repositories, then URLs, each by URI
+            sources=tuple([SourceMaterial(uri, "sha1", commit) for uri, commit in sorted(git_pins.items())]
+                          + [SourceMaterial.of(redact_credentials(url), Digest(digest))
+                             for url, digest in sorted(url_pins.items())]),
             named_contexts=dict(c.partition("=")[::2] for c in opts.build_contexts),
             remote_context=remote, network=opts.network != "none",
             steps=dockerfile_steps(step_bases),

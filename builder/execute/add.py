@@ -175,10 +175,13 @@ def download(
                 while chunk := f.read(_CHUNK):
                     hasher.update(chunk)
     else:
+        sha = hashlib.sha256()  # for the provenance (fetches.pins): the digest BuildKit pins it by
         try:
-            fetched = fetch(url, target, [hasher.update] if hasher is not None else [])
+            fetched = fetch(url, target, [sha.update] + ([hasher.update] if hasher is not None else []))
         except FetchFailed as err:
             raise spec.error(f"downloading {url}: {err}") from None
+        if fetches is not None:
+            fetches.pin(url, f"sha256:{sha.hexdigest()}")
     if want is not None and hasher is not None and hasher.hexdigest() != want[1]:
         raise spec.error(
             f"checksum of {url} does not match: expected {want[0]}:{want[1]}, "

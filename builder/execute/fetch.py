@@ -6,6 +6,7 @@ it; :class:`UrlFetches` keeps that body for the step, should it miss.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import shutil
@@ -94,7 +95,39 @@ class UrlFetches:
         self._dir: Path | None = None
         self._answers: dict[str, str] = {}
         self._kept: dict[str, Fetched] = {}
+        self._pins: dict[str, str] = {}  # URL -> the sha256 digest of the content this build read
         self._lock = threading.Lock()
+
+    def pin(self, url: str, digest: str) -> None:
+        """Note the digest of ``url``'s content as this build downloaded it."""
+        with self._lock:
+            self._pins[url] = digest
+
+    def pins(self) -> dict[str, str]:
+        """Every URL this build's steps depend on, with the sha256 digest of its content, as
+        provenance materials. A URL whose step was a cache hit by its ETag was not downloaded:
+        it is now (BuildKit knows the digest from its own cache); one that fails is left out."""
+        with self._lock:
+            wanted = [url for url in self._answers if url not in self._pins]
+        for url in wanted:
+            target = self._directory() / f"pin-{len(self._pins)}-{threading.get_ident()}"
+            h = hashlib.sha256()
+            try:
+                fetch(url, target, [h.update])
+            except FetchFailed:
+                continue
+            finally:
+                target.unlink(missing_ok=True)
+            self.pin(url, f"sha256:{h.hexdigest()}")
+        with self._lock:
+            return {url: self._pins[url] for url in self._answers if url in self._pins}
+
+    def _directory(self) -> Path:
+        with self._lock:
+            if self._dir is None:
+                self._dir = self._make_dir()
+                self._dir.mkdir()
+            return self._dir
 
     def validator(self, url: str) -> str:
         """What says the URL's content changed: its ETag (BuildKit trusts one too), else the digest
@@ -118,19 +151,17 @@ class UrlFetches:
         etag = response.headers.get("ETag") if response.ok else None
         if etag:
             return f"etag {etag}"
-        with self._lock:
-            if self._dir is None:
-                self._dir = self._make_dir()
-                self._dir.mkdir()
-            target = self._dir / f"url-{len(self._answers)}-{threading.get_ident()}"
+        target = self._directory() / f"url-{len(self._answers)}-{threading.get_ident()}"
         h = xxhash.xxh3_128()
+        sha = hashlib.sha256()
         try:
-            fetched = fetch(url, target, [h.update])
+            fetched = fetch(url, target, [h.update, sha.update])
         except FetchFailed as err:
             target.unlink(missing_ok=True)
             return str(err)
         with self._lock:
             self._kept.setdefault(url, fetched)
+            self._pins.setdefault(url, f"sha256:{sha.hexdigest()}")
         return f"content {h.hexdigest()}"
 
     def take(self, url: str, target: Path) -> Fetched | None:
@@ -152,3 +183,4 @@ class UrlFetches:
                 self._dir = None
             self._kept.clear()
             self._answers.clear()
+            self._pins.clear()

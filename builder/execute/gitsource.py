@@ -188,7 +188,20 @@ class GitSources:
         self._store_root = store_root
         self.credentials = credentials or GitCredentials()
         self._commits: dict[tuple[str, str], str | None] = {}
+        self._pins: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def _pin(self, ref: GitRef, commit: str) -> str:
+        # As BuildKit's provenance names a git source: the remote (no credentials) and its ref.
+        uri = redact_credentials(ref.remote) + (f"#{ref.ref}" if ref.ref else "")
+        with self._lock:
+            self._pins[uri] = commit
+        return commit
+
+    def pins(self) -> dict[str, str]:
+        """The git sources this build read, as provenance materials: URI -> commit (sha1)."""
+        with self._lock:
+            return dict(self._pins)
 
     @functools.cached_property
     def root(self) -> Path | None:
@@ -201,7 +214,7 @@ class GitSources:
     def commit(self, ref: GitRef, spec: CopySpec) -> str | None:
         """The commit ``ref`` names now; None when the server cannot say (then a clone will)."""
         if _COMMIT.fullmatch(ref.ref):
-            return ref.ref
+            return self._pin(ref, ref.ref)
         key = (ref.remote, ref.ref)
         with self._lock:
             if key in self._commits:
@@ -209,7 +222,7 @@ class GitSources:
         found = _ls_remote(git_binary(ref.remote, spec), ref.remote, ref.ref, self.credentials, spec)
         with self._lock:
             self._commits[key] = found
-        return found
+        return found if found is None else self._pin(ref, found)
 
     def checkout(self, url: str, ref: GitRef, spec: CopySpec, scratch: Path, *,
                  keep_git_dir: bool) -> tuple[Path, str]:
@@ -229,7 +242,7 @@ class GitSources:
             entry = self.root / key(known)
             if (entry / "commit").is_file():
                 os.utime(entry)  # last use, for prune --keep-storage
-                return entry / "tree", known
+                return entry / "tree", self._pin(ref, known)
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
             work = self.root / f".{os.getpid()}-{threading.get_ident()}-{len(os.listdir(self.root))}.tmp"
@@ -238,7 +251,8 @@ class GitSources:
             work = scratch / f"git-{len(list(scratch.iterdir()))}"
         try:
             tree = work / "tree"
-            commit = _clone(git, ref, tree, spec, fetch=known or ref.ref, credentials=self.credentials)
+            commit = self._pin(ref, _clone(git, ref, tree, spec, fetch=known or ref.ref,
+                                           credentials=self.credentials))
             if not keep_git_dir:
                 shutil.rmtree(tree / ".git", ignore_errors=True)
             (work / "commit").write_text(commit + "\n")

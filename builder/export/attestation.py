@@ -164,6 +164,20 @@ class Material:
 
 
 @dataclass(frozen=True)
+class SourceMaterial:
+    """A git repository (``REMOTE#REF`` by its commit, sha1) or a URL (by its content's digest)
+    the build read, as BuildKit names them among the materials."""
+
+    uri: str
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def of(cls, uri: str, digest: Digest) -> SourceMaterial:
+        return cls(uri, digest.algorithm, digest.hex)
+
+
+@dataclass(frozen=True)
 class Step:
     """A build step for mode=max's buildConfig: a source (FROM), an exec (RUN) or a file op."""
 
@@ -183,6 +197,7 @@ class BuildRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     materials: tuple[Material, ...] = ()
+    sources: tuple[SourceMaterial, ...] = ()  # git repositories, then URLs (after the images)
     secrets: Mapping[str, bool] = field(default_factory=dict)  # ID -> optional, of the RUN mounts
     ssh: Mapping[str, bool] = field(default_factory=dict)
     named_contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE
@@ -272,12 +287,19 @@ def provenance_predicate(request: ProvenanceRequest, record: BuildRecord, platfo
         parameters["locals"] = locals_
     config_source: dict[str, Any] = {"entryPoint": record.dockerfile_name}
     if record.remote_context:
-        config_source = {"uri": _redacted(record.remote_context), **config_source}
+        from builder.execute.urls import redact_credentials
+
+        # the context is among the sources read (by their URIs, credentials masked): its digest
+        masked = redact_credentials(record.remote_context)
+        pinned = [{m.algorithm: m.hex} for m in record.sources if m.uri == masked]
+        config_source = {"uri": _redacted(record.remote_context), **({"digest": pinned[0]} if pinned else {}),
+                         **config_source}
     incomplete = bool(locals_)  # a local context is a material BuildKit cannot name
     predicate: dict[str, Any] = {
         "builder": {"id": request.builder_id},
         "buildType": BUILD_TYPE,
-        "materials": [{"uri": m.uri(), "digest": _digest_set(m.digest)} for m in record.materials],
+        "materials": [{"uri": m.uri(), "digest": _digest_set(m.digest)} for m in record.materials]
+        + [{"uri": m.uri, "digest": {m.algorithm: m.hex}} for m in record.sources],
         "invocation": {
             "configSource": config_source,
             "parameters": parameters,

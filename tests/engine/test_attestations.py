@@ -207,6 +207,80 @@ def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> N
     assert loaded["Id"] == json.loads(blob(image_desc["digest"]))["config"]["digest"]
 
 
+def _oci_predicate(archive: Path, layout: Path) -> dict:
+    """The provenance predicate of the attested image a type=oci tar holds."""
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+
+    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+    _, att_desc = json.loads(blob(entry["digest"]))["manifests"]
+    return json.loads(blob(json.loads(blob(att_desc["digest"]))["layers"][0]["digest"]))["predicate"]
+
+
+def test_provenance_materials_name_the_git_and_http_sources_by_digest(builder: Builder, git_daemon: str,
+                                                                      tmp_path: Path) -> None:
+    """As BuildKit's: after the base image, an ADD's git repository (``REMOTE#REF``, by the
+    commit it named, sha1) and an ADD's URL (by the sha256 of what it served, its credentials
+    masked as BuildKit masks them), on the build that downloaded them and on a rebuild whose steps were cache
+    hits by the server's ETag and downloaded nothing."""
+    import hashlib
+
+    from tests.helpers.fileserver import serve_files
+
+    commit = subprocess.run([require_tool("git"), "ls-remote", git_daemon, "refs/tags/v1"], check=True,
+                            capture_output=True, text=True).stdout.split()[0]
+    body = b"served over http\n"
+    log: list[str] = []
+    with serve_files({"/f.txt": body}, headers={"ETag": '"v1"'}, log=log) as base:
+        authed = base.replace("http://", "http://user:pw@")
+        ctx = builder.context({"Dockerfile": f"FROM busybox:local\nADD {git_daemon}#v1 /src\n"
+                                             f"ADD {authed}/f.txt /f.txt\n"}, "sources")
+        for attempt in ("first", "cached"):
+            archive = tmp_path / f"{attempt}.tar"
+            p = builder.build(ctx, "--provenance=mode=min", "-o", f"type=oci,dest={archive}",
+                              "--progress=plain")
+            assert (b"CACHED" in p.stderr) == (attempt == "cached")
+            predicate = _oci_predicate(archive, tmp_path / attempt)
+            assert predicate["materials"][0]["uri"].startswith("pkg:docker/busybox@local")
+            assert predicate["materials"][1:] == [
+                {"uri": f"{git_daemon}#v1", "digest": {"sha1": commit}},
+                {"uri": base.replace("http://", "http://xxxxx:xxxxx@") + "/f.txt",
+                 "digest": {"sha256": hashlib.sha256(body).hexdigest()}},
+            ], attempt
+    assert log.count("GET /f.txt") == 2  # the step's download, and the rebuild's for its digest
+
+
+def test_a_git_context_is_the_config_source_pinned_by_its_commit(builder: Builder, git_daemon: str,
+                                                                  git_repo: Path, tmp_path: Path) -> None:
+    """``pybuild build git://...#main``: the provenance's configSource is the context's URL with
+    the commit it named, and the repository is among the materials, as BuildKit records them."""
+    git = require_tool("git")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = ["-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+    (work / "Dockerfile").write_text("FROM busybox:local\nCOPY hello /hello\n")
+    (work / "hello").write_text("from git\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "ctx"]):
+        subprocess.run([git, *env, *args], cwd=work, check=True, capture_output=True)
+    name = f"ctx-{uuid.uuid4().hex[:8]}.git"
+    subprocess.run([git, "clone", "-q", "--bare", str(work), str(git_repo.parent / name)], check=True,
+                   capture_output=True)
+    commit = subprocess.run([git, "rev-parse", "HEAD"], cwd=work, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    url = git_daemon.rsplit("/", 1)[0] + f"/{name}#main"
+    archive = tmp_path / "out.tar"
+    run_pybuild("build", "--provenance=mode=min", "-o", f"type=oci,dest={archive}", url,
+                root=builder.root, check=True)
+    predicate = _oci_predicate(archive, tmp_path / "layout")
+    assert predicate["invocation"]["configSource"] == {"uri": url, "digest": {"sha1": commit},
+                                                       "entryPoint": "Dockerfile"}
+    assert predicate["materials"][1:] == [{"uri": url, "digest": {"sha1": commit}}]
+    assert "locals" not in predicate["invocation"]["parameters"]
+
+
 def test_docker_output_and_the_store_keep_the_image_alone(builder: Builder, tmp_path: Path) -> None:
     """type=docker drops attestations as buildx's docker exporter does; the store keeps the image."""
     ctx = _context(builder, "docker-out")
