@@ -181,6 +181,7 @@ class Build:
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git: GitSources | None = None
+        self._context_urls: UrlFetches | None = None  # an http(s) context's download, for its digest
         # What the build would only find wrong at its end fails now: outputs, tags, ID files.
         outputs = check_outputs(options.outputs, stdout=sys.stdout, tags=options.tags, push=options.push,
                                 id_files={"--iidfile": options.iidfile, "--metadata-file": options.metadata_file})
@@ -288,8 +289,10 @@ class Build:
         scratch = temp_dir(self.store.root / "run", "context")
         stack.callback(shutil.rmtree, scratch, True)
         keep = self.options.build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "").lower() in ("1", "true")
+
+        self._context_urls = UrlFetches(lambda: self.store.temp_path("-urls"))
         root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}",
-                                 self.git_sources(), keep_git_dir=keep)
+                                 self.git_sources(), keep_git_dir=keep, fetches=self._context_urls)
         if single is not None:
             try:
                 data = read_limited(single, MAX_DOCKERFILE)
@@ -508,7 +511,10 @@ class Build:
             results = run_dag(deps, work_for(env, probed), jobs=jobs,
                               on_cancel=lambda: _stop_containers(self.store.root / "run"))
             # the URLs' digests, for the provenance, before their downloads are removed
-            url_pins = urls.pins() if opts.attest is not None and opts.attest.wanted and not opts.explain else {}
+            url_pins = {}
+            if opts.attest is not None and opts.attest.wanted and not opts.explain:
+                url_pins = {**(self._context_urls.pins() if self._context_urls is not None else {}),
+                            **urls.pins()}
         except StepFailedError as err:  # the error shows the Dockerfile around the step
             err.source = dockerfile_bytes.decode("utf-8", errors="replace")
             raise

@@ -120,7 +120,7 @@ class UrlFetches:
                 target.unlink(missing_ok=True)
             self.pin(url, f"sha256:{h.hexdigest()}")
         with self._lock:
-            return {url: self._pins[url] for url in self._answers if url in self._pins}
+            return dict(self._pins)
 
     def _directory(self) -> Path:
         with self._lock:

@@ -18,6 +18,7 @@ from builder.errors import UsageError
 from builder.execute.urls import redact_credentials
 
 if TYPE_CHECKING:
+    from builder.execute.fetch import UrlFetches
     from builder.execute.gitsource import GitSources
 
 DOCKER_IMAGE = "docker-image://"
@@ -96,7 +97,7 @@ def is_remote_context(text: str) -> bool:
 
 
 def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None, *,
-              keep_git_dir: bool = False) -> tuple[Path, Path | None]:
+              keep_git_dir: bool = False, fetches: UrlFetches | None = None) -> tuple[Path, Path | None]:
     """The files of a git repository (a checkout, without ``.git`` unless ``keep-git-dir=true``,
     as BuildKit; kept in the store by ``git`` and read in place, never written) or of an archive
     over http(s), in a directory under ``scratch``; and, when the URL held a plain file and not
@@ -120,7 +121,7 @@ def fetch_url(url: str, scratch: Path, what: str, git: GitSources | None = None,
     try:
         if is_git:
             return git_checkout(url, spec, scratch, git), None
-        item = download(url, spec, scratch)
+        item = download(url, spec, scratch, fetches=fetches)  # fetches notes its digest
         root = scratch / "context"
         root.mkdir()
         downloaded = item.files[0].host

@@ -281,6 +281,33 @@ def test_a_git_context_is_the_config_source_pinned_by_its_commit(builder: Builde
     assert "locals" not in predicate["invocation"]["parameters"]
 
 
+def test_an_http_context_is_the_config_source_pinned_by_its_digest(builder: Builder, tmp_path: Path) -> None:
+    """``pybuild build http://.../ctx.tar``: configSource names the archive with its sha256, and the
+    archive is among the materials, as BuildKit records an http context."""
+    import hashlib
+    import io
+    import tarfile
+
+    from tests.helpers.fileserver import serve_files
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM busybox:local\nCOPY hello /hello\n"), ("hello", b"hi\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    archive_bytes = buf.getvalue()
+    with serve_files({"/ctx.tar": archive_bytes}) as base:
+        archive = tmp_path / "out.tar"
+        run_pybuild("build", "--provenance=mode=min", "-o", f"type=oci,dest={archive}", f"{base}/ctx.tar",
+                    root=builder.root, check=True)
+    predicate = _oci_predicate(archive, tmp_path / "layout")
+    digest = {"sha256": hashlib.sha256(archive_bytes).hexdigest()}
+    assert predicate["invocation"]["configSource"] == {"uri": f"{base}/ctx.tar", "digest": digest,
+                                                       "entryPoint": "Dockerfile"}
+    assert predicate["materials"][1:] == [{"uri": f"{base}/ctx.tar", "digest": digest}]
+
+
 def test_docker_output_and_the_store_keep_the_image_alone(builder: Builder, tmp_path: Path) -> None:
     """type=docker drops attestations as buildx's docker exporter does; the store keeps the image."""
     ctx = _context(builder, "docker-out")
