@@ -181,7 +181,7 @@ class Build:
 
         self.annotations = Annotations.parse(options.annotations, str(Platform.host()))
         self._git: GitSources | None = None
-        self._context_urls: UrlFetches | None = None  # an http(s) context's download, for its digest
+        self._urls: UrlFetches | None = None
         # What the build would only find wrong at its end fails now: outputs, tags, ID files.
         outputs = check_outputs(options.outputs, stdout=sys.stdout, tags=options.tags, push=options.push,
                                 id_files={"--iidfile": options.iidfile, "--metadata-file": options.metadata_file})
@@ -290,9 +290,8 @@ class Build:
         stack.callback(shutil.rmtree, scratch, True)
         keep = self.options.build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "").lower() in ("1", "true")
 
-        self._context_urls = UrlFetches(lambda: self.store.temp_path("-urls"))
         root, single = fetch_url(self.options.context, scratch, f"build context {self.options.context}",
-                                 self.git_sources(), keep_git_dir=keep, fetches=self._context_urls)
+                                 self.git_sources(), keep_git_dir=keep, fetches=self.user_urls())
         if single is not None:
             try:
                 data = read_limited(single, MAX_DOCKERFILE)
@@ -362,7 +361,8 @@ class Build:
         named = self._named_contexts()
         resolver = BaseResolver(self.store, host, pull=opts.pull,
                                 insecure_registries=tuple(opts.insecure_registries), named=named,
-                                source_date_epoch=_source_date_epoch(build_args), git=self.git_sources())
+                                source_date_epoch=_source_date_epoch(build_args), git=self.git_sources(),
+                                urls=self.user_urls())
         # The look-aheads below (ONBUILD triggers, the checks' base env, the cache probe) read a
         # base not in the store once, through this one probe, which keeps what it read.
         probe = replace(resolver, metadata_only=True)
@@ -513,8 +513,7 @@ class Build:
             # the URLs' digests, for the provenance, before their downloads are removed
             url_pins = {}
             if opts.attest is not None and opts.attest.wanted and not opts.explain:
-                url_pins = {**(self._context_urls.pins() if self._context_urls is not None else {}),
-                            **urls.pins()}
+                url_pins = {**self.user_urls().pins(), **urls.pins()}
         except StepFailedError as err:  # the error shows the Dockerfile around the step
             err.source = dockerfile_bytes.decode("utf-8", errors="replace")
             raise
@@ -592,6 +591,13 @@ class Build:
 
             self._git = GitSources(self.store.root, GitCredentials(host=True))
         return self._git
+
+    def user_urls(self) -> UrlFetches:
+        """The http(s) URLs the user typed (the context, --build-context): their downloads'
+        digests, for the provenance."""
+        if self._urls is None:
+            self._urls = UrlFetches(lambda: self.store.temp_path("-urls"))
+        return self._urls
 
     def _named_contexts(self) -> dict[str, NamedContext]:
         if not self.options.build_contexts:

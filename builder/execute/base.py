@@ -23,6 +23,7 @@ from builder.image.platform import Platform
 from cache.store import Store
 
 if TYPE_CHECKING:
+    from builder.execute.fetch import UrlFetches
     from builder.execute.gitsource import GitSources
     from builder.execute.named import NamedContext
     from builder.registry.progress import Progress as TransferProgress
@@ -44,6 +45,7 @@ class BaseResolver:
     source_date_epoch: int | None = None  # clamps the mtimes of a directory context's layer
     metadata_only: bool = False  # a probe: a registry image not in the store is read, not pulled
     git: GitSources | None = None  # the build's, for git named contexts
+    urls: UrlFetches | None = None  # notes the digests of http(s) named contexts, for the provenance
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _pulled: set[str] = field(default_factory=set)
@@ -141,7 +143,7 @@ class BaseResolver:
 
             scratch = temp_dir(self.store.root / "run", "context")
             try:
-                root = fetch(named, scratch, self.git)
+                root = fetch(named, scratch, self.git, self.urls)
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise

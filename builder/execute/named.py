@@ -83,10 +83,11 @@ class NamedContext:
         return f"build context {self.name}"
 
 
-def fetch(named: NamedContext, scratch: Path, git: GitSources | None = None) -> Path:
+def fetch(named: NamedContext, scratch: Path, git: GitSources | None = None,
+          fetches: UrlFetches | None = None) -> Path:
     """A URL context's files in a directory under ``scratch`` (see :func:`fetch_url`)."""
     assert named.url is not None
-    return fetch_url(named.url, scratch, f"--build-context {named.name}", git)[0]
+    return fetch_url(named.url, scratch, f"--build-context {named.name}", git, fetches=fetches)[0]
 
 
 def is_remote_context(text: str) -> bool:

@@ -283,7 +283,8 @@ def test_a_git_context_is_the_config_source_pinned_by_its_commit(builder: Builde
 
 def test_an_http_context_is_the_config_source_pinned_by_its_digest(builder: Builder, tmp_path: Path) -> None:
     """``pybuild build http://.../ctx.tar``: configSource names the archive with its sha256, and the
-    archive is among the materials, as BuildKit records an http context."""
+    archive is among the materials, as BuildKit records an http context; so is an http
+    ``--build-context``."""
     import hashlib
     import io
     import tarfile
@@ -301,10 +302,18 @@ def test_an_http_context_is_the_config_source_pinned_by_its_digest(builder: Buil
         archive = tmp_path / "out.tar"
         run_pybuild("build", "--provenance=mode=min", "-o", f"type=oci,dest={archive}", f"{base}/ctx.tar",
                     root=builder.root, check=True)
+        named = tmp_path / "named.tar"
+        ctx = builder.context({"Dockerfile": "FROM busybox:local\nCOPY --from=web hello /hello\n"}, "named-web")
+        builder.build(ctx, "--provenance=mode=min", "--build-context", f"web={base}/ctx.tar",
+                      "-o", f"type=oci,dest={named}")
     predicate = _oci_predicate(archive, tmp_path / "layout")
     digest = {"sha256": hashlib.sha256(archive_bytes).hexdigest()}
     assert predicate["invocation"]["configSource"] == {"uri": f"{base}/ctx.tar", "digest": digest,
                                                        "entryPoint": "Dockerfile"}
+    assert predicate["materials"][1:] == [{"uri": f"{base}/ctx.tar", "digest": digest}]
+    predicate = _oci_predicate(named, tmp_path / "named-layout")
+    assert predicate["invocation"]["configSource"] == {"entryPoint": "Dockerfile"}
+    assert predicate["invocation"]["parameters"]["args"]["context:web"] == f"{base}/ctx.tar"
     assert predicate["materials"][1:] == [{"uri": f"{base}/ctx.tar", "digest": digest}]
 
 
