@@ -207,9 +207,11 @@ def _environment_defaults(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check_not_a_command(args.context)
     _environment_defaults(args)
-    from builder.export.attestation import AttestationRequest
+    attest = None  # most builds ask for none: their flags' parser (and its module) not loaded
+    if args.provenance is not None or args.sbom is not None or args.attest:
+        from builder.export.attestation import AttestationRequest
 
-    attest = AttestationRequest.parse(args.provenance, args.sbom, args.attest)
+        attest = AttestationRequest.parse(args.provenance, args.sbom, args.attest)
     if args.security_opt:
         from builder.errors import UsageError
 
