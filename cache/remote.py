@@ -35,7 +35,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -1202,17 +1202,14 @@ def _stream_digest(f: BinaryIO) -> Digest:
 
 
 def _run_all(tasks: Sequence[Callable[[], object]]) -> None:  # what they return is not used
+    """Run blob transfers concurrently, as a pull does: the first failure, Ctrl-C or SIGTERM stops
+    the others, a download or upload stalled on its connection included, at once."""
     if not tasks:
         return
-    with ThreadPoolExecutor(max_workers=min(TRANSFER_WORKERS, len(tasks)),
-                            thread_name_prefix="pybuild-cache") as pool:
-        futures = [pool.submit(t) for t in tasks]
-        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in pending:
-            f.cancel()
-        for f in futures:
-            if f.done() and not f.cancelled() and (err := f.exception()) is not None:
-                raise err
+    from builder.registry.client import TransferStop
+    from builder.registry.remote import run_transfers
+
+    run_transfers(tasks, TRANSFER_WORKERS, TransferStop())
 
 
 __all__ = [

@@ -162,6 +162,11 @@ def stoppable(stop: threading.Event | None) -> Iterator[None]:
         _TRANSFER_STOP.reset(token)
 
 
+def current_stop() -> threading.Event | None:
+    """The stop of the transfer this thread works for (see :func:`stoppable`), if any."""
+    return _TRANSFER_STOP.get()
+
+
 def check_stop() -> None:
     """Raise TransferStopped if this thread's transfer was stopped (see :func:`stoppable`)."""
     stop = _TRANSFER_STOP.get()

@@ -62,6 +62,7 @@ from builder.registry.client import (
     TransferStopped,
     TransientRegistryError,
     add_query,
+    current_stop,
     describe_exception,
     shut_down,
     stoppable,
@@ -104,6 +105,8 @@ class BlobReader(io.RawIOBase):
                  operation: str = "pull", progress: Progress | None = None,
                  stop: threading.Event | None = None) -> None:
         super().__init__()
+        if stop is None:  # a transfer's (see run_transfers): its stop breaks this read too
+            stop = current_stop()
         self._stop = stop  # set: the pull is stopping, read no more (TransferStopped)
         self._client = client
         self._repository = repository
@@ -343,13 +346,13 @@ def _check(stop: threading.Event | None) -> None:
         raise TransferStopped
 
 
-def _run_stoppable(stop: threading.Event, task: Callable[[], None]) -> None:
+def _run_stoppable(stop: threading.Event, task: Callable[[], object]) -> None:
     with stoppable(stop):  # every request of the task: see RegistryClient
         task()
 
 
-def _run_concurrently(tasks: Sequence[Callable[[], None]], workers: int, stop: threading.Event,
-                      cancel: threading.Event | None = None) -> None:
+def run_transfers(tasks: Sequence[Callable[[], object]], workers: int, stop: threading.Event,
+                  cancel: threading.Event | None = None) -> None:
     """Run tasks on a thread pool; the first failure cancels what has not started and is raised.
 
     ``stop``, which the tasks check between chunks, is set on a failure, on Ctrl-C, SIGTERM or
@@ -432,7 +435,7 @@ def download_blobs(image: RemoteImage, store: Store, progress: Progress,
                 progress.done(key, "Pull complete")
 
         tasks.append(task)
-    _run_concurrently(tasks, workers, stop, cancel)
+    run_transfers(tasks, workers, stop, cancel)
     return total[0]
 
 
@@ -890,7 +893,7 @@ def push(image: Image, reference: Reference | str, *, client: RegistryClient | N
                 tasks.append(task)
             if ref.tag:
                 progress.message(f"The push refers to repository [{ref.name}]")
-            _run_concurrently(tasks, workers, stop)
+            run_transfers(tasks, workers, stop)
             digest = Digest.of(raw_manifest)
             if ref.digest is not None and ref.digest != digest:
                 raise DigestMismatchError(ref.digest, digest, f"manifest pushed as {ref.familiar}")

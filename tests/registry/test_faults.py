@@ -224,3 +224,52 @@ def test_a_registry_that_never_answers_bounds_a_cache_import(tmp_path: Path) -> 
         for conn in held:
             conn.close()
         server.close()
+
+
+def test_ctrl_c_stops_a_cache_import_stalled_on_a_layer_at_once(registry: str, fault_proxy,  # type: ignore[no-untyped-def]
+                                                                tmp_path: Path) -> None:
+    """A build whose layers come from --cache-from fetches them at its end, all at once; a SIGTERM
+    (or Ctrl-C) there waited for every download to finish, a stalled one for minutes (its read
+    timeouts and retries). The transfers now stop as a pull's do: exit 143 within seconds, no temp
+    file left, and the next build of that store works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers.tools import run_pybuild
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "big").write_bytes(os.urandom(3_000_000))
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY big /big\n")
+    ref = f"{random_name('cache')}/app:cache"
+    run_pybuild("build", "--cache-to", f"type=registry,ref={registry}/{ref},mode=max", str(ctx),
+                root=tmp_path / "a", check=True)
+    faults = Faults(stall_first_bodies=1, stall_min_bytes=1_000_000, stall_seconds=600)
+    proxy = fault_proxy(faults)
+    root = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--cache-from",
+                             f"type=registry,ref={proxy.address}/{ref}", str(ctx)],
+                            env={**os.environ, "PYBUILD_ROOT": str(root)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while faults.counts.get("stall_body", 0) < 1 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert faults.counts.get("stall_body", 0) == 1, proc.communicate(timeout=60)
+        time.sleep(0.3)  # the download reaches its wait on the stalled connection
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert took < 15, f"the build took {took:.1f} s to stop"
+    assert err.strip().endswith(b"ERROR: interrupted by SIGTERM"), err
+    assert list((root / "tmp").iterdir()) == []
+    run_pybuild("build", str(ctx), root=root, check=True)
