@@ -209,15 +209,7 @@ def test_provenance_max_in_an_oci_archive(builder: Builder, tmp_path: Path) -> N
 
 def _oci_predicate(archive: Path, layout: Path) -> dict:
     """The provenance predicate of the attested image a type=oci tar holds."""
-    layout.mkdir()
-    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
-
-    def blob(digest: str) -> bytes:
-        return (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
-
-    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
-    _, att_desc = json.loads(blob(entry["digest"]))["manifests"]
-    return json.loads(blob(json.loads(blob(att_desc["digest"]))["layers"][0]["digest"]))["predicate"]
+    return _statements(archive, layout)[PREDICATE]["predicate"]
 
 
 def test_provenance_materials_name_the_git_and_http_sources_by_digest(builder: Builder, git_daemon: str,
@@ -347,8 +339,9 @@ m:Sören Tempel <soeren+alpine@soeren-tempel.net>
 """
 
 
-def _statements(layout_tar: Path, tmp_path: Path) -> dict[str, dict]:
-    layout = tmp_path / "layout-sbom"
+def _statements(layout_tar: Path, layout: Path) -> dict[str, dict]:
+    """The in-toto statements of the attested image a type=oci tar holds, by predicate type
+    (the tar unpacked into ``layout``)."""
     layout.mkdir()
     subprocess.run(["tar", "-xf", str(layout_tar), "-C", str(layout)], check=True)
 
@@ -367,7 +360,7 @@ def test_sbom_lists_the_packages_dpkg_installed(builder: Builder, bookworm_base:
     ctx = builder.context({"Dockerfile": f"FROM {bookworm_base}\nRUN rm -rf /usr/share/doc\n"}, "sbom-deb")
     archive = tmp_path / "deb.tar"
     builder.build(ctx, "--sbom=true", "--provenance=true", "-t", "attest:deb", "-o", f"type=oci,dest={archive}")
-    found = _statements(archive, tmp_path)
+    found = _statements(archive, tmp_path / "layout-sbom")
     assert list(found) == ["https://spdx.dev/Document", PREDICATE]
     doc = found["https://spdx.dev/Document"]["predicate"]
     assert doc["spdxVersion"] == "SPDX-2.3" and doc["dataLicense"] == "CC0-1.0"
@@ -389,7 +382,7 @@ def test_sbom_reads_apk_s_database(builder: Builder, tmp_path: Path) -> None:
                                          "RUN echo ID=alpine > /etc/os-release\n", "installed": APK_DB}, "sbom-apk")
     archive = tmp_path / "apk.tar"
     builder.build(ctx, "--attest", "type=sbom", "-t", "attest:apk", "-o", f"type=oci,dest={archive}")
-    found = _statements(archive, tmp_path)
+    found = _statements(archive, tmp_path / "layout-sbom")
     assert list(found) == ["https://spdx.dev/Document"]
     doc = found["https://spdx.dev/Document"]["predicate"]
     refs = sorted(p["externalRefs"][0]["referenceLocator"] for p in doc["packages"])
@@ -406,7 +399,7 @@ def test_provenance_max_steps_of_a_multi_stage_build(builder: Builder, tmp_path:
                                          "FROM a\nWORKDIR /w\nENV X=1\nCOPY --from=a /a /w/a\n"}, "multi")
     archive = tmp_path / "multi.tar"
     builder.build(ctx, "--provenance=mode=max", "-o", f"type=oci,dest={archive}")
-    statement = _statements(archive, tmp_path)[PREDICATE]
+    statement = _statements(archive, tmp_path / "layout-sbom")[PREDICATE]
     assert statement["subject"] == []  # an unnamed image: BuildKit's default subjects are its names
     predicate = statement["predicate"]
     assert len(predicate["materials"]) == 1
