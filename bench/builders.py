@@ -65,15 +65,16 @@ class Builder(ABC):
         """Make a base image available, unpacked, outside any timing."""
 
     @abstractmethod
-    def build_cmd(self, ctx: Path, tag: str) -> list[str]:
-        """The build command line, as a user types it."""
+    def build_cmd(self, ctx: Path, tag: str, jobs: int | None = None) -> list[str]:
+        """The build command line, as a user types it; ``jobs``: how many steps may run at once,
+        for a builder that has the option (docker's classic builder runs one at a time)."""
 
     def env(self) -> dict[str, str] | None:
         return None
 
-    def build(self, ctx: Path, tag: str) -> float:
+    def build(self, ctx: Path, tag: str, jobs: int | None = None) -> float:
         self.built.add(tag)
-        return timed(self.build_cmd(ctx, tag), env=self.env())
+        return timed(self.build_cmd(ctx, tag, jobs), env=self.env())
 
     @abstractmethod
     def reset_cache(self, base: str | None = None) -> None:
@@ -130,12 +131,12 @@ class Docker(Builder):
     def load_base(self, name: str, docker_archive: Path) -> None:
         _run(["docker", "load", "-i", str(docker_archive)])
 
-    def build_cmd(self, ctx: Path, tag: str) -> list[str]:
+    def build_cmd(self, ctx: Path, tag: str, jobs: int | None = None) -> list[str]:
         return ["docker", "build", "-q", "--network", "host", "-t", f"bench/{tag}", str(ctx)]
 
-    def build(self, ctx: Path, tag: str) -> float:
+    def build(self, ctx: Path, tag: str, jobs: int | None = None) -> float:
         self.built.add(tag)
-        seconds, proc = timed_run(self.build_cmd(ctx, tag), env=self.env())
+        seconds, proc = timed_run(self.build_cmd(ctx, tag, jobs), env=self.env())
         image_id = proc.stdout.decode().strip().splitlines()[-1:]
         self.image_ids.update(image_id)
         return seconds
@@ -228,7 +229,7 @@ class Buildah(FarmBuilder):
         out = _run([*self._storage(root), "images", "--no-trunc", "--format", "{{.ID}}", f"bench/{tag}"])
         return out.stdout.decode().split()[0]
 
-    def build_cmd(self, ctx: Path, tag: str) -> list[str]:
+    def build_cmd(self, ctx: Path, tag: str, jobs: int | None = None) -> list[str]:
         dockerfile = ctx / "Dockerfile"
         text = dockerfile.read_text()
         local = ctx / ".buildah.Dockerfile"
@@ -236,7 +237,7 @@ class Buildah(FarmBuilder):
         local.write_text(text.replace(f"FROM {BUSYBOX}", f"FROM localhost/{BUSYBOX}")
                          .replace(f"FROM {DEBIAN}", f"FROM localhost/{DEBIAN}"))
         return ["buildah", "bud", "-q", "--isolation", "chroot", "--network", "host", "--layers",
-                "-f", str(local), "-t", f"bench/{tag}", str(ctx)]
+                *(["--jobs", str(jobs)] if jobs else []), "-f", str(local), "-t", f"bench/{tag}", str(ctx)]
 
     def reset_cache(self, base: str | None = None) -> None:
         for tag in sorted(self.built):
@@ -343,18 +344,21 @@ class Pybuild(FarmBuilder):
             extra += ["--cache-to", f"type=registry,ref={cache_to},mode=max"]
         if cache_from:
             extra += ["--cache-from", f"type=registry,ref={cache_from}"]
-        return self.build(ctx, tag, *extra, root=root)
+        return self.build(ctx, tag, extra=extra, root=root)
 
     def farm_image_id(self, tag: str, root: Path) -> str:
         out = _run(self._cli("inspect", f"bench/{tag}"), env=self.env(root)).stdout
         return str(json.loads(out)[0]["Id"])
 
-    def build_cmd(self, ctx: Path, tag: str, *extra: str) -> list[str]:
-        return self._cli("build", "-q", *extra, "-t", f"bench/{tag}", str(ctx))
+    def build_cmd(self, ctx: Path, tag: str, jobs: int | None = None, *,
+                  extra: list[str] | None = None) -> list[str]:
+        return self._cli("build", "-q", *(["--jobs", str(jobs)] if jobs else []), *(extra or ()),
+                         "-t", f"bench/{tag}", str(ctx))
 
-    def build(self, ctx: Path, tag: str, *extra: str, root: Path | None = None) -> float:
+    def build(self, ctx: Path, tag: str, jobs: int | None = None, *, extra: list[str] | None = None,
+              root: Path | None = None) -> float:
         self.built.add(tag)
-        return timed(self.build_cmd(ctx, tag, *extra), env=self.env(root))
+        return timed(self.build_cmd(ctx, tag, jobs, extra=extra), env=self.env(root))
 
     def reset_cache(self, base: str | None = None) -> None:
         self.fresh_root(self.root, base)

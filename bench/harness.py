@@ -157,11 +157,11 @@ def run_workload(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, 
             for b in _order(builders, run):
                 if run > 0:  # the first run starts from the reset above
                     _reset(results, w, b)
-                _attempt(results, (w.name, "cold", b.name), lambda b=b: b.build(ctx, tag),
+                _attempt(results, (w.name, "cold", b.name), lambda b=b: b.build(ctx, tag, w.jobs),
                          before_retry=lambda b=b: _reset(results, w, b))
     for b in builders:  # warm every builder once so the next scenarios start from a cached build
         if not results.cell(w.name, "cold", b.name).times:
-            _attempt(results, (w.name, "cold", b.name), lambda b=b: b.build(ctx, tag))
+            _attempt(results, (w.name, "cold", b.name), lambda b=b: b.build(ctx, tag, w.jobs))
         try:
             results.info[(w.name, b.name)] = b.info(tag)
         except (BenchError, OSError, ValueError, KeyError) as err:
@@ -171,7 +171,7 @@ def run_workload(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, 
             if _enough(results, w, "noop", builders, run):
                 break
             for b in _order(builders, run):
-                _attempt(results, (w.name, "noop", b.name), lambda b=b: b.build(ctx, tag))
+                _attempt(results, (w.name, "noop", b.name), lambda b=b: b.build(ctx, tag, w.jobs))
     if "change" in scenarios:
         original = (ctx / w.changed_file).read_bytes()
         try:
@@ -180,7 +180,7 @@ def run_workload(w: wl.Workload, builders: list[Builder], ctx: Path, runs: int, 
                     break
                 wl.touch_change(ctx, w, run)
                 for b in _order(builders, run):
-                    _attempt(results, (w.name, "change", b.name), lambda b=b: b.build(ctx, tag))
+                    _attempt(results, (w.name, "change", b.name), lambda b=b: b.build(ctx, tag, w.jobs))
         finally:
             (ctx / w.changed_file).write_bytes(original)
     if "export" in scenarios:

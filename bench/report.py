@@ -99,7 +99,10 @@ def headlines(results: Results) -> list[Headline]:
     else:
         out.append(Headline("W2 no-op rebuild, pybuild/docker", "not measured", "< 1 s, >= 5x", False))
     versus("W2", "change", "W2 big context, one-file-change rebuild, pybuild/docker", ">= 3x faster (issue 5)", 1 / 3)
-    versus("W3", "cold", "W3 four parallel 2 s stages, cold, pybuild/docker", "-", None)
+    versus("W3", "cold", "W3 four parallel 2 s stages (`--jobs 4`), cold, pybuild/docker",
+           "whole build < 4 s (issue 4)", None)
+    w3 = median(results, ("W3", "cold", "pybuild"))
+    out[-1] = Headline(out[-1].label, out[-1].figure, out[-1].target, w3 is not None and w3 < 4.0)
     for w in FARM_WORKLOADS:
         fr = farm_ratio(results, w)
         detail = results.farm.get(w, {}).get("pybuild", {})
@@ -261,7 +264,10 @@ def write(results: Results, out: Path, *, header: dict[str, str], builders: list
                 r = ratio(results, w.name, scenario, p)
                 row.append(f"{r:.2f}" if r is not None else "-")
             lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Workloads: " + "; ".join(f"{w.name} {w.title}" for w in WORKLOADS) + ".", ""]
+    lines += ["", "Workloads: " + "; ".join(
+        f"{w.name} {w.title}" + (f" (built with `--jobs {w.jobs}` by pybuild and buildah; docker's "
+                                 "classic builder has no such option and runs one step at a time)"
+                                 if w.jobs else "") for w in WORKLOADS) + ".", ""]
     lines += ["## Images (size in MB / layers)", "",
               "| workload | " + " | ".join(builders) + " |", "|" + "---|" * (len(builders) + 1)]
     for w in WORKLOADS:

@@ -25,13 +25,14 @@ class Workload:
     changed_file: str  # context-relative file the one-file-change scenario edits
     slow: bool = False  # 3 runs instead of 5
     network: bool = False  # needs the host network (apt-get)
+    jobs: int | None = None  # steps at once (--jobs) where the builder has the option; else its default
 
 
 WORKLOADS = (
     Workload("W1", "small app: 50 files, 3 RUNs", BUSYBOX, "src/module_07.py"),
     Workload("W2", "big context: 20,000 files / ~400 MB, COPY . and one RUN", BUSYBOX,
              "data/d000/f00000.bin", slow=True),
-    Workload("W3", "4 independent stages of ~2 s each + COPY --from", BUSYBOX, "stage.txt"),
+    Workload("W3", "4 independent stages of ~2 s each + COPY --from", BUSYBOX, "stage.txt", jobs=4),
     Workload("W4", "Debian base: RUN writes 5,000 files, RUN deletes half", DEBIAN, "marker.txt"),
     Workload("W5", "40 sequential small instructions", BUSYBOX, "files/f17.txt"),
     Workload("W6", "apt-get install on Debian bookworm (host network)", DEBIAN, "marker.txt",
