@@ -4,12 +4,12 @@
 test:
 	bash tests/setup.sh
 	python3 -m ruff check builder cache grammar tests bench
-	python3 -m mypy --ignore-missing-imports builder cache
+	python3 -m mypy --ignore-missing-imports --exclude "^bench/out/" builder cache bench
 	python3 -m pytest
 
 lint:
 	python3 -m ruff check builder cache grammar tests bench
-	python3 -m mypy --ignore-missing-imports builder cache
+	python3 -m mypy --ignore-missing-imports --exclude "^bench/out/" builder cache bench
 
 bench:
 	python3 -m bench

@@ -170,7 +170,8 @@ class Docker(Builder):
             parents[image] = parent.strip()
         found: set[str] = set()
         for image in parents:
-            chain, cur = [], image
+            chain: list[str] = []
+            cur = image
             while cur and cur not in bases and cur not in found and len(chain) < 1000:
                 chain.append(cur)
                 cur = parents.get(cur, "")

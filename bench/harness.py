@@ -15,7 +15,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import workloads as wl
 from bench.builders import BenchError, Builder, FarmBuilder, ImageInfo
@@ -97,7 +97,11 @@ def make_base_archives(workdir: Path) -> dict[str, Path]:
     return out
 
 
-def _order(builders: list[Builder], run: int) -> list[Builder]:
+_B = TypeVar("_B", bound=Builder)
+
+
+def _order(builders: list[_B], run: int) -> list[_B]:
+    """Builders in turn: each run starts with the next one, so none always goes first."""
     k = run % len(builders)
     return builders[k:] + builders[:k]
 

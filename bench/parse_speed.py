@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from builder.frontend.parser import Parser
@@ -67,9 +68,9 @@ def run(corpus_dir: Path | str = DEFAULT_CORPUS, repeat: int = REPEAT, reference
     ours: list[float] = []
     theirs: list[float] = []
     for source in sources:
-        ours.append(_best(lambda source=source: parser.parse(source), repeat))
+        ours.append(_best(partial(parser.parse, source), repeat))
         if other is not None:
-            theirs.append(_best(lambda source=source: other(source), repeat))
+            theirs.append(_best(partial(other, source), repeat))
     result: dict[str, float] = {
         "files": len(sources),
         "median_lines": statistics.median(s.count(b"\n") for s in sources),

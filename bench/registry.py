@@ -35,6 +35,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -205,23 +206,23 @@ def run(workdir: Path, registry_addr: str, *, layers: int = 20, total_mb: int = 
                 ref = f"{addr}/bench/push:{i}"
                 if tool == "pybuild":
                     _pybuild(store_root, "tag", "bench/registry:src", ref)
-                    times["pybuild_push"].append(_timed(lambda r=ref: _pybuild(
-                        store_root, "push", "-q", r)))
+                    times["pybuild_push"].append(_timed(partial(
+                        _pybuild, store_root, "push", "-q", ref)))
                     _pybuild(store_root, "rmi", ref)
                 else:
-                    times["skopeo_push"].append(_timed(lambda r=ref: _skopeo(
-                        "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:bench",
-                        f"docker://{r}")))
+                    times["skopeo_push"].append(_timed(partial(
+                        _skopeo, "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:bench",
+                        f"docker://{ref}")))
         for tool in order:
             target = workdir / f"pull-{tool}"
             shutil.rmtree(target, ignore_errors=True)
             before = _cpu(resource.RUSAGE_CHILDREN)
             if tool == "pybuild":
-                times["pybuild_pull"].append(_timed(lambda t=target: _pybuild(t, "pull", "-q", pull_ref)))
+                times["pybuild_pull"].append(_timed(partial(_pybuild, target, "pull", "-q", pull_ref)))
             else:
-                times["skopeo_pull"].append(_timed(lambda t=target: _skopeo(
-                    "copy", "--quiet", "--src-tls-verify=false", f"docker://{pull_ref}",
-                    f"oci:{t}:bench")))
+                times["skopeo_pull"].append(_timed(partial(
+                    _skopeo, "copy", "--quiet", "--src-tls-verify=false", f"docker://{pull_ref}",
+                    f"oci:{target}:bench")))
             cpu[f"{tool}_pull"].append(_cpu(resource.RUSAGE_CHILDREN) - before)
             shutil.rmtree(target, ignore_errors=True)
     medians = {k: statistics.median(v) for k, v in times.items()}

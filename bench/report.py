@@ -317,7 +317,8 @@ def chart(results: Results, out: Path, builders: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     peers = [b for b in builders if b != "pybuild"]
-    labels, series = [], {p: [] for p in peers}
+    labels: list[str] = []
+    series: dict[str, list[float]] = {p: [] for p in peers}
     for w in WORKLOADS:
         for scenario in SCENARIO_TITLES:
             if not any(ratio(results, w.name, scenario, p) for p in peers):
@@ -326,10 +327,10 @@ def chart(results: Results, out: Path, builders: list[str]) -> None:
             for p in peers:
                 series[p].append(ratio(results, w.name, scenario, p) or 0.0)
     extra: list[tuple[str, float]] = []
-    for w in FARM_WORKLOADS:
-        fr = farm_ratio(results, w)
+    for name in FARM_WORKLOADS:
+        fr = farm_ratio(results, name)
         if fr is not None:
-            extra.append((f"{w} farm B / pybuild cold", fr))
+            extra.append((f"{name} farm B / pybuild cold", fr))
     reg = results.components.get("registry", {})
     for op in ("push", "pull"):
         if reg.get(f"{op}_ratio_skopeo_over_pybuild"):
