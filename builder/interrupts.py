@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -146,3 +146,21 @@ def interrupts_deferred() -> Iterator[None]:
     with interrupts_noted() as noted:
         yield
     raise_noted(noted)
+
+
+def run_to_end(work: Callable[[], object]) -> None:
+    """``work`` under :func:`interrupts_deferred`, also when a stop signal lands as the deferral
+    begins, before its handlers are in place (the ``with`` then raises and its body never runs):
+    the command is stopping, so the work runs with the stop signals ignored and the signal is
+    raised after it."""
+    started = False
+    try:
+        with interrupts_deferred():
+            started = True
+            work()
+    except KeyboardInterrupt:
+        if started:  # raised after the work (noted meanwhile), or by the work itself
+            raise
+        ignore_stop_signals()
+        work()
+        raise

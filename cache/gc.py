@@ -23,7 +23,7 @@ from builder.image.config import ConfigFile
 from builder.image.digest import Digest
 from builder.image.image import SourceImage
 from builder.image.manifest import Manifest
-from builder.interrupts import ignore_stop_signals, interrupts_deferred
+from builder.interrupts import interrupts_deferred, run_to_end
 from cache.blobs import CHUNK, is_stale_temp, remove_tree, sweep_temp
 from cache.snapshots import chain_ids
 from cache.store import BlobFileSource, CheckReport, Problem, PruneReport, Store
@@ -138,23 +138,12 @@ def prune(store: Store, keep_storage: int | None = None, remove_all: bool = Fals
     finally:
         # to the end even when a SIGTERM comes meanwhile (raised after it): what was set aside
         # is no longer in the store, and would otherwise stay in tmp/ until the next writer
-        try:
-            with interrupts_deferred():
-                _remove_each(doomed)
-        except KeyboardInterrupt:
-            # One that landed as the deferral began, before its handlers were in place: the
-            # command stops, so no further signal may cut the removal short either.
-            ignore_stop_signals()
-            _remove_each(doomed)
-            raise
+        def remove_doomed() -> None:
+            for path in doomed:
+                remove_tree(path)
+
+        run_to_end(remove_doomed)
     return report
-
-
-def _remove_each(paths: list[Path]) -> None:
-    """Remove the paths, each taken off the list once it is gone."""
-    while paths:
-        remove_tree(paths[-1])
-        paths.pop()
 
 
 def _usage(store: Store) -> int:

@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_container(args: argparse.Namespace) -> int:
     from builder.errors import ContainerStartError, UsageError
-    from builder.interrupts import interrupts_deferred
+    from builder.interrupts import run_to_end
     from builder.runtime import ContainerSpec, Network, ProcessSpec, detect, recover
     from builder.runtime.spec import DEFAULT_PATH
     from cache.blobs import remove_tree, sweep_temp
@@ -162,8 +162,7 @@ def _run_container(args: argparse.Namespace) -> int:
                 err.exit_code = start_error_code(str(err))
                 raise
         finally:
-            with interrupts_deferred():  # a SIGTERM as the container ends: removed all the same
-                remove_tree(scratch)
+            run_to_end(lambda: remove_tree(scratch))  # a SIGTERM as the container ends: removed all the same
 
 
 def _sink(stream: BinaryIO, name: str) -> Callable[[bytes], None]:

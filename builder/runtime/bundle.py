@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import ContainerError, ContainerStartError
-from builder.interrupts import interrupts_deferred
+from builder.interrupts import run_to_end
 from builder.runtime.cleanup import (
     ID_PREFIX,
     ContainerState,
@@ -102,8 +102,8 @@ def prepare(spec: ContainerSpec, work_root: Path, runtime: str) -> Iterator[Cont
         if state is not None:
             # to its end even when a SIGTERM comes meanwhile: a mount or state left behind
             # would wait for the next command's recover()
-            with interrupts_deferred():
-                _teardown(state, cdir, workdir, failing=sys.exc_info()[0] is not None)
+            failing = sys.exc_info()[0] is not None
+            run_to_end(lambda: _teardown(state, cdir, workdir, failing=failing))
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ContainerError, ContainerStartError
-from builder.interrupts import interrupts_deferred, signals_as_interrupt
+from builder.interrupts import run_to_end, signals_as_interrupt
 from builder.runtime import seccomp
 from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cgroups import Cgroup, cgroup_mounts
@@ -137,8 +137,9 @@ class ChrootRuntime:
                 outputs.pump()
                 code = wait(proc)
         except BaseException:
-            with interrupts_deferred():  # one more Ctrl-C does not leave the container running
-                kill(proc)  # pid 1 of the container dies with it (PR_SET_PDEATHSIG), then all the rest
+            # one more Ctrl-C does not leave the container running; pid 1 of the container dies
+            # with the helper (PR_SET_PDEATHSIG), then all the rest
+            run_to_end(lambda: kill(proc))
             os.close(err_read)
             raise
         with os.fdopen(err_read, "rb") as f:

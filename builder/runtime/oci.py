@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import ContainerStartError, RuntimeNotFoundError
-from builder.interrupts import interrupts_deferred, signals_as_interrupt
+from builder.interrupts import run_to_end, signals_as_interrupt
 from builder.runtime.bundle import Container, host_refusals, prepare
 from builder.runtime.cleanup import delete_runtime_container
 from builder.runtime.output import Outputs, Sink, stdin_fd
@@ -94,9 +94,11 @@ class OciRuntime:
                 outputs.pump()
                 code = wait(proc)
         except BaseException:
-            with interrupts_deferred():  # one more Ctrl-C does not leave the container running
-                delete_runtime_container(self.name, container.id)  # Ctrl-C, a failing sink: stop now
+            def stop() -> None:  # Ctrl-C, a failing sink: stop now
+                delete_runtime_container(self.name, container.id)
                 kill(proc)
+
+            run_to_end(stop)  # one more Ctrl-C does not leave the container running
             raise
         error = _start_error(log) if code != 0 else ""
         if not error:
